@@ -1,0 +1,1 @@
+"""Chat front ends: each turns platform events into service calls and renders the results."""

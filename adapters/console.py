@@ -1,0 +1,192 @@
+"""The terminal chat: the same service as Discord and Slack, driven by lines of text.
+
+Commands (a leading ``/`` is optional)::
+
+    /imagine a red fox --seed 7 --refiner 90     queue a generation
+    reroll [#id]                                 same settings, new seed (default: your latest)
+    refine [#id] [percent]                       same seed, refiner from percent (default 85)
+    history [count]                              your recent generations
+    settings [key=value …]                       show or change your defaults
+    help, quit
+
+It reads stdin line by line (so it can be scripted) and handles one command at
+a time, drawing a progress bar while a job runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TextIO
+
+from bot.actions import format_ref, parse_ref_args
+from bot.errors import BotError, InvalidOption
+from bot.jobs import Job, JobEvent, Requester
+from bot.service import ImageService
+
+__all__ = ["ConsoleChat"]
+
+log = logging.getLogger(__name__)
+
+HELP = __doc__.split("Commands (a leading ``/`` is optional)::", 1)[1].split("It reads", 1)[0].rstrip()
+_BAR_WIDTH = 20
+
+
+def _bar(step: int, total: int) -> str:
+    filled = _BAR_WIDTH * step // max(total, 1)
+    return "█" * filled + "░" * (_BAR_WIDTH - filled)
+
+
+def _settings_value(text: str) -> object:
+    if text.lower() in ("", "none", "default"):
+        return None
+    if text.lower() in ("true", "yes", "on", "false", "no", "off"):
+        return text.lower() in ("true", "yes", "on")
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+class ConsoleChat:
+    """A chat session in the terminal for one local user.
+
+    Args:
+        service: the image service.
+        who: the user this terminal speaks for.
+        out: where replies go.
+        data_dir: image paths are shown relative to the current directory through it.
+    """
+
+    def __init__(self, service: ImageService, who: Requester, out: TextIO, data_dir: Path) -> None:
+        self._service = service
+        self._who = who
+        self._out = out
+        self._data_dir = data_dir
+        self._live = out.isatty()
+        self._commands: dict[str, Callable[[str], Awaitable[bool]]] = {
+            "imagine": self._imagine,
+            "reroll": self._reroll,
+            "refine": self._refine,
+            "history": self._history,
+            "settings": self._settings,
+            "help": self._help,
+        }
+
+    def say(self, text: str = "") -> None:
+        """Write one reply line."""
+        self._out.write(text + "\n")
+        self._out.flush()
+
+    async def run(self, stdin: TextIO) -> None:
+        """Handle lines until end of input or ``quit``."""
+        if stdin.isatty():
+            self.say("imagebot console: type /imagine <prompt>, or help.")
+        while True:
+            line = await asyncio.to_thread(stdin.readline)
+            if not line or line.strip().lower() in ("quit", "exit", "/quit", "/exit"):
+                return
+            await self.handle(line)
+
+    async def handle(self, line: str) -> bool:
+        """Run one command line and tell whether it succeeded; mistakes become one sentence, never a traceback."""
+        line = line.strip()
+        if not line:
+            return True
+        word, _, rest = line.partition(" ")
+        command = self._commands.get(word.lower().lstrip("/"))
+        try:
+            if command is None:
+                raise InvalidOption("command", f"'{word}' is unknown (try help)")
+            return await command(rest.strip())
+        except BotError as error:
+            self.say(f"✖ {error}")
+        except Exception:
+            log.exception("console command failed: %s", word)
+            self.say("✖ Something went wrong; it has been logged.")
+        return False
+
+    async def _imagine(self, rest: str) -> bool:
+        return await self._follow(await self._service.imagine(rest, self._who))
+
+    async def _reroll(self, rest: str) -> bool:
+        args = parse_ref_args(rest, allow_percent=False)
+        return await self._follow(await self._service.reroll(self._who, args.generation_id))
+
+    async def _refine(self, rest: str) -> bool:
+        args = parse_ref_args(rest, allow_percent=True)
+        return await self._follow(await self._service.refine(self._who, args.generation_id, args.percent))
+
+    async def _history(self, rest: str) -> bool:
+        limit = int(rest) if rest.isdigit() else 10
+        generations = await self._service.history(self._who, limit=min(max(limit, 1), 50))
+        if not generations:
+            self.say("No images yet; make one with /imagine <prompt>.")
+            return True
+        for generation in generations:
+            request = generation.request
+            origin = f" of {format_ref(generation.parent_id)}" if generation.parent_id else ""
+            refiner = f" · refiner {request.split[0]}/{request.steps}" if request.refiner else ""
+            self.say(
+                f"{format_ref(generation.id)} {generation.action}{origin} · {generation.status} · "
+                f"seed {generation.seed} · {request.model}{refiner} · {request.prompt[:60]!r}"
+            )
+            for image in generation.images:
+                self.say(f"    {self._data_dir / image.path}")
+        return True
+
+    async def _settings(self, rest: str) -> bool:
+        changes: dict[str, object] = {}
+        for pair in rest.split():
+            key, sep, value = pair.partition("=")
+            if not sep:
+                raise InvalidOption("settings", f"takes key=value pairs, not '{pair}'")
+            changes[key.strip().lower()] = _settings_value(value.strip())
+        saved = await (self._service.update_settings(self._who, changes) if changes
+                       else self._service.settings(self._who))
+        shown = ", ".join(f"{key}={value}" for key, value in sorted(saved.items())) or "none (catalog defaults)"
+        self.say(f"Your defaults: {shown}")
+        return True
+
+    async def _help(self, rest: str) -> bool:
+        self.say(HELP)
+        return True
+
+    async def _follow(self, job: Job) -> bool:
+        """Show a job's events until it ends; True if it made its images."""
+        self.say(f"{format_ref(job.id)} queued · seed {job.request.seed} · {job.request.model}")
+        for warning in job.warnings:
+            self.say(f"  ⚠ {warning}")
+        last: JobEvent | None = None
+        async for event in job.events():
+            self._render(event, last)
+            last = event if event.kind == "progress" else last
+        return job.succeeded
+
+    def _render(self, event: JobEvent, last: JobEvent | None) -> None:
+        if event.kind == "queued" and event.position and event.position > 1:
+            self.say(f"  position {event.position} in the queue")
+        elif event.kind == "progress" and event.progress is not None:
+            progress = event.progress
+            line = f"  {progress.stage:<7} {_bar(progress.step, progress.total)} {progress.step}/{progress.total}"
+            if self._live:
+                self._out.write("\r" + line)
+                self._out.flush()
+            elif progress.step == progress.total:
+                self.say(line)
+        elif event.final:
+            if self._live and last is not None:
+                self._out.write("\n")
+            if event.kind == "done" and event.generation is not None:
+                generation = event.generation
+                seconds = f" in {generation.seconds:.2f} s" if generation.seconds is not None else ""
+                self.say(f"{format_ref(generation.id)} done{seconds} · seed {generation.seed}")
+                for image in generation.images:
+                    self.say(f"  {self._data_dir / image.path}")
+            else:
+                self.say(f"✖ {event.message}")
+

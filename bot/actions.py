@@ -1,0 +1,90 @@
+"""How users and buttons refer to generations: ``#12`` in text, ``ib:reroll:12`` in component ids.
+
+Ids are shown and typed with a leading ``#`` so that ``refine 90`` (90 % on
+your latest image) never collides with ``refine #90``. Button and shortcut ids
+share one encoding on every platform; Discord caps a custom_id at 100
+characters, Slack an action_id at 255, and the check lives here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from bot.errors import InvalidOption
+
+__all__ = [
+    "ACTION_ID_PATTERN",
+    "Action",
+    "RefArgs",
+    "decode_action",
+    "encode_action",
+    "format_ref",
+    "parse_ref_args",
+]
+
+Action = Literal["reroll", "refine", "details", "delete", "cancel"]
+_ACTIONS: dict[str, Action] = {
+    "reroll": "reroll",
+    "refine": "refine",
+    "details": "details",
+    "delete": "delete",
+    "cancel": "cancel",
+}
+ACTION_ID_PATTERN = re.compile(r"^ib:(reroll|refine|details|delete|cancel):([1-9][0-9]{0,18})$")
+_MAX_ID_LENGTH = 100
+
+
+def format_ref(generation_id: int) -> str:
+    """Return how a generation id is shown to users: ``#12``."""
+    return f"#{generation_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class RefArgs:
+    """The arguments of ``reroll [#id]`` or ``refine [#id] [percent]``."""
+
+    generation_id: int | None = None
+    percent: int | None = None
+
+
+def parse_ref_args(text: str, *, allow_percent: bool) -> RefArgs:
+    """Parse ``[#id] [percent]`` (either order, both optional).
+
+    Args:
+        text: what follows the command word.
+        allow_percent: whether a bare number (a refiner percent) is accepted.
+    """
+    generation_id: int | None = None
+    percent: int | None = None
+    for word in text.split():
+        if re.fullmatch(r"#[0-9]{1,19}", word) and generation_id is None:
+            generation_id = int(word[1:])
+            if generation_id < 1:
+                raise InvalidOption("id", f"'{word}' is not a generation id")
+        elif allow_percent and re.fullmatch(r"[0-9]{1,3}%?", word) and percent is None:
+            percent = int(word.rstrip("%"))
+            if not 1 <= percent <= 99:
+                raise InvalidOption("refiner", f"must be a percent from 1 to 99, not {percent}")
+        else:
+            expected = "'#id' and a percent from 1 to 99" if allow_percent else "'#id'"
+            hint = " (ids start with #)" if word.isdigit() and not allow_percent else ""
+            raise InvalidOption("argument", f"'{word}' is not understood; expected {expected}{hint}")
+    return RefArgs(generation_id, percent)
+
+
+def encode_action(action: Action, generation_id: int) -> str:
+    """Return the component id of a button acting on a generation."""
+    custom_id = f"ib:{action}:{generation_id}"
+    if len(custom_id) > _MAX_ID_LENGTH or generation_id < 1:
+        raise ValueError(f"cannot encode generation id {generation_id}")
+    return custom_id
+
+
+def decode_action(custom_id: str) -> tuple[Action, int] | None:
+    """Return (action, generation id) of a component id, or None if it is not ours."""
+    match = ACTION_ID_PATTERN.match(custom_id)
+    if match is None:
+        return None
+    return _ACTIONS[match.group(1)], int(match.group(2))

@@ -1,0 +1,117 @@
+"""Wire the real parts together: the only `bot` module that imports `inference` and `storage`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.catalog import Catalog, load_catalog
+from bot.config import CoreSettings, LocalWorkerSettings, QueueSettings
+from bot.errors import BotError
+from bot.options import Limits
+from bot.service import ImageService
+from inference.base import Backend
+from storage.files import ImageFiles
+from storage.history import HistoryStore, SqliteHistory
+
+__all__ = ["App", "ConfigurationError", "bootstrap", "cuda_present", "pick_default_model"]
+
+TINY_NOTICE = (
+    "No CUDA GPU and no IMAGEBOT_DEFAULT_MODEL set: using the tiny offline model "
+    "(random weights, so it makes noise, not pictures). Set IMAGEBOT_DEFAULT_MODEL=sdxl on a GPU box."
+)
+
+
+class ConfigurationError(Exception):
+    """The settings cannot make a working bot; the message says which setting to change."""
+
+
+@dataclass
+class App:
+    """Everything an entry point holds while the bot runs."""
+
+    service: ImageService
+    backend: Backend
+    history: HistoryStore
+    catalog: Catalog
+    data_dir: Path
+
+    async def aclose(self) -> None:
+        """Stop the queue, the backend and the database, in that order."""
+        await self.service.aclose()
+        await self.backend.aclose()
+        await self.history.close()
+
+
+def cuda_present() -> bool:
+    """Tell whether an NVIDIA GPU is visible, without importing torch in the bot process."""
+    return os.path.exists("/dev/nvidiactl") or shutil.which("nvidia-smi") is not None
+
+
+def pick_default_model(configured: str | None, announce: Callable[[str], None]) -> str:
+    """Return the configured default model, else sdxl with CUDA, else the tiny model (announced)."""
+    if configured:
+        return configured
+    if cuda_present():
+        return "sdxl"
+    announce(TINY_NOTICE)
+    return "tiny"
+
+
+def _backend(core: CoreSettings, worker: LocalWorkerSettings, catalog: Catalog) -> Backend:
+    if core.backend == "local":
+        from inference.local import LocalBackend
+
+        token = worker.hf_token.get_secret_value() if worker.hf_token else None
+        return LocalBackend(catalog, core.data_dir, device=worker.device, dtype=worker.dtype, hf_token=token)
+    raise ConfigurationError(
+        f"IMAGEBOT_BACKEND={core.backend} is not available in this version; use IMAGEBOT_BACKEND=local."
+    )
+
+
+async def bootstrap(
+    core: CoreSettings | None = None,
+    worker: LocalWorkerSettings | None = None,
+    queue: QueueSettings | None = None,
+    *,
+    backend: Backend | None = None,
+    history: HistoryStore | None = None,
+    announce: Callable[[str], None] = print,
+) -> App:
+    """Build the service from settings; tests pass their own backend or history store.
+
+    Args:
+        core: data, backend and request settings; read from the environment when not given.
+        worker: local worker settings; likewise.
+        queue: queue limits; likewise.
+        backend: use this backend instead of the configured one.
+        history: use this store instead of the SQLite file in the data directory.
+        announce: where notices for the operator go (the tiny-model notice).
+    """
+    core = core or CoreSettings()
+    worker = worker or LocalWorkerSettings()
+    queue = queue or QueueSettings()
+    catalog = load_catalog(core.catalog)
+    default_model = pick_default_model(core.default_model, announce)
+    try:
+        catalog.get("model", default_model)
+    except BotError as error:
+        raise ConfigurationError(f"IMAGEBOT_DEFAULT_MODEL: {error}") from error
+    core.data_dir.mkdir(parents=True, exist_ok=True)
+    backend = backend or _backend(core, worker, catalog)
+    history = history or await SqliteHistory.open(core.data_dir / "imagebot.sqlite3")
+    service = ImageService(
+        backend=backend,
+        history=history,
+        files=ImageFiles(core.data_dir),
+        catalog=catalog,
+        default_model=default_model,
+        limits=Limits(pixel_budget=core.pixel_budget),
+        max_queue=queue.max_queue,
+        max_per_user=queue.max_per_user,
+    )
+    await service.start()
+    return App(service, backend, history, catalog, core.data_dir)

@@ -1,0 +1,133 @@
+"""The catalog: models, refiners, VAEs, LoRAs and embeddings by friendly name.
+
+Chat users only ever name catalog entries; nothing typed in chat is loaded
+from a path or URL. Each entry carries its architecture and one identifier
+per backend (`local`, `runware`, `modelslab`).
+
+`local` is one of: a Hugging Face repo id (``org/name``), ``tiny:<part>`` for
+the offline random-weight model that `inference.tiny` builds, or a path to a
+diffusers folder or ``.safetensors`` file (absolute, or relative to the data
+directory when it starts with ``./``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bot.errors import InvalidOption
+
+__all__ = ["KINDS", "Catalog", "CatalogEntry", "Kind", "load_catalog"]
+
+Kind = Literal["model", "refiner", "vae", "lora", "embedding"]
+KINDS: tuple[Kind, ...] = ("model", "refiner", "vae", "lora", "embedding")
+
+
+class CatalogEntry(BaseModel):
+    """One named thing a user can ask for."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+    kind: Kind
+    architecture: str
+    description: str = ""
+    local: str | None = None
+    weight_name: str | None = None
+    runware: str | None = None
+    modelslab: str | None = None
+    # models
+    default_steps: int | None = Field(default=None, ge=1, le=100)
+    default_scheduler: str | None = None
+    default_cfg: float | None = Field(default=None, ge=0, le=50)
+    width: int | None = None
+    height: int | None = None
+    refiner: str | None = None
+    # LoRAs and embeddings
+    trigger_words: tuple[str, ...] = ()
+    token: str | None = None
+
+
+class Catalog:
+    """Entries by kind and name, with "did you mean" lookups."""
+
+    def __init__(self, entries: list[CatalogEntry]) -> None:
+        self._by_kind: dict[str, dict[str, CatalogEntry]] = {kind: {} for kind in KINDS}
+        for entry in entries:
+            self._by_kind[entry.kind][entry.name] = entry
+        for model in self._by_kind["model"].values():
+            if model.refiner is not None and model.refiner not in self._by_kind["refiner"]:
+                raise ValueError(f"model {model.name!r} names unknown refiner {model.refiner!r}")
+
+    @classmethod
+    def from_toml(cls, text: str) -> Catalog:
+        """Build a catalog from the text of a models.toml (tables `[kind.name]`)."""
+        data = tomllib.loads(text)
+        entries = []
+        for kind, table in data.items():
+            if kind not in KINDS:
+                raise ValueError(f"unknown catalog section {kind!r}; expected one of {', '.join(KINDS)}")
+            for name, fields in table.items():
+                try:
+                    entries.append(CatalogEntry(name=name, kind=kind, **fields))
+                except ValidationError as error:
+                    raise ValueError(f"catalog entry {kind}.{name} is invalid: {error}") from error
+        return cls(entries)
+
+    def names(self, kind: Kind) -> list[str]:
+        """Return every name of one kind, sorted."""
+        return sorted(self._by_kind[kind])
+
+    def entries(self, kind: Kind) -> Iterator[CatalogEntry]:
+        """Iterate over the entries of one kind, sorted by name."""
+        for name in self.names(kind):
+            yield self._by_kind[kind][name]
+
+    def find(self, kind: Kind, name: str) -> CatalogEntry | None:
+        """Return the entry of that kind and name (case-insensitive), or None."""
+        return self._by_kind[kind].get(name.strip().lower())
+
+    def get(self, kind: Kind, name: str, option: str | None = None) -> CatalogEntry:
+        """Return the entry or raise `InvalidOption` naming close matches.
+
+        Args:
+            kind: which table to look in.
+            name: what the user typed.
+            option: the option name to blame in the error (defaults to `kind`).
+        """
+        entry = self.find(kind, name)
+        if entry is not None:
+            return entry
+        known = self.names(kind)
+        close = difflib.get_close_matches(name.strip().lower(), known, n=3, cutoff=0.5)
+        reason = f"'{name}' is not in the catalog"
+        if not close:
+            reason += f" (known: {', '.join(known)})" if len(known) <= 8 else f" ({len(known)} known)"
+        raise InvalidOption(option or kind, reason, close)
+
+    def search(self, kind: Kind, text: str, limit: int = 25) -> list[CatalogEntry]:
+        """Return entries whose name, description or trigger words contain `text` (for autocomplete)."""
+        needle = text.strip().lower()
+        found = [
+            entry
+            for entry in self.entries(kind)
+            if needle in entry.name or needle in entry.description.lower()
+            or any(needle in word.lower() for word in entry.trigger_words)
+        ]
+        found.sort(key=lambda entry: (not entry.name.startswith(needle), entry.name))
+        return found[:limit]
+
+
+def load_catalog(path: Path | None = None) -> Catalog:
+    """Read a models.toml; without a path, the catalog shipped with the package."""
+    if path is None:
+        text = resources.files("bot").joinpath("models.toml").read_text(encoding="utf-8")
+    else:
+        text = path.read_text(encoding="utf-8")
+    return Catalog.from_toml(text)

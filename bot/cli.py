@@ -1,0 +1,94 @@
+"""The ``imagebot`` command: one-shot commands, the console chat, and ``run``.
+
+The one-shot commands are the console chat's commands run once, so the CLI,
+the console and every chat platform share one history and one syntax::
+
+    imagebot generate a red fox --seed 7     # = /imagine a red fox --seed 7
+    imagebot reroll '#12'
+    imagebot refine '#12' 90
+    imagebot history
+    imagebot chat                            # the terminal chat on stdin
+    imagebot run                             # every chat adapter with credentials, else the console
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+from collections.abc import Sequence
+
+from adapters.console import ConsoleChat
+from bot.bootstrap import App, ConfigurationError, bootstrap
+from bot.config import CoreSettings
+from bot.jobs import Requester
+
+__all__ = ["main"]
+
+log = logging.getLogger("imagebot")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imagebot", description="Image generation for chats.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    generate = commands.add_parser("generate", help="make an image: a prompt and --flags, as in /imagine")
+    generate.add_argument("text", nargs=argparse.REMAINDER)
+    reroll = commands.add_parser("reroll", help="same settings, new seed: [#id] (default: your latest)")
+    reroll.add_argument("text", nargs="*")
+    refine = commands.add_parser("refine", help="same seed, with the refiner: [#id] [percent]")
+    refine.add_argument("text", nargs="*")
+    history = commands.add_parser("history", help="your recent generations")
+    history.add_argument("text", nargs="*")
+    commands.add_parser("chat", help="the terminal chat, reading commands from stdin")
+    commands.add_parser("run", help="start every chat adapter whose credentials are set (else the console)")
+    return parser
+
+
+def console_user() -> Requester:
+    """Return the terminal's user: the CLI and the console chat share this history."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):
+        name = "local"
+    return Requester(platform="console", user_id=name)
+
+
+async def _main(command: str, text: str) -> int:
+    core = CoreSettings()
+    try:
+        app: App = await bootstrap(core, announce=lambda notice: print(notice, file=sys.stderr))
+    except ConfigurationError as error:
+        print(f"imagebot: {error}", file=sys.stderr)
+        return 2
+    chat = ConsoleChat(app.service, console_user(), sys.stdout, core.data_dir)
+    try:
+        if command in ("chat", "run"):
+            # No chat platform is configured in this version: `run` is the console chat.
+            await chat.run(sys.stdin)
+        else:
+            word = "imagine" if command == "generate" else command
+            return 0 if await chat.handle(f"{word} {text}") else 1
+    finally:
+        await app.aclose()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``imagebot`` command line."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=CoreSettings().log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    text = " ".join(getattr(args, "text", []))
+    try:
+        return asyncio.run(_main(args.command, text))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

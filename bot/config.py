@@ -1,0 +1,61 @@
+"""Settings from the environment (prefix ``IMAGEBOT_``) and an optional ``.env`` file.
+
+Only entry points (the CLI, `bot.bootstrap`) read these; everything else is
+given plain values, so tests need no environment variables. Secrets are
+`SecretStr`, so they never print in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["CoreSettings", "LocalWorkerSettings", "QueueSettings"]
+
+
+def _config() -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix="IMAGEBOT_", env_file=".env", extra="ignore")
+
+
+class CoreSettings(BaseSettings):
+    """Where data lives, which backend runs, and what requests may ask for."""
+
+    model_config = _config()
+
+    data_dir: Path = Field(default=Path("./data"), description="SQLite file, images and the tiny model.")
+    backend: Literal["local", "runware", "modelslab", "ray"] = Field(
+        default="local", description="Where images are made."
+    )
+    default_model: str | None = Field(
+        default=None,
+        description="Catalog model used when a request names none; unset: sdxl with CUDA, else tiny.",
+    )
+    catalog: Path | None = Field(default=None, description="A models.toml to use instead of the shipped one.")
+    pixel_budget: int = Field(
+        default=4 * 1024 * 1024, ge=128 * 128, description="Largest width × height × count of one request."
+    )
+    log_level: str = Field(default="INFO", description="Python logging level.")
+
+
+class LocalWorkerSettings(BaseSettings):
+    """The local diffusers worker process."""
+
+    model_config = _config()
+
+    device: str = Field(default="auto", description="torch device for the worker: auto, cuda, cuda:1, cpu.")
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        default="auto", description="Weights dtype; auto: bfloat16 on CUDA, float32 on CPU."
+    )
+    hf_token: SecretStr | None = Field(default=None, description="Hugging Face token for gated models.")
+
+
+class QueueSettings(BaseSettings):
+    """Limits of the job queue."""
+
+    model_config = _config()
+
+    max_queue: int = Field(default=100, ge=1, description="Jobs queued at once, all users together.")
+    max_per_user: int = Field(default=4, ge=1, description="Jobs one user may have queued or running.")

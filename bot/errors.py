@@ -1,0 +1,123 @@
+"""Errors whose text is shown to users as it is.
+
+Every error a user may see derives from `BotError`; its message is one plain
+sentence built from structured fields. Adapters show `str(error)` for these and
+a generic reply (plus a log line) for anything else.
+
+    BotError
+    ├── InvalidOption       an option's value is out of range, unknown or malformed
+    ├── NotFound            no such generation (or not yours to see)
+    ├── NotAllowed          the generation belongs to someone else
+    ├── QueueFull           the queue is at its cap; try again later
+    ├── RateLimited         the user has too many jobs queued or running
+    ├── BackendUnavailable  the image backend failed or cannot be reached
+    ├── JobCancelled        the job was cancelled before it finished
+    └── ContentBlocked      a prompt or image was refused by policy
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "BackendUnavailable",
+    "BotError",
+    "ContentBlocked",
+    "InvalidOption",
+    "JobCancelled",
+    "NotAllowed",
+    "NotFound",
+    "QueueFull",
+    "RateLimited",
+]
+
+
+def _minutes(seconds: float) -> str:
+    minutes = max(1, round(seconds / 60))
+    return f"{minutes} minute" + ("s" if minutes != 1 else "")
+
+
+class BotError(Exception):
+    """Base of every error whose message is meant for the user."""
+
+
+class InvalidOption(BotError):
+    """An option is out of range, unknown or malformed.
+
+    Args:
+        option: the option's user-facing name (`steps`, `lora`, `prompt`…).
+        reason: what is wrong, phrased to follow the option name
+            (``"must be from 1 to 100, not 500"``).
+        suggestions: close matches to offer as "did you mean …".
+    """
+
+    def __init__(self, option: str, reason: str, suggestions: Sequence[str] = ()) -> None:
+        self.option = option
+        self.reason = reason
+        self.suggestions = tuple(suggestions)
+        message = f"{option} {reason}"
+        if self.suggestions:
+            message += "; did you mean " + " or ".join(f"'{s}'" for s in self.suggestions) + "?"
+        else:
+            message += "."
+        super().__init__(message[0].upper() + message[1:])
+
+
+class NotFound(BotError):
+    """No generation with that id exists (or the user cannot see it)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(f"There is no {what}.")
+
+
+class NotAllowed(BotError):
+    """The user may not act on a generation that belongs to someone else."""
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+        super().__init__(f"Only the author of this image can {action} it.")
+
+
+class QueueFull(BotError):
+    """The queue is at its global cap."""
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"The queue is full; try again in {_minutes(retry_after)}.")
+
+
+class RateLimited(BotError):
+    """The user has reached their limit of queued or running jobs."""
+
+    def __init__(self, limit: int, retry_after: float | None = None) -> None:
+        self.limit = limit
+        self.retry_after = retry_after
+        text = f"You already have {limit} image job" + ("s" if limit != 1 else "") + " waiting"
+        if retry_after is not None:
+            text += f"; try again in {_minutes(retry_after)}"
+        super().__init__(text + ".")
+
+
+class BackendUnavailable(BotError):
+    """The image backend failed or cannot be reached."""
+
+    def __init__(self, backend: str, reason: str) -> None:
+        self.backend = backend
+        self.reason = reason
+        super().__init__(f"The {backend} backend could not make the image: {reason}.")
+
+
+class JobCancelled(BotError):
+    """The job was cancelled before it finished."""
+
+    def __init__(self) -> None:
+        super().__init__("The generation was cancelled.")
+
+
+class ContentBlocked(BotError):
+    """A prompt or an image was refused by the server's policy."""
+
+    def __init__(self, rule: str) -> None:
+        self.rule = rule
+        super().__init__(f"This request is not allowed here ({rule}).")

@@ -1,0 +1,118 @@
+"""A job handle: what adapters hold while a generation is queued or running.
+
+A `Job` records every event it goes through (queued, started, progress, done,
+failed, cancelled); each call of `events()` replays them from the start and
+then follows live, so a late subscriber misses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from bot.errors import BotError, JobCancelled
+from bot.request import GenerationRequest, Progress
+
+if TYPE_CHECKING:
+    from storage.history import Generation
+
+__all__ = ["Job", "JobEvent", "Requester"]
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """Who asked, and where: the owner of the generation."""
+
+    platform: str
+    user_id: str
+    workspace: str | None = None
+    channel: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Return the identity used for ownership and fairness."""
+        return self.platform, self.user_id
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One thing that happened to a job.
+
+    `kind` says which; `position` is set for ``queued``, `progress` for
+    ``progress``, `generation` for ``done``, `message` (a user sentence) for
+    ``failed`` and ``cancelled``.
+    """
+
+    kind: Literal["queued", "started", "progress", "done", "failed", "cancelled"]
+    position: int | None = None
+    progress: Progress | None = None
+    generation: Generation | None = None
+    message: str | None = None
+
+    @property
+    def final(self) -> bool:
+        """Return whether the job ends with this event."""
+        return self.kind in ("done", "failed", "cancelled")
+
+
+@dataclass(eq=False)
+class Job:
+    """A queued or running generation, with its event history."""
+
+    id: int
+    requester: Requester
+    request: GenerationRequest
+    warnings: tuple[str, ...] = ()
+    cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
+    position_of: Callable[[Job], int | None] = field(default=lambda job: None, repr=False)
+    _history: list[JobEvent] = field(default_factory=list, repr=False)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    @property
+    def position(self) -> int | None:
+        """Return the place in the queue (1 = next), 0 while running, None when finished."""
+        return None if self.finished else self.position_of(self)
+
+    @property
+    def finished(self) -> bool:
+        """Return whether the job has reached done, failed or cancelled."""
+        return bool(self._history) and self._history[-1].final
+
+    @property
+    def succeeded(self) -> bool:
+        """Return whether the job ended with its images made."""
+        return bool(self._history) and self._history[-1].kind == "done"
+
+    def emit(self, event: JobEvent) -> None:
+        """Record an event and wake every subscriber; nothing is recorded after the final one."""
+        if self.finished:
+            return
+        self._history.append(event)
+        self._changed.set()
+
+    async def events(self) -> AsyncIterator[JobEvent]:
+        """Yield every event of the job, past and future, ending with the final one."""
+        seen = 0
+        while True:
+            while seen < len(self._history):
+                event = self._history[seen]
+                seen += 1
+                yield event
+                if event.final:
+                    return
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def result(self) -> Generation:
+        """Wait for the job to end and return its generation, or raise the user-facing error."""
+        async for event in self.events():
+            if event.kind == "done":
+                assert event.generation is not None
+                return event.generation
+            if event.kind == "cancelled":
+                raise JobCancelled()
+            if event.kind == "failed":
+                raise BotError(event.message or "The generation failed.")
+        raise AssertionError("unreachable: events() ends with a final event")

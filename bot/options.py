@@ -1,0 +1,757 @@
+"""Turn chat options into a complete, checked `GenerationRequest`.
+
+Two inputs, one path. Text (Slack, the console) such as
+``a red fox --seed 42 --ar 16:9 --lora pixel-art:0.8, film-grain`` is split
+into a raw mapping of option names to strings; a mapping of typed options (what
+Discord hands over) is used as it is. `_build` then turns the raw mapping into
+a request, filling every absent option from the user's `Defaults`, then the
+catalog's model entry, then the model's architecture, and `bot.rules.check`
+adds the warnings. The only exception that leaves this module is
+`InvalidOption`, whose message names the option and what it accepts.
+
+Text syntax:
+    * The prompt is everything before the first flag. A flag is ``--name``
+      (or ``—name``, the em dash phones type for ``--``) at the start of a
+      word; its value runs until the next flag, so ``--lora a:0.8, b`` is one
+      value. ``--name=value`` also works. Flag names ignore case and ``_``/``-``.
+    * Quotes (``"…"``, ``'…'``, ``“…”``, ``‘…’``) opening at the start of a
+      word and closing at the end of one protect what they hold: a ``--`` inside
+      is not a flag. They are removed when they wrap a whole value (or the whole
+      prompt), and kept as typed anywhere else, so an apostrophe or quoted words
+      in a prompt reach the model unchanged.
+    * A mapping's ``prompt`` is read the same way, so flags typed into Discord's
+      prompt field work too; an option given both ways is an error.
+
+Defaults: ``steps``, ``scheduler``, ``cfg`` and the size in `Defaults` were
+chosen for `Defaults.model`, so they apply only when the request uses that
+model; another model gets its catalog defaults. `Defaults.refiner_percent`
+applies to any model that has a refiner, unless the request says
+``--refiner 0``; when that default would leave the base or the refiner without
+a step, it is skipped with a warning rather than failing a request that never
+asked for a refiner.
+
+Aspect ratios: for a model whose native area is within 10 % of 1024² the
+nearest (by ratio) of the nine standard SDXL buckets is used (`SDXL_BUCKETS`).
+Any other native size (the 128² tiny model, 512² SDXL Turbo) has no published
+buckets, so `size_for_ratio` picks, among all sizes that are multiples of 64
+within 128–2048, the one minimising ``|ln(ratio error)| + ½·|ln(area / native
+area)|``: the ratio counts most, the area keeps it near the native size. When
+the size made differs from the asked ratio by more than 5 %, a warning says so.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from bot.catalog import Catalog, CatalogEntry, Kind
+from bot.errors import InvalidOption
+from bot.request import MAX_SEED, GenerationRequest, RefinerSpec, WeightedName, refiner_split
+from bot.rules import Architecture, Limits, architecture_of, check, match_scheduler, require_refiner_support
+
+__all__ = [
+    "OPTIONS",
+    "SDXL_BUCKETS",
+    "Defaults",
+    "Limits",
+    "Parsed",
+    "parse_options",
+    "parse_text",
+    "size_for_ratio",
+]
+
+# The option names of the raw mapping (and of Discord's typed options).
+OPTIONS: tuple[str, ...] = (
+    "prompt",
+    "negative",
+    "model",
+    "size",
+    "ar",
+    "steps",
+    "cfg",
+    "scheduler",
+    "seed",
+    "count",
+    "clip_skip",
+    "vae",
+    "refiner",
+    "lora",
+    "embedding",
+    "format",
+)
+
+# The standard SDXL training buckets (about one megapixel each).
+SDXL_BUCKETS: tuple[tuple[int, int], ...] = (
+    (1024, 1024),
+    (1152, 896),
+    (896, 1152),
+    (1216, 832),
+    (832, 1216),
+    (1344, 768),
+    (768, 1344),
+    (1536, 640),
+    (640, 1536),
+)
+
+# Text flags (after lower-casing and `_` → `-`) and the option each sets.
+_FLAGS: dict[str, str] = {
+    "seed": "seed",
+    "steps": "steps",
+    "refiner": "refiner",
+    "lora": "lora",
+    "no": "negative",
+    "negative": "negative",
+    "ar": "ar",
+    "size": "size",
+    "cfg": "cfg",
+    "sampler": "scheduler",
+    "scheduler": "scheduler",
+    "n": "count",
+    "count": "count",
+    "model": "model",
+    "vae": "vae",
+    "clip-skip": "clip_skip",
+    "embedding": "embedding",
+    "format": "format",
+}
+
+# Mapping keys (after lower-casing and `-` → `_`): the options, the flags, and the request's field names.
+_KEYS: dict[str, str] = (
+    {name: name for name in OPTIONS}
+    | {flag.replace("-", "_"): option for flag, option in _FLAGS.items()}
+    | {"negative_prompt": "negative", "sampler": "scheduler"}
+)
+
+# What an error calls each option.
+_LABELS: dict[str, str] = {
+    "prompt": "prompt",
+    "negative": "negative prompt",
+    "model": "model",
+    "size": "size",
+    "ar": "aspect ratio",
+    "steps": "steps",
+    "cfg": "cfg",
+    "scheduler": "scheduler",
+    "seed": "seed",
+    "count": "count",
+    "clip_skip": "clip skip",
+    "vae": "VAE",
+    "refiner": "refiner",
+    "lora": "lora",
+    "embedding": "embedding",
+    "format": "format",
+}
+
+# GenerationRequest field → option label, for the (defensive) pydantic error translation.
+_FIELD_LABELS: dict[str, str] = {
+    "negative_prompt": "negative prompt",
+    "width": "size",
+    "height": "size",
+    "cfg_scale": "cfg",
+    "clip_skip": "clip skip",
+    "vae": "VAE",
+    "loras": "lora",
+    "embeddings": "embedding",
+    "output_format": "format",
+}
+
+# What "needs a value" suggests, per option.
+_EXAMPLES: dict[str, str] = {
+    "model": "a catalog name like sdxl",
+    "size": "like 1216x832",
+    "ar": "like 16:9",
+    "scheduler": "like Euler a",
+    "vae": "a catalog name like sdxl-vae-fp16-fix",
+    "refiner": "a percent like 85, or off",
+    "lora": "like pixel-art:0.8, toy-face",
+    "embedding": "a catalog name, with a weight if you like (name:0.8)",
+    "format": "png, jpg or webp",
+}
+
+_MAX_PROMPT = 3000
+_MAX_ADDONS = 5
+_MIN_SIDE, _MAX_SIDE, _SIDE_STEP = 128, 2048, 64
+_MAX_RATIO = 4.0
+_RATIO_TOLERANCE = 1.05
+_FORMATS = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "webp": "webp"}
+_REFINER_OFF = {"0", "off", "no", "none", "false"}
+_VAE_OWN = {"default", "none", "auto", "off"}
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """Per-user and configured defaults, used for whatever a request leaves out."""
+
+    model: str
+    steps: int | None = None
+    refiner_percent: int | None = None
+    width: int | None = None
+    height: int | None = None
+    scheduler: str | None = None
+    cfg: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A complete request and the warnings to show under its image."""
+
+    request: GenerationRequest
+    warnings: tuple[str, ...] = ()
+
+
+def parse_text(text: str, *, catalog: Catalog, defaults: Defaults, limits: Limits) -> Parsed:
+    """Parse chat text such as ``a red fox --seed 42 --ar 16:9`` into a checked request.
+
+    Args:
+        text: the prompt followed by ``--flag value`` options.
+        catalog: the models, refiners, VAEs, LoRAs and embeddings users may name.
+        defaults: the user's defaults (and the configured default model).
+        limits: the policy the request must fit.
+
+    Returns:
+        The resolved request (its seed is None unless given) and its warnings.
+
+    Raises:
+        InvalidOption: an option is unknown, malformed, out of range or does not fit the model.
+    """
+    return parse_options({"prompt": text}, catalog=catalog, defaults=defaults, limits=limits)
+
+
+def parse_options(
+    options: Mapping[str, object], *, catalog: Catalog, defaults: Defaults, limits: Limits
+) -> Parsed:
+    """Parse typed options (a Discord slash command's) into a checked request.
+
+    Args:
+        options: option name (see `OPTIONS`; flag names and aliases also work)
+            to value, a str or an already typed int/float; None means absent.
+            Flags inside ``prompt`` are parsed as in `parse_text`.
+        catalog: the models, refiners, VAEs, LoRAs and embeddings users may name.
+        defaults: the user's defaults (and the configured default model).
+        limits: the policy the request must fit.
+
+    Returns:
+        The resolved request (its seed is None unless given) and its warnings.
+
+    Raises:
+        InvalidOption: an option is unknown, malformed, out of range or does not fit the model.
+    """
+    raw = _raw_options(options)
+    return _build(raw, catalog, defaults, limits)
+
+
+# ---------------------------------------------------------------------------
+# Layer 1: text and mappings → one raw mapping of option → value
+
+
+def _raw_options(options: Mapping[str, object]) -> dict[str, object]:
+    raw: dict[str, object] = {}
+    given_as: dict[str, str] = {}
+    for key, value in options.items():
+        if value is None:
+            continue
+        if not isinstance(key, str):
+            raise InvalidOption(_shown(key), "is not an option", ())
+        option = _KEYS.get(key.strip().lower().replace("-", "_"))
+        if option is None:
+            raise InvalidOption(_shown(key), "is not an option", _close(key.strip().lower(), list(OPTIONS)))
+        if option in raw:
+            raise InvalidOption(_shown(key), f"repeats '{given_as[option]}', the same option")
+        raw[option] = value
+        given_as[option] = key
+    prompt = raw.get("prompt")
+    if isinstance(prompt, str):
+        raw["prompt"], flagged = _split_text(prompt)
+        for typed, option, value in flagged:
+            if option in raw:
+                reason = f"is given twice: in the prompt and as the {_label(option)} option"
+                raise InvalidOption(typed, reason)
+            raw[option] = value
+    return raw
+
+
+_QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’"}
+_FLAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+
+
+def _split_text(text: str) -> tuple[str, list[tuple[str, str, str]]]:
+    """Split text into the prompt and (flag as typed, option, value) triples."""
+    spans, flags = _scan(text)
+    first = flags[0][0] if flags else len(text)
+    prompt = _unwrap(text, 0, first, spans)
+    found: list[tuple[str, str, str]] = []
+    seen: dict[str, str] = {}
+    for index, (_, typed, value_start) in enumerate(flags):
+        end = flags[index + 1][0] if index + 1 < len(flags) else len(text)
+        name = typed.lstrip("-—")
+        option = _FLAGS.get(name.lower().replace("_", "-"))
+        if option is None:
+            suggestions = ["--" + flag for flag in _close(name.lower(), list(_FLAGS))]
+            reason = "is not an option"
+            if not suggestions:
+                reason += " (options: " + ", ".join("--" + flag for flag in _FLAGS) + ")"
+            raise InvalidOption(typed, reason, suggestions)
+        if option in seen:
+            first_typed = seen[option]
+            same = _flag_key(first_typed) == _flag_key(typed)
+            reason = "is given twice" if same else f"repeats {first_typed}, the same option"
+            raise InvalidOption(typed, reason)
+        seen[option] = typed
+        found.append((typed, option, _unwrap(text, value_start, end, spans)))
+    return prompt, found
+
+
+def _scan(text: str) -> tuple[dict[int, int], list[tuple[int, str, int]]]:
+    """Find quoted spans (start → end) and flags (start, flag as typed, value start) in order."""
+    spans: dict[int, int] = {}
+    flags: list[tuple[int, str, int]] = []
+    n = len(text)
+    i = 0
+    value_start = -1
+    while i < n:
+        if i == 0 or i == value_start or text[i - 1].isspace():
+            close = _QUOTES.get(text[i])
+            end = _closing_quote(text, i + 1, close) if close else None
+            if end is not None:
+                spans[i] = end + 1
+                i = end + 1
+                continue
+            prefix = 2 if text.startswith("--", i) else 1 if text[i] == "—" else 0
+            match = _FLAG_NAME.match(text, i + prefix) if prefix else None
+            if match and (match.end() == n or text[match.end()].isspace() or text[match.end()] == "="):
+                value_start = match.end() + (match.end() < n and text[match.end()] == "=")
+                flags.append((i, text[i : match.end()], value_start))
+                i = value_start
+                continue
+        i += 1
+    return spans, flags
+
+
+def _flag_key(typed: str) -> str:
+    return "--" + typed.lstrip("-—").lower().replace("_", "-")
+
+
+def _closing_quote(text: str, start: int, close: str) -> int | None:
+    """Return where a quote closes: a `close` character at the end of a word, or None."""
+    at = text.find(close, start)
+    while at != -1:
+        after = at + 1
+        if after == len(text) or text[after].isspace() or text[after] == ",":
+            return at
+        at = text.find(close, after)
+    return None
+
+
+def _unwrap(text: str, start: int, end: int, spans: dict[int, int]) -> str:
+    """Return text[start:end] stripped, without the quotes when they wrap all of it."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    if spans.get(start) == end:
+        return text[start + 1 : end - 1]
+    return text[start:end]
+
+
+# ---------------------------------------------------------------------------
+# Layer 2: the raw mapping → a resolved request
+
+
+def _build(raw: Mapping[str, object], catalog: Catalog, defaults: Defaults, limits: Limits) -> Parsed:
+    prompt = _prompt("prompt", raw.get("prompt"), required=True)
+    negative = _prompt("negative", raw["negative"], required=False) if "negative" in raw else None
+
+    model = catalog.get("model", _catalog_name("model", raw["model"]) if "model" in raw else defaults.model)
+    arch = architecture_of(model.architecture)
+    default_model = catalog.find("model", defaults.model)
+    own = default_model is not None and default_model.name == model.name
+
+    steps = _int(
+        "steps",
+        _pick(raw, "steps", defaults.steps if own else None, model.default_steps, arch.default_steps),
+        1,
+        100,
+    )
+    scheduler_value = _pick(
+        raw, "scheduler", defaults.scheduler if own else None, model.default_scheduler, arch.default_scheduler
+    )
+    scheduler = match_scheduler(_text("scheduler", scheduler_value))
+    cfg = _float(
+        "cfg",
+        _pick(raw, "cfg", defaults.cfg if own else None, model.default_cfg, arch.default_cfg),
+        0.0,
+        50.0,
+    )
+    count = _int("count", raw.get("count", 1), 1, 4)
+    seed = _int("seed", raw["seed"], 1, MAX_SEED) if "seed" in raw else None
+    clip_skip = _int("clip_skip", raw.get("clip_skip", 0), 0, 2)
+    output_format = _format(raw.get("format", "png"))
+    vae = _vae(raw["vae"], catalog) if "vae" in raw else None
+    loras = _weighted("lora", "lora", raw["lora"], catalog) if "lora" in raw else ()
+    embeddings = _weighted("embedding", "embedding", raw["embedding"], catalog) if "embedding" in raw else ()
+
+    warnings: list[str] = []
+    width, height = _size(raw, model, arch, defaults if own else None, warnings)
+    refiner = _refiner(raw, model, arch, defaults, steps, warnings)
+
+    try:
+        request = GenerationRequest(
+            prompt=prompt,
+            negative_prompt=negative,
+            model=model.name,
+            width=width,
+            height=height,
+            steps=steps,
+            cfg_scale=cfg,
+            scheduler=scheduler,
+            seed=seed,
+            count=count,
+            clip_skip=clip_skip,
+            vae=vae,
+            refiner=refiner,
+            loras=loras,
+            embeddings=embeddings,
+            output_format=output_format,
+        )
+    except ValidationError as error:
+        raise _invalid_from(error) from None
+    warnings += check(request, catalog, limits)
+    return Parsed(request=request, warnings=tuple(warnings))
+
+
+def _pick(raw: Mapping[str, object], option: str, *fallbacks: object) -> object:
+    """Return the option's value, else the first fallback that is not None."""
+    if option in raw:
+        return raw[option]
+    return next((value for value in fallbacks if value is not None), None)
+
+
+def _invalid_from(error: ValidationError) -> InvalidOption:
+    """Name the option behind the first pydantic error (a safety net: values are checked before)."""
+    first = error.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else "request"
+    label = _FIELD_LABELS.get(field, _LABELS.get(field, field))
+    message = str(first["msg"])
+    return InvalidOption(label, "is invalid: " + message[:1].lower() + message[1:])
+
+
+# ---------------------------------------------------------------------------
+# Values
+
+
+def _label(option: str) -> str:
+    return _LABELS.get(option, option)
+
+
+def _text(option: str, value: object) -> str:
+    """Return a non-empty stripped string, or raise naming the option."""
+    if not isinstance(value, str):
+        raise InvalidOption(_label(option), f"must be text, not {_shown(value)}")
+    text = value.strip()
+    if not text:
+        raise InvalidOption(_label(option), "needs a value, " + _EXAMPLES.get(option, "like the help shows"))
+    return text
+
+
+def _require_value(option: str, value: object, example: str) -> None:
+    if isinstance(value, str) and not value.strip():
+        raise InvalidOption(_label(option), f"needs a value, {example}")
+
+
+def _prompt(option: str, value: object, *, required: bool) -> str:
+    label = _label(option)
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise InvalidOption(label, f"must be text, not {_shown(value)}")
+    # Windows line ends are the one control sequence pasted text carries innocently.
+    text = value.replace("\r\n", "\n").strip()
+    if not text:
+        reason = "is empty; describe the image you want" if required else "needs a value, like blurry, text"
+        raise InvalidOption(label, reason)
+    if required and len(text) < 2:
+        raise InvalidOption(label, "is too short; describe the image you want in at least 2 characters")
+    if len(text) > _MAX_PROMPT:
+        raise InvalidOption(label, f"is {len(text)} characters long; the most is {_MAX_PROMPT}")
+    for char in text:
+        category = unicodedata.category(char)
+        if category == "Cc" and char not in "\n\t":
+            raise InvalidOption(label, f"contains a control character (U+{ord(char):04X}); remove it")
+        if category == "Cs":
+            raise InvalidOption(label, f"contains an invalid character (U+{ord(char):04X}); remove it")
+    return text
+
+
+_INT = re.compile(r"[+-]?[0-9]{1,30}")
+_FLOAT = re.compile(r"[+-]?(?:[0-9]{1,10}(?:\.[0-9]{0,20})?|\.[0-9]{1,20})(?:[eE][+-]?[0-9]{1,3})?")
+
+
+def _int(option: str, value: object, low: int, high: int) -> int:
+    _require_value(option, value, f"a whole number from {low} to {high}")
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and _INT.fullmatch(value.strip()):
+        number = int(value.strip())
+    if number is None:
+        reason = f"must be a whole number from {low} to {high}, not '{_shown(value)}'"
+        raise InvalidOption(_label(option), reason)
+    if not low <= number <= high:
+        raise InvalidOption(_label(option), f"must be from {low} to {high}, not {_shown(number)}")
+    return number
+
+
+def _float(option: str, value: object, low: float, high: float) -> float:
+    _require_value(option, value, f"a number from {low:g} to {high:g}")
+    number: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value) if math.isfinite(value) else None
+    elif isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        number = float(value.strip())
+    if number is not None and not math.isfinite(number):
+        number = None
+    if number is None:
+        reason = f"must be a number from {low:g} to {high:g}, not '{_shown(value)}'"
+        raise InvalidOption(_label(option), reason)
+    if not low <= number <= high:
+        raise InvalidOption(_label(option), f"must be from {low:g} to {high:g}, not {number:g}")
+    return number
+
+
+def _format(value: object) -> str:
+    text = _text("format", value).lower().lstrip(".")
+    if text not in _FORMATS:
+        raise InvalidOption("format", f"must be png, jpg or webp, not '{_shown(value)}'")
+    return _FORMATS[text]
+
+
+def _catalog_name(option: str, value: object) -> str:
+    """Return a name to look up; refuse anything that looks like a path or URL."""
+    name = _text(option, value)
+    _refuse_path(option, name)
+    return name
+
+
+def _refuse_path(option: str, name: str) -> None:
+    if any(marker in name for marker in ("/", "\\", "://", "..")):
+        raise InvalidOption(
+            _label(option), f"only accepts names from the catalog, not paths or URLs ('{_shown(name)}')"
+        )
+
+
+def _vae(value: object, catalog: Catalog) -> str | None:
+    name = _catalog_name("vae", value)
+    if catalog.find("vae", name) is None and name.lower() in _VAE_OWN:
+        return None
+    return catalog.get("vae", name, "VAE").name
+
+
+def _weighted(option: str, kind: Kind, value: object, catalog: Catalog) -> tuple[WeightedName, ...]:
+    """Parse ``name:weight, other`` (weight 1.0 when left out) into catalog names."""
+    label = _label(option)
+    text = _text(option, value)
+    items = [item.strip() for item in text.split(",")]
+    if len(items) > _MAX_ADDONS:
+        raise InvalidOption(label, f"takes at most {_MAX_ADDONS} names, not {len(items)}")
+    found: list[WeightedName] = []
+    for item in items:
+        if not item:
+            raise InvalidOption(label, f"has an empty name in '{_shown(text)}'")
+        _refuse_path(option, item)
+        if item.count(":") > 1:
+            reason = f"'{_shown(item)}' should be a name or name:weight, like pixel-art:0.8"
+            raise InvalidOption(label, reason)
+        name, _, weight_text = item.partition(":")
+        name = name.strip()
+        if not name:
+            raise InvalidOption(label, f"has an empty name in '{_shown(item)}'")
+        weight = 1.0
+        if ":" in item:
+            weight = _weight(label, name, weight_text.strip())
+        entry = catalog.get(kind, name, label)
+        if any(previous.name == entry.name for previous in found):
+            raise InvalidOption(label, f"names '{entry.name}' twice")
+        found.append(WeightedName(name=entry.name, weight=weight))
+    return tuple(found)
+
+
+def _weight(label: str, name: str, text: str) -> float:
+    number = float(text) if _FLOAT.fullmatch(text) else None
+    if number is None or not math.isfinite(number) or not -4.0 <= number <= 4.0:
+        reason = f"weight of '{_shown(name)}' must be a number from -4 to 4, not '{_shown(text)}'"
+        raise InvalidOption(label, reason)
+    return number
+
+
+# ---------------------------------------------------------------------------
+# Size and aspect ratio
+
+_SIZE = re.compile(r"([0-9]{1,5})\s*[xX×*]\s*([0-9]{1,5})")
+_RATIO = re.compile(r"([0-9]{1,4}(?:\.[0-9]{1,4})?)\s*:\s*([0-9]{1,4}(?:\.[0-9]{1,4})?)")
+# Every size in multiples of 64 within 128–2048, with its log ratio and log area (for the search).
+_ALL_SIZES: tuple[tuple[int, int, float, float], ...] = tuple(
+    (w, h, math.log(w / h), math.log(w * h))
+    for w in range(_MIN_SIDE, _MAX_SIDE + 1, _SIDE_STEP)
+    for h in range(_MIN_SIDE, _MAX_SIDE + 1, _SIDE_STEP)
+)
+
+
+def size_for_ratio(native: tuple[int, int], ratio: float) -> tuple[int, int]:
+    """Return the (width, height) for an aspect ratio on a model of that native size.
+
+    SDXL-size models (native area within 10 % of 1024²) get the nearest of
+    `SDXL_BUCKETS`; others get the size, in multiples of 64 within 128–2048,
+    that best balances the ratio (first) and the native area (second).
+    """
+    area = native[0] * native[1]
+    target = math.log(ratio)
+    if abs(area / 1024**2 - 1) <= 0.1:
+        return min(SDXL_BUCKETS, key=lambda size: abs(math.log(size[0] / size[1]) - target))
+
+    log_area = math.log(area)
+    best = min(_ALL_SIZES, key=lambda size: abs(size[2] - target) + 0.5 * abs(size[3] - log_area))
+    return best[0], best[1]
+
+
+def _size(
+    raw: Mapping[str, object],
+    model: CatalogEntry,
+    arch: Architecture,
+    defaults: Defaults | None,
+    warnings: list[str],
+) -> tuple[int, int]:
+    native = (model.width, model.height) if model.width and model.height else arch.native_size
+    if "size" in raw and "ar" in raw:
+        raise InvalidOption("size", "cannot be combined with an aspect ratio; give one of them")
+    if "size" in raw:
+        return _parse_size(raw["size"])
+    if "ar" in raw:
+        ratio_text, ratio = _parse_ratio(raw["ar"])
+        width, height = size_for_ratio(native, ratio)
+        if abs(math.log(width / height / ratio)) > math.log(_RATIO_TOLERANCE):
+            warnings.append(
+                f"Aspect ratio {ratio_text} became {width}×{height} ({_ratio_text(width, height)}), "
+                f"the nearest size for {model.name}."
+            )
+        return width, height
+    if defaults is not None and defaults.width is not None and defaults.height is not None:
+        return _parse_size(f"{defaults.width}x{defaults.height}")
+    return native
+
+
+def _parse_size(value: object) -> tuple[int, int]:
+    text = _text("size", value)
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise InvalidOption("size", f"must be WIDTHxHEIGHT like 1216x832, not '{_shown(text)}'")
+    width, height = int(match[1]), int(match[2])
+    if all(_valid_side(side) for side in (width, height)):
+        return width, height
+    near = f"{_nearest_side(width)}x{_nearest_side(height)}"
+    raise InvalidOption(
+        "size",
+        f"sides must be multiples of 64 from {_MIN_SIDE} to {_MAX_SIDE}, not {width}x{height}",
+        [near],
+    )
+
+
+def _valid_side(side: int) -> bool:
+    return _MIN_SIDE <= side <= _MAX_SIDE and side % _SIDE_STEP == 0
+
+
+def _nearest_side(side: int) -> int:
+    return min(max(_SIDE_STEP * round(side / _SIDE_STEP), _MIN_SIDE), _MAX_SIDE)
+
+
+def _parse_ratio(value: object) -> tuple[str, float]:
+    text = _text("ar", value)
+    match = _RATIO.fullmatch(text)
+    ratio = float(match[1]) / float(match[2]) if match and float(match[2]) > 0 else 0.0
+    if not 1 / _MAX_RATIO <= ratio <= _MAX_RATIO:
+        raise InvalidOption(
+            "aspect ratio", f"must be WIDTH:HEIGHT between 1:4 and 4:1, like 16:9, not '{_shown(text)}'"
+        )
+    return f"{match[1]}:{match[2]}" if match else text, ratio
+
+
+def _ratio_text(width: int, height: int) -> str:
+    def short(number: float) -> str:
+        return f"{number:.2f}".rstrip("0").rstrip(".")
+
+    return f"{short(width / height)}:1" if width >= height else f"1:{short(height / width)}"
+
+
+# ---------------------------------------------------------------------------
+# Refiner
+
+
+def _refiner(
+    raw: Mapping[str, object],
+    model: CatalogEntry,
+    arch: Architecture,
+    defaults: Defaults,
+    steps: int,
+    warnings: list[str],
+) -> RefinerSpec | None:
+    if "refiner" in raw:
+        percent = _refiner_percent(raw["refiner"])
+        if percent is None:
+            return None
+        require_refiner_support(model)
+        if model.refiner is None:
+            reason = f"is not available for '{model.name}': the catalog names no refiner for it"
+            raise InvalidOption("refiner", reason)
+        return RefinerSpec(model=model.refiner, start_percent=percent)
+    if not defaults.refiner_percent or model.refiner is None or not arch.accepts_refiner:
+        return None
+    percent = _refiner_percent(defaults.refiner_percent)
+    if percent is None:
+        return None
+    spec = RefinerSpec(model=model.refiner, start_percent=percent)
+    base, refiner = refiner_split(steps, spec)
+    if base < 1 or refiner < 1:
+        starved = "the refiner" if refiner < 1 else "the base model"
+        warnings.append(
+            f"Your default refiner was skipped: at {percent} % of {steps} steps {starved} gets no steps."
+        )
+        return None
+    return spec
+
+
+def _refiner_percent(value: object) -> int | None:
+    """Return the percent at which the refiner takes over, or None for no refiner."""
+    _require_value("refiner", value, _EXAMPLES["refiner"])
+    number: int | None = None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _REFINER_OFF:
+            return None
+        text = text.removesuffix("%").strip()
+        number = int(text) if _INT.fullmatch(text) else None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    if number is None or not 0 <= number <= 99:
+        raise InvalidOption(
+            "refiner", f"must be a percent from 1 to 99, or 0 or off for none, not '{_shown(value)}'"
+        )
+    return number or None
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+
+
+def _close(word: str, choices: list[str]) -> list[str]:
+    return difflib.get_close_matches(word, choices, n=3, cutoff=0.6)
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    """Return a value as it may be echoed in a message: one line, at most `limit` characters."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,141 @@
+"""Generation parameters in the PNG text chunk, in the A1111 ``parameters`` format.
+
+Other tools (A1111, ComfyUI's loaders, Civitai) read this format, so an image
+saved from chat still says how it was made. The chunk is spliced into the
+encoded PNG without re-encoding the pixels, whatever backend made it.
+
+The format is three parts::
+
+    a red fox <lora:pixel-art:0.8>
+    Negative prompt: blurry
+    Steps: 30, Sampler: DPM++ 2M Karras, CFG scale: 6, Seed: 42, Size: 1216x832, Model: sdxl, ...
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import zlib
+from typing import Any
+
+from bot.request import GenerationRequest
+
+__all__ = ["embed_text", "parameters_text", "parse_parameters", "read_text"]
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_LORA_TAG = re.compile(r"\s*<lora:([^:<>]+):([-+0-9.eE]+)>")
+# A1111's own pattern: values with commas are JSON-quoted.
+_PARAM = re.compile(r'\s*([\w][\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def _quoted(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False) if ("," in value or '"' in value) else value
+
+
+def parameters_text(request: GenerationRequest, seed: int, extra: dict[str, str] | None = None) -> str:
+    """Write the A1111 ``parameters`` text for one image of a request."""
+    prompt = request.prompt + "".join(f" <lora:{lora.name}:{_number(lora.weight)}>" for lora in request.loras)
+    lines = [prompt]
+    if request.negative_prompt:
+        lines.append(f"Negative prompt: {request.negative_prompt}")
+    fields: dict[str, str] = {
+        "Steps": str(request.steps),
+        "Sampler": request.scheduler,
+        "CFG scale": _number(request.cfg_scale),
+        "Seed": str(seed),
+        "Size": f"{request.width}x{request.height}",
+        "Model": request.model,
+    }
+    if request.refiner is not None:
+        base_steps, _ = request.split
+        fields["Refiner"] = request.refiner.model
+        fields["Refiner switch at"] = _number(round(base_steps / request.steps, 4))
+        fields["Refiner start step"] = str(base_steps)
+    if request.clip_skip:
+        fields["Clip skip"] = str(request.clip_skip)
+    if request.vae:
+        fields["VAE"] = request.vae
+    if request.embeddings:
+        fields["Embeddings"] = ", ".join(f"{e.name}:{_number(e.weight)}" for e in request.embeddings)
+    if request.count > 1:
+        fields["Batch size"] = str(request.count)
+    fields.update(extra or {})
+    lines.append(", ".join(f"{key}: {_quoted(value)}" for key, value in fields.items()))
+    return "\n".join(lines)
+
+
+def parse_parameters(text: str) -> dict[str, Any]:
+    """Read A1111 ``parameters`` text back into prompt, negative prompt, LoRAs and fields."""
+    *head, last = text.strip().split("\n")
+    if not _PARAM.match(last) or "Steps:" not in last:
+        head, last = [*head, last], ""
+    prompt_lines: list[str] = []
+    negative_lines: list[str] = []
+    for line in head:
+        if line.startswith("Negative prompt:"):
+            negative_lines.append(line.removeprefix("Negative prompt:").strip())
+        elif negative_lines:
+            negative_lines.append(line)
+        else:
+            prompt_lines.append(line)
+    prompt = "\n".join(prompt_lines)
+    loras = [(name, float(weight)) for name, weight in _LORA_TAG.findall(prompt)]
+    fields: dict[str, str] = {}
+    for key, value in _PARAM.findall(last):
+        fields[key.strip()] = json.loads(value) if value.startswith('"') else value.strip()
+    return {
+        "prompt": _LORA_TAG.sub("", prompt).strip(),
+        "negative_prompt": "\n".join(negative_lines) or None,
+        "loras": loras,
+        "fields": fields,
+    }
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def embed_text(png: bytes, key: str, text: str) -> bytes:
+    """Return the PNG with a text chunk added right after IHDR; pixels are untouched.
+
+    Latin-1 text goes in a ``tEXt`` chunk, anything else in ``iTXt`` (UTF-8), as PIL does.
+    """
+    if not png.startswith(_PNG_SIGNATURE):
+        raise ValueError("not a PNG")
+    try:
+        chunk = _chunk(b"tEXt", key.encode("latin-1") + b"\0" + text.encode("latin-1"))
+    except UnicodeEncodeError:
+        chunk = _chunk(b"iTXt", key.encode("latin-1") + b"\0\0\0\0\0" + text.encode("utf-8"))
+    (ihdr_length,) = struct.unpack(">I", png[8:12])
+    end_of_ihdr = 8 + 12 + ihdr_length
+    return png[:end_of_ihdr] + chunk + png[end_of_ihdr:]
+
+
+def read_text(png: bytes) -> dict[str, str]:
+    """Return the tEXt/iTXt chunks of a PNG as a dict, without decoding pixels."""
+    if not png.startswith(_PNG_SIGNATURE):
+        raise ValueError("not a PNG")
+    found: dict[str, str] = {}
+    offset = 8
+    while offset + 8 <= len(png):
+        (length,) = struct.unpack(">I", png[offset : offset + 4])
+        kind = png[offset + 4 : offset + 8]
+        data = png[offset + 8 : offset + 8 + length]
+        if kind == b"tEXt":
+            key, _, value = data.partition(b"\0")
+            found[key.decode("latin-1")] = value.decode("latin-1")
+        elif kind == b"iTXt":
+            key, _, rest = data.partition(b"\0")
+            compressed, rest = rest[0], rest[2:]
+            _language, _, rest = rest.partition(b"\0")
+            _translated, _, value = rest.partition(b"\0")
+            found[key.decode("latin-1")] = (zlib.decompress(value) if compressed else value).decode("utf-8")
+        elif kind == b"IEND":
+            break
+        offset += 12 + length
+    return found

@@ -1,0 +1,138 @@
+"""The shared request model: what to generate, independent of chat and backend.
+
+A `GenerationRequest` is fully resolved before it is queued (model defaults,
+scheduler, size and seed filled in), so that the stored JSON alone reproduces
+the image. Backends map its snake_case fields to their own API names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "MAX_SEED",
+    "GeneratedImage",
+    "GenerationRequest",
+    "Progress",
+    "RefinerSpec",
+    "WeightedName",
+    "refiner_split",
+]
+
+MAX_SEED = 2**63 - 1
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class WeightedName(_Frozen):
+    """A catalog LoRA or embedding with its weight."""
+
+    name: str = Field(min_length=1, max_length=100)
+    weight: float = Field(default=1.0, ge=-4.0, le=4.0)
+
+
+class RefinerSpec(_Frozen):
+    """Where the SDXL refiner takes over: a percent of the steps or a step number."""
+
+    model: str = Field(min_length=1, max_length=100)
+    start_percent: int | None = Field(default=None, ge=1, le=99)
+    start_step: int | None = Field(default=None, ge=2)
+
+    @model_validator(mode="after")
+    def _one_start(self) -> Self:
+        if (self.start_percent is None) == (self.start_step is None):
+            raise ValueError("give exactly one of start_percent and start_step")
+        return self
+
+
+class GenerationRequest(_Frozen):
+    """One text-to-image request, as every backend receives it."""
+
+    prompt: str = Field(min_length=2, max_length=3000)
+    negative_prompt: str | None = Field(default=None, max_length=3000)
+    model: str = Field(min_length=1, max_length=100)
+    width: int = Field(default=1024, ge=128, le=2048, multiple_of=64)
+    height: int = Field(default=1024, ge=128, le=2048, multiple_of=64)
+    steps: int = Field(default=30, ge=1, le=100)
+    cfg_scale: float = Field(default=7.0, ge=0.0, le=50.0)
+    scheduler: str = Field(default="DPM++ 2M Karras", min_length=1, max_length=50)
+    seed: int | None = Field(default=None, ge=1, le=MAX_SEED)
+    count: int = Field(default=1, ge=1, le=4)
+    clip_skip: int = Field(default=0, ge=0, le=2)
+    vae: str | None = None
+    refiner: RefinerSpec | None = None
+    loras: tuple[WeightedName, ...] = Field(default=(), max_length=5)
+    embeddings: tuple[WeightedName, ...] = Field(default=(), max_length=5)
+    output_format: Literal["png", "jpg", "webp"] = "png"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
+        """Rebuild a request from its stored JSON form."""
+        return cls.model_validate(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready form stored with the generation."""
+        return self.model_dump(mode="json", exclude_defaults=False)
+
+    def with_seed(self, seed: int) -> GenerationRequest:
+        """Return the same request with another seed (a reroll)."""
+        return self.model_copy(update={"seed": seed})
+
+    def refined(self, refiner_model: str, start_percent: int) -> GenerationRequest:
+        """Return the same request (same seed) with the refiner taking over at a percent."""
+        spec = RefinerSpec(model=refiner_model, start_percent=start_percent)
+        return self.model_copy(update={"refiner": spec})
+
+    def image_seeds(self) -> list[int]:
+        """Return the seed of each image: image i uses seed + i."""
+        if self.seed is None:
+            raise ValueError("the request has no seed yet")
+        return [self.seed + i for i in range(self.count)]
+
+    @property
+    def split(self) -> tuple[int, int]:
+        """Return (base steps, refiner steps); (steps, 0) without a refiner."""
+        return refiner_split(self.steps, self.refiner)
+
+
+def refiner_split(steps: int, refiner: RefinerSpec | None) -> tuple[int, int]:
+    """Split `steps` between base and refiner, in steps, as the docs define it.
+
+    The base runs ``round(steps × percent / 100)`` steps (halves round up) or
+    ``start_step`` steps; the refiner runs the rest.
+    """
+    if refiner is None:
+        return steps, 0
+    if refiner.start_step is not None:
+        base = refiner.start_step
+    else:
+        assert refiner.start_percent is not None
+        base = (steps * refiner.start_percent * 2 + 100) // 200
+    return base, steps - base
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """One denoising step done, reported by a backend while it works."""
+
+    stage: Literal["base", "refiner"]
+    step: int
+    total: int
+    preview: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedImage:
+    """One finished image, encoded in the request's output format."""
+
+    index: int
+    seed: int
+    data: bytes
+    width: int
+    height: int
+    meta: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,313 @@
+"""The image service: what every chat adapter calls.
+
+It turns options into a checked request, records the generation before the
+user is answered, queues the job fairly, runs it on the backend, stores the
+images (with their parameters in the PNG) and keeps each user's history so
+that any image can be rerolled or refined later.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Literal
+
+from bot import options, rules
+from bot.actions import format_ref
+from bot.catalog import Catalog
+from bot.errors import BotError, InvalidOption, JobCancelled, NotAllowed, NotFound
+from bot.jobs import Job, JobEvent, Requester
+from bot.pngmeta import embed_text, parameters_text
+from bot.queue import JobQueue
+from bot.request import GeneratedImage, GenerationRequest
+
+if TYPE_CHECKING:
+    from inference.base import Backend
+    from storage.files import ImageFiles
+    from storage.history import Generation, HistoryStore, StoredImage
+
+__all__ = ["ImageService", "random_seed"]
+
+log = logging.getLogger(__name__)
+
+_SETTING_KEYS = ("model", "steps", "refiner_percent", "width", "height", "scheduler", "cfg", "private")
+
+
+def random_seed() -> int:
+    """Return a fresh seed; 32-bit so people can read it out and type it back."""
+    return secrets.randbelow(2**32 - 1) + 1
+
+
+class ImageService:
+    """Generate, reroll, refine and list images for chat users.
+
+    Args:
+        backend: makes the images.
+        history: stores generations, images and user settings.
+        files: stores image bytes under the data directory.
+        catalog: the names users may ask for.
+        default_model: the model used when neither the request nor the user's settings name one.
+        limits: what one request may ask for.
+        concurrency, max_queue, max_per_user: queue limits.
+        seeds: where new seeds come from (tests pass a fixed sequence).
+    """
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        history: HistoryStore,
+        files: ImageFiles,
+        catalog: Catalog,
+        default_model: str,
+        limits: options.Limits,
+        concurrency: int = 1,
+        max_queue: int = 100,
+        max_per_user: int = 4,
+        seeds: Callable[[], int] = random_seed,
+    ) -> None:
+        self.catalog = catalog
+        self.limits = limits
+        self._backend = backend
+        self._history = history
+        self._files = files
+        self._default_model = catalog.get("model", default_model).name
+        self._seeds = seeds
+        self._jobs: dict[int, Job] = {}
+        self._queue = JobQueue(
+            self._execute, concurrency=concurrency, max_queue=max_queue, max_per_user=max_per_user
+        )
+
+    @property
+    def default_model(self) -> str:
+        """Return the model used when nothing else names one."""
+        return self._default_model
+
+    async def start(self) -> None:
+        """Start running queued jobs."""
+        self._queue.start()
+
+    async def aclose(self) -> None:
+        """Stop the queue; the backend and stores are closed by their owner."""
+        await self._queue.aclose()
+
+    # -- submitting ---------------------------------------------------------------------------------
+
+    async def imagine(self, given: str | Mapping[str, object], who: Requester) -> Job:
+        """Parse chat options (text flags or typed options) and queue the generation."""
+        defaults = await self._defaults(who)
+        if isinstance(given, str):
+            parsed = options.parse_text(given, catalog=self.catalog, defaults=defaults, limits=self.limits)
+        else:
+            parsed = options.parse_options(given, catalog=self.catalog, defaults=defaults, limits=self.limits)
+        private = bool((await self._history.get_settings(*who.key)).get("private", False))
+        return await self.submit(parsed.request, who, warnings=parsed.warnings, private=private)
+
+    async def submit(
+        self,
+        request: GenerationRequest,
+        who: Requester,
+        *,
+        warnings: tuple[str, ...] = (),
+        action: Literal["generate", "reroll", "refine"] = "generate",
+        parent: Generation | None = None,
+        private: bool = False,
+    ) -> Job:
+        """Record a checked request as a queued generation and queue its job."""
+        from storage.history import NewGeneration  # a plain dataclass; no I/O at import
+
+        self._queue.check_room(who.key)
+        if request.seed is None:
+            request = request.with_seed(self._seeds())
+        generation = await self._history.add(
+            NewGeneration(
+                platform=who.platform,
+                user_id=who.user_id,
+                workspace=who.workspace,
+                channel=who.channel,
+                request=request,
+                action=action,
+                backend=self._backend.name,
+                parent_id=parent.id if parent else None,
+                warnings=warnings,
+                private=private,
+            )
+        )
+        job = Job(generation.id, who, request, warnings)
+        self._jobs[job.id] = job
+        try:
+            position = await self._queue.submit(job)
+        except BotError:
+            await self._history.mark_failed(job.id, "the queue had no room")
+            del self._jobs[job.id]
+            raise
+        job.emit(JobEvent("queued", position=position))
+        return job
+
+    async def reroll(self, who: Requester, generation_id: int | None, *, open_to_others: bool = False) -> Job:
+        """Queue the same settings with a new seed; None means the user's latest generation."""
+        parent = await self._source(who, generation_id, "reroll", open_to_others)
+        request = parent.request.with_seed(self._seeds())
+        warnings = rules.check(request, self.catalog, self.limits)
+        return await self.submit(
+            request, who, warnings=warnings, action="reroll", parent=parent, private=parent.private
+        )
+
+    async def refine(
+        self,
+        who: Requester,
+        generation_id: int | None,
+        percent: int | None = None,
+        *,
+        open_to_others: bool = False,
+    ) -> Job:
+        """Queue the same seed and settings with the refiner taking over at `percent`."""
+        parent = await self._source(who, generation_id, "refine", open_to_others)
+        model = self.catalog.get("model", parent.request.model)
+        refiner = parent.request.refiner.model if parent.request.refiner else model.refiner
+        if refiner is None:
+            raise InvalidOption("refine", f"is not possible: model '{model.name}' has no refiner")
+        request = parent.request.refined(refiner, percent or rules.DEFAULT_REFINE_PERCENT)
+        warnings = rules.check(request, self.catalog, self.limits)
+        return await self.submit(
+            request, who, warnings=warnings, action="refine", parent=parent, private=parent.private
+        )
+
+    async def cancel(self, who: Requester, generation_id: int) -> None:
+        """Cancel a queued or running job of the user's."""
+        job = self._jobs.get(generation_id)
+        if job is None or job.finished:
+            raise NotFound(f"queued or running generation {format_ref(generation_id)}")
+        if job.requester.key != who.key:
+            raise NotAllowed("cancel")
+        if self._queue.remove(job):
+            await self._history.mark_cancelled(job.id)
+            self._finish(job, JobEvent("cancelled", message=str(JobCancelled())))
+        else:
+            job.cancel_event.set()
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def job(self, generation_id: int) -> Job | None:
+        """Return the live job of a generation that is queued or running."""
+        return self._jobs.get(generation_id)
+
+    async def history(self, who: Requester, limit: int = 10) -> list[Generation]:
+        """Return the user's recent generations, newest first."""
+        return await self._history.recent(who.platform, who.user_id, limit=limit)
+
+    async def details(self, who: Requester, generation_id: int) -> Generation:
+        """Return a generation the user may see (their own, or anyone's that is not private)."""
+        generation = await self._history.get(generation_id)
+        if generation is None or (
+            generation.private and (generation.platform, generation.user_id) != who.key
+        ):
+            raise NotFound(f"generation {format_ref(generation_id)}")
+        return generation
+
+    async def settings(self, who: Requester) -> dict[str, object]:
+        """Return the user's saved defaults."""
+        return await self._history.get_settings(*who.key)
+
+    async def update_settings(self, who: Requester, changes: Mapping[str, object]) -> dict[str, object]:
+        """Check and save some of the user's defaults; None removes one."""
+        unknown = sorted(set(changes) - set(_SETTING_KEYS))
+        if unknown:
+            raise InvalidOption(
+                "setting", f"'{unknown[0]}' does not exist (settings: {', '.join(_SETTING_KEYS)})"
+            )
+        current = dict(await self._history.get_settings(*who.key))
+        current.update(changes)
+        current = {key: value for key, value in current.items() if value is not None}
+        # Parsing a probe prompt with the new defaults checks them with the same rules as a request.
+        options.parse_text(
+            "settings check", catalog=self.catalog, defaults=self._to_defaults(current), limits=self.limits
+        )
+        await self._history.put_settings(who.platform, who.user_id, current)
+        return current
+
+    # -- running ------------------------------------------------------------------------------------
+
+    async def _defaults(self, who: Requester) -> options.Defaults:
+        return self._to_defaults(await self._history.get_settings(*who.key))
+
+    def _to_defaults(self, saved: Mapping[str, object]) -> options.Defaults:
+        def number(key: str) -> int | None:
+            value = saved.get(key)
+            return int(value) if isinstance(value, int | float) else None
+
+        cfg = saved.get("cfg")
+        scheduler = saved.get("scheduler")
+        return options.Defaults(
+            model=str(saved.get("model") or self._default_model),
+            steps=number("steps"),
+            refiner_percent=number("refiner_percent"),
+            width=number("width"),
+            height=number("height"),
+            scheduler=str(scheduler) if scheduler else None,
+            cfg=float(cfg) if isinstance(cfg, int | float) else None,
+        )
+
+    async def _source(
+        self, who: Requester, generation_id: int | None, action: str, open_to_others: bool
+    ) -> Generation:
+        if generation_id is None:
+            latest = await self._history.latest(who.platform, who.user_id)
+            if latest is None:
+                raise NotFound(f"earlier image of yours to {action}; make one with /imagine first")
+            return latest
+        generation = await self.details(who, generation_id)
+        if (generation.platform, generation.user_id) != who.key and not open_to_others:
+            raise NotAllowed(action)
+        return generation
+
+    async def _execute(self, job: Job) -> None:
+        """Run one job to its end; every outcome becomes an event and a row, never an exception."""
+        if job.cancel_event.is_set():
+            await self._history.mark_cancelled(job.id)
+            self._finish(job, JobEvent("cancelled", message=str(JobCancelled())))
+            return
+        await self._history.mark_running(job.id)
+        job.emit(JobEvent("started"))
+        started = time.perf_counter()
+        try:
+            images = await self._backend.generate(
+                job.request,
+                on_progress=lambda progress: job.emit(JobEvent("progress", progress=progress)),
+                cancel=job.cancel_event,
+            )
+            stored = [await self._store(job, image) for image in images]
+            await self._history.mark_done(job.id, stored)
+        except JobCancelled as error:
+            await self._history.mark_cancelled(job.id)
+            self._finish(job, JobEvent("cancelled", message=str(error)))
+            return
+        except BotError as error:
+            await self._history.mark_failed(job.id, str(error))
+            self._finish(job, JobEvent("failed", message=str(error)))
+            return
+        except Exception:
+            log.exception("generation %s failed", job.id)
+            message = "Something went wrong while making the image; it has been logged."
+            await self._history.mark_failed(job.id, message)
+            self._finish(job, JobEvent("failed", message=message))
+            return
+        generation = await self._history.get(job.id)
+        log.info("generation %s done in %.2fs", job.id, time.perf_counter() - started)
+        self._finish(job, JobEvent("done", generation=generation))
+
+    async def _store(self, job: Job, image: GeneratedImage) -> StoredImage:
+        from storage.history import StoredImage
+
+        data = image.data
+        if job.request.output_format == "png":
+            text = parameters_text(job.request, image.seed, {"Generation": format_ref(job.id)})
+            data = embed_text(data, "parameters", text)
+        path, sha256 = await self._files.save(job.id, image.index, data, job.request.output_format)
+        return StoredImage(image.index, image.seed, path, sha256, image.width, image.height)
+
+    def _finish(self, job: Job, event: JobEvent) -> None:
+        job.emit(event)
+        self._jobs.pop(job.id, None)

@@ -1,0 +1,39 @@
+"""The one seam between the bot and whatever makes images."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+from bot.request import GeneratedImage, GenerationRequest, Progress
+
+__all__ = ["Backend", "ProgressCallback"]
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Makes the images of one fully resolved request.
+
+    `generate` reports each finished step through `on_progress`, checks `cancel`
+    between steps and raises `bot.errors.JobCancelled` when it is set. Failures
+    of the backend itself surface as `bot.errors.BackendUnavailable` (or another
+    `BotError`), never as transport or CUDA exceptions.
+    """
+
+    name: str
+
+    async def generate(
+        self,
+        request: GenerationRequest,
+        on_progress: ProgressCallback | None = None,
+        cancel: asyncio.Event | None = None,
+    ) -> list[GeneratedImage]:
+        """Return one image per seed of the request, in order."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release processes, connections and memory."""
+        ...

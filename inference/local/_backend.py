@@ -1,0 +1,367 @@
+"""`LocalBackend`: SDXL on this machine, in a worker process that owns torch.
+
+The bot process never imports torch. It resolves catalog names to local ids
+(`build_job`), starts ``python -m inference.local._worker`` with asyncio, and
+talks to it in length-prefixed frames over the worker's stdin and stdout. One
+job runs at a time; progress frames become `Progress` callbacks; setting the
+job's cancel event sends a cancel frame and the worker stops at its next step.
+A worker that dies or fails turns into `BackendUnavailable`, and the next
+`generate` starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from bot.catalog import Catalog
+from bot.errors import BackendUnavailable, InvalidOption, JobCancelled
+from bot.request import GeneratedImage, GenerationRequest, Progress
+from inference.base import ProgressCallback
+from inference.local._job import Job, build_job
+from inference.local._protocol import ProtocolError, decode_bytes, encode_frame, read_frame_async
+
+__all__ = ["LocalBackend"]
+
+log = logging.getLogger(__name__)
+
+_NAME = "local"
+# Where `inference` is importable from, for a worker started outside an installed package.
+_SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+class LocalBackend:
+    """Generate with diffusers in a worker process on this machine.
+
+    Args:
+        catalog: resolves the request's model, refiner, VAE, LoRA and embedding names.
+        data_dir: holds the tiny model and is the base of ``./`` catalog paths.
+        device: torch device for the worker: ``auto`` (CUDA if present), ``cpu``, ``cuda:1``…
+        dtype: ``auto`` (bfloat16 on CUDA, float32 on CPU), ``float16``, ``bfloat16`` or ``float32``.
+        hf_token: Hugging Face token for gated models, passed to the worker in its environment.
+        start_timeout: seconds to wait for the worker to import torch and report ready.
+        cancel_timeout: seconds a cancelled job may take to stop before the worker is killed.
+    """
+
+    name = _NAME
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        data_dir: Path,
+        device: str = "auto",
+        dtype: str = "auto",
+        hf_token: str | None = None,
+        *,
+        start_timeout: float = 300.0,
+        cancel_timeout: float = 30.0,
+    ) -> None:
+        self._catalog = catalog
+        self._data_dir = Path(data_dir)
+        self._device = device
+        self._dtype = dtype
+        self._hf_token = hf_token
+        self._start_timeout = start_timeout
+        self._cancel_timeout = cancel_timeout
+        self._worker: _Worker | None = None
+        self._start_lock = asyncio.Lock()
+        self._job_lock = asyncio.Lock()
+
+    @property
+    def worker_pid(self) -> int | None:
+        """Return the process id of the running worker, if there is one."""
+        worker = self._worker
+        return worker.pid if worker is not None and worker.alive else None
+
+    async def start(self) -> None:
+        """Start the worker (if it is not running) and wait until it is ready.
+
+        Raises:
+            BackendUnavailable: the worker could not start.
+        """
+        async with self._start_lock:
+            if self._worker is not None and self._worker.alive:
+                return
+            if self._worker is not None:
+                await self._worker.close(timeout=1.0)
+            self._worker = await _Worker.spawn(
+                self._worker_command(), self._worker_env(), self._start_timeout
+            )
+
+    async def generate(
+        self,
+        request: GenerationRequest,
+        on_progress: ProgressCallback | None = None,
+        cancel: asyncio.Event | None = None,
+    ) -> list[GeneratedImage]:
+        """Return one image per seed of the request, in order.
+
+        Raises:
+            InvalidOption: a name is not in the catalog or cannot run locally.
+            JobCancelled: `cancel` was set before the images were done.
+            BackendUnavailable: the worker failed, died or could not start.
+        """
+        job = build_job(request, self._catalog, self._data_dir)
+        async with self._job_lock:
+            if cancel is not None and cancel.is_set():
+                raise JobCancelled
+            await self.start()
+            assert self._worker is not None
+            return await self._worker.run(job, on_progress, cancel, self._cancel_timeout)
+
+    async def stats(self) -> dict[str, int]:
+        """Return the worker's load counters (pipelines, refiners, VAEs, LoRAs, embeddings)."""
+        async with self._job_lock:
+            await self.start()
+            assert self._worker is not None
+            reply = await self._worker.request({"op": "stats"})
+        return {str(kind): int(count) for kind, count in reply["loads"].items()}
+
+    async def aclose(self) -> None:
+        """Stop the worker, politely first."""
+        async with self._start_lock:
+            worker, self._worker = self._worker, None
+            if worker is not None:
+                await worker.close(timeout=10.0)
+
+    def _worker_command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "inference.local._worker",
+            "--data-dir",
+            str(self._data_dir),
+            "--device",
+            self._device,
+            "--dtype",
+            self._dtype,
+        ]
+
+    def _worker_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_SOURCE_ROOT, env.get("PYTHONPATH")) if p)
+        if self._hf_token:
+            # The environment, not argv: argv is visible to every user of the machine.
+            env["HF_TOKEN"] = self._hf_token
+        return env
+
+
+class _Worker:
+    """One running worker process, its frame reader and the jobs waiting on it."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
+        self._pending: dict[int, asyncio.Queue[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self._reader: asyncio.Task[None] | None = None
+        self._dead = False
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def alive(self) -> bool:
+        return not self._dead and self._process.returncode is None
+
+    @classmethod
+    async def spawn(cls, command: list[str], env: dict[str, str], timeout: float) -> _Worker:
+        """Start the process and wait for its ``ready`` frame."""
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                env=env,
+                # Its own session, so a Ctrl-C meant for the bot does not kill a job mid-step.
+                start_new_session=True,
+            )
+        except OSError as error:
+            raise BackendUnavailable(_NAME, "the worker process could not be started") from error
+        worker = cls(process)
+        assert process.stdout is not None
+        try:
+            first = await asyncio.wait_for(read_frame_async(process.stdout), timeout)
+        except (TimeoutError, ProtocolError) as error:
+            await worker.close(timeout=1.0)
+            raise BackendUnavailable(_NAME, "the worker process did not start in time") from error
+        if first is None or first["op"] != "ready":
+            await worker.close(timeout=1.0)
+            raise BackendUnavailable(_NAME, "the worker process could not start")
+        log.info("local worker %d ready on %s (%s)", process.pid, first.get("device"), first.get("dtype"))
+        worker._reader = asyncio.create_task(worker._read_loop(), name=f"local-worker-{process.pid}")
+        return worker
+
+    async def run(
+        self,
+        job: Job,
+        on_progress: ProgressCallback | None,
+        cancel: asyncio.Event | None,
+        cancel_timeout: float,
+    ) -> list[GeneratedImage]:
+        """Send one job and follow its frames to the images (or the error)."""
+        job_id, inbox = self._open()
+        loop = asyncio.get_running_loop()
+        cancel_sent = False
+        deadline: float | None = None
+        finished = False
+        get: asyncio.Future[dict[str, Any]] | None = None
+        try:
+            await self._send({"op": "generate", "id": job_id, "job": job.to_dict()})
+            while True:
+                get = get or asyncio.ensure_future(inbox.get())
+                waiters: set[asyncio.Future[Any]] = {get}
+                cancelled: asyncio.Future[Any] | None = None
+                if cancel is not None and not cancel_sent:
+                    cancelled = asyncio.ensure_future(cancel.wait())
+                    waiters.add(cancelled)
+                timeout = None if deadline is None else max(0.0, deadline - loop.time())
+                done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if cancelled is not None and not cancelled.done():
+                    cancelled.cancel()
+                if get in done:
+                    message, get = get.result(), None
+                    if message["op"] == "progress":
+                        _report(on_progress, message)
+                        continue
+                    finished = True
+                    if message.get("restart"):
+                        await self.close(timeout=5.0)
+                    if cancel_sent or (cancel is not None and cancel.is_set()):
+                        raise JobCancelled
+                    return _images(message)
+                if cancelled is not None and cancelled in done:
+                    await self._send({"op": "cancel", "id": job_id})
+                    cancel_sent = True
+                    deadline = loop.time() + cancel_timeout
+                    continue
+                # The worker ignored the cancel (stuck loading, say): it cannot be trusted with the next job.
+                log.warning("local worker %d did not stop a cancelled job; killing it", self.pid)
+                finished = True
+                await self.close(timeout=0.0)
+                raise JobCancelled
+        except asyncio.CancelledError:
+            if not finished and self.alive:
+                # Our caller gave up; let the worker stop too instead of finishing for nobody.
+                self._write({"op": "cancel", "id": job_id})
+            raise
+        finally:
+            if get is not None:
+                get.cancel()
+            self._pending.pop(job_id, None)
+
+    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send a frame that has one answer (``stats``) and return the answer."""
+        request_id, inbox = self._open()
+        try:
+            await self._send({**message, "id": request_id})
+            reply = await inbox.get()
+        finally:
+            self._pending.pop(request_id, None)
+        if reply["op"] == "died":
+            raise BackendUnavailable(_NAME, reply["message"])
+        return reply
+
+    async def close(self, timeout: float) -> None:
+        """Ask the worker to exit; kill it after `timeout` seconds."""
+        process = self._process
+        if process.returncode is None:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                self._write({"op": "shutdown"})
+                assert process.stdin is not None
+                process.stdin.close()
+            try:
+                await asyncio.wait_for(process.wait(), timeout)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        self._dead = True
+        if self._reader is not None and self._reader is not asyncio.current_task():
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+    def _open(self) -> tuple[int, asyncio.Queue[dict[str, Any]]]:
+        if not self.alive:
+            raise BackendUnavailable(_NAME, "the worker process is not running")
+        message_id = next(self._ids)
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._pending[message_id] = inbox
+        return message_id, inbox
+
+    def _write(self, message: dict[str, Any]) -> None:
+        assert self._process.stdin is not None
+        if not self._process.stdin.is_closing():
+            self._process.stdin.write(encode_frame(message))
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        assert self._process.stdin is not None
+        try:
+            self._write(message)
+            await self._process.stdin.drain()
+        except (ConnectionError, RuntimeError) as error:
+            self._dead = True
+            raise BackendUnavailable(_NAME, "the worker process is not running") from error
+
+    async def _read_loop(self) -> None:
+        """Route every frame to the job waiting for it; when the stream ends, tell them all."""
+        assert self._process.stdout is not None
+        reason = "the worker process stopped unexpectedly"
+        try:
+            while (message := await read_frame_async(self._process.stdout)) is not None:
+                inbox = self._pending.get(message.get("id", -1))
+                if inbox is not None:
+                    inbox.put_nowait(message)
+        except ProtocolError:
+            log.exception("local worker %d wrote something that is not a frame", self.pid)
+            reason = "the worker process sent garbage"
+        finally:
+            self._dead = True
+            with contextlib.suppress(ProcessLookupError):
+                if self._process.returncode is None:
+                    self._process.kill()
+            for inbox in self._pending.values():
+                inbox.put_nowait({"op": "died", "message": reason})
+
+
+def _report(on_progress: ProgressCallback | None, message: dict[str, Any]) -> None:
+    if on_progress is None:
+        return
+    try:
+        on_progress(Progress(stage=message["stage"], step=message["step"], total=message["total"]))
+    except Exception:
+        # A broken progress display must not lose the images.
+        log.exception("progress callback failed")
+
+
+def _images(message: dict[str, Any]) -> list[GeneratedImage]:
+    op = message["op"]
+    if op == "result":
+        return [
+            GeneratedImage(
+                index=image["index"],
+                seed=image["seed"],
+                data=decode_bytes(image["data"]),
+                width=image["width"],
+                height=image["height"],
+                meta=image["meta"],
+            )
+            for image in message["images"]
+        ]
+    if op == "error":
+        kind = message.get("kind")
+        if kind == "cancelled":
+            raise JobCancelled
+        if kind == "invalid":
+            raise InvalidOption(message.get("option") or "request", message["message"])
+        raise BackendUnavailable(_NAME, message["message"])
+    if op == "died":
+        raise BackendUnavailable(_NAME, message["message"])
+    raise BackendUnavailable(_NAME, f"the worker answered with an unexpected '{op}' frame")

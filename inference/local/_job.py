@@ -1,0 +1,139 @@
+"""What the bot sends the worker: a request with every catalog name resolved to a local id.
+
+The worker is given only `Job`s, which `build_job` makes from a validated
+`GenerationRequest` and the catalog on the bot side, so nothing a user typed
+is ever loaded: a user names catalog entries; their ``local`` ids (a Hugging
+Face repo id, ``tiny:<part>`` or a path) come from models.toml.
+"""
+
+from __future__ import annotations
+
+import difflib
+import random
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from bot.catalog import Catalog, CatalogEntry
+from bot.errors import InvalidOption
+from bot.request import MAX_SEED, GenerationRequest
+from inference.local._schedulers import MAX_STEPS, SCHEDULER_NAMES
+
+__all__ = ["Asset", "Job", "build_job"]
+
+# Architectures the SDXL pipelines can run.
+_LOCAL_ARCHITECTURES = frozenset({"sdxl", "sdxl-distilled"})
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Asset(_Frozen):
+    """One catalog entry as the worker loads it."""
+
+    name: str
+    local: str
+    weight_name: str | None = None
+    weight: float = 1.0
+    token: str | None = None
+
+
+class Job(_Frozen):
+    """One generation for the worker, fully resolved."""
+
+    prompt: str
+    negative_prompt: str | None
+    model: Asset
+    refiner: Asset | None
+    vae: Asset | None
+    loras: tuple[Asset, ...]
+    embeddings: tuple[Asset, ...]
+    width: int
+    height: int
+    steps: int
+    base_steps: int
+    refiner_steps: int
+    cfg_scale: float
+    scheduler: str
+    seeds: tuple[int, ...]
+    clip_skip: int
+    output_format: Literal["png", "jpg", "webp"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready form sent to the worker."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        """Rebuild a job from its JSON form."""
+        return cls.model_validate(data)
+
+
+def build_job(request: GenerationRequest, catalog: Catalog, data_dir: Path) -> Job:
+    """Resolve every catalog name of `request` to what the local worker loads.
+
+    Args:
+        request: a validated request; a missing seed is drawn here.
+        catalog: where names are looked up.
+        data_dir: the base of ``./`` paths in the catalog.
+
+    Raises:
+        InvalidOption: a name is not in the catalog, has no local id, or the
+            combination cannot run locally (a non-SDXL model, too many LCM steps).
+    """
+    model = catalog.get("model", request.model)
+    if model.architecture not in _LOCAL_ARCHITECTURES:
+        raise InvalidOption("model", f"'{model.name}' ({model.architecture}) cannot run on the local backend")
+    if request.scheduler not in SCHEDULER_NAMES:
+        close = difflib.get_close_matches(request.scheduler, SCHEDULER_NAMES, n=3, cutoff=0.5)
+        raise InvalidOption("scheduler", f"'{request.scheduler}' is not a known sampler", close)
+    limit = MAX_STEPS.get(request.scheduler)
+    if limit is not None and request.steps > limit:
+        raise InvalidOption("steps", f"must be at most {limit} with {request.scheduler}, not {request.steps}")
+    refiner = None
+    if request.refiner is not None:
+        refiner = _asset(catalog.get("refiner", request.refiner.model), data_dir)
+    base_steps, refiner_steps = request.split
+    seed = request.seed if request.seed is not None else random.randint(1, MAX_SEED)
+    return Job(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        model=_asset(model, data_dir),
+        refiner=refiner,
+        vae=_asset(catalog.get("vae", request.vae), data_dir) if request.vae else None,
+        loras=tuple(
+            _asset(catalog.get("lora", lora.name), data_dir, weight=lora.weight) for lora in request.loras
+        ),
+        embeddings=tuple(
+            _embedding(catalog.get("embedding", emb.name), data_dir, emb.weight) for emb in request.embeddings
+        ),
+        width=request.width,
+        height=request.height,
+        steps=request.steps,
+        base_steps=base_steps,
+        refiner_steps=refiner_steps,
+        cfg_scale=request.cfg_scale,
+        scheduler=request.scheduler,
+        seeds=tuple(seed + i for i in range(request.count)),
+        clip_skip=request.clip_skip,
+        output_format=request.output_format,
+    )
+
+
+def _embedding(entry: CatalogEntry, data_dir: Path, weight: float) -> Asset:
+    if not entry.token:
+        raise InvalidOption("embedding", f"'{entry.name}' has no token in the catalog")
+    return _asset(entry, data_dir, weight=weight)
+
+
+def _asset(entry: CatalogEntry, data_dir: Path, weight: float = 1.0) -> Asset:
+    if not entry.local:
+        raise InvalidOption(entry.kind, f"'{entry.name}' is not available on the local backend")
+    local = entry.local
+    if local.startswith("./"):
+        local = str((Path(data_dir) / local[2:]).resolve())
+    return Asset(
+        name=entry.name, local=local, weight_name=entry.weight_name, weight=weight, token=entry.token
+    )

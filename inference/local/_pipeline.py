@@ -1,0 +1,517 @@
+"""Run one `Job` on SDXL with diffusers: base, optional refiner, LoRAs, embeddings, VAE, sampler.
+
+`SDXLRunner.run` reads top to bottom in numbered steps, like ``__call__`` of
+diffusers' `StableDiffusionXLPipeline`. The runner keeps what it loaded: one
+base pipeline, its refiner (sharing text_encoder_2, tokenizer_2 and the VAE
+with the base), the VAEs, LoRAs (as named peft adapters) and textual-inversion
+embeddings, each loaded once and switched per job. `loads` counts every load,
+so tests can prove that switching does not reload.
+
+This module imports torch; only the worker process (and tests) import it.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import torch
+from diffusers import AutoencoderKL, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+from diffusers.utils import deprecation_utils
+
+from bot.request import GeneratedImage
+from inference import tiny
+from inference.local._job import Asset, Job
+from inference.local._schedulers import SCHEDULERS
+from inference.local._split import SplitPlan, plan_split
+
+__all__ = ["JobFailed", "RunCancelled", "SDXLRunner", "pick_device", "pick_dtype"]
+
+ProgressFn = Callable[[str, int, int], None]
+CancelFn = Callable[[], bool]
+
+# diffusers 0.36 renamed from_pretrained's torch_dtype to dtype; older versions only know the old name.
+_DTYPE_KW = "dtype" if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+_PIL_FORMATS = {"png": ("PNG", {}), "jpg": ("JPEG", {"quality": 95}), "webp": ("WEBP", {"quality": 95})}
+
+
+class RunCancelled(Exception):
+    """The job's cancel flag was seen between two steps."""
+
+
+class JobFailed(Exception):
+    """A job could not run; `kind` is ``invalid`` (the user's choice) or ``failed`` (ours).
+
+    Args:
+        kind: ``invalid`` or ``failed``.
+        message: one short sentence for the user.
+        option: for ``invalid``, the option to blame.
+    """
+
+    def __init__(self, kind: str, message: str, option: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.option = option
+
+
+def pick_device(device: str) -> torch.device:
+    """Return the torch device for a setting: ``auto`` is CUDA when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """Return the weights dtype for a setting: ``auto`` is bfloat16 on CUDA, float32 elsewhere."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return _DTYPES[dtype]
+
+
+@dataclass
+class _Embedding:
+    """A loaded textual inversion: its token ids and original vectors per text encoder."""
+
+    token: str
+    rows: list[tuple[torch.nn.Embedding, list[int], torch.Tensor]] = field(default_factory=list)
+
+
+@dataclass
+class _Stage:
+    """Progress and cancel bookkeeping of one pipeline call, as its `callback_on_step_end`."""
+
+    name: str
+    calls: int
+    total: int
+    order: int
+    on_progress: ProgressFn
+    should_cancel: CancelFn
+    stop_after: int | None = None
+    reported: int = 0
+    cancelled: bool = False
+
+    def __call__(self, pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        if self.should_cancel():
+            self.cancelled = True
+            # diffusers' documented way to stop early: the remaining steps are skipped.
+            pipe._interrupt = True
+            return {}
+        # A second-order step is two UNet calls; the last step of a schedule is one.
+        done = self.total if i + 1 >= self.calls else (i + 1) // self.order
+        if done > self.reported:
+            self.reported = done
+            self.on_progress(self.name, done, self.total)
+        if self.stop_after is not None and i + 1 >= self.stop_after:
+            pipe._interrupt = True
+        return {}
+
+
+class SDXLRunner:
+    """Keeps SDXL pipelines loaded and runs jobs on them.
+
+    Args:
+        data_dir: where ``tiny:`` parts are built and ``./`` paths point.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``…
+        dtype: ``auto``, ``float16``, ``bfloat16`` or ``float32``.
+        hf_token: token for gated Hugging Face models (files must still be cached locally).
+    """
+
+    def __init__(
+        self, data_dir: Path, device: str = "auto", dtype: str = "auto", hf_token: str | None = None
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.hf_token = hf_token
+        self.loads: Counter[str] = Counter()
+        self.base: StableDiffusionXLPipeline | None = None
+        self.refiner: StableDiffusionXLImg2ImgPipeline | None = None
+        self._base_id: str | None = None
+        self._refiner_id: str | None = None
+        self._own_vae: AutoencoderKL | None = None
+        self._scheduler_config: Any = None
+        self._vaes: dict[str, AutoencoderKL] = {}
+        self._loras: dict[str, str] = {}
+        self._embeddings: dict[str, _Embedding] = {}
+
+    def run(
+        self, job: Job, on_progress: ProgressFn | None = None, should_cancel: CancelFn | None = None
+    ) -> list[GeneratedImage]:
+        """Make the images of `job`, one per seed, encoded in its output format.
+
+        Args:
+            job: the resolved job.
+            on_progress: called with (stage, steps done, stage total) after each step.
+            should_cancel: polled after each step; when it returns True the run stops.
+
+        Raises:
+            RunCancelled: `should_cancel` returned True.
+            JobFailed: something could not be loaded or the job cannot run.
+        """
+        started = time.perf_counter()
+        on_progress = on_progress or (lambda stage, step, total: None)
+        should_cancel = should_cancel or (lambda: False)
+        meta: dict[str, Any] = {}
+
+        # 1. Load (or reuse) the base pipeline.
+        base = self._base_pipeline(job.model)
+
+        # 2. Load (or reuse) the refiner, sharing text_encoder_2, tokenizer_2 and the VAE with the base.
+        refiner = None
+        if job.refiner is not None and job.refiner_steps > 0:
+            refiner = self._refiner_pipeline(job.refiner)
+        elif job.refiner is not None:
+            meta["refiner_note"] = "the refiner had no steps left and did not run"
+
+        # 3. Put the job's VAE (or the model's own) on both pipelines.
+        self._use_vae(job.vae)
+
+        # 4. Activate the job's LoRAs as named adapters; none: LoRAs off.
+        self._use_loras(job.loras)
+
+        # 5. Load and weight the embeddings; their tokens must be in a prompt to act.
+        prompt = self._use_embeddings(job, meta)
+
+        # 6. Install the sampler on both pipelines, from the base's own scheduler config.
+        scheduler_cls, overrides = self._scheduler(job.scheduler)
+        base.scheduler = scheduler_cls.from_config(self._scheduler_config, **overrides)
+        if refiner is not None:
+            refiner.scheduler = scheduler_cls.from_config(self._scheduler_config, **overrides)
+
+        # 7. Split the steps between base and refiner (in steps, whatever the schedule).
+        timesteps, order = self._timesteps(scheduler_cls, overrides, job.steps)
+        plan = self._plan(job, timesteps, order, meta) if refiner is not None else None
+        if plan is None:
+            refiner = None
+
+        # 8. One CPU generator per image (seed + i), so a seed gives the same image on any device.
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in job.seeds]
+        common: dict[str, Any] = {
+            "prompt": prompt,
+            "negative_prompt": job.negative_prompt,
+            "num_inference_steps": job.steps,
+            "guidance_scale": job.cfg_scale,
+            "num_images_per_prompt": len(job.seeds),
+            "generator": generators,
+            "clip_skip": job.clip_skip or None,
+        }
+
+        # 9. Run the base: the whole schedule, or up to the split, handing over latents.
+        base_stage = _Stage(
+            name="base",
+            calls=plan.base_calls if plan else len(timesteps),
+            total=plan.base_steps if plan else job.steps,
+            order=order,
+            on_progress=on_progress,
+            should_cancel=should_cancel,
+            stop_after=plan.base_stop_after if plan else None,
+        )
+        with torch.inference_mode():
+            output = base(
+                **common,
+                width=job.width,
+                height=job.height,
+                denoising_end=plan.fraction if plan else None,
+                output_type="latent" if plan else "pil",
+                callback_on_step_end=base_stage,
+            )
+        if base_stage.cancelled:
+            raise RunCancelled
+
+        # 10. Run the refiner on the base's latents for the remaining steps.
+        if refiner is not None and plan is not None:
+            if should_cancel():
+                raise RunCancelled
+            refiner_stage = _Stage(
+                name="refiner",
+                calls=plan.refiner_calls,
+                total=plan.refiner_steps,
+                order=order,
+                on_progress=on_progress,
+                should_cancel=should_cancel,
+            )
+            with torch.inference_mode():
+                output = refiner(
+                    **common,
+                    image=output.images,
+                    denoising_start=plan.fraction,
+                    output_type="pil",
+                    callback_on_step_end=refiner_stage,
+                )
+            if refiner_stage.cancelled:
+                raise RunCancelled
+
+        # 11. Encode each image; the service adds the parameters text later.
+        meta.update(
+            base_steps=plan.base_steps if plan else job.steps,
+            refiner_steps=plan.refiner_steps if plan else 0,
+            scheduler=job.scheduler,
+            seconds=round(time.perf_counter() - started, 3),
+            device=str(self.device),
+            dtype=str(self.dtype).removeprefix("torch."),
+        )
+        return [
+            GeneratedImage(
+                index=index,
+                seed=seed,
+                data=_encode(image, job.output_format),
+                width=image.width,
+                height=image.height,
+                meta=dict(meta),
+            )
+            for index, (seed, image) in enumerate(zip(job.seeds, output.images, strict=True))
+        ]
+
+    def stats(self) -> dict[str, int]:
+        """Return how many times each kind of thing was loaded."""
+        return {kind: self.loads[kind] for kind in ("pipeline", "refiner", "vae", "lora", "embedding")}
+
+    # Loading
+
+    def _source(self, asset: Asset) -> tuple[str, str | None]:
+        """Return what from_pretrained and the loaders take: a folder, file or repo id, and a file name."""
+        if asset.local.startswith("tiny:"):
+            folder, weight_name = tiny.resolve(asset.local, self.data_dir)
+            return str(folder), weight_name or asset.weight_name
+        return asset.local, asset.weight_name
+
+    def _hub_kwargs(self) -> dict[str, Any]:
+        return {"local_files_only": True, "token": self.hf_token}
+
+    def _prepare(self, pipe: Any) -> None:
+        pipe.to(self.device)
+        pipe.set_progress_bar_config(disable=True)
+        if self.device.type == "cuda":
+            # diffusers' speed-up guide: SDPA is the default; a channels-last UNet is faster on tensor cores.
+            pipe.unet.to(memory_format=torch.channels_last)
+
+    def _base_pipeline(self, asset: Asset) -> StableDiffusionXLPipeline:
+        if self.base is not None and self._base_id == asset.local:
+            return self.base
+        self._drop_base()
+        source, _ = self._source(asset)
+        try:
+            if source.endswith(".safetensors"):
+                pipe = StableDiffusionXLPipeline.from_single_file(
+                    source, **{_DTYPE_KW: self.dtype}, **self._hub_kwargs()
+                )
+            else:
+                pipe = StableDiffusionXLPipeline.from_pretrained(
+                    source, **{_DTYPE_KW: self.dtype}, **self._hub_kwargs()
+                )
+        except Exception as error:
+            raise _load_failed("model", asset.name) from error
+        self._prepare(pipe)
+        self.loads["pipeline"] += 1
+        self.base, self._base_id = pipe, asset.local
+        self._own_vae = pipe.vae
+        self._scheduler_config = pipe.scheduler.config
+        return pipe
+
+    def _drop_base(self) -> None:
+        """Forget the base and everything loaded into it (LoRAs, embeddings, the refiner sharing it)."""
+        if self.base is None:
+            return
+        self.base = self.refiner = None
+        self._base_id = self._refiner_id = None
+        self._own_vae = None
+        self._loras.clear()
+        self._embeddings.clear()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _refiner_pipeline(self, asset: Asset) -> StableDiffusionXLImg2ImgPipeline:
+        assert self.base is not None
+        if self.refiner is not None and self._refiner_id == asset.local:
+            return self.refiner
+        self.refiner = None
+        source, _ = self._source(asset)
+        shared = {
+            "text_encoder_2": self.base.text_encoder_2,
+            "tokenizer_2": self.base.tokenizer_2,
+            "vae": self.base.vae,
+        }
+        try:
+            pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(
+                source, **shared, **{_DTYPE_KW: self.dtype}, **self._hub_kwargs()
+            )
+        except Exception as error:
+            raise _load_failed("refiner", asset.name) from error
+        self._prepare(pipe)
+        self.loads["refiner"] += 1
+        self.refiner, self._refiner_id = pipe, asset.local
+        return pipe
+
+    def _use_vae(self, asset: Asset | None) -> None:
+        assert self.base is not None and self._own_vae is not None
+        vae = self._own_vae if asset is None else self._vae(asset)
+        for pipe in (self.base, self.refiner):
+            if pipe is not None and pipe.vae is not vae:
+                pipe.vae = vae
+
+    def _vae(self, asset: Asset) -> AutoencoderKL:
+        if asset.local in self._vaes:
+            return self._vaes[asset.local]
+        source, _ = self._source(asset)
+        # A whole pipeline folder keeps its VAE in vae/.
+        subfolder = "vae" if (Path(source) / "vae" / "config.json").is_file() else None
+        try:
+            vae = AutoencoderKL.from_pretrained(
+                source, subfolder=subfolder, **{_DTYPE_KW: self.dtype}, **self._hub_kwargs()
+            )
+        except Exception as error:
+            raise _load_failed("VAE", asset.name) from error
+        vae.to(self.device)
+        self.loads["vae"] += 1
+        self._vaes[asset.local] = vae
+        return vae
+
+    def _use_loras(self, loras: tuple[Asset, ...]) -> None:
+        assert self.base is not None
+        weights: dict[str, float] = {}
+        for lora in loras:
+            adapter = self._lora(lora)
+            weights[adapter] = weights.get(adapter, 0.0) + lora.weight
+        if weights:
+            self.base.enable_lora()
+            self.base.set_adapters(list(weights), adapter_weights=list(weights.values()))
+        elif self._loras:
+            self.base.disable_lora()
+
+    def _lora(self, asset: Asset) -> str:
+        """Load a LoRA once as a peft adapter named after its catalog entry; return the adapter name."""
+        assert self.base is not None
+        if asset.local in self._loras:
+            return self._loras[asset.local]
+        # peft keeps adapters in ModuleDicts, whose keys may not contain dots.
+        adapter = asset.name.replace(".", "_")
+        source, weight_name = self._source(asset)
+        try:
+            self.base.load_lora_weights(
+                source, weight_name=weight_name, adapter_name=adapter, **self._hub_kwargs()
+            )
+        except Exception as error:
+            raise _load_failed("LoRA", asset.name) from error
+        self.loads["lora"] += 1
+        self._loras[asset.local] = adapter
+        return adapter
+
+    def _use_embeddings(self, job: Job, meta: dict[str, Any]) -> str:
+        """Load the job's embeddings, scale their vectors by weight, and return the prompt to use."""
+        weights = {emb.local: emb.weight for emb in job.embeddings}
+        for emb in job.embeddings:
+            self._embedding(emb)
+        with torch.no_grad():
+            for local, loaded in self._embeddings.items():
+                # Unrequested embeddings go back to their own vectors.
+                weight = weights.get(local, 1.0)
+                for table, ids, vectors in loaded.rows:
+                    table.weight[ids] = (vectors * weight).to(table.weight.dtype)
+        prompt = job.prompt
+        added = []
+        for emb in job.embeddings:
+            assert emb.token is not None
+            if emb.token not in prompt and emb.token not in (job.negative_prompt or ""):
+                prompt = f"{prompt}, {emb.token}"
+                added.append(emb.token)
+        if added:
+            meta["added_tokens"] = added
+        return prompt
+
+    def _embedding(self, asset: Asset) -> _Embedding:
+        """Load an SDXL textual inversion (``clip_l`` and ``clip_g`` vectors) into both text encoders once."""
+        assert self.base is not None and asset.token is not None
+        if asset.local in self._embeddings:
+            return self._embeddings[asset.local]
+        try:
+            vectors = self._embedding_tensors(asset)
+        except Exception as error:
+            raise _load_failed("embedding", asset.name) from error
+        if set(vectors) != {"clip_l", "clip_g"}:
+            raise JobFailed("invalid", f"'{asset.name}' is not an SDXL embedding", option="embedding")
+        loaded = _Embedding(asset.token)
+        pairs = (
+            (vectors["clip_l"], self.base.text_encoder, self.base.tokenizer),
+            (vectors["clip_g"], self.base.text_encoder_2, self.base.tokenizer_2),
+        )
+        for tensor, encoder, tokenizer in pairs:
+            tensor = tensor.reshape(-1, tensor.shape[-1])
+            self.base.load_textual_inversion(
+                tensor, token=asset.token, text_encoder=encoder, tokenizer=tokenizer
+            )
+            # diffusers names the vectors of a multi-vector embedding token, token_1, token_2…
+            names = [asset.token] + [f"{asset.token}_{i}" for i in range(1, tensor.shape[0])]
+            ids = tokenizer.convert_tokens_to_ids(names)
+            table = encoder.get_input_embeddings()
+            loaded.rows.append((table, ids, tensor.to(table.weight.device, torch.float32)))
+        self.loads["embedding"] += 1
+        self._embeddings[asset.local] = loaded
+        return loaded
+
+    def _embedding_tensors(self, asset: Asset) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
+        source, weight_name = self._source(asset)
+        path = Path(source)
+        if weight_name and path.is_dir():
+            path = path / weight_name
+        elif not path.exists():
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(source, weight_name or "", **self._hub_kwargs()))
+        return load_file(path)
+
+    # Sampling
+
+    @staticmethod
+    def _scheduler(name: str) -> tuple[Any, dict[str, Any]]:
+        try:
+            class_name, overrides = SCHEDULERS[name]
+        except KeyError:
+            raise JobFailed("invalid", f"'{name}' is not a known sampler", option="scheduler") from None
+        return getattr(diffusers, class_name), overrides
+
+    def _timesteps(
+        self, scheduler_cls: Any, overrides: dict[str, Any], steps: int
+    ) -> tuple[list[float], int]:
+        """Return the timesteps the pipelines will use, from a fresh scheduler of the same config."""
+        scheduler = scheduler_cls.from_config(self._scheduler_config, **overrides)
+        scheduler.set_timesteps(steps, device="cpu")
+        return [float(t) for t in scheduler.timesteps], int(scheduler.order)
+
+    def _plan(self, job: Job, timesteps: list[float], order: int, meta: dict[str, Any]) -> SplitPlan | None:
+        """Plan the base/refiner split; say so in `meta` when it cannot be the one asked for."""
+        try:
+            plan = plan_split(
+                timesteps, job.base_steps, order, int(self._scheduler_config.num_train_timesteps)
+            )
+        except ValueError:
+            meta["refiner_note"] = f"{job.steps} step(s) cannot be split; the refiner did not run"
+            return None
+        if not plan.exact:
+            meta["requested_split"] = list(plan.requested)
+            meta["split_note"] = (
+                f"{job.scheduler} at {job.steps} steps cannot hand over after step {job.base_steps}; "
+                f"used {plan.base_steps} + {plan.refiner_steps}"
+            )
+        return plan
+
+
+def _load_failed(kind: str, name: str) -> JobFailed:
+    return JobFailed("failed", f"the {kind} '{name}' could not be loaded (are its files downloaded?)")
+
+
+def _encode(image: Any, output_format: str) -> bytes:
+    """Encode a PIL image without metadata: the service writes the parameters chunk itself."""
+    pil_format, options = _PIL_FORMATS[output_format]
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format=pil_format, **options)
+    return buffer.getvalue()

@@ -1,0 +1,207 @@
+"""The worker process: owns torch and the GPU, runs jobs the bot sends over stdin.
+
+Started by `LocalBackend` as ``python -m inference.local._worker --data-dir DIR``.
+Frames (see `_protocol`) come in on stdin and go out on the original stdout;
+file descriptor 1 and `sys.stdout` are pointed at stderr first, so a library
+that prints cannot corrupt the stream. stderr passes through to the bot's.
+
+A reader thread takes frames off stdin while the main thread runs jobs, so a
+``cancel`` frame reaches the running job, which stops at its next step. When
+stdin closes (the bot exited or closed us), the running job is cancelled and
+the worker exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import queue
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import IO, Any
+
+from inference.local._protocol import ProtocolError, encode_bytes, read_frame, write_frame
+
+__all__ = ["main"]
+
+log = logging.getLogger("inference.local.worker")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve jobs until stdin closes or a ``shutdown`` frame arrives; return the exit status."""
+    args = _parse(argv)
+    frames_in, frames_out = _claim_stdio()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="worker %(levelname)s %(message)s")
+    try:
+        runner = _make_runner(args)
+    except Exception as error:
+        traceback.print_exc()
+        write_frame(
+            frames_out, {"op": "fatal", "message": f"the worker could not start ({type(error).__name__})"}
+        )
+        return 1
+    write_frame(
+        frames_out,
+        {"op": "ready", "device": str(runner.device), "dtype": str(runner.dtype), "pid": os.getpid()},
+    )
+    inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
+    cancels: dict[int, threading.Event] = {}
+    lock = threading.Lock()
+    reader = threading.Thread(
+        target=_read_loop, args=(frames_in, inbox, cancels, lock), name="frames-in", daemon=True
+    )
+    reader.start()
+    try:
+        while (message := inbox.get()) is not None:
+            if message["op"] == "generate":
+                with lock:
+                    cancel = cancels[message["id"]]
+                try:
+                    _generate(runner, message, cancel, frames_out)
+                finally:
+                    with lock:
+                        cancels.pop(message["id"], None)
+            elif message["op"] == "stats":
+                write_frame(frames_out, {"op": "stats", "id": message.get("id"), "loads": runner.stats()})
+            else:
+                log.warning("ignoring a frame with op %r", message["op"])
+    except BrokenPipeError:
+        return 0  # the bot is gone; nobody is left to answer
+    return 0
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m inference.local._worker")
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    return parser.parse_args(argv)
+
+
+def _claim_stdio() -> tuple[IO[bytes], IO[bytes]]:
+    """Take fds 0 and 1 for the frames; leave the process a stdout that goes to stderr."""
+    frames_in = os.fdopen(os.dup(0), "rb")
+    frames_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    sys.stdout = sys.stderr
+    sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+    return frames_in, frames_out
+
+
+def _make_runner(args: argparse.Namespace) -> Any:
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from inference.local._pipeline import SDXLRunner
+
+    # Both libraries warn at length about LoRAs without text-encoder weights; errors still raise.
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    return SDXLRunner(args.data_dir, args.device, args.dtype, os.environ.get("HF_TOKEN") or None)
+
+
+def _read_loop(
+    frames_in: IO[bytes],
+    inbox: queue.Queue[dict[str, Any] | None],
+    cancels: dict[int, threading.Event],
+    lock: threading.Lock,
+) -> None:
+    """Route frames from the bot: jobs to the inbox, cancels straight to the job's event."""
+    try:
+        while (message := read_frame(frames_in)) is not None:
+            op = message["op"]
+            if op == "shutdown":
+                break
+            if op == "cancel":
+                with lock:
+                    event = cancels.get(message.get("id", -1))
+                if event is not None:
+                    event.set()
+                continue
+            if op == "generate":
+                with lock:
+                    cancels[message["id"]] = threading.Event()
+            inbox.put(message)
+    except (ProtocolError, OSError):
+        traceback.print_exc()
+    finally:
+        # Whoever closed our stdin wants nothing more: stop the running job too.
+        with lock:
+            for event in cancels.values():
+                event.set()
+        inbox.put(None)
+
+
+def _generate(runner: Any, message: dict[str, Any], cancel: threading.Event, frames_out: IO[bytes]) -> None:
+    """Run one job and answer with its images or an error frame."""
+    import torch
+
+    from inference.local._job import Job
+    from inference.local._pipeline import JobFailed, RunCancelled
+
+    job_id = message["id"]
+
+    def progress(stage: str, step: int, total: int) -> None:
+        write_frame(
+            frames_out, {"op": "progress", "id": job_id, "stage": stage, "step": step, "total": total}
+        )
+
+    def error(kind: str, text: str, option: str | None = None, restart: bool = False) -> None:
+        frame = {
+            "op": "error",
+            "id": job_id,
+            "kind": kind,
+            "message": text,
+            "option": option,
+            "restart": restart,
+        }
+        write_frame(frames_out, frame)
+
+    if cancel.is_set():
+        error("cancelled", "cancelled before it started")
+        return
+    try:
+        images = runner.run(Job.from_dict(message["job"]), on_progress=progress, should_cancel=cancel.is_set)
+    except RunCancelled:
+        error("cancelled", "cancelled")
+    except JobFailed as failure:
+        error(failure.kind, failure.message, failure.option)
+    except torch.cuda.OutOfMemoryError:
+        traceback.print_exc()
+        torch.cuda.empty_cache()
+        error("failed", "the GPU ran out of memory")
+    except BrokenPipeError:
+        raise
+    except Exception as failure:
+        traceback.print_exc()
+        # Who knows what state an unexpected error left behind: ask for a fresh worker.
+        error("failed", f"the worker failed ({type(failure).__name__})", restart=True)
+    else:
+        write_frame(
+            frames_out,
+            {
+                "op": "result",
+                "id": job_id,
+                "images": [
+                    {
+                        "index": image.index,
+                        "seed": image.seed,
+                        "data": encode_bytes(image.data),
+                        "width": image.width,
+                        "height": image.height,
+                        "meta": image.meta,
+                    }
+                    for image in images
+                ],
+            },
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

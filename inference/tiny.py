@@ -1,0 +1,346 @@
+"""Build an offline, random-weight SDXL (base, refiner, VAE, LoRAs, embedding) for tests and demos.
+
+The parts have the real SDXL structure (two CLIP text encoders, a "text_time"
+UNet, a refiner UNet with aesthetic-score conditioning, an 8× VAE) at a tiny
+width, so the same loading and generation code runs on them as on the real
+weights, in well under a second per image on a CPU. They draw noise, not
+pictures. Nothing is downloaded: the tokenizer is a byte-level CLIP tokenizer
+made here, and every weight comes from a fixed torch seed, so two builds are
+identical file for file.
+
+Layout under ``<data_dir>/models/tiny/``::
+
+    base/         StableDiffusionXLPipeline folder (native size 128×128)
+    refiner/      StableDiffusionXLImg2ImgPipeline folder (text_encoder_2, tokenizer_2, vae as base)
+    vae/          a second AutoencoderKL (other weights)
+    lora/         tiny_lora.safetensors    (diffusers format, base UNet attention)
+    lora-2/       tiny_lora_2.safetensors
+    embedding/    tiny_embedding.safetensors (SDXL format: clip_l, clip_g; token <tiny>)
+    .complete     written last; a folder without it is rebuilt
+
+Catalog entries name the parts as ``tiny:<part>``; `resolve` maps such an id
+to its folder and file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["NATIVE_SIZE", "PARTS", "SDXL_SCHEDULER_CONFIG", "TOKEN", "build", "ensure", "resolve", "tiny_root"]
+
+NATIVE_SIZE = 128
+TOKEN = "<tiny>"
+# Bump when the build changes, so old folders are rebuilt.
+_VERSION = "1"
+_MARKER = ".complete"
+
+# part -> (folder, weight file inside it or None for a diffusers folder)
+PARTS: dict[str, tuple[str, str | None]] = {
+    "base": ("base", None),
+    "refiner": ("refiner", None),
+    "vae": ("vae", None),
+    "lora": ("lora", "tiny_lora.safetensors"),
+    "lora-2": ("lora-2", "tiny_lora_2.safetensors"),
+    "embedding": ("embedding", "tiny_embedding.safetensors"),
+}
+
+_CLIP_L = {"hidden_size": 32, "intermediate_size": 37, "projection_dim": 32}
+_CLIP_G = {"hidden_size": 64, "intermediate_size": 96, "projection_dim": 64}
+_TIME_EMBED_DIM = 8
+# The scheduler config of stabilityai/stable-diffusion-xl-base-1.0, so that
+# step splits computed on the tiny model hold for the real one.
+SDXL_SCHEDULER_CONFIG: dict[str, Any] = {
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "interpolation_type": "linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "sample_max_value": 1.0,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "use_karras_sigmas": False,
+}
+
+
+def tiny_root(data_dir: Path) -> Path:
+    """Return the folder the tiny model lives in under `data_dir`."""
+    return Path(data_dir) / "models" / "tiny"
+
+
+def resolve(local_id: str, data_dir: Path) -> tuple[Path, str | None]:
+    """Map a ``tiny:<part>`` catalog id to its folder and weight file, building the model if needed.
+
+    Args:
+        local_id: a catalog ``local`` id such as ``tiny:base`` or ``tiny:lora``.
+        data_dir: the data directory the model is (or will be) built under.
+
+    Returns:
+        The folder, and the file name inside it for LoRAs and embeddings (None for diffusers folders).
+    """
+    prefix, _, part = local_id.partition(":")
+    if prefix != "tiny" or part not in PARTS:
+        raise ValueError(f"{local_id!r} is not a tiny model part (known: {', '.join(sorted(PARTS))})")
+    folder, weight_name = PARTS[part]
+    return ensure(data_dir) / folder, weight_name
+
+
+def ensure(data_dir: Path) -> Path:
+    """Build the tiny model under `data_dir` unless a complete build of this version is there.
+
+    Safe to call from several processes at once: each builds into its own
+    temporary folder and the first to finish moves it into place.
+
+    Returns:
+        The tiny model's root folder.
+    """
+    root = tiny_root(data_dir)
+    if _is_complete(root):
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=root.parent))
+    try:
+        _build_into(staging)
+        if _is_complete(root):
+            return root
+        if root.exists():
+            shutil.rmtree(root)
+        try:
+            os.rename(staging, root)
+        except OSError:
+            # Another process moved its build in between; theirs is as good as ours.
+            if not _is_complete(root):
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
+def build(data_dir: Path) -> Path:
+    """Build the tiny model under `data_dir`, replacing any earlier build.
+
+    Returns:
+        The tiny model's root folder.
+    """
+    root = tiny_root(data_dir)
+    if root.exists():
+        shutil.rmtree(root)
+    return ensure(data_dir)
+
+
+def _is_complete(root: Path) -> bool:
+    marker = root / _MARKER
+    return marker.is_file() and marker.read_text(encoding="utf-8").strip() == _VERSION
+
+
+def _build_into(root: Path) -> None:
+    """Write every part into `root`, the marker last."""
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLImg2ImgPipeline,
+        StableDiffusionXLPipeline,
+    )
+
+    tokenizer_dir = root / ".tokenizer"
+    _write_byte_tokenizer(tokenizer_dir)
+    tokenizer = _load_tokenizer(tokenizer_dir)
+    tokenizer_2 = _load_tokenizer(tokenizer_dir)
+    text_encoder, text_encoder_2 = _text_encoders(
+        len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id
+    )
+    unet = _unet(
+        cross_attention_dim=_CLIP_L["hidden_size"] + _CLIP_G["hidden_size"],
+        time_ids=6,
+        seed=1,
+    )
+    refiner_unet = _unet(cross_attention_dim=_CLIP_G["hidden_size"], time_ids=5, seed=2)
+    vae: AutoencoderKL = _vae(seed=3)
+    scheduler = EulerDiscreteScheduler.from_config(SDXL_SCHEDULER_CONFIG)
+
+    base = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=scheduler,
+    )
+    base.save_pretrained(root / "base")
+    refiner = StableDiffusionXLImg2ImgPipeline(
+        vae=vae,
+        text_encoder=None,
+        text_encoder_2=text_encoder_2,
+        tokenizer=None,
+        tokenizer_2=tokenizer_2,
+        unet=refiner_unet,
+        scheduler=scheduler,
+        requires_aesthetics_score=True,
+        force_zeros_for_empty_prompt=False,
+    )
+    refiner.save_pretrained(root / "refiner")
+    for folder in (
+        root / "base" / "tokenizer",
+        root / "base" / "tokenizer_2",
+        root / "refiner" / "tokenizer_2",
+    ):
+        for name in ("vocab.json", "merges.txt"):
+            shutil.copyfile(tokenizer_dir / name, folder / name)
+    shutil.rmtree(tokenizer_dir)
+
+    _vae(seed=4).save_pretrained(root / "vae")
+    _save_lora(unet, root / "lora", PARTS["lora"][1], seed=5)
+    _save_lora(unet, root / "lora-2", PARTS["lora-2"][1], seed=6)
+    _save_embedding(root / "embedding", PARTS["embedding"][1], seed=7)
+    (root / _MARKER).write_text(_VERSION + "\n", encoding="utf-8")
+
+
+def _byte_unicode_chars() -> list[str]:
+    """Return GPT-2's printable stand-ins for the 256 byte values, as CLIP's BPE uses them."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    chars = {byte: chr(byte) for byte in printable}
+    extra = 0
+    for byte in range(256):
+        if byte not in chars:
+            chars[byte] = chr(256 + extra)
+            extra += 1
+    return [chars[byte] for byte in range(256)]
+
+
+def _write_byte_tokenizer(folder: Path) -> None:
+    """Write a CLIP tokenizer with no merges: every word is spelled out byte by byte."""
+    chars = _byte_unicode_chars()
+    tokens = [*chars, *(char + "</w>" for char in chars), "<|startoftext|>", "<|endoftext|>"]
+    folder.mkdir(parents=True)
+    vocab = {token: index for index, token in enumerate(tokens)}
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+
+
+def _load_tokenizer(folder: Path) -> Any:
+    from transformers import CLIPTokenizer
+
+    # CLIP's context length; without it the tokenizer would not pad or truncate to 77.
+    return CLIPTokenizer.from_pretrained(folder, model_max_length=77)
+
+
+def _text_encoders(vocab_size: int, bos: int, eos: int) -> tuple[Any, Any]:
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    def config(sizes: dict[str, int]) -> CLIPTextConfig:
+        return CLIPTextConfig(
+            vocab_size=vocab_size,
+            bos_token_id=bos,
+            eos_token_id=eos,
+            pad_token_id=eos,
+            num_attention_heads=4,
+            num_hidden_layers=5,
+            max_position_embeddings=77,
+            hidden_act="gelu",
+            layer_norm_eps=1e-5,
+            **sizes,
+        )
+
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(config(_CLIP_L))
+    torch.manual_seed(0)
+    text_encoder_2 = CLIPTextModelWithProjection(config(_CLIP_G))
+    return text_encoder.eval(), text_encoder_2.eval()
+
+
+def _unet(cross_attention_dim: int, time_ids: int, seed: int) -> Any:
+    """Make a two-level SDXL UNet; `time_ids`: 6 for the base, 5 (with aesthetic score) for the refiner."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=NATIVE_SIZE // 8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        transformer_layers_per_block=(1, 2),
+        cross_attention_dim=cross_attention_dim,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=_TIME_EMBED_DIM,
+        projection_class_embeddings_input_dim=time_ids * _TIME_EMBED_DIM + _CLIP_G["projection_dim"],
+        norm_num_groups=32,
+    ).eval()
+
+
+def _vae(seed: int) -> Any:
+    """Make a four-level (8× downsampling, like SDXL's) VAE of a few thousand weights."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 16, 16, 16),
+        layers_per_block=1,
+        norm_num_groups=8,
+        latent_channels=4,
+        sample_size=NATIVE_SIZE,
+        scaling_factor=0.13025,
+        force_upcast=True,
+    ).eval()
+
+
+def _save_lora(unet: Any, folder: Path, weight_name: str | None, seed: int) -> None:
+    """Save a random rank-4 LoRA on the base UNet's attention in the diffusers format."""
+    import copy
+
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    model = copy.deepcopy(unet)
+    # init_lora_weights=False draws B at random too, so weight 1 changes the image.
+    model.add_adapter(
+        LoraConfig(
+            r=4, lora_alpha=4, init_lora_weights=False, target_modules=["to_q", "to_k", "to_v", "to_out.0"]
+        )
+    )
+    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(model))
+    state = {key: value.detach().contiguous() for key, value in state.items()}
+    StableDiffusionXLPipeline.save_lora_weights(folder, unet_lora_layers=state, weight_name=weight_name)
+
+
+def _save_embedding(folder: Path, file_name: str | None, seed: int) -> None:
+    """Save a two-vector textual inversion for both encoders, as SDXL embeddings are shipped."""
+    import torch
+    from safetensors.torch import save_file
+
+    assert file_name is not None
+    torch.manual_seed(seed)
+    folder.mkdir(parents=True)
+    tensors = {
+        "clip_l": torch.randn(2, _CLIP_L["hidden_size"]),
+        "clip_g": torch.randn(2, _CLIP_G["hidden_size"]),
+    }
+    save_file(tensors, folder / file_name)

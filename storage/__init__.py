@@ -1,0 +1,25 @@
+"""Durable state in SQLite (generations, images, settings) and image files under the data directory."""
+
+from storage.files import ImageFiles
+from storage.history import (
+    Action,
+    Generation,
+    HistoryStore,
+    InMemoryHistory,
+    NewGeneration,
+    SqliteHistory,
+    Status,
+    StoredImage,
+)
+
+__all__ = [
+    "Action",
+    "Generation",
+    "HistoryStore",
+    "ImageFiles",
+    "InMemoryHistory",
+    "NewGeneration",
+    "SqliteHistory",
+    "Status",
+    "StoredImage",
+]

@@ -1,0 +1,186 @@
+"""The SQLite schema, its migrations, and how every connection is opened.
+
+Migration ``i`` brings ``PRAGMA user_version`` from ``i`` to ``i + 1``; each runs
+in its own ``BEGIN IMMEDIATE`` transaction together with the version bump, so a
+crash leaves the file at a whole version and two processes opening the same
+file at once cannot both apply a migration. Append new migrations; never edit
+one that has shipped.
+
+SQLite ignores ``PRAGMA foreign_keys`` inside a transaction, so a future
+migration that rebuilds a table must not rely on switching it off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Sequence
+
+import aiosqlite
+
+__all__ = ["BUSY_TIMEOUT_MS", "MIGRATIONS", "SCHEMA_VERSION", "connect", "migrate", "user_version"]
+
+BUSY_TIMEOUT_MS = 5000
+
+MIGRATIONS: list[str] = [
+    # 1: generations, their images, per-user settings, per-workspace policy.
+    """
+    CREATE TABLE generations (
+        -- AUTOINCREMENT: ids are in button custom_ids, so a deleted id must never come back.
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        platform    TEXT NOT NULL,
+        workspace   TEXT,
+        channel     TEXT,
+        user_id     TEXT NOT NULL,
+        parent_id   INTEGER REFERENCES generations (id) ON DELETE SET NULL,
+        action      TEXT NOT NULL CHECK (action IN ('generate', 'reroll', 'refine')),
+        request     TEXT NOT NULL CHECK (json_valid(request)),
+        seed        INTEGER NOT NULL,
+        model       TEXT NOT NULL,
+        backend     TEXT NOT NULL,
+        status      TEXT NOT NULL DEFAULT 'queued'
+                    CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+        error       TEXT,
+        warnings    TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(warnings)),
+        private     INTEGER NOT NULL DEFAULT 0 CHECK (private IN (0, 1)),
+        created_at  REAL NOT NULL,
+        started_at  REAL,
+        finished_at REAL,
+        message_ref TEXT,
+        cost        REAL
+    ) STRICT;
+
+    -- "latest/recent of this user": an index range read newest first, no sort.
+    CREATE INDEX generations_user_latest ON generations (platform, user_id, id DESC);
+    -- a reaction or button on a posted message finds its generation.
+    CREATE INDEX generations_message_ref ON generations (platform, message_ref)
+        WHERE message_ref IS NOT NULL;
+    -- resuming after a restart reads only the few unfinished rows.
+    CREATE INDEX generations_unfinished ON generations (status, id)
+        WHERE status IN ('queued', 'running');
+    -- ON DELETE SET NULL looks children up by parent; without this a delete scans the table.
+    CREATE INDEX generations_parent ON generations (parent_id) WHERE parent_id IS NOT NULL;
+
+    CREATE TABLE images (
+        generation_id INTEGER NOT NULL REFERENCES generations (id) ON DELETE CASCADE,
+        idx           INTEGER NOT NULL CHECK (idx >= 0),
+        seed          INTEGER NOT NULL,
+        path          TEXT NOT NULL,
+        sha256        TEXT NOT NULL,
+        width         INTEGER NOT NULL,
+        height        INTEGER NOT NULL,
+        PRIMARY KEY (generation_id, idx)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE user_settings (
+        platform   TEXT NOT NULL,
+        user_id    TEXT NOT NULL,
+        settings   TEXT NOT NULL CHECK (json_valid(settings)),
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (platform, user_id)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE policies (
+        platform   TEXT NOT NULL,
+        workspace  TEXT NOT NULL,
+        policy     TEXT NOT NULL CHECK (json_valid(policy)),
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (platform, workspace)
+    ) STRICT, WITHOUT ROWID;
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+async def connect(path: str | os.PathLike[str]) -> aiosqlite.Connection:
+    """Open a connection in autocommit mode with the pragmas every connection needs.
+
+    Transactions are explicit (``BEGIN``/``COMMIT``), so Python's sqlite3 never
+    opens one behind the caller's back.
+
+    Args:
+        path: the database file, or ``":memory:"``.
+
+    Returns:
+        The open connection; the schema is not touched (see `migrate`).
+    """
+    conn = await aiosqlite.connect(os.fspath(path), isolation_level=None)
+    try:
+        conn.row_factory = aiosqlite.Row
+        # busy_timeout first: switching to WAL needs a lock another process may hold.
+        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await conn.execute("PRAGMA journal_mode = WAL")
+        # NORMAL is durable across application crashes in WAL mode; only a power cut may lose
+        # the last commits, which is the usual trade for not fsyncing on every commit.
+        await conn.execute("PRAGMA synchronous = NORMAL")
+        await conn.execute("PRAGMA foreign_keys = ON")
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+async def user_version(conn: aiosqlite.Connection) -> int:
+    """Return the schema version recorded in the file."""
+    rows = list(await conn.execute_fetchall("PRAGMA user_version"))
+    return int(rows[0][0])
+
+
+async def migrate(conn: aiosqlite.Connection, migrations: Sequence[str] | None = None) -> int:
+    """Apply every migration the file has not seen yet, each in its own transaction.
+
+    Args:
+        conn: a connection from `connect`, not inside a transaction.
+        migrations: the scripts to apply; `MIGRATIONS` unless a test gives others.
+
+    Returns:
+        The schema version after migrating.
+
+    Raises:
+        RuntimeError: the file was written by a newer version of the bot.
+    """
+    scripts = MIGRATIONS if migrations is None else migrations
+    while True:
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+            # Read inside the write lock: another process may have migrated meanwhile.
+            version = await user_version(conn)
+            if version > len(scripts):
+                raise RuntimeError(
+                    f"the database is at schema version {version}, newer than this code's {len(scripts)}"
+                )
+            if version == len(scripts):
+                await conn.execute("COMMIT")
+                return version
+            for statement in _statements(scripts[version]):
+                await conn.execute(statement)
+            await conn.execute(f"PRAGMA user_version = {version + 1}")
+            await conn.execute("COMMIT")
+        except BaseException:
+            # rollback() does nothing when no transaction is open (e.g. one that failed to BEGIN).
+            await asyncio.shield(conn.rollback())
+            raise
+
+
+def _statements(script: str) -> list[str]:
+    """Split a script into statements.
+
+    ``executescript`` would commit the open transaction first, so a migration is
+    run statement by statement inside ours instead.
+    """
+    statements: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip() and not _only_comments(pending):
+        raise ValueError(f"incomplete SQL statement at the end of a migration: {pending.strip()[:80]!r}")
+    return statements
+
+
+def _only_comments(text: str) -> bool:
+    return all(not line.strip() or line.strip().startswith("--") for line in text.splitlines())

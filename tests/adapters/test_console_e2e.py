@@ -1,0 +1,58 @@
+"""The console chat end to end: the real CLI, the worker process and the tiny diffusers model."""
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from bot.pngmeta import parse_parameters
+
+SCRIPT = "/imagine a red fox --seed 7\nreroll\nrefine 90\nhistory\n"
+
+
+def _run_chat(data_dir: Path, tiny_data_dir: Path, stdin: str) -> subprocess.CompletedProcess[str]:
+    (data_dir / "models").mkdir(parents=True, exist_ok=True)
+    # Reuse the tiny model built once for the session rather than building it again.
+    (data_dir / "models" / "tiny").symlink_to(tiny_data_dir / "models" / "tiny")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEBOT_")}
+    env.update(IMAGEBOT_DATA_DIR=str(data_dir), HF_HUB_OFFLINE="1", IMAGEBOT_LOG_LEVEL="WARNING")
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", "run"], input=stdin, capture_output=True, text=True,
+        env=env, timeout=300, check=False,
+    )
+
+
+def test_scripted_chat_makes_three_pngs_and_lists_history(tmp_path, tiny_data_dir):
+    """`imagine`, `reroll`, `refine 90`, `history` piped in: three PNGs, seeds as promised."""
+    result = _run_chat(tmp_path / "data", tiny_data_dir, SCRIPT)
+    assert result.returncode == 0, result.stderr
+    assert "tiny offline model" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    pngs = sorted((tmp_path / "data" / "images").rglob("*.png"))
+    assert len(pngs) == 3, result.stdout
+    params = {p.name: parse_parameters(Image.open(io.BytesIO(p.read_bytes())).text["parameters"]) for p in pngs}
+    first, reroll, refine = (params[f"{n}-0.png"]["fields"] for n in (1, 2, 3))
+    assert first["Seed"] == "7"
+    assert reroll["Seed"] != "7"
+    # refine works on the latest generation (the reroll), so it keeps the reroll's seed
+    assert refine["Seed"] == reroll["Seed"]
+    assert refine["Refiner"] == "tiny-refiner"
+    assert refine["Refiner start step"] == "18"  # 90 % of the tiny model's 20 steps
+    out = result.stdout
+    assert "#1 done" in out and "#2 done" in out and "#3 done" in out
+    assert "#3 refine of #2 · done" in out
+    assert "#1 generate · done · seed 7" in out
+    assert "refiner  " in out  # the refiner stage's progress bar
+
+
+def test_bad_input_is_one_sentence_and_nothing_is_made(tmp_path, tiny_data_dir):
+    result = _run_chat(tmp_path / "data", tiny_data_dir, "/imagine a fox --steps 500\nrefine #99\nhistory\n")
+    assert result.returncode == 0
+    lines = [line for line in result.stdout.splitlines() if line.startswith("✖")]
+    assert lines == ["✖ Steps must be from 1 to 100, not 500.", "✖ There is no generation #99."] or len(lines) == 2
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "No images yet" in result.stdout
+    assert not list((tmp_path / "data").rglob("*.png"))

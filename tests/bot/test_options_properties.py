@@ -1,0 +1,254 @@
+"""Property tests of the parser: any input gives a request or an `InvalidOption`, nothing else."""
+
+import json
+import math
+from importlib import resources
+from pathlib import Path
+
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from bot.catalog import Catalog
+from bot.errors import InvalidOption
+from bot.options import OPTIONS, SDXL_BUCKETS, Defaults, Limits, Parsed, parse_options, parse_text
+from bot.request import GenerationRequest
+from bot.rules import SCHEDULERS, check
+
+
+def catalog() -> Catalog:
+    """The shipped catalog plus the test entries (film-grain, FLUX, SD 1.5, wrong entries)."""
+    shipped = resources.files("bot").joinpath("models.toml").read_text(encoding="utf-8")
+    extra = Path(__file__).with_name("options_catalog.toml").read_text(encoding="utf-8")
+    return Catalog.from_toml(shipped + "\n" + extra)
+
+
+CATALOG = catalog()
+LIMITS = Limits(pixel_budget=4 * 1024 * 1024)
+MODELS = CATALOG.names("model")
+PROPERTY = settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+)
+
+defaults_st = st.builds(
+    Defaults,
+    model=st.sampled_from([*MODELS, "nope"]),
+    steps=st.one_of(st.none(), st.integers(-5, 120)),
+    refiner_percent=st.one_of(st.none(), st.integers(-5, 120)),
+    width=st.one_of(st.none(), st.sampled_from([128, 512, 1000, 1024, 1216, 4096])),
+    height=st.one_of(st.none(), st.sampled_from([128, 512, 832, 1024, 4096])),
+    scheduler=st.one_of(st.none(), st.sampled_from([*SCHEDULERS, "euler_a", "bogus"])),
+    cfg=st.one_of(st.none(), st.floats(-5, 60)),
+)
+
+
+def outcome(call) -> Parsed | InvalidOption:
+    """Run a parse; only `InvalidOption` may escape it (anything else fails the test)."""
+    try:
+        parsed = call()
+    except InvalidOption as error:
+        assert str(error) and str(error)[0] == str(error)[0].upper()
+        assert str(error).endswith((".", "?"))
+        return error
+    assert isinstance(parsed, Parsed)
+    assert all(isinstance(warning, str) and warning.endswith(".") for warning in parsed.warnings)
+    return parsed
+
+
+# ---------------------------------------------------------------------------
+# Arbitrary text
+
+FLAG_WORDS = [
+    "--seed", "--steps", "--refiner", "--lora", "--no", "--negative", "--ar", "--size", "--cfg",
+    "--sampler", "--scheduler", "--n", "--count", "--model", "--vae", "--clip-skip", "--embedding",
+    "--format", "--bogus", "--", "—seed", "--seed=", "--ar=16:9",
+]  # fmt: skip
+VALUE_WORDS = [
+    "42", "0", "-1", "30", "85", "99", "100", "off", "16:9", "4:1", "1216x832", "1000x832", "6.5", "nan",
+    "pixel-art:0.8,", "film-grain", "toy-face:9", "a:b:c", "../x", "sdxl", "tiny", "sdxl-turbo",
+    "flux-dev", "Euler a", "DPM++", "2M", "Karras", "png", "jpeg", '"', "'", "“", "”", ",", ":", "%",
+    str(2**63), "9" * 40, "\x00", "\n", "\r", "\t", "\ud800", "é", "🦊",
+]  # fmt: skip
+
+flag_soup = st.lists(
+    st.one_of(st.sampled_from(FLAG_WORDS), st.sampled_from(VALUE_WORDS), st.text(max_size=8)),
+    max_size=24,
+).map(" ".join)
+prompt_like = st.text(min_size=2, max_size=40).filter(lambda s: len(s.strip()) >= 2)
+# Text without control characters or lone surrogates: what a valid prompt is made of.
+clean_text = st.text(st.characters(exclude_categories=("Cc", "Cs")), min_size=2, max_size=60).filter(
+    lambda s: len(s.strip()) >= 2
+)
+
+
+@PROPERTY
+@given(line=st.one_of(st.text(max_size=200), flag_soup, st.tuples(prompt_like, flag_soup).map(" ".join)))
+def test_any_text_gives_a_request_or_invalid_option(line):
+    """Whatever is typed, the parser answers with a request or one user-facing error."""
+    outcome(lambda: parse_text(line, catalog=CATALOG, defaults=Defaults(model="sdxl"), limits=LIMITS))
+
+
+@PROPERTY
+@given(line=flag_soup, defaults=defaults_st, budget=st.integers(1, 2**24))
+def test_any_defaults_and_limits_give_a_request_or_invalid_option(line, defaults, budget):
+    """Odd user defaults and budgets are reported as errors too, never as crashes."""
+    outcome(
+        lambda: parse_text(
+            "a red fox " + line, catalog=CATALOG, defaults=defaults, limits=Limits(pixel_budget=budget)
+        )
+    )
+
+
+# ---------------------------------------------------------------------------
+# Arbitrary typed options
+
+json_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=30),
+        st.sampled_from(VALUE_WORDS),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=6,
+)
+option_keys = st.one_of(
+    st.sampled_from(
+        [*OPTIONS, "no", "n", "sampler", "negative_prompt", "clip-skip", "Seed", "width", "", " prompt "]
+    ),
+    st.text(max_size=10),
+)
+
+
+@PROPERTY
+@given(mapping=st.dictionaries(option_keys, json_values, max_size=10))
+def test_any_option_mapping_gives_a_request_or_invalid_option(mapping):
+    """Whatever a platform hands over, the parser answers with a request or one user-facing error."""
+    outcome(lambda: parse_options(mapping, catalog=CATALOG, defaults=Defaults(model="sdxl"), limits=LIMITS))
+
+
+@PROPERTY
+@given(mapping=st.dictionaries(st.sampled_from(OPTIONS), json_values, max_size=16), prompt=prompt_like)
+def test_option_mapping_with_a_prompt(mapping, prompt):
+    """With a usable prompt, any other values still give a request or one error."""
+    outcome(
+        lambda: parse_options(
+            {**mapping, "prompt": prompt}, catalog=CATALOG, defaults=Defaults(model="sdxl"), limits=LIMITS
+        )
+    )
+
+
+# ---------------------------------------------------------------------------
+# Valid requests round-trip and pass the rules again
+
+SDXL_FAMILY = ["sdxl", "sdxl-turbo", "tiny", "juggernaut", "lightning"]
+
+
+@st.composite
+def valid_options(draw):
+    """Options that mostly make a valid request (SDXL-family models and add-ons)."""
+    model = draw(st.sampled_from(SDXL_FAMILY))
+    optional = {
+        "negative": clean_text,
+        "steps": st.integers(1, 100),
+        "cfg": st.one_of(st.integers(0, 50), st.floats(0, 50), st.floats(0, 50).map(str)),
+        "scheduler": st.sampled_from(SCHEDULERS),
+        "seed": st.integers(1, 2**63 - 4),
+        "count": st.integers(1, 4),
+        "clip_skip": st.integers(0, 2),
+        "lora": st.sampled_from(["pixel-art", "pixel-art:0.8, toy-face:-1", "film-grain:4", "tiny-lora:-4"]),
+        "embedding": st.sampled_from(["tiny-embedding:0.5", "tiny-embedding"]),
+        "vae": st.sampled_from(["sdxl-vae-fp16-fix", "tiny-vae"]),
+        "ar": st.tuples(st.integers(1, 40), st.integers(1, 40))
+        .filter(lambda r: 1 / 4 <= r[0] / r[1] <= 4)
+        .map(lambda r: f"{r[0]}:{r[1]}"),
+        "format": st.sampled_from(["png", "jpg", "jpeg", "webp"]),
+    }
+    if model in ("sdxl", "tiny"):
+        optional["refiner"] = st.one_of(st.just("off"), st.integers(60, 95))
+        optional["steps"] = st.integers(20, 100)
+    mapping = draw(st.fixed_dictionaries({"prompt": clean_text}, optional=optional))
+    if draw(st.booleans()):
+        mapping["model"] = model
+    return mapping
+
+
+@PROPERTY
+@given(mapping=valid_options())
+def test_parsed_requests_round_trip(mapping):
+    """Any request the parser accepts survives its stored JSON form and passes the rules again."""
+    result = outcome(
+        lambda: parse_options(mapping, catalog=CATALOG, defaults=Defaults(model="sdxl"), limits=LIMITS)
+    )
+    assume(isinstance(result, Parsed))
+    request = result.request
+    assert GenerationRequest.from_dict(request.to_dict()) == request
+    assert GenerationRequest.from_dict(json.loads(json.dumps(request.to_dict()))) == request
+    assert check(request, CATALOG, LIMITS) == tuple(
+        w for w in result.warnings if not w.startswith(("Aspect ratio", "Your default"))
+    )
+
+
+@PROPERTY
+@given(mapping=valid_options())
+def test_parsing_is_deterministic_and_text_agrees(mapping):
+    """The same options as text give the same request as the mapping."""
+    parsed = outcome(
+        lambda: parse_options(mapping, catalog=CATALOG, defaults=Defaults(model="sdxl"), limits=LIMITS)
+    )
+    assume(isinstance(parsed, Parsed))
+    flags = {"negative": "no", "clip_skip": "clip-skip"}
+    assume(not any(word in mapping["prompt"] for word in ("--", "—", '"', "'", "“", "‘")))
+    assume(not any(c in mapping.get("negative", "") for c in ("-", "—", '"', "'", "“", "‘")))
+    line = mapping["prompt"]
+    for key, value in mapping.items():
+        if key != "prompt":
+            line += f" --{flags.get(key, key)} {value}"
+    again = outcome(lambda: parse_text(line, catalog=CATALOG, defaults=Defaults(model="sdxl"), limits=LIMITS))
+    assert again == parsed
+
+
+# ---------------------------------------------------------------------------
+# Aspect ratios
+
+
+@PROPERTY
+@given(
+    width=st.integers(1, 9999),
+    height=st.integers(1, 9999),
+    model=st.sampled_from(MODELS),
+    count=st.integers(1, 4),
+)
+def test_ar_gives_multiples_of_64_within_budget(width, height, model, count):
+    """Any ratio within 1:4–4:1 gives sides that are multiples of 64 in 128–2048, within the budget."""
+    line = f"a red fox --model {model} --ar {width}:{height} --n {count}"
+    result = outcome(
+        lambda: parse_text(line, catalog=CATALOG, defaults=Defaults(model="sdxl"), limits=LIMITS)
+    )
+    if not 1 / 4 <= width / height <= 4:
+        assert isinstance(result, InvalidOption)
+        assert str(result).startswith("Aspect ratio must be WIDTH:HEIGHT between 1:4 and 4:1")
+        return
+    if isinstance(result, InvalidOption):
+        # Only the model's own rules may refuse it (none of which is about the size).
+        assert result.option != "size", str(result)
+        return
+    request = result.request
+    for side in (request.width, request.height):
+        assert side % 64 == 0 and 128 <= side <= 2048
+    assert request.width * request.height * request.count <= LIMITS.pixel_budget
+    if CATALOG.find("model", model).width == 1024:
+        assert (request.width, request.height) in SDXL_BUCKETS
+    # A landscape ratio never gives a portrait size, nor the other way round.
+    if width > height:
+        assert request.width >= request.height
+    elif height > width:
+        assert request.height >= request.width
+    # The warning says so exactly when the ratio made is more than 5 % off.
+    off = abs(math.log(request.width / request.height * height / width))
+    assume(abs(off - math.log(1.05)) > 1e-9)
+    warned = any(w.startswith("Aspect ratio") for w in result.warnings)
+    assert warned == (off > math.log(1.05))

@@ -1,0 +1,205 @@
+import asyncio
+import itertools
+
+import pytest
+
+from bot.catalog import load_catalog
+from bot.errors import InvalidOption, NotAllowed, NotFound, QueueFull, RateLimited
+from bot.jobs import Requester
+from bot.options import Limits
+from bot.pngmeta import parse_parameters, read_text
+from bot.service import ImageService
+from storage.files import ImageFiles
+from storage.history import InMemoryHistory
+from tests.fakes.backend import FakeBackend
+
+ALICE = Requester("console", "alice")
+BOB = Requester("console", "bob")
+
+
+@pytest.fixture
+def backend():
+    return FakeBackend()
+
+
+@pytest.fixture
+async def service(backend, tmp_path):
+    history = InMemoryHistory()
+    service = ImageService(
+        backend=backend,
+        history=history,
+        files=ImageFiles(tmp_path),
+        catalog=load_catalog(),
+        default_model="tiny",
+        limits=Limits(pixel_budget=4 * 1024 * 1024),
+        max_queue=5,
+        max_per_user=3,
+        seeds=itertools.count(100).__next__,
+    )
+    await service.start()
+    yield service
+    await service.aclose()
+
+
+async def test_generate_stores_png_with_parameters(service, tmp_path):
+    """A generation ends done, with its image on disk carrying the A1111 parameters."""
+    job = await service.imagine("a red fox --seed 7 --steps 10", ALICE)
+    generation = await job.result()
+    assert generation.status == "done"
+    assert generation.seed == 7
+    assert [image.seed for image in generation.images] == [7]
+    png = (tmp_path / generation.images[0].path).read_bytes()
+    parsed = parse_parameters(read_text(png)["parameters"])
+    assert parsed["prompt"] == "a red fox"
+    assert parsed["fields"]["Seed"] == "7"
+    assert parsed["fields"]["Steps"] == "10"
+    assert parsed["fields"]["Generation"] == f"#{generation.id}"
+
+
+async def test_seed_is_chosen_and_shown_when_absent(service):
+    job = await service.imagine("a red fox", ALICE)
+    assert job.request.seed == 100
+    assert (await job.result()).seed == 100
+
+
+async def test_events_in_order(service):
+    """queued, started, base steps, refiner steps, done."""
+    job = await service.imagine("a red fox --steps 10 --refiner 80", ALICE)
+    kinds = []
+    async for event in job.events():
+        kinds.append(event.kind if event.kind != "progress" else f"{event.progress.stage}{event.progress.step}")
+    assert kinds == ["queued", "started", *[f"base{i}" for i in range(1, 9)], "refiner1", "refiner2", "done"]
+
+
+async def test_reroll_latest_keeps_settings_with_new_seed(service, backend):
+    first = await (await service.imagine("a red fox --seed 7 --steps 12 --cfg 5", ALICE)).result()
+    rerolled = await (await service.reroll(ALICE, None)).result()
+    assert rerolled.seed != first.seed
+    assert rerolled.request == first.request.with_seed(rerolled.seed)
+    assert (rerolled.action, rerolled.parent_id) == ("reroll", first.id)
+    assert backend.requests[1].seed == rerolled.seed
+
+
+async def test_refine_keeps_seed_and_hands_over_at_percent(service):
+    first = await (await service.imagine("a red fox --seed 7 --steps 20", ALICE)).result()
+    refined = await (await service.refine(ALICE, first.id, 90)).result()
+    assert refined.seed == 7
+    assert refined.request.refiner.model == "tiny-refiner"
+    assert refined.request.split == (18, 2)
+    assert refined.action == "refine"
+    assert any("refiner" in warning for warning in refined.warnings)
+
+
+async def test_refine_without_percent_uses_the_default(service):
+    await (await service.imagine("a red fox --seed 7 --steps 20", ALICE)).result()
+    refined = await (await service.refine(ALICE, None)).result()
+    assert refined.request.refiner.start_percent == 85
+
+
+async def test_refine_of_a_model_without_refiner_says_so(service):
+    await (await service.imagine("a red fox --model sdxl-turbo --seed 3", ALICE)).result()
+    with pytest.raises(InvalidOption) as caught:
+        await service.refine(ALICE, None, 90)
+    assert str(caught.value) == "Refine is not possible: model 'sdxl-turbo' has no refiner."
+
+
+async def test_reroll_with_nothing_yet(service):
+    with pytest.raises(NotFound) as caught:
+        await service.reroll(ALICE, None)
+    assert str(caught.value) == "There is no earlier image of yours to reroll; make one with /imagine first."
+
+
+async def test_only_the_author_rerolls_by_default(service):
+    mine = await (await service.imagine("a red fox", ALICE)).result()
+    with pytest.raises(NotAllowed) as caught:
+        await service.reroll(BOB, mine.id)
+    assert str(caught.value) == "Only the author of this image can reroll it."
+    opened = await (await service.reroll(BOB, mine.id, open_to_others=True)).result()
+    assert opened.user_id == "bob"
+
+
+async def test_private_generations_are_invisible_to_others(service):
+    await service.update_settings(ALICE, {"private": True})
+    mine = await (await service.imagine("a secret fox", ALICE)).result()
+    assert mine.private
+    for call in (service.reroll(BOB, mine.id, open_to_others=True), service.details(BOB, mine.id)):
+        with pytest.raises(NotFound):
+            await call
+    assert (await service.details(ALICE, mine.id)).id == mine.id
+
+
+async def test_bad_input_queues_nothing(service, backend):
+    """An invalid option gives one sentence and leaves no row and no job."""
+    with pytest.raises(InvalidOption):
+        await service.imagine("a red fox --steps 500", ALICE)
+    assert backend.requests == []
+    assert await service.history(ALICE) == []
+
+
+async def test_backend_failure_becomes_a_sentence(service, backend):
+    backend.fail_with = "out of memory"
+    job = await service.imagine("a red fox", ALICE)
+    events = [event async for event in job.events()]
+    assert events[-1].kind == "failed"
+    assert events[-1].message == "The fake backend could not make the image: out of memory."
+    (row,) = await service.history(ALICE)
+    assert (row.status, row.error) == ("failed", events[-1].message)
+
+
+async def test_round_robin_between_users(service, backend):
+    """Alice's three jobs do not make Bob wait for all of them."""
+    backend.gate = asyncio.Event()
+    jobs = [await service.imagine(f"alice fox {n}", ALICE) for n in range(3)]
+    bob = await service.imagine("bob fox", BOB)
+    await asyncio.sleep(0)
+    assert [job.position for job in jobs] == [0, 2, 3]
+    assert bob.position == 1
+    backend.gate.set()
+    for job in [*jobs, bob]:
+        await job.result()
+    assert [request.prompt for request in backend.requests] == ["alice fox 0", "bob fox", "alice fox 1", "alice fox 2"]
+
+
+async def test_per_user_and_global_limits(service, backend):
+    backend.gate = asyncio.Event()
+    for n in range(3):
+        await service.imagine(f"fox {n}", ALICE)
+    await asyncio.sleep(0.01)  # the first job starts running: two wait
+    with pytest.raises(RateLimited) as caught:
+        await service.imagine("one more", ALICE)
+    assert str(caught.value) == "You already have 3 image jobs waiting."
+    for n in range(3):
+        await service.imagine(f"fox {n}", Requester("console", f"user{n}"))
+    with pytest.raises(QueueFull) as full:
+        await service.imagine("fox", BOB)
+    assert str(full.value).startswith("The queue is full; try again in ")
+    backend.gate.set()
+
+
+async def test_cancel_waiting_and_running(service, backend):
+    backend.gate = asyncio.Event()
+    running = await service.imagine("fox a", ALICE)
+    waiting = await service.imagine("fox b", ALICE)
+    await asyncio.sleep(0)
+    await service.cancel(ALICE, waiting.id)
+    with pytest.raises(NotAllowed):
+        await service.cancel(BOB, running.id)
+    await service.cancel(ALICE, running.id)
+    backend.gate.set()
+    assert [event.kind async for event in waiting.events()][-1] == "cancelled"
+    assert [event.kind async for event in running.events()][-1] == "cancelled"
+    statuses = {row.id: row.status for row in await service.history(ALICE)}
+    assert statuses == {running.id: "cancelled", waiting.id: "cancelled"}
+    assert len(backend.requests) == 1
+
+
+async def test_settings_apply_to_new_requests(service):
+    saved = await service.update_settings(ALICE, {"steps": 12, "refiner_percent": 80})
+    assert saved == {"steps": 12, "refiner_percent": 80}
+    job = await service.imagine("a red fox", ALICE)
+    assert job.request.steps == 12
+    assert job.request.refiner.start_percent == 80
+    with pytest.raises(InvalidOption):
+        await service.update_settings(ALICE, {"steps": 1000})
+    with pytest.raises(InvalidOption):
+        await service.update_settings(ALICE, {"colour": "red"})

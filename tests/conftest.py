@@ -1,0 +1,29 @@
+"""Fixtures shared by every test package."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+
+# Never reach the Hugging Face Hub from a test; worker processes inherit this.
+os.environ["HF_HUB_OFFLINE"] = "1"
+# The tiny model's tensors are too small to profit from threads, and two OpenMP
+# threads on a busy two-core box spin for seconds per step. Set before torch loads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# Examples are judged on what they find, not on how fast a shared CI box runs them.
+settings.register_profile("imagebot", deadline=None)
+settings.load_profile("imagebot")
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory holding the tiny random-weight SDXL, built once per test session."""
+    from inference import tiny
+
+    data_dir = tmp_path_factory.mktemp("data")
+    tiny.ensure(data_dir)
+    return data_dir

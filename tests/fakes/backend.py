@@ -1,0 +1,53 @@
+"""A recording backend for fast service and adapter tests; the real ones are tested on their own.
+
+It makes a real PNG whose colour comes from the seed and reports one progress
+event per step, per stage, as the local backend does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+
+from PIL import Image
+
+from bot.errors import BackendUnavailable, JobCancelled
+from bot.request import GeneratedImage, GenerationRequest, Progress
+
+
+class FakeBackend:
+    name = "fake"
+
+    def __init__(self, *, step_delay: float = 0.0, fail_with: str | None = None) -> None:
+        self.requests: list[GenerationRequest] = []
+        self.step_delay = step_delay
+        self.fail_with = fail_with
+        self.gate: asyncio.Event | None = None  # set by a test to hold jobs until it opens
+        self.closed = False
+
+    async def generate(self, request, on_progress=None, cancel=None):
+        self.requests.append(request)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail_with:
+            raise BackendUnavailable(self.name, self.fail_with)
+        base, refiner = request.split
+        for stage, total in (("base", base), ("refiner", refiner)):
+            for step in range(1, total + 1):
+                if cancel is not None and cancel.is_set():
+                    raise JobCancelled()
+                await asyncio.sleep(self.step_delay)
+                if on_progress:
+                    on_progress(Progress(stage, step, total))
+        images = []
+        for index, seed in enumerate(request.image_seeds()):
+            colour = hashlib.sha256(f"{seed}:{request.refiner}".encode()).digest()[:3]
+            buffer = io.BytesIO()
+            Image.new("RGB", (request.width, request.height), tuple(colour)).save(buffer, format="PNG")
+            images.append(GeneratedImage(index, seed, buffer.getvalue(), request.width, request.height,
+                                         {"base_steps": base, "refiner_steps": refiner}))
+        return images
+
+    async def aclose(self):
+        self.closed = True

@@ -1,0 +1,192 @@
+"""The SQLite schema: migrations by user_version, pragmas, and the indexes the hot queries use."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+import storage
+from storage import SqliteHistory, _schema
+
+
+def file_version(path) -> int:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def table_names(path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def test_storage_exports_are_sorted_and_importable():
+    """storage.__all__ is sorted and every name in it exists."""
+    assert storage.__all__ == sorted(storage.__all__)
+    for name in storage.__all__:
+        assert hasattr(storage, name)
+
+
+async def test_empty_file_reaches_latest_version(tmp_path):
+    """Opening a new file applies every migration."""
+    path = tmp_path / "new.db"
+    store = await SqliteHistory.open(path)
+    await store.close()
+    assert file_version(path) == _schema.SCHEMA_VERSION == len(_schema.MIGRATIONS)
+    assert {"generations", "images", "user_settings", "policies"} <= table_names(path)
+
+
+async def test_reopen_is_idempotent_and_keeps_data(tmp_path, make_new):
+    """Opening a migrated file again changes nothing and loses nothing."""
+    path = tmp_path / "h.db"
+    store = await SqliteHistory.open(path)
+    generation = await store.add(make_new())
+    await store.close()
+    store = await SqliteHistory.open(path)
+    try:
+        assert file_version(path) == _schema.SCHEMA_VERSION
+        assert await store.get(generation.id) == generation
+    finally:
+        await store.close()
+
+
+async def test_open_creates_missing_directory(tmp_path):
+    """The data directory does not have to exist yet."""
+    store = await SqliteHistory.open(tmp_path / "data" / "nested" / "h.db")
+    await store.close()
+    assert (tmp_path / "data" / "nested" / "h.db").exists()
+
+
+async def test_new_migration_applies_once_from_its_version(tmp_path):
+    """A migration appended later runs once, taking user_version from i to i + 1."""
+    path = tmp_path / "h.db"
+    extra = [*_schema.MIGRATIONS, "ALTER TABLE generations ADD COLUMN upscaled INTEGER;"]
+    for _ in range(2):
+        conn = await _schema.connect(path)
+        try:
+            assert await _schema.migrate(conn, extra) == len(extra)
+        finally:
+            await conn.close()
+    assert file_version(path) == len(extra)
+    with sqlite3.connect(path) as conn:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(generations)")]
+    assert columns.count("upscaled") == 1
+
+
+async def test_failing_migration_rolls_back_whole(tmp_path):
+    """A migration that fails halfway leaves neither its tables nor a new version."""
+    path = tmp_path / "h.db"
+    broken = [*_schema.MIGRATIONS, "CREATE TABLE half_done (x INTEGER);\nCREATE TABLE broken (;"]
+    conn = await _schema.connect(path)
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            await _schema.migrate(conn, broken)
+        assert not conn.in_transaction
+    finally:
+        await conn.close()
+    assert file_version(path) == _schema.SCHEMA_VERSION
+    assert "half_done" not in table_names(path)
+
+
+async def test_newer_file_is_refused(tmp_path):
+    """A file migrated by a newer release is not touched by an older one."""
+    path = tmp_path / "h.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {_schema.SCHEMA_VERSION + 1}")
+    with pytest.raises(RuntimeError, match="newer"):
+        await SqliteHistory.open(path)
+
+
+async def test_two_processes_opening_at_once_migrate_once(tmp_path):
+    """Two connections migrating the same new file at once both succeed."""
+    path = tmp_path / "h.db"
+    stores = await asyncio.gather(SqliteHistory.open(path), SqliteHistory.open(path))
+    for store in stores:
+        await store.close()
+    assert file_version(path) == _schema.SCHEMA_VERSION
+
+
+async def test_connection_pragmas(tmp_path):
+    """Every connection runs WAL, synchronous=NORMAL, foreign keys and a busy timeout."""
+    conn = await _schema.connect(tmp_path / "h.db")
+    try:
+
+        async def pragma(name: str):
+            return next(iter(await conn.execute_fetchall(f"PRAGMA {name}")))[0]
+
+        assert await pragma("journal_mode") == "wal"
+        assert await pragma("synchronous") == 1  # NORMAL
+        assert await pragma("foreign_keys") == 1
+        assert await pragma("busy_timeout") == _schema.BUSY_TIMEOUT_MS
+    finally:
+        await conn.close()
+
+
+async def test_wal_mode_is_persistent_in_the_file(tmp_path):
+    """The file itself is in WAL mode, so other tools reading it do not block the bot."""
+    path = tmp_path / "h.db"
+    store = await SqliteHistory.open(path)
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_statement_splitting_keeps_semicolons_in_comments_and_strings():
+    """The migration splitter cuts at statement ends only."""
+    script = "-- first; not the end\nCREATE TABLE a (x TEXT DEFAULT ';');\n\nCREATE TABLE b (y);\n-- end\n"
+    assert _schema._statements(script) == [
+        "-- first; not the end\nCREATE TABLE a (x TEXT DEFAULT ';');",
+        "CREATE TABLE b (y);",
+    ]
+
+
+def test_statement_splitting_refuses_a_cut_off_statement():
+    """A migration ending mid-statement is a bug caught before it runs."""
+    with pytest.raises(ValueError, match="incomplete"):
+        _schema._statements("CREATE TABLE a (x);\nCREATE TABLE b (")
+
+
+async def plan_of_calls(store: SqliteHistory, call) -> list[str]:
+    """Run `call` with tracing on and return the query plan of every SELECT on generations it ran."""
+    statements: list[str] = []
+    await store._conn.set_trace_callback(statements.append)
+    try:
+        await call()
+    finally:
+        await store._conn.set_trace_callback(None)
+    plans = []
+    for sql in statements:
+        if sql.lstrip().upper().startswith("SELECT") and "FROM generations" in sql:
+            rows = await store._conn.execute_fetchall(f"EXPLAIN QUERY PLAN {sql}")
+            plans.append(" | ".join(row[3] for row in rows))
+    return plans
+
+
+@pytest.mark.parametrize(
+    ("method", "index"),
+    [
+        (lambda s: s.latest("discord", "u1"), "generations_user_latest"),
+        (lambda s: s.latest("discord", "u1", status="done"), "generations_user_latest"),
+        (lambda s: s.recent("discord", "u1", 10, before_id=50), "generations_user_latest"),
+        (lambda s: s.by_message_ref("discord", "C1/123"), "generations_message_ref"),
+        (lambda s: s.unfinished(), "generations_unfinished"),
+    ],
+    ids=["latest", "latest-status", "recent-page", "by_message_ref", "unfinished"],
+)
+async def test_hot_queries_use_their_index(tmp_path, make_new, method, index):
+    """The statements the store really runs search an index and never scan generations."""
+    store = await SqliteHistory.open(tmp_path / "h.db")
+    try:
+        for n in range(50):
+            generation = await store.add(make_new(f"u{n % 7}"))
+            await store.set_message_ref(generation.id, f"C1/{n}")
+        # Fresh statistics, so the planner's choice is the one it makes on a real, busy file.
+        await store._conn.execute("ANALYZE")
+        plans = await plan_of_calls(store, lambda: method(store))
+    finally:
+        await store.close()
+    assert plans, "the call ran no SELECT on generations"
+    for plan in plans:
+        assert index in plan, plan
+        assert "SCAN generations" not in plan, plan
