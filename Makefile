@@ -7,14 +7,19 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= local,dev
 STAMP := $(VENV)/.installed
+# Packages are installed without byte-compiling (most modules are never imported);
+# what is imported gets its .pyc written on first use, even where the shell says not to.
+export PYTHONDONTWRITEBYTECODE :=
 
 .PHONY: install run test lint bench clean
 
+# pip installs torch, so the machine's own pip configuration (local wheels, index) picks the build;
+# uv installs the rest: it resolves and unpacks in parallel, minutes faster than pip.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(TORCH_SPEC)
-	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install -q --no-compile $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q --no-compile uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -e ".[$(EXTRAS)]"
 	touch $@
 
 install: $(STAMP)
@@ -24,7 +29,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n auto --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -35,4 +40,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/history_lookup.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache

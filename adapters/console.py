@@ -146,8 +146,9 @@ class ConsoleChat:
             if not sep:
                 raise InvalidOption("settings", f"takes key=value pairs, not '{pair}'")
             changes[key.strip().lower()] = _settings_value(value.strip())
-        saved = await (self._service.update_settings(self._who, changes) if changes
-                       else self._service.settings(self._who))
+        saved = await (
+            self._service.update_settings(self._who, changes) if changes else self._service.settings(self._who)
+        )
         shown = ", ".join(f"{key}={value}" for key, value in sorted(saved.items())) or "none (catalog defaults)"
         self.say(f"Your defaults: {shown}")
         return True
@@ -189,4 +190,3 @@ class ConsoleChat:
                     self.say(f"  {self._data_dir / image.path}")
             else:
                 self.say(f"✖ {event.message}")
-

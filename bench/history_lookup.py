@@ -118,9 +118,7 @@ def fill(path: Path, rows: int, users: int, seed: int) -> tuple[float, float, di
     return time.perf_counter() - start, time.process_time() - cpu_start, per_user
 
 
-async def time_latest(
-    path: Path, users: list[str], warmup: int, budget_s: float = float("inf")
-) -> list[float]:
+async def time_latest(path: Path, users: list[str], warmup: int, budget_s: float = float("inf")) -> list[float]:
     """Return milliseconds per `latest` call, one per user (until `budget_s` runs out), after a warmup."""
     store = await SqliteHistory.open(path)
     try:
@@ -143,8 +141,7 @@ async def time_latest(
 def plan(path: Path, user: str) -> str:
     with sqlite3.connect(path) as conn:
         rows = conn.execute(
-            "EXPLAIN QUERY PLAN SELECT * FROM generations WHERE platform = ? AND user_id = ?"
-            " ORDER BY id DESC LIMIT 1",
+            "EXPLAIN QUERY PLAN SELECT * FROM generations WHERE platform = ? AND user_id = ? ORDER BY id DESC LIMIT 1",
             (PLATFORM, user),
         ).fetchall()
     return " | ".join(row[3] for row in rows)
@@ -210,9 +207,7 @@ def run(path: Path, args: argparse.Namespace) -> int:
     with sqlite3.connect(path) as conn:
         conn.execute(f"DROP INDEX {INDEX}")
     print(f"plan (baseline): {plan(path, lookups[0])}")
-    baseline = asyncio.run(
-        time_latest(path, lookups[: args.baseline_lookups], warmup=3, budget_s=args.baseline_budget)
-    )
+    baseline = asyncio.run(time_latest(path, lookups[: args.baseline_lookups], warmup=3, budget_s=args.baseline_budget))
     base_median, base_tail = statistics.median(baseline), p99(baseline)
     print(
         f"latest() without index, {len(baseline):,} random users: median {base_median:.3f} ms, "

@@ -117,7 +117,8 @@ class Catalog:
         found = [
             entry
             for entry in self.entries(kind)
-            if needle in entry.name or needle in entry.description.lower()
+            if needle in entry.name
+            or needle in entry.description.lower()
             or any(needle in word.lower() for word in entry.trigger_words)
         ]
         found.sort(key=lambda entry: (not entry.name.startswith(needle), entry.name))

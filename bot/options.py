@@ -223,9 +223,7 @@ def parse_text(text: str, *, catalog: Catalog, defaults: Defaults, limits: Limit
     return parse_options({"prompt": text}, catalog=catalog, defaults=defaults, limits=limits)
 
 
-def parse_options(
-    options: Mapping[str, object], *, catalog: Catalog, defaults: Defaults, limits: Limits
-) -> Parsed:
+def parse_options(options: Mapping[str, object], *, catalog: Catalog, defaults: Defaults, limits: Limits) -> Parsed:
     """Parse typed options (a Discord slash command's) into a checked request.
 
     Args:
@@ -717,9 +715,7 @@ def _refiner(
     base, refiner = refiner_split(steps, spec)
     if base < 1 or refiner < 1:
         starved = "the refiner" if refiner < 1 else "the base model"
-        warnings.append(
-            f"Your default refiner was skipped: at {percent} % of {steps} steps {starved} gets no steps."
-        )
+        warnings.append(f"Your default refiner was skipped: at {percent} % of {steps} steps {starved} gets no steps.")
         return None
     return spec
 
@@ -737,9 +733,7 @@ def _refiner_percent(value: object) -> int | None:
     elif isinstance(value, int) and not isinstance(value, bool):
         number = value
     if number is None or not 0 <= number <= 99:
-        raise InvalidOption(
-            "refiner", f"must be a percent from 1 to 99, or 0 or off for none, not '{_shown(value)}'"
-        )
+        raise InvalidOption("refiner", f"must be a percent from 1 to 99, or 0 or off for none, not '{_shown(value)}'")
     return number or None
 
 

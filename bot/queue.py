@@ -56,8 +56,7 @@ class JobQueue:
         """Start the workers that run jobs (idempotent)."""
         if not self._workers:
             self._workers = [
-                asyncio.create_task(self._work(), name=f"imagebot-queue-{n}")
-                for n in range(self._concurrency)
+                asyncio.create_task(self._work(), name=f"imagebot-queue-{n}") for n in range(self._concurrency)
             ]
 
     async def aclose(self) -> None:

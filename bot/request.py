@@ -12,6 +12,8 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from bot.errors import InvalidOption
+
 __all__ = [
     "MAX_SEED",
     "GeneratedImage",
@@ -85,6 +87,8 @@ class GenerationRequest(_Frozen):
 
     def refined(self, refiner_model: str, start_percent: int) -> GenerationRequest:
         """Return the same request (same seed) with the refiner taking over at a percent."""
+        if not 1 <= start_percent <= 99:
+            raise InvalidOption("refiner", f"must be a percent from 1 to 99, not {start_percent}")
         spec = RefinerSpec(model=refiner_model, start_percent=start_percent)
         return self.model_copy(update={"refiner": spec})
 

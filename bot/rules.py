@@ -281,9 +281,7 @@ def require_refiner_support(model: CatalogEntry) -> None:
     """Raise `InvalidOption` unless the model's architecture takes the SDXL refiner."""
     arch = architecture_of(model.architecture)
     if not arch.accepts_refiner:
-        raise InvalidOption(
-            "refiner", f"only works with SDXL base models, not with '{model.name}' ({arch.label})"
-        )
+        raise InvalidOption("refiner", f"only works with SDXL base models, not with '{model.name}' ({arch.label})")
 
 
 def _check_scheduler(name: str) -> None:
@@ -324,9 +322,7 @@ def _check_seed(request: GenerationRequest) -> None:
         )
 
 
-def _check_addons(
-    request: GenerationRequest, catalog: Catalog, model: CatalogEntry, arch: Architecture
-) -> None:
+def _check_addons(request: GenerationRequest, catalog: Catalog, model: CatalogEntry, arch: Architecture) -> None:
     for lora in request.loras:
         entry = catalog.get("lora", lora.name, "lora")
         _require_family("lora", entry, model, arch)
@@ -343,25 +339,20 @@ def _require_family(option: str, entry: CatalogEntry, model: CatalogEntry, arch:
     if entry_arch.family != arch.family:
         raise InvalidOption(
             option,
-            f"'{entry.name}' is made for {entry_arch.label} models and does not fit "
-            f"'{model.name}' ({arch.label})",
+            f"'{entry.name}' is made for {entry_arch.label} models and does not fit '{model.name}' ({arch.label})",
         )
 
 
 def _check_steps(request: GenerationRequest, arch: Architecture) -> list[str]:
     if request.steps > arch.max_steps:
-        raise InvalidOption(
-            "steps", f"must be at most {arch.max_steps} for {arch.label} models, not {request.steps}"
-        )
+        raise InvalidOption("steps", f"must be at most {arch.max_steps} for {arch.label} models, not {request.steps}")
     low, high = arch.recommended_steps
     if low <= request.steps <= high:
         return []
     return [_sentence(f"{arch.label} models work best with {low}–{high} steps, not {request.steps}.")]
 
 
-def _check_refiner(
-    request: GenerationRequest, catalog: Catalog, model: CatalogEntry, arch: Architecture
-) -> list[str]:
+def _check_refiner(request: GenerationRequest, catalog: Catalog, model: CatalogEntry, arch: Architecture) -> list[str]:
     spec = request.refiner
     if spec is None:
         return []
@@ -373,9 +364,7 @@ def _check_refiner(
             raise InvalidOption("refiner", f"'{_shown(spec.model)}' is a {other}, not a refiner")
         entry = catalog.get("refiner", spec.model, "refiner")
     if entry.architecture != "sdxl-refiner":
-        raise InvalidOption(
-            "refiner", f"'{entry.name}' is not a refiner (its architecture is {entry.architecture})"
-        )
+        raise InvalidOption("refiner", f"'{entry.name}' is not a refiner (its architecture is {entry.architecture})")
     base, refiner = request.split
     if spec.start_percent is not None:
         where = f"at {spec.start_percent} % of {request.steps} steps"
@@ -393,9 +382,7 @@ def _check_refiner(
     if percent < _REFINER_EARLIEST_GOOD_PERCENT:
         warnings.append(f"The refiner starts at {percent:.0f} %; it works best from 85–90 %.")
     if refiner < _MIN_GOOD_REFINER_STEPS:
-        start = (
-            f"at {spec.start_percent} %" if spec.start_percent is not None else f"from step {spec.start_step}"
-        )
+        start = f"at {spec.start_percent} %" if spec.start_percent is not None else f"from step {spec.start_step}"
         noun = "step" if refiner == 1 else "steps"
         warnings.append(f"A refiner {start} on {request.steps} steps only gets {refiner} refiner {noun}.")
     return warnings

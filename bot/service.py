@@ -76,9 +76,7 @@ class ImageService:
         self._default_model = catalog.get("model", default_model).name
         self._seeds = seeds
         self._jobs: dict[int, Job] = {}
-        self._queue = JobQueue(
-            self._execute, concurrency=concurrency, max_queue=max_queue, max_per_user=max_per_user
-        )
+        self._queue = JobQueue(self._execute, concurrency=concurrency, max_queue=max_queue, max_per_user=max_per_user)
 
     @property
     def default_model(self) -> str:
@@ -201,9 +199,7 @@ class ImageService:
     async def details(self, who: Requester, generation_id: int) -> Generation:
         """Return a generation the user may see (their own, or anyone's that is not private)."""
         generation = await self._history.get(generation_id)
-        if generation is None or (
-            generation.private and (generation.platform, generation.user_id) != who.key
-        ):
+        if generation is None or (generation.private and (generation.platform, generation.user_id) != who.key):
             raise NotFound(f"generation {format_ref(generation_id)}")
         return generation
 
@@ -215,9 +211,7 @@ class ImageService:
         """Check and save some of the user's defaults; None removes one."""
         unknown = sorted(set(changes) - set(_SETTING_KEYS))
         if unknown:
-            raise InvalidOption(
-                "setting", f"'{unknown[0]}' does not exist (settings: {', '.join(_SETTING_KEYS)})"
-            )
+            raise InvalidOption("setting", f"'{unknown[0]}' does not exist (settings: {', '.join(_SETTING_KEYS)})")
         current = dict(await self._history.get_settings(*who.key))
         current.update(changes)
         current = {key: value for key, value in current.items() if value is not None}
@@ -250,9 +244,7 @@ class ImageService:
             cfg=float(cfg) if isinstance(cfg, int | float) else None,
         )
 
-    async def _source(
-        self, who: Requester, generation_id: int | None, action: str, open_to_others: bool
-    ) -> Generation:
+    async def _source(self, who: Requester, generation_id: int | None, action: str, open_to_others: bool) -> Generation:
         if generation_id is None:
             latest = await self._history.latest(who.platform, who.user_id)
             if latest is None:

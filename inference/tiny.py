@@ -154,9 +154,7 @@ def _build_into(root: Path) -> None:
     _write_byte_tokenizer(tokenizer_dir)
     tokenizer = _load_tokenizer(tokenizer_dir)
     tokenizer_2 = _load_tokenizer(tokenizer_dir)
-    text_encoder, text_encoder_2 = _text_encoders(
-        len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id
-    )
+    text_encoder, text_encoder_2 = _text_encoders(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
     unet = _unet(
         cross_attention_dim=_CLIP_L["hidden_size"] + _CLIP_G["hidden_size"],
         time_ids=6,
@@ -322,9 +320,7 @@ def _save_lora(unet: Any, folder: Path, weight_name: str | None, seed: int) -> N
     model = copy.deepcopy(unet)
     # init_lora_weights=False draws B at random too, so weight 1 changes the image.
     model.add_adapter(
-        LoraConfig(
-            r=4, lora_alpha=4, init_lora_weights=False, target_modules=["to_q", "to_k", "to_v", "to_out.0"]
-        )
+        LoraConfig(r=4, lora_alpha=4, init_lora_weights=False, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
     )
     state = convert_state_dict_to_diffusers(get_peft_model_state_dict(model))
     state = {key: value.detach().contiguous() for key, value in state.items()}

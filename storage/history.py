@@ -156,9 +156,7 @@ class HistoryStore(Protocol):
         """Record that a worker started it now; return False if it had already finished."""
         ...
 
-    async def mark_done(
-        self, generation_id: int, images: Sequence[StoredImage], cost: float | None = None
-    ) -> bool:
+    async def mark_done(self, generation_id: int, images: Sequence[StoredImage], cost: float | None = None) -> bool:
         """Record its images and that it finished now; return False (and store nothing) if it had already."""
         ...
 
@@ -303,9 +301,7 @@ class InMemoryHistory:
         """Record that a worker started it now; return False if it had already finished."""
         return self._move(generation_id, status="running", started_at=self._clock())
 
-    async def mark_done(
-        self, generation_id: int, images: Sequence[StoredImage], cost: float | None = None
-    ) -> bool:
+    async def mark_done(self, generation_id: int, images: Sequence[StoredImage], cost: float | None = None) -> bool:
         """Record its images and that it finished now; return False (and store nothing) if it had already."""
         ordered = _check_images(images)
         return self._move(generation_id, status="done", finished_at=self._clock(), images=ordered, cost=cost)
@@ -496,15 +492,11 @@ class SqliteHistory:
         async with self._lock:
             return await self._move(generation_id, "status = 'running', started_at = ?", (self._clock(),))
 
-    async def mark_done(
-        self, generation_id: int, images: Sequence[StoredImage], cost: float | None = None
-    ) -> bool:
+    async def mark_done(self, generation_id: int, images: Sequence[StoredImage], cost: float | None = None) -> bool:
         """Record its images and that it finished now; return False (and store nothing) if it had already."""
         ordered = _check_images(images)
         async with self._transaction():
-            moved = await self._move(
-                generation_id, "status = 'done', finished_at = ?, cost = ?", (self._clock(), cost)
-            )
+            moved = await self._move(generation_id, "status = 'done', finished_at = ?, cost = ?", (self._clock(), cost))
             if moved and ordered:
                 await self._conn.executemany(
                     "INSERT INTO images (generation_id, idx, seed, path, sha256, width, height)"
@@ -568,8 +560,7 @@ class SqliteHistory:
         """Delete it and its image rows; return those images so the caller can delete the files."""
         async with self._transaction():
             rows = await self._conn.execute_fetchall(
-                "SELECT idx, seed, path, sha256, width, height FROM images"
-                " WHERE generation_id = ? ORDER BY idx",
+                "SELECT idx, seed, path, sha256, width, height FROM images WHERE generation_id = ? ORDER BY idx",
                 (generation_id,),
             )
             # images go by ON DELETE CASCADE, children's parent_id by ON DELETE SET NULL.

@@ -90,9 +90,7 @@ class LocalBackend:
                 return
             if self._worker is not None:
                 await self._worker.close(timeout=1.0)
-            self._worker = await _Worker.spawn(
-                self._worker_command(), self._worker_env(), self._start_timeout
-            )
+            self._worker = await _Worker.spawn(self._worker_command(), self._worker_env(), self._start_timeout)
 
     async def generate(
         self,
@@ -193,7 +191,8 @@ class _Worker:
             raise BackendUnavailable(_NAME, "the worker process did not start in time") from error
         if first is None or first["op"] != "ready":
             await worker.close(timeout=1.0)
-            raise BackendUnavailable(_NAME, "the worker process could not start")
+            reason = first.get("message") if first is not None else None
+            raise BackendUnavailable(_NAME, reason or "the worker process could not start")
         log.info("local worker %d ready on %s (%s)", process.pid, first.get("device"), first.get("dtype"))
         worker._reader = asyncio.create_task(worker._read_loop(), name=f"local-worker-{process.pid}")
         return worker

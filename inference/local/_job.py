@@ -103,9 +103,7 @@ def build_job(request: GenerationRequest, catalog: Catalog, data_dir: Path) -> J
         model=_asset(model, data_dir),
         refiner=refiner,
         vae=_asset(catalog.get("vae", request.vae), data_dir) if request.vae else None,
-        loras=tuple(
-            _asset(catalog.get("lora", lora.name), data_dir, weight=lora.weight) for lora in request.loras
-        ),
+        loras=tuple(_asset(catalog.get("lora", lora.name), data_dir, weight=lora.weight) for lora in request.loras),
         embeddings=tuple(
             _embedding(catalog.get("embedding", emb.name), data_dir, emb.weight) for emb in request.embeddings
         ),
@@ -134,6 +132,4 @@ def _asset(entry: CatalogEntry, data_dir: Path, weight: float = 1.0) -> Asset:
     local = entry.local
     if local.startswith("./"):
         local = str((Path(data_dir) / local[2:]).resolve())
-    return Asset(
-        name=entry.name, local=local, weight_name=entry.weight_name, weight=weight, token=entry.token
-    )
+    return Asset(name=entry.name, local=local, weight_name=entry.weight_name, weight=weight, token=entry.token)

@@ -81,7 +81,7 @@ class _Embedding:
     """A loaded textual inversion: its token ids and original vectors per text encoder."""
 
     token: str
-    rows: list[tuple[torch.nn.Embedding, list[int], torch.Tensor]] = field(default_factory=list)
+    rows: list[tuple[Any, list[int], torch.Tensor]] = field(default_factory=list)
 
 
 @dataclass
@@ -124,9 +124,7 @@ class SDXLRunner:
         hf_token: token for gated Hugging Face models (files must still be cached locally).
     """
 
-    def __init__(
-        self, data_dir: Path, device: str = "auto", dtype: str = "auto", hf_token: str | None = None
-    ) -> None:
+    def __init__(self, data_dir: Path, device: str = "auto", dtype: str = "auto", hf_token: str | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
@@ -395,9 +393,7 @@ class SDXLRunner:
         adapter = asset.name.replace(".", "_")
         source, weight_name = self._source(asset)
         try:
-            self.base.load_lora_weights(
-                source, weight_name=weight_name, adapter_name=adapter, **self._hub_kwargs()
-            )
+            self.base.load_lora_weights(source, weight_name=weight_name, adapter_name=adapter, **self._hub_kwargs())
         except Exception as error:
             raise _load_failed("LoRA", asset.name) from error
         self.loads["lora"] += 1
@@ -413,8 +409,10 @@ class SDXLRunner:
             for local, loaded in self._embeddings.items():
                 # Unrequested embeddings go back to their own vectors.
                 weight = weights.get(local, 1.0)
-                for table, ids, vectors in loaded.rows:
-                    table.weight[ids] = (vectors * weight).to(table.weight.dtype)
+                for encoder, ids, vectors in loaded.rows:
+                    # Looked up each time: loading another embedding resizes, replacing the table.
+                    table = encoder.get_input_embeddings().weight
+                    table[ids] = (vectors * weight).to(table.device, table.dtype)
         prompt = job.prompt
         added = []
         for emb in job.embeddings:
@@ -444,14 +442,11 @@ class SDXLRunner:
         )
         for tensor, encoder, tokenizer in pairs:
             tensor = tensor.reshape(-1, tensor.shape[-1])
-            self.base.load_textual_inversion(
-                tensor, token=asset.token, text_encoder=encoder, tokenizer=tokenizer
-            )
+            self.base.load_textual_inversion(tensor, token=asset.token, text_encoder=encoder, tokenizer=tokenizer)
             # diffusers names the vectors of a multi-vector embedding token, token_1, token_2…
             names = [asset.token] + [f"{asset.token}_{i}" for i in range(1, tensor.shape[0])]
             ids = tokenizer.convert_tokens_to_ids(names)
-            table = encoder.get_input_embeddings()
-            loaded.rows.append((table, ids, tensor.to(table.weight.device, torch.float32)))
+            loaded.rows.append((encoder, ids, tensor.to(torch.float32)))
         self.loads["embedding"] += 1
         self._embeddings[asset.local] = loaded
         return loaded
@@ -479,9 +474,7 @@ class SDXLRunner:
             raise JobFailed("invalid", f"'{name}' is not a known sampler", option="scheduler") from None
         return getattr(diffusers, class_name), overrides
 
-    def _timesteps(
-        self, scheduler_cls: Any, overrides: dict[str, Any], steps: int
-    ) -> tuple[list[float], int]:
+    def _timesteps(self, scheduler_cls: Any, overrides: dict[str, Any], steps: int) -> tuple[list[float], int]:
         """Return the timesteps the pipelines will use, from a fresh scheduler of the same config."""
         scheduler = scheduler_cls.from_config(self._scheduler_config, **overrides)
         scheduler.set_timesteps(steps, device="cpu")
@@ -490,9 +483,7 @@ class SDXLRunner:
     def _plan(self, job: Job, timesteps: list[float], order: int, meta: dict[str, Any]) -> SplitPlan | None:
         """Plan the base/refiner split; say so in `meta` when it cannot be the one asked for."""
         try:
-            plan = plan_split(
-                timesteps, job.base_steps, order, int(self._scheduler_config.num_train_timesteps)
-            )
+            plan = plan_split(timesteps, job.base_steps, order, int(self._scheduler_config.num_train_timesteps))
         except ValueError:
             meta["refiner_note"] = f"{job.steps} step(s) cannot be split; the refiner did not run"
             return None

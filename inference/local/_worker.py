@@ -39,9 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         runner = _make_runner(args)
     except Exception as error:
         traceback.print_exc()
-        write_frame(
-            frames_out, {"op": "fatal", "message": f"the worker could not start ({type(error).__name__})"}
-        )
+        write_frame(frames_out, {"op": "fatal", "message": f"the worker could not start ({type(error).__name__})"})
         return 1
     write_frame(
         frames_out,
@@ -50,9 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
     cancels: dict[int, threading.Event] = {}
     lock = threading.Lock()
-    reader = threading.Thread(
-        target=_read_loop, args=(frames_in, inbox, cancels, lock), name="frames-in", daemon=True
-    )
+    reader = threading.Thread(target=_read_loop, args=(frames_in, inbox, cancels, lock), name="frames-in", daemon=True)
     reader.start()
     try:
         while (message := inbox.get()) is not None:
@@ -77,7 +73,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m inference.local._worker")
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float16", "bfloat16", "float32"])
     return parser.parse_args(argv)
 
 
@@ -148,9 +144,7 @@ def _generate(runner: Any, message: dict[str, Any], cancel: threading.Event, fra
     job_id = message["id"]
 
     def progress(stage: str, step: int, total: int) -> None:
-        write_frame(
-            frames_out, {"op": "progress", "id": job_id, "stage": stage, "step": step, "total": total}
-        )
+        write_frame(frames_out, {"op": "progress", "id": job_id, "stage": stage, "step": step, "total": total})
 
     def error(kind: str, text: str, option: str | None = None, restart: bool = False) -> None:
         frame = {

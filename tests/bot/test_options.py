@@ -448,8 +448,7 @@ KNOWN_FLAGS = (
         ("a fox --lora ..", "Lora only accepts names from the catalog, not paths or URLs ('..')."),
         (
             "a fox --embedding tiny-embeding",
-            "Embedding 'tiny-embeding' is not in the catalog; "
-            "did you mean 'tiny-embedding' or 'sd15-embedding'?",
+            "Embedding 'tiny-embeding' is not in the catalog; did you mean 'tiny-embedding' or 'sd15-embedding'?",
         ),
         ("a fox --embedding tiny-embedding, tiny-embedding:2", "Embedding names 'tiny-embedding' twice."),
         ("a fox --embedding :1", "Embedding has an empty name in ':1'."),

@@ -92,9 +92,7 @@ def test_any_text_gives_a_request_or_invalid_option(line):
 def test_any_defaults_and_limits_give_a_request_or_invalid_option(line, defaults, budget):
     """Odd user defaults and budgets are reported as errors too, never as crashes."""
     outcome(
-        lambda: parse_text(
-            "a red fox " + line, catalog=CATALOG, defaults=defaults, limits=Limits(pixel_budget=budget)
-        )
+        lambda: parse_text("a red fox " + line, catalog=CATALOG, defaults=defaults, limits=Limits(pixel_budget=budget))
     )
 
 
@@ -116,9 +114,7 @@ json_values = st.recursive(
     max_leaves=6,
 )
 option_keys = st.one_of(
-    st.sampled_from(
-        [*OPTIONS, "no", "n", "sampler", "negative_prompt", "clip-skip", "Seed", "width", "", " prompt "]
-    ),
+    st.sampled_from([*OPTIONS, "no", "n", "sampler", "negative_prompt", "clip-skip", "Seed", "width", "", " prompt "]),
     st.text(max_size=10),
 )
 
@@ -180,9 +176,7 @@ def valid_options(draw):
 @given(mapping=valid_options())
 def test_parsed_requests_round_trip(mapping):
     """Any request the parser accepts survives its stored JSON form and passes the rules again."""
-    result = outcome(
-        lambda: parse_options(mapping, catalog=CATALOG, defaults=Defaults(model="sdxl"), limits=LIMITS)
-    )
+    result = outcome(lambda: parse_options(mapping, catalog=CATALOG, defaults=Defaults(model="sdxl"), limits=LIMITS))
     assume(isinstance(result, Parsed))
     request = result.request
     assert GenerationRequest.from_dict(request.to_dict()) == request
@@ -196,9 +190,7 @@ def test_parsed_requests_round_trip(mapping):
 @given(mapping=valid_options())
 def test_parsing_is_deterministic_and_text_agrees(mapping):
     """The same options as text give the same request as the mapping."""
-    parsed = outcome(
-        lambda: parse_options(mapping, catalog=CATALOG, defaults=Defaults(model="sdxl"), limits=LIMITS)
-    )
+    parsed = outcome(lambda: parse_options(mapping, catalog=CATALOG, defaults=Defaults(model="sdxl"), limits=LIMITS))
     assume(isinstance(parsed, Parsed))
     flags = {"negative": "no", "clip_skip": "clip-skip"}
     assume(not any(word in mapping["prompt"] for word in ("--", "—", '"', "'", "“", "‘")))
@@ -225,9 +217,7 @@ def test_parsing_is_deterministic_and_text_agrees(mapping):
 def test_ar_gives_multiples_of_64_within_budget(width, height, model, count):
     """Any ratio within 1:4–4:1 gives sides that are multiples of 64 in 128–2048, within the budget."""
     line = f"a red fox --model {model} --ar {width}:{height} --n {count}"
-    result = outcome(
-        lambda: parse_text(line, catalog=CATALOG, defaults=Defaults(model="sdxl"), limits=LIMITS)
-    )
+    result = outcome(lambda: parse_text(line, catalog=CATALOG, defaults=Defaults(model="sdxl"), limits=LIMITS))
     if not 1 / 4 <= width / height <= 4:
         assert isinstance(result, InvalidOption)
         assert str(result).startswith("Aspect ratio must be WIDTH:HEIGHT between 1:4 and 4:1")

@@ -51,9 +51,19 @@ def test_parameters_round_trip():
     assert parsed["negative_prompt"] == FULL.negative_prompt
     assert parsed["loras"] == [("pixel-art", 0.8), ("toy-face", 1.0)]
     assert parsed["fields"] == {
-        "Steps": "30", "Sampler": "DPM++ 2M Karras", "CFG scale": "6", "Seed": "43", "Size": "1216x832",
-        "Model": "sdxl", "Refiner": "sdxl-refiner", "Refiner switch at": "0.8", "Refiner start step": "24",
-        "Clip skip": "1", "VAE": "sdxl-vae-fp16-fix", "Embeddings": "tiny-embedding:0.5", "Batch size": "2",
+        "Steps": "30",
+        "Sampler": "DPM++ 2M Karras",
+        "CFG scale": "6",
+        "Seed": "43",
+        "Size": "1216x832",
+        "Model": "sdxl",
+        "Refiner": "sdxl-refiner",
+        "Refiner switch at": "0.8",
+        "Refiner start step": "24",
+        "Clip skip": "1",
+        "VAE": "sdxl-vae-fp16-fix",
+        "Embeddings": "tiny-embedding:0.5",
+        "Batch size": "2",
         "Generation": "#5",
     }
 

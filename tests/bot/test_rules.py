@@ -161,13 +161,11 @@ def test_warning(req, warnings):
         ),
         (
             request(embeddings=(WeightedName(name="tiny-embeding"),)),
-            "Embedding 'tiny-embeding' is not in the catalog; did you mean 'tiny-embedding' "
-            "or 'sd15-embedding'?",
+            "Embedding 'tiny-embeding' is not in the catalog; did you mean 'tiny-embedding' or 'sd15-embedding'?",
         ),
         (
             request(vae="sdxl-vae"),
-            "VAE 'sdxl-vae' is not in the catalog; did you mean 'sd15-vae' or "
-            "'sdxl-vae-fp16-fix' or 'flux-vae'?",
+            "VAE 'sdxl-vae' is not in the catalog; did you mean 'sd15-vae' or 'sdxl-vae-fp16-fix' or 'flux-vae'?",
         ),
         (
             request(refiner=refiner(85, model="sdxl-refine")),
@@ -215,13 +213,11 @@ def test_warning(req, warnings):
         ),
         (
             request(steps=10, refiner=refiner(step=10)),
-            "Refiner from step 10 of 10 steps leaves the refiner no steps; use a lower "
-            "percent or more steps.",
+            "Refiner from step 10 of 10 steps leaves the refiner no steps; use a lower percent or more steps.",
         ),
         (
             request(steps=10, refiner=refiner(step=40)),
-            "Refiner from step 40 of 10 steps leaves the refiner no steps; use a lower "
-            "percent or more steps.",
+            "Refiner from step 40 of 10 steps leaves the refiner no steps; use a lower percent or more steps.",
         ),
         # architecture of add-ons
         (

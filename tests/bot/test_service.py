@@ -203,3 +203,10 @@ async def test_settings_apply_to_new_requests(service):
         await service.update_settings(ALICE, {"steps": 1000})
     with pytest.raises(InvalidOption):
         await service.update_settings(ALICE, {"colour": "red"})
+
+
+async def test_refine_percent_out_of_range_is_one_sentence(service):
+    await (await service.imagine("a red fox --seed 7", ALICE)).result()
+    with pytest.raises(InvalidOption) as caught:
+        await service.refine(ALICE, None, 100)
+    assert str(caught.value) == "Refiner must be a percent from 1 to 99, not 100."

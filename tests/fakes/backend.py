@@ -45,8 +45,16 @@ class FakeBackend:
             colour = hashlib.sha256(f"{seed}:{request.refiner}".encode()).digest()[:3]
             buffer = io.BytesIO()
             Image.new("RGB", (request.width, request.height), tuple(colour)).save(buffer, format="PNG")
-            images.append(GeneratedImage(index, seed, buffer.getvalue(), request.width, request.height,
-                                         {"base_steps": base, "refiner_steps": refiner}))
+            images.append(
+                GeneratedImage(
+                    index,
+                    seed,
+                    buffer.getvalue(),
+                    request.width,
+                    request.height,
+                    {"base_steps": base, "refiner_steps": refiner},
+                )
+            )
         return images
 
     async def aclose(self):

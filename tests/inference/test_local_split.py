@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from inference.local._schedulers import SCHEDULER_NAMES
@@ -12,7 +12,7 @@ from inference.local._split import plan_split
 
 def diffusers_counts(timesteps, fraction, order=1, num_train=1000):
     """What StableDiffusionXL(Img2Img)Pipeline do with denoising_end / denoising_start = fraction."""
-    cutoff = int(round(num_train - fraction * num_train))
+    cutoff = round(num_train - fraction * num_train)
     base_kept = len([t for t in timesteps if t >= cutoff])
     refiner = sum(1 for t in timesteps if t < cutoff)
     if order == 2 and refiner % 2 == 0:
@@ -48,13 +48,13 @@ def test_even_leading_schedule(steps, base):
 def test_cutoff_round_trips_through_float():
     """The fraction maps back to the planned integer cutoff with diffusers' own formula."""
     plan = plan_split([999, 666, 333, 1], 2)
-    assert int(round(1000 - plan.fraction * 1000)) == plan.cutoff
+    assert round(1000 - plan.fraction * 1000) == plan.cutoff
     assert 333 < plan.cutoff <= 666
 
 
 def test_fractional_timesteps():
     """Float timesteps (Euler with Karras sigmas) split where an integer cutoff fits between them."""
-    timesteps = [999.4, 700.9, 700.2, 400.5, 10.25]
+    timesteps = [999.4, 700.9, 500.2, 400.5, 10.25]
     plan = plan_split(timesteps, 2)
     assert (plan.base_steps, plan.exact) == (2, True)
     assert diffusers_counts(timesteps, plan.fraction) == (2, 3)
@@ -114,6 +114,8 @@ def test_heun_schedule_must_have_odd_length():
         plan_split([999, 500, 500, 1], 1, order=2)
 
 
+# No deadline: a loaded CI box stalls for seconds at random, which says nothing about the code.
+@settings(deadline=None, max_examples=60)
 @given(
     st.lists(st.integers(min_value=1, max_value=999), min_size=2, max_size=60, unique=True),
     st.data(),
@@ -127,6 +129,7 @@ def test_distinct_integer_timesteps_always_split_exactly(values, data):
     assert diffusers_counts(timesteps, plan.fraction) == (base, len(timesteps) - base)
 
 
+@settings(deadline=None, max_examples=60)
 @given(st.lists(st.floats(min_value=0, max_value=999.9), min_size=2, max_size=40), st.data())
 def test_any_schedule_plan_matches_diffusers(values, data):
     """Whatever the schedule (repeats, fractions), the reported split is the one diffusers runs."""

@@ -20,8 +20,7 @@ from storage import HistoryStore, InMemoryHistory, NewGeneration, SqliteHistory,
 
 def images_for(generation_id: int, count: int, seed: int) -> list[StoredImage]:
     return [
-        StoredImage(i, seed + i, f"images/0/{generation_id}-{i}.png", f"{i:064x}", 1024, 1024)
-        for i in range(count)
+        StoredImage(i, seed + i, f"images/0/{generation_id}-{i}.png", f"{i:064x}", 1024, 1024) for i in range(count)
     ]
 
 
@@ -230,9 +229,7 @@ def test_any_request_round_trips_unchanged():
         @settings(max_examples=50, deadline=None)
         @given(request=requests, private=st.booleans(), warnings=st.lists(st.text(max_size=50), max_size=3))
         def check(request, private, warnings):
-            new = NewGeneration(
-                "discord", "u1", request, "generate", "runware", private=private, warnings=warnings
-            )
+            new = NewGeneration("discord", "u1", request, "generate", "runware", private=private, warnings=warnings)
             runner.run(round_trip(new))
 
         check()

@@ -1,0 +1,155 @@
+"""Resolving a request to what the worker loads, on the bot side (no torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import inference.local
+from bot.catalog import Catalog
+from bot.errors import InvalidOption
+from bot.request import GenerationRequest, RefinerSpec, WeightedName
+from inference.local._job import Job, build_job
+from inference.local._schedulers import SCHEDULER_NAMES, SCHEDULERS
+
+CATALOG = Catalog.from_toml(
+    """
+[model.tiny]
+architecture = "sdxl"
+local = "tiny:base"
+
+[model.mine]
+architecture = "sdxl"
+local = "./models/mine"
+
+[model.flux]
+architecture = "flux"
+local = "black-forest-labs/FLUX.1-dev"
+
+[model.remote-only]
+architecture = "sdxl"
+runware = "civitai:1@2"
+
+[refiner.tiny-refiner]
+architecture = "sdxl-refiner"
+local = "tiny:refiner"
+
+[vae.tiny-vae]
+architecture = "sdxl"
+local = "tiny:vae"
+
+[lora.tiny-lora]
+architecture = "sdxl"
+local = "tiny:lora"
+
+[lora.pixel-art]
+architecture = "sdxl"
+local = "nerijs/pixel-art-xl"
+weight_name = "pixel-art-xl.safetensors"
+
+[embedding.tiny-embedding]
+architecture = "sdxl"
+local = "tiny:embedding"
+token = "<tiny>"
+
+[embedding.no-token]
+architecture = "sdxl"
+local = "tiny:embedding"
+"""
+)
+
+
+def request(**fields):
+    values = {"prompt": "a red cube", "model": "tiny", "seed": 7, "steps": 20}
+    values.update(fields)
+    return GenerationRequest(**values)
+
+
+def test_names_resolve_to_local_ids(tmp_path):
+    """Every catalog name becomes its local id; weights, tokens and the split come along."""
+    job = build_job(
+        request(
+            refiner=RefinerSpec(model="tiny-refiner", start_percent=80),
+            vae="tiny-vae",
+            loras=(WeightedName(name="tiny-lora", weight=0.5), WeightedName(name="pixel-art")),
+            embeddings=(WeightedName(name="tiny-embedding"),),
+            count=3,
+        ),
+        CATALOG,
+        tmp_path,
+    )
+    assert job.model.local == "tiny:base"
+    assert job.refiner is not None and job.refiner.local == "tiny:refiner"
+    assert job.vae is not None and job.vae.local == "tiny:vae"
+    assert [(lora.name, lora.local, lora.weight_name, lora.weight) for lora in job.loras] == [
+        ("tiny-lora", "tiny:lora", None, 0.5),
+        ("pixel-art", "nerijs/pixel-art-xl", "pixel-art-xl.safetensors", 1.0),
+    ]
+    assert job.embeddings[0].token == "<tiny>"
+    assert (job.base_steps, job.refiner_steps) == (16, 4)
+    assert job.seeds == (7, 8, 9)
+
+
+def test_relative_paths_are_under_the_data_dir(tmp_path):
+    """A ./ path in the catalog points into the data directory, never the working directory."""
+    job = build_job(request(model="mine"), CATALOG, tmp_path)
+    assert Path(job.model.local) == (tmp_path / "models" / "mine").resolve()
+
+
+def test_job_round_trips_through_json():
+    """The worker rebuilds exactly the job the bot sent."""
+    job = build_job(request(loras=(WeightedName(name="tiny-lora"),)), CATALOG, Path("/data"))
+    assert Job.from_dict(job.to_dict()) == job
+
+
+def test_missing_seed_is_drawn():
+    """A request without a seed gets one, so the images can still be reproduced."""
+    job = build_job(request(seed=None, count=2), CATALOG, Path("/data"))
+    assert job.seeds[1] == job.seeds[0] + 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "option"),
+    [
+        ({"model": "tinny"}, "model"),
+        ({"model": "flux"}, "model"),
+        ({"model": "remote-only"}, "model"),
+        ({"loras": (WeightedName(name="tiny-lorra"),)}, "lora"),
+        ({"embeddings": (WeightedName(name="no-token"),)}, "embedding"),
+        ({"vae": "other-vae"}, "vae"),
+        ({"refiner": RefinerSpec(model="nope", start_percent=80)}, "refiner"),
+        ({"scheduler": "Euler b"}, "scheduler"),
+        ({"scheduler": "LCM", "steps": 60}, "steps"),
+    ],
+)
+def test_what_cannot_run_locally_is_refused_before_the_worker(fields, option):
+    """Unknown names and combinations the local backend cannot run raise InvalidOption."""
+    with pytest.raises(InvalidOption) as caught:
+        build_job(request(**fields), CATALOG, Path("/data"))
+    assert caught.value.option == option
+
+
+def test_unknown_scheduler_suggests_close_names():
+    """A misspelt sampler gets a "did you mean"."""
+    with pytest.raises(InvalidOption) as caught:
+        build_job(request(scheduler="Euler b"), CATALOG, Path("/data"))
+    assert "Euler a" in caught.value.suggestions
+
+
+def test_scheduler_names_match_the_option_parser():
+    """The option parser and the worker know the same samplers."""
+    rules = pytest.importorskip("bot.rules")
+    assert tuple(rules.SCHEDULERS) == SCHEDULER_NAMES
+
+
+def test_every_scheduler_class_exists():
+    """Each sampler names a diffusers scheduler class."""
+    diffusers = pytest.importorskip("diffusers")
+    for class_name, _ in SCHEDULERS.values():
+        assert hasattr(diffusers, class_name)
+
+
+def test_exported_names():
+    """The package exports only the backend."""
+    assert inference.local.__all__ == ["LocalBackend"]
