@@ -23,7 +23,7 @@ from typing import TextIO
 
 from bot.actions import format_ref, parse_ref_args
 from bot.errors import BotError, InvalidOption
-from bot.jobs import Job, JobEvent, Requester
+from bot.jobs import Job, JobEvent, Requester, progress_bar
 from bot.service import ImageService
 
 __all__ = ["ConsoleChat"]
@@ -31,12 +31,6 @@ __all__ = ["ConsoleChat"]
 log = logging.getLogger(__name__)
 
 HELP = __doc__.split("Commands (a leading ``/`` is optional)::", 1)[1].split("It reads", 1)[0].rstrip()
-_BAR_WIDTH = 20
-
-
-def _bar(step: int, total: int) -> str:
-    filled = _BAR_WIDTH * step // max(total, 1)
-    return "█" * filled + "░" * (_BAR_WIDTH - filled)
 
 
 def _settings_value(text: str) -> object:
@@ -173,7 +167,9 @@ class ConsoleChat:
             self.say(f"  position {event.position} in the queue")
         elif event.kind == "progress" and event.progress is not None:
             progress = event.progress
-            line = f"  {progress.stage:<7} {_bar(progress.step, progress.total)} {progress.step}/{progress.total}"
+            line = (
+                f"  {progress.stage:<7} {progress_bar(progress.step, progress.total)} {progress.step}/{progress.total}"
+            )
             if self._live:
                 self._out.write("\r" + line)
                 self._out.flush()

@@ -8,7 +8,7 @@ the console and every chat platform share one history and one syntax::
     imagebot refine '#12' 90
     imagebot history
     imagebot chat                            # the terminal chat on stdin
-    imagebot run                             # every chat adapter with credentials, else the console
+    imagebot run                             # Discord if IMAGEBOT_DISCORD_TOKEN is set, else the console
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import argparse
 import asyncio
 import getpass
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
 from adapters.console import ConsoleChat
 from bot.bootstrap import App, ConfigurationError, bootstrap
-from bot.config import CoreSettings
+from bot.config import CoreSettings, DiscordSettings
 from bot.jobs import Requester
 
 __all__ = ["main"]
@@ -42,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     history = commands.add_parser("history", help="your recent generations")
     history.add_argument("text", nargs="*")
     commands.add_parser("chat", help="the terminal chat, reading commands from stdin")
-    commands.add_parser("run", help="start every chat adapter whose credentials are set (else the console)")
+    commands.add_parser("run", help="start the chat adapters whose credentials are set (else the console)")
     return parser
 
 
@@ -63,16 +64,33 @@ async def _main(command: str, text: str) -> int:
         print(f"imagebot: {error}", file=sys.stderr)
         return 2
     chat = ConsoleChat(app.service, console_user(), sys.stdout, core.data_dir)
+    # systemd and docker stop with SIGTERM: close the worker and the database as for Ctrl-C.
+    main_task = asyncio.current_task()
+    if main_task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     try:
-        if command in ("chat", "run"):
-            # No chat platform is configured in this version: `run` is the console chat.
+        discord_settings = DiscordSettings()
+        if command == "run" and discord_settings.token is not None:
+            await _run_discord(app, discord_settings)
+        elif command in ("chat", "run"):
             await chat.run(sys.stdin)
         else:
             word = "imagine" if command == "generate" else command
             return 0 if await chat.handle(f"{word} {text}") else 1
+    except asyncio.CancelledError:
+        log.info("stopping")
     finally:
         await app.aclose()
     return 0
+
+
+async def _run_discord(app: App, settings: DiscordSettings) -> None:
+    from adapters.discord import setup
+
+    assert settings.token is not None
+    bot = setup(app.service, settings)
+    async with bot:
+        await bot.start(settings.token.get_secret_value())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

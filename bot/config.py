@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["CoreSettings", "LocalWorkerSettings", "QueueSettings"]
+__all__ = ["CoreSettings", "DiscordSettings", "LocalWorkerSettings", "QueueSettings"]
 
 
 def _config() -> SettingsConfigDict:
@@ -59,3 +59,19 @@ class QueueSettings(BaseSettings):
 
     max_queue: int = Field(default=100, ge=1, description="Jobs queued at once, all users together.")
     max_per_user: int = Field(default=4, ge=1, description="Jobs one user may have queued or running.")
+
+
+class DiscordSettings(BaseSettings):
+    """The Discord bot; it starts when a token is set."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGEBOT_DISCORD_", env_file=".env", extra="ignore")
+
+    token: SecretStr | None = Field(default=None, description="Bot token; the Discord bot runs when it is set.")
+    api_base: str | None = Field(default=None, description="REST base URL (tests: a loopback fake).")
+    gateway_url: str | None = Field(default=None, description="Gateway WebSocket URL (tests: a loopback fake).")
+    guild_id: int | None = Field(
+        default=None, description="Sync the commands to this guild only (instant) instead of globally."
+    )
+    progress_interval: float = Field(
+        default=1.5, ge=0, description="Seconds between progress edits of one message (Discord rate-limits edits)."
+    )

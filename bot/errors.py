@@ -72,11 +72,11 @@ class NotFound(BotError):
 
 
 class NotAllowed(BotError):
-    """The user may not act on a generation that belongs to someone else."""
+    """The user may not act on a generation that belongs to someone else (or change what only admins may)."""
 
-    def __init__(self, action: str) -> None:
+    def __init__(self, action: str, *, only: str = "the author of this image", what: str = "it") -> None:
         self.action = action
-        super().__init__(f"Only the author of this image can {action} it.")
+        super().__init__(f"Only {only} can {action} {what}.")
 
 
 class QueueFull(BotError):

@@ -18,7 +18,13 @@ from bot.request import GenerationRequest, Progress
 if TYPE_CHECKING:
     from storage.history import Generation
 
-__all__ = ["Job", "JobEvent", "Requester"]
+__all__ = ["Job", "JobEvent", "Requester", "progress_bar"]
+
+
+def progress_bar(step: int, total: int, width: int = 20) -> str:
+    """Return a text bar such as ``██████░░░░`` for `step` of `total`."""
+    filled = width * min(max(step, 0), total) // max(total, 1)
+    return "█" * filled + "░" * (width - filled)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +71,7 @@ class Job:
     requester: Requester
     request: GenerationRequest
     warnings: tuple[str, ...] = ()
+    private: bool = False
     cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
     position_of: Callable[[Job], int | None] = field(default=lambda job: None, repr=False)
     _history: list[JobEvent] = field(default_factory=list, repr=False)

@@ -33,6 +33,8 @@ __all__ = ["ImageService", "random_seed"]
 log = logging.getLogger(__name__)
 
 _SETTING_KEYS = ("model", "steps", "refiner_percent", "width", "height", "scheduler", "cfg", "private")
+# What a server (guild, workspace) may decide for all its members.
+_POLICY_KEYS: dict[str, type] = {"open_reroll": bool}
 
 
 def random_seed() -> int:
@@ -93,15 +95,23 @@ class ImageService:
 
     # -- submitting ---------------------------------------------------------------------------------
 
-    async def imagine(self, given: str | Mapping[str, object], who: Requester) -> Job:
-        """Parse chat options (text flags or typed options) and queue the generation."""
+    async def imagine(self, given: str | Mapping[str, object], who: Requester, *, private: bool | None = None) -> Job:
+        """Parse chat options (text flags or typed options) and queue the generation.
+
+        `private` (delivered to its author only) defaults to the user's saved setting.
+        """
         defaults = await self._defaults(who)
         if isinstance(given, str):
             parsed = options.parse_text(given, catalog=self.catalog, defaults=defaults, limits=self.limits)
         else:
             parsed = options.parse_options(given, catalog=self.catalog, defaults=defaults, limits=self.limits)
-        private = bool((await self._history.get_settings(*who.key)).get("private", False))
+        if private is None:
+            private = await self.prefers_private(who)
         return await self.submit(parsed.request, who, warnings=parsed.warnings, private=private)
+
+    async def prefers_private(self, who: Requester) -> bool:
+        """Tell whether the user's saved settings ask for private delivery."""
+        return bool((await self._history.get_settings(*who.key)).get("private", False))
 
     async def submit(
         self,
@@ -133,7 +143,7 @@ class ImageService:
                 private=private,
             )
         )
-        job = Job(generation.id, who, request, warnings)
+        job = Job(generation.id, who, request, warnings, private)
         self._jobs[job.id] = job
         try:
             position = await self._queue.submit(job)
@@ -144,8 +154,13 @@ class ImageService:
         job.emit(JobEvent("queued", position=position))
         return job
 
-    async def reroll(self, who: Requester, generation_id: int | None, *, open_to_others: bool = False) -> Job:
-        """Queue the same settings with a new seed; None means the user's latest generation."""
+    async def reroll(self, who: Requester, generation_id: int | None) -> Job:
+        """Queue the same settings with a new seed; None means the user's latest generation.
+
+        Only the author may reroll, unless the server's policy opens rerolls to everyone:
+        then the new image belongs to whoever asked.
+        """
+        open_to_others = bool((await self.policy(who)).get("open_reroll", False))
         parent = await self._source(who, generation_id, "reroll", open_to_others)
         request = parent.request.with_seed(self._seeds())
         warnings = rules.check(request, self.catalog, self.limits)
@@ -158,11 +173,9 @@ class ImageService:
         who: Requester,
         generation_id: int | None,
         percent: int | None = None,
-        *,
-        open_to_others: bool = False,
     ) -> Job:
         """Queue the same seed and settings with the refiner taking over at `percent`."""
-        parent = await self._source(who, generation_id, "refine", open_to_others)
+        parent = await self._source(who, generation_id, "refine", open_to_others=False)
         model = self.catalog.get("model", parent.request.model)
         refiner = parent.request.refiner.model if parent.request.refiner else model.refiner
         if refiner is None:
@@ -173,8 +186,13 @@ class ImageService:
             request, who, warnings=warnings, action="refine", parent=parent, private=parent.private
         )
 
-    async def cancel(self, who: Requester, generation_id: int) -> None:
-        """Cancel a queued or running job of the user's."""
+    async def cancel(self, who: Requester, generation_id: int | None = None) -> int:
+        """Cancel a queued or running job of the user's (None: their newest) and return its id."""
+        if generation_id is None:
+            mine = [job for job in self._jobs.values() if job.requester.key == who.key and not job.finished]
+            if not mine:
+                raise NotFound("queued or running generation of yours")
+            generation_id = max(job.id for job in mine)
         job = self._jobs.get(generation_id)
         if job is None or job.finished:
             raise NotFound(f"queued or running generation {format_ref(generation_id)}")
@@ -185,8 +203,39 @@ class ImageService:
             self._finish(job, JobEvent("cancelled", message=str(JobCancelled())))
         else:
             job.cancel_event.set()
+        return generation_id
+
+    async def delete(self, who: Requester, generation_id: int) -> None:
+        """Delete a finished generation of the user's, with its image files."""
+        generation = await self.details(who, generation_id)
+        if (generation.platform, generation.user_id) != who.key:
+            raise NotAllowed("delete")
+        if generation_id in self._jobs:
+            raise InvalidOption("delete", f"must wait: {format_ref(generation_id)} is still being made (cancel it)")
+        for image in await self._history.delete(generation_id):
+            await self._files.delete(image.path)
+
+    async def attach_message(self, generation_id: int, ref: str) -> None:
+        """Remember the chat message that shows a generation, so reactions on it find it."""
+        await self._history.set_message_ref(generation_id, ref)
+
+    async def by_message(self, platform: str, ref: str) -> Generation | None:
+        """Return the generation a chat message shows, or None."""
+        return await self._history.by_message_ref(platform, ref)
 
     # -- reading ------------------------------------------------------------------------------------
+
+    def queue(self, who: Requester) -> tuple[int, list[Job]]:
+        """Return how many jobs wait in all, and the user's unfinished jobs, oldest first."""
+        mine = sorted(
+            (job for job in self._jobs.values() if job.requester.key == who.key and not job.finished),
+            key=lambda job: job.id,
+        )
+        return self._queue.waiting, mine
+
+    async def read_image(self, relative: str) -> bytes:
+        """Return the bytes of a stored image file."""
+        return await self._files.read(relative)
 
     def job(self, generation_id: int) -> Job | None:
         """Return the live job of a generation that is queued or running."""
@@ -220,6 +269,32 @@ class ImageService:
             "settings check", catalog=self.catalog, defaults=self._to_defaults(current), limits=self.limits
         )
         await self._history.put_settings(who.platform, who.user_id, current)
+        return current
+
+    async def policy(self, who: Requester) -> dict[str, object]:
+        """Return the policy of the user's server (empty outside a server)."""
+        if who.workspace is None:
+            return {}
+        return await self._history.get_policy(who.platform, who.workspace)
+
+    async def update_policy(
+        self, who: Requester, changes: Mapping[str, object], *, may_manage: bool
+    ) -> dict[str, object]:
+        """Check and save some of the server's policy; `may_manage` is the platform's admin check."""
+        if who.workspace is None:
+            raise InvalidOption("server settings", "only exist in a server, not in direct messages")
+        if not may_manage:
+            raise NotAllowed("change", only="server managers", what="the server's settings")
+        for key, value in changes.items():
+            kind = _POLICY_KEYS.get(key)
+            if kind is None:
+                raise InvalidOption("server setting", f"'{key}' does not exist (settings: {', '.join(_POLICY_KEYS)})")
+            if value is not None and not isinstance(value, kind):
+                raise InvalidOption(key, f"must be {kind.__name__}, not {value!r}")
+        current = dict(await self._history.get_policy(who.platform, who.workspace))
+        current.update(changes)
+        current = {key: value for key, value in current.items() if value is not None}
+        await self._history.put_policy(who.platform, who.workspace, current)
         return current
 
     # -- running ------------------------------------------------------------------------------------

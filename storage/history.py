@@ -188,6 +188,14 @@ class HistoryStore(Protocol):
         """Replace the user's saved settings (any JSON-ready mapping)."""
         ...
 
+    async def get_policy(self, platform: str, workspace: str) -> dict[str, Any]:
+        """Return a copy of the workspace's (guild's) saved policy; empty if none was saved."""
+        ...
+
+    async def put_policy(self, platform: str, workspace: str, policy: Mapping[str, Any]) -> None:
+        """Replace the workspace's (guild's) policy (any JSON-ready mapping)."""
+        ...
+
     async def delete(self, generation_id: int) -> tuple[StoredImage, ...]:
         """Delete it and its image rows; return those images so the caller can delete the files."""
         ...
@@ -236,6 +244,7 @@ class InMemoryHistory:
         self._clock = clock
         self._generations: dict[int, Generation] = {}
         self._settings: dict[tuple[str, str], str] = {}
+        self._policies: dict[tuple[str, str], str] = {}
         self._last_id = 0
 
     async def add(self, new: NewGeneration) -> Generation:
@@ -337,6 +346,15 @@ class InMemoryHistory:
         """Replace the user's saved settings (any JSON-ready mapping)."""
         # Stored as JSON, as in SQLite, so a caller mutating its dict later changes nothing here.
         self._settings[(platform, user_id)] = _settings_json(settings)
+
+    async def get_policy(self, platform: str, workspace: str) -> dict[str, Any]:
+        """Return a copy of the workspace's (guild's) saved policy; empty if none was saved."""
+        stored = self._policies.get((platform, workspace))
+        return {} if stored is None else dict(json.loads(stored))
+
+    async def put_policy(self, platform: str, workspace: str, policy: Mapping[str, Any]) -> None:
+        """Replace the workspace's (guild's) policy (any JSON-ready mapping)."""
+        self._policies[(platform, workspace)] = _settings_json(policy)
 
     async def delete(self, generation_id: int) -> tuple[StoredImage, ...]:
         """Delete it and its image rows; return those images so the caller can delete the files."""
@@ -536,24 +554,40 @@ class SqliteHistory:
 
     async def get_settings(self, platform: str, user_id: str) -> dict[str, Any]:
         """Return a copy of the user's saved settings; empty if none were saved."""
+        return await self._get_document("user_settings", "settings", "user_id", platform, user_id)
+
+    async def put_settings(self, platform: str, user_id: str, settings: Mapping[str, Any]) -> None:
+        """Replace the user's saved settings (any JSON-ready mapping)."""
+        await self._put_document("user_settings", "settings", "user_id", platform, user_id, settings)
+
+    async def get_policy(self, platform: str, workspace: str) -> dict[str, Any]:
+        """Return a copy of the workspace's (guild's) saved policy; empty if none was saved."""
+        return await self._get_document("policies", "policy", "workspace", platform, workspace)
+
+    async def put_policy(self, platform: str, workspace: str, policy: Mapping[str, Any]) -> None:
+        """Replace the workspace's (guild's) policy (any JSON-ready mapping)."""
+        await self._put_document("policies", "policy", "workspace", platform, workspace, policy)
+
+    # Settings and policies are one JSON document per (platform, key); table and column names are ours.
+    async def _get_document(self, table: str, column: str, key: str, platform: str, value: str) -> dict[str, Any]:
         async with self._lock:
             rows = list(
                 await self._conn.execute_fetchall(
-                    "SELECT settings FROM user_settings WHERE platform = ? AND user_id = ?",
-                    (platform, user_id),
+                    f"SELECT {column} FROM {table} WHERE platform = ? AND {key} = ?", (platform, value)
                 )
             )
         return dict(json.loads(rows[0][0])) if rows else {}
 
-    async def put_settings(self, platform: str, user_id: str, settings: Mapping[str, Any]) -> None:
-        """Replace the user's saved settings (any JSON-ready mapping)."""
-        text = _settings_json(settings)
+    async def _put_document(
+        self, table: str, column: str, key: str, platform: str, value: str, document: Mapping[str, Any]
+    ) -> None:
+        text = _settings_json(document)
         async with self._lock:
             await self._conn.execute(
-                "INSERT INTO user_settings (platform, user_id, settings, updated_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (platform, user_id) DO UPDATE"
-                " SET settings = excluded.settings, updated_at = excluded.updated_at",
-                (platform, user_id, text, self._clock()),
+                f"INSERT INTO {table} (platform, {key}, {column}, updated_at) VALUES (?, ?, ?, ?)"
+                f" ON CONFLICT (platform, {key}) DO UPDATE"
+                f" SET {column} = excluded.{column}, updated_at = excluded.updated_at",
+                (platform, value, text, self._clock()),
             )
 
     async def delete(self, generation_id: int) -> tuple[StoredImage, ...]:

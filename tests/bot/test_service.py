@@ -13,8 +13,8 @@ from storage.files import ImageFiles
 from storage.history import InMemoryHistory
 from tests.fakes.backend import FakeBackend
 
-ALICE = Requester("console", "alice")
-BOB = Requester("console", "bob")
+ALICE = Requester("console", "alice", workspace="w1")
+BOB = Requester("console", "bob", workspace="w1")
 
 
 @pytest.fixture
@@ -114,15 +114,23 @@ async def test_only_the_author_rerolls_by_default(service):
     with pytest.raises(NotAllowed) as caught:
         await service.reroll(BOB, mine.id)
     assert str(caught.value) == "Only the author of this image can reroll it."
-    opened = await (await service.reroll(BOB, mine.id, open_to_others=True)).result()
+    with pytest.raises(NotAllowed) as caught:
+        await service.update_policy(BOB, {"open_reroll": True}, may_manage=False)
+    assert str(caught.value) == "Only server managers can change the server's settings."
+    assert await service.update_policy(BOB, {"open_reroll": True}, may_manage=True) == {"open_reroll": True}
+    opened = await (await service.reroll(BOB, mine.id)).result()
     assert opened.user_id == "bob"
+    assert opened.parent_id == mine.id
+    with pytest.raises(NotAllowed):
+        await service.refine(BOB, mine.id)
 
 
 async def test_private_generations_are_invisible_to_others(service):
     await service.update_settings(ALICE, {"private": True})
     mine = await (await service.imagine("a secret fox", ALICE)).result()
     assert mine.private
-    for call in (service.reroll(BOB, mine.id, open_to_others=True), service.details(BOB, mine.id)):
+    await service.update_policy(BOB, {"open_reroll": True}, may_manage=True)
+    for call in (service.reroll(BOB, mine.id), service.details(BOB, mine.id)):
         with pytest.raises(NotFound):
             await call
     assert (await service.details(ALICE, mine.id)).id == mine.id
@@ -210,3 +218,65 @@ async def test_refine_percent_out_of_range_is_one_sentence(service):
     with pytest.raises(InvalidOption) as caught:
         await service.refine(ALICE, None, 100)
     assert str(caught.value) == "Refiner must be a percent from 1 to 99, not 100."
+
+
+async def test_cancel_without_id_cancels_your_newest_waiting_job(service, backend):
+    """`/cancel` with no id takes the user's newest unfinished job, not someone else's."""
+    backend.gate = asyncio.Event()
+    first = await service.imagine("a red fox", ALICE)
+    second = await service.imagine("a grey wolf", ALICE)
+    others = await service.imagine("a brown bear", BOB)
+    assert await service.cancel(ALICE) == second.id
+    backend.gate.set()
+    assert (await first.result()).status == "done"
+    assert (await others.result()).status == "done"
+    with pytest.raises(Exception, match="cancelled"):
+        await second.result()
+    with pytest.raises(NotFound) as caught:
+        await service.cancel(ALICE)
+    assert str(caught.value) == "There is no queued or running generation of yours."
+
+
+async def test_queue_lists_your_jobs_with_positions(service, backend):
+    backend.gate = asyncio.Event()
+    running = await service.imagine("a red fox", ALICE)
+    await asyncio.sleep(0.01)
+    waiting = await service.imagine("a grey wolf", ALICE)
+    await service.imagine("a brown bear", BOB)
+    total, mine = service.queue(ALICE)
+    assert total == 2
+    assert [(job.id, job.position) for job in mine] == [(running.id, 0), (waiting.id, 1)]
+    backend.gate.set()
+    await waiting.result()
+    assert service.queue(ALICE) == (0, [])
+
+
+async def test_delete_removes_the_row_and_the_files_for_the_author_only(service, tmp_path):
+    mine = await (await service.imagine("a red fox", ALICE)).result()
+    path = tmp_path / mine.images[0].path
+    assert path.exists()
+    with pytest.raises(NotAllowed) as caught:
+        await service.delete(BOB, mine.id)
+    assert str(caught.value) == "Only the author of this image can delete it."
+    await service.delete(ALICE, mine.id)
+    assert not path.exists()
+    with pytest.raises(NotFound):
+        await service.details(ALICE, mine.id)
+
+
+async def test_message_ref_finds_the_generation(service):
+    mine = await (await service.imagine("a red fox", ALICE)).result()
+    await service.attach_message(mine.id, "m-123")
+    assert (await service.by_message("console", "m-123")).id == mine.id
+    assert await service.by_message("console", "m-999") is None
+    assert await service.by_message("slack", "m-123") is None
+
+
+async def test_policy_needs_a_server_and_known_keys(service):
+    with pytest.raises(InvalidOption) as caught:
+        await service.update_policy(Requester("discord", "dm-user"), {"open_reroll": True}, may_manage=True)
+    assert str(caught.value) == "Server settings only exist in a server, not in direct messages."
+    with pytest.raises(InvalidOption) as caught:
+        await service.update_policy(ALICE, {"free_gpus": True}, may_manage=True)
+    assert str(caught.value) == "Server setting 'free_gpus' does not exist (settings: open_reroll)."
+    assert await service.policy(Requester("discord", "dm-user")) == {}

@@ -288,6 +288,18 @@ async def test_settings_replace_and_isolate(store):
     assert await store.get_settings("slack", "u1") == {}
 
 
+async def test_policy_replace_and_isolate(store):
+    """A guild's policy starts empty, is replaced whole, and belongs to that guild and platform only."""
+    assert await store.get_policy("discord", "g1") == {}
+    await store.put_policy("discord", "g1", {"open_reroll": True})
+    await store.put_policy("discord", "g2", {"open_reroll": False})
+    assert await store.get_policy("discord", "g1") == {"open_reroll": True}
+    assert await store.get_policy("discord", "g2") == {"open_reroll": False}
+    assert await store.get_policy("slack", "g1") == {}
+    await store.put_policy("discord", "g1", {})
+    assert await store.get_policy("discord", "g1") == {}
+
+
 async def test_settings_are_copies(store):
     """Mutating the dict given or returned does not change what is stored."""
     mine = {"steps": 20}

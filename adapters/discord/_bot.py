@@ -1,0 +1,59 @@
+"""The discord.py bot: the cog, the persistent buttons, command sync and the one error handler."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.config import DiscordSettings
+from bot.service import ImageService
+
+from ._cog import GENERIC_ERROR, ImagesCog
+from ._views import GenerationButton
+
+__all__ = ["ImageBot"]
+
+log = logging.getLogger(__name__)
+
+
+class ImageBot(commands.Bot):
+    """A bot with the image commands and nothing else.
+
+    Args:
+        service: the image service.
+        settings: the Discord settings.
+        options: passed to discord.py's client (tests use a short ``guild_ready_timeout``).
+    """
+
+    def __init__(self, service: ImageService, settings: DiscordSettings, **options: Any) -> None:
+        # Slash commands, buttons and raw reactions need no privileged intents.
+        intents = discord.Intents.default()
+        super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None, **options)
+        self.service = service
+        self.settings = settings
+        self.tree.on_error = self._on_command_error
+
+    async def setup_hook(self) -> None:
+        """Register the cog and the persistent buttons, then sync the commands."""
+        await self.add_cog(ImagesCog(self, self.service, self.settings))
+        self.add_dynamic_items(GenerationButton)
+        guild = discord.Object(self.settings.guild_id) if self.settings.guild_id else None
+        if guild is not None:
+            self.tree.copy_global_to(guild=guild)
+        await self.tree.sync(guild=guild)
+
+    async def _on_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        """Answer any unexpected failure with one private sentence; the traceback goes to the log."""
+        if isinstance(error, app_commands.CheckFailure):
+            text = "This command does not work here."
+        else:
+            log.error("command %s failed", interaction.command and interaction.command.name, exc_info=error)
+            text = GENERIC_ERROR
+        if interaction.response.is_done():
+            await interaction.followup.send(f"✖ {text}", ephemeral=True)
+        else:
+            await interaction.response.send_message(f"✖ {text}", ephemeral=True)

@@ -1,0 +1,420 @@
+"""Slash commands, buttons and reactions: Discord events in, `ImageService` calls out.
+
+Every interaction is answered within Discord's 3 seconds before any slow work:
+/imagine defers at once; reroll, refine and the buttons first ask the service
+(a few milliseconds of SQLite) so that a refusal can be a private sentence,
+then answer with the queued line. A job is then followed in a task that edits
+the same message: queue position, progress, and finally the image with its
+embed and buttons.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import PurePath
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.actions import Action, format_ref
+from bot.complete import complete_name, complete_weighted
+from bot.config import DiscordSettings
+from bot.errors import BotError
+from bot.jobs import Job, JobEvent, Requester
+from bot.options import SDXL_BUCKETS
+from bot.rules import SCHEDULERS
+from bot.service import ImageService
+from bot.upload import fit_upload
+
+from ._render import details_text, history_text, progress_text, result_embed
+from ._views import result_view, running_view
+
+__all__ = ["ImagesCog"]
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+GENERIC_ERROR = "Something went wrong; it has been logged."
+# Reactions on a result message do what the buttons do.
+REACTIONS: dict[str, Action] = {"🔄": "reroll", "✨": "refine", "❌": "delete"}
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+
+
+def _ratio(width: int, height: int) -> str:
+    from math import gcd
+
+    divisor = gcd(width, height)
+    return f"{width // divisor}:{height // divisor}"
+
+
+SIZES: dict[str, tuple[int, int]] = {f"{w}x{h}": (w, h) for w, h in SDXL_BUCKETS}
+SIZE_CHOICES = [app_commands.Choice(name=f"{w}×{h} ({_ratio(w, h)})", value=key) for key, (w, h) in SIZES.items()]
+SCHEDULER_CHOICES = [app_commands.Choice(name=name, value=name) for name in SCHEDULERS[:25]]
+
+Edit = Callable[..., Awaitable[discord.Message | None]]
+
+
+def requester(interaction: discord.Interaction) -> Requester:
+    """Return who sent an interaction, and where."""
+    return Requester(
+        PLATFORM,
+        str(interaction.user.id),
+        workspace=str(interaction.guild_id) if interaction.guild_id else None,
+        channel=str(interaction.channel_id) if interaction.channel_id else None,
+    )
+
+
+class ImagesCog(commands.Cog, name="Images"):
+    """The image commands, buttons and reactions.
+
+    Args:
+        bot: the discord.py bot.
+        service: the image service.
+        settings: the Discord settings (progress edit interval).
+    """
+
+    def __init__(self, bot: commands.Bot, service: ImageService, settings: DiscordSettings) -> None:
+        self.bot = bot
+        self.service = service
+        self.settings = settings
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def cog_unload(self) -> None:
+        """Stop following jobs; the jobs themselves run on."""
+        for task in self._tasks:
+            task.cancel()
+
+    # -- commands -----------------------------------------------------------------------------------
+
+    @app_commands.command(name="imagine", description="Make an image from a prompt.")
+    @app_commands.describe(
+        prompt="what to draw (flags such as --ar 16:9 work here too)",
+        negative="what to keep out of the image",
+        seed="a number from 1; the same seed and settings give the same image",
+        steps="denoising steps, 1-100 (SDXL: 20-35)",
+        refiner="the SDXL refiner takes over at this percent of the steps (0 = off; best 85-90)",
+        lora="LoRAs with weights: name:0.8, other",
+        model="a model from the catalog",
+        size="width × height",
+        cfg="how closely to follow the prompt, 0-50 (SDXL: 5-9)",
+        scheduler="the sampler",
+        count="images at once, 1-4 (seeds seed, seed+1, …)",
+        private="show the image to you only",
+    )
+    @app_commands.choices(size=SIZE_CHOICES, scheduler=SCHEDULER_CHOICES)
+    async def imagine(
+        self,
+        interaction: discord.Interaction,
+        prompt: str,
+        negative: str | None = None,
+        seed: str | None = None,
+        steps: app_commands.Range[int, 1, 100] | None = None,
+        refiner: app_commands.Range[int, 0, 99] | None = None,
+        lora: str | None = None,
+        model: str | None = None,
+        size: str | None = None,
+        cfg: app_commands.Range[float, 0.0, 50.0] | None = None,
+        scheduler: str | None = None,
+        count: app_commands.Range[int, 1, 4] | None = None,
+        private: bool | None = None,
+    ) -> None:
+        """Queue a generation and follow it in the deferred reply."""
+        who = requester(interaction)
+        if private is None:
+            private = await self.service.prefers_private(who)
+        await interaction.response.defer(ephemeral=private, thinking=True)
+        given = {
+            "prompt": prompt,
+            "negative": negative,
+            "seed": seed,
+            "steps": steps,
+            "refiner": refiner,
+            "lora": lora,
+            "model": model,
+            "size": size,
+            "cfg": cfg,
+            "scheduler": scheduler,
+            "count": count,
+        }
+        try:
+            job = await self.service.imagine(given, who, private=private)
+        except BotError as error:
+            await self._refuse_deferred(interaction, error, private=private)
+            return
+        self._follow_interaction(interaction, job)
+
+    @imagine.autocomplete("lora")
+    async def _lora_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return [
+            app_commands.Choice(name=s.label, value=s.value)
+            for s in complete_weighted(self.service.catalog, "lora", current)
+        ]
+
+    @imagine.autocomplete("model")
+    async def _model_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return [
+            app_commands.Choice(name=s.label, value=s.value)
+            for s in complete_name(self.service.catalog, "model", current)
+        ]
+
+    @app_commands.command(name="reroll", description="Same settings, new seed (default: your latest image).")
+    @app_commands.describe(id="the generation number (see /history)")
+    async def reroll(self, interaction: discord.Interaction, id: app_commands.Range[int, 1] | None = None) -> None:
+        """Queue a reroll and follow it."""
+        await self._submit(interaction, lambda who: self.service.reroll(who, id))
+
+    @app_commands.command(name="refine", description="Same seed; the SDXL refiner takes over the last steps.")
+    @app_commands.describe(id="the generation number (default: your latest)", percent="where the refiner starts (85)")
+    async def refine(
+        self,
+        interaction: discord.Interaction,
+        id: app_commands.Range[int, 1] | None = None,
+        percent: app_commands.Range[int, 1, 99] | None = None,
+    ) -> None:
+        """Queue a refine and follow it."""
+        await self._submit(interaction, lambda who: self.service.refine(who, id, percent))
+
+    @app_commands.command(name="history", description="Your recent generations, with their seeds.")
+    async def history(self, interaction: discord.Interaction, count: app_commands.Range[int, 1, 25] = 10) -> None:
+        """List the user's recent generations."""
+        generations = await self.service.history(requester(interaction), limit=count)
+        await interaction.response.send_message(history_text(generations), ephemeral=True)
+
+    @app_commands.command(name="info", description="Everything about one generation.")
+    async def info(self, interaction: discord.Interaction, id: app_commands.Range[int, 1]) -> None:
+        """Show a generation's parameters."""
+        await self._reply(interaction, self._details(interaction, id))
+
+    @app_commands.command(name="cancel", description="Cancel a queued or running image (default: your newest).")
+    async def cancel(self, interaction: discord.Interaction, id: app_commands.Range[int, 1] | None = None) -> None:
+        """Cancel a job of the user's."""
+        await self._reply(interaction, self._cancel(interaction, id))
+
+    @app_commands.command(name="queue", description="How many images wait, and where yours are.")
+    async def queue(self, interaction: discord.Interaction) -> None:
+        """Show the queue."""
+        waiting, mine = self.service.queue(requester(interaction))
+        lines = [f"{waiting} waiting in all."]
+        for job in mine:
+            where = "being made" if job.position == 0 else f"position {job.position}"
+            lines.append(f"{format_ref(job.id)} · {where} · {job.request.prompt[:60]}")
+        if not mine:
+            lines.append("You have nothing queued.")
+        await interaction.response.send_message("\n".join(lines), ephemeral=True)
+
+    @app_commands.command(name="loras", description="LoRAs in the catalog.")
+    async def loras(self, interaction: discord.Interaction, search: str = "") -> None:
+        """List catalog LoRAs matching a search."""
+        found = self.service.catalog.search("lora", search, limit=25)
+        lines = [
+            f"`{entry.name}`"
+            + (f" — {entry.description}" if entry.description else "")
+            + (f" (trigger: {', '.join(entry.trigger_words)})" if entry.trigger_words else "")
+            for entry in found
+        ]
+        text = "\n".join(lines) if lines else f"No LoRA matches '{search}'."
+        await interaction.response.send_message(text[:2000], ephemeral=True)
+
+    @app_commands.command(name="settings", description="Your defaults for /imagine (no options: show them).")
+    @app_commands.choices(size=SIZE_CHOICES)
+    async def settings_command(
+        self,
+        interaction: discord.Interaction,
+        model: str | None = None,
+        steps: app_commands.Range[int, 1, 100] | None = None,
+        refiner: app_commands.Range[int, 0, 99] | None = None,
+        size: str | None = None,
+        private: bool | None = None,
+        reset: bool = False,
+    ) -> None:
+        """Show or change the user's defaults."""
+        who = requester(interaction)
+        changes: dict[str, object] = {}
+        if reset:
+            changes = dict.fromkeys(await self.service.settings(who))
+        if model is not None:
+            changes["model"] = model
+        if steps is not None:
+            changes["steps"] = steps
+        if refiner is not None:
+            changes["refiner_percent"] = refiner or None
+        if size is not None:
+            changes["width"], changes["height"] = SIZES[size]
+        if private is not None:
+            changes["private"] = private
+
+        async def update() -> str:
+            saved = await (self.service.update_settings(who, changes) if changes else self.service.settings(who))
+            shown = ", ".join(f"{key}={value}" for key, value in sorted(saved.items()))
+            return "Your defaults: " + (shown or "none (the model's own)")
+
+        await self._reply(interaction, update())
+
+    settings_command.autocomplete("model")(_model_choices)
+
+    @app_commands.command(name="server", description="This server's image settings (managers only).")
+    @app_commands.guild_only()
+    @app_commands.describe(open_reroll="let everyone reroll anyone's images (the new image is theirs)")
+    async def server(self, interaction: discord.Interaction, open_reroll: bool | None = None) -> None:
+        """Show or change the server's policy."""
+        who = requester(interaction)
+
+        async def update() -> str:
+            if open_reroll is None:
+                policy = await self.service.policy(who)
+            else:
+                may_manage = interaction.permissions.manage_guild
+                policy = await self.service.update_policy(who, {"open_reroll": open_reroll}, may_manage=may_manage)
+            opened = "everyone" if policy.get("open_reroll") else "the author only"
+            return f"Rerolls: {opened}."
+
+        await self._reply(interaction, update())
+
+    # -- buttons and reactions ----------------------------------------------------------------------
+
+    async def on_action(self, interaction: discord.Interaction, action: Action, generation_id: int) -> None:
+        """Handle a click on one of the buttons under a generation."""
+        if action == "reroll":
+            await self._submit(interaction, lambda who: self.service.reroll(who, generation_id))
+        elif action == "refine":
+            await self._submit(interaction, lambda who: self.service.refine(who, generation_id))
+        elif action == "details":
+            await self._reply(interaction, self._details(interaction, generation_id))
+        elif action == "cancel":
+            await self._reply(interaction, self._cancel(interaction, generation_id))
+        else:
+            try:
+                await self.service.delete(requester(interaction), generation_id)
+            except BotError as error:
+                await interaction.response.send_message(f"✖ {error}", ephemeral=True)
+                return
+            await interaction.response.edit_message(
+                content=f"🗑 {format_ref(generation_id)} was deleted by its author.",
+                embed=None,
+                attachments=[],
+                view=None,
+            )
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        """Do what the matching button does when the author reacts to a result message."""
+        action = REACTIONS.get(str(payload.emoji))
+        if action is None or self.bot.user is None or payload.user_id == self.bot.user.id:
+            return
+        generation = await self.service.by_message(PLATFORM, str(payload.message_id))
+        if generation is None:
+            return
+        who = Requester(
+            PLATFORM,
+            str(payload.user_id),
+            workspace=str(payload.guild_id) if payload.guild_id else None,
+            channel=str(payload.channel_id),
+        )
+        channel = self.bot.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
+        try:
+            if action == "delete":
+                await self.service.delete(who, generation.id)
+                await channel.get_partial_message(payload.message_id).delete()
+                return
+            job = await (self.service.reroll if action == "reroll" else self.service.refine)(who, generation.id)
+        except BotError as error:
+            # A reaction has no private reply; the refusal is only logged.
+            log.info("reaction %s on %s by %s refused: %s", action, generation.id, payload.user_id, error)
+            return
+        message = await channel.send(
+            progress_text(job, JobEvent("queued")),
+            view=running_view(job.id),
+            reference=discord.MessageReference(message_id=payload.message_id, channel_id=payload.channel_id),
+            mention_author=False,
+        )
+        limit = message.guild.filesize_limit if message.guild else DEFAULT_UPLOAD_LIMIT
+        self._spawn(self._follow(job, message.edit, limit))
+
+    # -- following a job ----------------------------------------------------------------------------
+
+    def _follow_interaction(self, interaction: discord.Interaction, job: Job) -> None:
+        self._spawn(self._follow(job, interaction.edit_original_response, interaction.filesize_limit))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _follow(self, job: Job, edit: Edit, upload_limit: int) -> None:
+        """Edit one message through a job's life, at most one progress edit per interval."""
+        loop = asyncio.get_running_loop()
+        shown: str | None = None
+        shown_at = float("-inf")
+        try:
+            async for event in job.events():
+                if event.final:
+                    await self._show_outcome(job, event, edit, upload_limit)
+                    return
+                text = progress_text(job, event)
+                if text == shown or (
+                    event.kind == "progress" and loop.time() - shown_at < self.settings.progress_interval
+                ):
+                    continue
+                await edit(content=text, view=running_view(job.id))
+                shown, shown_at = text, loop.time()
+        except discord.HTTPException as error:
+            # The message was deleted, or the interaction token expired (15 minutes); the image stays in history.
+            log.warning("could not update the message of %s: %s", format_ref(job.id), error)
+
+    async def _show_outcome(self, job: Job, event: JobEvent, edit: Edit, upload_limit: int) -> None:
+        if event.kind != "done" or event.generation is None:
+            await edit(content=f"✖ {format_ref(job.id)} · {event.message}", embed=None, attachments=[], view=None)
+            return
+        generation = event.generation
+        files = []
+        for image in generation.images:
+            data, name = fit_upload(await self.service.read_image(image.path), PurePath(image.path).name, upload_limit)
+            files.append(discord.File(io.BytesIO(data), filename=name))
+        embed = result_embed(generation, files[0].filename if files else None)
+        message = await edit(content=None, embed=embed, attachments=files, view=result_view(generation.id))
+        if message is not None:
+            await self.service.attach_message(generation.id, str(message.id))
+
+    # -- replies ------------------------------------------------------------------------------------
+
+    async def _submit(self, interaction: discord.Interaction, submit: Callable[[Requester], Awaitable[Job]]) -> None:
+        """Ask the service for a job; answer with its queued line, or privately with the refusal."""
+        try:
+            job = await submit(requester(interaction))
+        except BotError as error:
+            await interaction.response.send_message(f"✖ {error}", ephemeral=True)
+            return
+        await interaction.response.send_message(
+            progress_text(job, JobEvent("queued")), ephemeral=job.private, view=running_view(job.id)
+        )
+        self._follow_interaction(interaction, job)
+
+    async def _reply(self, interaction: discord.Interaction, text: Awaitable[str]) -> None:
+        """Answer privately with a text, or with the refusal it raised."""
+        try:
+            content = await text
+        except BotError as error:
+            content = f"✖ {error}"
+        await interaction.response.send_message(content, ephemeral=True)
+
+    async def _details(self, interaction: discord.Interaction, generation_id: int) -> str:
+        return details_text(await self.service.details(requester(interaction), generation_id))
+
+    async def _cancel(self, interaction: discord.Interaction, generation_id: int | None) -> str:
+        cancelled = await self.service.cancel(requester(interaction), generation_id)
+        return f"⏹ Cancelling {format_ref(cancelled)}."
+
+    @staticmethod
+    async def _refuse_deferred(interaction: discord.Interaction, error: BotError, *, private: bool) -> None:
+        """Turn a deferred reply into a private refusal."""
+        if private:
+            await interaction.edit_original_response(content=f"✖ {error}")
+            return
+        # The public "thinking…" reply goes; the sentence is shown to the user only.
+        await interaction.delete_original_response()
+        await interaction.followup.send(f"✖ {error}", ephemeral=True)

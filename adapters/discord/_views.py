@@ -1,0 +1,77 @@
+"""Buttons under generations: persistent, because their custom_id carries the generation id.
+
+A `GenerationButton` is a discord.py `DynamicItem`: after a restart, a click on
+a button posted days ago is matched by its custom_id (``ib:reroll:12``, the
+encoding of `bot.actions`) and handled like a fresh one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import discord
+
+from bot.actions import ACTION_ID_PATTERN, Action, decode_action, encode_action
+
+__all__ = ["ActionHandler", "GenerationButton", "result_view", "running_view"]
+
+_LOOKS: dict[Action, tuple[str, str, discord.ButtonStyle]] = {
+    "reroll": ("🔄", "Reroll", discord.ButtonStyle.primary),
+    "refine": ("✨", "Refine", discord.ButtonStyle.secondary),
+    "details": ("ℹ️", "Details", discord.ButtonStyle.secondary),
+    "delete": ("🗑", "Delete", discord.ButtonStyle.danger),
+    "cancel": ("⏹", "Cancel", discord.ButtonStyle.danger),
+}
+
+
+class ActionHandler(Protocol):
+    """What a button click is handed to (the cog)."""
+
+    async def on_action(self, interaction: discord.Interaction, action: Action, generation_id: int) -> None:
+        """Handle a click of `action` on a generation."""
+        ...
+
+
+class GenerationButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=ACTION_ID_PATTERN):
+    """A button acting on one generation."""
+
+    def __init__(self, action: Action, generation_id: int) -> None:
+        emoji, label, style = _LOOKS[action]
+        super().__init__(
+            discord.ui.Button(emoji=emoji, label=label, style=style, custom_id=encode_action(action, generation_id))
+        )
+        self.action: Action = action
+        self.generation_id = generation_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button[Any], match: Any, /
+    ) -> GenerationButton:
+        """Rebuild the button from a clicked custom_id."""
+        decoded = decode_action(item.custom_id or "")
+        if decoded is None:  # the template matched, so this cannot happen
+            raise ValueError(f"not a generation button: {item.custom_id!r}")
+        return cls(*decoded)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        """Hand the click to the cog."""
+        handler: ActionHandler | None = interaction.client.get_cog("Images")  # type: ignore[attr-defined]
+        if handler is not None:
+            await handler.on_action(interaction, self.action, self.generation_id)
+
+
+def _view(*buttons: GenerationButton) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for button in buttons:
+        view.add_item(button)
+    return view
+
+
+def running_view(generation_id: int) -> discord.ui.View:
+    """Return the buttons under an image that is queued or being made."""
+    return _view(GenerationButton("cancel", generation_id))
+
+
+def result_view(generation_id: int) -> discord.ui.View:
+    """Return the buttons under a finished image."""
+    return _view(*(GenerationButton(action, generation_id) for action in ("reroll", "refine", "details", "delete")))

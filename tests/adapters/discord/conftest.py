@@ -1,0 +1,89 @@
+"""A running imagebot Discord bot, driven through the fake Discord by the real discord.py client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from adapters.discord import setup
+from bot.catalog import load_catalog
+from bot.config import DiscordSettings
+from bot.jobs import Requester
+from bot.options import Limits
+from bot.service import ImageService
+from inference.base import Backend
+from storage.files import ImageFiles
+from storage.history import HistoryStore, SqliteHistory
+from tests.fakes.backend import FakeBackend
+from tests.fakes.discord import FakeDiscord, patch_discord
+
+
+@dataclass
+class Running:
+    """A bot connected to the fake, and what it stands on."""
+
+    fake: FakeDiscord
+    service: ImageService
+    backend: Backend
+    history: HistoryStore
+    data_dir: Path
+    bot: object
+    task: asyncio.Task[None]
+
+    def who(self, user: dict) -> Requester:
+        """Return the requester the service knows a fake user as."""
+        return Requester("discord", str(user["id"]))
+
+
+@contextlib.asynccontextmanager
+async def running_bot(fake: FakeDiscord, backend: Backend, data_dir: Path, **service_options):
+    """Start service and bot on `data_dir`; stop both (not the backend) on exit."""
+    history = await SqliteHistory.open(data_dir / "imagebot.sqlite3")
+    service = ImageService(
+        backend=backend,
+        history=history,
+        files=ImageFiles(data_dir),
+        catalog=load_catalog(),
+        default_model="tiny",
+        limits=Limits(pixel_budget=4 * 1024 * 1024),
+        **service_options,
+    )
+    await service.start()
+    settings = DiscordSettings(
+        token="fake-token", api_base=fake.api_base, gateway_url=fake.gateway_url, progress_interval=0
+    )
+    bot = setup(service, settings, guild_ready_timeout=0.1)
+    connections = fake.connections
+    task = asyncio.create_task(bot.start("fake-token"))
+    try:
+        await fake.wait_ready(connections + 1)
+        yield Running(fake, service, backend, history, data_dir, bot, task)
+    finally:
+        await bot.close()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(task, 10)
+        await service.aclose()
+        await history.close()
+
+
+@pytest.fixture
+async def fake():
+    async with FakeDiscord() as fake:
+        with patch_discord(fake):
+            yield fake
+
+
+@pytest.fixture
+def backend():
+    return FakeBackend()
+
+
+@pytest.fixture
+async def running(fake, backend, tmp_path):
+    async with running_bot(fake, backend, tmp_path, seeds=itertools.count(100).__next__) as running:
+        yield running

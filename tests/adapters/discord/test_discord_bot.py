@@ -1,0 +1,249 @@
+"""The Discord bot over real sockets: discord.py ↔ the fake Discord, with the recording backend."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.actions import encode_action
+from tests.fakes.discord import FakeDiscord
+
+EPHEMERAL = 64
+
+
+def _custom_ids(message) -> list[str]:
+    return [button["custom_id"] for row in message.components for button in row.get("components", [])]
+
+
+async def _finished(fake: FakeDiscord, message, timeout: float = 10.0):
+    """Wait until a message shows a finished image (its buttons are the result buttons)."""
+    await fake.wait_for(
+        lambda: any(i.startswith("ib:reroll:") for i in _custom_ids(message)) or "✖" in (message.content or ""), timeout
+    )
+    return message
+
+
+async def _reply_of(interaction):
+    """Return the message an interaction's answer created, once it has answered."""
+    await interaction.response()
+    assert interaction.original is not None
+    return interaction.original
+
+
+async def _imagine(fake: FakeDiscord, options: dict, **who):
+    interaction = await fake.slash("imagine", options, **who)
+    await interaction.response()
+    await fake.wait_for(lambda: interaction.original is not None)
+    return interaction, await _finished(fake, interaction.original)
+
+
+async def test_commands_are_synced_with_their_options(running):
+    """Every command is registered, with the typed /imagine options and their ranges and choices."""
+    commands = {command["name"]: command for command in running.fake.commands}
+    assert set(commands) == {
+        "imagine",
+        "reroll",
+        "refine",
+        "history",
+        "info",
+        "cancel",
+        "queue",
+        "loras",
+        "settings",
+        "server",
+    }
+    options = {option["name"]: option for option in commands["imagine"]["options"]}
+    assert list(options)[:2] == ["prompt", "negative"]
+    assert options["steps"]["min_value"] == 1 and options["steps"]["max_value"] == 100
+    assert options["refiner"]["min_value"] == 0 and options["refiner"]["max_value"] == 99
+    assert options["count"]["max_value"] == 4
+    assert options["lora"]["autocomplete"] and options["model"]["autocomplete"]
+    assert options["seed"]["type"] == 3  # a string: Discord integers stop at 2**53
+    assert {"name": "1216×832 (19:13)", "value": "1216x832"} in options["size"]["choices"]
+    assert "DPM++ 2M Karras" in [choice["value"] for choice in options["scheduler"]["choices"]]
+
+
+async def test_imagine_defers_then_shows_progress_then_the_image(running):
+    """/imagine is deferred at once; the reply moves from queued through progress to the image and buttons."""
+    interaction, message = await _imagine(running.fake, {"prompt": "a red fox", "seed": "7", "steps": 4, "refiner": 50})
+    assert (await interaction.response())["type"] == 5  # deferred, "thinking…"
+    texts = [edit["content"] for edit in message.edits if edit.get("content")]
+    assert any("⏳ #1 · seed 7" in text for text in texts)
+    assert any("base" in text and "2/2" in text for text in texts)
+    assert any("refiner" in text and "2/2" in text for text in texts)
+    # the image is the stored file, parameters chunk and all
+    generation = await running.service.details(running.who(running.fake.alice), 1)
+    (attachment,) = message.attachments
+    assert attachment.data == (running.data_dir / generation.images[0].path).read_bytes()
+    (embed,) = message.embeds
+    fields = {field["name"]: field["value"] for field in embed["fields"]}
+    assert fields["Seed"] == "7"
+    assert fields["Steps"] == "4 (2 base + 2 refiner)"
+    assert fields["Refiner"] == "tiny-refiner from 50 %"
+    assert embed["image"]["url"] == f"attachment://{attachment.filename}"
+    assert "The refiner starts at 50 %; it works best from 85–90 %." in fields["⚠ Notes"].splitlines()
+    assert _custom_ids(message) == [encode_action(a, 1) for a in ("reroll", "refine", "details", "delete")]
+    assert running.backend.requests[0].seed == 7
+
+
+async def test_bad_options_get_one_private_sentence_and_nothing_is_queued(running):
+    interaction = await running.fake.slash("imagine", {"prompt": "a red fox", "lora": "pixel-arts:0.8"})
+    await running.fake.wait_for(lambda: interaction.followups)
+    (reply,) = interaction.followups
+    assert reply.ephemeral
+    assert reply.content == "✖ Lora 'pixel-arts' is not in the catalog; did you mean 'pixel-art'?"
+    assert interaction.original.deleted
+    assert running.backend.requests == []
+    assert await running.service.history(running.who(running.fake.alice)) == []
+
+
+async def test_button_reroll_makes_a_new_image_with_a_new_seed(running):
+    _, first = await _imagine(running.fake, {"prompt": "a red fox", "seed": "7", "steps": 2})
+    click = await running.fake.click(first.id, encode_action("reroll", 1))
+    assert (await click.response())["type"] == 4
+    second = await _finished(running.fake, await _reply_of(click))
+    fields = {field["name"]: field["value"] for field in second.embeds[0]["fields"]}
+    assert fields["Seed"] == "100"
+    assert [r.seed for r in running.backend.requests] == [7, 100]
+    assert second.attachments[0].data != first.attachments[0].data
+
+
+async def test_refine_button_keeps_the_seed_and_adds_the_refiner(running):
+    _, first = await _imagine(running.fake, {"prompt": "a red fox", "seed": "7", "steps": 20})
+    click = await running.fake.click(first.id, encode_action("refine", 1))
+    refined = await _finished(running.fake, await _reply_of(click))
+    fields = {field["name"]: field["value"] for field in refined.embeds[0]["fields"]}
+    assert fields["Seed"] == "7"
+    assert fields["Steps"] == "20 (17 base + 3 refiner)"
+
+
+async def test_someone_else_cannot_reroll_refine_delete_or_cancel(running):
+    fake = running.fake
+    _, first = await _imagine(fake, {"prompt": "a red fox", "steps": 2})
+    for action in ("reroll", "refine", "delete"):
+        click = await fake.click(first.id, encode_action(action, 1), user=fake.bob)
+        body = await click.response()
+        assert body["type"] == 4
+        assert body["data"]["flags"] & EPHEMERAL
+        assert body["data"]["content"] == f"✖ Only the author of this image can {action} it."
+    assert len(running.backend.requests) == 1
+
+
+async def test_reaction_reroll_posts_a_new_image_under_the_result(running):
+    fake = running.fake
+    _, first = await _imagine(fake, {"prompt": "a red fox", "seed": "7", "steps": 2})
+    before = set(fake.messages)
+    await fake.react(first.id, "🔄")
+    await fake.wait_for(lambda: set(fake.messages) - before)
+    (new_id,) = set(fake.messages) - before
+    reply = await _finished(fake, fake.messages[new_id])
+    fields = {field["name"]: field["value"] for field in reply.embeds[0]["fields"]}
+    assert fields["Seed"] == "100"
+    assert [r.seed for r in running.backend.requests] == [7, 100]
+
+
+async def test_someone_elses_reaction_does_nothing(running):
+    fake = running.fake
+    _, first = await _imagine(fake, {"prompt": "a red fox", "steps": 2})
+    await fake.react(first.id, "🔄", user=fake.bob)
+    await asyncio.sleep(0.3)
+    assert len(running.backend.requests) == 1
+
+
+async def test_open_reroll_lets_others_reroll_as_themselves(running):
+    fake = running.fake
+    _, first = await _imagine(fake, {"prompt": "a red fox", "steps": 2})
+    refused = await fake.slash("server", {"open_reroll": True}, user=fake.bob, permissions=0)
+    assert (await refused.response())["data"]["content"] == "✖ Only server managers can change the server's settings."
+    opened = await fake.slash("server", {"open_reroll": True})
+    assert (await opened.response())["data"]["content"] == "Rerolls: everyone."
+    click = await fake.click(first.id, encode_action("reroll", 1), user=fake.bob)
+    await _finished(fake, await _reply_of(click))
+    generation = (await running.service.history(running.who(running.fake.bob)))[0]
+    assert generation.parent_id == 1 and generation.user_id == str(fake.bob["id"])
+
+
+async def test_delete_button_removes_image_and_message(running):
+    fake = running.fake
+    _, first = await _imagine(fake, {"prompt": "a red fox", "steps": 2})
+    path = running.data_dir / (await running.service.history(running.who(running.fake.alice)))[0].images[0].path
+    click = await fake.click(first.id, encode_action("delete", 1))
+    body = await click.response()
+    assert body["type"] == 7
+    assert body["data"]["content"] == "🗑 #1 was deleted by its author."
+    assert not path.exists()
+
+
+async def test_cancel_button_stops_a_queued_job(running):
+    fake = running.fake
+    running.backend.gate = asyncio.Event()
+    interaction = await fake.slash("imagine", {"prompt": "a red fox"})
+    await fake.wait_for(lambda: interaction.original is not None and "⏳" in (interaction.original.content or ""))
+    assert _custom_ids(interaction.original) == [encode_action("cancel", 1)]
+    click = await fake.click(interaction.original.id, encode_action("cancel", 1))
+    assert (await click.response())["data"]["content"] == "⏹ Cancelling #1."
+    running.backend.gate.set()
+    await fake.wait_for(lambda: interaction.original.content == "✖ #1 · The generation was cancelled.")
+
+
+async def test_private_imagine_is_ephemeral(running):
+    interaction, message = await _imagine(running.fake, {"prompt": "a red fox", "steps": 2, "private": True})
+    body = await interaction.response()
+    assert body["data"]["flags"] & EPHEMERAL
+    assert message.ephemeral and message.attachments
+
+
+async def test_lora_autocomplete_searches_the_whole_list(running):
+    choices = await running.fake.autocomplete("imagine", {"prompt": "x", "lora": "pixel-art:0.8, toy"}, "lora")
+    assert choices == [{"name": "pixel-art:0.8, toy-face — Toy figure faces", "value": "pixel-art:0.8, toy-face"}]
+
+
+async def test_history_info_queue_loras_and_settings(running):
+    fake = running.fake
+    await _imagine(fake, {"prompt": "a red fox", "seed": "7", "steps": 2})
+
+    async def reply(name, options=None):
+        interaction = await fake.slash(name, options or {})
+        body = await interaction.response()
+        assert body["data"]["flags"] & EPHEMERAL
+        return body["data"]["content"]
+
+    assert reply_line_has(await reply("history"), "`#1` done · seed `7` · tiny · a red fox")
+    assert "Seed: 7" in await reply("info", {"id": 1})
+    assert await reply("info", {"id": 9}) == "✖ There is no generation #9."
+    assert await reply("queue") == "0 waiting in all.\nYou have nothing queued."
+    assert "`pixel-art` — Pixel art style (trigger: pixel art)" in await reply("loras", {"search": "pix"})
+    assert await reply("settings", {"steps": 12, "private": True}) == "Your defaults: private=True, steps=12"
+    assert await reply("settings", {"steps": 500}) == "✖ Steps must be from 1 to 100, not 500."
+    assert await reply("settings", {"reset": True}) == "Your defaults: none (the model's own)"
+
+
+def reply_line_has(text: str, line: str) -> bool:
+    return line in text.splitlines()
+
+
+async def test_works_in_threads_and_direct_messages(running):
+    fake = running.fake
+    _, in_thread = await _imagine(fake, {"prompt": "a red fox", "steps": 2}, channel_id=fake.thread_id)
+    assert in_thread.channel_id == fake.thread_id and in_thread.attachments
+    _, in_dm = await _imagine(fake, {"prompt": "a red fox", "steps": 2}, dm=True)
+    assert in_dm.attachments
+
+
+async def test_image_over_the_upload_limit_is_converted(running):
+    _, message = await _imagine(
+        running.fake, {"prompt": "a red fox", "steps": 2, "size": "1024x1024"}, attachment_size_limit=1500
+    )
+    (attachment,) = message.attachments
+    assert attachment.filename.endswith(".webp")
+    assert len(attachment.data) <= 1500
+
+
+async def test_backend_failure_turns_the_reply_into_the_reason(running):
+    running.backend.fail_with = "the GPU is on fire"
+    interaction = await running.fake.slash("imagine", {"prompt": "a red fox"})
+    await running.fake.wait_for(
+        lambda: (
+            interaction.original is not None
+            and interaction.original.content == "✖ #1 · The fake backend could not make the image: the GPU is on fire."
+        )
+    )
