@@ -111,7 +111,7 @@ async def connect(path: str | os.PathLike[str]) -> aiosqlite.Connection:
         conn.row_factory = aiosqlite.Row
         # busy_timeout first: switching to WAL needs a lock another process may hold.
         await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        await conn.execute("PRAGMA journal_mode = WAL")
+        await _switch_to_wal(conn)
         # NORMAL is durable across application crashes in WAL mode; only a power cut may lose
         # the last commits, which is the usual trade for not fsyncing on every commit.
         await conn.execute("PRAGMA synchronous = NORMAL")
@@ -120,6 +120,27 @@ async def connect(path: str | os.PathLike[str]) -> aiosqlite.Connection:
         await conn.close()
         raise
     return conn
+
+
+async def _switch_to_wal(conn: aiosqlite.Connection) -> None:
+    """Put the file in WAL mode, waiting out another connection that is switching it at the same moment.
+
+    SQLite does not call the busy handler for this switch in every case: two processes opening a
+    new file at once can get "database is locked" at once, so it is retried here, for as long as
+    the busy timeout.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            await conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or loop.time() + delay > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.25)
 
 
 async def user_version(conn: aiosqlite.Connection) -> int:

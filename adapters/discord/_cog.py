@@ -43,6 +43,8 @@ GENERIC_ERROR = "Something went wrong; it has been logged."
 # Reactions on a result message do what the buttons do.
 REACTIONS: dict[str, Action] = {"🔄": "reroll", "✨": "refine", "❌": "delete"}
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+# A latent preview goes with every PREVIEW_EVERY-th allowed progress edit at most.
+PREVIEW_EVERY = 2
 
 
 def _ratio(width: int, height: int) -> str:
@@ -349,19 +351,24 @@ class ImagesCog(commands.Cog, name="Images"):
         """Edit one message through a job's life, at most one progress edit per interval."""
         loop = asyncio.get_running_loop()
         shown: str | None = None
-        shown_at = float("-inf")
+        shown_at = preview_at = float("-inf")
         try:
             async for event in job.events():
                 if event.final:
                     await self._show_outcome(job, event, edit, upload_limit)
                     return
                 text = progress_text(job, event)
-                if text == shown or (
-                    event.kind == "progress" and loop.time() - shown_at < self.settings.progress_interval
-                ):
+                now = loop.time()
+                if text == shown or (event.kind == "progress" and now - shown_at < self.settings.progress_interval):
                     continue
-                await edit(content=text, view=running_view(job.id))
-                shown, shown_at = text, loop.time()
+                changes: dict[str, Any] = {"content": text, "view": running_view(job.id)}
+                preview = event.progress.preview if event.progress else None
+                # A preview is an upload: fewer of them than text edits.
+                if preview is not None and now - preview_at >= PREVIEW_EVERY * self.settings.progress_interval:
+                    changes["attachments"] = [discord.File(io.BytesIO(preview), filename="preview.webp")]
+                    preview_at = now
+                await edit(**changes)
+                shown, shown_at = text, now
         except discord.HTTPException as error:
             # The message was deleted, or the interaction token expired (15 minutes); the image stays in history.
             log.warning("could not update the message of %s: %s", format_ref(job.id), error)
@@ -373,7 +380,8 @@ class ImagesCog(commands.Cog, name="Images"):
         generation = event.generation
         files = []
         for image in generation.images:
-            data, name = fit_upload(await self.service.read_image(image.path), PurePath(image.path).name, upload_limit)
+            name = f"imagebot-{PurePath(image.path).name}"
+            data, name = fit_upload(await self.service.read_image(image.path), name, upload_limit)
             files.append(discord.File(io.BytesIO(data), filename=name))
         embed = result_embed(generation, files[0].filename if files else None)
         message = await edit(content=None, embed=embed, attachments=files, view=result_view(generation.id))

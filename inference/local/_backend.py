@@ -334,7 +334,8 @@ def _report(on_progress: ProgressCallback | None, message: dict[str, Any]) -> No
     if on_progress is None:
         return
     try:
-        on_progress(Progress(stage=message["stage"], step=message["step"], total=message["total"]))
+        preview = decode_bytes(message["preview"]) if message.get("preview") else None
+        on_progress(Progress(stage=message["stage"], step=message["step"], total=message["total"], preview=preview))
     except Exception:
         # A broken progress display must not lose the images.
         log.exception("progress callback failed")

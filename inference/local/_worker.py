@@ -143,8 +143,11 @@ def _generate(runner: Any, message: dict[str, Any], cancel: threading.Event, fra
 
     job_id = message["id"]
 
-    def progress(stage: str, step: int, total: int) -> None:
-        write_frame(frames_out, {"op": "progress", "id": job_id, "stage": stage, "step": step, "total": total})
+    def progress(stage: str, step: int, total: int, preview: bytes | None) -> None:
+        frame = {"op": "progress", "id": job_id, "stage": stage, "step": step, "total": total}
+        if preview is not None:
+            frame["preview"] = encode_bytes(preview)
+        write_frame(frames_out, frame)
 
     def error(kind: str, text: str, option: str | None = None, restart: bool = False) -> None:
         frame = {

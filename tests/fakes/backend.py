@@ -19,10 +19,11 @@ from bot.request import GeneratedImage, GenerationRequest, Progress
 class FakeBackend:
     name = "fake"
 
-    def __init__(self, *, step_delay: float = 0.0, fail_with: str | None = None) -> None:
+    def __init__(self, *, step_delay: float = 0.0, fail_with: str | None = None, preview_every: int = 0) -> None:
         self.requests: list[GenerationRequest] = []
         self.step_delay = step_delay
         self.fail_with = fail_with
+        self.preview_every = preview_every  # every n-th step carries a small WebP preview
         self.gate: asyncio.Event | None = None  # set by a test to hold jobs until it opens
         self.closed = False
 
@@ -39,7 +40,12 @@ class FakeBackend:
                     raise JobCancelled()
                 await asyncio.sleep(self.step_delay)
                 if on_progress:
-                    on_progress(Progress(stage, step, total))
+                    preview = None
+                    if self.preview_every and step % self.preview_every == 0:
+                        buffer = io.BytesIO()
+                        Image.new("RGB", (8, 8), (step, 0, 0)).save(buffer, format="WEBP")
+                        preview = buffer.getvalue()
+                    on_progress(Progress(stage, step, total, preview))
         images = []
         for index, seed in enumerate(request.image_seeds()):
             colour = hashlib.sha256(f"{seed}:{request.refiner}".encode()).digest()[:3]

@@ -54,6 +54,14 @@ async def test_generate_reports_base_then_refiner_progress(backend):
     assert [(e.stage, e.step, e.total) for e in events] == [("base", i, 8) for i in range(1, 9)] + [
         ("refiner", i, 2) for i in range(1, 3)
     ]
+    # previews cross the process boundary: every quarter of each stage, never at a stage's last step
+    assert [(e.stage, e.step) for e in events if e.preview is not None] == [
+        ("base", 2),
+        ("base", 4),
+        ("base", 6),
+        ("refiner", 1),
+    ]
+    assert all(e.preview.startswith(b"RIFF") for e in events if e.preview is not None)
 
 
 async def test_same_request_same_bytes_across_the_process_boundary(backend, tiny_data_dir):

@@ -123,7 +123,7 @@ def check_split(runner, unet_calls, scheduler, steps, spec, split):
     progress = []
     images = runner.run(
         job(runner.data_dir, steps=steps, refiner=spec, scheduler=scheduler, cfg_scale=1.0),
-        on_progress=lambda *event: progress.append(event),
+        on_progress=lambda *event: progress.append(event[:3]),
     )
     base, refiner = split
     assert (unet_calls["base"], unet_calls["refiner"]) == expected_calls(scheduler, base, refiner)
@@ -299,8 +299,21 @@ def test_cancel_stops_at_the_next_step_and_the_runner_still_works(runner):
     with pytest.raises(RunCancelled):
         runner.run(
             job(runner.data_dir, steps=8),
-            on_progress=lambda *event: progress.append(event),
+            on_progress=lambda *event: progress.append(event[:3]),
             should_cancel=lambda: len(progress) >= 2,
         )
     assert progress == [("base", 1, 8), ("base", 2, 8)]
     assert run(runner, steps=8)[0].data == expected
+
+
+def test_previews_come_every_quarter_of_a_stage_but_not_at_its_end(runner):
+    """Steps 2, 4 and 6 of 8 carry a WebP of the latents, 1/8 of the image's size; the rest carry none."""
+    previews = {}
+    runner.run(
+        job(runner.data_dir, steps=8),
+        on_progress=lambda stage, step, total, preview: previews.update({step: preview}),
+    )
+    assert [step for step, preview in previews.items() if preview is not None] == [2, 4, 6]
+    with Image.open(io.BytesIO(previews[4])) as image:
+        assert image.format == "WEBP"
+        assert image.size == (128 // 8, 128 // 8)

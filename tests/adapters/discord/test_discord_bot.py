@@ -247,3 +247,12 @@ async def test_backend_failure_turns_the_reply_into_the_reason(running):
             and interaction.original.content == "✖ #1 · The fake backend could not make the image: the GPU is on fire."
         )
     )
+
+
+async def test_previews_show_while_the_image_is_made_and_give_way_to_it(running):
+    """A backend's latent previews are attached to progress edits; the result replaces them."""
+    running.backend.preview_every = 1
+    _, message = await _imagine(running.fake, {"prompt": "a red fox", "steps": 3})
+    during = [edit for edit in message.edits if "🎨" in (edit.get("content") or "")]
+    assert any("preview.webp" in edit["attachments"] for edit in during)
+    assert [attachment.filename for attachment in message.attachments] == ["imagebot-1-0.png"]

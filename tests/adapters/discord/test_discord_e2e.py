@@ -70,6 +70,9 @@ async def test_imagine_then_button_reroll_reaction_reroll_and_refine(running):
     first = await _finished(fake, interaction.original, SLOW)
     assert _png_parameters(first)["Seed"] == "7"
     assert any("base" in (edit.get("content") or "") and "10/10" in edit["content"] for edit in first.edits)
+    # the worker's latent previews are shown while it works, then give way to the image
+    assert any("preview.webp" in edit["attachments"] for edit in first.edits)
+    assert [attachment.filename for attachment in first.attachments] == ["imagebot-1-0.png"]
 
     click = await fake.click(first.id, encode_action("reroll", 1))
     rerolled = await _finished(fake, await _reply_of(click), SLOW)
