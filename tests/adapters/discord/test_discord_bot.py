@@ -256,3 +256,16 @@ async def test_previews_show_while_the_image_is_made_and_give_way_to_it(running)
     during = [edit for edit in message.edits if "🎨" in (edit.get("content") or "")]
     assert any("preview.webp" in edit["attachments"] for edit in during)
     assert [attachment.filename for attachment in message.attachments] == ["imagebot-1-0.png"]
+
+
+async def test_cross_reaction_deletes_the_image_and_its_message(running):
+    fake = running.fake
+    _, first = await _imagine(fake, {"prompt": "a red fox", "steps": 2})
+    path = running.data_dir / (await running.service.history(running.who(fake.alice)))[0].images[0].path
+    await fake.react(first.id, "❌", user=fake.bob)
+    await asyncio.sleep(0.3)
+    assert path.exists() and not first.deleted
+    await fake.react(first.id, "❌")
+    await fake.wait_for(lambda: first.deleted)
+    assert not path.exists()
+    assert await running.service.history(running.who(fake.alice)) == []
