@@ -37,6 +37,17 @@ _SETTING_KEYS = ("model", "steps", "refiner_percent", "width", "height", "schedu
 _POLICY_KEYS: dict[str, type] = {"open_reroll": bool}
 
 
+def _merged(saved: Mapping[str, object], changes: Mapping[str, object]) -> dict[str, object]:
+    """Return saved values with the changes applied; a change to None removes the key."""
+    merged = {**saved, **changes}
+    return {key: value for key, value in merged.items() if value is not None}
+
+
+def _wants_private(saved: Mapping[str, object]) -> bool:
+    """Tell whether saved user settings ask for private delivery."""
+    return bool(saved.get("private", False))
+
+
 def random_seed() -> int:
     """Return a fresh seed; 32-bit so people can read it out and type it back."""
     return secrets.randbelow(2**32 - 1) + 1
@@ -100,18 +111,19 @@ class ImageService:
 
         `private` (delivered to its author only) defaults to the user's saved setting.
         """
-        defaults = await self._defaults(who)
+        saved = await self._history.get_settings(*who.key)
+        defaults = self._to_defaults(saved)
         if isinstance(given, str):
             parsed = options.parse_text(given, catalog=self.catalog, defaults=defaults, limits=self.limits)
         else:
             parsed = options.parse_options(given, catalog=self.catalog, defaults=defaults, limits=self.limits)
         if private is None:
-            private = await self.prefers_private(who)
+            private = _wants_private(saved)
         return await self.submit(parsed.request, who, warnings=parsed.warnings, private=private)
 
     async def prefers_private(self, who: Requester) -> bool:
         """Tell whether the user's saved settings ask for private delivery."""
-        return bool((await self._history.get_settings(*who.key)).get("private", False))
+        return _wants_private(await self._history.get_settings(*who.key))
 
     async def submit(
         self,
@@ -160,8 +172,7 @@ class ImageService:
         Only the author may reroll, unless the server's policy opens rerolls to everyone:
         then the new image belongs to whoever asked.
         """
-        open_to_others = bool((await self.policy(who)).get("open_reroll", False))
-        parent = await self._source(who, generation_id, "reroll", open_to_others)
+        parent = await self._source(who, generation_id, "reroll", opened_by="open_reroll")
         request = parent.request.with_seed(self._seeds())
         warnings = rules.check(request, self.catalog, self.limits)
         return await self.submit(
@@ -175,7 +186,7 @@ class ImageService:
         percent: int | None = None,
     ) -> Job:
         """Queue the same seed and settings with the refiner taking over at `percent`."""
-        parent = await self._source(who, generation_id, "refine", open_to_others=False)
+        parent = await self._source(who, generation_id, "refine")
         model = self.catalog.get("model", parent.request.model)
         refiner = parent.request.refiner.model if parent.request.refiner else model.refiner
         if refiner is None:
@@ -189,10 +200,10 @@ class ImageService:
     async def cancel(self, who: Requester, generation_id: int | None = None) -> int:
         """Cancel a queued or running job of the user's (None: their newest) and return its id."""
         if generation_id is None:
-            mine = [job for job in self._jobs.values() if job.requester.key == who.key and not job.finished]
+            mine = self._unfinished(who)
             if not mine:
                 raise NotFound("queued or running generation of yours")
-            generation_id = max(job.id for job in mine)
+            generation_id = mine[-1].id
         job = self._jobs.get(generation_id)
         if job is None or job.finished:
             raise NotFound(f"queued or running generation {format_ref(generation_id)}")
@@ -227,11 +238,14 @@ class ImageService:
 
     def queue(self, who: Requester) -> tuple[int, list[Job]]:
         """Return how many jobs wait in all, and the user's unfinished jobs, oldest first."""
-        mine = sorted(
+        return self._queue.waiting, self._unfinished(who)
+
+    def _unfinished(self, who: Requester) -> list[Job]:
+        """Return the user's queued and running jobs, oldest first."""
+        return sorted(
             (job for job in self._jobs.values() if job.requester.key == who.key and not job.finished),
             key=lambda job: job.id,
         )
-        return self._queue.waiting, mine
 
     async def read_image(self, relative: str) -> bytes:
         """Return the bytes of a stored image file."""
@@ -261,9 +275,7 @@ class ImageService:
         unknown = sorted(set(changes) - set(_SETTING_KEYS))
         if unknown:
             raise InvalidOption("setting", f"'{unknown[0]}' does not exist (settings: {', '.join(_SETTING_KEYS)})")
-        current = dict(await self._history.get_settings(*who.key))
-        current.update(changes)
-        current = {key: value for key, value in current.items() if value is not None}
+        current = _merged(await self._history.get_settings(*who.key), changes)
         # Parsing a probe prompt with the new defaults checks them with the same rules as a request.
         options.parse_text(
             "settings check", catalog=self.catalog, defaults=self._to_defaults(current), limits=self.limits
@@ -291,16 +303,11 @@ class ImageService:
                 raise InvalidOption("server setting", f"'{key}' does not exist (settings: {', '.join(_POLICY_KEYS)})")
             if value is not None and not isinstance(value, kind):
                 raise InvalidOption(key, f"must be {kind.__name__}, not {value!r}")
-        current = dict(await self._history.get_policy(who.platform, who.workspace))
-        current.update(changes)
-        current = {key: value for key, value in current.items() if value is not None}
+        current = _merged(await self._history.get_policy(who.platform, who.workspace), changes)
         await self._history.put_policy(who.platform, who.workspace, current)
         return current
 
     # -- running ------------------------------------------------------------------------------------
-
-    async def _defaults(self, who: Requester) -> options.Defaults:
-        return self._to_defaults(await self._history.get_settings(*who.key))
 
     def _to_defaults(self, saved: Mapping[str, object]) -> options.Defaults:
         def number(key: str) -> int | None:
@@ -319,14 +326,19 @@ class ImageService:
             cfg=float(cfg) if isinstance(cfg, int | float) else None,
         )
 
-    async def _source(self, who: Requester, generation_id: int | None, action: str, open_to_others: bool) -> Generation:
+    async def _source(
+        self, who: Requester, generation_id: int | None, action: str, *, opened_by: str | None = None
+    ) -> Generation:
+        """Return the generation to act on: the user's own, or another's where the policy key `opened_by` allows."""
         if generation_id is None:
             latest = await self._history.latest(who.platform, who.user_id)
             if latest is None:
                 raise NotFound(f"earlier image of yours to {action}; make one with /imagine first")
             return latest
         generation = await self.details(who, generation_id)
-        if (generation.platform, generation.user_id) != who.key and not open_to_others:
+        if (generation.platform, generation.user_id) != who.key and not (
+            opened_by is not None and (await self.policy(who)).get(opened_by, False)
+        ):
             raise NotAllowed(action)
         return generation
 

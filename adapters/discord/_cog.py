@@ -14,6 +14,7 @@ import asyncio
 import io
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from math import gcd
 from pathlib import PurePath
 from typing import Any
 
@@ -48,8 +49,6 @@ PREVIEW_EVERY = 2
 
 
 def _ratio(width: int, height: int) -> str:
-    from math import gcd
-
     divisor = gcd(width, height)
     return f"{width // divisor}:{height // divisor}"
 
