@@ -25,25 +25,13 @@ from bot.actions import format_ref, parse_ref_args
 from bot.errors import BotError, InvalidOption
 from bot.jobs import Job, JobEvent, Requester, progress_bar
 from bot.service import ImageService
+from bot.summary import defaults_line, parse_setting_pairs
 
 __all__ = ["ConsoleChat"]
 
 log = logging.getLogger(__name__)
 
 HELP = __doc__.split("Commands (a leading ``/`` is optional)::", 1)[1].split("It reads", 1)[0].rstrip()
-
-
-def _settings_value(text: str) -> object:
-    if text.lower() in ("", "none", "default"):
-        return None
-    if text.lower() in ("true", "yes", "on", "false", "no", "off"):
-        return text.lower() in ("true", "yes", "on")
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 class ConsoleChat:
@@ -134,17 +122,13 @@ class ConsoleChat:
         return True
 
     async def _settings(self, rest: str) -> bool:
-        changes: dict[str, object] = {}
-        for pair in rest.split():
-            key, sep, value = pair.partition("=")
-            if not sep:
-                raise InvalidOption("settings", f"takes key=value pairs, not '{pair}'")
-            changes[key.strip().lower()] = _settings_value(value.strip())
+        changes = parse_setting_pairs(rest)
+        if changes is None:
+            raise InvalidOption("settings", f"takes key=value pairs, not '{rest}'")
         saved = await (
             self._service.update_settings(self._who, changes) if changes else self._service.settings(self._who)
         )
-        shown = ", ".join(f"{key}={value}" for key, value in sorted(saved.items())) or "none (catalog defaults)"
-        self.say(f"Your defaults: {shown}")
+        self.say(defaults_line(saved))
         return True
 
     async def _help(self, rest: str) -> bool:

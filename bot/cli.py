@@ -8,7 +8,7 @@ the console and every chat platform share one history and one syntax::
     imagebot refine '#12' 90
     imagebot history
     imagebot chat                            # the terminal chat on stdin
-    imagebot run                             # Discord if IMAGEBOT_DISCORD_TOKEN is set, else the console
+    imagebot run                             # Discord and/or Slack where their tokens are set, else the console
 """
 
 from __future__ import annotations
@@ -19,12 +19,19 @@ import getpass
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr
 
 from adapters.console import ConsoleChat
-from bot.bootstrap import App, ConfigurationError, bootstrap
-from bot.config import CoreSettings, DiscordSettings
+from bot.bootstrap import App, ConfigurationError, bootstrap, freeze_startup_heap
+from bot.config import CoreSettings, DiscordSettings, SlackSettings
 from bot.jobs import Requester
+
+if TYPE_CHECKING:
+    from adapters.discord._bot import ImageBot
 
 __all__ = ["main"]
 
@@ -69,9 +76,13 @@ async def _main(command: str, text: str) -> int:
     if main_task is not None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     try:
-        discord_settings = DiscordSettings()
-        if command == "run" and discord_settings.token is not None:
-            await _run_discord(app, discord_settings)
+        chats = _chats(app) if command == "run" else []
+        if chats:
+            freeze_startup_heap()
+            # Each runs until stopped; one failing (a bad token) stops the others.
+            async with asyncio.TaskGroup() as group:
+                for chat_run in chats:
+                    group.create_task(chat_run)
         elif command in ("chat", "run"):
             await chat.run(sys.stdin)
         else:
@@ -84,13 +95,32 @@ async def _main(command: str, text: str) -> int:
     return 0
 
 
-async def _run_discord(app: App, settings: DiscordSettings) -> None:
-    from adapters.discord import setup
+def _chats(app: App) -> list[Coroutine[Any, Any, None]]:
+    """Return the chat adapters whose credentials are set, ready to run (their SDKs imported)."""
+    chats = []
+    discord_settings = DiscordSettings()
+    if discord_settings.token is not None:
+        from adapters.discord import setup
 
-    assert settings.token is not None
-    bot = setup(app.service, settings)
+        chats.append(_run_discord(setup(app.service, discord_settings), discord_settings.token))
+    slack_settings = SlackSettings()
+    if slack_settings.configured:
+        from adapters.slack import running
+
+        chats.append(_run_slack(running(app.service, slack_settings)))
+    elif slack_settings.bot_token is not None:
+        log.warning("Slack: IMAGEBOT_SLACK_BOT_TOKEN is set but neither an app token nor a signing secret is")
+    return chats
+
+
+async def _run_discord(bot: ImageBot, token: SecretStr) -> None:
     async with bot:
-        await bot.start(settings.token.get_secret_value())
+        await bot.start(token.get_secret_value())
+
+
+async def _run_slack(app: AbstractAsyncContextManager[str]) -> None:
+    async with app:
+        await asyncio.Event().wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

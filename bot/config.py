@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["CoreSettings", "DiscordSettings", "LocalWorkerSettings", "QueueSettings"]
+__all__ = ["CoreSettings", "DiscordSettings", "LocalWorkerSettings", "QueueSettings", "SlackSettings"]
 
 
 def _config() -> SettingsConfigDict:
@@ -75,3 +75,28 @@ class DiscordSettings(BaseSettings):
     progress_interval: float = Field(
         default=1.5, ge=0, description="Seconds between progress edits of one message (Discord rate-limits edits)."
     )
+
+
+class SlackSettings(BaseSettings):
+    """The Slack app; it starts when the bot token and either the app token or the signing secret are set."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGEBOT_SLACK_", env_file=".env", extra="ignore")
+
+    bot_token: SecretStr | None = Field(default=None, description="Bot token (xoxb-…); the Slack app runs when set.")
+    app_token: SecretStr | None = Field(
+        default=None, description="App-level token (xapp-…) for Socket Mode, which needs no public URL."
+    )
+    signing_secret: SecretStr | None = Field(
+        default=None, description="Signing secret for HTTP mode (POST /slack/events), used when no app token is set."
+    )
+    api_base: str | None = Field(default=None, description="Web API base URL ending in / (tests: a loopback fake).")
+    host: str = Field(default="0.0.0.0", description="HTTP mode: the address to listen on.")
+    port: int = Field(default=3000, ge=0, le=65535, description="HTTP mode: the port to listen on.")
+    progress_interval: float = Field(
+        default=2.0, ge=0, description="Seconds between progress updates of one message (chat.update is rate-limited)."
+    )
+
+    @property
+    def configured(self) -> bool:
+        """Tell whether there is enough to start: a bot token and a way to receive events."""
+        return self.bot_token is not None and (self.app_token is not None or self.signing_secret is not None)

@@ -30,9 +30,10 @@ from bot.jobs import Job, JobEvent, Requester
 from bot.options import SDXL_BUCKETS
 from bot.rules import SCHEDULERS
 from bot.service import ImageService
+from bot.summary import defaults_line, details_text, progress_line
 from bot.upload import fit_upload
 
-from ._render import details_text, history_text, progress_text, result_embed
+from ._render import history_text, result_embed
 from ._views import result_view, running_view
 
 __all__ = ["ImagesCog"]
@@ -251,8 +252,7 @@ class ImagesCog(commands.Cog, name="Images"):
 
         async def update() -> str:
             saved = await (self.service.update_settings(who, changes) if changes else self.service.settings(who))
-            shown = ", ".join(f"{key}={value}" for key, value in sorted(saved.items()))
-            return "Your defaults: " + (shown or "none (the model's own)")
+            return defaults_line(saved)
 
         await self._reply(interaction, update())
 
@@ -328,7 +328,7 @@ class ImagesCog(commands.Cog, name="Images"):
             log.info("reaction %s on %s by %s refused: %s", action, generation.id, payload.user_id, error)
             return
         message = await channel.send(
-            progress_text(job, JobEvent("queued")),
+            progress_line(job, JobEvent("queued")),
             view=running_view(job.id),
             reference=discord.MessageReference(message_id=payload.message_id, channel_id=payload.channel_id),
             mention_author=False,
@@ -356,7 +356,7 @@ class ImagesCog(commands.Cog, name="Images"):
                 if event.final:
                     await self._show_outcome(job, event, edit, upload_limit)
                     return
-                text = progress_text(job, event)
+                text = progress_line(job, event)
                 now = loop.time()
                 if text == shown or (event.kind == "progress" and now - shown_at < self.settings.progress_interval):
                     continue
@@ -397,7 +397,7 @@ class ImagesCog(commands.Cog, name="Images"):
             await interaction.response.send_message(f"✖ {error}", ephemeral=True)
             return
         await interaction.response.send_message(
-            progress_text(job, JobEvent("queued")), ephemeral=job.private, view=running_view(job.id)
+            progress_line(job, JobEvent("queued")), ephemeral=job.private, view=running_view(job.id)
         )
         self._follow_interaction(interaction, job)
 
@@ -410,7 +410,7 @@ class ImagesCog(commands.Cog, name="Images"):
         await interaction.response.send_message(content, ephemeral=True)
 
     async def _details(self, interaction: discord.Interaction, generation_id: int) -> str:
-        return details_text(await self.service.details(requester(interaction), generation_id))
+        return details_text(await self.service.details(requester(interaction), generation_id), limit=1700)
 
     async def _cancel(self, interaction: discord.Interaction, generation_id: int | None) -> str:
         cancelled = await self.service.cancel(requester(interaction), generation_id)

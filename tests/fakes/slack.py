@@ -11,7 +11,10 @@ What it fakes
   ``chat.postMessage`` / ``update`` / ``postEphemeral`` / ``delete``, ``views.open`` / ``update``,
   ``reactions.add``, ``conversations.info``, ``apps.connections.open`` and the three-step upload
   that ``files_upload_v2`` uses (``files.getUploadURLExternal``, a POST of the raw bytes to the
-  returned URL on this server, ``files.completeUploadExternal``). Unknown methods are recorded and
+  returned URL on this server, ``files.completeUploadExternal``) and ``files.delete``. A
+  ``chat.postMessage`` to a user id lands in the app's direct message with them (``D…``, see
+  ``dm_channel``); channels in ``fake.not_member`` refuse posts and uploads with ``not_in_channel``,
+  as Slack does for a channel the bot was not invited to. Unknown methods are recorded and
   answered ``{"ok": false, "error": "unknown_method"}``; a call without a token gets ``not_authed``.
   Messages live in ``fake.messages[(channel, ts)]`` (``SlackMessage``, with an ``updates`` list of
   snapshots: one at creation, one per ``chat.update``); views in ``fake.views[view_id]``.
@@ -103,6 +106,7 @@ class SlackFile:
     title: str | None = None
     shared: bool = False
     channel: str | None = None
+    deleted: bool = False
 
 
 @dataclass
@@ -142,6 +146,7 @@ class FakeSlack:
         self.uploads: dict[str, SlackFile] = {}
         self.reactions: list[tuple[str, str, str]] = []
         self.sockets: list[SocketConnection] = []
+        self.not_member: set[str] = set()  # channels the bot is not in: posting there fails
         self.socket_acks: list[dict] = []
         self.base = ""
         self.api_base = ""
@@ -268,6 +273,7 @@ class FakeSlack:
             "conversations.info": self._conversations_info,
             "files.getUploadURLExternal": self._get_upload_url,
             "files.completeUploadExternal": self._complete_upload,
+            "files.delete": self._files_delete,
         }
 
     def _auth_test(self, call: SlackCall) -> dict:
@@ -316,10 +322,18 @@ class FakeSlack:
         self.messages[(channel, message.ts)] = message
         return message
 
+    def dm_channel(self, user_id: str) -> str:
+        """Return the id of the direct-message conversation between the app and a user."""
+        return "D" + user_id.removeprefix("U")
+
     def _post_message(self, call: SlackCall) -> dict:
         channel = call.args.get("channel")
         if not channel:
             return {"ok": False, "error": "channel_not_found"}
+        if channel in self.not_member:
+            return {"ok": False, "error": "not_in_channel"}
+        if channel.startswith("U"):  # a user id posts into the app's direct message with that user
+            channel = self.dm_channel(channel)
         message = self._create(channel, call.args)
         return {"ok": True, "channel": channel, "ts": message.ts, "message": self.message_payload(message)}
 
@@ -348,6 +362,8 @@ class FakeSlack:
         channel, user = call.args.get("channel"), call.args.get("user")
         if not channel or not user:
             return {"ok": False, "error": "invalid_arguments"}
+        if channel in self.not_member:
+            return {"ok": False, "error": "not_in_channel"}
         message = self._create(channel, call.args, ephemeral_user=user)
         return {"ok": True, "message_ts": message.ts}
 
@@ -427,6 +443,8 @@ class FakeSlack:
             file.title = item.get("title") or file.filename
             uploaded.append(file)
         channel = call.args.get("channel_id") or (call.args.get("channels") or "").split(",")[0] or None
+        if channel in self.not_member:
+            return {"ok": False, "error": "not_in_channel"}
         if channel:
             args = {**call.args, "text": call.args.get("initial_comment")}
             self._create(channel, args, files=[(f.filename, f.data or b"") for f in uploaded])
@@ -439,6 +457,20 @@ class FakeSlack:
                 for f in uploaded
             ],
         }
+
+    def _files_delete(self, call: SlackCall) -> dict:
+        file = self.uploads.get(call.args.get("file", ""))
+        if file is None or file.deleted:
+            return {"ok": False, "error": "file_not_found"}
+        file.deleted = True
+        # A message whose files are all deleted is gone from the channel, as in Slack.
+        for message in self.messages.values():
+            names = {name for name, _ in message.files}
+            if file.filename in names and all(
+                f.deleted for f in self.uploads.values() if f.filename in names and f.channel == message.channel
+            ):
+                message.deleted = True
+        return {"ok": True}
 
     async def _response_url(self, request: web.Request) -> web.Response:
         text = await request.text()
@@ -651,6 +683,19 @@ class FakeSlack:
             "trigger_id": self.new_trigger_id(),
             "view": view,
             "response_urls": [],
+        }
+
+    def reaction_event(
+        self, reaction: str, *, user_id: str = "U_ALICE", channel_id: str = "C1", message_ts: str = ""
+    ) -> dict:
+        """Return the ``reaction_added`` event of a user reacting to a message (for ``send_event``)."""
+        message = self.messages.get((channel_id, message_ts))
+        return {
+            "type": "reaction_added",
+            "user": user_id,
+            "reaction": reaction,
+            "item": {"type": "message", "channel": channel_id, "ts": message_ts},
+            "item_user": self.bot_user_id if message is not None else "U_SOMEONE",
         }
 
     def event_envelope(self, event: dict) -> dict:

@@ -11,16 +11,14 @@ from pathlib import Path
 import pytest
 
 from adapters.discord import setup
-from bot.catalog import load_catalog
 from bot.config import DiscordSettings
 from bot.jobs import Requester
-from bot.options import Limits
 from bot.service import ImageService
 from inference.base import Backend
-from storage.files import ImageFiles
-from storage.history import HistoryStore, SqliteHistory
+from storage.history import HistoryStore
 from tests.fakes.backend import FakeBackend
 from tests.fakes.discord import FakeDiscord, patch_discord
+from tests.fakes.service import started_service
 
 
 @dataclass
@@ -43,32 +41,20 @@ class Running:
 @contextlib.asynccontextmanager
 async def running_bot(fake: FakeDiscord, backend: Backend, data_dir: Path, **service_options):
     """Start service and bot on `data_dir`; stop both (not the backend) on exit."""
-    history = await SqliteHistory.open(data_dir / "imagebot.sqlite3")
-    service = ImageService(
-        backend=backend,
-        history=history,
-        files=ImageFiles(data_dir),
-        catalog=load_catalog(),
-        default_model="tiny",
-        limits=Limits(pixel_budget=4 * 1024 * 1024),
-        **service_options,
-    )
-    await service.start()
     settings = DiscordSettings(
         token="fake-token", api_base=fake.api_base, gateway_url=fake.gateway_url, progress_interval=0
     )
-    bot = setup(service, settings, guild_ready_timeout=0.1)
-    connections = fake.connections
-    task = asyncio.create_task(bot.start("fake-token"))
-    try:
-        await fake.wait_ready(connections + 1)
-        yield Running(fake, service, backend, history, data_dir, bot, task)
-    finally:
-        await bot.close()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(task, 10)
-        await service.aclose()
-        await history.close()
+    async with started_service(backend, data_dir, **service_options) as (service, history):
+        bot = setup(service, settings, guild_ready_timeout=0.1)
+        connections = fake.connections
+        task = asyncio.create_task(bot.start("fake-token"))
+        try:
+            await fake.wait_ready(connections + 1)
+            yield Running(fake, service, backend, history, data_dir, bot, task)
+        finally:
+            await bot.close()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 10)
 
 
 @pytest.fixture

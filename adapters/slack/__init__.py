@@ -1,0 +1,66 @@
+"""The Slack front end (slack-bolt): /imagine, shortcuts with modals, Block Kit buttons, reactions."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.config import SlackSettings
+from bot.service import ImageService
+
+from ._app import SlackImages
+
+__all__ = ["EVENTS_PATH", "running", "setup"]
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+
+
+def setup(service: ImageService, settings: SlackSettings) -> tuple[AsyncApp, SlackImages]:
+    """Return a Bolt app with the image listeners, pointed at the configured Web API."""
+    if settings.bot_token is None:
+        raise ValueError("IMAGEBOT_SLACK_BOT_TOKEN is not set")
+    client_options = {"base_url": settings.api_base} if settings.api_base else {}
+    client = AsyncWebClient(token=settings.bot_token.get_secret_value(), **client_options)
+    secret = settings.signing_secret.get_secret_value() if settings.signing_secret else None
+    app = AsyncApp(client=client, signing_secret=secret)
+    return app, SlackImages(app, service, settings)
+
+
+@contextlib.asynccontextmanager
+async def running(service: ImageService, settings: SlackSettings) -> AsyncIterator[str]:
+    """Run the app until the block ends; yield where Slack reaches it (Socket Mode, or the HTTP URL).
+
+    With an app token the app connects out over Socket Mode; otherwise it serves
+    signed HTTP requests on ``POST /slack/events`` at the configured host and port.
+    """
+    app, images = setup(service, settings)
+    try:
+        if settings.app_token is not None:
+            handler = AsyncSocketModeHandler(app, app_token=settings.app_token.get_secret_value())
+            await handler.connect_async()
+            log.info("Slack: connected over Socket Mode")
+            try:
+                yield "socket mode"
+            finally:
+                await handler.close_async()
+        else:
+            runner = web.AppRunner(app.web_app(path=EVENTS_PATH), access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, settings.host, settings.port).start()
+            host, port = runner.addresses[0][:2]
+            url = f"http://{host}:{port}{EVENTS_PATH}"
+            log.info("Slack: serving events on %s", url)
+            try:
+                yield url
+            finally:
+                await runner.cleanup()
+    finally:
+        await images.aclose()

@@ -1,0 +1,366 @@
+"""Slack listeners: commands, shortcuts, modals, buttons and reactions in, `ImageService` calls out.
+
+Every listener acknowledges before any slow work, well inside Slack's 3
+seconds; only the modal submissions ask the service first (a few milliseconds
+of SQLite), because their refusal is the acknowledgement itself (an error on
+the offending field). A queued job gets a placeholder card that a task keeps
+updating: queue position, progress, and finally the settings and buttons,
+with the image uploaded just below it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from pathlib import PurePath
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.actions import ACTION_ID_PATTERN, Action, RefArgs, decode_action, format_ref, parse_ref_args
+from bot.config import SlackSettings
+from bot.errors import BotError, InvalidOption
+from bot.jobs import Job, JobEvent, Requester
+from bot.rules import DEFAULT_REFINE_PERCENT
+from bot.service import ImageService
+from bot.summary import defaults_line, details_text, parse_setting_pairs
+
+from ._blocks import (
+    COMMAND,
+    GENERATE_SHORTCUT,
+    HELP,
+    IMAGINE_VIEW,
+    REFINE_SHORTCUT,
+    REFINE_VIEW,
+    REROLL_SHORTCUT,
+    Destination,
+    escape,
+    failed_blocks,
+    history_text,
+    imagine_modal,
+    modal_field,
+    progress_blocks,
+    refine_modal,
+    refine_target,
+    result_blocks,
+    view_values,
+)
+
+__all__ = ["EVENTS", "REACTIONS", "SlackImages"]
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "slack"
+GENERIC_ERROR = "Something went wrong; it has been logged."
+NOT_AN_IMAGE = "That message is not one of my images; use this on a message with an image's buttons."
+CANNOT_POST = "I cannot post in this conversation; invite me with `/invite @imagebot`, or pick another one."
+# Reactions on a result card do what its buttons do (Slack's names for 🔄, ✨ and ❌).
+REACTIONS: dict[str, Action] = {"arrows_counterclockwise": "reroll", "sparkles": "refine", "x": "delete"}
+EVENTS = ("reaction_added",)
+
+
+def message_ref(channel: str, ts: str) -> str:
+    """Return how a Slack message is remembered: a ts is unique only within its channel."""
+    return f"{channel}:{ts}"
+
+
+def _team(body: dict[str, Any]) -> str | None:
+    return (body.get("team") or {}).get("id") or body.get("team_id")
+
+
+class SlackImages:
+    """The image commands, shortcuts, buttons and reactions of one Bolt app.
+
+    Args:
+        app: the Bolt app to register the listeners on.
+        service: the image service.
+        settings: the Slack settings (progress interval).
+    """
+
+    def __init__(self, app: AsyncApp, service: ImageService, settings: SlackSettings) -> None:
+        self.client: AsyncWebClient = app.client
+        self.service = service
+        self.settings = settings
+        self._tasks: set[asyncio.Task[None]] = set()
+        app.command(COMMAND)(self.on_command)
+        app.shortcut(GENERATE_SHORTCUT)(self.on_generate_shortcut)
+        app.view(IMAGINE_VIEW)(self.on_imagine_submit)
+        app.shortcut(REROLL_SHORTCUT)(self.on_reroll_shortcut)
+        app.shortcut(REFINE_SHORTCUT)(self.on_refine_shortcut)
+        app.view(REFINE_VIEW)(self.on_refine_submit)
+        app.action(ACTION_ID_PATTERN)(self.on_button)
+        app.event("reaction_added")(self.on_reaction)
+        app.error(self.on_error)
+
+    async def aclose(self) -> None:
+        """Stop following jobs; the jobs themselves run on."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- /imagine -----------------------------------------------------------------------------------
+
+    async def on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
+        """Handle ``/imagine <prompt and flags>`` and its words (help, history, settings and more)."""
+        await ack()
+        who = Requester(PLATFORM, command["user_id"], workspace=command.get("team_id"), channel=command["channel_id"])
+        where = Destination(command["channel_id"])
+        text = (command.get("text") or "").strip()
+        try:
+            await self._command(who, where, text)
+        except BotError as error:
+            await self._tell(who, f"✖ {error}")
+
+    async def _command(self, who: Requester, where: Destination, text: str) -> None:
+        word, _, rest = text.partition(" ")
+        word, rest = word.lower(), rest.strip()
+        if word in ("", "help"):
+            await self._tell(who, HELP)
+        elif word == "history" and (not rest or rest.isdigit()):
+            limit = min(max(int(rest or 10), 1), 25)
+            await self._tell(who, history_text(await self.service.history(who, limit=limit)))
+        elif word == "settings" and (changes := parse_setting_pairs(rest)) is not None:
+            saved = await (self.service.update_settings(who, changes) if changes else self.service.settings(who))
+            await self._tell(who, defaults_line(saved))
+        elif word == "queue" and not rest:
+            waiting, mine = self.service.queue(who)
+            lines = [f"{waiting} waiting in all."] + [
+                f"{format_ref(job.id)} · {'being made' if job.position == 0 else f'position {job.position}'}"
+                for job in mine
+            ]
+            await self._tell(who, "\n".join(lines if mine else [*lines, "You have nothing queued."]))
+        elif word in ("reroll", "refine", "cancel") and (args := _ref_args(rest, word == "refine")) is not None:
+            if word == "cancel":
+                await self._tell(who, f"⏹ Cancelling {format_ref(await self.service.cancel(who, args.generation_id))}.")
+            elif word == "reroll":
+                await self._start(await self.service.reroll(who, args.generation_id), where)
+            else:
+                await self._start(await self.service.refine(who, args.generation_id, args.percent), where)
+        else:
+            # Anything else is a prompt, even one that starts with a command word ("history of rome").
+            await self._start(await self.service.imagine(text, who), where)
+
+    # -- the "Generate image" modal -----------------------------------------------------------------
+
+    async def on_generate_shortcut(self, ack: AsyncAck, shortcut: dict[str, Any]) -> None:
+        """Open the "Generate image" modal."""
+        await ack()
+        await self.client.views_open(
+            trigger_id=shortcut["trigger_id"], view=imagine_modal(self.service.catalog, self.service.default_model)
+        )
+
+    async def on_imagine_submit(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        """Queue the modal's generation, or keep the modal open with the error on its field."""
+        values = view_values(view)
+        channel = values.pop("channel", None)
+        user = body["user"]["id"]
+        loras = values.pop("lora", None) or []
+        given: dict[str, object] = {key: value for key, value in values.items() if value not in (None, "")}
+        if loras:
+            given["lora"] = ", ".join(loras)
+        who = Requester(PLATFORM, user, workspace=_team(body), channel=channel if isinstance(channel, str) else None)
+        try:
+            # No conversation picked: the image goes to the user's direct messages, privately.
+            job = await self.service.imagine(given, who, private=None if who.channel else True)
+        except BotError as error:
+            field = modal_field(getattr(error, "option", None), set(given))
+            await ack(response_action="errors", errors={field: str(error)})
+            return
+        await ack()
+        await self._start(job, Destination(who.channel or user))
+
+    # -- message shortcuts --------------------------------------------------------------------------
+
+    async def on_reroll_shortcut(self, ack: AsyncAck, shortcut: dict[str, Any]) -> None:
+        """Reroll the image whose message the shortcut was used on."""
+        await ack()
+        who, where, generation_id = await self._shortcut_target(shortcut)
+        if generation_id is None:
+            await self._tell(who, NOT_AN_IMAGE)
+            return
+        try:
+            await self._start(await self.service.reroll(who, generation_id), where)
+        except BotError as error:
+            await self._tell(who, f"✖ {error}")
+
+    async def on_refine_shortcut(self, ack: AsyncAck, shortcut: dict[str, Any]) -> None:
+        """Ask where the refiner should start, for the image whose message the shortcut was used on."""
+        await ack()
+        who, where, generation_id = await self._shortcut_target(shortcut)
+        if generation_id is None:
+            await self._tell(who, NOT_AN_IMAGE)
+            return
+        await self.client.views_open(
+            trigger_id=shortcut["trigger_id"], view=refine_modal(generation_id, where, DEFAULT_REFINE_PERCENT)
+        )
+
+    async def on_refine_submit(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        """Queue the refine, or keep the modal open with the refusal on the percent field."""
+        generation_id, where = refine_target(view)
+        who = Requester(PLATFORM, body["user"]["id"], workspace=_team(body), channel=where.channel)
+        try:
+            percent = parse_ref_args(str(view_values(view).get("percent") or ""), allow_percent=True).percent
+            job = await self.service.refine(who, generation_id, percent)
+        except BotError as error:
+            await ack(response_action="errors", errors={"percent": str(error)})
+            return
+        await ack()
+        await self._start(job, where)
+
+    async def _shortcut_target(self, shortcut: dict[str, Any]) -> tuple[Requester, Destination, int | None]:
+        channel = shortcut["channel"]["id"]
+        who = Requester(PLATFORM, shortcut["user"]["id"], workspace=_team(shortcut), channel=channel)
+        generation = await self.service.by_message(PLATFORM, message_ref(channel, shortcut["message_ts"]))
+        thread = (shortcut.get("message") or {}).get("thread_ts")
+        return who, Destination(channel, thread), generation.id if generation else None
+
+    # -- buttons and reactions ----------------------------------------------------------------------
+
+    async def on_button(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+        """Do what a card's button says."""
+        await ack()
+        decoded = decode_action(action["action_id"])
+        if decoded is None:  # the listener's pattern matched, so this cannot happen
+            return
+        kind, generation_id = decoded
+        channel = body["channel"]["id"]
+        who = Requester(PLATFORM, body["user"]["id"], workspace=_team(body), channel=channel)
+        card_ts = (body.get("container") or {}).get("message_ts", "")
+        where = Destination(channel, (body.get("message") or {}).get("thread_ts"))
+        files = [file_id for file_id in action.get("value", "").split(",") if file_id.startswith("F")]
+        try:
+            await self._act(kind, who, generation_id, where, card_ts, files)
+        except BotError as error:
+            await self._tell(who, f"✖ {error}")
+
+    async def on_reaction(self, event: dict[str, Any], context: AsyncBoltContext) -> None:
+        """Do what a card's button does when someone reacts to it with 🔄, ✨ or ❌."""
+        kind = REACTIONS.get(event.get("reaction", ""))
+        item = event.get("item") or {}
+        if kind is None or item.get("type") != "message":
+            return
+        channel, ts = item["channel"], item["ts"]
+        generation = await self.service.by_message(PLATFORM, message_ref(channel, ts))
+        if generation is None:
+            return
+        who = Requester(PLATFORM, event["user"], workspace=context.team_id, channel=channel)
+        try:
+            await self._act(kind, who, generation.id, Destination(channel), ts, [])
+        except BotError as error:
+            await self._tell(who, f"✖ {error}")
+
+    async def _act(
+        self, kind: Action, who: Requester, generation_id: int, where: Destination, card_ts: str, files: list[str]
+    ) -> None:
+        if kind == "reroll":
+            await self._start(await self.service.reroll(who, generation_id), where)
+        elif kind == "refine":
+            await self._start(await self.service.refine(who, generation_id), where)
+        elif kind == "details":
+            generation = await self.service.details(who, generation_id)
+            await self._tell(who, details_text(generation, limit=2800, quote=escape))
+        elif kind == "cancel":
+            await self._tell(who, f"⏹ Cancelling {format_ref(await self.service.cancel(who, generation_id))}.")
+        else:
+            await self.service.delete(who, generation_id)
+            await self.client.chat_delete(channel=where.channel, ts=card_ts)
+            for file_id in files:
+                await self.client.files_delete(file=file_id)
+
+    async def on_error(self, error: Exception, body: dict[str, Any]) -> None:
+        """Log an unexpected failure and tell the user one sentence, never a traceback."""
+        log.error("Slack request failed", exc_info=error)
+        user = body.get("user_id") or (body.get("user") or {}).get("id")
+        channel = body.get("channel_id") or (body.get("channel") or {}).get("id")
+        if isinstance(user, str) and isinstance(channel, str):
+            await self._tell(Requester(PLATFORM, user, channel=channel), f"✖ {GENERIC_ERROR}")
+
+    # -- following a job ----------------------------------------------------------------------------
+
+    async def _start(self, job: Job, where: Destination) -> None:
+        """Post the job's card and follow it; a card that cannot be posted cancels the job."""
+        channel = job.requester.user_id if job.private else where.channel
+        text, blocks = progress_blocks(job, JobEvent("queued"))
+        try:
+            posted = await self.client.chat_postMessage(
+                channel=channel, thread_ts=None if job.private else where.thread_ts, text=text, blocks=blocks
+            )
+        except SlackApiError as error:
+            log.info("could not post the card of %s: %s", format_ref(job.id), error.response.get("error"))
+            await self.service.cancel(job.requester, job.id)
+            await self._tell(job.requester, CANNOT_POST)
+            return
+        # Posting to a user id lands in the direct message with the app; the answer names that channel.
+        card = Destination(posted["channel"], None if job.private else where.thread_ts)
+        # Remembered now, so that a reaction or shortcut on the card finds the image as soon as it shows.
+        await self.service.attach_message(job.id, message_ref(card.channel, posted["ts"]))
+        self._spawn(self._follow(job, card, posted["ts"]))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _follow(self, job: Job, card: Destination, ts: str) -> None:
+        """Update the card through a job's life, at most once per interval while it makes progress."""
+        loop = asyncio.get_running_loop()
+        shown: str | None = None
+        shown_at = float("-inf")
+        try:
+            async for event in job.events():
+                if event.final:
+                    await self._show_outcome(job, event, card, ts)
+                    return
+                text, blocks = progress_blocks(job, event)
+                now = loop.time()
+                if text == shown or (event.kind == "progress" and now - shown_at < self.settings.progress_interval):
+                    continue
+                await self.client.chat_update(channel=card.channel, ts=ts, text=text, blocks=blocks)
+                shown, shown_at = text, now
+        except SlackApiError as error:
+            # The card was deleted, or Slack refused; the image stays in history.
+            log.warning("could not update the card of %s: %s", format_ref(job.id), error.response.get("error"))
+
+    async def _show_outcome(self, job: Job, event: JobEvent, card: Destination, ts: str) -> None:
+        if event.kind != "done" or event.generation is None:
+            text, blocks = failed_blocks(job, event.message or "The generation failed.")
+            await self.client.chat_update(channel=card.channel, ts=ts, text=text, blocks=blocks)
+            return
+        generation = event.generation
+        uploads = [
+            {
+                "file": await self.service.read_image(image.path),
+                "filename": f"imagebot-{PurePath(image.path).name}",
+                "title": f"{format_ref(generation.id)} · seed {image.seed}",
+            }
+            for image in generation.images
+        ]
+        response = await self.client.files_upload_v2(
+            channel=card.channel, thread_ts=card.thread_ts, file_uploads=uploads
+        )
+        file_ids = [file["id"] for file in response.get("files") or []]
+        text, blocks = result_blocks(generation, file_ids)
+        await self.client.chat_update(channel=card.channel, ts=ts, text=text, blocks=blocks)
+
+    # -- replies ------------------------------------------------------------------------------------
+
+    async def _tell(self, who: Requester, text: str) -> None:
+        """Say something to one user only: ephemeral where they are, else in a direct message."""
+        try:
+            if who.channel is not None:
+                await self.client.chat_postEphemeral(channel=who.channel, user=who.user_id, text=text)
+                return
+        except SlackApiError as error:
+            log.info("ephemeral message refused (%s); sending a direct message", error.response.get("error"))
+        await self.client.chat_postMessage(channel=who.user_id, text=text)
+
+
+def _ref_args(text: str, allow_percent: bool) -> RefArgs | None:
+    """Return ``[#id] [percent]`` arguments, or None when the words are a prompt instead."""
+    try:
+        return parse_ref_args(text, allow_percent=allow_percent)
+    except InvalidOption:
+        return None

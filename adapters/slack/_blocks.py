@@ -1,0 +1,338 @@
+"""What the Slack app shows, as Block Kit: the progress card, the result card, the modals, listings.
+
+Pure functions from service values to Slack JSON; nothing here talks to Slack.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from bot.actions import Action, encode_action, format_ref
+from bot.catalog import Catalog
+from bot.jobs import Job, JobEvent
+from bot.options import SDXL_BUCKETS
+from bot.summary import history_line, progress_line, result_fields
+
+if TYPE_CHECKING:
+    from storage.history import Generation
+
+__all__ = [
+    "COMMAND",
+    "GENERATE_SHORTCUT",
+    "HELP",
+    "IMAGINE_VIEW",
+    "REFINE_SHORTCUT",
+    "REFINE_VIEW",
+    "REROLL_SHORTCUT",
+    "Destination",
+    "escape",
+    "failed_blocks",
+    "history_text",
+    "imagine_modal",
+    "modal_field",
+    "progress_blocks",
+    "refine_modal",
+    "refine_target",
+    "result_blocks",
+    "view_values",
+]
+
+Block = dict[str, Any]
+
+# The names the app manifest (deploy/slack-manifest.yaml) declares; a test checks both agree.
+COMMAND = "/imagine"
+GENERATE_SHORTCUT = "generate_image"
+REROLL_SHORTCUT = "reroll_image"
+REFINE_SHORTCUT = "refine_image"
+IMAGINE_VIEW = "imagine_modal"
+REFINE_VIEW = "refine_modal"
+
+HELP = """\
+*/imagine* `a red fox --seed 7 --refiner 90 --lora pixel-art:0.8` — make an image. Flags: \
+`--seed --steps --refiner --lora --no --ar --cfg --sampler --n --model`
+*/imagine reroll* `[#id]` — same settings, new seed (default: your latest image)
+*/imagine refine* `[#id] [percent]` — same seed; the SDXL refiner takes over at percent (85)
+*/imagine cancel* `[#id]` · */imagine queue* · */imagine history* `[count]`
+*/imagine settings* `[steps=30 refiner_percent=85 private=true …]` — your defaults (`key=none` removes one)
+Under an image: the buttons, or react :arrows_counterclockwise: to reroll, :sparkles: to refine, \
+:x: to delete. The *Generate image* shortcut opens a form; *Reroll image* and *Refine image…* work on \
+an image's message."""
+
+_BUTTONS: dict[Action, tuple[str, str | None]] = {
+    "reroll": ("🔄 Reroll", "primary"),
+    "refine": ("✨ Refine", None),
+    "details": ("ℹ️ Details", None),
+    "delete": ("🗑 Delete", "danger"),
+    "cancel": ("⏹ Cancel", "danger"),
+}
+
+# Slack's own limits (Block Kit reference).
+_SECTION_TEXT = 3000
+_FIELD_TEXT = 2000
+_MAX_FIELDS = 10
+_OPTION_TEXT = 75
+_MAX_OPTIONS = 100
+
+
+def escape(text: str) -> str:
+    """Escape the three characters mrkdwn gives a meaning to."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _plain(text: str) -> dict[str, Any]:
+    return {"type": "plain_text", "text": text, "emoji": True}
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text}
+
+
+def _context(text: str) -> Block:
+    return {"type": "context", "elements": [_mrkdwn(text[:_SECTION_TEXT])]}
+
+
+def _button(action: Action, generation_id: int, value: str = "") -> dict[str, Any]:
+    label, style = _BUTTONS[action]
+    button: dict[str, Any] = {
+        "type": "button",
+        "action_id": encode_action(action, generation_id),
+        "text": _plain(label),
+        "value": value or str(generation_id),
+    }
+    if style:
+        button["style"] = style
+    if action == "delete":
+        button["confirm"] = {
+            "title": _plain("Delete this image?"),
+            "text": _mrkdwn("The image and its history entry are removed for good."),
+            "confirm": _plain("Delete"),
+            "deny": _plain("Keep"),
+            "style": "danger",
+        }
+    return button
+
+
+def _prompt_line(prompt: str, limit: int = 300) -> str:
+    return escape(prompt if len(prompt) <= limit else prompt[: limit - 1] + "…")
+
+
+def progress_blocks(job: Job, event: JobEvent) -> tuple[str, list[Block]]:
+    """Return (fallback text, blocks) of the card while an image is queued or being made."""
+    line = progress_line(job, event)
+    blocks: list[Block] = [
+        {"type": "section", "text": _mrkdwn(line)},
+        _context(f"<@{job.requester.user_id}> · {_prompt_line(job.request.prompt)}"),
+        {"type": "actions", "elements": [_button("cancel", job.id)]},
+    ]
+    return line, blocks
+
+
+def failed_blocks(job: Job, message: str) -> tuple[str, list[Block]]:
+    """Return (fallback text, blocks) of the card of a failed or cancelled image."""
+    line = f"✖ {format_ref(job.id)} · {message}"
+    return line, [
+        {"type": "section", "text": _mrkdwn(escape(line))},
+        _context(f"<@{job.requester.user_id}> · {_prompt_line(job.request.prompt)}"),
+    ]
+
+
+def result_blocks(generation: Generation, file_ids: Sequence[str]) -> tuple[str, list[Block]]:
+    """Return (fallback text, blocks) of a finished image's card: prompt, settings, notes and buttons.
+
+    The delete button carries the ids of the uploaded files so that deleting removes them too.
+    """
+    request = generation.request
+    fields = [_mrkdwn(f"*{name}*\n{escape(value)}"[:_FIELD_TEXT]) for name, value in result_fields(generation)]
+    blocks: list[Block] = [
+        {"type": "section", "text": _mrkdwn(f"*{_prompt_line(request.prompt, 2900)}*"), "fields": fields[:_MAX_FIELDS]}
+    ]
+    if request.negative_prompt:
+        blocks.append(_context(f"*Negative:* {_prompt_line(request.negative_prompt, 1000)}"))
+    if generation.warnings:
+        blocks.append(_context("\n".join(f"⚠ {escape(warning)}" for warning in generation.warnings)))
+    origin = f" · {generation.action} of {format_ref(generation.parent_id)}" if generation.parent_id else ""
+    blocks.append(
+        _context(
+            f"{format_ref(generation.id)}{origin} · <@{generation.user_id}> · "
+            "react :arrows_counterclockwise: to reroll, :sparkles: to refine"
+        )
+    )
+    blocks.append(
+        {
+            "type": "actions",
+            "elements": [
+                _button("reroll", generation.id),
+                _button("refine", generation.id),
+                _button("details", generation.id),
+                _button("delete", generation.id, ",".join(file_ids)),
+            ],
+        }
+    )
+    text = f"{format_ref(generation.id)} · seed {generation.seed} · {request.prompt[:200]}"
+    return text, blocks
+
+
+def history_text(generations: Sequence[Generation]) -> str:
+    """Return a user's recent generations, one line each."""
+    if not generations:
+        return "No images yet; make one with `/imagine a red fox`."
+    lines = [escape(history_line(generation)) for generation in generations]
+    lines.append("Reuse one with `/imagine reroll #id` or `/imagine refine #id 90`.")
+    return "\n".join(lines)
+
+
+# -- modals -----------------------------------------------------------------------------------------
+
+# Modal blocks are named after the /imagine options they fill; an error about an option lands on its block.
+_OPTION_BLOCKS = {
+    "prompt": "prompt",
+    "negative prompt": "negative",
+    "model": "model",
+    "size": "size",
+    "lora": "lora",
+    "seed": "seed",
+    "steps": "steps",
+    "refiner": "refiner",
+}
+_VALUE = "value"
+
+
+def _option(text: str, value: str) -> dict[str, Any]:
+    return {"text": _plain(text[:_OPTION_TEXT]), "value": value}
+
+
+def _input(block_id: str, label: str, element: dict[str, Any], *, optional: bool = True, hint: str = "") -> Block:
+    block: Block = {
+        "type": "input",
+        "block_id": block_id,
+        "label": _plain(label),
+        "optional": optional,
+        "element": {**element, "action_id": _VALUE},
+    }
+    if hint:
+        block["hint"] = _plain(hint)
+    return block
+
+
+def imagine_modal(catalog: Catalog, default_model: str) -> dict[str, Any]:
+    """Return the "Generate image" modal: prompt, negative, seed, steps, refiner, LoRAs, model, size, channel."""
+    models = [_option(entry.name, entry.name) for entry in catalog.entries("model")][:_MAX_OPTIONS]
+    loras = [
+        _option(f"{entry.name} — {entry.description}" if entry.description else entry.name, entry.name)
+        for entry in catalog.entries("lora")
+    ][:_MAX_OPTIONS]
+    sizes = [_option(f"{w}×{h}", f"{w}x{h}") for w, h in SDXL_BUCKETS]
+    blocks = [
+        _input(
+            "prompt",
+            "Prompt",
+            {"type": "plain_text_input", "multiline": True, "max_length": 3000},
+            optional=False,
+            hint="Flags such as --ar 16:9 work here too.",
+        ),
+        _input("negative", "Negative prompt", {"type": "plain_text_input", "max_length": 3000}),
+        _input("seed", "Seed", {"type": "plain_text_input"}, hint="Empty: a new random seed."),
+        _input(
+            "steps",
+            "Steps",
+            {"type": "number_input", "is_decimal_allowed": False, "min_value": "1", "max_value": "100"},
+        ),
+        _input(
+            "refiner",
+            "Refiner from %",
+            {"type": "number_input", "is_decimal_allowed": False, "min_value": "0", "max_value": "99"},
+            hint="The SDXL refiner takes over at this percent of the steps; 85-90 works best, 0 is off.",
+        ),
+        _input("model", "Model", {"type": "static_select", "options": models}, hint=f"Empty: {default_model}."),
+        _input("size", "Size", {"type": "static_select", "options": sizes}),
+    ]
+    if loras:
+        blocks.append(
+            _input("lora", "LoRAs", {"type": "multi_static_select", "options": loras, "max_selected_items": 5})
+        )
+    blocks.append(
+        _input(
+            "channel",
+            "Post in",
+            {"type": "conversations_select", "default_to_current_conversation": True},
+            hint="Empty: a direct message to you.",
+        )
+    )
+    return {
+        "type": "modal",
+        "callback_id": IMAGINE_VIEW,
+        "title": _plain("Generate image"),
+        "submit": _plain("Generate"),
+        "close": _plain("Cancel"),
+        "blocks": blocks,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """Where a job's card goes: a channel (or DM), maybe a thread; carried through a modal."""
+
+    channel: str
+    thread_ts: str | None = None
+
+
+def refine_modal(generation_id: int, where: Destination, percent: int) -> dict[str, Any]:
+    """Return the "Refine image…" modal asking where the refiner starts."""
+    metadata = {"id": generation_id, "channel": where.channel, "thread_ts": where.thread_ts}
+    element = {
+        "type": "number_input",
+        "is_decimal_allowed": False,
+        "min_value": "1",
+        "max_value": "99",
+        "initial_value": str(percent),
+    }
+    return {
+        "type": "modal",
+        "callback_id": REFINE_VIEW,
+        "private_metadata": json.dumps(metadata),
+        "title": _plain("Refine image"),
+        "submit": _plain("Refine"),
+        "close": _plain("Cancel"),
+        "blocks": [
+            {"type": "section", "text": _mrkdwn(f"Refine {format_ref(generation_id)} with the same seed.")},
+            _input(
+                "percent",
+                "Refiner from %",
+                element,
+                optional=False,
+                hint="The base model runs this share of the steps; the refiner the rest.",
+            ),
+        ],
+    }
+
+
+def refine_target(view: Mapping[str, Any]) -> tuple[int, Destination]:
+    """Return the generation id and destination a refine modal was opened for."""
+    metadata = json.loads(view.get("private_metadata") or "{}")
+    return int(metadata["id"]), Destination(str(metadata["channel"]), metadata.get("thread_ts"))
+
+
+def view_values(view: Mapping[str, Any]) -> dict[str, str | list[str] | None]:
+    """Return block id → the value of its input: text, a selected value, selected values, or None."""
+    values: dict[str, str | list[str] | None] = {}
+    for block_id, actions in (view.get("state") or {}).get("values", {}).items():
+        state = actions.get(_VALUE) or {}
+        kind = state.get("type")
+        if kind == "static_select":
+            values[block_id] = (state.get("selected_option") or {}).get("value")
+        elif kind == "multi_static_select":
+            values[block_id] = [option["value"] for option in state.get("selected_options") or []]
+        elif kind == "conversations_select":
+            values[block_id] = state.get("selected_conversation")
+        else:
+            values[block_id] = state.get("value")
+    return values
+
+
+def modal_field(option: str | None, filled: set[str]) -> str:
+    """Return the modal block an error about `option` belongs on: its own when filled in, else the prompt."""
+    block = _OPTION_BLOCKS.get(option or "")
+    return block if block is not None and block in filled else "prompt"

@@ -1,0 +1,114 @@
+"""Plain-text lines every chat shows the same way: progress, a result's settings, saved defaults.
+
+Discord and Slack both render ``**``-free text with emoji and backticks, so
+these lines are shared; each adapter adds its own markup around them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from bot.actions import format_ref
+from bot.jobs import Job, JobEvent, progress_bar
+from bot.pngmeta import parameters_text
+
+if TYPE_CHECKING:
+    from storage.history import Generation
+
+__all__ = ["defaults_line", "details_text", "history_line", "parse_setting_pairs", "progress_line", "result_fields"]
+
+
+def progress_line(job: Job, event: JobEvent) -> str:
+    """Return the line that stands for the image while it is queued or being made."""
+    head = f"{format_ref(job.id)} · seed {job.request.seed}"
+    if event.kind == "queued":
+        position = job.position if job.position is not None else event.position
+        where = "next in the queue" if position in (None, 0, 1) else f"position {position} in the queue"
+        return f"⏳ {head} · {where}"
+    if event.kind == "progress" and event.progress is not None:
+        step, total, stage = event.progress.step, event.progress.total, event.progress.stage
+        return f"🎨 {head} · {stage} `{progress_bar(step, total)}` {step}/{total}"
+    return f"🎨 {head} · starting"
+
+
+def result_fields(generation: Generation) -> list[tuple[str, str]]:
+    """Return (name, value) pairs describing a finished generation: seed, steps and split, model and more."""
+    request = generation.request
+    base, refined = request.split
+    fields = [
+        ("Seed", str(generation.seed)),
+        ("Steps", f"{request.steps}" + (f" ({base} base + {refined} refiner)" if request.refiner else "")),
+        (
+            "Refiner",
+            f"{request.refiner.model} from {round(100 * base / request.steps)} %" if request.refiner else "off",
+        ),
+        ("Model", request.model),
+        ("Size", f"{request.width}×{request.height}"),
+        ("Sampler", f"{request.scheduler} · CFG {request.cfg_scale:g}"),
+    ]
+    if request.loras:
+        fields.append(("LoRAs", ", ".join(f"{lora.name}:{lora.weight:g}" for lora in request.loras)))
+    if request.count > 1:
+        fields.append(("Images", f"{request.count} (seeds {generation.seed}…{generation.seed + request.count - 1})"))
+    if generation.seconds is not None:
+        fields.append(("Time", f"{generation.seconds:.1f} s"))
+    return fields
+
+
+def details_text(generation: Generation, *, limit: int, quote: Callable[[str], str] = str) -> str:
+    """Return everything needed to reproduce a generation: who and what, then its parameters as a code block.
+
+    Args:
+        generation: the generation.
+        limit: the most characters of parameters shown.
+        quote: escapes the user's text for the chat's markup (Slack's ``&<>``).
+    """
+    lines = [f"{format_ref(generation.id)} · {generation.action} · {generation.status} · <@{generation.user_id}>"]
+    if generation.parent_id:
+        lines.append(f"from {format_ref(generation.parent_id)}")
+    if generation.error:
+        lines.append(f"error: {quote(generation.error)}")
+    text = quote(parameters_text(generation.request, generation.seed))
+    return "\n".join(lines) + f"\n```\n{text[:limit]}\n```"
+
+
+def history_line(generation: Generation) -> str:
+    """Return one generation as a line of a user's history: id, status, seed, model, refiner split, prompt."""
+    request = generation.request
+    refiner = f" · refiner {request.split[0]}/{request.steps}" if request.refiner else ""
+    prompt = request.prompt if len(request.prompt) <= 50 else request.prompt[:49] + "…"
+    return (
+        f"`{format_ref(generation.id)}` {generation.status} · seed `{generation.seed}` · {request.model}"
+        f"{refiner} · {prompt}"
+    )
+
+
+def defaults_line(saved: Mapping[str, object]) -> str:
+    """Return a user's saved defaults as one line."""
+    shown = ", ".join(f"{key}={value}" for key, value in sorted(saved.items()))
+    return "Your defaults: " + (shown or "none (the model's own)")
+
+
+def _setting_value(text: str) -> object:
+    if text.lower() in ("", "none", "default"):
+        return None
+    if text.lower() in ("true", "yes", "on", "false", "no", "off"):
+        return text.lower() in ("true", "yes", "on")
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_setting_pairs(text: str) -> dict[str, object] | None:
+    """Parse ``key=value …`` (``none`` removes a key) into changes; None when a word is not a pair."""
+    changes: dict[str, object] = {}
+    for pair in text.split():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            return None
+        changes[key.strip().lower()] = _setting_value(value.strip())
+    return changes

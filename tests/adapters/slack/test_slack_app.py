@@ -1,0 +1,378 @@
+"""The Slack app over real sockets: slack-bolt ↔ the fake Slack, with the recording backend."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import PurePath
+
+import pytest
+
+from bot.errors import JobCancelled
+from tests.adapters.slack.conftest import Running, action_ids, running_app
+from tests.fakes.backend import FakeBackend
+from tests.fakes.slack import FakeSlack, SlackMessage
+
+
+def _fields(card: SlackMessage) -> dict[str, str]:
+    section = (card.blocks or [])[0]
+    return dict(field["text"].removeprefix("*").split("*\n", 1) for field in section.get("fields", []))
+
+
+async def _imagine(running: Running, text: str, user_id: str = "U_ALICE") -> SlackMessage:
+    before = len(running.cards())
+    sent = await running.fake.send_slash(running.url, text=text, user_id=user_id)
+    assert sent.status == 200 and sent.body == ""
+    return await running.finished_card(before + 1)
+
+
+async def _told(running: Running, user_id: str, text: str) -> None:
+    await running.fake.wait_for(lambda: any(text in said for said in running.ephemeral(user_id)))
+
+
+async def _click(running: Running, card: SlackMessage, action_id: str, user_id: str = "U_ALICE") -> None:
+    (value,) = [
+        element["value"]
+        for block in card.blocks or []
+        for element in block.get("elements") or []
+        if element.get("action_id") == action_id
+    ]
+    sent = await running.fake.send_block_action(
+        running.url, action_id, value, user_id=user_id, message_ts=card.ts, channel_id=card.channel
+    )
+    assert sent.status == 200 and sent.elapsed < 3
+
+
+async def test_imagine_acks_then_updates_a_placeholder_then_uploads_the_image(running: Running) -> None:
+    """/imagine is acknowledged at once; the card moves from queued through progress to the settings and buttons."""
+    fake = running.fake
+    sent = await fake.send_slash(running.url, text="a red fox --seed 7 --steps 4 --refiner 50")
+    assert sent.status == 200 and sent.body == ""
+    assert sent.elapsed < 3
+    card = await running.finished_card(1)
+    texts = [update["text"] for update in card.updates]
+    assert texts[0].startswith("⏳ #1 · seed 7")
+    assert any("base" in text and "2/2" in text for text in texts)
+    assert any("refiner" in text and "2/2" in text for text in texts)
+    assert action_ids(SlackMessage("C1", "0", blocks=card.updates[0]["blocks"])) == ["ib:cancel:1"]
+    fields = _fields(card)
+    assert fields["Seed"] == "7"
+    assert fields["Steps"] == "4 (2 base + 2 refiner)"
+    assert fields["Refiner"] == "tiny-refiner from 50 %"
+    assert card.blocks[0]["text"]["text"] == "*a red fox*"
+    assert action_ids(card) == ["ib:reroll:1", "ib:refine:1", "ib:details:1", "ib:delete:1"]
+    # the image is the stored file (parameters chunk and all), uploaded into the same channel after the card
+    generation = await running.service.details(running.who(), 1)
+    stored = running.data_dir / generation.images[0].path
+    (image_message,) = [m for m in fake.channel_messages() if m.files]
+    assert image_message.files == [(f"imagebot-{PurePath(stored).name}", stored.read_bytes())]
+    assert float(image_message.ts) > float(card.ts)
+    assert generation.message_ref == f"C1:{card.ts}"
+
+
+async def test_bad_input_gets_one_ephemeral_sentence_and_nothing_is_queued(running: Running) -> None:
+    sent = await running.fake.send_slash(running.url, text="a red fox --steps 500")
+    assert sent.status == 200
+    await _told(running, "U_ALICE", "✖ Steps must be from 1 to 100, not 500.")
+    await running.fake.send_slash(running.url, text="a fox --lora pixel-ar")
+    await _told(running, "U_ALICE", "did you mean 'pixel-art'?")
+    assert running.backend.requests == []
+    assert await running.service.history(running.who()) == []
+    assert running.fake.calls_to("chat.postMessage") == []
+    assert all("Traceback" not in text for text in running.ephemeral())
+
+
+async def test_reroll_button_makes_a_new_image_with_a_new_seed(running: Running) -> None:
+    card = await _imagine(running, "a red fox --seed 7 --steps 2")
+    await _click(running, card, "ib:reroll:1")
+    second = await running.finished_card(2)
+    assert _fields(second)["Seed"] == "100"
+    first, again = running.backend.requests
+    assert again == first.with_seed(100)
+    assert "reroll of #1" in str(second.blocks)
+
+
+async def test_reroll_by_message_shortcut_and_by_reaction(running: Running) -> None:
+    card = await _imagine(running, "a red fox --seed 7 --steps 2")
+    sent = await running.fake.send_message_shortcut(running.url, "reroll_image", message_ts=card.ts)
+    assert sent.status == 200 and sent.elapsed < 3
+    assert _fields(await running.finished_card(2))["Seed"] == "100"
+    reaction = running.fake.reaction_event("arrows_counterclockwise", message_ts=card.ts)
+    sent = await running.fake.send_event(running.url, reaction)
+    assert sent.status == 200
+    assert _fields(await running.finished_card(3))["Seed"] == "101"
+    assert [request.seed for request in running.backend.requests] == [7, 100, 101]
+
+
+async def test_shortcut_on_a_message_that_is_not_an_image_says_so(running: Running) -> None:
+    await running.fake.send_message_shortcut(running.url, "reroll_image", message_ts="1.000001")
+    await _told(running, "U_ALICE", "not one of my images")
+    assert running.backend.requests == []
+
+
+async def test_refine_keeps_the_seed_by_button_reaction_and_shortcut_modal(running: Running) -> None:
+    card = await _imagine(running, "a red fox --seed 7 --steps 20")
+    await _click(running, card, "ib:refine:1")
+    refined = await running.finished_card(2)
+    assert _fields(refined)["Seed"] == "7"
+    assert _fields(refined)["Steps"] == "20 (17 base + 3 refiner)"
+
+    await running.fake.send_event(
+        running.url,
+        running.fake.reaction_event("sparkles", message_ts=card.ts),
+    )
+    assert _fields(await running.finished_card(3))["Seed"] == "7"
+
+    sent = await running.fake.send_message_shortcut(running.url, "refine_image", message_ts=card.ts)
+    assert sent.status == 200
+    await running.fake.wait_for(lambda: running.fake.calls_to("views.open"))
+    view = running.fake.calls_to("views.open")[-1].args["view"]
+    assert view["callback_id"] == "refine_modal"
+    wrong = await running.fake.send_view_submission(
+        running.url,
+        "refine_modal",
+        {"percent": {"value": {"type": "number_input", "value": "100"}}},
+        private_metadata=view["private_metadata"],
+    )
+    assert wrong.json == {
+        "response_action": "errors",
+        "errors": {"percent": "Refiner must be a percent from 1 to 99, not 100."},
+    }
+    good = await running.fake.send_view_submission(
+        running.url,
+        "refine_modal",
+        {"percent": {"value": {"type": "number_input", "value": "90"}}},
+        private_metadata=view["private_metadata"],
+    )
+    assert good.status == 200 and good.body == ""
+    fields = _fields(await running.finished_card(4))
+    assert fields["Seed"] == "7" and fields["Steps"] == "20 (18 base + 2 refiner)"
+    assert [request.seed for request in running.backend.requests] == [7, 7, 7, 7]
+
+
+async def test_someone_else_is_refused_privately_and_nothing_is_queued(running: Running) -> None:
+    card = await _imagine(running, "a red fox --seed 7 --steps 2")
+    for action in ("ib:reroll:1", "ib:refine:1", "ib:delete:1"):
+        await _click(running, card, action, user_id="U_BOB")
+    await running.fake.send_message_shortcut(running.url, "reroll_image", user_id="U_BOB", message_ts=card.ts)
+    await running.fake.send_event(
+        running.url,
+        running.fake.reaction_event("sparkles", user_id="U_BOB", message_ts=card.ts),
+    )
+    await running.fake.wait_for(lambda: len(running.ephemeral("U_BOB")) == 5)
+    assert sorted(running.ephemeral("U_BOB")) == sorted(
+        [
+            "✖ Only the author of this image can reroll it.",
+            "✖ Only the author of this image can refine it.",
+            "✖ Only the author of this image can delete it.",
+            "✖ Only the author of this image can reroll it.",
+            "✖ Only the author of this image can refine it.",
+        ]
+    )
+    assert len(running.backend.requests) == 1
+    assert not running.fake.messages[("C1", card.ts)].deleted
+
+
+async def test_open_reroll_policy_lets_others_reroll_as_themselves(running: Running) -> None:
+    card = await _imagine(running, "a red fox --seed 7 --steps 2")
+    await running.service.update_policy(
+        running.who().__class__("slack", "U_ALICE", workspace="T1"), {"open_reroll": True}, may_manage=True
+    )
+    await _click(running, card, "ib:reroll:1", user_id="U_BOB")
+    second = await running.finished_card(2)
+    assert "<@U_BOB>" in str(second.blocks)
+    assert [g.id for g in await running.service.history(running.who("U_BOB"))] == [2]
+
+
+async def test_forged_or_stale_signatures_get_401_and_nothing_is_queued(running: Running) -> None:
+    forged = await running.fake.send_slash(running.url, text="a red fox", secret="not-the-secret")
+    stale = await running.fake.send_slash(running.url, text="a red fox", timestamp=int(time.time()) - 6 * 60)
+    assert (forged.status, stale.status) == (401, 401)
+    fresh_enough = await running.fake.send_slash(running.url, text="a red fox", timestamp=int(time.time()) - 4 * 60)
+    assert fresh_enough.status == 200
+    await running.finished_card(1)
+    assert len(running.backend.requests) == 1
+    assert [g.id for g in await running.service.history(running.who())] == [1]
+
+
+async def test_generate_modal_opens_and_shows_errors_on_the_right_field(running: Running) -> None:
+    sent = await running.fake.send_global_shortcut(running.url, "generate_image")
+    assert sent.status == 200 and sent.elapsed < 3
+    await running.fake.wait_for(lambda: running.fake.calls_to("views.open"))
+    view = running.fake.calls_to("views.open")[-1].args["view"]
+    assert view["callback_id"] == "imagine_modal"
+    blocks = {block["block_id"]: block for block in view["blocks"]}
+    assert list(blocks) == ["prompt", "negative", "seed", "steps", "refiner", "model", "size", "lora", "channel"]
+    assert "pixel-art" in [o["value"] for o in blocks["lora"]["element"]["options"]]
+
+    def state(**values: dict) -> dict:
+        base = {
+            "prompt": {"type": "plain_text_input", "value": "a red fox"},
+            "channel": {"type": "conversations_select", "selected_conversation": "C1"},
+        }
+        return {block: {"value": value} for block, value in {**base, **values}.items()}
+
+    async def errors(**values: dict) -> dict:
+        answer = await running.fake.send_view_submission(running.url, "imagine_modal", state(**values))
+        assert answer.status == 200 and answer.elapsed < 3
+        return answer.json["errors"]
+
+    assert await errors(steps={"type": "number_input", "value": "500"}) == {
+        "steps": "Steps must be from 1 to 100, not 500."
+    }
+    assert list(await errors(seed={"type": "plain_text_input", "value": "seven"})) == ["seed"]
+    assert list(await errors(prompt={"type": "plain_text_input", "value": "a"})) == ["prompt"]
+    # a flag typed into the prompt is reported on the prompt, where it was typed
+    assert list(await errors(prompt={"type": "plain_text_input", "value": "a fox --steps 500"})) == ["prompt"]
+    assert list(
+        await errors(
+            model={"type": "static_select", "selected_option": {"value": "sdxl-turbo"}},
+            refiner={"type": "number_input", "value": "80"},
+        )
+    ) == ["refiner"]
+    assert running.backend.requests == []
+
+    good = await running.fake.send_view_submission(
+        running.url,
+        "imagine_modal",
+        state(
+            seed={"type": "plain_text_input", "value": "7"},
+            steps={"type": "number_input", "value": "4"},
+            size={"type": "static_select", "selected_option": {"value": "1216x832"}},
+            lora={"type": "multi_static_select", "selected_options": [{"value": "pixel-art"}]},
+        ),
+    )
+    assert good.status == 200 and good.body == ""
+    fields = _fields(await running.finished_card(1))
+    assert fields["Seed"] == "7" and fields["Size"] == "1216×832" and fields["LoRAs"] == "pixel-art:1"
+
+
+async def test_modal_without_a_channel_delivers_in_a_direct_message(running: Running) -> None:
+    values = {"prompt": {"value": {"type": "plain_text_input", "value": "a quiet fox --steps 2"}}}
+    answer = await running.fake.send_view_submission(running.url, "imagine_modal", values)
+    assert answer.body == ""
+    dm = running.fake.dm_channel("U_ALICE")
+    card = await running.finished_card(1, channel=dm)
+    assert [m.files for m in running.fake.channel_messages(dm) if m.files]
+    assert running.cards("C1") == [] and card.channel == dm
+
+
+async def test_private_setting_delivers_in_a_direct_message(running: Running) -> None:
+    await running.fake.send_slash(running.url, text="settings private=true steps=2")
+    await _told(running, "U_ALICE", "Your defaults: private=True, steps=2")
+    await running.fake.send_slash(running.url, text="a secret fox")
+    card = await running.finished_card(1, channel=running.fake.dm_channel("U_ALICE"))
+    assert _fields(card)["Steps"] == "2"
+    assert running.cards("C1") == []
+
+
+async def test_delete_button_removes_the_card_and_the_file(running: Running) -> None:
+    card = await _imagine(running, "a red fox --steps 2")
+    path = running.data_dir / (await running.service.details(running.who(), 1)).images[0].path
+    await _click(running, card, "ib:delete:1")
+    await running.fake.wait_for(lambda: running.fake.messages[("C1", card.ts)].deleted)
+    await running.fake.wait_for(lambda: not [m for m in running.fake.channel_messages() if m.files])
+    assert not path.exists()
+    assert await running.service.history(running.who()) == []
+
+
+async def test_cross_reaction_deletes_and_details_button_tells_the_settings(running: Running) -> None:
+    card = await _imagine(running, "a red fox --seed 7 --steps 2")
+    await _click(running, card, "ib:details:1", user_id="U_BOB")
+    await _told(running, "U_BOB", "Seed: 7")
+    await running.fake.send_event(
+        running.url,
+        running.fake.reaction_event("x", message_ts=card.ts),
+    )
+    await running.fake.wait_for(lambda: running.fake.messages[("C1", card.ts)].deleted)
+
+
+async def test_cancel_button_stops_a_queued_job(running: Running) -> None:
+    running.backend.gate = asyncio.Event()
+    await running.fake.send_slash(running.url, text="a slow fox --steps 2")
+    await running.fake.wait_for(lambda: running.cards())
+    (card,) = running.cards()
+    await _click(running, card, "ib:cancel:1")
+    await _told(running, "U_ALICE", "Cancelling #1")
+    running.backend.gate.set()
+    card = await running.finished_card(1)
+    assert card.text.startswith("✖ #1 ·") and "cancel" in card.text.lower()
+
+
+async def test_history_help_queue_and_settings_words(running: Running) -> None:
+    await _imagine(running, "a red fox --seed 7 --steps 2")
+    for text in ("help", "history", "queue", "settings steps=12", "settings steps=none"):
+        await running.fake.send_slash(running.url, text=text)
+    await running.fake.wait_for(lambda: len(running.ephemeral()) == 5)
+    help_text, history, queue, saved, cleared = running.ephemeral()
+    assert "/imagine reroll" in help_text and ":sparkles:" in help_text
+    assert "`#1` done · seed `7`" in history
+    assert queue == "0 waiting in all.\nYou have nothing queued."
+    assert saved == "Your defaults: steps=12"
+    assert cleared == "Your defaults: none (the model's own)"
+    # a prompt that starts with a command word is still a prompt
+    await _imagine(running, "history of rome --steps 2")
+    assert running.backend.requests[-1].prompt == "history of rome"
+
+
+async def test_reroll_and_refine_words_reuse_the_latest_image(running: Running) -> None:
+    await _imagine(running, "a red fox --seed 7 --steps 10")
+    await running.fake.send_slash(running.url, text="refine #1 80")
+    assert _fields(await running.finished_card(2))["Steps"] == "10 (8 base + 2 refiner)"
+    await running.fake.send_slash(running.url, text="reroll")
+    assert _fields(await running.finished_card(3))["Seed"] == "100"
+
+
+async def test_a_channel_the_bot_is_not_in_cancels_the_job_and_says_how_to_fix_it(running: Running) -> None:
+    running.fake.not_member.add("C_OTHER")
+    running.backend.gate = asyncio.Event()  # hold the job, as a busy GPU would
+    await running.fake.send_slash(running.url, text="a red fox --steps 2", channel_id="C_OTHER")
+    # Slack refuses even an ephemeral message there: the sentence comes as a direct message
+    dm = running.fake.dm_channel("U_ALICE")
+    await running.fake.wait_for(lambda: running.fake.channel_messages(dm))
+    (told,) = running.fake.channel_messages(dm)
+    assert told.text == "I cannot post in this conversation; invite me with `/invite @imagebot`, or pick another one."
+    job = running.service.job(1)
+    assert job is not None
+    running.backend.gate.set()
+    with pytest.raises(JobCancelled):
+        await job.result()
+    (generation,) = await running.service.history(running.who())
+    assert generation.status == "cancelled"
+
+
+async def test_backend_failure_turns_the_card_into_the_reason(fake: FakeSlack, tmp_path) -> None:
+    async with running_app(fake, FakeBackend(fail_with="the GPU is on fire"), tmp_path) as running:
+        card = await _imagine(running, "a red fox --steps 2")
+        assert card.text.startswith("✖ #1 ·") and "the GPU is on fire" in card.text
+        assert action_ids(card) == []
+
+
+async def test_socket_mode_acks_every_envelope(fake: FakeSlack, tmp_path) -> None:
+    async with running_app(fake, FakeBackend(), tmp_path, socket_mode=True) as running:
+        assert running.url == "socket mode"
+        started = time.monotonic()
+        ack = await fake.socket_send("slash_commands", fake.slash_payload(text="a socket fox --seed 3 --steps 2"))
+        assert time.monotonic() - started < 3
+        assert ack["envelope_id"] == fake.sockets[-1].sent[-1]["envelope_id"]
+        card = await running.finished_card(1)
+        assert _fields(card)["Seed"] == "3"
+        event = running.fake.reaction_event("arrows_counterclockwise", message_ts=card.ts)
+        ack = await fake.socket_send("events_api", fake.event_envelope(event))
+        assert ack["envelope_id"] == fake.sockets[-1].sent[-1]["envelope_id"]
+        await running.finished_card(2)
+        bad = fake.view_submission_payload(
+            "imagine_modal", {"prompt": {"value": {"type": "plain_text_input", "value": "a"}}}
+        )
+        ack = await fake.socket_send("interactive", bad)
+        assert ack["payload"]["response_action"] == "errors" and list(ack["payload"]["errors"]) == ["prompt"]
+
+
+async def test_an_unexpected_failure_is_one_sentence_and_the_traceback_goes_to_the_log(
+    running: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    await running.history.close()  # the database is gone: every query fails
+    await running.fake.send_slash(running.url, text="history")
+    await _told(running, "U_ALICE", "✖ Something went wrong; it has been logged.")
+    assert running.ephemeral() == ["✖ Something went wrong; it has been logged."]
+    assert any(record.exc_info for record in caplog.records if record.name == "adapters.slack._app")

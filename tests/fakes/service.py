@@ -1,0 +1,38 @@
+"""An `ImageService` on a data directory with the shipped catalog, for adapter tests and benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from bot.catalog import load_catalog
+from bot.options import Limits
+from bot.service import ImageService
+from inference.base import Backend
+from storage.files import ImageFiles
+from storage.history import SqliteHistory
+
+
+@contextlib.asynccontextmanager
+async def started_service(
+    backend: Backend, data_dir: Path, **options: Any
+) -> AsyncIterator[tuple[ImageService, SqliteHistory]]:
+    """Yield a started service (the tiny model by default) and its SQLite history; close both on exit."""
+    history = await SqliteHistory.open(data_dir / "imagebot.sqlite3")
+    service = ImageService(
+        backend=backend,
+        history=history,
+        files=ImageFiles(data_dir),
+        catalog=load_catalog(),
+        default_model="tiny",
+        limits=Limits(pixel_budget=4 * 1024 * 1024),
+        **options,
+    )
+    await service.start()
+    try:
+        yield service, history
+    finally:
+        await service.aclose()
+        await history.close()
