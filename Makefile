@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= local,discord,slack,dev
+EXTRAS ?= local,discord,slack,remote,dev
 STAMP := $(VENV)/.installed
 # Packages are installed without byte-compiling (most modules are never imported);
 # what is imported gets its .pyc written on first use, even where the shell says not to.
@@ -39,6 +39,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/local_overhead.py
 	$(BIN)/python bench/history_lookup.py
 	$(BIN)/python bench/ack_latency.py
+	$(BIN)/python bench/remote_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.catalog import Catalog, load_catalog
-from bot.config import CoreSettings, LocalWorkerSettings, QueueSettings
+from bot.config import CoreSettings, LocalWorkerSettings, ModelsLabSettings, QueueSettings, RunwareSettings
 from bot.errors import BotError
 from bot.options import Limits
 from bot.service import ImageService
@@ -52,11 +52,11 @@ def cuda_present() -> bool:
     return os.path.exists("/dev/nvidiactl") or shutil.which("nvidia-smi") is not None
 
 
-def pick_default_model(configured: str | None, announce: Callable[[str], None]) -> str:
-    """Return the configured default model, else sdxl with CUDA, else the tiny model (announced)."""
+def pick_default_model(configured: str | None, announce: Callable[[str], None], backend: str = "local") -> str:
+    """Return the configured default model, else sdxl on a hosted API or with CUDA, else the tiny model (announced)."""
     if configured:
         return configured
-    if cuda_present():
+    if backend != "local" or cuda_present():
         return "sdxl"
     announce(TINY_NOTICE)
     return "tiny"
@@ -68,8 +68,22 @@ def _backend(core: CoreSettings, worker: LocalWorkerSettings, catalog: Catalog) 
 
         token = worker.hf_token.get_secret_value() if worker.hf_token else None
         return LocalBackend(catalog, core.data_dir, device=worker.device, dtype=worker.dtype, hf_token=token)
+    if core.backend == "runware":
+        from inference.runware import RunwareBackend
+
+        runware = RunwareSettings()
+        if runware.api_key is None:
+            raise ConfigurationError("IMAGEBOT_BACKEND=runware needs IMAGEBOT_RUNWARE_API_KEY.")
+        return RunwareBackend(catalog, runware)
+    if core.backend == "modelslab":
+        from inference.modelslab import ModelsLabBackend
+
+        modelslab = ModelsLabSettings()
+        if modelslab.api_key is None:
+            raise ConfigurationError("IMAGEBOT_BACKEND=modelslab needs IMAGEBOT_MODELSLAB_API_KEY.")
+        return ModelsLabBackend(catalog, modelslab)
     raise ConfigurationError(
-        f"IMAGEBOT_BACKEND={core.backend} is not available in this version; use IMAGEBOT_BACKEND=local."
+        f"IMAGEBOT_BACKEND={core.backend} is not available in this version; use local, runware or modelslab."
     )
 
 
@@ -96,7 +110,7 @@ async def bootstrap(
     worker = worker or LocalWorkerSettings()
     queue = queue or QueueSettings()
     catalog = load_catalog(core.catalog)
-    default_model = pick_default_model(core.default_model, announce)
+    default_model = pick_default_model(core.default_model, announce, core.backend)
     try:
         catalog.get("model", default_model)
     except BotError as error:

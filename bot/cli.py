@@ -9,6 +9,7 @@ the console and every chat platform share one history and one syntax::
     imagebot history
     imagebot chat                            # the terminal chat on stdin
     imagebot run                             # Discord and/or Slack where their tokens are set, else the console
+    imagebot backends                        # what each backend can make, and which one is configured
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pydantic import SecretStr
 
 from adapters.console import ConsoleChat
 from bot.bootstrap import App, ConfigurationError, bootstrap, freeze_startup_heap
-from bot.config import CoreSettings, DiscordSettings, SlackSettings
+from bot.config import CoreSettings, DiscordSettings, ModelsLabSettings, RunwareSettings, SlackSettings
 from bot.jobs import Requester
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     history.add_argument("text", nargs="*")
     commands.add_parser("chat", help="the terminal chat, reading commands from stdin")
     commands.add_parser("run", help="start the chat adapters whose credentials are set (else the console)")
+    commands.add_parser("backends", help="what each backend can make, and which one is configured")
     return parser
 
 
@@ -63,8 +65,33 @@ def console_user() -> Requester:
     return Requester(platform="console", user_id=name)
 
 
+def backends_text(core: CoreSettings) -> str:
+    """Return the capability table of every backend, marking the configured one and whether its key is set."""
+    from inference.capabilities import CAPABILITIES
+
+    keys = {"local": None, "runware": RunwareSettings().api_key, "modelslab": ModelsLabSettings().api_key}
+    columns = list(CAPABILITIES.values())
+    head = [
+        "",
+        *(
+            c.name
+            + (" (configured)" if c.name == core.backend else "")
+            + ("" if c.name == "local" else (", key set" if keys[c.name] else ", no key"))
+            for c in columns
+        ),
+    ]
+    table = [head] + [[feature, *(dict(c.rows())[feature] for c in columns)] for feature, _ in columns[0].rows()]
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in table
+    )
+
+
 async def _main(command: str, text: str) -> int:
     core = CoreSettings()
+    if command == "backends":
+        print(backends_text(core))
+        return 0
     try:
         app: App = await bootstrap(core, announce=lambda notice: print(notice, file=sys.stderr))
     except ConfigurationError as error:

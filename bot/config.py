@@ -13,7 +13,15 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["CoreSettings", "DiscordSettings", "LocalWorkerSettings", "QueueSettings", "SlackSettings"]
+__all__ = [
+    "CoreSettings",
+    "DiscordSettings",
+    "LocalWorkerSettings",
+    "ModelsLabSettings",
+    "QueueSettings",
+    "RunwareSettings",
+    "SlackSettings",
+]
 
 
 def _config() -> SettingsConfigDict:
@@ -100,3 +108,44 @@ class SlackSettings(BaseSettings):
     def configured(self) -> bool:
         """Tell whether there is enough to start: a bot token and a way to receive events."""
         return self.bot_token is not None and (self.app_token is not None or self.signing_secret is not None)
+
+
+class RunwareSettings(BaseSettings):
+    """The Runware backend (``IMAGEBOT_BACKEND=runware``)."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGEBOT_RUNWARE_", env_file=".env", extra="ignore")
+
+    api_key: SecretStr | None = Field(default=None, description="Runware API key (never logged).")
+    url: str = Field(default="https://api.runware.ai/v1", description="REST endpoint (tests: a loopback fake).")
+    timeout: float = Field(default=60.0, gt=0, description="Seconds one HTTP request may take before it is retried.")
+    retry_budget: float = Field(
+        default=120.0, ge=0, description="Seconds spent retrying transient failures (429, 5xx, timeouts) of one job."
+    )
+    async_above: float = Field(
+        default=120.0,
+        ge=0,
+        description="Work (megapixels × steps × images) above which a job is queued at Runware and polled.",
+    )
+    poll_timeout: float = Field(default=600.0, gt=0, description="Seconds to wait for a polled job's images.")
+    output_type: Literal["URL", "base64Data"] = Field(
+        default="URL", description="How Runware returns images: a URL downloaded at once, or inline base64."
+    )
+    max_connections: int = Field(default=16, ge=1, description="Concurrent HTTP connections to Runware.")
+
+
+class ModelsLabSettings(BaseSettings):
+    """The ModelsLab backend (``IMAGEBOT_BACKEND=modelslab``)."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGEBOT_MODELSLAB_", env_file=".env", extra="ignore")
+
+    api_key: SecretStr | None = Field(default=None, description="ModelsLab API key (never logged).")
+    url: str = Field(
+        default="https://modelslab.com/api/v4/dreambooth",
+        description="v4 text-to-image endpoint (tests: a loopback fake).",
+    )
+    timeout: float = Field(default=60.0, gt=0, description="Seconds one HTTP request may take.")
+    retry_budget: float = Field(
+        default=60.0, ge=0, description="Seconds spent retrying what is safe to retry (refused submits, fetches)."
+    )
+    poll_timeout: float = Field(default=600.0, gt=0, description="Seconds to wait for a queued job's images.")
+    max_connections: int = Field(default=16, ge=1, description="Concurrent HTTP connections to ModelsLab.")

@@ -100,11 +100,18 @@ class RateLimited(BotError):
 
 
 class BackendUnavailable(BotError):
-    """The image backend failed or cannot be reached."""
+    """The image backend failed or cannot be reached.
 
-    def __init__(self, backend: str, reason: str) -> None:
+    Args:
+        backend: the backend's name as users read it.
+        reason: what went wrong, phrased to follow a colon.
+        cost: what the attempt was charged anyway (a remote API that took the job), if known.
+    """
+
+    def __init__(self, backend: str, reason: str, *, cost: float | None = None) -> None:
         self.backend = backend
         self.reason = reason
+        self.cost = cost
         super().__init__(f"The {backend} backend could not make the image: {reason}.")
 
 

@@ -48,6 +48,12 @@ def _wants_private(saved: Mapping[str, object]) -> bool:
     return bool(saved.get("private", False))
 
 
+def _total_cost(images: list[GeneratedImage]) -> float | None:
+    """Return what a remote backend charged for the images (``meta["cost"]``), or None when it said nothing."""
+    costs = [float(image.meta["cost"]) for image in images if image.meta.get("cost") is not None]
+    return sum(costs) if costs else None
+
+
 def random_seed() -> int:
     """Return a fresh seed; 32-bit so people can read it out and type it back."""
     return secrets.randbelow(2**32 - 1) + 1
@@ -139,6 +145,7 @@ class ImageService:
         from storage.history import NewGeneration  # a plain dataclass; no I/O at import
 
         self._queue.check_room(who.key)
+        self._backend.check(request)
         if request.seed is None:
             request = request.with_seed(self._seeds())
         generation = await self._history.add(
@@ -358,13 +365,18 @@ class ImageService:
                 cancel=job.cancel_event,
             )
             stored = [await self._store(job, image) for image in images]
-            await self._history.mark_done(job.id, stored)
+            notes = (
+                ()
+                if len(images) >= job.request.count
+                else (f"Only {len(images)} of {job.request.count} images came back.",)
+            )
+            await self._history.mark_done(job.id, stored, cost=_total_cost(images), notes=notes)
         except JobCancelled as error:
             await self._history.mark_cancelled(job.id)
             self._finish(job, JobEvent("cancelled", message=str(error)))
             return
         except BotError as error:
-            await self._history.mark_failed(job.id, str(error))
+            await self._history.mark_failed(job.id, str(error), cost=getattr(error, "cost", None))
             self._finish(job, JobEvent("failed", message=str(error)))
             return
         except Exception:

@@ -25,6 +25,13 @@ class Backend(Protocol):
 
     name: str
 
+    def check(self, request: GenerationRequest) -> None:
+        """Raise `bot.errors.InvalidOption` when this backend cannot make the request as asked.
+
+        Called before the request is queued, so a refusal costs nothing and loses nothing.
+        """
+        ...
+
     async def generate(
         self,
         request: GenerationRequest,

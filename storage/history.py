@@ -156,12 +156,21 @@ class HistoryStore(Protocol):
         """Record that a worker started it now; return False if it had already finished."""
         ...
 
-    async def mark_done(self, generation_id: int, images: Sequence[StoredImage], cost: float | None = None) -> bool:
-        """Record its images and that it finished now; return False (and store nothing) if it had already."""
+    async def mark_done(
+        self,
+        generation_id: int,
+        images: Sequence[StoredImage],
+        cost: float | None = None,
+        notes: Sequence[str] = (),
+    ) -> bool:
+        """Record its images, what it cost, notes added to its warnings, and that it finished now.
+
+        Return False (and store nothing) if it had already finished.
+        """
         ...
 
-    async def mark_failed(self, generation_id: int, error: str) -> bool:
-        """Record why it failed; return False if it had already finished."""
+    async def mark_failed(self, generation_id: int, error: str, cost: float | None = None) -> bool:
+        """Record why it failed and what it cost anyway; return False if it had already finished."""
         ...
 
     async def mark_cancelled(self, generation_id: int) -> bool:
@@ -310,14 +319,24 @@ class InMemoryHistory:
         """Record that a worker started it now; return False if it had already finished."""
         return self._move(generation_id, status="running", started_at=self._clock())
 
-    async def mark_done(self, generation_id: int, images: Sequence[StoredImage], cost: float | None = None) -> bool:
-        """Record its images and that it finished now; return False (and store nothing) if it had already."""
+    async def mark_done(
+        self,
+        generation_id: int,
+        images: Sequence[StoredImage],
+        cost: float | None = None,
+        notes: Sequence[str] = (),
+    ) -> bool:
+        """Record its images, cost and notes and that it finished now; False (nothing stored) if it had already."""
         ordered = _check_images(images)
-        return self._move(generation_id, status="done", finished_at=self._clock(), images=ordered, cost=cost)
+        generation = self._generations.get(generation_id)
+        warnings = (generation.warnings if generation else ()) + tuple(notes)
+        return self._move(
+            generation_id, status="done", finished_at=self._clock(), images=ordered, cost=cost, warnings=warnings
+        )
 
-    async def mark_failed(self, generation_id: int, error: str) -> bool:
-        """Record why it failed; return False if it had already finished."""
-        return self._move(generation_id, status="failed", finished_at=self._clock(), error=error)
+    async def mark_failed(self, generation_id: int, error: str, cost: float | None = None) -> bool:
+        """Record why it failed and what it cost anyway; return False if it had already finished."""
+        return self._move(generation_id, status="failed", finished_at=self._clock(), error=error, cost=cost)
 
     async def mark_cancelled(self, generation_id: int) -> bool:
         """Record that it was cancelled; return False if it had already finished."""
@@ -510,11 +529,23 @@ class SqliteHistory:
         async with self._lock:
             return await self._move(generation_id, "status = 'running', started_at = ?", (self._clock(),))
 
-    async def mark_done(self, generation_id: int, images: Sequence[StoredImage], cost: float | None = None) -> bool:
-        """Record its images and that it finished now; return False (and store nothing) if it had already."""
+    async def mark_done(
+        self,
+        generation_id: int,
+        images: Sequence[StoredImage],
+        cost: float | None = None,
+        notes: Sequence[str] = (),
+    ) -> bool:
+        """Record its images, cost and notes and that it finished now; False (nothing stored) if it had already."""
         ordered = _check_images(images)
         async with self._transaction():
-            moved = await self._move(generation_id, "status = 'done', finished_at = ?, cost = ?", (self._clock(), cost))
+            moved = await self._move(
+                generation_id,
+                # json_each walks an array in order, so the notes follow the warnings given at submit.
+                "status = 'done', finished_at = ?, cost = ?, warnings = (SELECT json_group_array(value) FROM"
+                " (SELECT value FROM json_each(warnings) UNION ALL SELECT value FROM json_each(?)))",
+                (self._clock(), cost, json.dumps(list(notes))),
+            )
             if moved and ordered:
                 await self._conn.executemany(
                     "INSERT INTO images (generation_id, idx, seed, path, sha256, width, height)"
@@ -523,11 +554,11 @@ class SqliteHistory:
                 )
             return moved
 
-    async def mark_failed(self, generation_id: int, error: str) -> bool:
-        """Record why it failed; return False if it had already finished."""
+    async def mark_failed(self, generation_id: int, error: str, cost: float | None = None) -> bool:
+        """Record why it failed and what it cost anyway; return False if it had already finished."""
         async with self._lock:
             return await self._move(
-                generation_id, "status = 'failed', finished_at = ?, error = ?", (self._clock(), error)
+                generation_id, "status = 'failed', finished_at = ?, error = ?, cost = ?", (self._clock(), error, cost)
             )
 
     async def mark_cancelled(self, generation_id: int) -> bool:

@@ -24,6 +24,7 @@ from bot.catalog import Catalog
 from bot.errors import BackendUnavailable, InvalidOption, JobCancelled
 from bot.request import GeneratedImage, GenerationRequest, Progress
 from inference.base import ProgressCallback
+from inference.capabilities import CAPABILITIES
 from inference.local._job import Job, build_job
 from inference.local._protocol import ProtocolError, decode_bytes, encode_frame, read_frame_async
 
@@ -91,6 +92,10 @@ class LocalBackend:
             if self._worker is not None:
                 await self._worker.close(timeout=1.0)
             self._worker = await _Worker.spawn(self._worker_command(), self._worker_env(), self._start_timeout)
+
+    def check(self, request: GenerationRequest) -> None:
+        """Refuse names the catalog gives no local weights for (a model only a hosted API has)."""
+        CAPABILITIES["local"].check(request, self._catalog)
 
     async def generate(
         self,

@@ -27,6 +27,9 @@ class FakeBackend:
         self.gate: asyncio.Event | None = None  # set by a test to hold jobs until it opens
         self.closed = False
 
+    def check(self, request):
+        """Take everything the request model allows."""
+
     async def generate(self, request, on_progress=None, cancel=None):
         self.requests.append(request)
         if self.gate is not None:

@@ -62,12 +62,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any
 
 import discord
 import yarl
 from aiohttp import BodyPartReader, WSMsgType, web
+
+from tests.fakes._loopback import LoopbackServer
 
 API_PREFIX = "/api/v10"
 DISCORD_EPOCH_MS = 1420070400000
@@ -272,7 +273,7 @@ def patch_discord(fake: FakeDiscord) -> Iterator[None]:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = old_gateway
 
 
-class FakeDiscord:
+class FakeDiscord(LoopbackServer):
     def __init__(self) -> None:
         self._last_snowflake = 0
         self.app_id = self.snowflake()  # a bot's user id is its application id
@@ -299,7 +300,6 @@ class FakeDiscord:
         self._attachments: dict[int, FakeAttachment] = {}
         self._dm_channels: dict[int, int] = {}  # user id -> DM channel id
         self._changed = asyncio.Condition()
-        self._runner: web.AppRunner | None = None
         self._add_guild_channels()
         self._routes: list[tuple[str, re.Pattern[str], Callable[..., Any]]] = [
             (method, re.compile(pattern), handler)
@@ -335,11 +335,7 @@ class FakeDiscord:
         app.router.add_get("/gateway", self._gateway)
         app.router.add_get("/attachments/{id}/{filename}", self._serve_attachment)
         app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._rest)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
+        port = await self._serve(app)
         self.http_base = f"http://127.0.0.1:{port}"
         self.api_base = self.http_base + API_PREFIX
         self.gateway_url = f"ws://127.0.0.1:{port}/gateway"
@@ -348,18 +344,7 @@ class FakeDiscord:
         for session in self.sessions:
             if not session.ws.closed:
                 await session.ws.close(code=1001)
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeDiscord:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
+        await super().close()
 
     # -- helpers for tests ------------------------------------------------------------------------
 

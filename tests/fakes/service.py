@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from bot.catalog import load_catalog
+from bot.catalog import Catalog, load_catalog
 from bot.options import Limits
 from bot.service import ImageService
 from inference.base import Backend
@@ -17,16 +17,24 @@ from storage.history import SqliteHistory
 
 @contextlib.asynccontextmanager
 async def started_service(
-    backend: Backend, data_dir: Path, **options: Any
+    backend: Backend,
+    data_dir: Path,
+    *,
+    catalog: Catalog | None = None,
+    default_model: str = "tiny",
+    **options: Any,
 ) -> AsyncIterator[tuple[ImageService, SqliteHistory]]:
-    """Yield a started service (the tiny model by default) and its SQLite history; close both on exit."""
+    """Yield a started service (the shipped catalog and the tiny model by default) and its SQLite history.
+
+    Both are closed on exit; the backend is its caller's.
+    """
     history = await SqliteHistory.open(data_dir / "imagebot.sqlite3")
     service = ImageService(
         backend=backend,
         history=history,
         files=ImageFiles(data_dir),
-        catalog=load_catalog(),
-        default_model="tiny",
+        catalog=catalog or load_catalog(),
+        default_model=default_model,
         limits=Limits(pixel_budget=4 * 1024 * 1024),
         **options,
     )

@@ -57,12 +57,13 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
+
+from tests.fakes._loopback import LoopbackServer
 
 JSON_STRING_FIELDS = ("blocks", "view", "files", "attachments", "metadata")
 
@@ -128,7 +129,7 @@ class SocketConnection:
     sent: list[dict] = field(default_factory=list)  # envelopes the fake sent on it
 
 
-class FakeSlack:
+class FakeSlack(LoopbackServer):
     def __init__(self) -> None:
         self.signing_secret = secrets.token_hex(16)
         self.bot_token = "xoxb-fake"
@@ -155,7 +156,6 @@ class FakeSlack:
         self._ts = itertools.count(1)
         self._cond = asyncio.Condition()
         self._acks: dict[str, asyncio.Future[dict]] = {}
-        self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -166,11 +166,7 @@ class FakeSlack:
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_post("/response/{rid}", self._response_url)
         app.router.add_route("*", "/api/{method}", self._api)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
+        port = await self._serve(app)
         self.base = f"http://127.0.0.1:{port}"
         self.api_base = self.base + "/api/"
         self.socket_url = f"ws://127.0.0.1:{port}/socket"
@@ -183,18 +179,7 @@ class FakeSlack:
         if self._session is not None:
             await self._session.close()
             self._session = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeSlack:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
+        await super().close()
 
     # -- queries ----------------------------------------------------------------------------------
 

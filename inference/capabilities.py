@@ -1,0 +1,206 @@
+"""What each backend can make: one table per backend, used to refuse a request before it is queued.
+
+A remote API has its own limits (ModelsLab: 1024 px, 4 images, 50 steps) and
+lacks some features (a refiner that starts at a chosen step). A request that
+does not fit is refused with one sentence that says which backend can do it,
+rather than silently changed. `imagebot backends` prints these tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from bot.catalog import Catalog, CatalogEntry, Kind
+from bot.errors import InvalidOption
+from bot.request import GenerationRequest
+from bot.rules import SCHEDULERS
+
+__all__ = ["CAPABILITIES", "BackendName", "Capabilities"]
+
+BackendName = Literal["local", "runware", "modelslab"]
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """The limits and features of one backend.
+
+    Args:
+        name: the backend's name in settings (``IMAGEBOT_BACKEND``) and in the catalog's id fields.
+        title: how users read it.
+        max_width, max_height, max_count, max_steps: the largest request it takes.
+        cfg: the guidance scales it takes.
+        refiner_split: whether the SDXL refiner can take over at a chosen step.
+        min_base_steps: the fewest steps the base model must run before the refiner.
+        loras, embeddings, vae, clip_skip: whether it takes them.
+        schedulers: the schedulers it has (of `bot.rules.SCHEDULERS`).
+    """
+
+    name: BackendName
+    title: str
+    max_width: int = 2048
+    max_height: int = 2048
+    max_count: int = 4
+    max_steps: int = 100
+    cfg: tuple[float, float] = (0.0, 50.0)
+    refiner_split: bool = True
+    min_base_steps: int = 1
+    loras: bool = True
+    embeddings: bool = True
+    vae: bool = True
+    clip_skip: bool = True
+    schedulers: tuple[str, ...] = SCHEDULERS
+
+    def identifier(self, entry: CatalogEntry) -> str | None:
+        """Return the id this backend knows a catalog entry by, or None when it has none."""
+        value = getattr(entry, self.name)
+        return str(value) if value else None
+
+    def check(self, request: GenerationRequest, catalog: Catalog) -> None:
+        """Raise `InvalidOption` (saying which backend can) when the request does not fit this backend.
+
+        Missing features are named before missing catalog ids: "no refiner hand-off here"
+        tells more than "this refiner has no id here".
+        """
+        if request.width > self.max_width or request.height > self.max_height:
+            self._refuse(
+                "size",
+                f"is at most {self.max_width}×{self.max_height} on {self.title}, not {request.width}×{request.height}",
+                lambda c: request.width <= c.max_width and request.height <= c.max_height,
+            )
+        if request.count > self.max_count:
+            self._refuse(
+                "count",
+                f"is at most {self.max_count} on {self.title}, not {request.count}",
+                lambda c: request.count <= c.max_count,
+            )
+        if request.steps > self.max_steps:
+            self._refuse(
+                "steps",
+                f"are at most {self.max_steps} on {self.title}, not {request.steps}",
+                lambda c: request.steps <= c.max_steps,
+            )
+        low, high = self.cfg
+        if not low <= request.cfg_scale <= high:
+            self._refuse(
+                "cfg",
+                f"must be from {low:g} to {high:g} on {self.title}, not {request.cfg_scale:g}",
+                lambda c: c.cfg[0] <= request.cfg_scale <= c.cfg[1],
+            )
+        if request.refiner is not None:
+            base = request.split[0]
+            if not self.refiner_split:
+                self._refuse("refiner", f"cannot take over at a chosen step on {self.title}", lambda c: c.refiner_split)
+            if base < self.min_base_steps:
+                self._refuse(
+                    "refiner",
+                    f"must leave the base model at least {self.min_base_steps} steps on {self.title}, not {base}",
+                    lambda c: c.refiner_split and base >= c.min_base_steps,
+                )
+        features = (
+            ("lora", bool(request.loras), lambda c: c.loras),
+            ("embedding", bool(request.embeddings), lambda c: c.embeddings),
+            ("VAE", request.vae is not None, lambda c: c.vae),
+            ("clip skip", request.clip_skip > 0, lambda c: c.clip_skip),
+        )
+        for label, asked, has in features:
+            if asked and not has(self):
+                self._refuse(label, f"is not available on {self.title}", has)
+        if request.scheduler not in self.schedulers:
+            self._refuse(
+                "scheduler",
+                f"'{request.scheduler}' is not available on {self.title} (it has {', '.join(self.schedulers)})",
+                lambda c: request.scheduler in c.schedulers,
+            )
+        self._check_names(request, catalog)
+
+    def _check_names(self, request: GenerationRequest, catalog: Catalog) -> None:
+        named: list[tuple[Kind, str, str]] = [("model", request.model, "model")]
+        if request.refiner is not None:
+            named.append(("refiner", request.refiner.model, "refiner"))
+        if request.vae is not None:
+            named.append(("vae", request.vae, "VAE"))
+        named += [("lora", lora.name, "lora") for lora in request.loras]
+        named += [("embedding", embedding.name, "embedding") for embedding in request.embeddings]
+        for kind, name, label in named:
+            entry = catalog.get(kind, name)
+            if self.identifier(entry) is None:
+                self._refuse(
+                    label,
+                    f"'{name}' is not available on {self.title}",
+                    lambda c, entry=entry: bool(c.identifier(entry)),
+                )
+
+    def _refuse(self, option: str, reason: str, can: Callable[[Capabilities], bool]) -> None:
+        others = [c.title for c in CAPABILITIES.values() if c is not self and can(c)]
+        where = f"; {' and '.join(others)} can" if others else ""
+        raise InvalidOption(option, reason + where)
+
+    def rows(self) -> list[tuple[str, str]]:
+        """Return (feature, what this backend does) pairs, for ``imagebot backends``."""
+        yes = {True: "yes", False: "no"}
+        return [
+            ("largest size", f"{self.max_width}×{self.max_height}"),
+            ("images per request", str(self.max_count)),
+            ("steps", f"1-{self.max_steps}"),
+            ("cfg", f"{self.cfg[0]:g}-{self.cfg[1]:g}"),
+            (
+                "refiner from a chosen step",
+                yes[self.refiner_split]
+                + (f" (base ≥ {self.min_base_steps} steps)" if self.refiner_split and self.min_base_steps > 1 else ""),
+            ),
+            ("LoRAs", yes[self.loras]),
+            ("embeddings", yes[self.embeddings]),
+            ("VAE", yes[self.vae]),
+            ("clip skip", yes[self.clip_skip]),
+            ("schedulers", _schedulers_text(self.schedulers)),
+        ]
+
+
+def _schedulers_text(schedulers: tuple[str, ...]) -> str:
+    missing = [name for name in SCHEDULERS if name not in schedulers]
+    return "all" if not missing else "all but " + ", ".join(missing)
+
+
+# Runware's scheduler names for ours: its A1111-style names where it lists them, else diffusers class names.
+RUNWARE_SCHEDULERS: dict[str, str] = {
+    "DPM++ 2M Karras": "DPM++ 2M Karras",
+    "DPM++ 2M": "DPMSolverMultistepScheduler",
+    "DPM++ 2M SDE Karras": "DPM++ 2M SDE Karras",
+    "Euler": "Euler",
+    "Euler a": "Euler a",
+    "UniPC": "UniPC",
+    "DDIM": "DDIMScheduler",
+    "Heun": "Heun",
+    "LCM": "LCMScheduler",
+}
+# ModelsLab's (scheduler class, use_karras_sigmas) for ours; it has no SDE variant of DPM++.
+MODELSLAB_SCHEDULERS: dict[str, tuple[str, bool]] = {
+    "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", True),
+    "DPM++ 2M": ("DPMSolverMultistepScheduler", False),
+    "Euler": ("EulerDiscreteScheduler", False),
+    "Euler a": ("EulerAncestralDiscreteScheduler", False),
+    "UniPC": ("UniPCMultistepScheduler", False),
+    "DDIM": ("DDIMScheduler", False),
+    "Heun": ("HeunDiscreteScheduler", False),
+    "LCM": ("LCMScheduler", False),
+}
+
+# The limits are the APIs' documented ones (Runware image-inference reference; ModelsLab v4 text2img).
+CAPABILITIES: dict[BackendName, Capabilities] = {
+    "local": Capabilities("local", "the local backend"),
+    "runware": Capabilities("runware", "Runware", min_base_steps=2, schedulers=tuple(RUNWARE_SCHEDULERS)),
+    "modelslab": Capabilities(
+        "modelslab",
+        "ModelsLab",
+        max_width=1024,
+        max_height=1024,
+        max_count=4,
+        max_steps=50,
+        cfg=(1.0, 20.0),
+        refiner_split=False,
+        embeddings=False,
+        schedulers=tuple(MODELSLAB_SCHEDULERS),
+    ),
+}

@@ -1,0 +1,234 @@
+"""The ModelsLab backend: the v4 dreambooth text-to-image endpoint, polled through ``fetch_result``.
+
+ModelsLab's docs: stablediffusionapi.com/docs/community-models-api-v4/dreamboothtext2img
+(the request: numbers as strings, flags as "yes"/"no", the key in the body) and its
+fetch page. Every answer is HTTP 200 with a ``status`` of success, processing or error
+(the error text is ``message`` or, on older endpoints, ``messege``).
+
+ModelsLab has no idempotency key, and each accepted submit is a new job and a new
+charge. So a submit is retried only when it surely did not start a job: the
+connection was never made, or ModelsLab refused it (429, its spam filter). A
+timeout, a 5xx or an unreadable answer may follow an accepted job, and is
+reported instead of resent. Fetches change nothing and are retried freely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+
+from bot.catalog import Catalog
+from bot.config import ModelsLabSettings
+from bot.errors import BackendUnavailable
+from bot.request import GeneratedImage, GenerationRequest
+from inference._remote import (
+    HostedBackend,
+    ImageLost,
+    Retrying,
+    download,
+    json_or_none,
+    retry_after,
+    sleep_or_cancel,
+)
+from inference.base import ProgressCallback
+from inference.capabilities import CAPABILITIES, MODELSLAB_SCHEDULERS
+
+__all__ = ["ModelsLabBackend", "build_body"]
+
+TITLE = "ModelsLab"
+_CAPABILITIES = CAPABILITIES["modelslab"]
+_NOT_RESENT = "so it was not sent again (ModelsLab may have started it, and a second request is paid again)"
+# A connection that was never made cannot have started a job.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def build_body(request: GenerationRequest, catalog: Catalog, key: str, track_id: str) -> dict[str, Any]:
+    """Return the JSON of a request (checked against ModelsLab's capabilities first), as its API expects it."""
+    _CAPABILITIES.check(request, catalog)
+
+    def model_id(kind: Any, name: str) -> str:
+        identifier = _CAPABILITIES.identifier(catalog.get(kind, name))
+        assert identifier is not None  # check() refused names without one
+        return identifier
+
+    scheduler, karras = MODELSLAB_SCHEDULERS[request.scheduler]
+    body: dict[str, Any] = {
+        "key": key,
+        "model_id": model_id("model", request.model),
+        "prompt": request.prompt,
+        "negative_prompt": request.negative_prompt,
+        "width": str(request.width),
+        "height": str(request.height),
+        "samples": str(request.count),
+        "num_inference_steps": str(request.steps),
+        "guidance_scale": f"{request.cfg_scale:g}",
+        "seed": str(request.seed) if request.seed is not None else None,
+        "scheduler": scheduler,
+        "use_karras_sigmas": _yes(karras),
+        # Our prompts are sent as written, and our own policy decides about content.
+        "enhance_prompt": "no",
+        "safety_checker": "no",
+        "webhook": None,
+        "track_id": track_id,
+    }
+    if request.clip_skip:
+        # ModelsLab counts like A1111 (1 = the last layer, no skip); ours counts the layers skipped.
+        body["clip_skip"] = str(request.clip_skip + 1)
+    if request.vae:
+        body["vae"] = model_id("vae", request.vae)
+    if request.loras:
+        body["lora_model"] = ",".join(model_id("lora", lora.name) for lora in request.loras)
+        body["lora_strength"] = ",".join(f"{lora.weight:g}" for lora in request.loras)
+    return body
+
+
+def _message(body: dict[str, Any], subject: str = "the request") -> str:
+    """Return ModelsLab's error text (``message`` or ``messege``; a string or {field: [reasons]}) after a subject."""
+    message = body.get("message", body.get("messege"))
+    if isinstance(message, dict) and message:
+        field, reasons = next(iter(message.items()))
+        reason = reasons[0] if isinstance(reasons, list) and reasons else reasons
+        return f"the {field} ({str(reason).rstrip('.')})"
+    return f"{subject} ({str(message or 'no reason given').rstrip('.')})"
+
+
+class ModelsLabBackend(HostedBackend):
+    """Makes images on ModelsLab.
+
+    Args:
+        catalog: maps the request's names to ModelsLab model and LoRA ids.
+        settings: key, URL, timeouts, retry budget.
+        client: an httpx client to use instead of the backend's own.
+        eta_cap: the longest wait before a fetch, whatever ETA ModelsLab gives.
+    """
+
+    name = "modelslab"
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        settings: ModelsLabSettings,
+        *,
+        client: httpx.AsyncClient | None = None,
+        eta_cap: float = 10.0,
+    ) -> None:
+        super().__init__(
+            catalog,
+            api_key=settings.api_key,
+            key_setting="IMAGEBOT_MODELSLAB_API_KEY",
+            timeout=settings.timeout,
+            max_connections=settings.max_connections,
+            client=client,
+        )
+        self._settings = settings
+        self._eta_cap = eta_cap
+
+    async def generate(
+        self,
+        request: GenerationRequest,
+        on_progress: ProgressCallback | None = None,
+        cancel: asyncio.Event | None = None,
+    ) -> list[GeneratedImage]:
+        """Submit once, wait for the job through its fetch URL, and return the downloaded images."""
+        body = build_body(request, self._catalog, self._key, uuid.uuid4().hex)
+        retrying = Retrying(self._settings.retry_budget)
+        answer = await self._submit(body, retrying, cancel)
+        if answer.get("status") == "processing":
+            answer = await self._wait(answer, retrying, cancel)
+        return await self._images(request, answer, retrying, cancel)
+
+    async def _submit(self, body: dict[str, Any], retrying: Retrying, cancel: asyncio.Event | None) -> dict[str, Any]:
+        while True:
+            wait: float | None = None
+            try:
+                response = await self._http.post(self._settings.url, json=body)
+            except _NEVER_SENT as error:
+                why = type(error).__name__
+            except httpx.TransportError as error:
+                raise BackendUnavailable(TITLE, f"the request failed ({type(error).__name__}), {_NOT_RESENT}") from None
+            else:
+                answer = json_or_none(response)
+                if response.status_code == 429:
+                    # Refused before it started: its queue is full. Safe to send again.
+                    why = "HTTP 429"
+                    wait = retry_after(response) or _number(answer, "retry_after")
+                elif response.status_code != 200 or not isinstance(answer, dict):
+                    what = f"HTTP {response.status_code}" + (" with an unreadable body" if answer is None else "")
+                    raise BackendUnavailable(TITLE, f"it answered {what}, {_NOT_RESENT}")
+                elif answer.get("status") in ("success", "processing"):
+                    return answer
+                elif "rate limit" in str(answer.get("message", answer.get("messege"))).lower():
+                    # Its spam filter refused a repeat before it started anything.
+                    why, wait = "rate limited", _number(answer, "retry_after") or 30.0
+                else:
+                    raise BackendUnavailable(TITLE, f"it refused {_message(answer)}")
+            if not await retrying.again(why, cancel, wait):
+                raise retrying.exhausted(TITLE)
+
+    async def _wait(self, answer: dict[str, Any], retrying: Retrying, cancel: asyncio.Event | None) -> dict[str, Any]:
+        """Fetch a queued job until it succeeds or fails, waiting its ETA first (bounded)."""
+        job_id = answer.get("id")
+        url = str(answer.get("fetch_result") or f"{self._settings.url.rstrip('/')}/fetch")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.poll_timeout
+        delay = min(max(_number(answer, "eta") or 1.0, 0.0), self._eta_cap)
+        while loop.time() + delay <= deadline:
+            await sleep_or_cancel(delay, cancel)
+            delay = min(max(delay, 1.0) * 1.5, self._eta_cap)
+            try:
+                response = await self._http.post(url, json={"key": self._key, "request_id": job_id})
+            except httpx.TransportError as error:
+                if await retrying.again(type(error).__name__, cancel):
+                    continue
+                raise retrying.exhausted(TITLE) from None
+            fetched = json_or_none(response)
+            if response.status_code != 200 or not isinstance(fetched, dict):
+                wait = retry_after(response)
+                if await retrying.again(f"fetch HTTP {response.status_code}", cancel, wait):
+                    continue
+                raise retrying.exhausted(TITLE)
+            status = fetched.get("status")
+            if status == "success":
+                return fetched
+            if status != "processing":
+                raise BackendUnavailable(TITLE, _message(fetched, f"job {job_id} failed"))
+        raise BackendUnavailable(TITLE, f"job {job_id} was not ready after {self._settings.poll_timeout:g} s")
+
+    async def _images(
+        self, request: GenerationRequest, answer: dict[str, Any], retrying: Retrying, cancel: asyncio.Event | None
+    ) -> list[GeneratedImage]:
+        assert request.seed is not None
+        output = answer.get("output")
+        urls = [str(url) for url in output if url] if isinstance(output, list) else []
+
+        async def fetch(url: str) -> bytes | None:
+            try:
+                return await download(self._http, url, retrying, cancel)
+            except ImageLost:
+                return None
+
+        datas = await asyncio.gather(*(fetch(url) for url in urls[: request.count]))
+        # Image i of a job has seed + i, as on every backend.
+        images = [
+            GeneratedImage(index, request.seed + index, data, request.width, request.height)
+            for index, data in enumerate(datas)
+            if data is not None
+        ]
+        if not images:
+            raise BackendUnavailable(TITLE, "the finished images could not be downloaded (their links failed)")
+        return images
+
+
+def _number(answer: Any, key: str) -> float | None:
+    value = answer.get(key) if isinstance(answer, dict) else None
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None

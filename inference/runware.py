@@ -1,0 +1,308 @@
+"""The Runware backend: one ``imageInference`` task per request over Runware's REST API.
+
+Runware's docs: https://runware.ai/docs/image-inference/api-reference (the
+task), /docs/platform/task-polling (``getResponse``), /docs/platform/errors.
+
+Money is the design constraint. A task is identified by the taskUUID we
+generate, and every retry of a request resends the same UUID: if the first try
+was accepted (its answer was lost to a timeout or a cut connection), Runware
+answers ``conflictTaskUUID`` instead of running and charging it again, and
+the images are collected with ``getResponse``. Only transient failures are
+retried (408, 429, 5xx, connection errors, an unreadable answer); 400, 401,
+402 and 403 are final and become one sentence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+
+from bot.catalog import Catalog
+from bot.config import RunwareSettings
+from bot.errors import BackendUnavailable
+from bot.request import GeneratedImage, GenerationRequest
+from inference._remote import (
+    TRANSIENT_STATUS,
+    HostedBackend,
+    ImageLost,
+    Retrying,
+    decode_inline,
+    download,
+    json_or_none,
+    retry_after,
+    sleep_or_cancel,
+)
+from inference.base import ProgressCallback
+from inference.capabilities import CAPABILITIES, RUNWARE_SCHEDULERS
+
+__all__ = ["RunwareBackend", "build_task"]
+
+TITLE = "Runware"
+_CAPABILITIES = CAPABILITIES["runware"]
+# Runware's parameter names, as users know them, for its error sentences.
+_LABELS = {
+    "positivePrompt": "prompt",
+    "negativePrompt": "negative prompt",
+    "CFGScale": "cfg",
+    "numberResults": "count",
+    "clipSkip": "clip skip",
+    "lora": "LoRAs",
+    "apiKey": "API key",
+}
+_FINAL_STATUS = {
+    401: "it refused the server's API key (the bot's operator must check IMAGEBOT_RUNWARE_API_KEY)",
+    402: "the Runware account has no credit left",
+    403: "the API key may not use this model or feature",
+}
+
+
+def work(request: GenerationRequest) -> float:
+    """Return a request's size in megapixel-steps: what decides between waiting and polling."""
+    return request.width * request.height / 1024**2 * request.steps * request.count
+
+
+def build_task(
+    request: GenerationRequest,
+    catalog: Catalog,
+    task_uuid: str,
+    *,
+    output_type: str = "URL",
+    delivery: str = "sync",
+) -> dict[str, Any]:
+    """Return the ``imageInference`` task of a request (checked against Runware's capabilities first).
+
+    The refiner hand-off is sent as ``startStep``, the base step count itself, so the
+    split is exactly the one shown to the user on every backend.
+    """
+    _CAPABILITIES.check(request, catalog)
+
+    def air(kind: Any, name: str) -> str:
+        identifier = _CAPABILITIES.identifier(catalog.get(kind, name))
+        assert identifier is not None  # check() refused names without one
+        return identifier
+
+    task: dict[str, Any] = {
+        "taskType": "imageInference",
+        "taskUUID": task_uuid,
+        "positivePrompt": request.prompt,
+        "model": air("model", request.model),
+        "width": request.width,
+        "height": request.height,
+        "steps": request.steps,
+        "CFGScale": request.cfg_scale,
+        "scheduler": RUNWARE_SCHEDULERS[request.scheduler],
+        "seed": request.seed,
+        "numberResults": request.count,
+        "outputType": output_type,
+        "outputFormat": request.output_format.upper(),
+        "includeCost": True,
+        "deliveryMethod": delivery,
+    }
+    if request.negative_prompt:
+        task["negativePrompt"] = request.negative_prompt
+    if request.clip_skip:
+        task["clipSkip"] = request.clip_skip
+    if request.vae:
+        task["vae"] = air("vae", request.vae)
+    if request.refiner is not None:
+        task["refiner"] = {"model": air("refiner", request.refiner.model), "startStep": request.split[0]}
+    if request.loras:
+        task["lora"] = [{"model": air("lora", lora.name), "weight": lora.weight} for lora in request.loras]
+    if request.embeddings:
+        task["embeddings"] = [{"model": air("embedding", e.name), "weight": e.weight} for e in request.embeddings]
+    return task
+
+
+def _refusal(error: dict[str, Any], *, cost: float | None = None) -> BackendUnavailable:
+    parameter = str(error.get("parameter") or "")
+    label = _LABELS.get(parameter, parameter)
+    message = str(error.get("message") or error.get("code") or "no reason given").rstrip(".")
+    reason = f"it refused the {label} ({message})" if label else f"it refused the request ({message})"
+    return BackendUnavailable(TITLE, reason, cost=cost)
+
+
+class RunwareBackend(HostedBackend):
+    """Makes images on Runware.
+
+    Args:
+        catalog: maps the request's names to Runware AIR ids.
+        settings: key, URL, timeouts, retry budget.
+        client: an httpx client to use instead of the backend's own.
+        poll_interval: the first wait between ``getResponse`` polls (it grows to 5 s).
+    """
+
+    name = "runware"
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        settings: RunwareSettings,
+        *,
+        client: httpx.AsyncClient | None = None,
+        poll_interval: float = 1.0,
+    ) -> None:
+        super().__init__(
+            catalog,
+            api_key=settings.api_key,
+            key_setting="IMAGEBOT_RUNWARE_API_KEY",
+            timeout=settings.timeout,
+            max_connections=settings.max_connections,
+            client=client,
+        )
+        self._settings = settings
+        self._headers = {"Authorization": f"Bearer {self._key}"}
+        self._poll_interval = poll_interval
+
+    async def generate(
+        self,
+        request: GenerationRequest,
+        on_progress: ProgressCallback | None = None,
+        cancel: asyncio.Event | None = None,
+    ) -> list[GeneratedImage]:
+        """Run the request as one task and return its images, downloaded, in seed order."""
+        task_uuid = str(uuid.uuid4())
+        delivery = "async" if work(request) > self._settings.async_above else "sync"
+        task = build_task(request, self._catalog, task_uuid, output_type=self._settings.output_type, delivery=delivery)
+        retrying = Retrying(self._settings.retry_budget)
+        results = await self._submit(task, retrying, cancel)
+        if len(results) < request.count:
+            results = await self._poll(task_uuid, request.count, results, cancel)
+        return await self._images(request, list(results.values()), retrying, cancel)
+
+    async def _post(self, tasks: list[dict[str, Any]]) -> httpx.Response:
+        return await self._http.post(self._settings.url, json=tasks, headers=self._headers)
+
+    async def _submit(
+        self, task: dict[str, Any], retrying: Retrying, cancel: asyncio.Event | None
+    ) -> dict[str, dict[str, Any]]:
+        """Send the task until Runware takes it; return the finished images it answered with, by imageUUID."""
+        task_uuid = task["taskUUID"]
+        while True:
+            wait: float | None = None
+            try:
+                response = await self._post([task])
+            except httpx.TransportError as error:
+                why = (
+                    f"{type(error).__name__} after {self._settings.timeout:g} s"
+                    if isinstance(error, httpx.TimeoutException)
+                    else type(error).__name__
+                )
+            else:
+                body = json_or_none(response)
+                errors = [e for e in _items(body, "errors") if e.get("taskUUID") in (task_uuid, None)]
+                if response.status_code == 200 and isinstance(body, dict):
+                    results = _results(body, task_uuid)
+                    if errors and not results and task["deliveryMethod"] == "sync":
+                        raise _refusal(errors[0])
+                    return results
+                if retrying.tries > 1 and any(e.get("code") == "conflictTaskUUID" for e in errors):
+                    # An earlier try was accepted after all; its images are fetched, not paid for again.
+                    return {}
+                if response.status_code not in TRANSIENT_STATUS and body is not None:
+                    if response.status_code in _FINAL_STATUS:
+                        raise BackendUnavailable(TITLE, _FINAL_STATUS[response.status_code])
+                    raise _refusal(errors[0] if errors else {"message": f"HTTP {response.status_code}"})
+                why = f"HTTP {response.status_code}" + (" with an unreadable body" if body is None else "")
+                wait = retry_after(response)
+            if not await retrying.again(why, cancel, wait):
+                raise retrying.exhausted(TITLE)
+
+    async def _poll(
+        self,
+        task_uuid: str,
+        count: int,
+        results: dict[str, dict[str, Any]],
+        cancel: asyncio.Event | None,
+    ) -> dict[str, dict[str, Any]]:
+        """Ask ``getResponse`` until every image is done or failed, or the poll timeout passes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.poll_timeout
+        delay = self._poll_interval
+        failed: list[dict[str, Any]] = []
+        retrying = Retrying(self._settings.retry_budget)
+        while len(results) + len(failed) < count:
+            if loop.time() + delay > deadline:
+                break
+            await sleep_or_cancel(delay, cancel)
+            delay = min(delay * 1.5, 5.0)
+            try:
+                response = await self._post([{"taskType": "getResponse", "taskUUID": task_uuid}])
+            except httpx.TransportError as error:
+                if not await retrying.again(type(error).__name__, cancel):
+                    break
+                continue
+            body = json_or_none(response)
+            if response.status_code != 200 or not isinstance(body, dict):
+                transient = response.status_code in TRANSIENT_STATUS or body is None
+                if transient and await retrying.again(f"HTTP {response.status_code}", cancel, retry_after(response)):
+                    continue
+                break
+            results.update(_results(body, task_uuid))
+            failed = [e for e in _items(body, "errors") if e.get("taskUUID") == task_uuid]
+        if not results:
+            if failed:
+                raise _refusal(failed[0])
+            raise BackendUnavailable(
+                TITLE, f"the images were not ready after {self._settings.poll_timeout:g} s (task {task_uuid})"
+            )
+        return results
+
+    async def _images(
+        self,
+        request: GenerationRequest,
+        results: list[dict[str, Any]],
+        retrying: Retrying,
+        cancel: asyncio.Event | None,
+    ) -> list[GeneratedImage]:
+        """Download or decode each result; an image that cannot be had is dropped, its cost kept."""
+        assert request.seed is not None
+        results.sort(key=lambda item: int(item.get("seed") or 0))
+
+        async def fetch(item: dict[str, Any]) -> bytes | None:
+            try:
+                if item.get("imageURL"):
+                    return await download(self._http, str(item["imageURL"]), retrying, cancel)
+                return decode_inline(str(item.get("imageBase64Data") or item.get("imageDataURI") or ""))
+            except (ImageLost, ValueError):
+                return None
+
+        datas = await asyncio.gather(*(fetch(item) for item in results))
+        charged = sum(float(item.get("cost") or 0.0) for item in results)
+        images = []
+        for item, data in zip(results, datas, strict=True):
+            if data is None:
+                continue
+            seed = int(item.get("seed") or request.seed)
+            index = seed - request.seed if 0 <= seed - request.seed < request.count else len(images)
+            cost = float(item.get("cost") or 0.0)
+            images.append(
+                GeneratedImage(
+                    index, seed, data, request.width, request.height, {"cost": cost, "uuid": item.get("imageUUID")}
+                )
+            )
+        if not images:
+            raise BackendUnavailable(
+                TITLE, "the finished images could not be downloaded (their links failed)", cost=charged or None
+            )
+        lost = charged - sum(float(image.meta["cost"]) for image in images)
+        if lost:
+            # What was paid for lost images stays on the record with the images that arrived.
+            images[0].meta["cost"] = float(images[0].meta["cost"]) + lost
+        return sorted(images, key=lambda image: image.index)
+
+
+def _items(body: Any, key: str) -> list[dict[str, Any]]:
+    items = body.get(key) if isinstance(body, dict) else None
+    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+
+
+def _results(body: Any, task_uuid: str) -> dict[str, dict[str, Any]]:
+    """Return the finished images of our task in an answer, by imageUUID (answers repeat them)."""
+    return {
+        str(item["imageUUID"]): item
+        for item in _items(body, "data")
+        if item.get("taskUUID") == task_uuid and item.get("imageUUID") and item.get("status", "success") == "success"
+    }

@@ -1,0 +1,43 @@
+"""What every fake shares: an aiohttp application served on 127.0.0.1 (a free port), used as ``async with``."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+from aiohttp import web
+
+
+class LoopbackServer:
+    """Serves one aiohttp application on a free loopback port until closed.
+
+    Subclasses build their application in ``start()`` and pass it to `_serve`; a
+    subclass that holds connections of its own closes them in ``close()`` before
+    calling this one.
+    """
+
+    _runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def _serve(self, app: web.Application, *, backlog: int = 128) -> int:
+        """Start serving `app` and return the port it got."""
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0, backlog=backlog).start()
+        return int(self._runner.addresses[0][1])
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

@@ -1,0 +1,737 @@
+"""A loopback fake of Runware's REST image-inference API, for client tests and benchmarks.
+
+What it fakes
+-------------
+``FakeRunware`` is a real aiohttp server on 127.0.0.1 (random free port) that speaks the subset of
+https://runware.ai/docs/image-inference/api-reference, /docs/platform/task-polling and
+/docs/platform/errors that an image client needs:
+
+* ``POST /v1`` (``fake.url``) takes ``Authorization: Bearer <key>`` and a JSON array of tasks. A wrong
+  or missing key answers 401 ``invalidApiKey``; a body that is not a non-empty array of objects
+  answers 400 ``invalidPayload``. Every problem answers ``{"errors": [item]}`` with the item shaped
+  like Runware's (``code``, ``message``, ``parameter``, ``taskType``, ``taskUUID``).
+* ``imageInference`` tasks are validated the way the docs describe (see ``INFERENCE_FIELDS`` and
+  ``_inference_problem``); the first problem in the POST answers 400 ``invalidParameter`` (or
+  ``unsupportedParameter`` for an unknown field) and nothing in that POST is accepted. JSON ``null``
+  and booleans never pass for a typed field, so a sloppy client is caught here, not in production.
+  An accepted task is charged once (``fake.charges``: ``(taskUUID, 0.0013 × numberResults)``) and
+  recorded in ``fake.tasks``; a later POST with the same taskUUID answers 400 ``conflictTaskUUID``
+  and is not charged, which is what makes a retry with the same UUID safe.
+* Images are real: one solid-colour ``width``×``height`` picture per result, its colour taken from
+  sha256 of its seed (``seed + i`` for result ``i``), encoded as PNG/JPEG/WEBP. They come back as a
+  URL on this server (``GET /image/{imageUUID}.{ext}``, recorded in ``fake.downloads``), base64 or
+  a data URI, per ``outputType``.
+* ``deliveryMethod: "sync"`` (default) answers after ``fake.service_time`` seconds with the results;
+  ``"async"`` acknowledges at once and the results are ready ``service_time`` after acceptance.
+  ``getResponse`` tasks (alone or in the same POST, never charged) report each generation as
+  ``status: "processing"`` / ``"success"``, or in ``errors`` as ``timeoutProvider`` when the fake
+  lost it; an unknown UUID answers ``taskNotFound``.
+* Every request lands in ``fake.requests`` (``RunwareRequest``: the API key is reduced to an
+  ``authorized`` flag so it never appears in a repr). ``fake.max_concurrent`` is the most inference
+  POSTs in flight at once and ``fake.connections`` the number of distinct client TCP connections,
+  so a benchmark can show both fan-out and connection reuse.
+
+Faults
+------
+``fake.inject(Fault(kind=...))`` queues faults in FIFO order; the head of the queue is taken by the
+next POST that carries an ``imageInference`` task (``getResponse``-only POSTs never take one).
+Faults that refuse the POST (``status``, ``hang_before``, ``error400``) are taken by the next such
+POST whatever it holds; faults that act on an accepted task (``hang_after``, ``malformed``,
+``partial``, ``url_404``, ``processing``) wait at the head of the queue until a POST is accepted, so
+a rejected or conflicting retry does not use them up. See ``Fault`` for each kind.
+
+Driving it
+----------
+::
+
+    async with FakeRunware() as fake:
+        fake.inject(Fault("status", status=429, retry_after=1))
+        async with httpx.AsyncClient() as http:
+            resp = await http.post(fake.url, json=[task], headers={"Authorization": f"Bearer {fake.api_key}"})
+        await fake.wait_for(lambda: len(fake.charges) == 1)
+
+``wait_for(predicate)`` re-checks after every request that arrives or is answered and raises
+``TimeoutError`` listing the last requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import io
+import json
+import random
+import re
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from aiohttp import web
+from PIL import Image
+
+from tests.fakes._loopback import LoopbackServer
+
+DOCS_URL = "https://runware.ai/docs/image-inference/api-reference"
+COST_PER_IMAGE = 0.0013  # USD, what the fake charges per generated image
+MAX_SEED = 9223372036854775807
+AIR_RE = re.compile(r"^[a-z0-9]+:[0-9]+@[0-9]+$")
+SCHEDULERS = frozenset(
+    {
+        "DPM++ 2M Karras",
+        "DPMSolverMultistepScheduler",
+        "DPM++ 2M SDE Karras",
+        "Euler",
+        "Euler a",
+        "UniPC",
+        "DDIMScheduler",
+        "Heun",
+        "LCMScheduler",
+        "Default",
+    }
+)
+OUTPUT_TYPES = ("URL", "base64Data", "dataURI")
+# outputFormat -> (PIL format, file extension, content type)
+OUTPUT_FORMATS = {
+    "PNG": ("PNG", "png", "image/png"),
+    "JPG": ("JPEG", "jpg", "image/jpeg"),
+    "WEBP": ("WEBP", "webp", "image/webp"),
+}
+INFERENCE_FIELDS = frozenset(
+    {
+        "taskType",
+        "taskUUID",
+        "positivePrompt",
+        "negativePrompt",
+        "model",
+        "width",
+        "height",
+        "steps",
+        "CFGScale",
+        "scheduler",
+        "seed",
+        "numberResults",
+        "outputType",
+        "outputFormat",
+        "outputQuality",
+        "clipSkip",
+        "vae",
+        "refiner",
+        "lora",
+        "embeddings",
+        "includeCost",
+        "deliveryMethod",
+        "checkNSFW",
+        "safety",
+    }
+)
+UUID4_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$", re.IGNORECASE)
+
+FaultKind = Literal["status", "hang_before", "hang_after", "malformed", "partial", "url_404", "processing", "error400"]
+REFUSING_FAULTS = frozenset({"status", "hang_before", "error400"})
+STATUS_CODES = {
+    429: ("rateLimitExceeded", "Too many requests. Please slow down."),
+    402: ("insufficientCredits", "Insufficient credits to process the request."),
+    403: ("forbidden", "Access to this resource is forbidden."),
+    408: ("requestTimeout", "The request timed out."),
+}
+UNAVAILABLE = ("serviceUnavailable", "The service is temporarily unavailable. Please try again later.")
+
+
+@dataclass
+class Fault:
+    """One misbehaviour for the next inference POST; which fields matter depends on ``kind``.
+
+    * ``status``: answer HTTP ``status`` without accepting the task (codes: 429 ``rateLimitExceeded``,
+      5xx ``serviceUnavailable``, 402 ``insufficientCredits``, 403 ``forbidden``, 408
+      ``requestTimeout``; ``code``/``message`` override), with ``Retry-After: retry_after`` if given.
+    * ``hang_before``: sleep ``seconds``, then answer 503 ``serviceUnavailable``; nothing accepted.
+    * ``hang_after``: accept and charge, then sleep ``seconds`` before the normal answer, so a
+      client with a shorter timeout gives up on a task that exists.
+    * ``malformed``: accept and charge, then answer 200 with the invalid JSON ``{"data": [``.
+    * ``partial``: accept and charge every result, but the sync answer holds only the first
+      ``returned``; getResponse has the rest, or reports them as ``timeoutProvider`` when ``lost``.
+    * ``url_404``: accept normally, but the task's image URLs answer 404.
+    * ``processing``: the first ``polls`` getResponse polls of the task answer ``processing``.
+    * ``error400``: answer 400 ``invalidParameter`` (or ``code``) naming ``parameter`` with ``message``.
+    """
+
+    kind: FaultKind
+    status: int = 503
+    retry_after: float | None = None
+    seconds: float = 0.0
+    returned: int = 0
+    lost: bool = False
+    polls: int = 0
+    parameter: str = "positivePrompt"
+    message: str | None = None
+    code: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in get_args(FaultKind):
+            raise ValueError(f"unknown fault kind {self.kind!r}")
+
+    def refuses(self) -> bool:
+        """Whether the fault answers without accepting the task (so any inference POST takes it)."""
+        return self.kind in REFUSING_FAULTS
+
+
+@dataclass
+class RunwareRequest:
+    """One HTTP request the fake received; ``authorized`` stands in for the Authorization header."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    authorized: bool
+    body: Any
+    at: float
+    status: int | None = None  # None while the fake has not answered yet
+    answered_at: float | None = None
+
+    @property
+    def tasks(self) -> list[dict[str, Any]]:
+        """The task objects of a ``POST /v1`` body (empty for anything else)."""
+        if not isinstance(self.body, list):
+            return []
+        return [t for t in self.body if isinstance(t, dict)]
+
+
+@dataclass
+class RunwareImage:
+    """One generated result: its bytes stay here so URL downloads and base64 answers agree."""
+
+    image_uuid: str
+    index: int
+    seed: int
+    data: bytes
+    ext: str
+    content_type: str
+    lost: bool = False  # a generation the fake decided to fail (a lost ``partial``)
+
+
+@dataclass
+class RunwareTask:
+    """An accepted imageInference task; ``posts`` counts every inference POST that carried its UUID."""
+
+    task_uuid: str
+    request: dict[str, Any]
+    cost: float
+    accepted_at: float
+    ready_at: float
+    posts: int = 1
+    polls: int = 0
+    images: list[RunwareImage] = field(default_factory=list)
+    generated: bool = False
+    returned: int | None = None  # how many results the sync answer holds (None: all)
+    processing_left: int = 0
+    url_404: bool = False
+    fault: Fault | None = None
+
+    @property
+    def delivery(self) -> str:
+        return self.request.get("deliveryMethod", "sync")
+
+
+def error_item(
+    code: str,
+    message: str,
+    parameter: str | None = None,
+    task_type: str | None = None,
+    task_uuid: str | None = None,
+    *,
+    documentation: bool = False,
+) -> dict[str, Any]:
+    """Build one entry of Runware's ``errors`` array."""
+    item: dict[str, Any] = {
+        "code": code,
+        "message": message,
+        "parameter": parameter,
+        "taskType": task_type,
+        "taskUUID": task_uuid,
+    }
+    if documentation:
+        item["documentation"] = DOCS_URL
+    return item
+
+
+def render_image(seed: int, width: int, height: int, output_format: str) -> bytes:
+    """Encode a solid-colour picture whose colour depends only on the seed, so seeds are checkable."""
+    colour = tuple(hashlib.sha256(f"{seed}".encode()).digest()[:3])
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(buffer, format=OUTPUT_FORMATS[output_format][0])
+    return buffer.getvalue()
+
+
+# -- validation -------------------------------------------------------------------------------------
+
+
+def _int_range(lo: int, hi: int, multiple: int = 1) -> Callable[[str, object], str | None]:
+    def check(name: str, value: object) -> str | None:
+        # JSON booleans arrive as Python bools, which are ints: refuse them explicitly.
+        if isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi and value % multiple == 0:
+            return None
+        extra = f" and divisible by {multiple}" if multiple > 1 else ""
+        return f"Invalid value for {name} parameter. It must be an integer between {lo} and {hi}{extra}."
+
+    return check
+
+
+def _number_range(lo: float, hi: float) -> Callable[[str, object], str | None]:
+    def check(name: str, value: object) -> str | None:
+        if isinstance(value, int | float) and not isinstance(value, bool) and lo <= value <= hi:
+            return None
+        return f"Invalid value for {name} parameter. It must be a number between {lo} and {hi}."
+
+    return check
+
+
+def _text(name: str, value: object) -> str | None:
+    if isinstance(value, str) and 2 <= len(value) <= 3000:
+        return None
+    return f"Invalid value for {name} parameter. It must be a string between 2 and 3000 characters."
+
+
+def _air(name: str, value: object) -> str | None:
+    if isinstance(value, str) and AIR_RE.match(value):
+        return None
+    return f"Invalid value for {name} parameter. It must be an AIR identifier like 'civitai:101055@128078'."
+
+
+def _choice(options: Iterable[str]) -> Callable[[str, object], str | None]:
+    allowed = sorted(options)
+
+    def check(name: str, value: object) -> str | None:
+        if isinstance(value, str) and value in allowed:
+            return None
+        return f"Invalid value for {name} parameter. It must be one of: {', '.join(allowed)}."
+
+    return check
+
+
+def _bool(name: str, value: object) -> str | None:
+    return None if isinstance(value, bool) else f"Invalid value for {name} parameter. It must be a boolean."
+
+
+# (field, check, required) in the order the fake reports the first problem.
+SCALAR_CHECKS: list[tuple[str, Callable[[str, object], str | None], bool]] = [
+    ("positivePrompt", _text, True),
+    ("negativePrompt", _text, False),
+    ("model", _air, True),
+    ("width", _int_range(128, 2048, 64), True),
+    ("height", _int_range(128, 2048, 64), True),
+    ("steps", _int_range(1, 100), False),
+    ("CFGScale", _number_range(0, 50), False),
+    ("scheduler", _choice(SCHEDULERS), False),
+    ("seed", _int_range(1, MAX_SEED), False),
+    ("numberResults", _int_range(1, 20), False),
+    ("outputType", _choice(OUTPUT_TYPES), False),
+    ("outputFormat", _choice(OUTPUT_FORMATS), False),
+    ("outputQuality", _int_range(20, 99), False),
+    ("clipSkip", _int_range(0, 2), False),
+    ("vae", _air, False),
+    ("includeCost", _bool, False),
+    ("checkNSFW", _bool, False),
+    ("deliveryMethod", _choice(("sync", "async")), False),
+]
+
+
+def _refiner_problem(refiner: object, steps: int) -> tuple[str, str] | None:
+    if not isinstance(refiner, dict):
+        return "refiner", "Invalid value for refiner parameter. It must be an object."
+    for key in refiner:
+        if key not in ("model", "startStep", "startStepPercentage"):
+            return f"refiner.{key}", f"Unsupported parameter: refiner.{key}."
+    if "model" not in refiner:
+        return "refiner.model", "Missing required parameter: refiner.model."
+    if message := _air("refiner.model", refiner["model"]):
+        return "refiner.model", message
+    if ("startStep" in refiner) == ("startStepPercentage" in refiner):
+        return "refiner.startStep", "Exactly one of refiner.startStep and refiner.startStepPercentage is required."
+    if "startStep" in refiner and (message := _int_range(2, steps)("refiner.startStep", refiner["startStep"])):
+        return "refiner.startStep", message
+    if "startStepPercentage" in refiner:
+        name = "refiner.startStepPercentage"
+        if message := _int_range(1, 99)(name, refiner["startStepPercentage"]):
+            return name, message
+    return None
+
+
+def _adapters_problem(name: str, value: object) -> tuple[str, str] | None:
+    """Check a ``lora`` / ``embeddings`` list: objects with an AIR ``model`` and a ``weight`` in −4..4."""
+    if not isinstance(value, list):
+        return name, f"Invalid value for {name} parameter. It must be an array of objects."
+    for i, entry in enumerate(value):
+        where = f"{name}[{i}]"
+        if not isinstance(entry, dict):
+            return where, f"Invalid value for {where} parameter. It must be an object."
+        for key in entry:
+            if key not in ("model", "weight"):
+                return f"{where}.{key}", f"Unsupported parameter: {where}.{key}."
+        if "model" not in entry:
+            return f"{where}.model", f"Missing required parameter: {where}.model."
+        if message := _air(f"{where}.model", entry["model"]):
+            return f"{where}.model", message
+        if "weight" in entry and (message := _number_range(-4, 4)(f"{where}.weight", entry["weight"])):
+            return f"{where}.weight", message
+    return None
+
+
+def _safety_problem(value: object) -> tuple[str, str] | None:
+    if not isinstance(value, dict):
+        return "safety", "Invalid value for safety parameter. It must be an object."
+    for key, item in value.items():
+        if key == "checkContent" and (message := _bool("safety.checkContent", item)):
+            return "safety.checkContent", message
+        if key == "mode" and (message := _choice(("none", "fast", "full"))("safety.mode", item)):
+            return "safety.mode", message
+        if key not in ("checkContent", "mode"):
+            return f"safety.{key}", f"Unsupported parameter: safety.{key}."
+    return None
+
+
+def _inference_problem(task: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the error item for the first problem of an imageInference task, or None when it is valid."""
+    raw_uuid = task.get("taskUUID")
+    task_uuid = raw_uuid if isinstance(raw_uuid, str) else None
+
+    def bad(parameter: str, message: str, code: str = "invalidParameter") -> dict[str, Any]:
+        return error_item(code, message, parameter, "imageInference", task_uuid, documentation=True)
+
+    if not isinstance(raw_uuid, str) or not UUID4_RE.match(raw_uuid):
+        return bad("taskUUID", "Invalid value for taskUUID parameter. It must be a UUID v4 string.")
+    for key in task:
+        if key not in INFERENCE_FIELDS:
+            return bad(key, f"Unsupported parameter: {key}.", "unsupportedParameter")
+    for name, check, required in SCALAR_CHECKS:
+        if name not in task:
+            if required:
+                return bad(name, f"Missing required parameter: {name}.")
+            continue
+        if message := check(name, task[name]):
+            return bad(name, message)
+    steps = task.get("steps", 20)
+    problem = None
+    if "refiner" in task:
+        problem = _refiner_problem(task["refiner"], steps)
+    for name in ("lora", "embeddings"):
+        if problem is None and name in task:
+            problem = _adapters_problem(name, task[name])
+    if problem is None and "safety" in task:
+        problem = _safety_problem(task["safety"])
+    return bad(*problem) if problem else None
+
+
+# -- the fake ----------------------------------------------------------------------------------------
+
+
+class FakeRunware(LoopbackServer):
+    """Runware's ``POST /v1`` plus an image host, with charges, records and queued faults (see the module doc)."""
+
+    def __init__(self, api_key: str = "rw-test-key", service_time: float = 0.0) -> None:
+        self.api_key = api_key
+        self.service_time = service_time  # seconds a generation takes; may be changed between calls
+        self.requests: list[RunwareRequest] = []
+        self.tasks: dict[str, RunwareTask] = {}
+        self.charges: list[tuple[str, float]] = []
+        self.downloads: list[str] = []
+        self.faults: deque[Fault] = deque()
+        self.max_concurrent = 0
+        self.in_flight = 0
+        self.base = ""
+        self.url = ""
+        self._peers: set[object] = set()
+        self._images: dict[str, tuple[RunwareTask, RunwareImage]] = {}
+        self._cond = asyncio.Condition()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1", self._v1)
+        app.router.add_get("/image/{name}", self._image)
+        port = await self._serve(app, backlog=1024)
+        self.base = f"http://127.0.0.1:{port}"
+        self.url = self.base + "/v1"
+
+    async def close(self) -> None:
+        await super().close()
+
+    # -- driving and queries ----------------------------------------------------------------------
+
+    def inject(self, *faults: Fault) -> None:
+        """Queue faults (FIFO) for the next POSTs that carry an imageInference task."""
+        self.faults.extend(faults)
+
+    @property
+    def connections(self) -> int:
+        """How many distinct client TCP connections have sent a request."""
+        return len(self._peers)
+
+    @property
+    def total_cost(self) -> float:
+        return round(sum(cost for _, cost in self.charges), 6)
+
+    def calls(self, task_type: str) -> list[dict[str, Any]]:
+        """Every task object of ``task_type`` that any ``POST /v1`` carried, authorized or not, in order."""
+        return [t for r in self.requests if r.path == "/v1" for t in r.tasks if t.get("taskType") == task_type]
+
+    async def wait_for(self, predicate: Callable[[], object], timeout: float = 10.0) -> None:
+        async with self._cond:
+            try:
+                await asyncio.wait_for(self._cond.wait_for(predicate), timeout)
+            except TimeoutError:
+                last = "\n".join(f"  {r.method} {r.path} {r.status} {r.body!r}"[:300] for r in self.requests[-10:])
+                raise TimeoutError(f"condition not met within {timeout}s; last requests:\n{last}") from None
+
+    async def _notify(self) -> None:
+        async with self._cond:
+            self._cond.notify_all()
+
+    # -- recording --------------------------------------------------------------------------------
+
+    async def _record(self, request: web.Request, body: Any) -> RunwareRequest:
+        transport = request.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        self._peers.add(tuple(peer) if peer else id(request.protocol))
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
+        authorized = request.headers.get("Authorization") == f"Bearer {self.api_key}"
+        record = RunwareRequest(request.method, request.path, headers, authorized, body, time.monotonic())
+        self.requests.append(record)
+        await self._notify()
+        return record
+
+    async def _answer(
+        self, record: RunwareRequest, status: int, payload: Any, headers: dict[str, str] | None = None
+    ) -> web.Response:
+        await self._finish(record, status)
+        return web.json_response(payload, status=status, headers=headers)
+
+    async def _finish(self, record: RunwareRequest, status: int) -> None:
+        record.status = status
+        record.answered_at = time.monotonic()
+        await self._notify()
+
+    # -- POST /v1 ---------------------------------------------------------------------------------
+
+    async def _v1(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        record = await self._record(request, body)
+        if not record.authorized:
+            item = error_item("invalidApiKey", "Invalid API key.", "apiKey")
+            return await self._answer(record, 401, {"errors": [item]})
+        if not isinstance(body, list) or not body or not all(isinstance(t, dict) for t in body):
+            message = "The request body must be a non-empty JSON array of task objects."
+            return await self._answer(record, 400, {"errors": [error_item("invalidPayload", message)]})
+        inference = [t for t in body if t.get("taskType") == "imageInference"]
+        if not inference:
+            if problem := self._problem(body):
+                return await self._answer(record, 400, {"errors": [problem]})
+            return await self._answer(record, *self._results(body))
+        self.in_flight += 1
+        self.max_concurrent = max(self.max_concurrent, self.in_flight)
+        try:
+            return await self._inference(record, body, inference)
+        finally:
+            self.in_flight -= 1
+
+    def _problem(self, body: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """Return the first reason to refuse the whole POST, checking task types, fields and UUIDs."""
+        seen: set[str] = set()
+        for task in body:
+            task_type = task.get("taskType")
+            raw_uuid = task.get("taskUUID")
+            task_uuid = raw_uuid if isinstance(raw_uuid, str) else None
+            if task_type == "getResponse":
+                if task_uuid is None:
+                    message = "Invalid value for taskUUID parameter. It must be a string."
+                    return error_item("invalidParameter", message, "taskUUID", "getResponse", None)
+                continue
+            if task_type != "imageInference":
+                message = f"Unsupported task type: {task_type!r}."
+                return error_item("unsupportedTaskType", message, "taskType", None, task_uuid)
+            if problem := _inference_problem(task):
+                return problem
+            assert task_uuid is not None  # _inference_problem checked it
+            if task_uuid in self.tasks or task_uuid in seen:
+                message = "A task with this taskUUID already exists."
+                return error_item("conflictTaskUUID", message, "taskUUID", "imageInference", task_uuid)
+            seen.add(task_uuid)
+        return None
+
+    async def _inference(
+        self, record: RunwareRequest, body: list[dict[str, Any]], inference: list[dict[str, Any]]
+    ) -> web.Response:
+        for task in inference:  # a retry carrying a known UUID is counted before anything refuses it
+            known = task.get("taskUUID")
+            if isinstance(known, str) and known in self.tasks:
+                self.tasks[known].posts += 1
+        first_uuid = inference[0].get("taskUUID")
+        first_uuid = first_uuid if isinstance(first_uuid, str) else None
+        if self.faults and self.faults[0].refuses():
+            return await self._refuse(record, self.faults.popleft(), first_uuid)
+        if problem := self._problem(body):
+            return await self._answer(record, 400, {"errors": [problem]})
+        fault = self.faults.popleft() if self.faults else None
+        tasks = [self._accept(task, fault) for task in inference]
+        await asyncio.gather(*(self._generate(task) for task in tasks))
+        delay = fault.seconds if fault is not None and fault.kind == "hang_after" else 0.0
+        if any(task.delivery == "sync" for task in tasks):
+            delay += self.service_time
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if fault is not None and fault.kind == "malformed":
+            await self._finish(record, 200)
+            return web.Response(status=200, text='{"data": [', content_type="application/json")
+        return await self._answer(record, *self._results(body))
+
+    async def _refuse(self, record: RunwareRequest, fault: Fault, task_uuid: str | None) -> web.Response:
+        """Answer a refusing fault: nothing is accepted or charged."""
+        if fault.kind == "error400":
+            message = fault.message or f"Invalid value for {fault.parameter} parameter."
+            code = fault.code or "invalidParameter"
+            item = error_item(code, message, fault.parameter, "imageInference", task_uuid, documentation=True)
+            return await self._answer(record, 400, {"errors": [item]})
+        if fault.kind == "hang_before":
+            await asyncio.sleep(fault.seconds)
+            status, (code, message) = 503, UNAVAILABLE
+        else:
+            status = fault.status
+            code, message = STATUS_CODES.get(status, UNAVAILABLE)
+        item = error_item(fault.code or code, fault.message or message, None, "imageInference", task_uuid)
+        headers = None
+        if fault.kind == "status" and fault.retry_after is not None:
+            value = fault.retry_after
+            headers = {"Retry-After": str(int(value)) if float(value).is_integer() else str(value)}
+        return await self._answer(record, status, {"errors": [item]}, headers)
+
+    def _accept(self, request: dict[str, Any], fault: Fault | None) -> RunwareTask:
+        """Charge and register a validated task; synchronous, so two racing POSTs cannot both win."""
+        task_uuid: str = request["taskUUID"]
+        count = request.get("numberResults", 1)
+        cost = round(COST_PER_IMAGE * count, 6)
+        now = time.monotonic()
+        task = RunwareTask(task_uuid, request, cost, accepted_at=now, ready_at=now + self.service_time, fault=fault)
+        if fault is not None and fault.kind == "partial":
+            task.returned = max(0, min(fault.returned, count))
+        elif fault is not None and fault.kind == "processing":
+            task.processing_left = fault.polls
+            task.ready_at = now  # readiness is counted in polls instead
+        elif fault is not None and fault.kind == "url_404":
+            task.url_404 = True
+        self.tasks[task_uuid] = task
+        self.charges.append((task_uuid, cost))
+        return task
+
+    async def _generate(self, task: RunwareTask) -> None:
+        """Render the task's images off the event loop, so big pictures do not stall other requests."""
+        request = task.request
+        count = request.get("numberResults", 1)
+        seed = request.get("seed") or random.randint(1, 2**32 - 1)
+        output_format = request.get("outputFormat", "JPG")
+        _, ext, content_type = OUTPUT_FORMATS[output_format]
+        width, height = request["width"], request["height"]
+        datas = await asyncio.to_thread(
+            lambda: [render_image(seed + i, width, height, output_format) for i in range(count)]
+        )
+        lost = task.fault is not None and task.fault.kind == "partial" and task.fault.lost
+        for i, data in enumerate(datas):
+            image = RunwareImage(str(uuid.uuid4()), i, seed + i, data, ext, content_type)
+            image.lost = lost and task.returned is not None and i >= task.returned
+            task.images.append(image)
+            self._images[image.image_uuid] = (task, image)
+        task.generated = True
+
+    def _item(self, task: RunwareTask, image: RunwareImage) -> dict[str, Any]:
+        """Build one result item the way Runware shapes it for the task's outputType."""
+        request = task.request
+        item: dict[str, Any] = {
+            "taskType": "imageInference",
+            "taskUUID": task.task_uuid,
+            "imageUUID": image.image_uuid,
+            "seed": image.seed,
+        }
+        output_type = request.get("outputType", "URL")
+        if output_type == "URL":
+            item["imageURL"] = f"{self.base}/image/{image.image_uuid}.{image.ext}"
+        elif output_type == "base64Data":
+            item["imageBase64Data"] = base64.b64encode(image.data).decode()
+        else:
+            item["imageDataURI"] = f"data:{image.content_type};base64,{base64.b64encode(image.data).decode()}"
+        safety = request.get("safety")
+        if request.get("checkNSFW") or (isinstance(safety, dict) and safety.get("checkContent")):
+            item["NSFWContent"] = False
+        if request.get("includeCost"):
+            item["cost"] = COST_PER_IMAGE
+        return item
+
+    def _results(self, body: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+        """Answer every task of an accepted POST in order: results, acknowledgements and polls."""
+        data: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        for request in body:
+            task_uuid = request["taskUUID"]
+            if request["taskType"] == "getResponse":
+                self._poll(task_uuid, data, errors)
+                continue
+            task = self.tasks[task_uuid]
+            if task.delivery == "async":
+                data.append({"taskType": "imageInference", "taskUUID": task_uuid})
+            else:
+                shown = task.images if task.returned is None else task.images[: task.returned]
+                data.extend(self._item(task, image) for image in shown)
+        payload: dict[str, Any] = {"data": data}
+        if errors:
+            payload["errors"] = errors
+        return (200 if data or not errors else 400), payload
+
+    def _poll(self, task_uuid: str, data: list[dict[str, Any]], errors: list[dict[str, Any]]) -> None:
+        task = self.tasks.get(task_uuid)
+        if task is None:
+            message = "No task with this taskUUID was found."
+            errors.append(error_item("taskNotFound", message, "taskUUID", "getResponse", task_uuid))
+            return
+        task.polls += 1
+        if task.processing_left > 0:
+            task.processing_left -= 1
+            ready = False
+        else:
+            ready = task.generated and time.monotonic() >= task.ready_at
+        if not ready:
+            data.append({"taskType": "imageInference", "taskUUID": task_uuid, "status": "processing"})
+            return
+        for image in task.images:
+            if image.lost:
+                errors.append(
+                    {
+                        "code": "timeoutProvider",
+                        "message": "The provider timed out.",
+                        "status": "error",
+                        "taskUUID": task_uuid,
+                        "taskType": "imageInference",
+                    }
+                )
+            else:
+                data.append({**self._item(task, image), "status": "success"})
+
+    # -- GET /image/{name} ------------------------------------------------------------------------
+
+    async def _image(self, request: web.Request) -> web.Response:
+        record = await self._record(request, None)
+        name = request.match_info["name"]
+        stem, _, ext = name.partition(".")
+        found = self._images.get(stem)
+        if found is None or found[1].ext != ext or found[0].url_404 or found[1].lost:
+            await self._finish(record, 404)
+            return web.Response(status=404, text="Not Found")
+        image = found[1]
+        self.downloads.append(name)
+        await self._finish(record, 200)
+        return web.Response(body=image.data, content_type=image.content_type)

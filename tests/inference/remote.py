@@ -1,0 +1,43 @@
+"""For the hosted-API backend tests: a catalog with Runware and ModelsLab ids, requests, outcomes."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from bot.catalog import Catalog
+from bot.errors import BotError
+from bot.jobs import Requester
+from bot.options import Defaults, Limits, parse_text
+from bot.request import GenerationRequest
+from bot.service import ImageService
+from storage.history import Generation, HistoryStore
+
+WHO = Requester("console", "alice")
+
+CATALOG = Catalog.from_toml(
+    resources.files("bot").joinpath("models.toml").read_text(encoding="utf-8")
+    + "\n"
+    + Path(__file__).with_name("remote_catalog.toml").read_text(encoding="utf-8")
+)
+
+
+def request(line: str, seed: int = 7) -> GenerationRequest:
+    """Return the request `/imagine <line>` makes with the sdxl default, with a seed."""
+    parsed = parse_text(line, catalog=CATALOG, defaults=Defaults(model="sdxl"), limits=Limits(pixel_budget=4 * 2048**2))
+    return parsed.request if parsed.request.seed is not None else parsed.request.with_seed(seed)
+
+
+async def outcome(service: ImageService, line: str) -> tuple[Generation | None, str | None]:
+    """Run `/imagine <line>` to its end: (the generation, None) or (None, the sentence the user sees)."""
+    job = await service.imagine(line, WHO)
+    try:
+        return await job.result(), None
+    except BotError as error:
+        return None, str(error)
+
+
+async def only(history: HistoryStore) -> Generation:
+    """Return the one generation in history."""
+    (generation,) = await history.recent(WHO.platform, WHO.user_id)
+    return generation

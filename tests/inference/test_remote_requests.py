@@ -1,0 +1,154 @@
+"""What the hosted-API backends send, and what they refuse before sending: pure functions, no network."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bot.errors import InvalidOption
+from inference.capabilities import CAPABILITIES
+from inference.modelslab import build_body
+from inference.runware import build_task
+from tests.inference.remote import CATALOG, request
+
+UUID = "6f6d6f6e-0000-4000-8000-000000000001"
+
+
+def test_runware_task_maps_every_field_to_runware_names() -> None:
+    task = build_task(
+        request(
+            "a red fox --no blurry --steps 30 --refiner 80 --cfg 6.5 --sampler 'Euler a' --n 2 --ar 16:9"
+            " --lora pixel-art-remote:0.8 --seed 42"
+        ),
+        CATALOG,
+        UUID,
+    )
+    assert task == {
+        "taskType": "imageInference",
+        "taskUUID": UUID,
+        "positivePrompt": "a red fox",
+        "negativePrompt": "blurry",
+        "model": "civitai:101055@128078",
+        "width": 1344,
+        "height": 768,
+        "steps": 30,
+        "CFGScale": 6.5,
+        "scheduler": "Euler a",
+        "seed": 42,
+        "numberResults": 2,
+        "outputType": "URL",
+        "outputFormat": "PNG",
+        "includeCost": True,
+        "deliveryMethod": "sync",
+        # the split in steps, exactly as shown to the user: 24 base + 6 refiner
+        "refiner": {"model": "civitai:101055@128080", "startStep": 24},
+        "lora": [{"model": "civitai:120096@135931", "weight": 0.8}],
+    }
+
+
+def test_runware_task_sends_class_names_for_schedulers_it_lists_that_way() -> None:
+    assert build_task(request("a fox --sampler DDIM"), CATALOG, UUID)["scheduler"] == "DDIMScheduler"
+    assert (
+        build_task(request("a fox --sampler 'DPM++ 2M'"), CATALOG, UUID)["scheduler"] == "DPMSolverMultistepScheduler"
+    )
+
+
+def test_modelslab_body_sends_numbers_as_strings_and_flags_as_yes_no() -> None:
+    body = build_body(
+        request("a red fox --no blurry --steps 30 --cfg 6.5 --n 2 --lora pixel-art-remote:0.8 --seed 42"),
+        CATALOG,
+        "ml-key",
+        "track-1",
+    )
+    assert body == {
+        "key": "ml-key",
+        "model_id": "sdxl",
+        "prompt": "a red fox",
+        "negative_prompt": "blurry",
+        "width": "1024",
+        "height": "1024",
+        "samples": "2",
+        "num_inference_steps": "30",
+        "guidance_scale": "6.5",
+        "seed": "42",
+        "scheduler": "DPMSolverMultistepScheduler",
+        "use_karras_sigmas": "yes",
+        "enhance_prompt": "no",
+        "safety_checker": "no",
+        "webhook": None,
+        "track_id": "track-1",
+        "lora_model": "pixel-art-xl",
+        "lora_strength": "0.8",
+    }
+
+
+@pytest.mark.parametrize(
+    ("line", "backend", "sentence"),
+    [
+        (
+            "a fox --refiner 85",
+            "modelslab",
+            "Refiner cannot take over at a chosen step on ModelsLab; the local backend and Runware can.",
+        ),
+        (
+            "a fox --ar 16:9 --steps 60",
+            "modelslab",
+            "Size is at most 1024×1024 on ModelsLab, not 1344×768; the local backend and Runware can.",
+        ),
+        (
+            "a fox --steps 60",
+            "modelslab",
+            "Steps are at most 50 on ModelsLab, not 60; the local backend and Runware can.",
+        ),
+        (
+            "a fox --cfg 0",
+            "modelslab",
+            "Cfg must be from 1 to 20 on ModelsLab, not 0; the local backend and Runware can.",
+        ),
+        (
+            "a fox --sampler 'DPM++ 3M SDE'",
+            "runware",
+            "Scheduler 'DPM++ 3M SDE' is not available on Runware (it has DPM++ 2M Karras, DPM++ 2M, "
+            "DPM++ 2M SDE Karras, Euler, Euler a, UniPC, DDIM, Heun, LCM); the local backend can.",
+        ),
+        ("a fox --lora runware-only", "modelslab", "Lora 'runware-only' is not available on ModelsLab; Runware can."),
+        ("a fox --lora pixel-art", "runware", "Lora 'pixel-art' is not available on Runware; the local backend can."),
+        (
+            "a fox --steps 10 --refiner 5",
+            "runware",
+            "Refiner must leave the base model at least 2 steps on Runware, not 1; the local backend can.",
+        ),
+        ("a fox --model tiny", "runware", "Model 'tiny' is not available on Runware; the local backend can."),
+    ],
+)
+def test_a_request_a_backend_cannot_make_is_refused_naming_who_can(line: str, backend: str, sentence: str) -> None:
+    with pytest.raises(InvalidOption) as refused:
+        CAPABILITIES[backend].check(request(line), CATALOG)  # type: ignore[index]
+    assert str(refused.value) == sentence
+
+
+@given(
+    steps=st.integers(1, 100),
+    count=st.integers(1, 4),
+    cfg=st.floats(0, 50).map(lambda x: round(x, 1)),
+    percent=st.one_of(st.none(), st.integers(1, 99)),
+)
+def test_modelslab_either_refuses_or_sends_only_what_its_docs_allow(
+    steps: int, count: int, cfg: float, percent: int | None
+) -> None:
+    refiner = f" --refiner {percent}" if percent else ""
+    try:
+        req = request(f"a fox --steps {steps} --n {count} --cfg {cfg}{refiner} --ar 1:1")
+    except InvalidOption:
+        return  # the request model itself refuses it (e.g. a refiner split leaving no refiner step)
+    try:
+        body = build_body(req, CATALOG, "k", "t")
+    except InvalidOption as error:
+        assert "ModelsLab" in str(error)
+        return
+    assert 1 <= int(body["num_inference_steps"]) <= 50
+    assert 1 <= int(body["samples"]) <= 4
+    assert 1 <= float(body["guidance_scale"]) <= 20
+    assert int(body["width"]) <= 1024 and int(body["height"]) <= 1024
+    assert all(isinstance(value, str) or value is None for value in body.values())

@@ -1,0 +1,235 @@
+"""The Runware backend through the image service, against the loopback fake of Runware's REST API.
+
+Each fault asserts what the user is told, what history keeps (the cost too),
+and that Runware charged each task once: retries resend the same taskUUID.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from bot.config import RunwareSettings
+from bot.errors import InvalidOption
+from bot.service import ImageService
+from inference.runware import RunwareBackend
+from storage.history import SqliteHistory
+from tests.fakes.runware import COST_PER_IMAGE, FakeRunware, Fault
+from tests.fakes.service import started_service
+from tests.inference.remote import CATALOG, WHO, only, outcome
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeRunware]:
+    async with FakeRunware() as fake:
+        yield fake
+
+
+def settings(fake: FakeRunware, **changes: object) -> RunwareSettings:
+    values: dict[str, object] = {"api_key": fake.api_key, "url": fake.url, "retry_budget": 3.0, "timeout": 5.0}
+    return RunwareSettings(**(values | changes))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def running(fake: FakeRunware, tmp_path: Path) -> AsyncIterator[tuple[ImageService, SqliteHistory]]:
+    backend = RunwareBackend(CATALOG, settings(fake), poll_interval=0.01)
+    try:
+        async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as started:
+            yield started
+    finally:
+        await backend.aclose()
+
+
+def colour(seed: int) -> tuple[int, int, int]:
+    import hashlib
+
+    r, g, b = hashlib.sha256(f"{seed}".encode()).digest()[:3]
+    return r, g, b
+
+
+async def test_images_arrive_with_seeds_refiner_split_and_cost(running, fake: FakeRunware, tmp_path: Path) -> None:
+    service, history = running
+    generation, error = await outcome(
+        service, "a red fox --seed 42 --n 2 --steps 30 --refiner 80 --lora pixel-art-remote:0.8 --ar 1:1"
+    )
+    assert error is None and generation is not None
+    assert [image.seed for image in generation.images] == [42, 43]
+    for image in generation.images:
+        png = Image.open(io.BytesIO((tmp_path / image.path).read_bytes()))
+        assert png.format == "PNG" and png.size == (1024, 1024)
+        assert png.getpixel((0, 0)) == colour(image.seed)
+    (task,) = fake.tasks.values()
+    assert task.request["refiner"] == {"model": "civitai:101055@128080", "startStep": 24}
+    assert task.request["lora"] == [{"model": "civitai:120096@135931", "weight": 0.8}]
+    assert (await only(history)).cost == pytest.approx(2 * COST_PER_IMAGE)
+    assert len(fake.charges) == 1 and len(fake.downloads) == 2
+
+
+async def test_base64_output_needs_no_download(fake: FakeRunware, tmp_path: Path) -> None:
+    backend = RunwareBackend(CATALOG, settings(fake, output_type="base64Data"))
+    async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as (service, _):
+        generation, error = await outcome(service, "a red fox --seed 3")
+    await backend.aclose()
+    assert error is None and generation is not None and generation.images[0].seed == 3
+    assert fake.downloads == []
+
+
+@pytest.mark.parametrize(
+    ("fault", "sentence"),
+    [
+        (
+            Fault("error400", parameter="steps", message="Value must be between 1 and 100."),
+            "The Runware backend could not make the image: it refused the steps (Value must be between 1 and 100).",
+        ),
+        (
+            Fault("status", status=402),
+            "The Runware backend could not make the image: the Runware account has no credit left.",
+        ),
+        (
+            Fault("status", status=403),
+            "The Runware backend could not make the image: the API key may not use this model or feature.",
+        ),
+    ],
+)
+async def test_final_refusals_are_one_sentence_and_not_retried(running, fake, fault: Fault, sentence: str) -> None:
+    service, history = running
+    fake.inject(fault)
+    generation, error = await outcome(service, "a red fox")
+    assert generation is None and error == sentence
+    assert (await only(history)).error == sentence
+    assert len(fake.calls("imageInference")) == 1 and fake.charges == []
+
+
+async def test_a_wrong_key_is_final_and_never_logged(fake: FakeRunware, tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    backend = RunwareBackend(CATALOG, settings(fake, api_key="rw-wrong-key"))
+    async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as (service, _):
+        _, error = await outcome(service, "a red fox")
+    await backend.aclose()
+    assert error == (
+        "The Runware backend could not make the image: it refused the server's API key"
+        " (the bot's operator must check IMAGEBOT_RUNWARE_API_KEY)."
+    )
+    assert "rw-wrong-key" not in caplog.text and "httpx" in caplog.text
+    assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        [Fault("status", status=429, retry_after=0.05)],
+        [Fault("status", status=503), Fault("status", status=502), Fault("status", status=504)],
+        [Fault("status", status=500), Fault("status", status=408)],
+        [Fault("hang_before", seconds=0.5)],
+    ],
+    ids=["429-retry-after", "503-502-504", "500-408", "timeout-before-accepting"],
+)
+async def test_transient_failures_are_retried_with_the_same_task_uuid(running, fake, faults) -> None:
+    service, history = running
+    fake.inject(*faults)
+    generation, error = await outcome(service, "a red fox")
+    assert error is None and generation is not None
+    sent = fake.calls("imageInference")
+    assert len(sent) == len(faults) + 1
+    assert len({task["taskUUID"] for task in sent}) == 1
+    assert len(fake.charges) == 1 and (await only(history)).cost == pytest.approx(COST_PER_IMAGE)
+
+
+async def test_retry_after_is_honoured(running, fake: FakeRunware) -> None:
+    fake.inject(Fault("status", status=429, retry_after=0.3))
+    await outcome(running[0], "a red fox")
+    first, second = [r for r in fake.requests if r.method == "POST" and r.tasks][:2]
+    assert second.at - first.at >= 0.3
+
+
+@pytest.mark.parametrize(
+    "fault", [Fault("hang_after", seconds=3.0), Fault("malformed")], ids=["answer-lost-to-timeout", "unreadable-answer"]
+)
+async def test_an_accepted_task_whose_answer_was_lost_is_collected_not_paid_again(
+    fake: FakeRunware, tmp_path: Path, fault: Fault
+) -> None:
+    fake.inject(fault)
+    backend = RunwareBackend(CATALOG, settings(fake, timeout=0.5), poll_interval=0.01)
+    async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as (service, history):
+        generation, error = await outcome(service, "a red fox --n 2 --seed 11")
+        assert error is None and generation is not None
+        assert [image.seed for image in generation.images] == [11, 12]
+        assert (await only(history)).cost == pytest.approx(2 * COST_PER_IMAGE)
+    await backend.aclose()
+    (task,) = fake.tasks.values()
+    assert task.posts == 2  # the retry met conflictTaskUUID...
+    assert task.polls >= 1  # ...and the images came from getResponse
+    assert len(fake.charges) == 1
+
+
+async def test_a_partial_answer_is_completed_by_polling(running, fake: FakeRunware) -> None:
+    fake.inject(Fault("partial", returned=1))
+    generation, error = await outcome(running[0], "a red fox --n 3 --seed 20")
+    assert error is None and generation is not None
+    assert [image.seed for image in generation.images] == [20, 21, 22]
+    assert len(fake.charges) == 1
+
+
+async def test_images_lost_at_runware_leave_the_rest_with_a_note(running, fake: FakeRunware) -> None:
+    service, history = running
+    fake.inject(Fault("partial", returned=1, lost=True))
+    generation, error = await outcome(service, "a red fox --n 3 --seed 20")
+    assert error is None and generation is not None
+    assert [image.seed for image in generation.images] == [20]
+    stored = await only(history)
+    assert stored.warnings[-1] == "Only 1 of 3 images came back."
+    # The cost kept is what Runware reported: its answers give a cost for delivered images only.
+    assert stored.cost == pytest.approx(COST_PER_IMAGE)
+    assert len(fake.charges) == 1
+
+
+async def test_an_expired_image_url_fails_the_generation_but_keeps_its_cost(running, fake: FakeRunware) -> None:
+    service, history = running
+    fake.inject(Fault("url_404"))
+    generation, error = await outcome(service, "a red fox")
+    assert generation is None
+    assert error == (
+        "The Runware backend could not make the image: the finished images could not be downloaded"
+        " (their links failed)."
+    )
+    stored = await only(history)
+    assert stored.status == "failed" and stored.cost == pytest.approx(COST_PER_IMAGE)
+    assert len(fake.charges) == 1
+
+
+async def test_a_long_job_is_queued_at_runware_and_polled(fake: FakeRunware, tmp_path: Path) -> None:
+    fake.inject(Fault("processing", polls=3))
+    backend = RunwareBackend(CATALOG, settings(fake, async_above=10), poll_interval=0.01)
+    async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as (service, _):
+        generation, error = await outcome(service, "a red fox --steps 30 --n 2 --seed 5")  # 60 MP·steps > 10
+    await backend.aclose()
+    assert error is None and generation is not None and len(generation.images) == 2
+    (task,) = fake.tasks.values()
+    assert task.delivery == "async" and task.polls == 4
+
+
+async def test_an_unavailable_api_gives_up_within_the_budget(fake: FakeRunware, tmp_path: Path) -> None:
+    fake.inject(*[Fault("status", status=503) for _ in range(50)])
+    backend = RunwareBackend(CATALOG, settings(fake, retry_budget=0.5))
+    async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as (service, history):
+        generation, error = await outcome(service, "a red fox")
+        assert generation is None and error is not None
+        assert error.startswith("The Runware backend could not make the image: it was unavailable for ")
+        assert error.endswith(" over 0.5 s (last: HTTP 503).")
+        assert (await only(history)).status == "failed"
+    await backend.aclose()
+    assert fake.charges == []
+
+
+async def test_what_runware_cannot_do_is_refused_before_anything_is_queued_or_sent(running, fake) -> None:
+    service, history = running
+    with pytest.raises(InvalidOption, match="Lora 'pixel-art' is not available on Runware; the local backend can"):
+        await service.imagine("a red fox --lora pixel-art", WHO)
+    with pytest.raises(InvalidOption, match="'DPM\\+\\+ 3M SDE' is not available on Runware"):
+        await service.imagine("a red fox --sampler 'DPM++ 3M SDE'", WHO)
+    assert fake.requests == [] and await history.recent("console", "alice") == []
