@@ -6,7 +6,7 @@ import gc
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.catalog import Catalog, load_catalog
@@ -39,11 +39,13 @@ class App:
     history: HistoryStore
     catalog: Catalog
     data_dir: Path
+    pinned: dict[str, Backend] = field(default_factory=dict)
 
     async def aclose(self) -> None:
-        """Stop the queue, the backend and the database, in that order."""
+        """Stop the queue, the backends and the database, in that order."""
         await self.service.aclose()
-        await self.backend.aclose()
+        for backend in (self.backend, *self.pinned.values()):
+            await backend.aclose()
         await self.history.close()
 
 
@@ -62,28 +64,28 @@ def pick_default_model(configured: str | None, announce: Callable[[str], None], 
     return "tiny"
 
 
-def _backend(core: CoreSettings, worker: LocalWorkerSettings, catalog: Catalog) -> Backend:
-    if core.backend == "local":
+def _backend(name: str, core: CoreSettings, worker: LocalWorkerSettings, catalog: Catalog) -> Backend:
+    if name == "local":
         from inference.local import LocalBackend
 
         token = worker.hf_token.get_secret_value() if worker.hf_token else None
         return LocalBackend(catalog, core.data_dir, device=worker.device, dtype=worker.dtype, hf_token=token)
-    if core.backend == "runware":
+    if name == "runware":
         from inference.runware import RunwareBackend
 
         runware = RunwareSettings()
         if runware.api_key is None:
-            raise ConfigurationError("IMAGEBOT_BACKEND=runware needs IMAGEBOT_RUNWARE_API_KEY.")
+            raise ConfigurationError("the runware backend needs IMAGEBOT_RUNWARE_API_KEY.")
         return RunwareBackend(catalog, runware)
-    if core.backend == "modelslab":
+    if name == "modelslab":
         from inference.modelslab import ModelsLabBackend
 
         modelslab = ModelsLabSettings()
         if modelslab.api_key is None:
-            raise ConfigurationError("IMAGEBOT_BACKEND=modelslab needs IMAGEBOT_MODELSLAB_API_KEY.")
+            raise ConfigurationError("the modelslab backend needs IMAGEBOT_MODELSLAB_API_KEY.")
         return ModelsLabBackend(catalog, modelslab)
     raise ConfigurationError(
-        f"IMAGEBOT_BACKEND={core.backend} is not available in this version; use local, runware or modelslab."
+        f"IMAGEBOT_BACKEND={name} is not available in this version; use local, runware or modelslab."
     )
 
 
@@ -116,10 +118,18 @@ async def bootstrap(
     except BotError as error:
         raise ConfigurationError(f"IMAGEBOT_DEFAULT_MODEL: {error}") from error
     core.data_dir.mkdir(parents=True, exist_ok=True)
-    backend = backend or _backend(core, worker, catalog)
+    backend = backend or _backend(core.backend, core, worker, catalog)
+    pinned: dict[str, Backend] = {}
+    for name in sorted({m.backend for m in catalog.entries("model") if m.backend and m.backend != backend.name}):
+        try:
+            pinned[name] = _backend(name, core, worker, catalog)
+        except ConfigurationError as error:
+            # The models pinned there are refused with a sentence; the others work.
+            announce(f"Catalog models on the {name} backend are unavailable: {error}")
     history = history or await SqliteHistory.open(core.data_dir / "imagebot.sqlite3")
     service = ImageService(
         backend=backend,
+        backends=pinned,
         history=history,
         files=ImageFiles(core.data_dir),
         catalog=catalog,
@@ -129,7 +139,7 @@ async def bootstrap(
         max_per_user=queue.max_per_user,
     )
     await service.start()
-    return App(service, backend, history, catalog, core.data_dir)
+    return App(service, backend, history, catalog, core.data_dir, pinned)
 
 
 def freeze_startup_heap() -> None:

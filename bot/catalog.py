@@ -49,6 +49,8 @@ class CatalogEntry(BaseModel):
     width: int | None = None
     height: int | None = None
     refiner: str | None = None
+    # Where the model runs when not on the configured IMAGEBOT_BACKEND (a model only a hosted API has).
+    backend: Literal["local", "runware", "modelslab"] | None = None
     # LoRAs and embeddings
     trigger_words: tuple[str, ...] = ()
     token: str | None = None

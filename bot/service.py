@@ -63,7 +63,8 @@ class ImageService:
     """Generate, reroll, refine and list images for chat users.
 
     Args:
-        backend: makes the images.
+        backend: makes the images (the configured ``IMAGEBOT_BACKEND``).
+        backends: other backends by name, for catalog models pinned to one (``backend = "runware"``).
         history: stores generations, images and user settings.
         files: stores image bytes under the data directory.
         catalog: the names users may ask for.
@@ -77,6 +78,7 @@ class ImageService:
         self,
         *,
         backend: Backend,
+        backends: Mapping[str, Backend] | None = None,
         history: HistoryStore,
         files: ImageFiles,
         catalog: Catalog,
@@ -90,6 +92,7 @@ class ImageService:
         self.catalog = catalog
         self.limits = limits
         self._backend = backend
+        self._backends = {backend.name: backend, **(backends or {})}
         self._history = history
         self._files = files
         self._default_model = catalog.get("model", default_model).name
@@ -145,7 +148,8 @@ class ImageService:
         from storage.history import NewGeneration  # a plain dataclass; no I/O at import
 
         self._queue.check_room(who.key)
-        self._backend.check(request)
+        backend = self._backend_for(request)
+        backend.check(request)
         if request.seed is None:
             request = request.with_seed(self._seeds())
         generation = await self._history.add(
@@ -156,7 +160,7 @@ class ImageService:
                 channel=who.channel,
                 request=request,
                 action=action,
-                backend=self._backend.name,
+                backend=backend.name,
                 parent_id=parent.id if parent else None,
                 warnings=warnings,
                 private=private,
@@ -316,6 +320,18 @@ class ImageService:
 
     # -- running ------------------------------------------------------------------------------------
 
+    def _backend_for(self, request: GenerationRequest) -> Backend:
+        """Return the backend a request's model is pinned to in the catalog, else the configured one."""
+        pinned = self.catalog.get("model", request.model).backend
+        if pinned is None:
+            return self._backend
+        backend = self._backends.get(pinned)
+        if backend is None:
+            raise InvalidOption(
+                "model", f"'{request.model}' runs on the {pinned} backend, which this bot has not configured"
+            )
+        return backend
+
     def _to_defaults(self, saved: Mapping[str, object]) -> options.Defaults:
         def number(key: str) -> int | None:
             value = saved.get(key)
@@ -359,7 +375,7 @@ class ImageService:
         job.emit(JobEvent("started"))
         started = time.perf_counter()
         try:
-            images = await self._backend.generate(
+            images = await self._backend_for(job.request).generate(
                 job.request,
                 on_progress=lambda progress: job.emit(JobEvent("progress", progress=progress)),
                 cancel=job.cancel_event,

@@ -12,6 +12,8 @@ import pytest
 from bot.bootstrap import ConfigurationError, bootstrap
 from bot.cli import backends_text
 from bot.config import CoreSettings
+from bot.errors import InvalidOption
+from bot.jobs import Requester
 from tests.fakes.modelslab import FakeModelsLab
 from tests.fakes.runware import FakeRunware
 
@@ -35,9 +37,7 @@ async def test_a_hosted_backend_without_its_key_is_one_sentence(
     backend: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.delenv(f"IMAGEBOT_{backend.upper()}_API_KEY", raising=False)
-    with pytest.raises(
-        ConfigurationError, match=f"IMAGEBOT_BACKEND={backend} needs IMAGEBOT_{backend.upper()}_API_KEY"
-    ):
+    with pytest.raises(ConfigurationError, match=f"the {backend} backend needs IMAGEBOT_{backend.upper()}_API_KEY"):
         await bootstrap(CoreSettings(backend=backend, data_dir=tmp_path), announce=lambda _: None)  # type: ignore[arg-type]
 
 
@@ -93,3 +93,48 @@ async def test_imagebot_generate_on_modelslab_refuses_what_it_cannot_do(tmp_path
         code, out, err = await _imagebot(env, "generate", "a red fox --seed 7 --steps 30")
         assert code == 0, err
         assert fake.submits and len(fake.charges) == 1
+
+
+PINNED = """
+[model.hosted-sdxl]
+architecture = "sdxl"
+description = "SDXL on ModelsLab, whatever IMAGEBOT_BACKEND says"
+modelslab = "sdxl"
+backend = "modelslab"
+
+[model.runware-sdxl]
+architecture = "sdxl"
+runware = "civitai:101055@128078"
+backend = "runware"
+"""
+
+
+async def test_a_model_pinned_to_a_hosted_backend_runs_there(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from importlib import resources
+
+    from tests.fakes.backend import FakeBackend
+
+    catalog = tmp_path / "models.toml"
+    catalog.write_text(resources.files("bot").joinpath("models.toml").read_text() + PINNED)
+    notices: list[str] = []
+    async with FakeModelsLab() as fake:
+        monkeypatch.setenv("IMAGEBOT_MODELSLAB_API_KEY", fake.api_key)
+        monkeypatch.setenv("IMAGEBOT_MODELSLAB_URL", fake.url)
+        monkeypatch.delenv("IMAGEBOT_RUNWARE_API_KEY", raising=False)
+        local = FakeBackend(name="local")
+        core = CoreSettings(data_dir=tmp_path / "data", catalog=catalog, default_model="tiny")
+        app = await bootstrap(core, backend=local, announce=notices.append)
+        try:
+            who = Requester("console", "alice")
+            hosted = await (await app.service.imagine("a red fox --model hosted-sdxl --steps 20", who)).result()
+            mine = await (await app.service.imagine("a red fox --steps 2", who)).result()
+            with pytest.raises(InvalidOption) as refused:
+                await app.service.imagine("a red fox --model runware-sdxl", who)
+        finally:
+            await app.aclose()
+    assert (hosted.backend, mine.backend) == ("modelslab", "local")
+    assert len(fake.charges) == 1 and len(local.requests) == 1
+    assert str(refused.value) == "Model 'runware-sdxl' runs on the runware backend, which this bot has not configured."
+    assert notices == [
+        "Catalog models on the runware backend are unavailable: the runware backend needs IMAGEBOT_RUNWARE_API_KEY."
+    ]

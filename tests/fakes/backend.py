@@ -19,7 +19,10 @@ from bot.request import GeneratedImage, GenerationRequest, Progress
 class FakeBackend:
     name = "fake"
 
-    def __init__(self, *, step_delay: float = 0.0, fail_with: str | None = None, preview_every: int = 0) -> None:
+    def __init__(
+        self, *, step_delay: float = 0.0, fail_with: str | None = None, preview_every: int = 0, name: str = "fake"
+    ) -> None:
+        self.name = name
         self.requests: list[GenerationRequest] = []
         self.step_delay = step_delay
         self.fail_with = fail_with
