@@ -68,6 +68,9 @@ class ConsoleChat:
         """Handle lines until end of input or ``quit``."""
         if stdin.isatty():
             self.say("imagebot console: type /imagine <prompt>, or help.")
+        for job, _ in self._service.resumed(self._who.platform):
+            if job.requester.key == self._who.key:
+                self.say(f"{format_ref(job.id)} resumed after a restart; `history` shows it when it is done.")
         while True:
             line = await asyncio.to_thread(stdin.readline)
             if not line or line.strip().lower() in ("quit", "exit", "/quit", "/exit"):

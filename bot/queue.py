@@ -84,6 +84,10 @@ class JobQueue:
     async def submit(self, job: Job) -> int:
         """Queue a job and return its position (1 = next); raises like `check_room`."""
         self.check_room(job.requester.key)
+        return await self.resume(job)
+
+    async def resume(self, job: Job) -> int:
+        """Queue a job that was accepted before a restart, whatever the limits; return its position."""
         user = job.requester.key
         if user not in self._waiting:
             self._waiting[user] = deque()

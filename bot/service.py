@@ -54,6 +54,9 @@ def _total_cost(images: list[GeneratedImage]) -> float | None:
     return sum(costs) if costs else None
 
 
+INTERRUPTED_TWICE = "The bot restarted twice while this image was being made; please ask again."
+
+
 def random_seed() -> int:
     """Return a fresh seed; 32-bit so people can read it out and type it back."""
     return secrets.randbelow(2**32 - 1) + 1
@@ -98,6 +101,7 @@ class ImageService:
         self._default_model = catalog.get("model", default_model).name
         self._seeds = seeds
         self._jobs: dict[int, Job] = {}
+        self._resumed: list[tuple[Job, str | None]] = []
         self._queue = JobQueue(self._execute, concurrency=concurrency, max_queue=max_queue, max_per_user=max_per_user)
 
     @property
@@ -106,8 +110,36 @@ class ImageService:
         return self._default_model
 
     async def start(self) -> None:
-        """Start running queued jobs."""
+        """Resume what a previous run left queued or running, then start running jobs.
+
+        A job that was running when the bot stopped runs again from the start, once;
+        interrupted a second time, it fails with a sentence. Adapters follow the
+        resumed jobs (`resumed`) to update the messages that show them.
+        """
+        for generation in await self._history.unfinished():
+            job = Job(
+                generation.id,
+                Requester(generation.platform, generation.user_id, generation.workspace, generation.channel),
+                generation.request,
+                generation.warnings,
+                generation.private,
+            )
+            self._resumed.append((job, generation.message_ref))
+            if generation.status == "running" and generation.interruptions >= 1:
+                await self._history.mark_failed(job.id, INTERRUPTED_TWICE)
+                job.emit(JobEvent("failed", message=INTERRUPTED_TWICE))
+                continue
+            if generation.status == "running":
+                await self._history.mark_interrupted(job.id)
+            self._jobs[job.id] = job
+            job.emit(JobEvent("queued", position=await self._queue.resume(job)))
+        if self._resumed:
+            log.info("resumed %d unfinished generations", len(self._resumed))
         self._queue.start()
+
+    def resumed(self, platform: str) -> list[tuple[Job, str | None]]:
+        """Return the jobs of a platform that `start` resumed, with the message ref that shows each."""
+        return [(job, ref) for job, ref in self._resumed if job.requester.platform == platform]
 
     async def aclose(self) -> None:
         """Stop the queue; the backend and stores are closed by their owner."""
@@ -381,11 +413,10 @@ class ImageService:
                 cancel=job.cancel_event,
             )
             stored = [await self._store(job, image) for image in images]
-            notes = (
-                ()
-                if len(images) >= job.request.count
-                else (f"Only {len(images)} of {job.request.count} images came back.",)
-            )
+            # A backend's notes (a worker restarted on the way) reach the user under the image.
+            notes = tuple(dict.fromkeys(str(image.meta["note"]) for image in images if image.meta.get("note")))
+            if len(images) < job.request.count:
+                notes += (f"Only {len(images)} of {job.request.count} images came back.",)
             await self._history.mark_done(job.id, stored, cost=_total_cost(images), notes=notes)
         except JobCancelled as error:
             await self._history.mark_cancelled(job.id)

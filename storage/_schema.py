@@ -89,6 +89,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (platform, workspace)
     ) STRICT, WITHOUT ROWID;
     """,
+    # 2: how often a restart interrupted a running generation (it is resumed once, then failed).
+    """
+    ALTER TABLE generations ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0 CHECK (interruptions >= 0);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

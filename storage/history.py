@@ -117,6 +117,7 @@ class Generation:
     message_ref: str | None
     cost: float | None
     images: tuple[StoredImage, ...] = field(default=())
+    interruptions: int = 0
 
     @property
     def seconds(self) -> float | None:
@@ -154,6 +155,13 @@ class HistoryStore(Protocol):
 
     async def mark_running(self, generation_id: int) -> bool:
         """Record that a worker started it now; return False if it had already finished."""
+        ...
+
+    async def mark_interrupted(self, generation_id: int) -> bool:
+        """Put a ``running`` generation a restart interrupted back to ``queued``, counting the interruption.
+
+        Return False if it was not running.
+        """
         ...
 
     async def mark_done(
@@ -319,6 +327,15 @@ class InMemoryHistory:
         """Record that a worker started it now; return False if it had already finished."""
         return self._move(generation_id, status="running", started_at=self._clock())
 
+    async def mark_interrupted(self, generation_id: int) -> bool:
+        """Put a ``running`` generation back to ``queued``, counting the interruption; False if not running."""
+        generation = self._generations[generation_id]
+        if generation.status != "running":
+            return False
+        return self._move(
+            generation_id, status="queued", started_at=None, interruptions=generation.interruptions + 1
+        )
+
     async def mark_done(
         self,
         generation_id: int,
@@ -398,10 +415,10 @@ class InMemoryHistory:
 
 _COLUMNS = (
     "id, platform, workspace, channel, user_id, parent_id, action, request, seed, model, backend, status,"
-    " error, warnings, private, created_at, started_at, finished_at, message_ref, cost"
+    " error, warnings, private, created_at, started_at, finished_at, message_ref, cost, interruptions"
 )
 _IMAGE_COLUMNS = "i.idx, i.seed, i.path, i.sha256, i.width, i.height"
-_GENERATION_FIELDS = 20
+_GENERATION_FIELDS = 21
 _UNFINISHED_SQL = "status IN ('queued', 'running')"
 
 
@@ -528,6 +545,16 @@ class SqliteHistory:
         """Record that a worker started it now; return False if it had already finished."""
         async with self._lock:
             return await self._move(generation_id, "status = 'running', started_at = ?", (self._clock(),))
+
+    async def mark_interrupted(self, generation_id: int) -> bool:
+        """Put a ``running`` generation back to ``queued``, counting the interruption; False if not running."""
+        async with self._lock:
+            cursor = await self._conn.execute(
+                "UPDATE generations SET status = 'queued', started_at = NULL, interruptions = interruptions + 1"
+                " WHERE id = ? AND status = 'running'",
+                (generation_id,),
+            )
+            return cursor.rowcount == 1
 
     async def mark_done(
         self,
@@ -727,6 +754,7 @@ def _generation(row: Sequence[Any], images: tuple[StoredImage, ...]) -> Generati
         finished_at,
         message_ref,
         cost,
+        interruptions,
     ) = row
     return Generation(
         id=id_,
@@ -750,4 +778,5 @@ def _generation(row: Sequence[Any], images: tuple[StoredImage, ...]) -> Generati
         message_ref=message_ref,
         cost=cost,
         images=images,
+        interruptions=interruptions,
     )

@@ -39,12 +39,14 @@ class ImageBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         """Register the cog and the persistent buttons, then sync the commands."""
-        await self.add_cog(ImagesCog(self, self.service, self.settings))
+        cog = ImagesCog(self, self.service, self.settings)
+        await self.add_cog(cog)
         self.add_dynamic_items(GenerationButton)
         guild = discord.Object(self.settings.guild_id) if self.settings.guild_id else None
         if guild is not None:
             self.tree.copy_global_to(guild=guild)
         await self.tree.sync(guild=guild)
+        await cog.follow_resumed()
 
     async def _on_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         """Answer any unexpected failure with one private sentence; the traceback goes to the log."""

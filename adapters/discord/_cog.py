@@ -86,6 +86,29 @@ class ImagesCog(commands.Cog, name="Images"):
         self.settings = settings
         self._tasks: set[asyncio.Task[None]] = set()
 
+    async def follow_resumed(self) -> None:
+        """Post a message for each job a restart resumed and follow it there.
+
+        The interaction that asked for it expired with the old process, so the image comes
+        as a new message in its channel (a direct message for a private one).
+        """
+        for job, _ in self.service.resumed(PLATFORM):
+            try:
+                if job.private or job.requester.channel is None:
+                    channel: discord.abc.Messageable = await self.bot.create_dm(
+                        discord.Object(int(job.requester.user_id))
+                    )
+                else:
+                    channel = self.bot.get_partial_messageable(int(job.requester.channel))
+                message = await channel.send(
+                    f"{progress_line(job, JobEvent('queued'))} · resumed after a restart · <@{job.requester.user_id}>",
+                    view=running_view(job.id),
+                )
+            except discord.HTTPException as error:
+                log.warning("could not post resumed %s: %s", format_ref(job.id), error)
+                continue
+            self._spawn(self._follow(job, message.edit, DEFAULT_UPLOAD_LIMIT))
+
     async def cog_unload(self) -> None:
         """Stop following jobs; the jobs themselves run on."""
         for task in self._tasks:

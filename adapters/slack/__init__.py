@@ -42,6 +42,7 @@ async def running(service: ImageService, settings: SlackSettings) -> AsyncIterat
     signed HTTP requests on ``POST /slack/events`` at the configured host and port.
     """
     app, images = setup(service, settings)
+    images.follow_resumed()
     try:
         if settings.app_token is not None:
             handler = AsyncSocketModeHandler(app, app_token=settings.app_token.get_secret_value())

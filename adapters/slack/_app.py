@@ -95,6 +95,13 @@ class SlackImages:
         app.event("reaction_added")(self.on_reaction)
         app.error(self.on_error)
 
+    def follow_resumed(self) -> None:
+        """Keep updating the cards of the jobs a restart resumed (their cards were posted before it)."""
+        for job, ref in self.service.resumed(PLATFORM):
+            channel, _, ts = (ref or "").partition(":")
+            if ts:
+                self._spawn(self._follow(job, Destination(channel), ts))
+
     async def aclose(self) -> None:
         """Stop following jobs; the jobs themselves run on."""
         for task in list(self._tasks):

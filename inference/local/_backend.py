@@ -5,8 +5,10 @@ The bot process never imports torch. It resolves catalog names to local ids
 talks to it in length-prefixed frames over the worker's stdin and stdout. One
 job runs at a time; progress frames become `Progress` callbacks; setting the
 job's cancel event sends a cancel frame and the worker stops at its next step.
-A worker that dies or fails turns into `BackendUnavailable`, and the next
-`generate` starts a fresh one.
+The worker is supervised: when it dies (killed, segfault), runs out of GPU
+memory, or makes no progress for `stall_timeout` seconds (it is then killed),
+a fresh worker is started and the job is tried once more; the image then
+carries a note saying so. A second loss fails the job with one sentence.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import itertools
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,8 @@ class LocalBackend:
         hf_token: Hugging Face token for gated models, passed to the worker in its environment.
         start_timeout: seconds to wait for the worker to import torch and report ready.
         cancel_timeout: seconds a cancelled job may take to stop before the worker is killed.
+        stall_timeout: seconds a running job may go without a step before the worker is killed.
+        load_timeout: the same before a job's first step (loading, or downloading, its models).
     """
 
     name = _NAME
@@ -62,6 +67,8 @@ class LocalBackend:
         *,
         start_timeout: float = 300.0,
         cancel_timeout: float = 30.0,
+        stall_timeout: float = 300.0,
+        load_timeout: float = 3600.0,
     ) -> None:
         self._catalog = catalog
         self._data_dir = Path(data_dir)
@@ -70,6 +77,8 @@ class LocalBackend:
         self._hf_token = hf_token
         self._start_timeout = start_timeout
         self._cancel_timeout = cancel_timeout
+        self._watchdog = _Watchdog(load=load_timeout, stall=stall_timeout)
+        self.restarts = 0
         self._worker: _Worker | None = None
         self._start_lock = asyncio.Lock()
         self._job_lock = asyncio.Lock()
@@ -112,11 +121,29 @@ class LocalBackend:
         """
         job = build_job(request, self._catalog, self._data_dir)
         async with self._job_lock:
-            if cancel is not None and cancel.is_set():
-                raise JobCancelled
-            await self.start()
-            assert self._worker is not None
-            return await self._worker.run(job, on_progress, cancel, self._cancel_timeout)
+            lost: WorkerLost | None = None
+            for _ in range(2):
+                if cancel is not None and cancel.is_set():
+                    raise JobCancelled
+                await self.start()
+                assert self._worker is not None
+                try:
+                    images = await self._worker.run(job, on_progress, cancel, self._cancel_timeout, self._watchdog)
+                except WorkerLost as error:
+                    if lost is not None:
+                        raise BackendUnavailable(
+                            _NAME, f"{error.reason}, and again on a fresh worker ({lost.reason} the first time)"
+                        ) from error
+                    lost = error
+                    self.restarts += 1
+                    log.warning("local worker lost (%s); retrying the job once on a fresh one", error.reason)
+                    continue
+                if lost is not None:
+                    note = f"The worker {lost.reason}; it was restarted and this is the second try."
+                    for image in images:
+                        image.meta["note"] = note
+                return images
+            raise AssertionError("unreachable: the loop returns or raises")
 
     async def stats(self) -> dict[str, int]:
         """Return the worker's load counters (pipelines, refiners, VAEs, LoRAs, embeddings)."""
@@ -153,6 +180,26 @@ class LocalBackend:
             # The environment, not argv: argv is visible to every user of the machine.
             env["HF_TOKEN"] = self._hf_token
         return env
+
+
+class WorkerLost(Exception):
+    """The worker died, ran out of GPU memory or stalled; a fresh one may do the job.
+
+    Args:
+        reason: what happened, phrased to follow "the worker".
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class _Watchdog:
+    """How long a job may go without a step: `load` before its first, `stall` after."""
+
+    load: float
+    stall: float
 
 
 class _Worker:
@@ -208,12 +255,19 @@ class _Worker:
         on_progress: ProgressCallback | None,
         cancel: asyncio.Event | None,
         cancel_timeout: float,
+        watchdog: _Watchdog,
     ) -> list[GeneratedImage]:
-        """Send one job and follow its frames to the images (or the error)."""
+        """Send one job and follow its frames to the images (or the error).
+
+        Raises:
+            WorkerLost: the worker died, ran out of GPU memory or stalled (and was killed).
+        """
         job_id, inbox = self._open()
         loop = asyncio.get_running_loop()
         cancel_sent = False
         deadline: float | None = None
+        stalled_at = loop.time() + watchdog.load
+        stepped = False
         finished = False
         get: asyncio.Future[dict[str, Any]] | None = None
         try:
@@ -225,13 +279,16 @@ class _Worker:
                 if cancel is not None and not cancel_sent:
                     cancelled = asyncio.ensure_future(cancel.wait())
                     waiters.add(cancelled)
-                timeout = None if deadline is None else max(0.0, deadline - loop.time())
-                done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                wake = stalled_at if deadline is None else min(deadline, stalled_at)
+                done, _ = await asyncio.wait(
+                    waiters, timeout=max(0.0, wake - loop.time()), return_when=asyncio.FIRST_COMPLETED
+                )
                 if cancelled is not None and not cancelled.done():
                     cancelled.cancel()
                 if get in done:
                     message, get = get.result(), None
                     if message["op"] == "progress":
+                        stalled_at, stepped = loop.time() + watchdog.stall, True
                         _report(on_progress, message)
                         continue
                     finished = True
@@ -245,6 +302,12 @@ class _Worker:
                     cancel_sent = True
                     deadline = loop.time() + cancel_timeout
                     continue
+                if deadline is None or stalled_at < deadline:
+                    seconds = watchdog.stall if stepped else watchdog.load
+                    log.warning("local worker %d made no progress for %g s; killing it", self.pid, seconds)
+                    finished = True
+                    await self.close(timeout=0.0)
+                    raise WorkerLost(f"made no progress for {seconds:g} s")
                 # The worker ignored the cancel (stuck loading, say): it cannot be trusted with the next job.
                 log.warning("local worker %d did not stop a cancelled job; killing it", self.pid)
                 finished = True
@@ -269,7 +332,7 @@ class _Worker:
         finally:
             self._pending.pop(request_id, None)
         if reply["op"] == "died":
-            raise BackendUnavailable(_NAME, reply["message"])
+            raise BackendUnavailable(_NAME, f"the worker {reply['message']}")
         return reply
 
     async def close(self, timeout: float) -> None:
@@ -312,12 +375,12 @@ class _Worker:
             await self._process.stdin.drain()
         except (ConnectionError, RuntimeError) as error:
             self._dead = True
-            raise BackendUnavailable(_NAME, "the worker process is not running") from error
+            raise WorkerLost("stopped unexpectedly") from error
 
     async def _read_loop(self) -> None:
         """Route every frame to the job waiting for it; when the stream ends, tell them all."""
         assert self._process.stdout is not None
-        reason = "the worker process stopped unexpectedly"
+        reason = "stopped unexpectedly"
         try:
             while (message := await read_frame_async(self._process.stdout)) is not None:
                 inbox = self._pending.get(message.get("id", -1))
@@ -325,7 +388,7 @@ class _Worker:
                     inbox.put_nowait(message)
         except ProtocolError:
             log.exception("local worker %d wrote something that is not a frame", self.pid)
-            reason = "the worker process sent garbage"
+            reason = "sent garbage"
         finally:
             self._dead = True
             with contextlib.suppress(ProcessLookupError):
@@ -364,9 +427,11 @@ def _images(message: dict[str, Any]) -> list[GeneratedImage]:
         kind = message.get("kind")
         if kind == "cancelled":
             raise JobCancelled
+        if kind == "oom":
+            raise WorkerLost("ran out of GPU memory")
         if kind == "invalid":
             raise InvalidOption(message.get("option") or "request", message["message"])
         raise BackendUnavailable(_NAME, message["message"])
     if op == "died":
-        raise BackendUnavailable(_NAME, message["message"])
+        raise WorkerLost(message["message"])
     raise BackendUnavailable(_NAME, f"the worker answered with an unexpected '{op}' frame")

@@ -17,7 +17,7 @@ worker -> bot::
     {"op": "ready", "device": "cpu", "dtype": "float32", "pid": 123}
     {"op": "progress", "id": 1, "stage": "base", "step": 3, "total": 24, "preview": (base64 WebP, some steps)}
     {"op": "result", "id": 1, "images": [{"index", "seed", "data" (base64), "width", "height", "meta"}]}
-    {"op": "error", "id": 1, "kind": "cancelled" | "invalid" | "failed", "message": "...",
+    {"op": "error", "id": 1, "kind": "cancelled" | "invalid" | "oom" | "failed", "message": "...",
      "option": ..., "restart": false}                # restart: the worker's state is suspect
     {"op": "stats", "id": 2, "loads": {"pipeline": 1, ...}}
     {"op": "fatal", "message": "..."}              # the worker could not start

@@ -172,7 +172,8 @@ def _generate(runner: Any, message: dict[str, Any], cancel: threading.Event, fra
     except torch.cuda.OutOfMemoryError:
         traceback.print_exc()
         torch.cuda.empty_cache()
-        error("failed", "the GPU ran out of memory")
+        # The bot restarts the worker (which frees what the failed job held) and tries once more.
+        error("oom", "the GPU ran out of memory", restart=True)
     except BrokenPipeError:
         raise
     except Exception as failure:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from bot.actions import encode_action
+from tests.adapters.discord.conftest import running_bot
+from tests.fakes.backend import FakeBackend
 from tests.fakes.discord import FakeDiscord
 
 EPHEMERAL = 64
@@ -269,3 +271,23 @@ async def test_cross_reaction_deletes_the_image_and_its_message(running):
     await fake.wait_for(lambda: first.deleted)
     assert not path.exists()
     assert await running.service.history(running.who(fake.alice)) == []
+
+
+async def test_a_job_running_at_a_restart_is_posted_in_its_channel_when_done(fake, tmp_path):
+    """The old interaction expired with the old process: the resumed image comes as a new channel message."""
+    busy = FakeBackend()
+    busy.gate = asyncio.Event()  # still running when the bot stops
+    async with running_bot(fake, busy, tmp_path):
+        interaction = await fake.slash("imagine", {"prompt": "a red fox", "seed": "7", "steps": 2})
+        await interaction.response()
+        await fake.wait_for(lambda: busy.requests)
+    before = set(fake.messages)
+    async with running_bot(fake, FakeBackend(), tmp_path):
+        await fake.wait_for(lambda: set(fake.messages) - before)
+        (new_id,) = set(fake.messages) - before
+        message = await _finished(fake, fake.messages[new_id])
+    assert message.channel_id == interaction.channel_id
+    assert "resumed after a restart" in message.edits[0]["content"]
+    fields = {field["name"]: field["value"] for field in message.embeds[0]["fields"]}
+    assert fields["Seed"] == "7"
+    assert _custom_ids(message)[0] == encode_action("reroll", 1)

@@ -376,3 +376,17 @@ async def test_an_unexpected_failure_is_one_sentence_and_the_traceback_goes_to_t
     await _told(running, "U_ALICE", "✖ Something went wrong; it has been logged.")
     assert running.ephemeral() == ["✖ Something went wrong; it has been logged."]
     assert any(record.exc_info for record in caplog.records if record.name == "adapters.slack._app")
+
+
+async def test_a_card_posted_before_a_restart_gets_its_image_after_it(fake: FakeSlack, tmp_path) -> None:
+    busy = FakeBackend()
+    busy.gate = asyncio.Event()  # the job is still running when the app stops
+    async with running_app(fake, busy, tmp_path) as running:
+        await fake.send_slash(running.url, text="a red fox --seed 7 --steps 2")
+        await fake.wait_for(lambda: running.cards() and busy.requests)
+    async with running_app(fake, FakeBackend(), tmp_path) as running:
+        (card,) = running.cards()
+        card = await running.finished_card(1)
+        assert _fields(card)["Seed"] == "7"
+        assert [m for m in fake.channel_messages() if m.files]
+        assert (await running.history.get(1)).interruptions == 1  # type: ignore[union-attr]
