@@ -69,7 +69,15 @@ def _backend(name: str, core: CoreSettings, worker: LocalWorkerSettings, catalog
         from inference.local import LocalBackend
 
         token = worker.hf_token.get_secret_value() if worker.hf_token else None
-        return LocalBackend(catalog, core.data_dir, device=worker.device, dtype=worker.dtype, hf_token=token)
+        return LocalBackend(
+            catalog,
+            core.data_dir,
+            device=worker.device,
+            dtype=worker.dtype,
+            hf_token=token,
+            stall_timeout=worker.stall_timeout,
+            load_timeout=worker.load_timeout,
+        )
     if name == "runware":
         from inference.runware import RunwareBackend
 
@@ -137,6 +145,7 @@ async def bootstrap(
         limits=Limits(pixel_budget=core.pixel_budget),
         max_queue=queue.max_queue,
         max_per_user=queue.max_per_user,
+        daily_quota=queue.daily_quota,
     )
     await service.start()
     return App(service, backend, history, catalog, core.data_dir, pinned)

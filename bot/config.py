@@ -58,6 +58,12 @@ class LocalWorkerSettings(BaseSettings):
         default="auto", description="Weights dtype; auto: bfloat16 on CUDA, float32 on CPU."
     )
     hf_token: SecretStr | None = Field(default=None, description="Hugging Face token for gated models.")
+    stall_timeout: float = Field(
+        default=300.0, gt=0, description="Seconds a job may go without a step before its worker is killed and retried."
+    )
+    load_timeout: float = Field(
+        default=3600.0, gt=0, description="The same before a job's first step (loading or downloading its models)."
+    )
 
 
 class QueueSettings(BaseSettings):
@@ -67,6 +73,9 @@ class QueueSettings(BaseSettings):
 
     max_queue: int = Field(default=100, ge=1, description="Jobs queued at once, all users together.")
     max_per_user: int = Field(default=4, ge=1, description="Jobs one user may have queued or running.")
+    daily_quota: int = Field(
+        default=0, ge=0, description="Images one server or workspace may make per UTC day (0: no limit)."
+    )
 
 
 class DiscordSettings(BaseSettings):

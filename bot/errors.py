@@ -28,6 +28,7 @@ __all__ = [
     "NotAllowed",
     "NotFound",
     "QueueFull",
+    "QuotaReached",
     "RateLimited",
 ]
 
@@ -85,6 +86,19 @@ class QueueFull(BotError):
     def __init__(self, retry_after: float) -> None:
         self.retry_after = retry_after
         super().__init__(f"The queue is full; try again in {_minutes(retry_after)}.")
+
+
+class QuotaReached(BotError):
+    """A server or workspace has made its images for the day."""
+
+    def __init__(self, limit: int, retry_after: float, where: str = "server") -> None:
+        self.limit = limit
+        self.retry_after = retry_after
+        hours, minutes = divmod(max(1, round(retry_after / 60)), 60)
+        wait = f"{hours} h {minutes} min" if hours else f"{minutes} min"
+        super().__init__(
+            f"This {where} has made its {limit} images for today; the quota resets in {wait} (UTC midnight)."
+        )
 
 
 class RateLimited(BotError):

@@ -74,6 +74,7 @@ class Job:
     private: bool = False
     cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
     position_of: Callable[[Job], int | None] = field(default=lambda job: None, repr=False)
+    eta_of: Callable[[Job], float | None] = field(default=lambda job: None, repr=False)
     _history: list[JobEvent] = field(default_factory=list, repr=False)
     _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
@@ -81,6 +82,11 @@ class Job:
     def position(self) -> int | None:
         """Return the place in the queue (1 = next), 0 while running, None when finished."""
         return None if self.finished else self.position_of(self)
+
+    @property
+    def eta(self) -> float | None:
+        """Return the seconds until it should start, from recent job times; None if unknown or not waiting."""
+        return None if self.finished else self.eta_of(self)
 
     @property
     def finished(self) -> bool:

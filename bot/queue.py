@@ -29,7 +29,7 @@ class JobQueue:
         concurrency: jobs running at once.
         max_queue: jobs waiting at once, all users together.
         max_per_user: jobs one user may have waiting or running.
-        seconds_per_job: a first guess of one job's time, for "try again in N min".
+        seconds_per_job: a first guess of one job's time, for "try again in N min", until jobs are timed.
     """
 
     def __init__(
@@ -46,6 +46,7 @@ class JobQueue:
         self._max_queue = max_queue
         self._max_per_user = max_per_user
         self._seconds_per_job = seconds_per_job
+        self._timed = False
         self._waiting: dict[tuple[str, str], deque[Job]] = {}
         self._turns: deque[tuple[str, str]] = deque()
         self._running: set[Job] = set()
@@ -73,6 +74,14 @@ class JobQueue:
         """Return how many jobs are waiting."""
         return sum(len(jobs) for jobs in self._waiting.values())
 
+    def eta(self, job: Job) -> float | None:
+        """Return the seconds until a waiting job should start, from recent job times; None before any."""
+        position = self.position(job)
+        if not self._timed or not position:
+            return None
+        # The running job is on average half done.
+        return (position - 0.5) * self._seconds_per_job / self._concurrency
+
     def check_room(self, user: tuple[str, str]) -> None:
         """Raise `QueueFull` or `RateLimited` if a job of this user would not be accepted."""
         if self.waiting >= self._max_queue:
@@ -94,6 +103,7 @@ class JobQueue:
             self._turns.append(user)
         self._waiting[user].append(job)
         job.position_of = self.position
+        job.eta_of = self.eta
         async with self._available:
             self._available.notify()
         return self.position(job) or 0
@@ -146,9 +156,16 @@ class JobQueue:
                 job = self._next()
             assert job is not None
             self._running.add(job)
+            started = asyncio.get_running_loop().time()
             try:
                 await self._run(job)
             except Exception:
                 log.exception("job %s escaped its runner", job.id)
             finally:
                 self._running.discard(job)
+            self._time(asyncio.get_running_loop().time() - started)
+
+    def _time(self, seconds: float) -> None:
+        """Fold one job's time into the running estimate (recent jobs weigh most)."""
+        self._seconds_per_job = seconds if not self._timed else 0.7 * self._seconds_per_job + 0.3 * seconds
+        self._timed = True

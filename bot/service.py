@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Literal
 from bot import options, rules
 from bot.actions import format_ref
 from bot.catalog import Catalog
-from bot.errors import BotError, InvalidOption, JobCancelled, NotAllowed, NotFound
+from bot.errors import BotError, InvalidOption, JobCancelled, NotAllowed, NotFound, QuotaReached
 from bot.jobs import Job, JobEvent, Requester
 from bot.pngmeta import embed_text, parameters_text
 from bot.queue import JobQueue
@@ -74,6 +74,8 @@ class ImageService:
         default_model: the model used when neither the request nor the user's settings name one.
         limits: what one request may ask for.
         concurrency, max_queue, max_per_user: queue limits.
+        daily_quota: images one server or workspace may make per UTC day (0: no limit).
+        clock: the wall clock (tests pass a fixed one).
         seeds: where new seeds come from (tests pass a fixed sequence).
     """
 
@@ -90,7 +92,9 @@ class ImageService:
         concurrency: int = 1,
         max_queue: int = 100,
         max_per_user: int = 4,
+        daily_quota: int = 0,
         seeds: Callable[[], int] = random_seed,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.catalog = catalog
         self.limits = limits
@@ -100,6 +104,8 @@ class ImageService:
         self._files = files
         self._default_model = catalog.get("model", default_model).name
         self._seeds = seeds
+        self._daily_quota = daily_quota
+        self._clock = clock
         self._jobs: dict[int, Job] = {}
         self._resumed: list[tuple[Job, str | None]] = []
         self._queue = JobQueue(self._execute, concurrency=concurrency, max_queue=max_queue, max_per_user=max_per_user)
@@ -182,6 +188,7 @@ class ImageService:
         self._queue.check_room(who.key)
         backend = self._backend_for(request)
         backend.check(request)
+        await self._check_quota(who, request.count)
         if request.seed is None:
             request = request.with_seed(self._seeds())
         generation = await self._history.add(
@@ -351,6 +358,17 @@ class ImageService:
         return current
 
     # -- running ------------------------------------------------------------------------------------
+
+    async def _check_quota(self, who: Requester, count: int) -> None:
+        """Raise `QuotaReached` when the user's server or workspace has no images left today (UTC)."""
+        if not self._daily_quota or who.workspace is None:
+            return
+        now = self._clock()
+        midnight = now - now % 86400
+        made = await self._history.images_since(who.platform, who.workspace, midnight)
+        if made + count > self._daily_quota:
+            where = "workspace" if who.platform == "slack" else "server"
+            raise QuotaReached(self._daily_quota, midnight + 86400 - now, where)
 
     def _backend_for(self, request: GenerationRequest) -> Backend:
         """Return the backend a request's model is pinned to in the catalog, else the configured one."""

@@ -25,11 +25,20 @@ def progress_line(job: Job, event: JobEvent) -> str:
     if event.kind == "queued":
         position = job.position if job.position is not None else event.position
         where = "next in the queue" if position in (None, 0, 1) else f"position {position} in the queue"
+        eta = job.eta
+        if eta is not None and position not in (None, 0):
+            where += f" · about {_duration(eta)}"
         return f"⏳ {head} · {where}"
     if event.kind == "progress" and event.progress is not None:
         step, total, stage = event.progress.step, event.progress.total, event.progress.stage
         return f"🎨 {head} · {stage} `{progress_bar(step, total)}` {step}/{total}"
     return f"🎨 {head} · starting"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{max(1, round(seconds))} s"
+    return f"{round(seconds / 60)} min"
 
 
 def result_fields(generation: Generation) -> list[tuple[str, str]]:

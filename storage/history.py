@@ -193,6 +193,10 @@ class HistoryStore(Protocol):
         """Return the (newest) generation shown by that message, or None."""
         ...
 
+    async def images_since(self, platform: str, workspace: str, since: float) -> int:
+        """Return how many images the workspace asked for since a time, not counting failed or cancelled ones."""
+        ...
+
     async def unfinished(self) -> list[Generation]:
         """Return every ``queued`` or ``running`` generation, oldest first, to resume after a restart."""
         ...
@@ -332,9 +336,7 @@ class InMemoryHistory:
         generation = self._generations[generation_id]
         if generation.status != "running":
             return False
-        return self._move(
-            generation_id, status="queued", started_at=None, interruptions=generation.interruptions + 1
-        )
+        return self._move(generation_id, status="queued", started_at=None, interruptions=generation.interruptions + 1)
 
     async def mark_done(
         self,
@@ -368,6 +370,16 @@ class InMemoryHistory:
         """Return the (newest) generation shown by that message, or None."""
         shown = (g for g in self._generations.values() if g.platform == platform and g.message_ref == ref)
         return max(shown, key=lambda g: g.id, default=None)
+
+    async def images_since(self, platform: str, workspace: str, since: float) -> int:
+        """Return how many images the workspace asked for since a time, not counting failed or cancelled ones."""
+        return sum(
+            g.request.count
+            for g in self._generations.values()
+            if (g.platform, g.workspace) == (platform, workspace)
+            and g.created_at >= since
+            and g.status not in ("failed", "cancelled")
+        )
 
     async def unfinished(self) -> list[Generation]:
         """Return every ``queued`` or ``running`` generation, oldest first, to resume after a restart."""
@@ -605,6 +617,15 @@ class SqliteHistory:
     async def by_message_ref(self, platform: str, ref: str) -> Generation | None:
         """Return the (newest) generation shown by that message, or None."""
         return await self._one("platform = ? AND message_ref = ?", (platform, ref))
+
+    async def images_since(self, platform: str, workspace: str, since: float) -> int:
+        """Return how many images the workspace asked for since a time, not counting failed or cancelled ones."""
+        rows = await self._conn.execute_fetchall(
+            "SELECT COALESCE(SUM(json_extract(request, '$.count')), 0) FROM generations"
+            " WHERE platform = ? AND workspace = ? AND created_at >= ? AND status NOT IN ('failed', 'cancelled')",
+            (platform, workspace, since),
+        )
+        return int(next(iter(rows))[0])
 
     async def unfinished(self) -> list[Generation]:
         """Return every ``queued`` or ``running`` generation, oldest first, to resume after a restart."""

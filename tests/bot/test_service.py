@@ -4,7 +4,7 @@ import itertools
 import pytest
 
 from bot.catalog import load_catalog
-from bot.errors import InvalidOption, NotAllowed, NotFound, QueueFull, RateLimited
+from bot.errors import InvalidOption, NotAllowed, NotFound, QueueFull, QuotaReached, RateLimited
 from bot.jobs import Requester
 from bot.options import Limits
 from bot.pngmeta import parse_parameters, read_text
@@ -280,3 +280,48 @@ async def test_policy_needs_a_server_and_known_keys(service):
         await service.update_policy(ALICE, {"free_gpus": True}, may_manage=True)
     assert str(caught.value) == "Server setting 'free_gpus' does not exist (settings: open_reroll)."
     assert await service.policy(Requester("discord", "dm-user")) == {}
+
+
+async def test_the_queued_line_shows_an_eta_once_jobs_have_been_timed(service, backend):
+    from bot.jobs import JobEvent
+    from bot.summary import progress_line
+
+    backend.step_delay = 0.01  # 20 steps ≈ 0.2 s a job
+    await (await service.imagine("a red fox", ALICE)).result()
+    backend.gate = asyncio.Event()
+    await service.imagine("a grey wolf", ALICE)
+    await asyncio.sleep(0.01)
+    second = await service.imagine("a brown bear", BOB)
+    third = await service.imagine("a white owl", BOB)
+    assert second.eta is not None and third.eta is not None
+    # positions 1 and 2 behind a running job: half a job's time, then one and a half
+    assert second.eta == pytest.approx(third.eta / 3)
+    assert 0.1 < third.eta / 1.5 < 5  # one job's measured time
+    line = progress_line(third, JobEvent("queued"))
+    assert line.startswith(f"⏳ #{third.id} · seed ") and line.endswith(
+        f" · position 2 in the queue · about {max(1, round(third.eta))} s"
+    )
+    backend.gate.set()
+    await third.result()
+    assert third.eta is None
+
+
+async def test_a_workspace_daily_quota_refuses_with_the_reset_time(backend, tmp_path):
+    from storage.history import SqliteHistory
+    from tests.fakes.service import started_service
+
+    now = 86400 * 20000 + 3600 * 18 + 60 * 48  # 18:48 UTC
+    alice = Requester("slack", "U1", workspace="T1", channel="C1")
+    bob = Requester("slack", "U2", workspace="T1", channel="C1")
+    elsewhere = Requester("slack", "U3", workspace="T2", channel="C9")
+    async with started_service(backend, tmp_path, daily_quota=5, clock=lambda: now) as (service, history):
+        assert isinstance(history, SqliteHistory)
+        await (await service.imagine("a red fox --n 4", alice)).result()
+        with pytest.raises(QuotaReached) as refused:
+            await service.imagine("a grey wolf --n 2", bob)
+        assert str(refused.value) == (
+            "This workspace has made its 5 images for today; the quota resets in 5 h 12 min (UTC midnight)."
+        )
+        await (await service.imagine("a grey wolf", bob)).result()  # the fifth fits
+        await (await service.imagine("a white owl --n 4", elsewhere)).result()  # another workspace
+        assert len(await history.recent("slack", "U2")) == 1  # the refusal left no row

@@ -342,3 +342,29 @@ async def test_generation_is_frozen(store, make_new):
     assert isinstance(generation, Generation)
     with pytest.raises(dataclasses.FrozenInstanceError):
         generation.status = "done"
+
+
+async def test_images_since_counts_a_workspaces_images_but_not_failed_or_cancelled(store, make_new, make_request):
+    """The daily quota's count: images asked for in one workspace since a time; failures give theirs back."""
+    four = make_request(count=4)
+    first = await store.add(make_new(workspace="G1", request=four))  # created at 1000
+    await store.add(make_new(workspace="G1"))  # 1001
+    failed = await store.add(make_new(workspace="G1", request=four))  # 1002
+    cancelled = await store.add(make_new(workspace="G1"))  # 1003
+    await store.add(make_new(workspace="G2", request=four))  # another workspace
+    await store.add(make_new(workspace="G1", platform="slack"))  # same id on another platform
+    await store.mark_failed(failed.id, "the GPU is on fire")
+    await store.mark_cancelled(cancelled.id)
+    assert await store.images_since("discord", "G1", since=0) == 5
+    assert await store.images_since("discord", "G1", since=first.created_at + 1) == 1
+    assert await store.images_since("discord", "nowhere", since=0) == 0
+
+
+async def test_a_running_generation_interrupted_by_a_restart_is_queued_again_and_counted(store, make_new):
+    generation = await store.add(make_new())
+    assert not await store.mark_interrupted(generation.id)  # only a running one
+    await store.mark_running(generation.id)
+    assert await store.mark_interrupted(generation.id)
+    again = await store.get(generation.id)
+    assert (again.status, again.started_at, again.interruptions) == ("queued", None, 1)
+    assert [g.id for g in await store.unfinished()] == [generation.id]
