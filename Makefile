@@ -40,6 +40,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/history_lookup.py
 	$(BIN)/python bench/ack_latency.py
 	$(BIN)/python bench/remote_overhead.py
+	$(BIN)/python bench/fairness.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/recovery.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
