@@ -10,6 +10,8 @@ the console and every chat platform share one history and one syntax::
     imagebot chat                            # the terminal chat on stdin
     imagebot run                             # Discord and/or Slack where their tokens are set, else the console
     imagebot backends                        # what each backend can make, and which one is configured
+    imagebot env-example                     # every setting, its default and its help (deploy/.env.example)
+    imagebot doctor                          # check the configuration; non-zero exit on any failure
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pydantic import SecretStr
 
 from adapters.console import ConsoleChat
 from bot.bootstrap import App, ConfigurationError, bootstrap, freeze_startup_heap
-from bot.config import CoreSettings, DiscordSettings, ModelsLabSettings, RunwareSettings, SlackSettings
+from bot.config import CoreSettings, DiscordSettings, ModelsLabSettings, RunwareSettings, SlackSettings, env_example
 from bot.jobs import Requester
 
 if TYPE_CHECKING:
@@ -53,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("chat", help="the terminal chat, reading commands from stdin")
     commands.add_parser("run", help="start the chat adapters whose credentials are set (else the console)")
     commands.add_parser("backends", help="what each backend can make, and which one is configured")
+    doctor = commands.add_parser("doctor", help="check the configuration, the GPU, the models and the APIs")
+    doctor.add_argument(
+        "--running", action="store_true", help="as a health check of a running bot (its worker holds GPU memory)"
+    )
+    commands.add_parser("env-example", help="every setting with its default and help, as deploy/.env.example")
     return parser
 
 
@@ -153,6 +160,15 @@ async def _run_slack(app: AbstractAsyncContextManager[str]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``imagebot`` command line."""
     args = _parser().parse_args(argv)
+    if args.command == "env-example":
+        sys.stdout.write(env_example())
+        return 0
+    if args.command == "doctor":
+        from bot.doctor import check_all, report
+
+        checks = asyncio.run(check_all(running=args.running))
+        print(report(checks))
+        return 0 if all(check.ok for check in checks) else 1
     logging.basicConfig(
         level=CoreSettings().log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -1,0 +1,123 @@
+"""`imagebot doctor`: each check, failing the way an operator would meet it, with its one-sentence fix."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.doctor import Check, check_all, report
+from tests.fakes.modelslab import FakeModelsLab
+from tests.fakes.runware import FakeRunware
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key in list(os.environ):
+        if key.startswith("IMAGEBOT_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("IMAGEBOT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.chdir(tmp_path)  # no .env from the repository
+
+
+def by_name(checks: list[Check]) -> dict[str, Check]:
+    return {check.name: check for check in checks}
+
+
+async def test_a_cpu_box_on_defaults_passes_every_check(tmp_path: Path) -> None:
+    checks = by_name(await check_all())
+    assert list(checks) == ["settings", "data dir", "database", "chats", "GPU", "model"]
+    assert all(check.ok for check in checks.values()), report(list(checks.values()))
+    assert checks["GPU"].detail.startswith("no CUDA GPU (torch ")
+    assert checks["model"].detail == "the tiny offline model is built on the first start"
+
+
+async def test_an_invalid_setting_is_named_and_nothing_else_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEBOT_PIXEL_BUDGET", "lots")
+    (check,) = await check_all()
+    assert not check.ok
+    assert check.detail.startswith("IMAGEBOT_PIXEL_BUDGET: Input should be a valid integer")
+    assert check.detail.endswith("; see deploy/.env.example for its values.")
+
+
+async def test_storage_problems(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("IMAGEBOT_BACKEND", "modelslab")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv("IMAGEBOT_DATA_DIR", str(blocked))
+    data_dir = by_name(await check_all())["data dir"]
+    assert not data_dir.ok and data_dir.detail.endswith("point IMAGEBOT_DATA_DIR at a folder you own.")
+
+    monkeypatch.setenv("IMAGEBOT_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "data").mkdir()
+    with sqlite3.connect(tmp_path / "data" / "imagebot.sqlite3") as conn:
+        conn.execute("PRAGMA user_version = 99")
+    database = by_name(await check_all())["database"]
+    assert not database.ok and database.detail == "schema 99 is newer than this imagebot's (3); upgrade imagebot."
+
+
+async def test_half_configured_slack_is_a_failure_and_secrets_are_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEBOT_BACKEND", "modelslab")
+    monkeypatch.setenv("IMAGEBOT_SLACK_BOT_TOKEN", "xoxb-very-secret")
+    monkeypatch.setenv("IMAGEBOT_DISCORD_TOKEN", "discord-very-secret")
+    checks = await check_all()
+    chats = by_name(checks)["chats"]
+    assert not chats.ok and "IMAGEBOT_SLACK_APP_TOKEN (Socket Mode)" in chats.detail
+    monkeypatch.setenv("IMAGEBOT_SLACK_APP_TOKEN", "xapp-very-secret")
+    checks = await check_all()
+    text = report(checks)
+    assert by_name(checks)["chats"].detail == "Discord token set; Slack bot token and app token set (Socket Mode)"
+    assert "very-secret" not in text
+
+
+async def test_gpu_and_model_that_this_box_cannot_have(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEBOT_DEVICE", "cuda")
+    monkeypatch.setenv("IMAGEBOT_DEFAULT_MODEL", "sdxl")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    checks = by_name(await check_all())
+    assert not checks["GPU"].ok and checks["GPU"].detail.startswith("IMAGEBOT_DEVICE=cuda but torch ")
+    assert not checks["model"].ok
+    assert checks["model"].detail == (
+        "stabilityai/stable-diffusion-xl-base-1.0 is not in the Hugging Face cache and HF_HUB_OFFLINE is set;"
+        " run `huggingface-cli download stabilityai/stable-diffusion-xl-base-1.0` where the hub can be reached."
+    )
+
+
+async def test_hosted_api_keys_are_tried_without_paying(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with FakeRunware() as runware, FakeModelsLab() as modelslab:
+        monkeypatch.setenv("IMAGEBOT_BACKEND", "runware")
+        monkeypatch.setenv("IMAGEBOT_RUNWARE_URL", runware.url)
+        monkeypatch.setenv("IMAGEBOT_RUNWARE_API_KEY", runware.api_key)
+        assert by_name(await check_all())["Runware"].ok
+        monkeypatch.setenv("IMAGEBOT_RUNWARE_API_KEY", "rw-wrong")
+        refused = by_name(await check_all())["Runware"]
+        assert (refused.ok, refused.detail) == (False, "the API key was refused; set a valid IMAGEBOT_RUNWARE_API_KEY.")
+
+        monkeypatch.setenv("IMAGEBOT_BACKEND", "modelslab")
+        monkeypatch.setenv("IMAGEBOT_MODELSLAB_URL", modelslab.url)
+        monkeypatch.setenv("IMAGEBOT_MODELSLAB_API_KEY", modelslab.api_key)
+        assert by_name(await check_all())["ModelsLab"].ok
+        monkeypatch.setenv("IMAGEBOT_MODELSLAB_API_KEY", "ml-wrong")
+        assert not by_name(await check_all())["ModelsLab"].ok
+        url = modelslab.url
+    assert runware.charges == [] and modelslab.charges == []
+    unreachable = by_name(await check_all())["ModelsLab"]  # the fake is gone
+    assert not unreachable.ok and unreachable.detail.startswith(f"{url} cannot be reached (ConnectError)")
+
+
+async def test_the_command_exits_non_zero_on_a_failure(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("IMAGEBOT_")}
+    env |= {"IMAGEBOT_BACKEND": "runware", "IMAGEBOT_DATA_DIR": str(tmp_path / "data")}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "doctor", cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await process.communicate()
+    assert process.returncode == 1
+    assert "✖ Runware   IMAGEBOT_RUNWARE_API_KEY is not set; create a key in Runware's dashboard." in out.decode()
