@@ -146,6 +146,7 @@ async def bootstrap(
         max_queue=queue.max_queue,
         max_per_user=queue.max_per_user,
         daily_quota=queue.daily_quota,
+        log_prompts=core.log_prompts,
     )
     await service.start()
     return App(service, backend, history, catalog, core.data_dir, pinned)

@@ -32,6 +32,7 @@ from adapters.console import ConsoleChat
 from bot.bootstrap import App, ConfigurationError, bootstrap, freeze_startup_heap
 from bot.config import CoreSettings, DiscordSettings, ModelsLabSettings, RunwareSettings, SlackSettings, env_example
 from bot.jobs import Requester
+from bot.logs import setup_logging
 
 if TYPE_CHECKING:
     from adapters.discord._bot import ImageBot
@@ -104,6 +105,11 @@ async def _main(command: str, text: str) -> int:
     except ConfigurationError as error:
         print(f"imagebot: {error}", file=sys.stderr)
         return 2
+    if core.metrics_port is not None and command in ("run", "chat"):
+        from bot import metrics
+
+        metrics.serve(core.metrics_host, core.metrics_port)
+        log.info("metrics on http://%s:%d/metrics", core.metrics_host, core.metrics_port)
     chat = ConsoleChat(app.service, console_user(), sys.stdout, core.data_dir)
     # systemd and docker stop with SIGTERM: close the worker and the database as for Ctrl-C.
     main_task = asyncio.current_task()
@@ -169,11 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         checks = asyncio.run(check_all(running=args.running))
         print(report(checks))
         return 0 if all(check.ok for check in checks) else 1
-    logging.basicConfig(
-        level=CoreSettings().log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(CoreSettings(), sys.stderr)
     text = " ".join(getattr(args, "text", []))
     try:
         return asyncio.run(_main(args.command, text))

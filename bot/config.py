@@ -47,6 +47,14 @@ class CoreSettings(BaseSettings):
         default=4 * 1024 * 1024, ge=128 * 128, description="Largest width × height × count of one request."
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto", description="Log lines as JSON objects or text; auto: JSON unless stderr is a terminal."
+    )
+    log_prompts: bool = Field(default=False, description="Log users' prompts at INFO (otherwise only at DEBUG).")
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Serve Prometheus /metrics on this port; unset: off."
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="The address /metrics listens on.")
 
 
 class LocalWorkerSettings(BaseSettings):

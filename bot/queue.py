@@ -74,6 +74,11 @@ class JobQueue:
         """Return how many jobs are waiting."""
         return sum(len(jobs) for jobs in self._waiting.values())
 
+    @property
+    def running(self) -> int:
+        """Return how many jobs are running."""
+        return len(self._running)
+
     def eta(self, job: Job) -> float | None:
         """Return the seconds until a waiting job should start, from recent job times; None before any."""
         position = self.position(job)

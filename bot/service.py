@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Literal
 
-from bot import options, rules
+from bot import metrics, options, rules
 from bot.actions import format_ref
 from bot.catalog import Catalog
 from bot.errors import BotError, InvalidOption, JobCancelled, NotAllowed, NotFound, QuotaReached
@@ -75,6 +75,7 @@ class ImageService:
         limits: what one request may ask for.
         concurrency, max_queue, max_per_user: queue limits.
         daily_quota: images one server or workspace may make per UTC day (0: no limit).
+        log_prompts: log users' prompts at INFO (otherwise at DEBUG).
         clock: the wall clock (tests pass a fixed one).
         seeds: where new seeds come from (tests pass a fixed sequence).
     """
@@ -93,6 +94,7 @@ class ImageService:
         max_queue: int = 100,
         max_per_user: int = 4,
         daily_quota: int = 0,
+        log_prompts: bool = False,
         seeds: Callable[[], int] = random_seed,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -105,10 +107,12 @@ class ImageService:
         self._default_model = catalog.get("model", default_model).name
         self._seeds = seeds
         self._daily_quota = daily_quota
+        self._log_prompts = log_prompts
         self._clock = clock
         self._jobs: dict[int, Job] = {}
         self._resumed: list[tuple[Job, str | None]] = []
         self._queue = JobQueue(self._execute, concurrency=concurrency, max_queue=max_queue, max_per_user=max_per_user)
+        metrics.watch_queue(lambda: self._queue.waiting, lambda: self._queue.running)
 
     @property
     def default_model(self) -> str:
@@ -214,6 +218,16 @@ class ImageService:
             del self._jobs[job.id]
             raise
         job.emit(JobEvent("queued", position=position))
+        context = {"job_id": job.id, "user_id": who.user_id, "platform": who.platform}
+        log.info("queued %s (%s, %s) at position %s", format_ref(job.id), action, backend.name, position, extra=context)
+        # Prompts are the users' words: at INFO only when the operator asks for them.
+        log.log(
+            logging.INFO if self._log_prompts else logging.DEBUG,
+            "prompt of %s: %s",
+            format_ref(job.id),
+            request.prompt,
+            extra=context,
+        )
         return job
 
     async def reroll(self, who: Requester, generation_id: int | None) -> Job:
@@ -451,7 +465,14 @@ class ImageService:
             self._finish(job, JobEvent("failed", message=message))
             return
         generation = await self._history.get(job.id)
-        log.info("generation %s done in %.2fs", job.id, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        metrics.GENERATION_SECONDS.labels(generation.backend if generation else "unknown").observe(seconds)
+        log.info(
+            "generation %s done in %.2fs",
+            job.id,
+            seconds,
+            extra={"job_id": job.id, "user_id": job.requester.user_id, "platform": job.requester.platform},
+        )
         self._finish(job, JobEvent("done", generation=generation))
 
     async def _store(self, job: Job, image: GeneratedImage) -> StoredImage:
@@ -465,5 +486,6 @@ class ImageService:
         return StoredImage(image.index, image.seed, path, sha256, image.width, image.height)
 
     def _finish(self, job: Job, event: JobEvent) -> None:
+        metrics.JOBS.labels(event.kind).inc()
         job.emit(event)
         self._jobs.pop(job.id, None)

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import SecretStr
 
+from bot import metrics
 from bot.catalog import Catalog
 from bot.errors import BackendUnavailable, JobCancelled
 from bot.request import GenerationRequest
@@ -120,11 +121,13 @@ class Retrying:
 
     Args:
         budget: seconds from the first try after which no retry starts.
+        backend: whose retries these are, for the retry counter.
         base, cap: the backoff before retry n is uniform in [0, min(cap, base × 2ⁿ)].
         rng, clock: injectable for tests.
     """
 
     budget: float
+    backend: str = "remote"
     base: float = 0.5
     cap: float = 10.0
     rng: random.Random = field(default_factory=random.Random)
@@ -146,6 +149,7 @@ class Retrying:
             return False
         await sleep_or_cancel(delay, cancel)
         self.tries += 1
+        metrics.REMOTE_RETRIES.labels(self.backend).inc()
         return True
 
     def exhausted(self, title: str, *, cost: float | None = None) -> BackendUnavailable:

@@ -138,7 +138,7 @@ class ModelsLabBackend(HostedBackend):
     ) -> list[GeneratedImage]:
         """Submit once, wait for the job through its fetch URL, and return the downloaded images."""
         body = build_body(request, self._catalog, self._key, uuid.uuid4().hex)
-        retrying = Retrying(self._settings.retry_budget)
+        retrying = Retrying(self._settings.retry_budget, self.name)
         answer = await self._submit(body, retrying, cancel)
         if answer.get("status") == "processing":
             answer = await self._wait(answer, retrying, cancel)

@@ -166,7 +166,7 @@ class RunwareBackend(HostedBackend):
         task_uuid = str(uuid.uuid4())
         delivery = "async" if work(request) > self._settings.async_above else "sync"
         task = build_task(request, self._catalog, task_uuid, output_type=self._settings.output_type, delivery=delivery)
-        retrying = Retrying(self._settings.retry_budget)
+        retrying = Retrying(self._settings.retry_budget, self.name)
         results = await self._submit(task, retrying, cancel)
         if len(results) < request.count:
             results = await self._poll(task_uuid, request.count, results, cancel)
@@ -222,7 +222,7 @@ class RunwareBackend(HostedBackend):
         deadline = loop.time() + self._settings.poll_timeout
         delay = self._poll_interval
         failed: list[dict[str, Any]] = []
-        retrying = Retrying(self._settings.retry_budget)
+        retrying = Retrying(self._settings.retry_budget, self.name)
         while len(results) + len(failed) < count:
             if loop.time() + delay > deadline:
                 break

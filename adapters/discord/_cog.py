@@ -22,6 +22,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import metrics
 from bot.actions import Action, format_ref
 from bot.complete import complete_name, complete_weighted
 from bot.config import DiscordSettings
@@ -153,6 +154,7 @@ class ImagesCog(commands.Cog, name="Images"):
         if private is None:
             private = await self.service.prefers_private(who)
         await interaction.response.defer(ephemeral=private, thinking=True)
+        self._acked(interaction)
         given = {
             "prompt": prompt,
             "negative": negative,
@@ -209,6 +211,7 @@ class ImagesCog(commands.Cog, name="Images"):
         """List the user's recent generations."""
         generations = await self.service.history(requester(interaction), limit=count)
         await interaction.response.send_message(history_text(generations), ephemeral=True)
+        self._acked(interaction)
 
     @app_commands.command(name="info", description="Everything about one generation.")
     async def info(self, interaction: discord.Interaction, id: app_commands.Range[int, 1]) -> None:
@@ -231,6 +234,7 @@ class ImagesCog(commands.Cog, name="Images"):
         if not mine:
             lines.append("You have nothing queued.")
         await interaction.response.send_message("\n".join(lines), ephemeral=True)
+        self._acked(interaction)
 
     @app_commands.command(name="loras", description="LoRAs in the catalog.")
     async def loras(self, interaction: discord.Interaction, search: str = "") -> None:
@@ -244,6 +248,7 @@ class ImagesCog(commands.Cog, name="Images"):
         ]
         text = "\n".join(lines) if lines else f"No LoRA matches '{search}'."
         await interaction.response.send_message(text[:2000], ephemeral=True)
+        self._acked(interaction)
 
     @app_commands.command(name="settings", description="Your defaults for /imagine (no options: show them).")
     @app_commands.choices(size=SIZE_CHOICES)
@@ -316,6 +321,7 @@ class ImagesCog(commands.Cog, name="Images"):
                 await self.service.delete(requester(interaction), generation_id)
             except BotError as error:
                 await interaction.response.send_message(f"✖ {error}", ephemeral=True)
+                self._acked(interaction)
                 return
             await interaction.response.edit_message(
                 content=f"🗑 {format_ref(generation_id)} was deleted by its author.",
@@ -323,6 +329,7 @@ class ImagesCog(commands.Cog, name="Images"):
                 attachments=[],
                 view=None,
             )
+            self._acked(interaction)
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
@@ -412,16 +419,24 @@ class ImagesCog(commands.Cog, name="Images"):
 
     # -- replies ------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _acked(interaction: discord.Interaction) -> None:
+        """Record how long after Discord created the interaction it was answered."""
+        seconds = (discord.utils.utcnow() - interaction.created_at).total_seconds()
+        metrics.ACK_SECONDS.labels(PLATFORM).observe(max(seconds, 0.0))
+
     async def _submit(self, interaction: discord.Interaction, submit: Callable[[Requester], Awaitable[Job]]) -> None:
         """Ask the service for a job; answer with its queued line, or privately with the refusal."""
         try:
             job = await submit(requester(interaction))
         except BotError as error:
             await interaction.response.send_message(f"✖ {error}", ephemeral=True)
+            self._acked(interaction)
             return
         await interaction.response.send_message(
             progress_line(job, JobEvent("queued")), ephemeral=job.private, view=running_view(job.id)
         )
+        self._acked(interaction)
         self._follow_interaction(interaction, job)
 
     async def _reply(self, interaction: discord.Interaction, text: Awaitable[str]) -> None:
@@ -431,6 +446,7 @@ class ImagesCog(commands.Cog, name="Images"):
         except BotError as error:
             content = f"✖ {error}"
         await interaction.response.send_message(content, ephemeral=True)
+        self._acked(interaction)
 
     async def _details(self, interaction: discord.Interaction, generation_id: int) -> str:
         return details_text(await self.service.details(requester(interaction), generation_id), limit=1700)

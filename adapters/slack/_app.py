@@ -11,8 +11,10 @@ with the image uploaded just below it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import PurePath
 from typing import Any
 
@@ -20,6 +22,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import metrics
 from bot.actions import ACTION_ID_PATTERN, Action, RefArgs, decode_action, format_ref, parse_ref_args
 from bot.config import SlackSettings
 from bot.errors import BotError, InvalidOption
@@ -62,6 +65,27 @@ REACTIONS: dict[str, Action] = {"arrows_counterclockwise": "reroll", "sparkles":
 EVENTS = ("reaction_added",)
 
 
+def _timed(listener: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """Wrap a listener so that its ``ack`` records the acknowledgement latency.
+
+    Bolt passes arguments by the names in the listener's signature, which
+    `functools.wraps` keeps, so the wrapped listener gets exactly what it asked for.
+    """
+
+    @functools.wraps(listener)
+    async def timed(**arguments: Any) -> None:
+        started = time.perf_counter()
+        ack = arguments["ack"]
+
+        async def timed_ack(**response: Any) -> None:
+            await ack(**response)
+            metrics.ACK_SECONDS.labels(PLATFORM).observe(time.perf_counter() - started)
+
+        await listener(**{**arguments, "ack": timed_ack})
+
+    return timed
+
+
 def message_ref(channel: str, ts: str) -> str:
     """Return how a Slack message is remembered: a ts is unique only within its channel."""
     return f"{channel}:{ts}"
@@ -85,13 +109,13 @@ class SlackImages:
         self.service = service
         self.settings = settings
         self._tasks: set[asyncio.Task[None]] = set()
-        app.command(COMMAND)(self.on_command)
-        app.shortcut(GENERATE_SHORTCUT)(self.on_generate_shortcut)
-        app.view(IMAGINE_VIEW)(self.on_imagine_submit)
-        app.shortcut(REROLL_SHORTCUT)(self.on_reroll_shortcut)
-        app.shortcut(REFINE_SHORTCUT)(self.on_refine_shortcut)
-        app.view(REFINE_VIEW)(self.on_refine_submit)
-        app.action(ACTION_ID_PATTERN)(self.on_button)
+        app.command(COMMAND)(_timed(self.on_command))
+        app.shortcut(GENERATE_SHORTCUT)(_timed(self.on_generate_shortcut))
+        app.view(IMAGINE_VIEW)(_timed(self.on_imagine_submit))
+        app.shortcut(REROLL_SHORTCUT)(_timed(self.on_reroll_shortcut))
+        app.shortcut(REFINE_SHORTCUT)(_timed(self.on_refine_shortcut))
+        app.view(REFINE_VIEW)(_timed(self.on_refine_submit))
+        app.action(ACTION_ID_PATTERN)(_timed(self.on_button))
         app.event("reaction_added")(self.on_reaction)
         app.error(self.on_error)
 

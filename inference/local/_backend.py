@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot import metrics
 from bot.catalog import Catalog
 from bot.errors import BackendUnavailable, InvalidOption, JobCancelled
 from bot.request import GeneratedImage, GenerationRequest, Progress
@@ -136,6 +137,7 @@ class LocalBackend:
                         ) from error
                     lost = error
                     self.restarts += 1
+                    metrics.WORKER_RESTARTS.inc()
                     log.warning("local worker lost (%s); retrying the job once on a fresh one", error.reason)
                     continue
                 if lost is not None:
