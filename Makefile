@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/remote_overhead.py
 	$(BIN)/python bench/fairness.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/recovery.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/batching.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

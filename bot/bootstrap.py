@@ -77,6 +77,7 @@ def _backend(name: str, core: CoreSettings, worker: LocalWorkerSettings, catalog
             hf_token=token,
             stall_timeout=worker.stall_timeout,
             load_timeout=worker.load_timeout,
+            max_batch=worker.max_batch,
         )
     if name == "runware":
         from inference.runware import RunwareBackend

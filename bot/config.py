@@ -73,6 +73,9 @@ class LocalWorkerSettings(BaseSettings):
     load_timeout: float = Field(
         default=3600.0, gt=0, description="The same before a job's first step (loading or downloading its models)."
     )
+    max_batch: int = Field(
+        default=4, ge=1, description="Compatible queued jobs made in one pipeline call (1: no batching)."
+    )
 
 
 class QueueSettings(BaseSettings):

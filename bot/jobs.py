@@ -72,6 +72,7 @@ class Job:
     request: GenerationRequest
     warnings: tuple[str, ...] = ()
     private: bool = False
+    batchable: bool = True
     cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
     position_of: Callable[[Job], int | None] = field(default=lambda job: None, repr=False)
     eta_of: Callable[[Job], float | None] = field(default=lambda job: None, repr=False)

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from bot.errors import QueueFull, RateLimited
 from bot.jobs import Job
@@ -112,6 +112,25 @@ class JobQueue:
         async with self._available:
             self._available.notify()
         return self.position(job) or 0
+
+    def take(self, fits: Callable[[Job], bool], limit: int) -> list[Job]:
+        """Take up to `limit` waiting jobs that fit (in turn order) to run now beside the current one.
+
+        They count as running until `release`.
+        """
+        taken: list[Job] = []
+        for user in list(self._turns):
+            for job in list(self._waiting.get(user, ())):
+                if len(taken) < limit and fits(job):
+                    self.remove(job)
+                    self._running.add(job)
+                    taken.append(job)
+        return taken
+
+    def release(self, jobs: Iterable[Job]) -> None:
+        """Forget jobs taken with `take` once they have run."""
+        for job in jobs:
+            self._running.discard(job)
 
     def remove(self, job: Job) -> bool:
         """Take a waiting job out of the queue; False if it is not waiting."""

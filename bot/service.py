@@ -21,10 +21,10 @@ from bot.errors import BotError, InvalidOption, JobCancelled, NotAllowed, NotFou
 from bot.jobs import Job, JobEvent, Requester
 from bot.pngmeta import embed_text, parameters_text
 from bot.queue import JobQueue
-from bot.request import GeneratedImage, GenerationRequest
+from bot.request import GeneratedImage, GenerationRequest, Progress
+from inference.base import Backend, BatchingBackend
 
 if TYPE_CHECKING:
-    from inference.base import Backend
     from storage.files import ImageFiles
     from storage.history import Generation, HistoryStore, StoredImage
 
@@ -32,7 +32,7 @@ __all__ = ["ImageService", "random_seed"]
 
 log = logging.getLogger(__name__)
 
-_SETTING_KEYS = ("model", "steps", "refiner_percent", "width", "height", "scheduler", "cfg", "private")
+_SETTING_KEYS = ("model", "steps", "refiner_percent", "width", "height", "scheduler", "cfg", "private", "batching")
 # What a server (guild, workspace) may decide for all its members.
 _POLICY_KEYS: dict[str, type] = {"open_reroll": bool}
 
@@ -209,7 +209,9 @@ class ImageService:
                 private=private,
             )
         )
-        job = Job(generation.id, who, request, warnings, private)
+        # Batched images can differ from solo ones in the last bit; a user who needs exact bytes says so.
+        batchable = (await self._history.get_settings(*who.key)).get("batching", True) is not False
+        job = Job(generation.id, who, request, warnings, private, batchable=batchable)
         self._jobs[job.id] = job
         try:
             position = await self._queue.submit(job)
@@ -430,49 +432,106 @@ class ImageService:
         return generation
 
     async def _execute(self, job: Job) -> None:
-        """Run one job to its end; every outcome becomes an event and a row, never an exception."""
+        """Run a job (with the compatible jobs waiting behind it, when the backend batches) to its end.
+
+        Every outcome becomes an event and a row, never an exception.
+        """
         if job.cancel_event.is_set():
             await self._history.mark_cancelled(job.id)
             self._finish(job, JobEvent("cancelled", message=str(JobCancelled())))
             return
-        await self._history.mark_running(job.id)
-        job.emit(JobEvent("started"))
-        started = time.perf_counter()
+        backend = self._backend_for(job.request)
+        group = [job, *self._batch_mates(job, backend)]
         try:
-            images = await self._backend_for(job.request).generate(
+            for member in group:
+                await self._history.mark_running(member.id)
+                member.emit(JobEvent("started"))
+            started = time.perf_counter()
+            if len(group) == 1:
+                outcomes = [await self._generate(backend, job)]
+            else:
+                assert isinstance(backend, BatchingBackend)
+                outcomes = await self._generate_batch(backend, group)
+            seconds = time.perf_counter() - started
+            for member, outcome in zip(group, outcomes, strict=True):
+                await self._complete(member, outcome, seconds)
+        finally:
+            self._queue.release(group[1:])
+
+    def _batch_mates(self, job: Job, backend: Backend) -> list[Job]:
+        """Take the waiting jobs that can share this job's pipeline call, if the backend batches."""
+        if not (isinstance(backend, BatchingBackend) and backend.max_batch > 1 and job.batchable):
+            return []
+        key = backend.batch_key(job.request)
+
+        def fits(other: Job) -> bool:
+            return (
+                other.batchable
+                and not other.cancel_event.is_set()
+                and self._backend_for(other.request) is backend
+                and backend.batch_key(other.request) == key
+            )
+
+        return self._queue.take(fits, backend.max_batch - 1)
+
+    async def _generate(self, backend: Backend, job: Job) -> list[GeneratedImage] | BaseException:
+        try:
+            return await backend.generate(
                 job.request,
                 on_progress=lambda progress: job.emit(JobEvent("progress", progress=progress)),
                 cancel=job.cancel_event,
             )
-            stored = [await self._store(job, image) for image in images]
-            # A backend's notes (a worker restarted on the way) reach the user under the image.
-            notes = tuple(dict.fromkeys(str(image.meta["note"]) for image in images if image.meta.get("note")))
-            if len(images) < job.request.count:
-                notes += (f"Only {len(images)} of {job.request.count} images came back.",)
-            await self._history.mark_done(job.id, stored, cost=_total_cost(images), notes=notes)
-        except JobCancelled as error:
+        except Exception as error:
+            return error
+
+    async def _generate_batch(
+        self, backend: BatchingBackend, group: list[Job]
+    ) -> list[list[GeneratedImage] | BaseException]:
+        def progress_of(member: Job) -> Callable[[Progress], None]:
+            return lambda progress: member.emit(JobEvent("progress", progress=progress))
+
+        try:
+            return list(
+                await backend.generate_batch(
+                    [member.request for member in group],
+                    [progress_of(member) for member in group],
+                    [member.cancel_event for member in group],
+                )
+            )
+        except Exception as error:
+            return [error] * len(group)
+
+    async def _complete(self, job: Job, outcome: list[GeneratedImage] | BaseException, seconds: float) -> None:
+        """Store a job's images, or record why it has none, and tell its followers."""
+        context = {"job_id": job.id, "user_id": job.requester.user_id, "platform": job.requester.platform}
+        if isinstance(outcome, JobCancelled):
             await self._history.mark_cancelled(job.id)
-            self._finish(job, JobEvent("cancelled", message=str(error)))
+            self._finish(job, JobEvent("cancelled", message=str(outcome)))
             return
-        except BotError as error:
-            await self._history.mark_failed(job.id, str(error), cost=getattr(error, "cost", None))
-            self._finish(job, JobEvent("failed", message=str(error)))
+        if isinstance(outcome, BotError):
+            await self._history.mark_failed(job.id, str(outcome), cost=getattr(outcome, "cost", None))
+            self._finish(job, JobEvent("failed", message=str(outcome)))
             return
-        except Exception:
-            log.exception("generation %s failed", job.id)
+        if isinstance(outcome, BaseException):
+            log.error("generation %s failed", job.id, exc_info=outcome, extra=context)
             message = "Something went wrong while making the image; it has been logged."
             await self._history.mark_failed(job.id, message)
             self._finish(job, JobEvent("failed", message=message))
             return
+        images = outcome
+        try:
+            stored = [await self._store(job, image) for image in images]
+        except Exception as error:
+            await self._complete(job, error, seconds)
+            return
+        # A backend's notes (a worker restarted on the way) reach the user under the image.
+        notes = tuple(dict.fromkeys(str(image.meta["note"]) for image in images if image.meta.get("note")))
+        if len(images) < job.request.count:
+            notes += (f"Only {len(images)} of {job.request.count} images came back.",)
+        await self._history.mark_done(job.id, stored, cost=_total_cost(images), notes=notes)
         generation = await self._history.get(job.id)
-        seconds = time.perf_counter() - started
         metrics.GENERATION_SECONDS.labels(generation.backend if generation else "unknown").observe(seconds)
-        log.info(
-            "generation %s done in %.2fs",
-            job.id,
-            seconds,
-            extra={"job_id": job.id, "user_id": job.requester.user_id, "platform": job.requester.platform},
-        )
+        log.info("generation %s done in %.2fs", job.id, seconds, extra=context)
         self._finish(job, JobEvent("done", generation=generation))
 
     async def _store(self, job: Job, image: GeneratedImage) -> StoredImage:

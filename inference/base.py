@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Protocol, runtime_checkable
 
+from bot.errors import JobCancelled
 from bot.request import GeneratedImage, GenerationRequest, Progress
 
-__all__ = ["Backend", "ProgressCallback"]
+__all__ = ["Backend", "BatchingBackend", "ProgressCallback"]
 
 ProgressCallback = Callable[[Progress], None]
 
@@ -43,4 +44,24 @@ class Backend(Protocol):
 
     async def aclose(self) -> None:
         """Release processes, connections and memory."""
+        ...
+
+
+@runtime_checkable
+class BatchingBackend(Backend, Protocol):
+    """A backend that can make several compatible requests in one call (the local GPU worker)."""
+
+    max_batch: int
+
+    def batch_key(self, request: GenerationRequest) -> Hashable:
+        """Return what requests must share to be made together."""
+        ...
+
+    async def generate_batch(
+        self,
+        requests: Sequence[GenerationRequest],
+        on_progress: Sequence[ProgressCallback | None],
+        cancels: Sequence[asyncio.Event],
+    ) -> list[list[GeneratedImage] | JobCancelled]:
+        """Return each request's images (or `JobCancelled` for one cancelled alone), in order."""
         ...

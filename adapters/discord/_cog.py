@@ -260,9 +260,10 @@ class ImagesCog(commands.Cog, name="Images"):
         refiner: app_commands.Range[int, 0, 99] | None = None,
         size: str | None = None,
         private: bool | None = None,
+        batching: bool | None = None,
         reset: bool = False,
     ) -> None:
-        """Show or change the user's defaults."""
+        """Show or change the user's defaults (batching: false keeps your images bit-exact, unbatched)."""
         who = requester(interaction)
         changes: dict[str, object] = {}
         if reset:
@@ -277,6 +278,8 @@ class ImagesCog(commands.Cog, name="Images"):
             changes["width"], changes["height"] = SIZES[size]
         if private is not None:
             changes["private"] = private
+        if batching is not None:
+            changes["batching"] = batching
 
         async def update() -> str:
             saved = await (self.service.update_settings(who, changes) if changes else self.service.settings(who))

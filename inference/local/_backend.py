@@ -19,6 +19,7 @@ import itertools
 import logging
 import os
 import sys
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from bot.errors import BackendUnavailable, InvalidOption, JobCancelled
 from bot.request import GeneratedImage, GenerationRequest, Progress
 from inference.base import ProgressCallback
 from inference.capabilities import CAPABILITIES
-from inference.local._job import Job, build_job
+from inference.local._job import Job, batch_key, build_job
 from inference.local._protocol import ProtocolError, decode_bytes, encode_frame, read_frame_async
 
 __all__ = ["LocalBackend"]
@@ -54,6 +55,7 @@ class LocalBackend:
         cancel_timeout: seconds a cancelled job may take to stop before the worker is killed.
         stall_timeout: seconds a running job may go without a step before the worker is killed.
         load_timeout: the same before a job's first step (loading, or downloading, its models).
+        max_batch: most compatible jobs made in one pipeline call (1: no batching).
     """
 
     name = _NAME
@@ -70,6 +72,7 @@ class LocalBackend:
         cancel_timeout: float = 30.0,
         stall_timeout: float = 300.0,
         load_timeout: float = 3600.0,
+        max_batch: int = 4,
     ) -> None:
         self._catalog = catalog
         self._data_dir = Path(data_dir)
@@ -80,6 +83,8 @@ class LocalBackend:
         self._cancel_timeout = cancel_timeout
         self._watchdog = _Watchdog(load=load_timeout, stall=stall_timeout)
         self.restarts = 0
+        self.max_batch = max_batch
+        self.batch_sizes: list[int] = []  # jobs per pipeline call, one entry per call, for stats and tests
         self._worker: _Worker | None = None
         self._start_lock = asyncio.Lock()
         self._job_lock = asyncio.Lock()
@@ -121,6 +126,47 @@ class LocalBackend:
             BackendUnavailable: the worker failed, died or could not start.
         """
         job = build_job(request, self._catalog, self._data_dir)
+        return (await self._run([job], on_progress, cancel))[0]
+
+    def batch_key(self, request: GenerationRequest) -> Hashable:
+        """Return what requests must share to be made in one pipeline call (see `generate_batch`)."""
+        return batch_key(build_job(request, self._catalog, self._data_dir))
+
+    async def generate_batch(
+        self,
+        requests: Sequence[GenerationRequest],
+        on_progress: Sequence[ProgressCallback | None],
+        cancels: Sequence[asyncio.Event],
+    ) -> list[list[GeneratedImage] | JobCancelled]:
+        """Make the images of requests with one `batch_key` in one pipeline call per stage.
+
+        The batch stops only when every job of it is cancelled; a job cancelled alone gets
+        `JobCancelled` in its place and its images are dropped. Failures raise for all.
+        """
+        jobs = [build_job(request, self._catalog, self._data_dir) for request in requests]
+
+        def report(progress: Progress) -> None:
+            for callback in on_progress:
+                if callback is not None:
+                    callback(progress)
+
+        everyone = asyncio.Event()
+
+        async def all_cancelled() -> None:
+            await asyncio.gather(*(cancel.wait() for cancel in cancels))
+            everyone.set()
+
+        watcher = asyncio.create_task(all_cancelled())
+        try:
+            results = await self._run(jobs, report, everyone)
+        finally:
+            watcher.cancel()
+        return [JobCancelled() if cancel.is_set() else images for images, cancel in zip(results, cancels, strict=True)]
+
+    async def _run(
+        self, jobs: list[Job], on_progress: ProgressCallback | None, cancel: asyncio.Event | None
+    ) -> list[list[GeneratedImage]]:
+        """Run jobs on the worker, once more on a fresh worker if it is lost."""
         async with self._job_lock:
             lost: WorkerLost | None = None
             for _ in range(2):
@@ -128,8 +174,9 @@ class LocalBackend:
                     raise JobCancelled
                 await self.start()
                 assert self._worker is not None
+                self.batch_sizes.append(len(jobs))
                 try:
-                    images = await self._worker.run(job, on_progress, cancel, self._cancel_timeout, self._watchdog)
+                    results = await self._worker.run(jobs, on_progress, cancel, self._cancel_timeout, self._watchdog)
                 except WorkerLost as error:
                     if lost is not None:
                         raise BackendUnavailable(
@@ -142,9 +189,9 @@ class LocalBackend:
                     continue
                 if lost is not None:
                     note = f"The worker {lost.reason}; it was restarted and this is the second try."
-                    for image in images:
+                    for image in (image for images in results for image in images):
                         image.meta["note"] = note
-                return images
+                return results
             raise AssertionError("unreachable: the loop returns or raises")
 
     async def stats(self) -> dict[str, int]:
@@ -253,7 +300,7 @@ class _Worker:
 
     async def run(
         self,
-        job: Job,
+        jobs: list[Job],
         on_progress: ProgressCallback | None,
         cancel: asyncio.Event | None,
         cancel_timeout: float,
@@ -273,7 +320,7 @@ class _Worker:
         finished = False
         get: asyncio.Future[dict[str, Any]] | None = None
         try:
-            await self._send({"op": "generate", "id": job_id, "job": job.to_dict()})
+            await self._send({"op": "generate", "id": job_id, "jobs": [job.to_dict() for job in jobs]})
             while True:
                 get = get or asyncio.ensure_future(inbox.get())
                 waiters: set[asyncio.Future[Any]] = {get}
@@ -411,19 +458,22 @@ def _report(on_progress: ProgressCallback | None, message: dict[str, Any]) -> No
         log.exception("progress callback failed")
 
 
-def _images(message: dict[str, Any]) -> list[GeneratedImage]:
+def _images(message: dict[str, Any]) -> list[list[GeneratedImage]]:
     op = message["op"]
     if op == "result":
         return [
-            GeneratedImage(
-                index=image["index"],
-                seed=image["seed"],
-                data=decode_bytes(image["data"]),
-                width=image["width"],
-                height=image["height"],
-                meta=image["meta"],
-            )
-            for image in message["images"]
+            [
+                GeneratedImage(
+                    index=image["index"],
+                    seed=image["seed"],
+                    data=decode_bytes(image["data"]),
+                    width=image["width"],
+                    height=image["height"],
+                    meta=image["meta"],
+                )
+                for image in images
+            ]
+            for images in message["results"]
         ]
     if op == "error":
         kind = message.get("kind")

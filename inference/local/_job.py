@@ -20,7 +20,7 @@ from bot.errors import InvalidOption
 from bot.request import MAX_SEED, GenerationRequest
 from inference.local._schedulers import MAX_STEPS, SCHEDULER_NAMES
 
-__all__ = ["Asset", "Job", "build_job"]
+__all__ = ["Asset", "Job", "batch_key", "build_job"]
 
 # Architectures the SDXL pipelines can run.
 _LOCAL_ARCHITECTURES = frozenset({"sdxl", "sdxl-distilled"})
@@ -69,6 +69,27 @@ class Job(_Frozen):
     def from_dict(cls, data: dict[str, Any]) -> Job:
         """Rebuild a job from its JSON form."""
         return cls.model_validate(data)
+
+
+def batch_key(job: Job) -> tuple[Any, ...]:
+    """Return what jobs must share to run in one pipeline call: everything but prompts, seeds and format."""
+    return (
+        job.model,
+        job.refiner,
+        job.vae,
+        job.loras,
+        job.embeddings,
+        job.width,
+        job.height,
+        job.steps,
+        job.base_steps,
+        job.refiner_steps,
+        job.cfg_scale,
+        job.scheduler,
+        job.clip_skip,
+        # None (zeroed negative embeddings in SDXL) and "" (an encoded empty prompt) are different images.
+        job.negative_prompt is None,
+    )
 
 
 def build_job(request: GenerationRequest, catalog: Catalog, data_dir: Path) -> Job:

@@ -27,7 +27,7 @@ from diffusers.utils import deprecation_utils
 
 from bot.request import GeneratedImage
 from inference import tiny
-from inference.local._job import Asset, Job
+from inference.local._job import Asset, Job, batch_key
 from inference.local._schedulers import SCHEDULERS
 from inference.local._split import SplitPlan, plan_split
 
@@ -184,6 +184,22 @@ class SDXLRunner:
             RunCancelled: `should_cancel` returned True.
             JobFailed: something could not be loaded or the job cannot run.
         """
+        return self.run_batch([job], on_progress, should_cancel)[0]
+
+    def run_batch(
+        self, jobs: list[Job], on_progress: ProgressFn | None = None, should_cancel: CancelFn | None = None
+    ) -> list[list[GeneratedImage]]:
+        """Make the images of compatible jobs (same `batch_key`) in one pipeline call per stage.
+
+        Each image keeps its own CPU generator (its seed), so it is the image it would be
+        alone, up to the last bits of batched arithmetic. One job runs exactly as before.
+
+        Returns:
+            The images of each job, in the order of `jobs`.
+        """
+        job = jobs[0]
+        if any(batch_key(other) != batch_key(job) for other in jobs):
+            raise ValueError("jobs of one batch must have the same batch_key")
         started = time.perf_counter()
         on_progress = on_progress or (lambda stage, step, total, preview: None)
         should_cancel = should_cancel or (lambda: False)
@@ -206,7 +222,7 @@ class SDXLRunner:
         self._use_loras(job.loras)
 
         # 5. Load and weight the embeddings; their tokens must be in a prompt to act.
-        prompt = self._use_embeddings(job, meta)
+        prompts = [self._use_embeddings(one, meta) for one in jobs]
 
         # 6. Install the sampler on both pipelines, from the base's own scheduler config.
         scheduler_cls, overrides = self._scheduler(job.scheduler)
@@ -221,16 +237,21 @@ class SDXLRunner:
             refiner = None
 
         # 8. One CPU generator per image (seed + i), so a seed gives the same image on any device.
-        generators = [torch.Generator("cpu").manual_seed(seed) for seed in job.seeds]
+        seeds = [seed for one in jobs for seed in one.seeds]
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         common: dict[str, Any] = {
-            "prompt": prompt,
-            "negative_prompt": job.negative_prompt,
             "num_inference_steps": job.steps,
             "guidance_scale": job.cfg_scale,
-            "num_images_per_prompt": len(job.seeds),
             "generator": generators,
             "clip_skip": job.clip_skip or None,
         }
+        if len(jobs) == 1:
+            common.update(prompt=prompts[0], negative_prompt=job.negative_prompt, num_images_per_prompt=len(seeds))
+        else:
+            # One prompt per image; the batch key makes the negative prompts all given or all absent.
+            common["prompt"] = [prompt for one, prompt in zip(jobs, prompts, strict=True) for _ in one.seeds]
+            if job.negative_prompt is not None:
+                common["negative_prompt"] = [one.negative_prompt for one in jobs for _ in one.seeds]
 
         # 9. Run the base: the whole schedule, or up to the split, handing over latents.
         base_stage = _Stage(
@@ -286,16 +307,22 @@ class SDXLRunner:
             device=str(self.device),
             dtype=str(self.dtype).removeprefix("torch."),
         )
+        if len(jobs) > 1:
+            meta["batch"] = len(seeds)
+        images = iter(output.images)
         return [
-            GeneratedImage(
-                index=index,
-                seed=seed,
-                data=_encode(image, job.output_format),
-                width=image.width,
-                height=image.height,
-                meta=dict(meta),
-            )
-            for index, (seed, image) in enumerate(zip(job.seeds, output.images, strict=True))
+            [
+                GeneratedImage(
+                    index=index,
+                    seed=seed,
+                    data=_encode(image, one.output_format),
+                    width=image.width,
+                    height=image.height,
+                    meta=dict(meta),
+                )
+                for index, (seed, image) in enumerate(zip(one.seeds, images, strict=False))
+            ]
+            for one in jobs
         ]
 
     def stats(self) -> dict[str, int]:

@@ -7,7 +7,7 @@ the worker with blocking file objects.
 
 bot -> worker::
 
-    {"op": "generate", "id": 1, "job": {...}}     # inference.local._job.Job.to_dict()
+    {"op": "generate", "id": 1, "jobs": [{...}]}  # Job.to_dict() of each; several share a batch_key
     {"op": "cancel", "id": 1}
     {"op": "stats", "id": 2}
     {"op": "shutdown"}
@@ -16,7 +16,7 @@ worker -> bot::
 
     {"op": "ready", "device": "cpu", "dtype": "float32", "pid": 123}
     {"op": "progress", "id": 1, "stage": "base", "step": 3, "total": 24, "preview": (base64 WebP, some steps)}
-    {"op": "result", "id": 1, "images": [{"index", "seed", "data" (base64), "width", "height", "meta"}]}
+    {"op": "result", "id": 1, "results": [[{"index", "seed", "data" (base64), "width", "height", "meta"}]]}
     {"op": "error", "id": 1, "kind": "cancelled" | "invalid" | "oom" | "failed", "message": "...",
      "option": ..., "restart": false}                # restart: the worker's state is suspect
     {"op": "stats", "id": 2, "loads": {"pipeline": 1, ...}}

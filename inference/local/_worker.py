@@ -135,7 +135,7 @@ def _read_loop(
 
 
 def _generate(runner: Any, message: dict[str, Any], cancel: threading.Event, frames_out: IO[bytes]) -> None:
-    """Run one job and answer with its images or an error frame."""
+    """Run one job, or a batch of compatible ones, and answer with their images or an error frame."""
     import torch
 
     from inference.local._job import Job
@@ -164,7 +164,8 @@ def _generate(runner: Any, message: dict[str, Any], cancel: threading.Event, fra
         error("cancelled", "cancelled before it started")
         return
     try:
-        images = runner.run(Job.from_dict(message["job"]), on_progress=progress, should_cancel=cancel.is_set)
+        jobs = [Job.from_dict(job) for job in message["jobs"]]
+        results = runner.run_batch(jobs, on_progress=progress, should_cancel=cancel.is_set)
     except RunCancelled:
         error("cancelled", "cancelled")
     except JobFailed as failure:
@@ -186,16 +187,19 @@ def _generate(runner: Any, message: dict[str, Any], cancel: threading.Event, fra
             {
                 "op": "result",
                 "id": job_id,
-                "images": [
-                    {
-                        "index": image.index,
-                        "seed": image.seed,
-                        "data": encode_bytes(image.data),
-                        "width": image.width,
-                        "height": image.height,
-                        "meta": image.meta,
-                    }
-                    for image in images
+                "results": [
+                    [
+                        {
+                            "index": image.index,
+                            "seed": image.seed,
+                            "data": encode_bytes(image.data),
+                            "width": image.width,
+                            "height": image.height,
+                            "meta": image.meta,
+                        }
+                        for image in images
+                    ]
+                    for images in results
                 ],
             },
         )
