@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Literal
 from bot import metrics, options, rules
 from bot.actions import format_ref
 from bot.catalog import Catalog
-from bot.errors import BotError, InvalidOption, JobCancelled, NotAllowed, NotFound, QuotaReached
+from bot.errors import BotError, ContentBlocked, InvalidOption, JobCancelled, NotAllowed, NotFound, QuotaReached
 from bot.jobs import Job, JobEvent, Requester
 from bot.pngmeta import embed_text, parameters_text
+from bot.policy import Policy
 from bot.queue import JobQueue
 from bot.request import GeneratedImage, GenerationRequest, Progress
 from inference.base import Backend, BatchingBackend
@@ -33,8 +34,6 @@ __all__ = ["ImageService", "random_seed"]
 log = logging.getLogger(__name__)
 
 _SETTING_KEYS = ("model", "steps", "refiner_percent", "width", "height", "scheduler", "cfg", "private", "batching")
-# What a server (guild, workspace) may decide for all its members.
-_POLICY_KEYS: dict[str, type] = {"open_reroll": bool}
 
 
 def _merged(saved: Mapping[str, object], changes: Mapping[str, object]) -> dict[str, object]:
@@ -190,6 +189,7 @@ class ImageService:
         from storage.history import NewGeneration  # a plain dataclass; no I/O at import
 
         self._queue.check_room(who.key)
+        await self._check_policy(who, request)
         backend = self._backend_for(request)
         backend.check(request)
         await self._check_quota(who, request.count)
@@ -349,31 +349,46 @@ class ImageService:
         await self._history.put_settings(who.platform, who.user_id, current)
         return current
 
-    async def policy(self, who: Requester) -> dict[str, object]:
-        """Return the policy of the user's server (empty outside a server)."""
+    async def policy(self, who: Requester) -> Policy:
+        """Return the policy of the user's server (the empty policy outside a server)."""
         if who.workspace is None:
-            return {}
-        return await self._history.get_policy(who.platform, who.workspace)
+            return Policy()
+        return Policy.load(await self._history.get_policy(who.platform, who.workspace))
 
-    async def update_policy(
-        self, who: Requester, changes: Mapping[str, object], *, may_manage: bool
-    ) -> dict[str, object]:
+    async def update_policy(self, who: Requester, changes: Mapping[str, object], *, may_manage: bool) -> Policy:
         """Check and save some of the server's policy; `may_manage` is the platform's admin check."""
         if who.workspace is None:
             raise InvalidOption("server settings", "only exist in a server, not in direct messages")
         if not may_manage:
             raise NotAllowed("change", only="server managers", what="the server's settings")
-        for key, value in changes.items():
-            kind = _POLICY_KEYS.get(key)
-            if kind is None:
-                raise InvalidOption("server setting", f"'{key}' does not exist (settings: {', '.join(_POLICY_KEYS)})")
-            if value is not None and not isinstance(value, kind):
-                raise InvalidOption(key, f"must be {kind.__name__}, not {value!r}")
-        current = _merged(await self._history.get_policy(who.platform, who.workspace), changes)
-        await self._history.put_policy(who.platform, who.workspace, current)
-        return current
+        policy = (await self.policy(who)).changed(changes)
+        await self._history.put_policy(who.platform, who.workspace, policy.model_dump(mode="json"))
+        log.info(
+            "server policy of %s:%s changed by %s: %s",
+            who.platform,
+            who.workspace,
+            who.user_id,
+            ", ".join(sorted(changes)),
+            extra={"user_id": who.user_id, "platform": who.platform},
+        )
+        return policy
 
     # -- running ------------------------------------------------------------------------------------
+
+    async def _check_policy(self, who: Requester, request: GenerationRequest) -> None:
+        """Raise when the request breaks the server's rules; a banned prompt is logged for its admins."""
+        try:
+            (await self.policy(who)).check(request)
+        except ContentBlocked as blocked:
+            log.warning(
+                "blocked a request of %s:%s in %s (%s)",
+                who.platform,
+                who.user_id,
+                who.workspace,
+                blocked.rule,
+                extra={"user_id": who.user_id, "platform": who.platform},
+            )
+            raise
 
     async def _check_quota(self, who: Requester, count: int) -> None:
         """Raise `QuotaReached` when the user's server or workspace has no images left today (UTC)."""
@@ -426,7 +441,7 @@ class ImageService:
             return latest
         generation = await self.details(who, generation_id)
         if (generation.platform, generation.user_id) != who.key and not (
-            opened_by is not None and (await self.policy(who)).get(opened_by, False)
+            opened_by is not None and getattr(await self.policy(who), opened_by)
         ):
             raise NotAllowed(action)
         return generation

@@ -26,7 +26,7 @@ from bot import metrics
 from bot.actions import Action, format_ref
 from bot.complete import complete_name, complete_weighted
 from bot.config import DiscordSettings
-from bot.errors import BotError
+from bot.errors import BotError, InvalidOption
 from bot.jobs import Job, JobEvent, Requester
 from bot.options import SDXL_BUCKETS
 from bot.rules import SCHEDULERS
@@ -289,21 +289,56 @@ class ImagesCog(commands.Cog, name="Images"):
 
     settings_command.autocomplete("model")(_model_choices)
 
-    @app_commands.command(name="server", description="This server's image settings (managers only).")
+    @app_commands.command(name="server", description="This server's image rules (managers only; no options: show).")
     @app_commands.guild_only()
-    @app_commands.describe(open_reroll="let everyone reroll anyone's images (the new image is theirs)")
-    async def server(self, interaction: discord.Interaction, open_reroll: bool | None = None) -> None:
+    @app_commands.describe(
+        open_reroll="let everyone reroll anyone's images (the new image is theirs)",
+        ban="add a banned word or phrase (re:<regex> for a pattern); matched ignoring case, accents, l33t",
+        unban="remove a banned rule, by its number or text",
+        models="the only models allowed, comma-separated (all: every model)",
+        max_steps="the most steps a request may ask for (0: no limit)",
+        max_count="the most images a request may ask for (0: no limit)",
+    )
+    async def server(
+        self,
+        interaction: discord.Interaction,
+        open_reroll: bool | None = None,
+        ban: str | None = None,
+        unban: str | None = None,
+        models: str | None = None,
+        max_steps: app_commands.Range[int, 0, 100] | None = None,
+        max_count: app_commands.Range[int, 0, 4] | None = None,
+    ) -> None:
         """Show or change the server's policy."""
         who = requester(interaction)
 
         async def update() -> str:
-            if open_reroll is None:
-                policy = await self.service.policy(who)
-            else:
+            policy = await self.service.policy(who)
+            changes: dict[str, object] = {}
+            if open_reroll is not None:
+                changes["open_reroll"] = open_reroll
+            if ban:
+                changes["banned"] = (*policy.banned, ban.strip())
+            if unban:
+                rules = list(policy.banned)
+                index = int(unban) - 1 if unban.isdigit() else rules.index(unban) if unban in rules else -1
+                if not 0 <= index < len(rules):
+                    raise InvalidOption("unban", f"'{unban}' is not a banned rule (there are {len(rules)})")
+                changes["banned"] = tuple(rule for i, rule in enumerate(rules) if i != index)
+            if models is not None:
+                names = [name.strip() for name in models.split(",") if name.strip()]
+                if names == ["all"]:
+                    names = []
+                # An unknown name gets "did you mean"; the stored name is the catalog's own.
+                changes["models"] = tuple(self.service.catalog.get("model", name).name for name in names)
+            if max_steps is not None:
+                changes["max_steps"] = max_steps or None
+            if max_count is not None:
+                changes["max_count"] = max_count or None
+            if changes:
                 may_manage = interaction.permissions.manage_guild
-                policy = await self.service.update_policy(who, {"open_reroll": open_reroll}, may_manage=may_manage)
-            opened = "everyone" if policy.get("open_reroll") else "the author only"
-            return f"Rerolls: {opened}."
+                policy = await self.service.update_policy(who, changes, may_manage=may_manage)
+            return "This server: " + policy.summary()
 
         await self._reply(interaction, update())
 

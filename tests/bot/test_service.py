@@ -4,10 +4,11 @@ import itertools
 import pytest
 
 from bot.catalog import load_catalog
-from bot.errors import InvalidOption, NotAllowed, NotFound, QueueFull, QuotaReached, RateLimited
+from bot.errors import ContentBlocked, InvalidOption, NotAllowed, NotFound, QueueFull, QuotaReached, RateLimited
 from bot.jobs import Requester
 from bot.options import Limits
 from bot.pngmeta import parse_parameters, read_text
+from bot.policy import Policy
 from bot.service import ImageService
 from storage.files import ImageFiles
 from storage.history import InMemoryHistory
@@ -117,7 +118,7 @@ async def test_only_the_author_rerolls_by_default(service):
     with pytest.raises(NotAllowed) as caught:
         await service.update_policy(BOB, {"open_reroll": True}, may_manage=False)
     assert str(caught.value) == "Only server managers can change the server's settings."
-    assert await service.update_policy(BOB, {"open_reroll": True}, may_manage=True) == {"open_reroll": True}
+    assert (await service.update_policy(BOB, {"open_reroll": True}, may_manage=True)).open_reroll
     opened = await (await service.reroll(BOB, mine.id)).result()
     assert opened.user_id == "bob"
     assert opened.parent_id == mine.id
@@ -278,8 +279,11 @@ async def test_policy_needs_a_server_and_known_keys(service):
     assert str(caught.value) == "Server settings only exist in a server, not in direct messages."
     with pytest.raises(InvalidOption) as caught:
         await service.update_policy(ALICE, {"free_gpus": True}, may_manage=True)
-    assert str(caught.value) == "Server setting 'free_gpus' does not exist (settings: open_reroll)."
-    assert await service.policy(Requester("discord", "dm-user")) == {}
+    assert str(caught.value) == (
+        "Server setting 'free_gpus' does not exist"
+        " (settings: open_reroll, banned, models, blocked_loras, max_steps, max_count)."
+    )
+    assert await service.policy(Requester("discord", "dm-user")) == Policy()
 
 
 async def test_the_queued_line_shows_an_eta_once_jobs_have_been_timed(service, backend):
@@ -325,3 +329,24 @@ async def test_a_workspace_daily_quota_refuses_with_the_reset_time(backend, tmp_
         await (await service.imagine("a grey wolf", bob)).result()  # the fifth fits
         await (await service.imagine("a white owl --n 4", elsewhere)).result()  # another workspace
         assert len(await history.recent("slack", "U2")) == 1  # the refusal left no row
+
+
+async def test_a_server_policy_blocks_banned_words_however_spelt_and_its_limits(service, backend):
+    """A banned prompt gets the rule's number (never the word list) and queues nothing; limits name themselves."""
+    guild = Requester("discord", "alice", workspace="G1", channel="C1")
+    await service.update_policy(guild, {"banned": ("gore", "re:blood ?bath"), "max_steps": 30}, may_manage=True)
+    for prompt in ("a GÖRE scene", "g0r3 everywhere", "a bl00d-bath", "Gore."):
+        with pytest.raises(ContentBlocked) as blocked:
+            await service.imagine(prompt, guild)
+        assert str(blocked.value).startswith("This request is not allowed here (banned word rule ")
+        assert "gore" not in str(blocked.value).lower() and "blood" not in str(blocked.value)
+    with pytest.raises(InvalidOption) as limited:
+        await service.imagine("a red fox --steps 40", guild)
+    assert str(limited.value) == "Steps are at most 30 here, not 40."
+    # whole words only, and other servers and direct messages are not bound by it
+    await (await service.imagine("a gorgeous red fox --steps 30", guild)).result()
+    await (await service.imagine("gore", Requester("discord", "alice", workspace="G2"))).result()
+    await (await service.imagine("gore", ALICE)).result()
+    assert [request.prompt for request in backend.requests] == ["a gorgeous red fox", "gore", "gore"]
+    with pytest.raises(InvalidOption, match="not a valid regular expression"):
+        await service.update_policy(guild, {"banned": ("re:(",)}, may_manage=True)

@@ -157,7 +157,7 @@ async def test_open_reroll_lets_others_reroll_as_themselves(running):
     refused = await fake.slash("server", {"open_reroll": True}, user=fake.bob, permissions=0)
     assert (await refused.response())["data"]["content"] == "✖ Only server managers can change the server's settings."
     opened = await fake.slash("server", {"open_reroll": True})
-    assert (await opened.response())["data"]["content"] == "Rerolls: everyone."
+    assert (await opened.response())["data"]["content"] == "This server: rerolls: everyone."
     click = await fake.click(first.id, encode_action("reroll", 1), user=fake.bob)
     await _finished(fake, await _reply_of(click))
     generation = (await running.service.history(running.who(running.fake.bob)))[0]
@@ -291,3 +291,23 @@ async def test_a_job_running_at_a_restart_is_posted_in_its_channel_when_done(fak
     fields = {field["name"]: field["value"] for field in message.embeds[0]["fields"]}
     assert fields["Seed"] == "7"
     assert _custom_ids(message)[0] == encode_action("reroll", 1)
+
+
+async def test_server_managers_ban_words_and_a_banned_prompt_queues_nothing(running):
+    fake = running.fake
+    refused = await fake.slash("server", {"ban": "gore"}, user=fake.bob, permissions=0)
+    assert (await refused.response())["data"]["content"] == "✖ Only server managers can change the server's settings."
+    banned = await fake.slash("server", {"ban": "gore", "max_steps": 20, "models": "tiny"})
+    assert (await banned.response())["data"]["content"] == (
+        "This server: rerolls: the author only; 1 banned word rule; models: tiny; at most 20 steps."
+    )
+    interaction = await fake.slash("imagine", {"prompt": "a G0RÉ scene"}, user=fake.bob)
+    await fake.wait_for(lambda: interaction.followups)
+    (reply,) = interaction.followups
+    assert reply.ephemeral and reply.content == "✖ This request is not allowed here (banned word rule 1)."
+    interaction = await fake.slash("imagine", {"prompt": "a red fox", "model": "sdxl"}, user=fake.bob)
+    await fake.wait_for(lambda: interaction.followups)
+    assert interaction.followups[0].content == "✖ Model 'sdxl' is not allowed here (allowed: tiny)."
+    assert running.backend.requests == []
+    unbanned = await fake.slash("server", {"unban": "1", "max_steps": 0, "models": "all"})
+    assert (await unbanned.response())["data"]["content"] == "This server: rerolls: the author only."

@@ -1,0 +1,122 @@
+"""A server's (guild's, workspace's) rules for what its members may make: pure checks, no I/O.
+
+Banned words are matched on normalised text, so ``Nüde``, ``NUDE`` and ``n00d3``
+all match ``nude``: case folded, accents stripped, the digits and signs people
+use for letters mapped back (0→o, 1→i, 3→e, 4→a, 5→s, 7→t, @→a, $→s), and
+everything that is not a letter or digit turned into one space. A rule that
+starts with ``re:`` is a regular expression over that normalised text. A
+refusal names the rule by its number, never the word list.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bot.errors import ContentBlocked, InvalidOption
+from bot.request import GenerationRequest
+
+__all__ = ["Policy", "normalise"]
+
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
+_NOT_WORD = re.compile(r"[^0-9a-z]+")
+_MAX_RULES = 200
+
+
+def normalise(text: str) -> str:
+    """Return text as banned words are matched: folded, unaccented, de-leeted, single-spaced."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    plain = "".join(char for char in decomposed if not unicodedata.combining(char))
+    return " " + _NOT_WORD.sub(" ", plain.translate(_LEET)).strip() + " "
+
+
+@lru_cache(maxsize=1024)
+def _pattern(rule: str) -> re.Pattern[str]:
+    if rule.startswith("re:"):
+        return re.compile(rule[3:])
+    # A word or phrase matches whole words only: "ass" must not ban "class".
+    return re.compile(re.escape(normalise(rule)))
+
+
+class Policy(BaseModel):
+    """What a server allows. Every field is optional; an empty policy allows everything."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    open_reroll: bool = False
+    banned: tuple[str, ...] = Field(default=(), max_length=_MAX_RULES)
+    models: tuple[str, ...] = ()  # allowlist; empty: every catalog model
+    blocked_loras: tuple[str, ...] = ()
+    max_steps: int | None = Field(default=None, ge=1, le=100)
+    max_count: int | None = Field(default=None, ge=1, le=4)
+
+    @field_validator("banned")
+    @classmethod
+    def _valid_rules(cls, rules: tuple[str, ...]) -> tuple[str, ...]:
+        for rule in rules:
+            try:
+                _pattern(rule)
+            except re.error as error:
+                raise ValueError(f"'{rule}' is not a valid regular expression ({error})") from error
+            if not normalise(rule.removeprefix("re:")).strip():
+                raise ValueError(f"'{rule}' has no letters or digits to match")
+        return rules
+
+    @classmethod
+    def load(cls, stored: Mapping[str, Any]) -> Policy:
+        """Return the policy from its stored JSON form (unknown keys from older versions are ignored)."""
+        return cls.model_validate({key: value for key, value in stored.items() if key in cls.model_fields})
+
+    def changed(self, changes: Mapping[str, Any]) -> Policy:
+        """Return the policy with changes applied (None: back to the default), refusing invalid values."""
+        values = self.model_dump()
+        for key, value in changes.items():
+            if key not in type(self).model_fields:
+                raise InvalidOption(
+                    "server setting", f"'{key}' does not exist (settings: {', '.join(type(self).model_fields)})"
+                )
+            values[key] = type(self).model_fields[key].default if value is None else value
+        try:
+            return type(self).model_validate(values)
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = str(first["loc"][0]) if first["loc"] else "server setting"
+            raise InvalidOption(
+                where.replace("_", " "), "is invalid: " + first["msg"][:1].lower() + first["msg"][1:]
+            ) from None
+
+    def summary(self) -> str:
+        """Return the policy as one line for its admins (the banned rules by number, not in full)."""
+        parts = [f"rerolls: {'everyone' if self.open_reroll else 'the author only'}"]
+        if self.banned:
+            parts.append(f"{len(self.banned)} banned word rule" + ("s" if len(self.banned) != 1 else ""))
+        if self.models:
+            parts.append("models: " + ", ".join(self.models))
+        if self.blocked_loras:
+            parts.append("blocked LoRAs: " + ", ".join(self.blocked_loras))
+        if self.max_steps is not None:
+            parts.append(f"at most {self.max_steps} steps")
+        if self.max_count is not None:
+            parts.append(f"at most {self.max_count} images a request")
+        return "; ".join(parts) + "."
+
+    def check(self, request: GenerationRequest) -> None:
+        """Raise when the request breaks a rule: `ContentBlocked` for words, `InvalidOption` for limits."""
+        text = normalise(f"{request.prompt} {request.negative_prompt or ''}")
+        for number, rule in enumerate(self.banned, start=1):
+            if _pattern(rule).search(text):
+                raise ContentBlocked(f"banned word rule {number}")
+        if self.models and request.model not in self.models:
+            raise InvalidOption("model", f"'{request.model}' is not allowed here (allowed: {', '.join(self.models)})")
+        for lora in request.loras:
+            if lora.name in self.blocked_loras:
+                raise InvalidOption("lora", f"'{lora.name}' is not allowed here")
+        if self.max_steps is not None and request.steps > self.max_steps:
+            raise InvalidOption("steps", f"are at most {self.max_steps} here, not {request.steps}")
+        if self.max_count is not None and request.count > self.max_count:
+            raise InvalidOption("count", f"is at most {self.max_count} here, not {request.count}")
