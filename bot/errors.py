@@ -89,16 +89,26 @@ class QueueFull(BotError):
 
 
 class QuotaReached(BotError):
-    """A server or workspace has made its images for the day."""
+    """A server or workspace, or one member in it, has made its images for the day.
 
-    def __init__(self, limit: int, retry_after: float, where: str = "server") -> None:
+    Args:
+        limit: the daily quota.
+        retry_after: seconds until it resets.
+        where: "server" or "workspace".
+        personal: the member's own quota rather than the server's.
+    """
+
+    def __init__(self, limit: int, retry_after: float, where: str = "server", *, personal: bool = False) -> None:
         self.limit = limit
         self.retry_after = retry_after
         hours, minutes = divmod(max(1, round(retry_after / 60)), 60)
         wait = f"{hours} h {minutes} min" if hours else f"{minutes} min"
-        super().__init__(
-            f"This {where} has made its {limit} images for today; the quota resets in {wait} (UTC midnight)."
+        made = (
+            f"You have made your {limit} images for today in this {where}"
+            if personal
+            else f"This {where} has made its {limit} images for today"
         )
+        super().__init__(f"{made}; the quota resets in {wait} (UTC midnight).")
 
 
 class RateLimited(BotError):

@@ -54,6 +54,7 @@ class Policy(BaseModel):
     blocked_loras: tuple[str, ...] = ()
     max_steps: int | None = Field(default=None, ge=1, le=100)
     max_count: int | None = Field(default=None, ge=1, le=4)
+    user_daily_quota: int | None = Field(default=None, ge=1)
 
     @field_validator("banned")
     @classmethod
@@ -103,6 +104,8 @@ class Policy(BaseModel):
             parts.append(f"at most {self.max_steps} steps")
         if self.max_count is not None:
             parts.append(f"at most {self.max_count} images a request")
+        if self.user_daily_quota is not None:
+            parts.append(f"{self.user_daily_quota} images a member a day")
         return "; ".join(parts) + "."
 
     def check(self, request: GenerationRequest) -> None:

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from storage.files import ImageFiles
     from storage.history import Generation, HistoryStore, StoredImage
 
+from storage.history import AuditEntry
+
 __all__ = ["ImageService", "random_seed"]
 
 log = logging.getLogger(__name__)
@@ -189,10 +191,10 @@ class ImageService:
         from storage.history import NewGeneration  # a plain dataclass; no I/O at import
 
         self._queue.check_room(who.key)
-        await self._check_policy(who, request)
+        policy = await self._check_policy(who, request)
         backend = self._backend_for(request)
         backend.check(request)
-        await self._check_quota(who, request.count)
+        await self._check_quota(who, request.count, policy)
         if request.seed is None:
             request = request.with_seed(self._seeds())
         generation = await self._history.add(
@@ -220,6 +222,7 @@ class ImageService:
             del self._jobs[job.id]
             raise
         job.emit(JobEvent("queued", position=position))
+        await self._audit(who, action, job.id)
         context = {"job_id": job.id, "user_id": who.user_id, "platform": who.platform}
         log.info("queued %s (%s, %s) at position %s", format_ref(job.id), action, backend.name, position, extra=context)
         # Prompts are the users' words: at INFO only when the operator asks for them.
@@ -291,6 +294,7 @@ class ImageService:
             raise InvalidOption("delete", f"must wait: {format_ref(generation_id)} is still being made (cancel it)")
         for image in await self._history.delete(generation_id):
             await self._files.delete(image.path)
+        await self._audit(who, "delete", generation_id)
 
     async def attach_message(self, generation_id: int, ref: str) -> None:
         """Remember the chat message that shows a generation, so reactions on it find it."""
@@ -363,6 +367,7 @@ class ImageService:
             raise NotAllowed("change", only="server managers", what="the server's settings")
         policy = (await self.policy(who)).changed(changes)
         await self._history.put_policy(who.platform, who.workspace, policy.model_dump(mode="json"))
+        await self._audit(who, "rules", detail=", ".join(f"{key}={value}" for key, value in sorted(changes.items())))
         log.info(
             "server policy of %s:%s changed by %s: %s",
             who.platform,
@@ -375,11 +380,13 @@ class ImageService:
 
     # -- running ------------------------------------------------------------------------------------
 
-    async def _check_policy(self, who: Requester, request: GenerationRequest) -> None:
-        """Raise when the request breaks the server's rules; a banned prompt is logged for its admins."""
+    async def _check_policy(self, who: Requester, request: GenerationRequest) -> Policy:
+        """Return the server's rules, or raise when the request breaks them (a banned prompt is audited)."""
+        policy = await self.policy(who)
         try:
-            (await self.policy(who)).check(request)
+            policy.check(request)
         except ContentBlocked as blocked:
+            await self._audit(who, "blocked", detail=blocked.rule)
             log.warning(
                 "blocked a request of %s:%s in %s (%s)",
                 who.platform,
@@ -389,17 +396,38 @@ class ImageService:
                 extra={"user_id": who.user_id, "platform": who.platform},
             )
             raise
+        return policy
 
-    async def _check_quota(self, who: Requester, count: int) -> None:
-        """Raise `QuotaReached` when the user's server or workspace has no images left today (UTC)."""
-        if not self._daily_quota or who.workspace is None:
+    async def _check_quota(self, who: Requester, count: int, policy: Policy) -> None:
+        """Raise `QuotaReached` when the server, or the user in it, has no images left today (UTC)."""
+        if who.workspace is None:
             return
         now = self._clock()
         midnight = now - now % 86400
-        made = await self._history.images_since(who.platform, who.workspace, midnight)
-        if made + count > self._daily_quota:
-            where = "workspace" if who.platform == "slack" else "server"
-            raise QuotaReached(self._daily_quota, midnight + 86400 - now, where)
+        where = "workspace" if who.platform == "slack" else "server"
+        if self._daily_quota:
+            made = await self._history.images_since(who.platform, who.workspace, midnight)
+            if made + count > self._daily_quota:
+                raise QuotaReached(self._daily_quota, midnight + 86400 - now, where)
+        if policy.user_daily_quota:
+            made = await self._history.images_since(who.platform, who.workspace, midnight, who.user_id)
+            if made + count > policy.user_daily_quota:
+                raise QuotaReached(policy.user_daily_quota, midnight + 86400 - now, where, personal=True)
+
+    async def _audit(self, who: Requester, action: str, generation_id: int | None = None, detail: str = "") -> None:
+        """Record what someone did in a server, for its admins."""
+        if who.workspace is not None:
+            await self._history.audit(
+                AuditEntry(who.platform, who.workspace, who.user_id, action, generation_id, detail)
+            )
+
+    async def audit_log(self, who: Requester, *, may_manage: bool, limit: int = 15) -> list[AuditEntry]:
+        """Return the server's newest audit entries, for its managers only."""
+        if who.workspace is None:
+            raise InvalidOption("audit", "only exists in a server, not in direct messages")
+        if not may_manage:
+            raise NotAllowed("read", only="server managers", what="the server's audit log")
+        return await self._history.recent_audit(who.platform, who.workspace, limit)
 
     def _backend_for(self, request: GenerationRequest) -> Backend:
         """Return the backend a request's model is pinned to in the catalog, else the configured one."""

@@ -3,6 +3,7 @@
 from storage.files import ImageFiles
 from storage.history import (
     Action,
+    AuditEntry,
     Generation,
     HistoryStore,
     InMemoryHistory,
@@ -14,6 +15,7 @@ from storage.history import (
 
 __all__ = [
     "Action",
+    "AuditEntry",
     "Generation",
     "HistoryStore",
     "ImageFiles",

@@ -98,6 +98,20 @@ MIGRATIONS: list[str] = [
     CREATE INDEX generations_workspace_day ON generations (platform, workspace, created_at)
         WHERE workspace IS NOT NULL;
     """,
+    # 4: who did what in a server (generations, rerolls, refines, deletes, blocked prompts, rule changes).
+    """
+    CREATE TABLE audit (
+        id            INTEGER PRIMARY KEY,
+        platform      TEXT NOT NULL,
+        workspace     TEXT NOT NULL,
+        user_id       TEXT NOT NULL,
+        action        TEXT NOT NULL,
+        generation_id INTEGER,
+        detail        TEXT NOT NULL DEFAULT '',
+        at            REAL NOT NULL
+    ) STRICT;
+    CREATE INDEX audit_recent ON audit (platform, workspace, id DESC);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -32,6 +32,7 @@ from storage import _schema
 
 __all__ = [
     "Action",
+    "AuditEntry",
     "Clock",
     "Generation",
     "HistoryStore",
@@ -50,6 +51,19 @@ _ACTIONS: frozenset[str] = frozenset(get_args(Action))
 _STATUSES: frozenset[str] = frozenset(get_args(Status))
 _UNFINISHED: tuple[Status, ...] = ("queued", "running")
 _INT64_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One thing someone did in a server: made, rerolled, refined or deleted an image, was blocked, changed a rule."""
+
+    platform: str
+    workspace: str
+    user_id: str
+    action: str
+    generation_id: int | None = None
+    detail: str = ""
+    at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,8 +207,11 @@ class HistoryStore(Protocol):
         """Return the (newest) generation shown by that message, or None."""
         ...
 
-    async def images_since(self, platform: str, workspace: str, since: float) -> int:
-        """Return how many images the workspace asked for since a time, not counting failed or cancelled ones."""
+    async def images_since(self, platform: str, workspace: str, since: float, user_id: str | None = None) -> int:
+        """Return how many images the workspace (or one user in it) asked for since a time.
+
+        Failed and cancelled generations do not count.
+        """
         ...
 
     async def unfinished(self) -> list[Generation]:
@@ -219,6 +236,14 @@ class HistoryStore(Protocol):
 
     async def delete(self, generation_id: int) -> tuple[StoredImage, ...]:
         """Delete it and its image rows; return those images so the caller can delete the files."""
+        ...
+
+    async def audit(self, entry: AuditEntry) -> None:
+        """Record what someone did in a server, now (the entry's `at` is ignored)."""
+        ...
+
+    async def recent_audit(self, platform: str, workspace: str, limit: int = 20) -> list[AuditEntry]:
+        """Return a server's newest audit entries, newest first."""
         ...
 
     async def close(self) -> None:
@@ -266,6 +291,7 @@ class InMemoryHistory:
         self._generations: dict[int, Generation] = {}
         self._settings: dict[tuple[str, str], str] = {}
         self._policies: dict[tuple[str, str], str] = {}
+        self._audit: list[AuditEntry] = []
         self._last_id = 0
 
     async def add(self, new: NewGeneration) -> Generation:
@@ -371,12 +397,13 @@ class InMemoryHistory:
         shown = (g for g in self._generations.values() if g.platform == platform and g.message_ref == ref)
         return max(shown, key=lambda g: g.id, default=None)
 
-    async def images_since(self, platform: str, workspace: str, since: float) -> int:
-        """Return how many images the workspace asked for since a time, not counting failed or cancelled ones."""
+    async def images_since(self, platform: str, workspace: str, since: float, user_id: str | None = None) -> int:
+        """Return how many images the workspace (or one user in it) asked for since a time, not failed ones."""
         return sum(
             g.request.count
             for g in self._generations.values()
             if (g.platform, g.workspace) == (platform, workspace)
+            and user_id in (None, g.user_id)
             and g.created_at >= since
             and g.status not in ("failed", "cancelled")
         )
@@ -413,6 +440,16 @@ class InMemoryHistory:
         for child in [g for g in self._generations.values() if g.parent_id == generation_id]:
             self._generations[child.id] = dataclasses.replace(child, parent_id=None)
         return generation.images
+
+    async def audit(self, entry: AuditEntry) -> None:
+        """Record what someone did in a server, now."""
+        self._audit.append(dataclasses.replace(entry, at=self._clock()))
+
+    async def recent_audit(self, platform: str, workspace: str, limit: int = 20) -> list[AuditEntry]:
+        """Return a server's newest audit entries, newest first."""
+        _check_limit(limit)
+        mine = [e for e in self._audit if (e.platform, e.workspace) == (platform, workspace)]
+        return mine[::-1][:limit]
 
     async def close(self) -> None:
         """Release the store (nothing to release in memory)."""
@@ -618,12 +655,13 @@ class SqliteHistory:
         """Return the (newest) generation shown by that message, or None."""
         return await self._one("platform = ? AND message_ref = ?", (platform, ref))
 
-    async def images_since(self, platform: str, workspace: str, since: float) -> int:
-        """Return how many images the workspace asked for since a time, not counting failed or cancelled ones."""
+    async def images_since(self, platform: str, workspace: str, since: float, user_id: str | None = None) -> int:
+        """Return how many images the workspace (or one user in it) asked for since a time, not failed ones."""
         rows = await self._conn.execute_fetchall(
             "SELECT COALESCE(SUM(json_extract(request, '$.count')), 0) FROM generations"
-            " WHERE platform = ? AND workspace = ? AND created_at >= ? AND status NOT IN ('failed', 'cancelled')",
-            (platform, workspace, since),
+            " WHERE platform = ? AND workspace = ? AND created_at >= ? AND status NOT IN ('failed', 'cancelled')"
+            " AND (? IS NULL OR user_id = ?)",
+            (platform, workspace, since, user_id, user_id),
         )
         return int(next(iter(rows))[0])
 
@@ -646,6 +684,34 @@ class SqliteHistory:
     async def put_policy(self, platform: str, workspace: str, policy: Mapping[str, Any]) -> None:
         """Replace the workspace's (guild's) policy (any JSON-ready mapping)."""
         await self._put_document("policies", "policy", "workspace", platform, workspace, policy)
+
+    async def audit(self, entry: AuditEntry) -> None:
+        """Record what someone did in a server, now."""
+        async with self._lock:
+            await self._conn.execute(
+                "INSERT INTO audit (platform, workspace, user_id, action, generation_id, detail, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    entry.platform,
+                    entry.workspace,
+                    entry.user_id,
+                    entry.action,
+                    entry.generation_id,
+                    entry.detail,
+                    self._clock(),
+                ),
+            )
+
+    async def recent_audit(self, platform: str, workspace: str, limit: int = 20) -> list[AuditEntry]:
+        """Return a server's newest audit entries, newest first."""
+        _check_limit(limit)
+        async with self._lock:
+            rows = await self._conn.execute_fetchall(
+                "SELECT platform, workspace, user_id, action, generation_id, detail, at FROM audit"
+                " WHERE platform = ? AND workspace = ? ORDER BY id DESC LIMIT ?",
+                (platform, workspace, limit),
+            )
+        return [AuditEntry(*row) for row in rows]
 
     # Settings and policies are one JSON document per (platform, key); table and column names are ours.
     async def _get_document(self, table: str, column: str, key: str, platform: str, value: str) -> dict[str, Any]:

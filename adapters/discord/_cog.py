@@ -34,7 +34,7 @@ from bot.service import ImageService
 from bot.summary import defaults_line, details_text, progress_line
 from bot.upload import fit_upload
 
-from ._render import history_text, result_embed
+from ._render import audit_text, history_text, result_embed
 from ._views import result_view, running_view
 
 __all__ = ["ImagesCog"]
@@ -298,6 +298,8 @@ class ImagesCog(commands.Cog, name="Images"):
         models="the only models allowed, comma-separated (all: every model)",
         max_steps="the most steps a request may ask for (0: no limit)",
         max_count="the most images a request may ask for (0: no limit)",
+        member_quota="the images each member may make a day (0: no limit)",
+        audit="show who recently made, deleted or was refused images, and who changed the rules",
     )
     async def server(
         self,
@@ -308,11 +310,16 @@ class ImagesCog(commands.Cog, name="Images"):
         models: str | None = None,
         max_steps: app_commands.Range[int, 0, 100] | None = None,
         max_count: app_commands.Range[int, 0, 4] | None = None,
+        member_quota: app_commands.Range[int, 0, 10000] | None = None,
+        audit: bool = False,
     ) -> None:
-        """Show or change the server's policy."""
+        """Show or change the server's policy, or read its audit log."""
         who = requester(interaction)
 
         async def update() -> str:
+            if audit:
+                entries = await self.service.audit_log(who, may_manage=interaction.permissions.manage_guild)
+                return audit_text(entries)
             policy = await self.service.policy(who)
             changes: dict[str, object] = {}
             if open_reroll is not None:
@@ -335,6 +342,8 @@ class ImagesCog(commands.Cog, name="Images"):
                 changes["max_steps"] = max_steps or None
             if max_count is not None:
                 changes["max_count"] = max_count or None
+            if member_quota is not None:
+                changes["user_daily_quota"] = member_quota or None
             if changes:
                 may_manage = interaction.permissions.manage_guild
                 policy = await self.service.update_policy(who, changes, may_manage=may_manage)

@@ -11,9 +11,9 @@ from bot.actions import format_ref
 from bot.summary import history_line, result_fields
 
 if TYPE_CHECKING:
-    from storage.history import Generation
+    from storage.history import AuditEntry, Generation
 
-__all__ = ["history_text", "result_embed"]
+__all__ = ["audit_text", "history_text", "result_embed"]
 
 _EMBED_COLOUR = discord.Colour.from_rgb(88, 101, 242)
 
@@ -41,4 +41,16 @@ def history_text(generations: Sequence[Generation]) -> str:
         return "No images yet; make one with /imagine."
     lines = [history_line(generation) for generation in generations]
     lines.append("Reuse one with `/reroll id:<n>`, `/refine id:<n>` or `/info id:<n>`.")
+    return "\n".join(lines)[:2000]
+
+
+def audit_text(entries: Sequence[AuditEntry]) -> str:
+    """Return a server's recent audit entries, newest first, one line each."""
+    if not entries:
+        return "Nothing recorded yet."
+    lines = []
+    for entry in entries:
+        what = entry.action + (f" {format_ref(entry.generation_id)}" if entry.generation_id else "")
+        detail = f" ({entry.detail})" if entry.detail else ""
+        lines.append(f"<t:{int(entry.at)}:R> · <@{entry.user_id}> · {what}{detail}")
     return "\n".join(lines)[:2000]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.doctor import Check, check_all, report
+from storage._schema import SCHEMA_VERSION
 from tests.fakes.modelslab import FakeModelsLab
 from tests.fakes.runware import FakeRunware
 
@@ -60,7 +61,8 @@ async def test_storage_problems(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     with sqlite3.connect(tmp_path / "data" / "imagebot.sqlite3") as conn:
         conn.execute("PRAGMA user_version = 99")
     database = by_name(await check_all())["database"]
-    assert not database.ok and database.detail == "schema 99 is newer than this imagebot's (3); upgrade imagebot."
+    assert not database.ok
+    assert database.detail == f"schema 99 is newer than this imagebot's ({SCHEMA_VERSION}); upgrade imagebot."
 
 
 async def test_half_configured_slack_is_a_failure_and_secrets_are_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:

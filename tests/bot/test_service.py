@@ -281,7 +281,7 @@ async def test_policy_needs_a_server_and_known_keys(service):
         await service.update_policy(ALICE, {"free_gpus": True}, may_manage=True)
     assert str(caught.value) == (
         "Server setting 'free_gpus' does not exist"
-        " (settings: open_reroll, banned, models, blocked_loras, max_steps, max_count)."
+        " (settings: open_reroll, banned, models, blocked_loras, max_steps, max_count, user_daily_quota)."
     )
     assert await service.policy(Requester("discord", "dm-user")) == Policy()
 

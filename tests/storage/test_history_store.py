@@ -368,3 +368,18 @@ async def test_a_running_generation_interrupted_by_a_restart_is_queued_again_and
     again = await store.get(generation.id)
     assert (again.status, again.started_at, again.interruptions) == ("queued", None, 1)
     assert [g.id for g in await store.unfinished()] == [generation.id]
+
+
+async def test_the_audit_log_keeps_a_servers_entries_newest_first(store) -> None:
+    from storage import AuditEntry
+
+    await store.audit(AuditEntry("discord", "G1", "u1", "generate", 1))
+    await store.audit(AuditEntry("discord", "G2", "u2", "generate", 2))
+    await store.audit(AuditEntry("discord", "G1", "u3", "blocked", None, "banned word rule 1"))
+    entries = await store.recent_audit("discord", "G1")
+    assert [(e.user_id, e.action, e.generation_id, e.detail) for e in entries] == [
+        ("u3", "blocked", None, "banned word rule 1"),
+        ("u1", "generate", 1, ""),
+    ]
+    assert entries[0].at > entries[1].at
+    assert len(await store.recent_audit("discord", "G1", limit=1)) == 1

@@ -311,3 +311,25 @@ async def test_server_managers_ban_words_and_a_banned_prompt_queues_nothing(runn
     assert running.backend.requests == []
     unbanned = await fake.slash("server", {"unban": "1", "max_steps": 0, "models": "all"})
     assert (await unbanned.response())["data"]["content"] == "This server: rerolls: the author only."
+
+
+async def test_member_quota_and_the_audit_log(running):
+    fake = running.fake
+    ruled = await fake.slash("server", {"member_quota": 1, "ban": "gore"})
+    assert (await ruled.response())["data"]["content"].endswith("; 1 images a member a day.")
+    await _imagine(fake, {"prompt": "a red fox", "steps": 2}, user=fake.bob)
+    second = await fake.slash("imagine", {"prompt": "a grey wolf", "steps": 2}, user=fake.bob)
+    await fake.wait_for(lambda: second.followups)
+    assert second.followups[0].content.startswith("✖ You have made your 1 images for today in this server;")
+    blocked = await fake.slash("imagine", {"prompt": "gore"})
+    await fake.wait_for(lambda: blocked.followups)
+    refused = await fake.slash("server", {"audit": True}, user=fake.bob, permissions=0)
+    assert (await refused.response())["data"]["content"] == "✖ Only server managers can read the server's audit log."
+    log = await fake.slash("server", {"audit": True})
+    lines = (await log.response())["data"]["content"].splitlines()
+    bob, alice = f"<@{fake.bob['id']}>", f"<@{fake.alice['id']}>"
+    assert [line.split(" · ", 1)[1] for line in lines] == [
+        f"{alice} · blocked (banned word rule 1)",
+        f"{bob} · generate #1",
+        f"{alice} · rules (banned=('gore',), user_daily_quota=1)",
+    ]
