@@ -7,6 +7,7 @@ Commands (a leading ``/`` is optional)::
     refine [#id] [percent]                       same seed, refiner from percent (default 85)
     history [count]                              your recent generations
     settings [key=value …]                       show or change your defaults
+    forget [confirm]                             delete all your images, seeds and settings
     help, quit
 
 It reads stdin line by line (so it can be scripted) and handles one command at
@@ -25,7 +26,7 @@ from bot.actions import format_ref, parse_ref_args
 from bot.errors import BotError, InvalidOption
 from bot.jobs import Job, JobEvent, Requester, progress_bar
 from bot.service import ImageService
-from bot.summary import defaults_line, parse_setting_pairs
+from bot.summary import FORGET_WARNING, defaults_line, forgotten_line, parse_setting_pairs
 
 __all__ = ["ConsoleChat"]
 
@@ -56,6 +57,7 @@ class ConsoleChat:
             "refine": self._refine,
             "history": self._history,
             "settings": self._settings,
+            "forget": self._forget,
             "help": self._help,
         }
 
@@ -132,6 +134,13 @@ class ConsoleChat:
             self._service.update_settings(self._who, changes) if changes else self._service.settings(self._who)
         )
         self.say(defaults_line(saved))
+        return True
+
+    async def _forget(self, rest: str) -> bool:
+        if rest != "confirm":
+            self.say(f"{FORGET_WARNING}; type `forget confirm` to go ahead.")
+            return True
+        self.say(forgotten_line(await self._service.forget(self._who)))
         return True
 
     async def _help(self, rest: str) -> bool:

@@ -148,6 +148,7 @@ async def bootstrap(
         max_per_user=queue.max_per_user,
         daily_quota=queue.daily_quota,
         log_prompts=core.log_prompts,
+        retention_days=core.retention_days,
     )
     await service.start()
     return App(service, backend, history, catalog, core.data_dir, pinned)

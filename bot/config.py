@@ -51,6 +51,9 @@ class CoreSettings(BaseSettings):
         default="auto", description="Log lines as JSON objects or text; auto: JSON unless stderr is a terminal."
     )
     log_prompts: bool = Field(default=False, description="Log users' prompts at INFO (otherwise only at DEBUG).")
+    retention_days: float = Field(
+        default=0, ge=0, description="Delete finished images and their history after this many days (0: keep them)."
+    )
     metrics_port: int | None = Field(
         default=None, ge=1, le=65535, description="Serve Prometheus /metrics on this port; unset: off."
     )

@@ -8,6 +8,8 @@ that any image can be rerolled or refined later.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -77,6 +79,7 @@ class ImageService:
         concurrency, max_queue, max_per_user: queue limits.
         daily_quota: images one server or workspace may make per UTC day (0: no limit).
         log_prompts: log users' prompts at INFO (otherwise at DEBUG).
+        retention_days: delete finished generations older than this, at start and every 6 hours (0: keep).
         clock: the wall clock (tests pass a fixed one).
         seeds: where new seeds come from (tests pass a fixed sequence).
     """
@@ -96,6 +99,7 @@ class ImageService:
         max_per_user: int = 4,
         daily_quota: int = 0,
         log_prompts: bool = False,
+        retention_days: float = 0,
         seeds: Callable[[], int] = random_seed,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -109,6 +113,8 @@ class ImageService:
         self._seeds = seeds
         self._daily_quota = daily_quota
         self._log_prompts = log_prompts
+        self._retention_days = retention_days
+        self._purger: asyncio.Task[None] | None = None
         self._clock = clock
         self._jobs: dict[int, Job] = {}
         self._resumed: list[tuple[Job, str | None]] = []
@@ -147,13 +153,29 @@ class ImageService:
         if self._resumed:
             log.info("resumed %d unfinished generations", len(self._resumed))
         self._queue.start()
+        if self._retention_days:
+            self._purger = asyncio.create_task(self._purge_regularly(), name="imagebot-retention")
+
+    async def _purge_regularly(self) -> None:
+        while True:
+            try:
+                deleted = await self.purge(self._retention_days)
+                if deleted:
+                    log.info("retention: deleted %d generations older than %g days", deleted, self._retention_days)
+            except Exception:
+                log.exception("retention purge failed; trying again later")
+            await asyncio.sleep(6 * 3600)
 
     def resumed(self, platform: str) -> list[tuple[Job, str | None]]:
         """Return the jobs of a platform that `start` resumed, with the message ref that shows each."""
         return [(job, ref) for job, ref in self._resumed if job.requester.platform == platform]
 
     async def aclose(self) -> None:
-        """Stop the queue; the backend and stores are closed by their owner."""
+        """Stop the queue and the retention task; the backend and stores are closed by their owner."""
+        if self._purger is not None:
+            self._purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purger
         await self._queue.aclose()
 
     # -- submitting ---------------------------------------------------------------------------------
@@ -295,6 +317,33 @@ class ImageService:
         for image in await self._history.delete(generation_id):
             await self._files.delete(image.path)
         await self._audit(who, "delete", generation_id)
+
+    async def forget(self, who: Requester) -> int:
+        """Delete everything of a user's: queued jobs (cancelled), images, their files, history and settings.
+
+        Returns:
+            How many generations were deleted.
+        """
+        for job in self._unfinished(who):
+            await self.cancel(who, job.id)
+        deleted = await self._delete_finished(platform=who.platform, user_id=who.user_id)
+        await self._history.put_settings(who.platform, who.user_id, {})
+        await self._audit(who, "forget", detail=f"{deleted} generations")
+        log.info("forgot %d generations of %s:%s", deleted, who.platform, who.user_id)
+        return deleted
+
+    async def purge(self, days: float) -> int:
+        """Delete every finished generation older than `days`, with its files; return how many."""
+        return await self._delete_finished(before=self._clock() - days * 86400)
+
+    async def _delete_finished(self, **which: object) -> int:
+        deleted = 0
+        while ids := await self._history.finished_ids(**which):  # type: ignore[arg-type]
+            for generation_id in ids:
+                for image in await self._history.delete(generation_id):
+                    await self._files.delete(image.path)
+                deleted += 1
+        return deleted
 
     async def attach_message(self, generation_id: int, ref: str) -> None:
         """Remember the chat message that shows a generation, so reactions on it find it."""

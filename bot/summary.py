@@ -16,7 +16,16 @@ from bot.pngmeta import parameters_text
 if TYPE_CHECKING:
     from storage.history import Generation
 
-__all__ = ["defaults_line", "details_text", "history_line", "parse_setting_pairs", "progress_line", "result_fields"]
+__all__ = [
+    "FORGET_WARNING",
+    "defaults_line",
+    "details_text",
+    "forgotten_line",
+    "history_line",
+    "parse_setting_pairs",
+    "progress_line",
+    "result_fields",
+]
 
 
 def progress_line(job: Job, event: JobEvent) -> str:
@@ -91,6 +100,14 @@ def history_line(generation: Generation) -> str:
         f"`{format_ref(generation.id)}` {generation.status} · seed `{generation.seed}` · {request.model}"
         f"{refiner} · {prompt}"
     )
+
+
+FORGET_WARNING = "This deletes all your images, their seeds and history, and your settings, for good"
+
+
+def forgotten_line(count: int) -> str:
+    """Return what `forget` answers once done."""
+    return f"Forgotten: {count} generation" + ("s" if count != 1 else "") + ", their images, and your settings."
 
 
 def defaults_line(saved: Mapping[str, object]) -> str:

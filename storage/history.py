@@ -238,6 +238,12 @@ class HistoryStore(Protocol):
         """Delete it and its image rows; return those images so the caller can delete the files."""
         ...
 
+    async def finished_ids(
+        self, *, platform: str | None = None, user_id: str | None = None, before: float | None = None, limit: int = 500
+    ) -> list[int]:
+        """Return ids of finished generations (of one user, created before a time), oldest first, for deleting."""
+        ...
+
     async def audit(self, entry: AuditEntry) -> None:
         """Record what someone did in a server, now (the entry's `at` is ignored)."""
         ...
@@ -440,6 +446,21 @@ class InMemoryHistory:
         for child in [g for g in self._generations.values() if g.parent_id == generation_id]:
             self._generations[child.id] = dataclasses.replace(child, parent_id=None)
         return generation.images
+
+    async def finished_ids(
+        self, *, platform: str | None = None, user_id: str | None = None, before: float | None = None, limit: int = 500
+    ) -> list[int]:
+        """Return ids of finished generations (of one user, created before a time), oldest first, for deleting."""
+        _check_limit(limit)
+        found = sorted(
+            g.id
+            for g in self._generations.values()
+            if g.status not in _UNFINISHED
+            and platform in (None, g.platform)
+            and user_id in (None, g.user_id)
+            and (before is None or g.created_at < before)
+        )
+        return found[:limit]
 
     async def audit(self, entry: AuditEntry) -> None:
         """Record what someone did in a server, now."""
@@ -684,6 +705,20 @@ class SqliteHistory:
     async def put_policy(self, platform: str, workspace: str, policy: Mapping[str, Any]) -> None:
         """Replace the workspace's (guild's) policy (any JSON-ready mapping)."""
         await self._put_document("policies", "policy", "workspace", platform, workspace, policy)
+
+    async def finished_ids(
+        self, *, platform: str | None = None, user_id: str | None = None, before: float | None = None, limit: int = 500
+    ) -> list[int]:
+        """Return ids of finished generations (of one user, created before a time), oldest first, for deleting."""
+        _check_limit(limit)
+        async with self._lock:
+            rows = await self._conn.execute_fetchall(
+                "SELECT id FROM generations WHERE status NOT IN ('queued', 'running')"
+                " AND (? IS NULL OR platform = ?) AND (? IS NULL OR user_id = ?) AND (? IS NULL OR created_at < ?)"
+                " ORDER BY id LIMIT ?",
+                (platform, platform, user_id, user_id, before, before, limit),
+            )
+        return [int(row[0]) for row in rows]
 
     async def audit(self, entry: AuditEntry) -> None:
         """Record what someone did in a server, now."""

@@ -31,7 +31,7 @@ from bot.jobs import Job, JobEvent, Requester
 from bot.options import SDXL_BUCKETS
 from bot.rules import SCHEDULERS
 from bot.service import ImageService
-from bot.summary import defaults_line, details_text, progress_line
+from bot.summary import FORGET_WARNING, defaults_line, details_text, forgotten_line, progress_line
 from bot.upload import fit_upload
 
 from ._render import audit_text, history_text, result_embed
@@ -288,6 +288,18 @@ class ImagesCog(commands.Cog, name="Images"):
         await self._reply(interaction, update())
 
     settings_command.autocomplete("model")(_model_choices)
+
+    @app_commands.command(name="forget", description="Delete all your images, seeds and settings for good.")
+    @app_commands.describe(confirm="true to really delete everything")
+    async def forget(self, interaction: discord.Interaction, confirm: bool = False) -> None:
+        """Delete the user's history after a confirmation."""
+
+        async def run() -> str:
+            if not confirm:
+                return f"{FORGET_WARNING}; run `/forget confirm:True` to go ahead."
+            return forgotten_line(await self.service.forget(requester(interaction)))
+
+        await self._reply(interaction, run())
 
     @app_commands.command(name="server", description="This server's image rules (managers only; no options: show).")
     @app_commands.guild_only()

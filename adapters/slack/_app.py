@@ -29,7 +29,7 @@ from bot.errors import BotError, InvalidOption
 from bot.jobs import Job, JobEvent, Requester
 from bot.rules import DEFAULT_REFINE_PERCENT
 from bot.service import ImageService
-from bot.summary import defaults_line, details_text, parse_setting_pairs
+from bot.summary import FORGET_WARNING, defaults_line, details_text, forgotten_line, parse_setting_pairs
 
 from ._blocks import (
     COMMAND,
@@ -156,6 +156,11 @@ class SlackImages:
         elif word == "settings" and (changes := parse_setting_pairs(rest)) is not None:
             saved = await (self.service.update_settings(who, changes) if changes else self.service.settings(who))
             await self._tell(who, defaults_line(saved))
+        elif word == "forget" and rest in ("", "confirm"):
+            if rest == "confirm":
+                await self._tell(who, forgotten_line(await self.service.forget(who)))
+            else:
+                await self._tell(who, f"{FORGET_WARNING}; send `/imagine forget confirm` to go ahead.")
         elif word == "queue" and not rest:
             waiting, mine = self.service.queue(who)
             lines = [f"{waiting} waiting in all."] + [

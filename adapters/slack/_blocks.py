@@ -57,6 +57,7 @@ HELP = """\
 */imagine refine* `[#id] [percent]` — same seed; the SDXL refiner takes over at percent (85)
 */imagine cancel* `[#id]` · */imagine queue* · */imagine history* `[count]`
 */imagine settings* `[steps=30 refiner_percent=85 private=true …]` — your defaults (`key=none` removes one)
+*/imagine forget* — delete all your images, seeds and settings (asks first)
 Under an image: the buttons, or react :arrows_counterclockwise: to reroll, :sparkles: to refine, \
 :x: to delete. The *Generate image* shortcut opens a form; *Reroll image* and *Refine image…* work on \
 an image's message."""

@@ -1,10 +1,20 @@
 import asyncio
 import itertools
+import time
 
 import pytest
 
 from bot.catalog import load_catalog
-from bot.errors import ContentBlocked, InvalidOption, NotAllowed, NotFound, QueueFull, QuotaReached, RateLimited
+from bot.errors import (
+    ContentBlocked,
+    InvalidOption,
+    JobCancelled,
+    NotAllowed,
+    NotFound,
+    QueueFull,
+    QuotaReached,
+    RateLimited,
+)
 from bot.jobs import Requester
 from bot.options import Limits
 from bot.pngmeta import parse_parameters, read_text
@@ -350,3 +360,36 @@ async def test_a_server_policy_blocks_banned_words_however_spelt_and_its_limits(
     assert [request.prompt for request in backend.requests] == ["a gorgeous red fox", "gore", "gore"]
     with pytest.raises(InvalidOption, match="not a valid regular expression"):
         await service.update_policy(guild, {"banned": ("re:(",)}, may_manage=True)
+
+
+async def test_forget_deletes_a_users_rows_files_and_settings_and_nothing_of_others(backend, tmp_path):
+    from tests.fakes.service import started_service
+
+    async with started_service(backend, tmp_path, max_per_user=5) as (service, history):
+        await service.update_settings(ALICE, {"steps": 12})
+        mine = [await (await service.imagine(f"a fox {n} --steps 2", ALICE)).result() for n in range(3)]
+        theirs = await (await service.imagine("a wolf --steps 2", BOB)).result()
+        backend.gate = asyncio.Event()
+        queued = await service.imagine("a slow fox --steps 2", ALICE)
+        assert await service.forget(ALICE) == 3
+        # the running one is cancelled, not deleted under the worker's feet
+        assert [g.id for g in await history.recent("console", "alice")] == [queued.id]
+        assert not any((tmp_path / image.path).exists() for g in mine for image in g.images)
+        assert (tmp_path / theirs.images[0].path).exists()
+        assert await service.settings(ALICE) == {}
+        backend.gate.set()
+        with pytest.raises(JobCancelled):
+            await queued.result()
+
+
+async def test_retention_purges_old_finished_generations_with_their_files(backend, tmp_path):
+    from tests.fakes.service import started_service
+
+    now = [time.time()]
+    async with started_service(backend, tmp_path, clock=lambda: now[0]) as (service, history):
+        old = await (await service.imagine("an old fox --steps 2", ALICE)).result()
+        now[0] += 10 * 86400
+        assert await service.purge(days=30) == 0
+        assert await service.purge(days=7) == 1
+        assert await history.get(old.id) is None
+        assert not (tmp_path / old.images[0].path).exists()

@@ -52,6 +52,7 @@ async def test_commands_are_synced_with_their_options(running):
         "loras",
         "settings",
         "server",
+        "forget",
     }
     options = {option["name"]: option for option in commands["imagine"]["options"]}
     assert list(options)[:2] == ["prompt", "negative"]
@@ -333,3 +334,19 @@ async def test_member_quota_and_the_audit_log(running):
         f"{bob} · generate #1",
         f"{alice} · rules (banned=('gore',), user_daily_quota=1)",
     ]
+
+
+async def test_forget_asks_first_then_removes_rows_and_files(running):
+    fake = running.fake
+    await _imagine(fake, {"prompt": "a red fox", "steps": 2})
+    (generation,) = await running.service.history(running.who(fake.alice))
+    path = running.data_dir / generation.images[0].path
+    asked = await fake.slash("forget", {})
+    assert (await asked.response())["data"]["content"] == (
+        "This deletes all your images, their seeds and history, and your settings, for good;"
+        " run `/forget confirm:True` to go ahead."
+    )
+    assert path.exists()
+    done = await fake.slash("forget", {"confirm": True})
+    assert (await done.response())["data"]["content"] == "Forgotten: 1 generation, their images, and your settings."
+    assert not path.exists() and await running.service.history(running.who(fake.alice)) == []

@@ -390,3 +390,14 @@ async def test_a_card_posted_before_a_restart_gets_its_image_after_it(fake: Fake
         assert _fields(card)["Seed"] == "7"
         assert [m for m in fake.channel_messages() if m.files]
         assert (await running.history.get(1)).interruptions == 1  # type: ignore[union-attr]
+
+
+async def test_forget_asks_first_then_removes_rows_and_files(running: Running) -> None:
+    await _imagine(running, "a red fox --steps 2")
+    path = running.data_dir / (await running.service.details(running.who(), 1)).images[0].path
+    await running.fake.send_slash(running.url, text="forget")
+    await _told(running, "U_ALICE", "send `/imagine forget confirm` to go ahead.")
+    assert path.exists()
+    await running.fake.send_slash(running.url, text="forget confirm")
+    await _told(running, "U_ALICE", "Forgotten: 1 generation, their images, and your settings.")
+    assert not path.exists() and await running.service.history(running.who()) == []
