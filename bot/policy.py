@@ -18,10 +18,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bot.catalog import Catalog
 from bot.errors import ContentBlocked, InvalidOption
 from bot.request import GenerationRequest
 
-__all__ = ["Policy", "normalise"]
+__all__ = ["ADMIN_WORDS", "Policy", "normalise", "parse_admin", "rule_changes"]
 
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
 _NOT_WORD = re.compile(r"[^0-9a-z]+")
@@ -123,3 +124,62 @@ class Policy(BaseModel):
             raise InvalidOption("steps", f"are at most {self.max_steps} here, not {request.steps}")
         if self.max_count is not None and request.count > self.max_count:
             raise InvalidOption("count", f"is at most {self.max_count} here, not {request.count}")
+
+
+def rule_changes(
+    policy: Policy,
+    catalog: Catalog,
+    *,
+    open_reroll: bool | None = None,
+    ban: str | None = None,
+    unban: str | None = None,
+    models: str | None = None,
+    max_steps: int | None = None,
+    max_count: int | None = None,
+    member_quota: int | None = None,
+) -> dict[str, object]:
+    """Return the policy changes an admin asked for, as every chat's admin command takes them.
+
+    `unban` is a rule's number or text; `models` a comma list (``all``: every model); 0 lifts a limit.
+    """
+    changes: dict[str, object] = {}
+    if open_reroll is not None:
+        changes["open_reroll"] = open_reroll
+    if ban:
+        changes["banned"] = (*policy.banned, ban.strip())
+    if unban:
+        rules = list(policy.banned)
+        index = int(unban) - 1 if unban.isdigit() else rules.index(unban) if unban in rules else -1
+        if not 0 <= index < len(rules):
+            raise InvalidOption("unban", f"'{unban}' is not a banned rule (there are {len(rules)})")
+        changes["banned"] = tuple(rule for i, rule in enumerate(rules) if i != index)
+    if models is not None:
+        names = [name.strip() for name in models.split(",") if name.strip()]
+        # An unknown name gets "did you mean"; the stored name is the catalog's own.
+        changes["models"] = () if names == ["all"] else tuple(catalog.get("model", name).name for name in names)
+    for key, value in (("max_steps", max_steps), ("max_count", max_count), ("user_daily_quota", member_quota)):
+        if value is not None:
+            changes[key] = value or None
+    return changes
+
+
+ADMIN_WORDS = ("ban", "unban", "models", "max_steps", "max_count", "member_quota", "open_reroll")
+
+
+def parse_admin(text: str) -> dict[str, Any]:
+    """Parse a text admin command (``ban gore``, ``max_steps 30``, ``open_reroll on``) into `rule_changes` options."""
+    word, _, rest = text.strip().partition(" ")
+    word, rest = word.lower(), rest.strip()
+    if word not in ADMIN_WORDS:
+        raise InvalidOption("admin command", f"'{word}' is unknown (commands: audit, {', '.join(ADMIN_WORDS)})")
+    if not rest:
+        raise InvalidOption(word.replace("_", " "), "needs a value")
+    if word == "open_reroll":
+        if rest.lower() not in ("on", "off", "true", "false", "yes", "no"):
+            raise InvalidOption("open reroll", f"must be on or off, not '{rest}'")
+        return {word: rest.lower() in ("on", "true", "yes")}
+    if word in ("max_steps", "max_count", "member_quota"):
+        if not rest.isdigit():
+            raise InvalidOption(word.replace("_", " "), f"must be a number (0: no limit), not '{rest}'")
+        return {word: int(rest)}
+    return {word: rest}

@@ -51,6 +51,16 @@ def _wants_private(saved: Mapping[str, object]) -> bool:
     return bool(saved.get("private", False))
 
 
+def _server(who: Requester) -> str:
+    """Return what the user's platform calls a community: a Slack workspace, a Discord server."""
+    return "workspace" if who.platform == "slack" else "server"
+
+
+def _managers(who: Requester) -> str:
+    """Return who may change a community's rules, in the platform's words."""
+    return "workspace admins" if who.platform == "slack" else "server managers"
+
+
 def _total_cost(images: list[GeneratedImage]) -> float | None:
     """Return what a remote backend charged for the images (``meta["cost"]``), or None when it said nothing."""
     costs = [float(image.meta["cost"]) for image in images if image.meta.get("cost") is not None]
@@ -413,7 +423,7 @@ class ImageService:
         if who.workspace is None:
             raise InvalidOption("server settings", "only exist in a server, not in direct messages")
         if not may_manage:
-            raise NotAllowed("change", only="server managers", what="the server's settings")
+            raise NotAllowed("change", only=_managers(who), what=f"the {_server(who)}'s settings")
         policy = (await self.policy(who)).changed(changes)
         await self._history.put_policy(who.platform, who.workspace, policy.model_dump(mode="json"))
         await self._audit(who, "rules", detail=", ".join(f"{key}={value}" for key, value in sorted(changes.items())))
@@ -453,7 +463,7 @@ class ImageService:
             return
         now = self._clock()
         midnight = now - now % 86400
-        where = "workspace" if who.platform == "slack" else "server"
+        where = _server(who)
         if self._daily_quota:
             made = await self._history.images_since(who.platform, who.workspace, midnight)
             if made + count > self._daily_quota:
@@ -475,7 +485,7 @@ class ImageService:
         if who.workspace is None:
             raise InvalidOption("audit", "only exists in a server, not in direct messages")
         if not may_manage:
-            raise NotAllowed("read", only="server managers", what="the server's audit log")
+            raise NotAllowed("read", only=_managers(who), what=f"the {_server(who)}'s audit log")
         return await self._history.recent_audit(who.platform, who.workspace, limit)
 
     def _backend_for(self, request: GenerationRequest) -> Backend:

@@ -6,7 +6,7 @@ these lines are shared; each adapter adds its own markup around them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from bot.actions import format_ref
@@ -14,10 +14,11 @@ from bot.jobs import Job, JobEvent, progress_bar
 from bot.pngmeta import parameters_text
 
 if TYPE_CHECKING:
-    from storage.history import Generation
+    from storage.history import AuditEntry, Generation
 
 __all__ = [
     "FORGET_WARNING",
+    "audit_text",
     "defaults_line",
     "details_text",
     "forgotten_line",
@@ -89,6 +90,24 @@ def details_text(generation: Generation, *, limit: int, quote: Callable[[str], s
         lines.append(f"error: {quote(generation.error)}")
     text = quote(parameters_text(generation.request, generation.seed))
     return "\n".join(lines) + f"\n```\n{text[:limit]}\n```"
+
+
+def audit_text(entries: Sequence[AuditEntry], when: Callable[[float], str], quote: Callable[[str], str] = str) -> str:
+    """Return a community's recent audit entries, newest first, one line each.
+
+    Args:
+        entries: newest first.
+        when: renders a timestamp in the chat's markup (each chat shows it in the reader's zone).
+        quote: escapes text for the chat's markup.
+    """
+    if not entries:
+        return "Nothing recorded yet."
+    lines = []
+    for entry in entries:
+        what = entry.action + (f" {format_ref(entry.generation_id)}" if entry.generation_id else "")
+        detail = f" ({quote(entry.detail)})" if entry.detail else ""
+        lines.append(f"{when(entry.at)} · <@{entry.user_id}> · {what}{detail}")
+    return "\n".join(lines)
 
 
 def history_line(generation: Generation) -> str:

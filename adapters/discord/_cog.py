@@ -26,15 +26,16 @@ from bot import metrics
 from bot.actions import Action, format_ref
 from bot.complete import complete_name, complete_weighted
 from bot.config import DiscordSettings
-from bot.errors import BotError, InvalidOption
+from bot.errors import BotError
 from bot.jobs import Job, JobEvent, Requester
 from bot.options import SDXL_BUCKETS
+from bot.policy import rule_changes
 from bot.rules import SCHEDULERS
 from bot.service import ImageService
-from bot.summary import FORGET_WARNING, defaults_line, details_text, forgotten_line, progress_line
+from bot.summary import FORGET_WARNING, audit_text, defaults_line, details_text, forgotten_line, progress_line
 from bot.upload import fit_upload
 
-from ._render import audit_text, history_text, result_embed
+from ._render import discord_time, history_text, result_embed
 from ._views import result_view, running_view
 
 __all__ = ["ImagesCog"]
@@ -331,31 +332,19 @@ class ImagesCog(commands.Cog, name="Images"):
         async def update() -> str:
             if audit:
                 entries = await self.service.audit_log(who, may_manage=interaction.permissions.manage_guild)
-                return audit_text(entries)
+                return audit_text(entries, discord_time)[:2000]
             policy = await self.service.policy(who)
-            changes: dict[str, object] = {}
-            if open_reroll is not None:
-                changes["open_reroll"] = open_reroll
-            if ban:
-                changes["banned"] = (*policy.banned, ban.strip())
-            if unban:
-                rules = list(policy.banned)
-                index = int(unban) - 1 if unban.isdigit() else rules.index(unban) if unban in rules else -1
-                if not 0 <= index < len(rules):
-                    raise InvalidOption("unban", f"'{unban}' is not a banned rule (there are {len(rules)})")
-                changes["banned"] = tuple(rule for i, rule in enumerate(rules) if i != index)
-            if models is not None:
-                names = [name.strip() for name in models.split(",") if name.strip()]
-                if names == ["all"]:
-                    names = []
-                # An unknown name gets "did you mean"; the stored name is the catalog's own.
-                changes["models"] = tuple(self.service.catalog.get("model", name).name for name in names)
-            if max_steps is not None:
-                changes["max_steps"] = max_steps or None
-            if max_count is not None:
-                changes["max_count"] = max_count or None
-            if member_quota is not None:
-                changes["user_daily_quota"] = member_quota or None
+            changes = rule_changes(
+                policy,
+                self.service.catalog,
+                open_reroll=open_reroll,
+                ban=ban,
+                unban=unban,
+                models=models,
+                max_steps=max_steps,
+                max_count=max_count,
+                member_quota=member_quota,
+            )
             if changes:
                 may_manage = interaction.permissions.manage_guild
                 policy = await self.service.update_policy(who, changes, may_manage=may_manage)

@@ -11,9 +11,9 @@ from bot.actions import format_ref
 from bot.summary import history_line, result_fields
 
 if TYPE_CHECKING:
-    from storage.history import AuditEntry, Generation
+    from storage.history import Generation
 
-__all__ = ["audit_text", "history_text", "result_embed"]
+__all__ = ["discord_time", "history_text", "result_embed"]
 
 _EMBED_COLOUR = discord.Colour.from_rgb(88, 101, 242)
 
@@ -44,13 +44,6 @@ def history_text(generations: Sequence[Generation]) -> str:
     return "\n".join(lines)[:2000]
 
 
-def audit_text(entries: Sequence[AuditEntry]) -> str:
-    """Return a server's recent audit entries, newest first, one line each."""
-    if not entries:
-        return "Nothing recorded yet."
-    lines = []
-    for entry in entries:
-        what = entry.action + (f" {format_ref(entry.generation_id)}" if entry.generation_id else "")
-        detail = f" ({entry.detail})" if entry.detail else ""
-        lines.append(f"<t:{int(entry.at)}:R> · <@{entry.user_id}> · {what}{detail}")
-    return "\n".join(lines)[:2000]
+def discord_time(at: float) -> str:
+    """Return a timestamp that Discord shows relative to now, in the reader's zone."""
+    return f"<t:{int(at)}:R>"

@@ -27,9 +27,10 @@ from bot.actions import ACTION_ID_PATTERN, Action, RefArgs, decode_action, forma
 from bot.config import SlackSettings
 from bot.errors import BotError, InvalidOption
 from bot.jobs import Job, JobEvent, Requester
+from bot.policy import parse_admin, rule_changes
 from bot.rules import DEFAULT_REFINE_PERCENT
 from bot.service import ImageService
-from bot.summary import FORGET_WARNING, defaults_line, details_text, forgotten_line, parse_setting_pairs
+from bot.summary import FORGET_WARNING, audit_text, defaults_line, details_text, forgotten_line, parse_setting_pairs
 
 from ._blocks import (
     COMMAND,
@@ -49,6 +50,7 @@ from ._blocks import (
     refine_modal,
     refine_target,
     result_blocks,
+    slack_time,
     view_values,
 )
 
@@ -156,6 +158,8 @@ class SlackImages:
         elif word == "settings" and (changes := parse_setting_pairs(rest)) is not None:
             saved = await (self.service.update_settings(who, changes) if changes else self.service.settings(who))
             await self._tell(who, defaults_line(saved))
+        elif word == "admin":
+            await self._tell(who, await self._admin(who, rest))
         elif word == "forget" and rest in ("", "confirm"):
             if rest == "confirm":
                 await self._tell(who, forgotten_line(await self.service.forget(who)))
@@ -178,6 +182,22 @@ class SlackImages:
         else:
             # Anything else is a prompt, even one that starts with a command word ("history of rome").
             await self._start(await self.service.imagine(text, who), where)
+
+    async def _admin(self, who: Requester, text: str) -> str:
+        """Show or change the workspace's rules, or read its audit log (workspace admins only)."""
+        if text == "audit":
+            entries = await self.service.audit_log(who, may_manage=await self._is_admin(who.user_id))
+            return audit_text(entries, slack_time, escape)
+        policy = await self.service.policy(who)
+        if text:
+            changes = rule_changes(policy, self.service.catalog, **parse_admin(text))
+            policy = await self.service.update_policy(who, changes, may_manage=await self._is_admin(who.user_id))
+        return "This workspace: " + policy.summary()
+
+    async def _is_admin(self, user_id: str) -> bool:
+        """Tell whether a user administers the workspace (Slack's admins and owners)."""
+        user = (await self.client.users_info(user=user_id)).get("user") or {}
+        return bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
 
     # -- the "Generate image" modal -----------------------------------------------------------------
 

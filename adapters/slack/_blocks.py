@@ -37,6 +37,7 @@ __all__ = [
     "refine_modal",
     "refine_target",
     "result_blocks",
+    "slack_time",
     "view_values",
 ]
 
@@ -58,6 +59,8 @@ HELP = """\
 */imagine cancel* `[#id]` · */imagine queue* · */imagine history* `[count]`
 */imagine settings* `[steps=30 refiner_percent=85 private=true …]` — your defaults (`key=none` removes one)
 */imagine forget* — delete all your images, seeds and settings (asks first)
+*/imagine admin* `[audit | ban <word> | unban <n> | models <a,b|all> | max_steps <n> | max_count <n> \
+| member_quota <n> | open_reroll on|off]` — the workspace's rules (admins)
 Under an image: the buttons, or react :arrows_counterclockwise: to reroll, :sparkles: to refine, \
 :x: to delete. The *Generate image* shortcut opens a form; *Reroll image* and *Refine image…* work on \
 an image's message."""
@@ -183,6 +186,11 @@ def history_text(generations: Sequence[Generation]) -> str:
     lines = [escape(history_line(generation)) for generation in generations]
     lines.append("Reuse one with `/imagine reroll #id` or `/imagine refine #id 90`.")
     return "\n".join(lines)
+
+
+def slack_time(at: float) -> str:
+    """Return a timestamp that Slack shows in the reader's own time zone."""
+    return f"<!date^{int(at)}^{{date_short}} {{time}}|{int(at)}>"
 
 
 # -- modals -----------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ What it fakes
   merge the query string, the form body (urlencoded or multipart) and a JSON body, with JSON-string
   fields (``blocks``, ``view``, ``files``, ``attachments``) decoded. Implemented: ``auth.test``,
   ``chat.postMessage`` / ``update`` / ``postEphemeral`` / ``delete``, ``views.open`` / ``update``,
-  ``reactions.add``, ``conversations.info``, ``apps.connections.open`` and the three-step upload
+  ``reactions.add``, ``conversations.info``, ``users.info`` (``is_admin`` for ``fake.admins``),
+  ``apps.connections.open`` and the three-step upload
   that ``files_upload_v2`` uses (``files.getUploadURLExternal``, a POST of the raw bytes to the
   returned URL on this server, ``files.completeUploadExternal``) and ``files.delete``. A
   ``chat.postMessage`` to a user id lands in the app's direct message with them (``D…``, see
@@ -141,6 +142,7 @@ class FakeSlack(LoopbackServer):
         self.api_app_id = "A1"
         self.channel_id = "C1"
         self.users = {"U_ALICE": "alice", "U_BOB": "bob", "U_BOT": "imagebot"}
+        self.admins: set[str] = {"U_ALICE"}  # workspace admins, as users.info reports them
         self.calls: list[SlackCall] = []
         self.messages: dict[tuple[str, str], SlackMessage] = {}
         self.views: dict[str, dict] = {}
@@ -256,6 +258,7 @@ class FakeSlack(LoopbackServer):
             "views.update": self._views_update,
             "reactions.add": self._reactions_add,
             "conversations.info": self._conversations_info,
+            "users.info": self._users_info,
             "files.getUploadURLExternal": self._get_upload_url,
             "files.completeUploadExternal": self._complete_upload,
             "files.delete": self._files_delete,
@@ -394,6 +397,16 @@ class FakeSlack(LoopbackServer):
                 "is_private": False,
                 "is_member": True,
             },
+        }
+
+    def _users_info(self, call: SlackCall) -> dict:
+        user_id = call.args.get("user", "")
+        if user_id not in self.users:
+            return {"ok": False, "error": "user_not_found"}
+        admin = user_id in self.admins
+        return {
+            "ok": True,
+            "user": {**self._user(user_id), "is_admin": admin, "is_owner": False, "is_primary_owner": False},
         }
 
     def _get_upload_url(self, call: SlackCall) -> dict:

@@ -401,3 +401,25 @@ async def test_forget_asks_first_then_removes_rows_and_files(running: Running) -
     await running.fake.send_slash(running.url, text="forget confirm")
     await _told(running, "U_ALICE", "Forgotten: 1 generation, their images, and your settings.")
     assert not path.exists() and await running.service.history(running.who()) == []
+
+
+async def test_workspace_admins_set_rules_and_read_the_audit_members_cannot(running: Running) -> None:
+    fake, url = running.fake, running.url
+    await fake.send_slash(url, text="admin ban gore", user_id="U_BOB")
+    await _told(running, "U_BOB", "✖ Only workspace admins can change the workspace's settings.")
+    for text in ("admin ban gore", "admin max_steps 20", "admin open_reroll on", "admin max_steps lots"):
+        await fake.send_slash(url, text=text)
+    await fake.wait_for(lambda: len(running.ephemeral()) == 4)
+    *_, shown, bad = running.ephemeral()
+    assert shown == "This workspace: rerolls: everyone; 1 banned word rule; at most 20 steps."
+    assert bad == "✖ Max steps must be a number (0: no limit), not 'lots'."
+    await fake.send_slash(url, text="a bl00dy G0RE scene", user_id="U_BOB")
+    await _told(running, "U_BOB", "✖ This request is not allowed here (banned word rule 1).")
+    assert running.backend.requests == []
+    await fake.send_slash(url, text="admin audit")
+    await fake.wait_for(lambda: len(running.ephemeral()) == 5)
+    lines = running.ephemeral()[-1].splitlines()
+    assert [line.split(" · ", 1)[1] for line in lines][:2] == [
+        "<@U_BOB> · blocked (banned word rule 1)",
+        "<@U_ALICE> · rules (open_reroll=True)",
+    ]

@@ -25,6 +25,7 @@ METHOD_SCOPES = {
     "files.getUploadURLExternal": "files:write",
     "files.completeUploadExternal": "files:write",
     "files.delete": "files:write",
+    "users.info": "users:read",
 }
 EVENT_SCOPES = {"reaction_added": "reactions:read"}
 
@@ -66,10 +67,13 @@ async def test_the_scopes_are_exactly_those_the_calls_need(running: Running) -> 
     card = await running.finished_card(1)
     await fake.send_global_shortcut(url, GENERATE_SHORTCUT)
     await fake.send_slash(url, text="help")
+    await fake.send_slash(url, text="admin max_steps 40")
     (delete,) = action_ids(card, "ib:delete:")
     value = next(e["value"] for b in card.blocks or [] for e in b.get("elements") or [] if e.get("action_id") == delete)
     await fake.send_block_action(url, delete, value, message_ts=card.ts)
-    await fake.wait_for(lambda: fake.calls_to("files.delete") and fake.calls_to("views.open"))
+    await fake.wait_for(
+        lambda: fake.calls_to("files.delete") and fake.calls_to("views.open") and fake.calls_to("users.info")
+    )
     called = {call.method for call in fake.calls}
     assert called - set(METHOD_SCOPES) == set(), "a method without a known scope was called"
     needed = {METHOD_SCOPES[method] for method in called} - {None}
