@@ -203,7 +203,7 @@ class ImageService:
             parsed = options.parse_options(given, catalog=self.catalog, defaults=defaults, limits=self.limits)
         if private is None:
             private = _wants_private(saved)
-        return await self.submit(parsed.request, who, warnings=parsed.warnings, private=private)
+        return await self.submit(parsed.request, who, warnings=parsed.warnings, private=private, saved=saved)
 
     async def prefers_private(self, who: Requester) -> bool:
         """Tell whether the user's saved settings ask for private delivery."""
@@ -218,8 +218,12 @@ class ImageService:
         action: Literal["generate", "reroll", "refine"] = "generate",
         parent: Generation | None = None,
         private: bool = False,
+        saved: Mapping[str, object] | None = None,
     ) -> Job:
-        """Record a checked request as a queued generation and queue its job."""
+        """Record a checked request as a queued generation and queue its job.
+
+        `saved` is the user's settings when the caller has read them already.
+        """
         from storage.history import NewGeneration  # a plain dataclass; no I/O at import
 
         self._queue.check_room(who.key)
@@ -244,7 +248,9 @@ class ImageService:
             )
         )
         # Batched images can differ from solo ones in the last bit; a user who needs exact bytes says so.
-        batchable = (await self._history.get_settings(*who.key)).get("batching", True) is not False
+        if saved is None:
+            saved = await self._history.get_settings(*who.key)
+        batchable = saved.get("batching", True) is not False
         job = Job(generation.id, who, request, warnings, private, batchable=batchable)
         self._jobs[job.id] = job
         try:

@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import httpx
 from pydantic import SecretStr
@@ -29,6 +29,7 @@ from inference.capabilities import CAPABILITIES, BackendName
 __all__ = [
     "TRANSIENT_STATUS",
     "HostedBackend",
+    "HostedSettings",
     "Http",
     "ImageLost",
     "Retrying",
@@ -187,34 +188,31 @@ def decode_inline(text: str) -> bytes:
     return base64.b64decode(text, validate=True)
 
 
+class HostedSettings(Protocol):
+    """What every hosted API's settings have (`RunwareSettings`, `ModelsLabSettings`)."""
+
+    api_key: SecretStr | None
+    timeout: float
+    max_connections: int
+
+
 class HostedBackend:
     """What both hosted APIs' backends share: the key, the catalog, the capability table, the client.
 
     Args:
         catalog: maps the request's names to the API's ids.
-        api_key: the key (a setting, so that it never prints).
-        key_setting: the setting's name, for the error when it is missing.
-        timeout, max_connections: of the HTTP client.
+        settings: the backend's settings; the key, timeout and connection limit are read here.
         client: an httpx client to use instead of the backend's own.
     """
 
     name: ClassVar[BackendName]
 
-    def __init__(
-        self,
-        catalog: Catalog,
-        *,
-        api_key: SecretStr | None,
-        key_setting: str,
-        timeout: float,
-        max_connections: int,
-        client: httpx.AsyncClient | None = None,
-    ) -> None:
-        if api_key is None:
-            raise ValueError(f"{key_setting} is not set")
+    def __init__(self, catalog: Catalog, settings: HostedSettings, client: httpx.AsyncClient | None = None) -> None:
+        if settings.api_key is None:
+            raise ValueError(f"IMAGEBOT_{self.name.upper()}_API_KEY is not set")
         self._catalog = catalog
-        self._key = api_key.get_secret_value()
-        self._http = Http(timeout=timeout, max_connections=max_connections, client=client)
+        self._key = settings.api_key.get_secret_value()
+        self._http = Http(timeout=settings.timeout, max_connections=settings.max_connections, client=client)
 
     def check(self, request: GenerationRequest) -> None:
         """Refuse what the API cannot make (before anything is queued), naming the backend that can."""

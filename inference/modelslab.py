@@ -119,14 +119,7 @@ class ModelsLabBackend(HostedBackend):
         client: httpx.AsyncClient | None = None,
         eta_cap: float = 10.0,
     ) -> None:
-        super().__init__(
-            catalog,
-            api_key=settings.api_key,
-            key_setting="IMAGEBOT_MODELSLAB_API_KEY",
-            timeout=settings.timeout,
-            max_connections=settings.max_connections,
-            client=client,
-        )
+        super().__init__(catalog, settings, client)
         self._settings = settings
         self._eta_cap = eta_cap
 

@@ -144,14 +144,7 @@ class RunwareBackend(HostedBackend):
         client: httpx.AsyncClient | None = None,
         poll_interval: float = 1.0,
     ) -> None:
-        super().__init__(
-            catalog,
-            api_key=settings.api_key,
-            key_setting="IMAGEBOT_RUNWARE_API_KEY",
-            timeout=settings.timeout,
-            max_connections=settings.max_connections,
-            client=client,
-        )
+        super().__init__(catalog, settings, client)
         self._settings = settings
         self._headers = {"Authorization": f"Bearer {self._key}"}
         self._poll_interval = poll_interval

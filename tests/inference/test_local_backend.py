@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import pytest_asyncio
 
 from bot.catalog import load_catalog
 from bot.errors import BackendUnavailable, InvalidOption, JobCancelled
@@ -16,16 +15,8 @@ from tests.inference.tiny_requests import tiny_request
 
 pytest.importorskip("diffusers")
 
-# One worker for the module: starting one means importing torch, which is slow.
+# The conftest's backend (one worker per module) lives on the module's event loop.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def backend(tiny_data_dir):
-    backend = LocalBackend(load_catalog(), tiny_data_dir, device="cpu")
-    await backend.start()
-    yield backend
-    await backend.aclose()
 
 
 def request(**fields):

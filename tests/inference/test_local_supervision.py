@@ -10,7 +10,6 @@ import os
 import signal
 
 import pytest
-import pytest_asyncio
 
 from bot.catalog import load_catalog
 from bot.errors import BackendUnavailable
@@ -21,14 +20,6 @@ from tests.inference.tiny_requests import tiny_request
 pytest.importorskip("diffusers")
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def backend(tiny_data_dir):
-    backend = LocalBackend(load_catalog(), tiny_data_dir, device="cpu")
-    await backend.start()
-    yield backend
-    await backend.aclose()
 
 
 def request(**fields):
