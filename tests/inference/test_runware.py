@@ -31,7 +31,8 @@ async def fake() -> AsyncIterator[FakeRunware]:
 
 
 def settings(fake: FakeRunware, **changes: object) -> RunwareSettings:
-    values: dict[str, object] = {"api_key": fake.api_key, "url": fake.url, "retry_budget": 3.0, "timeout": 5.0}
+    # Three retries with full jitter may wait up to 0.5 + 1 + 2 s: the budget must cover the worst draw.
+    values: dict[str, object] = {"api_key": fake.api_key, "url": fake.url, "retry_budget": 10.0, "timeout": 5.0}
     return RunwareSettings(**(values | changes))  # type: ignore[arg-type]
 
 
