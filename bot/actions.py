@@ -24,15 +24,16 @@ __all__ = [
     "parse_ref_args",
 ]
 
-Action = Literal["reroll", "refine", "details", "delete", "cancel"]
+Action = Literal["reroll", "refine", "details", "delete", "cancel", "show"]
 _ACTIONS: dict[str, Action] = {
     "reroll": "reroll",
     "refine": "refine",
     "details": "details",
     "delete": "delete",
     "cancel": "cancel",
+    "show": "show",  # a flagged image withheld from a Slack channel, sent to its author privately
 }
-ACTION_ID_PATTERN = re.compile(r"^ib:(reroll|refine|details|delete|cancel):([1-9][0-9]{0,18})$")
+ACTION_ID_PATTERN = re.compile(r"^ib:(reroll|refine|details|delete|cancel|show):([1-9][0-9]{0,18})$")
 _MAX_ID_LENGTH = 100
 
 

@@ -10,7 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.catalog import Catalog, load_catalog
-from bot.config import CoreSettings, LocalWorkerSettings, ModelsLabSettings, QueueSettings, RunwareSettings
+from bot.config import (
+    CoreSettings,
+    LocalWorkerSettings,
+    ModelsLabSettings,
+    QueueSettings,
+    RaySettings,
+    RunwareSettings,
+)
 from bot.errors import BotError
 from bot.options import Limits
 from bot.service import ImageService
@@ -78,6 +85,23 @@ def _backend(name: str, core: CoreSettings, worker: LocalWorkerSettings, catalog
             stall_timeout=worker.stall_timeout,
             load_timeout=worker.load_timeout,
             max_batch=worker.max_batch,
+            safety_checker=worker.safety_checker,
+        )
+    if name == "ray":
+        try:
+            from inference.ray_serve import RayBackend
+        except ImportError as error:
+            raise ConfigurationError(
+                "IMAGEBOT_BACKEND=ray needs Ray Serve: install the ray extra (pip install -e '.[ray]')."
+            ) from error
+        settings = RaySettings()
+        return RayBackend(
+            catalog,
+            core.data_dir,
+            settings.address,
+            app_name=settings.app_name,
+            stall_timeout=worker.stall_timeout,
+            load_timeout=worker.load_timeout,
         )
     if name == "runware":
         from inference.runware import RunwareBackend
@@ -94,7 +118,7 @@ def _backend(name: str, core: CoreSettings, worker: LocalWorkerSettings, catalog
             raise ConfigurationError("the modelslab backend needs IMAGEBOT_MODELSLAB_API_KEY.")
         return ModelsLabBackend(catalog, modelslab)
     raise ConfigurationError(
-        f"IMAGEBOT_BACKEND={name} is not available in this version; use local, runware or modelslab."
+        f"IMAGEBOT_BACKEND={name} is not available in this version; use local, ray, runware or modelslab."
     )
 
 
@@ -144,6 +168,8 @@ async def bootstrap(
         catalog=catalog,
         default_model=default_model,
         limits=Limits(pixel_budget=core.pixel_budget),
+        # A cluster batches and spreads what it is sent at once; one GPU worker takes one job at a time.
+        concurrency=RaySettings().concurrency if backend.name == "ray" else 1,
         max_queue=queue.max_queue,
         max_per_user=queue.max_per_user,
         daily_quota=queue.daily_quota,

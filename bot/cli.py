@@ -77,14 +77,14 @@ def backends_text(core: CoreSettings) -> str:
     """Return the capability table of every backend, marking the configured one and whether its key is set."""
     from inference.capabilities import CAPABILITIES
 
-    keys = {"local": None, "runware": RunwareSettings().api_key, "modelslab": ModelsLabSettings().api_key}
+    keys = {"runware": RunwareSettings().api_key, "modelslab": ModelsLabSettings().api_key}
     columns = list(CAPABILITIES.values())
     head = [
         "",
         *(
             c.name
             + (" (configured)" if c.name == core.backend else "")
-            + ("" if c.name == "local" else (", key set" if keys[c.name] else ", no key"))
+            + ("" if c.name not in keys else (", key set" if keys[c.name] else ", no key"))
             for c in columns
         ),
     ]

@@ -20,6 +20,7 @@ __all__ = [
     "LocalWorkerSettings",
     "ModelsLabSettings",
     "QueueSettings",
+    "RaySettings",
     "RunwareSettings",
     "SlackSettings",
     "env_example",
@@ -37,7 +38,9 @@ class CoreSettings(BaseSettings):
     model_config = _config()
 
     data_dir: Path = Field(default=Path("./data"), description="SQLite file, images and the tiny model.")
-    backend: Literal["local", "runware", "modelslab"] = Field(default="local", description="Where images are made.")
+    backend: Literal["local", "ray", "runware", "modelslab"] = Field(
+        default="local", description="Where images are made (ray: a Ray Serve cluster of GPU replicas)."
+    )
     default_model: str | None = Field(
         default=None,
         description="Catalog model used when a request names none; unset: sdxl with CUDA, else tiny.",
@@ -78,6 +81,13 @@ class LocalWorkerSettings(BaseSettings):
     )
     max_batch: int = Field(
         default=4, ge=1, description="Compatible queued jobs made in one pipeline call (1: no batching)."
+    )
+    safety_checker: str = Field(
+        default="auto",
+        description=(
+            "Image check after generation: auto (CompVis/stable-diffusion-safety-checker, the tiny checker for"
+            " the tiny model), off, tiny, or a StableDiffusionSafetyChecker's Hugging Face id or folder."
+        ),
     )
 
 
@@ -155,6 +165,26 @@ class RunwareSettings(BaseSettings):
         default="URL", description="How Runware returns images: a URL downloaded at once, or inline base64."
     )
     max_connections: int = Field(default=16, ge=1, description="Concurrent HTTP connections to Runware.")
+    check_content: bool = Field(
+        default=True, description="Ask Runware to check each image (safety.checkContent); flagged ones are spoilered."
+    )
+
+
+class RaySettings(BaseSettings):
+    """The Ray Serve backend (IMAGEBOT_BACKEND=ray): GPU replicas deployed from deploy/ray-serve.yaml."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGEBOT_RAY_", env_file=".env", extra="ignore")
+
+    address: str = Field(
+        default="auto",
+        description="The Ray cluster: ray://head:10001 (Ray Client), or auto for a cluster this machine belongs to.",
+    )
+    app_name: str = Field(default="imagebot", description="The Serve application's name in deploy/ray-serve.yaml.")
+    concurrency: int = Field(
+        default=8,
+        ge=1,
+        description="Jobs sent to the cluster at once (replicas × max_batch lets every replica fill a batch).",
+    )
 
 
 class ModelsLabSettings(BaseSettings):
@@ -173,12 +203,16 @@ class ModelsLabSettings(BaseSettings):
     )
     poll_timeout: float = Field(default=600.0, gt=0, description="Seconds to wait for a queued job's images.")
     max_connections: int = Field(default=16, ge=1, description="Concurrent HTTP connections to ModelsLab.")
+    safety_checker: bool = Field(
+        default=True, description="Ask ModelsLab to check each image (safety_checker); flagged ones are spoilered."
+    )
 
 
 SETTINGS: tuple[type[BaseSettings], ...] = (
     CoreSettings,
     QueueSettings,
     LocalWorkerSettings,
+    RaySettings,
     RunwareSettings,
     ModelsLabSettings,
     DiscordSettings,

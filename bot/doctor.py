@@ -28,6 +28,7 @@ from bot.config import (
     DiscordSettings,
     LocalWorkerSettings,
     ModelsLabSettings,
+    RaySettings,
     RunwareSettings,
     SlackSettings,
     env_name,
@@ -85,6 +86,8 @@ async def check_all(*, running: bool = False) -> list[Check]:
     if core.backend == "local":
         steps += [lambda: _gpu(worker, running), lambda: _model(core, catalog.get("model", model or "tiny").local)]
     backends = {core.backend} | {m.backend for m in catalog.entries("model") if m.backend}
+    if core.backend == "ray":
+        steps.append(_ray)
     if "runware" in backends:
         steps.append(_runware)
     if "modelslab" in backends:
@@ -230,6 +233,42 @@ def _hub_model(repo: str) -> Check:
             f" run `huggingface-cli download {repo}` where the hub can be reached.",
         )
     return Check("model", True, f"{repo} will be downloaded on the first image (several GB)")
+
+
+async def _ray() -> Check:
+    settings = RaySettings()
+    name = settings.app_name
+
+    def probe() -> Check:
+        try:
+            import ray
+            from ray import serve
+        except ImportError:
+            return Check("Ray", False, "Ray Serve is not installed; install the ray extra (pip install -e '.[ray]').")
+        try:
+            if not ray.is_initialized():
+                ray.init(address=settings.address, log_to_driver=False)
+            status = serve.status()
+        except Exception as error:
+            return Check(
+                "Ray",
+                False,
+                f"the Ray cluster at {settings.address} cannot be reached ({type(error).__name__});"
+                " check IMAGEBOT_RAY_ADDRESS and that the head node runs.",
+            )
+        app = status.applications.get(name)
+        if app is None:
+            return Check(
+                "Ray", False, f"the cluster has no '{name}' Serve application; deploy it with deploy/ray-serve.yaml."
+            )
+        replicas = sum(d.replica_states.get("RUNNING", 0) for d in app.deployments.values())
+        if app.status != "RUNNING" or not replicas:
+            return Check(
+                "Ray", False, f"'{name}' is {app.status.value} with {replicas} running replicas; see `serve status`."
+            )
+        return Check("Ray", True, f"'{name}' is running on {replicas} replicas")
+
+    return await asyncio.to_thread(probe)
 
 
 async def _runware() -> Check:

@@ -12,7 +12,8 @@ a generic reply (plus a log line) for anything else.
     ├── RateLimited         the user has too many jobs queued or running
     ├── BackendUnavailable  the image backend failed or cannot be reached
     ├── JobCancelled        the job was cancelled before it finished
-    └── ContentBlocked      a prompt or image was refused by policy
+    ├── ContentBlocked      a prompt or image was refused by policy
+    └── NotEnabledHere      the server's policy does not let the bot answer in this channel
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "InvalidOption",
     "JobCancelled",
     "NotAllowed",
+    "NotEnabledHere",
     "NotFound",
     "QueueFull",
     "QuotaReached",
@@ -152,3 +154,11 @@ class ContentBlocked(BotError):
     def __init__(self, rule: str) -> None:
         self.rule = rule
         super().__init__(f"This request is not allowed here ({rule}).")
+
+
+class NotEnabledHere(BotError):
+    """The server's policy lists the channels where the bot answers, and this is not one of them."""
+
+    def __init__(self, managers: str = "server managers") -> None:
+        self.managers = managers
+        super().__init__(f"Image generation is not enabled in this channel; {managers} choose where it is.")

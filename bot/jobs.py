@@ -29,12 +29,17 @@ def progress_bar(step: int, total: int, width: int = 20) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Requester:
-    """Who asked, and where: the owner of the generation."""
+    """Who asked, and where: the owner of the generation.
+
+    `age_restricted` is the platform's own flag of the channel (Discord's age-restricted
+    channels); a server's policy can add channels (Slack has no such flag).
+    """
 
     platform: str
     user_id: str
     workspace: str | None = None
     channel: str | None = None
+    age_restricted: bool = False
 
     @property
     def key(self) -> tuple[str, str]:

@@ -6,6 +6,11 @@ use for letters mapped back (0→o, 1→i, 3→e, 4→a, 5→s, 7→t, @→a, $�
 everything that is not a letter or digit turned into one space. A rule that
 starts with ``re:`` is a regular expression over that normalised text. A
 refusal names the rule by its number, never the word list.
+
+Adult content is kept to age-restricted channels (Discord's flag on the channel, or
+a channel the policy lists, as Slack has no such flag): outside them a prompt with
+one of a few built-in explicit terms is refused, and an image the backend's safety
+check flagged is never shown plainly (`Policy.display`).
 """
 
 from __future__ import annotations
@@ -14,19 +19,43 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bot.catalog import Catalog
-from bot.errors import ContentBlocked, InvalidOption
+from bot.errors import ContentBlocked, InvalidOption, NotEnabledHere
 from bot.request import GenerationRequest
 
-__all__ = ["ADMIN_WORDS", "Policy", "normalise", "parse_admin", "rule_changes"]
+__all__ = [
+    "ADMIN_WORDS",
+    "FLAGGED",
+    "Display",
+    "Flagged",
+    "Policy",
+    "normalise",
+    "parse_admin",
+    "parse_size",
+    "rule_changes",
+]
+
+Flagged = Literal["spoiler", "withhold", "allow"]
+FLAGGED: tuple[Flagged, ...] = ("spoiler", "withhold", "allow")
+Display = Literal["show", "spoiler", "withhold"]
 
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
 _NOT_WORD = re.compile(r"[^0-9a-z]+")
 _MAX_RULES = 200
+_MAX_CHANNELS = 500
+# Refused outside age-restricted channels whatever the server's own rules say; whole words of
+# the normalised prompt, so "sexton" or "Essex" pass.
+_EXPLICIT = (
+    "nsfw", "nude", "nudes", "nudity", "naked", "porn", "porno", "pornographic", "hentai", "xxx",
+    "sex", "sexual", "topless", "nipple", "nipples", "genitals", "penis", "vagina", "erotic", "lewd",
+)  # fmt: skip
+_EXPLICIT_PATTERN = re.compile("|".join(re.escape(f" {term} ") for term in _EXPLICIT))
+_SIZE = re.compile(r"\s*(\d{2,4})\s*[x×*]\s*(\d{2,4})\s*", re.IGNORECASE)
+_CHANNEL = re.compile(r"<#(\w+)(?:\|[^>]*)?>|#?(\w+)")
 
 
 def normalise(text: str) -> str:
@@ -52,10 +81,15 @@ class Policy(BaseModel):
     open_reroll: bool = False
     banned: tuple[str, ...] = Field(default=(), max_length=_MAX_RULES)
     models: tuple[str, ...] = ()  # allowlist; empty: every catalog model
+    loras: tuple[str, ...] = ()  # allowlist; empty: every catalog LoRA not blocked
     blocked_loras: tuple[str, ...] = ()
     max_steps: int | None = Field(default=None, ge=1, le=100)
     max_count: int | None = Field(default=None, ge=1, le=4)
+    max_pixels: int | None = Field(default=None, ge=128 * 128, le=2048 * 2048)  # width × height
     user_daily_quota: int | None = Field(default=None, ge=1)
+    channels: tuple[str, ...] = Field(default=(), max_length=_MAX_CHANNELS)  # where the bot answers; empty: all
+    adult_channels: tuple[str, ...] = Field(default=(), max_length=_MAX_CHANNELS)  # age-restricted besides the flag
+    flagged: Flagged = "spoiler"  # a flagged image in an age-restricted channel; elsewhere never shown plainly
 
     @field_validator("banned")
     @classmethod
@@ -99,27 +133,66 @@ class Policy(BaseModel):
             parts.append(f"{len(self.banned)} banned word rule" + ("s" if len(self.banned) != 1 else ""))
         if self.models:
             parts.append("models: " + ", ".join(self.models))
+        if self.loras:
+            parts.append("LoRAs: " + ", ".join(self.loras))
         if self.blocked_loras:
             parts.append("blocked LoRAs: " + ", ".join(self.blocked_loras))
+        if self.max_pixels is not None:
+            parts.append(f"at most {self.max_pixels} pixels an image")
         if self.max_steps is not None:
             parts.append(f"at most {self.max_steps} steps")
         if self.max_count is not None:
             parts.append(f"at most {self.max_count} images a request")
         if self.user_daily_quota is not None:
             parts.append(f"{self.user_daily_quota} images a member a day")
+        if self.channels:
+            parts.append(f"answers in {len(self.channels)} channel" + ("s" if len(self.channels) != 1 else ""))
+        if self.adult_channels:
+            parts.append(f"{len(self.adult_channels)} age-restricted channel" + "s" * (len(self.adult_channels) != 1))
+        if self.flagged != "spoiler":
+            parts.append(f"flagged images: {self.flagged}")
         return "; ".join(parts) + "."
 
-    def check(self, request: GenerationRequest) -> None:
+    def is_age_restricted(self, channel: str | None, flagged_by_platform: bool = False) -> bool:
+        """Tell whether a channel is age-restricted: by the platform's own flag or by this policy's list."""
+        return flagged_by_platform or (channel is not None and channel in self.adult_channels)
+
+    def check_channel(self, channel: str | None, managers: str = "server managers") -> None:
+        """Raise `NotEnabledHere` when the policy lists channels and this is not one (None: a direct message)."""
+        if self.channels and channel is not None and channel not in self.channels:
+            raise NotEnabledHere(managers)
+
+    def display(self, nsfw: bool | None, age_restricted: bool) -> Display:
+        """Return how an image with this safety verdict is shown in a channel.
+
+        Outside age-restricted channels a flagged image is spoilered or withheld, never shown plainly.
+        """
+        if not nsfw:
+            return "show"
+        if self.flagged == "withhold":
+            return "withhold"
+        return "show" if self.flagged == "allow" and age_restricted else "spoiler"
+
+    def check(self, request: GenerationRequest, *, age_restricted: bool = False) -> None:
         """Raise when the request breaks a rule: `ContentBlocked` for words, `InvalidOption` for limits."""
         text = normalise(f"{request.prompt} {request.negative_prompt or ''}")
         for number, rule in enumerate(self.banned, start=1):
             if _pattern(rule).search(text):
                 raise ContentBlocked(f"banned word rule {number}")
+        # Only the prompt: "--no nudity" in the negative prompt asks for less of it, not more.
+        if not age_restricted and _EXPLICIT_PATTERN.search(normalise(request.prompt)):
+            raise ContentBlocked("adult content is only allowed in age-restricted channels")
         if self.models and request.model not in self.models:
             raise InvalidOption("model", f"'{request.model}' is not allowed here (allowed: {', '.join(self.models)})")
         for lora in request.loras:
-            if lora.name in self.blocked_loras:
+            if lora.name in self.blocked_loras or (self.loras and lora.name not in self.loras):
                 raise InvalidOption("lora", f"'{lora.name}' is not allowed here")
+        if self.max_pixels is not None and request.width * request.height > self.max_pixels:
+            raise InvalidOption(
+                "size",
+                f"is at most {self.max_pixels} pixels here (e.g. 1024x1024 is 1048576), "
+                f"not {request.width}x{request.height}",
+            )
         if self.max_steps is not None and request.steps > self.max_steps:
             raise InvalidOption("steps", f"are at most {self.max_steps} here, not {request.steps}")
         if self.max_count is not None and request.count > self.max_count:
@@ -134,13 +207,21 @@ def rule_changes(
     ban: str | None = None,
     unban: str | None = None,
     models: str | None = None,
+    loras: str | None = None,
     max_steps: int | None = None,
     max_count: int | None = None,
+    max_size: str | None = None,
     member_quota: int | None = None,
+    channels: str | None = None,
+    adult_channels: str | None = None,
+    flagged: str | None = None,
+    here: str | None = None,
 ) -> dict[str, object]:
     """Return the policy changes an admin asked for, as every chat's admin command takes them.
 
-    `unban` is a rule's number or text; `models` a comma list (``all``: every model); 0 lifts a limit.
+    `unban` is a rule's number or text; `models` and `loras` comma lists (``all``: every one);
+    `channels` and `adult_channels` channel ids or mentions (``here``: the channel `here`, ``all``/``none``:
+    the empty list); `max_size` ``WxH``; 0 lifts a limit.
     """
     changes: dict[str, object] = {}
     if open_reroll is not None:
@@ -157,13 +238,70 @@ def rule_changes(
         names = [name.strip() for name in models.split(",") if name.strip()]
         # An unknown name gets "did you mean"; the stored name is the catalog's own.
         changes["models"] = () if names == ["all"] else tuple(catalog.get("model", name).name for name in names)
+    if loras is not None:
+        names = [name.strip() for name in loras.split(",") if name.strip()]
+        changes["loras"] = () if names == ["all"] else tuple(catalog.get("lora", name).name for name in names)
+    for key, given in (("channels", channels), ("adult_channels", adult_channels)):
+        if given is not None:
+            changes[key] = _channel_ids(given, here, key.replace("_", " "))
+    if flagged is not None:
+        if flagged.strip().lower() not in FLAGGED:
+            raise InvalidOption("flagged", f"must be spoiler, withhold or allow, not '{flagged}'")
+        changes["flagged"] = flagged.strip().lower()
+    if max_size is not None:
+        changes["max_pixels"] = None if max_size.strip() in ("0", "") else parse_size(max_size)
     for key, value in (("max_steps", max_steps), ("max_count", max_count), ("user_daily_quota", member_quota)):
         if value is not None:
             changes[key] = value or None
     return changes
 
 
-ADMIN_WORDS = ("ban", "unban", "models", "max_steps", "max_count", "member_quota", "open_reroll")
+def parse_size(text: str) -> int:
+    """Return the pixels of a ``WxH`` size (``1024x1024``, ``768×1344``), refusing anything else."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise InvalidOption("max size", f"must be WIDTHxHEIGHT such as 1024x1024 (0: no limit), not '{text}'")
+    width, height = int(match[1]), int(match[2])
+    if not (128 <= width <= 2048 and 128 <= height <= 2048):
+        raise InvalidOption("max size", f"must have sides from 128 to 2048, not {width}x{height}")
+    return width * height
+
+
+def _channel_ids(text: str, here: str | None, what: str) -> tuple[str, ...]:
+    """Return the channel ids of a comma or space list of ids, ``<#id>`` mentions and ``here``."""
+    words = [word for word in re.split(r"[\s,]+", text.strip()) if word]
+    if [word.lower() for word in words] in (["all"], ["none"]):
+        return ()
+    ids: list[str] = []
+    for word in words:
+        if word.lower() == "here":
+            if here is None:
+                raise InvalidOption(what, "cannot say 'here' outside a channel")
+            ids.append(here)
+            continue
+        match = _CHANNEL.fullmatch(word)
+        if match is None:
+            raise InvalidOption(what, f"takes channel ids or #mentions, not '{word}'")
+        ids.append(match[1] or match[2])
+    if not ids:
+        raise InvalidOption(what, "needs channels ('here', ids or #mentions; 'all' or 'none' clears the list)")
+    return tuple(dict.fromkeys(ids))
+
+
+ADMIN_WORDS = (
+    "ban",
+    "unban",
+    "models",
+    "loras",
+    "max_steps",
+    "max_count",
+    "max_size",
+    "member_quota",
+    "open_reroll",
+    "channels",
+    "adult_channels",
+    "flagged",
+)
 
 
 def parse_admin(text: str) -> dict[str, Any]:

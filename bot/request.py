@@ -132,7 +132,10 @@ class Progress:
 
 @dataclass(frozen=True, slots=True)
 class GeneratedImage:
-    """One finished image, encoded in the request's output format."""
+    """One finished image, encoded in the request's output format.
+
+    `nsfw` is the backend's safety check verdict (True: flagged), None when nothing checked it.
+    """
 
     index: int
     seed: int
@@ -140,3 +143,4 @@ class GeneratedImage:
     width: int
     height: int
     meta: dict[str, Any] = field(default_factory=dict)
+    nsfw: bool | None = None

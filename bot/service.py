@@ -22,7 +22,7 @@ from bot.catalog import Catalog
 from bot.errors import BotError, ContentBlocked, InvalidOption, JobCancelled, NotAllowed, NotFound, QuotaReached
 from bot.jobs import Job, JobEvent, Requester
 from bot.pngmeta import embed_text, parameters_text
-from bot.policy import Policy
+from bot.policy import Display, Policy
 from bot.queue import JobQueue
 from bot.request import GeneratedImage, GenerationRequest, Progress
 from inference.base import Backend, BatchingBackend
@@ -443,13 +443,33 @@ class ImageService:
         )
         return policy
 
+    async def displays(self, generation: Generation, *, age_restricted: bool = False) -> tuple[Display, ...]:
+        """Return how each image of a generation is shown where it is posted (`Policy.display`).
+
+        `age_restricted` is the platform's flag of the generation's channel; a private
+        generation goes to a direct message, which is never age-restricted.
+        """
+        policy = Policy()
+        if generation.workspace is not None:
+            policy = Policy.load(await self._history.get_policy(generation.platform, generation.workspace))
+        adult = not generation.private and policy.is_age_restricted(generation.channel, age_restricted)
+        return tuple(policy.display(image.nsfw, adult) for image in generation.images)
+
+    async def flagged_images(self, who: Requester, generation_id: int) -> list[StoredImage]:
+        """Return the flagged images of a generation for its author only (a "Show" button)."""
+        generation = await self.details(who, generation_id)
+        if (generation.platform, generation.user_id) != who.key:
+            raise NotAllowed("show", what="its flagged images")
+        return [image for image in generation.images if image.nsfw]
+
     # -- running ------------------------------------------------------------------------------------
 
     async def _check_policy(self, who: Requester, request: GenerationRequest) -> Policy:
         """Return the server's rules, or raise when the request breaks them (a banned prompt is audited)."""
         policy = await self.policy(who)
+        policy.check_channel(who.channel, _managers(who))
         try:
-            policy.check(request)
+            policy.check(request, age_restricted=policy.is_age_restricted(who.channel, who.age_restricted))
         except ContentBlocked as blocked:
             await self._audit(who, "blocked", detail=blocked.rule)
             log.warning(
@@ -650,7 +670,7 @@ class ImageService:
             text = parameters_text(job.request, image.seed, {"Generation": format_ref(job.id)})
             data = embed_text(data, "parameters", text)
         path, sha256 = await self._files.save(job.id, image.index, data, job.request.output_format)
-        return StoredImage(image.index, image.seed, path, sha256, image.width, image.height)
+        return StoredImage(image.index, image.seed, path, sha256, image.width, image.height, image.nsfw)
 
     def _finish(self, job: Job, event: JobEvent) -> None:
         metrics.JOBS.labels(event.kind).inc()

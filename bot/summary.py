@@ -26,6 +26,7 @@ __all__ = [
     "parse_setting_pairs",
     "progress_line",
     "result_fields",
+    "withheld_line",
 ]
 
 
@@ -108,6 +109,26 @@ def audit_text(entries: Sequence[AuditEntry], when: Callable[[float], str], quot
         detail = f" ({quote(entry.detail)})" if entry.detail else ""
         lines.append(f"{when(entry.at)} · <@{entry.user_id}> · {what}{detail}")
     return "\n".join(lines)
+
+
+def withheld_line(displays: Sequence[str], *, spoilered: str = "") -> str | None:
+    """Return the sentence shown instead of withheld (or hidden) images, None when every image is shown.
+
+    `spoilered` is what a platform says about a flagged image it hides behind a click
+    (Slack's "Show" button); Discord's spoiler attachments need no sentence.
+    """
+    withheld = [str(i) for i, display in enumerate(displays, start=1) if display == "withhold"]
+    hidden = [str(i) for i, display in enumerate(displays, start=1) if display == "spoiler"] if spoilered else []
+    lines = []
+    if withheld:
+        which = "The image" if len(displays) == 1 else f"Image {', '.join(withheld)}"
+        lines.append(
+            f"🔞 {which} was withheld: the safety check flagged it, and this server does not show such images."
+        )
+    if hidden:
+        which = "The image" if len(displays) == 1 else f"Image {', '.join(hidden)}"
+        lines.append(f"🔞 {which} was flagged by the safety check; {spoilered}")
+    return "\n".join(lines) or None
 
 
 def history_line(generation: Generation) -> str:

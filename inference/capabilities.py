@@ -19,7 +19,7 @@ from bot.rules import SCHEDULERS
 
 __all__ = ["CAPABILITIES", "BackendName", "Capabilities"]
 
-BackendName = Literal["local", "runware", "modelslab"]
+BackendName = Literal["local", "ray", "runware", "modelslab"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +29,7 @@ class Capabilities:
     Args:
         name: the backend's name in settings (``IMAGEBOT_BACKEND``) and in the catalog's id fields.
         title: how users read it.
+        ids: the catalog id field it reads, when that is not `name`.
         max_width, max_height, max_count, max_steps: the largest request it takes.
         cfg: the guidance scales it takes.
         refiner_split: whether the SDXL refiner can take over at a chosen step.
@@ -39,6 +40,7 @@ class Capabilities:
 
     name: BackendName
     title: str
+    ids: str | None = None  # the catalog id field it reads, when not its name (Ray runs the local weights)
     max_width: int = 2048
     max_height: int = 2048
     max_count: int = 4
@@ -54,7 +56,7 @@ class Capabilities:
 
     def identifier(self, entry: CatalogEntry) -> str | None:
         """Return the id this backend knows a catalog entry by, or None when it has none."""
-        value = getattr(entry, self.name)
+        value = getattr(entry, self.ids or self.name)
         return str(value) if value else None
 
     def check(self, request: GenerationRequest, catalog: Catalog) -> None:
@@ -133,7 +135,8 @@ class Capabilities:
                 )
 
     def _refuse(self, option: str, reason: str, can: Callable[[Capabilities], bool]) -> None:
-        others = [c.title for c in CAPABILITIES.values() if c is not self and can(c)]
+        # The Ray cluster is named for itself only: it can what the local backend can.
+        others = [c.title for c in CAPABILITIES.values() if c is not self and c.ids is None and can(c)]
         where = f"; {' and '.join(others)} can" if others else ""
         raise InvalidOption(option, reason + where)
 
@@ -190,6 +193,8 @@ MODELSLAB_SCHEDULERS: dict[str, tuple[str, bool]] = {
 # The limits are the APIs' documented ones (Runware image-inference reference; ModelsLab v4 text2img).
 CAPABILITIES: dict[BackendName, Capabilities] = {
     "local": Capabilities("local", "the local backend"),
+    # The Ray Serve replicas run the local worker's code on the same weights.
+    "ray": Capabilities("ray", "the Ray cluster", ids="local"),
     "runware": Capabilities("runware", "Runware", min_base_steps=2, schedulers=tuple(RUNWARE_SCHEDULERS)),
     "modelslab": Capabilities(
         "modelslab",

@@ -49,8 +49,14 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-def build_body(request: GenerationRequest, catalog: Catalog, key: str, track_id: str) -> dict[str, Any]:
-    """Return the JSON of a request (checked against ModelsLab's capabilities first), as its API expects it."""
+def build_body(
+    request: GenerationRequest, catalog: Catalog, key: str, track_id: str, *, safety_checker: bool = True
+) -> dict[str, Any]:
+    """Return the JSON of a request (checked against ModelsLab's capabilities first), as its API expects it.
+
+    With `safety_checker`, ModelsLab checks each image, answers ``nsfw_content_detected`` and
+    blanks what it flags.
+    """
     _CAPABILITIES.check(request, catalog)
 
     def model_id(kind: Any, name: str) -> str:
@@ -72,9 +78,9 @@ def build_body(request: GenerationRequest, catalog: Catalog, key: str, track_id:
         "seed": str(request.seed) if request.seed is not None else None,
         "scheduler": scheduler,
         "use_karras_sigmas": _yes(karras),
-        # Our prompts are sent as written, and our own policy decides about content.
+        # Our prompts are sent as written; the server's policy decides how a flagged image is shown.
         "enhance_prompt": "no",
-        "safety_checker": "no",
+        "safety_checker": _yes(safety_checker),
         "webhook": None,
         "track_id": track_id,
     }
@@ -130,7 +136,9 @@ class ModelsLabBackend(HostedBackend):
         cancel: asyncio.Event | None = None,
     ) -> list[GeneratedImage]:
         """Submit once, wait for the job through its fetch URL, and return the downloaded images."""
-        body = build_body(request, self._catalog, self._key, uuid.uuid4().hex)
+        body = build_body(
+            request, self._catalog, self._key, uuid.uuid4().hex, safety_checker=self._settings.safety_checker
+        )
         retrying = Retrying(self._settings.retry_budget, self.name)
         answer = await self._submit(body, retrying, cancel)
         if answer.get("status") == "processing":
@@ -208,15 +216,23 @@ class ModelsLabBackend(HostedBackend):
                 return None
 
         datas = await asyncio.gather(*(fetch(url) for url in urls[: request.count]))
+        verdicts = _verdicts(answer.get("nsfw_content_detected"), len(datas))
         # Image i of a job has seed + i, as on every backend.
         images = [
-            GeneratedImage(index, request.seed + index, data, request.width, request.height)
+            GeneratedImage(index, request.seed + index, data, request.width, request.height, nsfw=verdicts[index])
             for index, data in enumerate(datas)
             if data is not None
         ]
         if not images:
             raise BackendUnavailable(TITLE, "the finished images could not be downloaded (their links failed)")
         return images
+
+
+def _verdicts(detected: Any, count: int) -> list[bool | None]:
+    """Return the safety checker's verdict per image: ModelsLab answers one boolean per image or one for all."""
+    if isinstance(detected, list) and len(detected) >= count:
+        return [value if isinstance(value, bool) else None for value in detected[:count]]
+    return [detected if isinstance(detected, bool) else None] * count
 
 
 def _number(answer: Any, key: str) -> float | None:

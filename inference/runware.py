@@ -71,11 +71,14 @@ def build_task(
     *,
     output_type: str = "URL",
     delivery: str = "sync",
+    check_content: bool = True,
 ) -> dict[str, Any]:
     """Return the ``imageInference`` task of a request (checked against Runware's capabilities first).
 
     The refiner hand-off is sent as ``startStep``, the base step count itself, so the
-    split is exactly the one shown to the user on every backend.
+    split is exactly the one shown to the user on every backend. With `check_content`,
+    Runware's content check runs on each image (``safety.checkContent``) and answers
+    ``NSFWContent``.
     """
     _CAPABILITIES.check(request, catalog)
 
@@ -101,6 +104,8 @@ def build_task(
         "includeCost": True,
         "deliveryMethod": delivery,
     }
+    if check_content:
+        task["safety"] = {"checkContent": True}
     if request.negative_prompt:
         task["negativePrompt"] = request.negative_prompt
     if request.clip_skip:
@@ -158,7 +163,14 @@ class RunwareBackend(HostedBackend):
         """Run the request as one task and return its images, downloaded, in seed order."""
         task_uuid = str(uuid.uuid4())
         delivery = "async" if work(request) > self._settings.async_above else "sync"
-        task = build_task(request, self._catalog, task_uuid, output_type=self._settings.output_type, delivery=delivery)
+        task = build_task(
+            request,
+            self._catalog,
+            task_uuid,
+            output_type=self._settings.output_type,
+            delivery=delivery,
+            check_content=self._settings.check_content,
+        )
         retrying = Retrying(self._settings.retry_budget, self.name)
         results = await self._submit(task, retrying, cancel)
         if len(results) < request.count:
@@ -271,9 +283,16 @@ class RunwareBackend(HostedBackend):
             seed = int(item.get("seed") or request.seed)
             index = seed - request.seed if 0 <= seed - request.seed < request.count else len(images)
             cost = float(item.get("cost") or 0.0)
+            verdict = item.get("NSFWContent")
             images.append(
                 GeneratedImage(
-                    index, seed, data, request.width, request.height, {"cost": cost, "uuid": item.get("imageUUID")}
+                    index,
+                    seed,
+                    data,
+                    request.width,
+                    request.height,
+                    {"cost": cost, "uuid": item.get("imageUUID")},
+                    nsfw=verdict if isinstance(verdict, bool) else None,
                 )
             )
         if not images:

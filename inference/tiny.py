@@ -16,6 +16,7 @@ Layout under ``<data_dir>/models/tiny/``::
     lora/         tiny_lora.safetensors    (diffusers format, base UNet attention)
     lora-2/       tiny_lora_2.safetensors
     embedding/    tiny_embedding.safetensors (SDXL format: clip_l, clip_g; token <tiny>)
+    safety-checker/  StableDiffusionSafetyChecker + CLIPImageProcessor (32 px; passes every image)
     .complete     written last; a folder without it is rebuilt
 
 Catalog entries name the parts as ``tiny:<part>``; `resolve` maps such an id
@@ -36,7 +37,7 @@ __all__ = ["NATIVE_SIZE", "PARTS", "SDXL_SCHEDULER_CONFIG", "TOKEN", "build", "e
 NATIVE_SIZE = 128
 TOKEN = "<tiny>"
 # Bump when the build changes, so old folders are rebuilt.
-_VERSION = "1"
+_VERSION = "2"
 _MARKER = ".complete"
 
 # part -> (folder, weight file inside it or None for a diffusers folder)
@@ -47,6 +48,7 @@ PARTS: dict[str, tuple[str, str | None]] = {
     "lora": ("lora", "tiny_lora.safetensors"),
     "lora-2": ("lora-2", "tiny_lora_2.safetensors"),
     "embedding": ("embedding", "tiny_embedding.safetensors"),
+    "safety-checker": ("safety-checker", None),
 }
 
 _CLIP_L = {"hidden_size": 32, "intermediate_size": 37, "projection_dim": 32}
@@ -199,6 +201,7 @@ def _build_into(root: Path) -> None:
     _save_lora(unet, root / "lora", PARTS["lora"][1], seed=5)
     _save_lora(unet, root / "lora-2", PARTS["lora-2"][1], seed=6)
     _save_embedding(root / "embedding", PARTS["embedding"][1], seed=7)
+    _save_safety_checker(root / "safety-checker", seed=8)
     (root / _MARKER).write_text(_VERSION + "\n", encoding="utf-8")
 
 
@@ -340,3 +343,31 @@ def _save_embedding(folder: Path, file_name: str | None, seed: int) -> None:
         "clip_g": torch.randn(2, _CLIP_G["hidden_size"]),
     }
     save_file(tensors, folder / file_name)
+
+
+def _save_safety_checker(folder: Path, seed: int) -> None:
+    """Save a random-weight Stable Diffusion safety checker (a 32 px CLIP vision model) and its processor."""
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    torch.manual_seed(seed)
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "image_size": 32,
+        "patch_size": 4,
+    }
+    text = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2}
+    checker = StableDiffusionSafetyChecker(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32))
+    with torch.no_grad():
+        checker.concept_embeds.normal_()
+        checker.special_care_embeds.normal_()
+        # Thresholds above any cosine similarity (at most 1): random weights must not flag noise at
+        # random, so the tiny checker passes every image and a test flags one by forcing the verdict.
+        checker.concept_embeds_weights.fill_(2.0)
+        checker.special_care_embeds_weights.fill_(2.0)
+    checker.eval().save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)

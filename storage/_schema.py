@@ -112,6 +112,11 @@ MIGRATIONS: list[str] = [
     ) STRICT;
     CREATE INDEX audit_recent ON audit (platform, workspace, id DESC);
     """,
+    # 5: the safety check's verdict on each image (NULL: not checked), so a resumed or listed image
+    # is shown as it was the first time: spoilered or withheld when flagged.
+    """
+    ALTER TABLE images ADD COLUMN nsfw INTEGER CHECK (nsfw IN (0, 1));
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -76,6 +76,7 @@ class StoredImage:
     sha256: str
     width: int
     height: int
+    nsfw: bool | None = None  # the safety check's verdict; None: the image was not checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,7 +488,7 @@ _COLUMNS = (
     "id, platform, workspace, channel, user_id, parent_id, action, request, seed, model, backend, status,"
     " error, warnings, private, created_at, started_at, finished_at, message_ref, cost, interruptions"
 )
-_IMAGE_COLUMNS = "i.idx, i.seed, i.path, i.sha256, i.width, i.height"
+_IMAGE_COLUMNS = "i.idx, i.seed, i.path, i.sha256, i.width, i.height, i.nsfw"
 _GENERATION_FIELDS = 21
 _UNFINISHED_SQL = "status IN ('queued', 'running')"
 
@@ -645,9 +646,12 @@ class SqliteHistory:
             )
             if moved and ordered:
                 await self._conn.executemany(
-                    "INSERT INTO images (generation_id, idx, seed, path, sha256, width, height)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(generation_id, i.index, i.seed, i.path, i.sha256, i.width, i.height) for i in ordered],
+                    "INSERT INTO images (generation_id, idx, seed, path, sha256, width, height, nsfw)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (generation_id, i.index, i.seed, i.path, i.sha256, i.width, i.height, _flag(i.nsfw))
+                        for i in ordered
+                    ],
                 )
             return moved
 
@@ -774,12 +778,12 @@ class SqliteHistory:
         """Delete it and its image rows; return those images so the caller can delete the files."""
         async with self._transaction():
             rows = await self._conn.execute_fetchall(
-                "SELECT idx, seed, path, sha256, width, height FROM images WHERE generation_id = ? ORDER BY idx",
+                "SELECT idx, seed, path, sha256, width, height, nsfw FROM images WHERE generation_id = ? ORDER BY idx",
                 (generation_id,),
             )
             # images go by ON DELETE CASCADE, children's parent_id by ON DELETE SET NULL.
             await self._conn.execute("DELETE FROM generations WHERE id = ?", (generation_id,))
-        return tuple(StoredImage(*row) for row in rows)
+        return tuple(_image(row) for row in rows)
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[None]:
@@ -850,8 +854,18 @@ def _generations(rows: Iterable[Sequence[Any]]) -> list[Generation]:
             fields[generation_id] = row[:_GENERATION_FIELDS]
             images[generation_id] = []
         if row[_GENERATION_FIELDS] is not None:
-            images[generation_id].append(StoredImage(*row[_GENERATION_FIELDS:]))
+            images[generation_id].append(_image(row[_GENERATION_FIELDS:]))
     return [_generation(fields[key], tuple(images[key])) for key in fields]
+
+
+def _flag(value: bool | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _image(row: Sequence[Any]) -> StoredImage:
+    """Build a StoredImage from its columns (`_IMAGE_COLUMNS`); nsfw is 0, 1 or NULL."""
+    *fields, nsfw = row
+    return StoredImage(*fields, nsfw=None if nsfw is None else bool(nsfw))
 
 
 def _generation(row: Sequence[Any], images: tuple[StoredImage, ...]) -> Generation:

@@ -76,3 +76,29 @@ def test_systemd_unit_restarts_reads_an_environment_file_and_runs_the_bot() -> N
     assert service["ExecStart"].endswith("/bin/imagebot run")
     assert service["Restart"] == "on-failure" and service["KillSignal"] == "SIGTERM"
     assert unit["Install"]["WantedBy"] == "multi-user.target"
+
+
+def test_compose_ray_profile_runs_a_head_gpu_workers_and_the_bot_on_the_cluster() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    ray = {name: service for name, service in services.items() if "ray" in service.get("profiles", [])}
+    assert set(ray) == {"ray-head", "ray-gpu", "imagebot-ray"}
+    assert all("ray" in service["build"]["args"]["EXTRAS"].split(",") for service in ray.values())
+    head = ray["ray-head"]
+    config = head["volumes"][0].split(":")[0]
+    assert (DEPLOY / config).resolve() == DEPLOY / "ray-serve.yaml"
+    assert "ray start --head" in head["command"] and "serve deploy /etc/imagebot/ray-serve.yaml" in head["command"]
+    (gpu,) = ray["ray-gpu"]["deploy"]["resources"]["reservations"]["devices"]
+    assert gpu["driver"] == "nvidia" and "ray-head:6379" in ray["ray-gpu"]["command"]
+    bot = ray["imagebot-ray"]
+    assert bot["environment"]["IMAGEBOT_BACKEND"] == "ray" and bot["environment"]["IMAGEBOT_RAY_ADDRESS"] == "auto"
+    assert bot["command"].endswith('exec imagebot run"') and "--num-gpus=0" in bot["command"]
+
+
+def test_systemd_ray_worker_unit_joins_the_head_in_the_foreground() -> None:
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(DEPLOY / "systemd" / "imagebot-ray-worker.service")
+    service = unit["Service"]
+    assert service["ExecStart"] == "/opt/imagebot/.venv/bin/ray start --address=${RAY_HEAD}:6379 --block"
+    assert service["EnvironmentFile"] == "/etc/imagebot/ray.env" and service["Restart"] == "on-failure"

@@ -26,9 +26,10 @@ def test_backends_lists_every_table_and_marks_the_configured_one(monkeypatch: py
     text = backends_text(CoreSettings(backend="modelslab"))
     head, *rows = text.splitlines()
     assert head.split("  ")[-1].strip() == "modelslab (configured), key set"
-    assert "runware, no key" in head and "ml-secret" not in text
+    assert head.split() == ["local", "ray", "runware,", "no", "key", "modelslab", "(configured),", "key", "set"]
+    assert "ml-secret" not in text
     table = {row.split("  ")[0]: row for row in rows}
-    assert table["largest size"].split() == ["largest", "size", "2048×2048", "2048×2048", "1024×1024"]
+    assert table["largest size"].split() == ["largest", "size", "2048×2048", "2048×2048", "2048×2048", "1024×1024"]
     assert table["refiner from a chosen step"].endswith("no")
 
 

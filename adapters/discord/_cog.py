@@ -29,10 +29,18 @@ from bot.config import DiscordSettings
 from bot.errors import BotError
 from bot.jobs import Job, JobEvent, Requester
 from bot.options import SDXL_BUCKETS
-from bot.policy import rule_changes
+from bot.policy import FLAGGED, rule_changes
 from bot.rules import SCHEDULERS
 from bot.service import ImageService
-from bot.summary import FORGET_WARNING, audit_text, defaults_line, details_text, forgotten_line, progress_line
+from bot.summary import (
+    FORGET_WARNING,
+    audit_text,
+    defaults_line,
+    details_text,
+    forgotten_line,
+    progress_line,
+    withheld_line,
+)
 from bot.upload import fit_upload
 
 from ._render import discord_time, history_text, result_embed
@@ -64,12 +72,15 @@ Edit = Callable[..., Awaitable[discord.Message | None]]
 
 
 def requester(interaction: discord.Interaction) -> Requester:
-    """Return who sent an interaction, and where."""
+    """Return who sent an interaction, and where (with the channel's age-restricted flag)."""
+    # Text, voice and forum channels and threads (through their parent) have is_nsfw(); DMs do not.
+    is_nsfw = getattr(interaction.channel, "is_nsfw", None)
     return Requester(
         PLATFORM,
         str(interaction.user.id),
         workspace=str(interaction.guild_id) if interaction.guild_id else None,
         channel=str(interaction.channel_id) if interaction.channel_id else None,
+        age_restricted=bool(is_nsfw()) if callable(is_nsfw) else False,
     )
 
 
@@ -302,28 +313,39 @@ class ImagesCog(commands.Cog, name="Images"):
 
         await self._reply(interaction, run())
 
-    @app_commands.command(name="server", description="This server's image rules (managers only; no options: show).")
+    @app_commands.command(
+        name="imagine-admin", description="This server's image rules (managers only; no options: show)."
+    )
     @app_commands.guild_only()
     @app_commands.describe(
         open_reroll="let everyone reroll anyone's images (the new image is theirs)",
         ban="add a banned word or phrase (re:<regex> for a pattern); matched ignoring case, accents, l33t",
         unban="remove a banned rule, by its number or text",
         models="the only models allowed, comma-separated (all: every model)",
+        loras="the only LoRAs allowed, comma-separated (all: every LoRA)",
         max_steps="the most steps a request may ask for (0: no limit)",
         max_count="the most images a request may ask for (0: no limit)",
+        max_size="the largest width×height, e.g. 1024x1024 (0: no limit)",
         member_quota="the images each member may make a day (0: no limit)",
+        channels="the only channels the bot answers in: #mentions or here (all: every channel)",
+        flagged="how an image the safety check flagged is shown in age-restricted channels (elsewhere never plainly)",
         audit="show who recently made, deleted or was refused images, and who changed the rules",
     )
-    async def server(
+    @app_commands.choices(flagged=[app_commands.Choice(name=name, value=name) for name in FLAGGED])
+    async def imagine_admin(
         self,
         interaction: discord.Interaction,
         open_reroll: bool | None = None,
         ban: str | None = None,
         unban: str | None = None,
         models: str | None = None,
+        loras: str | None = None,
         max_steps: app_commands.Range[int, 0, 100] | None = None,
         max_count: app_commands.Range[int, 0, 4] | None = None,
+        max_size: str | None = None,
         member_quota: app_commands.Range[int, 0, 10000] | None = None,
+        channels: str | None = None,
+        flagged: str | None = None,
         audit: bool = False,
     ) -> None:
         """Show or change the server's policy, or read its audit log."""
@@ -341,9 +363,14 @@ class ImagesCog(commands.Cog, name="Images"):
                 ban=ban,
                 unban=unban,
                 models=models,
+                loras=loras,
                 max_steps=max_steps,
                 max_count=max_count,
+                max_size=max_size,
                 member_quota=member_quota,
+                channels=channels,
+                flagged=flagged,
+                here=who.channel,
             )
             if changes:
                 may_manage = interaction.permissions.manage_guild
@@ -455,13 +482,20 @@ class ImagesCog(commands.Cog, name="Images"):
             await edit(content=f"✖ {format_ref(job.id)} · {event.message}", embed=None, attachments=[], view=None)
             return
         generation = event.generation
+        displays = await self.service.displays(generation, age_restricted=job.requester.age_restricted)
         files = []
-        for image in generation.images:
+        for image, display in zip(generation.images, displays, strict=True):
+            if display == "withhold":
+                continue
             name = f"imagebot-{PurePath(image.path).name}"
             data, name = fit_upload(await self.service.read_image(image.path), name, upload_limit)
-            files.append(discord.File(io.BytesIO(data), filename=name))
-        embed = result_embed(generation, files[0].filename if files else None)
-        message = await edit(content=None, embed=embed, attachments=files, view=result_view(generation.id))
+            # discord.py names a spoiler SPOILER_<name>; Discord blurs it until clicked.
+            files.append(discord.File(io.BytesIO(data), filename=name, spoiler=display == "spoiler"))
+        # The embed's own image would show a spoilered file plainly: only an unflagged one goes there.
+        shown = files[0].filename if files and not files[0].spoiler else None
+        embed = result_embed(generation, shown)
+        content = withheld_line(displays)
+        message = await edit(content=content, embed=embed, attachments=files, view=result_view(generation.id))
         if message is not None:
             await self.service.attach_message(generation.id, str(message.id))
 

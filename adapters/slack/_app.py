@@ -14,9 +14,9 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.errors import SlackApiError
@@ -30,7 +30,18 @@ from bot.jobs import Job, JobEvent, Requester
 from bot.policy import parse_admin, rule_changes
 from bot.rules import DEFAULT_REFINE_PERCENT
 from bot.service import ImageService
-from bot.summary import FORGET_WARNING, audit_text, defaults_line, details_text, forgotten_line, parse_setting_pairs
+from bot.summary import (
+    FORGET_WARNING,
+    audit_text,
+    defaults_line,
+    details_text,
+    forgotten_line,
+    parse_setting_pairs,
+    withheld_line,
+)
+
+if TYPE_CHECKING:
+    from storage.history import StoredImage
 
 from ._blocks import (
     COMMAND,
@@ -190,7 +201,7 @@ class SlackImages:
             return audit_text(entries, slack_time, escape)
         policy = await self.service.policy(who)
         if text:
-            changes = rule_changes(policy, self.service.catalog, **parse_admin(text))
+            changes = rule_changes(policy, self.service.catalog, **parse_admin(text), here=who.channel)
             policy = await self.service.update_policy(who, changes, may_manage=await self._is_admin(who.user_id))
         return "This workspace: " + policy.summary()
 
@@ -320,6 +331,12 @@ class SlackImages:
             await self._tell(who, details_text(generation, limit=2800, quote=escape))
         elif kind == "cancel":
             await self._tell(who, f"⏹ Cancelling {format_ref(await self.service.cancel(who, generation_id))}.")
+        elif kind == "show":
+            images = await self.service.flagged_images(who, generation_id)
+            posted = await self.client.chat_postMessage(
+                channel=who.user_id, text=f"🔞 {format_ref(generation_id)}: flagged by the safety check, for you only."
+            )
+            await self._upload(images, generation_id, Destination(posted["channel"], None))
         else:
             await self.service.delete(who, generation_id)
             await self.client.chat_delete(channel=where.channel, ts=card_ts)
@@ -386,20 +403,28 @@ class SlackImages:
             await self.client.chat_update(channel=card.channel, ts=ts, text=text, blocks=blocks)
             return
         generation = event.generation
+        # Slack has no spoiler: a flagged image stays out of the channel, and its author may "Show" it.
+        displays = await self.service.displays(generation)
+        shown = [image for image, display in zip(generation.images, displays, strict=True) if display == "show"]
+        file_ids = await self._upload(shown, generation.id, card) if shown else []
+        withheld = withheld_line(displays, spoilered="only its author can see it, with 🔞 Show.")
+        text, blocks = result_blocks(generation, file_ids, withheld=withheld, show="spoiler" in displays)
+        await self.client.chat_update(channel=card.channel, ts=ts, text=text, blocks=blocks)
+
+    async def _upload(self, images: Sequence[StoredImage], generation_id: int, where: Destination) -> list[str]:
+        """Upload images below a card (or into a direct message) and return their file ids."""
         uploads = [
             {
                 "file": await self.service.read_image(image.path),
                 "filename": f"imagebot-{PurePath(image.path).name}",
-                "title": f"{format_ref(generation.id)} · seed {image.seed}",
+                "title": f"{format_ref(generation_id)} · seed {image.seed}",
             }
-            for image in generation.images
+            for image in images
         ]
         response = await self.client.files_upload_v2(
-            channel=card.channel, thread_ts=card.thread_ts, file_uploads=uploads
+            channel=where.channel, thread_ts=where.thread_ts, file_uploads=uploads
         )
-        file_ids = [file["id"] for file in response.get("files") or []]
-        text, blocks = result_blocks(generation, file_ids)
-        await self.client.chat_update(channel=card.channel, ts=ts, text=text, blocks=blocks)
+        return [file["id"] for file in response.get("files") or []]
 
     # -- replies ------------------------------------------------------------------------------------
 

@@ -71,6 +71,7 @@ _BUTTONS: dict[Action, tuple[str, str | None]] = {
     "details": ("ℹ️ Details", None),
     "delete": ("🗑 Delete", "danger"),
     "cancel": ("⏹ Cancel", "danger"),
+    "show": ("🔞 Show", None),
 }
 
 # Slack's own limits (Block Kit reference).
@@ -143,10 +144,13 @@ def failed_blocks(job: Job, message: str) -> tuple[str, list[Block]]:
     ]
 
 
-def result_blocks(generation: Generation, file_ids: Sequence[str]) -> tuple[str, list[Block]]:
+def result_blocks(
+    generation: Generation, file_ids: Sequence[str], *, withheld: str | None = None, show: bool = False
+) -> tuple[str, list[Block]]:
     """Return (fallback text, blocks) of a finished image's card: prompt, settings, notes and buttons.
 
-    The delete button carries the ids of the uploaded files so that deleting removes them too.
+    The delete button carries the ids of the uploaded files so that deleting removes them too;
+    `withheld` says which images the channel does not see, `show` adds the author's "Show" button.
     """
     request = generation.request
     fields = [_mrkdwn(f"*{name}*\n{escape(value)}"[:_FIELD_TEXT]) for name, value in result_fields(generation)]
@@ -164,17 +168,17 @@ def result_blocks(generation: Generation, file_ids: Sequence[str]) -> tuple[str,
             "react :arrows_counterclockwise: to reroll, :sparkles: to refine"
         )
     )
-    blocks.append(
-        {
-            "type": "actions",
-            "elements": [
-                _button("reroll", generation.id),
-                _button("refine", generation.id),
-                _button("details", generation.id),
-                _button("delete", generation.id, ",".join(file_ids)),
-            ],
-        }
-    )
+    if withheld:
+        blocks.append(_context(escape(withheld)))
+    buttons = [
+        _button("reroll", generation.id),
+        _button("refine", generation.id),
+        _button("details", generation.id),
+        _button("delete", generation.id, ",".join(file_ids)),
+    ]
+    if show:
+        buttons.append(_button("show", generation.id))
+    blocks.append({"type": "actions", "elements": buttons})
     text = f"{format_ref(generation.id)} · seed {generation.seed} · {request.prompt[:200]}"
     return text, blocks
 

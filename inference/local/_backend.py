@@ -19,10 +19,10 @@ import itertools
 import logging
 import os
 import sys
-from collections.abc import Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bot import metrics
 from bot.catalog import Catalog
@@ -56,6 +56,9 @@ class LocalBackend:
         stall_timeout: seconds a running job may go without a step before the worker is killed.
         load_timeout: the same before a job's first step (loading, or downloading, its models).
         max_batch: most compatible jobs made in one pipeline call (1: no batching).
+        safety_checker: the worker's image check (``auto``, ``off``, ``tiny``, a checker's id or folder);
+            None: the worker reads ``IMAGEBOT_SAFETY_CHECKER``.
+        safety_verdict: ``flag`` or ``pass`` fixes the check's verdict (tests and demos); None: the checker's.
     """
 
     name = _NAME
@@ -73,6 +76,8 @@ class LocalBackend:
         stall_timeout: float = 300.0,
         load_timeout: float = 3600.0,
         max_batch: int = 4,
+        safety_checker: str | None = None,
+        safety_verdict: Literal["flag", "pass"] | None = None,
     ) -> None:
         self._catalog = catalog
         self._data_dir = Path(data_dir)
@@ -84,6 +89,10 @@ class LocalBackend:
         self._watchdog = _Watchdog(load=load_timeout, stall=stall_timeout)
         self.restarts = 0
         self.max_batch = max_batch
+        self._safety = [
+            *(("--safety-checker", safety_checker) if safety_checker else ()),
+            *(("--safety-verdict", safety_verdict) if safety_verdict else ()),
+        ]
         self.batch_sizes: list[int] = []  # jobs per pipeline call, one entry per call, for stats and tests
         self._worker: _Worker | None = None
         self._start_lock = asyncio.Lock()
@@ -167,32 +176,21 @@ class LocalBackend:
         self, jobs: list[Job], on_progress: ProgressCallback | None, cancel: asyncio.Event | None
     ) -> list[list[GeneratedImage]]:
         """Run jobs on the worker, once more on a fresh worker if it is lost."""
+
+        async def attempt() -> list[list[GeneratedImage]]:
+            if cancel is not None and cancel.is_set():
+                raise JobCancelled
+            await self.start()
+            assert self._worker is not None
+            self.batch_sizes.append(len(jobs))
+            return await self._worker.run(jobs, on_progress, cancel, self._cancel_timeout, self._watchdog)
+
+        def lost(error: WorkerLost) -> None:
+            self.restarts += 1
+            log.warning("local worker lost (%s); retrying the job once on a fresh one", error.reason)
+
         async with self._job_lock:
-            lost: WorkerLost | None = None
-            for _ in range(2):
-                if cancel is not None and cancel.is_set():
-                    raise JobCancelled
-                await self.start()
-                assert self._worker is not None
-                self.batch_sizes.append(len(jobs))
-                try:
-                    results = await self._worker.run(jobs, on_progress, cancel, self._cancel_timeout, self._watchdog)
-                except WorkerLost as error:
-                    if lost is not None:
-                        raise BackendUnavailable(
-                            _NAME, f"{error.reason}, and again on a fresh worker ({lost.reason} the first time)"
-                        ) from error
-                    lost = error
-                    self.restarts += 1
-                    metrics.WORKER_RESTARTS.inc()
-                    log.warning("local worker lost (%s); retrying the job once on a fresh one", error.reason)
-                    continue
-                if lost is not None:
-                    note = f"The worker {lost.reason}; it was restarted and this is the second try."
-                    for image in (image for images in results for image in images):
-                        image.meta["note"] = note
-                return results
-            raise AssertionError("unreachable: the loop returns or raises")
+            return await second_try(_NAME, attempt, lost)
 
     async def stats(self) -> dict[str, int]:
         """Return the worker's load counters (pipelines, refiners, VAEs, LoRAs, embeddings)."""
@@ -220,6 +218,7 @@ class LocalBackend:
             self._device,
             "--dtype",
             self._dtype,
+            *self._safety,
         ]
 
     def _worker_env(self) -> dict[str, str]:
@@ -241,6 +240,39 @@ class WorkerLost(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+async def second_try(
+    backend: str,
+    attempt: Callable[[], Awaitable[list[list[GeneratedImage]]]],
+    on_lost: Callable[[WorkerLost], None],
+) -> list[list[GeneratedImage]]:
+    """Run `attempt`; when its worker is lost, once more (on a fresh worker), noting it on the images.
+
+    Shared by the local worker process and the Ray Serve replicas, which run the same worker code.
+
+    Raises:
+        BackendUnavailable: the worker was lost on both tries.
+    """
+    lost: WorkerLost | None = None
+    for _ in range(2):
+        try:
+            results = await attempt()
+        except WorkerLost as error:
+            if lost is not None:
+                raise BackendUnavailable(
+                    backend, f"{error.reason}, and again on a fresh worker ({lost.reason} the first time)"
+                ) from error
+            lost = error
+            metrics.WORKER_RESTARTS.inc()
+            on_lost(error)
+            continue
+        if lost is not None:
+            note = f"The worker {lost.reason}; it was restarted and this is the second try."
+            for image in (image for images in results for image in images):
+                image.meta["note"] = note
+        return results
+    raise AssertionError("unreachable: the loop returns or raises")
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,14 +370,14 @@ class _Worker:
                     message, get = get.result(), None
                     if message["op"] == "progress":
                         stalled_at, stepped = loop.time() + watchdog.stall, True
-                        _report(on_progress, message)
+                        report_progress(on_progress, message)
                         continue
                     finished = True
                     if message.get("restart"):
                         await self.close(timeout=5.0)
                     if cancel_sent or (cancel is not None and cancel.is_set()):
                         raise JobCancelled
-                    return _images(message)
+                    return images_of(message, _NAME)
                 if cancelled is not None and cancelled in done:
                     await self._send({"op": "cancel", "id": job_id})
                     cancel_sent = True
@@ -447,7 +479,8 @@ class _Worker:
                 inbox.put_nowait({"op": "died", "message": reason})
 
 
-def _report(on_progress: ProgressCallback | None, message: dict[str, Any]) -> None:
+def report_progress(on_progress: ProgressCallback | None, message: dict[str, Any]) -> None:
+    """Pass a progress frame to the job's callback; a failing callback is logged, never raised."""
     if on_progress is None:
         return
     try:
@@ -458,7 +491,8 @@ def _report(on_progress: ProgressCallback | None, message: dict[str, Any]) -> No
         log.exception("progress callback failed")
 
 
-def _images(message: dict[str, Any]) -> list[list[GeneratedImage]]:
+def images_of(message: dict[str, Any], backend: str) -> list[list[GeneratedImage]]:
+    """Return the images of a result frame (one list per job); raise what an error frame means."""
     op = message["op"]
     if op == "result":
         return [
@@ -470,6 +504,7 @@ def _images(message: dict[str, Any]) -> list[list[GeneratedImage]]:
                     width=image["width"],
                     height=image["height"],
                     meta=image["meta"],
+                    nsfw=image.get("nsfw"),
                 )
                 for image in images
             ]
@@ -483,7 +518,7 @@ def _images(message: dict[str, Any]) -> list[list[GeneratedImage]]:
             raise WorkerLost("ran out of GPU memory")
         if kind == "invalid":
             raise InvalidOption(message.get("option") or "request", message["message"])
-        raise BackendUnavailable(_NAME, message["message"])
+        raise BackendUnavailable(backend, message["message"])
     if op == "died":
         raise WorkerLost(message["message"])
-    raise BackendUnavailable(_NAME, f"the worker answered with an unexpected '{op}' frame")
+    raise BackendUnavailable(backend, f"the worker answered with an unexpected '{op}' frame")

@@ -28,6 +28,7 @@ from diffusers.utils import deprecation_utils
 from bot.request import GeneratedImage
 from inference import tiny
 from inference.local._job import Asset, Job, batch_key
+from inference.local._safety import SafetyCheck
 from inference.local._schedulers import SCHEDULERS
 from inference.local._split import SplitPlan, plan_split
 
@@ -152,13 +153,33 @@ class SDXLRunner:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``…
         dtype: ``auto``, ``float16``, ``bfloat16`` or ``float32``.
         hf_token: token for gated Hugging Face models (files must still be cached locally).
+        safety_checker: the image check (`inference.local._safety.checker_source`): ``auto``, ``off``,
+            ``tiny`` or a checker's Hugging Face id or folder.
+        safety_verdict: a fixed verdict after the check ran (tests); None: the checker's own.
     """
 
-    def __init__(self, data_dir: Path, device: str = "auto", dtype: str = "auto", hf_token: str | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        device: str = "auto",
+        dtype: str = "auto",
+        hf_token: str | None = None,
+        *,
+        safety_checker: str = "auto",
+        safety_verdict: bool | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         self.hf_token = hf_token
+        self._safety = SafetyCheck(
+            safety_checker,
+            lambda source: self._source(Asset(name="safety checker", local=source))[0],
+            self.device,
+            self.dtype,
+            self._hub_kwargs(),
+            safety_verdict,
+        )
         self.loads: Counter[str] = Counter()
         self.base: StableDiffusionXLPipeline | None = None
         self.refiner: StableDiffusionXLImg2ImgPipeline | None = None
@@ -309,7 +330,14 @@ class SDXLRunner:
         )
         if len(jobs) > 1:
             meta["batch"] = len(seeds)
-        images = iter(output.images)
+
+        # 12. Check each decoded image; the verdict travels with it and the server's policy decides.
+        try:
+            verdicts = self._safety(job.model.local, list(output.images))
+        except Exception as error:
+            reason = "the safety checker could not be loaded (are its files downloaded? see IMAGEBOT_SAFETY_CHECKER)"
+            raise JobFailed("failed", reason) from error
+        images = iter(zip(output.images, verdicts, strict=True))
         return [
             [
                 GeneratedImage(
@@ -319,11 +347,28 @@ class SDXLRunner:
                     width=image.width,
                     height=image.height,
                     meta=dict(meta),
+                    nsfw=nsfw,
                 )
-                for index, (seed, image) in enumerate(zip(one.seeds, images, strict=False))
+                for index, (seed, (image, nsfw)) in enumerate(zip(one.seeds, images, strict=False))
             ]
             for one in jobs
         ]
+
+    def preload(self, job: Job) -> None:
+        """Load what `job` needs (base, refiner, VAE, LoRAs, embeddings) without making an image.
+
+        Raises:
+            JobFailed: something could not be loaded.
+        """
+        self._base_pipeline(job.model)
+        if job.refiner is not None:
+            self._refiner_pipeline(job.refiner)
+        if job.vae is not None:
+            self._vae(job.vae)
+        for lora in job.loras:
+            self._lora(lora)
+        for embedding in job.embeddings:
+            self._embedding(embedding)
 
     def stats(self) -> dict[str, int]:
         """Return how many times each kind of thing was loaded."""

@@ -20,12 +20,13 @@ import queue
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from inference.local._protocol import ProtocolError, encode_bytes, read_frame, write_frame
 
-__all__ = ["main"]
+__all__ = ["main", "make_runner", "run_jobs"]
 
 log = logging.getLogger("inference.local.worker")
 
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     frames_in, frames_out = _claim_stdio()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="worker %(levelname)s %(message)s")
     try:
-        runner = _make_runner(args)
+        safety = {"safety_checker": args.safety_checker, "safety_verdict": args.safety_verdict}
+        runner = make_runner(args.data_dir, args.device, args.dtype, **safety)
     except Exception as error:
         traceback.print_exc()
         write_frame(frames_out, {"op": "fatal", "message": f"the worker could not start ({type(error).__name__})"})
@@ -74,6 +76,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float16", "bfloat16", "float32"])
+    # Unset: IMAGEBOT_SAFETY_CHECKER (the worker is an entry point; the bot's .env applies here too).
+    parser.add_argument("--safety-checker", default=None)
+    parser.add_argument("--safety-verdict", default=None, choices=["flag", "pass"])
     return parser.parse_args(argv)
 
 
@@ -90,16 +95,36 @@ def _claim_stdio() -> tuple[IO[bytes], IO[bytes]]:
     return frames_in, frames_out
 
 
-def _make_runner(args: argparse.Namespace) -> Any:
+def make_runner(
+    data_dir: Path,
+    device: str,
+    dtype: str,
+    *,
+    safety_checker: str | None = None,
+    safety_verdict: str | None = None,
+) -> Any:
+    """Return an `SDXLRunner`, with the libraries' chatter about LoRAs turned down (imports torch).
+
+    `safety_checker` None reads ``IMAGEBOT_SAFETY_CHECKER``; `safety_verdict` ``flag``/``pass`` fixes the
+    image check's verdict (tests).
+    """
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
+    from bot.config import LocalWorkerSettings
     from inference.local._pipeline import SDXLRunner
 
     # Both libraries warn at length about LoRAs without text-encoder weights; errors still raise.
     diffusers_logging.set_verbosity_error()
     transformers_logging.set_verbosity_error()
-    return SDXLRunner(args.data_dir, args.device, args.dtype, os.environ.get("HF_TOKEN") or None)
+    return SDXLRunner(
+        data_dir,
+        device,
+        dtype,
+        os.environ.get("HF_TOKEN") or None,
+        safety_checker=safety_checker or LocalWorkerSettings().safety_checker,
+        safety_verdict=None if safety_verdict is None else safety_verdict == "flag",
+    )
 
 
 def _read_loop(
@@ -136,36 +161,42 @@ def _read_loop(
 
 def _generate(runner: Any, message: dict[str, Any], cancel: threading.Event, frames_out: IO[bytes]) -> None:
     """Run one job, or a batch of compatible ones, and answer with their images or an error frame."""
+    run_jobs(runner, message["id"], message["jobs"], cancel.is_set, lambda frame: write_frame(frames_out, frame))
+
+
+def run_jobs(
+    runner: Any,
+    job_id: int,
+    jobs: list[dict[str, Any]],
+    should_cancel: Callable[[], bool],
+    emit: Callable[[dict[str, Any]], None],
+) -> None:
+    """Run compatible jobs (`Job.to_dict()` forms) on `runner`; emit progress frames, then a result or error frame.
+
+    The one place where the worker's outcomes become frames: the worker process writes
+    them to its stdout, a Ray Serve replica (`inference.ray_serve`) streams them back.
+    """
     import torch
 
     from inference.local._job import Job
     from inference.local._pipeline import JobFailed, RunCancelled
 
-    job_id = message["id"]
-
     def progress(stage: str, step: int, total: int, preview: bytes | None) -> None:
         frame = {"op": "progress", "id": job_id, "stage": stage, "step": step, "total": total}
         if preview is not None:
             frame["preview"] = encode_bytes(preview)
-        write_frame(frames_out, frame)
+        emit(frame)
 
     def error(kind: str, text: str, option: str | None = None, restart: bool = False) -> None:
-        frame = {
-            "op": "error",
-            "id": job_id,
-            "kind": kind,
-            "message": text,
-            "option": option,
-            "restart": restart,
-        }
-        write_frame(frames_out, frame)
+        emit({"op": "error", "id": job_id, "kind": kind, "message": text, "option": option, "restart": restart})
 
-    if cancel.is_set():
+    if should_cancel():
         error("cancelled", "cancelled before it started")
         return
     try:
-        jobs = [Job.from_dict(job) for job in message["jobs"]]
-        results = runner.run_batch(jobs, on_progress=progress, should_cancel=cancel.is_set)
+        results = runner.run_batch(
+            [Job.from_dict(job) for job in jobs], on_progress=progress, should_cancel=should_cancel
+        )
     except RunCancelled:
         error("cancelled", "cancelled")
     except JobFailed as failure:
@@ -182,8 +213,7 @@ def _generate(runner: Any, message: dict[str, Any], cancel: threading.Event, fra
         # Who knows what state an unexpected error left behind: ask for a fresh worker.
         error("failed", f"the worker failed ({type(failure).__name__})", restart=True)
     else:
-        write_frame(
-            frames_out,
+        emit(
             {
                 "op": "result",
                 "id": job_id,
@@ -196,6 +226,7 @@ def _generate(runner: Any, message: dict[str, Any], cancel: threading.Event, fra
                             "width": image.width,
                             "height": image.height,
                             "meta": image.meta,
+                            "nsfw": image.nsfw,
                         }
                         for image in images
                     ]

@@ -43,3 +43,57 @@ def test_normalised_text_is_stable_and_plain(text: str) -> None:
     assert normalise(once) == once
     assert once.startswith(" ") and once.endswith(" ")
     assert set(once) <= set("abcdefghijklmnopqrstuvwxyz0123456789 ") - set("013457")
+
+
+# -- adult content, flagged images, channels, sizes ------------------------------------------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from bot.errors import InvalidOption as _InvalidOption  # noqa: E402
+from bot.errors import NotEnabledHere  # noqa: E402
+from bot.policy import parse_size  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("flagged", "nsfw", "age_restricted", "display"),
+    [
+        ("spoiler", None, False, "show"),
+        ("spoiler", False, False, "show"),
+        ("spoiler", True, False, "spoiler"),
+        ("spoiler", True, True, "spoiler"),
+        ("allow", True, False, "spoiler"),  # never plainly outside an age-restricted channel
+        ("allow", True, True, "show"),
+        ("withhold", True, True, "withhold"),
+        ("withhold", True, False, "withhold"),
+    ],
+)
+def test_display_of_a_flagged_image(flagged, nsfw, age_restricted, display) -> None:
+    """A flagged image is spoilered or withheld, and shown plainly only where the policy allows and adults are."""
+    assert Policy(flagged=flagged).display(nsfw, age_restricted) == display
+
+
+def test_the_channel_allowlist_names_where_the_bot_answers() -> None:
+    """Outside the listed channels one sentence refuses; direct messages (no channel) are not refused."""
+    policy = Policy(channels=("C1",))
+    policy.check_channel("C1")
+    policy.check_channel(None)
+    with pytest.raises(NotEnabledHere, match="not enabled in this channel"):
+        policy.check_channel("C2")
+
+
+@given(st.integers(128, 2048), st.integers(128, 2048), st.sampled_from(["x", "X", "×", " x "]))
+def test_parse_size_reads_every_valid_size(width: int, height: int, sep: str) -> None:
+    """WxH in any accepted spelling gives its pixel count."""
+    assert parse_size(f"{width}{sep}{height}") == width * height
+
+
+@given(st.text(max_size=20))
+def test_parse_size_refuses_garbage_with_a_sentence(text: str) -> None:
+    """Anything else is one InvalidOption sentence naming the option, never another exception."""
+    try:
+        pixels = parse_size(text)
+    except _InvalidOption as error:
+        assert str(error).startswith("Max size")
+    else:
+        assert 128 * 128 <= pixels <= 2048 * 2048

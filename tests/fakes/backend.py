@@ -28,6 +28,7 @@ class FakeBackend:
         self.fail_with = fail_with
         self.preview_every = preview_every  # every n-th step carries a small WebP preview
         self.gate: asyncio.Event | None = None  # set by a test to hold jobs until it opens
+        self.nsfw_seeds: set[int] = set()  # images with these seeds come back flagged by the "safety check"
         self.closed = False
 
     def check(self, request):
@@ -65,6 +66,7 @@ class FakeBackend:
                     request.width,
                     request.height,
                     {"base_steps": base, "refiner_steps": refiner},
+                    nsfw=seed in self.nsfw_seeds,
                 )
             )
         return images

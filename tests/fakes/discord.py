@@ -280,6 +280,7 @@ class FakeDiscord(LoopbackServer):
         self.guild_id = self.snowflake()
         self.channel_id = self.snowflake()
         self.thread_id = self.snowflake()
+        self.adult_channel_id = self.snowflake()  # an age-restricted ("nsfw") text channel
         self.callback_deadline = 3.0
         self.started_at = _iso_now()
         self.users: dict[int, dict] = {}
@@ -613,6 +614,13 @@ class FakeDiscord(LoopbackServer):
             "rate_limit_per_user": 0,
             "flags": 0,
         }
+        self.channels[self.adult_channel_id] = {
+            **self.channels[self.channel_id],
+            "id": str(self.adult_channel_id),
+            "name": "adults-only",
+            "position": 1,
+            "nsfw": True,
+        }
         self.channels[self.thread_id] = {
             "id": str(self.thread_id),
             "type": 11,
@@ -691,7 +699,7 @@ class FakeDiscord(LoopbackServer):
             "members": members,
             "voice_states": [],
             "presences": [],
-            "channels": [self.channels[self.channel_id]],
+            "channels": [self.channels[self.channel_id], self.channels[self.adult_channel_id]],
             "threads": [self.channels[self.thread_id]],
             "stage_instances": [],
             "guild_scheduled_events": [],

@@ -58,6 +58,10 @@ brackets):
   processing meanwhile); ``close()`` cuts the wait short.
 * ``malformed``: accepted and charged, answers 200 with the invalid JSON ``{"status": "succ``.
 * ``url_404``: success, but its output URLs answer 404.
+
+With ``safety_checker: "yes"`` a success also answers ``nsfw_content_detected`` (one boolean per
+output image); an image whose seed is in ``fake.nsfw_seeds`` is flagged there and served blank
+(black), as ModelsLab replaces what its checker flags.
 * ``partial`` (``returned``): success with only ``returned`` URLs although more samples were asked.
 
 ``fake.inject_fetch(Fault(kind="http", status=503))`` or ``kind="malformed"`` queues a transient
@@ -172,6 +176,12 @@ INVALID_KEY_TIP = "Get your API key from https://modelslab.com/dashboard/api-key
 PROCESSING_TIP = "Your image is processing in background, you can get this image using fetch API"
 RATE_LIMIT_MESSAGE = "Rate limit exceeded. Maximum 5 queued requests allowed."
 _INT_RE = re.compile(r"-?[0-9]+")
+
+
+def _blank_png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (0, 0, 0)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def colour_for_seed(seed: int) -> tuple[int, int, int]:
@@ -307,6 +317,7 @@ class FakeModelsLab(LoopbackServer):
         self.type_violations: list[tuple[str, Any]] = []
         self.faults: deque[Fault] = deque()
         self.fetch_faults: deque[Fault] = deque()
+        self.nsfw_seeds: set[int] = set()  # with safety_checker "yes", these images are flagged and blanked
         self.base = ""
         self.url = ""
         self.fetch_url = ""
@@ -524,15 +535,22 @@ class FakeModelsLab(LoopbackServer):
             "safetychecker": req.flags.get("safety_checker", "no"),
         }
 
+    def _flagged(self, job: ModelsLabJob) -> list[bool] | None:
+        """Return the safety checker's verdict per image when the job asked for it (`fake.nsfw_seeds`)."""
+        if job.request.flags.get("safety_checker") != "yes":
+            return None
+        return [seed in self.nsfw_seeds for seed in job.seeds[: len(job.output)]]
+
+    def _success(self, job: ModelsLabJob, **extra: Any) -> dict[str, Any]:
+        payload: dict[str, Any] = {"status": "success", **extra, "id": job.id, "output": list(job.output)}
+        flagged = self._flagged(job)
+        if flagged is not None:
+            payload["nsfw_content_detected"] = flagged
+        return payload
+
     def _success_submit(self, job: ModelsLabJob) -> dict[str, Any]:
         finished = job.finished_at if job.finished_at is not None else time.monotonic()
-        return {
-            "status": "success",
-            "generationTime": round(finished - job.created_at, 4),
-            "id": job.id,
-            "output": list(job.output),
-            "meta": self._meta(job),
-        }
+        return {**self._success(job, generationTime=round(finished - job.created_at, 4)), "meta": self._meta(job)}
 
     def _processing_submit(self, job: ModelsLabJob, eta: float) -> dict[str, Any]:
         return {
@@ -750,7 +768,7 @@ class FakeModelsLab(LoopbackServer):
         elif job.state == "failed":
             payload = {"status": "failed", "id": job.id, "message": "Failed, Try Again", "output": ""}
         else:
-            payload = {"status": "success", "id": job.id, "output": list(job.output)}
+            payload = self._success(job)
         return await self._answer(record, payload)
 
     # -- images and the rest ----------------------------------------------------------------------
@@ -773,7 +791,12 @@ class FakeModelsLab(LoopbackServer):
             record.http_status = 404
             await self._notify()
             return web.Response(status=404, text="Not Found")
-        data = png_for_seed(job.seeds[index], job.request.width, job.request.height)
+        seed = job.seeds[index]
+        if job.request.flags.get("safety_checker") == "yes" and seed in self.nsfw_seeds:
+            # ModelsLab's documented behaviour: a flagged image is replaced by a blank one.
+            data = _blank_png(job.request.width, job.request.height)
+        else:
+            data = png_for_seed(seed, job.request.width, job.request.height)
         record.job_id = job.id
         record.http_status = 200
         self.downloads.append(url)

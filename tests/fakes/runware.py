@@ -26,6 +26,8 @@ https://runware.ai/docs/image-inference/api-reference, /docs/platform/task-polli
   ``getResponse`` tasks (alone or in the same POST, never charged) report each generation as
   ``status: "processing"`` / ``"success"``, or in ``errors`` as ``timeoutProvider`` when the fake
   lost it; an unknown UUID answers ``taskNotFound``.
+* With ``safety: {"checkContent": true}`` (or the older ``checkNSFW``) each result carries
+  ``NSFWContent``: true for the seeds in ``fake.nsfw_seeds``, else false.
 * Every request lands in ``fake.requests`` (``RunwareRequest``: the API key is reduced to an
   ``authorized`` flag so it never appears in a repr). ``fake.max_concurrent`` is the most inference
   POSTs in flight at once and ``fake.connections`` the number of distinct client TCP connections,
@@ -439,6 +441,7 @@ class FakeRunware(LoopbackServer):
         self.charges: list[tuple[str, float]] = []
         self.downloads: list[str] = []
         self.faults: deque[Fault] = deque()
+        self.nsfw_seeds: set[int] = set()  # images with these seeds answer NSFWContent: true when checked
         self.max_concurrent = 0
         self.in_flight = 0
         self.base = ""
@@ -667,7 +670,7 @@ class FakeRunware(LoopbackServer):
             item["imageDataURI"] = f"data:{image.content_type};base64,{base64.b64encode(image.data).decode()}"
         safety = request.get("safety")
         if request.get("checkNSFW") or (isinstance(safety, dict) and safety.get("checkContent")):
-            item["NSFWContent"] = False
+            item["NSFWContent"] = image.seed in self.nsfw_seeds
         if request.get("includeCost"):
             item["cost"] = COST_PER_IMAGE
         return item

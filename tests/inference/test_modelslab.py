@@ -168,3 +168,14 @@ async def test_the_key_never_reaches_a_log_line(service, fake: FakeModelsLab, ca
     await outcome(service[0], "a red fox")
     assert fake.api_key not in caplog.text
     assert "httpx" in caplog.text  # the requests were logged, without it
+
+
+async def test_modelslabs_safety_checker_verdict_is_stored_per_image(service, fake: FakeModelsLab) -> None:
+    """safety_checker "yes" is sent; nsfw_content_detected marks the flagged image (which ModelsLab blanks)."""
+    running, history = service
+    fake.nsfw_seeds = {8}
+    generation, error = await outcome(running, "a red fox --seed 7 --n 2 --steps 20")
+    assert error is None and generation is not None
+    stored = await history.get(generation.id)
+    assert [(image.seed, image.nsfw) for image in stored.images] == [(7, False), (8, True)]
+    assert all(job.request.flag("safety_checker") for job in fake.jobs.values())

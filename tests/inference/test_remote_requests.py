@@ -41,6 +41,8 @@ def test_runware_task_maps_every_field_to_runware_names() -> None:
         "outputFormat": "PNG",
         "includeCost": True,
         "deliveryMethod": "sync",
+        # Runware's content check on each image: its NSFWContent answer decides spoilers
+        "safety": {"checkContent": True},
         # the split in steps, exactly as shown to the user: 24 base + 6 refiner
         "refiner": {"model": "civitai:101055@128080", "startStep": 24},
         "lora": [{"model": "civitai:120096@135931", "weight": 0.8}],
@@ -75,7 +77,7 @@ def test_modelslab_body_sends_numbers_as_strings_and_flags_as_yes_no() -> None:
         "scheduler": "DPMSolverMultistepScheduler",
         "use_karras_sigmas": "yes",
         "enhance_prompt": "no",
-        "safety_checker": "no",
+        "safety_checker": "yes",
         "webhook": None,
         "track_id": "track-1",
         "lora_model": "pixel-art-xl",

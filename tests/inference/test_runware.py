@@ -234,3 +234,15 @@ async def test_what_runware_cannot_do_is_refused_before_anything_is_queued_or_se
     with pytest.raises(InvalidOption, match="'DPM\\+\\+ 3M SDE' is not available on Runware"):
         await service.imagine("a red fox --sampler 'DPM++ 3M SDE'", WHO)
     assert fake.requests == [] and await history.recent("console", "alice") == []
+
+
+async def test_runwares_content_check_verdict_is_stored_per_image(running, fake: FakeRunware) -> None:
+    """The task asks for safety.checkContent; each image's NSFWContent answer is kept with it."""
+    service, history = running
+    fake.nsfw_seeds = {43}
+    generation, error = await outcome(service, "a red fox --seed 42 --n 2 --steps 20")
+    assert error is None and generation is not None
+    (task,) = fake.calls("imageInference")
+    assert task["safety"] == {"checkContent": True}
+    stored = await history.get(generation.id)
+    assert [(image.seed, image.nsfw) for image in stored.images] == [(42, False), (43, True)]

@@ -51,7 +51,7 @@ async def test_commands_are_synced_with_their_options(running):
         "queue",
         "loras",
         "settings",
-        "server",
+        "imagine-admin",
         "forget",
     }
     options = {option["name"]: option for option in commands["imagine"]["options"]}
@@ -155,9 +155,9 @@ async def test_someone_elses_reaction_does_nothing(running):
 async def test_open_reroll_lets_others_reroll_as_themselves(running):
     fake = running.fake
     _, first = await _imagine(fake, {"prompt": "a red fox", "steps": 2})
-    refused = await fake.slash("server", {"open_reroll": True}, user=fake.bob, permissions=0)
+    refused = await fake.slash("imagine-admin", {"open_reroll": True}, user=fake.bob, permissions=0)
     assert (await refused.response())["data"]["content"] == "✖ Only server managers can change the server's settings."
-    opened = await fake.slash("server", {"open_reroll": True})
+    opened = await fake.slash("imagine-admin", {"open_reroll": True})
     assert (await opened.response())["data"]["content"] == "This server: rerolls: everyone."
     click = await fake.click(first.id, encode_action("reroll", 1), user=fake.bob)
     await _finished(fake, await _reply_of(click))
@@ -296,9 +296,9 @@ async def test_a_job_running_at_a_restart_is_posted_in_its_channel_when_done(fak
 
 async def test_server_managers_ban_words_and_a_banned_prompt_queues_nothing(running):
     fake = running.fake
-    refused = await fake.slash("server", {"ban": "gore"}, user=fake.bob, permissions=0)
+    refused = await fake.slash("imagine-admin", {"ban": "gore"}, user=fake.bob, permissions=0)
     assert (await refused.response())["data"]["content"] == "✖ Only server managers can change the server's settings."
-    banned = await fake.slash("server", {"ban": "gore", "max_steps": 20, "models": "tiny"})
+    banned = await fake.slash("imagine-admin", {"ban": "gore", "max_steps": 20, "models": "tiny"})
     assert (await banned.response())["data"]["content"] == (
         "This server: rerolls: the author only; 1 banned word rule; models: tiny; at most 20 steps."
     )
@@ -310,13 +310,13 @@ async def test_server_managers_ban_words_and_a_banned_prompt_queues_nothing(runn
     await fake.wait_for(lambda: interaction.followups)
     assert interaction.followups[0].content == "✖ Model 'sdxl' is not allowed here (allowed: tiny)."
     assert running.backend.requests == []
-    unbanned = await fake.slash("server", {"unban": "1", "max_steps": 0, "models": "all"})
+    unbanned = await fake.slash("imagine-admin", {"unban": "1", "max_steps": 0, "models": "all"})
     assert (await unbanned.response())["data"]["content"] == "This server: rerolls: the author only."
 
 
 async def test_member_quota_and_the_audit_log(running):
     fake = running.fake
-    ruled = await fake.slash("server", {"member_quota": 1, "ban": "gore"})
+    ruled = await fake.slash("imagine-admin", {"member_quota": 1, "ban": "gore"})
     assert (await ruled.response())["data"]["content"].endswith("; 1 images a member a day.")
     await _imagine(fake, {"prompt": "a red fox", "steps": 2}, user=fake.bob)
     second = await fake.slash("imagine", {"prompt": "a grey wolf", "steps": 2}, user=fake.bob)
@@ -324,9 +324,9 @@ async def test_member_quota_and_the_audit_log(running):
     assert second.followups[0].content.startswith("✖ You have made your 1 images for today in this server;")
     blocked = await fake.slash("imagine", {"prompt": "gore"})
     await fake.wait_for(lambda: blocked.followups)
-    refused = await fake.slash("server", {"audit": True}, user=fake.bob, permissions=0)
+    refused = await fake.slash("imagine-admin", {"audit": True}, user=fake.bob, permissions=0)
     assert (await refused.response())["data"]["content"] == "✖ Only server managers can read the server's audit log."
-    log = await fake.slash("server", {"audit": True})
+    log = await fake.slash("imagine-admin", {"audit": True})
     lines = (await log.response())["data"]["content"].splitlines()
     bob, alice = f"<@{fake.bob['id']}>", f"<@{fake.alice['id']}>"
     assert [line.split(" · ", 1)[1] for line in lines] == [
@@ -350,3 +350,68 @@ async def test_forget_asks_first_then_removes_rows_and_files(running):
     done = await fake.slash("forget", {"confirm": True})
     assert (await done.response())["data"]["content"] == "Forgotten: 1 generation, their images, and your settings."
     assert not path.exists() and await running.service.history(running.who(fake.alice)) == []
+
+
+async def test_a_flagged_image_is_posted_as_a_spoiler_and_kept_out_of_the_embed(running):
+    """The safety check's flag makes the attachment a SPOILER_ file, which the embed does not show."""
+    running.backend.nsfw_seeds = {7}
+    _, message = await _imagine(running.fake, {"prompt": "a red fox", "seed": 7, "steps": 2})
+    (attachment,) = message.attachments
+    assert attachment.filename.startswith("SPOILER_imagebot-")
+    assert "image" not in message.embeds[0]
+    (generation,) = await running.service.history(running.who(running.fake.alice))
+    assert [image.nsfw for image in generation.images] == [True]
+
+
+async def test_a_withholding_server_replaces_a_flagged_image_by_a_sentence(running):
+    """With flagged:withhold, only the sentence and the embed are posted, no attachment."""
+    fake = running.fake
+    ruled = await fake.slash("imagine-admin", {"flagged": "withhold"})
+    assert (await ruled.response())["data"]["content"].endswith("; flagged images: withhold.")
+    running.backend.nsfw_seeds = {7}
+    _, message = await _imagine(fake, {"prompt": "a red fox", "seed": 7, "steps": 2})
+    assert message.attachments == []
+    assert message.content == (
+        "🔞 The image was withheld: the safety check flagged it, and this server does not show such images."
+    )
+
+
+async def test_adult_prompts_are_refused_outside_age_restricted_channels(running):
+    """An explicit prompt queues nothing in a normal channel, and runs in an age-restricted one."""
+    fake = running.fake
+    refused = await fake.slash("imagine", {"prompt": "a NÜD3 portrait"})
+    await fake.wait_for(lambda: refused.followups)
+    assert refused.followups[0].content == (
+        "✖ This request is not allowed here (adult content is only allowed in age-restricted channels)."
+    )
+    assert running.backend.requests == []
+    await fake.slash("imagine-admin", {"flagged": "allow"})
+    running.backend.nsfw_seeds = {7}
+    interaction = await fake.slash(
+        "imagine", {"prompt": "a nude portrait", "seed": 7, "steps": 2}, channel_id=fake.adult_channel_id
+    )
+    await fake.wait_for(lambda: interaction.original is not None)
+    message = await _finished(fake, interaction.original)
+    # flagged:allow shows a flagged image plainly, but only in an age-restricted channel.
+    (attachment,) = message.attachments
+    assert not attachment.filename.startswith("SPOILER_")
+
+
+async def test_the_bot_answers_only_in_the_channels_the_server_enables(running):
+    """With channels set, /imagine elsewhere gets one sentence and nothing is queued."""
+    fake = running.fake
+    refused = await fake.slash("imagine-admin", {"channels": "here"}, user=fake.bob, permissions=0)
+    assert (await refused.response())["data"]["content"].startswith("✖ Only server managers can change")
+    enabled = await fake.slash("imagine-admin", {"channels": "here", "max_size": "512x512", "loras": "tiny-lora"})
+    assert (await enabled.response())["data"]["content"] == (
+        "This server: rerolls: the author only; LoRAs: tiny-lora; at most 262144 pixels an image; answers in 1 channel."
+    )
+    elsewhere = await fake.slash("imagine", {"prompt": "a red fox"}, channel_id=fake.adult_channel_id)
+    await fake.wait_for(lambda: elsewhere.followups)
+    assert elsewhere.followups[0].content == (
+        "✖ Image generation is not enabled in this channel; server managers choose where it is."
+    )
+    large = await fake.slash("imagine", {"prompt": "a red fox --size 1024x1024"})
+    await fake.wait_for(lambda: large.followups)
+    assert large.followups[0].content.startswith("✖ Size is at most 262144 pixels here")
+    assert running.backend.requests == []

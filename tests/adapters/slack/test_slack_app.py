@@ -423,3 +423,32 @@ async def test_workspace_admins_set_rules_and_read_the_audit_members_cannot(runn
         "<@U_BOB> · blocked (banned word rule 1)",
         "<@U_ALICE> · rules (open_reroll=True)",
     ]
+
+
+async def test_a_flagged_image_is_withheld_from_the_channel_and_shown_to_its_author_only(running: Running) -> None:
+    """Slack has no spoiler: the card says so, and 🔞 Show sends the image to its author privately."""
+    running.backend.nsfw_seeds = {7}
+    card = await _imagine(running, "a red fox --seed 7 --steps 2")
+    assert [m for m in running.fake.channel_messages() if m.files] == []
+    assert action_ids(card)[-1] == "ib:show:1"
+    assert any("only its author can see it" in str(block) for block in card.blocks or [])
+    await _click(running, card, "ib:show:1", user_id="U_BOB")
+    await _told(running, "U_BOB", "✖ Only the author of this image can show its flagged images.")
+    await _click(running, card, "ib:show:1")
+    await running.fake.wait_for(lambda: any(m.files and m.channel != "C1" for m in running.fake.messages.values()))
+    (private,) = [m for m in running.fake.messages.values() if m.files]
+    assert private.channel != "C1" and private.files[0][0].startswith("imagebot-")
+
+
+async def test_adult_channels_and_channel_allowlist_are_workspace_rules(running: Running) -> None:
+    """Slack marks age-restricted channels by policy; an explicit prompt elsewhere queues nothing."""
+    fake, url = running.fake, running.url
+    await fake.send_slash(url, text="a naked portrait")
+    await _told(running, "U_ALICE", "adult content is only allowed in age-restricted channels")
+    await fake.send_slash(url, text="admin adult_channels here")
+    await fake.wait_for(lambda: any("age-restricted channel" in said for said in running.ephemeral()))
+    await fake.send_slash(url, text="admin channels C9")
+    await _told(running, "U_ALICE", "answers in 1 channel")
+    await fake.send_slash(url, text="a red fox")
+    await _told(running, "U_ALICE", "✖ Image generation is not enabled in this channel; workspace admins choose")
+    assert running.backend.requests == []

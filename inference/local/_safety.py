@@ -1,0 +1,105 @@
+"""The image check after generation: a classifier that flags NSFW images, run in the worker.
+
+The default is diffusers' Stable Diffusion safety checker (``CompVis/stable-diffusion-safety-checker``,
+a CLIP vision model compared with NSFW concept embeddings), loaded from the Hugging Face cache like
+the models. The tiny model gets the tiny random-weight checker that `inference.tiny` builds offline,
+so every code path runs in tests; its thresholds pass every image, and a test flags one by forcing
+the verdict. The check never changes the image: the server's policy decides how a flagged image is
+shown.
+
+This module imports torch; only the worker process (and tests) import it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["DEFAULT_CHECKER", "SafetyCheck", "checker_source"]
+
+DEFAULT_CHECKER = "CompVis/stable-diffusion-safety-checker"
+TINY_CHECKER = "tiny:safety-checker"
+
+
+def checker_source(setting: str, model_local: str) -> str | None:
+    """Return the checker to run on a model's images: a Hugging Face id, folder or ``tiny:`` id; None: off.
+
+    Args:
+        setting: ``auto`` (the tiny checker for the tiny model, else `DEFAULT_CHECKER`), ``off``,
+            ``tiny``, or a Hugging Face id / folder of a `StableDiffusionSafetyChecker`.
+        model_local: the job's model as the worker loads it (``tiny:base`` for the tiny model).
+    """
+    if setting == "off":
+        return None
+    if setting == "tiny":
+        return TINY_CHECKER
+    if setting == "auto":
+        return TINY_CHECKER if model_local.startswith("tiny:") else DEFAULT_CHECKER
+    return setting
+
+
+class SafetyCheck:
+    """Loads safety checkers once and returns a verdict per image.
+
+    Args:
+        setting: what `checker_source` takes.
+        resolve: maps a checker id to the folder or repo id ``from_pretrained`` takes (``tiny:`` ids).
+        device, dtype: where the checker runs.
+        hub_kwargs: ``from_pretrained`` options (local files only, the token).
+        verdict: a fixed verdict after the classifier ran (tests and demos); None: the classifier's.
+    """
+
+    def __init__(
+        self,
+        setting: str,
+        resolve: Any,
+        device: torch.device,
+        dtype: torch.dtype,
+        hub_kwargs: dict[str, Any],
+        verdict: bool | None = None,
+    ) -> None:
+        self._setting = setting
+        self._resolve = resolve
+        self._device = device
+        self._dtype = dtype
+        self._hub_kwargs = hub_kwargs
+        self._verdict = verdict
+        self._loaded: dict[str, tuple[Any, Any]] = {}
+
+    def __call__(self, model_local: str, images: list[Any]) -> list[bool | None]:
+        """Return True for each PIL image the checker flags (None for all when the check is off).
+
+        Raises:
+            OSError, ValueError: the checker's files cannot be loaded.
+        """
+        source = checker_source(self._setting, model_local)
+        if source is None or not images:
+            return [None] * len(images)
+        checker, processor = self._load(source)
+        pixels = processor(images=[image.convert("RGB") for image in images], return_tensors="pt").pixel_values
+        with torch.inference_mode():
+            # The checker blacks out flagged entries of `images` in place: give it stand-ins, keep ours.
+            stand_ins = [np.zeros((1, 1, 3)) for _ in images]
+            _, flags = checker(clip_input=pixels.to(self._device, self._dtype), images=stand_ins)
+        verdicts: list[bool | None] = [bool(flag) for flag in flags]
+        if self._verdict is not None:
+            verdicts = [self._verdict] * len(images)
+        return verdicts
+
+    def _load(self, source: str) -> tuple[Any, Any]:
+        if source not in self._loaded:
+            from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+            from transformers import CLIPImageProcessor
+
+            folder = str(self._resolve(source))
+            checker = StableDiffusionSafetyChecker.from_pretrained(folder, **self._hub_kwargs)
+            checker.to(self._device, self._dtype).eval()
+            # The CompVis repo ships its preprocessor config; CLIP's defaults are the same 224 px crop.
+            try:
+                processor = CLIPImageProcessor.from_pretrained(folder, **self._hub_kwargs)
+            except OSError:
+                processor = CLIPImageProcessor()
+            self._loaded[source] = (checker, processor)
+        return self._loaded[source]

@@ -1,0 +1,435 @@
+"""SDXL on a Ray cluster: the local worker's code as a Ray Serve deployment of GPU replicas.
+
+For when one GPU box is not enough (``IMAGEBOT_BACKEND=ray``, extra ``ray``).
+
+Replica side, `ImageWorker`: each replica holds one `SDXLRunner` (torch lives in
+the replica's process, never in the bot's) and runs jobs with the worker
+process's own `run_jobs`, so a replica streams back the very frames the worker
+process writes to its stdout: progress (with latent previews), then one result
+or error. Three Serve features do the rest:
+
+* ``@serve.batch`` gathers the requests that reach a replica together; the ones
+  with the same `batch_key` (model, size, steps, scheduler, refiner split,
+  LoRAs, cfg) run as one pipeline call with a generator per image, the rule the
+  local worker batches by.
+* ``@serve.multiplexed``: a request carries the digest of the weights it needs
+  (model, refiner, VAE, LoRAs, embeddings) as its multiplexed model id, so Serve
+  sends it to a replica that already has them loaded; a replica that has not
+  loads them first (`SDXLRunner.preload`).
+* Cancellation: when the bot cancels a stream, Serve cancels the request's
+  task on the replica, which flags the job; the pipeline stops at its next step
+  (a batch stops when all of its jobs are cancelled) and the replica is free.
+
+A replica whose job failed in a way that leaves its state suspect (out of GPU
+memory, an unexpected error) fails its health check, and Serve replaces it.
+
+Bot side, `RayBackend`: resolves catalog names (`build_job`, as the local
+backend does), streams each job through a Serve handle, and supervises it like
+the local worker: a replica that dies or makes no progress for the watchdog's
+time loses the job to a second try on another replica, with the same note.
+
+The deployment is built by `app_builder` (``serve deploy deploy/ray-serve.yaml``
+or ``serve run inference.ray_serve:app_builder``) and named ``imagebot``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import serve
+from ray.exceptions import RayActorError, RayError
+from ray.serve.exceptions import RayServeException, ReplicaUnavailableError
+
+from bot.catalog import Catalog
+from bot.errors import BackendUnavailable, JobCancelled
+from bot.request import GeneratedImage, GenerationRequest
+from inference.base import ProgressCallback
+from inference.capabilities import CAPABILITIES
+from inference.local._backend import WorkerLost, images_of, report_progress, second_try
+from inference.local._job import Job, batch_key, build_job
+
+__all__ = ["APP_NAME", "ImageWorker", "RayBackend", "app_builder", "assets_id"]
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "imagebot"
+_NAME = "ray"
+# Asset sets whose jobs a replica remembers for its multiplexed loader; older ones are forgotten.
+_REMEMBERED_ASSETS = 64
+
+
+def assets_id(job: Job) -> str:
+    """Return the multiplexed model id of a job: a digest of the weights a replica must hold to run it.
+
+    LoRA and embedding weights are left out: they change nothing that is loaded.
+    """
+    wanted = {
+        "model": job.model.local,
+        "refiner": job.refiner.local if job.refiner else None,
+        "vae": job.vae.local if job.vae else None,
+        "loras": sorted({lora.local for lora in job.loras}),
+        "embeddings": sorted({embedding.local for embedding in job.embeddings}),
+    }
+    return hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:24]
+
+
+# -- replica side -----------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Request:
+    """One job on a replica: its frames go to `emit`, its cancel flag is set when the bot gives up."""
+
+    job: dict[str, Any]
+    emit: Callable[[dict[str, Any]], None]
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+@serve.deployment(name="ImageWorker", ray_actor_options={"num_gpus": 1}, max_ongoing_requests=8)
+class ImageWorker:
+    """A Serve replica that makes images with the local worker's code.
+
+    Args:
+        data_dir: where the tiny model is built and ``tiny:`` ids point (every node's own).
+        device: torch device: ``auto`` (CUDA if present), ``cpu``, ``cuda:1``…
+        dtype: ``auto`` (bfloat16 on CUDA, float32 on CPU), ``float16``, ``bfloat16`` or ``float32``.
+        max_batch: most requests gathered into one batch (1: no batching).
+        batch_wait_s: how long the first request of a batch waits for others.
+        safety_checker: the image check (``auto``, ``off``, ``tiny``, a checker's id or folder), as on the
+            local worker; None: the replica's ``IMAGEBOT_SAFETY_CHECKER``.
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_batch: int = 4,
+        batch_wait_s: float = 0.05,
+        safety_checker: str | None = None,
+    ) -> None:
+        from inference.local._worker import make_runner
+
+        self._runner = make_runner(Path(data_dir), device, dtype, safety_checker=safety_checker)
+        # One pipeline call at a time, off the replica's event loop so streams and cancels keep flowing.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="imagebot-sdxl")
+        self._assets: dict[str, dict[str, Any]] = {}
+        self._pid = os.getpid()
+        self._suspect: str | None = None
+        self._batches: list[int] = []
+        self._runs: list[dict[str, Any]] = []
+        self._batched.set_max_batch_size(max_batch)
+        self._batched.set_batch_wait_timeout_s(batch_wait_s)
+
+    async def generate(self, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Stream the frames of one job (`Job.to_dict()`): progress, then its result or an error."""
+        loop = asyncio.get_running_loop()
+        frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        request = _Request(job, lambda frame: loop.call_soon_threadsafe(frames.put_nowait, frame))
+        try:
+            assets = serve.get_multiplexed_model_id()
+            if assets:
+                failure = await self._load_assets(assets, job)
+                if failure is not None:
+                    yield self._signed(failure)
+                    return
+            batch = asyncio.ensure_future(self._batched(request))
+            while True:
+                frame = await _next_frame(frames, batch)
+                yield self._signed(frame)
+                if frame["op"] != "progress":
+                    return
+        except asyncio.CancelledError:
+            # The bot cancelled the stream (or went away): the pipeline stops at its next step.
+            request.cancel.set()
+            raise
+
+    async def stats(self) -> dict[str, Any]:
+        """Return this replica's pid, load counters, batch sizes and the outcome of each run."""
+        return {"pid": self._pid, "loads": self._runner.stats(), "batches": self._batches, "runs": self._runs}
+
+    def check_health(self) -> None:
+        """Fail Serve's health check after a failure that leaves the pipelines suspect, so it replaces us."""
+        if self._suspect is not None:
+            raise RuntimeError(f"replica {self._pid} is suspect after {self._suspect}")
+
+    async def _load_assets(self, assets: str, job: dict[str, Any]) -> dict[str, Any] | None:
+        """Have the job's weights loaded (through the multiplexed loader); return an error frame if they cannot be."""
+        from inference.local._pipeline import JobFailed
+
+        self._assets[assets] = job
+        while len(self._assets) > _REMEMBERED_ASSETS:
+            del self._assets[next(iter(self._assets))]
+        try:
+            await self._load(assets)
+        except JobFailed as failure:
+            return {"op": "error", "kind": failure.kind, "message": failure.message, "option": failure.option}
+        return None
+
+    @serve.multiplexed(max_num_models_per_replica=8)
+    async def _load(self, assets: str) -> str:
+        """Load the weights behind a multiplexed model id, once per replica (Serve keeps the 8 latest)."""
+        from inference.local._job import Job
+
+        job = Job.from_dict(self._assets[assets])
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._runner.preload, job)
+        return assets
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.05)
+    async def _batched(self, requests: list[_Request]) -> list[None]:
+        """Run the requests Serve gathered, one pipeline call per group of one `batch_key`."""
+        groups: dict[Hashable, list[_Request]] = {}
+        for request in requests:
+            groups.setdefault(batch_key(Job.from_dict(request.job)), []).append(request)
+        loop = asyncio.get_running_loop()
+        for group in groups.values():
+            self._batches.append(len(group))
+            await loop.run_in_executor(self._executor, self._run_group, group)
+        return [None] * len(requests)
+
+    def _run_group(self, group: list[_Request]) -> None:
+        """Run one group in the pipeline thread, handing each request its frames; record how it went."""
+        from inference.local._worker import run_jobs
+
+        run = {"jobs": len(group), "steps": 0, "outcome": "done"}
+
+        def emit(frame: dict[str, Any]) -> None:
+            if frame["op"] == "result":
+                for request, images in zip(group, frame["results"], strict=True):
+                    request.emit({**frame, "results": [images]})
+                return
+            if frame["op"] == "progress":
+                run["steps"] += 1
+            else:
+                run["outcome"] = frame["kind"]
+                if frame.get("restart"):
+                    self._suspect = frame["kind"]
+            for request in group:
+                request.emit(frame)
+
+        def should_cancel() -> bool:
+            return all(request.cancel.is_set() for request in group)
+
+        run_jobs(self._runner, 0, [request.job for request in group], should_cancel, emit)
+        self._runs.append(run)
+
+    def _signed(self, frame: dict[str, Any]) -> dict[str, Any]:
+        return {**frame, "pid": self._pid}
+
+
+async def _next_frame(frames: asyncio.Queue[dict[str, Any]], batch: asyncio.Future[None]) -> dict[str, Any]:
+    """Return the request's next frame; if its batch ended without one, an error frame saying so."""
+    while True:
+        if not frames.empty():
+            return frames.get_nowait()
+        if batch.done():
+            error = batch.exception()
+            name = type(error).__name__ if error is not None else "no answer"
+            return {"op": "error", "kind": "failed", "message": f"the replica failed ({name})", "restart": True}
+        getter = asyncio.ensure_future(frames.get())
+        try:
+            await asyncio.wait({getter, batch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not getter.done():
+                getter.cancel()
+        if getter.done() and not getter.cancelled():
+            return getter.result()
+
+
+def app_builder(args: dict[str, Any]) -> serve.Application:
+    """Build the ``imagebot`` Serve application from a Serve config's ``args`` (see deploy/ray-serve.yaml).
+
+    Args:
+        args: ``data_dir`` (required), ``device``, ``dtype``, ``max_batch``, ``batch_wait_s``, ``safety_checker``;
+            ``num_replicas`` and ``num_gpus`` (per replica, default 1; 0 on CPU-only nodes).
+    """
+    known = {"data_dir", "device", "dtype", "max_batch", "batch_wait_s", "safety_checker", "num_replicas", "num_gpus"}
+    unknown = set(args) - known
+    if unknown:
+        raise ValueError(f"unknown imagebot Serve arguments: {', '.join(sorted(unknown))}")
+    if "data_dir" not in args:
+        raise ValueError("the imagebot Serve application needs a data_dir argument")
+    max_batch = int(args.get("max_batch", 4))
+    gpus = float(args.get("num_gpus", 1))
+    deployment = ImageWorker.options(
+        num_replicas=int(args.get("num_replicas", 1)),
+        # Enough requests on a replica for a full batch to gather while the previous one runs.
+        max_ongoing_requests=2 * max_batch,
+        ray_actor_options={"num_gpus": gpus, "num_cpus": 1 if gpus == 0 else 0},
+    )
+    return deployment.bind(
+        str(args["data_dir"]),
+        str(args.get("device", "auto")),
+        str(args.get("dtype", "auto")),
+        max_batch,
+        float(args.get("batch_wait_s", 0.05)),
+        args.get("safety_checker"),
+    )
+
+
+# -- bot side ---------------------------------------------------------------------------------------
+
+
+class RayBackend:
+    """Generate on a Ray Serve deployment of `ImageWorker` replicas.
+
+    Args:
+        catalog: resolves the request's names to the weights the replicas load.
+        data_dir: the base of ``./`` catalog paths (they must exist at the same place on the GPU nodes).
+        address: the Ray cluster (``ray://head:10001``, ``auto``); unused when this process already joined one.
+        app_name: the Serve application's name.
+        stall_timeout: seconds a running job may go without a step before it is tried on another replica.
+        load_timeout: the same before a job's first step (loading, or downloading, its weights).
+    """
+
+    name = _NAME
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        data_dir: Path,
+        address: str | None = "auto",
+        *,
+        app_name: str = APP_NAME,
+        stall_timeout: float = 300.0,
+        load_timeout: float = 3600.0,
+    ) -> None:
+        self._catalog = catalog
+        self._data_dir = Path(data_dir)
+        self._address = address
+        self._app_name = app_name
+        self._stall_timeout = stall_timeout
+        self._load_timeout = load_timeout
+        self._handle: Any = None
+        self._joined = False  # whether this backend joined the cluster (and so leaves it on close)
+        self._start_lock = asyncio.Lock()
+        self.retries = 0
+        self.replica_pid: int | None = None  # the replica of the latest frame, for tests and logs
+
+    async def start(self) -> None:
+        """Join the cluster and find the Serve application.
+
+        Raises:
+            BackendUnavailable: the cluster cannot be reached or has no such application.
+        """
+        async with self._start_lock:
+            if self._handle is None:
+                self._handle = await asyncio.to_thread(self._connect)
+
+    def _connect(self) -> Any:
+        try:
+            if not ray.is_initialized():
+                ray.init(address=self._address, log_to_driver=False)
+                self._joined = True
+            return serve.get_app_handle(self._app_name)
+        except (ConnectionError, RayError, RayServeException, ValueError) as error:
+            log.warning("Ray Serve application %r not reachable: %s", self._app_name, error)
+            where = f"at {self._address}" if self._address else "this process joined"
+            raise BackendUnavailable(
+                _NAME, f"no '{self._app_name}' Serve application is running on the Ray cluster {where}"
+            ) from error
+
+    def check(self, request: GenerationRequest) -> None:
+        """Refuse what the replicas cannot make (the local worker's limits: the same code runs there)."""
+        CAPABILITIES[_NAME].check(request, self._catalog)
+
+    async def generate(
+        self,
+        request: GenerationRequest,
+        on_progress: ProgressCallback | None = None,
+        cancel: asyncio.Event | None = None,
+    ) -> list[GeneratedImage]:
+        """Return one image per seed of the request, in order.
+
+        Raises:
+            InvalidOption: a name is not in the catalog or cannot run on the replicas.
+            JobCancelled: `cancel` was set before the images were done.
+            BackendUnavailable: the cluster failed, or two replicas were lost on this job.
+        """
+        job = build_job(request, self._catalog, self._data_dir)
+
+        async def attempt() -> list[list[GeneratedImage]]:
+            if cancel is not None and cancel.is_set():
+                raise JobCancelled
+            await self.start()
+            return [await self._stream(job, on_progress, cancel)]
+
+        def lost(error: WorkerLost) -> None:
+            self.retries += 1
+            log.warning("Ray replica lost (%s); retrying the job once on another", error.reason)
+
+        return (await second_try(_NAME, attempt, lost))[0]
+
+    async def _stream(
+        self, job: Job, on_progress: ProgressCallback | None, cancel: asyncio.Event | None
+    ) -> list[GeneratedImage]:
+        """Follow one job's stream of frames to its images, cancelling it when asked or when it stalls."""
+        handle = self._handle.options(stream=True, multiplexed_model_id=assets_id(job))
+        response = handle.generate.remote(job.to_dict())
+        frames = response.__aiter__()
+        timeout = self._load_timeout
+        cancelled = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
+        try:
+            while True:
+                following = asyncio.ensure_future(frames.__anext__())
+                # A stream cancelled under it ends in RequestCancelledError, which nobody needs to read.
+                following.add_done_callback(_drop_outcome)
+                waiters = {following} if cancelled is None else {following, cancelled}
+                done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if following not in done:
+                    following.cancel()
+                    response.cancel()
+                    if cancelled is not None and cancelled in done:
+                        raise JobCancelled
+                    raise WorkerLost(f"made no progress for {timeout:g} s")
+                try:
+                    frame = following.result()
+                except StopAsyncIteration:
+                    raise BackendUnavailable(_NAME, "the replica ended the job without an answer") from None
+                except (RayActorError, ReplicaUnavailableError) as error:
+                    raise WorkerLost("stopped unexpectedly") from error
+                except (RayError, RayServeException) as error:
+                    raise BackendUnavailable(_NAME, f"the Ray cluster failed ({type(error).__name__})") from error
+                self.replica_pid = frame.get("pid")
+                if frame["op"] == "progress":
+                    timeout = self._stall_timeout
+                    report_progress(on_progress, frame)
+                    continue
+                if cancel is not None and cancel.is_set():
+                    raise JobCancelled
+                images = images_of(frame, _NAME)[0]
+                for image in images:
+                    image.meta["replica"] = frame.get("pid")
+                return images
+        except asyncio.CancelledError:
+            # Our caller gave up; stop the replica's work instead of finishing for nobody.
+            response.cancel()
+            raise
+        finally:
+            if cancelled is not None:
+                cancelled.cancel()
+
+    async def aclose(self) -> None:
+        """Forget the handle; the cluster and its replicas keep running for other bots."""
+        self._handle = None
+        if self._joined:
+            self._joined = False
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(ray.shutdown)
+
+
+def _drop_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -1,0 +1,230 @@
+"""Ray Serve: a local Ray instance (2 CPUs) with two CPU replicas of the tiny model, driven through `RayBackend`.
+
+One Serve application for the whole module: starting Ray and two replicas (each
+importing torch) takes most of the module's time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+import yaml
+
+from bot.catalog import load_catalog
+from bot.errors import BackendUnavailable, InvalidOption, JobCancelled
+from bot.request import Progress
+from inference.local import LocalBackend
+from tests.inference.tiny_requests import tiny_request
+
+ray = pytest.importorskip("ray")
+serve = pytest.importorskip("ray.serve")
+
+from inference.local._job import build_job  # noqa: E402
+from inference.ray_serve import RayBackend, app_builder, assets_id  # noqa: E402
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "ray-serve.yaml"
+APP = "imagebot-test"
+
+
+@pytest.fixture(scope="module")
+def cluster(tiny_data_dir: Path) -> Iterator[None]:
+    """A local Ray instance with the imagebot application on two CPU replicas."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(proxy_location="Disabled")
+        app = app_builder(
+            {"data_dir": str(tiny_data_dir), "device": "cpu", "num_gpus": 0, "num_replicas": 2, "max_batch": 4}
+        )
+        serve.run(app, name=APP, route_prefix=None)
+        yield
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def backend(cluster: None, tiny_data_dir: Path) -> AsyncIterator[RayBackend]:
+    backend = RayBackend(load_catalog(), tiny_data_dir, address=None, app_name=APP)
+    await backend.start()
+    yield backend
+    await backend.aclose()
+
+
+async def replica_stats(*pids: int) -> dict[int, dict]:
+    """Ask replicas for their stats until each of `pids` answered (Serve picks which replica answers a call)."""
+    handle = serve.get_app_handle(APP)
+    seen: dict[int, dict] = {}
+    for _ in range(600):
+        stats = await handle.stats.remote()
+        seen[stats["pid"]] = stats
+        if set(pids) <= set(seen):
+            return seen
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"replicas {sorted(set(pids) - set(seen))} did not answer")
+
+
+async def test_an_image_is_the_one_the_local_worker_makes(backend, tiny_data_dir):
+    """Same request, same seed: the replica's PNG has the bytes the local worker process makes."""
+    request = tiny_request(seed=4242, refiner={"model": "tiny-refiner", "start_percent": 75})
+    events: list[Progress] = []
+    images = await backend.generate(request, on_progress=events.append)
+    local = LocalBackend(load_catalog(), tiny_data_dir, device="cpu")
+    try:
+        expected = await local.generate(request)
+    finally:
+        await local.aclose()
+    assert [image.data for image in images] == [image.data for image in expected]
+    assert images[0].seed == 4242 and images[0].meta["base_steps"] == 3 and images[0].meta["refiner_steps"] == 1
+    assert [(e.stage, e.step, e.total) for e in events] == [
+        ("base", 1, 3),
+        ("base", 2, 3),
+        ("base", 3, 3),
+        ("refiner", 1, 1),
+    ]
+
+
+async def test_jobs_spread_over_both_replicas_and_are_batched(backend):
+    """Twelve jobs at once, more than one replica takes (8): both make images, batched, each with its seed."""
+    seeds = list(range(500, 512))
+    results = await asyncio.gather(*(backend.generate(tiny_request(seed=seed, steps=4)) for seed in seeds))
+    assert [images[0].seed for images in results] == seeds
+    assert len({images[0].meta["replica"] for images in results}) == 2
+    assert max(images[0].meta.get("batch", 1) for images in results) >= 2
+    assert len({images[0].data for images in results}) == len(seeds)
+
+
+async def test_a_batched_image_matches_the_one_made_alone(backend):
+    """A job batched with others is the image it is alone (within the batched-arithmetic bound)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    alone = (await backend.generate(tiny_request(seed=77, steps=5)))[0]
+    together = await asyncio.gather(*(backend.generate(tiny_request(seed=seed, steps=5)) for seed in (77, 78, 79, 80)))
+    batched = next(images[0] for images in together if images[0].seed == 77)
+    a = np.asarray(Image.open(io.BytesIO(alone.data)), dtype=np.int16)
+    b = np.asarray(Image.open(io.BytesIO(batched.data)), dtype=np.int16)
+    assert np.abs(a - b).max() <= 1 and np.count_nonzero(a != b) <= a.size // 1000
+
+
+async def test_cancel_stops_the_replica_at_its_next_step(backend):
+    """A cancelled job raises JobCancelled, and its replica stops the pipeline instead of finishing 100 steps."""
+    cancel = asyncio.Event()
+
+    def cancel_at_step_3(event: Progress) -> None:
+        if event.step == 3:
+            cancel.set()
+
+    with pytest.raises(JobCancelled):
+        await backend.generate(tiny_request(seed=5, steps=100), on_progress=cancel_at_step_3, cancel=cancel)
+    pid = backend.replica_pid
+    for _ in range(100):
+        stats = (await replica_stats(pid))[pid]
+        if any(run["outcome"] == "cancelled" for run in stats["runs"]):
+            break
+        await asyncio.sleep(0.1)
+    cancelled = [run for run in stats["runs"] if run["outcome"] == "cancelled"]
+    assert len(cancelled) == 1 and cancelled[0]["steps"] < 50
+
+
+async def test_a_replica_loads_a_lora_once_and_the_id_names_the_weights(backend, tiny_data_dir):
+    """The multiplexed id depends on the weights, not their strength; a LoRA is loaded once per replica."""
+    catalog = load_catalog()
+    plain = build_job(tiny_request(), catalog, tiny_data_dir)
+    strong = build_job(tiny_request(loras=[{"name": "tiny-lora", "weight": 1.5}]), catalog, tiny_data_dir)
+    weak = build_job(tiny_request(loras=[{"name": "tiny-lora", "weight": 0.3}]), catalog, tiny_data_dir)
+    assert assets_id(strong) == assets_id(weak) != assets_id(plain)
+    replicas = set()
+    for weight in (1.5, 0.3, 0.8):
+        images = await backend.generate(tiny_request(loras=[{"name": "tiny-lora", "weight": weight}]))
+        replicas.add(images[0].meta["replica"])
+    stats = await replica_stats(*replicas)
+    assert [stats[pid]["loads"]["lora"] for pid in sorted(replicas)] == [1] * len(replicas)
+
+
+async def test_the_bot_generates_and_refines_on_the_cluster(cluster, tmp_path, monkeypatch):
+    """IMAGEBOT_BACKEND=ray: /imagine and refine go through the service to the replicas; seeds and files stored."""
+    from bot.bootstrap import bootstrap
+    from bot.config import CoreSettings, LocalWorkerSettings, QueueSettings
+    from bot.jobs import Requester
+
+    monkeypatch.setenv("IMAGEBOT_RAY_APP_NAME", APP)
+    core = CoreSettings(backend="ray", data_dir=tmp_path, default_model="tiny")
+    app = await bootstrap(core, LocalWorkerSettings(), QueueSettings(), announce=lambda _: None)
+    try:
+        assert app.backend.name == "ray"
+        who = Requester(platform="console", user_id="alice")
+        first = await (await app.service.imagine("a red fox --seed 7 --steps 4 --size 128x128", who)).result()
+        refined = await (await app.service.refine(who, first.id, 50)).result()
+        assert (first.seed, refined.seed) == (7, 7)
+        assert refined.request.split == (2, 2)
+        for generation in (first, refined):
+            stored = tmp_path / generation.images[0].path
+            assert stored.read_bytes().startswith(b"\x89PNG")
+    finally:
+        await app.aclose()
+
+
+async def test_doctor_finds_the_application_and_its_replicas(cluster, monkeypatch):
+    """imagebot doctor with IMAGEBOT_BACKEND=ray: the running application passes, a missing one is the fix."""
+    from bot.doctor import _ray
+
+    monkeypatch.setenv("IMAGEBOT_RAY_APP_NAME", APP)
+    assert (await _ray()).detail == f"'{APP}' is running on 2 replicas"
+    monkeypatch.setenv("IMAGEBOT_RAY_APP_NAME", "nothing-here")
+    missing = await _ray()
+    assert not missing.ok
+    assert (
+        missing.detail == "the cluster has no 'nothing-here' Serve application; deploy it with deploy/ray-serve.yaml."
+    )
+
+
+async def test_an_unknown_name_is_refused_before_anything_is_sent(backend):
+    """Catalog errors are the user's sentence, raised on the bot side."""
+    with pytest.raises(InvalidOption):
+        await backend.generate(tiny_request(loras=[{"name": "no-such-lora", "weight": 1}]))
+
+
+async def test_a_missing_application_is_one_sentence(cluster, tiny_data_dir):
+    """A bot pointed at an application that is not deployed says so."""
+    missing = RayBackend(load_catalog(), tiny_data_dir, address=None, app_name="nothing-here")
+    with pytest.raises(BackendUnavailable) as refused:
+        await missing.generate(tiny_request())
+    assert "no 'nothing-here' Serve application is running on the Ray cluster" in str(refused.value)
+
+
+async def test_the_deploy_config_is_a_valid_serve_config_for_this_module():
+    """deploy/ray-serve.yaml passes Serve's own schema and builds with app_builder."""
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema.model_validate(yaml.safe_load(CONFIG.read_text()))
+    (application,) = config.applications
+    assert application.import_path == "inference.ray_serve:app_builder"
+    app_builder(application.args)
+
+
+async def test_a_killed_replica_loses_its_job_to_the_other_one(backend):
+    """kill -9 of the replica making a job: the job finishes on another replica, same bytes, with a note."""
+    expected = (await backend.generate(tiny_request(seed=31, steps=40)))[0]
+    killed: list[int] = []
+
+    def kill_on_second_step(event: Progress) -> None:
+        if event.step == 2 and not killed and backend.replica_pid is not None:
+            killed.append(backend.replica_pid)
+            os.kill(backend.replica_pid, signal.SIGKILL)
+
+    retries = backend.retries
+    image = (await backend.generate(tiny_request(seed=31, steps=40), on_progress=kill_on_second_step))[0]
+    assert killed and image.meta["replica"] != killed[0]
+    assert image.data == expected.data
+    assert image.meta["note"] == "The worker stopped unexpectedly; it was restarted and this is the second try."
+    assert backend.retries == retries + 1
