@@ -84,7 +84,8 @@ async def check_all(*, running: bool = False) -> list[Check]:
         _chats,
     ]
     if core.backend == "local":
-        steps += [lambda: _gpu(worker, running), lambda: _model(core, catalog.get("model", model or "tiny").local)]
+        local = catalog.get("model", model or "tiny").local
+        steps += [lambda: _gpu(worker, running), lambda: _model(core, local), lambda: _safety(worker, local)]
     backends = {core.backend} | {m.backend for m in catalog.entries("model") if m.backend}
     if core.backend == "ray":
         steps.append(_ray)
@@ -211,7 +212,23 @@ async def _model(core: CoreSettings, local: str | None) -> Check:
     return await asyncio.to_thread(_hub_model, local)
 
 
-def _hub_model(repo: str) -> Check:
+async def _safety(worker: LocalWorkerSettings, model_local: str | None) -> Check:
+    from inference.local._safety import checker_source
+
+    source = checker_source(worker.safety_checker, model_local or "")
+    if source is None:
+        return Check("safety checker", True, "off (IMAGEBOT_SAFETY_CHECKER=off): images are not checked")
+    if source.startswith("tiny:"):
+        return Check("safety checker", True, "the tiny offline checker (built with the tiny model)")
+    if source.startswith(("/", "./")):
+        path = Path(source)
+        if path.exists():
+            return Check("safety checker", True, f"{path} is present")
+        return Check("safety checker", False, f"{path} does not exist; fix IMAGEBOT_SAFETY_CHECKER.")
+    return await asyncio.to_thread(_hub_model, source, "safety checker", "about 1.2 GB")
+
+
+def _hub_model(repo: str, name: str = "model", size: str = "several GB") -> Check:
     from huggingface_hub import scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
 
@@ -224,15 +241,15 @@ def _hub_model(repo: str) -> Check:
     except CacheNotFound:
         cached = set()
     if repo in cached:
-        return Check("model", True, f"{repo} is in the Hugging Face cache")
+        return Check(name, True, f"{repo} is in the Hugging Face cache")
     if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
         return Check(
-            "model",
+            name,
             False,
             f"{repo} is not in the Hugging Face cache and HF_HUB_OFFLINE is set;"
             f" run `huggingface-cli download {repo}` where the hub can be reached.",
         )
-    return Check("model", True, f"{repo} will be downloaded on the first image (several GB)")
+    return Check(name, True, f"{repo} will be downloaded on the first image ({size})")
 
 
 async def _ray() -> Check:

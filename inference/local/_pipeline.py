@@ -152,7 +152,7 @@ class SDXLRunner:
         data_dir: where ``tiny:`` parts are built and ``./`` paths point.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``…
         dtype: ``auto``, ``float16``, ``bfloat16`` or ``float32``.
-        hf_token: token for gated Hugging Face models (files must still be cached locally).
+        hf_token: token for gated Hugging Face models.
         safety_checker: the image check (`inference.local._safety.checker_source`): ``auto``, ``off``,
             ``tiny`` or a checker's Hugging Face id or folder.
         safety_verdict: a fixed verdict after the check ran (tests); None: the checker's own.
@@ -384,7 +384,9 @@ class SDXLRunner:
         return asset.local, asset.weight_name
 
     def _hub_kwargs(self) -> dict[str, Any]:
-        return {"local_files_only": True, "token": self.hf_token}
+        # Weights not in the cache are downloaded on first use (within IMAGEBOT_LOAD_TIMEOUT) unless
+        # HF_HUB_OFFLINE is set, as in the tests, where only the cache and local folders are read.
+        return {"token": self.hf_token}
 
     def _prepare(self, pipe: Any) -> None:
         pipe.to(self.device)

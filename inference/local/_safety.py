@@ -7,15 +7,16 @@ so every code path runs in tests; its thresholds pass every image, and a test fl
 the verdict. The check never changes the image: the server's policy decides how a flagged image is
 shown.
 
-This module imports torch; only the worker process (and tests) import it.
+`checker_source` is pure, so ``imagebot doctor`` can tell which checker will run without
+torch; `SafetyCheck` imports torch when it is made, in the worker process.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["DEFAULT_CHECKER", "SafetyCheck", "checker_source"]
 
@@ -74,6 +75,9 @@ class SafetyCheck:
         Raises:
             OSError, ValueError: the checker's files cannot be loaded.
         """
+        import numpy as np
+        import torch
+
         source = checker_source(self._setting, model_local)
         if source is None or not images:
             return [None] * len(images)

@@ -34,10 +34,11 @@ def by_name(checks: list[Check]) -> dict[str, Check]:
 
 async def test_a_cpu_box_on_defaults_passes_every_check(tmp_path: Path) -> None:
     checks = by_name(await check_all())
-    assert list(checks) == ["settings", "data dir", "database", "chats", "GPU", "model"]
+    assert list(checks) == ["settings", "data dir", "database", "chats", "GPU", "model", "safety checker"]
     assert all(check.ok for check in checks.values()), report(list(checks.values()))
     assert checks["GPU"].detail.startswith("no CUDA GPU (torch ")
     assert checks["model"].detail == "the tiny offline model is built on the first start"
+    assert checks["safety checker"].detail == "the tiny offline checker (built with the tiny model)"
 
 
 async def test_an_invalid_setting_is_named_and_nothing_else_runs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,6 +90,10 @@ async def test_gpu_and_model_that_this_box_cannot_have(monkeypatch: pytest.Monke
     assert checks["model"].detail == (
         "stabilityai/stable-diffusion-xl-base-1.0 is not in the Hugging Face cache and HF_HUB_OFFLINE is set;"
         " run `huggingface-cli download stabilityai/stable-diffusion-xl-base-1.0` where the hub can be reached."
+    )
+    assert checks["safety checker"].detail == (
+        "CompVis/stable-diffusion-safety-checker is not in the Hugging Face cache and HF_HUB_OFFLINE is set;"
+        " run `huggingface-cli download CompVis/stable-diffusion-safety-checker` where the hub can be reached."
     )
 
 
