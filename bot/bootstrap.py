@@ -86,6 +86,7 @@ def _backend(name: str, core: CoreSettings, worker: LocalWorkerSettings, catalog
             load_timeout=worker.load_timeout,
             max_batch=worker.max_batch,
             safety_checker=worker.safety_checker,
+            preview_decoder=worker.preview_decoder,
         )
     if name == "ray":
         try:

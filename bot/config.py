@@ -89,6 +89,13 @@ class LocalWorkerSettings(BaseSettings):
             " the tiny model), off, tiny, or a StableDiffusionSafetyChecker's Hugging Face id or folder."
         ),
     )
+    preview_decoder: str = Field(
+        default="linear",
+        description=(
+            "Live previews: linear (a linear map of the latents, 1/8 size, no weights), tiny, or a tiny"
+            " autoencoder's Hugging Face id or folder (madebyollin/taesdxl: full-size previews)."
+        ),
+    )
 
 
 class QueueSettings(BaseSettings):

@@ -109,6 +109,8 @@ class ImageWorker:
         batch_wait_s: how long the first request of a batch waits for others.
         safety_checker: the image check (``auto``, ``off``, ``tiny``, a checker's id or folder), as on the
             local worker; None: the replica's ``IMAGEBOT_SAFETY_CHECKER``.
+        preview_decoder: how step previews are made (``linear``, ``tiny``, a tiny autoencoder's id or
+            folder); None: the replica's ``IMAGEBOT_PREVIEW_DECODER``.
     """
 
     def __init__(
@@ -119,10 +121,13 @@ class ImageWorker:
         max_batch: int = 4,
         batch_wait_s: float = 0.05,
         safety_checker: str | None = None,
+        preview_decoder: str | None = None,
     ) -> None:
         from inference.local._worker import make_runner
 
-        self._runner = make_runner(Path(data_dir), device, dtype, safety_checker=safety_checker)
+        self._runner = make_runner(
+            Path(data_dir), device, dtype, safety_checker=safety_checker, preview_decoder=preview_decoder
+        )
         # One pipeline call at a time, off the replica's event loop so streams and cancels keep flowing.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="imagebot-sdxl")
         self._assets: dict[str, dict[str, Any]] = {}
@@ -252,10 +257,12 @@ def app_builder(args: dict[str, Any]) -> serve.Application:
     """Build the ``imagebot`` Serve application from a Serve config's ``args`` (see deploy/ray-serve.yaml).
 
     Args:
-        args: ``data_dir`` (required), ``device``, ``dtype``, ``max_batch``, ``batch_wait_s``, ``safety_checker``;
+        args: ``data_dir`` (required), ``device``, ``dtype``, ``max_batch``, ``batch_wait_s``, ``safety_checker``,
+            ``preview_decoder``;
             ``num_replicas`` and ``num_gpus`` (per replica, default 1; 0 on CPU-only nodes).
     """
-    known = {"data_dir", "device", "dtype", "max_batch", "batch_wait_s", "safety_checker", "num_replicas", "num_gpus"}
+    known = {"data_dir", "device", "dtype", "max_batch", "batch_wait_s", "safety_checker", "preview_decoder"}
+    known |= {"num_replicas", "num_gpus"}
     unknown = set(args) - known
     if unknown:
         raise ValueError(f"unknown imagebot Serve arguments: {', '.join(sorted(unknown))}")
@@ -276,6 +283,7 @@ def app_builder(args: dict[str, Any]) -> serve.Application:
         max_batch,
         float(args.get("batch_wait_s", 0.05)),
         args.get("safety_checker"),
+        args.get("preview_decoder"),
     )
 
 

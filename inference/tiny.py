@@ -17,6 +17,7 @@ Layout under ``<data_dir>/models/tiny/``::
     lora-2/       tiny_lora_2.safetensors
     embedding/    tiny_embedding.safetensors (SDXL format: clip_l, clip_g; token <tiny>)
     safety-checker/  StableDiffusionSafetyChecker + CLIPImageProcessor (32 px; passes every image)
+    taesd/        AutoencoderTiny (TAESD-shaped preview decoder: latents to full-size RGB)
     .complete     written last; a folder without it is rebuilt
 
 Catalog entries name the parts as ``tiny:<part>``; `resolve` maps such an id
@@ -37,7 +38,7 @@ __all__ = ["NATIVE_SIZE", "PARTS", "SDXL_SCHEDULER_CONFIG", "TOKEN", "build", "e
 NATIVE_SIZE = 128
 TOKEN = "<tiny>"
 # Bump when the build changes, so old folders are rebuilt.
-_VERSION = "2"
+_VERSION = "3"
 _MARKER = ".complete"
 
 # part -> (folder, weight file inside it or None for a diffusers folder)
@@ -49,6 +50,7 @@ PARTS: dict[str, tuple[str, str | None]] = {
     "lora-2": ("lora-2", "tiny_lora_2.safetensors"),
     "embedding": ("embedding", "tiny_embedding.safetensors"),
     "safety-checker": ("safety-checker", None),
+    "taesd": ("taesd", None),
 }
 
 _CLIP_L = {"hidden_size": 32, "intermediate_size": 37, "projection_dim": 32}
@@ -202,6 +204,7 @@ def _build_into(root: Path) -> None:
     _save_lora(unet, root / "lora-2", PARTS["lora-2"][1], seed=6)
     _save_embedding(root / "embedding", PARTS["embedding"][1], seed=7)
     _save_safety_checker(root / "safety-checker", seed=8)
+    _taesd(seed=9).save_pretrained(root / "taesd")
     (root / _MARKER).write_text(_VERSION + "\n", encoding="utf-8")
 
 
@@ -285,6 +288,21 @@ def _unet(cross_attention_dim: int, time_ids: int, seed: int) -> Any:
         addition_time_embed_dim=_TIME_EMBED_DIM,
         projection_class_embeddings_input_dim=time_ids * _TIME_EMBED_DIM + _CLIP_G["projection_dim"],
         norm_num_groups=32,
+    ).eval()
+
+
+def _taesd(seed: int) -> Any:
+    """Make a tiny-autoencoder preview decoder of TAESD's shape (8× upsampling) with a few thousand weights."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    return AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+        latent_channels=4,
     ).eval()
 
 

@@ -59,6 +59,8 @@ class LocalBackend:
         safety_checker: the worker's image check (``auto``, ``off``, ``tiny``, a checker's id or folder);
             None: the worker reads ``IMAGEBOT_SAFETY_CHECKER``.
         safety_verdict: ``flag`` or ``pass`` fixes the check's verdict (tests and demos); None: the checker's.
+        preview_decoder: how step previews are made (``linear``, ``tiny``, a tiny autoencoder's id or folder);
+            None: the worker reads ``IMAGEBOT_PREVIEW_DECODER``.
     """
 
     name = _NAME
@@ -78,6 +80,7 @@ class LocalBackend:
         max_batch: int = 4,
         safety_checker: str | None = None,
         safety_verdict: Literal["flag", "pass"] | None = None,
+        preview_decoder: str | None = None,
     ) -> None:
         self._catalog = catalog
         self._data_dir = Path(data_dir)
@@ -92,6 +95,7 @@ class LocalBackend:
         self._safety = [
             *(("--safety-checker", safety_checker) if safety_checker else ()),
             *(("--safety-verdict", safety_verdict) if safety_verdict else ()),
+            *(("--preview-decoder", preview_decoder) if preview_decoder else ()),
         ]
         self.batch_sizes: list[int] = []  # jobs per pipeline call, one entry per call, for stats and tests
         self._worker: _Worker | None = None

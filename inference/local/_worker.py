@@ -37,8 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     frames_in, frames_out = _claim_stdio()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="worker %(levelname)s %(message)s")
     try:
-        safety = {"safety_checker": args.safety_checker, "safety_verdict": args.safety_verdict}
-        runner = make_runner(args.data_dir, args.device, args.dtype, **safety)
+        runner = make_runner(
+            args.data_dir,
+            args.device,
+            args.dtype,
+            safety_checker=args.safety_checker,
+            safety_verdict=args.safety_verdict,
+            preview_decoder=args.preview_decoder,
+        )
     except Exception as error:
         traceback.print_exc()
         write_frame(frames_out, {"op": "fatal", "message": f"the worker could not start ({type(error).__name__})"})
@@ -79,6 +85,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     # Unset: IMAGEBOT_SAFETY_CHECKER (the worker is an entry point; the bot's .env applies here too).
     parser.add_argument("--safety-checker", default=None)
     parser.add_argument("--safety-verdict", default=None, choices=["flag", "pass"])
+    parser.add_argument("--preview-decoder", default=None)  # unset: IMAGEBOT_PREVIEW_DECODER
     return parser.parse_args(argv)
 
 
@@ -102,11 +109,12 @@ def make_runner(
     *,
     safety_checker: str | None = None,
     safety_verdict: str | None = None,
+    preview_decoder: str | None = None,
 ) -> Any:
     """Return an `SDXLRunner`, with the libraries' chatter about LoRAs turned down (imports torch).
 
     `safety_checker` None reads ``IMAGEBOT_SAFETY_CHECKER``; `safety_verdict` ``flag``/``pass`` fixes the
-    image check's verdict (tests).
+    image check's verdict (tests); `preview_decoder` None reads ``IMAGEBOT_PREVIEW_DECODER``.
     """
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
@@ -117,13 +125,15 @@ def make_runner(
     # Both libraries warn at length about LoRAs without text-encoder weights; errors still raise.
     diffusers_logging.set_verbosity_error()
     transformers_logging.set_verbosity_error()
+    settings = LocalWorkerSettings()
     return SDXLRunner(
         data_dir,
         device,
         dtype,
         os.environ.get("HF_TOKEN") or None,
-        safety_checker=safety_checker or LocalWorkerSettings().safety_checker,
+        safety_checker=safety_checker or settings.safety_checker,
         safety_verdict=None if safety_verdict is None else safety_verdict == "flag",
+        preview_decoder=preview_decoder or settings.preview_decoder,
     )
 
 

@@ -129,3 +129,19 @@ async def test_worker_that_cannot_start_is_unavailable(tmp_path):
     with pytest.raises(BackendUnavailable):
         await backend.generate(request())
     await backend.aclose()
+
+
+async def test_the_worker_uses_the_configured_preview_decoder(tiny_data_dir):
+    """preview_decoder reaches the worker process: previews arrive as full-size pictures."""
+    import io
+
+    from PIL import Image
+
+    decoded = LocalBackend(load_catalog(), tiny_data_dir, device="cpu", preview_decoder="tiny")
+    events: list[Progress] = []
+    try:
+        await decoded.generate(request(steps=8), on_progress=events.append)
+    finally:
+        await decoded.aclose()
+    sizes = [Image.open(io.BytesIO(event.preview)).size for event in events if event.preview is not None]
+    assert sizes == [(128, 128)] * 3

@@ -317,3 +317,26 @@ def test_previews_come_every_quarter_of_a_stage_but_not_at_its_end(runner):
     with Image.open(io.BytesIO(previews[4])) as image:
         assert image.format == "WEBP"
         assert image.size == (128 // 8, 128 // 8)
+
+
+def test_a_tiny_autoencoder_makes_full_size_previews_and_the_same_image(runner, tiny_data_dir):
+    """preview_decoder=tiny: previews are 128×128 pictures instead of 16×16 sketches; the image is unchanged."""
+    decoded = SDXLRunner(tiny_data_dir, device="cpu", dtype="float32", preview_decoder="tiny")
+    previews = {}
+    images = decoded.run(
+        job(tiny_data_dir, steps=8), on_progress=lambda stage, step, total, preview: previews.update({step: preview})
+    )
+    assert [step for step, preview in previews.items() if preview is not None] == [2, 4, 6]
+    with Image.open(io.BytesIO(previews[4])) as image:
+        assert image.format == "WEBP" and image.size == (128, 128)
+    assert images[0].data == run(runner, steps=8)[0].data
+
+
+def test_a_preview_decoder_that_cannot_load_falls_back_to_the_linear_map(tiny_data_dir, caplog):
+    """A missing decoder never fails a job: previews are the linear map's, with a warning."""
+    broken = SDXLRunner(tiny_data_dir, device="cpu", dtype="float32", preview_decoder=str(tiny_data_dir / "nothing"))
+    previews = []
+    broken.run(job(tiny_data_dir, steps=4), on_progress=lambda stage, step, total, preview: previews.append(preview))
+    sizes = [Image.open(io.BytesIO(preview)).size for preview in previews if preview is not None]
+    assert sizes == [(16, 16)] * 3
+    assert "previews use the linear map" in caplog.text
