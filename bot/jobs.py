@@ -40,6 +40,7 @@ class Requester:
     workspace: str | None = None
     channel: str | None = None
     age_restricted: bool = False
+    direct: bool = False  # a direct message with the bot: a server's channel list does not apply
 
     @property
     def key(self) -> tuple[str, str]:

@@ -467,7 +467,7 @@ class ImageService:
     async def _check_policy(self, who: Requester, request: GenerationRequest) -> Policy:
         """Return the server's rules, or raise when the request breaks them (a banned prompt is audited)."""
         policy = await self.policy(who)
-        policy.check_channel(who.channel, _managers(who))
+        policy.check_channel(None if who.direct else who.channel, _managers(who))
         try:
             policy.check(request, age_restricted=policy.is_age_restricted(who.channel, who.age_restricted))
         except ContentBlocked as blocked:

@@ -104,6 +104,11 @@ def message_ref(channel: str, ts: str) -> str:
     return f"{channel}:{ts}"
 
 
+def _requester(user: str, team: str | None, channel: str | None) -> Requester:
+    """Return who acted where; Slack's direct-message conversations have ids starting with D."""
+    return Requester(PLATFORM, user, workspace=team, channel=channel, direct=bool(channel and channel.startswith("D")))
+
+
 def _team(body: dict[str, Any]) -> str | None:
     return (body.get("team") or {}).get("id") or body.get("team_id")
 
@@ -150,7 +155,7 @@ class SlackImages:
     async def on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
         """Handle ``/imagine <prompt and flags>`` and its words (help, history, settings and more)."""
         await ack()
-        who = Requester(PLATFORM, command["user_id"], workspace=command.get("team_id"), channel=command["channel_id"])
+        who = _requester(command["user_id"], command.get("team_id"), command["channel_id"])
         where = Destination(command["channel_id"])
         text = (command.get("text") or "").strip()
         try:
@@ -228,7 +233,7 @@ class SlackImages:
         given: dict[str, object] = {key: value for key, value in values.items() if value not in (None, "")}
         if loras:
             given["lora"] = ", ".join(loras)
-        who = Requester(PLATFORM, user, workspace=_team(body), channel=channel if isinstance(channel, str) else None)
+        who = _requester(user, _team(body), channel if isinstance(channel, str) else None)
         try:
             # No conversation picked: the image goes to the user's direct messages, privately.
             job = await self.service.imagine(given, who, private=None if who.channel else True)
@@ -267,7 +272,7 @@ class SlackImages:
     async def on_refine_submit(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         """Queue the refine, or keep the modal open with the refusal on the percent field."""
         generation_id, where = refine_target(view)
-        who = Requester(PLATFORM, body["user"]["id"], workspace=_team(body), channel=where.channel)
+        who = _requester(body["user"]["id"], _team(body), where.channel)
         try:
             percent = parse_ref_args(str(view_values(view).get("percent") or ""), allow_percent=True).percent
             job = await self.service.refine(who, generation_id, percent)
@@ -279,7 +284,7 @@ class SlackImages:
 
     async def _shortcut_target(self, shortcut: dict[str, Any]) -> tuple[Requester, Destination, int | None]:
         channel = shortcut["channel"]["id"]
-        who = Requester(PLATFORM, shortcut["user"]["id"], workspace=_team(shortcut), channel=channel)
+        who = _requester(shortcut["user"]["id"], _team(shortcut), channel)
         generation = await self.service.by_message(PLATFORM, message_ref(channel, shortcut["message_ts"]))
         thread = (shortcut.get("message") or {}).get("thread_ts")
         return who, Destination(channel, thread), generation.id if generation else None
@@ -294,7 +299,7 @@ class SlackImages:
             return
         kind, generation_id = decoded
         channel = body["channel"]["id"]
-        who = Requester(PLATFORM, body["user"]["id"], workspace=_team(body), channel=channel)
+        who = _requester(body["user"]["id"], _team(body), channel)
         card_ts = (body.get("container") or {}).get("message_ts", "")
         where = Destination(channel, (body.get("message") or {}).get("thread_ts"))
         files = [file_id for file_id in action.get("value", "").split(",") if file_id.startswith("F")]
@@ -313,7 +318,7 @@ class SlackImages:
         generation = await self.service.by_message(PLATFORM, message_ref(channel, ts))
         if generation is None:
             return
-        who = Requester(PLATFORM, event["user"], workspace=context.team_id, channel=channel)
+        who = _requester(event["user"], context.team_id, channel)
         try:
             await self._act(kind, who, generation.id, Destination(channel), ts, [])
         except BotError as error:

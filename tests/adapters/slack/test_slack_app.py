@@ -452,3 +452,6 @@ async def test_adult_channels_and_channel_allowlist_are_workspace_rules(running:
     await fake.send_slash(url, text="a red fox")
     await _told(running, "U_ALICE", "✖ Image generation is not enabled in this channel; workspace admins choose")
     assert running.backend.requests == []
+    # A direct message with the app is not a channel of the workspace: the list does not apply.
+    await fake.send_slash(url, text="a red fox", channel_id=running.fake.dm_channel("U_ALICE"))
+    await fake.wait_for(lambda: len(running.backend.requests) == 1)
