@@ -243,7 +243,7 @@ class SDXLRunner:
         self.hf_token = hf_token
         self._safety = SafetyCheck(
             safety_checker,
-            lambda source: self._source(Asset(name="safety checker", local=source))[0],
+            self._folder,
             self.device,
             self.dtype,
             self._hub_kwargs(),
@@ -251,7 +251,7 @@ class SDXLRunner:
         )
         self._preview = PreviewDecoder(
             preview_decoder,
-            lambda source: self._source(Asset(name="preview decoder", local=source))[0],
+            self._folder,
             self.device,
             self.dtype,
             self._hub_kwargs(),
@@ -460,6 +460,10 @@ class SDXLRunner:
             folder, weight_name = tiny.resolve(asset.local, self.data_dir)
             return str(folder), weight_name or asset.weight_name
         return asset.local, asset.weight_name
+
+    def _folder(self, local: str) -> str:
+        """Return what from_pretrained takes for a ``tiny:`` id, folder or repo id (the safety checker, TAESD)."""
+        return self._source(Asset(name=local, local=local))[0]
 
     def _hub_kwargs(self) -> dict[str, Any]:
         # Weights not in the cache are downloaded on first use (within IMAGEBOT_LOAD_TIMEOUT) unless
