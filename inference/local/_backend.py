@@ -20,7 +20,7 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -179,22 +179,46 @@ class LocalBackend:
     async def _run(
         self, jobs: list[Job], on_progress: ProgressCallback | None, cancel: asyncio.Event | None
     ) -> list[list[GeneratedImage]]:
-        """Run jobs on the worker, once more on a fresh worker if it is lost."""
+        """Run jobs on the worker, once more on a fresh worker if it is lost.
+
+        After running out of GPU memory, the second try makes one image per pipeline call, so that it fits.
+        """
+        one_by_one = False
 
         async def attempt() -> list[list[GeneratedImage]]:
             if cancel is not None and cancel.is_set():
                 raise JobCancelled
             await self.start()
+            if one_by_one and (len(jobs) > 1 or len(jobs[0].seeds) > 1):
+                return await self._one_image_a_call(jobs, on_progress, cancel)
             assert self._worker is not None
             self.batch_sizes.append(len(jobs))
             return await self._worker.run(jobs, on_progress, cancel, self._cancel_timeout, self._watchdog)
 
         def lost(error: WorkerLost) -> None:
+            nonlocal one_by_one
+            one_by_one = error.oom
             self.restarts += 1
             log.warning("local worker lost (%s); retrying the job once on a fresh one", error.reason)
 
         async with self._job_lock:
             return await second_try(_NAME, attempt, lost)
+
+    async def _one_image_a_call(
+        self, jobs: list[Job], on_progress: ProgressCallback | None, cancel: asyncio.Event | None
+    ) -> list[list[GeneratedImage]]:
+        """Make every image of `jobs` in a pipeline call of its own; the same images, one at a time."""
+        results: list[list[GeneratedImage]] = []
+        for job in jobs:
+            images: list[GeneratedImage] = []
+            for seed in job.seeds:
+                assert self._worker is not None
+                self.batch_sizes.append(1)
+                single = job.model_copy(update={"seeds": (seed,)})
+                (made,) = await self._worker.run([single], on_progress, cancel, self._cancel_timeout, self._watchdog)
+                images += [replace(image, index=len(images)) for image in made]
+            results.append(images)
+        return results
 
     async def stats(self) -> dict[str, int]:
         """Return the worker's load counters (pipelines, refiners, VAEs, LoRAs, embeddings)."""
@@ -239,11 +263,13 @@ class WorkerLost(Exception):
 
     Args:
         reason: what happened, phrased to follow "the worker".
+        oom: it ran out of GPU memory, so the second try makes one image per pipeline call.
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, oom: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.oom = oom
 
 
 async def second_try(
@@ -519,7 +545,7 @@ def images_of(message: dict[str, Any], backend: str) -> list[list[GeneratedImage
         if kind == "cancelled":
             raise JobCancelled
         if kind == "oom":
-            raise WorkerLost("ran out of GPU memory")
+            raise WorkerLost("ran out of GPU memory", oom=True)
         if kind == "invalid":
             raise InvalidOption(message.get("option") or "request", message["message"])
         raise BackendUnavailable(backend, message["message"])

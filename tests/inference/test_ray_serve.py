@@ -228,3 +228,28 @@ async def test_a_killed_replica_loses_its_job_to_the_other_one(backend):
     assert image.data == expected.data
     assert image.meta["note"] == "The worker stopped unexpectedly; it was restarted and this is the second try."
     assert backend.retries == retries + 1
+
+
+async def test_a_replica_out_of_gpu_memory_answers_oom_and_fails_its_health_check(tiny_data_dir, monkeypatch):
+    """The replica's pipeline thread (no Serve): an OOM becomes the 'oom' frame, and Serve's health check fails."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from inference.ray_serve import ImageWorker, _Request
+
+    replica = ImageWorker.func_or_class(str(tiny_data_dir), "cpu", "float32", 1, 0.0)
+    job = build_job(tiny_request(seed=3), load_catalog(), tiny_data_dir).to_dict()
+    frames: list[dict] = []
+    replica._run_group([_Request(job, frames.append)])
+    assert frames[-1]["op"] == "result" and len(frames[-1]["results"][0]) == 1
+    replica.check_health()
+
+    def out_of_memory(self, *args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(UNet2DConditionModel, "forward", out_of_memory)
+    frames.clear()
+    replica._run_group([_Request(job, frames.append)])
+    assert [(frame["op"], frame["kind"]) for frame in frames] == [("error", "oom")]
+    with pytest.raises(RuntimeError, match="suspect after oom"):
+        replica.check_health()
