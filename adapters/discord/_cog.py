@@ -73,15 +73,20 @@ Edit = Callable[..., Awaitable[discord.Message | None]]
 
 def requester(interaction: discord.Interaction) -> Requester:
     """Return who sent an interaction, and where (with the channel's age-restricted flag)."""
-    # Text, voice and forum channels and threads (through their parent) have is_nsfw(); DMs do not.
-    is_nsfw = getattr(interaction.channel, "is_nsfw", None)
     return Requester(
         PLATFORM,
         str(interaction.user.id),
         workspace=str(interaction.guild_id) if interaction.guild_id else None,
         channel=str(interaction.channel_id) if interaction.channel_id else None,
-        age_restricted=bool(is_nsfw()) if callable(is_nsfw) else False,
+        age_restricted=age_restricted(interaction.channel),
     )
+
+
+def age_restricted(channel: object) -> bool:
+    """Tell whether a channel is age-restricted (False for DMs and channels not in the cache)."""
+    # Text, voice and forum channels and threads (through their parent) have is_nsfw(); DMs do not.
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    return bool(is_nsfw()) if callable(is_nsfw) else False
 
 
 class ImagesCog(commands.Cog, name="Images"):
@@ -420,6 +425,7 @@ class ImagesCog(commands.Cog, name="Images"):
             str(payload.user_id),
             workspace=str(payload.guild_id) if payload.guild_id else None,
             channel=str(payload.channel_id),
+            age_restricted=age_restricted(self.bot.get_channel(payload.channel_id)),
         )
         channel = self.bot.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
         try:
@@ -482,7 +488,11 @@ class ImagesCog(commands.Cog, name="Images"):
             await edit(content=f"✖ {format_ref(job.id)} · {event.message}", embed=None, attachments=[], view=None)
             return
         generation = event.generation
-        displays = await self.service.displays(generation, age_restricted=job.requester.age_restricted)
+        # A job resumed after a restart lost its requester's flag; the channel still has it.
+        adult = job.requester.age_restricted or (
+            job.requester.channel is not None and age_restricted(self.bot.get_channel(int(job.requester.channel)))
+        )
+        displays = await self.service.displays(generation, age_restricted=adult)
         files = []
         for image, display in zip(generation.images, displays, strict=True):
             if display == "withhold":

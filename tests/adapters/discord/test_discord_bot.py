@@ -397,6 +397,24 @@ async def test_adult_prompts_are_refused_outside_age_restricted_channels(running
     assert not attachment.filename.startswith("SPOILER_")
 
 
+async def test_a_reaction_reroll_in_an_age_restricted_channel_keeps_its_flag(running):
+    """The reaction's channel is age-restricted too: with flagged:allow its flagged image is not a spoiler."""
+    fake = running.fake
+    await fake.slash("imagine-admin", {"flagged": "allow"})
+    running.backend.nsfw_seeds = {7, 100}
+    _, first = await _imagine(
+        fake, {"prompt": "a nude portrait", "seed": 7, "steps": 2}, channel_id=fake.adult_channel_id
+    )
+    before = set(fake.messages)
+    await fake.react(first.id, "🔄")
+    await fake.wait_for(lambda: set(fake.messages) - before)
+    (new_id,) = set(fake.messages) - before
+    reply = await _finished(fake, fake.messages[new_id])
+    (attachment,) = reply.attachments
+    assert [r.seed for r in running.backend.requests] == [7, 100]
+    assert not attachment.filename.startswith("SPOILER_")
+
+
 async def test_the_bot_answers_only_in_the_channels_the_server_enables(running):
     """With channels set, /imagine elsewhere gets one sentence and nothing is queued."""
     fake = running.fake
