@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/fairness.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/recovery.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/batching.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/ray_scaling.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
