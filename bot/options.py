@@ -47,6 +47,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import ValidationError
 
@@ -179,7 +180,7 @@ _MAX_ADDONS = 5
 _MIN_SIDE, _MAX_SIDE, _SIDE_STEP = 128, 2048, 64
 _MAX_RATIO = 4.0
 _RATIO_TOLERANCE = 1.05
-_FORMATS = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "webp": "webp"}
+_FORMATS: dict[str, Literal["png", "jpg", "webp"]] = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "webp": "webp"}
 _REFINER_OFF = {"0", "off", "no", "none", "false"}
 _VAE_OWN = {"default", "none", "auto", "off"}
 
@@ -522,7 +523,7 @@ def _float(option: str, value: object, low: float, high: float) -> float:
     return number
 
 
-def _format(value: object) -> str:
+def _format(value: object) -> Literal["png", "jpg", "webp"]:
     text = _text("format", value).lower().lstrip(".")
     if text not in _FORMATS:
         raise InvalidOption("format", f"must be png, jpg or webp, not '{_shown(value)}'")

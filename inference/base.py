@@ -24,7 +24,10 @@ class Backend(Protocol):
     `BotError`), never as transport or CUDA exceptions.
     """
 
-    name: str
+    @property
+    def name(self) -> str:
+        """Return the backend's name in settings and the catalog (``local``, ``runware``…)."""
+        ...
 
     def check(self, request: GenerationRequest) -> None:
         """Raise `bot.errors.InvalidOption` when this backend cannot make the request as asked.

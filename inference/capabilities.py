@@ -100,7 +100,7 @@ class Capabilities:
                     f"must leave the base model at least {self.min_base_steps} steps on {self.title}, not {base}",
                     lambda c: c.refiner_split and base >= c.min_base_steps,
                 )
-        features = (
+        features: tuple[tuple[str, bool, Callable[[Capabilities], bool]], ...] = (
             ("lora", bool(request.loras), lambda c: c.loras),
             ("embedding", bool(request.embeddings), lambda c: c.embeddings),
             ("VAE", request.vae is not None, lambda c: c.vae),
@@ -128,11 +128,11 @@ class Capabilities:
         for kind, name, label in named:
             entry = catalog.get(kind, name)
             if self.identifier(entry) is None:
-                self._refuse(
-                    label,
-                    f"'{name}' is not available on {self.title}",
-                    lambda c, entry=entry: bool(c.identifier(entry)),
-                )
+
+                def has_id(c: Capabilities, entry: CatalogEntry = entry) -> bool:
+                    return bool(c.identifier(entry))
+
+                self._refuse(label, f"'{name}' is not available on {self.title}", has_id)
 
     def _refuse(self, option: str, reason: str, can: Callable[[Capabilities], bool]) -> None:
         # The Ray cluster is named for itself only: it can what the local backend can.

@@ -45,7 +45,7 @@ from collections.abc import AsyncIterator, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import ray
 from ray import serve
@@ -65,7 +65,7 @@ __all__ = ["APP_NAME", "ImageWorker", "RayBackend", "app_builder", "assets_id"]
 log = logging.getLogger(__name__)
 
 APP_NAME = "imagebot"
-_NAME = "ray"
+_NAME: Final = "ray"
 # Asset sets whose jobs a replica remembers for its multiplexed loader; older ones are forgotten.
 _REMEMBERED_ASSETS = 64
 
@@ -97,8 +97,7 @@ class _Request:
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
-@serve.deployment(name="ImageWorker", ray_actor_options={"num_gpus": 1}, max_ongoing_requests=8)
-class ImageWorker:
+class _ImageWorker:
     """A Serve replica that makes images with the local worker's code.
 
     Args:
@@ -142,7 +141,12 @@ class ImageWorker:
         """Stream the frames of one job (`Job.to_dict()`): progress, then its result or an error."""
         loop = asyncio.get_running_loop()
         frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        request = _Request(job, lambda frame: loop.call_soon_threadsafe(frames.put_nowait, frame))
+
+        def emit(frame: dict[str, Any]) -> None:
+            # Called from the pipeline thread: the queue belongs to this loop.
+            loop.call_soon_threadsafe(frames.put_nowait, frame)
+
+        request = _Request(job, emit)
         try:
             assets = serve.get_multiplexed_model_id()
             if assets:
@@ -208,7 +212,7 @@ class ImageWorker:
         """Run one group in the pipeline thread, handing each request its frames; record how it went."""
         from inference.local._worker import run_jobs
 
-        run = {"jobs": len(group), "steps": 0, "outcome": "done"}
+        run: dict[str, Any] = {"jobs": len(group), "steps": 0, "outcome": "done"}
 
         def emit(frame: dict[str, Any]) -> None:
             if frame["op"] == "result":
@@ -244,13 +248,20 @@ async def _next_frame(frames: asyncio.Queue[dict[str, Any]], batch: asyncio.Futu
             name = type(error).__name__ if error is not None else "no answer"
             return {"op": "error", "kind": "failed", "message": f"the replica failed ({name})", "restart": True}
         getter = asyncio.ensure_future(frames.get())
+        waiters: set[asyncio.Future[Any]] = {getter, batch}
         try:
-            await asyncio.wait({getter, batch}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
             if not getter.done():
                 getter.cancel()
         if getter.done() and not getter.cancelled():
             return getter.result()
+
+
+# The deployment (a Serve `Deployment`, not a class): `app_builder` sets its replicas and resources.
+ImageWorker = serve.deployment(name="ImageWorker", ray_actor_options={"num_gpus": 1}, max_ongoing_requests=8)(
+    _ImageWorker
+)
 
 
 def app_builder(args: dict[str, Any]) -> serve.Application:

@@ -276,7 +276,7 @@ class RunwareBackend(HostedBackend):
 
         datas = await asyncio.gather(*(fetch(item) for item in results))
         charged = sum(float(item.get("cost") or 0.0) for item in results)
-        images = []
+        images: list[GeneratedImage] = []
         for item, data in zip(results, datas, strict=True):
             if data is None:
                 continue

@@ -864,8 +864,8 @@ def _flag(value: bool | None) -> int | None:
 
 def _image(row: Sequence[Any]) -> StoredImage:
     """Build a StoredImage from its columns (`_IMAGE_COLUMNS`); nsfw is 0, 1 or NULL."""
-    *fields, nsfw = row
-    return StoredImage(*fields, nsfw=None if nsfw is None else bool(nsfw))
+    index, seed, path, sha256, width, height, nsfw = row
+    return StoredImage(index, seed, path, sha256, width, height, None if nsfw is None else bool(nsfw))
 
 
 def _generation(row: Sequence[Any], images: tuple[StoredImage, ...]) -> Generation:

@@ -35,7 +35,7 @@ class ImageBot(commands.Bot):
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None, **options)
         self.service = service
         self.settings = settings
-        self.tree.on_error = self._on_command_error
+        self.tree.error(self._on_command_error)
 
     async def setup_hook(self) -> None:
         """Register the cog and the persistent buttons, then sync the commands."""

@@ -45,12 +45,13 @@ class GenerationButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button[Any], match: Any, /
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /
     ) -> GenerationButton:
         """Rebuild the button from a clicked custom_id."""
-        decoded = decode_action(item.custom_id or "")
+        custom_id = getattr(item, "custom_id", None)
+        decoded = decode_action(custom_id or "")
         if decoded is None:  # the template matched, so this cannot happen
-            raise ValueError(f"not a generation button: {item.custom_id!r}")
+            raise ValueError(f"not a generation button: {custom_id!r}")
         return cls(*decoded)
 
     async def callback(self, interaction: discord.Interaction) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
@@ -27,7 +28,7 @@ def setup(service: ImageService, settings: SlackSettings) -> tuple[AsyncApp, Sla
     """Return a Bolt app with the image listeners, pointed at the configured Web API."""
     if settings.bot_token is None:
         raise ValueError("IMAGEBOT_SLACK_BOT_TOKEN is not set")
-    client_options = {"base_url": settings.api_base} if settings.api_base else {}
+    client_options: dict[str, Any] = {"base_url": settings.api_base} if settings.api_base else {}
     client = AsyncWebClient(token=settings.bot_token.get_secret_value(), **client_options)
     secret = settings.signing_secret.get_secret_value() if settings.signing_secret else None
     app = AsyncApp(client=client, signing_secret=secret)
@@ -46,12 +47,12 @@ async def running(service: ImageService, settings: SlackSettings) -> AsyncIterat
     try:
         if settings.app_token is not None:
             handler = AsyncSocketModeHandler(app, app_token=settings.app_token.get_secret_value())
-            await handler.connect_async()
+            await handler.connect_async()  # type: ignore[no-untyped-call]  # slack-bolt leaves it unannotated
             log.info("Slack: connected over Socket Mode")
             try:
                 yield "socket mode"
             finally:
-                await handler.close_async()
+                await handler.close_async()  # type: ignore[no-untyped-call]
         else:
             runner = web.AppRunner(app.web_app(path=EVENTS_PATH), access_log=None)
             await runner.setup()

@@ -367,8 +367,8 @@ class _Worker:
         cancel: asyncio.Event | None,
         cancel_timeout: float,
         watchdog: _Watchdog,
-    ) -> list[GeneratedImage]:
-        """Send one job and follow its frames to the images (or the error).
+    ) -> list[list[GeneratedImage]]:
+        """Send compatible jobs (one pipeline call) and follow their frames to each job's images (or the error).
 
         Raises:
             WorkerLost: the worker died, ran out of GPU memory or stalled (and was killed).

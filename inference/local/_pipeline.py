@@ -648,7 +648,8 @@ class SDXLRunner:
             from huggingface_hub import hf_hub_download
 
             path = Path(hf_hub_download(source, weight_name or "", **self._hub_kwargs()))
-        return load_file(path)
+        tensors: dict[str, torch.Tensor] = load_file(path)
+        return tensors
 
     # Sampling
 
