@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from bot.catalog import Catalog
+from bot.catalog import Catalog, Kind
 from bot.errors import ContentBlocked, InvalidOption, NotEnabledHere
 from bot.request import GenerationRequest
 
@@ -81,6 +81,7 @@ class Policy(BaseModel):
     open_reroll: bool = False
     banned: tuple[str, ...] = Field(default=(), max_length=_MAX_RULES)
     models: tuple[str, ...] = ()  # allowlist; empty: every catalog model
+    blocked_models: tuple[str, ...] = ()  # denylist, beside the allowlist
     loras: tuple[str, ...] = ()  # allowlist; empty: every catalog LoRA not blocked
     blocked_loras: tuple[str, ...] = ()
     max_steps: int | None = Field(default=None, ge=1, le=100)
@@ -133,6 +134,8 @@ class Policy(BaseModel):
             parts.append(f"{len(self.banned)} banned word rule" + ("s" if len(self.banned) != 1 else ""))
         if self.models:
             parts.append("models: " + ", ".join(self.models))
+        if self.blocked_models:
+            parts.append("blocked models: " + ", ".join(self.blocked_models))
         if self.loras:
             parts.append("LoRAs: " + ", ".join(self.loras))
         if self.blocked_loras:
@@ -184,6 +187,8 @@ class Policy(BaseModel):
             raise ContentBlocked("adult content is only allowed in age-restricted channels")
         if self.models and request.model not in self.models:
             raise InvalidOption("model", f"'{request.model}' is not allowed here (allowed: {', '.join(self.models)})")
+        if request.model in self.blocked_models:
+            raise InvalidOption("model", f"'{request.model}' is not allowed here")
         for lora in request.loras:
             if lora.name in self.blocked_loras or (self.loras and lora.name not in self.loras):
                 raise InvalidOption("lora", f"'{lora.name}' is not allowed here")
@@ -208,6 +213,8 @@ def rule_changes(
     unban: str | None = None,
     models: str | None = None,
     loras: str | None = None,
+    blocked_models: str | None = None,
+    blocked_loras: str | None = None,
     max_steps: int | None = None,
     max_count: int | None = None,
     max_size: str | None = None,
@@ -219,7 +226,8 @@ def rule_changes(
 ) -> dict[str, object]:
     """Return the policy changes an admin asked for, as every chat's admin command takes them.
 
-    `unban` is a rule's number or text; `models` and `loras` comma lists (``all``: every one);
+    `unban` is a rule's number or text; `models` and `loras` (allowlists) comma lists (``all``: every one),
+    `blocked_models` and `blocked_loras` too (``none``: none blocked);
     `channels` and `adult_channels` channel ids or mentions (``here``: the channel `here`, ``all``/``none``:
     the empty list); `max_size` ``WxH``; 0 lifts a limit.
     """
@@ -234,13 +242,17 @@ def rule_changes(
         if not 0 <= index < len(rules):
             raise InvalidOption("unban", f"'{unban}' is not a banned rule (there are {len(rules)})")
         changes["banned"] = tuple(rule for i, rule in enumerate(rules) if i != index)
-    if models is not None:
-        names = [name.strip() for name in models.split(",") if name.strip()]
-        # An unknown name gets "did you mean"; the stored name is the catalog's own.
-        changes["models"] = () if names == ["all"] else tuple(catalog.get("model", name).name for name in names)
-    if loras is not None:
-        names = [name.strip() for name in loras.split(",") if name.strip()]
-        changes["loras"] = () if names == ["all"] else tuple(catalog.get("lora", name).name for name in names)
+    lists: tuple[tuple[str, Kind, str, str | None], ...] = (
+        ("models", "model", "all", models),
+        ("loras", "lora", "all", loras),
+        ("blocked_models", "model", "none", blocked_models),
+        ("blocked_loras", "lora", "none", blocked_loras),
+    )
+    for key, kind, clears, given in lists:
+        if given is not None:
+            names = [name.strip() for name in given.split(",") if name.strip()]
+            # An unknown name gets "did you mean"; the stored name is the catalog's own.
+            changes[key] = () if names == [clears] else tuple(catalog.get(kind, name).name for name in names)
     for key, given in (("channels", channels), ("adult_channels", adult_channels)):
         if given is not None:
             changes[key] = _channel_ids(given, here, key.replace("_", " "))
@@ -293,6 +305,8 @@ ADMIN_WORDS = (
     "unban",
     "models",
     "loras",
+    "blocked_models",
+    "blocked_loras",
     "max_steps",
     "max_count",
     "max_size",

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.errors import ContentBlocked
-from bot.policy import Policy, normalise
+from bot.catalog import load_catalog
+from bot.errors import ContentBlocked, InvalidOption, NotEnabledHere
+from bot.policy import Policy, normalise, parse_size, rule_changes
 from bot.request import GenerationRequest
 
 WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=3, max_size=10)
@@ -46,13 +47,6 @@ def test_normalised_text_is_stable_and_plain(text: str) -> None:
 
 
 # -- adult content, flagged images, channels, sizes ------------------------------------------------
-
-from hypothesis import given  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from bot.errors import InvalidOption as _InvalidOption  # noqa: E402
-from bot.errors import NotEnabledHere  # noqa: E402
-from bot.policy import parse_size  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -93,7 +87,21 @@ def test_parse_size_refuses_garbage_with_a_sentence(text: str) -> None:
     """Anything else is one InvalidOption sentence naming the option, never another exception."""
     try:
         pixels = parse_size(text)
-    except _InvalidOption as error:
+    except InvalidOption as error:
         assert str(error).startswith("Max size")
     else:
         assert 128 * 128 <= pixels <= 2048 * 2048
+
+
+def test_blocked_models_and_loras_are_refused_and_none_clears_them() -> None:
+    """A denylist beside each allowlist: named entries are refused; 'none' empties it."""
+    catalog = load_catalog()
+    policy = Policy().changed(rule_changes(Policy(), catalog, blocked_models="SDXL-Turbo", blocked_loras="tiny-lora"))
+    assert policy.summary() == "rerolls: the author only; blocked models: sdxl-turbo; blocked LoRAs: tiny-lora."
+    with pytest.raises(InvalidOption, match="'sdxl-turbo' is not allowed here"):
+        policy.check(GenerationRequest(prompt="a red fox", model="sdxl-turbo"))
+    with pytest.raises(InvalidOption, match="'tiny-lora' is not allowed here"):
+        policy.check(GenerationRequest(prompt="a red fox", model="tiny", loras=[{"name": "tiny-lora", "weight": 1}]))
+    policy.check(GenerationRequest(prompt="a red fox", model="tiny", loras=[{"name": "tiny-lora-2", "weight": 1}]))
+    cleared = policy.changed(rule_changes(policy, catalog, blocked_models="none", blocked_loras="none"))
+    assert cleared.blocked_models == () and cleared.blocked_loras == ()

@@ -415,6 +415,22 @@ async def test_a_reaction_reroll_in_an_age_restricted_channel_keeps_its_flag(run
     assert not attachment.filename.startswith("SPOILER_")
 
 
+async def test_a_blocked_lora_is_refused_with_a_sentence_and_nothing_queued(running):
+    """blocked_loras is a denylist beside the allowlist; 'none' lifts it."""
+    fake = running.fake
+    blocked = await fake.slash("imagine-admin", {"blocked_loras": "tiny-lora"})
+    assert (await blocked.response())["data"]["content"] == (
+        "This server: rerolls: the author only; blocked LoRAs: tiny-lora."
+    )
+    refused = await fake.slash("imagine", {"prompt": "a red fox", "lora": "tiny-lora"})
+    await fake.wait_for(lambda: refused.followups)
+    assert refused.followups[0].content == "✖ Lora 'tiny-lora' is not allowed here."
+    assert running.backend.requests == []
+    await fake.slash("imagine-admin", {"blocked_loras": "none"})
+    await _imagine(fake, {"prompt": "a red fox", "lora": "tiny-lora", "steps": 2})
+    assert len(running.backend.requests) == 1
+
+
 async def test_the_bot_answers_only_in_the_channels_the_server_enables(running):
     """With channels set, /imagine elsewhere gets one sentence and nothing is queued."""
     fake = running.fake
