@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -110,6 +111,9 @@ class _ImageWorker:
             local worker; None: the replica's ``IMAGEBOT_SAFETY_CHECKER``.
         preview_decoder: how step previews are made (``linear``, ``tiny``, a tiny autoencoder's id or
             folder); None: the replica's ``IMAGEBOT_PREVIEW_DECODER``.
+        stall_timeout_s: seconds a running pipeline call may go without a step before the replica
+            fails its health check (a hung kernel), so that Serve replaces it.
+        load_timeout_s: the same before a call's first step (loading, or downloading, weights).
     """
 
     def __init__(
@@ -121,6 +125,8 @@ class _ImageWorker:
         batch_wait_s: float = 0.05,
         safety_checker: str | None = None,
         preview_decoder: str | None = None,
+        stall_timeout_s: float = 300.0,
+        load_timeout_s: float = 3600.0,
     ) -> None:
         from inference.local._worker import make_runner
 
@@ -132,6 +138,10 @@ class _ImageWorker:
         self._assets: dict[str, dict[str, Any]] = {}
         self._pid = os.getpid()
         self._suspect: str | None = None
+        self._stall_timeout = stall_timeout_s
+        self._load_timeout = load_timeout_s
+        # While a pipeline call runs: when it started or last made a step, and whether it made one.
+        self._running: tuple[float, bool] | None = None
         self._batches: list[int] = []
         self._runs: list[dict[str, Any]] = []
         self._batched.set_max_batch_size(max_batch)
@@ -170,9 +180,19 @@ class _ImageWorker:
         return {"pid": self._pid, "loads": self._runner.stats(), "batches": self._batches, "runs": self._runs}
 
     def check_health(self) -> None:
-        """Fail Serve's health check after a failure that leaves the pipelines suspect, so it replaces us."""
+        """Fail Serve's health check when the pipelines are suspect or stalled, so that Serve replaces us.
+
+        Suspect: a failure that leaves them in doubt (out of GPU memory, an unexpected error).
+        Stalled: a pipeline call that made no step for the stall (or, before its first, the load) timeout.
+        """
         if self._suspect is not None:
             raise RuntimeError(f"replica {self._pid} is suspect after {self._suspect}")
+        running = self._running
+        if running is not None:
+            since, stepped = running
+            limit = self._stall_timeout if stepped else self._load_timeout
+            if time.monotonic() - since > limit:
+                raise RuntimeError(f"replica {self._pid} made no progress for {limit:g} s")
 
     async def _load_assets(self, assets: str, job: dict[str, Any]) -> dict[str, Any] | None:
         """Have the job's weights loaded (through the multiplexed loader); return an error frame if they cannot be."""
@@ -215,6 +235,8 @@ class _ImageWorker:
         run: dict[str, Any] = {"jobs": len(group), "steps": 0, "outcome": "done"}
 
         def emit(frame: dict[str, Any]) -> None:
+            if frame["op"] == "progress":
+                self._running = (time.monotonic(), True)
             if frame["op"] == "result":
                 for request, images in zip(group, frame["results"], strict=True):
                     request.emit({**frame, "results": [images]})
@@ -231,7 +253,11 @@ class _ImageWorker:
         def should_cancel() -> bool:
             return all(request.cancel.is_set() for request in group)
 
-        run_jobs(self._runner, 0, [request.job for request in group], should_cancel, emit)
+        self._running = (time.monotonic(), False)
+        try:
+            run_jobs(self._runner, 0, [request.job for request in group], should_cancel, emit)
+        finally:
+            self._running = None
         self._runs.append(run)
 
     def _signed(self, frame: dict[str, Any]) -> dict[str, Any]:
@@ -269,11 +295,11 @@ def app_builder(args: dict[str, Any]) -> serve.Application:
 
     Args:
         args: ``data_dir`` (required), ``device``, ``dtype``, ``max_batch``, ``batch_wait_s``, ``safety_checker``,
-            ``preview_decoder``;
+            ``preview_decoder``, ``stall_timeout_s``, ``load_timeout_s``;
             ``num_replicas`` and ``num_gpus`` (per replica, default 1; 0 on CPU-only nodes).
     """
     known = {"data_dir", "device", "dtype", "max_batch", "batch_wait_s", "safety_checker", "preview_decoder"}
-    known |= {"num_replicas", "num_gpus"}
+    known |= {"stall_timeout_s", "load_timeout_s", "num_replicas", "num_gpus"}
     unknown = set(args) - known
     if unknown:
         raise ValueError(f"unknown imagebot Serve arguments: {', '.join(sorted(unknown))}")
@@ -295,6 +321,8 @@ def app_builder(args: dict[str, Any]) -> serve.Application:
         float(args.get("batch_wait_s", 0.05)),
         args.get("safety_checker"),
         args.get("preview_decoder"),
+        float(args.get("stall_timeout_s", 300.0)),
+        float(args.get("load_timeout_s", 3600.0)),
     )
 
 

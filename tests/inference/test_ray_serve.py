@@ -253,3 +253,40 @@ async def test_a_replica_out_of_gpu_memory_answers_oom_and_fails_its_health_chec
     assert [(frame["op"], frame["kind"]) for frame in frames] == [("error", "oom")]
     with pytest.raises(RuntimeError, match="suspect after oom"):
         replica.check_health()
+
+
+async def test_a_replica_whose_pipeline_hangs_fails_its_health_check(tiny_data_dir, monkeypatch):
+    """A pipeline call stuck in a step (a hung kernel) fails the health check after the stall timeout."""
+    import threading
+
+    from diffusers import UNet2DConditionModel
+
+    from inference.ray_serve import ImageWorker, _Request
+
+    replica = ImageWorker.func_or_class(str(tiny_data_dir), "cpu", "float32", 1, 0.0, stall_timeout_s=1.0)
+    job = build_job(tiny_request(seed=3, steps=3), load_catalog(), tiny_data_dir).to_dict()
+    frames: list[dict] = []
+    replica._run_group([_Request(job, frames.append)])  # loads the model: the hang below is in a step
+    forward, release, calls = UNet2DConditionModel.forward, threading.Event(), []
+
+    def hang_on_the_second_step(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            release.wait(30)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(UNet2DConditionModel, "forward", hang_on_the_second_step)
+    request = _Request(job, frames.append)
+    runner = threading.Thread(target=replica._run_group, args=([request],))
+    runner.start()
+    try:
+        while len(calls) < 2:
+            await asyncio.sleep(0.01)
+        replica.check_health()  # a step was made just now
+        await asyncio.sleep(1.5)
+        with pytest.raises(RuntimeError, match=r"made no progress for 1 s"):
+            replica.check_health()
+    finally:
+        release.set()
+        runner.join()
+    replica.check_health()  # nothing runs: healthy again
