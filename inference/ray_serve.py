@@ -42,6 +42,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ APP_NAME = "imagebot"
 _NAME: Final = "ray"
 # Asset sets whose jobs a replica remembers for its multiplexed loader; older ones are forgotten.
 _REMEMBERED_ASSETS = 64
+_REMEMBERED_RUNS = 1000
 
 
 def assets_id(job: Job) -> str:
@@ -142,8 +144,9 @@ class _ImageWorker:
         self._load_timeout = load_timeout_s
         # While a pipeline call runs: when it started or last made a step, and whether it made one.
         self._running: tuple[float, bool] | None = None
-        self._batches: list[int] = []
-        self._runs: list[dict[str, Any]] = []
+        # The latest pipeline calls, for `stats`: a replica lives long, its memory must not grow.
+        self._batches: deque[int] = deque(maxlen=_REMEMBERED_RUNS)
+        self._runs: deque[dict[str, Any]] = deque(maxlen=_REMEMBERED_RUNS)
         self._batched.set_max_batch_size(max_batch)
         self._batched.set_batch_wait_timeout_s(batch_wait_s)
 
@@ -170,14 +173,19 @@ class _ImageWorker:
                 yield self._signed(frame)
                 if frame["op"] != "progress":
                     return
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
             # The bot cancelled the stream (or went away): the pipeline stops at its next step.
             request.cancel.set()
             raise
 
     async def stats(self) -> dict[str, Any]:
         """Return this replica's pid, load counters, batch sizes and the outcome of each run."""
-        return {"pid": self._pid, "loads": self._runner.stats(), "batches": self._batches, "runs": self._runs}
+        return {
+            "pid": self._pid,
+            "loads": self._runner.stats(),
+            "batches": list(self._batches),
+            "runs": list(self._runs),
+        }
 
     def check_health(self) -> None:
         """Fail Serve's health check when the pipelines are suspect or stalled, so that Serve replaces us.
