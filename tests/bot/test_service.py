@@ -291,8 +291,8 @@ async def test_policy_needs_a_server_and_known_keys(service):
         await service.update_policy(ALICE, {"free_gpus": True}, may_manage=True)
     assert str(caught.value) == (
         "Server setting 'free_gpus' does not exist"
-        " (settings: open_reroll, banned, models, loras, blocked_loras, max_steps, max_count, max_pixels,"
-        " user_daily_quota, channels, adult_channels, flagged)."
+        " (settings: open_reroll, banned, models, blocked_models, loras, blocked_loras, max_steps, max_count,"
+        " max_pixels, user_daily_quota, channels, adult_channels, flagged)."
     )
     assert await service.policy(Requester("discord", "dm-user")) == Policy()
 
