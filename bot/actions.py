@@ -33,7 +33,7 @@ _ACTIONS: dict[str, Action] = {
     "cancel": "cancel",
     "show": "show",  # a flagged image withheld from a Slack channel, sent to its author privately
 }
-ACTION_ID_PATTERN = re.compile(r"^ib:(reroll|refine|details|delete|cancel|show):([1-9][0-9]{0,18})$")
+ACTION_ID_PATTERN = re.compile(rf"^ib:({'|'.join(_ACTIONS)}):([1-9][0-9]{{0,18}})$")
 _MAX_ID_LENGTH = 100
 
 

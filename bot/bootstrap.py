@@ -21,7 +21,7 @@ from bot.config import (
 from bot.errors import BotError
 from bot.options import Limits
 from bot.service import ImageService
-from inference.base import Backend
+from inference.base import Backend, ConcurrentBackend
 from storage.files import ImageFiles
 from storage.history import HistoryStore, SqliteHistory
 
@@ -103,6 +103,7 @@ def _backend(name: str, core: CoreSettings, worker: LocalWorkerSettings, catalog
             app_name=settings.app_name,
             stall_timeout=worker.stall_timeout,
             load_timeout=worker.load_timeout,
+            concurrency=settings.concurrency,
         )
     if name == "runware":
         from inference.runware import RunwareBackend
@@ -170,7 +171,7 @@ async def bootstrap(
         default_model=default_model,
         limits=Limits(pixel_budget=core.pixel_budget),
         # A cluster batches and spreads what it is sent at once; one GPU worker takes one job at a time.
-        concurrency=RaySettings().concurrency if backend.name == "ray" else 1,
+        concurrency=backend.concurrency if isinstance(backend, ConcurrentBackend) else 1,
         max_queue=queue.max_queue,
         max_per_user=queue.max_per_user,
         daily_quota=queue.daily_quota,

@@ -420,9 +420,12 @@ class ImageService:
 
     async def policy(self, who: Requester) -> Policy:
         """Return the policy of the user's server (the empty policy outside a server)."""
-        if who.workspace is None:
+        return await self._policy_of(who.platform, who.workspace)
+
+    async def _policy_of(self, platform: str, workspace: str | None) -> Policy:
+        if workspace is None:
             return Policy()
-        return Policy.load(await self._history.get_policy(who.platform, who.workspace))
+        return Policy.load(await self._history.get_policy(platform, workspace))
 
     async def update_policy(self, who: Requester, changes: Mapping[str, object], *, may_manage: bool) -> Policy:
         """Check and save some of the server's policy; `may_manage` is the platform's admin check."""
@@ -449,9 +452,7 @@ class ImageService:
         `age_restricted` is the platform's flag of the generation's channel; a private
         generation goes to a direct message, which is never age-restricted.
         """
-        policy = Policy()
-        if generation.workspace is not None:
-            policy = Policy.load(await self._history.get_policy(generation.platform, generation.workspace))
+        policy = await self._policy_of(generation.platform, generation.workspace)
         adult = not generation.private and policy.is_age_restricted(generation.channel, age_restricted)
         return tuple(policy.display(image.nsfw, adult) for image in generation.images)
 

@@ -117,17 +117,20 @@ def withheld_line(displays: Sequence[str], *, spoilered: str = "") -> str | None
     `spoilered` is what a platform says about a flagged image it hides behind a click
     (Slack's "Show" button); Discord's spoiler attachments need no sentence.
     """
-    withheld = [str(i) for i, display in enumerate(displays, start=1) if display == "withhold"]
-    hidden = [str(i) for i, display in enumerate(displays, start=1) if display == "spoiler"] if spoilered else []
+
+    def which(kind: str) -> str | None:
+        numbers = [str(i) for i, display in enumerate(displays, start=1) if display == kind]
+        if not numbers:
+            return None
+        return "The image" if len(displays) == 1 else f"Image {', '.join(numbers)}"
+
     lines = []
-    if withheld:
-        which = "The image" if len(displays) == 1 else f"Image {', '.join(withheld)}"
+    if withheld := which("withhold"):
         lines.append(
-            f"🔞 {which} was withheld: the safety check flagged it, and this server does not show such images."
+            f"🔞 {withheld} was withheld: the safety check flagged it, and this server does not show such images."
         )
-    if hidden:
-        which = "The image" if len(displays) == 1 else f"Image {', '.join(hidden)}"
-        lines.append(f"🔞 {which} was flagged by the safety check; {spoilered}")
+    if spoilered and (hidden := which("spoiler")):
+        lines.append(f"🔞 {hidden} was flagged by the safety check; {spoilered}")
     return "\n".join(lines) or None
 
 

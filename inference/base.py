@@ -9,7 +9,7 @@ from typing import Protocol, runtime_checkable
 from bot.errors import JobCancelled
 from bot.request import GeneratedImage, GenerationRequest, Progress
 
-__all__ = ["Backend", "BatchingBackend", "ProgressCallback"]
+__all__ = ["Backend", "BatchingBackend", "ConcurrentBackend", "ProgressCallback"]
 
 ProgressCallback = Callable[[Progress], None]
 
@@ -68,3 +68,10 @@ class BatchingBackend(Backend, Protocol):
     ) -> list[list[GeneratedImage] | JobCancelled]:
         """Return each request's images (or `JobCancelled` for one cancelled alone), in order."""
         ...
+
+
+@runtime_checkable
+class ConcurrentBackend(Backend, Protocol):
+    """A backend that takes several jobs at once and batches and spreads them itself (a Ray cluster)."""
+
+    concurrency: int

@@ -21,7 +21,8 @@ or error. Three Serve features do the rest:
   (a batch stops when all of its jobs are cancelled) and the replica is free.
 
 A replica whose job failed in a way that leaves its state suspect (out of GPU
-memory, an unexpected error) fails its health check, and Serve replaces it.
+memory, an unexpected error), or whose pipeline call stopped making steps (a
+hung kernel), fails its health check, and Serve replaces it.
 
 Bot side, `RayBackend`: resolves catalog names (`build_job`, as the local
 backend does), streams each job through a Serve handle, and supervises it like
@@ -145,7 +146,6 @@ class _ImageWorker:
         # While a pipeline call runs: when it started or last made a step, and whether it made one.
         self._running: tuple[float, bool] | None = None
         # The latest pipeline calls, for `stats`: a replica lives long, its memory must not grow.
-        self._batches: deque[int] = deque(maxlen=_REMEMBERED_RUNS)
         self._runs: deque[dict[str, Any]] = deque(maxlen=_REMEMBERED_RUNS)
         self._batched.set_max_batch_size(max_batch)
         self._batched.set_batch_wait_timeout_s(batch_wait_s)
@@ -183,7 +183,7 @@ class _ImageWorker:
         return {
             "pid": self._pid,
             "loads": self._runner.stats(),
-            "batches": list(self._batches),
+            "batches": [run["jobs"] for run in self._runs],
             "runs": list(self._runs),
         }
 
@@ -232,7 +232,6 @@ class _ImageWorker:
             groups.setdefault(batch_key(Job.from_dict(request.job)), []).append(request)
         loop = asyncio.get_running_loop()
         for group in groups.values():
-            self._batches.append(len(group))
             await loop.run_in_executor(self._executor, self._run_group, group)
         return [None] * len(requests)
 
@@ -243,14 +242,13 @@ class _ImageWorker:
         run: dict[str, Any] = {"jobs": len(group), "steps": 0, "outcome": "done"}
 
         def emit(frame: dict[str, Any]) -> None:
-            if frame["op"] == "progress":
-                self._running = (time.monotonic(), True)
             if frame["op"] == "result":
                 for request, images in zip(group, frame["results"], strict=True):
                     request.emit({**frame, "results": [images]})
                 return
             if frame["op"] == "progress":
                 run["steps"] += 1
+                self._running = (time.monotonic(), True)
             else:
                 run["outcome"] = frame["kind"]
                 if frame.get("restart"):
@@ -347,6 +345,7 @@ class RayBackend:
         app_name: the Serve application's name.
         stall_timeout: seconds a running job may go without a step before it is tried on another replica.
         load_timeout: the same before a job's first step (loading, or downloading, its weights).
+        concurrency: jobs the service keeps in the cluster at once (replicas × their max_batch fills them).
     """
 
     name = _NAME
@@ -360,6 +359,7 @@ class RayBackend:
         app_name: str = APP_NAME,
         stall_timeout: float = 300.0,
         load_timeout: float = 3600.0,
+        concurrency: int = 8,
     ) -> None:
         self._catalog = catalog
         self._data_dir = Path(data_dir)
@@ -371,6 +371,7 @@ class RayBackend:
         self._joined = False  # whether this backend joined the cluster (and so leaves it on close)
         self._start_lock = asyncio.Lock()
         self.retries = 0
+        self.concurrency = concurrency
         self.replica_pid: int | None = None  # the replica of the latest frame, for tests and logs
 
     async def start(self) -> None:
@@ -416,8 +417,6 @@ class RayBackend:
         job = build_job(request, self._catalog, self._data_dir)
 
         async def attempt() -> list[list[GeneratedImage]]:
-            if cancel is not None and cancel.is_set():
-                raise JobCancelled
             await self.start()
             return [await self._stream(job, on_progress, cancel)]
 
@@ -425,7 +424,7 @@ class RayBackend:
             self.retries += 1
             log.warning("Ray replica lost (%s); retrying the job once on another", error.reason)
 
-        return (await second_try(_NAME, attempt, lost))[0]
+        return (await second_try(_NAME, attempt, lost, cancel))[0]
 
     async def _stream(
         self, job: Job, on_progress: ProgressCallback | None, cancel: asyncio.Event | None

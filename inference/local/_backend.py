@@ -92,7 +92,7 @@ class LocalBackend:
         self._watchdog = _Watchdog(load=load_timeout, stall=stall_timeout)
         self.restarts = 0
         self.max_batch = max_batch
-        self._safety = [
+        self._worker_options = [
             *(("--safety-checker", safety_checker) if safety_checker else ()),
             *(("--safety-verdict", safety_verdict) if safety_verdict else ()),
             *(("--preview-decoder", preview_decoder) if preview_decoder else ()),
@@ -186,8 +186,6 @@ class LocalBackend:
         one_by_one = False
 
         async def attempt() -> list[list[GeneratedImage]]:
-            if cancel is not None and cancel.is_set():
-                raise JobCancelled
             await self.start()
             if one_by_one and (len(jobs) > 1 or len(jobs[0].seeds) > 1):
                 return await self._one_image_a_call(jobs, on_progress, cancel)
@@ -202,7 +200,7 @@ class LocalBackend:
             log.warning("local worker lost (%s); retrying the job once on a fresh one", error.reason)
 
         async with self._job_lock:
-            return await second_try(_NAME, attempt, lost)
+            return await second_try(_NAME, attempt, lost, cancel)
 
     async def _one_image_a_call(
         self, jobs: list[Job], on_progress: ProgressCallback | None, cancel: asyncio.Event | None
@@ -246,7 +244,7 @@ class LocalBackend:
             self._device,
             "--dtype",
             self._dtype,
-            *self._safety,
+            *self._worker_options,
         ]
 
     def _worker_env(self) -> dict[str, str]:
@@ -276,16 +274,20 @@ async def second_try(
     backend: str,
     attempt: Callable[[], Awaitable[list[list[GeneratedImage]]]],
     on_lost: Callable[[WorkerLost], None],
+    cancel: asyncio.Event | None,
 ) -> list[list[GeneratedImage]]:
     """Run `attempt`; when its worker is lost, once more (on a fresh worker), noting it on the images.
 
     Shared by the local worker process and the Ray Serve replicas, which run the same worker code.
 
     Raises:
+        JobCancelled: `cancel` was set before a try.
         BackendUnavailable: the worker was lost on both tries.
     """
     lost: WorkerLost | None = None
     for _ in range(2):
+        if cancel is not None and cancel.is_set():
+            raise JobCancelled
         try:
             results = await attempt()
         except WorkerLost as error:

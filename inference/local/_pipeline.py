@@ -86,8 +86,8 @@ class PreviewDecoder:
     """Turns the latents of a step into a preview: the linear map, or a tiny autoencoder (TAESD) when configured.
 
     A tiny autoencoder (``madebyollin/taesdxl`` for SDXL, ``tiny`` for the tiny model's) decodes the
-    latents to a full-size picture for a few milliseconds on a GPU, much closer to the final image
-    than the linear map's 1/8-size sketch. It is loaded on first use; if it cannot be, previews
+    latents to a full-size picture in one small decoder pass, much closer to the final image than
+    the linear map's 1/8-size sketch. It is loaded on first use; if it cannot be, previews
     fall back to the linear map: a preview never fails a job.
 
     Args:

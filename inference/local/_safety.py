@@ -1,11 +1,11 @@
 """The image check after generation: a classifier that flags NSFW images, run in the worker.
 
 The default is diffusers' Stable Diffusion safety checker (``CompVis/stable-diffusion-safety-checker``,
-a CLIP vision model compared with NSFW concept embeddings), loaded from the Hugging Face cache like
-the models. The tiny model gets the tiny random-weight checker that `inference.tiny` builds offline,
-so every code path runs in tests; its thresholds pass every image, and a test flags one by forcing
-the verdict. The check never changes the image: the server's policy decides how a flagged image is
-shown.
+a CLIP vision model compared with NSFW concept embeddings), loaded like the models: from the
+Hugging Face cache, downloaded on first use unless ``HF_HUB_OFFLINE`` is set. The tiny model gets
+the tiny random-weight checker that `inference.tiny` builds offline, so every code path runs in
+tests; its thresholds pass every image, and a test flags one by forcing the verdict. The check
+never changes the image: the server's policy decides how a flagged image is shown.
 
 `checker_source` is pure, so ``imagebot doctor`` can tell which checker will run without
 torch; `SafetyCheck` imports torch when it is made, in the worker process.
@@ -48,7 +48,7 @@ class SafetyCheck:
         setting: what `checker_source` takes.
         resolve: maps a checker id to the folder or repo id ``from_pretrained`` takes (``tiny:`` ids).
         device, dtype: where the checker runs.
-        hub_kwargs: ``from_pretrained`` options (local files only, the token).
+        hub_kwargs: ``from_pretrained`` options (the token).
         verdict: a fixed verdict after the classifier ran (tests and demos); None: the classifier's.
     """
 
