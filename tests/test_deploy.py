@@ -67,10 +67,16 @@ def test_dockerfile_builds_a_cuda_image_run_by_a_non_root_user() -> None:
     assert {pattern.removesuffix("*").rstrip(".") for pattern in packages} == copied
 
 
-def test_systemd_unit_restarts_reads_an_environment_file_and_runs_the_bot() -> None:
+def _unit(name: str) -> configparser.ConfigParser:
+    """Read a systemd unit of deploy/systemd, its keys kept as written."""
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.optionxform = str  # type: ignore[assignment,method-assign]
-    unit.read(DEPLOY / "systemd" / "imagebot.service")
+    unit.read(DEPLOY / "systemd" / name)
+    return unit
+
+
+def test_systemd_unit_restarts_reads_an_environment_file_and_runs_the_bot() -> None:
+    unit = _unit("imagebot.service")
     service = unit["Service"]
     assert service["EnvironmentFile"] == "/etc/imagebot/imagebot.env"
     assert service["ExecStart"].endswith("/bin/imagebot run")
@@ -96,9 +102,7 @@ def test_compose_ray_profile_runs_a_head_gpu_workers_and_the_bot_on_the_cluster(
 
 
 def test_systemd_ray_worker_unit_joins_the_head_in_the_foreground() -> None:
-    unit = configparser.ConfigParser(strict=False, interpolation=None)
-    unit.optionxform = str  # type: ignore[assignment,method-assign]
-    unit.read(DEPLOY / "systemd" / "imagebot-ray-worker.service")
+    unit = _unit("imagebot-ray-worker.service")
     service = unit["Service"]
     assert service["ExecStart"] == "/opt/imagebot/.venv/bin/ray start --address=${RAY_HEAD}:6379 --block"
     assert service["EnvironmentFile"] == "/etc/imagebot/ray.env" and service["Restart"] == "on-failure"
