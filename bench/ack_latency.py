@@ -37,8 +37,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.discord import setup
 from adapters.slack import running as running_slack
-from bot.bootstrap import freeze_startup_heap
 from bot.config import DiscordSettings, SlackSettings
+from imagebot.bootstrap import freeze_startup_heap
 from tests.fakes.backend import FakeBackend
 from tests.fakes.discord import FakeDiscord, patch_discord
 from tests.fakes.service import started_service
@@ -111,7 +111,7 @@ async def _discord(count: int, seconds: float) -> tuple[list[float], list[float]
             async with started_service(_busy_backend(), Path(tmp)) as (service, history):
                 bot = setup(service, settings, guild_ready_timeout=0.1)
                 ours = await _run(bot, fake, count, seconds, settle=True)
-                queued = len(await history.unfinished())
+                queued = len(await history.generations.unfinished())
     return baseline, ours, queued
 
 
@@ -168,7 +168,7 @@ async def _slack(count: int, seconds: float) -> tuple[list[float], list[float], 
                         ),
                         timeout=60,
                     )
-                queued = len(await history.unfinished())
+                queued = len(await history.generations.unfinished())
     return baseline, ours, queued
 
 

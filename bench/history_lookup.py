@@ -2,7 +2,7 @@
 
 Fills a temporary SQLite file with 1,000,000 generations (one image each) from
 5,000 users whose activity follows a Zipf-like curve (a few heavy users, a long
-tail of light ones), then times `SqliteHistory.latest` for random users through
+tail of light ones), then times `SqliteGenerations.latest` for random users through
 the real API. The baseline is the same call on the same file after dropping the
 `generations_user_latest` index.
 
@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.request import GenerationRequest
-from storage import SqliteHistory
+from storage import SqliteDatabase
 
 TARGET_P99_MS = 2.0
 INDEX = "generations_user_latest"
@@ -120,17 +120,17 @@ def fill(path: Path, rows: int, users: int, seed: int) -> tuple[float, float, di
 
 async def time_latest(path: Path, users: list[str], warmup: int, budget_s: float = float("inf")) -> list[float]:
     """Return milliseconds per `latest` call, one per user (until `budget_s` runs out), after a warmup."""
-    store = await SqliteHistory.open(path)
+    store = await SqliteDatabase.open(path)
     try:
         for user in users[:warmup]:
-            await store.latest(PLATFORM, user)
+            await store.generations.latest(PLATFORM, user)
         timings: list[float] = []
         deadline = time.perf_counter() + budget_s
         for user in users:
             if time.perf_counter() > deadline and len(timings) >= 10:
                 break
             start = time.perf_counter_ns()
-            found = await store.latest(PLATFORM, user)
+            found = await store.generations.latest(PLATFORM, user)
             timings.append((time.perf_counter_ns() - start) / 1e6)
             assert found is not None and found.user_id == user and found.images
         return timings
@@ -170,7 +170,7 @@ def main() -> int:
 
 def run(path: Path, args: argparse.Namespace) -> int:
     async def create() -> None:
-        store = await SqliteHistory.open(path)
+        store = await SqliteDatabase.open(path)
         await store.close()
 
     asyncio.run(create())

@@ -24,9 +24,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.bootstrap import bootstrap
 from bot.config import CoreSettings
 from bot.jobs import Requester
+from imagebot.bootstrap import bootstrap
 
 PROMPT = "a red fox in the snow"
 STEPS = 20

@@ -29,9 +29,9 @@ import ray
 from ray import serve
 
 from bot.catalog import load_catalog
+from bot.ports import Backend
 from bot.request import GenerationRequest
 from inference import tiny
-from inference.base import Backend
 from inference.local import LocalBackend
 from inference.ray_serve import RayBackend, app_builder
 

@@ -1,6 +1,6 @@
 """Settings from the environment (prefix ``IMAGEBOT_``) and an optional ``.env`` file.
 
-Only entry points (the CLI, `bot.bootstrap`) read these; everything else is
+Only entry points (the CLI, `imagebot.bootstrap`) read these; everything else is
 given plain values, so tests need no environment variables. Secrets are
 `SecretStr`, so they never print in a repr or a log line.
 """

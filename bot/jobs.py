@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from bot.errors import BotError, JobCancelled
+from bot.history import Generation
 from bot.request import GenerationRequest, Progress
-
-if TYPE_CHECKING:
-    from storage.history import Generation
 
 __all__ = ["Job", "JobEvent", "Requester", "progress_bar"]
 

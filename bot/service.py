@@ -14,24 +14,19 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from bot import metrics, options, rules
 from bot.actions import format_ref
 from bot.catalog import Catalog
 from bot.errors import BotError, ContentBlocked, InvalidOption, JobCancelled, NotAllowed, NotFound, QuotaReached
+from bot.history import AuditEntry, Generation, NewGeneration, StoredImage
 from bot.jobs import Job, JobEvent, Requester
 from bot.pngmeta import embed_text, parameters_text
 from bot.policy import Display, Policy
+from bot.ports import Backend, BatchingBackend, Stores
 from bot.queue import JobQueue
 from bot.request import GeneratedImage, GenerationRequest, Progress
-from inference.base import Backend, BatchingBackend
-
-if TYPE_CHECKING:
-    from storage.files import ImageFiles
-    from storage.history import Generation, HistoryStore, StoredImage
-
-from storage.history import AuditEntry
 
 __all__ = ["ImageService", "random_seed"]
 
@@ -81,8 +76,7 @@ class ImageService:
     Args:
         backend: makes the images (the configured ``IMAGEBOT_BACKEND``).
         backends: other backends by name, for catalog models pinned to one (``backend = "runware"``).
-        history: stores generations, images and user settings.
-        files: stores image bytes under the data directory.
+        stores: generations, server rules and audit, user settings, image files.
         catalog: the names users may ask for.
         default_model: the model used when neither the request nor the user's settings name one.
         limits: what one request may ask for.
@@ -99,8 +93,7 @@ class ImageService:
         *,
         backend: Backend,
         backends: Mapping[str, Backend] | None = None,
-        history: HistoryStore,
-        files: ImageFiles,
+        stores: Stores,
         catalog: Catalog,
         default_model: str,
         limits: options.Limits,
@@ -117,8 +110,10 @@ class ImageService:
         self.limits = limits
         self._backend = backend
         self._backends = {backend.name: backend, **(backends or {})}
-        self._history = history
-        self._files = files
+        self._generations = stores.generations
+        self._policies = stores.policies
+        self._settings = stores.settings
+        self._files = stores.images
         self._default_model = catalog.get("model", default_model).name
         self._seeds = seeds
         self._daily_quota = daily_quota
@@ -143,7 +138,7 @@ class ImageService:
         interrupted a second time, it fails with a sentence. Adapters follow the
         resumed jobs (`resumed`) to update the messages that show them.
         """
-        for generation in await self._history.unfinished():
+        for generation in await self._generations.unfinished():
             job = Job(
                 generation.id,
                 Requester(generation.platform, generation.user_id, generation.workspace, generation.channel),
@@ -153,11 +148,11 @@ class ImageService:
             )
             self._resumed.append((job, generation.message_ref))
             if generation.status == "running" and generation.interruptions >= 1:
-                await self._history.mark_failed(job.id, INTERRUPTED_TWICE)
+                await self._generations.mark_failed(job.id, INTERRUPTED_TWICE)
                 job.emit(JobEvent("failed", message=INTERRUPTED_TWICE))
                 continue
             if generation.status == "running":
-                await self._history.mark_interrupted(job.id)
+                await self._generations.mark_interrupted(job.id)
             self._jobs[job.id] = job
             job.emit(JobEvent("queued", position=await self._queue.resume(job)))
         if self._resumed:
@@ -195,7 +190,7 @@ class ImageService:
 
         `private` (delivered to its author only) defaults to the user's saved setting.
         """
-        saved = await self._history.get_settings(*who.key)
+        saved = await self._settings.get(*who.key)
         defaults = self._to_defaults(saved)
         if isinstance(given, str):
             parsed = options.parse_text(given, catalog=self.catalog, defaults=defaults, limits=self.limits)
@@ -207,7 +202,7 @@ class ImageService:
 
     async def prefers_private(self, who: Requester) -> bool:
         """Tell whether the user's saved settings ask for private delivery."""
-        return _wants_private(await self._history.get_settings(*who.key))
+        return _wants_private(await self._settings.get(*who.key))
 
     async def submit(
         self,
@@ -224,8 +219,6 @@ class ImageService:
 
         `saved` is the user's settings when the caller has read them already.
         """
-        from storage.history import NewGeneration  # a plain dataclass; no I/O at import
-
         self._queue.check_room(who.key)
         policy = await self._check_policy(who, request)
         backend = self._backend_for(request)
@@ -233,7 +226,7 @@ class ImageService:
         await self._check_quota(who, request.count, policy)
         if request.seed is None:
             request = request.with_seed(self._seeds())
-        generation = await self._history.add(
+        generation = await self._generations.add(
             NewGeneration(
                 platform=who.platform,
                 user_id=who.user_id,
@@ -249,14 +242,14 @@ class ImageService:
         )
         # Batched images can differ from solo ones in the last bit; a user who needs exact bytes says so.
         if saved is None:
-            saved = await self._history.get_settings(*who.key)
+            saved = await self._settings.get(*who.key)
         batchable = saved.get("batching", True) is not False
         job = Job(generation.id, who, request, warnings, private, batchable=batchable)
         self._jobs[job.id] = job
         try:
             position = await self._queue.submit(job)
         except BotError:
-            await self._history.mark_failed(job.id, "the queue had no room")
+            await self._generations.mark_failed(job.id, "the queue had no room")
             del self._jobs[job.id]
             raise
         job.emit(JobEvent("queued", position=position))
@@ -317,7 +310,7 @@ class ImageService:
         if job.requester.key != who.key:
             raise NotAllowed("cancel")
         if self._queue.remove(job):
-            await self._history.mark_cancelled(job.id)
+            await self._generations.mark_cancelled(job.id)
             self._finish(job, JobEvent("cancelled", message=str(JobCancelled())))
         else:
             job.cancel_event.set()
@@ -330,7 +323,7 @@ class ImageService:
             raise NotAllowed("delete")
         if generation_id in self._jobs:
             raise InvalidOption("delete", f"must wait: {format_ref(generation_id)} is still being made (cancel it)")
-        for image in await self._history.delete(generation_id):
+        for image in await self._generations.delete(generation_id):
             await self._files.delete(image.path)
         await self._audit(who, "delete", generation_id)
 
@@ -343,7 +336,7 @@ class ImageService:
         for job in self._unfinished(who):
             await self.cancel(who, job.id)
         deleted = await self._delete_finished(platform=who.platform, user_id=who.user_id)
-        await self._history.put_settings(who.platform, who.user_id, {})
+        await self._settings.put(who.platform, who.user_id, {})
         await self._audit(who, "forget", detail=f"{deleted} generations")
         log.info("forgot %d generations of %s:%s", deleted, who.platform, who.user_id)
         return deleted
@@ -354,20 +347,20 @@ class ImageService:
 
     async def _delete_finished(self, **which: object) -> int:
         deleted = 0
-        while ids := await self._history.finished_ids(**which):  # type: ignore[arg-type]
+        while ids := await self._generations.finished_ids(**which):  # type: ignore[arg-type]
             for generation_id in ids:
-                for image in await self._history.delete(generation_id):
+                for image in await self._generations.delete(generation_id):
                     await self._files.delete(image.path)
                 deleted += 1
         return deleted
 
     async def attach_message(self, generation_id: int, ref: str) -> None:
         """Remember the chat message that shows a generation, so reactions on it find it."""
-        await self._history.set_message_ref(generation_id, ref)
+        await self._generations.set_message_ref(generation_id, ref)
 
     async def by_message(self, platform: str, ref: str) -> Generation | None:
         """Return the generation a chat message shows, or None."""
-        return await self._history.by_message_ref(platform, ref)
+        return await self._generations.by_message_ref(platform, ref)
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -392,30 +385,30 @@ class ImageService:
 
     async def history(self, who: Requester, limit: int = 10) -> list[Generation]:
         """Return the user's recent generations, newest first."""
-        return await self._history.recent(who.platform, who.user_id, limit=limit)
+        return await self._generations.recent(who.platform, who.user_id, limit=limit)
 
     async def details(self, who: Requester, generation_id: int) -> Generation:
         """Return a generation the user may see (their own, or anyone's that is not private)."""
-        generation = await self._history.get(generation_id)
+        generation = await self._generations.get(generation_id)
         if generation is None or (generation.private and (generation.platform, generation.user_id) != who.key):
             raise NotFound(f"generation {format_ref(generation_id)}")
         return generation
 
     async def settings(self, who: Requester) -> dict[str, object]:
         """Return the user's saved defaults."""
-        return await self._history.get_settings(*who.key)
+        return await self._settings.get(*who.key)
 
     async def update_settings(self, who: Requester, changes: Mapping[str, object]) -> dict[str, object]:
         """Check and save some of the user's defaults; None removes one."""
         unknown = sorted(set(changes) - set(_SETTING_KEYS))
         if unknown:
             raise InvalidOption("setting", f"'{unknown[0]}' does not exist (settings: {', '.join(_SETTING_KEYS)})")
-        current = _merged(await self._history.get_settings(*who.key), changes)
+        current = _merged(await self._settings.get(*who.key), changes)
         # Parsing a probe prompt with the new defaults checks them with the same rules as a request.
         options.parse_text(
             "settings check", catalog=self.catalog, defaults=self._to_defaults(current), limits=self.limits
         )
-        await self._history.put_settings(who.platform, who.user_id, current)
+        await self._settings.put(who.platform, who.user_id, current)
         return current
 
     async def policy(self, who: Requester) -> Policy:
@@ -425,7 +418,7 @@ class ImageService:
     async def _policy_of(self, platform: str, workspace: str | None) -> Policy:
         if workspace is None:
             return Policy()
-        return Policy.load(await self._history.get_policy(platform, workspace))
+        return Policy.load(await self._policies.get(platform, workspace))
 
     async def update_policy(self, who: Requester, changes: Mapping[str, object], *, may_manage: bool) -> Policy:
         """Check and save some of the server's policy; `may_manage` is the platform's admin check."""
@@ -434,7 +427,7 @@ class ImageService:
         if not may_manage:
             raise NotAllowed("change", only=_managers(who), what=f"the {_server(who)}'s settings")
         policy = (await self.policy(who)).changed(changes)
-        await self._history.put_policy(who.platform, who.workspace, policy.model_dump(mode="json"))
+        await self._policies.put(who.platform, who.workspace, policy.model_dump(mode="json"))
         await self._audit(who, "rules", detail=", ".join(f"{key}={value}" for key, value in sorted(changes.items())))
         log.info(
             "server policy of %s:%s changed by %s: %s",
@@ -492,18 +485,18 @@ class ImageService:
         midnight = now - now % 86400
         where = _server(who)
         if self._daily_quota:
-            made = await self._history.images_since(who.platform, who.workspace, midnight)
+            made = await self._generations.images_since(who.platform, who.workspace, midnight)
             if made + count > self._daily_quota:
                 raise QuotaReached(self._daily_quota, midnight + 86400 - now, where)
         if policy.user_daily_quota:
-            made = await self._history.images_since(who.platform, who.workspace, midnight, who.user_id)
+            made = await self._generations.images_since(who.platform, who.workspace, midnight, who.user_id)
             if made + count > policy.user_daily_quota:
                 raise QuotaReached(policy.user_daily_quota, midnight + 86400 - now, where, personal=True)
 
     async def _audit(self, who: Requester, action: str, generation_id: int | None = None, detail: str = "") -> None:
         """Record what someone did in a server, for its admins."""
         if who.workspace is not None:
-            await self._history.audit(
+            await self._policies.audit(
                 AuditEntry(who.platform, who.workspace, who.user_id, action, generation_id, detail)
             )
 
@@ -513,7 +506,7 @@ class ImageService:
             raise InvalidOption("audit", "only exists in a server, not in direct messages")
         if not may_manage:
             raise NotAllowed("read", only=_managers(who), what=f"the {_server(who)}'s audit log")
-        return await self._history.recent_audit(who.platform, who.workspace, limit)
+        return await self._policies.recent_audit(who.platform, who.workspace, limit)
 
     def _backend_for(self, request: GenerationRequest) -> Backend:
         """Return the backend a request's model is pinned to in the catalog, else the configured one."""
@@ -549,7 +542,7 @@ class ImageService:
     ) -> Generation:
         """Return the generation to act on: the user's own, or another's where the policy key `opened_by` allows."""
         if generation_id is None:
-            latest = await self._history.latest(who.platform, who.user_id)
+            latest = await self._generations.latest(who.platform, who.user_id)
             if latest is None:
                 raise NotFound(f"earlier image of yours to {action}; make one with /imagine first")
             return latest
@@ -566,14 +559,14 @@ class ImageService:
         Every outcome becomes an event and a row, never an exception.
         """
         if job.cancel_event.is_set():
-            await self._history.mark_cancelled(job.id)
+            await self._generations.mark_cancelled(job.id)
             self._finish(job, JobEvent("cancelled", message=str(JobCancelled())))
             return
         backend = self._backend_for(job.request)
         group = [job, *self._batch_mates(job, backend)]
         try:
             for member in group:
-                await self._history.mark_running(member.id)
+                await self._generations.mark_running(member.id)
                 member.emit(JobEvent("started"))
             started = time.perf_counter()
             if len(group) == 1:
@@ -634,17 +627,17 @@ class ImageService:
         """Store a job's images, or record why it has none, and tell its followers."""
         context = {"job_id": job.id, "user_id": job.requester.user_id, "platform": job.requester.platform}
         if isinstance(outcome, JobCancelled):
-            await self._history.mark_cancelled(job.id)
+            await self._generations.mark_cancelled(job.id)
             self._finish(job, JobEvent("cancelled", message=str(outcome)))
             return
         if isinstance(outcome, BotError):
-            await self._history.mark_failed(job.id, str(outcome), cost=getattr(outcome, "cost", None))
+            await self._generations.mark_failed(job.id, str(outcome), cost=getattr(outcome, "cost", None))
             self._finish(job, JobEvent("failed", message=str(outcome)))
             return
         if isinstance(outcome, BaseException):
             log.error("generation %s failed", job.id, exc_info=outcome, extra=context)
             message = "Something went wrong while making the image; it has been logged."
-            await self._history.mark_failed(job.id, message)
+            await self._generations.mark_failed(job.id, message)
             self._finish(job, JobEvent("failed", message=message))
             return
         images = outcome
@@ -657,15 +650,13 @@ class ImageService:
         notes = tuple(dict.fromkeys(str(image.meta["note"]) for image in images if image.meta.get("note")))
         if len(images) < job.request.count:
             notes += (f"Only {len(images)} of {job.request.count} images came back.",)
-        await self._history.mark_done(job.id, stored, cost=_total_cost(images), notes=notes)
-        generation = await self._history.get(job.id)
+        await self._generations.mark_done(job.id, stored, cost=_total_cost(images), notes=notes)
+        generation = await self._generations.get(job.id)
         metrics.GENERATION_SECONDS.labels(generation.backend if generation else "unknown").observe(seconds)
         log.info("generation %s done in %.2fs", job.id, seconds, extra=context)
         self._finish(job, JobEvent("done", generation=generation))
 
     async def _store(self, job: Job, image: GeneratedImage) -> StoredImage:
-        from storage.history import StoredImage
-
         data = image.data
         if job.request.output_format == "png":
             text = parameters_text(job.request, image.seed, {"Generation": format_ref(job.id)})

@@ -7,14 +7,11 @@ these lines are shared; each adapter adds its own markup around them.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from bot.actions import format_ref
+from bot.history import AuditEntry, Generation
 from bot.jobs import Job, JobEvent, progress_bar
 from bot.pngmeta import parameters_text
-
-if TYPE_CHECKING:
-    from storage.history import AuditEntry, Generation
 
 __all__ = [
     "FORGET_WARNING",

@@ -1,5 +1,1 @@
-"""Backends that turn a `GenerationRequest` into images; they know nothing of chats."""
-
-from inference.base import Backend, ProgressCallback
-
-__all__ = ["Backend", "ProgressCallback"]
+"""Backends that turn a `GenerationRequest` into images: each implements `bot.ports.Backend`; none knows chats."""

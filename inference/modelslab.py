@@ -23,6 +23,7 @@ import httpx
 from bot.catalog import Catalog
 from bot.config import ModelsLabSettings
 from bot.errors import BackendUnavailable
+from bot.ports import ProgressCallback
 from bot.request import GeneratedImage, GenerationRequest
 from inference._remote import (
     HostedBackend,
@@ -33,7 +34,6 @@ from inference._remote import (
     retry_after,
     sleep_or_cancel,
 )
-from inference.base import ProgressCallback
 from inference.capabilities import CAPABILITIES, MODELSLAB_SCHEDULERS
 
 __all__ = ["ModelsLabBackend", "build_body"]

@@ -57,8 +57,8 @@ from ray.serve.exceptions import RayServeException, ReplicaUnavailableError
 
 from bot.catalog import Catalog
 from bot.errors import BackendUnavailable, JobCancelled
+from bot.ports import ProgressCallback
 from bot.request import GeneratedImage, GenerationRequest
-from inference.base import ProgressCallback
 from inference.capabilities import CAPABILITIES
 from inference.local._backend import WorkerLost, images_of, report_progress, second_try
 from inference.local._job import Job, batch_key, build_job

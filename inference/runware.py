@@ -23,6 +23,7 @@ import httpx
 from bot.catalog import Catalog
 from bot.config import RunwareSettings
 from bot.errors import BackendUnavailable
+from bot.ports import ProgressCallback
 from bot.request import GeneratedImage, GenerationRequest
 from inference._remote import (
     TRANSIENT_STATUS,
@@ -35,7 +36,6 @@ from inference._remote import (
     retry_after,
     sleep_or_cancel,
 )
-from inference.base import ProgressCallback
 from inference.capabilities import CAPABILITIES, RUNWARE_SCHEDULERS
 
 __all__ = ["RunwareBackend", "build_task"]

@@ -90,7 +90,7 @@ async def test_metrics_are_served_after_a_real_image_on_the_tiny_model(tmp_path:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bot.cli",
+        "imagebot.cli",
         "run",
         cwd=ROOT,
         env=env,

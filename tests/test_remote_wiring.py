@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.bootstrap import ConfigurationError, bootstrap
-from bot.cli import backends_text
 from bot.config import CoreSettings
 from bot.errors import InvalidOption
 from bot.jobs import Requester
+from imagebot.bootstrap import ConfigurationError, bootstrap
+from imagebot.cli import backends_text
 from tests.fakes.modelslab import FakeModelsLab
 from tests.fakes.runware import FakeRunware
 
@@ -47,7 +47,7 @@ async def _imagebot(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bot.cli",
+        "imagebot.cli",
         *args,
         cwd=ROOT,
         env=clean | env,

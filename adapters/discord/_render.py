@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import discord
 
 from bot.actions import format_ref
+from bot.history import Generation
 from bot.summary import history_line, result_fields
-
-if TYPE_CHECKING:
-    from storage.history import Generation
 
 __all__ = ["discord_time", "history_text", "result_embed"]
 

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import PurePath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.errors import SlackApiError
@@ -26,6 +26,7 @@ from bot import metrics
 from bot.actions import ACTION_ID_PATTERN, Action, RefArgs, decode_action, format_ref, parse_ref_args
 from bot.config import SlackSettings
 from bot.errors import BotError, InvalidOption
+from bot.history import StoredImage
 from bot.jobs import Job, JobEvent, Requester
 from bot.policy import parse_admin, rule_changes
 from bot.rules import DEFAULT_REFINE_PERCENT
@@ -39,9 +40,6 @@ from bot.summary import (
     parse_setting_pairs,
     withheld_line,
 )
-
-if TYPE_CHECKING:
-    from storage.history import StoredImage
 
 from ._blocks import (
     COMMAND,

@@ -8,16 +8,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bot.actions import Action, encode_action, format_ref
 from bot.catalog import Catalog
+from bot.history import Generation
 from bot.jobs import Job, JobEvent
 from bot.options import SDXL_BUCKETS
 from bot.summary import history_line, progress_line, result_fields
-
-if TYPE_CHECKING:
-    from storage.history import Generation
 
 __all__ = [
     "COMMAND",

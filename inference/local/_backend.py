@@ -27,8 +27,8 @@ from typing import Any, Literal
 from bot import metrics
 from bot.catalog import Catalog
 from bot.errors import BackendUnavailable, InvalidOption, JobCancelled
+from bot.ports import ProgressCallback
 from bot.request import GeneratedImage, GenerationRequest, Progress
-from inference.base import ProgressCallback
 from inference.capabilities import CAPABILITIES
 from inference.local._job import Job, batch_key, build_job
 from inference.local._protocol import ProtocolError, decode_bytes, encode_frame, read_frame_async

@@ -16,7 +16,7 @@ BOT = (
     "import runpy, sys\n"
     "sys.argv = ['imagebot', 'run']\n"
     "try:\n"
-    "    runpy.run_module('bot.cli', run_name='__main__')\n"
+    "    runpy.run_module('imagebot.cli', run_name='__main__')\n"
     "finally:\n"
     "    heavy = sorted(name for name in ('torch', 'diffusers', 'transformers') if name in sys.modules)\n"
     "    print('bot process imported:', heavy, file=sys.stderr)\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.doctor import Check, check_all, report
+from imagebot.doctor import Check, check_all, report
 from storage._schema import SCHEMA_VERSION
 from tests.fakes.modelslab import FakeModelsLab
 from tests.fakes.runware import FakeRunware
@@ -123,7 +123,7 @@ async def test_the_command_exits_non_zero_on_a_failure(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("IMAGEBOT_")}
     env |= {"IMAGEBOT_BACKEND": "runware", "IMAGEBOT_DATA_DIR": str(tmp_path / "data")}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "doctor", cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE
+        sys.executable, "-m", "imagebot.cli", "doctor", cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE
     )
     out, _ = await process.communicate()
     assert process.returncode == 1

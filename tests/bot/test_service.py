@@ -20,9 +20,8 @@ from bot.options import Limits
 from bot.pngmeta import parse_parameters, read_text
 from bot.policy import Policy
 from bot.service import ImageService
-from storage.files import ImageFiles
-from storage.history import InMemoryHistory
 from tests.fakes.backend import FakeBackend
+from tests.fakes.stores import InMemoryDatabase, stores_of
 
 ALICE = Requester("console", "alice", workspace="w1")
 BOB = Requester("console", "bob", workspace="w1")
@@ -35,11 +34,9 @@ def backend():
 
 @pytest.fixture
 async def service(backend, tmp_path):
-    history = InMemoryHistory()
     service = ImageService(
         backend=backend,
-        history=history,
-        files=ImageFiles(tmp_path),
+        stores=stores_of(InMemoryDatabase.create(), tmp_path),
         catalog=load_catalog(),
         default_model="tiny",
         limits=Limits(pixel_budget=4 * 1024 * 1024),
@@ -322,7 +319,7 @@ async def test_the_queued_line_shows_an_eta_once_jobs_have_been_timed(service, b
 
 
 async def test_a_workspace_daily_quota_refuses_with_the_reset_time(backend, tmp_path):
-    from storage.history import SqliteHistory
+    from storage import SqliteDatabase
     from tests.fakes.service import started_service
 
     now = 86400 * 20000 + 3600 * 18 + 60 * 48  # 18:48 UTC
@@ -330,7 +327,7 @@ async def test_a_workspace_daily_quota_refuses_with_the_reset_time(backend, tmp_
     bob = Requester("slack", "U2", workspace="T1", channel="C1")
     elsewhere = Requester("slack", "U3", workspace="T2", channel="C9")
     async with started_service(backend, tmp_path, daily_quota=5, clock=lambda: now) as (service, history):
-        assert isinstance(history, SqliteHistory)
+        assert isinstance(history, SqliteDatabase)
         await (await service.imagine("a red fox --n 4", alice)).result()
         with pytest.raises(QuotaReached) as refused:
             await service.imagine("a grey wolf --n 2", bob)
@@ -339,7 +336,7 @@ async def test_a_workspace_daily_quota_refuses_with_the_reset_time(backend, tmp_
         )
         await (await service.imagine("a grey wolf", bob)).result()  # the fifth fits
         await (await service.imagine("a white owl --n 4", elsewhere)).result()  # another workspace
-        assert len(await history.recent("slack", "U2")) == 1  # the refusal left no row
+        assert len(await history.generations.recent("slack", "U2")) == 1  # the refusal left no row
 
 
 async def test_a_server_policy_blocks_banned_words_however_spelt_and_its_limits(service, backend):
@@ -374,7 +371,7 @@ async def test_forget_deletes_a_users_rows_files_and_settings_and_nothing_of_oth
         queued = await service.imagine("a slow fox --steps 2", ALICE)
         assert await service.forget(ALICE) == 3
         # the running one is cancelled, not deleted under the worker's feet
-        assert [g.id for g in await history.recent("console", "alice")] == [queued.id]
+        assert [g.id for g in await history.generations.recent("console", "alice")] == [queued.id]
         assert not any((tmp_path / image.path).exists() for g in mine for image in g.images)
         assert (tmp_path / theirs.images[0].path).exists()
         assert await service.settings(ALICE) == {}
@@ -392,5 +389,5 @@ async def test_retention_purges_old_finished_generations_with_their_files(backen
         now[0] += 10 * 86400
         assert await service.purge(days=30) == 0
         assert await service.purge(days=7) == 1
-        assert await history.get(old.id) is None
+        assert await history.generations.get(old.id) is None
         assert not (tmp_path / old.images[0].path).exists()

@@ -35,7 +35,7 @@ async def test_queued_and_running_jobs_run_after_a_restart(tmp_path: Path) -> No
         assert sorted(job.id for job, _ in resumed) == ids
         for job, _ in resumed:
             await job.result()
-        generations = [await history.get(generation_id) for generation_id in ids]
+        generations = [await history.generations.get(generation_id) for generation_id in ids]
     assert [g.status for g in generations if g] == ["done", "done", "done"]
     assert [g.interruptions for g in generations if g] == [1, 0, 0]
     assert sorted(request.seed for request in backend.requests) == [7, 8, 9]
@@ -50,5 +50,5 @@ async def test_a_job_interrupted_twice_fails_with_a_sentence(tmp_path: Path) -> 
         assert [event.message async for event in outcomes[first].events() if event.final] == [INTERRUPTED_TWICE]
         for generation_id in others:
             await outcomes[generation_id].result()
-        failed = await history.get(first)
+        failed = await history.generations.get(first)
     assert failed is not None and failed.status == "failed" and failed.error == INTERRUPTED_TWICE

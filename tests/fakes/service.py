@@ -9,10 +9,10 @@ from typing import Any
 
 from bot.catalog import Catalog, load_catalog
 from bot.options import Limits
+from bot.ports import Backend
 from bot.service import ImageService
-from inference.base import Backend
-from storage.files import ImageFiles
-from storage.history import SqliteHistory
+from storage import SqliteDatabase
+from tests.fakes.stores import stores_of
 
 
 @contextlib.asynccontextmanager
@@ -23,16 +23,15 @@ async def started_service(
     catalog: Catalog | None = None,
     default_model: str = "tiny",
     **options: Any,
-) -> AsyncIterator[tuple[ImageService, SqliteHistory]]:
-    """Yield a started service (the shipped catalog and the tiny model by default) and its SQLite history.
+) -> AsyncIterator[tuple[ImageService, SqliteDatabase]]:
+    """Yield a started service (the shipped catalog and the tiny model by default) and its SQLite database.
 
     Both are closed on exit; the backend is its caller's.
     """
-    history = await SqliteHistory.open(data_dir / "imagebot.sqlite3")
+    history = await SqliteDatabase.open(data_dir / "imagebot.sqlite3")
     service = ImageService(
         backend=backend,
-        history=history,
-        files=ImageFiles(data_dir),
+        stores=stores_of(history, data_dir),
         catalog=catalog or load_catalog(),
         default_model=default_model,
         limits=Limits(pixel_budget=4 * 1024 * 1024),

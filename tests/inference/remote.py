@@ -7,11 +7,12 @@ from pathlib import Path
 
 from bot.catalog import Catalog
 from bot.errors import BotError
+from bot.history import Generation
 from bot.jobs import Requester
 from bot.options import Defaults, Limits, parse_text
 from bot.request import GenerationRequest
 from bot.service import ImageService
-from storage.history import Generation, HistoryStore
+from storage import SqliteDatabase
 
 WHO = Requester("console", "alice")
 
@@ -37,7 +38,7 @@ async def outcome(service: ImageService, line: str) -> tuple[Generation | None, 
         return None, str(error)
 
 
-async def only(history: HistoryStore) -> Generation:
+async def only(history: SqliteDatabase) -> Generation:
     """Return the one generation in history."""
-    (generation,) = await history.recent(WHO.platform, WHO.user_id)
+    (generation,) = await history.generations.recent(WHO.platform, WHO.user_id)
     return generation

@@ -8,8 +8,8 @@ import pytest
 
 from bot.catalog import load_catalog
 from bot.errors import BackendUnavailable, InvalidOption, JobCancelled
+from bot.ports import Backend
 from bot.request import Progress, RefinerSpec, WeightedName
-from inference.base import Backend
 from inference.local import LocalBackend
 from tests.inference.tiny_requests import tiny_request
 

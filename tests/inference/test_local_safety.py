@@ -67,7 +67,7 @@ async def test_a_forced_flag_reaches_sqlite_through_the_worker_process(tiny_data
         async with started_service(backend, tmp_path) as (service, history):
             job = await service.imagine("a red fox --steps 2 --n 2", WHO)
             generation = await job.result()
-            stored = await history.get(generation.id)
+            stored = await history.generations.get(generation.id)
     finally:
         await backend.aclose()
     assert stored is not None and [image.nsfw for image in stored.images] == [True, True]

@@ -18,7 +18,7 @@ from bot.config import ModelsLabSettings
 from bot.errors import InvalidOption
 from bot.service import ImageService
 from inference.modelslab import ModelsLabBackend
-from storage.history import SqliteHistory
+from storage import SqliteDatabase
 from tests.fakes.modelslab import FakeModelsLab, Fault, colour_for_seed
 from tests.fakes.service import started_service
 from tests.inference.remote import CATALOG, WHO, only, outcome
@@ -36,7 +36,7 @@ def settings(fake: FakeModelsLab, **changes: object) -> ModelsLabSettings:
 
 
 @pytest.fixture
-async def service(fake: FakeModelsLab, tmp_path: Path) -> AsyncIterator[tuple[ImageService, SqliteHistory]]:
+async def service(fake: FakeModelsLab, tmp_path: Path) -> AsyncIterator[tuple[ImageService, SqliteDatabase]]:
     backend = ModelsLabBackend(CATALOG, settings(fake), eta_cap=0.05)
     try:
         async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as started:
@@ -147,7 +147,7 @@ async def test_what_modelslab_cannot_do_is_refused_before_anything_is_queued_or_
         await svc.imagine("a red fox --refiner 85", WHO)
     with pytest.raises(InvalidOption, match="Steps are at most 50 on ModelsLab"):
         await svc.imagine("a red fox --steps 80", WHO)
-    assert fake.requests == [] and await history.recent("console", "alice") == []
+    assert fake.requests == [] and await history.generations.recent("console", "alice") == []
 
 
 async def test_an_unreachable_api_is_retried_within_the_budget(tmp_path: Path) -> None:
@@ -176,6 +176,6 @@ async def test_modelslabs_safety_checker_verdict_is_stored_per_image(service, fa
     fake.nsfw_seeds = {8}
     generation, error = await outcome(running, "a red fox --seed 7 --n 2 --steps 20")
     assert error is None and generation is not None
-    stored = await history.get(generation.id)
+    stored = await history.generations.get(generation.id)
     assert [(image.seed, image.nsfw) for image in stored.images] == [(7, False), (8, True)]
     assert all(job.request.flag("safety_checker") for job in fake.jobs.values())

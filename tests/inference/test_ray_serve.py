@@ -153,9 +153,9 @@ async def test_a_replica_loads_a_lora_once_and_the_id_names_the_weights(backend,
 
 async def test_the_bot_generates_and_refines_on_the_cluster(cluster, tmp_path, monkeypatch):
     """IMAGEBOT_BACKEND=ray: /imagine and refine go through the service to the replicas; seeds and files stored."""
-    from bot.bootstrap import bootstrap
     from bot.config import CoreSettings, LocalWorkerSettings, QueueSettings
     from bot.jobs import Requester
+    from imagebot.bootstrap import bootstrap
 
     monkeypatch.setenv("IMAGEBOT_RAY_APP_NAME", APP)
     core = CoreSettings(backend="ray", data_dir=tmp_path, default_model="tiny")
@@ -176,7 +176,7 @@ async def test_the_bot_generates_and_refines_on_the_cluster(cluster, tmp_path, m
 
 async def test_doctor_finds_the_application_and_its_replicas(cluster, monkeypatch):
     """imagebot doctor with IMAGEBOT_BACKEND=ray: the running application passes, a missing one is the fix."""
-    from bot.doctor import _ray
+    from imagebot.doctor import _ray
 
     monkeypatch.setenv("IMAGEBOT_RAY_APP_NAME", APP)
     assert (await _ray()).detail == f"'{APP}' is running on 2 replicas"

@@ -18,7 +18,7 @@ from bot.config import RunwareSettings
 from bot.errors import InvalidOption
 from bot.service import ImageService
 from inference.runware import RunwareBackend
-from storage.history import SqliteHistory
+from storage import SqliteDatabase
 from tests.fakes.runware import COST_PER_IMAGE, FakeRunware, Fault
 from tests.fakes.service import started_service
 from tests.inference.remote import CATALOG, WHO, only, outcome
@@ -37,7 +37,7 @@ def settings(fake: FakeRunware, **changes: object) -> RunwareSettings:
 
 
 @pytest.fixture
-async def running(fake: FakeRunware, tmp_path: Path) -> AsyncIterator[tuple[ImageService, SqliteHistory]]:
+async def running(fake: FakeRunware, tmp_path: Path) -> AsyncIterator[tuple[ImageService, SqliteDatabase]]:
     backend = RunwareBackend(CATALOG, settings(fake), poll_interval=0.01)
     try:
         async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as started:
@@ -233,7 +233,7 @@ async def test_what_runware_cannot_do_is_refused_before_anything_is_queued_or_se
         await service.imagine("a red fox --lora pixel-art", WHO)
     with pytest.raises(InvalidOption, match="'DPM\\+\\+ 3M SDE' is not available on Runware"):
         await service.imagine("a red fox --sampler 'DPM++ 3M SDE'", WHO)
-    assert fake.requests == [] and await history.recent("console", "alice") == []
+    assert fake.requests == [] and await history.generations.recent("console", "alice") == []
 
 
 async def test_runwares_content_check_verdict_is_stored_per_image(running, fake: FakeRunware) -> None:
@@ -244,5 +244,5 @@ async def test_runwares_content_check_verdict_is_stored_per_image(running, fake:
     assert error is None and generation is not None
     (task,) = fake.calls("imageInference")
     assert task["safety"] == {"checkContent": True}
-    stored = await history.get(generation.id)
+    stored = await history.generations.get(generation.id)
     assert [(image.seed, image.nsfw) for image in stored.images] == [(42, False), (43, True)]

@@ -1,4 +1,4 @@
-"""Fixtures shared by the storage tests: requests, a fake clock, and both history stores."""
+"""Fixtures shared by the storage tests: requests, a fake clock, and both kinds of stores."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
+from bot.history import NewGeneration
 from bot.request import GenerationRequest
-from storage import HistoryStore, InMemoryHistory, NewGeneration, SqliteHistory
+from storage import SqliteDatabase
+from tests.fakes.stores import InMemoryDatabase
 
 
 class FakeClock:
@@ -58,7 +60,7 @@ def make_new_fixture() -> Any:
 
 
 @pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[HistoryStore]:
+async def store(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Any]:
     """Each behaviour test runs against both stores, which must agree.
 
     The SQLite store runs on ":memory:": the same SQL, without paying for fsyncs
@@ -66,8 +68,8 @@ async def store(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterat
     is tested in test_sqlite_history.py.
     """
     if request.param == "memory":
-        history: HistoryStore = InMemoryHistory(clock=clock)
+        database: Any = InMemoryDatabase.create(clock=clock)
     else:
-        history = await SqliteHistory.open(":memory:", clock=clock)
-    yield history
-    await history.close()
+        database = await SqliteDatabase.open(":memory:", clock=clock)
+    yield database
+    await database.close()

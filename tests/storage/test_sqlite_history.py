@@ -9,13 +9,16 @@ import json
 import random
 import sqlite3
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bot.history import NewGeneration, StoredImage
 from bot.request import MAX_SEED, GenerationRequest, RefinerSpec, WeightedName
-from storage import HistoryStore, InMemoryHistory, NewGeneration, SqliteHistory, StoredImage
+from storage import SqliteDatabase
+from tests.fakes.stores import InMemoryDatabase
 
 
 def images_for(generation_id: int, count: int, seed: int) -> list[StoredImage]:
@@ -26,20 +29,20 @@ def images_for(generation_id: int, count: int, seed: int) -> list[StoredImage]:
 
 async def test_concurrent_writes_lose_nothing(tmp_path, make_new):
     """1,000 concurrent add + mark_running + mark_done/failed from 50 users keep every row and image."""
-    store = await SqliteHistory.open(tmp_path / "h.db")
+    store = await SqliteDatabase.open(tmp_path / "h.db")
     users = [f"user{n}" for n in range(50)]
 
     async def one_job(n: int) -> tuple[int, str, int]:
         user = users[n % len(users)]
         count = n % 4 + 1
-        generation = await store.add(make_new(user, seed=n + 1))
+        generation = await store.generations.add(make_new(user, seed=n + 1))
         await asyncio.sleep(0)  # let other jobs interleave between every step
-        assert await store.mark_running(generation.id)
+        assert await store.generations.mark_running(generation.id)
         await asyncio.sleep(0)
         if n % 10 == 0:
-            assert await store.mark_failed(generation.id, f"job {n} failed")
+            assert await store.generations.mark_failed(generation.id, f"job {n} failed")
             return generation.id, user, 0
-        assert await store.mark_done(generation.id, images_for(generation.id, count, n + 1), cost=n / 1000)
+        assert await store.generations.mark_done(generation.id, images_for(generation.id, count, n + 1), cost=n / 1000)
         return generation.id, user, count
 
     try:
@@ -47,7 +50,7 @@ async def test_concurrent_writes_lose_nothing(tmp_path, make_new):
         assert len({generation_id for generation_id, _, _ in results}) == 1000
         for user in users:
             mine = [r for r in results if r[1] == user]
-            stored = await store.recent("discord", user, limit=1000)
+            stored = await store.generations.recent("discord", user, limit=1000)
             assert sorted(g.id for g in stored) == sorted(r[0] for r in mine)
             expected_images = {generation_id: count for generation_id, _, count in mine}
             for generation in stored:
@@ -55,7 +58,7 @@ async def test_concurrent_writes_lose_nothing(tmp_path, make_new):
                 assert generation.status == ("done" if count else "failed")
                 assert len(generation.images) == count
                 assert generation.images == tuple(images_for(generation.id, count, generation.seed))
-        assert await store.unfinished() == []
+        assert await store.generations.unfinished() == []
     finally:
         await store.close()
     with sqlite3.connect(tmp_path / "h.db") as conn:
@@ -67,23 +70,23 @@ async def test_concurrent_writes_lose_nothing(tmp_path, make_new):
 
 async def test_readers_never_see_half_a_mark_done(make_new):
     """A generation read while others are being finished is done with all its images, or not done."""
-    store = await SqliteHistory.open(":memory:")
+    store = await SqliteDatabase.open(":memory:")
     try:
-        ids = [(await store.add(make_new(seed=n + 1))).id for n in range(100)]
+        ids = [(await store.generations.add(make_new(seed=n + 1))).id for n in range(100)]
         stop = asyncio.Event()
         rng = random.Random(3)
         seen: list[tuple[str, int]] = []
 
         async def reader() -> None:
             while not stop.is_set():
-                for generation in await store.recent("discord", "u1", limit=10):
+                for generation in await store.generations.recent("discord", "u1", limit=10):
                     seen.append((generation.status, len(generation.images)))
-                generation = await store.get(rng.choice(ids))
+                generation = await store.generations.get(rng.choice(ids))
                 seen.append((generation.status, len(generation.images)))
 
         async def writer() -> None:
             for generation_id in ids:
-                await store.mark_done(generation_id, images_for(generation_id, 3, 1))
+                await store.generations.mark_done(generation_id, images_for(generation_id, 3, 1))
             stop.set()
 
         await asyncio.gather(reader(), reader(), writer())
@@ -95,19 +98,19 @@ async def test_readers_never_see_half_a_mark_done(make_new):
 
 async def test_failed_mark_done_rolls_back_and_store_stays_usable(make_new):
     """An insert error halfway through mark_done leaves the generation as it was."""
-    store = await SqliteHistory.open(":memory:")
+    store = await SqliteDatabase.open(":memory:")
     try:
-        generation = await store.add(make_new())
-        await store.mark_running(generation.id)
+        generation = await store.generations.add(make_new())
+        await store.generations.mark_running(generation.id)
         # STRICT tables refuse text in an INTEGER column: the UPDATE has run, the image INSERT fails.
         good, second = images_for(generation.id, 2, 42)
         bad = [good, dataclasses.replace(second, width="wide")]
         with pytest.raises(sqlite3.IntegrityError):
-            await store.mark_done(generation.id, bad)
-        kept = await store.get(generation.id)
+            await store.generations.mark_done(generation.id, bad)
+        kept = await store.generations.get(generation.id)
         assert (kept.status, kept.images, kept.finished_at) == ("running", (), None)
-        assert await store.mark_done(generation.id, images_for(generation.id, 1, 42))
-        assert len((await store.get(generation.id)).images) == 1
+        assert await store.generations.mark_done(generation.id, images_for(generation.id, 1, 42))
+        assert len((await store.generations.get(generation.id)).images) == 1
     finally:
         await store.close()
 
@@ -115,38 +118,38 @@ async def test_failed_mark_done_rolls_back_and_store_stays_usable(make_new):
 async def test_unfinished_survives_close_and_reopen(tmp_path, make_new):
     """Queued and running jobs are still there, unchanged, after a restart."""
     path = tmp_path / "h.db"
-    store = await SqliteHistory.open(path)
-    queued = await store.add(make_new("a"))
-    running = await store.add(make_new("b", seed=2))
-    done = await store.add(make_new("c", seed=3))
-    await store.mark_running(running.id)
-    await store.mark_done(done.id, images_for(done.id, 1, 3))
-    before = await store.unfinished()
+    store = await SqliteDatabase.open(path)
+    queued = await store.generations.add(make_new("a"))
+    running = await store.generations.add(make_new("b", seed=2))
+    done = await store.generations.add(make_new("c", seed=3))
+    await store.generations.mark_running(running.id)
+    await store.generations.mark_done(done.id, images_for(done.id, 1, 3))
+    before = await store.generations.unfinished()
     await store.close()
 
-    reopened = await SqliteHistory.open(path)
+    reopened = await SqliteDatabase.open(path)
     try:
-        after = await reopened.unfinished()
+        after = await reopened.generations.unfinished()
         assert [g.id for g in after] == [queued.id, running.id]
         assert after == before
-        assert (await reopened.get(done.id)).images == tuple(images_for(done.id, 1, 3))
+        assert (await reopened.generations.get(done.id)).images == tuple(images_for(done.id, 1, 3))
     finally:
         await reopened.close()
 
 
 async def test_latest_among_many_users(make_new):
     """latest finds each user's own newest generation among thousands, interleaved at random."""
-    store = await SqliteHistory.open(":memory:")
+    store = await SqliteDatabase.open(":memory:")
     rng = random.Random(7)
     newest: dict[tuple[str, str], int] = {}
     try:
         for n in range(2000):
             platform = rng.choice(["discord", "slack"])
             user = f"user{rng.randrange(60)}"
-            generation = await store.add(make_new(user, platform=platform, seed=n + 1))
+            generation = await store.generations.add(make_new(user, platform=platform, seed=n + 1))
             newest[(platform, user)] = generation.id
         for (platform, user), generation_id in newest.items():
-            found = await store.latest(platform, user)
+            found = await store.generations.latest(platform, user)
             assert (found.id, found.platform, found.user_id) == (generation_id, platform, user)
     finally:
         await store.close()
@@ -155,8 +158,8 @@ async def test_latest_among_many_users(make_new):
 async def test_close_waits_for_queued_operations(tmp_path, make_new):
     """close() called while writes wait for the lock lets them all finish first."""
     path = tmp_path / "h.db"
-    store = await SqliteHistory.open(path)
-    writes = [asyncio.create_task(store.add(make_new(seed=n + 1))) for n in range(20)]
+    store = await SqliteDatabase.open(path)
+    writes = [asyncio.create_task(store.generations.add(make_new(seed=n + 1))) for n in range(20)]
     await asyncio.sleep(0)  # every write is now holding or waiting for the lock
     await store.close()
     assert len({(await task).id for task in writes}) == 20
@@ -202,12 +205,12 @@ json_values = st.recursive(
 
 
 @contextlib.contextmanager
-def both_stores_on_one_loop() -> Iterator[tuple[asyncio.Runner, list[HistoryStore]]]:
+def both_stores_on_one_loop() -> Iterator[tuple[asyncio.Runner, list[Any]]]:
     """Open both stores once on a private loop, so each hypothesis example only runs queries."""
     with asyncio.Runner() as runner:
-        sqlite = runner.run(SqliteHistory.open(":memory:"))
+        sqlite = runner.run(SqliteDatabase.open(":memory:"))
         try:
-            yield runner, [InMemoryHistory(), sqlite]
+            yield runner, [InMemoryDatabase.create(), sqlite]
         finally:
             runner.run(sqlite.close())
 
@@ -218,8 +221,8 @@ def test_any_request_round_trips_unchanged():
 
         async def round_trip(new: NewGeneration) -> None:
             for store in stores:
-                added = await store.add(new)
-                stored = await store.get(added.id)
+                added = await store.generations.add(new)
+                stored = await store.generations.get(added.id)
                 assert stored == added
                 assert stored.request == new.request
                 assert stored.request.to_dict() == new.request.to_dict()
@@ -241,8 +244,8 @@ def test_any_json_settings_round_trip():
 
         async def round_trip(settings_dict: dict) -> None:
             for store in stores:
-                await store.put_settings("slack", "U1", settings_dict)
-                assert await store.get_settings("slack", "U1") == json.loads(json.dumps(settings_dict))
+                await store.settings.put("slack", "U1", settings_dict)
+                assert await store.settings.get("slack", "U1") == json.loads(json.dumps(settings_dict))
 
         @settings(max_examples=50, deadline=None)
         @given(settings_dict=st.dictionaries(st.text(max_size=20), json_values, max_size=6))
@@ -255,21 +258,21 @@ def test_any_json_settings_round_trip():
 @pytest.mark.parametrize("steps_before_cancel", range(8))
 async def test_cancelled_mark_done_leaves_store_consistent(make_new, steps_before_cancel):
     """Cancelling mark_done at any await leaves it all done or not at all, and the store usable."""
-    store = await SqliteHistory.open(":memory:")
+    store = await SqliteDatabase.open(":memory:")
     try:
-        generation = await store.add(make_new())
-        await store.mark_running(generation.id)
-        task = asyncio.create_task(store.mark_done(generation.id, images_for(generation.id, 3, 42)))
+        generation = await store.generations.add(make_new())
+        await store.generations.mark_running(generation.id)
+        task = asyncio.create_task(store.generations.mark_done(generation.id, images_for(generation.id, 3, 42)))
         for _ in range(steps_before_cancel):
             await asyncio.sleep(0)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        found = await store.get(generation.id)
+        found = await store.generations.get(generation.id)
         assert (found.status, len(found.images)) in {("running", 0), ("done", 3)}
         # A new write transaction can start: nothing was left open.
-        other = await store.add(make_new(seed=7))
-        assert await store.mark_done(other.id, images_for(other.id, 1, 7))
-        assert len((await store.get(other.id)).images) == 1
+        other = await store.generations.add(make_new(seed=7))
+        assert await store.generations.mark_done(other.id, images_for(other.id, 1, 7))
+        assert len((await store.generations.get(other.id)).images) == 1
     finally:
         await store.close()

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 import storage
-from storage import SqliteHistory, _schema
+from storage import SqliteDatabase, _schema
 
 
 def file_version(path) -> int:
@@ -31,7 +31,7 @@ def test_storage_exports_are_sorted_and_importable():
 async def test_empty_file_reaches_latest_version(tmp_path):
     """Opening a new file applies every migration."""
     path = tmp_path / "new.db"
-    store = await SqliteHistory.open(path)
+    store = await SqliteDatabase.open(path)
     await store.close()
     assert file_version(path) == _schema.SCHEMA_VERSION == len(_schema.MIGRATIONS)
     assert {"generations", "images", "user_settings", "policies"} <= table_names(path)
@@ -40,20 +40,20 @@ async def test_empty_file_reaches_latest_version(tmp_path):
 async def test_reopen_is_idempotent_and_keeps_data(tmp_path, make_new):
     """Opening a migrated file again changes nothing and loses nothing."""
     path = tmp_path / "h.db"
-    store = await SqliteHistory.open(path)
-    generation = await store.add(make_new())
+    store = await SqliteDatabase.open(path)
+    generation = await store.generations.add(make_new())
     await store.close()
-    store = await SqliteHistory.open(path)
+    store = await SqliteDatabase.open(path)
     try:
         assert file_version(path) == _schema.SCHEMA_VERSION
-        assert await store.get(generation.id) == generation
+        assert await store.generations.get(generation.id) == generation
     finally:
         await store.close()
 
 
 async def test_open_creates_missing_directory(tmp_path):
     """The data directory does not have to exist yet."""
-    store = await SqliteHistory.open(tmp_path / "data" / "nested" / "h.db")
+    store = await SqliteDatabase.open(tmp_path / "data" / "nested" / "h.db")
     await store.close()
     assert (tmp_path / "data" / "nested" / "h.db").exists()
 
@@ -95,13 +95,13 @@ async def test_newer_file_is_refused(tmp_path):
     with sqlite3.connect(path) as conn:
         conn.execute(f"PRAGMA user_version = {_schema.SCHEMA_VERSION + 1}")
     with pytest.raises(RuntimeError, match="newer"):
-        await SqliteHistory.open(path)
+        await SqliteDatabase.open(path)
 
 
 async def test_two_processes_opening_at_once_migrate_once(tmp_path):
     """Two connections migrating the same new file at once both succeed."""
     path = tmp_path / "h.db"
-    stores = await asyncio.gather(SqliteHistory.open(path), SqliteHistory.open(path))
+    stores = await asyncio.gather(SqliteDatabase.open(path), SqliteDatabase.open(path))
     for store in stores:
         await store.close()
     assert file_version(path) == _schema.SCHEMA_VERSION
@@ -126,7 +126,7 @@ async def test_connection_pragmas(tmp_path):
 async def test_wal_mode_is_persistent_in_the_file(tmp_path):
     """The file itself is in WAL mode, so other tools reading it do not block the bot."""
     path = tmp_path / "h.db"
-    store = await SqliteHistory.open(path)
+    store = await SqliteDatabase.open(path)
     await store.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -147,18 +147,18 @@ def test_statement_splitting_refuses_a_cut_off_statement():
         _schema._statements("CREATE TABLE a (x);\nCREATE TABLE b (")
 
 
-async def plan_of_calls(store: SqliteHistory, call) -> list[str]:
+async def plan_of_calls(store: SqliteDatabase, call) -> list[str]:
     """Run `call` with tracing on and return the query plan of every SELECT on generations it ran."""
     statements: list[str] = []
-    await store._conn.set_trace_callback(statements.append)
+    await store.db.conn.set_trace_callback(statements.append)
     try:
         await call()
     finally:
-        await store._conn.set_trace_callback(None)
+        await store.db.conn.set_trace_callback(None)
     plans = []
     for sql in statements:
         if sql.lstrip().upper().startswith("SELECT") and "FROM generations" in sql:
-            rows = await store._conn.execute_fetchall(f"EXPLAIN QUERY PLAN {sql}")
+            rows = await store.db.conn.execute_fetchall(f"EXPLAIN QUERY PLAN {sql}")
             plans.append(" | ".join(row[3] for row in rows))
     return plans
 
@@ -166,23 +166,23 @@ async def plan_of_calls(store: SqliteHistory, call) -> list[str]:
 @pytest.mark.parametrize(
     ("method", "index"),
     [
-        (lambda s: s.latest("discord", "u1"), "generations_user_latest"),
-        (lambda s: s.latest("discord", "u1", status="done"), "generations_user_latest"),
-        (lambda s: s.recent("discord", "u1", 10, before_id=50), "generations_user_latest"),
-        (lambda s: s.by_message_ref("discord", "C1/123"), "generations_message_ref"),
-        (lambda s: s.unfinished(), "generations_unfinished"),
+        (lambda s: s.generations.latest("discord", "u1"), "generations_user_latest"),
+        (lambda s: s.generations.latest("discord", "u1", status="done"), "generations_user_latest"),
+        (lambda s: s.generations.recent("discord", "u1", 10, before_id=50), "generations_user_latest"),
+        (lambda s: s.generations.by_message_ref("discord", "C1/123"), "generations_message_ref"),
+        (lambda s: s.generations.unfinished(), "generations_unfinished"),
     ],
     ids=["latest", "latest-status", "recent-page", "by_message_ref", "unfinished"],
 )
 async def test_hot_queries_use_their_index(tmp_path, make_new, method, index):
     """The statements the store really runs search an index and never scan generations."""
-    store = await SqliteHistory.open(tmp_path / "h.db")
+    store = await SqliteDatabase.open(tmp_path / "h.db")
     try:
         for n in range(50):
-            generation = await store.add(make_new(f"u{n % 7}"))
-            await store.set_message_ref(generation.id, f"C1/{n}")
+            generation = await store.generations.add(make_new(f"u{n % 7}"))
+            await store.generations.set_message_ref(generation.id, f"C1/{n}")
         # Fresh statistics, so the planner's choice is the one it makes on a real, busy file.
-        await store._conn.execute("ANALYZE")
+        await store.db.conn.execute("ANALYZE")
         plans = await plan_of_calls(store, lambda: method(store))
     finally:
         await store.close()

@@ -13,9 +13,9 @@ import pytest
 from adapters.discord import setup
 from bot.config import DiscordSettings
 from bot.jobs import Requester
+from bot.ports import Backend
 from bot.service import ImageService
-from inference.base import Backend
-from storage.history import HistoryStore
+from storage import SqliteDatabase
 from tests.fakes.backend import FakeBackend
 from tests.fakes.discord import FakeDiscord, patch_discord
 from tests.fakes.service import started_service
@@ -28,7 +28,7 @@ class Running:
     fake: FakeDiscord
     service: ImageService
     backend: Backend
-    history: HistoryStore
+    history: SqliteDatabase
     data_dir: Path
     bot: object
     task: asyncio.Task[None]

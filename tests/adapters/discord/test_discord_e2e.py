@@ -110,7 +110,7 @@ async def _start_bot(fake: FakeDiscord, data_dir: Path) -> asyncio.subprocess.Pr
     )
     connections = fake.connections
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "run", cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE
+        sys.executable, "-m", "imagebot.cli", "run", cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE
     )
     await asyncio.wait_for(fake.wait_ready(connections + 1), SLOW)
     return process

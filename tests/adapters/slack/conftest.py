@@ -14,7 +14,7 @@ from adapters.slack import running as running_slack
 from bot.config import SlackSettings
 from bot.jobs import Requester
 from bot.service import ImageService
-from storage.history import HistoryStore
+from storage import SqliteDatabase
 from tests.fakes.backend import FakeBackend
 from tests.fakes.service import started_service
 from tests.fakes.slack import FakeSlack, SlackMessage
@@ -27,7 +27,7 @@ class Running:
     fake: FakeSlack
     service: ImageService
     backend: FakeBackend
-    history: HistoryStore
+    history: SqliteDatabase
     data_dir: Path
     url: str  # the app's events URL in HTTP mode, "socket mode" otherwise
 

@@ -389,7 +389,7 @@ async def test_a_card_posted_before_a_restart_gets_its_image_after_it(fake: Fake
         card = await running.finished_card(1)
         assert _fields(card)["Seed"] == "7"
         assert [m for m in fake.channel_messages() if m.files]
-        assert (await running.history.get(1)).interruptions == 1  # type: ignore[union-attr]
+        assert (await running.history.generations.get(1)).interruptions == 1  # type: ignore[union-attr]
 
 
 async def test_forget_asks_first_then_removes_rows_and_files(running: Running) -> None:

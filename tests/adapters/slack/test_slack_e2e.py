@@ -48,7 +48,7 @@ async def _start_app(fake: FakeSlack, data_dir: Path) -> tuple[asyncio.subproces
         HF_HUB_OFFLINE="1",
     )
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.cli", "run", cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE
+        sys.executable, "-m", "imagebot.cli", "run", cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE
     )
     url = f"http://127.0.0.1:{port}/slack/events"
     loop = asyncio.get_running_loop()

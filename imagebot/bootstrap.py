@@ -1,4 +1,4 @@
-"""Wire the real parts together: the only `bot` module that imports `inference` and `storage`."""
+"""Wire the real parts together: settings → stores → backend → service."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from bot.catalog import Catalog, load_catalog
 from bot.config import (
@@ -20,10 +21,9 @@ from bot.config import (
 )
 from bot.errors import BotError
 from bot.options import Limits
+from bot.ports import Backend, ConcurrentBackend, GenerationStore, PolicyStore, SettingsStore, Stores
 from bot.service import ImageService
-from inference.base import Backend, ConcurrentBackend
-from storage.files import ImageFiles
-from storage.history import HistoryStore, SqliteHistory
+from storage import ImageFiles, SqliteDatabase
 
 __all__ = ["App", "ConfigurationError", "bootstrap", "cuda_present", "freeze_startup_heap", "pick_default_model"]
 
@@ -31,6 +31,29 @@ TINY_NOTICE = (
     "No CUDA GPU and no IMAGEBOT_DEFAULT_MODEL set: using the tiny offline model "
     "(random weights, so it makes noise, not pictures). Set IMAGEBOT_DEFAULT_MODEL=sdxl on a GPU box."
 )
+
+
+class Database(Protocol):
+    """The stores of one database, closed together (`storage.SqliteDatabase`, or a test's in-memory one)."""
+
+    @property
+    def generations(self) -> GenerationStore:
+        """Return the generations and their images."""
+        ...
+
+    @property
+    def policies(self) -> PolicyStore:
+        """Return the server rules and audit log."""
+        ...
+
+    @property
+    def settings(self) -> SettingsStore:
+        """Return the users' defaults."""
+        ...
+
+    async def close(self) -> None:
+        """Release the database."""
+        ...
 
 
 class ConfigurationError(Exception):
@@ -43,7 +66,7 @@ class App:
 
     service: ImageService
     backend: Backend
-    history: HistoryStore
+    database: Database
     catalog: Catalog
     data_dir: Path
     pinned: dict[str, Backend] = field(default_factory=dict)
@@ -53,7 +76,7 @@ class App:
         await self.service.aclose()
         for backend in (self.backend, *self.pinned.values()):
             await backend.aclose()
-        await self.history.close()
+        await self.database.close()
 
 
 def cuda_present() -> bool:
@@ -130,7 +153,7 @@ async def bootstrap(
     queue: QueueSettings | None = None,
     *,
     backend: Backend | None = None,
-    history: HistoryStore | None = None,
+    database: Database | None = None,
     announce: Callable[[str], None] = print,
 ) -> App:
     """Build the service from settings; tests pass their own backend or history store.
@@ -140,7 +163,7 @@ async def bootstrap(
         worker: local worker settings; likewise.
         queue: queue limits; likewise.
         backend: use this backend instead of the configured one.
-        history: use this store instead of the SQLite file in the data directory.
+        database: use these stores instead of the SQLite file in the data directory.
         announce: where notices for the operator go (the tiny-model notice).
     """
     core = core or CoreSettings()
@@ -161,12 +184,12 @@ async def bootstrap(
         except ConfigurationError as error:
             # The models pinned there are refused with a sentence; the others work.
             announce(f"Catalog models on the {name} backend are unavailable: {error}")
-    history = history or await SqliteHistory.open(core.data_dir / "imagebot.sqlite3")
+    database = database or await SqliteDatabase.open(core.data_dir / "imagebot.sqlite3")
+    stores = Stores(database.generations, database.policies, database.settings, ImageFiles(core.data_dir))
     service = ImageService(
         backend=backend,
         backends=pinned,
-        history=history,
-        files=ImageFiles(core.data_dir),
+        stores=stores,
         catalog=catalog,
         default_model=default_model,
         limits=Limits(pixel_budget=core.pixel_budget),
@@ -179,7 +202,7 @@ async def bootstrap(
         retention_days=core.retention_days,
     )
     await service.start()
-    return App(service, backend, history, catalog, core.data_dir, pinned)
+    return App(service, backend, database, catalog, core.data_dir, pinned)
 
 
 def freeze_startup_heap() -> None:

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from adapters.console import ConsoleChat
-from bot.bootstrap import App, ConfigurationError, bootstrap, freeze_startup_heap
 from bot.config import CoreSettings, DiscordSettings, ModelsLabSettings, RunwareSettings, SlackSettings, env_example
 from bot.jobs import Requester
 from bot.logs import setup_logging
+from imagebot.bootstrap import App, ConfigurationError, bootstrap, freeze_startup_heap
 
 if TYPE_CHECKING:
     from adapters.discord._bot import ImageBot
@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(env_example())
         return 0
     if args.command == "doctor":
-        from bot.doctor import check_all, report
+        from imagebot.doctor import check_all, report
 
         checks = asyncio.run(check_all(running=args.running))
         print(report(checks))

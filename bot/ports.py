@@ -1,0 +1,253 @@
+"""The core's ports: what it needs from the world, as protocols that `inference/` and `storage/` implement.
+
+Nothing here does I/O. The composition root (`imagebot.bootstrap`) picks the
+real implementations; tests pass in-memory fakes (`tests/fakes/stores.py`) or a
+recording backend (`tests/fakes/backend.py`)::
+
+    Backend ─┬─ BatchingBackend      (the local GPU worker: compatible jobs in one call)
+             └─ ConcurrentBackend    (a Ray cluster: several jobs at once)
+    Stores ──┬─ GenerationStore      (generations and their images)
+             ├─ PolicyStore          (server rules and the audit log)
+             ├─ SettingsStore        (each user's defaults)
+             └─ ImageStore           (image files under the data directory)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from bot.errors import JobCancelled
+from bot.history import AuditEntry, Generation, NewGeneration, Status, StoredImage
+from bot.request import GeneratedImage, GenerationRequest, Progress
+
+__all__ = [
+    "Backend",
+    "BatchingBackend",
+    "ConcurrentBackend",
+    "GenerationStore",
+    "ImageStore",
+    "PolicyStore",
+    "ProgressCallback",
+    "SettingsStore",
+    "Stores",
+]
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Makes the images of one fully resolved request.
+
+    `generate` reports each finished step through `on_progress`, checks `cancel`
+    between steps and raises `bot.errors.JobCancelled` when it is set. Failures
+    of the backend itself surface as `bot.errors.BackendUnavailable` (or another
+    `BotError`), never as transport or CUDA exceptions.
+    """
+
+    @property
+    def name(self) -> str:
+        """Return the backend's name in settings and the catalog (``local``, ``runware``…)."""
+        ...
+
+    def check(self, request: GenerationRequest) -> None:
+        """Raise `bot.errors.InvalidOption` when this backend cannot make the request as asked.
+
+        Called before the request is queued, so a refusal costs nothing and loses nothing.
+        """
+        ...
+
+    async def generate(
+        self,
+        request: GenerationRequest,
+        on_progress: ProgressCallback | None = None,
+        cancel: asyncio.Event | None = None,
+    ) -> list[GeneratedImage]:
+        """Return one image per seed of the request, in order."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release processes, connections and memory."""
+        ...
+
+
+@runtime_checkable
+class BatchingBackend(Backend, Protocol):
+    """A backend that can make several compatible requests in one call (the local GPU worker)."""
+
+    max_batch: int
+
+    def batch_key(self, request: GenerationRequest) -> Hashable:
+        """Return what requests must share to be made together."""
+        ...
+
+    async def generate_batch(
+        self,
+        requests: Sequence[GenerationRequest],
+        on_progress: Sequence[ProgressCallback | None],
+        cancels: Sequence[asyncio.Event],
+    ) -> list[list[GeneratedImage] | JobCancelled]:
+        """Return each request's images (or `JobCancelled` for one cancelled alone), in order."""
+        ...
+
+
+@runtime_checkable
+class ConcurrentBackend(Backend, Protocol):
+    """A backend that takes several jobs at once and batches and spreads them itself (a Ray cluster)."""
+
+    concurrency: int
+
+
+@runtime_checkable
+class GenerationStore(Protocol):
+    """Where generations and their images are kept.
+
+    Status moves one way (`bot.history`): a ``mark_*`` call on a finished
+    generation changes nothing and returns False, which is how a worker learns
+    that the user cancelled while it was still working. Methods that take a
+    generation id raise `KeyError` when there is no such generation, except
+    `get` (None) and `delete` (nothing to delete).
+    """
+
+    async def add(self, new: NewGeneration) -> Generation:
+        """Store a new ``queued`` generation, created now, and return it with its id."""
+        ...
+
+    async def get(self, generation_id: int) -> Generation | None:
+        """Return the generation with its images, or None."""
+        ...
+
+    async def latest(self, platform: str, user_id: str, *, status: Status | None = None) -> Generation | None:
+        """Return the user's newest generation (optionally only one with that status), or None."""
+        ...
+
+    async def recent(
+        self, platform: str, user_id: str, limit: int = 10, before_id: int | None = None
+    ) -> list[Generation]:
+        """Return up to `limit` of the user's generations, newest first, older than `before_id` if given."""
+        ...
+
+    async def mark_running(self, generation_id: int) -> bool:
+        """Record that a worker started it now; return False if it had already finished."""
+        ...
+
+    async def mark_interrupted(self, generation_id: int) -> bool:
+        """Put a ``running`` generation a restart interrupted back to ``queued``, counting the interruption.
+
+        Return False if it was not running.
+        """
+        ...
+
+    async def mark_done(
+        self,
+        generation_id: int,
+        images: Sequence[StoredImage],
+        cost: float | None = None,
+        notes: Sequence[str] = (),
+    ) -> bool:
+        """Record its images, what it cost, notes added to its warnings, and that it finished now.
+
+        Return False (and store nothing) if it had already finished.
+        """
+        ...
+
+    async def mark_failed(self, generation_id: int, error: str, cost: float | None = None) -> bool:
+        """Record why it failed and what it cost anyway; return False if it had already finished."""
+        ...
+
+    async def mark_cancelled(self, generation_id: int) -> bool:
+        """Record that it was cancelled; return False if it had already finished."""
+        ...
+
+    async def set_message_ref(self, generation_id: int, ref: str | None) -> None:
+        """Remember the chat message that shows it (None forgets it)."""
+        ...
+
+    async def by_message_ref(self, platform: str, ref: str) -> Generation | None:
+        """Return the (newest) generation shown by that message, or None."""
+        ...
+
+    async def images_since(self, platform: str, workspace: str, since: float, user_id: str | None = None) -> int:
+        """Return how many images the workspace (or one user in it) asked for since a time.
+
+        Failed and cancelled generations do not count.
+        """
+        ...
+
+    async def unfinished(self) -> list[Generation]:
+        """Return every ``queued`` or ``running`` generation, oldest first, to resume after a restart."""
+        ...
+
+    async def delete(self, generation_id: int) -> tuple[StoredImage, ...]:
+        """Delete it and its image rows; return those images so the caller can delete the files."""
+        ...
+
+    async def finished_ids(
+        self, *, platform: str | None = None, user_id: str | None = None, before: float | None = None, limit: int = 500
+    ) -> list[int]:
+        """Return ids of finished generations (of one user, created before a time), oldest first, for deleting."""
+        ...
+
+
+@runtime_checkable
+class PolicyStore(Protocol):
+    """Where each server's (guild's, workspace's) rules and its audit log are kept."""
+
+    async def get(self, platform: str, workspace: str) -> dict[str, Any]:
+        """Return a copy of the server's saved rules; empty if none were saved."""
+        ...
+
+    async def put(self, platform: str, workspace: str, policy: Mapping[str, Any]) -> None:
+        """Replace the server's rules (any JSON-ready mapping)."""
+        ...
+
+    async def audit(self, entry: AuditEntry) -> None:
+        """Record what someone did in a server, now (the entry's `at` is ignored)."""
+        ...
+
+    async def recent_audit(self, platform: str, workspace: str, limit: int = 20) -> list[AuditEntry]:
+        """Return a server's newest audit entries, newest first."""
+        ...
+
+
+@runtime_checkable
+class SettingsStore(Protocol):
+    """Where each user's saved defaults are kept."""
+
+    async def get(self, platform: str, user_id: str) -> dict[str, Any]:
+        """Return a copy of the user's saved settings; empty if none were saved."""
+        ...
+
+    async def put(self, platform: str, user_id: str, settings: Mapping[str, Any]) -> None:
+        """Replace the user's saved settings (any JSON-ready mapping)."""
+        ...
+
+
+@runtime_checkable
+class ImageStore(Protocol):
+    """Where the image files of generations are kept, by a path relative to the data directory."""
+
+    async def save(self, generation_id: int, index: int, data: bytes, ext: str) -> tuple[str, str]:
+        """Write one image atomically; return its relative path and the SHA-256 of `data` in hex."""
+        ...
+
+    async def read(self, relative: str) -> bytes:
+        """Return the bytes of a stored image; raise `FileNotFoundError` when it is gone."""
+        ...
+
+    async def delete(self, relative: str) -> None:
+        """Delete a stored image; one that is already gone is not an error."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Stores:
+    """Every store the service uses, built together by the composition root."""
+
+    generations: GenerationStore
+    policies: PolicyStore
+    settings: SettingsStore
+    images: ImageStore
