@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 # what is imported gets its .pyc written on first use, even where the shell says not to.
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test test-fast lint bench clean
 
 # pip installs torch, so the machine's own pip configuration (local wheels, index) picks the build;
 # uv installs the rest: it resolves and unpacks in parallel, minutes faster than pip.
@@ -30,7 +30,14 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n auto --dist loadfile
+	HF_HUB_OFFLINE=1 HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest -q -n auto --dist loadfile
+
+# Under a minute on two cores: every test but those marked slow (worker processes, Ray, whole bots
+# over the loopback fakes), and a few examples per property. mypy stays: it takes seconds.
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	HF_HUB_OFFLINE=1 HYPOTHESIS_PROFILE=quick $(BIN)/python -m pytest -q -n auto --dist loadfile -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

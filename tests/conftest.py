@@ -15,8 +15,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Examples are judged on what they find, not on how fast a shared CI box runs them.
-settings.register_profile("imagebot", deadline=None)
-settings.load_profile("imagebot")
+settings.register_profile("thorough", deadline=None)
+# `make test-fast` wants an answer in a minute: a few examples still catch a broken strategy.
+# Tests that set their own max_examples keep it under either profile.
+settings.register_profile("quick", settings.get_profile("thorough"), max_examples=10)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or "thorough")
 
 
 @pytest.fixture(scope="session")

@@ -78,6 +78,7 @@ def test_no_secret_reaches_a_log_line_whoever_logs_it(log_stream: io.StringIO, m
     assert text.count("***") == 5
 
 
+@pytest.mark.slow
 async def test_metrics_are_served_after_a_real_image_on_the_tiny_model(tmp_path: Path, tiny_data_dir: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

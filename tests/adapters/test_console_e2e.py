@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from bot.pngmeta import parse_parameters
@@ -40,6 +41,7 @@ def _run_chat(data_dir: Path, tiny_data_dir: Path, stdin: str) -> subprocess.Com
     )
 
 
+@pytest.mark.slow
 def test_scripted_chat_makes_three_pngs_and_lists_history(tmp_path, tiny_data_dir):
     """`imagine`, `reroll`, `refine 90`, `history` piped in: three PNGs, seeds as promised."""
     result = _run_chat(tmp_path / "data", tiny_data_dir, SCRIPT)

@@ -16,7 +16,7 @@ from tests.inference.tiny_requests import tiny_request
 pytest.importorskip("diffusers")
 
 # The conftest's backend (one worker per module) lives on the module's event loop.
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
 
 def request(**fields):

@@ -91,6 +91,7 @@ def test_a_mixed_batch_is_refused(runner, tiny_data_dir) -> None:
 ALICE, BOB = Requester("console", "alice"), Requester("console", "bob")
 
 
+@pytest.mark.slow
 async def test_jobs_waiting_together_are_made_together(tiny_data_dir, tmp_path) -> None:
     backend = LocalBackend(CATALOG, tiny_data_dir, device="cpu", max_batch=4)
     try:

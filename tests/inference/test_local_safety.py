@@ -58,6 +58,7 @@ def test_a_checker_that_is_not_downloaded_fails_the_job_with_a_sentence(tiny_dat
         runner.run(build_job(tiny_request(steps=2), CATALOG, tiny_data_dir))
 
 
+@pytest.mark.slow
 async def test_a_forced_flag_reaches_sqlite_through_the_worker_process(tiny_data_dir: Path, tmp_path: Path) -> None:
     """The worker's verdict crosses the process boundary and is stored with each image."""
     from inference.local import LocalBackend

@@ -20,7 +20,7 @@ from tests.inference.tiny_requests import tiny_request
 
 pytest.importorskip("diffusers")
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
 
 def request(**fields):

@@ -28,7 +28,7 @@ serve = pytest.importorskip("ray.serve")
 from inference.local._job import build_job  # noqa: E402
 from inference.ray_serve import RayBackend, app_builder, assets_id  # noqa: E402
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "ray-serve.yaml"
 APP = "imagebot-test"

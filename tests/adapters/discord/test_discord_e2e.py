@@ -24,7 +24,7 @@ from tests.fakes.discord import FakeDiscord, patch_discord
 
 pytest.importorskip("diffusers")
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[3]
 # A hang guard only: the first image includes the worker's start (importing torch).
 SLOW = 600.0

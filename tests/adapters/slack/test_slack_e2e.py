@@ -21,6 +21,7 @@ from tests.fakes.slack import FakeSlack, SlackMessage
 
 pytest.importorskip("diffusers")
 
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[3]
 # A hang guard only: the first image includes the worker's start (importing torch).
 SLOW = 600.0
