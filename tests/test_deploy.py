@@ -29,11 +29,19 @@ def test_env_example_is_generated_from_the_settings() -> None:
     } == SETTING_NAMES
 
 
-def test_every_imagebot_variable_in_deploy_and_the_readmes_is_a_setting() -> None:
+def test_every_imagebot_variable_in_deploy_the_readme_and_docs_is_a_setting() -> None:
     texts = [path.read_text() for path in DEPLOY.rglob("*") if path.is_file()]
     texts += [(ROOT / "README.md").read_text()]
+    texts += [path.read_text() for path in (ROOT / "docs").glob("*.md")]
     used = {name for text in texts for name in re.findall(r"\bIMAGEBOT_[A-Z0-9_]+\b", text)}
     assert used - SETTING_NAMES == set()
+
+
+def test_docs_configuration_has_a_row_for_every_setting() -> None:
+    """docs/configuration.md lists each setting in the first cell of a table row."""
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    documented = set(re.findall(r"^\| `(IMAGEBOT_[A-Z0-9_]+)` \|", text, flags=re.MULTILINE))
+    assert documented == SETTING_NAMES
 
 
 def test_compose_runs_the_bot_with_a_gpu_volumes_env_file_and_healthcheck() -> None:
