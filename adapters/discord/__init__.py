@@ -19,18 +19,9 @@ def setup(service: ImageService, settings: DiscordSettings, **options: Any) -> I
 
     Args:
         service: the image service.
-        settings: token, endpoints, command guild, progress interval.
+        settings: token, endpoints (for this bot only), command guild, progress interval.
         options: passed to discord.py's client.
     """
-    import discord.http
-    import yarl
-    from discord.gateway import DiscordWebSocket
-
     from ._bot import ImageBot
 
-    # discord.py reads both from class attributes; they are only changed when configured (tests, proxies).
-    if settings.api_base:
-        discord.http.Route.BASE = settings.api_base.rstrip("/")
-    if settings.gateway_url:
-        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.gateway_url)
     return ImageBot(service, settings, **options)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Self
 
 import discord
 from discord import app_commands
 from discord.ext import commands
+from discord.state import ConnectionState
 
 from bot.config import DiscordSettings
 from bot.service import ImageService
 
 from ._cog import GENERIC_ERROR, ImagesCog
+from ._http import EndpointHTTPClient, Endpoints
 from ._views import GenerationButton
 
 __all__ = ["ImageBot"]
@@ -25,17 +27,29 @@ class ImageBot(commands.Bot):
 
     Args:
         service: the image service.
-        settings: the Discord settings.
+        settings: the Discord settings; its endpoints, when set, apply to this bot only.
         options: passed to discord.py's client (tests use a short ``guild_ready_timeout``).
     """
 
     def __init__(self, service: ImageService, settings: DiscordSettings, **options: Any) -> None:
+        # Read by _get_state, which discord.py's __init__ calls.
+        self.settings = settings
         # Slash commands, buttons and raw reactions need no privileged intents.
         intents = discord.Intents.default()
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None, **options)
         self.service = service
-        self.settings = settings
         self.tree.error(self._on_command_error)
+
+    def _get_state(self, **options: Any) -> ConnectionState[Self]:
+        """Swap in the HTTP client for the configured endpoints before anything holds discord.py's own.
+
+        ``Client.__init__`` builds ``self.http`` just before this call; the connection state
+        made here and the command tree made after it both keep the client they find.
+        """
+        endpoints = Endpoints(self.settings.api_base, self.settings.gateway_url)
+        if endpoints != Endpoints():
+            self.http = EndpointHTTPClient(self.http, endpoints)
+        return super()._get_state(**options)
 
     async def setup_hook(self) -> None:
         """Register the cog and the persistent buttons, then sync the commands."""

@@ -17,7 +17,7 @@ from bot.service import ImageService
 from inference.base import Backend
 from storage.history import HistoryStore
 from tests.fakes.backend import FakeBackend
-from tests.fakes.discord import FakeDiscord, patch_discord
+from tests.fakes.discord import FakeDiscord
 from tests.fakes.service import started_service
 
 
@@ -40,7 +40,10 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def running_bot(fake: FakeDiscord, backend: Backend, data_dir: Path, **service_options):
-    """Start service and bot on `data_dir`; stop both (not the backend) on exit."""
+    """Start service and bot on `data_dir`; stop both (not the backend) on exit.
+
+    The fake's endpoints reach discord.py through the settings alone, as in production.
+    """
     settings = DiscordSettings(
         token="fake-token", api_base=fake.api_base, gateway_url=fake.gateway_url, progress_interval=0
     )
@@ -60,8 +63,7 @@ async def running_bot(fake: FakeDiscord, backend: Backend, data_dir: Path, **ser
 @pytest.fixture
 async def fake():
     async with FakeDiscord() as fake:
-        with patch_discord(fake):
-            yield fake
+        yield fake
 
 
 @pytest.fixture

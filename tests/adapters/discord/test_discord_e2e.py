@@ -20,7 +20,7 @@ from bot.catalog import load_catalog
 from bot.pngmeta import parse_parameters, read_text
 from tests.adapters.discord.conftest import running_bot
 from tests.adapters.discord.test_discord_bot import _custom_ids, _finished, _reply_of
-from tests.fakes.discord import FakeDiscord, patch_discord
+from tests.fakes.discord import FakeDiscord
 
 pytest.importorskip("diffusers")
 
@@ -42,8 +42,7 @@ async def local_backend(tiny_data_dir):
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def fake():
     async with FakeDiscord() as fake:
-        with patch_discord(fake):
-            yield fake
+        yield fake
 
 
 @pytest_asyncio.fixture(loop_scope="module")
