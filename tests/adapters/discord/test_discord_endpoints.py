@@ -44,11 +44,11 @@ def test_no_endpoints_move_nothing():
     assert Endpoints().move(yarl.URL(f"{API}/users/@me")) == yarl.URL(f"{API}/users/@me")
 
 
-async def test_creating_a_bot_leaves_discord_py_defaults_alone(fake):
+async def test_creating_a_bot_leaves_discord_py_defaults_alone(fake, tmp_path):
     """setup() with loopback endpoints changes neither Route.BASE nor the default gateway."""
     base, gateway = discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
     settings = DiscordSettings(token="fake-token", api_base=fake.api_base, gateway_url=fake.gateway_url)
-    bot = setup(object(), settings)
+    bot = setup(object(), settings, data_dir=tmp_path)
     assert base == discord.http.Route.BASE
     assert gateway == DiscordWebSocket.DEFAULT_GATEWAY
     await bot.close()
