@@ -142,7 +142,7 @@ def _chats(app: App) -> list[Coroutine[Any, Any, None]]:
     if discord_settings.token is not None:
         from adapters.discord import setup
 
-        chats.append(_run_discord(setup(app.service, discord_settings), discord_settings.token))
+        chats.append(_run_discord(setup(app.service, discord_settings, data_dir=app.data_dir), discord_settings.token))
     slack_settings = SlackSettings()
     if slack_settings.configured:
         from adapters.slack import running

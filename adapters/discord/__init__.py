@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.config import DiscordSettings
@@ -14,23 +15,18 @@ if TYPE_CHECKING:
 __all__ = ["setup"]
 
 
-def setup(service: ImageService, settings: DiscordSettings, **options: Any) -> ImageBot:
+def setup(
+    service: ImageService, settings: DiscordSettings, *, data_dir: Path | None = None, **options: Any
+) -> ImageBot:
     """Return the bot, pointed at the configured Discord endpoints; start it with ``bot.start(token)``.
 
     Args:
         service: the image service.
-        settings: token, endpoints, command guild, progress interval.
+        settings: token, endpoints (for this bot only), command guild, progress interval.
+        data_dir: where the bot records its last command sync, so that it syncs only when the
+            commands changed; ``None`` syncs on every start.
         options: passed to discord.py's client.
     """
-    import discord.http
-    import yarl
-    from discord.gateway import DiscordWebSocket
-
     from ._bot import ImageBot
 
-    # discord.py reads both from class attributes; they are only changed when configured (tests, proxies).
-    if settings.api_base:
-        discord.http.Route.BASE = settings.api_base.rstrip("/")
-    if settings.gateway_url:
-        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.gateway_url)
-    return ImageBot(service, settings, **options)
+    return ImageBot(service, settings, data_dir=data_dir, **options)

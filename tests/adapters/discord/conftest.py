@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from bot.ports import Backend
 from bot.service import ImageService
 from storage import SqliteDatabase
 from tests.fakes.backend import FakeBackend
-from tests.fakes.discord import FakeDiscord, patch_discord
+from tests.fakes.discord import FakeDiscord
 from tests.fakes.service import started_service
 
 
@@ -39,13 +40,20 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def running_bot(fake: FakeDiscord, backend: Backend, data_dir: Path, **service_options):
-    """Start service and bot on `data_dir`; stop both (not the backend) on exit."""
+async def running_bot(
+    fake: FakeDiscord, backend: Backend, data_dir: Path, prepare: Callable | None = None, **service_options
+):
+    """Start service and bot on `data_dir` (`prepare` gets the bot first); stop both (not the backend) on exit.
+
+    The fake's endpoints reach discord.py through the settings alone, as in production.
+    """
     settings = DiscordSettings(
         token="fake-token", api_base=fake.api_base, gateway_url=fake.gateway_url, progress_interval=0
     )
     async with started_service(backend, data_dir, **service_options) as (service, history):
-        bot = setup(service, settings, guild_ready_timeout=0.1)
+        bot = setup(service, settings, data_dir=data_dir, guild_ready_timeout=0.1)
+        if prepare is not None:
+            prepare(bot)
         connections = fake.connections
         task = asyncio.create_task(bot.start("fake-token"))
         try:
@@ -60,8 +68,7 @@ async def running_bot(fake: FakeDiscord, backend: Backend, data_dir: Path, **ser
 @pytest.fixture
 async def fake():
     async with FakeDiscord() as fake:
-        with patch_discord(fake):
-            yield fake
+        yield fake
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from bot.catalog import load_catalog
 from bot.pngmeta import parse_parameters, read_text
 from tests.adapters.discord.conftest import running_bot
 from tests.adapters.discord.test_discord_bot import _custom_ids, _finished, _reply_of
-from tests.fakes.discord import FakeDiscord, patch_discord
+from tests.fakes.discord import FakeDiscord
 
 pytest.importorskip("diffusers")
 
@@ -42,8 +42,7 @@ async def local_backend(tiny_data_dir):
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def fake():
     async with FakeDiscord() as fake:
-        with patch_discord(fake):
-            yield fake
+        yield fake
 
 
 @pytest_asyncio.fixture(loop_scope="module")
@@ -97,6 +96,10 @@ async def test_imagine_then_button_reroll_reaction_reroll_and_refine(running):
     assert refined.attachments[0].data != first.attachments[0].data
 
 
+def _syncs(fake: FakeDiscord) -> int:
+    return sum(call.method == "PUT" and call.path.endswith("/commands") for call in fake.calls)
+
+
 async def _start_bot(fake: FakeDiscord, data_dir: Path) -> asyncio.subprocess.Process:
     env = {key: value for key, value in os.environ.items() if not key.startswith("IMAGEBOT_")}
     env.update(
@@ -138,6 +141,7 @@ async def test_button_still_works_after_the_bot_process_restarts(fake, tiny_data
     assert process.returncode == 0, stderr
     assert "Traceback" not in stderr
     assert _custom_ids(first)[0] == encode_action("reroll", 1)
+    synced = _syncs(fake)
 
     process = await _start_bot(fake, data_dir)
     try:
@@ -147,6 +151,8 @@ async def test_button_still_works_after_the_bot_process_restarts(fake, tiny_data
     finally:
         stderr = await _stop_bot(process)
     assert process.returncode == 0, stderr
+    # the commands did not change, so the restart did not sync them again (imagebot run passes its data dir)
+    assert _syncs(fake) == synced
     assert _fields(second)["Seed"] != "7"
     assert _fields(second)["Steps"] == "4"
     assert second.embeds[0]["footer"]["text"].startswith("#2 · reroll of #1")
