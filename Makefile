@@ -29,6 +29,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/mypy
 	HF_HUB_OFFLINE=1 HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest -q -n auto --dist loadfile
 
@@ -36,6 +37,7 @@ test: $(STAMP)
 # over the loopback fakes), and a few examples per property. mypy stays: it takes seconds.
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/mypy
 	HF_HUB_OFFLINE=1 HYPOTHESIS_PROFILE=quick $(BIN)/python -m pytest -q -n auto --dist loadfile -m "not slow"
 

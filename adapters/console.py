@@ -5,6 +5,8 @@ Commands (a leading ``/`` is optional)::
     /imagine a red fox --seed 7 --refiner 90     queue a generation
     reroll [#id]                                 same settings, new seed (default: your latest)
     refine [#id] [percent]                       same seed, refiner from percent (default 85)
+    cancel [#id]                                 cancel a queued or running image (default: your newest)
+    queue                                        how many images wait, and where yours are
     history [count]                              your recent generations
     settings [key=value …]                       show or change your defaults
     forget [confirm]                             delete all your images, seeds and settings
@@ -18,15 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TextIO
 
-from bot.actions import format_ref, parse_ref_args
-from bot.errors import BotError, InvalidOption
+from bot.actions import format_ref
+from bot.chat import ChatFlow, Listing, Reply, Started, Text, refusal
+from bot.errors import InvalidOption
 from bot.jobs import Job, JobEvent, Requester, progress_bar
 from bot.service import ImageService
-from bot.summary import FORGET_WARNING, defaults_line, forgotten_line, parse_setting_pairs
 
 __all__ = ["ConsoleChat"]
 
@@ -51,15 +52,7 @@ class ConsoleChat:
         self._out = out
         self._data_dir = data_dir
         self._live = out.isatty()
-        self._commands: dict[str, Callable[[str], Awaitable[bool]]] = {
-            "imagine": self._imagine,
-            "reroll": self._reroll,
-            "refine": self._refine,
-            "history": self._history,
-            "settings": self._settings,
-            "forget": self._forget,
-            "help": self._help,
-        }
+        self._flow = ChatFlow(service)
 
     def say(self, text: str = "") -> None:
         """Write one reply line."""
@@ -85,66 +78,40 @@ class ConsoleChat:
         if not line:
             return True
         word, _, rest = line.partition(" ")
-        command = self._commands.get(word.lower().lstrip("/"))
+        word = word.lower().lstrip("/")
         try:
-            if command is None:
-                raise InvalidOption("command", f"'{word}' is unknown (try help)")
-            return await command(rest.strip())
-        except BotError as error:
-            self.say(f"✖ {error}")
-        except Exception:
-            log.exception("console command failed: %s", word)
-            self.say("✖ Something went wrong; it has been logged.")
+            if word == "help":
+                self.say(HELP)
+                return True
+            if word == "imagine":
+                return await self._follow(await self._service.imagine(rest.strip(), self._who))
+            reply = await self._flow.text(self._who, f"{word} {rest}", strict=True)
+            if reply is None:
+                raise InvalidOption("command", f"'{word[:40]}' is unknown (try help)")
+            return await self._show(reply)
+        except Exception as error:
+            self.say(refusal(error, f"console command {word[:40]!r}"))
         return False
 
-    async def _imagine(self, rest: str) -> bool:
-        return await self._follow(await self._service.imagine(rest, self._who))
-
-    async def _reroll(self, rest: str) -> bool:
-        args = parse_ref_args(rest, allow_percent=False)
-        return await self._follow(await self._service.reroll(self._who, args.generation_id))
-
-    async def _refine(self, rest: str) -> bool:
-        args = parse_ref_args(rest, allow_percent=True)
-        return await self._follow(await self._service.refine(self._who, args.generation_id, args.percent))
-
-    async def _history(self, rest: str) -> bool:
-        limit = int(rest) if rest.isdigit() else 10
-        generations = await self._service.history(self._who, limit=min(max(limit, 1), 50))
-        if not generations:
-            self.say("No images yet; make one with /imagine <prompt>.")
-            return True
-        for generation in generations:
-            request = generation.request
-            origin = f" of {format_ref(generation.parent_id)}" if generation.parent_id else ""
-            refiner = f" · refiner {request.split[0]}/{request.steps}" if request.refiner else ""
-            self.say(
-                f"{format_ref(generation.id)} {generation.action}{origin} · {generation.status} · "
-                f"seed {generation.seed} · {request.model}{refiner} · {request.prompt[:60]!r}"
-            )
-            for image in generation.images:
-                self.say(f"    {self._data_dir / image.path}")
-        return True
-
-    async def _settings(self, rest: str) -> bool:
-        changes = parse_setting_pairs(rest)
-        if changes is None:
-            raise InvalidOption("settings", f"takes key=value pairs, not '{rest}'")
-        saved = await (
-            self._service.update_settings(self._who, changes) if changes else self._service.settings(self._who)
-        )
-        self.say(defaults_line(saved))
-        return True
-
-    async def _forget(self, rest: str) -> bool:
-        if rest != "confirm":
-            self.say(f"{FORGET_WARNING}; type `forget confirm` to go ahead.")
-            return True
-        self.say(forgotten_line(await self._service.forget(self._who)))
-        return True
-
-    async def _help(self, rest: str) -> bool:
-        self.say(HELP)
+    async def _show(self, reply: Reply) -> bool:
+        """Render the chat flow's reply as terminal lines; True unless a job failed."""
+        if isinstance(reply, Started):
+            return await self._follow(reply.job)
+        if isinstance(reply, Listing):
+            if not reply.generations:
+                self.say("No images yet; make one with /imagine <prompt>.")
+            for generation in reply.generations:
+                request = generation.request
+                origin = f" of {format_ref(generation.parent_id)}" if generation.parent_id else ""
+                refiner = f" · refiner {request.split[0]}/{request.steps}" if request.refiner else ""
+                self.say(
+                    f"{format_ref(generation.id)} {generation.action}{origin} · {generation.status} · "
+                    f"seed {generation.seed} · {request.model}{refiner} · {request.prompt[:60]!r}"
+                )
+                for image in generation.images:
+                    self.say(f"    {self._data_dir / image.path}")
+        elif isinstance(reply, Text):
+            self.say(reply.text)
         return True
 
     async def _follow(self, job: Job) -> bool:

@@ -16,7 +16,7 @@ from bot.errors import InvalidOption
 
 __all__ = [
     "ACTION_ID_PATTERN",
-    "Action",
+    "ButtonAction",
     "RefArgs",
     "decode_action",
     "encode_action",
@@ -24,8 +24,8 @@ __all__ = [
     "parse_ref_args",
 ]
 
-Action = Literal["reroll", "refine", "details", "delete", "cancel", "show"]
-_ACTIONS: dict[str, Action] = {
+ButtonAction = Literal["reroll", "refine", "details", "delete", "cancel", "show"]
+_ACTIONS: dict[str, ButtonAction] = {
     "reroll": "reroll",
     "refine": "refine",
     "details": "details",
@@ -75,7 +75,7 @@ def parse_ref_args(text: str, *, allow_percent: bool) -> RefArgs:
     return RefArgs(generation_id, percent)
 
 
-def encode_action(action: Action, generation_id: int) -> str:
+def encode_action(action: ButtonAction, generation_id: int) -> str:
     """Return the component id of a button acting on a generation."""
     custom_id = f"ib:{action}:{generation_id}"
     if len(custom_id) > _MAX_ID_LENGTH or generation_id < 1:
@@ -83,7 +83,7 @@ def encode_action(action: Action, generation_id: int) -> str:
     return custom_id
 
 
-def decode_action(custom_id: str) -> tuple[Action, int] | None:
+def decode_action(custom_id: str) -> tuple[ButtonAction, int] | None:
     """Return (action, generation id) of a component id, or None if it is not ours."""
     match = ACTION_ID_PATTERN.match(custom_id)
     if match is None:

@@ -1,9 +1,8 @@
-"""The image service: what every chat adapter calls.
+"""The use cases every chat calls: generate, reroll, refine, cancel, delete, forget, history, settings.
 
-It turns options into a checked request, records the generation before the
-user is answered, queues the job fairly, runs it on the backend, stores the
-images (with their parameters in the PNG) and keeps each user's history so
-that any image can be rerolled or refined later.
+Each turns options into a checked request, records the generation before the
+user is answered, and hands the job to the runner (`bot.runner`); a server's
+rules and quotas are checked by its administration (`bot.admin`) first.
 """
 
 from __future__ import annotations
@@ -16,17 +15,16 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Literal
 
-from bot import metrics, options, rules
+from bot import options, rules
 from bot.actions import format_ref
+from bot.admin import ServerAdmin
 from bot.catalog import Catalog
-from bot.errors import BotError, ContentBlocked, InvalidOption, JobCancelled, NotAllowed, NotFound, QuotaReached
-from bot.history import AuditEntry, Generation, NewGeneration, StoredImage
-from bot.jobs import Job, JobEvent, Requester
-from bot.pngmeta import embed_text, parameters_text
-from bot.policy import Display, Policy
-from bot.ports import Backend, BatchingBackend, Stores
-from bot.queue import JobQueue
-from bot.request import GeneratedImage, GenerationRequest, Progress
+from bot.errors import InvalidOption, NotAllowed, NotFound
+from bot.history import Generation, NewGeneration, StoredImage
+from bot.jobs import Job, Requester
+from bot.ports import Backend, Stores
+from bot.request import GenerationRequest
+from bot.runner import JobRunner
 
 __all__ = ["ImageService", "random_seed"]
 
@@ -44,25 +42,6 @@ def _merged(saved: Mapping[str, object], changes: Mapping[str, object]) -> dict[
 def _wants_private(saved: Mapping[str, object]) -> bool:
     """Tell whether saved user settings ask for private delivery."""
     return bool(saved.get("private", False))
-
-
-def _server(who: Requester) -> str:
-    """Return what the user's platform calls a community: a Slack workspace, a Discord server."""
-    return "workspace" if who.platform == "slack" else "server"
-
-
-def _managers(who: Requester) -> str:
-    """Return who may change a community's rules, in the platform's words."""
-    return "workspace admins" if who.platform == "slack" else "server managers"
-
-
-def _total_cost(images: list[GeneratedImage]) -> float | None:
-    """Return what a remote backend charged for the images (``meta["cost"]``), or None when it said nothing."""
-    costs = [float(image.meta["cost"]) for image in images if image.meta.get("cost") is not None]
-    return sum(costs) if costs else None
-
-
-INTERRUPTED_TWICE = "The bot restarted twice while this image was being made; please ask again."
 
 
 def random_seed() -> int:
@@ -108,23 +87,26 @@ class ImageService:
     ) -> None:
         self.catalog = catalog
         self.limits = limits
-        self._backend = backend
-        self._backends = {backend.name: backend, **(backends or {})}
         self._generations = stores.generations
-        self._policies = stores.policies
         self._settings = stores.settings
         self._files = stores.images
         self._default_model = catalog.get("model", default_model).name
         self._seeds = seeds
-        self._daily_quota = daily_quota
         self._log_prompts = log_prompts
         self._retention_days = retention_days
         self._purger: asyncio.Task[None] | None = None
         self._clock = clock
-        self._jobs: dict[int, Job] = {}
-        self._resumed: list[tuple[Job, str | None]] = []
-        self._queue = JobQueue(self._execute, concurrency=concurrency, max_queue=max_queue, max_per_user=max_per_user)
-        metrics.watch_queue(lambda: self._queue.waiting, lambda: self._queue.running)
+        self.admin = ServerAdmin(stores.policies, stores.generations, daily_quota=daily_quota, clock=clock)
+        self.runner = JobRunner(
+            backend=backend,
+            backends=backends,
+            generations=stores.generations,
+            images=stores.images,
+            catalog=catalog,
+            concurrency=concurrency,
+            max_queue=max_queue,
+            max_per_user=max_per_user,
+        )
 
     @property
     def default_model(self) -> str:
@@ -132,32 +114,8 @@ class ImageService:
         return self._default_model
 
     async def start(self) -> None:
-        """Resume what a previous run left queued or running, then start running jobs.
-
-        A job that was running when the bot stopped runs again from the start, once;
-        interrupted a second time, it fails with a sentence. Adapters follow the
-        resumed jobs (`resumed`) to update the messages that show them.
-        """
-        for generation in await self._generations.unfinished():
-            job = Job(
-                generation.id,
-                Requester(generation.platform, generation.user_id, generation.workspace, generation.channel),
-                generation.request,
-                generation.warnings,
-                generation.private,
-            )
-            self._resumed.append((job, generation.message_ref))
-            if generation.status == "running" and generation.interruptions >= 1:
-                await self._generations.mark_failed(job.id, INTERRUPTED_TWICE)
-                job.emit(JobEvent("failed", message=INTERRUPTED_TWICE))
-                continue
-            if generation.status == "running":
-                await self._generations.mark_interrupted(job.id)
-            self._jobs[job.id] = job
-            job.emit(JobEvent("queued", position=await self._queue.resume(job)))
-        if self._resumed:
-            log.info("resumed %d unfinished generations", len(self._resumed))
-        self._queue.start()
+        """Resume what a previous run left unfinished (`resumed` lists it for the chats), then run jobs."""
+        await self.runner.start()
         if self._retention_days:
             self._purger = asyncio.create_task(self._purge_regularly(), name="imagebot-retention")
 
@@ -173,7 +131,7 @@ class ImageService:
 
     def resumed(self, platform: str) -> list[tuple[Job, str | None]]:
         """Return the jobs of a platform that `start` resumed, with the message ref that shows each."""
-        return [(job, ref) for job, ref in self._resumed if job.requester.platform == platform]
+        return self.runner.resumed(platform)
 
     async def aclose(self) -> None:
         """Stop the queue and the retention task; the backend and stores are closed by their owner."""
@@ -181,7 +139,7 @@ class ImageService:
             self._purger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._purger
-        await self._queue.aclose()
+        await self.runner.aclose()
 
     # -- submitting ---------------------------------------------------------------------------------
 
@@ -219,11 +177,11 @@ class ImageService:
 
         `saved` is the user's settings when the caller has read them already.
         """
-        self._queue.check_room(who.key)
-        policy = await self._check_policy(who, request)
-        backend = self._backend_for(request)
+        self.runner.queue.check_room(who.key)
+        policy = await self.admin.check(who, request)
+        backend = self.runner.backend_for(request)
         backend.check(request)
-        await self._check_quota(who, request.count, policy)
+        await self.admin.check_quota(who, request.count, policy)
         if request.seed is None:
             request = request.with_seed(self._seeds())
         generation = await self._generations.add(
@@ -245,15 +203,8 @@ class ImageService:
             saved = await self._settings.get(*who.key)
         batchable = saved.get("batching", True) is not False
         job = Job(generation.id, who, request, warnings, private, batchable=batchable)
-        self._jobs[job.id] = job
-        try:
-            position = await self._queue.submit(job)
-        except BotError:
-            await self._generations.mark_failed(job.id, "the queue had no room")
-            del self._jobs[job.id]
-            raise
-        job.emit(JobEvent("queued", position=position))
-        await self._audit(who, action, job.id)
+        position = await self.runner.submit(job)
+        await self.admin.audit(who, action, job.id)
         context = {"job_id": job.id, "user_id": who.user_id, "platform": who.platform}
         log.info("queued %s (%s, %s) at position %s", format_ref(job.id), action, backend.name, position, extra=context)
         # Prompts are the users' words: at INFO only when the operator asks for them.
@@ -300,20 +251,16 @@ class ImageService:
     async def cancel(self, who: Requester, generation_id: int | None = None) -> int:
         """Cancel a queued or running job of the user's (None: their newest) and return its id."""
         if generation_id is None:
-            mine = self._unfinished(who)
+            mine = self.runner.unfinished(who)
             if not mine:
                 raise NotFound("queued or running generation of yours")
             generation_id = mine[-1].id
-        job = self._jobs.get(generation_id)
+        job = self.runner.job(generation_id)
         if job is None or job.finished:
             raise NotFound(f"queued or running generation {format_ref(generation_id)}")
         if job.requester.key != who.key:
             raise NotAllowed("cancel")
-        if self._queue.remove(job):
-            await self._generations.mark_cancelled(job.id)
-            self._finish(job, JobEvent("cancelled", message=str(JobCancelled())))
-        else:
-            job.cancel_event.set()
+        await self.runner.cancel(job)
         return generation_id
 
     async def delete(self, who: Requester, generation_id: int) -> None:
@@ -321,11 +268,11 @@ class ImageService:
         generation = await self.details(who, generation_id)
         if (generation.platform, generation.user_id) != who.key:
             raise NotAllowed("delete")
-        if generation_id in self._jobs:
+        if self.runner.job(generation_id) is not None:
             raise InvalidOption("delete", f"must wait: {format_ref(generation_id)} is still being made (cancel it)")
         for image in await self._generations.delete(generation_id):
             await self._files.delete(image.path)
-        await self._audit(who, "delete", generation_id)
+        await self.admin.audit(who, "delete", generation_id)
 
     async def forget(self, who: Requester) -> int:
         """Delete everything of a user's: queued jobs (cancelled), images, their files, history and settings.
@@ -333,11 +280,11 @@ class ImageService:
         Returns:
             How many generations were deleted.
         """
-        for job in self._unfinished(who):
+        for job in self.runner.unfinished(who):
             await self.cancel(who, job.id)
         deleted = await self._delete_finished(platform=who.platform, user_id=who.user_id)
         await self._settings.put(who.platform, who.user_id, {})
-        await self._audit(who, "forget", detail=f"{deleted} generations")
+        await self.admin.audit(who, "forget", detail=f"{deleted} generations")
         log.info("forgot %d generations of %s:%s", deleted, who.platform, who.user_id)
         return deleted
 
@@ -366,14 +313,7 @@ class ImageService:
 
     def queue(self, who: Requester) -> tuple[int, list[Job]]:
         """Return how many jobs wait in all, and the user's unfinished jobs, oldest first."""
-        return self._queue.waiting, self._unfinished(who)
-
-    def _unfinished(self, who: Requester) -> list[Job]:
-        """Return the user's queued and running jobs, oldest first."""
-        return sorted(
-            (job for job in self._jobs.values() if job.requester.key == who.key and not job.finished),
-            key=lambda job: job.id,
-        )
+        return self.runner.queue.waiting, self.runner.unfinished(who)
 
     async def read_image(self, relative: str) -> bytes:
         """Return the bytes of a stored image file."""
@@ -381,7 +321,7 @@ class ImageService:
 
     def job(self, generation_id: int) -> Job | None:
         """Return the live job of a generation that is queued or running."""
-        return self._jobs.get(generation_id)
+        return self.runner.job(generation_id)
 
     async def history(self, who: Requester, limit: int = 10) -> list[Generation]:
         """Return the user's recent generations, newest first."""
@@ -411,114 +351,12 @@ class ImageService:
         await self._settings.put(who.platform, who.user_id, current)
         return current
 
-    async def policy(self, who: Requester) -> Policy:
-        """Return the policy of the user's server (the empty policy outside a server)."""
-        return await self._policy_of(who.platform, who.workspace)
-
-    async def _policy_of(self, platform: str, workspace: str | None) -> Policy:
-        if workspace is None:
-            return Policy()
-        return Policy.load(await self._policies.get(platform, workspace))
-
-    async def update_policy(self, who: Requester, changes: Mapping[str, object], *, may_manage: bool) -> Policy:
-        """Check and save some of the server's policy; `may_manage` is the platform's admin check."""
-        if who.workspace is None:
-            raise InvalidOption("server settings", "only exist in a server, not in direct messages")
-        if not may_manage:
-            raise NotAllowed("change", only=_managers(who), what=f"the {_server(who)}'s settings")
-        policy = (await self.policy(who)).changed(changes)
-        await self._policies.put(who.platform, who.workspace, policy.model_dump(mode="json"))
-        await self._audit(who, "rules", detail=", ".join(f"{key}={value}" for key, value in sorted(changes.items())))
-        log.info(
-            "server policy of %s:%s changed by %s: %s",
-            who.platform,
-            who.workspace,
-            who.user_id,
-            ", ".join(sorted(changes)),
-            extra={"user_id": who.user_id, "platform": who.platform},
-        )
-        return policy
-
-    async def displays(self, generation: Generation, *, age_restricted: bool = False) -> tuple[Display, ...]:
-        """Return how each image of a generation is shown where it is posted (`Policy.display`).
-
-        `age_restricted` is the platform's flag of the generation's channel; a private
-        generation goes to a direct message, which is never age-restricted.
-        """
-        policy = await self._policy_of(generation.platform, generation.workspace)
-        adult = not generation.private and policy.is_age_restricted(generation.channel, age_restricted)
-        return tuple(policy.display(image.nsfw, adult) for image in generation.images)
-
     async def flagged_images(self, who: Requester, generation_id: int) -> list[StoredImage]:
         """Return the flagged images of a generation for its author only (a "Show" button)."""
         generation = await self.details(who, generation_id)
         if (generation.platform, generation.user_id) != who.key:
             raise NotAllowed("show", what="its flagged images")
         return [image for image in generation.images if image.nsfw]
-
-    # -- running ------------------------------------------------------------------------------------
-
-    async def _check_policy(self, who: Requester, request: GenerationRequest) -> Policy:
-        """Return the server's rules, or raise when the request breaks them (a banned prompt is audited)."""
-        policy = await self.policy(who)
-        policy.check_channel(None if who.direct else who.channel, _managers(who))
-        try:
-            policy.check(request, age_restricted=policy.is_age_restricted(who.channel, who.age_restricted))
-        except ContentBlocked as blocked:
-            await self._audit(who, "blocked", detail=blocked.rule)
-            log.warning(
-                "blocked a request of %s:%s in %s (%s)",
-                who.platform,
-                who.user_id,
-                who.workspace,
-                blocked.rule,
-                extra={"user_id": who.user_id, "platform": who.platform},
-            )
-            raise
-        return policy
-
-    async def _check_quota(self, who: Requester, count: int, policy: Policy) -> None:
-        """Raise `QuotaReached` when the server, or the user in it, has no images left today (UTC)."""
-        if who.workspace is None:
-            return
-        now = self._clock()
-        midnight = now - now % 86400
-        where = _server(who)
-        if self._daily_quota:
-            made = await self._generations.images_since(who.platform, who.workspace, midnight)
-            if made + count > self._daily_quota:
-                raise QuotaReached(self._daily_quota, midnight + 86400 - now, where)
-        if policy.user_daily_quota:
-            made = await self._generations.images_since(who.platform, who.workspace, midnight, who.user_id)
-            if made + count > policy.user_daily_quota:
-                raise QuotaReached(policy.user_daily_quota, midnight + 86400 - now, where, personal=True)
-
-    async def _audit(self, who: Requester, action: str, generation_id: int | None = None, detail: str = "") -> None:
-        """Record what someone did in a server, for its admins."""
-        if who.workspace is not None:
-            await self._policies.audit(
-                AuditEntry(who.platform, who.workspace, who.user_id, action, generation_id, detail)
-            )
-
-    async def audit_log(self, who: Requester, *, may_manage: bool, limit: int = 15) -> list[AuditEntry]:
-        """Return the server's newest audit entries, for its managers only."""
-        if who.workspace is None:
-            raise InvalidOption("audit", "only exists in a server, not in direct messages")
-        if not may_manage:
-            raise NotAllowed("read", only=_managers(who), what=f"the {_server(who)}'s audit log")
-        return await self._policies.recent_audit(who.platform, who.workspace, limit)
-
-    def _backend_for(self, request: GenerationRequest) -> Backend:
-        """Return the backend a request's model is pinned to in the catalog, else the configured one."""
-        pinned = self.catalog.get("model", request.model).backend
-        if pinned is None:
-            return self._backend
-        backend = self._backends.get(pinned)
-        if backend is None:
-            raise InvalidOption(
-                "model", f"'{request.model}' runs on the {pinned} backend, which this bot has not configured"
-            )
-        return backend
 
     def _to_defaults(self, saved: Mapping[str, object]) -> options.Defaults:
         def number(key: str) -> int | None:
@@ -548,123 +386,7 @@ class ImageService:
             return latest
         generation = await self.details(who, generation_id)
         if (generation.platform, generation.user_id) != who.key and not (
-            opened_by is not None and getattr(await self.policy(who), opened_by)
+            opened_by is not None and getattr(await self.admin.policy(who), opened_by)
         ):
             raise NotAllowed(action)
         return generation
-
-    async def _execute(self, job: Job) -> None:
-        """Run a job (with the compatible jobs waiting behind it, when the backend batches) to its end.
-
-        Every outcome becomes an event and a row, never an exception.
-        """
-        if job.cancel_event.is_set():
-            await self._generations.mark_cancelled(job.id)
-            self._finish(job, JobEvent("cancelled", message=str(JobCancelled())))
-            return
-        backend = self._backend_for(job.request)
-        group = [job, *self._batch_mates(job, backend)]
-        try:
-            for member in group:
-                await self._generations.mark_running(member.id)
-                member.emit(JobEvent("started"))
-            started = time.perf_counter()
-            if len(group) == 1:
-                outcomes = [await self._generate(backend, job)]
-            else:
-                assert isinstance(backend, BatchingBackend)
-                outcomes = await self._generate_batch(backend, group)
-            seconds = time.perf_counter() - started
-            for member, outcome in zip(group, outcomes, strict=True):
-                await self._complete(member, outcome, seconds)
-        finally:
-            self._queue.release(group[1:])
-
-    def _batch_mates(self, job: Job, backend: Backend) -> list[Job]:
-        """Take the waiting jobs that can share this job's pipeline call, if the backend batches."""
-        if not (isinstance(backend, BatchingBackend) and backend.max_batch > 1 and job.batchable):
-            return []
-        key = backend.batch_key(job.request)
-
-        def fits(other: Job) -> bool:
-            return (
-                other.batchable
-                and not other.cancel_event.is_set()
-                and self._backend_for(other.request) is backend
-                and backend.batch_key(other.request) == key
-            )
-
-        return self._queue.take(fits, backend.max_batch - 1)
-
-    async def _generate(self, backend: Backend, job: Job) -> list[GeneratedImage] | BaseException:
-        try:
-            return await backend.generate(
-                job.request,
-                on_progress=lambda progress: job.emit(JobEvent("progress", progress=progress)),
-                cancel=job.cancel_event,
-            )
-        except Exception as error:
-            return error
-
-    async def _generate_batch(
-        self, backend: BatchingBackend, group: list[Job]
-    ) -> list[list[GeneratedImage] | BaseException]:
-        def progress_of(member: Job) -> Callable[[Progress], None]:
-            return lambda progress: member.emit(JobEvent("progress", progress=progress))
-
-        try:
-            return list(
-                await backend.generate_batch(
-                    [member.request for member in group],
-                    [progress_of(member) for member in group],
-                    [member.cancel_event for member in group],
-                )
-            )
-        except Exception as error:
-            return [error] * len(group)
-
-    async def _complete(self, job: Job, outcome: list[GeneratedImage] | BaseException, seconds: float) -> None:
-        """Store a job's images, or record why it has none, and tell its followers."""
-        context = {"job_id": job.id, "user_id": job.requester.user_id, "platform": job.requester.platform}
-        if isinstance(outcome, JobCancelled):
-            await self._generations.mark_cancelled(job.id)
-            self._finish(job, JobEvent("cancelled", message=str(outcome)))
-            return
-        if isinstance(outcome, BotError):
-            await self._generations.mark_failed(job.id, str(outcome), cost=getattr(outcome, "cost", None))
-            self._finish(job, JobEvent("failed", message=str(outcome)))
-            return
-        if isinstance(outcome, BaseException):
-            log.error("generation %s failed", job.id, exc_info=outcome, extra=context)
-            message = "Something went wrong while making the image; it has been logged."
-            await self._generations.mark_failed(job.id, message)
-            self._finish(job, JobEvent("failed", message=message))
-            return
-        images = outcome
-        try:
-            stored = [await self._store(job, image) for image in images]
-        except Exception as error:
-            await self._complete(job, error, seconds)
-            return
-        # A backend's notes (a worker restarted on the way) reach the user under the image.
-        notes = tuple(dict.fromkeys(str(image.meta["note"]) for image in images if image.meta.get("note")))
-        if len(images) < job.request.count:
-            notes += (f"Only {len(images)} of {job.request.count} images came back.",)
-        await self._generations.mark_done(job.id, stored, cost=_total_cost(images), notes=notes)
-        generation = await self._generations.get(job.id)
-        metrics.GENERATION_SECONDS.labels(generation.backend if generation else "unknown").observe(seconds)
-        log.info("generation %s done in %.2fs", job.id, seconds, extra=context)
-        self._finish(job, JobEvent("done", generation=generation))
-
-    async def _store(self, job: Job, image: GeneratedImage) -> StoredImage:
-        data = image.data
-        if job.request.output_format == "png":
-            text = parameters_text(job.request, image.seed, {"Generation": format_ref(job.id)})
-            data = embed_text(data, "parameters", text)
-        path, sha256 = await self._files.save(job.id, image.index, data, job.request.output_format)
-        return StoredImage(image.index, image.seed, path, sha256, image.width, image.height, image.nsfw)
-
-    def _finish(self, job: Job, event: JobEvent) -> None:
-        metrics.JOBS.labels(event.kind).inc()
-        job.emit(event)
-        self._jobs.pop(job.id, None)

@@ -11,10 +11,11 @@ from discord import app_commands
 from discord.ext import commands
 from discord.state import ConnectionState
 
+from bot.chat import refusal
 from bot.config import DiscordSettings
 from bot.service import ImageService
 
-from ._cog import GENERIC_ERROR, ImagesCog
+from ._cog import ImagesCog
 from ._http import EndpointHTTPClient, Endpoints
 from ._sync import RECORD_NAME, sync_commands
 from ._views import GenerationButton
@@ -71,11 +72,10 @@ class ImageBot(commands.Bot):
     async def _on_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         """Answer any unexpected failure with one private sentence; the traceback goes to the log."""
         if isinstance(error, app_commands.CheckFailure):
-            text = "This command does not work here."
+            text = "✖ This command does not work here."
         else:
-            log.error("command %s failed", interaction.command and interaction.command.name, exc_info=error)
-            text = GENERIC_ERROR
+            text = refusal(error, f"command {interaction.command and interaction.command.name}")
         if interaction.response.is_done():
-            await interaction.followup.send(f"✖ {text}", ephemeral=True)
+            await interaction.followup.send(text, ephemeral=True)
         else:
-            await interaction.response.send_message(f"✖ {text}", ephemeral=True)
+            await interaction.response.send_message(text, ephemeral=True)

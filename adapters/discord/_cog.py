@@ -23,7 +23,20 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import metrics
-from bot.actions import Action, format_ref
+from bot.actions import ButtonAction, format_ref
+from bot.chat import (
+    ChatFlow,
+    Deleted,
+    Flagged,
+    Listing,
+    Reply,
+    Started,
+    Text,
+    cancelling_line,
+    queue_text,
+    refusal,
+    updates,
+)
 from bot.complete import complete_name, complete_weighted
 from bot.config import DiscordSettings
 from bot.errors import BotError
@@ -51,12 +64,15 @@ __all__ = ["ImagesCog"]
 log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
-GENERIC_ERROR = "Something went wrong; it has been logged."
 # Reactions on a result message do what the buttons do.
-REACTIONS: dict[str, Action] = {"🔄": "reroll", "✨": "refine", "❌": "delete"}
+REACTIONS: dict[str, ButtonAction] = {"🔄": "reroll", "✨": "refine", "❌": "delete"}
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 # A latent preview goes with every PREVIEW_EVERY-th allowed progress edit at most.
 PREVIEW_EVERY = 2
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def _ratio(width: int, height: int) -> str:
@@ -103,6 +119,7 @@ class ImagesCog(commands.Cog, name="Images"):
         self.service = service
         self.settings = settings
         self._tasks: set[asyncio.Task[None]] = set()
+        self.flow = ChatFlow(service, details_limit=1700)
 
     async def follow_resumed(self) -> None:
         """Post a message for each job a restart resumed and follow it there.
@@ -243,14 +260,8 @@ class ImagesCog(commands.Cog, name="Images"):
     @app_commands.command(name="queue", description="How many images wait, and where yours are.")
     async def queue(self, interaction: discord.Interaction) -> None:
         """Show the queue."""
-        waiting, mine = self.service.queue(requester(interaction))
-        lines = [f"{waiting} waiting in all."]
-        for job in mine:
-            where = "being made" if job.position == 0 else f"position {job.position}"
-            lines.append(f"{format_ref(job.id)} · {where} · {job.request.prompt[:60]}")
-        if not mine:
-            lines.append("You have nothing queued.")
-        await interaction.response.send_message("\n".join(lines), ephemeral=True)
+        text = queue_text(*self.service.queue(requester(interaction)))
+        await interaction.response.send_message(text, ephemeral=True)
         self._acked(interaction)
 
     @app_commands.command(name="loras", description="LoRAs in the catalog.")
@@ -362,9 +373,9 @@ class ImagesCog(commands.Cog, name="Images"):
 
         async def update() -> str:
             if audit:
-                entries = await self.service.audit_log(who, may_manage=interaction.permissions.manage_guild)
+                entries = await self.service.admin.audit_log(who, may_manage=interaction.permissions.manage_guild)
                 return audit_text(entries, discord_time)[:2000]
-            policy = await self.service.policy(who)
+            policy = await self.service.admin.policy(who)
             changes = rule_changes(
                 policy,
                 self.service.catalog,
@@ -385,37 +396,48 @@ class ImagesCog(commands.Cog, name="Images"):
             )
             if changes:
                 may_manage = interaction.permissions.manage_guild
-                policy = await self.service.update_policy(who, changes, may_manage=may_manage)
+                policy = await self.service.admin.update_policy(who, changes, may_manage=may_manage)
             return "This server: " + policy.summary()
 
         await self._reply(interaction, update())
 
     # -- buttons and reactions ----------------------------------------------------------------------
 
-    async def on_action(self, interaction: discord.Interaction, action: Action, generation_id: int) -> None:
+    async def on_action(self, interaction: discord.Interaction, action: ButtonAction, generation_id: int) -> None:
         """Handle a click on one of the buttons under a generation."""
-        if action == "reroll":
-            await self._submit(interaction, lambda who: self.service.reroll(who, generation_id))
-        elif action == "refine":
-            await self._submit(interaction, lambda who: self.service.refine(who, generation_id))
-        elif action == "details":
-            await self._reply(interaction, self._details(interaction, generation_id))
-        elif action == "cancel":
-            await self._reply(interaction, self._cancel(interaction, generation_id))
-        else:
-            try:
-                await self.service.delete(requester(interaction), generation_id)
-            except BotError as error:
-                await interaction.response.send_message(f"✖ {error}", ephemeral=True)
-                self._acked(interaction)
-                return
+        try:
+            reply = await self.flow.action(requester(interaction), action, generation_id)
+        except BotError as error:
+            await interaction.response.send_message(refusal(error), ephemeral=True)
+            self._acked(interaction)
+            return
+        await self._answer(interaction, reply)
+
+    async def _answer(self, interaction: discord.Interaction, reply: Reply) -> None:
+        """Render the chat flow's reply to an interaction, within Discord's 3 seconds."""
+        if isinstance(reply, Started):
+            job = reply.job
+            await interaction.response.send_message(
+                progress_line(job, JobEvent("queued")), ephemeral=job.private, view=running_view(job.id)
+            )
+            self._acked(interaction)
+            self._follow_interaction(interaction, job)
+            return
+        if isinstance(reply, Deleted):
             await interaction.response.edit_message(
-                content=f"🗑 {format_ref(generation_id)} was deleted by its author.",
+                content=f"🗑 {format_ref(reply.generation_id)} was deleted by its author.",
                 embed=None,
                 attachments=[],
                 view=None,
             )
-            self._acked(interaction)
+        elif isinstance(reply, Listing):
+            await interaction.response.send_message(history_text(reply.generations), ephemeral=True)
+        elif isinstance(reply, Text):
+            await interaction.response.send_message(reply.text, ephemeral=True)
+        elif isinstance(reply, Flagged):  # Discord has no Show button: flagged images are spoilers on the message
+            text = f"🔞 {format_ref(reply.generation_id)}: flagged images are shown as spoilers under the image."
+            await interaction.response.send_message(text, ephemeral=True)
+        self._acked(interaction)
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
@@ -435,15 +457,17 @@ class ImagesCog(commands.Cog, name="Images"):
         )
         channel = self.bot.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
         try:
-            if action == "delete":
-                await self.service.delete(who, generation.id)
-                await channel.get_partial_message(payload.message_id).delete()
-                return
-            job = await (self.service.reroll if action == "reroll" else self.service.refine)(who, generation.id)
+            reply = await self.flow.action(who, action, generation.id)
         except BotError as error:
             # A reaction has no private reply; the refusal is only logged.
             log.info("reaction %s on %s by %s refused: %s", action, generation.id, payload.user_id, error)
             return
+        if isinstance(reply, Deleted):
+            await channel.get_partial_message(payload.message_id).delete()
+            return
+        if not isinstance(reply, Started):
+            return
+        job = reply.job
         message = await channel.send(
             progress_line(job, JobEvent("queued")),
             view=running_view(job.id),
@@ -464,41 +488,32 @@ class ImagesCog(commands.Cog, name="Images"):
         task.add_done_callback(self._tasks.discard)
 
     async def _follow(self, job: Job, edit: Edit, upload_limit: int) -> None:
-        """Edit one message through a job's life, at most one progress edit per interval."""
-        loop = asyncio.get_running_loop()
-        shown: str | None = None
-        shown_at = preview_at = float("-inf")
+        """Edit one message through a job's life, as often as the chat flow says an update is worth it."""
         try:
-            async for event in job.events():
-                if event.final:
-                    await self._show_outcome(job, event, edit, upload_limit)
+            async for update in updates(
+                job, interval=self.settings.progress_interval, preview_every=PREVIEW_EVERY, clock=_loop_time
+            ):
+                if update.final:
+                    await self._show_outcome(job, update.event, update.text, edit, upload_limit)
                     return
-                text = progress_line(job, event)
-                now = loop.time()
-                if text == shown or (event.kind == "progress" and now - shown_at < self.settings.progress_interval):
-                    continue
-                changes: dict[str, Any] = {"content": text, "view": running_view(job.id)}
-                preview = event.progress.preview if event.progress else None
-                # A preview is an upload: fewer of them than text edits.
-                if preview is not None and now - preview_at >= PREVIEW_EVERY * self.settings.progress_interval:
-                    changes["attachments"] = [discord.File(io.BytesIO(preview), filename="preview.webp")]
-                    preview_at = now
+                changes: dict[str, Any] = {"content": update.text, "view": running_view(job.id)}
+                if update.preview is not None:
+                    changes["attachments"] = [discord.File(io.BytesIO(update.preview), filename="preview.webp")]
                 await edit(**changes)
-                shown, shown_at = text, now
         except discord.HTTPException as error:
             # The message was deleted, or the interaction token expired (15 minutes); the image stays in history.
             log.warning("could not update the message of %s: %s", format_ref(job.id), error)
 
-    async def _show_outcome(self, job: Job, event: JobEvent, edit: Edit, upload_limit: int) -> None:
+    async def _show_outcome(self, job: Job, event: JobEvent, line: str, edit: Edit, upload_limit: int) -> None:
         if event.kind != "done" or event.generation is None:
-            await edit(content=f"✖ {format_ref(job.id)} · {event.message}", embed=None, attachments=[], view=None)
+            await edit(content=line, embed=None, attachments=[], view=None)
             return
         generation = event.generation
         # A job resumed after a restart lost its requester's flag; the channel still has it.
         adult = job.requester.age_restricted or (
             job.requester.channel is not None and age_restricted(self.bot.get_channel(int(job.requester.channel)))
         )
-        displays = await self.service.displays(generation, age_restricted=adult)
+        displays = await self.service.admin.displays(generation, age_restricted=adult)
         files = []
         for image, display in zip(generation.images, displays, strict=True):
             if display == "withhold":
@@ -528,21 +543,17 @@ class ImagesCog(commands.Cog, name="Images"):
         try:
             job = await submit(requester(interaction))
         except BotError as error:
-            await interaction.response.send_message(f"✖ {error}", ephemeral=True)
+            await interaction.response.send_message(refusal(error), ephemeral=True)
             self._acked(interaction)
             return
-        await interaction.response.send_message(
-            progress_line(job, JobEvent("queued")), ephemeral=job.private, view=running_view(job.id)
-        )
-        self._acked(interaction)
-        self._follow_interaction(interaction, job)
+        await self._answer(interaction, Started(job))
 
     async def _reply(self, interaction: discord.Interaction, text: Awaitable[str]) -> None:
         """Answer privately with a text, or with the refusal it raised."""
         try:
             content = await text
         except BotError as error:
-            content = f"✖ {error}"
+            content = refusal(error)
         await interaction.response.send_message(content, ephemeral=True)
         self._acked(interaction)
 
@@ -550,15 +561,14 @@ class ImagesCog(commands.Cog, name="Images"):
         return details_text(await self.service.details(requester(interaction), generation_id), limit=1700)
 
     async def _cancel(self, interaction: discord.Interaction, generation_id: int | None) -> str:
-        cancelled = await self.service.cancel(requester(interaction), generation_id)
-        return f"⏹ Cancelling {format_ref(cancelled)}."
+        return cancelling_line(await self.service.cancel(requester(interaction), generation_id))
 
     @staticmethod
     async def _refuse_deferred(interaction: discord.Interaction, error: BotError, *, private: bool) -> None:
         """Turn a deferred reply into a private refusal."""
         if private:
-            await interaction.edit_original_response(content=f"✖ {error}")
+            await interaction.edit_original_response(content=refusal(error))
             return
         # The public "thinking…" reply goes; the sentence is shown to the user only.
         await interaction.delete_original_response()
-        await interaction.followup.send(f"✖ {error}", ephemeral=True)
+        await interaction.followup.send(refusal(error), ephemeral=True)

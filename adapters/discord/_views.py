@@ -11,11 +11,11 @@ from typing import Any, Protocol
 
 import discord
 
-from bot.actions import ACTION_ID_PATTERN, Action, decode_action, encode_action
+from bot.actions import ACTION_ID_PATTERN, ButtonAction, decode_action, encode_action
 
 __all__ = ["ActionHandler", "GenerationButton", "result_view", "running_view"]
 
-_LOOKS: dict[Action, tuple[str, str, discord.ButtonStyle]] = {
+_LOOKS: dict[ButtonAction, tuple[str, str, discord.ButtonStyle]] = {
     "reroll": ("🔄", "Reroll", discord.ButtonStyle.primary),
     "refine": ("✨", "Refine", discord.ButtonStyle.secondary),
     "details": ("ℹ️", "Details", discord.ButtonStyle.secondary),
@@ -27,7 +27,7 @@ _LOOKS: dict[Action, tuple[str, str, discord.ButtonStyle]] = {
 class ActionHandler(Protocol):
     """What a button click is handed to (the cog)."""
 
-    async def on_action(self, interaction: discord.Interaction, action: Action, generation_id: int) -> None:
+    async def on_action(self, interaction: discord.Interaction, action: ButtonAction, generation_id: int) -> None:
         """Handle a click of `action` on a generation."""
         ...
 
@@ -35,12 +35,12 @@ class ActionHandler(Protocol):
 class GenerationButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=ACTION_ID_PATTERN):
     """A button acting on one generation."""
 
-    def __init__(self, action: Action, generation_id: int) -> None:
+    def __init__(self, action: ButtonAction, generation_id: int) -> None:
         emoji, label, style = _LOOKS[action]
         super().__init__(
             discord.ui.Button(emoji=emoji, label=label, style=style, custom_id=encode_action(action, generation_id))
         )
-        self.action: Action = action
+        self.action: ButtonAction = action
         self.generation_id = generation_id
 
     @classmethod

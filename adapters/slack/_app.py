@@ -23,23 +23,16 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
-from bot.actions import ACTION_ID_PATTERN, Action, RefArgs, decode_action, format_ref, parse_ref_args
+from bot.actions import ACTION_ID_PATTERN, ButtonAction, decode_action, format_ref, parse_ref_args
+from bot.chat import ChatFlow, Deleted, Flagged, Listing, Reply, Started, Text, refusal, updates
 from bot.config import SlackSettings
-from bot.errors import BotError, InvalidOption
-from bot.history import StoredImage
+from bot.errors import BotError
+from bot.history import Generation, StoredImage
 from bot.jobs import Job, JobEvent, Requester
 from bot.policy import parse_admin, rule_changes
 from bot.rules import DEFAULT_REFINE_PERCENT
 from bot.service import ImageService
-from bot.summary import (
-    FORGET_WARNING,
-    audit_text,
-    defaults_line,
-    details_text,
-    forgotten_line,
-    parse_setting_pairs,
-    withheld_line,
-)
+from bot.summary import audit_text, progress_line, withheld_line
 
 from ._blocks import (
     COMMAND,
@@ -68,11 +61,10 @@ __all__ = ["EVENTS", "REACTIONS", "SlackImages"]
 log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
-GENERIC_ERROR = "Something went wrong; it has been logged."
 NOT_AN_IMAGE = "That message is not one of my images; use this on a message with an image's buttons."
 CANNOT_POST = "I cannot post in this conversation; invite me with `/invite @imagebot`, or pick another one."
 # Reactions on a result card do what its buttons do (Slack's names for 🔄, ✨ and ❌).
-REACTIONS: dict[str, Action] = {"arrows_counterclockwise": "reroll", "sparkles": "refine", "x": "delete"}
+REACTIONS: dict[str, ButtonAction] = {"arrows_counterclockwise": "reroll", "sparkles": "refine", "x": "delete"}
 EVENTS = ("reaction_added",)
 
 
@@ -125,6 +117,7 @@ class SlackImages:
         self.service = service
         self.settings = settings
         self._tasks: set[asyncio.Task[None]] = set()
+        self.flow = ChatFlow(service, command=f"{COMMAND} ", details_limit=2800, quote=escape, admin=self._admin)
         app.command(COMMAND)(_timed(self.on_command))
         app.shortcut(GENERATE_SHORTCUT)(_timed(self.on_generate_shortcut))
         app.view(IMAGINE_VIEW)(_timed(self.on_imagine_submit))
@@ -162,50 +155,22 @@ class SlackImages:
             await self._tell(who, f"✖ {error}")
 
     async def _command(self, who: Requester, where: Destination, text: str) -> None:
-        word, _, rest = text.partition(" ")
-        word, rest = word.lower(), rest.strip()
-        if word in ("", "help"):
+        if text.lower() in ("", "help"):
             await self._tell(who, HELP)
-        elif word == "history" and (not rest or rest.isdigit()):
-            limit = min(max(int(rest or 10), 1), 25)
-            await self._tell(who, history_text(await self.service.history(who, limit=limit)))
-        elif word == "settings" and (changes := parse_setting_pairs(rest)) is not None:
-            saved = await (self.service.update_settings(who, changes) if changes else self.service.settings(who))
-            await self._tell(who, defaults_line(saved))
-        elif word == "admin":
-            await self._tell(who, await self._admin(who, rest))
-        elif word == "forget" and rest in ("", "confirm"):
-            if rest == "confirm":
-                await self._tell(who, forgotten_line(await self.service.forget(who)))
-            else:
-                await self._tell(who, f"{FORGET_WARNING}; send `/imagine forget confirm` to go ahead.")
-        elif word == "queue" and not rest:
-            waiting, mine = self.service.queue(who)
-            lines = [f"{waiting} waiting in all."] + [
-                f"{format_ref(job.id)} · {'being made' if job.position == 0 else f'position {job.position}'}"
-                for job in mine
-            ]
-            await self._tell(who, "\n".join(lines if mine else [*lines, "You have nothing queued."]))
-        elif word in ("reroll", "refine", "cancel") and (args := _ref_args(rest, word == "refine")) is not None:
-            if word == "cancel":
-                await self._tell(who, f"⏹ Cancelling {format_ref(await self.service.cancel(who, args.generation_id))}.")
-            elif word == "reroll":
-                await self._start(await self.service.reroll(who, args.generation_id), where)
-            else:
-                await self._start(await self.service.refine(who, args.generation_id, args.percent), where)
-        else:
-            # Anything else is a prompt, even one that starts with a command word ("history of rome").
-            await self._start(await self.service.imagine(text, who), where)
+            return
+        # Anything that is no command is a prompt, even one that starts with a command word ("history of rome").
+        reply = await self.flow.text(who, text) or Started(await self.service.imagine(text, who))
+        await self._show(reply, who, where, "")
 
     async def _admin(self, who: Requester, text: str) -> str:
         """Show or change the workspace's rules, or read its audit log (workspace admins only)."""
         if text == "audit":
-            entries = await self.service.audit_log(who, may_manage=await self._is_admin(who.user_id))
+            entries = await self.service.admin.audit_log(who, may_manage=await self._is_admin(who.user_id))
             return audit_text(entries, slack_time, escape)
-        policy = await self.service.policy(who)
+        policy = await self.service.admin.policy(who)
         if text:
             changes = rule_changes(policy, self.service.catalog, **parse_admin(text), here=who.channel)
-            policy = await self.service.update_policy(who, changes, may_manage=await self._is_admin(who.user_id))
+            policy = await self.service.admin.update_policy(who, changes, may_manage=await self._is_admin(who.user_id))
         return "This workspace: " + policy.summary()
 
     async def _is_admin(self, user_id: str) -> bool:
@@ -252,9 +217,9 @@ class SlackImages:
             await self._tell(who, NOT_AN_IMAGE)
             return
         try:
-            await self._start(await self.service.reroll(who, generation_id), where)
+            await self._show(await self.flow.action(who, "reroll", generation_id), who, where, "")
         except BotError as error:
-            await self._tell(who, f"✖ {error}")
+            await self._tell(who, refusal(error))
 
     async def on_refine_shortcut(self, ack: AsyncAck, shortcut: dict[str, Any]) -> None:
         """Ask where the refiner should start, for the image whose message the shortcut was used on."""
@@ -302,9 +267,9 @@ class SlackImages:
         where = Destination(channel, (body.get("message") or {}).get("thread_ts"))
         files = [file_id for file_id in action.get("value", "").split(",") if file_id.startswith("F")]
         try:
-            await self._act(kind, who, generation_id, where, card_ts, files)
+            await self._show(await self.flow.action(who, kind, generation_id), who, where, card_ts, files)
         except BotError as error:
-            await self._tell(who, f"✖ {error}")
+            await self._tell(who, refusal(error))
 
     async def on_reaction(self, event: dict[str, Any], context: AsyncBoltContext) -> None:
         """Do what a card's button does when someone reacts to it with 🔄, ✨ or ❌."""
@@ -318,48 +283,45 @@ class SlackImages:
             return
         who = _requester(event["user"], context.team_id, channel)
         try:
-            await self._act(kind, who, generation.id, Destination(channel), ts, [])
+            await self._show(await self.flow.action(who, kind, generation.id), who, Destination(channel), ts)
         except BotError as error:
-            await self._tell(who, f"✖ {error}")
+            await self._tell(who, refusal(error))
 
-    async def _act(
-        self, kind: Action, who: Requester, generation_id: int, where: Destination, card_ts: str, files: list[str]
+    async def _show(
+        self, reply: Reply, who: Requester, where: Destination, card_ts: str, files: Sequence[str] = ()
     ) -> None:
-        if kind == "reroll":
-            await self._start(await self.service.reroll(who, generation_id), where)
-        elif kind == "refine":
-            await self._start(await self.service.refine(who, generation_id), where)
-        elif kind == "details":
-            generation = await self.service.details(who, generation_id)
-            await self._tell(who, details_text(generation, limit=2800, quote=escape))
-        elif kind == "cancel":
-            await self._tell(who, f"⏹ Cancelling {format_ref(await self.service.cancel(who, generation_id))}.")
-        elif kind == "show":
-            images = await self.service.flagged_images(who, generation_id)
+        """Render the chat flow's reply: a card to follow, a private line, or the deletion of a card."""
+        if isinstance(reply, Started):
+            await self._start(reply.job, where)
+        elif isinstance(reply, Text):
+            await self._tell(who, reply.text)
+        elif isinstance(reply, Listing):
+            await self._tell(who, history_text(reply.generations))
+        elif isinstance(reply, Flagged):
             posted = await self.client.chat_postMessage(
-                channel=who.user_id, text=f"🔞 {format_ref(generation_id)}: flagged by the safety check, for you only."
+                channel=who.user_id,
+                text=f"🔞 {format_ref(reply.generation_id)}: flagged by the safety check, for you only.",
             )
-            await self._upload(images, generation_id, Destination(posted["channel"], None))
-        else:
-            await self.service.delete(who, generation_id)
+            await self._upload(reply.images, reply.generation_id, Destination(posted["channel"], None))
+        elif isinstance(reply, Deleted) and card_ts:
             await self.client.chat_delete(channel=where.channel, ts=card_ts)
             for file_id in files:
                 await self.client.files_delete(file=file_id)
 
     async def on_error(self, error: Exception, body: dict[str, Any]) -> None:
         """Log an unexpected failure and tell the user one sentence, never a traceback."""
-        log.error("Slack request failed", exc_info=error)
+        sentence = refusal(error, "a Slack request")
         user = body.get("user_id") or (body.get("user") or {}).get("id")
         channel = body.get("channel_id") or (body.get("channel") or {}).get("id")
         if isinstance(user, str) and isinstance(channel, str):
-            await self._tell(Requester(PLATFORM, user, channel=channel), f"✖ {GENERIC_ERROR}")
+            await self._tell(Requester(PLATFORM, user, channel=channel), sentence)
 
     # -- following a job ----------------------------------------------------------------------------
 
     async def _start(self, job: Job, where: Destination) -> None:
         """Post the job's card and follow it; a card that cannot be posted cancels the job."""
         channel = job.requester.user_id if job.private else where.channel
-        text, blocks = progress_blocks(job, JobEvent("queued"))
+        text, blocks = progress_blocks(job, progress_line(job, JobEvent("queued")))
         try:
             posted = await self.client.chat_postMessage(
                 channel=channel, thread_ts=None if job.private else where.thread_ts, text=text, blocks=blocks
@@ -381,33 +343,24 @@ class SlackImages:
         task.add_done_callback(self._tasks.discard)
 
     async def _follow(self, job: Job, card: Destination, ts: str) -> None:
-        """Update the card through a job's life, at most once per interval while it makes progress."""
-        loop = asyncio.get_running_loop()
-        shown: str | None = None
-        shown_at = float("-inf")
+        """Update the card through a job's life, as often as the chat flow says an update is worth it."""
         try:
-            async for event in job.events():
-                if event.final:
-                    await self._show_outcome(job, event, card, ts)
-                    return
-                text, blocks = progress_blocks(job, event)
-                now = loop.time()
-                if text == shown or (event.kind == "progress" and now - shown_at < self.settings.progress_interval):
-                    continue
-                await self.client.chat_update(channel=card.channel, ts=ts, text=text, blocks=blocks)
-                shown, shown_at = text, now
+            async for update in updates(job, interval=self.settings.progress_interval):
+                if update.event.kind == "done" and update.event.generation is not None:
+                    await self._show_result(update.event.generation, card, ts)
+                elif update.final:
+                    text, blocks = failed_blocks(job, update.text)
+                    await self.client.chat_update(channel=card.channel, ts=ts, text=text, blocks=blocks)
+                else:
+                    text, blocks = progress_blocks(job, update.text)
+                    await self.client.chat_update(channel=card.channel, ts=ts, text=text, blocks=blocks)
         except SlackApiError as error:
             # The card was deleted, or Slack refused; the image stays in history.
             log.warning("could not update the card of %s: %s", format_ref(job.id), error.response.get("error"))
 
-    async def _show_outcome(self, job: Job, event: JobEvent, card: Destination, ts: str) -> None:
-        if event.kind != "done" or event.generation is None:
-            text, blocks = failed_blocks(job, event.message or "The generation failed.")
-            await self.client.chat_update(channel=card.channel, ts=ts, text=text, blocks=blocks)
-            return
-        generation = event.generation
+    async def _show_result(self, generation: Generation, card: Destination, ts: str) -> None:
         # Slack has no spoiler: a flagged image stays out of the channel, and its author may "Show" it.
-        displays = await self.service.displays(generation)
+        displays = await self.service.admin.displays(generation)
         shown = [image for image, display in zip(generation.images, displays, strict=True) if display == "show"]
         file_ids = await self._upload(shown, generation.id, card) if shown else []
         withheld = withheld_line(displays, spoilered="only its author can see it, with 🔞 Show.")
@@ -440,11 +393,3 @@ class SlackImages:
         except SlackApiError as error:
             log.info("ephemeral message refused (%s); sending a direct message", error.response.get("error"))
         await self.client.chat_postMessage(channel=who.user_id, text=text)
-
-
-def _ref_args(text: str, allow_percent: bool) -> RefArgs | None:
-    """Return ``[#id] [percent]`` arguments, or None when the words are a prompt instead."""
-    try:
-        return parse_ref_args(text, allow_percent=allow_percent)
-    except InvalidOption:
-        return None

@@ -10,12 +10,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.actions import Action, encode_action, format_ref
+from bot.actions import ButtonAction, encode_action, format_ref
 from bot.catalog import Catalog
 from bot.history import Generation
-from bot.jobs import Job, JobEvent
+from bot.jobs import Job
 from bot.options import SDXL_BUCKETS
-from bot.summary import history_line, progress_line, result_fields
+from bot.summary import history_line, result_fields
 
 __all__ = [
     "COMMAND",
@@ -63,7 +63,7 @@ Under an image: the buttons, or react :arrows_counterclockwise: to reroll, :spar
 :x: to delete. The *Generate image* shortcut opens a form; *Reroll image* and *Refine image…* work on \
 an image's message."""
 
-_BUTTONS: dict[Action, tuple[str, str | None]] = {
+_BUTTONS: dict[ButtonAction, tuple[str, str | None]] = {
     "reroll": ("🔄 Reroll", "primary"),
     "refine": ("✨ Refine", None),
     "details": ("ℹ️ Details", None),
@@ -97,7 +97,7 @@ def _context(text: str) -> Block:
     return {"type": "context", "elements": [_mrkdwn(text[:_SECTION_TEXT])]}
 
 
-def _button(action: Action, generation_id: int, value: str = "") -> dict[str, Any]:
+def _button(action: ButtonAction, generation_id: int, value: str = "") -> dict[str, Any]:
     label, style = _BUTTONS[action]
     button: dict[str, Any] = {
         "type": "button",
@@ -122,9 +122,8 @@ def _prompt_line(prompt: str, limit: int = 300) -> str:
     return escape(prompt if len(prompt) <= limit else prompt[: limit - 1] + "…")
 
 
-def progress_blocks(job: Job, event: JobEvent) -> tuple[str, list[Block]]:
-    """Return (fallback text, blocks) of the card while an image is queued or being made."""
-    line = progress_line(job, event)
+def progress_blocks(job: Job, line: str) -> tuple[str, list[Block]]:
+    """Return (fallback text, blocks) of the card while an image is queued or being made (`line`: its progress)."""
     blocks: list[Block] = [
         {"type": "section", "text": _mrkdwn(line)},
         _context(f"<@{job.requester.user_id}> · {_prompt_line(job.request.prompt)}"),
@@ -133,9 +132,8 @@ def progress_blocks(job: Job, event: JobEvent) -> tuple[str, list[Block]]:
     return line, blocks
 
 
-def failed_blocks(job: Job, message: str) -> tuple[str, list[Block]]:
-    """Return (fallback text, blocks) of the card of a failed or cancelled image."""
-    line = f"✖ {format_ref(job.id)} · {message}"
+def failed_blocks(job: Job, line: str) -> tuple[str, list[Block]]:
+    """Return (fallback text, blocks) of the card of a failed or cancelled image (`line`: the chat flow's)."""
     return line, [
         {"type": "section", "text": _mrkdwn(escape(line))},
         _context(f"<@{job.requester.user_id}> · {_prompt_line(job.request.prompt)}"),

@@ -123,9 +123,9 @@ async def test_only_the_author_rerolls_by_default(service):
         await service.reroll(BOB, mine.id)
     assert str(caught.value) == "Only the author of this image can reroll it."
     with pytest.raises(NotAllowed) as caught:
-        await service.update_policy(BOB, {"open_reroll": True}, may_manage=False)
+        await service.admin.update_policy(BOB, {"open_reroll": True}, may_manage=False)
     assert str(caught.value) == "Only server managers can change the server's settings."
-    assert (await service.update_policy(BOB, {"open_reroll": True}, may_manage=True)).open_reroll
+    assert (await service.admin.update_policy(BOB, {"open_reroll": True}, may_manage=True)).open_reroll
     opened = await (await service.reroll(BOB, mine.id)).result()
     assert opened.user_id == "bob"
     assert opened.parent_id == mine.id
@@ -137,7 +137,7 @@ async def test_private_generations_are_invisible_to_others(service):
     await service.update_settings(ALICE, {"private": True})
     mine = await (await service.imagine("a secret fox", ALICE)).result()
     assert mine.private
-    await service.update_policy(BOB, {"open_reroll": True}, may_manage=True)
+    await service.admin.update_policy(BOB, {"open_reroll": True}, may_manage=True)
     for call in (service.reroll(BOB, mine.id), service.details(BOB, mine.id)):
         with pytest.raises(NotFound):
             await call
@@ -282,16 +282,16 @@ async def test_message_ref_finds_the_generation(service):
 
 async def test_policy_needs_a_server_and_known_keys(service):
     with pytest.raises(InvalidOption) as caught:
-        await service.update_policy(Requester("discord", "dm-user"), {"open_reroll": True}, may_manage=True)
+        await service.admin.update_policy(Requester("discord", "dm-user"), {"open_reroll": True}, may_manage=True)
     assert str(caught.value) == "Server settings only exist in a server, not in direct messages."
     with pytest.raises(InvalidOption) as caught:
-        await service.update_policy(ALICE, {"free_gpus": True}, may_manage=True)
+        await service.admin.update_policy(ALICE, {"free_gpus": True}, may_manage=True)
     assert str(caught.value) == (
         "Server setting 'free_gpus' does not exist"
         " (settings: open_reroll, banned, models, blocked_models, loras, blocked_loras, max_steps, max_count,"
         " max_pixels, user_daily_quota, channels, adult_channels, flagged)."
     )
-    assert await service.policy(Requester("discord", "dm-user")) == Policy()
+    assert await service.admin.policy(Requester("discord", "dm-user")) == Policy()
 
 
 async def test_the_queued_line_shows_an_eta_once_jobs_have_been_timed(service, backend):
@@ -342,7 +342,7 @@ async def test_a_workspace_daily_quota_refuses_with_the_reset_time(backend, tmp_
 async def test_a_server_policy_blocks_banned_words_however_spelt_and_its_limits(service, backend):
     """A banned prompt gets the rule's number (never the word list) and queues nothing; limits name themselves."""
     guild = Requester("discord", "alice", workspace="G1", channel="C1")
-    await service.update_policy(guild, {"banned": ("gore", "re:blood ?bath"), "max_steps": 30}, may_manage=True)
+    await service.admin.update_policy(guild, {"banned": ("gore", "re:blood ?bath"), "max_steps": 30}, may_manage=True)
     for prompt in ("a GÖRE scene", "g0r3 everywhere", "a bl00d-bath", "Gore."):
         with pytest.raises(ContentBlocked) as blocked:
             await service.imagine(prompt, guild)
@@ -357,7 +357,7 @@ async def test_a_server_policy_blocks_banned_words_however_spelt_and_its_limits(
     await (await service.imagine("gore", ALICE)).result()
     assert [request.prompt for request in backend.requests] == ["a gorgeous red fox", "gore", "gore"]
     with pytest.raises(InvalidOption, match="not a valid regular expression"):
-        await service.update_policy(guild, {"banned": ("re:(",)}, may_manage=True)
+        await service.admin.update_policy(guild, {"banned": ("re:(",)}, may_manage=True)
 
 
 async def test_forget_deletes_a_users_rows_files_and_settings_and_nothing_of_others(backend, tmp_path):

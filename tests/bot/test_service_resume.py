@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from bot.jobs import Requester
-from bot.service import INTERRUPTED_TWICE
+from bot.runner import INTERRUPTED_TWICE
 from tests.fakes.backend import FakeBackend
 from tests.fakes.service import started_service
 

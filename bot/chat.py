@@ -1,0 +1,294 @@
+"""The platform-neutral chat flow: what a user typed or clicked becomes a use case, a job's life becomes updates.
+
+Every chat shares it, so a command, a button and a sentence a user reads exist once::
+
+    text  ("reroll #3", "history 5", "settings steps=30", …) ─► ChatFlow.text   ─┐
+    click (a button or reaction: reroll, refine, details, …) ─► ChatFlow.action ─┴► Reply
+    Reply: Started(job) | Text | Listing | Deleted | Flagged
+    job ─► updates(job) ─► Update (the line to show, a preview when due), ending with the final one
+
+An adapter turns its platform's events into these calls and renders each reply
+and update as an embed, Block Kit or terminal text; it decides nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from bot.actions import ButtonAction, RefArgs, format_ref, parse_ref_args
+from bot.errors import BotError, InvalidOption
+from bot.history import Generation, StoredImage
+from bot.jobs import Job, JobEvent, Requester
+from bot.service import ImageService
+from bot.summary import FORGET_WARNING, defaults_line, details_text, forgotten_line, parse_setting_pairs, progress_line
+
+__all__ = [
+    "GENERIC_ERROR",
+    "ChatFlow",
+    "Deleted",
+    "Flagged",
+    "Listing",
+    "Reply",
+    "Started",
+    "Text",
+    "Update",
+    "cancelling_line",
+    "failure_line",
+    "queue_text",
+    "refusal",
+    "updates",
+]
+
+log = logging.getLogger(__name__)
+
+GENERIC_ERROR = "Something went wrong; it has been logged."
+
+
+def refusal(error: BaseException, what: str = "a chat command") -> str:
+    """Return the one line a user sees for a failure: a `BotError` as it is, anything else generic (and logged)."""
+    if isinstance(error, BotError):
+        return f"✖ {error}"
+    log.error("%s failed", what, exc_info=error)
+    return f"✖ {GENERIC_ERROR}"
+
+
+def failure_line(job: Job, message: str | None) -> str:
+    """Return the line that replaces a job's progress when it failed or was cancelled."""
+    return f"✖ {format_ref(job.id)} · {message or 'The generation failed.'}"
+
+
+def cancelling_line(generation_id: int) -> str:
+    """Return what a cancel answers."""
+    return f"⏹ Cancelling {format_ref(generation_id)}."
+
+
+def queue_text(waiting: int, mine: Sequence[Job]) -> str:
+    """Return how many jobs wait in all and where the user's are."""
+    lines = [f"{waiting} waiting in all."]
+    for job in mine:
+        where = "being made" if job.position == 0 else f"position {job.position}"
+        lines.append(f"{format_ref(job.id)} · {where} · {job.request.prompt[:60]}")
+    if not mine:
+        lines.append("You have nothing queued.")
+    return "\n".join(lines)
+
+
+# -- replies ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A job was queued: show its progress where the user asked."""
+
+    job: Job
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A sentence or a few lines for the user who asked only."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """The user's recent generations, newest first (each chat lays them out its own way)."""
+
+    generations: tuple[Generation, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """A generation and its files are gone: remove the message that showed it."""
+
+    generation_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Flagged:
+    """A generation's flagged images, for its author's eyes only."""
+
+    generation_id: int
+    images: tuple[StoredImage, ...]
+
+
+Reply = Started | Text | Listing | Deleted | Flagged
+
+
+class ChatFlow:
+    """Turns chat commands and clicks into use cases, the same on every platform.
+
+    Args:
+        service: the image service.
+        command: how the chat's users start a text command: ``"/imagine "`` on Slack, ``""`` in the console.
+        details_limit: the most characters of parameters a details reply shows (the platform's message limit).
+        quote: escapes users' text for the chat's markup (Slack's ``&<>``).
+        admin: answers ``admin …`` text (server rules); None where the chat has no such word.
+    """
+
+    def __init__(
+        self,
+        service: ImageService,
+        *,
+        command: str = "",
+        details_limit: int = 1700,
+        quote: Callable[[str], str] = str,
+        admin: Callable[[Requester, str], Awaitable[str]] | None = None,
+    ) -> None:
+        self.service = service
+        self._command = command
+        self._details_limit = details_limit
+        self._quote = quote
+        self._admin = admin
+
+    async def action(self, who: Requester, action: ButtonAction, generation_id: int) -> Reply:
+        """Do what a button or reaction on a generation's message asks."""
+        if action == "reroll":
+            return Started(await self.service.reroll(who, generation_id))
+        if action == "refine":
+            return Started(await self.service.refine(who, generation_id))
+        if action == "details":
+            generation = await self.service.details(who, generation_id)
+            return Text(details_text(generation, limit=self._details_limit, quote=self._quote))
+        if action == "cancel":
+            return Text(cancelling_line(await self.service.cancel(who, generation_id)))
+        if action == "show":
+            return Flagged(generation_id, tuple(await self.service.flagged_images(who, generation_id)))
+        await self.service.delete(who, generation_id)
+        return Deleted(generation_id)
+
+    async def text(self, who: Requester, text: str, *, strict: bool = False) -> Reply | None:
+        """Run a text command (``reroll #3``, ``history 5``…); None when the words are no command.
+
+        A chat decides what None means: Slack takes the whole text as a prompt
+        ("history of rome"). With `strict` (the console), a command word with
+        arguments it cannot take is refused with a sentence instead.
+        """
+        word, _, rest = text.strip().partition(" ")
+        word, rest = word.lower(), rest.strip()
+        try:
+            command = _command(word, rest)
+        except InvalidOption:
+            if strict:
+                raise
+            return None
+        if command is None or (command[0] == "admin" and self._admin is None):
+            return None
+        return await self._run(who, command)
+
+    async def _run(self, who: Requester, command: _Command) -> Reply:
+        word, arguments = command
+        if word == "history":
+            assert isinstance(arguments, int)
+            return Listing(tuple(await self.service.history(who, limit=arguments)))
+        if word == "settings":
+            assert isinstance(arguments, dict)
+            changes = arguments
+            saved = await (self.service.update_settings(who, changes) if changes else self.service.settings(who))
+            return Text(defaults_line(saved))
+        if word == "forget":
+            if arguments == "confirm":
+                return Text(forgotten_line(await self.service.forget(who)))
+            return Text(f"{FORGET_WARNING}; send `{self._command}forget confirm` to go ahead.")
+        if word == "queue":
+            return Text(queue_text(*self.service.queue(who)))
+        if word == "admin":
+            assert self._admin is not None and isinstance(arguments, str)
+            return Text(await self._admin(who, arguments))
+        assert isinstance(arguments, RefArgs)
+        if word == "cancel":
+            return Text(cancelling_line(await self.service.cancel(who, arguments.generation_id)))
+        if word == "reroll":
+            return Started(await self.service.reroll(who, arguments.generation_id))
+        return Started(await self.service.refine(who, arguments.generation_id, arguments.percent))
+
+
+_Command = tuple[str, int | dict[str, object] | str | RefArgs]
+
+
+def _command(word: str, rest: str) -> _Command | None:
+    """Parse a text command's arguments; None for no command word, `InvalidOption` for arguments it cannot take.
+
+    Only arguments are checked here, before any use case runs: a refusal of the use
+    case itself (a setting out of range) is the user's answer, never a prompt.
+    """
+    if word == "history":
+        if rest and not rest.isdigit():
+            raise InvalidOption("history", f"takes a count of images, not '{rest[:40]}'")
+        return word, min(max(int(rest or 10), 1), 25)
+    if word == "settings":
+        changes = parse_setting_pairs(rest)
+        if changes is None:
+            raise InvalidOption("settings", f"takes key=value pairs, not '{rest[:40]}'")
+        return word, changes
+    if word == "forget":
+        if rest not in ("", "confirm"):
+            raise InvalidOption("forget", f"takes nothing or 'confirm', not '{rest[:40]}'")
+        return word, rest
+    if word == "queue":
+        if rest:
+            raise InvalidOption("queue", f"takes nothing, not '{rest[:40]}'")
+        return word, rest
+    if word == "admin":
+        return word, rest
+    if word in ("reroll", "refine", "cancel"):
+        return word, parse_ref_args(rest, allow_percent=word == "refine")
+    return None
+
+
+# -- following a job --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """One change worth showing on the message that follows a job.
+
+    `text` is the progress line, or for a failed or cancelled job the sentence
+    that replaces it; a ``done`` update carries the generation in its event.
+    `preview` is a latent preview's image bytes when one is due.
+    """
+
+    event: JobEvent
+    text: str
+    preview: bytes | None = None
+
+    @property
+    def final(self) -> bool:
+        """Return whether the job ends with this update."""
+        return self.event.final
+
+
+async def updates(
+    job: Job,
+    *,
+    interval: float,
+    preview_every: int = 0,
+    clock: Callable[[], float] = time.monotonic,
+) -> AsyncIterator[Update]:
+    """Yield the updates of a job worth an edit, ending with the final one.
+
+    A progress line is shown at most once per `interval` seconds (chat APIs
+    rate-limit edits), an unchanged line never twice; a preview goes with every
+    `preview_every`-th allowed edit at most (0: never), since it is an upload.
+    """
+    shown: str | None = None
+    shown_at = preview_at = float("-inf")
+    async for event in job.events():
+        if event.final:
+            text = progress_line(job, event) if event.kind == "done" else failure_line(job, event.message)
+            yield Update(event, text)
+            return
+        text = progress_line(job, event)
+        now = clock()
+        if text == shown or (event.kind == "progress" and now - shown_at < interval):
+            continue
+        preview = event.progress.preview if event.progress else None
+        if preview is not None and preview_every and now - preview_at >= preview_every * interval:
+            preview_at = now
+        else:
+            preview = None
+        yield Update(event, text, preview)
+        shown, shown_at = text, now

@@ -1,0 +1,174 @@
+"""The platform-neutral chat flow: text commands, clicks and job updates, as every chat sees them."""
+
+import itertools
+import logging
+
+import pytest
+
+from bot.catalog import load_catalog
+from bot.chat import (
+    GENERIC_ERROR,
+    ChatFlow,
+    Deleted,
+    Flagged,
+    Listing,
+    Started,
+    Text,
+    failure_line,
+    queue_text,
+    refusal,
+    updates,
+)
+from bot.errors import InvalidOption, NotAllowed, NotFound
+from bot.jobs import Job, JobEvent, Requester
+from bot.options import Limits
+from bot.request import GenerationRequest, Progress
+from bot.service import ImageService
+from tests.fakes.backend import FakeBackend
+from tests.fakes.stores import InMemoryDatabase, stores_of
+
+ALICE = Requester("slack", "U1", workspace="T1", channel="C1")
+BOB = Requester("slack", "U2", workspace="T1", channel="C1")
+
+
+@pytest.fixture
+async def service(tmp_path):
+    service = ImageService(
+        backend=FakeBackend(),
+        stores=stores_of(InMemoryDatabase.create(), tmp_path),
+        catalog=load_catalog(),
+        default_model="tiny",
+        limits=Limits(pixel_budget=4 * 1024 * 1024),
+        seeds=itertools.count(100).__next__,
+    )
+    await service.start()
+    yield service
+    await service.aclose()
+
+
+@pytest.fixture
+def flow(service):
+    return ChatFlow(service, command="/imagine ")
+
+
+async def made(flow: ChatFlow, who: Requester = ALICE) -> int:
+    job = await flow.service.imagine("a red fox --seed 7 --steps 4", who)
+    return (await job.result()).id
+
+
+async def test_reroll_text_queues_the_same_settings_with_a_new_seed(flow):
+    """`reroll #id` starts a job with the parent's settings and the next seed."""
+    first = await made(flow)
+    reply = await flow.text(ALICE, f"reroll #{first}")
+    assert isinstance(reply, Started)
+    generation = await reply.job.result()
+    assert (generation.parent_id, generation.action, generation.seed) == (first, "reroll", 100)
+    assert generation.request.steps == 4
+
+
+@pytest.mark.parametrize("text", ["history of rome", "refine a castle", "settings of a story", "queue of people"])
+async def test_words_a_command_cannot_take_are_no_command(flow, text):
+    """On a chat that takes the rest as a prompt, a command word with other words is not a command."""
+    assert await flow.text(ALICE, text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "sentence"),
+    [
+        ("history abc", "takes a count of images, not 'abc'"),
+        ("settings steps", "takes key=value pairs, not 'steps'"),
+        ("forget everything", "takes nothing or 'confirm', not 'everything'"),
+        ("refine 150", "must be a percent from 1 to 99, not 150"),
+    ],
+)
+async def test_strict_text_refuses_arguments_with_a_sentence(flow, text, sentence):
+    """The console's strict mode names what the command takes instead of guessing a prompt."""
+    with pytest.raises(InvalidOption) as refused:
+        await flow.text(ALICE, text, strict=True)
+    assert sentence in str(refused.value)
+
+
+async def test_a_refused_setting_is_the_answer_not_a_prompt(flow, service):
+    """`settings steps=500` is refused with its range even where other words become prompts; nothing is stored."""
+    with pytest.raises(InvalidOption, match="100"):
+        await flow.text(ALICE, "settings steps=500")
+    assert await service.settings(ALICE) == {}
+
+
+async def test_settings_text_saves_and_shows_the_defaults(flow):
+    """`settings steps=20` saves the default and answers with the saved line."""
+    reply = await flow.text(ALICE, "settings steps=20")
+    assert reply == Text("Your defaults: steps=20")
+
+
+async def test_forget_asks_first_with_the_chats_own_command(flow):
+    """Without confirm, forget only warns, naming the command as this chat types it."""
+    reply = await flow.text(ALICE, "forget")
+    assert isinstance(reply, Text) and reply.text.endswith("send `/imagine forget confirm` to go ahead.")
+
+
+async def test_history_lists_the_users_generations_newest_first(flow):
+    """`history 1` lists the newest generation only."""
+    await made(flow)
+    newest = await made(flow)
+    reply = await flow.text(ALICE, "history 1")
+    assert isinstance(reply, Listing) and [g.id for g in reply.generations] == [newest]
+
+
+async def test_admin_is_no_command_where_the_chat_has_none(flow):
+    """Without an admin handler (the console), `admin …` is not a command."""
+    assert await flow.text(ALICE, "admin audit") is None
+
+
+async def test_the_delete_button_deletes_for_the_author_only(flow, service):
+    """Delete answers Deleted for the author; another user is refused and the image stays."""
+    generation_id = await made(flow)
+    with pytest.raises(NotAllowed):
+        await flow.action(BOB, "delete", generation_id)
+    assert await flow.action(ALICE, "delete", generation_id) == Deleted(generation_id)
+    with pytest.raises(NotFound):
+        await service.details(ALICE, generation_id)
+
+
+async def test_details_and_show_replies(flow):
+    """Details is a text with the parameters; Show lists the author's flagged images (none here)."""
+    generation_id = await made(flow)
+    details = await flow.action(ALICE, "details", generation_id)
+    assert isinstance(details, Text) and "Seed: 7" in details.text
+    assert await flow.action(ALICE, "show", generation_id) == Flagged(generation_id, ())
+
+
+def test_refusal_shows_a_bot_error_as_it_is_and_logs_anything_else(caplog):
+    """A BotError is its own sentence; any other exception is the generic one, with the traceback logged."""
+    assert refusal(InvalidOption("steps", "must be from 1 to 100")).startswith("✖ Steps must be")
+    with caplog.at_level(logging.ERROR, logger="bot.chat"):
+        assert refusal(RuntimeError("secret detail")) == f"✖ {GENERIC_ERROR}"
+    assert [record.exc_info is not None for record in caplog.records] == [True]
+
+
+def test_queue_text_says_where_each_job_is():
+    """The queue line counts waiting jobs and shows the user's own with their place."""
+    assert queue_text(0, []) == "0 waiting in all.\nYou have nothing queued."
+    job = Job(3, ALICE, GenerationRequest(prompt="a red fox", model="tiny", seed=1), position_of=lambda job: 2)
+    assert queue_text(5, [job]) == "5 waiting in all.\n#3 · position 2 · a red fox"
+
+
+async def test_updates_skip_progress_within_the_interval_and_end_with_the_failure():
+    """Progress inside the interval is not an edit; previews come every other allowed edit; a failure ends it."""
+    job = Job(9, ALICE, GenerationRequest(prompt="a red fox", model="tiny", seed=1))
+    now = iter([0.0, 1.0, 1.2, 2.0, 2.6, 3.0, 3.2]).__next__
+    job.emit(JobEvent("queued", position=1))
+    for step in range(1, 7):
+        job.emit(JobEvent("progress", progress=Progress("base", step, 6, preview=b"p%d" % step)))
+    job.emit(JobEvent("failed", message="The GPU is busy."))
+    seen = [update async for update in updates(job, interval=0.5, preview_every=2, clock=now)]
+    assert [u.event.progress.step if u.event.progress else u.event.kind for u in seen] == [
+        "queued",
+        1,
+        3,
+        4,
+        6,
+        "failed",
+    ]
+    assert [u.preview for u in seen] == [None, b"p1", b"p3", None, b"p6", None]
+    assert seen[-1].final and seen[-1].text == failure_line(job, "The GPU is busy.") == "✖ #9 · The GPU is busy."
