@@ -11,18 +11,13 @@ from pathlib import Path
 from typing import Protocol
 
 from bot.catalog import Catalog, load_catalog
-from bot.config import (
-    CoreSettings,
-    LocalWorkerSettings,
-    ModelsLabSettings,
-    QueueSettings,
-    RaySettings,
-    RunwareSettings,
-)
+from bot.config import CoreSettings, QueueSettings
 from bot.errors import BotError
 from bot.options import Limits
+from bot.plugins import ConfigurationError
 from bot.ports import Backend, ConcurrentBackend, GenerationStore, PolicyStore, SettingsStore, Stores
 from bot.service import ImageService
+from imagebot.plugins import backend_plugin
 from storage import ImageFiles, SqliteDatabase
 
 __all__ = ["App", "ConfigurationError", "bootstrap", "cuda_present", "freeze_startup_heap", "pick_default_model"]
@@ -54,10 +49,6 @@ class Database(Protocol):
     async def close(self) -> None:
         """Release the database."""
         ...
-
-
-class ConfigurationError(Exception):
-    """The settings cannot make a working bot; the message says which setting to change."""
 
 
 @dataclass
@@ -94,62 +85,8 @@ def pick_default_model(configured: str | None, announce: Callable[[str], None], 
     return "tiny"
 
 
-def _backend(name: str, core: CoreSettings, worker: LocalWorkerSettings, catalog: Catalog) -> Backend:
-    if name == "local":
-        from inference.local import LocalBackend
-
-        token = worker.hf_token.get_secret_value() if worker.hf_token else None
-        return LocalBackend(
-            catalog,
-            core.data_dir,
-            device=worker.device,
-            dtype=worker.dtype,
-            hf_token=token,
-            stall_timeout=worker.stall_timeout,
-            load_timeout=worker.load_timeout,
-            max_batch=worker.max_batch,
-            safety_checker=worker.safety_checker,
-            preview_decoder=worker.preview_decoder,
-        )
-    if name == "ray":
-        try:
-            from inference.ray_serve import RayBackend
-        except ImportError as error:
-            raise ConfigurationError(
-                "IMAGEBOT_BACKEND=ray needs Ray Serve: install the ray extra (pip install -e '.[ray]')."
-            ) from error
-        settings = RaySettings()
-        return RayBackend(
-            catalog,
-            core.data_dir,
-            settings.address,
-            app_name=settings.app_name,
-            stall_timeout=worker.stall_timeout,
-            load_timeout=worker.load_timeout,
-            concurrency=settings.concurrency,
-        )
-    if name == "runware":
-        from inference.runware import RunwareBackend
-
-        runware = RunwareSettings()
-        if runware.api_key is None:
-            raise ConfigurationError("the runware backend needs IMAGEBOT_RUNWARE_API_KEY.")
-        return RunwareBackend(catalog, runware)
-    if name == "modelslab":
-        from inference.modelslab import ModelsLabBackend
-
-        modelslab = ModelsLabSettings()
-        if modelslab.api_key is None:
-            raise ConfigurationError("the modelslab backend needs IMAGEBOT_MODELSLAB_API_KEY.")
-        return ModelsLabBackend(catalog, modelslab)
-    raise ConfigurationError(
-        f"IMAGEBOT_BACKEND={name} is not available in this version; use local, ray, runware or modelslab."
-    )
-
-
 async def bootstrap(
     core: CoreSettings | None = None,
-    worker: LocalWorkerSettings | None = None,
     queue: QueueSettings | None = None,
     *,
     backend: Backend | None = None,
@@ -160,14 +97,12 @@ async def bootstrap(
 
     Args:
         core: data, backend and request settings; read from the environment when not given.
-        worker: local worker settings; likewise.
         queue: queue limits; likewise.
         backend: use this backend instead of the configured one.
         database: use these stores instead of the SQLite file in the data directory.
         announce: where notices for the operator go (the tiny-model notice).
     """
     core = core or CoreSettings()
-    worker = worker or LocalWorkerSettings()
     queue = queue or QueueSettings()
     catalog = load_catalog(core.catalog)
     default_model = pick_default_model(core.default_model, announce, core.backend)
@@ -176,11 +111,11 @@ async def bootstrap(
     except BotError as error:
         raise ConfigurationError(f"IMAGEBOT_DEFAULT_MODEL: {error}") from error
     core.data_dir.mkdir(parents=True, exist_ok=True)
-    backend = backend or _backend(core.backend, core, worker, catalog)
+    backend = backend or backend_plugin(core.backend).create(catalog, core)
     pinned: dict[str, Backend] = {}
     for name in sorted({m.backend for m in catalog.entries("model") if m.backend and m.backend != backend.name}):
         try:
-            pinned[name] = _backend(name, core, worker, catalog)
+            pinned[name] = backend_plugin(name).create(catalog, core)
         except ConfigurationError as error:
             # The models pinned there are refused with a sentence; the others work.
             announce(f"Catalog models on the {name} backend are unavailable: {error}")

@@ -23,19 +23,15 @@ import logging
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
-from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any
-
-from pydantic import SecretStr
+from typing import Any
 
 from adapters.console import ConsoleChat
-from bot.config import CoreSettings, DiscordSettings, ModelsLabSettings, RunwareSettings, SlackSettings, env_example
+from bot.config import CoreSettings, ModelsLabSettings, RunwareSettings, env_example
 from bot.jobs import Requester
 from bot.logs import setup_logging
-from imagebot.bootstrap import App, ConfigurationError, bootstrap, freeze_startup_heap
-
-if TYPE_CHECKING:
-    from adapters.discord._bot import ImageBot
+from bot.plugins import ConfigurationError
+from imagebot.bootstrap import App, bootstrap, freeze_startup_heap
+from imagebot.plugins import chat_plugins
 
 __all__ = ["main"]
 
@@ -136,31 +132,8 @@ async def _main(command: str, text: str) -> int:
 
 
 def _chats(app: App) -> list[Coroutine[Any, Any, None]]:
-    """Return the chat adapters whose credentials are set, ready to run (their SDKs imported)."""
-    chats = []
-    discord_settings = DiscordSettings()
-    if discord_settings.token is not None:
-        from adapters.discord import setup
-
-        chats.append(_run_discord(setup(app.service, discord_settings, data_dir=app.data_dir), discord_settings.token))
-    slack_settings = SlackSettings()
-    if slack_settings.configured:
-        from adapters.slack import running
-
-        chats.append(_run_slack(running(app.service, slack_settings)))
-    elif slack_settings.bot_token is not None:
-        log.warning("Slack: IMAGEBOT_SLACK_BOT_TOKEN is set but neither an app token nor a signing secret is")
-    return chats
-
-
-async def _run_discord(bot: ImageBot, token: SecretStr) -> None:
-    async with bot:
-        await bot.start(token.get_secret_value())
-
-
-async def _run_slack(app: AbstractAsyncContextManager[str]) -> None:
-    async with app:
-        await asyncio.Event().wait()
+    """Return the chats whose credentials are set, ready to run (their SDKs imported as they start)."""
+    return [chat.run(app.service, app.data_dir) for chat in chat_plugins().values() if chat.configured()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

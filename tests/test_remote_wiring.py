@@ -12,7 +12,8 @@ import pytest
 from bot.config import CoreSettings
 from bot.errors import InvalidOption
 from bot.jobs import Requester
-from imagebot.bootstrap import ConfigurationError, bootstrap
+from bot.plugins import ConfigurationError
+from imagebot.bootstrap import bootstrap
 from imagebot.cli import backends_text
 from tests.fakes.modelslab import FakeModelsLab
 from tests.fakes.runware import FakeRunware

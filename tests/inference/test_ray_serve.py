@@ -153,13 +153,13 @@ async def test_a_replica_loads_a_lora_once_and_the_id_names_the_weights(backend,
 
 async def test_the_bot_generates_and_refines_on_the_cluster(cluster, tmp_path, monkeypatch):
     """IMAGEBOT_BACKEND=ray: /imagine and refine go through the service to the replicas; seeds and files stored."""
-    from bot.config import CoreSettings, LocalWorkerSettings, QueueSettings
+    from bot.config import CoreSettings, QueueSettings
     from bot.jobs import Requester
     from imagebot.bootstrap import bootstrap
 
     monkeypatch.setenv("IMAGEBOT_RAY_APP_NAME", APP)
     core = CoreSettings(backend="ray", data_dir=tmp_path, default_model="tiny")
-    app = await bootstrap(core, LocalWorkerSettings(), QueueSettings(), announce=lambda _: None)
+    app = await bootstrap(core, QueueSettings(), announce=lambda _: None)
     try:
         assert app.backend.name == "ray"
         who = Requester(platform="console", user_id="alice")
@@ -176,12 +176,14 @@ async def test_the_bot_generates_and_refines_on_the_cluster(cluster, tmp_path, m
 
 async def test_doctor_finds_the_application_and_its_replicas(cluster, monkeypatch):
     """imagebot doctor with IMAGEBOT_BACKEND=ray: the running application passes, a missing one is the fix."""
-    from imagebot.doctor import _ray
+    from bot.config import CoreSettings
+    from inference.plugins import ray
 
     monkeypatch.setenv("IMAGEBOT_RAY_APP_NAME", APP)
-    assert (await _ray()).detail == f"'{APP}' is running on 2 replicas"
+    (found,) = await ray.checks(load_catalog(), CoreSettings(), running=True)
+    assert found.detail == f"'{APP}' is running on 2 replicas"
     monkeypatch.setenv("IMAGEBOT_RAY_APP_NAME", "nothing-here")
-    missing = await _ray()
+    (missing,) = await ray.checks(load_catalog(), CoreSettings(), running=True)
     assert not missing.ok
     assert (
         missing.detail == "the cluster has no 'nothing-here' Serve application; deploy it with deploy/ray-serve.yaml."

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from imagebot.doctor import Check, check_all, report
+from bot.plugins import Check
+from imagebot.doctor import check_all, report
 from storage._schema import SCHEMA_VERSION
 from tests.fakes.modelslab import FakeModelsLab
 from tests.fakes.runware import FakeRunware
@@ -34,7 +35,7 @@ def by_name(checks: list[Check]) -> dict[str, Check]:
 
 async def test_a_cpu_box_on_defaults_passes_every_check(tmp_path: Path) -> None:
     checks = by_name(await check_all())
-    assert list(checks) == ["settings", "data dir", "database", "chats", "GPU", "model", "safety checker"]
+    assert list(checks) == ["settings", "data dir", "database", "Discord", "Slack", "GPU", "model", "safety checker"]
     assert all(check.ok for check in checks.values()), report(list(checks.values()))
     assert checks["GPU"].detail.startswith("no CUDA GPU (torch ")
     assert checks["model"].detail == "the tiny offline model is built on the first start"
@@ -71,12 +72,13 @@ async def test_half_configured_slack_is_a_failure_and_secrets_are_never_shown(mo
     monkeypatch.setenv("IMAGEBOT_SLACK_BOT_TOKEN", "xoxb-very-secret")
     monkeypatch.setenv("IMAGEBOT_DISCORD_TOKEN", "discord-very-secret")
     checks = await check_all()
-    chats = by_name(checks)["chats"]
-    assert not chats.ok and "IMAGEBOT_SLACK_APP_TOKEN (Socket Mode)" in chats.detail
+    slack = by_name(checks)["Slack"]
+    assert not slack.ok and "IMAGEBOT_SLACK_APP_TOKEN (Socket Mode)" in slack.detail
     monkeypatch.setenv("IMAGEBOT_SLACK_APP_TOKEN", "xapp-very-secret")
     checks = await check_all()
     text = report(checks)
-    assert by_name(checks)["chats"].detail == "Discord token set; Slack bot token and app token set (Socket Mode)"
+    assert by_name(checks)["Discord"].detail == "token set"
+    assert by_name(checks)["Slack"].detail == "bot token and app token set (Socket Mode)"
     assert "very-secret" not in text
 
 
@@ -128,3 +130,64 @@ async def test_the_command_exits_non_zero_on_a_failure(tmp_path: Path) -> None:
     out, _ = await process.communicate()
     assert process.returncode == 1
     assert "✖ Runware   IMAGEBOT_RUNWARE_API_KEY is not set; create a key in Runware's dashboard." in out.decode()
+
+
+def test_every_shipped_backend_and_chat_is_found_by_name() -> None:
+    """The entry points name the four backends and two chats, each a plugin of its kind."""
+    from imagebot.plugins import backend_plugins, chat_plugins
+
+    assert list(backend_plugins()) == ["local", "modelslab", "ray", "runware"]
+    assert list(chat_plugins()) == ["discord", "slack"]
+
+
+def test_an_unknown_backend_names_the_installed_ones() -> None:
+    """IMAGEBOT_BACKEND with a name no plugin has is one sentence listing those that exist."""
+    from bot.plugins import ConfigurationError
+    from imagebot.plugins import backend_plugin
+
+    with pytest.raises(ConfigurationError) as refused:
+        backend_plugin("comfyui")
+    assert str(refused.value) == (
+        "IMAGEBOT_BACKEND=comfyui is not available in this version; use local, modelslab, ray, runware."
+    )
+
+
+async def test_finding_plugins_imports_no_sdk() -> None:
+    """Loading every plugin imports no chat SDK, torch, Ray or HTTP client: they load when used."""
+    code = (
+        "import sys; from imagebot.plugins import backend_plugins, chat_plugins; backend_plugins(); chat_plugins();"
+        " print(sorted(m for m in ('discord', 'slack_bolt', 'torch', 'ray', 'httpx', 'huggingface_hub')"
+        " if m in sys.modules))"
+    )
+    process = await asyncio.create_subprocess_exec(sys.executable, "-c", code, cwd=ROOT, stdout=asyncio.subprocess.PIPE)
+    out, _ = await process.communicate()
+    assert out.decode().strip() == "[]"
+
+
+async def test_doctor_without_the_local_extra_says_which_extra_is_missing(tmp_path: Path) -> None:
+    """With huggingface_hub unimportable, the model check fails with the install sentence instead of crashing."""
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    for name in ("huggingface_hub", "torch"):
+        (blocker / f"{name}.py").write_text("raise ImportError('not installed')\n")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("IMAGEBOT_")}
+    env |= {
+        "IMAGEBOT_DATA_DIR": str(tmp_path / "data"),
+        "IMAGEBOT_DEFAULT_MODEL": "sdxl",
+        "PYTHONPATH": f"{blocker}{os.pathsep}{ROOT}",
+        "HF_HOME": str(tmp_path / "hf"),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "imagebot",
+        "doctor",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 1, err.decode()
+    assert "Traceback" not in out.decode() + err.decode()
+    assert "the local extra is not installed; install it (pip install -e '.[local]')." in out.decode()

@@ -1,0 +1,314 @@
+"""The backends this package ships, as plugins (`bot.plugins.BackendPlugin`) found by name through entry points.
+
+Each creates its backend from its own settings and runs its own doctor checks;
+importing this module imports none of their SDKs (torch, Ray, httpx), so a
+bot installed without an extra still starts, and says which extra is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+
+from bot.catalog import Catalog
+from bot.config import CoreSettings, LocalWorkerSettings, ModelsLabSettings, RaySettings, RunwareSettings
+from bot.plugins import Check, ConfigurationError
+from bot.ports import Backend
+
+__all__ = ["local", "modelslab", "ray", "runware"]
+
+# Run in a child process: the bot side never imports torch.
+_CUDA_PROBE = """
+import json, torch
+devices = []
+if torch.cuda.is_available():
+    for i in range(torch.cuda.device_count()):
+        free, total = torch.cuda.mem_get_info(i)
+        devices.append({"name": torch.cuda.get_device_name(i), "free": free, "total": total})
+print(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda, "devices": devices}))
+"""
+# What SDXL base + refiner in bf16 take, with the shared text encoder and VAE, plus activations at 1024².
+_SDXL_VRAM = 12 * 1024**3
+
+
+class LocalPlugin:
+    """The diffusers worker process on this machine's GPU (or CPU)."""
+
+    name = "local"
+
+    def create(self, catalog: Catalog, core: CoreSettings) -> Backend:
+        """Return the local backend; torch is imported by its worker process only."""
+        from inference.local import LocalBackend
+
+        worker = LocalWorkerSettings()
+        token = worker.hf_token.get_secret_value() if worker.hf_token else None
+        return LocalBackend(
+            catalog,
+            core.data_dir,
+            device=worker.device,
+            dtype=worker.dtype,
+            hf_token=token,
+            stall_timeout=worker.stall_timeout,
+            load_timeout=worker.load_timeout,
+            max_batch=worker.max_batch,
+            safety_checker=worker.safety_checker,
+            preview_decoder=worker.preview_decoder,
+        )
+
+    async def checks(self, catalog: Catalog, core: CoreSettings, *, running: bool) -> list[Check]:
+        """Check the GPU, the default model's weights and the safety checker's."""
+        worker = LocalWorkerSettings()
+        local = catalog.get("model", core.default_model or "tiny").local
+        return [await _gpu(worker, running), await _model(core, local), await _safety(worker, local)]
+
+
+class RayPlugin:
+    """The worker's code as Ray Serve replicas on a cluster."""
+
+    name = "ray"
+
+    def create(self, catalog: Catalog, core: CoreSettings) -> Backend:
+        """Return a backend that joins the configured cluster."""
+        try:
+            from inference.ray_serve import RayBackend
+        except ImportError as error:
+            raise ConfigurationError(
+                "IMAGEBOT_BACKEND=ray needs Ray Serve: install the ray extra (pip install -e '.[ray]')."
+            ) from error
+        settings, worker = RaySettings(), LocalWorkerSettings()
+        return RayBackend(
+            catalog,
+            core.data_dir,
+            settings.address,
+            app_name=settings.app_name,
+            stall_timeout=worker.stall_timeout,
+            load_timeout=worker.load_timeout,
+            concurrency=settings.concurrency,
+        )
+
+    async def checks(self, catalog: Catalog, core: CoreSettings, *, running: bool) -> list[Check]:
+        """Check that the cluster answers and runs the application with replicas."""
+        return [await _ray()]
+
+
+class RunwarePlugin:
+    """Runware's hosted API."""
+
+    name = "runware"
+
+    def create(self, catalog: Catalog, core: CoreSettings) -> Backend:
+        """Return the Runware backend; its API key must be set."""
+        from inference.runware import RunwareBackend
+
+        settings = RunwareSettings()
+        if settings.api_key is None:
+            raise ConfigurationError("the runware backend needs IMAGEBOT_RUNWARE_API_KEY.")
+        return RunwareBackend(catalog, settings)
+
+    async def checks(self, catalog: Catalog, core: CoreSettings, *, running: bool) -> list[Check]:
+        """Try the API key with a request that costs nothing."""
+        return [await _runware()]
+
+
+class ModelsLabPlugin:
+    """ModelsLab's hosted API."""
+
+    name = "modelslab"
+
+    def create(self, catalog: Catalog, core: CoreSettings) -> Backend:
+        """Return the ModelsLab backend; its API key must be set."""
+        from inference.modelslab import ModelsLabBackend
+
+        settings = ModelsLabSettings()
+        if settings.api_key is None:
+            raise ConfigurationError("the modelslab backend needs IMAGEBOT_MODELSLAB_API_KEY.")
+        return ModelsLabBackend(catalog, settings)
+
+    async def checks(self, catalog: Catalog, core: CoreSettings, *, running: bool) -> list[Check]:
+        """Try the API key with a request that costs nothing."""
+        return [await _modelslab()]
+
+
+local = LocalPlugin()
+ray = RayPlugin()
+runware = RunwarePlugin()
+modelslab = ModelsLabPlugin()
+
+
+async def _gpu(worker: LocalWorkerSettings, running: bool) -> Check:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _CUDA_PROBE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    if process.returncode != 0:
+        last = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        return Check("GPU", False, f"torch could not be imported ({last[0]}); install the local extra (make install).")
+    probe = json.loads(out)
+    devices = probe["devices"]
+    if not devices:
+        if worker.device.startswith("cuda"):
+            return Check(
+                "GPU",
+                False,
+                f"IMAGEBOT_DEVICE={worker.device} but torch {probe['torch']} sees no CUDA GPU; install torch's CUDA"
+                " build (make install TORCH_SPEC=...) or set IMAGEBOT_DEVICE=auto.",
+            )
+        return Check("GPU", True, f"no CUDA GPU (torch {probe['torch']}): the worker runs on the CPU")
+    index = int(worker.device.partition(":")[2] or 0) if worker.device.startswith("cuda") else 0
+    if index >= len(devices):
+        return Check("GPU", False, f"IMAGEBOT_DEVICE={worker.device} but there are {len(devices)} GPUs; pick one.")
+    device = devices[index]
+    free = f"{device['free'] / 1024**3:.1f} of {device['total'] / 1024**3:.1f} GiB free"
+    if device["free"] < _SDXL_VRAM and not running:
+        return Check(
+            "GPU", False, f"{device['name']}: {free}; SDXL base + refiner need about 12 GiB, free the GPU first."
+        )
+    return Check("GPU", True, f"{device['name']}: {free} (CUDA {probe['cuda']})")
+
+
+async def _model(core: CoreSettings, local: str | None) -> Check:
+    if local is None:
+        return Check(
+            "model", False, "the default model has no local weights; set IMAGEBOT_DEFAULT_MODEL to one that has."
+        )
+    if local.startswith("tiny:"):
+        built = (core.data_dir / "models" / "tiny").exists()
+        return Check("model", True, "the tiny offline model is " + ("built" if built else "built on the first start"))
+    if local.startswith(("/", "./")) or local.endswith(".safetensors"):
+        path = Path(local) if local.startswith("/") else core.data_dir / local
+        if path.exists():
+            return Check("model", True, f"{path} is present")
+        return Check("model", False, f"{path} does not exist; fix the catalog's local path or copy the weights there.")
+    return await asyncio.to_thread(_hub_model, local)
+
+
+async def _safety(worker: LocalWorkerSettings, model_local: str | None) -> Check:
+    from inference.local._safety import checker_source
+
+    source = checker_source(worker.safety_checker, model_local or "")
+    if source is None:
+        return Check("safety checker", True, "off (IMAGEBOT_SAFETY_CHECKER=off): images are not checked")
+    if source.startswith("tiny:"):
+        return Check("safety checker", True, "the tiny offline checker (built with the tiny model)")
+    if source.startswith(("/", "./")):
+        path = Path(source)
+        if path.exists():
+            return Check("safety checker", True, f"{path} is present")
+        return Check("safety checker", False, f"{path} does not exist; fix IMAGEBOT_SAFETY_CHECKER.")
+    return await asyncio.to_thread(_hub_model, source, "safety checker", "about 1.2 GB")
+
+
+def _hub_model(repo: str, name: str = "model", size: str = "several GB") -> Check:
+    try:
+        from huggingface_hub import scan_cache_dir
+        from huggingface_hub.errors import CacheNotFound
+    except ImportError:
+        return Check(name, False, "the local extra is not installed; install it (pip install -e '.[local]').")
+
+    # Read at call time: huggingface_hub's own constant is fixed when it is first imported.
+    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    try:
+        cached = {
+            entry.repo_id for entry in scan_cache_dir(os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub")).repos
+        }
+    except CacheNotFound:
+        cached = set()
+    if repo in cached:
+        return Check(name, True, f"{repo} is in the Hugging Face cache")
+    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
+        return Check(
+            name,
+            False,
+            f"{repo} is not in the Hugging Face cache and HF_HUB_OFFLINE is set;"
+            f" run `huggingface-cli download {repo}` where the hub can be reached.",
+        )
+    return Check(name, True, f"{repo} will be downloaded on the first image ({size})")
+
+
+async def _ray() -> Check:
+    settings = RaySettings()
+    name = settings.app_name
+
+    def probe() -> Check:
+        try:
+            import ray
+            from ray import serve
+        except ImportError:
+            return Check("Ray", False, "Ray Serve is not installed; install the ray extra (pip install -e '.[ray]').")
+        try:
+            if not ray.is_initialized():
+                ray.init(address=settings.address, log_to_driver=False)
+            status = serve.status()
+        except Exception as error:
+            return Check(
+                "Ray",
+                False,
+                f"the Ray cluster at {settings.address} cannot be reached ({type(error).__name__});"
+                " check IMAGEBOT_RAY_ADDRESS and that the head node runs.",
+            )
+        app = status.applications.get(name)
+        if app is None:
+            return Check(
+                "Ray", False, f"the cluster has no '{name}' Serve application; deploy it with deploy/ray-serve.yaml."
+            )
+        replicas = sum(d.replica_states.get("RUNNING", 0) for d in app.deployments.values())
+        if app.status != "RUNNING" or not replicas:
+            return Check(
+                "Ray", False, f"'{name}' is {app.status.value} with {replicas} running replicas; see `serve status`."
+            )
+        return Check("Ray", True, f"'{name}' is running on {replicas} replicas")
+
+    return await asyncio.to_thread(probe)
+
+
+async def _runware() -> Check:
+    import httpx
+
+    settings = RunwareSettings()
+    if settings.api_key is None:
+        return Check("Runware", False, "IMAGEBOT_RUNWARE_API_KEY is not set; create a key in Runware's dashboard.")
+    # A poll of a task that does not exist: charges nothing, and tells a refused key from a good one.
+    task = [{"taskType": "getResponse", "taskUUID": str(uuid.uuid4())}]
+    headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"}
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.post(settings.url, json=task, headers=headers)
+    except httpx.HTTPError as error:
+        return Check(
+            "Runware",
+            False,
+            f"{settings.url} cannot be reached ({type(error).__name__}); check IMAGEBOT_RUNWARE_URL and the network.",
+        )
+    if response.status_code in (401, 403):
+        return Check("Runware", False, "the API key was refused; set a valid IMAGEBOT_RUNWARE_API_KEY.")
+    return Check("Runware", True, f"{settings.url} reachable, API key accepted")
+
+
+async def _modelslab() -> Check:
+    import httpx
+
+    settings = ModelsLabSettings()
+    if settings.api_key is None:
+        return Check(
+            "ModelsLab", False, "IMAGEBOT_MODELSLAB_API_KEY is not set; create a key in ModelsLab's dashboard."
+        )
+    # A fetch of a job that does not exist: charges nothing, and its answer says whether the key is valid.
+    body = {"key": settings.api_key.get_secret_value(), "request_id": "0"}
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.post(settings.url.rstrip("/") + "/fetch", json=body)
+        answer = response.json()
+    except (httpx.HTTPError, ValueError) as error:
+        return Check(
+            "ModelsLab",
+            False,
+            f"{settings.url} cannot be reached ({type(error).__name__}); check IMAGEBOT_MODELSLAB_URL and the network.",
+        )
+    message = str(answer.get("message", answer.get("messege", ""))) if isinstance(answer, dict) else ""
+    if "api key" in message.lower():
+        return Check("ModelsLab", False, "the API key was refused; set a valid IMAGEBOT_MODELSLAB_API_KEY.")
+    return Check("ModelsLab", True, f"{settings.url} reachable, API key accepted")
