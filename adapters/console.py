@@ -89,6 +89,8 @@ class ConsoleChat:
             if reply is None:
                 raise InvalidOption("command", f"'{word[:40]}' is unknown (try help)")
             return await self._show(reply)
+        except BrokenPipeError:
+            raise  # nobody reads the replies any more; the command line ends quietly
         except Exception as error:
             self.say(refusal(error, f"console command {word[:40]!r}"))
         return False

@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bot.errors import InvalidOption
+from bot.errors import InvalidOption, shown
 
 __all__ = ["KINDS", "Catalog", "CatalogEntry", "Kind", "load_catalog"]
 
@@ -108,7 +108,7 @@ class Catalog:
             return entry
         known = self.names(kind)
         close = difflib.get_close_matches(name.strip().lower(), known, n=3, cutoff=0.5)
-        reason = f"'{name}' is not in the catalog"
+        reason = f"'{shown(name)}' is not in the catalog"
         if not close:
             reason += f" (known: {', '.join(known)})" if len(known) <= 8 else f" ({len(known)} known)"
         raise InvalidOption(option or kind, reason, close)

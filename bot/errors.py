@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+MAX_MESSAGE = 300  # every chat shows this much in one line (Discord allows 2,000, a Slack section 3,000)
+
 __all__ = [
     "BackendUnavailable",
     "BotError",
@@ -32,6 +34,7 @@ __all__ = [
     "QueueFull",
     "QuotaReached",
     "RateLimited",
+    "shown",
 ]
 
 
@@ -40,8 +43,25 @@ def _minutes(seconds: float) -> str:
     return f"{minutes} minute" + ("s" if minutes != 1 else "")
 
 
+def shown(value: object, limit: int = 40) -> str:
+    """Return a user's value as a message may echo it: one line, printable, at most `limit` characters.
+
+    Control characters (a terminal's colour codes, say) become U+FFFD, so no
+    chat or terminal acts on them.
+    """
+    text = " ".join("".join(c if c.isprintable() or c.isspace() else "\ufffd" for c in str(value)).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class BotError(Exception):
-    """Base of every error whose message is meant for the user."""
+    """Base of every error whose message is meant for the user.
+
+    The message is kept to one printable line of at most `MAX_MESSAGE` characters,
+    whatever a subclass echoes, so a chat never refuses to show it.
+    """
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(shown(message, MAX_MESSAGE))
 
 
 class InvalidOption(BotError):
@@ -58,7 +78,7 @@ class InvalidOption(BotError):
         self.option = option
         self.reason = reason
         self.suggestions = tuple(suggestions)
-        message = f"{option} {reason}"
+        message = f"{option} {reason}".strip()
         if self.suggestions:
             message += "; did you mean " + " or ".join(f"'{s}'" for s in self.suggestions) + "?"
         else:

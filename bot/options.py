@@ -41,6 +41,7 @@ the size made differs from the asked ratio by more than 5 %, a warning says so.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import re
@@ -510,7 +511,9 @@ def _float(option: str, value: object, low: float, high: float) -> float:
     _require_value(option, value, f"a number from {low:g} to {high:g}")
     number: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value) if math.isfinite(value) else None
+        # An int past float's range (10**400) has no float; it is out of range like any other.
+        with contextlib.suppress(OverflowError):
+            number = float(value)
     elif isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
         number = float(value.strip())
     if number is not None and not math.isfinite(number):

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 
 from bot.catalog import Catalog, CatalogEntry
-from bot.errors import InvalidOption
+from bot.errors import InvalidOption, shown
 from bot.request import MAX_SEED, GenerationRequest
 
 __all__ = [
@@ -403,9 +403,8 @@ def _check_ignored(request: GenerationRequest, arch: Architecture) -> list[str]:
 
 
 def _shown(value: object, limit: int = 40) -> str:
-    """Return a value as it may be echoed in a message: one line, at most `limit` characters."""
-    text = " ".join(str(value).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """Return a value as it may be echoed in a message (`bot.errors.shown`)."""
+    return shown(value, limit)
 
 
 def _sentence(text: str) -> str:

@@ -19,7 +19,7 @@ from bot import options, rules
 from bot.actions import format_ref
 from bot.admin import ServerAdmin
 from bot.catalog import Catalog
-from bot.errors import InvalidOption, NotAllowed, NotFound
+from bot.errors import InvalidOption, NotAllowed, NotFound, shown
 from bot.history import Generation, NewGeneration, StoredImage
 from bot.jobs import Job, Requester
 from bot.ports import Backend, Stores
@@ -30,7 +30,29 @@ __all__ = ["ImageService", "random_seed"]
 
 log = logging.getLogger(__name__)
 
-_SETTING_KEYS = ("model", "steps", "refiner_percent", "width", "height", "scheduler", "cfg", "private", "batching")
+# What each saved default must be before the request rules check its range.
+_SETTING_KINDS: dict[str, tuple[type, str]] = {
+    "model": (str, "a model name"),
+    "steps": (int, "a whole number"),
+    "refiner_percent": (int, "a whole number"),
+    "width": (int, "a whole number"),
+    "height": (int, "a whole number"),
+    "scheduler": (str, "a scheduler name"),
+    "cfg": (float, "a number"),
+    "private": (bool, "true or false"),
+    "batching": (bool, "true or false"),
+}
+_SETTING_KEYS = tuple(_SETTING_KINDS)
+
+
+def _check_setting(key: str, value: object) -> None:
+    """Refuse a default of the wrong kind (``steps=abc``, ``private=maybe``) before anything is stored."""
+    kind, words = _SETTING_KINDS[key]
+    fits = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float:
+        fits = isinstance(value, int | float) and not isinstance(value, bool)
+    if not fits:
+        raise InvalidOption(key.replace("_", " "), f"must be {words}, not '{shown(value)}'")
 
 
 def _merged(saved: Mapping[str, object], changes: Mapping[str, object]) -> dict[str, object]:
@@ -343,7 +365,12 @@ class ImageService:
         unknown = sorted(set(changes) - set(_SETTING_KEYS))
         if unknown:
             raise InvalidOption("setting", f"'{unknown[0]}' does not exist (settings: {', '.join(_SETTING_KEYS)})")
+        for key, value in changes.items():
+            if value is not None:
+                _check_setting(key, value)
         current = _merged(await self._settings.get(*who.key), changes)
+        if ("width" in current) != ("height" in current):
+            raise InvalidOption("size", "is saved as width and height together (width=1024 height=768)")
         # Parsing a probe prompt with the new defaults checks them with the same rules as a request.
         options.parse_text(
             "settings check", catalog=self.catalog, defaults=self._to_defaults(current), limits=self.limits

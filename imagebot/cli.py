@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import getpass
 import logging
+import os
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
@@ -154,6 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_main(args.command, text))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`imagebot history | head -1`): what it read was all it wanted.
+        # Python flushes stdout again at exit, so point it at /dev/null first (Python's signal docs).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

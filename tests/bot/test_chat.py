@@ -4,6 +4,8 @@ import itertools
 import logging
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.catalog import load_catalog
 from bot.chat import (
@@ -19,7 +21,7 @@ from bot.chat import (
     refusal,
     updates,
 )
-from bot.errors import InvalidOption, NotAllowed, NotFound
+from bot.errors import MAX_MESSAGE, InvalidOption, NotAllowed, NotFound
 from bot.jobs import Job, JobEvent, Requester
 from bot.options import Limits
 from bot.request import GenerationRequest, Progress
@@ -172,3 +174,35 @@ async def test_updates_skip_progress_within_the_interval_and_end_with_the_failur
     ]
     assert [u.preview for u in seen] == [None, b"p1", b"p3", None, b"p6", None]
     assert seen[-1].final and seen[-1].text == failure_line(job, "The GPU is busy.") == "✖ #9 · The GPU is busy."
+
+
+@settings(max_examples=500, deadline=None)
+@given(option=st.text(max_size=40), value=st.text(max_size=5000))
+def test_every_refusal_is_one_printable_line_within_the_limit(option, value):
+    """Whatever a user typed, the sentence echoing it is one printable line of at most 300 characters."""
+    for error in (InvalidOption(option or "steps", f"must be a number, not '{value}'"), NotFound(value)):
+        text = str(error)
+        assert len(text) <= MAX_MESSAGE
+        assert text.isprintable()
+        assert refusal(error) == f"✖ {text}"
+
+
+@pytest.mark.parametrize(
+    ("pairs", "sentence"),
+    [
+        ("steps=abc", "Steps must be a whole number, not 'abc'."),
+        ("steps=30.7", "Steps must be a whole number, not '30.7'."),
+        ("cfg=banana", "Cfg must be a number, not 'banana'."),
+        ("refiner_percent=x", "Refiner percent must be a whole number, not 'x'."),
+        ("width=abc height=512", "Width must be a whole number, not 'abc'."),
+        ("width=768", "Size is saved as width and height together (width=1024 height=768)."),
+        ("private=maybe", "Private must be true or false, not 'maybe'."),
+        ("batching=xyz", "Batching must be true or false, not 'xyz'."),
+    ],
+)
+async def test_a_setting_of_the_wrong_kind_is_refused_and_nothing_is_stored(flow, service, pairs, sentence):
+    """`settings steps=abc` and its kin are one sentence naming the setting; the saved defaults stay as they were."""
+    with pytest.raises(InvalidOption) as refused:
+        await flow.text(ALICE, f"settings {pairs}")
+    assert str(refused.value) == sentence
+    assert await service.settings(ALICE) == {}
