@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, get_args, get_origin
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -225,6 +225,22 @@ SETTINGS: tuple[type[BaseSettings], ...] = (
     DiscordSettings,
     SlackSettings,
 )
+
+
+def settings_problem() -> str | None:
+    """Return one sentence naming the first setting in the environment that is not valid, or None.
+
+    The sentence names the variable, what is wrong with its value and where its
+    allowed values are listed; the value itself is never repeated (it may be a secret).
+    """
+    for settings in SETTINGS:
+        try:
+            settings()
+        except ValidationError as error:
+            first = error.errors()[0]
+            name = env_name(settings, str(first["loc"][0])) if first["loc"] else settings.__name__
+            return f"{name}: {first['msg']}; see deploy/.env.example for its values."
+    return None
 
 
 def env_name(settings: type[BaseSettings], field: str) -> str:

@@ -27,7 +27,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from adapters.console import ConsoleChat
-from bot.config import CoreSettings, ModelsLabSettings, RunwareSettings, env_example
+from bot.config import CoreSettings, ModelsLabSettings, RunwareSettings, env_example, settings_problem
 from bot.jobs import Requester
 from bot.logs import setup_logging
 from bot.plugins import ConfigurationError
@@ -37,6 +37,11 @@ from imagebot.plugins import chat_plugins
 __all__ = ["main"]
 
 log = logging.getLogger("imagebot")
+
+NO_CHATS = (
+    "imagebot: no chat credentials are set (IMAGEBOT_DISCORD_TOKEN, or IMAGEBOT_SLACK_BOT_TOKEN with an app token"
+    " or signing secret), so this is the console chat: type /imagine <prompt>, or help."
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -121,6 +126,8 @@ async def _main(command: str, text: str) -> int:
                 for chat_run in chats:
                     group.create_task(chat_run)
         elif command in ("chat", "run"):
+            if command == "run":
+                print(NO_CHATS, file=sys.stderr)
             await chat.run(sys.stdin)
         else:
             word = "imagine" if command == "generate" else command
@@ -149,6 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         checks = asyncio.run(check_all(running=args.running))
         print(report(checks))
         return 0 if all(check.ok for check in checks) else 1
+    problem = settings_problem()
+    if problem is not None:
+        print(f"imagebot: {problem}", file=sys.stderr)
+        return 2
     setup_logging(CoreSettings(), sys.stderr)
     text = " ".join(getattr(args, "text", []))
     try:

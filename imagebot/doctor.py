@@ -13,10 +13,8 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from bot.catalog import load_catalog
-from bot.config import SETTINGS, CoreSettings, env_name
+from bot.config import SETTINGS, CoreSettings, settings_problem
 from bot.plugins import Check
 from imagebot.plugins import backend_plugins, chat_plugins
 
@@ -58,13 +56,9 @@ async def check_all(*, running: bool = False) -> list[Check]:
 
 
 def _settings() -> Check:
-    for settings in SETTINGS:
-        try:
-            settings()
-        except ValidationError as error:
-            first = error.errors()[0]
-            name = env_name(settings, str(first["loc"][0])) if first["loc"] else settings.__name__
-            return Check("settings", False, f"{name}: {first['msg']}; see deploy/.env.example for its values.")
+    problem = settings_problem()
+    if problem is not None:
+        return Check("settings", False, problem)
     return Check("settings", True, f"{sum(len(s.model_fields) for s in SETTINGS)} settings valid")
 
 
