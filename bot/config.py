@@ -86,7 +86,8 @@ class LocalWorkerSettings(BaseSettings):
         default="auto",
         description=(
             "Image check after generation: auto (CompVis/stable-diffusion-safety-checker, the tiny checker for"
-            " the tiny model), off, tiny, or a StableDiffusionSafetyChecker's Hugging Face id or folder."
+            " the tiny model), off, tiny, a StableDiffusionSafetyChecker's Hugging Face id or folder, or"
+            " module:callable, a factory the worker imports that returns a checker of its own."
         ),
     )
     preview_decoder: str = Field(

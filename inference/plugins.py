@@ -187,8 +187,10 @@ async def _model(core: CoreSettings, local: str | None) -> Check:
 
 
 async def _safety(worker: LocalWorkerSettings, model_local: str | None) -> Check:
-    from inference.local._safety import checker_source
+    from inference.local._safety import checker_source, is_custom_checker
 
+    if is_custom_checker(worker.safety_checker):
+        return Check("safety checker", True, f"a custom checker ({worker.safety_checker}), imported by the worker")
     source = checker_source(worker.safety_checker, model_local or "")
     if source is None:
         return Check("safety checker", True, "off (IMAGEBOT_SAFETY_CHECKER=off): images are not checked")

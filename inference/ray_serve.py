@@ -4,9 +4,10 @@ For when one GPU box is not enough (``IMAGEBOT_BACKEND=ray``, extra ``ray``).
 
 Replica side, `ImageWorker`: each replica holds one `SDXLRunner` (torch lives in
 the replica's process, never in the bot's) and runs jobs with the worker
-process's own `run_jobs`, so a replica streams back the very frames the worker
-process writes to its stdout: progress (with latent previews), then one result
-or error. Three Serve features do the rest:
+process's own `run_jobs`, so a replica streams back the very messages the worker
+process writes to its stdout, as their `Message.to_dict` objects signed with the
+replica's ``pid``: progress (with latent previews), then one result or error.
+Three Serve features do the rest:
 
 * ``@serve.batch`` gathers the requests that reach a replica together; the ones
   with the same `batch_key` (model, size, steps, scheduler, refiner split,
@@ -46,7 +47,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -62,6 +63,7 @@ from bot.request import GeneratedImage, GenerationRequest
 from inference.capabilities import CAPABILITIES
 from inference.local._backend import WorkerLost, images_of, report_progress, second_try
 from inference.local._job import Job, batch_key, build_job
+from inference.local._protocol import Error, JobMessage, Progress, ProtocolError, Result, from_worker
 
 __all__ = ["APP_NAME", "ImageWorker", "RayBackend", "app_builder", "assets_id"]
 
@@ -94,10 +96,10 @@ def assets_id(job: Job) -> str:
 
 @dataclass(eq=False)
 class _Request:
-    """One job on a replica: its frames go to `emit`, its cancel flag is set when the bot gives up."""
+    """One job on a replica: its messages go to `emit`, its cancel flag is set when the bot gives up."""
 
-    job: dict[str, Any]
-    emit: Callable[[dict[str, Any]], None]
+    job: Job
+    emit: Callable[[JobMessage], None]
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
@@ -110,8 +112,8 @@ class _ImageWorker:
         dtype: ``auto`` (bfloat16 on CUDA, float32 on CPU), ``float16``, ``bfloat16`` or ``float32``.
         max_batch: most requests gathered into one batch (1: no batching).
         batch_wait_s: how long the first request of a batch waits for others.
-        safety_checker: the image check (``auto``, ``off``, ``tiny``, a checker's id or folder), as on the
-            local worker; None: the replica's ``IMAGEBOT_SAFETY_CHECKER``.
+        safety_checker: the image check (``auto``, ``off``, ``tiny``, a checker's id or folder, or
+            ``module:callable``), as on the local worker; None: the replica's ``IMAGEBOT_SAFETY_CHECKER``.
         preview_decoder: how step previews are made (``linear``, ``tiny``, a tiny autoencoder's id or
             folder); None: the replica's ``IMAGEBOT_PREVIEW_DECODER``.
         stall_timeout_s: seconds a running pipeline call may go without a step before the replica
@@ -138,7 +140,7 @@ class _ImageWorker:
         )
         # One pipeline call at a time, off the replica's event loop so streams and cancels keep flowing.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="imagebot-sdxl")
-        self._assets: dict[str, dict[str, Any]] = {}
+        self._assets: dict[str, Job] = {}
         self._pid = os.getpid()
         self._suspect: str | None = None
         self._stall_timeout = stall_timeout_s
@@ -151,27 +153,27 @@ class _ImageWorker:
         self._batched.set_batch_wait_timeout_s(batch_wait_s)
 
     async def generate(self, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Stream the frames of one job (`Job.to_dict()`): progress, then its result or an error."""
+        """Stream the messages of one job (a `Job.to_dict()`), signed: progress, then its result or an error."""
         loop = asyncio.get_running_loop()
-        frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        messages: asyncio.Queue[JobMessage] = asyncio.Queue()
 
-        def emit(frame: dict[str, Any]) -> None:
+        def emit(message: JobMessage) -> None:
             # Called from the pipeline thread: the queue belongs to this loop.
-            loop.call_soon_threadsafe(frames.put_nowait, frame)
+            loop.call_soon_threadsafe(messages.put_nowait, message)
 
-        request = _Request(job, emit)
+        request = _Request(Job.from_dict(job), emit)
         try:
             assets = serve.get_multiplexed_model_id()
             if assets:
-                failure = await self._load_assets(assets, job)
+                failure = await self._load_assets(assets, request.job)
                 if failure is not None:
                     yield self._signed(failure)
                     return
             batch = asyncio.ensure_future(self._batched(request))
             while True:
-                frame = await _next_frame(frames, batch)
-                yield self._signed(frame)
-                if frame["op"] != "progress":
+                message = await _next_message(messages, batch)
+                yield self._signed(message)
+                if not isinstance(message, Progress):
                     return
         except (asyncio.CancelledError, GeneratorExit):
             # The bot cancelled the stream (or went away): the pipeline stops at its next step.
@@ -202,8 +204,8 @@ class _ImageWorker:
             if time.monotonic() - since > limit:
                 raise RuntimeError(f"replica {self._pid} made no progress for {limit:g} s")
 
-    async def _load_assets(self, assets: str, job: dict[str, Any]) -> dict[str, Any] | None:
-        """Have the job's weights loaded (through the multiplexed loader); return an error frame if they cannot be."""
+    async def _load_assets(self, assets: str, job: Job) -> Error | None:
+        """Have the job's weights loaded (through the multiplexed loader); return an error if they cannot be."""
         from inference.local._pipeline import JobFailed
 
         self._assets[assets] = job
@@ -212,15 +214,13 @@ class _ImageWorker:
         try:
             await self._load(assets)
         except JobFailed as failure:
-            return {"op": "error", "kind": failure.kind, "message": failure.message, "option": failure.option}
+            return Error(0, failure.kind, failure.message, failure.option)
         return None
 
     @serve.multiplexed(max_num_models_per_replica=8)
     async def _load(self, assets: str) -> str:
         """Load the weights behind a multiplexed model id, once per replica (Serve keeps the 8 latest)."""
-        from inference.local._job import Job
-
-        job = Job.from_dict(self._assets[assets])
+        job = self._assets[assets]
         await asyncio.get_running_loop().run_in_executor(self._executor, self._runner.preload, job)
         return assets
 
@@ -229,32 +229,33 @@ class _ImageWorker:
         """Run the requests Serve gathered, one pipeline call per group of one `batch_key`."""
         groups: dict[Hashable, list[_Request]] = {}
         for request in requests:
-            groups.setdefault(batch_key(Job.from_dict(request.job)), []).append(request)
+            groups.setdefault(batch_key(request.job), []).append(request)
         loop = asyncio.get_running_loop()
         for group in groups.values():
             await loop.run_in_executor(self._executor, self._run_group, group)
         return [None] * len(requests)
 
     def _run_group(self, group: list[_Request]) -> None:
-        """Run one group in the pipeline thread, handing each request its frames; record how it went."""
+        """Run one group in the pipeline thread, handing each request its messages; record how it went."""
         from inference.local._worker import run_jobs
 
         run: dict[str, Any] = {"jobs": len(group), "steps": 0, "outcome": "done"}
 
-        def emit(frame: dict[str, Any]) -> None:
-            if frame["op"] == "result":
-                for request, images in zip(group, frame["results"], strict=True):
-                    request.emit({**frame, "results": [images]})
-                return
-            if frame["op"] == "progress":
-                run["steps"] += 1
-                self._running = (time.monotonic(), True)
-            else:
-                run["outcome"] = frame["kind"]
-                if frame.get("restart"):
-                    self._suspect = frame["kind"]
+        def emit(message: JobMessage) -> None:
+            match message:
+                case Result(results=results):
+                    for request, images in zip(group, results, strict=True):
+                        request.emit(replace(message, results=(images,)))
+                    return
+                case Progress():
+                    run["steps"] += 1
+                    self._running = (time.monotonic(), True)
+                case Error(kind=kind, restart=restart):
+                    run["outcome"] = kind
+                    if restart:
+                        self._suspect = kind
             for request in group:
-                request.emit(frame)
+                request.emit(message)
 
         def should_cancel() -> bool:
             return all(request.cancel.is_set() for request in group)
@@ -266,20 +267,20 @@ class _ImageWorker:
             self._running = None
         self._runs.append(run)
 
-    def _signed(self, frame: dict[str, Any]) -> dict[str, Any]:
-        return {**frame, "pid": self._pid}
+    def _signed(self, message: JobMessage) -> dict[str, Any]:
+        return {**message.to_dict(), "pid": self._pid}
 
 
-async def _next_frame(frames: asyncio.Queue[dict[str, Any]], batch: asyncio.Future[None]) -> dict[str, Any]:
-    """Return the request's next frame; if its batch ended without one, an error frame saying so."""
+async def _next_message(messages: asyncio.Queue[JobMessage], batch: asyncio.Future[None]) -> JobMessage:
+    """Return the request's next message; if its batch ended without one, an error saying so."""
     while True:
-        if not frames.empty():
-            return frames.get_nowait()
+        if not messages.empty():
+            return messages.get_nowait()
         if batch.done():
             error = batch.exception()
             name = type(error).__name__ if error is not None else "no answer"
-            return {"op": "error", "kind": "failed", "message": f"the replica failed ({name})", "restart": True}
-        getter = asyncio.ensure_future(frames.get())
+            return Error(0, "failed", f"the replica failed ({name})", restart=True)
+        getter = asyncio.ensure_future(messages.get())
         waiters: set[asyncio.Future[Any]] = {getter, batch}
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -429,7 +430,7 @@ class RayBackend:
     async def _stream(
         self, job: Job, on_progress: ProgressCallback | None, cancel: asyncio.Event | None
     ) -> list[GeneratedImage]:
-        """Follow one job's stream of frames to its images, cancelling it when asked or when it stalls."""
+        """Follow one job's stream of messages to its images, cancelling it when asked or when it stalls."""
         handle = self._handle.options(stream=True, multiplexed_model_id=assets_id(job))
         response = handle.generate.remote(job.to_dict())
         frames = response.__aiter__()
@@ -457,16 +458,26 @@ class RayBackend:
                 except (RayError, RayServeException) as error:
                     raise BackendUnavailable(_NAME, f"the Ray cluster failed ({type(error).__name__})") from error
                 self.replica_pid = frame.get("pid")
-                if frame["op"] == "progress":
-                    timeout = self._stall_timeout
-                    report_progress(on_progress, frame)
-                    continue
-                if cancel is not None and cancel.is_set():
-                    raise JobCancelled
-                images = images_of(frame, _NAME)[0]
-                for image in images:
-                    image.meta["replica"] = frame.get("pid")
-                return images
+                try:
+                    message = from_worker(frame)
+                except ProtocolError as error:
+                    raise BackendUnavailable(
+                        _NAME, "the replica answered with something this bot cannot read"
+                    ) from error
+                match message:
+                    case Progress():
+                        timeout = self._stall_timeout
+                        report_progress(on_progress, message)
+                        continue
+                    case Result() | Error():
+                        if cancel is not None and cancel.is_set():
+                            raise JobCancelled
+                        images = images_of(message, _NAME)[0]
+                        for image in images:
+                            image.meta["replica"] = self.replica_pid
+                        return images
+                    case _:
+                        raise BackendUnavailable(_NAME, f"the replica answered with an unexpected '{message.op}' frame")
         except asyncio.CancelledError:
             # Our caller gave up; stop the replica's work instead of finishing for nobody.
             response.cancel()

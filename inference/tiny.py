@@ -384,7 +384,7 @@ def _save_safety_checker(folder: Path, seed: int) -> None:
         checker.concept_embeds.normal_()
         checker.special_care_embeds.normal_()
         # Thresholds above any cosine similarity (at most 1): random weights must not flag noise at
-        # random, so the tiny checker passes every image and a test flags one by forcing the verdict.
+        # random, so the tiny checker passes every image; tests flag one with tests/fakes/safety.py.
         checker.concept_embeds_weights.fill_(2.0)
         checker.special_care_embeds_weights.fill_(2.0)
     checker.eval().save_pretrained(folder)

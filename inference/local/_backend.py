@@ -22,16 +22,34 @@ import sys
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from bot import metrics
 from bot.catalog import Catalog
 from bot.errors import BackendUnavailable, InvalidOption, JobCancelled
 from bot.ports import ProgressCallback
-from bot.request import GeneratedImage, GenerationRequest, Progress
+from bot.request import GeneratedImage, GenerationRequest
+from bot.request import Progress as StepProgress
 from inference.capabilities import CAPABILITIES
 from inference.local._job import Job, batch_key, build_job
-from inference.local._protocol import ProtocolError, decode_bytes, encode_frame, read_frame_async
+from inference.local._protocol import (
+    Cancel,
+    Error,
+    Fatal,
+    Generate,
+    Message,
+    Progress,
+    ProtocolError,
+    Ready,
+    Result,
+    Shutdown,
+    Stats,
+    StatsRequest,
+    ToBot,
+    encode_frame,
+    from_worker,
+    read_frame_async,
+)
 
 __all__ = ["LocalBackend"]
 
@@ -56,9 +74,9 @@ class LocalBackend:
         stall_timeout: seconds a running job may go without a step before the worker is killed.
         load_timeout: the same before a job's first step (loading, or downloading, its models).
         max_batch: most compatible jobs made in one pipeline call (1: no batching).
-        safety_checker: the worker's image check (``auto``, ``off``, ``tiny``, a checker's id or folder);
-            None: the worker reads ``IMAGEBOT_SAFETY_CHECKER``.
-        safety_verdict: ``flag`` or ``pass`` fixes the check's verdict (tests and demos); None: the checker's.
+        safety_checker: the worker's image check (``auto``, ``off``, ``tiny``, a checker's id or folder, or
+            ``module:callable`` naming a factory of a custom checker, imported in the worker); None: the
+            worker reads ``IMAGEBOT_SAFETY_CHECKER``.
         preview_decoder: how step previews are made (``linear``, ``tiny``, a tiny autoencoder's id or folder);
             None: the worker reads ``IMAGEBOT_PREVIEW_DECODER``.
     """
@@ -79,7 +97,6 @@ class LocalBackend:
         load_timeout: float = 3600.0,
         max_batch: int = 4,
         safety_checker: str | None = None,
-        safety_verdict: Literal["flag", "pass"] | None = None,
         preview_decoder: str | None = None,
     ) -> None:
         self._catalog = catalog
@@ -94,7 +111,6 @@ class LocalBackend:
         self.max_batch = max_batch
         self._worker_options = [
             *(("--safety-checker", safety_checker) if safety_checker else ()),
-            *(("--safety-verdict", safety_verdict) if safety_verdict else ()),
             *(("--preview-decoder", preview_decoder) if preview_decoder else ()),
         ]
         self.batch_sizes: list[int] = []  # jobs per pipeline call, one entry per call, for stats and tests
@@ -158,7 +174,7 @@ class LocalBackend:
         """
         jobs = [build_job(request, self._catalog, self._data_dir) for request in requests]
 
-        def report(progress: Progress) -> None:
+        def report(progress: StepProgress) -> None:
             for callback in on_progress:
                 if callback is not None:
                     callback(progress)
@@ -223,8 +239,7 @@ class LocalBackend:
         async with self._job_lock:
             await self.start()
             assert self._worker is not None
-            reply = await self._worker.request({"op": "stats"})
-        return {str(kind): int(count) for kind, count in reply["loads"].items()}
+            return await self._worker.stats()
 
     async def aclose(self) -> None:
         """Stop the worker, politely first."""
@@ -308,6 +323,13 @@ async def second_try(
 
 
 @dataclass(frozen=True, slots=True)
+class _Died:
+    """Not a frame: what the bot's reader tells every waiting job when the worker's stream ends."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class _Watchdog:
     """How long a job may go without a step: `load` before its first, `stall` after."""
 
@@ -320,7 +342,7 @@ class _Worker:
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self._process = process
-        self._pending: dict[int, asyncio.Queue[dict[str, Any]]] = {}
+        self._pending: dict[int, asyncio.Queue[ToBot | _Died]] = {}
         self._ids = itertools.count(1)
         self._reader: asyncio.Task[None] | None = None
         self._dead = False
@@ -350,15 +372,19 @@ class _Worker:
         worker = cls(process)
         assert process.stdout is not None
         try:
-            first = await asyncio.wait_for(read_frame_async(process.stdout), timeout)
+            first = await asyncio.wait_for(read_frame_async(process.stdout, from_worker), timeout)
         except (TimeoutError, ProtocolError) as error:
             await worker.close(timeout=1.0)
             raise BackendUnavailable(_NAME, "the worker process did not start in time") from error
-        if first is None or first["op"] != "ready":
-            await worker.close(timeout=1.0)
-            reason = first.get("message") if first is not None else None
-            raise BackendUnavailable(_NAME, reason or "the worker process could not start")
-        log.info("local worker %d ready on %s (%s)", process.pid, first.get("device"), first.get("dtype"))
+        match first:
+            case Ready(device=device, dtype=dtype):
+                log.info("local worker %d ready on %s (%s)", process.pid, device, dtype)
+            case Fatal(message=reason):
+                await worker.close(timeout=1.0)
+                raise BackendUnavailable(_NAME, reason)
+            case _:
+                await worker.close(timeout=1.0)
+                raise BackendUnavailable(_NAME, "the worker process could not start")
         worker._reader = asyncio.create_task(worker._read_loop(), name=f"local-worker-{process.pid}")
         return worker
 
@@ -382,9 +408,9 @@ class _Worker:
         stalled_at = loop.time() + watchdog.load
         stepped = False
         finished = False
-        get: asyncio.Future[dict[str, Any]] | None = None
+        get: asyncio.Future[ToBot | _Died] | None = None
         try:
-            await self._send({"op": "generate", "id": job_id, "jobs": [job.to_dict() for job in jobs]})
+            await self._send(Generate(job_id, tuple(jobs)))
             while True:
                 get = get or asyncio.ensure_future(inbox.get())
                 waiters: set[asyncio.Future[Any]] = {get}
@@ -400,18 +426,26 @@ class _Worker:
                     cancelled.cancel()
                 if get in done:
                     message, get = get.result(), None
-                    if message["op"] == "progress":
+                    if isinstance(message, Progress):
                         stalled_at, stepped = loop.time() + watchdog.stall, True
                         report_progress(on_progress, message)
                         continue
                     finished = True
-                    if message.get("restart"):
+                    if isinstance(message, Error) and message.restart:
                         await self.close(timeout=5.0)
                     if cancel_sent or (cancel is not None and cancel.is_set()):
                         raise JobCancelled
-                    return images_of(message, _NAME)
+                    match message:
+                        case Result() | Error():
+                            return images_of(message, _NAME)
+                        case _Died(reason=reason):
+                            raise WorkerLost(reason)
+                        case _:
+                            raise BackendUnavailable(
+                                _NAME, f"the worker answered with an unexpected '{message.op}' frame"
+                            )
                 if cancelled is not None and cancelled in done:
-                    await self._send({"op": "cancel", "id": job_id})
+                    await self._send(Cancel(job_id))
                     cancel_sent = True
                     deadline = loop.time() + cancel_timeout
                     continue
@@ -429,31 +463,35 @@ class _Worker:
         except asyncio.CancelledError:
             if not finished and self.alive:
                 # Our caller gave up; let the worker stop too instead of finishing for nobody.
-                self._write({"op": "cancel", "id": job_id})
+                self._write(Cancel(job_id))
             raise
         finally:
             if get is not None:
                 get.cancel()
             self._pending.pop(job_id, None)
 
-    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Send a frame that has one answer (``stats``) and return the answer."""
+    async def stats(self) -> dict[str, int]:
+        """Ask for the worker's load counters and return its answer."""
         request_id, inbox = self._open()
         try:
-            await self._send({**message, "id": request_id})
+            await self._send(StatsRequest(request_id))
             reply = await inbox.get()
         finally:
             self._pending.pop(request_id, None)
-        if reply["op"] == "died":
-            raise BackendUnavailable(_NAME, f"the worker {reply['message']}")
-        return reply
+        match reply:
+            case Stats(loads=loads):
+                return loads
+            case _Died(reason=reason):
+                raise BackendUnavailable(_NAME, f"the worker {reason}")
+            case _:
+                raise BackendUnavailable(_NAME, f"the worker answered with an unexpected '{reply.op}' frame")
 
     async def close(self, timeout: float) -> None:
         """Ask the worker to exit; kill it after `timeout` seconds."""
         process = self._process
         if process.returncode is None:
             with contextlib.suppress(ConnectionError, RuntimeError):
-                self._write({"op": "shutdown"})
+                self._write(Shutdown())
                 assert process.stdin is not None
                 process.stdin.close()
             try:
@@ -468,20 +506,20 @@ class _Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
 
-    def _open(self) -> tuple[int, asyncio.Queue[dict[str, Any]]]:
+    def _open(self) -> tuple[int, asyncio.Queue[ToBot | _Died]]:
         if not self.alive:
             raise BackendUnavailable(_NAME, "the worker process is not running")
         message_id = next(self._ids)
-        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        inbox: asyncio.Queue[ToBot | _Died] = asyncio.Queue()
         self._pending[message_id] = inbox
         return message_id, inbox
 
-    def _write(self, message: dict[str, Any]) -> None:
+    def _write(self, message: Message) -> None:
         assert self._process.stdin is not None
         if not self._process.stdin.is_closing():
             self._process.stdin.write(encode_frame(message))
 
-    async def _send(self, message: dict[str, Any]) -> None:
+    async def _send(self, message: Message) -> None:
         assert self._process.stdin is not None
         try:
             self._write(message)
@@ -495,12 +533,16 @@ class _Worker:
         assert self._process.stdout is not None
         reason = "stopped unexpectedly"
         try:
-            while (message := await read_frame_async(self._process.stdout)) is not None:
-                inbox = self._pending.get(message.get("id", -1))
-                if inbox is not None:
-                    inbox.put_nowait(message)
+            while (message := await read_frame_async(self._process.stdout, from_worker)) is not None:
+                match message:
+                    case Progress(id=to) | Result(id=to) | Error(id=to) | Stats(id=to):
+                        inbox = self._pending.get(to)
+                        if inbox is not None:
+                            inbox.put_nowait(message)
+                    case _:
+                        log.warning("local worker %d sent an unexpected '%s' frame", self.pid, message.op)
         except ProtocolError:
-            log.exception("local worker %d wrote something that is not a frame", self.pid)
+            log.exception("local worker %d wrote something that is not a frame of ours", self.pid)
             reason = "sent garbage"
         finally:
             self._dead = True
@@ -508,49 +550,30 @@ class _Worker:
                 if self._process.returncode is None:
                     self._process.kill()
             for inbox in self._pending.values():
-                inbox.put_nowait({"op": "died", "message": reason})
+                inbox.put_nowait(_Died(reason))
 
 
-def report_progress(on_progress: ProgressCallback | None, message: dict[str, Any]) -> None:
-    """Pass a progress frame to the job's callback; a failing callback is logged, never raised."""
+def report_progress(on_progress: ProgressCallback | None, message: Progress) -> None:
+    """Pass a progress message to the job's callback; a failing callback is logged, never raised."""
     if on_progress is None:
         return
     try:
-        preview = decode_bytes(message["preview"]) if message.get("preview") else None
-        on_progress(Progress(stage=message["stage"], step=message["step"], total=message["total"], preview=preview))
+        on_progress(StepProgress(message.stage, message.step, message.total, message.preview))
     except Exception:
         # A broken progress display must not lose the images.
         log.exception("progress callback failed")
 
 
-def images_of(message: dict[str, Any], backend: str) -> list[list[GeneratedImage]]:
-    """Return the images of a result frame (one list per job); raise what an error frame means."""
-    op = message["op"]
-    if op == "result":
-        return [
-            [
-                GeneratedImage(
-                    index=image["index"],
-                    seed=image["seed"],
-                    data=decode_bytes(image["data"]),
-                    width=image["width"],
-                    height=image["height"],
-                    meta=image["meta"],
-                    nsfw=image.get("nsfw"),
-                )
-                for image in images
-            ]
-            for images in message["results"]
-        ]
-    if op == "error":
-        kind = message.get("kind")
-        if kind == "cancelled":
+def images_of(message: Result | Error, backend: str) -> list[list[GeneratedImage]]:
+    """Return the images of a result (one list per job); raise what an error means."""
+    match message:
+        case Result(results=results):
+            return [list(images) for images in results]
+        case Error(kind="cancelled"):
             raise JobCancelled
-        if kind == "oom":
+        case Error(kind="oom"):
             raise WorkerLost("ran out of GPU memory", oom=True)
-        if kind == "invalid":
-            raise InvalidOption(message.get("option") or "request", message["message"])
-        raise BackendUnavailable(backend, message["message"])
-    if op == "died":
-        raise WorkerLost(message["message"])
-    raise BackendUnavailable(backend, f"the worker answered with an unexpected '{op}' frame")
+        case Error(kind="invalid", option=option, message=text):
+            raise InvalidOption(option or "request", text)
+        case Error(message=text):
+            raise BackendUnavailable(backend, text)

@@ -29,7 +29,8 @@ from diffusers.utils import deprecation_utils
 from bot.request import GeneratedImage
 from inference import tiny
 from inference.local._job import Asset, Job, batch_key
-from inference.local._safety import SafetyCheck
+from inference.local._protocol import Stage
+from inference.local._safety import SafetyCheck, SafetyChecker, is_custom_checker, load_checker
 from inference.local._schedulers import SCHEDULERS
 from inference.local._split import SplitPlan, plan_split
 
@@ -38,7 +39,7 @@ __all__ = ["JobFailed", "PreviewDecoder", "RunCancelled", "SDXLRunner", "pick_de
 log = logging.getLogger(__name__)
 
 # (stage, steps done, stage total, preview: a small WebP of the latents every few steps, else None)
-ProgressFn = Callable[[str, int, int, bytes | None], None]
+ProgressFn = Callable[[Stage, int, int, bytes | None], None]
 CancelFn = Callable[[], bool]
 
 # diffusers 0.36 renamed from_pretrained's torch_dtype to dtype; older versions only know the old name.
@@ -180,7 +181,7 @@ class _Embedding:
 class _Stage:
     """Progress and cancel bookkeeping of one pipeline call, as its `callback_on_step_end`."""
 
-    name: str
+    name: Stage
     calls: int
     total: int
     order: int
@@ -220,8 +221,8 @@ class SDXLRunner:
         dtype: ``auto``, ``float16``, ``bfloat16`` or ``float32``.
         hf_token: token for gated Hugging Face models.
         safety_checker: the image check (`inference.local._safety.checker_source`): ``auto``, ``off``,
-            ``tiny`` or a checker's Hugging Face id or folder.
-        safety_verdict: a fixed verdict after the check ran (tests); None: the checker's own.
+            ``tiny``, a checker's Hugging Face id or folder, ``module:callable`` naming a factory of a
+            custom checker (imported now, `load_checker`), or such a checker itself.
         preview_decoder: how step previews are made (`PreviewDecoder`): ``linear``, ``tiny``, or a
             tiny autoencoder's Hugging Face id or folder.
     """
@@ -233,22 +234,20 @@ class SDXLRunner:
         dtype: str = "auto",
         hf_token: str | None = None,
         *,
-        safety_checker: str = "auto",
-        safety_verdict: bool | None = None,
+        safety_checker: str | SafetyChecker = "auto",
         preview_decoder: str = "linear",
     ) -> None:
         self.data_dir = Path(data_dir)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         self.hf_token = hf_token
-        self._safety = SafetyCheck(
-            safety_checker,
-            self._folder,
-            self.device,
-            self.dtype,
-            self._hub_kwargs(),
-            safety_verdict,
-        )
+        self._safety: SafetyChecker
+        if not isinstance(safety_checker, str):
+            self._safety = safety_checker
+        elif is_custom_checker(safety_checker):
+            self._safety = load_checker(safety_checker)
+        else:
+            self._safety = SafetyCheck(safety_checker, self._folder, self.device, self.dtype, self._hub_kwargs())
         self._preview = PreviewDecoder(
             preview_decoder,
             self._folder,

@@ -1,42 +1,77 @@
-"""Frames between the bot and the worker process, over the worker's stdin and stdout.
+"""Messages between the bot and the worker process, framed over the worker's stdin and stdout.
 
 A frame is a 4-byte big-endian length followed by that many bytes of UTF-8
 JSON holding one object with an ``op``. Binary values (image bytes) travel as
 base64 strings. Both sides share these helpers: the bot reads with asyncio,
 the worker with blocking file objects.
 
-bot -> worker::
+Each op is a frozen dataclass: both sides build those and match on their
+types, and only this module knows the JSON keys. `Message.to_dict` gives the
+object a frame holds; `from_bot` and `from_worker` turn one back into the
+message (the ``stats`` op means a request one way and its answer the other).
 
-    {"op": "generate", "id": 1, "jobs": [{...}]}  # Job.to_dict() of each; several share a batch_key
-    {"op": "cancel", "id": 1}
-    {"op": "stats", "id": 2}
-    {"op": "shutdown"}
+bot -> worker (`ToWorker`)::
 
-worker -> bot::
+    Generate      {"op": "generate", "id": 1, "jobs": [{...}]}  # Job.to_dict() of each; several share a batch_key
+    Cancel        {"op": "cancel", "id": 1}
+    StatsRequest  {"op": "stats", "id": 2}
+    Shutdown      {"op": "shutdown"}
 
-    {"op": "ready", "device": "cpu", "dtype": "float32", "pid": 123}
-    {"op": "progress", "id": 1, "stage": "base", "step": 3, "total": 24, "preview": (base64 WebP, some steps)}
-    {"op": "result", "id": 1, "results": [[{"index", "seed", "data" (base64), "width", "height", "meta"}]]}
-    {"op": "error", "id": 1, "kind": "cancelled" | "invalid" | "oom" | "failed", "message": "...",
-     "option": ..., "restart": false}                # restart: the worker's state is suspect
-    {"op": "stats", "id": 2, "loads": {"pipeline": 1, ...}}
-    {"op": "fatal", "message": "..."}              # the worker could not start
+worker -> bot (`ToBot`)::
+
+    Ready     {"op": "ready", "device": "cpu", "dtype": "float32", "pid": 123}
+    Progress  {"op": "progress", "id": 1, "stage": "base", "step": 3, "total": 24, "preview": (base64 WebP, some steps)}
+    Result    {"op": "result", "id": 1, "results": [[{"index", "seed", "data" (base64), "width", "height", "meta",
+                                                      "nsfw"}]]}
+    Error     {"op": "error", "id": 1, "kind": "cancelled" | "invalid" | "oom" | "failed", "message": "...",
+               "option": ..., "restart": false}     # restart: the worker's state is suspect
+    Stats     {"op": "stats", "id": 2, "loads": {"pipeline": 1, ...}}
+    Fatal     {"op": "fatal", "message": "..."}    # the worker could not start
+
+A frame with an op the reading side does not expect, or without a key (or
+with a value of the wrong type) that its message needs, raises
+`ProtocolError`. Keys a message does not know are ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import json
 import struct
-from typing import IO, Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import IO, Any, ClassVar, Literal, TypeVar, get_args
+
+from pydantic import ValidationError
+
+from bot.request import GeneratedImage
+from inference.local._job import Job
 
 __all__ = [
     "MAX_FRAME",
+    "Cancel",
+    "Error",
+    "Fatal",
+    "Generate",
+    "JobMessage",
+    "Message",
+    "Progress",
     "ProtocolError",
+    "Ready",
+    "Result",
+    "Shutdown",
+    "Stage",
+    "Stats",
+    "StatsRequest",
+    "ToBot",
+    "ToWorker",
     "decode_bytes",
     "encode_bytes",
     "encode_frame",
+    "from_bot",
+    "from_worker",
     "read_frame",
     "read_frame_async",
     "write_frame",
@@ -46,14 +81,363 @@ _HEADER = struct.Struct(">I")
 # Four 2048² PNGs in base64 stay far below this; a larger length means a corrupt stream.
 MAX_FRAME = 256 * 1024 * 1024
 
+# The pipeline calls a job makes, in order; progress names the one it is in.
+Stage = Literal["base", "refiner"]
+_STAGES: tuple[Stage, ...] = get_args(Stage)
+
+_T = TypeVar("_T")
+_M = TypeVar("_M")
+
 
 class ProtocolError(Exception):
-    """The byte stream is not a sequence of frames (something else wrote to it)."""
+    """A frame cannot be read: the stream is not frames (something else wrote to it), or not a known message."""
 
 
-def encode_frame(message: dict[str, Any]) -> bytes:
+# -- messages ---------------------------------------------------------------------------------------
+
+
+class Message:
+    """One frame's content; each op is a frozen dataclass below."""
+
+    __slots__ = ()
+    op: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready object a frame holds, ``op`` first."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class Generate(Message):
+    """Make the images of compatible jobs (one `batch_key`) in one pipeline call."""
+
+    op: ClassVar[str] = "generate"
+    id: int
+    jobs: tuple[Job, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready object a frame holds, ``op`` first."""
+        return {"op": self.op, "id": self.id, "jobs": [job.to_dict() for job in self.jobs]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Generate:
+        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
+        jobs = _field(data, "jobs", list, cls.op)
+        try:
+            return cls(_field(data, "id", int, cls.op), tuple(Job.from_dict(job) for job in jobs))
+        except ValidationError as error:
+            raise ProtocolError(f"'{cls.op}' frame: an invalid job ({error.error_count()} errors)") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel(Message):
+    """Stop the job `id` at its next step."""
+
+    op: ClassVar[str] = "cancel"
+    id: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready object a frame holds, ``op`` first."""
+        return {"op": self.op, "id": self.id}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Cancel:
+        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
+        return cls(_field(data, "id", int, cls.op))
+
+
+@dataclass(frozen=True, slots=True)
+class StatsRequest(Message):
+    """Ask for the worker's load counters; answered by `Stats` with the same `id`."""
+
+    op: ClassVar[str] = "stats"
+    id: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready object a frame holds, ``op`` first."""
+        return {"op": self.op, "id": self.id}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StatsRequest:
+        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
+        return cls(_field(data, "id", int, cls.op))
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown(Message):
+    """Exit once the running job is done."""
+
+    op: ClassVar[str] = "shutdown"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready object a frame holds, ``op`` first."""
+        return {"op": self.op}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Shutdown:
+        """Return the message a frame's object holds."""
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class Ready(Message):
+    """The worker has started (imported torch) and waits for jobs."""
+
+    op: ClassVar[str] = "ready"
+    device: str
+    dtype: str
+    pid: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready object a frame holds, ``op`` first."""
+        return {"op": self.op, "device": self.device, "dtype": self.dtype, "pid": self.pid}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Ready:
+        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
+        return cls(
+            _field(data, "device", str, cls.op), _field(data, "dtype", str, cls.op), _field(data, "pid", int, cls.op)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Progress(Message):
+    """A step of the job `id` is done; `preview` is a small WebP of the latents, every few steps."""
+
+    op: ClassVar[str] = "progress"
+    id: int
+    stage: Stage
+    step: int
+    total: int
+    preview: bytes | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready object a frame holds, ``op`` first (no ``preview`` key without one)."""
+        frame: dict[str, Any] = {
+            "op": self.op,
+            "id": self.id,
+            "stage": self.stage,
+            "step": self.step,
+            "total": self.total,
+        }
+        if self.preview is not None:
+            frame["preview"] = encode_bytes(self.preview)
+        return frame
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Progress:
+        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
+        preview = _optional(data, "preview", str, cls.op)
+        return cls(
+            _field(data, "id", int, cls.op),
+            _stage(_field(data, "stage", str, cls.op), cls.op),
+            _field(data, "step", int, cls.op),
+            _field(data, "total", int, cls.op),
+            _bytes(preview, "preview", cls.op) if preview else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Result(Message):
+    """The images of the job `id`: one tuple per job of its `Generate`, in order."""
+
+    op: ClassVar[str] = "result"
+    id: int
+    results: tuple[tuple[GeneratedImage, ...], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready object a frame holds, ``op`` first."""
+        return {
+            "op": self.op,
+            "id": self.id,
+            "results": [
+                [
+                    {
+                        "index": image.index,
+                        "seed": image.seed,
+                        "data": encode_bytes(image.data),
+                        "width": image.width,
+                        "height": image.height,
+                        "meta": image.meta,
+                        "nsfw": image.nsfw,
+                    }
+                    for image in images
+                ]
+                for images in self.results
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Result:
+        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
+        results = _field(data, "results", list, cls.op)
+        if not all(isinstance(images, list) and all(isinstance(image, dict) for image in images) for images in results):
+            raise ProtocolError(f"'{cls.op}' frame: 'results' is not a list of lists of images")
+        return cls(_field(data, "id", int, cls.op), tuple(tuple(map(cls._image, images)) for images in results))
+
+    @classmethod
+    def _image(cls, image: Mapping[str, Any]) -> GeneratedImage:
+        return GeneratedImage(
+            index=_field(image, "index", int, cls.op),
+            seed=_field(image, "seed", int, cls.op),
+            data=_bytes(_field(image, "data", str, cls.op), "data", cls.op),
+            width=_field(image, "width", int, cls.op),
+            height=_field(image, "height", int, cls.op),
+            meta=_field(image, "meta", dict, cls.op),
+            nsfw=_optional(image, "nsfw", bool, cls.op),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Error(Message):
+    """The job `id` ended without images.
+
+    `kind` is ``cancelled``, ``invalid`` (the user's choice; `option` names it), ``oom`` or ``failed``;
+    `message` is one sentence for the user; `restart`: the worker's state is suspect.
+    """
+
+    op: ClassVar[str] = "error"
+    id: int
+    kind: str
+    message: str
+    option: str | None = None
+    restart: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready object a frame holds, ``op`` first."""
+        return {
+            "op": self.op,
+            "id": self.id,
+            "kind": self.kind,
+            "message": self.message,
+            "option": self.option,
+            "restart": self.restart,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Error:
+        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
+        return cls(
+            _field(data, "id", int, cls.op),
+            _field(data, "kind", str, cls.op),
+            _field(data, "message", str, cls.op),
+            _optional(data, "option", str, cls.op),
+            bool(_optional(data, "restart", bool, cls.op)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Stats(Message):
+    """The answer to `StatsRequest`: how often the worker loaded each kind of weights."""
+
+    op: ClassVar[str] = "stats"
+    id: int
+    loads: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready object a frame holds, ``op`` first."""
+        return {"op": self.op, "id": self.id, "loads": self.loads}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Stats:
+        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
+        loads = _field(data, "loads", dict, cls.op)
+        if not all(isinstance(count, int) and not isinstance(count, bool) for count in loads.values()):
+            raise ProtocolError(f"'{cls.op}' frame: 'loads' are not counts")
+        return cls(_field(data, "id", int, cls.op), {str(kind): count for kind, count in loads.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class Fatal(Message):
+    """The worker could not start; `message` says why, in one sentence."""
+
+    op: ClassVar[str] = "fatal"
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready object a frame holds, ``op`` first."""
+        return {"op": self.op, "message": self.message}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Fatal:
+        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
+        return cls(_field(data, "message", str, cls.op))
+
+
+ToWorker = Generate | Cancel | StatsRequest | Shutdown
+ToBot = Ready | Progress | Result | Error | Stats | Fatal
+# What `run_jobs` reports of one pipeline call: progress, then a result or an error.
+JobMessage = Progress | Result | Error
+
+_TO_WORKER: dict[str, Callable[[Mapping[str, Any]], ToWorker]] = {
+    kind.op: kind.from_dict for kind in (Generate, Cancel, StatsRequest, Shutdown)
+}
+_TO_BOT: dict[str, Callable[[Mapping[str, Any]], ToBot]] = {
+    kind.op: kind.from_dict for kind in (Ready, Progress, Result, Error, Stats, Fatal)
+}
+
+
+def from_bot(data: Mapping[str, Any]) -> ToWorker:
+    """Return the message of a frame the bot sent (what the worker reads).
+
+    Raises:
+        ProtocolError: the op is not one the bot sends, or a key the message needs is missing or mistyped.
+    """
+    return _message(data, _TO_WORKER, "the bot")
+
+
+def from_worker(data: Mapping[str, Any]) -> ToBot:
+    """Return the message of a frame the worker sent (what the bot reads).
+
+    Raises:
+        ProtocolError: the op is not one the worker sends, or a key the message needs is missing or mistyped.
+    """
+    return _message(data, _TO_BOT, "the worker")
+
+
+def _message(data: Mapping[str, Any], kinds: Mapping[str, Callable[[Mapping[str, Any]], _M]], sender: str) -> _M:
+    op = data.get("op")
+    decode = kinds.get(op) if isinstance(op, str) else None
+    if decode is None:
+        raise ProtocolError(f"{sender} sends no frame with op {op!r}")
+    return decode(data)
+
+
+def _field(data: Mapping[str, Any], key: str, kind: type[_T], op: str) -> _T:
+    """Return ``data[key]``, which must be a `kind` (a bool is no int here)."""
+    if key not in data:
+        raise ProtocolError(f"'{op}' frame: no '{key}'")
+    value = data[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ProtocolError(f"'{op}' frame: '{key}' is {type(value).__name__}, not {kind.__name__}")
+    return value
+
+
+def _optional(data: Mapping[str, Any], key: str, kind: type[_T], op: str) -> _T | None:
+    """Return ``data[key]`` as `_field` does, or None when the key is missing or null."""
+    return None if data.get(key) is None else _field(data, key, kind, op)
+
+
+def _stage(text: str, op: str) -> Stage:
+    for stage in _STAGES:
+        if text == stage:
+            return stage
+    raise ProtocolError(f"'{op}' frame: 'stage' is not one of {', '.join(_STAGES)}")
+
+
+def _bytes(text: str, key: str, op: str) -> bytes:
+    try:
+        return decode_bytes(text)
+    except (binascii.Error, UnicodeEncodeError):
+        raise ProtocolError(f"'{op}' frame: '{key}' is not base64") from None
+
+
+# -- frames -----------------------------------------------------------------------------------------
+
+
+def encode_frame(message: Message) -> bytes:
     """Return one frame holding `message`."""
-    payload = json.dumps(message, separators=(",", ":")).encode("utf-8")
+    payload = json.dumps(message.to_dict(), separators=(",", ":")).encode("utf-8")
     if len(payload) > MAX_FRAME:
         raise ProtocolError(f"a frame of {len(payload)} bytes is over the {MAX_FRAME}-byte limit")
     return _HEADER.pack(len(payload)) + payload
@@ -61,12 +445,12 @@ def encode_frame(message: dict[str, Any]) -> bytes:
 
 def _decode(payload: bytes) -> dict[str, Any]:
     try:
-        message = json.loads(payload)
+        data = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ProtocolError(f"a frame is not JSON: {error}") from error
-    if not isinstance(message, dict) or "op" not in message:
+    if not isinstance(data, dict) or "op" not in data:
         raise ProtocolError("a frame is not an object with an 'op'")
-    return message
+    return data
 
 
 def _length(header: bytes) -> int:
@@ -76,14 +460,19 @@ def _length(header: bytes) -> int:
     return int(length)
 
 
-def write_frame(stream: IO[bytes], message: dict[str, Any]) -> None:
+def write_frame(stream: IO[bytes], message: Message) -> None:
     """Write one frame to a blocking binary stream and flush it."""
     stream.write(encode_frame(message))
     stream.flush()
 
 
-def read_frame(stream: IO[bytes]) -> dict[str, Any] | None:
-    """Read one frame from a blocking binary stream; None at a clean end of stream."""
+def read_frame(stream: IO[bytes], decode: Callable[[dict[str, Any]], _M]) -> _M | None:
+    """Read one frame from a blocking binary stream; None at a clean end of stream.
+
+    Args:
+        stream: where the frames come from.
+        decode: `from_bot` or `from_worker`, whichever side wrote the stream.
+    """
     header = _read_exactly(stream, _HEADER.size)
     if header is None:
         return None
@@ -91,7 +480,7 @@ def read_frame(stream: IO[bytes]) -> dict[str, Any] | None:
     payload = _read_exactly(stream, length)
     if payload is None:
         raise ProtocolError("the stream ended inside a frame")
-    return _decode(payload)
+    return decode(_decode(payload))
 
 
 def _read_exactly(stream: IO[bytes], size: int) -> bytes | None:
@@ -108,8 +497,8 @@ def _read_exactly(stream: IO[bytes], size: int) -> bytes | None:
     return b"".join(chunks)
 
 
-async def read_frame_async(reader: asyncio.StreamReader) -> dict[str, Any] | None:
-    """Read one frame from an asyncio stream; None at a clean end of stream."""
+async def read_frame_async(reader: asyncio.StreamReader, decode: Callable[[dict[str, Any]], _M]) -> _M | None:
+    """Read one frame from an asyncio stream; None at a clean end of stream (`decode` as for `read_frame`)."""
     try:
         header = await reader.readexactly(_HEADER.size)
     except asyncio.IncompleteReadError as error:
@@ -121,7 +510,7 @@ async def read_frame_async(reader: asyncio.StreamReader) -> dict[str, Any] | Non
         payload = await reader.readexactly(length)
     except asyncio.IncompleteReadError as error:
         raise ProtocolError("the stream ended inside a frame") from error
-    return _decode(payload)
+    return decode(_decode(payload))
 
 
 def encode_bytes(data: bytes) -> str:

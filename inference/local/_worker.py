@@ -20,15 +20,31 @@ import queue
 import sys
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from inference.local._protocol import ProtocolError, encode_bytes, read_frame, write_frame
+from inference.local._job import Job
+from inference.local._protocol import (
+    Cancel,
+    Error,
+    Fatal,
+    Generate,
+    JobMessage,
+    Progress,
+    ProtocolError,
+    Ready,
+    Result,
+    Shutdown,
+    Stage,
+    Stats,
+    StatsRequest,
+    from_bot,
+    read_frame,
+    write_frame,
+)
 
 __all__ = ["main", "make_runner", "run_jobs"]
-
-log = logging.getLogger("inference.local.worker")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,36 +58,31 @@ def main(argv: list[str] | None = None) -> int:
             args.device,
             args.dtype,
             safety_checker=args.safety_checker,
-            safety_verdict=args.safety_verdict,
             preview_decoder=args.preview_decoder,
         )
     except Exception as error:
         traceback.print_exc()
-        write_frame(frames_out, {"op": "fatal", "message": f"the worker could not start ({type(error).__name__})"})
+        write_frame(frames_out, Fatal(f"the worker could not start ({type(error).__name__})"))
         return 1
-    write_frame(
-        frames_out,
-        {"op": "ready", "device": str(runner.device), "dtype": str(runner.dtype), "pid": os.getpid()},
-    )
-    inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
+    write_frame(frames_out, Ready(str(runner.device), str(runner.dtype), os.getpid()))
+    inbox: queue.Queue[Generate | StatsRequest | None] = queue.Queue()
     cancels: dict[int, threading.Event] = {}
     lock = threading.Lock()
     reader = threading.Thread(target=_read_loop, args=(frames_in, inbox, cancels, lock), name="frames-in", daemon=True)
     reader.start()
     try:
         while (message := inbox.get()) is not None:
-            if message["op"] == "generate":
-                with lock:
-                    cancel = cancels[message["id"]]
-                try:
-                    _generate(runner, message, cancel, frames_out)
-                finally:
+            match message:
+                case Generate(id=job_id, jobs=jobs):
                     with lock:
-                        cancels.pop(message["id"], None)
-            elif message["op"] == "stats":
-                write_frame(frames_out, {"op": "stats", "id": message.get("id"), "loads": runner.stats()})
-            else:
-                log.warning("ignoring a frame with op %r", message["op"])
+                        cancel = cancels[job_id]
+                    try:
+                        run_jobs(runner, job_id, jobs, cancel.is_set, lambda reply: write_frame(frames_out, reply))
+                    finally:
+                        with lock:
+                            cancels.pop(job_id, None)
+                case StatsRequest(id=request_id):
+                    write_frame(frames_out, Stats(request_id, runner.stats()))
     except BrokenPipeError:
         return 0  # the bot is gone; nobody is left to answer
     return 0
@@ -84,7 +95,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="auto", choices=["auto", "float16", "bfloat16", "float32"])
     # Unset: IMAGEBOT_SAFETY_CHECKER (the worker is an entry point; the bot's .env applies here too).
     parser.add_argument("--safety-checker", default=None)
-    parser.add_argument("--safety-verdict", default=None, choices=["flag", "pass"])
     parser.add_argument("--preview-decoder", default=None)  # unset: IMAGEBOT_PREVIEW_DECODER
     return parser.parse_args(argv)
 
@@ -108,13 +118,13 @@ def make_runner(
     dtype: str,
     *,
     safety_checker: str | None = None,
-    safety_verdict: str | None = None,
     preview_decoder: str | None = None,
 ) -> Any:
     """Return an `SDXLRunner`, with the libraries' chatter about LoRAs turned down (imports torch).
 
-    `safety_checker` None reads ``IMAGEBOT_SAFETY_CHECKER``; `safety_verdict` ``flag``/``pass`` fixes the
-    image check's verdict (tests); `preview_decoder` None reads ``IMAGEBOT_PREVIEW_DECODER``.
+    `safety_checker` None reads ``IMAGEBOT_SAFETY_CHECKER`` (a ``module:callable`` value is imported
+    here, in the worker: see `inference.local._safety.load_checker`); `preview_decoder` None reads
+    ``IMAGEBOT_PREVIEW_DECODER``.
     """
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
@@ -132,33 +142,33 @@ def make_runner(
         dtype,
         os.environ.get("HF_TOKEN") or None,
         safety_checker=safety_checker or settings.safety_checker,
-        safety_verdict=None if safety_verdict is None else safety_verdict == "flag",
         preview_decoder=preview_decoder or settings.preview_decoder,
     )
 
 
 def _read_loop(
     frames_in: IO[bytes],
-    inbox: queue.Queue[dict[str, Any] | None],
+    inbox: queue.Queue[Generate | StatsRequest | None],
     cancels: dict[int, threading.Event],
     lock: threading.Lock,
 ) -> None:
     """Route frames from the bot: jobs to the inbox, cancels straight to the job's event."""
     try:
-        while (message := read_frame(frames_in)) is not None:
-            op = message["op"]
-            if op == "shutdown":
-                break
-            if op == "cancel":
-                with lock:
-                    event = cancels.get(message.get("id", -1))
-                if event is not None:
-                    event.set()
-                continue
-            if op == "generate":
-                with lock:
-                    cancels[message["id"]] = threading.Event()
-            inbox.put(message)
+        while (message := read_frame(frames_in, from_bot)) is not None:
+            match message:
+                case Shutdown():
+                    break
+                case Cancel(id=job_id):
+                    with lock:
+                        event = cancels.get(job_id)
+                    if event is not None:
+                        event.set()
+                case Generate(id=job_id):
+                    with lock:
+                        cancels[job_id] = threading.Event()
+                    inbox.put(message)
+                case StatsRequest():
+                    inbox.put(message)
     except (ProtocolError, OSError):
         traceback.print_exc()
     finally:
@@ -169,44 +179,33 @@ def _read_loop(
         inbox.put(None)
 
 
-def _generate(runner: Any, message: dict[str, Any], cancel: threading.Event, frames_out: IO[bytes]) -> None:
-    """Run one job, or a batch of compatible ones, and answer with their images or an error frame."""
-    run_jobs(runner, message["id"], message["jobs"], cancel.is_set, lambda frame: write_frame(frames_out, frame))
-
-
 def run_jobs(
     runner: Any,
     job_id: int,
-    jobs: list[dict[str, Any]],
+    jobs: Sequence[Job],
     should_cancel: Callable[[], bool],
-    emit: Callable[[dict[str, Any]], None],
+    emit: Callable[[JobMessage], None],
 ) -> None:
-    """Run compatible jobs (`Job.to_dict()` forms) on `runner`; emit progress frames, then a result or error frame.
+    """Run compatible jobs on `runner`; emit `Progress` messages, then a `Result` or an `Error`.
 
-    The one place where the worker's outcomes become frames: the worker process writes
+    The one place where the worker's outcomes become messages: the worker process writes
     them to its stdout, a Ray Serve replica (`inference.ray_serve`) streams them back.
     """
     import torch
 
-    from inference.local._job import Job
     from inference.local._pipeline import JobFailed, RunCancelled
 
-    def progress(stage: str, step: int, total: int, preview: bytes | None) -> None:
-        frame = {"op": "progress", "id": job_id, "stage": stage, "step": step, "total": total}
-        if preview is not None:
-            frame["preview"] = encode_bytes(preview)
-        emit(frame)
+    def progress(stage: Stage, step: int, total: int, preview: bytes | None) -> None:
+        emit(Progress(job_id, stage, step, total, preview))
 
     def error(kind: str, text: str, option: str | None = None, restart: bool = False) -> None:
-        emit({"op": "error", "id": job_id, "kind": kind, "message": text, "option": option, "restart": restart})
+        emit(Error(job_id, kind, text, option, restart))
 
     if should_cancel():
         error("cancelled", "cancelled before it started")
         return
     try:
-        results = runner.run_batch(
-            [Job.from_dict(job) for job in jobs], on_progress=progress, should_cancel=should_cancel
-        )
+        results = runner.run_batch(list(jobs), on_progress=progress, should_cancel=should_cancel)
     except RunCancelled:
         error("cancelled", "cancelled")
     except JobFailed as failure:
@@ -223,27 +222,7 @@ def run_jobs(
         # Who knows what state an unexpected error left behind: ask for a fresh worker.
         error("failed", f"the worker failed ({type(failure).__name__})", restart=True)
     else:
-        emit(
-            {
-                "op": "result",
-                "id": job_id,
-                "results": [
-                    [
-                        {
-                            "index": image.index,
-                            "seed": image.seed,
-                            "data": encode_bytes(image.data),
-                            "width": image.width,
-                            "height": image.height,
-                            "meta": image.meta,
-                            "nsfw": image.nsfw,
-                        }
-                        for image in images
-                    ]
-                    for images in results
-                ],
-            },
-        )
+        emit(Result(job_id, tuple(tuple(images) for images in results)))
 
 
 if __name__ == "__main__":

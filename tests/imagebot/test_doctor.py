@@ -42,6 +42,13 @@ async def test_a_cpu_box_on_defaults_passes_every_check(tmp_path: Path) -> None:
     assert checks["safety checker"].detail == "the tiny offline checker (built with the tiny model)"
 
 
+async def test_a_custom_safety_checker_is_reported_as_such(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGEBOT_SAFETY_CHECKER", "tests.fakes.safety:flag_all")
+    check = by_name(await check_all())["safety checker"]
+    assert check.ok
+    assert check.detail == "a custom checker (tests.fakes.safety:flag_all), imported by the worker"
+
+
 async def test_an_invalid_setting_is_named_and_nothing_else_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMAGEBOT_PIXEL_BUDGET", "lots")
     (check,) = await check_all()

@@ -1,47 +1,211 @@
-"""Frames between bot and worker, and the worker's hold on its stdout."""
+"""Messages and frames between bot and worker, and the worker's hold on its stdout."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from bot.catalog import load_catalog
+from bot.request import GeneratedImage
+from inference.local._job import build_job
 from inference.local._protocol import (
     MAX_FRAME,
+    Cancel,
+    Error,
+    Fatal,
+    Generate,
+    Message,
+    Progress,
     ProtocolError,
+    Ready,
+    Result,
+    Shutdown,
+    Stats,
+    StatsRequest,
     decode_bytes,
     encode_bytes,
     encode_frame,
+    from_bot,
+    from_worker,
     read_frame,
     read_frame_async,
     write_frame,
 )
+from tests.inference.tiny_requests import tiny_request
 
 ROOT = Path(__file__).resolve().parents[2]
+JOB = build_job(tiny_request(count=2), load_catalog(), Path("/data"))
+IMAGE = GeneratedImage(index=0, seed=7, data=b"\x89PNG\x00\xff", width=128, height=128, meta={"steps": 4}, nsfw=True)
+UNCHECKED = GeneratedImage(index=1, seed=8, data=b"", width=64, height=32)
+
+# Each message beside the object the worker protocol carried before the messages were typed:
+# the same keys, in the same order, so frames are byte for byte what they were.
+TO_WORKER: list[tuple[Message, dict]] = [
+    (Generate(1, (JOB, JOB)), {"op": "generate", "id": 1, "jobs": [JOB.to_dict(), JOB.to_dict()]}),
+    (Cancel(1), {"op": "cancel", "id": 1}),
+    (StatsRequest(2), {"op": "stats", "id": 2}),
+    (Shutdown(), {"op": "shutdown"}),
+]
+TO_BOT: list[tuple[Message, dict]] = [
+    (Ready("cpu", "torch.float32", 123), {"op": "ready", "device": "cpu", "dtype": "torch.float32", "pid": 123}),
+    (
+        Progress(1, "base", 3, 24),
+        {"op": "progress", "id": 1, "stage": "base", "step": 3, "total": 24},
+    ),
+    (
+        Progress(1, "refiner", 1, 6, b"RIFF-webp"),
+        {"op": "progress", "id": 1, "stage": "refiner", "step": 1, "total": 6, "preview": encode_bytes(b"RIFF-webp")},
+    ),
+    (
+        Result(1, ((IMAGE, UNCHECKED), ())),
+        {
+            "op": "result",
+            "id": 1,
+            "results": [
+                [
+                    {
+                        "index": 0,
+                        "seed": 7,
+                        "data": encode_bytes(IMAGE.data),
+                        "width": 128,
+                        "height": 128,
+                        "meta": {"steps": 4},
+                        "nsfw": True,
+                    },
+                    {"index": 1, "seed": 8, "data": "", "width": 64, "height": 32, "meta": {}, "nsfw": None},
+                ],
+                [],
+            ],
+        },
+    ),
+    (
+        Error(1, "invalid", "too many steps", "steps"),
+        {"op": "error", "id": 1, "kind": "invalid", "message": "too many steps", "option": "steps", "restart": False},
+    ),
+    (
+        Error(1, "oom", "the GPU ran out of memory", restart=True),
+        {
+            "op": "error",
+            "id": 1,
+            "kind": "oom",
+            "message": "the GPU ran out of memory",
+            "option": None,
+            "restart": True,
+        },
+    ),
+    (Stats(2, {"pipeline": 1, "lora": 0}), {"op": "stats", "id": 2, "loads": {"pipeline": 1, "lora": 0}}),
+    (
+        Fatal("the worker could not start (ValueError)"),
+        {"op": "fatal", "message": "the worker could not start (ValueError)"},
+    ),
+]
+
+
+def ids(cases: list[tuple[Message, dict]]) -> list[str]:
+    return [f"{type(message).__name__}-{i}" for i, (message, _) in enumerate(cases)]
+
+
+@pytest.mark.parametrize(("message", "wire"), TO_WORKER, ids=ids(TO_WORKER))
+def test_what_the_bot_sends_round_trips_with_the_same_keys(message, wire):
+    """Each bot -> worker message is the object it was before, in key order, and reads back equal."""
+    assert list(message.to_dict().items()) == list(wire.items())
+    assert from_bot(json.loads(json.dumps(message.to_dict()))) == message
+
+
+@pytest.mark.parametrize(("message", "wire"), TO_BOT, ids=ids(TO_BOT))
+def test_what_the_worker_sends_round_trips_with_the_same_keys(message, wire):
+    """Each worker -> bot message is the object it was before, in key order, and reads back equal."""
+    assert list(message.to_dict().items()) == list(wire.items())
+    assert from_worker(json.loads(json.dumps(message.to_dict()))) == message
+
+
+def test_a_frame_holds_the_compact_json_of_the_message():
+    """The bytes on the pipe are the length, then the message's object as compact JSON."""
+    payload = b'{"op":"progress","id":1,"stage":"base","step":3,"total":24}'
+    assert encode_frame(Progress(1, "base", 3, 24)) == len(payload).to_bytes(4, "big") + payload
+
+
+def test_messages_match_on_their_types():
+    """Both sides match on the message classes, with their fields as the pattern's arguments."""
+    match from_worker({"op": "progress", "id": 5, "stage": "base", "step": 2, "total": 4}):
+        case Progress(5, stage, step, total, None):
+            assert (stage, step, total) == ("base", 2, 4)
+        case other:
+            pytest.fail(f"matched {other!r}")
+
+
+def test_keys_a_message_does_not_know_are_ignored():
+    """A Ray replica signs its messages with its pid; the message reads as if it were not there."""
+    assert from_worker({"op": "fatal", "message": "no", "pid": 9}) == Fatal("no")
+
+
+@pytest.mark.parametrize(
+    ("decode", "data", "reason"),
+    [
+        (from_worker, {"op": "hello", "id": 1}, "the worker sends no frame with op 'hello'"),
+        (from_worker, {"op": 3}, "the worker sends no frame with op 3"),
+        (from_bot, {"op": "ready", "device": "cpu", "dtype": "float32", "pid": 1}, "the bot sends no frame with op"),
+        (from_worker, {"op": "generate", "id": 1, "jobs": []}, "the worker sends no frame with op 'generate'"),
+        (from_worker, {"op": "progress", "id": 1, "stage": "base", "step": 3}, "'progress' frame: no 'total'"),
+        (
+            from_worker,
+            {"op": "progress", "id": 1, "stage": "up", "step": 3, "total": 4},
+            "'progress' frame: 'stage' is not one of base, refiner",
+        ),
+        (
+            from_worker,
+            {"op": "progress", "id": "1", "stage": "base", "step": 3, "total": 4},
+            "'progress' frame: 'id' is str, not int",
+        ),
+        (from_worker, {"op": "stats", "id": True, "loads": {}}, "'stats' frame: 'id' is bool, not int"),
+        (from_worker, {"op": "stats", "id": 1, "loads": {"pipeline": "one"}}, "'stats' frame: 'loads' are not counts"),
+        (from_worker, {"op": "error", "id": 1, "kind": "failed"}, "'error' frame: no 'message'"),
+        (
+            from_worker,
+            {"op": "result", "id": 1, "results": [{}]},
+            "'result' frame: 'results' is not a list of lists of images",
+        ),
+        (from_worker, {"op": "result", "id": 1, "results": [[{"index": 0}]]}, "'result' frame: no 'seed'"),
+        (
+            from_worker,
+            {"op": "progress", "id": 1, "stage": "base", "step": 1, "total": 2, "preview": "not base64!"},
+            "'progress' frame: 'preview' is not base64",
+        ),
+        (from_bot, {"op": "cancel"}, "'cancel' frame: no 'id'"),
+        (from_bot, {"op": "generate", "id": 1, "jobs": [{"prompt": "x"}]}, "'generate' frame: an invalid job"),
+    ],
+)
+def test_a_malformed_message_is_a_protocol_error_with_a_reason(decode, data, reason):
+    """An op the other side never sends, or a missing or mistyped key, raises ProtocolError saying which."""
+    with pytest.raises(ProtocolError) as raised:
+        decode(data)
+    assert reason in str(raised.value)
 
 
 def test_frames_round_trip_through_a_blocking_stream():
     """Frames written one after another read back in order, then None at the end."""
     stream = io.BytesIO()
-    write_frame(stream, {"op": "a", "n": 1})
-    write_frame(stream, {"op": "b", "text": "é ✓"})
+    write_frame(stream, Generate(1, (JOB,)))
+    write_frame(stream, Cancel(1))
     stream.seek(0)
-    assert read_frame(stream) == {"op": "a", "n": 1}
-    assert read_frame(stream) == {"op": "b", "text": "é ✓"}
-    assert read_frame(stream) is None
+    assert read_frame(stream, from_bot) == Generate(1, (JOB,))
+    assert read_frame(stream, from_bot) == Cancel(1)
+    assert read_frame(stream, from_bot) is None
 
 
 async def test_frames_round_trip_through_asyncio():
     """The asyncio reader reads what the blocking writer wrote."""
     reader = asyncio.StreamReader()
-    reader.feed_data(encode_frame({"op": "progress", "step": 3}))
+    reader.feed_data(encode_frame(Progress(1, "base", 3, 4, "é ✓".encode())))
     reader.feed_eof()
-    assert await read_frame_async(reader) == {"op": "progress", "step": 3}
-    assert await read_frame_async(reader) is None
+    assert await read_frame_async(reader, from_worker) == Progress(1, "base", 3, 4, "é ✓".encode())
+    assert await read_frame_async(reader, from_worker) is None
 
 
 def test_bytes_travel_as_base64():
@@ -53,22 +217,24 @@ def test_bytes_travel_as_base64():
 @pytest.mark.parametrize(
     "raw",
     [
-        encode_frame({"op": "x"})[:-2],  # cut inside the payload
+        encode_frame(Cancel(1))[:-2],  # cut inside the payload
         b"\x00\x00",  # cut inside the header
         (5).to_bytes(4, "big") + b"hello",  # not JSON
         (4).to_bytes(4, "big") + b"[12]",  # JSON but no op
         (MAX_FRAME + 1).to_bytes(4, "big"),  # absurd length: something else wrote to the pipe
+        encode_frame(Ready("cpu", "float32", 1)),  # a frame, but one the bot never sends
+        (13).to_bytes(4, "big") + b'{"op":"stop"}',  # a frame with an op nobody sends
     ],
 )
 async def test_garbage_is_a_protocol_error(raw):
-    """Truncated, non-JSON or oversized frames raise ProtocolError, blocking or async."""
+    """Truncated, non-JSON, oversized or unknown frames raise ProtocolError, blocking or async."""
     with pytest.raises(ProtocolError):
-        read_frame(io.BytesIO(raw))
+        read_frame(io.BytesIO(raw), from_bot)
     reader = asyncio.StreamReader()
     reader.feed_data(raw)
     reader.feed_eof()
     with pytest.raises(ProtocolError):
-        await read_frame_async(reader)
+        await read_frame_async(reader, from_bot)
 
 
 def test_worker_prints_cannot_reach_the_frame_stream():
@@ -76,13 +242,13 @@ def test_worker_prints_cannot_reach_the_frame_stream():
     script = (
         "import os\n"
         "from inference.local._worker import _claim_stdio\n"
-        "from inference.local._protocol import write_frame\n"
+        "from inference.local._protocol import Ready, write_frame\n"
         "frames_in, frames_out = _claim_stdio()\n"
         "print('library chatter')\n"
         "os.write(1, b'C-level chatter')\n"
-        "write_frame(frames_out, {'op': 'ready'})\n"
+        "write_frame(frames_out, Ready('cpu', 'float32', 1))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, timeout=600, check=True)
-    assert read_frame(io.BytesIO(done.stdout)) == {"op": "ready"}
-    assert done.stdout == encode_frame({"op": "ready"})
+    assert read_frame(io.BytesIO(done.stdout), from_worker) == Ready("cpu", "float32", 1)
+    assert done.stdout == encode_frame(Ready("cpu", "float32", 1))
     assert b"library chatter" in done.stderr and b"C-level chatter" in done.stderr

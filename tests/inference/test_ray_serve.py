@@ -26,6 +26,7 @@ ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
 
 from inference.local._job import build_job  # noqa: E402
+from inference.local._protocol import Error, Result  # noqa: E402
 from inference.ray_serve import RayBackend, app_builder, assets_id  # noqa: E402
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
@@ -240,10 +241,10 @@ async def test_a_replica_out_of_gpu_memory_answers_oom_and_fails_its_health_chec
     from inference.ray_serve import ImageWorker, _Request
 
     replica = ImageWorker.func_or_class(str(tiny_data_dir), "cpu", "float32", 1, 0.0)
-    job = build_job(tiny_request(seed=3), load_catalog(), tiny_data_dir).to_dict()
-    frames: list[dict] = []
+    job = build_job(tiny_request(seed=3), load_catalog(), tiny_data_dir)
+    frames: list = []
     replica._run_group([_Request(job, frames.append)])
-    assert frames[-1]["op"] == "result" and len(frames[-1]["results"][0]) == 1
+    assert isinstance(frames[-1], Result) and len(frames[-1].results[0]) == 1
     replica.check_health()
 
     def out_of_memory(self, *args, **kwargs):
@@ -252,7 +253,7 @@ async def test_a_replica_out_of_gpu_memory_answers_oom_and_fails_its_health_chec
     monkeypatch.setattr(UNet2DConditionModel, "forward", out_of_memory)
     frames.clear()
     replica._run_group([_Request(job, frames.append)])
-    assert [(frame["op"], frame["kind"]) for frame in frames] == [("error", "oom")]
+    assert frames == [Error(0, "oom", "the GPU ran out of memory", restart=True)]
     with pytest.raises(RuntimeError, match="suspect after oom"):
         replica.check_health()
 
@@ -266,8 +267,8 @@ async def test_a_replica_whose_pipeline_hangs_fails_its_health_check(tiny_data_d
     from inference.ray_serve import ImageWorker, _Request
 
     replica = ImageWorker.func_or_class(str(tiny_data_dir), "cpu", "float32", 1, 0.0, stall_timeout_s=1.0)
-    job = build_job(tiny_request(seed=3, steps=3), load_catalog(), tiny_data_dir).to_dict()
-    frames: list[dict] = []
+    job = build_job(tiny_request(seed=3, steps=3), load_catalog(), tiny_data_dir)
+    frames: list = []
     replica._run_group([_Request(job, frames.append)])  # loads the model: the hang below is in a step
     forward, release, calls = UNet2DConditionModel.forward, threading.Event(), []
 
