@@ -32,7 +32,14 @@ __all__ = [
     "QueueFull",
     "QuotaReached",
     "RateLimited",
+    "shown",
 ]
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """Return a value as an error message may echo it: one line, at most `limit` characters."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _minutes(seconds: float) -> str:

@@ -52,7 +52,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from bot.catalog import Catalog, CatalogEntry, Kind
-from bot.errors import InvalidOption
+from bot.errors import InvalidOption, shown
 from bot.request import MAX_SEED, GenerationRequest, RefinerSpec, WeightedName, refiner_split
 from bot.rules import Architecture, Limits, architecture_of, check, match_scheduler, require_refiner_support
 
@@ -256,12 +256,12 @@ def _raw_options(options: Mapping[str, object]) -> dict[str, object]:
         if value is None:
             continue
         if not isinstance(key, str):
-            raise InvalidOption(_shown(key), "is not an option", ())
+            raise InvalidOption(shown(key), "is not an option", ())
         option = _KEYS.get(key.strip().lower().replace("-", "_"))
         if option is None:
-            raise InvalidOption(_shown(key), "is not an option", _close(key.strip().lower(), list(OPTIONS)))
+            raise InvalidOption(shown(key), "is not an option", _close(key.strip().lower(), list(OPTIONS)))
         if option in raw:
-            raise InvalidOption(_shown(key), f"repeats '{given_as[option]}', the same option")
+            raise InvalidOption(shown(key), f"repeats '{given_as[option]}', the same option")
         raw[option] = value
         given_as[option] = key
     prompt = raw.get("prompt")
@@ -451,7 +451,7 @@ def _label(option: str) -> str:
 def _text(option: str, value: object) -> str:
     """Return a non-empty stripped string, or raise naming the option."""
     if not isinstance(value, str):
-        raise InvalidOption(_label(option), f"must be text, not {_shown(value)}")
+        raise InvalidOption(_label(option), f"must be text, not {shown(value)}")
     text = value.strip()
     if not text:
         raise InvalidOption(_label(option), "needs a value, " + _EXAMPLES.get(option, "like the help shows"))
@@ -468,7 +468,7 @@ def _prompt(option: str, value: object, *, required: bool) -> str:
     if value is None:
         value = ""
     if not isinstance(value, str):
-        raise InvalidOption(label, f"must be text, not {_shown(value)}")
+        raise InvalidOption(label, f"must be text, not {shown(value)}")
     # Windows line ends are the one control sequence pasted text carries innocently.
     text = value.replace("\r\n", "\n").strip()
     if not text:
@@ -499,10 +499,10 @@ def _int(option: str, value: object, low: int, high: int) -> int:
     elif isinstance(value, str) and _INT.fullmatch(value.strip()):
         number = int(value.strip())
     if number is None:
-        reason = f"must be a whole number from {low} to {high}, not '{_shown(value)}'"
+        reason = f"must be a whole number from {low} to {high}, not '{shown(value)}'"
         raise InvalidOption(_label(option), reason)
     if not low <= number <= high:
-        raise InvalidOption(_label(option), f"must be from {low} to {high}, not {_shown(number)}")
+        raise InvalidOption(_label(option), f"must be from {low} to {high}, not {shown(number)}")
     return number
 
 
@@ -516,7 +516,7 @@ def _float(option: str, value: object, low: float, high: float) -> float:
     if number is not None and not math.isfinite(number):
         number = None
     if number is None:
-        reason = f"must be a number from {low:g} to {high:g}, not '{_shown(value)}'"
+        reason = f"must be a number from {low:g} to {high:g}, not '{shown(value)}'"
         raise InvalidOption(_label(option), reason)
     if not low <= number <= high:
         raise InvalidOption(_label(option), f"must be from {low:g} to {high:g}, not {number:g}")
@@ -526,7 +526,7 @@ def _float(option: str, value: object, low: float, high: float) -> float:
 def _format(value: object) -> Literal["png", "jpg", "webp"]:
     text = _text("format", value).lower().lstrip(".")
     if text not in _FORMATS:
-        raise InvalidOption("format", f"must be png, jpg or webp, not '{_shown(value)}'")
+        raise InvalidOption("format", f"must be png, jpg or webp, not '{shown(value)}'")
     return _FORMATS[text]
 
 
@@ -539,9 +539,7 @@ def _catalog_name(option: str, value: object) -> str:
 
 def _refuse_path(option: str, name: str) -> None:
     if any(marker in name for marker in ("/", "\\", "://", "..")):
-        raise InvalidOption(
-            _label(option), f"only accepts names from the catalog, not paths or URLs ('{_shown(name)}')"
-        )
+        raise InvalidOption(_label(option), f"only accepts names from the catalog, not paths or URLs ('{shown(name)}')")
 
 
 def _vae(value: object, catalog: Catalog) -> str | None:
@@ -561,15 +559,15 @@ def _weighted(option: str, kind: Kind, value: object, catalog: Catalog) -> tuple
     found: list[WeightedName] = []
     for item in items:
         if not item:
-            raise InvalidOption(label, f"has an empty name in '{_shown(text)}'")
+            raise InvalidOption(label, f"has an empty name in '{shown(text)}'")
         _refuse_path(option, item)
         if item.count(":") > 1:
-            reason = f"'{_shown(item)}' should be a name or name:weight, like pixel-art:0.8"
+            reason = f"'{shown(item)}' should be a name or name:weight, like pixel-art:0.8"
             raise InvalidOption(label, reason)
         name, _, weight_text = item.partition(":")
         name = name.strip()
         if not name:
-            raise InvalidOption(label, f"has an empty name in '{_shown(item)}'")
+            raise InvalidOption(label, f"has an empty name in '{shown(item)}'")
         weight = 1.0
         if ":" in item:
             weight = _weight(label, name, weight_text.strip())
@@ -583,7 +581,7 @@ def _weighted(option: str, kind: Kind, value: object, catalog: Catalog) -> tuple
 def _weight(label: str, name: str, text: str) -> float:
     number = float(text) if _FLOAT.fullmatch(text) else None
     if number is None or not math.isfinite(number) or not -4.0 <= number <= 4.0:
-        reason = f"weight of '{_shown(name)}' must be a number from -4 to 4, not '{_shown(text)}'"
+        reason = f"weight of '{shown(name)}' must be a number from -4 to 4, not '{shown(text)}'"
         raise InvalidOption(label, reason)
     return number
 
@@ -648,7 +646,7 @@ def _parse_size(value: object) -> tuple[int, int]:
     text = _text("size", value)
     match = _SIZE.fullmatch(text)
     if match is None:
-        raise InvalidOption("size", f"must be WIDTHxHEIGHT like 1216x832, not '{_shown(text)}'")
+        raise InvalidOption("size", f"must be WIDTHxHEIGHT like 1216x832, not '{shown(text)}'")
     width, height = int(match[1]), int(match[2])
     if all(_valid_side(side) for side in (width, height)):
         return width, height
@@ -673,9 +671,7 @@ def _parse_ratio(value: object) -> tuple[str, float]:
     match = _RATIO.fullmatch(text)
     ratio = float(match[1]) / float(match[2]) if match and float(match[2]) > 0 else 0.0
     if not 1 / _MAX_RATIO <= ratio <= _MAX_RATIO:
-        raise InvalidOption(
-            "aspect ratio", f"must be WIDTH:HEIGHT between 1:4 and 4:1, like 16:9, not '{_shown(text)}'"
-        )
+        raise InvalidOption("aspect ratio", f"must be WIDTH:HEIGHT between 1:4 and 4:1, like 16:9, not '{shown(text)}'")
     return f"{match[1]}:{match[2]}" if match else text, ratio
 
 
@@ -734,7 +730,7 @@ def _refiner_percent(value: object) -> int | None:
     elif isinstance(value, int) and not isinstance(value, bool):
         number = value
     if number is None or not 0 <= number <= 99:
-        raise InvalidOption("refiner", f"must be a percent from 1 to 99, or 0 or off for none, not '{_shown(value)}'")
+        raise InvalidOption("refiner", f"must be a percent from 1 to 99, or 0 or off for none, not '{shown(value)}'")
     return number or None
 
 
@@ -744,9 +740,3 @@ def _refiner_percent(value: object) -> int | None:
 
 def _close(word: str, choices: list[str]) -> list[str]:
     return difflib.get_close_matches(word, choices, n=3, cutoff=0.6)
-
-
-def _shown(value: object, limit: int = 40) -> str:
-    """Return a value as it may be echoed in a message: one line, at most `limit` characters."""
-    text = " ".join(str(value).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 
 from bot.catalog import Catalog, CatalogEntry
-from bot.errors import InvalidOption
+from bot.errors import InvalidOption, shown
 from bot.request import MAX_SEED, GenerationRequest
 
 __all__ = [
@@ -240,7 +240,7 @@ def match_scheduler(name: str) -> str:
         return found
     close = difflib.get_close_matches(key, list(_SCHEDULER_KEYS), n=3, cutoff=0.6)
     suggestions = list(dict.fromkeys(_SCHEDULER_KEYS[k] for k in close))
-    reason = f"'{_shown(name)}' is not a known scheduler"
+    reason = f"'{shown(name)}' is not a known scheduler"
     if not suggestions:
         reason += " (known: " + ", ".join(SCHEDULERS) + ")"
     raise InvalidOption("scheduler", reason, suggestions)
@@ -289,7 +289,7 @@ def _check_scheduler(name: str) -> None:
         return
     canonical = match_scheduler(name)
     # Known under another spelling: stored requests and backends use the canonical name only.
-    raise InvalidOption("scheduler", f"'{_shown(name)}' is not written as the backends expect", [canonical])
+    raise InvalidOption("scheduler", f"'{shown(name)}' is not written as the backends expect", [canonical])
 
 
 def _megapixels(pixels: int, other: int) -> tuple[str, str]:
@@ -361,7 +361,7 @@ def _check_refiner(request: GenerationRequest, catalog: Catalog, model: CatalogE
     if entry is None:
         other = next((kind for kind in ("model", "vae", "lora") if catalog.find(kind, spec.model)), None)
         if other is not None:
-            raise InvalidOption("refiner", f"'{_shown(spec.model)}' is a {other}, not a refiner")
+            raise InvalidOption("refiner", f"'{shown(spec.model)}' is a {other}, not a refiner")
         entry = catalog.get("refiner", spec.model, "refiner")
     if entry.architecture != "sdxl-refiner":
         raise InvalidOption("refiner", f"'{entry.name}' is not a refiner (its architecture is {entry.architecture})")
@@ -400,12 +400,6 @@ def _check_ignored(request: GenerationRequest, arch: Architecture) -> list[str]:
     if request.clip_skip and not arch.uses_clip_skip:
         warnings.append(_sentence(f"{arch.label} models ignore clip skip."))
     return warnings
-
-
-def _shown(value: object, limit: int = 40) -> str:
-    """Return a value as it may be echoed in a message: one line, at most `limit` characters."""
-    text = " ".join(str(value).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _sentence(text: str) -> str:
