@@ -53,7 +53,7 @@ from pydantic import ValidationError
 
 from bot.catalog import Catalog, CatalogEntry, Kind
 from bot.errors import InvalidOption, shown
-from bot.request import MAX_SEED, GenerationRequest, RefinerSpec, WeightedName, refiner_split
+from bot.request import MAX_SEED, SIDE, GenerationRequest, RefinerSpec, WeightedName, parse_size, refiner_split
 from bot.rules import Architecture, Limits, architecture_of, check, match_scheduler, require_refiner_support
 
 __all__ = [
@@ -177,7 +177,6 @@ _EXAMPLES: dict[str, str] = {
 
 _MAX_PROMPT = 3000
 _MAX_ADDONS = 5
-_MIN_SIDE, _MAX_SIDE, _SIDE_STEP = 128, 2048, 64
 _MAX_RATIO = 4.0
 _RATIO_TOLERANCE = 1.05
 _FORMATS: dict[str, Literal["png", "jpg", "webp"]] = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "webp": "webp"}
@@ -589,13 +588,13 @@ def _weight(label: str, name: str, text: str) -> float:
 # ---------------------------------------------------------------------------
 # Size and aspect ratio
 
-_SIZE = re.compile(r"([0-9]{1,5})\s*[xX×*]\s*([0-9]{1,5})")
 _RATIO = re.compile(r"([0-9]{1,4}(?:\.[0-9]{1,4})?)\s*:\s*([0-9]{1,4}(?:\.[0-9]{1,4})?)")
+_SIDE_STEP = SIDE.step or 1  # SIDE has one: 64
 # Every size in multiples of 64 within 128–2048, with its log ratio and log area (for the search).
 _ALL_SIZES: tuple[tuple[int, int, float, float], ...] = tuple(
     (w, h, math.log(w / h), math.log(w * h))
-    for w in range(_MIN_SIDE, _MAX_SIDE + 1, _SIDE_STEP)
-    for h in range(_MIN_SIDE, _MAX_SIDE + 1, _SIDE_STEP)
+    for w in range(SIDE.low, SIDE.high + 1, _SIDE_STEP)
+    for h in range(SIDE.low, SIDE.high + 1, _SIDE_STEP)
 )
 
 
@@ -643,27 +642,19 @@ def _size(
 
 
 def _parse_size(value: object) -> tuple[int, int]:
-    text = _text("size", value)
-    match = _SIZE.fullmatch(text)
-    if match is None:
-        raise InvalidOption("size", f"must be WIDTHxHEIGHT like 1216x832, not '{shown(text)}'")
-    width, height = int(match[1]), int(match[2])
-    if all(_valid_side(side) for side in (width, height)):
+    width, height = parse_size(_text("size", value))
+    if width in SIDE and height in SIDE:
         return width, height
     near = f"{_nearest_side(width)}x{_nearest_side(height)}"
     raise InvalidOption(
         "size",
-        f"sides must be multiples of 64 from {_MIN_SIDE} to {_MAX_SIDE}, not {width}x{height}",
+        f"sides must be multiples of {_SIDE_STEP} from {SIDE.low} to {SIDE.high}, not {width}x{height}",
         [near],
     )
 
 
-def _valid_side(side: int) -> bool:
-    return _MIN_SIDE <= side <= _MAX_SIDE and side % _SIDE_STEP == 0
-
-
 def _nearest_side(side: int) -> int:
-    return min(max(_SIDE_STEP * round(side / _SIDE_STEP), _MIN_SIDE), _MAX_SIDE)
+    return min(max(_SIDE_STEP * round(side / _SIDE_STEP), SIDE.low), SIDE.high)
 
 
 def _parse_ratio(value: object) -> tuple[str, float]:

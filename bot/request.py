@@ -3,28 +3,79 @@
 A `GenerationRequest` is fully resolved before it is queued (model defaults,
 scheduler, size and seed filled in), so that the stored JSON alone reproduces
 the image. Backends map its snake_case fields to their own API names.
+
+The ranges of its fields are declared once, here (`STEPS`, `SIDE`, `CFG`…):
+pydantic checks them whenever a request is built or loaded, and the option
+parser, a server's policy and the backends' capability tables read the same
+constants rather than restating the numbers. `parse_size` is the one reader of
+``WxH`` text.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self
+from typing import Any, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from bot.errors import InvalidOption
+from bot.errors import InvalidOption, shown
 
 __all__ = [
     "MAX_SEED",
+    "SIDE",
     "GeneratedImage",
     "GenerationRequest",
     "Progress",
+    "Range",
     "RefinerSpec",
     "WeightedName",
+    "parse_size",
     "refiner_split",
 ]
 
 MAX_SEED = 2**63 - 1
+
+N = TypeVar("N", int, float)
+
+
+@dataclass(frozen=True, slots=True)
+class Range(Generic[N]):
+    """The values a field takes: from `low` to `high`, in multiples of `step` when there is one."""
+
+    low: N
+    high: N
+    step: N | None = None
+
+    def __contains__(self, value: float) -> bool:
+        """Tell whether a value is one the field takes."""
+        return self.low <= value <= self.high and (self.step is None or value % self.step == 0)
+
+
+SIDE = Range(128, 2048, 64)
+"""A request's width and height, in pixels."""
+
+_SIZE = re.compile(r"([0-9]{1,5})\s*[xX×*]\s*([0-9]{1,5})")
+
+
+def parse_size(text: str, option: str = "size", example: str = "like 1216x832") -> tuple[int, int]:
+    """Return the (width, height) of ``WxH`` text: ``1216x832``, ``640X1536``, ``832×1216``, ``1024 * 768``.
+
+    Only the form is read here; which sides are allowed is the caller's rule (a
+    request's sides are `SIDE`; a server's largest size is any area within it).
+
+    Args:
+        text: whole numbers of 1 to 5 digits joined by ``x``, ``X``, ``×`` or ``*``, spaces allowed around.
+        option: the option the refusal names.
+        example: how the refusal shows the form (``"like 1216x832"``).
+
+    Raises:
+        InvalidOption: the text is not in that form; one sentence naming `option`.
+    """
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise InvalidOption(option, f"must be WIDTHxHEIGHT {example}, not '{shown(text)}'")
+    return int(match[1]), int(match[2])
 
 
 class _Frozen(BaseModel):
@@ -58,8 +109,8 @@ class GenerationRequest(_Frozen):
     prompt: str = Field(min_length=2, max_length=3000)
     negative_prompt: str | None = Field(default=None, max_length=3000)
     model: str = Field(min_length=1, max_length=100)
-    width: int = Field(default=1024, ge=128, le=2048, multiple_of=64)
-    height: int = Field(default=1024, ge=128, le=2048, multiple_of=64)
+    width: int = Field(default=1024, ge=SIDE.low, le=SIDE.high, multiple_of=SIDE.step)
+    height: int = Field(default=1024, ge=SIDE.low, le=SIDE.high, multiple_of=SIDE.step)
     steps: int = Field(default=30, ge=1, le=100)
     cfg_scale: float = Field(default=7.0, ge=0.0, le=50.0)
     scheduler: str = Field(default="DPM++ 2M Karras", min_length=1, max_length=50)
