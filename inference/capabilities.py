@@ -4,11 +4,16 @@ A remote API has its own limits (ModelsLab: 1024 px, 4 images, 50 steps) and
 lacks some features (a refiner that starts at a chosen step). A request that
 does not fit is refused with one sentence that says which backend can do it,
 rather than silently changed. `imagebot backends` prints these tables.
+
+Scheduler names are the core's (`bot.rules.SCHEDULERS`); each hosted API's
+table below translates them to the API's own names and adds none. A name an
+API lacks is left out of its table, and `Capabilities.check` refuses it with a
+sentence naming the backends that have it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,7 +40,7 @@ class Capabilities:
         refiner_split: whether the SDXL refiner can take over at a chosen step.
         min_base_steps: the fewest steps the base model must run before the refiner.
         loras, embeddings, vae, clip_skip: whether it takes them.
-        schedulers: the schedulers it has (of `bot.rules.SCHEDULERS`).
+        schedulers: the schedulers it has, of `bot.rules.SCHEDULERS` and in its order.
     """
 
     name: BackendName
@@ -167,6 +172,7 @@ def _schedulers_text(schedulers: tuple[str, ...]) -> str:
 
 
 # Runware's scheduler names for ours: its A1111-style names where it lists them, else diffusers class names.
+# It lists no third-order DPM++ solver, so "DPM++ 3M SDE" is refused there.
 RUNWARE_SCHEDULERS: dict[str, str] = {
     "DPM++ 2M Karras": "DPM++ 2M Karras",
     "DPM++ 2M": "DPMSolverMultistepScheduler",
@@ -178,7 +184,8 @@ RUNWARE_SCHEDULERS: dict[str, str] = {
     "Heun": "Heun",
     "LCM": "LCMScheduler",
 }
-# ModelsLab's (scheduler class, use_karras_sigmas) for ours; it has no SDE variant of DPM++.
+# ModelsLab's (scheduler class, use_karras_sigmas) for ours; it has no SDE variant of DPM++, so
+# "DPM++ 2M SDE Karras" and "DPM++ 3M SDE" are refused there.
 MODELSLAB_SCHEDULERS: dict[str, tuple[str, bool]] = {
     "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", True),
     "DPM++ 2M": ("DPMSolverMultistepScheduler", False),
@@ -190,12 +197,18 @@ MODELSLAB_SCHEDULERS: dict[str, tuple[str, bool]] = {
     "LCM": ("LCMScheduler", False),
 }
 
+
+def _offered(table: Mapping[str, object]) -> tuple[str, ...]:
+    """Return the core's scheduler names a backend's table translates, in the core's order."""
+    return tuple(name for name in SCHEDULERS if name in table)
+
+
 # The limits are the APIs' documented ones (Runware image-inference reference; ModelsLab v4 text2img).
 CAPABILITIES: dict[BackendName, Capabilities] = {
     "local": Capabilities("local", "the local backend"),
     # The Ray Serve replicas run the local worker's code on the same weights.
     "ray": Capabilities("ray", "the Ray cluster", ids="local"),
-    "runware": Capabilities("runware", "Runware", min_base_steps=2, schedulers=tuple(RUNWARE_SCHEDULERS)),
+    "runware": Capabilities("runware", "Runware", min_base_steps=2, schedulers=_offered(RUNWARE_SCHEDULERS)),
     "modelslab": Capabilities(
         "modelslab",
         "ModelsLab",
@@ -206,6 +219,6 @@ CAPABILITIES: dict[BackendName, Capabilities] = {
         cfg=(1.0, 20.0),
         refiner_split=False,
         embeddings=False,
-        schedulers=tuple(MODELSLAB_SCHEDULERS),
+        schedulers=_offered(MODELSLAB_SCHEDULERS),
     ),
 }
