@@ -53,7 +53,24 @@ from pydantic import ValidationError
 
 from bot.catalog import Catalog, CatalogEntry, Kind
 from bot.errors import InvalidOption, shown
-from bot.request import MAX_SEED, SIDE, GenerationRequest, RefinerSpec, WeightedName, parse_size, refiner_split
+from bot.request import (
+    CFG,
+    CLIP_SKIP,
+    COUNT,
+    MAX_ADDONS,
+    PROMPT_LENGTH,
+    REFINER_PERCENT,
+    SEED,
+    SIDE,
+    STEPS,
+    WEIGHT,
+    GenerationRequest,
+    Range,
+    RefinerSpec,
+    WeightedName,
+    parse_size,
+    refiner_split,
+)
 from bot.rules import Architecture, Limits, architecture_of, check, match_scheduler, require_refiner_support
 
 __all__ = [
@@ -175,8 +192,6 @@ _EXAMPLES: dict[str, str] = {
     "format": "png, jpg or webp",
 }
 
-_MAX_PROMPT = 3000
-_MAX_ADDONS = 5
 _MAX_RATIO = 4.0
 _RATIO_TOLERANCE = 1.05
 _FORMATS: dict[str, Literal["png", "jpg", "webp"]] = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "webp": "webp"}
@@ -371,24 +386,16 @@ def _build(raw: Mapping[str, object], catalog: Catalog, defaults: Defaults, limi
     own = default_model is not None and default_model.name == model.name
 
     steps = _int(
-        "steps",
-        _pick(raw, "steps", defaults.steps if own else None, model.default_steps, arch.default_steps),
-        1,
-        100,
+        "steps", _pick(raw, "steps", defaults.steps if own else None, model.default_steps, arch.default_steps), STEPS
     )
     scheduler_value = _pick(
         raw, "scheduler", defaults.scheduler if own else None, model.default_scheduler, arch.default_scheduler
     )
     scheduler = match_scheduler(_text("scheduler", scheduler_value))
-    cfg = _float(
-        "cfg",
-        _pick(raw, "cfg", defaults.cfg if own else None, model.default_cfg, arch.default_cfg),
-        0.0,
-        50.0,
-    )
-    count = _int("count", raw.get("count", 1), 1, 4)
-    seed = _int("seed", raw["seed"], 1, MAX_SEED) if "seed" in raw else None
-    clip_skip = _int("clip_skip", raw.get("clip_skip", 0), 0, 2)
+    cfg = _float("cfg", _pick(raw, "cfg", defaults.cfg if own else None, model.default_cfg, arch.default_cfg), CFG)
+    count = _int("count", raw.get("count", 1), COUNT)
+    seed = _int("seed", raw["seed"], SEED) if "seed" in raw else None
+    clip_skip = _int("clip_skip", raw.get("clip_skip", 0), CLIP_SKIP)
     output_format = _format(raw.get("format", "png"))
     vae = _vae(raw["vae"], catalog) if "vae" in raw else None
     loras = _weighted("lora", "lora", raw["lora"], catalog) if "lora" in raw else ()
@@ -473,10 +480,11 @@ def _prompt(option: str, value: object, *, required: bool) -> str:
     if not text:
         reason = "is empty; describe the image you want" if required else "needs a value, like blurry, text"
         raise InvalidOption(label, reason)
-    if required and len(text) < 2:
-        raise InvalidOption(label, "is too short; describe the image you want in at least 2 characters")
-    if len(text) > _MAX_PROMPT:
-        raise InvalidOption(label, f"is {len(text)} characters long; the most is {_MAX_PROMPT}")
+    if required and len(text) < PROMPT_LENGTH.low:
+        reason = f"is too short; describe the image you want in at least {PROMPT_LENGTH.low} characters"
+        raise InvalidOption(label, reason)
+    if len(text) > PROMPT_LENGTH.high:
+        raise InvalidOption(label, f"is {len(text)} characters long; the most is {PROMPT_LENGTH.high}")
     for char in text:
         category = unicodedata.category(char)
         if category == "Cc" and char not in "\n\t":
@@ -490,7 +498,8 @@ _INT = re.compile(r"[+-]?[0-9]{1,30}")
 _FLOAT = re.compile(r"[+-]?(?:[0-9]{1,10}(?:\.[0-9]{0,20})?|\.[0-9]{1,20})(?:[eE][+-]?[0-9]{1,3})?")
 
 
-def _int(option: str, value: object, low: int, high: int) -> int:
+def _int(option: str, value: object, allowed: Range[int]) -> int:
+    low, high = allowed.low, allowed.high
     _require_value(option, value, f"a whole number from {low} to {high}")
     number: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
@@ -500,12 +509,13 @@ def _int(option: str, value: object, low: int, high: int) -> int:
     if number is None:
         reason = f"must be a whole number from {low} to {high}, not '{shown(value)}'"
         raise InvalidOption(_label(option), reason)
-    if not low <= number <= high:
+    if number not in allowed:
         raise InvalidOption(_label(option), f"must be from {low} to {high}, not {shown(number)}")
     return number
 
 
-def _float(option: str, value: object, low: float, high: float) -> float:
+def _float(option: str, value: object, allowed: Range[float]) -> float:
+    low, high = allowed.low, allowed.high
     _require_value(option, value, f"a number from {low:g} to {high:g}")
     number: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -517,7 +527,7 @@ def _float(option: str, value: object, low: float, high: float) -> float:
     if number is None:
         reason = f"must be a number from {low:g} to {high:g}, not '{shown(value)}'"
         raise InvalidOption(_label(option), reason)
-    if not low <= number <= high:
+    if number not in allowed:
         raise InvalidOption(_label(option), f"must be from {low:g} to {high:g}, not {number:g}")
     return number
 
@@ -553,8 +563,8 @@ def _weighted(option: str, kind: Kind, value: object, catalog: Catalog) -> tuple
     label = _label(option)
     text = _text(option, value)
     items = [item.strip() for item in text.split(",")]
-    if len(items) > _MAX_ADDONS:
-        raise InvalidOption(label, f"takes at most {_MAX_ADDONS} names, not {len(items)}")
+    if len(items) > MAX_ADDONS:
+        raise InvalidOption(label, f"takes at most {MAX_ADDONS} names, not {len(items)}")
     found: list[WeightedName] = []
     for item in items:
         if not item:
@@ -579,8 +589,10 @@ def _weighted(option: str, kind: Kind, value: object, catalog: Catalog) -> tuple
 
 def _weight(label: str, name: str, text: str) -> float:
     number = float(text) if _FLOAT.fullmatch(text) else None
-    if number is None or not math.isfinite(number) or not -4.0 <= number <= 4.0:
-        reason = f"weight of '{shown(name)}' must be a number from -4 to 4, not '{shown(text)}'"
+    if number is None or not math.isfinite(number) or number not in WEIGHT:
+        reason = (
+            f"weight of '{shown(name)}' must be a number from {WEIGHT.low:g} to {WEIGHT.high:g}, not '{shown(text)}'"
+        )
         raise InvalidOption(label, reason)
     return number
 
@@ -720,8 +732,11 @@ def _refiner_percent(value: object) -> int | None:
         number = int(text) if _INT.fullmatch(text) else None
     elif isinstance(value, int) and not isinstance(value, bool):
         number = value
-    if number is None or not 0 <= number <= 99:
-        raise InvalidOption("refiner", f"must be a percent from 1 to 99, or 0 or off for none, not '{shown(value)}'")
+    if number is None or (number != 0 and number not in REFINER_PERCENT):
+        low, high = REFINER_PERCENT.low, REFINER_PERCENT.high
+        raise InvalidOption(
+            "refiner", f"must be a percent from {low} to {high}, or 0 or off for none, not '{shown(value)}'"
+        )
     return number or None
 
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bot.catalog import Catalog, Kind
 from bot.errors import ContentBlocked, InvalidOption, NotEnabledHere
-from bot.request import SIDE, GenerationRequest, parse_size
+from bot.request import COUNT, SIDE, STEPS, GenerationRequest, parse_size
 
 __all__ = [
     "ADMIN_WORDS",
@@ -82,8 +82,8 @@ class Policy(BaseModel):
     blocked_models: tuple[str, ...] = ()  # denylist, beside the allowlist
     loras: tuple[str, ...] = ()  # allowlist; empty: every catalog LoRA not blocked
     blocked_loras: tuple[str, ...] = ()
-    max_steps: int | None = Field(default=None, ge=1, le=100)
-    max_count: int | None = Field(default=None, ge=1, le=4)
+    max_steps: int | None = Field(default=None, ge=STEPS.low, le=STEPS.high)
+    max_count: int | None = Field(default=None, ge=COUNT.low, le=COUNT.high)
     max_pixels: int | None = Field(default=None, ge=SIDE.low**2, le=SIDE.high**2)  # width × height
     user_daily_quota: int | None = Field(default=None, ge=1)
     channels: tuple[str, ...] = Field(default=(), max_length=_MAX_CHANNELS)  # where the bot answers; empty: all

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from bot.catalog import Catalog, CatalogEntry
 from bot.errors import InvalidOption, shown
-from bot.request import MAX_SEED, GenerationRequest
+from bot.request import MAX_SEED, STEPS, GenerationRequest
 
 __all__ = [
     "ARCHITECTURES",
@@ -78,7 +78,7 @@ class Architecture:
     label: str
     family: str
     recommended_steps: tuple[int, int]
-    max_steps: int
+    max_steps: int  # at most the request's own most (`bot.request.STEPS`)
     default_steps: int
     default_cfg: float
     default_scheduler: str
@@ -98,7 +98,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             label="SDXL",
             family="sdxl",
             recommended_steps=(20, 35),
-            max_steps=100,
+            max_steps=STEPS.high,
             default_steps=30,
             default_cfg=7.0,
             default_scheduler="DPM++ 2M Karras",
@@ -113,7 +113,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             label="distilled SDXL",
             family="sdxl",
             recommended_steps=(4, 8),
-            max_steps=100,
+            max_steps=STEPS.high,
             default_steps=4,
             default_cfg=0.0,
             default_scheduler="Euler a",
@@ -128,7 +128,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             label="SDXL refiner",
             family="sdxl",
             recommended_steps=(20, 35),
-            max_steps=100,
+            max_steps=STEPS.high,
             default_steps=30,
             default_cfg=7.0,
             default_scheduler="DPM++ 2M Karras",
@@ -143,7 +143,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             label="FLUX",
             family="flux",
             recommended_steps=(20, 50),
-            max_steps=100,
+            max_steps=STEPS.high,
             default_steps=28,
             default_cfg=3.5,
             default_scheduler="Euler",
@@ -158,7 +158,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             label="SD 1.5",
             family="sd15",
             recommended_steps=(20, 30),
-            max_steps=100,
+            max_steps=STEPS.high,
             default_steps=25,
             default_cfg=7.0,
             default_scheduler="DPM++ 2M Karras",

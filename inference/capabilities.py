@@ -19,7 +19,7 @@ from typing import Literal
 
 from bot.catalog import Catalog, CatalogEntry, Kind
 from bot.errors import InvalidOption
-from bot.request import GenerationRequest
+from bot.request import CFG, COUNT, SIDE, STEPS, GenerationRequest
 from bot.rules import SCHEDULERS
 
 __all__ = ["CAPABILITIES", "BackendName", "Capabilities"]
@@ -46,11 +46,12 @@ class Capabilities:
     name: BackendName
     title: str
     ids: str | None = None  # the catalog id field it reads, when not its name (Ray runs the local weights)
-    max_width: int = 2048
-    max_height: int = 2048
-    max_count: int = 4
-    max_steps: int = 100
-    cfg: tuple[float, float] = (0.0, 50.0)
+    # What a request may be at all (`bot.request`), unless the backend takes less.
+    max_width: int = SIDE.high
+    max_height: int = SIDE.high
+    max_count: int = COUNT.high
+    max_steps: int = STEPS.high
+    cfg: tuple[float, float] = (CFG.low, CFG.high)
     refiner_split: bool = True
     min_base_steps: int = 1
     loras: bool = True

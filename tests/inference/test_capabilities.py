@@ -1,12 +1,13 @@
-"""One list of scheduler names, the core's: every backend's table translates those names and adds none."""
+"""What the capability tables share with the core: its scheduler names and the request's own ranges."""
 
 from __future__ import annotations
 
 import pytest
 
 from bot.errors import InvalidOption
+from bot.request import CFG, COUNT, SIDE, STEPS
 from bot.rules import SCHEDULERS
-from inference.capabilities import CAPABILITIES, MODELSLAB_SCHEDULERS, RUNWARE_SCHEDULERS
+from inference.capabilities import CAPABILITIES, MODELSLAB_SCHEDULERS, RUNWARE_SCHEDULERS, Capabilities
 from inference.local import _schedulers as local
 from tests.inference.remote import CATALOG, request
 
@@ -61,3 +62,14 @@ def test_a_scheduler_a_backend_lacks_is_refused_in_one_sentence(backend: str, na
 def test_every_core_scheduler_a_backend_has_passes_its_check(backend: str, name: str) -> None:
     """What a table translates, the backend's check lets through."""
     CAPABILITIES[backend].check(request(f"a fox --sampler '{name}'"), CATALOG)  # type: ignore[index]
+
+
+def test_a_backend_takes_what_a_request_may_be_unless_it_says_less() -> None:
+    """The defaults of a capability table are the request model's ranges, not numbers of their own."""
+    default = Capabilities("local", "the local backend")
+    assert (default.max_width, default.max_height) == (SIDE.high, SIDE.high)
+    assert (default.max_count, default.max_steps, default.cfg) == (COUNT.high, STEPS.high, (CFG.low, CFG.high))
+    for capabilities in CAPABILITIES.values():
+        assert capabilities.max_width <= SIDE.high and capabilities.max_height <= SIDE.high
+        assert capabilities.max_count <= COUNT.high and capabilities.max_steps <= STEPS.high
+        assert CFG.low <= capabilities.cfg[0] <= capabilities.cfg[1] <= CFG.high
