@@ -1,4 +1,6 @@
-"""A server's (guild's, workspace's) rules for what its members may make: pure checks, no I/O.
+"""A server's own rules for its members (a Discord guild's, a Slack workspace's); what any request may be: `bot.rules`.
+
+Pure checks, no I/O: `bot.admin` reads a server's policy and runs them.
 
 Banned words are matched on normalised text, so ``Nüde``, ``NUDE`` and ``n00d3``
 all match ``nude``: case folded, accents stripped, the digits and signs people

@@ -1,10 +1,37 @@
-"""Architecture-aware checks of a resolved `GenerationRequest`.
+"""What any request may be, for everyone alike (ranges, architectures, schedulers); a server's own rules: `bot.policy`.
 
-`check` runs twice: once when options are parsed (`bot.options`), and again in
-the service on rerolls and refines, whose requests come from storage. It raises
-`InvalidOption` for anything that cannot run and returns warnings (one short
-sentence each, shown under the image) for what runs but is probably not what
-the user wanted.
+`check` raises `InvalidOption` for anything that cannot run and returns
+warnings (one short sentence each, shown under the image) for what runs but is
+probably not what the user wanted. `SCHEDULERS` is the one list of sampler
+names: the backends' tables translate these names and add none.
+
+Where a request is checked, in the order it meets the checks; each rule has one
+home, and the later steps build on the earlier ones rather than repeat them:
+
+1. `bot.options` reads chat text or typed options: the form of each value
+   (whole numbers, ``WxH`` through `bot.request.parse_size`, ``name:weight``),
+   catalog names with "did you mean" (`bot.catalog.Catalog.get`), no paths or
+   URLs, and each value against its range, so the refusal names the option.
+2. `bot.request`: the one declaration of every field's range (`STEPS`, `SIDE`,
+   `CFG`…), which the pydantic model checks whenever a request is built or
+   loaded from storage; the parser reads the same constants.
+3. `check`, here: what depends on the catalog and the model's architecture
+   (the list below) and the pixel budget. `bot.options` runs it on every new
+   request; `bot.service` runs it again on rerolls and refines, whose requests
+   come from storage and may meet a changed catalog or budget.
+4. `bot.policy.Policy.check`, through `bot.admin.ServerAdmin.check` when a job
+   is submitted: the server's channels, banned words, adult content, allowed
+   and blocked models and LoRAs, and its own lower limits.
+5. `Backend.check` (`inference.capabilities.Capabilities.check`), when a job
+   is submitted: what the backend the model runs on can make (sizes, steps,
+   cfg, schedulers, features, catalog ids). The hosted backends run it again
+   when they build the API call, for jobs resumed after a restart.
+6. `bot.admin.ServerAdmin.check_quota` and the queue's ``check_room``: not the
+   request but its author's share of the server and of the queue.
+
+The local worker's job builder (`inference.local`) still refuses, when the job
+runs, what only it knows: architectures other than SDXL and more than 50 steps
+with LCM.
 
 Errors: an unknown model, LoRA, embedding, VAE, refiner or scheduler name (with
 "did you mean"); a refiner on a non-SDXL model or a refiner entry that is not a
