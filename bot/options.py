@@ -53,8 +53,25 @@ from typing import Literal
 from pydantic import ValidationError
 
 from bot.catalog import Catalog, CatalogEntry, Kind
-from bot.errors import InvalidOption
-from bot.request import MAX_SEED, GenerationRequest, RefinerSpec, WeightedName, refiner_split
+from bot.errors import InvalidOption, shown
+from bot.request import (
+    CFG,
+    CLIP_SKIP,
+    COUNT,
+    MAX_ADDONS,
+    PROMPT_LENGTH,
+    REFINER_PERCENT,
+    SEED,
+    SIDE,
+    STEPS,
+    WEIGHT,
+    GenerationRequest,
+    Range,
+    RefinerSpec,
+    WeightedName,
+    parse_size,
+    refiner_split,
+)
 from bot.rules import Architecture, Limits, architecture_of, check, match_scheduler, require_refiner_support
 
 __all__ = [
@@ -176,9 +193,6 @@ _EXAMPLES: dict[str, str] = {
     "format": "png, jpg or webp",
 }
 
-_MAX_PROMPT = 3000
-_MAX_ADDONS = 5
-_MIN_SIDE, _MAX_SIDE, _SIDE_STEP = 128, 2048, 64
 _MAX_RATIO = 4.0
 _RATIO_TOLERANCE = 1.05
 _FORMATS: dict[str, Literal["png", "jpg", "webp"]] = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "webp": "webp"}
@@ -257,12 +271,12 @@ def _raw_options(options: Mapping[str, object]) -> dict[str, object]:
         if value is None:
             continue
         if not isinstance(key, str):
-            raise InvalidOption(_shown(key), "is not an option", ())
+            raise InvalidOption(shown(key), "is not an option", ())
         option = _KEYS.get(key.strip().lower().replace("-", "_"))
         if option is None:
-            raise InvalidOption(_shown(key), "is not an option", _close(key.strip().lower(), list(OPTIONS)))
+            raise InvalidOption(shown(key), "is not an option", _close(key.strip().lower(), list(OPTIONS)))
         if option in raw:
-            raise InvalidOption(_shown(key), f"repeats '{given_as[option]}', the same option")
+            raise InvalidOption(shown(key), f"repeats '{given_as[option]}', the same option")
         raw[option] = value
         given_as[option] = key
     prompt = raw.get("prompt")
@@ -373,24 +387,16 @@ def _build(raw: Mapping[str, object], catalog: Catalog, defaults: Defaults, limi
     own = default_model is not None and default_model.name == model.name
 
     steps = _int(
-        "steps",
-        _pick(raw, "steps", defaults.steps if own else None, model.default_steps, arch.default_steps),
-        1,
-        100,
+        "steps", _pick(raw, "steps", defaults.steps if own else None, model.default_steps, arch.default_steps), STEPS
     )
     scheduler_value = _pick(
         raw, "scheduler", defaults.scheduler if own else None, model.default_scheduler, arch.default_scheduler
     )
     scheduler = match_scheduler(_text("scheduler", scheduler_value))
-    cfg = _float(
-        "cfg",
-        _pick(raw, "cfg", defaults.cfg if own else None, model.default_cfg, arch.default_cfg),
-        0.0,
-        50.0,
-    )
-    count = _int("count", raw.get("count", 1), 1, 4)
-    seed = _int("seed", raw["seed"], 1, MAX_SEED) if "seed" in raw else None
-    clip_skip = _int("clip_skip", raw.get("clip_skip", 0), 0, 2)
+    cfg = _float("cfg", _pick(raw, "cfg", defaults.cfg if own else None, model.default_cfg, arch.default_cfg), CFG)
+    count = _int("count", raw.get("count", 1), COUNT)
+    seed = _int("seed", raw["seed"], SEED) if "seed" in raw else None
+    clip_skip = _int("clip_skip", raw.get("clip_skip", 0), CLIP_SKIP)
     output_format = _format(raw.get("format", "png"))
     vae = _vae(raw["vae"], catalog) if "vae" in raw else None
     loras = _weighted("lora", "lora", raw["lora"], catalog) if "lora" in raw else ()
@@ -452,7 +458,7 @@ def _label(option: str) -> str:
 def _text(option: str, value: object) -> str:
     """Return a non-empty stripped string, or raise naming the option."""
     if not isinstance(value, str):
-        raise InvalidOption(_label(option), f"must be text, not {_shown(value)}")
+        raise InvalidOption(_label(option), f"must be text, not {shown(value)}")
     text = value.strip()
     if not text:
         raise InvalidOption(_label(option), "needs a value, " + _EXAMPLES.get(option, "like the help shows"))
@@ -469,16 +475,17 @@ def _prompt(option: str, value: object, *, required: bool) -> str:
     if value is None:
         value = ""
     if not isinstance(value, str):
-        raise InvalidOption(label, f"must be text, not {_shown(value)}")
+        raise InvalidOption(label, f"must be text, not {shown(value)}")
     # Windows line ends are the one control sequence pasted text carries innocently.
     text = value.replace("\r\n", "\n").strip()
     if not text:
         reason = "is empty; describe the image you want" if required else "needs a value, like blurry, text"
         raise InvalidOption(label, reason)
-    if required and len(text) < 2:
-        raise InvalidOption(label, "is too short; describe the image you want in at least 2 characters")
-    if len(text) > _MAX_PROMPT:
-        raise InvalidOption(label, f"is {len(text)} characters long; the most is {_MAX_PROMPT}")
+    if required and len(text) < PROMPT_LENGTH.low:
+        reason = f"is too short; describe the image you want in at least {PROMPT_LENGTH.low} characters"
+        raise InvalidOption(label, reason)
+    if len(text) > PROMPT_LENGTH.high:
+        raise InvalidOption(label, f"is {len(text)} characters long; the most is {PROMPT_LENGTH.high}")
     for char in text:
         category = unicodedata.category(char)
         if category == "Cc" and char not in "\n\t":
@@ -492,7 +499,8 @@ _INT = re.compile(r"[+-]?[0-9]{1,30}")
 _FLOAT = re.compile(r"[+-]?(?:[0-9]{1,10}(?:\.[0-9]{0,20})?|\.[0-9]{1,20})(?:[eE][+-]?[0-9]{1,3})?")
 
 
-def _int(option: str, value: object, low: int, high: int) -> int:
+def _int(option: str, value: object, allowed: Range[int]) -> int:
+    low, high = allowed.low, allowed.high
     _require_value(option, value, f"a whole number from {low} to {high}")
     number: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
@@ -500,14 +508,15 @@ def _int(option: str, value: object, low: int, high: int) -> int:
     elif isinstance(value, str) and _INT.fullmatch(value.strip()):
         number = int(value.strip())
     if number is None:
-        reason = f"must be a whole number from {low} to {high}, not '{_shown(value)}'"
+        reason = f"must be a whole number from {low} to {high}, not '{shown(value)}'"
         raise InvalidOption(_label(option), reason)
-    if not low <= number <= high:
-        raise InvalidOption(_label(option), f"must be from {low} to {high}, not {_shown(number)}")
+    if number not in allowed:
+        raise InvalidOption(_label(option), f"must be from {low} to {high}, not {shown(number)}")
     return number
 
 
-def _float(option: str, value: object, low: float, high: float) -> float:
+def _float(option: str, value: object, allowed: Range[float]) -> float:
+    low, high = allowed.low, allowed.high
     _require_value(option, value, f"a number from {low:g} to {high:g}")
     number: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -519,9 +528,9 @@ def _float(option: str, value: object, low: float, high: float) -> float:
     if number is not None and not math.isfinite(number):
         number = None
     if number is None:
-        reason = f"must be a number from {low:g} to {high:g}, not '{_shown(value)}'"
+        reason = f"must be a number from {low:g} to {high:g}, not '{shown(value)}'"
         raise InvalidOption(_label(option), reason)
-    if not low <= number <= high:
+    if number not in allowed:
         raise InvalidOption(_label(option), f"must be from {low:g} to {high:g}, not {number:g}")
     return number
 
@@ -529,7 +538,7 @@ def _float(option: str, value: object, low: float, high: float) -> float:
 def _format(value: object) -> Literal["png", "jpg", "webp"]:
     text = _text("format", value).lower().lstrip(".")
     if text not in _FORMATS:
-        raise InvalidOption("format", f"must be png, jpg or webp, not '{_shown(value)}'")
+        raise InvalidOption("format", f"must be png, jpg or webp, not '{shown(value)}'")
     return _FORMATS[text]
 
 
@@ -542,9 +551,7 @@ def _catalog_name(option: str, value: object) -> str:
 
 def _refuse_path(option: str, name: str) -> None:
     if any(marker in name for marker in ("/", "\\", "://", "..")):
-        raise InvalidOption(
-            _label(option), f"only accepts names from the catalog, not paths or URLs ('{_shown(name)}')"
-        )
+        raise InvalidOption(_label(option), f"only accepts names from the catalog, not paths or URLs ('{shown(name)}')")
 
 
 def _vae(value: object, catalog: Catalog) -> str | None:
@@ -559,20 +566,20 @@ def _weighted(option: str, kind: Kind, value: object, catalog: Catalog) -> tuple
     label = _label(option)
     text = _text(option, value)
     items = [item.strip() for item in text.split(",")]
-    if len(items) > _MAX_ADDONS:
-        raise InvalidOption(label, f"takes at most {_MAX_ADDONS} names, not {len(items)}")
+    if len(items) > MAX_ADDONS:
+        raise InvalidOption(label, f"takes at most {MAX_ADDONS} names, not {len(items)}")
     found: list[WeightedName] = []
     for item in items:
         if not item:
-            raise InvalidOption(label, f"has an empty name in '{_shown(text)}'")
+            raise InvalidOption(label, f"has an empty name in '{shown(text)}'")
         _refuse_path(option, item)
         if item.count(":") > 1:
-            reason = f"'{_shown(item)}' should be a name or name:weight, like pixel-art:0.8"
+            reason = f"'{shown(item)}' should be a name or name:weight, like pixel-art:0.8"
             raise InvalidOption(label, reason)
         name, _, weight_text = item.partition(":")
         name = name.strip()
         if not name:
-            raise InvalidOption(label, f"has an empty name in '{_shown(item)}'")
+            raise InvalidOption(label, f"has an empty name in '{shown(item)}'")
         weight = 1.0
         if ":" in item:
             weight = _weight(label, name, weight_text.strip())
@@ -585,8 +592,10 @@ def _weighted(option: str, kind: Kind, value: object, catalog: Catalog) -> tuple
 
 def _weight(label: str, name: str, text: str) -> float:
     number = float(text) if _FLOAT.fullmatch(text) else None
-    if number is None or not math.isfinite(number) or not -4.0 <= number <= 4.0:
-        reason = f"weight of '{_shown(name)}' must be a number from -4 to 4, not '{_shown(text)}'"
+    if number is None or not math.isfinite(number) or number not in WEIGHT:
+        reason = (
+            f"weight of '{shown(name)}' must be a number from {WEIGHT.low:g} to {WEIGHT.high:g}, not '{shown(text)}'"
+        )
         raise InvalidOption(label, reason)
     return number
 
@@ -594,13 +603,13 @@ def _weight(label: str, name: str, text: str) -> float:
 # ---------------------------------------------------------------------------
 # Size and aspect ratio
 
-_SIZE = re.compile(r"([0-9]{1,5})\s*[xX×*]\s*([0-9]{1,5})")
 _RATIO = re.compile(r"([0-9]{1,4}(?:\.[0-9]{1,4})?)\s*:\s*([0-9]{1,4}(?:\.[0-9]{1,4})?)")
+_SIDE_STEP = SIDE.step or 1  # SIDE has one: 64
 # Every size in multiples of 64 within 128–2048, with its log ratio and log area (for the search).
 _ALL_SIZES: tuple[tuple[int, int, float, float], ...] = tuple(
     (w, h, math.log(w / h), math.log(w * h))
-    for w in range(_MIN_SIDE, _MAX_SIDE + 1, _SIDE_STEP)
-    for h in range(_MIN_SIDE, _MAX_SIDE + 1, _SIDE_STEP)
+    for w in range(SIDE.low, SIDE.high + 1, _SIDE_STEP)
+    for h in range(SIDE.low, SIDE.high + 1, _SIDE_STEP)
 )
 
 
@@ -648,27 +657,19 @@ def _size(
 
 
 def _parse_size(value: object) -> tuple[int, int]:
-    text = _text("size", value)
-    match = _SIZE.fullmatch(text)
-    if match is None:
-        raise InvalidOption("size", f"must be WIDTHxHEIGHT like 1216x832, not '{_shown(text)}'")
-    width, height = int(match[1]), int(match[2])
-    if all(_valid_side(side) for side in (width, height)):
+    width, height = parse_size(_text("size", value))
+    if width in SIDE and height in SIDE:
         return width, height
     near = f"{_nearest_side(width)}x{_nearest_side(height)}"
     raise InvalidOption(
         "size",
-        f"sides must be multiples of 64 from {_MIN_SIDE} to {_MAX_SIDE}, not {width}x{height}",
+        f"sides must be multiples of {_SIDE_STEP} from {SIDE.low} to {SIDE.high}, not {width}x{height}",
         [near],
     )
 
 
-def _valid_side(side: int) -> bool:
-    return _MIN_SIDE <= side <= _MAX_SIDE and side % _SIDE_STEP == 0
-
-
 def _nearest_side(side: int) -> int:
-    return min(max(_SIDE_STEP * round(side / _SIDE_STEP), _MIN_SIDE), _MAX_SIDE)
+    return min(max(_SIDE_STEP * round(side / _SIDE_STEP), SIDE.low), SIDE.high)
 
 
 def _parse_ratio(value: object) -> tuple[str, float]:
@@ -676,9 +677,7 @@ def _parse_ratio(value: object) -> tuple[str, float]:
     match = _RATIO.fullmatch(text)
     ratio = float(match[1]) / float(match[2]) if match and float(match[2]) > 0 else 0.0
     if not 1 / _MAX_RATIO <= ratio <= _MAX_RATIO:
-        raise InvalidOption(
-            "aspect ratio", f"must be WIDTH:HEIGHT between 1:4 and 4:1, like 16:9, not '{_shown(text)}'"
-        )
+        raise InvalidOption("aspect ratio", f"must be WIDTH:HEIGHT between 1:4 and 4:1, like 16:9, not '{shown(text)}'")
     return f"{match[1]}:{match[2]}" if match else text, ratio
 
 
@@ -736,8 +735,11 @@ def _refiner_percent(value: object) -> int | None:
         number = int(text) if _INT.fullmatch(text) else None
     elif isinstance(value, int) and not isinstance(value, bool):
         number = value
-    if number is None or not 0 <= number <= 99:
-        raise InvalidOption("refiner", f"must be a percent from 1 to 99, or 0 or off for none, not '{_shown(value)}'")
+    if number is None or (number != 0 and number not in REFINER_PERCENT):
+        low, high = REFINER_PERCENT.low, REFINER_PERCENT.high
+        raise InvalidOption(
+            "refiner", f"must be a percent from {low} to {high}, or 0 or off for none, not '{shown(value)}'"
+        )
     return number or None
 
 
@@ -747,9 +749,3 @@ def _refiner_percent(value: object) -> int | None:
 
 def _close(word: str, choices: list[str]) -> list[str]:
     return difflib.get_close_matches(word, choices, n=3, cutoff=0.6)
-
-
-def _shown(value: object, limit: int = 40) -> str:
-    """Return a value as it may be echoed in a message: one line, at most `limit` characters."""
-    text = " ".join(str(value).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,4 +1,6 @@
-"""A server's (guild's, workspace's) rules for what its members may make: pure checks, no I/O.
+"""A server's own rules for its members (a Discord guild's, a Slack workspace's); what any request may be: `bot.rules`.
+
+Pure checks, no I/O: `bot.admin` reads a server's policy and runs them.
 
 Banned words are matched on normalised text, so ``Nüde``, ``NUDE`` and ``n00d3``
 all match ``nude``: case folded, accents stripped, the digits and signs people
@@ -25,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bot.catalog import Catalog, Kind
 from bot.errors import ContentBlocked, InvalidOption, NotEnabledHere
-from bot.request import GenerationRequest
+from bot.request import COUNT, SIDE, STEPS, GenerationRequest, parse_size
 
 __all__ = [
     "ADMIN_WORDS",
@@ -35,7 +37,6 @@ __all__ = [
     "Policy",
     "normalise",
     "parse_admin",
-    "parse_size",
     "rule_changes",
 ]
 
@@ -54,7 +55,6 @@ _EXPLICIT = (
     "sex", "sexual", "topless", "nipple", "nipples", "genitals", "penis", "vagina", "erotic", "lewd",
 )  # fmt: skip
 _EXPLICIT_PATTERN = re.compile("|".join(re.escape(f" {term} ") for term in _EXPLICIT))
-_SIZE = re.compile(r"\s*(\d{2,4})\s*[x×*]\s*(\d{2,4})\s*", re.IGNORECASE)
 _CHANNEL = re.compile(r"<#(\w+)(?:\|[^>]*)?>|#?(\w+)")
 
 
@@ -84,9 +84,9 @@ class Policy(BaseModel):
     blocked_models: tuple[str, ...] = ()  # denylist, beside the allowlist
     loras: tuple[str, ...] = ()  # allowlist; empty: every catalog LoRA not blocked
     blocked_loras: tuple[str, ...] = ()
-    max_steps: int | None = Field(default=None, ge=1, le=100)
-    max_count: int | None = Field(default=None, ge=1, le=4)
-    max_pixels: int | None = Field(default=None, ge=128 * 128, le=2048 * 2048)  # width × height
+    max_steps: int | None = Field(default=None, ge=STEPS.low, le=STEPS.high)
+    max_count: int | None = Field(default=None, ge=COUNT.low, le=COUNT.high)
+    max_pixels: int | None = Field(default=None, ge=SIDE.low**2, le=SIDE.high**2)  # width × height
     user_daily_quota: int | None = Field(default=None, ge=1)
     channels: tuple[str, ...] = Field(default=(), max_length=_MAX_CHANNELS)  # where the bot answers; empty: all
     adult_channels: tuple[str, ...] = Field(default=(), max_length=_MAX_CHANNELS)  # age-restricted besides the flag
@@ -261,21 +261,18 @@ def rule_changes(
             raise InvalidOption("flagged", f"must be spoiler, withhold or allow, not '{flagged}'")
         changes["flagged"] = flagged.strip().lower()
     if max_size is not None:
-        changes["max_pixels"] = None if max_size.strip() in ("0", "") else parse_size(max_size)
+        changes["max_pixels"] = None if max_size.strip() in ("0", "") else _max_pixels(max_size)
     for key, value in (("max_steps", max_steps), ("max_count", max_count), ("user_daily_quota", member_quota)):
         if value is not None:
             changes[key] = value or None
     return changes
 
 
-def parse_size(text: str) -> int:
-    """Return the pixels of a ``WxH`` size (``1024x1024``, ``768×1344``), refusing anything else."""
-    match = _SIZE.fullmatch(text)
-    if match is None:
-        raise InvalidOption("max size", f"must be WIDTHxHEIGHT such as 1024x1024 (0: no limit), not '{text}'")
-    width, height = int(match[1]), int(match[2])
-    if not (128 <= width <= 2048 and 128 <= height <= 2048):
-        raise InvalidOption("max size", f"must have sides from 128 to 2048, not {width}x{height}")
+def _max_pixels(text: str) -> int:
+    """Return the pixels of a ``WxH`` largest size (any sides a request may have, not only multiples of 64)."""
+    width, height = parse_size(text, "max size", "such as 1024x1024 (0: no limit)")
+    if not (SIDE.low <= width <= SIDE.high and SIDE.low <= height <= SIDE.high):
+        raise InvalidOption("max size", f"must have sides from {SIDE.low} to {SIDE.high}, not {width}x{height}")
     return width * height
 
 

@@ -3,28 +3,97 @@
 A `GenerationRequest` is fully resolved before it is queued (model defaults,
 scheduler, size and seed filled in), so that the stored JSON alone reproduces
 the image. Backends map its snake_case fields to their own API names.
+
+The ranges of its fields are declared once, here (`STEPS`, `SIDE`, `CFG`…):
+pydantic checks them whenever a request is built or loaded, and the option
+parser, a server's policy and the backends' capability tables read the same
+constants rather than restating the numbers. `parse_size` is the one reader of
+``WxH`` text.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self
+from typing import Any, Generic, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from bot.errors import InvalidOption
+from bot.errors import InvalidOption, shown
 
 __all__ = [
+    "CFG",
+    "CLIP_SKIP",
+    "COUNT",
+    "MAX_ADDONS",
     "MAX_SEED",
+    "PROMPT_LENGTH",
+    "REFINER_PERCENT",
+    "SEED",
+    "SIDE",
+    "STEPS",
+    "WEIGHT",
     "GeneratedImage",
     "GenerationRequest",
     "Progress",
+    "Range",
     "RefinerSpec",
     "WeightedName",
+    "parse_size",
     "refiner_split",
 ]
 
 MAX_SEED = 2**63 - 1
+
+N = TypeVar("N", int, float)
+
+
+@dataclass(frozen=True, slots=True)
+class Range(Generic[N]):
+    """The values a field takes: from `low` to `high`, in multiples of `step` when there is one."""
+
+    low: N
+    high: N
+    step: N | None = None
+
+    def __contains__(self, value: float) -> bool:
+        """Tell whether a value is one the field takes."""
+        return self.low <= value <= self.high and (self.step is None or value % self.step == 0)
+
+
+# The ranges of a request's fields, each declared once: the models below check them.
+PROMPT_LENGTH = Range(2, 3000)  # characters; a negative prompt may be as long
+SIDE = Range(128, 2048, 64)  # width and height, in pixels
+STEPS = Range(1, 100)
+CFG = Range(0.0, 50.0)
+SEED = Range(1, MAX_SEED)
+COUNT = Range(1, 4)  # images; image i uses seed + i
+CLIP_SKIP = Range(0, 2)
+WEIGHT = Range(-4.0, 4.0)  # of a LoRA or an embedding
+MAX_ADDONS = 5  # LoRAs, and embeddings, per request
+REFINER_PERCENT = Range(1, 99)  # of the steps, where the SDXL refiner takes over
+
+_SIZE = re.compile(r"([0-9]{1,5})\s*[xX×*]\s*([0-9]{1,5})")
+
+
+def parse_size(text: str, option: str = "size", example: str = "like 1216x832") -> tuple[int, int]:
+    """Return the (width, height) of ``WxH`` text: ``1216x832``, ``640X1536``, ``832×1216``, ``1024 * 768``.
+
+    Only the form is read here; which sides are allowed is the caller's rule (a
+    request's sides are `SIDE`; a server's largest size is any area within it).
+
+    Args:
+        text: whole numbers of 1 to 5 digits joined by ``x``, ``X``, ``×`` or ``*``, spaces allowed around.
+        option: the option the refusal names.
+        example: how the refusal shows the form (``"like 1216x832"``).
+
+    Raises:
+        InvalidOption: the text is not in that form; one sentence naming `option`.
+    """
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise InvalidOption(option, f"must be WIDTHxHEIGHT {example}, not '{shown(text)}'")
+    return int(match[1]), int(match[2])
 
 
 class _Frozen(BaseModel):
@@ -35,14 +104,14 @@ class WeightedName(_Frozen):
     """A catalog LoRA or embedding with its weight."""
 
     name: str = Field(min_length=1, max_length=100)
-    weight: float = Field(default=1.0, ge=-4.0, le=4.0)
+    weight: float = Field(default=1.0, ge=WEIGHT.low, le=WEIGHT.high)
 
 
 class RefinerSpec(_Frozen):
     """Where the SDXL refiner takes over: a percent of the steps or a step number."""
 
     model: str = Field(min_length=1, max_length=100)
-    start_percent: int | None = Field(default=None, ge=1, le=99)
+    start_percent: int | None = Field(default=None, ge=REFINER_PERCENT.low, le=REFINER_PERCENT.high)
     start_step: int | None = Field(default=None, ge=2)
 
     @model_validator(mode="after")
@@ -55,21 +124,21 @@ class RefinerSpec(_Frozen):
 class GenerationRequest(_Frozen):
     """One text-to-image request, as every backend receives it."""
 
-    prompt: str = Field(min_length=2, max_length=3000)
-    negative_prompt: str | None = Field(default=None, max_length=3000)
+    prompt: str = Field(min_length=PROMPT_LENGTH.low, max_length=PROMPT_LENGTH.high)
+    negative_prompt: str | None = Field(default=None, max_length=PROMPT_LENGTH.high)
     model: str = Field(min_length=1, max_length=100)
-    width: int = Field(default=1024, ge=128, le=2048, multiple_of=64)
-    height: int = Field(default=1024, ge=128, le=2048, multiple_of=64)
-    steps: int = Field(default=30, ge=1, le=100)
-    cfg_scale: float = Field(default=7.0, ge=0.0, le=50.0)
+    width: int = Field(default=1024, ge=SIDE.low, le=SIDE.high, multiple_of=SIDE.step)
+    height: int = Field(default=1024, ge=SIDE.low, le=SIDE.high, multiple_of=SIDE.step)
+    steps: int = Field(default=30, ge=STEPS.low, le=STEPS.high)
+    cfg_scale: float = Field(default=7.0, ge=CFG.low, le=CFG.high)
     scheduler: str = Field(default="DPM++ 2M Karras", min_length=1, max_length=50)
-    seed: int | None = Field(default=None, ge=1, le=MAX_SEED)
-    count: int = Field(default=1, ge=1, le=4)
-    clip_skip: int = Field(default=0, ge=0, le=2)
+    seed: int | None = Field(default=None, ge=SEED.low, le=SEED.high)
+    count: int = Field(default=1, ge=COUNT.low, le=COUNT.high)
+    clip_skip: int = Field(default=0, ge=CLIP_SKIP.low, le=CLIP_SKIP.high)
     vae: str | None = None
     refiner: RefinerSpec | None = None
-    loras: tuple[WeightedName, ...] = Field(default=(), max_length=5)
-    embeddings: tuple[WeightedName, ...] = Field(default=(), max_length=5)
+    loras: tuple[WeightedName, ...] = Field(default=(), max_length=MAX_ADDONS)
+    embeddings: tuple[WeightedName, ...] = Field(default=(), max_length=MAX_ADDONS)
     output_format: Literal["png", "jpg", "webp"] = "png"
 
     @classmethod
@@ -87,8 +156,9 @@ class GenerationRequest(_Frozen):
 
     def refined(self, refiner_model: str, start_percent: int) -> GenerationRequest:
         """Return the same request (same seed) with the refiner taking over at a percent."""
-        if not 1 <= start_percent <= 99:
-            raise InvalidOption("refiner", f"must be a percent from 1 to 99, not {start_percent}")
+        if start_percent not in REFINER_PERCENT:
+            low, high = REFINER_PERCENT.low, REFINER_PERCENT.high
+            raise InvalidOption("refiner", f"must be a percent from {low} to {high}, not {start_percent}")
         spec = RefinerSpec(model=refiner_model, start_percent=start_percent)
         return self.model_copy(update={"refiner": spec})
 

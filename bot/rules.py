@@ -1,10 +1,37 @@
-"""Architecture-aware checks of a resolved `GenerationRequest`.
+"""What any request may be, for everyone alike (ranges, architectures, schedulers); a server's own rules: `bot.policy`.
 
-`check` runs twice: once when options are parsed (`bot.options`), and again in
-the service on rerolls and refines, whose requests come from storage. It raises
-`InvalidOption` for anything that cannot run and returns warnings (one short
-sentence each, shown under the image) for what runs but is probably not what
-the user wanted.
+`check` raises `InvalidOption` for anything that cannot run and returns
+warnings (one short sentence each, shown under the image) for what runs but is
+probably not what the user wanted. `SCHEDULERS` is the one list of sampler
+names: the backends' tables translate these names and add none.
+
+Where a request is checked, in the order it meets the checks; each rule has one
+home, and the later steps build on the earlier ones rather than repeat them:
+
+1. `bot.options` reads chat text or typed options: the form of each value
+   (whole numbers, ``WxH`` through `bot.request.parse_size`, ``name:weight``),
+   catalog names with "did you mean" (`bot.catalog.Catalog.get`), no paths or
+   URLs, and each value against its range, so the refusal names the option.
+2. `bot.request`: the one declaration of every field's range (`STEPS`, `SIDE`,
+   `CFG`…), which the pydantic model checks whenever a request is built or
+   loaded from storage; the parser reads the same constants.
+3. `check`, here: what depends on the catalog and the model's architecture
+   (the list below) and the pixel budget. `bot.options` runs it on every new
+   request; `bot.service` runs it again on rerolls and refines, whose requests
+   come from storage and may meet a changed catalog or budget.
+4. `bot.policy.Policy.check`, through `bot.admin.ServerAdmin.check` when a job
+   is submitted: the server's channels, banned words, adult content, allowed
+   and blocked models and LoRAs, and its own lower limits.
+5. `Backend.check` (`inference.capabilities.Capabilities.check`), when a job
+   is submitted: what the backend the model runs on can make (sizes, steps,
+   cfg, schedulers, features, catalog ids). The hosted backends run it again
+   when they build the API call, for jobs resumed after a restart.
+6. `bot.admin.ServerAdmin.check_quota` and the queue's ``check_room``: not the
+   request but its author's share of the server and of the queue.
+
+The local worker's job builder (`inference.local`) still refuses, when the job
+runs, what only it knows: architectures other than SDXL and more than 50 steps
+with LCM.
 
 Errors: an unknown model, LoRA, embedding, VAE, refiner or scheduler name (with
 "did you mean"); a refiner on a non-SDXL model or a refiner entry that is not a
@@ -27,7 +54,7 @@ from dataclasses import dataclass
 
 from bot.catalog import Catalog, CatalogEntry
 from bot.errors import InvalidOption, shown
-from bot.request import MAX_SEED, GenerationRequest
+from bot.request import MAX_SEED, STEPS, GenerationRequest
 
 __all__ = [
     "ARCHITECTURES",
@@ -78,7 +105,7 @@ class Architecture:
     label: str
     family: str
     recommended_steps: tuple[int, int]
-    max_steps: int
+    max_steps: int  # at most the request's own most (`bot.request.STEPS`)
     default_steps: int
     default_cfg: float
     default_scheduler: str
@@ -98,7 +125,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             label="SDXL",
             family="sdxl",
             recommended_steps=(20, 35),
-            max_steps=100,
+            max_steps=STEPS.high,
             default_steps=30,
             default_cfg=7.0,
             default_scheduler="DPM++ 2M Karras",
@@ -113,7 +140,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             label="distilled SDXL",
             family="sdxl",
             recommended_steps=(4, 8),
-            max_steps=100,
+            max_steps=STEPS.high,
             default_steps=4,
             default_cfg=0.0,
             default_scheduler="Euler a",
@@ -128,7 +155,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             label="SDXL refiner",
             family="sdxl",
             recommended_steps=(20, 35),
-            max_steps=100,
+            max_steps=STEPS.high,
             default_steps=30,
             default_cfg=7.0,
             default_scheduler="DPM++ 2M Karras",
@@ -143,7 +170,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             label="FLUX",
             family="flux",
             recommended_steps=(20, 50),
-            max_steps=100,
+            max_steps=STEPS.high,
             default_steps=28,
             default_cfg=3.5,
             default_scheduler="Euler",
@@ -158,7 +185,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             label="SD 1.5",
             family="sd15",
             recommended_steps=(20, 30),
-            max_steps=100,
+            max_steps=STEPS.high,
             default_steps=25,
             default_cfg=7.0,
             default_scheduler="DPM++ 2M Karras",
@@ -240,7 +267,7 @@ def match_scheduler(name: str) -> str:
         return found
     close = difflib.get_close_matches(key, list(_SCHEDULER_KEYS), n=3, cutoff=0.6)
     suggestions = list(dict.fromkeys(_SCHEDULER_KEYS[k] for k in close))
-    reason = f"'{_shown(name)}' is not a known scheduler"
+    reason = f"'{shown(name)}' is not a known scheduler"
     if not suggestions:
         reason += " (known: " + ", ".join(SCHEDULERS) + ")"
     raise InvalidOption("scheduler", reason, suggestions)
@@ -289,7 +316,7 @@ def _check_scheduler(name: str) -> None:
         return
     canonical = match_scheduler(name)
     # Known under another spelling: stored requests and backends use the canonical name only.
-    raise InvalidOption("scheduler", f"'{_shown(name)}' is not written as the backends expect", [canonical])
+    raise InvalidOption("scheduler", f"'{shown(name)}' is not written as the backends expect", [canonical])
 
 
 def _megapixels(pixels: int, other: int) -> tuple[str, str]:
@@ -361,7 +388,7 @@ def _check_refiner(request: GenerationRequest, catalog: Catalog, model: CatalogE
     if entry is None:
         other = next((kind for kind in ("model", "vae", "lora") if catalog.find(kind, spec.model)), None)
         if other is not None:
-            raise InvalidOption("refiner", f"'{_shown(spec.model)}' is a {other}, not a refiner")
+            raise InvalidOption("refiner", f"'{shown(spec.model)}' is a {other}, not a refiner")
         entry = catalog.get("refiner", spec.model, "refiner")
     if entry.architecture != "sdxl-refiner":
         raise InvalidOption("refiner", f"'{entry.name}' is not a refiner (its architecture is {entry.architecture})")
@@ -400,11 +427,6 @@ def _check_ignored(request: GenerationRequest, arch: Architecture) -> list[str]:
     if request.clip_skip and not arch.uses_clip_skip:
         warnings.append(_sentence(f"{arch.label} models ignore clip skip."))
     return warnings
-
-
-def _shown(value: object, limit: int = 40) -> str:
-    """Return a value as it may be echoed in a message (`bot.errors.shown`)."""
-    return shown(value, limit)
 
 
 def _sentence(text: str) -> str:

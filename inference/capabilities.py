@@ -4,17 +4,22 @@ A remote API has its own limits (ModelsLab: 1024 px, 4 images, 50 steps) and
 lacks some features (a refiner that starts at a chosen step). A request that
 does not fit is refused with one sentence that says which backend can do it,
 rather than silently changed. `imagebot backends` prints these tables.
+
+Scheduler names are the core's (`bot.rules.SCHEDULERS`); each hosted API's
+table below translates them to the API's own names and adds none. A name an
+API lacks is left out of its table, and `Capabilities.check` refuses it with a
+sentence naming the backends that have it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from bot.catalog import Catalog, CatalogEntry, Kind
 from bot.errors import InvalidOption
-from bot.request import GenerationRequest
+from bot.request import CFG, COUNT, SIDE, STEPS, GenerationRequest
 from bot.rules import SCHEDULERS
 
 __all__ = ["CAPABILITIES", "BackendName", "Capabilities"]
@@ -35,17 +40,18 @@ class Capabilities:
         refiner_split: whether the SDXL refiner can take over at a chosen step.
         min_base_steps: the fewest steps the base model must run before the refiner.
         loras, embeddings, vae, clip_skip: whether it takes them.
-        schedulers: the schedulers it has (of `bot.rules.SCHEDULERS`).
+        schedulers: the schedulers it has, of `bot.rules.SCHEDULERS` and in its order.
     """
 
     name: BackendName
     title: str
     ids: str | None = None  # the catalog id field it reads, when not its name (Ray runs the local weights)
-    max_width: int = 2048
-    max_height: int = 2048
-    max_count: int = 4
-    max_steps: int = 100
-    cfg: tuple[float, float] = (0.0, 50.0)
+    # What a request may be at all (`bot.request`), unless the backend takes less.
+    max_width: int = SIDE.high
+    max_height: int = SIDE.high
+    max_count: int = COUNT.high
+    max_steps: int = STEPS.high
+    cfg: tuple[float, float] = (CFG.low, CFG.high)
     refiner_split: bool = True
     min_base_steps: int = 1
     loras: bool = True
@@ -167,6 +173,7 @@ def _schedulers_text(schedulers: tuple[str, ...]) -> str:
 
 
 # Runware's scheduler names for ours: its A1111-style names where it lists them, else diffusers class names.
+# It lists no third-order DPM++ solver, so "DPM++ 3M SDE" is refused there.
 RUNWARE_SCHEDULERS: dict[str, str] = {
     "DPM++ 2M Karras": "DPM++ 2M Karras",
     "DPM++ 2M": "DPMSolverMultistepScheduler",
@@ -178,7 +185,8 @@ RUNWARE_SCHEDULERS: dict[str, str] = {
     "Heun": "Heun",
     "LCM": "LCMScheduler",
 }
-# ModelsLab's (scheduler class, use_karras_sigmas) for ours; it has no SDE variant of DPM++.
+# ModelsLab's (scheduler class, use_karras_sigmas) for ours; it has no SDE variant of DPM++, so
+# "DPM++ 2M SDE Karras" and "DPM++ 3M SDE" are refused there.
 MODELSLAB_SCHEDULERS: dict[str, tuple[str, bool]] = {
     "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", True),
     "DPM++ 2M": ("DPMSolverMultistepScheduler", False),
@@ -190,12 +198,18 @@ MODELSLAB_SCHEDULERS: dict[str, tuple[str, bool]] = {
     "LCM": ("LCMScheduler", False),
 }
 
+
+def _offered(table: Mapping[str, object]) -> tuple[str, ...]:
+    """Return the core's scheduler names a backend's table translates, in the core's order."""
+    return tuple(name for name in SCHEDULERS if name in table)
+
+
 # The limits are the APIs' documented ones (Runware image-inference reference; ModelsLab v4 text2img).
 CAPABILITIES: dict[BackendName, Capabilities] = {
     "local": Capabilities("local", "the local backend"),
     # The Ray Serve replicas run the local worker's code on the same weights.
     "ray": Capabilities("ray", "the Ray cluster", ids="local"),
-    "runware": Capabilities("runware", "Runware", min_base_steps=2, schedulers=tuple(RUNWARE_SCHEDULERS)),
+    "runware": Capabilities("runware", "Runware", min_base_steps=2, schedulers=_offered(RUNWARE_SCHEDULERS)),
     "modelslab": Capabilities(
         "modelslab",
         "ModelsLab",
@@ -206,6 +220,6 @@ CAPABILITIES: dict[BackendName, Capabilities] = {
         cfg=(1.0, 20.0),
         refiner_split=False,
         embeddings=False,
-        schedulers=tuple(MODELSLAB_SCHEDULERS),
+        schedulers=_offered(MODELSLAB_SCHEDULERS),
     ),
 }

@@ -1,18 +1,22 @@
-"""Sampler names as users know them (A1111 / Runware), mapped to diffusers schedulers.
+"""The core's sampler names (`bot.rules.SCHEDULERS`), mapped to diffusers schedulers.
 
-One table: UI name -> (diffusers class name, config overrides). The worker
-builds a scheduler with ``getattr(diffusers, cls).from_config(own_config,
-**overrides)`` where ``own_config`` is the model's *original* scheduler config,
-never the last one switched to, so that no override leaks from one job into the
-next. Class names are strings so that the bot can import this module (for
-`SCHEDULER_NAMES`) without torch or diffusers. Every override that one entry
-sets is set by its siblings too (Karras on or off, algorithm type), so a model
-whose own config turns one on cannot change what a name means.
+One table: core name -> (diffusers class name, config overrides). It translates
+the core's names and adds none of its own (a test keeps its keys equal to the
+core's list). The worker builds a scheduler with
+``getattr(diffusers, cls).from_config(own_config, **overrides)`` where
+``own_config`` is the model's *original* scheduler config, never the last one
+switched to, so that no override leaks from one job into the next. Class names
+are strings so that the bot can import this module without torch or diffusers.
+Every override that one entry sets is set by its siblings too (Karras on or
+off, algorithm type), so a model whose own config turns one on cannot change
+what a name means.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from bot.rules import SCHEDULERS as _NAMES
 
 __all__ = ["MAX_STEPS", "SCHEDULERS", "SCHEDULER_NAMES"]
 
@@ -43,7 +47,8 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "LCM": ("LCMScheduler", {}),
 }
 
-SCHEDULER_NAMES: tuple[str, ...] = tuple(SCHEDULERS)
+# Not a list of its own: the core's, for the job builder's check.
+SCHEDULER_NAMES: tuple[str, ...] = _NAMES
 
 # LCMScheduler picks its steps out of a 50-step training schedule and refuses more.
 MAX_STEPS: dict[str, int] = {"LCM": 50}

@@ -164,6 +164,8 @@ def test_plain_prompt_gets_the_model_defaults():
         ("--size 640X1536", "size", (640, 1536)),
         ("--size 832×1216", "size", (832, 1216)),
         ("--size 2048x128", "size", (2048, 128)),
+        ("--size 1024*768", "size", (1024, 768)),
+        ("--size 1024 x 768", "size", (1024, 768)),
         ("--cfg 6", "cfg_scale", 6.0),
         ("--cfg 4.5", "cfg_scale", 4.5),
         ("--cfg 0", "cfg_scale", 0.0),

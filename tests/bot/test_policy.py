@@ -8,9 +8,10 @@ from hypothesis import strategies as st
 
 from bot.catalog import load_catalog
 from bot.errors import ContentBlocked, InvalidOption, NotEnabledHere
-from bot.policy import Policy, normalise, parse_size, rule_changes
+from bot.policy import Policy, normalise, rule_changes
 from bot.request import GenerationRequest
 
+CATALOG = load_catalog()
 WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=3, max_size=10)
 _DISGUISE = {"o": "0Oóö", "i": "1Iíï", "e": "3EéÊ", "a": "4@Aàä", "s": "5$S", "t": "7T"}
 
@@ -76,21 +77,44 @@ def test_the_channel_allowlist_names_where_the_bot_answers() -> None:
         policy.check_channel("C2")
 
 
-@given(st.integers(128, 2048), st.integers(128, 2048), st.sampled_from(["x", "X", "×", " x "]))
-def test_parse_size_reads_every_valid_size(width: int, height: int, sep: str) -> None:
+def max_pixels(text: str) -> object:
+    return rule_changes(Policy(), CATALOG, max_size=text)["max_pixels"]
+
+
+@given(st.integers(128, 2048), st.integers(128, 2048), st.sampled_from(["x", "X", "×", "*", " x ", " * "]))
+def test_max_size_reads_every_valid_size(width: int, height: int, sep: str) -> None:
     """WxH in any accepted spelling gives its pixel count."""
-    assert parse_size(f"{width}{sep}{height}") == width * height
+    assert max_pixels(f"{width}{sep}{height}") == width * height
 
 
 @given(st.text(max_size=20))
-def test_parse_size_refuses_garbage_with_a_sentence(text: str) -> None:
+def test_max_size_refuses_garbage_with_a_sentence(text: str) -> None:
     """Anything else is one InvalidOption sentence naming the option, never another exception."""
     try:
-        pixels = parse_size(text)
+        pixels = max_pixels(text)
     except InvalidOption as error:
         assert str(error).startswith("Max size")
     else:
-        assert 128 * 128 <= pixels <= 2048 * 2048
+        assert pixels is None or 128 * 128 <= pixels <= 2048 * 2048
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("big", "Max size must be WIDTHxHEIGHT such as 1024x1024 (0: no limit), not 'big'."),
+        ("100x1024", "Max size must have sides from 128 to 2048, not 100x1024."),
+        ("1000x1000", None),
+        ("0", None),
+    ],
+)
+def test_max_size_takes_any_side_within_a_requests_range(text: str, message: str | None) -> None:
+    """A largest size need not be a multiple of 64; its sides are those a request may have."""
+    if message is None:
+        max_pixels(text)
+        return
+    with pytest.raises(InvalidOption) as caught:
+        max_pixels(text)
+    assert str(caught.value) == message
 
 
 def test_blocked_models_and_loras_are_refused_and_none_clears_them() -> None:

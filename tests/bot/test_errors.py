@@ -1,0 +1,28 @@
+"""The error hierarchy's shared pieces: how a refusal echoes what the user typed."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bot.errors import InvalidOption, shown
+
+
+@given(st.text(max_size=200))
+def test_shown_is_one_short_line(text: str) -> None:
+    """An echoed value is one line of at most 40 characters, whatever was typed."""
+    echoed = shown(text)
+    assert len(echoed) <= 40
+    assert "\n" not in echoed and "\r" not in echoed
+
+
+def test_shown_keeps_short_values_and_marks_cut_ones() -> None:
+    """A short value is echoed as typed (spaces folded); a long one ends in an ellipsis."""
+    assert shown("  a  red\nfox ") == "a red fox"
+    assert shown("x" * 50) == "x" * 39 + "…"
+
+
+def test_invalid_option_is_one_sentence_naming_the_option() -> None:
+    """The message starts with the option, capitalised, and ends with a full stop or a question."""
+    assert str(InvalidOption("steps", "must be from 1 to 100, not 500")) == "Steps must be from 1 to 100, not 500."
+    assert str(InvalidOption("model", "is unknown", ["sdxl"])) == "Model is unknown; did you mean 'sdxl'?"

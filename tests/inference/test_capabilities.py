@@ -1,0 +1,75 @@
+"""What the capability tables share with the core: its scheduler names and the request's own ranges."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.errors import InvalidOption
+from bot.request import CFG, COUNT, SIDE, STEPS
+from bot.rules import SCHEDULERS
+from inference.capabilities import CAPABILITIES, MODELSLAB_SCHEDULERS, RUNWARE_SCHEDULERS, Capabilities
+from inference.local import _schedulers as local
+from tests.inference.remote import CATALOG, request
+
+# Each backend's scheduler table: the local worker's serves the Ray cluster too (the same code).
+TABLES: dict[str, dict[str, object]] = {
+    "local": dict(local.SCHEDULERS),
+    "ray": dict(local.SCHEDULERS),
+    "runware": dict(RUNWARE_SCHEDULERS),
+    "modelslab": dict(MODELSLAB_SCHEDULERS),
+}
+# The documented subsets (the comments beside each table say why): refused there, with a sentence.
+LACKS: dict[str, tuple[str, ...]] = {
+    "local": (),
+    "ray": (),
+    "runware": ("DPM++ 3M SDE",),
+    "modelslab": ("DPM++ 2M SDE Karras", "DPM++ 3M SDE"),
+}
+
+
+def test_every_backend_has_a_scheduler_table() -> None:
+    """No backend is left out of the check below."""
+    assert set(TABLES) == set(CAPABILITIES) == set(LACKS)
+
+
+@pytest.mark.parametrize("backend", list(TABLES))
+def test_a_backend_table_has_the_core_names_but_its_documented_gaps(backend: str) -> None:
+    """Its keys are the core's list less what it lacks: no name of its own, none missing unsaid."""
+    assert set(TABLES[backend]) == set(SCHEDULERS) - set(LACKS[backend])
+    assert CAPABILITIES[backend].schedulers == tuple(name for name in SCHEDULERS if name in TABLES[backend])  # type: ignore[index]
+
+
+def test_the_local_worker_knows_the_core_list_itself() -> None:
+    """The worker's name list is the core's tuple, not a copy that could drift."""
+    assert local.SCHEDULER_NAMES is SCHEDULERS
+
+
+@pytest.mark.parametrize(("backend", "name"), [(backend, name) for backend, names in LACKS.items() for name in names])
+def test_a_scheduler_a_backend_lacks_is_refused_in_one_sentence(backend: str, name: str) -> None:
+    """The backend's own check refuses it before anything is queued, naming the option and who has it."""
+    with pytest.raises(InvalidOption) as refused:
+        CAPABILITIES[backend].check(request(f"a fox --sampler '{name}'"), CATALOG)  # type: ignore[index]
+    assert refused.value.option == "scheduler"
+    message = str(refused.value)
+    assert message.startswith(f"Scheduler '{name}' is not available on {CAPABILITIES[backend].title}")  # type: ignore[index]
+    assert message.endswith(" can.") and "; the local backend" in message
+    assert message.splitlines() == [message]
+
+
+@pytest.mark.parametrize(
+    ("backend", "name"), [(backend, name) for backend in TABLES for name in SCHEDULERS if name not in LACKS[backend]]
+)
+def test_every_core_scheduler_a_backend_has_passes_its_check(backend: str, name: str) -> None:
+    """What a table translates, the backend's check lets through."""
+    CAPABILITIES[backend].check(request(f"a fox --sampler '{name}'"), CATALOG)  # type: ignore[index]
+
+
+def test_a_backend_takes_what_a_request_may_be_unless_it_says_less() -> None:
+    """The defaults of a capability table are the request model's ranges, not numbers of their own."""
+    default = Capabilities("local", "the local backend")
+    assert (default.max_width, default.max_height) == (SIDE.high, SIDE.high)
+    assert (default.max_count, default.max_steps, default.cfg) == (COUNT.high, STEPS.high, (CFG.low, CFG.high))
+    for capabilities in CAPABILITIES.values():
+        assert capabilities.max_width <= SIDE.high and capabilities.max_height <= SIDE.high
+        assert capabilities.max_count <= COUNT.high and capabilities.max_steps <= STEPS.high
+        assert CFG.low <= capabilities.cfg[0] <= capabilities.cfg[1] <= CFG.high
