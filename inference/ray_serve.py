@@ -62,7 +62,7 @@ from bot.ports import ProgressCallback
 from bot.request import GeneratedImage, GenerationRequest
 from inference.capabilities import CAPABILITIES
 from inference.local._backend import WorkerLost, images_of, report_progress, second_try
-from inference.local._job import Job, batch_key, build_job
+from inference.local._job import WorkerJob, batch_key, build_job
 from inference.local._protocol import Error, JobMessage, Progress, ProtocolError, Result, from_worker
 
 __all__ = ["APP_NAME", "ImageWorker", "RayBackend", "app_builder", "assets_id"]
@@ -76,7 +76,7 @@ _REMEMBERED_ASSETS = 64
 _REMEMBERED_RUNS = 1000
 
 
-def assets_id(job: Job) -> str:
+def assets_id(job: WorkerJob) -> str:
     """Return the multiplexed model id of a job: a digest of the weights a replica must hold to run it.
 
     LoRA and embedding weights are left out: they change nothing that is loaded.
@@ -98,7 +98,7 @@ def assets_id(job: Job) -> str:
 class _Request:
     """One job on a replica: its messages go to `emit`, its cancel flag is set when the bot gives up."""
 
-    job: Job
+    job: WorkerJob
     emit: Callable[[JobMessage], None]
     cancel: threading.Event = field(default_factory=threading.Event)
 
@@ -140,7 +140,7 @@ class _ImageWorker:
         )
         # One pipeline call at a time, off the replica's event loop so streams and cancels keep flowing.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="imagebot-sdxl")
-        self._assets: dict[str, Job] = {}
+        self._assets: dict[str, WorkerJob] = {}
         self._pid = os.getpid()
         self._suspect: str | None = None
         self._stall_timeout = stall_timeout_s
@@ -153,7 +153,7 @@ class _ImageWorker:
         self._batched.set_batch_wait_timeout_s(batch_wait_s)
 
     async def generate(self, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Stream the messages of one job (a `Job.to_dict()`), signed: progress, then its result or an error."""
+        """Stream the messages of one job (a `WorkerJob.to_dict()`), signed: progress, then its result or an error."""
         loop = asyncio.get_running_loop()
         messages: asyncio.Queue[JobMessage] = asyncio.Queue()
 
@@ -161,7 +161,7 @@ class _ImageWorker:
             # Called from the pipeline thread: the queue belongs to this loop.
             loop.call_soon_threadsafe(messages.put_nowait, message)
 
-        request = _Request(Job.from_dict(job), emit)
+        request = _Request(WorkerJob.from_dict(job), emit)
         try:
             assets = serve.get_multiplexed_model_id()
             if assets:
@@ -204,7 +204,7 @@ class _ImageWorker:
             if time.monotonic() - since > limit:
                 raise RuntimeError(f"replica {self._pid} made no progress for {limit:g} s")
 
-    async def _load_assets(self, assets: str, job: Job) -> Error | None:
+    async def _load_assets(self, assets: str, job: WorkerJob) -> Error | None:
         """Have the job's weights loaded (through the multiplexed loader); return an error if they cannot be."""
         from inference.local._pipeline import JobFailed
 
@@ -428,7 +428,7 @@ class RayBackend:
         return (await second_try(_NAME, attempt, lost, cancel))[0]
 
     async def _stream(
-        self, job: Job, on_progress: ProgressCallback | None, cancel: asyncio.Event | None
+        self, job: WorkerJob, on_progress: ProgressCallback | None, cancel: asyncio.Event | None
     ) -> list[GeneratedImage]:
         """Follow one job's stream of messages to its images, cancelling it when asked or when it stalls."""
         handle = self._handle.options(stream=True, multiplexed_model_id=assets_id(job))

@@ -31,7 +31,7 @@ from bot.ports import ProgressCallback
 from bot.request import GeneratedImage, GenerationRequest
 from bot.request import Progress as StepProgress
 from inference.capabilities import CAPABILITIES
-from inference.local._job import Job, batch_key, build_job
+from inference.local._job import WorkerJob, batch_key, build_job
 from inference.local._protocol import (
     Cancel,
     Error,
@@ -193,7 +193,7 @@ class LocalBackend:
         return [JobCancelled() if cancel.is_set() else images for images, cancel in zip(results, cancels, strict=True)]
 
     async def _run(
-        self, jobs: list[Job], on_progress: ProgressCallback | None, cancel: asyncio.Event | None
+        self, jobs: list[WorkerJob], on_progress: ProgressCallback | None, cancel: asyncio.Event | None
     ) -> list[list[GeneratedImage]]:
         """Run jobs on the worker, once more on a fresh worker if it is lost.
 
@@ -219,7 +219,7 @@ class LocalBackend:
             return await second_try(_NAME, attempt, lost, cancel)
 
     async def _one_image_a_call(
-        self, jobs: list[Job], on_progress: ProgressCallback | None, cancel: asyncio.Event | None
+        self, jobs: list[WorkerJob], on_progress: ProgressCallback | None, cancel: asyncio.Event | None
     ) -> list[list[GeneratedImage]]:
         """Make every image of `jobs` in a pipeline call of its own; the same images, one at a time."""
         results: list[list[GeneratedImage]] = []
@@ -390,7 +390,7 @@ class _Worker:
 
     async def run(
         self,
-        jobs: list[Job],
+        jobs: list[WorkerJob],
         on_progress: ProgressCallback | None,
         cancel: asyncio.Event | None,
         cancel_timeout: float,

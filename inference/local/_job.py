@@ -1,6 +1,6 @@
 """What the bot sends the worker: a request with every catalog name resolved to a local id.
 
-The worker is given only `Job`s, which `build_job` makes from a validated
+The worker is given only `WorkerJob`s, which `build_job` makes from a validated
 `GenerationRequest` and the catalog on the bot side, so nothing a user typed
 is ever loaded: a user names catalog entries; their ``local`` ids (a Hugging
 Face repo id, ``tiny:<part>`` or a path) come from models.toml.
@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict
 from bot.catalog import Catalog, CatalogEntry
 from bot.errors import InvalidOption
 from bot.request import MAX_SEED, GenerationRequest
-from inference.local._schedulers import MAX_STEPS, SCHEDULER_NAMES
+from inference.local._schedulers import MAX_STEPS, SCHEDULERS
 
-__all__ = ["Asset", "Job", "batch_key", "build_job"]
+__all__ = ["Asset", "WorkerJob", "batch_key", "build_job"]
 
 # Architectures the SDXL pipelines can run.
 _LOCAL_ARCHITECTURES = frozenset({"sdxl", "sdxl-distilled"})
@@ -40,7 +40,7 @@ class Asset(_Frozen):
     token: str | None = None
 
 
-class Job(_Frozen):
+class WorkerJob(_Frozen):
     """One generation for the worker, fully resolved."""
 
     prompt: str
@@ -66,12 +66,12 @@ class Job(_Frozen):
         return self.model_dump(mode="json")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Job:
+    def from_dict(cls, data: dict[str, Any]) -> WorkerJob:
         """Rebuild a job from its JSON form."""
         return cls.model_validate(data)
 
 
-def batch_key(job: Job) -> tuple[Any, ...]:
+def batch_key(job: WorkerJob) -> tuple[Any, ...]:
     """Return what jobs must share to run in one pipeline call: everything but prompts, seeds and format."""
     return (
         job.model,
@@ -92,7 +92,7 @@ def batch_key(job: Job) -> tuple[Any, ...]:
     )
 
 
-def build_job(request: GenerationRequest, catalog: Catalog, data_dir: Path) -> Job:
+def build_job(request: GenerationRequest, catalog: Catalog, data_dir: Path) -> WorkerJob:
     """Resolve every catalog name of `request` to what the local worker loads.
 
     Args:
@@ -107,8 +107,8 @@ def build_job(request: GenerationRequest, catalog: Catalog, data_dir: Path) -> J
     model = catalog.get("model", request.model)
     if model.architecture not in _LOCAL_ARCHITECTURES:
         raise InvalidOption("model", f"'{model.name}' ({model.architecture}) cannot run on the local backend")
-    if request.scheduler not in SCHEDULER_NAMES:
-        close = difflib.get_close_matches(request.scheduler, SCHEDULER_NAMES, n=3, cutoff=0.5)
+    if request.scheduler not in SCHEDULERS:
+        close = difflib.get_close_matches(request.scheduler, list(SCHEDULERS), n=3, cutoff=0.5)
         raise InvalidOption("scheduler", f"'{request.scheduler}' is not a known sampler", close)
     limit = MAX_STEPS.get(request.scheduler)
     if limit is not None and request.steps > limit:
@@ -118,7 +118,7 @@ def build_job(request: GenerationRequest, catalog: Catalog, data_dir: Path) -> J
         refiner = _asset(catalog.get("refiner", request.refiner.model), data_dir)
     base_steps, refiner_steps = request.split
     seed = request.seed if request.seed is not None else random.randint(1, MAX_SEED)
-    return Job(
+    return WorkerJob(
         prompt=request.prompt,
         negative_prompt=request.negative_prompt,
         model=_asset(model, data_dir),

@@ -1,4 +1,4 @@
-"""Run one `Job` on SDXL with diffusers: base, optional refiner, LoRAs, embeddings, VAE, sampler.
+"""Run one `WorkerJob` on SDXL with diffusers: base, optional refiner, LoRAs, embeddings, VAE, sampler.
 
 `SDXLRunner.run` reads top to bottom in numbered steps, like ``__call__`` of
 diffusers' `StableDiffusionXLPipeline`. The runner keeps what it loaded: one
@@ -28,7 +28,7 @@ from diffusers.utils import deprecation_utils
 
 from bot.request import GeneratedImage
 from inference import tiny
-from inference.local._job import Asset, Job, batch_key
+from inference.local._job import Asset, WorkerJob, batch_key
 from inference.local._protocol import Stage
 from inference.local._safety import SafetyCheck, SafetyChecker, is_custom_checker, load_checker
 from inference.local._schedulers import SCHEDULERS
@@ -267,7 +267,7 @@ class SDXLRunner:
         self._embeddings: dict[str, _Embedding] = {}
 
     def run(
-        self, job: Job, on_progress: ProgressFn | None = None, should_cancel: CancelFn | None = None
+        self, job: WorkerJob, on_progress: ProgressFn | None = None, should_cancel: CancelFn | None = None
     ) -> list[GeneratedImage]:
         """Make the images of `job`, one per seed, encoded in its output format.
 
@@ -283,7 +283,7 @@ class SDXLRunner:
         return self.run_batch([job], on_progress, should_cancel)[0]
 
     def run_batch(
-        self, jobs: list[Job], on_progress: ProgressFn | None = None, should_cancel: CancelFn | None = None
+        self, jobs: list[WorkerJob], on_progress: ProgressFn | None = None, should_cancel: CancelFn | None = None
     ) -> list[list[GeneratedImage]]:
         """Make the images of compatible jobs (same `batch_key`) in one pipeline call per stage.
 
@@ -431,7 +431,7 @@ class SDXLRunner:
             for one in jobs
         ]
 
-    def preload(self, job: Job) -> None:
+    def preload(self, job: WorkerJob) -> None:
         """Load what `job` needs (base, refiner, VAE, LoRAs, embeddings) without making an image.
 
         Raises:
@@ -585,7 +585,7 @@ class SDXLRunner:
         self._loras[asset.local] = adapter
         return adapter
 
-    def _use_embeddings(self, job: Job, meta: dict[str, Any]) -> str:
+    def _use_embeddings(self, job: WorkerJob, meta: dict[str, Any]) -> str:
         """Load the job's embeddings, scale their vectors by weight, and return the prompt to use."""
         weights = {emb.local: emb.weight for emb in job.embeddings}
         for emb in job.embeddings:
@@ -666,7 +666,7 @@ class SDXLRunner:
         scheduler.set_timesteps(steps, device="cpu")
         return [float(t) for t in scheduler.timesteps], int(scheduler.order)
 
-    def _plan(self, job: Job, timesteps: list[float], order: int, meta: dict[str, Any]) -> SplitPlan | None:
+    def _plan(self, job: WorkerJob, timesteps: list[float], order: int, meta: dict[str, Any]) -> SplitPlan | None:
         """Plan the base/refiner split; say so in `meta` when it cannot be the one asked for."""
         try:
             plan = plan_split(timesteps, job.base_steps, order, int(self._scheduler_config.num_train_timesteps))

@@ -12,7 +12,7 @@ message (the ``stats`` op means a request one way and its answer the other).
 
 bot -> worker (`ToWorker`)::
 
-    Generate      {"op": "generate", "id": 1, "jobs": [{...}]}  # Job.to_dict() of each; several share a batch_key
+    Generate      {"op": "generate", "id": 1, "jobs": [{...}]}  # WorkerJob.to_dict() of each; several share a batch_key
     Cancel        {"op": "cancel", "id": 1}
     StatsRequest  {"op": "stats", "id": 2}
     Shutdown      {"op": "shutdown"}
@@ -47,7 +47,7 @@ from typing import IO, Any, ClassVar, Literal, TypeVar, get_args
 from pydantic import ValidationError
 
 from bot.request import GeneratedImage
-from inference.local._job import Job
+from inference.local._job import WorkerJob
 
 __all__ = [
     "MAX_FRAME",
@@ -113,7 +113,7 @@ class Generate(Message):
 
     op: ClassVar[str] = "generate"
     id: int
-    jobs: tuple[Job, ...]
+    jobs: tuple[WorkerJob, ...]
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-ready object a frame holds, ``op`` first."""
@@ -124,7 +124,7 @@ class Generate(Message):
         """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
         jobs = _field(data, "jobs", list, cls.op)
         try:
-            return cls(_field(data, "id", int, cls.op), tuple(Job.from_dict(job) for job in jobs))
+            return cls(_field(data, "id", int, cls.op), tuple(WorkerJob.from_dict(job) for job in jobs))
         except ValidationError as error:
             raise ProtocolError(f"'{cls.op}' frame: an invalid job ({error.error_count()} errors)") from None
 

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.rules import SCHEDULERS as _NAMES
-
-__all__ = ["MAX_STEPS", "SCHEDULERS", "SCHEDULER_NAMES"]
+__all__ = ["MAX_STEPS", "SCHEDULERS"]
 
 _KARRAS_OFF: dict[str, Any] = {"use_karras_sigmas": False}
 
@@ -46,9 +44,6 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "Heun": ("HeunDiscreteScheduler", dict(_KARRAS_OFF)),
     "LCM": ("LCMScheduler", {}),
 }
-
-# Not a list of its own: the core's, for the job builder's check.
-SCHEDULER_NAMES: tuple[str, ...] = _NAMES
 
 # LCMScheduler picks its steps out of a 50-step training schedule and refuses more.
 MAX_STEPS: dict[str, int] = {"LCM": 50}

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from inference.local._job import Job
+from inference.local._job import WorkerJob
 from inference.local._protocol import (
     Cancel,
     Error,
@@ -182,7 +182,7 @@ def _read_loop(
 def run_jobs(
     runner: Any,
     job_id: int,
-    jobs: Sequence[Job],
+    jobs: Sequence[WorkerJob],
     should_cancel: Callable[[], bool],
     emit: Callable[[JobMessage], None],
 ) -> None:

@@ -39,11 +39,6 @@ def test_a_backend_table_has_the_core_names_but_its_documented_gaps(backend: str
     assert CAPABILITIES[backend].schedulers == tuple(name for name in SCHEDULERS if name in TABLES[backend])  # type: ignore[index]
 
 
-def test_the_local_worker_knows_the_core_list_itself() -> None:
-    """The worker's name list is the core's tuple, not a copy that could drift."""
-    assert local.SCHEDULER_NAMES is SCHEDULERS
-
-
 @pytest.mark.parametrize(("backend", "name"), [(backend, name) for backend, names in LACKS.items() for name in names])
 def test_a_scheduler_a_backend_lacks_is_refused_in_one_sentence(backend: str, name: str) -> None:
     """The backend's own check refuses it before anything is queued, naming the option and who has it."""

@@ -12,7 +12,7 @@ from PIL import Image
 from bot.catalog import load_catalog
 from bot.request import RefinerSpec, WeightedName
 from inference.local._job import build_job
-from inference.local._schedulers import SCHEDULER_NAMES
+from inference.local._schedulers import SCHEDULERS
 from tests.inference.tiny_requests import tiny_request
 
 pytest.importorskip("diffusers")
@@ -134,7 +134,7 @@ def check_split(runner, unet_calls, scheduler, steps, spec, split):
     ]
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULER_NAMES)
+@pytest.mark.parametrize("scheduler", tuple(SCHEDULERS))
 def test_refiner_split_in_unet_calls(runner, unet_calls, scheduler):
     """Base and refiner UNets run exactly the split's steps, whatever the sampler."""
     check_split(runner, unet_calls, scheduler, *EVERY_SAMPLER_SPLIT)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inference.local._schedulers import SCHEDULER_NAMES
+from inference.local._schedulers import SCHEDULERS
 from inference.local._split import plan_split
 
 
@@ -156,7 +156,7 @@ def scheduler_timesteps(name, steps):
     return [float(t) for t in scheduler.timesteps], scheduler.order
 
 
-@pytest.mark.parametrize("name", SCHEDULER_NAMES)
+@pytest.mark.parametrize("name", tuple(SCHEDULERS))
 @pytest.mark.parametrize(("steps", "base"), [(30, 24), (20, 18), (25, 20), (10, 5), (7, 6)])
 def test_every_sampler_splits_exactly_on_the_sdxl_schedule(name, steps, base):
     """Every sampler on SDXL's own scheduler config splits at the asked step."""
