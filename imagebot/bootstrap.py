@@ -20,7 +20,7 @@ from bot.service import ImageService
 from imagebot.plugins import backend_plugin
 from storage import ImageFiles, SqliteDatabase
 
-__all__ = ["App", "ConfigurationError", "bootstrap", "cuda_present", "freeze_startup_heap", "pick_default_model"]
+__all__ = ["App", "bootstrap", "cuda_present", "freeze_startup_heap", "pick_default_model", "stores_of"]
 
 TINY_NOTICE = (
     "No CUDA GPU and no IMAGEBOT_DEFAULT_MODEL set: using the tiny offline model "
@@ -49,6 +49,11 @@ class Database(Protocol):
     async def close(self) -> None:
         """Release the database."""
         ...
+
+
+def stores_of(database: Database, data_dir: Path) -> Stores:
+    """Return the service's stores: a database's three, and the image files under `data_dir`."""
+    return Stores(database.generations, database.policies, database.settings, ImageFiles(data_dir))
 
 
 @dataclass
@@ -120,7 +125,7 @@ async def bootstrap(
             # The models pinned there are refused with a sentence; the others work.
             announce(f"Catalog models on the {name} backend are unavailable: {error}")
     database = database or await SqliteDatabase.open(core.data_dir / "imagebot.sqlite3")
-    stores = Stores(database.generations, database.policies, database.settings, ImageFiles(core.data_dir))
+    stores = stores_of(database, core.data_dir)
     service = ImageService(
         backend=backend,
         backends=pinned,

@@ -49,7 +49,6 @@ from bot.summary import (
     FORGET_WARNING,
     audit_text,
     defaults_line,
-    details_text,
     forgotten_line,
     progress_line,
     withheld_line,
@@ -250,7 +249,7 @@ class ImagesCog(commands.Cog, name="Images"):
     @app_commands.command(name="info", description="Everything about one generation.")
     async def info(self, interaction: discord.Interaction, id: app_commands.Range[int, 1]) -> None:
         """Show a generation's parameters."""
-        await self._reply(interaction, self._details(interaction, id))
+        await self.on_action(interaction, "details", id)
 
     @app_commands.command(name="cancel", description="Cancel a queued or running image (default: your newest).")
     async def cancel(self, interaction: discord.Interaction, id: app_commands.Range[int, 1] | None = None) -> None:
@@ -556,9 +555,6 @@ class ImagesCog(commands.Cog, name="Images"):
             content = refusal(error)
         await interaction.response.send_message(content, ephemeral=True)
         self._acked(interaction)
-
-    async def _details(self, interaction: discord.Interaction, generation_id: int) -> str:
-        return details_text(await self.service.details(requester(interaction), generation_id), limit=1700)
 
     async def _cancel(self, interaction: discord.Interaction, generation_id: int | None) -> str:
         return cancelling_line(await self.service.cancel(requester(interaction), generation_id))

@@ -26,8 +26,9 @@ from bot.jobs import Job, JobEvent, Requester
 from bot.options import Limits
 from bot.request import GenerationRequest, Progress
 from bot.service import ImageService
+from imagebot.bootstrap import stores_of
 from tests.fakes.backend import FakeBackend
-from tests.fakes.stores import InMemoryDatabase, stores_of
+from tests.fakes.stores import InMemoryDatabase
 
 ALICE = Requester("slack", "U1", workspace="T1", channel="C1")
 BOB = Requester("slack", "U2", workspace="T1", channel="C1")

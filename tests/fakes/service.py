@@ -11,8 +11,8 @@ from bot.catalog import Catalog, load_catalog
 from bot.options import Limits
 from bot.ports import Backend
 from bot.service import ImageService
+from imagebot.bootstrap import stores_of
 from storage import SqliteDatabase
-from tests.fakes.stores import stores_of
 
 
 @contextlib.asynccontextmanager

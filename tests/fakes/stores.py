@@ -10,14 +10,11 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from bot.history import UNFINISHED, AuditEntry, Generation, NewGeneration, Status, StoredImage
-from bot.ports import Stores
 from bot.request import GenerationRequest
 from storage._database import check_limit, document_json
-from storage.files import ImageFiles
 from storage.generations import check_images, check_status
 
 Clock = Callable[[], float]
@@ -237,8 +234,3 @@ class InMemoryDatabase:
 
     async def close(self) -> None:
         """Nothing to release in memory."""
-
-
-def stores_of(database: Any, data_dir: Path) -> Stores:
-    """Return the `Stores` of a database (SQLite or in memory) with image files under `data_dir`."""
-    return Stores(database.generations, database.policies, database.settings, ImageFiles(data_dir))
