@@ -27,13 +27,18 @@ from bot.actions import format_ref
 from bot.chat import ChatFlow, Listing, Reply, Started, Text, refusal
 from bot.errors import InvalidOption
 from bot.jobs import Job, JobEvent, Requester, progress_bar
+from bot.options import flags_help
 from bot.service import ImageService
 
 __all__ = ["ConsoleChat"]
 
 log = logging.getLogger(__name__)
 
-HELP = __doc__.split("Commands (a leading ``/`` is optional)::", 1)[1].split("It reads", 1)[0].rstrip()
+HELP = (
+    __doc__.split("Commands (a leading ``/`` is optional)::", 1)[1].split("It reads", 1)[0].rstrip()
+    + "\n\n  /imagine flags:\n"
+    + flags_help()
+)
 
 
 class ConsoleChat:

@@ -72,7 +72,15 @@ from bot.request import (
     parse_size,
     refiner_split,
 )
-from bot.rules import Architecture, Limits, architecture_of, check, match_scheduler, require_refiner_support
+from bot.rules import (
+    SCHEDULERS,
+    Architecture,
+    Limits,
+    architecture_of,
+    check,
+    match_scheduler,
+    require_refiner_support,
+)
 
 __all__ = [
     "OPTIONS",
@@ -80,6 +88,7 @@ __all__ = [
     "Defaults",
     "Limits",
     "Parsed",
+    "flags_help",
     "parse_options",
     "parse_text",
     "size_for_ratio",
@@ -198,6 +207,40 @@ _RATIO_TOLERANCE = 1.05
 _FORMATS: dict[str, Literal["png", "jpg", "webp"]] = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "webp": "webp"}
 _REFINER_OFF = {"0", "off", "no", "none", "false"}
 _VAE_OWN = {"default", "none", "auto", "off"}
+
+
+def _span(allowed: Range[int] | Range[float]) -> str:
+    return f"{allowed.low:g}{' to ' if allowed.low < 0 else '–'}{allowed.high:g}"
+
+
+# What each option takes, for the help texts; the ranges come from the request model.
+_HELP: dict[str, tuple[str, str]] = {
+    "negative": ("TEXT", "what to keep out of the image"),
+    "model": ("NAME", "a catalog model"),
+    "seed": ("N", "the same seed and settings make the same image again (1–2⁶³−1; default random)"),
+    "steps": ("N", f"denoising steps ({_span(STEPS)}; default the model's)"),
+    "refiner": ("PERCENT", f"the SDXL refiner takes the steps after this share ({_span(REFINER_PERCENT)}, or off)"),
+    "lora": ("NAME[:WEIGHT], …", f"up to {MAX_ADDONS} LoRAs, weight {_span(WEIGHT)} (1 when left out)"),
+    "embedding": ("NAME[:WEIGHT], …", f"textual-inversion embeddings, as --lora (up to {MAX_ADDONS})"),
+    "ar": ("W:H", "aspect ratio, 1:4 to 4:1 (on SDXL the nearest SDXL size)"),
+    "size": ("WxH", f"width x height in multiples of {SIDE.step}, {_span(SIDE)} (not with --ar)"),
+    "cfg": ("N", f"how closely to follow the prompt ({_span(CFG)}; default the model's)"),
+    "scheduler": ("NAME", "the sampler: " + ", ".join(SCHEDULERS)),
+    "count": ("N", f"images at once ({_span(COUNT)}); image i uses seed + i"),
+    "clip_skip": ("N", f"skip the text encoder's last layers ({_span(CLIP_SKIP)})"),
+    "vae": ("NAME", "a catalog VAE (default: the model's own)"),
+    "format": ("png|jpg|webp", "the file format (default png)"),
+}
+
+
+def flags_help() -> str:
+    """Return one line per flag of `/imagine`: how it is typed, what it takes and its range."""
+    spellings: dict[str, list[str]] = {}
+    for flag, option in _FLAGS.items():
+        spellings.setdefault(option, []).append(f"--{flag}")
+    rows = [(", ".join(spellings[option]) + " " + value, text) for option, (value, text) in _HELP.items()]
+    width = max(len(typed) for typed, _ in rows)
+    return "\n".join(f"    {typed.ljust(width)}  {text}" for typed, text in rows)
 
 
 @dataclass(frozen=True, slots=True)

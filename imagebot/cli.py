@@ -30,6 +30,7 @@ from adapters.console import ConsoleChat
 from bot.config import CoreSettings, ModelsLabSettings, RunwareSettings, env_example, settings_problem
 from bot.jobs import Requester
 from bot.logs import setup_logging
+from bot.options import flags_help
 from bot.plugins import ConfigurationError
 from imagebot.bootstrap import App, bootstrap, freeze_startup_heap
 from imagebot.plugins import chat_plugins
@@ -47,8 +48,14 @@ NO_CHATS = (
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imagebot", description="Image generation for chats.")
     commands = parser.add_subparsers(dest="command", required=True)
-    generate = commands.add_parser("generate", help="make an image: a prompt and --flags, as in /imagine")
-    generate.add_argument("text", nargs=argparse.REMAINDER)
+    generate = commands.add_parser(
+        "generate",
+        help="make an image: a prompt and --flags, as in /imagine",
+        usage="imagebot generate PROMPT [--flag VALUE …]",
+        epilog="flags:\n" + flags_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    generate.add_argument("text", nargs=argparse.REMAINDER, metavar="PROMPT", help="the prompt, then its flags")
     reroll = commands.add_parser("reroll", help="same settings, new seed: [#id] (default: your latest)")
     reroll.add_argument("text", nargs="*")
     refine = commands.add_parser("refine", help="same seed, with the refiner: [#id] [percent]")

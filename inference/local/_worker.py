@@ -14,7 +14,6 @@ the worker exits.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import queue
 import sys
@@ -24,6 +23,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from bot.config import CoreSettings
+from bot.logs import setup_logging
 from inference.local._job import WorkerJob
 from inference.local._protocol import (
     Cancel,
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     """Serve jobs until stdin closes or a ``shutdown`` frame arrives; return the exit status."""
     args = _parse(argv)
     frames_in, frames_out = _claim_stdio()
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="worker %(levelname)s %(message)s")
+    # The bot's format, level and secret redaction: the worker's lines share the bot's stderr.
+    setup_logging(CoreSettings(), sys.stderr)
     try:
         runner = make_runner(
             args.data_dir,
@@ -126,15 +128,11 @@ def make_runner(
     here, in the worker: see `inference.local._safety.load_checker`); `preview_decoder` None reads
     ``IMAGEBOT_PREVIEW_DECODER``.
     """
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
     from bot.config import LocalWorkerSettings
+
+    _quiet_libraries(verbose=CoreSettings().log_level.upper() == "DEBUG")
     from inference.local._pipeline import SDXLRunner
 
-    # Both libraries warn at length about LoRAs without text-encoder weights; errors still raise.
-    diffusers_logging.set_verbosity_error()
-    transformers_logging.set_verbosity_error()
     settings = LocalWorkerSettings()
     return SDXLRunner(
         data_dir,
@@ -144,6 +142,24 @@ def make_runner(
         safety_checker=safety_checker or settings.safety_checker,
         preview_decoder=preview_decoder or settings.preview_decoder,
     )
+
+
+def _quiet_libraries(*, verbose: bool) -> None:
+    """Turn the libraries' warnings down, and their progress bars off unless the log level is DEBUG.
+
+    Both warn at length about LoRAs without text-encoder weights and, without torchvision, about
+    a PIL fallback; their bars ("Loading pipeline components…", "Writing model shards…") land in
+    the bot's stderr between its log lines. None of it is anything an operator can act on; errors
+    still raise. Called before diffusers' pipelines are imported: transformers warns at import.
+    """
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    if not verbose:
+        transformers_logging.disable_progress_bar()  # the hub's download bars too
+        diffusers_logging.disable_progress_bar()
 
 
 def _read_loop(

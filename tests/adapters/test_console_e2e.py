@@ -50,6 +50,8 @@ def test_scripted_chat_makes_three_pngs_and_lists_history(tmp_path, tiny_data_di
     # torch lives in the worker process only
     assert "bot process imported: []" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+    # the libraries' progress bars and advisory notes stay out of the bot's stderr
+    assert "it/s]" not in result.stderr and "requires torchvision" not in result.stderr, result.stderr
     pngs = sorted((tmp_path / "data" / "images").rglob("*.png"))
     assert len(pngs) == 3, result.stdout
     params = {p.name: parse_parameters(Image.open(io.BytesIO(p.read_bytes())).text["parameters"]) for p in pngs}

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from imagebot.cli import main
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -62,3 +66,13 @@ def test_a_malformed_setting_is_one_sentence_not_a_traceback(tmp_path: Path) -> 
     (line,) = done.stderr.decode().splitlines()
     assert line.startswith("imagebot: IMAGEBOT_MAX_QUEUE: Input should be a valid integer")
     assert line.endswith("; see deploy/.env.example for its values.")
+
+
+def test_generate_help_lists_the_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    """`imagebot generate --help` says what can follow the prompt, not only that there is a prompt."""
+    with pytest.raises(SystemExit) as exited:
+        main(["generate", "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--seed N", "--steps N", "--refiner PERCENT", "--lora NAME[:WEIGHT]", "--size WxH", "--format"):
+        assert flag in out
