@@ -5,6 +5,8 @@ Commands (a leading ``/`` is optional)::
     /imagine a red fox --seed 7 --refiner 90     queue a generation
     reroll [#id]                                 same settings, new seed (default: your latest)
     refine [#id] [percent]                       same seed, refiner from percent (default 85)
+    vary subtle|strong [#id]                     the image again with a new seed, a little or a lot changed
+    /imagine a fox --image photo.png --strength 0.6   start from an image: a file, or #id[.n]
     cancel [#id]                                 cancel a queued or running image (default: your newest)
     queue                                        how many images wait, and where yours are
     history [count]                              your recent generations
@@ -25,7 +27,7 @@ from typing import TextIO
 
 from bot.actions import format_ref
 from bot.chat import ChatFlow, Listing, Reply, Started, Text, refusal
-from bot.errors import InvalidOption
+from bot.errors import InvalidOption, shown
 from bot.jobs import Job, JobEvent, Requester, progress_bar
 from bot.options import flags_help
 from bot.service import ImageService
@@ -89,7 +91,7 @@ class ConsoleChat:
                 self.say(HELP)
                 return True
             if word == "imagine":
-                return await self._follow(await self._service.imagine(rest.strip(), self._who))
+                return await self._follow(await self._service.imagine(rest.strip(), self._who, load=self._read_file))
             reply = await self._flow.text(self._who, f"{word} {rest}", strict=True)
             if reply is None:
                 raise InvalidOption("command", f"'{word[:40]}' is unknown (try help)")
@@ -99,6 +101,18 @@ class ConsoleChat:
         except Exception as error:
             self.say(refusal(error, f"console command {word[:40]!r}"))
         return False
+
+    async def _read_file(self, ref: str, option: str) -> bytes:
+        """Read an ``--image``/``--mask`` file: the console is the operator's own terminal, the one chat with paths."""
+        path = Path(ref).expanduser()
+        try:
+            size = path.stat().st_size
+            if size > self._service.max_input_bytes:
+                limit = self._service.max_input_bytes / 1e6
+                raise InvalidOption(option, f"is {size / 1e6:.1f} MB; the most is {limit:g} MB")
+            return await asyncio.to_thread(path.read_bytes)
+        except OSError as error:
+            raise InvalidOption(option, f"'{shown(ref)}' cannot be read ({error.strerror or 'error'})") from None
 
     async def _show(self, reply: Reply) -> bool:
         """Render the chat flow's reply as terminal lines; True unless a job failed."""

@@ -21,13 +21,16 @@ __all__ = [
     "decode_action",
     "encode_action",
     "format_ref",
+    "parse_image_ref",
     "parse_ref_args",
 ]
 
-ButtonAction = Literal["reroll", "refine", "details", "delete", "cancel", "show"]
+ButtonAction = Literal["reroll", "refine", "vary-subtle", "vary-strong", "details", "delete", "cancel", "show"]
 _ACTIONS: dict[str, ButtonAction] = {
     "reroll": "reroll",
     "refine": "refine",
+    "vary-subtle": "vary-subtle",
+    "vary-strong": "vary-strong",
     "details": "details",
     "delete": "delete",
     "cancel": "cancel",
@@ -73,6 +76,17 @@ def parse_ref_args(text: str, *, allow_percent: bool) -> RefArgs:
             hint = " (ids start with #)" if word.isdigit() and not allow_percent else ""
             raise InvalidOption("argument", f"'{word}' is not understood; expected {expected}{hint}")
     return RefArgs(generation_id, percent)
+
+
+_IMAGE_REF = re.compile(r"#([1-9][0-9]{0,18})(?:\.([1-9][0-9]?))?")
+
+
+def parse_image_ref(text: str) -> tuple[int, int] | None:
+    """Return (generation id, image index) of ``#12`` (its first image) or ``#12.2`` (its second), else None."""
+    match = _IMAGE_REF.fullmatch(text.strip())
+    if match is None:
+        return None
+    return int(match[1]), int(match[2] or 1) - 1
 
 
 def encode_action(action: ButtonAction, generation_id: int) -> str:

@@ -19,10 +19,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from bot.actions import ButtonAction, RefArgs, format_ref, parse_ref_args
-from bot.errors import BotError, InvalidOption
+from bot.errors import BotError, InvalidOption, shown
 from bot.history import Generation, StoredImage
 from bot.jobs import Job, JobEvent, Requester
-from bot.service import ImageService
+from bot.service import ImageService, VaryKind
 from bot.summary import FORGET_WARNING, defaults_line, details_text, forgotten_line, parse_setting_pairs, progress_line
 
 __all__ = [
@@ -150,6 +150,10 @@ class ChatFlow:
             return Started(await self.service.reroll(who, generation_id))
         if action == "refine":
             return Started(await self.service.refine(who, generation_id))
+        if action in ("vary-subtle", "vary-strong"):
+            return Started(
+                await self.service.vary(who, generation_id, "strong" if action == "vary-strong" else "subtle")
+            )
         if action == "details":
             generation = await self.service.details(who, generation_id)
             return Text(details_text(generation, limit=self._details_limit, quote=self._quote))
@@ -198,6 +202,10 @@ class ChatFlow:
         if word == "admin":
             assert self._admin is not None and isinstance(arguments, str)
             return Text(await self._admin(who, arguments))
+        if word == "vary":
+            assert isinstance(arguments, tuple)
+            kind, generation_id = arguments
+            return Started(await self.service.vary(who, generation_id, kind))
         assert isinstance(arguments, RefArgs)
         if word == "cancel":
             return Text(cancelling_line(await self.service.cancel(who, arguments.generation_id)))
@@ -206,7 +214,7 @@ class ChatFlow:
         return Started(await self.service.refine(who, arguments.generation_id, arguments.percent))
 
 
-_Command = tuple[str, int | dict[str, object] | str | RefArgs]
+_Command = tuple[str, int | dict[str, object] | str | RefArgs | tuple[VaryKind, int | None]]
 
 
 def _command(word: str, rest: str) -> _Command | None:
@@ -236,6 +244,13 @@ def _command(word: str, rest: str) -> _Command | None:
         return word, rest
     if word in ("reroll", "refine", "cancel"):
         return word, parse_ref_args(rest, allow_percent=word == "refine")
+    if word == "vary":
+        words = rest.lower().split()
+        kinds: list[VaryKind] = [kind for kind in ("subtle", "strong") if kind in words]
+        others = " ".join(part for part in words if part not in ("subtle", "strong"))
+        if len(kinds) != 1 or len(words) - len(others.split()) != 1:
+            raise InvalidOption("vary", f"takes subtle or strong and an optional #id, not '{shown(rest, 40)}'")
+        return word, (kinds[0], parse_ref_args(others, allow_percent=False).generation_id)
     return None
 
 

@@ -24,7 +24,7 @@ __all__ = [
     "StoredImage",
 ]
 
-Action = Literal["generate", "reroll", "refine"]
+Action = Literal["generate", "reroll", "refine", "vary"]
 Status = Literal["queued", "running", "done", "failed", "cancelled"]
 
 ACTIONS: frozenset[str] = frozenset(get_args(Action))

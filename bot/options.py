@@ -58,12 +58,14 @@ from bot.request import (
     CFG,
     CLIP_SKIP,
     COUNT,
+    DEFAULT_STRENGTH,
     MAX_ADDONS,
     PROMPT_LENGTH,
     REFINER_PERCENT,
     SEED,
     SIDE,
     STEPS,
+    STRENGTH,
     WEIGHT,
     GenerationRequest,
     Range,
@@ -71,6 +73,7 @@ from bot.request import (
     WeightedName,
     parse_size,
     refiner_split,
+    run_steps,
 )
 from bot.rules import (
     SCHEDULERS,
@@ -86,11 +89,15 @@ __all__ = [
     "OPTIONS",
     "SDXL_BUCKETS",
     "Defaults",
+    "ImageRefs",
+    "Inputs",
     "Limits",
     "Parsed",
     "flags_help",
+    "image_refs",
     "parse_options",
     "parse_text",
+    "size_for_image",
     "size_for_ratio",
 ]
 
@@ -112,6 +119,9 @@ OPTIONS: tuple[str, ...] = (
     "lora",
     "embedding",
     "format",
+    "image",
+    "strength",
+    "mask",
 )
 
 # The standard SDXL training buckets (about one megapixel each).
@@ -147,6 +157,9 @@ _FLAGS: dict[str, str] = {
     "clip-skip": "clip_skip",
     "embedding": "embedding",
     "format": "format",
+    "image": "image",
+    "strength": "strength",
+    "mask": "mask",
 }
 
 # Mapping keys (after lower-casing and `-` → `_`): the options, the flags, and the request's field names.
@@ -174,6 +187,9 @@ _LABELS: dict[str, str] = {
     "lora": "lora",
     "embedding": "embedding",
     "format": "format",
+    "image": "image",
+    "strength": "strength",
+    "mask": "mask",
 }
 
 # GenerationRequest field → option label, for the (defensive) pydantic error translation.
@@ -187,6 +203,8 @@ _FIELD_LABELS: dict[str, str] = {
     "loras": "lora",
     "embeddings": "embedding",
     "output_format": "format",
+    "init_image": "image",
+    "mask_image": "mask",
 }
 
 # What "needs a value" suggests, per option.
@@ -200,6 +218,8 @@ _EXAMPLES: dict[str, str] = {
     "lora": "like pixel-art:0.8, toy-face",
     "embedding": "a catalog name, with a weight if you like (name:0.8)",
     "format": "png, jpg or webp",
+    "image": "an attachment, or a previous image like #12 (#12.2: its second image)",
+    "mask": "an attachment, or a previous image like #12",
 }
 
 _MAX_RATIO = 4.0
@@ -230,6 +250,12 @@ _HELP: dict[str, tuple[str, str]] = {
     "clip_skip": ("N", f"skip the text encoder's last layers ({_span(CLIP_SKIP)})"),
     "vae": ("NAME", "a catalog VAE (default: the model's own)"),
     "format": ("png|jpg|webp", "the file format (default png)"),
+    "image": ("#ID[.N]", "start from an image: a previous one (#12, #12.2) or, in the console, a file"),
+    "strength": (
+        "0–1",
+        f"how much of --image is made again (default {DEFAULT_STRENGTH:g}); steps × strength of the steps run",
+    ),
+    "mask": ("#ID[.N]", "with --image: white repaints, black keeps"),
 }
 
 
@@ -257,6 +283,24 @@ class Defaults:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageRefs:
+    """The images a request names, as typed (``#12``, ``#12.2``, or what the chat resolves: a file)."""
+
+    image: str | None = None
+    mask: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """The stored input images a request starts from: sha256 names (`ImageStore.save_input`) and sizes."""
+
+    image: str
+    width: int
+    height: int
+    mask: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Parsed:
     """A complete request and the warnings to show under its image."""
 
@@ -264,7 +308,22 @@ class Parsed:
     warnings: tuple[str, ...] = ()
 
 
-def parse_text(text: str, *, catalog: Catalog, defaults: Defaults, limits: Limits) -> Parsed:
+def image_refs(given: str | Mapping[str, object]) -> ImageRefs:
+    """Return the images chat text or typed options name, for the caller to load, check and store.
+
+    Raises:
+        InvalidOption: an option is malformed, or a mask or strength comes without an image.
+    """
+    raw = _raw_options({"prompt": given} if isinstance(given, str) else given)
+    _require_image(raw)
+    image = _text("image", raw["image"]) if "image" in raw else None
+    mask = _text("mask", raw["mask"]) if "mask" in raw else None
+    return ImageRefs(image=image, mask=mask)
+
+
+def parse_text(
+    text: str, *, catalog: Catalog, defaults: Defaults, limits: Limits, inputs: Inputs | None = None
+) -> Parsed:
     """Parse chat text such as ``a red fox --seed 42 --ar 16:9`` into a checked request.
 
     Args:
@@ -272,6 +331,7 @@ def parse_text(text: str, *, catalog: Catalog, defaults: Defaults, limits: Limit
         catalog: the models, refiners, VAEs, LoRAs and embeddings users may name.
         defaults: the user's defaults (and the configured default model).
         limits: the policy the request must fit.
+        inputs: the stored images that `image_refs` named, once loaded and checked.
 
     Returns:
         The resolved request (its seed is None unless given) and its warnings.
@@ -279,10 +339,17 @@ def parse_text(text: str, *, catalog: Catalog, defaults: Defaults, limits: Limit
     Raises:
         InvalidOption: an option is unknown, malformed, out of range or does not fit the model.
     """
-    return parse_options({"prompt": text}, catalog=catalog, defaults=defaults, limits=limits)
+    return parse_options({"prompt": text}, catalog=catalog, defaults=defaults, limits=limits, inputs=inputs)
 
 
-def parse_options(options: Mapping[str, object], *, catalog: Catalog, defaults: Defaults, limits: Limits) -> Parsed:
+def parse_options(
+    options: Mapping[str, object],
+    *,
+    catalog: Catalog,
+    defaults: Defaults,
+    limits: Limits,
+    inputs: Inputs | None = None,
+) -> Parsed:
     """Parse typed options (a Discord slash command's) into a checked request.
 
     Args:
@@ -292,6 +359,7 @@ def parse_options(options: Mapping[str, object], *, catalog: Catalog, defaults: 
         catalog: the models, refiners, VAEs, LoRAs and embeddings users may name.
         defaults: the user's defaults (and the configured default model).
         limits: the policy the request must fit.
+        inputs: the stored images that `image_refs` named, once loaded and checked.
 
     Returns:
         The resolved request (its seed is None unless given) and its warnings.
@@ -300,7 +368,7 @@ def parse_options(options: Mapping[str, object], *, catalog: Catalog, defaults: 
         InvalidOption: an option is unknown, malformed, out of range or does not fit the model.
     """
     raw = _raw_options(options)
-    return _build(raw, catalog, defaults, limits)
+    return _build(raw, catalog, defaults, limits, inputs)
 
 
 # ---------------------------------------------------------------------------
@@ -420,7 +488,9 @@ def _unwrap(text: str, start: int, end: int, spans: dict[int, int]) -> str:
 # Layer 2: the raw mapping → a resolved request
 
 
-def _build(raw: Mapping[str, object], catalog: Catalog, defaults: Defaults, limits: Limits) -> Parsed:
+def _build(
+    raw: Mapping[str, object], catalog: Catalog, defaults: Defaults, limits: Limits, inputs: Inputs | None
+) -> Parsed:
     prompt = _prompt("prompt", raw.get("prompt"), required=True)
     negative = _prompt("negative", raw["negative"], required=False) if "negative" in raw else None
 
@@ -446,8 +516,24 @@ def _build(raw: Mapping[str, object], catalog: Catalog, defaults: Defaults, limi
     embeddings = _weighted("embedding", "embedding", raw["embedding"], catalog) if "embedding" in raw else ()
 
     warnings: list[str] = []
-    width, height = _size(raw, model, arch, defaults if own else None, warnings)
-    refiner = _refiner(raw, model, arch, defaults, steps, warnings)
+    _require_image(raw)
+    strength: float | None = None
+    run = steps
+    if "image" in raw:
+        if inputs is None:
+            raise InvalidOption("image", "cannot be read in this chat")
+        if "size" in raw or "ar" in raw:
+            option = "size" if "size" in raw else "aspect ratio"
+            raise InvalidOption(option, "cannot be set with --image: the output takes the image's size")
+        width, height = _size_of_input(inputs, limits, warnings)
+        strength = _float("strength", raw.get("strength", DEFAULT_STRENGTH), STRENGTH)
+        run = run_steps(steps, strength)
+        if run < 1:
+            reason = f"{strength:g} of {steps} steps runs no step; raise --strength or --steps"
+            raise InvalidOption("strength", reason)
+    else:
+        width, height = _size(raw, model, arch, defaults if own else None, warnings)
+    refiner = _refiner(raw, model, arch, defaults, run, warnings)
 
     try:
         request = GenerationRequest(
@@ -467,11 +553,47 @@ def _build(raw: Mapping[str, object], catalog: Catalog, defaults: Defaults, limi
             loras=loras,
             embeddings=embeddings,
             output_format=output_format,
+            init_image=inputs.image if strength is not None and inputs else None,
+            strength=strength,
+            mask_image=inputs.mask if strength is not None and inputs else None,
         )
     except ValidationError as error:
         raise _invalid_from(error) from None
     warnings += check(request, catalog, limits)
     return Parsed(request=request, warnings=tuple(warnings))
+
+
+def _require_image(raw: Mapping[str, object]) -> None:
+    for option, what in (("strength", "how much of an image is made again"), ("mask", "what of an image to repaint")):
+        if option in raw and "image" not in raw:
+            raise InvalidOption(option, f"needs --image: it says {what}")
+
+
+def _size_of_input(inputs: Inputs, limits: Limits, warnings: list[str]) -> tuple[int, int]:
+    """Return the input image's size in multiples of 64 within the sides and the pixel budget; say when it changed."""
+    width, height = size_for_image(inputs.width, inputs.height, limits.pixel_budget)
+    if (width, height) != (inputs.width, inputs.height):
+        warnings.append(
+            f"The image is {inputs.width}×{inputs.height}; the output is {width}×{height} "
+            f"(sides in multiples of {_SIDE_STEP}, within the pixel budget)."
+        )
+    return width, height
+
+
+def size_for_image(width: int, height: int, pixel_budget: int) -> tuple[int, int]:
+    """Return the output size for an input image: its ratio, sides in multiples of 64 within `SIDE` and the budget."""
+    scale = min(1.0, math.sqrt(pixel_budget / (width * height)), SIDE.high / max(width, height))
+
+    def side(length: int) -> int:
+        return max(SIDE.low, min(SIDE.high, round(length * scale / _SIDE_STEP) * _SIDE_STEP))
+
+    out_w, out_h = side(width), side(height)
+    while out_w * out_h > pixel_budget and max(out_w, out_h) > SIDE.low:
+        if out_w >= out_h:
+            out_w -= _SIDE_STEP
+        else:
+            out_h -= _SIDE_STEP
+    return out_w, out_h
 
 
 def _pick(raw: Mapping[str, object], option: str, *fallbacks: object) -> object:

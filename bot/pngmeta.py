@@ -51,10 +51,16 @@ def parameters_text(request: GenerationRequest, seed: int, extra: dict[str, str]
         "Size": f"{request.width}x{request.height}",
         "Model": request.model,
     }
+    if request.strength is not None:
+        # A1111's img2img field; the hashes name the stored inputs, so the row and they reproduce it.
+        fields["Denoising strength"] = _number(request.strength)
+        fields["Init image hash"] = str(request.init_image)
+        if request.mask_image:
+            fields["Mask image hash"] = request.mask_image
     if request.refiner is not None:
         base_steps, _ = request.split
         fields["Refiner"] = request.refiner.model
-        fields["Refiner switch at"] = _number(round(base_steps / request.steps, 4))
+        fields["Refiner switch at"] = _number(round(base_steps / request.run_steps, 4))
         fields["Refiner start step"] = str(base_steps)
     if request.clip_skip:
         fields["Clip skip"] = str(request.clip_skip)

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 
 from bot.catalog import Catalog, CatalogEntry
 from bot.errors import InvalidOption, shown
-from bot.request import MAX_SEED, STEPS, GenerationRequest
+from bot.request import FEW_RUN_STEPS, MAX_SEED, STEPS, GenerationRequest
 
 __all__ = [
     "ARCHITECTURES",
@@ -299,6 +299,7 @@ def check(request: GenerationRequest, catalog: Catalog, limits: Limits) -> tuple
     _check_addons(request, catalog, model, arch)
     warnings: list[str] = []
     warnings += _check_steps(request, arch)
+    warnings += _check_strength(request)
     warnings += _check_refiner(request, catalog, model, arch)
     warnings += _check_ignored(request, arch)
     return tuple(warnings)
@@ -394,11 +395,11 @@ def _check_refiner(request: GenerationRequest, catalog: Catalog, model: CatalogE
         raise InvalidOption("refiner", f"'{entry.name}' is not a refiner (its architecture is {entry.architecture})")
     base, refiner = request.split
     if spec.start_percent is not None:
-        where = f"at {spec.start_percent} % of {request.steps} steps"
+        where = f"at {spec.start_percent} % of {request.run_steps} steps"
         percent = float(spec.start_percent)
     else:
-        where = f"from step {spec.start_step} of {request.steps} steps"
-        percent = 100 * (spec.start_step or 0) / request.steps
+        where = f"from step {spec.start_step} of {request.run_steps} steps"
+        percent = 100 * (spec.start_step or 0) / request.run_steps
     if base < 1:
         reason = f"{where} leaves the base model no steps; use a higher percent or more steps"
         raise InvalidOption("refiner", reason)
@@ -411,8 +412,18 @@ def _check_refiner(request: GenerationRequest, catalog: Catalog, model: CatalogE
     if refiner < _MIN_GOOD_REFINER_STEPS:
         start = f"at {spec.start_percent} %" if spec.start_percent is not None else f"from step {spec.start_step}"
         noun = "step" if refiner == 1 else "steps"
-        warnings.append(f"A refiner {start} on {request.steps} steps only gets {refiner} refiner {noun}.")
+        warnings.append(f"A refiner {start} on {request.run_steps} steps only gets {refiner} refiner {noun}.")
     return warnings
+
+
+def _check_strength(request: GenerationRequest) -> list[str]:
+    """Warn when image-to-image runs so few steps that the image barely changes (the steps doc's advice)."""
+    if request.strength is None or request.run_steps >= FEW_RUN_STEPS:
+        return []
+    return [
+        f"{request.steps} steps at strength {request.strength:g} run only {request.run_steps}; "
+        "raise --steps at low strength for more detail."
+    ]
 
 
 def _check_ignored(request: GenerationRequest, arch: Architecture) -> list[str]:

@@ -12,23 +12,32 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Literal
 
 from bot import options, rules
-from bot.actions import format_ref
+from bot.actions import format_ref, parse_image_ref
 from bot.admin import ServerAdmin
 from bot.catalog import Catalog
 from bot.errors import InvalidOption, NotAllowed, NotFound, shown
-from bot.history import Generation, NewGeneration, StoredImage
+from bot.history import Action, Generation, NewGeneration, StoredImage
+from bot.images import InputImage, check_image
 from bot.jobs import Job, Requester
 from bot.ports import Backend, Stores
-from bot.request import GenerationRequest
+from bot.request import SIDE, GenerationRequest
 from bot.runner import JobRunner
 
-__all__ = ["ImageService", "random_seed"]
+__all__ = ["VARY_STRENGTH", "ImageLoader", "ImageService", "VaryKind", "random_seed"]
 
 log = logging.getLogger(__name__)
+
+# Reads an image reference that is not a previous image: a chat's attachment, a console file.
+ImageLoader = Callable[[str, str], Awaitable[bytes]]  # (reference as typed, option) → bytes
+VaryKind = Literal["subtle", "strong"]
+# Midjourney's Vary (Subtle) and Vary (Strong), as image-to-image strengths (settings vary_subtle, vary_strong).
+VARY_STRENGTH: dict[VaryKind, float] = {"subtle": 0.35, "strong": 0.7}
+# Stands for the image while the rest of a request is checked, before any image is read.
+_PROBE = "0" * 64
 
 # What each saved default must be before the request rules check its range.
 _SETTING_KINDS: dict[str, tuple[type, str]] = {
@@ -41,6 +50,8 @@ _SETTING_KINDS: dict[str, tuple[type, str]] = {
     "cfg": (float, "a number"),
     "private": (bool, "true or false"),
     "batching": (bool, "true or false"),
+    "vary_subtle": (float, "a strength from 0 to 1"),
+    "vary_strong": (float, "a strength from 0 to 1"),
 }
 _SETTING_KEYS = tuple(_SETTING_KINDS)
 
@@ -51,7 +62,7 @@ def _check_setting(key: str, value: object) -> None:
     fits = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
     if kind is float:
         fits = isinstance(value, int | float) and not isinstance(value, bool)
-    if not fits:
+    if not fits or (key.startswith("vary_") and not 0 < float(value) <= 1):  # type: ignore[arg-type]
         raise InvalidOption(key.replace("_", " "), f"must be {words}, not '{shown(value)}'")
 
 
@@ -85,6 +96,7 @@ class ImageService:
         daily_quota: images one server or workspace may make per UTC day (0: no limit).
         log_prompts: log users' prompts at INFO (otherwise at DEBUG).
         retention_days: delete finished generations older than this, at start and every 6 hours (0: keep).
+        max_input_bytes, max_input_pixels: the largest image a user may give, in bytes and in pixels.
         clock: the wall clock (tests pass a fixed one).
         seeds: where new seeds come from (tests pass a fixed sequence).
     """
@@ -104,6 +116,8 @@ class ImageService:
         daily_quota: int = 0,
         log_prompts: bool = False,
         retention_days: float = 0,
+        max_input_bytes: int = 20_000_000,
+        max_input_pixels: int = 4096 * 4096,
         seeds: Callable[[], int] = random_seed,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -116,6 +130,8 @@ class ImageService:
         self._seeds = seeds
         self._log_prompts = log_prompts
         self._retention_days = retention_days
+        self.max_input_bytes = max_input_bytes
+        self._max_input_pixels = max_input_pixels
         self._purger: asyncio.Task[None] | None = None
         self._clock = clock
         self.admin = ServerAdmin(stores.policies, stores.generations, daily_quota=daily_quota, clock=clock)
@@ -165,20 +181,101 @@ class ImageService:
 
     # -- submitting ---------------------------------------------------------------------------------
 
-    async def imagine(self, given: str | Mapping[str, object], who: Requester, *, private: bool | None = None) -> Job:
+    async def imagine(
+        self,
+        given: str | Mapping[str, object],
+        who: Requester,
+        *,
+        private: bool | None = None,
+        load: ImageLoader | None = None,
+    ) -> Job:
         """Parse chat options (text flags or typed options) and queue the generation.
 
-        `private` (delivered to its author only) defaults to the user's saved setting.
+        `private` (delivered to its author only) defaults to the user's saved setting. `load`
+        reads an ``--image``/``--mask`` that is not a previous image (``#12``): the chat's
+        attachment, or a file in the operator's console; without it only ``#id`` works.
         """
         saved = await self._settings.get(*who.key)
         defaults = self._to_defaults(saved)
-        if isinstance(given, str):
-            parsed = options.parse_text(given, catalog=self.catalog, defaults=defaults, limits=self.limits)
-        else:
-            parsed = options.parse_options(given, catalog=self.catalog, defaults=defaults, limits=self.limits)
+        refs = options.image_refs(given)
+        images: list[InputImage] = []
+        inputs = None
+        if refs.image is not None:
+            # Everything else is checked first, so a request that fails anyway reads no image.
+            self._parse(given, defaults, options.Inputs(_PROBE, SIDE.low, SIDE.low))
+            image = await self._input(who, refs.image, "image", load)
+            mask = await self._input(who, refs.mask, "mask", load) if refs.mask is not None else None
+            images = [image] if mask is None else [image, mask]
+            inputs = options.Inputs(image.sha256, image.width, image.height, mask.sha256 if mask else None)
+        parsed = self._parse(given, defaults, inputs)
         if private is None:
             private = _wants_private(saved)
-        return await self.submit(parsed.request, who, warnings=parsed.warnings, private=private, saved=saved)
+        return await self.submit(
+            parsed.request, who, warnings=parsed.warnings, private=private, saved=saved, inputs=images
+        )
+
+    def _parse(
+        self, given: str | Mapping[str, object], defaults: options.Defaults, inputs: options.Inputs | None
+    ) -> options.Parsed:
+        if isinstance(given, str):
+            return options.parse_text(given, catalog=self.catalog, defaults=defaults, limits=self.limits, inputs=inputs)
+        return options.parse_options(given, catalog=self.catalog, defaults=defaults, limits=self.limits, inputs=inputs)
+
+    async def _input(self, who: Requester, ref: str, option: str, load: ImageLoader | None) -> InputImage:
+        """Load the image a reference names (``#12``, ``#12.2``, or what `load` reads) and check it."""
+        found = parse_image_ref(ref)
+        if found is not None:
+            generation = await self._source(who, found[0], "use as an image")
+            data = await self._files.read(self._pick_image(generation, found[1], option).path)
+        elif load is None:
+            raise InvalidOption(option, f"must be a previous image like #12 (or #12.2), not '{shown(ref)}'")
+        else:
+            data = await load(ref, option)
+        return check_image(
+            data,
+            option=option,
+            max_bytes=self.max_input_bytes,
+            pixel_budget=self._max_input_pixels,
+            mask=option == "mask",
+        )
+
+    @staticmethod
+    def _pick_image(generation: Generation, index: int, option: str) -> StoredImage:
+        ref = format_ref(generation.id)
+        if not generation.images:
+            raise InvalidOption(option, f"{ref} has no image ({generation.status})")
+        if index >= len(generation.images):
+            count = len(generation.images)
+            raise InvalidOption(option, f"{ref} has {count} image{'s' if count > 1 else ''}, not {index + 1}")
+        return generation.images[index]
+
+    async def vary(self, who: Requester, generation_id: int | None, kind: VaryKind) -> Job:
+        """Queue image-to-image of a result with its own prompt and settings, a new seed and the kind's strength.
+
+        The strength is the user's ``vary_subtle``/``vary_strong`` setting, else 0.35 / 0.7.
+        """
+        parent = await self._source(who, generation_id, "vary")
+        saved = await self._settings.get(*who.key)
+        strength = saved.get(f"vary_{kind}", VARY_STRENGTH[kind])
+        assert isinstance(strength, int | float)  # settings are checked when saved
+        stored = self._pick_image(parent, 0, "vary")
+        image = self._checked(await self._files.read(stored.path), "vary")
+        width, height = options.size_for_image(image.width, image.height, self.limits.pixel_budget)
+        changes = {
+            "init_image": image.sha256,
+            "strength": strength,
+            "mask_image": None,
+            "width": width,
+            "height": height,
+        }
+        try:
+            request = GenerationRequest.from_dict({**parent.request.to_dict(), **changes, "seed": self._seeds()})
+        except ValueError as error:
+            raise InvalidOption("vary", f"cannot run on {format_ref(parent.id)} ({shown(str(error), 120)})") from None
+        warnings = rules.check(request, self.catalog, self.limits)
+        return await self.submit(
+            request, who, warnings=warnings, action="vary", parent=parent, private=parent.private, inputs=[image]
+        )
 
     async def prefers_private(self, who: Requester) -> bool:
         """Tell whether the user's saved settings ask for private delivery."""
@@ -190,14 +287,16 @@ class ImageService:
         who: Requester,
         *,
         warnings: tuple[str, ...] = (),
-        action: Literal["generate", "reroll", "refine"] = "generate",
+        action: Action = "generate",
         parent: Generation | None = None,
         private: bool = False,
         saved: Mapping[str, object] | None = None,
+        inputs: Sequence[InputImage] = (),
     ) -> Job:
         """Record a checked request as a queued generation and queue its job.
 
-        `saved` is the user's settings when the caller has read them already.
+        `saved` is the user's settings when the caller has read them already; `inputs` are the
+        checked images the request names, stored once every check has passed.
         """
         self.runner.queue.check_room(who.key)
         policy = await self.admin.check(who, request)
@@ -206,6 +305,8 @@ class ImageService:
         await self.admin.check_quota(who, request.count, policy)
         if request.seed is None:
             request = request.with_seed(self._seeds())
+        for image in inputs:
+            await self._files.save_input(image.data)
         generation = await self._generations.add(
             NewGeneration(
                 platform=who.platform,

@@ -12,6 +12,7 @@ from bot.actions import format_ref
 from bot.history import AuditEntry, Generation
 from bot.jobs import Job, JobEvent, progress_bar
 from bot.pngmeta import parameters_text
+from bot.request import GenerationRequest
 
 __all__ = [
     "FORGET_WARNING",
@@ -23,6 +24,7 @@ __all__ = [
     "parse_setting_pairs",
     "progress_line",
     "result_fields",
+    "steps_text",
     "withheld_line",
 ]
 
@@ -49,16 +51,23 @@ def _duration(seconds: float) -> str:
     return f"{round(seconds / 60)} min"
 
 
+def steps_text(request: GenerationRequest) -> str:
+    """Return the steps as the user set them and, from an image, how many of them run: "40 at strength 0.5 → 20 run"."""
+    if request.strength is None:
+        return str(request.steps)
+    return f"{request.steps} at strength {request.strength:g} → {request.run_steps} run"
+
+
 def result_fields(generation: Generation) -> list[tuple[str, str]]:
     """Return (name, value) pairs describing a finished generation: seed, steps and split, model and more."""
     request = generation.request
     base, refined = request.split
     fields = [
         ("Seed", str(generation.seed)),
-        ("Steps", f"{request.steps}" + (f" ({base} base + {refined} refiner)" if request.refiner else "")),
+        ("Steps", steps_text(request) + (f" ({base} base + {refined} refiner)" if request.refiner else "")),
         (
             "Refiner",
-            f"{request.refiner.model} from {round(100 * base / request.steps)} %" if request.refiner else "off",
+            f"{request.refiner.model} from {round(100 * base / request.run_steps)} %" if request.refiner else "off",
         ),
         ("Model", request.model),
         ("Size", f"{request.width}×{request.height}"),
@@ -134,7 +143,7 @@ def withheld_line(displays: Sequence[str], *, spoilered: str = "") -> str | None
 def history_line(generation: Generation) -> str:
     """Return one generation as a line of a user's history: id, status, seed, model, refiner split, prompt."""
     request = generation.request
-    refiner = f" · refiner {request.split[0]}/{request.steps}" if request.refiner else ""
+    refiner = f" · refiner {request.split[0]}/{request.run_steps}" if request.refiner else ""
     prompt = request.prompt if len(request.prompt) <= 50 else request.prompt[:49] + "…"
     return (
         f"`{format_ref(generation.id)}` {generation.status} · seed `{generation.seed}` · {request.model}"

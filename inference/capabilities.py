@@ -41,6 +41,7 @@ class Capabilities:
         min_base_steps: the fewest steps the base model must run before the refiner.
         loras, embeddings, vae, clip_skip: whether it takes them.
         schedulers: the schedulers it has, of `bot.rules.SCHEDULERS` and in its order.
+        image_to_image, inpaint: whether it starts from an input image (``--image``, Vary), and from a mask.
     """
 
     name: BackendName
@@ -59,6 +60,8 @@ class Capabilities:
     vae: bool = True
     clip_skip: bool = True
     schedulers: tuple[str, ...] = SCHEDULERS
+    image_to_image: bool = False
+    inpaint: bool = False
 
     def identifier(self, entry: CatalogEntry) -> str | None:
         """Return the id this backend knows a catalog entry by, or None when it has none."""
@@ -111,6 +114,8 @@ class Capabilities:
             ("embedding", bool(request.embeddings), lambda c: c.embeddings),
             ("VAE", request.vae is not None, lambda c: c.vae),
             ("clip skip", request.clip_skip > 0, lambda c: c.clip_skip),
+            ("image", request.init_image is not None, lambda c: c.image_to_image),
+            ("mask", request.mask_image is not None, lambda c: c.inpaint),
         )
         for label, asked, has in features:
             if asked and not has(self):
@@ -164,6 +169,8 @@ class Capabilities:
             ("VAE", yes[self.vae]),
             ("clip skip", yes[self.clip_skip]),
             ("schedulers", _schedulers_text(self.schedulers)),
+            ("image-to-image", yes[self.image_to_image]),
+            ("inpainting", yes[self.inpaint]),
         ]
 
 
@@ -206,7 +213,7 @@ def _offered(table: Mapping[str, object]) -> tuple[str, ...]:
 
 # The limits are the APIs' documented ones (Runware image-inference reference; ModelsLab v4 text2img).
 CAPABILITIES: dict[BackendName, Capabilities] = {
-    "local": Capabilities("local", "the local backend"),
+    "local": Capabilities("local", "the local backend", image_to_image=True, inpaint=True),
     # The Ray Serve replicas run the local worker's code on the same weights.
     "ray": Capabilities("ray", "the Ray cluster", ids="local"),
     "runware": Capabilities("runware", "Runware", min_base_steps=2, schedulers=_offered(RUNWARE_SCHEDULERS)),

@@ -117,6 +117,67 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE images ADD COLUMN nsfw INTEGER CHECK (nsfw IN (0, 1));
     """,
+    # 6: 'vary' joins the actions. SQLite cannot change a CHECK in place, so generations is rebuilt
+    # (SQLite's documented procedure). Foreign keys stay on inside a transaction, and dropping
+    # generations would cascade to images, so images is rebuilt first, pointing at the new table;
+    # RENAME then rewrites both references. The AUTOINCREMENT counter is carried over: ids are in
+    # buttons, and a deleted id must never come back.
+    """
+    CREATE TABLE generations_new (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        platform    TEXT NOT NULL,
+        workspace   TEXT,
+        channel     TEXT,
+        user_id     TEXT NOT NULL,
+        parent_id   INTEGER REFERENCES generations_new (id) ON DELETE SET NULL,
+        action      TEXT NOT NULL CHECK (action IN ('generate', 'reroll', 'refine', 'vary')),
+        request     TEXT NOT NULL CHECK (json_valid(request)),
+        seed        INTEGER NOT NULL,
+        model       TEXT NOT NULL,
+        backend     TEXT NOT NULL,
+        status      TEXT NOT NULL DEFAULT 'queued'
+                    CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+        error       TEXT,
+        warnings    TEXT NOT NULL DEFAULT '[]' CHECK (json_valid(warnings)),
+        private     INTEGER NOT NULL DEFAULT 0 CHECK (private IN (0, 1)),
+        created_at  REAL NOT NULL,
+        started_at  REAL,
+        finished_at REAL,
+        message_ref TEXT,
+        cost        REAL,
+        interruptions INTEGER NOT NULL DEFAULT 0 CHECK (interruptions >= 0)
+    ) STRICT;
+    INSERT INTO generations_new SELECT * FROM generations ORDER BY id;
+    UPDATE sqlite_sequence SET seq = (SELECT seq FROM sqlite_sequence WHERE name = 'generations')
+        WHERE name = 'generations_new';
+
+    CREATE TABLE images_new (
+        generation_id INTEGER NOT NULL REFERENCES generations_new (id) ON DELETE CASCADE,
+        idx           INTEGER NOT NULL CHECK (idx >= 0),
+        seed          INTEGER NOT NULL,
+        path          TEXT NOT NULL,
+        sha256        TEXT NOT NULL,
+        width         INTEGER NOT NULL,
+        height        INTEGER NOT NULL,
+        nsfw          INTEGER CHECK (nsfw IN (0, 1)),
+        PRIMARY KEY (generation_id, idx)
+    ) STRICT, WITHOUT ROWID;
+    INSERT INTO images_new SELECT * FROM images;
+
+    DROP TABLE images;
+    DROP TABLE generations;
+    ALTER TABLE generations_new RENAME TO generations;
+    ALTER TABLE images_new RENAME TO images;
+
+    CREATE INDEX generations_user_latest ON generations (platform, user_id, id DESC);
+    CREATE INDEX generations_message_ref ON generations (platform, message_ref)
+        WHERE message_ref IS NOT NULL;
+    CREATE INDEX generations_unfinished ON generations (status, id)
+        WHERE status IN ('queued', 'running');
+    CREATE INDEX generations_parent ON generations (parent_id) WHERE parent_id IS NOT NULL;
+    CREATE INDEX generations_workspace_day ON generations (platform, workspace, created_at)
+        WHERE workspace IS NOT NULL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

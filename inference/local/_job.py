@@ -13,11 +13,12 @@ import random
 from pathlib import Path
 from typing import Any, Literal
 
+from bot.images import input_path
 from pydantic import BaseModel, ConfigDict
 
 from bot.catalog import Catalog, CatalogEntry
 from bot.errors import InvalidOption
-from bot.request import MAX_SEED, GenerationRequest
+from bot.request import MAX_SEED, GenerationRequest, run_steps
 from inference.local._schedulers import MAX_STEPS, SCHEDULERS
 
 __all__ = ["Asset", "WorkerJob", "batch_key", "build_job"]
@@ -60,6 +61,15 @@ class WorkerJob(_Frozen):
     seeds: tuple[int, ...]
     clip_skip: int
     output_format: Literal["png", "jpg", "webp"]
+    # Image-to-image: stored input files (absolute paths under the data dir) and the strength.
+    init_image: str | None = None
+    mask_image: str | None = None
+    strength: float | None = None
+
+    @property
+    def run_steps(self) -> int:
+        """Return the steps that actually run: all, or the last ``steps × strength`` from an image."""
+        return self.steps if self.strength is None else run_steps(self.steps, self.strength)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-ready form sent to the worker."""
@@ -87,6 +97,10 @@ def batch_key(job: WorkerJob) -> tuple[Any, ...]:
         job.cfg_scale,
         job.scheduler,
         job.clip_skip,
+        # One input image per call: jobs from different images do not share a batch (yet).
+        job.init_image,
+        job.mask_image,
+        job.strength,
         # None (zeroed negative embeddings in SDXL) and "" (an encoded empty prompt) are different images.
         job.negative_prompt is None,
     )
@@ -138,6 +152,9 @@ def build_job(request: GenerationRequest, catalog: Catalog, data_dir: Path) -> W
         seeds=tuple(seed + i for i in range(request.count)),
         clip_skip=request.clip_skip,
         output_format=request.output_format,
+        init_image=str(Path(data_dir) / input_path(request.init_image)) if request.init_image else None,
+        mask_image=str(Path(data_dir) / input_path(request.mask_image)) if request.mask_image else None,
+        strength=request.strength,
     )
 
 

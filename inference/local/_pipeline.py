@@ -23,8 +23,14 @@ from typing import Any
 
 import diffusers
 import torch
-from diffusers import AutoencoderKL, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+from diffusers import (
+    AutoencoderKL,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
+    StableDiffusionXLPipeline,
+)
 from diffusers.utils import deprecation_utils
+from PIL import Image
 
 from bot.request import GeneratedImage
 from inference import tiny
@@ -326,8 +332,10 @@ class SDXLRunner:
         if refiner is not None:
             refiner.scheduler = scheduler_cls.from_config(self._scheduler_config, **overrides)
 
-        # 7. Split the steps between base and refiner (in steps, whatever the schedule).
+        # 7. Split the steps between base and refiner (in steps, whatever the schedule). From an
+        # image only the last run_steps of the schedule run (diffusers' img2img slices the same way).
         timesteps, order = self._timesteps(scheduler_cls, overrides, job.steps)
+        timesteps = timesteps[(job.steps - job.run_steps) * order :]
         plan = self._plan(job, timesteps, order, meta) if refiner is not None else None
         if plan is None:
             refiner = None
@@ -353,18 +361,18 @@ class SDXLRunner:
         base_stage = _Stage(
             name="base",
             calls=plan.base_calls if plan else len(timesteps),
-            total=plan.base_steps if plan else job.steps,
+            total=plan.base_steps if plan else job.run_steps,
             order=order,
             on_progress=on_progress,
             should_cancel=should_cancel,
             preview=self._preview,
             stop_after=plan.base_stop_after if plan else None,
         )
+        first, inputs = self._first_stage(base, job)
         with torch.inference_mode():
-            output = base(
+            output = first(
                 **common,
-                width=job.width,
-                height=job.height,
+                **inputs,
                 denoising_end=plan.fraction if plan else None,
                 output_type="latent" if plan else "pil",
                 callback_on_step_end=base_stage,
@@ -398,7 +406,7 @@ class SDXLRunner:
 
         # 11. Encode each image; the service adds the parameters text later.
         meta.update(
-            base_steps=plan.base_steps if plan else job.steps,
+            base_steps=plan.base_steps if plan else job.run_steps,
             refiner_steps=plan.refiner_steps if plan else 0,
             scheduler=job.scheduler,
             seconds=round(time.perf_counter() - started, 3),
@@ -430,6 +438,25 @@ class SDXLRunner:
             ]
             for one in jobs
         ]
+
+    def _first_stage(self, base: StableDiffusionXLPipeline, job: WorkerJob) -> tuple[Any, dict[str, Any]]:
+        """Return the pipeline that starts the job and its image arguments: text, image or inpainting.
+
+        The image pipelines are built from the loaded base (`from_pipe`), sharing its weights.
+        diffusers runs ``int(steps × strength)`` steps of an image; the strength passed is the one
+        that makes that count `run_steps` exactly (halves up, as every backend counts).
+        """
+        size = (job.width, job.height)
+        if job.init_image is None:
+            return base, {"width": job.width, "height": job.height}
+        with Image.open(job.init_image) as opened:
+            image = opened.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+        inputs: dict[str, Any] = {"image": image, "strength": min(1.0, (job.run_steps + 0.5) / job.steps)}
+        if job.mask_image is None:
+            return _derived(StableDiffusionXLImg2ImgPipeline, base), inputs
+        with Image.open(job.mask_image) as opened:
+            inputs["mask_image"] = opened.convert("L").resize(size, Image.Resampling.LANCZOS)
+        return _derived(StableDiffusionXLInpaintPipeline, base), inputs | {"width": job.width, "height": job.height}
 
     def preload(self, job: WorkerJob) -> None:
         """Load what `job` needs (base, refiner, VAE, LoRAs, embeddings) without making an image.
@@ -680,6 +707,13 @@ class SDXLRunner:
                 f"used {plan.base_steps} + {plan.refiner_steps}"
             )
         return plan
+
+
+def _derived(cls: Any, base: StableDiffusionXLPipeline) -> Any:
+    """Return a pipeline of `cls` on the base's modules as they are now (scheduler, VAE, LoRAs): no weights copied."""
+    pipe = cls.from_pipe(base)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def _load_failed(kind: str, name: str) -> JobFailed:

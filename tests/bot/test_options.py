@@ -751,6 +751,7 @@ def test_all_matches_public_names():
         "Defaults",
         "Limits",
         "Parsed",
+        "flags_help",
         "parse_options",
         "parse_text",
         "size_for_ratio",

@@ -190,3 +190,41 @@ async def test_hot_queries_use_their_index(tmp_path, make_new, method, index):
     for plan in plans:
         assert index in plan, plan
         assert "SCAN generations" not in plan, plan
+
+
+async def test_vary_migration_keeps_rows_images_and_the_id_counter(tmp_path, make_new, make_request):
+    """Migration 6 rebuilds generations to admit 'vary': every row, image and reference survives, and a
+    deleted id (the newest, so only the AUTOINCREMENT counter remembers it) is never handed out again."""
+    path = tmp_path / "h.db"
+    conn = await _schema.connect(path)
+    try:
+        await _schema.migrate(conn, _schema.MIGRATIONS[:5])
+    finally:
+        await conn.close()
+    request = make_request(7).model_dump_json()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA foreign_keys = ON")
+        for parent in (None, 1, None):
+            conn.execute(
+                "INSERT INTO generations (platform, user_id, parent_id, action, request, seed, model, backend,"
+                " status, created_at) VALUES ('discord', 'u1', ?, 'generate', ?, 7, 'tiny', 'local', 'done', 1.0)",
+                (parent, request),
+            )
+        conn.execute("INSERT INTO images VALUES (2, 0, 7, 'images/0/2-0.png', 'ab', 128, 128, 1)")
+        conn.execute("DELETE FROM generations WHERE id = 3")
+    store = await SqliteDatabase.open(path)
+    try:
+        kept = await store.generations.get(2)
+        assert kept is not None and kept.parent_id == 1 and kept.seed == 7
+        assert [(image.path, image.nsfw) for image in kept.images] == [("images/0/2-0.png", True)]
+        varied = await store.generations.add(make_new(action="vary", parent_id=2))
+        assert varied.id == 4 and varied.action == "vary"
+        # the images still belong to their generation: deleting it takes them along
+        assert [image.path for image in await store.generations.delete(2)] == ["images/0/2-0.png"]
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM images").fetchone()[0] == 0
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"generations_user_latest", "generations_unfinished", "generations_workspace_day"} <= indexes

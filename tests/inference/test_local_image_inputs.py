@@ -1,0 +1,131 @@
+"""Image-to-image and inpainting on the local worker's runner, on the tiny model: steps × strength, exactly."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bot.catalog import load_catalog
+from bot.images import input_path
+from bot.request import RefinerSpec
+from inference.local._job import build_job
+from tests.inference.tiny_requests import tiny_request
+
+pytest.importorskip("diffusers")
+
+from inference.local._pipeline import SDXLRunner
+
+CATALOG = load_catalog()
+
+
+def store_input(data_dir: Path, image: Image.Image) -> str:
+    """Write a PNG where the image store keeps inputs and return its sha256, as `ImageStore.save_input` does."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    data = buffer.getvalue()
+    sha = hashlib.sha256(data).hexdigest()
+    path = data_dir / input_path(sha)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return sha
+
+
+def gradient(width: int = 128, height: int = 128) -> Image.Image:
+    x = np.linspace(0, 255, width, dtype=np.uint8)
+    rgb = np.stack([np.tile(x, (height, 1)), np.tile(x[::-1], (height, 1)), np.full((height, width), 90, np.uint8)], 2)
+    return Image.fromarray(rgb, "RGB")
+
+
+@pytest.fixture(scope="module")
+def runner(tiny_data_dir):
+    runner = SDXLRunner(tiny_data_dir, device="cpu", dtype="float32")
+    runner.run(build_job(tiny_request(steps=3, refiner=RefinerSpec(model="tiny-refiner", start_step=2)), CATALOG, tiny_data_dir))
+    return runner
+
+
+@pytest.fixture(scope="module")
+def init_sha(tiny_data_dir):
+    return store_input(tiny_data_dir, gradient())
+
+
+@pytest.fixture
+def unet_calls(runner):
+    calls = Counter()
+    hooks = [
+        runner.base.unet.register_forward_hook(lambda *_: calls.update(["base"])),
+        runner.refiner.unet.register_forward_hook(lambda *_: calls.update(["refiner"])),
+    ]
+    yield calls
+    for hook in hooks:
+        hook.remove()
+
+
+def run(runner, progress=None, **fields):
+    job = build_job(tiny_request(**fields), CATALOG, runner.data_dir)
+    return runner.run(job, on_progress=(lambda *event: progress.append(event[:3])) if progress is not None else None)
+
+
+def pixels(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
+
+
+@pytest.mark.parametrize("scheduler", ["Euler", "DPM++ 2M Karras", "Euler a", "Heun"])
+@pytest.mark.parametrize(("steps", "strength", "ran"), [(40, 0.5, 20), (10, 0.35, 4), (7, 0.5, 4), (6, 1.0, 6), (9, 0.1, 1)])
+def test_steps_times_strength_is_what_runs(runner, unet_calls, init_sha, scheduler, steps, strength, ran):
+    """40 steps at strength 0.5 run the last 20 (halves round up), on every sampler: counted in UNet calls."""
+    progress: list[tuple[str, int, int]] = []
+    image = run(runner, progress, steps=steps, strength=strength, init_image=init_sha, scheduler=scheduler, cfg_scale=1.0)[0]
+    assert unet_calls["base"] == (2 * ran - 1 if scheduler == "Heun" else ran)
+    assert image.meta["base_steps"] == ran
+    assert progress == [("base", i, ran) for i in range(1, ran + 1)]
+
+
+def test_refiner_takes_its_share_of_the_steps_that_run(runner, unet_calls, init_sha):
+    """20 steps at strength 0.5 run 10: with the refiner from 80 %, the base runs 8 and the refiner 2."""
+    spec = RefinerSpec(model="tiny-refiner", start_percent=80)
+    image = run(runner, steps=20, strength=0.5, init_image=init_sha, refiner=spec, cfg_scale=1.0)[0]
+    assert (unet_calls["base"], unet_calls["refiner"]) == (8, 2)
+    assert (image.meta["base_steps"], image.meta["refiner_steps"]) == (8, 2)
+
+
+def test_same_image_seed_and_settings_give_the_same_pixels(runner, init_sha):
+    first = run(runner, steps=6, strength=0.5, init_image=init_sha)[0]
+    again = run(runner, steps=6, strength=0.5, init_image=init_sha)[0]
+    stronger = run(runner, steps=6, strength=0.9, init_image=init_sha)[0]
+    assert first.data == again.data
+    assert first.data != stronger.data
+    assert (first.width, first.height) == (128, 128)
+
+
+def test_low_strength_stays_close_to_the_input(runner, init_sha):
+    """The input shows through: strength 0.2 is closer to it than strength 1 (which ignores it)."""
+    source = np.asarray(gradient(), dtype=np.int16)
+    low = np.abs(pixels(run(runner, steps=10, strength=0.2, init_image=init_sha)[0].data) - source).mean()
+    full = np.abs(pixels(run(runner, steps=10, strength=1.0, init_image=init_sha)[0].data) - source).mean()
+    assert low < full
+
+
+def test_input_is_resized_to_the_requested_size(runner, tiny_data_dir):
+    """A 200×100 input made into a 192×128 request comes out 192×128."""
+    sha = store_input(tiny_data_dir, gradient(200, 100))
+    image = run(runner, steps=4, strength=0.5, init_image=sha, width=192, height=128)[0]
+    assert (image.width, image.height) == (192, 128)
+    assert Image.open(io.BytesIO(image.data)).size == (192, 128)
+
+
+def test_inpaint_keeps_what_the_mask_keeps(runner, tiny_data_dir, init_sha):
+    """White repaints, black keeps: the kept half stays near the input, the repainted half changes more."""
+    mask = Image.new("L", (128, 128), 0)
+    mask.paste(255, (0, 0, 64, 128))
+    mask_sha = store_input(tiny_data_dir, mask)
+    out = pixels(run(runner, steps=8, strength=1.0, init_image=init_sha, mask_image=mask_sha)[0].data)
+    source = np.asarray(gradient(), dtype=np.int16)
+    repainted = np.abs(out[:, :56] - source[:, :56]).mean()
+    kept = np.abs(out[:, 72:] - source[:, 72:]).mean()
+    assert kept < repainted
