@@ -16,6 +16,7 @@ from bot.errors import InvalidOption
 
 __all__ = [
     "ACTION_ID_PATTERN",
+    "RESULT_ACTIONS",
     "ButtonAction",
     "RefArgs",
     "decode_action",
@@ -36,6 +37,8 @@ _ACTIONS: dict[str, ButtonAction] = {
     "cancel": "cancel",
     "show": "show",  # a flagged image withheld from a Slack channel, sent to its author privately
 }
+# The buttons under a finished image, in their order on every platform.
+RESULT_ACTIONS: tuple[ButtonAction, ...] = ("reroll", "refine", "vary-subtle", "vary-strong", "details", "delete")
 ACTION_ID_PATTERN = re.compile(rf"^ib:({'|'.join(_ACTIONS)}):([1-9][0-9]{{0,18}})$")
 _MAX_ID_LENGTH = 100
 

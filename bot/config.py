@@ -49,6 +49,12 @@ class CoreSettings(BaseSettings):
     pixel_budget: int = Field(
         default=4 * 1024 * 1024, ge=128 * 128, description="Largest width × height × count of one request."
     )
+    max_input_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=1, description="Largest image (--image, --mask) a user may give, in bytes."
+    )
+    max_input_pixels: int = Field(
+        default=4096 * 4096, ge=128 * 128, description="Largest image a user may give, in width × height pixels."
+    )
     log_level: str = Field(default="INFO", description="Python logging level.")
     log_format: Literal["auto", "json", "text"] = Field(
         default="auto", description="Log lines as JSON objects or text; auto: JSON unless stderr is a terminal."

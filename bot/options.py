@@ -581,19 +581,17 @@ def _size_of_input(inputs: Inputs, limits: Limits, warnings: list[str]) -> tuple
 
 
 def size_for_image(width: int, height: int, pixel_budget: int) -> tuple[int, int]:
-    """Return the output size for an input image: its ratio, sides in multiples of 64 within `SIDE` and the budget."""
-    scale = min(1.0, math.sqrt(pixel_budget / (width * height)), SIDE.high / max(width, height))
+    """Return the output size for an input image of that size.
 
-    def side(length: int) -> int:
-        return max(SIDE.low, min(SIDE.high, round(length * scale / _SIDE_STEP) * _SIDE_STEP))
-
-    out_w, out_h = side(width), side(height)
-    while out_w * out_h > pixel_budget and max(out_w, out_h) > SIDE.low:
-        if out_w >= out_h:
-            out_w -= _SIDE_STEP
-        else:
-            out_h -= _SIDE_STEP
-    return out_w, out_h
+    Of the sizes in multiples of 64 within 128–2048 and the pixel budget, the one that best
+    balances the image's ratio (first) and its area, or the budget if smaller (second): an
+    image already in multiples of 64 within the budget keeps its size.
+    """
+    target = math.log(width / height)
+    log_area = math.log(min(width * height, pixel_budget))
+    fits = [size for size in _ALL_SIZES if size[0] * size[1] <= pixel_budget]
+    best = min(fits, key=lambda size: abs(size[2] - target) + 0.5 * abs(size[3] - log_area))
+    return best[0], best[1]
 
 
 def _pick(raw: Mapping[str, object], option: str, *fallbacks: object) -> object:

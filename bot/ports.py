@@ -15,7 +15,7 @@ recording backend (`tests/fakes/backend.py`)::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -191,6 +191,20 @@ class GenerationStore(Protocol):
         """Return ids of finished generations (of one user, created before a time), oldest first, for deleting."""
         ...
 
+    async def inputs_of(self, generation_ids: Iterable[int]) -> set[str]:
+        """Return the SHA-256 of every input image (init image, mask) the requests of these generations use.
+
+        Unknown ids are skipped. Ask before deleting them: their rows say it, and afterwards they are gone.
+        """
+        ...
+
+    async def unreferenced_inputs(self, shas: Iterable[str]) -> set[str]:
+        """Return those of `shas` that no stored generation's request uses as its init image or mask.
+
+        After deleting generations, these are the input files nothing needs any more.
+        """
+        ...
+
 
 @runtime_checkable
 class PolicyStore(Protocol):
@@ -228,7 +242,11 @@ class SettingsStore(Protocol):
 
 @runtime_checkable
 class ImageStore(Protocol):
-    """Where the image files of generations are kept, by a path relative to the data directory."""
+    """Where image files are kept: a generation's by a path relative to the data directory, inputs by content.
+
+    An input is an image a user sent (an init image, a mask), already checked and
+    normalized by `bot.images.check_image`; a request refers to it by its SHA-256.
+    """
 
     async def save(self, generation_id: int, index: int, data: bytes, ext: str) -> tuple[str, str]:
         """Write one image atomically; return its relative path and the SHA-256 of `data` in hex."""
@@ -240,6 +258,24 @@ class ImageStore(Protocol):
 
     async def delete(self, relative: str) -> None:
         """Delete a stored image; one that is already gone is not an error."""
+        ...
+
+    async def save_input(self, data: bytes) -> str:
+        """Keep an input image atomically by its content; return the SHA-256 of `data` in hex.
+
+        Saving the same bytes again writes nothing.
+        """
+        ...
+
+    async def read_input(self, sha256: str) -> bytes:
+        """Return a kept input image; raise `FileNotFoundError` when it is gone.
+
+        Raise `ValueError` when `sha256` is not 64 lowercase hex digits.
+        """
+        ...
+
+    async def delete_input(self, sha256: str) -> None:
+        """Delete a kept input image; one that is already gone is not an error."""
         ...
 
 

@@ -116,7 +116,7 @@ class ImageService:
         daily_quota: int = 0,
         log_prompts: bool = False,
         retention_days: float = 0,
-        max_input_bytes: int = 20_000_000,
+        max_input_bytes: int = 20 * 1024 * 1024,
         max_input_pixels: int = 4096 * 4096,
         seeds: Callable[[], int] = random_seed,
         clock: Callable[[], float] = time.time,
@@ -132,6 +132,7 @@ class ImageService:
         self._retention_days = retention_days
         self.max_input_bytes = max_input_bytes
         self._max_input_pixels = max_input_pixels
+        self._inputs_lock = asyncio.Lock()
         self._purger: asyncio.Task[None] | None = None
         self._clock = clock
         self.admin = ServerAdmin(stores.policies, stores.generations, daily_quota=daily_quota, clock=clock)
@@ -231,7 +232,12 @@ class ImageService:
             raise InvalidOption(option, f"must be a previous image like #12 (or #12.2), not '{shown(ref)}'")
         else:
             data = await load(ref, option)
-        return check_image(
+        return await self._checked(data, option)
+
+    async def _checked(self, data: bytes, option: str) -> InputImage:
+        """Check an image off the event loop: decoding a large one takes a while."""
+        return await asyncio.to_thread(
+            check_image,
             data,
             option=option,
             max_bytes=self.max_input_bytes,
@@ -259,7 +265,7 @@ class ImageService:
         strength = saved.get(f"vary_{kind}", VARY_STRENGTH[kind])
         assert isinstance(strength, int | float)  # settings are checked when saved
         stored = self._pick_image(parent, 0, "vary")
-        image = self._checked(await self._files.read(stored.path), "vary")
+        image = await self._checked(await self._files.read(stored.path), "vary")
         width, height = options.size_for_image(image.width, image.height, self.limits.pixel_budget)
         changes = {
             "init_image": image.sha256,
@@ -305,22 +311,25 @@ class ImageService:
         await self.admin.check_quota(who, request.count, policy)
         if request.seed is None:
             request = request.with_seed(self._seeds())
-        for image in inputs:
-            await self._files.save_input(image.data)
-        generation = await self._generations.add(
-            NewGeneration(
-                platform=who.platform,
-                user_id=who.user_id,
-                workspace=who.workspace,
-                channel=who.channel,
-                request=request,
-                action=action,
-                backend=backend.name,
-                parent_id=parent.id if parent else None,
-                warnings=warnings,
-                private=private,
+        # Held from storing the inputs to adding the row that names them, so that a purge
+        # cannot find them unreferenced in between and delete them.
+        async with self._inputs_lock:
+            for image in inputs:
+                await self._files.save_input(image.data)
+            generation = await self._generations.add(
+                NewGeneration(
+                    platform=who.platform,
+                    user_id=who.user_id,
+                    workspace=who.workspace,
+                    channel=who.channel,
+                    request=request,
+                    action=action,
+                    backend=backend.name,
+                    parent_id=parent.id if parent else None,
+                    warnings=warnings,
+                    private=private,
+                )
             )
-        )
         # Batched images can differ from solo ones in the last bit; a user who needs exact bytes says so.
         if saved is None:
             saved = await self._settings.get(*who.key)
@@ -393,8 +402,7 @@ class ImageService:
             raise NotAllowed("delete")
         if self.runner.job(generation_id) is not None:
             raise InvalidOption("delete", f"must wait: {format_ref(generation_id)} is still being made (cancel it)")
-        for image in await self._generations.delete(generation_id):
-            await self._files.delete(image.path)
+        await self._delete_generations([generation_id])
         await self.admin.audit(who, "delete", generation_id)
 
     async def forget(self, who: Requester) -> int:
@@ -418,11 +426,19 @@ class ImageService:
     async def _delete_finished(self, **which: object) -> int:
         deleted = 0
         while ids := await self._generations.finished_ids(**which):  # type: ignore[arg-type]
-            for generation_id in ids:
-                for image in await self._generations.delete(generation_id):
-                    await self._files.delete(image.path)
-                deleted += 1
+            await self._delete_generations(ids)
+            deleted += len(ids)
         return deleted
+
+    async def _delete_generations(self, ids: Sequence[int]) -> None:
+        """Delete generations with their image files, and the input images no other generation uses."""
+        inputs = await self._generations.inputs_of(ids)
+        for generation_id in ids:
+            for image in await self._generations.delete(generation_id):
+                await self._files.delete(image.path)
+        async with self._inputs_lock:
+            for sha in await self._generations.unreferenced_inputs(inputs):
+                await self._files.delete_input(sha)
 
     async def attach_message(self, generation_id: int, ref: str) -> None:
         """Remember the chat message that shows a generation, so reactions on it find it."""

@@ -140,6 +140,8 @@ async def bootstrap(
         daily_quota=queue.daily_quota,
         log_prompts=core.log_prompts,
         retention_days=core.retention_days,
+        max_input_bytes=core.max_input_bytes,
+        max_input_pixels=core.max_input_pixels,
     )
     await service.start()
     return App(service, backend, database, catalog, core.data_dir, pinned)

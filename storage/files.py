@@ -3,6 +3,11 @@
 A generation's images live at ``images/<id // 1000>/<id>-<index>.<ext>``, so no
 directory holds more than a few thousand files. The history stores that path
 relative to the data directory, so the directory can move without a migration.
+
+The images users send (an init image, a mask) are checked and normalized to PNG
+by `bot.images` first, then kept by content at ``inputs/<ab>/<sha256>.png``
+(``ab``: the hash's first two hex digits): the same picture sent twice, or used
+by a reroll, is one file, and a request refers to it by its SHA-256 alone.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import re
 import uuid
 from pathlib import Path, PurePosixPath
 
+from bot.images import input_path
+
 __all__ = ["ImageFiles"]
 
 _BUCKET_SIZE = 1000
@@ -21,10 +28,10 @@ _EXTENSION = re.compile(r"[a-z0-9]{1,10}")
 
 
 class ImageFiles:
-    """Saves, reads and deletes the image files of generations.
+    """Saves, reads and deletes the image files of generations and the input images users sent.
 
     Args:
-        data_dir: the bot's data directory; images go in its ``images`` folder.
+        data_dir: the bot's data directory; images go in its ``images`` folder, inputs in ``inputs``.
     """
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
@@ -78,6 +85,43 @@ class ImageFiles:
     async def delete(self, relative: str) -> None:
         """Delete a stored image; a file that is already gone is not an error."""
         await asyncio.to_thread(self.path(relative).unlink, missing_ok=True)
+
+    async def save_input(self, data: bytes) -> str:
+        """Keep an input image by its content, atomically; return the SHA-256 of `data` in hex.
+
+        Saving bytes already kept writes nothing: the name is the content's hash,
+        so the file there holds exactly these bytes.
+        """
+        digest = hashlib.sha256(data).hexdigest()
+        target = self.input_path(digest)
+        if not await asyncio.to_thread(target.exists):
+            await asyncio.to_thread(_write_atomically, target, data)
+        return digest
+
+    def input_path(self, sha256: str) -> Path:
+        """Return the absolute path of the input image with that SHA-256.
+
+        Raises:
+            ValueError: `sha256` is not 64 lowercase hex digits (so it cannot name another path).
+        """
+        return self._root / input_path(sha256)
+
+    async def read_input(self, sha256: str) -> bytes:
+        """Return the bytes of a kept input image.
+
+        Raises:
+            FileNotFoundError: it is gone.
+            ValueError: `sha256` is not 64 lowercase hex digits.
+        """
+        return await asyncio.to_thread(self.input_path(sha256).read_bytes)
+
+    async def delete_input(self, sha256: str) -> None:
+        """Delete a kept input image; one that is already gone is not an error.
+
+        Raises:
+            ValueError: `sha256` is not 64 lowercase hex digits.
+        """
+        await asyncio.to_thread(self.input_path(sha256).unlink, missing_ok=True)
 
 
 def _write_atomically(target: Path, data: bytes) -> str:

@@ -48,6 +48,9 @@ _COLUMNS = (
 _IMAGE_COLUMNS = "i.idx, i.seed, i.path, i.sha256, i.width, i.height, i.nsfw"
 _GENERATION_FIELDS = 21
 _UNFINISHED_SQL = "status IN ('queued', 'running')"
+# Written exactly as in the indexes of migration 6: SQLite uses an expression index only for the same expression.
+_INIT_IMAGE = "json_extract(request, '$.init_image')"
+_MASK_IMAGE = "json_extract(request, '$.mask_image')"
 
 
 class SqliteGenerations:
@@ -241,6 +244,29 @@ class SqliteGenerations:
             # images go by ON DELETE CASCADE, children's parent_id by ON DELETE SET NULL.
             await self._db.conn.execute("DELETE FROM generations WHERE id = ?", (generation_id,))
         return tuple(_image(row) for row in rows)
+
+    async def inputs_of(self, generation_ids: Iterable[int]) -> set[str]:
+        """Return the SHA-256 of every input image (init image, mask) these generations' requests use."""
+        ids = json.dumps(list(generation_ids))
+        async with self._db.lock:
+            rows = await self._db.conn.execute_fetchall(
+                f"SELECT {_INIT_IMAGE}, {_MASK_IMAGE} FROM generations WHERE id IN (SELECT value FROM json_each(?))",
+                (ids,),
+            )
+        return {sha for row in rows for sha in row if isinstance(sha, str)}
+
+    async def unreferenced_inputs(self, shas: Iterable[str]) -> set[str]:
+        """Return those of `shas` that no stored generation's request uses as its init image or mask."""
+        given = json.dumps(sorted(set(shas)))
+        # Two NOT EXISTS, one per expression index; an OR in one subquery would scan the table.
+        async with self._db.lock:
+            rows = await self._db.conn.execute_fetchall(
+                "SELECT value FROM json_each(?) AS given"
+                f" WHERE NOT EXISTS (SELECT 1 FROM generations WHERE {_INIT_IMAGE} = given.value)"
+                f" AND NOT EXISTS (SELECT 1 FROM generations WHERE {_MASK_IMAGE} = given.value)",
+                (given,),
+            )
+        return {str(row[0]) for row in rows}
 
     async def _move(self, generation_id: int, assignments: str, values: tuple[Any, ...]) -> bool:
         """Apply a status change to an unfinished generation; the caller holds the lock."""

@@ -11,13 +11,15 @@ from typing import Any, Protocol
 
 import discord
 
-from bot.actions import ACTION_ID_PATTERN, ButtonAction, decode_action, encode_action
+from bot.actions import ACTION_ID_PATTERN, RESULT_ACTIONS, ButtonAction, decode_action, encode_action
 
 __all__ = ["ActionHandler", "GenerationButton", "result_view", "running_view"]
 
 _LOOKS: dict[ButtonAction, tuple[str, str, discord.ButtonStyle]] = {
     "reroll": ("🔄", "Reroll", discord.ButtonStyle.primary),
     "refine": ("✨", "Refine", discord.ButtonStyle.secondary),
+    "vary-subtle": ("🌿", "Vary (Subtle)", discord.ButtonStyle.secondary),
+    "vary-strong": ("🌪️", "Vary (Strong)", discord.ButtonStyle.secondary),
     "details": ("ℹ️", "Details", discord.ButtonStyle.secondary),
     "delete": ("🗑", "Delete", discord.ButtonStyle.danger),
     "cancel": ("⏹", "Cancel", discord.ButtonStyle.danger),
@@ -75,4 +77,4 @@ def running_view(generation_id: int) -> discord.ui.View:
 
 def result_view(generation_id: int) -> discord.ui.View:
     """Return the buttons under a finished image."""
-    return _view(*(GenerationButton(action, generation_id) for action in ("reroll", "refine", "details", "delete")))
+    return _view(*(GenerationButton(action, generation_id) for action in RESULT_ACTIONS))

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.actions import ButtonAction, encode_action, format_ref
+from bot.actions import RESULT_ACTIONS, ButtonAction, encode_action, format_ref
 from bot.catalog import Catalog
 from bot.history import Generation
 from bot.jobs import Job
@@ -66,6 +66,8 @@ an image's message."""
 _BUTTONS: dict[ButtonAction, tuple[str, str | None]] = {
     "reroll": ("🔄 Reroll", "primary"),
     "refine": ("✨ Refine", None),
+    "vary-subtle": ("🌿 Vary (Subtle)", None),
+    "vary-strong": ("🌪️ Vary (Strong)", None),
     "details": ("ℹ️ Details", None),
     "delete": ("🗑 Delete", "danger"),
     "cancel": ("⏹ Cancel", "danger"),
@@ -166,11 +168,9 @@ def result_blocks(
     )
     if withheld:
         blocks.append(_context(escape(withheld)))
+    # Delete carries the image's file ids, so the uploads go with the card.
     buttons = [
-        _button("reroll", generation.id),
-        _button("refine", generation.id),
-        _button("details", generation.id),
-        _button("delete", generation.id, ",".join(file_ids)),
+        _button(action, generation.id, ",".join(file_ids) if action == "delete" else "") for action in RESULT_ACTIONS
     ]
     if show:
         buttons.append(_button("show", generation.id))

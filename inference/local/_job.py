@@ -13,11 +13,11 @@ import random
 from pathlib import Path
 from typing import Any, Literal
 
-from bot.images import input_path
 from pydantic import BaseModel, ConfigDict
 
 from bot.catalog import Catalog, CatalogEntry
 from bot.errors import InvalidOption
+from bot.images import input_path
 from bot.request import MAX_SEED, GenerationRequest, run_steps
 from inference.local._schedulers import MAX_STEPS, SCHEDULERS
 

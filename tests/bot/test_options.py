@@ -318,7 +318,7 @@ def test_scheduler_spellings(typed, name):
 
 KNOWN_FLAGS = (
     "--seed, --steps, --refiner, --lora, --no, --negative, --ar, --size, --cfg, --sampler, --scheduler, "
-    "--n, --count, --model, --vae, --clip-skip, --embedding, --format"
+    "--n, --count, --model, --vae, --clip-skip, --embedding, --format, --image, --strength, --mask"
 )
 
 
@@ -749,11 +749,15 @@ def test_all_matches_public_names():
         "OPTIONS",
         "SDXL_BUCKETS",
         "Defaults",
+        "ImageRefs",
+        "Inputs",
         "Limits",
         "Parsed",
         "flags_help",
+        "image_refs",
         "parse_options",
         "parse_text",
+        "size_for_image",
         "size_for_ratio",
     ]
     assert all(hasattr(bot.options, name) for name in bot.options.__all__)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from bot.history import UNFINISHED, AuditEntry, Generation, NewGeneration, Status, StoredImage
@@ -171,12 +171,28 @@ class InMemoryGenerations:
         )
         return found[:limit]
 
+    async def inputs_of(self, generation_ids: Iterable[int]) -> set[str]:
+        """Return the SHA-256 of every input image (init image, mask) these generations' requests use."""
+        found = (self._generations.get(generation_id) for generation_id in generation_ids)
+        return {sha for g in found if g is not None for sha in _inputs(g)}
+
+    async def unreferenced_inputs(self, shas: Iterable[str]) -> set[str]:
+        """Return those of `shas` that no stored generation's request uses as its init image or mask."""
+        used = {sha for g in self._generations.values() for sha in _inputs(g)}
+        return set(shas) - used
+
     def _move(self, generation_id: int, **changes: Any) -> bool:
         generation = self._generations[generation_id]
         if generation.status not in UNFINISHED:
             return False
         self._generations[generation_id] = dataclasses.replace(generation, **changes)
         return True
+
+
+def _inputs(generation: Generation) -> set[str]:
+    """The input images a generation's request uses, read from its stored form as SQLite's json_extract does."""
+    stored = generation.request.to_dict()
+    return {sha for sha in (stored.get("init_image"), stored.get("mask_image")) if isinstance(sha, str)}
 
 
 class InMemoryPolicies:

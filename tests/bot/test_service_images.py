@@ -1,0 +1,170 @@
+"""Image inputs through the service: `--image #id`, files a chat reads, Vary, and what forget leaves."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from bot.catalog import load_catalog
+from bot.chat import ChatFlow, Started
+from bot.errors import InvalidOption, NotAllowed, NotFound
+from bot.images import input_path
+from bot.jobs import Requester
+from bot.options import Limits
+from bot.pngmeta import parse_parameters, read_text
+from bot.service import ImageService
+from imagebot.bootstrap import stores_of
+from tests.fakes.backend import FakeBackend
+from tests.fakes.stores import InMemoryDatabase
+
+ALICE = Requester("console", "alice", workspace="w1")
+BOB = Requester("console", "bob", workspace="w1")
+
+
+@pytest.fixture
+def backend() -> FakeBackend:
+    return FakeBackend()
+
+
+@pytest.fixture
+async def service(backend, tmp_path):
+    service = ImageService(
+        backend=backend,
+        stores=stores_of(InMemoryDatabase.create(), tmp_path),
+        catalog=load_catalog(),
+        default_model="tiny",
+        limits=Limits(pixel_budget=512 * 512),
+        max_input_bytes=200_000,
+        max_input_pixels=1024 * 1024,
+        seeds=itertools.count(100).__next__,
+    )
+    await service.start()
+    yield service
+    await service.aclose()
+
+
+def png(width: int, height: int, colour=(200, 40, 40)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def inputs(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "inputs").rglob("*.png")) if (tmp_path / "inputs").exists() else []
+
+
+async def test_a_previous_image_starts_image_to_image(service, backend, tmp_path):
+    """`--image #1 --strength 0.5`: the request names the stored input, keeps its size, and says what runs."""
+    first = await (await service.imagine("a red fox --steps 20 --seed 7", ALICE)).result()
+    job = await service.imagine("a fox at dusk --image #1 --strength 0.5 --steps 12", ALICE)
+    generation = await job.result()
+    request = backend.requests[-1]
+    assert request.strength == 0.5 and request.run_steps == 6
+    assert (request.width, request.height) == (first.images[0].width, first.images[0].height)
+    stored = (tmp_path / input_path(request.init_image)).read_bytes()
+    assert Image.open(io.BytesIO(stored)).size == (128, 128)
+    assert "12 steps at strength 0.5 run only 6; raise --steps at low strength for more detail." in job.warnings
+    fields = parse_parameters(read_text((tmp_path / generation.images[0].path).read_bytes())["parameters"])["fields"]
+    assert fields["Denoising strength"] == "0.5"
+    assert fields["Init image hash"] == request.init_image
+
+
+async def test_the_second_image_of_a_batch_is_hash_dot_two(service, backend):
+    await (await service.imagine("two foxes --count 2", ALICE)).result()
+    await (await service.imagine("a fox --image #1.2", ALICE)).result()
+    await (await service.imagine("a fox --image #1", ALICE)).result()
+    assert backend.requests[-2].init_image != backend.requests[-1].init_image
+    assert backend.requests[-1].strength == 0.8  # Runware's default for image-to-image
+    with pytest.raises(InvalidOption, match=r"^Image #1 has 2 images, not 3\.$"):
+        await service.imagine("a fox --image #1.3", ALICE)
+
+
+@pytest.mark.parametrize(
+    ("line", "error", "message"),
+    [
+        ("a fox --image #9", NotFound, None),
+        ("a fox --image photo.png", InvalidOption, "must be a previous image like #12"),
+        ("a fox --image #1 --size 256x256", InvalidOption, "cannot be set with --image"),
+        ("a fox --strength 0.4", InvalidOption, "needs --image"),
+        ("a fox --mask #1", InvalidOption, "needs --image"),
+        ("a fox --image #1 --strength 0.01 --steps 20", InvalidOption, "runs no step"),
+        ("a fox --image #1 --cfg 99", InvalidOption, "from 0 to 50"),
+    ],
+)
+async def test_refusals_are_one_sentence_and_store_nothing(service, tmp_path, line, error, message):
+    await (await service.imagine("a red fox", ALICE)).result()
+    before = await service.history(ALICE)
+    with pytest.raises(error) as raised:
+        await service.imagine(line, ALICE)
+    if message:
+        assert message in str(raised.value)
+    assert await service.history(ALICE) == before
+    assert inputs(tmp_path) == []
+
+
+async def test_another_users_image_is_not_theirs_to_use(service):
+    await (await service.imagine("a red fox", ALICE)).result()
+    with pytest.raises(NotAllowed):
+        await service.imagine("a fox --image #1", BOB)
+
+
+async def test_a_chat_reads_attachments_through_its_loader_and_bad_bytes_are_refused(service, backend, tmp_path):
+    """What is not #id goes to the chat's loader; its bytes are checked like any upload."""
+    files = {"big.png": png(1024, 512), "fake.png": b"not an image at all", "huge.png": png(1, 1) + b"\0" * 300_000}
+
+    async def load(ref: str, option: str) -> bytes:
+        return files[ref]
+
+    await (await service.imagine("a fox --image big.png", ALICE, load=load)).result()
+    request = backend.requests[-1]
+    # 1024×512 into a 512×512 budget: the ratio kept, sides in multiples of 64
+    assert (request.width, request.height) == (640, 320)
+    with pytest.raises(InvalidOption, match=r"^Image must be a PNG, JPEG or WebP file\.$"):
+        await service.imagine("a fox --image fake.png", ALICE, load=load)
+    with pytest.raises(InvalidOption, match=r"^Image is 293.1 KB; the most is 195.3 KB\.$"):
+        await service.imagine("a fox --image huge.png", ALICE, load=load)
+    assert len(inputs(tmp_path)) == 1
+
+
+async def test_vary_subtle_and_strong_keep_the_prompt_with_a_new_seed(service, backend, tmp_path):
+    first = await (await service.imagine("a red fox --seed 7", ALICE)).result()
+    subtle = await (await service.vary(ALICE, first.id, "subtle")).result()
+    strong = await (await service.vary(ALICE, None, "strong")).result()  # None: the latest, which is the subtle one
+    assert (subtle.action, subtle.parent_id, strong.parent_id) == ("vary", first.id, subtle.id)
+    assert [r.strength for r in backend.requests[1:]] == [0.35, 0.7]
+    assert {r.prompt for r in backend.requests} == {"a red fox"}
+    assert len({r.seed for r in backend.requests}) == 3
+    await service.update_settings(ALICE, {"vary_subtle": 0.5})
+    await (await service.vary(ALICE, first.id, "subtle")).result()
+    assert backend.requests[-1].strength == 0.5
+    with pytest.raises(InvalidOption, match=r"(?i)vary subtle must be a strength from 0 to 1"):
+        await service.update_settings(ALICE, {"vary_subtle": 2.0})
+
+
+async def test_vary_through_the_chat_flow_text_and_buttons(service, backend):
+    flow = ChatFlow(service)
+    await (await service.imagine("a red fox", ALICE)).result()
+    reply = await flow.text(ALICE, "vary strong #1")
+    assert isinstance(reply, Started) and reply.job.request.strength == 0.7
+    await reply.job.result()
+    reply = await flow.action(ALICE, "vary-subtle", 1)
+    assert isinstance(reply, Started) and reply.job.request.strength == 0.35
+    for bad in ("vary", "vary sideways", "vary subtle strong", "vary subtle 3"):
+        with pytest.raises(InvalidOption):
+            await flow.text(ALICE, bad, strict=True)
+
+
+async def test_forget_deletes_the_inputs_only_its_generations_used(service, tmp_path):
+    await (await service.imagine("a red fox", ALICE)).result()
+    await (await service.imagine("a fox --image #1", ALICE)).result()
+    await (await service.imagine("a blue fox", BOB)).result()
+    await (await service.vary(BOB, 3, "subtle")).result()
+    assert len(inputs(tmp_path)) == 2
+    await service.forget(ALICE)
+    assert len(inputs(tmp_path)) == 1  # Bob's vary still uses his
+    await service.forget(BOB)
+    assert inputs(tmp_path) == []
