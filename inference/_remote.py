@@ -13,7 +13,7 @@ import base64
 import email.utils
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -35,7 +35,7 @@ __all__ = [
     "Retrying",
     "decode_inline",
     "download",
-    "json_or_none",
+    "object_or_none",
     "retry_after",
     "sleep_or_cancel",
 ]
@@ -52,8 +52,13 @@ class Http:
     16 connections that was a third of the client's CPU (bench/remote_overhead.py).
     Downloads skip that line: a finished image should not wait behind new jobs.
 
+    httpx's timeout bounds each read, not a whole answer: a server that sends a few
+    bytes at a time would hold a request open for as long as it liked. So each
+    request is also bounded as a whole, and one past it raises `httpx.ReadTimeout`,
+    as a silent server does.
+
     Args:
-        timeout: seconds one request may take.
+        timeout: seconds one request may take, from sending to the last byte of the answer.
         max_connections: connections (and requests in flight) at most.
         client: an httpx client to use instead (its own limits apply too).
     """
@@ -65,15 +70,23 @@ class Http:
             headers={"User-Agent": "imagebot"},
         )
         self._gate = asyncio.Semaphore(max_connections)
+        self._timeout = timeout
 
     async def post(self, url: str, **options: Any) -> httpx.Response:
         """POST when a connection is free."""
         async with self._gate:
-            return await self._client.post(url, **options)
+            return await self._whole(self._client.post(url, **options))
 
     async def get(self, url: str, **options: Any) -> httpx.Response:
         """GET (a download of a finished image) ahead of the POSTs waiting for a connection."""
-        return await self._client.get(url, **options)
+        return await self._whole(self._client.get(url, **options))
+
+    async def _whole(self, request: Awaitable[httpx.Response]) -> httpx.Response:
+        try:
+            async with asyncio.timeout(self._timeout):  # no task per request, unlike wait_for
+                return await request
+        except TimeoutError:
+            raise httpx.ReadTimeout(f"the whole answer took longer than {self._timeout:g} s") from None
 
     async def aclose(self) -> None:
         """Close the connections."""
@@ -108,12 +121,16 @@ def retry_after(response: httpx.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def json_or_none(response: httpx.Response) -> Any:
-    """Return the parsed JSON body, or None when it is not JSON (a proxy's error page, a cut answer)."""
+def object_or_none(response: httpx.Response) -> dict[str, Any] | None:
+    """Return the body's JSON object, or None for anything else (a proxy's error page, a cut answer, a bare list).
+
+    Both APIs answer with an object, errors included: JSON of another shape is as unreadable as no JSON.
+    """
     try:
-        return response.json()
+        body = response.json()
     except ValueError:
         return None
+    return body if isinstance(body, dict) else None
 
 
 @dataclass

@@ -30,7 +30,7 @@ from inference._remote import (
     ImageLost,
     Retrying,
     download,
-    json_or_none,
+    object_or_none,
     retry_after,
     sleep_or_cancel,
 )
@@ -155,12 +155,12 @@ class ModelsLabBackend(HostedBackend):
             except httpx.TransportError as error:
                 raise BackendUnavailable(TITLE, f"the request failed ({type(error).__name__}), {_NOT_RESENT}") from None
             else:
-                answer = json_or_none(response)
+                answer = object_or_none(response)
                 if response.status_code == 429:
                     # Refused before it started: its queue is full. Safe to send again.
                     why = "HTTP 429"
                     wait = retry_after(response) or _number(answer, "retry_after")
-                elif response.status_code != 200 or not isinstance(answer, dict):
+                elif response.status_code != 200 or answer is None:
                     what = f"HTTP {response.status_code}" + (" with an unreadable body" if answer is None else "")
                     raise BackendUnavailable(TITLE, f"it answered {what}, {_NOT_RESENT}")
                 elif answer.get("status") in ("success", "processing"):
@@ -189,8 +189,8 @@ class ModelsLabBackend(HostedBackend):
                 if await retrying.again(type(error).__name__, cancel):
                     continue
                 raise retrying.exhausted(TITLE) from None
-            fetched = json_or_none(response)
-            if response.status_code != 200 or not isinstance(fetched, dict):
+            fetched = object_or_none(response)
+            if response.status_code != 200 or fetched is None:
                 wait = retry_after(response)
                 if await retrying.again(f"fetch HTTP {response.status_code}", cancel, wait):
                     continue
@@ -207,7 +207,9 @@ class ModelsLabBackend(HostedBackend):
     ) -> list[GeneratedImage]:
         assert request.seed is not None
         output = answer.get("output")
-        urls = [str(url) for url in output if url] if isinstance(output, list) else []
+        if not isinstance(output, list):
+            raise BackendUnavailable(TITLE, "it reported success without a list of images")
+        urls = [str(url) for url in output if url]
 
         async def fetch(url: str) -> bytes | None:
             try:

@@ -32,7 +32,7 @@ from inference._remote import (
     Retrying,
     decode_inline,
     download,
-    json_or_none,
+    object_or_none,
     retry_after,
     sleep_or_cancel,
 )
@@ -196,13 +196,13 @@ class RunwareBackend(HostedBackend):
                     else type(error).__name__
                 )
             else:
-                body = json_or_none(response)
+                body = object_or_none(response)
                 errors = [e for e in _items(body, "errors") if e.get("taskUUID") in (task_uuid, None)]
-                if response.status_code == 200 and isinstance(body, dict):
-                    results = _results(body, task_uuid)
-                    if errors and not results and task["deliveryMethod"] == "sync":
+                if response.status_code == 200 and body is not None:
+                    # Runware's errors can come in a 200 too; with nothing of our task in data, it was refused.
+                    if errors and not any(item.get("taskUUID") == task_uuid for item in _items(body, "data")):
                         raise _refusal(errors[0])
-                    return results
+                    return _results(body, task_uuid)
                 if retrying.tries > 1 and any(e.get("code") == "conflictTaskUUID" for e in errors):
                     # An earlier try was accepted after all; its images are fetched, not paid for again.
                     return {}
@@ -239,8 +239,8 @@ class RunwareBackend(HostedBackend):
                 if not await retrying.again(type(error).__name__, cancel):
                     break
                 continue
-            body = json_or_none(response)
-            if response.status_code != 200 or not isinstance(body, dict):
+            body = object_or_none(response)
+            if response.status_code != 200 or body is None:
                 transient = response.status_code in TRANSIENT_STATUS or body is None
                 if transient and await retrying.again(f"HTTP {response.status_code}", cancel, retry_after(response)):
                     continue
@@ -312,9 +312,24 @@ def _items(body: Any, key: str) -> list[dict[str, Any]]:
 
 
 def _results(body: Any, task_uuid: str) -> dict[str, dict[str, Any]]:
-    """Return the finished images of our task in an answer, by imageUUID (answers repeat them)."""
+    """Return the finished images of our task in an answer, by imageUUID (answers repeat them).
+
+    A result without an image, or with a seed or cost that is not a number, is left out
+    as unreadable: the task is then polled, and ``getResponse`` answers it again.
+    """
     return {
         str(item["imageUUID"]): item
         for item in _items(body, "data")
-        if item.get("taskUUID") == task_uuid and item.get("imageUUID") and item.get("status", "success") == "success"
+        if item.get("taskUUID") == task_uuid
+        and item.get("imageUUID")
+        and item.get("status", "success") == "success"
+        and _readable(item)
     }
+
+
+def _readable(item: dict[str, Any]) -> bool:
+    image = item.get("imageURL") or item.get("imageBase64Data") or item.get("imageDataURI")
+    numbers = [item[key] for key in ("seed", "cost") if item.get(key) is not None]
+    return isinstance(image, str) and all(
+        isinstance(value, int | float) and not isinstance(value, bool) for value in numbers
+    )

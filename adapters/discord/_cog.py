@@ -128,12 +128,7 @@ class ImagesCog(commands.Cog, name="Images"):
         """
         for job, _ in self.service.resumed(PLATFORM):
             try:
-                if job.private or job.requester.channel is None:
-                    channel: discord.abc.Messageable = await self.bot.create_dm(
-                        discord.Object(int(job.requester.user_id))
-                    )
-                else:
-                    channel = self.bot.get_partial_messageable(int(job.requester.channel))
+                channel = await self._home(job)
                 message = await channel.send(
                     f"{progress_line(job, JobEvent('queued'))} · resumed after a restart · <@{job.requester.user_id}>",
                     view=running_view(job.id),
@@ -142,6 +137,12 @@ class ImagesCog(commands.Cog, name="Images"):
                 log.warning("could not post resumed %s: %s", format_ref(job.id), error)
                 continue
             self._spawn(self._follow(job, message.edit, DEFAULT_UPLOAD_LIMIT))
+
+    async def _home(self, job: Job) -> discord.abc.Messageable:
+        """Return where a new message about a job goes: its channel, or a direct message for a private one."""
+        if job.private or job.requester.channel is None:
+            return await self.bot.create_dm(discord.Object(int(job.requester.user_id)))
+        return self.bot.get_partial_messageable(int(job.requester.channel))
 
     async def cog_unload(self) -> None:
         """Stop following jobs; the jobs themselves run on."""
@@ -487,25 +488,28 @@ class ImagesCog(commands.Cog, name="Images"):
         task.add_done_callback(self._tasks.discard)
 
     async def _follow(self, job: Job, edit: Edit, upload_limit: int) -> None:
-        """Edit one message through a job's life, as often as the chat flow says an update is worth it."""
-        try:
-            async for update in updates(
-                job, interval=self.settings.progress_interval, preview_every=PREVIEW_EVERY, clock=_loop_time
-            ):
-                if update.final:
-                    await self._show_outcome(job, update.event, update.text, edit, upload_limit)
-                    return
-                changes: dict[str, Any] = {"content": update.text, "view": running_view(job.id)}
-                if update.preview is not None:
-                    changes["attachments"] = [discord.File(io.BytesIO(update.preview), filename="preview.webp")]
+        """Edit one message through a job's life, as often as the chat flow says an update is worth it.
+
+        discord.py itself waits out rate limits and retries server errors. A progress edit
+        Discord still refuses is dropped (the next one says more), and the job goes on.
+        """
+        async for update in updates(
+            job, interval=self.settings.progress_interval, preview_every=PREVIEW_EVERY, clock=_loop_time
+        ):
+            if update.final:
+                await self._show_outcome(job, update.event, update.text, edit, upload_limit)
+                return
+            changes: dict[str, Any] = {"content": update.text, "view": running_view(job.id)}
+            if update.preview is not None:
+                changes["attachments"] = [discord.File(io.BytesIO(update.preview), filename="preview.webp")]
+            try:
                 await edit(**changes)
-        except discord.HTTPException as error:
-            # The message was deleted, or the interaction token expired (15 minutes); the image stays in history.
-            log.warning("could not update the message of %s: %s", format_ref(job.id), error)
+            except discord.HTTPException as error:
+                log.info("dropped a progress edit of %s: %s", format_ref(job.id), error)
 
     async def _show_outcome(self, job: Job, event: JobEvent, line: str, edit: Edit, upload_limit: int) -> None:
         if event.kind != "done" or event.generation is None:
-            await edit(content=line, embed=None, attachments=[], view=None)
+            await self._finally_show(job, edit, content=line, embed=None, view=None, files=list)
             return
         generation = event.generation
         # A job resumed after a restart lost its requester's flag; the channel still has it.
@@ -513,21 +517,63 @@ class ImagesCog(commands.Cog, name="Images"):
             job.requester.channel is not None and age_restricted(self.bot.get_channel(int(job.requester.channel)))
         )
         displays = await self.service.admin.displays(generation, age_restricted=adult)
-        files = []
+        uploads: list[tuple[bytes, str, bool]] = []
         for image, display in zip(generation.images, displays, strict=True):
             if display == "withhold":
                 continue
             name = f"imagebot-{PurePath(image.path).name}"
             data, name = fit_upload(await self.service.read_image(image.path), name, upload_limit)
+            uploads.append((data, name, display == "spoiler"))
+
+        def files() -> list[discord.File]:
             # discord.py names a spoiler SPOILER_<name>; Discord blurs it until clicked.
-            files.append(discord.File(io.BytesIO(data), filename=name, spoiler=display == "spoiler"))
+            return [discord.File(io.BytesIO(data), filename=name, spoiler=spoiler) for data, name, spoiler in uploads]
+
         # The embed's own image would show a spoilered file plainly: only an unflagged one goes there.
-        shown = files[0].filename if files and not files[0].spoiler else None
+        shown = uploads[0][1] if uploads and not uploads[0][2] else None
         embed = result_embed(generation, shown)
         content = withheld_line(displays)
-        message = await edit(content=content, embed=embed, attachments=files, view=result_view(generation.id))
+        message = await self._finally_show(
+            job, edit, content=content, embed=embed, view=result_view(generation.id), files=files
+        )
         if message is not None:
             await self.service.attach_message(generation.id, str(message.id))
+
+    async def _finally_show(
+        self,
+        job: Job,
+        edit: Edit,
+        *,
+        content: str | None,
+        embed: discord.Embed | None,
+        view: discord.ui.View | None,
+        files: Callable[[], list[discord.File]],
+    ) -> discord.Message | None:
+        """Edit a job's message into its outcome; if Discord refuses, post the outcome as a new message.
+
+        The edit fails for good when the message was deleted, the interaction's token
+        expired (after 15 minutes, so a long queue), or Discord kept failing past
+        discord.py's retries: the user must still get the image, so it comes anew, naming them.
+        Return the message that shows it, or None when neither worked (the image stays in history).
+        """
+        try:
+            return await edit(content=content, embed=embed, attachments=files(), view=view)
+        except discord.HTTPException as error:
+            log.warning(
+                "could not edit the outcome of %s into its message (%s); posting it anew", format_ref(job.id), error
+            )
+        mention = f"<@{job.requester.user_id}>"
+        try:
+            channel = await self._home(job)
+            return await channel.send(
+                content=f"{mention} {content}" if content else mention,
+                embed=embed or discord.utils.MISSING,
+                files=files(),
+                view=view or discord.utils.MISSING,
+            )
+        except discord.HTTPException as error:
+            log.warning("could not post the outcome of %s: %s; it stays in history", format_ref(job.id), error)
+            return None
 
     # -- replies ------------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler, async_default_handlers
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import SlackSettings
@@ -29,7 +30,12 @@ def setup(service: ImageService, settings: SlackSettings) -> tuple[AsyncApp, Sla
     if settings.bot_token is None:
         raise ValueError("IMAGEBOT_SLACK_BOT_TOKEN is not set")
     client_options: dict[str, Any] = {"base_url": settings.api_base} if settings.api_base else {}
-    client = AsyncWebClient(token=settings.bot_token.get_secret_value(), **client_options)
+    # slack-sdk retries only a lost connection by default; a 429 (Retry-After) is waited out too.
+    # Server errors are not retried here: a resent chat.postMessage may post twice.
+    retry_handlers = [*async_default_handlers(), AsyncRateLimitErrorRetryHandler(max_retry_count=2)]
+    client = AsyncWebClient(
+        token=settings.bot_token.get_secret_value(), retry_handlers=retry_handlers, **client_options
+    )
     secret = settings.signing_secret.get_secret_value() if settings.signing_secret else None
     app = AsyncApp(client=client, signing_secret=secret)
     return app, SlackImages(app, service, settings)

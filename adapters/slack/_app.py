@@ -42,6 +42,7 @@ from ._blocks import (
     REFINE_SHORTCUT,
     REFINE_VIEW,
     REROLL_SHORTCUT,
+    Block,
     Destination,
     escape,
     failed_blocks,
@@ -343,29 +344,56 @@ class SlackImages:
         task.add_done_callback(self._tasks.discard)
 
     async def _follow(self, job: Job, card: Destination, ts: str) -> None:
-        """Update the card through a job's life, as often as the chat flow says an update is worth it."""
+        """Update the card through a job's life, as often as the chat flow says an update is worth it.
+
+        The client waits out rate limits (see `setup`). A progress update Slack still
+        refuses is dropped (the next one says more), and the job goes on.
+        """
         try:
             async for update in updates(job, interval=self.settings.progress_interval):
                 if update.event.kind == "done" and update.event.generation is not None:
-                    await self._show_result(update.event.generation, card, ts)
+                    await self._show_result(job, update.event.generation, card, ts)
                 elif update.final:
-                    text, blocks = failed_blocks(job, update.text)
-                    await self.client.chat_update(channel=card.channel, ts=ts, text=text, blocks=blocks)
+                    await self._finally_show(job, card, ts, *failed_blocks(job, update.text))
                 else:
                     text, blocks = progress_blocks(job, update.text)
-                    await self.client.chat_update(channel=card.channel, ts=ts, text=text, blocks=blocks)
+                    try:
+                        await self.client.chat_update(channel=card.channel, ts=ts, text=text, blocks=blocks)
+                    except SlackApiError as error:
+                        log.info("dropped a progress update of %s: %s", format_ref(job.id), error.response.get("error"))
         except SlackApiError as error:
-            # The card was deleted, or Slack refused; the image stays in history.
-            log.warning("could not update the card of %s: %s", format_ref(job.id), error.response.get("error"))
+            # The upload failed, or neither the card nor a new one could show the outcome; the image stays in history.
+            log.warning("could not show the outcome of %s: %s", format_ref(job.id), error.response.get("error"))
 
-    async def _show_result(self, generation: Generation, card: Destination, ts: str) -> None:
+    async def _show_result(self, job: Job, generation: Generation, card: Destination, ts: str) -> None:
         # Slack has no spoiler: a flagged image stays out of the channel, and its author may "Show" it.
         displays = await self.service.admin.displays(generation)
         shown = [image for image, display in zip(generation.images, displays, strict=True) if display == "show"]
         file_ids = await self._upload(shown, generation.id, card) if shown else []
         withheld = withheld_line(displays, spoilered="only its author can see it, with 🔞 Show.")
         text, blocks = result_blocks(generation, file_ids, withheld=withheld, show="spoiler" in displays)
-        await self.client.chat_update(channel=card.channel, ts=ts, text=text, blocks=blocks)
+        await self._finally_show(job, card, ts, text, blocks)
+
+    async def _finally_show(self, job: Job, card: Destination, ts: str, text: str, blocks: list[Block]) -> None:
+        """Update the card into the job's outcome; if Slack refuses, post the outcome as a new card.
+
+        The update fails for good when the card was deleted or Slack kept failing: the
+        user must still get the outcome. The new card is remembered in the card's place,
+        so its buttons' neighbours, reactions and shortcuts act on the image.
+        """
+        try:
+            await self.client.chat_update(channel=card.channel, ts=ts, text=text, blocks=blocks)
+            return
+        except SlackApiError as error:
+            log.warning(
+                "could not update the card of %s (%s); posting a new one",
+                format_ref(job.id),
+                error.response.get("error"),
+            )
+        posted = await self.client.chat_postMessage(
+            channel=card.channel, thread_ts=card.thread_ts, text=text, blocks=blocks
+        )
+        await self.service.attach_message(job.id, message_ref(posted["channel"], posted["ts"]))
 
     async def _upload(self, images: Sequence[StoredImage], generation_id: int, where: Destination) -> list[str]:
         """Upload images below a card (or into a direct message) and return their file ids."""

@@ -25,6 +25,7 @@ __all__ = [
     "REFINE_SHORTCUT",
     "REFINE_VIEW",
     "REROLL_SHORTCUT",
+    "Block",
     "Destination",
     "escape",
     "failed_blocks",

@@ -2,10 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 from types import TracebackType
 from typing import Self
 
 from aiohttp import web
+
+
+async def trickle(
+    request: web.Request, body: bytes, *, pieces: int, gap: float, status: int = 200
+) -> web.StreamResponse:
+    """Answer `body` as JSON in `pieces` writes `gap` seconds apart: headers at once, then a slow body.
+
+    Each gap is shorter than a client's read timeout while the whole answer takes longer than
+    its request timeout, the fault that a per-read timeout alone never notices. A client that
+    gives up closes the connection, and the writing stops there.
+    """
+    response = web.StreamResponse(status=status, headers={"Content-Type": "application/json"})
+    response.content_length = len(body)
+    await response.prepare(request)
+    size = max(1, math.ceil(len(body) / max(1, pieces)))
+    try:
+        for start in range(0, len(body), size):
+            await asyncio.sleep(gap)
+            await response.write(body[start : start + size])
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the client hung up
+    return response
 
 
 class LoopbackServer:

@@ -23,6 +23,13 @@ protocol, as far as a slash-command bot needs it:
 Every message the bot creates (callback, webhook or channel POST) is kept in ``fake.messages``
 with its attachments' bytes and an ``edits`` list of snapshots (one at creation, one per edit).
 
+Faults: ``fail_edits(count, status)`` answers the next ``count`` message edits (``PATCH`` of an
+interaction's message or of a channel message) with ``status`` instead of editing: 429 as Discord
+rate-limits (``retry_after`` in the body and the ``Retry-After`` header, and the ``Via`` header
+without which discord.py takes a 429 for a Cloudflare ban), 404 as an expired interaction token
+(code 10015), anything else as a bare server error. They are recorded in ``fake.calls`` like any
+answer; ``fake.edit_faults`` holds those still to come.
+
 Driving it
 ----------
 ::
@@ -297,6 +304,7 @@ class FakeDiscord(LoopbackServer):
         self.ready = asyncio.Event()
         self.connections = 0  # gateway connections that were sent READY + GUILD_CREATE, over the fake's life
         self.api_base = self.gateway_url = self.http_base = ""
+        self.edit_faults: list[tuple[int, float]] = []  # (status, retry_after) for the next message edits
         self._by_token: dict[str, FakeInteraction] = {}
         self._attachments: dict[int, FakeAttachment] = {}
         self._dm_channels: dict[int, int] = {}  # user id -> DM channel id
@@ -442,6 +450,10 @@ class FakeDiscord(LoopbackServer):
                 metadata["interacted_message_id"] = str(inter.message_id)
             payload.update(webhook_id=str(self.app_id), application_id=str(self.app_id), interaction_metadata=metadata)
         return payload
+
+    def fail_edits(self, count: int, status: int, *, retry_after: float = 0.05) -> None:
+        """Answer the next `count` message edits with `status` (429, 404 or a 5xx) instead of making them."""
+        self.edit_faults.extend([(status, retry_after)] * count)
 
     async def wait_for(self, predicate: Callable[[], object], timeout: float = 10.0) -> None:
         """Wait until ``predicate()`` holds, re-checking whenever the fake records anything."""
@@ -948,6 +960,8 @@ class FakeDiscord(LoopbackServer):
         elif request.can_read_body:
             raw = await request.read()
             call.json = json.loads(raw) if raw else None
+        if call.method == "PATCH" and "/messages/" in call.path and self.edit_faults:
+            return await self._fail_edit(call, *self.edit_faults.pop(0))
         try:
             status, body = 200, self._route(call)
         except DiscordError as exc:
@@ -958,6 +972,24 @@ class FakeDiscord(LoopbackServer):
         self.calls.append(call)
         await self._notify()
         return json_response(call.status, body)
+
+    async def _fail_edit(self, call: FakeCall, status: int, retry_after: float) -> web.Response:
+        headers = {"Content-Type": "application/json"}
+        if status == 429:
+            body: dict[str, Any] = {
+                "message": "You are being rate limited.",
+                "retry_after": retry_after,
+                "global": False,
+            }
+            headers.update({"Retry-After": f"{retry_after:g}", "Via": "1.1 google", "X-RateLimit-Scope": "user"})
+        elif status == 404:
+            body = {"message": unknown_webhook().message, "code": unknown_webhook().code}
+        else:
+            body = {"message": f"{status}: Server Error", "code": 0}
+        call.status, call.response = status, body
+        self.calls.append(call)
+        await self._notify()
+        return web.Response(status=status, body=json.dumps(body).encode(), headers=headers)
 
     def _route(self, call: FakeCall) -> Any:
         for method, pattern, handler in self._routes:

@@ -57,6 +57,10 @@ brackets):
 * ``hang`` (``seconds``): accepted and charged, answers success only after ``seconds`` (the job is
   processing meanwhile); ``close()`` cuts the wait short.
 * ``malformed``: accepted and charged, answers 200 with the invalid JSON ``{"status": "succ``.
+* ``wrong_shape`` (``mangle``): accepted and charged, answers 200 with ``mangle(answer)``, valid
+  JSON of another shape than the success answer ModelsLab would give.
+* ``trickle`` (``pieces``, ``gap``): accepted and charged, sends the success answer in ``pieces``
+  writes ``gap`` seconds apart (see ``tests.fakes._loopback.trickle``).
 * ``url_404``: success, but its output URLs answer 404.
 
 With ``safety_checker: "yes"`` a success also answers ``nsfw_content_detected`` (one boolean per
@@ -106,14 +110,16 @@ from typing import Any, Literal
 from aiohttp import web
 from PIL import Image
 
-from tests.fakes._loopback import LoopbackServer
+from tests.fakes._loopback import LoopbackServer, trickle
 
-FaultKind = Literal["processing", "error", "http", "hang", "malformed", "url_404", "partial", "failed_after"]
+FaultKind = Literal[
+    "processing", "error", "http", "hang", "malformed", "wrong_shape", "trickle", "url_404", "partial", "failed_after"
+]
 JobState = Literal["processing", "success", "failed"]
 RequestKind = Literal["submit", "fetch", "download", "other"]
 
 FAULT_KINDS: frozenset[str] = frozenset(
-    ("processing", "error", "http", "hang", "malformed", "url_404", "partial", "failed_after")
+    ("processing", "error", "http", "hang", "malformed", "wrong_shape", "trickle", "url_404", "partial", "failed_after")
 )
 FETCH_FAULT_KINDS: frozenset[str] = frozenset(("http", "malformed"))
 
@@ -217,6 +223,9 @@ class Fault:
     retry_after: float | None = None  # http 429: Retry-After header, when given
     seconds: float = 30.0  # hang: how long the answer is held back
     returned: int = 1  # partial: how many URLs the output holds
+    mangle: Callable[[Any], Any] | None = None  # wrong_shape: the success answer -> what is sent instead
+    pieces: int = 20  # trickle: writes of the answer
+    gap: float = 0.1  # trickle: seconds between them
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -437,7 +446,7 @@ class FakeModelsLab(LoopbackServer):
 
     # -- submit -----------------------------------------------------------------------------------
 
-    async def _submit(self, request: web.Request) -> web.Response:
+    async def _submit(self, request: web.Request) -> web.StreamResponse:
         record, body, problem = await self._arrive(request, "submit")
         fault = self.faults.popleft() if self.faults else None
         if fault is not None and fault.kind == "error":
@@ -455,7 +464,7 @@ class FakeModelsLab(LoopbackServer):
         job = self._accept(parsed, fault)
         record.job_id = job.id
         await self._notify()
-        return await self._respond_accepted(record, job, fault)
+        return await self._respond_accepted(request, record, job, fault)
 
     @staticmethod
     def _message_key(fault: Fault) -> str:
@@ -499,7 +508,9 @@ class FakeModelsLab(LoopbackServer):
         job.state = state
         job.finished_at = time.monotonic()
 
-    async def _respond_accepted(self, record: ModelsLabRequest, job: ModelsLabJob, fault: Fault | None) -> web.Response:
+    async def _respond_accepted(
+        self, request: web.Request, record: ModelsLabRequest, job: ModelsLabJob, fault: Fault | None
+    ) -> web.StreamResponse:
         kind = fault.kind if fault is not None else None
         if kind in ("processing", "failed_after"):
             assert fault is not None
@@ -511,6 +522,19 @@ class FakeModelsLab(LoopbackServer):
         if kind == "malformed":
             self._finish(job, "success")
             return await self._answer(record, None, text=MALFORMED_BODY)
+        if kind == "wrong_shape":
+            assert fault is not None and fault.mangle is not None, "a wrong_shape fault needs mangle"
+            self._finish(job, "success")
+            record.http_status = 200
+            await self._notify()
+            return web.json_response(fault.mangle(self._success_submit(job)))
+        if kind == "trickle":
+            assert fault is not None
+            self._finish(job, "success")
+            record.http_status, record.status = 200, "success"
+            await self._notify()
+            body = json.dumps(self._success_submit(job)).encode()
+            return await trickle(request, body, pieces=fault.pieces, gap=fault.gap)
         await self._sleep(fault.seconds if fault is not None and kind == "hang" else self.service_time)
         self._finish(job, "success")
         return await self._answer(record, self._success_submit(job))

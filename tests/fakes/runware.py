@@ -37,10 +37,10 @@ Faults
 ------
 ``fake.inject(Fault(kind=...))`` queues faults in FIFO order; the head of the queue is taken by the
 next POST that carries an ``imageInference`` task (``getResponse``-only POSTs never take one).
-Faults that refuse the POST (``status``, ``hang_before``, ``error400``) are taken by the next such
-POST whatever it holds; faults that act on an accepted task (``hang_after``, ``malformed``,
-``partial``, ``url_404``, ``processing``) wait at the head of the queue until a POST is accepted, so
-a rejected or conflicting retry does not use them up. See ``Fault`` for each kind.
+Faults that refuse the POST (``status``, ``hang_before``, ``error400``, ``error200``) are taken by the
+next such POST whatever it holds; faults that act on an accepted task (``hang_after``, ``malformed``,
+``wrong_shape``, ``trickle``, ``partial``, ``url_404``, ``processing``) wait at the head of the queue
+until a POST is accepted, so a rejected or conflicting retry does not use them up. See ``Fault`` for each kind.
 
 Driving it
 ----------
@@ -75,7 +75,7 @@ from typing import Any, Literal, get_args
 from aiohttp import web
 from PIL import Image
 
-from tests.fakes._loopback import LoopbackServer
+from tests.fakes._loopback import LoopbackServer, trickle
 
 DOCS_URL = "https://runware.ai/docs/image-inference/api-reference"
 COST_PER_IMAGE = 0.0013  # USD, what the fake charges per generated image
@@ -132,8 +132,20 @@ INFERENCE_FIELDS = frozenset(
 )
 UUID4_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$", re.IGNORECASE)
 
-FaultKind = Literal["status", "hang_before", "hang_after", "malformed", "partial", "url_404", "processing", "error400"]
-REFUSING_FAULTS = frozenset({"status", "hang_before", "error400"})
+FaultKind = Literal[
+    "status",
+    "hang_before",
+    "hang_after",
+    "malformed",
+    "wrong_shape",
+    "trickle",
+    "partial",
+    "url_404",
+    "processing",
+    "error400",
+    "error200",
+]
+REFUSING_FAULTS = frozenset({"status", "hang_before", "error400", "error200"})
 STATUS_CODES = {
     429: ("rateLimitExceeded", "Too many requests. Please slow down."),
     402: ("insufficientCredits", "Insufficient credits to process the request."),
@@ -154,11 +166,16 @@ class Fault:
     * ``hang_after``: accept and charge, then sleep ``seconds`` before the normal answer, so a
       client with a shorter timeout gives up on a task that exists.
     * ``malformed``: accept and charge, then answer 200 with the invalid JSON ``{"data": [``.
+    * ``wrong_shape``: accept and charge, then answer 200 with ``mangle(answer)``: valid JSON of
+      another shape than the answer Runware would give (``answer`` is that answer's payload).
+    * ``trickle``: accept and charge, then send the normal answer in ``pieces`` writes ``seconds``
+      apart (see ``tests.fakes._loopback.trickle``).
     * ``partial``: accept and charge every result, but the sync answer holds only the first
       ``returned``; getResponse has the rest, or reports them as ``timeoutProvider`` when ``lost``.
     * ``url_404``: accept normally, but the task's image URLs answer 404.
     * ``processing``: the first ``polls`` getResponse polls of the task answer ``processing``.
     * ``error400``: answer 400 ``invalidParameter`` (or ``code``) naming ``parameter`` with ``message``.
+    * ``error200``: the same error item, but in a 200 answer: ``{"errors": [item]}``, nothing accepted.
     """
 
     kind: FaultKind
@@ -171,6 +188,8 @@ class Fault:
     parameter: str = "positivePrompt"
     message: str | None = None
     code: str | None = None
+    pieces: int = 20
+    mangle: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in get_args(FaultKind):
@@ -520,7 +539,7 @@ class FakeRunware(LoopbackServer):
 
     # -- POST /v1 ---------------------------------------------------------------------------------
 
-    async def _v1(self, request: web.Request) -> web.Response:
+    async def _v1(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         try:
             body = json.loads(raw) if raw else None
@@ -541,7 +560,7 @@ class FakeRunware(LoopbackServer):
         self.in_flight += 1
         self.max_concurrent = max(self.max_concurrent, self.in_flight)
         try:
-            return await self._inference(record, body, inference)
+            return await self._inference(request, record, body, inference)
         finally:
             self.in_flight -= 1
 
@@ -570,8 +589,8 @@ class FakeRunware(LoopbackServer):
         return None
 
     async def _inference(
-        self, record: RunwareRequest, body: list[dict[str, Any]], inference: list[dict[str, Any]]
-    ) -> web.Response:
+        self, request: web.Request, record: RunwareRequest, body: list[dict[str, Any]], inference: list[dict[str, Any]]
+    ) -> web.StreamResponse:
         for task in inference:  # a retry carrying a known UUID is counted before anything refuses it
             known = task.get("taskUUID")
             if isinstance(known, str) and known in self.tasks:
@@ -593,15 +612,22 @@ class FakeRunware(LoopbackServer):
         if fault is not None and fault.kind == "malformed":
             await self._finish(record, 200)
             return web.Response(status=200, text='{"data": [', content_type="application/json")
+        if fault is not None and fault.kind == "wrong_shape":
+            assert fault.mangle is not None, "a wrong_shape fault needs mangle"
+            return await self._answer(record, 200, fault.mangle(self._results(body)[1]))
+        if fault is not None and fault.kind == "trickle":
+            status, payload = self._results(body)
+            await self._finish(record, status)
+            return await trickle(request, json.dumps(payload).encode(), pieces=fault.pieces, gap=fault.seconds)
         return await self._answer(record, *self._results(body))
 
     async def _refuse(self, record: RunwareRequest, fault: Fault, task_uuid: str | None) -> web.Response:
         """Answer a refusing fault: nothing is accepted or charged."""
-        if fault.kind == "error400":
+        if fault.kind in ("error400", "error200"):
             message = fault.message or f"Invalid value for {fault.parameter} parameter."
             code = fault.code or "invalidParameter"
             item = error_item(code, message, fault.parameter, "imageInference", task_uuid, documentation=True)
-            return await self._answer(record, 400, {"errors": [item]})
+            return await self._answer(record, 400 if fault.kind == "error400" else 200, {"errors": [item]})
         if fault.kind == "hang_before":
             await asyncio.sleep(fault.seconds)
             status, (code, message) = 503, UNAVAILABLE

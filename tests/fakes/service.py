@@ -15,6 +15,17 @@ from imagebot.bootstrap import stores_of
 from storage import SqliteDatabase
 
 
+async def assert_nothing_half_written(history: SqliteDatabase, data_dir: Path) -> None:
+    """Every image a row claims is on disk under a finished row, and every image file on disk is claimed by one."""
+    claimed: set[Path] = set()
+    generation_id = 1
+    while (stored := await history.generations.get(generation_id)) is not None:
+        assert stored.status == "done" or not stored.images, stored
+        claimed.update(data_dir / image.path for image in stored.images)
+        generation_id += 1
+    assert {path for path in (data_dir / "images").rglob("*") if path.is_file()} == claimed
+
+
 @contextlib.asynccontextmanager
 async def started_service(
     backend: Backend,

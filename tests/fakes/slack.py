@@ -30,6 +30,11 @@ What it fakes
   ``{"type": "hello"}`` and pings are answered by aiohttp. ``await fake.socket_send(type, payload)``
   sends an envelope to the newest connection and returns the client's ack.
 
+Faults: ``fail_updates(count, status)`` answers the next ``count`` ``chat.update`` calls with HTTP
+``status`` instead of updating: 429 as Slack rate-limits (``{"ok": false, "error": "ratelimited"}``
+with a ``Retry-After`` header), anything else as a server error (``internal_error``). They are
+recorded in ``fake.calls`` all the same; ``fake.update_faults`` holds those still to come.
+
 Driving it
 ----------
 ::
@@ -77,6 +82,7 @@ class SlackCall:
     args: dict[str, Any]
     token: str | None = field(default=None, repr=False)
     files: list[tuple[str, bytes]] = field(default_factory=list)
+    status: int = 200  # the HTTP status answered (not 200 only for an injected fault)
 
 
 @dataclass
@@ -150,6 +156,7 @@ class FakeSlack(LoopbackServer):
         self.reactions: list[tuple[str, str, str]] = []
         self.sockets: list[SocketConnection] = []
         self.not_member: set[str] = set()  # channels the bot is not in: posting there fails
+        self.update_faults: list[tuple[int, int]] = []  # (status, retry_after) for the next chat.update calls
         self.socket_acks: list[dict] = []
         self.base = ""
         self.api_base = ""
@@ -184,6 +191,10 @@ class FakeSlack(LoopbackServer):
         await super().close()
 
     # -- queries ----------------------------------------------------------------------------------
+
+    def fail_updates(self, count: int, status: int, *, retry_after: int = 0) -> None:
+        """Answer the next `count` chat.update calls with HTTP `status` (429 or a 5xx) instead of making them."""
+        self.update_faults.extend([(status, retry_after)] * count)
 
     def calls_to(self, method: str) -> list[SlackCall]:
         return [c for c in self.calls if c.method == method]
@@ -236,6 +247,14 @@ class FakeSlack(LoopbackServer):
         token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else args.get("token")
         call = SlackCall(method, args, token, files)
         self.calls.append(call)
+        if method == "chat.update" and self.update_faults:
+            status, retry_after = self.update_faults.pop(0)
+            call.status = status
+            await self._notify()
+            if status == 429:
+                headers = {"Retry-After": str(retry_after)}
+                return web.json_response({"ok": False, "error": "ratelimited"}, status=429, headers=headers)
+            return web.json_response({"ok": False, "error": "internal_error"}, status=status)
         try:
             if not token:
                 result: dict[str, Any] = {"ok": False, "error": "not_authed"}

@@ -13,8 +13,10 @@ from bot.options import Defaults, Limits, parse_text
 from bot.request import GenerationRequest
 from bot.service import ImageService
 from storage import SqliteDatabase
+from tests.fakes.service import assert_nothing_half_written
 
 WHO = Requester("console", "alice")
+OTHER = Requester("console", "bob")
 
 CATALOG = Catalog.from_toml(
     resources.files("bot").joinpath("models.toml").read_text(encoding="utf-8")
@@ -29,9 +31,9 @@ def request(line: str, seed: int = 7) -> GenerationRequest:
     return parsed.request if parsed.request.seed is not None else parsed.request.with_seed(seed)
 
 
-async def outcome(service: ImageService, line: str) -> tuple[Generation | None, str | None]:
+async def outcome(service: ImageService, line: str, who: Requester = WHO) -> tuple[Generation | None, str | None]:
     """Run `/imagine <line>` to its end: (the generation, None) or (None, the sentence the user sees)."""
-    job = await service.imagine(line, WHO)
+    job = await service.imagine(line, who)
     try:
         return await job.result(), None
     except BotError as error:
@@ -42,3 +44,10 @@ async def only(history: SqliteDatabase) -> Generation:
     """Return the one generation in history."""
     (generation,) = await history.generations.recent(WHO.platform, WHO.user_id)
     return generation
+
+
+async def assert_aftermath(service: ImageService, history: SqliteDatabase, data_dir: Path) -> None:
+    """After a fault: the next user still gets an image, and nothing half-written stays behind."""
+    generation, error = await outcome(service, "a blue fox", OTHER)
+    assert error is None and generation is not None and generation.images
+    await assert_nothing_half_written(history, data_dir)

@@ -21,7 +21,7 @@ from inference.modelslab import ModelsLabBackend
 from storage import SqliteDatabase
 from tests.fakes.modelslab import FakeModelsLab, Fault, colour_for_seed
 from tests.fakes.service import started_service
-from tests.inference.remote import CATALOG, WHO, only, outcome
+from tests.inference.remote import CATALOG, WHO, assert_aftermath, only, outcome
 
 
 @pytest.fixture
@@ -84,13 +84,17 @@ async def test_a_queued_job_is_fetched_until_it_is_done(service, fake: FakeModel
         ),
     ],
 )
-async def test_its_refusals_become_one_sentence(service, fake: FakeModelsLab, fault: Fault, sentence: str) -> None:
+async def test_its_refusals_become_one_sentence(
+    service, fake: FakeModelsLab, tmp_path: Path, fault: Fault, sentence: str
+) -> None:
+    """ModelsLab's error shape comes in an HTTP 200: the user reads its message, and nothing is resent."""
     fake.inject(fault)
     generation, error = await outcome(service[0], "a red fox")
     assert generation is None and error == sentence
     failed = await only(service[1])
     assert failed.status == "failed" and failed.error == sentence
     assert len(fake.submits) == 1
+    await assert_aftermath(*service, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -98,8 +102,19 @@ async def test_its_refusals_become_one_sentence(service, fake: FakeModelsLab, fa
     [
         (Fault("http", status=503), "it answered HTTP 503, so it was not sent again"),
         (Fault("malformed"), "it answered HTTP 200 with an unreadable body, so it was not sent again"),
+        (
+            Fault("wrong_shape", mangle=lambda answer: [answer]),
+            "it answered HTTP 200 with an unreadable body, so it was not sent again",
+        ),
+        (
+            Fault("wrong_shape", mangle=lambda answer: {**answer, "output": answer["output"][0]}),
+            "it reported success without a list of images",
+        ),
         (Fault("hang", seconds=5.0), "the request failed (ReadTimeout), so it was not sent again"),
+        # Every write comes well within the read timeout; the whole answer takes 2 s, past the 0.3 s allowed.
+        (Fault("trickle", pieces=40, gap=0.05), "the request failed (ReadTimeout), so it was not sent again"),
     ],
+    ids=["503", "not-json", "json-array", "output-not-a-list", "hang", "trickle"],
 )
 async def test_an_answer_lost_after_modelslab_may_have_started_is_not_paid_twice(
     fake: FakeModelsLab, tmp_path: Path, fault: Fault, told: str
@@ -108,10 +123,12 @@ async def test_an_answer_lost_after_modelslab_may_have_started_is_not_paid_twice
     backend = ModelsLabBackend(CATALOG, settings(fake, timeout=0.3), eta_cap=0.05)
     async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as (svc, history):
         generation, error = await outcome(svc, "a red fox")
-        assert generation is None and error is not None and told in error
+        assert generation is None and error is not None
+        assert error.startswith("The ModelsLab backend could not make the image: ") and told in error
         assert (await only(history)).status == "failed"
+        assert len(fake.submits) == 1 and len(fake.charges) == 1
+        await assert_aftermath(svc, history, tmp_path)
     await backend.aclose()
-    assert len(fake.submits) == 1 and len(fake.charges) == 1
 
 
 async def test_a_full_queue_429_is_waited_out_and_sent_again(service, fake: FakeModelsLab) -> None:

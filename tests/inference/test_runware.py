@@ -21,7 +21,7 @@ from inference.runware import RunwareBackend
 from storage import SqliteDatabase
 from tests.fakes.runware import COST_PER_IMAGE, FakeRunware, Fault
 from tests.fakes.service import started_service
-from tests.inference.remote import CATALOG, WHO, only, outcome
+from tests.inference.remote import CATALOG, WHO, assert_aftermath, only, outcome
 
 
 @pytest.fixture
@@ -166,6 +166,66 @@ async def test_an_accepted_task_whose_answer_was_lost_is_collected_not_paid_agai
     assert task.posts == 2  # the retry met conflictTaskUUID...
     assert task.polls >= 1  # ...and the images came from getResponse
     assert len(fake.charges) == 1
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda answer: answer["data"],
+        lambda answer: {
+            "data": [{**item, "seed": "eleven", "cost": "cheap", "imageURL": 7} for item in answer["data"]]
+        },
+        lambda answer: {"data": {"images": answer["data"]}},
+    ],
+    ids=["array-not-object", "mistyped-results", "data-not-a-list"],
+)
+async def test_an_answer_of_the_wrong_shape_is_collected_not_paid_again(
+    running, fake: FakeRunware, tmp_path: Path, mangle
+) -> None:
+    """Valid JSON that is not Runware's answer is an unreadable answer: same taskUUID again, images collected."""
+    service, history = running
+    fake.inject(Fault("wrong_shape", mangle=mangle))
+    generation, error = await outcome(service, "a red fox --n 2 --seed 11")
+    assert error is None and generation is not None
+    assert [image.seed for image in generation.images] == [11, 12]
+    assert (await only(history)).cost == pytest.approx(2 * COST_PER_IMAGE)
+    assert len(fake.charges) == 1
+    await assert_aftermath(service, history, tmp_path)
+
+
+@pytest.mark.parametrize("async_above", [120.0, 0.0], ids=["sync", "async"])
+async def test_runwares_error_body_in_a_200_answer_is_one_sentence(
+    fake: FakeRunware, tmp_path: Path, async_above: float
+) -> None:
+    fault = Fault("error200", parameter="positivePrompt", message="Invalid value for positivePrompt parameter.")
+    fake.inject(fault)
+    backend = RunwareBackend(CATALOG, settings(fake, async_above=async_above), poll_interval=0.01)
+    async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as (service, history):
+        generation, error = await outcome(service, "a red fox")
+        sentence = (
+            "The Runware backend could not make the image: it refused the prompt"
+            " (Invalid value for positivePrompt parameter)."
+        )
+        assert generation is None and error == sentence
+        assert (await only(history)).status == "failed"
+        assert len(fake.calls("imageInference")) == 1 and fake.charges == []  # final: not sent again
+        await assert_aftermath(service, history, tmp_path)
+    await backend.aclose()
+
+
+async def test_an_answer_trickling_past_the_timeout_is_given_up_and_collected(
+    fake: FakeRunware, tmp_path: Path
+) -> None:
+    """Each write comes well within the read timeout, but the whole answer would take 2 s, past the 0.5 s allowed."""
+    fake.inject(Fault("trickle", seconds=0.05, pieces=40))
+    backend = RunwareBackend(CATALOG, settings(fake, timeout=0.5), poll_interval=0.01)
+    async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as (service, history):
+        generation, error = await outcome(service, "a red fox --seed 11")
+        assert error is None and generation is not None and generation.images[0].seed == 11
+        (task,) = fake.tasks.values()
+        assert task.posts == 2 and len(fake.charges) == 1  # given up, then met conflictTaskUUID: paid once
+        await assert_aftermath(service, history, tmp_path)
+    await backend.aclose()
 
 
 async def test_a_partial_answer_is_completed_by_polling(running, fake: FakeRunware) -> None:
