@@ -117,7 +117,7 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE images ADD COLUMN nsfw INTEGER CHECK (nsfw IN (0, 1));
     """,
-    # 6: 'vary' joins the actions. SQLite cannot change a CHECK in place, so generations is rebuilt
+    # 6: 'vary' and 'upscale' join the actions. SQLite cannot change a CHECK in place, so generations is rebuilt
     # (SQLite's documented procedure). Foreign keys stay on inside a transaction, and dropping
     # generations would cascade to images, so images is rebuilt first, pointing at the new table;
     # RENAME then rewrites both references. The AUTOINCREMENT counter is carried over: ids are in
@@ -130,7 +130,7 @@ MIGRATIONS: list[str] = [
         channel     TEXT,
         user_id     TEXT NOT NULL,
         parent_id   INTEGER REFERENCES generations_new (id) ON DELETE SET NULL,
-        action      TEXT NOT NULL CHECK (action IN ('generate', 'reroll', 'refine', 'vary')),
+        action      TEXT NOT NULL CHECK (action IN ('generate', 'reroll', 'refine', 'vary', 'upscale')),
         request     TEXT NOT NULL CHECK (json_valid(request)),
         seed        INTEGER NOT NULL,
         model       TEXT NOT NULL,
