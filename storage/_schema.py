@@ -117,8 +117,8 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE images ADD COLUMN nsfw INTEGER CHECK (nsfw IN (0, 1));
     """,
-    # 6: 'vary' and 'upscale' join the actions. SQLite cannot change a CHECK in place, so generations is rebuilt
-    # (SQLite's documented procedure). Foreign keys stay on inside a transaction, and dropping
+    # 6: 'vary' and 'upscale' join the actions. SQLite cannot change a CHECK in place, so generations
+    # is rebuilt (SQLite's documented procedure). Foreign keys stay on inside a transaction, and dropping
     # generations would cascade to images, so images is rebuilt first, pointing at the new table;
     # RENAME then rewrites both references. The AUTOINCREMENT counter is carried over: ids are in
     # buttons, and a deleted id must never come back.
