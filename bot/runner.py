@@ -3,11 +3,13 @@
 It owns the live jobs and the fair queue, resumes what a restart left
 unfinished, batches compatible jobs on a backend that can, stores the images
 with their parameters in the PNG, and turns every outcome into an event and a
-row, never an exception.
+row, never an exception. When storage fails (a full disk, a read-only database),
+the user still gets the event, and no image file stays without its row.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -23,12 +25,18 @@ from bot.ports import Backend, BatchingBackend, GenerationStore, ImageStore
 from bot.queue import JobQueue
 from bot.request import GeneratedImage, GenerationRequest, Progress
 
-__all__ = ["GENERIC_FAILURE", "INTERRUPTED_TWICE", "JobRunner"]
+__all__ = ["GENERIC_FAILURE", "INTERRUPTED_TWICE", "NOT_SAVED", "JobRunner"]
 
 log = logging.getLogger(__name__)
 
 INTERRUPTED_TWICE = "The bot restarted twice while this image was being made; please ask again."
 GENERIC_FAILURE = "Something went wrong while making the image; it has been logged."
+NOT_SAVED = "The image could not be saved; it has been logged. Please try again later."
+
+
+def _context(job: Job) -> dict[str, object]:
+    """Return the fields every log line about a job carries."""
+    return {"job_id": job.id, "user_id": job.requester.user_id, "platform": job.requester.platform}
 
 
 def _total_cost(images: list[GeneratedImage]) -> float | None:
@@ -144,30 +152,34 @@ class JobRunner:
     async def cancel(self, job: Job) -> None:
         """Cancel a live job: a waiting one at once, a running one at its backend's next step."""
         if self.queue.remove(job):
-            await self._generations.mark_cancelled(job.id)
-            self._finish(job, JobEvent("cancelled", message=str(JobCancelled())))
+            await self._complete(job, JobCancelled(), 0.0)
         else:
             job.cancel_event.set()
 
     async def _execute(self, job: Job) -> None:
         """Run a job (with the compatible jobs waiting behind it, when the backend batches) to its end."""
         if job.cancel_event.is_set():
-            await self._generations.mark_cancelled(job.id)
-            self._finish(job, JobEvent("cancelled", message=str(JobCancelled())))
+            await self._complete(job, JobCancelled(), 0.0)
             return
         backend = self.backend_for(job.request)
         group = [job, *self._batch_mates(job, backend)]
         try:
-            for member in group:
-                await self._generations.mark_running(member.id)
-                member.emit(JobEvent("started"))
-            started = time.perf_counter()
-            if len(group) == 1:
-                outcomes = [await self._generate(backend, job)]
+            outcomes: list[list[GeneratedImage] | BaseException]
+            seconds = 0.0
+            try:
+                for member in group:
+                    await self._generations.mark_running(member.id)
+                    member.emit(JobEvent("started"))
+            except Exception as error:
+                outcomes = [error] * len(group)  # the history cannot be written: nothing is made
             else:
-                assert isinstance(backend, BatchingBackend)
-                outcomes = await self._generate_batch(backend, group)
-            seconds = time.perf_counter() - started
+                started = time.perf_counter()
+                if len(group) == 1:
+                    outcomes = [await self._generate(backend, job)]
+                else:
+                    assert isinstance(backend, BatchingBackend)
+                    outcomes = await self._generate_batch(backend, group)
+                seconds = time.perf_counter() - started
             for member, outcome in zip(group, outcomes, strict=True):
                 await self._complete(member, outcome, seconds)
         finally:
@@ -217,8 +229,20 @@ class JobRunner:
             return [error] * len(group)
 
     async def _complete(self, job: Job, outcome: list[GeneratedImage] | BaseException, seconds: float) -> None:
-        """Store a job's images, or record why it has none, and tell its followers."""
-        context = {"job_id": job.id, "user_id": job.requester.user_id, "platform": job.requester.platform}
+        """Store a job's images, or record why it has none, and tell its followers, even when storage fails."""
+        try:
+            await self._record(job, outcome, seconds)
+        except Exception:
+            # A read-only database or a full disk: the user still hears how the job ended. Where even the
+            # failure cannot be written, the row stays unfinished, so the next start makes the job again.
+            log.exception("generation %s could not be recorded", job.id, extra=_context(job))
+            with contextlib.suppress(Exception):
+                await self._generations.mark_failed(job.id, NOT_SAVED)
+            self._finish(job, JobEvent("failed", message=NOT_SAVED))
+
+    async def _record(self, job: Job, outcome: list[GeneratedImage] | BaseException, seconds: float) -> None:
+        """Store a job's images, or record why it has none, and tell its followers; raise if storage fails."""
+        context = _context(job)
         if isinstance(outcome, JobCancelled):
             await self._generations.mark_cancelled(job.id)
             self._finish(job, JobEvent("cancelled", message=str(outcome)))
@@ -233,16 +257,23 @@ class JobRunner:
             self._finish(job, JobEvent("failed", message=GENERIC_FAILURE))
             return
         images = outcome
-        try:
-            stored = [await self._store(job, image) for image in images]
-        except Exception as error:
-            await self._complete(job, error, seconds)
-            return
         # A backend's notes (a worker restarted on the way) reach the user under the image.
         notes = tuple(dict.fromkeys(str(image.meta["note"]) for image in images if image.meta.get("note")))
         if len(images) < job.request.count:
             notes += (f"Only {len(images)} of {job.request.count} images came back.",)
-        await self._generations.mark_done(job.id, stored, cost=_total_cost(images), notes=notes)
+        stored: list[StoredImage] = []
+        try:
+            for image in images:
+                stored.append(await self._store(job, image))
+            await self._generations.mark_done(job.id, stored, cost=_total_cost(images), notes=notes)
+        except Exception:
+            # No image file without its row: the files written so far go with the failed record.
+            for saved in stored:
+                try:
+                    await self._images.delete(saved.path)
+                except Exception:
+                    log.exception("generation %s: %s could not be deleted", job.id, saved.path, extra=context)
+            raise
         generation = await self._generations.get(job.id)
         metrics.GENERATION_SECONDS.labels(generation.backend if generation else "unknown").observe(seconds)
         log.info("generation %s done in %.2fs", job.id, seconds, extra=context)

@@ -33,6 +33,8 @@ print(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda, "devic
 """
 # What SDXL base + refiner in bf16 take, with the shared text encoder and VAE, plus activations at 1024².
 _SDXL_VRAM = 12 * 1024**3
+# SDXL base's weights in half precision, for a model on the hub: its cache may hold other variants too.
+_SDXL_WEIGHTS = 7 * 1024**3
 
 
 class LocalPlugin:
@@ -60,10 +62,15 @@ class LocalPlugin:
         )
 
     async def checks(self, catalog: Catalog, core: CoreSettings, *, running: bool) -> list[Check]:
-        """Check the GPU, the default model's weights and the safety checker's."""
+        """Check the GPU, the default model's weights and the safety checker's, and the memory to load them."""
         worker = LocalWorkerSettings()
         local = catalog.get("model", core.default_model or "tiny").local
-        return [await _gpu(worker, running), await _model(core, local), await _safety(worker, local)]
+        return [
+            await _gpu(worker, running),
+            await _model(core, local),
+            await _safety(worker, local),
+            await asyncio.to_thread(_memory, core, local, running),
+        ]
 
 
 class RayPlugin:
@@ -202,6 +209,48 @@ async def _safety(worker: LocalWorkerSettings, model_local: str | None) -> Check
             return Check("safety checker", True, f"{path} is present")
         return Check("safety checker", False, f"{path} does not exist; fix IMAGEBOT_SAFETY_CHECKER.")
     return await asyncio.to_thread(_hub_model, source, "safety checker", "about 1.2 GB")
+
+
+def _memory(core: CoreSettings, local: str | None, running: bool) -> Check:
+    """Compare the memory available with the default model's weights, which the worker reads into it to load them.
+
+    Short of it, the kernel's out-of-memory killer kills the worker while it loads the model, and jobs
+    fail with "the worker cannot load the model". A running bot's worker holds its own share already,
+    so then the numbers are reported, not required.
+    """
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return Check("memory", True, "not measured on this system")
+    weights = _weights_bytes(core, local)
+    found = f"{available / 1024**3:.1f} GiB available"
+    if weights is None:
+        return Check("memory", True, found)
+    needed = f"the default model's weights take {weights / 1024**3:.1f} GiB"
+    if weights > available and not running:
+        return Check(
+            "memory",
+            False,
+            f"{found} but {needed}; the worker would be killed while loading it: free memory, add swap,"
+            " or pick a smaller IMAGEBOT_DEFAULT_MODEL.",
+        )
+    return Check("memory", True, f"{found}; {needed}")
+
+
+def _weights_bytes(core: CoreSettings, local: str | None) -> int | None:
+    """Return the size of the default model's weights: measured on disk, estimated on the hub, None if unknown."""
+    if local is None:
+        return None
+    if local.startswith("tiny:"):
+        path = core.data_dir / "models" / "tiny"
+    elif local.startswith(("/", "./")) or local.endswith(".safetensors"):
+        path = Path(local) if local.startswith("/") else core.data_dir / local
+    else:
+        return _SDXL_WEIGHTS
+    if path.is_file():
+        return path.stat().st_size
+    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file()) if path.is_dir() else None
 
 
 def _hub_model(repo: str, name: str = "model", size: str = "several GB") -> Check:

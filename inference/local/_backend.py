@@ -5,10 +5,12 @@ The bot process never imports torch. It resolves catalog names to local ids
 talks to it in length-prefixed frames over the worker's stdin and stdout. One
 job runs at a time; progress frames become `Progress` callbacks; setting the
 job's cancel event sends a cancel frame and the worker stops at its next step.
-The worker is supervised: when it dies (killed, segfault), runs out of GPU
-memory, or makes no progress for `stall_timeout` seconds (it is then killed),
-a fresh worker is started and the job is tried once more; the image then
-carries a note saying so. A second loss fails the job with one sentence.
+The worker is supervised: when it dies (killed, segfault, also while it starts
+or loads the model), runs out of GPU memory, or makes no progress for
+`stall_timeout` seconds (it is then killed), a fresh worker is started and the
+job is tried once more; the image then carries a note saying so. A second loss
+fails the job with one sentence; lost while loading again, the sentence says the
+worker cannot load the model.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import itertools
 import logging
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
@@ -56,6 +59,12 @@ __all__ = ["LocalBackend"]
 log = logging.getLogger(__name__)
 
 _NAME = "local"
+_STOPPED = "stopped unexpectedly"
+# Lost again while loading, on a fresh worker: a model too big for this machine's memory, most likely.
+_CANNOT_LOAD = (
+    "the worker cannot load the model; it stopped while loading it on a fresh worker too, which is what"
+    " running out of memory looks like (imagebot doctor checks the memory)"
+)
 # Where `inference` is importable from, for a worker started outside an installed package.
 _SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -130,6 +139,13 @@ class LocalBackend:
         Raises:
             BackendUnavailable: the worker could not start.
         """
+        try:
+            await self._start()
+        except WorkerLost as error:
+            raise BackendUnavailable(_NAME, f"the worker {error.reason}") from error
+
+    async def _start(self) -> None:
+        """Start the worker if it is not running; raise `WorkerLost` if it dies before it is ready."""
         async with self._start_lock:
             if self._worker is not None and self._worker.alive:
                 return
@@ -202,7 +218,7 @@ class LocalBackend:
         one_by_one = False
 
         async def attempt() -> list[list[GeneratedImage]]:
-            await self.start()
+            await self._start()
             if one_by_one and (len(jobs) > 1 or len(jobs[0].seeds) > 1):
                 return await self._one_image_a_call(jobs, on_progress, cancel)
             assert self._worker is not None
@@ -277,12 +293,15 @@ class WorkerLost(Exception):
     Args:
         reason: what happened, phrased to follow "the worker".
         oom: it ran out of GPU memory, so the second try makes one image per pipeline call.
+        loading: it died before the job's first step: starting, or loading the model (the kernel's
+            out-of-memory killer picks a process that is growing).
     """
 
-    def __init__(self, reason: str, *, oom: bool = False) -> None:
+    def __init__(self, reason: str, *, oom: bool = False, loading: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.oom = oom
+        self.loading = loading
 
 
 async def second_try(
@@ -306,6 +325,8 @@ async def second_try(
         try:
             results = await attempt()
         except WorkerLost as error:
+            if lost is not None and error.loading:
+                raise BackendUnavailable(backend, _CANNOT_LOAD) from error
             if lost is not None:
                 raise BackendUnavailable(
                     backend, f"{error.reason}, and again on a fresh worker ({lost.reason} the first time)"
@@ -379,6 +400,12 @@ class _Worker:
         match first:
             case Ready(device=device, dtype=dtype):
                 log.info("local worker %d ready on %s (%s)", process.pid, device, dtype)
+            case None:
+                # It died before it was ready (killed while importing torch or loading the checkers):
+                # a loss like any other, so the job gets a fresh worker.
+                await worker.close(timeout=1.0)
+                log.warning("local worker %d %s before it was ready", process.pid, _exit(process.returncode))
+                raise WorkerLost(f"{_STOPPED} while loading the model", loading=True)
             case Fatal(message=reason):
                 await worker.close(timeout=1.0)
                 raise BackendUnavailable(_NAME, reason)
@@ -438,8 +465,10 @@ class _Worker:
                     match message:
                         case Result() | Error():
                             return images_of(message, _NAME)
-                        case _Died(reason=reason):
+                        case _Died(reason=reason) if stepped:
                             raise WorkerLost(reason)
+                        case _Died(reason=reason):
+                            raise WorkerLost(f"{reason} while loading the model", loading=True)
                         case _:
                             raise BackendUnavailable(
                                 _NAME, f"the worker answered with an unexpected '{message.op}' frame"
@@ -526,12 +555,12 @@ class _Worker:
             await self._process.stdin.drain()
         except (ConnectionError, RuntimeError) as error:
             self._dead = True
-            raise WorkerLost("stopped unexpectedly") from error
+            raise WorkerLost(_STOPPED) from error
 
     async def _read_loop(self) -> None:
         """Route every frame to the job waiting for it; when the stream ends, tell them all."""
         assert self._process.stdout is not None
-        reason = "stopped unexpectedly"
+        reason = _STOPPED
         try:
             while (message := await read_frame_async(self._process.stdout, from_worker)) is not None:
                 match message:
@@ -551,6 +580,15 @@ class _Worker:
                     self._process.kill()
             for inbox in self._pending.values():
                 inbox.put_nowait(_Died(reason))
+
+
+def _exit(returncode: int | None) -> str:
+    """Say how a process ended: ``was killed by SIGKILL`` (what the out-of-memory killer sends), ``exited with 1``."""
+    if returncode is not None and returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-returncode).name}"
+        return f"was killed by signal {-returncode}"
+    return f"exited with {returncode}"
 
 
 def report_progress(on_progress: ProgressCallback | None, message: Progress) -> None:

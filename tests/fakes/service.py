@@ -1,8 +1,12 @@
-"""An `ImageService` on a data directory with the shipped catalog, for adapter tests and benchmarks."""
+"""An `ImageService` on a data directory with the shipped catalog, for adapter tests and benchmarks.
+
+Also what a test reads of that directory afterwards: the image files, the recorded rows, and that they agree.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -54,3 +58,26 @@ async def started_service(
     finally:
         await service.aclose()
         await history.close()
+
+
+def image_files(data_dir: Path) -> set[str]:
+    """Every file under the images folder (a temporary one too), relative to the data directory."""
+    return {path.relative_to(data_dir).as_posix() for path in (data_dir / "images").rglob("*") if path.is_file()}
+
+
+def recorded(data_dir: Path) -> dict[int, tuple[str, list[str]]]:
+    """Each generation's status and image paths, read from the file as another process would."""
+    with contextlib.closing(sqlite3.connect(f"file:{data_dir / 'imagebot.sqlite3'}?mode=ro", uri=True)) as conn:
+        rows = conn.execute(
+            "SELECT g.id, g.status, i.path FROM generations g LEFT JOIN images i ON i.generation_id = g.id"
+        ).fetchall()
+    found: dict[int, tuple[str, list[str]]] = {}
+    for generation_id, status, path in rows:
+        found.setdefault(generation_id, (status, []))[1].extend([path] if path else [])
+    return found
+
+
+def assert_no_half_writes(data_dir: Path) -> None:
+    """Every recorded image has its file, and every file its row."""
+    paths = [path for _, images in recorded(data_dir).values() for path in images]
+    assert image_files(data_dir) == set(paths)

@@ -35,7 +35,17 @@ def by_name(checks: list[Check]) -> dict[str, Check]:
 
 async def test_a_cpu_box_on_defaults_passes_every_check(tmp_path: Path) -> None:
     checks = by_name(await check_all())
-    assert list(checks) == ["settings", "data dir", "database", "Discord", "Slack", "GPU", "model", "safety checker"]
+    assert list(checks) == [
+        "settings",
+        "data dir",
+        "database",
+        "Discord",
+        "Slack",
+        "GPU",
+        "model",
+        "safety checker",
+        "memory",
+    ]
     assert all(check.ok for check in checks.values()), report(list(checks.values()))
     assert checks["GPU"].detail.startswith("no CUDA GPU (torch ")
     assert checks["model"].detail == "the tiny offline model is built on the first start"
@@ -104,6 +114,35 @@ async def test_gpu_and_model_that_this_box_cannot_have(monkeypatch: pytest.Monke
         "CompVis/stable-diffusion-safety-checker is not in the Hugging Face cache and HF_HUB_OFFLINE is set;"
         " run `huggingface-cli download CompVis/stable-diffusion-safety-checker` where the hub can be reached."
     )
+
+
+@pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="memory is measured from Linux's /proc/meminfo")
+async def test_a_model_bigger_than_the_memory_is_why_the_worker_is_killed_while_loading(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Weights twice the machine's memory: the worker would die loading them, and doctor says so (not when running)."""
+    total = (
+        int(
+            next(
+                line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+            ).split()[1]
+        )
+        * 1024
+    )
+    (tmp_path / "data").mkdir()
+    with (tmp_path / "data" / "huge.safetensors").open("wb") as weights:
+        weights.truncate(2 * total)  # sparse: it takes no disk space
+    catalog = tmp_path / "models.toml"
+    catalog.write_text('[model.huge]\narchitecture = "sdxl"\nlocal = "./huge.safetensors"\n')
+    monkeypatch.setenv("IMAGEBOT_CATALOG", str(catalog))
+    monkeypatch.setenv("IMAGEBOT_DEFAULT_MODEL", "huge")
+    memory = by_name(await check_all())["memory"]
+    assert not memory.ok
+    assert memory.detail.endswith(
+        f"but the default model's weights take {2 * total / 1024**3:.1f} GiB; the worker would be killed while"
+        " loading it: free memory, add swap, or pick a smaller IMAGEBOT_DEFAULT_MODEL."
+    )
+    assert by_name(await check_all(running=True))["memory"].ok
 
 
 async def test_hosted_api_keys_are_tried_without_paying(monkeypatch: pytest.MonkeyPatch) -> None:
