@@ -26,19 +26,32 @@ __all__ = [
     "parse_ref_args",
 ]
 
-ButtonAction = Literal["reroll", "refine", "vary-subtle", "vary-strong", "details", "delete", "cancel", "show"]
+ButtonAction = Literal[
+    "reroll", "refine", "vary-subtle", "vary-strong", "upscale-2", "upscale-4", "details", "delete", "cancel", "show"
+]
 _ACTIONS: dict[str, ButtonAction] = {
     "reroll": "reroll",
     "refine": "refine",
     "vary-subtle": "vary-subtle",
     "vary-strong": "vary-strong",
+    "upscale-2": "upscale-2",
+    "upscale-4": "upscale-4",
     "details": "details",
     "delete": "delete",
     "cancel": "cancel",
     "show": "show",  # a flagged image withheld from a Slack channel, sent to its author privately
 }
 # The buttons under a finished image, in their order on every platform.
-RESULT_ACTIONS: tuple[ButtonAction, ...] = ("reroll", "refine", "vary-subtle", "vary-strong", "details", "delete")
+RESULT_ACTIONS: tuple[ButtonAction, ...] = (
+    "reroll",
+    "refine",
+    "vary-subtle",
+    "vary-strong",
+    "upscale-2",
+    "upscale-4",
+    "details",
+    "delete",
+)
 ACTION_ID_PATTERN = re.compile(rf"^ib:({'|'.join(_ACTIONS)}):([1-9][0-9]{{0,18}})$")
 _MAX_ID_LENGTH = 100
 

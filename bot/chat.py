@@ -17,8 +17,9 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
-from bot.actions import ButtonAction, RefArgs, format_ref, parse_ref_args
+from bot.actions import ButtonAction, RefArgs, format_ref, parse_image_ref, parse_ref_args
 from bot.errors import BotError, InvalidOption, shown
 from bot.history import Generation, StoredImage
 from bot.jobs import Job, JobEvent, Requester
@@ -150,6 +151,8 @@ class ChatFlow:
             return Started(await self.service.reroll(who, generation_id))
         if action == "refine":
             return Started(await self.service.refine(who, generation_id))
+        if action in ("upscale-2", "upscale-4"):
+            return Started(await self.service.upscale(who, generation_id, 4 if action == "upscale-4" else 2))
         if action in ("vary-subtle", "vary-strong"):
             return Started(
                 await self.service.vary(who, generation_id, "strong" if action == "vary-strong" else "subtle")
@@ -202,10 +205,12 @@ class ChatFlow:
         if word == "admin":
             assert self._admin is not None and isinstance(arguments, str)
             return Text(await self._admin(who, arguments))
+        if word == "upscale":
+            assert isinstance(arguments, _Upscale)
+            return Started(await self.service.upscale(who, arguments.ref, arguments.factor))
         if word == "vary":
-            assert isinstance(arguments, tuple)
-            kind, generation_id = arguments
-            return Started(await self.service.vary(who, generation_id, kind))
+            assert isinstance(arguments, _Vary)
+            return Started(await self.service.vary(who, arguments.generation_id, arguments.kind))
         assert isinstance(arguments, RefArgs)
         if word == "cancel":
             return Text(cancelling_line(await self.service.cancel(who, arguments.generation_id)))
@@ -214,7 +219,19 @@ class ChatFlow:
         return Started(await self.service.refine(who, arguments.generation_id, arguments.percent))
 
 
-_Command = tuple[str, int | dict[str, object] | str | RefArgs | tuple[VaryKind, int | None]]
+@dataclass(frozen=True, slots=True)
+class _Vary:
+    kind: VaryKind
+    generation_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Upscale:
+    ref: str | None
+    factor: Literal[2, 4]
+
+
+_Command = tuple[str, int | dict[str, object] | str | RefArgs | _Vary | _Upscale]
 
 
 def _command(word: str, rest: str) -> _Command | None:
@@ -244,14 +261,31 @@ def _command(word: str, rest: str) -> _Command | None:
         return word, rest
     if word in ("reroll", "refine", "cancel"):
         return word, parse_ref_args(rest, allow_percent=word == "refine")
+    if word == "upscale":
+        return word, _upscale_args(rest)
     if word == "vary":
         words = rest.lower().split()
         kinds: list[VaryKind] = [kind for kind in ("subtle", "strong") if kind in words]
         others = " ".join(part for part in words if part not in ("subtle", "strong"))
         if len(kinds) != 1 or len(words) - len(others.split()) != 1:
             raise InvalidOption("vary", f"takes subtle or strong and an optional #id, not '{shown(rest, 40)}'")
-        return word, (kinds[0], parse_ref_args(others, allow_percent=False).generation_id)
+        return word, _Vary(kinds[0], parse_ref_args(others, allow_percent=False).generation_id)
     return None
+
+
+def _upscale_args(rest: str) -> _Upscale:
+    """Parse ``upscale [#id[.n]] [2|4]`` (either order; default: your latest image, 2×)."""
+    ref: str | None = None
+    factor: Literal[2, 4] = 2
+    seen_factor = False
+    for word in rest.split():
+        if parse_image_ref(word) is not None and ref is None:
+            ref = word
+        elif word.lower().removesuffix("x").removesuffix("×") in ("2", "4") and not seen_factor:
+            factor, seen_factor = (4 if word.startswith("4") else 2), True
+        else:
+            raise InvalidOption("upscale", f"takes an optional #id and 2 or 4, not '{shown(word, 40)}'")
+    return _Upscale(ref, factor)
 
 
 # -- following a job --------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ __all__ = [
     "StoredImage",
 ]
 
-Action = Literal["generate", "reroll", "refine", "vary"]
+Action = Literal["generate", "reroll", "refine", "vary", "upscale"]
 Status = Literal["queued", "running", "done", "failed", "cancelled"]
 
 ACTIONS: frozenset[str] = frozenset(get_args(Action))

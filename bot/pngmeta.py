@@ -57,6 +57,8 @@ def parameters_text(request: GenerationRequest, seed: int, extra: dict[str, str]
         fields["Init image hash"] = str(request.init_image)
         if request.mask_image:
             fields["Mask image hash"] = request.mask_image
+        if request.upscale:
+            fields["Hires upscale"] = str(request.upscale)
     if request.refiner is not None:
         base_steps, _ = request.split
         fields["Refiner"] = request.refiner.model

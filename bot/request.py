@@ -154,6 +154,9 @@ class GenerationRequest(_Frozen):
     init_image: str | None = Field(default=None, pattern=_SHA256)
     strength: float | None = Field(default=None, ge=STRENGTH.low, le=STRENGTH.high)
     mask_image: str | None = Field(default=None, pattern=_SHA256)
+    # An upscale: the init image made this many times larger (locally: resized, then image-to-image
+    # at `strength` with the same prompt and seed, A1111's hires fix; remotely: the API's upscaler).
+    upscale: Literal[2, 4] | None = None
 
     @model_validator(mode="after")
     def _image_inputs(self) -> Self:
@@ -161,6 +164,8 @@ class GenerationRequest(_Frozen):
             raise ValueError("strength goes with an init image, and only with one")
         if self.mask_image is not None and self.init_image is None:
             raise ValueError("a mask needs an init image")
+        if self.upscale is not None and (self.init_image is None or self.mask_image is not None):
+            raise ValueError("an upscale needs an init image and no mask")
         if self.run_steps < 1:
             raise ValueError("no step would run")
         return self

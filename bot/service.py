@@ -36,6 +36,8 @@ ImageLoader = Callable[[str, str], Awaitable[bytes]]  # (reference as typed, opt
 VaryKind = Literal["subtle", "strong"]
 # Midjourney's Vary (Subtle) and Vary (Strong), as image-to-image strengths (settings vary_subtle, vary_strong).
 VARY_STRENGTH: dict[VaryKind, float] = {"subtle": 0.35, "strong": 0.7}
+# How much of an upscaled image the model redraws (setting upscale_strength): A1111's usual hires-fix range.
+UPSCALE_STRENGTH = 0.3
 # Stands for the image while the rest of a request is checked, before any image is read.
 _PROBE = "0" * 64
 
@@ -52,6 +54,7 @@ _SETTING_KINDS: dict[str, tuple[type, str]] = {
     "batching": (bool, "true or false"),
     "vary_subtle": (float, "a strength from 0 to 1"),
     "vary_strong": (float, "a strength from 0 to 1"),
+    "upscale_strength": (float, "a strength from 0 to 1"),
 }
 _SETTING_KEYS = tuple(_SETTING_KINDS)
 
@@ -62,7 +65,7 @@ def _check_setting(key: str, value: object) -> None:
     fits = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
     if kind is float:
         fits = isinstance(value, int | float) and not isinstance(value, bool)
-    if not fits or (key.startswith("vary_") and not 0 < float(value) <= 1):  # type: ignore[arg-type]
+    if not fits or (words.startswith("a strength") and not 0 < float(value) <= 1):  # type: ignore[arg-type]
         raise InvalidOption(key.replace("_", " "), f"must be {words}, not '{shown(value)}'")
 
 
@@ -254,6 +257,39 @@ class ImageService:
             count = len(generation.images)
             raise InvalidOption(option, f"{ref} has {count} image{'s' if count > 1 else ''}, not {index + 1}")
         return generation.images[index]
+
+    async def upscale(self, who: Requester, ref: int | str | None, factor: Literal[2, 4]) -> Job:
+        """Queue a larger copy of a result (`ref`: an id, ``#12.2``, or None for the latest): its sides × `factor`.
+
+        The same prompt, seed and settings; locally A1111's hires fix (the image resized, then
+        image-to-image at the user's ``upscale_strength``, 0.3, so the model redraws the detail).
+        A size over the pixel budget is refused.
+        """
+        found = parse_image_ref(ref) if isinstance(ref, str) else None if ref is None else (ref, 0)
+        parent = await self._source(who, found[0] if found else None, "upscale")
+        stored = self._pick_image(parent, found[1] if found else 0, "upscale")
+        width, height = stored.width * factor, stored.height * factor
+        budget = self.limits.pixel_budget
+        if width > SIDE.high or height > SIDE.high or width * height > budget:
+            side = min(SIDE.high, int(budget**0.5) // SIDE.low * SIDE.low)
+            reason = f"{factor}× of {format_ref(parent.id)} would be {width}×{height}; the most is about {side}×{side}"
+            raise InvalidOption("upscale", reason)
+        saved = await self._settings.get(*who.key)
+        strength = saved.get("upscale_strength", UPSCALE_STRENGTH)
+        assert isinstance(strength, int | float)  # settings are checked when saved
+        image = await self._checked(await self._files.read(stored.path), "upscale")
+        changes = {"init_image": image.sha256, "strength": strength, "mask_image": None, "upscale": factor}
+        size = {"width": width, "height": height, "count": 1, "seed": stored.seed}
+        try:
+            request = GenerationRequest.from_dict({**parent.request.to_dict(), **changes, **size})
+        except ValueError as error:
+            raise InvalidOption(
+                "upscale", f"cannot run on {format_ref(parent.id)} ({shown(str(error), 120)})"
+            ) from None
+        warnings = rules.check(request, self.catalog, self.limits)
+        return await self.submit(
+            request, who, warnings=warnings, action="upscale", parent=parent, private=parent.private, inputs=[image]
+        )
 
     async def vary(self, who: Requester, generation_id: int | None, kind: VaryKind) -> Job:
         """Queue image-to-image of a result with its own prompt and settings, a new seed and the kind's strength.

@@ -20,6 +20,8 @@ _LOOKS: dict[ButtonAction, tuple[str, str, discord.ButtonStyle]] = {
     "refine": ("✨", "Refine", discord.ButtonStyle.secondary),
     "vary-subtle": ("🌿", "Vary (Subtle)", discord.ButtonStyle.secondary),
     "vary-strong": ("🌪️", "Vary (Strong)", discord.ButtonStyle.secondary),
+    "upscale-2": ("🔍", "Upscale 2×", discord.ButtonStyle.secondary),
+    "upscale-4": ("🔍", "Upscale 4×", discord.ButtonStyle.secondary),
     "details": ("ℹ️", "Details", discord.ButtonStyle.secondary),
     "delete": ("🗑", "Delete", discord.ButtonStyle.danger),
     "cancel": ("⏹", "Cancel", discord.ButtonStyle.danger),

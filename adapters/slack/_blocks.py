@@ -69,6 +69,8 @@ _BUTTONS: dict[ButtonAction, tuple[str, str | None]] = {
     "refine": ("✨ Refine", None),
     "vary-subtle": ("🌿 Vary (Subtle)", None),
     "vary-strong": ("🌪️ Vary (Strong)", None),
+    "upscale-2": ("🔍 Upscale 2×", None),
+    "upscale-4": ("🔍 Upscale 4×", None),
     "details": ("ℹ️ Details", None),
     "delete": ("🗑 Delete", "danger"),
     "cancel": ("⏹ Cancel", "danger"),

@@ -78,3 +78,33 @@ def test_bad_input_is_one_sentence_and_nothing_is_made(tmp_path, tiny_data_dir):
     assert "Traceback" not in result.stdout + result.stderr
     assert "No images yet" in result.stdout
     assert not list((tmp_path / "data").rglob("*.png"))
+
+
+@pytest.mark.slow
+def test_image_to_image_vary_and_upscale_on_the_worker(tmp_path, tiny_data_dir):
+    """From #1: image-to-image at 0.5 of 10 steps runs 5, Vary (Strong) runs 7, Upscale 2× makes 256² in 3."""
+    script = (
+        "/imagine a red fox --seed 7 --steps 4\n"
+        "/imagine a fox at dusk --image #1 --strength 0.5 --steps 10\n"
+        "vary strong\n"
+        "upscale 2\n"
+    )
+    result = _run_chat(tmp_path / "data", tiny_data_dir, script)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "✖" not in out, out
+    for steps in (5, 7, 3):
+        assert f"  base    {'█' * 20} {steps}/{steps}\n" in out
+    images = tmp_path / "data" / "images"
+    fields = {
+        n: parse_parameters(Image.open(next(images.rglob(f"{n}-0.png"))).text["parameters"])["fields"]
+        for n in (2, 3, 4)
+    }
+    assert fields[2]["Denoising strength"] == "0.5" and fields[2]["Steps"] == "10"
+    assert fields[3]["Denoising strength"] == "0.7" and fields[3]["Seed"] not in ("7", fields[2]["Seed"])
+    assert (
+        fields[4]["Hires upscale"] == "2" and fields[4]["Size"] == "256x256" and fields[4]["Seed"] == fields[3]["Seed"]
+    )
+    assert Image.open(next(images.rglob("4-0.png"))).size == (256, 256)
+    inputs = list((tmp_path / "data" / "inputs").rglob("*.png"))
+    assert len(inputs) == 3  # #1, #2 and #3, each kept once by content

@@ -168,3 +168,29 @@ async def test_forget_deletes_the_inputs_only_its_generations_used(service, tmp_
     assert len(inputs(tmp_path)) == 1  # Bob's vary still uses his
     await service.forget(BOB)
     assert inputs(tmp_path) == []
+
+
+async def test_upscale_is_the_same_prompt_and_seed_at_twice_the_size(service, backend, tmp_path):
+    """`upscale #1.2 2`: image 2 of #1 (seed + 1) at 2× its sides, redrawn at strength 0.3, parent #1."""
+    first = await (await service.imagine("two foxes --count 2 --seed 7", ALICE)).result()
+    flow = ChatFlow(service)
+    reply = await flow.text(ALICE, "upscale #1.2 2")
+    assert isinstance(reply, Started)
+    upscaled = await reply.job.result()
+    request = backend.requests[-1]
+    assert (upscaled.action, upscaled.parent_id, upscaled.seed) == ("upscale", first.id, 8)
+    assert (request.width, request.height, request.upscale, request.strength, request.count) == (256, 256, 2, 0.3, 1)
+    fields = parse_parameters(read_text((tmp_path / upscaled.images[0].path).read_bytes())["parameters"])["fields"]
+    assert fields["Hires upscale"] == "2"
+    # a button upscales the first image; 4× of 128² still fits the 512² budget
+    reply = await flow.action(ALICE, "upscale-4", first.id)
+    assert isinstance(reply, Started) and (reply.job.request.width, reply.job.request.upscale) == (512, 4)
+
+
+async def test_an_upscale_over_the_pixel_budget_is_one_sentence(service):
+    await (await service.imagine("a fox --size 384x384", ALICE)).result()
+    with pytest.raises(InvalidOption, match=r"^Upscale 2× of #1 would be 768×768; the most is about 512×512\.$"):
+        await service.upscale(ALICE, None, 2)
+    for bad in ("upscale 3", "upscale #1 2 4", "upscale banana"):
+        with pytest.raises(InvalidOption):
+            await ChatFlow(service).text(ALICE, bad, strict=True)
