@@ -60,6 +60,7 @@ from bot.request import (
     COUNT,
     DEFAULT_STRENGTH,
     MAX_ADDONS,
+    OUTPAINT_BLUR,
     PROMPT_LENGTH,
     REFINER_PERCENT,
     SEED,
@@ -67,7 +68,9 @@ from bot.request import (
     STEPS,
     STRENGTH,
     WEIGHT,
+    ZOOM,
     GenerationRequest,
+    Outpaint,
     Range,
     RefinerSpec,
     WeightedName,
@@ -122,6 +125,8 @@ OPTIONS: tuple[str, ...] = (
     "image",
     "strength",
     "mask",
+    "outpaint",
+    "zoom",
 )
 
 # The standard SDXL training buckets (about one megapixel each).
@@ -160,6 +165,8 @@ _FLAGS: dict[str, str] = {
     "image": "image",
     "strength": "strength",
     "mask": "mask",
+    "outpaint": "outpaint",
+    "zoom": "zoom",
 }
 
 # Mapping keys (after lower-casing and `-` → `_`): the options, the flags, and the request's field names.
@@ -190,6 +197,8 @@ _LABELS: dict[str, str] = {
     "image": "image",
     "strength": "strength",
     "mask": "mask",
+    "outpaint": "outpaint",
+    "zoom": "zoom",
 }
 
 # GenerationRequest field → option label, for the (defensive) pydantic error translation.
@@ -220,6 +229,8 @@ _EXAMPLES: dict[str, str] = {
     "format": "png, jpg or webp",
     "image": "an attachment, or a previous image like #12 (#12.2: its second image)",
     "mask": "an attachment, or a previous image like #12",
+    "outpaint": "pixels to add as TOP,RIGHT,BOTTOM,LEFT (multiples of 64), or one number for every side",
+    "zoom": "like 1.5 or 2",
 }
 
 _MAX_RATIO = 4.0
@@ -256,6 +267,11 @@ _HELP: dict[str, tuple[str, str]] = {
         f"how much of --image is made again (default {DEFAULT_STRENGTH:g}); steps × strength of the steps run",
     ),
     "mask": ("#ID[.N]", "with --image: white repaints, black keeps"),
+    "outpaint": (
+        "T,R,B,L[,BLUR]",
+        f"with --image: extend it by these pixels (multiples of {SIDE.step}; one number: every side)",
+    ),
+    "zoom": (f"{ZOOM.low:g}–{ZOOM.high:g}", "with --image: zoom out, extending every side evenly"),
 }
 
 
@@ -518,6 +534,7 @@ def _build(
     warnings: list[str] = []
     _require_image(raw)
     strength: float | None = None
+    outpaint: Outpaint | None = None
     run = steps
     if "image" in raw:
         if inputs is None:
@@ -526,6 +543,13 @@ def _build(
             option = "size" if "size" in raw else "aspect ratio"
             raise InvalidOption(option, "cannot be set with --image: the output takes the image's size")
         width, height = _size_of_input(inputs, limits, warnings)
+        outpaint = _outpaint(raw, width, height)
+        if outpaint is not None:
+            width += outpaint.left + outpaint.right
+            height += outpaint.top + outpaint.bottom
+            if width > SIDE.high or height > SIDE.high:
+                option = "zoom" if "zoom" in raw else "outpaint"
+                raise InvalidOption(option, f"makes {width}×{height}; sides are at most {SIDE.high}")
         strength = _float("strength", raw.get("strength", DEFAULT_STRENGTH), STRENGTH)
         run = run_steps(steps, strength)
         if run < 1:
@@ -556,6 +580,7 @@ def _build(
             init_image=inputs.image if strength is not None and inputs else None,
             strength=strength,
             mask_image=inputs.mask if strength is not None and inputs else None,
+            outpaint=outpaint,
         )
     except ValidationError as error:
         raise _invalid_from(error) from None
@@ -564,9 +589,44 @@ def _build(
 
 
 def _require_image(raw: Mapping[str, object]) -> None:
-    for option, what in (("strength", "how much of an image is made again"), ("mask", "what of an image to repaint")):
+    needs = (
+        ("strength", "how much of an image is made again"),
+        ("mask", "what of an image to repaint"),
+        ("outpaint", "how far to extend an image"),
+        ("zoom", "how far to zoom out of an image"),
+    )
+    for option, what in needs:
         if option in raw and "image" not in raw:
             raise InvalidOption(option, f"needs --image: it says {what}")
+    if "outpaint" in raw and "zoom" in raw:
+        raise InvalidOption("zoom", "cannot be combined with --outpaint; give one of them")
+    if "mask" in raw and ("outpaint" in raw or "zoom" in raw):
+        raise InvalidOption("mask", "cannot be combined with --outpaint or --zoom (the extension is the mask)")
+
+
+def _outpaint(raw: Mapping[str, object], width: int, height: int) -> Outpaint | None:
+    """Return the extension `--outpaint` or `--zoom` asks of a `width` × `height` image, or None."""
+    if "zoom" in raw:
+        zoom = _float("zoom", raw["zoom"], ZOOM)
+        # Even on both sides of an axis, so each side gets half of a multiple of 128.
+        extra_w, extra_h = (round(side * (zoom - 1) / (2 * _SIDE_STEP)) * 2 * _SIDE_STEP for side in (width, height))
+        if not extra_w and not extra_h:
+            raise InvalidOption("zoom", f"{zoom:g} adds nothing to {width}×{height}; zoom out further")
+        return Outpaint(top=extra_h // 2, right=extra_w // 2, bottom=extra_h // 2, left=extra_w // 2)
+    if "outpaint" not in raw:
+        return None
+    text = _text("outpaint", raw["outpaint"])
+    parts = [part for part in re.split(r"[\s,]+", text) if part]
+    if len(parts) not in (1, 4, 5) or not all(_INT.fullmatch(part) for part in parts):
+        raise InvalidOption("outpaint", f"must be {_EXAMPLES['outpaint']}, not '{shown(text)}'")
+    numbers = [int(part) for part in parts]
+    blur = numbers.pop() if len(numbers) == 5 else 0
+    sides = numbers * 4 if len(numbers) == 1 else numbers
+    if any(side < 0 or side % _SIDE_STEP or side > SIDE.high for side in sides) or not any(sides):
+        raise InvalidOption("outpaint", f"must be {_EXAMPLES['outpaint']}, not '{shown(text)}'")
+    if blur not in OUTPAINT_BLUR:
+        raise InvalidOption("outpaint", f"blur must be from {OUTPAINT_BLUR.low} to {OUTPAINT_BLUR.high}, not {blur}")
+    return Outpaint(top=sides[0], right=sides[1], bottom=sides[2], left=sides[3], blur=blur)
 
 
 def _size_of_input(inputs: Inputs, limits: Limits, warnings: list[str]) -> tuple[int, int]:

@@ -30,6 +30,7 @@ __all__ = [
     "FEW_RUN_STEPS",
     "MAX_ADDONS",
     "MAX_SEED",
+    "OUTPAINT_BLUR",
     "PROMPT_LENGTH",
     "REFINER_PERCENT",
     "SEED",
@@ -37,8 +38,10 @@ __all__ = [
     "STEPS",
     "STRENGTH",
     "WEIGHT",
+    "ZOOM",
     "GeneratedImage",
     "GenerationRequest",
+    "Outpaint",
     "Progress",
     "Range",
     "RefinerSpec",
@@ -79,6 +82,8 @@ MAX_ADDONS = 5  # LoRAs, and embeddings, per request
 REFINER_PERCENT = Range(1, 99)  # of the steps, where the SDXL refiner takes over
 STRENGTH = Range(0.0, 1.0)  # how much of an input image is denoised again (Runware's `strength`)
 DEFAULT_STRENGTH = 0.8  # Runware's documented default for image-to-image
+OUTPAINT_BLUR = Range(0, 32)  # pixels of the seam's soft edge (Runware's outpaint `blur`)
+ZOOM = Range(1.0, 2.0)  # --zoom: the image's sides times this, extended evenly (more than 1)
 FEW_RUN_STEPS = 10  # fewer steps than this actually running is worth a warning (the steps doc's advice)
 _SHA256 = r"^[0-9a-f]{64}$"
 
@@ -130,6 +135,27 @@ class RefinerSpec(_Frozen):
         return self
 
 
+class Outpaint(_Frozen):
+    """How far an init image is extended on each side, in pixels (Runware's `outpaint`), and the seam's softness."""
+
+    top: int = Field(default=0, ge=0, le=SIDE.high, multiple_of=SIDE.step)
+    right: int = Field(default=0, ge=0, le=SIDE.high, multiple_of=SIDE.step)
+    bottom: int = Field(default=0, ge=0, le=SIDE.high, multiple_of=SIDE.step)
+    left: int = Field(default=0, ge=0, le=SIDE.high, multiple_of=SIDE.step)
+    blur: int = Field(default=0, ge=OUTPAINT_BLUR.low, le=OUTPAINT_BLUR.high)
+
+    @model_validator(mode="after")
+    def _extends(self) -> Self:
+        if not any(self.sides):
+            raise ValueError("an outpaint extends at least one side")
+        return self
+
+    @property
+    def sides(self) -> tuple[int, int, int, int]:
+        """Return (top, right, bottom, left)."""
+        return self.top, self.right, self.bottom, self.left
+
+
 class GenerationRequest(_Frozen):
     """One text-to-image request, as every backend receives it."""
 
@@ -157,6 +183,9 @@ class GenerationRequest(_Frozen):
     # An upscale: the init image made this many times larger (locally: resized, then image-to-image
     # at `strength` with the same prompt and seed, A1111's hires fix; remotely: the API's upscaler).
     upscale: Literal[2, 4] | None = None
+    # An outpaint: the output is the init image (width − left − right by height − top − bottom)
+    # with the extension around it made new.
+    outpaint: Outpaint | None = None
 
     @model_validator(mode="after")
     def _image_inputs(self) -> Self:
@@ -166,6 +195,13 @@ class GenerationRequest(_Frozen):
             raise ValueError("a mask needs an init image")
         if self.upscale is not None and (self.init_image is None or self.mask_image is not None):
             raise ValueError("an upscale needs an init image and no mask")
+        if self.outpaint is not None and (self.init_image is None or self.mask_image or self.upscale):
+            raise ValueError("an outpaint needs an init image, and no mask or upscale")
+        if self.outpaint is not None and (
+            self.width - self.outpaint.left - self.outpaint.right < SIDE.low
+            or self.height - self.outpaint.top - self.outpaint.bottom < SIDE.low
+        ):
+            raise ValueError("an outpaint leaves no room for the image")
         if self.run_steps < 1:
             raise ValueError("no step would run")
         return self
