@@ -94,7 +94,7 @@ class ConsoleChat:
                 return await self._follow(await self._service.imagine(rest.strip(), self._who, load=self._read_file))
             reply = await self._flow.text(self._who, f"{word} {rest}", strict=True)
             if reply is None:
-                raise InvalidOption("command", f"'{word[:40]}' is unknown (try help)")
+                raise InvalidOption("Command", f"'{word[:40]}' is unknown (try help)")
             return await self._show(reply)
         except BrokenPipeError:
             raise  # nobody reads the replies any more; the command line ends quietly

@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.errors import InvalidOption
+from bot.errors import InvalidOption, shown
+from bot.request import REFINER_PERCENT, refiner_percent_reason
 
 __all__ = [
     "ACTION_ID_PATTERN",
@@ -52,7 +53,8 @@ RESULT_ACTIONS: tuple[ButtonAction, ...] = (
     "details",
     "delete",
 )
-ACTION_ID_PATTERN = re.compile(rf"^ib:({'|'.join(_ACTIONS)}):([1-9][0-9]{{0,18}})$")
+# Ids of at most 18 digits: SQLite's row ids end at 2**63 - 1 (19 digits), and a larger one fails a lookup.
+ACTION_ID_PATTERN = re.compile(rf"^ib:({'|'.join(_ACTIONS)}):([1-9][0-9]{{0,17}})$")
 _MAX_ID_LENGTH = 100
 
 
@@ -79,22 +81,24 @@ def parse_ref_args(text: str, *, allow_percent: bool) -> RefArgs:
     generation_id: int | None = None
     percent: int | None = None
     for word in text.split():
-        if re.fullmatch(r"#[0-9]{1,19}", word) and generation_id is None:
-            generation_id = int(word[1:])
+        if re.fullmatch(r"#[0-9]+", word) and generation_id is None:
+            # A row id has at most 18 digits here (see ACTION_ID_PATTERN); a longer one names no generation.
+            generation_id = int(word[1:]) if len(word) <= 19 else 0
             if generation_id < 1:
-                raise InvalidOption("id", f"'{word}' is not a generation id")
-        elif allow_percent and re.fullmatch(r"[0-9]{1,3}%?", word) and percent is None:
-            percent = int(word.rstrip("%"))
-            if not 1 <= percent <= 99:
-                raise InvalidOption("refiner", f"must be a percent from 1 to 99, not {percent}")
+                raise InvalidOption(f"'{shown(word)}'", "is not a generation id")
+        elif allow_percent and re.fullmatch(r"[0-9]+%?", word) and percent is None:
+            percent = int(word.rstrip("%")) if len(word) <= 4 else 0
+            if percent not in REFINER_PERCENT:
+                raise InvalidOption("refine", refiner_percent_reason(word.rstrip("%")), typed=True)
         else:
-            expected = "'#id' and a percent from 1 to 99" if allow_percent else "'#id'"
-            hint = " (ids start with #)" if word.isdigit() and not allow_percent else ""
-            raise InvalidOption("argument", f"'{word}' is not understood; expected {expected}{hint}")
+            low, high = REFINER_PERCENT.low, REFINER_PERCENT.high
+            expected = f"'#id' and a percent from {low} to {high}" if allow_percent else "'#id'"
+            hint = " (ids start with #)" if word.isascii() and word.isdigit() and not allow_percent else ""
+            raise InvalidOption("Argument", f"'{shown(word)}' is not understood; expected {expected}{hint}")
     return RefArgs(generation_id, percent)
 
 
-_IMAGE_REF = re.compile(r"#([1-9][0-9]{0,18})(?:\.([1-9][0-9]?))?")
+_IMAGE_REF = re.compile(r"#([1-9][0-9]{0,17})(?:\.([1-9][0-9]?))?")
 
 
 def parse_image_ref(text: str) -> tuple[int, int] | None:
@@ -115,7 +119,7 @@ def encode_action(action: ButtonAction, generation_id: int) -> str:
 
 def decode_action(custom_id: str) -> tuple[ButtonAction, int] | None:
     """Return (action, generation id) of a component id, or None if it is not ours."""
-    match = ACTION_ID_PATTERN.match(custom_id)
+    match = ACTION_ID_PATTERN.fullmatch(custom_id)  # `$` alone would take a trailing newline
     if match is None:
         return None
     return _ACTIONS[match.group(1)], int(match.group(2))

@@ -67,7 +67,7 @@ class ServerAdmin:
     async def update_policy(self, who: Requester, changes: Mapping[str, object], *, may_manage: bool) -> Policy:
         """Check and save some of the server's policy; `may_manage` is the platform's admin check."""
         if who.workspace is None:
-            raise InvalidOption("server settings", "only exist in a server, not in direct messages")
+            raise InvalidOption("Server settings", "only exist in a server, not in direct messages")
         if not may_manage:
             raise NotAllowed("change", only=managers(who), what=f"the {server_word(who)}'s settings")
         policy = (await self.policy(who)).changed(changes)

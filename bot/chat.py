@@ -14,6 +14,7 @@ and update as an embed, Block Kit or terminal text; it decides nothing else.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -241,21 +242,22 @@ def _command(word: str, rest: str) -> _Command | None:
     case itself (a setting out of range) is the user's answer, never a prompt.
     """
     if word == "history":
-        if rest and not rest.isdigit():
-            raise InvalidOption("history", f"takes a count of images, not '{rest[:40]}'")
+        # Not str.isdigit(): it takes "²", which int() refuses.
+        if rest and not re.fullmatch(r"[0-9]{1,9}", rest):
+            raise InvalidOption("history", f"takes a count of images, not '{shown(rest)}'", typed=True)
         return word, min(max(int(rest or 10), 1), 25)
     if word == "settings":
         changes = parse_setting_pairs(rest)
         if changes is None:
-            raise InvalidOption("settings", f"takes key=value pairs, not '{rest[:40]}'")
+            raise InvalidOption("settings", f"takes key=value pairs, not '{shown(rest)}'", typed=True)
         return word, changes
     if word == "forget":
         if rest not in ("", "confirm"):
-            raise InvalidOption("forget", f"takes nothing or 'confirm', not '{rest[:40]}'")
+            raise InvalidOption("forget", f"takes nothing or 'confirm', not '{shown(rest)}'", typed=True)
         return word, rest
     if word == "queue":
         if rest:
-            raise InvalidOption("queue", f"takes nothing, not '{rest[:40]}'")
+            raise InvalidOption("queue", f"takes nothing, not '{shown(rest)}'", typed=True)
         return word, rest
     if word == "admin":
         return word, rest

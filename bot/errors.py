@@ -67,14 +67,19 @@ class BotError(Exception):
 class InvalidOption(BotError):
     """An option is out of range, unknown or malformed.
 
+    The message starts with the option. One the user typed (``--cfg`` in text, ``cfg``
+    in Discord's options, ``max_steps`` in an admin command) is shown as typed, so
+    they recognise their own words; a name the bot chose starts the sentence capitalised.
+
     Args:
-        option: the option's user-facing name (`steps`, `lora`, `prompt`…).
+        option: the option's user-facing name (`steps`, `lora`, `prompt`…), or as the user typed it.
         reason: what is wrong, phrased to follow the option name
             (``"must be from 1 to 100, not 500"``).
         suggestions: close matches to offer as "did you mean …".
+        typed: `option` is the user's own word, shown as it is.
     """
 
-    def __init__(self, option: str, reason: str, suggestions: Sequence[str] = ()) -> None:
+    def __init__(self, option: str, reason: str, suggestions: Sequence[str] = (), *, typed: bool = False) -> None:
         self.option = option
         self.reason = reason
         self.suggestions = tuple(suggestions)
@@ -83,7 +88,7 @@ class InvalidOption(BotError):
             message += "; did you mean " + " or ".join(f"'{s}'" for s in self.suggestions) + "?"
         else:
             message += "."
-        super().__init__(message[0].upper() + message[1:])
+        super().__init__(message if typed else message[0].upper() + message[1:])
 
 
 class NotFound(BotError):

@@ -46,9 +46,9 @@ import difflib
 import math
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import ValidationError
 
@@ -75,6 +75,7 @@ from bot.request import (
     RefinerSpec,
     WeightedName,
     parse_size,
+    refiner_percent_reason,
     refiner_split,
     run_steps,
 )
@@ -103,6 +104,8 @@ __all__ = [
     "size_for_image",
     "size_for_ratio",
 ]
+
+_T = TypeVar("_T")
 
 # The option names of the raw mapping (and of Discord's typed options).
 OPTIONS: tuple[str, ...] = (
@@ -200,6 +203,9 @@ _LABELS: dict[str, str] = {
     "outpaint": "outpaint",
     "zoom": "zoom",
 }
+
+# An error's option (a label, an option or a field's label) → the option, to name it as typed.
+_OPTION_OF: dict[str, str] = {label: option for option, label in _LABELS.items()} | {o: o for o in OPTIONS}
 
 # GenerationRequest field → option label, for the (defensive) pydantic error translation.
 _FIELD_LABELS: dict[str, str] = {
@@ -330,7 +336,11 @@ def image_refs(given: str | Mapping[str, object]) -> ImageRefs:
     Raises:
         InvalidOption: an option is malformed, or a mask or strength comes without an image.
     """
-    raw = _raw_options({"prompt": given} if isinstance(given, str) else given)
+    options = {"prompt": given} if isinstance(given, str) else given
+    return _typed_errors(options, _image_refs, keys_typed=not isinstance(given, str))
+
+
+def _image_refs(raw: Mapping[str, object]) -> ImageRefs:
     _require_image(raw)
     image = _text("image", raw["image"]) if "image" in raw else None
     mask = _text("mask", raw["mask"]) if "mask" in raw else None
@@ -355,7 +365,7 @@ def parse_text(
     Raises:
         InvalidOption: an option is unknown, malformed, out of range or does not fit the model.
     """
-    return parse_options({"prompt": text}, catalog=catalog, defaults=defaults, limits=limits, inputs=inputs)
+    return _parse({"prompt": text}, catalog, defaults, limits, inputs, keys_typed=False)
 
 
 def parse_options(
@@ -383,38 +393,74 @@ def parse_options(
     Raises:
         InvalidOption: an option is unknown, malformed, out of range or does not fit the model.
     """
-    raw = _raw_options(options)
-    return _build(raw, catalog, defaults, limits, inputs)
+    return _parse(options, catalog, defaults, limits, inputs, keys_typed=True)
+
+
+def _parse(
+    options: Mapping[str, object],
+    catalog: Catalog,
+    defaults: Defaults,
+    limits: Limits,
+    inputs: Inputs | None,
+    *,
+    keys_typed: bool,
+) -> Parsed:
+    return _typed_errors(options, lambda raw: _build(raw, catalog, defaults, limits, inputs), keys_typed=keys_typed)
+
+
+def _typed_errors(options: Mapping[str, object], read: Callable[[Mapping[str, object]], _T], *, keys_typed: bool) -> _T:
+    """Read the raw options, naming the option of an error as the user typed it.
+
+    `keys_typed` says the mapping's keys are the user's (Discord's options), not ours (text's prompt).
+    """
+    raw, typed = _raw_options(options)
+    if not keys_typed:
+        typed = {option: name for option, name in typed.items() if option != "prompt"}
+    try:
+        return read(raw)
+    except InvalidOption as error:
+        raise _as_typed(error, typed) from None
+
+
+def _as_typed(error: InvalidOption, typed: Mapping[str, str]) -> InvalidOption:
+    """Name the option in an error as the user typed it (``--cfg``, Discord's ``cfg``), not by its label."""
+    option = _OPTION_OF.get(error.option)
+    if option is None or option not in typed:
+        return error
+    return InvalidOption(typed[option], error.reason, error.suggestions, typed=True)
 
 
 # ---------------------------------------------------------------------------
 # Layer 1: text and mappings → one raw mapping of option → value
 
 
-def _raw_options(options: Mapping[str, object]) -> dict[str, object]:
+def _raw_options(options: Mapping[str, object]) -> tuple[dict[str, object], dict[str, str]]:
+    """Return option → value, and option → its name as the user typed it (a key, or a flag such as ``--cfg``)."""
     raw: dict[str, object] = {}
     given_as: dict[str, str] = {}
     for key, value in options.items():
         if value is None:
             continue
         if not isinstance(key, str):
-            raise InvalidOption(shown(key), "is not an option", ())
+            raise InvalidOption(shown(key), "is not an option", (), typed=True)
         option = _KEYS.get(key.strip().lower().replace("-", "_"))
         if option is None:
-            raise InvalidOption(shown(key), "is not an option", _close(key.strip().lower(), list(OPTIONS)))
+            name = shown(key) or "''"  # an empty key still needs a name to start the sentence
+            raise InvalidOption(name, "is not an option", _close(key.strip().lower(), list(OPTIONS)), typed=True)
         if option in raw:
-            raise InvalidOption(shown(key), f"repeats '{given_as[option]}', the same option")
+            raise InvalidOption(shown(key), f"repeats '{given_as[option]}', the same option", typed=True)
         raw[option] = value
-        given_as[option] = key
+        given_as[option] = shown(key.strip())
     prompt = raw.get("prompt")
     if isinstance(prompt, str):
         raw["prompt"], flagged = _split_text(prompt)
         for typed, option, value in flagged:
             if option in raw:
-                reason = f"is given twice: in the prompt and as the {_label(option)} option"
-                raise InvalidOption(typed, reason)
+                reason = f"is given twice: in the prompt and as the {given_as[option]} option"
+                raise InvalidOption(typed, reason, typed=True)
             raw[option] = value
-    return raw
+            given_as[option] = typed
+    return raw, given_as
 
 
 _QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’"}
@@ -430,6 +476,7 @@ def _split_text(text: str) -> tuple[str, list[tuple[str, str, str]]]:
     seen: dict[str, str] = {}
     for index, (_, typed, value_start) in enumerate(flags):
         end = flags[index + 1][0] if index + 1 < len(flags) else len(text)
+        typed = shown(typed)
         name = typed.lstrip("-—")
         option = _FLAGS.get(name.lower().replace("_", "-"))
         if option is None:
@@ -437,12 +484,12 @@ def _split_text(text: str) -> tuple[str, list[tuple[str, str, str]]]:
             reason = "is not an option"
             if not suggestions:
                 reason += " (options: " + ", ".join("--" + flag for flag in _FLAGS) + ")"
-            raise InvalidOption(typed, reason, suggestions)
+            raise InvalidOption(typed, reason, suggestions, typed=True)
         if option in seen:
             first_typed = seen[option]
             same = _flag_key(first_typed) == _flag_key(typed)
             reason = "is given twice" if same else f"repeats {first_typed}, the same option"
-            raise InvalidOption(typed, reason)
+            raise InvalidOption(typed, reason, typed=True)
         seen[option] = typed
         found.append((typed, option, _unwrap(text, value_start, end, spans)))
     return prompt, found
@@ -959,10 +1006,7 @@ def _refiner_percent(value: object) -> int | None:
     elif isinstance(value, int) and not isinstance(value, bool):
         number = value
     if number is None or (number != 0 and number not in REFINER_PERCENT):
-        low, high = REFINER_PERCENT.low, REFINER_PERCENT.high
-        raise InvalidOption(
-            "refiner", f"must be a percent from {low} to {high}, or 0 or off for none, not '{shown(value)}'"
-        )
+        raise InvalidOption("refiner", refiner_percent_reason(value, off=True))
     return number or None
 
 

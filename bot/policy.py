@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bot.catalog import Catalog, Kind
-from bot.errors import ContentBlocked, InvalidOption, NotEnabledHere
+from bot.errors import ContentBlocked, InvalidOption, NotEnabledHere, shown
 from bot.request import COUNT, SIDE, STEPS, GenerationRequest, parse_size
 
 __all__ = [
@@ -55,6 +55,10 @@ _EXPLICIT = (
     "sex", "sexual", "topless", "nipple", "nipples", "genitals", "penis", "vagina", "erotic", "lewd",
 )  # fmt: skip
 _EXPLICIT_PATTERN = re.compile("|".join(re.escape(f" {term} ") for term in _EXPLICIT))
+# A policy field → the admin command word that sets it, which an error names.
+_TYPED = {"banned": "ban", "max_pixels": "max_size", "user_daily_quota": "member_quota"}
+# A number an admin types: str.isdigit() takes "²", which int() refuses, and int() refuses 5,000 digits.
+_NUMBER = re.compile(r"[0-9]{1,9}")
 _CHANNEL = re.compile(r"<#(\w+)(?:\|[^>]*)?>|#?(\w+)")
 
 
@@ -99,9 +103,9 @@ class Policy(BaseModel):
             try:
                 _pattern(rule)
             except re.error as error:
-                raise ValueError(f"'{rule}' is not a valid regular expression ({error})") from error
+                raise ValueError(f"'{shown(rule)}' is not a valid regular expression ({error})") from error
             if not normalise(rule.removeprefix("re:")).strip():
-                raise ValueError(f"'{rule}' has no letters or digits to match")
+                raise ValueError(f"'{shown(rule)}' has no letters or digits to match")
         return rules
 
     @classmethod
@@ -115,17 +119,17 @@ class Policy(BaseModel):
         for key, value in changes.items():
             if key not in type(self).model_fields:
                 raise InvalidOption(
-                    "server setting", f"'{key}' does not exist (settings: {', '.join(type(self).model_fields)})"
+                    "Server setting", f"'{shown(key)}' does not exist (settings: {', '.join(type(self).model_fields)})"
                 )
             values[key] = type(self).model_fields[key].default if value is None else value
         try:
             return type(self).model_validate(values)
         except ValidationError as error:
             first = error.errors()[0]
-            where = str(first["loc"][0]) if first["loc"] else "server setting"
-            raise InvalidOption(
-                where.replace("_", " "), "is invalid: " + first["msg"][:1].lower() + first["msg"][1:]
-            ) from None
+            field = str(first["loc"][0]) if first["loc"] else ""
+            message = first["msg"].removeprefix("Value error, ")
+            reason = "is invalid: " + message[:1].lower() + message[1:]
+            raise InvalidOption(_TYPED.get(field, field) or "Server setting", reason, typed=bool(field)) from None
 
     def summary(self) -> str:
         """Return the policy as one line for its admins (the banned rules by number, not in full)."""
@@ -238,9 +242,9 @@ def rule_changes(
         changes["banned"] = (*policy.banned, ban.strip())
     if unban:
         rules = list(policy.banned)
-        index = int(unban) - 1 if unban.isdigit() else rules.index(unban) if unban in rules else -1
+        index = int(unban) - 1 if _NUMBER.fullmatch(unban) else rules.index(unban) if unban in rules else -1
         if not 0 <= index < len(rules):
-            raise InvalidOption("unban", f"'{unban}' is not a banned rule (there are {len(rules)})")
+            raise InvalidOption("unban", f"'{shown(unban)}' is not a banned rule (there are {len(rules)})", typed=True)
         changes["banned"] = tuple(rule for i, rule in enumerate(rules) if i != index)
     lists: tuple[tuple[str, Kind, str, str | None], ...] = (
         ("models", "model", "all", models),
@@ -252,13 +256,13 @@ def rule_changes(
         if given is not None:
             names = [name.strip() for name in given.split(",") if name.strip()]
             # An unknown name gets "did you mean"; the stored name is the catalog's own.
-            changes[key] = () if names == [clears] else tuple(catalog.get(kind, name).name for name in names)
+            changes[key] = () if names == [clears] else tuple(catalog.get(kind, name, key).name for name in names)
     for key, given in (("channels", channels), ("adult_channels", adult_channels)):
         if given is not None:
-            changes[key] = _channel_ids(given, here, key.replace("_", " "))
+            changes[key] = _channel_ids(given, here, key)
     if flagged is not None:
         if flagged.strip().lower() not in FLAGGED:
-            raise InvalidOption("flagged", f"must be spoiler, withhold or allow, not '{flagged}'")
+            raise InvalidOption("flagged", f"must be spoiler, withhold or allow, not '{shown(flagged)}'", typed=True)
         changes["flagged"] = flagged.strip().lower()
     if max_size is not None:
         changes["max_pixels"] = None if max_size.strip() in ("0", "") else _max_pixels(max_size)
@@ -270,9 +274,11 @@ def rule_changes(
 
 def _max_pixels(text: str) -> int:
     """Return the pixels of a ``WxH`` largest size (any sides a request may have, not only multiples of 64)."""
-    width, height = parse_size(text, "max size", "such as 1024x1024 (0: no limit)")
+    width, height = parse_size(text, "max_size", "such as 1024x1024 (0: no limit)", typed=True)
     if not (SIDE.low <= width <= SIDE.high and SIDE.low <= height <= SIDE.high):
-        raise InvalidOption("max size", f"must have sides from {SIDE.low} to {SIDE.high}, not {width}x{height}")
+        raise InvalidOption(
+            "max_size", f"must have sides from {SIDE.low} to {SIDE.high}, not {width}x{height}", typed=True
+        )
     return width * height
 
 
@@ -285,15 +291,17 @@ def _channel_ids(text: str, here: str | None, what: str) -> tuple[str, ...]:
     for word in words:
         if word.lower() == "here":
             if here is None:
-                raise InvalidOption(what, "cannot say 'here' outside a channel")
+                raise InvalidOption(what, "cannot say 'here' outside a channel", typed=True)
             ids.append(here)
             continue
         match = _CHANNEL.fullmatch(word)
         if match is None:
-            raise InvalidOption(what, f"takes channel ids or #mentions, not '{word}'")
+            raise InvalidOption(what, f"takes channel ids or #mentions, not '{shown(word)}'", typed=True)
         ids.append(match[1] or match[2])
     if not ids:
-        raise InvalidOption(what, "needs channels ('here', ids or #mentions; 'all' or 'none' clears the list)")
+        raise InvalidOption(
+            what, "needs channels ('here', ids or #mentions; 'all' or 'none' clears the list)", typed=True
+        )
     return tuple(dict.fromkeys(ids))
 
 
@@ -320,15 +328,15 @@ def parse_admin(text: str) -> dict[str, Any]:
     word, _, rest = text.strip().partition(" ")
     word, rest = word.lower(), rest.strip()
     if word not in ADMIN_WORDS:
-        raise InvalidOption("admin command", f"'{word}' is unknown (commands: audit, {', '.join(ADMIN_WORDS)})")
+        raise InvalidOption("Admin command", f"'{shown(word)}' is unknown (commands: audit, {', '.join(ADMIN_WORDS)})")
     if not rest:
-        raise InvalidOption(word.replace("_", " "), "needs a value")
+        raise InvalidOption(word, "needs a value", typed=True)
     if word == "open_reroll":
         if rest.lower() not in ("on", "off", "true", "false", "yes", "no"):
-            raise InvalidOption("open reroll", f"must be on or off, not '{rest}'")
+            raise InvalidOption(word, f"must be on or off, not '{shown(rest)}'", typed=True)
         return {word: rest.lower() in ("on", "true", "yes")}
     if word in ("max_steps", "max_count", "member_quota"):
-        if not rest.isdigit():
-            raise InvalidOption(word.replace("_", " "), f"must be a number (0: no limit), not '{rest}'")
+        if not _NUMBER.fullmatch(rest):
+            raise InvalidOption(word, f"must be a number (0: no limit), not '{shown(rest)}'", typed=True)
         return {word: int(rest)}
     return {word: rest}

@@ -47,6 +47,7 @@ __all__ = [
     "RefinerSpec",
     "WeightedName",
     "parse_size",
+    "refiner_percent_reason",
     "refiner_split",
     "run_steps",
 ]
@@ -87,10 +88,22 @@ ZOOM = Range(1.0, 2.0)  # --zoom: the image's sides times this, extended evenly 
 FEW_RUN_STEPS = 10  # fewer steps than this actually running is worth a warning (the steps doc's advice)
 _SHA256 = r"^[0-9a-f]{64}$"
 
+
+def refiner_percent_reason(value: object, *, off: bool = False) -> str:
+    """Return the one wording of a refiner percent out of range, for ``--refiner 500`` and ``refine 150`` alike.
+
+    `off` adds that 0 or off asks for no refiner, where the option takes that.
+    """
+    takes = f"a percent from {REFINER_PERCENT.low} to {REFINER_PERCENT.high}" + (", or 0 or off for none" * off)
+    return f"must be {takes}, not '{shown(value)}'"
+
+
 _SIZE = re.compile(r"([0-9]{1,5})\s*[xX×*]\s*([0-9]{1,5})")
 
 
-def parse_size(text: str, option: str = "size", example: str = "like 1216x832") -> tuple[int, int]:
+def parse_size(
+    text: str, option: str = "size", example: str = "like 1216x832", *, typed: bool = False
+) -> tuple[int, int]:
     """Return the (width, height) of ``WxH`` text: ``1216x832``, ``640X1536``, ``832×1216``, ``1024 * 768``.
 
     Only the form is read here; which sides are allowed is the caller's rule (a
@@ -100,13 +113,14 @@ def parse_size(text: str, option: str = "size", example: str = "like 1216x832") 
         text: whole numbers of 1 to 5 digits joined by ``x``, ``X``, ``×`` or ``*``, spaces allowed around.
         option: the option the refusal names.
         example: how the refusal shows the form (``"like 1216x832"``).
+        typed: `option` is the user's own word (see `InvalidOption`).
 
     Raises:
         InvalidOption: the text is not in that form; one sentence naming `option`.
     """
     match = _SIZE.fullmatch(text.strip())
     if match is None:
-        raise InvalidOption(option, f"must be WIDTHxHEIGHT {example}, not '{shown(text)}'")
+        raise InvalidOption(option, f"must be WIDTHxHEIGHT {example}, not '{shown(text)}'", typed=typed)
     return int(match[1]), int(match[2])
 
 
@@ -222,8 +236,7 @@ class GenerationRequest(_Frozen):
     def refined(self, refiner_model: str, start_percent: int) -> GenerationRequest:
         """Return the same request (same seed) with the refiner taking over at a percent."""
         if start_percent not in REFINER_PERCENT:
-            low, high = REFINER_PERCENT.low, REFINER_PERCENT.high
-            raise InvalidOption("refiner", f"must be a percent from {low} to {high}, not {start_percent}")
+            raise InvalidOption("refine", refiner_percent_reason(start_percent), typed=True)
         spec = RefinerSpec(model=refiner_model, start_percent=start_percent)
         return self.model_copy(update={"refiner": spec})
 

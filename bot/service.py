@@ -57,6 +57,14 @@ _SETTING_KINDS: dict[str, tuple[type, str]] = {
     "upscale_strength": (float, "a strength from 0 to 1"),
 }
 _SETTING_KEYS = tuple(_SETTING_KINDS)
+# The request option (as a parser error names it) → the saved default that feeds it.
+_SETTING_OF_OPTION = {
+    "model": "model",
+    "steps": "steps",
+    "refiner": "refiner_percent",
+    "scheduler": "scheduler",
+    "cfg": "cfg",
+}
 
 
 def _check_setting(key: str, value: object) -> None:
@@ -66,7 +74,7 @@ def _check_setting(key: str, value: object) -> None:
     if kind is float:
         fits = isinstance(value, int | float) and not isinstance(value, bool)
     if not fits or (words.startswith("a strength") and not 0 < float(value) <= 1):  # type: ignore[arg-type]
-        raise InvalidOption(key.replace("_", " "), f"must be {words}, not '{shown(value)}'")
+        raise InvalidOption(key, f"must be {words}, not '{shown(value)}'", typed=True)
 
 
 def _merged(saved: Mapping[str, object], changes: Mapping[str, object]) -> dict[str, object]:
@@ -517,17 +525,26 @@ class ImageService:
         """Check and save some of the user's defaults; None removes one."""
         unknown = sorted(set(changes) - set(_SETTING_KEYS))
         if unknown:
-            raise InvalidOption("setting", f"'{unknown[0]}' does not exist (settings: {', '.join(_SETTING_KEYS)})")
+            raise InvalidOption(
+                "Setting", f"'{shown(unknown[0])}' does not exist (settings: {', '.join(_SETTING_KEYS)})"
+            )
         for key, value in changes.items():
             if value is not None:
                 _check_setting(key, value)
         current = _merged(await self._settings.get(*who.key), changes)
         if ("width" in current) != ("height" in current):
-            raise InvalidOption("size", "is saved as width and height together (width=1024 height=768)")
+            raise InvalidOption("Width and height", "are saved together, like width=1024 height=768")
         # Parsing a probe prompt with the new defaults checks them with the same rules as a request.
-        options.parse_text(
-            "settings check", catalog=self.catalog, defaults=self._to_defaults(current), limits=self.limits
-        )
+        try:
+            options.parse_text(
+                "settings check", catalog=self.catalog, defaults=self._to_defaults(current), limits=self.limits
+            )
+        except InvalidOption as error:
+            # The user typed steps=500 or refiner_percent=500: name the setting as typed, not the option it feeds.
+            key = _SETTING_OF_OPTION.get(error.option, "")
+            if key in changes:
+                raise InvalidOption(key, error.reason, error.suggestions, typed=True) from None
+            raise
         await self._settings.put(who.platform, who.user_id, current)
         return current
 

@@ -19,7 +19,11 @@ settings.register_profile("thorough", deadline=None)
 # `make test-fast` wants an answer in a minute: a few examples still catch a broken strategy.
 # Tests that set their own max_examples keep it under either profile.
 settings.register_profile("quick", settings.get_profile("thorough"), max_examples=10)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or "thorough")
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or "thorough"
+settings.load_profile(PROFILE)
+# The property suite over every entry point (tests/properties) wants 10,000 examples each under
+# `make test`: the rare payload that crashes is what it is for. Other property tests keep the profile's count.
+FUZZ_EXAMPLES = 10 if PROFILE == "quick" else 10_000
 
 
 @pytest.fixture(scope="session")

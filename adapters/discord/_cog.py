@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from math import gcd
 from pathlib import PurePath
 from typing import Any
@@ -43,6 +43,7 @@ from bot.errors import BotError
 from bot.jobs import Job, JobEvent, Requester
 from bot.options import SDXL_BUCKETS
 from bot.policy import FLAGGED, rule_changes
+from bot.request import parse_size
 from bot.rules import SCHEDULERS
 from bot.service import ImageService
 from bot.summary import (
@@ -58,7 +59,7 @@ from bot.upload import fit_upload
 from ._render import discord_time, history_text, result_embed
 from ._views import result_view, running_view
 
-__all__ = ["ImagesCog"]
+__all__ = ["ImagesCog", "settings_changes"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,37 @@ def age_restricted(channel: object) -> bool:
     # Text, voice and forum channels and threads (through their parent) have is_nsfw(); DMs do not.
     is_nsfw = getattr(channel, "is_nsfw", None)
     return bool(is_nsfw()) if callable(is_nsfw) else False
+
+
+def settings_changes(
+    reset: Mapping[str, object],
+    *,
+    model: str | None = None,
+    steps: int | None = None,
+    refiner: int | None = None,
+    size: str | None = None,
+    private: bool | None = None,
+    batching: bool | None = None,
+) -> dict[str, object]:
+    """Return the changes /settings asks for: `reset` holds the saved settings to clear, the options those to set.
+
+    Raises:
+        InvalidOption: `size` is not ``WxH`` (its range is the service's to check, as for any setting).
+    """
+    changes: dict[str, object] = dict.fromkeys(reset)
+    if model is not None:
+        changes["model"] = model
+    if steps is not None:
+        changes["steps"] = steps
+    if refiner is not None:
+        changes["refiner_percent"] = refiner or None
+    if size is not None:
+        changes["width"], changes["height"] = parse_size(size, typed=True)
+    if private is not None:
+        changes["private"] = private
+    if batching is not None:
+        changes["batching"] = batching
+    return changes
 
 
 class ImagesCog(commands.Cog, name="Images"):
@@ -293,24 +325,20 @@ class ImagesCog(commands.Cog, name="Images"):
     ) -> None:
         """Show or change the user's defaults (batching: false keeps your images bit-exact, unbatched)."""
         who = requester(interaction)
-        changes: dict[str, object] = {}
-        if reset:
-            changes = dict.fromkeys(await self.service.settings(who))
-        if model is not None:
-            changes["model"] = model
-        if steps is not None:
-            changes["steps"] = steps
-        if refiner is not None:
-            changes["refiner_percent"] = refiner or None
-        if size is not None:
-            changes["width"], changes["height"] = SIZES[size]
-        if private is not None:
-            changes["private"] = private
-        if batching is not None:
-            changes["batching"] = batching
 
         async def update() -> str:
-            saved = await (self.service.update_settings(who, changes) if changes else self.service.settings(who))
+            saved = await self.service.settings(who)
+            changes = settings_changes(
+                saved if reset else {},
+                model=model,
+                steps=steps,
+                refiner=refiner,
+                size=size,
+                private=private,
+                batching=batching,
+            )
+            if changes:
+                saved = await self.service.update_settings(who, changes)
             return defaults_line(saved)
 
         await self._reply(interaction, update())

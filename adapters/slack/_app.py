@@ -48,6 +48,7 @@ from ._blocks import (
     failed_blocks,
     history_text,
     imagine_modal,
+    imagine_options,
     modal_field,
     progress_blocks,
     refine_modal,
@@ -190,14 +191,9 @@ class SlackImages:
 
     async def on_imagine_submit(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         """Queue the modal's generation, or keep the modal open with the error on its field."""
-        values = view_values(view)
-        channel = values.pop("channel", None)
+        given, channel = imagine_options(view)
         user = body["user"]["id"]
-        loras = values.pop("lora", None) or []
-        given: dict[str, object] = {key: value for key, value in values.items() if value not in (None, "")}
-        if loras:
-            given["lora"] = ", ".join(loras)
-        who = _requester(user, _team(body), channel if isinstance(channel, str) else None)
+        who = _requester(user, _team(body), channel)
         try:
             # No conversation picked: the image goes to the user's direct messages, privately.
             job = await self.service.imagine(given, who, private=None if who.channel else True)

@@ -31,6 +31,7 @@ __all__ = [
     "failed_blocks",
     "history_text",
     "imagine_modal",
+    "imagine_options",
     "modal_field",
     "progress_blocks",
     "refine_modal",
@@ -199,8 +200,10 @@ def slack_time(at: float) -> str:
 # -- modals -----------------------------------------------------------------------------------------
 
 # Modal blocks are named after the /imagine options they fill; an error about an option lands on its block.
+# An error names a filled block's option by its key ("negative"); one left out, by its label ("negative prompt").
 _OPTION_BLOCKS = {
     "prompt": "prompt",
+    "negative": "negative",
     "negative prompt": "negative",
     "model": "model",
     "size": "size",
@@ -342,6 +345,17 @@ def view_values(view: Mapping[str, Any]) -> dict[str, str | list[str] | None]:
         else:
             values[block_id] = state.get("value")
     return values
+
+
+def imagine_options(view: Mapping[str, Any]) -> tuple[dict[str, object], str | None]:
+    """Return the "Generate image" modal's options as `ImageService.imagine` takes them, and the chosen conversation."""
+    values = view_values(view)
+    channel = values.pop("channel", None)
+    loras = values.pop("lora", None) or []
+    given: dict[str, object] = {key: value for key, value in values.items() if value not in (None, "")}
+    if loras:
+        given["lora"] = ", ".join(loras)
+    return given, channel if isinstance(channel, str) else None
 
 
 def modal_field(option: str | None, filled: set[str]) -> str:

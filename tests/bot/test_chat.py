@@ -81,7 +81,7 @@ async def test_words_a_command_cannot_take_are_no_command(flow, text):
         ("history abc", "takes a count of images, not 'abc'"),
         ("settings steps", "takes key=value pairs, not 'steps'"),
         ("forget everything", "takes nothing or 'confirm', not 'everything'"),
-        ("refine 150", "must be a percent from 1 to 99, not 150"),
+        ("refine 150", "refine must be a percent from 1 to 99, not '150'."),
     ],
 )
 async def test_strict_text_refuses_arguments_with_a_sentence(flow, text, sentence):
@@ -191,14 +191,14 @@ def test_every_refusal_is_one_printable_line_within_the_limit(option, value):
 @pytest.mark.parametrize(
     ("pairs", "sentence"),
     [
-        ("steps=abc", "Steps must be a whole number, not 'abc'."),
-        ("steps=30.7", "Steps must be a whole number, not '30.7'."),
-        ("cfg=banana", "Cfg must be a number, not 'banana'."),
-        ("refiner_percent=x", "Refiner percent must be a whole number, not 'x'."),
-        ("width=abc height=512", "Width must be a whole number, not 'abc'."),
-        ("width=768", "Size is saved as width and height together (width=1024 height=768)."),
-        ("private=maybe", "Private must be true or false, not 'maybe'."),
-        ("batching=xyz", "Batching must be true or false, not 'xyz'."),
+        ("steps=abc", "steps must be a whole number, not 'abc'."),
+        ("steps=30.7", "steps must be a whole number, not '30.7'."),
+        ("cfg=banana", "cfg must be a number, not 'banana'."),
+        ("refiner_percent=x", "refiner_percent must be a whole number, not 'x'."),
+        ("width=abc height=512", "width must be a whole number, not 'abc'."),
+        ("width=768", "Width and height are saved together, like width=1024 height=768."),
+        ("private=maybe", "private must be true or false, not 'maybe'."),
+        ("batching=xyz", "batching must be true or false, not 'xyz'."),
     ],
 )
 async def test_a_setting_of_the_wrong_kind_is_refused_and_nothing_is_stored(flow, service, pairs, sentence):

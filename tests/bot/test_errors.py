@@ -26,3 +26,5 @@ def test_invalid_option_is_one_sentence_naming_the_option() -> None:
     """The message starts with the option, capitalised, and ends with a full stop or a question."""
     assert str(InvalidOption("steps", "must be from 1 to 100, not 500")) == "Steps must be from 1 to 100, not 500."
     assert str(InvalidOption("model", "is unknown", ["sdxl"])) == "Model is unknown; did you mean 'sdxl'?"
+    # An option the user typed is shown as typed: "cfg" in Discord's options, "--cfg" in text.
+    assert str(InvalidOption("cfg", "must be from 0 to 50, not 99", typed=True)) == "cfg must be from 0 to 50, not 99."

@@ -82,7 +82,7 @@ def test_full_example():
 def test_full_example_needs_film_grain_in_the_catalog():
     """Against the shipped catalog the same line names the missing LoRA."""
     assert error_of("a red fox --lora pixel-art:0.8, film-grain", cat=SHIPPED) == (
-        "Lora 'film-grain' is not in the catalog (known: pixel-art, tiny-lora, tiny-lora-2, toy-face)."
+        "--lora 'film-grain' is not in the catalog (known: pixel-art, tiny-lora, tiny-lora-2, toy-face)."
     )
 
 
@@ -318,7 +318,7 @@ def test_scheduler_spellings(typed, name):
 
 KNOWN_FLAGS = (
     "--seed, --steps, --refiner, --lora, --no, --negative, --ar, --size, --cfg, --sampler, --scheduler, "
-    "--n, --count, --model, --vae, --clip-skip, --embedding, --format, --image, --strength, --mask"
+    "--n, --count, --model, --vae, --clip-skip, --embedding, --format, --image, --strength, --mask, --outpaint, --zoom"
 )
 
 
@@ -336,9 +336,9 @@ KNOWN_FLAGS = (
         ("a fox\rin snow", "Prompt contains a control character (U+000D); remove it."),
         ("a\x85fox", "Prompt contains a control character (U+0085); remove it."),
         ("a fox\ud800", "Prompt contains an invalid character (U+D800); remove it."),
-        ("a fox --no a\x07b", "Negative prompt contains a control character (U+0007); remove it."),
-        ("a fox --no " + "b" * 3001, "Negative prompt is 3001 characters long; the most is 3000."),
-        ("a fox --no", "Negative prompt needs a value, like blurry, text."),
+        ("a fox --no a\x07b", "--no contains a control character (U+0007); remove it."),
+        ("a fox --no " + "b" * 3001, "--no is 3001 characters long; the most is 3000."),
+        ("a fox --no", "--no needs a value, like blurry, text."),
         # flags
         ("a fox --sed 3", "--sed is not an option; did you mean '--seed'?"),
         ("a fox --sampeler x", "--sampeler is not an option; did you mean '--sampler'?"),
@@ -350,139 +350,139 @@ KNOWN_FLAGS = (
         ("a fox --n 2 --count 3", "--count repeats --n, the same option."),
         ("a fox --no x --negative y", "--negative repeats --no, the same option."),
         # numbers
-        ("a fox --seed", "Seed needs a value, a whole number from 1 to 9223372036854775807."),
-        ("a fox --seed 0", "Seed must be from 1 to 9223372036854775807, not 0."),
-        (f"a fox --seed {MAX_SEED + 1}", f"Seed must be from 1 to 9223372036854775807, not {MAX_SEED + 1}."),
-        ("a fox --seed 4.5", "Seed must be a whole number from 1 to 9223372036854775807, not '4.5'."),
-        ("a fox --seed 1e3", "Seed must be a whole number from 1 to 9223372036854775807, not '1e3'."),
-        ("a fox --seed ٤٢", "Seed must be a whole number from 1 to 9223372036854775807, not '٤٢'."),
+        ("a fox --seed", "--seed needs a value, a whole number from 1 to 9223372036854775807."),
+        ("a fox --seed 0", "--seed must be from 1 to 9223372036854775807, not 0."),
+        (f"a fox --seed {MAX_SEED + 1}", f"--seed must be from 1 to 9223372036854775807, not {MAX_SEED + 1}."),
+        ("a fox --seed 4.5", "--seed must be a whole number from 1 to 9223372036854775807, not '4.5'."),
+        ("a fox --seed 1e3", "--seed must be a whole number from 1 to 9223372036854775807, not '1e3'."),
+        ("a fox --seed ٤٢", "--seed must be a whole number from 1 to 9223372036854775807, not '٤٢'."),
         (
             "a fox --seed 42 more words",
-            "Seed must be a whole number from 1 to 9223372036854775807, not '42 more words'.",
+            "--seed must be a whole number from 1 to 9223372036854775807, not '42 more words'.",
         ),
-        ("a fox --steps 0", "Steps must be from 1 to 100, not 0."),
-        ("a fox --steps 101", "Steps must be from 1 to 100, not 101."),
-        ("a fox --cfg 51", "Cfg must be from 0 to 50, not 51."),
-        ("a fox --cfg -1", "Cfg must be from 0 to 50, not -1."),
-        ("a fox --cfg nan", "Cfg must be a number from 0 to 50, not 'nan'."),
-        ("a fox --n 5", "Count must be from 1 to 4, not 5."),
-        ("a fox --n 0", "Count must be from 1 to 4, not 0."),
-        ("a fox --clip-skip 3", "Clip skip must be from 0 to 2, not 3."),
-        ("a fox --format gif", "Format must be png, jpg or webp, not 'gif'."),
+        ("a fox --steps 0", "--steps must be from 1 to 100, not 0."),
+        ("a fox --steps 101", "--steps must be from 1 to 100, not 101."),
+        ("a fox --cfg 51", "--cfg must be from 0 to 50, not 51."),
+        ("a fox --cfg -1", "--cfg must be from 0 to 50, not -1."),
+        ("a fox --cfg nan", "--cfg must be a number from 0 to 50, not 'nan'."),
+        ("a fox --n 5", "--n must be from 1 to 4, not 5."),
+        ("a fox --n 0", "--n must be from 1 to 4, not 0."),
+        ("a fox --clip-skip 3", "--clip-skip must be from 0 to 2, not 3."),
+        ("a fox --format gif", "--format must be png, jpg or webp, not 'gif'."),
         # refiner
-        ("a fox --refiner", "Refiner needs a value, a percent like 85, or off."),
-        ("a fox --refiner 100", "Refiner must be a percent from 1 to 99, or 0 or off for none, not '100'."),
-        ("a fox --refiner 85.5", "Refiner must be a percent from 1 to 99, or 0 or off for none, not '85.5'."),
-        ("a fox --refiner on", "Refiner must be a percent from 1 to 99, or 0 or off for none, not 'on'."),
+        ("a fox --refiner", "--refiner needs a value, a percent like 85, or off."),
+        ("a fox --refiner 100", "--refiner must be a percent from 1 to 99, or 0 or off for none, not '100'."),
+        ("a fox --refiner 85.5", "--refiner must be a percent from 1 to 99, or 0 or off for none, not '85.5'."),
+        ("a fox --refiner on", "--refiner must be a percent from 1 to 99, or 0 or off for none, not 'on'."),
         (
             "a fox --refiner 99 --steps 10",
-            "Refiner at 99 % of 10 steps leaves the refiner no steps; use a lower percent or more steps.",
+            "--refiner at 99 % of 10 steps leaves the refiner no steps; use a lower percent or more steps.",
         ),
         (
             "a fox --refiner 1 --steps 10",
-            "Refiner at 1 % of 10 steps leaves the base model no steps; use a higher percent or more steps.",
+            "--refiner at 1 % of 10 steps leaves the base model no steps; use a higher percent or more steps.",
         ),
         (
             "a fox --model sdxl-turbo --refiner 85",
-            "Refiner only works with SDXL base models, not with 'sdxl-turbo' (distilled SDXL).",
+            "--refiner only works with SDXL base models, not with 'sdxl-turbo' (distilled SDXL).",
         ),
         (
             "a fox --model lightning --refiner 85",
-            "Refiner only works with SDXL base models, not with 'lightning' (distilled SDXL).",
+            "--refiner only works with SDXL base models, not with 'lightning' (distilled SDXL).",
         ),
         (
             "a fox --model flux-dev --refiner 85",
-            "Refiner only works with SDXL base models, not with 'flux-dev' (FLUX).",
+            "--refiner only works with SDXL base models, not with 'flux-dev' (FLUX).",
         ),
         (
             "a fox --model juggernaut --refiner 85",
-            "Refiner is not available for 'juggernaut': the catalog names no refiner for it.",
+            "--refiner is not available for 'juggernaut': the catalog names no refiner for it.",
         ),
         # size and aspect ratio
         (
             "a fox --size 1000x832",
-            "Size sides must be multiples of 64 from 128 to 2048, not 1000x832; did you mean '1024x832'?",
+            "--size sides must be multiples of 64 from 128 to 2048, not 1000x832; did you mean '1024x832'?",
         ),
         (
             "a fox --size 4096x64",
-            "Size sides must be multiples of 64 from 128 to 2048, not 4096x64; did you mean '2048x128'?",
+            "--size sides must be multiples of 64 from 128 to 2048, not 4096x64; did you mean '2048x128'?",
         ),
-        ("a fox --size big", "Size must be WIDTHxHEIGHT like 1216x832, not 'big'."),
-        ("a fox --size 1024", "Size must be WIDTHxHEIGHT like 1216x832, not '1024'."),
+        ("a fox --size big", "--size must be WIDTHxHEIGHT like 1216x832, not 'big'."),
+        ("a fox --size 1024", "--size must be WIDTHxHEIGHT like 1216x832, not '1024'."),
         (
             "a fox --size 1024x1024 --ar 1:1",
-            "Size cannot be combined with an aspect ratio; give one of them.",
+            "--size cannot be combined with an aspect ratio; give one of them.",
         ),
-        ("a fox --ar 5:1", "Aspect ratio must be WIDTH:HEIGHT between 1:4 and 4:1, like 16:9, not '5:1'."),
-        ("a fox --ar 16:0", "Aspect ratio must be WIDTH:HEIGHT between 1:4 and 4:1, like 16:9, not '16:0'."),
-        ("a fox --ar wide", "Aspect ratio must be WIDTH:HEIGHT between 1:4 and 4:1, like 16:9, not 'wide'."),
-        ("a fox --ar", "Aspect ratio needs a value, like 16:9."),
+        ("a fox --ar 5:1", "--ar must be WIDTH:HEIGHT between 1:4 and 4:1, like 16:9, not '5:1'."),
+        ("a fox --ar 16:0", "--ar must be WIDTH:HEIGHT between 1:4 and 4:1, like 16:9, not '16:0'."),
+        ("a fox --ar wide", "--ar must be WIDTH:HEIGHT between 1:4 and 4:1, like 16:9, not 'wide'."),
+        ("a fox --ar", "--ar needs a value, like 16:9."),
         (
             "a fox --n 4 --size 2048x2048",
-            "Size 2048×2048 × 4 images is 16.8 megapixels, over the budget of 4.2 megapixels.",
+            "--size 2048×2048 × 4 images is 16.8 megapixels, over the budget of 4.2 megapixels.",
         ),
         # LoRAs and embeddings
-        ("a fox --lora :0.8", "Lora has an empty name in ':0.8'."),
-        ("a fox --lora pixel-art,,toy-face", "Lora has an empty name in 'pixel-art,,toy-face'."),
-        ("a fox --lora pixel-art,", "Lora has an empty name in 'pixel-art,'."),
-        ("a fox --lora a:b:c", "Lora 'a:b:c' should be a name or name:weight, like pixel-art:0.8."),
-        ("a fox --lora pixel-art:x", "Lora weight of 'pixel-art' must be a number from -4 to 4, not 'x'."),
+        ("a fox --lora :0.8", "--lora has an empty name in ':0.8'."),
+        ("a fox --lora pixel-art,,toy-face", "--lora has an empty name in 'pixel-art,,toy-face'."),
+        ("a fox --lora pixel-art,", "--lora has an empty name in 'pixel-art,'."),
+        ("a fox --lora a:b:c", "--lora 'a:b:c' should be a name or name:weight, like pixel-art:0.8."),
+        ("a fox --lora pixel-art:x", "--lora weight of 'pixel-art' must be a number from -4 to 4, not 'x'."),
         (
             "a fox --lora pixel-art:4.5",
-            "Lora weight of 'pixel-art' must be a number from -4 to 4, not '4.5'.",
+            "--lora weight of 'pixel-art' must be a number from -4 to 4, not '4.5'.",
         ),
-        ("a fox --lora pixel-art:", "Lora weight of 'pixel-art' must be a number from -4 to 4, not ''."),
-        ("a fox --lora pixel-art, Pixel-Art:0.5", "Lora names 'pixel-art' twice."),
-        ("a fox --lora a, b, c, d, e, f", "Lora takes at most 5 names, not 6."),
-        ("a fox --lora pixelart", "Lora 'pixelart' is not in the catalog; did you mean 'pixel-art'?"),
+        ("a fox --lora pixel-art:", "--lora weight of 'pixel-art' must be a number from -4 to 4, not ''."),
+        ("a fox --lora pixel-art, Pixel-Art:0.5", "--lora names 'pixel-art' twice."),
+        ("a fox --lora a, b, c, d, e, f", "--lora takes at most 5 names, not 6."),
+        ("a fox --lora pixelart", "--lora 'pixelart' is not in the catalog; did you mean 'pixel-art'?"),
         (
             "a fox --lora ./x.safetensors",
-            "Lora only accepts names from the catalog, not paths or URLs ('./x.safetensors').",
+            "--lora only accepts names from the catalog, not paths or URLs ('./x.safetensors').",
         ),
         (
             "a fox --lora https://civitai.com/api/download/1",
-            "Lora only accepts names from the catalog, not paths or URLs ('https://civitai.com/api/download/1').",
+            "--lora only accepts names from the catalog, not paths or URLs ('https://civitai.com/api/download/1').",
         ),
         (
             "a fox --lora C:\\loras\\x",
-            "Lora only accepts names from the catalog, not paths or URLs ('C:\\loras\\x').",
+            "--lora only accepts names from the catalog, not paths or URLs ('C:\\loras\\x').",
         ),
-        ("a fox --lora ..", "Lora only accepts names from the catalog, not paths or URLs ('..')."),
+        ("a fox --lora ..", "--lora only accepts names from the catalog, not paths or URLs ('..')."),
         (
             "a fox --embedding tiny-embeding",
-            "Embedding 'tiny-embeding' is not in the catalog; did you mean 'tiny-embedding' or 'sd15-embedding'?",
+            "--embedding 'tiny-embeding' is not in the catalog; did you mean 'tiny-embedding' or 'sd15-embedding'?",
         ),
-        ("a fox --embedding tiny-embedding, tiny-embedding:2", "Embedding names 'tiny-embedding' twice."),
-        ("a fox --embedding :1", "Embedding has an empty name in ':1'."),
+        ("a fox --embedding tiny-embedding, tiny-embedding:2", "--embedding names 'tiny-embedding' twice."),
+        ("a fox --embedding :1", "--embedding has an empty name in ':1'."),
         # catalog names
-        ("a fox --model sdxx", "Model 'sdxx' is not in the catalog; did you mean 'sdxl' or 'sd15'?"),
+        ("a fox --model sdxx", "--model 'sdxx' is not in the catalog; did you mean 'sdxl' or 'sd15'?"),
         (
             "a fox --model /models/x.safetensors",
-            "Model only accepts names from the catalog, not paths or URLs ('/models/x.safetensors').",
+            "--model only accepts names from the catalog, not paths or URLs ('/models/x.safetensors').",
         ),
-        ("a fox --model", "Model needs a value, a catalog name like sdxl."),
+        ("a fox --model", "--model needs a value, a catalog name like sdxl."),
         (
             "a fox --vae nope",
-            "VAE 'nope' is not in the catalog (known: flux-vae, sd15-vae, sdxl-vae-fp16-fix, tiny-vae).",
+            "--vae 'nope' is not in the catalog (known: flux-vae, sd15-vae, sdxl-vae-fp16-fix, tiny-vae).",
         ),
-        ("a fox --vae ../vae", "VAE only accepts names from the catalog, not paths or URLs ('../vae')."),
+        ("a fox --vae ../vae", "--vae only accepts names from the catalog, not paths or URLs ('../vae')."),
         (
             "a fox --sampler foo",
-            "Scheduler 'foo' is not a known scheduler (known: DPM++ 2M Karras, DPM++ 2M, "
+            "--sampler 'foo' is not a known scheduler (known: DPM++ 2M Karras, DPM++ 2M, "
             "DPM++ 2M SDE Karras, DPM++ 3M SDE, Euler, Euler a, UniPC, DDIM, Heun, LCM).",
         ),
         (
             "a fox --sampler dpm2m",
-            "Scheduler 'dpm2m' is not a known scheduler; did you mean 'DPM++ 2M' or 'DPM++ 2M Karras'?",
+            "--sampler 'dpm2m' is not a known scheduler; did you mean 'DPM++ 2M' or 'DPM++ 2M Karras'?",
         ),
         # architecture checks reached through the parser
         (
             "a fox --lora sd15-style",
-            "Lora 'sd15-style' is made for SD 1.5 models and does not fit 'sdxl' (SDXL).",
+            "--lora 'sd15-style' is made for SD 1.5 models and does not fit 'sdxl' (SDXL).",
         ),
         (
             "a fox --model flux-dev --vae sdxl-vae-fp16-fix",
-            "VAE 'sdxl-vae-fp16-fix' is made for SDXL models and does not fit 'flux-dev' (FLUX).",
+            "--vae 'sdxl-vae-fp16-fix' is made for SDXL models and does not fit 'flux-dev' (FLUX).",
         ),
     ],
 )
@@ -492,19 +492,25 @@ def test_error_sentence(line, message):
 
 
 def test_error_names_the_option():
-    """The error carries the option name for adapters to point at."""
+    """The error carries the option as the user typed it, for adapters to point at (a Slack modal's field)."""
     with pytest.raises(InvalidOption) as caught:
         text("a fox --lora a:b:c")
-    assert caught.value.option == "lora"
+    assert caught.value.option == "--lora"
     with pytest.raises(InvalidOption) as caught:
-        text("a fox --clip-skip 9")
-    assert caught.value.option == "clip skip"
+        text("a fox --CLIP_skip 9")
+    assert caught.value.option == "--CLIP_skip"
+    with pytest.raises(InvalidOption) as caught:
+        options({"prompt": "a fox", "negative": "a\x07b"})
+    assert caught.value.option == "negative"
+    with pytest.raises(InvalidOption) as caught:
+        text("a")  # no option typed: its label, as a sentence starts
+    assert caught.value.option == "prompt"
 
 
 def test_long_values_are_shortened_in_messages():
     """An echoed value is cut to one short line."""
     message = error_of("a fox --seed " + "x" * 500)
-    assert message == "Seed must be a whole number from 1 to 9223372036854775807, not '" + "x" * 39 + "…'."
+    assert message == "--seed must be a whole number from 1 to 9223372036854775807, not '" + "x" * 39 + "…'."
 
 
 # ---------------------------------------------------------------------------
@@ -557,40 +563,40 @@ def test_flags_inside_the_prompt_option():
     [
         ({}, "Prompt is empty; describe the image you want."),
         ({"prompt": None}, "Prompt is empty; describe the image you want."),
-        ({"prompt": 5}, "Prompt must be text, not 5."),
-        ({"prompt": "a fox", "sede": 4}, "Sede is not an option; did you mean 'seed' or 'scheduler'?"),
-        ({"prompt": "a fox", "width": 512}, "Width is not an option."),
+        ({"prompt": 5}, "prompt must be text, not 5."),
+        ({"prompt": "a fox", "sede": 4}, "sede is not an option; did you mean 'seed' or 'scheduler'?"),
+        ({"prompt": "a fox", "width": 512}, "width is not an option."),
         ({"prompt": "a fox", 3: 4}, "3 is not an option."),
-        ({"prompt": "a fox", "negative": "x", "no": "y"}, "No repeats 'negative', the same option."),
+        ({"prompt": "a fox", "negative": "x", "no": "y"}, "no repeats 'negative', the same option."),
         (
             {"prompt": "a fox --seed 4", "seed": 5},
             "--seed is given twice: in the prompt and as the seed option.",
         ),
         (
             {"prompt": "a fox", "seed": True},
-            "Seed must be a whole number from 1 to 9223372036854775807, not 'True'.",
+            "seed must be a whole number from 1 to 9223372036854775807, not 'True'.",
         ),
         (
             {"prompt": "a fox", "seed": 42.0},
-            "Seed must be a whole number from 1 to 9223372036854775807, not '42.0'.",
+            "seed must be a whole number from 1 to 9223372036854775807, not '42.0'.",
         ),
         (
             {"prompt": "a fox", "seed": ""},
-            "Seed needs a value, a whole number from 1 to 9223372036854775807.",
+            "seed needs a value, a whole number from 1 to 9223372036854775807.",
         ),
-        ({"prompt": "a fox", "cfg": float("inf")}, "Cfg must be a number from 0 to 50, not 'inf'."),
-        ({"prompt": "a fox", "cfg": float("nan")}, "Cfg must be a number from 0 to 50, not 'nan'."),
-        ({"prompt": "a fox", "lora": ["pixel-art"]}, "Lora must be text, not ['pixel-art']."),
+        ({"prompt": "a fox", "cfg": float("inf")}, "cfg must be a number from 0 to 50, not 'inf'."),
+        ({"prompt": "a fox", "cfg": float("nan")}, "cfg must be a number from 0 to 50, not 'nan'."),
+        ({"prompt": "a fox", "lora": ["pixel-art"]}, "lora must be text, not ['pixel-art']."),
         (
             {"prompt": "a fox", "refiner": True},
-            "Refiner must be a percent from 1 to 99, or 0 or off for none, not 'True'.",
+            "refiner must be a percent from 1 to 99, or 0 or off for none, not 'True'.",
         ),
         (
             {"prompt": "a fox", "refiner": 85.0},
-            "Refiner must be a percent from 1 to 99, or 0 or off for none, not '85.0'.",
+            "refiner must be a percent from 1 to 99, or 0 or off for none, not '85.0'.",
         ),
-        ({"prompt": "a fox", "size": 1024}, "Size must be text, not 1024."),
-        ({"prompt": "a fox", "model": {"name": "sdxl"}}, "Model must be text, not {'name': 'sdxl'}."),
+        ({"prompt": "a fox", "size": 1024}, "size must be text, not 1024."),
+        ({"prompt": "a fox", "model": {"name": "sdxl"}}, "model must be text, not {'name': 'sdxl'}."),
     ],
 )
 def test_mapping_error_sentence(mapping, message):

@@ -13,6 +13,7 @@ from bot.errors import InvalidOption
 from bot.options import OPTIONS, SDXL_BUCKETS, Defaults, Limits, Parsed, parse_options, parse_text
 from bot.request import GenerationRequest
 from bot.rules import SCHEDULERS, check
+from tests.properties.sentences import assert_sentence
 
 
 def catalog() -> Catalog:
@@ -46,8 +47,7 @@ def outcome(call) -> Parsed | InvalidOption:
     try:
         parsed = call()
     except InvalidOption as error:
-        assert str(error) and str(error)[0] == str(error)[0].upper()
-        assert str(error).endswith((".", "?"))
+        assert_sentence(error)
         return error
     assert isinstance(parsed, Parsed)
     assert all(isinstance(warning, str) and warning.endswith(".") for warning in parsed.warnings)
@@ -220,7 +220,7 @@ def test_ar_gives_multiples_of_64_within_budget(width, height, model, count):
     result = outcome(lambda: parse_text(line, catalog=CATALOG, defaults=Defaults(model="sdxl"), limits=LIMITS))
     if not 1 / 4 <= width / height <= 4:
         assert isinstance(result, InvalidOption)
-        assert str(result).startswith("Aspect ratio must be WIDTH:HEIGHT between 1:4 and 4:1")
+        assert str(result).startswith("--ar must be WIDTH:HEIGHT between 1:4 and 4:1")
         return
     if isinstance(result, InvalidOption):
         # Only the model's own rules may refuse it (none of which is about the size).

@@ -93,7 +93,7 @@ def test_max_size_refuses_garbage_with_a_sentence(text: str) -> None:
     try:
         pixels = max_pixels(text)
     except InvalidOption as error:
-        assert str(error).startswith("Max size")
+        assert str(error).startswith("max_size")
     else:
         assert pixels is None or 128 * 128 <= pixels <= 2048 * 2048
 
@@ -101,8 +101,8 @@ def test_max_size_refuses_garbage_with_a_sentence(text: str) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("big", "Max size must be WIDTHxHEIGHT such as 1024x1024 (0: no limit), not 'big'."),
-        ("100x1024", "Max size must have sides from 128 to 2048, not 100x1024."),
+        ("big", "max_size must be WIDTHxHEIGHT such as 1024x1024 (0: no limit), not 'big'."),
+        ("100x1024", "max_size must have sides from 128 to 2048, not 100x1024."),
         ("1000x1000", None),
         ("0", None),
     ],

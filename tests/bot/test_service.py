@@ -226,7 +226,7 @@ async def test_refine_percent_out_of_range_is_one_sentence(service):
     await (await service.imagine("a red fox --seed 7", ALICE)).result()
     with pytest.raises(InvalidOption) as caught:
         await service.refine(ALICE, None, 100)
-    assert str(caught.value) == "Refiner must be a percent from 1 to 99, not 100."
+    assert str(caught.value) == "refine must be a percent from 1 to 99, not '100'."
 
 
 async def test_cancel_without_id_cancels_your_newest_waiting_job(service, backend):

@@ -70,7 +70,7 @@ def test_new_generation_needs_a_seed(make_new, make_request):
 def test_new_generation_checks_action(make_new):
     """An unknown action is refused before it reaches a store."""
     with pytest.raises(ValueError, match="action"):
-        make_new(action="upscale")
+        make_new(action="inpaint")
 
 
 async def test_add_with_unknown_parent_raises_key_error(store, make_new):

@@ -85,7 +85,8 @@ async def test_imagine_defers_then_shows_progress_then_the_image(running):
     assert embed["image"]["url"] == f"attachment://{attachment.filename}"
     assert "The refiner starts at 50 %; it works best from 85–90 %." in fields["⚠ Notes"].splitlines()
     assert _custom_ids(message) == [
-        encode_action(a, 1) for a in ("reroll", "refine", "vary-subtle", "vary-strong", "details", "delete")
+        encode_action(a, 1)
+        for a in ("reroll", "refine", "vary-subtle", "vary-strong", "upscale-2", "upscale-4", "details", "delete")
     ]
     assert running.backend.requests[0].seed == 7
 
@@ -95,7 +96,7 @@ async def test_bad_options_get_one_private_sentence_and_nothing_is_queued(runnin
     await running.fake.wait_for(lambda: interaction.followups)
     (reply,) = interaction.followups
     assert reply.ephemeral
-    assert reply.content == "✖ Lora 'pixel-arts' is not in the catalog; did you mean 'pixel-art'?"
+    assert reply.content == "✖ lora 'pixel-arts' is not in the catalog; did you mean 'pixel-art'?"
     assert interaction.original.deleted
     assert running.backend.requests == []
     assert await running.service.history(running.who(running.fake.alice)) == []
@@ -218,7 +219,7 @@ async def test_history_info_queue_loras_and_settings(running):
     assert await reply("queue") == "0 waiting in all.\nYou have nothing queued."
     assert "`pixel-art` — Pixel art style (trigger: pixel art)" in await reply("loras", {"search": "pix"})
     assert await reply("settings", {"steps": 12, "private": True}) == "Your defaults: private=True, steps=12"
-    assert await reply("settings", {"steps": 500}) == "✖ Steps must be from 1 to 100, not 500."
+    assert await reply("settings", {"steps": 500}) == "✖ steps must be from 1 to 100, not 500."
     assert await reply("settings", {"reset": True}) == "Your defaults: none (the model's own)"
 
 

@@ -65,6 +65,8 @@ async def test_imagine_acks_then_updates_a_placeholder_then_uploads_the_image(ru
         "ib:refine:1",
         "ib:vary-subtle:1",
         "ib:vary-strong:1",
+        "ib:upscale-2:1",
+        "ib:upscale-4:1",
         "ib:details:1",
         "ib:delete:1",
     ]
@@ -80,7 +82,7 @@ async def test_imagine_acks_then_updates_a_placeholder_then_uploads_the_image(ru
 async def test_bad_input_gets_one_ephemeral_sentence_and_nothing_is_queued(running: Running) -> None:
     sent = await running.fake.send_slash(running.url, text="a red fox --steps 500")
     assert sent.status == 200
-    await _told(running, "U_ALICE", "✖ Steps must be from 1 to 100, not 500.")
+    await _told(running, "U_ALICE", "✖ --steps must be from 1 to 100, not 500.")
     await running.fake.send_slash(running.url, text="a fox --lora pixel-ar")
     await _told(running, "U_ALICE", "did you mean 'pixel-art'?")
     assert running.backend.requests == []
@@ -143,7 +145,7 @@ async def test_refine_keeps_the_seed_by_button_reaction_and_shortcut_modal(runni
     )
     assert wrong.json == {
         "response_action": "errors",
-        "errors": {"percent": "Refiner must be a percent from 1 to 99, not 100."},
+        "errors": {"percent": "refine must be a percent from 1 to 99, not '100'."},
     }
     good = await running.fake.send_view_submission(
         running.url,
@@ -225,7 +227,7 @@ async def test_generate_modal_opens_and_shows_errors_on_the_right_field(running:
         return answer.json["errors"]
 
     assert await errors(steps={"type": "number_input", "value": "500"}) == {
-        "steps": "Steps must be from 1 to 100, not 500."
+        "steps": "steps must be from 1 to 100, not 500."
     }
     assert list(await errors(seed={"type": "plain_text_input", "value": "seven"})) == ["seed"]
     assert list(await errors(prompt={"type": "plain_text_input", "value": "a"})) == ["prompt"]
@@ -419,7 +421,7 @@ async def test_workspace_admins_set_rules_and_read_the_audit_members_cannot(runn
     await fake.wait_for(lambda: len(running.ephemeral()) == 4)
     *_, shown, bad = running.ephemeral()
     assert shown == "This workspace: rerolls: everyone; 1 banned word rule; at most 20 steps."
-    assert bad == "✖ Max steps must be a number (0: no limit), not 'lots'."
+    assert bad == "✖ max_steps must be a number (0: no limit), not 'lots'."
     await fake.send_slash(url, text="a bl00dy G0RE scene", user_id="U_BOB")
     await _told(running, "U_BOB", "✖ This request is not allowed here (banned word rule 1).")
     assert running.backend.requests == []

@@ -1,0 +1,156 @@
+"""What users type in a chat: `settings key=value`, `#id` references, admin commands, /imagine text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from bot.chat import ChatFlow, Started
+from bot.jobs import Requester
+from bot.options import OPTIONS
+from bot.policy import ADMIN_WORDS, parse_admin, rule_changes
+from bot.service import ImageService
+from tests.properties.conftest import Run
+from tests.properties.sentences import FUZZ
+from tests.properties.strategies import TRICKY, phrases, texts
+from tests.properties.world import PEOPLE, world
+
+SETTING_KEYS = ["model", "steps", "refiner_percent", "width", "height", "scheduler", "cfg", "private", "batching"]
+setting_values = st.one_of(
+    st.sampled_from(["", "none", "default", "true", "off", "30", "4", "500", "-1", "85", "0", "7.5", "99", "nan",
+                     "inf", "1e400", "9" * 5000, "tiny", "sdxl", "sdxl-turbo", "nosuch", "Euler a", "1024", "100"]),
+    texts,
+)  # fmt: skip
+pairs = st.lists(
+    st.tuples(st.one_of(st.sampled_from(SETTING_KEYS), texts), st.sampled_from(["=", "=", ""]), setting_values).map(
+        "".join
+    ),
+    max_size=4,
+).map(" ".join)
+
+
+@FUZZ
+@given(text=pairs, who=st.sampled_from(PEOPLE))
+@example(text="steps=500", who=PEOPLE[0])  # "Steps must…": now "steps must…", as typed
+@example(text="refiner_percent=500", who=PEOPLE[0])  # named refiner_percent, as typed, not "refiner"
+@example(text="x" * 400 + "=1", who=PEOPLE[0])  # an unknown key was echoed whole, past the 300 characters
+def test_settings_text(run: Run, data_dir: Path, text: str, who: Requester) -> None:
+    """`settings key=value …` saves the defaults, or refuses in one sentence naming the key and saves nothing."""
+
+    async def body() -> None:
+        w = await world(data_dir)
+        typed = {"refiner": "refiner_percent"} if "refiner_percent=" in text else None
+        reply = await w.attempt(lambda: w.flow.text(who, f"settings {text}", strict=True), typed)
+        if reply is not None:
+            # Saved defaults make requests: a prompt gives a job or a sentence, never a crash.
+            await w.attempt(lambda: w.service.imagine("a red fox", who))
+
+    run(body())
+
+
+settings_values = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), texts)
+
+
+@FUZZ
+@given(changes=st.dictionaries(st.one_of(st.sampled_from(SETTING_KEYS), texts), settings_values, max_size=4))
+def test_settings_mapping(run: Run, data_dir: Path, changes: dict[str, object]) -> None:
+    """`ImageService.update_settings` with any typed values: saved, or one sentence and nothing saved."""
+
+    async def body() -> None:
+        w = await world(data_dir)
+        saved = await w.attempt(lambda: w.service.update_settings(PEOPLE[0], changes))
+        if saved is not None:
+            assert await w.service.settings(PEOPLE[0]) == saved
+            await w.attempt(lambda: w.service.imagine("a red fox", PEOPLE[0]))
+
+    run(body())
+
+
+ref_words = st.sampled_from(["reroll", "refine", "cancel", "history", "forget", "queue", "REROLL", "Refine"])
+ref_args = st.lists(
+    st.one_of(
+        st.sampled_from([w for w in TRICKY if w.startswith("#")] + ["85", "150", "0", "99%", "confirm", "5", "²"]),
+        st.integers(0, 10).map(lambda n: f"#{n}"),
+        st.integers().map(str),
+        texts,
+    ),
+    max_size=3,
+).map(" ".join)
+
+
+@FUZZ
+@given(word=ref_words, rest=ref_args, who=st.sampled_from(PEOPLE), strict=st.booleans())
+@example(word="history", rest="²", who=PEOPLE[0], strict=True)  # str.isdigit() took it, int() did not
+@example(word="refine", rest="150", who=PEOPLE[0], strict=True)  # says the range as --refiner 500 does
+@example(word="reroll", rest="#" + "9" * 19, who=PEOPLE[0], strict=True)  # past SQLite's largest id
+def test_references(run: Run, data_dir: Path, word: str, rest: str, who: Requester, strict: bool) -> None:
+    """`reroll #3`, `refine #3 90`, `cancel`, `history 5`, `forget`: a reply, no command, or one sentence."""
+
+    async def body() -> None:
+        w = await world(data_dir)
+        reply = await w.attempt(lambda: w.flow.text(who, f"{word} {rest}", strict=strict))
+        if isinstance(reply, Started):
+            assert await w.db.generations.get(reply.job.id) is not None
+
+    run(body())
+
+
+admin_lines = st.tuples(
+    st.one_of(st.sampled_from(ADMIN_WORDS), texts), st.one_of(st.sampled_from(TRICKY), phrases)
+).map(" ".join)
+
+
+async def admin(service: ImageService, who: Requester, text: str) -> str:
+    """Answer `admin …` as a chat does: parse_admin, then rule_changes, then update_policy (Slack's adapter)."""
+    policy = await service.admin.policy(who)
+    changes = rule_changes(policy, service.catalog, **parse_admin(text), here=who.channel)
+    return (await service.admin.update_policy(who, changes, may_manage=who.user_id == "1")).summary()
+
+
+@FUZZ
+@given(text=admin_lines, who=st.sampled_from(PEOPLE))
+@example(text="max_steps ²", who=PEOPLE[0])  # str.isdigit() took it, int() did not
+@example(text="unban ²", who=PEOPLE[0])
+@example(text="max_steps " + "9" * 5000, who=PEOPLE[0])  # int() refuses 5,000 digits
+def test_admin_text(run: Run, data_dir: Path, text: str, who: Requester) -> None:
+    """`admin ban gore`, `admin max_steps 30`…: the rules change, or one sentence and nothing changes."""
+
+    async def body() -> None:
+        w = await world(data_dir, {"banned": ["gore"]})
+        flow = ChatFlow(w.service, admin=lambda who, text: admin(w.service, who, text))
+        await w.attempt(lambda: flow.text(who, f"admin {text}", strict=True))
+
+    run(body())
+
+
+flags = st.lists(
+    st.tuples(st.sampled_from([f"--{o}" for o in OPTIONS] + ["--n", "--no", "--sampler", "—seed", "--bogus"]), texts),
+    max_size=4,
+)
+
+
+@FUZZ
+@given(prompt=st.one_of(st.just("a red fox"), texts), options=flags)
+@example(prompt="a red fox", options=[("--cfg", "99")])  # "Cfg must…": now "--cfg must…", as typed
+@example(prompt="a red fox", options=[("--ar", "9:1")])  # "Aspect ratio must…": now "--ar must…"
+@example(prompt="a red fox", options=[("--" + "a" * 400, "1")])  # a long flag was echoed past 300 characters
+def test_imagine_text(run: Run, data_dir: Path, prompt: str, options: list[tuple[str, str]]) -> None:
+    """/imagine text (Slack, the console) queues a generation, or refuses naming each flag as typed."""
+
+    async def body() -> None:
+        w = await world(data_dir)
+        line = " ".join([prompt, *(f"{flag} {value}" for flag, value in options)])
+        typed = {label: flag for flag, _ in options for label in (flag.lstrip("-—"), LABELS.get(flag, ""))}
+        await w.attempt(lambda: w.service.imagine(line, PEOPLE[0]), typed)
+
+    run(body())
+
+
+LABELS = {
+    "--ar": "aspect ratio",
+    "--no": "negative prompt",
+    "--negative": "negative prompt",
+    "--clip_skip": "clip skip",
+}

@@ -1,0 +1,84 @@
+"""Buttons and reactions: custom ids as Discord and Slack hand them back, forged or not, on the real SQLite store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from adapters.discord._cog import REACTIONS as DISCORD_REACTIONS
+from adapters.slack._app import REACTIONS as SLACK_REACTIONS
+from bot.actions import decode_action, encode_action
+from bot.chat import Deleted, Started
+from bot.jobs import Requester
+from storage import SqliteDatabase
+from tests.properties.conftest import Run
+from tests.properties.sentences import FUZZ
+from tests.properties.strategies import texts
+from tests.properties.world import PEOPLE, world
+
+ACTIONS = ["reroll", "refine", "details", "delete", "cancel", "show"]
+ids = st.one_of(st.integers(-2, 9), st.sampled_from([2**63 - 1, 2**63, 10**18 - 1, 10**18, 10**19 - 1]), st.integers())
+custom_ids = st.one_of(
+    # Ours, for every generation: own, others', private, deleted, queued, never made.
+    st.tuples(st.sampled_from(ACTIONS), st.integers(1, 9)).map(lambda a: encode_action(*a)),
+    # Forged and truncated: other actions, any number, cut anywhere, padded.
+    st.tuples(st.sampled_from([*ACTIONS, "nuke", "REROLL", ""]), ids).map(lambda a: f"ib:{a[0]}:{a[1]}"),
+    st.tuples(st.sampled_from(ACTIONS), st.integers(1, 9), st.integers(0, 14)).map(
+        lambda a: encode_action(a[0], a[1])[: a[2]]
+    ),
+    st.tuples(st.sampled_from(ACTIONS), st.integers(1, 9), st.sampled_from(["\n", " ", "0", ":1", "x"])).map(
+        lambda a: encode_action(a[0], a[1]) + a[2]
+    ),
+    texts,
+)
+
+
+@FUZZ
+@given(custom_id=custom_ids, who=st.sampled_from(PEOPLE))
+@example(custom_id="ib:reroll:9999999999999999999", who=PEOPLE[0])  # past SQLite's largest id: OverflowError
+def test_button(run: Run, data_dir: Path, custom_id: str, who: Requester) -> None:
+    """A click answers, or refuses in one sentence and changes nothing; an id that is not ours is ignored."""
+    decoded = decode_action(custom_id)
+    if decoded is None:
+        return
+    action, generation_id = decoded
+    assert encode_action(action, generation_id) == custom_id
+
+    async def body() -> None:
+        db = await SqliteDatabase.open(":memory:", clock=lambda: 1_700_000_000.0)
+        try:
+            w = await world(data_dir, db=db)
+            reply = await w.attempt(lambda: w.flow.action(who, action, generation_id))
+            if isinstance(reply, Started):
+                assert await db.generations.get(reply.job.id) is not None
+            if isinstance(reply, Deleted):
+                assert await db.generations.get(generation_id) is None
+            await w.service.aclose()
+        finally:
+            await db.close()
+
+    run(body())
+
+
+@FUZZ
+@given(
+    emoji=st.sampled_from([*DISCORD_REACTIONS, *SLACK_REACTIONS, "👍", "thumbsup", ""]),
+    message=st.one_of(st.integers(0, 9).map(lambda n: f"m{n}"), texts),
+    who=st.sampled_from(PEOPLE),
+)
+def test_reaction(run: Run, data_dir: Path, emoji: str, message: str, who: Requester) -> None:
+    """A reaction on a message (ours or not, its image deleted or not) does what its button does, or refuses."""
+    action = DISCORD_REACTIONS.get(emoji) or SLACK_REACTIONS.get(emoji)
+    if action is None:
+        return
+
+    async def body() -> None:
+        w = await world(data_dir)
+        generation = await w.service.by_message("discord", message)
+        if generation is None:
+            return
+        await w.attempt(lambda: w.flow.action(who, action, generation.id))
+
+    run(body())

@@ -1,0 +1,152 @@
+"""Discord's typed options (/imagine, /settings, /imagine-admin) as the cog hands them to the core."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from adapters.discord._cog import settings_changes
+from bot.jobs import Job, Requester
+from bot.policy import Policy, rule_changes
+from tests.properties.conftest import Run
+from tests.properties.sentences import FUZZ
+from tests.properties.strategies import names, numbers, phrases, texts
+from tests.properties.world import ALICE, STRANGER, World, world
+
+# What discord.py hands `ImagesCog.imagine`: each option typed (Range options as int or float), or None.
+# Options left out are absent (drawing None for each would cost as much and find nothing more).
+IMAGINE = {
+    "negative": texts,
+    "seed": texts,
+    "steps": numbers,
+    "refiner": numbers,
+    "lora": names | phrases,
+    "model": names,
+    "size": texts,
+    "cfg": st.floats(allow_nan=True) | numbers,
+    "scheduler": texts,
+    "count": numbers,
+    "private": st.none() | st.booleans(),
+}
+# An error names the option by its Discord name, never by the parser's label for it.
+LABELS = {"negative": "negative prompt"}
+
+
+@FUZZ
+@given(given_=st.fixed_dictionaries({"prompt": phrases}, optional=IMAGINE))
+@example(given_={"prompt": "a red fox", "cfg": 99.0})  # "Cfg must…": now "cfg must…"
+@example(given_={"prompt": "a red fox", "negative": "\x00"})  # "Negative prompt…": now "negative…"
+def test_imagine_options(run: Run, data_dir: Path, given_: dict[str, object]) -> None:
+    """/imagine's options queue one generation, or are refused in one sentence naming the option as Discord shows it."""
+
+    async def body() -> None:
+        w = await world(data_dir)
+        options = {key: value for key, value in given_.items() if key != "private"}
+        private = given_.get("private")
+        assert private is None or isinstance(private, bool)
+        typed = {LABELS[key]: key for key in options if key in LABELS}
+        job = await w.attempt(lambda: w.service.imagine(options, ALICE, private=private), typed)
+        if job is not None:
+            assert isinstance(job, Job)
+            generation = await w.db.generations.get(job.id)
+            assert generation is not None and generation.request == job.request and generation.status == "queued"
+
+    run(body())
+
+
+@FUZZ
+@given(
+    reset=st.booleans(),
+    model=st.none() | names,
+    steps=st.none() | numbers,
+    refiner=st.none() | numbers,
+    size=st.none() | texts | st.sampled_from(["1024x1024", "1216x832", "100x100", "99999x99999"]),
+    private=st.none() | st.booleans(),
+    batching=st.none() | st.booleans(),
+)
+@example(reset=False, model=None, steps=None, refiner=None, size="garbage", private=None, batching=None)
+def test_settings_options(
+    run: Run,
+    data_dir: Path,
+    reset: bool,
+    model: str | None,
+    steps: int | None,
+    refiner: int | None,
+    size: str | None,
+    private: bool | None,
+    batching: bool | None,
+) -> None:
+    """/settings saves what it was given, or refuses in one sentence and saves nothing."""
+
+    async def body() -> None:
+        w = await world(data_dir)
+        await w.db.settings.put(*ALICE.key, {"steps": 4})
+
+        async def update() -> dict[str, object]:
+            changes = settings_changes(
+                await w.service.settings(ALICE) if reset else {},
+                model=model,
+                steps=steps,
+                refiner=refiner,
+                size=size,
+                private=private,
+                batching=batching,
+            )
+            return await w.service.update_settings(ALICE, changes)
+
+        saved = await w.attempt(update)
+        if saved is not None:
+            assert await w.service.settings(ALICE) == saved
+            # What was saved makes requests: a prompt gives a job or a sentence, never a crash.
+            await w.attempt(lambda: w.service.imagine("a red fox", ALICE))
+
+    run(body())
+
+
+ADMIN = {
+    "open_reroll": st.booleans(),
+    "ban": texts,
+    "unban": texts,
+    "models": names | phrases,
+    "loras": names | phrases,
+    "blocked_models": names,
+    "blocked_loras": names,
+    "max_steps": numbers,
+    "max_count": numbers,
+    "max_size": texts,
+    "member_quota": numbers,
+    "channels": texts | phrases,
+    "flagged": texts,
+}
+
+
+@FUZZ
+@given(
+    options=st.fixed_dictionaries({}, optional=ADMIN),
+    manager=st.booleans(),
+    banned=st.lists(st.sampled_from(["gore", "re:bl(oo)d"]), max_size=2),
+)
+def test_admin_options(run: Run, data_dir: Path, options: dict[str, object], manager: bool, banned: list[str]) -> None:
+    """/imagine-admin changes the server's rules, or refuses in one sentence and changes nothing."""
+
+    async def change(w: World, who: Requester) -> None:
+        async def update() -> Policy:
+            policy = await w.service.admin.policy(who)
+            changes = rule_changes(policy, w.service.catalog, **options, here=who.channel)  # type: ignore[arg-type]
+            return await w.service.admin.update_policy(who, changes, may_manage=manager)
+
+        policy = await w.attempt(update)
+        if policy is not None:
+            assert await w.service.admin.policy(who) == policy
+            assert policy.summary().endswith(".")
+            # A server's new rules judge requests with sentences too.
+            await w.attempt(lambda: w.service.imagine("a red fox --lora pixel-art --steps 30", who))
+
+    async def body() -> None:
+        w = await world(data_dir, {"banned": banned})
+        await change(w, ALICE)  # in a server
+        await change(w, STRANGER)  # a member of another server, whose own rules change
+
+    run(body())
