@@ -59,6 +59,8 @@ def parameters_text(request: GenerationRequest, seed: int, extra: dict[str, str]
             fields["Mask image hash"] = request.mask_image
         if request.upscale:
             fields["Hires upscale"] = str(request.upscale)
+        if request.outpaint:
+            fields["Outpaint"] = ",".join(str(side) for side in (*request.outpaint.sides, request.outpaint.blur))
     if request.refiner is not None:
         base_steps, _ = request.split
         fields["Refiner"] = request.refiner.model

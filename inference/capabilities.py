@@ -42,6 +42,7 @@ class Capabilities:
         loras, embeddings, vae, clip_skip: whether it takes them.
         schedulers: the schedulers it has, of `bot.rules.SCHEDULERS` and in its order.
         image_to_image, inpaint: whether it starts from an input image (``--image``, Vary), and from a mask.
+        outpaint: whether it extends an input image (``--outpaint``, ``--zoom``).
         upscale: whether it makes a result 2× or 4× larger (locally: resize, then image-to-image).
     """
 
@@ -64,6 +65,7 @@ class Capabilities:
     image_to_image: bool = False
     inpaint: bool = False
     upscale: bool = False
+    outpaint: bool = False
 
     def identifier(self, entry: CatalogEntry) -> str | None:
         """Return the id this backend knows a catalog entry by, or None when it has none."""
@@ -119,6 +121,7 @@ class Capabilities:
             ("image", request.init_image is not None, lambda c: c.image_to_image),
             ("mask", request.mask_image is not None, lambda c: c.inpaint),
             ("upscale", request.upscale is not None, lambda c: c.upscale),
+            ("outpaint", request.outpaint is not None, lambda c: c.outpaint),
         )
         for label, asked, has in features:
             if asked and not has(self):
@@ -175,6 +178,7 @@ class Capabilities:
             ("image-to-image", yes[self.image_to_image]),
             ("inpainting", yes[self.inpaint]),
             ("upscale", yes[self.upscale]),
+            ("outpaint", yes[self.outpaint]),
         ]
 
 
@@ -217,7 +221,7 @@ def _offered(table: Mapping[str, object]) -> tuple[str, ...]:
 
 # The limits are the APIs' documented ones (Runware image-inference reference; ModelsLab v4 text2img).
 CAPABILITIES: dict[BackendName, Capabilities] = {
-    "local": Capabilities("local", "the local backend", image_to_image=True, inpaint=True, upscale=True),
+    "local": Capabilities("local", "the local backend", image_to_image=True, inpaint=True, upscale=True, outpaint=True),
     # The Ray Serve replicas run the local worker's code on the same weights.
     "ray": Capabilities("ray", "the Ray cluster", ids="local"),
     "runware": Capabilities("runware", "Runware", min_base_steps=2, schedulers=_offered(RUNWARE_SCHEDULERS)),

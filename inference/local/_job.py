@@ -65,6 +65,9 @@ class WorkerJob(_Frozen):
     init_image: str | None = None
     mask_image: str | None = None
     strength: float | None = None
+    # (top, right, bottom, left) pixels added around the init image, and the seam's blur.
+    outpaint: tuple[int, int, int, int] | None = None
+    outpaint_blur: int = 0
 
     @property
     def run_steps(self) -> int:
@@ -101,6 +104,8 @@ def batch_key(job: WorkerJob) -> tuple[Any, ...]:
         job.init_image,
         job.mask_image,
         job.strength,
+        job.outpaint,
+        job.outpaint_blur,
         # None (zeroed negative embeddings in SDXL) and "" (an encoded empty prompt) are different images.
         job.negative_prompt is None,
     )
@@ -155,6 +160,8 @@ def build_job(request: GenerationRequest, catalog: Catalog, data_dir: Path) -> W
         init_image=str(Path(data_dir) / input_path(request.init_image)) if request.init_image else None,
         mask_image=str(Path(data_dir) / input_path(request.mask_image)) if request.mask_image else None,
         strength=request.strength,
+        outpaint=request.outpaint.sides if request.outpaint else None,
+        outpaint_blur=request.outpaint.blur if request.outpaint else 0,
     )
 
 

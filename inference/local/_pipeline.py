@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import diffusers
+import numpy as np
 import torch
 from diffusers import (
     AutoencoderKL,
@@ -30,7 +31,7 @@ from diffusers import (
     StableDiffusionXLPipeline,
 )
 from diffusers.utils import deprecation_utils
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from bot.request import GeneratedImage
 from inference import tiny
@@ -450,8 +451,12 @@ class SDXLRunner:
         if job.init_image is None:
             return base, {"width": job.width, "height": job.height}
         with Image.open(job.init_image) as opened:
-            image = opened.convert("RGB").resize(size, Image.Resampling.LANCZOS)
-        inputs: dict[str, Any] = {"image": image, "strength": min(1.0, (job.run_steps + 0.5) / job.steps)}
+            image = opened.convert("RGB")
+        inputs: dict[str, Any] = {"strength": min(1.0, (job.run_steps + 0.5) / job.steps)}
+        if job.outpaint is not None:
+            inputs["image"], inputs["mask_image"] = _outpaint_canvas(image, size, job.outpaint, job.outpaint_blur)
+            return _derived(StableDiffusionXLInpaintPipeline, base), inputs | {"width": job.width, "height": job.height}
+        inputs["image"] = image.resize(size, Image.Resampling.LANCZOS)
         if job.mask_image is None:
             return _derived(StableDiffusionXLImg2ImgPipeline, base), inputs
         with Image.open(job.mask_image) as opened:
@@ -707,6 +712,33 @@ class SDXLRunner:
                 f"used {plan.base_steps} + {plan.refiner_steps}"
             )
         return plan
+
+
+def _outpaint_canvas(
+    image: Image.Image, size: tuple[int, int], sides: tuple[int, int, int, int], blur: int
+) -> tuple[Image.Image, Image.Image]:
+    """Return the extended canvas and its inpainting mask (white: the new border) for an outpaint.
+
+    The image goes in the middle at its size in the request; the border starts as its edge pixels
+    stretched outwards, so at a strength below 1 the new parts start from the image's colours, not
+    from black. `blur` softens the mask's edge by that many pixels, into the image, so the seam blends.
+    """
+    top, right, bottom, left = sides
+    width, height = size
+    inner = image.resize((width - left - right, height - top - bottom), Image.Resampling.LANCZOS)
+    pixels = np.pad(np.asarray(inner), ((top, bottom), (left, right), (0, 0)), mode="edge")
+    mask = Image.new("L", size, 255)
+    keep = (left + blur, top + blur, width - right - blur, height - bottom - blur)
+    if keep[0] < keep[2] and keep[1] < keep[3]:
+        mask.paste(0, keep)
+    if blur:
+        mask = mask.filter(ImageFilter.GaussianBlur(blur / 2))
+        # Never touch the border's own pixels less than fully: they have nothing to keep.
+        mask.paste(255, (0, 0, width, top))
+        mask.paste(255, (0, height - bottom, width, height))
+        mask.paste(255, (0, 0, left, height))
+        mask.paste(255, (width - right, 0, width, height))
+    return Image.fromarray(pixels), mask
 
 
 def _derived(cls: Any, base: StableDiffusionXLPipeline) -> Any:

@@ -194,3 +194,17 @@ async def test_an_upscale_over_the_pixel_budget_is_one_sentence(service):
     for bad in ("upscale 3", "upscale #1 2 4", "upscale banana"):
         with pytest.raises(InvalidOption):
             await ChatFlow(service).text(ALICE, bad, strict=True)
+
+
+async def test_zoom_and_outpaint_extend_the_image(service, backend, tmp_path):
+    """`--zoom 2` on a 128² image makes 256² with 64 px on every side; `--outpaint 0,128,0,0` widens it."""
+    await (await service.imagine("a red fox", ALICE)).result()
+    zoomed = await (await service.imagine("a fox in a field --image #1 --zoom 2", ALICE)).result()
+    request = backend.requests[-1]
+    assert (request.width, request.height, request.outpaint.sides) == (256, 256, (64, 64, 64, 64))
+    fields = parse_parameters(read_text((tmp_path / zoomed.images[0].path).read_bytes())["parameters"])["fields"]
+    assert fields["Outpaint"] == "64,64,64,64,0"
+    await (await service.imagine("a fox --image #1 --outpaint 0,128,0,0,8", ALICE)).result()
+    assert (backend.requests[-1].width, backend.requests[-1].outpaint.blur) == (256, 8)
+    with pytest.raises(InvalidOption, match=r"^--outpaint must be pixels to add as TOP,RIGHT,BOTTOM,LEFT"):
+        await service.imagine("a fox --image #1 --outpaint 10", ALICE)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from bot.catalog import load_catalog
 from bot.images import input_path
-from bot.request import RefinerSpec
+from bot.request import Outpaint, RefinerSpec
 from inference.local._job import build_job
 from tests.inference.tiny_requests import tiny_request
 
@@ -141,3 +141,15 @@ def test_inpaint_keeps_what_the_mask_keeps(runner, tiny_data_dir, init_sha):
     kept = np.abs(masked[:, 72:] - source[:, 72:]).mean()
     assert kept < np.abs(masked[:, :56] - source[:, :56]).mean() / 1.5
     assert kept < np.abs(unmasked[:, 72:] - source[:, 72:]).mean() / 1.5
+
+
+def test_outpaint_extends_the_image_and_keeps_its_middle(runner, init_sha):
+    """64 px on the left and right: a 256×128 image whose middle is the input (as the VAE gives it back)."""
+    outpaint = Outpaint(left=64, right=64)
+    image = run(runner, steps=6, strength=1.0, init_image=init_sha, width=256, height=128, outpaint=outpaint)[0]
+    assert (image.width, image.height) == (256, 128)
+    out = pixels(image.data)
+    source = round_trip(runner, gradient())
+    middle = np.abs(out[:, 72:184] - source[:, 8:120]).mean()
+    redrawn = np.abs(pixels(run(runner, steps=6, strength=1.0, init_image=init_sha)[0].data) - source).mean()
+    assert middle < redrawn / 1.3  # deterministic on CPU: 30.5 against 44.7 when written
