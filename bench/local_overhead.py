@@ -5,6 +5,10 @@ PNG with parameters → file → SQLite, awaited to the end. Baseline: the same
 tiny SDXL pipeline called directly in this process (`pipe(...)` to a PIL image)
 with the same prompt, size, steps, scheduler and seed. Runs alternate so drift
 hits both equally; the ratio of medians is the figure (target ≤ 1.10).
+
+``--img2img``: the same from an image (the service's first result, ``--image #1
+--strength 0.5`` of 40 steps, so 20 run), against diffusers' image-to-image
+pipeline called on that image's PIL copy with the same strength and steps.
 """
 
 from __future__ import annotations
@@ -30,43 +34,55 @@ from imagebot.bootstrap import bootstrap
 
 PROMPT = "a red fox in the snow"
 STEPS = 20
+IMAGE_STEPS, STRENGTH = 40, 0.5  # 20 steps run, as many as from text
 
 
-def bare_pipeline(data_dir: Path):
+def bare_pipeline(data_dir: Path, init: Path | None):
     import torch
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionXLPipeline
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+    from PIL import Image
 
     from inference import tiny
 
     pipe = StableDiffusionXLPipeline.from_pretrained(tiny.ensure(data_dir) / "base", local_files_only=True)
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, use_karras_sigmas=True)
     pipe.set_progress_bar_config(disable=True)
+    size: dict[str, object] = {"width": 128, "height": 128}
+    if init is not None:
+        pipe = StableDiffusionXLImg2ImgPipeline.from_pipe(pipe)
+        pipe.set_progress_bar_config(disable=True)
+        size = {"image": Image.open(init).convert("RGB"), "strength": STRENGTH}
 
     def call(seed: int) -> float:
         started = time.perf_counter()
         pipe(
             PROMPT,
-            num_inference_steps=STEPS,
-            width=128,
-            height=128,
+            num_inference_steps=IMAGE_STEPS if init is not None else STEPS,
             guidance_scale=7.0,
             generator=torch.Generator("cpu").manual_seed(seed),
+            **size,
         )
         return time.perf_counter() - started
 
     return call
 
 
-async def main(runs: int) -> None:
+async def main(runs: int, img2img: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         app = await bootstrap(CoreSettings(data_dir=data_dir, default_model="tiny"), announce=lambda _: None)
         who = Requester("bench", "bench")
-        bare = bare_pipeline(data_dir)
+        flags = f"--steps {STEPS}"
+        init = None
+        if img2img:
+            first = await (await app.service.imagine(f"{PROMPT} --seed 1", who)).result()
+            init = data_dir / first.images[0].path
+            flags = f"--image #{first.id} --strength {STRENGTH} --steps {IMAGE_STEPS}"
+        bare = bare_pipeline(data_dir, init)
 
         async def ours(seed: int) -> float:
             started = time.perf_counter()
-            job = await app.service.imagine(f"{PROMPT} --seed {seed} --steps {STEPS}", who)
+            job = await app.service.imagine(f"{PROMPT} --seed {seed} {flags}", who)
             await job.result()
             return time.perf_counter() - started
 
@@ -80,7 +96,8 @@ async def main(runs: int) -> None:
         await app.aclose()
     ours_median, bare_median = statistics.median(ours_times), statistics.median(bare_times)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}")
-    print(f"tiny SDXL, 128x128, {STEPS} steps, DPM++ 2M Karras, {runs} runs each (alternating)")
+    what = f"from an image, {IMAGE_STEPS} steps at strength {STRENGTH}" if img2img else f"{STEPS} steps"
+    print(f"tiny SDXL, 128x128, {what}, DPM++ 2M Karras, {runs} runs each (alternating)")
     print(f"bare diffusers call    median {bare_median * 1000:8.1f} ms")
     print(f"service end to end     median {ours_median * 1000:8.1f} ms")
     print(f"ratio service/bare     {ours_median / bare_median:.3f}  (target <= 1.10)")
@@ -89,4 +106,6 @@ async def main(runs: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=9)
-    asyncio.run(main(parser.parse_args().runs))
+    parser.add_argument("--img2img", action="store_true", help="image-to-image instead of text-to-image")
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.runs, arguments.img2img))
