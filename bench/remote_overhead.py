@@ -103,7 +103,9 @@ async def _measure(job: Job, count: int) -> tuple[float, float, float]:
 
 
 async def _ours(fake: Fake, count: int, limit: int) -> tuple[float, float, float]:
-    backend = RunwareBackend(CATALOG, RunwareSettings(api_key=fake.api_key, url=fake.url, max_connections=limit))
+    backend = RunwareBackend(
+        CATALOG, RunwareSettings(api_key=fake.api_key, url=fake.url, max_connections=limit), Path()
+    )
 
     async def job() -> None:
         (image,) = await backend.generate(REQUEST)

@@ -44,6 +44,7 @@ class Capabilities:
         image_to_image, inpaint: whether it starts from an input image (``--image``, Vary), and from a mask.
         outpaint: whether it extends an input image (``--outpaint``, ``--zoom``).
         upscale: whether it makes a result 2× or 4× larger (locally: resize, then image-to-image).
+        refiner_with_image: whether the refiner hand-off may follow an input image.
     """
 
     name: BackendName
@@ -66,6 +67,7 @@ class Capabilities:
     inpaint: bool = False
     upscale: bool = False
     outpaint: bool = False
+    refiner_with_image: bool = True
 
     def identifier(self, entry: CatalogEntry) -> str | None:
         """Return the id this backend knows a catalog entry by, or None when it has none."""
@@ -107,6 +109,12 @@ class Capabilities:
             base = request.split[0]
             if not self.refiner_split:
                 self._refuse("refiner", f"cannot take over at a chosen step on {self.title}", lambda c: c.refiner_split)
+            if request.init_image is not None and not self.refiner_with_image:
+                self._refuse(
+                    "refiner",
+                    f"cannot follow an input image on {self.title}",
+                    lambda c: c.refiner_split and c.image_to_image and c.refiner_with_image,
+                )
             if base < self.min_base_steps:
                 self._refuse(
                     "refiner",
@@ -175,7 +183,11 @@ class Capabilities:
             ("VAE", yes[self.vae]),
             ("clip skip", yes[self.clip_skip]),
             ("schedulers", _schedulers_text(self.schedulers)),
-            ("image-to-image", yes[self.image_to_image]),
+            (
+                "image-to-image",
+                yes[self.image_to_image]
+                + (" (no refiner after it)" if self.image_to_image and not self.refiner_with_image else ""),
+            ),
             ("inpainting", yes[self.inpaint]),
             ("upscale", yes[self.upscale]),
             ("outpaint", yes[self.outpaint]),
@@ -220,11 +232,31 @@ def _offered(table: Mapping[str, object]) -> tuple[str, ...]:
 
 
 # The limits are the APIs' documented ones (Runware image-inference reference; ModelsLab v4 text2img).
+#
+# Input images, and why each backend has them or not:
+# - Ray: the replicas run the local worker's code, which opens the input by its path under the
+#   bot's data directory (`inference.local._job.build_job`); no bytes travel, and a GPU node need
+#   not share the bot's disk. Refused until the bytes are sent with the job.
+# - Runware: seedImage, strength and maskImage of its imageInference task (inference/runware.py).
+#   Its refiner startStep is counted in the steps of a text-to-image run; how it counts after an
+#   input image is not documented, so that pair is refused rather than guessed.
+# - ModelsLab: its v4 img2img and inpaint endpoints take the input as a link, and do not run the
+#   steps asked for: the img2img doc's own example sends num_inference_steps "30" with strength
+#   0.7 and its answer reports "steps": 20 (30 × 0.7 is 21), the inpaint example sends steps "30"
+#   and reports 50. Every backend runs exactly `request.run_steps`, so ModelsLab refuses them.
 CAPABILITIES: dict[BackendName, Capabilities] = {
     "local": Capabilities("local", "the local backend", image_to_image=True, inpaint=True, upscale=True, outpaint=True),
     # The Ray Serve replicas run the local worker's code on the same weights.
     "ray": Capabilities("ray", "the Ray cluster", ids="local"),
-    "runware": Capabilities("runware", "Runware", min_base_steps=2, schedulers=_offered(RUNWARE_SCHEDULERS)),
+    "runware": Capabilities(
+        "runware",
+        "Runware",
+        min_base_steps=2,
+        schedulers=_offered(RUNWARE_SCHEDULERS),
+        image_to_image=True,
+        inpaint=True,
+        refiner_with_image=False,
+    ),
     "modelslab": Capabilities(
         "modelslab",
         "ModelsLab",

@@ -114,7 +114,7 @@ class RunwarePlugin:
         settings = RunwareSettings()
         if settings.api_key is None:
             raise ConfigurationError("the runware backend needs IMAGEBOT_RUNWARE_API_KEY.")
-        return RunwareBackend(catalog, settings)
+        return RunwareBackend(catalog, settings, core.data_dir)
 
     async def checks(self, catalog: Catalog, core: CoreSettings, *, running: bool) -> list[Check]:
         """Try the API key with a request that costs nothing."""

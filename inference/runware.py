@@ -10,21 +10,34 @@ answers ``conflictTaskUUID`` instead of running and charging it again, and
 the images are collected with ``getResponse``. Only transient failures are
 retried (408, 429, 5xx, connection errors, an unreadable answer); 400, 401,
 402 and 403 are final and become one sentence.
+
+Input images (``--image``, ``--mask``, Vary) travel inside the task as data URIs in
+``seedImage`` and ``maskImage`` (the SDK sends local files the same way), not through an
+``imageUpload`` task first: nothing is stored at Runware to outlive the job, there is no
+second request to retry or lose, and a retry resends the same task under the same taskUUID,
+which Runware answers with ``conflictTaskUUID`` instead of running and charging it again.
+The price is that a retry resends the image's bytes (a few MB at most).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
+import math
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
+from PIL import Image
 
 from bot.catalog import Catalog
 from bot.config import RunwareSettings
 from bot.errors import BackendUnavailable
+from bot.images import input_path
 from bot.ports import ProgressCallback
-from bot.request import GeneratedImage, GenerationRequest
+from bot.request import STEPS, GeneratedImage, GenerationRequest
 from inference._remote import (
     TRANSIENT_STATUS,
     HostedBackend,
@@ -38,7 +51,7 @@ from inference._remote import (
 )
 from inference.capabilities import CAPABILITIES, RUNWARE_SCHEDULERS
 
-__all__ = ["RunwareBackend", "build_task"]
+__all__ = ["RunwareBackend", "build_task", "steps_and_strength"]
 
 TITLE = "Runware"
 _CAPABILITIES = CAPABILITIES["runware"]
@@ -48,6 +61,8 @@ _LABELS = {
     "negativePrompt": "negative prompt",
     "CFGScale": "cfg",
     "numberResults": "count",
+    "seedImage": "input image",
+    "maskImage": "mask",
     "clipSkip": "clip skip",
     "lora": "LoRAs",
     "apiKey": "API key",
@@ -61,7 +76,34 @@ _FINAL_STATUS = {
 
 def work(request: GenerationRequest) -> float:
     """Return a request's size in megapixel-steps: what decides between waiting and polling."""
-    return request.width * request.height / 1024**2 * request.steps * request.count
+    return request.width * request.height / 1024**2 * request.run_steps * request.count
+
+
+def steps_and_strength(steps: int, run: int) -> tuple[int, float]:
+    """Return the ``steps`` and ``strength`` that make Runware run exactly `run` steps of about `steps`.
+
+    Runware runs the last ``steps × strength`` steps (its steps doc: 40 at 0.5 run the last
+    20) and documents no rounding for other products; diffusers, for one, truncates. So the
+    pair sent multiplies to exactly `run` in floating point, where truncating, rounding and
+    rounding up all agree: ``run / steps``, or the float next to it. For about 5 % of pairs no
+    such float exists (100 × fl(0.07) is 7.000000000000001), and the nearest step count that
+    has one is sent instead, at most 2 away; the same `run` steps run, over a schedule a
+    step or two finer or coarser.
+
+    Raises:
+        ValueError: no step count up to `STEPS.high` has such a strength (none for 1 ≤ run ≤ steps ≤ 100).
+    """
+    for total in sorted(range(run, STEPS.high + 1), key=lambda n: (abs(n - steps), n)):
+        exact = run / total
+        for strength in (exact, math.nextafter(exact, 1.0), math.nextafter(exact, 0.0)):
+            if 0.0 < strength <= 1.0 and strength * total == run:
+                return total, strength
+    raise ValueError(f"no steps and strength run exactly {run} of {steps} steps")
+
+
+def data_uri(png: bytes) -> str:
+    """Return a stored input (always a PNG) as the data URI Runware takes in ``seedImage``/``maskImage``."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def build_task(
@@ -72,13 +114,16 @@ def build_task(
     output_type: str = "URL",
     delivery: str = "sync",
     check_content: bool = True,
+    inputs: dict[str, bytes] | None = None,
 ) -> dict[str, Any]:
     """Return the ``imageInference`` task of a request (checked against Runware's capabilities first).
 
     The refiner hand-off is sent as ``startStep``, the base step count itself, so the
     split is exactly the one shown to the user on every backend. With `check_content`,
     Runware's content check runs on each image (``safety.checkContent``) and answers
-    ``NSFWContent``.
+    ``NSFWContent``. `inputs` holds the PNG bytes of the request's ``init_image`` and
+    ``mask_image`` by their sha256, sent as ``seedImage`` and ``maskImage`` with the
+    ``steps``/``strength`` pair that runs exactly ``request.run_steps`` (`steps_and_strength`).
     """
     _CAPABILITIES.check(request, catalog)
 
@@ -106,6 +151,12 @@ def build_task(
     }
     if check_content:
         task["safety"] = {"checkContent": True}
+    if request.init_image is not None:
+        given = inputs or {}
+        task["seedImage"] = data_uri(given[request.init_image])
+        task["steps"], task["strength"] = steps_and_strength(request.steps, request.run_steps)
+        if request.mask_image is not None:
+            task["maskImage"] = data_uri(given[request.mask_image])
     if request.negative_prompt:
         task["negativePrompt"] = request.negative_prompt
     if request.clip_skip:
@@ -135,6 +186,7 @@ class RunwareBackend(HostedBackend):
     Args:
         catalog: maps the request's names to Runware AIR ids.
         settings: key, URL, timeouts, retry budget.
+        data_dir: where the bot keeps input images (``bot.images.input_path`` below it).
         client: an httpx client to use instead of the backend's own.
         poll_interval: the first wait between ``getResponse`` polls (it grows to 5 s).
     """
@@ -145,11 +197,13 @@ class RunwareBackend(HostedBackend):
         self,
         catalog: Catalog,
         settings: RunwareSettings,
+        data_dir: Path,
         *,
         client: httpx.AsyncClient | None = None,
         poll_interval: float = 1.0,
     ) -> None:
         super().__init__(catalog, settings, client)
+        self._data_dir = Path(data_dir)
         self._settings = settings
         self._headers = {"Authorization": f"Bearer {self._key}"}
         self._poll_interval = poll_interval
@@ -170,12 +224,29 @@ class RunwareBackend(HostedBackend):
             output_type=self._settings.output_type,
             delivery=delivery,
             check_content=self._settings.check_content,
+            inputs=await self._inputs(request),
         )
         retrying = Retrying(self._settings.retry_budget, self.name)
         results = await self._submit(task, retrying, cancel)
         if len(results) < request.count:
             results = await self._poll(task_uuid, request.count, results, cancel)
         return await self._images(request, list(results.values()), retrying, cancel)
+
+    async def _inputs(self, request: GenerationRequest) -> dict[str, bytes]:
+        """Read the request's stored inputs at its size, once: every retry sends the same task."""
+        inputs: dict[str, bytes] = {}
+        for what, sha, mode in (("input image", request.init_image, "RGB"), ("mask", request.mask_image, "L")):
+            if sha is None:
+                continue
+            try:
+                data = await asyncio.to_thread((self._data_dir / input_path(sha)).read_bytes)
+            except FileNotFoundError:
+                # Forget or retention removed it while the job waited; nothing was sent or charged.
+                raise BackendUnavailable(
+                    TITLE, f"its {what} is no longer stored here (it was forgotten or expired), so nothing was sent"
+                ) from None
+            inputs[sha] = await asyncio.to_thread(_sized, data, (request.width, request.height), mode)
+        return inputs
 
     async def _post(self, tasks: list[dict[str, Any]]) -> httpx.Response:
         return await self._http.post(self._settings.url, json=tasks, headers=self._headers)
@@ -304,6 +375,22 @@ class RunwareBackend(HostedBackend):
             # What was paid for lost images stays on the record with the images that arrived.
             images[0].meta["cost"] = float(images[0].meta["cost"]) + lost
         return sorted(images, key=lambda image: image.index)
+
+
+def _sized(png: bytes, size: tuple[int, int], mode: str) -> bytes:
+    """Return a stored input at the output size, resized as the local worker resizes it (as is when it fits).
+
+    A mask may be any size and an input is kept at its own (the request's size is the nearest
+    one in multiples of 64): sending what the local worker diffuses leaves nothing to Runware's
+    own resizing, which its docs do not describe.
+    """
+    with Image.open(io.BytesIO(png)) as opened:
+        if opened.size == size:
+            return png
+        resized = opened.convert(mode).resize(size, Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    resized.save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _items(body: Any, key: str) -> list[dict[str, Any]]:

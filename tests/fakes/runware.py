@@ -26,6 +26,13 @@ https://runware.ai/docs/image-inference/api-reference, /docs/platform/task-polli
   ``getResponse`` tasks (alone or in the same POST, never charged) report each generation as
   ``status: "processing"`` / ``"success"``, or in ``errors`` as ``timeoutProvider`` when the fake
   lost it; an unknown UUID answers ``taskNotFound``.
+* Image-to-image and inpainting: ``seedImage`` and ``maskImage`` take what Runware's docs list for
+  an input image (a data URI ``data:image/<png|jpeg|webp>;base64,...``, bare base64, a UUID v4 of a
+  stored image, or a URL); data that does not decode to an image answers ``invalidParameter``, and
+  ``maskImage`` needs ``seedImage``. ``strength`` is a number from 0 to 1 (default 0.8 with a
+  ``seedImage``). The decoded bytes land on the task (``RunwareTask.seed_image``/``mask_image``), and
+  ``RunwareTask.steps_run`` is what the fake runs: ``int(steps × strength)``, as diffusers truncates;
+  Runware documents the product for 40 × 0.5 only, so a client that relies on any rounding is caught.
 * With ``safety: {"checkContent": true}`` (or the older ``checkNSFW``) each result carries
   ``NSFWContent``: true for the seeds in ``fake.nsfw_seeds``, else false.
 * Every request lands in ``fake.requests`` (``RunwareRequest``: the API key is reduced to an
@@ -128,8 +135,12 @@ INFERENCE_FIELDS = frozenset(
         "deliveryMethod",
         "checkNSFW",
         "safety",
+        "seedImage",
+        "maskImage",
+        "strength",
     }
 )
+DATA_URI_RE = re.compile(r"^data:image/(png|jpeg|webp);base64,(.*)$", re.DOTALL)
 UUID4_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$", re.IGNORECASE)
 
 FaultKind = Literal[
@@ -251,10 +262,20 @@ class RunwareTask:
     processing_left: int = 0
     url_404: bool = False
     fault: Fault | None = None
+    seed_image: bytes | None = None  # the decoded seedImage, when it was sent as data
+    mask_image: bytes | None = None  # the decoded maskImage, likewise
 
     @property
     def delivery(self) -> str:
         return self.request.get("deliveryMethod", "sync")
+
+    @property
+    def steps_run(self) -> int:
+        """The denoising steps the fake runs: all of them, or ``int(steps × strength)`` from a seedImage."""
+        steps = int(self.request.get("steps", 20))
+        if "seedImage" not in self.request:
+            return steps
+        return int(steps * float(self.request.get("strength", 0.8)))
 
 
 def error_item(
@@ -333,6 +354,31 @@ def _choice(options: Iterable[str]) -> Callable[[str, object], str | None]:
     return check
 
 
+def decode_image(value: str) -> bytes | None:
+    """Return the bytes of an image given as a data URI or bare base64, None for a UUID or a URL."""
+    if UUID4_RE.match(value) or value.startswith(("https://", "http://")):
+        return None
+    match = DATA_URI_RE.match(value)
+    return base64.b64decode(match[2] if match else value, validate=True)
+
+
+def _image_input(name: str, value: object) -> str | None:
+    message = (
+        f"Invalid value for {name} parameter. It must be a UUID v4 of an uploaded or generated image,"
+        " a data URI, a base64 image or a URL of a PNG, JPG or WEBP image."
+    )
+    if not isinstance(value, str):
+        return message
+    try:
+        data = decode_image(value)
+        if data is not None:
+            with Image.open(io.BytesIO(data)) as opened:
+                opened.verify()
+    except Exception:
+        return message
+    return None
+
+
 def _bool(name: str, value: object) -> str | None:
     return None if isinstance(value, bool) else f"Invalid value for {name} parameter. It must be a boolean."
 
@@ -357,6 +403,9 @@ SCALAR_CHECKS: list[tuple[str, Callable[[str, object], str | None], bool]] = [
     ("includeCost", _bool, False),
     ("checkNSFW", _bool, False),
     ("deliveryMethod", _choice(("sync", "async")), False),
+    ("seedImage", _image_input, False),
+    ("maskImage", _image_input, False),
+    ("strength", _number_range(0, 1), False),
 ]
 
 
@@ -434,6 +483,8 @@ def _inference_problem(task: dict[str, Any]) -> dict[str, Any] | None:
             continue
         if message := check(name, task[name]):
             return bad(name, message)
+    if "maskImage" in task and "seedImage" not in task:
+        return bad("seedImage", "Missing required parameter: seedImage (maskImage needs it).")
     steps = task.get("steps", 20)
     problem = None
     if "refiner" in task:
@@ -655,6 +706,9 @@ class FakeRunware(LoopbackServer):
             task.ready_at = now  # readiness is counted in polls instead
         elif fault is not None and fault.kind == "url_404":
             task.url_404 = True
+        for name in ("seedImage", "maskImage"):
+            if isinstance(request.get(name), str):
+                setattr(task, "seed_image" if name == "seedImage" else "mask_image", decode_image(request[name]))
         self.tasks[task_uuid] = task
         self.charges.append((task_uuid, cost))
         return task

@@ -122,6 +122,13 @@ async def test_body_not_an_array_of_objects_is_invalid_payload(
         ({"lora": [{"model": "civitai:1@2", "weight": 5}]}, "lora[0].weight", "invalidParameter"),
         ({"embeddings": [{"weight": 1}]}, "embeddings[0].model", "invalidParameter"),
         ({"guidance": 7}, "guidance", "unsupportedParameter"),
+        ({"seedImage": "data:image/png;base64,bm90IGFuIGltYWdl"}, "seedImage", "invalidParameter"),
+        ({"seedImage": "data:image/png;base64,%%%"}, "seedImage", "invalidParameter"),
+        ({"seedImage": 7}, "seedImage", "invalidParameter"),
+        ({"seedImage": "c64351d5-4c59-42f7-95e1-eace013eddab", "strength": 1.2}, "strength", "invalidParameter"),
+        ({"seedImage": "c64351d5-4c59-42f7-95e1-eace013eddab", "strength": None}, "strength", "invalidParameter"),
+        ({"maskImage": "c64351d5-4c59-42f7-95e1-eace013eddab"}, "seedImage", "invalidParameter"),
+        ({"seed_image": "c64351d5-4c59-42f7-95e1-eace013eddab"}, "seed_image", "unsupportedParameter"),
     ],
 )
 async def test_validation_names_the_first_bad_parameter(
@@ -154,6 +161,30 @@ async def test_full_featured_task_is_accepted(fake: FakeRunware, http: httpx.Asy
     )
     resp = await post(http, fake, body)
     assert resp.status_code == 200, resp.text
+
+
+def png_data_uri(size: tuple[int, int], mode: str = "RGB") -> tuple[bytes, str]:
+    buffer = io.BytesIO()
+    Image.new(mode, size, 128).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    return data, "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+async def test_image_inputs_are_decoded_and_steps_run_truncate(fake: FakeRunware, http: httpx.AsyncClient) -> None:
+    """seedImage and maskImage as data URIs (or bare base64); the fake runs int(steps × strength), as diffusers does."""
+    image, image_uri = png_data_uri((128, 192))
+    mask, _ = png_data_uri((128, 192), "L")
+    bare = base64.b64encode(mask).decode()
+    body = task(seedImage=image_uri, maskImage=bare, strength=0.3, steps=10)
+    resp = await post(http, fake, body)
+    assert resp.status_code == 200, resp.text
+    accepted = fake.tasks[body["taskUUID"]]
+    assert (accepted.seed_image, accepted.mask_image) == (image, mask)
+    assert accepted.steps_run == 3  # 10 × 0.3 is 3.0000000000000004
+    default = task(seedImage="c64351d5-4c59-42f7-95e1-eace013eddab", steps=30, strength=0.25)
+    assert (await post(http, fake, default)).status_code == 200
+    assert fake.tasks[default["taskUUID"]].steps_run == 7  # 7.5 truncated, where half-up says 8
+    assert fake.tasks[default["taskUUID"]].seed_image is None
 
 
 # -- sync delivery ------------------------------------------------------------------------------------

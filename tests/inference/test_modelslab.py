@@ -196,3 +196,14 @@ async def test_modelslabs_safety_checker_verdict_is_stored_per_image(service, fa
     stored = await history.generations.get(generation.id)
     assert [(image.seed, image.nsfw) for image in stored.images] == [(7, False), (8, True)]
     assert all(job.request.flag("safety_checker") for job in fake.jobs.values())
+
+
+async def test_an_input_image_is_refused_before_anything_is_queued_or_sent(service, fake: FakeModelsLab) -> None:
+    """ModelsLab's img2img and inpaint do not run the steps asked for (see inference/capabilities.py): refused."""
+    svc, history = service
+    await outcome(svc, "a red fox --seed 42 --ar 1:1")
+    for line in ("a fox at dusk --image #1 --strength 0.5", "a fox in a hat --image #1 --mask #1"):
+        with pytest.raises(InvalidOption) as refused:
+            await svc.imagine(line, WHO)
+        assert str(refused.value) == "Image is not available on ModelsLab; the local backend and Runware can."
+    assert len(fake.submits) == 1 and len(await history.generations.recent("console", "alice")) == 1

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import math
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.errors import InvalidOption
+from bot.request import GenerationRequest
 from inference.capabilities import CAPABILITIES
 from inference.modelslab import build_body
-from inference.runware import build_task
+from inference.runware import build_task, steps_and_strength
 from tests.inference.remote import CATALOG, request
 
 UUID = "6f6d6f6e-0000-4000-8000-000000000001"
@@ -154,3 +158,65 @@ def test_modelslab_either_refuses_or_sends_only_what_its_docs_allow(
     assert 1 <= float(body["guidance_scale"]) <= 20
     assert int(body["width"]) <= 1024 and int(body["height"]) <= 1024
     assert all(isinstance(value, str) or value is None for value in body.values())
+
+
+def with_inputs(line: str, *, strength: float = 0.5, mask: bool = False) -> GenerationRequest:
+    """Return the request of `line` starting from a stored input image (and a mask)."""
+    changes: dict[str, object] = {"init_image": "ab" * 32, "strength": strength}
+    if mask:
+        changes["mask_image"] = "cd" * 32
+    return GenerationRequest.from_dict({**request(line).to_dict(), **changes})
+
+
+def test_runware_task_carries_the_inputs_as_data_uris_with_a_pair_that_runs_the_steps_shown() -> None:
+    req = with_inputs("a red fox --steps 30 --seed 42 --ar 1:1", strength=0.25, mask=True)
+    task = build_task(req, CATALOG, UUID, inputs={"ab" * 32: b"\x89PNG image", "cd" * 32: b"\x89PNG mask"})
+    assert task["seedImage"] == "data:image/png;base64," + base64.b64encode(b"\x89PNG image").decode()
+    assert task["maskImage"] == "data:image/png;base64," + base64.b64encode(b"\x89PNG mask").decode()
+    # 30 × 0.25 = 7.5 runs 8 (halves up); Runware is sent 30 × 8/30, which no rounding can move off 8
+    assert (task["steps"], task["strength"], req.run_steps) == (30, 8 / 30, 8)
+
+
+def test_every_steps_and_run_pair_has_an_exact_runware_pair_at_most_two_steps_away() -> None:
+    """For 1 ≤ run ≤ steps ≤ 100: strength × steps is run exactly in floats, so truncating, rounding and
+    rounding up all run `run`; the step count sent moves only where no float strength fits."""
+    moved = 0
+    for steps in range(1, 101):
+        for run in range(1, steps + 1):
+            sent, strength = steps_and_strength(steps, run)
+            assert strength * sent == run and 0 < strength <= 1 and abs(sent - steps) <= 2
+            assert math.floor(strength * sent) == math.ceil(strength * sent) == run
+            moved += sent != steps
+    assert moved < 5050 * 0.06
+
+
+@pytest.mark.parametrize(
+    ("req", "backend", "sentence"),
+    [
+        (
+            lambda: with_inputs("a fox"),
+            "modelslab",
+            "Image is not available on ModelsLab; the local backend and Runware can.",
+        ),
+        (
+            lambda: with_inputs("a fox", mask=True),
+            "modelslab",
+            "Image is not available on ModelsLab; the local backend and Runware can.",
+        ),
+        (
+            lambda: with_inputs("a fox"),
+            "ray",
+            "Image is not available on the Ray cluster; the local backend and Runware can.",
+        ),
+        (
+            lambda: with_inputs("a fox --refiner 80"),
+            "runware",
+            "Refiner cannot follow an input image on Runware; the local backend can.",
+        ),
+    ],
+    ids=["modelslab-image", "modelslab-mask", "ray-image", "runware-refiner-after-image"],
+)
+def test_input_images_a_backend_cannot_take_are_refused_naming_who_can(req, backend: str, sentence: str) -> None:
+    with pytest.raises(InvalidOption) as refused:
+        CAPABILITIES[backend].check(req(), CATALOG)  # type: ignore[index]
+    assert str(refused.value) == sentence

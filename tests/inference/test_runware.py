@@ -15,13 +15,15 @@ import pytest
 from PIL import Image
 
 from bot.config import RunwareSettings
-from bot.errors import InvalidOption
+from bot.errors import BackendUnavailable, InvalidOption
+from bot.images import input_path
+from bot.request import GenerationRequest
 from bot.service import ImageService
 from inference.runware import RunwareBackend
 from storage import SqliteDatabase
 from tests.fakes.runware import COST_PER_IMAGE, FakeRunware, Fault
 from tests.fakes.service import started_service
-from tests.inference.remote import CATALOG, WHO, assert_aftermath, only, outcome
+from tests.inference.remote import CATALOG, WHO, assert_aftermath, only, outcome, request
 
 
 @pytest.fixture
@@ -38,7 +40,7 @@ def settings(fake: FakeRunware, **changes: object) -> RunwareSettings:
 
 @pytest.fixture
 async def running(fake: FakeRunware, tmp_path: Path) -> AsyncIterator[tuple[ImageService, SqliteDatabase]]:
-    backend = RunwareBackend(CATALOG, settings(fake), poll_interval=0.01)
+    backend = RunwareBackend(CATALOG, settings(fake), tmp_path, poll_interval=0.01)
     try:
         async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as started:
             yield started
@@ -72,7 +74,7 @@ async def test_images_arrive_with_seeds_refiner_split_and_cost(running, fake: Fa
 
 
 async def test_base64_output_needs_no_download(fake: FakeRunware, tmp_path: Path) -> None:
-    backend = RunwareBackend(CATALOG, settings(fake, output_type="base64Data"))
+    backend = RunwareBackend(CATALOG, settings(fake, output_type="base64Data"), tmp_path)
     async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as (service, _):
         generation, error = await outcome(service, "a red fox --seed 3")
     await backend.aclose()
@@ -108,7 +110,7 @@ async def test_final_refusals_are_one_sentence_and_not_retried(running, fake, fa
 
 async def test_a_wrong_key_is_final_and_never_logged(fake: FakeRunware, tmp_path: Path, caplog) -> None:
     caplog.set_level(logging.DEBUG)
-    backend = RunwareBackend(CATALOG, settings(fake, api_key="rw-wrong-key"))
+    backend = RunwareBackend(CATALOG, settings(fake, api_key="rw-wrong-key"), tmp_path)
     async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as (service, _):
         _, error = await outcome(service, "a red fox")
     await backend.aclose()
@@ -155,7 +157,7 @@ async def test_an_accepted_task_whose_answer_was_lost_is_collected_not_paid_agai
     fake: FakeRunware, tmp_path: Path, fault: Fault
 ) -> None:
     fake.inject(fault)
-    backend = RunwareBackend(CATALOG, settings(fake, timeout=0.5), poll_interval=0.01)
+    backend = RunwareBackend(CATALOG, settings(fake, timeout=0.5), tmp_path, poll_interval=0.01)
     async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as (service, history):
         generation, error = await outcome(service, "a red fox --n 2 --seed 11")
         assert error is None and generation is not None
@@ -199,7 +201,7 @@ async def test_runwares_error_body_in_a_200_answer_is_one_sentence(
 ) -> None:
     fault = Fault("error200", parameter="positivePrompt", message="Invalid value for positivePrompt parameter.")
     fake.inject(fault)
-    backend = RunwareBackend(CATALOG, settings(fake, async_above=async_above), poll_interval=0.01)
+    backend = RunwareBackend(CATALOG, settings(fake, async_above=async_above), tmp_path, poll_interval=0.01)
     async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as (service, history):
         generation, error = await outcome(service, "a red fox")
         sentence = (
@@ -218,7 +220,7 @@ async def test_an_answer_trickling_past_the_timeout_is_given_up_and_collected(
 ) -> None:
     """Each write comes well within the read timeout, but the whole answer would take 2 s, past the 0.5 s allowed."""
     fake.inject(Fault("trickle", seconds=0.05, pieces=40))
-    backend = RunwareBackend(CATALOG, settings(fake, timeout=0.5), poll_interval=0.01)
+    backend = RunwareBackend(CATALOG, settings(fake, timeout=0.5), tmp_path, poll_interval=0.01)
     async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as (service, history):
         generation, error = await outcome(service, "a red fox --seed 11")
         assert error is None and generation is not None and generation.images[0].seed == 11
@@ -265,7 +267,7 @@ async def test_an_expired_image_url_fails_the_generation_but_keeps_its_cost(runn
 
 async def test_a_long_job_is_queued_at_runware_and_polled(fake: FakeRunware, tmp_path: Path) -> None:
     fake.inject(Fault("processing", polls=3))
-    backend = RunwareBackend(CATALOG, settings(fake, async_above=10), poll_interval=0.01)
+    backend = RunwareBackend(CATALOG, settings(fake, async_above=10), tmp_path, poll_interval=0.01)
     async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as (service, _):
         generation, error = await outcome(service, "a red fox --steps 30 --n 2 --seed 5")  # 60 MP·steps > 10
     await backend.aclose()
@@ -276,7 +278,7 @@ async def test_a_long_job_is_queued_at_runware_and_polled(fake: FakeRunware, tmp
 
 async def test_an_unavailable_api_gives_up_within_the_budget(fake: FakeRunware, tmp_path: Path) -> None:
     fake.inject(*[Fault("status", status=503) for _ in range(50)])
-    backend = RunwareBackend(CATALOG, settings(fake, retry_budget=0.5))
+    backend = RunwareBackend(CATALOG, settings(fake, retry_budget=0.5), tmp_path)
     async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as (service, history):
         generation, error = await outcome(service, "a red fox")
         assert generation is None and error is not None
@@ -306,3 +308,97 @@ async def test_runwares_content_check_verdict_is_stored_per_image(running, fake:
     assert task["safety"] == {"checkContent": True}
     stored = await history.generations.get(generation.id)
     assert [(image.seed, image.nsfw) for image in stored.images] == [(42, False), (43, True)]
+
+
+# -- input images: seedImage, maskImage, strength ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("steps", "strength", "runs", "sent_steps"),
+    [(40, 0.5, 20, 40), (30, 0.25, 8, 30), (100, 0.07, 7, 99)],
+    ids=["the-docs-example", "a-half-rounds-up", "no-float-fits-100-steps"],
+)
+async def test_image_to_image_sends_the_stored_input_and_runs_exactly_the_steps_shown(
+    running, fake: FakeRunware, tmp_path: Path, steps: int, strength: float, runs: int, sent_steps: int
+) -> None:
+    """The stored PNG travels as a data URI; the steps Runware runs are the ones the user was told."""
+    service, history = running
+    first, _ = await outcome(service, "a red fox --seed 42 --ar 1:1")
+    assert first is not None
+    generation, error = await outcome(service, f"a fox at dusk --image #1 --strength {strength} --steps {steps}")
+    assert error is None and generation is not None
+    request = generation.request
+    assert request.init_image is not None and request.run_steps == runs
+    task = fake.tasks[fake.calls("imageInference")[-1]["taskUUID"]]
+    assert task.seed_image == (tmp_path / input_path(request.init_image)).read_bytes()
+    assert task.request["seedImage"].startswith("data:image/png;base64,")
+    assert task.steps_run == runs and task.request["steps"] == sent_steps
+    assert "maskImage" not in task.request and fake.calls("imageUpload") == []
+    assert (await history.generations.get(generation.id)).cost == pytest.approx(COST_PER_IMAGE)
+
+
+async def test_inpainting_sends_the_mask_with_the_image(running, fake: FakeRunware, tmp_path: Path) -> None:
+    service, _ = running
+    await outcome(service, "a red fox --seed 42 --ar 1:1")
+    await outcome(service, "a white circle --seed 43 --ar 1:1")
+    generation, error = await outcome(service, "a fox in a hat --image #1 --mask #2 --strength 1 --steps 20")
+    assert error is None and generation is not None
+    request = generation.request
+    assert request.init_image is not None and request.mask_image is not None
+    (task,) = [task for task in fake.tasks.values() if "maskImage" in task.request]
+    assert task.seed_image == (tmp_path / input_path(request.init_image)).read_bytes()
+    assert task.mask_image == (tmp_path / input_path(request.mask_image)).read_bytes()
+    assert Image.open(io.BytesIO(task.mask_image)).mode == "L"
+    assert task.request["strength"] == 1.0 and task.steps_run == 20
+
+
+async def test_an_input_of_another_size_is_sent_at_the_output_size(running, fake: FakeRunware) -> None:
+    """A 1344×768 result as input of a 1:1 request would leave the resizing to Runware: it is resized first."""
+    service, _ = running
+    await outcome(service, "a red fox --seed 42 --ar 16:9")
+    generation, error = await outcome(service, "a fox --image #1 --strength 0.6")
+    assert error is None and generation is not None
+    task = fake.tasks[fake.calls("imageInference")[-1]["taskUUID"]]
+    assert task.seed_image is not None
+    sent = Image.open(io.BytesIO(task.seed_image))
+    assert sent.size == (generation.request.width, generation.request.height)
+
+
+async def test_a_retry_after_a_lost_answer_resends_the_image_in_the_same_task_and_pays_once(
+    fake: FakeRunware, tmp_path: Path
+) -> None:
+    backend = RunwareBackend(CATALOG, settings(fake, timeout=0.5), tmp_path, poll_interval=0.01)
+    async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as (service, history):
+        await outcome(service, "a red fox --seed 42 --ar 1:1")
+        fake.inject(Fault("hang_after", seconds=3.0))  # accepted and charged, its answer lost to the timeout
+        generation, error = await outcome(service, "a fox at dusk --image #1 --strength 0.5")
+        assert error is None and generation is not None
+        sent = [task for task in fake.calls("imageInference") if "seedImage" in task]
+        assert len(sent) == 2 and len({task["taskUUID"] for task in sent}) == 1
+        assert sent[0]["seedImage"] == sent[1]["seedImage"]
+        assert fake.calls("imageUpload") == []
+        assert len(fake.charges) == 2  # the first image, then the image-to-image task once
+        assert (await history.generations.get(generation.id)).cost == pytest.approx(COST_PER_IMAGE)
+    await backend.aclose()
+
+
+async def test_an_input_gone_from_disk_is_one_sentence_and_nothing_is_sent(fake: FakeRunware, tmp_path: Path) -> None:
+    backend = RunwareBackend(CATALOG, settings(fake), tmp_path)
+    gone = GenerationRequest.from_dict({**request("a fox").to_dict(), "init_image": "ab" * 32, "strength": 0.5})
+    with pytest.raises(BackendUnavailable) as failed:
+        await backend.generate(gone)
+    await backend.aclose()
+    assert str(failed.value) == (
+        "The Runware backend could not make the image: its input image is no longer stored here"
+        " (it was forgotten or expired), so nothing was sent."
+    )
+    assert fake.requests == []
+
+
+async def test_a_refiner_after_an_input_image_is_refused_before_anything_is_sent(running, fake: FakeRunware) -> None:
+    service, history = running
+    await outcome(service, "a red fox --seed 42 --ar 1:1")
+    with pytest.raises(InvalidOption) as refused:
+        await service.imagine("a fox --image #1 --refiner 80", WHO)
+    assert str(refused.value) == "Refiner cannot follow an input image on Runware; the local backend can."
+    assert len(fake.calls("imageInference")) == 1 and len(await history.generations.recent("console", "alice")) == 1
