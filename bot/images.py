@@ -22,7 +22,7 @@ from PIL import Image, ImageOps
 
 from bot.errors import InvalidOption
 
-__all__ = ["MAX_SIDE", "InputImage", "check_image", "input_path"]
+__all__ = ["MAX_SIDE", "InputImage", "check_image", "input_path", "not_an_image", "too_large"]
 
 MAX_SIDE: Final = 8192  # pixels; a 100000×40 strip fits a pixel budget but no pipeline wants it
 
@@ -99,10 +99,10 @@ def check_image(
     if not data:
         raise InvalidOption(option, "is an empty file")
     if len(data) > max_bytes:
-        raise InvalidOption(option, f"is {_bytes(len(data), up=True)}; the most is {_bytes(max_bytes)}")
+        raise too_large(option, len(data), max_bytes)
     kind = _sniff(data)
     if kind is None:
-        raise InvalidOption(option, _FORMATS)
+        raise not_an_image(option)
     # The size is read from the header before Pillow sees the file: Pillow's WebP decoder
     # allocates the whole canvas on open, and its own bomb check on open would refuse a
     # huge PNG or JPEG without saying how big it is.
@@ -233,6 +233,16 @@ def _normalized(opened: Image.Image, *, mask: bool) -> Image.Image:
     # convert() copies .info (ICC profile, EXIF, text), which the PNG encoder would write
     # back; a new image from the raw pixels carries none of it.
     return Image.frombytes(converted.mode, converted.size, converted.tobytes())
+
+
+def too_large(option: str, size: int, max_bytes: int) -> InvalidOption:
+    """Return the refusal of an image of `size` bytes over `max_bytes`; chats say it before fetching one."""
+    return InvalidOption(option, f"is {_bytes(size, up=True)}; the most is {_bytes(max_bytes)}")
+
+
+def not_an_image(option: str) -> InvalidOption:
+    """Return the refusal of a file that is no PNG, JPEG or WebP image; chats say it from a declared type too."""
+    return InvalidOption(option, _FORMATS)
 
 
 def _bytes(size: int, *, up: bool = False) -> str:

@@ -56,8 +56,10 @@ from bot.summary import (
 )
 from bot.upload import fit_upload
 
+from .._download import FileHosts
+from ._attachments import DISCORD_FILE_HOSTS, attachment_loader, image_attachment, token
 from ._render import discord_time, history_text, result_embed
-from ._views import result_view, running_view
+from ._views import FromImageModal, result_view, running_view
 
 __all__ = ["ImagesCog", "settings_changes"]
 
@@ -65,7 +67,17 @@ log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
 # Reactions on a result message do what the buttons do.
-REACTIONS: dict[str, ButtonAction] = {"🔄": "reroll", "✨": "refine", "❌": "delete"}
+REACTIONS: dict[str, ButtonAction] = {
+    "🔄": "reroll",
+    "✨": "refine",
+    "🌿": "vary-subtle",
+    "🌪️": "vary-strong",
+    "❌": "delete",
+}
+# Clients send some emoji with the variation selector U+FE0F and some without; either matches.
+_BY_EMOJI = {emoji.replace("\ufe0f", ""): action for emoji, action in REACTIONS.items()}
+FROM_IMAGE_MENU = "Imagine from this image"
+NO_IMAGE = "✖ That message has no PNG, JPEG or WebP image attached."
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 # A latent preview goes with every PREVIEW_EVERY-th allowed progress edit at most.
 PREVIEW_EVERY = 2
@@ -151,6 +163,9 @@ class ImagesCog(commands.Cog, name="Images"):
         self.settings = settings
         self._tasks: set[asyncio.Task[None]] = set()
         self.flow = ChatFlow(service, details_limit=1700)
+        self.file_hosts = FileHosts.of(DISCORD_FILE_HOSTS, settings.api_base)
+        # A cog cannot declare a context menu with a decorator; it is added to the tree here.
+        self.from_image_menu = app_commands.ContextMenu(name=FROM_IMAGE_MENU, callback=self.imagine_from_message)
 
     async def follow_resumed(self) -> None:
         """Post a message for each job a restart resumed and follow it there.
@@ -176,8 +191,13 @@ class ImagesCog(commands.Cog, name="Images"):
             return await self.bot.create_dm(discord.Object(int(job.requester.user_id)))
         return self.bot.get_partial_messageable(int(job.requester.channel))
 
+    async def cog_load(self) -> None:
+        """Add the context menu, which the cog does not hold as a command of its own."""
+        self.bot.tree.add_command(self.from_image_menu)
+
     async def cog_unload(self) -> None:
-        """Stop following jobs; the jobs themselves run on."""
+        """Stop following jobs (the jobs themselves run on) and drop the context menu."""
+        self.bot.tree.remove_command(self.from_image_menu.name, type=self.from_image_menu.type)
         for task in self._tasks:
             task.cancel()
 
@@ -197,6 +217,9 @@ class ImagesCog(commands.Cog, name="Images"):
         scheduler="the sampler",
         count="images at once, 1-4 (seeds seed, seed+1, …)",
         private="show the image to you only",
+        image="start from this image (PNG, JPEG or WebP)",
+        strength="with an image: how much of it is made again, 0-1 (0.8)",
+        mask="with an image: white repaints, black keeps",
     )
     @app_commands.choices(size=SIZE_CHOICES, scheduler=SCHEDULER_CHOICES)
     async def imagine(
@@ -214,13 +237,12 @@ class ImagesCog(commands.Cog, name="Images"):
         scheduler: str | None = None,
         count: app_commands.Range[int, 1, 4] | None = None,
         private: bool | None = None,
+        image: discord.Attachment | None = None,
+        strength: app_commands.Range[float, 0.0, 1.0] | None = None,
+        mask: discord.Attachment | None = None,
     ) -> None:
         """Queue a generation and follow it in the deferred reply."""
-        who = requester(interaction)
-        if private is None:
-            private = await self.service.prefers_private(who)
-        await interaction.response.defer(ephemeral=private, thinking=True)
-        self._acked(interaction)
+        attachments = {token(option): file for option, file in (("image", image), ("mask", mask)) if file is not None}
         given = {
             "prompt": prompt,
             "negative": negative,
@@ -233,9 +255,45 @@ class ImagesCog(commands.Cog, name="Images"):
             "cfg": cfg,
             "scheduler": scheduler,
             "count": count,
+            "image": token("image") if image is not None else None,
+            "strength": strength,
+            "mask": token("mask") if mask is not None else None,
         }
+        await self._imagine(interaction, given, attachments, private)
+
+    async def imagine_from_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        """Ask for a prompt (and a strength) to make a new image from a message's image attachment."""
+        attachment = image_attachment(message)
+        if attachment is None:
+            await interaction.response.send_message(NO_IMAGE, ephemeral=True)
+        else:
+            await interaction.response.send_modal(FromImageModal(self, attachment))
+        self._acked(interaction)
+
+    async def on_from_image(
+        self, interaction: discord.Interaction, attachment: discord.Attachment, prompt: str, strength: str
+    ) -> None:
+        """Queue image-to-image from an attachment, with the modal's prompt and strength."""
+        given = {"prompt": prompt, "image": token("image"), "strength": strength.strip() or None}
+        await self._imagine(interaction, given, {token("image"): attachment}, None)
+
+    async def _imagine(
+        self,
+        interaction: discord.Interaction,
+        given: Mapping[str, object],
+        attachments: Mapping[str, discord.Attachment],
+        private: bool | None,
+    ) -> None:
+        """Defer, then queue a generation (fetching its attachments) and follow it in the deferred reply."""
+        who = requester(interaction)
+        if private is None:
+            private = await self.service.prefers_private(who)
+        # Deferred first: fetching an attachment can take longer than Discord's 3 seconds.
+        await interaction.response.defer(ephemeral=private, thinking=True)
+        self._acked(interaction)
+        load = attachment_loader(attachments, self.file_hosts, self.service.max_input_bytes)
         try:
-            job = await self.service.imagine(given, who, private=private)
+            job = await self.service.imagine(given, who, private=private, load=load)
         except BotError as error:
             await self._refuse_deferred(interaction, error, private=private)
             return
@@ -470,7 +528,7 @@ class ImagesCog(commands.Cog, name="Images"):
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         """Do what the matching button does when the author reacts to a result message."""
-        action = REACTIONS.get(str(payload.emoji))
+        action = _BY_EMOJI.get(str(payload.emoji).replace("\ufe0f", ""))
         if action is None or self.bot.user is None or payload.user_id == self.bot.user.id:
             return
         generation = await self.service.by_message(PLATFORM, str(payload.message_id))

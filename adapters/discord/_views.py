@@ -13,7 +13,7 @@ import discord
 
 from bot.actions import ACTION_ID_PATTERN, RESULT_ACTIONS, ButtonAction, decode_action, encode_action
 
-__all__ = ["ActionHandler", "GenerationButton", "result_view", "running_view"]
+__all__ = ["ActionHandler", "FromImageHandler", "FromImageModal", "GenerationButton", "result_view", "running_view"]
 
 _LOOKS: dict[ButtonAction, tuple[str, str, discord.ButtonStyle]] = {
     "reroll": ("🔄", "Reroll", discord.ButtonStyle.primary),
@@ -63,6 +63,41 @@ class GenerationButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=
         handler: ActionHandler | None = interaction.client.get_cog("Images")  # type: ignore[attr-defined]
         if handler is not None:
             await handler.on_action(interaction, self.action, self.generation_id)
+
+
+class FromImageHandler(Protocol):
+    """What the "Imagine from this image" modal is handed to (the cog)."""
+
+    async def on_from_image(
+        self, interaction: discord.Interaction, attachment: discord.Attachment, prompt: str, strength: str
+    ) -> None:
+        """Queue image-to-image from `attachment` with the prompt and strength (as typed, maybe empty)."""
+        ...
+
+
+class FromImageModal(discord.ui.Modal, title="Imagine from this image"):
+    """Asks for the prompt (and a strength) of a new image made from a message's image attachment.
+
+    The strength goes to the service as typed, so a bad one gets the same sentence as
+    ``--strength`` would.
+    """
+
+    prompt: discord.ui.TextInput[FromImageModal] = discord.ui.TextInput(
+        label="Prompt", style=discord.TextStyle.paragraph, max_length=2000, placeholder="flags such as --seed 7 work"
+    )
+    strength: discord.ui.TextInput[FromImageModal] = discord.ui.TextInput(
+        label="Strength (0-1)", required=False, max_length=10, placeholder="0.8: lower keeps more of the image"
+    )
+
+    def __init__(self, handler: FromImageHandler, attachment: discord.Attachment) -> None:
+        # Discord keeps an unanswered modal open for 15 minutes at most; so does the bot.
+        super().__init__(timeout=15 * 60)
+        self.handler = handler
+        self.attachment = attachment
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        """Hand the prompt and strength to the cog."""
+        await self.handler.on_from_image(interaction, self.attachment, self.prompt.value, self.strength.value)
 
 
 def _view(*buttons: GenerationButton) -> discord.ui.View:

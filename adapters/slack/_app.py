@@ -34,8 +34,10 @@ from bot.rules import DEFAULT_REFINE_PERCENT
 from bot.service import ImageService
 from bot.summary import audit_text, progress_line, withheld_line
 
+from .._download import FileHosts
 from ._blocks import (
     COMMAND,
+    FROM_IMAGE_SHORTCUT,
     GENERATE_SHORTCUT,
     HELP,
     IMAGINE_VIEW,
@@ -44,11 +46,13 @@ from ._blocks import (
     REROLL_SHORTCUT,
     Block,
     Destination,
+    SourceFile,
     escape,
     failed_blocks,
     history_text,
     imagine_modal,
     imagine_options,
+    imagine_source,
     modal_field,
     progress_blocks,
     refine_modal,
@@ -57,6 +61,7 @@ from ._blocks import (
     slack_time,
     view_values,
 )
+from ._files import SLACK_FILE_HOSTS, file_loader, image_file, token
 
 __all__ = ["EVENTS", "REACTIONS", "SlackImages"]
 
@@ -64,9 +69,16 @@ log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
 NOT_AN_IMAGE = "That message is not one of my images; use this on a message with an image's buttons."
+NO_IMAGE_FILE = "That message has no PNG, JPEG or WebP file."
 CANNOT_POST = "I cannot post in this conversation; invite me with `/invite @imagebot`, or pick another one."
-# Reactions on a result card do what its buttons do (Slack's names for 🔄, ✨ and ❌).
-REACTIONS: dict[str, ButtonAction] = {"arrows_counterclockwise": "reroll", "sparkles": "refine", "x": "delete"}
+# Reactions on a result card do what its buttons do (Slack's names for 🔄, ✨, 🌿, 🌪️ and ❌).
+REACTIONS: dict[str, ButtonAction] = {
+    "arrows_counterclockwise": "reroll",
+    "sparkles": "refine",
+    "herb": "vary-subtle",
+    "tornado": "vary-strong",
+    "x": "delete",
+}
 EVENTS = ("reaction_added",)
 
 
@@ -120,11 +132,13 @@ class SlackImages:
         self.settings = settings
         self._tasks: set[asyncio.Task[None]] = set()
         self.flow = ChatFlow(service, command=f"{COMMAND} ", details_limit=2800, quote=escape, admin=self._admin)
+        self.file_hosts = FileHosts.of(SLACK_FILE_HOSTS, settings.api_base)
         app.command(COMMAND)(_timed(self.on_command))
         app.shortcut(GENERATE_SHORTCUT)(_timed(self.on_generate_shortcut))
         app.view(IMAGINE_VIEW)(_timed(self.on_imagine_submit))
         app.shortcut(REROLL_SHORTCUT)(_timed(self.on_reroll_shortcut))
         app.shortcut(REFINE_SHORTCUT)(_timed(self.on_refine_shortcut))
+        app.shortcut(FROM_IMAGE_SHORTCUT)(_timed(self.on_from_image_shortcut))
         app.view(REFINE_VIEW)(_timed(self.on_refine_submit))
         app.action(ACTION_ID_PATTERN)(_timed(self.on_button))
         app.event("reaction_added")(self.on_reaction)
@@ -190,19 +204,42 @@ class SlackImages:
         )
 
     async def on_imagine_submit(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
-        """Queue the modal's generation, or keep the modal open with the error on its field."""
+        """Queue the modal's generation, or keep the modal open with the error on its field.
+
+        With an image file the modal closes first and a refusal comes as a private message:
+        fetching the file may take longer than the 3 seconds Slack waits for the answer.
+        """
         given, channel = imagine_options(view)
         user = body["user"]["id"]
+        source = imagine_source(view)
+        if source is not None and not given.get("image"):
+            given["image"] = source.file_id
+        # The core sees a token per file; only the loader turns it back into a Slack file id.
+        files = {token(str(given[option])): str(given[option]) for option in ("image", "mask") if option in given}
+        for option in ("image", "mask"):
+            if option in given:
+                given[option] = token(str(given[option]))
         who = _requester(user, _team(body), channel)
+        # The card goes into the message's thread when it is posted where the message is.
+        thread = source.thread_ts if source is not None and source.channel == who.channel else None
+        where = Destination(who.channel or user, thread)
+        load = file_loader(self.client, files, self.file_hosts, self.service.max_input_bytes)
+        if files:
+            await ack()
         try:
             # No conversation picked: the image goes to the user's direct messages, privately.
-            job = await self.service.imagine(given, who, private=None if who.channel else True)
+            job = await self.service.imagine(given, who, private=None if who.channel else True, load=load)
         except BotError as error:
-            field = modal_field(getattr(error, "option", None), set(given))
+            if files:
+                await self._tell(who, refusal(error))
+                return
+            shown = {block.get("block_id") for block in view.get("blocks") or []}
+            field = modal_field(getattr(error, "option", None), set(given), shown)
             await ack(response_action="errors", errors={field: str(error)})
             return
-        await ack()
-        await self._start(job, Destination(who.channel or user))
+        if not files:
+            await ack()
+        await self._start(job, where)
 
     # -- message shortcuts --------------------------------------------------------------------------
 
@@ -242,6 +279,21 @@ class SlackImages:
         await ack()
         await self._start(job, where)
 
+    async def on_from_image_shortcut(self, ack: AsyncAck, shortcut: dict[str, Any]) -> None:
+        """Open the "Generate image" modal to start from the image file of the message the shortcut was used on."""
+        await ack()
+        channel = shortcut["channel"]["id"]
+        message = shortcut.get("message") or {}
+        file = image_file(message)
+        if file is None:
+            await self._tell(_requester(shortcut["user"]["id"], _team(shortcut), channel), NO_IMAGE_FILE)
+            return
+        source = SourceFile(file["id"], str(file.get("name") or file["id"]), channel, message.get("thread_ts"))
+        await self.client.views_open(
+            trigger_id=shortcut["trigger_id"],
+            view=imagine_modal(self.service.catalog, self.service.default_model, source),
+        )
+
     async def _shortcut_target(self, shortcut: dict[str, Any]) -> tuple[Requester, Destination, int | None]:
         channel = shortcut["channel"]["id"]
         who = _requester(shortcut["user"]["id"], _team(shortcut), channel)
@@ -269,7 +321,7 @@ class SlackImages:
             await self._tell(who, refusal(error))
 
     async def on_reaction(self, event: dict[str, Any], context: AsyncBoltContext) -> None:
-        """Do what a card's button does when someone reacts to it with 🔄, ✨ or ❌."""
+        """Do what a card's button does when someone reacts to it with 🔄, ✨, 🌿, 🌪️ or ❌."""
         kind = REACTIONS.get(event.get("reaction", ""))
         item = event.get("item") or {}
         if kind is None or item.get("type") != "message":

@@ -19,6 +19,7 @@ from bot.summary import history_line, result_fields
 
 __all__ = [
     "COMMAND",
+    "FROM_IMAGE_SHORTCUT",
     "GENERATE_SHORTCUT",
     "HELP",
     "IMAGINE_VIEW",
@@ -27,11 +28,13 @@ __all__ = [
     "REROLL_SHORTCUT",
     "Block",
     "Destination",
+    "SourceFile",
     "escape",
     "failed_blocks",
     "history_text",
     "imagine_modal",
     "imagine_options",
+    "imagine_source",
     "modal_field",
     "progress_blocks",
     "refine_modal",
@@ -48,6 +51,7 @@ COMMAND = "/imagine"
 GENERATE_SHORTCUT = "generate_image"
 REROLL_SHORTCUT = "reroll_image"
 REFINE_SHORTCUT = "refine_image"
+FROM_IMAGE_SHORTCUT = "imagine_from_image"
 IMAGINE_VIEW = "imagine_modal"
 REFINE_VIEW = "refine_modal"
 
@@ -62,8 +66,9 @@ HELP = """\
 */imagine admin* `[audit | ban <word> | unban <n> | models <a,b|all> | max_steps <n> | max_count <n> \
 | member_quota <n> | open_reroll on|off]` — the workspace's rules (admins)
 Under an image: the buttons, or react :arrows_counterclockwise: to reroll, :sparkles: to refine, \
-:x: to delete. The *Generate image* shortcut opens a form; *Reroll image* and *Refine image…* work on \
-an image's message."""
+:herb: or :tornado: to vary, :x: to delete. The *Generate image* shortcut opens a form (with an image \
+to start from, if you like); *Reroll image* and *Refine image…* work on an image's message, and \
+*Imagine from this image* on any message with a PNG, JPEG or WebP file."""
 
 _BUTTONS: dict[ButtonAction, tuple[str, str | None]] = {
     "reroll": ("🔄 Reroll", "primary"),
@@ -167,7 +172,7 @@ def result_blocks(
     blocks.append(
         _context(
             f"{format_ref(generation.id)}{origin} · <@{generation.user_id}> · "
-            "react :arrows_counterclockwise: to reroll, :sparkles: to refine"
+            "react :arrows_counterclockwise: to reroll, :sparkles: to refine, :herb: or :tornado: to vary"
         )
     )
     if withheld:
@@ -211,8 +216,13 @@ _OPTION_BLOCKS = {
     "seed": "seed",
     "steps": "steps",
     "refiner": "refiner",
+    "image": "image",
+    "strength": "strength",
+    "mask": "mask",
 }
 _VALUE = "value"
+# The file types Slack's file picker offers for an image or a mask (the bytes are checked after all).
+_IMAGE_FILETYPES = ["png", "jpg", "jpeg", "webp"]
 
 
 def _option(text: str, value: str) -> dict[str, Any]:
@@ -232,8 +242,26 @@ def _input(block_id: str, label: str, element: dict[str, Any], *, optional: bool
     return block
 
 
-def imagine_modal(catalog: Catalog, default_model: str) -> dict[str, Any]:
-    """Return the "Generate image" modal: prompt, negative, seed, steps, refiner, LoRAs, model, size, channel."""
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """The image file a message shortcut opened the modal with, and where that message is."""
+
+    file_id: str
+    name: str
+    channel: str
+    thread_ts: str | None = None
+
+
+def _file_input() -> dict[str, Any]:
+    return {"type": "file_input", "filetypes": _IMAGE_FILETYPES, "max_files": 1}
+
+
+def imagine_modal(catalog: Catalog, default_model: str, source: SourceFile | None = None) -> dict[str, Any]:
+    """Return the "Generate image" modal: prompt, negative, seed, steps, refiner, LoRAs, model, size, image, channel.
+
+    Opened from a message (`source`), the image is that message's file, named in the modal and
+    carried in its metadata (Slack's file input cannot be pre-filled), and the conversation is that one.
+    """
     models = [_option(entry.name, entry.name) for entry in catalog.entries("model")][:_MAX_OPTIONS]
     loras = [
         _option(f"{entry.name} — {entry.description}" if entry.description else entry.name, entry.name)
@@ -268,15 +296,24 @@ def imagine_modal(catalog: Catalog, default_model: str) -> dict[str, Any]:
         blocks.append(
             _input("lora", "LoRAs", {"type": "multi_static_select", "options": loras, "max_selected_items": 5})
         )
-    blocks.append(
+    if source is None:
+        blocks.append(_input("image", "Start from an image", _file_input(), hint="PNG, JPEG or WebP."))
+    else:
+        blocks.append(_context(f"Starting from *{escape(source.name[:200])}*."))
+    blocks += [
         _input(
-            "channel",
-            "Post in",
-            {"type": "conversations_select", "default_to_current_conversation": True},
-            hint="Empty: a direct message to you.",
-        )
-    )
-    return {
+            "strength",
+            "Strength",
+            {"type": "number_input", "is_decimal_allowed": True, "min_value": "0", "max_value": "1"},
+            hint="With an image: how much of it is made again, 0-1 (0.8); lower keeps more of it.",
+        ),
+        _input("mask", "Mask", _file_input(), hint="With an image: white repaints, black keeps."),
+    ]
+    conversation: dict[str, Any] = {"type": "conversations_select", "default_to_current_conversation": True}
+    if source is not None:
+        conversation["initial_conversation"] = source.channel
+    blocks.append(_input("channel", "Post in", conversation, hint="Empty: a direct message to you."))
+    view: dict[str, Any] = {
         "type": "modal",
         "callback_id": IMAGINE_VIEW,
         "title": _plain("Generate image"),
@@ -284,6 +321,21 @@ def imagine_modal(catalog: Catalog, default_model: str) -> dict[str, Any]:
         "close": _plain("Cancel"),
         "blocks": blocks,
     }
+    if source is not None:
+        view["private_metadata"] = json.dumps(
+            {"file": source.file_id, "name": source.name, "channel": source.channel, "thread_ts": source.thread_ts}
+        )
+    return view
+
+
+def imagine_source(view: Mapping[str, Any]) -> SourceFile | None:
+    """Return the image file a "Generate image" modal was opened with, if a message shortcut opened it."""
+    metadata = json.loads(view.get("private_metadata") or "{}")
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("file"), str):
+        return None
+    return SourceFile(
+        metadata["file"], str(metadata.get("name") or ""), str(metadata["channel"]), metadata.get("thread_ts")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +394,9 @@ def view_values(view: Mapping[str, Any]) -> dict[str, str | list[str] | None]:
             values[block_id] = [option["value"] for option in state.get("selected_options") or []]
         elif kind == "conversations_select":
             values[block_id] = state.get("selected_conversation")
+        elif kind == "file_input":  # max_files is 1: the file's id, which files.info describes
+            files = state.get("files") or []
+            values[block_id] = files[0].get("id") if files else None
         else:
             values[block_id] = state.get("value")
     return values
@@ -358,7 +413,9 @@ def imagine_options(view: Mapping[str, Any]) -> tuple[dict[str, object], str | N
     return given, channel if isinstance(channel, str) else None
 
 
-def modal_field(option: str | None, filled: set[str]) -> str:
-    """Return the modal block an error about `option` belongs on: its own when filled in, else the prompt."""
+def modal_field(option: str | None, filled: set[str], shown: set[str] | None = None) -> str:
+    """Return the modal block an error about `option` belongs on: its own when filled in and shown, else the prompt."""
     block = _OPTION_BLOCKS.get(option or "")
-    return block if block is not None and block in filled else "prompt"
+    if block is None or block not in filled or (shown is not None and block not in shown):
+        return "prompt"
+    return block

@@ -18,7 +18,13 @@ protocol, as far as a slash-command bot needs it:
   reactions and DM channel creation. Everything is recorded in ``fake.calls``; a route the fake
   does not know answers Discord's 404 and is recorded all the same, so a gap shows up there.
   JSON answers carry exactly ``Content-Type: application/json``, which discord.py requires.
-* Attachment URLs in message objects point back at the fake, which serves the uploaded bytes.
+* Attachment URLs in message objects point back at the fake, which serves the uploaded bytes and
+  records each download in ``fake.downloads`` (with any Authorization header it carried).
+  ``attachment(filename, data)`` makes an attachment a user gives (a slash command's attachment
+  option, or a message of theirs from ``user_message``); ``url=`` puts it on another host and
+  ``redirect_to=`` makes the fake answer its download with a 302 there.
+* Message context menus (``message_command``) and modals: a callback of type 9 opens one, and
+  ``submit_modal(interaction, {label: value})`` sends its MODAL_SUBMIT.
 
 Every message the bot creates (callback, webhook or channel POST) is kept in ``fake.messages``
 with its attachments' bytes and an ``edits`` list of snapshots (one at creation, one per edit).
@@ -177,6 +183,16 @@ class FakeAttachment:
     data: bytes = field(repr=False)
     content_type: str
     id: int = 0
+    url: str | None = None  # served elsewhere than the fake
+    redirect_to: str | None = None  # the fake answers a download with a 302 to here
+
+
+@dataclass
+class FakeDownload:
+    """One GET of an attachment's URL on the fake."""
+
+    attachment_id: int
+    authorization: str | None = None
 
 
 @dataclass
@@ -198,6 +214,7 @@ class FakeMessage:
     reference: dict | None = None
     created_at: str = field(default_factory=_iso_now)
     edited_at: str | None = None
+    author: dict | None = None  # a user's message; None: the bot's
 
     def snapshot(self) -> dict:
         return {
@@ -305,6 +322,7 @@ class FakeDiscord(LoopbackServer):
         self.connections = 0  # gateway connections that were sent READY + GUILD_CREATE, over the fake's life
         self.api_base = self.gateway_url = self.http_base = ""
         self.edit_faults: list[tuple[int, float]] = []  # (status, retry_after) for the next message edits
+        self.downloads: list[FakeDownload] = []
         self._by_token: dict[str, FakeInteraction] = {}
         self._attachments: dict[int, FakeAttachment] = {}
         self._dm_channels: dict[int, int] = {}  # user id -> DM channel id
@@ -418,7 +436,7 @@ class FakeDiscord(LoopbackServer):
             "channel_id": str(message.channel_id),
             "type": message.type,
             "content": message.content,
-            "author": self.bot_user,
+            "author": message.author or self.bot_user,
             "attachments": [self._attachment_payload(a) for a in message.attachments],
             "embeds": message.embeds,
             "components": message.components,
@@ -450,6 +468,37 @@ class FakeDiscord(LoopbackServer):
                 metadata["interacted_message_id"] = str(inter.message_id)
             payload.update(webhook_id=str(self.app_id), application_id=str(self.app_id), interaction_metadata=metadata)
         return payload
+
+    def attachment(
+        self,
+        filename: str,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        url: str | None = None,
+        redirect_to: str | None = None,
+    ) -> FakeAttachment:
+        """An attachment a user gives; its type is guessed from the name as Discord does, unless given."""
+        attachment = self._attachment(filename, data, content_type or "application/octet-stream")
+        if content_type is not None:
+            attachment.content_type = content_type
+        attachment.url, attachment.redirect_to = url, redirect_to
+        return attachment
+
+    def user_message(
+        self, attachments: list[FakeAttachment], *, content: str = "", user: dict | None = None, channel_id: int = 0
+    ) -> FakeMessage:
+        """A message a user (default alice) posted with `attachments`, for a context menu to act on."""
+        message = FakeMessage(
+            id=self.snowflake(),
+            channel_id=channel_id or self.channel_id,
+            content=content,
+            attachments=attachments,
+            author=user or self.alice,
+        )
+        message.edits.append(message.snapshot())
+        self.messages[message.id] = message
+        return message
 
     def fail_edits(self, count: int, status: int, *, retry_after: float = 0.05) -> None:
         """Answer the next `count` message edits with `status` (429, 404 or a 5xx) instead of making them."""
@@ -504,6 +553,48 @@ class FakeDiscord(LoopbackServer):
             attachment_size_limit=attachment_size_limit,
             permissions=permissions,
         )
+
+    async def message_command(self, name: str, message: FakeMessage, *, user: dict | None = None) -> FakeInteraction:
+        """Dispatch a message context menu command (type 3) on `message`, as the message's own menu does."""
+        user = user or self.alice
+        channel = self._channel(message.channel_id)
+        command = self._find_command(name, channel.get("guild_id"), command_type=3)
+        data: dict[str, Any] = {
+            "id": command["id"] if command else str(self.snowflake()),
+            "name": name,
+            "type": 3,
+            "target_id": str(message.id),
+            "resolved": {"messages": {str(message.id): self.message_payload(message)}},
+        }
+        if command is not None and "guild_id" in command:
+            data["guild_id"] = command["guild_id"]
+        return await self._interact(APPLICATION_COMMAND, data, user, channel)
+
+    async def submit_modal(
+        self, opened_by: FakeInteraction, values: dict[str, str], *, user: dict | None = None
+    ) -> FakeInteraction:
+        """Dispatch the MODAL_SUBMIT of the modal `opened_by` answered with, its text inputs filled by label."""
+        response = await opened_by.response()
+        if response["type"] != 9:
+            raise ValueError(f"interaction {opened_by.id} opened no modal: {response}")
+        modal = response["data"]
+
+        def filled(components: list[dict], label: str | None = None) -> list[dict]:
+            out = []
+            for component in components:
+                if component["type"] == 1:  # an action row
+                    out.append({"type": 1, "components": filled(component["components"])})
+                elif component["type"] == 18:  # a label around one component
+                    (inner,) = filled([component["component"]], component["label"])
+                    out.append({"type": 18, "component": inner})
+                elif component["type"] == 4:  # a text input
+                    name = label or component.get("label")
+                    out.append({"type": 4, "custom_id": component["custom_id"], "value": values.get(name, "")})
+            return out
+
+        data = {"custom_id": modal["custom_id"], "components": filled(modal["components"])}
+        channel = self._channel(opened_by.channel_id)
+        return await self._interact(MODAL_SUBMIT, data, user or self.alice, channel)
 
     async def autocomplete(
         self, name: str, options: dict[str, Any], focused: str, *, user: dict | None = None, timeout: float = 5.0
@@ -725,8 +816,8 @@ class FakeDiscord(LoopbackServer):
             raise KeyError(f"unknown channel {channel_id}")
         return self.channels[channel_id]
 
-    def _find_command(self, name: str, guild_id: str | None) -> dict | None:
-        candidates = [c for c in self.commands if c["name"] == name and c.get("type", 1) == 1]
+    def _find_command(self, name: str, guild_id: str | None, *, command_type: int = 1) -> dict | None:
+        candidates = [c for c in self.commands if c["name"] == name and c.get("type", 1) == command_type]
         scoped = [c for c in candidates if guild_id is not None and c.get("guild_id") == guild_id]
         unscoped = [c for c in candidates if "guild_id" not in c]
         return (scoped or unscoped or [None])[0]
@@ -740,14 +831,20 @@ class FakeDiscord(LoopbackServer):
         if command is not None and "guild_id" in command:
             data["guild_id"] = command["guild_id"]
         built = []
+        attachments: dict[str, dict] = {}
         for option_name, value in (options or {}).items():
             option_type = definitions[option_name]["type"] if option_name in definitions else _option_type(value)
+            if isinstance(value, FakeAttachment):  # Discord sends its id and the object under "resolved"
+                attachments[str(value.id)] = self._attachment_payload(value)
+                option_type, value = 11, str(value.id)
             option: dict[str, Any] = {"name": option_name, "type": option_type, "value": value}
             if option_name == focused:
                 option["focused"] = True
             built.append(option)
         if built:
             data["options"] = built
+        if attachments:
+            data["resolved"] = {"attachments": attachments}
         return data
 
     async def _interact(
@@ -873,7 +970,7 @@ class FakeDiscord(LoopbackServer):
         return attachment
 
     def _attachment_payload(self, attachment: FakeAttachment) -> dict:
-        url = f"{self.http_base}/attachments/{attachment.id}/{attachment.filename}"
+        url = attachment.url or f"{self.http_base}/attachments/{attachment.id}/{attachment.filename}"
         return {
             "id": str(attachment.id),
             "filename": attachment.filename,
@@ -1001,6 +1098,10 @@ class FakeDiscord(LoopbackServer):
         attachment = self._attachments.get(int(request.match_info["id"]))
         if attachment is None:
             return web.Response(status=404)
+        self.downloads.append(FakeDownload(attachment.id, request.headers.get("Authorization")))
+        await self._notify()
+        if attachment.redirect_to:
+            return web.Response(status=302, headers={"Location": attachment.redirect_to})
         return web.Response(body=attachment.data, headers={"Content-Type": attachment.content_type})
 
     def _application(self) -> dict:

@@ -12,7 +12,11 @@ What it fakes
   ``reactions.add``, ``conversations.info``, ``users.info`` (``is_admin`` for ``fake.admins``),
   ``apps.connections.open`` and the three-step upload
   that ``files_upload_v2`` uses (``files.getUploadURLExternal``, a POST of the raw bytes to the
-  returned URL on this server, ``files.completeUploadExternal``) and ``files.delete``. A
+  returned URL on this server, ``files.completeUploadExternal``), ``files.delete`` and
+  ``files.info``. Files users shared (``share_file``, posted with ``user_message``) are served at
+  their ``url_private_download`` on this server, to the bot token only (anything else gets Slack's
+  302 to the sign-in page); each download is recorded in ``fake.downloads`` with the token it
+  carried. ``url=`` puts a file on another host, ``redirect_to=`` answers its download with a 302. A
   ``chat.postMessage`` to a user id lands in the app's direct message with them (``D…``, see
   ``dm_channel``); channels in ``fake.not_member`` refuse posts and uploads with ``not_in_channel``,
   as Slack does for a channel the bot was not invited to. Unknown methods are recorded and
@@ -59,6 +63,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import mimetypes
 import secrets
 import time
 from collections.abc import Callable
@@ -98,6 +103,8 @@ class SlackMessage:
     ephemeral_user: str | None = None
     deleted: bool = False
     updates: list[dict] = field(default_factory=list)
+    user: str | None = None  # a user's message; None: the app's
+    file_ids: list[str] = field(default_factory=list)  # files a user shared with it
 
     def snapshot(self) -> dict:
         return {"text": self.text, "blocks": self.blocks}
@@ -115,6 +122,17 @@ class SlackFile:
     shared: bool = False
     channel: str | None = None
     deleted: bool = False
+    mimetype: str = "application/octet-stream"
+    url: str | None = None  # served elsewhere than the fake
+    redirect_to: str | None = None  # the fake answers a download with a 302 to here
+
+
+@dataclass
+class FileDownload:
+    """One GET of a file's url_private_download on the fake."""
+
+    file_id: str
+    token: str | None
 
 
 @dataclass
@@ -158,6 +176,7 @@ class FakeSlack(LoopbackServer):
         self.not_member: set[str] = set()  # channels the bot is not in: posting there fails
         self.update_faults: list[tuple[int, int]] = []  # (status, retry_after) for the next chat.update calls
         self.socket_acks: list[dict] = []
+        self.downloads: list[FileDownload] = []
         self.base = ""
         self.api_base = ""
         self.socket_url = ""
@@ -173,6 +192,7 @@ class FakeSlack(LoopbackServer):
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/socket", self._socket)
         app.router.add_post("/upload/{file_id}", self._upload)
+        app.router.add_get("/files-pri/{file_id}/{name}", self._download)
         app.router.add_post("/response/{rid}", self._response_url)
         app.router.add_route("*", "/api/{method}", self._api)
         port = await self._serve(app)
@@ -281,6 +301,7 @@ class FakeSlack(LoopbackServer):
             "files.getUploadURLExternal": self._get_upload_url,
             "files.completeUploadExternal": self._complete_upload,
             "files.delete": self._files_delete,
+            "files.info": self._files_info,
         }
 
     def _auth_test(self, call: SlackCall) -> dict:
@@ -305,16 +326,88 @@ class FakeSlack(LoopbackServer):
             "type": "message",
             "ts": message.ts,
             "text": message.text or "",
-            "user": self.bot_user_id,
-            "bot_id": self.bot_id,
+            "user": message.user or self.bot_user_id,
         }
+        if message.user is None:
+            payload["bot_id"] = self.bot_id
         if message.blocks is not None:
             payload["blocks"] = message.blocks
         if message.thread_ts:
             payload["thread_ts"] = message.thread_ts
         if message.files:
             payload["files"] = [{"name": name, "size": len(data)} for name, data in message.files]
+        if message.file_ids:
+            payload["files"] = [self.file_object(self.uploads[file_id]) for file_id in message.file_ids]
         return payload
+
+    # -- files users share ------------------------------------------------------------------------
+
+    def share_file(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        mimetype: str | None = None,
+        url: str | None = None,
+        redirect_to: str | None = None,
+    ) -> SlackFile:
+        """A file a user uploaded; its type is guessed from the name as Slack does, unless given."""
+        guessed = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        file = SlackFile(
+            id=self.new_id("F"),
+            filename=name,
+            length=len(data),
+            data=data,
+            mimetype=mimetype or guessed,
+            url=url,
+            redirect_to=redirect_to,
+        )
+        self.uploads[file.id] = file
+        return file
+
+    def file_object(self, file: SlackFile) -> dict:
+        """Slack's file object, as files.info, messages and file inputs carry it."""
+        url = file.url or f"{self.base}/files-pri/{self.team_id}-{file.id}/{file.filename}"
+        return {
+            "id": file.id,
+            "name": file.filename,
+            "title": file.title or file.filename,
+            "mimetype": file.mimetype,
+            "filetype": file.filename.rsplit(".", 1)[-1].lower(),
+            "size": len(file.data or b""),
+            "url_private": url,
+            "url_private_download": url,
+            "is_external": False,
+        }
+
+    def user_message(
+        self, files: list[SlackFile], *, text: str = "", user_id: str = "U_ALICE", channel_id: str = "C1"
+    ) -> SlackMessage:
+        """A message a user posted with shared files, for a message shortcut to act on."""
+        message = self._create(channel_id, {"text": text}, user=user_id, file_ids=[f.id for f in files])
+        for file in files:
+            file.shared, file.channel = True, channel_id
+        return message
+
+    def _files_info(self, call: SlackCall) -> dict:
+        file = self.uploads.get(call.args.get("file", ""))
+        if file is None or file.deleted:
+            return {"ok": False, "error": "file_not_found"}
+        return {"ok": True, "file": self.file_object(file)}
+
+    async def _download(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["file_id"].removeprefix(self.team_id + "-")
+        auth = request.headers.get("Authorization", "")
+        self.downloads.append(FileDownload(file_id, auth.removeprefix("Bearer ") if auth else None))
+        await self._notify()
+        file = self.uploads.get(file_id)
+        if file is None or file.deleted:
+            return web.Response(status=404)
+        if auth != f"Bearer {self.bot_token}":  # Slack sends anyone else to its sign-in page
+            return web.Response(status=302, headers={"Location": f"https://{self.team_domain}.slack.com/?redir=x"})
+        if file.redirect_to:
+            return web.Response(status=302, headers={"Location": file.redirect_to})
+        return web.Response(body=file.data or b"", headers={"Content-Type": file.mimetype})
 
     def _create(self, channel: str, args: dict, **extra: Any) -> SlackMessage:
         message = SlackMessage(

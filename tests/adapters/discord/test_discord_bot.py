@@ -53,6 +53,7 @@ async def test_commands_are_synced_with_their_options(running):
         "settings",
         "imagine-admin",
         "forget",
+        "Imagine from this image",  # a message context menu
     }
     options = {option["name"]: option for option in commands["imagine"]["options"]}
     assert list(options)[:2] == ["prompt", "negative"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.actions import encode_action
+from bot.actions import RESULT_ACTIONS, encode_action
 from tests.adapters.discord.conftest import Running
 from tests.adapters.discord.test_discord_bot import _custom_ids, _finished, _imagine
 from tests.fakes.service import assert_nothing_half_written
@@ -36,7 +36,7 @@ async def test_edits_refused_for_a_while_are_retried_and_the_image_arrives_in_pl
     interaction, message = await _imagine(fake, {"prompt": "a red fox", "seed": "7", "steps": 2})
     assert [call.status for call in fake.calls if call.method == "PATCH"].count(status) == count
     assert message is interaction.original and message.attachments
-    assert _custom_ids(message) == [encode_action(a, 1) for a in ("reroll", "refine", "details", "delete")]
+    assert _custom_ids(message) == [encode_action(a, 1) for a in RESULT_ACTIONS]
     await _still_serving(running)
 
 

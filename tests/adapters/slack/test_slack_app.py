@@ -211,7 +211,20 @@ async def test_generate_modal_opens_and_shows_errors_on_the_right_field(running:
     view = running.fake.calls_to("views.open")[-1].args["view"]
     assert view["callback_id"] == "imagine_modal"
     blocks = {block["block_id"]: block for block in view["blocks"]}
-    assert list(blocks) == ["prompt", "negative", "seed", "steps", "refiner", "model", "size", "lora", "channel"]
+    assert list(blocks) == [
+        "prompt",
+        "negative",
+        "seed",
+        "steps",
+        "refiner",
+        "model",
+        "size",
+        "lora",
+        "image",
+        "strength",
+        "mask",
+        "channel",
+    ]
     assert "pixel-art" in [o["value"] for o in blocks["lora"]["element"]["options"]]
 
     def state(**values: dict) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from bot.actions import RESULT_ACTIONS
 from tests.adapters.slack.conftest import Running, action_ids
 from tests.fakes.service import assert_nothing_half_written
 
@@ -32,7 +33,7 @@ async def test_a_rate_limited_update_is_retried_and_the_image_arrives_on_the_car
     await fake.send_slash(running.url, text="a red fox --seed 7 --steps 2")
     card = await running.finished_card(1)
     assert [call.status for call in fake.calls_to("chat.update")].count(429) == 1
-    assert action_ids(card) == ["ib:reroll:1", "ib:refine:1", "ib:details:1", "ib:delete:1"]
+    assert action_ids(card) == [f"ib:{action}:1" for action in RESULT_ACTIONS]
     assert [m for m in fake.channel_messages() if m.files]  # the image, below the card
     await _still_serving(running)
 
@@ -47,7 +48,7 @@ async def test_a_card_that_cannot_be_updated_is_replaced_by_a_new_one(running: R
     card = await running.finished_card(2)
     assert len(running.cards()[0].updates) == 1  # the first card was never updated
     if fail_with is None:
-        assert action_ids(card) == ["ib:reroll:1", "ib:refine:1", "ib:details:1", "ib:delete:1"]
+        assert action_ids(card) == [f"ib:{action}:1" for action in RESULT_ACTIONS]
     else:
         assert card.text.startswith("✖ #1 ·") and "the GPU is on fire" in card.text
     running.backend.fail_with = None

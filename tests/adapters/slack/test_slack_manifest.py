@@ -8,7 +8,13 @@ import yaml
 
 from adapters.slack import EVENTS_PATH
 from adapters.slack._app import EVENTS
-from adapters.slack._blocks import COMMAND, GENERATE_SHORTCUT, REFINE_SHORTCUT, REROLL_SHORTCUT
+from adapters.slack._blocks import (
+    COMMAND,
+    FROM_IMAGE_SHORTCUT,
+    GENERATE_SHORTCUT,
+    REFINE_SHORTCUT,
+    REROLL_SHORTCUT,
+)
 from tests.adapters.slack.conftest import Running, action_ids
 
 MANIFEST = yaml.safe_load((Path(__file__).parents[3] / "deploy" / "slack-manifest.yaml").read_text())
@@ -25,6 +31,7 @@ METHOD_SCOPES = {
     "files.getUploadURLExternal": "files:write",
     "files.completeUploadExternal": "files:write",
     "files.delete": "files:write",
+    "files.info": "files:read",
     "users.info": "users:read",
 }
 EVENT_SCOPES = {"reaction_added": "reactions:read"}
@@ -37,6 +44,7 @@ def test_manifest_declares_the_code_s_command_shortcuts_and_events() -> None:
         GENERATE_SHORTCUT: "global",
         REROLL_SHORTCUT: "message",
         REFINE_SHORTCUT: "message",
+        FROM_IMAGE_SHORTCUT: "message",
     }
     assert all(len(s["name"]) <= 24 and len(s["description"]) <= 80 for s in features["shortcuts"])
     assert tuple(settings["event_subscriptions"]["bot_events"]) == EVENTS
@@ -68,11 +76,22 @@ async def test_the_scopes_are_exactly_those_the_calls_need(running: Running) -> 
     await fake.send_global_shortcut(url, GENERATE_SHORTCUT)
     await fake.send_slash(url, text="help")
     await fake.send_slash(url, text="admin max_steps 40")
+    image = fake.share_file("fox.png", (running.data_dir / "images").glob("**/*.png").__next__().read_bytes())
+    state = {
+        "prompt": {"value": {"type": "plain_text_input", "value": "a fox --steps 2"}},
+        "image": {"value": {"type": "file_input", "files": [fake.file_object(image)]}},
+    }
+    await fake.send_view_submission(url, "imagine_modal", state)
     (delete,) = action_ids(card, "ib:delete:")
     value = next(e["value"] for b in card.blocks or [] for e in b.get("elements") or [] if e.get("action_id") == delete)
     await fake.send_block_action(url, delete, value, message_ts=card.ts)
     await fake.wait_for(
-        lambda: fake.calls_to("files.delete") and fake.calls_to("views.open") and fake.calls_to("users.info")
+        lambda: (
+            fake.calls_to("files.delete")
+            and fake.calls_to("views.open")
+            and fake.calls_to("users.info")
+            and fake.downloads
+        )
     )
     called = {call.method for call in fake.calls}
     assert called - set(METHOD_SCOPES) == set(), "a method without a known scope was called"

@@ -1,0 +1,161 @@
+"""Image inputs on Discord: attachments on /imagine, the "Imagine from this image" menu, Vary reactions.
+
+Attachments are fetched from the fake Discord (the configured API base's origin, standing in
+for Discord's CDN), which records every download; a second loopback host stands for anywhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import pytest
+from PIL import Image
+
+from bot.service import VARY_STRENGTH
+from tests.adapters.discord.conftest import running_bot
+from tests.adapters.discord.test_discord_bot import _finished, _imagine
+from tests.fakes.files import FileHost
+
+FROM_IMAGE = "Imagine from this image"
+
+
+def _png(width: int = 256, height: int = 256, colour: tuple[int, int, int] = (200, 40, 40)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+async def elsewhere():
+    async with FileHost() as host:
+        yield host
+
+
+async def _refusal(fake, options: dict) -> str:
+    """Send /imagine and return the private sentence it got."""
+    interaction = await fake.slash("imagine", options)
+    await fake.wait_for(lambda: interaction.followups)
+    (reply,) = interaction.followups
+    assert reply.ephemeral
+    return reply.content
+
+
+async def test_the_new_options_and_the_context_menu_are_synced(running):
+    commands = {(command["name"], command.get("type", 1)): command for command in running.fake.commands}
+    assert (FROM_IMAGE, 3) in commands  # a message context menu
+    options = {option["name"]: option for option in commands[("imagine", 1)]["options"]}
+    assert options["image"]["type"] == 11 and options["mask"]["type"] == 11  # attachments
+    assert options["strength"]["type"] == 10
+    assert (options["strength"]["min_value"], options["strength"]["max_value"]) == (0, 1)
+
+
+async def test_an_attached_image_and_mask_make_image_to_image(running):
+    fake = running.fake
+    image = fake.attachment("fox.png", _png(320, 256))
+    mask = fake.attachment("mask.png", _png(64, 64, (255, 255, 255)))
+    options = {"prompt": "a red fox", "steps": 4, "image": image, "strength": 0.5, "mask": mask}
+    _, message = await _imagine(fake, options)
+    (request,) = running.backend.requests
+    assert request.init_image is not None and request.mask_image is not None
+    assert request.strength == 0.5
+    assert (request.width, request.height) == (320, 256)  # the image's size
+    fields = {field["name"]: field["value"] for field in message.embeds[0]["fields"]}
+    assert fields["Seed"] == "100"
+    assert [attachment.filename for attachment in message.attachments] == ["imagebot-1-0.png"]
+    # both were fetched once, from Discord's side, with no token
+    assert sorted(d.attachment_id for d in fake.downloads) == sorted([image.id, mask.id])
+    assert all(d.authorization is None for d in fake.downloads)
+
+
+async def test_a_too_large_attachment_is_refused_before_a_byte_is_fetched(fake, backend, tmp_path):
+    async with running_bot(fake, backend, tmp_path, max_input_bytes=1000) as running:
+        buffer = io.BytesIO()
+        Image.effect_noise((64, 64), 50).save(buffer, format="PNG")  # noise does not compress
+        big = fake.attachment("fox.png", buffer.getvalue())
+        assert len(big.data) > 1000
+        sentence = await _refusal(fake, {"prompt": "a red fox", "image": big})
+        assert sentence.startswith("✖ Image is ") and sentence.endswith("; the most is 1000 bytes.")
+        assert fake.downloads == []
+        assert running.backend.requests == []
+
+
+async def test_a_file_that_is_no_image_gets_one_sentence_and_nothing_is_queued(running):
+    fake = running.fake
+    text = fake.attachment("notes.txt", b"just some notes")
+    assert await _refusal(fake, {"prompt": "a red fox", "image": text}) == "✖ Image must be a PNG, JPEG or WebP file."
+    assert fake.downloads == []  # Discord said text/plain: not fetched
+    renamed = fake.attachment("notes.png", b"just some notes")  # Discord calls it image/png from its name
+    assert await _refusal(fake, {"prompt": "a red fox", "image": renamed}) == (
+        "✖ Image must be a PNG, JPEG or WebP file."
+    )
+    assert [d.attachment_id for d in fake.downloads] == [renamed.id]  # fetched, then its bytes told the truth
+    assert running.backend.requests == []
+    assert await running.service.history(running.who(fake.alice)) == []
+
+
+async def test_an_attachment_on_another_host_is_not_fetched(running, elsewhere):
+    fake = running.fake
+    foreign = fake.attachment("fox.png", _png(), url=elsewhere.put("fox.png", _png()))
+    sentence = await _refusal(fake, {"prompt": "a red fox", "image": foreign})
+    assert sentence == "✖ Image is not on the chat's own file host, so it was not fetched."
+    assert elsewhere.requests == []
+    assert running.backend.requests == []
+
+
+async def test_a_redirect_elsewhere_is_not_followed(running, elsewhere):
+    fake = running.fake
+    moved = fake.attachment("fox.png", _png(), redirect_to=elsewhere.put("fox.png", _png()))
+    sentence = await _refusal(fake, {"prompt": "a red fox", "image": moved})
+    assert sentence == "✖ Image could not be fetched: the file host sent it elsewhere."
+    assert [d.attachment_id for d in fake.downloads] == [moved.id]
+    assert elsewhere.requests == []
+    assert running.backend.requests == []
+
+
+async def test_imagine_from_this_image_asks_for_a_prompt_then_makes_the_image(running):
+    fake = running.fake
+    photo = fake.attachment("photo.webp", _png(256, 384), content_type="image/png")
+    posted = fake.user_message([fake.attachment("readme.txt", b"hello"), photo], content="my cat")
+    menu = await fake.message_command(FROM_IMAGE, posted)
+    opened = await menu.response()
+    assert opened["type"] == 9 and opened["data"]["title"] == FROM_IMAGE
+    submitted = await fake.submit_modal(menu, {"Prompt": "a cat as a lion --steps 10", "Strength (0-1)": "0.3"})
+    assert (await submitted.response())["type"] == 5
+    await fake.wait_for(lambda: submitted.original is not None)
+    message = await _finished(fake, submitted.original)
+    (request,) = running.backend.requests
+    assert request.init_image is not None and request.strength == 0.3
+    assert (request.width, request.height) == (256, 384)
+    assert message.attachments and [d.attachment_id for d in fake.downloads] == [photo.id]
+
+
+async def test_imagine_from_this_image_refuses_a_bad_strength_and_a_message_without_image(running):
+    fake = running.fake
+    plain = fake.user_message([fake.attachment("notes.txt", b"hello")])
+    menu = await fake.message_command(FROM_IMAGE, plain)
+    body = await menu.response()
+    assert body["type"] == 4 and body["data"]["content"] == "✖ That message has no PNG, JPEG or WebP image attached."
+    posted = fake.user_message([fake.attachment("cat.png", _png())])
+    menu = await fake.message_command(FROM_IMAGE, posted)
+    submitted = await fake.submit_modal(menu, {"Prompt": "a lion", "Strength (0-1)": "lots"})
+    await fake.wait_for(lambda: submitted.followups)
+    assert submitted.followups[0].content.startswith("✖ strength must be a number from 0 to 1")
+    assert fake.downloads == [] and running.backend.requests == []
+
+
+async def test_vary_reactions_make_subtle_and_strong_variations(running):
+    fake = running.fake
+    _, first = await _imagine(fake, {"prompt": "a red fox", "seed": "7", "steps": 4})
+    for emoji, kind, count in (("🌿", "subtle", 2), ("🌪", "strong", 3)):  # 🌪 without U+FE0F matches too
+        before = set(fake.messages)
+        await fake.react(first.id, emoji)
+        await fake.wait_for(lambda before=before: set(fake.messages) - before)
+        (new_id,) = set(fake.messages) - before
+        await _finished(fake, fake.messages[new_id])
+        assert len(running.backend.requests) == count
+        request = running.backend.requests[-1]
+        assert request.init_image is not None and request.strength == VARY_STRENGTH[kind]
+    await fake.react(first.id, "🌿", user=fake.bob)
+    await asyncio.sleep(0.3)
+    assert len(running.backend.requests) == 3  # someone else's reaction does nothing

@@ -1,0 +1,158 @@
+"""Image inputs on Slack: file inputs in the Generate modal, the "Imagine from this image" shortcut, Vary reactions.
+
+Files are described by the fake's files.info and fetched from the fake (the configured API
+base's origin, standing in for files.slack.com), which records each download and its token;
+a second loopback host stands for anywhere else and records any Authorization it gets.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from bot.service import VARY_STRENGTH
+from tests.adapters.slack.conftest import Running, running_app
+from tests.fakes.files import FileHost
+from tests.fakes.slack import SlackFile
+
+
+def _png(width: int = 256, height: int = 256) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (40, 120, 200)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+async def elsewhere():
+    async with FileHost() as host:
+        yield host
+
+
+def _state(running: Running, prompt: str, **files: SlackFile | str) -> dict:
+    values: dict[str, dict] = {
+        "prompt": {"type": "plain_text_input", "value": prompt},
+        "channel": {"type": "conversations_select", "selected_conversation": "C1"},
+    }
+    for block, value in files.items():
+        if isinstance(value, SlackFile):
+            values[block] = {"type": "file_input", "files": [running.fake.file_object(value)]}
+        else:
+            values[block] = {"type": "number_input", "value": value}
+    return {block: {"value": value} for block, value in values.items()}
+
+
+async def _submit(running: Running, prompt: str, metadata: str = "", **files: SlackFile | str) -> None:
+    answer = await running.fake.send_view_submission(
+        running.url, "imagine_modal", _state(running, prompt, **files), private_metadata=metadata
+    )
+    assert answer.status == 200 and answer.body == "" and answer.elapsed < 3
+
+
+async def _told(running: Running, text: str) -> None:
+    await running.fake.wait_for(lambda: text in running.ephemeral())
+
+
+async def test_the_generate_modal_offers_an_image_a_strength_and_a_mask(running: Running) -> None:
+    await running.fake.send_global_shortcut(running.url, "generate_image")
+    await running.fake.wait_for(lambda: running.fake.calls_to("views.open"))
+    blocks = {block["block_id"]: block for block in running.fake.calls_to("views.open")[-1].args["view"]["blocks"]}
+    for name in ("image", "mask"):
+        element = blocks[name]["element"]
+        assert element["type"] == "file_input" and element["max_files"] == 1
+        assert element["filetypes"] == ["png", "jpg", "jpeg", "webp"]
+    assert blocks["strength"]["element"]["is_decimal_allowed"] is True
+
+
+async def test_an_image_file_makes_image_to_image_with_the_token_sent_to_slack_only(running: Running) -> None:
+    fake = running.fake
+    image = fake.share_file("fox.png", _png(320, 256))
+    mask = fake.share_file("mask.png", _png(64, 64))
+    await _submit(running, "a red fox --steps 4", image=image, strength="0.5", mask=mask)
+    card = await running.finished_card(1)
+    assert "ib:vary-subtle:1" in str(card.blocks)
+    (request,) = running.backend.requests
+    assert request.init_image is not None and request.mask_image is not None and request.strength == 0.5
+    assert (request.width, request.height) == (320, 256)
+    assert sorted(d.file_id for d in fake.downloads) == sorted([image.id, mask.id])
+    assert all(d.token == fake.bot_token for d in fake.downloads)
+
+
+async def test_a_too_large_file_is_refused_before_a_byte_is_fetched(fake, backend, tmp_path) -> None:
+    async with running_app(fake, backend, tmp_path, max_input_bytes=1000) as running:
+        big = fake.share_file("fox.png", _png() + b"\0" * 1000)
+        await _submit(running, "a red fox", image=big)
+        await fake.wait_for(lambda: any("the most is 1000 bytes" in said for said in running.ephemeral()))
+        assert fake.calls_to("files.info") and fake.downloads == []
+        assert running.backend.requests == [] and running.cards() == []
+
+
+async def test_a_file_that_is_no_image_gets_one_sentence_and_nothing_is_queued(running: Running) -> None:
+    fake = running.fake
+    await _submit(running, "a red fox", image=fake.share_file("notes.txt", b"just some notes"))
+    await _told(running, "✖ Image must be a PNG, JPEG or WebP file.")
+    assert fake.downloads == []  # Slack said text/plain: not fetched
+    renamed = fake.share_file("notes.png", b"just some notes")  # Slack calls it image/png from its name
+    await _submit(running, "a red fox", image=renamed)
+    await fake.wait_for(lambda: running.ephemeral().count("✖ Image must be a PNG, JPEG or WebP file.") == 2)
+    assert [d.file_id for d in fake.downloads] == [renamed.id]
+    assert running.backend.requests == [] and running.cards() == []
+
+
+async def test_a_file_on_another_host_is_not_fetched_and_gets_no_token(running: Running, elsewhere) -> None:
+    fake = running.fake
+    foreign = fake.share_file("fox.png", _png(), url=elsewhere.put("fox.png", _png()))
+    await _submit(running, "a red fox", image=foreign)
+    await _told(running, "✖ Image is not on the chat's own file host, so it was not fetched.")
+    assert elsewhere.requests == []
+    assert running.backend.requests == []
+
+
+async def test_a_redirect_elsewhere_is_not_followed(running: Running, elsewhere) -> None:
+    fake = running.fake
+    moved = fake.share_file("fox.png", _png(), redirect_to=elsewhere.put("fox.png", _png()))
+    await _submit(running, "a red fox", image=moved)
+    await _told(running, "✖ Image could not be fetched: the file host sent it elsewhere.")
+    assert [d.file_id for d in fake.downloads] == [moved.id]
+    assert elsewhere.requests == []  # the token never went with a redirect
+    assert running.backend.requests == []
+
+
+async def test_imagine_from_this_image_opens_the_modal_with_that_file(running: Running) -> None:
+    fake = running.fake
+    photo = fake.share_file("cat.jpg", _png(256, 384), mimetype="image/png")
+    posted = fake.user_message([fake.share_file("readme.txt", b"hello"), photo], text="my cat")
+    sent = await fake.send_message_shortcut(running.url, "imagine_from_image", message_ts=posted.ts)
+    assert sent.status == 200 and sent.elapsed < 3
+    await fake.wait_for(lambda: fake.calls_to("views.open"))
+    view = fake.calls_to("views.open")[-1].args["view"]
+    blocks = {block.get("block_id"): block for block in view["blocks"]}
+    assert "image" not in blocks and "mask" in blocks  # the image is the message's file
+    assert "*cat.jpg*" in str(view["blocks"])
+    assert blocks["channel"]["element"]["initial_conversation"] == "C1"
+    await _submit(running, "a cat as a lion --steps 10", view["private_metadata"], strength="0.3")
+    await running.finished_card(1)
+    (request,) = running.backend.requests
+    assert request.init_image is not None and request.strength == 0.3
+    assert (request.width, request.height) == (256, 384)
+    assert [d.file_id for d in fake.downloads] == [photo.id]
+
+
+async def test_imagine_from_this_image_on_a_message_without_one_says_so(running: Running) -> None:
+    posted = running.fake.user_message([running.fake.share_file("notes.txt", b"hello")])
+    await running.fake.send_message_shortcut(running.url, "imagine_from_image", message_ts=posted.ts)
+    await _told(running, "That message has no PNG, JPEG or WebP file.")
+    assert not running.fake.calls_to("views.open")
+
+
+async def test_vary_reactions_make_subtle_and_strong_variations(running: Running) -> None:
+    fake = running.fake
+    await fake.send_slash(running.url, text="a red fox --seed 7 --steps 4")
+    card = await running.finished_card(1)
+    for number, (reaction, kind) in enumerate((("herb", "subtle"), ("tornado", "strong")), start=2):
+        sent = await fake.send_event(running.url, fake.reaction_event(reaction, message_ts=card.ts))
+        assert sent.status == 200
+        await running.finished_card(number)
+        request = running.backend.requests[-1]
+        assert request.init_image is not None and request.strength == VARY_STRENGTH[kind]
