@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from hypothesis import example, given
 from hypothesis import strategies as st
+from PIL import Image
 
 from bot.chat import ChatFlow, Started
+from bot.images import input_path
 from bot.jobs import Requester
 from bot.options import OPTIONS
 from bot.policy import ADMIN_WORDS, parse_admin, rule_changes
@@ -154,3 +157,54 @@ LABELS = {
     "--negative": "negative prompt",
     "--clip_skip": "clip skip",
 }
+
+
+def _png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGBA", (width, height), (200, 40, 40, 128)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _flip(data: bytes, at: int, mask: int) -> bytes:
+    at %= len(data)
+    return data[:at] + bytes([data[at] ^ mask]) + data[at + 1 :]
+
+
+PNGS = [_png(128, 128), _png(64, 32), _png(1, 1), _png(3000, 2)]
+attachments = st.one_of(
+    st.sampled_from(PNGS),
+    st.binary(max_size=64),
+    st.tuples(st.sampled_from(PNGS), st.integers(0, 120)).map(lambda cut: cut[0][: cut[1]]),
+    st.tuples(st.sampled_from(PNGS), st.integers(0, 10_000), st.integers(1, 255)).map(lambda flip: _flip(*flip)),
+)
+
+
+def _inputs(data_dir: Path) -> list[Path]:
+    return sorted((data_dir / "inputs").rglob("*"))
+
+
+@FUZZ
+@given(data=attachments, options=flags)
+@example(data=PNGS[0], options=[("--strength", "0.01")])  # no step would run
+@example(data=PNGS[3], options=[])  # a strip: kept within the sides and the budget
+def test_imagine_from_an_attachment(run: Run, data_dir: Path, data: bytes, options: list[tuple[str, str]]) -> None:
+    """An attachment (valid, truncated, a byte flipped, noise) with any flags: a job from that image, or one
+    sentence, and a refusal leaves no input file behind."""
+
+    async def body() -> None:
+        w = await world(data_dir)
+
+        async def load(ref: str, option: str) -> bytes:
+            return data
+
+        line = " ".join(["a red fox --image upload", *(f"{flag} {value}" for flag, value in options)])
+        typed = {label: flag for flag, _ in options for label in (flag.lstrip("-—"), LABELS.get(flag, ""))}
+        kept = _inputs(data_dir)
+        job = await w.attempt(lambda: w.service.imagine(line, PEOPLE[0], load=load), typed)
+        if job is None:
+            assert _inputs(data_dir) == kept
+        else:
+            assert job.request.init_image is not None
+            assert (data_dir / input_path(job.request.init_image)).is_file()
+
+    run(body())
