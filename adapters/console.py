@@ -28,6 +28,7 @@ from typing import TextIO
 from bot.actions import format_ref
 from bot.chat import ChatFlow, Listing, Reply, Started, Text, refusal
 from bot.errors import InvalidOption, shown
+from bot.images import too_large
 from bot.jobs import Job, JobEvent, Requester, progress_bar
 from bot.options import flags_help
 from bot.service import ImageService
@@ -108,8 +109,7 @@ class ConsoleChat:
         try:
             size = path.stat().st_size
             if size > self._service.max_input_bytes:
-                limit = self._service.max_input_bytes / 1e6
-                raise InvalidOption(option, f"is {size / 1e6:.1f} MB; the most is {limit:g} MB")
+                raise too_large(option, size, self._service.max_input_bytes)
             return await asyncio.to_thread(path.read_bytes)
         except OSError as error:
             raise InvalidOption(option, f"'{shown(ref)}' cannot be read ({error.strerror or 'error'})") from None

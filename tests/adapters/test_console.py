@@ -25,3 +25,24 @@ async def test_help_lists_every_imagine_flag_with_its_range(tmp_path: Path) -> N
             assert re.search(rf"--{option.replace('_', '-')}\b", text), option
     assert "--steps N" in text and "1–100" in text
     assert "Euler a" in text
+
+
+async def test_image_files_in_the_console(tmp_path: Path) -> None:
+    """`--image PATH` reads a file (the console only); a missing, oversized or non-image file is one line."""
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (10, 200, 10)).save(tmp_path / "green.png")
+    (tmp_path / "notes.png").write_text("not an image")
+    (tmp_path / "big.png").write_bytes(b"\0" * 300_000)
+    backend = FakeBackend()
+    async with started_service(backend, tmp_path / "data", max_input_bytes=200_000) as (service, _):
+        out = io.StringIO()
+        chat = ConsoleChat(service, Requester(platform="console", user_id="ada"), out, tmp_path)
+        assert await chat.handle(f"/imagine a fox --image {tmp_path / 'green.png'} --strength 0.5")
+        assert backend.requests[-1].strength == 0.5 and backend.requests[-1].init_image is not None
+        for name in ("missing.png", "notes.png", "big.png"):
+            assert not await chat.handle(f"/imagine a fox --image {tmp_path / name}")
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("✖")]
+    assert len(backend.requests) == 1
+    assert lines[0].startswith("✖ Image '") and lines[0].endswith("' cannot be read (No such file or directory).")
+    assert lines[1:] == ["✖ Image must be a PNG, JPEG or WebP file.", "✖ Image is 293 KB; the most is 195.3 KB."]
