@@ -270,7 +270,9 @@ def _command(word: str, rest: str) -> _Command | None:
         kinds: list[VaryKind] = [kind for kind in ("subtle", "strong") if kind in words]
         others = " ".join(part for part in words if part not in ("subtle", "strong"))
         if len(kinds) != 1 or len(words) - len(others.split()) != 1:
-            raise InvalidOption("vary", f"takes subtle or strong and an optional #id, not '{shown(rest, 40)}'")
+            raise InvalidOption(
+                "vary", f"takes subtle or strong and an optional #id, not '{shown(rest, 40)}'", typed=True
+            )
         return word, _Vary(kinds[0], parse_ref_args(others, allow_percent=False).generation_id)
     return None
 
@@ -286,7 +288,8 @@ def _upscale_args(rest: str) -> _Upscale:
         elif word.lower().removesuffix("x").removesuffix("×") in ("2", "4") and not seen_factor:
             factor, seen_factor = (4 if word.startswith("4") else 2), True
         else:
-            raise InvalidOption("upscale", f"takes an optional #id and 2 or 4, not '{shown(word, 40)}'")
+            reason = f"takes an optional #id and 2 or 4, not '{shown(word, 40)}'"
+            raise InvalidOption("upscale", reason, typed=True)
     return _Upscale(ref, factor)
 
 
