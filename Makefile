@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= local,discord,slack,remote,ray,dev
+EXTRAS ?= local,discord,slack,remote,ray,gallery,dev
 STAMP := $(VENV)/.installed
 # Packages are installed without byte-compiling (most modules are never imported);
 # what is imported gets its .pyc written on first use, even where the shell says not to.
