@@ -5,13 +5,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= local,discord,slack,remote,ray,dev
+EXTRAS ?= local,discord,slack,remote,ray,gallery,dev
 STAMP := $(VENV)/.installed
 # Packages are installed without byte-compiling (most modules are never imported);
 # what is imported gets its .pyc written on first use, even where the shell says not to.
 export PYTHONDONTWRITEBYTECODE :=
 
-.PHONY: install run test test-fast lint bench clean
+.PHONY: install run test test-fast lint bench clean browser
 
 # pip installs torch, so the machine's own pip configuration (local wheels, index) picks the build;
 # uv installs the rest: it resolves and unpacks in parallel, minutes faster than pip.
@@ -27,7 +27,18 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/imagebot run
 
-test: $(STAMP)
+# The gallery's browser test drives Debian's chromium through its chromedriver, never a downloaded browser.
+# Installed here when missing; without root the test is skipped, and this says how to install them.
+browser:
+	@test -x /usr/bin/chromedriver || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update && apt-get install -y chromium chromium-driver; \
+	  else \
+	    echo "make test: the gallery's browser test is skipped: it needs Debian's chromium and chromium-driver" \
+	      "(sudo apt-get install -y chromium chromium-driver)" >&2; \
+	  fi; }
+
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy

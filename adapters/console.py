@@ -12,6 +12,7 @@ Commands (a leading ``/`` is optional)::
     history [count]                              your recent generations
     settings [key=value …]                       show or change your defaults
     forget [confirm]                             delete all your images, seeds and settings
+    gallery [revoke]                             a private link to your images on the web (revoke: kill old links)
     help, quit
 
 It reads stdin line by line (so it can be scripted) and handles one command at

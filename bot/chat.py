@@ -25,7 +25,16 @@ from bot.errors import BotError, InvalidOption, shown
 from bot.history import Generation, StoredImage
 from bot.jobs import Job, JobEvent, Requester
 from bot.service import ImageService, VaryKind
-from bot.summary import FORGET_WARNING, defaults_line, details_text, forgotten_line, parse_setting_pairs, progress_line
+from bot.summary import (
+    FORGET_WARNING,
+    GALLERY_REVOKED,
+    defaults_line,
+    details_text,
+    forgotten_line,
+    gallery_line,
+    parse_setting_pairs,
+    progress_line,
+)
 
 __all__ = [
     "GENERIC_ERROR",
@@ -168,6 +177,19 @@ class ChatFlow:
         await self.service.delete(who, generation_id)
         return Deleted(generation_id)
 
+    async def gallery(self, who: Requester, *, revoke: bool = False, revoke_hint: str | None = None) -> Text:
+        """Answer ``gallery`` with a new personal link, or ``gallery revoke`` by killing every earlier one.
+
+        `revoke_hint` is how this chat's users revoke (Discord's ``/gallery revoke:True``).
+        """
+        if revoke:
+            await self.service.revoke_gallery(who)
+            return Text(GALLERY_REVOKED)
+        link = await self.service.gallery_link(who)
+        assert self.service.gallery is not None  # gallery_link refuses otherwise
+        hint = revoke_hint or f"{self._command}gallery revoke"
+        return Text(gallery_line(link, self.service.gallery.lifetime_days, hint))
+
     async def text(self, who: Requester, text: str, *, strict: bool = False) -> Reply | None:
         """Run a text command (``reroll #3``, ``history 5``…); None when the words are no command.
 
@@ -203,6 +225,8 @@ class ChatFlow:
             return Text(f"{FORGET_WARNING}; send `{self._command}forget confirm` to go ahead.")
         if word == "queue":
             return Text(queue_text(*self.service.queue(who)))
+        if word == "gallery":
+            return await self.gallery(who, revoke=arguments == "revoke")
         if word == "admin":
             assert self._admin is not None and isinstance(arguments, str)
             return Text(await self._admin(who, arguments))
@@ -261,6 +285,11 @@ def _command(word: str, rest: str) -> _Command | None:
         return word, rest
     if word == "admin":
         return word, rest
+    if word == "gallery":
+        # "gallery of old masters" is a prompt on Slack, not a command with arguments.
+        if rest.lower() not in ("", "revoke"):
+            raise InvalidOption("gallery", f"takes nothing or 'revoke', not '{shown(rest, 40)}'", typed=True)
+        return word, rest.lower()
     if word in ("reroll", "refine", "cancel"):
         return word, parse_ref_args(rest, allow_percent=word == "refine")
     if word == "upscale":

@@ -17,6 +17,7 @@ __all__ = [
     "SETTINGS",
     "CoreSettings",
     "DiscordSettings",
+    "GallerySettings",
     "LocalWorkerSettings",
     "ModelsLabSettings",
     "QueueSettings",
@@ -158,6 +159,32 @@ class SlackSettings(BaseSettings):
         return self.bot_token is not None and (self.app_token is not None or self.signing_secret is not None)
 
 
+class GallerySettings(BaseSettings):
+    """The web gallery of each user's images; it starts with `imagebot run` when a port is set."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGEBOT_GALLERY_", env_file=".env", extra="ignore")
+
+    port: int | None = Field(
+        default=None, ge=0, le=65535, description="Serve the gallery on this port; unset: off (no link is given)."
+    )
+    host: str = Field(
+        default="127.0.0.1", description="The address it listens on; keep loopback behind a reverse proxy."
+    )
+    base_url: str | None = Field(
+        default=None,
+        description=(
+            "The public URL the links start with, e.g. https://bot.example.com/gallery (its path is served as"
+            " is, so the proxy passes it through); unset: http://HOST:PORT."
+        ),
+    )
+    token_days: float = Field(default=7.0, gt=0, description="Days a gallery link works after /gallery gives it.")
+    secret: SecretStr | None = Field(
+        default=None,
+        description="Key that signs the links (never logged); unset: a random one kept in DATA_DIR/gallery/secret.",
+    )
+    rate_limit: int = Field(default=120, ge=1, description="Requests one link may make per minute.")
+
+
 class RunwareSettings(BaseSettings):
     """The Runware backend (IMAGEBOT_BACKEND=runware)."""
 
@@ -231,6 +258,7 @@ SETTINGS: tuple[type[BaseSettings], ...] = (
     ModelsLabSettings,
     DiscordSettings,
     SlackSettings,
+    GallerySettings,
 )
 
 

@@ -13,7 +13,8 @@ a generic reply (plus a log line) for anything else.
     ├── BackendUnavailable  the image backend failed or cannot be reached
     ├── JobCancelled        the job was cancelled before it finished
     ├── ContentBlocked      a prompt or image was refused by policy
-    └── NotEnabledHere      the server's policy does not let the bot answer in this channel
+    ├── NotEnabledHere      the server's policy does not let the bot answer in this channel
+    └── GalleryOff          the operator has not turned the web gallery on
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "BackendUnavailable",
     "BotError",
     "ContentBlocked",
+    "GalleryOff",
     "InvalidOption",
     "JobCancelled",
     "NotAllowed",
@@ -187,3 +189,10 @@ class NotEnabledHere(BotError):
     def __init__(self, managers: str = "server managers") -> None:
         self.managers = managers
         super().__init__(f"Image generation is not enabled in this channel; {managers} choose where it is.")
+
+
+class GalleryOff(BotError):
+    """A user asked for a gallery link, and this bot serves no gallery."""
+
+    def __init__(self) -> None:
+        super().__init__("The web gallery is not turned on for this bot; its operator can set IMAGEBOT_GALLERY_PORT.")

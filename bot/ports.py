@@ -10,6 +10,8 @@ recording backend (`tests/fakes/backend.py`)::
              ├─ PolicyStore          (server rules and the audit log)
              ├─ SettingsStore        (each user's defaults)
              └─ ImageStore           (image files under the data directory)
+    GalleryStore                     (the web gallery's read model: pages, search, link epochs)
+    GalleryLinks                     (the web gallery's personal links, made and revoked for the chats)
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from bot.errors import JobCancelled
+from bot.gallery import GalleryQuery
 from bot.history import AuditEntry, Generation, NewGeneration, Status, StoredImage
 from bot.request import GeneratedImage, GenerationRequest, Progress
 
@@ -27,6 +30,8 @@ __all__ = [
     "Backend",
     "BatchingBackend",
     "ConcurrentBackend",
+    "GalleryLinks",
+    "GalleryStore",
     "GenerationStore",
     "ImageStore",
     "PolicyStore",
@@ -276,6 +281,61 @@ class ImageStore(Protocol):
 
     async def delete_input(self, sha256: str) -> None:
         """Delete a kept input image; one that is already gone is not an error."""
+        ...
+
+
+@runtime_checkable
+class GalleryStore(Protocol):
+    """The web gallery's read model: a user's generations page by page, and each user's link epoch.
+
+    Every method is scoped to one (platform, user): nothing here can return another user's row.
+    A user's links carry the epoch they were made in; raising it (`next_epoch`) kills them all.
+    """
+
+    async def page(self, platform: str, user_id: str, query: GalleryQuery) -> list[Generation]:
+        """Return one page of the user's generations with their images, in the query's order."""
+        ...
+
+    async def get(self, platform: str, user_id: str, generation_id: int) -> Generation | None:
+        """Return the user's own generation, or None (also when it is someone else's)."""
+        ...
+
+    async def children(self, platform: str, user_id: str, generation_id: int) -> list[Generation]:
+        """Return the user's generations made from this one (rerolls, refines, variations), oldest first."""
+        ...
+
+    async def models(self, platform: str, user_id: str) -> list[str]:
+        """Return the models the user's generations used, sorted, for the filter."""
+        ...
+
+    async def epoch(self, platform: str, user_id: str) -> int:
+        """Return the user's link epoch (0 until a link was first revoked)."""
+        ...
+
+    async def next_epoch(self, platform: str, user_id: str) -> int:
+        """Raise the user's link epoch by one and return it: every earlier link stops working."""
+        ...
+
+
+@runtime_checkable
+class GalleryLinks(Protocol):
+    """The web gallery's personal links, as the chats ask for them (implemented in `adapters/gallery/`)."""
+
+    @property
+    def lifetime_days(self) -> float:
+        """Return how many days a new link works."""
+        ...
+
+    async def link(self, platform: str, user_id: str) -> str:
+        """Return a new link to the user's own gallery."""
+        ...
+
+    async def revoke(self, platform: str, user_id: str) -> None:
+        """Make every link given to the user so far stop working."""
+        ...
+
+    async def forget(self, platform: str, user_id: str) -> None:
+        """Revoke the user's links and delete what the gallery keeps of theirs (thumbnails)."""
         ...
 
 

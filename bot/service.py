@@ -19,11 +19,11 @@ from bot import options, rules
 from bot.actions import format_ref, parse_image_ref
 from bot.admin import ServerAdmin
 from bot.catalog import Catalog
-from bot.errors import InvalidOption, NotAllowed, NotFound, shown
+from bot.errors import GalleryOff, InvalidOption, NotAllowed, NotFound, shown
 from bot.history import Action, Generation, NewGeneration, StoredImage
 from bot.images import InputImage, check_image
 from bot.jobs import Job, Requester
-from bot.ports import Backend, Stores
+from bot.ports import Backend, GalleryLinks, Stores
 from bot.request import SIDE, GenerationRequest
 from bot.runner import JobRunner
 
@@ -110,6 +110,7 @@ class ImageService:
         max_input_bytes, max_input_pixels: the largest image a user may give, in bytes and in pixels.
         clock: the wall clock (tests pass a fixed one).
         seeds: where new seeds come from (tests pass a fixed sequence).
+        gallery: the web gallery's links, when the operator turned it on (`adapters.gallery`).
     """
 
     def __init__(
@@ -131,8 +132,10 @@ class ImageService:
         max_input_pixels: int = 4096 * 4096,
         seeds: Callable[[], int] = random_seed,
         clock: Callable[[], float] = time.time,
+        gallery: GalleryLinks | None = None,
     ) -> None:
         self.catalog = catalog
+        self.gallery = gallery
         self.limits = limits
         self._generations = stores.generations
         self._settings = stores.settings
@@ -459,6 +462,9 @@ class ImageService:
             await self.cancel(who, job.id)
         deleted = await self._delete_finished(platform=who.platform, user_id=who.user_id)
         await self._settings.put(who.platform, who.user_id, {})
+        if self.gallery is not None:
+            # Its links die with the history they showed, and its thumbnails with the images.
+            await self.gallery.forget(who.platform, who.user_id)
         await self.admin.audit(who, "forget", detail=f"{deleted} generations")
         log.info("forgot %d generations of %s:%s", deleted, who.platform, who.user_id)
         return deleted
@@ -491,6 +497,18 @@ class ImageService:
     async def by_message(self, platform: str, ref: str) -> Generation | None:
         """Return the generation a chat message shows, or None."""
         return await self._generations.by_message_ref(platform, ref)
+
+    async def gallery_link(self, who: Requester) -> str:
+        """Return a new personal link to the user's web gallery."""
+        if self.gallery is None:
+            raise GalleryOff()
+        return await self.gallery.link(who.platform, who.user_id)
+
+    async def revoke_gallery(self, who: Requester) -> None:
+        """Make every gallery link the user was given stop working."""
+        if self.gallery is None:
+            raise GalleryOff()
+        await self.gallery.revoke(who.platform, who.user_id)
 
     # -- reading ------------------------------------------------------------------------------------
 

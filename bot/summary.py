@@ -151,6 +151,17 @@ def history_line(generation: Generation) -> str:
     )
 
 
+def gallery_line(link: str, days: float, revoke: str) -> str:
+    """Return the private answer to ``gallery``: the link, how long it works, and how to kill it."""
+    return (
+        f"Your gallery, for {days:g} days: {link}\n"
+        f"Anyone with this link sees your images, so keep it to yourself; `{revoke}` makes every link stop working."
+    )
+
+
+GALLERY_REVOKED = "Every gallery link you were given has stopped working; ask for a new one whenever you like."
+
+
 FORGET_WARNING = "This deletes all your images, their seeds and history, and your settings, for good"
 
 

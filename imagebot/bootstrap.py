@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bot.catalog import Catalog, load_catalog
-from bot.config import CoreSettings, QueueSettings
+from bot.config import CoreSettings, GallerySettings, QueueSettings
 from bot.errors import BotError
 from bot.options import Limits
 from bot.plugins import ConfigurationError
-from bot.ports import Backend, ConcurrentBackend, GenerationStore, PolicyStore, SettingsStore, Stores
+from bot.ports import Backend, ConcurrentBackend, GalleryLinks, GenerationStore, PolicyStore, SettingsStore, Stores
 from bot.service import ImageService
 from imagebot.plugins import backend_plugin
-from storage import ImageFiles, SqliteDatabase
+from storage import ImageFiles, SqliteDatabase, SqliteGallery
 
-__all__ = ["App", "bootstrap", "cuda_present", "freeze_startup_heap", "pick_default_model", "stores_of"]
+if TYPE_CHECKING:
+    from adapters.gallery import Links
+
+__all__ = ["App", "Gallery", "bootstrap", "cuda_present", "freeze_startup_heap", "pick_default_model", "stores_of"]
 
 TINY_NOTICE = (
     "No CUDA GPU and no IMAGEBOT_DEFAULT_MODEL set: using the tiny offline model "
@@ -57,6 +61,56 @@ def stores_of(database: Database, data_dir: Path) -> Stores:
 
 
 @dataclass
+class Gallery:
+    """The web gallery's parts: its read model on its own connection, its links, and where it listens."""
+
+    store: SqliteGallery
+    links: Links
+    settings: GallerySettings
+    prefix: str
+
+    @contextlib.asynccontextmanager
+    async def serving(self, service: ImageService) -> AsyncIterator[None]:
+        """Serve the gallery's pages on its port until the block ends."""
+        from adapters.gallery import create_app, serving
+
+        app = create_app(
+            service=service,
+            store=self.store,
+            links=self.links,
+            prefix=self.prefix,
+            rate_limit=self.settings.rate_limit,
+        )
+        assert self.settings.port is not None
+        async with serving(app, self.settings.host, self.settings.port):
+            yield
+
+
+async def open_gallery(settings: GallerySettings, data_dir: Path) -> Gallery:
+    """Open the gallery's connection to the bot's file and make its link signer (aiohttp loaded only now)."""
+    try:
+        from adapters.gallery import Links, secret_key
+    except ImportError as error:
+        raise ConfigurationError(
+            f"IMAGEBOT_GALLERY_PORT is set, but the gallery's packages are missing ({error.name});"
+            " install the gallery extra: pip install 'imagebot[gallery]'"
+        ) from error
+    base_url = (settings.base_url or f"http://{settings.host}:{settings.port}").rstrip("/")
+    # The base URL's path is where the pages are served, so a proxy passes paths through unchanged.
+    prefix = "/" + base_url.split("://", 1)[-1].partition("/")[2].strip("/")
+    secret = settings.secret.get_secret_value() if settings.secret else None
+    store = await SqliteGallery.open(data_dir / "imagebot.sqlite3")
+    links = Links(
+        secret=secret_key(data_dir, secret),
+        store=store,
+        base_url=base_url,
+        data_dir=data_dir,
+        lifetime_days=settings.token_days,
+    )
+    return Gallery(store, links, settings, prefix.rstrip("/"))
+
+
+@dataclass
 class App:
     """Everything an entry point holds while the bot runs."""
 
@@ -66,13 +120,16 @@ class App:
     catalog: Catalog
     data_dir: Path
     pinned: dict[str, Backend] = field(default_factory=dict)
+    gallery: Gallery | None = None
 
     async def aclose(self) -> None:
-        """Stop the queue, the backends and the database, in that order."""
+        """Stop the queue, the backends and the databases, in that order."""
         await self.service.aclose()
         for backend in (self.backend, *self.pinned.values()):
             await backend.aclose()
         await self.database.close()
+        if self.gallery is not None:
+            await self.gallery.store.close()
 
 
 def cuda_present() -> bool:
@@ -96,6 +153,7 @@ async def bootstrap(
     *,
     backend: Backend | None = None,
     database: Database | None = None,
+    gallery: GallerySettings | None = None,
     announce: Callable[[str], None] = print,
 ) -> App:
     """Build the service from settings; tests pass their own backend or history store.
@@ -105,6 +163,7 @@ async def bootstrap(
         queue: queue limits; likewise.
         backend: use this backend instead of the configured one.
         database: use these stores instead of the SQLite file in the data directory.
+        gallery: the web gallery's settings; it is opened when they name a port.
         announce: where notices for the operator go (the tiny-model notice).
     """
     core = core or CoreSettings()
@@ -126,6 +185,8 @@ async def bootstrap(
             announce(f"Catalog models on the {name} backend are unavailable: {error}")
     database = database or await SqliteDatabase.open(core.data_dir / "imagebot.sqlite3")
     stores = stores_of(database, core.data_dir)
+    web = await open_gallery(gallery, core.data_dir) if gallery is not None and gallery.port is not None else None
+    links: GalleryLinks | None = web.links if web is not None else None
     service = ImageService(
         backend=backend,
         backends=pinned,
@@ -142,9 +203,10 @@ async def bootstrap(
         retention_days=core.retention_days,
         max_input_bytes=core.max_input_bytes,
         max_input_pixels=core.max_input_pixels,
+        gallery=links,
     )
     await service.start()
-    return App(service, backend, database, catalog, core.data_dir, pinned)
+    return App(service, backend, database, catalog, core.data_dir, pinned, web)
 
 
 def freeze_startup_heap() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import logging
 import os
@@ -27,7 +28,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from adapters.console import ConsoleChat
-from bot.config import CoreSettings, ModelsLabSettings, RunwareSettings, env_example, settings_problem
+from bot.config import CoreSettings, GallerySettings, ModelsLabSettings, RunwareSettings, env_example, settings_problem
 from bot.jobs import Requester
 from bot.logs import setup_logging
 from bot.options import flags_help
@@ -110,7 +111,8 @@ async def _main(command: str, text: str) -> int:
         print(backends_text(core))
         return 0
     try:
-        app: App = await bootstrap(core, announce=lambda notice: print(notice, file=sys.stderr))
+        gallery = GallerySettings() if command in ("run", "chat") else None
+        app: App = await bootstrap(core, gallery=gallery, announce=lambda notice: print(notice, file=sys.stderr))
     except ConfigurationError as error:
         print(f"imagebot: {error}", file=sys.stderr)
         return 2
@@ -125,24 +127,34 @@ async def _main(command: str, text: str) -> int:
     if main_task is not None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     try:
-        chats = _chats(app) if command == "run" else []
-        if chats:
-            freeze_startup_heap()
-            # Each runs until stopped; one failing (a bad token) stops the others.
-            async with asyncio.TaskGroup() as group:
-                for chat_run in chats:
-                    group.create_task(chat_run)
-        elif command in ("chat", "run"):
-            if command == "run":
-                print(NO_CHATS, file=sys.stderr)
-            await chat.run(sys.stdin)
-        else:
-            word = "imagine" if command == "generate" else command
-            return 0 if await chat.handle(f"{word} {text}") else 1
+        async with contextlib.AsyncExitStack() as serving:
+            if app.gallery is not None:
+                await serving.enter_async_context(app.gallery.serving(app.service))
+                log.info("gallery on %s", app.gallery.links.base_url)
+            return await _serve(app, command, text, chat)
     except asyncio.CancelledError:
         log.info("stopping")
     finally:
         await app.aclose()
+    return 0
+
+
+async def _serve(app: App, command: str, text: str, chat: ConsoleChat) -> int:
+    """Run the chats (or the console, or one command) until they end or are cancelled."""
+    chats = _chats(app) if command == "run" else []
+    if chats:
+        freeze_startup_heap()
+        # Each runs until stopped; one failing (a bad token) stops the others.
+        async with asyncio.TaskGroup() as group:
+            for chat_run in chats:
+                group.create_task(chat_run)
+    elif command in ("chat", "run"):
+        if command == "run":
+            print(NO_CHATS, file=sys.stderr)
+        await chat.run(sys.stdin)
+    else:
+        word = "imagine" if command == "generate" else command
+        return 0 if await chat.handle(f"{word} {text}") else 1
     return 0
 
 

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 
 from storage._database import Clock, Database
 from storage.files import ImageFiles
+from storage.gallery import SqliteGallery
 from storage.generations import SqliteGenerations
 from storage.policies import SqlitePolicies
 from storage.settings import SqliteSettings
 
-__all__ = ["ImageFiles", "SqliteDatabase", "SqliteGenerations", "SqlitePolicies", "SqliteSettings"]
+__all__ = ["ImageFiles", "SqliteDatabase", "SqliteGallery", "SqliteGenerations", "SqlitePolicies", "SqliteSettings"]
 
 
 @dataclass(frozen=True, slots=True)

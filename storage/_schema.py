@@ -187,6 +187,31 @@ MIGRATIONS: list[str] = [
     CREATE INDEX generations_mask_image ON generations (json_extract(request, '$.mask_image'))
         WHERE json_extract(request, '$.mask_image') IS NOT NULL;
     """,
+    # 8: the web gallery. Prompt words searchable with FTS5: a table of its own, keyed by the
+    # generation's id, kept in step by triggers and filled from the rows already there. (A future
+    # rebuild of generations, as in 6, drops these triggers with the table: recreate them.)
+    # And each user's link epoch: a gallery link carries the epoch it was made in, and
+    # `/gallery revoke` or `/forget` raises it, so every earlier link dies; forget keeps the row.
+    """
+    CREATE VIRTUAL TABLE generation_prompts USING fts5 (prompt, tokenize = 'unicode61 remove_diacritics 2');
+    INSERT INTO generation_prompts (rowid, prompt) SELECT id, json_extract(request, '$.prompt') FROM generations;
+    CREATE TRIGGER generation_prompts_insert AFTER INSERT ON generations BEGIN
+        INSERT INTO generation_prompts (rowid, prompt) VALUES (new.id, json_extract(new.request, '$.prompt'));
+    END;
+    CREATE TRIGGER generation_prompts_delete AFTER DELETE ON generations BEGIN
+        DELETE FROM generation_prompts WHERE rowid = old.id;
+    END;
+    CREATE TRIGGER generation_prompts_update AFTER UPDATE OF request ON generations BEGIN
+        UPDATE generation_prompts SET prompt = json_extract(new.request, '$.prompt') WHERE rowid = new.id;
+    END;
+
+    CREATE TABLE gallery_epochs (
+        platform TEXT NOT NULL,
+        user_id  TEXT NOT NULL,
+        epoch    INTEGER NOT NULL CHECK (epoch >= 0),
+        PRIMARY KEY (platform, user_id)
+    ) STRICT, WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -16,7 +16,7 @@ from bot.history import Generation, NewGeneration, Status, StoredImage
 from bot.request import GenerationRequest
 from storage._database import Database, check_limit
 
-__all__ = ["SqliteGenerations"]
+__all__ = ["SqliteGenerations", "select_generations"]
 
 _STATUSES: frozenset[str] = frozenset(get_args(Status))
 _INT64_MAX = 2**63 - 1
@@ -288,24 +288,31 @@ class SqliteGenerations:
     async def _many(
         self, where: str, parameters: tuple[Any, ...], *, limit: int | None = None, newest_first: bool = True
     ) -> list[Generation]:
-        """Fetch the generations matching `where` with their images, in one statement.
+        return await select_generations(self._db, where, parameters, limit=limit, newest_first=newest_first)
 
-        One statement is one hop to the connection's thread and one consistent
-        snapshot, without a BEGIN/COMMIT pair around two queries. The LIMIT sits
-        in the subquery, so it counts generations, not image rows.
-        """
-        order = "DESC" if newest_first else "ASC"
-        limit_sql = "" if limit is None else " LIMIT ?"
-        sql = (
-            f"SELECT g.*, {_IMAGE_COLUMNS}"
-            f" FROM (SELECT {_COLUMNS} FROM generations WHERE {where} ORDER BY id {order}{limit_sql}) AS g"
-            f" LEFT JOIN images AS i ON i.generation_id = g.id ORDER BY g.id {order}, i.idx"
-        )
-        if limit is not None:
-            parameters = (*parameters, limit)
-        async with self._db.lock:
-            rows = await self._db.conn.execute_fetchall(sql, parameters)
-        return _generations(rows)
+
+async def select_generations(
+    db: Database, where: str, parameters: tuple[Any, ...], *, limit: int | None = None, newest_first: bool = True
+) -> list[Generation]:
+    """Fetch the generations matching `where` with their images, in one statement.
+
+    One statement is one hop to the connection's thread and one consistent
+    snapshot, without a BEGIN/COMMIT pair around two queries. The LIMIT sits
+    in the subquery, so it counts generations, not image rows. The gallery's
+    read model (`storage.gallery`) shares it, so both build the same values.
+    """
+    order = "DESC" if newest_first else "ASC"
+    limit_sql = "" if limit is None else " LIMIT ?"
+    sql = (
+        f"SELECT g.*, {_IMAGE_COLUMNS}"
+        f" FROM (SELECT {_COLUMNS} FROM generations WHERE {where} ORDER BY id {order}{limit_sql}) AS g"
+        f" LEFT JOIN images AS i ON i.generation_id = g.id ORDER BY g.id {order}, i.idx"
+    )
+    if limit is not None:
+        parameters = (*parameters, limit)
+    async with db.lock:
+        rows = await db.conn.execute_fetchall(sql, parameters)
+    return _generations(rows)
 
 
 def _generations(rows: Iterable[Sequence[Any]]) -> list[Generation]:

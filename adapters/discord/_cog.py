@@ -415,6 +415,17 @@ class ImagesCog(commands.Cog, name="Images"):
 
         await self._reply(interaction, run())
 
+    @app_commands.command(name="gallery", description="A private link to all your images on the web.")
+    @app_commands.describe(revoke="true to make every link you were given stop working")
+    async def gallery(self, interaction: discord.Interaction, revoke: bool = False) -> None:
+        """Answer privately with a personal gallery link, or revoke every earlier one."""
+
+        async def run() -> str:
+            reply = await self.flow.gallery(requester(interaction), revoke=revoke, revoke_hint="/gallery revoke:True")
+            return reply.text
+
+        await self._reply(interaction, run())
+
     @app_commands.command(
         name="imagine-admin", description="This server's image rules (managers only; no options: show)."
     )

@@ -63,6 +63,7 @@ HELP = """\
 */imagine cancel* `[#id]` · */imagine queue* · */imagine history* `[count]`
 */imagine settings* `[steps=30 refiner_percent=85 private=true …]` — your defaults (`key=none` removes one)
 */imagine forget* — delete all your images, seeds and settings (asks first)
+*/imagine gallery* `[revoke]` — a private link to your images on the web (`revoke`: every earlier link stops working)
 */imagine admin* `[audit | ban <word> | unban <n> | models <a,b|all> | max_steps <n> | max_count <n> \
 | member_quota <n> | open_reroll on|off]` — the workspace's rules (admins)
 Under an image: the buttons, or react :arrows_counterclockwise: to reroll, :sparkles: to refine, \

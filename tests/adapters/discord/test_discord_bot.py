@@ -54,6 +54,7 @@ async def test_commands_are_synced_with_their_options(running):
         "imagine-admin",
         "forget",
         "Imagine from this image",  # a message context menu
+        "gallery",
     }
     options = {option["name"]: option for option in commands["imagine"]["options"]}
     assert list(options)[:2] == ["prompt", "negative"]
@@ -354,6 +355,14 @@ async def test_forget_asks_first_then_removes_rows_and_files(running):
     done = await fake.slash("forget", {"confirm": True})
     assert (await done.response())["data"]["content"] == "Forgotten: 1 generation, their images, and your settings."
     assert not path.exists() and await running.service.history(running.who(fake.alice)) == []
+
+
+async def test_gallery_says_privately_when_the_operator_has_not_turned_it_on(running):
+    """/gallery on a bot without IMAGEBOT_GALLERY_PORT: one private sentence naming the setting."""
+    fake = running.fake
+    asked = await fake.slash("gallery", {})
+    answer = await asked.response()
+    assert "IMAGEBOT_GALLERY_PORT" in answer["data"]["content"] and answer["data"]["flags"] & 64
 
 
 async def test_a_flagged_image_is_posted_as_a_spoiler_and_kept_out_of_the_embed(running):

@@ -1,0 +1,193 @@
+"""Personal gallery links: signed, expiring tokens bound to one (platform, user), and the thumbnails kept for them.
+
+A token is ``[platform, user_id, epoch]`` signed with a timestamp (itsdangerous). It is
+good while it is younger than the lifetime and its epoch is still the user's epoch in the
+store: `/gallery revoke` and `/forget` raise the epoch, so every earlier link dies at once
+without a list of tokens to keep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import io
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
+from PIL import Image
+
+from bot.ports import GalleryStore
+
+__all__ = ["BadLink", "ExpiredLink", "Links", "Owner", "secret_key"]
+
+THUMBNAIL_SIDE = 384
+_SALT = "imagebot-gallery-link"
+# A token minted a little in the future (another host's clock) still passes; more is forged or broken.
+_CLOCK_SKEW = 60.0
+
+
+class BadLink(Exception):
+    """The token is not one of ours: forged, cut short or tampered with."""
+
+
+class ExpiredLink(Exception):
+    """The token was ours, but it is too old or its user revoked it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Whose gallery a token opens."""
+
+    platform: str
+    user_id: str
+
+
+def secret_key(data_dir: Path, configured: str | None) -> bytes:
+    """Return the key that signs links: the configured one, else one made once and kept under the data directory.
+
+    Kept, so links survive a restart; readable by the bot's user only.
+    """
+    if configured:
+        return configured.encode()
+    path = data_dir / "gallery" / "secret"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(descriptor, "w") as file:
+        file.write(secrets.token_hex(32))
+    return path.read_bytes().strip()
+
+
+class Links:
+    """Makes and checks gallery links (a `bot.ports.GalleryLinks`), and keeps each user's thumbnails.
+
+    Args:
+        secret: the signing key.
+        store: the gallery's read model, which holds each user's link epoch.
+        base_url: where the gallery is reached, without a trailing slash.
+        data_dir: thumbnails go under ``gallery/thumbs`` in it.
+        lifetime_days: how long a link works.
+        clock: the wall clock (tests move it to expire links).
+    """
+
+    def __init__(
+        self,
+        *,
+        secret: bytes,
+        store: GalleryStore,
+        base_url: str,
+        data_dir: Path,
+        lifetime_days: float = 7.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._secret = secret
+        self._store = store
+        self.base_url = base_url.rstrip("/")
+        self._thumbs = data_dir / "gallery" / "thumbs"
+        self._lifetime_days = lifetime_days
+        self._clock = clock
+
+        class _Signer(TimestampSigner):
+            def get_timestamp(self) -> int:
+                return int(clock())
+
+        self._serializer = URLSafeTimedSerializer(secret, salt=_SALT, signer=_Signer)
+
+    @property
+    def lifetime_days(self) -> float:
+        """Return how many days a new link works."""
+        return self._lifetime_days
+
+    async def link(self, platform: str, user_id: str) -> str:
+        """Return a new link to the user's gallery."""
+        epoch = await self._store.epoch(platform, user_id)
+        return f"{self.base_url}/g/{self._serializer.dumps([platform, user_id, epoch])}/"
+
+    async def revoke(self, platform: str, user_id: str) -> None:
+        """Make every link given to the user so far stop working."""
+        await self._store.next_epoch(platform, user_id)
+
+    async def forget(self, platform: str, user_id: str) -> None:
+        """Revoke the user's links and delete their thumbnails."""
+        await self.revoke(platform, user_id)
+        await asyncio.to_thread(shutil.rmtree, self._folder(Owner(platform, user_id)), ignore_errors=True)
+
+    async def owner(self, token: str) -> Owner:
+        """Return whose gallery a token opens.
+
+        Raises:
+            BadLink: the token is not one of ours.
+            ExpiredLink: it is too old, or the user revoked it.
+        """
+        try:
+            payload, signed_at = self._serializer.loads(token, return_timestamp=True)
+        except BadSignature:
+            raise BadLink() from None
+        if not (
+            isinstance(payload, list)
+            and len(payload) == 3
+            and all(isinstance(part, str) for part in payload[:2])
+            and isinstance(payload[2], int)
+        ):
+            raise BadLink()
+        platform, user_id, epoch = payload
+        age = self._clock() - signed_at.timestamp()
+        if age < -_CLOCK_SKEW:
+            raise BadLink()
+        if age > self._lifetime_days * 86400 or epoch != await self._store.epoch(platform, user_id):
+            raise ExpiredLink()
+        return Owner(platform, user_id)
+
+    def csrf(self, token: str) -> str:
+        """Return the value a form posted with this token must carry.
+
+        Derived from the token with the key, so it needs no storage and a page of one link
+        cannot post for another.
+        """
+        return hmac.new(self._secret, b"csrf:" + token.encode(), hashlib.sha256).hexdigest()[:32]
+
+    async def thumbnail(
+        self, owner: Owner, generation_id: int, index: int, read: Callable[[], Awaitable[bytes]]
+    ) -> bytes:
+        """Return a small WebP of one image, made the first time and kept under the data directory.
+
+        `read` reads the stored PNG; it is only called when no thumbnail is kept.
+        """
+        path = self._folder(owner) / f"{generation_id}-{index}.webp"
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            pass
+        data = await asyncio.to_thread(_webp, await read())
+        await asyncio.to_thread(_write_atomically, path, data)
+        return data
+
+    def _folder(self, owner: Owner) -> Path:
+        # Hashed: ids from chats become file names only through a digest.
+        digest = hashlib.sha256(f"{owner.platform}\0{owner.user_id}".encode()).hexdigest()[:32]
+        return self._thumbs / digest
+
+
+def _webp(png: bytes) -> bytes:
+    with Image.open(io.BytesIO(png)) as image:
+        image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="WEBP", quality=80)
+    return buffer.getvalue()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write through a temporary file, so two requests for one thumbnail never read half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)

@@ -1,0 +1,438 @@
+"""The gallery's pages on aiohttp.web: a user's grid, one generation, its images, and the actions on it.
+
+Every page under ``/g/<token>/`` is its token's owner's: the token is checked (and rate
+limited) before any handler runs, every read goes through the owner-scoped read model,
+and an id that is not the owner's is a 404 like an id that does not exist. Actions call
+the same `ImageService` use cases as the chat buttons, so policy, quotas, owner rules and
+audit are the chat's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import jinja2
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
+
+from adapters.gallery._links import BadLink, ExpiredLink, Links, Owner
+from bot.actions import format_ref
+from bot.errors import BotError, NotAllowed, NotFound, QueueFull, QuotaReached, RateLimited
+from bot.gallery import PAGE_SIZE, GalleryQuery
+from bot.history import Generation
+from bot.jobs import Requester
+from bot.pngmeta import parameters_text
+from bot.ports import GalleryStore
+from bot.service import ImageService
+from bot.summary import result_fields
+
+__all__ = ["RedactedAccessLogger", "create_app"]
+
+log = logging.getLogger(__name__)
+
+_HERE = Path(__file__).parent
+_TOKEN = r"[A-Za-z0-9_\-\.]{20,400}"
+# 18 digits stay below SQLite's 2^63: a longer id is no id, and the router answers 404 itself.
+_ID = r"[0-9]{1,18}"
+_MAX_ID = 2**63 - 1
+_ACTIONS = ("reroll", "refine", "vary", "upscale", "delete")
+_MAX_SEARCH = 200
+
+# No inline script or style anywhere: the pages load one stylesheet and one script of our own.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self';"
+    " form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    # The token is in the path: no page may send it on in a Referer.
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+# The plain pages for what went wrong: a title and a sentence, never a traceback.
+_PROBLEMS: dict[int, tuple[str, str]] = {
+    400: ("Bad request", "That address or search could not be read."),
+    403: ("Not allowed", "That form was stale or not sent from this page; reload the page and try again."),
+    404: ("Not found", "There is nothing here."),
+    405: ("Not allowed", "That does not work this way."),
+    410: ("This link no longer works", "It has expired or was revoked. Ask the bot for a new one with /gallery."),
+    413: ("Too large", "That request was too large."),
+    429: ("Slow down", "Too many requests from this link; wait a minute and try again."),
+    500: ("Something went wrong", "It has been logged."),
+}
+
+
+def redact(path: str) -> str:
+    """Return a request path with its token cut out, for the logs."""
+    return re.sub(r"/g/[^/]+", "/g/…", path)
+
+
+class RedactedAccessLogger(AbstractAccessLogger):
+    """aiohttp's access log without tokens (they are in the path) or query strings (users' search words)."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        """Write one line: method, redacted path, status, seconds."""
+        self.logger.info("%s %s %d %.3fs", request.method, redact(request.path), response.status, time)
+
+
+# What the link check leaves on a request for the handlers.
+OWNER = web.RequestKey("owner", Owner)
+CSRF = web.RequestKey("csrf", str)
+ROOT = web.RequestKey("root", str)
+
+
+class _Limiter:
+    """A token bucket per link: `rate` requests a minute, in bursts of up to `rate`."""
+
+    def __init__(self, rate: int, clock: Callable[[], float]) -> None:
+        self._rate = rate
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, key: str) -> bool:
+        now = self._clock()
+        if len(self._buckets) > 10_000:
+            # Forget links idle for a minute or more: their buckets are full again anyway.
+            self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 60}
+        tokens, at = self._buckets.get(key, (float(self._rate), now))
+        tokens = min(float(self._rate), tokens + (now - at) * self._rate / 60)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            return False
+        self._buckets[key] = (tokens - 1, now)
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Card:
+    """What a page shows of one generation."""
+
+    id: int
+    ref: str
+    prompt: str
+    status: str
+    kind: str
+    fields: list[tuple[str, str]]
+    images: list[int]
+    parent_id: int | None
+    created: str
+    flagged: bool
+    finished: bool
+    error: str | None
+
+
+def _kind(generation: Generation) -> str:
+    """Return what made it: the action, and image-to-image, inpaint or outpaint when the request says so."""
+    request = generation.request
+    kind = generation.action
+    if request.outpaint is not None:
+        return f"{kind} · outpaint"
+    if request.mask_image is not None:
+        return f"{kind} · inpaint"
+    if request.init_image is not None and kind not in ("vary", "upscale"):
+        return f"{kind} · image-to-image"
+    return kind
+
+
+def _when(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _card(generation: Generation) -> _Card:
+    return _Card(
+        id=generation.id,
+        ref=format_ref(generation.id),
+        prompt=generation.request.prompt,
+        status=generation.status,
+        kind=_kind(generation),
+        fields=result_fields(generation),
+        images=[image.index for image in generation.images],
+        parent_id=generation.parent_id,
+        created=_when(generation.created_at),
+        flagged=any(image.nsfw for image in generation.images),
+        finished=generation.status in ("done", "failed", "cancelled"),
+        error=generation.error,
+    )
+
+
+def _bad_request() -> web.HTTPBadRequest:
+    return web.HTTPBadRequest()
+
+
+def _cursor(text: str | None) -> int | None:
+    """Read a page cursor (the last id shown); anything but a whole number in SQLite's range is a bad request."""
+    if text is None or text == "":
+        return None
+    if not re.fullmatch(r"[0-9]{1,19}", text) or not 0 < int(text) <= _MAX_ID:
+        raise _bad_request()
+    return int(text)
+
+
+def _day(text: str | None) -> float | None:
+    """Read a YYYY-MM-DD date as the start of that UTC day; anything else is a bad request."""
+    if not text:
+        return None
+    try:
+        day = dt.date.fromisoformat(text) if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text) else None
+    except ValueError:
+        day = None
+    if day is None:
+        raise _bad_request()
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
+
+
+class _Pages:
+    def __init__(
+        self, service: ImageService, store: GalleryStore, links: Links, prefix: str, templates: jinja2.Environment
+    ) -> None:
+        self._service = service
+        self._store = store
+        self._links = links
+        self._prefix = prefix
+        self._templates = templates
+
+    def render(self, name: str, status: int = 200, **context: Any) -> web.Response:
+        html = self._templates.get_template(name).render(static=f"{self._prefix}/static", **context)
+        return web.Response(text=html, status=status, content_type="text/html")
+
+    def problem(self, status: int, sentence: str | None = None) -> web.Response:
+        title, default = _PROBLEMS.get(status, _PROBLEMS[400 if status < 500 else 500])
+        return self.render("problem.html", status, title=title, sentence=sentence or default)
+
+    # -- pages ------------------------------------------------------------------------------------
+
+    async def home(self, request: web.Request) -> web.Response:
+        return self.render("problem.html", title="imagebot gallery", sentence="Ask the bot for your link: /gallery.")
+
+    async def grid(self, request: web.Request) -> web.Response:
+        owner = request[OWNER]
+        query = request.query
+        words = query.get("q", "")
+        model = query.get("model", "") or None
+        sort = query.get("sort", "new")
+        if len(words) > _MAX_SEARCH or (model is not None and len(model) > 100) or sort not in ("new", "old"):
+            raise _bad_request()
+        since, until = _day(query.get("from")), _day(query.get("to"))
+        page = GalleryQuery(
+            words=words,
+            model=model,
+            since=since,
+            until=None if until is None else until + 86400,  # "to" takes that whole day
+            oldest_first=sort == "old",
+            after=_cursor(query.get("after")),
+            limit=PAGE_SIZE + 1,  # one more tells whether there is a next page
+        )
+        generations = await self._store.page(owner.platform, owner.user_id, page)
+        shown = generations[:PAGE_SIZE]
+        kept = {key: value for key, value in query.items() if key != "after" and value}
+        more = None
+        if len(generations) > PAGE_SIZE:
+            more = "?" + urlencode({**kept, "after": str(shown[-1].id)})
+        return self.render(
+            "grid.html",
+            root=request[ROOT],
+            cards=[_card(generation) for generation in shown],
+            models=await self._store.models(owner.platform, owner.user_id),
+            search={"q": words, "model": model or "", "from": query.get("from", ""), "to": query.get("to", "")},
+            sort=sort,
+            more=more,
+            first="?" + urlencode(kept) if page.after is not None else None,
+            csrf=request[CSRF],
+        )
+
+    async def detail(self, request: web.Request) -> web.Response:
+        generation = await self._own(request)
+        owner = request[OWNER]
+        children = await self._store.children(owner.platform, owner.user_id, generation.id)
+        return self.render(
+            "detail.html",
+            root=request[ROOT],
+            card=_card(generation),
+            negative=generation.request.negative_prompt,
+            parameters=parameters_text(generation.request, generation.seed),
+            warnings=generation.warnings,
+            children=[_card(child) for child in children],
+            csrf=request[CSRF],
+        )
+
+    async def status(self, request: web.Request) -> web.Response:
+        generation = await self._own(request)
+        final = generation.status in ("done", "failed", "cancelled")
+        return web.json_response({"id": generation.id, "status": generation.status, "final": final})
+
+    async def thumbnail(self, request: web.Request) -> web.Response:
+        generation = await self._own(request)
+        image = self._image(generation, request)
+        data = await self._links.thumbnail(
+            request[OWNER], generation.id, image.index, lambda: self._service.read_image(image.path)
+        )
+        return web.Response(body=data, content_type="image/webp", headers={"Cache-Control": "private, max-age=86400"})
+
+    async def image(self, request: web.Request) -> web.Response:
+        """Serve the stored PNG's bytes as they are, so its parameters text chunk comes along."""
+        generation = await self._own(request)
+        image = self._image(generation, request)
+        try:
+            data = await self._service.read_image(image.path)
+        except FileNotFoundError:
+            raise web.HTTPNotFound() from None
+        headers = {"Cache-Control": "private, max-age=86400"}
+        if request.query.get("download"):
+            headers["Content-Disposition"] = f'attachment; filename="imagebot-{generation.id}-{image.index}.png"'
+        return web.Response(body=data, content_type="image/png", headers=headers)
+
+    async def act(self, request: web.Request) -> web.Response:
+        """Run a card's action as the chat button would, then show where its result will appear."""
+        form = await request.post()
+        sent = form.get("csrf")
+        if not isinstance(sent, str) or not hmac.compare_digest(sent, request[CSRF]):
+            return self.problem(403)
+        generation = await self._own(request)
+        # Acting as the author where the image was made: that server's rules and quota apply.
+        who = Requester(
+            generation.platform,
+            generation.user_id,
+            workspace=generation.workspace,
+            channel=generation.channel,
+            direct=generation.workspace is None,
+        )
+        action = request.match_info["action"]
+        root = request[ROOT]
+        try:
+            if action == "delete":
+                await self._service.delete(who, generation.id)
+                raise web.HTTPSeeOther(f"{root}/")
+            job = await self._run(action, who, generation.id, form)
+        except (NotFound, NotAllowed):
+            return self.problem(404)
+        except (QueueFull, RateLimited, QuotaReached) as error:
+            return self.problem(429, str(error))
+        except BotError as error:
+            return self.problem(400, str(error))
+        raise web.HTTPSeeOther(f"{root}/i/{job.id}")
+
+    async def _run(self, action: str, who: Requester, generation_id: int, form: Mapping[str, Any]) -> Any:
+        if action == "reroll":
+            return await self._service.reroll(who, generation_id)
+        if action == "refine":
+            percent = str(form.get("percent", ""))
+            if not re.fullmatch(r"[0-9]{1,2}", percent) or not 1 <= int(percent) <= 99:
+                raise _bad_request()
+            return await self._service.refine(who, generation_id, int(percent))
+        if action == "vary":
+            kind = form.get("kind")
+            if kind not in ("subtle", "strong"):
+                raise _bad_request()
+            return await self._service.vary(who, generation_id, "strong" if kind == "strong" else "subtle")
+        factor = form.get("factor", "2")
+        if factor not in ("2", "4"):
+            raise _bad_request()
+        return await self._service.upscale(who, generation_id, 4 if factor == "4" else 2)
+
+    async def _own(self, request: web.Request) -> Generation:
+        """Return the generation the path names if it is the token's owner's; a 404 otherwise, whoever's it is."""
+        owner = request[OWNER]
+        generation = await self._store.get(owner.platform, owner.user_id, int(request.match_info["id"]))
+        if generation is None:
+            raise web.HTTPNotFound()
+        return generation
+
+    @staticmethod
+    def _image(generation: Generation, request: web.Request) -> Any:
+        index = int(request.match_info["index"])
+        for image in generation.images:
+            if image.index == index:
+                return image
+        raise web.HTTPNotFound()
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_app(
+    *,
+    service: ImageService,
+    store: GalleryStore,
+    links: Links,
+    prefix: str = "",
+    rate_limit: int = 120,
+    clock: Callable[[], float] = time.monotonic,
+) -> web.Application:
+    """Return the gallery's aiohttp application.
+
+    Args:
+        service: the image service the actions call.
+        store: the gallery's read model.
+        links: checks tokens, derives CSRF values, keeps thumbnails.
+        prefix: the path the gallery is served under (the base URL's path), without a trailing slash.
+        rate_limit: requests one link may make per minute.
+        clock: a monotonic clock for the rate limit.
+    """
+    templates = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(_HERE / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    pages = _Pages(service, store, links, prefix, templates)
+    limiter = _Limiter(rate_limit, clock)
+
+    @web.middleware
+    async def plain_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Turn every failure into a plain page: a status, a title and a sentence, never a traceback."""
+        try:
+            return await handler(request)
+        except web.HTTPException as error:
+            if error.status < 400:
+                raise
+            return pages.problem(error.status)
+        except Exception:
+            log.exception("gallery page %s %s failed", request.method, redact(request.path))
+            return pages.problem(500)
+
+    @web.middleware
+    async def owner_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Check the link of every page under /g/<token>/ before its handler runs."""
+        token = request.match_info.get("token")
+        if token is None:
+            return await handler(request)
+        if not limiter.allow(token):
+            return pages.problem(429)
+        try:
+            request[OWNER] = await links.owner(token)
+        except BadLink:
+            return pages.problem(404)
+        except ExpiredLink:
+            return pages.problem(410)
+        request[CSRF] = links.csrf(token)
+        request[ROOT] = f"{prefix}/g/{token}"
+        return await handler(request)
+
+    async def secure(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.update(SECURITY_HEADERS)
+        response.headers.setdefault("Cache-Control", "no-store")
+
+    app = web.Application(middlewares=[plain_errors, owner_only], client_max_size=64 * 1024)
+    app.on_response_prepare.append(secure)
+    base = f"{prefix}/g/{{token:{_TOKEN}}}"
+    app.router.add_get(f"{prefix}/", pages.home)
+    app.router.add_get(f"{base}/", pages.grid)
+    app.router.add_get(f"{base}/i/{{id:{_ID}}}", pages.detail)
+    app.router.add_get(f"{base}/i/{{id:{_ID}}}/status", pages.status)
+    app.router.add_post(f"{base}/i/{{id:{_ID}}}/{{action:{'|'.join(_ACTIONS)}}}", pages.act)
+    app.router.add_get(f"{base}/thumb/{{id:{_ID}}}-{{index:[0-9]{{1,2}}}}.webp", pages.thumbnail)
+    app.router.add_get(f"{base}/image/{{id:{_ID}}}-{{index:[0-9]{{1,2}}}}.png", pages.image)
+    app.router.add_static(f"{prefix}/static", _HERE / "static", append_version=False)
+    return app

@@ -1,0 +1,110 @@
+"""The web gallery's read model (`bot.ports.GalleryStore`) on its own connection to the bot's SQLite file.
+
+Its own connection: a gallery page never waits behind the chat path's lock, and in
+WAL mode its reads never block the chats' writes (nor the writes its reads).
+Every query is scoped to one (platform, user).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from bot.gallery import GalleryQuery, match_expression
+from bot.history import Generation
+from storage._database import Clock, Database, check_limit
+from storage.generations import select_generations
+
+__all__ = ["SqliteGallery"]
+
+_OWNER = "platform = ? AND user_id = ?"
+
+
+class SqliteGallery:
+    """A `bot.ports.GalleryStore` over the ``generations``, ``generation_prompts`` and ``gallery_epochs`` tables.
+
+    Open it with `SqliteGallery.open`; `close` it when done.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str], *, clock: Clock = time.time) -> SqliteGallery:
+        """Open a second connection to the bot's file (migrating it, as any connection may)."""
+        return cls(await Database.open(path, clock=clock))
+
+    async def close(self) -> None:
+        """Close the gallery's connection."""
+        await self._db.close()
+
+    async def page(self, platform: str, user_id: str, query: GalleryQuery) -> list[Generation]:
+        """Return one page of the user's generations with their images, in the query's order."""
+        check_limit(query.limit)
+        where = [_OWNER]
+        parameters: list[Any] = [platform, user_id]
+        if query.after is not None:
+            where.append("id > ?" if query.oldest_first else "id < ?")
+            parameters.append(query.after)
+        if query.model is not None:
+            where.append("model = ?")
+            parameters.append(query.model)
+        if query.since is not None:
+            where.append("created_at >= ?")
+            parameters.append(query.since)
+        if query.until is not None:
+            where.append("created_at < ?")
+            parameters.append(query.until)
+        expression = match_expression(query.words)
+        if expression is not None:
+            where.append("id IN (SELECT rowid FROM generation_prompts WHERE generation_prompts MATCH ?)")
+            parameters.append(expression)
+        return await select_generations(
+            self._db, " AND ".join(where), tuple(parameters), limit=query.limit, newest_first=not query.oldest_first
+        )
+
+    async def get(self, platform: str, user_id: str, generation_id: int) -> Generation | None:
+        """Return the user's own generation, or None (also when it is someone else's)."""
+        found = await select_generations(self._db, f"id = ? AND {_OWNER}", (generation_id, platform, user_id))
+        return found[0] if found else None
+
+    async def children(self, platform: str, user_id: str, generation_id: int) -> list[Generation]:
+        """Return the user's generations made from this one, oldest first (at most 50)."""
+        return await select_generations(
+            self._db,
+            f"parent_id = ? AND {_OWNER}",
+            (generation_id, platform, user_id),
+            limit=50,
+            newest_first=False,
+        )
+
+    async def models(self, platform: str, user_id: str) -> list[str]:
+        """Return the models the user's generations used, sorted."""
+        async with self._db.lock:
+            rows = await self._db.conn.execute_fetchall(
+                f"SELECT DISTINCT model FROM generations WHERE {_OWNER} ORDER BY model", (platform, user_id)
+            )
+        return [str(row[0]) for row in rows]
+
+    async def epoch(self, platform: str, user_id: str) -> int:
+        """Return the user's link epoch (0 until a link was first revoked)."""
+        async with self._db.lock:
+            rows = list(
+                await self._db.conn.execute_fetchall(
+                    f"SELECT epoch FROM gallery_epochs WHERE {_OWNER}", (platform, user_id)
+                )
+            )
+        return int(rows[0][0]) if rows else 0
+
+    async def next_epoch(self, platform: str, user_id: str) -> int:
+        """Raise the user's link epoch by one and return it."""
+        async with self._db.lock:
+            rows = list(
+                await self._db.conn.execute_fetchall(
+                    "INSERT INTO gallery_epochs (platform, user_id, epoch) VALUES (?, ?, 1)"
+                    " ON CONFLICT (platform, user_id) DO UPDATE SET epoch = epoch + 1 RETURNING epoch",
+                    (platform, user_id),
+                )
+            )
+        return int(rows[0][0])

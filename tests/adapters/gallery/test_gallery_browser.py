@@ -1,0 +1,232 @@
+"""The gallery end to end in a real headless browser: `imagebot run` with the tiny model on the local worker.
+
+Debian's chromium and chromium-driver (`make test` installs them), driven by Selenium
+pointed at the system driver, so nothing is downloaded at run time. The bot is the real
+CLI with the console chat on stdin: `/imagine`, then `gallery` gives the link the browser opens.
+
+Set IMAGEBOT_SCREENSHOTS=docs/ to save the grid and the detail view there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import queue
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from adapters.gallery import Links, secret_key
+from storage import SqliteGallery
+
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM = Path("/usr/bin/chromium")
+WAIT = 600  # a hang guard only: the tiny model's first image waits for the worker to start on a busy box
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (CHROMEDRIVER.exists() and CHROMIUM.exists()),
+        reason="needs Debian's chromium and chromium-driver (make test installs them as root)",
+    ),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Bot:
+    """`imagebot run` in a subprocess: the console chat on stdin, the gallery on a port."""
+
+    def __init__(self, data_dir: Path, tiny_data_dir: Path) -> None:
+        (data_dir / "models").mkdir(parents=True, exist_ok=True)
+        (data_dir / "models" / "tiny").symlink_to(tiny_data_dir / "models" / "tiny")
+        self.data_dir = data_dir
+        self.port = _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEBOT_")}
+        env.update(
+            IMAGEBOT_DATA_DIR=str(data_dir),
+            IMAGEBOT_GALLERY_PORT=str(self.port),
+            IMAGEBOT_LOG_LEVEL="WARNING",
+            HF_HUB_OFFLINE="1",
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "imagebot", "run"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line)
+
+    def say(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def expect(self, pattern: str) -> re.Match[str]:
+        """Return the first output line matching `pattern`, waiting for it."""
+        deadline = time.monotonic() + WAIT
+        seen = []
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=1)
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    break
+                continue
+            seen.append(line)
+            if found := re.search(pattern, line):
+                return found
+        raise AssertionError(f"no line matched {pattern!r}; the bot said:\n{''.join(seen)}")
+
+    def link_of(self, platform: str, user_id: str, *, days_ago: float = 0) -> str:
+        """Mint a link with the bot's own key, as /gallery on another platform (or days ago) would have."""
+
+        async def mint() -> str:
+            store = await SqliteGallery.open(self.data_dir / "imagebot.sqlite3")
+            try:
+                links = Links(
+                    secret=secret_key(self.data_dir, None),
+                    store=store,
+                    base_url=f"http://127.0.0.1:{self.port}",
+                    data_dir=self.data_dir,
+                    clock=lambda: time.time() - days_ago * 86400,
+                )
+                return await links.link(platform, user_id)
+            finally:
+                await store.close()
+
+        return asyncio.run(mint())
+
+    def stop(self) -> str:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        rest = []
+        while not self.lines.empty():
+            rest.append(self.lines.get())
+        return "".join(rest)
+
+
+@pytest.fixture
+def bot(tmp_path: Path, tiny_data_dir: Path) -> Iterator[Bot]:
+    running = Bot(tmp_path / "data", tiny_data_dir)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.implicitly_wait(0)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _screenshot(driver: object, name: str) -> None:
+    folder = os.environ.get("IMAGEBOT_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(Path(folder) / name))  # type: ignore[attr-defined]
+
+
+def _loaded_images(driver: object, css: str) -> int:
+    """Count the images matching `css` that the browser has actually decoded."""
+    script = "return [...document.querySelectorAll(arguments[0])].filter(i => i.complete && i.naturalWidth > 0).length"
+    return int(driver.execute_script(script, css))  # type: ignore[attr-defined]
+
+
+def test_a_user_opens_searches_and_rerolls_in_a_browser_and_others_cannot_see(bot: Bot, browser):
+    """The link shows the tiny model's image; search finds it; Reroll brings one more; Bob and old links see nothing."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, WAIT)
+    bot.say("/imagine a red fox in the snow --seed 7")
+    fox_id = int(bot.expect(r"#(\d+) done")[1])
+    bot.say("gallery")
+    link = bot.expect(r"(http://127\.0\.0\.1:\d+/g/\S+/)")[1]
+
+    # The grid: the image is there, decoded by the browser.
+    browser.get(link)
+    wait.until(lambda d: _loaded_images(d, ".card img") == 1)
+    assert "a red fox in the snow" in browser.find_element(By.CSS_SELECTOR, ".card .prompt").text
+
+    # Search by a prompt word, and by one that matches nothing.
+    search = browser.find_element(By.NAME, "q")
+    search.send_keys("snow")
+    search.submit()
+    wait.until(lambda d: "q=snow" in d.current_url)
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".card")) == 1
+    search = browser.find_element(By.NAME, "q")
+    search.clear()
+    search.send_keys("zebra")
+    search.submit()
+    wait.until(lambda d: "q=zebra" in d.current_url)
+    assert browser.find_elements(By.CSS_SELECTOR, ".card") == []
+    assert "No images match" in browser.find_element(By.CSS_SELECTOR, ".empty").text
+
+    # The detail view, then Reroll: a new page follows the new image until it arrives.
+    browser.get(link)
+    browser.find_element(By.CSS_SELECTOR, f"#g{fox_id} .meta a").click()
+    wait.until(lambda d: _loaded_images(d, "img.full") == 1)
+    assert "Seed" in browser.page_source and ">7<" in browser.page_source
+    browser.find_element(By.XPATH, "//button[contains(., 'Reroll')]").click()
+    wait.until(lambda d: re.search(r"/i/(\d+)$", d.current_url) and not d.current_url.endswith(f"/i/{fox_id}"))
+    reroll_id = int(re.search(r"/i/(\d+)$", browser.current_url)[1])  # type: ignore[index]
+    wait.until(lambda d: _loaded_images(d, "img.full") == 1)
+    assert f"#{fox_id}" in browser.find_element(By.CSS_SELECTOR, ".fields").text
+    assert "reroll" in browser.find_element(By.CSS_SELECTOR, "h1").text
+    _screenshot(browser, "gallery-detail.png")
+
+    # The grid now holds both, newest first.
+    browser.get(link)
+    wait.until(lambda d: _loaded_images(d, ".card img") == 2)
+    cards = browser.find_elements(By.CSS_SELECTOR, ".card")
+    assert [card.get_attribute("id") for card in cards] == [f"g{reroll_id}", f"g{fox_id}"]
+    _screenshot(browser, "gallery-grid.png")
+
+    # Another user's link sees none of it, and the id of it is not found.
+    other = bot.link_of("discord", "222")
+    browser.get(other)
+    assert "a red fox" not in browser.page_source and "No images yet" in browser.page_source
+    browser.get(f"{other}i/{fox_id}")
+    assert "Not found" in browser.find_element(By.TAG_NAME, "h1").text
+
+    # A link given eight days ago shows the expiry page.
+    browser.get(bot.link_of("console", getpass.getuser(), days_ago=8))
+    assert "This link no longer works" in browser.find_element(By.TAG_NAME, "h1").text

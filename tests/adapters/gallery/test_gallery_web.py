@@ -1,0 +1,336 @@
+"""The gallery's pages as a browser sees them: whose images, what a bad link or input gets, and the actions."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+
+import aiohttp
+import pytest
+from PIL import Image
+
+from adapters.gallery import create_app, serving
+from tests.adapters.gallery.conftest import ALICE, BOB, Gallery
+
+DAY = 86400
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
+    assert found, "the page has no form"
+    return found.group(1)
+
+
+async def test_the_grid_shows_the_owners_images_newest_first_with_their_parameters(gallery: Gallery):
+    """A user's link lists their generations newest first, with prompt, seed and model; never another user's."""
+    fox = await gallery.make(ALICE, "a red fox", "--seed 7")
+    owl = await gallery.make(ALICE, "a snowy owl", "--seed 8")
+    await gallery.make(BOB, "bob's secret tiger")
+    response = await gallery.client.get(await gallery.path(ALICE))
+    html = await response.text()
+    assert response.status == 200
+    assert html.index("a snowy owl") < html.index("a red fox")
+    assert f"#{owl.id}" in html and f"#{fox.id}" in html and ">7<" in html and "tiny" in html
+    assert "tiger" not in html
+
+
+async def test_another_users_ids_are_not_found_like_ids_that_do_not_exist(gallery: Gallery):
+    """Bob's link gets the same 404 for Alice's image as for no image at all, on every route."""
+    fox = await gallery.make(ALICE, "a red fox")
+    bob = await gallery.path(BOB)
+    for route in (f"i/{fox.id}", f"i/{fox.id}/status", f"thumb/{fox.id}-0.webp", f"image/{fox.id}-0.png"):
+        theirs = await gallery.client.get(bob + route)
+        nobody = await gallery.client.get(bob + route.replace(str(fox.id), "999999"))
+        assert theirs.status == nobody.status == 404, route
+        assert await theirs.text() == await nobody.text()
+    tiger = await gallery.make(BOB, "a tiger")
+    value = csrf_of(await (await gallery.client.get(f"{bob}i/{tiger.id}")).text())
+    before = len(gallery.backend.requests)
+    posted = await gallery.client.post(f"{bob}i/{fox.id}/reroll", data={"csrf": value})
+    assert posted.status == 404 and len(gallery.backend.requests) == before
+
+
+async def test_a_forged_or_tampered_link_gets_a_plain_not_found(gallery: Gallery):
+    """A token with a changed payload or signature is no link: a plain 404 page, no traceback."""
+    path = await gallery.path(ALICE)
+    token = path.split("/")[2]
+    payload, timestamp, signature = token.split(".")
+    for forged in (
+        f"{payload}.{timestamp}.{signature[:-2]}AA",
+        f"{payload[:-2]}AA.{timestamp}.{signature}",
+        "x" * 40,
+        token + "AAAA",
+    ):
+        response = await gallery.client.get(f"/g/{forged}/")
+        html = await response.text()
+        assert response.status == 404 and "Traceback" not in html and "Not found" in html
+
+
+async def test_an_expired_link_shows_the_expiry_page(gallery: Gallery):
+    """After its lifetime (7 days) a link says it no longer works and how to get a new one."""
+    path = await gallery.path(ALICE)
+    gallery.clock.now += 7 * DAY - 60
+    assert (await gallery.client.get(path)).status == 200
+    gallery.clock.now += 120
+    response = await gallery.client.get(path)
+    assert response.status == 410
+    assert "This link no longer works" in await response.text() and "/gallery" in await response.text()
+
+
+async def test_revoking_kills_every_earlier_link_and_a_new_one_works(gallery: Gallery):
+    """`gallery revoke` makes old links fail; a link asked for afterwards opens the gallery."""
+    old = await gallery.path(ALICE)
+    await gallery.service.revoke_gallery(ALICE)
+    assert (await gallery.client.get(old)).status == 410
+    assert (await gallery.client.get(await gallery.path(ALICE))).status == 200
+    assert (await gallery.client.get(await gallery.path(BOB))).status == 200
+
+
+async def test_forget_kills_the_links_and_deletes_the_thumbnails(gallery: Gallery):
+    """/forget confirm: the link stops working and the thumbnails made for it are gone."""
+    fox = await gallery.make(ALICE, "a red fox")
+    path = await gallery.path(ALICE)
+    assert (await gallery.client.get(f"{path}thumb/{fox.id}-0.webp")).status == 200
+    assert list((gallery.data_dir / "gallery" / "thumbs").rglob("*.webp"))
+    await gallery.service.forget(ALICE)
+    assert (await gallery.client.get(path)).status == 410
+    assert not list((gallery.data_dir / "gallery" / "thumbs").rglob("*.webp"))
+
+
+async def test_thumbnails_are_small_webp_made_once(gallery: Gallery):
+    """A card's thumbnail is a WebP at most 384 px a side, kept under the data directory."""
+    fox = await gallery.make(ALICE, "a red fox", "--size 768x512")
+    path = await gallery.path(ALICE)
+    response = await gallery.client.get(f"{path}thumb/{fox.id}-0.webp")
+    assert response.status == 200 and response.content_type == "image/webp"
+    with Image.open(io.BytesIO(await response.read())) as image:
+        assert image.format == "WEBP" and image.size == (384, 256)
+    kept = list((gallery.data_dir / "gallery" / "thumbs").rglob(f"{fox.id}-0.webp"))
+    assert len(kept) == 1
+
+
+async def test_the_download_is_the_stored_png_with_its_parameters(gallery: Gallery):
+    """The download is the stored file byte for byte, so the PNG's parameters text comes along."""
+    fox = await gallery.make(ALICE, "a red fox", "--seed 7")
+    path = await gallery.path(ALICE)
+    response = await gallery.client.get(f"{path}image/{fox.id}-0.png?download=1")
+    data = await response.read()
+    assert data == (gallery.data_dir / fox.images[0].path).read_bytes()
+    assert "attachment" in response.headers["Content-Disposition"]
+    with Image.open(io.BytesIO(data)) as image:
+        assert "Seed: 7" in image.info["parameters"]
+
+
+async def test_every_response_carries_the_security_headers(gallery: Gallery):
+    """Pages, images, error pages and static files: strict CSP, nosniff, no referrer."""
+    fox = await gallery.make(ALICE, "a red fox")
+    path = await gallery.path(ALICE)
+    for url in (
+        path,
+        f"{path}i/{fox.id}",
+        f"{path}thumb/{fox.id}-0.webp",
+        "/g/forged-token-xxxxxxxxxxxx/",
+        "/static/gallery.js",
+    ):
+        response = await gallery.client.get(url)
+        csp = response.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "default-src 'none'" in csp, url
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["Referrer-Policy"] == "no-referrer"
+
+
+async def test_pages_have_no_inline_script(gallery: Gallery):
+    """The CSP allows no inline script, so the pages hold none (or they would break)."""
+    fox = await gallery.make(ALICE, "a red fox")
+    path = await gallery.path(ALICE)
+    for url in (path, f"{path}i/{fox.id}"):
+        html = await (await gallery.client.get(url)).text()
+        assert re.findall(r"<script(?![^>]*\bsrc=)", html) == [] and " on" + "click=" not in html
+
+
+async def test_search_finds_prompt_words_and_survives_fts_syntax(gallery: Gallery):
+    """Prompt words narrow the grid (a prefix works); FTS5 operators and quotes are just words."""
+    await gallery.make(ALICE, "a red fox in the snow")
+    await gallery.make(ALICE, "a snowy owl at night")
+    path = await gallery.path(ALICE)
+    html = await (await gallery.client.get(path, params={"q": "fox"})).text()
+    assert "red fox" in html and "snowy owl" not in html
+    html = await (await gallery.client.get(path, params={"q": "sno"})).text()
+    assert "red fox" in html and "snowy owl" in html
+    for nasty in (
+        '"',
+        'fox"',
+        "AND",
+        "fox AND",
+        "NEAR(",
+        "*",
+        "prompt:fox",
+        ")(",
+        "^fox",
+        "-",
+        "fox OR",
+        "'; DROP",
+        "ü ß 狐",
+    ):
+        response = await gallery.client.get(path, params={"q": nasty})
+        assert response.status == 200, nasty
+        assert "Traceback" not in await response.text()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"after": "abc"},
+        {"after": "-1"},
+        {"after": "0"},
+        {"after": "9" * 30},
+        {"after": str(2**63)},
+        {"from": "yesterday"},
+        {"to": "2024-13-45"},
+        {"sort": "sideways"},
+        {"q": "fox " * 100},
+    ],
+)
+async def test_malformed_page_and_filter_values_get_a_plain_bad_request(gallery: Gallery, query):
+    """Huge, negative or non-numeric page cursors and unreadable dates or sorts: 400, a plain page."""
+    response = await gallery.client.get(await gallery.path(ALICE), params=query)
+    html = await response.text()
+    assert response.status == 400 and "Bad request" in html and "Traceback" not in html
+
+
+async def test_huge_ids_in_paths_are_not_found(gallery: Gallery):
+    """An id past SQLite's integers is a 404, not an overflow."""
+    path = await gallery.path(ALICE)
+    for route in (f"i/{'9' * 30}", f"i/{2**63}", f"image/{'9' * 40}-0.png", "i/-1", "i/1e9"):
+        assert (await gallery.client.get(path + route)).status == 404, route
+
+
+async def test_pages_follow_one_another_by_id(gallery: Gallery):
+    """25 images: the first page shows 24 and an Older link; that page shows the oldest and no more."""
+    made = [await gallery.make(ALICE, f"image number {n}") for n in range(25)]
+    path = await gallery.path(ALICE)
+    first = await (await gallery.client.get(path)).text()
+    assert f"#{made[-1].id}<" in first and f"#{made[0].id}<" not in first
+    older = re.search(r'href="([^"]+after=\d+)"', first)
+    assert older
+    second = await (await gallery.client.get(older.group(1).replace("&amp;", "&"))).text()
+    assert f"#{made[0].id}<" in second and f"#{made[1].id}<" not in second and "after=" not in second
+
+
+async def test_filters_by_model_and_date_and_sorts_oldest_first(gallery: Gallery):
+    """A date range outside the images shows none; oldest first turns the order round."""
+    await gallery.make(ALICE, "first fox")
+    await gallery.make(ALICE, "second fox")
+    path = await gallery.path(ALICE)
+    html = await (await gallery.client.get(path, params={"sort": "old", "model": "tiny"})).text()
+    assert html.index("first fox") < html.index("second fox")
+    html = await (await gallery.client.get(path, params={"to": "2001-01-01"})).text()
+    assert "fox" not in html.split("</form>", 1)[1]
+    html = await (await gallery.client.get(path, params={"model": "sdxl"})).text()
+    assert "first fox" not in html
+
+
+async def test_an_action_without_its_csrf_value_is_refused_and_queues_nothing(gallery: Gallery):
+    """A POST with a missing or wrong CSRF value gets 403 and no job."""
+    fox = await gallery.make(ALICE, "a red fox")
+    path = await gallery.path(ALICE)
+    before = len(gallery.backend.requests)
+    for data in ({}, {"csrf": "0" * 32}):
+        response = await gallery.client.post(f"{path}i/{fox.id}/reroll", data=data, allow_redirects=False)
+        assert response.status == 403
+    assert len(gallery.backend.requests) == before
+    assert (await gallery.client.get(f"{path}i/{fox.id}/reroll")).status == 405
+
+
+async def test_the_csrf_value_of_one_link_does_not_work_with_another(gallery: Gallery):
+    """A form value is bound to its link: Alice's value with a second link of hers is refused."""
+    fox = await gallery.make(ALICE, "a red fox")
+    first = await gallery.path(ALICE)
+    gallery.clock.now += 1
+    second = await gallery.path(ALICE)
+    assert first != second
+    value = csrf_of(await (await gallery.client.get(f"{first}i/{fox.id}")).text())
+    response = await gallery.client.post(f"{second}i/{fox.id}/reroll", data={"csrf": value}, allow_redirects=False)
+    assert response.status == 403
+
+
+@pytest.mark.parametrize(
+    ("action", "form", "kind"),
+    [
+        ("reroll", {}, "reroll"),
+        ("refine", {"percent": "80"}, "refine"),
+        ("vary", {"kind": "strong"}, "vary"),
+        ("upscale", {"factor": "2"}, "upscale"),
+    ],
+)
+async def test_an_action_queues_the_chat_use_case_and_shows_its_result(gallery: Gallery, action, form, kind):
+    """Each card action makes a new generation of the original, audited in its server, shown in the gallery."""
+    fox = await gallery.make(ALICE, "a red fox", "--seed 7")
+    path = await gallery.path(ALICE)
+    value = csrf_of(await (await gallery.client.get(f"{path}i/{fox.id}")).text())
+    response = await gallery.client.post(
+        f"{path}i/{fox.id}/{action}", data={"csrf": value, **form}, allow_redirects=False
+    )
+    assert response.status == 303
+    new_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    job = gallery.service.job(new_id)
+    if job is not None:
+        await job.result()
+    made = await gallery.history.generations.get(new_id)
+    assert made is not None and made.parent_id == fox.id and made.action == kind and made.status == "done"
+    html = await (await gallery.client.get(f"{path}i/{new_id}")).text()
+    assert f"image/{new_id}-0.png" in html and f"#{fox.id}</a>" in html
+    audit = await gallery.history.policies.recent_audit("discord", "guild-1")
+    assert (audit[0].action, audit[0].generation_id, audit[0].user_id) == (kind, new_id, ALICE.user_id)
+
+
+async def test_a_refused_action_shows_the_chats_sentence(gallery: Gallery):
+    """Refining at 150 % is refused with a plain page; an out-of-range percent is a bad request."""
+    fox = await gallery.make(ALICE, "a red fox")
+    path = await gallery.path(ALICE)
+    value = csrf_of(await (await gallery.client.get(f"{path}i/{fox.id}")).text())
+    response = await gallery.client.post(f"{path}i/{fox.id}/refine", data={"csrf": value, "percent": "150"})
+    assert response.status == 400 and "Traceback" not in await response.text()
+
+
+async def test_delete_removes_the_image_and_returns_to_the_grid(gallery: Gallery):
+    """Delete from the gallery deletes the generation and its file, as the chat's button does."""
+    fox = await gallery.make(ALICE, "a red fox")
+    path = await gallery.path(ALICE)
+    value = csrf_of(await (await gallery.client.get(f"{path}i/{fox.id}")).text())
+    response = await gallery.client.post(f"{path}i/{fox.id}/delete", data={"csrf": value}, allow_redirects=False)
+    assert response.status == 303 and response.headers["Location"] == path
+    assert await gallery.history.generations.get(fox.id) is None
+    assert not (gallery.data_dir / fox.images[0].path).exists()
+    assert (await gallery.client.get(f"{path}i/{fox.id}")).status == 404
+
+
+async def test_status_says_when_a_queued_image_is_done(gallery: Gallery):
+    """The small JSON the page polls: not final while the job waits, final once it is done."""
+    fox = await gallery.make(ALICE, "a red fox")
+    path = await gallery.path(ALICE)
+    response = await gallery.client.get(f"{path}i/{fox.id}/status")
+    assert await response.json() == {"id": fox.id, "status": "done", "final": True}
+
+
+async def test_a_link_is_rate_limited(slow_gallery: Gallery):
+    """Five requests a minute: the sixth gets 429 with a plain page."""
+    path = await slow_gallery.path(ALICE)
+    statuses = [(await slow_gallery.client.get(path)).status for _ in range(6)]
+    assert statuses == [200] * 5 + [429]
+
+
+async def test_the_access_log_never_holds_a_token(gallery: Gallery, caplog):
+    """The access log shows the path with the token cut out, and no search words."""
+    path = await gallery.path(ALICE)
+    token = path.split("/")[2]
+    app = create_app(service=gallery.service, store=gallery.store, links=gallery.links)
+    caplog.set_level(logging.INFO, logger="imagebot.gallery.access")
+    async with serving(app, "127.0.0.1", 0) as runner, aiohttp.ClientSession() as session:
+        host, port = runner.addresses[0][:2]
+        async with session.get(f"http://{host}:{port}{path}", params={"q": "secret words"}) as response:
+            assert response.status == 200
+    lines = [record.getMessage() for record in caplog.records if record.name == "imagebot.gallery.access"]
+    assert lines and all(token not in line and "secret" not in line for line in lines)
+    assert any("/g/…/" in line for line in lines)

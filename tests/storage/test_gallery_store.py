@@ -1,0 +1,64 @@
+"""The gallery's read model: prompt search kept in step with the history, existing rows found after migrating."""
+
+from __future__ import annotations
+
+from bot.gallery import GalleryQuery, match_expression
+from bot.history import NewGeneration
+from bot.request import GenerationRequest
+from storage import SqliteDatabase, SqliteGallery, _schema
+
+
+def new(prompt: str, user: str = "u1") -> NewGeneration:
+    request = GenerationRequest(prompt=prompt, model="tiny", seed=1)
+    return NewGeneration(platform="console", user_id=user, request=request, action="generate", backend="fake")
+
+
+async def test_rows_from_before_the_migration_are_searchable(tmp_path):
+    """A file at schema 7 with generations: after migration 8 their prompts are found."""
+    path = tmp_path / "h.db"
+    conn = await _schema.connect(path)
+    await _schema.migrate(conn, _schema.MIGRATIONS[:7])
+    await conn.execute(
+        "INSERT INTO generations (platform, user_id, action, request, seed, model, backend, created_at)"
+        " VALUES ('console', 'u1', 'generate', ?, 1, 'tiny', 'fake', 0)",
+        (GenerationRequest(prompt="an old lighthouse", model="tiny", seed=1).model_dump_json(),),
+    )
+    await conn.close()
+    gallery = await SqliteGallery.open(path)
+    try:
+        found = await gallery.page("console", "u1", GalleryQuery(words="lighthouse"))
+        assert [g.request.prompt for g in found] == ["an old lighthouse"]
+    finally:
+        await gallery.close()
+
+
+async def test_search_follows_adds_and_deletes_and_stays_with_its_owner(tmp_path):
+    """A new row is found at once, a deleted one never again, and another user's never."""
+    history = await SqliteDatabase.open(tmp_path / "h.db")
+    gallery = await SqliteGallery.open(tmp_path / "h.db")
+    try:
+        fox = await history.generations.add(new("a red fox"))
+        await history.generations.add(new("a red fox of someone else", user="u2"))
+        assert [g.id for g in await gallery.page("console", "u1", GalleryQuery(words="fox"))] == [fox.id]
+        await history.generations.delete(fox.id)
+        assert await gallery.page("console", "u1", GalleryQuery(words="fox")) == []
+    finally:
+        await gallery.close()
+        await history.close()
+
+
+async def test_link_epochs_start_at_zero_and_only_go_up(tmp_path):
+    gallery = await SqliteGallery.open(tmp_path / "h.db")
+    try:
+        assert await gallery.epoch("console", "u1") == 0
+        assert await gallery.next_epoch("console", "u1") == 1
+        assert await gallery.next_epoch("console", "u1") == 2
+        assert await gallery.epoch("console", "u1") == 2 and await gallery.epoch("console", "u2") == 0
+    finally:
+        await gallery.close()
+
+
+def test_match_expression_quotes_every_word():
+    """Whatever is typed, FTS5 sees quoted words only, the last one a prefix."""
+    assert match_expression('fox AND "owl" NEAR(') == '"fox" "AND" "owl" "NEAR"*'
+    assert match_expression(' "* ( ) ') is None
