@@ -44,6 +44,9 @@ class Capabilities:
         image_to_image, inpaint: whether it starts from an input image (``--image``, Vary), and from a mask.
         outpaint: whether it extends an input image (``--outpaint``, ``--zoom``).
         upscale: whether it makes a result 2× or 4× larger (locally: resize, then image-to-image).
+        upscale_redraws: whether its upscale runs the request's model on the enlarged image (the
+            local hires fix) or is an upscaler of the image alone (Runware's ``imageUpscale``),
+            for which the prompt, model and steps do not matter and are not checked.
         refiner_with_image: whether the refiner hand-off may follow an input image.
     """
 
@@ -66,6 +69,7 @@ class Capabilities:
     image_to_image: bool = False
     inpaint: bool = False
     upscale: bool = False
+    upscale_redraws: bool = True
     outpaint: bool = False
     refiner_with_image: bool = True
 
@@ -80,12 +84,12 @@ class Capabilities:
         Missing features are named before missing catalog ids: "no refiner hand-off here"
         tells more than "this refiner has no id here".
         """
-        if request.width > self.max_width or request.height > self.max_height:
-            self._refuse(
-                "size",
-                f"is at most {self.max_width}×{self.max_height} on {self.title}, not {request.width}×{request.height}",
-                lambda c: request.width <= c.max_width and request.height <= c.max_height,
-            )
+        if request.upscale is not None and self.upscale and not self.upscale_redraws:
+            # An upscaler of the image alone: the parent's model, refiner, LoRAs and steps play no
+            # part, so a backend that could not have made the parent may still enlarge it.
+            self._check_size(request)
+            return
+        self._check_size(request)
         if request.count > self.max_count:
             self._refuse(
                 "count",
@@ -142,6 +146,14 @@ class Capabilities:
             )
         self._check_names(request, catalog)
 
+    def _check_size(self, request: GenerationRequest) -> None:
+        if request.width > self.max_width or request.height > self.max_height:
+            self._refuse(
+                "size",
+                f"is at most {self.max_width}×{self.max_height} on {self.title}, not {request.width}×{request.height}",
+                lambda c: request.width <= c.max_width and request.height <= c.max_height,
+            )
+
     def _check_names(self, request: GenerationRequest, catalog: Catalog) -> None:
         named: list[tuple[Kind, str, str]] = [("model", request.model, "model")]
         if request.refiner is not None:
@@ -189,7 +201,11 @@ class Capabilities:
                 + (" (no refiner after it)" if self.image_to_image and not self.refiner_with_image else ""),
             ),
             ("inpainting", yes[self.inpaint]),
-            ("upscale", yes[self.upscale]),
+            (
+                "upscale",
+                yes[self.upscale]
+                + (" (the image alone, no redraw)" if self.upscale and not self.upscale_redraws else ""),
+            ),
             ("outpaint", yes[self.outpaint]),
         ]
 
@@ -239,7 +255,8 @@ def _offered(table: Mapping[str, object]) -> tuple[str, ...]:
 #   not share the bot's disk. Refused until the bytes are sent with the job.
 # - Runware: seedImage, strength and maskImage of its imageInference task (inference/runware.py).
 #   Its refiner startStep is counted in the steps of a text-to-image run; how it counts after an
-#   input image is not documented, so that pair is refused rather than guessed.
+#   input image is not documented, so that pair is refused rather than guessed. Upscale is its
+#   imageUpscale task (factors 2, 3 and 4): an upscaler of the image alone, no redraw by the model.
 # - ModelsLab: its v4 img2img and inpaint endpoints take the input as a link, and do not run the
 #   steps asked for: the img2img doc's own example sends num_inference_steps "30" with strength
 #   0.7 and its answer reports "steps": 20 (30 × 0.7 is 21), the inpaint example sends steps "30"
@@ -255,6 +272,8 @@ CAPABILITIES: dict[BackendName, Capabilities] = {
         schedulers=_offered(RUNWARE_SCHEDULERS),
         image_to_image=True,
         inpaint=True,
+        upscale=True,
+        upscale_redraws=False,
         refiner_with_image=False,
     ),
     "modelslab": Capabilities(
