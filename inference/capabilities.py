@@ -130,10 +130,11 @@ class Capabilities:
             ("embedding", bool(request.embeddings), lambda c: c.embeddings),
             ("VAE", request.vae is not None, lambda c: c.vae),
             ("clip skip", request.clip_skip > 0, lambda c: c.clip_skip),
-            ("image", request.init_image is not None, lambda c: c.image_to_image),
-            ("mask", request.mask_image is not None, lambda c: c.inpaint),
+            # What the user asked for is named first: an upscale or outpaint has an init image too.
             ("upscale", request.upscale is not None, lambda c: c.upscale),
             ("outpaint", request.outpaint is not None, lambda c: c.outpaint),
+            ("image", request.init_image is not None, lambda c: c.image_to_image),
+            ("mask", request.mask_image is not None, lambda c: c.inpaint),
         )
         for label, asked, has in features:
             if asked and not has(self):
@@ -261,6 +262,12 @@ def _offered(table: Mapping[str, object]) -> tuple[str, ...]:
 #   steps asked for: the img2img doc's own example sends num_inference_steps "30" with strength
 #   0.7 and its answer reports "steps": 20 (30 × 0.7 is 21), the inpaint example sends steps "30"
 #   and reports 50. Every backend runs exactly `request.run_steps`, so ModelsLab refuses them.
+#   Its super-resolution endpoint (v6 image_editing/super_resolution) is refused too: its
+#   init_image is documented as a URL only ("The URL of the image that you want to upscale"; no
+#   base64 flag, unlike its outpaint endpoint). The bot serves no images, so the one way to have a
+#   URL is ModelsLab's own upload (image_editing/base64_to_url), which publishes the user's image
+#   at a public link whose lifetime is not documented (a private result would be public there),
+#   and neither request has an idempotency key to retry safely. Runware and the local backend upscale.
 CAPABILITIES: dict[BackendName, Capabilities] = {
     "local": Capabilities("local", "the local backend", image_to_image=True, inpaint=True, upscale=True, outpaint=True),
     # The Ray Serve replicas run the local worker's code on the same weights.
