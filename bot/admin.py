@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from bot.errors import ContentBlocked, InvalidOption, NotAllowed, QuotaReached
 from bot.history import AuditEntry, Generation
@@ -93,12 +93,16 @@ class ServerAdmin:
         adult = not generation.private and policy.is_age_restricted(generation.channel, age_restricted)
         return tuple(policy.display(image.nsfw, adult) for image in generation.images)
 
-    async def check(self, who: Requester, request: GenerationRequest) -> Policy:
-        """Return the server's rules, or raise when the request breaks them (a banned prompt is audited)."""
+    async def check(self, who: Requester, request: GenerationRequest, flagged_inputs: Sequence[str] = ()) -> Policy:
+        """Return the server's rules, or raise when the request breaks them (a banned prompt is audited).
+
+        `flagged_inputs`: the request's input images whose stored safety verdict is flagged (`Policy.check`).
+        """
         policy = await self.policy(who)
         policy.check_channel(None if who.direct else who.channel, managers(who))
         try:
-            policy.check(request, age_restricted=policy.is_age_restricted(who.channel, who.age_restricted))
+            adult = policy.is_age_restricted(who.channel, who.age_restricted)
+            policy.check(request, age_restricted=adult, flagged_inputs=flagged_inputs)
         except ContentBlocked as blocked:
             await self.audit(who, "blocked", detail=blocked.rule)
             log.warning(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -180,8 +180,20 @@ class Policy(BaseModel):
             return "withhold"
         return "show" if self.flagged == "allow" and age_restricted else "spoiler"
 
-    def check(self, request: GenerationRequest, *, age_restricted: bool = False) -> None:
-        """Raise when the request breaks a rule: `ContentBlocked` for words, `InvalidOption` for limits."""
+    def check(
+        self, request: GenerationRequest, *, age_restricted: bool = False, flagged_inputs: Sequence[str] = ()
+    ) -> None:
+        """Raise when the request breaks a rule: `ContentBlocked` for words, `InvalidOption` for limits.
+
+        `flagged_inputs` names the input images (``#12``, ``#12.2``) whose stored safety verdict
+        is flagged. A server that withholds flagged images refuses them as inputs too: what it
+        never shows, it does not let members redraw, vary or upscale either. (Under ``spoiler``
+        and ``allow`` the result is judged on its own and shown as the policy says.)
+        """
+        if flagged_inputs and self.flagged == "withhold":
+            raise ContentBlocked(
+                f"{flagged_inputs[0]} was flagged by the safety check, and this server withholds flagged images"
+            )
         text = normalise(f"{request.prompt} {request.negative_prompt or ''}")
         for number, rule in enumerate(self.banned, start=1):
             if _pattern(rule).search(text):

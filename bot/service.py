@@ -88,6 +88,11 @@ def _wants_private(saved: Mapping[str, object]) -> bool:
     return bool(saved.get("private", False))
 
 
+def _image_ref(generation_id: int, index: int) -> str:
+    """Return how users name an image: ``#12`` for the first, ``#12.2`` for the second."""
+    return format_ref(generation_id) + (f".{index + 1}" if index else "")
+
+
 def random_seed() -> int:
     """Return a fresh seed; 32-bit so people can read it out and type it back."""
     return secrets.randbelow(2**32 - 1) + 1
@@ -214,19 +219,26 @@ class ImageService:
         defaults = self._to_defaults(saved)
         refs = options.image_refs(given)
         images: list[InputImage] = []
+        flagged: list[str] = []
         inputs = None
         if refs.image is not None:
             # Everything else is checked first, so a request that fails anyway reads no image.
             self._parse(given, defaults, options.Inputs(_PROBE, SIDE.low, SIDE.low))
-            image = await self._input(who, refs.image, "image", load)
-            mask = await self._input(who, refs.mask, "mask", load) if refs.mask is not None else None
+            image = await self._input(who, refs.image, "image", load, flagged)
+            mask = await self._input(who, refs.mask, "mask", load, flagged) if refs.mask is not None else None
             images = [image] if mask is None else [image, mask]
             inputs = options.Inputs(image.sha256, image.width, image.height, mask.sha256 if mask else None)
         parsed = self._parse(given, defaults, inputs)
         if private is None:
             private = _wants_private(saved)
         return await self.submit(
-            parsed.request, who, warnings=parsed.warnings, private=private, saved=saved, inputs=images
+            parsed.request,
+            who,
+            warnings=parsed.warnings,
+            private=private,
+            saved=saved,
+            inputs=images,
+            flagged_inputs=flagged,
         )
 
     def _parse(
@@ -236,12 +248,21 @@ class ImageService:
             return options.parse_text(given, catalog=self.catalog, defaults=defaults, limits=self.limits, inputs=inputs)
         return options.parse_options(given, catalog=self.catalog, defaults=defaults, limits=self.limits, inputs=inputs)
 
-    async def _input(self, who: Requester, ref: str, option: str, load: ImageLoader | None) -> InputImage:
-        """Load the image a reference names (``#12``, ``#12.2``, or what `load` reads) and check it."""
+    async def _input(
+        self, who: Requester, ref: str, option: str, load: ImageLoader | None, flagged: list[str]
+    ) -> InputImage:
+        """Load the image a reference names (``#12``, ``#12.2``, or what `load` reads) and check it.
+
+        A previous image whose safety verdict is flagged has its reference added to `flagged`
+        (the server's policy decides in `submit`); a file a chat gives has no verdict yet.
+        """
         found = parse_image_ref(ref)
         if found is not None:
             generation = await self._source(who, found[0], "use as an image")
-            data = await self._files.read(self._pick_image(generation, found[1], option).path)
+            stored = self._pick_image(generation, found[1], option)
+            if stored.nsfw:
+                flagged.append(_image_ref(generation.id, found[1]))
+            data = await self._files.read(stored.path)
         elif load is None:
             raise InvalidOption(option, f"must be a previous image like #12 (or #12.2), not '{shown(ref)}'")
         else:
@@ -299,7 +320,14 @@ class ImageService:
             ) from None
         warnings = rules.check(request, self.catalog, self.limits)
         return await self.submit(
-            request, who, warnings=warnings, action="upscale", parent=parent, private=parent.private, inputs=[image]
+            request,
+            who,
+            warnings=warnings,
+            action="upscale",
+            parent=parent,
+            private=parent.private,
+            inputs=[image],
+            flagged_inputs=[_image_ref(parent.id, stored.index)] if stored.nsfw else [],
         )
 
     async def vary(self, who: Requester, generation_id: int | None, kind: VaryKind) -> Job:
@@ -327,7 +355,14 @@ class ImageService:
             raise InvalidOption("vary", f"cannot run on {format_ref(parent.id)} ({shown(str(error), 120)})") from None
         warnings = rules.check(request, self.catalog, self.limits)
         return await self.submit(
-            request, who, warnings=warnings, action="vary", parent=parent, private=parent.private, inputs=[image]
+            request,
+            who,
+            warnings=warnings,
+            action="vary",
+            parent=parent,
+            private=parent.private,
+            inputs=[image],
+            flagged_inputs=[_image_ref(parent.id, stored.index)] if stored.nsfw else [],
         )
 
     async def prefers_private(self, who: Requester) -> bool:
@@ -345,14 +380,16 @@ class ImageService:
         private: bool = False,
         saved: Mapping[str, object] | None = None,
         inputs: Sequence[InputImage] = (),
+        flagged_inputs: Sequence[str] = (),
     ) -> Job:
         """Record a checked request as a queued generation and queue its job.
 
         `saved` is the user's settings when the caller has read them already; `inputs` are the
-        checked images the request names, stored once every check has passed.
+        checked images the request names, stored once every check has passed; `flagged_inputs`
+        names those whose stored safety verdict is flagged, for the server's policy.
         """
         self.runner.queue.check_room(who.key)
-        policy = await self.admin.check(who, request)
+        policy = await self.admin.check(who, request, flagged_inputs)
         backend = self.runner.backend_for(request)
         backend.check(request)
         await self.admin.check_quota(who, request.count, policy)

@@ -44,6 +44,9 @@ class Capabilities:
         image_to_image, inpaint: whether it starts from an input image (``--image``, Vary), and from a mask.
         outpaint: whether it extends an input image (``--outpaint``, ``--zoom``).
         upscale: whether it makes a result 2× or 4× larger (locally: resize, then image-to-image).
+        upscale_redraws: whether its upscale runs the request's model on the enlarged image (the
+            local hires fix) or is an upscaler of the image alone (Runware's ``imageUpscale``),
+            for which the prompt, model and steps do not matter and are not checked.
         refiner_with_image: whether the refiner hand-off may follow an input image.
     """
 
@@ -66,6 +69,7 @@ class Capabilities:
     image_to_image: bool = False
     inpaint: bool = False
     upscale: bool = False
+    upscale_redraws: bool = True
     outpaint: bool = False
     refiner_with_image: bool = True
 
@@ -80,12 +84,12 @@ class Capabilities:
         Missing features are named before missing catalog ids: "no refiner hand-off here"
         tells more than "this refiner has no id here".
         """
-        if request.width > self.max_width or request.height > self.max_height:
-            self._refuse(
-                "size",
-                f"is at most {self.max_width}×{self.max_height} on {self.title}, not {request.width}×{request.height}",
-                lambda c: request.width <= c.max_width and request.height <= c.max_height,
-            )
+        if request.upscale is not None and self.upscale and not self.upscale_redraws:
+            # An upscaler of the image alone: the parent's model, refiner, LoRAs and steps play no
+            # part, so a backend that could not have made the parent may still enlarge it.
+            self._check_size(request)
+            return
+        self._check_size(request)
         if request.count > self.max_count:
             self._refuse(
                 "count",
@@ -126,10 +130,11 @@ class Capabilities:
             ("embedding", bool(request.embeddings), lambda c: c.embeddings),
             ("VAE", request.vae is not None, lambda c: c.vae),
             ("clip skip", request.clip_skip > 0, lambda c: c.clip_skip),
-            ("image", request.init_image is not None, lambda c: c.image_to_image),
-            ("mask", request.mask_image is not None, lambda c: c.inpaint),
+            # What the user asked for is named first: an upscale or outpaint has an init image too.
             ("upscale", request.upscale is not None, lambda c: c.upscale),
             ("outpaint", request.outpaint is not None, lambda c: c.outpaint),
+            ("image", request.init_image is not None, lambda c: c.image_to_image),
+            ("mask", request.mask_image is not None, lambda c: c.inpaint),
         )
         for label, asked, has in features:
             if asked and not has(self):
@@ -141,6 +146,14 @@ class Capabilities:
                 lambda c: request.scheduler in c.schedulers,
             )
         self._check_names(request, catalog)
+
+    def _check_size(self, request: GenerationRequest) -> None:
+        if request.width > self.max_width or request.height > self.max_height:
+            self._refuse(
+                "size",
+                f"is at most {self.max_width}×{self.max_height} on {self.title}, not {request.width}×{request.height}",
+                lambda c: request.width <= c.max_width and request.height <= c.max_height,
+            )
 
     def _check_names(self, request: GenerationRequest, catalog: Catalog) -> None:
         named: list[tuple[Kind, str, str]] = [("model", request.model, "model")]
@@ -189,7 +202,11 @@ class Capabilities:
                 + (" (no refiner after it)" if self.image_to_image and not self.refiner_with_image else ""),
             ),
             ("inpainting", yes[self.inpaint]),
-            ("upscale", yes[self.upscale]),
+            (
+                "upscale",
+                yes[self.upscale]
+                + (" (the image alone, no redraw)" if self.upscale and not self.upscale_redraws else ""),
+            ),
             ("outpaint", yes[self.outpaint]),
         ]
 
@@ -239,11 +256,18 @@ def _offered(table: Mapping[str, object]) -> tuple[str, ...]:
 #   not share the bot's disk. Refused until the bytes are sent with the job.
 # - Runware: seedImage, strength and maskImage of its imageInference task (inference/runware.py).
 #   Its refiner startStep is counted in the steps of a text-to-image run; how it counts after an
-#   input image is not documented, so that pair is refused rather than guessed.
+#   input image is not documented, so that pair is refused rather than guessed. Upscale is its
+#   imageUpscale task (factors 2, 3 and 4): an upscaler of the image alone, no redraw by the model.
 # - ModelsLab: its v4 img2img and inpaint endpoints take the input as a link, and do not run the
 #   steps asked for: the img2img doc's own example sends num_inference_steps "30" with strength
 #   0.7 and its answer reports "steps": 20 (30 × 0.7 is 21), the inpaint example sends steps "30"
 #   and reports 50. Every backend runs exactly `request.run_steps`, so ModelsLab refuses them.
+#   Its super-resolution endpoint (v6 image_editing/super_resolution) is refused too: its
+#   init_image is documented as a URL only ("The URL of the image that you want to upscale"; no
+#   base64 flag, unlike its outpaint endpoint). The bot serves no images, so the one way to have a
+#   URL is ModelsLab's own upload (image_editing/base64_to_url), which publishes the user's image
+#   at a public link whose lifetime is not documented (a private result would be public there),
+#   and neither request has an idempotency key to retry safely. Runware and the local backend upscale.
 CAPABILITIES: dict[BackendName, Capabilities] = {
     "local": Capabilities("local", "the local backend", image_to_image=True, inpaint=True, upscale=True, outpaint=True),
     # The Ray Serve replicas run the local worker's code on the same weights.
@@ -255,6 +279,8 @@ CAPABILITIES: dict[BackendName, Capabilities] = {
         schedulers=_offered(RUNWARE_SCHEDULERS),
         image_to_image=True,
         inpaint=True,
+        upscale=True,
+        upscale_redraws=False,
         refiner_with_image=False,
     ),
     "modelslab": Capabilities(

@@ -17,6 +17,11 @@ Input images (``--image``, ``--mask``, Vary) travel inside the task as data URIs
 second request to retry or lose, and a retry resends the same task under the same taskUUID,
 which Runware answers with ``conflictTaskUUID`` instead of running and charging it again.
 The price is that a retry resends the image's bytes (a few MB at most).
+
+Upscale (``upscale #3 2``) is Runware's ``imageUpscale`` task, with the stored input as a data URI
+in ``inputImage`` for the same reasons, and ``upscaleFactor`` (its docs allow 2, 3 and 4). It
+enlarges the image alone: unlike the local hires fix, no model redraws it, so the prompt, steps
+and strength of the request play no part, and the user is told so in a note.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from inference._remote import (
 )
 from inference.capabilities import CAPABILITIES, RUNWARE_SCHEDULERS
 
-__all__ = ["RunwareBackend", "build_task", "steps_and_strength"]
+__all__ = ["RunwareBackend", "build_task", "build_upscale_task", "steps_and_strength"]
 
 TITLE = "Runware"
 _CAPABILITIES = CAPABILITIES["runware"]
@@ -63,6 +68,8 @@ _LABELS = {
     "numberResults": "count",
     "seedImage": "input image",
     "maskImage": "mask",
+    "inputImage": "input image",
+    "upscaleFactor": "upscale factor",
     "clipSkip": "clip skip",
     "lora": "LoRAs",
     "apiKey": "API key",
@@ -172,6 +179,43 @@ def build_task(
     return task
 
 
+# Shown under an upscaled image: Runware's upscaler ignores what the hires fix would use.
+UPSCALE_NOTE = "Upscaled by Runware's upscaler: the image alone was enlarged, without the prompt, steps or strength."
+
+
+def build_upscale_task(
+    request: GenerationRequest,
+    catalog: Catalog,
+    task_uuid: str,
+    image: bytes,
+    *,
+    output_type: str = "URL",
+    check_content: bool = True,
+) -> dict[str, Any]:
+    """Return the ``imageUpscale`` task that enlarges `image` (the stored init image, a PNG) ``request.upscale`` times.
+
+    Sent at its own size, not the request's: Runware multiplies the input's sides by
+    ``upscaleFactor``, which makes the request's size. Always ``sync``: an upscale is no
+    diffusion, and Runware answers it in seconds.
+    """
+    _CAPABILITIES.check(request, catalog)
+    assert request.upscale is not None
+    task: dict[str, Any] = {
+        "taskType": "imageUpscale",
+        "taskUUID": task_uuid,
+        "inputImage": data_uri(image),
+        "upscaleFactor": request.upscale,
+        "outputType": output_type,
+        "outputFormat": request.output_format.upper(),
+        "includeCost": True,
+        "deliveryMethod": "sync",
+    }
+    if check_content:
+        # The parent was checked, but an upscale is a new image and is judged again.
+        task["safety"] = {"checkContent": True}
+    return task
+
+
 def _refusal(error: dict[str, Any], *, cost: float | None = None) -> BackendUnavailable:
     parameter = str(error.get("parameter") or "")
     label = _LABELS.get(parameter, parameter)
@@ -216,6 +260,8 @@ class RunwareBackend(HostedBackend):
     ) -> list[GeneratedImage]:
         """Run the request as one task and return its images, downloaded, in seed order."""
         task_uuid = str(uuid.uuid4())
+        if request.upscale is not None:
+            return await self._upscale(request, task_uuid, cancel)
         delivery = "async" if work(request) > self._settings.async_above else "sync"
         task = build_task(
             request,
@@ -232,20 +278,45 @@ class RunwareBackend(HostedBackend):
             results = await self._poll(task_uuid, request.count, results, cancel)
         return await self._images(request, list(results.values()), retrying, cancel)
 
+    async def _upscale(
+        self, request: GenerationRequest, task_uuid: str, cancel: asyncio.Event | None
+    ) -> list[GeneratedImage]:
+        """Run the request's ``imageUpscale`` task: the stored input as it is, enlarged by Runware."""
+        assert request.init_image is not None
+        image = await self._stored(request.init_image, "input image")
+        task = build_upscale_task(
+            request,
+            self._catalog,
+            task_uuid,
+            image,
+            output_type=self._settings.output_type,
+            check_content=self._settings.check_content,
+        )
+        retrying = Retrying(self._settings.retry_budget, self.name)
+        results = await self._submit(task, retrying, cancel)
+        if not results:
+            results = await self._poll(task_uuid, 1, results, cancel)
+        images = await self._images(request, list(results.values()), retrying, cancel)
+        for upscaled in images:
+            upscaled.meta["note"] = UPSCALE_NOTE
+        return images
+
+    async def _stored(self, sha: str, what: str) -> bytes:
+        try:
+            return await asyncio.to_thread((self._data_dir / input_path(sha)).read_bytes)
+        except FileNotFoundError:
+            # Forget or retention removed it while the job waited; nothing was sent or charged.
+            raise BackendUnavailable(
+                TITLE, f"its {what} is no longer stored here (it was forgotten or expired), so nothing was sent"
+            ) from None
+
     async def _inputs(self, request: GenerationRequest) -> dict[str, bytes]:
         """Read the request's stored inputs at its size, once: every retry sends the same task."""
         inputs: dict[str, bytes] = {}
         for what, sha, mode in (("input image", request.init_image, "RGB"), ("mask", request.mask_image, "L")):
-            if sha is None:
-                continue
-            try:
-                data = await asyncio.to_thread((self._data_dir / input_path(sha)).read_bytes)
-            except FileNotFoundError:
-                # Forget or retention removed it while the job waited; nothing was sent or charged.
-                raise BackendUnavailable(
-                    TITLE, f"its {what} is no longer stored here (it was forgotten or expired), so nothing was sent"
-                ) from None
-            inputs[sha] = await asyncio.to_thread(_sized, data, (request.width, request.height), mode)
+            if sha is not None:
+                data = await self._stored(sha, what)
+                inputs[sha] = await asyncio.to_thread(_sized, data, (request.width, request.height), mode)
         return inputs
 
     async def _post(self, tasks: list[dict[str, Any]]) -> httpx.Response:

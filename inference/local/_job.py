@@ -85,7 +85,7 @@ class WorkerJob(_Frozen):
 
 
 def batch_key(job: WorkerJob) -> tuple[Any, ...]:
-    """Return what jobs must share to run in one pipeline call: everything but prompts, seeds and format."""
+    """Return what jobs must share to run in one pipeline call: everything but prompts, seeds, format and inputs."""
     return (
         job.model,
         job.refiner,
@@ -100,9 +100,10 @@ def batch_key(job: WorkerJob) -> tuple[Any, ...]:
         job.cfg_scale,
         job.scheduler,
         job.clip_skip,
-        # One input image per call: jobs from different images do not share a batch (yet).
-        job.init_image,
-        job.mask_image,
+        # The mode (text, image, inpaint, outpaint) and its strength, not the files: jobs from
+        # different input images share a call, each image given with its own prompts.
+        job.init_image is not None,
+        job.mask_image is not None,
         job.strength,
         job.outpaint,
         job.outpaint_blur,

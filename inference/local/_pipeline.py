@@ -369,7 +369,7 @@ class SDXLRunner:
             preview=self._preview,
             stop_after=plan.base_stop_after if plan else None,
         )
-        first, inputs = self._first_stage(base, job)
+        first, inputs = self._first_stage(base, jobs)
         with torch.inference_mode():
             output = first(
                 **common,
@@ -440,27 +440,31 @@ class SDXLRunner:
             for one in jobs
         ]
 
-    def _first_stage(self, base: StableDiffusionXLPipeline, job: WorkerJob) -> tuple[Any, dict[str, Any]]:
-        """Return the pipeline that starts the job and its image arguments: text, image or inpainting.
+    def _first_stage(self, base: StableDiffusionXLPipeline, jobs: list[WorkerJob]) -> tuple[Any, dict[str, Any]]:
+        """Return the pipeline that starts the jobs and their image arguments: text, image or inpainting.
 
         The image pipelines are built from the loaded base (`from_pipe`), sharing its weights.
         diffusers runs ``int(steps × strength)`` steps of an image; the strength passed is the one
         that makes that count `run_steps` exactly (halves up, as every backend counts).
+
+        The image (and mask) is given once per seed, so diffusers VAE-encodes each with that
+        seed's own generator: each image then depends on its seed alone, the same in a batch of
+        jobs from different images (the batch key holds the mode, not the files) as alone, and
+        the second image of an inpainting is the one its seed makes by itself (given once, the
+        inpainting pipeline would encode it with the first seed's generator only).
         """
-        size = (job.width, job.height)
+        job = jobs[0]
         if job.init_image is None:
             return base, {"width": job.width, "height": job.height}
-        with Image.open(job.init_image) as opened:
-            image = opened.convert("RGB")
-        inputs: dict[str, Any] = {"strength": min(1.0, (job.run_steps + 0.5) / job.steps)}
-        if job.outpaint is not None:
-            inputs["image"], inputs["mask_image"] = _outpaint_canvas(image, size, job.outpaint, job.outpaint_blur)
-            return _derived(StableDiffusionXLInpaintPipeline, base), inputs | {"width": job.width, "height": job.height}
-        inputs["image"] = image.resize(size, Image.Resampling.LANCZOS)
-        if job.mask_image is None:
+        pairs = [pair for one in jobs for pair in [_image_inputs(one)] * len(one.seeds)]
+        inputs: dict[str, Any] = {
+            "strength": min(1.0, (job.run_steps + 0.5) / job.steps),
+            "image": [image for image, _ in pairs],
+        }
+        masks = [mask for _, mask in pairs if mask is not None]
+        if not masks:  # the batch key makes the masks all given or all absent
             return _derived(StableDiffusionXLImg2ImgPipeline, base), inputs
-        with Image.open(job.mask_image) as opened:
-            inputs["mask_image"] = opened.convert("L").resize(size, Image.Resampling.LANCZOS)
+        inputs["mask_image"] = masks
         return _derived(StableDiffusionXLInpaintPipeline, base), inputs | {"width": job.width, "height": job.height}
 
     def preload(self, job: WorkerJob) -> None:
@@ -712,6 +716,21 @@ class SDXLRunner:
                 f"used {plan.base_steps} + {plan.refiner_steps}"
             )
         return plan
+
+
+def _image_inputs(job: WorkerJob) -> tuple[Image.Image, Image.Image | None]:
+    """Return a job's input image at its output size, and its inpainting mask (None for image-to-image)."""
+    assert job.init_image is not None
+    size = (job.width, job.height)
+    with Image.open(job.init_image) as opened:
+        image = opened.convert("RGB")
+    if job.outpaint is not None:
+        return _outpaint_canvas(image, size, job.outpaint, job.outpaint_blur)
+    image = image.resize(size, Image.Resampling.LANCZOS)
+    if job.mask_image is None:
+        return image, None
+    with Image.open(job.mask_image) as opened:
+        return image, opened.convert("L").resize(size, Image.Resampling.LANCZOS)
 
 
 def _outpaint_canvas(

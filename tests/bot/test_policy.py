@@ -129,3 +129,17 @@ def test_blocked_models_and_loras_are_refused_and_none_clears_them() -> None:
     policy.check(GenerationRequest(prompt="a red fox", model="tiny", loras=[{"name": "tiny-lora-2", "weight": 1}]))
     cleared = policy.changed(rule_changes(policy, catalog, blocked_models="none", blocked_loras="none"))
     assert cleared.blocked_models == () and cleared.blocked_loras == ()
+
+
+@pytest.mark.parametrize(("flagged", "refused"), [("withhold", True), ("spoiler", False), ("allow", False)])
+def test_a_flagged_input_is_refused_only_where_flagged_images_are_withheld(flagged: str, refused: bool) -> None:
+    request = GenerationRequest(
+        prompt="a fox", model="tiny", width=128, height=128, steps=20, cfg_scale=7.0, scheduler="Euler"
+    )
+    policy = Policy(flagged=flagged)
+    policy.check(request)  # no flagged input: nothing to refuse
+    if refused:
+        with pytest.raises(ContentBlocked, match=r"^This request is not allowed here \(#3.2 was flagged"):
+            policy.check(request, flagged_inputs=["#3.2"])
+    else:
+        policy.check(request, flagged_inputs=["#3.2"])

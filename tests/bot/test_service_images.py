@@ -11,7 +11,7 @@ from PIL import Image
 
 from bot.catalog import load_catalog
 from bot.chat import ChatFlow, Started
-from bot.errors import InvalidOption, NotAllowed, NotFound
+from bot.errors import ContentBlocked, InvalidOption, NotAllowed, NotFound
 from bot.images import input_path
 from bot.jobs import Requester
 from bot.options import Limits
@@ -208,3 +208,56 @@ async def test_zoom_and_outpaint_extend_the_image(service, backend, tmp_path):
     assert (backend.requests[-1].width, backend.requests[-1].outpaint.blur) == (256, 8)
     with pytest.raises(InvalidOption, match=r"^--outpaint must be pixels to add as TOP,RIGHT,BOTTOM,LEFT"):
         await service.imagine("a fox --image #1 --outpaint 10", ALICE)
+
+
+# -- the safety verdict of an input image ---------------------------------------------------------------
+
+
+async def withholding(service) -> None:
+    await service.admin.update_policy(ALICE, {"flagged": "withhold"}, may_manage=True)
+
+
+async def test_a_flagged_image_is_refused_as_an_input_where_the_server_withholds_flagged_images(
+    service, backend, tmp_path
+):
+    """`--image #1.2`, Vary and Upscale of a flagged image: one sentence, nothing queued, audited as blocked."""
+    backend.nsfw_seeds = {8}
+    await (await service.imagine("two foxes --count 2 --seed 7", ALICE)).result()
+    await withholding(service)
+    sent = len(backend.requests)
+    refusal = (
+        "This request is not allowed here"
+        " (#1.2 was flagged by the safety check, and this server withholds flagged images)."
+    )
+    with pytest.raises(ContentBlocked) as refused:
+        await service.imagine("a fox --image #1.2 --strength 0.5", ALICE)
+    assert str(refused.value) == refusal
+    with pytest.raises(ContentBlocked) as refused:
+        await service.upscale(ALICE, "#1.2", 2)
+    assert str(refused.value) == refusal
+    with pytest.raises(ContentBlocked, match=r"\(#1.2 was flagged"):
+        await service.imagine("a fox --image #1 --mask #1.2 --strength 0.5", ALICE)
+    assert len(backend.requests) == sent and inputs(tmp_path) == []
+    entries = await service.admin.audit_log(ALICE, may_manage=True)
+    assert [entry.action for entry in entries].count("blocked") == 3
+    # the image that passed the check is an input as before
+    await (await service.imagine("a fox --image #1 --strength 0.5", ALICE)).result()
+    assert len(backend.requests) == sent + 1
+
+
+async def test_vary_of_a_flagged_result_is_refused_where_flagged_images_are_withheld(service, backend):
+    backend.nsfw_seeds = {7}
+    await (await service.imagine("a fox --seed 7", ALICE)).result()
+    await withholding(service)
+    with pytest.raises(ContentBlocked, match=r"^This request is not allowed here \(#1 was flagged"):
+        await service.vary(ALICE, 1, "subtle")
+
+
+async def test_a_flagged_input_is_judged_by_the_result_where_flagged_images_are_spoilered(service, backend):
+    """Under the default policy (spoiler) a flagged input runs; its result gets its own verdict."""
+    backend.nsfw_seeds = {7}
+    await (await service.imagine("a fox --seed 7", ALICE)).result()
+    upscaled = await (await service.upscale(ALICE, 1, 2)).result()
+    assert upscaled.images[0].nsfw is True  # the same seed: the fake backend flags it again
+    varied = await (await service.vary(ALICE, 1, "strong")).result()
+    assert varied.images[0].nsfw is False

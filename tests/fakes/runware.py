@@ -33,8 +33,18 @@ https://runware.ai/docs/image-inference/api-reference, /docs/platform/task-polli
   ``seedImage``). The decoded bytes land on the task (``RunwareTask.seed_image``/``mask_image``), and
   ``RunwareTask.steps_run`` is what the fake runs: ``int(steps × strength)``, as diffusers truncates;
   Runware documents the product for 40 × 0.5 only, so a client that relies on any rounding is caught.
+* ``imageUpscale`` tasks (https://runware.ai/docs/image-editing/upscaling; the SDK's ``IImageUpscale``):
+  ``inputImage`` (required, the same input forms as ``seedImage``; a UUID must name an image this fake
+  made, and a URL is refused, since the fake fetches nothing) and ``upscaleFactor`` (required, the
+  integer 2, 3 or 4), plus ``outputType``, ``outputFormat``, ``outputQuality``, ``includeCost``,
+  ``deliveryMethod`` and ``safety``; anything else is ``unsupportedParameter`` (see ``UPSCALE_FIELDS``).
+  The result is the input itself, Lanczos-resized by the factor, charged ``COST_PER_UPSCALE`` once,
+  shaped like the docs' answer (``imageUUID``, ``inputImageUUID``, the image, ``cost``; no ``seed``).
+  The decoded input lands on the task (``RunwareTask.input_image``). Faults, retries,
+  ``conflictTaskUUID`` and ``getResponse`` work as for ``imageInference``.
 * With ``safety: {"checkContent": true}`` (or the older ``checkNSFW``) each result carries
-  ``NSFWContent``: true for the seeds in ``fake.nsfw_seeds``, else false.
+  ``NSFWContent``: true for the seeds in ``fake.nsfw_seeds`` (an upscale: for an input whose
+  sha256 is in ``fake.nsfw_inputs``), else false.
 * Every request lands in ``fake.requests`` (``RunwareRequest``: the API key is reduced to an
   ``authorized`` flag so it never appears in a repr). ``fake.max_concurrent`` is the most inference
   POSTs in flight at once and ``fake.connections`` the number of distinct client TCP connections,
@@ -43,7 +53,7 @@ https://runware.ai/docs/image-inference/api-reference, /docs/platform/task-polli
 Faults
 ------
 ``fake.inject(Fault(kind=...))`` queues faults in FIFO order; the head of the queue is taken by the
-next POST that carries an ``imageInference`` task (``getResponse``-only POSTs never take one).
+next POST that carries an ``imageInference`` or ``imageUpscale`` task (``getResponse``-only POSTs never take one).
 Faults that refuse the POST (``status``, ``hang_before``, ``error400``, ``error200``) are taken by the
 next such POST whatever it holds; faults that act on an accepted task (``hang_after``, ``malformed``,
 ``wrong_shape``, ``trickle``, ``partial``, ``url_404``, ``processing``) wait at the head of the queue
@@ -86,6 +96,9 @@ from tests.fakes._loopback import LoopbackServer, trickle
 
 DOCS_URL = "https://runware.ai/docs/image-inference/api-reference"
 COST_PER_IMAGE = 0.0013  # USD, what the fake charges per generated image
+COST_PER_UPSCALE = 0.002  # USD, what the fake charges per upscale
+# The task types that run and are charged; every other type but getResponse is refused.
+CHARGED_TASKS = ("imageInference", "imageUpscale")
 MAX_SEED = 9223372036854775807
 AIR_RE = re.compile(r"^[a-z0-9]+:[0-9]+@[0-9]+$")
 SCHEDULERS = frozenset(
@@ -138,6 +151,20 @@ INFERENCE_FIELDS = frozenset(
         "seedImage",
         "maskImage",
         "strength",
+    }
+)
+UPSCALE_FIELDS = frozenset(
+    {
+        "taskType",
+        "taskUUID",
+        "inputImage",
+        "upscaleFactor",
+        "outputType",
+        "outputFormat",
+        "outputQuality",
+        "includeCost",
+        "deliveryMethod",
+        "safety",
     }
 )
 DATA_URI_RE = re.compile(r"^data:image/(png|jpeg|webp);base64,(.*)$", re.DOTALL)
@@ -238,7 +265,7 @@ class RunwareImage:
 
     image_uuid: str
     index: int
-    seed: int
+    seed: int | None  # None for an upscale: Runware's answer has no seed
     data: bytes
     ext: str
     content_type: str
@@ -247,7 +274,7 @@ class RunwareImage:
 
 @dataclass
 class RunwareTask:
-    """An accepted imageInference task; ``posts`` counts every inference POST that carried its UUID."""
+    """An accepted imageInference or imageUpscale task; ``posts`` counts every POST that carried its UUID."""
 
     task_uuid: str
     request: dict[str, Any]
@@ -264,6 +291,11 @@ class RunwareTask:
     fault: Fault | None = None
     seed_image: bytes | None = None  # the decoded seedImage, when it was sent as data
     mask_image: bytes | None = None  # the decoded maskImage, likewise
+    input_image: bytes | None = None  # the decoded inputImage of an upscale (or the UUID's image)
+
+    @property
+    def task_type(self) -> str:
+        return str(self.request["taskType"])
 
     @property
     def delivery(self) -> str:
@@ -300,6 +332,15 @@ def error_item(
     return item
 
 
+def upscale_image(data: bytes, factor: int, output_format: str) -> bytes:
+    """Return an input image `factor` times larger (Lanczos), encoded in the output format."""
+    with Image.open(io.BytesIO(data)) as opened:
+        larger = opened.convert("RGB").resize((opened.width * factor, opened.height * factor), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    larger.save(buffer, format=OUTPUT_FORMATS[output_format][0])
+    return buffer.getvalue()
+
+
 def render_image(seed: int, width: int, height: int, output_format: str) -> bytes:
     """Encode a solid-colour picture whose colour depends only on the seed, so seeds are checkable."""
     colour = tuple(hashlib.sha256(f"{seed}".encode()).digest()[:3])
@@ -327,6 +368,17 @@ def _number_range(lo: float, hi: float) -> Callable[[str, object], str | None]:
         if isinstance(value, int | float) and not isinstance(value, bool) and lo <= value <= hi:
             return None
         return f"Invalid value for {name} parameter. It must be a number between {lo} and {hi}."
+
+    return check
+
+
+def _choice_int(options: Iterable[int]) -> Callable[[str, object], str | None]:
+    allowed = sorted(options)
+
+    def check(name: str, value: object) -> str | None:
+        if isinstance(value, int) and not isinstance(value, bool) and value in allowed:
+            return None
+        return f"Invalid value for {name} parameter. It must be one of: {', '.join(map(str, allowed))}."
 
     return check
 
@@ -497,6 +549,45 @@ def _inference_problem(task: dict[str, Any]) -> dict[str, Any] | None:
     return bad(*problem) if problem else None
 
 
+# (field, check, required) of an imageUpscale task, in the order the fake reports the first problem.
+UPSCALE_CHECKS: list[tuple[str, Callable[[str, object], str | None], bool]] = [
+    ("inputImage", _image_input, True),
+    ("upscaleFactor", _choice_int((2, 3, 4)), True),
+    ("outputType", _choice(OUTPUT_TYPES), False),
+    ("outputFormat", _choice(OUTPUT_FORMATS), False),
+    ("outputQuality", _int_range(20, 99), False),
+    ("includeCost", _bool, False),
+    ("deliveryMethod", _choice(("sync", "async")), False),
+]
+
+
+def _upscale_problem(task: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the error item for the first problem of an imageUpscale task, or None when it is valid."""
+    raw_uuid = task.get("taskUUID")
+    task_uuid = raw_uuid if isinstance(raw_uuid, str) else None
+
+    def bad(parameter: str, message: str, code: str = "invalidParameter") -> dict[str, Any]:
+        return error_item(code, message, parameter, "imageUpscale", task_uuid, documentation=True)
+
+    if not isinstance(raw_uuid, str) or not UUID4_RE.match(raw_uuid):
+        return bad("taskUUID", "Invalid value for taskUUID parameter. It must be a UUID v4 string.")
+    for key in task:
+        if key not in UPSCALE_FIELDS:
+            return bad(key, f"Unsupported parameter: {key}.", "unsupportedParameter")
+    for name, check, required in UPSCALE_CHECKS:
+        if name not in task:
+            if required:
+                return bad(name, f"Missing required parameter: {name}.")
+            continue
+        if message := check(name, task[name]):
+            return bad(name, message)
+    if str(task["inputImage"]).startswith(("https://", "http://")):
+        return bad("inputImage", "This fake fetches no URLs: send the image as data or by UUID.")
+    if "safety" in task and (problem := _safety_problem(task["safety"])):
+        return bad(*problem)
+    return None
+
+
 # -- the fake ----------------------------------------------------------------------------------------
 
 
@@ -512,6 +603,7 @@ class FakeRunware(LoopbackServer):
         self.downloads: list[str] = []
         self.faults: deque[Fault] = deque()
         self.nsfw_seeds: set[int] = set()  # images with these seeds answer NSFWContent: true when checked
+        self.nsfw_inputs: set[str] = set()  # upscales of inputs with these sha256s answer NSFWContent: true
         self.max_concurrent = 0
         self.in_flight = 0
         self.base = ""
@@ -536,7 +628,7 @@ class FakeRunware(LoopbackServer):
     # -- driving and queries ----------------------------------------------------------------------
 
     def inject(self, *faults: Fault) -> None:
-        """Queue faults (FIFO) for the next POSTs that carry an imageInference task."""
+        """Queue faults (FIFO) for the next POSTs that carry an imageInference or imageUpscale task."""
         self.faults.extend(faults)
 
     @property
@@ -603,7 +695,7 @@ class FakeRunware(LoopbackServer):
         if not isinstance(body, list) or not body or not all(isinstance(t, dict) for t in body):
             message = "The request body must be a non-empty JSON array of task objects."
             return await self._answer(record, 400, {"errors": [error_item("invalidPayload", message)]})
-        inference = [t for t in body if t.get("taskType") == "imageInference"]
+        inference = [t for t in body if t.get("taskType") in CHARGED_TASKS]
         if not inference:
             if problem := self._problem(body):
                 return await self._answer(record, 400, {"errors": [problem]})
@@ -627,16 +719,25 @@ class FakeRunware(LoopbackServer):
                     message = "Invalid value for taskUUID parameter. It must be a string."
                     return error_item("invalidParameter", message, "taskUUID", "getResponse", None)
                 continue
-            if task_type != "imageInference":
+            if task_type not in CHARGED_TASKS:
                 message = f"Unsupported task type: {task_type!r}."
                 return error_item("unsupportedTaskType", message, "taskType", None, task_uuid)
-            if problem := _inference_problem(task):
+            if problem := (_inference_problem if task_type == "imageInference" else self._upscale_task_problem)(task):
                 return problem
-            assert task_uuid is not None  # _inference_problem checked it
+            assert task_uuid is not None  # the task's check covered it
             if task_uuid in self.tasks or task_uuid in seen:
                 message = "A task with this taskUUID already exists."
-                return error_item("conflictTaskUUID", message, "taskUUID", "imageInference", task_uuid)
+                return error_item("conflictTaskUUID", message, "taskUUID", task_type, task_uuid)
             seen.add(task_uuid)
+        return None
+
+    def _upscale_task_problem(self, task: dict[str, Any]) -> dict[str, Any] | None:
+        if problem := _upscale_problem(task):
+            return problem
+        value = str(task["inputImage"])
+        if UUID4_RE.match(value) and value not in self._images:
+            message = "Invalid value for inputImage parameter. No image with this UUID was found."
+            return error_item("invalidParameter", message, "inputImage", "imageUpscale", task["taskUUID"])
         return None
 
     async def _inference(
@@ -649,7 +750,7 @@ class FakeRunware(LoopbackServer):
         first_uuid = inference[0].get("taskUUID")
         first_uuid = first_uuid if isinstance(first_uuid, str) else None
         if self.faults and self.faults[0].refuses():
-            return await self._refuse(record, self.faults.popleft(), first_uuid)
+            return await self._refuse(record, self.faults.popleft(), first_uuid, str(inference[0]["taskType"]))
         if problem := self._problem(body):
             return await self._answer(record, 400, {"errors": [problem]})
         fault = self.faults.popleft() if self.faults else None
@@ -672,12 +773,14 @@ class FakeRunware(LoopbackServer):
             return await trickle(request, json.dumps(payload).encode(), pieces=fault.pieces, gap=fault.seconds)
         return await self._answer(record, *self._results(body))
 
-    async def _refuse(self, record: RunwareRequest, fault: Fault, task_uuid: str | None) -> web.Response:
+    async def _refuse(
+        self, record: RunwareRequest, fault: Fault, task_uuid: str | None, task_type: str
+    ) -> web.Response:
         """Answer a refusing fault: nothing is accepted or charged."""
         if fault.kind in ("error400", "error200"):
             message = fault.message or f"Invalid value for {fault.parameter} parameter."
             code = fault.code or "invalidParameter"
-            item = error_item(code, message, fault.parameter, "imageInference", task_uuid, documentation=True)
+            item = error_item(code, message, fault.parameter, task_type, task_uuid, documentation=True)
             return await self._answer(record, 400 if fault.kind == "error400" else 200, {"errors": [item]})
         if fault.kind == "hang_before":
             await asyncio.sleep(fault.seconds)
@@ -685,7 +788,7 @@ class FakeRunware(LoopbackServer):
         else:
             status = fault.status
             code, message = STATUS_CODES.get(status, UNAVAILABLE)
-        item = error_item(fault.code or code, fault.message or message, None, "imageInference", task_uuid)
+        item = error_item(fault.code or code, fault.message or message, None, task_type, task_uuid)
         headers = None
         if fault.kind == "status" and fault.retry_after is not None:
             value = fault.retry_after
@@ -695,8 +798,9 @@ class FakeRunware(LoopbackServer):
     def _accept(self, request: dict[str, Any], fault: Fault | None) -> RunwareTask:
         """Charge and register a validated task; synchronous, so two racing POSTs cannot both win."""
         task_uuid: str = request["taskUUID"]
-        count = request.get("numberResults", 1)
-        cost = round(COST_PER_IMAGE * count, 6)
+        upscale = request["taskType"] == "imageUpscale"
+        count = 1 if upscale else request.get("numberResults", 1)
+        cost = COST_PER_UPSCALE if upscale else round(COST_PER_IMAGE * count, 6)
         now = time.monotonic()
         task = RunwareTask(task_uuid, request, cost, accepted_at=now, ready_at=now + self.service_time, fault=fault)
         if fault is not None and fault.kind == "partial":
@@ -709,6 +813,9 @@ class FakeRunware(LoopbackServer):
         for name in ("seedImage", "maskImage"):
             if isinstance(request.get(name), str):
                 setattr(task, "seed_image" if name == "seedImage" else "mask_image", decode_image(request[name]))
+        if upscale:
+            given = request["inputImage"]
+            task.input_image = decode_image(given) if not UUID4_RE.match(given) else self._images[given][1].data
         self.tasks[task_uuid] = task
         self.charges.append((task_uuid, cost))
         return task
@@ -716,10 +823,18 @@ class FakeRunware(LoopbackServer):
     async def _generate(self, task: RunwareTask) -> None:
         """Render the task's images off the event loop, so big pictures do not stall other requests."""
         request = task.request
-        count = request.get("numberResults", 1)
-        seed = request.get("seed") or random.randint(1, 2**32 - 1)
         output_format = request.get("outputFormat", "JPG")
         _, ext, content_type = OUTPUT_FORMATS[output_format]
+        if task.input_image is not None:
+            factor, given = request["upscaleFactor"], task.input_image
+            data = await asyncio.to_thread(upscale_image, given, factor, output_format)
+            image = RunwareImage(str(uuid.uuid4()), 0, None, data, ext, content_type)
+            task.images.append(image)
+            self._images[image.image_uuid] = (task, image)
+            task.generated = True
+            return
+        count = request.get("numberResults", 1)
+        seed = request.get("seed") or random.randint(1, 2**32 - 1)
         width, height = request["width"], request["height"]
         datas = await asyncio.to_thread(
             lambda: [render_image(seed + i, width, height, output_format) for i in range(count)]
@@ -735,12 +850,12 @@ class FakeRunware(LoopbackServer):
     def _item(self, task: RunwareTask, image: RunwareImage) -> dict[str, Any]:
         """Build one result item the way Runware shapes it for the task's outputType."""
         request = task.request
-        item: dict[str, Any] = {
-            "taskType": "imageInference",
-            "taskUUID": task.task_uuid,
-            "imageUUID": image.image_uuid,
-            "seed": image.seed,
-        }
+        item: dict[str, Any] = {"taskType": task.task_type, "taskUUID": task.task_uuid, "imageUUID": image.image_uuid}
+        if image.seed is not None:
+            item["seed"] = image.seed
+        if task.input_image is not None:
+            # Runware answers the UUID it keeps the input under; the fake keeps none, so it names a fresh one.
+            item["inputImageUUID"] = str(uuid.uuid5(uuid.NAMESPACE_OID, task.task_uuid))
         output_type = request.get("outputType", "URL")
         if output_type == "URL":
             item["imageURL"] = f"{self.base}/image/{image.image_uuid}.{image.ext}"
@@ -750,9 +865,12 @@ class FakeRunware(LoopbackServer):
             item["imageDataURI"] = f"data:{image.content_type};base64,{base64.b64encode(image.data).decode()}"
         safety = request.get("safety")
         if request.get("checkNSFW") or (isinstance(safety, dict) and safety.get("checkContent")):
-            item["NSFWContent"] = image.seed in self.nsfw_seeds
+            if task.input_image is not None:
+                item["NSFWContent"] = hashlib.sha256(task.input_image).hexdigest() in self.nsfw_inputs
+            else:
+                item["NSFWContent"] = image.seed in self.nsfw_seeds
         if request.get("includeCost"):
-            item["cost"] = COST_PER_IMAGE
+            item["cost"] = task.cost if task.input_image is not None else COST_PER_IMAGE
         return item
 
     def _results(self, body: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
@@ -766,7 +884,7 @@ class FakeRunware(LoopbackServer):
                 continue
             task = self.tasks[task_uuid]
             if task.delivery == "async":
-                data.append({"taskType": "imageInference", "taskUUID": task_uuid})
+                data.append({"taskType": task.task_type, "taskUUID": task_uuid})
             else:
                 shown = task.images if task.returned is None else task.images[: task.returned]
                 data.extend(self._item(task, image) for image in shown)
@@ -788,7 +906,7 @@ class FakeRunware(LoopbackServer):
         else:
             ready = task.generated and time.monotonic() >= task.ready_at
         if not ready:
-            data.append({"taskType": "imageInference", "taskUUID": task_uuid, "status": "processing"})
+            data.append({"taskType": task.task_type, "taskUUID": task_uuid, "status": "processing"})
             return
         for image in task.images:
             if image.lost:
@@ -798,7 +916,7 @@ class FakeRunware(LoopbackServer):
                         "message": "The provider timed out.",
                         "status": "error",
                         "taskUUID": task_uuid,
-                        "taskType": "imageInference",
+                        "taskType": task.task_type,
                     }
                 )
             else:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.fakes.runware import COST_PER_IMAGE, FakeRunware, Fault
+from tests.fakes.runware import COST_PER_IMAGE, COST_PER_UPSCALE, FakeRunware, Fault
 
 
 @pytest.fixture
@@ -185,6 +185,58 @@ async def test_image_inputs_are_decoded_and_steps_run_truncate(fake: FakeRunware
     assert (await post(http, fake, default)).status_code == 200
     assert fake.tasks[default["taskUUID"]].steps_run == 7  # 7.5 truncated, where half-up says 8
     assert fake.tasks[default["taskUUID"]].seed_image is None
+
+
+def upscale(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"taskType": "imageUpscale", "taskUUID": str(uuid.uuid4()), "upscaleFactor": 2}
+    body.update(overrides)
+    return {k: v for k, v in body.items() if v is not ...}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "parameter", "code"),
+    [
+        ({"inputImage": ...}, "inputImage", "invalidParameter"),
+        ({"upscaleFactor": ...}, "upscaleFactor", "invalidParameter"),
+        ({"upscaleFactor": 8}, "upscaleFactor", "invalidParameter"),
+        ({"upscaleFactor": 2.0}, "upscaleFactor", "invalidParameter"),
+        ({"upscaleFactor": True}, "upscaleFactor", "invalidParameter"),
+        ({"inputImage": "not an image"}, "inputImage", "invalidParameter"),
+        ({"inputImage": "https://example.com/a.png"}, "inputImage", "invalidParameter"),
+        ({"inputImage": "c64351d5-4c59-42f7-95e1-eace013eddab"}, "inputImage", "invalidParameter"),
+        ({"steps": 20}, "steps", "unsupportedParameter"),
+        ({"safety": {"checkContent": "yes"}}, "safety.checkContent", "invalidParameter"),
+    ],
+)
+async def test_an_upscale_task_is_validated_like_the_docs_say(
+    fake: FakeRunware, http: httpx.AsyncClient, overrides: dict[str, Any], parameter: str, code: str
+) -> None:
+    _, image_uri = png_data_uri((64, 96))
+    resp = await post(http, fake, upscale(**({"inputImage": image_uri} | overrides)))
+    assert resp.status_code == 400
+    (error,) = resp.json()["errors"]
+    assert (error["code"], error["parameter"], error["taskType"]) == (code, parameter, "imageUpscale")
+    assert fake.charges == []
+
+
+async def test_an_upscale_enlarges_the_input_once_and_a_resend_conflicts(
+    fake: FakeRunware, http: httpx.AsyncClient
+) -> None:
+    image, image_uri = png_data_uri((64, 96))
+    body = upscale(inputImage=image_uri, upscaleFactor=3, outputFormat="PNG", includeCost=True)
+    resp = await post(http, fake, body)
+    assert resp.status_code == 200, resp.text
+    (item,) = resp.json()["data"]
+    assert item["taskType"] == "imageUpscale" and item["cost"] == COST_PER_UPSCALE and "seed" not in item
+    assert fake.tasks[body["taskUUID"]].input_image == image
+    larger = Image.open(io.BytesIO((await http.get(item["imageURL"])).content))
+    assert larger.size == (192, 288)
+    assert (await post(http, fake, body)).json()["errors"][0]["code"] == "conflictTaskUUID"
+    # a generated image is upscaled by its UUID too
+    again = upscale(inputImage=item["imageUUID"], upscaleFactor=2)
+    assert (await post(http, fake, again)).status_code == 200
+    assert fake.tasks[again["taskUUID"]].input_image == (await http.get(item["imageURL"])).content
+    assert fake.charges == [(body["taskUUID"], COST_PER_UPSCALE), (again["taskUUID"], COST_PER_UPSCALE)]
 
 
 # -- sync delivery ------------------------------------------------------------------------------------

@@ -207,3 +207,13 @@ async def test_an_input_image_is_refused_before_anything_is_queued_or_sent(servi
             await svc.imagine(line, WHO)
         assert str(refused.value) == "Image is not available on ModelsLab; the local backend and Runware can."
     assert len(fake.submits) == 1 and len(await history.generations.recent("console", "alice")) == 1
+
+
+async def test_an_upscale_is_refused_naming_the_backends_that_can(service, fake: FakeModelsLab) -> None:
+    """Super-resolution takes a URL only, and the bot serves none (see inference/capabilities.py): refused."""
+    svc, history = service
+    await outcome(svc, "a red fox --seed 42 --size 256x256")
+    with pytest.raises(InvalidOption) as refused:
+        await svc.upscale(WHO, "#1", 2)
+    assert str(refused.value) == "Upscale is not available on ModelsLab; the local backend and Runware can."
+    assert len(fake.submits) == 1 and len(await history.generations.recent("console", "alice")) == 1

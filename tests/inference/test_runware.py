@@ -10,18 +10,20 @@ import io
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from PIL import Image
 
 from bot.config import RunwareSettings
-from bot.errors import BackendUnavailable, InvalidOption
-from bot.images import input_path
+from bot.errors import BackendUnavailable, BotError, InvalidOption
+from bot.history import Generation
+from bot.images import check_image, input_path
 from bot.request import GenerationRequest
 from bot.service import ImageService
-from inference.runware import RunwareBackend
+from inference.runware import UPSCALE_NOTE, RunwareBackend
 from storage import SqliteDatabase
-from tests.fakes.runware import COST_PER_IMAGE, FakeRunware, Fault
+from tests.fakes.runware import COST_PER_IMAGE, COST_PER_UPSCALE, FakeRunware, Fault
 from tests.fakes.service import started_service
 from tests.inference.remote import CATALOG, WHO, assert_aftermath, only, outcome, request
 
@@ -402,3 +404,82 @@ async def test_a_refiner_after_an_input_image_is_refused_before_anything_is_sent
         await service.imagine("a fox --image #1 --refiner 80", WHO)
     assert str(refused.value) == "Refiner cannot follow an input image on Runware; the local backend can."
     assert len(fake.calls("imageInference")) == 1 and len(await history.generations.recent("console", "alice")) == 1
+
+
+# -- upscale: the imageUpscale task -------------------------------------------------------------------
+
+
+async def upscaled(service: ImageService, ref: str, factor: Literal[2, 4]) -> tuple[Generation | None, str | None]:
+    job = await service.upscale(WHO, ref, factor)
+    try:
+        return await job.result(), None
+    except BotError as error:
+        return None, str(error)
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+async def test_an_upscale_sends_the_stored_image_and_the_factor_and_comes_back_that_much_larger(
+    running, fake: FakeRunware, tmp_path: Path, factor: Literal[2, 4]
+) -> None:
+    service, history = running
+    await outcome(service, "a red fox --seed 42 --size 512x384 --format png")
+    generation, error = await upscaled(service, "#1", factor)
+    assert error is None and generation is not None
+    request = generation.request
+    assert request.init_image is not None and request.upscale == factor
+    (sent,) = fake.calls("imageUpscale")
+    assert sent["upscaleFactor"] == factor and sent["inputImage"].startswith("data:image/png;base64,")
+    task = fake.tasks[sent["taskUUID"]]
+    # the stored input as it is (not resized to the output size first: Runware multiplies its sides)
+    assert task.input_image == (tmp_path / input_path(request.init_image)).read_bytes()
+    (image,) = generation.images
+    stored = Image.open(tmp_path / image.path)
+    assert stored.size == (image.width, image.height) == (512 * factor, 384 * factor)
+    assert (generation.action, generation.parent_id, image.seed) == ("upscale", 1, 42)
+    assert len(fake.calls("imageInference")) == 1  # the first image only: no model redraws the upscale
+    assert (await history.generations.get(generation.id)).cost == pytest.approx(COST_PER_UPSCALE)
+    assert UPSCALE_NOTE in generation.warnings
+
+
+async def test_an_upscale_retried_after_a_lost_answer_keeps_its_task_uuid_and_pays_once(
+    fake: FakeRunware, tmp_path: Path
+) -> None:
+    backend = RunwareBackend(CATALOG, settings(fake, timeout=0.5), tmp_path, poll_interval=0.01)
+    async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as (service, history):
+        await outcome(service, "a red fox --seed 42 --size 512x512")
+        fake.inject(Fault("hang_after", seconds=3.0))  # accepted and charged, its answer lost to the timeout
+        generation, error = await upscaled(service, "#1", 2)
+        assert error is None and generation is not None
+        sent = fake.calls("imageUpscale")
+        assert len(sent) == 2 and sent[0] == sent[1]
+        (task,) = [task for task in fake.tasks.values() if task.task_type == "imageUpscale"]
+        assert task.posts == 2 and task.polls >= 1
+        assert [cost for _, cost in fake.charges] == [COST_PER_IMAGE, COST_PER_UPSCALE]
+        assert (await history.generations.get(generation.id)).cost == pytest.approx(COST_PER_UPSCALE)
+        assert (generation.images[0].width, generation.images[0].height) == (1024, 1024)
+    await backend.aclose()
+
+
+async def test_an_upscale_is_judged_by_runwares_content_check_again(running, fake: FakeRunware, tmp_path: Path) -> None:
+    service, history = running
+    first, _ = await outcome(service, "a red fox --seed 42 --size 512x512")
+    assert first is not None
+    # the input Runware gets: the result as the bot stores inputs (an upright PNG without metadata)
+    stored = check_image(
+        (tmp_path / first.images[0].path).read_bytes(), option="upscale", max_bytes=2**30, pixel_budget=2**30
+    )
+    fake.nsfw_inputs = {stored.sha256}
+    generation, error = await upscaled(service, "#1", 2)
+    assert error is None and generation is not None
+    assert fake.calls("imageUpscale")[0]["safety"] == {"checkContent": True}
+    assert [image.nsfw for image in (await history.generations.get(generation.id)).images] == [True]
+
+
+async def test_an_upscale_of_a_refined_image_is_not_refused_for_the_refiner(running, fake: FakeRunware) -> None:
+    """Runware refuses a refiner after an input image, but its upscaler runs no model: nothing to refuse."""
+    service, _ = running
+    first, error = await outcome(service, "a red fox --seed 42 --size 512x512 --refiner 80")
+    assert error is None and first is not None and first.request.refiner is not None
+    generation, error = await upscaled(service, "#1", 2)
+    assert error is None and generation is not None
+    assert len(fake.calls("imageUpscale")) == 1
