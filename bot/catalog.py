@@ -25,8 +25,8 @@ from bot.errors import InvalidOption, shown
 
 __all__ = ["KINDS", "Catalog", "CatalogEntry", "Kind", "load_catalog"]
 
-Kind = Literal["model", "refiner", "vae", "lora", "embedding"]
-KINDS: tuple[Kind, ...] = ("model", "refiner", "vae", "lora", "embedding")
+Kind = Literal["model", "refiner", "vae", "lora", "embedding", "controlnet"]
+KINDS: tuple[Kind, ...] = ("model", "refiner", "vae", "lora", "embedding", "controlnet")
 
 
 class CatalogEntry(BaseModel):
@@ -54,6 +54,8 @@ class CatalogEntry(BaseModel):
     # LoRAs and embeddings
     trigger_words: tuple[str, ...] = ()
     token: str | None = None
+    # ControlNets: the guide preprocessing they were trained on (canny, depth, …; None: any map)
+    preprocess: str | None = None
 
 
 class Catalog:

@@ -25,12 +25,15 @@ from bot.errors import InvalidOption, shown
 __all__ = [
     "CFG",
     "CLIP_SKIP",
+    "CONTROL_WEIGHT",
     "COUNT",
     "DEFAULT_STRENGTH",
     "FEW_RUN_STEPS",
     "MAX_ADDONS",
+    "MAX_CONTROLNETS",
     "MAX_SEED",
     "OUTPAINT_BLUR",
+    "PREPROCESSORS",
     "PROMPT_LENGTH",
     "REFINER_PERCENT",
     "SEED",
@@ -39,6 +42,7 @@ __all__ = [
     "STRENGTH",
     "WEIGHT",
     "ZOOM",
+    "ControlNetSpec",
     "GeneratedImage",
     "GenerationRequest",
     "Outpaint",
@@ -85,6 +89,9 @@ STRENGTH = Range(0.0, 1.0)  # how much of an input image is denoised again (Runw
 DEFAULT_STRENGTH = 0.8  # Runware's documented default for image-to-image
 OUTPAINT_BLUR = Range(0, 32)  # pixels of the seam's soft edge (Runware's outpaint `blur`)
 ZOOM = Range(1.0, 2.0)  # --zoom: the image's sides times this, extended evenly (more than 1)
+CONTROL_WEIGHT = Range(0.0, 2.0)  # A1111's range; Runware takes 0–1
+MAX_CONTROLNETS = 3
+PREPROCESSORS: tuple[str, ...] = ("none", "canny", "depth", "openpose", "lineart", "softedge", "scribble")
 FEW_RUN_STEPS = 10  # fewer steps than this actually running is worth a warning (the steps doc's advice)
 _SHA256 = r"^[0-9a-f]{64}$"
 
@@ -170,6 +177,33 @@ class Outpaint(_Frozen):
         return self.top, self.right, self.bottom, self.left
 
 
+class ControlNetSpec(_Frozen):
+    """One ControlNet: its catalog name, its guide, and the steps it acts on, exactly.
+
+    `guide` is the stored image the ControlNet sees (already preprocessed); `source` the stored
+    image it was made from when `preprocess` is not ``none``. `start_step` and `end_step` are
+    1-based and inclusive, counted among the steps that run (the last ``steps × strength`` from
+    an image): the same step set on every backend and scheduler.
+    """
+
+    model: str = Field(min_length=1, max_length=100)
+    guide: str = Field(pattern=_SHA256)
+    source: str | None = Field(default=None, pattern=_SHA256)
+    preprocess: Literal["none", "canny", "depth", "openpose", "lineart", "softedge", "scribble"] = "none"
+    weight: float = Field(default=1.0, ge=CONTROL_WEIGHT.low, le=CONTROL_WEIGHT.high)
+    start_step: int = Field(default=1, ge=1, le=STEPS.high)
+    end_step: int = Field(ge=1, le=STEPS.high)
+    mode: Literal["balanced", "prompt", "controlnet"] = "balanced"
+
+    @model_validator(mode="after")
+    def _steps(self) -> Self:
+        if self.start_step > self.end_step:
+            raise ValueError("a ControlNet's start step comes after its end step")
+        if (self.source is None) != (self.preprocess == "none"):
+            raise ValueError("a preprocessed guide names its source, and only then")
+        return self
+
+
 class GenerationRequest(_Frozen):
     """One text-to-image request, as every backend receives it."""
 
@@ -200,6 +234,7 @@ class GenerationRequest(_Frozen):
     # An outpaint: the output is the init image (width − left − right by height − top − bottom)
     # with the extension around it made new.
     outpaint: Outpaint | None = None
+    controlnets: tuple[ControlNetSpec, ...] = Field(default=(), max_length=MAX_CONTROLNETS)
 
     @model_validator(mode="after")
     def _image_inputs(self) -> Self:
@@ -218,6 +253,8 @@ class GenerationRequest(_Frozen):
             raise ValueError("an outpaint leaves no room for the image")
         if self.run_steps < 1:
             raise ValueError("no step would run")
+        if any(control.end_step > self.run_steps for control in self.controlnets):
+            raise ValueError("a ControlNet ends after the last step that runs")
         return self
 
     @classmethod

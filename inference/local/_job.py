@@ -21,7 +21,7 @@ from bot.images import input_path
 from bot.request import MAX_SEED, GenerationRequest, run_steps
 from inference.local._schedulers import MAX_STEPS, SCHEDULERS
 
-__all__ = ["Asset", "WorkerJob", "batch_key", "build_job"]
+__all__ = ["Asset", "Control", "WorkerJob", "batch_key", "build_job"]
 
 # Architectures the SDXL pipelines can run.
 _LOCAL_ARCHITECTURES = frozenset({"sdxl", "sdxl-distilled"})
@@ -39,6 +39,17 @@ class Asset(_Frozen):
     weight_name: str | None = None
     weight: float = 1.0
     token: str | None = None
+
+
+class Control(_Frozen):
+    """One ControlNet of a job: the weights, the guide file (preprocessed already) and its exact steps."""
+
+    asset: Asset
+    guide: str  # absolute path of the stored guide PNG
+    weight: float
+    start_step: int  # 1-based, inclusive, among the steps that run
+    end_step: int
+    mode: Literal["balanced", "prompt", "controlnet"]
 
 
 class WorkerJob(_Frozen):
@@ -68,6 +79,7 @@ class WorkerJob(_Frozen):
     # (top, right, bottom, left) pixels added around the init image, and the seam's blur.
     outpaint: tuple[int, int, int, int] | None = None
     outpaint_blur: int = 0
+    controlnets: tuple[Control, ...] = ()
 
     @property
     def run_steps(self) -> int:
@@ -107,6 +119,7 @@ def batch_key(job: WorkerJob) -> tuple[Any, ...]:
         job.strength,
         job.outpaint,
         job.outpaint_blur,
+        job.controlnets,
         # None (zeroed negative embeddings in SDXL) and "" (an encoded empty prompt) are different images.
         job.negative_prompt is None,
     )
@@ -163,6 +176,17 @@ def build_job(request: GenerationRequest, catalog: Catalog, data_dir: Path) -> W
         strength=request.strength,
         outpaint=request.outpaint.sides if request.outpaint else None,
         outpaint_blur=request.outpaint.blur if request.outpaint else 0,
+        controlnets=tuple(
+            Control(
+                asset=_asset(catalog.get("controlnet", control.model), data_dir),
+                guide=str(Path(data_dir) / input_path(control.guide)),
+                weight=control.weight,
+                start_step=control.start_step,
+                end_step=control.end_step,
+                mode=control.mode,
+            )
+            for control in request.controlnets
+        ),
     )
 
 
