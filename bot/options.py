@@ -46,13 +46,14 @@ import difflib
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from pydantic import ValidationError
 
 from bot.catalog import Catalog, CatalogEntry, Kind
+from bot.controls import CONTROL_OPTIONS, Guide, build_controls, guide_refs
 from bot.errors import InvalidOption, shown
 from bot.request import (
     CFG,
@@ -60,6 +61,7 @@ from bot.request import (
     COUNT,
     DEFAULT_STRENGTH,
     MAX_ADDONS,
+    MAX_CONTROLNETS,
     OUTPAINT_BLUR,
     PROMPT_LENGTH,
     REFINER_PERCENT,
@@ -97,6 +99,7 @@ __all__ = [
     "Inputs",
     "Limits",
     "Parsed",
+    "as_typed",
     "flags_help",
     "image_refs",
     "parse_options",
@@ -130,6 +133,7 @@ OPTIONS: tuple[str, ...] = (
     "mask",
     "outpaint",
     "zoom",
+    *CONTROL_OPTIONS,
 )
 
 # The standard SDXL training buckets (about one megapixel each).
@@ -170,6 +174,14 @@ _FLAGS: dict[str, str] = {
     "mask": "mask",
     "outpaint": "outpaint",
     "zoom": "zoom",
+    "cn": "cn",
+    "controlnet": "cn",
+    "guide": "guide",
+    "preprocess": "preprocess",
+    "cn-weight": "cn_weight",
+    "cn-start": "cn_start",
+    "cn-end": "cn_end",
+    "cn-mode": "cn_mode",
 }
 
 # Mapping keys (after lower-casing and `-` → `_`): the options, the flags, and the request's field names.
@@ -177,6 +189,9 @@ _KEYS: dict[str, str] = (
     {name: name for name in OPTIONS}
     | {flag.replace("-", "_"): option for flag, option in _FLAGS.items()}
     | {"negative_prompt": "negative", "sampler": "scheduler"}
+    # Discord's typed ControlNet options
+    | {"control": "cn", "control_image": "guide", "control_weight": "cn_weight", "control_start": "cn_start"}
+    | {"control_end": "cn_end", "control_mode": "cn_mode"}
 )
 
 # What an error calls each option.
@@ -202,6 +217,13 @@ _LABELS: dict[str, str] = {
     "mask": "mask",
     "outpaint": "outpaint",
     "zoom": "zoom",
+    "cn": "cn",
+    "guide": "guide",
+    "preprocess": "preprocess",
+    "cn_weight": "cn-weight",
+    "cn_start": "cn-start",
+    "cn_end": "cn-end",
+    "cn_mode": "cn-mode",
 }
 
 # An error's option (a label, an option or a field's label) → the option, to name it as typed.
@@ -278,6 +300,13 @@ _HELP: dict[str, tuple[str, str]] = {
         f"with --image: extend it by these pixels (multiples of {SIDE.step}; one number: every side)",
     ),
     "zoom": (f"{ZOOM.low:g}–{ZOOM.high:g}", "with --image: zoom out, extending every side evenly"),
+    "cn": ("NAME | NAME=GUIDE[:W][@S-E], …", f"ControlNets (up to {MAX_CONTROLNETS}), structure from a guide image"),
+    "guide": ("#ID[.N]", "with --cn NAME: the guide image (a previous image, an attachment, a console file)"),
+    "preprocess": ("none|canny|…", "how the guide becomes the ControlNet's map (default: the ControlNet's own)"),
+    "cn_weight": ("0–2", "how strongly the ControlNet steers (default 1)"),
+    "cn_start": ("STEP|PCT%", "the first step it acts on (default 1)"),
+    "cn_end": ("STEP|PCT%", "the last step it acts on (default the last that runs)"),
+    "cn_mode": ("balanced|prompt|controlnet", "which matters more: both, your prompt, or the ControlNet"),
 }
 
 
@@ -310,6 +339,7 @@ class ImageRefs:
 
     image: str | None = None
     mask: str | None = None
+    guides: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,11 +374,17 @@ def _image_refs(raw: Mapping[str, object]) -> ImageRefs:
     _require_image(raw)
     image = _text("image", raw["image"]) if "image" in raw else None
     mask = _text("mask", raw["mask"]) if "mask" in raw else None
-    return ImageRefs(image=image, mask=mask)
+    return ImageRefs(image=image, mask=mask, guides=guide_refs(raw))
 
 
 def parse_text(
-    text: str, *, catalog: Catalog, defaults: Defaults, limits: Limits, inputs: Inputs | None = None
+    text: str,
+    *,
+    catalog: Catalog,
+    defaults: Defaults,
+    limits: Limits,
+    inputs: Inputs | None = None,
+    guides: Sequence[Guide] | None = None,
 ) -> Parsed:
     """Parse chat text such as ``a red fox --seed 42 --ar 16:9`` into a checked request.
 
@@ -358,6 +394,7 @@ def parse_text(
         defaults: the user's defaults (and the configured default model).
         limits: the policy the request must fit.
         inputs: the stored images that `image_refs` named, once loaded and checked.
+        guides: the stored ControlNet guides `image_refs` named, in order, once loaded and preprocessed.
 
     Returns:
         The resolved request (its seed is None unless given) and its warnings.
@@ -365,7 +402,7 @@ def parse_text(
     Raises:
         InvalidOption: an option is unknown, malformed, out of range or does not fit the model.
     """
-    return _parse({"prompt": text}, catalog, defaults, limits, inputs, keys_typed=False)
+    return _parse({"prompt": text}, catalog, defaults, limits, inputs, guides, keys_typed=False)
 
 
 def parse_options(
@@ -375,6 +412,7 @@ def parse_options(
     defaults: Defaults,
     limits: Limits,
     inputs: Inputs | None = None,
+    guides: Sequence[Guide] | None = None,
 ) -> Parsed:
     """Parse typed options (a Discord slash command's) into a checked request.
 
@@ -386,6 +424,7 @@ def parse_options(
         defaults: the user's defaults (and the configured default model).
         limits: the policy the request must fit.
         inputs: the stored images that `image_refs` named, once loaded and checked.
+        guides: the stored ControlNet guides `image_refs` named, in order, once loaded and preprocessed.
 
     Returns:
         The resolved request (its seed is None unless given) and its warnings.
@@ -393,7 +432,7 @@ def parse_options(
     Raises:
         InvalidOption: an option is unknown, malformed, out of range or does not fit the model.
     """
-    return _parse(options, catalog, defaults, limits, inputs, keys_typed=True)
+    return _parse(options, catalog, defaults, limits, inputs, guides, keys_typed=True)
 
 
 def _parse(
@@ -402,10 +441,14 @@ def _parse(
     defaults: Defaults,
     limits: Limits,
     inputs: Inputs | None,
+    guides: Sequence[Guide] | None,
     *,
     keys_typed: bool,
 ) -> Parsed:
-    return _typed_errors(options, lambda raw: _build(raw, catalog, defaults, limits, inputs), keys_typed=keys_typed)
+    def build(raw: Mapping[str, object]) -> Parsed:
+        return _build(raw, catalog, defaults, limits, inputs, guides)
+
+    return _typed_errors(options, build, keys_typed=keys_typed)
 
 
 def _typed_errors(options: Mapping[str, object], read: Callable[[Mapping[str, object]], _T], *, keys_typed: bool) -> _T:
@@ -420,6 +463,20 @@ def _typed_errors(options: Mapping[str, object], read: Callable[[Mapping[str, ob
         return read(raw)
     except InvalidOption as error:
         raise _as_typed(error, typed) from None
+
+
+def as_typed(given: str | Mapping[str, object], error: InvalidOption) -> InvalidOption:
+    """Return `error` naming its option as the user typed it in `given`.
+
+    For refusals made after parsing (an image that cannot be read), so they read like the parser's own.
+    """
+    try:
+        _, typed = _raw_options({"prompt": given} if isinstance(given, str) else given)
+    except InvalidOption:
+        return error
+    if isinstance(given, str):
+        typed = {option: name for option, name in typed.items() if option != "prompt"}
+    return _as_typed(error, typed)
 
 
 def _as_typed(error: InvalidOption, typed: Mapping[str, str]) -> InvalidOption:
@@ -481,9 +538,8 @@ def _split_text(text: str) -> tuple[str, list[tuple[str, str, str]]]:
         option = _FLAGS.get(name.lower().replace("_", "-"))
         if option is None:
             suggestions = ["--" + flag for flag in _close(name.lower(), list(_FLAGS))]
-            reason = "is not an option"
-            if not suggestions:
-                reason += " (options: " + ", ".join("--" + flag for flag in _FLAGS) + ")"
+            # The whole list no longer fits a sentence; help shows every flag with its range.
+            reason = "is not an option" + ("" if suggestions else " (help lists every flag)")
             raise InvalidOption(typed, reason, suggestions, typed=True)
         if option in seen:
             first_typed = seen[option]
@@ -552,7 +608,12 @@ def _unwrap(text: str, start: int, end: int, spans: dict[int, int]) -> str:
 
 
 def _build(
-    raw: Mapping[str, object], catalog: Catalog, defaults: Defaults, limits: Limits, inputs: Inputs | None
+    raw: Mapping[str, object],
+    catalog: Catalog,
+    defaults: Defaults,
+    limits: Limits,
+    inputs: Inputs | None,
+    guides: Sequence[Guide] | None,
 ) -> Parsed:
     prompt = _prompt("prompt", raw.get("prompt"), required=True)
     negative = _prompt("negative", raw["negative"], required=False) if "negative" in raw else None
@@ -605,6 +666,7 @@ def _build(
     else:
         width, height = _size(raw, model, arch, defaults if own else None, warnings)
     refiner = _refiner(raw, model, arch, defaults, run, warnings)
+    controlnets = build_controls(raw, catalog, model, run, guides)
 
     try:
         request = GenerationRequest(
@@ -628,6 +690,7 @@ def _build(
             strength=strength,
             mask_image=inputs.mask if strength is not None and inputs else None,
             outpaint=outpaint,
+            controlnets=controlnets,
         )
     except ValidationError as error:
         raise _invalid_from(error) from None

@@ -19,7 +19,9 @@ from bot import options, rules
 from bot.actions import format_ref, parse_image_ref
 from bot.admin import ServerAdmin
 from bot.catalog import Catalog
+from bot.controls import Guide
 from bot.errors import GalleryOff, InvalidOption, NotAllowed, NotFound, shown
+from bot.guides import CANNY_THRESHOLDS, make_guide
 from bot.history import Action, Generation, NewGeneration, StoredImage
 from bot.images import InputImage, check_image
 from bot.jobs import Job, Requester
@@ -135,6 +137,7 @@ class ImageService:
         retention_days: float = 0,
         max_input_bytes: int = 20 * 1024 * 1024,
         max_input_pixels: int = 4096 * 4096,
+        canny_thresholds: tuple[int, int] = CANNY_THRESHOLDS,
         seeds: Callable[[], int] = random_seed,
         clock: Callable[[], float] = time.time,
         gallery: GalleryLinks | None = None,
@@ -152,6 +155,7 @@ class ImageService:
         self.max_input_bytes = max_input_bytes
         self._max_input_pixels = max_input_pixels
         self._inputs_lock = asyncio.Lock()
+        self._canny = canny_thresholds
         self._purger: asyncio.Task[None] | None = None
         self._clock = clock
         self.admin = ServerAdmin(stores.policies, stores.generations, daily_quota=daily_quota, clock=clock)
@@ -218,17 +222,13 @@ class ImageService:
         saved = await self._settings.get(*who.key)
         defaults = self._to_defaults(saved)
         refs = options.image_refs(given)
-        images: list[InputImage] = []
+        images: list[InputImage] = []  # every image the request names, checked, stored once it passes
         flagged: list[str] = []
-        inputs = None
-        if refs.image is not None:
-            # Everything else is checked first, so a request that fails anyway reads no image.
-            self._parse(given, defaults, options.Inputs(_PROBE, SIDE.low, SIDE.low))
-            image = await self._input(who, refs.image, "image", load, flagged)
-            mask = await self._input(who, refs.mask, "mask", load, flagged) if refs.mask is not None else None
-            images = [image] if mask is None else [image, mask]
-            inputs = options.Inputs(image.sha256, image.width, image.height, mask.sha256 if mask else None)
-        parsed = self._parse(given, defaults, inputs)
+        try:
+            inputs, guides = await self._load_inputs(given, defaults, refs, who, load, images, flagged)
+        except InvalidOption as error:
+            raise options.as_typed(given, error) from None
+        parsed = self._parse(given, defaults, inputs, guides)
         if private is None:
             private = _wants_private(saved)
         return await self.submit(
@@ -241,12 +241,57 @@ class ImageService:
             flagged_inputs=flagged,
         )
 
+    async def _load_inputs(
+        self,
+        given: str | Mapping[str, object],
+        defaults: options.Defaults,
+        refs: options.ImageRefs,
+        who: Requester,
+        load: ImageLoader | None,
+        images: list[InputImage],
+        flagged: list[str],
+    ) -> tuple[options.Inputs | None, list[Guide]]:
+        """Load, check and (guides) preprocess the images a request names; append them to `images`."""
+        if refs.image is None and not refs.guides:
+            return None, []
+        # Everything else is checked first, so a request that fails anyway reads no image;
+        # the probe also says how each ControlNet's guide is to be preprocessed.
+        probe_inputs = options.Inputs(_PROBE, SIDE.low, SIDE.low) if refs.image is not None else None
+        probe = self._parse(given, defaults, probe_inputs, [Guide(_PROBE, _PROBE)] * len(refs.guides))
+        inputs = None
+        if refs.image is not None:
+            image = await self._input(who, refs.image, "image", load, flagged)
+            mask = await self._input(who, refs.mask, "mask", load, flagged) if refs.mask is not None else None
+            images += [image] if mask is None else [image, mask]
+            inputs = options.Inputs(image.sha256, image.width, image.height, mask.sha256 if mask else None)
+        guides = []
+        for ref, control in zip(refs.guides, probe.request.controlnets, strict=True):
+            source = await self._input(who, ref, "guide", load, flagged)
+            images.append(source)
+            if control.preprocess == "none":
+                guides.append(Guide(source.sha256))
+            else:
+                made = await asyncio.to_thread(make_guide, source, control.preprocess, thresholds=self._canny)
+                images.append(made)
+                guides.append(Guide(made.sha256, source.sha256))
+        return inputs, guides
+
     def _parse(
-        self, given: str | Mapping[str, object], defaults: options.Defaults, inputs: options.Inputs | None
+        self,
+        given: str | Mapping[str, object],
+        defaults: options.Defaults,
+        inputs: options.Inputs | None,
+        guides: Sequence[Guide] = (),
     ) -> options.Parsed:
-        if isinstance(given, str):
-            return options.parse_text(given, catalog=self.catalog, defaults=defaults, limits=self.limits, inputs=inputs)
-        return options.parse_options(given, catalog=self.catalog, defaults=defaults, limits=self.limits, inputs=inputs)
+        parse = options.parse_text if isinstance(given, str) else options.parse_options
+        return parse(
+            given,  # type: ignore[arg-type]  # str for parse_text, a mapping for parse_options
+            catalog=self.catalog,
+            defaults=defaults,
+            limits=self.limits,
+            inputs=inputs,
+            guides=guides,
+        )
 
     async def _input(
         self, who: Requester, ref: str, option: str, load: ImageLoader | None, flagged: list[str]
@@ -258,7 +303,7 @@ class ImageService:
         """
         found = parse_image_ref(ref)
         if found is not None:
-            generation = await self._source(who, found[0], "use as an image")
+            generation = await self._source(who, found[0], "use")
             stored = self._pick_image(generation, found[1], option)
             if stored.nsfw:
                 flagged.append(_image_ref(generation.id, found[1]))
@@ -310,7 +355,15 @@ class ImageService:
         strength = saved.get("upscale_strength", UPSCALE_STRENGTH)
         assert isinstance(strength, int | float)  # settings are checked when saved
         image = await self._checked(await self._files.read(stored.path), "upscale")
-        changes = {"init_image": image.sha256, "strength": strength, "mask_image": None, "upscale": factor}
+        # The result is the structure now: an outpaint or ControlNet of the parent is not done again.
+        changes = {
+            "init_image": image.sha256,
+            "strength": strength,
+            "mask_image": None,
+            "upscale": factor,
+            "outpaint": None,
+            "controlnets": (),
+        }
         size = {"width": width, "height": height, "count": 1, "seed": stored.seed}
         try:
             request = GenerationRequest.from_dict({**parent.request.to_dict(), **changes, **size})
@@ -348,6 +401,10 @@ class ImageService:
             "mask_image": None,
             "width": width,
             "height": height,
+            # The result is the structure now: its outpaint, upscale or ControlNets are not done again.
+            "outpaint": None,
+            "upscale": None,
+            "controlnets": (),
         }
         try:
             request = GenerationRequest.from_dict({**parent.request.to_dict(), **changes, "seed": self._seeds()})

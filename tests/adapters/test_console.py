@@ -44,5 +44,5 @@ async def test_image_files_in_the_console(tmp_path: Path) -> None:
             assert not await chat.handle(f"/imagine a fox --image {tmp_path / name}")
     lines = [line for line in out.getvalue().splitlines() if line.startswith("✖")]
     assert len(backend.requests) == 1
-    assert lines[0].startswith("✖ Image '") and lines[0].endswith("' cannot be read (No such file or directory).")
-    assert lines[1:] == ["✖ Image must be a PNG, JPEG or WebP file.", "✖ Image is 293 KB; the most is 195.3 KB."]
+    assert lines[0].startswith("✖ --image '") and lines[0].endswith("' cannot be read (No such file or directory).")
+    assert lines[1:] == ["✖ --image must be a PNG, JPEG or WebP file.", "✖ --image is 293 KB; the most is 195.3 KB."]

@@ -316,12 +316,6 @@ def test_scheduler_spellings(typed, name):
 # Errors: the sentence the user sees
 
 
-KNOWN_FLAGS = (
-    "--seed, --steps, --refiner, --lora, --no, --negative, --ar, --size, --cfg, --sampler, --scheduler, "
-    "--n, --count, --model, --vae, --clip-skip, --embedding, --format, --image, --strength, --mask, --outpaint, --zoom"
-)
-
-
 @pytest.mark.parametrize(
     ("line", "message"),
     [
@@ -342,11 +336,11 @@ KNOWN_FLAGS = (
         # flags
         ("a fox --sed 3", "--sed is not an option; did you mean '--seed'?"),
         ("a fox --sampeler x", "--sampeler is not an option; did you mean '--sampler'?"),
-        ("a fox --bogus 3", f"--bogus is not an option (options: {KNOWN_FLAGS})."),
+        ("a fox --bogus 3", "--bogus is not an option (help lists every flag)."),
         ("a fox --seed 1 --seed 2", "--seed is given twice."),
         ("a fox --clip-skip 1 --clip_skip 2", "--clip_skip is given twice."),
         ("a fox —seed 1 --seed 2", "--seed is given twice."),
-        ("a fox —beautiful", f"—beautiful is not an option (options: {KNOWN_FLAGS})."),
+        ("a fox —beautiful", "—beautiful is not an option (help lists every flag)."),
         ("a fox --n 2 --count 3", "--count repeats --n, the same option."),
         ("a fox --no x --negative y", "--negative repeats --no, the same option."),
         # numbers
@@ -759,6 +753,7 @@ def test_all_matches_public_names():
         "Inputs",
         "Limits",
         "Parsed",
+        "as_typed",
         "flags_help",
         "image_refs",
         "parse_options",

@@ -79,7 +79,7 @@ async def test_the_second_image_of_a_batch_is_hash_dot_two(service, backend):
     await (await service.imagine("a fox --image #1", ALICE)).result()
     assert backend.requests[-2].init_image != backend.requests[-1].init_image
     assert backend.requests[-1].strength == 0.8  # Runware's default for image-to-image
-    with pytest.raises(InvalidOption, match=r"^Image #1 has 2 images, not 3\.$"):
+    with pytest.raises(InvalidOption, match=r"^--image #1 has 2 images, not 3\.$"):
         await service.imagine("a fox --image #1.3", ALICE)
 
 
@@ -123,9 +123,9 @@ async def test_a_chat_reads_attachments_through_its_loader_and_bad_bytes_are_ref
     request = backend.requests[-1]
     # 1024×512 into a 512×512 budget: the ratio kept, sides in multiples of 64
     assert (request.width, request.height) == (640, 320)
-    with pytest.raises(InvalidOption, match=r"^Image must be a PNG, JPEG or WebP file\.$"):
+    with pytest.raises(InvalidOption, match=r"^--image must be a PNG, JPEG or WebP file\.$"):
         await service.imagine("a fox --image fake.png", ALICE, load=load)
-    with pytest.raises(InvalidOption, match=r"^Image is 293.1 KB; the most is 195.3 KB\.$"):
+    with pytest.raises(InvalidOption, match=r"^--image is 293.1 KB; the most is 195.3 KB\.$"):
         await service.imagine("a fox --image huge.png", ALICE, load=load)
     assert len(inputs(tmp_path)) == 1
 

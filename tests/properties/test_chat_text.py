@@ -145,10 +145,21 @@ def test_imagine_text(run: Run, data_dir: Path, prompt: str, options: list[tuple
     async def body() -> None:
         w = await world(data_dir)
         line = " ".join([prompt, *(f"{flag} {value}" for flag, value in options)])
-        typed = {label: flag for flag, _ in options for label in (flag.lstrip("-—"), LABELS.get(flag, ""))}
+        typed = typed_names(options)
         await w.attempt(lambda: w.service.imagine(line, PEOPLE[0]), typed)
 
     run(body())
+
+
+def typed_names(options: list[tuple[str, str]]) -> dict[str, str]:
+    """Return option label → the flag as typed; a `--prompt` flag names nothing (the prompt is never a flag)."""
+    return {
+        label: flag
+        for flag, _ in options
+        if flag != "--prompt"
+        for label in (flag.lstrip("-—"), LABELS.get(flag))
+        if label
+    }
 
 
 LABELS = {
@@ -198,7 +209,7 @@ def test_imagine_from_an_attachment(run: Run, data_dir: Path, data: bytes, optio
             return data
 
         line = " ".join(["a red fox --image upload", *(f"{flag} {value}" for flag, value in options)])
-        typed = {label: flag for flag, _ in options for label in (flag.lstrip("-—"), LABELS.get(flag, ""))}
+        typed = typed_names(options)
         kept = _inputs(data_dir)
         job = await w.attempt(lambda: w.service.imagine(line, PEOPLE[0], load=load), typed)
         if job is None:

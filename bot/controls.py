@@ -1,0 +1,195 @@
+"""ControlNet options as typed: which ControlNets, their guides, weights and exact steps.
+
+Two forms, one meaning:
+
+* long, for one ControlNet: ``--cn canny-sdxl --guide #3 --cn-weight 0.8 --cn-start 1
+  --cn-end 10 --cn-mode prompt --preprocess none``;
+* compact, for up to three: ``--cn canny-sdxl=#3:0.8@1-10, depth-sdxl=#4@0%-50%``
+  (``NAME=GUIDE[:WEIGHT][@START-END]``; ``--cn-mode`` and ``--preprocess`` apply to each).
+
+Start and end are 1-based steps, inclusive, counted among the steps that run, or
+percentages of them as diffusers and A1111 read a guidance start and end: a step ``i``
+(1-based) of ``n`` is on when ``start% · n < i`` and ``i ≤ end% · n`` — 0 % to 33 % of 30
+steps is steps 1–9. The guide is preprocessed for the ControlNet's catalog `preprocess`
+(canny) unless ``--preprocess`` says otherwise (``none``: the guide is a map already).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, cast
+
+from bot.catalog import Catalog, CatalogEntry
+from bot.errors import InvalidOption, shown
+from bot.request import CONTROL_WEIGHT, MAX_CONTROLNETS, PREPROCESSORS, ControlNetSpec
+
+__all__ = ["CONTROL_OPTIONS", "ControlText", "Guide", "build_controls", "control_texts", "guide_refs"]
+
+# The raw options this module reads (see `bot.options`).
+CONTROL_OPTIONS = ("cn", "guide", "preprocess", "cn_weight", "cn_start", "cn_end", "cn_mode")
+_MODES = ("balanced", "prompt", "controlnet")
+_COMPACT = re.compile(
+    r"(?P<name>[^=\s]+)\s*=\s*(?P<guide>[^:@\s]+)(?::(?P<weight>[^@\s]+))?(?:@(?P<start>[^-\s]+)-(?P<end>\S+))?"
+)
+_STEP = re.compile(r"([0-9]{1,3})(%?)")
+
+
+@dataclass(frozen=True, slots=True)
+class ControlText:
+    """One ControlNet as the user typed it, before the catalog and the steps are known."""
+
+    name: str
+    guide: str
+    weight: str | None = None
+    start: str | None = None
+    end: str | None = None
+    compact: bool = False  # typed as NAME=GUIDE…, so a mistake in it is one of --cn
+
+
+@dataclass(frozen=True, slots=True)
+class Guide:
+    """A guide image once stored: what the ControlNet sees, and what it was made from (when preprocessed)."""
+
+    guide: str
+    source: str | None = None
+
+
+def control_texts(raw: Mapping[str, object]) -> list[ControlText]:
+    """Return the ControlNets the raw options name, in order; none without ``--cn``."""
+    if "cn" not in raw:
+        for option in CONTROL_OPTIONS[1:]:
+            if option in raw:
+                raise InvalidOption(option.replace("_", "-"), "needs --cn: name the ControlNet it is for")
+        return []
+    text = _text("cn", raw["cn"])
+    if "guide" in raw:
+        if "," in text or "=" in text:
+            raise InvalidOption("guide", "goes with one ControlNet; for several write --cn NAME=GUIDE, NAME=GUIDE")
+        return [
+            ControlText(
+                name=text,
+                guide=_text("guide", raw["guide"]),
+                weight=_text("cn_weight", raw["cn_weight"]) if "cn_weight" in raw else None,
+                start=_text("cn_start", raw["cn_start"]) if "cn_start" in raw else None,
+                end=_text("cn_end", raw["cn_end"]) if "cn_end" in raw else None,
+            )
+        ]
+    for option in ("cn_weight", "cn_start", "cn_end"):
+        if option in raw:
+            reason = "goes with --guide; in the compact form write --cn NAME=GUIDE:WEIGHT@START-END"
+            raise InvalidOption(option.replace("_", "-"), reason)
+    items = [item.strip() for item in text.split(",")]
+    if len(items) > MAX_CONTROLNETS:
+        raise InvalidOption("cn", f"takes at most {MAX_CONTROLNETS} ControlNets, not {len(items)}")
+    found = []
+    for item in items:
+        match = _COMPACT.fullmatch(item)
+        if match is None:
+            reason = f"'{shown(item)}' should be NAME=GUIDE[:WEIGHT][@START-END], like canny-sdxl=#3:0.8@1-10"
+            raise InvalidOption("cn", reason)
+        found.append(ControlText(match["name"], match["guide"], match["weight"], match["start"], match["end"], True))
+    return found
+
+
+def guide_refs(raw: Mapping[str, object]) -> tuple[str, ...]:
+    """Return the guide images the options name (``#12``, an attachment, a console file), in order."""
+    return tuple(text.guide for text in control_texts(raw))
+
+
+def build_controls(
+    raw: Mapping[str, object],
+    catalog: Catalog,
+    model: CatalogEntry,
+    run_steps: int,
+    guides: Sequence[Guide] | None,
+) -> tuple[ControlNetSpec, ...]:
+    """Return the request's ControlNets with their steps resolved among the `run_steps` that run.
+
+    Raises:
+        InvalidOption: an unknown or mismatched ControlNet, a weight or step out of range, start after
+            end, or guides that cannot be read here (`guides` None).
+    """
+    texts = control_texts(raw)
+    if not texts:
+        return ()
+    if guides is None:
+        raise InvalidOption("guide", "cannot be read in this chat")
+    mode = _choice("cn_mode", raw.get("cn_mode", "balanced"), _MODES)
+    chosen = _choice("preprocess", raw["preprocess"], PREPROCESSORS) if "preprocess" in raw else None
+    specs = []
+    for text, guide in zip(texts, guides, strict=True):
+        entry = catalog.get("controlnet", text.name, "cn")
+        if entry.architecture != model.architecture.removesuffix("-distilled"):
+            reason = f"'{entry.name}' is for {entry.architecture} models, not {model.name} ({model.architecture})"
+            raise InvalidOption("cn", reason)
+        preprocess = chosen or entry.preprocess or "none"
+        weight_label, start_label, end_label = ("cn",) * 3 if text.compact else ("cn-weight", "cn-start", "cn-end")
+        start = _step(start_label, text.start, run_steps, end=False) if text.start else 1
+        end = _step(end_label, text.end, run_steps, end=True) if text.end else run_steps
+        if start > end:
+            reason = f"{entry.name} would start at step {start}, after its end at step {end} (of {run_steps} that run)"
+            raise InvalidOption(start_label, reason)
+        specs.append(
+            ControlNetSpec(
+                model=entry.name,
+                guide=guide.guide,
+                source=guide.source if preprocess != "none" else None,
+                preprocess=cast(_Preprocess, preprocess),
+                weight=_weight(weight_label, text.weight) if text.weight else 1.0,
+                start_step=start,
+                end_step=end,
+                mode=cast(Literal["balanced", "prompt", "controlnet"], mode),
+            )
+        )
+    if len({spec.model for spec in specs}) < len(specs):
+        raise InvalidOption("cn", "names one ControlNet twice; give each once")
+    return tuple(specs)
+
+
+_Preprocess = Literal["none", "canny", "depth", "openpose", "lineart", "softedge", "scribble"]
+
+
+def _text(option: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidOption(option.replace("_", "-"), f"needs a value, not '{shown(value)}'")
+    return value.strip()
+
+
+def _choice(option: str, value: object, choices: Sequence[str]) -> str:
+    text = _text(option, value).lower()
+    if text not in choices:
+        reason = f"must be one of {', '.join(choices)}, not '{shown(value)}'"
+        raise InvalidOption(option.replace("_", "-"), reason)
+    return text
+
+
+def _weight(label: str, text: str) -> float:
+    try:
+        weight = float(text)
+    except ValueError:
+        weight = math.nan
+    if not CONTROL_WEIGHT.low <= weight <= CONTROL_WEIGHT.high:
+        low, high = CONTROL_WEIGHT.low, CONTROL_WEIGHT.high
+        reason = f"weight must be a number from {low:g} to {high:g}, not '{shown(text)}'"
+        raise InvalidOption(label, reason if label == "cn" else reason.removeprefix("weight "))
+    return weight
+
+
+def _step(label: str, text: str, run_steps: int, *, end: bool) -> int:
+    """Return a 1-based step from ``10`` or ``33%`` (diffusers' reading of a guidance start or end)."""
+    match = _STEP.fullmatch(text.strip())
+    if match is None:
+        raise InvalidOption(label, f"must be a step like 10 or a percentage like 50%, not '{shown(text)}'")
+    number, percent = int(match[1]), bool(match[2])
+    if percent:
+        if number > 100:
+            raise InvalidOption(label, f"must be a percentage from 0% to 100%, not {number}%")
+        # Integer arithmetic: 33% of 30 steps is 9.9, and floats would make 9.899… or 9.900…01.
+        step = number * run_steps // 100 if end else -(-number * run_steps // 100) + 1
+        return min(step, run_steps) if end else min(step, run_steps + 1)
+    if not 1 <= number <= run_steps:
+        raise InvalidOption(label, f"must be a step from 1 to {run_steps} (the steps that run), not {number}")
+    return number

@@ -1,0 +1,46 @@
+"""ControlNet guides: the map a ControlNet was trained on, made from a user's image.
+
+``canny`` runs here with OpenCV (no weights): the guide every backend receives is the
+same map, and it is stored and can be shown. The other annotators (depth, pose, …) need
+model weights this bot does not load; they are refused with a sentence, and a map made
+elsewhere can be given as it is with ``--preprocess none``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+from PIL import Image
+
+from bot.errors import InvalidOption
+from bot.images import InputImage
+
+__all__ = ["CANNY_THRESHOLDS", "make_guide"]
+
+# OpenCV's hysteresis thresholds as the ControlNet docs and A1111 default them (settings canny_low, canny_high).
+CANNY_THRESHOLDS = (100, 200)
+
+
+def make_guide(image: InputImage, preprocess: str, *, thresholds: tuple[int, int] = CANNY_THRESHOLDS) -> InputImage:
+    """Return the guide map `preprocess` makes of a checked image, as a stored input is kept (PNG, RGB).
+
+    Raises:
+        InvalidOption: the preprocessing needs an annotator this bot has not configured.
+    """
+    if preprocess != "canny":
+        reason = (
+            f"'{preprocess}' needs its annotator's weights, which this bot does not load; use canny, "
+            "or give a ready-made map with --preprocess none"
+        )
+        raise InvalidOption("preprocess", reason)
+    import cv2  # only when a guide is made: OpenCV takes a while to import
+
+    with Image.open(io.BytesIO(image.data)) as opened:
+        gray = np.asarray(opened.convert("L"))
+    edges = cv2.Canny(gray, *thresholds)
+    buffer = io.BytesIO()
+    Image.fromarray(edges).convert("RGB").save(buffer, format="PNG")
+    data = buffer.getvalue()
+    return InputImage(data, image.width, image.height, hashlib.sha256(data).hexdigest())
