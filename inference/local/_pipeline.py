@@ -647,6 +647,8 @@ class SDXLRunner:
         except Exception as error:
             raise _load_failed("ControlNet", asset.name) from error
         net.to(self.device).eval()
+        if self.device.type == "cuda":
+            net.to(memory_format=torch.channels_last)  # as the UNet: faster convolutions on tensor cores
         self.loads["controlnet"] += 1
         self._controlnets[asset.local] = net
         return net

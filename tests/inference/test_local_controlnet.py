@@ -237,6 +237,19 @@ def test_modes_are_the_bare_diffusers_pipeline(runner, guide_sha, tiny_data_dir,
     assert np.array_equal(pixels(ours.data), np.asarray(bare.convert("RGB"), dtype=np.int16))
 
 
+def test_a_batch_with_a_controlnet_gives_each_image_its_own_seed(runner, guide_sha):
+    """count=2 and a batch of two jobs: every image is the one its seed and prompt make alone, guided alike."""
+    controls = (cn(guide_sha, 1, 3),)
+    pair = runner.run(job(runner.data_dir, count=2, controlnets=controls))
+    alone = run(runner, seed=1235, controlnets=controls)
+    assert np.abs(pixels(pair[1].data) - pixels(alone.data)).max() <= 2
+    jobs = [job(runner.data_dir, prompt=prompt, controlnets=controls) for prompt in ("a red cube", "a blue ball")]
+    batched = runner.run_batch(jobs)
+    for one, images in zip(jobs, batched, strict=True):
+        assert np.abs(pixels(images[0].data) - pixels(runner.run(one)[0].data)).max() <= 2
+        assert images[0].meta["controlnet_steps"] == [[1, 3]]
+
+
 def test_switching_controlnets_does_not_reload(runner, guide_sha):
     """Both tiny ControlNets stay loaded: going back and forth loads nothing and gives back each one's image."""
     one = job(runner.data_dir, controlnets=(cn(guide_sha),))
@@ -312,3 +325,13 @@ async def test_the_worker_process_makes_the_runners_image(backend, tiny_data_dir
     assert remote[0].data == local[0].data
     assert remote[0].meta["controlnet_steps"] == [[2, 3]]
     assert (await backend.stats())["controlnet"] == 1
+
+
+def test_a_bfloat16_runner_stays_bfloat16(tiny_data_dir, guide_sha, init_sha):
+    """from_pipe casts the modules it is given to float32 unless told otherwise; they are the base's own,
+    so an image job with a ControlNet would leave a GPU's bfloat16 base in float32 (twice the memory)."""
+    runner = SDXLRunner(tiny_data_dir, device="cpu", dtype="bfloat16")
+    image = run(runner, steps=4, strength=0.5, init_image=init_sha, controlnets=(cn(guide_sha, 1, 2),))
+    assert image.meta["controlnet_steps"] == [[1, 2]]
+    modules = [runner.base.unet, runner.base.vae, runner.base.text_encoder_2, *runner._controlnets.values()]
+    assert {module.dtype for module in modules} == {torch.bfloat16}
