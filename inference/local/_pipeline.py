@@ -831,7 +831,7 @@ def _control_meta(job: WorkerJob, controls: GatedControlNets, base_steps: int) -
 
     With a refiner the ControlNets act in the base only (the refiner has its own UNet, which a
     ControlNet made for the base does not fit), so a range reaching past the base's last step
-    ends with the base: steps 1–30 with the refiner from step 25 act on steps 1–24.
+    ends with the base: steps 1–30 with the refiner taking the last 6 act on steps 1–24.
     """
     meta: dict[str, Any] = {}
     acted: list[list[int] | None] = []
