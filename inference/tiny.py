@@ -1,4 +1,4 @@
-"""Build an offline, random-weight SDXL (base, refiner, VAE, LoRAs, embedding) for tests and demos.
+"""Build an offline, random-weight SDXL (base, refiner, VAE, LoRAs, embedding, ControlNets) for tests and demos.
 
 The parts have the real SDXL structure (two CLIP text encoders, a "text_time"
 UNet, a refiner UNet with aesthetic-score conditioning, an 8× VAE) at a tiny
@@ -18,6 +18,8 @@ Layout under ``<data_dir>/models/tiny/``::
     embedding/    tiny_embedding.safetensors (SDXL format: clip_l, clip_g; token <tiny>)
     safety-checker/  StableDiffusionSafetyChecker + CLIPImageProcessor (32 px; passes every image)
     taesd/        AutoencoderTiny (TAESD-shaped preview decoder: latents to full-size RGB)
+    controlnet/   ControlNetModel made from the base UNet, its zero convolutions randomised
+    controlnet-2/ a second one (other random output convolutions), to switch and combine
     .complete     written last; a folder without it is rebuilt
 
 Catalog entries name the parts as ``tiny:<part>``; `resolve` maps such an id
@@ -38,7 +40,7 @@ __all__ = ["NATIVE_SIZE", "PARTS", "SDXL_SCHEDULER_CONFIG", "TOKEN", "build", "e
 NATIVE_SIZE = 128
 TOKEN = "<tiny>"
 # Bump when the build changes, so old folders are rebuilt.
-_VERSION = "3"
+_VERSION = "4"
 _MARKER = ".complete"
 
 # part -> (folder, weight file inside it or None for a diffusers folder)
@@ -51,6 +53,8 @@ PARTS: dict[str, tuple[str, str | None]] = {
     "embedding": ("embedding", "tiny_embedding.safetensors"),
     "safety-checker": ("safety-checker", None),
     "taesd": ("taesd", None),
+    "controlnet": ("controlnet", None),
+    "controlnet-2": ("controlnet-2", None),
 }
 
 _CLIP_L = {"hidden_size": 32, "intermediate_size": 37, "projection_dim": 32}
@@ -205,6 +209,8 @@ def _build_into(root: Path) -> None:
     _save_embedding(root / "embedding", PARTS["embedding"][1], seed=7)
     _save_safety_checker(root / "safety-checker", seed=8)
     _taesd(seed=9).save_pretrained(root / "taesd")
+    _controlnet(unet, seed=10).save_pretrained(root / "controlnet")
+    _controlnet(unet, seed=11).save_pretrained(root / "controlnet-2")
     (root / _MARKER).write_text(_VERSION + "\n", encoding="utf-8")
 
 
@@ -289,6 +295,31 @@ def _unet(cross_attention_dim: int, time_ids: int, seed: int) -> Any:
         projection_class_embeddings_input_dim=time_ids * _TIME_EMBED_DIM + _CLIP_G["projection_dim"],
         norm_num_groups=32,
     ).eval()
+
+
+def _controlnet(unet: Any, seed: int) -> Any:
+    """Make an SDXL ControlNet from the base UNet, as ControlNet training starts, with its output convolutions random.
+
+    A trained ControlNet starts from the UNet's encoder and zero convolutions (the residuals it
+    adds, and the last layer of the guide's embedding, are zeros), so a fresh one changes nothing.
+    Drawing those at random too makes the tiny ControlNet move the image, so a test that it acts
+    (or acts only on its steps) can fail.
+    """
+    import torch
+    from diffusers import ControlNetModel
+
+    # Seeded before from_unet: the guide's embedding (all but its last layer) is not taken from the UNet.
+    torch.manual_seed(seed)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_channels=3)
+    zero_convs = [
+        *controlnet.controlnet_down_blocks,
+        controlnet.controlnet_mid_block,
+        controlnet.controlnet_cond_embedding.conv_out,
+    ]
+    with torch.no_grad():
+        for conv in zero_convs:
+            conv.reset_parameters()  # PyTorch's default (Kaiming-uniform) draw
+    return controlnet.eval()
 
 
 def _taesd(seed: int) -> Any:

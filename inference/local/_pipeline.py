@@ -1,10 +1,10 @@
-"""Run one `WorkerJob` on SDXL with diffusers: base, optional refiner, LoRAs, embeddings, VAE, sampler.
+"""Run one `WorkerJob` on SDXL with diffusers: base, optional refiner, LoRAs, embeddings, VAE, sampler, ControlNets.
 
 `SDXLRunner.run` reads top to bottom in numbered steps, like ``__call__`` of
 diffusers' `StableDiffusionXLPipeline`. The runner keeps what it loaded: one
 base pipeline, its refiner (sharing text_encoder_2, tokenizer_2 and the VAE
-with the base), the VAEs, LoRAs (as named peft adapters) and textual-inversion
-embeddings, each loaded once and switched per job. `loads` counts every load,
+with the base), the VAEs, LoRAs (as named peft adapters), textual-inversion
+embeddings and ControlNets, each loaded once and switched per job. `loads` counts every load,
 so tests can prove that switching does not reload.
 
 This module imports torch; only the worker process (and tests) import it.
@@ -12,6 +12,7 @@ This module imports torch; only the worker process (and tests) import it.
 
 from __future__ import annotations
 
+import inspect
 import io
 import logging
 import time
@@ -26,6 +27,10 @@ import numpy as np
 import torch
 from diffusers import (
     AutoencoderKL,
+    ControlNetModel,
+    StableDiffusionXLControlNetImg2ImgPipeline,
+    StableDiffusionXLControlNetInpaintPipeline,
+    StableDiffusionXLControlNetPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLInpaintPipeline,
     StableDiffusionXLPipeline,
@@ -35,7 +40,8 @@ from PIL import Image, ImageFilter
 
 from bot.request import GeneratedImage
 from inference import tiny
-from inference.local._job import Asset, WorkerJob, batch_key
+from inference.local._controlnet import GatedControlNets, StepGate
+from inference.local._job import Asset, Control, WorkerJob, batch_key
 from inference.local._protocol import Stage
 from inference.local._safety import SafetyCheck, SafetyChecker, is_custom_checker, load_checker
 from inference.local._schedulers import SCHEDULERS
@@ -272,6 +278,8 @@ class SDXLRunner:
         self._vaes: dict[str, AutoencoderKL] = {}
         self._loras: dict[str, str] = {}
         self._embeddings: dict[str, _Embedding] = {}
+        # Kept across base switches: a ControlNet holds its own weights, not the base's.
+        self._controlnets: dict[str, ControlNetModel] = {}
 
     def run(
         self, job: WorkerJob, on_progress: ProgressFn | None = None, should_cancel: CancelFn | None = None
@@ -358,7 +366,17 @@ class SDXLRunner:
             if job.negative_prompt is not None:
                 common["negative_prompt"] = [one.negative_prompt for one in jobs for _ in one.seeds]
 
-        # 9. Run the base: the whole schedule, or up to the split, handing over latents.
+        # 9. Run the base: the whole schedule, or up to the split, handing over latents. With
+        # ControlNets it is the ControlNet pipeline of the same kind, on the same loaded modules.
+        first, inputs, controls = self._first_stage(base, jobs, order)
+        stop_after = plan.base_stop_after if plan else None
+        if plan is not None:
+            if "denoising_end" in inspect.signature(first.__call__).parameters:
+                inputs["denoising_end"] = plan.fraction
+            else:
+                # diffusers' SDXL ControlNet image-to-image pipeline has no denoising_end: the base
+                # stops itself after its share of UNet calls, the same latents the cut would give.
+                stop_after = plan.base_calls
         base_stage = _Stage(
             name="base",
             calls=plan.base_calls if plan else len(timesteps),
@@ -367,19 +385,19 @@ class SDXLRunner:
             on_progress=on_progress,
             should_cancel=should_cancel,
             preview=self._preview,
-            stop_after=plan.base_stop_after if plan else None,
+            stop_after=stop_after,
         )
-        first, inputs = self._first_stage(base, jobs)
         with torch.inference_mode():
             output = first(
                 **common,
                 **inputs,
-                denoising_end=plan.fraction if plan else None,
                 output_type="latent" if plan else "pil",
                 callback_on_step_end=base_stage,
             )
         if base_stage.cancelled:
             raise RunCancelled
+        if controls is not None:
+            meta.update(_control_meta(job, controls, plan.base_steps if plan else job.run_steps))
 
         # 10. Run the refiner on the base's latents for the remaining steps.
         if refiner is not None and plan is not None:
@@ -440,10 +458,14 @@ class SDXLRunner:
             for one in jobs
         ]
 
-    def _first_stage(self, base: StableDiffusionXLPipeline, jobs: list[WorkerJob]) -> tuple[Any, dict[str, Any]]:
-        """Return the pipeline that starts the jobs and their image arguments: text, image or inpainting.
+    def _first_stage(
+        self, base: StableDiffusionXLPipeline, jobs: list[WorkerJob], order: int
+    ) -> tuple[Any, dict[str, Any], GatedControlNets | None]:
+        """Return the pipeline that starts the jobs, their image arguments, and their ControlNets if any.
 
-        The image pipelines are built from the loaded base (`from_pipe`), sharing its weights.
+        Text, image or inpainting, each plain or with ControlNets. The image and ControlNet
+        pipelines are built from the loaded base (`from_pipe`), sharing its weights; the
+        ControlNets are the loaded ones, behind a `GatedControlNets` that runs each on its steps.
         diffusers runs ``int(steps × strength)`` steps of an image; the strength passed is the one
         that makes that count `run_steps` exactly (halves up, as every backend counts).
 
@@ -454,18 +476,35 @@ class SDXLRunner:
         inpainting pipeline would encode it with the first seed's generator only).
         """
         job = jobs[0]
+        inputs: dict[str, Any]
         if job.init_image is None:
-            return base, {"width": job.width, "height": job.height}
-        pairs = [pair for one in jobs for pair in [_image_inputs(one)] * len(one.seeds)]
-        inputs: dict[str, Any] = {
-            "strength": min(1.0, (job.run_steps + 0.5) / job.steps),
-            "image": [image for image, _ in pairs],
-        }
-        masks = [mask for _, mask in pairs if mask is not None]
-        if not masks:  # the batch key makes the masks all given or all absent
-            return _derived(StableDiffusionXLImg2ImgPipeline, base), inputs
-        inputs["mask_image"] = masks
-        return _derived(StableDiffusionXLInpaintPipeline, base), inputs | {"width": job.width, "height": job.height}
+            inputs = {"width": job.width, "height": job.height}
+            plain, controlled, guide_key = None, StableDiffusionXLControlNetPipeline, "image"
+        else:
+            pairs = [pair for one in jobs for pair in [_image_inputs(one)] * len(one.seeds)]
+            inputs = {
+                "strength": min(1.0, (job.run_steps + 0.5) / job.steps),
+                "image": [image for image, _ in pairs],
+            }
+            masks = [mask for _, mask in pairs if mask is not None]
+            guide_key = "control_image"
+            if not masks:  # the batch key makes the masks all given or all absent
+                plain, controlled = StableDiffusionXLImg2ImgPipeline, StableDiffusionXLControlNetImg2ImgPipeline
+            else:
+                inputs |= {"mask_image": masks, "width": job.width, "height": job.height}
+                plain, controlled = StableDiffusionXLInpaintPipeline, StableDiffusionXLControlNetInpaintPipeline
+        if not job.controlnets:
+            return (base if plain is None else _derived(plain, base)), inputs, None
+        # The batch key makes every job of the batch share the ControlNets and their guides.
+        controls = GatedControlNets(
+            [self._controlnet(control.asset) for control in job.controlnets],
+            [StepGate(control.start_step, control.end_step, control.mode) for control in job.controlnets],
+            order=order,
+            cfg=job.cfg_scale > 1 and base.unet.config.time_cond_proj_dim is None,
+        )
+        inputs[guide_key] = [_guide(control, job.width, job.height) for control in job.controlnets]
+        inputs["controlnet_conditioning_scale"] = [control.weight for control in job.controlnets]
+        return _derived(controlled, base, controlnet=controls), inputs, controls
 
     def preload(self, job: WorkerJob) -> None:
         """Load what `job` needs (base, refiner, VAE, LoRAs, embeddings) without making an image.
@@ -482,10 +521,12 @@ class SDXLRunner:
             self._lora(lora)
         for embedding in job.embeddings:
             self._embedding(embedding)
+        for control in job.controlnets:
+            self._controlnet(control.asset)
 
     def stats(self) -> dict[str, int]:
         """Return how many times each kind of thing was loaded."""
-        return {kind: self.loads[kind] for kind in ("pipeline", "refiner", "vae", "lora", "embedding")}
+        return {kind: self.loads[kind] for kind in ("pipeline", "refiner", "vae", "lora", "embedding", "controlnet")}
 
     # Loading
 
@@ -592,6 +633,25 @@ class SDXLRunner:
         self.loads["vae"] += 1
         self._vaes[asset.local] = vae
         return vae
+
+    def _controlnet(self, asset: Asset) -> ControlNetModel:
+        """Load a ControlNet once, kept by its local id; jobs switch between loaded ones without reloading."""
+        if asset.local in self._controlnets:
+            return self._controlnets[asset.local]
+        source, _ = self._source(asset)
+        try:
+            if source.endswith(".safetensors"):
+                net = ControlNetModel.from_single_file(source, **{_DTYPE_KW: self.dtype}, **self._hub_kwargs())
+            else:
+                net = ControlNetModel.from_pretrained(source, **{_DTYPE_KW: self.dtype}, **self._hub_kwargs())
+        except Exception as error:
+            raise _load_failed("ControlNet", asset.name) from error
+        net.to(self.device).eval()
+        if self.device.type == "cuda":
+            net.to(memory_format=torch.channels_last)  # as the UNet: faster convolutions on tensor cores
+        self.loads["controlnet"] += 1
+        self._controlnets[asset.local] = net
+        return net
 
     def _use_loras(self, loras: tuple[Asset, ...]) -> None:
         assert self.base is not None
@@ -760,9 +820,45 @@ def _outpaint_canvas(
     return Image.fromarray(pixels), mask
 
 
-def _derived(cls: Any, base: StableDiffusionXLPipeline) -> Any:
-    """Return a pipeline of `cls` on the base's modules as they are now (scheduler, VAE, LoRAs): no weights copied."""
-    pipe = cls.from_pipe(base)
+def _guide(control: Control, width: int, height: int) -> Image.Image:
+    """Return a ControlNet's guide (stored, already preprocessed) at the job's size."""
+    with Image.open(control.guide) as opened:
+        return opened.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
+
+
+def _control_meta(job: WorkerJob, controls: GatedControlNets, base_steps: int) -> dict[str, Any]:
+    """Say on which steps each ControlNet acted, and why not on all it asked for when the base ended first.
+
+    With a refiner the ControlNets act in the base only (the refiner has its own UNet, which a
+    ControlNet made for the base does not fit), so a range reaching past the base's last step
+    ends with the base: steps 1–30 with the refiner taking the last 6 act on steps 1–24.
+    """
+    meta: dict[str, Any] = {}
+    acted: list[list[int] | None] = []
+    notes = []
+    for index, control in enumerate(job.controlnets):
+        steps = sorted({step for step, net in controls.applied if net == index})
+        acted.append([steps[0], steps[-1]] if steps else None)
+        if control.end_step > base_steps and control.weight > 0:
+            where = f"on steps {control.start_step}–{base_steps}" if control.start_step <= base_steps else "on no step"
+            notes.append(
+                f"ControlNet '{control.asset.name}' ends with the base at step {base_steps} "
+                f"(asked: steps {control.start_step}–{control.end_step}); it acted {where}"
+            )
+    meta["controlnet_steps"] = acted
+    if notes:
+        meta["controlnet_note"] = "; ".join(notes)
+    return meta
+
+
+def _derived(cls: Any, base: StableDiffusionXLPipeline, **components: Any) -> Any:
+    """Return a pipeline of `cls` on the base's modules as they are now (scheduler, VAE, LoRAs): no weights copied.
+
+    `components` adds what the base lacks (the ControlNets), also shared, not copied. The dtype is
+    the base's own: from_pipe casts every module to the dtype it is given, float32 when none, and
+    the modules are the base's, so a bfloat16 base would be cast to float32 in place.
+    """
+    pipe = cls.from_pipe(base, **components, **{_DTYPE_KW: base.dtype})
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
