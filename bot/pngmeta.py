@@ -61,6 +61,14 @@ def parameters_text(request: GenerationRequest, seed: int, extra: dict[str, str]
             fields["Hires upscale"] = str(request.upscale)
         if request.outpaint:
             fields["Outpaint"] = ",".join(str(side) for side in (*request.outpaint.sides, request.outpaint.blur))
+    for index, control in enumerate(request.controlnets):
+        # A1111's ControlNet extension's field; its guidance start and end are fractions of the steps that run.
+        start, end = (control.start_step - 1) / request.run_steps, control.end_step / request.run_steps
+        fields[f"ControlNet {index}"] = (
+            f"Module: {control.preprocess}, Model: {control.model}, Weight: {_number(control.weight)}, "
+            f"Guidance Start: {_number(round(start, 4))}, Guidance End: {_number(round(end, 4))}, "
+            f"Control Mode: {control.mode.capitalize()}, Guide hash: {control.guide}"
+        )
     if request.refiner is not None:
         base_steps, _ = request.split
         fields["Refiner"] = request.refiner.model

@@ -73,6 +73,9 @@ def result_fields(generation: Generation) -> list[tuple[str, str]]:
         ("Size", f"{request.width}×{request.height}"),
         ("Sampler", f"{request.scheduler} · CFG {request.cfg_scale:g}"),
     ]
+    for control in request.controlnets:
+        what = f"{control.model} ({control.preprocess}, weight {control.weight:g}, {control.mode})"
+        fields.append(("ControlNet", f"{what} on steps {control.start_step}–{control.end_step} of {request.run_steps}"))
     if request.loras:
         fields.append(("LoRAs", ", ".join(f"{lora.name}:{lora.weight:g}" for lora in request.loras)))
     if request.count > 1:

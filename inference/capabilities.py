@@ -71,6 +71,7 @@ class Capabilities:
     upscale: bool = False
     upscale_redraws: bool = True
     outpaint: bool = False
+    controlnet: bool = False
     refiner_with_image: bool = True
 
     def identifier(self, entry: CatalogEntry) -> str | None:
@@ -133,6 +134,7 @@ class Capabilities:
             # What the user asked for is named first: an upscale or outpaint has an init image too.
             ("upscale", request.upscale is not None, lambda c: c.upscale),
             ("outpaint", request.outpaint is not None, lambda c: c.outpaint),
+            ("cn", bool(request.controlnets), lambda c: c.controlnet),
             ("image", request.init_image is not None, lambda c: c.image_to_image),
             ("mask", request.mask_image is not None, lambda c: c.inpaint),
         )
@@ -208,6 +210,7 @@ class Capabilities:
                 + (" (the image alone, no redraw)" if self.upscale and not self.upscale_redraws else ""),
             ),
             ("outpaint", yes[self.outpaint]),
+            ("ControlNet", yes[self.controlnet]),
         ]
 
 
@@ -269,7 +272,9 @@ def _offered(table: Mapping[str, object]) -> tuple[str, ...]:
 #   at a public link whose lifetime is not documented (a private result would be public there),
 #   and neither request has an idempotency key to retry safely. Runware and the local backend upscale.
 CAPABILITIES: dict[BackendName, Capabilities] = {
-    "local": Capabilities("local", "the local backend", image_to_image=True, inpaint=True, upscale=True, outpaint=True),
+    "local": Capabilities(
+        "local", "the local backend", image_to_image=True, inpaint=True, upscale=True, outpaint=True, controlnet=True
+    ),
     # The Ray Serve replicas run the local worker's code on the same weights.
     "ray": Capabilities("ray", "the Ray cluster", ids="local"),
     "runware": Capabilities(
