@@ -134,7 +134,7 @@ class Capabilities:
             # What the user asked for is named first: an upscale or outpaint has an init image too.
             ("upscale", request.upscale is not None, lambda c: c.upscale),
             ("outpaint", request.outpaint is not None, lambda c: c.outpaint),
-            ("cn", bool(request.controlnets), lambda c: c.controlnet),
+            ("ControlNet", bool(request.controlnets), lambda c: c.controlnet),
             ("image", request.init_image is not None, lambda c: c.image_to_image),
             ("mask", request.mask_image is not None, lambda c: c.inpaint),
         )

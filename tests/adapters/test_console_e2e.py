@@ -108,3 +108,25 @@ def test_image_to_image_vary_and_upscale_on_the_worker(tmp_path, tiny_data_dir):
     assert Image.open(next(images.rglob("4-0.png"))).size == (256, 256)
     inputs = list((tmp_path / "data" / "inputs").rglob("*.png"))
     assert len(inputs) == 3  # #1, #2 and #3, each kept once by content
+
+
+@pytest.mark.slow
+def test_controlnet_on_the_worker(tmp_path, tiny_data_dir):
+    """A ControlNet from #1's canny map on steps 1–2 of 4 changes the image; weight 0 is the image without it."""
+    script = (
+        "/imagine a red fox --seed 7 --steps 4\n"
+        "/imagine a red fox --seed 9 --steps 4\n"
+        "/imagine a red fox --seed 9 --steps 4 --cn tiny-controlnet=#1@1-2\n"
+        "/imagine a red fox --seed 9 --steps 4 --cn tiny-controlnet=#1:0\n"
+    )
+    data_dir = tmp_path / "data"
+    result = _run_chat(data_dir, tiny_data_dir, script)
+    assert result.returncode == 0, result.stderr
+    assert "✖" not in result.stdout, result.stdout
+    images = data_dir / "images"
+    made = {n: Image.open(next(images.rglob(f"{n}-0.png"))) for n in (2, 3, 4)}
+    fields = parse_parameters(made[3].text["parameters"])["fields"]
+    assert fields["ControlNet 0"].startswith("Module: canny, Model: tiny-controlnet, Weight: 1, Guidance Start: 0")
+    assert "Guidance End: 0.5" in fields["ControlNet 0"]
+    assert made[3].tobytes() != made[2].tobytes()  # the ControlNet acted
+    assert made[4].tobytes() == made[2].tobytes()  # at weight 0 it is not run at all

@@ -68,3 +68,15 @@ def test_a_backend_takes_what_a_request_may_be_unless_it_says_less() -> None:
         assert capabilities.max_width <= SIDE.high and capabilities.max_height <= SIDE.high
         assert capabilities.max_count <= COUNT.high and capabilities.max_steps <= STEPS.high
         assert CFG.low <= capabilities.cfg[0] <= capabilities.cfg[1] <= CFG.high
+
+
+def test_controlnet_is_refused_where_a_backend_has_none() -> None:
+    """Only the local backend runs ControlNets today; the others say so before anything is sent."""
+    from bot.request import ControlNetSpec, GenerationRequest
+
+    spec = ControlNetSpec(model="canny-sdxl", guide="a" * 64, end_step=30)
+    request = GenerationRequest(prompt="a fox", model="sdxl", controlnets=(spec,))
+    CAPABILITIES["local"].check(request, CATALOG)
+    for name, title in (("runware", "Runware"), ("modelslab", "ModelsLab"), ("ray", "the Ray cluster")):
+        with pytest.raises(InvalidOption, match=rf"^ControlNet is not available on {title}; the local backend can\.$"):
+            CAPABILITIES[name].check(request, CATALOG)

@@ -1,0 +1,127 @@
+"""ControlNet through the service: guides loaded, made into canny maps and stored; exact steps; refusals."""
+
+from __future__ import annotations
+
+import io
+import itertools
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from bot.catalog import load_catalog
+from bot.errors import InvalidOption
+from bot.images import input_path
+from bot.jobs import Requester
+from bot.options import Limits
+from bot.pngmeta import parse_parameters, read_text
+from bot.service import ImageService
+from bot.summary import result_fields
+from imagebot.bootstrap import stores_of
+from tests.fakes.backend import FakeBackend
+from tests.fakes.stores import InMemoryDatabase
+
+ALICE = Requester("console", "alice", workspace="w1")
+
+
+@pytest.fixture
+def backend() -> FakeBackend:
+    return FakeBackend()
+
+
+@pytest.fixture
+async def service(backend, tmp_path):
+    service = ImageService(
+        backend=backend,
+        stores=stores_of(InMemoryDatabase.create(), tmp_path),
+        catalog=load_catalog(),
+        default_model="tiny",
+        limits=Limits(pixel_budget=512 * 512),
+        seeds=itertools.count(100).__next__,
+    )
+    await service.start()
+    yield service
+    await service.aclose()
+
+
+def square() -> bytes:
+    """A black square on white: its canny map is the square's outline."""
+    image = Image.new("RGB", (128, 128), "white")
+    ImageDraw.Draw(image).rectangle((32, 32, 95, 95), fill="black")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def load(ref: str, option: str) -> bytes:
+    return {"square.png": square(), "notes.png": b"just text"}[ref]
+
+
+async def test_a_guide_becomes_its_canny_map_on_exact_steps(service, backend, tmp_path):
+    """`--cn tiny-controlnet --guide square.png --cn-end 50%`: the square's outline is stored as the guide,
+    the photo as its source, and the ControlNet acts on steps 1–10 of 20."""
+    job = await service.imagine("a fox --cn tiny-controlnet --guide square.png --cn-end 50%", ALICE, load=load)
+    generation = await job.result()
+    control = backend.requests[-1].controlnets[0]
+    assert (control.model, control.preprocess, control.start_step, control.end_step) == (
+        "tiny-controlnet",
+        "canny",
+        1,
+        10,
+    )
+    edges = np.asarray(Image.open(tmp_path / input_path(control.guide)).convert("L")) > 0
+    assert edges[31:34, 40:88].any(axis=0).all() and not edges[50:80, 50:80].any()  # the outline, not the inside
+    assert (tmp_path / input_path(control.source)).read_bytes() != (tmp_path / input_path(control.guide)).read_bytes()
+    assert ("ControlNet", "tiny-controlnet (canny, weight 1, balanced) on steps 1–10 of 20") in result_fields(
+        generation
+    )
+    fields = parse_parameters(read_text((tmp_path / generation.images[0].path).read_bytes())["parameters"])["fields"]
+    assert fields["ControlNet 0"].startswith(
+        "Module: canny, Model: tiny-controlnet, Weight: 1, Guidance Start: 0, Guidance End: 0.5, Control Mode: Balanced"
+    )
+
+
+async def test_compact_form_with_an_image_counts_steps_among_those_that_run(service, backend):
+    """From an image, 20 steps at strength 0.5 run 10: `@3-5` and `@0%-50%` are counted among those 10."""
+    await (await service.imagine("a red fox", ALICE)).result()
+    await (
+        await service.imagine(
+            "a fox --image #1 --strength 0.5 --cn tiny-controlnet=#1:0.6@3-5 --preprocess none --cn-mode prompt", ALICE
+        )
+    ).result()
+    control = backend.requests[-1].controlnets[0]
+    assert (control.start_step, control.end_step, control.weight, control.mode) == (3, 5, 0.6, "prompt")
+    assert control.preprocess == "none" and control.source is None
+    assert control.guide == backend.requests[-1].init_image  # the same stored image, kept once
+
+
+async def test_reroll_keeps_the_controlnets_and_vary_leaves_them(service, backend):
+    await (await service.imagine("a fox --cn tiny-controlnet --guide square.png", ALICE, load=load)).result()
+    await (await service.reroll(ALICE, 1)).result()
+    assert backend.requests[-1].controlnets == backend.requests[0].controlnets
+    await (await service.vary(ALICE, 1, "subtle")).result()
+    assert backend.requests[-1].controlnets == ()  # the result is the structure now
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("a fox --cn nosuch --guide square.png", "--cn 'nosuch' is not in the catalog"),
+        ("a fox --cn tiny-controlnet=square.png@5-3", "--cn tiny-controlnet would start at step 5, after its end"),
+        ("a fox --cn tiny-controlnet --guide square.png --cn-end 40", "--cn-end must be a step from 1 to 20"),
+        ("a fox --cn tiny-controlnet --guide square.png --cn-weight 3", "--cn-weight must be a number from 0 to 2"),
+        ("a fox --cn tiny-controlnet --guide notes.png", "--guide must be a PNG, JPEG or WebP file"),
+        (
+            "a fox --cn tiny-controlnet --guide square.png --preprocess depth",
+            "--preprocess 'depth' needs its annotator",
+        ),
+        ("a fox --guide square.png", "--guide needs --cn"),
+        ("a fox --cn a=square.png, b=square.png, c=square.png, d=square.png", "--cn takes at most 3 ControlNets"),
+    ],
+)
+async def test_refusals_are_one_sentence_and_store_nothing(service, tmp_path, line, message):
+    with pytest.raises(InvalidOption) as refused:
+        await service.imagine(line, ALICE, load=load)
+    assert str(refused.value).startswith(message), str(refused.value)
+    assert await service.history(ALICE) == []
+    assert not (tmp_path / "inputs").exists()
