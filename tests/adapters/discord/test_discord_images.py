@@ -75,7 +75,7 @@ async def test_a_too_large_attachment_is_refused_before_a_byte_is_fetched(fake, 
         big = fake.attachment("fox.png", buffer.getvalue())
         assert len(big.data) > 1000
         sentence = await _refusal(fake, {"prompt": "a red fox", "image": big})
-        assert sentence.startswith("✖ Image is ") and sentence.endswith("; the most is 1000 bytes.")
+        assert sentence.startswith("✖ image is ") and sentence.endswith("; the most is 1000 bytes.")
         assert fake.downloads == []
         assert running.backend.requests == []
 
@@ -83,11 +83,11 @@ async def test_a_too_large_attachment_is_refused_before_a_byte_is_fetched(fake, 
 async def test_a_file_that_is_no_image_gets_one_sentence_and_nothing_is_queued(running):
     fake = running.fake
     text = fake.attachment("notes.txt", b"just some notes")
-    assert await _refusal(fake, {"prompt": "a red fox", "image": text}) == "✖ Image must be a PNG, JPEG or WebP file."
+    assert await _refusal(fake, {"prompt": "a red fox", "image": text}) == "✖ image must be a PNG, JPEG or WebP file."
     assert fake.downloads == []  # Discord said text/plain: not fetched
     renamed = fake.attachment("notes.png", b"just some notes")  # Discord calls it image/png from its name
     assert await _refusal(fake, {"prompt": "a red fox", "image": renamed}) == (
-        "✖ Image must be a PNG, JPEG or WebP file."
+        "✖ image must be a PNG, JPEG or WebP file."
     )
     assert [d.attachment_id for d in fake.downloads] == [renamed.id]  # fetched, then its bytes told the truth
     assert running.backend.requests == []
@@ -98,7 +98,7 @@ async def test_an_attachment_on_another_host_is_not_fetched(running, elsewhere):
     fake = running.fake
     foreign = fake.attachment("fox.png", _png(), url=elsewhere.put("fox.png", _png()))
     sentence = await _refusal(fake, {"prompt": "a red fox", "image": foreign})
-    assert sentence == "✖ Image is not on the chat's own file host, so it was not fetched."
+    assert sentence == "✖ image is not on the chat's own file host, so it was not fetched."
     assert elsewhere.requests == []
     assert running.backend.requests == []
 
@@ -107,7 +107,7 @@ async def test_a_redirect_elsewhere_is_not_followed(running, elsewhere):
     fake = running.fake
     moved = fake.attachment("fox.png", _png(), redirect_to=elsewhere.put("fox.png", _png()))
     sentence = await _refusal(fake, {"prompt": "a red fox", "image": moved})
-    assert sentence == "✖ Image could not be fetched: the file host sent it elsewhere."
+    assert sentence == "✖ image could not be fetched: the file host sent it elsewhere."
     assert [d.attachment_id for d in fake.downloads] == [moved.id]
     assert elsewhere.requests == []
     assert running.backend.requests == []

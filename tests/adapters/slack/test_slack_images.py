@@ -91,11 +91,11 @@ async def test_a_too_large_file_is_refused_before_a_byte_is_fetched(fake, backen
 async def test_a_file_that_is_no_image_gets_one_sentence_and_nothing_is_queued(running: Running) -> None:
     fake = running.fake
     await _submit(running, "a red fox", image=fake.share_file("notes.txt", b"just some notes"))
-    await _told(running, "✖ Image must be a PNG, JPEG or WebP file.")
+    await _told(running, "✖ image must be a PNG, JPEG or WebP file.")
     assert fake.downloads == []  # Slack said text/plain: not fetched
     renamed = fake.share_file("notes.png", b"just some notes")  # Slack calls it image/png from its name
     await _submit(running, "a red fox", image=renamed)
-    await fake.wait_for(lambda: running.ephemeral().count("✖ Image must be a PNG, JPEG or WebP file.") == 2)
+    await fake.wait_for(lambda: running.ephemeral().count("✖ image must be a PNG, JPEG or WebP file.") == 2)
     assert [d.file_id for d in fake.downloads] == [renamed.id]
     assert running.backend.requests == [] and running.cards() == []
 
@@ -104,7 +104,7 @@ async def test_a_file_on_another_host_is_not_fetched_and_gets_no_token(running: 
     fake = running.fake
     foreign = fake.share_file("fox.png", _png(), url=elsewhere.put("fox.png", _png()))
     await _submit(running, "a red fox", image=foreign)
-    await _told(running, "✖ Image is not on the chat's own file host, so it was not fetched.")
+    await _told(running, "✖ image is not on the chat's own file host, so it was not fetched.")
     assert elsewhere.requests == []
     assert running.backend.requests == []
 
@@ -113,7 +113,7 @@ async def test_a_redirect_elsewhere_is_not_followed(running: Running, elsewhere)
     fake = running.fake
     moved = fake.share_file("fox.png", _png(), redirect_to=elsewhere.put("fox.png", _png()))
     await _submit(running, "a red fox", image=moved)
-    await _told(running, "✖ Image could not be fetched: the file host sent it elsewhere.")
+    await _told(running, "✖ image could not be fetched: the file host sent it elsewhere.")
     assert [d.file_id for d in fake.downloads] == [moved.id]
     assert elsewhere.requests == []  # the token never went with a redirect
     assert running.backend.requests == []
