@@ -351,37 +351,8 @@ class ImageService:
             side = min(SIDE.high, int(budget**0.5) // SIDE.low * SIDE.low)
             reason = f"{factor}× of {format_ref(parent.id)} would be {width}×{height}; the most is about {side}×{side}"
             raise InvalidOption("upscale", reason)
-        saved = await self._settings.get(*who.key)
-        strength = saved.get("upscale_strength", UPSCALE_STRENGTH)
-        assert isinstance(strength, int | float)  # settings are checked when saved
-        image = await self._checked(await self._files.read(stored.path), "upscale")
-        # The result is the structure now: an outpaint or ControlNet of the parent is not done again.
-        changes = {
-            "init_image": image.sha256,
-            "strength": strength,
-            "mask_image": None,
-            "upscale": factor,
-            "outpaint": None,
-            "controlnets": (),
-        }
-        size = {"width": width, "height": height, "count": 1, "seed": stored.seed}
-        try:
-            request = GenerationRequest.from_dict({**parent.request.to_dict(), **changes, **size})
-        except ValueError as error:
-            raise InvalidOption(
-                "upscale", f"cannot run on {format_ref(parent.id)} ({shown(str(error), 120)})"
-            ) from None
-        warnings = rules.check(request, self.catalog, self.limits)
-        return await self.submit(
-            request,
-            who,
-            warnings=warnings,
-            action="upscale",
-            parent=parent,
-            private=parent.private,
-            inputs=[image],
-            flagged_inputs=[_image_ref(parent.id, stored.index)] if stored.nsfw else [],
-        )
+        changes = {"upscale": factor, "width": width, "height": height, "count": 1, "seed": stored.seed}
+        return await self._from_result(who, parent, stored, "upscale", UPSCALE_STRENGTH, changes)
 
     async def vary(self, who: Requester, generation_id: int | None, kind: VaryKind) -> Job:
         """Queue image-to-image of a result with its own prompt and settings, a new seed and the kind's strength.
@@ -389,33 +360,43 @@ class ImageService:
         The strength is the user's ``vary_subtle``/``vary_strong`` setting, else 0.35 / 0.7.
         """
         parent = await self._source(who, generation_id, "vary")
-        saved = await self._settings.get(*who.key)
-        strength = saved.get(f"vary_{kind}", VARY_STRENGTH[kind])
-        assert isinstance(strength, int | float)  # settings are checked when saved
         stored = self._pick_image(parent, 0, "vary")
-        image = await self._checked(await self._files.read(stored.path), "vary")
-        width, height = options.size_for_image(image.width, image.height, self.limits.pixel_budget)
-        changes = {
-            "init_image": image.sha256,
-            "strength": strength,
-            "mask_image": None,
-            "width": width,
-            "height": height,
-            # The result is the structure now: its outpaint, upscale or ControlNets are not done again.
-            "outpaint": None,
-            "upscale": None,
-            "controlnets": (),
-        }
+        width, height = options.size_for_image(stored.width, stored.height, self.limits.pixel_budget)
+        changes = {"width": width, "height": height, "seed": self._seeds()}
+        return await self._from_result(who, parent, stored, "vary", VARY_STRENGTH[kind], changes, f"vary_{kind}")
+
+    async def _from_result(
+        self,
+        who: Requester,
+        parent: Generation,
+        stored: StoredImage,
+        action: Literal["vary", "upscale"],
+        strength: float,
+        changes: Mapping[str, object],
+        setting: str | None = None,
+    ) -> Job:
+        """Queue image-to-image of one of a result's images with its own prompt and settings, and `changes`.
+
+        The strength is the user's setting (``vary_subtle``, ``upscale_strength``…), else `strength`.
+        The result is the structure now: the parent's mask, outpaint, upscale or ControlNets are not done again.
+        """
+        saved = await self._settings.get(*who.key)
+        chosen = saved.get(setting or f"{action}_strength", strength)
+        assert isinstance(chosen, int | float)  # settings are checked when saved
+        image = await self._checked(await self._files.read(stored.path), action)
+        image_to_image = {"init_image": image.sha256, "strength": chosen, "mask_image": None}
+        again = {"outpaint": None, "upscale": None, "controlnets": ()}
         try:
-            request = GenerationRequest.from_dict({**parent.request.to_dict(), **changes, "seed": self._seeds()})
+            request = GenerationRequest.from_dict({**parent.request.to_dict(), **again, **image_to_image, **changes})
         except ValueError as error:
-            raise InvalidOption("vary", f"cannot run on {format_ref(parent.id)} ({shown(str(error), 120)})") from None
+            reason = f"cannot run on {format_ref(parent.id)} ({shown(str(error), 120)})"
+            raise InvalidOption(action, reason) from None
         warnings = rules.check(request, self.catalog, self.limits)
         return await self.submit(
             request,
             who,
             warnings=warnings,
-            action="vary",
+            action=action,
             parent=parent,
             private=parent.private,
             inputs=[image],

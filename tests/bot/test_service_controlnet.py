@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import io
-import itertools
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from bot.catalog import load_catalog
 from bot.errors import InvalidOption
 from bot.images import input_path
 from bot.jobs import Requester
 from bot.options import Limits
 from bot.pngmeta import parse_parameters, read_text
-from bot.service import ImageService
 from bot.summary import result_fields
-from imagebot.bootstrap import stores_of
 from tests.fakes.backend import FakeBackend
-from tests.fakes.stores import InMemoryDatabase
+from tests.fakes.service import memory_service
 
 ALICE = Requester("console", "alice", workspace="w1")
 
@@ -31,17 +27,12 @@ def backend() -> FakeBackend:
 
 @pytest.fixture
 async def service(backend, tmp_path):
-    service = ImageService(
-        backend=backend,
-        stores=stores_of(InMemoryDatabase.create(), tmp_path),
-        catalog=load_catalog(),
-        default_model="tiny",
+    async with memory_service(
+        backend,
+        tmp_path,
         limits=Limits(pixel_budget=512 * 512),
-        seeds=itertools.count(100).__next__,
-    )
-    await service.start()
-    yield service
-    await service.aclose()
+    ) as service:
+        yield service
 
 
 def square() -> bytes:

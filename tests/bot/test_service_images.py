@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import io
-import itertools
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from bot.catalog import load_catalog
 from bot.chat import ChatFlow, Started
 from bot.errors import ContentBlocked, InvalidOption, NotAllowed, NotFound
 from bot.images import input_path
 from bot.jobs import Requester
 from bot.options import Limits
 from bot.pngmeta import parse_parameters, read_text
-from bot.service import ImageService
-from imagebot.bootstrap import stores_of
 from tests.fakes.backend import FakeBackend
-from tests.fakes.stores import InMemoryDatabase
+from tests.fakes.service import memory_service
 
 ALICE = Requester("console", "alice", workspace="w1")
 BOB = Requester("console", "bob", workspace="w1")
@@ -32,19 +28,14 @@ def backend() -> FakeBackend:
 
 @pytest.fixture
 async def service(backend, tmp_path):
-    service = ImageService(
-        backend=backend,
-        stores=stores_of(InMemoryDatabase.create(), tmp_path),
-        catalog=load_catalog(),
-        default_model="tiny",
+    async with memory_service(
+        backend,
+        tmp_path,
         limits=Limits(pixel_budget=512 * 512),
         max_input_bytes=200_000,
         max_input_pixels=1024 * 1024,
-        seeds=itertools.count(100).__next__,
-    )
-    await service.start()
-    yield service
-    await service.aclose()
+    ) as service:
+        yield service
 
 
 def png(width: int, height: int, colour=(200, 40, 40)) -> bytes:

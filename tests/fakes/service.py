@@ -6,6 +6,7 @@ Also what a test reads of that directory afterwards: the image files, the record
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from bot.ports import Backend
 from bot.service import ImageService
 from imagebot.bootstrap import stores_of
 from storage import SqliteDatabase
+from tests.fakes.stores import InMemoryDatabase
 
 
 async def assert_nothing_half_written(history: SqliteDatabase, data_dir: Path) -> None:
@@ -81,3 +83,25 @@ def assert_no_half_writes(data_dir: Path) -> None:
     """Every recorded image has its file, and every file its row."""
     paths = [path for _, images in recorded(data_dir).values() for path in images]
     assert image_files(data_dir) == set(paths)
+
+
+@contextlib.asynccontextmanager
+async def memory_service(backend: Backend, data_dir: Path, **options: Any) -> AsyncIterator[ImageService]:
+    """Yield a started service on the in-memory stores: the shipped catalog, the tiny model, seeds 100, 101, …
+
+    `options` are `ImageService`'s own (limits, queue sizes, input limits…), replacing these defaults.
+    """
+    settings: dict[str, Any] = {
+        "catalog": load_catalog(),
+        "default_model": "tiny",
+        "limits": Limits(pixel_budget=4 * 1024 * 1024),
+        "seeds": itertools.count(100).__next__,
+    }
+    service = ImageService(
+        backend=backend, stores=stores_of(InMemoryDatabase.create(), data_dir), **(settings | options)
+    )
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.aclose()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
 import pytest_asyncio
 
 from bot.catalog import load_catalog
@@ -19,3 +22,16 @@ async def backend(tiny_data_dir: Path) -> AsyncIterator[object]:
     await backend.start()
     yield backend
     await backend.aclose()
+
+
+@pytest.fixture
+def unet_calls(runner: Any) -> Iterator[Counter[str]]:
+    """UNet forward calls of the base and the refiner of the module's `runner`, while the test runs."""
+    calls: Counter[str] = Counter()
+    hooks = [
+        runner.base.unet.register_forward_hook(lambda *_: calls.update(["base"])),
+        runner.refiner.unet.register_forward_hook(lambda *_: calls.update(["refiner"])),
+    ]
+    yield calls
+    for hook in hooks:
+        hook.remove()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -57,18 +56,6 @@ def runner(tiny_data_dir):
 @pytest.fixture(scope="module")
 def init_sha(tiny_data_dir):
     return store_input(tiny_data_dir, gradient())
-
-
-@pytest.fixture
-def unet_calls(runner):
-    calls = Counter()
-    hooks = [
-        runner.base.unet.register_forward_hook(lambda *_: calls.update(["base"])),
-        runner.refiner.unet.register_forward_hook(lambda *_: calls.update(["refiner"])),
-    ]
-    yield calls
-    for hook in hooks:
-        hook.remove()
 
 
 def run(runner, progress=None, **fields):

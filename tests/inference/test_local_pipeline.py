@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -28,18 +27,6 @@ def runner(tiny_data_dir):
     # Load base and refiner once so that tests can hook their UNets.
     runner.run(job(tiny_data_dir, steps=3, refiner=RefinerSpec(model="tiny-refiner", start_step=2)))
     return runner
-
-
-@pytest.fixture
-def unet_calls(runner):
-    calls = Counter()
-    hooks = [
-        runner.base.unet.register_forward_hook(lambda *_: calls.update(["base"])),
-        runner.refiner.unet.register_forward_hook(lambda *_: calls.update(["refiner"])),
-    ]
-    yield calls
-    for hook in hooks:
-        hook.remove()
 
 
 request = tiny_request
