@@ -26,11 +26,12 @@ from bot.catalog import Catalog, CatalogEntry
 from bot.errors import InvalidOption, shown
 from bot.request import CONTROL_WEIGHT, MAX_CONTROLNETS, PREPROCESSORS, ControlNetSpec
 
-__all__ = ["CONTROL_OPTIONS", "ControlText", "Guide", "build_controls", "control_texts", "guide_refs"]
+__all__ = ["CONTROL_MODES", "CONTROL_OPTIONS", "ControlText", "Guide", "build_controls", "control_texts", "guide_refs"]
 
 # The raw options this module reads (see `bot.options`).
 CONTROL_OPTIONS = ("cn", "guide", "preprocess", "cn_weight", "cn_start", "cn_end", "cn_mode")
-_MODES = ("balanced", "prompt", "controlnet")
+# balanced: both matter; prompt: your prompt matters more; controlnet: the ControlNet matters more.
+CONTROL_MODES = ("balanced", "prompt", "controlnet")
 _COMPACT = re.compile(
     r"(?P<name>[^=\s]+)\s*=\s*(?P<guide>[^:@\s]+)(?::(?P<weight>[^@\s]+))?(?:@(?P<start>[^-\s]+)-(?P<end>\S+))?"
 )
@@ -72,7 +73,7 @@ def control_texts(raw: Mapping[str, object]) -> list[ControlText]:
             ControlText(
                 name=text,
                 guide=_text("guide", raw["guide"]),
-                weight=_text("cn_weight", raw["cn_weight"]) if "cn_weight" in raw else None,
+                weight=_weight_text(raw["cn_weight"]) if "cn_weight" in raw else None,
                 start=_text("cn_start", raw["cn_start"]) if "cn_start" in raw else None,
                 end=_text("cn_end", raw["cn_end"]) if "cn_end" in raw else None,
             )
@@ -117,7 +118,7 @@ def build_controls(
         return ()
     if guides is None:
         raise InvalidOption("guide", "cannot be read in this chat")
-    mode = _choice("cn_mode", raw.get("cn_mode", "balanced"), _MODES)
+    mode = _choice("cn_mode", raw.get("cn_mode", "balanced"), CONTROL_MODES)
     chosen = _choice("preprocess", raw["preprocess"], PREPROCESSORS) if "preprocess" in raw else None
     specs = []
     for text, guide in zip(texts, guides, strict=True):
@@ -156,6 +157,13 @@ def _text(option: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidOption(option.replace("_", "-"), f"needs a value, not '{shown(value)}'")
     return value.strip()
+
+
+def _weight_text(value: object) -> str:
+    """Return a weight as text: typed in chat, or a number from a chat's number option (Discord's)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return _text("cn_weight", value)
 
 
 def _choice(option: str, value: object, choices: Sequence[str]) -> str:

@@ -39,6 +39,7 @@ from bot.chat import (
 )
 from bot.complete import complete_name, complete_weighted
 from bot.config import DiscordSettings
+from bot.controls import CONTROL_MODES
 from bot.errors import BotError
 from bot.jobs import Job, JobEvent, Requester
 from bot.options import SDXL_BUCKETS
@@ -59,7 +60,7 @@ from bot.upload import fit_upload
 from .._download import FileHosts
 from ._attachments import DISCORD_FILE_HOSTS, attachment_loader, image_attachment, token
 from ._render import discord_time, history_text, result_embed
-from ._views import FromImageModal, result_view, running_view
+from ._views import FromImageModal, GuideModal, result_view, running_view
 
 __all__ = ["ImagesCog", "settings_changes"]
 
@@ -77,6 +78,7 @@ REACTIONS: dict[str, ButtonAction] = {
 # Clients send some emoji with the variation selector U+FE0F and some without; either matches.
 _BY_EMOJI = {emoji.replace("\ufe0f", ""): action for emoji, action in REACTIONS.items()}
 FROM_IMAGE_MENU = "Imagine from this image"
+GUIDE_MENU = "Use as ControlNet guide"
 NO_IMAGE = "✖ That message has no PNG, JPEG or WebP image attached."
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 # A latent preview goes with every PREVIEW_EVERY-th allowed progress edit at most.
@@ -95,6 +97,7 @@ def _ratio(width: int, height: int) -> str:
 SIZES: dict[str, tuple[int, int]] = {f"{w}x{h}": (w, h) for w, h in SDXL_BUCKETS}
 SIZE_CHOICES = [app_commands.Choice(name=f"{w}×{h} ({_ratio(w, h)})", value=key) for key, (w, h) in SIZES.items()]
 SCHEDULER_CHOICES = [app_commands.Choice(name=name, value=name) for name in SCHEDULERS[:25]]
+CONTROL_MODE_CHOICES = [app_commands.Choice(name=name, value=name) for name in CONTROL_MODES]
 
 Edit = Callable[..., Awaitable[discord.Message | None]]
 
@@ -166,6 +169,7 @@ class ImagesCog(commands.Cog, name="Images"):
         self.file_hosts = FileHosts.of(DISCORD_FILE_HOSTS, settings.api_base)
         # A cog cannot declare a context menu with a decorator; it is added to the tree here.
         self.from_image_menu = app_commands.ContextMenu(name=FROM_IMAGE_MENU, callback=self.imagine_from_message)
+        self.guide_menu = app_commands.ContextMenu(name=GUIDE_MENU, callback=self.guide_from_message)
 
     async def follow_resumed(self) -> None:
         """Post a message for each job a restart resumed and follow it there.
@@ -192,12 +196,14 @@ class ImagesCog(commands.Cog, name="Images"):
         return self.bot.get_partial_messageable(int(job.requester.channel))
 
     async def cog_load(self) -> None:
-        """Add the context menu, which the cog does not hold as a command of its own."""
+        """Add the context menus, which the cog does not hold as commands of its own."""
         self.bot.tree.add_command(self.from_image_menu)
+        self.bot.tree.add_command(self.guide_menu)
 
     async def cog_unload(self) -> None:
-        """Stop following jobs (the jobs themselves run on) and drop the context menu."""
-        self.bot.tree.remove_command(self.from_image_menu.name, type=self.from_image_menu.type)
+        """Stop following jobs (the jobs themselves run on) and drop the context menus."""
+        for menu in (self.from_image_menu, self.guide_menu):
+            self.bot.tree.remove_command(menu.name, type=menu.type)
         for task in self._tasks:
             task.cancel()
 
@@ -220,8 +226,14 @@ class ImagesCog(commands.Cog, name="Images"):
         image="start from this image (PNG, JPEG or WebP)",
         strength="with an image: how much of it is made again, 0-1 (0.8)",
         mask="with an image: white repaints, black keeps",
+        control_image="a ControlNet guide: its edges (or depth…) shape the image (PNG, JPEG or WebP)",
+        control="the catalog ControlNet that reads the guide",
+        control_weight="how strongly the ControlNet steers, 0-2 (1)",
+        control_start="the first step it acts on: a step like 3 or a percentage like 10% (first)",
+        control_end="the last step it acts on: a step like 10 or a percentage like 40% (last)",
+        control_mode="which matters more: both, your prompt, or the ControlNet",
     )
-    @app_commands.choices(size=SIZE_CHOICES, scheduler=SCHEDULER_CHOICES)
+    @app_commands.choices(size=SIZE_CHOICES, scheduler=SCHEDULER_CHOICES, control_mode=CONTROL_MODE_CHOICES)
     async def imagine(
         self,
         interaction: discord.Interaction,
@@ -240,9 +252,16 @@ class ImagesCog(commands.Cog, name="Images"):
         image: discord.Attachment | None = None,
         strength: app_commands.Range[float, 0.0, 1.0] | None = None,
         mask: discord.Attachment | None = None,
+        control_image: discord.Attachment | None = None,
+        control: str | None = None,
+        control_weight: app_commands.Range[float, 0.0, 2.0] | None = None,
+        control_start: str | None = None,
+        control_end: str | None = None,
+        control_mode: str | None = None,
     ) -> None:
         """Queue a generation and follow it in the deferred reply."""
-        attachments = {token(option): file for option, file in (("image", image), ("mask", mask)) if file is not None}
+        files = (("image", image), ("mask", mask), ("control_image", control_image))
+        attachments = {token(option): file for option, file in files if file is not None}
         given = {
             "prompt": prompt,
             "negative": negative,
@@ -258,6 +277,12 @@ class ImagesCog(commands.Cog, name="Images"):
             "image": token("image") if image is not None else None,
             "strength": strength,
             "mask": token("mask") if mask is not None else None,
+            "control_image": token("control_image") if control_image is not None else None,
+            "control": control,
+            "control_weight": control_weight,
+            "control_start": control_start,
+            "control_end": control_end,
+            "control_mode": control_mode,
         }
         await self._imagine(interaction, given, attachments, private)
 
@@ -276,6 +301,23 @@ class ImagesCog(commands.Cog, name="Images"):
         """Queue image-to-image from an attachment, with the modal's prompt and strength."""
         given = {"prompt": prompt, "image": token("image"), "strength": strength.strip() or None}
         await self._imagine(interaction, given, {token("image"): attachment}, None)
+
+    async def guide_from_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        """Ask for a prompt and a ControlNet to make a new image guided by a message's image attachment."""
+        attachment = image_attachment(message)
+        if attachment is None:
+            await interaction.response.send_message(NO_IMAGE, ephemeral=True)
+        else:
+            names = ", ".join(self.service.catalog.names("controlnet"))
+            await interaction.response.send_modal(GuideModal(self, attachment, names))
+        self._acked(interaction)
+
+    async def on_guide(
+        self, interaction: discord.Interaction, attachment: discord.Attachment, prompt: str, control: str
+    ) -> None:
+        """Queue a generation guided by an attachment, with the modal's prompt and ControlNet."""
+        given = {"prompt": prompt, "control_image": token("control_image"), "control": control.strip() or None}
+        await self._imagine(interaction, given, {token("control_image"): attachment}, None)
 
     async def _imagine(
         self,
@@ -311,6 +353,13 @@ class ImagesCog(commands.Cog, name="Images"):
         return [
             app_commands.Choice(name=s.label, value=s.value)
             for s in complete_name(self.service.catalog, "model", current)
+        ]
+
+    @imagine.autocomplete("control")
+    async def _control_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return [
+            app_commands.Choice(name=s.label, value=s.value)
+            for s in complete_name(self.service.catalog, "controlnet", current)
         ]
 
     @app_commands.command(name="reroll", description="Same settings, new seed (default: your latest image).")

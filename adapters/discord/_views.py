@@ -13,7 +13,16 @@ import discord
 
 from bot.actions import ACTION_ID_PATTERN, RESULT_ACTIONS, ButtonAction, decode_action, encode_action
 
-__all__ = ["ActionHandler", "FromImageHandler", "FromImageModal", "GenerationButton", "result_view", "running_view"]
+__all__ = [
+    "ActionHandler",
+    "FromImageHandler",
+    "FromImageModal",
+    "GenerationButton",
+    "GuideHandler",
+    "GuideModal",
+    "result_view",
+    "running_view",
+]
 
 _LOOKS: dict[ButtonAction, tuple[str, str, discord.ButtonStyle]] = {
     "reroll": ("🔄", "Reroll", discord.ButtonStyle.primary),
@@ -98,6 +107,43 @@ class FromImageModal(discord.ui.Modal, title="Imagine from this image"):
     async def on_submit(self, interaction: discord.Interaction) -> None:
         """Hand the prompt and strength to the cog."""
         await self.handler.on_from_image(interaction, self.attachment, self.prompt.value, self.strength.value)
+
+
+class GuideHandler(Protocol):
+    """What the "Use as ControlNet guide" modal is handed to (the cog)."""
+
+    async def on_guide(
+        self, interaction: discord.Interaction, attachment: discord.Attachment, prompt: str, control: str
+    ) -> None:
+        """Queue a generation guided by `attachment` through the ControlNet named (as typed)."""
+        ...
+
+
+class GuideModal(discord.ui.Modal, title="Use as ControlNet guide"):
+    """Asks for the prompt and the ControlNet of a new image guided by a message's image attachment.
+
+    The ControlNet's name goes to the service as typed, so a wrong one gets the same sentence
+    (with its suggestions) as the ``control`` option would.
+    """
+
+    prompt: discord.ui.TextInput[GuideModal] = discord.ui.TextInput(
+        label="Prompt",
+        style=discord.TextStyle.paragraph,
+        max_length=2000,
+        placeholder="flags such as --cn-end 40% work",
+    )
+    control: discord.ui.TextInput[GuideModal] = discord.ui.TextInput(label="ControlNet", max_length=100)
+
+    def __init__(self, handler: GuideHandler, attachment: discord.Attachment, names: str) -> None:
+        super().__init__(timeout=15 * 60)
+        self.handler = handler
+        self.attachment = attachment
+        # Discord shows at most 100 characters of a placeholder.
+        self.control.placeholder = (names if len(names) <= 100 else names[:99] + "…") or None
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        """Hand the prompt and ControlNet to the cog."""
+        await self.handler.on_guide(interaction, self.attachment, self.prompt.value, self.control.value)
 
 
 def _view(*buttons: GenerationButton) -> discord.ui.View:

@@ -37,6 +37,7 @@ from bot.summary import audit_text, progress_line, withheld_line
 from .._download import FileHosts
 from ._blocks import (
     COMMAND,
+    FILE_BLOCKS,
     FROM_IMAGE_SHORTCUT,
     GENERATE_SHORTCUT,
     HELP,
@@ -215,8 +216,8 @@ class SlackImages:
         if source is not None and not given.get("image"):
             given["image"] = source.file_id
         # The core sees a token per file; only the loader turns it back into a Slack file id.
-        files = {token(str(given[option])): str(given[option]) for option in ("image", "mask") if option in given}
-        for option in ("image", "mask"):
+        files = {token(str(given[option])): str(given[option]) for option in FILE_BLOCKS if option in given}
+        for option in FILE_BLOCKS:
             if option in given:
                 given[option] = token(str(given[option]))
         who = _requester(user, _team(body), channel)

@@ -12,6 +12,7 @@ from typing import Any
 
 from bot.actions import RESULT_ACTIONS, ButtonAction, encode_action, format_ref
 from bot.catalog import Catalog
+from bot.controls import CONTROL_MODES
 from bot.history import Generation
 from bot.jobs import Job
 from bot.options import SDXL_BUCKETS
@@ -19,6 +20,7 @@ from bot.summary import history_line, result_fields
 
 __all__ = [
     "COMMAND",
+    "FILE_BLOCKS",
     "FROM_IMAGE_SHORTCUT",
     "GENERATE_SHORTCUT",
     "HELP",
@@ -68,7 +70,7 @@ HELP = """\
 | member_quota <n> | open_reroll on|off]` — the workspace's rules (admins)
 Under an image: the buttons, or react :arrows_counterclockwise: to reroll, :sparkles: to refine, \
 :herb: or :tornado: to vary, :x: to delete. The *Generate image* shortcut opens a form (with an image \
-to start from, if you like); *Reroll image* and *Refine image…* work on an image's message, and \
+to start from or a ControlNet guide, if you like); *Reroll image* and *Refine image…* work on an image's message, and \
 *Imagine from this image* on any message with a PNG, JPEG or WebP file."""
 
 _BUTTONS: dict[ButtonAction, tuple[str, str | None]] = {
@@ -220,6 +222,19 @@ _OPTION_BLOCKS = {
     "image": "image",
     "strength": "strength",
     "mask": "mask",
+    "control_image": "control_image",
+    "control": "control",
+    "control_weight": "control_weight",
+    "control_start": "control_start",
+    "control_end": "control_end",
+    "control_mode": "control_mode",
+}
+# The modal's file inputs: each becomes a token that only the app's loader turns back into a file.
+FILE_BLOCKS = ("image", "mask", "control_image")
+_MODE_LABELS = {
+    "balanced": "Balanced",
+    "prompt": "My prompt is more important",
+    "controlnet": "The ControlNet is more important",
 }
 _VALUE = "value"
 # The file types Slack's file picker offers for an image or a mask (the bytes are checked after all).
@@ -258,7 +273,9 @@ def _file_input() -> dict[str, Any]:
 
 
 def imagine_modal(catalog: Catalog, default_model: str, source: SourceFile | None = None) -> dict[str, Any]:
-    """Return the "Generate image" modal: prompt, negative, seed, steps, refiner, LoRAs, model, size, image, channel.
+    """Return the "Generate image" modal: prompt, settings, LoRAs, model, size, image, ControlNet, channel.
+
+    The ControlNet fields (guide, ControlNet, weight, start, end, mode) come when the catalog has any.
 
     Opened from a message (`source`), the image is that message's file, named in the modal and
     carried in its metadata (Slack's file input cannot be pre-filled), and the conversation is that one.
@@ -269,6 +286,10 @@ def imagine_modal(catalog: Catalog, default_model: str, source: SourceFile | Non
         for entry in catalog.entries("lora")
     ][:_MAX_OPTIONS]
     sizes = [_option(f"{w}×{h}", f"{w}x{h}") for w, h in SDXL_BUCKETS]
+    controlnets = [
+        _option(f"{entry.name} — {entry.description}" if entry.description else entry.name, entry.name)
+        for entry in catalog.entries("controlnet")
+    ][:_MAX_OPTIONS]
     blocks = [
         _input(
             "prompt",
@@ -310,6 +331,8 @@ def imagine_modal(catalog: Catalog, default_model: str, source: SourceFile | Non
         ),
         _input("mask", "Mask", _file_input(), hint="With an image: white repaints, black keeps."),
     ]
+    if controlnets:
+        blocks += _control_blocks(controlnets)
     conversation: dict[str, Any] = {"type": "conversations_select", "default_to_current_conversation": True}
     if source is not None:
         conversation["initial_conversation"] = source.channel
@@ -327,6 +350,30 @@ def imagine_modal(catalog: Catalog, default_model: str, source: SourceFile | Non
             {"file": source.file_id, "name": source.name, "channel": source.channel, "thread_ts": source.thread_ts}
         )
     return view
+
+
+def _control_blocks(controlnets: list[dict[str, Any]]) -> list[Block]:
+    """Return the modal's ControlNet fields: the guide, which ControlNet, its weight, steps and mode."""
+    modes = [_option(_MODE_LABELS[mode], mode) for mode in CONTROL_MODES]
+    step = "a step like 10 or a percentage like 40%"
+    return [
+        _input(
+            "control_image",
+            "ControlNet guide",
+            _file_input(),
+            hint="Its edges (or depth…) shape the image; PNG, JPEG or WebP.",
+        ),
+        _input("control", "ControlNet", {"type": "static_select", "options": controlnets}),
+        _input(
+            "control_weight",
+            "ControlNet weight",
+            {"type": "number_input", "is_decimal_allowed": True, "min_value": "0", "max_value": "2"},
+            hint="How strongly it steers, 0-2 (1).",
+        ),
+        _input("control_start", "ControlNet start", {"type": "plain_text_input"}, hint=f"The first step: {step}."),
+        _input("control_end", "ControlNet end", {"type": "plain_text_input"}, hint=f"The last step: {step}."),
+        _input("control_mode", "ControlNet mode", {"type": "static_select", "options": modes}),
+    ]
 
 
 def imagine_source(view: Mapping[str, Any]) -> SourceFile | None:

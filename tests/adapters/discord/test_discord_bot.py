@@ -53,7 +53,8 @@ async def test_commands_are_synced_with_their_options(running):
         "settings",
         "imagine-admin",
         "forget",
-        "Imagine from this image",  # a message context menu
+        "Imagine from this image",  # message context menus
+        "Use as ControlNet guide",
         "gallery",
     }
     options = {option["name"]: option for option in commands["imagine"]["options"]}

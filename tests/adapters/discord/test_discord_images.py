@@ -18,6 +18,7 @@ from tests.adapters.discord.test_discord_bot import _finished, _imagine
 from tests.fakes.files import FileHost
 
 FROM_IMAGE = "Imagine from this image"
+GUIDE = "Use as ControlNet guide"
 
 
 def _png(width: int = 256, height: int = 256, colour: tuple[int, int, int] = (200, 40, 40)) -> bytes:
@@ -43,11 +44,78 @@ async def _refusal(fake, options: dict) -> str:
 
 async def test_the_new_options_and_the_context_menu_are_synced(running):
     commands = {(command["name"], command.get("type", 1)): command for command in running.fake.commands}
-    assert (FROM_IMAGE, 3) in commands  # a message context menu
+    assert (FROM_IMAGE, 3) in commands and (GUIDE, 3) in commands  # message context menus
     options = {option["name"]: option for option in commands[("imagine", 1)]["options"]}
-    assert options["image"]["type"] == 11 and options["mask"]["type"] == 11  # attachments
+    assert len(options) <= 25  # Discord's most options on a command
+    assert all(options[name]["type"] == 11 for name in ("image", "mask", "control_image"))  # attachments
     assert options["strength"]["type"] == 10
     assert (options["strength"]["min_value"], options["strength"]["max_value"]) == (0, 1)
+    assert options["control"]["type"] == 3 and options["control"]["autocomplete"]
+    assert (options["control_weight"]["min_value"], options["control_weight"]["max_value"]) == (0, 2)
+    assert options["control_start"]["type"] == 3 and options["control_end"]["type"] == 3  # a step or a percentage
+    assert [choice["value"] for choice in options["control_mode"]["choices"]] == ["balanced", "prompt", "controlnet"]
+
+
+async def test_control_autocomplete_offers_the_catalog_controlnets(running):
+    choices = await running.fake.autocomplete("imagine", {"prompt": "x", "control": "tiny"}, "control")
+    assert [choice["value"] for choice in choices] == ["tiny-controlnet"]
+
+
+async def test_a_control_image_guides_the_image_on_the_steps_asked(running):
+    fake = running.fake
+    guide = fake.attachment("edges.png", _png(128, 128))
+    options = {
+        "prompt": "a red fox",
+        "steps": 20,
+        "control_image": guide,
+        "control": "tiny-controlnet",
+        "control_weight": 0.8,
+        "control_start": "2",
+        "control_end": "50%",
+        "control_mode": "prompt",
+    }
+    _, message = await _imagine(fake, options)
+    assert message.attachments
+    (request,) = running.backend.requests
+    (control,) = request.controlnets
+    assert (control.model, control.weight, control.start_step, control.end_step, control.mode) == (
+        "tiny-controlnet",
+        0.8,
+        2,
+        10,  # 50% of 20 steps
+        "prompt",
+    )
+    assert request.init_image is None  # a guide, not an image to start from
+    assert [d.attachment_id for d in fake.downloads] == [guide.id]  # fetched once
+
+
+async def test_a_bad_control_end_gets_one_sentence_and_nothing_is_queued(running):
+    fake = running.fake
+    guide = fake.attachment("edges.png", _png(128, 128))
+    options = {"prompt": "a red fox", "control_image": guide, "control": "tiny-controlnet", "control_end": "soon"}
+    sentence = await _refusal(fake, options)
+    assert sentence == "✖ control_end must be a step like 10 or a percentage like 50%, not 'soon'."
+    assert fake.downloads == []  # refused before the guide was fetched
+    assert running.backend.requests == []
+
+
+async def test_use_as_controlnet_guide_asks_for_a_prompt_and_a_controlnet(running):
+    fake = running.fake
+    photo = fake.attachment("room.png", _png(256, 256))
+    posted = fake.user_message([photo], content="my room")
+    menu = await fake.message_command(GUIDE, posted)
+    opened = await menu.response()
+    assert opened["type"] == 9 and opened["data"]["title"] == GUIDE
+    assert "tiny-controlnet" in str(opened["data"]["components"])  # the catalog's ControlNets, as a hint
+    submitted = await fake.submit_modal(
+        menu, {"Prompt": "a castle --steps 8 --cn-end 50%", "ControlNet": "tiny-controlnet"}
+    )
+    await fake.wait_for(lambda: submitted.original is not None)
+    await _finished(fake, submitted.original)
+    (request,) = running.backend.requests
+    (control,) = request.controlnets
+    assert (control.model, control.start_step, control.end_step) == ("tiny-controlnet", 1, 4)
+    assert request.init_image is None and [d.attachment_id for d in fake.downloads] == [photo.id]
 
 
 async def test_an_attached_image_and_mask_make_image_to_image(running):

@@ -223,6 +223,12 @@ async def test_generate_modal_opens_and_shows_errors_on_the_right_field(running:
         "image",
         "strength",
         "mask",
+        "control_image",
+        "control",
+        "control_weight",
+        "control_start",
+        "control_end",
+        "control_mode",
         "channel",
     ]
     assert "pixel-art" in [o["value"] for o in blocks["lora"]["element"]["options"]]

@@ -30,7 +30,7 @@ async def elsewhere():
         yield host
 
 
-def _state(running: Running, prompt: str, **files: SlackFile | str) -> dict:
+def _state(running: Running, prompt: str, **files: SlackFile | str | dict) -> dict:
     values: dict[str, dict] = {
         "prompt": {"type": "plain_text_input", "value": prompt},
         "channel": {"type": "conversations_select", "selected_conversation": "C1"},
@@ -38,12 +38,14 @@ def _state(running: Running, prompt: str, **files: SlackFile | str) -> dict:
     for block, value in files.items():
         if isinstance(value, SlackFile):
             values[block] = {"type": "file_input", "files": [running.fake.file_object(value)]}
+        elif isinstance(value, dict):  # a field's state as Slack sends it
+            values[block] = value
         else:
             values[block] = {"type": "number_input", "value": value}
     return {block: {"value": value} for block, value in values.items()}
 
 
-async def _submit(running: Running, prompt: str, metadata: str = "", **files: SlackFile | str) -> None:
+async def _submit(running: Running, prompt: str, metadata: str = "", **files: SlackFile | str | dict) -> None:
     answer = await running.fake.send_view_submission(
         running.url, "imagine_modal", _state(running, prompt, **files), private_metadata=metadata
     )
@@ -63,6 +65,70 @@ async def test_the_generate_modal_offers_an_image_a_strength_and_a_mask(running:
         assert element["type"] == "file_input" and element["max_files"] == 1
         assert element["filetypes"] == ["png", "jpg", "jpeg", "webp"]
     assert blocks["strength"]["element"]["is_decimal_allowed"] is True
+
+
+def _selected(value: str) -> dict:
+    return {"type": "static_select", "selected_option": {"text": {"type": "plain_text", "text": value}, "value": value}}
+
+
+def _typed(text: str) -> dict:
+    return {"type": "plain_text_input", "value": text}
+
+
+async def test_the_generate_modal_offers_a_controlnet_with_its_guide_weight_steps_and_mode(running: Running) -> None:
+    await running.fake.send_global_shortcut(running.url, "generate_image")
+    await running.fake.wait_for(lambda: running.fake.calls_to("views.open"))
+    view = running.fake.calls_to("views.open")[-1].args["view"]
+    assert len(view["blocks"]) <= 100  # Slack's most blocks in a modal
+    blocks = {block.get("block_id"): block for block in view["blocks"]}
+    assert blocks["control_image"]["element"]["type"] == "file_input"
+    controlnets = [option["value"] for option in blocks["control"]["element"]["options"]]
+    assert "tiny-controlnet" in controlnets and "canny-sdxl" in controlnets
+    assert all(len(option["text"]["text"]) <= 75 for option in blocks["control"]["element"]["options"])
+    weight = blocks["control_weight"]["element"]
+    assert (weight["type"], weight["min_value"], weight["max_value"]) == ("number_input", "0", "2")
+    assert blocks["control_start"]["element"]["type"] == blocks["control_end"]["element"]["type"] == "plain_text_input"
+    modes = [option["value"] for option in blocks["control_mode"]["element"]["options"]]
+    assert modes == ["balanced", "prompt", "controlnet"]
+
+
+async def test_a_guide_file_and_a_controlnet_guide_the_image_on_the_steps_asked(running: Running) -> None:
+    fake = running.fake
+    guide = fake.share_file("edges.png", _png(128, 128))
+    await _submit(
+        running,
+        "a red fox --steps 20",
+        control_image=guide,
+        control=_selected("tiny-controlnet"),
+        control_weight="0.8",
+        control_start=_typed("2"),
+        control_end=_typed("50%"),
+        control_mode=_selected("controlnet"),
+    )
+    await running.finished_card(1)
+    (request,) = running.backend.requests
+    (control,) = request.controlnets
+    assert (control.model, control.weight, control.start_step, control.end_step, control.mode) == (
+        "tiny-controlnet",
+        0.8,
+        2,
+        10,  # 50% of 20 steps
+        "controlnet",
+    )
+    assert request.init_image is None  # a guide, not an image to start from
+    assert [d.file_id for d in fake.downloads] == [guide.id]  # fetched once, with the bot token
+    assert all(d.token == fake.bot_token for d in fake.downloads)
+
+
+async def test_a_bad_controlnet_end_gets_one_sentence_and_nothing_is_queued(running: Running) -> None:
+    fake = running.fake
+    guide = fake.share_file("edges.png", _png(128, 128))
+    await _submit(
+        running, "a red fox", control_image=guide, control=_selected("tiny-controlnet"), control_end=_typed("soon")
+    )
+    await _told(running, "✖ control_end must be a step like 10 or a percentage like 50%, not 'soon'.")
+    assert fake.downloads == []  # refused before the guide was fetched
+    assert running.backend.requests == [] and running.cards() == []
 
 
 async def test_an_image_file_makes_image_to_image_with_the_token_sent_to_slack_only(running: Running) -> None:
