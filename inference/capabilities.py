@@ -19,7 +19,7 @@ from typing import Literal
 
 from bot.catalog import Catalog, CatalogEntry, Kind
 from bot.errors import InvalidOption
-from bot.request import CFG, COUNT, SIDE, STEPS, GenerationRequest
+from bot.request import CFG, CONTROL_WEIGHT, COUNT, SIDE, STEPS, GenerationRequest
 from bot.rules import SCHEDULERS
 
 __all__ = ["CAPABILITIES", "BackendName", "Capabilities"]
@@ -72,6 +72,7 @@ class Capabilities:
     upscale_redraws: bool = True
     outpaint: bool = False
     controlnet: bool = False
+    max_control_weight: float = CONTROL_WEIGHT.high
     refiner_with_image: bool = True
 
     def identifier(self, entry: CatalogEntry) -> str | None:
@@ -141,6 +142,13 @@ class Capabilities:
         for label, asked, has in features:
             if asked and not has(self):
                 self._refuse(label, f"is not available on {self.title}", has)
+        heaviest = max((control.weight for control in request.controlnets), default=0.0)
+        if heaviest > self.max_control_weight:
+            self._refuse(
+                "ControlNet weight",
+                f"is at most {self.max_control_weight:g} on {self.title}, not {heaviest:g}",
+                lambda c: c.controlnet and heaviest <= c.max_control_weight,
+            )
         if request.scheduler not in self.schedulers:
             self._refuse(
                 "scheduler",
@@ -165,6 +173,7 @@ class Capabilities:
             named.append(("vae", request.vae, "VAE"))
         named += [("lora", lora.name, "lora") for lora in request.loras]
         named += [("embedding", embedding.name, "embedding") for embedding in request.embeddings]
+        named += [("controlnet", control.model, "ControlNet") for control in request.controlnets]
         for kind, name, label in named:
             entry = catalog.get(kind, name)
             if self.identifier(entry) is None:
@@ -210,7 +219,15 @@ class Capabilities:
                 + (" (the image alone, no redraw)" if self.upscale and not self.upscale_redraws else ""),
             ),
             ("outpaint", yes[self.outpaint]),
-            ("ControlNet", yes[self.controlnet]),
+            (
+                "ControlNet",
+                yes[self.controlnet]
+                + (
+                    f" (weight ≤ {self.max_control_weight:g})"
+                    if self.controlnet and self.max_control_weight < CONTROL_WEIGHT.high
+                    else ""
+                ),
+            ),
         ]
 
 
@@ -261,6 +278,7 @@ def _offered(table: Mapping[str, object]) -> tuple[str, ...]:
 #   Its refiner startStep is counted in the steps of a text-to-image run; how it counts after an
 #   input image is not documented, so that pair is refused rather than guessed. Upscale is its
 #   imageUpscale task (factors 2, 3 and 4): an upscaler of the image alone, no redraw by the model.
+#   ControlNet is its controlNet array, weights 0–1 only (docs/operations.md).
 # - ModelsLab: its v4 img2img and inpaint endpoints take the input as a link, and do not run the
 #   steps asked for: the img2img doc's own example sends num_inference_steps "30" with strength
 #   0.7 and its answer reports "steps": 20 (30 × 0.7 is 21), the inpaint example sends steps "30"
@@ -287,6 +305,10 @@ CAPABILITIES: dict[BackendName, Capabilities] = {
         upscale=True,
         upscale_redraws=False,
         refiner_with_image=False,
+        # The imageInference controlNet array (inference/runware.py); its weight is 0–1 in the
+        # SDK's text_to_image.md ("Weight of this ControlNet model (0-1)"), A1111's goes to 2.
+        controlnet=True,
+        max_control_weight=1.0,
     ),
     "modelslab": Capabilities(
         "modelslab",

@@ -18,6 +18,11 @@ second request to retry or lose, and a retry resends the same task under the sam
 which Runware answers with ``conflictTaskUUID`` instead of running and charging it again.
 The price is that a retry resends the image's bytes (a few MB at most).
 
+ControlNet guides (``--cn NAME --guide …``) travel the same way, as data URIs in each
+``controlNet`` entry's ``guideImage`` (the SDK's text_to_image.md lists "UUID, data URI, base64, or
+URL" for it), for the same reasons rather than an ``imageUpload`` first: one request, nothing kept at
+Runware, and a retry under the same taskUUID is answered ``conflictTaskUUID``, never run twice.
+
 Upscale (``upscale #3 2``) is Runware's ``imageUpscale`` task, with the stored input as a data URI
 in ``inputImage`` for the same reasons, and ``upscaleFactor`` (its docs allow 2, 3 and 4). It
 enlarges the image alone: unlike the local hires fix, no model redraws it, so the prompt, steps
@@ -42,7 +47,7 @@ from bot.config import RunwareSettings
 from bot.errors import BackendUnavailable
 from bot.images import input_path
 from bot.ports import ProgressCallback
-from bot.request import STEPS, GeneratedImage, GenerationRequest
+from bot.request import STEPS, ControlNetSpec, GeneratedImage, GenerationRequest
 from inference._remote import (
     TRANSIENT_STATUS,
     HostedBackend,
@@ -56,7 +61,7 @@ from inference._remote import (
 )
 from inference.capabilities import CAPABILITIES, RUNWARE_SCHEDULERS
 
-__all__ = ["RunwareBackend", "build_task", "build_upscale_task", "steps_and_strength"]
+__all__ = ["RunwareBackend", "build_task", "build_upscale_task", "controlnet_steps", "steps_and_strength"]
 
 TITLE = "Runware"
 _CAPABILITIES = CAPABILITIES["runware"]
@@ -70,6 +75,7 @@ _LABELS = {
     "maskImage": "mask",
     "inputImage": "input image",
     "upscaleFactor": "upscale factor",
+    "controlNet": "ControlNets",
     "clipSkip": "clip skip",
     "lora": "LoRAs",
     "apiKey": "API key",
@@ -108,6 +114,46 @@ def steps_and_strength(steps: int, run: int) -> tuple[int, float]:
     raise ValueError(f"no steps and strength run exactly {run} of {steps} steps")
 
 
+def controlnet_steps(start: int, end: int, sent_steps: int, run: int) -> tuple[int, int]:
+    """Return Runware's ``startStep``/``endStep`` for a ControlNet on steps `start`–`end` of the `run` that run.
+
+    `start` and `end` are 1-based and inclusive among the steps that run (`ControlNetSpec`).
+    Runware's are 1-based and inclusive too: the docs' example puts a ControlNet on "steps 1–10
+    of a 30-step generation", and the SDK's README example sends ``startStep=1, endStep=30``
+    (text_to_image.md: "Step to start applying ControlNet", "Step to stop applying"). They
+    number the ``steps`` sent, the whole schedule: from an input image Runware runs its last
+    ``steps × strength`` (the steps doc: 40 at 0.5 run the last 20, i.e. steps 21–40), so
+    step 1 of those that run is Runware's step ``sent_steps - run + 1``. Without an input
+    image `sent_steps` is `run` and nothing moves.
+    """
+    skipped = sent_steps - run
+    return skipped + start, skipped + end
+
+
+def _controlnet(
+    control: ControlNetSpec, identifier: str, guide: bytes, sent_steps: int, run: int, base: int
+) -> dict[str, Any] | None:
+    """Return one entry of the ``controlNet`` array, or None when it would act on no step.
+
+    With a refiner the ControlNet acts in the base only, as on the local worker (the refiner's
+    UNet does not fit a ControlNet made for the base): its range ends with the base's last
+    step, and a range that starts after it acts on nothing and is not sent.
+    """
+    end = min(control.end_step, base)
+    if control.start_step > end:
+        return None
+    start_step, end_step = controlnet_steps(control.start_step, end, sent_steps, run)
+    return {
+        "model": identifier,  # its AIR id (text_to_image.md: "AIR identifier of the ControlNet model")
+        "guideImage": data_uri(guide),
+        "weight": control.weight,  # 0–1 there; heavier ones were refused by the capabilities
+        "startStep": start_step,
+        "endStep": end_step,
+        # The SDK's EControlMode: "balanced", "prompt", "controlnet", the names we use.
+        "controlMode": control.mode,
+    }
+
+
 def data_uri(png: bytes) -> str:
     """Return a stored input (always a PNG) as the data URI Runware takes in ``seedImage``/``maskImage``."""
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
@@ -122,6 +168,7 @@ def build_task(
     delivery: str = "sync",
     check_content: bool = True,
     inputs: dict[str, bytes] | None = None,
+    guides: dict[str, bytes] | None = None,
 ) -> dict[str, Any]:
     """Return the ``imageInference`` task of a request (checked against Runware's capabilities first).
 
@@ -131,6 +178,8 @@ def build_task(
     ``NSFWContent``. `inputs` holds the PNG bytes of the request's ``init_image`` and
     ``mask_image`` by their sha256, sent as ``seedImage`` and ``maskImage`` with the
     ``steps``/``strength`` pair that runs exactly ``request.run_steps`` (`steps_and_strength`).
+    `guides` holds the PNG bytes of the ControlNets' guides by their sha256, sent in the
+    ``controlNet`` array on the same steps as on the local worker (`controlnet_steps`).
     """
     _CAPABILITIES.check(request, catalog)
 
@@ -176,6 +225,21 @@ def build_task(
         task["lora"] = [{"model": air("lora", lora.name), "weight": lora.weight} for lora in request.loras]
     if request.embeddings:
         task["embeddings"] = [{"model": air("embedding", e.name), "weight": e.weight} for e in request.embeddings]
+    if request.controlnets:
+        given = guides or {}
+        entries = [
+            _controlnet(
+                control,
+                air("controlnet", control.model),
+                given[control.guide],
+                task["steps"],
+                request.run_steps,
+                request.split[0],
+            )
+            for control in request.controlnets
+        ]
+        if sent := [entry for entry in entries if entry is not None]:
+            task["controlNet"] = sent
     return task
 
 
@@ -271,6 +335,7 @@ class RunwareBackend(HostedBackend):
             delivery=delivery,
             check_content=self._settings.check_content,
             inputs=await self._inputs(request),
+            guides=await self._guides(request),
         )
         retrying = Retrying(self._settings.retry_budget, self.name)
         results = await self._submit(task, retrying, cancel)
@@ -318,6 +383,15 @@ class RunwareBackend(HostedBackend):
                 data = await self._stored(sha, what)
                 inputs[sha] = await asyncio.to_thread(_sized, data, (request.width, request.height), mode)
         return inputs
+
+    async def _guides(self, request: GenerationRequest) -> dict[str, bytes]:
+        """Read the ControlNets' stored guides at the output size, once, as the local worker resizes them."""
+        guides: dict[str, bytes] = {}
+        for control in request.controlnets:
+            if control.guide not in guides:
+                data = await self._stored(control.guide, "ControlNet guide")
+                guides[control.guide] = await asyncio.to_thread(_sized, data, (request.width, request.height), "RGB")
+        return guides
 
     async def _post(self, tasks: list[dict[str, Any]]) -> httpx.Response:
         return await self._http.post(self._settings.url, json=tasks, headers=self._headers)

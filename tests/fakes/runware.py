@@ -33,6 +33,15 @@ https://runware.ai/docs/image-inference/api-reference, /docs/platform/task-polli
   ``seedImage``). The decoded bytes land on the task (``RunwareTask.seed_image``/``mask_image``), and
   ``RunwareTask.steps_run`` is what the fake runs: ``int(steps × strength)``, as diffusers truncates;
   Runware documents the product for 40 × 0.5 only, so a client that relies on any rounding is caught.
+* ControlNet: ``controlNet`` is an array of objects as the SDK's text_to_image.md lists them (and
+  its ``IControlNetGeneral``): ``model`` (an AIR id, required), ``guideImage`` (required, the same
+  input forms as ``seedImage``), ``weight`` (a number from 0 to 1), ``startStep``/``endStep``
+  (integers from 1 to ``steps``, start not after end) or ``startStepPercentage``/``endStepPercentage``
+  (integers from 0 to 100; never a step and a percentage for the same end, as the SDK refuses),
+  ``controlMode`` (``balanced``, ``prompt`` or ``controlnet``); any other key is refused. The decoded
+  guides land on the task (``RunwareTask.guide_images``), and ``RunwareTask.controlnet_steps`` says on
+  which of the steps that run each one acts: steps are numbered over the whole ``steps`` sent, 1-based
+  and inclusive, and from a seedImage the last ``steps_run`` of them run.
 * ``imageUpscale`` tasks (https://runware.ai/docs/image-editing/upscaling; the SDK's ``IImageUpscale``):
   ``inputImage`` (required, the same input forms as ``seedImage``; a UUID must name an image this fake
   made, and a URL is refused, since the fake fetches nothing) and ``upscaleFactor`` (required, the
@@ -151,7 +160,12 @@ INFERENCE_FIELDS = frozenset(
         "seedImage",
         "maskImage",
         "strength",
+        "controlNet",
     }
+)
+CONTROL_MODES = ("balanced", "prompt", "controlnet")
+CONTROLNET_KEYS = frozenset(
+    {"model", "guideImage", "weight", "startStep", "endStep", "startStepPercentage", "endStepPercentage", "controlMode"}
 )
 UPSCALE_FIELDS = frozenset(
     {
@@ -292,6 +306,7 @@ class RunwareTask:
     seed_image: bytes | None = None  # the decoded seedImage, when it was sent as data
     mask_image: bytes | None = None  # the decoded maskImage, likewise
     input_image: bytes | None = None  # the decoded inputImage of an upscale (or the UUID's image)
+    guide_images: list[bytes | None] = field(default_factory=list)  # each controlNet guideImage sent as data
 
     @property
     def task_type(self) -> str:
@@ -308,6 +323,18 @@ class RunwareTask:
         if "seedImage" not in self.request:
             return steps
         return int(steps * float(self.request.get("strength", 0.8)))
+
+    @property
+    def controlnet_steps(self) -> list[list[int]]:
+        """Each ControlNet's steps, 1-based among the steps that run (Runware numbers them over all ``steps``)."""
+        steps = int(self.request.get("steps", 20))
+        skipped = steps - self.steps_run
+        acted = []
+        for entry in self.request.get("controlNet", []):
+            start = entry.get("startStep", 1)
+            end = entry.get("endStep", steps)
+            acted.append([step - skipped for step in range(start, end + 1) if step > skipped])
+        return acted
 
 
 def error_item(
@@ -502,6 +529,44 @@ def _adapters_problem(name: str, value: object) -> tuple[str, str] | None:
     return None
 
 
+def _controlnet_problem(value: object, steps: int) -> tuple[str, str] | None:
+    """Check a ``controlNet`` array the way the SDK's text_to_image.md and ``IControlNetGeneral`` describe it."""
+    if not isinstance(value, list) or not value:
+        return "controlNet", "Invalid value for controlNet parameter. It must be a non-empty array of objects."
+    for i, entry in enumerate(value):
+        where = f"controlNet[{i}]"
+        if not isinstance(entry, dict):
+            return where, f"Invalid value for {where} parameter. It must be an object."
+        for key in entry:
+            if key not in CONTROLNET_KEYS:
+                return f"{where}.{key}", f"Unsupported parameter: {where}.{key}."
+        for key, check in (
+            ("model", _air),
+            ("guideImage", _image_input),
+            ("weight", _number_range(0, 1)),
+            ("startStep", _int_range(1, steps)),
+            ("endStep", _int_range(1, steps)),
+            ("startStepPercentage", _int_range(0, 100)),
+            ("endStepPercentage", _int_range(0, 100)),
+            ("controlMode", _choice(CONTROL_MODES)),
+        ):
+            if key not in entry:
+                if key in ("model", "guideImage"):
+                    return f"{where}.{key}", f"Missing required parameter: {where}.{key}."
+                continue
+            if message := check(f"{where}.{key}", entry[key]):
+                return f"{where}.{key}", message
+        for step, percentage in (("startStep", "startStepPercentage"), ("endStep", "endStepPercentage")):
+            if step in entry and percentage in entry:
+                return f"{where}.{step}", f"Only one of {where}.{step} and {where}.{percentage} may be given."
+        if entry.get("startStep", 1) > entry.get("endStep", steps):
+            return f"{where}.startStep", f"Invalid value for {where}.startStep parameter. It must not exceed endStep."
+        if entry.get("startStepPercentage", 0) > entry.get("endStepPercentage", 100):
+            name = f"{where}.startStepPercentage"
+            return name, f"Invalid value for {name} parameter. It must not exceed endStepPercentage."
+    return None
+
+
 def _safety_problem(value: object) -> tuple[str, str] | None:
     if not isinstance(value, dict):
         return "safety", "Invalid value for safety parameter. It must be an object."
@@ -544,6 +609,8 @@ def _inference_problem(task: dict[str, Any]) -> dict[str, Any] | None:
     for name in ("lora", "embeddings"):
         if problem is None and name in task:
             problem = _adapters_problem(name, task[name])
+    if problem is None and "controlNet" in task:
+        problem = _controlnet_problem(task["controlNet"], steps)
     if problem is None and "safety" in task:
         problem = _safety_problem(task["safety"])
     return bad(*problem) if problem else None
@@ -813,6 +880,7 @@ class FakeRunware(LoopbackServer):
         for name in ("seedImage", "maskImage"):
             if isinstance(request.get(name), str):
                 setattr(task, "seed_image" if name == "seedImage" else "mask_image", decode_image(request[name]))
+        task.guide_images = [decode_image(entry["guideImage"]) for entry in request.get("controlNet", [])]
         if upscale:
             given = request["inputImage"]
             task.input_image = decode_image(given) if not UUID4_RE.match(given) else self._images[given][1].data

@@ -1,0 +1,230 @@
+"""ControlNet on Runware: the ``controlNet`` array through the real backend and the HTTP fake.
+
+The fake checks each entry as the SDK's text_to_image.md and ``IControlNetGeneral`` describe it,
+and says on which of the steps that run each ControlNet acts (``RunwareTask.controlnet_steps``):
+those are the steps the user is told, counted as the local worker counts them.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from bot.errors import InvalidOption
+from bot.images import input_path
+from bot.service import ImageService
+from inference.runware import RunwareBackend, build_task, controlnet_steps
+from storage import SqliteDatabase
+from tests.fakes.runware import COST_PER_IMAGE, FakeRunware, Fault
+from tests.fakes.service import started_service
+from tests.inference.remote import CATALOG, WHO, outcome, request
+from tests.inference.test_runware import settings
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeRunware]:
+    async with FakeRunware() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def running(fake: FakeRunware, tmp_path: Path) -> AsyncIterator[tuple[ImageService, SqliteDatabase]]:
+    backend = RunwareBackend(CATALOG, settings(fake), tmp_path, poll_interval=0.01)
+    try:
+        async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as started:
+            yield started
+    finally:
+        await backend.aclose()
+
+
+def guide_bytes(uri: str) -> bytes:
+    prefix = "data:image/png;base64,"
+    assert uri.startswith(prefix)
+    return base64.b64decode(uri[len(prefix) :])
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "sent_steps", "run", "expected"),
+    [
+        (1, 10, 30, 30, (1, 10)),  # text to image: Runware's steps are ours
+        (3, 5, 20, 20, (3, 5)),
+        (1, 20, 40, 20, (21, 40)),  # the steps doc's 40 at 0.5: the last 20 run
+        (5, 12, 40, 20, (25, 32)),
+        (8, 8, 30, 8, (30, 30)),  # one step, the last
+        (2, 7, 99, 7, (94, 99)),  # 100 × 0.07 is sent as 99 steps
+    ],
+)
+def test_steps_among_those_that_run_become_runwares_step_numbers(
+    start: int, end: int, sent_steps: int, run: int, expected: tuple[int, int]
+) -> None:
+    assert controlnet_steps(start, end, sent_steps, run) == expected
+    first, last = controlnet_steps(start, end, sent_steps, run)
+    # Read back as Runware runs them (the last `run` of `sent_steps`), they are the steps asked for.
+    assert [step - (sent_steps - run) for step in range(first, last + 1)] == list(range(start, end + 1))
+
+
+async def test_one_controlnet_from_text_sends_the_stored_guide_on_exact_steps(
+    running, fake: FakeRunware, tmp_path: Path
+) -> None:
+    service, history = running
+    await outcome(service, "a red fox --seed 42 --ar 1:1")
+    generation, error = await outcome(
+        service,
+        "a fox --ar 1:1 --steps 20 --cn canny-remote --guide #1 --preprocess none"
+        " --cn-weight 0.8 --cn-start 3 --cn-end 10 --cn-mode prompt",
+    )
+    assert error is None and generation is not None
+    (control,) = generation.request.controlnets
+    task = fake.tasks[fake.calls("imageInference")[-1]["taskUUID"]]
+    (entry,) = task.request["controlNet"]
+    assert {key: value for key, value in entry.items() if key != "guideImage"} == {
+        "model": "civitai:700@800",
+        "weight": 0.8,
+        "startStep": 3,
+        "endStep": 10,
+        "controlMode": "prompt",
+    }
+    stored = (tmp_path / input_path(control.guide)).read_bytes()
+    assert guide_bytes(entry["guideImage"]) == stored and task.guide_images == [stored]
+    assert task.controlnet_steps == [list(range(3, 11))]
+    assert fake.calls("imageUpload") == [] and "seedImage" not in task.request
+    assert (await history.generations.get(generation.id)).cost == pytest.approx(COST_PER_IMAGE)
+
+
+@pytest.mark.parametrize(
+    ("image", "ranges", "sent"),
+    [
+        ("", ((1, 20), (5, 12)), ((1, 20), (5, 12))),
+        ("--image #1 --strength 0.5 --steps 40", ((1, 20), (5, 12)), ((21, 40), (25, 32))),
+        ("--image #1 --strength 0.25 --steps 30", ((1, 1), (8, 8)), ((23, 23), (30, 30))),
+        ("--image #1 --strength 0.07 --steps 100", ((2, 7), (1, 3)), ((94, 99), (93, 95))),
+    ],
+    ids=["text", "the-docs-40-at-0.5", "a-half-rounds-up", "no-float-fits-100-steps"],
+)
+async def test_two_controlnets_with_and_without_an_image_act_on_the_steps_shown(
+    running,
+    fake: FakeRunware,
+    tmp_path: Path,
+    image: str,
+    ranges: tuple[tuple[int, int], ...],
+    sent: tuple[tuple[int, int], ...],
+) -> None:
+    service, _ = running
+    await outcome(service, "a red fox --seed 42 --ar 1:1")
+    await outcome(service, "a white circle --seed 43 --ar 1:1")
+    (a, b), (c, d) = ranges
+    generation, error = await outcome(
+        service,
+        f"a fox {image or '--ar 1:1 --steps 20'} --preprocess none"
+        f" --cn canny-remote=#1:0.6@{a}-{b}, depth-remote=#2:1@{c}-{d}",
+    )
+    assert error is None and generation is not None
+    request_ = generation.request
+    task = fake.tasks[fake.calls("imageInference")[-1]["taskUUID"]]
+    entries = task.request["controlNet"]
+    assert [(e["model"], e["weight"], e["startStep"], e["endStep"], e["controlMode"]) for e in entries] == [
+        ("civitai:700@800", 0.6, *sent[0], "balanced"),
+        ("civitai:701@801", 1.0, *sent[1], "balanced"),
+    ]
+    assert task.steps_run == request_.run_steps
+    assert task.controlnet_steps == [list(range(a, b + 1)), list(range(c, d + 1))]
+    guides = [(tmp_path / input_path(control.guide)).read_bytes() for control in request_.controlnets]
+    assert task.guide_images == guides and guides[0] != guides[1]
+    if image:
+        assert task.seed_image == (tmp_path / input_path(request_.init_image or "")).read_bytes()
+
+
+async def test_a_weight_above_runwares_1_is_refused_before_anything_is_sent(running, fake: FakeRunware) -> None:
+    service, history = running
+    await outcome(service, "a red fox --seed 42 --ar 1:1")
+    with pytest.raises(InvalidOption) as refused:
+        await service.imagine("a fox --cn canny-remote --guide #1 --preprocess none --cn-weight 1.5", WHO)
+    assert str(refused.value) == "ControlNet weight is at most 1 on Runware, not 1.5; the local backend can."
+    assert len(fake.calls("imageInference")) == 1 and len(await history.generations.recent("console", "alice")) == 1
+
+
+async def test_a_catalog_controlnet_without_a_runware_id_is_refused(running, fake: FakeRunware) -> None:
+    """Runware's docs name no AIR id for the shipped canny-sdxl, so it has none in the catalog."""
+    service, _ = running
+    await outcome(service, "a red fox --seed 42 --ar 1:1")
+    with pytest.raises(InvalidOption) as refused:
+        await service.imagine("a fox --cn canny-sdxl --guide #1 --preprocess none", WHO)
+    assert str(refused.value) == "ControlNet 'canny-sdxl' is not available on Runware; the local backend can."
+    assert len(fake.calls("imageInference")) == 1
+
+
+async def test_a_retry_after_a_lost_answer_keeps_the_task_uuid_and_the_guides_and_pays_once(
+    fake: FakeRunware, tmp_path: Path
+) -> None:
+    backend = RunwareBackend(CATALOG, settings(fake, timeout=0.5), tmp_path, poll_interval=0.01)
+    async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as (service, history):
+        await outcome(service, "a red fox --seed 42 --ar 1:1")
+        fake.inject(Fault("hang_after", seconds=3.0))  # accepted and charged, its answer lost to the timeout
+        generation, error = await outcome(service, "a fox --ar 1:1 --cn canny-remote --guide #1 --preprocess none")
+        assert error is None and generation is not None
+        sent = [task for task in fake.calls("imageInference") if "controlNet" in task]
+        assert len(sent) == 2 and len({task["taskUUID"] for task in sent}) == 1
+        assert sent[0]["controlNet"] == sent[1]["controlNet"]
+        assert len(fake.charges) == 2  # the first image, then the ControlNet task once
+        assert (await history.generations.get(generation.id)).cost == pytest.approx(COST_PER_IMAGE)
+    await backend.aclose()
+
+
+@pytest.mark.parametrize(
+    ("change", "parameter"),
+    [
+        ({"strength": 1}, "controlNet[0].strength"),
+        ({"weight": 1.5}, "controlNet[0].weight"),
+        ({"weight": True}, "controlNet[0].weight"),
+        ({"startStep": 0}, "controlNet[0].startStep"),
+        ({"endStep": 31}, "controlNet[0].endStep"),
+        ({"startStep": 9, "endStep": 8}, "controlNet[0].startStep"),
+        ({"startStep": 1, "startStepPercentage": 10}, "controlNet[0].startStep"),
+        ({"controlMode": "Balanced"}, "controlNet[0].controlMode"),
+        ({"guideImage": "data:image/png;base64,bm90IGFuIGltYWdl"}, "controlNet[0].guideImage"),
+        ({"model": "canny-sdxl"}, "controlNet[0].model"),
+    ],
+)
+async def test_the_fake_refuses_a_controlnet_entry_runware_would_not_take(
+    fake: FakeRunware, change: dict[str, object], parameter: str
+) -> None:
+    """The fake is strict, so a sloppy client is caught here rather than at Runware."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (1024, 1024), "white").save(buffer, format="PNG")
+    base = request("a fox --steps 30")
+    task = build_task(base, CATALOG, "3303f1be-b3dc-41a2-94df-ead00498db57")
+    entry = {
+        "model": "civitai:700@800",
+        "guideImage": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(),
+    }
+    task["controlNet"] = [entry | change]
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(fake.url, json=[task], headers={"Authorization": f"Bearer {fake.api_key}"})
+    assert answer.status_code == 400
+    assert answer.json()["errors"][0]["parameter"] == parameter
+    assert fake.charges == []
+
+
+async def test_with_a_refiner_a_controlnet_ends_with_the_base_as_on_the_local_worker(
+    running: tuple[ImageService, SqliteDatabase], fake: FakeRunware
+) -> None:
+    """30 steps with the refiner from 80 %: the base runs 24, so steps 20–30 act on 20–24 and 25–30 on none."""
+    service, _ = running
+    await outcome(service, "a red fox --seed 42 --ar 1:1")
+    generation, error = await outcome(
+        service,
+        "a fox --ar 1:1 --steps 30 --refiner 80 --preprocess none"
+        " --cn canny-remote=#1:1@20-30, depth-remote=#1:1@25-30",
+    )
+    assert error is None and generation is not None
+    task = fake.tasks[fake.calls("imageInference")[-1]["taskUUID"]]
+    assert task.request["refiner"]["startStep"] == 24
+    assert [(e["model"], e["startStep"], e["endStep"]) for e in task.request["controlNet"]] == [
+        ("civitai:700@800", 20, 24)
+    ]
