@@ -9,6 +9,10 @@ hits both equally; the ratio of medians is the figure (target ≤ 1.10).
 ``--img2img``: the same from an image (the service's first result, ``--image #1
 --strength 0.5`` of 40 steps, so 20 run), against diffusers' image-to-image
 pipeline called on that image's PIL copy with the same strength and steps.
+
+``--controlnet``: text-to-image with the tiny ControlNet on all 20 steps, guided by the
+first result as a ready-made map (``--preprocess none``), against diffusers' SDXL ControlNet
+pipeline called with the same guide, scale and steps.
 """
 
 from __future__ import annotations
@@ -37,9 +41,15 @@ STEPS = 20
 IMAGE_STEPS, STRENGTH = 40, 0.5  # 20 steps run, as many as from text
 
 
-def bare_pipeline(data_dir: Path, init: Path | None):
+def bare_pipeline(data_dir: Path, init: Path | None, guide: Path | None = None):
     import torch
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+    from diffusers import (
+        ControlNetModel,
+        DPMSolverMultistepScheduler,
+        StableDiffusionXLControlNetPipeline,
+        StableDiffusionXLImg2ImgPipeline,
+        StableDiffusionXLPipeline,
+    )
     from PIL import Image
 
     from inference import tiny
@@ -52,6 +62,11 @@ def bare_pipeline(data_dir: Path, init: Path | None):
         pipe = StableDiffusionXLImg2ImgPipeline.from_pipe(pipe)
         pipe.set_progress_bar_config(disable=True)
         size = {"image": Image.open(init).convert("RGB"), "strength": STRENGTH}
+    if guide is not None:
+        controlnet = ControlNetModel.from_pretrained(tiny.ensure(data_dir) / "controlnet", local_files_only=True)
+        pipe = StableDiffusionXLControlNetPipeline.from_pipe(pipe, controlnet=controlnet)
+        pipe.set_progress_bar_config(disable=True)
+        size |= {"image": Image.open(guide).convert("RGB"), "controlnet_conditioning_scale": 1.0}
 
     def call(seed: int) -> float:
         started = time.perf_counter()
@@ -67,18 +82,21 @@ def bare_pipeline(data_dir: Path, init: Path | None):
     return call
 
 
-async def main(runs: int, img2img: bool) -> None:
+async def main(runs: int, img2img: bool, controlnet: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp)
         app = await bootstrap(CoreSettings(data_dir=data_dir, default_model="tiny"), announce=lambda _: None)
         who = Requester("bench", "bench")
         flags = f"--steps {STEPS}"
-        init = None
-        if img2img:
+        init = guide = None
+        if img2img or controlnet:
             first = await (await app.service.imagine(f"{PROMPT} --seed 1", who)).result()
             init = data_dir / first.images[0].path
             flags = f"--image #{first.id} --strength {STRENGTH} --steps {IMAGE_STEPS}"
-        bare = bare_pipeline(data_dir, init)
+        if controlnet:
+            guide, init = init, None
+            flags = f"--steps {STEPS} --cn tiny-controlnet=#{first.id} --preprocess none"
+        bare = bare_pipeline(data_dir, init, guide)
 
         async def ours(seed: int) -> float:
             started = time.perf_counter()
@@ -97,6 +115,7 @@ async def main(runs: int, img2img: bool) -> None:
     ours_median, bare_median = statistics.median(ours_times), statistics.median(bare_times)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}")
     what = f"from an image, {IMAGE_STEPS} steps at strength {STRENGTH}" if img2img else f"{STEPS} steps"
+    what += ", the tiny ControlNet on every step" if controlnet else ""
     print(f"tiny SDXL, 128x128, {what}, DPM++ 2M Karras, {runs} runs each (alternating)")
     print(f"bare diffusers call    median {bare_median * 1000:8.1f} ms")
     print(f"service end to end     median {ours_median * 1000:8.1f} ms")
@@ -107,5 +126,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--img2img", action="store_true", help="image-to-image instead of text-to-image")
+    parser.add_argument("--controlnet", action="store_true", help="text-to-image with the tiny ControlNet")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.runs, arguments.img2img))
+    asyncio.run(main(arguments.runs, arguments.img2img, arguments.controlnet))
