@@ -338,6 +338,10 @@ class GalleryLinks(Protocol):
         """Revoke the user's links and delete what the gallery keeps of theirs (thumbnails)."""
         ...
 
+    async def forget_images(self, generation_ids: Sequence[int]) -> None:
+        """Delete the thumbnails kept of these generations' images (they were deleted)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Stores:

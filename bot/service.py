@@ -561,6 +561,8 @@ class ImageService:
         for generation_id in ids:
             for image in await self._generations.delete(generation_id):
                 await self._files.delete(image.path)
+        if self.gallery is not None:
+            await self.gallery.forget_images(ids)
         async with self._inputs_lock:
             for sha in await self._generations.unreferenced_inputs(inputs):
                 await self._files.delete_input(sha)

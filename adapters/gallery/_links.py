@@ -16,7 +16,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,6 +120,16 @@ class Links:
         """Revoke the user's links and delete their thumbnails."""
         await self.revoke(platform, user_id)
         await asyncio.to_thread(shutil.rmtree, self._folder(Owner(platform, user_id)), ignore_errors=True)
+
+    async def forget_images(self, generation_ids: Sequence[int]) -> None:
+        """Delete the thumbnails kept of these generations' images, in whichever user's folder."""
+
+        def delete() -> None:
+            for generation_id in generation_ids:
+                for path in self._thumbs.glob(f"*/{int(generation_id)}-*.webp"):
+                    path.unlink(missing_ok=True)
+
+        await asyncio.to_thread(delete)
 
     async def owner(self, token: str) -> Owner:
         """Return whose gallery a token opens.

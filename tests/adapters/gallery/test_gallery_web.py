@@ -306,6 +306,19 @@ async def test_delete_removes_the_image_and_returns_to_the_grid(gallery: Gallery
     assert (await gallery.client.get(f"{path}i/{fox.id}")).status == 404
 
 
+async def test_deleting_or_purging_an_image_deletes_its_thumbnail(gallery: Gallery):
+    """A deleted generation's thumbnail goes with it (from the chat or by retention), others' stay."""
+    fox, owl = await gallery.make(ALICE, "a red fox"), await gallery.make(ALICE, "an owl")
+    path = await gallery.path(ALICE)
+    for made in (fox, owl):
+        assert (await gallery.client.get(f"{path}thumb/{made.id}-0.webp")).status == 200
+    thumbs = gallery.data_dir / "gallery" / "thumbs"
+    await gallery.service.delete(ALICE, fox.id)
+    assert [kept.name for kept in thumbs.rglob("*.webp")] == [f"{owl.id}-0.webp"]
+    await gallery.service.purge(0)
+    assert not list(thumbs.rglob("*.webp"))
+
+
 async def test_status_says_when_a_queued_image_is_done(gallery: Gallery):
     """The small JSON the page polls: not final while the job waits, final once it is done."""
     fox = await gallery.make(ALICE, "a red fox")
