@@ -22,6 +22,7 @@ __all__ = [
     "RefArgs",
     "decode_action",
     "encode_action",
+    "format_image_ref",
     "format_ref",
     "parse_image_ref",
     "parse_ref_args",
@@ -99,6 +100,11 @@ def parse_ref_args(text: str, *, allow_percent: bool) -> RefArgs:
 
 
 _IMAGE_REF = re.compile(r"#([1-9][0-9]{0,17})(?:\.([1-9][0-9]?))?")
+
+
+def format_image_ref(generation_id: int, index: int) -> str:
+    """Return how users name one image of a generation: ``#12`` for the first, ``#12.2`` for the second."""
+    return format_ref(generation_id) + (f".{index + 1}" if index else "")
 
 
 def parse_image_ref(text: str) -> tuple[int, int] | None:

@@ -20,18 +20,24 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import cast
 
 from bot.catalog import Catalog, CatalogEntry
 from bot.errors import InvalidOption, shown
-from bot.request import CONTROL_WEIGHT, MAX_CONTROLNETS, PREPROCESSORS, ControlNetSpec
+from bot.request import (
+    CONTROL_MODES,
+    CONTROL_WEIGHT,
+    MAX_CONTROLNETS,
+    PREPROCESSORS,
+    ControlMode,
+    ControlNetSpec,
+    Preprocess,
+)
 
-__all__ = ["CONTROL_MODES", "CONTROL_OPTIONS", "ControlText", "Guide", "build_controls", "control_texts", "guide_refs"]
+__all__ = ["CONTROL_OPTIONS", "ControlText", "Guide", "build_controls", "control_texts", "guide_refs"]
 
 # The raw options this module reads (see `bot.options`).
 CONTROL_OPTIONS = ("cn", "guide", "preprocess", "cn_weight", "cn_start", "cn_end", "cn_mode")
-# balanced: both matter; prompt: your prompt matters more; controlnet: the ControlNet matters more.
-CONTROL_MODES = ("balanced", "prompt", "controlnet")
 _COMPACT = re.compile(
     r"(?P<name>[^=\s]+)\s*=\s*(?P<guide>[^:@\s]+)(?::(?P<weight>[^@\s]+))?(?:@(?P<start>[^-\s]+)-(?P<end>\S+))?"
 )
@@ -138,19 +144,16 @@ def build_controls(
                 model=entry.name,
                 guide=guide.guide,
                 source=guide.source if preprocess != "none" else None,
-                preprocess=cast(_Preprocess, preprocess),
+                preprocess=cast(Preprocess, preprocess),
                 weight=_weight(weight_label, text.weight) if text.weight else 1.0,
                 start_step=start,
                 end_step=end,
-                mode=cast(Literal["balanced", "prompt", "controlnet"], mode),
+                mode=cast(ControlMode, mode),
             )
         )
     if len({spec.model for spec in specs}) < len(specs):
         raise InvalidOption("cn", "names one ControlNet twice; give each once")
     return tuple(specs)
-
-
-_Preprocess = Literal["none", "canny", "depth", "openpose", "lineart", "softedge", "scribble"]
 
 
 def _text(option: str, value: object) -> str:

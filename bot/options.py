@@ -366,8 +366,7 @@ def image_refs(given: str | Mapping[str, object]) -> ImageRefs:
     Raises:
         InvalidOption: an option is malformed, or a mask or strength comes without an image.
     """
-    options = {"prompt": given} if isinstance(given, str) else given
-    return _typed_errors(options, _image_refs, keys_typed=not isinstance(given, str))
+    return _typed_errors(given, _image_refs)
 
 
 def _image_refs(raw: Mapping[str, object]) -> ImageRefs:
@@ -402,7 +401,7 @@ def parse_text(
     Raises:
         InvalidOption: an option is unknown, malformed, out of range or does not fit the model.
     """
-    return _parse({"prompt": text}, catalog, defaults, limits, inputs, guides, keys_typed=False)
+    return _parse(text, catalog, defaults, limits, inputs, guides)
 
 
 def parse_options(
@@ -432,33 +431,26 @@ def parse_options(
     Raises:
         InvalidOption: an option is unknown, malformed, out of range or does not fit the model.
     """
-    return _parse(options, catalog, defaults, limits, inputs, guides, keys_typed=True)
+    return _parse(options, catalog, defaults, limits, inputs, guides)
 
 
 def _parse(
-    options: Mapping[str, object],
+    given: str | Mapping[str, object],
     catalog: Catalog,
     defaults: Defaults,
     limits: Limits,
     inputs: Inputs | None,
     guides: Sequence[Guide] | None,
-    *,
-    keys_typed: bool,
 ) -> Parsed:
     def build(raw: Mapping[str, object]) -> Parsed:
         return _build(raw, catalog, defaults, limits, inputs, guides)
 
-    return _typed_errors(options, build, keys_typed=keys_typed)
+    return _typed_errors(given, build)
 
 
-def _typed_errors(options: Mapping[str, object], read: Callable[[Mapping[str, object]], _T], *, keys_typed: bool) -> _T:
-    """Read the raw options, naming the option of an error as the user typed it.
-
-    `keys_typed` says the mapping's keys are the user's (Discord's options), not ours (text's prompt).
-    """
-    raw, typed = _raw_options(options)
-    if not keys_typed:
-        typed = {option: name for option, name in typed.items() if option != "prompt"}
+def _typed_errors(given: str | Mapping[str, object], read: Callable[[Mapping[str, object]], _T]) -> _T:
+    """Read the raw options of chat text or typed options, naming the option of an error as the user typed it."""
+    raw, typed = _raw_and_typed(given)
     try:
         return read(raw)
     except InvalidOption as error:
@@ -471,12 +463,21 @@ def as_typed(given: str | Mapping[str, object], error: InvalidOption) -> Invalid
     For refusals made after parsing (an image that cannot be read), so they read like the parser's own.
     """
     try:
-        _, typed = _raw_options({"prompt": given} if isinstance(given, str) else given)
+        _, typed = _raw_and_typed(given)
     except InvalidOption:
         return error
-    if isinstance(given, str):
-        typed = {option: name for option, name in typed.items() if option != "prompt"}
     return _as_typed(error, typed)
+
+
+def _raw_and_typed(given: str | Mapping[str, object]) -> tuple[dict[str, object], dict[str, str]]:
+    """Return the raw options and how the user typed each option's name.
+
+    A mapping's keys are the user's (Discord's options); text's prompt is ours, not a name they typed.
+    """
+    if not isinstance(given, str):
+        return _raw_options(given)
+    raw, typed = _raw_options({"prompt": given})
+    return raw, {option: name for option, name in typed.items() if option != "prompt"}
 
 
 def _as_typed(error: InvalidOption, typed: Mapping[str, str]) -> InvalidOption:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, Self, TypeVar
+from typing import Any, Generic, Literal, Self, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -25,6 +25,7 @@ from bot.errors import InvalidOption, shown
 __all__ = [
     "CFG",
     "CLIP_SKIP",
+    "CONTROL_MODES",
     "CONTROL_WEIGHT",
     "COUNT",
     "DEFAULT_STRENGTH",
@@ -42,10 +43,12 @@ __all__ = [
     "STRENGTH",
     "WEIGHT",
     "ZOOM",
+    "ControlMode",
     "ControlNetSpec",
     "GeneratedImage",
     "GenerationRequest",
     "Outpaint",
+    "Preprocess",
     "Progress",
     "Range",
     "RefinerSpec",
@@ -91,7 +94,12 @@ OUTPAINT_BLUR = Range(0, 32)  # pixels of the seam's soft edge (Runware's outpai
 ZOOM = Range(1.0, 2.0)  # --zoom: the image's sides times this, extended evenly (more than 1)
 CONTROL_WEIGHT = Range(0.0, 2.0)  # A1111's range; Runware takes 0–1
 MAX_CONTROLNETS = 3
-PREPROCESSORS: tuple[str, ...] = ("none", "canny", "depth", "openpose", "lineart", "softedge", "scribble")
+# How a guide becomes a ControlNet's map (none: it is one already), and which matters more in a ControlNet run:
+# balanced: both; prompt: your prompt; controlnet: the ControlNet.
+Preprocess = Literal["none", "canny", "depth", "openpose", "lineart", "softedge", "scribble"]
+ControlMode = Literal["balanced", "prompt", "controlnet"]
+PREPROCESSORS: tuple[Preprocess, ...] = get_args(Preprocess)
+CONTROL_MODES: tuple[ControlMode, ...] = get_args(ControlMode)
 FEW_RUN_STEPS = 10  # fewer steps than this actually running is worth a warning (the steps doc's advice)
 _SHA256 = r"^[0-9a-f]{64}$"
 
@@ -189,11 +197,11 @@ class ControlNetSpec(_Frozen):
     model: str = Field(min_length=1, max_length=100)
     guide: str = Field(pattern=_SHA256)
     source: str | None = Field(default=None, pattern=_SHA256)
-    preprocess: Literal["none", "canny", "depth", "openpose", "lineart", "softedge", "scribble"] = "none"
+    preprocess: Preprocess = "none"
     weight: float = Field(default=1.0, ge=CONTROL_WEIGHT.low, le=CONTROL_WEIGHT.high)
     start_step: int = Field(default=1, ge=1, le=STEPS.high)
     end_step: int = Field(ge=1, le=STEPS.high)
-    mode: Literal["balanced", "prompt", "controlnet"] = "balanced"
+    mode: ControlMode = "balanced"
 
     @model_validator(mode="after")
     def _steps(self) -> Self:

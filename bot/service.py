@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Literal
 
 from bot import options, rules
-from bot.actions import format_ref, parse_image_ref
+from bot.actions import format_image_ref, format_ref, parse_image_ref
 from bot.admin import ServerAdmin
 from bot.catalog import Catalog
 from bot.controls import Guide
@@ -59,6 +59,8 @@ _SETTING_KINDS: dict[str, tuple[type, str]] = {
     "upscale_strength": (float, "a strength from 0 to 1"),
 }
 _SETTING_KEYS = tuple(_SETTING_KINDS)
+# Image-to-image strengths: more than 0 (a run of no step) and at most 1.
+_STRENGTH_SETTINGS = frozenset({"vary_subtle", "vary_strong", "upscale_strength"})
 # The request option (as a parser error names it) → the saved default that feeds it.
 _SETTING_OF_OPTION = {
     "model": "model",
@@ -75,7 +77,9 @@ def _check_setting(key: str, value: object) -> None:
     fits = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
     if kind is float:
         fits = isinstance(value, int | float) and not isinstance(value, bool)
-    if not fits or (words.startswith("a strength") and not 0 < float(value) <= 1):  # type: ignore[arg-type]
+    if fits and key in _STRENGTH_SETTINGS:
+        fits = 0 < float(value) <= 1  # type: ignore[arg-type]  # a number: checked just above
+    if not fits:
         raise InvalidOption(key, f"must be {words}, not '{shown(value)}'", typed=True)
 
 
@@ -88,11 +92,6 @@ def _merged(saved: Mapping[str, object], changes: Mapping[str, object]) -> dict[
 def _wants_private(saved: Mapping[str, object]) -> bool:
     """Tell whether saved user settings ask for private delivery."""
     return bool(saved.get("private", False))
-
-
-def _image_ref(generation_id: int, index: int) -> str:
-    """Return how users name an image: ``#12`` for the first, ``#12.2`` for the second."""
-    return format_ref(generation_id) + (f".{index + 1}" if index else "")
 
 
 def random_seed() -> int:
@@ -306,7 +305,7 @@ class ImageService:
             generation = await self._source(who, found[0], "use")
             stored = self._pick_image(generation, found[1], option)
             if stored.nsfw:
-                flagged.append(_image_ref(generation.id, found[1]))
+                flagged.append(format_image_ref(generation.id, found[1]))
             data = await self._files.read(stored.path)
         elif load is None:
             raise InvalidOption(option, f"must be a previous image like #12 (or #12.2), not '{shown(ref)}'")
@@ -400,7 +399,7 @@ class ImageService:
             parent=parent,
             private=parent.private,
             inputs=[image],
-            flagged_inputs=[_image_ref(parent.id, stored.index)] if stored.nsfw else [],
+            flagged_inputs=[format_image_ref(parent.id, stored.index)] if stored.nsfw else [],
         )
 
     async def prefers_private(self, who: Requester) -> bool:

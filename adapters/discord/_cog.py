@@ -39,12 +39,11 @@ from bot.chat import (
 )
 from bot.complete import complete_name, complete_weighted
 from bot.config import DiscordSettings
-from bot.controls import CONTROL_MODES
 from bot.errors import BotError
 from bot.jobs import Job, JobEvent, Requester
 from bot.options import SDXL_BUCKETS
 from bot.policy import FLAGGED, rule_changes
-from bot.request import parse_size
+from bot.request import CONTROL_MODES, parse_size
 from bot.rules import SCHEDULERS
 from bot.service import ImageService
 from bot.summary import (

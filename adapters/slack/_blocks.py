@@ -12,10 +12,10 @@ from typing import Any
 
 from bot.actions import RESULT_ACTIONS, ButtonAction, encode_action, format_ref
 from bot.catalog import Catalog
-from bot.controls import CONTROL_MODES
 from bot.history import Generation
 from bot.jobs import Job
 from bot.options import SDXL_BUCKETS
+from bot.request import CONTROL_MODES
 from bot.summary import history_line, result_fields
 
 __all__ = [

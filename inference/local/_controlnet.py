@@ -33,18 +33,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from diffusers import ControlNetModel
 from diffusers.models import MultiControlNetModel
+
+from bot.request import ControlMode
 
 __all__ = ["SOFT_WEIGHTS", "GatedControlNets", "StepGate"]
 
 # A1111 ControlNet extension's soft injection weights (hook.py), shallowest residual first.
 SOFT_WEIGHTS = tuple(0.825 ** float(12 - i) for i in range(13))
 
-Mode = Literal["balanced", "prompt", "controlnet"]
 Residuals = tuple[list[torch.Tensor], torch.Tensor]
 
 
@@ -54,7 +55,7 @@ class StepGate:
 
     first: int
     last: int
-    mode: Mode
+    mode: ControlMode
 
 
 class GatedControlNets(MultiControlNetModel):  # type: ignore[misc]  # diffusers is untyped
@@ -129,7 +130,7 @@ class GatedControlNets(MultiControlNetModel):  # type: ignore[misc]  # diffusers
     def _one(
         self,
         net: ControlNetModel,
-        mode: Mode,
+        mode: ControlMode,
         inputs: tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]],
         timestep: Any,
         image: torch.Tensor,

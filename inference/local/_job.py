@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from bot.catalog import Catalog, CatalogEntry
 from bot.errors import InvalidOption
 from bot.images import input_path
-from bot.request import MAX_SEED, GenerationRequest, run_steps
+from bot.request import MAX_SEED, ControlMode, GenerationRequest, run_steps
 from inference.local._schedulers import MAX_STEPS, SCHEDULERS
 
 __all__ = ["Asset", "Control", "WorkerJob", "batch_key", "build_job"]
@@ -49,7 +49,7 @@ class Control(_Frozen):
     weight: float
     start_step: int  # 1-based, inclusive, among the steps that run
     end_step: int
-    mode: Literal["balanced", "prompt", "controlnet"]
+    mode: ControlMode
 
 
 class WorkerJob(_Frozen):

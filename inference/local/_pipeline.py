@@ -553,20 +553,18 @@ class SDXLRunner:
             # diffusers' speed-up guide: SDPA is the default; a channels-last UNet is faster on tensor cores.
             pipe.unet.to(memory_format=torch.channels_last)
 
+    def _load(self, cls: Any, source: str) -> Any:
+        """Load `cls` from a single-file ``.safetensors`` checkpoint, or a folder or hub repo, in our dtype."""
+        load = cls.from_single_file if source.endswith(".safetensors") else cls.from_pretrained
+        return load(source, **{_DTYPE_KW: self.dtype}, **self._hub_kwargs())
+
     def _base_pipeline(self, asset: Asset) -> StableDiffusionXLPipeline:
         if self.base is not None and self._base_id == asset.local:
             return self.base
         self._drop_base()
         source, _ = self._source(asset)
         try:
-            if source.endswith(".safetensors"):
-                pipe = StableDiffusionXLPipeline.from_single_file(
-                    source, **{_DTYPE_KW: self.dtype}, **self._hub_kwargs()
-                )
-            else:
-                pipe = StableDiffusionXLPipeline.from_pretrained(
-                    source, **{_DTYPE_KW: self.dtype}, **self._hub_kwargs()
-                )
+            pipe = self._load(StableDiffusionXLPipeline, source)
         except Exception as error:
             raise _load_failed("model", asset.name) from error
         self._prepare(pipe)
@@ -640,10 +638,7 @@ class SDXLRunner:
             return self._controlnets[asset.local]
         source, _ = self._source(asset)
         try:
-            if source.endswith(".safetensors"):
-                net = ControlNetModel.from_single_file(source, **{_DTYPE_KW: self.dtype}, **self._hub_kwargs())
-            else:
-                net = ControlNetModel.from_pretrained(source, **{_DTYPE_KW: self.dtype}, **self._hub_kwargs())
+            net = self._load(ControlNetModel, source)
         except Exception as error:
             raise _load_failed("ControlNet", asset.name) from error
         net.to(self.device).eval()

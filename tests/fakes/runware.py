@@ -94,7 +94,7 @@ import re
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -580,26 +580,46 @@ def _safety_problem(value: object) -> tuple[str, str] | None:
     return None
 
 
-def _inference_problem(task: dict[str, Any]) -> dict[str, Any] | None:
-    """Return the error item for the first problem of an imageInference task, or None when it is valid."""
+Bad = Callable[..., dict[str, Any]]
+
+
+def _task_problem(
+    task: dict[str, Any],
+    task_type: str,
+    fields: Collection[str],
+    checks: list[tuple[str, Callable[[str, object], str | None], bool]],
+) -> tuple[Bad, dict[str, Any] | None]:
+    """Check what every task has; return the task's error-item maker and its first problem, if any.
+
+    In the order the fake reports the first problem: a UUID v4 taskUUID, only known fields, then
+    each field's own check.
+    """
     raw_uuid = task.get("taskUUID")
     task_uuid = raw_uuid if isinstance(raw_uuid, str) else None
 
     def bad(parameter: str, message: str, code: str = "invalidParameter") -> dict[str, Any]:
-        return error_item(code, message, parameter, "imageInference", task_uuid, documentation=True)
+        return error_item(code, message, parameter, task_type, task_uuid, documentation=True)
 
     if not isinstance(raw_uuid, str) or not UUID4_RE.match(raw_uuid):
-        return bad("taskUUID", "Invalid value for taskUUID parameter. It must be a UUID v4 string.")
+        return bad, bad("taskUUID", "Invalid value for taskUUID parameter. It must be a UUID v4 string.")
     for key in task:
-        if key not in INFERENCE_FIELDS:
-            return bad(key, f"Unsupported parameter: {key}.", "unsupportedParameter")
-    for name, check, required in SCALAR_CHECKS:
+        if key not in fields:
+            return bad, bad(key, f"Unsupported parameter: {key}.", "unsupportedParameter")
+    for name, check, required in checks:
         if name not in task:
             if required:
-                return bad(name, f"Missing required parameter: {name}.")
+                return bad, bad(name, f"Missing required parameter: {name}.")
             continue
         if message := check(name, task[name]):
-            return bad(name, message)
+            return bad, bad(name, message)
+    return bad, None
+
+
+def _inference_problem(task: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the error item for the first problem of an imageInference task, or None when it is valid."""
+    bad, problem = _task_problem(task, "imageInference", INFERENCE_FIELDS, SCALAR_CHECKS)
+    if problem is not None:
+        return problem
     if "maskImage" in task and "seedImage" not in task:
         return bad("seedImage", "Missing required parameter: seedImage (maskImage needs it).")
     steps = task.get("steps", 20)
@@ -630,24 +650,9 @@ UPSCALE_CHECKS: list[tuple[str, Callable[[str, object], str | None], bool]] = [
 
 def _upscale_problem(task: dict[str, Any]) -> dict[str, Any] | None:
     """Return the error item for the first problem of an imageUpscale task, or None when it is valid."""
-    raw_uuid = task.get("taskUUID")
-    task_uuid = raw_uuid if isinstance(raw_uuid, str) else None
-
-    def bad(parameter: str, message: str, code: str = "invalidParameter") -> dict[str, Any]:
-        return error_item(code, message, parameter, "imageUpscale", task_uuid, documentation=True)
-
-    if not isinstance(raw_uuid, str) or not UUID4_RE.match(raw_uuid):
-        return bad("taskUUID", "Invalid value for taskUUID parameter. It must be a UUID v4 string.")
-    for key in task:
-        if key not in UPSCALE_FIELDS:
-            return bad(key, f"Unsupported parameter: {key}.", "unsupportedParameter")
-    for name, check, required in UPSCALE_CHECKS:
-        if name not in task:
-            if required:
-                return bad(name, f"Missing required parameter: {name}.")
-            continue
-        if message := check(name, task[name]):
-            return bad(name, message)
+    bad, problem = _task_problem(task, "imageUpscale", UPSCALE_FIELDS, UPSCALE_CHECKS)
+    if problem is not None:
+        return problem
     if str(task["inputImage"]).startswith(("https://", "http://")):
         return bad("inputImage", "This fake fetches no URLs: send the image as data or by UUID.")
     if "safety" in task and (problem := _safety_problem(task["safety"])):
