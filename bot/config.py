@@ -97,6 +97,35 @@ class LocalWorkerSettings(BaseSettings):
             " module:callable, a factory the worker imports that returns a checker of its own."
         ),
     )
+    channels_last: bool = Field(
+        default=True, description="CUDA: UNets and ControlNets in channels-last memory format (same image, faster)."
+    )
+    fuse_qkv: bool = Field(
+        default=False,
+        description="Fuse each attention's query, key and value projections (same image; undone with LoRAs).",
+    )
+    compile: Literal["off", "unet", "all"] = Field(
+        default="off",
+        description=(
+            "torch.compile the UNets (unet) and the VAE decoder too (all); the first job of each size compiles"
+            " for a minute or more, cached under the data dir across restarts."
+        ),
+    )
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        default="default", description="torch.compile's mode when compile is on (max-autotune: longer compile, faster)."
+    )
+    warmup: bool = Field(
+        default=True,
+        description="When compile is on: make one image of the default model at start, so no user waits for it.",
+    )
+    offload: Literal["none", "model", "sequential"] = Field(
+        default="none",
+        description=(
+            "CUDA memory: model (only the running model on the GPU; SDXL + refiner on 8-12 GB, a little slower),"
+            " sequential (layer by layer, ~4 GB, many times slower)."
+        ),
+    )
+    vae_tiling: bool = Field(default=False, description="Decode large images tile by tile (bounded VAE memory).")
     preview_decoder: str = Field(
         default="linear",
         description=(

@@ -38,6 +38,7 @@ __all__ = [
     "ProgressCallback",
     "SettingsStore",
     "Stores",
+    "WarmingBackend",
 ]
 
 ProgressCallback = Callable[[Progress], None]
@@ -104,6 +105,18 @@ class ConcurrentBackend(Backend, Protocol):
     """A backend that takes several jobs at once and batches and spreads them itself (a Ray cluster)."""
 
     concurrency: int
+
+
+@runtime_checkable
+class WarmingBackend(Backend, Protocol):
+    """A backend that can get ready for a model before its first job (the local worker: load, compile)."""
+
+    def warm_up(self, model: str) -> None:
+        """Get ready for jobs of the catalog model `model` in the background, if its settings ask for it.
+
+        Jobs that arrive meanwhile wait behind it; a failure is logged, never raised.
+        """
+        ...
 
 
 @runtime_checkable

@@ -16,7 +16,16 @@ from bot.config import CoreSettings, GallerySettings, QueueSettings
 from bot.errors import BotError
 from bot.options import Limits
 from bot.plugins import ConfigurationError
-from bot.ports import Backend, ConcurrentBackend, GalleryLinks, GenerationStore, PolicyStore, SettingsStore, Stores
+from bot.ports import (
+    Backend,
+    ConcurrentBackend,
+    GalleryLinks,
+    GenerationStore,
+    PolicyStore,
+    SettingsStore,
+    Stores,
+    WarmingBackend,
+)
 from bot.service import ImageService
 from imagebot.plugins import backend_plugin
 from storage import ImageFiles, SqliteDatabase, SqliteGallery
@@ -206,6 +215,8 @@ async def bootstrap(
         gallery=links,
     )
     await service.start()
+    if isinstance(backend, WarmingBackend):
+        backend.warm_up(default_model)
     return App(service, backend, database, catalog, core.data_dir, pinned, web)
 
 

@@ -35,7 +35,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NATIVE_SIZE", "PARTS", "SDXL_SCHEDULER_CONFIG", "TOKEN", "build", "ensure", "resolve", "tiny_root"]
+__all__ = [
+    "NATIVE_SIZE",
+    "PARTS",
+    "SDXL_SCHEDULER_CONFIG",
+    "TOKEN",
+    "build",
+    "ensure",
+    "load_tokenizer",
+    "resolve",
+    "tiny_root",
+    "write_tokenizer",
+]
 
 NATIVE_SIZE = 128
 TOKEN = "<tiny>"
@@ -159,9 +170,9 @@ def _build_into(root: Path) -> None:
     )
 
     tokenizer_dir = root / ".tokenizer"
-    _write_byte_tokenizer(tokenizer_dir)
-    tokenizer = _load_tokenizer(tokenizer_dir)
-    tokenizer_2 = _load_tokenizer(tokenizer_dir)
+    write_tokenizer(tokenizer_dir)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    tokenizer_2 = load_tokenizer(tokenizer_dir)
     text_encoder, text_encoder_2 = _text_encoders(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
     unet = _unet(
         cross_attention_dim=_CLIP_L["hidden_size"] + _CLIP_G["hidden_size"],
@@ -230,7 +241,7 @@ def _byte_unicode_chars() -> list[str]:
     return [chars[byte] for byte in range(256)]
 
 
-def _write_byte_tokenizer(folder: Path) -> None:
+def write_tokenizer(folder: Path) -> None:
     """Write a CLIP tokenizer with no merges: every word is spelled out byte by byte."""
     chars = _byte_unicode_chars()
     tokens = [*chars, *(char + "</w>" for char in chars), "<|startoftext|>", "<|endoftext|>"]
@@ -240,7 +251,8 @@ def _write_byte_tokenizer(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
 
 
-def _load_tokenizer(folder: Path) -> Any:
+def load_tokenizer(folder: Path) -> Any:
+    """Load the tokenizer `write_tokenizer` wrote, at CLIP's context length."""
     from transformers import CLIPTokenizer
 
     # CLIP's context length; without it the tokenizer would not pad or truncate to 77.

@@ -22,16 +22,17 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from bot import metrics
-from bot.catalog import Catalog
+from bot.catalog import Catalog, CatalogEntry
 from bot.errors import BackendUnavailable, InvalidOption, JobCancelled
 from bot.ports import ProgressCallback
-from bot.request import GeneratedImage, GenerationRequest
+from bot.request import GeneratedImage, GenerationRequest, RefinerSpec
 from bot.request import Progress as StepProgress
 from inference.capabilities import CAPABILITIES
 from inference.local._job import WorkerJob, batch_key, build_job
@@ -88,6 +89,8 @@ class LocalBackend:
             worker reads ``IMAGEBOT_SAFETY_CHECKER``.
         preview_decoder: how step previews are made (``linear``, ``tiny``, a tiny autoencoder's id or folder);
             None: the worker reads ``IMAGEBOT_PREVIEW_DECODER``.
+        warmup: `warm_up` makes one image of the default model at start (set when the UNets are
+            compiled, so that no user waits for the compilation).
     """
 
     name = _NAME
@@ -107,8 +110,11 @@ class LocalBackend:
         max_batch: int = 4,
         safety_checker: str | None = None,
         preview_decoder: str | None = None,
+        warmup: bool = False,
     ) -> None:
         self._catalog = catalog
+        self._warmup = warmup
+        self._warming: asyncio.Task[None] | None = None
         self._data_dir = Path(data_dir)
         self._device = device
         self._dtype = dtype
@@ -152,6 +158,29 @@ class LocalBackend:
             if self._worker is not None:
                 await self._worker.close(timeout=1.0)
             self._worker = await _Worker.spawn(self._worker_command(), self._worker_env(), self._start_timeout)
+
+    def warm_up(self, model: str) -> None:
+        """Start the worker and make one image of `model` in the background, when `warmup` is set.
+
+        The image is small in steps but of the model's own size, through its refiner: the shapes
+        a first job compiles for. Jobs queued meanwhile wait for it, as they would for any job.
+        """
+        if self._warmup and self._warming is None:
+            self._warming = asyncio.create_task(self._warm(model), name="local-warm-up")
+
+    async def _warm(self, model: str) -> None:
+        started = time.perf_counter()
+        try:
+            job = build_job(warmup_request(self._catalog.get("model", model)), self._catalog, self._data_dir)
+            await self._run([job], None, None)
+        except Exception as error:  # a warm-up that fails is one cold first job, not a failed bot
+            log.warning("warming the local worker up for %s failed: %s", model, error)
+            return
+        log.info(
+            "local worker ready for %s in %.1f s (loaded, compiled, one image made)",
+            model,
+            time.perf_counter() - started,
+        )
 
     def check(self, request: GenerationRequest) -> None:
         """Refuse names the catalog gives no local weights for (a model only a hosted API has)."""
@@ -231,6 +260,10 @@ class LocalBackend:
             self.restarts += 1
             log.warning("local worker lost (%s); retrying the job once on a fresh one", error.reason)
 
+        warming = self._warming
+        if warming is not None and not warming.done() and asyncio.current_task() is not warming:
+            # Jobs wait behind the warm-up (asked for first), which a cancelled job must not cancel.
+            await asyncio.shield(warming)
         async with self._job_lock:
             return await second_try(_NAME, attempt, lost, cancel)
 
@@ -258,7 +291,11 @@ class LocalBackend:
             return await self._worker.stats()
 
     async def aclose(self) -> None:
-        """Stop the worker, politely first."""
+        """Stop the warm-up and the worker, politely first."""
+        if self._warming is not None:
+            self._warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warming
         async with self._start_lock:
             worker, self._worker = self._worker, None
             if worker is not None:
@@ -285,6 +322,20 @@ class LocalBackend:
             # The environment, not argv: argv is visible to every user of the machine.
             env["HF_TOKEN"] = self._hf_token
         return env
+
+
+def warmup_request(model: CatalogEntry) -> GenerationRequest:
+    """Return the warm-up job of `model`: its size, CFG and refiner, four steps (compiling needs shapes, not steps)."""
+    return GenerationRequest(
+        prompt="warm-up",
+        model=model.name,
+        width=model.width or 1024,
+        height=model.height or 1024,
+        steps=4,
+        cfg_scale=7.0 if model.default_cfg is None else model.default_cfg,
+        seed=1,
+        refiner=None if model.refiner is None else RefinerSpec(model=model.refiner, start_step=3),
+    )
 
 
 class WorkerLost(Exception):

@@ -45,6 +45,7 @@ from inference.local._job import Asset, Control, WorkerJob, batch_key
 from inference.local._protocol import Stage
 from inference.local._safety import SafetyCheck, SafetyChecker, is_custom_checker, load_checker
 from inference.local._schedulers import SCHEDULERS
+from inference.local._speed import Levers, apply, compile_cache, set_fused
 from inference.local._split import SplitPlan, plan_split
 
 __all__ = ["JobFailed", "PreviewDecoder", "RunCancelled", "SDXLRunner", "pick_device", "pick_dtype"]
@@ -238,6 +239,7 @@ class SDXLRunner:
             custom checker (imported now, `load_checker`), or such a checker itself.
         preview_decoder: how step previews are made (`PreviewDecoder`): ``linear``, ``tiny``, or a
             tiny autoencoder's Hugging Face id or folder.
+        levers: how loaded pipelines are set up for speed or memory (`inference.local._speed`).
     """
 
     def __init__(
@@ -249,10 +251,14 @@ class SDXLRunner:
         *,
         safety_checker: str | SafetyChecker = "auto",
         preview_decoder: str = "linear",
+        levers: Levers | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
+        self.levers = levers or Levers()
+        if self.levers.compile != "off":
+            compile_cache(self.data_dir)
         self.hf_token = hf_token
         self._safety: SafetyChecker
         if not isinstance(safety_checker, str):
@@ -547,11 +553,8 @@ class SDXLRunner:
         return {"token": self.hf_token}
 
     def _prepare(self, pipe: Any) -> None:
-        pipe.to(self.device)
-        pipe.set_progress_bar_config(disable=True)
-        if self.device.type == "cuda":
-            # diffusers' speed-up guide: SDPA is the default; a channels-last UNet is faster on tensor cores.
-            pipe.unet.to(memory_format=torch.channels_last)
+        # SDPA attention is diffusers' default with torch 2; the other levers are settings.
+        apply(pipe, self.levers, self.device)
 
     def _load(self, cls: Any, source: str) -> Any:
         """Load `cls` from a single-file ``.safetensors`` checkpoint, or a folder or hub repo, in our dtype."""
@@ -642,7 +645,7 @@ class SDXLRunner:
         except Exception as error:
             raise _load_failed("ControlNet", asset.name) from error
         net.to(self.device).eval()
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and self.levers.channels_last:
             net.to(memory_format=torch.channels_last)  # as the UNet: faster convolutions on tensor cores
         self.loads["controlnet"] += 1
         self._controlnets[asset.local] = net
@@ -650,6 +653,9 @@ class SDXLRunner:
 
     def _use_loras(self, loras: tuple[Asset, ...]) -> None:
         assert self.base is not None
+        if self.levers.fuse_qkv:
+            # A fused projection would compute attention without the LoRA's layers.
+            set_fused(self.base, not loras)
         weights: dict[str, float] = {}
         for lora in loras:
             adapter = self._lora(lora)

@@ -21,7 +21,7 @@ import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from bot.config import CoreSettings
 from bot.logs import setup_logging
@@ -45,7 +45,11 @@ from inference.local._protocol import (
     write_frame,
 )
 
-__all__ = ["main", "make_runner", "run_jobs"]
+if TYPE_CHECKING:
+    from bot.config import LocalWorkerSettings
+    from inference.local._speed import Levers
+
+__all__ = ["levers", "main", "make_runner", "quiet_libraries", "run_jobs"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,16 +125,17 @@ def make_runner(
     *,
     safety_checker: str | None = None,
     preview_decoder: str | None = None,
+    speed: Levers | None = None,
 ) -> Any:
     """Return an `SDXLRunner`, with the libraries' chatter about LoRAs turned down (imports torch).
 
     `safety_checker` None reads ``IMAGEBOT_SAFETY_CHECKER`` (a ``module:callable`` value is imported
     here, in the worker: see `inference.local._safety.load_checker`); `preview_decoder` None reads
-    ``IMAGEBOT_PREVIEW_DECODER``.
+    ``IMAGEBOT_PREVIEW_DECODER``; `speed` None the levers the settings name (`levers`).
     """
     from bot.config import LocalWorkerSettings
 
-    _quiet_libraries(verbose=CoreSettings().log_level.upper() == "DEBUG")
+    quiet_libraries(verbose=CoreSettings().log_level.upper() == "DEBUG")
     from inference.local._pipeline import SDXLRunner
 
     settings = LocalWorkerSettings()
@@ -141,10 +146,25 @@ def make_runner(
         os.environ.get("HF_TOKEN") or None,
         safety_checker=safety_checker or settings.safety_checker,
         preview_decoder=preview_decoder or settings.preview_decoder,
+        levers=speed or levers(settings),
     )
 
 
-def _quiet_libraries(*, verbose: bool) -> None:
+def levers(settings: LocalWorkerSettings) -> Levers:
+    """Return the `Levers` that a `LocalWorkerSettings` names (the worker's and the Ray replicas')."""
+    from inference.local._speed import Levers
+
+    return Levers(
+        channels_last=settings.channels_last,
+        fuse_qkv=settings.fuse_qkv,
+        compile=settings.compile,
+        compile_mode=settings.compile_mode,
+        offload=settings.offload,
+        vae_tiling=settings.vae_tiling,
+    )
+
+
+def quiet_libraries(*, verbose: bool) -> None:
     """Turn the libraries' warnings down, and their progress bars off unless the log level is DEBUG.
 
     Both warn at length about LoRAs without text-encoder weights and, without torchvision, about
