@@ -13,13 +13,14 @@ import os
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 from bot.catalog import Catalog
 from bot.config import CoreSettings, LocalWorkerSettings, ModelsLabSettings, RaySettings, RunwareSettings
 from bot.plugins import Check, ConfigurationError
 from bot.ports import Backend
 
-__all__ = ["local", "modelslab", "ray", "runware"]
+__all__ = ["gpu_check", "local", "modelslab", "ray", "runware"]
 
 # Run in a child process: the bot side never imports torch.
 _CUDA_PROBE = """
@@ -31,8 +32,15 @@ if torch.cuda.is_available():
         devices.append({"name": torch.cuda.get_device_name(i), "free": free, "total": total})
 print(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda, "devices": devices}))
 """
-# What SDXL base + refiner in bf16 take, with the shared text encoder and VAE, plus activations at 1024².
-_SDXL_VRAM = 12 * 1024**3
+# Free GPU memory SDXL base + refiner at 1024² need in bf16, by IMAGEBOT_OFFLOAD: everything on the
+# GPU (weights 11.5 GiB plus activations), only the running model (the base UNet, 5 GiB, plus the
+# VAE's decode), one layer at a time. Estimates; bench/gpu_sdxl.py's offload row measures the middle one.
+_VRAM_BY_OFFLOAD = {"none": 12 * 1024**3, "model": 8 * 1024**3, "sequential": 3 * 1024**3}
+_OFFLOAD_NOTES = {
+    "none": "everything on the GPU",
+    "model": "only the running model on the GPU, a little slower",
+    "sequential": "layer by layer, many times slower",
+}
 # SDXL base's weights in half precision, for a model on the hub: its cache may hold other variants too.
 _SDXL_WEIGHTS = 7 * 1024**3
 
@@ -155,27 +163,54 @@ async def _gpu(worker: LocalWorkerSettings, running: bool) -> Check:
     if process.returncode != 0:
         last = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         return Check("GPU", False, f"torch could not be imported ({last[0]}); install the local extra (make install).")
-    probe = json.loads(out)
+    return gpu_check(worker.device, worker.offload, json.loads(out), running=running)
+
+
+def gpu_check(device_setting: str, offload: str, probe: dict[str, Any], *, running: bool) -> Check:
+    """Judge the GPU that `device_setting` picks from a CUDA probe's answer, and say which offload mode fits.
+
+    Args:
+        device_setting: IMAGEBOT_DEVICE.
+        offload: IMAGEBOT_OFFLOAD (``none``, ``model``, ``sequential``).
+        probe: ``{"torch", "cuda", "devices": [{"name", "free", "total"}]}`` as `_CUDA_PROBE` prints it.
+        running: the bot is running, so its worker's memory is in use and not free.
+    """
     devices = probe["devices"]
     if not devices:
-        if worker.device.startswith("cuda"):
+        if device_setting.startswith("cuda"):
             return Check(
                 "GPU",
                 False,
-                f"IMAGEBOT_DEVICE={worker.device} but torch {probe['torch']} sees no CUDA GPU; install torch's CUDA"
+                f"IMAGEBOT_DEVICE={device_setting} but torch {probe['torch']} sees no CUDA GPU; install torch's CUDA"
                 " build (make install TORCH_SPEC=...) or set IMAGEBOT_DEVICE=auto.",
             )
         return Check("GPU", True, f"no CUDA GPU (torch {probe['torch']}): the worker runs on the CPU")
-    index = int(worker.device.partition(":")[2] or 0) if worker.device.startswith("cuda") else 0
+    index = int(device_setting.partition(":")[2] or 0) if device_setting.startswith("cuda") else 0
     if index >= len(devices):
-        return Check("GPU", False, f"IMAGEBOT_DEVICE={worker.device} but there are {len(devices)} GPUs; pick one.")
+        return Check("GPU", False, f"IMAGEBOT_DEVICE={device_setting} but there are {len(devices)} GPUs; pick one.")
     device = devices[index]
     free = f"{device['free'] / 1024**3:.1f} of {device['total'] / 1024**3:.1f} GiB free"
-    if device["free"] < _SDXL_VRAM and not running:
+    if running:
+        return Check("GPU", True, f"{device['name']}: {free} (CUDA {probe['cuda']}; the worker holds its share)")
+    fits = next((mode for mode, need in _VRAM_BY_OFFLOAD.items() if device["free"] >= need), None)
+    if fits is None:
         return Check(
-            "GPU", False, f"{device['name']}: {free}; SDXL base + refiner need about 12 GiB, free the GPU first."
+            "GPU",
+            False,
+            f"{device['name']}: {free}; SDXL needs about 3 GiB even layer by layer (IMAGEBOT_OFFLOAD=sequential)."
+            " Free the GPU or set IMAGEBOT_DEVICE=cpu.",
         )
-    return Check("GPU", True, f"{device['name']}: {free} (CUDA {probe['cuda']})")
+    order = list(_VRAM_BY_OFFLOAD)
+    if order.index(offload) < order.index(fits):
+        need = _VRAM_BY_OFFLOAD[offload] / 1024**3
+        return Check(
+            "GPU",
+            False,
+            f"{device['name']}: {free}; SDXL base + refiner with IMAGEBOT_OFFLOAD={offload} need about {need:.0f} GiB."
+            f" Set IMAGEBOT_OFFLOAD={fits} ({_OFFLOAD_NOTES[fits]}).",
+        )
+    note = "" if offload == fits else f"; IMAGEBOT_OFFLOAD={fits} would fit and run faster"
+    return Check("GPU", True, f"{device['name']}: {free} (CUDA {probe['cuda']}), offload {offload}{note}")
 
 
 async def _model(core: CoreSettings, local: str | None) -> Check:

@@ -237,3 +237,39 @@ async def test_doctor_without_the_local_extra_says_which_extra_is_missing(tmp_pa
     assert process.returncode == 1, err.decode()
     assert "Traceback" not in out.decode() + err.decode()
     assert "the local extra is not installed; install it (pip install -e '.[local]')." in out.decode()
+
+
+GIB = 1024**3
+
+
+def _probe(free_gib: float, total_gib: float = 24) -> dict[str, object]:
+    """What the CUDA probe prints for one GPU with `free_gib` free."""
+    device = {"name": "NVIDIA L4", "free": int(free_gib * GIB), "total": int(total_gib * GIB)}
+    return {"torch": "2.13.0+cu128", "cuda": "12.8", "devices": [device]}
+
+
+@pytest.mark.parametrize(
+    ("free", "offload", "ok", "says"),
+    [
+        (20, "none", True, "NVIDIA L4: 20.0 of 24.0 GiB free (CUDA 12.8), offload none"),
+        (20, "model", True, "IMAGEBOT_OFFLOAD=none would fit and run faster"),
+        (10, "none", False, "Set IMAGEBOT_OFFLOAD=model (only the running model on the GPU, a little slower)."),
+        (10, "model", True, "NVIDIA L4: 10.0 of 24.0 GiB free (CUDA 12.8), offload model"),
+        (4, "model", False, "Set IMAGEBOT_OFFLOAD=sequential (layer by layer, many times slower)."),
+        (2, "sequential", False, "SDXL needs about 3 GiB even layer by layer"),
+    ],
+)
+def test_doctor_says_which_offload_mode_the_free_gpu_memory_fits(free, offload, ok, says) -> None:
+    """Free VRAM against SDXL base + refiner: everything on the GPU, model offload, or layer by layer."""
+    from inference.plugins import gpu_check
+
+    check = gpu_check("auto", offload, _probe(free), running=False)
+    assert check.ok is ok
+    assert says in check.detail
+
+
+def test_doctor_does_not_count_the_running_workers_memory_against_it() -> None:
+    from inference.plugins import gpu_check
+
+    check = gpu_check("cuda:0", "none", _probe(1), running=True)
+    assert check.ok and "the worker holds its share" in check.detail
