@@ -190,6 +190,28 @@ class ChatFlow:
         hint = revoke_hint or f"{self._command}gallery revoke"
         return Text(gallery_line(link, self.service.gallery.lifetime_days, hint))
 
+    async def history(self, who: Requester, count: int = 10) -> Listing:
+        """Answer ``history [count]``: the user's latest generations."""
+        return Listing(tuple(await self.service.history(who, limit=count)))
+
+    async def cancel(self, who: Requester, generation_id: int | None) -> Text:
+        """Answer ``cancel [#id]``: stop a queued or running job of the user's (default: the newest)."""
+        return Text(cancelling_line(await self.service.cancel(who, generation_id)))
+
+    async def forget(self, who: Requester, *, confirm: bool, how_to_confirm: str | None = None) -> Text:
+        """Answer ``forget``: the warning and how to confirm, or, confirmed, delete everything of the user's.
+
+        `how_to_confirm` is this chat's way (Discord's ``run `/forget confirm:True```).
+        """
+        if not confirm:
+            how = how_to_confirm or f"send `{self._command}forget confirm`"
+            return Text(f"{FORGET_WARNING}; {how} to go ahead.")
+        return Text(forgotten_line(await self.service.forget(who)))
+
+    def queue(self, who: Requester) -> Text:
+        """Answer ``queue``: how many jobs wait, and where the user's are."""
+        return Text(queue_text(*self.service.queue(who)))
+
     async def text(self, who: Requester, text: str, *, strict: bool = False) -> Reply | None:
         """Run a text command (``reroll #3``, ``history 5``…); None when the words are no command.
 
@@ -213,18 +235,16 @@ class ChatFlow:
         word, arguments = command
         if word == "history":
             assert isinstance(arguments, int)
-            return Listing(tuple(await self.service.history(who, limit=arguments)))
+            return await self.history(who, arguments)
         if word == "settings":
             assert isinstance(arguments, dict)
             changes = arguments
             saved = await (self.service.update_settings(who, changes) if changes else self.service.settings(who))
             return Text(defaults_line(saved))
         if word == "forget":
-            if arguments == "confirm":
-                return Text(forgotten_line(await self.service.forget(who)))
-            return Text(f"{FORGET_WARNING}; send `{self._command}forget confirm` to go ahead.")
+            return await self.forget(who, confirm=arguments == "confirm")
         if word == "queue":
-            return Text(queue_text(*self.service.queue(who)))
+            return self.queue(who)
         if word == "gallery":
             return await self.gallery(who, revoke=arguments == "revoke")
         if word == "admin":
@@ -238,7 +258,7 @@ class ChatFlow:
             return Started(await self.service.vary(who, arguments.generation_id, arguments.kind))
         assert isinstance(arguments, RefArgs)
         if word == "cancel":
-            return Text(cancelling_line(await self.service.cancel(who, arguments.generation_id)))
+            return await self.cancel(who, arguments.generation_id)
         if word == "reroll":
             return Started(await self.service.reroll(who, arguments.generation_id))
         return Started(await self.service.refine(who, arguments.generation_id, arguments.percent))

@@ -401,6 +401,7 @@ class RayBackend:
     def check(self, request: GenerationRequest) -> None:
         """Refuse what the replicas cannot make (the local worker's limits: the same code runs there)."""
         CAPABILITIES[_NAME].check(request, self._catalog)
+        build_job(request, self._catalog, self._data_dir)
 
     async def generate(
         self,

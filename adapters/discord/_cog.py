@@ -32,8 +32,6 @@ from bot.chat import (
     Reply,
     Started,
     Text,
-    cancelling_line,
-    queue_text,
     refusal,
     updates,
 )
@@ -47,10 +45,8 @@ from bot.request import CONTROL_MODES, parse_size
 from bot.rules import SCHEDULERS
 from bot.service import ImageService
 from bot.summary import (
-    FORGET_WARNING,
     audit_text,
     defaults_line,
-    forgotten_line,
     progress_line,
     withheld_line,
 )
@@ -381,9 +377,7 @@ class ImagesCog(commands.Cog, name="Images"):
     @app_commands.command(name="history", description="Your recent generations, with their seeds.")
     async def history(self, interaction: discord.Interaction, count: app_commands.Range[int, 1, 25] = 10) -> None:
         """List the user's recent generations."""
-        generations = await self.service.history(requester(interaction), limit=count)
-        await interaction.response.send_message(history_text(generations), ephemeral=True)
-        self._acked(interaction)
+        await self._ask(interaction, self.flow.history(requester(interaction), count))
 
     @app_commands.command(name="info", description="Everything about one generation.")
     async def info(self, interaction: discord.Interaction, id: app_commands.Range[int, 1]) -> None:
@@ -393,14 +387,12 @@ class ImagesCog(commands.Cog, name="Images"):
     @app_commands.command(name="cancel", description="Cancel a queued or running image (default: your newest).")
     async def cancel(self, interaction: discord.Interaction, id: app_commands.Range[int, 1] | None = None) -> None:
         """Cancel a job of the user's."""
-        await self._reply(interaction, self._cancel(interaction, id))
+        await self._ask(interaction, self.flow.cancel(requester(interaction), id))
 
     @app_commands.command(name="queue", description="How many images wait, and where yours are.")
     async def queue(self, interaction: discord.Interaction) -> None:
         """Show the queue."""
-        text = queue_text(*self.service.queue(requester(interaction)))
-        await interaction.response.send_message(text, ephemeral=True)
-        self._acked(interaction)
+        await self._answer(interaction, self.flow.queue(requester(interaction)))
 
     @app_commands.command(name="loras", description="LoRAs in the catalog.")
     async def loras(self, interaction: discord.Interaction, search: str = "") -> None:
@@ -455,13 +447,8 @@ class ImagesCog(commands.Cog, name="Images"):
     @app_commands.describe(confirm="true to really delete everything")
     async def forget(self, interaction: discord.Interaction, confirm: bool = False) -> None:
         """Delete the user's history after a confirmation."""
-
-        async def run() -> str:
-            if not confirm:
-                return f"{FORGET_WARNING}; run `/forget confirm:True` to go ahead."
-            return forgotten_line(await self.service.forget(requester(interaction)))
-
-        await self._reply(interaction, run())
+        how = "run `/forget confirm:True`"
+        await self._ask(interaction, self.flow.forget(requester(interaction), confirm=confirm, how_to_confirm=how))
 
     @app_commands.command(name="gallery", description="A private link to all your images on the web.")
     @app_commands.describe(revoke="true to make every link you were given stop working")
@@ -738,6 +725,16 @@ class ImagesCog(commands.Cog, name="Images"):
             return
         await self._answer(interaction, Started(job))
 
+    async def _ask(self, interaction: discord.Interaction, reply: Awaitable[Reply]) -> None:
+        """Answer with what the chat flow replies, or privately with the refusal it raised."""
+        try:
+            answer = await reply
+        except BotError as error:
+            await interaction.response.send_message(refusal(error), ephemeral=True)
+            self._acked(interaction)
+            return
+        await self._answer(interaction, answer)
+
     async def _reply(self, interaction: discord.Interaction, text: Awaitable[str]) -> None:
         """Answer privately with a text, or with the refusal it raised."""
         try:
@@ -746,9 +743,6 @@ class ImagesCog(commands.Cog, name="Images"):
             content = refusal(error)
         await interaction.response.send_message(content, ephemeral=True)
         self._acked(interaction)
-
-    async def _cancel(self, interaction: discord.Interaction, generation_id: int | None) -> str:
-        return cancelling_line(await self.service.cancel(requester(interaction), generation_id))
 
     @staticmethod
     async def _refuse_deferred(interaction: discord.Interaction, error: BotError, *, private: bool) -> None:

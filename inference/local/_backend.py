@@ -183,8 +183,13 @@ class LocalBackend:
         )
 
     def check(self, request: GenerationRequest) -> None:
-        """Refuse names the catalog gives no local weights for (a model only a hosted API has)."""
+        """Refuse what the worker cannot make: names without local weights, or LCM past 50 steps.
+
+        The worker's own job resolution runs here too, so whatever it would refuse at run time is
+        refused before the request is queued.
+        """
         CAPABILITIES["local"].check(request, self._catalog)
+        build_job(request, self._catalog, self._data_dir)
 
     async def generate(
         self,

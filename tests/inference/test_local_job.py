@@ -147,3 +147,17 @@ def test_every_scheduler_class_exists():
 def test_exported_names():
     """The package exports only the backend."""
     assert inference.local.__all__ == ["LocalBackend"]
+
+
+def test_lcm_past_50_steps_is_refused_when_asked_not_when_run(tmp_path):
+    """The local backend's check runs the worker's job resolution: LCM at 60 steps gets its
+    sentence before anything is queued (it used to fail the job once the worker tried it)."""
+    from inference.local import LocalBackend
+
+    backend = LocalBackend(CATALOG, tmp_path)  # no worker is started by a check
+    with pytest.raises(InvalidOption) as caught:
+        backend.check(request(scheduler="LCM", steps=60))
+    assert caught.value.option == "steps"
+    assert "at most 50 with LCM" in str(caught.value)
+    backend.check(request(scheduler="LCM", steps=8))
+    assert backend.worker_pid is None
