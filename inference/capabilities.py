@@ -271,9 +271,9 @@ def _offered(table: Mapping[str, object]) -> tuple[str, ...]:
 # The limits are the APIs' documented ones (Runware image-inference reference; ModelsLab v4 text2img).
 #
 # Input images, and why each backend has them or not:
-# - Ray: the replicas run the local worker's code, which opens the input by its path under the
-#   bot's data directory (`inference.local._job.build_job`); no bytes travel, and a GPU node need
-#   not share the bot's disk. Refused until the bytes are sent with the job.
+# - Ray: the replicas run the local worker's code; the job's stored inputs (image, mask, guides)
+#   travel with it as bytes and are written, content-addressed, under the replica's data dir, so a
+#   GPU node need not share the bot's disk (`inference.ray_serve.input_files`, `localize`).
 # - Runware: seedImage, strength and maskImage of its imageInference task (inference/runware.py).
 #   Its refiner startStep is counted in the steps of a text-to-image run; how it counts after an
 #   input image is not documented, so that pair is refused rather than guessed. Upscale is its
@@ -293,8 +293,18 @@ CAPABILITIES: dict[BackendName, Capabilities] = {
     "local": Capabilities(
         "local", "the local backend", image_to_image=True, inpaint=True, upscale=True, outpaint=True, controlnet=True
     ),
-    # The Ray Serve replicas run the local worker's code on the same weights.
-    "ray": Capabilities("ray", "the Ray cluster", ids="local"),
+    # The Ray Serve replicas run the local worker's code on the same weights; input images and
+    # guides travel with the job (inference/ray_serve.py `input_files`).
+    "ray": Capabilities(
+        "ray",
+        "the Ray cluster",
+        ids="local",
+        image_to_image=True,
+        inpaint=True,
+        upscale=True,
+        outpaint=True,
+        controlnet=True,
+    ),
     "runware": Capabilities(
         "runware",
         "Runware",

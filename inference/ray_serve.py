@@ -14,7 +14,7 @@ Three Serve features do the rest:
   LoRAs, cfg) run as one pipeline call with a generator per image, the rule the
   local worker batches by.
 * ``@serve.multiplexed``: a request carries the digest of the weights it needs
-  (model, refiner, VAE, LoRAs, embeddings) as its multiplexed model id, so Serve
+  (model, refiner, VAE, LoRAs, embeddings, ControlNets) as its multiplexed model id, so Serve
   sends it to a replica that already has them loaded; a replica that has not
   loads them first (`SDXLRunner.preload`).
 * Cancellation: when the bot cancels a stream, Serve cancels the request's
@@ -58,6 +58,7 @@ from ray.serve.exceptions import RayServeException, ReplicaUnavailableError
 
 from bot.catalog import Catalog
 from bot.errors import BackendUnavailable, JobCancelled
+from bot.images import input_path
 from bot.ports import ProgressCallback
 from bot.request import GeneratedImage, GenerationRequest
 from inference.capabilities import CAPABILITIES
@@ -79,7 +80,9 @@ _REMEMBERED_RUNS = 1000
 def assets_id(job: WorkerJob) -> str:
     """Return the multiplexed model id of a job: a digest of the weights a replica must hold to run it.
 
-    LoRA and embedding weights are left out: they change nothing that is loaded.
+    LoRA and embedding weights, ControlNet weights, guides and steps are left out: they change
+    nothing that is loaded. ControlNets count (a replica keeps the ones it loaded), so jobs with
+    one go to a replica that holds it.
     """
     wanted = {
         "model": job.model.local,
@@ -88,7 +91,53 @@ def assets_id(job: WorkerJob) -> str:
         "loras": sorted({lora.local for lora in job.loras}),
         "embeddings": sorted({embedding.local for embedding in job.embeddings}),
     }
+    if job.controlnets:  # absent otherwise, so ids of jobs without ControlNets stay as they were
+        wanted["controlnets"] = sorted({control.asset.local for control in job.controlnets})
     return hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def input_files(job: WorkerJob, data_dir: Path) -> dict[str, bytes]:
+    """Return the stored images a job reads (init image, mask, ControlNet guides), by path under `data_dir`."""
+    paths = [job.init_image, job.mask_image, *(control.guide for control in job.controlnets)]
+    return {
+        Path(path).relative_to(data_dir).as_posix(): Path(path).read_bytes()
+        for path in dict.fromkeys(paths)
+        if path is not None
+    }
+
+
+def localize(job: WorkerJob, inputs: dict[str, bytes], data_dir: Path) -> WorkerJob:
+    """Write a job's input images under this node's `data_dir` and point the job at them.
+
+    Each is content-addressed (``inputs/<ab>/<sha256>.png``, `bot.images.input_path`): a name
+    that is not such a path, or bytes that do not hash to it, are refused, so nothing the bot
+    sends can land outside the inputs folder or pass off one image as another.
+    """
+    for name, data in inputs.items():
+        expected = None
+        sha256 = name.rsplit("/", 1)[-1].removesuffix(".png")
+        with contextlib.suppress(ValueError):  # not 64 hex digits: no input's name
+            expected = input_path(sha256)
+        if name != expected or hashlib.sha256(data).hexdigest() != sha256:
+            raise ValueError(f"{name[:100]!r} is not the content-addressed path of its bytes")
+        target = data_dir / name
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}")
+            partial.write_bytes(data)
+            partial.replace(target)  # whole or absent, for a job reading it at the same time
+
+    def here(path: str | None) -> str | None:
+        if path is None:
+            return None
+        name = "/".join(Path(path).parts[-3:])  # inputs/<ab>/<sha256>.png
+        if name not in inputs:
+            raise ValueError(f"the job reads {name[:100]!r}, which was not sent with it")
+        return str(data_dir / name)
+
+    controls = tuple(control.model_copy(update={"guide": here(control.guide)}) for control in job.controlnets)
+    update = {"init_image": here(job.init_image), "mask_image": here(job.mask_image), "controlnets": controls}
+    return job.model_copy(update=update)
 
 
 # -- replica side -----------------------------------------------------------------------------------
@@ -135,6 +184,7 @@ class _ImageWorker:
     ) -> None:
         from inference.local._worker import make_runner
 
+        self._data_dir = Path(data_dir)
         self._runner = make_runner(
             Path(data_dir), device, dtype, safety_checker=safety_checker, preview_decoder=preview_decoder
         )
@@ -152,8 +202,14 @@ class _ImageWorker:
         self._batched.set_max_batch_size(max_batch)
         self._batched.set_batch_wait_timeout_s(batch_wait_s)
 
-    async def generate(self, job: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Stream the messages of one job (a `WorkerJob.to_dict()`), signed: progress, then its result or an error."""
+    async def generate(
+        self, job: dict[str, Any], inputs: dict[str, bytes] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Stream the messages of one job (a `WorkerJob.to_dict()`), signed: progress, then its result or an error.
+
+        `inputs` are the job's input images, guides and masks (`input_files`): written under this
+        replica's data dir, where the job then reads them.
+        """
         loop = asyncio.get_running_loop()
         messages: asyncio.Queue[JobMessage] = asyncio.Queue()
 
@@ -161,7 +217,9 @@ class _ImageWorker:
             # Called from the pipeline thread: the queue belongs to this loop.
             loop.call_soon_threadsafe(messages.put_nowait, message)
 
-        request = _Request(WorkerJob.from_dict(job), emit)
+        request = _Request(
+            await asyncio.to_thread(localize, WorkerJob.from_dict(job), inputs or {}, self._data_dir), emit
+        )
         try:
             assets = serve.get_multiplexed_model_id()
             if assets:
@@ -433,7 +491,9 @@ class RayBackend:
     ) -> list[GeneratedImage]:
         """Follow one job's stream of messages to its images, cancelling it when asked or when it stalls."""
         handle = self._handle.options(stream=True, multiplexed_model_id=assets_id(job))
-        response = handle.generate.remote(job.to_dict())
+        # The replicas need not share the bot's disk: the job's input images travel with it.
+        inputs = await asyncio.to_thread(input_files, job, self._data_dir)
+        response = handle.generate.remote(job.to_dict(), inputs)
         frames = response.__aiter__()
         timeout = self._load_timeout
         cancelled = asyncio.ensure_future(cancel.wait()) if cancel is not None else None

@@ -293,3 +293,78 @@ async def test_a_replica_whose_pipeline_hangs_fails_its_health_check(tiny_data_d
         release.set()
         runner.join()
     replica.check_health()  # nothing runs: healthy again
+
+
+async def test_input_images_and_guides_travel_with_the_job(backend, tiny_data_dir, tmp_path):
+    """Image-to-image and a ControlNet on the cluster, the bot's inputs in a folder the replicas do
+    not share: the bytes travel, land content-addressed under the replica's data dir, and the
+    image is the one the local worker makes from the same files."""
+    from PIL import Image
+
+    from bot.request import ControlNetSpec
+    from tests.inference.test_local_image_inputs import gradient, store_input
+
+    bot_dir = tmp_path / "bot"
+    init = store_input(bot_dir, gradient())
+    guide = store_input(bot_dir, Image.new("RGB", (128, 128), (250, 10, 10)))
+    assert not any((tiny_data_dir / "inputs").rglob(f"{init}.png"))  # only the bot has it
+    remote = RayBackend(load_catalog(), bot_dir, address=None, app_name=APP)
+    request = tiny_request(
+        seed=77,
+        steps=8,
+        init_image=init,
+        strength=0.5,
+        controlnets=(ControlNetSpec(model="tiny-controlnet", guide=guide, start_step=1, end_step=2),),
+    )
+    await remote.start()
+    try:
+        images = await remote.generate(request)
+    finally:
+        await remote.aclose()
+    for sha in (init, guide):
+        copy = tiny_data_dir / "inputs" / sha[:2] / f"{sha}.png"
+        assert copy.read_bytes() == (bot_dir / "inputs" / sha[:2] / f"{sha}.png").read_bytes()
+    local = LocalBackend(load_catalog(), tiny_data_dir, device="cpu")
+    try:
+        expected = await local.generate(request)
+    finally:
+        await local.aclose()
+    assert images[0].data == expected[0].data
+    assert images[0].meta["base_steps"] == 4  # 8 steps at strength 0.5
+
+
+async def test_controlnets_count_in_the_multiplexed_id(tiny_data_dir):
+    """Jobs with a ControlNet go to replicas that hold it; its guide, weight and steps do not matter."""
+    from bot.request import ControlNetSpec
+
+    catalog = load_catalog()
+    guide_a, guide_b = "a" * 64, "b" * 64
+
+    def job(**fields):
+        return build_job(tiny_request(**fields), catalog, tiny_data_dir)
+
+    def control(model, guide, weight=1.0):
+        return (ControlNetSpec(model=model, guide=guide, weight=weight, end_step=4),)
+
+    plain = job()
+    first = job(controlnets=control("tiny-controlnet", guide_a))
+    assert assets_id(first) == assets_id(job(controlnets=control("tiny-controlnet", guide_b, 0.5))) != assets_id(plain)
+    assert assets_id(job(controlnets=control("canny-sdxl", guide_a))) != assets_id(first)
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("inputs/00/" + "0" * 64 + ".png", b"not the bytes of that name"),
+        ("../../etc/passwd", b"x"),
+        ("inputs/ab/../../../x.png", b"x"),
+    ],
+)
+async def test_a_replica_refuses_inputs_that_are_not_content_addressed(tmp_path, name, data):
+    """Nothing sent with a job lands outside the inputs folder or passes for another image."""
+    from inference.ray_serve import localize
+
+    job = build_job(tiny_request(), load_catalog(), tmp_path)
+    with pytest.raises(ValueError, match="content-addressed"):
+        localize(job, {name: data}, tmp_path / "replica")
+    assert not (tmp_path / "replica").exists()
