@@ -153,6 +153,11 @@ class LocalBackend:
                 await self._worker.close(timeout=1.0)
             self._worker = await _Worker.spawn(self._worker_command(), self._worker_env(), self._start_timeout)
 
+    @property
+    def upscales_alone(self) -> bool:
+        """Tell whether an upscale here is the image alone: no, it is the hires fix or a catalog upscaler."""
+        return False
+
     def check(self, request: GenerationRequest) -> None:
         """Refuse names the catalog gives no local weights for (a model only a hosted API has)."""
         CAPABILITIES["local"].check(request, self._catalog)
