@@ -68,6 +68,7 @@ def result_fields(generation: Generation) -> list[tuple[str, str]]:
         by = f"the {request.upscaler} upscaler" if request.upscaler else "the backend's upscaler"
         fields = [
             ("Seed", str(generation.seed)),
+            ("Steps", steps_text(request)),
             ("Upscale", f"{request.upscale}× by {by}, no redraw"),
             ("Model", request.model),
             ("Size", f"{request.width}×{request.height}"),

@@ -59,7 +59,7 @@ MAX_GROWTH = 256
 # Input channels of RRDBNet's conv_first (3 colour channels, pixel-unshuffled by 2 or 4) → its scale.
 _RRDB_SCALES = {3: 4, 12: 2, 48: 1}
 _TILE = 256  # input pixels per tile side
-_TILE_PAD = 16  # input pixels of context around a tile, cropped from its output
+_TILE_PAD = 32  # input pixels of context around a tile (a multiple of 4), cropped from its output
 
 
 class UnknownUpscaler(ValueError):
@@ -366,25 +366,30 @@ def _enlarge(
     """Return `image` through `net` once, `scale` times larger, a tile at a time with context around each."""
     pixels = torch.from_numpy(np.array(image.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)
     height, width = pixels.shape[1:]
-    out = np.empty((height * scale, width * scale, 3), dtype=np.uint8)
-    # RRDBNet ×2 and ×1 unshuffle their input: a tile's sides must divide by 2 or 4.
+    # RRDBNet ×2 and ×1 pixel-unshuffle their input: the image is padded (edge pixels repeated) to a
+    # multiple of 2 or 4 once, and every tile starts and ends on that grid, so each tile groups the
+    # pixels as the whole image would.
     divisor = int(getattr(net, "unshuffle", 1))
-    tiles = list(_tiles(height, width, tile))
+    grid = pixels
+    if height % divisor or width % divisor:
+        padding = (0, -width % divisor, 0, -height % divisor)
+        grid = F.pad(pixels.unsqueeze(0), padding, mode="replicate")[0]
+    rows, columns = grid.shape[1:]
+    tile = max(divisor, tile // divisor * divisor)
+    out = np.empty((rows * scale, columns * scale, 3), dtype=np.uint8)
+    tiles = list(_tiles(rows, columns, tile))
     for done, (top, left, bottom, right) in enumerate(tiles, start=1):
         y0, x0 = max(top - _TILE_PAD, 0), max(left - _TILE_PAD, 0)
-        y1, x1 = min(bottom + _TILE_PAD, height), min(right + _TILE_PAD, width)
-        patch = pixels[:, y0:y1, x0:x1].unsqueeze(0)
-        extra_y, extra_x = -patch.shape[2] % divisor, -patch.shape[3] % divisor
-        if extra_y or extra_x:
-            patch = F.pad(patch, (0, extra_x, 0, extra_y), mode="replicate")
+        y1, x1 = min(bottom + _TILE_PAD, rows), min(right + _TILE_PAD, columns)
         with torch.inference_mode():
-            result = net(patch.to(device, dtype)).float().clamp_(0, 1).cpu()
+            result = net(grid[:, y0:y1, x0:x1].unsqueeze(0).to(device, dtype)).float().clamp_(0, 1).cpu()
         cut = result[0, :, (top - y0) * scale : (bottom - y0) * scale, (left - x0) * scale : (right - x0) * scale]
         out[top * scale : bottom * scale, left * scale : right * scale] = (
             (cut.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
         )
         on_tile(done, len(tiles))
-    return Image.fromarray(out)
+    out = out[: height * scale, : width * scale]
+    return Image.fromarray(np.ascontiguousarray(out))
 
 
 def upscale(
