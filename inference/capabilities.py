@@ -230,7 +230,7 @@ class Capabilities:
                 "upscale",
                 yes[self.upscale]
                 + (" (the image alone, no redraw)" if self.upscale and not self.upscale_redraws else "")
-                + (" (hires fix, or a catalog upscaler)" if self.upscale and self.upscale_redraws else ""),
+                + (" (hires fix or ESRGAN)" if self.upscale and self.upscale_redraws else ""),
             ),
             ("outpaint", yes[self.outpaint]),
             (
