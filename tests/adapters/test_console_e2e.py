@@ -24,9 +24,7 @@ BOT = (
 )
 
 
-def _run_chat(
-    data_dir: Path, tiny_data_dir: Path, stdin: str, **settings: str
-) -> subprocess.CompletedProcess[str]:
+def _run_chat(data_dir: Path, tiny_data_dir: Path, stdin: str, **settings: str) -> subprocess.CompletedProcess[str]:
     (data_dir / "models").mkdir(parents=True, exist_ok=True)
     # Reuse the tiny model built once for the session rather than building it again.
     (data_dir / "models" / "tiny").symlink_to(tiny_data_dir / "models" / "tiny")
