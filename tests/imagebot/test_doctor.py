@@ -62,7 +62,7 @@ async def test_a_custom_safety_checker_is_reported_as_such(monkeypatch: pytest.M
 async def test_a_configured_upscaler_is_checked_for_its_weight_file(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """IMAGEBOT_UPSCALER: the tiny network passes; a shipped one whose .pth is not in the data dir says where it goes."""
+    """IMAGEBOT_UPSCALER: the tiny network passes; a shipped one whose .pth is missing says where it goes."""
     monkeypatch.setenv("IMAGEBOT_UPSCALER", "tiny-upscaler")
     assert by_name(await check_all())["upscaler"].ok
     monkeypatch.setenv("IMAGEBOT_UPSCALER", "realesrgan-x4plus")
