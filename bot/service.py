@@ -94,6 +94,14 @@ def _wants_private(saved: Mapping[str, object]) -> bool:
     return bool(saved.get("private", False))
 
 
+def _refuse_upscaled_alone(parent: Generation, action: str, why: str) -> None:
+    """Refuse to reroll or refine an upscale that an upscaler made alone: no model step ran to redo."""
+    if parent.request.upscales_alone:
+        where = f"{format_ref(parent.parent_id)}, then upscale" if parent.parent_id else "its source, then upscale"
+        reason = f"is not possible: {format_ref(parent.id)} was enlarged by an upscaler alone, {why} ({action} {where})"
+        raise InvalidOption(action, reason)
+
+
 def random_seed() -> int:
     """Return a fresh seed; 32-bit so people can read it out and type it back."""
     return secrets.randbelow(2**32 - 1) + 1
@@ -499,6 +507,7 @@ class ImageService:
         then the new image belongs to whoever asked.
         """
         parent = await self._source(who, generation_id, "reroll", opened_by="open_reroll")
+        _refuse_upscaled_alone(parent, "reroll", "which a new seed does not change")
         request = parent.request.with_seed(self._seeds())
         warnings = rules.check(request, self.catalog, self.limits)
         return await self.submit(
@@ -513,6 +522,7 @@ class ImageService:
     ) -> Job:
         """Queue the same seed and settings with the refiner taking over at `percent`."""
         parent = await self._source(who, generation_id, "refine")
+        _refuse_upscaled_alone(parent, "refine", "with no model steps to refine")
         model = self.catalog.get("model", parent.request.model)
         refiner = parent.request.refiner.model if parent.request.refiner else model.refiner
         if refiner is None:

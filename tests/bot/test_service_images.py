@@ -197,6 +197,26 @@ async def test_a_configured_upscaler_enlarges_the_image_alone_and_that_is_what_i
     assert ("Steps", "none: an upscaler enlarged the image alone") in result_fields(upscaled)
 
 
+async def test_an_upscale_made_alone_is_not_rerolled_or_refined(backend, tmp_path):
+    """A new seed or a refiner changes nothing an upscaler made: one sentence each, pointing at the parent."""
+    async with memory_service(backend, tmp_path, upscaler="tiny-upscaler") as service:
+        await (await service.imagine("a red fox --seed 7", ALICE)).result()
+        await (await service.upscale(ALICE, 1, 2)).result()
+        sent = len(backend.requests)
+        with pytest.raises(InvalidOption) as refused:
+            await service.reroll(ALICE, 2)
+        assert str(refused.value) == (
+            "Reroll is not possible: #2 was enlarged by an upscaler alone,"
+            " which a new seed does not change (reroll #1, then upscale)."
+        )
+        with pytest.raises(InvalidOption, match=r"^Refine is not possible: #2 was enlarged by an upscaler alone"):
+            await service.refine(ALICE, 2)
+        assert len(backend.requests) == sent
+        # Vary redraws it, and upscaling it again runs the upscaler on it
+        await (await service.vary(ALICE, 2, "subtle")).result()
+        assert backend.requests[-1].strength == 0.35 and backend.requests[-1].upscale is None
+
+
 async def test_an_upscale_on_a_backend_that_upscales_alone_stores_no_strength(tmp_path):
     """Runware's upscaler does not redraw: the stored request has no strength, and says whose upscaler it was."""
     backend = FakeBackend(name="runware")
