@@ -1,4 +1,4 @@
-"""The catalog: models, refiners, VAEs, LoRAs and embeddings by friendly name.
+"""The catalog: models, refiners, VAEs, LoRAs, embeddings, ControlNets and upscalers by friendly name.
 
 Chat users only ever name catalog entries; nothing typed in chat is loaded
 from a path or URL. Each entry carries its architecture and one identifier
@@ -7,7 +7,10 @@ per backend (`local`, `runware`, `modelslab`).
 `local` is one of: a Hugging Face repo id (``org/name``), ``tiny:<part>`` for
 the offline random-weight model that `inference.tiny` builds, or a path to a
 diffusers folder or ``.safetensors`` file (absolute, or relative to the data
-directory when it starts with ``./``).
+directory when it starts with ``./``). An ``upscaler`` (architecture ``esrgan``) is a
+Real-ESRGAN network's ``.safetensors`` or ``.pth`` file: a path, ``tiny:<part>``, or a repo id
+with the file in `weight_name`; the operator's ``IMAGEBOT_UPSCALER`` picks the one local
+upscales run (`bot.service.ImageService.upscale`).
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from bot.errors import InvalidOption, shown
 
 __all__ = ["KINDS", "Catalog", "CatalogEntry", "Kind", "load_catalog"]
 
-Kind = Literal["model", "refiner", "vae", "lora", "embedding", "controlnet"]
-KINDS: tuple[Kind, ...] = ("model", "refiner", "vae", "lora", "embedding", "controlnet")
+Kind = Literal["model", "refiner", "vae", "lora", "embedding", "controlnet", "upscaler"]
+KINDS: tuple[Kind, ...] = ("model", "refiner", "vae", "lora", "embedding", "controlnet", "upscaler")
 
 
 class CatalogEntry(BaseModel):

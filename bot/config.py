@@ -47,6 +47,10 @@ class CoreSettings(BaseSettings):
         description="Catalog model used when a request names none; unset: sdxl with CUDA, else tiny.",
     )
     catalog: Path | None = Field(default=None, description="A models.toml to use instead of the shipped one.")
+    upscaler: str | None = Field(
+        default=None,
+        description="Catalog upscaler (an ESRGAN-family network) that local upscales run; unset: the hires fix.",
+    )
     pixel_budget: int = Field(
         default=4 * 1024 * 1024, ge=128 * 128, description="Largest width × height × count of one request."
     )

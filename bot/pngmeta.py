@@ -51,14 +51,20 @@ def parameters_text(request: GenerationRequest, seed: int, extra: dict[str, str]
         "Size": f"{request.width}x{request.height}",
         "Model": request.model,
     }
-    if request.strength is not None:
+    if request.init_image is not None:
         # A1111's img2img field; the hashes name the stored inputs, so the row and they reproduce it.
-        fields["Denoising strength"] = _number(request.strength)
-        fields["Init image hash"] = str(request.init_image)
+        if request.strength is not None:
+            fields["Denoising strength"] = _number(request.strength)
+        fields["Init image hash"] = request.init_image
         if request.mask_image:
             fields["Mask image hash"] = request.mask_image
-        if request.upscale:
+        if request.upscales_alone:
+            # A1111's Extras tab: an upscaler alone, after the image was made.
+            fields["Postprocess upscale by"] = str(request.upscale)
+            fields["Postprocess upscaler"] = request.upscaler or "the backend's own"
+        elif request.upscale:
             fields["Hires upscale"] = str(request.upscale)
+            fields["Hires upscaler"] = "Lanczos"
         if request.outpaint:
             fields["Outpaint"] = ",".join(str(side) for side in (*request.outpaint.sides, request.outpaint.blur))
     for index, control in enumerate(request.controlnets):

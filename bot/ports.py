@@ -59,6 +59,14 @@ class Backend(Protocol):
         """Return the backend's name in settings and the catalog (``local``, ``runware``…)."""
         ...
 
+    @property
+    def upscales_alone(self) -> bool:
+        """Tell whether its upscale is an upscaler of the image alone (Runware's): no strength, no catalog upscaler.
+
+        False where an upscale is the hires fix or a catalog upscaler (the local worker).
+        """
+        ...
+
     def check(self, request: GenerationRequest) -> None:
         """Raise `bot.errors.InvalidOption` when this backend cannot make the request as asked.
 

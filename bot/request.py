@@ -236,9 +236,12 @@ class GenerationRequest(_Frozen):
     init_image: str | None = Field(default=None, pattern=_SHA256)
     strength: float | None = Field(default=None, ge=STRENGTH.low, le=STRENGTH.high)
     mask_image: str | None = Field(default=None, pattern=_SHA256)
-    # An upscale: the init image made this many times larger (locally: resized, then image-to-image
-    # at `strength` with the same prompt and seed, A1111's hires fix; remotely: the API's upscaler).
+    # An upscale: the init image made this many times larger. With a `strength`, A1111's hires fix
+    # (resized, then image-to-image at that strength with the same prompt and seed); without one,
+    # an upscaler enlarges the image alone and no model redraws it: the catalog `upscaler` named
+    # here (a local ESRGAN-family network), or, when None, the API's own (Runware's imageUpscale).
     upscale: Literal[2, 4] | None = None
+    upscaler: str | None = Field(default=None, min_length=1, max_length=100)
     # An outpaint: the output is the init image (width − left − right by height − top − bottom)
     # with the extension around it made new.
     outpaint: Outpaint | None = None
@@ -246,8 +249,14 @@ class GenerationRequest(_Frozen):
 
     @model_validator(mode="after")
     def _image_inputs(self) -> Self:
-        if (self.init_image is None) != (self.strength is None):
+        if self.strength is not None and self.init_image is None:
             raise ValueError("strength goes with an init image, and only with one")
+        if self.init_image is not None and self.strength is None and self.upscale is None:
+            raise ValueError("an init image needs a strength, unless an upscaler enlarges it alone")
+        if self.upscaler is not None and (self.upscale is None or self.strength is not None):
+            raise ValueError("an upscaler goes with an upscale that no model redraws")
+        if self.upscales_alone and self.refiner is not None:
+            raise ValueError("no refiner runs in an upscale that no model redraws")
         if self.mask_image is not None and self.init_image is None:
             raise ValueError("a mask needs an init image")
         if self.upscale is not None and (self.init_image is None or self.mask_image is not None):
@@ -259,7 +268,7 @@ class GenerationRequest(_Frozen):
             or self.height - self.outpaint.top - self.outpaint.bottom < SIDE.low
         ):
             raise ValueError("an outpaint leaves no room for the image")
-        if self.run_steps < 1:
+        if self.run_steps < 1 and not self.upscales_alone:
             raise ValueError("no step would run")
         if any(control.end_step > self.run_steps for control in self.controlnets):
             raise ValueError("a ControlNet ends after the last step that runs")
@@ -292,8 +301,18 @@ class GenerationRequest(_Frozen):
         return [self.seed + i for i in range(self.count)]
 
     @property
+    def upscales_alone(self) -> bool:
+        """Tell whether this is an upscale that no model redraws (an upscaler enlarges the image alone)."""
+        return self.upscale is not None and self.strength is None
+
+    @property
     def run_steps(self) -> int:
-        """Return the steps that actually run: all of them, or the last ``steps × strength`` from an image."""
+        """Return the steps that actually run: all of them, the last ``steps × strength`` from an image, or none.
+
+        None run in an upscale that an upscaler makes alone (`upscales_alone`).
+        """
+        if self.upscales_alone:
+            return 0
         return self.steps if self.strength is None else run_steps(self.steps, self.strength)
 
     @property

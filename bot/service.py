@@ -94,6 +94,14 @@ def _wants_private(saved: Mapping[str, object]) -> bool:
     return bool(saved.get("private", False))
 
 
+def _refuse_upscaled_alone(parent: Generation, action: str, why: str) -> None:
+    """Refuse to reroll or refine an upscale that an upscaler made alone: no model step ran to redo."""
+    if parent.request.upscales_alone:
+        where = f"{format_ref(parent.parent_id)}, then upscale" if parent.parent_id else "its source, then upscale"
+        reason = f"is not possible: {format_ref(parent.id)} was enlarged by an upscaler alone, {why} ({action} {where})"
+        raise InvalidOption(action, reason)
+
+
 def random_seed() -> int:
     """Return a fresh seed; 32-bit so people can read it out and type it back."""
     return secrets.randbelow(2**32 - 1) + 1
@@ -117,6 +125,7 @@ class ImageService:
         clock: the wall clock (tests pass a fixed one).
         seeds: where new seeds come from (tests pass a fixed sequence).
         gallery: the web gallery's links, when the operator turned it on (`adapters.gallery`).
+        upscaler: the catalog upscaler that local upscales run instead of the hires fix (None: the hires fix).
     """
 
     def __init__(
@@ -140,8 +149,10 @@ class ImageService:
         seeds: Callable[[], int] = random_seed,
         clock: Callable[[], float] = time.time,
         gallery: GalleryLinks | None = None,
+        upscaler: str | None = None,
     ) -> None:
         self.catalog = catalog
+        self._upscaler = catalog.get("upscaler", upscaler).name if upscaler else None
         self.gallery = gallery
         self.limits = limits
         self._generations = stores.generations
@@ -337,9 +348,12 @@ class ImageService:
     async def upscale(self, who: Requester, ref: int | str | None, factor: Literal[2, 4]) -> Job:
         """Queue a larger copy of a result (`ref`: an id, ``#12.2``, or None for the latest): its sides × `factor`.
 
-        The same prompt, seed and settings; locally A1111's hires fix (the image resized, then
-        image-to-image at the user's ``upscale_strength``, 0.3, so the model redraws the detail).
-        A size over the pixel budget is refused.
+        What enlarges it depends on where the parent's model runs. A backend whose upscale is an
+        upscaler of the image alone (Runware's) gets no strength. Locally, the configured catalog
+        upscaler (``IMAGEBOT_UPSCALER``, an ESRGAN-family network) enlarges it alone, again with no
+        strength; without one, A1111's hires fix: the image resized, then image-to-image at the
+        user's ``upscale_strength`` (0.3) with the same prompt and seed, so the model redraws the
+        detail. What is stored is what runs. A size over the pixel budget is refused.
         """
         found = parse_image_ref(ref) if isinstance(ref, str) else None if ref is None else (ref, 0)
         parent = await self._source(who, found[0] if found else None, "upscale")
@@ -350,7 +364,18 @@ class ImageService:
             side = min(SIDE.high, int(budget**0.5) // SIDE.low * SIDE.low)
             reason = f"{factor}× of {format_ref(parent.id)} would be {width}×{height}; the most is about {side}×{side}"
             raise InvalidOption("upscale", reason)
-        changes = {"upscale": factor, "width": width, "height": height, "count": 1, "seed": stored.seed}
+        changes: dict[str, object] = {
+            "upscale": factor,
+            "width": width,
+            "height": height,
+            "count": 1,
+            "seed": stored.seed,
+        }
+        alone = self.runner.backend_for(parent.request).upscales_alone
+        if alone or self._upscaler is not None:
+            # No model redraws it: no strength, and no refiner to hand over to.
+            changes |= {"upscaler": None if alone else self._upscaler, "refiner": None}
+            return await self._from_result(who, parent, stored, "upscale", None, changes)
         return await self._from_result(who, parent, stored, "upscale", UPSCALE_STRENGTH, changes)
 
     async def vary(self, who: Requester, generation_id: int | None, kind: VaryKind) -> Job:
@@ -370,27 +395,32 @@ class ImageService:
         parent: Generation,
         stored: StoredImage,
         action: Literal["vary", "upscale"],
-        strength: float,
+        strength: float | None,
         changes: Mapping[str, object],
         setting: str | None = None,
     ) -> Job:
         """Queue image-to-image of one of a result's images with its own prompt and settings, and `changes`.
 
-        The strength is the user's setting (``vary_subtle``, ``upscale_strength``…), else `strength`.
+        The strength is the user's setting (``vary_subtle``, ``upscale_strength``…), else `strength`;
+        None: no model redraws the image (an upscaler enlarges it alone), and no setting applies.
         The result is the structure now: the parent's mask, outpaint, upscale or ControlNets are not done again.
         """
-        saved = await self._settings.get(*who.key)
-        chosen = saved.get(setting or f"{action}_strength", strength)
-        assert isinstance(chosen, int | float)  # settings are checked when saved
+        chosen: object = None
+        if strength is not None:
+            saved = await self._settings.get(*who.key)
+            chosen = saved.get(setting or f"{action}_strength", strength)
+            assert isinstance(chosen, int | float)  # settings are checked when saved
         image = await self._checked(await self._files.read(stored.path), action)
         image_to_image = {"init_image": image.sha256, "strength": chosen, "mask_image": None}
-        again = {"outpaint": None, "upscale": None, "controlnets": ()}
+        again = {"outpaint": None, "upscale": None, "upscaler": None, "controlnets": ()}
         try:
             request = GenerationRequest.from_dict({**parent.request.to_dict(), **again, **image_to_image, **changes})
         except ValueError as error:
             reason = f"cannot run on {format_ref(parent.id)} ({shown(str(error), 120)})"
             raise InvalidOption(action, reason) from None
         warnings = rules.check(request, self.catalog, self.limits)
+        if request.upscales_alone:
+            warnings = ()  # about the model's steps and prompts, none of which play a part
         return await self.submit(
             request,
             who,
@@ -477,6 +507,7 @@ class ImageService:
         then the new image belongs to whoever asked.
         """
         parent = await self._source(who, generation_id, "reroll", opened_by="open_reroll")
+        _refuse_upscaled_alone(parent, "reroll", "which a new seed does not change")
         request = parent.request.with_seed(self._seeds())
         warnings = rules.check(request, self.catalog, self.limits)
         return await self.submit(
@@ -491,6 +522,7 @@ class ImageService:
     ) -> Job:
         """Queue the same seed and settings with the refiner taking over at `percent`."""
         parent = await self._source(who, generation_id, "refine")
+        _refuse_upscaled_alone(parent, "refine", "with no model steps to refine")
         model = self.catalog.get("model", parent.request.model)
         refiner = parent.request.refiner.model if parent.request.refiner else model.refiner
         if refiner is None:

@@ -53,6 +53,8 @@ def _duration(seconds: float) -> str:
 
 def steps_text(request: GenerationRequest) -> str:
     """Return the steps as the user set them and, from an image, how many of them run: "40 at strength 0.5 → 20 run"."""
+    if request.upscales_alone:
+        return "none: an upscaler enlarged the image alone"
     if request.strength is None:
         return str(request.steps)
     return f"{request.steps} at strength {request.strength:g} → {request.run_steps} run"
@@ -62,6 +64,18 @@ def result_fields(generation: Generation) -> list[tuple[str, str]]:
     """Return (name, value) pairs describing a finished generation: seed, steps and split, model and more."""
     request = generation.request
     base, refined = request.split
+    if request.upscales_alone:
+        by = f"the {request.upscaler} upscaler" if request.upscaler else "the backend's upscaler"
+        fields = [
+            ("Seed", str(generation.seed)),
+            ("Steps", steps_text(request)),
+            ("Upscale", f"{request.upscale}× by {by}, no redraw"),
+            ("Model", request.model),
+            ("Size", f"{request.width}×{request.height}"),
+        ]
+        if generation.seconds is not None:
+            fields.append(("Time", f"{generation.seconds:.1f} s"))
+        return fields
     fields = [
         ("Seed", str(generation.seed)),
         ("Steps", steps_text(request) + (f" ({base} base + {refined} refiner)" if request.refiner else "")),
@@ -73,6 +87,10 @@ def result_fields(generation: Generation) -> list[tuple[str, str]]:
         ("Size", f"{request.width}×{request.height}"),
         ("Sampler", f"{request.scheduler} · CFG {request.cfg_scale:g}"),
     ]
+    if request.upscale:
+        fields.append(
+            ("Upscale", f"{request.upscale}× hires fix: Lanczos, then redrawn at strength {request.strength:g}")
+        )
     for control in request.controlnets:
         what = f"{control.model} ({control.preprocess}, weight {control.weight:g}, {control.mode})"
         fields.append(("ControlNet", f"{what} on steps {control.start_step}–{control.end_step} of {request.run_steps}"))

@@ -183,6 +183,11 @@ async def bootstrap(
         catalog.get("model", default_model)
     except BotError as error:
         raise ConfigurationError(f"IMAGEBOT_DEFAULT_MODEL: {error}") from error
+    if core.upscaler:
+        try:
+            catalog.get("upscaler", core.upscaler)
+        except BotError as error:
+            raise ConfigurationError(f"IMAGEBOT_UPSCALER: {error}") from error
     core.data_dir.mkdir(parents=True, exist_ok=True)
     backend = backend or backend_plugin(core.backend).create(catalog, core)
     pinned: dict[str, Backend] = {}
@@ -213,6 +218,7 @@ async def bootstrap(
         max_input_bytes=core.max_input_bytes,
         max_input_pixels=core.max_input_pixels,
         gallery=links,
+        upscaler=core.upscaler,
     )
     await service.start()
     if isinstance(backend, WarmingBackend):

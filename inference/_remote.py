@@ -231,6 +231,11 @@ class HostedBackend:
         self._key = settings.api_key.get_secret_value()
         self._http = Http(timeout=settings.timeout, max_connections=settings.max_connections, client=client)
 
+    @property
+    def upscales_alone(self) -> bool:
+        """Tell whether the API's upscale enlarges the image alone, with no model redrawing it."""
+        return not CAPABILITIES[self.name].upscale_redraws
+
     def check(self, request: GenerationRequest) -> None:
         """Refuse what the API cannot make (before anything is queued), naming the backend that can."""
         CAPABILITIES[self.name].check(request, self._catalog)

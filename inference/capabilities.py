@@ -43,7 +43,8 @@ class Capabilities:
         schedulers: the schedulers it has, of `bot.rules.SCHEDULERS` and in its order.
         image_to_image, inpaint: whether it starts from an input image (``--image``, Vary), and from a mask.
         outpaint: whether it extends an input image (``--outpaint``, ``--zoom``).
-        upscale: whether it makes a result 2× or 4× larger (locally: resize, then image-to-image).
+        upscale: whether it makes a result 2× or 4× larger (locally: resize, then image-to-image, or
+            a catalog upscaler).
         upscale_redraws: whether its upscale runs the request's model on the enlarged image (the
             local hires fix) or is an upscaler of the image alone (Runware's ``imageUpscale``),
             for which the prompt, model and steps do not matter and are not checked.
@@ -90,7 +91,17 @@ class Capabilities:
             # An upscaler of the image alone: the parent's model, refiner, LoRAs and steps play no
             # part, so a backend that could not have made the parent may still enlarge it.
             self._check_size(request)
+            if request.upscaler is not None:
+                self._refuse(
+                    "upscaler", f"'{request.upscaler}' is not available on {self.title}", lambda c: c.upscale_redraws
+                )
             return
+        if request.upscales_alone and request.upscaler is None and self.upscale:
+            self._refuse(
+                "upscale",
+                f"needs a strength (the hires fix) or a catalog upscaler on {self.title}",
+                lambda c: c.upscale and not c.upscale_redraws,
+            )
         self._check_size(request)
         if request.count > self.max_count:
             self._refuse(
@@ -174,6 +185,8 @@ class Capabilities:
         named += [("lora", lora.name, "lora") for lora in request.loras]
         named += [("embedding", embedding.name, "embedding") for embedding in request.embeddings]
         named += [("controlnet", control.model, "ControlNet") for control in request.controlnets]
+        if request.upscaler is not None:
+            named.append(("upscaler", request.upscaler, "upscaler"))
         for kind, name, label in named:
             entry = catalog.get(kind, name)
             if self.identifier(entry) is None:
@@ -216,7 +229,8 @@ class Capabilities:
             (
                 "upscale",
                 yes[self.upscale]
-                + (" (the image alone, no redraw)" if self.upscale and not self.upscale_redraws else ""),
+                + (" (the image alone, no redraw)" if self.upscale and not self.upscale_redraws else "")
+                + (" (hires fix or ESRGAN)" if self.upscale and self.upscale_redraws else ""),
             ),
             ("outpaint", yes[self.outpaint]),
             (

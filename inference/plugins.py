@@ -71,15 +71,18 @@ class LocalPlugin:
         )
 
     async def checks(self, catalog: Catalog, core: CoreSettings, *, running: bool) -> list[Check]:
-        """Check the GPU, the default model's weights and the safety checker's, and the memory to load them."""
+        """Check the GPU, the default model's and safety checker's weights, the memory for them, the upscaler."""
         worker = LocalWorkerSettings()
         local = catalog.get("model", core.default_model or "tiny").local
-        return [
+        checks = [
             await _gpu(worker, running),
             await _model(core, local),
             await _safety(worker, local),
             await asyncio.to_thread(_memory, core, local, running),
         ]
+        if core.upscaler:
+            checks.append(_upscaler(core, catalog))
+        return checks
 
 
 class RayPlugin:
@@ -227,6 +230,23 @@ async def _model(core: CoreSettings, local: str | None) -> Check:
             return Check("model", True, f"{path} is present")
         return Check("model", False, f"{path} does not exist; fix the catalog's local path or copy the weights there.")
     return await asyncio.to_thread(_hub_model, local)
+
+
+def _upscaler(core: CoreSettings, catalog: Catalog) -> Check:
+    """Check that IMAGEBOT_UPSCALER names a catalog upscaler whose weight file is there (its network is read on use)."""
+    entry = catalog.find("upscaler", core.upscaler or "")
+    if entry is None or not entry.local:
+        return Check(
+            "upscaler", False, f"IMAGEBOT_UPSCALER={core.upscaler} names no catalog upscaler with local weights."
+        )
+    if entry.local.startswith("tiny:"):
+        return Check("upscaler", True, f"{entry.name}: a tiny offline network (built with the tiny model)")
+    if entry.local.startswith(("/", "./")):
+        path = Path(entry.local) if entry.local.startswith("/") else core.data_dir / entry.local
+        if path.is_file():
+            return Check("upscaler", True, f"{entry.name}: {path} is present")
+        return Check("upscaler", False, f"{path} does not exist; copy the upscaler's weights there or fix the catalog.")
+    return Check("upscaler", True, f"{entry.name}: {entry.local}, downloaded on first use")
 
 
 async def _safety(worker: LocalWorkerSettings, model_local: str | None) -> Check:

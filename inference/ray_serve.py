@@ -456,6 +456,11 @@ class RayBackend:
                 _NAME, f"no '{self._app_name}' Serve application is running on the Ray cluster {where}"
             ) from error
 
+    @property
+    def upscales_alone(self) -> bool:
+        """Tell whether an upscale here is the image alone: no (the replicas run the local worker's code)."""
+        return False
+
     def check(self, request: GenerationRequest) -> None:
         """Refuse what the replicas cannot make (the local worker's limits: the same code runs there)."""
         CAPABILITIES[_NAME].check(request, self._catalog)

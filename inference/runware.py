@@ -25,8 +25,8 @@ Runware, and a retry under the same taskUUID is answered ``conflictTaskUUID``, n
 
 Upscale (``upscale #3 2``) is Runware's ``imageUpscale`` task, with the stored input as a data URI
 in ``inputImage`` for the same reasons, and ``upscaleFactor`` (its docs allow 2, 3 and 4). It
-enlarges the image alone: unlike the local hires fix, no model redraws it, so the prompt, steps
-and strength of the request play no part, and the user is told so in a note.
+enlarges the image alone: unlike the local hires fix, no model redraws it, so the prompt and steps
+of the request play no part (the service stores it with no strength), and the user is told so in a note.
 """
 
 from __future__ import annotations

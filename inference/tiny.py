@@ -1,4 +1,4 @@
-"""Build an offline, random-weight SDXL (base, refiner, VAE, LoRAs, embedding, ControlNets) for tests and demos.
+"""Build an offline, random-weight SDXL (base, refiner, VAE, LoRAs, embedding, ControlNets) and upscalers for tests.
 
 The parts have the real SDXL structure (two CLIP text encoders, a "text_time"
 UNet, a refiner UNet with aesthetic-score conditioning, an 8× VAE) at a tiny
@@ -20,6 +20,8 @@ Layout under ``<data_dir>/models/tiny/``::
     taesd/        AutoencoderTiny (TAESD-shaped preview decoder: latents to full-size RGB)
     controlnet/   ControlNetModel made from the base UNet, its zero convolutions randomised
     controlnet-2/ a second one (other random output convolutions), to switch and combine
+    upscaler/     tiny_upscaler_x4.safetensors (Real-ESRGAN SRVGGNetCompact ×4, 8 features, 2 convolutions)
+    upscaler-x2/  tiny_upscaler_x2.safetensors (Real-ESRGAN RRDBNet ×2, 4 features, 1 block)
     .complete     written last; a folder without it is rebuilt
 
 Catalog entries name the parts as ``tiny:<part>``; `resolve` maps such an id
@@ -51,7 +53,7 @@ __all__ = [
 NATIVE_SIZE = 128
 TOKEN = "<tiny>"
 # Bump when the build changes, so old folders are rebuilt.
-_VERSION = "4"
+_VERSION = "5"
 _MARKER = ".complete"
 
 # part -> (folder, weight file inside it or None for a diffusers folder)
@@ -66,6 +68,8 @@ PARTS: dict[str, tuple[str, str | None]] = {
     "taesd": ("taesd", None),
     "controlnet": ("controlnet", None),
     "controlnet-2": ("controlnet-2", None),
+    "upscaler": ("upscaler", "tiny_upscaler_x4.safetensors"),
+    "upscaler-x2": ("upscaler-x2", "tiny_upscaler_x2.safetensors"),
 }
 
 _CLIP_L = {"hidden_size": 32, "intermediate_size": 37, "projection_dim": 32}
@@ -222,6 +226,8 @@ def _build_into(root: Path) -> None:
     _taesd(seed=9).save_pretrained(root / "taesd")
     _controlnet(unet, seed=10).save_pretrained(root / "controlnet")
     _controlnet(unet, seed=11).save_pretrained(root / "controlnet-2")
+    _save_upscaler(root / "upscaler", PARTS["upscaler"][1], "compact", seed=12)
+    _save_upscaler(root / "upscaler-x2", PARTS["upscaler-x2"][1], "rrdb", seed=13)
     (root / _MARKER).write_text(_VERSION + "\n", encoding="utf-8")
 
 
@@ -432,3 +438,25 @@ def _save_safety_checker(folder: Path, seed: int) -> None:
         checker.special_care_embeds_weights.fill_(2.0)
     checker.eval().save_pretrained(folder)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+
+
+def _save_upscaler(folder: Path, file_name: str | None, kind: str, seed: int) -> None:
+    """Save a random-weight Real-ESRGAN network under its official weight names, as ``.safetensors``.
+
+    ``compact``: SRVGGNetCompact ×4 (about 5,000 weights); ``rrdb``: RRDBNet ×2, which
+    pixel-unshuffles its input (conv_first takes 12 channels; about 4,000 weights).
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    from inference.local._esrgan import RRDBNet, SRVGGNetCompact
+
+    assert file_name is not None
+    torch.manual_seed(seed)
+    net = (
+        SRVGGNetCompact(features=8, convs=2, scale=4)
+        if kind == "compact"
+        else RRDBNet(scale=2, features=4, blocks=1, growth=4)
+    )
+    folder.mkdir(parents=True)
+    save_file({key: value.detach().contiguous() for key, value in net.state_dict().items()}, folder / file_name)

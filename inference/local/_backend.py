@@ -182,6 +182,11 @@ class LocalBackend:
             time.perf_counter() - started,
         )
 
+    @property
+    def upscales_alone(self) -> bool:
+        """Tell whether an upscale here is the image alone: no, it is the hires fix or a catalog upscaler."""
+        return False
+
     def check(self, request: GenerationRequest) -> None:
         """Refuse what the worker cannot make: names without local weights, or LCM past 50 steps.
 

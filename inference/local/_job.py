@@ -80,6 +80,9 @@ class WorkerJob(_Frozen):
     outpaint: tuple[int, int, int, int] | None = None
     outpaint_blur: int = 0
     controlnets: tuple[Control, ...] = ()
+    # An upscale that an ESRGAN-family network makes alone (no strength: no SDXL step runs); the
+    # init image is enlarged to width × height.
+    upscaler: Asset | None = None
 
     @property
     def run_steps(self) -> int:
@@ -120,6 +123,7 @@ def batch_key(job: WorkerJob) -> tuple[Any, ...]:
         job.outpaint,
         job.outpaint_blur,
         job.controlnets,
+        job.upscaler,
         # None (zeroed negative embeddings in SDXL) and "" (an encoded empty prompt) are different images.
         job.negative_prompt is None,
     )
@@ -187,6 +191,7 @@ def build_job(request: GenerationRequest, catalog: Catalog, data_dir: Path) -> W
             )
             for control in request.controlnets
         ),
+        upscaler=_asset(catalog.get("upscaler", request.upscaler), data_dir) if request.upscaler else None,
     )
 
 

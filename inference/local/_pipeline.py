@@ -1,5 +1,8 @@
 """Run one `WorkerJob` on SDXL with diffusers: base, optional refiner, LoRAs, embeddings, VAE, sampler, ControlNets.
 
+An upscale with a catalog upscaler runs no SDXL step: the ESRGAN-family network
+(`inference.local._esrgan`) enlarges the image alone, loaded once and kept like the rest.
+
 `SDXLRunner.run` reads top to bottom in numbered steps, like ``__call__`` of
 diffusers' `StableDiffusionXLPipeline`. The runner keeps what it loaded: one
 base pipeline, its refiner (sharing text_encoder_2, tokenizer_2 and the VAE
@@ -40,6 +43,7 @@ from PIL import Image, ImageFilter
 
 from bot.request import GeneratedImage
 from inference import tiny
+from inference.local import _esrgan as esrgan
 from inference.local._controlnet import GatedControlNets, StepGate
 from inference.local._job import Asset, Control, WorkerJob, batch_key
 from inference.local._protocol import Stage
@@ -286,6 +290,7 @@ class SDXLRunner:
         self._embeddings: dict[str, _Embedding] = {}
         # Kept across base switches: a ControlNet holds its own weights, not the base's.
         self._controlnets: dict[str, ControlNetModel] = {}
+        self._upscalers: dict[str, tuple[torch.nn.Module, esrgan.Architecture]] = {}
 
     def run(
         self, job: WorkerJob, on_progress: ProgressFn | None = None, should_cancel: CancelFn | None = None
@@ -320,6 +325,9 @@ class SDXLRunner:
         started = time.perf_counter()
         on_progress = on_progress or (lambda stage, step, total, preview: None)
         should_cancel = should_cancel or (lambda: False)
+        if job.upscaler is not None:
+            # An upscaler enlarges each image alone: no SDXL pipeline runs.
+            return [self._upscaled(one, on_progress, should_cancel) for one in jobs]
         meta: dict[str, Any] = {}
 
         # 1. Load (or reuse) the base pipeline.
@@ -442,11 +450,7 @@ class SDXLRunner:
             meta["batch"] = len(seeds)
 
         # 12. Check each decoded image; the verdict travels with it and the server's policy decides.
-        try:
-            verdicts = self._safety(job.model.local, list(output.images))
-        except Exception as error:
-            reason = "the safety checker could not be loaded (are its files downloaded? see IMAGEBOT_SAFETY_CHECKER)"
-            raise JobFailed("failed", reason) from error
+        verdicts = self._verdicts(job, list(output.images))
         images = iter(zip(output.images, verdicts, strict=True))
         return [
             [
@@ -462,6 +466,51 @@ class SDXLRunner:
                 for index, (seed, (image, nsfw)) in enumerate(zip(one.seeds, images, strict=False))
             ]
             for one in jobs
+        ]
+
+    def _verdicts(self, job: WorkerJob, images: list[Image.Image]) -> list[bool | None]:
+        """Return the safety check's verdict on each image (True: flagged)."""
+        try:
+            return list(self._safety(job.model.local, images))
+        except Exception as error:
+            reason = "the safety checker could not be loaded (are its files downloaded? see IMAGEBOT_SAFETY_CHECKER)"
+            raise JobFailed("failed", reason) from error
+
+    def _upscaled(self, job: WorkerJob, on_progress: ProgressFn, should_cancel: CancelFn) -> list[GeneratedImage]:
+        """Enlarge a job's init image to its size with its catalog upscaler: no model redraws it.
+
+        Progress counts the network's tiles (of each pass); cancel is checked after each tile.
+        """
+        assert job.upscaler is not None and job.init_image is not None
+        started = time.perf_counter()
+        net, found = self._upscaler(job.upscaler)
+        with Image.open(job.init_image) as opened:
+            image = opened.convert("RGB")
+
+        def tile_done(done: int, total: int) -> None:
+            on_progress("base", done, total, None)
+            if should_cancel():
+                raise RunCancelled
+
+        if should_cancel():
+            raise RunCancelled
+        output = esrgan.upscale(
+            net, found, image, (job.width, job.height), device=self.device, dtype=self.dtype, on_tile=tile_done
+        )
+        (nsfw,) = self._verdicts(job, [output])
+        meta: dict[str, Any] = {
+            "base_steps": 0,
+            "refiner_steps": 0,
+            "upscaler": job.upscaler.name,
+            "upscaler_network": found.title,
+            "seconds": round(time.perf_counter() - started, 3),
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+        data = _encode(output, job.output_format)
+        return [
+            GeneratedImage(index, seed, data, output.width, output.height, dict(meta), nsfw)
+            for index, seed in enumerate(job.seeds)
         ]
 
     def _first_stage(
@@ -518,6 +567,9 @@ class SDXLRunner:
         Raises:
             JobFailed: something could not be loaded.
         """
+        if job.upscaler is not None:
+            self._upscaler(job.upscaler)
+            return
         self._base_pipeline(job.model)
         if job.refiner is not None:
             self._refiner_pipeline(job.refiner)
@@ -532,7 +584,10 @@ class SDXLRunner:
 
     def stats(self) -> dict[str, int]:
         """Return how many times each kind of thing was loaded."""
-        return {kind: self.loads[kind] for kind in ("pipeline", "refiner", "vae", "lora", "embedding", "controlnet")}
+        return {
+            kind: self.loads[kind]
+            for kind in ("pipeline", "refiner", "vae", "lora", "embedding", "controlnet", "upscaler")
+        }
 
     # Loading
 
@@ -650,6 +705,33 @@ class SDXLRunner:
         self.loads["controlnet"] += 1
         self._controlnets[asset.local] = net
         return net
+
+    def _upscaler(self, asset: Asset) -> tuple[torch.nn.Module, esrgan.Architecture]:
+        """Return a catalog upscaler's network (loaded once) and what it is.
+
+        Its ``local`` is a weight file (``.safetensors``, or ``.pth`` read with ``weights_only``), a
+        ``tiny:`` part, or a Hugging Face repo with the file in ``weight_name``.
+
+        Raises:
+            JobFailed: the file cannot be read, or is not a network `esrgan.detect` knows (one sentence).
+        """
+        key = f"{asset.local}|{asset.weight_name}"
+        if key not in self._upscalers:
+            source, weight_name = self._source(asset)
+            path = Path(source) / weight_name if weight_name and Path(source).is_dir() else Path(source)
+            try:
+                if not path.is_file() and weight_name:
+                    from huggingface_hub import hf_hub_download
+
+                    path = Path(hf_hub_download(source, weight_name, **self._hub_kwargs()))
+                net, found = esrgan.load_upscaler(path)
+            except esrgan.UnknownUpscaler as error:
+                raise JobFailed("failed", f"the upscaler '{asset.name}' {error}") from None
+            except Exception as error:
+                raise _load_failed("upscaler", asset.name) from error
+            self._upscalers[key] = (net.to(self.device, self.dtype), found)
+            self.loads["upscaler"] += 1
+        return self._upscalers[key]
 
     def _use_loras(self, loras: tuple[Asset, ...]) -> None:
         assert self.base is not None

@@ -24,12 +24,13 @@ BOT = (
 )
 
 
-def _run_chat(data_dir: Path, tiny_data_dir: Path, stdin: str) -> subprocess.CompletedProcess[str]:
+def _run_chat(data_dir: Path, tiny_data_dir: Path, stdin: str, **settings: str) -> subprocess.CompletedProcess[str]:
     (data_dir / "models").mkdir(parents=True, exist_ok=True)
     # Reuse the tiny model built once for the session rather than building it again.
     (data_dir / "models" / "tiny").symlink_to(tiny_data_dir / "models" / "tiny")
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEBOT_")}
     env.update(IMAGEBOT_DATA_DIR=str(data_dir), HF_HUB_OFFLINE="1", IMAGEBOT_LOG_LEVEL="WARNING")
+    env.update({f"IMAGEBOT_{key.upper()}": value for key, value in settings.items()})
     return subprocess.run(
         [sys.executable, "-c", BOT],
         input=stdin,
@@ -108,6 +109,28 @@ def test_image_to_image_vary_and_upscale_on_the_worker(tmp_path, tiny_data_dir):
     assert Image.open(next(images.rglob("4-0.png"))).size == (256, 256)
     inputs = list((tmp_path / "data" / "inputs").rglob("*.png"))
     assert len(inputs) == 3  # #1, #2 and #3, each kept once by content
+
+
+@pytest.mark.slow
+def test_a_catalog_upscaler_on_the_worker(tmp_path, tiny_data_dir):
+    """IMAGEBOT_UPSCALER=tiny-upscaler: `upscale 2` and `upscale #1 4` are the network alone, new generations."""
+    script = "/imagine a red fox --seed 7 --steps 4\nupscale 2\nupscale #1 4\nupscale #2 2\nhistory\n"
+    result = _run_chat(tmp_path / "data", tiny_data_dir, script, upscaler="tiny-upscaler")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "✖" not in out and "Traceback" not in out + result.stderr, out + result.stderr
+    assert "bot process imported: []" in result.stderr  # the network runs in the worker, like SDXL
+    images = tmp_path / "data" / "images"
+    made = {n: Image.open(next(images.rglob(f"{n}-0.png"))) for n in (1, 2, 3, 4)}
+    assert [made[n].size for n in (1, 2, 3, 4)] == [(128, 128), (256, 256), (512, 512), (512, 512)]
+    for n, factor in ((2, "2"), (3, "4"), (4, "2")):
+        fields = parse_parameters(made[n].text["parameters"])["fields"]
+        assert fields["Postprocess upscale by"] == factor and fields["Postprocess upscaler"] == "tiny-upscaler"
+        assert "Denoising strength" not in fields and fields["Seed"] == "7"
+    # the network ran: not what a Lanczos resize of #1 gives
+    lanczos = made[1].convert("RGB").resize((256, 256), Image.Resampling.LANCZOS)
+    assert made[2].convert("RGB").tobytes() != lanczos.tobytes()
+    assert "#2 upscale of #1 · done" in out and "#3 upscale of #1 · done" in out and "#4 upscale of #2 · done" in out
 
 
 @pytest.mark.slow

@@ -137,3 +137,22 @@ def test_a_server_limit_is_within_what_a_request_may_be(key: str, allowed: Range
     Policy(**{key: allowed.high})
     with pytest.raises(ValidationError):
         Policy(**{key: allowed.high + 1})
+
+
+def test_an_upscale_no_model_redraws_has_no_strength_and_older_rows_still_load() -> None:
+    """Strength None only in an upscale (then no step runs); an upscaler only then; a stored hires-fix row loads."""
+    image = {"prompt": "a fox", "model": "tiny", "width": 256, "height": 256, "init_image": "a" * 64}
+    alone = GenerationRequest(**image, upscale=2, upscaler="tiny-upscaler")
+    assert alone.upscales_alone and alone.run_steps == 0 and alone.split == (0, 0)
+    assert GenerationRequest.from_dict(alone.to_dict()) == alone
+    # rows stored before upscalers: a Runware upscale with strength 0.3 and no `upscaler` key
+    old = {**image, "upscale": 2, "strength": 0.3, "steps": 30}
+    assert GenerationRequest.from_dict(old).run_steps == 9
+    for bad in (
+        {**image},  # an init image with no strength is not an upscale
+        {**image, "upscale": 2, "strength": 0.3, "upscaler": "tiny-upscaler"},  # an upscaler and a redraw
+        {"prompt": "a fox", "model": "tiny", "upscaler": "tiny-upscaler"},
+        {**image, "upscale": 2, "refiner": {"model": "tiny-refiner", "start_percent": 80}},
+    ):
+        with pytest.raises(ValidationError):
+            GenerationRequest(**bad)

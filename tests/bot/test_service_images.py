@@ -14,6 +14,7 @@ from bot.images import input_path
 from bot.jobs import Requester
 from bot.options import Limits
 from bot.pngmeta import parse_parameters, read_text
+from bot.summary import result_fields
 from tests.fakes.backend import FakeBackend
 from tests.fakes.service import memory_service
 
@@ -172,10 +173,65 @@ async def test_upscale_is_the_same_prompt_and_seed_at_twice_the_size(service, ba
     assert (upscaled.action, upscaled.parent_id, upscaled.seed) == ("upscale", first.id, 8)
     assert (request.width, request.height, request.upscale, request.strength, request.count) == (256, 256, 2, 0.3, 1)
     fields = parse_parameters(read_text((tmp_path / upscaled.images[0].path).read_bytes())["parameters"])["fields"]
-    assert fields["Hires upscale"] == "2"
+    assert fields["Hires upscale"] == "2" and fields["Hires upscaler"] == "Lanczos"
+    assert ("Upscale", "2× hires fix: Lanczos, then redrawn at strength 0.3") in result_fields(upscaled)
     # a button upscales the first image; 4× of 128² still fits the 512² budget
     reply = await flow.action(ALICE, "upscale-4", first.id)
     assert isinstance(reply, Started) and (reply.job.request.width, reply.job.request.upscale) == (512, 4)
+
+
+async def test_a_configured_upscaler_enlarges_the_image_alone_and_that_is_what_is_stored(backend, tmp_path):
+    """With IMAGEBOT_UPSCALER set, an upscale names the upscaler and stores no strength and no refiner."""
+    async with memory_service(backend, tmp_path, upscaler="tiny-upscaler") as service:
+        first = await (await service.imagine("a red fox --seed 7 --refiner 80", ALICE)).result()
+        await service.update_settings(ALICE, {"upscale_strength": 0.5})  # no redraw: not used
+        upscaled = await (await service.upscale(ALICE, 1, 4)).result()
+    request = backend.requests[-1]
+    assert (upscaled.action, upscaled.parent_id, upscaled.seed) == ("upscale", first.id, 7)
+    assert (request.upscale, request.upscaler, request.strength, request.refiner) == (4, "tiny-upscaler", None, None)
+    assert (request.width, request.height, request.run_steps, upscaled.warnings) == (512, 512, 0, ())
+    fields = parse_parameters(read_text((tmp_path / upscaled.images[0].path).read_bytes())["parameters"])["fields"]
+    assert fields["Postprocess upscale by"] == "4" and fields["Postprocess upscaler"] == "tiny-upscaler"
+    assert "Denoising strength" not in fields and "Hires upscale" not in fields
+    assert ("Upscale", "4× by the tiny-upscaler upscaler, no redraw") in result_fields(upscaled)
+    assert ("Steps", "none: an upscaler enlarged the image alone") in result_fields(upscaled)
+
+
+async def test_an_upscale_made_alone_is_not_rerolled_or_refined(backend, tmp_path):
+    """A new seed or a refiner changes nothing an upscaler made: one sentence each, pointing at the parent."""
+    async with memory_service(backend, tmp_path, upscaler="tiny-upscaler") as service:
+        await (await service.imagine("a red fox --seed 7", ALICE)).result()
+        await (await service.upscale(ALICE, 1, 2)).result()
+        sent = len(backend.requests)
+        with pytest.raises(InvalidOption) as refused:
+            await service.reroll(ALICE, 2)
+        assert str(refused.value) == (
+            "Reroll is not possible: #2 was enlarged by an upscaler alone,"
+            " which a new seed does not change (reroll #1, then upscale)."
+        )
+        with pytest.raises(InvalidOption, match=r"^Refine is not possible: #2 was enlarged by an upscaler alone"):
+            await service.refine(ALICE, 2)
+        assert len(backend.requests) == sent
+        # Vary redraws it, and upscaling it again runs the upscaler on it
+        await (await service.vary(ALICE, 2, "subtle")).result()
+        assert backend.requests[-1].strength == 0.35 and backend.requests[-1].upscale is None
+
+
+async def test_an_upscale_on_a_backend_that_upscales_alone_stores_no_strength(tmp_path):
+    """Runware's upscaler does not redraw: the stored request has no strength, and says whose upscaler it was."""
+    backend = FakeBackend(name="runware")
+    async with memory_service(backend, tmp_path, upscaler="tiny-upscaler") as service:
+        await (await service.imagine("a red fox --seed 7", ALICE)).result()
+        upscaled = await (await service.upscale(ALICE, 1, 2)).result()
+    request = backend.requests[-1]
+    assert (request.upscale, request.upscaler, request.strength) == (2, None, None)
+    assert ("Upscale", "2× by the backend's upscaler, no redraw") in result_fields(upscaled)
+
+
+async def test_an_unknown_configured_upscaler_is_refused_at_start(backend, tmp_path):
+    with pytest.raises(InvalidOption, match="not in the catalog"):
+        async with memory_service(backend, tmp_path, upscaler="no-such-upscaler"):
+            pass
 
 
 async def test_an_upscale_over_the_pixel_budget_is_one_sentence(service):

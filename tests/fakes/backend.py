@@ -31,6 +31,11 @@ class FakeBackend:
         self.nsfw_seeds: set[int] = set()  # images with these seeds come back flagged by the "safety check"
         self.closed = False
 
+    @property
+    def upscales_alone(self):
+        """Upscale like Runware (the image alone) when named ``runware``, else like the local worker."""
+        return self.name == "runware"
+
     def check(self, request):
         """Take everything the request model allows."""
 

@@ -59,6 +59,19 @@ async def test_a_custom_safety_checker_is_reported_as_such(monkeypatch: pytest.M
     assert check.detail == "a custom checker (tests.fakes.safety:flag_all), imported by the worker"
 
 
+async def test_a_configured_upscaler_is_checked_for_its_weight_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """IMAGEBOT_UPSCALER: the tiny network passes; a shipped one whose .pth is missing says where it goes."""
+    monkeypatch.setenv("IMAGEBOT_UPSCALER", "tiny-upscaler")
+    assert by_name(await check_all())["upscaler"].ok
+    monkeypatch.setenv("IMAGEBOT_UPSCALER", "realesrgan-x4plus")
+    check = by_name(await check_all())["upscaler"]
+    assert not check.ok and check.detail.endswith(
+        "upscalers/RealESRGAN_x4plus.pth does not exist; copy the upscaler's weights there or fix the catalog."
+    )
+
+
 async def test_an_invalid_setting_is_named_and_nothing_else_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMAGEBOT_PIXEL_BUDGET", "lots")
     (check,) = await check_all()

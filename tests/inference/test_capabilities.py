@@ -99,3 +99,22 @@ def test_a_controlnet_weight_above_runwares_1_is_refused_naming_the_local_backen
         InvalidOption, match=r"^ControlNet weight is at most 1 on Runware, not 1\.5; the local backend can\.$"
     ):
         CAPABILITIES["runware"].check(request, CATALOG)
+
+
+def test_an_upscale_no_model_redraws_needs_an_upscaler_here_and_none_on_runware() -> None:
+    """Local: the hires fix (a strength) or a catalog upscaler; Runware: its own upscaler, never a catalog one."""
+    from bot.catalog import load_catalog
+    from bot.request import GenerationRequest
+
+    shipped = load_catalog()
+    image = {"prompt": "a fox", "model": "tiny", "width": 256, "height": 256, "init_image": "a" * 64, "upscale": 2}
+    CAPABILITIES["local"].check(GenerationRequest(**image, upscaler="tiny-upscaler"), shipped)
+    CAPABILITIES["local"].check(GenerationRequest(**image, strength=0.3), shipped)
+    CAPABILITIES["runware"].check(GenerationRequest(**image), shipped)
+    with pytest.raises(
+        InvalidOption,
+        match=r"^Upscale needs a strength \(the hires fix\) or a catalog upscaler on the local backend; Runware can\.$",
+    ):
+        CAPABILITIES["local"].check(GenerationRequest(**image), shipped)
+    with pytest.raises(InvalidOption, match=r"^Upscaler 'tiny-upscaler' is not available on Runware; the local"):
+        CAPABILITIES["runware"].check(GenerationRequest(**image, upscaler="tiny-upscaler"), shipped)

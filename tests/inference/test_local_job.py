@@ -161,3 +161,22 @@ def test_lcm_past_50_steps_is_refused_when_asked_not_when_run(tmp_path):
     assert "at most 50 with LCM" in str(caught.value)
     backend.check(request(scheduler="LCM", steps=8))
     assert backend.worker_pid is None
+
+
+def test_an_upscaler_resolves_to_its_file_and_keeps_its_jobs_apart(tmp_path):
+    """A catalog upscaler is the job's asset (``./`` under the data dir); its jobs never batch with hires-fix ones."""
+    from inference.local._job import batch_key
+
+    catalog = Catalog.from_toml(
+        '[model.tiny]\narchitecture = "sdxl"\nlocal = "tiny:base"\n\n'
+        '[upscaler.sharp]\narchitecture = "esrgan"\nlocal = "./upscalers/4x-sharp.safetensors"\n'
+    )
+    image = {"prompt": "a fox", "model": "tiny", "width": 256, "height": 256, "init_image": "a" * 64, "upscale": 2}
+    alone = build_job(GenerationRequest(**image, upscaler="sharp", seed=3), catalog, tmp_path)
+    assert alone.upscaler is not None and alone.strength is None
+    assert alone.upscaler.local == str((tmp_path / "upscalers" / "4x-sharp.safetensors").resolve())
+    assert WorkerJob.from_dict(alone.to_dict()) == alone
+    hires = build_job(GenerationRequest(**image, strength=0.3, seed=3), catalog, tmp_path)
+    assert hires.upscaler is None and batch_key(hires) != batch_key(alone)
+    with pytest.raises(InvalidOption, match="not in the catalog"):
+        build_job(GenerationRequest(**image, upscaler="blunt", seed=3), catalog, tmp_path)

@@ -19,6 +19,7 @@ from bot.config import RunwareSettings
 from bot.errors import BackendUnavailable, BotError, InvalidOption
 from bot.history import Generation
 from bot.images import check_image, input_path
+from bot.pngmeta import parse_parameters, read_text
 from bot.request import GenerationRequest
 from bot.service import ImageService
 from inference.runware import UPSCALE_NOTE, RunwareBackend
@@ -427,6 +428,10 @@ async def test_an_upscale_sends_the_stored_image_and_the_factor_and_comes_back_t
     assert error is None and generation is not None
     request = generation.request
     assert request.init_image is not None and request.upscale == factor
+    # what is stored is what ran: Runware's upscaler redraws nothing, so no strength (nor a catalog upscaler)
+    assert (request.strength, request.upscaler, request.run_steps) == (None, None, 0)
+    fields = parse_parameters(read_text((tmp_path / generation.images[0].path).read_bytes())["parameters"])["fields"]
+    assert "Denoising strength" not in fields and fields["Postprocess upscaler"] == "the backend's own"
     (sent,) = fake.calls("imageUpscale")
     assert sent["upscaleFactor"] == factor and sent["inputImage"].startswith("data:image/png;base64,")
     task = fake.tasks[sent["taskUUID"]]
