@@ -66,6 +66,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/recovery.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/batching.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/ray_scaling.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/controlnet_switch.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -6,6 +6,8 @@ Commands (a leading ``/`` is optional)::
     reroll [#id]                                 same settings, new seed (default: your latest)
     refine [#id] [percent]                       same seed, refiner from percent (default 85)
     vary subtle|strong [#id]                     the image again with a new seed, a little or a lot changed
+    upscale [#id[.n]] [2|4]                      a larger copy (default: your latest, 2×)
+    guide [#id]                                  the guide images a generation's ControlNets saw
     /imagine a fox --image photo.png --strength 0.6   start from an image: a file, or #id[.n]
     cancel [#id]                                 cancel a queued or running image (default: your newest)
     queue                                        how many images wait, and where yours are
@@ -27,9 +29,9 @@ from pathlib import Path
 from typing import TextIO
 
 from bot.actions import format_ref
-from bot.chat import ChatFlow, Listing, Reply, Started, Text, refusal
+from bot.chat import ChatFlow, Guides, Listing, Reply, Started, Text, refusal
 from bot.errors import InvalidOption, shown
-from bot.images import too_large
+from bot.images import input_path, too_large
 from bot.jobs import Job, JobEvent, Requester, progress_bar
 from bot.options import flags_help
 from bot.service import ImageService
@@ -132,6 +134,10 @@ class ConsoleChat:
                 )
                 for image in generation.images:
                     self.say(f"    {self._data_dir / image.path}")
+        elif isinstance(reply, Guides):
+            for guide in reply.images:
+                self.say(guide.label)
+                self.say(f"    {self._data_dir / input_path(guide.sha256)}")
         elif isinstance(reply, Text):
             self.say(reply.text)
         return True

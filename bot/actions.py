@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bot.errors import InvalidOption, shown
-from bot.request import REFINER_PERCENT, refiner_percent_reason
+from bot.request import REFINER_PERCENT, GenerationRequest, refiner_percent_reason
 
 __all__ = [
     "ACTION_ID_PATTERN",
@@ -26,10 +26,21 @@ __all__ = [
     "format_ref",
     "parse_image_ref",
     "parse_ref_args",
+    "result_actions",
 ]
 
 ButtonAction = Literal[
-    "reroll", "refine", "vary-subtle", "vary-strong", "upscale-2", "upscale-4", "details", "delete", "cancel", "show"
+    "reroll",
+    "refine",
+    "vary-subtle",
+    "vary-strong",
+    "upscale-2",
+    "upscale-4",
+    "details",
+    "delete",
+    "cancel",
+    "show",
+    "guide",
 ]
 _ACTIONS: dict[str, ButtonAction] = {
     "reroll": "reroll",
@@ -42,6 +53,7 @@ _ACTIONS: dict[str, ButtonAction] = {
     "delete": "delete",
     "cancel": "cancel",
     "show": "show",  # a flagged image withheld from a Slack channel, sent to its author privately
+    "guide": "guide",  # the guide images a result's ControlNets saw, shown privately
 }
 # The buttons under a finished image, in their order on every platform.
 RESULT_ACTIONS: tuple[ButtonAction, ...] = (
@@ -54,6 +66,13 @@ RESULT_ACTIONS: tuple[ButtonAction, ...] = (
     "details",
     "delete",
 )
+
+
+def result_actions(request: GenerationRequest) -> tuple[ButtonAction, ...]:
+    """Return the buttons under a finished generation of `request`: "Show guide" too where ControlNets acted."""
+    return (*RESULT_ACTIONS, "guide") if request.controlnets else RESULT_ACTIONS
+
+
 # Ids of at most 18 digits: SQLite's row ids end at 2**63 - 1 (19 digits), and a larger one fails a lookup.
 ACTION_ID_PATTERN = re.compile(rf"^ib:({'|'.join(_ACTIONS)}):([1-9][0-9]{{0,17}})$")
 _MAX_ID_LENGTH = 100

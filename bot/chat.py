@@ -28,6 +28,7 @@ from bot.service import ImageService, VaryKind
 from bot.summary import (
     FORGET_WARNING,
     GALLERY_REVOKED,
+    control_line,
     defaults_line,
     details_text,
     forgotten_line,
@@ -41,6 +42,8 @@ __all__ = [
     "ChatFlow",
     "Deleted",
     "Flagged",
+    "GuideImage",
+    "Guides",
     "Listing",
     "Reply",
     "Started",
@@ -126,7 +129,24 @@ class Flagged:
     images: tuple[StoredImage, ...]
 
 
-Reply = Started | Text | Listing | Deleted | Flagged
+@dataclass(frozen=True, slots=True)
+class GuideImage:
+    """One guide image a ControlNet saw, with the line that says which and on which steps."""
+
+    label: str
+    sha256: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Guides:
+    """The guide images of a generation's ControlNets (after preprocessing), for the user who asked only."""
+
+    generation_id: int
+    images: tuple[GuideImage, ...]
+
+
+Reply = Started | Text | Listing | Deleted | Flagged | Guides
 
 
 class ChatFlow:
@@ -174,6 +194,8 @@ class ChatFlow:
             return Text(cancelling_line(await self.service.cancel(who, generation_id)))
         if action == "show":
             return Flagged(generation_id, tuple(await self.service.flagged_images(who, generation_id)))
+        if action == "guide":
+            return await self.guides(who, generation_id)
         await self.service.delete(who, generation_id)
         return Deleted(generation_id)
 
@@ -207,6 +229,22 @@ class ChatFlow:
             how = how_to_confirm or f"send `{self._command}forget confirm`"
             return Text(f"{FORGET_WARNING}; {how} to go ahead.")
         return Text(forgotten_line(await self.service.forget(who)))
+
+    async def guides(self, who: Requester, generation_id: int | None) -> Guides:
+        """Answer ``guide [#id]`` and "Show guide": the images a generation's ControlNets were guided by."""
+        generation, images = await self.service.guides(who, generation_id)
+        controls = generation.request.controlnets
+        return Guides(
+            generation.id,
+            tuple(
+                GuideImage(
+                    f"{format_ref(generation.id)} guide {n}: {control_line(control, generation.request.run_steps)}",
+                    control.guide,
+                    data,
+                )
+                for n, (control, data) in enumerate(zip(controls, images, strict=True), start=1)
+            ),
+        )
 
     def queue(self, who: Requester) -> Text:
         """Answer ``queue``: how many jobs wait, and where the user's are."""
@@ -259,6 +297,8 @@ class ChatFlow:
         assert isinstance(arguments, RefArgs)
         if word == "cancel":
             return await self.cancel(who, arguments.generation_id)
+        if word == "guide":
+            return await self.guides(who, arguments.generation_id)
         if word == "reroll":
             return Started(await self.service.reroll(who, arguments.generation_id))
         return Started(await self.service.refine(who, arguments.generation_id, arguments.percent))
@@ -310,7 +350,7 @@ def _command(word: str, rest: str) -> _Command | None:
         if rest.lower() not in ("", "revoke"):
             raise InvalidOption("gallery", f"takes nothing or 'revoke', not '{shown(rest, 40)}'", typed=True)
         return word, rest.lower()
-    if word in ("reroll", "refine", "cancel"):
+    if word in ("reroll", "refine", "cancel", "guide"):
         return word, parse_ref_args(rest, allow_percent=word == "refine")
     if word == "upscale":
         return word, _upscale_args(rest)

@@ -674,6 +674,24 @@ class ImageService:
         await self._settings.put(who.platform, who.user_id, current)
         return current
 
+    async def guides(self, who: Requester, generation_id: int | None) -> tuple[Generation, list[bytes]]:
+        """Return a generation the user may see and the guide images its ControlNets saw, in order.
+
+        The guides as the ControlNets got them (preprocessed), so that users see why the structure
+        came out as it did; None means the user's latest generation.
+        """
+        if generation_id is None:
+            generation = await self._source(who, None, "show the guide of")
+        else:
+            generation = await self.details(who, generation_id)
+        controls = generation.request.controlnets
+        if not controls:
+            raise InvalidOption("guide", f"{format_ref(generation.id)} was made without a ControlNet")
+        try:
+            return generation, [await self._files.read_input(control.guide) for control in controls]
+        except FileNotFoundError:
+            raise NotFound(f"guide image of {format_ref(generation.id)} any more (it was deleted)") from None
+
     async def flagged_images(self, who: Requester, generation_id: int) -> list[StoredImage]:
         """Return the flagged images of a generation for its author only (a "Show" button)."""
         generation = await self.details(who, generation_id)

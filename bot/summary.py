@@ -12,11 +12,12 @@ from bot.actions import format_ref
 from bot.history import AuditEntry, Generation
 from bot.jobs import Job, JobEvent, progress_bar
 from bot.pngmeta import parameters_text
-from bot.request import GenerationRequest
+from bot.request import ControlNetSpec, GenerationRequest
 
 __all__ = [
     "FORGET_WARNING",
     "audit_text",
+    "control_line",
     "defaults_line",
     "details_text",
     "forgotten_line",
@@ -92,8 +93,7 @@ def result_fields(generation: Generation) -> list[tuple[str, str]]:
             ("Upscale", f"{request.upscale}× hires fix: Lanczos, then redrawn at strength {request.strength:g}")
         )
     for control in request.controlnets:
-        what = f"{control.model} ({control.preprocess}, weight {control.weight:g}, {control.mode})"
-        fields.append(("ControlNet", f"{what} on steps {control.start_step}–{control.end_step} of {request.run_steps}"))
+        fields.append(("ControlNet", control_line(control, request.run_steps)))
     if request.loras:
         fields.append(("LoRAs", ", ".join(f"{lora.name}:{lora.weight:g}" for lora in request.loras)))
     if request.count > 1:
@@ -219,3 +219,9 @@ def parse_setting_pairs(text: str) -> dict[str, object] | None:
             return None
         changes[key.strip().lower()] = _setting_value(value.strip())
     return changes
+
+
+def control_line(control: ControlNetSpec, run_steps: int) -> str:
+    """Describe one ControlNet as users see it: its guide's preprocessing, weight, mode and exact steps."""
+    what = f"{control.model} ({control.preprocess}, weight {control.weight:g}, {control.mode})"
+    return f"{what} on steps {control.start_step}–{control.end_step} of {run_steps}"

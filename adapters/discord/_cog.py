@@ -23,11 +23,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import metrics
-from bot.actions import ButtonAction, format_ref
+from bot.actions import ButtonAction, format_ref, result_actions
 from bot.chat import (
     ChatFlow,
     Deleted,
     Flagged,
+    Guides,
     Listing,
     Reply,
     Started,
@@ -566,6 +567,13 @@ class ImagesCog(commands.Cog, name="Images"):
             await interaction.response.send_message(history_text(reply.generations), ephemeral=True)
         elif isinstance(reply, Text):
             await interaction.response.send_message(reply.text, ephemeral=True)
+        elif isinstance(reply, Guides):
+            files = [
+                discord.File(io.BytesIO(guide.data), filename=f"guide-{reply.generation_id}-{n}.png")
+                for n, guide in enumerate(reply.images, start=1)
+            ]
+            text = "\n".join(guide.label for guide in reply.images)
+            await interaction.response.send_message(text[:2000], files=files, ephemeral=True)
         elif isinstance(reply, Flagged):  # Discord has no Show button: flagged images are spoilers on the message
             text = f"🔞 {format_ref(reply.generation_id)}: flagged images are shown as spoilers under the image."
             await interaction.response.send_message(text, ephemeral=True)
@@ -666,7 +674,12 @@ class ImagesCog(commands.Cog, name="Images"):
         embed = result_embed(generation, shown)
         content = withheld_line(displays)
         message = await self._finally_show(
-            job, edit, content=content, embed=embed, view=result_view(generation.id), files=files
+            job,
+            edit,
+            content=content,
+            embed=embed,
+            view=result_view(generation.id, result_actions(generation.request)),
+            files=files,
         )
         if message is not None:
             await self.service.attach_message(generation.id, str(message.id))

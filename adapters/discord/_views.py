@@ -7,6 +7,7 @@ encoding of `bot.actions`) and handled like a fresh one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import discord
@@ -34,6 +35,7 @@ _LOOKS: dict[ButtonAction, tuple[str, str, discord.ButtonStyle]] = {
     "details": ("ℹ️", "Details", discord.ButtonStyle.secondary),
     "delete": ("🗑", "Delete", discord.ButtonStyle.danger),
     "cancel": ("⏹", "Cancel", discord.ButtonStyle.danger),
+    "guide": ("🧭", "Show guide", discord.ButtonStyle.secondary),
 }
 
 
@@ -158,6 +160,6 @@ def running_view(generation_id: int) -> discord.ui.View:
     return _view(GenerationButton("cancel", generation_id))
 
 
-def result_view(generation_id: int) -> discord.ui.View:
-    """Return the buttons under a finished image."""
-    return _view(*(GenerationButton(action, generation_id) for action in RESULT_ACTIONS))
+def result_view(generation_id: int, actions: Sequence[ButtonAction] = RESULT_ACTIONS) -> discord.ui.View:
+    """Return the buttons under a finished image (`bot.actions.result_actions` of its request)."""
+    return _view(*(GenerationButton(action, generation_id) for action in actions))

@@ -24,7 +24,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
 from bot.actions import ACTION_ID_PATTERN, ButtonAction, decode_action, format_ref, parse_ref_args
-from bot.chat import ChatFlow, Deleted, Flagged, Listing, Reply, Started, Text, refusal, updates
+from bot.chat import ChatFlow, Deleted, Flagged, Guides, Listing, Reply, Started, Text, refusal, updates
 from bot.config import SlackSettings
 from bot.errors import BotError
 from bot.history import Generation, StoredImage
@@ -40,6 +40,7 @@ from ._blocks import (
     FILE_BLOCKS,
     FROM_IMAGE_SHORTCUT,
     GENERATE_SHORTCUT,
+    GUIDE_SHORTCUT,
     HELP,
     IMAGINE_VIEW,
     REFINE_SHORTCUT,
@@ -71,6 +72,7 @@ log = logging.getLogger(__name__)
 PLATFORM = "slack"
 NOT_AN_IMAGE = "That message is not one of my images; use this on a message with an image's buttons."
 NO_IMAGE_FILE = "That message has no PNG, JPEG or WebP file."
+NO_CONTROLNET = "This bot's catalog has no ControlNet to guide an image with."
 CANNOT_POST = "I cannot post in this conversation; invite me with `/invite @imagebot`, or pick another one."
 # Reactions on a result card do what its buttons do (Slack's names for 🔄, ✨, 🌿, 🌪️ and ❌).
 REACTIONS: dict[str, ButtonAction] = {
@@ -140,6 +142,7 @@ class SlackImages:
         app.shortcut(REROLL_SHORTCUT)(_timed(self.on_reroll_shortcut))
         app.shortcut(REFINE_SHORTCUT)(_timed(self.on_refine_shortcut))
         app.shortcut(FROM_IMAGE_SHORTCUT)(_timed(self.on_from_image_shortcut))
+        app.shortcut(GUIDE_SHORTCUT)(_timed(self.on_guide_shortcut))
         app.view(REFINE_VIEW)(_timed(self.on_refine_submit))
         app.action(ACTION_ID_PATTERN)(_timed(self.on_button))
         app.event("reaction_added")(self.on_reaction)
@@ -213,8 +216,9 @@ class SlackImages:
         given, channel = imagine_options(view)
         user = body["user"]["id"]
         source = imagine_source(view)
-        if source is not None and not given.get("image"):
-            given["image"] = source.file_id
+        role = "control_image" if source is not None and source.as_guide else "image"
+        if source is not None and not given.get(role):
+            given[role] = source.file_id
         # The core sees a token per file; only the loader turns it back into a Slack file id.
         files = {token(str(given[option])): str(given[option]) for option in FILE_BLOCKS if option in given}
         for option in FILE_BLOCKS:
@@ -282,14 +286,26 @@ class SlackImages:
 
     async def on_from_image_shortcut(self, ack: AsyncAck, shortcut: dict[str, Any]) -> None:
         """Open the "Generate image" modal to start from the image file of the message the shortcut was used on."""
+        await self._open_with_file(ack, shortcut, as_guide=False)
+
+    async def on_guide_shortcut(self, ack: AsyncAck, shortcut: dict[str, Any]) -> None:
+        """Open the "Generate image" modal with the message's image file as the ControlNet's guide."""
+        await self._open_with_file(ack, shortcut, as_guide=True)
+
+    async def _open_with_file(self, ack: AsyncAck, shortcut: dict[str, Any], *, as_guide: bool) -> None:
         await ack()
         channel = shortcut["channel"]["id"]
         message = shortcut.get("message") or {}
         file = image_file(message)
+        who = _requester(shortcut["user"]["id"], _team(shortcut), channel)
         if file is None:
-            await self._tell(_requester(shortcut["user"]["id"], _team(shortcut), channel), NO_IMAGE_FILE)
+            await self._tell(who, NO_IMAGE_FILE)
             return
-        source = SourceFile(file["id"], str(file.get("name") or file["id"]), channel, message.get("thread_ts"))
+        if as_guide and not self.service.catalog.names("controlnet"):
+            await self._tell(who, NO_CONTROLNET)
+            return
+        name = str(file.get("name") or file["id"])
+        source = SourceFile(file["id"], name, channel, message.get("thread_ts"), as_guide=as_guide)
         await self.client.views_open(
             trigger_id=shortcut["trigger_id"],
             view=imagine_modal(self.service.catalog, self.service.default_model, source),
@@ -347,6 +363,16 @@ class SlackImages:
             await self._tell(who, reply.text)
         elif isinstance(reply, Listing):
             await self._tell(who, history_text(reply.generations))
+        elif isinstance(reply, Guides):
+            # Files cannot be ephemeral on Slack: the guides go to the user who asked, in a direct message.
+            posted = await self.client.chat_postMessage(
+                channel=who.user_id, text="\n".join(escape(guide.label) for guide in reply.images)
+            )
+            uploads = [
+                {"file": guide.data, "filename": f"guide-{reply.generation_id}-{n}.png", "title": guide.label[:250]}
+                for n, guide in enumerate(reply.images, start=1)
+            ]
+            await self.client.files_upload_v2(channel=posted["channel"], file_uploads=uploads)
         elif isinstance(reply, Flagged):
             posted = await self.client.chat_postMessage(
                 channel=who.user_id,

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.actions import RESULT_ACTIONS, ButtonAction, encode_action, format_ref
+from bot.actions import ButtonAction, encode_action, format_ref, result_actions
 from bot.catalog import Catalog
 from bot.history import Generation
 from bot.jobs import Job
@@ -23,6 +23,7 @@ __all__ = [
     "FILE_BLOCKS",
     "FROM_IMAGE_SHORTCUT",
     "GENERATE_SHORTCUT",
+    "GUIDE_SHORTCUT",
     "HELP",
     "IMAGINE_VIEW",
     "REFINE_SHORTCUT",
@@ -54,6 +55,7 @@ GENERATE_SHORTCUT = "generate_image"
 REROLL_SHORTCUT = "reroll_image"
 REFINE_SHORTCUT = "refine_image"
 FROM_IMAGE_SHORTCUT = "imagine_from_image"
+GUIDE_SHORTCUT = "use_as_controlnet_guide"
 IMAGINE_VIEW = "imagine_modal"
 REFINE_VIEW = "refine_modal"
 
@@ -84,6 +86,7 @@ _BUTTONS: dict[ButtonAction, tuple[str, str | None]] = {
     "delete": ("🗑 Delete", "danger"),
     "cancel": ("⏹ Cancel", "danger"),
     "show": ("🔞 Show", None),
+    "guide": ("🧭 Show guide", None),
 }
 
 # Slack's own limits (Block Kit reference).
@@ -182,7 +185,8 @@ def result_blocks(
         blocks.append(_context(escape(withheld)))
     # Delete carries the image's file ids, so the uploads go with the card.
     buttons = [
-        _button(action, generation.id, ",".join(file_ids) if action == "delete" else "") for action in RESULT_ACTIONS
+        _button(action, generation.id, ",".join(file_ids) if action == "delete" else "")
+        for action in result_actions(request)
     ]
     if show:
         buttons.append(_button("show", generation.id))
@@ -260,12 +264,16 @@ def _input(block_id: str, label: str, element: dict[str, Any], *, optional: bool
 
 @dataclass(frozen=True, slots=True)
 class SourceFile:
-    """The image file a message shortcut opened the modal with, and where that message is."""
+    """The image file a message shortcut opened the modal with, and where that message is.
+
+    `as_guide`: the file is the ControlNet's guide ("Use as ControlNet guide"), not the image to start from.
+    """
 
     file_id: str
     name: str
     channel: str
     thread_ts: str | None = None
+    as_guide: bool = False
 
 
 def _file_input() -> dict[str, Any]:
@@ -318,7 +326,7 @@ def imagine_modal(catalog: Catalog, default_model: str, source: SourceFile | Non
         blocks.append(
             _input("lora", "LoRAs", {"type": "multi_static_select", "options": loras, "max_selected_items": 5})
         )
-    if source is None:
+    if source is None or source.as_guide:
         blocks.append(_input("image", "Start from an image", _file_input(), hint="PNG, JPEG or WebP."))
     else:
         blocks.append(_context(f"Starting from *{escape(source.name[:200])}*."))
@@ -332,7 +340,7 @@ def imagine_modal(catalog: Catalog, default_model: str, source: SourceFile | Non
         _input("mask", "Mask", _file_input(), hint="With an image: white repaints, black keeps."),
     ]
     if controlnets:
-        blocks += _control_blocks(controlnets)
+        blocks += _control_blocks(controlnets, source.name if source is not None and source.as_guide else None)
     conversation: dict[str, Any] = {"type": "conversations_select", "default_to_current_conversation": True}
     if source is not None:
         conversation["initial_conversation"] = source.channel
@@ -346,24 +354,38 @@ def imagine_modal(catalog: Catalog, default_model: str, source: SourceFile | Non
         "blocks": blocks,
     }
     if source is not None:
-        view["private_metadata"] = json.dumps(
-            {"file": source.file_id, "name": source.name, "channel": source.channel, "thread_ts": source.thread_ts}
-        )
+        metadata = {
+            "file": source.file_id,
+            "name": source.name,
+            "channel": source.channel,
+            "thread_ts": source.thread_ts,
+        }
+        view["private_metadata"] = json.dumps(metadata | ({"as": "guide"} if source.as_guide else {}))
     return view
 
 
-def _control_blocks(controlnets: list[dict[str, Any]]) -> list[Block]:
-    """Return the modal's ControlNet fields: the guide, which ControlNet, its weight, steps and mode."""
+def _control_blocks(controlnets: list[dict[str, Any]], guide: str | None = None) -> list[Block]:
+    """Return the modal's ControlNet fields: the guide, which ControlNet, its weight, steps and mode.
+
+    `guide` names the message's file that is the guide ("Use as ControlNet guide"): it stands in for
+    the file input, and the first ControlNet is chosen already.
+    """
     modes = [_option(_MODE_LABELS[mode], mode) for mode in CONTROL_MODES]
     step = "a step like 10 or a percentage like 40%"
-    return [
-        _input(
+    which: dict[str, Any] = {"type": "static_select", "options": controlnets}
+    if guide is None:
+        given: Block = _input(
             "control_image",
             "ControlNet guide",
             _file_input(),
             hint="Its edges (or depth…) shape the image; PNG, JPEG or WebP.",
-        ),
-        _input("control", "ControlNet", {"type": "static_select", "options": controlnets}),
+        )
+    else:
+        given = _context(f"Guided by *{escape(guide[:200])}*.")
+        which["initial_option"] = controlnets[0]
+    return [
+        given,
+        _input("control", "ControlNet", which),
         _input(
             "control_weight",
             "ControlNet weight",
@@ -382,7 +404,11 @@ def imagine_source(view: Mapping[str, Any]) -> SourceFile | None:
     if not isinstance(metadata, dict) or not isinstance(metadata.get("file"), str):
         return None
     return SourceFile(
-        metadata["file"], str(metadata.get("name") or ""), str(metadata["channel"]), metadata.get("thread_ts")
+        metadata["file"],
+        str(metadata.get("name") or ""),
+        str(metadata["channel"]),
+        metadata.get("thread_ts"),
+        as_guide=metadata.get("as") == "guide",
     )
 
 

@@ -46,3 +46,24 @@ async def test_image_files_in_the_console(tmp_path: Path) -> None:
     assert len(backend.requests) == 1
     assert lines[0].startswith("✖ --image '") and lines[0].endswith("' cannot be read (No such file or directory).")
     assert lines[1:] == ["✖ --image must be a PNG, JPEG or WebP file.", "✖ --image is 293 KB; the most is 195.3 KB."]
+
+
+async def test_guide_shows_where_the_guide_the_controlnet_saw_is_kept(tmp_path: Path) -> None:
+    """`guide [#id]` names each ControlNet's guide and the file it is kept in (the preprocessed map)."""
+    from PIL import Image
+
+    from bot.images import input_path
+
+    Image.new("RGB", (64, 64), (10, 200, 10)).save(tmp_path / "green.png")
+    backend = FakeBackend()
+    async with started_service(backend, tmp_path / "data") as (service, _):
+        out = io.StringIO()
+        chat = ConsoleChat(service, Requester(platform="console", user_id="ada"), out, tmp_path / "data")
+        assert await chat.handle(f"/imagine a fox --steps 10 --cn tiny-controlnet --guide {tmp_path / 'green.png'}")
+        assert await chat.handle("guide #1")
+        assert not await chat.handle("guide #1 #2")
+    control = backend.requests[-1].controlnets[0]
+    lines = out.getvalue().splitlines()
+    at = lines.index("#1 guide 1: tiny-controlnet (canny, weight 1, balanced) on steps 1–10 of 10")
+    assert lines[at + 1] == f"    {tmp_path / 'data' / input_path(control.guide)}"
+    assert lines[-1].startswith("✖ Argument '#2' is not understood")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from bot.errors import InvalidOption
+from bot.errors import InvalidOption, NotFound
 from bot.images import input_path
 from bot.jobs import Requester
 from bot.options import Limits
@@ -116,3 +116,34 @@ async def test_refusals_are_one_sentence_and_store_nothing(service, tmp_path, li
     assert str(refused.value).startswith(message), str(refused.value)
     assert await service.history(ALICE) == []
     assert not (tmp_path / "inputs").exists()
+
+
+async def test_show_guide_gives_the_preprocessed_guides_to_whoever_may_see_the_image(service, tmp_path):
+    """ "Show guide" (and `guide [#id]`): the canny map the ControlNet saw, labelled with its steps; a
+    result made without a ControlNet has no such button and the command says why."""
+    from bot.actions import result_actions
+    from bot.chat import ChatFlow, Guides
+
+    flow = ChatFlow(service)
+    plain = await (await service.imagine("a fox", ALICE)).result()
+    guided = await (await service.imagine("a fox --cn tiny-controlnet --guide square.png", ALICE, load=load)).result()
+    assert "guide" in result_actions(guided.request) and "guide" not in result_actions(plain.request)
+
+    reply = await flow.action(ALICE, "guide", guided.id)
+    assert isinstance(reply, Guides) and reply.generation_id == guided.id
+    (shown,) = reply.images
+    control = guided.request.controlnets[0]
+    assert shown.data == (tmp_path / input_path(control.guide)).read_bytes()  # the map, not the photo
+    assert shown.label == f"#{guided.id} guide 1: tiny-controlnet (canny, weight 1, balanced) on steps 1–20 of 20"
+    latest = await flow.text(ALICE, "guide")
+    assert isinstance(latest, Guides) and latest.images == reply.images
+
+    with pytest.raises(InvalidOption, match=f"#{plain.id} was made without a ControlNet"):
+        await flow.text(ALICE, f"guide #{plain.id}")
+    bob = Requester("console", "bob", workspace="w1")
+    assert isinstance(await flow.action(bob, "guide", guided.id), Guides)  # a public image's guide is public
+    await service.update_settings(ALICE, {"private": True})
+    private = await (await service.imagine("a cat --cn tiny-controlnet --guide square.png", ALICE, load=load)).result()
+    with pytest.raises(NotFound, match=f"There is no generation #{private.id}"):
+        await flow.action(bob, "guide", private.id)
+    assert await flow.text(ALICE, "guide of the galaxy") is None  # on Slack, a prompt

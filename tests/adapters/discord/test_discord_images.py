@@ -89,6 +89,29 @@ async def test_a_control_image_guides_the_image_on_the_steps_asked(running):
     assert [d.attachment_id for d in fake.downloads] == [guide.id]  # fetched once
 
 
+async def test_show_guide_sends_the_guide_the_controlnet_saw_privately(running):
+    """A ControlNet result has a "Show guide" button; a click answers privately with the guide as a file."""
+    from bot.actions import encode_action
+
+    fake = running.fake
+    guide = _png(128, 128, (10, 200, 10))
+    options = {"prompt": "a red fox", "steps": 20, "control_image": fake.attachment("map.png", guide)}
+    _, message = await _imagine(fake, options | {"control": "tiny-controlnet", "control_end": "5"})
+    button = encode_action("guide", 1)
+    assert button in message.custom_ids
+    clicked = await fake.click(message.id, button)
+    await fake.wait_for(lambda: clicked.original is not None)
+    reply = clicked.original
+    assert reply.ephemeral
+    assert reply.content == "#1 guide 1: tiny-controlnet (canny, weight 1, balanced) on steps 1–5 of 20"
+    (sent,) = reply.attachments
+    assert sent.filename == "guide-1-1.png"
+    # The canny map the ControlNet saw (a flat colour has no edges), not the upload.
+    assert Image.open(io.BytesIO(sent.data)).convert("L").getextrema() == (0, 0)
+    _, plain = await _imagine(fake, {"prompt": "a red fox"})
+    assert not any(custom_id.startswith("ib:guide:") for custom_id in plain.custom_ids)
+
+
 async def test_a_bad_control_end_gets_one_sentence_and_nothing_is_queued(running):
     fake = running.fake
     guide = fake.attachment("edges.png", _png(128, 128))

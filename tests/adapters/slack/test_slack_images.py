@@ -205,6 +205,29 @@ async def test_imagine_from_this_image_opens_the_modal_with_that_file(running: R
     assert [d.file_id for d in fake.downloads] == [photo.id]
 
 
+async def test_use_as_controlnet_guide_opens_the_modal_with_that_file_as_the_guide(running: Running) -> None:
+    """The message shortcut: the modal names the file as the guide, picks a ControlNet, and the image is
+    made from the prompt alone, shaped by the guide (not started from it)."""
+    fake = running.fake
+    drawing = fake.share_file("outline.png", _png(128, 128))
+    posted = fake.user_message([drawing], text="my sketch")
+    sent = await fake.send_message_shortcut(running.url, "use_as_controlnet_guide", message_ts=posted.ts)
+    assert sent.status == 200 and sent.elapsed < 3
+    await fake.wait_for(lambda: fake.calls_to("views.open"))
+    view = fake.calls_to("views.open")[-1].args["view"]
+    blocks = {block.get("block_id"): block for block in view["blocks"]}
+    assert "control_image" not in blocks and "image" in blocks  # the guide is the message's file
+    assert "Guided by *outline.png*." in str(view["blocks"])
+    assert blocks["control"]["element"]["initial_option"]["value"] == "canny-sdxl"  # the catalog's first
+    await _submit(running, "a castle --steps 10", view["private_metadata"], control=_selected("tiny-controlnet"))
+    await running.finished_card(1)
+    (request,) = running.backend.requests
+    assert request.init_image is None
+    ((control),) = request.controlnets
+    assert (control.model, control.start_step, control.end_step) == ("tiny-controlnet", 1, 10)
+    assert [d.file_id for d in fake.downloads] == [drawing.id]
+
+
 async def test_imagine_from_this_image_on_a_message_without_one_says_so(running: Running) -> None:
     posted = running.fake.user_message([running.fake.share_file("notes.txt", b"hello")])
     await running.fake.send_message_shortcut(running.url, "imagine_from_image", message_ts=posted.ts)
@@ -222,3 +245,22 @@ async def test_vary_reactions_make_subtle_and_strong_variations(running: Running
         await running.finished_card(number)
         request = running.backend.requests[-1]
         assert request.init_image is not None and request.strength == VARY_STRENGTH[kind]
+
+
+async def test_show_guide_sends_the_guide_to_the_user_privately(running: Running) -> None:
+    """A ControlNet card has 🧭 Show guide; a click sends the guide the ControlNet saw in a direct message."""
+    from tests.adapters.slack.conftest import action_ids
+    from tests.adapters.slack.test_slack_app import _click
+
+    fake = running.fake
+    guide = fake.share_file("edges.png", _png(128, 128))
+    await _submit(running, "a red fox --steps 20", control_image=guide, control=_selected("tiny-controlnet"))
+    card = await running.finished_card(1)
+    assert action_ids(card)[-1] == "ib:guide:1"
+    await _click(running, card, "ib:guide:1", user_id="U_BOB")  # a public image's guide: anyone may see it
+    await fake.wait_for(lambda: any(m.files and m.channel != "C1" for m in fake.messages.values()))
+    (private,) = [m for m in fake.messages.values() if m.files and m.channel != "C1"]
+    assert private.channel == fake.dm_channel("U_BOB")
+    assert private.files[0][0] == "guide-1-1.png"
+    said = [m.text for m in fake.messages.values() if m.channel == private.channel and not m.files]
+    assert "#1 guide 1: tiny-controlnet (canny, weight 1, balanced) on steps 1–20 of 20" in said
