@@ -305,7 +305,7 @@ async def test_input_images_and_guides_travel_with_the_job(backend, tiny_data_di
     from tests.inference.test_local_image_inputs import gradient, store_input
 
     bot_dir = tmp_path / "bot"
-    init = store_input(bot_dir, gradient())
+    init = store_input(bot_dir, gradient().rotate(90))  # an image no other test stores
     guide = store_input(bot_dir, Image.new("RGB", (128, 128), (250, 10, 10)))
     assert not any((tiny_data_dir / "inputs").rglob(f"{init}.png"))  # only the bot has it
     remote = RayBackend(load_catalog(), bot_dir, address=None, app_name=APP)

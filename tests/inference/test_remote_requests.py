@@ -204,19 +204,19 @@ def test_every_steps_and_run_pair_has_an_exact_runware_pair_at_most_two_steps_aw
             "Image is not available on ModelsLab; the local backend and Runware can.",
         ),
         (
-            lambda: with_inputs("a fox"),
-            "ray",
-            "Image is not available on the Ray cluster; the local backend and Runware can.",
-        ),
-        (
             lambda: with_inputs("a fox --refiner 80"),
             "runware",
             "Refiner cannot follow an input image on Runware; the local backend can.",
         ),
     ],
-    ids=["modelslab-image", "modelslab-mask", "ray-image", "runware-refiner-after-image"],
+    ids=["modelslab-image", "modelslab-mask", "runware-refiner-after-image"],
 )
 def test_input_images_a_backend_cannot_take_are_refused_naming_who_can(req, backend: str, sentence: str) -> None:
     with pytest.raises(InvalidOption) as refused:
         CAPABILITIES[backend].check(req(), CATALOG)  # type: ignore[index]
     assert str(refused.value) == sentence
+
+
+def test_the_ray_cluster_takes_input_images_and_masks() -> None:
+    """Its replicas run the local worker's code and get the files with the job (inference/ray_serve.py)."""
+    CAPABILITIES["ray"].check(with_inputs("a fox --refiner 80", mask=True), CATALOG)
