@@ -67,6 +67,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/batching.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/ray_scaling.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/controlnet_switch.py
+	$(BIN)/python bench/gallery_load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

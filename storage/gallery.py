@@ -56,12 +56,13 @@ class SqliteGallery:
         if query.until is not None:
             where.append("created_at < ?")
             parameters.append(query.until)
-        expression = match_expression(query.words)
-        if expression is not None:
-            where.append("id IN (SELECT rowid FROM generation_prompts WHERE generation_prompts MATCH ?)")
-            parameters.append(expression)
         return await select_generations(
-            self._db, " AND ".join(where), tuple(parameters), limit=query.limit, newest_first=not query.oldest_first
+            self._db,
+            " AND ".join(where),
+            tuple(parameters),
+            limit=query.limit,
+            newest_first=not query.oldest_first,
+            matching=match_expression(query.words),
         )
 
     async def get(self, platform: str, user_id: str, generation_id: int) -> Generation | None:
@@ -80,10 +81,20 @@ class SqliteGallery:
         )
 
     async def models(self, platform: str, user_id: str) -> list[str]:
-        """Return the models the user's generations used, sorted."""
+        """Return the models the user's generations used, sorted.
+
+        Each is found as the smallest model after the previous one, an index seek on
+        (platform, user_id, model): the cost grows with the number of models, not of generations.
+        """
         async with self._db.lock:
             rows = await self._db.conn.execute_fetchall(
-                f"SELECT DISTINCT model FROM generations WHERE {_OWNER} ORDER BY model", (platform, user_id)
+                "WITH RECURSIVE used (model) AS ("
+                f" SELECT MIN(model) FROM generations WHERE {_OWNER}"
+                " UNION ALL"
+                f" SELECT (SELECT MIN(model) FROM generations WHERE {_OWNER} AND model > used.model)"
+                " FROM used WHERE used.model IS NOT NULL"
+                ") SELECT model FROM used WHERE model IS NOT NULL",
+                (platform, user_id, platform, user_id),
             )
         return [str(row[0]) for row in rows]
 

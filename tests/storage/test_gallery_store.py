@@ -8,8 +8,8 @@ from bot.request import GenerationRequest
 from storage import SqliteDatabase, SqliteGallery, _schema
 
 
-def new(prompt: str, user: str = "u1") -> NewGeneration:
-    request = GenerationRequest(prompt=prompt, model="tiny", seed=1)
+def new(prompt: str, user: str = "u1", model: str = "tiny") -> NewGeneration:
+    request = GenerationRequest(prompt=prompt, model=model, seed=1)
     return NewGeneration(platform="console", user_id=user, request=request, action="generate", backend="fake")
 
 
@@ -42,6 +42,23 @@ async def test_search_follows_adds_and_deletes_and_stays_with_its_owner(tmp_path
         assert [g.id for g in await gallery.page("console", "u1", GalleryQuery(words="fox"))] == [fox.id]
         await history.generations.delete(fox.id)
         assert await gallery.page("console", "u1", GalleryQuery(words="fox")) == []
+    finally:
+        await gallery.close()
+        await history.close()
+
+
+async def test_models_are_the_users_own_distinct_and_sorted(tmp_path):
+    """The model filter's choices: each model the user used once, in order; none of another user's."""
+    history = await SqliteDatabase.open(tmp_path / "h.db")
+    gallery = await SqliteGallery.open(tmp_path / "h.db")
+    try:
+        assert await gallery.models("console", "u1") == []
+        for model in ("sdxl", "tiny", "sdxl", "sdxl-turbo", "tiny"):
+            await history.generations.add(new("a fox", model=model))
+        await history.generations.add(new("a fox", user="u2", model="juggernaut"))
+        await history.generations.add(new("a fox", user="u0", model="aaa"))
+        assert await gallery.models("console", "u1") == ["sdxl", "sdxl-turbo", "tiny"]
+        assert await gallery.models("console", "u2") == ["juggernaut"]
     finally:
         await gallery.close()
         await history.close()
