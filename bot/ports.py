@@ -33,6 +33,7 @@ __all__ = [
     "GalleryLinks",
     "GalleryStore",
     "GenerationStore",
+    "ImageCheckingBackend",
     "ImageStore",
     "PolicyStore",
     "ProgressCallback",
@@ -113,6 +114,15 @@ class ConcurrentBackend(Backend, Protocol):
     """A backend that takes several jobs at once and batches and spreads them itself (a Ray cluster)."""
 
     concurrency: int
+
+
+@runtime_checkable
+class ImageCheckingBackend(Backend, Protocol):
+    """A backend that can run its safety check on images a user gives (the local worker's checker)."""
+
+    async def flags(self, model: str, images: Sequence[bytes]) -> list[bool]:
+        """Return, per image (PNG bytes), whether the safety check of catalog model `model` flags it."""
+        ...
 
 
 @runtime_checkable

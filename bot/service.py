@@ -25,7 +25,7 @@ from bot.guides import CANNY_THRESHOLDS, make_guide
 from bot.history import Action, Generation, NewGeneration, StoredImage
 from bot.images import InputImage, check_image
 from bot.jobs import Job, Requester
-from bot.ports import Backend, GalleryLinks, Stores
+from bot.ports import Backend, GalleryLinks, ImageCheckingBackend, Stores
 from bot.request import SIDE, GenerationRequest
 from bot.runner import JobRunner
 
@@ -269,22 +269,47 @@ class ImageService:
         probe_inputs = options.Inputs(_PROBE, SIDE.low, SIDE.low) if refs.image is not None else None
         probe = self._parse(given, defaults, probe_inputs, [Guide(_PROBE, _PROBE)] * len(refs.guides))
         inputs = None
+        uploads: list[tuple[str, InputImage]] = []  # files a chat gave (not #id): no verdict yet
         if refs.image is not None:
             image = await self._input(who, refs.image, "image", load, flagged)
             mask = await self._input(who, refs.mask, "mask", load, flagged) if refs.mask is not None else None
             images += [image] if mask is None else [image, mask]
             inputs = options.Inputs(image.sha256, image.width, image.height, mask.sha256 if mask else None)
+            if parse_image_ref(refs.image) is None:
+                uploads.append(("the uploaded image", image))
         guides = []
         for ref, control in zip(refs.guides, probe.request.controlnets, strict=True):
             source = await self._input(who, ref, "guide", load, flagged)
             images.append(source)
+            if parse_image_ref(ref) is None:
+                uploads.append(("the uploaded guide", source))
             if control.preprocess == "none":
                 guides.append(Guide(source.sha256))
             else:
                 made = await asyncio.to_thread(make_guide, source, control.preprocess, thresholds=self._canny)
                 images.append(made)
                 guides.append(Guide(made.sha256, source.sha256))
+        flagged += await self._flagged_uploads(who, probe.request, uploads)
         return inputs, guides
+
+    async def _flagged_uploads(
+        self, who: Requester, request: GenerationRequest, uploads: Sequence[tuple[str, InputImage]]
+    ) -> list[str]:
+        """Return the names of the uploads the safety check flags, where the server withholds flagged images.
+
+        The check runs where the backend can (the local worker's checker), and only for a server
+        whose policy would refuse them: elsewhere a flagged input costs nothing, and its result is
+        judged on its own. (Masks are not checked: black and white shapes, not pictures.)
+        """
+        if not uploads:
+            return []
+        backend = self.runner.backend_for(request)
+        if not isinstance(backend, ImageCheckingBackend):
+            return []
+        if (await self.admin.policy(who)).flagged != "withhold":
+            return []
+        verdicts = await backend.flags(request.model, [image.data for _, image in uploads])
+        return [name for (name, _), flagged in zip(uploads, verdicts, strict=True) if flagged]
 
     def _parse(
         self,

@@ -38,6 +38,8 @@ from inference.capabilities import CAPABILITIES
 from inference.local._job import WorkerJob, batch_key, build_job
 from inference.local._protocol import (
     Cancel,
+    Checked,
+    CheckRequest,
     Error,
     Fatal,
     Generate,
@@ -292,6 +294,18 @@ class LocalBackend:
                 images += [replace(image, index=len(images)) for image in made]
             results.append(images)
         return results
+
+    async def flags(self, model: str, images: Sequence[bytes]) -> list[bool]:
+        """Run the worker's safety check (the one `model`'s images get) on images a user gave.
+
+        Raises:
+            BackendUnavailable: the worker or its checker failed.
+        """
+        local = self._catalog.get("model", model).local or ""
+        async with self._job_lock:
+            await self.start()
+            assert self._worker is not None
+            return await self._worker.flags(local, images)
 
     async def stats(self) -> dict[str, int]:
         """Return the worker's load counters (pipelines, refiners, VAEs, LoRAs, embeddings)."""
@@ -576,6 +590,24 @@ class _Worker:
             case _:
                 raise BackendUnavailable(_NAME, f"the worker answered with an unexpected '{reply.op}' frame")
 
+    async def flags(self, model_local: str, images: Sequence[bytes]) -> list[bool]:
+        """Ask the worker's safety check about images and return its verdicts."""
+        request_id, inbox = self._open()
+        try:
+            await self._send(CheckRequest(request_id, model_local, tuple(images)))
+            reply = await inbox.get()
+        finally:
+            self._pending.pop(request_id, None)
+        match reply:
+            case Checked(flags=flags) if len(flags) == len(images):
+                return list(flags)
+            case Error(message=message):
+                raise BackendUnavailable(_NAME, message)
+            case _Died(reason=reason):
+                raise BackendUnavailable(_NAME, f"the worker {reason}")
+            case _:
+                raise BackendUnavailable(_NAME, f"the worker answered with an unexpected '{reply.op}' frame")
+
     async def close(self, timeout: float) -> None:
         """Ask the worker to exit; kill it after `timeout` seconds."""
         process = self._process
@@ -625,7 +657,7 @@ class _Worker:
         try:
             while (message := await read_frame_async(self._process.stdout, from_worker)) is not None:
                 match message:
-                    case Progress(id=to) | Result(id=to) | Error(id=to) | Stats(id=to):
+                    case Progress(id=to) | Result(id=to) | Error(id=to) | Stats(id=to) | Checked(id=to):
                         inbox = self._pending.get(to)
                         if inbox is not None:
                             inbox.put_nowait(message)

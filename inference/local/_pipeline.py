@@ -582,6 +582,11 @@ class SDXLRunner:
         for control in job.controlnets:
             self._controlnet(control.asset)
 
+    def flags(self, model_local: str, images: list[bytes]) -> list[bool]:
+        """Run the safety check of `model_local` on images a user gave (checked PNGs); True where it flags one."""
+        opened = [Image.open(io.BytesIO(data)).convert("RGB") for data in images]
+        return [bool(verdict) for verdict in self._safety(model_local, opened)]
+
     def stats(self) -> dict[str, int]:
         """Return how many times each kind of thing was loaded."""
         return {

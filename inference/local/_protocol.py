@@ -15,6 +15,7 @@ bot -> worker (`ToWorker`)::
     Generate      {"op": "generate", "id": 1, "jobs": [{...}]}  # WorkerJob.to_dict() of each; several share a batch_key
     Cancel        {"op": "cancel", "id": 1}
     StatsRequest  {"op": "stats", "id": 2}
+    CheckRequest  {"op": "check", "id": 3, "model": "tiny:base", "images": [(base64 PNG), ...]}  # a user's inputs
     Shutdown      {"op": "shutdown"}
 
 worker -> bot (`ToBot`)::
@@ -26,6 +27,7 @@ worker -> bot (`ToBot`)::
     Error     {"op": "error", "id": 1, "kind": "cancelled" | "invalid" | "oom" | "failed", "message": "...",
                "option": ..., "restart": false}     # restart: the worker's state is suspect
     Stats     {"op": "stats", "id": 2, "loads": {"pipeline": 1, ...}}
+    Checked   {"op": "checked", "id": 3, "flags": [false, true]}
     Fatal     {"op": "fatal", "message": "..."}    # the worker could not start
 
 A frame with an op the reading side does not expect, or without a key (or
@@ -52,6 +54,8 @@ from inference.local._job import WorkerJob
 __all__ = [
     "MAX_FRAME",
     "Cancel",
+    "CheckRequest",
+    "Checked",
     "Error",
     "Fatal",
     "Generate",
@@ -161,6 +165,32 @@ class StatsRequest(Message):
     def from_dict(cls, data: Mapping[str, Any]) -> StatsRequest:
         """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
         return cls(_field(data, "id", int, cls.op))
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRequest(Message):
+    """Run the safety check of the model `model` (a local id) on images a user gave; answered by `Checked`."""
+
+    op: ClassVar[str] = "check"
+    id: int
+    model: str
+    images: tuple[bytes, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready object a frame holds, ``op`` first."""
+        return {"op": self.op, "id": self.id, "model": self.model, "images": [encode_bytes(i) for i in self.images]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CheckRequest:
+        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
+        images = _field(data, "images", list, cls.op)
+        if not all(isinstance(image, str) for image in images):
+            raise ProtocolError(f"'{cls.op}' frame: 'images' are not encoded images")
+        return cls(
+            _field(data, "id", int, cls.op),
+            _field(data, "model", str, cls.op),
+            tuple(_bytes(image, "images", cls.op) for image in images),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +378,27 @@ class Stats(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class Checked(Message):
+    """The answer to `CheckRequest`: per image, whether the safety check flags it."""
+
+    op: ClassVar[str] = "checked"
+    id: int
+    flags: tuple[bool, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready object a frame holds, ``op`` first."""
+        return {"op": self.op, "id": self.id, "flags": list(self.flags)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Checked:
+        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
+        flags = _field(data, "flags", list, cls.op)
+        if not all(isinstance(flag, bool) for flag in flags):
+            raise ProtocolError(f"'{cls.op}' frame: 'flags' are not verdicts")
+        return cls(_field(data, "id", int, cls.op), tuple(flags))
+
+
+@dataclass(frozen=True, slots=True)
 class Fatal(Message):
     """The worker could not start; `message` says why, in one sentence."""
 
@@ -364,16 +415,16 @@ class Fatal(Message):
         return cls(_field(data, "message", str, cls.op))
 
 
-ToWorker = Generate | Cancel | StatsRequest | Shutdown
-ToBot = Ready | Progress | Result | Error | Stats | Fatal
+ToWorker = Generate | Cancel | StatsRequest | CheckRequest | Shutdown
+ToBot = Ready | Progress | Result | Error | Stats | Checked | Fatal
 # What `run_jobs` reports of one pipeline call: progress, then a result or an error.
 JobMessage = Progress | Result | Error
 
 _TO_WORKER: dict[str, Callable[[Mapping[str, Any]], ToWorker]] = {
-    kind.op: kind.from_dict for kind in (Generate, Cancel, StatsRequest, Shutdown)
+    kind.op: kind.from_dict for kind in (Generate, Cancel, StatsRequest, CheckRequest, Shutdown)
 }
 _TO_BOT: dict[str, Callable[[Mapping[str, Any]], ToBot]] = {
-    kind.op: kind.from_dict for kind in (Ready, Progress, Result, Error, Stats, Fatal)
+    kind.op: kind.from_dict for kind in (Ready, Progress, Result, Error, Stats, Checked, Fatal)
 }
 
 

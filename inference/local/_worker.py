@@ -28,6 +28,8 @@ from bot.logs import setup_logging
 from inference.local._job import WorkerJob
 from inference.local._protocol import (
     Cancel,
+    Checked,
+    CheckRequest,
     Error,
     Fatal,
     Generate,
@@ -49,7 +51,7 @@ if TYPE_CHECKING:
     from bot.config import LocalWorkerSettings
     from inference.local._speed import Levers
 
-__all__ = ["levers", "main", "make_runner", "quiet_libraries", "run_jobs"]
+__all__ = ["check_images", "levers", "main", "make_runner", "quiet_libraries", "run_jobs"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         write_frame(frames_out, Fatal(f"the worker could not start ({type(error).__name__})"))
         return 1
     write_frame(frames_out, Ready(str(runner.device), str(runner.dtype), os.getpid()))
-    inbox: queue.Queue[Generate | StatsRequest | None] = queue.Queue()
+    inbox: queue.Queue[Generate | StatsRequest | CheckRequest | None] = queue.Queue()
     cancels: dict[int, threading.Event] = {}
     lock = threading.Lock()
     reader = threading.Thread(target=_read_loop, args=(frames_in, inbox, cancels, lock), name="frames-in", daemon=True)
@@ -89,9 +91,21 @@ def main(argv: list[str] | None = None) -> int:
                             cancels.pop(job_id, None)
                 case StatsRequest(id=request_id):
                     write_frame(frames_out, Stats(request_id, runner.stats()))
+                case CheckRequest(id=request_id, model=model, images=images):
+                    write_frame(frames_out, check_images(runner, request_id, model, images))
     except BrokenPipeError:
         return 0  # the bot is gone; nobody is left to answer
     return 0
+
+
+def check_images(runner: Any, request_id: int, model: str, images: Sequence[bytes]) -> Checked | Error:
+    """Run the safety check on a user's input images; a checker that cannot run is an `Error`, not a verdict."""
+    try:
+        return Checked(request_id, tuple(runner.flags(model, list(images))))
+    except Exception:
+        traceback.print_exc()
+        reason = "the safety checker could not check the image (are its files downloaded? see IMAGEBOT_SAFETY_CHECKER)"
+        return Error(request_id, "failed", reason)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -184,7 +198,7 @@ def quiet_libraries(*, verbose: bool) -> None:
 
 def _read_loop(
     frames_in: IO[bytes],
-    inbox: queue.Queue[Generate | StatsRequest | None],
+    inbox: queue.Queue[Generate | StatsRequest | CheckRequest | None],
     cancels: dict[int, threading.Event],
     lock: threading.Lock,
 ) -> None:
@@ -203,7 +217,7 @@ def _read_loop(
                     with lock:
                         cancels[job_id] = threading.Event()
                     inbox.put(message)
-                case StatsRequest():
+                case StatsRequest() | CheckRequest():
                     inbox.put(message)
     except (ProtocolError, OSError):
         traceback.print_exc()

@@ -10,7 +10,7 @@ from PIL import Image
 
 from bot.chat import ChatFlow, Started
 from bot.errors import ContentBlocked, InvalidOption, NotAllowed, NotFound
-from bot.images import input_path
+from bot.images import check_image, input_path
 from bot.jobs import Requester
 from bot.options import Limits
 from bot.pngmeta import parse_parameters, read_text
@@ -289,6 +289,36 @@ async def test_a_flagged_image_is_refused_as_an_input_where_the_server_withholds
     assert [entry.action for entry in entries].count("blocked") == 3
     # the image that passed the check is an input as before
     await (await service.imagine("a fox --image #1 --strength 0.5", ALICE)).result()
+    assert len(backend.requests) == sent + 1
+
+
+async def test_an_upload_the_safety_check_flags_is_refused_where_the_server_withholds_flagged_images(
+    service, backend, tmp_path
+):
+    """A fresh file (no verdict yet) goes through the backend's safety check when the server withholds
+    flagged images: flagged, one sentence and nothing queued or kept; elsewhere no check is run."""
+    green, red = png(64, 64, (10, 200, 10)), png(64, 64, (200, 10, 10))
+
+    async def load(ref: str, option: str) -> bytes:
+        return {"green.png": green, "red.png": red}[ref]
+
+    await (await service.imagine("a fox --image green.png --strength 0.5", ALICE, load=load)).result()
+    assert backend.checked == []  # the server shows flagged images (spoilered): nothing to check for
+    await withholding(service)
+    stored_red = check_image(red, option="image", max_bytes=10**7, pixel_budget=10**7).data
+    backend.nsfw_inputs = {stored_red}
+    sent, kept = len(backend.requests), inputs(tmp_path)
+    with pytest.raises(ContentBlocked) as refused:
+        await service.imagine("a fox --image red.png --strength 0.5", ALICE, load=load)
+    assert str(refused.value) == (
+        "This request is not allowed here"
+        " (the uploaded image was flagged by the safety check, and this server withholds flagged images)."
+    )
+    with pytest.raises(ContentBlocked, match=r"\(the uploaded guide was flagged"):
+        await service.imagine("a fox --cn tiny-controlnet --guide red.png", ALICE, load=load)
+    assert len(backend.requests) == sent and inputs(tmp_path) == kept
+    assert backend.checked == [("tiny", 1), ("tiny", 1)]
+    await (await service.imagine("a fox --image green.png --strength 0.5", ALICE, load=load)).result()
     assert len(backend.requests) == sent + 1
 
 

@@ -29,6 +29,8 @@ class FakeBackend:
         self.preview_every = preview_every  # every n-th step carries a small WebP preview
         self.gate: asyncio.Event | None = None  # set by a test to hold jobs until it opens
         self.nsfw_seeds: set[int] = set()  # images with these seeds come back flagged by the "safety check"
+        self.nsfw_inputs: set[bytes] = set()  # input images (checked PNG bytes) its "safety check" flags
+        self.checked: list[tuple[str, int]] = []  # (model, how many images) of each input check
         self.closed = False
 
     @property
@@ -38,6 +40,11 @@ class FakeBackend:
 
     def check(self, request):
         """Take everything the request model allows."""
+
+    async def flags(self, model, images):
+        """The local worker's input check: flag the images listed in `nsfw_inputs`."""
+        self.checked.append((model, len(images)))
+        return [image in self.nsfw_inputs for image in images]
 
     async def generate(self, request, on_progress=None, cancel=None):
         self.requests.append(request)

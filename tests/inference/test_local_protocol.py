@@ -17,6 +17,8 @@ from inference.local._job import build_job
 from inference.local._protocol import (
     MAX_FRAME,
     Cancel,
+    Checked,
+    CheckRequest,
     Error,
     Fatal,
     Generate,
@@ -50,6 +52,10 @@ TO_WORKER: list[tuple[Message, dict]] = [
     (Generate(1, (JOB, JOB)), {"op": "generate", "id": 1, "jobs": [JOB.to_dict(), JOB.to_dict()]}),
     (Cancel(1), {"op": "cancel", "id": 1}),
     (StatsRequest(2), {"op": "stats", "id": 2}),
+    (
+        CheckRequest(3, "tiny:base", (b"\x89PNG\x00", b"\xff")),
+        {"op": "check", "id": 3, "model": "tiny:base", "images": ["iVBORwA=", "/w=="]},
+    ),
     (Shutdown(), {"op": "shutdown"}),
 ]
 TO_BOT: list[tuple[Message, dict]] = [
@@ -100,6 +106,7 @@ TO_BOT: list[tuple[Message, dict]] = [
         },
     ),
     (Stats(2, {"pipeline": 1, "lora": 0}), {"op": "stats", "id": 2, "loads": {"pipeline": 1, "lora": 0}}),
+    (Checked(3, (False, True)), {"op": "checked", "id": 3, "flags": [False, True]}),
     (
         Fatal("the worker could not start (ValueError)"),
         {"op": "fatal", "message": "the worker could not start (ValueError)"},

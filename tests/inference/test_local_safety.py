@@ -142,3 +142,45 @@ async def test_a_custom_checkers_flag_reaches_sqlite_through_the_worker_process(
     finally:
         await backend.aclose()
     assert stored is not None and [image.nsfw for image in stored.images] == [True, True]
+
+
+@pytest.mark.slow
+async def test_the_worker_checks_a_users_input_images_with_its_checker(tiny_data_dir: Path) -> None:
+    """`flags` crosses to the worker process and back: the configured checker's verdict per image."""
+    import io
+
+    from PIL import Image
+
+    from inference.local import LocalBackend
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(buffer, format="PNG")
+    image = buffer.getvalue()
+    for checker, verdict in (("tests.fakes.safety:flag_all", True), ("tests.fakes.safety:pass_all", False)):
+        backend = LocalBackend(CATALOG, tiny_data_dir, device="cpu", safety_checker=checker)
+        try:
+            assert await backend.flags("tiny", [image, image]) == [verdict, verdict]
+        finally:
+            await backend.aclose()
+
+
+@pytest.mark.slow
+async def test_an_input_check_whose_checker_cannot_load_is_a_sentence(tiny_data_dir: Path, monkeypatch) -> None:
+    """SDXL's checker (CompVis) is not in the cache and the hub is off: the check fails with a sentence."""
+    import io
+
+    from PIL import Image
+
+    from bot.errors import BackendUnavailable
+    from inference.local import LocalBackend
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(buffer, format="PNG")
+    backend = LocalBackend(CATALOG, tiny_data_dir, device="cpu", safety_checker="auto")
+    try:
+        with pytest.raises(BackendUnavailable, match="the safety checker could not check the image"):
+            await backend.flags("sdxl", [buffer.getvalue()])
+        assert await backend.flags("tiny", [buffer.getvalue()]) == [False]  # the worker lives on
+    finally:
+        await backend.aclose()
