@@ -255,7 +255,7 @@ if __name__ == "__main__":
         sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=10, help="pairs of runs per block")
-    parser.add_argument("--repeat", type=int, default=1, help="blocks, each printing its own figure")
+    parser.add_argument("--repeat", type=int, default=5, help="blocks, each printing its own figure")
     parser.add_argument("--img2img", action="store_true", help="image-to-image instead of text-to-image")
     parser.add_argument("--controlnet", action="store_true", help="text-to-image with the tiny ControlNet")
     parser.add_argument(
