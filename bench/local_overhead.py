@@ -11,7 +11,7 @@ Both compute processes run one thread and are pinned to the same core (``--no-pi
 leaves them to the scheduler), so both arms differ only by the service. The runs
 come in pairs whose order alternates (service first, then bare first); each pair
 gives a ratio service/bare, and a block's figure is the median of its pairs'
-ratios (target ≤ 1.10). ``--repeat N`` runs N blocks on the same processes and
+ratios (target ≤ 1.10). ``--repeat N`` (5 by default) runs N blocks on the same processes and
 ends with the median of all pairs and a bootstrap 95 % interval of it.
 
 ``--img2img``: the same from an image (the service's first result, ``--image #1
