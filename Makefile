@@ -61,9 +61,11 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/local_overhead.py
 	$(BIN)/python bench/history_lookup.py
 	$(BIN)/python bench/ack_latency.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/ack_latency.py --real-worker
 	$(BIN)/python bench/remote_overhead.py
 	$(BIN)/python bench/fairness.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/recovery.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/cold_start.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/batching.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/ray_scaling.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/controlnet_switch.py

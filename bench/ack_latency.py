@@ -11,6 +11,12 @@ every /imagine queues or is refused by the queue limits, as on a busy server.
 Baselines, measured in the same run on the same fake under the same load: a
 bare discord.py client whose /imagine only defers; a bare Bolt app whose
 /imagine only acks. Target: p99 < 100 ms (both platforms allow 3000 ms).
+
+``--real-worker``: instead of a fake backend held busy, the real `LocalBackend`
+worker process runs long jobs on the tiny model (1024×1024, 100 steps, torch's
+own thread count, so it takes the CPU's cores) for the whole run, baselines
+included, while the service's queue waits behind it; the bot process still reads
+the worker's progress frames meanwhile. The figure the issue asks for.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import platform
 import statistics
 import sys
 import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +45,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.discord import setup
 from adapters.slack import running as running_slack
+from bot.catalog import load_catalog
 from bot.config import DiscordSettings, SlackSettings
+from bot.errors import JobCancelled
+from bot.ports import Backend
+from bot.request import GenerationRequest, Progress
 from imagebot.bootstrap import freeze_startup_heap
+from inference import tiny
+from inference.local import LocalBackend
 from tests.fakes.backend import FakeBackend
 from tests.fakes.discord import FakeDiscord, patch_discord
 from tests.fakes.service import started_service
@@ -103,12 +117,62 @@ def _busy_backend() -> FakeBackend:
     return backend
 
 
-async def _discord(count: int, seconds: float) -> tuple[list[float], list[float], int]:
+# Long enough that one job outlasts a platform's run (minutes on a CPU); each is followed by another.
+BUSY_REQUEST = GenerationRequest(prompt="keep the worker busy", model="tiny", width=512, height=512, steps=100, seed=1)
+
+
+class BusyWorker:
+    """The real local worker, kept making long jobs until closed; counts the steps it made."""
+
+    def __init__(self, backend: LocalBackend) -> None:
+        self.backend = backend
+        self.steps = 0
+        self._stop = asyncio.Event()
+        self._stepping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def running(cls, data_dir: Path) -> AsyncIterator[BusyWorker]:
+        """Yield once the worker has made the first step of its first long job; stop it on exit."""
+        tiny.ensure(data_dir)
+        busy = cls(LocalBackend(load_catalog(), data_dir, device="cpu"))
+        busy._task = asyncio.create_task(busy._loop())
+        try:
+            await busy._stepping.wait()
+            yield busy
+        finally:
+            busy._stop.set()
+            await busy._task
+            await busy.backend.aclose()
+
+    def cpu_seconds(self) -> float:
+        """Return the CPU time the worker process has used (Linux /proc), 0 where unknown."""
+        pid = self.backend.worker_pid
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    def _progress(self, event: Progress) -> None:
+        self.steps += 1
+        self._stepping.set()
+
+    async def _loop(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(JobCancelled):
+                await self.backend.generate(BUSY_REQUEST, on_progress=self._progress, cancel=self._stop)
+
+
+async def _discord(
+    count: int, seconds: float, backend: Callable[[], Backend] = _busy_backend
+) -> tuple[list[float], list[float], int]:
     async with FakeDiscord() as fake:
         with patch_discord(fake), tempfile.TemporaryDirectory() as tmp:
             baseline = await _run(BareClient(), fake, count, seconds, settle=False)
             settings = DiscordSettings(token="fake-token", api_base=fake.api_base, gateway_url=fake.gateway_url)
-            async with started_service(_busy_backend(), Path(tmp)) as (service, history):
+            async with started_service(backend(), Path(tmp)) as (service, history):
                 bot = setup(service, settings, guild_ready_timeout=0.1)
                 ours = await _run(bot, fake, count, seconds, settle=True)
                 queued = len(await history.generations.unfinished())
@@ -130,7 +194,9 @@ async def _slash_load(fake: FakeSlack, url: str, count: int, seconds: float) -> 
     return list(await asyncio.gather(*(one(n) for n in range(count))))
 
 
-async def _slack(count: int, seconds: float) -> tuple[list[float], list[float], int]:
+async def _slack(
+    count: int, seconds: float, backend: Callable[[], Backend] = _busy_backend
+) -> tuple[list[float], list[float], int]:
     async with FakeSlack() as fake:
         bare = AsyncApp(
             client=AsyncWebClient(token=fake.bot_token, base_url=fake.api_base), signing_secret=fake.signing_secret
@@ -158,7 +224,7 @@ async def _slack(count: int, seconds: float) -> tuple[list[float], list[float], 
                 host="127.0.0.1",
                 port=0,
             )
-            async with started_service(_busy_backend(), Path(tmp)) as (service, history):
+            async with started_service(backend(), Path(tmp)) as (service, history):
                 async with running_slack(service, settings) as url:
                     ours = await _slash_load(fake, url, count, seconds)
                     # Let every card and refusal be posted before the app is closed.
@@ -191,14 +257,38 @@ def _report(
     )
 
 
-async def main(count: int, seconds: float, platforms: list[str]) -> None:
+async def main(count: int, seconds: float, platforms: list[str], real_worker: bool) -> None:
     logging.basicConfig(level=logging.ERROR)
     freeze_startup_heap()  # as `imagebot run` does once its chat SDKs are imported
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}")
-    if "discord" in platforms:
-        _report("Discord", "bare defer-only client", count, seconds, await _discord(count, seconds))
-    if "slack" in platforms:
-        _report("Slack (HTTP mode)", "bare ack-only Bolt app", count, seconds, await _slack(count, seconds))
+    async with contextlib.AsyncExitStack() as stack:
+        backend: Callable[[], Backend] = _busy_backend
+        busy: BusyWorker | None = None
+        if real_worker:
+            busy = await stack.enter_async_context(
+                BusyWorker.running(Path(stack.enter_context(tempfile.TemporaryDirectory())))
+            )
+            backend = lambda: busy.backend  # noqa: E731
+            request = BUSY_REQUEST
+            print(
+                f"the real local worker busy with tiny SDXL {request.width}x{request.height}, {request.steps} steps"
+                f" a job, on threads: {os.environ.get('OMP_NUM_THREADS', 'torch default')}"
+            )
+        for name, bare, run in (
+            ("Discord", "bare defer-only client", _discord),
+            ("Slack (HTTP mode)", "bare ack-only Bolt app", _slack),
+        ):
+            if name.split()[0].lower() not in platforms:
+                continue
+            steps, cpu = (busy.steps, busy.cpu_seconds()) if busy else (0, 0.0)
+            started = time.perf_counter()
+            _report(name, bare, count, seconds, await run(count, seconds, backend))
+            if busy is not None:
+                steps, took = busy.steps - steps, time.perf_counter() - started
+                print(
+                    f"  the worker meanwhile: {took:.1f} s, {steps} steps of its long job,"
+                    f" {(busy.cpu_seconds() - cpu) / took:.2f} CPU seconds a second"
+                )
 
 
 if __name__ == "__main__":
@@ -206,5 +296,6 @@ if __name__ == "__main__":
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--platform", choices=["discord", "slack"], action="append", help="default: both")
+    parser.add_argument("--real-worker", action="store_true", help="the real local worker busy, not a fake backend")
     args = parser.parse_args()
-    asyncio.run(main(args.count, args.seconds, args.platform or ["discord", "slack"]))
+    asyncio.run(main(args.count, args.seconds, args.platform or ["discord", "slack"], args.real_worker))
