@@ -85,24 +85,14 @@ def main(blocks: int, per_block: int) -> None:
 
 
 def _guide(data_dir: Path) -> str:
-    """Store a drawn square as an input image, as the service does, and return its sha256."""
-    import hashlib
-    import io
-
+    """Store a drawn square outline as an input image, as the service does, and return its sha256."""
     from PIL import Image, ImageDraw
 
-    from bot.images import input_path
+    from tests.inference.test_local_image_inputs import store_input
 
     image = Image.new("RGB", (128, 128), "white")
     ImageDraw.Draw(image).rectangle((32, 32, 95, 95), outline="black", width=3)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    data = buffer.getvalue()
-    sha = hashlib.sha256(data).hexdigest()
-    path = data_dir / input_path(sha)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return sha
+    return store_input(data_dir, image)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from bot.errors import InvalidOption, shown
 from bot.request import REFINER_PERCENT, GenerationRequest, refiner_percent_reason
@@ -42,19 +42,9 @@ ButtonAction = Literal[
     "show",
     "guide",
 ]
-_ACTIONS: dict[str, ButtonAction] = {
-    "reroll": "reroll",
-    "refine": "refine",
-    "vary-subtle": "vary-subtle",
-    "vary-strong": "vary-strong",
-    "upscale-2": "upscale-2",
-    "upscale-4": "upscale-4",
-    "details": "details",
-    "delete": "delete",
-    "cancel": "cancel",
-    "show": "show",  # a flagged image withheld from a Slack channel, sent to its author privately
-    "guide": "guide",  # the guide images a result's ControlNets saw, shown privately
-}
+# "show": a flagged image withheld from a Slack channel, sent to its author privately;
+# "guide": the guide images a result's ControlNets saw, shown privately.
+_ACTIONS: dict[str, ButtonAction] = {action: action for action in get_args(ButtonAction)}
 # The buttons under a finished image, in their order on every platform.
 RESULT_ACTIONS: tuple[ButtonAction, ...] = (
     "reroll",
