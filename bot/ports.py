@@ -12,6 +12,7 @@ recording backend (`tests/fakes/backend.py`)::
              └─ ImageStore           (image files under the data directory)
     GalleryStore                     (the web gallery's read model: pages, search, link epochs)
     GalleryLinks                     (the web gallery's personal links, made and revoked for the chats)
+    ChatPoster                       (a running chat that posts a job started elsewhere in its channel)
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from typing import Any, Protocol, runtime_checkable
 from bot.errors import JobCancelled
 from bot.gallery import GalleryQuery
 from bot.history import AuditEntry, Generation, NewGeneration, Status, StoredImage
+from bot.jobs import Job
 from bot.request import GeneratedImage, GenerationRequest, Progress
 
 __all__ = [
     "Backend",
     "BatchingBackend",
+    "ChatPoster",
     "ConcurrentBackend",
     "GalleryLinks",
     "GalleryStore",
@@ -340,6 +343,23 @@ class GalleryLinks(Protocol):
 
     async def forget_images(self, generation_ids: Sequence[int]) -> None:
         """Delete the thumbnails kept of these generations' images (they were deleted)."""
+        ...
+
+
+@runtime_checkable
+class ChatPoster(Protocol):
+    """A chat running in this process, posting with no message of a user's to answer (implemented in `adapters/`).
+
+    What it posts about is a job started outside it, by a click in the web gallery: the
+    result belongs in the chat where the original was made.
+    """
+
+    async def post(self, job: Job, text: str) -> None:
+        """Post `text` in the job's channel (a direct message for a private job) and follow the job there.
+
+        The message then goes through the job's updates to its result, with the same
+        image, text and buttons as any result in this chat.
+        """
         ...
 
 

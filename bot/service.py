@@ -25,7 +25,7 @@ from bot.guides import CANNY_THRESHOLDS, make_guide
 from bot.history import Action, Generation, NewGeneration, StoredImage
 from bot.images import InputImage, check_image
 from bot.jobs import Job, Requester
-from bot.ports import Backend, GalleryLinks, Stores
+from bot.ports import Backend, ChatPoster, GalleryLinks, Stores
 from bot.request import SIDE, GenerationRequest
 from bot.runner import JobRunner
 
@@ -157,6 +157,7 @@ class ImageService:
         self._canny = canny_thresholds
         self._purger: asyncio.Task[None] | None = None
         self._clock = clock
+        self._posters: dict[str, ChatPoster] = {}
         self.admin = ServerAdmin(stores.policies, stores.generations, daily_quota=daily_quota, clock=clock)
         self.runner = JobRunner(
             backend=backend,
@@ -585,6 +586,21 @@ class ImageService:
         if self.gallery is None:
             raise GalleryOff()
         await self.gallery.revoke(who.platform, who.user_id)
+
+    # -- the chats running here ---------------------------------------------------------------------
+
+    def add_poster(self, platform: str, poster: ChatPoster) -> None:
+        """Let a platform's running chat post the jobs started outside it (gallery clicks) until it is removed."""
+        self._posters[platform] = poster
+
+    def remove_poster(self, platform: str, poster: ChatPoster) -> None:
+        """Stop posting to a chat that is stopping (another one added since stays)."""
+        if self._posters.get(platform) is poster:
+            del self._posters[platform]
+
+    def poster(self, platform: str) -> ChatPoster | None:
+        """Return the running chat of a platform that posts jobs started outside it, or None."""
+        return self._posters.get(platform)
 
     # -- reading ------------------------------------------------------------------------------------
 

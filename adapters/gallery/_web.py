@@ -28,6 +28,7 @@ from aiohttp.web_response import StreamResponse
 
 from adapters.gallery._links import BadLink, ExpiredLink, Links, Owner
 from bot.actions import format_ref
+from bot.chat import show_in_chat
 from bot.errors import BotError, NotAllowed, NotFound, QueueFull, QuotaReached, RateLimited
 from bot.gallery import PAGE_SIZE, GalleryQuery
 from bot.history import Generation
@@ -265,6 +266,7 @@ class _Pages:
             parameters=parameters_text(generation.request, generation.seed),
             warnings=generation.warnings,
             children=[_card(child) for child in children],
+            posted=request.query.get("posted") == "1" and generation.parent_id is not None,
             csrf=request[CSRF],
         )
 
@@ -295,7 +297,7 @@ class _Pages:
         return web.Response(body=data, content_type="image/png", headers=headers)
 
     async def act(self, request: web.Request) -> web.Response:
-        """Run a card's action as the chat button would, then show where its result will appear."""
+        """Run a card's action as the chat button would, post it in the original's chat, and show its page."""
         form = await request.post()
         sent = form.get("csrf")
         if not isinstance(sent, str) or not hmac.compare_digest(sent, request[CSRF]):
@@ -322,7 +324,9 @@ class _Pages:
             return self.problem(429, str(error))
         except BotError as error:
             return self.problem(400, str(error))
-        raise web.HTTPSeeOther(f"{root}/i/{job.id}")
+        # The result shows here and, where that chat runs in this process, in the chat of the original.
+        posted = await show_in_chat(self._service, job)
+        raise web.HTTPSeeOther(f"{root}/i/{job.id}" + ("?posted=1" if posted else ""))
 
     async def _run(self, action: str, who: Requester, generation_id: int, form: Mapping[str, Any]) -> Any:
         if action == "reroll":
