@@ -307,12 +307,12 @@ class ImageService:
             stored = self._pick_image(generation, found[1], option)
             if stored.nsfw:
                 flagged.append(format_image_ref(generation.id, found[1]))
-            data = await self._files.read(stored.path)
-        elif load is None:
+            image = await self._checked(await self._files.read(stored.path), option)
+            await self._generations.note_input_source(image.sha256, generation.id, stored.index)
+            return image
+        if load is None:
             raise InvalidOption(option, f"must be a previous image like #12 (or #12.2), not '{shown(ref)}'")
-        else:
-            data = await load(ref, option)
-        return await self._checked(data, option)
+        return await self._checked(await load(ref, option), option)
 
     async def _checked(self, data: bytes, option: str) -> InputImage:
         """Check an image off the event loop: decoding a large one takes a while."""
@@ -384,6 +384,7 @@ class ImageService:
         chosen = saved.get(setting or f"{action}_strength", strength)
         assert isinstance(chosen, int | float)  # settings are checked when saved
         image = await self._checked(await self._files.read(stored.path), action)
+        await self._generations.note_input_source(image.sha256, parent.id, stored.index)
         image_to_image = {"init_image": image.sha256, "strength": chosen, "mask_image": None}
         again = {"outpaint": None, "upscale": None, "controlnets": ()}
         try:

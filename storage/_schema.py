@@ -212,6 +212,18 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (platform, user_id)
     ) STRICT, WITHOUT ROWID;
     """,
+    # 9: which previous image an input image was made from (`--image #12`, a Vary): an input is
+    # kept as its checked bytes, whose SHA-256 differs from the image file's (no text chunk), so
+    # the gallery's /imagine command names it `#12` through this table. Rows go with their image.
+    """
+    CREATE TABLE input_sources (
+        generation_id INTEGER NOT NULL REFERENCES generations (id) ON DELETE CASCADE,
+        idx           INTEGER NOT NULL CHECK (idx >= 0),
+        sha256        TEXT NOT NULL,
+        PRIMARY KEY (generation_id, idx)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX input_sources_sha256 ON input_sources (sha256);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from bot.gallery import GalleryQuery, match_expression
@@ -19,6 +20,8 @@ from storage.generations import select_generations
 __all__ = ["SqliteGallery"]
 
 _OWNER = "platform = ? AND user_id = ?"
+# The most images one lookup names: a page of cards with an image, a mask and three guides each.
+_MAX_SHAS = 200
 
 
 class SqliteGallery:
@@ -86,6 +89,24 @@ class SqliteGallery:
                 f"SELECT DISTINCT model FROM generations WHERE {_OWNER} ORDER BY model", (platform, user_id)
             )
         return [str(row[0]) for row in rows]
+
+    async def find_images(self, platform: str, user_id: str, sha256s: Iterable[str]) -> dict[str, tuple[int, int]]:
+        """Return which of the user's images an input image was made from: sha256 → (generation id, image index).
+
+        The oldest, where several were (`GenerationStore.note_input_source` records them).
+        """
+        wanted = sorted(set(sha256s))[:_MAX_SHAS]
+        if not wanted:
+            return {}
+        marks = ", ".join("?" * len(wanted))
+        async with self._db.lock:
+            rows = await self._db.conn.execute_fetchall(
+                "SELECT s.sha256, g.id, s.idx FROM input_sources AS s JOIN generations AS g ON g.id = s.generation_id"
+                f" WHERE s.sha256 IN ({marks}) AND g.platform = ? AND g.user_id = ? ORDER BY g.id DESC, s.idx DESC",
+                (*wanted, platform, user_id),
+            )
+        # Oldest last, so it is the one kept: the original, not a later copy of the same bytes.
+        return {str(sha): (int(generation_id), int(index)) for sha, generation_id, index in rows}
 
     async def epoch(self, platform: str, user_id: str) -> int:
         """Return the user's link epoch (0 until a link was first revoked)."""

@@ -62,3 +62,25 @@ def test_match_expression_quotes_every_word():
     """Whatever is typed, FTS5 sees quoted words only, the last one a prefix."""
     assert match_expression('fox AND "owl" NEAR(') == '"fox" "AND" "owl" "NEAR"*'
     assert match_expression(' "* ( ) ') is None
+
+
+async def test_input_images_are_found_as_the_owners_images_they_were_made_from(tmp_path):
+    """A noted input names its generation's image for its owner only, the oldest first, and goes when it is deleted."""
+    history = await SqliteDatabase.open(tmp_path / "h.db")
+    gallery = await SqliteGallery.open(tmp_path / "h.db")
+    sha, other = "a" * 64, "b" * 64
+    try:
+        first = await history.generations.add(new("a red fox"))
+        second = await history.generations.add(new("a red fox again"))
+        theirs = await history.generations.add(new("a tiger", user="u2"))
+        await history.generations.note_input_source(sha, second.id, 1)
+        await history.generations.note_input_source(sha, first.id, 0)
+        await history.generations.note_input_source(other, theirs.id, 0)
+        assert await gallery.find_images("console", "u1", [sha, other, "c" * 64]) == {sha: (first.id, 0)}
+        assert await gallery.find_images("console", "u2", [sha, other]) == {other: (theirs.id, 0)}
+        await history.generations.delete(first.id)
+        assert await gallery.find_images("console", "u1", [sha]) == {sha: (second.id, 1)}
+        assert await gallery.find_images("console", "u1", []) == {}
+    finally:
+        await gallery.close()
+        await history.close()
