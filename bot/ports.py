@@ -319,6 +319,10 @@ class GalleryStore(Protocol):
         """Return the models the user's generations used, sorted, for the filter."""
         ...
 
+    async def loras(self, platform: str, user_id: str) -> list[str]:
+        """Return the LoRAs the user's generations used, sorted, for the filter."""
+        ...
+
     async def find_images(self, platform: str, user_id: str, sha256s: Iterable[str]) -> dict[str, tuple[int, int]]:
         """Return which of the user's images input images were made from: sha256 → (generation id, image index)."""
         ...

@@ -25,7 +25,7 @@ _MAX_SHAS = 200
 
 
 class SqliteGallery:
-    """A `bot.ports.GalleryStore` over the ``generations``, ``generation_prompts`` and ``gallery_epochs`` tables.
+    """A `bot.ports.GalleryStore` over ``generations`` and the gallery's tables (prompts, LoRAs, inputs, epochs).
 
     Open it with `SqliteGallery.open`; `close` it when done.
     """
@@ -53,6 +53,9 @@ class SqliteGallery:
         if query.model is not None:
             where.append("model = ?")
             parameters.append(query.model)
+        if query.lora is not None:
+            where.append("id IN (SELECT generation_id FROM generation_loras WHERE name = ?)")
+            parameters.append(query.lora)
         if query.since is not None:
             where.append("created_at >= ?")
             parameters.append(query.since)
@@ -87,6 +90,16 @@ class SqliteGallery:
         async with self._db.lock:
             rows = await self._db.conn.execute_fetchall(
                 f"SELECT DISTINCT model FROM generations WHERE {_OWNER} ORDER BY model", (platform, user_id)
+            )
+        return [str(row[0]) for row in rows]
+
+    async def loras(self, platform: str, user_id: str) -> list[str]:
+        """Return the LoRAs the user's generations used, sorted."""
+        async with self._db.lock:
+            rows = await self._db.conn.execute_fetchall(
+                "SELECT DISTINCT l.name FROM generation_loras AS l JOIN generations AS g ON g.id = l.generation_id"
+                " WHERE g.platform = ? AND g.user_id = ? ORDER BY l.name",
+                (platform, user_id),
             )
         return [str(row[0]) for row in rows]
 

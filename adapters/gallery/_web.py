@@ -233,13 +233,16 @@ class _Pages:
         query = request.query
         words = query.get("q", "")
         model = query.get("model", "") or None
+        lora = query.get("lora", "") or None
         sort = query.get("sort", "new")
-        if len(words) > _MAX_SEARCH or (model is not None and len(model) > 100) or sort not in ("new", "old"):
+        names_too_long = any(name is not None and len(name) > 100 for name in (model, lora))
+        if len(words) > _MAX_SEARCH or names_too_long or sort not in ("new", "old"):
             raise _bad_request()
         since, until = _day(query.get("from")), _day(query.get("to"))
         page = GalleryQuery(
             words=words,
             model=model,
+            lora=lora,
             since=since,
             until=None if until is None else until + 86400,  # "to" takes that whole day
             oldest_first=sort == "old",
@@ -258,7 +261,14 @@ class _Pages:
             root=request[ROOT],
             cards=[_card(generation, commands) for generation in shown],
             models=await self._store.models(owner.platform, owner.user_id),
-            search={"q": words, "model": model or "", "from": query.get("from", ""), "to": query.get("to", "")},
+            loras=await self._store.loras(owner.platform, owner.user_id),
+            search={
+                "q": words,
+                "model": model or "",
+                "lora": lora or "",
+                "from": query.get("from", ""),
+                "to": query.get("to", ""),
+            },
             sort=sort,
             more=more,
             first="?" + urlencode(kept) if page.after is not None else None,
