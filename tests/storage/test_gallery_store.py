@@ -94,7 +94,7 @@ def with_loras(prompt: str, *names: str, user: str = "u1") -> NewGeneration:
 
 
 async def test_the_lora_filter_finds_the_owners_generations_with_that_lora(tmp_path):
-    """Filtered by a LoRA: the user's generations that use it (at any weight), with the other filters; never another's."""
+    """Filtered by a LoRA: the user's generations using it (any weight), with other filters too; never another's."""
     history = await SqliteDatabase.open(tmp_path / "h.db")
     gallery = await SqliteGallery.open(tmp_path / "h.db")
     try:
