@@ -231,7 +231,7 @@ def test_a_user_opens_searches_and_rerolls_in_a_browser_and_others_cannot_see(bo
     wait.until(lambda d: _loaded_images(d, ".card img") == 3)
     Select(browser.find_element(By.NAME, "lora")).select_by_visible_text("tiny-lora")
     browser.find_element(By.XPATH, "//button[contains(., 'Search')]").click()
-    wait.until(lambda d: "lora=tiny-lora" in d.current_url)
+    WebDriverWait(browser, 30).until(lambda d: "lora=tiny-lora" in d.current_url)
     assert [card.get_attribute("id") for card in browser.find_elements(By.CSS_SELECTOR, ".card")] == [f"g{owl_id}"]
     origin = re.match(r"http://[^/]+", link)[0]  # type: ignore[index]
     browser.execute_cdp_cmd(
@@ -240,7 +240,8 @@ def test_a_user_opens_searches_and_rerolls_in_a_browser_and_others_cannot_see(bo
     copy = browser.find_element(By.CSS_SELECTOR, f"#g{owl_id} button.copy")
     command = copy.get_attribute("data-copy")
     copy.click()
-    wait.until(lambda d: copy.text == "Copied")
+    WebDriverWait(browser, 30).until(lambda d: copy.text != "Copy /imagine")
+    assert copy.text == "Copied"
     copied = browser.execute_async_script("navigator.clipboard.readText().then(arguments[arguments.length - 1])")
     assert copied == command and "--seed 9" in copied and "--lora tiny-lora:0.5" in copied
     # Pasted into a chat (the console), it makes the owl again: the same seed and settings.
