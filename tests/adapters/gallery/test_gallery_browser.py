@@ -206,8 +206,11 @@ def test_a_user_opens_searches_and_rerolls_in_a_browser_and_others_cannot_see(bo
     wait.until(lambda d: _loaded_images(d, "img.full") == 1)
     assert "Seed" in browser.page_source and ">7<" in browser.page_source
     browser.find_element(By.XPATH, "//button[contains(., 'Reroll')]").click()
-    wait.until(lambda d: re.search(r"/i/(\d+)$", d.current_url) and not d.current_url.endswith(f"/i/{fox_id}"))
-    reroll_id = int(re.search(r"/i/(\d+)$", browser.current_url)[1])  # type: ignore[index]
+    # The new image's page; ?posted=1 says it also went to the chat of the original.
+    new_page = r"/i/(\d+)\?posted=1$"
+    wait.until(lambda d: re.search(new_page, d.current_url))
+    reroll_id = int(re.search(new_page, browser.current_url)[1])  # type: ignore[index]
+    assert reroll_id != fox_id
     wait.until(lambda d: _loaded_images(d, "img.full") == 1)
     assert f"#{fox_id}" in browser.find_element(By.CSS_SELECTOR, ".fields").text
     assert "reroll" in browser.find_element(By.CSS_SELECTOR, "h1").text
