@@ -64,6 +64,7 @@ class ConsoleChat:
         self._data_dir = data_dir
         self._live = out.isatty()
         self._flow = ChatFlow(service)
+        self._posted: set[asyncio.Task[None]] = set()
 
     def say(self, text: str = "") -> None:
         """Write one reply line."""
@@ -71,17 +72,40 @@ class ConsoleChat:
         self._out.flush()
 
     async def run(self, stdin: TextIO) -> None:
-        """Handle lines until end of input or ``quit``."""
+        """Handle lines until end of input or ``quit``; meanwhile print what the gallery starts."""
         if stdin.isatty():
             self.say("imagebot console: type /imagine <prompt>, or help.")
         for job, _ in self._service.resumed(self._who.platform):
             if job.requester.key == self._who.key:
                 self.say(f"{format_ref(job.id)} resumed after a restart; `history` shows it when it is done.")
-        while True:
-            line = await asyncio.to_thread(stdin.readline)
-            if not line or line.strip().lower() in ("quit", "exit", "/quit", "/exit"):
-                return
-            await self.handle(line)
+        self._service.add_poster(self._who.platform, self)
+        try:
+            while True:
+                line = await asyncio.to_thread(stdin.readline)
+                if not line or line.strip().lower() in ("quit", "exit", "/quit", "/exit"):
+                    return
+                await self.handle(line)
+        finally:
+            self._service.remove_poster(self._who.platform, self)
+            for task in self._posted:
+                task.cancel()
+
+    async def post(self, job: Job, text: str) -> None:
+        """Print a job started outside the console (a gallery click), and its outcome when it comes.
+
+        The `bot.ports.ChatPoster` of the console; returns at once. Only the outcome is printed,
+        not a progress bar, which would run through the lines of the command being typed.
+        """
+        self.say(text)
+
+        async def outcome() -> None:
+            async for event in job.events():
+                if event.final:
+                    self._render(event, None)
+
+        task = asyncio.create_task(outcome())
+        self._posted.add(task)
+        task.add_done_callback(self._posted.discard)
 
     async def handle(self, line: str) -> bool:
         """Run one command line and tell whether it succeeded; mistakes become one sentence, never a traceback."""

@@ -6,6 +6,7 @@ Every chat shares it, so a command, a button and a sentence a user reads exist o
     click (a button or reaction: reroll, refine, details, …) ─► ChatFlow.action ─┴► Reply
     Reply: Started(job) | Text | Listing | Deleted | Flagged
     job ─► updates(job) ─► Update (the line to show, a preview when due), ending with the final one
+    job started outside every chat (a gallery click) ─► show_in_chat ─► the original's chat (a ChatPoster)
 
 An adapter turns its platform's events into these calls and renders each reply
 and update as an embed, Block Kit or terminal text; it decides nothing else.
@@ -38,7 +39,9 @@ from bot.summary import (
 )
 
 __all__ = [
+    "FROM_GALLERY",
     "GENERIC_ERROR",
+    "RESUMED",
     "ChatFlow",
     "Deleted",
     "Flagged",
@@ -51,14 +54,19 @@ __all__ = [
     "Update",
     "cancelling_line",
     "failure_line",
+    "posted_line",
     "queue_text",
     "refusal",
+    "show_in_chat",
     "updates",
 ]
 
 log = logging.getLogger(__name__)
 
 GENERIC_ERROR = "Something went wrong; it has been logged."
+# Why a chat posts about a job no message of the user's asked for there.
+FROM_GALLERY = "from the gallery"
+RESUMED = "resumed after a restart"
 
 
 def refusal(error: BaseException, what: str = "a chat command") -> str:
@@ -77,6 +85,30 @@ def failure_line(job: Job, message: str | None) -> str:
 def cancelling_line(generation_id: int) -> str:
     """Return what a cancel answers."""
     return f"⏹ Cancelling {format_ref(generation_id)}."
+
+
+def posted_line(job: Job, why: str) -> str:
+    """Return the first line of a message a chat posts unasked about a job: its queued line and why it is here."""
+    return f"{progress_line(job, JobEvent('queued'))} · {why}"
+
+
+async def show_in_chat(service: ImageService, job: Job, why: str = FROM_GALLERY) -> bool:
+    """Show a job started outside every chat in the chat where its original was made, and follow it there.
+
+    Returns:
+        Whether that platform's chat runs in this process and took the job; when it does
+        not (Slack not configured, say), the result is in the gallery only, and that is no error.
+    """
+    poster = service.poster(job.requester.platform)
+    if poster is None:
+        return False
+    try:
+        await poster.post(job, posted_line(job, why))
+    except Exception:
+        # The job runs on and its result is in the gallery; the chat's failure is the operator's to read.
+        log.exception("could not post %s in the %s chat", format_ref(job.id), job.requester.platform)
+        return False
+    return True
 
 
 def queue_text(waiting: int, mine: Sequence[Job]) -> str:

@@ -28,6 +28,7 @@ class GalleryQuery:
     Attributes:
         words: prompt words, all of which must match (the last one as a prefix).
         model: only this model's generations.
+        lora: only generations with this LoRA (at any weight).
         since, until: only generations created in [since, until), in seconds since the epoch.
         oldest_first: the sort by date; newest first by default.
         after: the last id of the previous page (None: the first page).
@@ -36,6 +37,7 @@ class GalleryQuery:
 
     words: str = ""
     model: str | None = None
+    lora: str | None = None
     since: float | None = None
     until: float | None = None
     oldest_first: bool = False

@@ -102,6 +102,7 @@ __all__ = [
     "as_typed",
     "flags_help",
     "image_refs",
+    "imagine_command",
     "parse_options",
     "parse_text",
     "size_for_image",
@@ -486,6 +487,142 @@ def _as_typed(error: InvalidOption, typed: Mapping[str, str]) -> InvalidOption:
     if option is None or option not in typed:
         return error
     return InvalidOption(typed[option], error.reason, error.suggestions, typed=True)
+
+
+# ---------------------------------------------------------------------------
+# The other way: a request → the /imagine text that parses back to it
+
+
+def imagine_command(request: GenerationRequest, catalog: Catalog, refs: Mapping[str, str]) -> str | None:
+    """Return the ``/imagine`` text that `parse_text` reads back as this very request, or None where none does.
+
+    Every setting is written out, so the text makes the same request whatever the reader's
+    saved defaults are (``--refiner off`` too, on a model with a refiner). Input images are
+    written as the previous images that hold them, from `refs` (sha256 → ``#12`` or
+    ``#12.2``); the caller passes the same images back to `parse_text` as its `inputs` and
+    `guides`. A prompt that would read as flags or lose its quotes is quoted.
+
+    None for what no ``/imagine`` asks: an upscale, a refiner of another model than the
+    catalog's or from a step number, an input image that is no previous image (an
+    attachment), ControlNets with different modes or preprocessors than one flag can say,
+    or text that no quoting protects.
+    """
+    model = catalog.find("model", request.model)
+    if model is None or request.upscale is not None:
+        return None
+    flags: list[tuple[str, str | None]] = [("--model", model.name)]
+    if request.init_image is None:
+        flags.append(("--size", f"{request.width}x{request.height}"))
+    flags += [
+        ("--steps", str(request.steps)),
+        ("--cfg", _number(request.cfg_scale)),
+        ("--scheduler", request.scheduler),
+    ]
+    if request.seed is not None:
+        flags.append(("--seed", str(request.seed)))
+    if request.count != 1:
+        flags.append(("--count", str(request.count)))
+    if request.clip_skip:
+        flags.append(("--clip-skip", str(request.clip_skip)))
+    if request.vae is not None:
+        flags.append(("--vae", request.vae))
+    flags += _refiner_flag(request, model)
+    for flag, names in (("--lora", request.loras), ("--embedding", request.embeddings)):
+        if names:
+            flags.append((flag, ", ".join(_weighted_text(name) for name in names)))
+    if request.output_format != "png":
+        flags.append(("--format", request.output_format))
+    flags += _image_flags(request, refs)
+    flags += _control_flags(request, catalog, refs)
+    if any(value is None for _, value in flags):
+        return None
+    rest = " ".join(f"{flag} {value}" for flag, value in flags)
+    return _with_texts(request.prompt, request.negative_prompt, rest)
+
+
+def _with_texts(prompt: str, negative: str | None, rest: str) -> str | None:
+    """Return ``/imagine PROMPT [--no NEGATIVE] REST`` with the two texts quoted where they must be, or None.
+
+    Checked by reading it back with the parser itself (no rule of `_scan` is restated here):
+    a text may hold words that read as flags, or quotes that would pair up across the flags.
+    """
+    negatives: Sequence[tuple[str, str]] = _QUOTE_PAIRS if negative is not None else (("", ""),)
+    for open_prompt, close_prompt in _QUOTE_PAIRS:
+        for open_negative, close_negative in negatives:
+            text = f"{open_prompt}{prompt}{close_prompt}"
+            if negative is not None:
+                text += f" --no {open_negative}{negative}{close_negative}"
+            text += f" {rest}"
+            try:
+                read, flags = _split_text(text)
+            except InvalidOption:  # a word of theirs reads as a flag that does not exist, or as one given twice
+                continue
+            negatives_read = [value for _, option, value in flags if option == "negative"]
+            whole = len(flags) == len(_scan(rest)[1]) + len(negatives_read)  # no flag of `rest` swallowed
+            if read == prompt and negatives_read == ([] if negative is None else [negative]) and whole:
+                return f"/imagine {text}"
+    return None
+
+
+def _number(value: float) -> str:
+    """Return a number as short as it reads back exactly (7, 0.35, 1e-05)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
+
+def _weighted_text(name: WeightedName) -> str:
+    return name.name if name.weight == 1.0 else f"{name.name}:{_number(name.weight)}"
+
+
+def _refiner_flag(request: GenerationRequest, model: CatalogEntry) -> list[tuple[str, str | None]]:
+    spec = request.refiner
+    if spec is None:
+        # Said, so that the reader's default refiner does not join in.
+        return [("--refiner", "off")] if model.refiner is not None else []
+    if spec.start_percent is None or spec.model != model.refiner:
+        return [("--refiner", None)]
+    return [("--refiner", str(spec.start_percent))]
+
+
+def _image_flags(request: GenerationRequest, refs: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    if request.init_image is None or request.strength is None:
+        return []
+    flags = [("--image", refs.get(request.init_image)), ("--strength", _number(request.strength))]
+    if request.mask_image is not None:
+        flags.append(("--mask", refs.get(request.mask_image)))
+    if request.outpaint is not None:
+        flags.append(("--outpaint", ",".join(str(n) for n in (*request.outpaint.sides, request.outpaint.blur))))
+    return flags
+
+
+def _control_flags(
+    request: GenerationRequest, catalog: Catalog, refs: Mapping[str, str]
+) -> list[tuple[str, str | None]]:
+    controls = request.controlnets
+    if not controls:
+        return []
+    items: list[str | None] = []
+    for control in controls:
+        ref = refs.get(control.source or control.guide)
+        weight = "" if control.weight == 1.0 else f":{_number(control.weight)}"
+        items.append(None if ref is None else f"{control.model}={ref}{weight}@{control.start_step}-{control.end_step}")
+    flags: list[tuple[str, str | None]] = [("--cn", None if None in items else ", ".join(map(str, items)))]
+    modes = {control.mode for control in controls}
+    if len(modes) > 1:
+        return [("--cn", None)]
+    if modes != {"balanced"}:
+        flags.append(("--cn-mode", controls[0].mode))
+    # --preprocess applies to every ControlNet; without it, each takes its catalog entry's own.
+    own = [(entry.preprocess or "none") if (entry := catalog.find("controlnet", c.model)) else None for c in controls]
+    chosen = [control.preprocess for control in controls]
+    if chosen != own:
+        if len(set(chosen)) > 1:
+            return [("--cn", None)]
+        flags.append(("--preprocess", chosen[0]))
+    return flags
+
+
+_QUOTE_PAIRS = (("", ""), ('"', '"'), ("'", "'"), ("“", "”"), ("‘", "’"))
 
 
 # ---------------------------------------------------------------------------

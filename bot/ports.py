@@ -12,6 +12,7 @@ recording backend (`tests/fakes/backend.py`)::
              └─ ImageStore           (image files under the data directory)
     GalleryStore                     (the web gallery's read model: pages, search, link epochs)
     GalleryLinks                     (the web gallery's personal links, made and revoked for the chats)
+    ChatPoster                       (a running chat that posts a job started elsewhere in its channel)
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from typing import Any, Protocol, runtime_checkable
 from bot.errors import JobCancelled
 from bot.gallery import GalleryQuery
 from bot.history import AuditEntry, Generation, NewGeneration, Status, StoredImage
+from bot.jobs import Job
 from bot.request import GeneratedImage, GenerationRequest, Progress
 
 __all__ = [
     "Backend",
     "BatchingBackend",
+    "ChatPoster",
     "ConcurrentBackend",
     "GalleryLinks",
     "GalleryStore",
@@ -234,6 +237,14 @@ class GenerationStore(Protocol):
         """
         ...
 
+    async def note_input_source(self, sha256: str, generation_id: int, index: int) -> None:
+        """Remember that an input image (the SHA-256 of its checked bytes) is one of a generation's images.
+
+        Raises:
+            KeyError: no such generation.
+        """
+        ...
+
     async def unreferenced_inputs(self, shas: Iterable[str]) -> set[str]:
         """Return those of `shas` that no stored generation's request uses as its init image or mask.
 
@@ -339,6 +350,14 @@ class GalleryStore(Protocol):
         """Return the models the user's generations used, sorted, for the filter."""
         ...
 
+    async def loras(self, platform: str, user_id: str) -> list[str]:
+        """Return the LoRAs the user's generations used, sorted, for the filter."""
+        ...
+
+    async def find_images(self, platform: str, user_id: str, sha256s: Iterable[str]) -> dict[str, tuple[int, int]]:
+        """Return which of the user's images input images were made from: sha256 → (generation id, image index)."""
+        ...
+
     async def epoch(self, platform: str, user_id: str) -> int:
         """Return the user's link epoch (0 until a link was first revoked)."""
         ...
@@ -371,6 +390,23 @@ class GalleryLinks(Protocol):
 
     async def forget_images(self, generation_ids: Sequence[int]) -> None:
         """Delete the thumbnails kept of these generations' images (they were deleted)."""
+        ...
+
+
+@runtime_checkable
+class ChatPoster(Protocol):
+    """A chat running in this process, posting with no message of a user's to answer (implemented in `adapters/`).
+
+    What it posts about is a job started outside it, by a click in the web gallery: the
+    result belongs in the chat where the original was made.
+    """
+
+    async def post(self, job: Job, text: str) -> None:
+        """Post `text` in the job's channel (a direct message for a private job) and follow the job there.
+
+        The message then goes through the job's updates to its result, with the same
+        image, text and buttons as any result in this chat.
+        """
         ...
 
 

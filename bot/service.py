@@ -25,7 +25,7 @@ from bot.guides import CANNY_THRESHOLDS, make_guide
 from bot.history import Action, Generation, NewGeneration, StoredImage
 from bot.images import InputImage, check_image
 from bot.jobs import Job, Requester
-from bot.ports import Backend, GalleryLinks, ImageCheckingBackend, Stores
+from bot.ports import Backend, ChatPoster, GalleryLinks, ImageCheckingBackend, Stores
 from bot.request import SIDE, GenerationRequest
 from bot.runner import JobRunner
 
@@ -168,6 +168,7 @@ class ImageService:
         self._canny = canny_thresholds
         self._purger: asyncio.Task[None] | None = None
         self._clock = clock
+        self._posters: dict[str, ChatPoster] = {}
         self.admin = ServerAdmin(stores.policies, stores.generations, daily_quota=daily_quota, clock=clock)
         self.runner = JobRunner(
             backend=backend,
@@ -342,12 +343,12 @@ class ImageService:
             stored = self._pick_image(generation, found[1], option)
             if stored.nsfw:
                 flagged.append(format_image_ref(generation.id, found[1]))
-            data = await self._files.read(stored.path)
-        elif load is None:
+            image = await self._checked(await self._files.read(stored.path), option)
+            await self._generations.note_input_source(image.sha256, generation.id, stored.index)
+            return image
+        if load is None:
             raise InvalidOption(option, f"must be a previous image like #12 (or #12.2), not '{shown(ref)}'")
-        else:
-            data = await load(ref, option)
-        return await self._checked(data, option)
+        return await self._checked(await load(ref, option), option)
 
     async def _checked(self, data: bytes, option: str) -> InputImage:
         """Check an image off the event loop: decoding a large one takes a while."""
@@ -436,6 +437,7 @@ class ImageService:
             chosen = saved.get(setting or f"{action}_strength", strength)
             assert isinstance(chosen, int | float)  # settings are checked when saved
         image = await self._checked(await self._files.read(stored.path), action)
+        await self._generations.note_input_source(image.sha256, parent.id, stored.index)
         image_to_image = {"init_image": image.sha256, "strength": chosen, "mask_image": None}
         again = {"outpaint": None, "upscale": None, "upscaler": None, "controlnets": ()}
         try:
@@ -642,6 +644,21 @@ class ImageService:
         if self.gallery is None:
             raise GalleryOff()
         await self.gallery.revoke(who.platform, who.user_id)
+
+    # -- the chats running here ---------------------------------------------------------------------
+
+    def add_poster(self, platform: str, poster: ChatPoster) -> None:
+        """Let a platform's running chat post the jobs started outside it (gallery clicks) until it is removed."""
+        self._posters[platform] = poster
+
+    def remove_poster(self, platform: str, poster: ChatPoster) -> None:
+        """Stop posting to a chat that is stopping (another one added since stays)."""
+        if self._posters.get(platform) is poster:
+            del self._posters[platform]
+
+    def poster(self, platform: str) -> ChatPoster | None:
+        """Return the running chat of a platform that posts jobs started outside it, or None."""
+        return self._posters.get(platform)
 
     # -- reading ------------------------------------------------------------------------------------
 

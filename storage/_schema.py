@@ -212,7 +212,42 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (platform, user_id)
     ) STRICT, WITHOUT ROWID;
     """,
-    # 9: the models a user's generations used (the gallery's model filter), read by hopping from
+    # 9: which previous image an input image was made from (`--image #12`, a Vary): an input is
+    # kept as its checked bytes, whose SHA-256 differs from the image file's (no text chunk), so
+    # the gallery's /imagine command names it `#12` through this table. Rows go with their image.
+    """
+    CREATE TABLE input_sources (
+        generation_id INTEGER NOT NULL REFERENCES generations (id) ON DELETE CASCADE,
+        idx           INTEGER NOT NULL CHECK (idx >= 0),
+        sha256        TEXT NOT NULL,
+        PRIMARY KEY (generation_id, idx)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX input_sources_sha256 ON input_sources (sha256);
+    """,
+    # 10: the gallery's LoRA filter. The LoRAs of each request in a table of their own, kept in step
+    # by triggers and filled from the rows already there, so a filter or the list of a user's LoRAs
+    # reads an index instead of parsing every request's JSON. (A rebuild of generations, as in 6,
+    # drops these triggers with the table: recreate them.)
+    """
+    CREATE TABLE generation_loras (
+        generation_id INTEGER NOT NULL REFERENCES generations (id) ON DELETE CASCADE,
+        name          TEXT NOT NULL,
+        PRIMARY KEY (generation_id, name)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX generation_loras_name ON generation_loras (name, generation_id);
+    INSERT OR IGNORE INTO generation_loras (generation_id, name)
+        SELECT g.id, json_extract(l.value, '$.name') FROM generations AS g, json_each(g.request, '$.loras') AS l;
+    CREATE TRIGGER generation_loras_insert AFTER INSERT ON generations BEGIN
+        INSERT OR IGNORE INTO generation_loras (generation_id, name)
+            SELECT new.id, json_extract(value, '$.name') FROM json_each(new.request, '$.loras');
+    END;
+    CREATE TRIGGER generation_loras_update AFTER UPDATE OF request ON generations BEGIN
+        DELETE FROM generation_loras WHERE generation_id = new.id;
+        INSERT OR IGNORE INTO generation_loras (generation_id, name)
+            SELECT new.id, json_extract(value, '$.name') FROM json_each(new.request, '$.loras');
+    END;
+    """,
+    # 11: the models a user's generations used (the gallery's model filter), read by hopping from
     # one model to the next along this index: a few lookups however long the history, where a
     # DISTINCT over the user's rows took 55 ms at 100,000 generations (bench/gallery_load.py).
     """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from bot.gallery import GalleryQuery, match_expression
@@ -19,10 +20,12 @@ from storage.generations import select_generations
 __all__ = ["SqliteGallery"]
 
 _OWNER = "platform = ? AND user_id = ?"
+# The most images one lookup names: a page of cards with an image, a mask and three guides each.
+_MAX_SHAS = 200
 
 
 class SqliteGallery:
-    """A `bot.ports.GalleryStore` over the ``generations``, ``generation_prompts`` and ``gallery_epochs`` tables.
+    """A `bot.ports.GalleryStore` over ``generations`` and the gallery's tables (prompts, LoRAs, inputs, epochs).
 
     Open it with `SqliteGallery.open`; `close` it when done.
     """
@@ -50,6 +53,9 @@ class SqliteGallery:
         if query.model is not None:
             where.append("model = ?")
             parameters.append(query.model)
+        if query.lora is not None:
+            where.append("id IN (SELECT generation_id FROM generation_loras WHERE name = ?)")
+            parameters.append(query.lora)
         if query.since is not None:
             where.append("created_at >= ?")
             parameters.append(query.since)
@@ -97,6 +103,34 @@ class SqliteGallery:
                 (platform, user_id, platform, user_id),
             )
         return [str(row[0]) for row in rows]
+
+    async def loras(self, platform: str, user_id: str) -> list[str]:
+        """Return the LoRAs the user's generations used, sorted."""
+        async with self._db.lock:
+            rows = await self._db.conn.execute_fetchall(
+                "SELECT DISTINCT l.name FROM generation_loras AS l JOIN generations AS g ON g.id = l.generation_id"
+                " WHERE g.platform = ? AND g.user_id = ? ORDER BY l.name",
+                (platform, user_id),
+            )
+        return [str(row[0]) for row in rows]
+
+    async def find_images(self, platform: str, user_id: str, sha256s: Iterable[str]) -> dict[str, tuple[int, int]]:
+        """Return which of the user's images an input image was made from: sha256 → (generation id, image index).
+
+        The oldest, where several were (`GenerationStore.note_input_source` records them).
+        """
+        wanted = sorted(set(sha256s))[:_MAX_SHAS]
+        if not wanted:
+            return {}
+        marks = ", ".join("?" * len(wanted))
+        async with self._db.lock:
+            rows = await self._db.conn.execute_fetchall(
+                "SELECT s.sha256, g.id, s.idx FROM input_sources AS s JOIN generations AS g ON g.id = s.generation_id"
+                f" WHERE s.sha256 IN ({marks}) AND g.platform = ? AND g.user_id = ? ORDER BY g.id DESC, s.idx DESC",
+                (*wanted, platform, user_id),
+            )
+        # Oldest last, so it is the one kept: the original, not a later copy of the same bytes.
+        return {str(sha): (int(generation_id), int(index)) for sha, generation_id, index in rows}
 
     async def epoch(self, platform: str, user_id: str) -> int:
         """Return the user's link epoch (0 until a link was first revoked)."""

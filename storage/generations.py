@@ -202,6 +202,18 @@ class SqliteGenerations:
         if cursor.rowcount == 0:
             raise KeyError(generation_id)
 
+    async def note_input_source(self, sha256: str, generation_id: int, index: int) -> None:
+        """Remember that an input image (the SHA-256 of its checked bytes) is one of a generation's images."""
+        async with self._db.lock:
+            try:
+                await self._db.conn.execute(
+                    "INSERT INTO input_sources (generation_id, idx, sha256) VALUES (?, ?, ?)"
+                    " ON CONFLICT (generation_id, idx) DO UPDATE SET sha256 = excluded.sha256",
+                    (generation_id, index, sha256),
+                )
+            except sqlite3.IntegrityError:
+                raise KeyError(generation_id) from None
+
     async def by_message_ref(self, platform: str, ref: str) -> Generation | None:
         """Return the (newest) generation shown by that message, or None."""
         return await self._one("platform = ? AND message_ref = ?", (platform, ref))

@@ -25,6 +25,7 @@ from discord.ext import commands
 from bot import metrics
 from bot.actions import ButtonAction, format_ref, result_actions
 from bot.chat import (
+    RESUMED,
     ChatFlow,
     Deleted,
     Flagged,
@@ -33,6 +34,7 @@ from bot.chat import (
     Reply,
     Started,
     Text,
+    posted_line,
     refusal,
     updates,
 )
@@ -174,16 +176,32 @@ class ImagesCog(commands.Cog, name="Images"):
         as a new message in its channel (a direct message for a private one).
         """
         for job, _ in self.service.resumed(PLATFORM):
-            try:
-                channel = await self._home(job)
-                message = await channel.send(
-                    f"{progress_line(job, JobEvent('queued'))} · resumed after a restart · <@{job.requester.user_id}>",
-                    view=running_view(job.id),
-                )
-            except discord.HTTPException as error:
-                log.warning("could not post resumed %s: %s", format_ref(job.id), error)
-                continue
-            self._spawn(self._follow(job, message.edit, DEFAULT_UPLOAD_LIMIT))
+            self._spawn(self._post_and_follow(job, posted_line(job, RESUMED), ping=True))
+
+    async def post(self, job: Job, text: str) -> None:
+        """Post a job started outside Discord (a gallery click) in its channel and follow it (`bot.ports.ChatPoster`).
+
+        Returns at once: the message is sent and followed in a task of the cog's.
+        """
+        self._spawn(self._post_and_follow(job, text))
+
+    async def _post_and_follow(self, job: Job, text: str, *, ping: bool = False) -> None:
+        """Send a new message about a job where it belongs, naming its author, and follow it.
+
+        The author is pinged only with `ping` (a resumed job they waited for, not their own click in the gallery).
+        """
+        try:
+            channel = await self._home(job)
+            message = await channel.send(
+                f"{text} · <@{job.requester.user_id}>",
+                view=running_view(job.id),
+                allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=ping),
+            )
+        except discord.HTTPException as error:
+            log.warning("could not post %s in its channel: %s; it stays in history", format_ref(job.id), error)
+            return
+        limit = message.guild.filesize_limit if message.guild else DEFAULT_UPLOAD_LIMIT
+        await self._follow(job, message.edit, limit)
 
     async def _home(self, job: Job) -> discord.abc.Messageable:
         """Return where a new message about a job goes: its channel, or a direct message for a private one."""
@@ -192,12 +210,14 @@ class ImagesCog(commands.Cog, name="Images"):
         return self.bot.get_partial_messageable(int(job.requester.channel))
 
     async def cog_load(self) -> None:
-        """Add the context menus, which the cog does not hold as commands of its own."""
+        """Add the context menus (the cog does not hold them as commands), and post gallery clicks from now on."""
         self.bot.tree.add_command(self.from_image_menu)
         self.bot.tree.add_command(self.guide_menu)
+        self.service.add_poster(PLATFORM, self)
 
     async def cog_unload(self) -> None:
-        """Stop following jobs (the jobs themselves run on) and drop the context menus."""
+        """Stop posting and following jobs (the jobs themselves run on) and drop the context menus."""
+        self.service.remove_poster(PLATFORM, self)
         for menu in (self.from_image_menu, self.guide_menu):
             self.bot.tree.remove_command(menu.name, type=menu.type)
         for task in self._tasks:

@@ -14,7 +14,7 @@ import hmac
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,13 +27,16 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from adapters.gallery._links import BadLink, ExpiredLink, Links, Owner
-from bot.actions import format_ref
+from bot.actions import format_image_ref, format_ref
+from bot.chat import show_in_chat
 from bot.errors import BotError, NotAllowed, NotFound, QueueFull, QuotaReached, RateLimited
 from bot.gallery import PAGE_SIZE, GalleryQuery
 from bot.history import Generation
 from bot.jobs import Requester
+from bot.options import imagine_command
 from bot.pngmeta import parameters_text
 from bot.ports import GalleryStore
+from bot.request import GenerationRequest
 from bot.service import ImageService
 from bot.summary import result_fields
 
@@ -132,6 +135,7 @@ class _Card:
     flagged: bool
     finished: bool
     error: str | None
+    command: str | None  # the /imagine text that makes it again; None where no /imagine does
 
 
 def _kind(generation: Generation) -> str:
@@ -151,7 +155,7 @@ def _when(seconds: float) -> str:
     return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _card(generation: Generation) -> _Card:
+def _card(generation: Generation, commands: Mapping[int, str | None] | None = None) -> _Card:
     return _Card(
         id=generation.id,
         ref=format_ref(generation.id),
@@ -165,7 +169,14 @@ def _card(generation: Generation) -> _Card:
         flagged=any(image.nsfw for image in generation.images),
         finished=generation.status in ("done", "failed", "cancelled"),
         error=generation.error,
+        command=(commands or {}).get(generation.id),
     )
+
+
+def _input_images(request: GenerationRequest) -> list[str]:
+    """Return the stored images a request starts from, as the user gave them (a guide's source, not its map)."""
+    found = [request.init_image, request.mask_image, *(c.source or c.guide for c in request.controlnets)]
+    return [sha for sha in found if sha is not None]
 
 
 def _bad_request() -> web.HTTPBadRequest:
@@ -222,13 +233,16 @@ class _Pages:
         query = request.query
         words = query.get("q", "")
         model = query.get("model", "") or None
+        lora = query.get("lora", "") or None
         sort = query.get("sort", "new")
-        if len(words) > _MAX_SEARCH or (model is not None and len(model) > 100) or sort not in ("new", "old"):
+        names_too_long = any(name is not None and len(name) > 100 for name in (model, lora))
+        if len(words) > _MAX_SEARCH or names_too_long or sort not in ("new", "old"):
             raise _bad_request()
         since, until = _day(query.get("from")), _day(query.get("to"))
         page = GalleryQuery(
             words=words,
             model=model,
+            lora=lora,
             since=since,
             until=None if until is None else until + 86400,  # "to" takes that whole day
             oldest_first=sort == "old",
@@ -237,6 +251,7 @@ class _Pages:
         )
         generations = await self._store.page(owner.platform, owner.user_id, page)
         shown = generations[:PAGE_SIZE]
+        commands = await self._commands(owner, shown)
         kept = {key: value for key, value in query.items() if key != "after" and value}
         more = None
         if len(generations) > PAGE_SIZE:
@@ -244,9 +259,16 @@ class _Pages:
         return self.render(
             "grid.html",
             root=request[ROOT],
-            cards=[_card(generation) for generation in shown],
+            cards=[_card(generation, commands) for generation in shown],
             models=await self._store.models(owner.platform, owner.user_id),
-            search={"q": words, "model": model or "", "from": query.get("from", ""), "to": query.get("to", "")},
+            loras=await self._store.loras(owner.platform, owner.user_id),
+            search={
+                "q": words,
+                "model": model or "",
+                "lora": lora or "",
+                "from": query.get("from", ""),
+                "to": query.get("to", ""),
+            },
             sort=sort,
             more=more,
             first="?" + urlencode(kept) if page.after is not None else None,
@@ -260,11 +282,12 @@ class _Pages:
         return self.render(
             "detail.html",
             root=request[ROOT],
-            card=_card(generation),
+            card=_card(generation, await self._commands(owner, [generation])),
             negative=generation.request.negative_prompt,
             parameters=parameters_text(generation.request, generation.seed),
             warnings=generation.warnings,
             children=[_card(child) for child in children],
+            posted=request.query.get("posted") == "1" and generation.parent_id is not None,
             csrf=request[CSRF],
         )
 
@@ -295,7 +318,7 @@ class _Pages:
         return web.Response(body=data, content_type="image/png", headers=headers)
 
     async def act(self, request: web.Request) -> web.Response:
-        """Run a card's action as the chat button would, then show where its result will appear."""
+        """Run a card's action as the chat button would, post it in the original's chat, and show its page."""
         form = await request.post()
         sent = form.get("csrf")
         if not isinstance(sent, str) or not hmac.compare_digest(sent, request[CSRF]):
@@ -322,7 +345,9 @@ class _Pages:
             return self.problem(429, str(error))
         except BotError as error:
             return self.problem(400, str(error))
-        raise web.HTTPSeeOther(f"{root}/i/{job.id}")
+        # The result shows here and, where that chat runs in this process, in the chat of the original.
+        posted = await show_in_chat(self._service, job)
+        raise web.HTTPSeeOther(f"{root}/i/{job.id}" + ("?posted=1" if posted else ""))
 
     async def _run(self, action: str, who: Requester, generation_id: int, form: Mapping[str, Any]) -> Any:
         if action == "reroll":
@@ -341,6 +366,14 @@ class _Pages:
         if factor not in ("2", "4"):
             raise _bad_request()
         return await self._service.upscale(who, generation_id, 4 if factor == "4" else 2)
+
+    async def _commands(self, owner: Owner, generations: Sequence[Generation]) -> dict[int, str | None]:
+        """Return the /imagine text of each generation, its input images named as the owner's earlier images."""
+        shas = {sha for generation in generations for sha in _input_images(generation.request)}
+        found = await self._store.find_images(owner.platform, owner.user_id, shas)
+        refs = {sha: format_image_ref(generation_id, index) for sha, (generation_id, index) in found.items()}
+        catalog = self._service.catalog
+        return {generation.id: imagine_command(generation.request, catalog, refs) for generation in generations}
 
     async def _own(self, request: web.Request) -> Generation:
         """Return the generation the path names if it is the token's owner's; a 404 otherwise, whoever's it is."""

@@ -147,6 +147,7 @@ class SlackImages:
         app.action(ACTION_ID_PATTERN)(_timed(self.on_button))
         app.event("reaction_added")(self.on_reaction)
         app.error(self.on_error)
+        service.add_poster(PLATFORM, self)
 
     def follow_resumed(self) -> None:
         """Keep updating the cards of the jobs a restart resumed (their cards were posted before it)."""
@@ -155,8 +156,28 @@ class SlackImages:
             if ts:
                 self._spawn(self._follow(job, Destination(channel), ts))
 
+    async def post(self, job: Job, text: str) -> None:
+        """Post a job started outside Slack (a gallery click) in its channel and follow it (`bot.ports.ChatPoster`).
+
+        Returns at once: the card is posted and followed in a task. A card that cannot be
+        posted leaves the job running: its result is in the gallery that asked for it.
+        """
+        self._spawn(self._post_and_follow(job, text))
+
+    async def _post_and_follow(self, job: Job, text: str) -> None:
+        channel = job.requester.user_id if job.private or job.requester.channel is None else job.requester.channel
+        fallback, blocks = progress_blocks(job, text)
+        try:
+            posted = await self.client.chat_postMessage(channel=channel, text=fallback, blocks=blocks)
+        except SlackApiError as error:
+            log.warning("could not post %s in its channel: %s", format_ref(job.id), error.response.get("error"))
+            return
+        await self.service.attach_message(job.id, message_ref(posted["channel"], posted["ts"]))
+        await self._follow(job, Destination(posted["channel"]), posted["ts"])
+
     async def aclose(self) -> None:
         """Stop following jobs; the jobs themselves run on."""
+        self.service.remove_poster(PLATFORM, self)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -756,6 +756,7 @@ def test_all_matches_public_names():
         "as_typed",
         "flags_help",
         "image_refs",
+        "imagine_command",
         "parse_options",
         "parse_text",
         "size_for_image",

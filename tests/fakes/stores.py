@@ -27,6 +27,7 @@ class InMemoryGenerations:
         self._clock = clock
         self._generations: dict[int, Generation] = {}
         self._last_id = 0
+        self.input_sources: dict[tuple[int, int], str] = {}  # (generation id, image index) → input sha256
 
     async def add(self, new: NewGeneration) -> Generation:
         """Store a new ``queued`` generation, created now, and return it with its id."""
@@ -126,6 +127,12 @@ class InMemoryGenerations:
         generation = self._generations[generation_id]
         self._generations[generation_id] = dataclasses.replace(generation, message_ref=ref)
 
+    async def note_input_source(self, sha256: str, generation_id: int, index: int) -> None:
+        """Remember that an input image (the SHA-256 of its checked bytes) is one of a generation's images."""
+        if generation_id not in self._generations:
+            raise KeyError(generation_id)
+        self.input_sources[generation_id, index] = sha256
+
     async def by_message_ref(self, platform: str, ref: str) -> Generation | None:
         """Return the (newest) generation shown by that message, or None."""
         shown = (g for g in self._generations.values() if g.platform == platform and g.message_ref == ref)
@@ -151,6 +158,8 @@ class InMemoryGenerations:
         generation = self._generations.pop(generation_id, None)
         if generation is None:
             return ()
+        # Mirrors ON DELETE CASCADE of input_sources.
+        self.input_sources = {key: sha for key, sha in self.input_sources.items() if key[0] != generation_id}
         # Mirrors ON DELETE SET NULL: rerolls of a deleted image stay, without their parent.
         for child in [g for g in self._generations.values() if g.parent_id == generation_id]:
             self._generations[child.id] = dataclasses.replace(child, parent_id=None)

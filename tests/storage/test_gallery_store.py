@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.gallery import GalleryQuery, match_expression
 from bot.history import NewGeneration
-from bot.request import GenerationRequest
+from bot.request import GenerationRequest, WeightedName
 from storage import SqliteDatabase, SqliteGallery, _schema
 
 
@@ -79,3 +79,81 @@ def test_match_expression_quotes_every_word():
     """Whatever is typed, FTS5 sees quoted words only, the last one a prefix."""
     assert match_expression('fox AND "owl" NEAR(') == '"fox" "AND" "owl" "NEAR"*'
     assert match_expression(' "* ( ) ') is None
+
+
+async def test_input_images_are_found_as_the_owners_images_they_were_made_from(tmp_path):
+    """A noted input names its generation's image for its owner only, the oldest first, and goes when it is deleted."""
+    history = await SqliteDatabase.open(tmp_path / "h.db")
+    gallery = await SqliteGallery.open(tmp_path / "h.db")
+    sha, other = "a" * 64, "b" * 64
+    try:
+        first = await history.generations.add(new("a red fox"))
+        second = await history.generations.add(new("a red fox again"))
+        theirs = await history.generations.add(new("a tiger", user="u2"))
+        await history.generations.note_input_source(sha, second.id, 1)
+        await history.generations.note_input_source(sha, first.id, 0)
+        await history.generations.note_input_source(other, theirs.id, 0)
+        assert await gallery.find_images("console", "u1", [sha, other, "c" * 64]) == {sha: (first.id, 0)}
+        assert await gallery.find_images("console", "u2", [sha, other]) == {other: (theirs.id, 0)}
+        await history.generations.delete(first.id)
+        assert await gallery.find_images("console", "u1", [sha]) == {sha: (second.id, 1)}
+        assert await gallery.find_images("console", "u1", []) == {}
+    finally:
+        await gallery.close()
+        await history.close()
+
+
+def with_loras(prompt: str, *names: str, user: str = "u1") -> NewGeneration:
+    request = GenerationRequest(
+        prompt=prompt, model="tiny", seed=1, loras=tuple(WeightedName(name=n, weight=0.5) for n in names)
+    )
+    return NewGeneration(platform="console", user_id=user, request=request, action="generate", backend="fake")
+
+
+async def test_the_lora_filter_finds_the_owners_generations_with_that_lora(tmp_path):
+    """Filtered by a LoRA: the user's generations using it (any weight), with other filters too; never another's."""
+    history = await SqliteDatabase.open(tmp_path / "h.db")
+    gallery = await SqliteGallery.open(tmp_path / "h.db")
+    try:
+        pixel = await history.generations.add(with_loras("a pixel fox", "pixel-art"))
+        both = await history.generations.add(with_loras("a pixel toy owl", "pixel-art", "toy-face"))
+        await history.generations.add(with_loras("a plain fox"))
+        await history.generations.add(with_loras("their pixel fox", "pixel-art", user="u2"))
+
+        def ids(query: GalleryQuery):
+            return gallery.page("console", "u1", query)
+
+        assert [g.id for g in await ids(GalleryQuery(lora="pixel-art"))] == [both.id, pixel.id]
+        assert [g.id for g in await ids(GalleryQuery(lora="toy-face"))] == [both.id]
+        assert [g.id for g in await ids(GalleryQuery(lora="pixel-art", words="fox"))] == [pixel.id]
+        assert await ids(GalleryQuery(lora="no-such-lora")) == []
+        assert await gallery.loras("console", "u1") == ["pixel-art", "toy-face"]
+        assert await gallery.loras("console", "nobody") == []
+        await history.generations.delete(both.id)
+        assert await gallery.loras("console", "u1") == ["pixel-art"]
+    finally:
+        await gallery.close()
+        await history.close()
+
+
+async def test_rows_from_before_the_lora_migration_are_filtered_by_lora(tmp_path):
+    """A file at schema 9 with a LoRA generation: after migration 10 the filter finds it."""
+    path = tmp_path / "h.db"
+    conn = await _schema.connect(path)
+    await _schema.migrate(conn, _schema.MIGRATIONS[:9])
+    request = GenerationRequest(
+        prompt="an old pixel lighthouse", model="tiny", seed=1, loras=(WeightedName(name="pixel-art"),)
+    )
+    await conn.execute(
+        "INSERT INTO generations (platform, user_id, action, request, seed, model, backend, created_at)"
+        " VALUES ('console', 'u1', 'generate', ?, 1, 'tiny', 'fake', 0)",
+        (request.model_dump_json(),),
+    )
+    await conn.close()
+    gallery = await SqliteGallery.open(path)
+    try:
+        found = await gallery.page("console", "u1", GalleryQuery(lora="pixel-art"))
+        assert [g.request.prompt for g in found] == ["an old pixel lighthouse"]
+        assert await gallery.loras("console", "u1") == ["pixel-art"]
+    finally:
+        await gallery.close()

@@ -419,3 +419,13 @@ async def test_the_audit_log_keeps_a_servers_entries_newest_first(store) -> None
     ]
     assert entries[0].at > entries[1].at
     assert len(await store.policies.recent_audit("discord", "G1", limit=1)) == 1
+
+
+async def test_an_input_source_is_noted_for_a_generation_that_exists(store, make_new):
+    """An input made from a generation's image is noted, again without harm; an unknown generation is a KeyError."""
+    generation = await store.generations.add(make_new())
+    await store.generations.mark_done(generation.id, [image(0), image(1)])
+    await store.generations.note_input_source(INIT, generation.id, 1)
+    await store.generations.note_input_source(INIT, generation.id, 1)
+    with pytest.raises(KeyError):
+        await store.generations.note_input_source(INIT, 999, 0)

@@ -1,5 +1,5 @@
 // The gallery's only script (the Content-Security-Policy allows no inline one):
-// follow images being made, and ask before a delete.
+// follow images being made, ask before a delete, and copy /imagine commands.
 "use strict";
 
 function follow(element) {
@@ -26,5 +26,49 @@ document.querySelectorAll("form[data-confirm]").forEach((form) => {
     if (!window.confirm(form.dataset.confirm)) {
       event.preventDefault();
     }
+  });
+});
+
+// The Clipboard API needs a secure context (https, or localhost); a gallery served over plain
+// http elsewhere copies through a selected, off-screen text area instead.
+function copyBySelection(text) {
+  const area = document.createElement("textarea");
+  area.value = text;
+  area.setAttribute("readonly", "");
+  area.className = "offscreen";
+  document.body.appendChild(area);
+  area.select();
+  let copied = false;
+  try {
+    copied = document.execCommand("copy");
+  } catch (error) {
+    copied = false;
+  }
+  area.remove();
+  return copied;
+}
+
+async function copyText(text) {
+  if (navigator.clipboard && window.isSecureContext) {
+    try {
+      await navigator.clipboard.writeText(text);
+      return true;
+    } catch (error) {
+      // Refused (no permission, page not focused): try the other way.
+    }
+  }
+  return copyBySelection(text);
+}
+
+document.querySelectorAll("button[data-copy]").forEach((button) => {
+  const label = button.textContent;
+  button.addEventListener("click", async () => {
+    const copied = await copyText(button.dataset.copy);
+    button.textContent = copied ? "Copied" : "Copy failed: select the command";
+    button.classList.toggle("copied", copied);
+    window.setTimeout(() => {
+      button.textContent = label;
+      button.classList.remove("copied");
+    }, 2000);
   });
 });

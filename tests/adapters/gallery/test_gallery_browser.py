@@ -171,9 +171,9 @@ def _loaded_images(driver: object, css: str) -> int:
 
 
 def test_a_user_opens_searches_and_rerolls_in_a_browser_and_others_cannot_see(bot: Bot, browser):
-    """The link shows the tiny model's image; search finds it; Reroll brings one more; Bob and old links see nothing."""
+    """Open, search, Reroll (also shown in the console), filter by LoRA, copy /imagine; others see nothing."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     wait = WebDriverWait(browser, WAIT)
     bot.say("/imagine a red fox in the snow --seed 7")
@@ -206,11 +206,18 @@ def test_a_user_opens_searches_and_rerolls_in_a_browser_and_others_cannot_see(bo
     wait.until(lambda d: _loaded_images(d, "img.full") == 1)
     assert "Seed" in browser.page_source and ">7<" in browser.page_source
     browser.find_element(By.XPATH, "//button[contains(., 'Reroll')]").click()
-    wait.until(lambda d: re.search(r"/i/(\d+)$", d.current_url) and not d.current_url.endswith(f"/i/{fox_id}"))
-    reroll_id = int(re.search(r"/i/(\d+)$", browser.current_url)[1])  # type: ignore[index]
+    # The new image's page; ?posted=1 says it also went to the chat of the original.
+    new_page = r"/i/(\d+)\?posted=1$"
+    wait.until(lambda d: re.search(new_page, d.current_url))
+    reroll_id = int(re.search(new_page, browser.current_url)[1])  # type: ignore[index]
+    assert reroll_id != fox_id
     wait.until(lambda d: _loaded_images(d, "img.full") == 1)
     assert f"#{fox_id}" in browser.find_element(By.CSS_SELECTOR, ".fields").text
     assert "reroll" in browser.find_element(By.CSS_SELECTOR, "h1").text
+    # The reroll also shows in the chat where the fox was made: here the console, which prints it.
+    assert "also appears in the chat where" in browser.find_element(By.CSS_SELECTOR, ".notice").text
+    bot.expect(rf"⏳ #{reroll_id} · seed \d+ · .* · from the gallery")
+    bot.expect(rf"#{reroll_id} done")
     _screenshot(browser, "gallery-detail.png")
 
     # The grid now holds both, newest first.
@@ -219,6 +226,31 @@ def test_a_user_opens_searches_and_rerolls_in_a_browser_and_others_cannot_see(bo
     cards = browser.find_elements(By.CSS_SELECTOR, ".card")
     assert [card.get_attribute("id") for card in cards] == [f"g{reroll_id}", f"g{fox_id}"]
     _screenshot(browser, "gallery-grid.png")
+
+    # A LoRA image: the LoRA menu shows only it; its Copy /imagine button copies the command that makes it again.
+    bot.say("/imagine a pixel owl --seed 9 --lora tiny-lora:0.5")
+    owl_id = int(bot.expect(r"#(\d+) done")[1])
+    browser.get(link)
+    wait.until(lambda d: _loaded_images(d, ".card img") == 3)
+    Select(browser.find_element(By.NAME, "lora")).select_by_visible_text("tiny-lora")
+    browser.find_element(By.XPATH, "//button[contains(., 'Search')]").click()
+    WebDriverWait(browser, 30).until(lambda d: "lora=tiny-lora" in d.current_url)
+    assert [card.get_attribute("id") for card in browser.find_elements(By.CSS_SELECTOR, ".card")] == [f"g{owl_id}"]
+    origin = re.match(r"http://[^/]+", link)[0]  # type: ignore[index]
+    browser.execute_cdp_cmd(
+        "Browser.grantPermissions", {"origin": origin, "permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]}
+    )
+    copy = browser.find_element(By.CSS_SELECTOR, f"#g{owl_id} button.copy")
+    command = copy.get_attribute("data-copy")
+    copy.click()
+    WebDriverWait(browser, 30).until(lambda d: copy.text != "Copy /imagine")
+    assert copy.text == "Copied"
+    copied = browser.execute_async_script("navigator.clipboard.readText().then(arguments[arguments.length - 1])")
+    assert copied == command and "--seed 9" in copied and "--lora tiny-lora:0.5" in copied
+    # Pasted into a chat (the console), it makes the owl again: the same seed and settings.
+    bot.say(copied)
+    again_id = int(bot.expect(r"#(\d+) done.* · seed 9$")[1])
+    assert again_id > owl_id
 
     # Another user's link sees none of it, and the id of it is not found.
     other = bot.link_of("discord", "222")

@@ -190,6 +190,8 @@ async def test_search_finds_prompt_words_and_survives_fts_syntax(gallery: Galler
         {"to": "2024-13-45"},
         {"sort": "sideways"},
         {"q": "fox " * 100},
+        {"lora": "x" * 101},
+        {"model": "x" * 101},
     ],
 )
 async def test_malformed_page_and_filter_values_get_a_plain_bad_request(gallery: Gallery, query):
@@ -229,6 +231,23 @@ async def test_filters_by_model_and_date_and_sorts_oldest_first(gallery: Gallery
     assert "fox" not in html.split("</form>", 1)[1]
     html = await (await gallery.client.get(path, params={"model": "sdxl"})).text()
     assert "first fox" not in html
+
+
+async def test_the_lora_filter_lists_the_users_loras_and_shows_only_images_with_it(gallery: Gallery):
+    """The LoRA menu offers the LoRAs the user used; choosing one shows only the images made with it."""
+    await gallery.make(ALICE, "a pixel fox", "--lora tiny-lora:0.7")
+    await gallery.make(ALICE, "a plain owl")
+    await gallery.make(BOB, "bob's pixel tiger", "--lora tiny-lora-2")
+    path = await gallery.path(ALICE)
+    grid = await (await gallery.client.get(path)).text()
+    menu = re.search(r'<select name="lora">(.*?)</select>', grid, re.S)
+    assert menu and re.findall(r'<option value="([^"]*)"', menu.group(1)) == ["", "tiny-lora"]
+    filtered = await (await gallery.client.get(path, params={"lora": "tiny-lora"})).text()
+    assert '<option value="tiny-lora" selected>' in filtered
+    shown = filtered.split("</form>", 1)[1]
+    assert "a pixel fox" in shown and "a plain owl" not in shown and "tiger" not in shown
+    none = (await (await gallery.client.get(path, params={"lora": "tiny-lora-2"})).text()).split("</form>", 1)[1]
+    assert "No images match this search" in none
 
 
 async def test_an_action_without_its_csrf_value_is_refused_and_queues_nothing(gallery: Gallery):

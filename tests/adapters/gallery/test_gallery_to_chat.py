@@ -1,0 +1,192 @@
+"""A gallery action's result also appears in the chat where the original was made, with that chat's buttons.
+
+The gallery and the chat share one service, as in ``imagebot run``: Discord and Slack
+run against their loopback fakes, the gallery's pages are posted to over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import itertools
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path, PurePath
+from urllib.parse import urlsplit
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from adapters.console import ConsoleChat
+from adapters.gallery import Links, create_app
+from bot.actions import encode_action
+from bot.jobs import Requester
+from bot.service import ImageService
+from storage import SqliteGallery
+from tests.adapters.discord.conftest import running_bot
+from tests.adapters.discord.test_discord_bot import _custom_ids, _finished, _imagine, _reply_of
+from tests.adapters.slack.conftest import action_ids, running_app
+from tests.fakes.backend import FakeBackend
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.service import started_service
+from tests.fakes.slack import FakeSlack
+
+
+@contextlib.asynccontextmanager
+async def gallery_of(service: ImageService, data_dir: Path) -> AsyncIterator[tuple[TestClient, Links]]:
+    """Serve the gallery's pages on the same service and database as the running chat."""
+    store = await SqliteGallery.open(data_dir / "imagebot.sqlite3")
+    links = Links(secret=b"test-secret", store=store, base_url="http://gallery.test", data_dir=data_dir)
+    try:
+        app = create_app(service=service, store=store, links=links, rate_limit=10_000)
+        async with TestClient(TestServer(app)) as client:
+            yield client, links
+    finally:
+        await store.close()
+
+
+async def click_in_gallery(
+    client: TestClient, links: Links, who: Requester, generation_id: int, action: str, **form: str
+) -> tuple[int, str]:
+    """POST a card's action as the gallery page's form does; return the new generation's id and the page shown."""
+    path = urlsplit(await links.link(who.platform, who.user_id)).path
+    token = path.split("/")[2]
+    response = await client.post(
+        f"{path}i/{generation_id}/{action}", data={"csrf": links.csrf(token), **form}, allow_redirects=False
+    )
+    assert response.status == 303, await response.text()
+    location = response.headers["Location"]
+    page = await client.get(location)
+    assert page.status == 200
+    return int(urlsplit(location).path.rsplit("/", 1)[1]), await page.text()
+
+
+async def test_a_gallery_reroll_of_a_discord_image_is_posted_in_its_channel_with_working_buttons(tmp_path):
+    """Reroll in the gallery: a new message in the original's channel, image and buttons; its 🔄 button works."""
+    async with (
+        FakeDiscord() as fake,
+        running_bot(fake, FakeBackend(), tmp_path, seeds=itertools.count(100).__next__) as running,
+        gallery_of(running.service, tmp_path) as (client, links),
+    ):
+        _, first = await _imagine(fake, {"prompt": "a red fox", "seed": "7"})
+        before = set(fake.messages)
+        new_id, page = await click_in_gallery(client, links, running.who(fake.alice), 1, "reroll")
+        assert "It also appears in the chat where #1 was made." in page
+        await fake.wait_for(lambda: set(fake.messages) - before)
+        (posted_id,) = set(fake.messages) - before
+        posted = await _finished(fake, fake.messages[posted_id])
+
+        assert posted.channel_id == first.channel_id and posted.interaction_id is None
+        assert posted.edits[0]["content"].startswith(f"⏳ #{new_id} · seed 100")
+        assert "from the gallery" in posted.edits[0]["content"]
+        generation = await running.service.details(running.who(fake.alice), new_id)
+        stored = tmp_path / generation.images[0].path
+        assert [(a.filename, a.data) for a in posted.attachments] == [
+            (f"imagebot-{PurePath(stored).name}", stored.read_bytes())
+        ]
+        assert posted.embeds[0]["image"]["url"] == f"attachment://imagebot-{PurePath(stored).name}"
+        assert _custom_ids(posted) == [encode_action(action, new_id) for action in _result_actions(first)]
+
+        click = await fake.click(posted.id, encode_action("reroll", new_id))
+        again = await _finished(fake, await _reply_of(click))
+        assert {f["name"]: f["value"] for f in again.embeds[0]["fields"]}["Seed"] == "101"
+        assert (await running.service.details(running.who(fake.alice), new_id + 1)).parent_id == new_id
+
+
+def _result_actions(message) -> list[str]:
+    """Return the actions of a result message's buttons, in their order (``ib:<action>:<id>``)."""
+    return [custom_id.split(":")[1] for custom_id in _custom_ids(message)]
+
+
+async def test_a_gallery_vary_of_a_slack_image_is_posted_in_its_channel_with_working_buttons(tmp_path):
+    """Vary in the gallery: a card in the original's Slack channel, the image uploaded below it; its Reroll works."""
+    async with (
+        FakeSlack() as fake,
+        running_app(fake, FakeBackend(), tmp_path, seeds=itertools.count(100).__next__) as running,
+        gallery_of(running.service, tmp_path) as (client, links),
+    ):
+        sent = await fake.send_slash(running.url, text="a red fox --seed 7")
+        assert sent.status == 200
+        first = await running.finished_card(1)
+        new_id, _ = await click_in_gallery(client, links, running.who(), 1, "vary", kind="subtle")
+        card = await running.finished_card(2)
+
+        first_text = card.updates[0]["text"]
+        assert first_text.startswith(f"⏳ #{new_id} · seed 100") and first_text.endswith("from the gallery")
+        assert [a.split(":")[1] for a in action_ids(card)] == [a.split(":")[1] for a in action_ids(first)]
+        assert all(a.endswith(f":{new_id}") for a in action_ids(card))
+        generation = await running.service.details(running.who(), new_id)
+        assert generation.action == "vary" and generation.message_ref == f"C1:{card.ts}"
+        stored = tmp_path / generation.images[0].path
+        uploads = [m.files for m in fake.channel_messages() if m.files]
+        assert [(f"imagebot-{PurePath(stored).name}", stored.read_bytes())] in uploads
+
+        (value,) = [
+            element["value"]
+            for block in card.blocks or []
+            for element in block.get("elements") or []
+            if element.get("action_id") == f"ib:reroll:{new_id}"
+        ]
+        clicked = await fake.send_block_action(
+            running.url, f"ib:reroll:{new_id}", value, message_ts=card.ts, channel_id=card.channel
+        )
+        assert clicked.status == 200
+        rerolled = await running.finished_card(3)
+        assert all(a.endswith(f":{new_id + 1}") for a in action_ids(rerolled))
+        assert (await running.service.details(running.who(), new_id + 1)).parent_id == new_id
+
+
+async def test_a_gallery_action_whose_chat_is_not_running_stays_in_the_gallery(tmp_path):
+    """A Slack image rerolled in the gallery while only Discord runs: the job runs, no chat gets a message, no error."""
+    async with (
+        FakeDiscord() as fake,
+        running_bot(fake, FakeBackend(), tmp_path) as running,
+        gallery_of(running.service, tmp_path) as (client, links),
+    ):
+        slack_user = Requester("slack", "U_ALICE", workspace="T1", channel="C1")
+        original = await (await running.service.imagine("a red fox", slack_user)).result()
+        before = set(fake.messages)
+        new_id, page = await click_in_gallery(client, links, slack_user, original.id, "reroll")
+        assert "It also appears" not in page
+        await _made(running.service, slack_user, new_id)
+        assert set(fake.messages) == before
+
+
+async def test_a_gallery_action_of_a_console_image_is_printed_in_the_running_console(tmp_path):
+    """The console of `imagebot chat` prints the gallery's job, then where its image is."""
+    who = Requester("console", "me")
+    out = io.StringIO()
+    async with started_service(FakeBackend(), tmp_path, seeds=itertools.count(100).__next__) as (service, _):
+        chat = ConsoleChat(service, who, out, tmp_path)
+        assert await chat.handle("imagine a red fox --seed 7")
+        read, write = os.pipe()
+        with open(read) as stdin, open(write, "w") as typing:
+            session = asyncio.create_task(chat.run(stdin))
+            try:
+                async with gallery_of(service, tmp_path) as (client, links):
+                    await _until(lambda: service.poster("console") is chat)
+                    new_id, _ = await click_in_gallery(client, links, who, 1, "reroll")
+                    await _until(lambda: f"#{new_id} done" in out.getvalue())
+            finally:
+                typing.write("quit\n")
+                typing.flush()
+                await session
+        lines = out.getvalue().splitlines()
+        assert any(line.startswith(f"⏳ #{new_id} · seed 100") and "from the gallery" in line for line in lines)
+        stored = (await service.details(who, new_id)).images[0].path
+        assert f"  {tmp_path / stored}" in lines
+        assert service.poster("console") is None
+
+
+async def _made(service: ImageService, who: Requester, generation_id: int) -> None:
+    """Wait until a generation is finished, and check that it was made."""
+    job = service.job(generation_id)
+    if job is not None:
+        await job.result()
+    assert (await service.details(who, generation_id)).status == "done"
+
+
+async def _until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
