@@ -25,8 +25,8 @@ from bot.guides import CANNY_THRESHOLDS, make_guide
 from bot.history import Action, Generation, NewGeneration, StoredImage
 from bot.images import InputImage, check_image
 from bot.jobs import Job, Requester
-from bot.ports import Backend, GalleryLinks, Stores
-from bot.request import SIDE, GenerationRequest
+from bot.ports import Backend, GalleryLinks, GuideBackend, Stores
+from bot.request import SIDE, GenerationRequest, Preprocess
 from bot.runner import JobRunner
 
 __all__ = ["VARY_STRENGTH", "ImageLoader", "ImageService", "VaryKind", "random_seed"]
@@ -263,6 +263,8 @@ class ImageService:
             mask = await self._input(who, refs.mask, "mask", load, flagged) if refs.mask is not None else None
             images += [image] if mask is None else [image, mask]
             inputs = options.Inputs(image.sha256, image.width, image.height, mask.sha256 if mask else None)
+            if refs.guides:  # the size may follow the image's: a guide map is made at the real one
+                probe = self._parse(given, defaults, inputs, [Guide(_PROBE, _PROBE)] * len(refs.guides))
         guides = []
         for ref, control in zip(refs.guides, probe.request.controlnets, strict=True):
             source = await self._input(who, ref, "guide", load, flagged)
@@ -270,10 +272,24 @@ class ImageService:
             if control.preprocess == "none":
                 guides.append(Guide(source.sha256))
             else:
-                made = await asyncio.to_thread(make_guide, source, control.preprocess, thresholds=self._canny)
+                made = await self._make_guide(source, control.preprocess, probe.request)
                 images.append(made)
                 guides.append(Guide(made.sha256, source.sha256))
         return inputs, guides
+
+    async def _make_guide(self, source: InputImage, preprocess: Preprocess, probe: GenerationRequest) -> InputImage:
+        """Return the guide map of a checked image: canny here, another annotator by a backend that has it.
+
+        A backend's map is asked for only once the rest of the request fits that backend (its
+        check runs on the probe first), since the API may charge for it; its answer is checked
+        like any image from outside.
+        """
+        backend = self.runner.backend_for(probe)
+        if preprocess != "canny" and isinstance(backend, GuideBackend) and preprocess in backend.guide_preprocessors:
+            backend.check(probe)
+            data = await backend.make_guide(source.data, preprocess, probe.width, probe.height)
+            return await self._checked(data, "guide")
+        return await asyncio.to_thread(make_guide, source, preprocess, thresholds=self._canny)
 
     def _parse(
         self,
