@@ -272,21 +272,31 @@ class ImageService:
             if control.preprocess == "none":
                 guides.append(Guide(source.sha256))
             else:
-                made = await self._make_guide(source, control.preprocess, probe.request)
+                made = await self._make_guide(source, control.preprocess, probe.request, who, flagged)
                 images.append(made)
                 guides.append(Guide(made.sha256, source.sha256))
         return inputs, guides
 
-    async def _make_guide(self, source: InputImage, preprocess: Preprocess, probe: GenerationRequest) -> InputImage:
+    async def _make_guide(
+        self,
+        source: InputImage,
+        preprocess: Preprocess,
+        probe: GenerationRequest,
+        who: Requester,
+        flagged: Sequence[str],
+    ) -> InputImage:
         """Return the guide map of a checked image: canny here, another annotator by a backend that has it.
 
-        A backend's map is asked for only once the rest of the request fits that backend (its
-        check runs on the probe first), since the API may charge for it; its answer is checked
-        like any image from outside.
+        A backend's map is asked for only once nothing else would refuse the request (the
+        queue, the server's rules and quota, the backend's own check run on the probe first),
+        since the API may charge for it; its answer is checked like any image from outside.
         """
         backend = self.runner.backend_for(probe)
         if preprocess != "canny" and isinstance(backend, GuideBackend) and preprocess in backend.guide_preprocessors:
+            self.runner.queue.check_room(who.key)
+            policy = await self.admin.check(who, probe, flagged)
             backend.check(probe)
+            await self.admin.check_quota(who, probe.count, policy)
             data = await backend.make_guide(source.data, preprocess, probe.width, probe.height)
             return await self._checked(data, "guide")
         return await asyncio.to_thread(make_guide, source, preprocess, thresholds=self._canny)

@@ -16,8 +16,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from bot.errors import BackendUnavailable, InvalidOption
+from bot.errors import BackendUnavailable, ContentBlocked, InvalidOption
 from bot.images import input_path
+from bot.jobs import Requester
 from bot.service import ImageService
 from inference.runware import UPLOAD_KEPT, RunwareBackend, build_task, controlnet_steps
 from storage import SqliteDatabase
@@ -345,3 +346,16 @@ async def test_a_preprocessing_runware_refuses_is_one_sentence_and_stores_nothin
     assert "IMAGEBOT_RUNWARE_API_KEY" in str(refused.value)
     assert fake.preprocessed == [] and len(await history.generations.recent("console", "alice")) == 1
     assert sorted(p.name for p in tmp_path.rglob("*.png")) == inputs_before
+
+
+async def test_a_banned_prompt_is_refused_before_runware_preprocesses(running, fake: FakeRunware) -> None:
+    """The server's rules are checked before the charged preprocessing, not after it."""
+    service, _ = running
+    member = Requester("console", "alice", workspace="W1", channel="C1")
+    await outcome(service, "a red fox --seed 42 --ar 1:1", member)
+    await service.admin.update_policy(member, {"banned": ("gore",)}, may_manage=True)
+    with pytest.raises(ContentBlocked):
+        await service.imagine("gore --cn depth-remote --guide #1 --preprocess depth", member)
+    assert fake.preprocessed == [] and fake.calls("imageUpload") == []
+    generation, error = await outcome(service, "a fox --cn depth-remote --guide #1 --preprocess depth", member)
+    assert error is None and generation is not None and len(fake.preprocessed) == 1
