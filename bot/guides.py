@@ -2,8 +2,10 @@
 
 ``canny`` runs here with OpenCV (no weights): the guide every backend receives is the
 same map, and it is stored and can be shown. The other annotators (depth, pose, …) need
-model weights this bot does not load; they are refused with a sentence, and a map made
-elsewhere can be given as it is with ``--preprocess none``.
+model weights this bot does not load: a backend that offers them (`bot.ports.GuideBackend`,
+Runware's preprocessing task) makes those maps, and the service stores them the same way;
+elsewhere they are refused with a sentence, and a map made elsewhere can be given as it is
+with ``--preprocess none``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ real implementations; tests pass in-memory fakes (`tests/fakes/stores.py`) or a
 recording backend (`tests/fakes/backend.py`)::
 
     Backend ─┬─ BatchingBackend      (the local GPU worker: compatible jobs in one call)
-             └─ ConcurrentBackend    (a Ray cluster: several jobs at once)
+             ├─ ConcurrentBackend    (a Ray cluster: several jobs at once)
+             └─ GuideBackend         (a hosted API that makes ControlNet guide maps: Runware)
     Stores ──┬─ GenerationStore      (generations and their images)
              ├─ PolicyStore          (server rules and the audit log)
              ├─ SettingsStore        (each user's defaults)
@@ -26,7 +27,7 @@ from bot.errors import JobCancelled
 from bot.gallery import GalleryQuery
 from bot.history import AuditEntry, Generation, NewGeneration, Status, StoredImage
 from bot.jobs import Job
-from bot.request import GeneratedImage, GenerationRequest, Progress
+from bot.request import GeneratedImage, GenerationRequest, Preprocess, Progress
 
 __all__ = [
     "Backend",
@@ -36,6 +37,7 @@ __all__ = [
     "GalleryLinks",
     "GalleryStore",
     "GenerationStore",
+    "GuideBackend",
     "ImageCheckingBackend",
     "ImageStore",
     "PolicyStore",
@@ -125,6 +127,28 @@ class ImageCheckingBackend(Backend, Protocol):
 
     async def flags(self, model: str, images: Sequence[bytes]) -> list[bool]:
         """Return, per image (PNG bytes), whether the safety check of catalog model `model` flags it."""
+        ...
+
+
+@runtime_checkable
+class GuideBackend(Backend, Protocol):
+    """A backend that makes ControlNet guide maps the bot does not make itself (depth, pose, …).
+
+    The service asks it while a request is checked, before anything is queued: the map it
+    returns is stored like any input, shown with the result and reused by rerolls, so the
+    annotator runs once per guide, not once per generation.
+    """
+
+    guide_preprocessors: frozenset[Preprocess]
+
+    async def make_guide(self, image: bytes, preprocess: Preprocess, width: int, height: int) -> bytes:
+        """Return the `preprocess` map of `image` (a checked PNG) at `width`×`height`, as the API made it.
+
+        The bytes are the API's answer, to be checked like any image from outside.
+
+        Raises:
+            bot.errors.BackendUnavailable: the API refused or failed; one sentence, nothing stored.
+        """
         ...
 
 

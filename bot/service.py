@@ -25,8 +25,8 @@ from bot.guides import CANNY_THRESHOLDS, make_guide
 from bot.history import Action, Generation, NewGeneration, StoredImage
 from bot.images import InputImage, check_image
 from bot.jobs import Job, Requester
-from bot.ports import Backend, ChatPoster, GalleryLinks, ImageCheckingBackend, Stores
-from bot.request import SIDE, GenerationRequest
+from bot.ports import Backend, ChatPoster, GalleryLinks, GuideBackend, ImageCheckingBackend, Stores
+from bot.request import SIDE, GenerationRequest, Preprocess
 from bot.runner import JobRunner
 
 __all__ = ["VARY_STRENGTH", "ImageLoader", "ImageService", "VaryKind", "random_seed"]
@@ -278,19 +278,25 @@ class ImageService:
             inputs = options.Inputs(image.sha256, image.width, image.height, mask.sha256 if mask else None)
             if parse_image_ref(refs.image) is None:
                 uploads.append(("the uploaded image", image))
-        guides = []
-        for ref, control in zip(refs.guides, probe.request.controlnets, strict=True):
+            if refs.guides:  # the size may follow the image's: a guide map is made at the real one
+                probe = self._parse(given, defaults, inputs, [Guide(_PROBE, _PROBE)] * len(refs.guides))
+        sources = []
+        for ref in refs.guides:
             source = await self._input(who, ref, "guide", load, flagged)
-            images.append(source)
+            sources.append(source)
             if parse_image_ref(ref) is None:
                 uploads.append(("the uploaded guide", source))
+        # Before any guide map is made: a backend may charge for one.
+        flagged += await self._flagged_uploads(who, probe.request, uploads)
+        guides = []
+        for source, control in zip(sources, probe.request.controlnets, strict=True):
+            images.append(source)
             if control.preprocess == "none":
                 guides.append(Guide(source.sha256))
             else:
-                made = await asyncio.to_thread(make_guide, source, control.preprocess, thresholds=self._canny)
+                made = await self._make_guide(source, control.preprocess, probe.request, who, flagged)
                 images.append(made)
                 guides.append(Guide(made.sha256, source.sha256))
-        flagged += await self._flagged_uploads(who, probe.request, uploads)
         return inputs, guides
 
     async def _flagged_uploads(
@@ -311,6 +317,30 @@ class ImageService:
             return []
         verdicts = await backend.flags(request.model, [image.data for _, image in uploads])
         return [name for (name, _), flagged in zip(uploads, verdicts, strict=True) if flagged]
+
+    async def _make_guide(
+        self,
+        source: InputImage,
+        preprocess: Preprocess,
+        probe: GenerationRequest,
+        who: Requester,
+        flagged: Sequence[str],
+    ) -> InputImage:
+        """Return the guide map of a checked image: canny here, another annotator by a backend that has it.
+
+        A backend's map is asked for only once nothing else would refuse the request (the
+        queue, the server's rules and quota, the backend's own check run on the probe first),
+        since the API may charge for it; its answer is checked like any image from outside.
+        """
+        backend = self.runner.backend_for(probe)
+        if preprocess != "canny" and isinstance(backend, GuideBackend) and preprocess in backend.guide_preprocessors:
+            self.runner.queue.check_room(who.key)
+            policy = await self.admin.check(who, probe, flagged)
+            backend.check(probe)
+            await self.admin.check_quota(who, probe.count, policy)
+            data = await backend.make_guide(source.data, preprocess, probe.width, probe.height)
+            return await self._checked(data, "guide")
+        return await asyncio.to_thread(make_guide, source, preprocess, thresholds=self._canny)
 
     def _parse(
         self,

@@ -292,7 +292,9 @@ def _offered(table: Mapping[str, object]) -> tuple[str, ...]:
 #   Its refiner startStep is counted in the steps of a text-to-image run; how it counts after an
 #   input image is not documented, so that pair is refused rather than guessed. Upscale is its
 #   imageUpscale task (factors 2, 3 and 4): an upscaler of the image alone, no redraw by the model.
-#   ControlNet is its controlNet array, weights 0–1 only (docs/operations.md).
+#   ControlNet is its controlNet array, weights 0–1 only, each guide uploaded once (imageUpload)
+#   and named by UUID; depth/openpose/lineart/softedge/scribble maps come from its preprocessing
+#   task (inference/runware.py, docs/operations.md).
 # - ModelsLab: its v4 img2img and inpaint endpoints take the input as a link, and do not run the
 #   steps asked for: the img2img doc's own example sends num_inference_steps "30" with strength
 #   0.7 and its answer reports "steps": 20 (30 × 0.7 is 21), the inpaint example sends steps "30"
@@ -303,6 +305,12 @@ def _offered(table: Mapping[str, object]) -> tuple[str, ...]:
 #   URL is ModelsLab's own upload (image_editing/base64_to_url), which publishes the user's image
 #   at a public link whose lifetime is not documented (a private result would be public there),
 #   and neither request has an idempotency key to retry safely. Runware and the local backend upscale.
+#   ControlNet stays refused, though its v5 controlnet endpoint takes control_image as base64
+#   (base64: "yes"): its ControlNet list is ControlNet 1.1 (SD 1.5) and names no SDXL one to put in
+#   the catalog; it has no guidance start/end and is an image-to-image endpoint (init_image +
+#   strength) whose own example reports 20 steps for 30 sent at 0.55, so the exact steps are not
+#   assured; and several ControlNets share one control_image and one conditioning scale
+#   (docs/operations.md, "ControlNet on Runware and ModelsLab").
 CAPABILITIES: dict[BackendName, Capabilities] = {
     "local": Capabilities(
         "local", "the local backend", image_to_image=True, inpaint=True, upscale=True, outpaint=True, controlnet=True

@@ -18,10 +18,23 @@ second request to retry or lose, and a retry resends the same task under the sam
 which Runware answers with ``conflictTaskUUID`` instead of running and charging it again.
 The price is that a retry resends the image's bytes (a few MB at most).
 
-ControlNet guides (``--cn NAME --guide …``) travel the same way, as data URIs in each
-``controlNet`` entry's ``guideImage`` (the SDK's text_to_image.md lists "UUID, data URI, base64, or
-URL" for it), for the same reasons rather than an ``imageUpload`` first: one request, nothing kept at
-Runware, and a retry under the same taskUUID is answered ``conflictTaskUUID``, never run twice.
+ControlNet guides (``--cn NAME --guide …``) are different: a guide is reused (by every reroll,
+refine and Vary of a generation, and by several ControlNets), so each distinct guide is sent once
+with Runware's ``imageUpload`` task (/docs/utilities/image-upload) and each ``controlNet`` entry's
+``guideImage`` names its ``imageUUID`` (the SDK's text_to_image.md lists "UUID, data URI, base64, or
+URL" for it). The UUIDs are kept by the sha256 of the bytes sent, for the life of the client; the
+docs say Runware deletes an upload 30 days after its last use, so one unused for longer than
+`UPLOAD_KEPT` is uploaded again rather than trusted. An upload is not charged, and each try has a
+fresh taskUUID (a lost answer leaves no UUID to collect, so the upload is simply made again).
+
+Guide maps the bot does not make itself (depth, openpose, lineart, softedge, scribble) come from
+Runware's ``imageControlNetPreProcess`` task (/docs/en/image-editing/controlnet-tools, the SDK's
+controlnets.md): the source is uploaded, the task names it by UUID in ``inputImage`` with our
+preprocessor in ``preProcessorType`` (`PREPROCESSOR_TYPES`) at the output size, and the map comes back
+as base64. The service stores it like any input (`bot.ports.GuideBackend`), so it is shown with the
+result and rerolls reuse it without preprocessing again. That task is charged (the SDK doc's example
+answers ``cost``), but its docs say nothing of ``conflictTaskUUID`` or ``getResponse`` for it, so a
+retry has a fresh taskUUID too: an answer lost after Runware ran it costs one more preprocessing.
 
 Upscale (``upscale #3 2``) is Runware's ``imageUpscale`` task, with the stored input as a data URI
 in ``inputImage`` for the same reasons, and ``upscaleFactor`` (its docs allow 2, 3 and 4). It
@@ -33,9 +46,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import io
 import math
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +63,7 @@ from bot.config import RunwareSettings
 from bot.errors import BackendUnavailable
 from bot.images import input_path
 from bot.ports import ProgressCallback
-from bot.request import STEPS, ControlNetSpec, GeneratedImage, GenerationRequest
+from bot.request import STEPS, ControlNetSpec, GeneratedImage, GenerationRequest, Preprocess
 from inference._remote import (
     TRANSIENT_STATUS,
     HostedBackend,
@@ -61,7 +77,15 @@ from inference._remote import (
 )
 from inference.capabilities import CAPABILITIES, RUNWARE_SCHEDULERS
 
-__all__ = ["RunwareBackend", "build_task", "build_upscale_task", "controlnet_steps", "steps_and_strength"]
+__all__ = [
+    "PREPROCESSOR_TYPES",
+    "UPLOAD_KEPT",
+    "RunwareBackend",
+    "build_task",
+    "build_upscale_task",
+    "controlnet_steps",
+    "steps_and_strength",
+]
 
 TITLE = "Runware"
 _CAPABILITIES = CAPABILITIES["runware"]
@@ -76,10 +100,25 @@ _LABELS = {
     "inputImage": "input image",
     "upscaleFactor": "upscale factor",
     "controlNet": "ControlNets",
+    "image": "image upload",
+    "preProcessorType": "guide preprocessing",
     "clipSkip": "clip skip",
     "lora": "LoRAs",
     "apiKey": "API key",
 }
+# Runware's preProcessorType for each preprocessor it runs for us. The ControlNet tools doc lists
+# canny, depth, mlsd, normalbae, openpose, tile, seg, lineart, lineart_anime, shuffle, scribble and
+# softedge; ours are among them under the same names. canny is not asked for: it runs in the bot
+# with the operator's thresholds, so every backend gets the same edge map.
+PREPROCESSOR_TYPES: dict[Preprocess, str] = {
+    "depth": "depth",
+    "openpose": "openpose",
+    "lineart": "lineart",
+    "softedge": "softedge",
+    "scribble": "scribble",
+}
+# Runware deletes an upload "30 days after last use" (image-upload doc); a day's margin.
+UPLOAD_KEPT = 29 * 24 * 3600.0
 _FINAL_STATUS = {
     401: "it refused the server's API key (the bot's operator must check IMAGEBOT_RUNWARE_API_KEY)",
     402: "the Runware account has no credit left",
@@ -131,7 +170,7 @@ def controlnet_steps(start: int, end: int, sent_steps: int, run: int) -> tuple[i
 
 
 def _controlnet(
-    control: ControlNetSpec, identifier: str, guide: bytes, sent_steps: int, run: int, base: int
+    control: ControlNetSpec, identifier: str, guide: str, sent_steps: int, run: int, base: int
 ) -> dict[str, Any] | None:
     """Return one entry of the ``controlNet`` array, or None when it would act on no step.
 
@@ -145,7 +184,7 @@ def _controlnet(
     start_step, end_step = controlnet_steps(control.start_step, end, sent_steps, run)
     return {
         "model": identifier,  # its AIR id (text_to_image.md: "AIR identifier of the ControlNet model")
-        "guideImage": data_uri(guide),
+        "guideImage": guide,  # the imageUUID of its upload
         "weight": control.weight,  # 0–1 there; heavier ones were refused by the capabilities
         "startStep": start_step,
         "endStep": end_step,
@@ -168,7 +207,7 @@ def build_task(
     delivery: str = "sync",
     check_content: bool = True,
     inputs: dict[str, bytes] | None = None,
-    guides: dict[str, bytes] | None = None,
+    guides: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Return the ``imageInference`` task of a request (checked against Runware's capabilities first).
 
@@ -178,8 +217,8 @@ def build_task(
     ``NSFWContent``. `inputs` holds the PNG bytes of the request's ``init_image`` and
     ``mask_image`` by their sha256, sent as ``seedImage`` and ``maskImage`` with the
     ``steps``/``strength`` pair that runs exactly ``request.run_steps`` (`steps_and_strength`).
-    `guides` holds the PNG bytes of the ControlNets' guides by their sha256, sent in the
-    ``controlNet`` array on the same steps as on the local worker (`controlnet_steps`).
+    `guides` holds the Runware imageUUID of each ControlNet's uploaded guide by the guide's sha256,
+    named in the ``controlNet`` array on the same steps as on the local worker (`controlnet_steps`).
     """
     _CAPABILITIES.check(request, catalog)
 
@@ -226,12 +265,12 @@ def build_task(
     if request.embeddings:
         task["embeddings"] = [{"model": air("embedding", e.name), "weight": e.weight} for e in request.embeddings]
     if request.controlnets:
-        given = guides or {}
+        uploaded = guides or {}
         entries = [
             _controlnet(
                 control,
                 air("controlnet", control.model),
-                given[control.guide],
+                uploaded[control.guide],
                 task["steps"],
                 request.run_steps,
                 request.split[0],
@@ -297,9 +336,11 @@ class RunwareBackend(HostedBackend):
         data_dir: where the bot keeps input images (``bot.images.input_path`` below it).
         client: an httpx client to use instead of the backend's own.
         poll_interval: the first wait between ``getResponse`` polls (it grows to 5 s).
+        clock: seconds that only go forward, for how long ago a guide was uploaded (tests pass their own).
     """
 
     name = "runware"
+    guide_preprocessors: frozenset[Preprocess] = frozenset(PREPROCESSOR_TYPES)
 
     def __init__(
         self,
@@ -309,12 +350,17 @@ class RunwareBackend(HostedBackend):
         *,
         client: httpx.AsyncClient | None = None,
         poll_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(catalog, settings, client)
         self._data_dir = Path(data_dir)
         self._settings = settings
         self._headers = {"Authorization": f"Bearer {self._key}"}
         self._poll_interval = poll_interval
+        # sha256 of the bytes uploaded -> (imageUUID, when last sent): one upload per distinct guide.
+        self._uploads: dict[str, tuple[str, float]] = {}
+        self._upload_locks: dict[str, asyncio.Lock] = {}
+        self._clock = clock
 
     async def generate(
         self,
@@ -335,7 +381,7 @@ class RunwareBackend(HostedBackend):
             delivery=delivery,
             check_content=self._settings.check_content,
             inputs=await self._inputs(request),
-            guides=await self._guides(request),
+            guides=await self._guides(request, cancel),
         )
         retrying = Retrying(self._settings.retry_budget, self.name)
         results = await self._submit(task, retrying, cancel)
@@ -384,14 +430,92 @@ class RunwareBackend(HostedBackend):
                 inputs[sha] = await asyncio.to_thread(_sized, data, (request.width, request.height), mode)
         return inputs
 
-    async def _guides(self, request: GenerationRequest) -> dict[str, bytes]:
-        """Read the ControlNets' stored guides at the output size, once, as the local worker resizes them."""
-        guides: dict[str, bytes] = {}
+    async def _guides(self, request: GenerationRequest, cancel: asyncio.Event | None) -> dict[str, str]:
+        """Return the imageUUID of each ControlNet's guide at the output size (as the local worker resizes it).
+
+        Each distinct guide is uploaded once for the life of the client: a reroll sends no image.
+        """
+        guides: dict[str, str] = {}
         for control in request.controlnets:
             if control.guide not in guides:
                 data = await self._stored(control.guide, "ControlNet guide")
-                guides[control.guide] = await asyncio.to_thread(_sized, data, (request.width, request.height), "RGB")
+                sized = await asyncio.to_thread(_sized, data, (request.width, request.height), "RGB")
+                guides[control.guide] = await self._upload(sized, cancel)
         return guides
+
+    async def _upload(self, png: bytes, cancel: asyncio.Event | None) -> str:
+        """Return the imageUUID Runware keeps `png` under, uploading it only when it is not known (or too old)."""
+        key = hashlib.sha256(png).hexdigest()
+        async with self._upload_locks.setdefault(key, asyncio.Lock()):  # two jobs of one guide upload it once
+            known = self._uploads.get(key)
+            now = self._clock()
+            if known is not None and now - known[1] < UPLOAD_KEPT:
+                self._uploads[key] = (known[0], now)
+                return known[0]
+            item = await self._utility({"taskType": "imageUpload", "image": data_uri(png)}, cancel)
+            image_uuid = item.get("imageUUID")
+            if not isinstance(image_uuid, str) or not image_uuid:
+                raise BackendUnavailable(TITLE, "its answer to an image upload named no imageUUID")
+            self._uploads[key] = (image_uuid, now)
+            return image_uuid
+
+    async def make_guide(self, image: bytes, preprocess: Preprocess, width: int, height: int) -> bytes:
+        """Return Runware's `preprocess` map of `image` at `width`×`height` (``imageControlNetPreProcess``).
+
+        The image is uploaded first and named by UUID, as the SDK's controlnets.md asks for
+        ``inputImage``; the map comes back as base64 (a URL answer is downloaded).
+        """
+        source = await self._upload(image, None)
+        task = {
+            "taskType": "imageControlNetPreProcess",
+            "inputImage": source,
+            "preProcessorType": PREPROCESSOR_TYPES[preprocess],
+            "width": width,
+            "height": height,
+            "outputType": "base64Data",
+            "outputFormat": "PNG",
+            "includeCost": True,
+        }
+        item = await self._utility(task, None)
+        try:
+            if item.get("guideImageURL") and not (item.get("guideImageBase64Data") or item.get("guideImageDataURI")):
+                retrying = Retrying(self._settings.retry_budget, self.name)
+                return await download(self._http, str(item["guideImageURL"]), retrying, None)
+            return decode_inline(str(item.get("guideImageBase64Data") or item.get("guideImageDataURI") or ""))
+        except (ImageLost, ValueError):
+            raise BackendUnavailable(TITLE, f"its {preprocess} map of the guide could not be read") from None
+
+    async def _utility(self, fields: dict[str, Any], cancel: asyncio.Event | None) -> dict[str, Any]:
+        """Run one upload or preprocessing task and return its answer's item; transient failures are retried.
+
+        Each try has a fresh taskUUID: neither task's docs say a repeated UUID is answered with the
+        first try's result, and an upload costs nothing to make again.
+        """
+        retrying = Retrying(self._settings.retry_budget, self.name)
+        while True:
+            task = {"taskUUID": str(uuid.uuid4()), **fields}
+            wait: float | None = None
+            try:
+                response = await self._post([task])
+            except httpx.TransportError as error:
+                why = type(error).__name__
+            else:
+                body = object_or_none(response)
+                if response.status_code == 200 and body is not None:
+                    for item in _items(body, "data"):
+                        if item.get("taskUUID") == task["taskUUID"]:
+                            return item
+                    errors = _items(body, "errors")
+                    raise _refusal(errors[0] if errors else {"message": "no answer for the task"})
+                if response.status_code not in TRANSIENT_STATUS and body is not None:
+                    if response.status_code in _FINAL_STATUS:
+                        raise BackendUnavailable(TITLE, _FINAL_STATUS[response.status_code])
+                    errors = _items(body, "errors")
+                    raise _refusal(errors[0] if errors else {"message": f"HTTP {response.status_code}"})
+                why = f"HTTP {response.status_code}" + (" with an unreadable body" if body is None else "")
+                wait = retry_after(response)
+            if not await retrying.again(why, cancel, wait):
+                raise retrying.exhausted(TITLE)
 
     async def _post(self, tasks: list[dict[str, Any]]) -> httpx.Response:
         return await self._http.post(self._settings.url, json=tasks, headers=self._headers)

@@ -35,7 +35,8 @@ https://runware.ai/docs/image-inference/api-reference, /docs/platform/task-polli
   Runware documents the product for 40 × 0.5 only, so a client that relies on any rounding is caught.
 * ControlNet: ``controlNet`` is an array of objects as the SDK's text_to_image.md lists them (and
   its ``IControlNetGeneral``): ``model`` (an AIR id, required), ``guideImage`` (required, the same
-  input forms as ``seedImage``), ``weight`` (a number from 0 to 1), ``startStep``/``endStep``
+  input forms as ``seedImage``; a UUID must name an image the fake keeps), ``weight`` (a number from
+  0 to 1), ``startStep``/``endStep``
   (integers from 1 to ``steps``, start not after end) or ``startStepPercentage``/``endStepPercentage``
   (integers from 0 to 100; never a step and a percentage for the same end, as the SDK refuses),
   ``controlMode`` (``balanced``, ``prompt`` or ``controlnet``); any other key is refused. The decoded
@@ -51,6 +52,22 @@ https://runware.ai/docs/image-inference/api-reference, /docs/platform/task-polli
   shaped like the docs' answer (``imageUUID``, ``inputImageUUID``, the image, ``cost``; no ``seed``).
   The decoded input lands on the task (``RunwareTask.input_image``). Faults, retries,
   ``conflictTaskUUID`` and ``getResponse`` work as for ``imageInference``.
+* ``imageUpload`` tasks (https://runware.ai/docs/utilities/image-upload; the SDK's
+  utilities_image_upload.md): ``image`` (required, a data URI or bare base64 of an image; a URL is
+  refused, since the fake fetches nothing). Never charged. The answer is ``imageUUID`` only (the
+  current docs' answer; the SDK's older one adds an ``imageURL`` a client must not need). The bytes
+  land in ``fake.uploads`` by that UUID, and any task may name the image by it (``guideImage``,
+  ``inputImage``); a UUID the fake never gave is refused with ``invalidParameter``.
+* ``imageControlNetPreProcess`` tasks (https://runware.ai/docs/en/image-editing/controlnet-tools;
+  the SDK's controlnets.md): ``inputImage`` (required: the UUID of an uploaded image, or data),
+  ``preProcessorType`` (required, one of ``PREPROCESSOR_TYPES``), ``width``/``height`` (optional
+  positive integers: the map's size), ``lowThresholdCanny``/``highThresholdCanny``,
+  ``includeHandsAndFaceOpenPose``, ``outputType``, ``outputFormat``, ``includeCost``; anything else
+  is ``unsupportedParameter``. The map is made of the input's pixels (greyscale, its edges, or its
+  inverse for ``depth``) at the size asked, stored under a fresh ``guideImageUUID`` that later
+  tasks may name, charged ``COST_PER_PREPROCESS`` and recorded in ``fake.preprocessed``; the answer
+  has ``guideImageUUID``, ``inputImageUUID``, the map per ``outputType`` (``guideImageURL``,
+  ``guideImageBase64Data`` or ``guideImageDataURI``) and ``cost``.
 * With ``safety: {"checkContent": true}`` (or the older ``checkNSFW``) each result carries
   ``NSFWContent``: true for the seeds in ``fake.nsfw_seeds`` (an upscale: for an input whose
   sha256 is in ``fake.nsfw_inputs``), else false.
@@ -106,6 +123,24 @@ from tests.fakes._loopback import LoopbackServer, trickle
 DOCS_URL = "https://runware.ai/docs/image-inference/api-reference"
 COST_PER_IMAGE = 0.0013  # USD, what the fake charges per generated image
 COST_PER_UPSCALE = 0.002  # USD, what the fake charges per upscale
+COST_PER_PREPROCESS = 0.0006  # USD, what the fake charges per ControlNet preprocessing (the SDK doc's example)
+# Tasks that work on images the fake stores: uploads (free) and ControlNet preprocessing.
+UTILITY_TASKS = ("imageUpload", "imageControlNetPreProcess")
+# The ControlNet tools doc's preProcessorType list.
+PREPROCESSOR_TYPES = (
+    "canny",
+    "depth",
+    "mlsd",
+    "normalbae",
+    "openpose",
+    "tile",
+    "seg",
+    "lineart",
+    "lineart_anime",
+    "shuffle",
+    "scribble",
+    "softedge",
+)
 # The task types that run and are charged; every other type but getResponse is refused.
 CHARGED_TASKS = ("imageInference", "imageUpscale")
 MAX_SEED = 9223372036854775807
@@ -306,7 +341,7 @@ class RunwareTask:
     seed_image: bytes | None = None  # the decoded seedImage, when it was sent as data
     mask_image: bytes | None = None  # the decoded maskImage, likewise
     input_image: bytes | None = None  # the decoded inputImage of an upscale (or the UUID's image)
-    guide_images: list[bytes | None] = field(default_factory=list)  # each controlNet guideImage sent as data
+    guide_images: list[bytes | None] = field(default_factory=list)  # each guideImage: sent as data, or the UUID's
 
     @property
     def task_type(self) -> str:
@@ -648,6 +683,77 @@ UPSCALE_CHECKS: list[tuple[str, Callable[[str, object], str | None], bool]] = [
 ]
 
 
+UPLOAD_FIELDS = frozenset({"taskType", "taskUUID", "image"})
+UPLOAD_CHECKS: list[tuple[str, Callable[[str, object], str | None], bool]] = [("image", _image_input, True)]
+PREPROCESS_FIELDS = frozenset(
+    {
+        "taskType",
+        "taskUUID",
+        "inputImage",
+        "preProcessorType",
+        "width",
+        "height",
+        "lowThresholdCanny",
+        "highThresholdCanny",
+        "includeHandsAndFaceOpenPose",
+        "outputType",
+        "outputFormat",
+        "includeCost",
+    }
+)
+PREPROCESS_CHECKS: list[tuple[str, Callable[[str, object], str | None], bool]] = [
+    ("inputImage", _image_input, True),
+    ("preProcessorType", _choice(PREPROCESSOR_TYPES), True),
+    # The docs give no range for the size: "Will resize the image to this width".
+    ("width", _int_range(1, 8192), False),
+    ("height", _int_range(1, 8192), False),
+    ("lowThresholdCanny", _int_range(0, 255), False),
+    ("highThresholdCanny", _int_range(0, 255), False),
+    ("includeHandsAndFaceOpenPose", _bool, False),
+    ("outputType", _choice(OUTPUT_TYPES), False),
+    ("outputFormat", _choice(OUTPUT_FORMATS), False),
+    ("includeCost", _bool, False),
+]
+
+
+def _utility_problem(task: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the error item for the first problem of an imageUpload or imageControlNetPreProcess task."""
+    task_type = str(task["taskType"])
+    upload = task_type == "imageUpload"
+    fields, checks = (UPLOAD_FIELDS, UPLOAD_CHECKS) if upload else (PREPROCESS_FIELDS, PREPROCESS_CHECKS)
+    bad, problem = _task_problem(task, task_type, fields, checks)
+    if problem is not None:
+        return problem
+    name = "image" if upload else "inputImage"
+    if str(task[name]).startswith(("https://", "http://")):
+        return bad(name, "This fake fetches no URLs: send the image as data or by UUID.")
+    return None
+
+
+def preprocess_image(data: bytes, kind: str, size: tuple[int, int] | None, output_format: str) -> bytes:
+    """Return the fake's map of an image: made of its pixels, so a test can tell which image it came from."""
+    from PIL import ImageFilter, ImageOps
+
+    with Image.open(io.BytesIO(data)) as opened:
+        grey = opened.convert("L")
+    if size is not None:
+        grey = grey.resize(size, Image.Resampling.LANCZOS)
+    made = ImageOps.invert(grey) if kind == "depth" else grey.filter(ImageFilter.FIND_EDGES)
+    buffer = io.BytesIO()
+    made.convert("RGB").save(buffer, format=OUTPUT_FORMATS[output_format][0])
+    return buffer.getvalue()
+
+
+@dataclass
+class Preprocessed:
+    """One imageControlNetPreProcess task the fake ran: what it was asked, given and made."""
+
+    request: dict[str, Any]
+    input_image: bytes
+    guide_uuid: str
+    guide: bytes
+
+
 def _upscale_problem(task: dict[str, Any]) -> dict[str, Any] | None:
     """Return the error item for the first problem of an imageUpscale task, or None when it is valid."""
     bad, problem = _task_problem(task, "imageUpscale", UPSCALE_FIELDS, UPSCALE_CHECKS)
@@ -682,6 +788,9 @@ class FakeRunware(LoopbackServer):
         self.url = ""
         self._peers: set[object] = set()
         self._images: dict[str, tuple[RunwareTask, RunwareImage]] = {}
+        self.uploads: dict[str, bytes] = {}  # imageUUID -> the bytes of each imageUpload
+        self.preprocessed: list[Preprocessed] = []
+        self._guides: dict[str, bytes] = {}  # guideImageUUID -> each preprocessing's map (PNG/JPG/WEBP bytes)
         self._cond = asyncio.Condition()
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -690,6 +799,7 @@ class FakeRunware(LoopbackServer):
         app = web.Application()
         app.router.add_post("/v1", self._v1)
         app.router.add_get("/image/{name}", self._image)
+        app.router.add_get("/guide/{name}", self._guide)
         port = await self._serve(app, backlog=1024)
         self.base = f"http://127.0.0.1:{port}"
         self.url = self.base + "/v1"
@@ -767,6 +877,8 @@ class FakeRunware(LoopbackServer):
         if not isinstance(body, list) or not body or not all(isinstance(t, dict) for t in body):
             message = "The request body must be a non-empty JSON array of task objects."
             return await self._answer(record, 400, {"errors": [error_item("invalidPayload", message)]})
+        if all(t.get("taskType") in UTILITY_TASKS for t in body):
+            return await self._utilities(record, body)
         inference = [t for t in body if t.get("taskType") in CHARGED_TASKS]
         if not inference:
             if problem := self._problem(body):
@@ -796,12 +908,93 @@ class FakeRunware(LoopbackServer):
                 return error_item("unsupportedTaskType", message, "taskType", None, task_uuid)
             if problem := (_inference_problem if task_type == "imageInference" else self._upscale_task_problem)(task):
                 return problem
+            if problem := self._unknown_guide(task):
+                return problem
             assert task_uuid is not None  # the task's check covered it
             if task_uuid in self.tasks or task_uuid in seen:
                 message = "A task with this taskUUID already exists."
                 return error_item("conflictTaskUUID", message, "taskUUID", task_type, task_uuid)
             seen.add(task_uuid)
         return None
+
+    def stored(self, image_uuid: str) -> bytes | None:
+        """Return the bytes of an image this fake keeps under a UUID (uploaded, preprocessed or made), or None."""
+        if image_uuid in self.uploads:
+            return self.uploads[image_uuid]
+        if image_uuid in self._guides:
+            return self._guides[image_uuid]
+        found = self._images.get(image_uuid)
+        return found[1].data if found is not None else None
+
+    def _unknown_guide(self, task: dict[str, Any]) -> dict[str, Any] | None:
+        """Refuse a controlNet guideImage that names by UUID an image the fake does not keep."""
+        for i, entry in enumerate(task.get("controlNet", [])):
+            value = str(entry["guideImage"])
+            if UUID4_RE.match(value) and self.stored(value) is None:
+                message = "Invalid value for guideImage parameter. No image with this UUID was found."
+                return error_item(
+                    "invalidParameter", message, f"controlNet[{i}].guideImage", "imageInference", task["taskUUID"]
+                )
+        return None
+
+    async def _utilities(self, record: RunwareRequest, body: list[dict[str, Any]]) -> web.Response:
+        """Answer a POST of uploads and preprocessing tasks: every task checked first, then each run in order."""
+        seen: set[str] = set()
+        for task in body:
+            if problem := _utility_problem(task):
+                return await self._answer(record, 400, {"errors": [problem]})
+            name = "image" if task["taskType"] == "imageUpload" else "inputImage"
+            value = str(task[name])
+            if UUID4_RE.match(value) and self.stored(value) is None:
+                message = f"Invalid value for {name} parameter. No image with this UUID was found."
+                item = error_item("invalidParameter", message, name, task["taskType"], task["taskUUID"])
+                return await self._answer(record, 400, {"errors": [item]})
+            if task["taskUUID"] in seen or task["taskUUID"] in self.tasks:
+                message = "A task with this taskUUID already exists."
+                item = error_item("conflictTaskUUID", message, "taskUUID", task["taskType"], task["taskUUID"])
+                return await self._answer(record, 400, {"errors": [item]})
+            seen.add(task["taskUUID"])
+        data = [await self._utility(task) for task in body]
+        return await self._answer(record, 200, {"data": data})
+
+    async def _utility(self, task: dict[str, Any]) -> dict[str, Any]:
+        given = str(task["image" if task["taskType"] == "imageUpload" else "inputImage"])
+        data = self.stored(given) if UUID4_RE.match(given) else decode_image(given)
+        assert data is not None  # checked by _utilities
+        item: dict[str, Any] = {"taskType": task["taskType"], "taskUUID": task["taskUUID"]}
+        if task["taskType"] == "imageUpload":
+            image_uuid = str(uuid.uuid4())
+            self.uploads[image_uuid] = data
+            return {**item, "imageUUID": image_uuid}
+        size = (task["width"], task["height"]) if "width" in task and "height" in task else None
+        output_format = task.get("outputFormat", "JPG")
+        guide = await asyncio.to_thread(preprocess_image, data, task["preProcessorType"], size, output_format)
+        guide_uuid = str(uuid.uuid4())
+        self._guides[guide_uuid] = guide
+        self.preprocessed.append(Preprocessed(task, data, guide_uuid, guide))
+        self.charges.append((task["taskUUID"], COST_PER_PREPROCESS))
+        input_uuid = given if UUID4_RE.match(given) else str(uuid.uuid5(uuid.NAMESPACE_OID, task["taskUUID"]))
+        item.update(guideImageUUID=guide_uuid, inputImageUUID=input_uuid)
+        output_type = task.get("outputType", "URL")
+        _, ext, content_type = OUTPUT_FORMATS[output_format]
+        if output_type == "URL":
+            item["guideImageURL"] = f"{self.base}/guide/{guide_uuid}.{ext}"
+        elif output_type == "base64Data":
+            item["guideImageBase64Data"] = base64.b64encode(guide).decode()
+        else:
+            item["guideImageDataURI"] = f"data:{content_type};base64,{base64.b64encode(guide).decode()}"
+        if task.get("includeCost"):
+            item["cost"] = COST_PER_PREPROCESS
+        return item
+
+    async def _guide(self, request: web.Request) -> web.Response:
+        record = await self._record(request, None)
+        stem = request.match_info["name"].partition(".")[0]
+        if stem not in self._guides:
+            await self._finish(record, 404)
+            return web.Response(status=404, text="Not Found")
+        await self._finish(record, 200)
+        return web.Response(body=self._guides[stem], content_type="application/octet-stream")
 
     def _upscale_task_problem(self, task: dict[str, Any]) -> dict[str, Any] | None:
         if problem := _upscale_problem(task):
@@ -885,7 +1078,8 @@ class FakeRunware(LoopbackServer):
         for name in ("seedImage", "maskImage"):
             if isinstance(request.get(name), str):
                 setattr(task, "seed_image" if name == "seedImage" else "mask_image", decode_image(request[name]))
-        task.guide_images = [decode_image(entry["guideImage"]) for entry in request.get("controlNet", [])]
+        guides = [str(entry["guideImage"]) for entry in request.get("controlNet", [])]
+        task.guide_images = [self.stored(g) if UUID4_RE.match(g) else decode_image(g) for g in guides]
         if upscale:
             given = request["inputImage"]
             task.input_image = decode_image(given) if not UUID4_RE.match(given) else self._images[given][1].data

@@ -16,12 +16,13 @@ import httpx
 import pytest
 from PIL import Image
 
-from bot.errors import InvalidOption
+from bot.errors import BackendUnavailable, ContentBlocked, InvalidOption
 from bot.images import input_path
+from bot.jobs import Requester
 from bot.service import ImageService
-from inference.runware import RunwareBackend, build_task, controlnet_steps
+from inference.runware import UPLOAD_KEPT, RunwareBackend, build_task, controlnet_steps
 from storage import SqliteDatabase
-from tests.fakes.runware import COST_PER_IMAGE, FakeRunware, Fault
+from tests.fakes.runware import COST_PER_IMAGE, COST_PER_PREPROCESS, FakeRunware, Fault
 from tests.fakes.service import started_service
 from tests.inference.remote import CATALOG, WHO, outcome, request
 from tests.inference.test_runware import settings
@@ -91,9 +92,11 @@ async def test_one_controlnet_from_text_sends_the_stored_guide_on_exact_steps(
         "controlMode": "prompt",
     }
     stored = (tmp_path / input_path(control.guide)).read_bytes()
-    assert guide_bytes(entry["guideImage"]) == stored and task.guide_images == [stored]
+    (upload,) = fake.calls("imageUpload")
+    assert fake.uploads[entry["guideImage"]] == guide_bytes(upload["image"]) == stored
+    assert task.guide_images == [stored]
     assert task.controlnet_steps == [list(range(3, 11))]
-    assert fake.calls("imageUpload") == [] and "seedImage" not in task.request
+    assert "seedImage" not in task.request
     assert (await history.generations.get(generation.id)).cost == pytest.approx(COST_PER_IMAGE)
 
 
@@ -228,3 +231,131 @@ async def test_with_a_refiner_a_controlnet_ends_with_the_base_as_on_the_local_wo
     assert [(e["model"], e["startStep"], e["endStep"]) for e in task.request["controlNet"]] == [
         ("civitai:700@800", 20, 24)
     ]
+
+
+async def test_a_guide_is_uploaded_once_and_a_reroll_names_it_by_uuid(running, fake: FakeRunware) -> None:
+    """Two ControlNets on one guide and a reroll: one imageUpload, the same imageUUID in every task."""
+    service, _ = running
+    await outcome(service, "a red fox --seed 42 --ar 1:1")
+    generation, error = await outcome(
+        service, "a fox --ar 1:1 --steps 20 --preprocess none --cn canny-remote=#1:0.5@1-10, depth-remote=#1"
+    )
+    assert error is None and generation is not None
+    await (await service.reroll(WHO, generation.id)).result()
+    assert len(fake.calls("imageUpload")) == 1
+    first, again = (task for task in fake.calls("imageInference") if "controlNet" in task)
+    (image_uuid,) = {entry["guideImage"] for task in (first, again) for entry in task["controlNet"]}
+    assert image_uuid in fake.uploads and first["seed"] != again["seed"]
+
+
+async def test_distinct_guides_are_uploaded_each_once(running, fake: FakeRunware) -> None:
+    service, _ = running
+    await outcome(service, "a red fox --seed 42 --ar 1:1")
+    await outcome(service, "a white circle --seed 43 --ar 1:1")
+    generation, error = await outcome(
+        service, "a fox --ar 1:1 --steps 20 --preprocess none --cn canny-remote=#1, depth-remote=#2"
+    )
+    assert error is None and generation is not None
+    task = fake.tasks[fake.calls("imageInference")[-1]["taskUUID"]]
+    uuids = [entry["guideImage"] for entry in task.request["controlNet"]]
+    assert len(fake.calls("imageUpload")) == 2 and len(set(uuids)) == 2 and set(uuids) == set(fake.uploads)
+
+
+async def test_an_upload_unused_for_29_days_is_sent_again(fake: FakeRunware, tmp_path: Path) -> None:
+    """Runware deletes an upload 30 days after its last use: an older one is not trusted."""
+    now = [1000.0]
+    backend = RunwareBackend(CATALOG, settings(fake), tmp_path, poll_interval=0.01, clock=lambda: now[0])
+    async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as (service, _):
+        await outcome(service, "a red fox --seed 42 --ar 1:1")
+        generation, _error = await outcome(service, "a fox --ar 1:1 --cn canny-remote --guide #1 --preprocess none")
+        assert generation is not None
+        now[0] += UPLOAD_KEPT - 1  # used again within the days Runware keeps it: the same upload
+        await (await service.reroll(WHO, generation.id)).result()
+        assert len(fake.calls("imageUpload")) == 1
+        now[0] += UPLOAD_KEPT  # unused past them: uploaded again
+        await (await service.reroll(WHO, generation.id)).result()
+        assert len(fake.calls("imageUpload")) == 2
+        guides = [task["controlNet"][0]["guideImage"] for task in fake.calls("imageInference") if "controlNet" in task]
+        assert guides[0] == guides[1] != guides[2]
+    await backend.aclose()
+
+
+@pytest.mark.parametrize("preprocess", ["depth", "openpose", "lineart", "softedge", "scribble"])
+async def test_a_guide_runware_preprocesses_is_stored_and_reused_by_a_reroll(
+    running, fake: FakeRunware, tmp_path: Path, preprocess: str
+) -> None:
+    """The source is uploaded, Runware's map comes back, is stored as the guide, and a reroll runs no preprocessing."""
+    service, history = running
+    await outcome(service, "a red fox --seed 42 --ar 1:1")
+    generation, error = await outcome(
+        service, f"a fox --ar 1:1 --steps 20 --cn depth-remote --guide #1 --preprocess {preprocess}"
+    )
+    assert error is None and generation is not None
+    (made,) = fake.preprocessed
+    assert {key: made.request[key] for key in ("preProcessorType", "width", "height", "outputType")} == {
+        "preProcessorType": preprocess,
+        "width": 1024,
+        "height": 1024,
+        "outputType": "base64Data",
+    }
+    (control,) = generation.request.controlnets
+    assert control.preprocess == preprocess and control.source is not None
+    source = (tmp_path / input_path(control.source)).read_bytes()
+    assert fake.uploads[made.request["inputImage"]] == made.input_image == source
+    stored = (tmp_path / input_path(control.guide)).read_bytes()
+    with Image.open(io.BytesIO(stored)) as ours, Image.open(io.BytesIO(made.guide)) as theirs:
+        assert ours.tobytes() == theirs.convert("RGB").tobytes()  # Runware's map, as the bot stores inputs
+    task = fake.tasks[fake.calls("imageInference")[-1]["taskUUID"]]
+    assert task.guide_images == [stored]
+    await (await service.reroll(WHO, generation.id)).result()
+    assert len(fake.preprocessed) == 1 and len(fake.calls("imageUpload")) == 2  # the source, then the map
+    rerolled = fake.tasks[fake.calls("imageInference")[-1]["taskUUID"]]
+    assert rerolled.request["controlNet"] == task.request["controlNet"]
+    assert fake.total_cost == pytest.approx(COST_PER_IMAGE * 3 + COST_PER_PREPROCESS)
+    assert len(await history.generations.recent("console", "alice")) == 3
+
+
+async def test_a_request_runware_refuses_runs_no_preprocessing(running, fake: FakeRunware) -> None:
+    """The rest of the request is checked against Runware before its (charged) preprocessing is asked for."""
+    service, _ = running
+    await outcome(service, "a red fox --seed 42 --ar 1:1")
+    with pytest.raises(InvalidOption) as refused:
+        await service.imagine("a fox --cn depth-remote --guide #1 --preprocess depth --cn-weight 1.5", WHO)
+    assert str(refused.value) == "ControlNet weight is at most 1 on Runware, not 1.5; the local backend can."
+    assert fake.preprocessed == [] and fake.calls("imageUpload") == []
+
+
+async def test_canny_is_still_made_by_the_bot_on_runware(running, fake: FakeRunware) -> None:
+    """Canny runs in the bot with the operator's thresholds: every backend gets the same edge map."""
+    service, _ = running
+    await outcome(service, "a red fox --seed 42 --ar 1:1")
+    generation, error = await outcome(service, "a fox --ar 1:1 --cn canny-remote --guide #1 --preprocess canny")
+    assert error is None and generation is not None
+    assert fake.preprocessed == [] and generation.request.controlnets[0].source is not None
+
+
+async def test_a_preprocessing_runware_refuses_is_one_sentence_and_stores_nothing(
+    running, fake: FakeRunware, tmp_path: Path
+) -> None:
+    service, history = running
+    await outcome(service, "a red fox --seed 42 --ar 1:1")
+    inputs_before = sorted(p.name for p in tmp_path.rglob("*.png"))
+    fake.api_key = "another-key"  # Runware now refuses the bot's key
+    with pytest.raises(BackendUnavailable) as refused:
+        await service.imagine("a fox --cn depth-remote --guide #1 --preprocess depth", WHO)
+    assert "IMAGEBOT_RUNWARE_API_KEY" in str(refused.value)
+    assert fake.preprocessed == [] and len(await history.generations.recent("console", "alice")) == 1
+    assert sorted(p.name for p in tmp_path.rglob("*.png")) == inputs_before
+
+
+async def test_a_banned_prompt_is_refused_before_runware_preprocesses(running, fake: FakeRunware) -> None:
+    """The server's rules are checked before the charged preprocessing, not after it."""
+    service, _ = running
+    member = Requester("console", "alice", workspace="W1", channel="C1")
+    await outcome(service, "a red fox --seed 42 --ar 1:1", member)
+    await service.admin.update_policy(member, {"banned": ("gore",)}, may_manage=True)
+    with pytest.raises(ContentBlocked):
+        await service.imagine("gore --cn depth-remote --guide #1 --preprocess depth", member)
+    assert fake.preprocessed == [] and fake.calls("imageUpload") == []
+    generation, error = await outcome(service, "a fox --cn depth-remote --guide #1 --preprocess depth", member)
+    assert error is None and generation is not None and len(fake.preprocessed) == 1
