@@ -118,9 +118,6 @@ def build_model(config_path: Path, folder: Path, device: torch.device) -> tuple[
     """Write random-weight SDXL base and refiner folders of `config_path`'s shapes, unless already there."""
     from diffusers import (
         AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionXLImg2ImgPipeline,
-        StableDiffusionXLPipeline,
         UNet2DConditionModel,
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
@@ -150,30 +147,7 @@ def build_model(config_path: Path, folder: Path, device: torch.device) -> tuple[
     parts = [text_encoder, text_encoder_2, unet, refiner_unet, vae]
     for part in parts:
         part.to(stored).eval()
-    scheduler = EulerDiscreteScheduler.from_config(tiny.SDXL_SCHEDULER_CONFIG)
-    StableDiffusionXLPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        text_encoder_2=text_encoder_2,
-        tokenizer=tokenizer,
-        tokenizer_2=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-    ).save_pretrained(base_dir)
-    StableDiffusionXLImg2ImgPipeline(
-        vae=vae,
-        text_encoder=None,
-        text_encoder_2=text_encoder_2,
-        tokenizer=None,
-        tokenizer_2=tokenizer,
-        unet=refiner_unet,
-        scheduler=scheduler,
-        requires_aesthetics_score=True,
-        force_zeros_for_empty_prompt=False,
-    ).save_pretrained(refiner_dir)
-    for tokenizer_dir in (base_dir / "tokenizer", base_dir / "tokenizer_2", refiner_dir / "tokenizer_2"):
-        for name in ("vocab.json", "merges.txt"):
-            shutil.copyfile(tokens / name, tokenizer_dir / name)
+    tiny.save_sdxl(folder, tokens, text_encoder, text_encoder_2, unet, refiner_unet, vae)
     shutil.rmtree(tokens)
     del parts, text_encoder, text_encoder_2, unet, refiner_unet, vae
     _free()

@@ -46,6 +46,7 @@ __all__ = [
     "ensure",
     "load_tokenizer",
     "resolve",
+    "save_sdxl",
     "tiny_root",
     "write_tokenizer",
 ]
@@ -168,15 +169,11 @@ def _build_into(root: Path) -> None:
     """Write every part into `root`, the marker last."""
     from diffusers import (
         AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionXLImg2ImgPipeline,
-        StableDiffusionXLPipeline,
     )
 
     tokenizer_dir = root / ".tokenizer"
     write_tokenizer(tokenizer_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
-    tokenizer_2 = load_tokenizer(tokenizer_dir)
     text_encoder, text_encoder_2 = _text_encoders(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
     unet = _unet(
         cross_attention_dim=_CLIP_L["hidden_size"] + _CLIP_G["hidden_size"],
@@ -185,37 +182,7 @@ def _build_into(root: Path) -> None:
     )
     refiner_unet = _unet(cross_attention_dim=_CLIP_G["hidden_size"], time_ids=5, seed=2)
     vae: AutoencoderKL = _vae(seed=3)
-    scheduler = EulerDiscreteScheduler.from_config(SDXL_SCHEDULER_CONFIG)
-
-    base = StableDiffusionXLPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        text_encoder_2=text_encoder_2,
-        tokenizer=tokenizer,
-        tokenizer_2=tokenizer_2,
-        unet=unet,
-        scheduler=scheduler,
-    )
-    base.save_pretrained(root / "base")
-    refiner = StableDiffusionXLImg2ImgPipeline(
-        vae=vae,
-        text_encoder=None,
-        text_encoder_2=text_encoder_2,
-        tokenizer=None,
-        tokenizer_2=tokenizer_2,
-        unet=refiner_unet,
-        scheduler=scheduler,
-        requires_aesthetics_score=True,
-        force_zeros_for_empty_prompt=False,
-    )
-    refiner.save_pretrained(root / "refiner")
-    for folder in (
-        root / "base" / "tokenizer",
-        root / "base" / "tokenizer_2",
-        root / "refiner" / "tokenizer_2",
-    ):
-        for name in ("vocab.json", "merges.txt"):
-            shutil.copyfile(tokenizer_dir / name, folder / name)
+    save_sdxl(root, tokenizer_dir, text_encoder, text_encoder_2, unet, refiner_unet, vae)
     shutil.rmtree(tokenizer_dir)
 
     _vae(seed=4).save_pretrained(root / "vae")
@@ -229,6 +196,44 @@ def _build_into(root: Path) -> None:
     _save_upscaler(root / "upscaler", PARTS["upscaler"][1], "compact", seed=12)
     _save_upscaler(root / "upscaler-x2", PARTS["upscaler-x2"][1], "rrdb", seed=13)
     (root / _MARKER).write_text(_VERSION + "\n", encoding="utf-8")
+
+
+def save_sdxl(
+    root: Path, tokenizer_dir: Path, text_encoder: Any, text_encoder_2: Any, unet: Any, refiner_unet: Any, vae: Any
+) -> None:
+    """Save an SDXL pair as the real one is laid out: ``base/`` and ``refiner/`` pipeline folders.
+
+    The refiner shares the second text encoder and the VAE and has aesthetic-score conditioning;
+    both use SDXL's scheduler config and the tokenizer written to `tokenizer_dir` (`write_tokenizer`).
+    """
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    scheduler = EulerDiscreteScheduler.from_config(SDXL_SCHEDULER_CONFIG)
+    StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+    ).save_pretrained(root / "base")
+    StableDiffusionXLImg2ImgPipeline(
+        vae=vae,
+        text_encoder=None,
+        text_encoder_2=text_encoder_2,
+        tokenizer=None,
+        tokenizer_2=tokenizer,
+        unet=refiner_unet,
+        scheduler=scheduler,
+        requires_aesthetics_score=True,
+        force_zeros_for_empty_prompt=False,
+    ).save_pretrained(root / "refiner")
+    # save_pretrained writes the tokenizer's own files; ours are the byte-level vocabulary as written.
+    for folder in (root / "base" / "tokenizer", root / "base" / "tokenizer_2", root / "refiner" / "tokenizer_2"):
+        for name in ("vocab.json", "merges.txt"):
+            shutil.copyfile(tokenizer_dir / name, folder / name)
 
 
 def _byte_unicode_chars() -> list[str]:
