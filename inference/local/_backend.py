@@ -576,37 +576,28 @@ class _Worker:
 
     async def stats(self) -> dict[str, int]:
         """Ask for the worker's load counters and return its answer."""
-        request_id, inbox = self._open()
-        try:
-            await self._send(StatsRequest(request_id))
-            reply = await inbox.get()
-        finally:
-            self._pending.pop(request_id, None)
-        match reply:
+        match reply := await self._ask(StatsRequest):
             case Stats(loads=loads):
                 return loads
-            case _Died(reason=reason):
-                raise BackendUnavailable(_NAME, f"the worker {reason}")
-            case _:
-                raise BackendUnavailable(_NAME, f"the worker answered with an unexpected '{reply.op}' frame")
+        raise _unexpected(reply)
 
     async def flags(self, model_local: str, images: Sequence[bytes]) -> list[bool]:
         """Ask the worker's safety check about images and return its verdicts."""
-        request_id, inbox = self._open()
-        try:
-            await self._send(CheckRequest(request_id, model_local, tuple(images)))
-            reply = await inbox.get()
-        finally:
-            self._pending.pop(request_id, None)
-        match reply:
+        match reply := await self._ask(lambda request_id: CheckRequest(request_id, model_local, tuple(images))):
             case Checked(flags=flags) if len(flags) == len(images):
                 return list(flags)
             case Error(message=message):
                 raise BackendUnavailable(_NAME, message)
-            case _Died(reason=reason):
-                raise BackendUnavailable(_NAME, f"the worker {reason}")
-            case _:
-                raise BackendUnavailable(_NAME, f"the worker answered with an unexpected '{reply.op}' frame")
+        raise _unexpected(reply)
+
+    async def _ask(self, make: Callable[[int], Message]) -> ToBot | _Died:
+        """Send a request (`make` given its id) outside any job and return the worker's answer to it."""
+        request_id, inbox = self._open()
+        try:
+            await self._send(make(request_id))
+            return await inbox.get()
+        finally:
+            self._pending.pop(request_id, None)
 
     async def close(self, timeout: float) -> None:
         """Ask the worker to exit; kill it after `timeout` seconds."""
@@ -673,6 +664,13 @@ class _Worker:
                     self._process.kill()
             for inbox in self._pending.values():
                 inbox.put_nowait(_Died(reason))
+
+
+def _unexpected(reply: ToBot | _Died) -> BackendUnavailable:
+    """Return the error for an answer a request did not expect (or the worker's death instead of one)."""
+    if isinstance(reply, _Died):
+        return BackendUnavailable(_NAME, f"the worker {reply.reason}")
+    return BackendUnavailable(_NAME, f"the worker answered with an unexpected '{reply.op}' frame")
 
 
 def _exit(returncode: int | None) -> str:
