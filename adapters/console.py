@@ -15,6 +15,7 @@ Commands (a leading ``/`` is optional)::
     settings [key=value …]                       show or change your defaults
     forget [confirm]                             delete all your images, seeds and settings
     gallery [revoke]                             a private link to your images on the web (revoke: kill old links)
+    star [#id], unstar [#id]                     put your image in the server's showcase, or take it out
     help, quit
 
 It reads stdin line by line (so it can be scripted) and handles one command at

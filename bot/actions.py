@@ -41,9 +41,12 @@ ButtonAction = Literal[
     "cancel",
     "show",
     "guide",
+    "star",
+    "unstar",
 ]
 # "show": a flagged image withheld from a Slack channel, sent to its author privately;
-# "guide": the guide images a result's ControlNets saw, shown privately.
+# "guide": the guide images a result's ControlNets saw, shown privately;
+# "star", "unstar": the ⭐ reaction added or taken back, for the server's showcase (`bot.showcase`).
 _ACTIONS: dict[str, ButtonAction] = {action: action for action in get_args(ButtonAction)}
 # The buttons under a finished image, in their order on every platform.
 RESULT_ACTIONS: tuple[ButtonAction, ...] = (

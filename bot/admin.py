@@ -32,6 +32,13 @@ def managers(who: Requester) -> str:
     return "workspace admins" if who.platform == "slack" else "server managers"
 
 
+def _change_text(key: str, value: object) -> str:
+    """Return a rule change for the audit log, as its admin word says it (the showcase's time as on or off)."""
+    if key == "showcase_since":
+        return f"showcase={'on' if value is not None else 'off'}"
+    return f"{key}={value}"
+
+
 class ServerAdmin:
     """Reads, checks and changes servers' rules, and keeps their audit log.
 
@@ -59,6 +66,10 @@ class ServerAdmin:
         """Return the policy of the user's server (the empty policy outside a server)."""
         return await self._policy_of(who.platform, who.workspace)
 
+    async def server_policy(self, platform: str, workspace: str) -> Policy:
+        """Return a server's policy by its ids (a showcase page has no requester)."""
+        return await self._policy_of(platform, workspace)
+
     async def _policy_of(self, platform: str, workspace: str | None) -> Policy:
         if workspace is None:
             return Policy()
@@ -70,9 +81,15 @@ class ServerAdmin:
             raise InvalidOption("Server settings", "only exist in a server, not in direct messages")
         if not may_manage:
             raise NotAllowed("change", only=managers(who), what=f"the {server_word(who)}'s settings")
-        policy = (await self.policy(who)).changed(changes)
+        current = await self.policy(who)
+        if "showcase_since" in changes:
+            # On: since now, or since it was turned on, if it already was (its link keeps working).
+            turned_on = changes["showcase_since"] is True
+            since = current.showcase_since or int(self._clock() * 1000)
+            changes = {**changes, "showcase_since": since if turned_on else None}
+        policy = current.changed(changes)
         await self._policies.put(who.platform, who.workspace, policy.model_dump(mode="json"))
-        await self.audit(who, "rules", detail=", ".join(f"{key}={value}" for key, value in sorted(changes.items())))
+        await self.audit(who, "rules", detail=", ".join(_change_text(key, changes[key]) for key in sorted(changes)))
         log.info(
             "server policy of %s:%s changed by %s: %s",
             who.platform,

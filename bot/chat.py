@@ -26,6 +26,7 @@ from bot.errors import BotError, InvalidOption, shown
 from bot.history import Generation, StoredImage
 from bot.jobs import Job, JobEvent, Requester
 from bot.service import ImageService, VaryKind
+from bot.showcase import showcase_line
 from bot.summary import (
     FORGET_WARNING,
     GALLERY_REVOKED,
@@ -228,14 +229,21 @@ class ChatFlow:
             return Flagged(generation_id, tuple(await self.service.flagged_images(who, generation_id)))
         if action == "guide":
             return await self.guides(who, generation_id)
+        if action in ("star", "unstar"):
+            return await self.star(who, generation_id, starred=action == "star")
         await self.service.delete(who, generation_id)
         return Deleted(generation_id)
 
-    async def gallery(self, who: Requester, *, revoke: bool = False, revoke_hint: str | None = None) -> Text:
-        """Answer ``gallery`` with a new personal link, or ``gallery revoke`` by killing every earlier one.
+    async def gallery(
+        self, who: Requester, *, revoke: bool = False, showcase: bool = False, revoke_hint: str | None = None
+    ) -> Text:
+        """Answer ``gallery``: a new personal link; ``gallery revoke``: every earlier one killed; ``gallery showcase``.
 
+        ``gallery showcase`` answers with the link to the server's showcase.
         `revoke_hint` is how this chat's users revoke (Discord's ``/gallery revoke:True``).
         """
+        if showcase:
+            return Text(showcase_line(who, await self.service.showcase.link(who)))
         if revoke:
             await self.service.revoke_gallery(who)
             return Text(GALLERY_REVOKED)
@@ -243,6 +251,10 @@ class ChatFlow:
         assert self.service.gallery is not None  # gallery_link refuses otherwise
         hint = revoke_hint or f"{self._command}gallery revoke"
         return Text(gallery_line(link, self.service.gallery.lifetime_days, hint))
+
+    async def star(self, who: Requester, generation_id: int | None, *, starred: bool = True) -> Text:
+        """Answer ``star [#id]``, ``unstar [#id]`` and the ⭐ reaction: a user's image in or out of the showcase."""
+        return Text(await self.service.showcase.star(who, generation_id, starred=starred))
 
     async def history(self, who: Requester, count: int = 10) -> Listing:
         """Answer ``history [count]``: the user's latest generations."""
@@ -316,7 +328,7 @@ class ChatFlow:
         if word == "queue":
             return self.queue(who)
         if word == "gallery":
-            return await self.gallery(who, revoke=arguments == "revoke")
+            return await self.gallery(who, revoke=arguments == "revoke", showcase=arguments == "showcase")
         if word == "admin":
             assert self._admin is not None and isinstance(arguments, str)
             return Text(await self._admin(who, arguments))
@@ -331,6 +343,8 @@ class ChatFlow:
             return await self.cancel(who, arguments.generation_id)
         if word == "guide":
             return await self.guides(who, arguments.generation_id)
+        if word in ("star", "unstar"):
+            return await self.star(who, arguments.generation_id, starred=word == "star")
         if word == "reroll":
             return Started(await self.service.reroll(who, arguments.generation_id))
         return Started(await self.service.refine(who, arguments.generation_id, arguments.percent))
@@ -379,10 +393,12 @@ def _command(word: str, rest: str) -> _Command | None:
         return word, rest
     if word == "gallery":
         # "gallery of old masters" is a prompt on Slack, not a command with arguments.
-        if rest.lower() not in ("", "revoke"):
-            raise InvalidOption("gallery", f"takes nothing or 'revoke', not '{shown(rest, 40)}'", typed=True)
+        if rest.lower() not in ("", "revoke", "showcase"):
+            raise InvalidOption(
+                "gallery", f"takes nothing, 'revoke' or 'showcase', not '{shown(rest, 40)}'", typed=True
+            )
         return word, rest.lower()
-    if word in ("reroll", "refine", "cancel", "guide"):
+    if word in ("reroll", "refine", "cancel", "guide", "star", "unstar"):
         return word, parse_ref_args(rest, allow_percent=word == "refine")
     if word == "upscale":
         return word, _upscale_args(rest)

@@ -112,6 +112,7 @@ class Generation:
     cost: float | None
     images: tuple[StoredImage, ...] = field(default=())
     interruptions: int = 0
+    starred: bool = False  # its author starred it for the server's showcase
 
     @property
     def seconds(self) -> float | None:

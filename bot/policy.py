@@ -56,7 +56,7 @@ _EXPLICIT = (
 )  # fmt: skip
 _EXPLICIT_PATTERN = re.compile("|".join(re.escape(f" {term} ") for term in _EXPLICIT))
 # A policy field → the admin command word that sets it, which an error names.
-_TYPED = {"banned": "ban", "max_pixels": "max_size", "user_daily_quota": "member_quota"}
+_TYPED = {"banned": "ban", "max_pixels": "max_size", "user_daily_quota": "member_quota", "showcase_since": "showcase"}
 # A number an admin types: str.isdigit() takes "²", which int() refuses, and int() refuses 5,000 digits.
 _NUMBER = re.compile(r"[0-9]{1,9}")
 _CHANNEL = re.compile(r"<#(\w+)(?:\|[^>]*)?>|#?(\w+)")
@@ -95,6 +95,9 @@ class Policy(BaseModel):
     channels: tuple[str, ...] = Field(default=(), max_length=_MAX_CHANNELS)  # where the bot answers; empty: all
     adult_channels: tuple[str, ...] = Field(default=(), max_length=_MAX_CHANNELS)  # age-restricted besides the flag
     flagged: Flagged = "spoiler"  # a flagged image in an age-restricted channel; elsewhere never shown plainly
+    # When the showcase was turned on, in milliseconds since the epoch (None: off). Its link carries
+    # this value, so turning the showcase off and on again makes a new link and kills the old one.
+    showcase_since: int | None = Field(default=None, ge=0)
 
     @field_validator("banned")
     @classmethod
@@ -158,6 +161,8 @@ class Policy(BaseModel):
             parts.append(f"{len(self.adult_channels)} age-restricted channel" + "s" * (len(self.adult_channels) != 1))
         if self.flagged != "spoiler":
             parts.append(f"flagged images: {self.flagged}")
+        if self.showcase_since is not None:
+            parts.append("showcase: on")
         return "; ".join(parts) + "."
 
     def is_age_restricted(self, channel: str | None, flagged_by_platform: bool = False) -> bool:
@@ -238,6 +243,7 @@ def rule_changes(
     channels: str | None = None,
     adult_channels: str | None = None,
     flagged: str | None = None,
+    showcase: bool | None = None,
     here: str | None = None,
 ) -> dict[str, object]:
     """Return the policy changes an admin asked for, as every chat's admin command takes them.
@@ -245,11 +251,14 @@ def rule_changes(
     `unban` is a rule's number or text; `models` and `loras` (allowlists) comma lists (``all``: every one),
     `blocked_models` and `blocked_loras` too (``none``: none blocked);
     `channels` and `adult_channels` channel ids or mentions (``here``: the channel `here`, ``all``/``none``:
-    the empty list); `max_size` ``WxH``; 0 lifts a limit.
+    the empty list); `max_size` ``WxH``; 0 lifts a limit. `showcase` turns the server's showcase on or off
+    (`bot.admin.ServerAdmin.update_policy` turns True into the time it was turned on).
     """
     changes: dict[str, object] = {}
     if open_reroll is not None:
         changes["open_reroll"] = open_reroll
+    if showcase is not None:
+        changes["showcase_since"] = showcase
     if ban:
         changes["banned"] = (*policy.banned, ban.strip())
     if unban:
@@ -332,6 +341,7 @@ ADMIN_WORDS = (
     "channels",
     "adult_channels",
     "flagged",
+    "showcase",
 )
 
 
@@ -343,7 +353,7 @@ def parse_admin(text: str) -> dict[str, Any]:
         raise InvalidOption("Admin command", f"'{shown(word)}' is unknown (commands: audit, {', '.join(ADMIN_WORDS)})")
     if not rest:
         raise InvalidOption(word, "needs a value", typed=True)
-    if word == "open_reroll":
+    if word in ("open_reroll", "showcase"):
         if rest.lower() not in ("on", "off", "true", "false", "yes", "no"):
             raise InvalidOption(word, f"must be on or off, not '{shown(rest)}'", typed=True)
         return {word: rest.lower() in ("on", "true", "yes")}

@@ -229,6 +229,14 @@ class GenerationStore(Protocol):
         """Remember the chat message that shows it (None forgets it)."""
         ...
 
+    async def set_starred(self, generation_id: int, starred: bool) -> None:
+        """Star it for its server's showcase (a second star changes nothing), or take the star back.
+
+        Raises:
+            KeyError: no such generation.
+        """
+        ...
+
     async def by_message_ref(self, platform: str, ref: str) -> Generation | None:
         """Return the (newest) generation shown by that message, or None."""
         ...
@@ -390,6 +398,18 @@ class GalleryStore(Protocol):
         """Raise the user's link epoch by one and return it: every earlier link stops working."""
         ...
 
+    async def showcase(self, platform: str, workspace: str, *, after: int | None, limit: int) -> list[Generation]:
+        """Return one page of a server's showcase, newest first: its starred finished generations.
+
+        Each with only its unflagged images; a generation whose every image was flagged is not
+        in it. `after` is the last id the previous page showed.
+        """
+        ...
+
+    async def showcased(self, platform: str, workspace: str, generation_id: int) -> Generation | None:
+        """Return the generation as the server's showcase shows it, or None when it is not in it."""
+        ...
+
 
 @runtime_checkable
 class GalleryLinks(Protocol):
@@ -414,6 +434,10 @@ class GalleryLinks(Protocol):
 
     async def forget_images(self, generation_ids: Sequence[int]) -> None:
         """Delete the thumbnails kept of these generations' images (they were deleted)."""
+        ...
+
+    async def showcase_link(self, platform: str, workspace: str, since: int) -> str:
+        """Return the link to a server's showcase, good while it stays on since `since` (`Policy.showcase_since`)."""
         ...
 
 

@@ -28,6 +28,7 @@ from bot.jobs import Job, Requester
 from bot.ports import Backend, ChatPoster, GalleryLinks, GuideBackend, ImageCheckingBackend, Stores
 from bot.request import SIDE, GenerationRequest, Preprocess
 from bot.runner import JobRunner
+from bot.showcase import Showcase
 
 __all__ = ["VARY_STRENGTH", "ImageLoader", "ImageService", "VaryKind", "random_seed"]
 
@@ -170,6 +171,7 @@ class ImageService:
         self._clock = clock
         self._posters: dict[str, ChatPoster] = {}
         self.admin = ServerAdmin(stores.policies, stores.generations, daily_quota=daily_quota, clock=clock)
+        self.showcase = Showcase(stores.generations, self.admin, gallery)
         self.runner = JobRunner(
             backend=backend,
             backends=backends,

@@ -253,6 +253,13 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX generations_user_model ON generations (platform, user_id, model);
     """,
+    # 12: a server's showcase. When its author starred a generation (NULL: not starred); the partial
+    # index holds only starred rows, so a server's showcase page reads them and nothing else. (A
+    # rebuild of generations, as in 6, must carry the column and recreate the index.)
+    """
+    ALTER TABLE generations ADD COLUMN starred_at REAL;
+    CREATE INDEX generations_showcase ON generations (platform, workspace, id) WHERE starred_at IS NOT NULL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

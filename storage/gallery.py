@@ -7,6 +7,7 @@ Every query is scoped to one (platform, user).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterable
@@ -20,6 +21,11 @@ from storage.generations import select_generations
 __all__ = ["SqliteGallery"]
 
 _OWNER = "platform = ? AND user_id = ?"
+# A server's showcase: starred, finished, and with an image the safety check did not flag.
+_SHOWCASE = (
+    "platform = ? AND workspace = ? AND starred_at IS NOT NULL AND status = 'done'"
+    " AND EXISTS (SELECT 1 FROM images WHERE images.generation_id = generations.id AND images.nsfw IS NOT 1)"
+)
 # The most images one lookup names: a page of cards with an image, a mask and three guides each.
 _MAX_SHAS = 200
 
@@ -153,3 +159,22 @@ class SqliteGallery:
                 )
             )
         return int(rows[0][0])
+
+    async def showcase(self, platform: str, workspace: str, *, after: int | None, limit: int) -> list[Generation]:
+        """Return one page of a server's showcase, newest first, each generation with only its unflagged images."""
+        check_limit(limit)
+        where = _SHOWCASE
+        parameters: tuple[Any, ...] = (platform, workspace)
+        if after is not None:
+            where, parameters = f"{where} AND id < ?", (*parameters, after)
+        return [_unflagged(g) for g in await select_generations(self._db, where, parameters, limit=limit)]
+
+    async def showcased(self, platform: str, workspace: str, generation_id: int) -> Generation | None:
+        """Return the generation as the server's showcase shows it (unflagged images only), or None."""
+        found = await select_generations(self._db, f"id = ? AND {_SHOWCASE}", (generation_id, platform, workspace))
+        return _unflagged(found[0]) if found else None
+
+
+def _unflagged(generation: Generation) -> Generation:
+    """Return the generation without the images the safety check flagged (an unchecked one stays)."""
+    return dataclasses.replace(generation, images=tuple(image for image in generation.images if not image.nsfw))

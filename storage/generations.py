@@ -43,10 +43,11 @@ def check_status(status: str | None) -> None:
 
 _COLUMNS = (
     "id, platform, workspace, channel, user_id, parent_id, action, request, seed, model, backend, status,"
-    " error, warnings, private, created_at, started_at, finished_at, message_ref, cost, interruptions"
+    " error, warnings, private, created_at, started_at, finished_at, message_ref, cost, interruptions,"
+    " starred_at IS NOT NULL AS starred"
 )
 _IMAGE_COLUMNS = "i.idx, i.seed, i.path, i.sha256, i.width, i.height, i.nsfw"
-_GENERATION_FIELDS = 21
+_GENERATION_FIELDS = 22
 _UNFINISHED_SQL = "status IN ('queued', 'running')"
 # Written exactly as in the indexes of migration 6: SQLite uses an expression index only for the same expression.
 _INIT_IMAGE = "json_extract(request, '$.init_image')"
@@ -198,6 +199,16 @@ class SqliteGenerations:
         async with self._db.lock:
             cursor = await self._db.conn.execute(
                 "UPDATE generations SET message_ref = ? WHERE id = ?", (ref, generation_id)
+            )
+        if cursor.rowcount == 0:
+            raise KeyError(generation_id)
+
+    async def set_starred(self, generation_id: int, starred: bool) -> None:
+        """Star it for its server's showcase, now (a second star keeps the first time), or take the star back."""
+        async with self._db.lock:
+            cursor = await self._db.conn.execute(
+                "UPDATE generations SET starred_at = CASE WHEN ? THEN COALESCE(starred_at, ?) END WHERE id = ?",
+                (int(starred), self._db.clock(), generation_id),
             )
         if cursor.rowcount == 0:
             raise KeyError(generation_id)
@@ -392,6 +403,7 @@ def _generation(row: Sequence[Any], images: tuple[StoredImage, ...]) -> Generati
         message_ref,
         cost,
         interruptions,
+        starred,
     ) = row
     return Generation(
         id=id_,
@@ -416,4 +428,5 @@ def _generation(row: Sequence[Any], images: tuple[StoredImage, ...]) -> Generati
         cost=cost,
         images=images,
         interruptions=interruptions,
+        starred=bool(starred),
     )

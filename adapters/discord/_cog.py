@@ -72,6 +72,7 @@ REACTIONS: dict[str, ButtonAction] = {
     "🌿": "vary-subtle",
     "🌪️": "vary-strong",
     "❌": "delete",
+    "⭐": "star",
 }
 # Clients send some emoji with the variation selector U+FE0F and some without; either matches.
 _BY_EMOJI = {emoji.replace("\ufe0f", ""): action for emoji, action in REACTIONS.items()}
@@ -472,12 +473,17 @@ class ImagesCog(commands.Cog, name="Images"):
         await self._ask(interaction, self.flow.forget(requester(interaction), confirm=confirm, how_to_confirm=how))
 
     @app_commands.command(name="gallery", description="A private link to all your images on the web.")
-    @app_commands.describe(revoke="true to make every link you were given stop working")
-    async def gallery(self, interaction: discord.Interaction, revoke: bool = False) -> None:
-        """Answer privately with a personal gallery link, or revoke every earlier one."""
+    @app_commands.describe(
+        revoke="true to make every link you were given stop working",
+        showcase="true for the link to this server's showcase of starred images instead",
+    )
+    async def gallery(self, interaction: discord.Interaction, revoke: bool = False, showcase: bool = False) -> None:
+        """Answer privately with a personal gallery link, revoke every earlier one, or give the server's showcase."""
 
         async def run() -> str:
-            reply = await self.flow.gallery(requester(interaction), revoke=revoke, revoke_hint="/gallery revoke:True")
+            reply = await self.flow.gallery(
+                requester(interaction), revoke=revoke, showcase=showcase, revoke_hint="/gallery revoke:True"
+            )
             return reply.text
 
         await self._reply(interaction, run())
@@ -500,6 +506,7 @@ class ImagesCog(commands.Cog, name="Images"):
         member_quota="the images each member may make a day (0: no limit)",
         channels="the only channels the bot answers in: #mentions or here (all: every channel)",
         flagged="how an image the safety check flagged is shown in age-restricted channels (elsewhere never plainly)",
+        showcase="a web page of the images members starred (⭐), for anyone with its link; off kills the link",
         audit="show who recently made, deleted or was refused images, and who changed the rules",
     )
     @app_commands.choices(flagged=[app_commands.Choice(name=name, value=name) for name in FLAGGED])
@@ -519,6 +526,7 @@ class ImagesCog(commands.Cog, name="Images"):
         member_quota: app_commands.Range[int, 0, 10000] | None = None,
         channels: str | None = None,
         flagged: str | None = None,
+        showcase: bool | None = None,
         audit: bool = False,
     ) -> None:
         """Show or change the server's policy, or read its audit log."""
@@ -545,6 +553,7 @@ class ImagesCog(commands.Cog, name="Images"):
                 member_quota=member_quota,
                 channels=channels,
                 flagged=flagged,
+                showcase=showcase,
                 here=who.channel,
             )
             if changes:
@@ -601,8 +610,16 @@ class ImagesCog(commands.Cog, name="Images"):
 
     @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
-        """Do what the matching button does when the author reacts to a result message."""
-        action = _BY_EMOJI.get(str(payload.emoji).replace("\ufe0f", ""))
+        """Do what the matching button does when the author reacts to a result message; ⭐ stars it."""
+        await self._react(payload, _BY_EMOJI.get(str(payload.emoji).replace("\ufe0f", "")))
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
+        """Take the star back when the author removes their ⭐ from a result message."""
+        starred = _BY_EMOJI.get(str(payload.emoji).replace("\ufe0f", "")) == "star"
+        await self._react(payload, "unstar" if starred else None)
+
+    async def _react(self, payload: discord.RawReactionActionEvent, action: ButtonAction | None) -> None:
         if action is None or self.bot.user is None or payload.user_id == self.bot.user.id:
             return
         generation = await self.service.by_message(PLATFORM, str(payload.message_id))

@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from adapters.gallery._links import BadLink, ExpiredLink, Links, Owner, secret_key
+from adapters.gallery._links import BadLink, ExpiredLink, Links, Owner, Server, secret_key
 from adapters.gallery._web import RedactedAccessLogger, create_app
 
-__all__ = ["BadLink", "ExpiredLink", "Links", "Owner", "create_app", "secret_key", "serving"]
+__all__ = ["BadLink", "ExpiredLink", "Links", "Owner", "Server", "create_app", "secret_key", "serving"]
 
 
 @contextlib.asynccontextmanager

@@ -20,15 +20,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from itsdangerous import BadSignature, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import BadSignature, TimestampSigner, URLSafeSerializer, URLSafeTimedSerializer
 from PIL import Image
 
 from bot.ports import GalleryStore
 
-__all__ = ["BadLink", "ExpiredLink", "Links", "Owner", "secret_key"]
+__all__ = ["BadLink", "ExpiredLink", "Links", "Owner", "Server", "secret_key"]
 
 THUMBNAIL_SIDE = 384
 _SALT = "imagebot-gallery-link"
+# Another salt: a personal token is never a showcase token, nor the other way round.
+_SHOWCASE_SALT = "imagebot-showcase-link"
 # A token minted a little in the future (another host's clock) still passes; more is forged or broken.
 _CLOCK_SKEW = 60.0
 
@@ -47,6 +49,15 @@ class Owner:
 
     platform: str
     user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """Whose showcase a showcase token opens, and since when that showcase was on when the link was made."""
+
+    platform: str
+    workspace: str
+    since: int
 
 
 def secret_key(data_dir: Path, configured: str | None) -> bytes:
@@ -101,6 +112,8 @@ class Links:
                 return int(clock())
 
         self._serializer = URLSafeTimedSerializer(secret, salt=_SALT, signer=_Signer)
+        # No lifetime: a showcase link is shared and pinned; it works while the showcase stays on.
+        self._showcase_serializer = URLSafeSerializer(secret, salt=_SHOWCASE_SALT)
 
     @property
     def lifetime_days(self) -> float:
@@ -156,6 +169,30 @@ class Links:
         if age > self._lifetime_days * 86400 or epoch != await self._store.epoch(platform, user_id):
             raise ExpiredLink()
         return Owner(platform, user_id)
+
+    async def showcase_link(self, platform: str, workspace: str, since: int) -> str:
+        """Return the link to a server's showcase, good while the showcase stays on since `since`."""
+        return f"{self.base_url}/s/{self._showcase_serializer.dumps([platform, workspace, since])}/"
+
+    def server(self, token: str) -> Server:
+        """Return whose showcase a showcase token opens (whether it is still on is the caller's to check).
+
+        Raises:
+            BadLink: the token is not one of our showcase tokens.
+        """
+        try:
+            payload = self._showcase_serializer.loads(token)
+        except BadSignature:
+            raise BadLink() from None
+        if not (
+            isinstance(payload, list)
+            and len(payload) == 3
+            and all(isinstance(part, str) for part in payload[:2])
+            and isinstance(payload[2], int)
+            and not isinstance(payload[2], bool)
+        ):
+            raise BadLink()
+        return Server(*payload)
 
     def csrf(self, token: str) -> str:
         """Return the value a form posted with this token must carry.

@@ -1,10 +1,14 @@
-"""The gallery's pages on aiohttp.web: a user's grid, one generation, its images, and the actions on it.
+"""The gallery's pages on aiohttp.web: a user's grid, a generation, its images and actions; a server's showcase.
 
 Every page under ``/g/<token>/`` is its token's owner's: the token is checked (and rate
 limited) before any handler runs, every read goes through the owner-scoped read model,
 and an id that is not the owner's is a 404 like an id that does not exist. Actions call
 the same `ImageService` use cases as the chat buttons, so policy, quotas, owner rules and
 audit are the chat's.
+
+Pages under ``/s/<token>/`` are a server's showcase (`bot.showcase`): read only, its token
+good while the server's showcase stays on, and every read through the showcase-scoped read
+model, so an image that is not starred, not the server's or flagged is a 404 there.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from adapters.gallery._links import BadLink, ExpiredLink, Links, Owner
+from adapters.gallery._links import BadLink, ExpiredLink, Links, Owner, Server
 from bot.actions import format_image_ref, format_ref
 from bot.chat import show_in_chat
 from bot.errors import BotError, NotAllowed, NotFound, QueueFull, QuotaReached, RateLimited
@@ -49,7 +53,9 @@ _TOKEN = r"[A-Za-z0-9_\-\.]{20,400}"
 # 18 digits stay below SQLite's 2^63: a longer id is no id, and the router answers 404 itself.
 _ID = r"[0-9]{1,18}"
 _MAX_ID = 2**63 - 1
-_ACTIONS = ("reroll", "refine", "vary", "upscale", "delete")
+_ACTIONS = ("reroll", "refine", "vary", "upscale", "delete", "star", "unstar")
+# A showcase link is shared by a whole server, so it gets this many times a personal link's rate.
+_SHOWCASE_RATE = 10
 _MAX_SEARCH = 200
 
 # No inline script or style anywhere: the pages load one stylesheet and one script of our own.
@@ -78,9 +84,14 @@ _PROBLEMS: dict[int, tuple[str, str]] = {
 }
 
 
+SHOWCASE_GONE = (
+    "This server's showcase was turned off or given a new link; ask the bot for the current one with /gallery showcase."
+)
+
+
 def redact(path: str) -> str:
     """Return a request path with its token cut out, for the logs."""
-    return re.sub(r"/g/[^/]+", "/g/…", path)
+    return re.sub(r"/([gs])/[^/]+", r"/\1/…", path)
 
 
 class RedactedAccessLogger(AbstractAccessLogger):
@@ -93,6 +104,7 @@ class RedactedAccessLogger(AbstractAccessLogger):
 
 # What the link check leaves on a request for the handlers.
 OWNER = web.RequestKey("owner", Owner)
+SERVER = web.RequestKey("server", Server)
 CSRF = web.RequestKey("csrf", str)
 ROOT = web.RequestKey("root", str)
 
@@ -133,6 +145,7 @@ class _Card:
     parent_id: int | None
     created: str
     flagged: bool
+    starred: bool
     finished: bool
     error: str | None
     command: str | None  # the /imagine text that makes it again; None where no /imagine does
@@ -167,6 +180,7 @@ def _card(generation: Generation, commands: Mapping[int, str | None] | None = No
         parent_id=generation.parent_id,
         created=_when(generation.created_at),
         flagged=any(image.nsfw for image in generation.images),
+        starred=generation.starred,
         finished=generation.status in ("done", "failed", "cancelled"),
         error=generation.error,
         command=(commands or {}).get(generation.id),
@@ -296,17 +310,29 @@ class _Pages:
         final = generation.status in ("done", "failed", "cancelled")
         return web.json_response({"id": generation.id, "status": generation.status, "final": final})
 
+    async def showcase(self, request: web.Request) -> web.Response:
+        """Show a server's showcase: its starred images, newest first, a page at a time."""
+        server = request[SERVER]
+        after = _cursor(request.query.get("after"))
+        generations = await self._store.showcase(server.platform, server.workspace, after=after, limit=PAGE_SIZE + 1)
+        shown = generations[:PAGE_SIZE]
+        more = f"?after={shown[-1].id}" if len(generations) > PAGE_SIZE else None
+        return self.render(
+            "showcase.html", root=request[ROOT], cards=[_card(g) for g in shown], more=more, first=after is not None
+        )
+
     async def thumbnail(self, request: web.Request) -> web.Response:
-        generation = await self._own(request)
+        generation = await self._visible(request)
         image = self._image(generation, request)
+        owner = Owner(generation.platform, generation.user_id)
         data = await self._links.thumbnail(
-            request[OWNER], generation.id, image.index, lambda: self._service.read_image(image.path)
+            owner, generation.id, image.index, lambda: self._service.read_image(image.path)
         )
         return web.Response(body=data, content_type="image/webp", headers={"Cache-Control": "private, max-age=86400"})
 
     async def image(self, request: web.Request) -> web.Response:
         """Serve the stored PNG's bytes as they are, so its parameters text chunk comes along."""
-        generation = await self._own(request)
+        generation = await self._visible(request)
         image = self._image(generation, request)
         try:
             data = await self._service.read_image(image.path)
@@ -338,6 +364,9 @@ class _Pages:
             if action == "delete":
                 await self._service.delete(who, generation.id)
                 raise web.HTTPSeeOther(f"{root}/")
+            if action in ("star", "unstar"):
+                await self._service.showcase.star(who, generation.id, starred=action == "star")
+                raise web.HTTPSeeOther(f"{root}/i/{generation.id}")
             job = await self._run(action, who, generation.id, form)
         except (NotFound, NotAllowed):
             return self.problem(404)
@@ -374,6 +403,16 @@ class _Pages:
         refs = {sha: format_image_ref(generation_id, index) for sha, (generation_id, index) in found.items()}
         catalog = self._service.catalog
         return {generation.id: imagine_command(generation.request, catalog, refs) for generation in generations}
+
+    async def _visible(self, request: web.Request) -> Generation:
+        """Return the generation the path names as the link shows it: the owner's own, or in the server's showcase."""
+        server = request.get(SERVER)
+        if server is None:
+            return await self._own(request)
+        generation = await self._store.showcased(server.platform, server.workspace, int(request.match_info["id"]))
+        if generation is None:
+            raise web.HTTPNotFound()
+        return generation
 
     async def _own(self, request: web.Request) -> Generation:
         """Return the generation the path names if it is the token's owner's; a 404 otherwise, whoever's it is."""
@@ -421,6 +460,7 @@ def create_app(
     )
     pages = _Pages(service, store, links, prefix, templates)
     limiter = _Limiter(rate_limit, clock)
+    showcase_limiter = _Limiter(rate_limit * _SHOWCASE_RATE, clock)
 
     @web.middleware
     async def plain_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -437,8 +477,11 @@ def create_app(
 
     @web.middleware
     async def owner_only(request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Check the link of every page under /g/<token>/ before its handler runs."""
+        """Check the link of every page under /g/<token>/ or /s/<token>/ before its handler runs."""
         token = request.match_info.get("token")
+        showcase = request.match_info.get("showcase")
+        if showcase is not None:
+            return await server_only(request, handler, showcase)
         if token is None:
             return await handler(request)
         if not limiter.allow(token):
@@ -451,6 +494,21 @@ def create_app(
             return pages.problem(410)
         request[CSRF] = links.csrf(token)
         request[ROOT] = f"{prefix}/g/{token}"
+        return await handler(request)
+
+    async def server_only(request: web.Request, handler: Handler, token: str) -> web.StreamResponse:
+        """Check a showcase link: ours, and the server's showcase still on since the link was made."""
+        if not showcase_limiter.allow(token):
+            return pages.problem(429)
+        try:
+            server = links.server(token)
+        except BadLink:
+            return pages.problem(404)
+        policy = await service.admin.server_policy(server.platform, server.workspace)
+        if policy.showcase_since != server.since:
+            return pages.problem(410, SHOWCASE_GONE)
+        request[SERVER] = server
+        request[ROOT] = f"{prefix}/s/{token}"
         return await handler(request)
 
     async def secure(request: web.Request, response: web.StreamResponse) -> None:
@@ -467,5 +525,9 @@ def create_app(
     app.router.add_post(f"{base}/i/{{id:{_ID}}}/{{action:{'|'.join(_ACTIONS)}}}", pages.act)
     app.router.add_get(f"{base}/thumb/{{id:{_ID}}}-{{index:[0-9]{{1,2}}}}.webp", pages.thumbnail)
     app.router.add_get(f"{base}/image/{{id:{_ID}}}-{{index:[0-9]{{1,2}}}}.png", pages.image)
+    shared = f"{prefix}/s/{{showcase:{_TOKEN}}}"
+    app.router.add_get(f"{shared}/", pages.showcase)
+    app.router.add_get(f"{shared}/thumb/{{id:{_ID}}}-{{index:[0-9]{{1,2}}}}.webp", pages.thumbnail)
+    app.router.add_get(f"{shared}/image/{{id:{_ID}}}-{{index:[0-9]{{1,2}}}}.png", pages.image)
     app.router.add_static(f"{prefix}/static", _HERE / "static", append_version=False)
     return app

@@ -81,8 +81,9 @@ REACTIONS: dict[str, ButtonAction] = {
     "herb": "vary-subtle",
     "tornado": "vary-strong",
     "x": "delete",
+    "star": "star",
 }
-EVENTS = ("reaction_added",)
+EVENTS = ("reaction_added", "reaction_removed")
 
 
 def _timed(listener: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
@@ -146,6 +147,7 @@ class SlackImages:
         app.view(REFINE_VIEW)(_timed(self.on_refine_submit))
         app.action(ACTION_ID_PATTERN)(_timed(self.on_button))
         app.event("reaction_added")(self.on_reaction)
+        app.event("reaction_removed")(self.on_reaction_removed)
         app.error(self.on_error)
         service.add_poster(PLATFORM, self)
 
@@ -359,8 +361,14 @@ class SlackImages:
             await self._tell(who, refusal(error))
 
     async def on_reaction(self, event: dict[str, Any], context: AsyncBoltContext) -> None:
-        """Do what a card's button does when someone reacts to it with 🔄, ✨, 🌿, 🌪️ or ❌."""
-        kind = REACTIONS.get(event.get("reaction", ""))
+        """Do what a card's button does when someone reacts to it with 🔄, ✨, 🌿, 🌪️ or ❌; ⭐ stars it."""
+        await self._react(event, context.team_id, REACTIONS.get(event.get("reaction", "")))
+
+    async def on_reaction_removed(self, event: dict[str, Any], context: AsyncBoltContext) -> None:
+        """Take the star back when a card's author removes their ⭐."""
+        await self._react(event, context.team_id, "unstar" if event.get("reaction") == "star" else None)
+
+    async def _react(self, event: dict[str, Any], team: str | None, kind: ButtonAction | None) -> None:
         item = event.get("item") or {}
         if kind is None or item.get("type") != "message":
             return
@@ -368,11 +376,15 @@ class SlackImages:
         generation = await self.service.by_message(PLATFORM, message_ref(channel, ts))
         if generation is None:
             return
-        who = _requester(event["user"], context.team_id, channel)
+        who = _requester(event["user"], team, channel)
         try:
             await self._show(await self.flow.action(who, kind, generation.id), who, Destination(channel), ts)
         except BotError as error:
-            await self._tell(who, refusal(error))
+            if kind not in ("star", "unstar"):
+                await self._tell(who, refusal(error))
+                return
+            # Anyone may put a ⭐ on a card for its own sake: only the author's stars the image.
+            log.info("%s of %s by %s refused: %s", kind, generation.id, event["user"], error)
 
     async def _show(
         self, reply: Reply, who: Requester, where: Destination, card_ts: str, files: Sequence[str] = ()

@@ -67,11 +67,14 @@ HELP = """\
 */imagine cancel* `[#id]` · */imagine queue* · */imagine history* `[count]`
 */imagine settings* `[steps=30 refiner_percent=85 private=true …]` — your defaults (`key=none` removes one)
 */imagine forget* — delete all your images, seeds and settings (asks first)
-*/imagine gallery* `[revoke]` — a private link to your images on the web (`revoke`: every earlier link stops working)
+*/imagine gallery* `[revoke | showcase]` — a private link to your images on the web (`revoke`: every earlier \
+link stops working; `showcase`: the workspace's page of starred images)
+*/imagine star* `[#id]` · */imagine unstar* `[#id]` — your image in or out of the workspace's showcase
 */imagine admin* `[audit | ban <word> | unban <n> | models <a,b|all> | max_steps <n> | max_count <n> \
-| member_quota <n> | open_reroll on|off]` — the workspace's rules (admins)
+| member_quota <n> | open_reroll on|off | showcase on|off]` — the workspace's rules (admins)
 Under an image: the buttons, or react :arrows_counterclockwise: to reroll, :sparkles: to refine, \
-:herb: or :tornado: to vary, :x: to delete. The *Generate image* shortcut opens a form (with an image \
+:herb: or :tornado: to vary, :x: to delete, :star: to star it for the showcase. The *Generate image* shortcut \
+opens a form (with an image \
 to start from or a ControlNet guide, if you like); *Reroll image* and *Refine image…* work on an image's message, and \
 *Imagine from this image* on any message with a PNG, JPEG or WebP file."""
 

@@ -618,8 +618,11 @@ class FakeDiscord(LoopbackServer):
             MESSAGE_COMPONENT, data, user or self.alice, self._channel(message.channel_id), message=message
         )
 
-    async def react(self, message_id: int, emoji: str, *, user: dict | None = None) -> None:
-        """Dispatch MESSAGE_REACTION_ADD: ``user`` (default alice) reacted with a unicode emoji."""
+    async def react(self, message_id: int, emoji: str, *, user: dict | None = None, removed: bool = False) -> None:
+        """Dispatch MESSAGE_REACTION_ADD: ``user`` (default alice) reacted with a unicode emoji.
+
+        With `removed`, MESSAGE_REACTION_REMOVE: the user took that reaction back (no member, as Discord sends it).
+        """
         message = self.messages.get(message_id)
         if message is None:
             raise KeyError(f"the bot never created message {message_id}")
@@ -635,9 +638,13 @@ class FakeDiscord(LoopbackServer):
             "type": 0,
             "message_author_id": str(self.app_id),
         }
+        if removed:
+            data = {key: data[key] for key in ("user_id", "channel_id", "message_id", "emoji", "burst", "type")}
         if "guild_id" in channel:
-            data.update(guild_id=channel["guild_id"], member=self.member(user))
-        await self.dispatch("MESSAGE_REACTION_ADD", data)
+            data["guild_id"] = channel["guild_id"]
+            if not removed:
+                data["member"] = self.member(user)
+        await self.dispatch("MESSAGE_REACTION_REMOVE" if removed else "MESSAGE_REACTION_ADD", data)
 
     # -- gateway ----------------------------------------------------------------------------------
 

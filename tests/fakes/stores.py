@@ -127,6 +127,11 @@ class InMemoryGenerations:
         generation = self._generations[generation_id]
         self._generations[generation_id] = dataclasses.replace(generation, message_ref=ref)
 
+    async def set_starred(self, generation_id: int, starred: bool) -> None:
+        """Star it for its server's showcase, or take the star back."""
+        generation = self._generations[generation_id]
+        self._generations[generation_id] = dataclasses.replace(generation, starred=starred)
+
     async def note_input_source(self, sha256: str, generation_id: int, index: int) -> None:
         """Remember that an input image (the SHA-256 of its checked bytes) is one of a generation's images."""
         if generation_id not in self._generations:

@@ -71,10 +71,14 @@ def test_settings_mapping(run: Run, data_dir: Path, changes: dict[str, object]) 
     run(body())
 
 
-ref_words = st.sampled_from(["reroll", "refine", "cancel", "history", "forget", "queue", "REROLL", "Refine"])
+ref_words = st.sampled_from(
+    ["reroll", "refine", "cancel", "history", "forget", "queue", "star", "unstar", "gallery", "REROLL", "Refine"]
+)
 ref_args = st.lists(
     st.one_of(
-        st.sampled_from([w for w in TRICKY if w.startswith("#")] + ["85", "150", "0", "99%", "confirm", "5", "²"]),
+        st.sampled_from(
+            [w for w in TRICKY if w.startswith("#")] + ["85", "150", "0", "99%", "confirm", "5", "²", "showcase"]
+        ),
         st.integers(0, 10).map(lambda n: f"#{n}"),
         st.integers().map(str),
         texts,

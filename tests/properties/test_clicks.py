@@ -18,7 +18,7 @@ from tests.properties.sentences import FUZZ
 from tests.properties.strategies import texts
 from tests.properties.world import PEOPLE, world
 
-ACTIONS = ["reroll", "refine", "details", "delete", "cancel", "show"]
+ACTIONS = ["reroll", "refine", "details", "delete", "cancel", "show", "star", "unstar"]
 ids = st.one_of(st.integers(-2, 9), st.sampled_from([2**63 - 1, 2**63, 10**18 - 1, 10**18, 10**19 - 1]), st.integers())
 custom_ids = st.one_of(
     # Ours, for every generation: own, others', private, deleted, queued, never made.
@@ -50,7 +50,13 @@ def test_button(run: Run, data_dir: Path, custom_id: str, who: Requester) -> Non
         db = await SqliteDatabase.open(":memory:", clock=lambda: 1_700_000_000.0)
         try:
             w = await world(data_dir, db=db)
+            before = await db.generations.get(generation_id) if generation_id < 2**63 else None
             reply = await w.attempt(lambda: w.flow.action(who, action, generation_id))
+            after = await db.generations.get(generation_id) if before is not None else None
+            if before is not None and after is not None and after.starred != before.starred:
+                # Only an image's author stars or unstars it, and only a finished one gets a star.
+                assert (after.platform, after.user_id) == who.key
+                assert not after.starred or after.status == "done"
             if isinstance(reply, Started):
                 assert await db.generations.get(reply.job.id) is not None
             if isinstance(reply, Deleted):

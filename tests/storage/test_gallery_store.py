@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bot.gallery import GalleryQuery, match_expression
-from bot.history import NewGeneration
+from bot.history import NewGeneration, StoredImage
 from bot.request import GenerationRequest, WeightedName
 from storage import SqliteDatabase, SqliteGallery, _schema
 
@@ -157,3 +159,112 @@ async def test_rows_from_before_the_lora_migration_are_filtered_by_lora(tmp_path
         assert await gallery.loras("console", "u1") == ["pixel-art"]
     finally:
         await gallery.close()
+
+
+def in_server(prompt: str, user: str = "u1", server: str = "g1") -> NewGeneration:
+    request = GenerationRequest(prompt=prompt, model="tiny", seed=1)
+    return NewGeneration(
+        platform="discord", user_id=user, workspace=server, request=request, action="generate", backend="fake"
+    )
+
+
+async def finished(db: SqliteDatabase, new_generation: NewGeneration, *flags: bool | None) -> int:
+    """Store a generation as done with one image per flag (the safety verdict); return its id."""
+    generation = await db.generations.add(new_generation)
+    images = [StoredImage(n, 1, f"{generation.id}-{n}.png", "0" * 64, 64, 64, flag) for n, flag in enumerate(flags)]
+    await db.generations.mark_done(generation.id, images)
+    return generation.id
+
+
+async def test_rows_from_before_the_showcase_migration_are_unstarred_and_can_be_starred(tmp_path):
+    """A file at schema 11: after migration 12 its rows read unstarred, and a star puts one in its server's showcase."""
+    path = tmp_path / "h.db"
+    conn = await _schema.connect(path)
+    await _schema.migrate(conn, _schema.MIGRATIONS[:11])
+    await conn.execute(
+        "INSERT INTO generations (platform, workspace, user_id, action, request, seed, model, backend, status,"
+        " created_at) VALUES ('discord', 'g1', 'u1', 'generate', ?, 1, 'tiny', 'fake', 'done', 0)",
+        (GenerationRequest(prompt="an old fox", model="tiny", seed=1).model_dump_json(),),
+    )
+    await conn.execute(
+        "INSERT INTO images (generation_id, idx, seed, path, sha256, width, height)"
+        " VALUES (1, 0, 1, 'a.png', ?, 64, 64)",
+        ("0" * 64,),
+    )
+    await conn.close()
+    db = await SqliteDatabase.open(path)
+    gallery = await SqliteGallery.open(path)
+    try:
+        old = await db.generations.get(1)
+        assert old is not None and not old.starred
+        assert await gallery.showcase("discord", "g1", after=None, limit=10) == []
+        await db.generations.set_starred(1, True)
+        (shown,) = await gallery.showcase("discord", "g1", after=None, limit=10)
+        assert shown.id == 1 and shown.starred and shown.request.prompt == "an old fox"
+    finally:
+        await gallery.close()
+        await db.close()
+
+
+async def test_the_showcase_holds_starred_finished_unflagged_images_of_one_server(tmp_path):
+    """Only starred, done generations of that server, each with only its unflagged (or unchecked) images."""
+    db = await SqliteDatabase.open(tmp_path / "h.db")
+    gallery = await SqliteGallery.open(tmp_path / "h.db")
+    try:
+        mixed = await finished(db, in_server("mixed"), False, True, None)
+        all_flagged = await finished(db, in_server("all flagged"), True)
+        other_server = await finished(db, in_server("elsewhere", server="g2"), False)
+        unstarred = await finished(db, in_server("unstarred"), False)
+        queued = (await db.generations.add(in_server("queued"))).id
+        for generation_id in (mixed, all_flagged, other_server, queued):
+            await db.generations.set_starred(generation_id, True)
+        (shown,) = await gallery.showcase("discord", "g1", after=None, limit=10)
+        assert shown.id == mixed and [image.index for image in shown.images] == [0, 2]
+        assert await gallery.showcased("discord", "g1", mixed) == shown
+        for hidden in (all_flagged, other_server, unstarred, queued):
+            assert await gallery.showcased("discord", "g1", hidden) is None
+        assert [g.id for g in await gallery.showcase("discord", "g2", after=None, limit=10)] == [other_server]
+        assert await gallery.showcase("discord", "g1", after=mixed, limit=10) == []
+    finally:
+        await gallery.close()
+        await db.close()
+
+
+async def test_a_second_star_keeps_the_first_and_an_unknown_id_is_a_key_error(tmp_path):
+    """Starring twice keeps the time of the first star; unstarring clears it; no such row raises KeyError."""
+    db = await SqliteDatabase.open(tmp_path / "h.db")
+    try:
+        fox = await finished(db, in_server("fox"), False)
+        await db.generations.set_starred(fox, True)
+        first = list(await db.db.conn.execute_fetchall("SELECT starred_at FROM generations WHERE id = ?", (fox,)))
+        await db.generations.set_starred(fox, True)
+        again = list(await db.db.conn.execute_fetchall("SELECT starred_at FROM generations WHERE id = ?", (fox,)))
+        assert first == again and first[0][0] is not None
+        await db.generations.set_starred(fox, False)
+        assert not (await db.generations.get(fox)).starred  # type: ignore[union-attr]
+        with pytest.raises(KeyError):
+            await db.generations.set_starred(999, True)
+    finally:
+        await db.close()
+
+
+async def test_the_showcase_reads_its_partial_index_and_never_scans_generations(tmp_path):
+    """A showcase page searches the index of starred rows, however many unstarred generations there are."""
+    db = await SqliteDatabase.open(tmp_path / "h.db")
+    gallery = await SqliteGallery.open(tmp_path / "h.db")
+    try:
+        for n in range(200):
+            generation_id = await finished(db, in_server(f"image {n}", user=f"u{n % 5}"), False)
+            if n % 50 == 0:
+                await db.generations.set_starred(generation_id, True)
+        await gallery._db.conn.execute("ANALYZE")
+        statements: list[str] = []
+        await gallery._db.conn.set_trace_callback(statements.append)
+        await gallery.showcase("discord", "g1", after=None, limit=25)
+        await gallery._db.conn.set_trace_callback(None)
+        (sql,) = [s for s in statements if "FROM generations" in s]
+        plan = " | ".join(row[3] for row in await gallery._db.conn.execute_fetchall(f"EXPLAIN QUERY PLAN {sql}"))
+        assert "generations_showcase" in plan and "SCAN generations" not in plan, plan
+    finally:
+        await gallery.close()
+        await db.close()

@@ -463,3 +463,39 @@ async def test_the_bot_answers_only_in_the_channels_the_server_enables(running):
     await fake.wait_for(lambda: large.followups)
     assert large.followups[0].content.startswith("✖ Size is at most 262144 pixels here")
     assert running.backend.requests == []
+
+
+async def _starred(running, generation_id: int, expected: bool) -> None:
+    """Wait until the generation's star is as expected (the reaction's event is handled in the bot's own time)."""
+    for _ in range(100):
+        generation = await running.history.generations.get(generation_id)
+        if generation is not None and generation.starred == expected:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"#{generation_id} starred is not {expected}")
+
+
+async def test_a_star_reaction_of_the_author_stars_the_image_and_taking_it_back_unstars(running):
+    """⭐ by someone else stars nothing; the author's ⭐ stars it for the showcase, and removing it unstars."""
+    fake = running.fake
+    _, first = await _imagine(fake, {"prompt": "a red fox", "steps": 2})
+    await fake.react(first.id, "⭐", user=fake.bob)
+    await asyncio.sleep(0.3)
+    await _starred(running, 1, False)
+    await fake.react(first.id, "⭐")
+    await _starred(running, 1, True)
+    await fake.react(first.id, "⭐", user=fake.bob, removed=True)
+    await asyncio.sleep(0.3)
+    await _starred(running, 1, True)
+    await fake.react(first.id, "⭐", removed=True)
+    await _starred(running, 1, False)
+    assert len(running.backend.requests) == 1
+
+
+async def test_the_showcase_admin_option_turns_it_on_for_managers_only(running):
+    """/imagine-admin showcase:True is refused for members and shows "showcase: on" for a manager."""
+    fake = running.fake
+    refused = await fake.slash("imagine-admin", {"showcase": True}, user=fake.bob, permissions=0)
+    assert (await refused.response())["data"]["content"] == "✖ Only server managers can change the server's settings."
+    allowed = await fake.slash("imagine-admin", {"showcase": True})
+    assert "showcase: on" in (await allowed.response())["data"]["content"]

@@ -262,3 +262,103 @@ def test_a_user_opens_searches_and_rerolls_in_a_browser_and_others_cannot_see(bo
     # A link given eight days ago shows the expiry page.
     browser.get(bot.link_of("console", getpass.getuser(), days_ago=8))
     assert "This link no longer works" in browser.find_element(By.TAG_NAME, "h1").text
+
+
+class ServedGallery:
+    """The gallery on a port, on the real SQLite stores and service with the recording backend, in a thread.
+
+    Its own event loop runs in a thread, so the synchronous Selenium driver can use the pages
+    while `call` runs the service's use cases (a Discord member's /imagine, an admin's rule).
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self.url = ""
+        self.service: object = None
+        self._thread = threading.Thread(target=self.loop.run_until_complete, args=(self._serve(),), daemon=True)
+        self._thread.start()
+        if not self._ready.wait(60):
+            raise AssertionError("the gallery did not start")
+
+    async def _serve(self) -> None:
+        from adapters.gallery import create_app, serving
+        from tests.fakes.backend import FakeBackend
+        from tests.fakes.service import started_service
+
+        self._stop = asyncio.Event()
+        history_path = self.data_dir / "imagebot.sqlite3"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        store = await SqliteGallery.open(history_path)
+        try:
+            links = Links(secret=b"browser-test", store=store, base_url="", data_dir=self.data_dir)
+            async with started_service(FakeBackend(), self.data_dir, gallery=links) as (service, _):
+                app = create_app(service=service, store=store, links=links)
+                async with serving(app, "127.0.0.1", 0) as runner:
+                    host, port = runner.addresses[0][:2]
+                    self.url = f"http://{host}:{port}"
+                    links.base_url = self.url
+                    self.service = service
+                    self._ready.set()
+                    await self._stop.wait()
+        finally:
+            await store.close()
+
+    def call(self, coroutine: object) -> object:
+        """Run a coroutine on the gallery's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(60)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        assert self._stop is not None
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(60)
+
+
+def test_a_member_stars_an_image_and_the_server_sees_it_in_its_showcase_in_a_browser(tmp_path: Path, browser):
+    """Star on the detail page; the showcase link shows the image decoded, not the unstarred one; off kills it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from bot.jobs import Requester
+    from bot.policy import rule_changes
+
+    alice = Requester("discord", "111", workspace="guild-1", channel="chan-1")
+    served = ServedGallery(tmp_path / "data")
+    service = served.service
+    try:
+
+        async def make(prompt: str) -> int:
+            job = await service.imagine(prompt, alice)  # type: ignore[attr-defined]
+            return int((await job.result()).id)
+
+        async def showcase(on: bool) -> None:
+            admin = service.admin  # type: ignore[attr-defined]
+            changes = rule_changes(await admin.policy(alice), service.catalog, showcase=on)  # type: ignore[attr-defined]
+            await admin.update_policy(alice, changes, may_manage=True)
+
+        fox_id, owl_id = served.call(make("a red fox")), served.call(make("an unstarred owl"))
+        served.call(showcase(True))
+        own = str(served.call(service.gallery_link(alice)))  # type: ignore[attr-defined]
+        shared = str(served.call(service.showcase.link(alice)))  # type: ignore[attr-defined]
+        wait = WebDriverWait(browser, 60)
+
+        browser.get(shared)
+        assert "No starred images yet" in browser.find_element(By.CSS_SELECTOR, ".empty").text
+
+        browser.get(f"{own}i/{fox_id}")
+        browser.find_element(By.XPATH, "//button[contains(., 'Star for the server')]").click()
+        wait.until(lambda d: d.find_elements(By.XPATH, "//button[contains(., 'Starred: unstar')]"))
+
+        browser.get(shared)
+        wait.until(lambda d: _loaded_images(d, ".card img") == 1)
+        assert [card.get_attribute("id") for card in browser.find_elements(By.CSS_SELECTOR, ".card")] == [f"g{fox_id}"]
+        assert "an unstarred owl" not in browser.page_source and owl_id != fox_id
+        _screenshot(browser, "gallery-showcase.png")
+
+        served.call(showcase(False))
+        browser.get(shared)
+        assert "This link no longer works" in browser.find_element(By.TAG_NAME, "h1").text
+    finally:
+        served.close()

@@ -486,3 +486,17 @@ async def test_adult_channels_and_channel_allowlist_are_workspace_rules(running:
     # A direct message with the app is not a channel of the workspace: the list does not apply.
     await fake.send_slash(url, text="a red fox", channel_id=running.fake.dm_channel("U_ALICE"))
     await fake.wait_for(lambda: len(running.backend.requests) == 1)
+
+
+async def test_a_star_reaction_stars_the_authors_image_and_removing_it_unstars(running: Running) -> None:
+    """:star: by the author stars the image (and says where it shows); Bob's :star: is only a reaction."""
+    card = await _imagine(running, "a red fox --steps 2")
+    await running.fake.send_event(running.url, running.fake.reaction_event("star", user_id="U_BOB", message_ts=card.ts))
+    await running.fake.send_event(running.url, running.fake.reaction_event("star", message_ts=card.ts))
+    await _told(running, "U_ALICE", "#1 is starred; it shows in this workspace's showcase once workspace admins")
+    assert (await running.history.generations.get(1)).starred  # type: ignore[union-attr]
+    assert running.ephemeral("U_BOB") == []
+    removed = {**running.fake.reaction_event("star", message_ts=card.ts), "type": "reaction_removed"}
+    await running.fake.send_event(running.url, removed)
+    await _told(running, "U_ALICE", "#1 is no longer starred")
+    assert not (await running.history.generations.get(1)).starred  # type: ignore[union-attr]

@@ -35,7 +35,7 @@ METHOD_SCOPES = {
     "files.info": "files:read",
     "users.info": "users:read",
 }
-EVENT_SCOPES = {"reaction_added": "reactions:read"}
+EVENT_SCOPES = {"reaction_added": "reactions:read", "reaction_removed": "reactions:read"}
 
 
 def test_manifest_declares_the_code_s_command_shortcuts_and_events() -> None:
