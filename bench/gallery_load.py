@@ -1,8 +1,9 @@
 """The web gallery under load: page times with 100,000 generations, and the chat's acks while it is read.
 
 1. Gallery pages, served by the real aiohttp app on the real SQLite stores: the grid's first
-   page, a page deep in the history (keyset cursor), a word search (FTS5) and a model filter,
-   each requested 50 times in a row; p50 and p95 with 100 generations of one user (the
+   page, a page deep in the history (keyset cursor), a word search (FTS5), a model filter and
+   the server's showcase (one in ten images starred; its first page and a deep one), each
+   requested 50 times in a row; p50 and p95 with 100 generations of one user (the
    baseline, the same process) and after cloning them to `--rows` (default 100,000).
 2. Discord acks (the fake Discord and discord.py, as `bench/ack_latency.py`): 200 /imagine in one
    second with the worker busy, once with the gallery idle and once while four clients read
@@ -35,6 +36,7 @@ from adapters.gallery import Links, create_app, serving
 from bench.ack_latency import _busy_backend, _quantile, _run
 from bot.config import DiscordSettings
 from bot.jobs import Requester
+from bot.policy import rule_changes
 from storage import SqliteDatabase, SqliteGallery
 from tests.fakes.backend import FakeBackend
 from tests.fakes.discord import FakeDiscord, patch_discord
@@ -80,13 +82,15 @@ def _clone(database: Path, rows: int) -> None:
         db.commit()
 
 
-async def _pages(session: aiohttp.ClientSession, base: str, deep: int) -> dict[str, list[float]]:
+async def _pages(session: aiohttp.ClientSession, base: str, shared: str, deep: int) -> dict[str, list[float]]:
     """Time each page kind REQUESTS times; return milliseconds per request."""
     urls = {
         "grid, first page": base,
         "grid, deep page": f"{base}?after={deep}",
         "search 'fox'": f"{base}?q=fox",
         "filter model=tiny": f"{base}?model=tiny",
+        "showcase, first page": shared,
+        "showcase, deep page": f"{shared}?after={deep}",
     }
     times: dict[str, list[float]] = {}
     for name, url in urls.items():
@@ -132,16 +136,22 @@ async def main(rows: int, count: int, seconds: float) -> None:
         try:
             async with started_service(backend, data_dir, gallery=links, max_per_user=10**6) as (service, _):
                 for n in range(100):
-                    await (await service.imagine(f"a {WORDS[n % len(WORDS)]} number {n} --steps 2", ALICE)).result()
+                    job = await service.imagine(f"a {WORDS[n % len(WORDS)]} number {n} --steps 2", ALICE)
+                    made = await job.result()
+                    if n % 10 == 0:  # starred rows are cloned with their star: one in ten of the history
+                        await service.showcase.star(ALICE, made.id)
+                changes = rule_changes(await service.admin.policy(ALICE), service.catalog, showcase=True)
+                await service.admin.update_policy(ALICE, changes, may_manage=True)
                 app = create_app(service=service, store=store, links=links, rate_limit=10**9)
                 async with serving(app, "127.0.0.1", 0) as runner, aiohttp.ClientSession() as session:
                     host, port = runner.addresses[0][:2]
                     base = f"http://{host}:{port}" + urlsplit(await links.link(ALICE.platform, ALICE.user_id)).path
-                    small = await _pages(session, base, deep=50)
+                    shared = f"http://{host}:{port}" + urlsplit(await service.showcase.link(ALICE)).path
+                    small = await _pages(session, base, shared, deep=50)
                     started = time.perf_counter()
                     await asyncio.to_thread(_clone, database, rows)
                     print(f"history filled to {rows} generations in {time.perf_counter() - started:.1f} s")
-                    large = await _pages(session, base, deep=rows // 2)
+                    large = await _pages(session, base, shared, deep=rows // 2)
                     print(f"gallery pages, {REQUESTS} requests each (ms):")
                     print(f"  {'page':<20} {'100 rows p50':>12} {'p95':>7}   {rows} rows p50 {'p95':>7}   ratio p95")
                     for name in small:
