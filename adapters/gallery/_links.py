@@ -155,14 +155,7 @@ class Links:
             payload, signed_at = self._serializer.loads(token, return_timestamp=True)
         except BadSignature:
             raise BadLink() from None
-        if not (
-            isinstance(payload, list)
-            and len(payload) == 3
-            and all(isinstance(part, str) for part in payload[:2])
-            and isinstance(payload[2], int)
-        ):
-            raise BadLink()
-        platform, user_id, epoch = payload
+        platform, user_id, epoch = _two_names_and_a_number(payload)
         age = self._clock() - signed_at.timestamp()
         if age < -_CLOCK_SKEW:
             raise BadLink()
@@ -184,15 +177,7 @@ class Links:
             payload = self._showcase_serializer.loads(token)
         except BadSignature:
             raise BadLink() from None
-        if not (
-            isinstance(payload, list)
-            and len(payload) == 3
-            and all(isinstance(part, str) for part in payload[:2])
-            and isinstance(payload[2], int)
-            and not isinstance(payload[2], bool)
-        ):
-            raise BadLink()
-        return Server(*payload)
+        return Server(*_two_names_and_a_number(payload))
 
     def csrf(self, token: str) -> str:
         """Return the value a form posted with this token must carry.
@@ -222,6 +207,17 @@ class Links:
         # Hashed: ids from chats become file names only through a digest.
         digest = hashlib.sha256(f"{owner.platform}\0{owner.user_id}".encode()).hexdigest()[:32]
         return self._thumbs / digest
+
+
+def _two_names_and_a_number(payload: object) -> tuple[str, str, int]:
+    """Return a token's payload, ``[platform, user or server, number]``; anything else is a BadLink.
+
+    Only a payload we signed gets here, but a key shared with an older version may have signed another shape.
+    """
+    match payload:
+        case [str(platform), str(name), int(number)] if not isinstance(number, bool):
+            return platform, name, number
+    raise BadLink()
 
 
 def _webp(png: bytes) -> bytes:
