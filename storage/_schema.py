@@ -260,6 +260,29 @@ MIGRATIONS: list[str] = [
     ALTER TABLE generations ADD COLUMN starred_at REAL;
     CREATE INDEX generations_showcase ON generations (platform, workspace, id) WHERE starred_at IS NOT NULL;
     """,
+    # 13: the LoRAs a user used (the gallery's LoRA menu), read by hopping along an index of their
+    # own, as the models are (11): a join from the user's generations probed every one of them,
+    # 13 ms at 100,000 generations. Each row carries its generation's owner, set by the triggers.
+    """
+    ALTER TABLE generation_loras ADD COLUMN platform TEXT;
+    ALTER TABLE generation_loras ADD COLUMN user_id TEXT;
+    UPDATE generation_loras SET (platform, user_id) =
+        (SELECT platform, user_id FROM generations WHERE generations.id = generation_loras.generation_id);
+    CREATE INDEX generation_loras_user ON generation_loras (platform, user_id, name);
+    DROP TRIGGER generation_loras_insert;
+    CREATE TRIGGER generation_loras_insert AFTER INSERT ON generations BEGIN
+        INSERT OR IGNORE INTO generation_loras (generation_id, name, platform, user_id)
+            SELECT new.id, json_extract(value, '$.name'), new.platform, new.user_id
+            FROM json_each(new.request, '$.loras');
+    END;
+    DROP TRIGGER generation_loras_update;
+    CREATE TRIGGER generation_loras_update AFTER UPDATE OF request ON generations BEGIN
+        DELETE FROM generation_loras WHERE generation_id = new.id;
+        INSERT OR IGNORE INTO generation_loras (generation_id, name, platform, user_id)
+            SELECT new.id, json_extract(value, '$.name'), new.platform, new.user_id
+            FROM json_each(new.request, '$.loras');
+    END;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -93,30 +93,28 @@ class SqliteGallery:
         )
 
     async def models(self, platform: str, user_id: str) -> list[str]:
-        """Return the models the user's generations used, sorted.
-
-        Each is found as the smallest model after the previous one, an index seek on
-        (platform, user_id, model): the cost grows with the number of models, not of generations.
-        """
-        async with self._db.lock:
-            rows = await self._db.conn.execute_fetchall(
-                "WITH RECURSIVE used (model) AS ("
-                f" SELECT MIN(model) FROM generations WHERE {_OWNER}"
-                " UNION ALL"
-                f" SELECT (SELECT MIN(model) FROM generations WHERE {_OWNER} AND model > used.model)"
-                " FROM used WHERE used.model IS NOT NULL"
-                ") SELECT model FROM used WHERE model IS NOT NULL",
-                (platform, user_id, platform, user_id),
-            )
-        return [str(row[0]) for row in rows]
+        """Return the models the user's generations used, sorted."""
+        return await self._distinct(platform, user_id, "model", "generations")
 
     async def loras(self, platform: str, user_id: str) -> list[str]:
         """Return the LoRAs the user's generations used, sorted."""
+        return await self._distinct(platform, user_id, "name", "generation_loras")
+
+    async def _distinct(self, platform: str, user_id: str, column: str, table: str) -> list[str]:
+        """Return the distinct values of a column among the user's rows, sorted.
+
+        Each is found as the smallest value after the previous one, an index seek on
+        (platform, user_id, column): the cost grows with the number of values, not of rows.
+        """
         async with self._db.lock:
             rows = await self._db.conn.execute_fetchall(
-                "SELECT DISTINCT l.name FROM generation_loras AS l JOIN generations AS g ON g.id = l.generation_id"
-                " WHERE g.platform = ? AND g.user_id = ? ORDER BY l.name",
-                (platform, user_id),
+                "WITH RECURSIVE used (value) AS ("
+                f" SELECT MIN({column}) FROM {table} WHERE {_OWNER}"
+                " UNION ALL"
+                f" SELECT (SELECT MIN({column}) FROM {table} WHERE {_OWNER} AND {column} > used.value)"
+                " FROM used WHERE used.value IS NOT NULL"
+                ") SELECT value FROM used WHERE value IS NOT NULL",
+                (platform, user_id, platform, user_id),
             )
         return [str(row[0]) for row in rows]
 
@@ -131,7 +129,10 @@ class SqliteGallery:
         marks = ", ".join("?" * len(wanted))
         async with self._db.lock:
             rows = await self._db.conn.execute_fetchall(
-                "SELECT s.sha256, g.id, s.idx FROM input_sources AS s JOIN generations AS g ON g.id = s.generation_id"
+                # CROSS JOIN keeps this order: from the few rows of these images to their generations, where
+                # the planner's own choice probed every one of the user's generations (15 ms at 100,000).
+                "SELECT s.sha256, g.id, s.idx FROM input_sources AS s CROSS JOIN generations AS g"
+                " ON g.id = s.generation_id"
                 f" WHERE s.sha256 IN ({marks}) AND g.platform = ? AND g.user_id = ? ORDER BY g.id DESC, s.idx DESC",
                 (*wanted, platform, user_id),
             )

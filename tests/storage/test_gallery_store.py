@@ -268,3 +268,43 @@ async def test_the_showcase_reads_its_partial_index_and_never_scans_generations(
     finally:
         await gallery.close()
         await db.close()
+
+
+async def plans(gallery: SqliteGallery, call) -> list[str]:
+    """Run `call` with tracing on and return the query plan of each statement it ran."""
+    statements: list[str] = []
+    await gallery._db.conn.set_trace_callback(statements.append)
+    try:
+        await call()
+    finally:
+        await gallery._db.conn.set_trace_callback(None)
+    found = []
+    for sql in statements:
+        rows = await gallery._db.conn.execute_fetchall(f"EXPLAIN QUERY PLAN {sql}")
+        found.append(" | ".join(row[3] for row in rows))
+    return found
+
+
+async def test_the_lora_menu_and_the_input_lookup_never_walk_the_users_generations(tmp_path):
+    """With many generations of one user, both read their own index; neither probes each of the user's rows."""
+    history = await SqliteDatabase.open(tmp_path / "h.db")
+    gallery = await SqliteGallery.open(tmp_path / "h.db")
+    try:
+        for n in range(300):
+            made = await history.generations.add(with_loras(f"fox {n}", *(["pixel-art"] if n % 100 == 0 else [])))
+            await history.generations.note_input_source(f"{n:064x}", made.id, 0)
+        await history.generations.add(with_loras("their fox", "toy-face", user="u2"))
+        await gallery._db.conn.execute("ANALYZE")
+        assert await gallery.loras("console", "u1") == ["pixel-art"]
+        assert await gallery.find_images("console", "u1", [f"{7:064x}", f"{8:064x}"]) == {
+            f"{7:064x}": (8, 0),
+            f"{8:064x}": (9, 0),
+        }
+        (lora_plan,) = await plans(gallery, lambda: gallery.loras("console", "u1"))
+        assert "generation_loras_user" in lora_plan and " generations " not in f" {lora_plan} ", lora_plan
+        (input_plan,) = await plans(gallery, lambda: gallery.find_images("console", "u1", [f"{7:064x}"]))
+        first = input_plan.split(" | ")[0]
+        assert first.startswith("SEARCH s USING") and "input_sources_sha256" in first, input_plan
+    finally:
+        await gallery.close()
+        await history.close()
