@@ -28,7 +28,7 @@ from aiohttp.web_response import StreamResponse
 
 from adapters.gallery._links import BadLink, ExpiredLink, Links, Owner
 from bot.actions import format_image_ref, format_ref
-from bot.chat import show_in_chat
+from bot.chat import retract_in_chat, show_in_chat
 from bot.errors import BotError, NotAllowed, NotFound, QueueFull, QuotaReached, RateLimited
 from bot.gallery import PAGE_SIZE, GalleryQuery
 from bot.history import Generation
@@ -337,6 +337,8 @@ class _Pages:
         try:
             if action == "delete":
                 await self._service.delete(who, generation.id)
+                # Read before the delete, `generation` still names the chat message that showed it.
+                await retract_in_chat(self._service, generation)
                 raise web.HTTPSeeOther(f"{root}/")
             job = await self._run(action, who, generation.id, form)
         except (NotFound, NotAllowed):
