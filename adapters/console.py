@@ -32,6 +32,7 @@ from typing import TextIO
 from bot.actions import format_ref
 from bot.chat import ChatFlow, Guides, Listing, Reply, Started, Text, refusal
 from bot.errors import InvalidOption, shown
+from bot.history import Generation
 from bot.images import input_path, too_large
 from bot.jobs import Job, JobEvent, Requester, progress_bar
 from bot.options import flags_help
@@ -107,6 +108,10 @@ class ConsoleChat:
         task = asyncio.create_task(outcome())
         self._posted.add(task)
         task.add_done_callback(self._posted.discard)
+
+    async def retract(self, generation: Generation, text: str) -> None:
+        """Print that a generation was deleted in the gallery (`bot.ports.ChatPoster`); a terminal keeps its lines."""
+        self.say(text)
 
     async def handle(self, line: str) -> bool:
         """Run one command line and tell whether it succeeded; mistakes become one sentence, never a traceback."""

@@ -7,6 +7,7 @@ Every chat shares it, so a command, a button and a sentence a user reads exist o
     Reply: Started(job) | Text | Listing | Deleted | Flagged
     job ─► updates(job) ─► Update (the line to show, a preview when due), ending with the final one
     job started outside every chat (a gallery click) ─► show_in_chat ─► the original's chat (a ChatPoster)
+    generation deleted outside every chat (the gallery) ─► retract_in_chat ─► its message there (a ChatPoster)
 
 An adapter turns its platform's events into these calls and renders each reply
 and update as an embed, Block Kit or terminal text; it decides nothing else.
@@ -32,6 +33,7 @@ from bot.summary import (
     GALLERY_REVOKED,
     control_line,
     defaults_line,
+    deleted_line,
     details_text,
     forgotten_line,
     gallery_line,
@@ -58,6 +60,7 @@ __all__ = [
     "posted_line",
     "queue_text",
     "refusal",
+    "retract_in_chat",
     "show_in_chat",
     "updates",
 ]
@@ -108,6 +111,28 @@ async def show_in_chat(service: ImageService, job: Job, why: str = FROM_GALLERY)
     except Exception:
         # The job runs on and its result is in the gallery; the chat's failure is the operator's to read.
         log.exception("could not post %s in the %s chat", format_ref(job.id), job.requester.platform)
+        return False
+    return True
+
+
+async def retract_in_chat(service: ImageService, generation: Generation) -> bool:
+    """Take back the chat message that showed a generation deleted outside every chat (in the gallery).
+
+    Args:
+        service: the service whose running chats may hold the message.
+        generation: the generation as read before it was deleted: the deleted row no longer names its message.
+
+    Returns:
+        Whether its platform's chat runs in this process and was asked to; the delete stands either way.
+    """
+    poster = service.poster(generation.platform)
+    if poster is None:
+        return False
+    try:
+        await poster.retract(generation, deleted_line(generation.id))
+    except Exception:
+        # The generation is deleted all the same; the chat's failure is the operator's to read.
+        log.exception("could not retract %s in the %s chat", format_ref(generation.id), generation.platform)
         return False
     return True
 

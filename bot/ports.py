@@ -13,7 +13,7 @@ recording backend (`tests/fakes/backend.py`)::
              └─ ImageStore           (image files under the data directory)
     GalleryStore                     (the web gallery's read model: pages, search, link epochs)
     GalleryLinks                     (the web gallery's personal links, made and revoked for the chats)
-    ChatPoster                       (a running chat that posts a job started elsewhere in its channel)
+    ChatPoster                       (a running chat: posts jobs started elsewhere, retracts images deleted elsewhere)
 """
 
 from __future__ import annotations
@@ -454,6 +454,17 @@ class ChatPoster(Protocol):
 
         The message then goes through the job's updates to its result, with the same
         image, text and buttons as any result in this chat.
+        """
+        ...
+
+    async def retract(self, generation: Generation, text: str) -> None:
+        """Take back the message that showed a generation its author deleted outside this chat (in the gallery).
+
+        `generation` was read before it was deleted, so its `message_ref` still names the
+        message (None: the chat remembered none, and has nothing to take back but may say
+        `text`). The chat does what its own delete button does: it replaces the message with
+        `text`, with no image or buttons, or removes it. Returns at once; a chat's failure is
+        logged by the chat and never undoes the delete.
         """
         ...
 

@@ -19,6 +19,7 @@ __all__ = [
     "audit_text",
     "control_line",
     "defaults_line",
+    "deleted_line",
     "details_text",
     "forgotten_line",
     "history_line",
@@ -184,6 +185,11 @@ GALLERY_REVOKED = "Every gallery link you were given has stopped working; ask fo
 
 
 FORGET_WARNING = "This deletes all your images, their seeds and history, and your settings, for good"
+
+
+def deleted_line(generation_id: int) -> str:
+    """Return what the message that showed a generation says once its author deleted it (in a chat or the gallery)."""
+    return f"🗑 {format_ref(generation_id)} was deleted by its author."
 
 
 def forgotten_line(count: int) -> str:

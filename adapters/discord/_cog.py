@@ -41,6 +41,7 @@ from bot.chat import (
 from bot.complete import complete_name, complete_weighted
 from bot.config import DiscordSettings
 from bot.errors import BotError
+from bot.history import Generation
 from bot.jobs import Job, JobEvent, Requester
 from bot.options import SDXL_BUCKETS
 from bot.policy import FLAGGED, rule_changes
@@ -50,6 +51,7 @@ from bot.service import ImageService
 from bot.summary import (
     audit_text,
     defaults_line,
+    deleted_line,
     progress_line,
     withheld_line,
 )
@@ -206,9 +208,30 @@ class ImagesCog(commands.Cog, name="Images"):
 
     async def _home(self, job: Job) -> discord.abc.Messageable:
         """Return where a new message about a job goes: its channel, or a direct message for a private one."""
-        if job.private or job.requester.channel is None:
-            return await self.bot.create_dm(discord.Object(int(job.requester.user_id)))
-        return self.bot.get_partial_messageable(int(job.requester.channel))
+        return await self._channel(job.private, job.requester.channel, job.requester.user_id)
+
+    async def _channel(
+        self, private: bool, channel: str | None, user_id: str
+    ) -> discord.DMChannel | discord.PartialMessageable:
+        if private or channel is None:
+            return await self.bot.create_dm(discord.Object(int(user_id)))
+        return self.bot.get_partial_messageable(int(channel))
+
+    async def retract(self, generation: Generation, text: str) -> None:
+        """Edit the message of a generation deleted in the gallery into `text` (`bot.ports.ChatPoster`).
+
+        As the 🗑 button does: no image, embed or buttons stay. Returns at once: the edit is made in a task.
+        """
+        if generation.message_ref is not None:
+            self._spawn(self._retract(generation, int(generation.message_ref), text))
+
+    async def _retract(self, generation: Generation, message_id: int, text: str) -> None:
+        try:
+            channel = await self._channel(generation.private, generation.channel, generation.user_id)
+            await channel.get_partial_message(message_id).edit(content=text, embed=None, attachments=[], view=None)
+        except discord.HTTPException as error:
+            # A private image's message was ephemeral (only the interaction could edit it), or it is gone.
+            log.warning("could not edit the message of deleted %s: %s", format_ref(generation.id), error)
 
     async def cog_load(self) -> None:
         """Add the context menus (the cog does not hold them as commands), and post gallery clicks from now on."""
@@ -587,7 +610,7 @@ class ImagesCog(commands.Cog, name="Images"):
             return
         if isinstance(reply, Deleted):
             await interaction.response.edit_message(
-                content=f"🗑 {format_ref(reply.generation_id)} was deleted by its author.",
+                content=deleted_line(reply.generation_id),
                 embed=None,
                 attachments=[],
                 view=None,

@@ -32,7 +32,7 @@ from aiohttp.web_response import StreamResponse
 
 from adapters.gallery._links import BadLink, ExpiredLink, Links, Owner, Server
 from bot.actions import format_image_ref, format_ref
-from bot.chat import show_in_chat
+from bot.chat import retract_in_chat, show_in_chat
 from bot.errors import BotError, NotAllowed, NotFound, QueueFull, QuotaReached, RateLimited
 from bot.gallery import PAGE_SIZE, GalleryQuery
 from bot.history import Generation
@@ -363,6 +363,8 @@ class _Pages:
         try:
             if action == "delete":
                 await self._service.delete(who, generation.id)
+                # Read before the delete, `generation` still names the chat message that showed it.
+                await retract_in_chat(self._service, generation)
                 raise web.HTTPSeeOther(f"{root}/")
             if action in ("star", "unstar"):
                 await self._service.showcase.star(who, generation.id, starred=action == "star")

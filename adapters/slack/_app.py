@@ -112,6 +112,11 @@ def message_ref(channel: str, ts: str) -> str:
     return f"{channel}:{ts}"
 
 
+def _file_title(generation_id: int, seed: int) -> str:
+    """Return the title an image is uploaded with, by which a gallery delete finds it again."""
+    return f"{format_ref(generation_id)} · seed {seed}"
+
+
 def _requester(user: str, team: str | None, channel: str | None) -> Requester:
     """Return who acted where; Slack's direct-message conversations have ids starting with D."""
     return Requester(PLATFORM, user, workspace=team, channel=channel, direct=bool(channel and channel.startswith("D")))
@@ -176,6 +181,31 @@ class SlackImages:
             return
         await self.service.attach_message(job.id, message_ref(posted["channel"], posted["ts"]))
         await self._follow(job, Destination(posted["channel"]), posted["ts"])
+
+    async def retract(self, generation: Generation, text: str) -> None:
+        """Delete the card of a generation deleted in the gallery, and its images (`bot.ports.ChatPoster`).
+
+        As the 🗑 button does, card and images go, so `text` is not shown. Returns at once: the
+        deletes are made in a task. The images are found by the titles they were uploaded with.
+        """
+        channel, _, ts = (generation.message_ref or "").partition(":")
+        if ts:
+            self._spawn(self._retract(generation, channel, ts))
+
+    async def _retract(self, generation: Generation, channel: str, ts: str) -> None:
+        ref = format_ref(generation.id)
+        try:
+            await self.client.chat_delete(channel=channel, ts=ts)
+        except SlackApiError as error:
+            log.warning("could not delete the card of deleted %s: %s", ref, error.response.get("error"))
+        titles = {_file_title(generation.id, image.seed) for image in generation.images}
+        try:
+            listed = await self.client.files_list(channel=channel, ts_from=ts.partition(".")[0], types="images")
+            for file in listed.get("files") or []:
+                if file.get("title") in titles:
+                    await self.client.files_delete(file=file["id"])
+        except SlackApiError as error:
+            log.warning("could not delete the images of deleted %s: %s", ref, error.response.get("error"))
 
     async def aclose(self) -> None:
         """Stop following jobs; the jobs themselves run on."""
@@ -509,7 +539,7 @@ class SlackImages:
             {
                 "file": await self.service.read_image(image.path),
                 "filename": f"imagebot-{PurePath(image.path).name}",
-                "title": f"{format_ref(generation_id)} · seed {image.seed}",
+                "title": _file_title(generation_id, image.seed),
             }
             for image in images
         ]

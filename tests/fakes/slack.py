@@ -12,8 +12,9 @@ What it fakes
   ``reactions.add``, ``conversations.info``, ``users.info`` (``is_admin`` for ``fake.admins``),
   ``apps.connections.open`` and the three-step upload
   that ``files_upload_v2`` uses (``files.getUploadURLExternal``, a POST of the raw bytes to the
-  returned URL on this server, ``files.completeUploadExternal``), ``files.delete`` and
-  ``files.info``. Files users shared (``share_file``, posted with ``user_message``) are served at
+  returned URL on this server, ``files.completeUploadExternal``), ``files.delete``,
+  ``files.info`` and ``files.list`` (shared files not deleted, of one ``channel`` if given, one page).
+  Files users shared (``share_file``, posted with ``user_message``) are served at
   their ``url_private_download`` on this server, to the bot token only (anything else gets Slack's
   302 to the sign-in page); each download is recorded in ``fake.downloads`` with the token it
   carried. ``url=`` puts a file on another host, ``redirect_to=`` answers its download with a 302. A
@@ -302,6 +303,7 @@ class FakeSlack(LoopbackServer):
             "files.completeUploadExternal": self._complete_upload,
             "files.delete": self._files_delete,
             "files.info": self._files_info,
+            "files.list": self._files_list,
         }
 
     def _auth_test(self, call: SlackCall) -> dict:
@@ -394,6 +396,12 @@ class FakeSlack(LoopbackServer):
         if file is None or file.deleted:
             return {"ok": False, "error": "file_not_found"}
         return {"ok": True, "file": self.file_object(file)}
+
+    def _files_list(self, call: SlackCall) -> dict:
+        channel = call.args.get("channel")
+        files = [f for f in self.uploads.values() if f.shared and not f.deleted and channel in (None, f.channel)]
+        paging = {"count": 100, "total": len(files), "page": 1, "pages": 1}
+        return {"ok": True, "files": [self.file_object(f) for f in files], "paging": paging}
 
     async def _download(self, request: web.Request) -> web.Response:
         file_id = request.match_info["file_id"].removeprefix(self.team_id + "-")

@@ -15,11 +15,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path, PurePath
 from urllib.parse import urlsplit
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from adapters.console import ConsoleChat
 from adapters.gallery import Links, create_app
 from bot.actions import encode_action
+from bot.errors import NotFound
 from bot.jobs import Requester
 from bot.service import ImageService
 from storage import SqliteGallery
@@ -190,3 +192,138 @@ async def _until(predicate: Callable[[], object], timeout: float = 10.0) -> None
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.01)
+
+
+async def delete_in_gallery(client: TestClient, links: Links, who: Requester, generation_id: int) -> None:
+    """POST a card's Delete as the gallery page's form does; check it leads back to the grid."""
+    path = urlsplit(await links.link(who.platform, who.user_id)).path
+    token = path.split("/")[2]
+    response = await client.post(
+        f"{path}i/{generation_id}/delete", data={"csrf": links.csrf(token)}, allow_redirects=False
+    )
+    assert response.status == 303, await response.text()
+    assert response.headers["Location"] == path
+
+
+async def _gone(service: ImageService, who: Requester, generation_id: int) -> None:
+    with pytest.raises(NotFound):
+        await service.details(who, generation_id)
+
+
+async def _shown_in(service: ImageService, who: Requester, generation_id: int) -> str:
+    """Wait until the chat has remembered the message that shows a generation; return its ref."""
+    refs: list[str | None] = [None]
+
+    async def attached() -> bool:
+        refs[0] = (await service.details(who, generation_id)).message_ref
+        return refs[0] is not None
+
+    async with asyncio.timeout(10):
+        while not await attached():
+            await asyncio.sleep(0.01)
+    assert refs[0] is not None
+    return refs[0]
+
+
+async def test_a_gallery_delete_of_a_discord_image_edits_its_message_as_the_delete_button_does(tmp_path):
+    """Delete in the gallery: the image's Discord message becomes the deleted sentence, with no image or buttons."""
+    async with (
+        FakeDiscord() as fake,
+        running_bot(fake, FakeBackend(), tmp_path) as running,
+        gallery_of(running.service, tmp_path) as (client, links),
+    ):
+        _, first = await _imagine(fake, {"prompt": "a red fox", "seed": "7"})
+        who = running.who(fake.alice)
+        assert await _shown_in(running.service, who, 1) == str(first.id)
+        assert first.attachments and first.embeds and first.components
+
+        await delete_in_gallery(client, links, who, 1)
+        await _gone(running.service, who, 1)
+        await fake.wait_for(lambda: first.content == "🗑 #1 was deleted by its author.")
+        assert first.edits[-1] == {
+            "content": "🗑 #1 was deleted by its author.",
+            "embeds": [],
+            "components": [],
+            "attachments": [],
+        }
+        assert not first.deleted
+
+
+async def test_a_gallery_delete_whose_discord_message_is_gone_still_deletes(tmp_path, caplog):
+    """The chat refuses the edit (its message was deleted): the image is deleted all the same, the refusal logged."""
+    async with (
+        FakeDiscord() as fake,
+        running_bot(fake, FakeBackend(), tmp_path) as running,
+        gallery_of(running.service, tmp_path) as (client, links),
+    ):
+        _, first = await _imagine(fake, {"prompt": "a red fox", "seed": "7"})
+        who = running.who(fake.alice)
+        await _shown_in(running.service, who, 1)
+        first.deleted = True
+
+        await delete_in_gallery(client, links, who, 1)
+        await _gone(running.service, who, 1)
+        await _until(lambda: "could not edit the message of deleted #1" in caplog.text)
+        assert "fake-token" not in caplog.text
+
+
+async def test_a_gallery_delete_of_a_slack_image_deletes_its_card_and_upload_as_the_delete_button_does(tmp_path):
+    """Delete in the gallery: the image's Slack card and the image uploaded below it are deleted."""
+    async with (
+        FakeSlack() as fake,
+        running_app(fake, FakeBackend(), tmp_path) as running,
+        gallery_of(running.service, tmp_path) as (client, links),
+    ):
+        other = await fake.send_slash(running.url, text="a grey wolf --seed 3")
+        assert other.status == 200
+        kept = await running.finished_card(1)
+        sent = await fake.send_slash(running.url, text="a red fox --seed 7")
+        assert sent.status == 200
+        card = await running.finished_card(2)
+        assert await _shown_in(running.service, running.who(), 2) == f"C1:{card.ts}"
+        (upload,) = [m for m in fake.channel_messages() if m.files and m.ts > card.ts]
+
+        await delete_in_gallery(client, links, running.who(), 2)
+        await _gone(running.service, running.who(), 2)
+        await fake.wait_for(lambda: card.deleted and upload.deleted)
+        assert [(c.args["channel"], c.args["ts"]) for c in fake.calls_to("chat.delete")] == [("C1", card.ts)]
+        assert not kept.deleted and [m.files for m in fake.channel_messages() if m.files and m.ts < card.ts]
+
+
+async def test_a_gallery_delete_whose_chat_is_not_running_deletes_in_the_gallery_only(tmp_path):
+    """A Slack image deleted in the gallery while only Discord runs: it is deleted, no chat is touched, no error."""
+    async with (
+        FakeDiscord() as fake,
+        running_bot(fake, FakeBackend(), tmp_path) as running,
+        gallery_of(running.service, tmp_path) as (client, links),
+    ):
+        slack_user = Requester("slack", "U_ALICE", workspace="T1", channel="C1")
+        original = await (await running.service.imagine("a red fox", slack_user)).result()
+        await running.service.attach_message(original.id, "C1:1700000000.000100")
+        calls = len(fake.calls)
+
+        await delete_in_gallery(client, links, slack_user, original.id)
+        await _gone(running.service, slack_user, original.id)
+        assert len(fake.calls) == calls
+
+
+async def test_a_gallery_delete_of_a_console_image_is_printed_in_the_running_console(tmp_path):
+    """The console of `imagebot chat` prints that the gallery deleted one of its images."""
+    who = Requester("console", "me")
+    out = io.StringIO()
+    async with started_service(FakeBackend(), tmp_path) as (service, _):
+        chat = ConsoleChat(service, who, out, tmp_path)
+        assert await chat.handle("imagine a red fox --seed 7")
+        read, write = os.pipe()
+        with open(read) as stdin, open(write, "w") as typing:
+            session = asyncio.create_task(chat.run(stdin))
+            try:
+                async with gallery_of(service, tmp_path) as (client, links):
+                    await _until(lambda: service.poster("console") is chat)
+                    await delete_in_gallery(client, links, who, 1)
+                    await _until(lambda: "🗑 #1 was deleted by its author." in out.getvalue())
+            finally:
+                typing.write("quit\n")
+                typing.flush()
+                await session
+        await _gone(service, who, 1)

@@ -33,6 +33,7 @@ METHOD_SCOPES = {
     "files.completeUploadExternal": "files:write",
     "files.delete": "files:write",
     "files.info": "files:read",
+    "files.list": "files:read",
     "users.info": "users:read",
 }
 EVENT_SCOPES = {"reaction_added": "reactions:read", "reaction_removed": "reactions:read"}
