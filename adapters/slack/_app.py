@@ -201,11 +201,17 @@ class SlackImages:
         titles = {_file_title(generation.id, image.seed) for image in generation.images}
         try:
             listed = await self.client.files_list(channel=channel, ts_from=ts.partition(".")[0], types="images")
-            for file in listed.get("files") or []:
-                if file.get("title") in titles:
-                    await self.client.files_delete(file=file["id"])
         except SlackApiError as error:
-            log.warning("could not delete the images of deleted %s: %s", ref, error.response.get("error"))
+            log.warning("could not list the images of deleted %s: %s", ref, error.response.get("error"))
+            return
+        for file in listed.get("files") or []:
+            if file.get("title") not in titles:
+                continue
+            try:
+                await self.client.files_delete(file=file["id"])
+            except SlackApiError as error:
+                # A member's own file with the same title is not the bot's to delete; the others still go.
+                log.warning("could not delete an image of deleted %s: %s", ref, error.response.get("error"))
 
     async def aclose(self) -> None:
         """Stop following jobs; the jobs themselves run on."""
