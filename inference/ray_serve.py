@@ -45,7 +45,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -64,7 +64,7 @@ from bot.request import GeneratedImage, GenerationRequest
 from inference.capabilities import CAPABILITIES
 from inference.local._backend import WorkerLost, images_of, report_progress, second_try
 from inference.local._job import WorkerJob, batch_key, build_job
-from inference.local._protocol import Error, JobMessage, Progress, ProtocolError, Result, from_worker
+from inference.local._protocol import Checked, Error, JobMessage, Progress, ProtocolError, Result, from_worker
 
 __all__ = ["APP_NAME", "ImageWorker", "RayBackend", "app_builder", "assets_id"]
 
@@ -237,6 +237,18 @@ class _ImageWorker:
             # The bot cancelled the stream (or went away): the pipeline stops at its next step.
             request.cancel.set()
             raise
+
+    async def flags(self, model_local: str, images: list[bytes]) -> dict[str, Any]:
+        """Run the safety check (the one `model_local`'s images get) on a user's input images: a signed frame.
+
+        `Checked` with a verdict per image, or an `Error` when the checker cannot run. In the
+        pipeline's thread: the checker shares the GPU with the pipelines, one call at a time.
+        """
+        from inference.local._worker import check_images
+
+        loop = asyncio.get_running_loop()
+        answer = await loop.run_in_executor(self._executor, check_images, self._runner, 0, model_local, images)
+        return {**answer.to_dict(), "pid": self._pid}
 
     async def stats(self) -> dict[str, Any]:
         """Return this replica's pid, load counters, batch sizes and the outcome of each run."""
@@ -551,6 +563,29 @@ class RayBackend:
         finally:
             if cancelled is not None:
                 cancelled.cancel()
+
+    async def flags(self, model: str, images: Sequence[bytes]) -> list[bool]:
+        """Run a replica's safety check (the one `model`'s images get) on images a user gave.
+
+        Raises:
+            BackendUnavailable: the cluster failed, or the replica's checker could not run.
+        """
+        local = self._catalog.get("model", model).local or ""
+        await self.start()
+        try:
+            frame = await self._handle.flags.remote(local, list(images))
+        except (RayError, RayServeException) as error:
+            raise BackendUnavailable(_NAME, f"the Ray cluster failed ({type(error).__name__})") from error
+        try:
+            message = from_worker(frame)
+        except ProtocolError as error:
+            raise BackendUnavailable(_NAME, "the replica answered with something this bot cannot read") from error
+        match message:
+            case Checked(flags=flags) if len(flags) == len(images):
+                return list(flags)
+            case Error(message=reason):
+                raise BackendUnavailable(_NAME, reason)
+        raise BackendUnavailable(_NAME, f"the replica answered with an unexpected '{message.op}' frame")
 
     async def aclose(self) -> None:
         """Forget the handle; the cluster and its replicas keep running for other bots."""

@@ -368,3 +368,22 @@ async def test_a_replica_refuses_inputs_that_are_not_content_addressed(tmp_path,
     with pytest.raises(ValueError, match="content-addressed"):
         localize(job, {name: data}, tmp_path / "replica")
     assert not (tmp_path / "replica").exists()
+
+
+async def test_a_replica_checks_a_users_input_images_with_its_checker(backend):
+    """Uploads are checked on the cluster too: the tiny checker's verdicts; a checker that cannot run is a sentence."""
+    import io
+
+    from PIL import Image
+
+    from bot.ports import ImageCheckingBackend
+
+    assert isinstance(backend, ImageCheckingBackend)  # so a server that withholds flagged images has uploads checked
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(buffer, format="PNG")
+    image = buffer.getvalue()
+    assert await backend.flags("tiny", [image, image]) == [False, False]
+    # SDXL's checker (CompVis) is not downloaded and the hub is off on the replicas.
+    with pytest.raises(BackendUnavailable, match="the safety checker could not check the image"):
+        await backend.flags("sdxl", [image])
+    assert await backend.flags("tiny", [image]) == [False]  # the replica lives on
