@@ -288,7 +288,7 @@ def _offered(table: Mapping[str, object]) -> tuple[str, ...]:
 # - Ray: the replicas run the local worker's code; the job's stored inputs (image, mask, guides)
 #   travel with it as bytes and are written, content-addressed, under the replica's data dir, so a
 #   GPU node need not share the bot's disk (`inference.ray_serve.input_files`, `localize`).
-# - Runware: seedImage, strength and maskImage of its imageInference task (inference/runware.py).
+# - Runware: seedImage, strength, maskImage and outpaint of its imageInference task (inference/runware.py).
 #   Its refiner startStep is counted in the steps of a text-to-image run; how it counts after an
 #   input image is not documented, so that pair is refused rather than guessed. Upscale is its
 #   imageUpscale task (factors 2, 3 and 4): an upscaler of the image alone, no redraw by the model.
@@ -336,6 +336,8 @@ CAPABILITIES: dict[BackendName, Capabilities] = {
         inpaint=True,
         upscale=True,
         upscale_redraws=False,
+        # Its imageInference `outpaint` object (top, right, bottom, left, blur) on the seedImage.
+        outpaint=True,
         refiner_with_image=False,
         # The imageInference controlNet array (inference/runware.py); its weight is 0–1 in the
         # SDK's text_to_image.md ("Weight of this ControlNet model (0-1)"), A1111's goes to 2.

@@ -16,7 +16,9 @@ Input images (``--image``, ``--mask``, Vary) travel inside the task as data URIs
 ``imageUpload`` task first: nothing is stored at Runware to outlive the job, there is no
 second request to retry or lose, and a retry resends the same task under the same taskUUID,
 which Runware answers with ``conflictTaskUUID`` instead of running and charging it again.
-The price is that a retry resends the image's bytes (a few MB at most).
+The price is that a retry resends the image's bytes (a few MB at most). An outpaint
+(``--outpaint``, ``--zoom``) sends the image at the size it keeps in ``seedImage`` and the
+sides in the ``outpaint`` object; ``width`` and ``height`` are the whole, as on the local worker.
 
 ControlNet guides (``--cn NAME --guide …``) are different: a guide is reused (by every reroll,
 refine and Vary of a generation, and by several ControlNets), so each distinct guide is sent once
@@ -193,6 +195,14 @@ def _controlnet(
     }
 
 
+def _input_size(request: GenerationRequest) -> tuple[int, int]:
+    """Return the size the input image is sent at: the output's, or for an outpaint the part it keeps."""
+    sides = request.outpaint
+    if sides is None:
+        return request.width, request.height
+    return request.width - sides.left - sides.right, request.height - sides.top - sides.bottom
+
+
 def data_uri(png: bytes) -> str:
     """Return a stored input (always a PNG) as the data URI Runware takes in ``seedImage``/``maskImage``."""
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
@@ -252,6 +262,12 @@ def build_task(
         task["steps"], task["strength"] = steps_and_strength(request.steps, request.run_steps)
         if request.mask_image is not None:
             task["maskImage"] = data_uri(given[request.mask_image])
+        if request.outpaint is not None:
+            # The seedImage is the inner image (`_inputs` sizes it); width and height are the whole.
+            sides = request.outpaint
+            task["outpaint"] = {"top": sides.top, "right": sides.right, "bottom": sides.bottom, "left": sides.left}
+            if sides.blur:
+                task["outpaint"]["blur"] = sides.blur
     if request.negative_prompt:
         task["negativePrompt"] = request.negative_prompt
     if request.clip_skip:
@@ -424,10 +440,14 @@ class RunwareBackend(HostedBackend):
     async def _inputs(self, request: GenerationRequest) -> dict[str, bytes]:
         """Read the request's stored inputs at its size, once: every retry sends the same task."""
         inputs: dict[str, bytes] = {}
-        for what, sha, mode in (("input image", request.init_image, "RGB"), ("mask", request.mask_image, "L")):
+        given = (
+            ("input image", request.init_image, "RGB", _input_size(request)),
+            ("mask", request.mask_image, "L", (request.width, request.height)),
+        )
+        for what, sha, mode, size in given:
             if sha is not None:
                 data = await self._stored(sha, what)
-                inputs[sha] = await asyncio.to_thread(_sized, data, (request.width, request.height), mode)
+                inputs[sha] = await asyncio.to_thread(_sized, data, size, mode)
         return inputs
 
     async def _guides(self, request: GenerationRequest, cancel: asyncio.Event | None) -> dict[str, str]:

@@ -33,6 +33,9 @@ https://runware.ai/docs/image-inference/api-reference, /docs/platform/task-polli
   ``seedImage``). The decoded bytes land on the task (``RunwareTask.seed_image``/``mask_image``), and
   ``RunwareTask.steps_run`` is what the fake runs: ``int(steps × strength)``, as diffusers truncates;
   Runware documents the product for 40 × 0.5 only, so a client that relies on any rounding is caught.
+* Outpainting: ``outpaint`` is an object of ``top``, ``right``, ``bottom`` and ``left`` (pixels,
+  multiples of 64, default 0) and ``blur`` (0–32), on a ``seedImage`` and without a ``maskImage``;
+  ``width``×``height`` must be the seedImage's size extended by the sides.
 * ControlNet: ``controlNet`` is an array of objects as the SDK's text_to_image.md lists them (and
   its ``IControlNetGeneral``): ``model`` (an AIR id, required), ``guideImage`` (required, the same
   input forms as ``seedImage``; a UUID must name an image the fake keeps), ``weight`` (a number from
@@ -196,8 +199,10 @@ INFERENCE_FIELDS = frozenset(
         "maskImage",
         "strength",
         "controlNet",
+        "outpaint",
     }
 )
+OUTPAINT_KEYS = ("top", "right", "bottom", "left", "blur")
 CONTROL_MODES = ("balanced", "prompt", "controlnet")
 CONTROLNET_KEYS = frozenset(
     {"model", "guideImage", "weight", "startStep", "endStep", "startStepPercentage", "endStepPercentage", "controlMode"}
@@ -650,6 +655,35 @@ def _task_problem(
     return bad, None
 
 
+def _outpaint_problem(task: dict[str, Any]) -> tuple[str, str] | None:
+    """Check an ``outpaint`` object: sides (multiples of 64 pixels) and a blur, extending a seedImage to the size."""
+    outpaint = task["outpaint"]
+    if not isinstance(outpaint, dict):
+        return "outpaint", "Invalid value for outpaint parameter. It must be an object."
+    for key in outpaint:
+        if key not in OUTPAINT_KEYS:
+            return f"outpaint.{key}", f"Unsupported parameter: outpaint.{key}."
+    for key in OUTPAINT_KEYS[:4]:
+        if message := _int_range(0, 2048, 64)(f"outpaint.{key}", outpaint.get(key, 0)):
+            return f"outpaint.{key}", message
+    if "blur" in outpaint and (message := _int_range(0, 32)("outpaint.blur", outpaint["blur"])):
+        return "outpaint.blur", message
+    if "seedImage" not in task:
+        return "seedImage", "Missing required parameter: seedImage (outpaint needs it)."
+    if "maskImage" in task:
+        return "maskImage", "Unsupported parameter: maskImage (outpaint makes its own)."
+    data = decode_image(str(task["seedImage"]))
+    if data is None:
+        return None  # a stored image or a URL: the fake does not look it up for its size
+    with Image.open(io.BytesIO(data)) as seed:
+        width, height = seed.size
+    wide = width + outpaint.get("left", 0) + outpaint.get("right", 0)
+    high = height + outpaint.get("top", 0) + outpaint.get("bottom", 0)
+    if (wide, high) != (task["width"], task["height"]):
+        return "width", f"width and height must be the seedImage extended by outpaint ({wide}x{high})."
+    return None
+
+
 def _inference_problem(task: dict[str, Any]) -> dict[str, Any] | None:
     """Return the error item for the first problem of an imageInference task, or None when it is valid."""
     bad, problem = _task_problem(task, "imageInference", INFERENCE_FIELDS, SCALAR_CHECKS)
@@ -657,6 +691,8 @@ def _inference_problem(task: dict[str, Any]) -> dict[str, Any] | None:
         return problem
     if "maskImage" in task and "seedImage" not in task:
         return bad("seedImage", "Missing required parameter: seedImage (maskImage needs it).")
+    if "outpaint" in task and (problem := _outpaint_problem(task)) is not None:
+        return bad(*problem)
     steps = task.get("steps", 20)
     problem = None
     if "refiner" in task:

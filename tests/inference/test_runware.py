@@ -488,3 +488,34 @@ async def test_an_upscale_of_a_refined_image_is_not_refused_for_the_refiner(runn
     generation, error = await upscaled(service, "#1", 2)
     assert error is None and generation is not None
     assert len(fake.calls("imageUpscale")) == 1
+
+
+async def test_an_outpaint_sends_the_kept_image_and_the_sides_and_comes_back_the_whole_size(
+    running, fake: FakeRunware, tmp_path: Path
+) -> None:
+    """`--outpaint 64,128,0,128`: the seedImage is the image at the size it keeps, the sides go in `outpaint`."""
+    service, _ = running
+    first, _ = await outcome(service, "a red fox --seed 42 --size 768x768")
+    assert first is not None
+    generation, error = await outcome(service, "a fox in a wide meadow --image #1 --outpaint 64,128,0,128,8 --steps 20")
+    assert error is None and generation is not None
+    request = generation.request
+    assert (request.width, request.height) == (1024, 832)
+    task = fake.tasks[fake.calls("imageInference")[-1]["taskUUID"]]
+    assert task.request["outpaint"] == {"top": 64, "right": 128, "bottom": 0, "left": 128, "blur": 8}
+    assert (task.request["width"], task.request["height"]) == (1024, 832)
+    assert task.seed_image is not None and Image.open(io.BytesIO(task.seed_image)).size == (768, 768)
+    assert "maskImage" not in task.request and task.steps_run == request.run_steps
+    (image,) = generation.images
+    assert Image.open(tmp_path / image.path).size == (1024, 832)
+
+
+async def test_zoom_out_extends_every_side_evenly_on_runware(running, fake: FakeRunware) -> None:
+    """`--zoom 2` on a 512² image: 256 on each side, a 1024² result, sent as Runware's outpaint object."""
+    service, _ = running
+    await outcome(service, "a red fox --seed 42 --size 512x512")
+    generation, error = await outcome(service, "a fox far away --image #1 --zoom 2")
+    assert error is None and generation is not None
+    task = fake.tasks[fake.calls("imageInference")[-1]["taskUUID"]]
+    assert task.request["outpaint"] == {"top": 256, "right": 256, "bottom": 256, "left": 256}
+    assert (task.request["width"], task.request["height"]) == (1024, 1024)
