@@ -1,4 +1,4 @@
-"""The catalog: models, refiners, VAEs, LoRAs, embeddings, ControlNets and upscalers by friendly name.
+"""The catalog: models, refiners, VAEs, LoRAs, embeddings, ControlNets, upscalers and annotators by friendly name.
 
 Chat users only ever name catalog entries; nothing typed in chat is loaded
 from a path or URL. Each entry carries its architecture and one identifier
@@ -10,7 +10,11 @@ diffusers folder or ``.safetensors`` file (absolute, or relative to the data
 directory when it starts with ``./``). An ``upscaler`` (architecture ``esrgan``) is a
 Real-ESRGAN network's ``.safetensors`` or ``.pth`` file: a path, ``tiny:<part>``, or a repo id
 with the file in `weight_name`; the operator's ``IMAGEBOT_UPSCALER`` picks the one local
-upscales run (`bot.service.ImageService.upscale`).
+upscales run (`bot.service.ImageService.upscale`). An ``annotator`` makes the guide map its
+`preprocess` names (``depth``: a transformers depth-estimation folder, Depth Anything or DPT) for
+ControlNets on the local backend; its `local` is a folder on this machine (a path) or ``tiny:<part>``,
+never a repo id, so that no annotator is downloaded while a request waits: the operator puts the
+files there, and the local backend offers the preprocessing only while they are present.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ from bot.errors import InvalidOption, shown
 
 __all__ = ["KINDS", "Catalog", "CatalogEntry", "Kind", "load_catalog"]
 
-Kind = Literal["model", "refiner", "vae", "lora", "embedding", "controlnet", "upscaler"]
-KINDS: tuple[Kind, ...] = ("model", "refiner", "vae", "lora", "embedding", "controlnet", "upscaler")
+Kind = Literal["model", "refiner", "vae", "lora", "embedding", "controlnet", "upscaler", "annotator"]
+KINDS: tuple[Kind, ...] = ("model", "refiner", "vae", "lora", "embedding", "controlnet", "upscaler", "annotator")
 
 
 class CatalogEntry(BaseModel):
@@ -57,7 +61,8 @@ class CatalogEntry(BaseModel):
     # LoRAs and embeddings
     trigger_words: tuple[str, ...] = ()
     token: str | None = None
-    # ControlNets: the guide preprocessing they were trained on (canny, depth, …; None: any map)
+    # ControlNets: the guide preprocessing they were trained on (canny, depth, …; None: any map);
+    # annotators: the one they make
     preprocess: str | None = None
 
 
@@ -71,6 +76,14 @@ class Catalog:
         for model in self._by_kind["model"].values():
             if model.refiner is not None and model.refiner not in self._by_kind["refiner"]:
                 raise ValueError(f"model {model.name!r} names unknown refiner {model.refiner!r}")
+        for annotator in self._by_kind["annotator"].values():
+            if annotator.preprocess is None:
+                raise ValueError(f"annotator {annotator.name!r} names no preprocess (the guide map it makes)")
+            if annotator.local is not None and not _is_path_or_tiny(annotator.local):
+                raise ValueError(
+                    f"annotator {annotator.name!r}: local must be a folder (absolute, or ./ under the data dir)"
+                    " or tiny:<part>; annotators are never downloaded while a request waits"
+                )
 
     @classmethod
     def from_toml(cls, text: str) -> Catalog:
@@ -130,6 +143,11 @@ class Catalog:
         ]
         found.sort(key=lambda entry: (not entry.name.startswith(needle), entry.name))
         return found[:limit]
+
+
+def _is_path_or_tiny(local: str) -> bool:
+    """Tell whether a `local` id is a path on this machine or a tiny part, not a repo id."""
+    return local.startswith(("./", "/", "tiny:"))
 
 
 def load_catalog(path: Path | None = None) -> Catalog:

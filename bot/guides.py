@@ -2,10 +2,11 @@
 
 ``canny`` runs here with OpenCV (no weights): the guide every backend receives is the
 same map, and it is stored and can be shown. The other annotators (depth, pose, …) need
-model weights this bot does not load: a backend that offers them (`bot.ports.GuideBackend`,
-Runware's preprocessing task) makes those maps, and the service stores them the same way;
-elsewhere they are refused with a sentence, and a map made elsewhere can be given as it is
-with ``--preprocess none``.
+model weights the bot process does not load: a backend that offers them (`bot.ports.GuideBackend`:
+Runware's preprocessing task, or the local worker with a catalog annotator whose files the
+operator put in place) makes those maps, and the service stores them the same way; elsewhere
+they are refused with a sentence, and a map made elsewhere can be given as it is with
+``--preprocess none``.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ def make_guide(image: InputImage, preprocess: str, *, thresholds: tuple[int, int
     """
     if preprocess != "canny":
         reason = (
-            f"'{preprocess}' needs its annotator's weights, which this bot does not load; use canny, "
-            "or give a ready-made map with --preprocess none"
+            f"'{preprocess}' needs its annotator, and this bot has none configured for it (an operator puts a"
+            " catalog annotator's files in place, depth on the local backend); use canny, or give a ready-made"
+            " map with --preprocess none"
         )
         raise InvalidOption("preprocess", reason)
     import cv2  # only when a guide is made: OpenCV takes a while to import

@@ -71,7 +71,7 @@ class LocalPlugin:
         )
 
     async def checks(self, catalog: Catalog, core: CoreSettings, *, running: bool) -> list[Check]:
-        """Check the GPU, the default model's and safety checker's weights, the memory for them, the upscaler."""
+        """Check the GPU, the default model's and safety checker's weights, the memory, the upscaler, annotators."""
         worker = LocalWorkerSettings()
         local = catalog.get("model", core.default_model or "tiny").local
         checks = [
@@ -82,6 +82,7 @@ class LocalPlugin:
         ]
         if core.upscaler:
             checks.append(_upscaler(core, catalog))
+        checks += _annotators(core, catalog)
         return checks
 
 
@@ -247,6 +248,29 @@ def _upscaler(core: CoreSettings, catalog: Catalog) -> Check:
             return Check("upscaler", True, f"{entry.name}: {path} is present")
         return Check("upscaler", False, f"{path} does not exist; copy the upscaler's weights there or fix the catalog.")
     return Check("upscaler", True, f"{entry.name}: {entry.local}, downloaded on first use")
+
+
+def _annotators(core: CoreSettings, catalog: Catalog) -> list[Check]:
+    """Check each catalog annotator whose folder the operator made: it must hold a transformers model.
+
+    An annotator without a folder is simply not offered (its preprocessing is refused with a
+    sentence), which is no fault; the tiny one comes with the tiny model.
+    """
+    checks = []
+    for entry in catalog.entries("annotator"):
+        local = entry.local or ""
+        if not local.startswith(("/", "./")):
+            continue
+        path = Path(local) if local.startswith("/") else core.data_dir / local
+        if not path.exists():
+            continue
+        if (path / "config.json").is_file():
+            detail = f"{entry.name}: {path} is present; --preprocess {entry.preprocess} runs on the local backend"
+            checks.append(Check("annotator", True, detail))
+        else:
+            detail = f"{path} holds no config.json; download the annotator's transformers weights there."
+            checks.append(Check("annotator", False, f"{entry.name}: {detail}"))
+    return checks
 
 
 async def _safety(worker: LocalWorkerSettings, model_local: str | None) -> Check:

@@ -1,4 +1,4 @@
-"""Build an offline, random-weight SDXL (base, refiner, VAE, LoRAs, embedding, ControlNets) and upscalers for tests.
+"""Build an offline, random-weight SDXL (base, refiner, VAE, LoRAs, embedding, ControlNets), upscalers, depth annotator.
 
 The parts have the real SDXL structure (two CLIP text encoders, a "text_time"
 UNet, a refiner UNet with aesthetic-score conditioning, an 8× VAE) at a tiny
@@ -22,6 +22,7 @@ Layout under ``<data_dir>/models/tiny/``::
     controlnet-2/ a second one (other random output convolutions), to switch and combine
     upscaler/     tiny_upscaler_x4.safetensors (Real-ESRGAN SRVGGNetCompact ×4, 8 features, 2 convolutions)
     upscaler-x2/  tiny_upscaler_x2.safetensors (Real-ESRGAN RRDBNet ×2, 4 features, 1 block)
+    depth/        DepthAnythingForDepthEstimation + its DPT image processor (16-wide DINOv2, 56 px input)
     .complete     written last; a folder without it is rebuilt
 
 Catalog entries name the parts as ``tiny:<part>``; `resolve` maps such an id
@@ -44,6 +45,7 @@ __all__ = [
     "TOKEN",
     "build",
     "ensure",
+    "is_built",
     "load_tokenizer",
     "resolve",
     "save_sdxl",
@@ -54,7 +56,7 @@ __all__ = [
 NATIVE_SIZE = 128
 TOKEN = "<tiny>"
 # Bump when the build changes, so old folders are rebuilt.
-_VERSION = "5"
+_VERSION = "6"
 _MARKER = ".complete"
 
 # part -> (folder, weight file inside it or None for a diffusers folder)
@@ -71,6 +73,7 @@ PARTS: dict[str, tuple[str, str | None]] = {
     "controlnet-2": ("controlnet-2", None),
     "upscaler": ("upscaler", "tiny_upscaler_x4.safetensors"),
     "upscaler-x2": ("upscaler-x2", "tiny_upscaler_x2.safetensors"),
+    "depth": ("depth", None),
 }
 
 _CLIP_L = {"hidden_size": 32, "intermediate_size": 37, "projection_dim": 32}
@@ -160,6 +163,11 @@ def build(data_dir: Path) -> Path:
     return ensure(data_dir)
 
 
+def is_built(data_dir: Path) -> bool:
+    """Tell whether a complete build of this version is under `data_dir` (building nothing)."""
+    return _is_complete(tiny_root(data_dir))
+
+
 def _is_complete(root: Path) -> bool:
     marker = root / _MARKER
     return marker.is_file() and marker.read_text(encoding="utf-8").strip() == _VERSION
@@ -195,6 +203,7 @@ def _build_into(root: Path) -> None:
     _controlnet(unet, seed=11).save_pretrained(root / "controlnet-2")
     _save_upscaler(root / "upscaler", PARTS["upscaler"][1], "compact", seed=12)
     _save_upscaler(root / "upscaler-x2", PARTS["upscaler-x2"][1], "rrdb", seed=13)
+    _save_depth(root / "depth", seed=14)
     (root / _MARKER).write_text(_VERSION + "\n", encoding="utf-8")
 
 
@@ -465,3 +474,44 @@ def _save_upscaler(folder: Path, file_name: str | None, kind: str, seed: int) ->
     )
     folder.mkdir(parents=True)
     save_file({key: value.detach().contiguous() for key, value in net.state_dict().items()}, folder / file_name)
+
+
+def _save_depth(folder: Path, seed: int) -> None:
+    """Save a random-weight Depth Anything (a 16-wide, 4-layer DINOv2 backbone) and its image processor.
+
+    The weights are drawn wider than the library's default (0.2, not 0.02) so that the random
+    network's output varies across an image instead of sitting at zero behind its last ReLU.
+    """
+    import torch
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessorPil
+
+    torch.manual_seed(seed)
+    backbone = Dinov2Config(
+        hidden_size=16,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        mlp_ratio=2,
+        image_size=28,
+        patch_size=14,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+        reshape_hidden_states=False,
+        initializer_range=0.2,
+    )
+    config = DepthAnythingConfig(
+        backbone_config=backbone,
+        reassemble_hidden_size=16,
+        neck_hidden_sizes=[8, 8, 16, 16],
+        fusion_hidden_size=8,
+        head_hidden_size=4,
+        initializer_range=0.2,
+    )
+    DepthAnythingForDepthEstimation(config).eval().save_pretrained(folder)
+    # Depth Anything's own processor settings (keep the aspect ratio, sides multiples of 14), at 56 px.
+    DPTImageProcessorPil(
+        size={"height": 56, "width": 56},
+        keep_aspect_ratio=True,
+        ensure_multiple_of=14,
+        resample=3,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    ).save_pretrained(folder)

@@ -32,9 +32,10 @@ from bot import metrics
 from bot.catalog import Catalog, CatalogEntry
 from bot.errors import BackendUnavailable, InvalidOption, JobCancelled
 from bot.ports import ProgressCallback
-from bot.request import GeneratedImage, GenerationRequest, RefinerSpec
+from bot.request import GeneratedImage, GenerationRequest, Preprocess, RefinerSpec
 from bot.request import Progress as StepProgress
 from inference.capabilities import CAPABILITIES
+from inference.local._annotators import find_annotator, preprocessors
 from inference.local._job import WorkerJob, batch_key, build_job
 from inference.local._protocol import (
     Cancel,
@@ -43,6 +44,8 @@ from inference.local._protocol import (
     Error,
     Fatal,
     Generate,
+    Guided,
+    GuideRequest,
     Message,
     Progress,
     ProtocolError,
@@ -306,6 +309,27 @@ class LocalBackend:
             await self.start()
             assert self._worker is not None
             return await self._worker.flags(local, images)
+
+    @property
+    def guide_preprocessors(self) -> frozenset[Preprocess]:
+        """Return the guide maps this worker makes: those of catalog annotators whose files are here now."""
+        return preprocessors(self._catalog, self._data_dir)
+
+    async def make_guide(self, image: bytes, preprocess: Preprocess, width: int, height: int) -> bytes:
+        """Return the `preprocess` map of `image` at `width`×`height`, made by a catalog annotator in the worker.
+
+        Raises:
+            InvalidOption: no catalog annotator for `preprocess` has its files here.
+            BackendUnavailable: the worker or the annotator failed.
+        """
+        found = find_annotator(self._catalog, self._data_dir, preprocess)
+        if found is None:
+            raise InvalidOption("preprocess", f"'{preprocess}' needs a catalog annotator whose files are in place")
+        _, folder = found
+        async with self._job_lock:
+            await self.start()
+            assert self._worker is not None
+            return await self._worker.guide(str(folder), preprocess, image, width, height)
 
     async def stats(self) -> dict[str, int]:
         """Return the worker's load counters (pipelines, refiners, VAEs, LoRAs, embeddings)."""
@@ -590,6 +614,17 @@ class _Worker:
                 raise BackendUnavailable(_NAME, message)
         raise _unexpected(reply)
 
+    async def guide(self, folder: str, preprocess: str, image: bytes, width: int, height: int) -> bytes:
+        """Ask the worker for a guide map made by the annotator in `folder` and return its PNG."""
+        match reply := await self._ask(
+            lambda request_id: GuideRequest(request_id, folder, preprocess, image, width, height)
+        ):
+            case Guided(image=made):
+                return made
+            case Error(message=message):
+                raise BackendUnavailable(_NAME, message)
+        raise _unexpected(reply)
+
     async def _ask(self, make: Callable[[int], Message]) -> ToBot | _Died:
         """Send a request (`make` given its id) outside any job and return the worker's answer to it."""
         request_id, inbox = self._open()
@@ -648,7 +683,7 @@ class _Worker:
         try:
             while (message := await read_frame_async(self._process.stdout, from_worker)) is not None:
                 match message:
-                    case Progress(id=to) | Result(id=to) | Error(id=to) | Stats(id=to) | Checked(id=to):
+                    case Progress(id=to) | Result(id=to) | Error(id=to) | Stats(id=to) | Checked(id=to) | Guided(id=to):
                         inbox = self._pending.get(to)
                         if inbox is not None:
                             inbox.put_nowait(message)

@@ -16,6 +16,8 @@ bot -> worker (`ToWorker`)::
     Cancel        {"op": "cancel", "id": 1}
     StatsRequest  {"op": "stats", "id": 2}
     CheckRequest  {"op": "check", "id": 3, "model": "tiny:base", "images": [(base64 PNG), ...]}  # a user's inputs
+    GuideRequest  {"op": "guide", "id": 4, "folder": "/data/annotators/x", "preprocess": "depth", "image": (base64 PNG),
+                   "width": 1024, "height": 1024}    # a ControlNet guide map, made by a catalog annotator
     Shutdown      {"op": "shutdown"}
 
 worker -> bot (`ToBot`)::
@@ -28,6 +30,7 @@ worker -> bot (`ToBot`)::
                "option": ..., "restart": false}     # restart: the worker's state is suspect
     Stats     {"op": "stats", "id": 2, "loads": {"pipeline": 1, ...}}
     Checked   {"op": "checked", "id": 3, "flags": [false, true]}
+    Guided    {"op": "guided", "id": 4, "image": (base64 PNG)}    # or an Error with that id
     Fatal     {"op": "fatal", "message": "..."}    # the worker could not start
 
 A frame with an op the reading side does not expect, or without a key (or
@@ -59,6 +62,8 @@ __all__ = [
     "Error",
     "Fatal",
     "Generate",
+    "GuideRequest",
+    "Guided",
     "JobMessage",
     "Message",
     "Progress",
@@ -190,6 +195,43 @@ class CheckRequest(Message):
             _field(data, "id", int, cls.op),
             _field(data, "model", str, cls.op),
             tuple(_bytes(image, "images", cls.op) for image in images),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GuideRequest(Message):
+    """Make the `preprocess` map of `image` at `width`×`height` with the annotator in `folder`; answered by `Guided`."""
+
+    op: ClassVar[str] = "guide"
+    id: int
+    folder: str
+    preprocess: str
+    image: bytes
+    width: int
+    height: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready object a frame holds, ``op`` first."""
+        return {
+            "op": self.op,
+            "id": self.id,
+            "folder": self.folder,
+            "preprocess": self.preprocess,
+            "image": encode_bytes(self.image),
+            "width": self.width,
+            "height": self.height,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GuideRequest:
+        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
+        return cls(
+            _field(data, "id", int, cls.op),
+            _field(data, "folder", str, cls.op),
+            _field(data, "preprocess", str, cls.op),
+            _bytes(_field(data, "image", str, cls.op), "image", cls.op),
+            _field(data, "width", int, cls.op),
+            _field(data, "height", int, cls.op),
         )
 
 
@@ -399,6 +441,24 @@ class Checked(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class Guided(Message):
+    """The answer to `GuideRequest`: the guide map, a PNG."""
+
+    op: ClassVar[str] = "guided"
+    id: int
+    image: bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready object a frame holds, ``op`` first."""
+        return {"op": self.op, "id": self.id, "image": encode_bytes(self.image)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Guided:
+        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
+        return cls(_field(data, "id", int, cls.op), _bytes(_field(data, "image", str, cls.op), "image", cls.op))
+
+
+@dataclass(frozen=True, slots=True)
 class Fatal(Message):
     """The worker could not start; `message` says why, in one sentence."""
 
@@ -415,16 +475,16 @@ class Fatal(Message):
         return cls(_field(data, "message", str, cls.op))
 
 
-ToWorker = Generate | Cancel | StatsRequest | CheckRequest | Shutdown
-ToBot = Ready | Progress | Result | Error | Stats | Checked | Fatal
+ToWorker = Generate | Cancel | StatsRequest | CheckRequest | GuideRequest | Shutdown
+ToBot = Ready | Progress | Result | Error | Stats | Checked | Guided | Fatal
 # What `run_jobs` reports of one pipeline call: progress, then a result or an error.
 JobMessage = Progress | Result | Error
 
 _TO_WORKER: dict[str, Callable[[Mapping[str, Any]], ToWorker]] = {
-    kind.op: kind.from_dict for kind in (Generate, Cancel, StatsRequest, CheckRequest, Shutdown)
+    kind.op: kind.from_dict for kind in (Generate, Cancel, StatsRequest, CheckRequest, GuideRequest, Shutdown)
 }
 _TO_BOT: dict[str, Callable[[Mapping[str, Any]], ToBot]] = {
-    kind.op: kind.from_dict for kind in (Ready, Progress, Result, Error, Stats, Checked, Fatal)
+    kind.op: kind.from_dict for kind in (Ready, Progress, Result, Error, Stats, Checked, Guided, Fatal)
 }
 
 

@@ -25,6 +25,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from bot.config import CoreSettings
 from bot.logs import setup_logging
+from inference.local._annotators import Annotators
 from inference.local._job import WorkerJob
 from inference.local._protocol import (
     Cancel,
@@ -33,6 +34,8 @@ from inference.local._protocol import (
     Error,
     Fatal,
     Generate,
+    Guided,
+    GuideRequest,
     JobMessage,
     Progress,
     ProtocolError,
@@ -51,7 +54,7 @@ if TYPE_CHECKING:
     from bot.config import LocalWorkerSettings
     from inference.local._speed import Levers
 
-__all__ = ["check_images", "levers", "main", "make_runner", "quiet_libraries", "run_jobs"]
+__all__ = ["check_images", "levers", "main", "make_guide", "make_runner", "quiet_libraries", "run_jobs"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         write_frame(frames_out, Fatal(f"the worker could not start ({type(error).__name__})"))
         return 1
     write_frame(frames_out, Ready(str(runner.device), str(runner.dtype), os.getpid()))
-    inbox: queue.Queue[Generate | StatsRequest | CheckRequest | None] = queue.Queue()
+    annotators = Annotators(runner.device)
+    inbox: queue.Queue[Generate | StatsRequest | CheckRequest | GuideRequest | None] = queue.Queue()
     cancels: dict[int, threading.Event] = {}
     lock = threading.Lock()
     reader = threading.Thread(target=_read_loop, args=(frames_in, inbox, cancels, lock), name="frames-in", daemon=True)
@@ -93,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                     write_frame(frames_out, Stats(request_id, runner.stats()))
                 case CheckRequest(id=request_id, model=model, images=images):
                     write_frame(frames_out, check_images(runner, request_id, model, images))
+                case GuideRequest():
+                    write_frame(frames_out, make_guide(annotators, message))
     except BrokenPipeError:
         return 0  # the bot is gone; nobody is left to answer
     return 0
@@ -106,6 +112,20 @@ def check_images(runner: Any, request_id: int, model: str, images: Sequence[byte
         traceback.print_exc()
         reason = "the safety checker could not check the image (are its files downloaded? see IMAGEBOT_SAFETY_CHECKER)"
         return Error(request_id, "failed", reason)
+
+
+def make_guide(annotators: Annotators, request: GuideRequest) -> Guided | Error:
+    """Make a guide map with a catalog annotator; one that cannot run is an `Error`, not a map."""
+    try:
+        image = annotators.make(Path(request.folder), request.preprocess, request.image, request.width, request.height)
+    except Exception as failure:
+        traceback.print_exc()
+        reason = (
+            f"the {request.preprocess} annotator could not make the guide map ({type(failure).__name__});"
+            " imagebot doctor checks its files"
+        )
+        return Error(request.id, "failed", reason)
+    return Guided(request.id, image)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -198,7 +218,7 @@ def quiet_libraries(*, verbose: bool) -> None:
 
 def _read_loop(
     frames_in: IO[bytes],
-    inbox: queue.Queue[Generate | StatsRequest | CheckRequest | None],
+    inbox: queue.Queue[Generate | StatsRequest | CheckRequest | GuideRequest | None],
     cancels: dict[int, threading.Event],
     lock: threading.Lock,
 ) -> None:
@@ -217,7 +237,7 @@ def _read_loop(
                     with lock:
                         cancels[job_id] = threading.Event()
                     inbox.put(message)
-                case StatsRequest() | CheckRequest():
+                case StatsRequest() | CheckRequest() | GuideRequest():
                     inbox.put(message)
     except (ProtocolError, OSError):
         traceback.print_exc()

@@ -72,6 +72,20 @@ async def test_a_configured_upscaler_is_checked_for_its_weight_file(
     )
 
 
+async def test_an_annotator_folder_is_checked_for_a_transformers_model(tmp_path: Path) -> None:
+    """No folder: no check (depth is just not offered); an empty one fails with where the weights go."""
+    assert "annotator" not in by_name(await check_all())
+    folder = tmp_path / "data" / "annotators" / "depth-anything-v2-small"
+    folder.mkdir(parents=True)
+    check = by_name(await check_all())["annotator"]
+    assert not check.ok and check.detail == (
+        f"depth-anything-v2-small: {folder} holds no config.json; download the annotator's transformers weights there."
+    )
+    (folder / "config.json").write_text("{}", encoding="utf-8")
+    check = by_name(await check_all())["annotator"]
+    assert check.ok and check.detail.endswith("--preprocess depth runs on the local backend")
+
+
 async def test_an_invalid_setting_is_named_and_nothing_else_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMAGEBOT_PIXEL_BUDGET", "lots")
     (check,) = await check_all()

@@ -22,6 +22,8 @@ from inference.local._protocol import (
     Error,
     Fatal,
     Generate,
+    Guided,
+    GuideRequest,
     Message,
     Progress,
     ProtocolError,
@@ -55,6 +57,18 @@ TO_WORKER: list[tuple[Message, dict]] = [
     (
         CheckRequest(3, "tiny:base", (b"\x89PNG\x00", b"\xff")),
         {"op": "check", "id": 3, "model": "tiny:base", "images": ["iVBORwA=", "/w=="]},
+    ),
+    (
+        GuideRequest(4, "/data/annotators/depth", "depth", b"\x89PNG\x00", 96, 64),
+        {
+            "op": "guide",
+            "id": 4,
+            "folder": "/data/annotators/depth",
+            "preprocess": "depth",
+            "image": "iVBORwA=",
+            "width": 96,
+            "height": 64,
+        },
     ),
     (Shutdown(), {"op": "shutdown"}),
 ]
@@ -107,6 +121,7 @@ TO_BOT: list[tuple[Message, dict]] = [
     ),
     (Stats(2, {"pipeline": 1, "lora": 0}), {"op": "stats", "id": 2, "loads": {"pipeline": 1, "lora": 0}}),
     (Checked(3, (False, True)), {"op": "checked", "id": 3, "flags": [False, True]}),
+    (Guided(4, b"\x89PNG\x00"), {"op": "guided", "id": 4, "image": "iVBORwA="}),
     (
         Fatal("the worker could not start (ValueError)"),
         {"op": "fatal", "message": "the worker could not start (ValueError)"},

@@ -1,0 +1,146 @@
+"""Depth guide maps on the local backend: a catalog annotator run by the real worker process."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytest_asyncio
+from PIL import Image, ImageDraw
+
+from bot.catalog import KINDS, Catalog, load_catalog
+from bot.errors import BackendUnavailable, InvalidOption
+from bot.images import input_path
+from bot.ports import GuideBackend
+from inference.local import LocalBackend
+from inference.local._annotators import find_annotator, weights_folder
+from tests.fakes.service import started_service
+from tests.inference.remote import WHO
+
+pytest.importorskip("transformers")
+
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
+
+CATALOG = load_catalog()
+# The shipped catalog without its tiny annotator: the operator's Depth Anything, its folder empty.
+NO_TINY = Catalog([entry for kind in KINDS for entry in CATALOG.entries(kind) if entry.name != "tiny-depth"])
+
+
+def photo() -> bytes:
+    """A dark square on a light gradient, 128×128: something for a depth network to see."""
+    x = np.linspace(80, 250, 128, dtype=np.uint8)
+    image = Image.fromarray(np.stack([np.tile(x, (128, 1))] * 3, axis=-1), "RGB")
+    ImageDraw.Draw(image).rectangle((32, 32, 95, 95), fill=(20, 30, 40))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def load(ref: str, option: str) -> bytes:
+    return {"photo.png": photo()}[ref]
+
+
+def data_dir_with_tiny(root: Path, tiny_data_dir: Path) -> Path:
+    """A fresh data directory that sees the session's tiny model (built once) and nothing else."""
+    data_dir = root / "data"
+    data_dir.mkdir()
+    (data_dir / "models").symlink_to(tiny_data_dir / "models", target_is_directory=True)
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory, tiny_data_dir: Path) -> Path:
+    return data_dir_with_tiny(tmp_path_factory.mktemp("depth"), tiny_data_dir)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def local(data_dir: Path) -> AsyncIterator[LocalBackend]:
+    backend = LocalBackend(CATALOG, data_dir, device="cpu")
+    yield backend
+    await backend.aclose()
+
+
+def pixels(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as opened:
+        assert opened.format == "PNG"
+        return np.asarray(opened.convert("RGB"))
+
+
+async def test_depth_is_offered_only_while_an_annotators_files_are_there(local, data_dir, tmp_path):
+    """The tiny annotator once the tiny model is built; the operator's folder wins once it holds a model."""
+    assert isinstance(local, GuideBackend)
+    assert local.guide_preprocessors == frozenset({"depth"})
+    entry, _ = find_annotator(CATALOG, data_dir, "depth") or (None, None)
+    assert entry is not None and entry.name == "tiny-depth"
+    assert find_annotator(CATALOG, data_dir, "openpose") is None
+    assert LocalBackend(NO_TINY, data_dir).guide_preprocessors == frozenset()
+    assert LocalBackend(CATALOG, tmp_path).guide_preprocessors == frozenset()  # no tiny model built here: nothing
+
+    own = tmp_path / "annotators" / "depth-anything-v2-small"
+    own.mkdir(parents=True)
+    (tmp_path / "models").symlink_to(data_dir / "models", target_is_directory=True)
+    assert weights_folder(CATALOG.get("annotator", "depth-anything-v2-small"), tmp_path) is None  # an empty folder
+    (own / "config.json").write_text("{}", encoding="utf-8")
+    entry, folder = find_annotator(CATALOG, tmp_path, "depth") or (None, None)
+    assert entry is not None and entry.name == "depth-anything-v2-small" and folder == own
+
+
+async def test_the_worker_makes_a_grey_depth_map_of_the_size_asked(local):
+    """A PNG of exactly width×height, one grey in three channels, spread over 0–255, the same each time."""
+    made = await local.make_guide(photo(), "depth", 96, 64)
+    depth = pixels(made)
+    assert depth.shape == (64, 96, 3)
+    assert (depth[..., 0] == depth[..., 1]).all() and (depth[..., 0] == depth[..., 2]).all()
+    assert depth.min() == 0 and depth.max() == 255  # normalised, not constant
+    assert await local.make_guide(photo(), "depth", 96, 64) == made
+
+
+async def test_a_depth_guide_runs_end_to_end_and_the_map_is_stored(local, data_dir):
+    """`--cn tiny-controlnet --guide photo.png --preprocess depth`: the worker's depth map is the stored guide."""
+    async with started_service(local, data_dir) as (service, _):
+        job = await service.imagine(
+            "a fox --cn tiny-controlnet --guide photo.png --preprocess depth --steps 4", WHO, load=load
+        )
+        generation = await job.result()
+    assert generation.status == "done" and len(generation.images) == 1
+    control = generation.request.controlnets[0]
+    assert control.preprocess == "depth" and control.source is not None and control.source != control.guide
+    stored = (data_dir / input_path(control.guide)).read_bytes()
+    expected = await local.make_guide(photo(), "depth", generation.request.width, generation.request.height)
+    assert (pixels(stored) == pixels(expected)).all()
+    assert not (pixels(stored) == pixels((data_dir / input_path(control.source)).read_bytes())).all()
+
+
+async def test_an_annotator_that_cannot_run_is_one_sentence_and_the_worker_goes_on(local, data_dir):
+    """An operator's folder whose files are no model: the worker answers why, and the next guide is made."""
+    folder = data_dir / "annotators" / "depth-anything-v2-small"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}", encoding="utf-8")
+    try:
+        with pytest.raises(BackendUnavailable) as failed:
+            await local.make_guide(photo(), "depth", 64, 64)
+    finally:
+        shutil.rmtree(data_dir / "annotators")
+    assert "the depth annotator could not make the guide map" in str(failed.value)
+    assert str(folder) not in str(failed.value)  # users see no server paths
+    assert pixels(await local.make_guide(photo(), "depth", 64, 64)).shape == (64, 64, 3)
+
+
+async def test_without_annotator_files_depth_is_one_sentence_and_nothing_queued(tiny_data_dir, tmp_path):
+    """No annotator with files in place: refused before anything is stored or sent to a worker."""
+    data_dir = data_dir_with_tiny(tmp_path, tiny_data_dir)
+    backend = LocalBackend(NO_TINY, data_dir, device="cpu")
+    async with started_service(backend, data_dir, catalog=NO_TINY) as (service, _):
+        with pytest.raises(InvalidOption) as refused:
+            await service.imagine("a fox --cn tiny-controlnet --guide photo.png --preprocess depth", WHO, load=load)
+        assert await service.history(WHO) == []
+    message = str(refused.value)
+    assert message.startswith("--preprocess 'depth' needs its annotator"), message
+    assert "catalog annotator" in message and message.count(". ") == 0
+    assert not (data_dir / "inputs").exists()
+    assert backend.worker_pid is None
+    await backend.aclose()
