@@ -271,6 +271,14 @@ class ModelsLabSettings(BaseSettings):
         default="https://modelslab.com/api/v4/dreambooth",
         description="v4 text-to-image endpoint (tests: a loopback fake).",
     )
+    upload_url: str = Field(
+        default="https://modelslab.com/api/v6/base64_to_url",
+        description="Base64-to-URL endpoint: an upscale's input is uploaded there first (a link for 24 hours).",
+    )
+    upscale_url: str = Field(
+        default="https://modelslab.com/api/v6/image_editing/super_resolution",
+        description="Super-resolution endpoint that upscales (RealESRGAN x2plus / x4plus).",
+    )
     timeout: float = Field(default=60.0, gt=0, description="Seconds one HTTP request may take.")
     retry_budget: float = Field(
         default=60.0, ge=0, description="Seconds spent retrying what is safe to retry (refused submits, fetches)."

@@ -48,6 +48,8 @@ class Capabilities:
         upscale_redraws: whether its upscale runs the request's model on the enlarged image (the
             local hires fix) or is an upscaler of the image alone (Runware's ``imageUpscale``),
             for which the prompt, model and steps do not matter and are not checked.
+        upscale_side: the longest side such an upscale of the image alone may make, when it is not
+            `max_width` × `max_height` (ModelsLab's super resolution is not bound by its text-to-image size).
         refiner_with_image: whether the refiner hand-off may follow an input image.
     """
 
@@ -71,6 +73,7 @@ class Capabilities:
     inpaint: bool = False
     upscale: bool = False
     upscale_redraws: bool = True
+    upscale_side: int | None = None
     outpaint: bool = False
     controlnet: bool = False
     max_control_weight: float = CONTROL_WEIGHT.high
@@ -90,7 +93,7 @@ class Capabilities:
         if request.upscale is not None and self.upscale and not self.upscale_redraws:
             # An upscaler of the image alone: the parent's model, refiner, LoRAs and steps play no
             # part, so a backend that could not have made the parent may still enlarge it.
-            self._check_size(request)
+            self._check_size(request, self.upscale_side)
             if request.upscaler is not None:
                 self._refuse(
                     "upscaler", f"'{request.upscaler}' is not available on {self.title}", lambda c: c.upscale_redraws
@@ -168,11 +171,12 @@ class Capabilities:
             )
         self._check_names(request, catalog)
 
-    def _check_size(self, request: GenerationRequest) -> None:
-        if request.width > self.max_width or request.height > self.max_height:
+    def _check_size(self, request: GenerationRequest, side: int | None = None) -> None:
+        width, height = (side, side) if side is not None else (self.max_width, self.max_height)
+        if request.width > width or request.height > height:
             self._refuse(
                 "size",
-                f"is at most {self.max_width}×{self.max_height} on {self.title}, not {request.width}×{request.height}",
+                f"is at most {width}×{height} on {self.title}, not {request.width}×{request.height}",
                 lambda c: request.width <= c.max_width and request.height <= c.max_height,
             )
 
@@ -229,7 +233,13 @@ class Capabilities:
             (
                 "upscale",
                 yes[self.upscale]
-                + (" (the image alone, no redraw)" if self.upscale and not self.upscale_redraws else "")
+                + (" (the image alone, no redraw" if self.upscale and not self.upscale_redraws else "")
+                + (
+                    f", up to {self.upscale_side}×{self.upscale_side}"
+                    if self.upscale and not self.upscale_redraws and self.upscale_side
+                    else ""
+                )
+                + (")" if self.upscale and not self.upscale_redraws else "")
                 + (" (hires fix or ESRGAN)" if self.upscale and self.upscale_redraws else ""),
             ),
             ("outpaint", yes[self.outpaint]),
@@ -299,12 +309,12 @@ def _offered(table: Mapping[str, object]) -> tuple[str, ...]:
 #   steps asked for: the img2img doc's own example sends num_inference_steps "30" with strength
 #   0.7 and its answer reports "steps": 20 (30 × 0.7 is 21), the inpaint example sends steps "30"
 #   and reports 50. Every backend runs exactly `request.run_steps`, so ModelsLab refuses them.
-#   Its super-resolution endpoint (v6 image_editing/super_resolution) is refused too: its
-#   init_image is documented as a URL only ("The URL of the image that you want to upscale"; no
-#   base64 flag, unlike its outpaint endpoint). The bot serves no images, so the one way to have a
-#   URL is ModelsLab's own upload (image_editing/base64_to_url), which publishes the user's image
-#   at a public link whose lifetime is not documented (a private result would be public there),
-#   and neither request has an idempotency key to retry safely. Runware and the local backend upscale.
+#   Upscale is its super-resolution endpoint (v6 image_editing/super_resolution, RealESRGAN
+#   x2plus/x4plus): an upscaler of the image alone, no redraw by the model. Its init_image is a
+#   URL only, so the stored input is first uploaded with its Base64-to-URL endpoint (v6
+#   base64_to_url; the link lasts 24 hours, uploads are at most 5 MB), and neither request has an
+#   idempotency key: each is resent only when surely not started (inference/modelslab.py). Its
+#   result may be larger than its text-to-image limit: up to the request's largest side.
 #   ControlNet stays refused, though its v5 controlnet endpoint takes control_image as base64
 #   (base64: "yes"): its ControlNet list is ControlNet 1.1 (SD 1.5) and names no SDXL one to put in
 #   the catalog; it has no guidance start/end and is an image-to-image endpoint (init_image +
@@ -355,5 +365,8 @@ CAPABILITIES: dict[BackendName, Capabilities] = {
         refiner_split=False,
         embeddings=False,
         schedulers=_offered(MODELSLAB_SCHEDULERS),
+        upscale=True,
+        upscale_redraws=False,
+        upscale_side=SIDE.high,
     ),
 }

@@ -10,19 +10,34 @@ charge. So a submit is retried only when it surely did not start a job: the
 connection was never made, or ModelsLab refused it (429, its spam filter). A
 timeout, a 5xx or an unreadable answer may follow an accepted job, and is
 reported instead of resent. Fetches change nothing and are retried freely.
+
+Upscale (``upscale #3 2``) is ModelsLab's super-resolution endpoint (v6
+``image_editing/super_resolution``, RealESRGAN_x2plus for 2×, RealESRGAN_x4plus for 4×).
+Its ``init_image`` is a URL only, so the stored input is first sent to ModelsLab's
+"Base64 to URL" endpoint (v6 ``base64_to_url``), whose docs say the link lasts 24 hours
+and uploads are at most 5 MB: a larger input is refused before anything is sent
+(`UPLOAD_LIMIT`; re-encoding a PNG losslessly rarely saves enough, and a lossy one would
+change the image). Both requests follow the submit's rule: resent only when surely not
+started. The upscaler enlarges the image alone (no prompt, steps or strength), and the user
+is told so in a note (`UPSCALE_NOTE`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
+from PIL import Image
 
 from bot.catalog import Catalog
 from bot.config import ModelsLabSettings
 from bot.errors import BackendUnavailable
+from bot.images import input_path
 from bot.ports import ProgressCallback
 from bot.request import GeneratedImage, GenerationRequest
 from inference._remote import (
@@ -36,13 +51,21 @@ from inference._remote import (
 )
 from inference.capabilities import CAPABILITIES, MODELSLAB_SCHEDULERS
 
-__all__ = ["ModelsLabBackend", "build_body"]
+__all__ = ["UPLOAD_LIMIT", "UPSCALE_NOTE", "ModelsLabBackend", "build_body", "build_upscale_body"]
 
 TITLE = "ModelsLab"
 _CAPABILITIES = CAPABILITIES["modelslab"]
 _NOT_RESENT = "so it was not sent again (ModelsLab may have started it, and a second request is paid again)"
 # A connection that was never made cannot have started a job.
 _NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
+# The Base64-to-URL docs: "max 5 MB"; counted on the data URI sent, which is what ModelsLab receives.
+UPLOAD_LIMIT = 5_000_000
+# The super-resolution model for each factor the bot offers.
+UPSCALE_MODELS = {2: "RealESRGAN_x2plus", 4: "RealESRGAN_x4plus"}
+# Shown under an upscaled image: ModelsLab's upscaler ignores what the hires fix would use.
+UPSCALE_NOTE = (
+    "Upscaled by ModelsLab's super resolution: the image alone was enlarged, without the prompt, steps or strength."
+)
 
 
 def _yes(flag: bool) -> str:
@@ -95,6 +118,21 @@ def build_body(
     return body
 
 
+def build_upscale_body(request: GenerationRequest, catalog: Catalog, key: str, image_url: str) -> dict[str, Any]:
+    """Return the super-resolution JSON that enlarges the uploaded image at `image_url` ``request.upscale`` times."""
+    _CAPABILITIES.check(request, catalog)
+    assert request.upscale is not None
+    return {
+        "key": key,
+        "init_image": image_url,
+        "model_id": UPSCALE_MODELS[request.upscale],
+        "scale": request.upscale,
+        "face_enhance": False,
+        "webhook": None,
+        "track_id": None,
+    }
+
+
 def _message(body: dict[str, Any], subject: str = "the request") -> str:
     """Return ModelsLab's error text (``message`` or ``messege``; a string or {field: [reasons]}) after a subject."""
     message = body.get("message", body.get("messege"))
@@ -110,7 +148,8 @@ class ModelsLabBackend(HostedBackend):
 
     Args:
         catalog: maps the request's names to ModelsLab model and LoRA ids.
-        settings: key, URL, timeouts, retry budget.
+        settings: key, URLs, timeouts, retry budget.
+        data_dir: where the bot keeps input images (``bot.images.input_path`` below it).
         client: an httpx client to use instead of the backend's own.
         eta_cap: the longest wait before a fetch, whatever ETA ModelsLab gives.
     """
@@ -121,12 +160,14 @@ class ModelsLabBackend(HostedBackend):
         self,
         catalog: Catalog,
         settings: ModelsLabSettings,
+        data_dir: Path,
         *,
         client: httpx.AsyncClient | None = None,
         eta_cap: float = 10.0,
     ) -> None:
         super().__init__(catalog, settings, client)
         self._settings = settings
+        self._data_dir = Path(data_dir)
         self._eta_cap = eta_cap
 
     async def generate(
@@ -136,6 +177,8 @@ class ModelsLabBackend(HostedBackend):
         cancel: asyncio.Event | None = None,
     ) -> list[GeneratedImage]:
         """Submit once, wait for the job through its fetch URL, and return the downloaded images."""
+        if request.upscale is not None:
+            return await self._upscale(request, cancel)
         body = build_body(
             request, self._catalog, self._key, uuid.uuid4().hex, safety_checker=self._settings.safety_checker
         )
@@ -145,11 +188,70 @@ class ModelsLabBackend(HostedBackend):
             answer = await self._wait(answer, retrying, cancel)
         return await self._images(request, answer, retrying, cancel)
 
-    async def _submit(self, body: dict[str, Any], retrying: Retrying, cancel: asyncio.Event | None) -> dict[str, Any]:
+    async def _upscale(self, request: GenerationRequest, cancel: asyncio.Event | None) -> list[GeneratedImage]:
+        """Upload the stored input for a link, have super resolution enlarge it, and download the result."""
+        assert request.init_image is not None and request.seed is not None
+        _CAPABILITIES.check(request, self._catalog)
+        image = await self._stored(request.init_image)
+        uri = "data:image/png;base64," + base64.b64encode(image).decode("ascii")
+        if len(uri) > UPLOAD_LIMIT:
+            raise BackendUnavailable(
+                TITLE,
+                f"the image is {len(uri) / 1e6:.1f} MB as sent, more than the {UPLOAD_LIMIT / 1e6:g} MB "
+                "its upload takes, so nothing was sent",
+            )
+        retrying = Retrying(self._settings.retry_budget, self.name)
+        uploaded = await self._submit(
+            {"key": self._key, "base64_string": uri},
+            retrying,
+            cancel,
+            url=self._settings.upload_url,
+            subject="the image upload",
+        )
+        link = _first_url(uploaded)
+        if uploaded.get("status") != "success" or link is None:
+            raise BackendUnavailable(TITLE, "its answer to the image upload named no link")
+        body = build_upscale_body(request, self._catalog, self._key, link)
+        answer = await self._submit(body, retrying, cancel, url=self._settings.upscale_url, subject="the upscale")
+        if answer.get("status") == "processing":
+            fallback = self._settings.upscale_url.rsplit("/", 1)[0] + "/fetch"
+            answer = await self._wait(answer, retrying, cancel, fallback=fallback)
+        result = _first_url(answer)
+        if result is None:
+            raise BackendUnavailable(TITLE, "it reported the upscale done without its image")
+        try:
+            data = await download(self._http, result, retrying, cancel)
+        except ImageLost:
+            raise BackendUnavailable(TITLE, "the upscaled image could not be downloaded (its link failed)") from None
+        size = await asyncio.to_thread(_size, data)
+        if size != (request.width, request.height):
+            got = "not an image" if size is None else f"{size[0]}×{size[1]}"
+            raise BackendUnavailable(TITLE, f"its upscaled image was {got}, not {request.width}×{request.height}")
+        return [GeneratedImage(0, request.seed, data, request.width, request.height, {"note": UPSCALE_NOTE})]
+
+    async def _stored(self, sha: str) -> bytes:
+        try:
+            return await asyncio.to_thread((self._data_dir / input_path(sha)).read_bytes)
+        except FileNotFoundError:
+            # Forget or retention removed it while the job waited; nothing was sent or charged.
+            raise BackendUnavailable(
+                TITLE, "its input image is no longer stored here (it was forgotten or expired), so nothing was sent"
+            ) from None
+
+    async def _submit(
+        self,
+        body: dict[str, Any],
+        retrying: Retrying,
+        cancel: asyncio.Event | None,
+        *,
+        url: str | None = None,
+        subject: str = "the request",
+    ) -> dict[str, Any]:
+        """POST a request that may start a charged job: resent only when it surely did not start one."""
         while True:
             wait: float | None = None
             try:
-                response = await self._http.post(self._settings.url, json=body)
+                response = await self._http.post(url or self._settings.url, json=body)
             except _NEVER_SENT as error:
                 why = type(error).__name__
             except httpx.TransportError as error:
@@ -169,14 +271,24 @@ class ModelsLabBackend(HostedBackend):
                     # Its spam filter refused a repeat before it started anything.
                     why, wait = "rate limited", _number(answer, "retry_after") or 30.0
                 else:
-                    raise BackendUnavailable(TITLE, f"it refused {_message(answer)}")
+                    raise BackendUnavailable(TITLE, f"it refused {_message(answer, subject)}")
             if not await retrying.again(why, cancel, wait):
                 raise retrying.exhausted(TITLE)
 
-    async def _wait(self, answer: dict[str, Any], retrying: Retrying, cancel: asyncio.Event | None) -> dict[str, Any]:
-        """Fetch a queued job until it succeeds or fails, waiting its ETA first (bounded)."""
+    async def _wait(
+        self,
+        answer: dict[str, Any],
+        retrying: Retrying,
+        cancel: asyncio.Event | None,
+        *,
+        fallback: str | None = None,
+    ) -> dict[str, Any]:
+        """Fetch a queued job until it succeeds or fails, waiting its ETA first (bounded).
+
+        `fallback` is the fetch endpoint when the answer names no ``fetch_result``.
+        """
         job_id = answer.get("id")
-        url = str(answer.get("fetch_result") or f"{self._settings.url.rstrip('/')}/fetch")
+        url = str(answer.get("fetch_result") or fallback or f"{self._settings.url.rstrip('/')}/fetch")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.poll_timeout
         delay = min(max(_number(answer, "eta") or 1.0, 0.0), self._eta_cap)
@@ -228,6 +340,23 @@ class ModelsLabBackend(HostedBackend):
         if not images:
             raise BackendUnavailable(TITLE, "the finished images could not be downloaded (their links failed)")
         return images
+
+
+def _first_url(answer: dict[str, Any]) -> str | None:
+    """Return the first link in an answer's ``output`` list, or None."""
+    output = answer.get("output")
+    if isinstance(output, list) and output and isinstance(output[0], str) and output[0]:
+        return output[0]
+    return None
+
+
+def _size(data: bytes) -> tuple[int, int] | None:
+    """Return an image's size, or None when the bytes are no image."""
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            return opened.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 def _verdicts(detected: Any, count: int) -> list[bool | None]:

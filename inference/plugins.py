@@ -146,7 +146,7 @@ class ModelsLabPlugin:
         settings = ModelsLabSettings()
         if settings.api_key is None:
             raise ConfigurationError("the modelslab backend needs IMAGEBOT_MODELSLAB_API_KEY.")
-        return ModelsLabBackend(catalog, settings)
+        return ModelsLabBackend(catalog, settings, core.data_dir)
 
     async def checks(self, catalog: Catalog, core: CoreSettings, *, running: bool) -> list[Check]:
         """Try the API key with a request that costs nothing."""

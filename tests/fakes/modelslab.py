@@ -39,6 +39,22 @@ the fake keeps them:
   spelling), ``success`` with the output URLs, or ``failed``; an unknown id answers
   ``{"status": "error", "messege": "Request not found"}``.
 
+Upscale: upload, then super resolution
+--------------------------------------
+* ``POST fake.upload_url`` (``/api/v6/base64_to_url``, "Base64 to URL") with ``{"key", "base64_string"}``:
+  the string must be a ``data:image/...;base64,`` URI of a readable image, at most
+  ``UPLOAD_LIMIT`` (5 MB, the docs' maximum) long. Answers ``{"status": "success", "id", "output":
+  [link]}``; the link (``GET /uploads/{id}.png``) serves the bytes as uploaded (``fake.uploads[id]``).
+* ``POST fake.upscale_url`` (``/api/v6/image_editing/super_resolution``) with ``{"key",
+  "init_image", "model_id", "scale", "face_enhance", "webhook", "track_id"}``: ``init_image`` must be
+  one of the fake's upload links (the real API downloads it), ``model_id`` one of
+  ``UPSCALE_MODELS``, ``scale`` an integer from 2 to 4. Accepted jobs are charged (``fake.charges``,
+  ``fake.upscales[id]``); the result (``GET /upscaled/{id}.png``) is the uploaded image enlarged
+  ``scale`` times with Lanczos. ``fake.inject_upscale(Fault(...))`` queues ``processing`` (then
+  fetched at ``/api/v6/image_editing/fetch/{id}``, the answer's ``fetch_result``), ``error``
+  (not charged) or ``http`` (429 not charged, 5xx charged) for the next super-resolution POST.
+  ``fake.upscale_requests`` lists the super-resolution bodies (key redacted).
+
 Faults
 ------
 ``fake.inject(Fault(...))`` (or ``fake.inject(kind=..., ...)``) queues a fault; each submit POST
@@ -92,6 +108,7 @@ raises ``TimeoutError`` listing the last requests.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import io
@@ -116,7 +133,7 @@ FaultKind = Literal[
     "processing", "error", "http", "hang", "malformed", "wrong_shape", "trickle", "url_404", "partial", "failed_after"
 ]
 JobState = Literal["processing", "success", "failed"]
-RequestKind = Literal["submit", "fetch", "download", "other"]
+RequestKind = Literal["submit", "fetch", "download", "upload", "upscale", "other"]
 
 FAULT_KINDS: frozenset[str] = frozenset(
     ("processing", "error", "http", "hang", "malformed", "wrong_shape", "trickle", "url_404", "partial", "failed_after")
@@ -182,11 +199,28 @@ INVALID_KEY_TIP = "Get your API key from https://modelslab.com/dashboard/api-key
 PROCESSING_TIP = "Your image is processing in background, you can get this image using fetch API"
 RATE_LIMIT_MESSAGE = "Rate limit exceeded. Maximum 5 queued requests allowed."
 _INT_RE = re.compile(r"-?[0-9]+")
+UPLOAD_LIMIT = 5_000_000
+UPSCALE_MODELS: frozenset[str] = frozenset(("RealESRGAN_x4plus", "RealESRGAN_x2plus", "RealESRGAN_x4plus_anime_6B"))
+UPSCALE_FIELDS: frozenset[str] = frozenset(
+    ("key", "init_image", "model_id", "scale", "face_enhance", "webhook", "track_id")
+)
+UPSCALE_FAULT_KINDS: frozenset[str] = frozenset(("processing", "error", "http"))
+_DATA_URI_RE = re.compile(r"data:image/[a-z]+;base64,(?P<data>.*)", re.DOTALL)
 
 
 def _blank_png(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), (0, 0, 0)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _enlarged(data: bytes, scale: int) -> bytes:
+    """Return an image enlarged `scale` times with Lanczos, as a PNG (what the fake's super resolution makes)."""
+    with Image.open(io.BytesIO(data)) as opened:
+        image = opened.convert("RGB")
+    enlarged = image.resize((image.width * scale, image.height * scale), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    enlarged.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -301,6 +335,19 @@ class ModelsLabJob:
     finished_at: float | None = None
 
 
+@dataclass
+class UpscaleJob:
+    """An accepted (and charged) super resolution of an upload."""
+
+    id: int
+    upload: int
+    model_id: str
+    scale: int
+    state: JobState = "success"
+    polls_left: int = 0
+    fetches: int = 0
+
+
 class _Rejected(Exception):
     """Raised by validation with the answer for the first problem found."""
 
@@ -327,6 +374,11 @@ class FakeModelsLab(LoopbackServer):
         self.faults: deque[Fault] = deque()
         self.fetch_faults: deque[Fault] = deque()
         self.nsfw_seeds: set[int] = set()  # with safety_checker "yes", these images are flagged and blanked
+        self.uploads: dict[int, bytes] = {}
+        self.upscales: dict[int, UpscaleJob] = {}
+        self.upscale_faults: deque[Fault] = deque()
+        self.upload_url = ""
+        self.upscale_url = ""
         self.base = ""
         self.url = ""
         self.fetch_url = ""
@@ -347,11 +399,18 @@ class FakeModelsLab(LoopbackServer):
         app.router.add_post("/api/v4/dreambooth/fetch/{id}", self._fetch)
         app.router.add_post("/api/v3/dreambooth/fetch/{id}", self._fetch)
         app.router.add_get("/generations/{name}", self._download)
+        app.router.add_post("/api/v6/base64_to_url", self._upload)
+        app.router.add_post("/api/v6/image_editing/super_resolution", self._super_resolution)
+        app.router.add_post("/api/v6/image_editing/fetch/{id}", self._fetch_upscale)
+        app.router.add_get("/uploads/{id}.png", self._uploaded)
+        app.router.add_get("/upscaled/{id}.png", self._upscaled)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         port = await self._serve(app)
         self.base = f"http://127.0.0.1:{port}"
         self.url = self.base + "/api/v4/dreambooth"
         self.fetch_url = self.url + "/fetch"
+        self.upload_url = self.base + "/api/v6/base64_to_url"
+        self.upscale_url = self.base + "/api/v6/image_editing/super_resolution"
 
     async def close(self) -> None:
         self._closing.set()  # wakes hung answers so shutdown does not wait for them
@@ -372,6 +431,19 @@ class FakeModelsLab(LoopbackServer):
             raise ValueError(f"a fetch fault is one of {sorted(FETCH_FAULT_KINDS)}, not {fault.kind!r}")
         self.fetch_faults.append(fault)
         return fault
+
+    def inject_upscale(self, fault: Fault | None = None, /, **kwargs: Any) -> Fault:
+        """Queue a fault (``processing``, ``error`` or ``http``) for the next super-resolution POST."""
+        fault = fault if fault is not None else Fault(**kwargs)
+        if fault.kind not in UPSCALE_FAULT_KINDS:
+            raise ValueError(f"an upscale fault is one of {sorted(UPSCALE_FAULT_KINDS)}, not {fault.kind!r}")
+        self.upscale_faults.append(fault)
+        return fault
+
+    @property
+    def upscale_requests(self) -> list[Any]:
+        """The bodies (key redacted) of every super-resolution POST, accepted or not."""
+        return [r.body for r in self.requests if r.kind == "upscale"]
 
     @property
     def submits(self) -> list[Any]:
@@ -824,6 +896,140 @@ class FakeModelsLab(LoopbackServer):
         record.job_id = job.id
         record.http_status = 200
         self.downloads.append(url)
+        await self._notify()
+        return web.Response(body=data, content_type="image/png")
+
+    # -- upscale: base64_to_url, super_resolution, their fetch and links -------------------------
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        record, body, problem = await self._arrive(request, "upload")
+        if problem is not None:
+            return await self._answer(record, {"status": "error", "message": problem})
+        if body.get("key") != self.api_key:
+            return await self._answer(record, self._invalid_key())
+        unknown = sorted(set(body) - {"key", "base64_string"})
+        text = body.get("base64_string")
+        if unknown:
+            return await self._answer(record, _invalid(unknown[0], f"The {unknown[0]} field is not allowed.").answer)
+        if not isinstance(text, str) or not text:
+            return await self._answer(record, _invalid("base64_string", "The base64_string field is required.").answer)
+        if len(text) > UPLOAD_LIMIT:
+            return await self._answer(record, {"status": "error", "message": "The image may not be more than 5 MB."})
+        match = _DATA_URI_RE.fullmatch(text)
+        try:
+            data = base64.b64decode(match["data"], validate=True) if match else b""
+            with Image.open(io.BytesIO(data)) as opened:
+                opened.load()
+        except (ValueError, OSError):
+            return await self._answer(record, {"status": "error", "message": "Invalid base64 image."})
+        upload_id = next(self._ids)
+        self.uploads[upload_id] = data
+        return await self._answer(
+            record, {"status": "success", "id": upload_id, "output": [f"{self.base}/uploads/{upload_id}.png"]}
+        )
+
+    async def _super_resolution(self, request: web.Request) -> web.Response:
+        record, body, problem = await self._arrive(request, "upscale")
+        fault = self.upscale_faults.popleft() if self.upscale_faults else None
+        if fault is not None and fault.kind == "error":
+            return await self._answer(record, {"status": "error", self._message_key(fault): fault.message})
+        if fault is not None and fault.kind == "http" and fault.status == 429:
+            return await self._http_fault(record, fault)
+        if problem is not None:
+            return await self._answer(record, {"status": "error", "message": problem})
+        if body.get("key") != self.api_key:
+            return await self._answer(record, self._invalid_key())
+        try:
+            upload, model_id, scale = self._validate_upscale(body)
+        except _Rejected as rejected:
+            return await self._answer(record, rejected.answer)
+        job = UpscaleJob(next(self._ids), upload, model_id, scale)
+        self.upscales[job.id] = job
+        self.charges.append(job.id)
+        record.job_id = job.id
+        if fault is not None and fault.kind == "http":
+            return await self._http_fault(record, fault)
+        if fault is not None and fault.kind == "processing":
+            job.state, job.polls_left = "processing", fault.polls
+            payload: dict[str, Any] = {
+                "status": "processing",
+                "id": job.id,
+                "eta": fault.eta,
+                "messege": "Try to fetch request after seconds estimated",
+                "fetch_result": f"{self.base}/api/v6/image_editing/fetch/{job.id}",
+                "output": [],
+                "future_links": [self._upscaled_url(job)],
+            }
+            return await self._answer(record, payload)
+        await self._sleep(self.service_time)
+        return await self._answer(record, self._upscale_success(job))
+
+    def _validate_upscale(self, body: dict[str, Any]) -> tuple[int, str, int]:
+        for name in body:
+            if name not in UPSCALE_FIELDS:
+                raise _invalid(name, f"The {name} field is not allowed.")
+        init_image = self._required_str(body, "init_image")
+        model_id = self._required_str(body, "model_id")
+        scale = body.get("scale")
+        if isinstance(scale, bool) or not isinstance(scale, int) or not 2 <= scale <= 4:
+            raise _invalid("scale", "The scale must be an integer between 2 and 4.")
+        if not isinstance(body.get("face_enhance", False), bool):
+            raise _invalid("face_enhance", "The face_enhance field must be true or false.")
+        for name in ("webhook", "track_id"):
+            self._optional_str(body, name)
+        if model_id not in UPSCALE_MODELS:
+            raise _Rejected({"status": "error", "message": "Model id not found"})
+        match = re.fullmatch(re.escape(self.base) + r"/uploads/(?P<id>[0-9]+)\.png", init_image)
+        if match is None or int(match["id"]) not in self.uploads:
+            raise _Rejected({"status": "error", "message": "Could not download the init_image."})
+        return int(match["id"]), model_id, scale
+
+    def _upscaled_url(self, job: UpscaleJob) -> str:
+        return f"{self.base}/upscaled/{job.id}.png"
+
+    def _upscale_success(self, job: UpscaleJob) -> dict[str, Any]:
+        return {"status": "success", "generationTime": 0.5, "id": job.id, "output": [self._upscaled_url(job)]}
+
+    async def _fetch_upscale(self, request: web.Request) -> web.Response:
+        record, body, problem = await self._arrive(request, "fetch")
+        if problem is not None:
+            return await self._answer(record, {"status": "error", "message": problem})
+        if body.get("key") != self.api_key:
+            return await self._answer(record, self._invalid_key())
+        raw_id = request.match_info["id"]
+        job = self.upscales.get(int(raw_id)) if _INT_RE.fullmatch(raw_id) else None
+        if job is None:
+            return await self._answer(record, {"status": "error", "messege": "Request not found"})
+        record.job_id = job.id
+        job.fetches += 1
+        if job.state == "processing":
+            if job.polls_left > 0:
+                job.polls_left -= 1
+                return await self._answer(record, {"status": "processing", "id": job.id, "output": []})
+            job.state = "success"
+        return await self._answer(record, self._upscale_success(job))
+
+    async def _uploaded(self, request: web.Request) -> web.Response:
+        record, _, _ = await self._arrive(request, "download")
+        raw_id = request.match_info["id"]
+        data = self.uploads.get(int(raw_id)) if _INT_RE.fullmatch(raw_id) else None
+        record.http_status = 200 if data is not None else 404
+        await self._notify()
+        if data is None:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(body=data, content_type="image/png")
+
+    async def _upscaled(self, request: web.Request) -> web.Response:
+        record, _, _ = await self._arrive(request, "download")
+        raw_id = request.match_info["id"]
+        job = self.upscales.get(int(raw_id)) if _INT_RE.fullmatch(raw_id) else None
+        if job is None or job.state != "success":
+            record.http_status = 404
+            await self._notify()
+            return web.Response(status=404, text="Not Found")
+        data = await asyncio.to_thread(_enlarged, self.uploads[job.upload], job.scale)
+        record.job_id, record.http_status = job.id, 200
+        self.downloads.append(self.base + request.path)
         await self._notify()
         return web.Response(body=data, content_type="image/png")
 

@@ -103,7 +103,7 @@ def test_a_controlnet_weight_above_runwares_1_is_refused_naming_the_local_backen
 
 
 def test_an_upscale_no_model_redraws_needs_an_upscaler_here_and_none_on_runware() -> None:
-    """Local: the hires fix (a strength) or a catalog upscaler; Runware: its own upscaler, never a catalog one."""
+    """Local: the hires fix or a catalog upscaler; Runware, ModelsLab: their own upscaler, never a catalog one."""
     from bot.catalog import load_catalog
     from bot.request import GenerationRequest
 
@@ -112,10 +112,18 @@ def test_an_upscale_no_model_redraws_needs_an_upscaler_here_and_none_on_runware(
     CAPABILITIES["local"].check(GenerationRequest(**image, upscaler="tiny-upscaler"), shipped)
     CAPABILITIES["local"].check(GenerationRequest(**image, strength=0.3), shipped)
     CAPABILITIES["runware"].check(GenerationRequest(**image), shipped)
+    CAPABILITIES["modelslab"].check(GenerationRequest(**image), shipped)
+    # its super resolution may make more than its 1024×1024 text-to-image limit, up to the largest side
+    CAPABILITIES["modelslab"].check(GenerationRequest(**image | {"width": 2048, "height": 2048}), shipped)
     with pytest.raises(
         InvalidOption,
-        match=r"^Upscale needs a strength \(the hires fix\) or a catalog upscaler on the local backend; Runware can\.$",
+        match=(
+            r"^Upscale needs a strength \(the hires fix\) or a catalog upscaler on the local backend; "
+            r"Runware and ModelsLab can\.$"
+        ),
     ):
         CAPABILITIES["local"].check(GenerationRequest(**image), shipped)
     with pytest.raises(InvalidOption, match=r"^Upscaler 'tiny-upscaler' is not available on Runware; the local"):
         CAPABILITIES["runware"].check(GenerationRequest(**image, upscaler="tiny-upscaler"), shipped)
+    with pytest.raises(InvalidOption, match=r"^Upscaler 'tiny-upscaler' is not available on ModelsLab; the local"):
+        CAPABILITIES["modelslab"].check(GenerationRequest(**image, upscaler="tiny-upscaler"), shipped)

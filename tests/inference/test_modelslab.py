@@ -6,21 +6,28 @@ charged exactly once: a submit is never resent once ModelsLab may have started i
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import logging
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageChops, ImageStat
 
 from bot.config import ModelsLabSettings
-from bot.errors import InvalidOption
+from bot.errors import BackendUnavailable, BotError, InvalidOption
+from bot.history import Generation
+from bot.images import input_path
+from bot.request import GenerationRequest
 from bot.service import ImageService
-from inference.modelslab import ModelsLabBackend
+from inference.modelslab import UPSCALE_NOTE, ModelsLabBackend
 from storage import SqliteDatabase
 from tests.fakes.modelslab import FakeModelsLab, Fault, colour_for_seed
-from tests.fakes.service import started_service
+from tests.fakes.service import assert_nothing_half_written, started_service
 from tests.inference.remote import CATALOG, WHO, assert_aftermath, only, outcome
 
 
@@ -31,13 +38,20 @@ async def fake() -> AsyncIterator[FakeModelsLab]:
 
 
 def settings(fake: FakeModelsLab, **changes: object) -> ModelsLabSettings:
-    values: dict[str, object] = {"api_key": fake.api_key, "url": fake.url, "retry_budget": 2.0, "timeout": 5.0}
+    values: dict[str, object] = {
+        "api_key": fake.api_key,
+        "url": fake.url,
+        "upload_url": fake.upload_url,
+        "upscale_url": fake.upscale_url,
+        "retry_budget": 2.0,
+        "timeout": 5.0,
+    }
     return ModelsLabSettings(**(values | changes))  # type: ignore[arg-type]
 
 
 @pytest.fixture
 async def service(fake: FakeModelsLab, tmp_path: Path) -> AsyncIterator[tuple[ImageService, SqliteDatabase]]:
-    backend = ModelsLabBackend(CATALOG, settings(fake), eta_cap=0.05)
+    backend = ModelsLabBackend(CATALOG, settings(fake), tmp_path, eta_cap=0.05)
     try:
         async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as started:
             yield started
@@ -120,7 +134,7 @@ async def test_an_answer_lost_after_modelslab_may_have_started_is_not_paid_twice
     fake: FakeModelsLab, tmp_path: Path, fault: Fault, told: str
 ) -> None:
     fake.inject(fault)
-    backend = ModelsLabBackend(CATALOG, settings(fake, timeout=0.3), eta_cap=0.05)
+    backend = ModelsLabBackend(CATALOG, settings(fake, timeout=0.3), tmp_path, eta_cap=0.05)
     async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as (svc, history):
         generation, error = await outcome(svc, "a red fox")
         assert generation is None and error is not None
@@ -170,7 +184,7 @@ async def test_what_modelslab_cannot_do_is_refused_before_anything_is_queued_or_
 async def test_an_unreachable_api_is_retried_within_the_budget(tmp_path: Path) -> None:
     async with FakeModelsLab() as gone:
         url, key = gone.url, gone.api_key
-    backend = ModelsLabBackend(CATALOG, ModelsLabSettings(api_key=key, url=url, retry_budget=0.5))
+    backend = ModelsLabBackend(CATALOG, ModelsLabSettings(api_key=key, url=url, retry_budget=0.5), tmp_path)
     async with started_service(backend, tmp_path, catalog=CATALOG, default_model="sdxl") as (svc, _):
         generation, error = await outcome(svc, "a red fox")
     await backend.aclose()
@@ -209,11 +223,181 @@ async def test_an_input_image_is_refused_before_anything_is_queued_or_sent(servi
     assert len(fake.submits) == 1 and len(await history.generations.recent("console", "alice")) == 1
 
 
-async def test_an_upscale_is_refused_naming_the_backends_that_can(service, fake: FakeModelsLab) -> None:
-    """Super-resolution takes a URL only, and the bot serves none (see inference/capabilities.py): refused."""
+# -- upscale: base64_to_url, then super resolution ----------------------------------------------------
+
+
+def stored_input(data_dir: Path, png: bytes) -> str:
+    """Store `png` where the bot keeps input images; return its sha256."""
+    sha = hashlib.sha256(png).hexdigest()
+    path = data_dir / input_path(sha)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+    return sha
+
+
+def textured(width: int, height: int) -> bytes:
+    """A PNG with detail in it (gradients and blocks), so that an enlargement can be compared with it."""
+    image = Image.new("RGB", (width, height))
+    image.putdata(
+        [((x * 7) % 256, (y * 5) % 256, ((x // 16 + y // 16) % 2) * 200) for y in range(height) for x in range(width)]
+    )
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def upscale_request(sha: str, width: int, height: int, factor: Literal[2, 4]) -> GenerationRequest:
+    parent = {"prompt": "a red fox", "model": "sdxl", "seed": 42, "init_image": sha}
+    return GenerationRequest(**parent, width=width * factor, height=height * factor, upscale=factor)
+
+
+async def upscaled(service: ImageService, ref: str, factor: Literal[2, 4]) -> tuple[Generation | None, str | None]:
+    job = await service.upscale(WHO, ref, factor)
+    try:
+        return await job.result(), None
+    except BotError as error:
+        return None, str(error)
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+async def test_an_upscale_uploads_the_image_and_enlarges_it_with_the_factors_model(
+    fake: FakeModelsLab, tmp_path: Path, factor: Literal[2, 4]
+) -> None:
+    parent = textured(256, 192)
+    sha = stored_input(tmp_path, parent)
+    backend = ModelsLabBackend(CATALOG, settings(fake), tmp_path, eta_cap=0.05)
+    try:
+        (image,) = await backend.generate(upscale_request(sha, 256, 192, factor))
+    finally:
+        await backend.aclose()
+    assert (image.width, image.height, image.seed) == (256 * factor, 192 * factor, 42)
+    assert image.meta["note"] == UPSCALE_NOTE
+    enlarged = Image.open(io.BytesIO(image.data))
+    assert enlarged.format == "PNG" and enlarged.size == (256 * factor, 192 * factor)
+    # its pixels follow the parent: brought back to the parent's size, it is the parent, nearly
+    back = enlarged.convert("RGB").resize((256, 192), Image.Resampling.LANCZOS)
+    difference = ImageChops.difference(back, Image.open(io.BytesIO(parent)).convert("RGB"))
+    assert max(ImageStat.Stat(difference).mean) < 8
+    # the stored PNG, as it is, was uploaded; the super resolution was given the link the upload answered
+    (upload_id, uploaded), (upscale_id, job) = *fake.uploads.items(), *fake.upscales.items()
+    assert uploaded == parent
+    (upload,) = [r.body for r in fake.requests if r.kind == "upload"]
+    assert upload == {
+        "key": "<redacted>",
+        "base64_string": "data:image/png;base64," + base64.b64encode(parent).decode(),
+    }
+    (sent,) = fake.upscale_requests
+    assert sent == {
+        "key": "<redacted>",
+        "init_image": f"{fake.base}/uploads/{upload_id}.png",
+        "model_id": {2: "RealESRGAN_x2plus", 4: "RealESRGAN_x4plus"}[factor],
+        "scale": factor,
+        "face_enhance": False,
+        "webhook": None,
+        "track_id": None,
+    }
+    assert (job.scale, fake.charges) == (factor, [upscale_id])
+    assert fake.submits == []  # no text-to-image job: no model redraws it
+    # the key went in the bodies only: never in a URL the backend asked for
+    assert all(fake.api_key not in r.path for r in fake.requests)
+
+
+async def test_an_upscale_answered_processing_is_fetched_until_done(fake: FakeModelsLab, tmp_path: Path) -> None:
+    sha = stored_input(tmp_path, textured(128, 128))
+    fake.inject_upscale(Fault("processing", polls=2, eta=0.01))
+    fake.inject_fetch(Fault("http", status=503))  # a failed fetch is simply fetched again
+    backend = ModelsLabBackend(CATALOG, settings(fake), tmp_path, eta_cap=0.05)
+    try:
+        (image,) = await backend.generate(upscale_request(sha, 128, 128, 2))
+    finally:
+        await backend.aclose()
+    assert Image.open(io.BytesIO(image.data)).size == (256, 256)
+    (job,) = fake.upscales.values()
+    assert job.fetches == 3 and len(fake.upscale_requests) == 1 and len(fake.charges) == 1
+    assert [r.body for r in fake.fetches][-1] == {"key": "<redacted>", "request_id": job.id}
+
+
+async def test_an_upscale_refused_by_modelslab_is_one_sentence_and_nothing_is_stored(
+    service, fake: FakeModelsLab, tmp_path: Path
+) -> None:
     svc, history = service
-    await outcome(svc, "a red fox --seed 42 --size 256x256")
-    with pytest.raises(InvalidOption) as refused:
-        await svc.upscale(WHO, "#1", 2)
-    assert str(refused.value) == "Upscale is not available on ModelsLab; the local backend and Runware can."
-    assert len(fake.submits) == 1 and len(await history.generations.recent("console", "alice")) == 1
+    first, _ = await outcome(svc, "a red fox --seed 42 --size 512x512")
+    assert first is not None
+    fake.inject_upscale(Fault("error", message="Image could not be processed."))
+    generation, error = await upscaled(svc, "#1", 2)
+    assert generation is None
+    assert error == (
+        "The ModelsLab backend could not make the image: it refused the upscale (Image could not be processed)."
+    )
+    assert fake.api_key not in error and len(fake.upscale_requests) == 1 and fake.upscales == {}
+    stored = await history.generations.recent("console", "alice")
+    assert [g.id for g in stored if g.status == "done"] == [first.id]
+    await assert_nothing_half_written(history, tmp_path)
+
+
+async def test_an_upscale_answer_lost_after_modelslab_may_have_started_is_not_sent_again(
+    fake: FakeModelsLab, tmp_path: Path
+) -> None:
+    sha = stored_input(tmp_path, textured(128, 128))
+    fake.inject_upscale(Fault("http", status=503))  # accepted and charged; only the answer failed
+    backend = ModelsLabBackend(CATALOG, settings(fake), tmp_path, eta_cap=0.05)
+    try:
+        with pytest.raises(BackendUnavailable, match="it answered HTTP 503, so it was not sent again"):
+            await backend.generate(upscale_request(sha, 128, 128, 2))
+    finally:
+        await backend.aclose()
+    assert len(fake.upscale_requests) == 1 and len(fake.charges) == 1
+
+
+async def test_an_upscale_refused_for_its_queue_is_sent_again(fake: FakeModelsLab, tmp_path: Path) -> None:
+    sha = stored_input(tmp_path, textured(128, 128))
+    fake.inject_upscale(Fault("http", status=429, retry_after=0.05))  # refused before it started
+    backend = ModelsLabBackend(CATALOG, settings(fake), tmp_path, eta_cap=0.05)
+    try:
+        (image,) = await backend.generate(upscale_request(sha, 128, 128, 2))
+    finally:
+        await backend.aclose()
+    assert (image.width, image.height) == (256, 256)
+    assert len(fake.upscale_requests) == 2 and len(fake.charges) == 1
+
+
+async def test_an_input_over_the_upload_limit_is_refused_before_anything_is_sent(
+    fake: FakeModelsLab, tmp_path: Path
+) -> None:
+    noise = Image.frombytes("RGBA", (1024, 1024), random.Random(1).randbytes(1024 * 1024 * 4))
+    buffer = io.BytesIO()
+    noise.save(buffer, format="PNG")
+    sha = stored_input(tmp_path, buffer.getvalue())
+    backend = ModelsLabBackend(CATALOG, settings(fake), tmp_path, eta_cap=0.05)
+    try:
+        with pytest.raises(BackendUnavailable) as refused:
+            await backend.generate(upscale_request(sha, 1024, 1024, 2))
+    finally:
+        await backend.aclose()
+    assert str(refused.value).startswith("The ModelsLab backend could not make the image: the image is ")
+    assert str(refused.value).endswith("MB as sent, more than the 5 MB its upload takes, so nothing was sent.")
+    assert fake.requests == []
+
+
+async def test_an_upscale_through_the_service_stores_the_generation_with_its_parent(
+    service, fake: FakeModelsLab, tmp_path: Path
+) -> None:
+    svc, history = service
+    first, _ = await outcome(svc, "a red fox --seed 42 --size 512x384")
+    assert first is not None
+    generation, error = await upscaled(svc, "#1", 4)
+    assert error is None and generation is not None
+    request = generation.request
+    assert request.init_image is not None and request.upscale == 4
+    # what is stored is what ran: ModelsLab's upscaler redraws nothing, so no strength
+    assert (request.strength, request.upscaler, request.run_steps) == (None, None, 0)
+    (image,) = generation.images
+    stored = Image.open(tmp_path / image.path)
+    assert stored.size == (image.width, image.height) == (2048, 1536)
+    assert stored.convert("RGB").getpixel((1000, 700)) == colour_for_seed(42)
+    assert (generation.action, generation.parent_id, image.seed) == ("upscale", first.id, 42)
+    assert (await history.generations.get(generation.id)).action == "upscale"
+    assert UPSCALE_NOTE in generation.warnings
+    (upload_id,) = fake.uploads
+    assert fake.uploads[upload_id] == (tmp_path / input_path(request.init_image)).read_bytes()
+    assert len(fake.submits) == 1 and len(fake.upscale_requests) == 1  # the first image, then the upscale
