@@ -6,7 +6,10 @@ recording backend (`tests/fakes/backend.py`)::
 
     Backend ─┬─ BatchingBackend      (the local GPU worker: compatible jobs in one call)
              ├─ ConcurrentBackend    (a Ray cluster: several jobs at once)
-             └─ GuideBackend         (a hosted API that makes ControlNet guide maps: Runware)
+             ├─ WarmingBackend       (gets ready for a model before its first job: the local worker)
+             ├─ ImageCheckingBackend (runs its safety check on users' images: the local worker, Ray)
+             ├─ GuideBackend         (makes ControlNet guide maps: Runware, the local worker's annotators)
+             └─ PublicUpscaleBackend (its upscale puts the image at a public link: ModelsLab)
     Stores ──┬─ GenerationStore      (generations and their images)
              ├─ PolicyStore          (server rules and the audit log)
              ├─ SettingsStore        (each user's defaults)
@@ -42,6 +45,7 @@ __all__ = [
     "ImageStore",
     "PolicyStore",
     "ProgressCallback",
+    "PublicUpscaleBackend",
     "SettingsStore",
     "Stores",
     "WarmingBackend",
@@ -127,6 +131,19 @@ class ImageCheckingBackend(Backend, Protocol):
 
     async def flags(self, model: str, images: Sequence[bytes]) -> list[bool]:
         """Return, per image (PNG bytes), whether the safety check of catalog model `model` flags it."""
+        ...
+
+
+@runtime_checkable
+class PublicUpscaleBackend(Backend, Protocol):
+    """A backend whose upscale puts the image at a public link for a while (ModelsLab's super resolution).
+
+    The service does not send it a private image: a private result would be public there.
+    """
+
+    @property
+    def public_upscale(self) -> str:
+        """Return where the image goes and for how long, to follow "refused here: " (one clause)."""
         ...
 
 

@@ -25,7 +25,15 @@ from bot.guides import CANNY_THRESHOLDS, make_guide
 from bot.history import Action, Generation, NewGeneration, StoredImage
 from bot.images import InputImage, check_image
 from bot.jobs import Job, Requester
-from bot.ports import Backend, ChatPoster, GalleryLinks, GuideBackend, ImageCheckingBackend, Stores
+from bot.ports import (
+    Backend,
+    ChatPoster,
+    GalleryLinks,
+    GuideBackend,
+    ImageCheckingBackend,
+    PublicUpscaleBackend,
+    Stores,
+)
 from bot.request import SIDE, GenerationRequest, Preprocess
 from bot.runner import JobRunner
 from bot.showcase import Showcase
@@ -429,7 +437,10 @@ class ImageService:
             "count": 1,
             "seed": stored.seed,
         }
-        alone = self.runner.backend_for(parent.request).upscales_alone
+        backend = self.runner.backend_for(parent.request)
+        if parent.private and isinstance(backend, PublicUpscaleBackend):
+            raise InvalidOption("upscale", f"of a private image is refused here: {backend.public_upscale}")
+        alone = backend.upscales_alone
         if alone or self._upscaler is not None:
             # No model redraws it: no strength, and no refiner to hand over to.
             changes |= {"upscaler": None if alone else self._upscaler, "refiner": None}
@@ -544,7 +555,9 @@ class ImageService:
         if saved is None:
             saved = await self._settings.get(*who.key)
         batchable = saved.get("batching", True) is not False
-        job = Job(generation.id, who, request, warnings, private, batchable=batchable)
+        job = Job(
+            generation.id, who, request, warnings, private, batchable=batchable, flagged_inputs=bool(flagged_inputs)
+        )
         position = await self.runner.submit(job)
         await self.admin.audit(who, action, job.id)
         context = {"job_id": job.id, "user_id": who.user_id, "platform": who.platform}

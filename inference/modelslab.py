@@ -170,6 +170,11 @@ class ModelsLabBackend(HostedBackend):
         self._data_dir = Path(data_dir)
         self._eta_cap = eta_cap
 
+    @property
+    def public_upscale(self) -> str:
+        """Return why a private image is not upscaled here (`bot.ports.PublicUpscaleBackend`)."""
+        return "ModelsLab's upscaler reads the image from a public link that works for 24 hours"
+
     async def generate(
         self,
         request: GenerationRequest,

@@ -401,3 +401,35 @@ async def test_an_upscale_through_the_service_stores_the_generation_with_its_par
     (upload_id,) = fake.uploads
     assert fake.uploads[upload_id] == (tmp_path / input_path(request.init_image)).read_bytes()
     assert len(fake.submits) == 1 and len(fake.upscale_requests) == 1  # the first image, then the upscale
+
+
+async def test_a_private_image_is_not_upscaled_through_a_public_link(service, fake: FakeModelsLab) -> None:
+    """ModelsLab's upscaler reads the image from a public link: a private image is refused, nothing is sent."""
+    svc, history = service
+    await svc.update_settings(WHO, {"private": True})
+    first, _ = await outcome(svc, "a red fox --seed 42 --size 512x384")
+    assert first is not None and first.private
+    with pytest.raises(InvalidOption) as refused:
+        await svc.upscale(WHO, 1, 2)
+    assert str(refused.value) == (
+        "Upscale of a private image is refused here: ModelsLab's upscaler reads the image from a public link"
+        " that works for 24 hours."
+    )
+    assert fake.uploads == {} and fake.upscale_requests == []
+    assert len(await history.generations.recent(WHO.platform, WHO.user_id)) == 1
+
+
+async def test_an_upscale_of_a_flagged_image_is_flagged_too(service, fake: FakeModelsLab) -> None:
+    """ModelsLab's upscaler checks nothing: the result of a flagged parent keeps its flag (shown as a spoiler)."""
+    svc, history = service
+    fake.nsfw_seeds = {42}
+    first, _ = await outcome(svc, "a red fox --seed 42 --size 512x384")
+    assert first is not None and first.images[0].nsfw is True
+    generation, error = await upscaled(svc, "#1", 2)
+    assert error is None and generation is not None
+    assert [image.nsfw for image in (await history.generations.get(generation.id)).images] == [True]
+    fake.nsfw_seeds = set()
+    second, _ = await outcome(svc, "a blue fox --seed 43 --size 512x384")
+    assert second is not None
+    clean, _ = await upscaled(svc, f"#{second.id}", 2)
+    assert clean is not None and [image.nsfw for image in clean.images] == [None]
