@@ -518,9 +518,10 @@ class FakeModelsLab(LoopbackServer):
 
     # -- submit -----------------------------------------------------------------------------------
 
-    async def _submit(self, request: web.Request) -> web.StreamResponse:
-        record, body, problem = await self._arrive(request, "submit")
-        fault = self.faults.popleft() if self.faults else None
+    async def _refused(
+        self, record: ModelsLabRequest, body: Any, problem: str | None, fault: Fault | None
+    ) -> web.StreamResponse | None:
+        """Answer what refuses a charged request before it starts (a fault, a bad body, a wrong key), or None."""
         if fault is not None and fault.kind == "error":
             return await self._answer(record, {"status": "error", self._message_key(fault): fault.message})
         if fault is not None and fault.kind == "http" and fault.status == 429:
@@ -529,6 +530,13 @@ class FakeModelsLab(LoopbackServer):
             return await self._answer(record, {"status": "error", "message": problem})
         if body.get("key") != self.api_key:
             return await self._answer(record, self._invalid_key())
+        return None
+
+    async def _submit(self, request: web.Request) -> web.StreamResponse:
+        record, body, problem = await self._arrive(request, "submit")
+        fault = self.faults.popleft() if self.faults else None
+        if (refused := await self._refused(record, body, problem, fault)) is not None:
+            return refused
         try:
             parsed = self._validate(body)
         except _Rejected as rejected:
@@ -931,14 +939,8 @@ class FakeModelsLab(LoopbackServer):
     async def _super_resolution(self, request: web.Request) -> web.Response:
         record, body, problem = await self._arrive(request, "upscale")
         fault = self.upscale_faults.popleft() if self.upscale_faults else None
-        if fault is not None and fault.kind == "error":
-            return await self._answer(record, {"status": "error", self._message_key(fault): fault.message})
-        if fault is not None and fault.kind == "http" and fault.status == 429:
-            return await self._http_fault(record, fault)
-        if problem is not None:
-            return await self._answer(record, {"status": "error", "message": problem})
-        if body.get("key") != self.api_key:
-            return await self._answer(record, self._invalid_key())
+        if (refused := await self._refused(record, body, problem, fault)) is not None:
+            return refused
         try:
             upload, model_id, scale = self._validate_upscale(body)
         except _Rejected as rejected:
