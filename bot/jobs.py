@@ -77,8 +77,6 @@ class Job:
     warnings: tuple[str, ...] = ()
     private: bool = False
     batchable: bool = True
-    # An input image the safety check flagged: an image of this job that no check judged is flagged too.
-    flagged_inputs: bool = False
     cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
     position_of: Callable[[Job], int | None] = field(default=lambda job: None, repr=False)
     eta_of: Callable[[Job], float | None] = field(default=lambda job: None, repr=False)

@@ -294,6 +294,10 @@ class GenerationStore(Protocol):
         """
         ...
 
+    async def input_flagged(self, sha256: str) -> bool:
+        """Tell whether an input image is one of a generation's images that the safety check flagged."""
+        ...
+
     async def unreferenced_inputs(self, shas: Iterable[str]) -> set[str]:
         """Return those of `shas` that no stored generation's request uses as its init image or mask.
 

@@ -285,8 +285,11 @@ class JobRunner:
             text = parameters_text(job.request, image.seed, {"Generation": format_ref(job.id)})
             data = embed_text(data, "parameters", text)
         path, sha256 = await self._images.save(job.id, image.index, data, job.request.output_format)
-        # A backend with no check of its own (ModelsLab's upscaler) gives no verdict: a flagged input's carries over.
-        nsfw = True if image.nsfw is None and job.flagged_inputs else image.nsfw
+        nsfw = image.nsfw
+        init = job.request.init_image
+        if nsfw is None and init is not None and await self._generations.input_flagged(init):
+            # A backend that checks nothing (ModelsLab's upscaler) gives no verdict: a flagged input's carries over.
+            nsfw = True
         return StoredImage(image.index, image.seed, path, sha256, image.width, image.height, nsfw)
 
     def _finish(self, job: Job, event: JobEvent) -> None:

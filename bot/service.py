@@ -555,9 +555,7 @@ class ImageService:
         if saved is None:
             saved = await self._settings.get(*who.key)
         batchable = saved.get("batching", True) is not False
-        job = Job(
-            generation.id, who, request, warnings, private, batchable=batchable, flagged_inputs=bool(flagged_inputs)
-        )
+        job = Job(generation.id, who, request, warnings, private, batchable=batchable)
         position = await self.runner.submit(job)
         await self.admin.audit(who, action, job.id)
         context = {"job_id": job.id, "user_id": who.user_id, "platform": who.platform}

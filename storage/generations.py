@@ -225,6 +225,18 @@ class SqliteGenerations:
             except sqlite3.IntegrityError:
                 raise KeyError(generation_id) from None
 
+    async def input_flagged(self, sha256: str) -> bool:
+        """Tell whether an input image is one of a generation's images that the safety check flagged."""
+        async with self._db.lock:
+            rows = list(
+                await self._db.conn.execute_fetchall(
+                    "SELECT 1 FROM input_sources AS s JOIN images AS i ON i.generation_id = s.generation_id"
+                    " AND i.idx = s.idx WHERE s.sha256 = ? AND i.nsfw = 1 LIMIT 1",
+                    (sha256,),
+                )
+            )
+        return bool(rows)
+
     async def by_message_ref(self, platform: str, ref: str) -> Generation | None:
         """Return the (newest) generation shown by that message, or None."""
         return await self._one("platform = ? AND message_ref = ?", (platform, ref))

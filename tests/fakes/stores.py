@@ -132,6 +132,14 @@ class InMemoryGenerations:
         generation = self._generations[generation_id]
         self._generations[generation_id] = dataclasses.replace(generation, starred=starred)
 
+    async def input_flagged(self, sha256: str) -> bool:
+        """Tell whether an input image is one of a generation's images that the safety check flagged."""
+        for (generation_id, index), sha in self.input_sources.items():
+            generation = self._generations.get(generation_id)
+            if sha == sha256 and generation and any(i.index == index and i.nsfw for i in generation.images):
+                return True
+        return False
+
     async def note_input_source(self, sha256: str, generation_id: int, index: int) -> None:
         """Remember that an input image (the SHA-256 of its checked bytes) is one of a generation's images."""
         if generation_id not in self._generations:

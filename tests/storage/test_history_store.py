@@ -429,3 +429,17 @@ async def test_an_input_source_is_noted_for_a_generation_that_exists(store, make
     await store.generations.note_input_source(INIT, generation.id, 1)
     with pytest.raises(KeyError):
         await store.generations.note_input_source(INIT, 999, 0)
+
+
+async def test_an_input_is_flagged_when_the_image_it_was_made_from_was(store, make_new):
+    """`input_flagged` follows the noted sources to the image's verdict: flagged, clean, unchecked or unknown."""
+    generation = await store.generations.add(make_new())
+    verdicts = (True, False, None)
+    images = [dataclasses.replace(image(n), nsfw=verdict) for n, verdict in enumerate(verdicts)]
+    await store.generations.mark_done(generation.id, images)
+    for n in range(3):
+        await store.generations.note_input_source(f"{n:064x}", generation.id, n)
+    assert [await store.generations.input_flagged(f"{n:064x}") for n in range(3)] == [True, False, False]
+    assert not await store.generations.input_flagged(OTHER)
+    await store.generations.delete(generation.id)
+    assert not await store.generations.input_flagged(f"{0:064x}")
