@@ -57,14 +57,25 @@ from ray.exceptions import RayActorError, RayError
 from ray.serve.exceptions import RayServeException, ReplicaUnavailableError
 
 from bot.catalog import Catalog
-from bot.errors import BackendUnavailable, JobCancelled
+from bot.errors import BackendUnavailable, InvalidOption, JobCancelled
 from bot.images import input_path
 from bot.ports import ProgressCallback
-from bot.request import GeneratedImage, GenerationRequest
+from bot.request import GeneratedImage, GenerationRequest, Preprocess
 from inference.capabilities import CAPABILITIES
+from inference.local._annotators import find_annotator, preprocessors
 from inference.local._backend import WorkerLost, images_of, report_progress, second_try
 from inference.local._job import WorkerJob, batch_key, build_job
-from inference.local._protocol import Checked, Error, JobMessage, Progress, ProtocolError, Result, from_worker
+from inference.local._protocol import (
+    Checked,
+    Error,
+    Guided,
+    JobMessage,
+    Progress,
+    ProtocolError,
+    Result,
+    ToBot,
+    from_worker,
+)
 
 __all__ = ["APP_NAME", "ImageWorker", "RayBackend", "app_builder", "assets_id"]
 
@@ -188,6 +199,7 @@ class _ImageWorker:
         self._runner = make_runner(
             Path(data_dir), device, dtype, safety_checker=safety_checker, preview_decoder=preview_decoder
         )
+        self._annotators: Any = None  # inference.local._annotators.Annotators, made at the first guide map
         # One pipeline call at a time, off the replica's event loop so streams and cancels keep flowing.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="imagebot-sdxl")
         self._assets: dict[str, WorkerJob] = {}
@@ -248,6 +260,22 @@ class _ImageWorker:
 
         loop = asyncio.get_running_loop()
         answer = await loop.run_in_executor(self._executor, check_images, self._runner, 0, model_local, images)
+        return {**answer.to_dict(), "pid": self._pid}
+
+    async def guide(self, folder: str, preprocess: str, image: bytes, width: int, height: int) -> dict[str, Any]:
+        """Make a guide map with the catalog annotator in `folder`: a signed `Guided` (or `Error`) frame.
+
+        In the pipeline's thread, as the worker makes them: the annotator shares the GPU.
+        """
+        from inference.local._annotators import Annotators
+        from inference.local._protocol import GuideRequest
+        from inference.local._worker import make_guide
+
+        if self._annotators is None:
+            self._annotators = Annotators(self._runner.device)
+        request = GuideRequest(0, folder, preprocess, image, width, height)
+        loop = asyncio.get_running_loop()
+        answer = await loop.run_in_executor(self._executor, make_guide, self._annotators, request)
         return {**answer.to_dict(), "pid": self._pid}
 
     async def stats(self) -> dict[str, Any]:
@@ -555,7 +583,7 @@ class RayBackend:
                             image.meta["replica"] = self.replica_pid
                         return images
                     case _:
-                        raise BackendUnavailable(_NAME, f"the replica answered with an unexpected '{message.op}' frame")
+                        raise _unexpected(message)
         except asyncio.CancelledError:
             # Our caller gave up; stop the replica's work instead of finishing for nobody.
             response.cancel()
@@ -571,21 +599,48 @@ class RayBackend:
             BackendUnavailable: the cluster failed, or the replica's checker could not run.
         """
         local = self._catalog.get("model", model).local or ""
+        match message := await self._ask("flags", local, list(images)):
+            case Checked(flags=flags) if len(flags) == len(images):
+                return list(flags)
+        raise _unexpected(message)
+
+    @property
+    def guide_preprocessors(self) -> frozenset[Preprocess]:
+        """Return the guide maps the replicas make: those of catalog annotators whose files are in place.
+
+        Looked up under this bot's data dir, as the replicas find ``./`` catalog paths at the same place.
+        """
+        return preprocessors(self._catalog, self._data_dir)
+
+    async def make_guide(self, image: bytes, preprocess: Preprocess, width: int, height: int) -> bytes:
+        """Return the `preprocess` map of `image` at `width`×`height`, made by a catalog annotator on a replica.
+
+        Raises:
+            InvalidOption: no catalog annotator for `preprocess` has its files in place.
+            BackendUnavailable: the cluster or the annotator failed.
+        """
+        found = find_annotator(self._catalog, self._data_dir, preprocess)
+        if found is None:
+            raise InvalidOption("preprocess", f"'{preprocess}' needs a catalog annotator whose files are in place")
+        match message := await self._ask("guide", str(found[1]), preprocess, image, width, height):
+            case Guided(image=made):
+                return made
+        raise _unexpected(message)
+
+    async def _ask(self, method: str, *args: Any) -> ToBot:
+        """Call a replica method outside any job and return its answer; an `Error` answer raises its sentence."""
         await self.start()
         try:
-            frame = await self._handle.flags.remote(local, list(images))
+            frame = await getattr(self._handle, method).remote(*args)
         except (RayError, RayServeException) as error:
             raise BackendUnavailable(_NAME, f"the Ray cluster failed ({type(error).__name__})") from error
         try:
             message = from_worker(frame)
         except ProtocolError as error:
             raise BackendUnavailable(_NAME, "the replica answered with something this bot cannot read") from error
-        match message:
-            case Checked(flags=flags) if len(flags) == len(images):
-                return list(flags)
-            case Error(message=reason):
-                raise BackendUnavailable(_NAME, reason)
-        raise BackendUnavailable(_NAME, f"the replica answered with an unexpected '{message.op}' frame")
+        if isinstance(message, Error):
+            raise BackendUnavailable(_NAME, message.message)
+        return message
 
     async def aclose(self) -> None:
         """Forget the handle; the cluster and its replicas keep running for other bots."""
@@ -599,3 +654,7 @@ class RayBackend:
 def _drop_outcome(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+def _unexpected(message: ToBot) -> BackendUnavailable:
+    return BackendUnavailable(_NAME, f"the replica answered with an unexpected '{message.op}' frame")

@@ -387,3 +387,26 @@ async def test_a_replica_checks_a_users_input_images_with_its_checker(backend):
     with pytest.raises(BackendUnavailable, match="the safety checker could not check the image"):
         await backend.flags("sdxl", [image])
     assert await backend.flags("tiny", [image]) == [False]  # the replica lives on
+
+
+async def test_a_replica_makes_depth_guide_maps_with_the_catalog_annotator(backend):
+    """`--preprocess depth` on the cluster: the tiny annotator runs on a replica, a grey map at the asked size."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    from bot.ports import GuideBackend
+
+    assert isinstance(backend, GuideBackend) and "depth" in backend.guide_preprocessors
+    photo = Image.new("RGB", (80, 60), (30, 90, 160))
+    ImageDraw.Draw(photo).ellipse((20, 10, 60, 50), fill=(240, 200, 40))
+    buffer = io.BytesIO()
+    photo.save(buffer, format="PNG")
+    made = await backend.make_guide(buffer.getvalue(), "depth", 96, 64)
+    with Image.open(io.BytesIO(made)) as depth:
+        assert depth.format == "PNG" and depth.size == (96, 64)
+        red, green, blue = depth.convert("RGB").split()
+        assert red.tobytes() == green.tobytes() == blue.tobytes()
+        assert red.getextrema() == (0, 255)
+    with pytest.raises(InvalidOption, match="'openpose' needs a catalog annotator"):
+        await backend.make_guide(buffer.getvalue(), "openpose", 96, 64)
