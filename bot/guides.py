@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -20,7 +21,16 @@ from PIL import Image
 from bot.errors import InvalidOption
 from bot.images import InputImage
 
-__all__ = ["CANNY_THRESHOLDS", "make_guide"]
+__all__ = ["CANNY_THRESHOLDS", "GuideMap", "make_guide"]
+
+
+@dataclass(frozen=True, slots=True)
+class GuideMap:
+    """A guide map a backend made (`bot.ports.GuideBackend`): its image, unchecked, and what it was charged."""
+
+    data: bytes
+    cost: float | None = None  # None: free, or the backend does not say
+
 
 # OpenCV's hysteresis thresholds as the ControlNet docs and A1111 default them (settings canny_low, canny_high).
 CANNY_THRESHOLDS = (100, 200)

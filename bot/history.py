@@ -76,6 +76,7 @@ class NewGeneration:
     parent_id: int | None = None
     warnings: tuple[str, ...] = ()
     private: bool = False
+    cost: float | None = None  # paid before the job ran: a guide map the backend made for it
 
     def __post_init__(self) -> None:
         if self.request.seed is None:

@@ -28,6 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from bot.errors import JobCancelled
 from bot.gallery import GalleryQuery
+from bot.guides import GuideMap
 from bot.history import AuditEntry, Generation, NewGeneration, Status, StoredImage
 from bot.jobs import Job
 from bot.request import GeneratedImage, GenerationRequest, Preprocess, Progress
@@ -158,10 +159,11 @@ class GuideBackend(Backend, Protocol):
 
     guide_preprocessors: frozenset[Preprocess]
 
-    async def make_guide(self, image: bytes, preprocess: Preprocess, width: int, height: int) -> bytes:
-        """Return the `preprocess` map of `image` (a checked PNG) at `width`×`height`, as the API made it.
+    async def make_guide(self, image: bytes, preprocess: Preprocess, width: int, height: int) -> GuideMap:
+        """Return the `preprocess` map of `image` (a checked PNG) at `width`×`height`, and what it cost.
 
-        The bytes are the API's answer, to be checked like any image from outside.
+        The bytes are the backend's answer, to be checked like any image from outside; the cost is
+        added to the generation's.
 
         Raises:
             bot.errors.BackendUnavailable: the API refused or failed; one sentence, nothing stored.

@@ -245,8 +245,9 @@ class ImageService:
         refs = options.image_refs(given)
         images: list[InputImage] = []  # every image the request names, checked, stored once it passes
         flagged: list[str] = []
+        costs: list[float] = []  # what a backend charged for guide maps made for it
         try:
-            inputs, guides = await self._load_inputs(given, defaults, refs, who, load, images, flagged)
+            inputs, guides = await self._load_inputs(given, defaults, refs, who, load, images, flagged, costs)
         except InvalidOption as error:
             raise options.as_typed(given, error) from None
         parsed = self._parse(given, defaults, inputs, guides)
@@ -260,6 +261,7 @@ class ImageService:
             saved=saved,
             inputs=images,
             flagged_inputs=flagged,
+            cost=sum(costs) if costs else None,
         )
 
     async def _load_inputs(
@@ -271,8 +273,12 @@ class ImageService:
         load: ImageLoader | None,
         images: list[InputImage],
         flagged: list[str],
+        costs: list[float],
     ) -> tuple[options.Inputs | None, list[Guide]]:
-        """Load, check and (guides) preprocess the images a request names; append them to `images`."""
+        """Load, check and (guides) preprocess the images a request names; append them to `images`.
+
+        What a backend charges for a guide map is appended to `costs`.
+        """
         if refs.image is None and not refs.guides:
             return None, []
         # Everything else is checked first, so a request that fails anyway reads no image;
@@ -304,7 +310,7 @@ class ImageService:
             if control.preprocess == "none":
                 guides.append(Guide(source.sha256))
             else:
-                made = await self._make_guide(source, control.preprocess, probe.request, who, flagged)
+                made = await self._make_guide(source, control.preprocess, probe.request, who, flagged, costs)
                 images.append(made)
                 guides.append(Guide(made.sha256, source.sha256))
         return inputs, guides
@@ -335,6 +341,7 @@ class ImageService:
         probe: GenerationRequest,
         who: Requester,
         flagged: Sequence[str],
+        costs: list[float],
     ) -> InputImage:
         """Return the guide map of a checked image: canny here, another annotator by a backend that has it.
 
@@ -348,8 +355,10 @@ class ImageService:
             policy = await self.admin.check(who, probe, flagged)
             backend.check(probe)
             await self.admin.check_quota(who, probe.count, policy)
-            data = await backend.make_guide(source.data, preprocess, probe.width, probe.height)
-            return await self._checked(data, "guide")
+            made = await backend.make_guide(source.data, preprocess, probe.width, probe.height)
+            if made.cost is not None:
+                costs.append(made.cost)
+            return await self._checked(made.data, "guide")
         return await asyncio.to_thread(make_guide, source, preprocess, thresholds=self._canny)
 
     def _parse(
@@ -518,12 +527,14 @@ class ImageService:
         saved: Mapping[str, object] | None = None,
         inputs: Sequence[InputImage] = (),
         flagged_inputs: Sequence[str] = (),
+        cost: float | None = None,
     ) -> Job:
         """Record a checked request as a queued generation and queue its job.
 
         `saved` is the user's settings when the caller has read them already; `inputs` are the
         checked images the request names, stored once every check has passed; `flagged_inputs`
-        names those whose stored safety verdict is flagged, for the server's policy.
+        names those whose stored safety verdict is flagged, for the server's policy; `cost` is
+        what was paid for it already (guide maps), to which the job's cost is added.
         """
         self.runner.queue.check_room(who.key)
         policy = await self.admin.check(who, request, flagged_inputs)
@@ -549,6 +560,7 @@ class ImageService:
                     parent_id=parent.id if parent else None,
                     warnings=warnings,
                     private=private,
+                    cost=cost,
                 )
             )
         # Batched images can differ from solo ones in the last bit; a user who needs exact bytes says so.

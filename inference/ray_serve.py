@@ -58,6 +58,7 @@ from ray.serve.exceptions import RayServeException, ReplicaUnavailableError
 
 from bot.catalog import Catalog
 from bot.errors import BackendUnavailable, InvalidOption, JobCancelled
+from bot.guides import GuideMap
 from bot.images import input_path
 from bot.ports import ProgressCallback
 from bot.request import GeneratedImage, GenerationRequest, Preprocess
@@ -612,7 +613,7 @@ class RayBackend:
         """
         return preprocessors(self._catalog, self._data_dir)
 
-    async def make_guide(self, image: bytes, preprocess: Preprocess, width: int, height: int) -> bytes:
+    async def make_guide(self, image: bytes, preprocess: Preprocess, width: int, height: int) -> GuideMap:
         """Return the `preprocess` map of `image` at `width`×`height`, made by a catalog annotator on a replica.
 
         Raises:
@@ -624,7 +625,7 @@ class RayBackend:
             raise InvalidOption("preprocess", f"'{preprocess}' needs a catalog annotator whose files are in place")
         match message := await self._ask("guide", str(found[1]), preprocess, image, width, height):
             case Guided(image=made):
-                return made
+                return GuideMap(made)
         raise _unexpected(message)
 
     async def _ask(self, method: str, *args: Any) -> ToBot:

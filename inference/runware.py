@@ -63,6 +63,7 @@ from PIL import Image
 from bot.catalog import Catalog
 from bot.config import RunwareSettings
 from bot.errors import BackendUnavailable
+from bot.guides import GuideMap
 from bot.images import input_path
 from bot.ports import ProgressCallback
 from bot.request import STEPS, ControlNetSpec, GeneratedImage, GenerationRequest, Preprocess
@@ -479,7 +480,7 @@ class RunwareBackend(HostedBackend):
             self._uploads[key] = (image_uuid, now)
             return image_uuid
 
-    async def make_guide(self, image: bytes, preprocess: Preprocess, width: int, height: int) -> bytes:
+    async def make_guide(self, image: bytes, preprocess: Preprocess, width: int, height: int) -> GuideMap:
         """Return Runware's `preprocess` map of `image` at `width`×`height` (``imageControlNetPreProcess``).
 
         The image is uploaded first and named by UUID, as the SDK's controlnets.md asks for
@@ -500,10 +501,13 @@ class RunwareBackend(HostedBackend):
         try:
             if item.get("guideImageURL") and not (item.get("guideImageBase64Data") or item.get("guideImageDataURI")):
                 retrying = Retrying(self._settings.retry_budget, self.name)
-                return await download(self._http, str(item["guideImageURL"]), retrying, None)
-            return decode_inline(str(item.get("guideImageBase64Data") or item.get("guideImageDataURI") or ""))
+                data = await download(self._http, str(item["guideImageURL"]), retrying, None)
+            else:
+                data = decode_inline(str(item.get("guideImageBase64Data") or item.get("guideImageDataURI") or ""))
         except (ImageLost, ValueError):
             raise BackendUnavailable(TITLE, f"its {preprocess} map of the guide could not be read") from None
+        # Charged once for the map, which rerolls reuse: counted in the generation that asked for it.
+        return GuideMap(data, _cost(item))
 
     async def _utility(self, fields: dict[str, Any], cancel: asyncio.Event | None) -> dict[str, Any]:
         """Run one upload or preprocessing task and return its answer's item; transient failures are retried.
@@ -709,3 +713,11 @@ def _readable(item: dict[str, Any]) -> bool:
     return isinstance(image, str) and all(
         isinstance(value, int | float) and not isinstance(value, bool) for value in numbers
     )
+
+
+def _cost(item: dict[str, Any]) -> float | None:
+    """Return the cost an answer item reports (``includeCost``), or None when it has none it can read."""
+    try:
+        return float(item["cost"]) if item.get("cost") is not None else None
+    except (TypeError, ValueError):
+        return None

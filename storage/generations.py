@@ -49,6 +49,8 @@ _COLUMNS = (
 _IMAGE_COLUMNS = "i.idx, i.seed, i.path, i.sha256, i.width, i.height, i.nsfw"
 _GENERATION_FIELDS = 22
 _UNFINISHED_SQL = "status IN ('queued', 'running')"
+# The job's cost is added to what was paid before it ran (a guide map a backend made); None adds nothing.
+_ADD_COST = "cost = CASE WHEN ? IS NULL THEN cost ELSE COALESCE(cost, 0) + ? END"
 # Written exactly as in the indexes of migration 6: SQLite uses an expression index only for the same expression.
 _INIT_IMAGE = "json_extract(request, '$.init_image')"
 _MASK_IMAGE = "json_extract(request, '$.mask_image')"
@@ -69,8 +71,8 @@ class SqliteGenerations:
             try:
                 cursor = await self._db.conn.execute(
                     "INSERT INTO generations (platform, workspace, channel, user_id, parent_id, action,"
-                    " request, seed, model, backend, warnings, private, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " request, seed, model, backend, warnings, private, created_at, cost)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         new.platform,
                         new.workspace,
@@ -85,6 +87,7 @@ class SqliteGenerations:
                         warnings_json,
                         int(new.private),
                         created_at,
+                        new.cost,
                     ),
                 )
             except sqlite3.IntegrityError as error:
@@ -112,7 +115,7 @@ class SqliteGenerations:
             started_at=None,
             finished_at=None,
             message_ref=None,
-            cost=None,
+            cost=new.cost,
         )
 
     async def get(self, generation_id: int) -> Generation | None:
@@ -165,9 +168,9 @@ class SqliteGenerations:
             moved = await self._move(
                 generation_id,
                 # json_each walks an array in order, so the notes follow the warnings given at submit.
-                "status = 'done', finished_at = ?, cost = ?, warnings = (SELECT json_group_array(value) FROM"
+                f"status = 'done', finished_at = ?, {_ADD_COST}, warnings = (SELECT json_group_array(value) FROM"
                 " (SELECT value FROM json_each(warnings) UNION ALL SELECT value FROM json_each(?)))",
-                (self._db.clock(), cost, json.dumps(list(notes))),
+                (self._db.clock(), cost, cost, json.dumps(list(notes))),
             )
             if moved and ordered:
                 await self._db.conn.executemany(
@@ -185,8 +188,8 @@ class SqliteGenerations:
         async with self._db.lock:
             return await self._move(
                 generation_id,
-                "status = 'failed', finished_at = ?, error = ?, cost = ?",
-                (self._db.clock(), error, cost),
+                f"status = 'failed', finished_at = ?, error = ?, {_ADD_COST}",
+                (self._db.clock(), error, cost, cost),
             )
 
     async def mark_cancelled(self, generation_id: int) -> bool:

@@ -31,6 +31,7 @@ from typing import Any
 from bot import metrics
 from bot.catalog import Catalog, CatalogEntry
 from bot.errors import BackendUnavailable, InvalidOption, JobCancelled
+from bot.guides import GuideMap
 from bot.ports import ProgressCallback
 from bot.request import GeneratedImage, GenerationRequest, Preprocess, RefinerSpec
 from bot.request import Progress as StepProgress
@@ -315,7 +316,7 @@ class LocalBackend:
         """Return the guide maps this worker makes: those of catalog annotators whose files are here now."""
         return preprocessors(self._catalog, self._data_dir)
 
-    async def make_guide(self, image: bytes, preprocess: Preprocess, width: int, height: int) -> bytes:
+    async def make_guide(self, image: bytes, preprocess: Preprocess, width: int, height: int) -> GuideMap:
         """Return the `preprocess` map of `image` at `width`×`height`, made by a catalog annotator in the worker.
 
         Raises:
@@ -329,7 +330,7 @@ class LocalBackend:
         async with self._job_lock:
             await self.start()
             assert self._worker is not None
-            return await self._worker.guide(str(folder), preprocess, image, width, height)
+            return GuideMap(await self._worker.guide(str(folder), preprocess, image, width, height))
 
     async def stats(self) -> dict[str, int]:
         """Return the worker's load counters (pipelines, refiners, VAEs, LoRAs, embeddings)."""

@@ -57,7 +57,7 @@ class InMemoryGenerations:
             started_at=None,
             finished_at=None,
             message_ref=None,
-            cost=None,
+            cost=new.cost,
         )
         self._generations[generation.id] = generation
         return generation
@@ -111,12 +111,20 @@ class InMemoryGenerations:
         generation = self._generations.get(generation_id)
         warnings = (generation.warnings if generation else ()) + tuple(notes)
         return self._move(
-            generation_id, status="done", finished_at=self._clock(), images=ordered, cost=cost, warnings=warnings
+            generation_id,
+            status="done",
+            finished_at=self._clock(),
+            images=ordered,
+            cost=_added(generation, cost),
+            warnings=warnings,
         )
 
     async def mark_failed(self, generation_id: int, error: str, cost: float | None = None) -> bool:
         """Record why it failed and what it cost anyway; return False if it had already finished."""
-        return self._move(generation_id, status="failed", finished_at=self._clock(), error=error, cost=cost)
+        generation = self._generations.get(generation_id)
+        return self._move(
+            generation_id, status="failed", finished_at=self._clock(), error=error, cost=_added(generation, cost)
+        )
 
     async def mark_cancelled(self, generation_id: int) -> bool:
         """Record that it was cancelled; return False if it had already finished."""
@@ -209,6 +217,14 @@ class InMemoryGenerations:
             return False
         self._generations[generation_id] = dataclasses.replace(generation, **changes)
         return True
+
+
+def _added(generation: Generation | None, cost: float | None) -> float | None:
+    """The job's cost added to what was paid before it ran, as SQLite's store adds it; None adds nothing."""
+    before = generation.cost if generation else None
+    if cost is None:
+        return before
+    return (before or 0.0) + cost
 
 
 def _inputs(generation: Generation) -> set[str]:

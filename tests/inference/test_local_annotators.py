@@ -91,12 +91,12 @@ async def test_depth_is_offered_only_while_an_annotators_files_are_there(local, 
 
 async def test_the_worker_makes_a_grey_depth_map_of_the_size_asked(local):
     """A PNG of exactly width×height, one grey in three channels, spread over 0–255, the same each time."""
-    made = await local.make_guide(photo(), "depth", 96, 64)
+    made = (await local.make_guide(photo(), "depth", 96, 64)).data
     depth = pixels(made)
     assert depth.shape == (64, 96, 3)
     assert (depth[..., 0] == depth[..., 1]).all() and (depth[..., 0] == depth[..., 2]).all()
     assert depth.min() == 0 and depth.max() == 255  # normalised, not constant
-    assert await local.make_guide(photo(), "depth", 96, 64) == made
+    assert (await local.make_guide(photo(), "depth", 96, 64)).data == made
 
 
 async def test_a_depth_guide_runs_end_to_end_and_the_map_is_stored(local, data_dir):
@@ -110,7 +110,7 @@ async def test_a_depth_guide_runs_end_to_end_and_the_map_is_stored(local, data_d
     control = generation.request.controlnets[0]
     assert control.preprocess == "depth" and control.source is not None and control.source != control.guide
     stored = (data_dir / input_path(control.guide)).read_bytes()
-    expected = await local.make_guide(photo(), "depth", generation.request.width, generation.request.height)
+    expected = (await local.make_guide(photo(), "depth", generation.request.width, generation.request.height)).data
     assert (pixels(stored) == pixels(expected)).all()
     assert not (pixels(stored) == pixels((data_dir / input_path(control.source)).read_bytes())).all()
 
@@ -127,7 +127,7 @@ async def test_an_annotator_that_cannot_run_is_one_sentence_and_the_worker_goes_
         shutil.rmtree(data_dir / "annotators")
     assert "the depth annotator could not make the guide map" in str(failed.value)
     assert str(folder) not in str(failed.value)  # users see no server paths
-    assert pixels(await local.make_guide(photo(), "depth", 64, 64)).shape == (64, 64, 3)
+    assert pixels((await local.make_guide(photo(), "depth", 64, 64)).data).shape == (64, 64, 3)
 
 
 async def test_without_annotator_files_depth_is_one_sentence_and_nothing_queued(tiny_data_dir, tmp_path):

@@ -402,7 +402,7 @@ async def test_a_replica_makes_depth_guide_maps_with_the_catalog_annotator(backe
     ImageDraw.Draw(photo).ellipse((20, 10, 60, 50), fill=(240, 200, 40))
     buffer = io.BytesIO()
     photo.save(buffer, format="PNG")
-    made = await backend.make_guide(buffer.getvalue(), "depth", 96, 64)
+    made = (await backend.make_guide(buffer.getvalue(), "depth", 96, 64)).data
     with Image.open(io.BytesIO(made)) as depth:
         assert depth.format == "PNG" and depth.size == (96, 64)
         red, green, blue = depth.convert("RGB").split()

@@ -307,7 +307,11 @@ async def test_a_guide_runware_preprocesses_is_stored_and_reused_by_a_reroll(
         assert ours.tobytes() == theirs.convert("RGB").tobytes()  # Runware's map, as the bot stores inputs
     task = fake.tasks[fake.calls("imageInference")[-1]["taskUUID"]]
     assert task.guide_images == [stored]
-    await (await service.reroll(WHO, generation.id)).result()
+    # The map is paid once, in the generation that asked for it, with its image.
+    stored_cost = (await history.generations.get(generation.id)).cost  # type: ignore[union-attr]
+    assert stored_cost == pytest.approx(COST_PER_IMAGE + COST_PER_PREPROCESS)
+    rerolled_generation = await (await service.reroll(WHO, generation.id)).result()
+    assert rerolled_generation.cost == pytest.approx(COST_PER_IMAGE)
     assert len(fake.preprocessed) == 1 and len(fake.calls("imageUpload")) == 2  # the source, then the map
     rerolled = fake.tasks[fake.calls("imageInference")[-1]["taskUUID"]]
     assert rerolled.request["controlNet"] == task.request["controlNet"]

@@ -443,3 +443,17 @@ async def test_an_input_is_flagged_when_the_image_it_was_made_from_was(store, ma
     assert not await store.generations.input_flagged(OTHER)
     await store.generations.delete(generation.id)
     assert not await store.generations.input_flagged(f"{0:064x}")
+
+
+async def test_a_cost_paid_before_the_job_is_added_to_the_jobs_cost(store, make_new):
+    """Stored with what its guide map cost: the job's cost adds to it, done or failed; None adds nothing."""
+    done = await store.generations.add(dataclasses.replace(make_new(), cost=0.25))
+    assert done.cost == 0.25
+    await store.generations.mark_done(done.id, [image(0)], cost=1.0)
+    assert (await store.generations.get(done.id)).cost == pytest.approx(1.25)
+    failed = await store.generations.add(dataclasses.replace(make_new(), cost=0.25))
+    await store.generations.mark_failed(failed.id, "it broke")
+    assert (await store.generations.get(failed.id)).cost == pytest.approx(0.25)
+    plain = await store.generations.add(make_new())
+    await store.generations.mark_done(plain.id, [image(0)])
+    assert (await store.generations.get(plain.id)).cost is None
