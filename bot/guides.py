@@ -1,12 +1,14 @@
 """ControlNet guides: the map a ControlNet was trained on, made from a user's image.
 
 ``canny`` runs here with OpenCV (no weights): the guide every backend receives is the
-same map, and it is stored and can be shown. The other annotators (depth, pose, …) need
-model weights the bot process does not load: a backend that offers them (`bot.ports.GuideBackend`:
-Runware's preprocessing task, or the local worker with a catalog annotator whose files the
-operator put in place) makes those maps, and the service stores them the same way; elsewhere
-they are refused with a sentence, and a map made elsewhere can be given as it is with
-``--preprocess none``.
+same map, and it is stored and can be shown. So does ``scribble`` where the backend has no
+scribble annotator of its own: A1111's ``scribble_xdog`` (a difference of Gaussians,
+thresholded), white strokes on black as the scribble ControlNets were trained on. The other
+annotators (depth, pose, …) need model weights the bot process does not load: a backend
+that offers them (`bot.ports.GuideBackend`: Runware's preprocessing task, or the local
+worker with a catalog annotator whose files the operator put in place) makes those maps,
+and the service stores them the same way; elsewhere they are refused with a sentence, and
+a map made elsewhere can be given as it is with ``--preprocess none``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ class GuideMap:
 
 # OpenCV's hysteresis thresholds as the ControlNet docs and A1111 default them (settings canny_low, canny_high).
 CANNY_THRESHOLDS = (100, 200)
+# The guide maps made here, with no weights.
+MADE_HERE = frozenset({"canny", "scribble"})
+# A1111's scribble_xdog: the two blurs' sigmas and the stroke threshold (its default "XDoG threshold" 32).
+_XDOG_SIGMAS = (0.5, 5.0)
+_XDOG_THRESHOLD = 32
 
 
 def make_guide(image: InputImage, preprocess: str, *, thresholds: tuple[int, int] = CANNY_THRESHOLDS) -> InputImage:
@@ -42,19 +49,26 @@ def make_guide(image: InputImage, preprocess: str, *, thresholds: tuple[int, int
     Raises:
         InvalidOption: the preprocessing needs an annotator this bot has not configured.
     """
-    if preprocess != "canny":
+    if preprocess not in MADE_HERE:
         reason = (
             f"'{preprocess}' needs its annotator, and this bot has none configured for it (an operator puts a"
-            " catalog annotator's files in place, depth on the local backend); use canny, or give a ready-made"
-            " map with --preprocess none"
+            " catalog annotator's files in place, depth on the local backend); use canny or scribble, or give a"
+            " ready-made map with --preprocess none"
         )
         raise InvalidOption("preprocess", reason)
     import cv2  # only when a guide is made: OpenCV takes a while to import
 
     with Image.open(io.BytesIO(image.data)) as opened:
-        gray = np.asarray(opened.convert("L"))
-    edges = cv2.Canny(gray, *thresholds)
+        rgb = np.asarray(opened.convert("RGB"))
+    if preprocess == "canny":
+        lines = cv2.Canny(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), *thresholds)
+    else:
+        fine, coarse = (cv2.GaussianBlur(rgb.astype(np.float32), (0, 0), sigma) for sigma in _XDOG_SIGMAS)
+        # Darker than its surroundings in every channel by more than half the threshold: a stroke
+        # (a line, or an edge's dark side), as A1111 computes it.
+        darker = np.min(coarse - fine, axis=2)
+        lines = np.where(2 * darker > _XDOG_THRESHOLD, 255, 0).astype(np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(edges).convert("RGB").save(buffer, format="PNG")
+    Image.fromarray(lines).convert("RGB").save(buffer, format="PNG")
     data = buffer.getvalue()
     return InputImage(data, image.width, image.height, hashlib.sha256(data).hexdigest())

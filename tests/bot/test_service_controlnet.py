@@ -147,3 +147,16 @@ async def test_show_guide_gives_the_preprocessed_guides_to_whoever_may_see_the_i
     with pytest.raises(NotFound, match=f"There is no generation #{private.id}"):
         await flow.action(bob, "guide", private.id)
     assert await flow.text(ALICE, "guide of the galaxy") is None  # on Slack, a prompt
+
+
+async def test_a_scribble_guide_is_made_here_as_a1111s_xdog_strokes(service, backend, tmp_path):
+    """`--preprocess scribble` with no backend annotator: white strokes on black along the square's dark rim only."""
+    job = await service.imagine("a fox --cn tiny-controlnet --guide square.png --preprocess scribble", ALICE, load=load)
+    await job.result()
+    control = backend.requests[-1].controlnets[0]
+    assert control.preprocess == "scribble"
+    strokes = np.asarray(Image.open(tmp_path / input_path(control.guide)).convert("RGB"))
+    assert set(np.unique(strokes)) <= {0, 255} and (strokes[..., 0] == strokes[..., 2]).all()
+    white = strokes[..., 0] == 255
+    assert white[32:36, 40:88].any(axis=0).all()  # the square's rim, on its dark side
+    assert not white[:28].any() and not white[50:78, 50:78].any()  # not the white page, not the flat inside
