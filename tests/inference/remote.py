@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 from bot.catalog import Catalog
 from bot.errors import BotError
@@ -34,6 +35,15 @@ def request(line: str, seed: int = 7) -> GenerationRequest:
 async def outcome(service: ImageService, line: str, who: Requester = WHO) -> tuple[Generation | None, str | None]:
     """Run `/imagine <line>` to its end: (the generation, None) or (None, the sentence the user sees)."""
     job = await service.imagine(line, who)
+    try:
+        return await job.result(), None
+    except BotError as error:
+        return None, str(error)
+
+
+async def upscaled(service: ImageService, ref: str, factor: Literal[2, 4]) -> tuple[Generation | None, str | None]:
+    """Run ``upscale <ref> <factor>`` to its end: (the generation, None) or (None, the sentence the user sees)."""
+    job = await service.upscale(WHO, ref, factor)
     try:
         return await job.result(), None
     except BotError as error:

@@ -19,8 +19,7 @@ import pytest
 from PIL import Image, ImageChops, ImageStat
 
 from bot.config import ModelsLabSettings
-from bot.errors import BackendUnavailable, BotError, InvalidOption
-from bot.history import Generation
+from bot.errors import BackendUnavailable, InvalidOption
 from bot.images import input_path
 from bot.request import GenerationRequest
 from bot.service import ImageService
@@ -28,7 +27,7 @@ from inference.modelslab import UPSCALE_NOTE, ModelsLabBackend
 from storage import SqliteDatabase
 from tests.fakes.modelslab import FakeModelsLab, Fault, colour_for_seed
 from tests.fakes.service import assert_nothing_half_written, started_service
-from tests.inference.remote import CATALOG, WHO, assert_aftermath, only, outcome
+from tests.inference.remote import CATALOG, WHO, assert_aftermath, only, outcome, upscaled
 
 
 @pytest.fixture
@@ -249,14 +248,6 @@ def textured(width: int, height: int) -> bytes:
 def upscale_request(sha: str, width: int, height: int, factor: Literal[2, 4]) -> GenerationRequest:
     parent = {"prompt": "a red fox", "model": "sdxl", "seed": 42, "init_image": sha}
     return GenerationRequest(**parent, width=width * factor, height=height * factor, upscale=factor)
-
-
-async def upscaled(service: ImageService, ref: str, factor: Literal[2, 4]) -> tuple[Generation | None, str | None]:
-    job = await service.upscale(WHO, ref, factor)
-    try:
-        return await job.result(), None
-    except BotError as error:
-        return None, str(error)
 
 
 @pytest.mark.parametrize("factor", [2, 4])

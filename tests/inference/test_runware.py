@@ -16,8 +16,7 @@ import pytest
 from PIL import Image
 
 from bot.config import RunwareSettings
-from bot.errors import BackendUnavailable, BotError, InvalidOption
-from bot.history import Generation
+from bot.errors import BackendUnavailable, InvalidOption
 from bot.images import check_image, input_path
 from bot.pngmeta import parse_parameters, read_text
 from bot.request import GenerationRequest
@@ -26,7 +25,7 @@ from inference.runware import UPSCALE_NOTE, RunwareBackend
 from storage import SqliteDatabase
 from tests.fakes.runware import COST_PER_IMAGE, COST_PER_UPSCALE, FakeRunware, Fault
 from tests.fakes.service import started_service
-from tests.inference.remote import CATALOG, WHO, assert_aftermath, only, outcome, request
+from tests.inference.remote import CATALOG, WHO, assert_aftermath, only, outcome, request, upscaled
 
 
 @pytest.fixture
@@ -408,14 +407,6 @@ async def test_a_refiner_after_an_input_image_is_refused_before_anything_is_sent
 
 
 # -- upscale: the imageUpscale task -------------------------------------------------------------------
-
-
-async def upscaled(service: ImageService, ref: str, factor: Literal[2, 4]) -> tuple[Generation | None, str | None]:
-    job = await service.upscale(WHO, ref, factor)
-    try:
-        return await job.result(), None
-    except BotError as error:
-        return None, str(error)
 
 
 @pytest.mark.parametrize("factor", [2, 4])
