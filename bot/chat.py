@@ -262,10 +262,11 @@ class ChatFlow:
     async def gallery(
         self, who: Requester, *, revoke: bool = False, showcase: bool = False, revoke_hint: str | None = None
     ) -> Text:
-        """Answer ``gallery``: a new personal link; ``gallery revoke``: every earlier one killed; ``gallery showcase``.
+        """Answer ``gallery`` (a new personal link), ``gallery revoke`` or ``gallery showcase``.
 
-        ``gallery showcase`` answers with the link to the server's showcase.
-        `revoke_hint` is how this chat's users revoke (Discord's ``/gallery revoke:True``).
+        ``revoke`` kills every earlier link of the user's; ``showcase`` answers with the link to
+        the server's showcase. `revoke_hint` is how this chat's users revoke (Discord's
+        ``/gallery revoke:True``).
         """
         if showcase:
             return Text(showcase_line(who, await self.service.showcase.link(who)))

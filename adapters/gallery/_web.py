@@ -84,9 +84,10 @@ _PROBLEMS: dict[int, tuple[str, str]] = {
 }
 
 
-SHOWCASE_GONE = (
-    "This server's showcase was turned off or given a new link; ask the bot for the current one with /gallery showcase."
-)
+def showcase_gone(platform: str) -> str:
+    """Return the sentence of a showcase link that no longer works, in its platform's words."""
+    where, ask = ("workspace", "/imagine gallery showcase") if platform == "slack" else ("server", "/gallery showcase")
+    return f"This {where}'s showcase was turned off or given a new link; ask the bot for the current one with {ask}."
 
 
 def redact(path: str) -> str:
@@ -318,7 +319,12 @@ class _Pages:
         shown = generations[:PAGE_SIZE]
         more = f"?after={shown[-1].id}" if len(generations) > PAGE_SIZE else None
         return self.render(
-            "showcase.html", root=request[ROOT], cards=[_card(g) for g in shown], more=more, first=after is not None
+            "showcase.html",
+            root=request[ROOT],
+            cards=[_card(g) for g in shown],
+            more=more,
+            first=after is not None,
+            community="workspace" if server.platform == "slack" else "server",
         )
 
     async def thumbnail(self, request: web.Request) -> web.Response:
@@ -508,7 +514,7 @@ def create_app(
             return pages.problem(404)
         policy = await service.admin.server_policy(server.platform, server.workspace)
         if policy.showcase_since != server.since:
-            return pages.problem(410, SHOWCASE_GONE)
+            return pages.problem(410, showcase_gone(server.platform))
         request[SERVER] = server
         request[ROOT] = f"{prefix}/s/{token}"
         return await handler(request)

@@ -315,3 +315,17 @@ def test_a_signed_showcase_token_reads_back_to_its_server(platform: str, workspa
     tampered = f"{payload}.{'B' if signature[0] == 'A' else 'A'}{signature[1:]}"
     with pytest.raises(BadLink):
         _LINKS.server(tampered)
+
+
+async def test_a_slack_workspaces_showcase_speaks_of_the_workspace(gallery: Gallery):
+    """The page and the dead link's sentence use Slack's words: a workspace, /imagine gallery showcase."""
+    ada = Requester("slack", "U_ADA", workspace="T1", channel="C1")
+    fox = await gallery.make(ada, "a red fox")
+    await gallery.service.showcase.star(ada, fox.id)
+    await turn(gallery, True, ada)
+    path = await showcase_path(gallery, ada)
+    page = await (await gallery.client.get(path)).text()
+    assert "The images this workspace's members starred." in page and ids_in(page) == {fox.id}
+    await turn(gallery, False, ada)
+    gone = await (await gallery.client.get(path)).text()
+    assert "This workspace&#39;s showcase was turned off" in gone and "/imagine gallery showcase" in gone
