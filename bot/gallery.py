@@ -30,6 +30,7 @@ class GalleryQuery:
         model: only this model's generations.
         lora: only generations with this LoRA (at any weight).
         since, until: only generations created in [since, until), in seconds since the epoch.
+        starred: only generations their owner starred for the server's showcase.
         oldest_first: the sort by date; newest first by default.
         after: the last id of the previous page (None: the first page).
         limit: generations per page.
@@ -40,6 +41,7 @@ class GalleryQuery:
     lora: str | None = None
     since: float | None = None
     until: float | None = None
+    starred: bool = False
     oldest_first: bool = False
     after: int | None = None
     limit: int = PAGE_SIZE

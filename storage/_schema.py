@@ -254,11 +254,13 @@ MIGRATIONS: list[str] = [
     CREATE INDEX generations_user_model ON generations (platform, user_id, model);
     """,
     # 12: a server's showcase. When its author starred a generation (NULL: not starred); the partial
-    # index holds only starred rows, so a server's showcase page reads them and nothing else. (A
-    # rebuild of generations, as in 6, must carry the column and recreate the index.)
+    # indexes hold only starred rows, so a server's showcase page, and a user's "starred only"
+    # gallery page, read them and nothing else. (A rebuild of generations, as in 6, must carry the
+    # column and recreate the indexes.)
     """
     ALTER TABLE generations ADD COLUMN starred_at REAL;
     CREATE INDEX generations_showcase ON generations (platform, workspace, id) WHERE starred_at IS NOT NULL;
+    CREATE INDEX generations_starred ON generations (platform, user_id, id) WHERE starred_at IS NOT NULL;
     """,
     # 13: the LoRAs a user used (the gallery's LoRA menu), read by hopping along an index of their
     # own, as the models are (11): a join from the user's generations probed every one of them,

@@ -68,6 +68,8 @@ class SqliteGallery:
         if query.until is not None:
             where.append("created_at < ?")
             parameters.append(query.until)
+        if query.starred:
+            where.append("starred_at IS NOT NULL")
         return await select_generations(
             self._db,
             " AND ".join(where),

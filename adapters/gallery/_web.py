@@ -250,8 +250,9 @@ class _Pages:
         model = query.get("model", "") or None
         lora = query.get("lora", "") or None
         sort = query.get("sort", "new")
+        starred = query.get("starred", "")
         names_too_long = any(name is not None and len(name) > 100 for name in (model, lora))
-        if len(words) > _MAX_SEARCH or names_too_long or sort not in ("new", "old"):
+        if len(words) > _MAX_SEARCH or names_too_long or sort not in ("new", "old") or starred not in ("", "1"):
             raise _bad_request()
         since, until = _day(query.get("from")), _day(query.get("to"))
         page = GalleryQuery(
@@ -260,6 +261,7 @@ class _Pages:
             lora=lora,
             since=since,
             until=None if until is None else until + 86400,  # "to" takes that whole day
+            starred=starred == "1",
             oldest_first=sort == "old",
             after=_cursor(query.get("after")),
             limit=PAGE_SIZE + 1,  # one more tells whether there is a next page
@@ -283,6 +285,7 @@ class _Pages:
                 "lora": lora or "",
                 "from": query.get("from", ""),
                 "to": query.get("to", ""),
+                "starred": starred,
             },
             sort=sort,
             more=more,

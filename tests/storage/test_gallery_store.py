@@ -248,8 +248,8 @@ async def test_a_second_star_keeps_the_first_and_an_unknown_id_is_a_key_error(tm
         await db.close()
 
 
-async def test_the_showcase_reads_its_partial_index_and_never_scans_generations(tmp_path):
-    """A showcase page searches the index of starred rows, however many unstarred generations there are."""
+async def test_the_showcase_and_starred_only_read_their_partial_indexes_and_never_scan_generations(tmp_path):
+    """A showcase page and a user's "starred only" page search indexes of starred rows only."""
     db = await SqliteDatabase.open(tmp_path / "h.db")
     gallery = await SqliteGallery.open(tmp_path / "h.db")
     try:
@@ -261,10 +261,13 @@ async def test_the_showcase_reads_its_partial_index_and_never_scans_generations(
         statements: list[str] = []
         await gallery._db.conn.set_trace_callback(statements.append)
         await gallery.showcase("discord", "g1", after=None, limit=25)
+        await gallery.page("discord", "u0", GalleryQuery(starred=True, limit=25))
         await gallery._db.conn.set_trace_callback(None)
-        (sql,) = [s for s in statements if "FROM generations" in s]
-        plan = " | ".join(row[3] for row in await gallery._db.conn.execute_fetchall(f"EXPLAIN QUERY PLAN {sql}"))
-        assert "generations_showcase" in plan and "SCAN generations" not in plan, plan
+        showcase_sql, starred_sql = [s for s in statements if "FROM generations" in s]
+        for sql, index in ((showcase_sql, "generations_showcase"), (starred_sql, "generations_starred")):
+            rows = await gallery._db.conn.execute_fetchall(f"EXPLAIN QUERY PLAN {sql}")
+            plan = " | ".join(row[3] for row in rows)
+            assert index in plan and "SCAN generations" not in plan, plan
     finally:
         await gallery.close()
         await db.close()

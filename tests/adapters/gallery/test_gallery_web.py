@@ -192,6 +192,7 @@ async def test_search_finds_prompt_words_and_survives_fts_syntax(gallery: Galler
         {"q": "fox " * 100},
         {"lora": "x" * 101},
         {"model": "x" * 101},
+        {"starred": "yes"},
     ],
 )
 async def test_malformed_page_and_filter_values_get_a_plain_bad_request(gallery: Gallery, query):

@@ -329,3 +329,17 @@ async def test_a_slack_workspaces_showcase_speaks_of_the_workspace(gallery: Gall
     await turn(gallery, False, ada)
     gone = await (await gallery.client.get(path)).text()
     assert "This workspace&#39;s showcase was turned off" in gone and "/imagine gallery showcase" in gone
+
+
+async def test_the_starred_filter_of_ones_own_gallery_shows_only_starred_images(gallery: Gallery):
+    """`Starred only` in the search form: the owner's starred images, with the other filters; the box stays ticked."""
+    fox, owl = await gallery.make(ALICE, "a red fox"), await gallery.make(ALICE, "a red owl")
+    await gallery.make(ALICE, "a blue fox")
+    await gallery.service.showcase.star(ALICE, fox.id)
+    await gallery.service.showcase.star(ALICE, owl.id)
+    path = await gallery.path(ALICE)
+    page = await (await gallery.client.get(path, params={"starred": "1"})).text()
+    assert ids_in(page) == {fox.id, owl.id} and 'name="starred" value="1" checked' in page
+    assert ids_in(await (await gallery.client.get(path, params={"starred": "1", "q": "fox"})).text()) == {fox.id}
+    await gallery.service.showcase.star(ALICE, owl.id, starred=False)
+    assert ids_in(await (await gallery.client.get(path, params={"starred": "1"})).text()) == {fox.id}
