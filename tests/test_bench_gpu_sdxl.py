@@ -45,6 +45,7 @@ def test_smoke_mode_times_every_plan_through_the_worker_code(tmp_path):
     assert "Traceback" not in done.stderr and "Writing model shards" not in done.stderr
 
 
+@pytest.mark.slow  # counts full-size SDXL's FLOPs on meta tensors
 def test_full_size_shapes_are_sdxl_1_0():
     """bench/sdxl/full.json: 2.57 billion base UNet weights; 13.5 and 14.6 TFLOP per CFG step at 1024²."""
     torch = pytest.importorskip("torch")

@@ -33,6 +33,7 @@ def by_name(checks: list[Check]) -> dict[str, Check]:
     return {check.name: check for check in checks}
 
 
+@pytest.mark.slow  # imports torch and diffusers, or builds the tiny model
 async def test_a_cpu_box_on_defaults_passes_every_check(tmp_path: Path) -> None:
     checks = by_name(await check_all())
     assert list(checks) == [
@@ -52,6 +53,7 @@ async def test_a_cpu_box_on_defaults_passes_every_check(tmp_path: Path) -> None:
     assert checks["safety checker"].detail == "the tiny offline checker (built with the tiny model)"
 
 
+@pytest.mark.slow  # imports torch and diffusers, or builds the tiny model
 async def test_a_custom_safety_checker_is_reported_as_such(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMAGEBOT_SAFETY_CHECKER", "tests.fakes.safety:flag_all")
     check = by_name(await check_all())["safety checker"]
@@ -59,6 +61,7 @@ async def test_a_custom_safety_checker_is_reported_as_such(monkeypatch: pytest.M
     assert check.detail == "a custom checker (tests.fakes.safety:flag_all), imported by the worker"
 
 
+@pytest.mark.slow  # imports torch and diffusers, or builds the tiny model
 async def test_a_configured_upscaler_is_checked_for_its_weight_file(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -72,6 +75,7 @@ async def test_a_configured_upscaler_is_checked_for_its_weight_file(
     )
 
 
+@pytest.mark.slow  # imports torch and diffusers, or builds the tiny model
 async def test_an_annotator_folder_is_checked_for_a_transformers_model(tmp_path: Path) -> None:
     """No folder: no check (depth is just not offered); an empty one fails with where the weights go."""
     assert "annotator" not in by_name(await check_all())
@@ -126,6 +130,7 @@ async def test_half_configured_slack_is_a_failure_and_secrets_are_never_shown(mo
     assert "very-secret" not in text
 
 
+@pytest.mark.slow  # imports torch and diffusers, or builds the tiny model
 async def test_gpu_and_model_that_this_box_cannot_have(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMAGEBOT_DEVICE", "cuda")
     monkeypatch.setenv("IMAGEBOT_DEFAULT_MODEL", "sdxl")
@@ -143,6 +148,7 @@ async def test_gpu_and_model_that_this_box_cannot_have(monkeypatch: pytest.Monke
     )
 
 
+@pytest.mark.slow  # imports torch and diffusers, or builds the tiny model
 @pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="memory is measured from Linux's /proc/meminfo")
 async def test_a_model_bigger_than_the_memory_is_why_the_worker_is_killed_while_loading(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path

@@ -29,6 +29,9 @@ pytest.importorskip("diffusers")
 
 from inference.local._pipeline import SDXLRunner
 
+# The tiny model's real pipelines: in `make test`, not in `make test-fast`.
+pytestmark = pytest.mark.slow
+
 CATALOG = load_catalog()
 
 
@@ -173,7 +176,6 @@ def test_a_mixed_batch_is_refused(runner, tiny_data_dir) -> None:
 ALICE, BOB = Requester("console", "alice"), Requester("console", "bob")
 
 
-@pytest.mark.slow
 async def test_jobs_waiting_together_are_made_together(tiny_data_dir, tmp_path) -> None:
     backend = LocalBackend(CATALOG, tiny_data_dir, device="cpu", max_batch=4)
     try:

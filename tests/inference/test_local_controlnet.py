@@ -25,6 +25,9 @@ from diffusers import StableDiffusionXLControlNetPipeline
 
 from inference.local._pipeline import SDXLRunner
 
+# The tiny model's real pipelines: in `make test`, not in `make test-fast`.
+pytestmark = pytest.mark.slow
+
 CATALOG = load_catalog()
 SECOND = Asset(name="tiny-controlnet-2", local="tiny:controlnet-2")
 
@@ -315,7 +318,6 @@ def test_build_job_resolves_the_guide_and_the_controlnet(tiny_data_dir, guide_sh
     assert tiny.resolve(control.asset.local, tiny_data_dir)[0].joinpath("config.json").is_file()
 
 
-@pytest.mark.slow
 @pytest.mark.asyncio(loop_scope="module")
 async def test_the_worker_process_makes_the_runners_image(backend, tiny_data_dir, guide_sha):
     """Through the real worker process: the ControlNet image is the in-process runner's, byte for byte."""

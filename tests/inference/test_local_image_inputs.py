@@ -21,6 +21,9 @@ pytest.importorskip("diffusers")
 
 from inference.local._pipeline import SDXLRunner
 
+# The tiny model's real pipelines: in `make test`, not in `make test-fast`.
+pytestmark = pytest.mark.slow
+
 CATALOG = load_catalog()
 
 

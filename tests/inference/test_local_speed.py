@@ -25,6 +25,9 @@ from inference.local._pipeline import SDXLRunner
 from inference.local._speed import Levers
 from inference.local._worker import levers
 
+# The tiny model's real pipelines: in `make test`, not in `make test-fast`.
+pytestmark = pytest.mark.slow
+
 CATALOG = load_catalog()
 # The batching tolerance: what float rounding may move a channel by, out of 255.
 TOLERANCE = 1
@@ -79,7 +82,6 @@ def test_settings_name_the_levers(monkeypatch):
     assert chosen.describe() == ("channels-last, fused-qkv, compile=all(default), offload=model")
 
 
-@pytest.mark.slow
 def test_compiled_unet_draws_the_same_image_and_caches_under_the_data_dir(tiny_data_dir, eager, monkeypatch):
     """torch.compile of the UNets and the VAE decoder (inductor, CPU): the same picture; the
     compiled code lands under the data dir, where a restarted worker finds it."""

@@ -396,6 +396,7 @@ async def test_socket_mode_acks_every_envelope(fake: FakeSlack, tmp_path) -> Non
         assert ack["payload"]["response_action"] == "errors" and list(ack["payload"]["errors"]) == ["prompt"]
 
 
+@pytest.mark.slow  # about 3 s on two cores
 async def test_an_unexpected_failure_is_one_sentence_and_the_traceback_goes_to_the_log(
     running: Running, caplog: pytest.LogCaptureFixture
 ) -> None:
