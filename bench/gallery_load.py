@@ -139,7 +139,7 @@ async def main(rows: int, count: int, seconds: float) -> None:
                     job = await service.imagine(f"a {WORDS[n % len(WORDS)]} number {n} --steps 2", ALICE)
                     made = await job.result()
                     if n % 10 == 0:  # starred rows are cloned with their star: one in ten of the history
-                        await service.showcase.star(ALICE, made.id)
+                        await service.star(ALICE, made.id)
                 changes = rule_changes(await service.admin.policy(ALICE), service.catalog, showcase=True)
                 await service.admin.update_policy(ALICE, changes, may_manage=True)
                 app = create_app(service=service, store=store, links=links, rate_limit=10**9)

@@ -280,7 +280,7 @@ class ChatFlow:
 
     async def star(self, who: Requester, generation_id: int | None, *, starred: bool = True) -> Text:
         """Answer ``star [#id]``, ``unstar [#id]`` and the ⭐ reaction: a user's image in or out of the showcase."""
-        return Text(await self.service.showcase.star(who, generation_id, starred=starred))
+        return Text(await self.service.star(who, generation_id, starred=starred))
 
     async def history(self, who: Requester, count: int = 10) -> Listing:
         """Answer ``history [count]``: the user's latest generations."""

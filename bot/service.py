@@ -22,7 +22,7 @@ from bot.catalog import Catalog
 from bot.controls import Guide
 from bot.errors import GalleryOff, InvalidOption, NotAllowed, NotFound, shown
 from bot.guides import CANNY_THRESHOLDS, make_guide
-from bot.history import Action, Generation, NewGeneration, StoredImage
+from bot.history import Action, Generation, NewGeneration, Status, StoredImage
 from bot.images import InputImage, check_image
 from bot.jobs import Job, Requester
 from bot.ports import (
@@ -688,6 +688,16 @@ class ImageService:
         """Return the generation a chat message shows, or None."""
         return await self._generations.by_message_ref(platform, ref)
 
+    async def star(self, who: Requester, generation_id: int | None, *, starred: bool = True) -> str:
+        """Star one of the user's finished images (default: their latest) for the showcase, or unstar it.
+
+        Returns:
+            What that means for the showcase, as one sentence (`bot.showcase.Showcase.star`).
+        """
+        action = "star" if starred else "unstar"
+        generation = await self._source(who, generation_id, action, latest_status="done" if starred else None)
+        return await self.showcase.star(who, generation, starred=starred)
+
     async def gallery_link(self, who: Requester) -> str:
         """Return a new personal link to the user's web gallery."""
         if self.gallery is None:
@@ -814,11 +824,20 @@ class ImageService:
         )
 
     async def _source(
-        self, who: Requester, generation_id: int | None, action: str, *, opened_by: str | None = None
+        self,
+        who: Requester,
+        generation_id: int | None,
+        action: str,
+        *,
+        opened_by: str | None = None,
+        latest_status: Status | None = None,
     ) -> Generation:
-        """Return the generation to act on: the user's own, or another's where the policy key `opened_by` allows."""
+        """Return the generation to act on: the user's own, or another's where the policy key `opened_by` allows.
+
+        Without an id, the user's latest (with `latest_status`, if given).
+        """
         if generation_id is None:
-            latest = await self._generations.latest(who.platform, who.user_id)
+            latest = await self._generations.latest(who.platform, who.user_id, status=latest_status)
             if latest is None:
                 raise NotFound(f"earlier image of yours to {action}; make one with /imagine first")
             return latest

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from bot.actions import format_ref
 from bot.admin import ServerAdmin, managers, server_word
-from bot.errors import GalleryOff, InvalidOption, NotAllowed, NotFound
+from bot.errors import GalleryOff, InvalidOption
 from bot.history import Generation
 from bot.jobs import Requester
 from bot.ports import GalleryLinks, GenerationStore
@@ -41,10 +41,12 @@ class Showcase:
         self._admin = admin
         self._links = links
 
-    async def star(self, who: Requester, generation_id: int | None, *, starred: bool = True) -> str:
-        """Star one of the user's finished images (default: their latest), or unstar it; return what that means."""
+    async def star(self, who: Requester, generation: Generation, *, starred: bool = True) -> str:
+        """Star one of the user's own images, finished, or unstar it; return what that means.
+
+        `generation` is the user's own (`ImageService.star` finds it, as every action on an image does).
+        """
         action = "star" if starred else "unstar"
-        generation = await self._own(who, generation_id, action)
         ref = format_ref(generation.id)
         if starred and generation.status != "done":
             raise InvalidOption(action, f"takes a finished image, and {ref} is {generation.status}", typed=True)
@@ -92,17 +94,3 @@ class Showcase:
             return False
         policy = await self._admin.server_policy(generation.platform, generation.workspace)
         return policy.showcase_since is not None
-
-    async def _own(self, who: Requester, generation_id: int | None, action: str) -> Generation:
-        if generation_id is None:
-            latest = await self._generations.latest(who.platform, who.user_id, status="done")
-            if latest is None:
-                raise NotFound(f"finished image of yours to {action}; make one with /imagine first")
-            return latest
-        generation = await self._generations.get(generation_id)
-        own = generation is not None and (generation.platform, generation.user_id) == who.key
-        if generation is None or (generation.private and not own):
-            raise NotFound(f"generation {format_ref(generation_id)}")
-        if not own:
-            raise NotAllowed(action)
-        return generation

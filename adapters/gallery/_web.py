@@ -376,7 +376,7 @@ class _Pages:
                 await retract_in_chat(self._service, generation)
                 raise web.HTTPSeeOther(f"{root}/")
             if action in ("star", "unstar"):
-                await self._service.showcase.star(who, generation.id, starred=action == "star")
+                await self._service.star(who, generation.id, starred=action == "star")
                 raise web.HTTPSeeOther(f"{root}/i/{generation.id}")
             job = await self._run(action, who, generation.id, form)
         except (NotFound, NotAllowed):

@@ -56,8 +56,8 @@ async def test_the_showcase_shows_only_starred_unflagged_finished_images_of_its_
     elsewhere = await gallery.make(CAROL, "carol's heron")
     private = await gallery.make(ALICE_DM, "a direct message moth")
     for who, generation in ((ALICE, fox), (BOB, tiger), (ALICE, flagged), (ALICE, pair), (CAROL, elsewhere)):
-        await gallery.service.showcase.star(who, generation.id)
-    await gallery.service.showcase.star(ALICE_DM, private.id)
+        await gallery.service.star(who, generation.id)
+    await gallery.service.star(ALICE_DM, private.id)
     await turn(gallery, True)
     await turn(gallery, True, CAROL)
     path = await showcase_path(gallery)
@@ -87,11 +87,11 @@ async def test_only_the_author_stars_and_each_answer_says_where_the_image_shows(
     gallery.backend.nsfw_seeds.add(55)
     fox = await gallery.make(ALICE, "a red fox")
     with pytest.raises(BotError) as refused:
-        await gallery.service.showcase.star(BOB, fox.id)
+        await gallery.service.star(BOB, fox.id)
     assert str(refused.value) == "Only the author of this image can star it."
     assert not (await gallery.history.generations.get(fox.id)).starred  # type: ignore[union-attr]
 
-    star = gallery.service.showcase.star
+    star = gallery.service.star
     assert await star(ALICE, fox.id) == (
         f"⭐ #{fox.id} is starred; it shows in this server's showcase once server managers turn it on."
     )
@@ -114,7 +114,7 @@ async def test_an_unfinished_image_cannot_be_starred(gallery: Gallery):
     gallery.backend.gate = asyncio.Event()
     job = await gallery.service.imagine("a slow fox", ALICE)
     with pytest.raises(BotError) as refused:
-        await gallery.service.showcase.star(ALICE, job.id)
+        await gallery.service.star(ALICE, job.id)
     assert re.fullmatch(rf"star takes a finished image, and #{job.id} is (queued|running)\.", str(refused.value))
     gallery.backend.gate.set()
     await job.result()
@@ -124,7 +124,7 @@ async def test_an_unfinished_image_cannot_be_starred(gallery: Gallery):
 async def test_turning_the_showcase_off_kills_its_link_and_on_again_makes_a_new_one(gallery: Gallery):
     """Off: the link says it no longer works (410). On again: a new link; the old one stays dead."""
     fox = await gallery.make(ALICE, "a red fox")
-    await gallery.service.showcase.star(ALICE, fox.id)
+    await gallery.service.star(ALICE, fox.id)
     await turn(gallery, True)
     old = await showcase_path(gallery)
     await turn(gallery, True)  # on while on: the same link keeps working
@@ -154,7 +154,7 @@ async def test_turning_the_showcase_off_kills_its_link_and_on_again_makes_a_new_
 async def test_showcase_and_personal_links_do_not_open_each_other_and_forged_ones_are_not_found(gallery: Gallery):
     """A personal token under /s/, a showcase token under /g/, or a tampered one: a plain 404."""
     fox = await gallery.make(ALICE, "a red fox")
-    await gallery.service.showcase.star(ALICE, fox.id)
+    await gallery.service.star(ALICE, fox.id)
     await turn(gallery, True)
     showcase_token = (await showcase_path(gallery)).split("/")[2]
     personal_token = (await gallery.path(ALICE)).split("/")[2]
@@ -191,7 +191,7 @@ async def test_showcase_pages_follow_one_another_by_id(gallery: Gallery):
     made = []
     for n in range(25):
         generation = await gallery.make(ALICE, f"image {n}")
-        await gallery.service.showcase.star(ALICE, generation.id)
+        await gallery.service.star(ALICE, generation.id)
         made.append(generation.id)
     await turn(gallery, True)
     path = await showcase_path(gallery)
@@ -227,8 +227,8 @@ async def test_the_gallery_star_button_stars_and_unstars_for_the_showcase(galler
 async def test_deleting_or_forgetting_a_starred_image_takes_it_out_of_the_showcase(gallery: Gallery):
     """A deleted image and a forgotten user's images leave the showcase with them."""
     fox, owl = await gallery.make(ALICE, "a red fox"), await gallery.make(BOB, "an owl")
-    await gallery.service.showcase.star(ALICE, fox.id)
-    await gallery.service.showcase.star(BOB, owl.id)
+    await gallery.service.star(ALICE, fox.id)
+    await gallery.service.star(BOB, owl.id)
     await turn(gallery, True)
     path = await showcase_path(gallery)
     assert ids_in(await (await gallery.client.get(path)).text()) == {fox.id, owl.id}
@@ -321,7 +321,7 @@ async def test_a_slack_workspaces_showcase_speaks_of_the_workspace(gallery: Gall
     """The page and the dead link's sentence use Slack's words: a workspace, /imagine gallery showcase."""
     ada = Requester("slack", "U_ADA", workspace="T1", channel="C1")
     fox = await gallery.make(ada, "a red fox")
-    await gallery.service.showcase.star(ada, fox.id)
+    await gallery.service.star(ada, fox.id)
     await turn(gallery, True, ada)
     path = await showcase_path(gallery, ada)
     page = await (await gallery.client.get(path)).text()
@@ -335,11 +335,11 @@ async def test_the_starred_filter_of_ones_own_gallery_shows_only_starred_images(
     """`Starred only` in the search form: the owner's starred images, with the other filters; the box stays ticked."""
     fox, owl = await gallery.make(ALICE, "a red fox"), await gallery.make(ALICE, "a red owl")
     await gallery.make(ALICE, "a blue fox")
-    await gallery.service.showcase.star(ALICE, fox.id)
-    await gallery.service.showcase.star(ALICE, owl.id)
+    await gallery.service.star(ALICE, fox.id)
+    await gallery.service.star(ALICE, owl.id)
     path = await gallery.path(ALICE)
     page = await (await gallery.client.get(path, params={"starred": "1"})).text()
     assert ids_in(page) == {fox.id, owl.id} and 'name="starred" value="1" checked' in page
     assert ids_in(await (await gallery.client.get(path, params={"starred": "1", "q": "fox"})).text()) == {fox.id}
-    await gallery.service.showcase.star(ALICE, owl.id, starred=False)
+    await gallery.service.star(ALICE, owl.id, starred=False)
     assert ids_in(await (await gallery.client.get(path, params={"starred": "1"})).text()) == {fox.id}
