@@ -57,13 +57,13 @@ from ray.exceptions import RayActorError, RayError
 from ray.serve.exceptions import RayServeException, ReplicaUnavailableError
 
 from bot.catalog import Catalog
-from bot.errors import BackendUnavailable, InvalidOption, JobCancelled
+from bot.errors import BackendUnavailable, JobCancelled
 from bot.guides import GuideMap
 from bot.images import input_path
 from bot.ports import ProgressCallback
 from bot.request import GeneratedImage, GenerationRequest, Preprocess
 from inference.capabilities import CAPABILITIES
-from inference.local._annotators import find_annotator, preprocessors
+from inference.local._annotators import annotator_folder, preprocessors
 from inference.local._backend import WorkerLost, images_of, report_progress, second_try
 from inference.local._job import WorkerJob, batch_key, build_job
 from inference.local._protocol import (
@@ -620,10 +620,8 @@ class RayBackend:
             InvalidOption: no catalog annotator for `preprocess` has its files in place.
             BackendUnavailable: the cluster or the annotator failed.
         """
-        found = find_annotator(self._catalog, self._data_dir, preprocess)
-        if found is None:
-            raise InvalidOption("preprocess", f"'{preprocess}' needs a catalog annotator whose files are in place")
-        match message := await self._ask("guide", str(found[1]), preprocess, image, width, height):
+        folder = annotator_folder(self._catalog, self._data_dir, preprocess)
+        match message := await self._ask("guide", str(folder), preprocess, image, width, height):
             case Guided(image=made):
                 return GuideMap(made)
         raise _unexpected(message)

@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from bot.catalog import Catalog, CatalogEntry
+from bot.errors import InvalidOption
 from bot.request import Preprocess
 from inference import tiny
 
-__all__ = ["ANNOTATED", "Annotators", "find_annotator", "preprocessors", "weights_folder"]
+__all__ = ["ANNOTATED", "Annotators", "annotator_folder", "find_annotator", "preprocessors", "weights_folder"]
 
 # The preprocessings an annotator of ours can make: those transformers has a depth-estimation model for.
 ANNOTATED: frozenset[Preprocess] = frozenset({"depth"})
@@ -62,6 +63,18 @@ def find_annotator(catalog: Catalog, data_dir: Path, preprocess: str) -> tuple[C
         if folder is not None:
             return entry, folder
     return None
+
+
+def annotator_folder(catalog: Catalog, data_dir: Path, preprocess: str) -> Path:
+    """Return the folder of the annotator that makes `preprocess` here (the worker's and the replicas' lookup).
+
+    Raises:
+        InvalidOption: no catalog annotator for it has its files in place.
+    """
+    found = find_annotator(catalog, data_dir, preprocess)
+    if found is None:
+        raise InvalidOption("preprocess", f"'{preprocess}' needs a catalog annotator whose files are in place")
+    return found[1]
 
 
 def preprocessors(catalog: Catalog, data_dir: Path) -> frozenset[Preprocess]:

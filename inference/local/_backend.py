@@ -36,7 +36,7 @@ from bot.ports import ProgressCallback
 from bot.request import GeneratedImage, GenerationRequest, Preprocess, RefinerSpec
 from bot.request import Progress as StepProgress
 from inference.capabilities import CAPABILITIES
-from inference.local._annotators import find_annotator, preprocessors
+from inference.local._annotators import annotator_folder, preprocessors
 from inference.local._job import WorkerJob, batch_key, build_job
 from inference.local._protocol import (
     Cancel,
@@ -323,10 +323,7 @@ class LocalBackend:
             InvalidOption: no catalog annotator for `preprocess` has its files here.
             BackendUnavailable: the worker or the annotator failed.
         """
-        found = find_annotator(self._catalog, self._data_dir, preprocess)
-        if found is None:
-            raise InvalidOption("preprocess", f"'{preprocess}' needs a catalog annotator whose files are in place")
-        _, folder = found
+        folder = annotator_folder(self._catalog, self._data_dir, preprocess)
         async with self._job_lock:
             await self.start()
             assert self._worker is not None
