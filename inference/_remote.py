@@ -35,6 +35,7 @@ __all__ = [
     "Retrying",
     "decode_inline",
     "download",
+    "number_or_none",
     "object_or_none",
     "retry_after",
     "sleep_or_cancel",
@@ -119,6 +120,15 @@ def retry_after(response: httpx.Response) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def number_or_none(answer: Any, key: str) -> float | None:
+    """Return ``answer[key]`` as a number (an API sends numbers or numeric strings), None when it has none."""
+    value = answer.get(key) if isinstance(answer, dict) else None
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def object_or_none(response: httpx.Response) -> dict[str, Any] | None:

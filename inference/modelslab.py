@@ -45,6 +45,7 @@ from inference._remote import (
     ImageLost,
     Retrying,
     download,
+    number_or_none,
     object_or_none,
     retry_after,
     sleep_or_cancel,
@@ -266,7 +267,7 @@ class ModelsLabBackend(HostedBackend):
                 if response.status_code == 429:
                     # Refused before it started: its queue is full. Safe to send again.
                     why = "HTTP 429"
-                    wait = retry_after(response) or _number(answer, "retry_after")
+                    wait = retry_after(response) or number_or_none(answer, "retry_after")
                 elif response.status_code != 200 or answer is None:
                     what = f"HTTP {response.status_code}" + (" with an unreadable body" if answer is None else "")
                     raise BackendUnavailable(TITLE, f"it answered {what}, {_NOT_RESENT}")
@@ -274,7 +275,7 @@ class ModelsLabBackend(HostedBackend):
                     return answer
                 elif "rate limit" in str(answer.get("message", answer.get("messege"))).lower():
                     # Its spam filter refused a repeat before it started anything.
-                    why, wait = "rate limited", _number(answer, "retry_after") or 30.0
+                    why, wait = "rate limited", number_or_none(answer, "retry_after") or 30.0
                 else:
                     raise BackendUnavailable(TITLE, f"it refused {_message(answer, subject)}")
             if not await retrying.again(why, cancel, wait):
@@ -296,7 +297,7 @@ class ModelsLabBackend(HostedBackend):
         url = str(answer.get("fetch_result") or fallback or f"{self._settings.url.rstrip('/')}/fetch")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.poll_timeout
-        delay = min(max(_number(answer, "eta") or 1.0, 0.0), self._eta_cap)
+        delay = min(max(number_or_none(answer, "eta") or 1.0, 0.0), self._eta_cap)
         while loop.time() + delay <= deadline:
             await sleep_or_cancel(delay, cancel)
             delay = min(max(delay, 1.0) * 1.5, self._eta_cap)
@@ -369,11 +370,3 @@ def _verdicts(detected: Any, count: int) -> list[bool | None]:
     if isinstance(detected, list) and len(detected) >= count:
         return [value if isinstance(value, bool) else None for value in detected[:count]]
     return [detected if isinstance(detected, bool) else None] * count
-
-
-def _number(answer: Any, key: str) -> float | None:
-    value = answer.get(key) if isinstance(answer, dict) else None
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None

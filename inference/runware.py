@@ -74,6 +74,7 @@ from inference._remote import (
     Retrying,
     decode_inline,
     download,
+    number_or_none,
     object_or_none,
     retry_after,
     sleep_or_cancel,
@@ -507,7 +508,7 @@ class RunwareBackend(HostedBackend):
         except (ImageLost, ValueError):
             raise BackendUnavailable(TITLE, f"its {preprocess} map of the guide could not be read") from None
         # Charged once for the map, which rerolls reuse: counted in the generation that asked for it.
-        return GuideMap(data, _cost(item))
+        return GuideMap(data, number_or_none(item, "cost"))
 
     async def _utility(self, fields: dict[str, Any], cancel: asyncio.Event | None) -> dict[str, Any]:
         """Run one upload or preprocessing task and return its answer's item; transient failures are retried.
@@ -713,11 +714,3 @@ def _readable(item: dict[str, Any]) -> bool:
     return isinstance(image, str) and all(
         isinstance(value, int | float) and not isinstance(value, bool) for value in numbers
     )
-
-
-def _cost(item: dict[str, Any]) -> float | None:
-    """Return the cost an answer item reports (``includeCost``), or None when it has none it can read."""
-    try:
-        return float(item["cost"]) if item.get("cost") is not None else None
-    except (TypeError, ValueError):
-        return None
