@@ -6,10 +6,13 @@ import io
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from bot.errors import InvalidOption, NotFound
-from bot.images import input_path
+from bot.guides import MADE_HERE, make_guide
+from bot.images import InputImage, input_path
 from bot.jobs import Requester
 from bot.options import Limits
 from bot.pngmeta import parse_parameters, read_text
@@ -160,3 +163,53 @@ async def test_a_scribble_guide_is_made_here_as_a1111s_xdog_strokes(service, bac
     white = strokes[..., 0] == 255
     assert white[32:36, 40:88].any(axis=0).all()  # the square's rim, on its dark side
     assert not white[:28].any() and not white[50:78, 50:78].any()  # not the white page, not the flat inside
+
+
+async def test_line_art_is_made_here_as_a1111s_lineart_standard(service, backend, tmp_path):
+    """`--preprocess lineart` with no backend annotator: grey lines on black inside the square's rim, fading inwards."""
+    job = await service.imagine("a fox --cn tiny-controlnet --guide square.png --preprocess lineart", ALICE, load=load)
+    await job.result()
+    control = backend.requests[-1].controlnets[0]
+    assert control.preprocess == "lineart"
+    art = np.asarray(Image.open(tmp_path / input_path(control.guide)).convert("RGB"))
+    assert (art[..., 0] == art[..., 1]).all() and (art[..., 0] == art[..., 2]).all()
+    line = art[..., 0].astype(int)
+    assert (line[:32] == 0).all() and (line[:, 96:] == 0).all()  # the white page has no line
+    assert (line[32, 40:88] == 255).all() and (line[34, 40:88] > line[38, 40:88]).all()  # the rim, fading in
+    assert (line[56:72, 56:72] == 0).all()  # the flat inside, far from any edge
+
+
+@pytest.mark.parametrize("preprocess", sorted(MADE_HERE))
+@settings(max_examples=25, deadline=None)
+@given(
+    size=st.tuples(st.integers(1, 40), st.integers(1, 40)),
+    seed=st.integers(0, 2**32 - 1),
+    mode=st.sampled_from(["RGB", "L", "RGBA", "P", "1"]),
+)
+def test_a_guide_made_here_is_a_grey_png_of_the_image_size_for_any_image(preprocess, size, seed, mode):
+    """Whatever a checked image holds (noise, one pixel, a palette, transparency): a grey PNG of its size."""
+    noise = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).convert(mode).save(buffer, format="PNG")
+    made = make_guide(InputImage(buffer.getvalue(), size[0], size[1], "0" * 64), preprocess)
+    with Image.open(io.BytesIO(made.data)) as opened:
+        assert (opened.format, opened.mode, opened.size) == ("PNG", "RGB", size)
+        grey = np.asarray(opened)
+    assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 0] == grey[..., 2]).all()
+    assert made.sha256 != "0" * 64 and (made.width, made.height) == size
+
+
+async def test_the_line_art_of_a_faint_drawing_is_as_clear_as_a_dark_ones(service, backend, tmp_path):
+    """A1111's median scaling: a light grey square's rim still comes out as a clear line, not a faint one."""
+
+    async def faint(ref: str, option: str) -> bytes:
+        image = Image.new("RGB", (128, 128), "white")
+        ImageDraw.Draw(image).rectangle((32, 32, 95, 95), fill=(200, 200, 200))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    job = await service.imagine("a fox --cn tiny-controlnet --guide s.png --preprocess lineart", ALICE, load=faint)
+    await job.result()
+    art = np.asarray(Image.open(tmp_path / input_path(backend.requests[-1].controlnets[0].guide)).convert("L"))
+    assert (art[32, 40:88] > 127).all()  # 55 levels darker than the page: unscaled, a line of 27 at most
