@@ -5,8 +5,8 @@ For when one GPU box is not enough (``IMAGEBOT_BACKEND=ray``, extra ``ray``).
 Replica side, `ImageWorker`: each replica holds one `SDXLRunner` (torch lives in
 the replica's process, never in the bot's) and runs jobs with the worker
 process's own `run_jobs`, so a replica streams back the very messages the worker
-process writes to its stdout, as their `Message.to_dict` objects signed with the
-replica's ``pid``: progress (with latent previews), then one result or error.
+process writes to its stdout, each its frame's JSON in ``{"pid", "frame"}`` signed
+with the replica's pid: progress (with latent previews), then one result or error.
 Three Serve features do the rest:
 
 * ``@serve.batch`` gathers the requests that reach a replica together; the ones
@@ -71,10 +71,12 @@ from inference.local._protocol import (
     Error,
     Guided,
     JobMessage,
+    Message,
     Progress,
     ProtocolError,
     Result,
     ToBot,
+    encode,
     from_worker,
 )
 
@@ -261,7 +263,7 @@ class _ImageWorker:
 
         loop = asyncio.get_running_loop()
         answer = await loop.run_in_executor(self._executor, check_images, self._runner, 0, model_local, images)
-        return {**answer.to_dict(), "pid": self._pid}
+        return self._signed(answer)
 
     async def guide(self, folder: str, preprocess: str, image: bytes, width: int, height: int) -> dict[str, Any]:
         """Make a guide map with the catalog annotator in `folder`: a signed `Guided` (or `Error`) frame.
@@ -277,7 +279,7 @@ class _ImageWorker:
         request = GuideRequest(0, folder, preprocess, image, width, height)
         loop = asyncio.get_running_loop()
         answer = await loop.run_in_executor(self._executor, make_guide, self._annotators, request)
-        return {**answer.to_dict(), "pid": self._pid}
+        return self._signed(answer)
 
     async def stats(self) -> dict[str, Any]:
         """Return this replica's pid, load counters, batch sizes and the outcome of each run."""
@@ -366,8 +368,8 @@ class _ImageWorker:
             self._running = None
         self._runs.append(run)
 
-    def _signed(self, message: JobMessage) -> dict[str, Any]:
-        return {**message.to_dict(), "pid": self._pid}
+    def _signed(self, message: Message) -> dict[str, Any]:
+        return {"pid": self._pid, "frame": encode(message)}
 
 
 async def _next_message(messages: asyncio.Queue[JobMessage], batch: asyncio.Future[None]) -> JobMessage:
@@ -566,7 +568,7 @@ class RayBackend:
                     raise BackendUnavailable(_NAME, f"the Ray cluster failed ({type(error).__name__})") from error
                 self.replica_pid = frame.get("pid")
                 try:
-                    message = from_worker(frame)
+                    message = from_worker(frame.get("frame", b""))
                 except ProtocolError as error:
                     raise BackendUnavailable(
                         _NAME, "the replica answered with something this bot cannot read"
@@ -634,7 +636,7 @@ class RayBackend:
         except (RayError, RayServeException) as error:
             raise BackendUnavailable(_NAME, f"the Ray cluster failed ({type(error).__name__})") from error
         try:
-            message = from_worker(frame)
+            message = from_worker(frame.get("frame", b""))
         except ProtocolError as error:
             raise BackendUnavailable(_NAME, "the replica answered with something this bot cannot read") from error
         if isinstance(message, Error):

@@ -5,51 +5,48 @@ JSON holding one object with an ``op``. Binary values (image bytes) travel as
 base64 strings. Both sides share these helpers: the bot reads with asyncio,
 the worker with blocking file objects.
 
-Each op is a frozen dataclass: both sides build those and match on their
-types, and only this module knows the JSON keys. `Message.to_dict` gives the
-object a frame holds; `from_bot` and `from_worker` turn one back into the
-message (the ``stats`` op means a request one way and its answer the other).
+Each op is a frozen pydantic dataclass: both sides build those and match on
+their types, and pydantic writes and checks the JSON (`encode`, `from_bot`,
+`from_worker`), strictly: a missing key, a value of the wrong type (a bool is
+no int, a string no number) or bytes that are not base64 is a `ProtocolError`
+naming the key. Keys a message does not know are ignored (a Ray replica signs
+its frames with its pid). The ``stats`` op means a request one way and its
+answer the other.
 
 bot -> worker (`ToWorker`)::
 
-    Generate      {"op": "generate", "id": 1, "jobs": [{...}]}  # WorkerJob.to_dict() of each; several share a batch_key
-    Cancel        {"op": "cancel", "id": 1}
-    StatsRequest  {"op": "stats", "id": 2}
-    CheckRequest  {"op": "check", "id": 3, "model": "tiny:base", "images": [(base64 PNG), ...]}  # a user's inputs
-    GuideRequest  {"op": "guide", "id": 4, "folder": "/data/annotators/x", "preprocess": "depth", "image": (base64 PNG),
-                   "width": 1024, "height": 1024}    # a ControlNet guide map, made by a catalog annotator
+    Generate      {"id": 1, "jobs": [{...}], "op": "generate"}  # WorkerJob of each; several share a batch_key
+    Cancel        {"id": 1, "op": "cancel"}
+    StatsRequest  {"id": 2, "op": "stats"}
+    CheckRequest  {"id": 3, "model": "tiny:base", "images": [(base64 PNG), ...], "op": "check"}  # a user's inputs
+    GuideRequest  {"id": 4, "folder": "/data/annotators/x", "preprocess": "depth", "image": (base64 PNG),
+                   "width": 1024, "height": 1024, "op": "guide"}    # a ControlNet guide map, by a catalog annotator
     Shutdown      {"op": "shutdown"}
 
 worker -> bot (`ToBot`)::
 
-    Ready     {"op": "ready", "device": "cpu", "dtype": "float32", "pid": 123}
-    Progress  {"op": "progress", "id": 1, "stage": "base", "step": 3, "total": 24, "preview": (base64 WebP, some steps)}
-    Result    {"op": "result", "id": 1, "results": [[{"index", "seed", "data" (base64), "width", "height", "meta",
-                                                      "nsfw"}]]}
-    Error     {"op": "error", "id": 1, "kind": "cancelled" | "invalid" | "oom" | "failed", "message": "...",
-               "option": ..., "restart": false}     # restart: the worker's state is suspect
-    Stats     {"op": "stats", "id": 2, "loads": {"pipeline": 1, ...}}
-    Checked   {"op": "checked", "id": 3, "flags": [false, true]}
-    Guided    {"op": "guided", "id": 4, "image": (base64 PNG)}    # or an Error with that id
-    Fatal     {"op": "fatal", "message": "..."}    # the worker could not start
-
-A frame with an op the reading side does not expect, or without a key (or
-with a value of the wrong type) that its message needs, raises
-`ProtocolError`. Keys a message does not know are ignored.
+    Ready     {"device": "cpu", "dtype": "float32", "pid": 123, "op": "ready"}
+    Progress  {"id": 1, "stage": "base", "step": 3, "total": 24, "preview": (base64 WebP or null), "op": "progress"}
+    Result    {"id": 1, "results": [[{"index", "seed", "data" (base64), "width", "height", "meta", "nsfw"}]],
+               "op": "result"}
+    Error     {"id": 1, "kind": "cancelled" | "invalid" | "oom" | "failed", "message": "...", "option": ...,
+               "restart": false, "op": "error"}     # restart: the worker's state is suspect
+    Stats     {"id": 2, "loads": {"pipeline": 1, ...}, "op": "stats"}
+    Checked   {"id": 3, "flags": [false, true], "op": "checked"}
+    Guided    {"id": 4, "image": (base64 PNG), "op": "guided"}    # or an Error with that id
+    Fatal     {"message": "...", "op": "fatal"}    # the worker could not start
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import struct
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import IO, Any, ClassVar, Literal, TypeVar, get_args
+from collections.abc import Callable
+from dataclasses import KW_ONLY
+from typing import IO, Annotated, Literal, TypeVar
 
-from pydantic import ValidationError
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
 
 from bot.request import GeneratedImage
 from inference.local._job import WorkerJob
@@ -76,8 +73,7 @@ __all__ = [
     "StatsRequest",
     "ToBot",
     "ToWorker",
-    "decode_bytes",
-    "encode_bytes",
+    "encode",
     "encode_frame",
     "from_bot",
     "from_worker",
@@ -92,9 +88,7 @@ MAX_FRAME = 256 * 1024 * 1024
 
 # The pipeline calls a job makes, in order; progress names the one it is in.
 Stage = Literal["base", "refiner"]
-_STAGES: tuple[Stage, ...] = get_args(Stage)
 
-_T = TypeVar("_T")
 _M = TypeVar("_M")
 
 
@@ -103,444 +97,211 @@ class ProtocolError(Exception):
 
 
 # -- messages ---------------------------------------------------------------------------------------
+# Strict: the other side is our own code, so anything pydantic would have to coerce is a bug there.
+# Each op is the last field and keyword-only, so messages are built and matched by their fields alone.
+_STRICT = ConfigDict(strict=True, ser_json_bytes="base64", val_json_bytes="base64")
 
 
-class Message:
-    """One frame's content; each op is a frozen dataclass below."""
-
-    __slots__ = ()
-    op: ClassVar[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the JSON-ready object a frame holds, ``op`` first."""
-        raise NotImplementedError
-
-
-@dataclass(frozen=True, slots=True)
-class Generate(Message):
+@dataclass(frozen=True, slots=True, config=_STRICT)
+class Generate:
     """Make the images of compatible jobs (one `batch_key`) in one pipeline call."""
 
-    op: ClassVar[str] = "generate"
     id: int
     jobs: tuple[WorkerJob, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the JSON-ready object a frame holds, ``op`` first."""
-        return {"op": self.op, "id": self.id, "jobs": [job.to_dict() for job in self.jobs]}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Generate:
-        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
-        jobs = _field(data, "jobs", list, cls.op)
-        try:
-            return cls(_field(data, "id", int, cls.op), tuple(WorkerJob.from_dict(job) for job in jobs))
-        except ValidationError as error:
-            raise ProtocolError(f"'{cls.op}' frame: an invalid job ({error.error_count()} errors)") from None
+    _: KW_ONLY
+    op: Literal["generate"] = "generate"
 
 
-@dataclass(frozen=True, slots=True)
-class Cancel(Message):
+@dataclass(frozen=True, slots=True, config=_STRICT)
+class Cancel:
     """Stop the job `id` at its next step."""
 
-    op: ClassVar[str] = "cancel"
     id: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the JSON-ready object a frame holds, ``op`` first."""
-        return {"op": self.op, "id": self.id}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Cancel:
-        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
-        return cls(_field(data, "id", int, cls.op))
+    _: KW_ONLY
+    op: Literal["cancel"] = "cancel"
 
 
-@dataclass(frozen=True, slots=True)
-class StatsRequest(Message):
+@dataclass(frozen=True, slots=True, config=_STRICT)
+class StatsRequest:
     """Ask for the worker's load counters; answered by `Stats` with the same `id`."""
 
-    op: ClassVar[str] = "stats"
     id: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the JSON-ready object a frame holds, ``op`` first."""
-        return {"op": self.op, "id": self.id}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> StatsRequest:
-        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
-        return cls(_field(data, "id", int, cls.op))
+    _: KW_ONLY
+    op: Literal["stats"] = "stats"
 
 
-@dataclass(frozen=True, slots=True)
-class CheckRequest(Message):
+@dataclass(frozen=True, slots=True, config=_STRICT)
+class CheckRequest:
     """Run the safety check of the model `model` (a local id) on images a user gave; answered by `Checked`."""
 
-    op: ClassVar[str] = "check"
     id: int
     model: str
     images: tuple[bytes, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the JSON-ready object a frame holds, ``op`` first."""
-        return {"op": self.op, "id": self.id, "model": self.model, "images": [encode_bytes(i) for i in self.images]}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CheckRequest:
-        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
-        images = _field(data, "images", list, cls.op)
-        if not all(isinstance(image, str) for image in images):
-            raise ProtocolError(f"'{cls.op}' frame: 'images' are not encoded images")
-        return cls(
-            _field(data, "id", int, cls.op),
-            _field(data, "model", str, cls.op),
-            tuple(_bytes(image, "images", cls.op) for image in images),
-        )
+    _: KW_ONLY
+    op: Literal["check"] = "check"
 
 
-@dataclass(frozen=True, slots=True)
-class GuideRequest(Message):
+@dataclass(frozen=True, slots=True, config=_STRICT)
+class GuideRequest:
     """Make the `preprocess` map of `image` at `width`×`height` with the annotator in `folder`; answered by `Guided`."""
 
-    op: ClassVar[str] = "guide"
     id: int
     folder: str
     preprocess: str
     image: bytes
     width: int
     height: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the JSON-ready object a frame holds, ``op`` first."""
-        return {
-            "op": self.op,
-            "id": self.id,
-            "folder": self.folder,
-            "preprocess": self.preprocess,
-            "image": encode_bytes(self.image),
-            "width": self.width,
-            "height": self.height,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> GuideRequest:
-        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
-        return cls(
-            _field(data, "id", int, cls.op),
-            _field(data, "folder", str, cls.op),
-            _field(data, "preprocess", str, cls.op),
-            _bytes(_field(data, "image", str, cls.op), "image", cls.op),
-            _field(data, "width", int, cls.op),
-            _field(data, "height", int, cls.op),
-        )
+    _: KW_ONLY
+    op: Literal["guide"] = "guide"
 
 
-@dataclass(frozen=True, slots=True)
-class Shutdown(Message):
+@dataclass(frozen=True, slots=True, config=_STRICT)
+class Shutdown:
     """Exit once the running job is done."""
 
-    op: ClassVar[str] = "shutdown"
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the JSON-ready object a frame holds, ``op`` first."""
-        return {"op": self.op}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Shutdown:
-        """Return the message a frame's object holds."""
-        return cls()
+    _: KW_ONLY
+    op: Literal["shutdown"] = "shutdown"
 
 
-@dataclass(frozen=True, slots=True)
-class Ready(Message):
+@dataclass(frozen=True, slots=True, config=_STRICT)
+class Ready:
     """The worker has started (imported torch) and waits for jobs."""
 
-    op: ClassVar[str] = "ready"
     device: str
     dtype: str
     pid: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the JSON-ready object a frame holds, ``op`` first."""
-        return {"op": self.op, "device": self.device, "dtype": self.dtype, "pid": self.pid}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Ready:
-        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
-        return cls(
-            _field(data, "device", str, cls.op), _field(data, "dtype", str, cls.op), _field(data, "pid", int, cls.op)
-        )
+    _: KW_ONLY
+    op: Literal["ready"] = "ready"
 
 
-@dataclass(frozen=True, slots=True)
-class Progress(Message):
+@dataclass(frozen=True, slots=True, config=_STRICT)
+class Progress:
     """A step of the job `id` is done; `preview` is a small WebP of the latents, every few steps."""
 
-    op: ClassVar[str] = "progress"
     id: int
     stage: Stage
     step: int
     total: int
     preview: bytes | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the JSON-ready object a frame holds, ``op`` first (no ``preview`` key without one)."""
-        frame: dict[str, Any] = {
-            "op": self.op,
-            "id": self.id,
-            "stage": self.stage,
-            "step": self.step,
-            "total": self.total,
-        }
-        if self.preview is not None:
-            frame["preview"] = encode_bytes(self.preview)
-        return frame
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Progress:
-        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
-        preview = _optional(data, "preview", str, cls.op)
-        return cls(
-            _field(data, "id", int, cls.op),
-            _stage(_field(data, "stage", str, cls.op), cls.op),
-            _field(data, "step", int, cls.op),
-            _field(data, "total", int, cls.op),
-            _bytes(preview, "preview", cls.op) if preview else None,
-        )
+    _: KW_ONLY
+    op: Literal["progress"] = "progress"
 
 
-@dataclass(frozen=True, slots=True)
-class Result(Message):
+@dataclass(frozen=True, slots=True, config=_STRICT)
+class Result:
     """The images of the job `id`: one tuple per job of its `Generate`, in order."""
 
-    op: ClassVar[str] = "result"
     id: int
     results: tuple[tuple[GeneratedImage, ...], ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the JSON-ready object a frame holds, ``op`` first."""
-        return {
-            "op": self.op,
-            "id": self.id,
-            "results": [
-                [
-                    {
-                        "index": image.index,
-                        "seed": image.seed,
-                        "data": encode_bytes(image.data),
-                        "width": image.width,
-                        "height": image.height,
-                        "meta": image.meta,
-                        "nsfw": image.nsfw,
-                    }
-                    for image in images
-                ]
-                for images in self.results
-            ],
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Result:
-        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
-        results = _field(data, "results", list, cls.op)
-        if not all(isinstance(images, list) and all(isinstance(image, dict) for image in images) for images in results):
-            raise ProtocolError(f"'{cls.op}' frame: 'results' is not a list of lists of images")
-        return cls(_field(data, "id", int, cls.op), tuple(tuple(map(cls._image, images)) for images in results))
-
-    @classmethod
-    def _image(cls, image: Mapping[str, Any]) -> GeneratedImage:
-        return GeneratedImage(
-            index=_field(image, "index", int, cls.op),
-            seed=_field(image, "seed", int, cls.op),
-            data=_bytes(_field(image, "data", str, cls.op), "data", cls.op),
-            width=_field(image, "width", int, cls.op),
-            height=_field(image, "height", int, cls.op),
-            meta=_field(image, "meta", dict, cls.op),
-            nsfw=_optional(image, "nsfw", bool, cls.op),
-        )
+    _: KW_ONLY
+    op: Literal["result"] = "result"
 
 
-@dataclass(frozen=True, slots=True)
-class Error(Message):
+@dataclass(frozen=True, slots=True, config=_STRICT)
+class Error:
     """The job `id` ended without images.
 
     `kind` is ``cancelled``, ``invalid`` (the user's choice; `option` names it), ``oom`` or ``failed``;
     `message` is one sentence for the user; `restart`: the worker's state is suspect.
     """
 
-    op: ClassVar[str] = "error"
     id: int
     kind: str
     message: str
     option: str | None = None
     restart: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the JSON-ready object a frame holds, ``op`` first."""
-        return {
-            "op": self.op,
-            "id": self.id,
-            "kind": self.kind,
-            "message": self.message,
-            "option": self.option,
-            "restart": self.restart,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Error:
-        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
-        return cls(
-            _field(data, "id", int, cls.op),
-            _field(data, "kind", str, cls.op),
-            _field(data, "message", str, cls.op),
-            _optional(data, "option", str, cls.op),
-            bool(_optional(data, "restart", bool, cls.op)),
-        )
+    _: KW_ONLY
+    op: Literal["error"] = "error"
 
 
-@dataclass(frozen=True, slots=True)
-class Stats(Message):
+@dataclass(frozen=True, slots=True, config=_STRICT)
+class Stats:
     """The answer to `StatsRequest`: how often the worker loaded each kind of weights."""
 
-    op: ClassVar[str] = "stats"
     id: int
     loads: dict[str, int]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the JSON-ready object a frame holds, ``op`` first."""
-        return {"op": self.op, "id": self.id, "loads": self.loads}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Stats:
-        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
-        loads = _field(data, "loads", dict, cls.op)
-        if not all(isinstance(count, int) and not isinstance(count, bool) for count in loads.values()):
-            raise ProtocolError(f"'{cls.op}' frame: 'loads' are not counts")
-        return cls(_field(data, "id", int, cls.op), {str(kind): count for kind, count in loads.items()})
+    _: KW_ONLY
+    op: Literal["stats"] = "stats"
 
 
-@dataclass(frozen=True, slots=True)
-class Checked(Message):
+@dataclass(frozen=True, slots=True, config=_STRICT)
+class Checked:
     """The answer to `CheckRequest`: per image, whether the safety check flags it."""
 
-    op: ClassVar[str] = "checked"
     id: int
     flags: tuple[bool, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the JSON-ready object a frame holds, ``op`` first."""
-        return {"op": self.op, "id": self.id, "flags": list(self.flags)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Checked:
-        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
-        flags = _field(data, "flags", list, cls.op)
-        if not all(isinstance(flag, bool) for flag in flags):
-            raise ProtocolError(f"'{cls.op}' frame: 'flags' are not verdicts")
-        return cls(_field(data, "id", int, cls.op), tuple(flags))
+    _: KW_ONLY
+    op: Literal["checked"] = "checked"
 
 
-@dataclass(frozen=True, slots=True)
-class Guided(Message):
+@dataclass(frozen=True, slots=True, config=_STRICT)
+class Guided:
     """The answer to `GuideRequest`: the guide map, a PNG."""
 
-    op: ClassVar[str] = "guided"
     id: int
     image: bytes
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the JSON-ready object a frame holds, ``op`` first."""
-        return {"op": self.op, "id": self.id, "image": encode_bytes(self.image)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Guided:
-        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
-        return cls(_field(data, "id", int, cls.op), _bytes(_field(data, "image", str, cls.op), "image", cls.op))
+    _: KW_ONLY
+    op: Literal["guided"] = "guided"
 
 
-@dataclass(frozen=True, slots=True)
-class Fatal(Message):
+@dataclass(frozen=True, slots=True, config=_STRICT)
+class Fatal:
     """The worker could not start; `message` says why, in one sentence."""
 
-    op: ClassVar[str] = "fatal"
     message: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the JSON-ready object a frame holds, ``op`` first."""
-        return {"op": self.op, "message": self.message}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Fatal:
-        """Return the message a frame's object holds; raise `ProtocolError` if it is malformed."""
-        return cls(_field(data, "message", str, cls.op))
+    _: KW_ONLY
+    op: Literal["fatal"] = "fatal"
 
 
 ToWorker = Generate | Cancel | StatsRequest | CheckRequest | GuideRequest | Shutdown
 ToBot = Ready | Progress | Result | Error | Stats | Checked | Guided | Fatal
+Message = ToWorker | ToBot
 # What `run_jobs` reports of one pipeline call: progress, then a result or an error.
 JobMessage = Progress | Result | Error
 
-_TO_WORKER: dict[str, Callable[[Mapping[str, Any]], ToWorker]] = {
-    kind.op: kind.from_dict for kind in (Generate, Cancel, StatsRequest, CheckRequest, GuideRequest, Shutdown)
-}
-_TO_BOT: dict[str, Callable[[Mapping[str, Any]], ToBot]] = {
-    kind.op: kind.from_dict for kind in (Ready, Progress, Result, Error, Stats, Checked, Guided, Fatal)
-}
+_TO_WORKER: TypeAdapter[ToWorker] = TypeAdapter(Annotated[ToWorker, Field(discriminator="op")])
+_TO_BOT: TypeAdapter[ToBot] = TypeAdapter(Annotated[ToBot, Field(discriminator="op")])
+# Writing needs no discriminator: pydantic picks each message's own schema by its class.
+_ANY: TypeAdapter[Message] = TypeAdapter(Message)
 
 
-def from_bot(data: Mapping[str, Any]) -> ToWorker:
-    """Return the message of a frame the bot sent (what the worker reads).
-
-    Raises:
-        ProtocolError: the op is not one the bot sends, or a key the message needs is missing or mistyped.
-    """
-    return _message(data, _TO_WORKER, "the bot")
+def encode(message: Message) -> bytes:
+    """Return the JSON a frame holds for `message` (what a Ray replica sends as it is)."""
+    return _ANY.dump_json(message)
 
 
-def from_worker(data: Mapping[str, Any]) -> ToBot:
-    """Return the message of a frame the worker sent (what the bot reads).
+def from_bot(payload: bytes | str) -> ToWorker:
+    """Return the message of a frame's JSON the bot sent (what the worker reads).
 
     Raises:
-        ProtocolError: the op is not one the worker sends, or a key the message needs is missing or mistyped.
+        ProtocolError: not JSON, not an op the bot sends, or a key the message needs is missing or mistyped.
     """
-    return _message(data, _TO_BOT, "the worker")
+    return _decode(payload, _TO_WORKER, "the bot")
 
 
-def _message(data: Mapping[str, Any], kinds: Mapping[str, Callable[[Mapping[str, Any]], _M]], sender: str) -> _M:
-    op = data.get("op")
-    decode = kinds.get(op) if isinstance(op, str) else None
-    if decode is None:
-        raise ProtocolError(f"{sender} sends no frame with op {op!r}")
-    return decode(data)
+def from_worker(payload: bytes | str) -> ToBot:
+    """Return the message of a frame's JSON the worker sent (what the bot reads).
+
+    Raises:
+        ProtocolError: not JSON, not an op the worker sends, or a key the message needs is missing or mistyped.
+    """
+    return _decode(payload, _TO_BOT, "the worker")
 
 
-def _field(data: Mapping[str, Any], key: str, kind: type[_T], op: str) -> _T:
-    """Return ``data[key]``, which must be a `kind` (a bool is no int here)."""
-    if key not in data:
-        raise ProtocolError(f"'{op}' frame: no '{key}'")
-    value = data[key]
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise ProtocolError(f"'{op}' frame: '{key}' is {type(value).__name__}, not {kind.__name__}")
-    return value
-
-
-def _optional(data: Mapping[str, Any], key: str, kind: type[_T], op: str) -> _T | None:
-    """Return ``data[key]`` as `_field` does, or None when the key is missing or null."""
-    return None if data.get(key) is None else _field(data, key, kind, op)
-
-
-def _stage(text: str, op: str) -> Stage:
-    for stage in _STAGES:
-        if text == stage:
-            return stage
-    raise ProtocolError(f"'{op}' frame: 'stage' is not one of {', '.join(_STAGES)}")
-
-
-def _bytes(text: str, key: str, op: str) -> bytes:
+def _decode(payload: bytes | str, adapter: TypeAdapter[_M], sender: str) -> _M:
     try:
-        return decode_bytes(text)
-    except (binascii.Error, UnicodeEncodeError):
-        raise ProtocolError(f"'{op}' frame: '{key}' is not base64") from None
+        return adapter.validate_json(payload)
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        kind, where, context = first["type"], first["loc"], first.get("ctx", {})
+        if kind == "json_invalid":
+            raise ProtocolError(f"a frame is not JSON: {first['msg']}") from None
+        if kind in ("union_tag_invalid", "union_tag_not_found"):
+            raise ProtocolError(f"{sender} sends no frame with op {context.get('tag')!r}") from None
+        if not where:  # JSON, but not an object
+            raise ProtocolError("a frame is not an object with an 'op'") from None
+        key = ".".join(map(str, where[1:]))
+        raise ProtocolError(f"'{where[0]}' frame: '{key}': {first['msg']}") from None
 
 
 # -- frames -----------------------------------------------------------------------------------------
@@ -548,20 +309,10 @@ def _bytes(text: str, key: str, op: str) -> bytes:
 
 def encode_frame(message: Message) -> bytes:
     """Return one frame holding `message`."""
-    payload = json.dumps(message.to_dict(), separators=(",", ":")).encode("utf-8")
+    payload = encode(message)
     if len(payload) > MAX_FRAME:
         raise ProtocolError(f"a frame of {len(payload)} bytes is over the {MAX_FRAME}-byte limit")
     return _HEADER.pack(len(payload)) + payload
-
-
-def _decode(payload: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ProtocolError(f"a frame is not JSON: {error}") from error
-    if not isinstance(data, dict) or "op" not in data:
-        raise ProtocolError("a frame is not an object with an 'op'")
-    return data
 
 
 def _length(header: bytes) -> int:
@@ -577,7 +328,7 @@ def write_frame(stream: IO[bytes], message: Message) -> None:
     stream.flush()
 
 
-def read_frame(stream: IO[bytes], decode: Callable[[dict[str, Any]], _M]) -> _M | None:
+def read_frame(stream: IO[bytes], decode: Callable[[bytes], _M]) -> _M | None:
     """Read one frame from a blocking binary stream; None at a clean end of stream.
 
     Args:
@@ -591,7 +342,7 @@ def read_frame(stream: IO[bytes], decode: Callable[[dict[str, Any]], _M]) -> _M 
     payload = _read_exactly(stream, length)
     if payload is None:
         raise ProtocolError("the stream ended inside a frame")
-    return decode(_decode(payload))
+    return decode(payload)
 
 
 def _read_exactly(stream: IO[bytes], size: int) -> bytes | None:
@@ -608,7 +359,7 @@ def _read_exactly(stream: IO[bytes], size: int) -> bytes | None:
     return b"".join(chunks)
 
 
-async def read_frame_async(reader: asyncio.StreamReader, decode: Callable[[dict[str, Any]], _M]) -> _M | None:
+async def read_frame_async(reader: asyncio.StreamReader, decode: Callable[[bytes], _M]) -> _M | None:
     """Read one frame from an asyncio stream; None at a clean end of stream (`decode` as for `read_frame`)."""
     try:
         header = await reader.readexactly(_HEADER.size)
@@ -621,14 +372,4 @@ async def read_frame_async(reader: asyncio.StreamReader, decode: Callable[[dict[
         payload = await reader.readexactly(length)
     except asyncio.IncompleteReadError as error:
         raise ProtocolError("the stream ended inside a frame") from error
-    return decode(_decode(payload))
-
-
-def encode_bytes(data: bytes) -> str:
-    """Return binary data as a JSON-safe string."""
-    return base64.b64encode(data).decode("ascii")
-
-
-def decode_bytes(text: str) -> bytes:
-    """Return the binary data `encode_bytes` made `text` from."""
-    return base64.b64decode(text.encode("ascii"), validate=True)
+    return decode(payload)
