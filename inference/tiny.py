@@ -1,4 +1,4 @@
-"""Build an offline, random-weight SDXL (base, refiner, VAE, LoRAs, embedding, ControlNets), upscalers, depth annotator.
+"""Build an offline, random-weight SDXL (base, refiner, VAE, LoRAs, embedding, ControlNets), upscalers, annotators.
 
 The parts have the real SDXL structure (two CLIP text encoders, a "text_time"
 UNet, a refiner UNet with aesthetic-score conditioning, an 8× VAE) at a tiny
@@ -23,6 +23,7 @@ Layout under ``<data_dir>/models/tiny/``::
     upscaler/     tiny_upscaler_x4.safetensors (Real-ESRGAN SRVGGNetCompact ×4, 8 features, 2 convolutions)
     upscaler-x2/  tiny_upscaler_x2.safetensors (Real-ESRGAN RRDBNet ×2, 4 features, 1 block)
     depth/        DepthAnythingForDepthEstimation + its DPT image processor (16-wide DINOv2, 56 px input)
+    pose/         VitPoseForPoseEstimation + its image processor (16-wide, 2-layer ViT, 64×48 input, 17 heatmaps)
     .complete     written last; a folder without it is rebuilt
 
 Catalog entries name the parts as ``tiny:<part>``; `resolve` maps such an id
@@ -56,7 +57,7 @@ __all__ = [
 NATIVE_SIZE = 128
 TOKEN = "<tiny>"
 # Bump when the build changes, so old folders are rebuilt.
-_VERSION = "6"
+_VERSION = "7"
 _MARKER = ".complete"
 
 # part -> (folder, weight file inside it or None for a diffusers folder)
@@ -74,6 +75,7 @@ PARTS: dict[str, tuple[str, str | None]] = {
     "upscaler": ("upscaler", "tiny_upscaler_x4.safetensors"),
     "upscaler-x2": ("upscaler-x2", "tiny_upscaler_x2.safetensors"),
     "depth": ("depth", None),
+    "pose": ("pose", None),
 }
 
 _CLIP_L = {"hidden_size": 32, "intermediate_size": 37, "projection_dim": 32}
@@ -204,6 +206,7 @@ def _build_into(root: Path) -> None:
     _save_upscaler(root / "upscaler", PARTS["upscaler"][1], "compact", seed=12)
     _save_upscaler(root / "upscaler-x2", PARTS["upscaler-x2"][1], "rrdb", seed=13)
     _save_depth(root / "depth", seed=14)
+    _save_pose(root / "pose", seed=15)
     (root / _MARKER).write_text(_VERSION + "\n", encoding="utf-8")
 
 
@@ -515,3 +518,29 @@ def _save_depth(folder: Path, seed: int) -> None:
         image_mean=[0.485, 0.456, 0.406],
         image_std=[0.229, 0.224, 0.225],
     ).save_pretrained(folder)
+
+
+def _save_pose(folder: Path, seed: int) -> None:
+    """Save a random-weight ViTPose (a 16-wide, 2-layer ViT with the simple decoder) and its image processor.
+
+    Its input is 64×48 (ViTPose's 256×192 shape, a quarter of it) in 16-pixel patches, and its
+    heatmaps 16×12, one for each of COCO's 17 keypoints. The weights are drawn wide (0.2) so that
+    the heatmaps' peaks differ, keypoint by keypoint, and some pass the drawing's score threshold.
+    """
+    import torch
+    from transformers import VitPoseBackboneConfig, VitPoseConfig, VitPoseForPoseEstimation, VitPoseImageProcessorPil
+
+    torch.manual_seed(seed)
+    backbone = VitPoseBackboneConfig(
+        image_size=[64, 48],
+        patch_size=[16, 16],
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        mlp_ratio=2,
+        out_indices=[2],
+        initializer_range=0.2,
+    )
+    config = VitPoseConfig(backbone_config=backbone, num_labels=17, initializer_range=0.2)
+    VitPoseForPoseEstimation(config).eval().save_pretrained(folder)
+    VitPoseImageProcessorPil(size={"height": 64, "width": 48}).save_pretrained(folder)

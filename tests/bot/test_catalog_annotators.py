@@ -7,13 +7,17 @@ import pytest
 from bot.catalog import Catalog, load_catalog
 
 
-def test_the_shipped_catalog_has_depth_anything_and_a_tiny_depth_annotator():
-    """Both make depth maps; the operator's lives under the data dir, the tiny one is built offline."""
+def test_the_shipped_catalog_has_depth_and_pose_annotators_each_with_a_tiny_one():
+    """Depth Anything and ViTPose live under the data dir; the tiny ones are built offline."""
     catalog = load_catalog()
-    assert catalog.names("annotator") == ["depth-anything-v2-small", "tiny-depth"]
+    assert catalog.names("annotator") == ["depth-anything-v2-small", "tiny-depth", "tiny-pose", "vitpose-base-simple"]
     own = catalog.get("annotator", "depth-anything-v2-small")
     assert (own.preprocess, own.local) == ("depth", "./annotators/depth-anything-v2-small")
     assert catalog.get("annotator", "tiny-depth").local == "tiny:depth"
+    pose = catalog.get("annotator", "vitpose-base-simple")
+    assert (pose.preprocess, pose.local) == ("openpose", "./annotators/vitpose-base-simple")
+    tiny_pose = catalog.get("annotator", "tiny-pose")
+    assert (tiny_pose.preprocess, tiny_pose.local) == ("openpose", "tiny:pose")
 
 
 @pytest.mark.parametrize(

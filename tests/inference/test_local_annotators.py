@@ -1,4 +1,4 @@
-"""Depth guide maps on the local backend: a catalog annotator run by the real worker process."""
+"""Depth and openpose guide maps on the local backend: catalog annotators run by the real worker process."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from bot.catalog import KINDS, Catalog, load_catalog
 from bot.errors import BackendUnavailable, InvalidOption
 from bot.images import input_path
 from bot.ports import GuideBackend
+from inference import tiny
 from inference.local import LocalBackend
-from inference.local._annotators import find_annotator, weights_folder
+from inference.local._annotators import Annotators, find_annotator, weights_folder
 from tests.fakes.service import started_service
 from tests.inference.remote import WHO
 
@@ -26,8 +27,10 @@ pytest.importorskip("transformers")
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
 CATALOG = load_catalog()
-# The shipped catalog without its tiny annotator: the operator's Depth Anything, its folder empty.
-NO_TINY = Catalog([entry for kind in KINDS for entry in CATALOG.entries(kind) if entry.name != "tiny-depth"])
+# The shipped catalog without its tiny annotators: the operator's Depth Anything and ViTPose, their folders empty.
+NO_TINY = Catalog(
+    [entry for kind in KINDS for entry in CATALOG.entries(kind) if entry.name not in {"tiny-depth", "tiny-pose"}]
+)
 
 
 def photo() -> bytes:
@@ -73,10 +76,12 @@ def pixels(data: bytes) -> np.ndarray:
 async def test_depth_is_offered_only_while_an_annotators_files_are_there(local, data_dir, tmp_path):
     """The tiny annotator once the tiny model is built; the operator's folder wins once it holds a model."""
     assert isinstance(local, GuideBackend)
-    assert local.guide_preprocessors == frozenset({"depth"})
+    assert local.guide_preprocessors == frozenset({"depth", "openpose"})
     entry, _ = find_annotator(CATALOG, data_dir, "depth") or (None, None)
     assert entry is not None and entry.name == "tiny-depth"
-    assert find_annotator(CATALOG, data_dir, "openpose") is None
+    entry, folder = find_annotator(CATALOG, data_dir, "openpose") or (None, None)
+    assert entry is not None and entry.name == "tiny-pose" and folder == tiny.tiny_root(data_dir) / "pose"
+    assert find_annotator(CATALOG, data_dir, "lineart") is None
     assert LocalBackend(NO_TINY, data_dir).guide_preprocessors == frozenset()
     assert LocalBackend(CATALOG, tmp_path).guide_preprocessors == frozenset()  # no tiny model built here: nothing
 
@@ -143,4 +148,107 @@ async def test_without_annotator_files_depth_is_one_sentence_and_nothing_queued(
     assert "catalog annotator" in message and message.count(". ") == 0
     assert not (data_dir / "inputs").exists()
     assert backend.worker_pid is None
+    await backend.aclose()
+
+
+def pose_pixels(data: bytes, width: int, height: int) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as opened:
+        assert opened.format == "PNG" and opened.mode == "RGB" and opened.size == (width, height)
+        return np.asarray(opened)
+
+
+async def test_openpose_is_offered_by_the_tiny_vitpose_and_an_operators_wins(local, data_dir, tmp_path):
+    """tiny-pose once the tiny model is built; the operator's ViTPose folder first once it holds a model."""
+    assert "openpose" in LocalBackend(CATALOG, data_dir).guide_preprocessors
+    assert "openpose" not in LocalBackend(NO_TINY, data_dir).guide_preprocessors
+    own = tmp_path / "annotators" / "vitpose-base-simple"
+    own.mkdir(parents=True)
+    (tmp_path / "models").symlink_to(data_dir / "models", target_is_directory=True)
+    (own / "config.json").write_text("{}", encoding="utf-8")
+    entry, folder = find_annotator(CATALOG, tmp_path, "openpose") or (None, None)
+    assert entry is not None and entry.name == "vitpose-base-simple" and folder == own
+
+
+async def test_the_worker_makes_an_openpose_map_of_the_size_asked(local):
+    """A PNG of exactly width×height, RGB, mostly black with coloured limbs, the same each time."""
+    made = (await local.make_guide(photo(), "openpose", 256, 192)).data
+    pose = pose_pixels(made, 256, 192)
+    black = (pose.sum(axis=-1) == 0).mean()
+    assert 0.5 < black < 1.0, black  # random heatmaps still pass the threshold somewhere
+    assert (await local.make_guide(photo(), "openpose", 256, 192)).data == made
+
+
+async def test_the_tiny_vitpose_is_loaded_once_and_draws_the_same_map(tiny_data_dir):
+    """Two maps from one folder: one load, the same bytes; a 96×64 map is 96×64."""
+    annotators = Annotators("cpu")
+    folder = tiny.tiny_root(tiny_data_dir) / "pose"
+    made = annotators.make(folder, "openpose", photo(), 256, 192)
+    assert annotators.make(folder, "openpose", photo(), 256, 192) == made
+    assert annotators.loads == 1
+    assert pose_pixels(annotators.make(folder, "openpose", photo(), 96, 64), 96, 64).shape == (64, 96, 3)
+    assert annotators.loads == 1
+
+
+def save_tiny_detector(folder: Path, labels: dict[int, str]) -> None:
+    """Save a random-weight RT-DETR (8-wide ResNet, 16-wide encoder and decoder, 10 queries) and its processor."""
+    import torch
+    from transformers import RTDetrConfig, RTDetrForObjectDetection, RTDetrImageProcessorPil, RTDetrResNetConfig
+
+    torch.manual_seed(0)
+    backbone = RTDetrResNetConfig(
+        embedding_size=8, hidden_sizes=[8, 8, 8, 8], depths=[1, 1, 1, 1], layer_type="basic",
+        out_features=["stage2", "stage3", "stage4"],
+    )  # fmt: skip
+    config = RTDetrConfig(
+        backbone_config=backbone, encoder_hidden_dim=16, encoder_in_channels=[8, 8, 8], d_model=16,
+        encoder_ffn_dim=16, decoder_ffn_dim=16, num_queries=10, decoder_in_channels=[16, 16, 16],
+        decoder_layers=1, encoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+        decoder_n_points=2, num_denoising=0, anchor_image_size=None,
+        num_labels=len(labels), id2label=labels, label2id={name: index for index, name in labels.items()},
+    )  # fmt: skip
+    RTDetrForObjectDetection(config).eval().save_pretrained(folder)
+    RTDetrImageProcessorPil(size={"height": 64, "width": 64}).save_pretrained(folder)
+
+
+@pytest.mark.parametrize(("labels", "drawn"), [({0: "person", 1: "cat"}, True), ({0: "cat", 1: "dog"}, False)])
+async def test_a_detector_beside_the_vitpose_finds_the_people_it_poses(tiny_data_dir, tmp_path, labels, drawn):
+    """With detector/: each person it finds is posed (another map than the whole image's); no person, a black map."""
+    folder = tmp_path / "pose"
+    shutil.copytree(tiny.tiny_root(tiny_data_dir) / "pose", folder)
+    whole = Annotators("cpu").make(folder, "openpose", photo(), 256, 192)
+    save_tiny_detector(folder / "detector", labels)
+    annotators = Annotators("cpu")
+    made = pose_pixels(annotators.make(folder, "openpose", photo(), 256, 192), 256, 192)
+    assert annotators.loads == 1
+    if drawn:
+        assert made.any() and made.tobytes() != pose_pixels(whole, 256, 192).tobytes()
+    else:
+        assert not made.any()
+
+
+async def test_an_openpose_guide_runs_end_to_end_and_the_map_is_stored(local, data_dir):
+    """`--cn tiny-controlnet --guide photo.png --preprocess openpose`: the worker's pose map is the stored guide."""
+    async with started_service(local, data_dir) as (service, _):
+        job = await service.imagine(
+            "a fox --cn tiny-controlnet --guide photo.png --preprocess openpose --steps 4", WHO, load=load
+        )
+        generation = await job.result()
+    assert generation.status == "done" and len(generation.images) == 1
+    control = generation.request.controlnets[0]
+    assert control.preprocess == "openpose" and control.source is not None and control.source != control.guide
+    stored = (data_dir / input_path(control.guide)).read_bytes()
+    expected = (await local.make_guide(photo(), "openpose", generation.request.width, generation.request.height)).data
+    assert (pixels(stored) == pixels(expected)).all()
+
+
+async def test_without_annotator_files_openpose_is_one_sentence_and_nothing_queued(tiny_data_dir, tmp_path):
+    """No ViTPose with files in place: refused before anything is stored or sent to a worker."""
+    data_dir = data_dir_with_tiny(tmp_path, tiny_data_dir)
+    backend = LocalBackend(NO_TINY, data_dir, device="cpu")
+    async with started_service(backend, data_dir, catalog=NO_TINY) as (service, _):
+        with pytest.raises(InvalidOption) as refused:
+            await service.imagine("a fox --cn tiny-controlnet --guide photo.png --preprocess openpose", WHO, load=load)
+        assert await service.history(WHO) == []
+    assert str(refused.value).startswith("--preprocess 'openpose' needs its annotator"), str(refused.value)
+    assert not (data_dir / "inputs").exists() and backend.worker_pid is None
     await backend.aclose()

@@ -389,15 +389,15 @@ async def test_a_replica_checks_a_users_input_images_with_its_checker(backend):
     assert await backend.flags("tiny", [image]) == [False]  # the replica lives on
 
 
-async def test_a_replica_makes_depth_guide_maps_with_the_catalog_annotator(backend):
-    """`--preprocess depth` on the cluster: the tiny annotator runs on a replica, a grey map at the asked size."""
+async def test_a_replica_makes_depth_and_pose_guide_maps_with_the_catalog_annotators(backend):
+    """`--preprocess depth`/`openpose` on the cluster: the tiny annotators run on a replica, maps at the asked size."""
     import io
 
     from PIL import Image, ImageDraw
 
     from bot.ports import GuideBackend
 
-    assert isinstance(backend, GuideBackend) and "depth" in backend.guide_preprocessors
+    assert isinstance(backend, GuideBackend) and {"depth", "openpose"} <= backend.guide_preprocessors
     photo = Image.new("RGB", (80, 60), (30, 90, 160))
     ImageDraw.Draw(photo).ellipse((20, 10, 60, 50), fill=(240, 200, 40))
     buffer = io.BytesIO()
@@ -408,5 +408,8 @@ async def test_a_replica_makes_depth_guide_maps_with_the_catalog_annotator(backe
         red, green, blue = depth.convert("RGB").split()
         assert red.tobytes() == green.tobytes() == blue.tobytes()
         assert red.getextrema() == (0, 255)
-    with pytest.raises(InvalidOption, match="'openpose' needs a catalog annotator"):
-        await backend.make_guide(buffer.getvalue(), "openpose", 96, 64)
+    pose = (await backend.make_guide(buffer.getvalue(), "openpose", 96, 64)).data  # the tiny ViTPose
+    with Image.open(io.BytesIO(pose)) as drawn:
+        assert drawn.format == "PNG" and drawn.mode == "RGB" and drawn.size == (96, 64)
+    with pytest.raises(InvalidOption, match="'lineart' needs a catalog annotator"):
+        await backend.make_guide(buffer.getvalue(), "lineart", 96, 64)
