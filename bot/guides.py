@@ -59,8 +59,8 @@ def make_guide(image: InputImage, preprocess: str, *, thresholds: tuple[int, int
     if preprocess not in MADE_HERE:
         reason = (
             f"'{preprocess}' needs its annotator, and this bot has none configured for it (an operator puts a"
-            " catalog annotator's files in place, depth on the local backend); use canny, scribble or lineart, or"
-            " give a ready-made map with --preprocess none"
+            " catalog annotator's files in place, depth and openpose on the local backend); use canny, scribble or"
+            " lineart, or give a ready-made map with --preprocess none"
         )
         raise InvalidOption("preprocess", reason)
     import cv2  # only when a guide is made: OpenCV takes a while to import

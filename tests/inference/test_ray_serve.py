@@ -411,5 +411,5 @@ async def test_a_replica_makes_depth_and_pose_guide_maps_with_the_catalog_annota
     pose = (await backend.make_guide(buffer.getvalue(), "openpose", 96, 64)).data  # the tiny ViTPose
     with Image.open(io.BytesIO(pose)) as drawn:
         assert drawn.format == "PNG" and drawn.mode == "RGB" and drawn.size == (96, 64)
-    with pytest.raises(InvalidOption, match="'lineart' needs a catalog annotator"):
-        await backend.make_guide(buffer.getvalue(), "lineart", 96, 64)
+    with pytest.raises(InvalidOption, match="'softedge' needs a catalog annotator"):
+        await backend.make_guide(buffer.getvalue(), "softedge", 96, 64)
