@@ -23,7 +23,7 @@ def request(**fields):
     return tiny_request(**{"seed": 99, **fields})
 
 
-def test_is_a_backend(tiny_data_dir):
+async def test_is_a_backend(tiny_data_dir):
     """LocalBackend satisfies the Backend protocol."""
     backend = LocalBackend(load_catalog(), tiny_data_dir)
     assert isinstance(backend, Backend)
