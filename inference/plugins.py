@@ -264,12 +264,18 @@ def _annotators(core: CoreSettings, catalog: Catalog) -> list[Check]:
         path = Path(local) if local.startswith("/") else core.data_dir / local
         if not path.exists():
             continue
-        if (path / "config.json").is_file():
-            detail = f"{entry.name}: {path} is present; --preprocess {entry.preprocess} runs on the local backend"
-            checks.append(Check("annotator", True, detail))
-        else:
+        detector = path / "detector"  # an openpose annotator's optional person detector
+        if not (path / "config.json").is_file():
             detail = f"{path} holds no config.json; download the annotator's transformers weights there."
             checks.append(Check("annotator", False, f"{entry.name}: {detail}"))
+        elif detector.exists() and not (detector / "config.json").is_file():
+            # Without its config the worker would pose the whole image as one person, silently.
+            detail = f"{detector} holds no config.json; download the person detector's transformers weights there."
+            checks.append(Check("annotator", False, f"{entry.name}: {detail}"))
+        else:
+            found = " with its person detector" if detector.exists() else ""
+            runs = f"--preprocess {entry.preprocess} runs on the local backend"
+            checks.append(Check("annotator", True, f"{entry.name}: {path} is present{found}; {runs}"))
     return checks
 
 

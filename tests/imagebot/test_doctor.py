@@ -90,6 +90,25 @@ async def test_an_annotator_folder_is_checked_for_a_transformers_model(tmp_path:
     assert check.ok and check.detail.endswith("--preprocess depth runs on the local backend")
 
 
+@pytest.mark.slow  # imports torch and diffusers, or builds the tiny model
+async def test_a_pose_annotators_person_detector_is_checked_too(tmp_path: Path) -> None:
+    """An openpose folder whose detector/ lacks its config fails (the worker would pose one person); with it, ok."""
+    folder = tmp_path / "data" / "annotators" / "vitpose-base-simple"
+    (folder / "detector").mkdir(parents=True)
+    (folder / "config.json").write_text("{}", encoding="utf-8")
+    check = by_name(await check_all())["annotator"]
+    assert not check.ok and check.detail == (
+        f"vitpose-base-simple: {folder / 'detector'} holds no config.json; download the person detector's"
+        " transformers weights there."
+    )
+    (folder / "detector" / "config.json").write_text("{}", encoding="utf-8")
+    check = by_name(await check_all())["annotator"]
+    assert check.ok and check.detail == (
+        f"vitpose-base-simple: {folder} is present with its person detector; --preprocess openpose runs on the"
+        " local backend"
+    )
+
+
 async def test_an_invalid_setting_is_named_and_nothing_else_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMAGEBOT_PIXEL_BUDGET", "lots")
     (check,) = await check_all()
