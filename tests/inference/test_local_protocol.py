@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import subprocess
@@ -11,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bot.catalog import load_catalog
 from bot.request import GeneratedImage
@@ -279,3 +282,76 @@ def test_worker_prints_cannot_reach_the_frame_stream():
     assert read_frame(io.BytesIO(done.stdout), from_worker) == Ready("cpu", "float32", 1)
     assert done.stdout == encode_frame(Ready("cpu", "float32", 1))
     assert b"library chatter" in done.stderr and b"C-level chatter" in done.stderr
+
+
+# -- properties ----------------------------------------------------------------------------------
+
+_ints = st.integers(-(2**63), 2**63 - 1)
+_texts = st.text(max_size=20)
+_blobs = st.binary(max_size=64)
+_json = st.recursive(
+    st.none() | st.booleans() | _ints | st.floats(allow_nan=False, allow_infinity=False) | _texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_texts, inner, max_size=3),
+    max_leaves=8,
+)
+_images = st.builds(
+    GeneratedImage,
+    _ints,
+    _ints,
+    _blobs,
+    _ints,
+    _ints,
+    st.dictionaries(_texts, _json, max_size=3),
+    st.none() | st.booleans(),
+)
+_to_bot = st.one_of(
+    st.builds(Ready, _texts, _texts, _ints),
+    st.builds(Progress, _ints, st.sampled_from(["base", "refiner"]), _ints, _ints, st.none() | _blobs),
+    st.builds(Result, _ints, st.lists(st.lists(_images, max_size=2).map(tuple), max_size=2).map(tuple)),
+    st.builds(Error, _ints, _texts, _texts, st.none() | _texts, st.booleans()),
+    st.builds(Stats, _ints, st.dictionaries(_texts, _ints, max_size=3)),
+    st.builds(Checked, _ints, st.lists(st.booleans(), max_size=4).map(tuple)),
+    st.builds(Guided, _ints, _blobs),
+    st.builds(Fatal, _texts),
+)
+_to_worker = st.one_of(
+    st.builds(Generate, _ints, st.lists(st.just(JOB), max_size=2).map(tuple)),
+    st.builds(Cancel, _ints),
+    st.builds(StatsRequest, _ints),
+    st.builds(CheckRequest, _ints, _texts, st.lists(_blobs, max_size=3).map(tuple)),
+    st.builds(GuideRequest, _ints, _texts, _texts, _blobs, _ints, _ints),
+    st.just(Shutdown()),
+)
+_OPS = ["generate", "cancel", "stats", "check", "guide", "shutdown", "ready", "progress", "result", "error", "checked",
+        "guided", "fatal"]  # fmt: skip
+
+
+@given(message=_to_bot)
+def test_any_message_the_worker_sends_reads_back_equal(message):
+    """Every worker -> bot message survives its frame, whatever its numbers, texts and bytes."""
+    assert read_frame(io.BytesIO(encode_frame(message)), from_worker) == message
+
+
+@given(message=_to_worker)
+def test_any_message_the_bot_sends_reads_back_equal(message):
+    """Every bot -> worker message survives its frame, whatever its numbers, texts and bytes."""
+    assert read_frame(io.BytesIO(encode_frame(message)), from_bot) == message
+
+
+@given(data=st.dictionaries(_texts, _json, max_size=6), op=st.none() | st.sampled_from(_OPS) | _texts)
+def test_any_object_is_a_message_or_a_protocol_error(data, op):
+    """Whatever JSON object arrives, with a real op or not, reading it gives a message or a ProtocolError only."""
+    payload = json.dumps(data if op is None else {**data, "op": op})
+    for decode in (from_worker, from_bot):
+        try:
+            decode(payload)
+        except ProtocolError as error:
+            assert str(error) and "\n" not in str(error)
+
+
+@given(payload=st.binary(max_size=200))
+def test_any_bytes_are_a_message_or_a_protocol_error(payload):
+    """Bytes that are not JSON at all (another program wrote to the pipe) are a ProtocolError, never a crash."""
+    for decode in (from_worker, from_bot):
+        with contextlib.suppress(ProtocolError):
+            decode(payload)
