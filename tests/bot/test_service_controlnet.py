@@ -38,17 +38,27 @@ async def service(backend, tmp_path):
         yield service
 
 
-def square() -> bytes:
-    """A black square on white: its canny map is the square's outline."""
+def square(fill: str | tuple[int, int, int] = "black") -> bytes:
+    """A square on white (black unless said): its canny map is the square's outline."""
     image = Image.new("RGB", (128, 128), "white")
-    ImageDraw.Draw(image).rectangle((32, 32, 95, 95), fill="black")
+    ImageDraw.Draw(image).rectangle((32, 32, 95, 95), fill=fill)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
 async def load(ref: str, option: str) -> bytes:
-    return {"square.png": square(), "notes.png": b"just text"}[ref]
+    return {"square.png": square(), "grey.png": square((200, 200, 200)), "notes.png": b"just text"}[ref]
+
+
+async def guide_made_here(service, backend, tmp_path, preprocess: str, guide: str = "square.png") -> np.ndarray:
+    """Make an image with a guide preprocessed here; return the stored guide map's pixels (RGB)."""
+    await (
+        await service.imagine(f"a fox --cn tiny-controlnet --guide {guide} --preprocess {preprocess}", ALICE, load=load)
+    ).result()
+    control = backend.requests[-1].controlnets[0]
+    assert control.preprocess == preprocess
+    return np.asarray(Image.open(tmp_path / input_path(control.guide)).convert("RGB"))
 
 
 async def test_a_guide_becomes_its_canny_map_on_exact_steps(service, backend, tmp_path):
@@ -154,11 +164,7 @@ async def test_show_guide_gives_the_preprocessed_guides_to_whoever_may_see_the_i
 
 async def test_a_scribble_guide_is_made_here_as_a1111s_xdog_strokes(service, backend, tmp_path):
     """`--preprocess scribble` with no backend annotator: white strokes on black along the square's dark rim only."""
-    job = await service.imagine("a fox --cn tiny-controlnet --guide square.png --preprocess scribble", ALICE, load=load)
-    await job.result()
-    control = backend.requests[-1].controlnets[0]
-    assert control.preprocess == "scribble"
-    strokes = np.asarray(Image.open(tmp_path / input_path(control.guide)).convert("RGB"))
+    strokes = await guide_made_here(service, backend, tmp_path, "scribble")
     assert set(np.unique(strokes)) <= {0, 255} and (strokes[..., 0] == strokes[..., 2]).all()
     white = strokes[..., 0] == 255
     assert white[32:36, 40:88].any(axis=0).all()  # the square's rim, on its dark side
@@ -167,11 +173,7 @@ async def test_a_scribble_guide_is_made_here_as_a1111s_xdog_strokes(service, bac
 
 async def test_line_art_is_made_here_as_a1111s_lineart_standard(service, backend, tmp_path):
     """`--preprocess lineart` with no backend annotator: grey lines on black inside the square's rim, fading inwards."""
-    job = await service.imagine("a fox --cn tiny-controlnet --guide square.png --preprocess lineart", ALICE, load=load)
-    await job.result()
-    control = backend.requests[-1].controlnets[0]
-    assert control.preprocess == "lineart"
-    art = np.asarray(Image.open(tmp_path / input_path(control.guide)).convert("RGB"))
+    art = await guide_made_here(service, backend, tmp_path, "lineart")
     assert (art[..., 0] == art[..., 1]).all() and (art[..., 0] == art[..., 2]).all()
     line = art[..., 0].astype(int)
     assert (line[:32] == 0).all() and (line[:, 96:] == 0).all()  # the white page has no line
@@ -201,15 +203,5 @@ def test_a_guide_made_here_is_a_grey_png_of_the_image_size_for_any_image(preproc
 
 async def test_the_line_art_of_a_faint_drawing_is_as_clear_as_a_dark_ones(service, backend, tmp_path):
     """A1111's median scaling: a light grey square's rim still comes out as a clear line, not a faint one."""
-
-    async def faint(ref: str, option: str) -> bytes:
-        image = Image.new("RGB", (128, 128), "white")
-        ImageDraw.Draw(image).rectangle((32, 32, 95, 95), fill=(200, 200, 200))
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        return buffer.getvalue()
-
-    job = await service.imagine("a fox --cn tiny-controlnet --guide s.png --preprocess lineart", ALICE, load=faint)
-    await job.result()
-    art = np.asarray(Image.open(tmp_path / input_path(backend.requests[-1].controlnets[0].guide)).convert("L"))
-    assert (art[32, 40:88] > 127).all()  # 55 levels darker than the page: unscaled, a line of 27 at most
+    art = await guide_made_here(service, backend, tmp_path, "lineart", guide="grey.png")
+    assert (art[32, 40:88, 0] > 127).all()  # 55 levels darker than the page: unscaled, a line of 27 at most

@@ -104,18 +104,19 @@ async def test_the_worker_makes_a_grey_depth_map_of_the_size_asked(local):
     assert (await local.make_guide(photo(), "depth", 96, 64)).data == made
 
 
-async def test_a_depth_guide_runs_end_to_end_and_the_map_is_stored(local, data_dir):
-    """`--cn tiny-controlnet --guide photo.png --preprocess depth`: the worker's depth map is the stored guide."""
+@pytest.mark.parametrize("preprocess", ["depth", "openpose"])
+async def test_an_annotated_guide_runs_end_to_end_and_the_map_is_stored(local, data_dir, preprocess):
+    """`--cn tiny-controlnet --guide photo.png --preprocess depth|openpose`: the worker's map is the stored guide."""
     async with started_service(local, data_dir) as (service, _):
         job = await service.imagine(
-            "a fox --cn tiny-controlnet --guide photo.png --preprocess depth --steps 4", WHO, load=load
+            f"a fox --cn tiny-controlnet --guide photo.png --preprocess {preprocess} --steps 4", WHO, load=load
         )
         generation = await job.result()
     assert generation.status == "done" and len(generation.images) == 1
     control = generation.request.controlnets[0]
-    assert control.preprocess == "depth" and control.source is not None and control.source != control.guide
+    assert control.preprocess == preprocess and control.source is not None and control.source != control.guide
     stored = (data_dir / input_path(control.guide)).read_bytes()
-    expected = (await local.make_guide(photo(), "depth", generation.request.width, generation.request.height)).data
+    expected = (await local.make_guide(photo(), preprocess, generation.request.width, generation.request.height)).data
     assert (pixels(stored) == pixels(expected)).all()
     assert not (pixels(stored) == pixels((data_dir / input_path(control.source)).read_bytes())).all()
 
@@ -135,16 +136,19 @@ async def test_an_annotator_that_cannot_run_is_one_sentence_and_the_worker_goes_
     assert pixels((await local.make_guide(photo(), "depth", 64, 64)).data).shape == (64, 64, 3)
 
 
-async def test_without_annotator_files_depth_is_one_sentence_and_nothing_queued(tiny_data_dir, tmp_path):
+@pytest.mark.parametrize("preprocess", ["depth", "openpose"])
+async def test_without_annotator_files_it_is_one_sentence_and_nothing_queued(tiny_data_dir, tmp_path, preprocess):
     """No annotator with files in place: refused before anything is stored or sent to a worker."""
     data_dir = data_dir_with_tiny(tmp_path, tiny_data_dir)
     backend = LocalBackend(NO_TINY, data_dir, device="cpu")
     async with started_service(backend, data_dir, catalog=NO_TINY) as (service, _):
         with pytest.raises(InvalidOption) as refused:
-            await service.imagine("a fox --cn tiny-controlnet --guide photo.png --preprocess depth", WHO, load=load)
+            await service.imagine(
+                f"a fox --cn tiny-controlnet --guide photo.png --preprocess {preprocess}", WHO, load=load
+            )
         assert await service.history(WHO) == []
     message = str(refused.value)
-    assert message.startswith("--preprocess 'depth' needs its annotator"), message
+    assert message.startswith(f"--preprocess '{preprocess}' needs its annotator"), message
     assert "catalog annotator" in message and message.count(". ") == 0
     assert not (data_dir / "inputs").exists()
     assert backend.worker_pid is None
@@ -224,31 +228,3 @@ async def test_a_detector_beside_the_vitpose_finds_the_people_it_poses(tiny_data
         assert made.any() and made.tobytes() != pose_pixels(whole, 256, 192).tobytes()
     else:
         assert not made.any()
-
-
-async def test_an_openpose_guide_runs_end_to_end_and_the_map_is_stored(local, data_dir):
-    """`--cn tiny-controlnet --guide photo.png --preprocess openpose`: the worker's pose map is the stored guide."""
-    async with started_service(local, data_dir) as (service, _):
-        job = await service.imagine(
-            "a fox --cn tiny-controlnet --guide photo.png --preprocess openpose --steps 4", WHO, load=load
-        )
-        generation = await job.result()
-    assert generation.status == "done" and len(generation.images) == 1
-    control = generation.request.controlnets[0]
-    assert control.preprocess == "openpose" and control.source is not None and control.source != control.guide
-    stored = (data_dir / input_path(control.guide)).read_bytes()
-    expected = (await local.make_guide(photo(), "openpose", generation.request.width, generation.request.height)).data
-    assert (pixels(stored) == pixels(expected)).all()
-
-
-async def test_without_annotator_files_openpose_is_one_sentence_and_nothing_queued(tiny_data_dir, tmp_path):
-    """No ViTPose with files in place: refused before anything is stored or sent to a worker."""
-    data_dir = data_dir_with_tiny(tmp_path, tiny_data_dir)
-    backend = LocalBackend(NO_TINY, data_dir, device="cpu")
-    async with started_service(backend, data_dir, catalog=NO_TINY) as (service, _):
-        with pytest.raises(InvalidOption) as refused:
-            await service.imagine("a fox --cn tiny-controlnet --guide photo.png --preprocess openpose", WHO, load=load)
-        assert await service.history(WHO) == []
-    assert str(refused.value).startswith("--preprocess 'openpose' needs its annotator"), str(refused.value)
-    assert not (data_dir / "inputs").exists() and backend.worker_pid is None
-    await backend.aclose()
