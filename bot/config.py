@@ -120,7 +120,10 @@ class LocalWorkerSettings(BaseSettings):
     )
     warmup: bool = Field(
         default=True,
-        description="When compile is on: make one image of the default model at start, so no user waits for it.",
+        description=(
+            "Make one small image of the default model when the bot starts (imagebot run, chat): the model is"
+            " loaded, and compiled when compile is on, before the first user asks."
+        ),
     )
     offload: Literal["none", "model", "sequential"] = Field(
         default="none",

@@ -164,6 +164,7 @@ async def bootstrap(
     database: Database | None = None,
     gallery: GallerySettings | None = None,
     announce: Callable[[str], None] = print,
+    warm: bool = False,
 ) -> App:
     """Build the service from settings; tests pass their own backend or history store.
 
@@ -174,6 +175,8 @@ async def bootstrap(
         database: use these stores instead of the SQLite file in the data directory.
         gallery: the web gallery's settings; it is opened when they name a port.
         announce: where notices for the operator go (the tiny-model notice).
+        warm: get the backend ready for the default model now (a bot that serves; a one-shot
+            command such as ``imagebot history`` must not start a GPU worker it never uses).
     """
     core = core or CoreSettings()
     queue = queue or QueueSettings()
@@ -221,7 +224,7 @@ async def bootstrap(
         upscaler=core.upscaler,
     )
     await service.start()
-    if isinstance(backend, WarmingBackend):
+    if warm and isinstance(backend, WarmingBackend):
         backend.warm_up(default_model)
     return App(service, backend, database, catalog, core.data_dir, pinned, web)
 

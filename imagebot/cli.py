@@ -111,8 +111,13 @@ async def _main(command: str, text: str) -> int:
         print(backends_text(core))
         return 0
     try:
-        gallery = GallerySettings() if command in ("run", "chat") else None
-        app: App = await bootstrap(core, gallery=gallery, announce=lambda notice: print(notice, file=sys.stderr))
+        serves = command in ("run", "chat")
+        app: App = await bootstrap(
+            core,
+            gallery=GallerySettings() if serves else None,
+            announce=lambda notice: print(notice, file=sys.stderr),
+            warm=serves,
+        )
     except ConfigurationError as error:
         print(f"imagebot: {error}", file=sys.stderr)
         return 2

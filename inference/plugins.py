@@ -67,7 +67,7 @@ class LocalPlugin:
             max_batch=worker.max_batch,
             safety_checker=worker.safety_checker,
             preview_decoder=worker.preview_decoder,
-            warmup=worker.warmup and worker.compile != "off",
+            warmup=worker.warmup,
         )
 
     async def checks(self, catalog: Catalog, core: CoreSettings, *, running: bool) -> list[Check]:

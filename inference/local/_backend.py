@@ -95,8 +95,8 @@ class LocalBackend:
             worker reads ``IMAGEBOT_SAFETY_CHECKER``.
         preview_decoder: how step previews are made (``linear``, ``tiny``, a tiny autoencoder's id or folder);
             None: the worker reads ``IMAGEBOT_PREVIEW_DECODER``.
-        warmup: `warm_up` makes one image of the default model at start (set when the UNets are
-            compiled, so that no user waits for the compilation).
+        warmup: `warm_up` makes one image of the default model at start, so that no user waits
+            for the worker's start, the model's load or (when the UNets are compiled) compilation.
     """
 
     name = _NAME
@@ -183,7 +183,7 @@ class LocalBackend:
             log.warning("warming the local worker up for %s failed: %s", model, error)
             return
         log.info(
-            "local worker ready for %s in %.1f s (loaded, compiled, one image made)",
+            "local worker ready for %s in %.1f s (its warm-up image made)",
             model,
             time.perf_counter() - started,
         )
