@@ -494,6 +494,10 @@ class _Worker:
         except (TimeoutError, ProtocolError) as error:
             await worker.close(timeout=1.0)
             raise BackendUnavailable(_NAME, "the worker process did not start in time") from error
+        except asyncio.CancelledError:
+            # Stopped while it starts (the bot closing during the warm-up): leave no worker behind.
+            await worker.close(timeout=1.0)
+            raise
         match first:
             case Ready(device=device, dtype=dtype):
                 log.info("local worker %d ready on %s (%s)", process.pid, device, dtype)

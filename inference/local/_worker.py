@@ -75,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         write_frame(frames_out, Fatal(f"the worker could not start ({type(error).__name__})"))
         return 1
-    write_frame(frames_out, Ready(str(runner.device), str(runner.dtype), os.getpid()))
+    try:
+        write_frame(frames_out, Ready(str(runner.device), str(runner.dtype), os.getpid()))
+    except BrokenPipeError:
+        return 0  # the bot stopped while this worker started
     annotators = Annotators(runner.device)
     inbox: queue.Queue[Generate | StatsRequest | CheckRequest | GuideRequest | None] = queue.Queue()
     cancels: dict[int, threading.Event] = {}

@@ -6,6 +6,7 @@ user would notice if a lever were wrong: a different picture, or a LoRA that sto
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 
@@ -115,6 +116,43 @@ async def test_warm_up_loads_the_default_model_before_the_first_job(tiny_data_di
         assert (await backend.stats())["pipeline"] == 1 and (await backend.stats())["refiner"] == 1
     finally:
         await backend.aclose()
+
+
+def _workers_of(data_dir) -> list[int]:
+    """Return the pids of worker processes serving `data_dir` (their command line names it)."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
+                    words = cmdline.read().split(b"\0")
+            except OSError:
+                continue  # gone meanwhile
+            if b"inference.local._worker" in words and str(data_dir).encode() in words:
+                pids.append(int(entry.name))
+    return pids
+
+
+async def test_a_bot_closed_while_its_worker_starts_leaves_no_worker_behind(tiny_data_dir, tmp_path):
+    """Closing during the warm-up (a console fed a few commands) stops the starting worker, GPU memory and all."""
+    from inference.local import LocalBackend
+
+    data_dir = tmp_path / "data"
+    (data_dir / "models").mkdir(parents=True)
+    (data_dir / "models" / "tiny").symlink_to(tiny_data_dir / "models" / "tiny")
+    backend = LocalBackend(load_catalog(), data_dir, device="cpu", warmup=True)
+    backend.warm_up("tiny")
+    for _ in range(500):  # it is spawned, and still importing torch
+        if _workers_of(data_dir):
+            break
+        await asyncio.sleep(0.01)
+    assert _workers_of(data_dir) and backend.worker_pid is None
+    await backend.aclose()
+    for _ in range(300):
+        if not _workers_of(data_dir):
+            break
+        await asyncio.sleep(0.01)
+    assert _workers_of(data_dir) == []
 
 
 def test_the_warm_up_job_is_the_models_own_shape():
