@@ -346,8 +346,8 @@ class ChatFlow:
             return await self.history(who, arguments)
         if word == "settings":
             assert isinstance(arguments, dict)
-            changes = arguments
-            saved = await (self.service.update_settings(who, changes) if changes else self.service.settings(who))
+            saved_settings = self.service.user_settings
+            saved = await (saved_settings.update(who, arguments) if arguments else saved_settings.get(who))
             return Text(defaults_line(saved))
         if word == "forget":
             return await self.forget(who, confirm=arguments == "confirm")

@@ -1,8 +1,9 @@
-"""The use cases every chat calls: generate, reroll, refine, cancel, delete, forget, history, settings.
+"""The use cases every chat calls: generate, reroll, refine, vary, upscale, cancel, delete, forget, history.
 
 Each turns options into a checked request, records the generation before the
 user is answered, and hands the job to the runner (`bot.runner`); a server's
-rules and quotas are checked by its administration (`bot.admin`) first.
+rules and quotas are checked by its administration (`bot.admin`) first, and a user's saved
+defaults are `bot.user_settings`'.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Literal
 
-from bot import options, rules
+from bot import options, rules, user_settings
 from bot.actions import format_image_ref, format_ref, parse_image_ref
 from bot.admin import ServerAdmin
 from bot.catalog import Catalog
@@ -37,6 +38,7 @@ from bot.ports import (
 from bot.request import SIDE, GenerationRequest, Preprocess
 from bot.runner import JobRunner
 from bot.showcase import Showcase
+from bot.user_settings import UserSettings
 
 __all__ = ["VARY_STRENGTH", "ImageLoader", "ImageService", "VaryKind", "random_seed"]
 
@@ -51,56 +53,6 @@ VARY_STRENGTH: dict[VaryKind, float] = {"subtle": 0.35, "strong": 0.7}
 UPSCALE_STRENGTH = 0.3
 # Stands for the image while the rest of a request is checked, before any image is read.
 _PROBE = "0" * 64
-
-# What each saved default must be before the request rules check its range.
-_SETTING_KINDS: dict[str, tuple[type, str]] = {
-    "model": (str, "a model name"),
-    "steps": (int, "a whole number"),
-    "refiner_percent": (int, "a whole number"),
-    "width": (int, "a whole number"),
-    "height": (int, "a whole number"),
-    "scheduler": (str, "a scheduler name"),
-    "cfg": (float, "a number"),
-    "private": (bool, "true or false"),
-    "batching": (bool, "true or false"),
-    "vary_subtle": (float, "a strength from 0 to 1"),
-    "vary_strong": (float, "a strength from 0 to 1"),
-    "upscale_strength": (float, "a strength from 0 to 1"),
-}
-_SETTING_KEYS = tuple(_SETTING_KINDS)
-# Image-to-image strengths: more than 0 (a run of no step) and at most 1.
-_STRENGTH_SETTINGS = frozenset({"vary_subtle", "vary_strong", "upscale_strength"})
-# The request option (as a parser error names it) → the saved default that feeds it.
-_SETTING_OF_OPTION = {
-    "model": "model",
-    "steps": "steps",
-    "refiner": "refiner_percent",
-    "scheduler": "scheduler",
-    "cfg": "cfg",
-}
-
-
-def _check_setting(key: str, value: object) -> None:
-    """Refuse a default of the wrong kind (``steps=abc``, ``private=maybe``) before anything is stored."""
-    kind, words = _SETTING_KINDS[key]
-    fits = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-    if kind is float:
-        fits = isinstance(value, int | float) and not isinstance(value, bool)
-    if fits and key in _STRENGTH_SETTINGS:
-        fits = 0 < float(value) <= 1  # type: ignore[arg-type]  # a number: checked just above
-    if not fits:
-        raise InvalidOption(key, f"must be {words}, not '{shown(value)}'", typed=True)
-
-
-def _merged(saved: Mapping[str, object], changes: Mapping[str, object]) -> dict[str, object]:
-    """Return saved values with the changes applied; a change to None removes the key."""
-    merged = {**saved, **changes}
-    return {key: value for key, value in merged.items() if value is not None}
-
-
-def _wants_private(saved: Mapping[str, object]) -> bool:
-    """Tell whether saved user settings ask for private delivery."""
-    return bool(saved.get("private", False))
 
 
 def _refuse_upscaled_alone(parent: Generation, action: str, why: str) -> None:
@@ -165,9 +117,8 @@ class ImageService:
         self.gallery = gallery
         self.limits = limits
         self._generations = stores.generations
-        self._settings = stores.settings
         self._files = stores.images
-        self._default_model = catalog.get("model", default_model).name
+        self.user_settings = UserSettings(stores.settings, catalog, limits, catalog.get("model", default_model).name)
         self._seeds = seeds
         self._log_prompts = log_prompts
         self._retention_days = retention_days
@@ -194,7 +145,7 @@ class ImageService:
     @property
     def default_model(self) -> str:
         """Return the model used when nothing else names one."""
-        return self._default_model
+        return self.user_settings.default_model
 
     async def start(self) -> None:
         """Resume what a previous run left unfinished (`resumed` lists it for the chats), then run jobs."""
@@ -240,8 +191,8 @@ class ImageService:
         reads an ``--image``/``--mask`` that is not a previous image (``#12``): the chat's
         attachment, or a file in the operator's console; without it only ``#id`` works.
         """
-        saved = await self._settings.get(*who.key)
-        defaults = self._to_defaults(saved)
+        saved = await self.user_settings.get(who)
+        defaults = self.user_settings.defaults(saved)
         refs = options.image_refs(given)
         images: list[InputImage] = []  # every image the request names, checked, stored once it passes
         flagged: list[str] = []
@@ -252,7 +203,7 @@ class ImageService:
             raise options.as_typed(given, error) from None
         parsed = self._parse(given, defaults, inputs, guides)
         if private is None:
-            private = _wants_private(saved)
+            private = user_settings.private(saved)
         return await self.submit(
             parsed.request,
             who,
@@ -485,7 +436,7 @@ class ImageService:
         """
         chosen: object = None
         if strength is not None:
-            saved = await self._settings.get(*who.key)
+            saved = await self.user_settings.get(who)
             chosen = saved.get(setting or f"{action}_strength", strength)
             assert isinstance(chosen, int | float)  # settings are checked when saved
         image = await self._checked(await self._files.read(stored.path), action)
@@ -510,10 +461,6 @@ class ImageService:
             inputs=[image],
             flagged_inputs=[format_image_ref(parent.id, stored.index)] if stored.nsfw else [],
         )
-
-    async def prefers_private(self, who: Requester) -> bool:
-        """Tell whether the user's saved settings ask for private delivery."""
-        return _wants_private(await self._settings.get(*who.key))
 
     async def submit(
         self,
@@ -563,11 +510,9 @@ class ImageService:
                     cost=cost,
                 )
             )
-        # Batched images can differ from solo ones in the last bit; a user who needs exact bytes says so.
         if saved is None:
-            saved = await self._settings.get(*who.key)
-        batchable = saved.get("batching", True) is not False
-        job = Job(generation.id, who, request, warnings, private, batchable=batchable)
+            saved = await self.user_settings.get(who)
+        job = Job(generation.id, who, request, warnings, private, batchable=user_settings.batching(saved))
         position = await self.runner.submit(job)
         await self.admin.audit(who, action, job.id)
         context = {"job_id": job.id, "user_id": who.user_id, "platform": who.platform}
@@ -649,7 +594,7 @@ class ImageService:
         for job in self.runner.unfinished(who):
             await self.cancel(who, job.id)
         deleted = await self._delete_finished(platform=who.platform, user_id=who.user_id)
-        await self._settings.put(who.platform, who.user_id, {})
+        await self.user_settings.clear(who)
         if self.gallery is not None:
             # Its links die with the history they showed, and its thumbnails with the images.
             await self.gallery.forget(who.platform, who.user_id)
@@ -750,37 +695,6 @@ class ImageService:
             raise NotFound(f"generation {format_ref(generation_id)}")
         return generation
 
-    async def settings(self, who: Requester) -> dict[str, object]:
-        """Return the user's saved defaults."""
-        return await self._settings.get(*who.key)
-
-    async def update_settings(self, who: Requester, changes: Mapping[str, object]) -> dict[str, object]:
-        """Check and save some of the user's defaults; None removes one."""
-        unknown = sorted(set(changes) - set(_SETTING_KEYS))
-        if unknown:
-            raise InvalidOption(
-                "Setting", f"'{shown(unknown[0])}' does not exist (settings: {', '.join(_SETTING_KEYS)})"
-            )
-        for key, value in changes.items():
-            if value is not None:
-                _check_setting(key, value)
-        current = _merged(await self._settings.get(*who.key), changes)
-        if ("width" in current) != ("height" in current):
-            raise InvalidOption("Width and height", "are saved together, like width=1024 height=768")
-        # Parsing a probe prompt with the new defaults checks them with the same rules as a request.
-        try:
-            options.parse_text(
-                "settings check", catalog=self.catalog, defaults=self._to_defaults(current), limits=self.limits
-            )
-        except InvalidOption as error:
-            # The user typed steps=500 or refiner_percent=500: name the setting as typed, not the option it feeds.
-            key = _SETTING_OF_OPTION.get(error.option, "")
-            if key in changes:
-                raise InvalidOption(key, error.reason, error.suggestions, typed=True) from None
-            raise
-        await self._settings.put(who.platform, who.user_id, current)
-        return current
-
     async def guides(self, who: Requester, generation_id: int | None) -> tuple[Generation, list[bytes]]:
         """Return a generation the user may see and the guide images its ControlNets saw, in order.
 
@@ -805,23 +719,6 @@ class ImageService:
         if (generation.platform, generation.user_id) != who.key:
             raise NotAllowed("show", what="its flagged images")
         return [image for image in generation.images if image.nsfw]
-
-    def _to_defaults(self, saved: Mapping[str, object]) -> options.Defaults:
-        def number(key: str) -> int | None:
-            value = saved.get(key)
-            return int(value) if isinstance(value, int | float) else None
-
-        cfg = saved.get("cfg")
-        scheduler = saved.get("scheduler")
-        return options.Defaults(
-            model=str(saved.get("model") or self._default_model),
-            steps=number("steps"),
-            refiner_percent=number("refiner_percent"),
-            width=number("width"),
-            height=number("height"),
-            scheduler=str(scheduler) if scheduler else None,
-            cfg=float(cfg) if isinstance(cfg, int | float) else None,
-        )
 
     async def _source(
         self,

@@ -369,7 +369,7 @@ class ImagesCog(commands.Cog, name="Images"):
         """Defer, then queue a generation (fetching its attachments) and follow it in the deferred reply."""
         who = requester(interaction)
         if private is None:
-            private = await self.service.prefers_private(who)
+            private = await self.service.user_settings.wants_private(who)
         # Deferred first: fetching an attachment can take longer than Discord's 3 seconds.
         await interaction.response.defer(ephemeral=private, thinking=True)
         self._acked(interaction)
@@ -470,7 +470,7 @@ class ImagesCog(commands.Cog, name="Images"):
         who = requester(interaction)
 
         async def update() -> str:
-            saved = await self.service.settings(who)
+            saved = await self.service.user_settings.get(who)
             changes = settings_changes(
                 saved if reset else {},
                 model=model,
@@ -481,7 +481,7 @@ class ImagesCog(commands.Cog, name="Images"):
                 batching=batching,
             )
             if changes:
-                saved = await self.service.update_settings(who, changes)
+                saved = await self.service.user_settings.update(who, changes)
             return defaults_line(saved)
 
         await self._reply(interaction, update())

@@ -95,7 +95,7 @@ async def test_a_refused_setting_is_the_answer_not_a_prompt(flow, service):
     """`settings steps=500` is refused with its range even where other words become prompts; nothing is stored."""
     with pytest.raises(InvalidOption, match="100"):
         await flow.text(ALICE, "settings steps=500")
-    assert await service.settings(ALICE) == {}
+    assert await service.user_settings.get(ALICE) == {}
 
 
 async def test_settings_text_saves_and_shows_the_defaults(flow):
@@ -206,4 +206,4 @@ async def test_a_setting_of_the_wrong_kind_is_refused_and_nothing_is_stored(flow
     with pytest.raises(InvalidOption) as refused:
         await flow.text(ALICE, f"settings {pairs}")
     assert str(refused.value) == sentence
-    assert await service.settings(ALICE) == {}
+    assert await service.user_settings.get(ALICE) == {}

@@ -135,7 +135,7 @@ async def test_only_the_author_rerolls_by_default(service):
 
 
 async def test_private_generations_are_invisible_to_others(service):
-    await service.update_settings(ALICE, {"private": True})
+    await service.user_settings.update(ALICE, {"private": True})
     mine = await (await service.imagine("a secret fox", ALICE)).result()
     assert mine.private
     await service.admin.update_policy(BOB, {"open_reroll": True}, may_manage=True)
@@ -211,15 +211,15 @@ async def test_cancel_waiting_and_running(service, backend):
 
 
 async def test_settings_apply_to_new_requests(service):
-    saved = await service.update_settings(ALICE, {"steps": 12, "refiner_percent": 80})
+    saved = await service.user_settings.update(ALICE, {"steps": 12, "refiner_percent": 80})
     assert saved == {"steps": 12, "refiner_percent": 80}
     job = await service.imagine("a red fox", ALICE)
     assert job.request.steps == 12
     assert job.request.refiner.start_percent == 80
     with pytest.raises(InvalidOption):
-        await service.update_settings(ALICE, {"steps": 1000})
+        await service.user_settings.update(ALICE, {"steps": 1000})
     with pytest.raises(InvalidOption):
-        await service.update_settings(ALICE, {"colour": "red"})
+        await service.user_settings.update(ALICE, {"colour": "red"})
 
 
 async def test_refine_percent_out_of_range_is_one_sentence(service):
@@ -365,7 +365,7 @@ async def test_forget_deletes_a_users_rows_files_and_settings_and_nothing_of_oth
     from tests.fakes.service import started_service
 
     async with started_service(backend, tmp_path, max_per_user=5) as (service, history):
-        await service.update_settings(ALICE, {"steps": 12})
+        await service.user_settings.update(ALICE, {"steps": 12})
         mine = [await (await service.imagine(f"a fox {n} --steps 2", ALICE)).result() for n in range(3)]
         theirs = await (await service.imagine("a wolf --steps 2", BOB)).result()
         backend.gate = asyncio.Event()
@@ -375,7 +375,7 @@ async def test_forget_deletes_a_users_rows_files_and_settings_and_nothing_of_oth
         assert [g.id for g in await history.generations.recent("console", "alice")] == [queued.id]
         assert not any((tmp_path / image.path).exists() for g in mine for image in g.images)
         assert (tmp_path / theirs.images[0].path).exists()
-        assert await service.settings(ALICE) == {}
+        assert await service.user_settings.get(ALICE) == {}
         backend.gate.set()
         with pytest.raises(JobCancelled):
             await queued.result()

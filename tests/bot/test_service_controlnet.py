@@ -155,7 +155,7 @@ async def test_show_guide_gives_the_preprocessed_guides_to_whoever_may_see_the_i
         await flow.text(ALICE, f"guide #{plain.id}")
     bob = Requester("console", "bob", workspace="w1")
     assert isinstance(await flow.action(bob, "guide", guided.id), Guides)  # a public image's guide is public
-    await service.update_settings(ALICE, {"private": True})
+    await service.user_settings.update(ALICE, {"private": True})
     private = await (await service.imagine("a cat --cn tiny-controlnet --guide square.png", ALICE, load=load)).result()
     with pytest.raises(NotFound, match=f"There is no generation #{private.id}"):
         await flow.action(bob, "guide", private.id)

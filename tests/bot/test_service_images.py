@@ -130,11 +130,11 @@ async def test_vary_subtle_and_strong_keep_the_prompt_with_a_new_seed(service, b
     assert [r.strength for r in backend.requests[1:]] == [0.35, 0.7]
     assert {r.prompt for r in backend.requests} == {"a red fox"}
     assert len({r.seed for r in backend.requests}) == 3
-    await service.update_settings(ALICE, {"vary_subtle": 0.5})
+    await service.user_settings.update(ALICE, {"vary_subtle": 0.5})
     await (await service.vary(ALICE, first.id, "subtle")).result()
     assert backend.requests[-1].strength == 0.5
     with pytest.raises(InvalidOption, match=r"^vary_subtle must be a strength from 0 to 1, not '2.0'\.$"):
-        await service.update_settings(ALICE, {"vary_subtle": 2.0})
+        await service.user_settings.update(ALICE, {"vary_subtle": 2.0})
 
 
 async def test_vary_through_the_chat_flow_text_and_buttons(service, backend):
@@ -184,7 +184,7 @@ async def test_a_configured_upscaler_enlarges_the_image_alone_and_that_is_what_i
     """With IMAGEBOT_UPSCALER set, an upscale names the upscaler and stores no strength and no refiner."""
     async with memory_service(backend, tmp_path, upscaler="tiny-upscaler") as service:
         first = await (await service.imagine("a red fox --seed 7 --refiner 80", ALICE)).result()
-        await service.update_settings(ALICE, {"upscale_strength": 0.5})  # no redraw: not used
+        await service.user_settings.update(ALICE, {"upscale_strength": 0.5})  # no redraw: not used
         upscaled = await (await service.upscale(ALICE, 1, 4)).result()
     request = backend.requests[-1]
     assert (upscaled.action, upscaled.parent_id, upscaled.seed) == ("upscale", first.id, 7)

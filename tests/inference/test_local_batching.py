@@ -180,7 +180,7 @@ async def test_jobs_waiting_together_are_made_together(tiny_data_dir, tmp_path) 
     backend = LocalBackend(CATALOG, tiny_data_dir, device="cpu", max_batch=4)
     try:
         async with started_service(backend, tmp_path, max_per_user=10) as (service, _):
-            await service.update_settings(BOB, {"batching": False})
+            await service.user_settings.update(BOB, {"batching": False})
             jobs = [await service.imagine(f"a red fox number {n} --steps 6 --seed {n + 1}", ALICE) for n in range(4)]
             jobs.append(await service.imagine("a grey wolf --steps 6 --seed 9", BOB))
             jobs.append(await service.imagine("a slow owl --steps 7 --seed 9", ALICE))  # another step count

@@ -397,7 +397,7 @@ async def test_an_upscale_through_the_service_stores_the_generation_with_its_par
 async def test_a_private_image_is_not_upscaled_through_a_public_link(service, fake: FakeModelsLab) -> None:
     """ModelsLab's upscaler reads the image from a public link: a private image is refused, nothing is sent."""
     svc, history = service
-    await svc.update_settings(WHO, {"private": True})
+    await svc.user_settings.update(WHO, {"private": True})
     first, _ = await outcome(svc, "a red fox --seed 42 --size 512x384")
     assert first is not None and first.private
     with pytest.raises(InvalidOption) as refused:

@@ -59,13 +59,13 @@ settings_values = st.one_of(st.none(), st.booleans(), st.integers(), st.floats()
 @FUZZ
 @given(changes=st.dictionaries(st.one_of(st.sampled_from(SETTING_KEYS), texts), settings_values, max_size=4))
 def test_settings_mapping(run: Run, data_dir: Path, changes: dict[str, object]) -> None:
-    """`ImageService.update_settings` with any typed values: saved, or one sentence and nothing saved."""
+    """`UserSettings.update` with any typed values: saved, or one sentence and nothing saved."""
 
     async def body() -> None:
         w = await world(data_dir)
-        saved = await w.attempt(lambda: w.service.update_settings(PEOPLE[0], changes))
+        saved = await w.attempt(lambda: w.service.user_settings.update(PEOPLE[0], changes))
         if saved is not None:
-            assert await w.service.settings(PEOPLE[0]) == saved
+            assert await w.service.user_settings.get(PEOPLE[0]) == saved
             await w.attempt(lambda: w.service.imagine("a red fox", PEOPLE[0]))
 
     run(body())

@@ -86,7 +86,7 @@ def test_settings_options(
 
         async def update() -> dict[str, object]:
             changes = settings_changes(
-                await w.service.settings(ALICE) if reset else {},
+                await w.service.user_settings.get(ALICE) if reset else {},
                 model=model,
                 steps=steps,
                 refiner=refiner,
@@ -94,11 +94,11 @@ def test_settings_options(
                 private=private,
                 batching=batching,
             )
-            return await w.service.update_settings(ALICE, changes)
+            return await w.service.user_settings.update(ALICE, changes)
 
         saved = await w.attempt(update)
         if saved is not None:
-            assert await w.service.settings(ALICE) == saved
+            assert await w.service.user_settings.get(ALICE) == saved
             # What was saved makes requests: a prompt gives a job or a sentence, never a crash.
             await w.attempt(lambda: w.service.imagine("a red fox", ALICE))
 

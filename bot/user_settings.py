@@ -1,0 +1,141 @@
+"""A user's saved defaults (``settings steps=30 private=true``): which exist, what each takes, what they fill in.
+
+They change for their own reasons (a new default, a new range) and are read by every use
+case that makes a request, so they live here and `bot.service` asks for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from bot import options
+from bot.catalog import Catalog
+from bot.errors import InvalidOption, shown
+from bot.jobs import Requester
+from bot.ports import SettingsStore
+
+__all__ = ["SETTING_KEYS", "UserSettings"]
+
+# What each saved default must be before the request rules check its range.
+_KINDS: dict[str, tuple[type, str]] = {
+    "model": (str, "a model name"),
+    "steps": (int, "a whole number"),
+    "refiner_percent": (int, "a whole number"),
+    "width": (int, "a whole number"),
+    "height": (int, "a whole number"),
+    "scheduler": (str, "a scheduler name"),
+    "cfg": (float, "a number"),
+    "private": (bool, "true or false"),
+    "batching": (bool, "true or false"),
+    "vary_subtle": (float, "a strength from 0 to 1"),
+    "vary_strong": (float, "a strength from 0 to 1"),
+    "upscale_strength": (float, "a strength from 0 to 1"),
+}
+SETTING_KEYS = tuple(_KINDS)
+# Image-to-image strengths: more than 0 (a run of no step) and at most 1.
+_STRENGTHS = frozenset({"vary_subtle", "vary_strong", "upscale_strength"})
+# The request option (as a parser error names it) → the saved default that feeds it.
+_SETTING_OF_OPTION = {
+    "model": "model",
+    "steps": "steps",
+    "refiner": "refiner_percent",
+    "scheduler": "scheduler",
+    "cfg": "cfg",
+}
+
+
+class UserSettings:
+    """Reads, checks and saves users' defaults.
+
+    Args:
+        store: where they are kept.
+        catalog, limits: what a request may name and ask for; a default is checked as a request would be.
+        default_model: the model used when neither the request nor the user's settings name one.
+    """
+
+    def __init__(self, store: SettingsStore, catalog: Catalog, limits: options.Limits, default_model: str) -> None:
+        self._store = store
+        self._catalog = catalog
+        self._limits = limits
+        self.default_model = default_model
+
+    async def get(self, who: Requester) -> dict[str, object]:
+        """Return the user's saved defaults."""
+        return await self._store.get(*who.key)
+
+    async def update(self, who: Requester, changes: Mapping[str, object]) -> dict[str, object]:
+        """Check and save some of the user's defaults; None removes one. Returns them all."""
+        unknown = sorted(set(changes) - set(SETTING_KEYS))
+        if unknown:
+            raise InvalidOption(
+                "Setting", f"'{shown(unknown[0])}' does not exist (settings: {', '.join(SETTING_KEYS)})"
+            )
+        for key, value in changes.items():
+            if value is not None:
+                _check(key, value)
+        merged = {**await self.get(who), **changes}
+        current = {key: value for key, value in merged.items() if value is not None}
+        if ("width" in current) != ("height" in current):
+            raise InvalidOption("Width and height", "are saved together, like width=1024 height=768")
+        # Parsing a probe prompt with the new defaults checks them with the same rules as a request.
+        try:
+            options.parse_text(
+                "settings check", catalog=self._catalog, defaults=self.defaults(current), limits=self._limits
+            )
+        except InvalidOption as error:
+            # The user typed steps=500 or refiner_percent=500: name the setting as typed, not the option it feeds.
+            key = _SETTING_OF_OPTION.get(error.option, "")
+            if key in changes:
+                raise InvalidOption(key, error.reason, error.suggestions, typed=True) from None
+            raise
+        await self._store.put(who.platform, who.user_id, current)
+        return current
+
+    async def clear(self, who: Requester) -> None:
+        """Forget all the user's defaults."""
+        await self._store.put(who.platform, who.user_id, {})
+
+    async def wants_private(self, who: Requester) -> bool:
+        """Tell whether the user's saved settings ask for private delivery."""
+        return private(await self.get(who))
+
+    def defaults(self, saved: Mapping[str, object]) -> options.Defaults:
+        """Return what saved settings fill in of a request that leaves it out."""
+
+        def number(key: str) -> int | None:
+            value = saved.get(key)
+            return int(value) if isinstance(value, int | float) else None
+
+        cfg = saved.get("cfg")
+        scheduler = saved.get("scheduler")
+        return options.Defaults(
+            model=str(saved.get("model") or self.default_model),
+            steps=number("steps"),
+            refiner_percent=number("refiner_percent"),
+            width=number("width"),
+            height=number("height"),
+            scheduler=str(scheduler) if scheduler else None,
+            cfg=float(cfg) if isinstance(cfg, int | float) else None,
+        )
+
+
+def private(saved: Mapping[str, object]) -> bool:
+    """Tell whether saved settings ask for private delivery."""
+    return bool(saved.get("private", False))
+
+
+def batching(saved: Mapping[str, object]) -> bool:
+    """Tell whether saved settings let a job share a pipeline call (batched images can differ in the last bit)."""
+    return saved.get("batching", True) is not False
+
+
+def _check(key: str, value: object) -> None:
+    """Refuse a default of the wrong kind (``steps=abc``, ``private=maybe``) before anything is stored."""
+    kind, words = _KINDS[key]
+    fits = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float:
+        fits = isinstance(value, int | float) and not isinstance(value, bool)
+    if fits and key in _STRENGTHS:
+        fits = 0 < float(value) <= 1  # type: ignore[arg-type]  # a number: checked just above
+    if not fits:
+        raise InvalidOption(key, f"must be {words}, not '{shown(value)}'", typed=True)
