@@ -89,14 +89,20 @@ async def _until_png(command: list[str], env: dict[str, str], stdin: bytes | Non
                 if line.rstrip().endswith(b".png"):
                     return time.perf_counter() - started
     finally:
-        process.stdin.close()  # end of input: the console chat quits
-        try:
-            async with asyncio.timeout(60):
-                await process.wait()
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        await _end(process)
     raise SystemExit(f"{command[2:4]} ended without naming a saved image")
+
+
+async def _end(process: asyncio.subprocess.Process) -> None:
+    """Close the process's input, so the console chat quits; kill it if it has not within a minute."""
+    assert process.stdin is not None
+    process.stdin.close()
+    try:
+        async with asyncio.timeout(60):
+            await process.wait()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
 
 
 async def bare(prebuilt: Path, scratch: Path) -> float:
@@ -149,13 +155,7 @@ async def ready_run(prebuilt: Path, scratch: Path) -> float:
                 if line.rstrip().endswith(b".png"):
                     return time.perf_counter() - started
     finally:
-        process.stdin.close()
-        try:
-            async with asyncio.timeout(60):
-                await process.wait()
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        await _end(process)
     draining.cancel()
     raise SystemExit("imagebot run ended without naming a saved image")
 
