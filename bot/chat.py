@@ -236,9 +236,9 @@ class ChatFlow:
     async def action(self, who: Requester, action: ButtonAction, generation_id: int) -> Reply:
         """Do what a button or reaction on a generation's message asks."""
         if action == "reroll":
-            return Started(await self.service.reroll(who, generation_id))
+            return await self.reroll(who, generation_id)
         if action == "refine":
-            return Started(await self.service.refine(who, generation_id))
+            return await self.refine(who, generation_id)
         if action in ("upscale-2", "upscale-4"):
             return Started(await self.service.upscale(who, generation_id, 4 if action == "upscale-4" else 2))
         if action in ("vary-subtle", "vary-strong"):
@@ -281,6 +281,14 @@ class ChatFlow:
     async def star(self, who: Requester, generation_id: int | None, *, starred: bool = True) -> Text:
         """Answer ``star [#id]``, ``unstar [#id]`` and the ⭐ reaction: a user's image in or out of the showcase."""
         return Text(await self.service.star(who, generation_id, starred=starred))
+
+    async def reroll(self, who: Requester, generation_id: int | None) -> Started:
+        """Answer ``reroll [#id]``: the same settings, a new seed (default: the user's latest)."""
+        return Started(await self.service.reroll(who, generation_id))
+
+    async def refine(self, who: Requester, generation_id: int | None, percent: int | None = None) -> Started:
+        """Answer ``refine [#id] [percent]``: the same seed, the refiner taking over at `percent`."""
+        return Started(await self.service.refine(who, generation_id, percent))
 
     async def history(self, who: Requester, count: int = 10) -> Listing:
         """Answer ``history [count]``: the user's latest generations."""
@@ -372,8 +380,8 @@ class ChatFlow:
         if word in ("star", "unstar"):
             return await self.star(who, arguments.generation_id, starred=word == "star")
         if word == "reroll":
-            return Started(await self.service.reroll(who, arguments.generation_id))
-        return Started(await self.service.refine(who, arguments.generation_id, arguments.percent))
+            return await self.reroll(who, arguments.generation_id)
+        return await self.refine(who, arguments.generation_id, arguments.percent)
 
 
 @dataclass(frozen=True, slots=True)

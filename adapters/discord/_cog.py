@@ -406,7 +406,7 @@ class ImagesCog(commands.Cog, name="Images"):
     @app_commands.describe(id="the generation number (see /history)")
     async def reroll(self, interaction: discord.Interaction, id: app_commands.Range[int, 1] | None = None) -> None:
         """Queue a reroll and follow it."""
-        await self._submit(interaction, lambda who: self.service.reroll(who, id))
+        await self._ask(interaction, self.flow.reroll(requester(interaction), id))
 
     @app_commands.command(name="refine", description="Same seed; the SDXL refiner takes over the last steps.")
     @app_commands.describe(id="the generation number (default: your latest)", percent="where the refiner starts (85)")
@@ -417,7 +417,7 @@ class ImagesCog(commands.Cog, name="Images"):
         percent: app_commands.Range[int, 1, 99] | None = None,
     ) -> None:
         """Queue a refine and follow it."""
-        await self._submit(interaction, lambda who: self.service.refine(who, id, percent))
+        await self._ask(interaction, self.flow.refine(requester(interaction), id, percent))
 
     @app_commands.command(name="history", description="Your recent generations, with their seeds.")
     async def history(self, interaction: discord.Interaction, count: app_commands.Range[int, 1, 25] = 10) -> None:
@@ -787,16 +787,6 @@ class ImagesCog(commands.Cog, name="Images"):
         """Record how long after Discord created the interaction it was answered."""
         seconds = (discord.utils.utcnow() - interaction.created_at).total_seconds()
         metrics.ACK_SECONDS.labels(PLATFORM).observe(max(seconds, 0.0))
-
-    async def _submit(self, interaction: discord.Interaction, submit: Callable[[Requester], Awaitable[Job]]) -> None:
-        """Ask the service for a job; answer with its queued line, or privately with the refusal."""
-        try:
-            job = await submit(requester(interaction))
-        except BotError as error:
-            await interaction.response.send_message(refusal(error), ephemeral=True)
-            self._acked(interaction)
-            return
-        await self._answer(interaction, Started(job))
 
     async def _ask(self, interaction: discord.Interaction, reply: Awaitable[Reply]) -> None:
         """Answer with what the chat flow replies, or privately with the refusal it raised."""
