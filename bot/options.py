@@ -53,7 +53,7 @@ from typing import Literal, TypeVar
 from pydantic import ValidationError
 
 from bot.catalog import Catalog, CatalogEntry, Kind
-from bot.controls import CONTROL_OPTIONS, Guide, build_controls, guide_refs
+from bot.controls import Guide, build_controls, guide_refs
 from bot.errors import InvalidOption, shown
 from bot.request import (
     CFG,
@@ -111,31 +111,96 @@ __all__ = [
 
 _T = TypeVar("_T")
 
+
+def _span(allowed: Range[int] | Range[float]) -> str:
+    return f"{allowed.low:g}{' to ' if allowed.low < 0 else '–'}{allowed.high:g}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Option:
+    """One option of the raw mapping: how users type it, and what errors and help say of it."""
+
+    name: str
+    flags: tuple[str, ...] = ()  # as matched: lower case, `-` for `_`; help lists them in this order
+    value: str = ""  # help's placeholder for what it takes
+    help: str = ""  # none for the prompt, which is typed without a flag
+    label: str = ""  # an error's name for it where its name reads badly in a sentence
+    example: str = ""  # what "needs a value" suggests; without one, it points to the help
+    keys: tuple[str, ...] = ()  # mapping keys besides its name and flags (a request field, Discord's names)
+    fields: tuple[str, ...] = ()  # request fields it sets under another name, for pydantic's errors
+
+
+# One record per option, in the order of `OPTIONS`; the ranges come from the request model.
+_TABLE: tuple[_Option, ...] = (
+    _Option("prompt"),
+    _Option("negative", ("no", "negative"), "TEXT", "what to keep out of the image",
+            label="negative prompt", keys=("negative_prompt",), fields=("negative_prompt",)),
+    _Option("model", ("model",), "NAME", "a catalog model", example="a catalog name like sdxl"),
+    _Option("size", ("size",), "WxH", f"width x height in multiples of {SIDE.step}, {_span(SIDE)} (not with --ar)",
+            example="like 1216x832", fields=("width", "height")),
+    _Option("ar", ("ar",), "W:H", "aspect ratio, 1:4 to 4:1 (on SDXL the nearest SDXL size)",
+            label="aspect ratio", example="like 16:9"),
+    _Option("steps", ("steps",), "N", f"denoising steps ({_span(STEPS)}; default the model's)"),
+    _Option("cfg", ("cfg",), "N", f"how closely to follow the prompt ({_span(CFG)}; default the model's)",
+            fields=("cfg_scale",)),
+    _Option("scheduler", ("sampler", "scheduler"), "NAME", "the sampler: " + ", ".join(SCHEDULERS),
+            example="like Euler a"),
+    _Option("seed", ("seed",), "N", "the same seed and settings make the same image again (1–2⁶³−1; default random)"),
+    _Option("count", ("n", "count"), "N", f"images at once ({_span(COUNT)}); image i uses seed + i"),
+    _Option("clip_skip", ("clip-skip",), "N", f"skip the text encoder's last layers ({_span(CLIP_SKIP)})",
+            label="clip skip"),
+    _Option("vae", ("vae",), "NAME", "a catalog VAE (default: the model's own)",
+            label="VAE", example="a catalog name like sdxl-vae-fp16-fix"),
+    _Option("refiner", ("refiner",), "PERCENT",
+            f"the SDXL refiner takes the steps after this share ({_span(REFINER_PERCENT)}, or off)",
+            example="a percent like 85, or off"),
+    _Option("lora", ("lora",), "NAME[:WEIGHT], …",
+            f"up to {MAX_ADDONS} LoRAs, weight {_span(WEIGHT)} (1 when left out)",
+            example="like pixel-art:0.8, toy-face", fields=("loras",)),
+    _Option("embedding", ("embedding",), "NAME[:WEIGHT], …",
+            f"textual-inversion embeddings, as --lora (up to {MAX_ADDONS})",
+            example="a catalog name, with a weight if you like (name:0.8)", fields=("embeddings",)),
+    _Option("format", ("format",), "png|jpg|webp", "the file format (default png)",
+            example="png, jpg or webp", fields=("output_format",)),
+    _Option("image", ("image",), "#ID[.N]",
+            "start from an image: a previous one (#12, #12.2) or, in the console, a file",
+            example="an attachment, or a previous image like #12 (#12.2: its second image)", fields=("init_image",)),
+    _Option("strength", ("strength",), "0–1",
+            f"how much of --image is made again (default {DEFAULT_STRENGTH:g}); steps × strength of the steps run"),
+    _Option("mask", ("mask",), "#ID[.N]", "with --image: white repaints, black keeps",
+            example="an attachment, or a previous image like #12", fields=("mask_image",)),
+    _Option("outpaint", ("outpaint",), "T,R,B,L[,BLUR]",
+            f"with --image: extend it by these pixels (multiples of {SIDE.step}; one number: every side)",
+            example="pixels to add as TOP,RIGHT,BOTTOM,LEFT (multiples of 64), or one number for every side"),
+    _Option("zoom", ("zoom",), f"{ZOOM.low:g}–{ZOOM.high:g}", "with --image: zoom out, extending every side evenly",
+            example="like 1.5 or 2"),
+    # ControlNet's, which `bot.controls` reads (Discord's typed options call them control…).
+    _Option("cn", ("cn", "controlnet"), "NAME | NAME=GUIDE[:W][@S-E], …",
+            f"ControlNets (up to {MAX_CONTROLNETS}), structure from a guide image", keys=("control",)),
+    _Option("guide", ("guide",), "#ID[.N]",
+            "with --cn NAME: the guide image (a previous image, an attachment, a console file)",
+            keys=("control_image",)),
+    _Option("preprocess", ("preprocess",), "none|canny|…",
+            "how the guide becomes the ControlNet's map (default: the ControlNet's own)"),
+    _Option("cn_weight", ("cn-weight",), "0–2", "how strongly the ControlNet steers (default 1)",
+            label="cn-weight", keys=("control_weight",)),
+    _Option("cn_start", ("cn-start",), "STEP|PCT%", "the first step it acts on (default 1)",
+            label="cn-start", keys=("control_start",)),
+    _Option("cn_end", ("cn-end",), "STEP|PCT%", "the last step it acts on (default the last that runs)",
+            label="cn-end", keys=("control_end",)),
+    _Option("cn_mode", ("cn-mode",), "balanced|prompt|controlnet",
+            "which matters more: both, your prompt, or the ControlNet", label="cn-mode", keys=("control_mode",)),
+)  # fmt: skip
+
 # The option names of the raw mapping (and of Discord's typed options).
-OPTIONS: tuple[str, ...] = (
-    "prompt",
-    "negative",
-    "model",
-    "size",
-    "ar",
-    "steps",
-    "cfg",
-    "scheduler",
-    "seed",
-    "count",
-    "clip_skip",
-    "vae",
-    "refiner",
-    "lora",
-    "embedding",
-    "format",
-    "image",
-    "strength",
-    "mask",
-    "outpaint",
-    "zoom",
-    *CONTROL_OPTIONS,
-)
+OPTIONS: tuple[str, ...] = tuple(option.name for option in _TABLE)
+
+# Help (and README's table) list the options in this order, not the mapping's.
+_HELP_ORDER: tuple[str, ...] = (
+    "negative", "model", "seed", "steps", "refiner", "lora", "embedding", "ar", "size", "cfg", "scheduler", "count",
+    "clip_skip", "vae", "format", "image", "strength", "mask", "outpaint", "zoom",
+    "cn", "guide", "preprocess", "cn_weight", "cn_start", "cn_end", "cn_mode",
+)  # fmt: skip
 
 # The standard SDXL training buckets (about one megapixel each).
 SDXL_BUCKETS: tuple[tuple[int, int], ...] = (
@@ -150,117 +215,19 @@ SDXL_BUCKETS: tuple[tuple[int, int], ...] = (
     (640, 1536),
 )
 
-# Text flags (after lower-casing and `_` → `-`) and the option each sets.
-_FLAGS: dict[str, str] = {
-    "seed": "seed",
-    "steps": "steps",
-    "refiner": "refiner",
-    "lora": "lora",
-    "no": "negative",
-    "negative": "negative",
-    "ar": "ar",
-    "size": "size",
-    "cfg": "cfg",
-    "sampler": "scheduler",
-    "scheduler": "scheduler",
-    "n": "count",
-    "count": "count",
-    "model": "model",
-    "vae": "vae",
-    "clip-skip": "clip_skip",
-    "embedding": "embedding",
-    "format": "format",
-    "image": "image",
-    "strength": "strength",
-    "mask": "mask",
-    "outpaint": "outpaint",
-    "zoom": "zoom",
-    "cn": "cn",
-    "controlnet": "cn",
-    "guide": "guide",
-    "preprocess": "preprocess",
-    "cn-weight": "cn_weight",
-    "cn-start": "cn_start",
-    "cn-end": "cn_end",
-    "cn-mode": "cn_mode",
+# The lookups parsing needs, derived so that the table stays the one place an option changes.
+_FLAGS: dict[str, str] = {flag: option.name for option in _TABLE for flag in option.flags}
+_KEYS: dict[str, str] = {
+    key: option.name
+    for option in _TABLE
+    for key in (option.name, *(flag.replace("-", "_") for flag in option.flags), *option.keys)
 }
-
-# Mapping keys (after lower-casing and `-` → `_`): the options, the flags, and the request's field names.
-_KEYS: dict[str, str] = (
-    {name: name for name in OPTIONS}
-    | {flag.replace("-", "_"): option for flag, option in _FLAGS.items()}
-    | {"negative_prompt": "negative", "sampler": "scheduler"}
-    # Discord's typed ControlNet options
-    | {"control": "cn", "control_image": "guide", "control_weight": "cn_weight", "control_start": "cn_start"}
-    | {"control_end": "cn_end", "control_mode": "cn_mode"}
-)
-
-# What an error calls each option.
-_LABELS: dict[str, str] = {
-    "prompt": "prompt",
-    "negative": "negative prompt",
-    "model": "model",
-    "size": "size",
-    "ar": "aspect ratio",
-    "steps": "steps",
-    "cfg": "cfg",
-    "scheduler": "scheduler",
-    "seed": "seed",
-    "count": "count",
-    "clip_skip": "clip skip",
-    "vae": "VAE",
-    "refiner": "refiner",
-    "lora": "lora",
-    "embedding": "embedding",
-    "format": "format",
-    "image": "image",
-    "strength": "strength",
-    "mask": "mask",
-    "outpaint": "outpaint",
-    "zoom": "zoom",
-    "cn": "cn",
-    "guide": "guide",
-    "preprocess": "preprocess",
-    "cn_weight": "cn-weight",
-    "cn_start": "cn-start",
-    "cn_end": "cn-end",
-    "cn_mode": "cn-mode",
-}
-
-# An error's option (a label, an option or a field's label) → the option, to name it as typed.
+_LABELS: dict[str, str] = {option.name: option.label or option.name for option in _TABLE}
+_EXAMPLES: dict[str, str] = {option.name: option.example for option in _TABLE if option.example}
+# An error's option (a label or an option) → the option, to name it as typed.
 _OPTION_OF: dict[str, str] = {label: option for option, label in _LABELS.items()} | {o: o for o in OPTIONS}
-
-# GenerationRequest field → option label, for the (defensive) pydantic error translation.
-_FIELD_LABELS: dict[str, str] = {
-    "negative_prompt": "negative prompt",
-    "width": "size",
-    "height": "size",
-    "cfg_scale": "cfg",
-    "clip_skip": "clip skip",
-    "vae": "VAE",
-    "loras": "lora",
-    "embeddings": "embedding",
-    "output_format": "format",
-    "init_image": "image",
-    "mask_image": "mask",
-}
-
-# What "needs a value" suggests, per option.
-_EXAMPLES: dict[str, str] = {
-    "model": "a catalog name like sdxl",
-    "size": "like 1216x832",
-    "ar": "like 16:9",
-    "scheduler": "like Euler a",
-    "vae": "a catalog name like sdxl-vae-fp16-fix",
-    "refiner": "a percent like 85, or off",
-    "lora": "like pixel-art:0.8, toy-face",
-    "embedding": "a catalog name, with a weight if you like (name:0.8)",
-    "format": "png, jpg or webp",
-    "image": "an attachment, or a previous image like #12 (#12.2: its second image)",
-    "mask": "an attachment, or a previous image like #12",
-    "outpaint": "pixels to add as TOP,RIGHT,BOTTOM,LEFT (multiples of 64), or one number for every side",
-    "zoom": "like 1.5 or 2",
-}
+# GenerationRequest field → option, for the (defensive) pydantic error translation.
+_OPTION_OF_FIELD: dict[str, str] = {field: option.name for option in _TABLE for field in option.fields}
 
 _MAX_RATIO = 4.0
 _RATIO_TOLERANCE = 1.05
@@ -269,54 +236,11 @@ _REFINER_OFF = {"0", "off", "no", "none", "false"}
 _VAE_OWN = {"default", "none", "auto", "off"}
 
 
-def _span(allowed: Range[int] | Range[float]) -> str:
-    return f"{allowed.low:g}{' to ' if allowed.low < 0 else '–'}{allowed.high:g}"
-
-
-# What each option takes, for the help texts; the ranges come from the request model.
-_HELP: dict[str, tuple[str, str]] = {
-    "negative": ("TEXT", "what to keep out of the image"),
-    "model": ("NAME", "a catalog model"),
-    "seed": ("N", "the same seed and settings make the same image again (1–2⁶³−1; default random)"),
-    "steps": ("N", f"denoising steps ({_span(STEPS)}; default the model's)"),
-    "refiner": ("PERCENT", f"the SDXL refiner takes the steps after this share ({_span(REFINER_PERCENT)}, or off)"),
-    "lora": ("NAME[:WEIGHT], …", f"up to {MAX_ADDONS} LoRAs, weight {_span(WEIGHT)} (1 when left out)"),
-    "embedding": ("NAME[:WEIGHT], …", f"textual-inversion embeddings, as --lora (up to {MAX_ADDONS})"),
-    "ar": ("W:H", "aspect ratio, 1:4 to 4:1 (on SDXL the nearest SDXL size)"),
-    "size": ("WxH", f"width x height in multiples of {SIDE.step}, {_span(SIDE)} (not with --ar)"),
-    "cfg": ("N", f"how closely to follow the prompt ({_span(CFG)}; default the model's)"),
-    "scheduler": ("NAME", "the sampler: " + ", ".join(SCHEDULERS)),
-    "count": ("N", f"images at once ({_span(COUNT)}); image i uses seed + i"),
-    "clip_skip": ("N", f"skip the text encoder's last layers ({_span(CLIP_SKIP)})"),
-    "vae": ("NAME", "a catalog VAE (default: the model's own)"),
-    "format": ("png|jpg|webp", "the file format (default png)"),
-    "image": ("#ID[.N]", "start from an image: a previous one (#12, #12.2) or, in the console, a file"),
-    "strength": (
-        "0–1",
-        f"how much of --image is made again (default {DEFAULT_STRENGTH:g}); steps × strength of the steps run",
-    ),
-    "mask": ("#ID[.N]", "with --image: white repaints, black keeps"),
-    "outpaint": (
-        "T,R,B,L[,BLUR]",
-        f"with --image: extend it by these pixels (multiples of {SIDE.step}; one number: every side)",
-    ),
-    "zoom": (f"{ZOOM.low:g}–{ZOOM.high:g}", "with --image: zoom out, extending every side evenly"),
-    "cn": ("NAME | NAME=GUIDE[:W][@S-E], …", f"ControlNets (up to {MAX_CONTROLNETS}), structure from a guide image"),
-    "guide": ("#ID[.N]", "with --cn NAME: the guide image (a previous image, an attachment, a console file)"),
-    "preprocess": ("none|canny|…", "how the guide becomes the ControlNet's map (default: the ControlNet's own)"),
-    "cn_weight": ("0–2", "how strongly the ControlNet steers (default 1)"),
-    "cn_start": ("STEP|PCT%", "the first step it acts on (default 1)"),
-    "cn_end": ("STEP|PCT%", "the last step it acts on (default the last that runs)"),
-    "cn_mode": ("balanced|prompt|controlnet", "which matters more: both, your prompt, or the ControlNet"),
-}
-
-
 def flags_help() -> str:
     """Return one line per flag of `/imagine`: how it is typed, what it takes and its range."""
-    spellings: dict[str, list[str]] = {}
-    for flag, option in _FLAGS.items():
-        spellings.setdefault(option, []).append(f"--{flag}")
-    rows = [(", ".join(spellings[option]) + " " + value, text) for option, (value, text) in _HELP.items()]
+    # By index, so an option with help but missing from the order fails here rather than vanishing from help.
+    helped = sorted((option for option in _TABLE if option.help), key=lambda option: _HELP_ORDER.index(option.name))
+    rows = [(", ".join(f"--{flag}" for flag in option.flags) + " " + option.value, option.help) for option in helped]
     width = max(len(typed) for typed, _ in rows)
     return "\n".join(f"    {typed.ljust(width)}  {text}" for typed, text in rows)
 
@@ -377,36 +301,8 @@ def _image_refs(raw: Mapping[str, object]) -> ImageRefs:
     return ImageRefs(image=image, mask=mask, guides=guide_refs(raw))
 
 
-def parse_text(
-    text: str,
-    *,
-    catalog: Catalog,
-    defaults: Defaults,
-    limits: Limits,
-    inputs: Inputs | None = None,
-    guides: Sequence[Guide] | None = None,
-) -> Parsed:
-    """Parse chat text such as ``a red fox --seed 42 --ar 16:9`` into a checked request.
-
-    Args:
-        text: the prompt followed by ``--flag value`` options.
-        catalog: the models, refiners, VAEs, LoRAs and embeddings users may name.
-        defaults: the user's defaults (and the configured default model).
-        limits: the policy the request must fit.
-        inputs: the stored images that `image_refs` named, once loaded and checked.
-        guides: the stored ControlNet guides `image_refs` named, in order, once loaded and preprocessed.
-
-    Returns:
-        The resolved request (its seed is None unless given) and its warnings.
-
-    Raises:
-        InvalidOption: an option is unknown, malformed, out of range or does not fit the model.
-    """
-    return _parse(text, catalog, defaults, limits, inputs, guides)
-
-
 def parse_options(
-    options: Mapping[str, object],
+    given: str | Mapping[str, object],
     *,
     catalog: Catalog,
     defaults: Defaults,
@@ -414,12 +310,12 @@ def parse_options(
     inputs: Inputs | None = None,
     guides: Sequence[Guide] | None = None,
 ) -> Parsed:
-    """Parse typed options (a Discord slash command's) into a checked request.
+    """Parse chat text, or typed options (a Discord slash command's), into a checked request.
 
     Args:
-        options: option name (see `OPTIONS`; flag names and aliases also work)
-            to value, a str or an already typed int/float; None means absent.
-            Flags inside ``prompt`` are parsed as in `parse_text`.
+        given: chat text, the prompt followed by ``--flag value`` options (``a red fox --seed 42 --ar 16:9``);
+            or typed options: option name (see `OPTIONS`; flag names and aliases also work) to value, a str
+            or an already typed int/float, None meaning absent, with flags inside ``prompt`` read as in text.
         catalog: the models, refiners, VAEs, LoRAs and embeddings users may name.
         defaults: the user's defaults (and the configured default model).
         limits: the policy the request must fit.
@@ -432,21 +328,15 @@ def parse_options(
     Raises:
         InvalidOption: an option is unknown, malformed, out of range or does not fit the model.
     """
-    return _parse(options, catalog, defaults, limits, inputs, guides)
 
-
-def _parse(
-    given: str | Mapping[str, object],
-    catalog: Catalog,
-    defaults: Defaults,
-    limits: Limits,
-    inputs: Inputs | None,
-    guides: Sequence[Guide] | None,
-) -> Parsed:
     def build(raw: Mapping[str, object]) -> Parsed:
         return _build(raw, catalog, defaults, limits, inputs, guides)
 
     return _typed_errors(given, build)
+
+
+# The same parser under the name that reads better where the input is chat text.
+parse_text = parse_options
 
 
 def _typed_errors(given: str | Mapping[str, object], read: Callable[[Mapping[str, object]], _T]) -> _T:
@@ -913,7 +803,7 @@ def _invalid_from(error: ValidationError) -> InvalidOption:
     """Name the option behind the first pydantic error (a safety net: values are checked before)."""
     first = error.errors()[0]
     field = str(first["loc"][0]) if first["loc"] else "request"
-    label = _FIELD_LABELS.get(field, _LABELS.get(field, field))
+    label = _label(_OPTION_OF_FIELD.get(field, field))
     message = str(first["msg"])
     return InvalidOption(label, "is invalid: " + message[:1].lower() + message[1:])
 

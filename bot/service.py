@@ -319,9 +319,8 @@ class ImageService:
         inputs: options.Inputs | None,
         guides: Sequence[Guide] = (),
     ) -> options.Parsed:
-        parse = options.parse_text if isinstance(given, str) else options.parse_options
-        return parse(
-            given,  # type: ignore[arg-type]  # str for parse_text, a mapping for parse_options
+        return options.parse_options(
+            given,
             catalog=self.catalog,
             defaults=defaults,
             limits=self.limits,
