@@ -34,8 +34,10 @@ from bot.request import (
     Preprocess,
 )
 
-__all__ = ["ControlText", "Guide", "build_controls", "control_texts", "guide_refs"]
+__all__ = ["CONTROL_OPTIONS", "ControlText", "Guide", "build_controls", "control_texts", "guide_refs"]
 
+# The raw options this module reads (see `bot.options`).
+CONTROL_OPTIONS = ("cn", "guide", "preprocess", "cn_weight", "cn_start", "cn_end", "cn_mode")
 _COMPACT = re.compile(
     r"(?P<name>[^=\s]+)\s*=\s*(?P<guide>[^:@\s]+)(?::(?P<weight>[^@\s]+))?(?:@(?P<start>[^-\s]+)-(?P<end>\S+))?"
 )
@@ -65,8 +67,7 @@ class Guide:
 def control_texts(raw: Mapping[str, object]) -> list[ControlText]:
     """Return the ControlNets the raw options name, in order; none without ``--cn``."""
     if "cn" not in raw:
-        # Each means something only for a ControlNet; `bot.options` says how each is typed.
-        for option in ("guide", "preprocess", "cn_weight", "cn_start", "cn_end", "cn_mode"):
+        for option in CONTROL_OPTIONS[1:]:
             if option in raw:
                 raise InvalidOption(option.replace("_", "-"), "needs --cn: name the ControlNet it is for")
         return []

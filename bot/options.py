@@ -130,27 +130,14 @@ class _Option:
     fields: tuple[str, ...] = ()  # request fields it sets under another name, for pydantic's errors
 
 
-# One record per option, in the order of `OPTIONS`; the ranges come from the request model.
+# One record per option, in the order of the help (and README's table); the ranges come from the request model.
 _TABLE: tuple[_Option, ...] = (
     _Option("prompt"),
     _Option("negative", ("no", "negative"), "TEXT", "what to keep out of the image",
             label="negative prompt", keys=("negative_prompt",), fields=("negative_prompt",)),
     _Option("model", ("model",), "NAME", "a catalog model", example="a catalog name like sdxl"),
-    _Option("size", ("size",), "WxH", f"width x height in multiples of {SIDE.step}, {_span(SIDE)} (not with --ar)",
-            example="like 1216x832", fields=("width", "height")),
-    _Option("ar", ("ar",), "W:H", "aspect ratio, 1:4 to 4:1 (on SDXL the nearest SDXL size)",
-            label="aspect ratio", example="like 16:9"),
-    _Option("steps", ("steps",), "N", f"denoising steps ({_span(STEPS)}; default the model's)"),
-    _Option("cfg", ("cfg",), "N", f"how closely to follow the prompt ({_span(CFG)}; default the model's)",
-            fields=("cfg_scale",)),
-    _Option("scheduler", ("sampler", "scheduler"), "NAME", "the sampler: " + ", ".join(SCHEDULERS),
-            example="like Euler a"),
     _Option("seed", ("seed",), "N", "the same seed and settings make the same image again (1–2⁶³−1; default random)"),
-    _Option("count", ("n", "count"), "N", f"images at once ({_span(COUNT)}); image i uses seed + i"),
-    _Option("clip_skip", ("clip-skip",), "N", f"skip the text encoder's last layers ({_span(CLIP_SKIP)})",
-            label="clip skip"),
-    _Option("vae", ("vae",), "NAME", "a catalog VAE (default: the model's own)",
-            label="VAE", example="a catalog name like sdxl-vae-fp16-fix"),
+    _Option("steps", ("steps",), "N", f"denoising steps ({_span(STEPS)}; default the model's)"),
     _Option("refiner", ("refiner",), "PERCENT",
             f"the SDXL refiner takes the steps after this share ({_span(REFINER_PERCENT)}, or off)",
             example="a percent like 85, or off"),
@@ -160,6 +147,19 @@ _TABLE: tuple[_Option, ...] = (
     _Option("embedding", ("embedding",), "NAME[:WEIGHT], …",
             f"textual-inversion embeddings, as --lora (up to {MAX_ADDONS})",
             example="a catalog name, with a weight if you like (name:0.8)", fields=("embeddings",)),
+    _Option("ar", ("ar",), "W:H", "aspect ratio, 1:4 to 4:1 (on SDXL the nearest SDXL size)",
+            label="aspect ratio", example="like 16:9"),
+    _Option("size", ("size",), "WxH", f"width x height in multiples of {SIDE.step}, {_span(SIDE)} (not with --ar)",
+            example="like 1216x832", fields=("width", "height")),
+    _Option("cfg", ("cfg",), "N", f"how closely to follow the prompt ({_span(CFG)}; default the model's)",
+            fields=("cfg_scale",)),
+    _Option("scheduler", ("sampler", "scheduler"), "NAME", "the sampler: " + ", ".join(SCHEDULERS),
+            example="like Euler a"),
+    _Option("count", ("n", "count"), "N", f"images at once ({_span(COUNT)}); image i uses seed + i"),
+    _Option("clip_skip", ("clip-skip",), "N", f"skip the text encoder's last layers ({_span(CLIP_SKIP)})",
+            label="clip skip"),
+    _Option("vae", ("vae",), "NAME", "a catalog VAE (default: the model's own)",
+            label="VAE", example="a catalog name like sdxl-vae-fp16-fix"),
     _Option("format", ("format",), "png|jpg|webp", "the file format (default png)",
             example="png, jpg or webp", fields=("output_format",)),
     _Option("image", ("image",), "#ID[.N]",
@@ -194,13 +194,6 @@ _TABLE: tuple[_Option, ...] = (
 
 # The option names of the raw mapping (and of Discord's typed options).
 OPTIONS: tuple[str, ...] = tuple(option.name for option in _TABLE)
-
-# Help (and README's table) list the options in this order, not the mapping's.
-_HELP_ORDER: tuple[str, ...] = (
-    "negative", "model", "seed", "steps", "refiner", "lora", "embedding", "ar", "size", "cfg", "scheduler", "count",
-    "clip_skip", "vae", "format", "image", "strength", "mask", "outpaint", "zoom",
-    "cn", "guide", "preprocess", "cn_weight", "cn_start", "cn_end", "cn_mode",
-)  # fmt: skip
 
 # The standard SDXL training buckets (about one megapixel each).
 SDXL_BUCKETS: tuple[tuple[int, int], ...] = (
@@ -238,9 +231,7 @@ _VAE_OWN = {"default", "none", "auto", "off"}
 
 def flags_help() -> str:
     """Return one line per flag of `/imagine`: how it is typed, what it takes and its range."""
-    # By index, so an option with help but missing from the order fails here rather than vanishing from help.
-    helped = sorted((option for option in _TABLE if option.help), key=lambda option: _HELP_ORDER.index(option.name))
-    rows = [(", ".join(f"--{flag}" for flag in option.flags) + " " + option.value, option.help) for option in helped]
+    rows = [(", ".join(f"--{flag}" for flag in o.flags) + " " + o.value, o.help) for o in _TABLE if o.help]
     width = max(len(typed) for typed, _ in rows)
     return "\n".join(f"    {typed.ljust(width)}  {text}" for typed, text in rows)
 

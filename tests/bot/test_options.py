@@ -783,3 +783,13 @@ def test_module_is_pure():
     for banned in ("discord", "slack", "httpx", "torch", "aiosqlite"):
         assert f"import {banned}" not in source
         assert f"from {banned}" not in source
+
+
+def test_every_controlnet_option_the_controls_read_is_a_parser_option_with_a_help_line() -> None:
+    """`bot.controls` reads the ControlNet options from the raw mapping this parser makes: each is typed and helped."""
+    from bot.controls import CONTROL_OPTIONS
+
+    helped = bot.options.flags_help()
+    for option in CONTROL_OPTIONS:
+        assert option in bot.options.OPTIONS
+        assert f"--{option.replace('_', '-')}" in helped
