@@ -12,6 +12,7 @@ Commands (a leading ``/`` is optional)::
     cancel [#id]                                 cancel a queued or running image (default: your newest)
     queue                                        how many images wait, and where yours are
     history [count]                              your recent generations
+    info [#id]                                   everything about one (default: your latest)
     settings [key=value …]                       show or change your defaults
     forget [confirm]                             delete all your images, seeds and settings
     gallery [revoke]                             a private link to your images on the web (revoke: kill old links)

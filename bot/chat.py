@@ -246,8 +246,7 @@ class ChatFlow:
                 await self.service.vary(who, generation_id, "strong" if action == "vary-strong" else "subtle")
             )
         if action == "details":
-            generation = await self.service.details(who, generation_id)
-            return Text(details_text(generation, limit=self._details_limit, quote=self._quote))
+            return await self.info(who, generation_id)
         if action == "cancel":
             return Text(cancelling_line(await self.service.cancel(who, generation_id)))
         if action == "show":
@@ -293,6 +292,11 @@ class ChatFlow:
     async def history(self, who: Requester, count: int = 10) -> Listing:
         """Answer ``history [count]``: the user's latest generations."""
         return Listing(tuple(await self.service.history(who, limit=count)))
+
+    async def info(self, who: Requester, generation_id: int | None) -> Text:
+        """Everything about a generation the user may see (None: their latest): its prompt, seed and settings."""
+        generation = await self.service.details(who, generation_id)
+        return Text(details_text(generation, limit=self._details_limit, quote=self._quote))
 
     async def cancel(self, who: Requester, generation_id: int | None) -> Text:
         """Answer ``cancel [#id]``: stop a queued or running job of the user's (default: the newest)."""
@@ -377,6 +381,8 @@ class ChatFlow:
             return await self.cancel(who, arguments.generation_id)
         if word == "guide":
             return await self.guides(who, arguments.generation_id)
+        if word == "info":
+            return await self.info(who, arguments.generation_id)
         if word in ("star", "unstar"):
             return await self.star(who, arguments.generation_id, starred=word == "star")
         if word == "reroll":
@@ -432,7 +438,7 @@ def _command(word: str, rest: str) -> _Command | None:
                 "gallery", f"takes nothing, 'revoke' or 'showcase', not '{shown(rest, 40)}'", typed=True
             )
         return word, rest.lower()
-    if word in ("reroll", "refine", "cancel", "guide", "star", "unstar"):
+    if word in ("reroll", "refine", "cancel", "guide", "info", "star", "unstar"):
         return word, parse_ref_args(rest, allow_percent=word == "refine")
     if word == "upscale":
         return word, _upscale_args(rest)

@@ -687,8 +687,13 @@ class ImageService:
         """Return the user's recent generations, newest first."""
         return await self._generations.recent(who.platform, who.user_id, limit=limit)
 
-    async def details(self, who: Requester, generation_id: int) -> Generation:
-        """Return a generation the user may see (their own, or anyone's that is not private)."""
+    async def details(self, who: Requester, generation_id: int | None, action: str = "show") -> Generation:
+        """Return a generation the user may see (their own, or anyone's that is not private).
+
+        None means the user's latest; `action` names what it is for in the sentence when they have none.
+        """
+        if generation_id is None:
+            return await self._source(who, None, action)
         generation = await self._generations.get(generation_id)
         if generation is None or (generation.private and (generation.platform, generation.user_id) != who.key):
             raise NotFound(f"generation {format_ref(generation_id)}")
@@ -700,10 +705,7 @@ class ImageService:
         The guides as the ControlNets got them (preprocessed), so that users see why the structure
         came out as it did; None means the user's latest generation.
         """
-        if generation_id is None:
-            generation = await self._source(who, None, "show the guide of")
-        else:
-            generation = await self.details(who, generation_id)
+        generation = await self.details(who, generation_id, "show the guide of")
         controls = generation.request.controlnets
         if not controls:
             raise InvalidOption("guide", f"{format_ref(generation.id)} was made without a ControlNet")

@@ -424,10 +424,10 @@ class ImagesCog(commands.Cog, name="Images"):
         """List the user's recent generations."""
         await self._ask(interaction, self.flow.history(requester(interaction), count))
 
-    @app_commands.command(name="info", description="Everything about one generation.")
-    async def info(self, interaction: discord.Interaction, id: app_commands.Range[int, 1]) -> None:
+    @app_commands.command(name="info", description="Everything about one generation (default: your latest).")
+    async def info(self, interaction: discord.Interaction, id: app_commands.Range[int, 1] | None = None) -> None:
         """Show a generation's parameters."""
-        await self.on_action(interaction, "details", id)
+        await self._ask(interaction, self.flow.info(requester(interaction), id))
 
     @app_commands.command(name="cancel", description="Cancel a queued or running image (default: your newest).")
     async def cancel(self, interaction: discord.Interaction, id: app_commands.Range[int, 1] | None = None) -> None:

@@ -64,7 +64,9 @@ HELP = """\
 `--seed --steps --refiner --lora --no --ar --cfg --sampler --n --model`
 */imagine reroll* `[#id]` — same settings, new seed (default: your latest image)
 */imagine refine* `[#id] [percent]` — same seed; the SDXL refiner takes over at percent (85)
-*/imagine cancel* `[#id]` · */imagine queue* · */imagine history* `[count]`
+*/imagine vary* `subtle|strong [#id]` — the image again with a new seed · */imagine upscale* `[#id[.n]] [2|4]`
+*/imagine cancel* `[#id]` · */imagine queue* · */imagine history* `[count]` · */imagine info* `[#id]` · \
+*/imagine guide* `[#id]`
 */imagine settings* `[steps=30 refiner_percent=85 private=true …]` — your defaults (`key=none` removes one)
 */imagine forget* — delete all your images, seeds and settings (asks first)
 */imagine gallery* `[revoke | showcase]` — a private link to your images on the web (`revoke`: every earlier \

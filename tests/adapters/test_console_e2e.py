@@ -72,10 +72,14 @@ def test_scripted_chat_makes_three_pngs_and_lists_history(tmp_path, tiny_data_di
 
 
 def test_bad_input_is_one_sentence_and_nothing_is_made(tmp_path, tiny_data_dir):
-    result = _run_chat(tmp_path / "data", tiny_data_dir, "/imagine a fox --steps 500\nrefine #99\nhistory\n")
+    result = _run_chat(tmp_path / "data", tiny_data_dir, "/imagine a fox --steps 500\nrefine #99\ninfo\nhistory\n")
     assert result.returncode == 0
     lines = [line for line in result.stdout.splitlines() if line.startswith("✖")]
-    assert lines == ["✖ --steps must be from 1 to 100, not 500.", "✖ There is no generation #99."]
+    assert lines == [
+        "✖ --steps must be from 1 to 100, not 500.",
+        "✖ There is no generation #99.",
+        "✖ There is no earlier image of yours to show; make one with /imagine first.",
+    ]
     assert "Traceback" not in result.stdout + result.stderr
     assert "No images yet" in result.stdout
     assert not list((tmp_path / "data").rglob("*.png"))

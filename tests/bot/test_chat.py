@@ -141,6 +141,25 @@ async def test_details_and_show_replies(flow):
     assert await flow.action(ALICE, "show", generation_id) == Flagged(generation_id, ())
 
 
+async def test_info_text_shows_the_latest_or_a_named_generation(flow):
+    """`info` is everything about the user's latest image, `info #id` about that one; never another's private one."""
+    with pytest.raises(NotFound, match="earlier image of yours to show; make one with /imagine first"):
+        await flow.text(ALICE, "info")
+    first = await made(flow)
+    job = await flow.service.imagine("a grey wolf --seed 9 --steps 4", ALICE, private=True)
+    private = (await job.result()).id
+    latest = await flow.text(ALICE, "info")
+    assert isinstance(latest, Text) and "a grey wolf" in latest.text and "Seed: 9" in latest.text
+    named = await flow.text(ALICE, f"info #{first}")
+    assert isinstance(named, Text) and "a red fox" in named.text and "Seed: 7" in named.text
+    with pytest.raises(NotFound, match=f"no generation #{private}"):
+        await flow.text(BOB, f"info #{private}")
+    # a prompt that starts with the word stays a prompt; the console's strict mode names what it takes
+    assert await flow.text(ALICE, "info about foxes") is None
+    with pytest.raises(InvalidOption, match="'about' is not understood; expected '#id'"):
+        await flow.text(ALICE, "info about foxes", strict=True)
+
+
 def test_refusal_shows_a_bot_error_as_it_is_and_logs_anything_else(caplog):
     """A BotError is its own sentence; any other exception is the generic one, with the traceback logged."""
     assert refusal(InvalidOption("steps", "must be from 1 to 100")).startswith("✖ Steps must be")

@@ -218,6 +218,7 @@ async def test_history_info_queue_loras_and_settings(running):
 
     assert reply_line_has(await reply("history"), "`#1` done · seed `7` · tiny · a red fox")
     assert "Seed: 7" in await reply("info", {"id": 1})
+    assert "Seed: 7" in await reply("info")  # the latest
     assert await reply("info", {"id": 9}) == "✖ There is no generation #9."
     assert await reply("queue") == "0 waiting in all.\nYou have nothing queued."
     assert "`pixel-art` — Pixel art style (trigger: pixel art)" in await reply("loras", {"search": "pix"})

@@ -329,12 +329,13 @@ async def test_cancel_button_stops_a_queued_job(running: Running) -> None:
 
 async def test_history_help_queue_and_settings_words(running: Running) -> None:
     await _imagine(running, "a red fox --seed 7 --steps 2")
-    for text in ("help", "history", "queue", "settings steps=12", "settings steps=none"):
+    for text in ("help", "history", "info", "queue", "settings steps=12", "settings steps=none"):
         await running.fake.send_slash(running.url, text=text)
-    await running.fake.wait_for(lambda: len(running.ephemeral()) == 5)
-    help_text, history, queue, saved, cleared = running.ephemeral()
+    await running.fake.wait_for(lambda: len(running.ephemeral()) == 6)
+    help_text, history, info, queue, saved, cleared = running.ephemeral()
     assert "/imagine reroll" in help_text and ":sparkles:" in help_text
     assert "`#1` done · seed `7`" in history
+    assert "a red fox" in info and "Seed: 7" in info
     assert queue == "0 waiting in all.\nYou have nothing queued."
     assert saved == "Your defaults: steps=12"
     assert cleared == "Your defaults: none (the model's own)"
