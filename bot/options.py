@@ -530,6 +530,9 @@ def _raw_options(options: Mapping[str, object]) -> tuple[dict[str, object], dict
     prompt = raw.get("prompt")
     if isinstance(prompt, str):
         raw["prompt"], flagged = _split_text(prompt)
+        if flagged and not raw["prompt"].strip():
+            # "--seed 3 a cat": every word went to a flag; say where the prompt goes, not only that it is missing.
+            raise InvalidOption("prompt", "is empty; describe the image first, then the flags: a red fox --seed 7")
         for typed, option, value in flagged:
             if option in raw:
                 reason = f"is given twice: in the prompt and as the {given_as[option]} option"

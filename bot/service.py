@@ -708,7 +708,7 @@ class ImageService:
         generation = await self.details(who, generation_id, "show the guide of")
         controls = generation.request.controlnets
         if not controls:
-            raise InvalidOption("guide", f"{format_ref(generation.id)} was made without a ControlNet")
+            raise NotFound(f"guide image of {format_ref(generation.id)}: it was made without a ControlNet")
         try:
             return generation, [await self._files.read_input(control.guide) for control in controls]
         except FileNotFoundError:

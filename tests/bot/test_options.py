@@ -321,8 +321,10 @@ def test_scheduler_spellings(typed, name):
     [
         # prompt
         ("", "Prompt is empty; describe the image you want."),
-        ("   --seed 4", "Prompt is empty; describe the image you want."),
-        ('"" --seed 4', "Prompt is empty; describe the image you want."),
+        ("   --seed 4", "Prompt is empty; describe the image first, then the flags: a red fox --seed 7."),
+        ("--steps 20 a cat", "Prompt is empty; describe the image first, then the flags: a red fox --seed 7."),
+        ("  ", "Prompt is empty; describe the image you want."),
+        ('"" --seed 4', "Prompt is empty; describe the image first, then the flags: a red fox --seed 7."),
         ("x", "Prompt is too short; describe the image you want in at least 2 characters."),
         ("a" * 3001, "Prompt is 3001 characters long; the most is 3000."),
         ("a fox\x00", "Prompt contains a control character (U+0000); remove it."),

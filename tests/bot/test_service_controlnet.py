@@ -151,7 +151,7 @@ async def test_show_guide_gives_the_preprocessed_guides_to_whoever_may_see_the_i
     latest = await flow.text(ALICE, "guide")
     assert isinstance(latest, Guides) and latest.images == reply.images
 
-    with pytest.raises(InvalidOption, match=f"#{plain.id} was made without a ControlNet"):
+    with pytest.raises(NotFound, match=f"^There is no guide image of #{plain.id}: it was made without a ControlNet.$"):
         await flow.text(ALICE, f"guide #{plain.id}")
     bob = Requester("console", "bob", workspace="w1")
     assert isinstance(await flow.action(bob, "guide", guided.id), Guides)  # a public image's guide is public
