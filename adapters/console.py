@@ -66,7 +66,7 @@ class ConsoleChat:
         self._out = out
         self._data_dir = data_dir
         self._live = out.isatty()
-        self._flow = ChatFlow(service)
+        self._flow = ChatFlow(service, mention=str)
         self._posted: set[asyncio.Task[None]] = set()
 
     def say(self, text: str = "") -> None:

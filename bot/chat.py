@@ -37,6 +37,7 @@ from bot.summary import (
     details_text,
     forgotten_line,
     gallery_line,
+    mention,
     parse_setting_pairs,
     progress_line,
 )
@@ -215,6 +216,7 @@ class ChatFlow:
         command: how the chat's users start a text command: ``"/imagine "`` on Slack, ``""`` in the console.
         details_limit: the most characters of parameters a details reply shows (the platform's message limit).
         quote: escapes users' text for the chat's markup (Slack's ``&<>``).
+        mention: names a user in the chat's markup (Discord's and Slack's ``<@id>``; the console's plain id).
         admin: answers ``admin …`` text (server rules); None where the chat has no such word.
     """
 
@@ -225,12 +227,14 @@ class ChatFlow:
         command: str = "",
         details_limit: int = 1700,
         quote: Callable[[str], str] = str,
+        mention: Callable[[str], str] = mention,
         admin: Callable[[Requester, str], Awaitable[str]] | None = None,
     ) -> None:
         self.service = service
         self._command = command
         self._details_limit = details_limit
         self._quote = quote
+        self._mention = mention
         self._admin = admin
 
     async def action(self, who: Requester, action: ButtonAction, generation_id: int) -> Reply:
@@ -296,7 +300,7 @@ class ChatFlow:
     async def info(self, who: Requester, generation_id: int | None) -> Text:
         """Everything about a generation the user may see (None: their latest): its prompt, seed and settings."""
         generation = await self.service.details(who, generation_id)
-        return Text(details_text(generation, limit=self._details_limit, quote=self._quote))
+        return Text(details_text(generation, limit=self._details_limit, quote=self._quote, mention=self._mention))
 
     async def cancel(self, who: Requester, generation_id: int | None) -> Text:
         """Answer ``cancel [#id]``: stop a queued or running job of the user's (default: the newest)."""

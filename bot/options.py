@@ -529,8 +529,9 @@ def _raw_options(options: Mapping[str, object]) -> tuple[dict[str, object], dict
         given_as[option] = shown(key.strip())
     prompt = raw.get("prompt")
     if isinstance(prompt, str):
-        raw["prompt"], flagged = _split_text(prompt)
-        if flagged and not raw["prompt"].strip():
+        text, flagged = _split_text(prompt)
+        raw["prompt"] = text
+        if flagged and not text.strip():
             # "--seed 3 a cat": every word went to a flag; say where the prompt goes, not only that it is missing.
             raise InvalidOption("prompt", "is empty; describe the image first, then the flags: a red fox --seed 7")
         for typed, option, value in flagged:

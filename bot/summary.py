@@ -23,6 +23,7 @@ __all__ = [
     "details_text",
     "forgotten_line",
     "history_line",
+    "mention",
     "parse_setting_pairs",
     "progress_line",
     "result_fields",
@@ -104,15 +105,28 @@ def result_fields(generation: Generation) -> list[tuple[str, str]]:
     return fields
 
 
-def details_text(generation: Generation, *, limit: int, quote: Callable[[str], str] = str) -> str:
+def mention(user_id: str) -> str:
+    """Return how Discord and Slack mention a user in a message (each shows the name)."""
+    return f"<@{user_id}>"
+
+
+def details_text(
+    generation: Generation,
+    *,
+    limit: int,
+    quote: Callable[[str], str] = str,
+    mention: Callable[[str], str] = mention,
+) -> str:
     """Return everything needed to reproduce a generation: who and what, then its parameters as a code block.
 
     Args:
         generation: the generation.
         limit: the most characters of parameters shown.
         quote: escapes the user's text for the chat's markup (Slack's ``&<>``).
+        mention: names the author in the chat's markup.
     """
-    lines = [f"{format_ref(generation.id)} · {generation.action} · {generation.status} · <@{generation.user_id}>"]
+    who = mention(generation.user_id)
+    lines = [f"{format_ref(generation.id)} · {generation.action} · {generation.status} · {who}"]
     if generation.parent_id:
         lines.append(f"from {format_ref(generation.parent_id)}")
     if generation.error:
@@ -135,7 +149,7 @@ def audit_text(entries: Sequence[AuditEntry], when: Callable[[float], str], quot
     for entry in entries:
         what = entry.action + (f" {format_ref(entry.generation_id)}" if entry.generation_id else "")
         detail = f" ({quote(entry.detail)})" if entry.detail else ""
-        lines.append(f"{when(entry.at)} · <@{entry.user_id}> · {what}{detail}")
+        lines.append(f"{when(entry.at)} · {mention(entry.user_id)} · {what}{detail}")
     return "\n".join(lines)
 
 

@@ -19,6 +19,7 @@ import queue
 import sys
 import threading
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -212,6 +213,8 @@ def quiet_libraries(*, verbose: bool) -> None:
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
+    # diffusers passes the hub an argument it deprecated; the hub says so on every download it tries.
+    warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks", category=UserWarning)
     diffusers_logging.set_verbosity_error()
     transformers_logging.set_verbosity_error()
     if not verbose:

@@ -67,3 +67,15 @@ async def test_guide_shows_where_the_guide_the_controlnet_saw_is_kept(tmp_path: 
     at = lines.index("#1 guide 1: tiny-controlnet (canny, weight 1, balanced) on steps 1–10 of 10")
     assert lines[at + 1] == f"    {tmp_path / 'data' / input_path(control.guide)}"
     assert lines[-1].startswith("✖ Argument '#2' is not understood")
+
+
+async def test_info_names_the_author_as_the_console_shows_users(tmp_path: Path) -> None:
+    """`info` shows the latest generation's parameters, its author plain (no chat mention markup)."""
+    async with started_service(FakeBackend(), tmp_path) as (service, _):
+        out = io.StringIO()
+        chat = ConsoleChat(service, Requester(platform="console", user_id="ada"), out, tmp_path)
+        assert await chat.handle("/imagine a red fox --seed 7 --steps 4")
+        assert await chat.handle("info")
+    text = out.getvalue()
+    assert "#1 · generate · done · ada\n" in text and "<@" not in text
+    assert "Seed: 7" in text
