@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import uuid
 from pathlib import Path
@@ -341,22 +340,14 @@ def _weights_bytes(core: CoreSettings, local: str | None) -> int | None:
 
 def _hub_model(repo: str, name: str = "model", size: str = "several GB") -> Check:
     try:
-        from huggingface_hub import scan_cache_dir
-        from huggingface_hub.errors import CacheNotFound
+        import huggingface_hub  # noqa: F401  (the worker downloads with it; installed, not merely present)
     except ImportError:
         return Check(name, False, "the local extra is not installed; install it (pip install -e '.[local]').")
+    from inference.local._job import hub_cached, hub_offline
 
-    # Read at call time: huggingface_hub's own constant is fixed when it is first imported.
-    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
-    try:
-        cached = {
-            entry.repo_id for entry in scan_cache_dir(os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub")).repos
-        }
-    except CacheNotFound:
-        cached = set()
-    if repo in cached:
+    if hub_cached(repo):
         return Check(name, True, f"{repo} is in the Hugging Face cache")
-    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
+    if hub_offline():
         return Check(
             name,
             False,

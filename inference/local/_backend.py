@@ -37,7 +37,7 @@ from bot.request import GeneratedImage, GenerationRequest, Preprocess, RefinerSp
 from bot.request import Progress as StepProgress
 from inference.capabilities import CAPABILITIES
 from inference.local._annotators import annotator_folder, preprocessors
-from inference.local._job import WorkerJob, batch_key, build_job
+from inference.local._job import WorkerJob, batch_key, build_job, check_installed
 from inference.local._protocol import (
     Cancel,
     Checked,
@@ -194,13 +194,13 @@ class LocalBackend:
         return False
 
     def check(self, request: GenerationRequest) -> None:
-        """Refuse what the worker cannot make: names without local weights, or LCM past 50 steps.
+        """Refuse what the worker cannot make: names without local weights or not installed here, LCM past 50 steps.
 
         The worker's own job resolution runs here too, so whatever it would refuse at run time is
         refused before the request is queued.
         """
         CAPABILITIES["local"].check(request, self._catalog)
-        build_job(request, self._catalog, self._data_dir)
+        check_installed(build_job(request, self._catalog, self._data_dir))
 
     async def generate(
         self,

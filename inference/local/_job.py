@@ -9,6 +9,7 @@ Face repo id, ``tiny:<part>`` or a path) come from models.toml.
 from __future__ import annotations
 
 import difflib
+import os
 import random
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +22,7 @@ from bot.images import input_path
 from bot.request import MAX_SEED, ControlMode, GenerationRequest, run_steps
 from inference.local._schedulers import MAX_STEPS, SCHEDULERS
 
-__all__ = ["Asset", "Control", "WorkerJob", "batch_key", "build_job"]
+__all__ = ["Asset", "Control", "WorkerJob", "batch_key", "build_job", "check_installed", "hub_cached", "hub_offline"]
 
 # Architectures the SDXL pipelines can run.
 _LOCAL_ARCHITECTURES = frozenset({"sdxl", "sdxl-distilled"})
@@ -208,3 +209,42 @@ def _asset(entry: CatalogEntry, data_dir: Path, weight: float = 1.0) -> Asset:
     if local.startswith("./"):
         local = str((Path(data_dir) / local[2:]).resolve())
     return Asset(name=entry.name, local=local, weight_name=entry.weight_name, weight=weight, token=entry.token)
+
+
+def hub_offline() -> bool:
+    """Return whether the Hugging Face hub is switched off (``HF_HUB_OFFLINE``): only its cache is read."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_cached(repo: str) -> bool:
+    """Return whether a hub repository has a downloaded snapshot in the Hugging Face cache.
+
+    The cache's folder is read from the environment at call time, as the hub reads it
+    (``HF_HUB_CACHE``, else ``HF_HOME/hub``), without importing the hub's library.
+    """
+    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    cache = Path(os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub"))
+    snapshots = cache / ("models--" + repo.replace("/", "--")) / "snapshots"
+    return snapshots.is_dir() and any(snapshots.iterdir())
+
+
+def check_installed(job: WorkerJob) -> None:
+    """Refuse a job whose weights are not on this machine and cannot be fetched when it runs.
+
+    A file or folder of the catalog must be there; a hub repository must be in the cache when
+    the hub is off (otherwise the worker downloads it on first use). Said before the request is
+    queued, instead of failing the job once the worker tries to load it.
+
+    Raises:
+        InvalidOption: naming the entry; the path and repository stay out of the user's sentence.
+    """
+    assets: list[tuple[str, Asset | None]] = [("model", job.model), ("refiner", job.refiner), ("vae", job.vae)]
+    assets += [("lora", lora) for lora in job.loras] + [("embedding", emb) for emb in job.embeddings]
+    assets += [("controlnet", control.asset) for control in job.controlnets] + [("upscaler", job.upscaler)]
+    for kind, asset in assets:
+        if asset is None or asset.local.startswith("tiny:"):  # built on this machine when first used
+            continue
+        local = Path(asset.local)
+        missing = not local.exists() if local.is_absolute() else hub_offline() and not hub_cached(asset.local)
+        if missing:
+            raise InvalidOption(kind, f"'{asset.name}' is not installed on this bot; ask its operator to download it")

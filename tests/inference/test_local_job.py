@@ -180,3 +180,42 @@ def test_an_upscaler_resolves_to_its_file_and_keeps_its_jobs_apart(tmp_path):
     assert hires.upscaler is None and batch_key(hires) != batch_key(alone)
     with pytest.raises(InvalidOption, match="not in the catalog"):
         build_job(GenerationRequest(**image, upscaler="blunt", seed=3), catalog, tmp_path)
+
+
+def test_weights_not_installed_here_are_refused_before_anything_is_queued(tmp_path, monkeypatch):
+    """A catalog folder that is missing, or a hub repository not in the cache while the hub is off, is one
+    sentence from the backend's check (no worker started), naming the entry and not the path or repository;
+    with the hub on, the worker downloads the repository on first use."""
+    from inference.local import LocalBackend
+
+    catalog = Catalog.from_toml(
+        '[model.tiny]\narchitecture = "sdxl"\nlocal = "tiny:base"\n\n'
+        '[model.mine]\narchitecture = "sdxl"\nlocal = "./models/mine"\n\n'
+        '[controlnet.canny-sdxl]\narchitecture = "sdxl"\nlocal = "diffusers/controlnet-canny-sdxl-1.0"\n'
+    )
+    guided = GenerationRequest.from_dict(
+        {
+            "prompt": "a fox",
+            "model": "tiny",
+            "seed": 1,
+            "controlnets": [{"model": "canny-sdxl", "guide": "b" * 64, "start_step": 1, "end_step": 20}],
+        }
+    )
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    backend = LocalBackend(catalog, tmp_path / "data")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InvalidOption) as refused:
+        backend.check(guided)
+    assert str(refused.value) == "Controlnet 'canny-sdxl' is not installed on this bot; ask its operator to download it."
+    with pytest.raises(InvalidOption, match="^Model 'mine' is not installed on this bot"):
+        backend.check(request(model="mine"))
+    backend.check(request())  # the tiny model is built here when first used
+
+    (tmp_path / "hub" / "models--diffusers--controlnet-canny-sdxl-1.0" / "snapshots" / "0a1b").mkdir(parents=True)
+    (tmp_path / "data" / "models" / "mine").mkdir(parents=True)
+    backend.check(guided)
+    backend.check(request(model="mine"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    (tmp_path / "hub" / "models--diffusers--controlnet-canny-sdxl-1.0" / "snapshots" / "0a1b").rmdir()
+    backend.check(guided)
+    assert backend.worker_pid is None
