@@ -447,7 +447,14 @@ class ImageService:
         except ValueError as error:
             reason = f"cannot run on {format_ref(parent.id)} ({shown(str(error), 120)})"
             raise InvalidOption(action, reason) from None
-        warnings = rules.check(request, self.catalog, self.limits)
+        dropped: tuple[str, ...] = ()
+        if request.refiner is not None and not request.upscales_alone and min(request.split) < 1:
+            # Few steps run at a low strength; the parent's split would leave a stage none, and the
+            # user asked for the image, not the refiner: it runs on the base model alone.
+            request = request.model_copy(update={"refiner": None})
+            steps = "1 step leaves" if request.run_steps == 1 else f"{request.run_steps} steps leave"
+            dropped = (f"The refiner is left out: {steps} it none at strength {chosen}.",)
+        warnings = rules.check(request, self.catalog, self.limits) + dropped
         if request.upscales_alone:
             warnings = ()  # about the model's steps and prompts, none of which play a part
         return await self.submit(

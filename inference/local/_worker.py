@@ -215,6 +215,8 @@ def quiet_libraries(*, verbose: bool) -> None:
 
     # diffusers passes the hub an argument it deprecated; the hub says so on every download it tries.
     warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks", category=UserWarning)
+    # peft's note on every second LoRA loaded side by side, which is how LoRAs combine.
+    warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)
     diffusers_logging.set_verbosity_error()
     transformers_logging.set_verbosity_error()
     if not verbose:

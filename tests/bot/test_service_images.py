@@ -180,6 +180,22 @@ async def test_upscale_is_the_same_prompt_and_seed_at_twice_the_size(service, ba
     assert isinstance(reply, Started) and (reply.job.request.width, reply.job.request.upscale) == (512, 4)
 
 
+async def test_an_upscale_whose_few_steps_leave_the_refiner_none_runs_without_it(service, backend):
+    """Hires fix of a refined image: 4 steps at 0.3 run 1, which the parent's 50 % split cannot share, so the
+    upscale runs on the base alone and says so (it used to be refused with a refiner sentence); with enough
+    steps the refiner stays."""
+    await (await service.imagine("a fox --steps 4 --refiner 50 --seed 3", ALICE)).result()
+    job = await service.upscale(ALICE, None, 2)
+    await job.result()
+    assert backend.requests[-1].refiner is None and backend.requests[-1].run_steps == 1
+    assert "The refiner is left out: 1 step leaves it none at strength 0.3." in job.warnings
+    await (await service.imagine("a fox --steps 30 --refiner 50 --seed 3", ALICE)).result()
+    job = await service.upscale(ALICE, None, 2)
+    await job.result()
+    assert backend.requests[-1].refiner is not None and backend.requests[-1].split == (5, 4)
+    assert not any("left out" in warning for warning in job.warnings)
+
+
 async def test_a_configured_upscaler_enlarges_the_image_alone_and_that_is_what_is_stored(backend, tmp_path):
     """With IMAGEBOT_UPSCALER set, an upscale names the upscaler and stores no strength and no refiner."""
     async with memory_service(backend, tmp_path, upscaler="tiny-upscaler") as service:

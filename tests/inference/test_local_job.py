@@ -206,8 +206,9 @@ def test_weights_not_installed_here_are_refused_before_anything_is_queued(tmp_pa
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(InvalidOption) as refused:
         backend.check(guided)
-    assert str(refused.value) == "Controlnet 'canny-sdxl' is not installed on this bot; ask its operator to download it."
-    with pytest.raises(InvalidOption, match="^Model 'mine' is not installed on this bot"):
+    sentence = "Controlnet 'canny-sdxl' is not installed on this bot; ask its operator to download it."
+    assert str(refused.value) == sentence
+    with pytest.raises(InvalidOption, match=r"^Model 'mine' is not installed on this bot"):
         backend.check(request(model="mine"))
     backend.check(request())  # the tiny model is built here when first used
 
