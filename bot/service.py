@@ -2,8 +2,8 @@
 
 Each turns options into a checked request, records the generation before the
 user is answered, and hands the job to the runner (`bot.runner`); a server's
-rules and quotas are checked by its administration (`bot.admin`) first, and a user's saved
-defaults are `bot.user_settings`'.
+rules and quotas are checked by its administration (`bot.admin`) first, the images a request
+names are read and checked by `bot.inputs`, and a user's saved defaults are `bot.user_settings`'.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 from bot import options, rules, user_settings
@@ -22,37 +22,32 @@ from bot.admin import ServerAdmin
 from bot.catalog import Catalog
 from bot.controls import Guide
 from bot.errors import GalleryOff, InvalidOption, NotAllowed, NotFound, shown
-from bot.guides import CANNY_THRESHOLDS, make_guide
+from bot.guides import CANNY_THRESHOLDS
 from bot.history import Action, Generation, NewGeneration, Status, StoredImage
-from bot.images import InputImage, check_image
+from bot.images import InputImage
+from bot.inputs import ImageInputs, ImageLoader
 from bot.jobs import Job, Requester
 from bot.ports import (
     Backend,
     ChatPoster,
     GalleryLinks,
-    GuideBackend,
-    ImageCheckingBackend,
     PublicUpscaleBackend,
     Stores,
 )
-from bot.request import SIDE, GenerationRequest, Preprocess
+from bot.request import SIDE, GenerationRequest
 from bot.runner import JobRunner
 from bot.showcase import Showcase
 from bot.user_settings import UserSettings
 
-__all__ = ["VARY_STRENGTH", "ImageLoader", "ImageService", "VaryKind", "random_seed"]
+__all__ = ["VARY_STRENGTH", "ImageService", "VaryKind", "random_seed"]
 
 log = logging.getLogger(__name__)
 
-# Reads an image reference that is not a previous image: a chat's attachment, a console file.
-ImageLoader = Callable[[str, str], Awaitable[bytes]]  # (reference as typed, option) → bytes
 VaryKind = Literal["subtle", "strong"]
 # Midjourney's Vary (Subtle) and Vary (Strong), as image-to-image strengths (settings vary_subtle, vary_strong).
 VARY_STRENGTH: dict[VaryKind, float] = {"subtle": 0.35, "strong": 0.7}
 # How much of an upscaled image the model redraws (setting upscale_strength): A1111's usual hires-fix range.
 UPSCALE_STRENGTH = 0.3
-# Stands for the image while the rest of a request is checked, before any image is read.
-_PROBE = "0" * 64
 
 
 def _refuse_upscaled_alone(parent: Generation, action: str, why: str) -> None:
@@ -122,10 +117,7 @@ class ImageService:
         self._seeds = seeds
         self._log_prompts = log_prompts
         self._retention_days = retention_days
-        self.max_input_bytes = max_input_bytes
-        self._max_input_pixels = max_input_pixels
         self._inputs_lock = asyncio.Lock()
-        self._canny = canny_thresholds
         self._purger: asyncio.Task[None] | None = None
         self._clock = clock
         self._posters: dict[str, ChatPoster] = {}
@@ -141,6 +133,22 @@ class ImageService:
             max_queue=max_queue,
             max_per_user=max_per_user,
         )
+        self.inputs = ImageInputs(
+            generations=stores.generations,
+            files=stores.images,
+            runner=self.runner,
+            admin=self.admin,
+            source=self._source,
+            admit=self._admit,
+            max_bytes=max_input_bytes,
+            max_pixels=max_input_pixels,
+            canny_thresholds=canny_thresholds,
+        )
+
+    @property
+    def max_input_bytes(self) -> int:
+        """Return the largest image file a user may give, for the chats' downloads."""
+        return self.inputs.max_bytes
 
     @property
     def default_model(self) -> str:
@@ -193,15 +201,15 @@ class ImageService:
         """
         saved = await self.user_settings.get(who)
         defaults = self.user_settings.defaults(saved)
-        refs = options.image_refs(given)
-        images: list[InputImage] = []  # every image the request names, checked, stored once it passes
-        flagged: list[str] = []
-        costs: list[float] = []  # what a backend charged for guide maps made for it
+
+        def parse(inputs: options.Inputs | None, guides: Sequence[Guide]) -> options.Parsed:
+            return self._parse(given, defaults, inputs, guides)
+
         try:
-            inputs, guides = await self._load_inputs(given, defaults, refs, who, load, images, flagged, costs)
+            loaded = await self.inputs.load(who, options.image_refs(given), parse, load)
         except InvalidOption as error:
             raise options.as_typed(given, error) from None
-        parsed = self._parse(given, defaults, inputs, guides)
+        parsed = parse(loaded.inputs, loaded.guides)
         if private is None:
             private = user_settings.private(saved)
         return await self.submit(
@@ -210,107 +218,10 @@ class ImageService:
             warnings=parsed.warnings,
             private=private,
             saved=saved,
-            inputs=images,
-            flagged_inputs=flagged,
-            cost=sum(costs) if costs else None,
+            inputs=loaded.images,
+            flagged_inputs=loaded.flagged,
+            cost=sum(loaded.costs) if loaded.costs else None,
         )
-
-    async def _load_inputs(
-        self,
-        given: str | Mapping[str, object],
-        defaults: options.Defaults,
-        refs: options.ImageRefs,
-        who: Requester,
-        load: ImageLoader | None,
-        images: list[InputImage],
-        flagged: list[str],
-        costs: list[float],
-    ) -> tuple[options.Inputs | None, list[Guide]]:
-        """Load, check and (guides) preprocess the images a request names; append them to `images`.
-
-        What a backend charges for a guide map is appended to `costs`.
-        """
-        if refs.image is None and not refs.guides:
-            return None, []
-        # Everything else is checked first, so a request that fails anyway reads no image;
-        # the probe also says how each ControlNet's guide is to be preprocessed.
-        probe_inputs = options.Inputs(_PROBE, SIDE.low, SIDE.low) if refs.image is not None else None
-        probe = self._parse(given, defaults, probe_inputs, [Guide(_PROBE, _PROBE)] * len(refs.guides))
-        inputs = None
-        uploads: list[tuple[str, InputImage]] = []  # files a chat gave (not #id): no verdict yet
-        if refs.image is not None:
-            image = await self._input(who, refs.image, "image", load, flagged)
-            mask = await self._input(who, refs.mask, "mask", load, flagged) if refs.mask is not None else None
-            images += [image] if mask is None else [image, mask]
-            inputs = options.Inputs(image.sha256, image.width, image.height, mask.sha256 if mask else None)
-            if parse_image_ref(refs.image) is None:
-                uploads.append(("the uploaded image", image))
-            if refs.guides:  # the size may follow the image's: a guide map is made at the real one
-                probe = self._parse(given, defaults, inputs, [Guide(_PROBE, _PROBE)] * len(refs.guides))
-        sources = []
-        for ref in refs.guides:
-            source = await self._input(who, ref, "guide", load, flagged)
-            sources.append(source)
-            if parse_image_ref(ref) is None:
-                uploads.append(("the uploaded guide", source))
-        # Before any guide map is made: a backend may charge for one.
-        flagged += await self._flagged_uploads(who, probe.request, uploads)
-        guides = []
-        for source, control in zip(sources, probe.request.controlnets, strict=True):
-            images.append(source)
-            if control.preprocess == "none":
-                guides.append(Guide(source.sha256))
-            else:
-                made = await self._make_guide(source, control.preprocess, probe.request, who, flagged, costs)
-                images.append(made)
-                guides.append(Guide(made.sha256, source.sha256))
-        return inputs, guides
-
-    async def _flagged_uploads(
-        self, who: Requester, request: GenerationRequest, uploads: Sequence[tuple[str, InputImage]]
-    ) -> list[str]:
-        """Return the names of the uploads the safety check flags, where the server withholds flagged images.
-
-        The check runs where the backend can (the local worker's checker), and only for a server
-        whose policy would refuse them: elsewhere a flagged input costs nothing, and its result is
-        judged on its own. (Masks are not checked: black and white shapes, not pictures.)
-        """
-        if not uploads:
-            return []
-        backend = self.runner.backend_for(request)
-        if not isinstance(backend, ImageCheckingBackend):
-            return []
-        if (await self.admin.policy(who)).flagged != "withhold":
-            return []
-        verdicts = await backend.flags(request.model, [image.data for _, image in uploads])
-        return [name for (name, _), flagged in zip(uploads, verdicts, strict=True) if flagged]
-
-    async def _make_guide(
-        self,
-        source: InputImage,
-        preprocess: Preprocess,
-        probe: GenerationRequest,
-        who: Requester,
-        flagged: Sequence[str],
-        costs: list[float],
-    ) -> InputImage:
-        """Return the guide map of a checked image: canny here, another annotator by a backend that has it.
-
-        A backend's map is asked for only once nothing else would refuse the request (the
-        queue, the server's rules and quota, the backend's own check run on the probe first),
-        since the API may charge for it; its answer is checked like any image from outside.
-        """
-        backend = self.runner.backend_for(probe)
-        if preprocess != "canny" and isinstance(backend, GuideBackend) and preprocess in backend.guide_preprocessors:
-            self.runner.queue.check_room(who.key)
-            policy = await self.admin.check(who, probe, flagged)
-            backend.check(probe)
-            await self.admin.check_quota(who, probe.count, policy)
-            made = await backend.make_guide(source.data, preprocess, probe.width, probe.height)
-            if made.cost is not None:
-                costs.append(made.cost)
-            return await self._checked(made.data, "guide")
-        return await asyncio.to_thread(make_guide, source, preprocess, thresholds=self._canny)
 
     def _parse(
         self,
@@ -328,48 +239,6 @@ class ImageService:
             guides=guides,
         )
 
-    async def _input(
-        self, who: Requester, ref: str, option: str, load: ImageLoader | None, flagged: list[str]
-    ) -> InputImage:
-        """Load the image a reference names (``#12``, ``#12.2``, or what `load` reads) and check it.
-
-        A previous image whose safety verdict is flagged has its reference added to `flagged`
-        (the server's policy decides in `submit`); a file a chat gives has no verdict yet.
-        """
-        found = parse_image_ref(ref)
-        if found is not None:
-            generation = await self._source(who, found[0], "use")
-            stored = self._pick_image(generation, found[1], option)
-            if stored.nsfw:
-                flagged.append(format_image_ref(generation.id, found[1]))
-            image = await self._checked(await self._files.read(stored.path), option)
-            await self._generations.note_input_source(image.sha256, generation.id, stored.index)
-            return image
-        if load is None:
-            raise InvalidOption(option, f"must be a previous image like #12 (or #12.2), not '{shown(ref)}'")
-        return await self._checked(await load(ref, option), option)
-
-    async def _checked(self, data: bytes, option: str) -> InputImage:
-        """Check an image off the event loop: decoding a large one takes a while."""
-        return await asyncio.to_thread(
-            check_image,
-            data,
-            option=option,
-            max_bytes=self.max_input_bytes,
-            pixel_budget=self._max_input_pixels,
-            mask=option == "mask",
-        )
-
-    @staticmethod
-    def _pick_image(generation: Generation, index: int, option: str) -> StoredImage:
-        ref = format_ref(generation.id)
-        if not generation.images:
-            raise InvalidOption(option, f"{ref} has no image ({generation.status})")
-        if index >= len(generation.images):
-            count = len(generation.images)
-            raise InvalidOption(option, f"{ref} has {count} image{'s' if count > 1 else ''}, not {index + 1}")
-        return generation.images[index]
-
     async def upscale(self, who: Requester, ref: int | str | None, factor: Literal[2, 4]) -> Job:
         """Queue a larger copy of a result (`ref`: an id, ``#12.2``, or None for the latest): its sides × `factor`.
 
@@ -382,7 +251,7 @@ class ImageService:
         """
         found = parse_image_ref(ref) if isinstance(ref, str) else None if ref is None else (ref, 0)
         parent = await self._source(who, found[0] if found else None, "upscale")
-        stored = self._pick_image(parent, found[1] if found else 0, "upscale")
+        stored = self.inputs.pick(parent, found[1] if found else 0, "upscale")
         width, height = stored.width * factor, stored.height * factor
         budget = self.limits.pixel_budget
         if width > SIDE.high or height > SIDE.high or width * height > budget:
@@ -412,7 +281,7 @@ class ImageService:
         The strength is the user's ``vary_subtle``/``vary_strong`` setting, else 0.35 / 0.7.
         """
         parent = await self._source(who, generation_id, "vary")
-        stored = self._pick_image(parent, 0, "vary")
+        stored = self.inputs.pick(parent, 0, "vary")
         width, height = options.size_for_image(stored.width, stored.height, self.limits.pixel_budget)
         changes = {"width": width, "height": height, "seed": self._seeds()}
         return await self._from_result(who, parent, stored, "vary", VARY_STRENGTH[kind], changes, f"vary_{kind}")
@@ -438,8 +307,7 @@ class ImageService:
             saved = await self.user_settings.get(who)
             chosen = saved.get(setting or f"{action}_strength", strength)
             assert isinstance(chosen, int | float)  # settings are checked when saved
-        image = await self._checked(await self._files.read(stored.path), action)
-        await self._generations.note_input_source(image.sha256, parent.id, stored.index)
+        _, image = await self.inputs.of_result(parent, stored.index, action)
         image_to_image = {"init_image": image.sha256, "strength": chosen, "mask_image": None}
         again = {"outpaint": None, "upscale": None, "upscaler": None, "controlnets": ()}
         try:
@@ -489,11 +357,7 @@ class ImageService:
         names those whose stored safety verdict is flagged, for the server's policy; `cost` is
         what was paid for it already (guide maps), to which the job's cost is added.
         """
-        self.runner.queue.check_room(who.key)
-        policy = await self.admin.check(who, request, flagged_inputs)
-        backend = self.runner.backend_for(request)
-        backend.check(request)
-        await self.admin.check_quota(who, request.count, policy)
+        backend = await self._admit(who, request, flagged_inputs)
         if request.seed is None:
             request = request.with_seed(self._seeds())
         # Held from storing the inputs to adding the row that names them, so that a purge
@@ -532,6 +396,18 @@ class ImageService:
             extra=context,
         )
         return job
+
+    async def _admit(self, who: Requester, request: GenerationRequest, flagged_inputs: Sequence[str]) -> Backend:
+        """Run every check a request passes before it may cost anything, and return the backend that runs it.
+
+        Room in the queue, the server's rules and the backend's own check, then the server's quota.
+        """
+        self.runner.queue.check_room(who.key)
+        policy = await self.admin.check(who, request, flagged_inputs)
+        backend = self.runner.backend_for(request)
+        backend.check(request)
+        await self.admin.check_quota(who, request.count, policy)
+        return backend
 
     async def reroll(self, who: Requester, generation_id: int | None) -> Job:
         """Queue the same settings with a new seed; None means the user's latest generation.

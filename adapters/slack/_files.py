@@ -17,7 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import InvalidOption, shown
 from bot.images import not_an_image, too_large
-from bot.service import ImageLoader
+from bot.inputs import ImageLoader
 
 from .._download import IMAGE_TYPES, FileHosts, download
 
