@@ -14,8 +14,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bot.catalog import Catalog
+from bot.catalog import Catalog, Kind
 from bot.config import CoreSettings, LocalWorkerSettings, ModelsLabSettings, RaySettings, RunwareSettings
+from bot.errors import shown
 from bot.plugins import Check, ConfigurationError
 from bot.ports import Backend
 
@@ -82,6 +83,7 @@ class LocalPlugin:
         if core.upscaler:
             checks.append(_upscaler(core, catalog))
         checks += _annotators(core, catalog)
+        checks.append(_installed(core, catalog))
         return checks
 
 
@@ -247,6 +249,26 @@ def _upscaler(core: CoreSettings, catalog: Catalog) -> Check:
             return Check("upscaler", True, f"{entry.name}: {path} is present")
         return Check("upscaler", False, f"{path} does not exist; copy the upscaler's weights there or fix the catalog.")
     return Check("upscaler", True, f"{entry.name}: {entry.local}, downloaded on first use")
+
+
+def _installed(core: CoreSettings, catalog: Catalog) -> Check:
+    """Name the catalog entries the local backend cannot load here: users who name one are refused.
+
+    No fault (an operator may keep entries for another machine or backend); the default model
+    has its own check above.
+    """
+    from inference.local._job import asset_of, hub_offline, installed
+
+    kinds: tuple[Kind, ...] = ("model", "refiner", "vae", "lora", "embedding", "controlnet", "upscaler")
+    entries = [entry for kind in kinds for entry in catalog.entries(kind) if entry.local]
+    missing = [entry.name for entry in entries if not installed(asset_of(entry, core.data_dir))]
+    if not missing:
+        fetched = "" if hub_offline() else " (hub repositories are downloaded on first use)"
+        return Check("catalog", True, f"the local backend can load all {len(entries)} entries{fetched}")
+    why = "files missing, or not in the Hugging Face cache while HF_HUB_OFFLINE is set"
+    names = shown(", ".join(missing), 200)
+    refused = "a user who names one is told it is not installed"
+    return Check("catalog", True, f"{len(missing)} of {len(entries)} entries are not here ({why}): {names}; {refused}")
 
 
 def _annotators(core: CoreSettings, catalog: Catalog) -> list[Check]:

@@ -22,7 +22,18 @@ from bot.images import input_path
 from bot.request import MAX_SEED, ControlMode, GenerationRequest, run_steps
 from inference.local._schedulers import MAX_STEPS, SCHEDULERS
 
-__all__ = ["Asset", "Control", "WorkerJob", "batch_key", "build_job", "check_installed", "hub_cached", "hub_offline"]
+__all__ = [
+    "Asset",
+    "Control",
+    "WorkerJob",
+    "asset_of",
+    "batch_key",
+    "build_job",
+    "check_installed",
+    "hub_cached",
+    "hub_offline",
+    "installed",
+]
 
 # Architectures the SDXL pipelines can run.
 _LOCAL_ARCHITECTURES = frozenset({"sdxl", "sdxl-distilled"})
@@ -153,16 +164,16 @@ def build_job(request: GenerationRequest, catalog: Catalog, data_dir: Path) -> W
         raise InvalidOption("steps", f"must be at most {limit} with {request.scheduler}, not {request.steps}")
     refiner = None
     if request.refiner is not None:
-        refiner = _asset(catalog.get("refiner", request.refiner.model), data_dir)
+        refiner = asset_of(catalog.get("refiner", request.refiner.model), data_dir)
     base_steps, refiner_steps = request.split
     seed = request.seed if request.seed is not None else random.randint(1, MAX_SEED)
     return WorkerJob(
         prompt=request.prompt,
         negative_prompt=request.negative_prompt,
-        model=_asset(model, data_dir),
+        model=asset_of(model, data_dir),
         refiner=refiner,
-        vae=_asset(catalog.get("vae", request.vae), data_dir) if request.vae else None,
-        loras=tuple(_asset(catalog.get("lora", lora.name), data_dir, weight=lora.weight) for lora in request.loras),
+        vae=asset_of(catalog.get("vae", request.vae), data_dir) if request.vae else None,
+        loras=tuple(asset_of(catalog.get("lora", lora.name), data_dir, weight=lora.weight) for lora in request.loras),
         embeddings=tuple(
             _embedding(catalog.get("embedding", emb.name), data_dir, emb.weight) for emb in request.embeddings
         ),
@@ -183,7 +194,7 @@ def build_job(request: GenerationRequest, catalog: Catalog, data_dir: Path) -> W
         outpaint_blur=request.outpaint.blur if request.outpaint else 0,
         controlnets=tuple(
             Control(
-                asset=_asset(catalog.get("controlnet", control.model), data_dir),
+                asset=asset_of(catalog.get("controlnet", control.model), data_dir),
                 guide=str(Path(data_dir) / input_path(control.guide)),
                 weight=control.weight,
                 start_step=control.start_step,
@@ -192,17 +203,18 @@ def build_job(request: GenerationRequest, catalog: Catalog, data_dir: Path) -> W
             )
             for control in request.controlnets
         ),
-        upscaler=_asset(catalog.get("upscaler", request.upscaler), data_dir) if request.upscaler else None,
+        upscaler=asset_of(catalog.get("upscaler", request.upscaler), data_dir) if request.upscaler else None,
     )
 
 
 def _embedding(entry: CatalogEntry, data_dir: Path, weight: float) -> Asset:
     if not entry.token:
         raise InvalidOption("embedding", f"'{entry.name}' has no token in the catalog")
-    return _asset(entry, data_dir, weight=weight)
+    return asset_of(entry, data_dir, weight=weight)
 
 
-def _asset(entry: CatalogEntry, data_dir: Path, weight: float = 1.0) -> Asset:
+def asset_of(entry: CatalogEntry, data_dir: Path, weight: float = 1.0) -> Asset:
+    """Return a catalog entry as the worker loads it (``./`` under the data dir); refuse one with no local id."""
     if not entry.local:
         raise InvalidOption(entry.kind, f"'{entry.name}' is not available on the local backend")
     local = entry.local
@@ -228,12 +240,22 @@ def hub_cached(repo: str) -> bool:
     return snapshots.is_dir() and any(snapshots.iterdir())
 
 
-def check_installed(job: WorkerJob) -> None:
-    """Refuse a job whose weights are not on this machine and cannot be fetched when it runs.
+def installed(asset: Asset) -> bool:
+    """Return whether an asset's weights are here, or can be fetched when the worker first loads them.
 
-    A file or folder of the catalog must be there; a hub repository must be in the cache when
-    the hub is off (otherwise the worker downloads it on first use). Said before the request is
-    queued, instead of failing the job once the worker tries to load it.
+    A file or folder must exist; a hub repository must be in the cache while the hub is off
+    (otherwise the worker downloads it); a ``tiny:`` part is built on this machine when used.
+    """
+    if asset.local.startswith("tiny:"):
+        return True
+    local = Path(asset.local)
+    if local.is_absolute():
+        return local.exists()
+    return not hub_offline() or hub_cached(asset.local)
+
+
+def check_installed(job: WorkerJob) -> None:
+    """Refuse a job whose weights are not `installed`, before it is queued rather than when the worker loads it.
 
     Raises:
         InvalidOption: naming the entry; the path and repository stay out of the user's sentence.
@@ -242,9 +264,5 @@ def check_installed(job: WorkerJob) -> None:
     assets += [("lora", lora) for lora in job.loras] + [("embedding", emb) for emb in job.embeddings]
     assets += [("controlnet", control.asset) for control in job.controlnets] + [("upscaler", job.upscaler)]
     for kind, asset in assets:
-        if asset is None or asset.local.startswith("tiny:"):  # built on this machine when first used
-            continue
-        local = Path(asset.local)
-        missing = not local.exists() if local.is_absolute() else hub_offline() and not hub_cached(asset.local)
-        if missing:
+        if asset is not None and not installed(asset):
             raise InvalidOption(kind, f"'{asset.name}' is not installed on this bot; ask its operator to download it")

@@ -46,11 +46,33 @@ async def test_a_cpu_box_on_defaults_passes_every_check(tmp_path: Path) -> None:
         "model",
         "safety checker",
         "memory",
+        "catalog",
     ]
     assert all(check.ok for check in checks.values()), report(list(checks.values()))
     assert checks["GPU"].detail.startswith("no CUDA GPU (torch ")
     assert checks["model"].detail == "the tiny offline model is built on the first start"
     assert checks["safety checker"].detail == "the tiny offline checker (built with the tiny model)"
+
+
+@pytest.mark.slow  # imports torch and diffusers, or builds the tiny model
+async def test_catalog_entries_that_cannot_load_here_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """With the hub off, every hub entry not in the cache is named, and the missing upscaler files; a cached
+    repository drops out of the list; with the hub on, only files that are missing remain."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    check = by_name(await check_all())["catalog"]
+    assert check.ok and check.detail.startswith("10 of 19 entries are not here")
+    assert ": sdxl, sdxl-turbo, sdxl-refiner, sdxl-vae-fp16-fix, pixel-art, toy-face, canny-sdxl" in check.detail
+    assert check.detail.endswith("; a user who names one is told it is not installed")
+    (tmp_path / "hf" / "hub" / "models--diffusers--controlnet-canny-sdxl-1.0" / "snapshots" / "1").mkdir(parents=True)
+    check = by_name(await check_all())["catalog"]
+    assert check.detail.startswith("9 of 19 entries") and "canny-sdxl" not in check.detail
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    check = by_name(await check_all())["catalog"]
+    assert check.ok and check.detail.startswith("2 of 19 entries are not here")
+    assert check.detail.endswith(
+        ": realesr-general-x4v3, realesrgan-x4plus; a user who names one is told it is not installed"
+    )
 
 
 @pytest.mark.slow  # imports torch and diffusers, or builds the tiny model
