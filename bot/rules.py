@@ -105,15 +105,15 @@ class Architecture:
     label: str
     family: str
     recommended_steps: tuple[int, int]
-    max_steps: int  # at most the request's own most (`bot.request.STEPS`)
     default_steps: int
     default_cfg: float
     default_scheduler: str
-    native_size: tuple[int, int]
-    uses_negative_prompt: bool
-    uses_clip_skip: bool
-    uses_custom_vae: bool
-    accepts_refiner: bool
+    max_steps: int = STEPS.high  # at most the request's own most
+    native_size: tuple[int, int] = (1024, 1024)
+    uses_negative_prompt: bool = True
+    uses_clip_skip: bool = True
+    uses_custom_vae: bool = True
+    accepts_refiner: bool = False
 
 
 # `family` decides which LoRAs, embeddings and VAEs fit: distilled SDXL models take SDXL add-ons.
@@ -125,14 +125,9 @@ ARCHITECTURES: dict[str, Architecture] = {
             label="SDXL",
             family="sdxl",
             recommended_steps=(20, 35),
-            max_steps=STEPS.high,
             default_steps=30,
             default_cfg=7.0,
             default_scheduler="DPM++ 2M Karras",
-            native_size=(1024, 1024),
-            uses_negative_prompt=True,
-            uses_clip_skip=True,
-            uses_custom_vae=True,
             accepts_refiner=True,
         ),
         Architecture(
@@ -140,60 +135,41 @@ ARCHITECTURES: dict[str, Architecture] = {
             label="distilled SDXL",
             family="sdxl",
             recommended_steps=(4, 8),
-            max_steps=STEPS.high,
             default_steps=4,
             default_cfg=0.0,
             default_scheduler="Euler a",
-            native_size=(1024, 1024),
-            uses_negative_prompt=True,
-            uses_clip_skip=True,
-            uses_custom_vae=True,
-            accepts_refiner=False,
         ),
         Architecture(
             name="sdxl-refiner",
             label="SDXL refiner",
             family="sdxl",
             recommended_steps=(20, 35),
-            max_steps=STEPS.high,
             default_steps=30,
             default_cfg=7.0,
             default_scheduler="DPM++ 2M Karras",
-            native_size=(1024, 1024),
-            uses_negative_prompt=True,
             uses_clip_skip=False,
-            uses_custom_vae=True,
-            accepts_refiner=False,
         ),
         Architecture(
             name="flux",
             label="FLUX",
             family="flux",
             recommended_steps=(20, 50),
-            max_steps=STEPS.high,
             default_steps=28,
             default_cfg=3.5,
             default_scheduler="Euler",
-            native_size=(1024, 1024),
             uses_negative_prompt=False,
             uses_clip_skip=False,
             uses_custom_vae=False,
-            accepts_refiner=False,
         ),
         Architecture(
             name="sd15",
             label="SD 1.5",
             family="sd15",
             recommended_steps=(20, 30),
-            max_steps=STEPS.high,
             default_steps=25,
             default_cfg=7.0,
             default_scheduler="DPM++ 2M Karras",
             native_size=(512, 512),
-            uses_negative_prompt=True,
-            uses_clip_skip=True,
-            uses_custom_vae=True,
-            accepts_refiner=False,
         ),
     )
 }
@@ -215,15 +191,9 @@ def architecture_of(name: str) -> Architecture:
         label=name,
         family=name,
         recommended_steps=(1, base.max_steps),
-        max_steps=base.max_steps,
         default_steps=base.default_steps,
         default_cfg=base.default_cfg,
         default_scheduler=base.default_scheduler,
-        native_size=base.native_size,
-        uses_negative_prompt=True,
-        uses_clip_skip=True,
-        uses_custom_vae=True,
-        accepts_refiner=False,
     )
 
 
