@@ -170,7 +170,8 @@ class ConsoleChat:
                 self.say(guide.label)
                 self.say(f"    {self._data_dir / input_path(guide.sha256)}")
         elif isinstance(reply, Text):
-            self.say(reply.text)
+            # A code block's fences are chat markup; a terminal shows the block as it is.
+            self.say("\n".join(line for line in reply.text.splitlines() if line != "```"))
         return True
 
     async def _follow(self, job: Job) -> bool:

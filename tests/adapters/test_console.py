@@ -77,5 +77,5 @@ async def test_info_names_the_author_as_the_console_shows_users(tmp_path: Path) 
         assert await chat.handle("/imagine a red fox --seed 7 --steps 4")
         assert await chat.handle("info")
     text = out.getvalue()
-    assert "#1 · generate · done · ada\n" in text and "<@" not in text
+    assert "#1 · generate · done · ada\na red fox\nSteps: 4, " in text and "<@" not in text and "```" not in text
     assert "Seed: 7" in text
