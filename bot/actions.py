@@ -36,6 +36,7 @@ ButtonAction = Literal[
     "vary-strong",
     "upscale-2",
     "upscale-4",
+    "zoom-out",
     "details",
     "delete",
     "cancel",
@@ -56,14 +57,24 @@ RESULT_ACTIONS: tuple[ButtonAction, ...] = (
     "vary-strong",
     "upscale-2",
     "upscale-4",
+    "zoom-out",
     "details",
     "delete",
 )
 
 
+# The smallest side a result needs for Zoom Out: a border of 64 on both ends, and image between.
+ZOOM_OUT_SIDE = 192
+
+
 def result_actions(request: GenerationRequest) -> tuple[ButtonAction, ...]:
-    """Return the buttons under a finished generation of `request`: "Show guide" too where ControlNets acted."""
-    return (*RESULT_ACTIONS, "guide") if request.controlnets else RESULT_ACTIONS
+    """Return the buttons under a finished generation of `request`.
+
+    "Show guide" too where ControlNets acted; no "Zoom Out" under an image too small for one.
+    """
+    small = min(request.width, request.height) < ZOOM_OUT_SIDE
+    actions = tuple(action for action in RESULT_ACTIONS if not (small and action == "zoom-out"))
+    return (*actions, "guide") if request.controlnets else actions
 
 
 # Ids of at most 18 digits: SQLite's row ids end at 2**63 - 1 (19 digits), and a larger one fails a lookup.

@@ -26,7 +26,7 @@ from bot.actions import ButtonAction, RefArgs, format_ref, parse_image_ref, pars
 from bot.errors import BotError, InvalidOption, shown
 from bot.history import Generation, StoredImage
 from bot.jobs import Job, JobEvent, Requester
-from bot.service import ImageService, VaryKind
+from bot.service import ZOOM_OUT, ImageService, VaryKind
 from bot.showcase import showcase_line
 from bot.summary import (
     FORGET_WARNING,
@@ -245,6 +245,8 @@ class ChatFlow:
             return await self.refine(who, generation_id)
         if action in ("upscale-2", "upscale-4"):
             return Started(await self.service.upscale(who, generation_id, 4 if action == "upscale-4" else 2))
+        if action == "zoom-out":
+            return Started(await self.service.zoom(who, generation_id))
         if action in ("vary-subtle", "vary-strong"):
             return Started(
                 await self.service.vary(who, generation_id, "strong" if action == "vary-strong" else "subtle")
@@ -377,6 +379,9 @@ class ChatFlow:
         if word == "upscale":
             assert isinstance(arguments, _Upscale)
             return Started(await self.service.upscale(who, arguments.ref, arguments.factor))
+        if word == "zoom":
+            assert isinstance(arguments, _Zoom)
+            return Started(await self.service.zoom(who, arguments.ref, arguments.factor))
         if word == "vary":
             assert isinstance(arguments, _Vary)
             return Started(await self.service.vary(who, arguments.generation_id, arguments.kind))
@@ -406,7 +411,13 @@ class _Upscale:
     factor: Literal[2, 4]
 
 
-_Command = tuple[str, int | dict[str, object] | str | RefArgs | _Vary | _Upscale]
+@dataclass(frozen=True, slots=True)
+class _Zoom:
+    ref: str | None
+    factor: float
+
+
+_Command = tuple[str, int | dict[str, object] | str | RefArgs | _Vary | _Upscale | _Zoom]
 
 
 def _command(word: str, rest: str) -> _Command | None:
@@ -446,6 +457,8 @@ def _command(word: str, rest: str) -> _Command | None:
         return word, parse_ref_args(rest, allow_percent=word == "refine")
     if word == "upscale":
         return word, _upscale_args(rest)
+    if word == "zoom":
+        return word, _zoom_args(rest)
     if word == "vary":
         words = rest.lower().split()
         kinds: list[VaryKind] = [kind for kind in ("subtle", "strong") if kind in words]
@@ -456,6 +469,22 @@ def _command(word: str, rest: str) -> _Command | None:
             )
         return word, _Vary(kinds[0], parse_ref_args(others, allow_percent=False).generation_id)
     return None
+
+
+def _zoom_args(rest: str) -> _Zoom:
+    """Parse ``zoom [#id[.n]] [factor]`` (either order; default: your latest image, 1.5×)."""
+    ref: str | None = None
+    factor: float | None = None
+    for word in rest.split():
+        number = word.lower().removesuffix("x").removesuffix("×")
+        if parse_image_ref(word) is not None and ref is None:
+            ref = word
+        elif re.fullmatch(r"[0-9](?:\.[0-9]{1,2})?", number) and factor is None:
+            factor = float(number)
+        else:
+            reason = f"takes an optional #id and a factor such as 1.5 or 2, not '{shown(word, 40)}'"
+            raise InvalidOption("zoom", reason, typed=True)
+    return _Zoom(ref, ZOOM_OUT if factor is None else factor)
 
 
 def _upscale_args(rest: str) -> _Upscale:

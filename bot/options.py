@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import itertools
 import math
 import re
 import unicodedata
@@ -107,6 +108,7 @@ __all__ = [
     "parse_text",
     "size_for_image",
     "size_for_ratio",
+    "zoom_out",
 ]
 
 _T = TypeVar("_T")
@@ -771,6 +773,34 @@ def _size_of_input(inputs: Inputs, limits: Limits, warnings: list[str]) -> tuple
             f"(sides in multiples of {_SIDE_STEP}, within the pixel budget)."
         )
     return width, height
+
+
+def zoom_out(width: int, height: int, zoom: float) -> Outpaint | None:
+    """Return the border that zooms a `width` × `height` result out by `zoom` at the same size, or None.
+
+    Midjourney's Zoom Out: the output keeps the size, the image shrinks to about 1/`zoom` of it in
+    the middle, and the border around it is painted anew. Borders are multiples of 64 on both ends
+    of an axis; of the nearest choices per axis wins the one that strays least from the image's
+    ratio and the zoom together (both in log terms). None when an axis has no room for a border
+    and some image.
+    """
+    pair = 2 * _SIDE_STEP  # a border on both ends of an axis
+    choices = []
+    for side in (width, height):
+        ideal = side * (1 - 1 / zoom) / pair
+        steps = {max(1, math.floor(ideal)), max(1, math.ceil(ideal))}
+        choices.append([n * pair for n in sorted(steps) if side - n * pair >= _SIDE_STEP])
+    if not all(choices):
+        return None
+    ratio = math.log(width / height)
+
+    def error(extra: tuple[int, ...]) -> float:
+        inner_w, inner_h = width - extra[0], height - extra[1]
+        shrink = math.log(width / inner_w) + math.log(height / inner_h)
+        return abs(math.log(inner_w / inner_h) - ratio) + abs(shrink - 2 * math.log(zoom))
+
+    extra_w, extra_h = min(itertools.product(*choices), key=error)
+    return Outpaint(top=extra_h // 2, right=extra_w // 2, bottom=extra_h // 2, left=extra_w // 2)
 
 
 def size_for_image(width: int, height: int, pixel_budget: int) -> tuple[int, int]:

@@ -34,7 +34,7 @@ from bot.ports import (
     PublicUpscaleBackend,
     Stores,
 )
-from bot.request import SIDE, GenerationRequest
+from bot.request import DEFAULT_STRENGTH, SIDE, ZOOM, GenerationRequest
 from bot.runner import JobRunner
 from bot.showcase import Showcase
 from bot.user_settings import UserSettings
@@ -48,6 +48,8 @@ VaryKind = Literal["subtle", "strong"]
 VARY_STRENGTH: dict[VaryKind, float] = {"subtle": 0.35, "strong": 0.7}
 # How much of an upscaled image the model redraws (setting upscale_strength): A1111's usual hires-fix range.
 UPSCALE_STRENGTH = 0.3
+# Midjourney's Zoom Out button: the image at 2/3 of the frame.
+ZOOM_OUT = 1.5
 
 
 def _refuse_upscaled_alone(parent: Generation, action: str, why: str) -> None:
@@ -273,7 +275,7 @@ class ImageService:
             # No model redraws it: no strength, and no refiner to hand over to.
             changes |= {"upscaler": None if alone else self._upscaler, "refiner": None}
             return await self._from_result(who, parent, stored, "upscale", None, changes)
-        return await self._from_result(who, parent, stored, "upscale", UPSCALE_STRENGTH, changes)
+        return await self._from_result(who, parent, stored, "upscale", UPSCALE_STRENGTH, changes, "upscale_strength")
 
     async def vary(self, who: Requester, generation_id: int | None, kind: VaryKind) -> Job:
         """Queue image-to-image of a result with its own prompt and settings, a new seed and the kind's strength.
@@ -286,26 +288,46 @@ class ImageService:
         changes = {"width": width, "height": height, "seed": self._seeds()}
         return await self._from_result(who, parent, stored, "vary", VARY_STRENGTH[kind], changes, f"vary_{kind}")
 
+    async def zoom(self, who: Requester, ref: int | str | None, factor: float = ZOOM_OUT) -> Job:
+        """Queue a zoom out of a result (`ref`: an id, ``#12.2``, or None for the latest), Midjourney's Zoom Out.
+
+        The output keeps the result's size; the image shrinks to about 1/`factor` of it in the
+        middle and the border is painted anew (`bot.options.zoom_out`), with its prompt and
+        settings, a new seed and the typed ``--zoom``'s strength, one image.
+        """
+        if not ZOOM.low < factor <= ZOOM.high:
+            raise InvalidOption("zoom", f"must be more than {ZOOM.low:g} and at most {ZOOM.high:g}, not {factor:g}")
+        found = parse_image_ref(ref) if isinstance(ref, str) else None if ref is None else (ref, 0)
+        parent = await self._source(who, found[0] if found else None, "zoom out of")
+        stored = self.inputs.pick(parent, found[1] if found else 0, "zoom")
+        width, height = options.size_for_image(stored.width, stored.height, self.limits.pixel_budget)
+        border = options.zoom_out(width, height, factor)
+        if border is None:
+            reason = f"needs a larger image: {format_ref(parent.id)} is {width}×{height}, too small for a border"
+            raise InvalidOption("zoom", reason)
+        changes = {"width": width, "height": height, "outpaint": border.model_dump(), "count": 1, "seed": self._seeds()}
+        return await self._from_result(who, parent, stored, "zoom", DEFAULT_STRENGTH, changes)
+
     async def _from_result(
         self,
         who: Requester,
         parent: Generation,
         stored: StoredImage,
-        action: Literal["vary", "upscale"],
+        action: Literal["vary", "upscale", "zoom"],
         strength: float | None,
         changes: Mapping[str, object],
         setting: str | None = None,
     ) -> Job:
         """Queue image-to-image of one of a result's images with its own prompt and settings, and `changes`.
 
-        The strength is the user's setting (``vary_subtle``, ``upscale_strength``…), else `strength`;
+        The strength is the user's `setting` (``vary_subtle``, ``upscale_strength``…), else `strength`;
         None: no model redraws the image (an upscaler enlarges it alone), and no setting applies.
         The result is the structure now: the parent's mask, outpaint, upscale or ControlNets are not done again.
+        A zoom is stored as a generation from its parent (the rows' actions predate it).
         """
-        chosen: object = None
-        if strength is not None:
-            saved = await self.user_settings.get(who)
-            chosen = saved.get(setting or f"{action}_strength", strength)
+        chosen: object = strength
+        if strength is not None and setting is not None:
+            chosen = (await self.user_settings.get(who)).get(setting, strength)
             assert isinstance(chosen, int | float)  # settings are checked when saved
         _, image = await self.inputs.of_result(parent, stored.index, action)
         image_to_image = {"init_image": image.sha256, "strength": chosen, "mask_image": None}
@@ -329,7 +351,7 @@ class ImageService:
             request,
             who,
             warnings=warnings,
-            action=action,
+            action="generate" if action == "zoom" else action,
             parent=parent,
             private=parent.private,
             inputs=[image],

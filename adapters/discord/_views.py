@@ -32,6 +32,7 @@ _LOOKS: dict[ButtonAction, tuple[str, str, discord.ButtonStyle]] = {
     "vary-strong": ("🌪️", "Vary (Strong)", discord.ButtonStyle.secondary),
     "upscale-2": ("🔍", "Upscale 2×", discord.ButtonStyle.secondary),
     "upscale-4": ("🔍", "Upscale 4×", discord.ButtonStyle.secondary),
+    "zoom-out": ("🔭", "Zoom Out 1.5×", discord.ButtonStyle.secondary),
     "details": ("ℹ️", "Details", discord.ButtonStyle.secondary),
     "delete": ("🗑", "Delete", discord.ButtonStyle.danger),
     "cancel": ("⏹", "Cancel", discord.ButtonStyle.danger),

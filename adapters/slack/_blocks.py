@@ -64,7 +64,8 @@ HELP = """\
 `--seed --steps --refiner --lora --no --ar --cfg --sampler --n --model`
 */imagine reroll* `[#id]` — same settings, new seed (default: your latest image)
 */imagine refine* `[#id] [percent]` — same seed; the SDXL refiner takes over at percent (85)
-*/imagine vary* `subtle|strong [#id]` — the image again with a new seed · */imagine upscale* `[#id[.n]] [2|4]`
+*/imagine vary* `subtle|strong [#id]` — the image again with a new seed · */imagine upscale* `[#id[.n]] [2|4]` · \
+*/imagine zoom* `[#id[.n]] [1.5]` — zoom out: the same size, a new border around the image
 */imagine cancel* `[#id]` · */imagine queue* · */imagine history* `[count]` · */imagine info* `[#id]` · \
 */imagine guide* `[#id]`
 */imagine settings* `[steps=30 refiner_percent=85 private=true …]` — your defaults (`key=none` removes one)
@@ -87,6 +88,7 @@ _BUTTONS: dict[ButtonAction, tuple[str, str | None]] = {
     "vary-strong": ("🌪️ Vary (Strong)", None),
     "upscale-2": ("🔍 Upscale 2×", None),
     "upscale-4": ("🔍 Upscale 4×", None),
+    "zoom-out": ("🔭 Zoom Out 1.5×", None),
     "details": ("ℹ️ Details", None),
     "delete": ("🗑 Delete", "danger"),
     "cancel": ("⏹ Cancel", "danger"),

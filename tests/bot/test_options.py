@@ -763,6 +763,7 @@ def test_all_matches_public_names():
         "parse_text",
         "size_for_image",
         "size_for_ratio",
+        "zoom_out",
     ]
     assert all(hasattr(bot.options, name) for name in bot.options.__all__)
     defined = {

@@ -242,3 +242,37 @@ def test_ar_gives_multiples_of_64_within_budget(width, height, model, count):
     assume(abs(off - math.log(1.05)) > 1e-9)
     warned = any(w.startswith("Aspect ratio") for w in result.warnings)
     assert warned == (off > math.log(1.05))
+
+
+SIDES = st.integers(2, 32).map(lambda n: n * 64)  # every side a result can have: 128–2048 in 64s
+
+
+@PROPERTY
+@given(width=SIDES, height=SIDES, zoom=st.floats(1.01, 2.0))
+def test_zoom_out_keeps_the_size_and_frames_the_image_in_the_middle(width: int, height: int, zoom: float) -> None:
+    """Zoom Out of any result: a border of 64s, even on both ends of each axis, the image between, its ratio
+    within one 64 step per side of the original; None exactly when a side is under 192 (no room for both)."""
+    from bot.actions import ZOOM_OUT_SIDE
+    from bot.options import zoom_out
+
+    border = zoom_out(width, height, zoom)
+    assert (border is None) == (min(width, height) < ZOOM_OUT_SIDE)
+    if border is None:
+        return
+    assert (border.top, border.left) == (border.bottom, border.right) and border.blur == 0
+    assert all(side >= 64 and side % 64 == 0 for side in border.sides)
+    inner_w, inner_h = width - 2 * border.left, height - 2 * border.top
+    assert inner_w >= 64 and inner_h >= 64
+    # the shrink per axis is the zoom's, to one border pair (128) either way
+    for side, inner in ((width, inner_w), (height, inner_h)):
+        assert abs(inner - side / zoom) <= 128 or inner == side - 128
+
+
+def test_zoom_out_examples() -> None:
+    """The usual cases, to the pixel: square 1.5× and 2×, and a wide SDXL size whose ratio stays close."""
+    from bot.options import zoom_out
+
+    assert zoom_out(1024, 1024, 1.5).sides == (192, 192, 192, 192)  # type: ignore[union-attr]
+    assert zoom_out(1024, 1024, 2).sides == (256, 256, 256, 256)  # type: ignore[union-attr]
+    assert zoom_out(1152, 896, 1.5).sides == (128, 192, 128, 192)  # type: ignore[union-attr]  # 768×640
+    assert zoom_out(128, 1024, 1.5) is None

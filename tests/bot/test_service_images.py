@@ -150,6 +150,57 @@ async def test_vary_through_the_chat_flow_text_and_buttons(service, backend):
             await flow.text(ALICE, bad, strict=True)
 
 
+async def test_zoom_out_keeps_the_size_and_paints_a_border_around_the_image(service, backend, tmp_path):
+    """Zoom Out of image 2 of #1 (256×256): the same size, the image at 128×128 in the middle, a 64 border
+    painted at the typed --zoom's strength with the prompt and settings, a new seed, one image, from #1."""
+    first = await (await service.imagine("two foxes --count 2 --seed 7 --size 256x256 --steps 10", ALICE)).result()
+    flow = ChatFlow(service)
+    reply = await flow.text(ALICE, "zoom #1.2")
+    assert isinstance(reply, Started)
+    zoomed = await reply.job.result()
+    request = backend.requests[-1]
+    assert (request.width, request.height, request.count, request.strength) == (256, 256, 1, 0.8)
+    assert request.outpaint is not None and request.outpaint.sides == (64, 64, 64, 64)
+    assert request.prompt == "two foxes" and request.steps == 10 and request.seed not in (7, 8)
+    image_2 = (tmp_path / first.images[1].path).read_bytes()
+    assert request.init_image == check_image(image_2, option="zoom", max_bytes=10**7, pixel_budget=10**7).sha256
+    assert (zoomed.action, zoomed.parent_id) == ("generate", first.id)  # a generation from #1, as typed --zoom is
+    fields = parse_parameters(read_text((tmp_path / zoomed.images[0].path).read_bytes())["parameters"])["fields"]
+    assert fields["Outpaint"] == "64,64,64,64,0"
+    # the button zooms the first image 1.5×; 2× is typed
+    reply = await flow.action(ALICE, "zoom-out", first.id)
+    assert isinstance(reply, Started) and reply.job.request.outpaint.sides == (64, 64, 64, 64)
+    await reply.job.result()
+    reply = await flow.text(ALICE, "zoom 2x #1")
+    assert isinstance(reply, Started)
+    await reply.job.result()
+
+
+async def test_zoom_out_refusals_are_one_sentence_each(service, backend):
+    """Too small an image, a factor out of range, words zoom does not take: a sentence, nothing queued."""
+    await (await service.imagine("a fox --steps 4", ALICE)).result()  # 128×128
+    flow = ChatFlow(service)
+    made = len(backend.requests)
+    with pytest.raises(InvalidOption, match=r"^Zoom needs a larger image: #1 is 128×128, too small for a border\.$"):
+        await flow.action(ALICE, "zoom-out", 1)
+    with pytest.raises(InvalidOption, match=r"^Zoom must be more than 1 and at most 2, not 3\.$"):
+        await flow.text(ALICE, "zoom 3")
+    with pytest.raises(InvalidOption, match=r"takes an optional #id and a factor such as 1\.5 or 2, not 'out'"):
+        await flow.text(ALICE, "zoom out", strict=True)
+    assert await flow.text(ALICE, "zoom into a fox's eye") is None  # a prompt, on a chat that takes prompts
+    assert len(backend.requests) == made
+
+
+def test_zoom_out_is_offered_only_where_there_is_room():
+    """Under a 128-pixel side there is no room for a border and an image: no button to fail."""
+    from bot.actions import result_actions
+    from bot.request import GenerationRequest
+
+    wide = GenerationRequest(prompt="a fox", model="tiny", width=256, height=192)
+    assert "zoom-out" in result_actions(wide)
+    assert "zoom-out" not in result_actions(wide.model_copy(update={"height": 128}))
+
+
 async def test_forget_deletes_the_inputs_only_its_generations_used(service, tmp_path):
     await (await service.imagine("a red fox", ALICE)).result()
     await (await service.imagine("a fox --image #1", ALICE)).result()

@@ -133,6 +133,24 @@ def test_inpaint_keeps_what_the_mask_keeps(runner, tiny_data_dir, init_sha):
     assert kept < np.abs(unmasked[:, 72:] - source[:, 72:]).mean() / 1.5
 
 
+def test_zoom_out_shrinks_the_image_into_the_middle_at_the_same_size(runner, tiny_data_dir):
+    """Zoom Out of a 256×256 image: the worker's canvas is 256×256 with the whole input shrunk to 128×128 in its
+    middle and only the border to paint; the pipeline makes a 256×256 image from it."""
+    from bot.options import zoom_out
+    from inference.local._pipeline import _image_inputs
+
+    big = gradient(256, 256)
+    border = zoom_out(256, 256, 1.5)
+    assert border is not None and border.sides == (64, 64, 64, 64)
+    fields = {"init_image": store_input(tiny_data_dir, big), "width": 256, "height": 256, "outpaint": border}
+    canvas, mask = _image_inputs(build_job(tiny_request(steps=6, strength=1.0, **fields), CATALOG, tiny_data_dir))
+    shrunk = np.asarray(big.resize((128, 128), Image.Resampling.LANCZOS))
+    assert canvas.size == (256, 256) and np.array_equal(np.asarray(canvas)[64:192, 64:192], shrunk)
+    assert mask is not None and np.asarray(mask)[64:192, 64:192].max() == 0 and np.asarray(mask)[:64].min() == 255
+    image = run(runner, steps=6, strength=1.0, **fields)[0]
+    assert (image.width, image.height) == (256, 256)
+
+
 def test_outpaint_extends_the_image_and_keeps_its_middle(runner, init_sha):
     """64 px on the left and right: a 256×128 image whose middle is the input (as the VAE gives it back)."""
     outpaint = Outpaint(left=64, right=64)

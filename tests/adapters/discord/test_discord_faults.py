@@ -33,10 +33,10 @@ async def test_edits_refused_for_a_while_are_retried_and_the_image_arrives_in_pl
     """discord.py waits out a 429's Retry-After, and a 500 for a second, then edits again."""
     fake = running.fake
     fake.fail_edits(count, status)
-    interaction, message = await _imagine(fake, {"prompt": "a red fox", "seed": "7", "steps": 2})
+    interaction, message = await _imagine(fake, {"prompt": "a red fox", "seed": "7", "steps": 2, "size": "1024x1024"})
     assert [call.status for call in fake.calls if call.method == "PATCH"].count(status) == count
     assert message is interaction.original and message.attachments
-    assert _custom_ids(message) == [encode_action(a, 1) for a in RESULT_ACTIONS]
+    assert _custom_ids(message) == [encode_action(a, 1) for a in RESULT_ACTIONS]  # Zoom Out too: 1024² has room
     await _still_serving(running)
 
 
