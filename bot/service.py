@@ -251,9 +251,7 @@ class ImageService:
         user's ``upscale_strength`` (0.3) with the same prompt and seed, so the model redraws the
         detail. What is stored is what runs. A size over the pixel budget is refused.
         """
-        found = parse_image_ref(ref) if isinstance(ref, str) else None if ref is None else (ref, 0)
-        parent = await self._source(who, found[0] if found else None, "upscale")
-        stored = self.inputs.pick(parent, found[1] if found else 0, "upscale")
+        parent, stored = await self._result_image(who, ref, "upscale", "upscale")
         width, height = stored.width * factor, stored.height * factor
         budget = self.limits.pixel_budget
         if width > SIDE.high or height > SIDE.high or width * height > budget:
@@ -297,9 +295,7 @@ class ImageService:
         """
         if not ZOOM.low < factor <= ZOOM.high:
             raise InvalidOption("zoom", f"must be more than {ZOOM.low:g} and at most {ZOOM.high:g}, not {factor:g}")
-        found = parse_image_ref(ref) if isinstance(ref, str) else None if ref is None else (ref, 0)
-        parent = await self._source(who, found[0] if found else None, "zoom out of")
-        stored = self.inputs.pick(parent, found[1] if found else 0, "zoom")
+        parent, stored = await self._result_image(who, ref, "zoom out of", "zoom")
         width, height = options.size_for_image(stored.width, stored.height, self.limits.pixel_budget)
         border = options.zoom_out(width, height, factor)
         if border is None:
@@ -307,6 +303,14 @@ class ImageService:
             raise InvalidOption("zoom", reason)
         changes = {"width": width, "height": height, "outpaint": border.model_dump(), "count": 1, "seed": self._seeds()}
         return await self._from_result(who, parent, stored, "zoom", DEFAULT_STRENGTH, changes)
+
+    async def _result_image(
+        self, who: Requester, ref: int | str | None, action: str, option: str
+    ) -> tuple[Generation, StoredImage]:
+        """Return the result `ref` names (an id, ``#12.2``, None: the user's latest) and that image of it."""
+        found = parse_image_ref(ref) if isinstance(ref, str) else None if ref is None else (ref, 0)
+        parent = await self._source(who, found[0] if found else None, action)
+        return parent, self.inputs.pick(parent, found[1] if found else 0, option)
 
     async def _from_result(
         self,
