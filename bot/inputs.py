@@ -3,9 +3,9 @@
 `ImageInputs.load` reads every image of an ``/imagine`` (``--image``, ``--mask``, each ControlNet's
 ``--guide``), checks each as hostile bytes (`bot.images.check_image`), asks the backend's safety
 checker about uploads where the server withholds flagged images, and turns guides into their
-ControlNet's map (canny here; depth, openpose… by a backend that makes them). Nothing is stored
-here: the use case stores the checked images once the whole request has passed
-(`bot.service.ImageService.submit`).
+ControlNet's map (canny here; depth, openpose… by a backend that makes them). No image is stored
+here (only which result an input came from is noted, for the gallery): the use case stores the
+checked images once the whole request has passed (`bot.service.ImageService.submit`).
 """
 
 from __future__ import annotations
