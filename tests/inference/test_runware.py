@@ -501,6 +501,23 @@ async def test_an_outpaint_sends_the_kept_image_and_the_sides_and_comes_back_the
     assert Image.open(tmp_path / image.path).size == (1024, 832)
 
 
+async def test_the_zoom_out_button_keeps_the_size_and_sends_the_image_shrunk(
+    running, fake: FakeRunware, tmp_path: Path
+) -> None:
+    """Zoom Out of a 1024² result: a 1024² task whose seedImage is the result at 640² and whose outpaint is
+    192 on every side, and a 1024² image back."""
+    service, _ = running
+    await outcome(service, "a red fox --seed 42 --size 1024x1024")
+    job = await service.zoom(WHO, 1)
+    generation = await job.result()
+    task = fake.tasks[fake.calls("imageInference")[-1]["taskUUID"]]
+    assert task.request["outpaint"] == {"top": 192, "right": 192, "bottom": 192, "left": 192}
+    assert (task.request["width"], task.request["height"]) == (1024, 1024)
+    assert task.seed_image is not None and Image.open(io.BytesIO(task.seed_image)).size == (640, 640)
+    (image,) = generation.images
+    assert Image.open(tmp_path / image.path).size == (1024, 1024)
+
+
 async def test_zoom_out_extends_every_side_evenly_on_runware(running, fake: FakeRunware) -> None:
     """`--zoom 2` on a 512² image: 256 on each side, a 1024² result, sent as Runware's outpaint object."""
     service, _ = running
