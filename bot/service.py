@@ -205,7 +205,9 @@ class ImageService:
         defaults = self.user_settings.defaults(saved)
 
         def parse(inputs: options.Inputs | None, guides: Sequence[Guide]) -> options.Parsed:
-            return self._parse(given, defaults, inputs, guides)
+            return options.parse_options(
+                given, catalog=self.catalog, defaults=defaults, limits=self.limits, inputs=inputs, guides=guides
+            )
 
         try:
             loaded = await self.inputs.load(who, options.image_refs(given), parse, load)
@@ -223,22 +225,6 @@ class ImageService:
             inputs=loaded.images,
             flagged_inputs=loaded.flagged,
             cost=sum(loaded.costs) if loaded.costs else None,
-        )
-
-    def _parse(
-        self,
-        given: str | Mapping[str, object],
-        defaults: options.Defaults,
-        inputs: options.Inputs | None,
-        guides: Sequence[Guide] = (),
-    ) -> options.Parsed:
-        return options.parse_options(
-            given,
-            catalog=self.catalog,
-            defaults=defaults,
-            limits=self.limits,
-            inputs=inputs,
-            guides=guides,
         )
 
     async def upscale(self, who: Requester, ref: int | str | None, factor: Literal[2, 4]) -> Job:
