@@ -135,12 +135,11 @@ class ImageInputs:
                 loaded.guides.append(Guide(made.sha256, source.sha256))
         return loaded
 
-    async def of_result(self, generation: Generation, index: int, option: str) -> tuple[StoredImage, InputImage]:
-        """Return image `index` of a result and its bytes checked as an input, noting where the input came from."""
-        stored = self.pick(generation, index, option)
+    async def of_result(self, generation_id: int, stored: StoredImage, option: str) -> InputImage:
+        """Return a result's image (`pick`) checked as an input, noting which result the input came from."""
         image = await self.checked(await self._files.read(stored.path), option)
-        await self._generations.note_input_source(image.sha256, generation.id, stored.index)
-        return stored, image
+        await self._generations.note_input_source(image.sha256, generation_id, stored.index)
+        return image
 
     async def checked(self, data: bytes, option: str) -> InputImage:
         """Check an image off the event loop: decoding a large one takes a while."""
@@ -175,10 +174,10 @@ class ImageInputs:
         found = parse_image_ref(ref)
         if found is not None:
             generation = await self._source(who, found[0], "use")
-            stored, image = await self.of_result(generation, found[1], option)
+            stored = self.pick(generation, found[1], option)
             if stored.nsfw:
                 flagged.append(format_image_ref(generation.id, found[1]))
-            return image
+            return await self.of_result(generation.id, stored, option)
         if load is None:
             raise InvalidOption(option, f"must be a previous image like #12 (or #12.2), not '{shown(ref)}'")
         return await self.checked(await load(ref, option), option)

@@ -266,8 +266,7 @@ class ImageService:
 
         The strength is the user's ``vary_subtle``/``vary_strong`` setting, else 0.35 / 0.7.
         """
-        parent = await self._source(who, generation_id, "vary")
-        stored = self.inputs.pick(parent, 0, "vary")
+        parent, stored = await self._result_image(who, generation_id, "vary", "vary")
         width, height = options.size_for_image(stored.width, stored.height, self.limits.pixel_budget)
         changes = {"width": width, "height": height, "seed": self._seeds()}
         return await self._from_result(who, parent, stored, "vary", VARY_STRENGTH[kind], changes, f"vary_{kind}")
@@ -319,7 +318,7 @@ class ImageService:
         if strength is not None and setting is not None:
             chosen = (await self.user_settings.get(who)).get(setting, strength)
             assert isinstance(chosen, int | float)  # settings are checked when saved
-        _, image = await self.inputs.of_result(parent, stored.index, action)
+        image = await self.inputs.of_result(parent.id, stored, action)
         image_to_image = {"init_image": image.sha256, "strength": chosen, "mask_image": None}
         again = {"outpaint": None, "upscale": None, "upscaler": None, "controlnets": ()}
         try:
