@@ -13,6 +13,7 @@ from bot.catalog import Catalog
 from bot.errors import InvalidOption, shown
 from bot.jobs import Requester
 from bot.ports import SettingsStore
+from bot.request import parse_size
 
 __all__ = ["SETTING_KEYS", "UserSettings"]
 
@@ -32,6 +33,9 @@ _KINDS: dict[str, tuple[type, str]] = {
     "upscale_strength": (float, "a strength from 0 to 1"),
 }
 SETTING_KEYS = tuple(_KINDS)
+# What a user may type besides the saved keys: /imagine's own flag names, and size for width and height.
+_TYPED_AS = {"refiner": "refiner_percent", "sampler": "scheduler"}
+_NAMED = ", ".join(key for key in SETTING_KEYS if key != "height").replace("width", "size (or width and height)")
 # Image-to-image strengths: more than 0 (a run of no step) and at most 1.
 _STRENGTHS = frozenset({"vary_subtle", "vary_strong", "upscale_strength"})
 # The request option (as a parser error names it) → the saved default that feeds it.
@@ -64,12 +68,15 @@ class UserSettings:
         return await self._store.get(*who.key)
 
     async def update(self, who: Requester, changes: Mapping[str, object]) -> dict[str, object]:
-        """Check and save some of the user's defaults; None removes one. Returns them all."""
-        unknown = sorted(set(changes) - set(SETTING_KEYS))
+        """Check and save some of the user's defaults; None removes one. Returns them all.
+
+        ``size=WxH`` sets width and height (``size=none`` removes both); ``refiner`` and
+        ``sampler``, the /imagine flags' names, are ``refiner_percent`` and ``scheduler``.
+        """
+        unknown = sorted(set(changes) - set(SETTING_KEYS) - {"size", *_TYPED_AS})
         if unknown:
-            raise InvalidOption(
-                "Setting", f"'{shown(unknown[0])}' does not exist (settings: {', '.join(SETTING_KEYS)})"
-            )
+            raise InvalidOption("Setting", f"'{shown(unknown[0])}' does not exist (settings: {_NAMED})")
+        changes = _saved_keys(changes)
         for key, value in changes.items():
             if value is not None:
                 _check(key, value)
@@ -127,6 +134,18 @@ def private(saved: Mapping[str, object]) -> bool:
 def batching(saved: Mapping[str, object]) -> bool:
     """Tell whether saved settings let a job share a pipeline call (batched images can differ in the last bit)."""
     return saved.get("batching", True) is not False
+
+
+def _saved_keys(changes: Mapping[str, object]) -> dict[str, object]:
+    """Return typed changes under the keys they are saved as."""
+    saved: dict[str, object] = {}
+    for key, value in changes.items():
+        if key == "size":
+            sides = None if value is None else parse_size(str(value), "size", "like size=1024x768", typed=True)
+            saved["width"], saved["height"] = sides or (None, None)
+        else:
+            saved[_TYPED_AS.get(key, key)] = value
+    return saved
 
 
 def _check(key: str, value: object) -> None:

@@ -45,7 +45,7 @@ from bot.history import Generation
 from bot.jobs import Job, JobEvent, Requester
 from bot.options import SDXL_BUCKETS
 from bot.policy import FLAGGED, rule_changes
-from bot.request import CONTROL_MODES, parse_size
+from bot.request import CONTROL_MODES
 from bot.rules import SCHEDULERS
 from bot.service import ImageService
 from bot.summary import (
@@ -131,11 +131,7 @@ def settings_changes(
     private: bool | None = None,
     batching: bool | None = None,
 ) -> dict[str, object]:
-    """Return the changes /settings asks for: `reset` holds the saved settings to clear, the options those to set.
-
-    Raises:
-        InvalidOption: `size` is not ``WxH`` (its range is the service's to check, as for any setting).
-    """
+    """Return the changes /settings asks for: `reset` holds the saved settings to clear, the options those to set."""
     changes: dict[str, object] = dict.fromkeys(reset)
     if model is not None:
         changes["model"] = model
@@ -144,7 +140,7 @@ def settings_changes(
     if refiner is not None:
         changes["refiner_percent"] = refiner or None
     if size is not None:
-        changes["width"], changes["height"] = parse_size(size, typed=True)
+        changes["size"] = size
     if private is not None:
         changes["private"] = private
     if batching is not None:

@@ -104,6 +104,32 @@ async def test_settings_text_saves_and_shows_the_defaults(flow):
     assert reply == Text("Your defaults: steps=20")
 
 
+async def test_settings_take_the_imagine_flags_names_and_size(flow, service):
+    """`settings size=320x256 sampler=Euler refiner=80` saves those defaults; `size=none` clears both sides."""
+    reply = await flow.text(ALICE, "settings size=320x256 sampler=Euler refiner=80")
+    assert reply == Text("Your defaults: height=256, refiner_percent=80, scheduler=Euler, width=320")
+    job = await service.imagine("a red fox", ALICE)
+    assert (job.request.width, job.request.height, job.request.scheduler) == (320, 256, "Euler")
+    await job.result()
+    assert await flow.text(ALICE, "settings size=none") == Text("Your defaults: refiner_percent=80, scheduler=Euler")
+
+
+@pytest.mark.parametrize(
+    ("text", "sentence"),
+    [
+        ("settings size=1024", "size must be WIDTHxHEIGHT like size=1024x768, not '1024'."),
+        ("settings size=100x100", "Size sides must be multiples of 64 from 128 to 2048, not 100x100; did you mean"),
+        ("settings colour=red", "Setting 'colour' does not exist (settings: model, steps, refiner_percent, size (or"),
+    ],
+)
+async def test_a_bad_size_setting_is_one_sentence_and_saves_nothing(flow, service, text, sentence):
+    """A malformed or out-of-range size, or an unknown key, is refused whole: the other pairs are not saved either."""
+    with pytest.raises(InvalidOption) as caught:
+        await flow.text(ALICE, text + " steps=12")
+    assert str(caught.value).startswith(sentence)
+    assert await service.user_settings.get(ALICE) == {}
+
+
 async def test_forget_asks_first_with_the_chats_own_command(flow):
     """Without confirm, forget only warns, naming the command as this chat types it."""
     reply = await flow.text(ALICE, "forget")
