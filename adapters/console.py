@@ -8,6 +8,7 @@ Commands (a leading ``/`` is optional)::
     vary subtle|strong [#id]                     the image again with a new seed, a little or a lot changed
     upscale [#id[.n]] [2|4]                      a larger copy (default: your latest, 2×)
     zoom [#id[.n]] [factor]                      zoom out: the same size, a new border around it (1.5×)
+    pan left|right|up|down [#id[.n]]             extend the canvas that way by half the image's side
     guide [#id]                                  the guide images a generation's ControlNets saw
     /imagine a fox --image photo.png --strength 0.6   start from an image: a file, or #id[.n]
     cancel [#id]                                 cancel a queued or running image (default: your newest)

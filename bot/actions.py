@@ -9,17 +9,21 @@ characters, Slack an action_id at 255, and the check lives here.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
 from bot.errors import InvalidOption, shown
-from bot.request import REFINER_PERCENT, GenerationRequest, refiner_percent_reason
+from bot.options import PanDirection
+from bot.request import REFINER_PERCENT, SIDE, GenerationRequest, refiner_percent_reason
 
 __all__ = [
     "ACTION_ID_PATTERN",
+    "PAN_ACTIONS",
     "RESULT_ACTIONS",
     "ButtonAction",
     "RefArgs",
+    "button_rows",
     "decode_action",
     "encode_action",
     "format_image_ref",
@@ -37,6 +41,10 @@ ButtonAction = Literal[
     "upscale-2",
     "upscale-4",
     "zoom-out",
+    "pan-left",
+    "pan-right",
+    "pan-up",
+    "pan-down",
     "details",
     "delete",
     "cancel",
@@ -49,18 +57,22 @@ ButtonAction = Literal[
 # "guide": the guide images a result's ControlNets saw, shown privately;
 # "star", "unstar": the ⭐ reaction added or taken back, for the server's showcase (`bot.showcase`).
 _ACTIONS: dict[str, ButtonAction] = {action: action for action in get_args(ButtonAction)}
-# The buttons under a finished image, in their order on every platform.
-RESULT_ACTIONS: tuple[ButtonAction, ...] = (
-    "reroll",
-    "refine",
-    "vary-subtle",
-    "vary-strong",
-    "upscale-2",
-    "upscale-4",
-    "zoom-out",
-    "details",
-    "delete",
+# Pan buttons by the direction each extends the canvas to.
+PAN_ACTIONS: dict[ButtonAction, PanDirection] = {
+    "pan-left": "left",
+    "pan-right": "right",
+    "pan-up": "up",
+    "pan-down": "down",
+}
+# The buttons under a finished image, in rows of what belongs together, alike on every platform:
+# new images from it; larger or wider ones; about it ("Show guide" joins this row).
+_RESULT_ROWS: tuple[tuple[ButtonAction, ...], ...] = (
+    ("reroll", "refine", "vary-subtle", "vary-strong"),
+    ("upscale-2", "upscale-4", "zoom-out"),
+    tuple(PAN_ACTIONS),
+    ("details", "delete", "guide"),
 )
+RESULT_ACTIONS: tuple[ButtonAction, ...] = tuple(a for row in _RESULT_ROWS for a in row if a != "guide")
 
 
 # The smallest side a result needs for Zoom Out: a border of 64 on both ends, and image between.
@@ -70,11 +82,28 @@ ZOOM_OUT_SIDE = 192
 def result_actions(request: GenerationRequest) -> tuple[ButtonAction, ...]:
     """Return the buttons under a finished generation of `request`.
 
-    "Show guide" too where ControlNets acted; no "Zoom Out" under an image too small for one.
+    "Show guide" too where ControlNets acted; no "Zoom Out" under an image too small for one,
+    and no pan along a side that is already the longest a request may have.
     """
     small = min(request.width, request.height) < ZOOM_OUT_SIDE
-    actions = tuple(action for action in RESULT_ACTIONS if not (small and action == "zoom-out"))
-    return (*actions, "guide") if request.controlnets else actions
+    full = {"left": request.width, "right": request.width, "up": request.height, "down": request.height}
+
+    def offered(action: ButtonAction) -> bool:
+        if action == "zoom-out":
+            return not small
+        if action in PAN_ACTIONS:
+            return full[PAN_ACTIONS[action]] < SIDE.high
+        return action != "guide" or bool(request.controlnets)
+
+    return tuple(action for row in _RESULT_ROWS for action in row if offered(action))
+
+
+def button_rows(actions: Sequence[ButtonAction]) -> list[list[ButtonAction]]:
+    """Return `actions` (from `result_actions`) in their rows; a row left empty goes, and others come last."""
+    rows = [[action for action in row if action in actions] for row in _RESULT_ROWS]
+    grouped = {action for row in _RESULT_ROWS for action in row}
+    rows.append([action for action in actions if action not in grouped])
+    return [row for row in rows if row]
 
 
 # Ids of at most 18 digits: SQLite's row ids end at 2**63 - 1 (19 digits), and a larger one fails a lookup.

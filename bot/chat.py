@@ -22,10 +22,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.actions import ButtonAction, RefArgs, format_ref, parse_image_ref, parse_ref_args
+from bot.actions import PAN_ACTIONS, ButtonAction, RefArgs, format_ref, parse_image_ref, parse_ref_args
 from bot.errors import BotError, InvalidOption, shown
 from bot.history import Generation, StoredImage
 from bot.jobs import Job, JobEvent, Requester
+from bot.options import PanDirection
 from bot.service import ZOOM_OUT, ImageService, VaryKind
 from bot.showcase import showcase_line
 from bot.summary import (
@@ -247,6 +248,8 @@ class ChatFlow:
             return Started(await self.service.upscale(who, generation_id, 4 if action == "upscale-4" else 2))
         if action == "zoom-out":
             return Started(await self.service.zoom(who, generation_id))
+        if action in PAN_ACTIONS:
+            return Started(await self.service.pan(who, generation_id, PAN_ACTIONS[action]))
         if action in ("vary-subtle", "vary-strong"):
             return Started(
                 await self.service.vary(who, generation_id, "strong" if action == "vary-strong" else "subtle")
@@ -382,6 +385,9 @@ class ChatFlow:
         if word == "zoom":
             assert isinstance(arguments, _Zoom)
             return Started(await self.service.zoom(who, arguments.ref, arguments.factor))
+        if word == "pan":
+            assert isinstance(arguments, _Pan)
+            return Started(await self.service.pan(who, arguments.ref, arguments.direction))
         if word == "vary":
             assert isinstance(arguments, _Vary)
             return Started(await self.service.vary(who, arguments.generation_id, arguments.kind))
@@ -417,7 +423,13 @@ class _Zoom:
     factor: float
 
 
-_Command = tuple[str, int | dict[str, object] | str | RefArgs | _Vary | _Upscale | _Zoom]
+@dataclass(frozen=True, slots=True)
+class _Pan:
+    direction: PanDirection
+    ref: str | None
+
+
+_Command = tuple[str, int | dict[str, object] | str | RefArgs | _Vary | _Upscale | _Zoom | _Pan]
 
 
 def _command(word: str, rest: str) -> _Command | None:
@@ -459,14 +471,14 @@ def _command(word: str, rest: str) -> _Command | None:
         return word, _upscale_args(rest)
     if word == "zoom":
         return word, _zoom_args(rest)
+    if word == "pan":
+        return word, _pan_args(rest)
     if word == "vary":
         words = rest.lower().split()
         kinds: list[VaryKind] = [kind for kind in ("subtle", "strong") if kind in words]
         others = " ".join(part for part in words if part not in ("subtle", "strong"))
         if len(kinds) != 1 or len(words) - len(others.split()) != 1:
-            raise InvalidOption(
-                "vary", f"takes subtle or strong and an optional #id, not '{shown(rest, 40)}'", typed=True
-            )
+            raise InvalidOption("vary", "takes subtle or strong and an optional #id" + _not(rest), typed=True)
         return word, _Vary(kinds[0], parse_ref_args(others, allow_percent=False).generation_id)
     return None
 
@@ -485,6 +497,24 @@ def _zoom_args(rest: str) -> _Zoom:
             reason = f"takes an optional #id and a factor such as 1.5 or 2, not '{shown(word, 40)}'"
             raise InvalidOption("zoom", reason, typed=True)
     return _Zoom(ref, ZOOM_OUT if factor is None else factor)
+
+
+def _not(rest: str) -> str:
+    """Return what a refusal of a command's arguments says of the words given: nothing when there were none."""
+    return f", not '{shown(rest, 40)}'" if rest else ""
+
+
+_PAN_WORDS: dict[str, PanDirection] = {direction: direction for direction in PAN_ACTIONS.values()}
+
+
+def _pan_args(rest: str) -> _Pan:
+    """Parse ``pan left|right|up|down [#id[.n]]`` (either order; default: your latest image)."""
+    words = rest.lower().split()
+    directions = [_PAN_WORDS[word] for word in words if word in _PAN_WORDS]
+    refs = [word for word in words if parse_image_ref(word) is not None]
+    if len(directions) != 1 or len(refs) > 1 or len(words) != len(directions) + len(refs):
+        raise InvalidOption("pan", "takes left, right, up or down and an optional #id" + _not(rest), typed=True)
+    return _Pan(directions[0], refs[0] if refs else None)
 
 
 def _upscale_args(rest: str) -> _Upscale:

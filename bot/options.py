@@ -99,11 +99,13 @@ __all__ = [
     "ImageRefs",
     "Inputs",
     "Limits",
+    "PanDirection",
     "Parsed",
     "as_typed",
     "flags_help",
     "image_refs",
     "imagine_command",
+    "pan",
     "parse_options",
     "parse_text",
     "size_for_image",
@@ -801,6 +803,26 @@ def zoom_out(width: int, height: int, zoom: float) -> Outpaint | None:
 
     extra_w, extra_h = min(itertools.product(*choices), key=error)
     return Outpaint(top=extra_h // 2, right=extra_w // 2, bottom=extra_h // 2, left=extra_w // 2)
+
+
+PanDirection = Literal["left", "right", "up", "down"]
+_PAN_SIDE = {"left": "left", "right": "right", "up": "top", "down": "bottom"}
+
+
+def pan(width: int, height: int, direction: PanDirection, pixel_budget: int) -> Outpaint | None:
+    """Return the strip that pans a `width` × `height` result toward `direction`, or None.
+
+    Midjourney's Pan: the canvas grows that way by half the image's side along it, in 64s,
+    the image keeps its pixels, and the strip is painted to continue it. The side stops at
+    the longest a request may have and at the pixel budget; None when not 64 more fit.
+    """
+    along, across = (width, height) if direction in ("left", "right") else (height, width)
+    longest = min(SIDE.high, pixel_budget // across)
+    half = max(_SIDE_STEP, (along + _SIDE_STEP) // (2 * _SIDE_STEP) * _SIDE_STEP)  # half the side, halves up
+    strip = min(half, (longest - along) // _SIDE_STEP * _SIDE_STEP)
+    if strip < _SIDE_STEP:
+        return None
+    return Outpaint.model_validate({_PAN_SIDE[direction]: strip})
 
 
 def size_for_image(width: int, height: int, pixel_budget: int) -> tuple[int, int]:

@@ -289,6 +289,32 @@ class ImageService:
         changes = {"width": width, "height": height, "outpaint": border.model_dump(), "count": 1, "seed": self._seeds()}
         return await self._from_result(who, parent, stored, "zoom", DEFAULT_STRENGTH, changes)
 
+    async def pan(self, who: Requester, ref: int | str | None, direction: options.PanDirection) -> Job:
+        """Queue a pan of a result (`ref` as for `zoom`) toward `direction`, Midjourney's Pan.
+
+        The canvas grows that way by half the image's side along it (`bot.options.pan`); the image
+        keeps its pixels and the strip is painted to continue it, with its prompt and settings, a
+        new seed and the typed ``--outpaint``'s strength, one image.
+        """
+        parent, stored = await self._result_image(who, ref, f"pan {direction}", "pan")
+        budget = self.limits.pixel_budget
+        width, height = options.size_for_image(stored.width, stored.height, budget)
+        strip = options.pan(width, height, direction, budget)
+        if strip is None:
+            reason = (
+                f"{direction} has no room: {format_ref(parent.id)} is {width}×{height}, and an image is at most"
+                f" {SIDE.high} on a side and {budget / 1e6:.1f} megapixels"
+            )
+            raise InvalidOption("pan", reason)
+        changes = {
+            "width": width + strip.left + strip.right,
+            "height": height + strip.top + strip.bottom,
+            "outpaint": strip.model_dump(),
+            "count": 1,
+            "seed": self._seeds(),
+        }
+        return await self._from_result(who, parent, stored, "pan", DEFAULT_STRENGTH, changes)
+
     async def _result_image(
         self, who: Requester, ref: int | str | None, action: str, option: str
     ) -> tuple[Generation, StoredImage]:
@@ -302,7 +328,7 @@ class ImageService:
         who: Requester,
         parent: Generation,
         stored: StoredImage,
-        action: Literal["vary", "upscale", "zoom"],
+        action: Literal["vary", "upscale", "zoom", "pan"],
         strength: float | None,
         changes: Mapping[str, object],
         setting: str | None = None,
@@ -312,7 +338,7 @@ class ImageService:
         The strength is the user's `setting` (``vary_subtle``, ``upscale_strength``…), else `strength`;
         None: no model redraws the image (an upscaler enlarges it alone), and no setting applies.
         The result is the structure now: the parent's mask, outpaint, upscale or ControlNets are not done again.
-        A zoom is stored as a generation from its parent (the rows' actions predate it).
+        A zoom or pan is stored as a generation from its parent (the rows' actions predate them).
         """
         chosen: object = strength
         if strength is not None and setting is not None:
@@ -340,7 +366,7 @@ class ImageService:
             request,
             who,
             warnings=warnings,
-            action="generate" if action == "zoom" else action,
+            action="generate" if action == "zoom" or action == "pan" else action,
             parent=parent,
             private=parent.private,
             inputs=[image],

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import discord
 
-from bot.actions import ACTION_ID_PATTERN, RESULT_ACTIONS, ButtonAction, decode_action, encode_action
+from bot.actions import ACTION_ID_PATTERN, RESULT_ACTIONS, ButtonAction, button_rows, decode_action, encode_action
 
 __all__ = [
     "ActionHandler",
@@ -33,6 +33,11 @@ _LOOKS: dict[ButtonAction, tuple[str, str, discord.ButtonStyle]] = {
     "upscale-2": ("🔍", "Upscale 2×", discord.ButtonStyle.secondary),
     "upscale-4": ("🔍", "Upscale 4×", discord.ButtonStyle.secondary),
     "zoom-out": ("🔭", "Zoom Out 1.5×", discord.ButtonStyle.secondary),
+    # Arrows alone, as Midjourney's pan buttons.
+    "pan-left": ("⬅️", "", discord.ButtonStyle.secondary),
+    "pan-right": ("➡️", "", discord.ButtonStyle.secondary),
+    "pan-up": ("⬆️", "", discord.ButtonStyle.secondary),
+    "pan-down": ("⬇️", "", discord.ButtonStyle.secondary),
     "details": ("ℹ️", "Details", discord.ButtonStyle.secondary),
     "delete": ("🗑", "Delete", discord.ButtonStyle.danger),
     "cancel": ("⏹", "Cancel", discord.ButtonStyle.danger),
@@ -51,11 +56,10 @@ class ActionHandler(Protocol):
 class GenerationButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=ACTION_ID_PATTERN):
     """A button acting on one generation."""
 
-    def __init__(self, action: ButtonAction, generation_id: int) -> None:
+    def __init__(self, action: ButtonAction, generation_id: int, row: int | None = None) -> None:
         emoji, label, style = _LOOKS[action]
-        super().__init__(
-            discord.ui.Button(emoji=emoji, label=label, style=style, custom_id=encode_action(action, generation_id))
-        )
+        custom_id = encode_action(action, generation_id)
+        super().__init__(discord.ui.Button(emoji=emoji, label=label or None, style=style, custom_id=custom_id), row=row)
         self.action: ButtonAction = action
         self.generation_id = generation_id
 
@@ -162,5 +166,6 @@ def running_view(generation_id: int) -> discord.ui.View:
 
 
 def result_view(generation_id: int, actions: Sequence[ButtonAction] = RESULT_ACTIONS) -> discord.ui.View:
-    """Return the buttons under a finished image (`bot.actions.result_actions` of its request)."""
-    return _view(*(GenerationButton(action, generation_id) for action in actions))
+    """Return the buttons under a finished image (`bot.actions.result_actions` of its request), in their rows."""
+    rows = button_rows(actions)
+    return _view(*(GenerationButton(action, generation_id, n) for n, row in enumerate(rows) for action in row))

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.actions import ButtonAction, encode_action, format_ref, result_actions
+from bot.actions import ButtonAction, button_rows, encode_action, format_ref, result_actions
 from bot.catalog import Catalog
 from bot.history import Generation
 from bot.jobs import Job
@@ -65,7 +65,8 @@ HELP = """\
 */imagine reroll* `[#id]` — same settings, new seed (default: your latest image)
 */imagine refine* `[#id] [percent]` — same seed; the SDXL refiner takes over at percent (85)
 */imagine vary* `subtle|strong [#id]` — the image again with a new seed · */imagine upscale* `[#id[.n]] [2|4]` · \
-*/imagine zoom* `[#id[.n]] [1.5]` — zoom out: the same size, a new border around the image
+*/imagine zoom* `[#id[.n]] [1.5]` — zoom out: the same size, a new border around the image · \
+*/imagine pan* `left|right|up|down [#id[.n]]` — a wider or taller canvas, the new strip painted
 */imagine cancel* `[#id]` · */imagine queue* · */imagine history* `[count]` · */imagine info* `[#id]` · \
 */imagine guide* `[#id]`
 */imagine settings* `[steps=30 refiner_percent=85 private=true …]` — your defaults (`key=none` removes one)
@@ -89,6 +90,10 @@ _BUTTONS: dict[ButtonAction, tuple[str, str | None]] = {
     "upscale-2": ("🔍 Upscale 2×", None),
     "upscale-4": ("🔍 Upscale 4×", None),
     "zoom-out": ("🔭 Zoom Out 1.5×", None),
+    "pan-left": ("⬅️", None),
+    "pan-right": ("➡️", None),
+    "pan-up": ("⬆️", None),
+    "pan-down": ("⬇️", None),
     "details": ("ℹ️ Details", None),
     "delete": ("🗑 Delete", "danger"),
     "cancel": ("⏹ Cancel", "danger"),
@@ -191,13 +196,10 @@ def result_blocks(
     if withheld:
         blocks.append(_context(escape(withheld)))
     # Delete carries the image's file ids, so the uploads go with the card.
-    buttons = [
-        _button(action, generation.id, ",".join(file_ids) if action == "delete" else "")
-        for action in result_actions(request)
-    ]
-    if show:
-        buttons.append(_button("show", generation.id))
-    blocks.append({"type": "actions", "elements": buttons})
+    extra: list[ButtonAction] = ["show"] if show else []
+    for row in button_rows([*result_actions(request), *extra]):
+        buttons = [_button(action, generation.id, ",".join(file_ids) if action == "delete" else "") for action in row]
+        blocks.append({"type": "actions", "elements": buttons})
     text = f"{format_ref(generation.id)} · seed {generation.seed} · {request.prompt[:200]}"
     return text, blocks
 

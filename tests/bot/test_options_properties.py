@@ -276,3 +276,44 @@ def test_zoom_out_examples() -> None:
     assert zoom_out(1024, 1024, 2).sides == (256, 256, 256, 256)  # type: ignore[union-attr]
     assert zoom_out(1152, 896, 1.5).sides == (128, 192, 128, 192)  # type: ignore[union-attr]  # 768×640
     assert zoom_out(128, 1024, 1.5) is None
+
+
+@PROPERTY
+@given(
+    width=SIDES,
+    height=SIDES,
+    direction=st.sampled_from(["left", "right", "up", "down"]),
+    budget=st.sampled_from([512 * 512, 1024 * 1024, 4 * 1024 * 1024]),
+)
+def test_pan_grows_one_side_by_about_half_within_the_limits(width: int, height: int, direction, budget: int) -> None:
+    """Pan of any result: one side grows, in 64s, by half the image's side along it (halves up) or by the
+    room left under 2048 and the pixel budget, whichever is less; None exactly when not 64 more fit."""
+    from bot.options import pan
+
+    strip = pan(width, height, direction, budget)
+    along, across = (width, height) if direction in ("left", "right") else (height, width)
+    room = min(2048, budget // across) - along
+    if room < 64:
+        assert strip is None
+        return
+    assert strip is not None and strip.blur == 0
+    named = {"left": strip.left, "right": strip.right, "up": strip.top, "down": strip.bottom}
+    grown = named.pop(direction)
+    assert not any(named.values())  # the other three sides stay
+    assert grown % 64 == 0 and 64 <= grown <= room
+    assert along + grown <= 2048 and (along + grown) * across <= budget
+    assert grown == min(max(64, math.floor(along / 128 + 0.5) * 64), room // 64 * 64)
+
+
+def test_pan_examples() -> None:
+    """The usual cases, to the pixel: a square grows by half, the last pan takes the room left, none past 2048."""
+    from bot.options import pan
+
+    big = 4 * 1024 * 1024
+    assert pan(1024, 1024, "left", big).sides == (0, 0, 0, 512)  # type: ignore[union-attr]  # 1536×1024
+    assert pan(1024, 1024, "down", big).sides == (0, 0, 512, 0)  # type: ignore[union-attr]
+    assert pan(1536, 1024, "right", big).sides == (0, 512, 0, 0)  # type: ignore[union-attr]  # 2048×1024
+    assert pan(1792, 1024, "right", big).sides == (0, 256, 0, 0)  # type: ignore[union-attr]  # room for 256
+    assert pan(320, 128, "right", big).sides == (0, 192, 0, 0)  # type: ignore[union-attr]  # 160 halves up to 192
+    assert pan(2048, 1024, "left", big) is None
+    assert pan(512, 512, "up", 512 * 512) is None  # the budget is spent

@@ -201,6 +201,75 @@ def test_zoom_out_is_offered_only_where_there_is_room():
     assert "zoom-out" not in result_actions(wide.model_copy(update={"height": 128}))
 
 
+async def test_pan_grows_the_canvas_one_way_and_paints_the_new_strip(service, backend, tmp_path):
+    """Pan right of image 2 of #1 (256×256): a 384×256 canvas, the image kept on the left at its size, a
+    128 strip on the right painted with the prompt and settings, a new seed, one image, from #1."""
+    first = await (await service.imagine("two foxes --count 2 --seed 7 --size 256x256 --steps 10", ALICE)).result()
+    flow = ChatFlow(service)
+    reply = await flow.text(ALICE, "pan right #1.2")
+    assert isinstance(reply, Started)
+    panned = await reply.job.result()
+    request = backend.requests[-1]
+    assert (request.width, request.height, request.count, request.strength) == (384, 256, 1, 0.8)
+    assert request.outpaint is not None and request.outpaint.sides == (0, 128, 0, 0)
+    assert request.prompt == "two foxes" and request.steps == 10 and request.seed not in (7, 8)
+    image_2 = (tmp_path / first.images[1].path).read_bytes()
+    assert request.init_image == check_image(image_2, option="pan", max_bytes=10**7, pixel_budget=10**7).sha256
+    assert (panned.action, panned.parent_id) == ("generate", first.id)
+    fields = parse_parameters(read_text((tmp_path / panned.images[0].path).read_bytes())["parameters"])["fields"]
+    assert fields["Outpaint"] == "0,128,0,0,0"
+    # each button pans the first image its way; a pan of the pan grows the other axis
+    for action, sides, size in [("pan-up", (128, 0, 0, 0), (256, 384)), ("pan-left", (0, 0, 0, 128), (384, 256))]:
+        reply = await flow.action(ALICE, action, first.id)
+        assert isinstance(reply, Started) and reply.job.request.outpaint.sides == sides
+        assert (reply.job.request.width, reply.job.request.height) == size
+        await reply.job.result()
+    reply = await flow.text(ALICE, f"pan down #{panned.id}")
+    assert isinstance(reply, Started)
+    assert (reply.job.request.width, reply.job.request.height) == (384, 384)
+    await reply.job.result()
+
+
+async def test_pan_refusals_are_one_sentence_each(service, backend):
+    """No room left under the pixel budget, a direction pan does not take: a sentence, nothing queued."""
+    await (await service.imagine("a fox --steps 4 --size 512x512", ALICE)).result()  # the whole 512² budget
+    flow = ChatFlow(service)
+    made = len(backend.requests)
+    with pytest.raises(
+        InvalidOption,
+        match=r"^Pan left has no room: #1 is 512×512, and an image is at most 2048 on a side and 0\.3 megapixels\.$",
+    ):
+        await flow.action(ALICE, "pan-left", 1)
+    with pytest.raises(
+        InvalidOption, match=r"^pan takes left, right, up or down and an optional #id, not 'sideways'\.$"
+    ):
+        await flow.text(ALICE, "pan sideways", strict=True)
+    with pytest.raises(InvalidOption, match=r"^pan takes left, right, up or down and an optional #id\.$"):
+        await flow.text(ALICE, "pan", strict=True)  # no direction: the sentence names none of the words
+    assert await flow.text(ALICE, "pan of paella on a table") is None  # a prompt, on a chat that takes prompts
+    with pytest.raises(NotFound, match="earlier image of yours to pan up"):
+        await flow.text(BOB, "pan up")
+    assert len(backend.requests) == made
+
+
+def test_pan_is_offered_only_along_a_side_with_room_and_the_buttons_come_in_rows():
+    """A side already 2048 long has no pan that way; the result buttons keep their rows on every platform."""
+    from bot.actions import button_rows, result_actions
+    from bot.request import GenerationRequest
+
+    wide = GenerationRequest(prompt="a fox", model="tiny", width=2048, height=1024)
+    actions = result_actions(wide)
+    assert "pan-up" in actions and "pan-down" in actions
+    assert "pan-left" not in actions and "pan-right" not in actions
+    assert button_rows(actions) == [
+        ["reroll", "refine", "vary-subtle", "vary-strong"],
+        ["upscale-2", "upscale-4", "zoom-out"],
+        ["pan-up", "pan-down"],
+        ["details", "delete"],
+    ]
+    assert button_rows([*actions, "show"])[-1] == ["show"]
+
+
 async def test_forget_deletes_the_inputs_only_its_generations_used(service, tmp_path):
     await (await service.imagine("a red fox", ALICE)).result()
     await (await service.imagine("a fox --image #1", ALICE)).result()

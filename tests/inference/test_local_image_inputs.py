@@ -151,6 +151,23 @@ def test_zoom_out_shrinks_the_image_into_the_middle_at_the_same_size(runner, tin
     assert (image.width, image.height) == (256, 256)
 
 
+def test_pan_keeps_the_image_pixel_for_pixel_and_paints_only_the_new_strip(runner, tiny_data_dir):
+    """Pan right of a 128×128 image: the worker's canvas is 192×128 with the input unscaled on the left and
+    only the 64-pixel strip on the right to paint; the pipeline makes a 192×128 image from it."""
+    from bot.options import pan
+    from inference.local._pipeline import _image_inputs
+
+    source = gradient(128, 128)
+    strip = pan(128, 128, "right", 4 * 1024 * 1024)
+    assert strip is not None and strip.sides == (0, 64, 0, 0)
+    fields = {"init_image": store_input(tiny_data_dir, source), "width": 192, "height": 128, "outpaint": strip}
+    canvas, mask = _image_inputs(build_job(tiny_request(steps=6, strength=1.0, **fields), CATALOG, tiny_data_dir))
+    assert canvas.size == (192, 128) and np.array_equal(np.asarray(canvas)[:, :128], np.asarray(source))
+    assert mask is not None and np.asarray(mask)[:, :128].max() == 0 and np.asarray(mask)[:, 128:].min() == 255
+    image = run(runner, steps=6, strength=1.0, **fields)[0]
+    assert (image.width, image.height) == (192, 128)
+
+
 def test_outpaint_extends_the_image_and_keeps_its_middle(runner, init_sha):
     """64 px on the left and right: a 256×128 image whose middle is the input (as the VAE gives it back)."""
     outpaint = Outpaint(left=64, right=64)

@@ -518,6 +518,23 @@ async def test_the_zoom_out_button_keeps_the_size_and_sends_the_image_shrunk(
     assert Image.open(tmp_path / image.path).size == (1024, 1024)
 
 
+async def test_a_pan_button_grows_one_side_and_sends_the_image_at_its_own_size(
+    running, fake: FakeRunware, tmp_path: Path
+) -> None:
+    """Pan left of a 1024² result: a 1536×1024 task whose seedImage is the result at 1024² and whose outpaint
+    is 512 on the left alone, and a 1536×1024 image back."""
+    service, _ = running
+    await outcome(service, "a red fox --seed 42 --size 1024x1024")
+    job = await service.pan(WHO, 1, "left")
+    generation = await job.result()
+    task = fake.tasks[fake.calls("imageInference")[-1]["taskUUID"]]
+    assert task.request["outpaint"] == {"top": 0, "right": 0, "bottom": 0, "left": 512}
+    assert (task.request["width"], task.request["height"]) == (1536, 1024)
+    assert task.seed_image is not None and Image.open(io.BytesIO(task.seed_image)).size == (1024, 1024)
+    (image,) = generation.images
+    assert Image.open(tmp_path / image.path).size == (1536, 1024)
+
+
 async def test_zoom_out_extends_every_side_evenly_on_runware(running, fake: FakeRunware) -> None:
     """`--zoom 2` on a 512² image: 256 on each side, a 1024² result, sent as Runware's outpaint object."""
     service, _ = running

@@ -73,14 +73,14 @@ def test_settings_mapping(run: Run, data_dir: Path, changes: dict[str, object]) 
 
 ref_words = st.sampled_from(
     ["reroll", "refine", "cancel", "history", "forget", "queue", "star", "unstar", "gallery", "REROLL", "Refine",
-     "info", "guide", "vary", "upscale", "zoom", "Zoom"]
+     "info", "guide", "vary", "upscale", "zoom", "Zoom", "pan", "PAN"]
 )  # fmt: skip
 ref_args = st.lists(
     st.one_of(
         st.sampled_from(
             [w for w in TRICKY if w.startswith("#")]
             + ["85", "150", "0", "99%", "confirm", "5", "²", "showcase"]
-            + ["1.5", "2x", "4×", "3", "1.05", "subtle", "strong", "#1.2", "#2.9"]
+            + ["1.5", "2x", "4×", "3", "1.05", "subtle", "strong", "#1.2", "#2.9", "left", "UP", "down", "right"]
         ),
         st.integers(0, 10).map(lambda n: f"#{n}"),
         st.integers().map(str),
@@ -97,8 +97,9 @@ ref_args = st.lists(
 @example(word="reroll", rest="#" + "9" * 19, who=PEOPLE[0], strict=True)  # past SQLite's largest id
 @example(word="zoom", rest="#1 1.5", who=PEOPLE[0], strict=True)
 @example(word="zoom", rest="9.99", who=PEOPLE[0], strict=True)
+@example(word="pan", rest="#1 left", who=PEOPLE[0], strict=True)
 def test_references(run: Run, data_dir: Path, word: str, rest: str, who: Requester, strict: bool) -> None:
-    """`reroll #3`, `refine #3 90`, `zoom #3.2 2`, `info`, `history 5`…: a reply, no command, or one sentence."""
+    """`reroll #3`, `refine #3 90`, `zoom #3.2 2`, `pan left`, `info`…: a reply, no command, or one sentence."""
 
     async def body() -> None:
         w = await world(data_dir)

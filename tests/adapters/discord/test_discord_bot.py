@@ -87,10 +87,9 @@ async def test_imagine_defers_then_shows_progress_then_the_image(running):
     assert fields["Refiner"] == "tiny-refiner from 50 %"
     assert embed["image"]["url"] == f"attachment://{attachment.filename}"
     assert "The refiner starts at 50 %; it works best from 85–90 %." in fields["⚠ Notes"].splitlines()
-    assert _custom_ids(message) == [
-        encode_action(a, 1)
-        for a in ("reroll", "refine", "vary-subtle", "vary-strong", "upscale-2", "upscale-4", "details", "delete")
-    ]
+    made = ["reroll", "refine", "vary-subtle", "vary-strong", "upscale-2", "upscale-4"]
+    about = ["pan-left", "pan-right", "pan-up", "pan-down", "details", "delete"]
+    assert _custom_ids(message) == [encode_action(a, 1) for a in made + about]
     assert running.backend.requests[0].seed == 7
 
 
@@ -500,3 +499,31 @@ async def test_the_showcase_admin_option_turns_it_on_for_managers_only(running):
     assert (await refused.response())["data"]["content"] == "✖ Only server managers can change the server's settings."
     allowed = await fake.slash("imagine-admin", {"showcase": True})
     assert "showcase: on" in (await allowed.response())["data"]["content"]
+
+
+async def test_result_buttons_come_in_rows_and_a_pan_arrow_widens_the_image(running):
+    """Under a result the buttons stand in rows (new images, larger ones, the pan arrows alone, about it);
+    ➡️ posts a new image whose canvas is half as wide again, from the same seed's settings and a new seed."""
+    _, first = await _imagine(running.fake, {"prompt": "a red fox", "seed": "7", "steps": 4})
+    rows = [[button for button in row["components"]] for row in first.components]
+    assert [[button["custom_id"].split(":")[1] for button in row] for row in rows] == [
+        ["reroll", "refine", "vary-subtle", "vary-strong"],
+        ["upscale-2", "upscale-4"],  # a 128² image has no room to zoom out of
+        ["pan-left", "pan-right", "pan-up", "pan-down"],
+        ["details", "delete"],
+    ]
+    assert [(button["emoji"]["name"], button.get("label")) for button in rows[2]] == [
+        ("⬅️", None),
+        ("➡️", None),
+        ("⬆️", None),
+        ("⬇️", None),
+    ]
+    made = running.backend.requests[0]
+    click = await running.fake.click(first.id, encode_action("pan-right", 1))
+    panned = await _finished(running.fake, await _reply_of(click))
+    request = running.backend.requests[-1]
+    assert request.outpaint is not None and request.outpaint.right == made.width // 2
+    assert (request.width, request.height) == (made.width * 3 // 2, made.height)
+    assert request.seed != 7 and request.prompt == "a red fox"
+    fields = {field["name"]: field["value"] for field in panned.embeds[0]["fields"]}
+    assert fields["Size"] == f"{request.width}×{request.height}"

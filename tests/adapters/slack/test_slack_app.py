@@ -67,9 +67,16 @@ async def test_imagine_acks_then_updates_a_placeholder_then_uploads_the_image(ru
         "ib:vary-strong:1",
         "ib:upscale-2:1",
         "ib:upscale-4:1",
+        "ib:pan-left:1",
+        "ib:pan-right:1",
+        "ib:pan-up:1",
+        "ib:pan-down:1",
         "ib:details:1",
         "ib:delete:1",
     ]
+    # in rows as on Discord: new images, larger ones (no Zoom Out at 128²), the pan arrows, about it
+    rows = [[e["text"]["text"] for e in block["elements"]] for block in card.blocks if block["type"] == "actions"]
+    assert [len(row) for row in rows] == [4, 2, 4, 2] and rows[2] == ["⬅️", "➡️", "⬆️", "⬇️"]
     # the image is the stored file (parameters chunk and all), uploaded into the same channel after the card
     generation = await running.service.details(running.who(), 1)
     stored = running.data_dir / generation.images[0].path
@@ -99,6 +106,17 @@ async def test_reroll_button_makes_a_new_image_with_a_new_seed(running: Running)
     first, again = running.backend.requests
     assert again == first.with_seed(100)
     assert "reroll of #1" in str(second.blocks)
+
+
+async def test_a_pan_button_makes_a_taller_image_from_the_card(running: Running) -> None:
+    """⬇️ on a 128² card: a 128×192 canvas, the image kept on top and a 64-pixel strip painted below."""
+    card = await _imagine(running, "a red fox --seed 7 --steps 2")
+    await _click(running, card, "ib:pan-down:1")
+    panned = await running.finished_card(2)
+    request = running.backend.requests[-1]
+    assert (request.width, request.height) == (128, 192) and request.outpaint.sides == (0, 0, 64, 0)
+    assert request.seed != 7 and _fields(panned)["Size"] == "128×192"
+    assert "generate of #1" in str(panned.blocks)
 
 
 async def test_reroll_by_message_shortcut_and_by_reaction(running: Running) -> None:
