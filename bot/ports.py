@@ -26,6 +26,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from bot.actions import ButtonAction
 from bot.errors import JobCancelled
 from bot.gallery import GalleryQuery
 from bot.guides import GuideMap
@@ -145,6 +146,19 @@ class PublicUpscaleBackend(Backend, Protocol):
     @property
     def public_upscale(self) -> str:
         """Return where the image goes and for how long, to follow "refused here: " (one clause)."""
+        ...
+
+
+@runtime_checkable
+class LimitedBackend(Backend, Protocol):
+    """A backend that cannot do all a result's buttons ask (ModelsLab has no Vary): those are not shown.
+
+    A button that can only be refused is clutter; the text commands still answer with the
+    backend's sentence.
+    """
+
+    def withheld_actions(self, request: GenerationRequest) -> frozenset[ButtonAction]:
+        """Return the buttons under a result of `request` whose requests this backend would refuse."""
         ...
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 from bot import options, rules, user_settings
-from bot.actions import format_image_ref, format_ref, parse_image_ref
+from bot.actions import ButtonAction, format_image_ref, format_ref, parse_image_ref, result_actions
 from bot.admin import ServerAdmin
 from bot.catalog import Catalog
 from bot.controls import Guide
@@ -31,6 +31,7 @@ from bot.ports import (
     Backend,
     ChatPoster,
     GalleryLinks,
+    LimitedBackend,
     PublicUpscaleBackend,
     Stores,
 )
@@ -352,13 +353,7 @@ class ImageService:
         except ValueError as error:
             reason = f"cannot run on {format_ref(parent.id)} ({shown(str(error), 120)})"
             raise InvalidOption(action, reason) from None
-        dropped: tuple[str, ...] = ()
-        if request.refiner is not None and not request.upscales_alone and min(request.split) < 1:
-            # Few steps run at a low strength; the parent's split would leave a stage none, and the
-            # user asked for the image, not the refiner: it runs on the base model alone.
-            request = request.model_copy(update={"refiner": None})
-            steps = "1 step leaves" if request.run_steps == 1 else f"{request.run_steps} steps leave"
-            dropped = (f"The refiner is left out: {steps} it none at strength {chosen}.",)
+        request, dropped = self._without_refused_refiner(request, chosen)
         warnings = rules.check(request, self.catalog, self.limits) + dropped
         if request.upscales_alone:
             warnings = ()  # about the model's steps and prompts, none of which play a part
@@ -372,6 +367,30 @@ class ImageService:
             inputs=[image],
             flagged_inputs=[format_image_ref(parent.id, stored.index)] if stored.nsfw else [],
         )
+
+    def _without_refused_refiner(
+        self, request: GenerationRequest, strength: object
+    ) -> tuple[GenerationRequest, tuple[str, ...]]:
+        """Return a request from a result without the parent's refiner where it cannot run, and the note why.
+
+        The user asked for the image, not the refiner: where the few steps that run at a low
+        strength leave a stage none, or the backend takes no refiner after an input image
+        (Runware), it runs on the base model alone.
+        """
+        if request.refiner is None or request.upscales_alone:
+            return request, ()
+        if min(request.split) < 1:
+            steps = "1 step leaves" if request.run_steps == 1 else f"{request.run_steps} steps leave"
+            why = f"{steps} it none at strength {strength}"
+        else:
+            try:
+                self.runner.backend_for(request).check(request)
+                return request, ()
+            except InvalidOption as error:
+                if error.option != "refiner":
+                    return request, ()  # refused in `submit`, with its own sentence
+                why = f"it {error.reason}"
+        return request.model_copy(update={"refiner": None}), (f"The refiner is left out: {why}.",)
 
     async def submit(
         self,
@@ -602,6 +621,25 @@ class ImageService:
     def job(self, generation_id: int) -> Job | None:
         """Return the live job of a generation that is queued or running."""
         return self.runner.job(generation_id)
+
+    def result_actions(self, request: GenerationRequest) -> tuple[ButtonAction, ...]:
+        """Return the buttons under a finished generation of `request`, none that could only be refused.
+
+        `bot.actions.result_actions` (by the image's size and ControlNets), less Reroll and Refine
+        of an upscale an upscaler made alone, Refine where the model has no refiner, and what the
+        backend cannot do (`LimitedBackend`). Old messages keep their buttons, which answer with
+        the refusal's sentence.
+        """
+        withheld: set[ButtonAction] = {"reroll", "refine"} if request.upscales_alone else set()
+        try:
+            if request.refiner is None and self.catalog.get("model", request.model).refiner is None:
+                withheld.add("refine")
+            backend = self.runner.backend_for(request)
+        except InvalidOption:  # a model since taken out of the catalog: each button says so itself
+            return result_actions(request)
+        if isinstance(backend, LimitedBackend):
+            withheld |= backend.withheld_actions(request)
+        return tuple(action for action in result_actions(request) if action not in withheld)
 
     async def history(self, who: Requester, limit: int = 10) -> list[Generation]:
         """Return the user's recent generations, newest first."""

@@ -21,6 +21,7 @@ import httpx
 from pydantic import SecretStr
 
 from bot import metrics
+from bot.actions import ButtonAction
 from bot.catalog import Catalog
 from bot.errors import BackendUnavailable, JobCancelled
 from bot.request import GenerationRequest
@@ -249,6 +250,10 @@ class HostedBackend:
     def check(self, request: GenerationRequest) -> None:
         """Refuse what the API cannot make (before anything is queued), naming the backend that can."""
         CAPABILITIES[self.name].check(request, self._catalog)
+
+    def withheld_actions(self, request: GenerationRequest) -> frozenset[ButtonAction]:
+        """Return the result buttons whose requests the API cannot make (`Capabilities.withheld_actions`)."""
+        return CAPABILITIES[self.name].withheld_actions(request)
 
     async def aclose(self) -> None:
         """Close the connection pool."""

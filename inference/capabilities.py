@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from bot.actions import PAN_ACTIONS, ButtonAction
 from bot.catalog import Catalog, CatalogEntry, Kind
 from bot.errors import InvalidOption
 from bot.request import CFG, CONTROL_WEIGHT, COUNT, SIDE, STEPS, GenerationRequest
@@ -83,6 +84,23 @@ class Capabilities:
         """Return the id this backend knows a catalog entry by, or None when it has none."""
         value = getattr(entry, self.ids or self.name)
         return str(value) if value else None
+
+    def withheld_actions(self, request: GenerationRequest) -> frozenset[ButtonAction]:
+        """Return the buttons under a result of `request` whose requests `check` would refuse for a missing feature.
+
+        Refine adds the refiner to the same request (an input image included); Vary starts from
+        the image; Zoom Out and Pan extend it; Upscale enlarges it.
+        """
+        can: dict[ButtonAction, bool] = {
+            "refine": self.refiner_split and (request.init_image is None or self.refiner_with_image),
+            "vary-subtle": self.image_to_image,
+            "vary-strong": self.image_to_image,
+            "upscale-2": self.upscale,
+            "upscale-4": self.upscale,
+            "zoom-out": self.outpaint,
+            **dict.fromkeys(PAN_ACTIONS, self.outpaint),
+        }
+        return frozenset(action for action, able in can.items() if not able)
 
     def check(self, request: GenerationRequest, catalog: Catalog) -> None:
         """Raise `InvalidOption` (saying which backend can) when the request does not fit this backend.

@@ -23,7 +23,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import metrics
-from bot.actions import ButtonAction, format_ref, result_actions
+from bot.actions import ButtonAction, format_ref
 from bot.chat import (
     RESUMED,
     ChatFlow,
@@ -734,7 +734,7 @@ class ImagesCog(commands.Cog, name="Images"):
             edit,
             content=content,
             embed=embed,
-            view=result_view(generation.id, result_actions(generation.request)),
+            view=result_view(generation.id, self.service.result_actions(generation.request)),
             files=files,
         )
         if message is not None:

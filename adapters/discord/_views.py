@@ -166,6 +166,6 @@ def running_view(generation_id: int) -> discord.ui.View:
 
 
 def result_view(generation_id: int, actions: Sequence[ButtonAction] = RESULT_ACTIONS) -> discord.ui.View:
-    """Return the buttons under a finished image (`bot.actions.result_actions` of its request), in their rows."""
+    """Return the buttons under a finished image (the service's `result_actions` of its request), in their rows."""
     rows = button_rows(actions)
     return _view(*(GenerationButton(action, generation_id, n) for n, row in enumerate(rows) for action in row))

@@ -515,7 +515,8 @@ class SlackImages:
         shown = [image for image, display in zip(generation.images, displays, strict=True) if display == "show"]
         file_ids = await self._upload(shown, generation.id, card) if shown else []
         withheld = withheld_line(displays, spoilered="only its author can see it, with 🔞 Show.")
-        text, blocks = result_blocks(generation, file_ids, withheld=withheld, show="spoiler" in displays)
+        actions = self.service.result_actions(generation.request)
+        text, blocks = result_blocks(generation, file_ids, actions, withheld=withheld, show="spoiler" in displays)
         await self._finally_show(job, card, ts, text, blocks)
 
     async def _finally_show(self, job: Job, card: Destination, ts: str, text: str, blocks: list[Block]) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.actions import ButtonAction, button_rows, encode_action, format_ref, result_actions
+from bot.actions import ButtonAction, button_rows, encode_action, format_ref
 from bot.catalog import Catalog
 from bot.history import Generation
 from bot.jobs import Job
@@ -170,12 +170,18 @@ def failed_blocks(job: Job, line: str) -> tuple[str, list[Block]]:
 
 
 def result_blocks(
-    generation: Generation, file_ids: Sequence[str], *, withheld: str | None = None, show: bool = False
+    generation: Generation,
+    file_ids: Sequence[str],
+    actions: Sequence[ButtonAction],
+    *,
+    withheld: str | None = None,
+    show: bool = False,
 ) -> tuple[str, list[Block]]:
     """Return (fallback text, blocks) of a finished image's card: prompt, settings, notes and buttons.
 
-    The delete button carries the ids of the uploaded files so that deleting removes them too;
-    `withheld` says which images the channel does not see, `show` adds the author's "Show" button.
+    `actions` are the service's `result_actions`. The delete button carries the ids of the
+    uploaded files so that deleting removes them too; `withheld` says which images the channel
+    does not see, `show` adds the author's "Show" button.
     """
     request = generation.request
     fields = [_mrkdwn(f"*{name}*\n{escape(value)}"[:_FIELD_TEXT]) for name, value in result_fields(generation)]
@@ -197,7 +203,7 @@ def result_blocks(
         blocks.append(_context(escape(withheld)))
     # Delete carries the image's file ids, so the uploads go with the card.
     extra: list[ButtonAction] = ["show"] if show else []
-    for row in button_rows([*result_actions(request), *extra]):
+    for row in button_rows([*actions, *extra]):
         buttons = [_button(action, generation.id, ",".join(file_ids) if action == "delete" else "") for action in row]
         blocks.append({"type": "actions", "elements": buttons})
     text = f"{format_ref(generation.id)} · seed {generation.seed} · {request.prompt[:200]}"

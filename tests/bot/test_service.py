@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+from bot.actions import result_actions
 from bot.catalog import load_catalog
 from bot.errors import (
     ContentBlocked,
@@ -392,3 +393,19 @@ async def test_retention_purges_old_finished_generations_with_their_files(backen
         assert await service.purge(days=7) == 1
         assert await history.generations.get(old.id) is None
         assert not (tmp_path / old.images[0].path).exists()
+
+
+async def test_result_buttons_leave_out_what_could_only_be_refused(service):
+    """No Refine under a model without a refiner, no Reroll or Refine under an upscaler's image; the Refine of
+    an old message still answers with the sentence."""
+    plain = await (await service.imagine("a red fox --size 256x256", ALICE)).result()
+    assert service.result_actions(plain.request) == result_actions(plain.request)
+    assert "refine" in service.result_actions(plain.request)
+    turbo = await (await service.imagine("a red fox --model sdxl-turbo", ALICE)).result()
+    actions = service.result_actions(turbo.request)
+    assert "refine" not in actions and {"reroll", "vary-subtle", "pan-left", "delete"} <= set(actions)
+    with pytest.raises(InvalidOption, match="model 'sdxl-turbo' has no refiner"):
+        await service.refine(ALICE, turbo.id)
+    alone = plain.request.model_copy(update={"upscale": 2, "init_image": "0" * 64, "strength": None})
+    assert alone.upscales_alone
+    assert [a for a in result_actions(alone) if a not in service.result_actions(alone)] == ["reroll", "refine"]

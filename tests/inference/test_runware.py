@@ -15,6 +15,7 @@ from typing import Literal
 import pytest
 from PIL import Image
 
+from bot.actions import result_actions
 from bot.config import RunwareSettings
 from bot.errors import BackendUnavailable, InvalidOption
 from bot.images import check_image, input_path
@@ -404,6 +405,41 @@ async def test_a_refiner_after_an_input_image_is_refused_before_anything_is_sent
         await service.imagine("a fox --image #1 --refiner 80", WHO)
     assert str(refused.value) == "Refiner cannot follow an input image on Runware; the local backend can."
     assert len(fake.calls("imageInference")) == 1 and len(await history.generations.recent("console", "alice")) == 1
+
+
+async def test_vary_zoom_and_pan_of_a_refined_image_run_without_the_refiner_and_say_so(
+    running, fake: FakeRunware
+) -> None:
+    """Runware takes no refiner after an input image, and a user who asks for a variation of a refined image asks
+    for the image: the seedImage task runs on the base model alone, with a note, instead of being refused."""
+    service, _ = running
+    first, error = await outcome(service, "a red fox --seed 42 --size 512x512 --steps 30 --refiner 80")
+    assert error is None and first is not None and first.request.refiner is not None
+    for job in [await service.vary(WHO, first.id, "strong"), await service.pan(WHO, first.id, "left")]:
+        generation = await job.result()
+        assert generation.status == "done" and generation.request.refiner is None
+        assert "The refiner is left out: it cannot follow an input image on Runware; the local backend can." in (
+            generation.warnings
+        )
+        task = fake.tasks[fake.calls("imageInference")[-1]["taskUUID"]]
+        assert "refiner" not in task.request and task.seed_image is not None
+
+
+async def test_no_button_under_a_runware_image_is_one_it_would_refuse(running, fake: FakeRunware) -> None:
+    """Every button under a plain image; no Refine under a variation (no refiner after an input image), no
+    Reroll or Refine under an upscale its upscaler made alone (no model step to redo)."""
+    service, _ = running
+    first, _ = await outcome(service, "a red fox --seed 42 --size 512x512")
+    assert first is not None
+    assert service.result_actions(first.request) == result_actions(first.request)
+    varied = await (await service.vary(WHO, first.id, "subtle")).result()
+    assert [a for a in result_actions(varied.request) if a not in service.result_actions(varied.request)] == ["refine"]
+    larger = await (await service.upscale(WHO, first.id, 2)).result()
+    assert larger.status == "done" and larger.request.upscales_alone
+    assert [a for a in result_actions(larger.request) if a not in service.result_actions(larger.request)] == [
+        "reroll",
+        "refine",
+    ]
 
 
 # -- upscale: the imageUpscale task -------------------------------------------------------------------

@@ -527,3 +527,10 @@ async def test_result_buttons_come_in_rows_and_a_pan_arrow_widens_the_image(runn
     assert request.seed != 7 and request.prompt == "a red fox"
     fields = {field["name"]: field["value"] for field in panned.embeds[0]["fields"]}
     assert fields["Size"] == f"{request.width}×{request.height}"
+
+
+async def test_a_model_without_a_refiner_gets_no_refine_button(running):
+    """sdxl-turbo has no refiner: its result shows every button but Refine, which could only be refused."""
+    _, message = await _imagine(running.fake, {"prompt": "a red fox", "model": "sdxl-turbo"})
+    ids = [custom_id.split(":")[1] for custom_id in _custom_ids(message)]
+    assert "refine" not in ids and {"reroll", "vary-subtle", "upscale-2", "pan-left", "details"} <= set(ids)

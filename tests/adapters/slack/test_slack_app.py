@@ -520,3 +520,10 @@ async def test_a_star_reaction_stars_the_authors_image_and_removing_it_unstars(r
     await running.fake.send_event(running.url, removed)
     await _told(running, "U_ALICE", "#1 is no longer starred")
     assert not (await running.history.generations.get(1)).starred  # type: ignore[union-attr]
+
+
+async def test_a_model_without_a_refiner_gets_no_refine_button(running: Running) -> None:
+    """sdxl-turbo has no refiner: its card shows every button but Refine, which could only be refused."""
+    card = await _imagine(running, "a red fox --model sdxl-turbo")
+    ids = [action_id.split(":")[1] for action_id in action_ids(card)]
+    assert "refine" not in ids and {"reroll", "vary-subtle", "upscale-2", "pan-left", "details"} <= set(ids)
