@@ -31,7 +31,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from adapters.gallery._links import BadLink, ExpiredLink, Links, Owner, Server
-from bot.actions import format_image_ref, format_ref
+from bot.actions import PAN_ACTIONS, format_image_ref, format_ref
 from bot.chat import retract_in_chat, show_in_chat
 from bot.errors import BotError, NotAllowed, NotFound, QueueFull, QuotaReached, RateLimited
 from bot.gallery import PAGE_SIZE, GalleryQuery
@@ -53,7 +53,7 @@ _TOKEN = r"[A-Za-z0-9_\-\.]{20,400}"
 # 18 digits stay below SQLite's 2^63: a longer id is no id, and the router answers 404 itself.
 _ID = r"[0-9]{1,18}"
 _MAX_ID = 2**63 - 1
-_ACTIONS = ("reroll", "refine", "vary", "upscale", "delete", "star", "unstar")
+_ACTIONS = ("reroll", "refine", "vary", "upscale", "zoom", "pan", "delete", "star", "unstar")
 # A showcase link is shared by a whole server, so it gets this many times a personal link's rate.
 _SHOWCASE_RATE = 10
 _MAX_SEARCH = 200
@@ -297,6 +297,7 @@ class _Pages:
         generation = await self._own(request)
         owner = request[OWNER]
         children = await self._store.children(owner.platform, owner.user_id, generation.id)
+        offered = self._service.result_actions(generation.request)
         return self.render(
             "detail.html",
             root=request[ROOT],
@@ -307,6 +308,9 @@ class _Pages:
             children=[_card(child) for child in children],
             posted=request.query.get("posted") == "1" and generation.parent_id is not None,
             csrf=request[CSRF],
+            # The chats' result buttons: none that could only be refused.
+            offered=offered,
+            pans=[PAN_ACTIONS[action] for action in offered if action in PAN_ACTIONS],
         )
 
     async def status(self, request: web.Request) -> web.Response:
@@ -402,6 +406,13 @@ class _Pages:
             if kind not in ("subtle", "strong"):
                 raise _bad_request()
             return await self._service.vary(who, generation_id, "strong" if kind == "strong" else "subtle")
+        if action == "zoom":
+            return await self._service.zoom(who, generation_id)
+        if action == "pan":
+            direction = form.get("direction")
+            if direction not in ("left", "right", "up", "down"):
+                raise _bad_request()
+            return await self._service.pan(who, generation_id, direction)
         factor = form.get("factor", "2")
         if factor not in ("2", "4"):
             raise _bad_request()

@@ -305,6 +305,44 @@ async def test_an_action_queues_the_chat_use_case_and_shows_its_result(gallery: 
     assert (audit[0].action, audit[0].generation_id, audit[0].user_id) == (kind, new_id, ALICE.user_id)
 
 
+@pytest.mark.parametrize(
+    ("form", "size"),
+    [({}, (256, 256)), ({"direction": "left"}, (384, 256)), ({"direction": "down"}, (256, 384))],
+    ids=["zoom", "pan-left", "pan-down"],
+)
+async def test_zoom_out_and_pan_make_a_new_image_from_the_card(gallery: Gallery, form, size):
+    """Zoom Out keeps the size and paints a border; a pan arrow grows the canvas that way; both from the card."""
+    fox = await gallery.make(ALICE, "a red fox", "--seed 7 --size 256x256")
+    path = await gallery.path(ALICE)
+    html = await (await gallery.client.get(f"{path}i/{fox.id}")).text()
+    assert "Zoom Out 1.5×" in html and all(f'aria-label="Pan {d}"' in html for d in ("left", "right", "up", "down"))
+    action = "pan" if form else "zoom"
+    data = {"csrf": csrf_of(html), **form}
+    response = await gallery.client.post(f"{path}i/{fox.id}/{action}", data=data, allow_redirects=False)
+    assert response.status == 303
+    new_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    job = gallery.service.job(new_id)
+    if job is not None:
+        await job.result()
+    made = await gallery.history.generations.get(new_id)
+    assert made is not None and made.parent_id == fox.id and made.status == "done"
+    assert (made.request.width, made.request.height) == size and made.request.outpaint is not None
+    assert made.request.seed != 7 and made.request.prompt == "a red fox"
+
+
+async def test_the_card_offers_only_actions_that_can_work_and_refuses_a_forged_direction(gallery: Gallery):
+    """A 128² image has no Zoom Out; a model without a refiner no Refine; a direction not offered is a bad request."""
+    fox = await gallery.make(ALICE, "a red fox", "--model sdxl-turbo --size 128x128")
+    path = await gallery.path(ALICE)
+    html = await (await gallery.client.get(f"{path}i/{fox.id}")).text()
+    assert "Zoom Out" not in html and "/refine" not in html
+    assert "/reroll" in html and "Vary (Subtle)" in html and 'aria-label="Pan up"' in html
+    data = {"csrf": csrf_of(html), "direction": "sideways"}
+    response = await gallery.client.post(f"{path}i/{fox.id}/pan", data=data, allow_redirects=False)
+    assert response.status == 400
+    assert len(await gallery.history.generations.recent(ALICE.platform, ALICE.user_id)) == 1
+
+
 async def test_a_refused_action_shows_the_chats_sentence(gallery: Gallery):
     """Refining at 150 % is refused with a plain page; an out-of-range percent is a bad request."""
     fox = await gallery.make(ALICE, "a red fox")
