@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import difflib
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -99,6 +99,10 @@ class Catalog:
                 except ValidationError as error:
                     raise ValueError(f"catalog entry {kind}.{name} is invalid: {error}") from error
         return cls(entries)
+
+    def only(self, keep: Callable[[CatalogEntry], bool]) -> Catalog:
+        """Return a catalog of the entries `keep` is true of."""
+        return Catalog([entry for kind in KINDS for entry in self.entries(kind) if keep(entry)])
 
     def names(self, kind: Kind) -> list[str]:
         """Return every name of one kind, sorted."""

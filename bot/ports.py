@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from bot.actions import ButtonAction
+from bot.catalog import CatalogEntry
 from bot.errors import JobCancelled
 from bot.gallery import GalleryQuery
 from bot.guides import GuideMap
@@ -146,6 +147,18 @@ class PublicUpscaleBackend(Backend, Protocol):
     @property
     def public_upscale(self) -> str:
         """Return where the image goes and for how long, to follow "refused here: " (one clause)."""
+        ...
+
+
+@runtime_checkable
+class CatalogBackend(Backend, Protocol):
+    """A backend that can tell which catalog entries it runs here (the local worker: what is installed).
+
+    Autocomplete and forms offer only those; a name typed anyway gets the backend's sentence.
+    """
+
+    def runs(self, entry: CatalogEntry) -> bool:
+        """Tell whether a request naming `entry` could run here (blocking: it may look at the disk)."""
         ...
 
 

@@ -125,16 +125,23 @@ class JobRunner:
             key=lambda job: job.id,
         )
 
+    @property
+    def backend(self) -> Backend:
+        """Return the configured backend (``IMAGEBOT_BACKEND``)."""
+        return self._backend
+
     def backend_for(self, request: GenerationRequest) -> Backend:
         """Return the backend a request's model is pinned to in the catalog, else the configured one."""
-        pinned = self._catalog.get("model", request.model).backend
+        return self.backend_for_model(request.model)
+
+    def backend_for_model(self, model: str) -> Backend:
+        """Return the backend a catalog model is pinned to, else the configured one."""
+        pinned = self._catalog.get("model", model).backend
         if pinned is None:
             return self._backend
         backend = self._backends.get(pinned)
         if backend is None:
-            raise InvalidOption(
-                "model", f"'{request.model}' runs on the {pinned} backend, which this bot has not configured"
-            )
+            raise InvalidOption("model", f"'{model}' runs on the {pinned} backend, which this bot has not configured")
         return backend
 
     async def submit(self, job: Job) -> int:

@@ -19,7 +19,7 @@ from typing import Literal
 from bot import options, rules, user_settings
 from bot.actions import ButtonAction, format_image_ref, format_ref, parse_image_ref, result_actions
 from bot.admin import ServerAdmin
-from bot.catalog import Catalog
+from bot.catalog import Catalog, CatalogEntry
 from bot.controls import Guide
 from bot.errors import GalleryOff, InvalidOption, NotAllowed, NotFound, shown
 from bot.guides import CANNY_THRESHOLDS
@@ -29,6 +29,7 @@ from bot.inputs import ImageInputs, ImageLoader
 from bot.jobs import Job, Requester
 from bot.ports import (
     Backend,
+    CatalogBackend,
     ChatPoster,
     GalleryLinks,
     LimitedBackend,
@@ -147,6 +148,8 @@ class ImageService:
             max_pixels=max_input_pixels,
             canny_thresholds=canny_thresholds,
         )
+        # What autocomplete and forms offer: the catalog less what cannot run here (`start` narrows it).
+        self.offered = catalog
 
     @property
     def max_input_bytes(self) -> int:
@@ -160,9 +163,22 @@ class ImageService:
 
     async def start(self) -> None:
         """Resume what a previous run left unfinished (`resumed` lists it for the chats), then run jobs."""
+        # Looking at the disk for each entry's weights: off the event loop, once. A name installed
+        # later is taken when typed; it is offered after a restart.
+        self.offered = await asyncio.to_thread(self.catalog.only, self._runs_here)
         await self.runner.start()
         if self._retention_days:
             self._purger = asyncio.create_task(self._purge_regularly(), name="imagebot-retention")
+
+    def _runs_here(self, entry: CatalogEntry) -> bool:
+        """Tell whether a model, LoRA, embedding, VAE or ControlNet is one its backend runs (`CatalogBackend`)."""
+        if entry.kind not in ("model", "lora", "embedding", "vae", "controlnet"):
+            return True  # refiners, upscalers and annotators are not offered by name in a form
+        try:
+            backend = self.runner.backend_for_model(entry.name) if entry.kind == "model" else self.runner.backend
+        except InvalidOption:  # a model pinned to a backend this bot has not configured
+            return False
+        return not isinstance(backend, CatalogBackend) or backend.runs(entry)
 
     async def _purge_regularly(self) -> None:
         while True:

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from bot import metrics
 from bot.actions import ButtonAction
-from bot.catalog import Catalog
+from bot.catalog import Catalog, CatalogEntry
 from bot.errors import BackendUnavailable, JobCancelled
 from bot.request import GenerationRequest
 from inference.capabilities import CAPABILITIES, BackendName
@@ -250,6 +250,10 @@ class HostedBackend:
     def check(self, request: GenerationRequest) -> None:
         """Refuse what the API cannot make (before anything is queued), naming the backend that can."""
         CAPABILITIES[self.name].check(request, self._catalog)
+
+    def runs(self, entry: CatalogEntry) -> bool:
+        """Tell whether the entry has an id on this API (the catalog's ``runware``/``modelslab`` field)."""
+        return CAPABILITIES[self.name].identifier(entry) is not None
 
     def withheld_actions(self, request: GenerationRequest) -> frozenset[ButtonAction]:
         """Return the result buttons whose requests the API cannot make (`Capabilities.withheld_actions`)."""

@@ -56,7 +56,7 @@ from ray import serve
 from ray.exceptions import RayActorError, RayError
 from ray.serve.exceptions import RayServeException, ReplicaUnavailableError
 
-from bot.catalog import Catalog
+from bot.catalog import Catalog, CatalogEntry
 from bot.errors import BackendUnavailable, JobCancelled
 from bot.guides import GuideMap
 from bot.images import input_path
@@ -503,6 +503,10 @@ class RayBackend:
     def upscales_alone(self) -> bool:
         """Tell whether an upscale here is the image alone: no (the replicas run the local worker's code)."""
         return False
+
+    def runs(self, entry: CatalogEntry) -> bool:
+        """Tell whether the entry has local weights for the replicas (whether they are installed there is theirs)."""
+        return CAPABILITIES[_NAME].identifier(entry) is not None
 
     def check(self, request: GenerationRequest) -> None:
         """Refuse what the replicas cannot make (the local worker's limits: the same code runs there)."""

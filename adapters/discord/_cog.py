@@ -344,7 +344,7 @@ class ImagesCog(commands.Cog, name="Images"):
         if attachment is None:
             await interaction.response.send_message(NO_IMAGE, ephemeral=True)
         else:
-            names = ", ".join(self.service.catalog.names("controlnet"))
+            names = ", ".join(self.service.offered.names("controlnet"))
             await interaction.response.send_modal(GuideModal(self, attachment, names))
         self._acked(interaction)
 
@@ -381,21 +381,21 @@ class ImagesCog(commands.Cog, name="Images"):
     async def _lora_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         return [
             app_commands.Choice(name=s.label, value=s.value)
-            for s in complete_weighted(self.service.catalog, "lora", current)
+            for s in complete_weighted(self.service.offered, "lora", current)
         ]
 
     @imagine.autocomplete("model")
     async def _model_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         return [
             app_commands.Choice(name=s.label, value=s.value)
-            for s in complete_name(self.service.catalog, "model", current)
+            for s in complete_name(self.service.offered, "model", current)
         ]
 
     @imagine.autocomplete("control")
     async def _control_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         return [
             app_commands.Choice(name=s.label, value=s.value)
-            for s in complete_name(self.service.catalog, "controlnet", current)
+            for s in complete_name(self.service.offered, "controlnet", current)
         ]
 
     @app_commands.command(name="reroll", description="Same settings, new seed (default: your latest image).")
@@ -438,7 +438,7 @@ class ImagesCog(commands.Cog, name="Images"):
     @app_commands.command(name="loras", description="LoRAs in the catalog.")
     async def loras(self, interaction: discord.Interaction, search: str = "") -> None:
         """List catalog LoRAs matching a search."""
-        found = self.service.catalog.search("lora", search, limit=25)
+        found = self.service.offered.search("lora", search, limit=25)
         lines = [
             f"`{entry.name}`"
             + (f" — {entry.description}" if entry.description else "")

@@ -263,7 +263,7 @@ class SlackImages:
         """Open the "Generate image" modal."""
         await ack()
         await self.client.views_open(
-            trigger_id=shortcut["trigger_id"], view=imagine_modal(self.service.catalog, self.service.default_model)
+            trigger_id=shortcut["trigger_id"], view=imagine_modal(self.service.offered, self.service.default_model)
         )
 
     async def on_imagine_submit(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
@@ -360,14 +360,14 @@ class SlackImages:
         if file is None:
             await self._tell(who, NO_IMAGE_FILE)
             return
-        if as_guide and not self.service.catalog.names("controlnet"):
+        if as_guide and not self.service.offered.names("controlnet"):
             await self._tell(who, NO_CONTROLNET)
             return
         name = str(file.get("name") or file["id"])
         source = SourceFile(file["id"], name, channel, message.get("thread_ts"), as_guide=as_guide)
         await self.client.views_open(
             trigger_id=shortcut["trigger_id"],
-            view=imagine_modal(self.service.catalog, self.service.default_model, source),
+            view=imagine_modal(self.service.offered, self.service.default_model, source),
         )
 
     async def _shortcut_target(self, shortcut: dict[str, Any]) -> tuple[Requester, Destination, int | None]:

@@ -37,7 +37,7 @@ from bot.request import GeneratedImage, GenerationRequest, Preprocess, RefinerSp
 from bot.request import Progress as StepProgress
 from inference.capabilities import CAPABILITIES
 from inference.local._annotators import annotator_folder, preprocessors
-from inference.local._job import WorkerJob, batch_key, build_job, check_installed
+from inference.local._job import WorkerJob, asset_of, batch_key, build_job, check_installed, installed
 from inference.local._protocol import (
     Cancel,
     Checked,
@@ -192,6 +192,10 @@ class LocalBackend:
     def upscales_alone(self) -> bool:
         """Tell whether an upscale here is the image alone: no, it is the hires fix or a catalog upscaler."""
         return False
+
+    def runs(self, entry: CatalogEntry) -> bool:
+        """Tell whether the entry has local weights that are installed here (or fetched on first use)."""
+        return entry.local is not None and installed(asset_of(entry, self._data_dir))
 
     def check(self, request: GenerationRequest) -> None:
         """Refuse what the worker cannot make: names without local weights or not installed here, LCM past 50 steps.

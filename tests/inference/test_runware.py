@@ -442,6 +442,16 @@ async def test_no_button_under_a_runware_image_is_one_it_would_refuse(running, f
     ]
 
 
+async def test_forms_and_autocomplete_offer_only_what_has_a_runware_id(running) -> None:
+    """The catalog's tiny parts and local-only LoRAs have no Runware id: not offered; every refiner still is."""
+    service, _ = running
+    offered = service.offered
+    assert offered.names("model") == ["sdxl"]
+    assert offered.names("lora") == ["pixel-art-remote", "runware-only"]
+    assert offered.names("controlnet") == ["canny-remote", "depth-remote"]
+    assert offered.names("refiner") == service.catalog.names("refiner")
+
+
 # -- upscale: the imageUpscale task -------------------------------------------------------------------
 
 

@@ -534,3 +534,30 @@ async def test_a_model_without_a_refiner_gets_no_refine_button(running):
     _, message = await _imagine(running.fake, {"prompt": "a red fox", "model": "sdxl-turbo"})
     ids = [custom_id.split(":")[1] for custom_id in _custom_ids(message)]
     assert "refine" not in ids and {"reroll", "vary-subtle", "upscale-2", "pan-left", "details"} <= set(ids)
+
+
+async def test_autocomplete_offers_only_what_the_local_backend_has_installed(fake, tmp_path, monkeypatch):
+    """With the hub off and nothing downloaded, the local worker runs only the tiny parts: sdxl, pixel-art and
+    canny-sdxl are not offered; typing one anyway gets the sentence, and nothing is queued."""
+    from bot.catalog import load_catalog
+    from inference.local import LocalBackend
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    backend = LocalBackend(load_catalog(), tmp_path, device="cpu")
+    try:
+        async with running_bot(fake, backend, tmp_path):
+            models = await fake.autocomplete("imagine", {"prompt": "x", "model": ""}, "model")
+            assert [choice["value"] for choice in models] == ["tiny"]
+            loras = await fake.autocomplete("imagine", {"prompt": "x", "lora": ""}, "lora")
+            assert [choice["value"] for choice in loras] == ["tiny-lora", "tiny-lora-2"]
+            controls = await fake.autocomplete("imagine", {"prompt": "x", "control": ""}, "control")
+            assert [choice["value"] for choice in controls] == ["tiny-controlnet"]
+            interaction = await fake.slash("imagine", {"prompt": "a red fox", "model": "sdxl"})
+            await interaction.response()
+            await fake.wait_for(lambda: interaction.followups)
+            assert interaction.followups[0].content == (
+                "✖ Model 'sdxl' is not installed on this bot; ask its operator to download it."
+            )
+    finally:
+        await backend.aclose()
