@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from adapters.gallery import create_app, serving
+from bot.history import Generation
 from tests.adapters.gallery.conftest import ALICE, BOB, Gallery
 
 DAY = 86400
@@ -275,6 +276,19 @@ async def test_the_csrf_value_of_one_link_does_not_work_with_another(gallery: Ga
     assert response.status == 403
 
 
+async def _acted(gallery: Gallery, url: str, form: dict[str, str]) -> Generation:
+    """Post a card's action form; return what it made, once made (it redirects to the new image's page)."""
+    response = await gallery.client.post(url, data=form, allow_redirects=False)
+    assert response.status == 303
+    new_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    job = gallery.service.job(new_id)
+    if job is not None:
+        await job.result()
+    made = await gallery.history.generations.get(new_id)
+    assert made is not None
+    return made
+
+
 @pytest.mark.parametrize(
     ("action", "form", "kind"),
     [
@@ -289,16 +303,9 @@ async def test_an_action_queues_the_chat_use_case_and_shows_its_result(gallery: 
     fox = await gallery.make(ALICE, "a red fox", "--seed 7")
     path = await gallery.path(ALICE)
     value = csrf_of(await (await gallery.client.get(f"{path}i/{fox.id}")).text())
-    response = await gallery.client.post(
-        f"{path}i/{fox.id}/{action}", data={"csrf": value, **form}, allow_redirects=False
-    )
-    assert response.status == 303
-    new_id = int(response.headers["Location"].rsplit("/", 1)[1])
-    job = gallery.service.job(new_id)
-    if job is not None:
-        await job.result()
-    made = await gallery.history.generations.get(new_id)
-    assert made is not None and made.parent_id == fox.id and made.action == kind and made.status == "done"
+    made = await _acted(gallery, f"{path}i/{fox.id}/{action}", {"csrf": value, **form})
+    new_id = made.id
+    assert made.parent_id == fox.id and made.action == kind and made.status == "done"
     html = await (await gallery.client.get(f"{path}i/{new_id}")).text()
     assert f"image/{new_id}-0.png" in html and f"#{fox.id}</a>" in html
     audit = await gallery.history.policies.recent_audit("discord", "guild-1")
@@ -317,15 +324,8 @@ async def test_zoom_out_and_pan_make_a_new_image_from_the_card(gallery: Gallery,
     html = await (await gallery.client.get(f"{path}i/{fox.id}")).text()
     assert "Zoom Out 1.5×" in html and all(f'aria-label="Pan {d}"' in html for d in ("left", "right", "up", "down"))
     action = "pan" if form else "zoom"
-    data = {"csrf": csrf_of(html), **form}
-    response = await gallery.client.post(f"{path}i/{fox.id}/{action}", data=data, allow_redirects=False)
-    assert response.status == 303
-    new_id = int(response.headers["Location"].rsplit("/", 1)[1])
-    job = gallery.service.job(new_id)
-    if job is not None:
-        await job.result()
-    made = await gallery.history.generations.get(new_id)
-    assert made is not None and made.parent_id == fox.id and made.status == "done"
+    made = await _acted(gallery, f"{path}i/{fox.id}/{action}", {"csrf": csrf_of(html), **form})
+    assert made.parent_id == fox.id and made.status == "done"
     assert (made.request.width, made.request.height) == size and made.request.outpaint is not None
     assert made.request.seed != 7 and made.request.prompt == "a red fox"
 
