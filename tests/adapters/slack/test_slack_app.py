@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
 import pytest
 
@@ -527,3 +527,25 @@ async def test_a_model_without_a_refiner_gets_no_refine_button(running: Running)
     card = await _imagine(running, "a red fox --model sdxl-turbo")
     ids = [action_id.split(":")[1] for action_id in action_ids(card)]
     assert "refine" not in ids and {"reroll", "vary-subtle", "upscale-2", "pan-left", "details"} <= set(ids)
+
+
+async def test_the_generate_form_offers_only_what_the_local_backend_has_installed(
+    fake: FakeSlack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the hub off and nothing downloaded, the form's model, LoRA and ControlNet lists hold the tiny parts."""
+    from bot.catalog import load_catalog
+    from inference.local import LocalBackend
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    backend = LocalBackend(load_catalog(), tmp_path, device="cpu")
+    try:
+        async with running_app(fake, backend, tmp_path) as running:
+            await fake.send_global_shortcut(running.url, "generate_image")
+            await fake.wait_for(lambda: fake.calls_to("views.open"))
+            blocks = {block["block_id"]: block for block in fake.calls_to("views.open")[-1].args["view"]["blocks"]}
+            lists = ("model", "lora", "control")
+            values = {key: [option["value"] for option in blocks[key]["element"]["options"]] for key in lists}
+            assert values == {"model": ["tiny"], "lora": ["tiny-lora", "tiny-lora-2"], "control": ["tiny-controlnet"]}
+    finally:
+        await backend.aclose()
