@@ -41,6 +41,7 @@ ButtonAction = Literal[
     "upscale-2",
     "upscale-4",
     "zoom-out",
+    "zoom-out-2",
     "pan-left",
     "pan-right",
     "pan-up",
@@ -68,7 +69,7 @@ PAN_ACTIONS: dict[ButtonAction, PanDirection] = {
 # new images from it; larger or wider ones; about it ("Show guide" joins this row).
 _RESULT_ROWS: tuple[tuple[ButtonAction, ...], ...] = (
     ("reroll", "refine", "vary-subtle", "vary-strong"),
-    ("upscale-2", "upscale-4", "zoom-out"),
+    ("upscale-2", "upscale-4", "zoom-out", "zoom-out-2"),
     tuple(PAN_ACTIONS),
     ("details", "delete", "guide"),
 )
@@ -89,7 +90,7 @@ def result_actions(request: GenerationRequest) -> tuple[ButtonAction, ...]:
     full = {"left": request.width, "right": request.width, "up": request.height, "down": request.height}
 
     def offered(action: ButtonAction) -> bool:
-        if action == "zoom-out":
+        if action in ("zoom-out", "zoom-out-2"):
             return not small
         if action in PAN_ACTIONS:
             return full[PAN_ACTIONS[action]] < SIDE.high

@@ -246,8 +246,8 @@ class ChatFlow:
             return await self.refine(who, generation_id)
         if action in ("upscale-2", "upscale-4"):
             return Started(await self.service.upscale(who, generation_id, 4 if action == "upscale-4" else 2))
-        if action == "zoom-out":
-            return Started(await self.service.zoom(who, generation_id))
+        if action in ("zoom-out", "zoom-out-2"):
+            return Started(await self.service.zoom(who, generation_id, 2.0 if action == "zoom-out-2" else ZOOM_OUT))
         if action in PAN_ACTIONS:
             return Started(await self.service.pan(who, generation_id, PAN_ACTIONS[action]))
         if action in ("vary-subtle", "vary-strong"):

@@ -98,6 +98,7 @@ class Capabilities:
             "upscale-2": self.upscale,
             "upscale-4": self.upscale,
             "zoom-out": self.outpaint,
+            "zoom-out-2": self.outpaint,
             **dict.fromkeys(PAN_ACTIONS, self.outpaint),
         }
         return frozenset(action for action, able in can.items() if not able)

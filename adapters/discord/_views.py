@@ -33,6 +33,7 @@ _LOOKS: dict[ButtonAction, tuple[str, str, discord.ButtonStyle]] = {
     "upscale-2": ("🔍", "Upscale 2×", discord.ButtonStyle.secondary),
     "upscale-4": ("🔍", "Upscale 4×", discord.ButtonStyle.secondary),
     "zoom-out": ("🔭", "Zoom Out 1.5×", discord.ButtonStyle.secondary),
+    "zoom-out-2": ("🔭", "Zoom Out 2×", discord.ButtonStyle.secondary),
     # Arrows alone, as Midjourney's pan buttons.
     "pan-left": ("⬅️", "", discord.ButtonStyle.secondary),
     "pan-right": ("➡️", "", discord.ButtonStyle.secondary),

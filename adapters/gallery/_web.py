@@ -407,7 +407,10 @@ class _Pages:
                 raise _bad_request()
             return await self._service.vary(who, generation_id, "strong" if kind == "strong" else "subtle")
         if action == "zoom":
-            return await self._service.zoom(who, generation_id)
+            factor = form.get("factor", "1.5")
+            if factor not in ("1.5", "2"):
+                raise _bad_request()
+            return await self._service.zoom(who, generation_id, float(factor))
         if action == "pan":
             direction = form.get("direction")
             if direction not in ("left", "right", "up", "down"):

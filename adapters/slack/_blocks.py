@@ -90,6 +90,7 @@ _BUTTONS: dict[ButtonAction, tuple[str, str | None]] = {
     "upscale-2": ("🔍 Upscale 2×", None),
     "upscale-4": ("🔍 Upscale 4×", None),
     "zoom-out": ("🔭 Zoom Out 1.5×", None),
+    "zoom-out-2": ("🔭 Zoom Out 2×", None),
     "pan-left": ("⬅️", None),
     "pan-right": ("➡️", None),
     "pan-up": ("⬆️", None),

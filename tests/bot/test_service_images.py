@@ -176,6 +176,17 @@ async def test_zoom_out_keeps_the_size_and_paints_a_border_around_the_image(serv
     await reply.job.result()
 
 
+async def test_the_two_zoom_out_buttons_shrink_the_image_to_two_thirds_and_to_half(service, backend):
+    """On a 512² result Zoom Out 1.5× leaves 384² of image (a 64 border), Zoom Out 2× 256² (a 128 border)."""
+    first = await (await service.imagine("a fox --size 512x512 --steps 10", ALICE)).result()
+    flow = ChatFlow(service)
+    for action, border in [("zoom-out", 64), ("zoom-out-2", 128)]:
+        reply = await flow.action(ALICE, action, first.id)
+        assert isinstance(reply, Started) and reply.job.request.outpaint.sides == (border,) * 4
+        assert (reply.job.request.width, reply.job.request.height) == (512, 512)
+        await reply.job.result()
+
+
 async def test_zoom_out_refusals_are_one_sentence_each(service, backend):
     """Too small an image, a factor out of range, words zoom does not take: a sentence, nothing queued."""
     await (await service.imagine("a fox --steps 4", ALICE)).result()  # 128×128
@@ -263,7 +274,7 @@ def test_pan_is_offered_only_along_a_side_with_room_and_the_buttons_come_in_rows
     assert "pan-left" not in actions and "pan-right" not in actions
     assert button_rows(actions) == [
         ["reroll", "refine", "vary-subtle", "vary-strong"],
-        ["upscale-2", "upscale-4", "zoom-out"],
+        ["upscale-2", "upscale-4", "zoom-out", "zoom-out-2"],
         ["pan-up", "pan-down"],
         ["details", "delete"],
     ]

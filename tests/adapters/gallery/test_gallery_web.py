@@ -313,20 +313,26 @@ async def test_an_action_queues_the_chat_use_case_and_shows_its_result(gallery: 
 
 
 @pytest.mark.parametrize(
-    ("form", "size"),
-    [({}, (256, 256)), ({"direction": "left"}, (384, 256)), ({"direction": "down"}, (256, 384))],
-    ids=["zoom", "pan-left", "pan-down"],
+    ("form", "size", "sides"),
+    [
+        ({"factor": "1.5"}, (512, 512), (64, 64, 64, 64)),
+        ({"factor": "2"}, (512, 512), (128, 128, 128, 128)),
+        ({"direction": "left"}, (768, 512), (0, 0, 0, 256)),
+        ({"direction": "down"}, (512, 768), (0, 0, 256, 0)),
+    ],
+    ids=["zoom", "zoom-2", "pan-left", "pan-down"],
 )
-async def test_zoom_out_and_pan_make_a_new_image_from_the_card(gallery: Gallery, form, size):
-    """Zoom Out keeps the size and paints a border; a pan arrow grows the canvas that way; both from the card."""
-    fox = await gallery.make(ALICE, "a red fox", "--seed 7 --size 256x256")
+async def test_zoom_out_and_pan_make_a_new_image_from_the_card(gallery: Gallery, form, size, sides):
+    """Zoom Out 1.5× or 2× keeps the size and paints a border; a pan arrow grows the canvas that way."""
+    fox = await gallery.make(ALICE, "a red fox", "--seed 7 --size 512x512")
     path = await gallery.path(ALICE)
     html = await (await gallery.client.get(f"{path}i/{fox.id}")).text()
-    assert "Zoom Out 1.5×" in html and all(f'aria-label="Pan {d}"' in html for d in ("left", "right", "up", "down"))
-    action = "pan" if form else "zoom"
+    assert "Zoom Out 1.5×" in html and "Zoom Out 2×" in html
+    assert all(f'aria-label="Pan {d}"' in html for d in ("left", "right", "up", "down"))
+    action = "pan" if "direction" in form else "zoom"
     made = await _acted(gallery, f"{path}i/{fox.id}/{action}", {"csrf": csrf_of(html), **form})
     assert made.parent_id == fox.id and made.status == "done"
-    assert (made.request.width, made.request.height) == size and made.request.outpaint is not None
+    assert (made.request.width, made.request.height) == size and made.request.outpaint.sides == sides
     assert made.request.seed != 7 and made.request.prompt == "a red fox"
 
 
@@ -337,9 +343,10 @@ async def test_the_card_offers_only_actions_that_can_work_and_refuses_a_forged_d
     html = await (await gallery.client.get(f"{path}i/{fox.id}")).text()
     assert "Zoom Out" not in html and "/refine" not in html
     assert "/reroll" in html and "Vary (Subtle)" in html and 'aria-label="Pan up"' in html
-    data = {"csrf": csrf_of(html), "direction": "sideways"}
-    response = await gallery.client.post(f"{path}i/{fox.id}/pan", data=data, allow_redirects=False)
-    assert response.status == 400
+    for action, form in [("pan", {"direction": "sideways"}), ("zoom", {"factor": "3"})]:
+        data = {"csrf": csrf_of(html), **form}
+        response = await gallery.client.post(f"{path}i/{fox.id}/{action}", data=data, allow_redirects=False)
+        assert response.status == 400
     assert len(await gallery.history.generations.recent(ALICE.platform, ALICE.user_id)) == 1
 
 

@@ -48,7 +48,7 @@ async def test_a_card_that_cannot_be_updated_is_replaced_by_a_new_one(running: R
     card = await running.finished_card(2)
     assert len(running.cards()[0].updates) == 1  # the first card was never updated
     if fail_with is None:  # a 128×128 image is too small to zoom out of: no such button
-        assert action_ids(card) == [f"ib:{action}:1" for action in RESULT_ACTIONS if action != "zoom-out"]
+        assert action_ids(card) == [f"ib:{action}:1" for action in RESULT_ACTIONS if not action.startswith("zoom-out")]
     else:
         assert card.text.startswith("✖ #1 ·") and "the GPU is on fire" in card.text
     running.backend.fail_with = None
