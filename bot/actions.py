@@ -15,7 +15,7 @@ from typing import Literal, get_args
 
 from bot.errors import InvalidOption, shown
 from bot.options import PanDirection
-from bot.request import REFINER_PERCENT, SIDE, GenerationRequest, refiner_percent_reason
+from bot.request import REFINER_PERCENT, GenerationRequest, refiner_percent_reason
 
 __all__ = [
     "ACTION_ID_PATTERN",
@@ -83,17 +83,14 @@ ZOOM_OUT_SIDE = 192
 def result_actions(request: GenerationRequest) -> tuple[ButtonAction, ...]:
     """Return the buttons under a finished generation of `request`.
 
-    "Show guide" too where ControlNets acted; no "Zoom Out" under an image too small for one,
-    and no pan along a side that is already the longest a request may have.
+    "Show guide" too where ControlNets acted; no "Zoom Out" under an image too small for one.
+    What a server's limits or a backend rule out is the service's to leave out (`ImageService.result_actions`).
     """
     small = min(request.width, request.height) < ZOOM_OUT_SIDE
-    full = {"left": request.width, "right": request.width, "up": request.height, "down": request.height}
 
     def offered(action: ButtonAction) -> bool:
         if action in ("zoom-out", "zoom-out-2"):
             return not small
-        if action in PAN_ACTIONS:
-            return full[PAN_ACTIONS[action]] < SIDE.high
         return action != "guide" or bool(request.controlnets)
 
     return tuple(action for row in _RESULT_ROWS for action in row if offered(action))

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 from bot import options, rules, user_settings
-from bot.actions import ButtonAction, format_image_ref, format_ref, parse_image_ref, result_actions
+from bot.actions import PAN_ACTIONS, ButtonAction, format_image_ref, format_ref, parse_image_ref, result_actions
 from bot.admin import ServerAdmin
 from bot.catalog import Catalog, CatalogEntry
 from bot.controls import Guide
@@ -641,18 +641,27 @@ class ImageService:
     def result_actions(self, request: GenerationRequest) -> tuple[ButtonAction, ...]:
         """Return the buttons under a finished generation of `request`, none that could only be refused.
 
-        `bot.actions.result_actions` (by the image's size and ControlNets), less Reroll and Refine
-        of an upscale an upscaler made alone, Refine where the model has no refiner, and what the
-        backend cannot do (`LimitedBackend`). Old messages keep their buttons, which answer with
-        the refusal's sentence.
+        `bot.actions.result_actions` (by the image's size and ControlNets), less a pan with no room
+        left that way (the longest side, the pixel budget), Reroll and Refine of an upscale an
+        upscaler made alone, Refine where the model has no refiner, and what the backend cannot do
+        (`LimitedBackend`). Old messages keep their buttons, which answer with the refusal's sentence.
         """
-        withheld: set[ButtonAction] = {"reroll", "refine"} if request.upscales_alone else set()
+        # The size a pan starts from, as `pan` takes it.
+        width, height = options.size_for_image(request.width, request.height, self.limits.pixel_budget)
+        withheld: set[ButtonAction] = {
+            action
+            for action, direction in PAN_ACTIONS.items()
+            if options.pan(width, height, direction, self.limits.pixel_budget) is None
+        }
+        if request.upscales_alone:
+            withheld |= {"reroll", "refine"}
+        backend: Backend | None = None
         try:
             if request.refiner is None and self.catalog.get("model", request.model).refiner is None:
                 withheld.add("refine")
             backend = self.runner.backend_for(request)
-        except InvalidOption:  # a model since taken out of the catalog: each button says so itself
-            return result_actions(request)
+        except InvalidOption:
+            pass  # a model since taken out of the catalog: its buttons say so themselves
         if isinstance(backend, LimitedBackend):
             withheld |= backend.withheld_actions(request)
         return tuple(action for action in result_actions(request) if action not in withheld)

@@ -263,19 +263,23 @@ async def test_pan_refusals_are_one_sentence_each(service, backend):
     assert len(backend.requests) == made
 
 
-def test_pan_is_offered_only_along_a_side_with_room_and_the_buttons_come_in_rows():
-    """A side already 2048 long has no pan that way; the result buttons keep their rows on every platform."""
-    from bot.actions import button_rows, result_actions
+async def test_pan_is_offered_only_where_there_is_room_and_the_buttons_come_in_rows(service):
+    """Under this server's 512² budget a 512² result has no pan at all and a 512×256 one has all four (the budget,
+    not only the longest side, decides); the result buttons keep their rows on every platform."""
+    from bot.actions import PAN_ACTIONS, button_rows
     from bot.request import GenerationRequest
 
-    wide = GenerationRequest(prompt="a fox", model="tiny", width=2048, height=1024)
-    actions = result_actions(wide)
-    assert "pan-up" in actions and "pan-down" in actions
-    assert "pan-left" not in actions and "pan-right" not in actions
+    square = GenerationRequest(prompt="a fox", model="tiny", width=512, height=512)
+    assert not set(PAN_ACTIONS) & set(service.result_actions(square))
+    await (await service.imagine("a fox --size 512x512 --steps 4", ALICE)).result()
+    with pytest.raises(InvalidOption, match=r"^Pan up has no room"):  # the button the text command would be
+        await service.pan(ALICE, None, "up")
+    wide = square.model_copy(update={"height": 256})
+    actions = service.result_actions(wide)
     assert button_rows(actions) == [
         ["reroll", "refine", "vary-subtle", "vary-strong"],
         ["upscale-2", "upscale-4", "zoom-out", "zoom-out-2"],
-        ["pan-up", "pan-down"],
+        ["pan-left", "pan-right", "pan-up", "pan-down"],
         ["details", "delete"],
     ]
     assert button_rows([*actions, "show"])[-1] == ["show"]
