@@ -36,7 +36,7 @@ from bot.ports import (
     PublicUpscaleBackend,
     Stores,
 )
-from bot.request import DEFAULT_STRENGTH, SIDE, ZOOM, GenerationRequest
+from bot.request import DEFAULT_STRENGTH, SIDE, ZOOM, GenerationRequest, Outpaint
 from bot.runner import JobRunner
 from bot.showcase import Showcase
 from bot.user_settings import UserSettings
@@ -314,13 +314,11 @@ class ImageService:
         new seed and the typed ``--outpaint``'s strength, one image.
         """
         parent, stored = await self._result_image(who, ref, f"pan {direction}", "pan")
-        budget = self.limits.pixel_budget
-        width, height = options.size_for_image(stored.width, stored.height, budget)
-        strip = options.pan(width, height, direction, budget)
+        width, height, strip = self._pan_strip(stored.width, stored.height, direction)
         if strip is None:
             reason = (
                 f"{direction} has no room: {format_ref(parent.id)} is {width}×{height}, and an image is at most"
-                f" {SIDE.high} on a side and {budget / 1e6:.1f} megapixels"
+                f" {SIDE.high} on a side and {self.limits.pixel_budget / 1e6:.1f} megapixels"
             )
             raise InvalidOption("pan", reason)
         changes = {
@@ -331,6 +329,12 @@ class ImageService:
             "seed": self._seeds(),
         }
         return await self._from_result(who, parent, stored, "pan", DEFAULT_STRENGTH, changes)
+
+    def _pan_strip(self, width: int, height: int, direction: options.PanDirection) -> tuple[int, int, Outpaint | None]:
+        """Return the size a pan of a `width` × `height` result starts from, and its strip (None: no room)."""
+        budget = self.limits.pixel_budget
+        width, height = options.size_for_image(width, height, budget)
+        return width, height, options.pan(width, height, direction, budget)
 
     async def _result_image(
         self, who: Requester, ref: int | str | None, action: str, option: str
@@ -504,15 +508,18 @@ class ImageService:
         """Queue the same seed and settings with the refiner taking over at `percent`."""
         parent = await self._source(who, generation_id, "refine")
         _refuse_upscaled_alone(parent, "refine", "with no model steps to refine")
-        model = self.catalog.get("model", parent.request.model)
-        refiner = parent.request.refiner.model if parent.request.refiner else model.refiner
+        refiner = self._refiner_of(parent.request)
         if refiner is None:
-            raise InvalidOption("refine", f"is not possible: model '{model.name}' has no refiner")
+            raise InvalidOption("refine", f"is not possible: model '{parent.request.model}' has no refiner")
         request = parent.request.refined(refiner, percent or rules.DEFAULT_REFINE_PERCENT)
         warnings = rules.check(request, self.catalog, self.limits)
         return await self.submit(
             request, who, warnings=warnings, action="refine", parent=parent, private=parent.private
         )
+
+    def _refiner_of(self, request: GenerationRequest) -> str | None:
+        """Return the refiner a refine of `request` uses: its own, else its model's catalog refiner, or None."""
+        return request.refiner.model if request.refiner else self.catalog.get("model", request.model).refiner
 
     async def cancel(self, who: Requester, generation_id: int | None = None) -> int:
         """Cancel a queued or running job of the user's (None: their newest) and return its id."""
@@ -646,18 +653,16 @@ class ImageService:
         upscaler made alone, Refine where the model has no refiner, and what the backend cannot do
         (`LimitedBackend`). Old messages keep their buttons, which answer with the refusal's sentence.
         """
-        # The size a pan starts from, as `pan` takes it.
-        width, height = options.size_for_image(request.width, request.height, self.limits.pixel_budget)
         withheld: set[ButtonAction] = {
             action
             for action, direction in PAN_ACTIONS.items()
-            if options.pan(width, height, direction, self.limits.pixel_budget) is None
+            if self._pan_strip(request.width, request.height, direction)[2] is None
         }
         if request.upscales_alone:
             withheld |= {"reroll", "refine"}
         backend: Backend | None = None
         try:
-            if request.refiner is None and self.catalog.get("model", request.model).refiner is None:
+            if self._refiner_of(request) is None:
                 withheld.add("refine")
             backend = self.runner.backend_for(request)
         except InvalidOption:

@@ -412,8 +412,8 @@ class _Pages:
                 raise _bad_request()
             return await self._service.zoom(who, generation_id, float(factor))
         if action == "pan":
-            direction = form.get("direction")
-            if direction not in ("left", "right", "up", "down"):
+            direction = next((d for d in PAN_ACTIONS.values() if d == form.get("direction")), None)
+            if direction is None:
                 raise _bad_request()
             return await self._service.pan(who, generation_id, direction)
         factor = form.get("factor", "2")
