@@ -18,11 +18,11 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.actions import PAN_ACTIONS, ButtonAction, RefArgs, format_ref, parse_image_ref, parse_ref_args
+from bot.actions import PAN_ACTIONS, ButtonAction, format_ref, parse_image_ref, parse_ref_args
 from bot.errors import BotError, InvalidOption, shown
 from bot.history import Generation, StoredImage
 from bot.jobs import Job, JobEvent, Requester
@@ -70,6 +70,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 GENERIC_ERROR = "Something went wrong; it has been logged."
+# The most generations one history reply lists (Discord's /history takes up to this too).
+HISTORY_MOST = 25
 # Why a chat posts about a job no message of the user's asked for there.
 FROM_GALLERY = "from the gallery"
 RESUMED = "resumed after a restart"
@@ -299,7 +301,9 @@ class ChatFlow:
         return Started(await self.service.refine(who, generation_id, percent))
 
     async def history(self, who: Requester, count: int = 10) -> Listing:
-        """Answer ``history [count]``: the user's latest generations."""
+        """Answer ``history [count]``: the user's latest generations (1 to 25; a count out of range is refused)."""
+        if not 1 <= count <= HISTORY_MOST:
+            raise InvalidOption("history", f"takes a count from 1 to {HISTORY_MOST}, not {count}", typed=True)
         return Listing(tuple(await self.service.history(who, limit=count)))
 
     async def info(self, who: Requester, generation_id: int | None) -> Text:
@@ -349,141 +353,100 @@ class ChatFlow:
         arguments it cannot take is refused with a sentence instead.
         """
         word, _, rest = text.strip().partition(" ")
-        word, rest = word.lower(), rest.strip()
         try:
-            command = _command(word, rest)
+            command = self._parse(word.lower(), rest.strip())
         except InvalidOption:
             if strict:
                 raise
             return None
-        if command is None or (command[0] == "admin" and self._admin is None):
-            return None
-        return await self._run(who, command)
+        return None if command is None else await command(who)
 
-    async def _run(self, who: Requester, command: _Command) -> Reply:
-        word, arguments = command
+    async def _settings(self, who: Requester, changes: Mapping[str, object]) -> Text:
+        saved_settings = self.service.user_settings
+        return Text(defaults_line(await (saved_settings.update(who, changes) if changes else saved_settings.get(who))))
+
+    def _parse(self, word: str, rest: str) -> Callable[[Requester], Awaitable[Reply]] | None:
+        """Parse a text command's arguments into the call that answers it; None for no command word.
+
+        Only arguments are checked here (`InvalidOption` for arguments it cannot take), before
+        any use case runs: a refusal of the use case itself (a setting out of range) is the
+        user's answer, never a prompt.
+        """
+        service = self.service
         if word == "history":
-            assert isinstance(arguments, int)
-            return await self.history(who, arguments)
+            # Not str.isdigit(): it takes "²", which int() refuses.
+            if rest and not re.fullmatch(r"[0-9]{1,9}", rest):
+                raise InvalidOption("history", f"takes a count of images, not '{shown(rest)}'", typed=True)
+            count = int(rest or 10)
+            return lambda who: self.history(who, count)
         if word == "settings":
-            assert isinstance(arguments, dict)
-            saved_settings = self.service.user_settings
-            saved = await (saved_settings.update(who, arguments) if arguments else saved_settings.get(who))
-            return Text(defaults_line(saved))
+            changes = parse_setting_pairs(rest)
+            if changes is None:
+                raise InvalidOption("settings", f"takes key=value pairs, not '{shown(rest)}'", typed=True)
+            return lambda who: self._settings(who, changes)
         if word == "forget":
-            return await self.forget(who, confirm=arguments == "confirm")
+            if rest not in ("", "confirm"):
+                raise InvalidOption("forget", f"takes nothing or 'confirm', not '{shown(rest)}'", typed=True)
+            return lambda who: self.forget(who, confirm=rest == "confirm")
         if word == "queue":
-            return self.queue(who)
-        if word == "gallery":
-            return await self.gallery(who, revoke=arguments == "revoke", showcase=arguments == "showcase")
+            if rest:
+                raise InvalidOption("queue", f"takes nothing, not '{shown(rest)}'", typed=True)
+            return lambda who: _ready(self.queue(who))
         if word == "admin":
-            assert self._admin is not None and isinstance(arguments, str)
-            return Text(await self._admin(who, arguments))
+            admin = self._admin
+            return None if admin is None else lambda who: _text(admin(who, rest))
+        if word == "gallery":
+            # "gallery of old masters" is a prompt on Slack, not a command with arguments.
+            which = rest.lower()
+            if which not in ("", "revoke", "showcase"):
+                reason = f"takes nothing, 'revoke' or 'showcase', not '{shown(rest, 40)}'"
+                raise InvalidOption("gallery", reason, typed=True)
+            return lambda who: self.gallery(who, revoke=which == "revoke", showcase=which == "showcase")
         if word == "upscale":
-            assert isinstance(arguments, _Upscale)
-            return Started(await self.service.upscale(who, arguments.ref, arguments.factor))
+            ref, factor = _upscale_args(rest)
+            return lambda who: _started(service.upscale(who, ref, factor))
         if word == "zoom":
-            assert isinstance(arguments, _Zoom)
-            return Started(await self.service.zoom(who, arguments.ref, arguments.factor))
+            ref, zoom = _zoom_args(rest)
+            return lambda who: _started(service.zoom(who, ref, zoom))
         if word == "pan":
-            assert isinstance(arguments, _Pan)
-            return Started(await self.service.pan(who, arguments.ref, arguments.direction))
+            direction, ref = _pan_args(rest)
+            return lambda who: _started(service.pan(who, ref, direction))
         if word == "vary":
-            assert isinstance(arguments, _Vary)
-            return Started(await self.service.vary(who, arguments.generation_id, arguments.kind))
-        assert isinstance(arguments, RefArgs)
-        if word == "cancel":
-            return await self.cancel(who, arguments.generation_id)
-        if word == "guide":
-            return await self.guides(who, arguments.generation_id)
-        if word == "info":
-            return await self.info(who, arguments.generation_id)
-        if word in ("star", "unstar"):
-            return await self.star(who, arguments.generation_id, starred=word == "star")
-        if word == "reroll":
-            return await self.reroll(who, arguments.generation_id)
-        return await self.refine(who, arguments.generation_id, arguments.percent)
+            words = rest.lower().split()
+            kinds: list[VaryKind] = [kind for kind in ("subtle", "strong") if kind in words]
+            others = " ".join(part for part in words if part not in ("subtle", "strong"))
+            if len(kinds) != 1 or len(words) - len(others.split()) != 1:
+                raise InvalidOption("vary", "takes subtle or strong and an optional #id" + _not(rest), typed=True)
+            kind, generation_id = kinds[0], parse_ref_args(others, allow_percent=False).generation_id
+            return lambda who: _started(service.vary(who, generation_id, kind))
+        if word not in ("reroll", "refine", "cancel", "guide", "info", "star", "unstar"):
+            return None
+        args = parse_ref_args(rest, allow_percent=word == "refine")
+        ref_commands: dict[str, Callable[[Requester], Awaitable[Reply]]] = {
+            "reroll": lambda who: self.reroll(who, args.generation_id),
+            "refine": lambda who: self.refine(who, args.generation_id, args.percent),
+            "cancel": lambda who: self.cancel(who, args.generation_id),
+            "guide": lambda who: self.guides(who, args.generation_id),
+            "info": lambda who: self.info(who, args.generation_id),
+            "star": lambda who: self.star(who, args.generation_id),
+            "unstar": lambda who: self.star(who, args.generation_id, starred=False),
+        }
+        return ref_commands[word]
 
 
-@dataclass(frozen=True, slots=True)
-class _Vary:
-    kind: VaryKind
-    generation_id: int | None
+async def _ready(reply: Reply) -> Reply:
+    return reply
 
 
-@dataclass(frozen=True, slots=True)
-class _Upscale:
-    ref: str | None
-    factor: Literal[2, 4]
+async def _text(answer: Awaitable[str]) -> Text:
+    return Text(await answer)
 
 
-@dataclass(frozen=True, slots=True)
-class _Zoom:
-    ref: str | None
-    factor: float
+async def _started(job: Awaitable[Job]) -> Started:
+    return Started(await job)
 
 
-@dataclass(frozen=True, slots=True)
-class _Pan:
-    direction: PanDirection
-    ref: str | None
-
-
-_Command = tuple[str, int | dict[str, object] | str | RefArgs | _Vary | _Upscale | _Zoom | _Pan]
-
-
-def _command(word: str, rest: str) -> _Command | None:
-    """Parse a text command's arguments; None for no command word, `InvalidOption` for arguments it cannot take.
-
-    Only arguments are checked here, before any use case runs: a refusal of the use
-    case itself (a setting out of range) is the user's answer, never a prompt.
-    """
-    if word == "history":
-        # Not str.isdigit(): it takes "²", which int() refuses.
-        if rest and not re.fullmatch(r"[0-9]{1,9}", rest):
-            raise InvalidOption("history", f"takes a count of images, not '{shown(rest)}'", typed=True)
-        return word, min(max(int(rest or 10), 1), 25)
-    if word == "settings":
-        changes = parse_setting_pairs(rest)
-        if changes is None:
-            raise InvalidOption("settings", f"takes key=value pairs, not '{shown(rest)}'", typed=True)
-        return word, changes
-    if word == "forget":
-        if rest not in ("", "confirm"):
-            raise InvalidOption("forget", f"takes nothing or 'confirm', not '{shown(rest)}'", typed=True)
-        return word, rest
-    if word == "queue":
-        if rest:
-            raise InvalidOption("queue", f"takes nothing, not '{shown(rest)}'", typed=True)
-        return word, rest
-    if word == "admin":
-        return word, rest
-    if word == "gallery":
-        # "gallery of old masters" is a prompt on Slack, not a command with arguments.
-        if rest.lower() not in ("", "revoke", "showcase"):
-            raise InvalidOption(
-                "gallery", f"takes nothing, 'revoke' or 'showcase', not '{shown(rest, 40)}'", typed=True
-            )
-        return word, rest.lower()
-    if word in ("reroll", "refine", "cancel", "guide", "info", "star", "unstar"):
-        return word, parse_ref_args(rest, allow_percent=word == "refine")
-    if word == "upscale":
-        return word, _upscale_args(rest)
-    if word == "zoom":
-        return word, _zoom_args(rest)
-    if word == "pan":
-        return word, _pan_args(rest)
-    if word == "vary":
-        words = rest.lower().split()
-        kinds: list[VaryKind] = [kind for kind in ("subtle", "strong") if kind in words]
-        others = " ".join(part for part in words if part not in ("subtle", "strong"))
-        if len(kinds) != 1 or len(words) - len(others.split()) != 1:
-            raise InvalidOption("vary", "takes subtle or strong and an optional #id" + _not(rest), typed=True)
-        return word, _Vary(kinds[0], parse_ref_args(others, allow_percent=False).generation_id)
-    return None
-
-
-def _zoom_args(rest: str) -> _Zoom:
+def _zoom_args(rest: str) -> tuple[str | None, float]:
     """Parse ``zoom [#id[.n]] [factor]`` (either order; default: your latest image, 1.5×)."""
     ref: str | None = None
     factor: float | None = None
@@ -496,7 +459,7 @@ def _zoom_args(rest: str) -> _Zoom:
         else:
             reason = f"takes an optional #id and a factor such as 1.5 or 2, not '{shown(word, 40)}'"
             raise InvalidOption("zoom", reason, typed=True)
-    return _Zoom(ref, ZOOM_OUT if factor is None else factor)
+    return ref, ZOOM_OUT if factor is None else factor
 
 
 def _not(rest: str) -> str:
@@ -507,17 +470,17 @@ def _not(rest: str) -> str:
 _PAN_WORDS: dict[str, PanDirection] = {direction: direction for direction in PAN_ACTIONS.values()}
 
 
-def _pan_args(rest: str) -> _Pan:
+def _pan_args(rest: str) -> tuple[PanDirection, str | None]:
     """Parse ``pan left|right|up|down [#id[.n]]`` (either order; default: your latest image)."""
     words = rest.lower().split()
     directions = [_PAN_WORDS[word] for word in words if word in _PAN_WORDS]
     refs = [word for word in words if parse_image_ref(word) is not None]
     if len(directions) != 1 or len(refs) > 1 or len(words) != len(directions) + len(refs):
         raise InvalidOption("pan", "takes left, right, up or down and an optional #id" + _not(rest), typed=True)
-    return _Pan(directions[0], refs[0] if refs else None)
+    return directions[0], refs[0] if refs else None
 
 
-def _upscale_args(rest: str) -> _Upscale:
+def _upscale_args(rest: str) -> tuple[str | None, Literal[2, 4]]:
     """Parse ``upscale [#id[.n]] [2|4]`` (either order; default: your latest image, 2×)."""
     ref: str | None = None
     factor: Literal[2, 4] = 2
@@ -530,7 +493,7 @@ def _upscale_args(rest: str) -> _Upscale:
         else:
             reason = f"takes an optional #id and 2 or 4, not '{shown(word, 40)}'"
             raise InvalidOption("upscale", reason, typed=True)
-    return _Upscale(ref, factor)
+    return ref, factor
 
 
 # -- following a job --------------------------------------------------------------------------------

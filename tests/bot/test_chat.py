@@ -144,6 +144,15 @@ async def test_history_lists_the_users_generations_newest_first(flow):
     assert isinstance(reply, Listing) and [g.id for g in reply.generations] == [newest]
 
 
+@pytest.mark.parametrize("text", ["history 0", "history 26", "history 999999999"])
+async def test_a_history_count_out_of_range_is_refused_not_clamped(flow, text):
+    """`history 0` or `history 26` says the range (on Slack too, where words a command cannot take are a prompt)."""
+    await made(flow)
+    with pytest.raises(InvalidOption) as refused:
+        await flow.text(ALICE, text)
+    assert str(refused.value) == f"history takes a count from 1 to 25, not {text.split()[1]}."
+
+
 async def test_admin_is_no_command_where_the_chat_has_none(flow):
     """Without an admin handler (the console), `admin …` is not a command."""
     assert await flow.text(ALICE, "admin audit") is None
