@@ -110,8 +110,7 @@ class Catalog:
 
     def entries(self, kind: Kind) -> Iterator[CatalogEntry]:
         """Iterate over the entries of one kind, sorted by name."""
-        for name in self.names(kind):
-            yield self._by_kind[kind][name]
+        return (self._by_kind[kind][name] for name in self.names(kind))
 
     def find(self, kind: Kind, name: str) -> CatalogEntry | None:
         """Return the entry of that kind and name (case-insensitive), or None."""
@@ -156,8 +155,5 @@ def _is_path_or_tiny(local: str) -> bool:
 
 def load_catalog(path: Path | None = None) -> Catalog:
     """Read a models.toml; without a path, the catalog shipped with the package."""
-    if path is None:
-        text = resources.files("bot").joinpath("models.toml").read_text(encoding="utf-8")
-    else:
-        text = path.read_text(encoding="utf-8")
-    return Catalog.from_toml(text)
+    source = resources.files("bot").joinpath("models.toml") if path is None else path
+    return Catalog.from_toml(source.read_text(encoding="utf-8"))

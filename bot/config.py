@@ -29,8 +29,8 @@ __all__ = [
 ]
 
 
-def _config() -> SettingsConfigDict:
-    return SettingsConfigDict(env_prefix="IMAGEBOT_", env_file=".env", extra="ignore")
+def _config(prefix: str = "IMAGEBOT_") -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, env_file=".env", extra="ignore")
 
 
 class CoreSettings(BaseSettings):
@@ -157,7 +157,7 @@ class QueueSettings(BaseSettings):
 class DiscordSettings(BaseSettings):
     """The Discord bot; it starts when a token is set."""
 
-    model_config = SettingsConfigDict(env_prefix="IMAGEBOT_DISCORD_", env_file=".env", extra="ignore")
+    model_config = _config("IMAGEBOT_DISCORD_")
 
     token: SecretStr | None = Field(default=None, description="Bot token; the Discord bot runs when it is set.")
     api_base: str | None = Field(default=None, description="REST base URL (tests: a loopback fake).")
@@ -173,7 +173,7 @@ class DiscordSettings(BaseSettings):
 class SlackSettings(BaseSettings):
     """The Slack app; it starts when the bot token and either the app token or the signing secret are set."""
 
-    model_config = SettingsConfigDict(env_prefix="IMAGEBOT_SLACK_", env_file=".env", extra="ignore")
+    model_config = _config("IMAGEBOT_SLACK_")
 
     bot_token: SecretStr | None = Field(default=None, description="Bot token (xoxb-…); the Slack app runs when set.")
     app_token: SecretStr | None = Field(
@@ -198,7 +198,7 @@ class SlackSettings(BaseSettings):
 class GallerySettings(BaseSettings):
     """The web gallery of each user's images; it starts with `imagebot run` when a port is set."""
 
-    model_config = SettingsConfigDict(env_prefix="IMAGEBOT_GALLERY_", env_file=".env", extra="ignore")
+    model_config = _config("IMAGEBOT_GALLERY_")
 
     port: int | None = Field(
         default=None, ge=0, le=65535, description="Serve the gallery on this port; unset: off (no link is given)."
@@ -224,7 +224,7 @@ class GallerySettings(BaseSettings):
 class RunwareSettings(BaseSettings):
     """The Runware backend (IMAGEBOT_BACKEND=runware)."""
 
-    model_config = SettingsConfigDict(env_prefix="IMAGEBOT_RUNWARE_", env_file=".env", extra="ignore")
+    model_config = _config("IMAGEBOT_RUNWARE_")
 
     api_key: SecretStr | None = Field(default=None, description="Runware API key (never logged).")
     url: str = Field(default="https://api.runware.ai/v1", description="REST endpoint (tests: a loopback fake).")
@@ -250,7 +250,7 @@ class RunwareSettings(BaseSettings):
 class RaySettings(BaseSettings):
     """The Ray Serve backend (IMAGEBOT_BACKEND=ray): GPU replicas deployed from deploy/ray-serve.yaml."""
 
-    model_config = SettingsConfigDict(env_prefix="IMAGEBOT_RAY_", env_file=".env", extra="ignore")
+    model_config = _config("IMAGEBOT_RAY_")
 
     address: str = Field(
         default="auto",
@@ -267,7 +267,7 @@ class RaySettings(BaseSettings):
 class ModelsLabSettings(BaseSettings):
     """The ModelsLab backend (IMAGEBOT_BACKEND=modelslab)."""
 
-    model_config = SettingsConfigDict(env_prefix="IMAGEBOT_MODELSLAB_", env_file=".env", extra="ignore")
+    model_config = _config("IMAGEBOT_MODELSLAB_")
 
     api_key: SecretStr | None = Field(default=None, description="ModelsLab API key (never logged).")
     url: str = Field(

@@ -199,8 +199,7 @@ def _step(label: str, text: str, run_steps: int, *, end: bool) -> int:
         if number > 100:
             raise InvalidOption(label, f"must be a percentage from 0% to 100%, not {number}%")
         # Integer arithmetic: 33% of 30 steps is 9.9, and floats would make 9.899… or 9.900…01.
-        step = number * run_steps // 100 if end else -(-number * run_steps // 100) + 1
-        return min(step, run_steps) if end else min(step, run_steps + 1)
+        return number * run_steps // 100 if end else -(-number * run_steps // 100) + 1
     if not 1 <= number <= run_steps:
         raise InvalidOption(label, f"must be a step from 1 to {run_steps} (the steps that run), not {number}")
     return number

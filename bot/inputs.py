@@ -194,9 +194,7 @@ class ImageInputs:
         if not uploads:
             return []
         backend = self._runner.backend_for(request)
-        if not isinstance(backend, ImageCheckingBackend):
-            return []
-        if (await self._admin.policy(who)).flagged != "withhold":
+        if not isinstance(backend, ImageCheckingBackend) or (await self._admin.policy(who)).flagged != "withhold":
             return []
         verdicts = await backend.flags(request.model, [image.data for _, image in uploads])
         return [name for (name, _), flagged in zip(uploads, verdicts, strict=True) if flagged]

@@ -323,11 +323,7 @@ def parse_options(
     Raises:
         InvalidOption: an option is unknown, malformed, out of range or does not fit the model.
     """
-
-    def build(raw: Mapping[str, object]) -> Parsed:
-        return _build(raw, catalog, defaults, limits, inputs, guides)
-
-    return _typed_errors(given, build)
+    return _typed_errors(given, lambda raw: _build(raw, catalog, defaults, limits, inputs, guides))
 
 
 # The same parser under the name that reads better where the input is chat text.
@@ -486,23 +482,21 @@ def _control_flags(
     controls = request.controlnets
     if not controls:
         return []
+    modes = {control.mode for control in controls}
+    # --preprocess applies to every ControlNet; without it, each takes its catalog entry's own.
+    own = [(entry.preprocess or "none") if (entry := catalog.find("controlnet", c.model)) else None for c in controls]
+    chosen = [control.preprocess for control in controls]
+    if len(modes) > 1 or (chosen != own and len(set(chosen)) > 1):
+        return [("--cn", None)]
     items: list[str | None] = []
     for control in controls:
         ref = refs.get(control.source or control.guide)
         weight = "" if control.weight == 1.0 else f":{_number(control.weight)}"
         items.append(None if ref is None else f"{control.model}={ref}{weight}@{control.start_step}-{control.end_step}")
     flags: list[tuple[str, str | None]] = [("--cn", None if None in items else ", ".join(map(str, items)))]
-    modes = {control.mode for control in controls}
-    if len(modes) > 1:
-        return [("--cn", None)]
     if modes != {"balanced"}:
         flags.append(("--cn-mode", controls[0].mode))
-    # --preprocess applies to every ControlNet; without it, each takes its catalog entry's own.
-    own = [(entry.preprocess or "none") if (entry := catalog.find("controlnet", c.model)) else None for c in controls]
-    chosen = [control.preprocess for control in controls]
     if chosen != own:
-        if len(set(chosen)) > 1:
-            return [("--cn", None)]
         flags.append(("--preprocess", chosen[0]))
     return flags
 
@@ -642,7 +636,7 @@ def _build(
     inputs: Inputs | None,
     guides: Sequence[Guide] | None,
 ) -> Parsed:
-    prompt = _prompt("prompt", raw.get("prompt"), required=True)
+    prompt = _prompt("prompt", raw.get("prompt", ""), required=True)
     negative = _prompt("negative", raw["negative"], required=False) if "negative" in raw else None
 
     model = catalog.get("model", _catalog_name("model", raw["model"]) if "model" in raw else defaults.model)
@@ -754,12 +748,10 @@ def _outpaint(raw: Mapping[str, object], width: int, height: int) -> Outpaint | 
         return None
     text = _text("outpaint", raw["outpaint"])
     parts = [part for part in re.split(r"[\s,]+", text) if part]
-    if len(parts) not in (1, 4, 5) or not all(_INT.fullmatch(part) for part in parts):
-        raise InvalidOption("outpaint", f"must be {_EXAMPLES['outpaint']}, not '{shown(text)}'")
-    numbers = [int(part) for part in parts]
+    numbers = [int(part) for part in parts] if all(_INT.fullmatch(part) for part in parts) else []
     blur = numbers.pop() if len(numbers) == 5 else 0
-    sides = numbers * 4 if len(numbers) == 1 else numbers
-    if any(side < 0 or side % _SIDE_STEP or side > SIDE.high for side in sides) or not any(sides):
+    sides = numbers * 4 if len(numbers) == 1 else numbers  # four sides only from 1, 4 or 5 numbers
+    if len(sides) != 4 or any(side < 0 or side % _SIDE_STEP or side > SIDE.high for side in sides) or not any(sides):
         raise InvalidOption("outpaint", f"must be {_EXAMPLES['outpaint']}, not '{shown(text)}'")
     if blur not in OUTPAINT_BLUR:
         raise InvalidOption("outpaint", f"blur must be from {OUTPAINT_BLUR.low} to {OUTPAINT_BLUR.high}, not {blur}")
@@ -867,10 +859,8 @@ def _text(option: str, value: object) -> str:
     """Return a non-empty stripped string, or raise naming the option."""
     if not isinstance(value, str):
         raise InvalidOption(_label(option), f"must be text, not {shown(value)}")
-    text = value.strip()
-    if not text:
-        raise InvalidOption(_label(option), "needs a value, " + _EXAMPLES.get(option, "like the help shows"))
-    return text
+    _require_value(option, value, _EXAMPLES.get(option, "like the help shows"))
+    return value.strip()
 
 
 def _require_value(option: str, value: object, example: str) -> None:
@@ -880,8 +870,6 @@ def _require_value(option: str, value: object, example: str) -> None:
 
 def _prompt(option: str, value: object, *, required: bool) -> str:
     label = _label(option)
-    if value is None:
-        value = ""
     if not isinstance(value, str):
         raise InvalidOption(label, f"must be text, not {shown(value)}")
     # Windows line ends are the one control sequence pasted text carries innocently.
@@ -988,9 +976,7 @@ def _weighted(option: str, kind: Kind, value: object, catalog: Catalog) -> tuple
         name = name.strip()
         if not name:
             raise InvalidOption(label, f"has an empty name in '{shown(item)}'")
-        weight = 1.0
-        if ":" in item:
-            weight = _weight(label, name, weight_text.strip())
+        weight = _weight(label, name, weight_text.strip()) if ":" in item else 1.0
         entry = catalog.get(kind, name, label)
         if any(previous.name == entry.name for previous in found):
             raise InvalidOption(label, f"names '{entry.name}' twice")
@@ -1119,9 +1105,7 @@ def _refiner(
         return RefinerSpec(model=model.refiner, start_percent=percent)
     if not defaults.refiner_percent or model.refiner is None or not arch.accepts_refiner:
         return None
-    percent = _refiner_percent(defaults.refiner_percent)
-    if percent is None:
-        return None
+    percent = _refiner_percent(defaults.refiner_percent)  # not None: the default is not 0
     spec = RefinerSpec(model=model.refiner, start_percent=percent)
     base, refiner = refiner_split(steps, spec)
     if base < 1 or refiner < 1:

@@ -52,7 +52,7 @@ import difflib
 import re
 from dataclasses import dataclass
 
-from bot.catalog import Catalog, CatalogEntry
+from bot.catalog import Catalog, CatalogEntry, Kind
 from bot.errors import InvalidOption, shown
 from bot.request import FEW_RUN_STEPS, MAX_SEED, STEPS, GenerationRequest
 
@@ -311,34 +311,26 @@ def _check_budget(request: GenerationRequest, limits: Limits) -> None:
 
 
 def _check_seed(request: GenerationRequest) -> None:
-    if request.seed is None:
-        return
     highest = MAX_SEED - request.count + 1
-    if request.seed > highest:
+    if request.seed is not None and request.seed > highest:
         raise InvalidOption(
             "seed", f"must be at most {highest} for {request.count} images, since image i uses seed + i"
         )
 
 
 def _check_addons(request: GenerationRequest, catalog: Catalog, model: CatalogEntry, arch: Architecture) -> None:
-    for lora in request.loras:
-        entry = catalog.get("lora", lora.name, "lora")
-        _require_family("lora", entry, model, arch)
-    for embedding in request.embeddings:
-        entry = catalog.get("embedding", embedding.name, "embedding")
-        _require_family("embedding", entry, model, arch)
+    named: list[tuple[Kind, str, str]] = [("lora", "lora", lora.name) for lora in request.loras]
+    named += [("embedding", "embedding", embedding.name) for embedding in request.embeddings]
     if request.vae is not None:
-        entry = catalog.get("vae", request.vae, "VAE")
-        _require_family("VAE", entry, model, arch)
-
-
-def _require_family(option: str, entry: CatalogEntry, model: CatalogEntry, arch: Architecture) -> None:
-    entry_arch = architecture_of(entry.architecture)
-    if entry_arch.family != arch.family:
-        raise InvalidOption(
-            option,
-            f"'{entry.name}' is made for {entry_arch.label} models and does not fit '{model.name}' ({arch.label})",
-        )
+        named.append(("vae", "VAE", request.vae))
+    for kind, option, name in named:
+        entry = catalog.get(kind, name, option)
+        entry_arch = architecture_of(entry.architecture)
+        if entry_arch.family != arch.family:
+            reason = (
+                f"'{entry.name}' is made for {entry_arch.label} models and does not fit '{model.name}' ({arch.label})"
+            )
+            raise InvalidOption(option, reason)
 
 
 def _check_steps(request: GenerationRequest, arch: Architecture) -> list[str]:
@@ -365,22 +357,19 @@ def _check_refiner(request: GenerationRequest, catalog: Catalog, model: CatalogE
         raise InvalidOption("refiner", f"'{entry.name}' is not a refiner (its architecture is {entry.architecture})")
     base, refiner = request.split
     if spec.start_percent is not None:
-        where = f"at {spec.start_percent} % of {request.run_steps} steps"
+        start = f"at {spec.start_percent} %"
         percent = float(spec.start_percent)
     else:
-        where = f"from step {spec.start_step} of {request.run_steps} steps"
+        start = f"from step {spec.start_step}"
         percent = 100 * (spec.start_step or 0) / request.run_steps
-    if base < 1:
-        reason = f"{where} leaves the base model no steps; use a higher percent or more steps"
-        raise InvalidOption("refiner", reason)
-    if refiner < 1:
-        reason = f"{where} leaves the refiner no steps; use a lower percent or more steps"
+    if base < 1 or refiner < 1:
+        starved, way = ("the base model", "higher") if base < 1 else ("the refiner", "lower")
+        reason = f"{start} of {request.run_steps} steps leaves {starved} no steps; use a {way} percent or more steps"
         raise InvalidOption("refiner", reason)
     warnings = []
     if percent < _REFINER_EARLIEST_GOOD_PERCENT:
         warnings.append(f"The refiner starts at {percent:.0f} %; it works best from 85–90 %.")
     if refiner < _MIN_GOOD_REFINER_STEPS:
-        start = f"at {spec.start_percent} %" if spec.start_percent is not None else f"from step {spec.start_step}"
         noun = "step" if refiner == 1 else "steps"
         warnings.append(f"A refiner {start} on {request.run_steps} steps only gets {refiner} refiner {noun}.")
     return warnings

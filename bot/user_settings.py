@@ -40,11 +40,7 @@ _NAMED = ", ".join(key for key in SETTING_KEYS if key != "height").replace("widt
 _STRENGTHS = frozenset({"vary_subtle", "vary_strong", "upscale_strength"})
 # The request option (as a parser error names it) → the saved default that feeds it.
 _SETTING_OF_OPTION = {
-    "model": "model",
-    "steps": "steps",
-    "refiner": "refiner_percent",
-    "scheduler": "scheduler",
-    "cfg": "cfg",
+    option: _TYPED_AS.get(option, option) for option in ("model", "steps", "refiner", "scheduler", "cfg")
 }
 
 
@@ -151,9 +147,8 @@ def _saved_keys(changes: Mapping[str, object]) -> dict[str, object]:
 def _check(key: str, value: object) -> None:
     """Refuse a default of the wrong kind (``steps=abc``, ``private=maybe``) before anything is stored."""
     kind, words = _KINDS[key]
-    fits = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-    if kind is float:
-        fits = isinstance(value, int | float) and not isinstance(value, bool)
+    accepted = int | float if kind is float else kind  # a whole number is a number too
+    fits = isinstance(value, accepted) and (kind is bool or not isinstance(value, bool))
     if fits and key in _STRENGTHS:
         fits = 0 < float(value) <= 1  # type: ignore[arg-type]  # a number: checked just above
     if not fits:
