@@ -571,13 +571,7 @@ class RayBackend:
                 except (RayError, RayServeException) as error:
                     raise BackendUnavailable(_NAME, f"the Ray cluster failed ({type(error).__name__})") from error
                 self.replica_pid = frame.get("pid")
-                try:
-                    message = from_worker(frame.get("frame", b""))
-                except ProtocolError as error:
-                    raise BackendUnavailable(
-                        _NAME, "the replica answered with something this bot cannot read"
-                    ) from error
-                match message:
+                match message := _read(frame):
                     case Progress():
                         timeout = self._stall_timeout
                         report_progress(on_progress, message)
@@ -639,10 +633,7 @@ class RayBackend:
             frame = await getattr(self._handle, method).remote(*args)
         except (RayError, RayServeException) as error:
             raise BackendUnavailable(_NAME, f"the Ray cluster failed ({type(error).__name__})") from error
-        try:
-            message = from_worker(frame.get("frame", b""))
-        except ProtocolError as error:
-            raise BackendUnavailable(_NAME, "the replica answered with something this bot cannot read") from error
+        message = _read(frame)
         if isinstance(message, Error):
             raise BackendUnavailable(_NAME, message.message)
         return message
@@ -659,6 +650,13 @@ class RayBackend:
 def _drop_outcome(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+def _read(frame: dict[str, Any]) -> ToBot:
+    try:
+        return from_worker(frame.get("frame", b""))
+    except ProtocolError as error:
+        raise BackendUnavailable(_NAME, "the replica answered with something this bot cannot read") from error
 
 
 def _unexpected(message: ToBot) -> BackendUnavailable:
