@@ -282,13 +282,8 @@ class _ImageWorker:
         return self._signed(answer)
 
     async def stats(self) -> dict[str, Any]:
-        """Return this replica's pid, load counters, batch sizes and the outcome of each run."""
-        return {
-            "pid": self._pid,
-            "loads": self._runner.stats(),
-            "batches": [run["jobs"] for run in self._runs],
-            "runs": list(self._runs),
-        }
+        """Return this replica's pid, load counters, and each run's batch size, steps and outcome."""
+        return {"pid": self._pid, "loads": self._runner.stats(), "runs": list(self._runs)}
 
     def check_health(self) -> None:
         """Fail Serve's health check when the pipelines are suspect or stalled, so that Serve replaces us.

@@ -490,11 +490,7 @@ class RunwareBackend(HostedBackend):
             return image_uuid
 
     async def make_guide(self, image: bytes, preprocess: Preprocess, width: int, height: int) -> GuideMap:
-        """Return Runware's `preprocess` map of `image` at `width`×`height` (``imageControlNetPreProcess``).
-
-        The image is uploaded first and named by UUID, as the SDK's controlnets.md asks for
-        ``inputImage``; the map comes back as base64 (a URL answer is downloaded).
-        """
+        """Return Runware's `preprocess` map of `image` at `width`×`height` (a URL answer is downloaded)."""
         source = await self._upload(image, None)
         task = {
             "taskType": "imageControlNetPreProcess",
@@ -507,12 +503,13 @@ class RunwareBackend(HostedBackend):
             "includeCost": True,
         }
         item = await self._utility(task, None)
+        inline = item.get("guideImageBase64Data") or item.get("guideImageDataURI")
         try:
-            if item.get("guideImageURL") and not (item.get("guideImageBase64Data") or item.get("guideImageDataURI")):
+            if item.get("guideImageURL") and not inline:
                 retrying = Retrying(self._settings.retry_budget, self.name)
                 data = await download(self._http, str(item["guideImageURL"]), retrying, None)
             else:
-                data = decode_inline(str(item.get("guideImageBase64Data") or item.get("guideImageDataURI") or ""))
+                data = decode_inline(str(inline or ""))
         except (ImageLost, ValueError):
             raise BackendUnavailable(TITLE, f"its {preprocess} map of the guide could not be read") from None
         # Charged once for the map, which rerolls reuse: counted in the generation that asked for it.
