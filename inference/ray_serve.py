@@ -403,8 +403,7 @@ def app_builder(args: dict[str, Any]) -> serve.Application:
     """
     known = {"data_dir", "device", "dtype", "max_batch", "batch_wait_s", "safety_checker", "preview_decoder"}
     known |= {"stall_timeout_s", "load_timeout_s", "num_replicas", "num_gpus"}
-    unknown = set(args) - known
-    if unknown:
+    if unknown := set(args) - known:
         raise ValueError(f"unknown imagebot Serve arguments: {', '.join(sorted(unknown))}")
     if "data_dir" not in args:
         raise ValueError("the imagebot Serve application needs a data_dir argument")
