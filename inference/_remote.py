@@ -13,7 +13,7 @@ import base64
 import email.utils
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -30,8 +30,6 @@ from inference.capabilities import CAPABILITIES, BackendName
 __all__ = [
     "TRANSIENT_STATUS",
     "HostedBackend",
-    "HostedSettings",
-    "Http",
     "ImageLost",
     "Retrying",
     "decode_inline",
@@ -152,39 +150,36 @@ class Retrying:
         budget: seconds from the first try after which no retry starts.
         backend: whose retries these are, for the retry counter.
         base, cap: the backoff before retry n is uniform in [0, min(cap, base × 2ⁿ)].
-        rng, clock: injectable for tests.
     """
 
     budget: float
     backend: str = "remote"
     base: float = 0.5
     cap: float = 10.0
-    rng: random.Random = field(default_factory=random.Random)
-    clock: Callable[[], float] = time.monotonic
     tries: int = 1
     last: str = ""
     _deadline: float = field(init=False)
 
     def __post_init__(self) -> None:
-        self._deadline = self.clock() + self.budget
+        self._deadline = time.monotonic() + self.budget
 
     async def again(self, why: str, cancel: asyncio.Event | None, wait_at_least: float | None = None) -> bool:
         """Wait before the next try and return True, or return False when the budget allows none."""
         self.last = why
-        delay = self.rng.uniform(0.0, min(self.cap, self.base * 2 ** (self.tries - 1)))
+        delay = random.uniform(0.0, min(self.cap, self.base * 2 ** (self.tries - 1)))
         if wait_at_least is not None:
             delay = max(delay, wait_at_least)
-        if self.clock() + delay > self._deadline:
+        if time.monotonic() + delay > self._deadline:
             return False
         await sleep_or_cancel(delay, cancel)
         self.tries += 1
         metrics.REMOTE_RETRIES.labels(self.backend).inc()
         return True
 
-    def exhausted(self, title: str, *, cost: float | None = None) -> BackendUnavailable:
+    def exhausted(self, title: str) -> BackendUnavailable:
         """Return the error to raise when retrying gave up."""
         return BackendUnavailable(
-            title, f"it was unavailable for {self.tries} tries over {self.budget:g} s (last: {self.last})", cost=cost
+            title, f"it was unavailable for {self.tries} tries over {self.budget:g} s (last: {self.last})"
         )
 
 

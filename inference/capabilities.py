@@ -249,18 +249,7 @@ class Capabilities:
                 + (" (no refiner after it)" if self.image_to_image and not self.refiner_with_image else ""),
             ),
             ("inpainting", yes[self.inpaint]),
-            (
-                "upscale",
-                yes[self.upscale]
-                + (" (the image alone, no redraw" if self.upscale and not self.upscale_redraws else "")
-                + (
-                    f", up to {self.upscale_side}×{self.upscale_side}"
-                    if self.upscale and not self.upscale_redraws and self.upscale_side
-                    else ""
-                )
-                + (")" if self.upscale and not self.upscale_redraws else "")
-                + (" (hires fix or ESRGAN)" if self.upscale and self.upscale_redraws else ""),
-            ),
+            ("upscale", self._upscale_text()),
             ("outpaint", yes[self.outpaint]),
             (
                 "ControlNet",
@@ -272,6 +261,14 @@ class Capabilities:
                 ),
             ),
         ]
+
+    def _upscale_text(self) -> str:
+        if not self.upscale:
+            return "no"
+        if self.upscale_redraws:
+            return "yes (hires fix or ESRGAN)"
+        up_to = f", up to {self.upscale_side}×{self.upscale_side}" if self.upscale_side else ""
+        return f"yes (the image alone, no redraw{up_to})"
 
 
 def _schedulers_text(schedulers: tuple[str, ...]) -> str:
@@ -317,35 +314,24 @@ def _offered(table: Mapping[str, object]) -> tuple[str, ...]:
 # - Ray: the replicas run the local worker's code; the job's stored inputs (image, mask, guides)
 #   travel with it as bytes and are written, content-addressed, under the replica's data dir, so a
 #   GPU node need not share the bot's disk (`inference.ray_serve.input_files`, `localize`).
-# - Runware: seedImage, strength, maskImage and outpaint of its imageInference task (inference/runware.py).
-#   Its refiner startStep is counted in the steps of a text-to-image run; how it counts after an
-#   input image is not documented, so that pair is refused rather than guessed. Upscale is its
-#   imageUpscale task (factors 2, 3 and 4): an upscaler of the image alone, no redraw by the model.
-#   ControlNet is its controlNet array, weights 0–1 only, each guide uploaded once (imageUpload)
-#   and named by UUID; depth/openpose/lineart/softedge/scribble maps come from its preprocessing
-#   task (inference/runware.py, docs/operations.md).
+# - Runware: seedImage, strength, maskImage and outpaint of its imageInference task; upscale is its
+#   imageUpscale task, the image alone with no redraw; ControlNet is its controlNet array
+#   (inference/runware.py, docs/operations.md). Its refiner startStep is counted in the steps of a
+#   text-to-image run; how it counts after an input image is not documented, so that pair is
+#   refused rather than guessed.
 # - ModelsLab: its v4 img2img and inpaint endpoints take the input as a link, and do not run the
 #   steps asked for: the img2img doc's own example sends num_inference_steps "30" with strength
 #   0.7 and its answer reports "steps": 20 (30 × 0.7 is 21), the inpaint example sends steps "30"
 #   and reports 50. Every backend runs exactly `request.run_steps`, so ModelsLab refuses them.
-#   Upscale is its super-resolution endpoint (v6 image_editing/super_resolution, RealESRGAN
-#   x2plus/x4plus): an upscaler of the image alone, no redraw by the model. Its init_image is a
-#   URL only, so the stored input is first uploaded with its Base64-to-URL endpoint (v6
-#   base64_to_url; the link lasts 24 hours, uploads are at most 5 MB), and neither request has an
-#   idempotency key: each is resent only when surely not started (inference/modelslab.py). Its
-#   result may be larger than its text-to-image limit: up to the request's largest side.
-#   ControlNet stays refused, though its v5 controlnet endpoint takes control_image as base64
-#   (base64: "yes"): its ControlNet list is ControlNet 1.1 (SD 1.5) and names no SDXL one to put in
-#   the catalog; it has no guidance start/end and is an image-to-image endpoint (init_image +
-#   strength) whose own example reports 20 steps for 30 sent at 0.55, so the exact steps are not
-#   assured; and several ControlNets share one control_image and one conditioning scale
-#   (docs/operations.md, "ControlNet on Runware and ModelsLab").
+#   Upscale is its super-resolution endpoint, the image alone with no redraw (inference/modelslab.py);
+#   its result may be larger than its text-to-image limit: up to the request's largest side.
+#   ControlNet stays refused: its list names no SDXL ControlNet, its steps are not assured, and
+#   several ControlNets share one guide and one weight (docs/operations.md, "ControlNet on Runware
+#   and ModelsLab").
 CAPABILITIES: dict[BackendName, Capabilities] = {
     "local": Capabilities(
         "local", "the local backend", image_to_image=True, inpaint=True, upscale=True, outpaint=True, controlnet=True
     ),
-    # The Ray Serve replicas run the local worker's code on the same weights; input images and
-    # guides travel with the job (inference/ray_serve.py `input_files`).
     "ray": Capabilities(
         "ray",
         "the Ray cluster",
@@ -365,7 +351,6 @@ CAPABILITIES: dict[BackendName, Capabilities] = {
         inpaint=True,
         upscale=True,
         upscale_redraws=False,
-        # Its imageInference `outpaint` object (top, right, bottom, left, blur) on the seedImage.
         outpaint=True,
         refiner_with_image=False,
         # The imageInference controlNet array (inference/runware.py); its weight is 0–1 in the

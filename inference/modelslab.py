@@ -52,7 +52,7 @@ from inference._remote import (
 )
 from inference.capabilities import CAPABILITIES, MODELSLAB_SCHEDULERS
 
-__all__ = ["UPLOAD_LIMIT", "UPSCALE_NOTE", "ModelsLabBackend", "build_body", "build_upscale_body"]
+__all__ = ["UPLOAD_LIMIT", "UPSCALE_NOTE", "ModelsLabBackend", "build_body"]
 
 TITLE = "ModelsLab"
 _CAPABILITIES = CAPABILITIES["modelslab"]
@@ -304,20 +304,19 @@ class ModelsLabBackend(HostedBackend):
             try:
                 response = await self._http.post(url, json={"key": self._key, "request_id": job_id})
             except httpx.TransportError as error:
-                if await retrying.again(type(error).__name__, cancel):
+                why, wait = type(error).__name__, None
+            else:
+                fetched = object_or_none(response)
+                if response.status_code == 200 and fetched is not None:
+                    status = fetched.get("status")
+                    if status == "success":
+                        return fetched
+                    if status != "processing":
+                        raise BackendUnavailable(TITLE, _message(fetched, f"job {job_id} failed"))
                     continue
-                raise retrying.exhausted(TITLE) from None
-            fetched = object_or_none(response)
-            if response.status_code != 200 or fetched is None:
-                wait = retry_after(response)
-                if await retrying.again(f"fetch HTTP {response.status_code}", cancel, wait):
-                    continue
+                why, wait = f"fetch HTTP {response.status_code}", retry_after(response)
+            if not await retrying.again(why, cancel, wait):
                 raise retrying.exhausted(TITLE)
-            status = fetched.get("status")
-            if status == "success":
-                return fetched
-            if status != "processing":
-                raise BackendUnavailable(TITLE, _message(fetched, f"job {job_id} failed"))
         raise BackendUnavailable(TITLE, f"job {job_id} was not ready after {self._settings.poll_timeout:g} s")
 
     async def _images(

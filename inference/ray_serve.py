@@ -282,13 +282,8 @@ class _ImageWorker:
         return self._signed(answer)
 
     async def stats(self) -> dict[str, Any]:
-        """Return this replica's pid, load counters, batch sizes and the outcome of each run."""
-        return {
-            "pid": self._pid,
-            "loads": self._runner.stats(),
-            "batches": [run["jobs"] for run in self._runs],
-            "runs": list(self._runs),
-        }
+        """Return this replica's pid, load counters, and each run's batch size, steps and outcome."""
+        return {"pid": self._pid, "loads": self._runner.stats(), "runs": list(self._runs)}
 
     def check_health(self) -> None:
         """Fail Serve's health check when the pipelines are suspect or stalled, so that Serve replaces us.
@@ -408,8 +403,7 @@ def app_builder(args: dict[str, Any]) -> serve.Application:
     """
     known = {"data_dir", "device", "dtype", "max_batch", "batch_wait_s", "safety_checker", "preview_decoder"}
     known |= {"stall_timeout_s", "load_timeout_s", "num_replicas", "num_gpus"}
-    unknown = set(args) - known
-    if unknown:
+    if unknown := set(args) - known:
         raise ValueError(f"unknown imagebot Serve arguments: {', '.join(sorted(unknown))}")
     if "data_dir" not in args:
         raise ValueError("the imagebot Serve application needs a data_dir argument")
@@ -571,13 +565,7 @@ class RayBackend:
                 except (RayError, RayServeException) as error:
                     raise BackendUnavailable(_NAME, f"the Ray cluster failed ({type(error).__name__})") from error
                 self.replica_pid = frame.get("pid")
-                try:
-                    message = from_worker(frame.get("frame", b""))
-                except ProtocolError as error:
-                    raise BackendUnavailable(
-                        _NAME, "the replica answered with something this bot cannot read"
-                    ) from error
-                match message:
+                match message := _read(frame):
                     case Progress():
                         timeout = self._stall_timeout
                         report_progress(on_progress, message)
@@ -639,10 +627,7 @@ class RayBackend:
             frame = await getattr(self._handle, method).remote(*args)
         except (RayError, RayServeException) as error:
             raise BackendUnavailable(_NAME, f"the Ray cluster failed ({type(error).__name__})") from error
-        try:
-            message = from_worker(frame.get("frame", b""))
-        except ProtocolError as error:
-            raise BackendUnavailable(_NAME, "the replica answered with something this bot cannot read") from error
+        message = _read(frame)
         if isinstance(message, Error):
             raise BackendUnavailable(_NAME, message.message)
         return message
@@ -659,6 +644,13 @@ class RayBackend:
 def _drop_outcome(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+def _read(frame: dict[str, Any]) -> ToBot:
+    try:
+        return from_worker(frame.get("frame", b""))
+    except ProtocolError as error:
+        raise BackendUnavailable(_NAME, "the replica answered with something this bot cannot read") from error
 
 
 def _unexpected(message: ToBot) -> BackendUnavailable:

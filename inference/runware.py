@@ -14,11 +14,11 @@ retried (408, 429, 5xx, connection errors, an unreadable answer); 400, 401,
 Input images (``--image``, ``--mask``, Vary) travel inside the task as data URIs in
 ``seedImage`` and ``maskImage`` (the SDK sends local files the same way), not through an
 ``imageUpload`` task first: nothing is stored at Runware to outlive the job, there is no
-second request to retry or lose, and a retry resends the same task under the same taskUUID,
-which Runware answers with ``conflictTaskUUID`` instead of running and charging it again.
-The price is that a retry resends the image's bytes (a few MB at most). An outpaint
-(``--outpaint``, ``--zoom``) sends the image at the size it keeps in ``seedImage`` and the
-sides in the ``outpaint`` object; ``width`` and ``height`` are the whole, as on the local worker.
+second request to retry or lose, and a retry resends the same task under the same taskUUID
+(``conflictTaskUUID`` above). The price is that a retry resends the image's bytes (a few MB at
+most). An outpaint (``--outpaint``, ``--zoom``) sends the image at the size it keeps in
+``seedImage`` and the sides in the ``outpaint`` object; ``width`` and ``height`` are the whole,
+as on the local worker.
 
 ControlNet guides (``--cn NAME --guide …``) are different: a guide is reused (by every reroll,
 refine and Vary of a generation, and by several ControlNets), so each distinct guide is sent once
@@ -86,7 +86,6 @@ __all__ = [
     "UPLOAD_KEPT",
     "RunwareBackend",
     "build_task",
-    "build_upscale_task",
     "controlnet_steps",
     "steps_and_strength",
 ]
@@ -337,12 +336,21 @@ def build_upscale_task(
     return task
 
 
-def _refusal(error: dict[str, Any], *, cost: float | None = None) -> BackendUnavailable:
+def _refusal(error: dict[str, Any]) -> BackendUnavailable:
     parameter = str(error.get("parameter") or "")
     label = _LABELS.get(parameter, parameter)
     message = str(error.get("message") or error.get("code") or "no reason given").rstrip(".")
-    reason = f"it refused the {label} ({message})" if label else f"it refused the request ({message})"
-    return BackendUnavailable(TITLE, reason, cost=cost)
+    return BackendUnavailable(TITLE, f"it refused the {label or 'request'} ({message})")
+
+
+def _retried(response: httpx.Response, body: dict[str, Any] | None, errors: list[dict[str, Any]]) -> str:
+    """Raise the refusal in a final answer that is not a 200; return why a transient or unreadable one is retried."""
+    status = response.status_code
+    if status not in TRANSIENT_STATUS and body is not None:
+        if status in _FINAL_STATUS:
+            raise BackendUnavailable(TITLE, _FINAL_STATUS[status])
+        raise _refusal(errors[0] if errors else {"message": f"HTTP {status}"})
+    return f"HTTP {status}" + (" with an unreadable body" if body is None else "")
 
 
 class RunwareBackend(HostedBackend):
@@ -482,11 +490,7 @@ class RunwareBackend(HostedBackend):
             return image_uuid
 
     async def make_guide(self, image: bytes, preprocess: Preprocess, width: int, height: int) -> GuideMap:
-        """Return Runware's `preprocess` map of `image` at `width`×`height` (``imageControlNetPreProcess``).
-
-        The image is uploaded first and named by UUID, as the SDK's controlnets.md asks for
-        ``inputImage``; the map comes back as base64 (a URL answer is downloaded).
-        """
+        """Return Runware's `preprocess` map of `image` at `width`×`height` (a URL answer is downloaded)."""
         source = await self._upload(image, None)
         task = {
             "taskType": "imageControlNetPreProcess",
@@ -499,12 +503,13 @@ class RunwareBackend(HostedBackend):
             "includeCost": True,
         }
         item = await self._utility(task, None)
+        inline = item.get("guideImageBase64Data") or item.get("guideImageDataURI")
         try:
-            if item.get("guideImageURL") and not (item.get("guideImageBase64Data") or item.get("guideImageDataURI")):
+            if item.get("guideImageURL") and not inline:
                 retrying = Retrying(self._settings.retry_budget, self.name)
                 data = await download(self._http, str(item["guideImageURL"]), retrying, None)
             else:
-                data = decode_inline(str(item.get("guideImageBase64Data") or item.get("guideImageDataURI") or ""))
+                data = decode_inline(str(inline or ""))
         except (ImageLost, ValueError):
             raise BackendUnavailable(TITLE, f"its {preprocess} map of the guide could not be read") from None
         # Charged once for the map, which rerolls reuse: counted in the generation that asked for it.
@@ -526,19 +531,13 @@ class RunwareBackend(HostedBackend):
                 why = type(error).__name__
             else:
                 body = object_or_none(response)
+                errors = _items(body, "errors")
                 if response.status_code == 200 and body is not None:
                     for item in _items(body, "data"):
                         if item.get("taskUUID") == task["taskUUID"]:
                             return item
-                    errors = _items(body, "errors")
                     raise _refusal(errors[0] if errors else {"message": "no answer for the task"})
-                if response.status_code not in TRANSIENT_STATUS and body is not None:
-                    if response.status_code in _FINAL_STATUS:
-                        raise BackendUnavailable(TITLE, _FINAL_STATUS[response.status_code])
-                    errors = _items(body, "errors")
-                    raise _refusal(errors[0] if errors else {"message": f"HTTP {response.status_code}"})
-                why = f"HTTP {response.status_code}" + (" with an unreadable body" if body is None else "")
-                wait = retry_after(response)
+                why, wait = _retried(response, body, errors), retry_after(response)
             if not await retrying.again(why, cancel, wait):
                 raise retrying.exhausted(TITLE)
 
@@ -571,12 +570,7 @@ class RunwareBackend(HostedBackend):
                 if retrying.tries > 1 and any(e.get("code") == "conflictTaskUUID" for e in errors):
                     # An earlier try was accepted after all; its images are fetched, not paid for again.
                     return {}
-                if response.status_code not in TRANSIENT_STATUS and body is not None:
-                    if response.status_code in _FINAL_STATUS:
-                        raise BackendUnavailable(TITLE, _FINAL_STATUS[response.status_code])
-                    raise _refusal(errors[0] if errors else {"message": f"HTTP {response.status_code}"})
-                why = f"HTTP {response.status_code}" + (" with an unreadable body" if body is None else "")
-                wait = retry_after(response)
+                why, wait = _retried(response, body, errors), retry_after(response)
             if not await retrying.again(why, cancel, wait):
                 raise retrying.exhausted(TITLE)
 
@@ -593,9 +587,7 @@ class RunwareBackend(HostedBackend):
         delay = self._poll_interval
         failed: list[dict[str, Any]] = []
         retrying = Retrying(self._settings.retry_budget, self.name)
-        while len(results) + len(failed) < count:
-            if loop.time() + delay > deadline:
-                break
+        while len(results) + len(failed) < count and loop.time() + delay <= deadline:
             await sleep_or_cancel(delay, cancel)
             delay = min(delay * 1.5, 5.0)
             try:
