@@ -110,8 +110,8 @@ async def _main(command: str, text: str) -> int:
     if command == "backends":
         print(backends_text(core))
         return 0
+    serves = command in ("run", "chat")
     try:
-        serves = command in ("run", "chat")
         app: App = await bootstrap(
             core,
             gallery=GallerySettings() if serves else None,
@@ -121,7 +121,7 @@ async def _main(command: str, text: str) -> int:
     except ConfigurationError as error:
         print(f"imagebot: {error}", file=sys.stderr)
         return 2
-    if core.metrics_port is not None and command in ("run", "chat"):
+    if core.metrics_port is not None and serves:
         from bot import metrics
 
         metrics.serve(core.metrics_host, core.metrics_port)

@@ -394,10 +394,7 @@ def _statements(script: str) -> list[str]:
         if sqlite3.complete_statement(pending):
             statements.append(pending.strip())
             pending = ""
-    if pending.strip() and not _only_comments(pending):
+    # What is left after the last statement may only be blank lines and comments.
+    if any(line.strip() and not line.strip().startswith("--") for line in pending.splitlines()):
         raise ValueError(f"incomplete SQL statement at the end of a migration: {pending.strip()[:80]!r}")
     return statements
-
-
-def _only_comments(text: str) -> bool:
-    return all(not line.strip() or line.strip().startswith("--") for line in text.splitlines())

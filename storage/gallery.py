@@ -53,21 +53,17 @@ class SqliteGallery:
         check_limit(query.limit)
         where = [_OWNER]
         parameters: list[Any] = [platform, user_id]
-        if query.after is not None:
-            where.append("id > ?" if query.oldest_first else "id < ?")
-            parameters.append(query.after)
-        if query.model is not None:
-            where.append("model = ?")
-            parameters.append(query.model)
-        if query.lora is not None:
-            where.append("id IN (SELECT generation_id FROM generation_loras WHERE name = ?)")
-            parameters.append(query.lora)
-        if query.since is not None:
-            where.append("created_at >= ?")
-            parameters.append(query.since)
-        if query.until is not None:
-            where.append("created_at < ?")
-            parameters.append(query.until)
+        filters = (
+            ("id > ?" if query.oldest_first else "id < ?", query.after),
+            ("model = ?", query.model),
+            ("id IN (SELECT generation_id FROM generation_loras WHERE name = ?)", query.lora),
+            ("created_at >= ?", query.since),
+            ("created_at < ?", query.until),
+        )
+        for condition, value in filters:
+            if value is not None:
+                where.append(condition)
+                parameters.append(value)
         if query.starred:
             where.append("starred_at IS NOT NULL")
         return await select_generations(

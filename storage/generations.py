@@ -46,8 +46,10 @@ _COLUMNS = (
     " error, warnings, private, created_at, started_at, finished_at, message_ref, cost, interruptions,"
     " starred_at IS NOT NULL AS starred"
 )
+# Each column's name as it comes back ("... AS starred": starred), in the order of Generation's fields.
+_NAMES = tuple(column.split()[-1] for column in _COLUMNS.split(","))
 _IMAGE_COLUMNS = "i.idx, i.seed, i.path, i.sha256, i.width, i.height, i.nsfw"
-_GENERATION_FIELDS = 22
+_GENERATION_FIELDS = len(_NAMES)
 _UNFINISHED_SQL = "status IN ('queued', 'running')"
 # The job's cost is added to what was paid before it ran (a guide map a backend made); None adds nothing.
 _ADD_COST = "cost = CASE WHEN ? IS NULL THEN cost ELSE COALESCE(cost, 0) + ? END"
@@ -64,15 +66,13 @@ class SqliteGenerations:
 
     async def add(self, new: NewGeneration) -> Generation:
         """Store a new ``queued`` generation, created now, and return it with its id."""
-        request_json = json.dumps(new.request.to_dict(), separators=(",", ":"))
-        warnings_json = json.dumps(list(new.warnings), separators=(",", ":"))
         created_at = self._db.clock()
         async with self._db.lock:
             try:
-                cursor = await self._db.conn.execute(
+                rows = await self._db.conn.execute_fetchall(
                     "INSERT INTO generations (platform, workspace, channel, user_id, parent_id, action,"
                     " request, seed, model, backend, warnings, private, created_at, cost)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
                     (
                         new.platform,
                         new.workspace,
@@ -80,11 +80,11 @@ class SqliteGenerations:
                         new.user_id,
                         new.parent_id,
                         new.action,
-                        request_json,
+                        json.dumps(new.request.to_dict(), separators=(",", ":")),
                         new.request.seed,
                         new.request.model,
                         new.backend,
-                        warnings_json,
+                        json.dumps(list(new.warnings), separators=(",", ":")),
                         int(new.private),
                         created_at,
                         new.cost,
@@ -94,29 +94,7 @@ class SqliteGenerations:
                 if new.parent_id is not None and "FOREIGN KEY" in str(error):
                     raise KeyError(new.parent_id) from error
                 raise
-        assert cursor.lastrowid is not None and new.request.seed is not None
-        return Generation(
-            id=cursor.lastrowid,
-            platform=new.platform,
-            workspace=new.workspace,
-            channel=new.channel,
-            user_id=new.user_id,
-            parent_id=new.parent_id,
-            action=new.action,
-            request=GenerationRequest.from_dict(json.loads(request_json)),
-            seed=new.request.seed,
-            model=new.request.model,
-            backend=new.backend,
-            status="queued",
-            error=None,
-            warnings=new.warnings,
-            private=new.private,
-            created_at=created_at,
-            started_at=None,
-            finished_at=None,
-            message_ref=None,
-            cost=new.cost,
-        )
+        return _generation(next(iter(rows)), ())
 
     async def get(self, generation_id: int) -> Generation | None:
         """Return the generation with its images, or None."""
@@ -136,9 +114,9 @@ class SqliteGenerations:
         check_limit(limit)
         # Two statements rather than "? IS NULL OR id < ?", which would hide the range from the planner.
         if before_id is None:
-            return await self._many("platform = ? AND user_id = ?", (platform, user_id), limit=limit)
+            return await select_generations(self._db, "platform = ? AND user_id = ?", (platform, user_id), limit=limit)
         where = "platform = ? AND user_id = ? AND id < ?"
-        return await self._many(where, (platform, user_id, before_id), limit=limit)
+        return await select_generations(self._db, where, (platform, user_id, before_id), limit=limit)
 
     async def mark_running(self, generation_id: int) -> bool:
         """Record that a worker started it now; return False if it had already finished."""
@@ -199,22 +177,12 @@ class SqliteGenerations:
 
     async def set_message_ref(self, generation_id: int, ref: str | None) -> None:
         """Remember the chat message that shows it (None forgets it)."""
-        async with self._db.lock:
-            cursor = await self._db.conn.execute(
-                "UPDATE generations SET message_ref = ? WHERE id = ?", (ref, generation_id)
-            )
-        if cursor.rowcount == 0:
-            raise KeyError(generation_id)
+        await self._set(generation_id, "message_ref = ?", (ref,))
 
     async def set_starred(self, generation_id: int, starred: bool) -> None:
         """Star it for its server's showcase, now (a second star keeps the first time), or take the star back."""
-        async with self._db.lock:
-            cursor = await self._db.conn.execute(
-                "UPDATE generations SET starred_at = CASE WHEN ? THEN COALESCE(starred_at, ?) END WHERE id = ?",
-                (int(starred), self._db.clock(), generation_id),
-            )
-        if cursor.rowcount == 0:
-            raise KeyError(generation_id)
+        starred_at = "starred_at = CASE WHEN ? THEN COALESCE(starred_at, ?) END"
+        await self._set(generation_id, starred_at, (int(starred), self._db.clock()))
 
     async def note_input_source(self, sha256: str, generation_id: int, index: int) -> None:
         """Remember that an input image (the SHA-256 of its checked bytes) is one of a generation's images."""
@@ -256,7 +224,7 @@ class SqliteGenerations:
 
     async def unfinished(self) -> list[Generation]:
         """Return every ``queued`` or ``running`` generation, oldest first, to resume after a restart."""
-        return await self._many(_UNFINISHED_SQL, (), newest_first=False)
+        return await select_generations(self._db, _UNFINISHED_SQL, (), newest_first=False)
 
     async def finished_ids(
         self, *, platform: str | None = None, user_id: str | None = None, before: float | None = None, limit: int = 500
@@ -319,14 +287,18 @@ class SqliteGenerations:
             raise KeyError(generation_id)
         return False
 
-    async def _one(self, where: str, parameters: tuple[Any, ...]) -> Generation | None:
-        found = await self._many(where, parameters, limit=1)
-        return found[0] if found else None
+    async def _set(self, generation_id: int, assignments: str, values: tuple[Any, ...]) -> None:
+        """Change columns of a generation, whatever its status; KeyError if there is none."""
+        async with self._db.lock:
+            cursor = await self._db.conn.execute(
+                f"UPDATE generations SET {assignments} WHERE id = ?", (*values, generation_id)
+            )
+        if cursor.rowcount == 0:
+            raise KeyError(generation_id)
 
-    async def _many(
-        self, where: str, parameters: tuple[Any, ...], *, limit: int | None = None, newest_first: bool = True
-    ) -> list[Generation]:
-        return await select_generations(self._db, where, parameters, limit=limit, newest_first=newest_first)
+    async def _one(self, where: str, parameters: tuple[Any, ...]) -> Generation | None:
+        found = await select_generations(self._db, where, parameters, limit=1)
+        return found[0] if found else None
 
 
 async def select_generations(
@@ -396,52 +368,12 @@ def _image(row: Sequence[Any]) -> StoredImage:
 
 
 def _generation(row: Sequence[Any], images: tuple[StoredImage, ...]) -> Generation:
-    (
-        id_,
-        platform,
-        workspace,
-        channel,
-        user_id,
-        parent_id,
-        action,
-        request,
-        seed,
-        model,
-        backend,
-        status,
-        error,
-        warnings,
-        private,
-        created_at,
-        started_at,
-        finished_at,
-        message_ref,
-        cost,
-        interruptions,
-        starred,
-    ) = row
-    return Generation(
-        id=id_,
-        platform=platform,
-        workspace=workspace,
-        channel=channel,
-        user_id=user_id,
-        parent_id=parent_id,
-        action=action,
-        request=GenerationRequest.from_dict(json.loads(request)),
-        seed=seed,
-        model=model,
-        backend=backend,
-        status=status,
-        error=error,
-        warnings=tuple(json.loads(warnings)),
-        private=bool(private),
-        created_at=created_at,
-        started_at=started_at,
-        finished_at=finished_at,
-        message_ref=message_ref,
-        cost=cost,
-        images=images,
-        interruptions=interruptions,
-        starred=bool(starred),
+    """Build a Generation from its columns (`_COLUMNS`), named as they come back."""
+    fields = dict(zip(_NAMES, row, strict=True))
+    fields.update(
+        request=GenerationRequest.from_dict(json.loads(fields["request"])),
+        warnings=tuple(json.loads(fields["warnings"])),
+        private=bool(fields["private"]),
+        starred=bool(fields["starred"]),
     )
+    return Generation(**fields, images=images)

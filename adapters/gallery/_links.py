@@ -104,7 +104,7 @@ class Links:
         self._store = store
         self.base_url = base_url.rstrip("/")
         self._thumbs = data_dir / "gallery" / "thumbs"
-        self._lifetime_days = lifetime_days
+        self.lifetime_days = lifetime_days
         self._clock = clock
 
         class _Signer(TimestampSigner):
@@ -114,11 +114,6 @@ class Links:
         self._serializer = URLSafeTimedSerializer(secret, salt=_SALT, signer=_Signer)
         # No lifetime: a showcase link is shared and pinned; it works while the showcase stays on.
         self._showcase_serializer = URLSafeSerializer(secret, salt=_SHOWCASE_SALT)
-
-    @property
-    def lifetime_days(self) -> float:
-        """Return how many days a new link works."""
-        return self._lifetime_days
 
     async def link(self, platform: str, user_id: str) -> str:
         """Return a new link to the user's gallery."""
@@ -159,7 +154,7 @@ class Links:
         age = self._clock() - signed_at.timestamp()
         if age < -_CLOCK_SKEW:
             raise BadLink()
-        if age > self._lifetime_days * 86400 or epoch != await self._store.epoch(platform, user_id):
+        if age > self.lifetime_days * 86400 or epoch != await self._store.epoch(platform, user_id):
             raise ExpiredLink()
         return Owner(platform, user_id)
 

@@ -13,6 +13,7 @@ model, so an image that is not starred, not the server's or flagged is a 404 the
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hmac
 import logging
@@ -35,7 +36,7 @@ from bot.actions import PAN_ACTIONS, format_image_ref, format_ref
 from bot.chat import retract_in_chat, show_in_chat
 from bot.errors import BotError, NotAllowed, NotFound, QueueFull, QuotaReached, RateLimited
 from bot.gallery import PAGE_SIZE, GalleryQuery
-from bot.history import Generation
+from bot.history import FINAL, Generation
 from bot.jobs import Requester
 from bot.options import imagine_command
 from bot.pngmeta import parameters_text
@@ -182,7 +183,7 @@ def _card(generation: Generation, commands: Mapping[int, str | None] | None = No
         created=_when(generation.created_at),
         flagged=any(image.nsfw for image in generation.images),
         starred=generation.starred,
-        finished=generation.status in ("done", "failed", "cancelled"),
+        finished=generation.status in FINAL,
         error=generation.error,
         command=(commands or {}).get(generation.id),
     )
@@ -194,16 +195,12 @@ def _input_images(request: GenerationRequest) -> list[str]:
     return [sha for sha in found if sha is not None]
 
 
-def _bad_request() -> web.HTTPBadRequest:
-    return web.HTTPBadRequest()
-
-
 def _cursor(text: str | None) -> int | None:
     """Read a page cursor (the last id shown); anything but a whole number in SQLite's range is a bad request."""
     if text is None or text == "":
         return None
     if not re.fullmatch(r"[0-9]{1,19}", text) or not 0 < int(text) <= _MAX_ID:
-        raise _bad_request()
+        raise web.HTTPBadRequest()
     return int(text)
 
 
@@ -211,13 +208,10 @@ def _day(text: str | None) -> float | None:
     """Read a YYYY-MM-DD date as the start of that UTC day; anything else is a bad request."""
     if not text:
         return None
-    try:
-        day = dt.date.fromisoformat(text) if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text) else None
-    except ValueError:
-        day = None
-    if day is None:
-        raise _bad_request()
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
+    if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+        with contextlib.suppress(ValueError):
+            return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC).timestamp()
+    raise web.HTTPBadRequest()
 
 
 class _Pages:
@@ -253,7 +247,7 @@ class _Pages:
         starred = query.get("starred", "")
         names_too_long = any(name is not None and len(name) > 100 for name in (model, lora))
         if len(words) > _MAX_SEARCH or names_too_long or sort not in ("new", "old") or starred not in ("", "1"):
-            raise _bad_request()
+            raise web.HTTPBadRequest()
         since, until = _day(query.get("from")), _day(query.get("to"))
         page = GalleryQuery(
             words=words,
@@ -279,14 +273,7 @@ class _Pages:
             cards=[_card(generation, commands) for generation in shown],
             models=await self._store.models(owner.platform, owner.user_id),
             loras=await self._store.loras(owner.platform, owner.user_id),
-            search={
-                "q": words,
-                "model": model or "",
-                "lora": lora or "",
-                "from": query.get("from", ""),
-                "to": query.get("to", ""),
-                "starred": starred,
-            },
+            search={key: query.get(key, "") for key in ("q", "model", "lora", "from", "to", "starred")},
             sort=sort,
             more=more,
             first="?" + urlencode(kept) if page.after is not None else None,
@@ -315,7 +302,7 @@ class _Pages:
 
     async def status(self, request: web.Request) -> web.Response:
         generation = await self._own(request)
-        final = generation.status in ("done", "failed", "cancelled")
+        final = generation.status in FINAL
         return web.json_response({"id": generation.id, "status": generation.status, "final": final})
 
     async def showcase(self, request: web.Request) -> web.Response:
@@ -399,26 +386,26 @@ class _Pages:
         if action == "refine":
             percent = str(form.get("percent", ""))
             if not re.fullmatch(r"[0-9]{1,2}", percent) or not 1 <= int(percent) <= 99:
-                raise _bad_request()
+                raise web.HTTPBadRequest()
             return await self._service.refine(who, generation_id, int(percent))
         if action == "vary":
             kind = form.get("kind")
             if kind not in ("subtle", "strong"):
-                raise _bad_request()
+                raise web.HTTPBadRequest()
             return await self._service.vary(who, generation_id, "strong" if kind == "strong" else "subtle")
         if action == "zoom":
             factor = form.get("factor", "1.5")
             if factor not in ("1.5", "2"):
-                raise _bad_request()
+                raise web.HTTPBadRequest()
             return await self._service.zoom(who, generation_id, float(factor))
         if action == "pan":
             direction = next((d for d in PAN_ACTIONS.values() if d == form.get("direction")), None)
             if direction is None:
-                raise _bad_request()
+                raise web.HTTPBadRequest()
             return await self._service.pan(who, generation_id, direction)
         factor = form.get("factor", "2")
         if factor not in ("2", "4"):
-            raise _bad_request()
+            raise web.HTTPBadRequest()
         return await self._service.upscale(who, generation_id, 4 if factor == "4" else 2)
 
     async def _commands(self, owner: Owner, generations: Sequence[Generation]) -> dict[int, str | None]:
@@ -548,11 +535,10 @@ def create_app(
     app.router.add_get(f"{base}/i/{{id:{_ID}}}", pages.detail)
     app.router.add_get(f"{base}/i/{{id:{_ID}}}/status", pages.status)
     app.router.add_post(f"{base}/i/{{id:{_ID}}}/{{action:{'|'.join(_ACTIONS)}}}", pages.act)
-    app.router.add_get(f"{base}/thumb/{{id:{_ID}}}-{{index:[0-9]{{1,2}}}}.webp", pages.thumbnail)
-    app.router.add_get(f"{base}/image/{{id:{_ID}}}-{{index:[0-9]{{1,2}}}}.png", pages.image)
     shared = f"{prefix}/s/{{showcase:{_TOKEN}}}"
     app.router.add_get(f"{shared}/", pages.showcase)
-    app.router.add_get(f"{shared}/thumb/{{id:{_ID}}}-{{index:[0-9]{{1,2}}}}.webp", pages.thumbnail)
-    app.router.add_get(f"{shared}/image/{{id:{_ID}}}-{{index:[0-9]{{1,2}}}}.png", pages.image)
+    for root in (base, shared):
+        app.router.add_get(f"{root}/thumb/{{id:{_ID}}}-{{index:[0-9]{{1,2}}}}.webp", pages.thumbnail)
+        app.router.add_get(f"{root}/image/{{id:{_ID}}}-{{index:[0-9]{{1,2}}}}.png", pages.image)
     app.router.add_static(f"{prefix}/static", _HERE / "static", append_version=False)
     return app
