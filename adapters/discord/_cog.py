@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from math import gcd
 from pathlib import PurePath
 from typing import Any
@@ -38,7 +38,7 @@ from bot.chat import (
     refusal,
     updates,
 )
-from bot.complete import complete_name, complete_weighted
+from bot.complete import Suggestion, complete_name, complete_weighted
 from bot.config import DiscordSettings
 from bot.errors import BotError
 from bot.history import Generation
@@ -95,22 +95,29 @@ def _ratio(width: int, height: int) -> str:
     return f"{width // divisor}:{height // divisor}"
 
 
-SIZES: dict[str, tuple[int, int]] = {f"{w}x{h}": (w, h) for w, h in SDXL_BUCKETS}
-SIZE_CHOICES = [app_commands.Choice(name=f"{w}×{h} ({_ratio(w, h)})", value=key) for key, (w, h) in SIZES.items()]
+SIZE_CHOICES = [app_commands.Choice(name=f"{w}×{h} ({_ratio(w, h)})", value=f"{w}x{h}") for w, h in SDXL_BUCKETS]
 SCHEDULER_CHOICES = [app_commands.Choice(name=name, value=name) for name in SCHEDULERS[:25]]
 CONTROL_MODE_CHOICES = [app_commands.Choice(name=name, value=name) for name in CONTROL_MODES]
 
 Edit = Callable[..., Awaitable[discord.Message | None]]
 
 
+def _choices(suggestions: Iterable[Suggestion]) -> list[app_commands.Choice[str]]:
+    return [app_commands.Choice(name=suggestion.label, value=suggestion.value) for suggestion in suggestions]
+
+
 def requester(interaction: discord.Interaction) -> Requester:
     """Return who sent an interaction, and where (with the channel's age-restricted flag)."""
+    return _requester(interaction.user.id, interaction.guild_id, interaction.channel_id, interaction.channel)
+
+
+def _requester(user_id: int, guild_id: int | None, channel_id: int | None, channel: object) -> Requester:
     return Requester(
         PLATFORM,
-        str(interaction.user.id),
-        workspace=str(interaction.guild_id) if interaction.guild_id else None,
-        channel=str(interaction.channel_id) if interaction.channel_id else None,
-        age_restricted=age_restricted(interaction.channel),
+        str(user_id),
+        workspace=str(guild_id) if guild_id else None,
+        channel=str(channel_id) if channel_id else None,
+        age_restricted=age_restricted(channel),
     )
 
 
@@ -132,19 +139,11 @@ def settings_changes(
     batching: bool | None = None,
 ) -> dict[str, object]:
     """Return the changes /settings asks for: `reset` holds the saved settings to clear, the options those to set."""
+    given = {"model": model, "steps": steps, "size": size, "private": private, "batching": batching}
     changes: dict[str, object] = dict.fromkeys(reset)
-    if model is not None:
-        changes["model"] = model
-    if steps is not None:
-        changes["steps"] = steps
+    changes.update((key, value) for key, value in given.items() if value is not None)
     if refiner is not None:
         changes["refiner_percent"] = refiner or None
-    if size is not None:
-        changes["size"] = size
-    if private is not None:
-        changes["private"] = private
-    if batching is not None:
-        changes["batching"] = batching
     return changes
 
 
@@ -379,24 +378,15 @@ class ImagesCog(commands.Cog, name="Images"):
 
     @imagine.autocomplete("lora")
     async def _lora_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return [
-            app_commands.Choice(name=s.label, value=s.value)
-            for s in complete_weighted(self.service.offered, "lora", current)
-        ]
+        return _choices(complete_weighted(self.service.offered, "lora", current))
 
     @imagine.autocomplete("model")
     async def _model_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return [
-            app_commands.Choice(name=s.label, value=s.value)
-            for s in complete_name(self.service.offered, "model", current)
-        ]
+        return _choices(complete_name(self.service.offered, "model", current))
 
     @imagine.autocomplete("control")
     async def _control_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return [
-            app_commands.Choice(name=s.label, value=s.value)
-            for s in complete_name(self.service.offered, "controlnet", current)
-        ]
+        return _choices(complete_name(self.service.offered, "controlnet", current))
 
     @app_commands.command(name="reroll", description="Same settings, new seed (default: your latest image).")
     @app_commands.describe(id="the generation number (see /history)")
@@ -446,8 +436,7 @@ class ImagesCog(commands.Cog, name="Images"):
             for entry in found
         ]
         text = "\n".join(lines) if lines else f"No LoRA matches '{search}'."
-        await interaction.response.send_message(text[:2000], ephemeral=True)
-        self._acked(interaction)
+        await self._answer(interaction, Text(text[:2000]))
 
     @app_commands.command(name="settings", description="Your defaults for /imagine (no options: show them).")
     @app_commands.choices(size=SIZE_CHOICES)
@@ -465,7 +454,7 @@ class ImagesCog(commands.Cog, name="Images"):
         """Show or change the user's defaults (batching: false keeps your images bit-exact, unbatched)."""
         who = requester(interaction)
 
-        async def update() -> str:
+        async def update() -> Text:
             saved = await self.service.user_settings.get(who)
             changes = settings_changes(
                 saved if reset else {},
@@ -478,9 +467,9 @@ class ImagesCog(commands.Cog, name="Images"):
             )
             if changes:
                 saved = await self.service.user_settings.update(who, changes)
-            return defaults_line(saved)
+            return Text(defaults_line(saved))
 
-        await self._reply(interaction, update())
+        await self._ask(interaction, update())
 
     settings_command.autocomplete("model")(_model_choices)
 
@@ -498,14 +487,10 @@ class ImagesCog(commands.Cog, name="Images"):
     )
     async def gallery(self, interaction: discord.Interaction, revoke: bool = False, showcase: bool = False) -> None:
         """Answer privately with a personal gallery link, revoke every earlier one, or give the server's showcase."""
-
-        async def run() -> str:
-            reply = await self.flow.gallery(
-                requester(interaction), revoke=revoke, showcase=showcase, revoke_hint="/gallery revoke:True"
-            )
-            return reply.text
-
-        await self._reply(interaction, run())
+        reply = self.flow.gallery(
+            requester(interaction), revoke=revoke, showcase=showcase, revoke_hint="/gallery revoke:True"
+        )
+        await self._ask(interaction, reply)
 
     @app_commands.command(
         name="imagine-admin", description="This server's image rules (managers only; no options: show)."
@@ -551,10 +536,10 @@ class ImagesCog(commands.Cog, name="Images"):
         """Show or change the server's policy, or read its audit log."""
         who = requester(interaction)
 
-        async def update() -> str:
+        async def update() -> Text:
             if audit:
                 entries = await self.service.admin.audit_log(who, may_manage=interaction.permissions.manage_guild)
-                return audit_text(entries, discord_time)[:2000]
+                return Text(audit_text(entries, discord_time)[:2000])
             policy = await self.service.admin.policy(who)
             changes = rule_changes(
                 policy,
@@ -578,21 +563,15 @@ class ImagesCog(commands.Cog, name="Images"):
             if changes:
                 may_manage = interaction.permissions.manage_guild
                 policy = await self.service.admin.update_policy(who, changes, may_manage=may_manage)
-            return "This server: " + policy.summary()
+            return Text("This server: " + policy.summary())
 
-        await self._reply(interaction, update())
+        await self._ask(interaction, update())
 
     # -- buttons and reactions ----------------------------------------------------------------------
 
     async def on_action(self, interaction: discord.Interaction, action: ButtonAction, generation_id: int) -> None:
         """Handle a click on one of the buttons under a generation."""
-        try:
-            reply = await self.flow.action(requester(interaction), action, generation_id)
-        except BotError as error:
-            await interaction.response.send_message(refusal(error), ephemeral=True)
-            self._acked(interaction)
-            return
-        await self._answer(interaction, reply)
+        await self._ask(interaction, self.flow.action(requester(interaction), action, generation_id))
 
     async def _answer(self, interaction: discord.Interaction, reply: Reply) -> None:
         """Render the chat flow's reply to an interaction, within Discord's 3 seconds."""
@@ -606,10 +585,7 @@ class ImagesCog(commands.Cog, name="Images"):
             return
         if isinstance(reply, Deleted):
             await interaction.response.edit_message(
-                content=deleted_line(reply.generation_id),
-                embed=None,
-                attachments=[],
-                view=None,
+                content=deleted_line(reply.generation_id), embed=None, attachments=[], view=None
             )
         elif isinstance(reply, Listing):
             await interaction.response.send_message(history_text(reply.generations), ephemeral=True)
@@ -644,12 +620,8 @@ class ImagesCog(commands.Cog, name="Images"):
         generation = await self.service.by_message(PLATFORM, str(payload.message_id))
         if generation is None:
             return
-        who = Requester(
-            PLATFORM,
-            str(payload.user_id),
-            workspace=str(payload.guild_id) if payload.guild_id else None,
-            channel=str(payload.channel_id),
-            age_restricted=age_restricted(self.bot.get_channel(payload.channel_id)),
+        who = _requester(
+            payload.user_id, payload.guild_id, payload.channel_id, self.bot.get_channel(payload.channel_id)
         )
         channel = self.bot.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
         try:
@@ -727,13 +699,11 @@ class ImagesCog(commands.Cog, name="Images"):
 
         # The embed's own image would show a spoilered file plainly: only an unflagged one goes there.
         shown = uploads[0][1] if uploads and not uploads[0][2] else None
-        embed = result_embed(generation, shown)
-        content = withheld_line(displays)
         message = await self._finally_show(
             job,
             edit,
-            content=content,
-            embed=embed,
+            content=withheld_line(displays),
+            embed=result_embed(generation, shown),
             view=result_view(generation.id, self.service.result_actions(generation.request)),
             files=files,
         )
@@ -793,15 +763,6 @@ class ImagesCog(commands.Cog, name="Images"):
             self._acked(interaction)
             return
         await self._answer(interaction, answer)
-
-    async def _reply(self, interaction: discord.Interaction, text: Awaitable[str]) -> None:
-        """Answer privately with a text, or with the refusal it raised."""
-        try:
-            content = await text
-        except BotError as error:
-            content = refusal(error)
-        await interaction.response.send_message(content, ephemeral=True)
-        self._acked(interaction)
 
     @staticmethod
     async def _refuse_deferred(interaction: discord.Interaction, error: BotError, *, private: bool) -> None:

@@ -231,7 +231,7 @@ class SlackImages:
         try:
             await self._command(who, where, text)
         except BotError as error:
-            await self._tell(who, f"✖ {error}")
+            await self._tell(who, refusal(error))
 
     async def _command(self, who: Requester, where: Destination, text: str) -> None:
         if text.lower() in ("", "help"):
@@ -280,9 +280,7 @@ class SlackImages:
             given[role] = source.file_id
         # The core sees a token per file; only the loader turns it back into a Slack file id.
         files = {token(str(given[option])): str(given[option]) for option in FILE_BLOCKS if option in given}
-        for option in FILE_BLOCKS:
-            if option in given:
-                given[option] = token(str(given[option]))
+        given |= {option: token(str(given[option])) for option in FILE_BLOCKS if option in given}
         who = _requester(user, _team(body), channel)
         # The card goes into the message's thread when it is posted where the message is.
         thread = source.thread_ts if source is not None and source.channel == who.channel else None

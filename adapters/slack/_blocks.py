@@ -6,12 +6,12 @@ Pure functions from service values to Slack JSON; nothing here talks to Slack.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bot.actions import ButtonAction, button_rows, encode_action, format_ref
-from bot.catalog import Catalog
+from bot.catalog import Catalog, CatalogEntry
 from bot.history import Generation
 from bot.jobs import Job
 from bot.options import SDXL_BUCKETS
@@ -229,26 +229,7 @@ def slack_time(at: float) -> str:
 
 # Modal blocks are named after the /imagine options they fill; an error about an option lands on its block.
 # An error names a filled block's option by its key ("negative"); one left out, by its label ("negative prompt").
-_OPTION_BLOCKS = {
-    "prompt": "prompt",
-    "negative": "negative",
-    "negative prompt": "negative",
-    "model": "model",
-    "size": "size",
-    "lora": "lora",
-    "seed": "seed",
-    "steps": "steps",
-    "refiner": "refiner",
-    "image": "image",
-    "strength": "strength",
-    "mask": "mask",
-    "control_image": "control_image",
-    "control": "control",
-    "control_weight": "control_weight",
-    "control_start": "control_start",
-    "control_end": "control_end",
-    "control_mode": "control_mode",
-}
+_LABEL_BLOCKS = {"negative prompt": "negative"}
 # The modal's file inputs: each becomes a token that only the app's loader turns back into a file.
 FILE_BLOCKS = ("image", "mask", "control_image")
 _MODE_LABELS = {
@@ -296,6 +277,19 @@ def _file_input() -> dict[str, Any]:
     return {"type": "file_input", "filetypes": _IMAGE_FILETYPES, "max_files": 1}
 
 
+def _number_input(low: int, high: int, *, decimal: bool = False) -> dict[str, Any]:
+    return {"type": "number_input", "is_decimal_allowed": decimal, "min_value": str(low), "max_value": str(high)}
+
+
+def _described(entries: Iterable[CatalogEntry]) -> list[dict[str, Any]]:
+    """Return select options for catalog entries, each labelled with its description where it has one."""
+    options = [
+        _option(f"{entry.name} — {entry.description}" if entry.description else entry.name, entry.name)
+        for entry in entries
+    ]
+    return options[:_MAX_OPTIONS]
+
+
 def imagine_modal(catalog: Catalog, default_model: str, source: SourceFile | None = None) -> dict[str, Any]:
     """Return the "Generate image" modal: prompt, settings, LoRAs, model, size, image, ControlNet, channel.
 
@@ -305,15 +299,9 @@ def imagine_modal(catalog: Catalog, default_model: str, source: SourceFile | Non
     carried in its metadata (Slack's file input cannot be pre-filled), and the conversation is that one.
     """
     models = [_option(entry.name, entry.name) for entry in catalog.entries("model")][:_MAX_OPTIONS]
-    loras = [
-        _option(f"{entry.name} — {entry.description}" if entry.description else entry.name, entry.name)
-        for entry in catalog.entries("lora")
-    ][:_MAX_OPTIONS]
+    loras = _described(catalog.entries("lora"))
     sizes = [_option(f"{w}×{h}", f"{w}x{h}") for w, h in SDXL_BUCKETS]
-    controlnets = [
-        _option(f"{entry.name} — {entry.description}" if entry.description else entry.name, entry.name)
-        for entry in catalog.entries("controlnet")
-    ][:_MAX_OPTIONS]
+    controlnets = _described(catalog.entries("controlnet"))
     blocks = [
         _input(
             "prompt",
@@ -324,15 +312,11 @@ def imagine_modal(catalog: Catalog, default_model: str, source: SourceFile | Non
         ),
         _input("negative", "Negative prompt", {"type": "plain_text_input", "max_length": 3000}),
         _input("seed", "Seed", {"type": "plain_text_input"}, hint="Empty: a new random seed."),
-        _input(
-            "steps",
-            "Steps",
-            {"type": "number_input", "is_decimal_allowed": False, "min_value": "1", "max_value": "100"},
-        ),
+        _input("steps", "Steps", _number_input(1, 100)),
         _input(
             "refiner",
             "Refiner from %",
-            {"type": "number_input", "is_decimal_allowed": False, "min_value": "0", "max_value": "99"},
+            _number_input(0, 99),
             hint="The SDXL refiner takes over at this percent of the steps; 85-90 works best, 0 is off.",
         ),
         _input("model", "Model", {"type": "static_select", "options": models}, hint=f"Empty: {default_model}."),
@@ -350,7 +334,7 @@ def imagine_modal(catalog: Catalog, default_model: str, source: SourceFile | Non
         _input(
             "strength",
             "Strength",
-            {"type": "number_input", "is_decimal_allowed": True, "min_value": "0", "max_value": "1"},
+            _number_input(0, 1, decimal=True),
             hint="With an image: how much of it is made again, 0-1 (0.8); lower keeps more of it.",
         ),
         _input("mask", "Mask", _file_input(), hint="With an image: white repaints, black keeps."),
@@ -405,7 +389,7 @@ def _control_blocks(controlnets: list[dict[str, Any]], guide: str | None = None)
         _input(
             "control_weight",
             "ControlNet weight",
-            {"type": "number_input", "is_decimal_allowed": True, "min_value": "0", "max_value": "2"},
+            _number_input(0, 2, decimal=True),
             hint="How strongly it steers, 0-2 (1).",
         ),
         _input("control_start", "ControlNet start", {"type": "plain_text_input"}, hint=f"The first step: {step}."),
@@ -439,13 +423,7 @@ class Destination:
 def refine_modal(generation_id: int, where: Destination, percent: int) -> dict[str, Any]:
     """Return the "Refine image…" modal asking where the refiner starts."""
     metadata = {"id": generation_id, "channel": where.channel, "thread_ts": where.thread_ts}
-    element = {
-        "type": "number_input",
-        "is_decimal_allowed": False,
-        "min_value": "1",
-        "max_value": "99",
-        "initial_value": str(percent),
-    }
+    element = {**_number_input(1, 99), "initial_value": str(percent)}
     return {
         "type": "modal",
         "callback_id": REFINE_VIEW,
@@ -505,7 +483,8 @@ def imagine_options(view: Mapping[str, Any]) -> tuple[dict[str, object], str | N
 
 def modal_field(option: str | None, filled: set[str], shown: set[str] | None = None) -> str:
     """Return the modal block an error about `option` belongs on: its own when filled in and shown, else the prompt."""
-    block = _OPTION_BLOCKS.get(option or "")
+    # `filled` holds only the modal's own block ids, so an option that is no block is never in it.
+    block = _LABEL_BLOCKS.get(option or "", option)
     if block is None or block not in filled or (shown is not None and block not in shown):
         return "prompt"
     return block
