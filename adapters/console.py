@@ -40,6 +40,7 @@ from bot.images import input_path, too_large
 from bot.jobs import Job, JobEvent, Requester, progress_bar
 from bot.options import flags_help
 from bot.service import ImageService
+from bot.summary import refiner_part
 
 __all__ = ["ConsoleChat"]
 
@@ -160,10 +161,9 @@ class ConsoleChat:
             for generation in reply.generations:
                 request = generation.request
                 origin = f" of {format_ref(generation.parent_id)}" if generation.parent_id else ""
-                refiner = f" · refiner {request.split[0]}/{request.steps}" if request.refiner else ""
                 self.say(
                     f"{format_ref(generation.id)} {generation.action}{origin} · {generation.status} · "
-                    f"seed {generation.seed} · {request.model}{refiner} · {request.prompt[:60]!r}"
+                    f"seed {generation.seed} · {request.model}{refiner_part(request)} · {request.prompt[:60]!r}"
                 )
                 for image in generation.images:
                     self.say(f"    {self._data_dir / image.path}")

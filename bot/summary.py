@@ -26,6 +26,7 @@ __all__ = [
     "mention",
     "parse_setting_pairs",
     "progress_line",
+    "refiner_part",
     "result_fields",
     "steps_text",
     "withheld_line",
@@ -176,10 +177,15 @@ def withheld_line(displays: Sequence[str], *, spoilered: str = "") -> str | None
     return "\n".join(lines) or None
 
 
+def refiner_part(request: GenerationRequest) -> str:
+    """Return a history line's refiner split, `` · refiner 17/20`` (the base's share of the steps that run), or ""."""
+    return f" · refiner {request.split[0]}/{request.run_steps}" if request.refiner else ""
+
+
 def history_line(generation: Generation) -> str:
     """Return one generation as a line of a user's history: id, status, seed, model, refiner split, prompt."""
     request = generation.request
-    refiner = f" · refiner {request.split[0]}/{request.run_steps}" if request.refiner else ""
+    refiner = refiner_part(request)
     prompt = request.prompt if len(request.prompt) <= 50 else request.prompt[:49] + "…"
     return (
         f"`{format_ref(generation.id)}` {generation.status} · seed `{generation.seed}` · {request.model}"

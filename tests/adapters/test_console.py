@@ -79,3 +79,18 @@ async def test_info_names_the_author_as_the_console_shows_users(tmp_path: Path) 
     text = out.getvalue()
     assert "#1 · generate · done · ada\na red fox\nSteps: 4, " in text and "<@" not in text and "```" not in text
     assert "Seed: 7" in text
+
+
+async def test_history_counts_the_refiner_split_in_the_steps_that_ran(tmp_path: Path) -> None:
+    """40 steps at strength 0.5 run 20; refined at 85 %, history says 17 of those 20 (as Discord and Slack do)."""
+    from PIL import Image
+
+    Image.new("RGB", (128, 128), (10, 200, 10)).save(tmp_path / "green.png")
+    async with started_service(FakeBackend(), tmp_path / "data") as (service, _):
+        out = io.StringIO()
+        chat = ConsoleChat(service, Requester(platform="console", user_id="ada"), out, tmp_path)
+        assert await chat.handle(
+            f"/imagine a fox --image {tmp_path / 'green.png'} --strength 0.5 --steps 40 --refiner 85"
+        )
+        await chat.handle("history")
+    assert " · refiner 17/20 · " in out.getvalue()
