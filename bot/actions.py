@@ -19,6 +19,7 @@ from bot.request import REFINER_PERCENT, GenerationRequest, refiner_percent_reas
 
 __all__ = [
     "ACTION_ID_PATTERN",
+    "BUTTON_LOOKS",
     "PAN_ACTIONS",
     "RESULT_ACTIONS",
     "ButtonAction",
@@ -64,6 +65,26 @@ PAN_ACTIONS: dict[ButtonAction, PanDirection] = {
     "pan-right": "right",
     "pan-up": "up",
     "pan-down": "down",
+}
+# How each button reads on every chat: its emoji and its words (the pan arrows, as Midjourney's, have none).
+BUTTON_LOOKS: dict[ButtonAction, tuple[str, str]] = {
+    "reroll": ("🔄", "Reroll"),
+    "refine": ("✨", "Refine"),
+    "vary-subtle": ("🌿", "Vary (Subtle)"),
+    "vary-strong": ("🌪️", "Vary (Strong)"),
+    "upscale-2": ("🔍", "Upscale 2×"),
+    "upscale-4": ("🔍", "Upscale 4×"),
+    "zoom-out": ("🔭", "Zoom Out 1.5×"),
+    "zoom-out-2": ("🔭", "Zoom Out 2×"),
+    "pan-left": ("⬅️", ""),
+    "pan-right": ("➡️", ""),
+    "pan-up": ("⬆️", ""),
+    "pan-down": ("⬇️", ""),
+    "details": ("ℹ️", "Details"),
+    "delete": ("🗑", "Delete"),
+    "cancel": ("⏹", "Cancel"),
+    "show": ("🔞", "Show"),
+    "guide": ("🧭", "Show guide"),
 }
 # The buttons under a finished image, in rows of what belongs together, alike on every platform:
 # new images from it; larger or wider ones; about it ("Show guide" joins this row).

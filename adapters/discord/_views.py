@@ -12,7 +12,15 @@ from typing import Any, Protocol
 
 import discord
 
-from bot.actions import ACTION_ID_PATTERN, RESULT_ACTIONS, ButtonAction, button_rows, decode_action, encode_action
+from bot.actions import (
+    ACTION_ID_PATTERN,
+    BUTTON_LOOKS,
+    RESULT_ACTIONS,
+    ButtonAction,
+    button_rows,
+    decode_action,
+    encode_action,
+)
 
 __all__ = [
     "ActionHandler",
@@ -25,24 +33,11 @@ __all__ = [
     "running_view",
 ]
 
-_LOOKS: dict[ButtonAction, tuple[str, str, discord.ButtonStyle]] = {
-    "reroll": ("🔄", "Reroll", discord.ButtonStyle.primary),
-    "refine": ("✨", "Refine", discord.ButtonStyle.secondary),
-    "vary-subtle": ("🌿", "Vary (Subtle)", discord.ButtonStyle.secondary),
-    "vary-strong": ("🌪️", "Vary (Strong)", discord.ButtonStyle.secondary),
-    "upscale-2": ("🔍", "Upscale 2×", discord.ButtonStyle.secondary),
-    "upscale-4": ("🔍", "Upscale 4×", discord.ButtonStyle.secondary),
-    "zoom-out": ("🔭", "Zoom Out 1.5×", discord.ButtonStyle.secondary),
-    "zoom-out-2": ("🔭", "Zoom Out 2×", discord.ButtonStyle.secondary),
-    # Arrows alone, as Midjourney's pan buttons.
-    "pan-left": ("⬅️", "", discord.ButtonStyle.secondary),
-    "pan-right": ("➡️", "", discord.ButtonStyle.secondary),
-    "pan-up": ("⬆️", "", discord.ButtonStyle.secondary),
-    "pan-down": ("⬇️", "", discord.ButtonStyle.secondary),
-    "details": ("ℹ️", "Details", discord.ButtonStyle.secondary),
-    "delete": ("🗑", "Delete", discord.ButtonStyle.danger),
-    "cancel": ("⏹", "Cancel", discord.ButtonStyle.danger),
-    "guide": ("🧭", "Show guide", discord.ButtonStyle.secondary),
+# The buttons that stand out; every other one is grey (secondary).
+_STYLES: dict[ButtonAction, discord.ButtonStyle] = {
+    "reroll": discord.ButtonStyle.primary,
+    "delete": discord.ButtonStyle.danger,
+    "cancel": discord.ButtonStyle.danger,
 }
 
 
@@ -58,7 +53,8 @@ class GenerationButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=
     """A button acting on one generation."""
 
     def __init__(self, action: ButtonAction, generation_id: int, row: int | None = None) -> None:
-        emoji, label, style = _LOOKS[action]
+        emoji, label = BUTTON_LOOKS[action]
+        style = _STYLES.get(action, discord.ButtonStyle.secondary)
         custom_id = encode_action(action, generation_id)
         super().__init__(discord.ui.Button(emoji=emoji, label=label or None, style=style, custom_id=custom_id), row=row)
         self.action: ButtonAction = action

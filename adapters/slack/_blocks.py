@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.actions import ButtonAction, button_rows, encode_action, format_ref
+from bot.actions import BUTTON_LOOKS, ButtonAction, button_rows, encode_action, format_ref
 from bot.catalog import Catalog, CatalogEntry
 from bot.history import Generation
 from bot.jobs import Job
@@ -82,25 +82,8 @@ opens a form (with an image \
 to start from or a ControlNet guide, if you like); *Reroll image* and *Refine image…* work on an image's message, and \
 *Imagine from this image* on any message with a PNG, JPEG or WebP file."""
 
-_BUTTONS: dict[ButtonAction, tuple[str, str | None]] = {
-    "reroll": ("🔄 Reroll", "primary"),
-    "refine": ("✨ Refine", None),
-    "vary-subtle": ("🌿 Vary (Subtle)", None),
-    "vary-strong": ("🌪️ Vary (Strong)", None),
-    "upscale-2": ("🔍 Upscale 2×", None),
-    "upscale-4": ("🔍 Upscale 4×", None),
-    "zoom-out": ("🔭 Zoom Out 1.5×", None),
-    "zoom-out-2": ("🔭 Zoom Out 2×", None),
-    "pan-left": ("⬅️", None),
-    "pan-right": ("➡️", None),
-    "pan-up": ("⬆️", None),
-    "pan-down": ("⬇️", None),
-    "details": ("ℹ️ Details", None),
-    "delete": ("🗑 Delete", "danger"),
-    "cancel": ("⏹ Cancel", "danger"),
-    "show": ("🔞 Show", None),
-    "guide": ("🧭 Show guide", None),
-}
+# The buttons that stand out; every other one has Slack's default look.
+_STYLES: dict[ButtonAction, str] = {"reroll": "primary", "delete": "danger", "cancel": "danger"}
 
 # Slack's own limits (Block Kit reference).
 _SECTION_TEXT = 3000
@@ -128,11 +111,12 @@ def _context(text: str) -> Block:
 
 
 def _button(action: ButtonAction, generation_id: int, value: str = "") -> dict[str, Any]:
-    label, style = _BUTTONS[action]
+    emoji, words = BUTTON_LOOKS[action]
+    style = _STYLES.get(action)
     button: dict[str, Any] = {
         "type": "button",
         "action_id": encode_action(action, generation_id),
-        "text": _plain(label),
+        "text": _plain(f"{emoji} {words}".rstrip()),
         "value": value or str(generation_id),
     }
     if style:
