@@ -20,18 +20,21 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from bot.actions import PAN_ACTIONS, ButtonAction, format_ref, parse_image_ref, parse_ref_args
+from bot.admin import server_word
 from bot.errors import BotError, InvalidOption, shown
 from bot.history import Generation, StoredImage
 from bot.jobs import Job, JobEvent, Requester
 from bot.options import PanDirection
+from bot.policy import parse_admin, rule_changes
 from bot.service import ZOOM_OUT, ImageService, VaryKind
 from bot.showcase import showcase_line
 from bot.summary import (
     FORGET_WARNING,
     GALLERY_REVOKED,
+    audit_text,
     control_line,
     defaults_line,
     deleted_line,
@@ -75,6 +78,10 @@ HISTORY_MOST = 25
 # Why a chat posts about a job no message of the user's asked for there.
 FROM_GALLERY = "from the gallery"
 RESUMED = "resumed after a restart"
+
+
+def _utc(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
 
 
 def refusal(error: BaseException, what: str = "a chat command") -> str:
@@ -220,7 +227,9 @@ class ChatFlow:
         details_limit: the most characters of parameters a details reply shows (the platform's message limit).
         quote: escapes users' text for the chat's markup (Slack's ``&<>``).
         mention: names a user in the chat's markup (Discord's and Slack's ``<@id>``; the console's plain id).
-        admin: answers ``admin …`` text (server rules); None where the chat has no such word.
+        may_manage: tells whether a user manages their server (Slack's admins), for ``admin …`` text;
+            None where the chat has no such word.
+        when: shows an audit entry's time in the chat's markup (each chat shows it in the reader's zone).
     """
 
     def __init__(
@@ -231,14 +240,16 @@ class ChatFlow:
         details_limit: int = 1700,
         quote: Callable[[str], str] = str,
         mention: Callable[[str], str] = mention,
-        admin: Callable[[Requester, str], Awaitable[str]] | None = None,
+        may_manage: Callable[[Requester], Awaitable[bool]] | None = None,
+        when: Callable[[float], str] = _utc,
     ) -> None:
         self.service = service
         self._command = command
         self._details_limit = details_limit
         self._quote = quote
         self._mention = mention
-        self._admin = admin
+        self._may_manage = may_manage
+        self._when = when
 
     async def action(self, who: Requester, action: ButtonAction, generation_id: int) -> Reply:
         """Do what a button or reaction on a generation's message asks."""
@@ -287,6 +298,34 @@ class ChatFlow:
         assert self.service.gallery is not None  # gallery_link refuses otherwise
         hint = revoke_hint or f"{self._command}gallery revoke"
         return Text(gallery_line(link, self.service.gallery.lifetime_days, hint))
+
+    async def server_rules(
+        self,
+        who: Requester,
+        asked: Mapping[str, Any],
+        *,
+        audit: bool = False,
+        may_manage: Callable[[], Awaitable[bool]],
+    ) -> Text:
+        """Answer an admin command: the server's audit log, or its rules after the changes `asked` for, if any.
+
+        `asked` takes `bot.policy.rule_changes`' options; `may_manage` is the platform's check of
+        the user, asked only where it matters (Slack's costs an API call).
+        """
+        admin = self.service.admin
+        if audit:
+            entries = await admin.audit_log(who, may_manage=await may_manage())
+            return Text(audit_text(entries, self._when, self._quote)[: self._details_limit])
+        policy = await admin.policy(who)
+        changes = rule_changes(policy, self.service.catalog, **asked, here=who.channel)
+        if changes:
+            policy = await admin.update_policy(who, changes, may_manage=await may_manage())
+        return Text(f"This {server_word(who)}: {policy.summary()}")
+
+    async def _admin_text(self, who: Requester, text: str, manages: Callable[[Requester], Awaitable[bool]]) -> Text:
+        """Answer ``admin`` (the rules), ``admin audit`` or ``admin ban gore`` (`bot.policy.parse_admin`)."""
+        asked = {} if text in ("", "audit") else parse_admin(text)
+        return await self.server_rules(who, asked, audit=text == "audit", may_manage=lambda: manages(who))
 
     async def star(self, who: Requester, generation_id: int | None, *, starred: bool = True) -> Text:
         """Answer ``star [#id]``, ``unstar [#id]`` and the ⭐ reaction: a user's image in or out of the showcase."""
@@ -393,8 +432,8 @@ class ChatFlow:
                 raise InvalidOption("queue", f"takes nothing, not '{shown(rest)}'", typed=True)
             return lambda who: _ready(self.queue(who))
         if word == "admin":
-            admin = self._admin
-            return None if admin is None else lambda who: _text(admin(who, rest))
+            manages = self._may_manage
+            return None if manages is None else lambda who: self._admin_text(who, rest, manages)
         if word == "gallery":
             # "gallery of old masters" is a prompt on Slack, not a command with arguments.
             which = rest.lower()
@@ -436,10 +475,6 @@ class ChatFlow:
 
 async def _ready(reply: Reply) -> Reply:
     return reply
-
-
-async def _text(answer: Awaitable[str]) -> Text:
-    return Text(await answer)
 
 
 async def _started(job: Awaitable[Job]) -> Started:

@@ -44,12 +44,11 @@ from bot.errors import BotError
 from bot.history import Generation
 from bot.jobs import Job, JobEvent, Requester
 from bot.options import SDXL_BUCKETS
-from bot.policy import FLAGGED, rule_changes
+from bot.policy import FLAGGED
 from bot.request import CONTROL_MODES
 from bot.rules import SCHEDULERS
 from bot.service import ImageService
 from bot.summary import (
-    audit_text,
     defaults_line,
     deleted_line,
     progress_line,
@@ -161,7 +160,7 @@ class ImagesCog(commands.Cog, name="Images"):
         self.service = service
         self.settings = settings
         self._tasks: set[asyncio.Task[None]] = set()
-        self.flow = ChatFlow(service, details_limit=1700)
+        self.flow = ChatFlow(service, details_limit=1700, when=discord_time)
         self.file_hosts = FileHosts.of(DISCORD_FILE_HOSTS, settings.api_base)
         # A cog cannot declare a context menu with a decorator; it is added to the tree here.
         self.from_image_menu = app_commands.ContextMenu(name=FROM_IMAGE_MENU, callback=self.imagine_from_message)
@@ -536,36 +535,27 @@ class ImagesCog(commands.Cog, name="Images"):
         """Show or change the server's policy, or read its audit log."""
         who = requester(interaction)
 
-        async def update() -> Text:
-            if audit:
-                entries = await self.service.admin.audit_log(who, may_manage=interaction.permissions.manage_guild)
-                return Text(audit_text(entries, discord_time)[:2000])
-            policy = await self.service.admin.policy(who)
-            changes = rule_changes(
-                policy,
-                self.service.catalog,
-                open_reroll=open_reroll,
-                ban=ban,
-                unban=unban,
-                models=models,
-                loras=loras,
-                blocked_models=blocked_models,
-                blocked_loras=blocked_loras,
-                max_steps=max_steps,
-                max_count=max_count,
-                max_size=max_size,
-                member_quota=member_quota,
-                channels=channels,
-                flagged=flagged,
-                showcase=showcase,
-                here=who.channel,
-            )
-            if changes:
-                may_manage = interaction.permissions.manage_guild
-                policy = await self.service.admin.update_policy(who, changes, may_manage=may_manage)
-            return Text("This server: " + policy.summary())
+        asked = {
+            "open_reroll": open_reroll,
+            "ban": ban,
+            "unban": unban,
+            "models": models,
+            "loras": loras,
+            "blocked_models": blocked_models,
+            "blocked_loras": blocked_loras,
+            "max_steps": max_steps,
+            "max_count": max_count,
+            "max_size": max_size,
+            "member_quota": member_quota,
+            "channels": channels,
+            "flagged": flagged,
+            "showcase": showcase,
+        }
 
-        await self._ask(interaction, update())
+        async def manages() -> bool:
+            return interaction.permissions.manage_guild
+
+        await self._ask(interaction, self.flow.server_rules(who, asked, audit=audit, may_manage=manages))
 
     # -- buttons and reactions ----------------------------------------------------------------------
 

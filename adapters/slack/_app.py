@@ -29,10 +29,9 @@ from bot.config import SlackSettings
 from bot.errors import BotError
 from bot.history import Generation, StoredImage
 from bot.jobs import Job, JobEvent, Requester
-from bot.policy import parse_admin, rule_changes
 from bot.rules import DEFAULT_REFINE_PERCENT
 from bot.service import ImageService
-from bot.summary import audit_text, progress_line, withheld_line
+from bot.summary import progress_line, withheld_line
 
 from .._download import FileHosts
 from ._blocks import (
@@ -140,7 +139,14 @@ class SlackImages:
         self.service = service
         self.settings = settings
         self._tasks: set[asyncio.Task[None]] = set()
-        self.flow = ChatFlow(service, command=f"{COMMAND} ", details_limit=2800, quote=escape, admin=self._admin)
+        self.flow = ChatFlow(
+            service,
+            command=f"{COMMAND} ",
+            details_limit=2800,
+            quote=escape,
+            may_manage=self._is_admin,
+            when=slack_time,
+        )
         self.file_hosts = FileHosts.of(SLACK_FILE_HOSTS, settings.api_base)
         app.command(COMMAND)(_timed(self.on_command))
         app.shortcut(GENERATE_SHORTCUT)(_timed(self.on_generate_shortcut))
@@ -241,20 +247,9 @@ class SlackImages:
         reply = await self.flow.text(who, text) or Started(await self.service.imagine(text, who))
         await self._show(reply, who, where, "")
 
-    async def _admin(self, who: Requester, text: str) -> str:
-        """Show or change the workspace's rules, or read its audit log (workspace admins only)."""
-        if text == "audit":
-            entries = await self.service.admin.audit_log(who, may_manage=await self._is_admin(who.user_id))
-            return audit_text(entries, slack_time, escape)
-        policy = await self.service.admin.policy(who)
-        if text:
-            changes = rule_changes(policy, self.service.catalog, **parse_admin(text), here=who.channel)
-            policy = await self.service.admin.update_policy(who, changes, may_manage=await self._is_admin(who.user_id))
-        return "This workspace: " + policy.summary()
-
-    async def _is_admin(self, user_id: str) -> bool:
+    async def _is_admin(self, who: Requester) -> bool:
         """Tell whether a user administers the workspace (Slack's admins and owners)."""
-        user = (await self.client.users_info(user=user_id)).get("user") or {}
+        user = (await self.client.users_info(user=who.user_id)).get("user") or {}
         return bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
 
     # -- the "Generate image" modal -----------------------------------------------------------------
