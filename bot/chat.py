@@ -200,11 +200,12 @@ class Flagged:
 
 @dataclass(frozen=True, slots=True)
 class GuideImage:
-    """One guide image a ControlNet saw, with the line that says which and on which steps."""
+    """One guide image a ControlNet saw, with the line that says which and on which steps, and its file's name."""
 
     label: str
     sha256: str
     data: bytes
+    filename: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,6 +376,7 @@ class ChatFlow:
                     f"{format_ref(generation.id)} guide {n}: {control_line(control, generation.request.run_steps)}",
                     control.guide,
                     data,
+                    f"guide-{generation.id}-{n}.png",
                 )
                 for n, (control, data) in enumerate(zip(controls, images, strict=True), start=1)
             ),

@@ -8,6 +8,7 @@ implemented in `storage/`. Status moves one way: ``queued`` → ``running`` →
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Literal, get_args
 
 from bot.request import GenerationRequest
@@ -56,6 +57,11 @@ class StoredImage:
     width: int
     height: int
     nsfw: bool | None = None  # the safety check's verdict; None: the image was not checked
+
+    @property
+    def filename(self) -> str:
+        """Return the name a chat uploads it under: ``imagebot-`` and its stored file's name."""
+        return f"imagebot-{PurePath(self.path).name}"
 
 
 @dataclass(frozen=True, slots=True)

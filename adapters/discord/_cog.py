@@ -15,7 +15,6 @@ import io
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from math import gcd
-from pathlib import PurePath
 from typing import Any
 
 import discord
@@ -582,10 +581,7 @@ class ImagesCog(commands.Cog, name="Images"):
         elif isinstance(reply, Text):
             await interaction.response.send_message(reply.text, ephemeral=True)
         elif isinstance(reply, Guides):
-            files = [
-                discord.File(io.BytesIO(guide.data), filename=f"guide-{reply.generation_id}-{n}.png")
-                for n, guide in enumerate(reply.images, start=1)
-            ]
+            files = [discord.File(io.BytesIO(guide.data), filename=guide.filename) for guide in reply.images]
             text = "\n".join(guide.label for guide in reply.images)
             await interaction.response.send_message(text[:2000], files=files, ephemeral=True)
         elif isinstance(reply, Flagged):  # Discord has no Show button: flagged images are spoilers on the message
@@ -679,8 +675,7 @@ class ImagesCog(commands.Cog, name="Images"):
         for image, display in zip(generation.images, displays, strict=True):
             if display == "withhold":
                 continue
-            name = f"imagebot-{PurePath(image.path).name}"
-            data, name = fit_upload(await self.service.read_image(image.path), name, upload_limit)
+            data, name = fit_upload(await self.service.read_image(image.path), image.filename, upload_limit)
             uploads.append((data, name, display == "spoiler"))
 
         def files() -> list[discord.File]:

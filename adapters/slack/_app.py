@@ -15,7 +15,6 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from pathlib import PurePath
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
@@ -431,8 +430,7 @@ class SlackImages:
                 channel=who.user_id, text="\n".join(escape(guide.label) for guide in reply.images)
             )
             uploads = [
-                {"file": guide.data, "filename": f"guide-{reply.generation_id}-{n}.png", "title": guide.label[:250]}
-                for n, guide in enumerate(reply.images, start=1)
+                {"file": guide.data, "filename": guide.filename, "title": guide.label[:250]} for guide in reply.images
             ]
             await self.client.files_upload_v2(channel=posted["channel"], file_uploads=uploads)
         elif isinstance(reply, Flagged):
@@ -538,7 +536,7 @@ class SlackImages:
         uploads = [
             {
                 "file": await self.service.read_image(image.path),
-                "filename": f"imagebot-{PurePath(image.path).name}",
+                "filename": image.filename,
                 "title": _file_title(generation_id, image.seed),
             }
             for image in images
