@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from bot.actions import PAN_ACTIONS, ButtonAction, format_ref, parse_image_ref, parse_ref_args
 from bot.admin import server_word
@@ -258,16 +258,15 @@ class ChatFlow:
             return await self.reroll(who, generation_id)
         if action == "refine":
             return await self.refine(who, generation_id)
+        ref = format_ref(generation_id)
         if action in ("upscale-2", "upscale-4"):
-            return Started(await self.service.upscale(who, generation_id, 4 if action == "upscale-4" else 2))
+            return await self.upscale(who, ref, 4 if action == "upscale-4" else 2)
         if action in ("zoom-out", "zoom-out-2"):
-            return Started(await self.service.zoom(who, generation_id, 2.0 if action == "zoom-out-2" else ZOOM_OUT))
+            return await self.zoom(who, ref, 2.0 if action == "zoom-out-2" else ZOOM_OUT)
         if action in PAN_ACTIONS:
-            return Started(await self.service.pan(who, generation_id, PAN_ACTIONS[action]))
+            return await self.pan(who, ref, PAN_ACTIONS[action])
         if action in ("vary-subtle", "vary-strong"):
-            return Started(
-                await self.service.vary(who, generation_id, "strong" if action == "vary-strong" else "subtle")
-            )
+            return await self.vary(who, ref, "strong" if action == "vary-strong" else "subtle")
         if action == "details":
             return await self.info(who, generation_id)
         if action == "cancel":
@@ -339,6 +338,22 @@ class ChatFlow:
     async def refine(self, who: Requester, generation_id: int | None, percent: int | None = None) -> Started:
         """Answer ``refine [#id] [percent]``: the same seed, the refiner taking over at `percent`."""
         return Started(await self.service.refine(who, generation_id, percent))
+
+    async def upscale(self, who: Requester, image: str | None, factor: Literal[2, 4] = 2) -> Started:
+        """Answer ``upscale [#id[.n]] [2|4]``: a larger copy of an image (``#12.2``: its second; None: the latest)."""
+        return Started(await self.service.upscale(who, _image(image), factor))
+
+    async def vary(self, who: Requester, image: str | None, kind: VaryKind) -> Started:
+        """Answer ``vary subtle|strong [#id[.n]]``: the image again, a little or a lot changed."""
+        return Started(await self.service.vary(who, _image(image), kind))
+
+    async def zoom(self, who: Requester, image: str | None, factor: float = ZOOM_OUT) -> Started:
+        """Answer ``zoom [#id[.n]] [factor]``: the image smaller in the same frame, the border painted anew."""
+        return Started(await self.service.zoom(who, _image(image), factor))
+
+    async def pan(self, who: Requester, image: str | None, direction: PanDirection) -> Started:
+        """Answer ``pan left|right|up|down [#id[.n]]``: the canvas grown that way, the strip painted anew."""
+        return Started(await self.service.pan(who, _image(image), direction))
 
     async def history(self, who: Requester, count: int = 10) -> Listing:
         """Answer ``history [count]``: the user's latest generations (1 to 25; a count out of range is refused)."""
@@ -413,7 +428,6 @@ class ChatFlow:
         any use case runs: a refusal of the use case itself (a setting out of range) is the
         user's answer, never a prompt.
         """
-        service = self.service
         if word == "history":
             # Not str.isdigit(): it takes "²", which int() refuses.
             if rest and not re.fullmatch(r"[0-9]{1,9}", rest):
@@ -445,21 +459,16 @@ class ChatFlow:
             return lambda who: self.gallery(who, revoke=which == "revoke", showcase=which == "showcase")
         if word == "upscale":
             ref, factor = _upscale_args(rest)
-            return lambda who: _started(service.upscale(who, ref, factor))
+            return lambda who: self.upscale(who, ref, factor)
         if word == "zoom":
             ref, zoom = _zoom_args(rest)
-            return lambda who: _started(service.zoom(who, ref, zoom))
+            return lambda who: self.zoom(who, ref, zoom)
         if word == "pan":
-            direction, ref = _pan_args(rest)
-            return lambda who: _started(service.pan(who, ref, direction))
+            direction, ref = _word_and_image(rest, _PAN_WORDS, "pan", "left, right, up or down")
+            return lambda who: self.pan(who, ref, direction)
         if word == "vary":
-            words = rest.lower().split()
-            kinds: list[VaryKind] = [kind for kind in ("subtle", "strong") if kind in words]
-            others = " ".join(part for part in words if part not in ("subtle", "strong"))
-            if len(kinds) != 1 or len(words) - len(others.split()) != 1:
-                raise InvalidOption("vary", "takes subtle or strong and an optional #id" + _not(rest), typed=True)
-            kind, generation_id = kinds[0], parse_ref_args(others, allow_percent=False).generation_id
-            return lambda who: _started(service.vary(who, generation_id, kind))
+            kind, ref = _word_and_image(rest, _VARY_WORDS, "vary", "subtle or strong")
+            return lambda who: self.vary(who, ref, kind)
         if word not in ("reroll", "refine", "cancel", "guide", "info", "star", "unstar"):
             return None
         args = parse_ref_args(rest, allow_percent=word == "refine")
@@ -477,10 +486,6 @@ class ChatFlow:
 
 async def _ready(reply: Reply) -> Reply:
     return reply
-
-
-async def _started(job: Awaitable[Job]) -> Started:
-    return Started(await job)
 
 
 def _zoom_args(rest: str) -> tuple[str | None, float]:
@@ -505,16 +510,32 @@ def _not(rest: str) -> str:
 
 
 _PAN_WORDS: dict[str, PanDirection] = {direction: direction for direction in PAN_ACTIONS.values()}
+_VARY_WORDS: dict[str, VaryKind] = {"subtle": "subtle", "strong": "strong"}
+_W = TypeVar("_W")
 
 
-def _pan_args(rest: str) -> tuple[PanDirection, str | None]:
-    """Parse ``pan left|right|up|down [#id[.n]]`` (either order; default: your latest image)."""
-    words = rest.lower().split()
-    directions = [_PAN_WORDS[word] for word in words if word in _PAN_WORDS]
-    refs = [word for word in words if parse_image_ref(word) is not None]
-    if len(directions) != 1 or len(refs) > 1 or len(words) != len(directions) + len(refs):
-        raise InvalidOption("pan", "takes left, right, up or down and an optional #id" + _not(rest), typed=True)
-    return directions[0], refs[0] if refs else None
+def _word_and_image(rest: str, words: Mapping[str, _W], command: str, takes: str) -> tuple[_W, str | None]:
+    """Parse ``pan left [#id[.n]]`` or ``vary strong [#id[.n]]``: one of `words` and an image, either order."""
+    typed = rest.lower().split()
+    chosen = [words[word] for word in typed if word in words]
+    refs = [word for word in typed if parse_image_ref(word) is not None]
+    if len(chosen) != 1 or len(refs) > 1 or len(typed) != 1 + len(refs):
+        raise InvalidOption(command, f"takes {takes} and an optional #id" + _not(rest), typed=True)
+    return chosen[0], refs[0] if refs else None
+
+
+def _image(typed: str | None) -> str | None:
+    """Return an image a command names (``#12``, ``#12.2``; Discord's option also without ``#``), None when absent.
+
+    Anything else is refused: it must never fall back to the user's latest image.
+    """
+    text = (typed or "").strip()
+    if not text:
+        return None
+    ref = text if text.startswith("#") else f"#{text}"
+    if parse_image_ref(ref) is None:
+        raise InvalidOption("image", f"must be a previous image like #12 or #12.2, not '{shown(text)}'", typed=True)
+    return ref
 
 
 def _upscale_args(rest: str) -> tuple[str | None, Literal[2, 4]]:

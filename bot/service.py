@@ -278,12 +278,12 @@ class ImageService:
             return await self._from_result(who, parent, stored, "upscale", None, changes)
         return await self._from_result(who, parent, stored, "upscale", UPSCALE_STRENGTH, changes, "upscale_strength")
 
-    async def vary(self, who: Requester, generation_id: int | None, kind: VaryKind) -> Job:
-        """Queue image-to-image of a result with its own prompt and settings, a new seed and the kind's strength.
+    async def vary(self, who: Requester, ref: int | str | None, kind: VaryKind) -> Job:
+        """Queue image-to-image of a result (`ref` as for `zoom`) with its settings, a new seed and the kind's strength.
 
         The strength is the user's ``vary_subtle``/``vary_strong`` setting, else 0.35 / 0.7.
         """
-        parent, stored = await self._result_image(who, generation_id, "vary", "vary")
+        parent, stored = await self._result_image(who, ref, "vary", "vary")
         width, height = options.size_for_image(stored.width, stored.height, self.limits.pixel_budget)
         changes = {"width": width, "height": height, "seed": self._seeds()}
         return await self._from_result(who, parent, stored, "vary", VARY_STRENGTH[kind], changes, f"vary_{kind}")

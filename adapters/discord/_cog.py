@@ -15,7 +15,7 @@ import io
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from math import gcd
-from typing import Any
+from typing import Any, Literal
 
 import discord
 from discord import app_commands
@@ -42,11 +42,11 @@ from bot.config import DiscordSettings
 from bot.errors import BotError
 from bot.history import Generation
 from bot.jobs import Job, JobEvent, Requester
-from bot.options import SDXL_BUCKETS
+from bot.options import SDXL_BUCKETS, PanDirection
 from bot.policy import FLAGGED
 from bot.request import CONTROL_MODES
 from bot.rules import SCHEDULERS
-from bot.service import ImageService
+from bot.service import ZOOM_OUT, ImageService, VaryKind
 from bot.summary import (
     defaults_line,
     deleted_line,
@@ -76,6 +76,8 @@ REACTIONS: dict[str, ButtonAction] = {
 }
 # Clients send some emoji with the variation selector U+FE0F and some without; either matches.
 _BY_EMOJI = {emoji.replace("\ufe0f", ""): action for emoji, action in REACTIONS.items()}
+# What /upscale, /vary, /zoom and /pan take to name an image; buttons act on a generation's first.
+IMAGE_OPTION = "a previous image: 12 or #12, and #12.2 for its second (default: your latest)"
 FROM_IMAGE_MENU = "Imagine from this image"
 GUIDE_MENU = "Use as ControlNet guide"
 NO_IMAGE = "✖ That message has no PNG, JPEG or WebP image attached."
@@ -402,6 +404,39 @@ class ImagesCog(commands.Cog, name="Images"):
     ) -> None:
         """Queue a refine and follow it."""
         await self._ask(interaction, self.flow.refine(requester(interaction), id, percent))
+
+    @app_commands.command(name="upscale", description="A larger copy of an image, 2× or 4× (default: your latest).")
+    @app_commands.describe(image=IMAGE_OPTION, factor="how many times larger each side gets")
+    async def upscale(
+        self, interaction: discord.Interaction, factor: Literal[2, 4] = 2, image: str | None = None
+    ) -> None:
+        """Queue an upscale of any image of a generation, not only the first (the button's)."""
+        await self._ask(interaction, self.flow.upscale(requester(interaction), image, factor))
+
+    @app_commands.command(name="vary", description="The image again, a little or a lot changed (default: your latest).")
+    @app_commands.describe(image=IMAGE_OPTION, strength="subtle: a little changed; strong: a lot")
+    async def vary(
+        self, interaction: discord.Interaction, strength: VaryKind = "subtle", image: str | None = None
+    ) -> None:
+        """Queue a variation of any image of a generation."""
+        await self._ask(interaction, self.flow.vary(requester(interaction), image, strength))
+
+    @app_commands.command(name="zoom", description="Zoom out: the image smaller in its frame, the border painted.")
+    @app_commands.describe(image=IMAGE_OPTION, factor="how far out (1.5: the image at two thirds of the frame)")
+    async def zoom(
+        self,
+        interaction: discord.Interaction,
+        factor: app_commands.Range[float, 1.1, 2.0] = ZOOM_OUT,
+        image: str | None = None,
+    ) -> None:
+        """Queue a zoom out of any image of a generation."""
+        await self._ask(interaction, self.flow.zoom(requester(interaction), image, factor))
+
+    @app_commands.command(name="pan", description="Widen the image one way, the new strip painted to continue it.")
+    @app_commands.describe(image=IMAGE_OPTION, direction="which side grows")
+    async def pan(self, interaction: discord.Interaction, direction: PanDirection, image: str | None = None) -> None:
+        """Queue a pan of any image of a generation."""
+        await self._ask(interaction, self.flow.pan(requester(interaction), image, direction))
 
     @app_commands.command(name="history", description="Your recent generations, with their seeds.")
     async def history(self, interaction: discord.Interaction, count: app_commands.Range[int, 1, 25] = 10) -> None:

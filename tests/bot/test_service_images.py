@@ -150,6 +150,22 @@ async def test_vary_through_the_chat_flow_text_and_buttons(service, backend):
             await flow.text(ALICE, bad, strict=True)
 
 
+async def test_vary_text_takes_any_image_of_a_generation(service, backend, tmp_path):
+    """`vary strong #1.2` varies image 2 of #1 (it took only `#1` before); a second image or a stray word is refused."""
+    first = await (await service.imagine("two foxes --count 2 --seed 7", ALICE)).result()
+    flow = ChatFlow(service)
+    reply = await flow.text(ALICE, "vary #1.2 strong")
+    assert isinstance(reply, Started)
+    await reply.job.result()
+    request = backend.requests[-1]
+    image_2 = (tmp_path / first.images[1].path).read_bytes()
+    assert request.init_image == check_image(image_2, option="vary", max_bytes=10**7, pixel_budget=10**7).sha256
+    assert request.strength == 0.7
+    for bad in ("vary strong #1 #1.2", "vary strong please", "vary #1.2"):
+        with pytest.raises(InvalidOption, match=r"^vary takes subtle or strong and an optional #id, not '"):
+            await flow.text(ALICE, bad, strict=True)
+
+
 async def test_zoom_out_keeps_the_size_and_paints_a_border_around_the_image(service, backend, tmp_path):
     """Zoom Out of image 2 of #1 (256×256): the same size, the image at 128×128 in the middle, a 64 border
     painted at the typed --zoom's strength with the prompt and settings, a new seed, one image, from #1."""

@@ -250,3 +250,44 @@ async def test_vary_reactions_make_subtle_and_strong_variations(running):
     await fake.react(first.id, "🌿", user=fake.bob)
     await asyncio.sleep(0.3)
     assert len(running.backend.requests) == 3  # someone else's reaction does nothing
+
+
+async def _started(fake, name: str, options: dict):
+    """Send /upscale, /vary, /zoom or /pan and return the message that follows the job, once finished."""
+    interaction = await fake.slash(name, options)
+    await interaction.response()
+    await fake.wait_for(lambda: interaction.original is not None)
+    return await _finished(fake, interaction.original)
+
+
+async def test_image_commands_act_on_any_image_of_a_generation(running):
+    """/upscale, /vary and /pan take `#1.2` (or `1.2`): the buttons reach only a generation's first image."""
+    fake, backend = running.fake, running.backend
+    await _imagine(fake, {"prompt": "two foxes", "seed": "7", "count": 2, "steps": 4})
+    upscaled = await _started(fake, "upscale", {"image": "1.2", "factor": 4})
+    assert upscaled.attachments
+    request = backend.requests[-1]
+    assert (request.upscale, request.seed, request.width, request.count) == (4, 8, 512, 1)  # image 2: seed 7 + 1
+    await _started(fake, "vary", {"strength": "strong", "image": "#1.2"})
+    varied = backend.requests[-1]
+    assert varied.strength == VARY_STRENGTH["strong"] and varied.init_image == request.init_image
+    await _started(fake, "pan", {"direction": "left", "image": "#1"})
+    panned = backend.requests[-1]
+    assert (panned.width, panned.height, panned.outpaint.sides) == (192, 128, (0, 0, 0, 64))
+
+
+async def test_image_commands_refuse_what_names_no_image_and_queue_nothing(running):
+    """A mistyped image is one private sentence, never the latest image instead; a refused zoom says why."""
+    fake = running.fake
+    await _imagine(fake, {"prompt": "a red fox", "steps": 2})
+    before = len(running.backend.requests)
+    for name, options, sentence in (
+        ("upscale", {"image": "fox"}, "✖ image must be a previous image like #12 or #12.2, not 'fox'."),
+        ("vary", {"image": "#1.9"}, "✖ Vary #1 has 1 image, not 9."),
+        ("zoom", {"factor": 2.0}, "✖ Zoom needs a larger image: #1 is 128×128, too small for a border."),
+    ):
+        interaction = await fake.slash(name, options)
+        body = await interaction.response()
+        assert body["data"]["flags"] & 64, name
+        assert body["data"]["content"] == sentence
+    assert len(running.backend.requests) == before
