@@ -177,21 +177,13 @@ def _is_complete(root: Path) -> bool:
 
 def _build_into(root: Path) -> None:
     """Write every part into `root`, the marker last."""
-    from diffusers import (
-        AutoencoderKL,
-    )
-
     tokenizer_dir = root / ".tokenizer"
     write_tokenizer(tokenizer_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
     text_encoder, text_encoder_2 = _text_encoders(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
-    unet = _unet(
-        cross_attention_dim=_CLIP_L["hidden_size"] + _CLIP_G["hidden_size"],
-        time_ids=6,
-        seed=1,
-    )
+    unet = _unet(cross_attention_dim=_CLIP_L["hidden_size"] + _CLIP_G["hidden_size"], time_ids=6, seed=1)
     refiner_unet = _unet(cross_attention_dim=_CLIP_G["hidden_size"], time_ids=5, seed=2)
-    vae: AutoencoderKL = _vae(seed=3)
+    vae = _vae(seed=3)
     save_sdxl(root, tokenizer_dir, text_encoder, text_encoder_2, unet, refiner_unet, vae)
     shutil.rmtree(tokenizer_dir)
 

@@ -353,9 +353,9 @@ class Annotators:
         inputs = processor(images=rgb, return_tensors="pt").to(self.device)
         with torch.inference_mode():
             outputs = network(**inputs)
-        found = processor.post_process_object_detection(outputs, target_sizes=[(rgb.height, rgb.width)], threshold=0.0)[
-            0
-        ]
+        (found,) = processor.post_process_object_detection(
+            outputs, target_sizes=[(rgb.height, rgb.width)], threshold=0.0
+        )
         labels = network.config.id2label
         return person_boxes(
             (labels[int(label)], float(score), [float(value) for value in box])
@@ -375,15 +375,14 @@ class Annotators:
             )
 
             # float32 whatever the worker's dtype: small networks, once per guide.
+            options: dict[str, Any] = {"local_files_only": True, "dtype": torch.float32}
             detector = None
             if preprocess == "depth":
-                model = AutoModelForDepthEstimation.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+                model = AutoModelForDepthEstimation.from_pretrained(folder, **options)
             else:
-                model = VitPoseForPoseEstimation.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+                model = VitPoseForPoseEstimation.from_pretrained(folder, **options)
                 if (folder / "detector" / "config.json").is_file():
-                    network = AutoModelForObjectDetection.from_pretrained(
-                        folder / "detector", local_files_only=True, dtype=torch.float32
-                    )
+                    network = AutoModelForObjectDetection.from_pretrained(folder / "detector", **options)
                     detector = (
                         network.to(self.device).eval(),
                         AutoImageProcessor.from_pretrained(folder / "detector", local_files_only=True),

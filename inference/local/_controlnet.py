@@ -138,31 +138,25 @@ class GatedControlNets(MultiControlNetModel):  # type: ignore[misc]  # diffusers
         extra: dict[str, Any],
     ) -> Residuals:
         sample, hidden, added = inputs
-        if mode == "controlnet" and self.cfg:
-            # What the pipelines do with guess_mode=True: the conditional half only, zeros for the other.
-            down, mid = net(
-                sample.chunk(2)[1],
-                timestep,
-                encoder_hidden_states=hidden.chunk(2)[1],
-                controlnet_cond=image.chunk(2)[1],
-                conditioning_scale=scale,
-                added_cond_kwargs={key: value.chunk(2)[1] for key, value in added.items()},
-                guess_mode=True,
-                return_dict=False,
-                **extra,
-            )
-            return [torch.cat([torch.zeros_like(d), d]) for d in down], torch.cat([torch.zeros_like(mid), mid])
+        # What the pipelines do with guess_mode=True: the conditional half only, zeros for the other.
+        cond_only = mode == "controlnet" and self.cfg
+
+        def half(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.chunk(2)[1] if cond_only else tensor
+
         down, mid = net(
-            sample,
+            half(sample),
             timestep,
-            encoder_hidden_states=hidden,
-            controlnet_cond=image,
+            encoder_hidden_states=half(hidden),
+            controlnet_cond=half(image),
             conditioning_scale=scale,
-            added_cond_kwargs=added,
+            added_cond_kwargs={key: half(value) for key, value in added.items()},
             guess_mode=mode == "controlnet",
             return_dict=False,
             **extra,
         )
+        if cond_only:
+            return [torch.cat([torch.zeros_like(d), d]) for d in down], torch.cat([torch.zeros_like(mid), mid])
         if mode == "prompt":
             weights = SOFT_WEIGHTS[: len(down) + 1]
             if len(weights) != len(down) + 1:

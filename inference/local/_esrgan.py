@@ -31,7 +31,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
@@ -58,6 +58,7 @@ MAX_BLOCKS = 64
 MAX_GROWTH = 256
 # Input channels of RRDBNet's conv_first (3 colour channels, pixel-unshuffled by 2 or 4) → its scale.
 _RRDB_SCALES = {3: 4, 12: 2, 48: 1}
+_V = TypeVar("_V")
 _TILE = 256  # input pixels per tile side
 _TILE_PAD = 32  # input pixels of context around a tile (a multiple of 4), cropped from its output
 
@@ -202,24 +203,27 @@ def _renamed(keys: Sequence[str]) -> dict[str, str] | None:
         return None
     names: dict[str, str] = {}
     tail: set[int] = set()
-    body_end: dict[str, str] = {}
     for key in keys:
         if match := _OLD_RDB.fullmatch(key):
             block, rdb, conv, what = match.groups()
             names[key] = f"body.{block}.rdb{rdb}.conv{conv}.{what}"
         elif match := _OLD_BODY_END.fullmatch(key):
-            body_end[key] = match[1]
+            # The shortcut block's last member (after the RRDBs) is conv_body.
+            names[key] = f"conv_body.{match[1]}"
         elif match := _OLD_TAIL.fullmatch(key):
             tail.add(int(match[1]))
-    # The shortcut block's last member (after the RRDBs) is conv_body.
-    for key, what in body_end.items():
-        names[key] = f"conv_body.{what}"
     convs = sorted(tail)
     if len(convs) == 5 and convs[0] == 0:
         for index, name in zip(convs, ("conv_first", "conv_up1", "conv_up2", "conv_hr", "conv_last"), strict=True):
             for what in ("weight", "bias"):
                 names[f"model.{index}.{what}"] = f"{name}.{what}"
     return names
+
+
+def _in_rrdb_names(weights: Mapping[str, _V]) -> dict[str, _V]:
+    """Return `weights` (or their shapes) by RRDBNet's names, renamed if in the original ESRGAN layout."""
+    names = _renamed(list(weights)) or {}
+    return {names.get(key, key): value for key, value in weights.items()}
 
 
 def _shape(shapes: Mapping[str, Sequence[int]], key: str, dims: int) -> tuple[int, ...] | None:
@@ -237,7 +241,7 @@ def detect(shapes: Mapping[str, Sequence[int]]) -> Architecture:
         UnknownUpscaler: not SRVGGNetCompact or RRDBNet of a size `detect` accepts, or a layout
             that does not match the one it looks like in every name and shape.
     """
-    shapes = _normalized_shapes(shapes)
+    shapes = _in_rrdb_names(shapes)
     if "conv_first.weight" in shapes:
         found = _detect_rrdb(shapes)
     elif "body.0.weight" in shapes:
@@ -259,13 +263,6 @@ def detect(shapes: Mapping[str, Sequence[int]]) -> Architecture:
         wrong = sorted(set(expected) ^ set(given)) or sorted(k for k in expected if expected[k] != given[k])
         raise UnknownUpscaler(f"looks like a {found.title} but does not match it (first difference: {wrong[0][:60]})")
     return found
-
-
-def _normalized_shapes(shapes: Mapping[str, Sequence[int]]) -> dict[str, Sequence[int]]:
-    names = _renamed(list(shapes))
-    if names is None:
-        return dict(shapes)
-    return {names.get(key, key): shape for key, shape in shapes.items()}
 
 
 def _detect_compact(shapes: Mapping[str, Sequence[int]]) -> Architecture:
@@ -333,10 +330,8 @@ def build(weights: Mapping[str, torch.Tensor]) -> tuple[nn.Module, Architecture]
         UnknownUpscaler: `detect` refused them.
     """
     found = detect({key: tuple(value.shape) for key, value in weights.items()})
-    names = _renamed(list(weights)) or {}
-    state = {names.get(key, key): value for key, value in weights.items()}
     module = found.module()
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(_in_rrdb_names(weights), strict=True)
     return module.eval().requires_grad_(False), found
 
 

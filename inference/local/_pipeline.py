@@ -21,7 +21,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from diffusers import (
 )
 from diffusers.utils import deprecation_utils
 from PIL import Image, ImageFilter
+from safetensors.torch import load_file
 
 from bot.request import GeneratedImage
 from inference import tiny
@@ -91,8 +92,6 @@ def latent_preview(latents: torch.Tensor) -> bytes:
 
 def _webp(rgb: torch.Tensor) -> bytes:
     """Encode an H×W×3 tensor of values in [-1, 1] as a small WebP."""
-    from PIL import Image
-
     pixels = ((rgb.float().clamp(-1, 1) + 1) * 127.5).to(torch.uint8).cpu().numpy()
     image = Image.fromarray(pixels, "RGB")
     image.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
@@ -187,12 +186,8 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-@dataclass
-class _Embedding:
-    """A loaded textual inversion: its token ids and original vectors per text encoder."""
-
-    token: str
-    rows: list[tuple[Any, list[int], torch.Tensor]] = field(default_factory=list)
+# A loaded textual inversion: per text encoder, the encoder, the token ids and their original vectors.
+_Embedding = list[tuple[Any, list[int], torch.Tensor]]
 
 
 @dataclass
@@ -271,13 +266,7 @@ class SDXLRunner:
             self._safety = load_checker(safety_checker)
         else:
             self._safety = SafetyCheck(safety_checker, self._folder, self.device, self.dtype, self._hub_kwargs())
-        self._preview = PreviewDecoder(
-            preview_decoder,
-            self._folder,
-            self.device,
-            self.dtype,
-            self._hub_kwargs(),
-        )
+        self._preview = PreviewDecoder(preview_decoder, self._folder, self.device, self.dtype, self._hub_kwargs())
         self.loads: Counter[str] = Counter()
         self.base: StableDiffusionXLPipeline | None = None
         self.refiner: StableDiffusionXLImg2ImgPipeline | None = None
@@ -607,6 +596,16 @@ class SDXLRunner:
         """Return what from_pretrained takes for a ``tiny:`` id, folder or repo id (the safety checker, TAESD)."""
         return self._source(Asset(name=local, local=local))[0]
 
+    def _weight_file(self, asset: Asset) -> Path:
+        """Return the file of a one-file asset (an embedding, an upscaler): in its folder, else from its hub repo."""
+        source, weight_name = self._source(asset)
+        path = Path(source) / weight_name if weight_name and Path(source).is_dir() else Path(source)
+        if not path.is_file() and weight_name:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(source, weight_name, **self._hub_kwargs()))
+        return path
+
     def _hub_kwargs(self) -> dict[str, Any]:
         # Weights not in the cache are downloaded on first use (within IMAGEBOT_LOAD_TIMEOUT) unless
         # HF_HUB_OFFLINE is set, as in the tests, where only the cache and local folders are read.
@@ -722,14 +721,8 @@ class SDXLRunner:
         """
         key = f"{asset.local}|{asset.weight_name}"
         if key not in self._upscalers:
-            source, weight_name = self._source(asset)
-            path = Path(source) / weight_name if weight_name and Path(source).is_dir() else Path(source)
             try:
-                if not path.is_file() and weight_name:
-                    from huggingface_hub import hf_hub_download
-
-                    path = Path(hf_hub_download(source, weight_name, **self._hub_kwargs()))
-                net, found = esrgan.load_upscaler(path)
+                net, found = esrgan.load_upscaler(self._weight_file(asset))
             except esrgan.UnknownUpscaler as error:
                 raise JobFailed("failed", f"the upscaler '{asset.name}' {error}") from None
             except Exception as error:
@@ -778,7 +771,7 @@ class SDXLRunner:
             for local, loaded in self._embeddings.items():
                 # Unrequested embeddings go back to their own vectors.
                 weight = weights.get(local, 1.0)
-                for encoder, ids, vectors in loaded.rows:
+                for encoder, ids, vectors in loaded:
                     # Looked up each time: loading another embedding resizes, replacing the table.
                     table = encoder.get_input_embeddings().weight
                     table[ids] = (vectors * weight).to(table.device, table.dtype)
@@ -793,18 +786,18 @@ class SDXLRunner:
             meta["added_tokens"] = added
         return prompt
 
-    def _embedding(self, asset: Asset) -> _Embedding:
+    def _embedding(self, asset: Asset) -> None:
         """Load an SDXL textual inversion (``clip_l`` and ``clip_g`` vectors) into both text encoders once."""
         assert self.base is not None and asset.token is not None
         if asset.local in self._embeddings:
-            return self._embeddings[asset.local]
+            return
         try:
-            vectors = self._embedding_tensors(asset)
+            vectors: dict[str, torch.Tensor] = load_file(self._weight_file(asset))
         except Exception as error:
             raise _load_failed("embedding", asset.name) from error
         if set(vectors) != {"clip_l", "clip_g"}:
             raise JobFailed("invalid", f"'{asset.name}' is not an SDXL embedding", option="embedding")
-        loaded = _Embedding(asset.token)
+        loaded: _Embedding = []
         pairs = (
             (vectors["clip_l"], self.base.text_encoder, self.base.tokenizer),
             (vectors["clip_g"], self.base.text_encoder_2, self.base.tokenizer_2),
@@ -815,24 +808,9 @@ class SDXLRunner:
             # diffusers names the vectors of a multi-vector embedding token, token_1, token_2…
             names = [asset.token] + [f"{asset.token}_{i}" for i in range(1, tensor.shape[0])]
             ids = tokenizer.convert_tokens_to_ids(names)
-            loaded.rows.append((encoder, ids, tensor.to(torch.float32)))
+            loaded.append((encoder, ids, tensor.to(torch.float32)))
         self.loads["embedding"] += 1
         self._embeddings[asset.local] = loaded
-        return loaded
-
-    def _embedding_tensors(self, asset: Asset) -> dict[str, torch.Tensor]:
-        from safetensors.torch import load_file
-
-        source, weight_name = self._source(asset)
-        path = Path(source)
-        if weight_name and path.is_dir():
-            path = path / weight_name
-        elif not path.exists():
-            from huggingface_hub import hf_hub_download
-
-            path = Path(hf_hub_download(source, weight_name or "", **self._hub_kwargs()))
-        tensors: dict[str, torch.Tensor] = load_file(path)
-        return tensors
 
     # Sampling
 

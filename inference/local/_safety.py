@@ -98,12 +98,7 @@ class SafetyCheck:
     """
 
     def __init__(
-        self,
-        setting: str,
-        resolve: Any,
-        device: torch.device,
-        dtype: torch.dtype,
-        hub_kwargs: dict[str, Any],
+        self, setting: str, resolve: Any, device: torch.device, dtype: torch.dtype, hub_kwargs: dict[str, Any]
     ) -> None:
         self._setting = setting
         self._resolve = resolve

@@ -66,7 +66,7 @@ class Levers:
         return ", ".join(part for part in parts if part) or "eager"
 
 
-def compile_cache(data_dir: Path) -> Path:
+def compile_cache(data_dir: Path) -> None:
     """Point inductor's and Triton's caches under `data_dir`, so a restart does not recompile.
 
     Both read their folders from the environment when they first compile, so this is
@@ -78,7 +78,6 @@ def compile_cache(data_dir: Path) -> Path:
     # Compiled graphs (and their autotuning results) are reused across processes.
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
     os.environ.setdefault("TORCHINDUCTOR_AUTOGRAD_CACHE", "1")
-    return root
 
 
 def apply(pipe: Any, levers: Levers, device: torch.device) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from bot.config import CoreSettings
+from bot.config import CoreSettings, LocalWorkerSettings
 from bot.logs import setup_logging
 from inference.local._annotators import Annotators
 from inference.local._job import WorkerJob
@@ -52,7 +52,6 @@ from inference.local._protocol import (
 )
 
 if TYPE_CHECKING:
-    from bot.config import LocalWorkerSettings
     from inference.local._speed import Levers
 
 __all__ = ["check_images", "levers", "main", "make_guide", "make_runner", "quiet_libraries", "run_jobs"]
@@ -171,8 +170,6 @@ def make_runner(
     here, in the worker: see `inference.local._safety.load_checker`); `preview_decoder` None reads
     ``IMAGEBOT_PREVIEW_DECODER``; `speed` None the levers the settings name (`levers`).
     """
-    from bot.config import LocalWorkerSettings
-
     quiet_libraries(verbose=CoreSettings().log_level.upper() == "DEBUG")
     from inference.local._pipeline import SDXLRunner
 
