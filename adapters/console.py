@@ -5,7 +5,7 @@ Commands (a leading ``/`` is optional)::
     /imagine a red fox --seed 7 --refiner 90     queue a generation
     reroll [#id]                                 same settings, new seed (default: your latest)
     refine [#id] [percent]                       same seed, refiner from percent (default 85)
-    vary subtle|strong [#id]                     the image again with a new seed, a little or a lot changed
+    vary subtle|strong [#id[.n]]                 the image again with a new seed, a little or a lot changed
     upscale [#id[.n]] [2|4]                      a larger copy (default: your latest, 2×)
     zoom [#id[.n]] [factor]                      zoom out: the same size, a new border around it (1.5×)
     pan left|right|up|down [#id[.n]]             extend the canvas that way by half the image's side

@@ -64,7 +64,7 @@ HELP = """\
 `--seed --steps --refiner --lora --no --ar --cfg --sampler --n --model`
 */imagine reroll* `[#id]` — same settings, new seed (default: your latest image)
 */imagine refine* `[#id] [percent]` — same seed; the SDXL refiner takes over at percent (85)
-*/imagine vary* `subtle|strong [#id]` — the image again with a new seed · */imagine upscale* `[#id[.n]] [2|4]` · \
+*/imagine vary* `subtle|strong [#id[.n]]` — the image again with a new seed · */imagine upscale* `[#id[.n]] [2|4]` · \
 */imagine zoom* `[#id[.n]] [1.5]` — zoom out: the same size, a new border around the image · \
 */imagine pan* `left|right|up|down [#id[.n]]` — a wider or taller canvas, the new strip painted
 */imagine cancel* `[#id]` · */imagine queue* · */imagine history* `[count]` · */imagine info* `[#id]` · \
