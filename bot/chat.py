@@ -258,15 +258,14 @@ class ChatFlow:
             return await self.reroll(who, generation_id)
         if action == "refine":
             return await self.refine(who, generation_id)
-        ref = format_ref(generation_id)
         if action in ("upscale-2", "upscale-4"):
-            return await self.upscale(who, ref, 4 if action == "upscale-4" else 2)
+            return await self.upscale(who, generation_id, 4 if action == "upscale-4" else 2)
         if action in ("zoom-out", "zoom-out-2"):
-            return await self.zoom(who, ref, 2.0 if action == "zoom-out-2" else ZOOM_OUT)
+            return await self.zoom(who, generation_id, 2.0 if action == "zoom-out-2" else ZOOM_OUT)
         if action in PAN_ACTIONS:
-            return await self.pan(who, ref, PAN_ACTIONS[action])
+            return await self.pan(who, generation_id, PAN_ACTIONS[action])
         if action in ("vary-subtle", "vary-strong"):
-            return await self.vary(who, ref, "strong" if action == "vary-strong" else "subtle")
+            return await self.vary(who, generation_id, "strong" if action == "vary-strong" else "subtle")
         if action == "details":
             return await self.info(who, generation_id)
         if action == "cancel":
@@ -339,19 +338,19 @@ class ChatFlow:
         """Answer ``refine [#id] [percent]``: the same seed, the refiner taking over at `percent`."""
         return Started(await self.service.refine(who, generation_id, percent))
 
-    async def upscale(self, who: Requester, image: str | None, factor: Literal[2, 4] = 2) -> Started:
+    async def upscale(self, who: Requester, image: int | str | None, factor: Literal[2, 4] = 2) -> Started:
         """Answer ``upscale [#id[.n]] [2|4]``: a larger copy of an image (``#12.2``: its second; None: the latest)."""
         return Started(await self.service.upscale(who, _image(image), factor))
 
-    async def vary(self, who: Requester, image: str | None, kind: VaryKind) -> Started:
+    async def vary(self, who: Requester, image: int | str | None, kind: VaryKind) -> Started:
         """Answer ``vary subtle|strong [#id[.n]]``: the image again, a little or a lot changed."""
         return Started(await self.service.vary(who, _image(image), kind))
 
-    async def zoom(self, who: Requester, image: str | None, factor: float = ZOOM_OUT) -> Started:
+    async def zoom(self, who: Requester, image: int | str | None, factor: float = ZOOM_OUT) -> Started:
         """Answer ``zoom [#id[.n]] [factor]``: the image smaller in the same frame, the border painted anew."""
         return Started(await self.service.zoom(who, _image(image), factor))
 
-    async def pan(self, who: Requester, image: str | None, direction: PanDirection) -> Started:
+    async def pan(self, who: Requester, image: int | str | None, direction: PanDirection) -> Started:
         """Answer ``pan left|right|up|down [#id[.n]]``: the canvas grown that way, the strip painted anew."""
         return Started(await self.service.pan(who, _image(image), direction))
 
@@ -524,11 +523,14 @@ def _word_and_image(rest: str, words: Mapping[str, _W], command: str, takes: str
     return chosen[0], refs[0] if refs else None
 
 
-def _image(typed: str | None) -> str | None:
-    """Return an image a command names (``#12``, ``#12.2``; Discord's option also without ``#``), None when absent.
+def _image(typed: int | str | None) -> int | str | None:
+    """Return the image a command names: a button's generation id, ``#12`` or ``#12.2``, or None when absent.
 
-    Anything else is refused: it must never fall back to the user's latest image.
+    Discord's option may leave out the ``#``. Anything else is refused: it must never fall back
+    to the user's latest image.
     """
+    if isinstance(typed, int):
+        return typed
     text = (typed or "").strip()
     if not text:
         return None
