@@ -269,7 +269,7 @@ class ChatFlow:
         if action == "details":
             return await self.info(who, generation_id)
         if action == "cancel":
-            return Text(cancelling_line(await self.service.cancel(who, generation_id)))
+            return await self.cancel(who, generation_id)
         if action == "show":
             return Flagged(generation_id, tuple(await self.service.flagged_images(who, generation_id)))
         if action == "guide":

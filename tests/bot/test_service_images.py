@@ -150,6 +150,11 @@ async def test_vary_through_the_chat_flow_text_and_buttons(service, backend):
             await flow.text(ALICE, bad, strict=True)
 
 
+def _input_sha(path):
+    """Return the name a stored result image has as an input image: the SHA-256 of its checked PNG."""
+    return check_image(path.read_bytes(), option="image", max_bytes=10**7, pixel_budget=10**7).sha256
+
+
 async def test_vary_text_takes_any_image_of_a_generation(service, backend, tmp_path):
     """`vary strong #1.2` varies image 2 of #1 (it took only `#1` before); a second image or a stray word is refused."""
     first = await (await service.imagine("two foxes --count 2 --seed 7", ALICE)).result()
@@ -158,8 +163,7 @@ async def test_vary_text_takes_any_image_of_a_generation(service, backend, tmp_p
     assert isinstance(reply, Started)
     await reply.job.result()
     request = backend.requests[-1]
-    image_2 = (tmp_path / first.images[1].path).read_bytes()
-    assert request.init_image == check_image(image_2, option="vary", max_bytes=10**7, pixel_budget=10**7).sha256
+    assert request.init_image == _input_sha(tmp_path / first.images[1].path)
     assert request.strength == 0.7
     for bad in ("vary strong #1 #1.2", "vary strong please", "vary #1.2"):
         with pytest.raises(InvalidOption, match=r"^vary takes subtle or strong and an optional #id, not '"):
@@ -178,8 +182,7 @@ async def test_zoom_out_keeps_the_size_and_paints_a_border_around_the_image(serv
     assert (request.width, request.height, request.count, request.strength) == (256, 256, 1, 0.8)
     assert request.outpaint is not None and request.outpaint.sides == (64, 64, 64, 64)
     assert request.prompt == "two foxes" and request.steps == 10 and request.seed not in (7, 8)
-    image_2 = (tmp_path / first.images[1].path).read_bytes()
-    assert request.init_image == check_image(image_2, option="zoom", max_bytes=10**7, pixel_budget=10**7).sha256
+    assert request.init_image == _input_sha(tmp_path / first.images[1].path)
     assert (zoomed.action, zoomed.parent_id) == ("generate", first.id)  # a generation from #1, as typed --zoom is
     fields = parse_parameters(read_text((tmp_path / zoomed.images[0].path).read_bytes())["parameters"])["fields"]
     assert fields["Outpaint"] == "64,64,64,64,0"
@@ -240,8 +243,7 @@ async def test_pan_grows_the_canvas_one_way_and_paints_the_new_strip(service, ba
     assert (request.width, request.height, request.count, request.strength) == (384, 256, 1, 0.8)
     assert request.outpaint is not None and request.outpaint.sides == (0, 128, 0, 0)
     assert request.prompt == "two foxes" and request.steps == 10 and request.seed not in (7, 8)
-    image_2 = (tmp_path / first.images[1].path).read_bytes()
-    assert request.init_image == check_image(image_2, option="pan", max_bytes=10**7, pixel_budget=10**7).sha256
+    assert request.init_image == _input_sha(tmp_path / first.images[1].path)
     assert (panned.action, panned.parent_id) == ("generate", first.id)
     fields = parse_parameters(read_text((tmp_path / panned.images[0].path).read_bytes())["parameters"])["fields"]
     assert fields["Outpaint"] == "0,128,0,0,0"
