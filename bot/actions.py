@@ -1,5 +1,8 @@
 """How users and buttons refer to generations: ``#12`` in text, ``ib:reroll:12`` in component ids.
 
+A button acting on one image of a several-image result names it as users do:
+``ib:vary-strong:12.2`` is Vary (Strong) of ``#12.2``; without the suffix, the first image.
+
 Ids are shown and typed with a leading ``#`` so that ``refine 90`` (90 % on
 your latest image) never collides with ``refine #90``. Button and shortcut ids
 share one encoding on every platform; Discord caps a custom_id at 100
@@ -15,15 +18,17 @@ from typing import Literal, get_args
 
 from bot.errors import InvalidOption, shown
 from bot.options import PanDirection
-from bot.request import REFINER_PERCENT, GenerationRequest, refiner_percent_reason
+from bot.request import COUNT, REFINER_PERCENT, GenerationRequest, refiner_percent_reason
 
 __all__ = [
     "ACTION_ID_PATTERN",
     "BUTTON_LOOKS",
+    "IMAGE_ACTIONS",
     "PAN_ACTIONS",
     "RESULT_ACTIONS",
     "ButtonAction",
     "RefArgs",
+    "button_looks",
     "button_rows",
     "decode_action",
     "encode_action",
@@ -54,10 +59,12 @@ ButtonAction = Literal[
     "guide",
     "star",
     "unstar",
+    "pick",
 ]
 # "show": a flagged image withheld from a Slack channel, sent to its author privately;
 # "guide": the guide images a result's ControlNets saw, shown privately;
-# "star", "unstar": the ⭐ reaction added or taken back, for the server's showcase (`bot.showcase`).
+# "star", "unstar": the ⭐ reaction added or taken back, for the server's showcase (`bot.showcase`);
+# "pick": one image of a several-image result, its own buttons shown privately (Midjourney's U1–U4).
 _ACTIONS: dict[str, ButtonAction] = {action: action for action in get_args(ButtonAction)}
 # Pan buttons by the direction each extends the canvas to.
 PAN_ACTIONS: dict[ButtonAction, PanDirection] = {
@@ -85,16 +92,24 @@ BUTTON_LOOKS: dict[ButtonAction, tuple[str, str]] = {
     "cancel": ("⏹", "Cancel"),
     "show": ("🔞", "Show"),
     "guide": ("🧭", "Show guide"),
+    "pick": ("🖼️", "Image"),
 }
+# The buttons that act on one image of a result, and so may name which (``ib:pan-left:12.2``).
+IMAGE_ACTIONS: frozenset[ButtonAction] = frozenset(
+    {"vary-subtle", "vary-strong", "upscale-2", "upscale-4", "zoom-out", "zoom-out-2", *PAN_ACTIONS, "pick"}
+)
 # The buttons under a finished image, in rows of what belongs together, alike on every platform:
-# new images from it; larger or wider ones; about it ("Show guide" joins this row).
+# new images from it; larger or wider ones; about it ("Show guide" joins this row); one image of several.
+# Five rows, Discord's most.
 _RESULT_ROWS: tuple[tuple[ButtonAction, ...], ...] = (
     ("reroll", "refine", "vary-subtle", "vary-strong"),
     ("upscale-2", "upscale-4", "zoom-out", "zoom-out-2"),
     tuple(PAN_ACTIONS),
     ("details", "delete", "guide"),
+    ("pick",),
 )
-RESULT_ACTIONS: tuple[ButtonAction, ...] = tuple(a for row in _RESULT_ROWS for a in row if a != "guide")
+# The buttons under one image with no ControlNets, large enough for Zoom Out.
+RESULT_ACTIONS: tuple[ButtonAction, ...] = tuple(a for row in _RESULT_ROWS for a in row if a not in ("guide", "pick"))
 
 
 # The smallest side a result needs for Zoom Out: a border of 64 on both ends, and image between.
@@ -104,7 +119,8 @@ ZOOM_OUT_SIDE = 192
 def result_actions(request: GenerationRequest) -> tuple[ButtonAction, ...]:
     """Return the buttons under a finished generation of `request`.
 
-    "Show guide" too where ControlNets acted; no "Zoom Out" under an image too small for one.
+    "Show guide" too where ControlNets acted; no "Zoom Out" under an image too small for one;
+    "Image 1"… for each image of several.
     What a server's limits or a backend rule out is the service's to leave out (`ImageService.result_actions`).
     """
     small = min(request.width, request.height) < ZOOM_OUT_SIDE
@@ -112,21 +128,43 @@ def result_actions(request: GenerationRequest) -> tuple[ButtonAction, ...]:
     def offered(action: ButtonAction) -> bool:
         if action in ("zoom-out", "zoom-out-2"):
             return not small
+        if action == "pick":
+            return request.count > 1
         return action != "guide" or bool(request.controlnets)
 
     return tuple(action for row in _RESULT_ROWS for action in row if offered(action))
 
 
-def button_rows(actions: Sequence[ButtonAction]) -> list[list[ButtonAction]]:
-    """Return `actions` (from `result_actions`) in their rows; a row left empty goes, and others come last."""
+def button_rows(
+    actions: Sequence[ButtonAction], *, count: int = 1, index: int = 0
+) -> list[list[tuple[ButtonAction, int]]]:
+    """Return `actions` (from `result_actions`) in their rows, each with the image it acts on.
+
+    Every button acts on image `index` (the first of the result, or the one "Image 2" picked),
+    but "Image…", which comes once for each of `count` images. A row left empty goes; other
+    actions come last.
+    """
     rows = [[action for action in row if action in actions] for row in _RESULT_ROWS]
     grouped = {action for row in _RESULT_ROWS for action in row}
     rows.append([action for action in actions if action not in grouped])
-    return [row for row in rows if row]
+    return [
+        [(action, n) for action in row for n in (range(count) if action == "pick" else (index,))] for row in rows if row
+    ]
+
+
+def button_looks(action: ButtonAction, index: int = 0) -> tuple[str, str]:
+    """Return how a button reads (emoji, words); "Image" buttons say which image: "Image 2"."""
+    emoji, words = BUTTON_LOOKS[action]
+    return emoji, f"{words} {index + 1}" if action == "pick" else words
 
 
 # Ids of at most 18 digits: SQLite's row ids end at 2**63 - 1 (19 digits), and a larger one fails a lookup.
-ACTION_ID_PATTERN = re.compile(rf"^ib:({'|'.join(_ACTIONS)}):([1-9][0-9]{{0,17}})$")
+# Only the buttons acting on one image take an image number, 2 up to the most images a generation has
+# (the conditional group `(?(1)…)` applies where the first alternative, those buttons, matched).
+_ONE_IMAGE = "|".join(action for action in _ACTIONS if action in IMAGE_ACTIONS)
+_WHOLE = "|".join(action for action in _ACTIONS if action not in IMAGE_ACTIONS)
+_WHICH = rf"(?(1)(?:\.([2-{COUNT.high}]))?)"
+ACTION_ID_PATTERN = re.compile(rf"^ib:(?:({_ONE_IMAGE})|({_WHOLE})):([1-9][0-9]{{0,17}}){_WHICH}$")
 _MAX_ID_LENGTH = 100
 
 
@@ -186,17 +224,17 @@ def parse_image_ref(text: str) -> tuple[int, int] | None:
     return int(match[1]), int(match[2] or 1) - 1
 
 
-def encode_action(action: ButtonAction, generation_id: int) -> str:
-    """Return the component id of a button acting on a generation."""
-    custom_id = f"ib:{action}:{generation_id}"
-    if len(custom_id) > _MAX_ID_LENGTH or generation_id < 1:
-        raise ValueError(f"cannot encode generation id {generation_id}")
+def encode_action(action: ButtonAction, generation_id: int, index: int = 0) -> str:
+    """Return the component id of a button acting on a generation (on its image `index`, 0 the first)."""
+    custom_id = f"ib:{action}:{generation_id}" + (f".{index + 1}" if index else "")
+    if decode_action(custom_id) != (action, generation_id, index) or len(custom_id) > _MAX_ID_LENGTH:
+        raise ValueError(f"cannot encode {action} of image {index + 1} of generation {generation_id}")
     return custom_id
 
 
-def decode_action(custom_id: str) -> tuple[ButtonAction, int] | None:
-    """Return (action, generation id) of a component id, or None if it is not ours."""
+def decode_action(custom_id: str) -> tuple[ButtonAction, int, int] | None:
+    """Return (action, generation id, image index) of a component id, or None if it is not ours."""
     match = ACTION_ID_PATTERN.fullmatch(custom_id)  # `$` alone would take a trailing newline
     if match is None:
         return None
-    return _ACTIONS[match.group(1)], int(match.group(2))
+    return _ACTIONS[match[1] or match[2]], int(match[3]), int(match[4] or 1) - 1

@@ -4,7 +4,7 @@ Every chat shares it, so a command, a button and a sentence a user reads exist o
 
     text  ("reroll #3", "history 5", "settings steps=30", …) ─► ChatFlow.text   ─┐
     click (a button or reaction: reroll, refine, details, …) ─► ChatFlow.action ─┴► Reply
-    Reply: Started(job) | Text | Listing | Deleted | Flagged
+    Reply: Started(job) | Text | Listing | Deleted | Flagged | Guides | OneImage
     job ─► updates(job) ─► Update (the line to show, a preview when due), ending with the final one
     job started outside every chat (a gallery click) ─► show_in_chat ─► the original's chat (a ChatPoster)
     generation deleted outside every chat (the gallery) ─► retract_in_chat ─► its message there (a ChatPoster)
@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from bot.actions import PAN_ACTIONS, ButtonAction, format_ref, parse_image_ref, parse_ref_args
+from bot.actions import PAN_ACTIONS, ButtonAction, format_image_ref, format_ref, parse_image_ref, parse_ref_args
 from bot.admin import server_word
 from bot.errors import BotError, InvalidOption, shown
 from bot.history import Generation, StoredImage
@@ -56,6 +56,7 @@ __all__ = [
     "GuideImage",
     "Guides",
     "Listing",
+    "OneImage",
     "Reply",
     "Started",
     "Text",
@@ -216,7 +217,17 @@ class Guides:
     images: tuple[GuideImage, ...]
 
 
-Reply = Started | Text | Listing | Deleted | Flagged | Guides
+@dataclass(frozen=True, slots=True)
+class OneImage:
+    """One image of a several-image result and the buttons that act on it alone, for the user who asked only."""
+
+    generation_id: int
+    index: int
+    text: str
+    actions: tuple[ButtonAction, ...]
+
+
+Reply = Started | Text | Listing | Deleted | Flagged | Guides | OneImage
 
 
 class ChatFlow:
@@ -252,20 +263,23 @@ class ChatFlow:
         self._may_manage = may_manage
         self._when = when
 
-    async def action(self, who: Requester, action: ButtonAction, generation_id: int) -> Reply:
-        """Do what a button or reaction on a generation's message asks."""
+    async def action(self, who: Requester, action: ButtonAction, generation_id: int, index: int = 0) -> Reply:
+        """Do what a button or reaction on a generation's message asks (of its image `index`, 0 the first)."""
+        image = format_image_ref(generation_id, index) if index else generation_id
+        if action == "pick":
+            return await self.pick(who, generation_id, index)
         if action == "reroll":
             return await self.reroll(who, generation_id)
         if action == "refine":
             return await self.refine(who, generation_id)
         if action in ("upscale-2", "upscale-4"):
-            return await self.upscale(who, generation_id, 4 if action == "upscale-4" else 2)
+            return await self.upscale(who, image, 4 if action == "upscale-4" else 2)
         if action in ("zoom-out", "zoom-out-2"):
-            return await self.zoom(who, generation_id, 2.0 if action == "zoom-out-2" else ZOOM_OUT)
+            return await self.zoom(who, image, 2.0 if action == "zoom-out-2" else ZOOM_OUT)
         if action in PAN_ACTIONS:
-            return await self.pan(who, generation_id, PAN_ACTIONS[action])
+            return await self.pan(who, image, PAN_ACTIONS[action])
         if action in ("vary-subtle", "vary-strong"):
-            return await self.vary(who, generation_id, "strong" if action == "vary-strong" else "subtle")
+            return await self.vary(who, image, "strong" if action == "vary-strong" else "subtle")
         if action == "details":
             return await self.info(who, generation_id)
         if action == "cancel":
@@ -353,6 +367,13 @@ class ChatFlow:
     async def pan(self, who: Requester, image: int | str | None, direction: PanDirection) -> Started:
         """Answer ``pan left|right|up|down [#id[.n]]``: the canvas grown that way, the strip painted anew."""
         return Started(await self.service.pan(who, _image(image), direction))
+
+    async def pick(self, who: Requester, generation_id: int, index: int) -> OneImage:
+        """Answer "Image 2" under a several-image result: that image's own buttons (Midjourney's U2)."""
+        stored, actions = await self.service.image_actions(who, generation_id, index)
+        ref = format_image_ref(generation_id, index)
+        which = f"Image {index + 1} of {format_ref(generation_id)} ({ref}, seed {stored.seed})"
+        return OneImage(generation_id, index, f"{which}: these buttons act on it alone.", actions)
 
     async def history(self, who: Requester, count: int = 10) -> Listing:
         """Answer ``history [count]``: the user's latest generations (1 to 25; a count out of range is refused)."""

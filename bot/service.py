@@ -17,7 +17,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 from bot import options, rules, user_settings
-from bot.actions import PAN_ACTIONS, ButtonAction, format_image_ref, format_ref, parse_image_ref, result_actions
+from bot.actions import (
+    IMAGE_ACTIONS,
+    PAN_ACTIONS,
+    ButtonAction,
+    format_image_ref,
+    format_ref,
+    parse_image_ref,
+    result_actions,
+)
 from bot.admin import ServerAdmin
 from bot.catalog import Catalog, CatalogEntry
 from bot.controls import Guide
@@ -329,6 +337,15 @@ class ImageService:
             "seed": self._seeds(),
         }
         return await self._from_result(who, parent, stored, "pan", DEFAULT_STRENGTH, changes)
+
+    async def image_actions(
+        self, who: Requester, generation_id: int, index: int
+    ) -> tuple[StoredImage, tuple[ButtonAction, ...]]:
+        """Return image `index` of a result of the user's and the buttons that act on it alone ("Image 2")."""
+        parent = await self._source(who, generation_id, "vary, upscale, zoom or pan")
+        stored = self.inputs.pick(parent, index, "image")
+        actions = self.result_actions(parent.request)
+        return stored, tuple(action for action in actions if action in IMAGE_ACTIONS and action != "pick")
 
     def _pan_strip(self, width: int, height: int, direction: options.PanDirection) -> tuple[int, int, Outpaint | None]:
         """Return the size a pan of a `width` × `height` result starts from, and its strip (None: no room)."""

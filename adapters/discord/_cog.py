@@ -30,6 +30,7 @@ from bot.chat import (
     Flagged,
     Guides,
     Listing,
+    OneImage,
     Reply,
     Started,
     Text,
@@ -593,9 +594,11 @@ class ImagesCog(commands.Cog, name="Images"):
 
     # -- buttons and reactions ----------------------------------------------------------------------
 
-    async def on_action(self, interaction: discord.Interaction, action: ButtonAction, generation_id: int) -> None:
-        """Handle a click on one of the buttons under a generation."""
-        await self._ask(interaction, self.flow.action(requester(interaction), action, generation_id))
+    async def on_action(
+        self, interaction: discord.Interaction, action: ButtonAction, generation_id: int, index: int
+    ) -> None:
+        """Handle a click on one of the buttons under a generation (or one image of it)."""
+        await self._ask(interaction, self.flow.action(requester(interaction), action, generation_id, index))
 
     async def _answer(self, interaction: discord.Interaction, reply: Reply) -> None:
         """Render the chat flow's reply to an interaction, within Discord's 3 seconds."""
@@ -619,6 +622,9 @@ class ImagesCog(commands.Cog, name="Images"):
             files = [discord.File(io.BytesIO(guide.data), filename=guide.filename) for guide in reply.images]
             text = "\n".join(guide.label for guide in reply.images)
             await interaction.response.send_message(text[:2000], files=files, ephemeral=True)
+        elif isinstance(reply, OneImage):
+            view = result_view(reply.generation_id, reply.actions, index=reply.index)
+            await interaction.response.send_message(reply.text, view=view, ephemeral=True)
         elif isinstance(reply, Flagged):  # Discord has no Show button: flagged images are spoilers on the message
             text = f"🔞 {format_ref(reply.generation_id)}: flagged images are shown as spoilers under the image."
             await interaction.response.send_message(text, ephemeral=True)
@@ -724,7 +730,9 @@ class ImagesCog(commands.Cog, name="Images"):
             edit,
             content=withheld_line(displays),
             embed=result_embed(generation, shown),
-            view=result_view(generation.id, self.service.result_actions(generation.request)),
+            view=result_view(
+                generation.id, self.service.result_actions(generation.request), count=len(generation.images)
+            ),
             files=files,
         )
         if message is not None:

@@ -1,8 +1,9 @@
 """Buttons under generations: persistent, because their custom_id carries the generation id.
 
 A `GenerationButton` is a discord.py `DynamicItem`: after a restart, a click on
-a button posted days ago is matched by its custom_id (``ib:reroll:12``, the
-encoding of `bot.actions`) and handled like a fresh one.
+a button posted days ago is matched by its custom_id (``ib:reroll:12``, or
+``ib:vary-strong:12.2`` for one image of several: the encoding of `bot.actions`)
+and handled like a fresh one.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import discord
 
 from bot.actions import (
     ACTION_ID_PATTERN,
-    BUTTON_LOOKS,
     RESULT_ACTIONS,
     ButtonAction,
+    button_looks,
     button_rows,
     decode_action,
     encode_action,
@@ -44,21 +45,24 @@ _STYLES: dict[ButtonAction, discord.ButtonStyle] = {
 class ActionHandler(Protocol):
     """What a button click is handed to (the cog)."""
 
-    async def on_action(self, interaction: discord.Interaction, action: ButtonAction, generation_id: int) -> None:
-        """Handle a click of `action` on a generation."""
+    async def on_action(
+        self, interaction: discord.Interaction, action: ButtonAction, generation_id: int, index: int
+    ) -> None:
+        """Handle a click of `action` on a generation (on its image `index`)."""
         ...
 
 
 class GenerationButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=ACTION_ID_PATTERN):
-    """A button acting on one generation."""
+    """A button acting on one generation (on its image `index`, 0 the first)."""
 
-    def __init__(self, action: ButtonAction, generation_id: int, row: int | None = None) -> None:
-        emoji, label = BUTTON_LOOKS[action]
+    def __init__(self, action: ButtonAction, generation_id: int, index: int = 0, row: int | None = None) -> None:
+        emoji, label = button_looks(action, index)
         style = _STYLES.get(action, discord.ButtonStyle.secondary)
-        custom_id = encode_action(action, generation_id)
+        custom_id = encode_action(action, generation_id, index)
         super().__init__(discord.ui.Button(emoji=emoji, label=label or None, style=style, custom_id=custom_id), row=row)
         self.action: ButtonAction = action
         self.generation_id = generation_id
+        self.index = index
 
     @classmethod
     async def from_custom_id(
@@ -75,7 +79,7 @@ class GenerationButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=
         """Hand the click to the cog."""
         handler: ActionHandler | None = interaction.client.get_cog("Images")  # type: ignore[attr-defined]
         if handler is not None:
-            await handler.on_action(interaction, self.action, self.generation_id)
+            await handler.on_action(interaction, self.action, self.generation_id, self.index)
 
 
 class FromImageHandler(Protocol):
@@ -162,7 +166,14 @@ def running_view(generation_id: int) -> discord.ui.View:
     return _view(GenerationButton("cancel", generation_id))
 
 
-def result_view(generation_id: int, actions: Sequence[ButtonAction] = RESULT_ACTIONS) -> discord.ui.View:
-    """Return the buttons under a finished image (the service's `result_actions` of its request), in their rows."""
-    rows = button_rows(actions)
-    return _view(*(GenerationButton(action, generation_id, n) for n, row in enumerate(rows) for action in row))
+def result_view(
+    generation_id: int, actions: Sequence[ButtonAction] = RESULT_ACTIONS, *, count: int = 1, index: int = 0
+) -> discord.ui.View:
+    """Return the buttons under a finished result of `count` images, or for its image `index`, in their rows.
+
+    `actions`: the service's `result_actions` of its request, or its `image_actions`.
+    """
+    rows = button_rows(actions, count=count, index=index)
+    return _view(
+        *(GenerationButton(action, generation_id, n, row) for row, buttons in enumerate(rows) for action, n in buttons)
+    )

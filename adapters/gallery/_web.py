@@ -195,6 +195,15 @@ def _input_images(request: GenerationRequest) -> list[str]:
     return [sha for sha in found if sha is not None]
 
 
+def _image_number(text: object, generation: Generation) -> int:
+    """Read which image of a result a page or form acts on (1 when absent); any other value is a bad request."""
+    if text is None or text == "":
+        return 1
+    if not isinstance(text, str) or not re.fullmatch(r"[1-9]", text) or int(text) > max(len(generation.images), 1):
+        raise web.HTTPBadRequest()
+    return int(text)
+
+
 def _cursor(text: str | None) -> int | None:
     """Read a page cursor (the last id shown); anything but a whole number in SQLite's range is a bad request."""
     if text is None or text == "":
@@ -287,6 +296,7 @@ class _Pages:
         offered = self._service.result_actions(generation.request)
         return self.render(
             "detail.html",
+            chosen=_image_number(request.query.get("image"), generation),
             root=request[ROOT],
             card=_card(generation, await self._commands(owner, [generation])),
             negative=generation.request.negative_prompt,
@@ -369,7 +379,9 @@ class _Pages:
             if action in ("star", "unstar"):
                 await self._service.star(who, generation.id, starred=action == "star")
                 raise web.HTTPSeeOther(f"{root}/i/{generation.id}")
-            job = await self._run(action, who, generation.id, form)
+            number = _image_number(form.get("image"), generation)
+            image = format_image_ref(generation.id, number - 1) if number > 1 else generation.id
+            job = await self._run(action, who, generation.id, image, form)
         except (NotFound, NotAllowed):
             return self.problem(404)
         except (QueueFull, RateLimited, QuotaReached) as error:
@@ -380,7 +392,10 @@ class _Pages:
         posted = await show_in_chat(self._service, job)
         raise web.HTTPSeeOther(f"{root}/i/{job.id}" + ("?posted=1" if posted else ""))
 
-    async def _run(self, action: str, who: Requester, generation_id: int, form: Mapping[str, Any]) -> Any:
+    async def _run(
+        self, action: str, who: Requester, generation_id: int, image: int | str, form: Mapping[str, Any]
+    ) -> Any:
+        """Run `action` on a generation; Vary, Zoom Out, pan and Upscale on its `image` (an id, or ``#12.2``)."""
         if action == "reroll":
             return await self._service.reroll(who, generation_id)
         if action == "refine":
@@ -392,21 +407,21 @@ class _Pages:
             kind = form.get("kind")
             if kind not in ("subtle", "strong"):
                 raise web.HTTPBadRequest()
-            return await self._service.vary(who, generation_id, "strong" if kind == "strong" else "subtle")
+            return await self._service.vary(who, image, "strong" if kind == "strong" else "subtle")
         if action == "zoom":
             factor = form.get("factor", "1.5")
             if factor not in ("1.5", "2"):
                 raise web.HTTPBadRequest()
-            return await self._service.zoom(who, generation_id, float(factor))
+            return await self._service.zoom(who, image, float(factor))
         if action == "pan":
             direction = next((d for d in PAN_ACTIONS.values() if d == form.get("direction")), None)
             if direction is None:
                 raise web.HTTPBadRequest()
-            return await self._service.pan(who, generation_id, direction)
+            return await self._service.pan(who, image, direction)
         factor = form.get("factor", "2")
         if factor not in ("2", "4"):
             raise web.HTTPBadRequest()
-        return await self._service.upscale(who, generation_id, 4 if factor == "4" else 2)
+        return await self._service.upscale(who, image, 4 if factor == "4" else 2)
 
     async def _commands(self, owner: Owner, generations: Sequence[Generation]) -> dict[int, str | None]:
         """Return the /imagine text of each generation, its input images named as the owner's earlier images."""

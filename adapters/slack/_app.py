@@ -23,7 +23,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
 from bot.actions import ACTION_ID_PATTERN, ButtonAction, decode_action, format_ref, parse_ref_args
-from bot.chat import ChatFlow, Deleted, Flagged, Guides, Listing, Reply, Started, Text, refusal, updates
+from bot.chat import ChatFlow, Deleted, Flagged, Guides, Listing, OneImage, Reply, Started, Text, refusal, updates
 from bot.config import SlackSettings
 from bot.errors import BotError
 from bot.history import Generation, StoredImage
@@ -54,6 +54,7 @@ from ._blocks import (
     imagine_options,
     imagine_source,
     modal_field,
+    one_image_blocks,
     progress_blocks,
     refine_modal,
     refine_target,
@@ -377,14 +378,14 @@ class SlackImages:
         decoded = decode_action(action["action_id"])
         if decoded is None:  # the listener's pattern matched, so this cannot happen
             return
-        kind, generation_id = decoded
+        kind, generation_id, index = decoded
         channel = body["channel"]["id"]
         who = _requester(body["user"]["id"], _team(body), channel)
         card_ts = (body.get("container") or {}).get("message_ts", "")
         where = Destination(channel, (body.get("message") or {}).get("thread_ts"))
         files = [file_id for file_id in action.get("value", "").split(",") if file_id.startswith("F")]
         try:
-            await self._show(await self.flow.action(who, kind, generation_id), who, where, card_ts, files)
+            await self._show(await self.flow.action(who, kind, generation_id, index), who, where, card_ts, files)
         except BotError as error:
             await self._tell(who, refusal(error))
 
@@ -424,6 +425,8 @@ class SlackImages:
             await self._tell(who, reply.text)
         elif isinstance(reply, Listing):
             await self._tell(who, history_text(reply.generations))
+        elif isinstance(reply, OneImage):
+            await self._tell(who, reply.text, one_image_blocks(reply))
         elif isinstance(reply, Guides):
             # Files cannot be ephemeral on Slack: the guides go to the user who asked, in a direct message.
             posted = await self.client.chat_postMessage(
@@ -548,12 +551,12 @@ class SlackImages:
 
     # -- replies ------------------------------------------------------------------------------------
 
-    async def _tell(self, who: Requester, text: str) -> None:
+    async def _tell(self, who: Requester, text: str, blocks: Sequence[Block] | None = None) -> None:
         """Say something to one user only: ephemeral where they are, else in a direct message."""
         try:
             if who.channel is not None:
-                await self.client.chat_postEphemeral(channel=who.channel, user=who.user_id, text=text)
+                await self.client.chat_postEphemeral(channel=who.channel, user=who.user_id, text=text, blocks=blocks)
                 return
         except SlackApiError as error:
             log.info("ephemeral message refused (%s); sending a direct message", error.response.get("error"))
-        await self.client.chat_postMessage(channel=who.user_id, text=text)
+        await self.client.chat_postMessage(channel=who.user_id, text=text, blocks=blocks)

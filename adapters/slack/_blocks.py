@@ -10,8 +10,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.actions import BUTTON_LOOKS, ButtonAction, button_rows, encode_action, format_ref
+from bot.actions import ButtonAction, button_looks, button_rows, encode_action, format_ref
 from bot.catalog import Catalog, CatalogEntry
+from bot.chat import OneImage
 from bot.history import Generation
 from bot.jobs import Job
 from bot.options import SDXL_BUCKETS
@@ -39,6 +40,7 @@ __all__ = [
     "imagine_options",
     "imagine_source",
     "modal_field",
+    "one_image_blocks",
     "progress_blocks",
     "refine_modal",
     "refine_target",
@@ -110,12 +112,12 @@ def _context(text: str) -> Block:
     return {"type": "context", "elements": [_mrkdwn(text[:_SECTION_TEXT])]}
 
 
-def _button(action: ButtonAction, generation_id: int, value: str = "") -> dict[str, Any]:
-    emoji, words = BUTTON_LOOKS[action]
+def _button(action: ButtonAction, generation_id: int, value: str = "", index: int = 0) -> dict[str, Any]:
+    emoji, words = button_looks(action, index)
     style = _STYLES.get(action)
     button: dict[str, Any] = {
         "type": "button",
-        "action_id": encode_action(action, generation_id),
+        "action_id": encode_action(action, generation_id, index),
         "text": _plain(f"{emoji} {words}".rstrip()),
         "value": value or str(generation_id),
     }
@@ -188,11 +190,22 @@ def result_blocks(
         blocks.append(_context(escape(withheld)))
     # Delete carries the image's file ids, so the uploads go with the card.
     extra: list[ButtonAction] = ["show"] if show else []
-    for row in button_rows([*actions, *extra]):
-        buttons = [_button(action, generation.id, ",".join(file_ids) if action == "delete" else "") for action in row]
+    files = ",".join(file_ids)
+    for row in button_rows([*actions, *extra], count=len(generation.images)):
+        buttons = [_button(action, generation.id, files if action == "delete" else "", n) for action, n in row]
         blocks.append({"type": "actions", "elements": buttons})
     text = f"{format_ref(generation.id)} · seed {generation.seed} · {request.prompt[:200]}"
     return text, blocks
+
+
+def one_image_blocks(reply: OneImage) -> list[Block]:
+    """Return the private message of one image of a several-image result: what it is, and its own buttons."""
+    blocks: list[Block] = [{"type": "section", "text": _mrkdwn(escape(reply.text))}]
+    for row in button_rows(reply.actions, index=reply.index):
+        blocks.append(
+            {"type": "actions", "elements": [_button(action, reply.generation_id, "", n) for action, n in row]}
+        )
+    return blocks
 
 
 def history_text(generations: Sequence[Generation]) -> str:

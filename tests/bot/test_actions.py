@@ -2,7 +2,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.actions import RefArgs, decode_action, encode_action, format_ref, parse_ref_args
+from bot.actions import (
+    IMAGE_ACTIONS,
+    RefArgs,
+    decode_action,
+    encode_action,
+    format_image_ref,
+    format_ref,
+    parse_ref_args,
+)
 from bot.errors import InvalidOption
 
 
@@ -51,11 +59,40 @@ def test_format_ref():
 def test_action_ids_round_trip_within_discord_limit(action, generation_id):
     custom_id = encode_action(action, generation_id)
     assert len(custom_id) <= 100
-    assert decode_action(custom_id) == (action, generation_id)
+    assert decode_action(custom_id) == (action, generation_id, 0)
+
+
+# A button on one image of several names it as users do; the first needs no number, so old buttons read the same.
+@given(st.sampled_from(sorted(IMAGE_ACTIONS)), st.integers(1, 10**18 - 1), st.integers(0, 3))
+def test_one_image_ids_round_trip_named_as_users_name_the_image(action, generation_id, index):
+    custom_id = encode_action(action, generation_id, index)
+    assert custom_id == f"ib:{action}:{format_image_ref(generation_id, index)[1:]}"
+    assert len(custom_id) <= 100
+    assert decode_action(custom_id) == (action, generation_id, index)
+
+
+@pytest.mark.parametrize(("action", "index"), [("reroll", 1), ("details", 3), ("pick", 4), ("vary-strong", -1)])
+def test_an_image_number_only_on_one_image_buttons_and_within_a_generation(action, index):
+    with pytest.raises(ValueError, match="cannot encode"):
+        encode_action(action, 12, index)
 
 
 @pytest.mark.parametrize(
-    "custom_id", ["", "ib:reroll:", "ib:reroll:0", "ib:upscale:3", "other:reroll:3", "ib:reroll:3x"]
+    "custom_id",
+    [
+        "",
+        "ib:reroll:",
+        "ib:reroll:0",
+        "ib:upscale:3",
+        "other:reroll:3",
+        "ib:reroll:3x",
+        "ib:reroll:3.2",  # reroll acts on the whole generation
+        "ib:pick:3.1",  # the first image has no number
+        "ib:pick:3.5",  # a generation has at most four
+        "ib:vary-strong:3.",
+        "ib:vary-strong:3.2.2",
+        "ib:vary-strong:3.2\n",
+    ],
 )
 def test_foreign_ids_are_not_ours(custom_id):
     assert decode_action(custom_id) is None

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.chat import ChatFlow, Started
+from bot.actions import PAN_ACTIONS, result_actions
+from bot.chat import ChatFlow, OneImage, Started
 from bot.errors import ContentBlocked, InvalidOption, NotAllowed, NotFound
 from bot.images import check_image, input_path
 from bot.jobs import Requester
@@ -170,6 +171,37 @@ async def test_vary_text_takes_any_image_of_a_generation(service, backend, tmp_p
             await flow.text(ALICE, bad, strict=True)
 
 
+async def test_image_buttons_act_on_the_image_they_picked(service, backend, tmp_path):
+    """Under two images, "Image 2" answers privately with image 2's own buttons (no reroll, refine or delete:
+    those act on the whole result); each names #1.2, so Vary, Pan and Upscale start from image 2 (seed 8).
+    Another user, or an image the result does not have, gets one sentence and nothing is queued."""
+    first = await (await service.imagine("two foxes --count 2 --seed 7 --size 256x256 --steps 4", ALICE)).result()
+    flow = ChatFlow(service)
+    assert result_actions(first.request)[-1] == "pick"
+    picked = await flow.action(ALICE, "pick", first.id, 1)
+    assert picked == OneImage(
+        first.id,
+        1,
+        "Image 2 of #1 (#1.2, seed 8): these buttons act on it alone.",
+        ("vary-subtle", "vary-strong", "upscale-2", "upscale-4", "zoom-out", "zoom-out-2", *PAN_ACTIONS),
+    )
+    image_2 = _input_sha(tmp_path / first.images[1].path)
+    for action in ("vary-strong", "pan-right", "upscale-2"):
+        reply = await flow.action(ALICE, action, first.id, 1)
+        assert isinstance(reply, Started)
+        await reply.job.result()
+        assert backend.requests[-1].init_image == image_2
+    assert backend.requests[-1].seed == 8  # an upscale keeps the image's own seed
+    made = len(backend.requests)
+    with pytest.raises(NotAllowed, match=r"^Only the author of this image can vary, upscale, zoom or pan it\.$"):
+        await flow.action(BOB, "pick", first.id, 1)
+    with pytest.raises(InvalidOption, match=r"#1 has 2 images, not 3"):
+        await flow.action(ALICE, "pick", first.id, 2)
+    with pytest.raises(InvalidOption, match=r"#1 has 2 images, not 4"):
+        await flow.action(ALICE, "vary-subtle", first.id, 3)
+    assert len(backend.requests) == made
+
+
 async def test_zoom_out_keeps_the_size_and_paints_a_border_around_the_image(service, backend, tmp_path):
     """Zoom Out of image 2 of #1 (256×256): the same size, the image at 128×128 in the middle, a 64 border
     painted at the typed --zoom's strength with the prompt and settings, a new seed, one image, from #1."""
@@ -283,7 +315,8 @@ async def test_pan_refusals_are_one_sentence_each(service, backend):
 
 async def test_pan_is_offered_only_where_there_is_room_and_the_buttons_come_in_rows(service):
     """Under this server's 512² budget a 512² result has no pan at all and a 512×256 one has all four (the budget,
-    not only the longest side, decides); the result buttons keep their rows on every platform."""
+    not only the longest side, decides); the result buttons keep their rows on every platform, a fifth row picking
+    one image of several."""
     from bot.actions import PAN_ACTIONS, button_rows
     from bot.request import GenerationRequest
 
@@ -294,13 +327,16 @@ async def test_pan_is_offered_only_where_there_is_room_and_the_buttons_come_in_r
         await service.pan(ALICE, None, "up")
     wide = square.model_copy(update={"height": 256})
     actions = service.result_actions(wide)
-    assert button_rows(actions) == [
+    rows = [
         ["reroll", "refine", "vary-subtle", "vary-strong"],
         ["upscale-2", "upscale-4", "zoom-out", "zoom-out-2"],
         ["pan-left", "pan-right", "pan-up", "pan-down"],
         ["details", "delete"],
     ]
-    assert button_rows([*actions, "show"])[-1] == ["show"]
+    assert button_rows(actions) == [[(action, 0) for action in row] for row in rows]
+    assert button_rows([*actions, "show"])[-1] == [("show", 0)]
+    three = service.result_actions(wide.model_copy(update={"count": 3}))
+    assert button_rows(three, count=3) == [*button_rows(actions), [("pick", 0), ("pick", 1), ("pick", 2)]]
 
 
 async def test_forget_deletes_the_inputs_only_its_generations_used(service, tmp_path):

@@ -19,10 +19,17 @@ from tests.properties.strategies import texts
 from tests.properties.world import PEOPLE, world
 
 ACTIONS = ["reroll", "refine", "details", "delete", "cancel", "show", "star", "unstar"]
+# Buttons that act on one image of several, naming which: ``ib:vary-strong:3.2``.
+ONE_IMAGE = ["pick", "vary-strong", "upscale-2", "pan-left", "zoom-out"]
 ids = st.one_of(st.integers(-2, 9), st.sampled_from([2**63 - 1, 2**63, 10**18 - 1, 10**18, 10**19 - 1]), st.integers())
 custom_ids = st.one_of(
     # Ours, for every generation: own, others', private, deleted, queued, never made.
     st.tuples(st.sampled_from(ACTIONS), st.integers(1, 9)).map(lambda a: encode_action(*a)),
+    st.tuples(st.sampled_from(ONE_IMAGE), st.integers(1, 9), st.integers(0, 3)).map(lambda a: encode_action(*a)),
+    # Image numbers on any button, out of range or malformed.
+    st.tuples(
+        st.sampled_from([*ACTIONS, *ONE_IMAGE]), st.integers(1, 9), st.sampled_from(["0", "1", "5", "2.2", ""])
+    ).map(lambda a: f"ib:{a[0]}:{a[1]}.{a[2]}"),
     # Forged and truncated: other actions, any number, cut anywhere, padded.
     st.tuples(st.sampled_from([*ACTIONS, "nuke", "REROLL", ""]), ids).map(lambda a: f"ib:{a[0]}:{a[1]}"),
     st.tuples(st.sampled_from(ACTIONS), st.integers(1, 9), st.integers(0, 14)).map(
@@ -43,15 +50,15 @@ def test_button(run: Run, data_dir: Path, custom_id: str, who: Requester) -> Non
     decoded = decode_action(custom_id)
     if decoded is None:
         return
-    action, generation_id = decoded
-    assert encode_action(action, generation_id) == custom_id
+    action, generation_id, index = decoded
+    assert encode_action(action, generation_id, index) == custom_id
 
     async def body() -> None:
         db = await SqliteDatabase.open(":memory:", clock=lambda: 1_700_000_000.0)
         try:
             w = await world(data_dir, db=db)
             before = await db.generations.get(generation_id) if generation_id < 2**63 else None
-            reply = await w.attempt(lambda: w.flow.action(who, action, generation_id))
+            reply = await w.attempt(lambda: w.flow.action(who, action, generation_id, index))
             after = await db.generations.get(generation_id) if before is not None else None
             if before is not None and after is not None and after.starred != before.starred:
                 # Only an image's author stars or unstars it, and only a finished one gets a star.

@@ -14,7 +14,7 @@ from PIL import Image
 
 from bot.service import VARY_STRENGTH
 from tests.adapters.discord.conftest import running_bot
-from tests.adapters.discord.test_discord_bot import _finished, _imagine
+from tests.adapters.discord.test_discord_bot import _custom_ids, _finished, _imagine, _reply_of
 from tests.fakes.files import FileHost
 
 FROM_IMAGE = "Imagine from this image"
@@ -274,6 +274,35 @@ async def test_image_commands_act_on_any_image_of_a_generation(running):
     await _started(fake, "pan", {"direction": "left", "image": "#1"})
     panned = backend.requests[-1]
     assert (panned.width, panned.height, panned.outpaint.sides) == (192, 128, (0, 0, 0, 64))
+
+
+async def test_image_buttons_under_several_images_act_on_the_image_picked(running):
+    """Under two images a fifth row reads "Image 1", "Image 2"; "Image 2" answers privately with image 2's own
+    buttons (``ib:vary-strong:1.2``…), and its Vary (Strong) starts from image 2, as `/vary image:#1.2` does.
+    Another member's click on "Image 2" is one private sentence."""
+    fake, backend = running.fake, running.backend
+    _, message = await _imagine(fake, {"prompt": "two foxes", "seed": "7", "count": 2, "steps": 4})
+    *_, picks = message.components
+    assert [(b["custom_id"], b["label"]) for b in picks["components"]] == [
+        ("ib:pick:1", "Image 1"),
+        ("ib:pick:1.2", "Image 2"),
+    ]
+    reply = await _reply_of(await fake.click(message.id, "ib:pick:1.2"))
+    assert reply.ephemeral
+    assert reply.content == "Image 2 of #1 (#1.2, seed 8): these buttons act on it alone."
+    assert _custom_ids(reply)[:2] == ["ib:vary-subtle:1.2", "ib:vary-strong:1.2"]
+    assert all(custom_id.endswith(":1.2") for custom_id in _custom_ids(reply))
+    assert not any(custom_id.startswith(("ib:reroll", "ib:delete", "ib:pick")) for custom_id in _custom_ids(reply))
+    await _finished(fake, await _reply_of(await fake.click(reply.id, "ib:vary-strong:1.2")))
+    from_button = backend.requests[-1]
+    await _finished(fake, await _reply_of(await fake.click(message.id, "ib:vary-strong:1")))
+    from_first = backend.requests[-1]
+    await _started(fake, "vary", {"strength": "strong", "image": "#1.2"})
+    assert from_button.init_image == backend.requests[-1].init_image != from_first.init_image
+    made = len(backend.requests)
+    refused = await _reply_of(await fake.click(message.id, "ib:pick:1.2", user=fake.bob))
+    assert refused.ephemeral and refused.content == "✖ Only the author of this image can vary, upscale, zoom or pan it."
+    assert len(backend.requests) == made
 
 
 async def test_image_commands_refuse_what_names_no_image_and_queue_nothing(running):

@@ -362,3 +362,47 @@ def test_a_member_stars_an_image_and_the_server_sees_it_in_its_showcase_in_a_bro
         assert "This link no longer works" in browser.find_element(By.TAG_NAME, "h1").text
     finally:
         served.close()
+
+
+def test_a_member_varies_the_second_of_two_images_in_a_browser(tmp_path: Path, browser):
+    """ "Act on image 2" under two images, then Vary (Strong): the new image starts from image 2, not the first."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from bot.jobs import Requester
+
+    alice = Requester("discord", "111", workspace="guild-1", channel="chan-1")
+    served = ServedGallery(tmp_path / "data")
+    service = served.service
+    try:
+
+        async def make() -> tuple[int, list[str]]:
+            job = await service.imagine("two foxes --count 2 --seed 7", alice)  # type: ignore[attr-defined]
+            made = await job.result()
+            # The input each image becomes (its checked PNG's SHA-256), as the chats' `#12.2` names it.
+            shas = [(await service.inputs.of_result(made.id, image, "vary")).sha256 for image in made.images]  # type: ignore[attr-defined]
+            return int(made.id), shas
+
+        async def made(generation_id: int) -> object:
+            return (await service.details(alice, generation_id)).request  # type: ignore[attr-defined]
+
+        foxes_id, shas = served.call(make())  # type: ignore[misc]
+        own = str(served.call(service.gallery_link(alice)))  # type: ignore[attr-defined]
+        wait = WebDriverWait(browser, 60)
+
+        browser.get(f"{own}i/{foxes_id}")
+        wait.until(lambda d: _loaded_images(d, "img.full") == 2)
+        assert "act on image 1." in browser.find_element(By.CSS_SELECTOR, ".chosen").text
+        browser.find_element(By.LINK_TEXT, "Act on image 2").click()
+        wait.until(lambda d: "act on image 2." in d.find_element(By.CSS_SELECTOR, ".chosen").text)
+        chosen = browser.find_element(By.LINK_TEXT, "Act on image 2")
+        assert chosen.get_attribute("aria-current") == "true"
+        browser.find_element(By.XPATH, "//button[contains(., 'Vary (Strong)')]").click()
+        new_page = r"/i/(\d+)(\?posted=1)?$"
+        wait.until(lambda d: re.search(new_page, d.current_url) and f"/i/{foxes_id}?" not in d.current_url)
+        varied_id = int(re.search(new_page, browser.current_url)[1])  # type: ignore[index]
+        request = served.call(made(varied_id))
+        assert request.init_image == shas[1] != shas[0]  # type: ignore[attr-defined]
+        assert "vary" in browser.find_element(By.CSS_SELECTOR, "h1").text
+    finally:
+        served.close()

@@ -336,6 +336,34 @@ async def test_zoom_out_and_pan_make_a_new_image_from_the_card(gallery: Gallery,
     assert made.request.seed != 7 and made.request.prompt == "a red fox"
 
 
+async def test_vary_upscale_zoom_and_pan_act_on_the_image_chosen_of_several(gallery: Gallery):
+    """Under two images the page says which one Vary, Upscale, Zoom Out and pan act on (the first, until another
+    is chosen); with image 2 chosen, Vary starts from image 2, as ``vary strong #1.2`` does in chat. An image the
+    result does not have, or a number that is no number, is a bad request and queues nothing."""
+    foxes = await gallery.make(ALICE, "two foxes", "--seed 7 --count 2 --size 256x256")
+    path = await gallery.path(ALICE)
+    page = await (await gallery.client.get(f"{path}i/{foxes.id}")).text()
+    assert "act on image 1." in page and 'name="image" value="1"' in page
+    page = await (await gallery.client.get(f"{path}i/{foxes.id}?image=2")).text()
+    assert "act on image 2." in page and 'aria-current="true">Act on image 2<' in page
+    assert page.count('name="image" value="2"') == 4  # Vary, Upscale, Zoom Out, pan
+    form = {"csrf": csrf_of(page), "kind": "strong"}
+    second = await _acted(gallery, f"{path}i/{foxes.id}/vary", {**form, "image": "2"})
+    first = await _acted(gallery, f"{path}i/{foxes.id}/vary", {**form, "image": "1"})
+    in_chat = await (await gallery.service.vary(ALICE, "#1.2", "strong")).result()
+    assert second.request.init_image == in_chat.request.init_image != first.request.init_image
+    assert second.parent_id == foxes.id and second.action == "vary"
+    upscaled = await _acted(gallery, f"{path}i/{foxes.id}/upscale", {**form, "factor": "2", "image": "2"})
+    assert upscaled.request.seed == 8  # image 2's own seed
+    made = len(await gallery.history.generations.recent(ALICE.platform, ALICE.user_id))
+    for image in ("3", "0", "x", "22", "1 "):
+        response = await gallery.client.get(f"{path}i/{foxes.id}", params={"image": image})
+        assert response.status == 400, image
+        response = await gallery.client.post(f"{path}i/{foxes.id}/vary", data={**form, "image": image})
+        assert response.status == 400, image
+    assert len(await gallery.history.generations.recent(ALICE.platform, ALICE.user_id)) == made
+
+
 async def test_the_card_offers_only_actions_that_can_work_and_refuses_a_forged_direction(gallery: Gallery):
     """A 128² image has no Zoom Out; a model without a refiner no Refine; a direction not offered is a bad request."""
     fox = await gallery.make(ALICE, "a red fox", "--model sdxl-turbo --size 128x128")

@@ -119,6 +119,31 @@ async def test_a_pan_button_makes_a_taller_image_from_the_card(running: Running)
     assert "generate of #1" in str(panned.blocks)
 
 
+async def test_image_buttons_under_several_images_act_on_the_image_picked(running: Running) -> None:
+    """Under two images the card's last row reads "Image 1", "Image 2"; "Image 2" answers privately with image 2's
+    own buttons, and its Vary (Strong) starts from image 2, as ``vary strong #1.2`` does."""
+    card = await _imagine(running, "two foxes --count 2 --seed 7 --steps 2")
+    picks = card.blocks[-1]["elements"]
+    assert [(b["action_id"], b["text"]["text"]) for b in picks] == [
+        ("ib:pick:1", "🖼️ Image 1"),
+        ("ib:pick:1.2", "🖼️ Image 2"),
+    ]
+    await _click(running, card, "ib:pick:1.2")
+    line = "Image 2 of #1 (#1.2, seed 8): these buttons act on it alone."
+    await _told(running, "U_ALICE", line)
+    (private,) = [m for m in running.fake.messages.values() if m.ephemeral_user == "U_ALICE" and m.text == line]
+    assert action_ids(private)[:2] == ["ib:vary-subtle:1.2", "ib:vary-strong:1.2"]
+    assert all(action_id.endswith(":1.2") for action_id in action_ids(private))
+    await _click(running, private, "ib:vary-strong:1.2")
+    await running.finished_card(2)
+    from_button = running.backend.requests[-1]
+    await _click(running, card, "ib:vary-strong:1")
+    await running.finished_card(3)
+    from_first = running.backend.requests[-1]
+    await _imagine(running, "vary strong #1.2")
+    assert from_button.init_image == running.backend.requests[-1].init_image != from_first.init_image
+
+
 async def test_reroll_by_message_shortcut_and_by_reaction(running: Running) -> None:
     card = await _imagine(running, "a red fox --seed 7 --steps 2")
     sent = await running.fake.send_message_shortcut(running.url, "reroll_image", message_ts=card.ts)
