@@ -32,7 +32,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from adapters.gallery._links import BadLink, ExpiredLink, Links, Owner, Server
-from bot.actions import PAN_ACTIONS, format_image_ref, format_ref
+from bot.actions import BUTTON_LOOKS, PAN_ACTIONS, format_image_ref, format_ref
 from bot.chat import retract_in_chat, show_in_chat
 from bot.errors import BotError, NotAllowed, NotFound, QueueFull, QuotaReached, RateLimited
 from bot.gallery import PAGE_SIZE, GalleryQuery
@@ -307,7 +307,9 @@ class _Pages:
             csrf=request[CSRF],
             # The chats' result buttons: none that could only be refused.
             offered=offered,
-            pans=[PAN_ACTIONS[action] for action in offered if action in PAN_ACTIONS],
+            pans=[(PAN_ACTIONS[action], BUTTON_LOOKS[action][0]) for action in offered if action in PAN_ACTIONS],
+            # The buttons read as in chat.
+            words={action: words for action, (_, words) in BUTTON_LOOKS.items()},
         )
 
     async def status(self, request: web.Request) -> web.Response:
