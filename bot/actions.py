@@ -60,11 +60,13 @@ ButtonAction = Literal[
     "star",
     "unstar",
     "pick",
+    "edit",
 ]
 # "show": a flagged image withheld from a Slack channel, sent to its author privately;
 # "guide": the guide images a result's ControlNets saw, shown privately;
 # "star", "unstar": the ⭐ reaction added or taken back, for the server's showcase (`bot.showcase`);
-# "pick": one image of a several-image result, its own buttons shown privately (Midjourney's U1–U4).
+# "pick": one image of a several-image result, its own buttons shown privately (Midjourney's U1–U4);
+# "edit": a form holding the result's /imagine text, to change and run (Midjourney's Remix).
 _ACTIONS: dict[str, ButtonAction] = {action: action for action in get_args(ButtonAction)}
 # Pan buttons by the direction each extends the canvas to.
 PAN_ACTIONS: dict[ButtonAction, PanDirection] = {
@@ -93,6 +95,7 @@ BUTTON_LOOKS: dict[ButtonAction, tuple[str, str]] = {
     "show": ("🔞", "Show"),
     "guide": ("🧭", "Show guide"),
     "pick": ("🖼️", "Image"),
+    "edit": ("✏️", "Edit"),
 }
 # The buttons that act on one image of a result, and so may name which (``ib:pan-left:12.2``).
 IMAGE_ACTIONS: frozenset[ButtonAction] = frozenset(
@@ -102,7 +105,7 @@ IMAGE_ACTIONS: frozenset[ButtonAction] = frozenset(
 # new images from it; larger or wider ones; about it ("Show guide" joins this row); one image of several.
 # Five rows, Discord's most.
 _RESULT_ROWS: tuple[tuple[ButtonAction, ...], ...] = (
-    ("reroll", "refine", "vary-subtle", "vary-strong"),
+    ("reroll", "refine", "vary-subtle", "vary-strong", "edit"),
     ("upscale-2", "upscale-4", "zoom-out", "zoom-out-2"),
     tuple(PAN_ACTIONS),
     ("details", "delete", "guide"),

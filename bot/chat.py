@@ -4,7 +4,7 @@ Every chat shares it, so a command, a button and a sentence a user reads exist o
 
     text  ("reroll #3", "history 5", "settings steps=30", …) ─► ChatFlow.text   ─┐
     click (a button or reaction: reroll, refine, details, …) ─► ChatFlow.action ─┴► Reply
-    Reply: Started(job) | Text | Listing | Deleted | Flagged | Guides | OneImage
+    Reply: Started(job) | Text | Listing | Deleted | Flagged | Guides | OneImage | EditForm
     job ─► updates(job) ─► Update (the line to show, a preview when due), ending with the final one
     job started outside every chat (a gallery click) ─► show_in_chat ─► the original's chat (a ChatPoster)
     generation deleted outside every chat (the gallery) ─► retract_in_chat ─► its message there (a ChatPoster)
@@ -47,11 +47,13 @@ from bot.summary import (
 )
 
 __all__ = [
+    "EDIT_MOST",
     "FROM_GALLERY",
     "GENERIC_ERROR",
     "RESUMED",
     "ChatFlow",
     "Deleted",
+    "EditForm",
     "Flagged",
     "GuideImage",
     "Guides",
@@ -74,6 +76,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 GENERIC_ERROR = "Something went wrong; it has been logged."
+# The most characters of /imagine text an Edit form holds: Slack's text input (Discord's holds 4000).
+EDIT_MOST = 3000
 # The most generations one history reply lists (Discord's /history takes up to this too).
 HISTORY_MOST = 25
 # Why a chat posts about a job no message of the user's asked for there.
@@ -227,7 +231,15 @@ class OneImage:
     actions: tuple[ButtonAction, ...]
 
 
-Reply = Started | Text | Listing | Deleted | Flagged | Guides | OneImage
+@dataclass(frozen=True, slots=True)
+class EditForm:
+    """A form holding a generation's ``/imagine`` text (without the command), for the user who asked to change it."""
+
+    generation_id: int
+    text: str
+
+
+Reply = Started | Text | Listing | Deleted | Flagged | Guides | OneImage | EditForm
 
 
 class ChatFlow:
@@ -268,6 +280,8 @@ class ChatFlow:
         image = format_image_ref(generation_id, index) if index else generation_id
         if action == "pick":
             return await self.pick(who, generation_id, index)
+        if action == "edit":
+            return await self.edit(who, generation_id)
         if action == "reroll":
             return await self.reroll(who, generation_id)
         if action == "refine":
@@ -374,6 +388,14 @@ class ChatFlow:
         ref = format_image_ref(generation_id, index)
         which = f"Image {index + 1} of {format_ref(generation_id)} ({ref}, seed {stored.seed})"
         return OneImage(generation_id, index, f"{which}: these buttons act on it alone.", actions)
+
+    async def edit(self, who: Requester, generation_id: int) -> EditForm:
+        """Answer Edit: a form holding the generation's ``/imagine`` text, to change and run as a new image."""
+        text = await self.service.imagine_text(who, generation_id)
+        if len(text) > EDIT_MOST:
+            reason = f"{format_ref(generation_id)}'s /imagine text is {len(text)} characters, more than a form holds"
+            raise InvalidOption("edit", f"is not offered: {reason} ({EDIT_MOST})")
+        return EditForm(generation_id, text)
 
     async def history(self, who: Requester, count: int = 10) -> Listing:
         """Answer ``history [count]``: the user's latest generations (1 to 25; a count out of range is refused)."""

@@ -338,6 +338,20 @@ class ImageService:
         }
         return await self._from_result(who, parent, stored, "pan", DEFAULT_STRENGTH, changes)
 
+    async def imagine_text(self, who: Requester, generation_id: int) -> str:
+        """Return the ``/imagine`` text (without the command) that makes a generation the user may see again.
+
+        What Edit puts in its form. None is written for a request made from an image, by an
+        upscaler or with ControlNets one flag cannot say (`bot.options.imagine_command`), so
+        none of those is offered the button.
+        """
+        generation = await self.details(who, generation_id, "edit")
+        text = options.imagine_command(generation.request, self.catalog, {})
+        if text is None:
+            why = "it was made from an image or by an upscaler"
+            raise InvalidOption("edit", f"{format_ref(generation.id)} cannot be written as one /imagine ({why})")
+        return text.removeprefix("/imagine ")
+
     async def image_actions(
         self, who: Requester, generation_id: int, index: int
     ) -> tuple[StoredImage, tuple[ButtonAction, ...]]:
@@ -677,6 +691,8 @@ class ImageService:
         }
         if request.upscales_alone:
             withheld |= {"reroll", "refine"}
+        if options.imagine_command(request, self.catalog, {}) is None:
+            withheld.add("edit")
         backend: Backend | None = None
         try:
             if self._refiner_of(request) is None:

@@ -27,6 +27,7 @@ from bot.chat import (
     RESUMED,
     ChatFlow,
     Deleted,
+    EditForm,
     Flagged,
     Guides,
     Listing,
@@ -59,7 +60,7 @@ from bot.upload import fit_upload
 from .._download import FileHosts
 from ._attachments import DISCORD_FILE_HOSTS, attachment_loader, image_attachment, token
 from ._render import discord_time, history_text, result_embed
-from ._views import FromImageModal, GuideModal, result_view, running_view
+from ._views import EditModal, FromImageModal, GuideModal, result_view, running_view
 
 __all__ = ["ImagesCog", "settings_changes"]
 
@@ -337,6 +338,10 @@ class ImagesCog(commands.Cog, name="Images"):
         """Queue image-to-image from an attachment, with the modal's prompt and strength."""
         given = {"prompt": prompt, "image": token("image"), "strength": strength.strip() or None}
         await self._imagine(interaction, given, {token("image"): attachment}, None)
+
+    async def on_edit(self, interaction: discord.Interaction, text: str) -> None:
+        """Queue a generation from an Edit form's /imagine text, its flags read as in the prompt option."""
+        await self._imagine(interaction, {"prompt": text}, {}, None)
 
     async def guide_from_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """Ask for a prompt and a ControlNet to make a new image guided by a message's image attachment."""
@@ -622,6 +627,8 @@ class ImagesCog(commands.Cog, name="Images"):
             files = [discord.File(io.BytesIO(guide.data), filename=guide.filename) for guide in reply.images]
             text = "\n".join(guide.label for guide in reply.images)
             await interaction.response.send_message(text[:2000], files=files, ephemeral=True)
+        elif isinstance(reply, EditForm):
+            await interaction.response.send_modal(EditModal(self, reply.generation_id, reply.text))
         elif isinstance(reply, OneImage):
             view = result_view(reply.generation_id, reply.actions, index=reply.index)
             await interaction.response.send_message(reply.text, view=view, ephemeral=True)

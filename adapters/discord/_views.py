@@ -21,10 +21,14 @@ from bot.actions import (
     button_rows,
     decode_action,
     encode_action,
+    format_ref,
 )
+from bot.chat import EDIT_MOST
 
 __all__ = [
     "ActionHandler",
+    "EditHandler",
+    "EditModal",
     "FromImageHandler",
     "FromImageModal",
     "GenerationButton",
@@ -115,6 +119,31 @@ class FromImageModal(discord.ui.Modal, title="Imagine from this image"):
     async def on_submit(self, interaction: discord.Interaction) -> None:
         """Hand the prompt and strength to the cog."""
         await self.handler.on_from_image(interaction, self.attachment, self.prompt.value, self.strength.value)
+
+
+class EditHandler(Protocol):
+    """What the Edit modal is handed to (the cog)."""
+
+    async def on_edit(self, interaction: discord.Interaction, text: str) -> None:
+        """Queue a generation from the /imagine text as the user changed it."""
+        ...
+
+
+class EditModal(discord.ui.Modal, title="Edit and imagine"):
+    """Holds a result's /imagine text (prompt and flags) for the user to change and run as a new image."""
+
+    text: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
+        label="Prompt and flags", style=discord.TextStyle.paragraph, max_length=EDIT_MOST
+    )
+
+    def __init__(self, handler: EditHandler, generation_id: int, text: str) -> None:
+        super().__init__(title=f"Edit {format_ref(generation_id)} and imagine", timeout=15 * 60)
+        self.handler = handler
+        self.text.default = text
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        """Hand the changed text to the cog."""
+        await self.handler.on_edit(interaction, self.text.value)
 
 
 class GuideHandler(Protocol):

@@ -23,7 +23,20 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
 from bot.actions import ACTION_ID_PATTERN, ButtonAction, decode_action, format_ref, parse_ref_args
-from bot.chat import ChatFlow, Deleted, Flagged, Guides, Listing, OneImage, Reply, Started, Text, refusal, updates
+from bot.chat import (
+    ChatFlow,
+    Deleted,
+    EditForm,
+    Flagged,
+    Guides,
+    Listing,
+    OneImage,
+    Reply,
+    Started,
+    Text,
+    refusal,
+    updates,
+)
 from bot.config import SlackSettings
 from bot.errors import BotError
 from bot.history import Generation, StoredImage
@@ -35,6 +48,7 @@ from bot.summary import progress_line, withheld_line
 from .._download import FileHosts
 from ._blocks import (
     COMMAND,
+    EDIT_VIEW,
     FILE_BLOCKS,
     FROM_IMAGE_SHORTCUT,
     GENERATE_SHORTCUT,
@@ -47,6 +61,7 @@ from ._blocks import (
     Block,
     Destination,
     SourceFile,
+    edit_modal,
     escape,
     failed_blocks,
     history_text,
@@ -54,10 +69,10 @@ from ._blocks import (
     imagine_options,
     imagine_source,
     modal_field,
+    modal_target,
     one_image_blocks,
     progress_blocks,
     refine_modal,
-    refine_target,
     result_blocks,
     slack_time,
     view_values,
@@ -156,6 +171,7 @@ class SlackImages:
         app.shortcut(FROM_IMAGE_SHORTCUT)(_timed(self.on_from_image_shortcut))
         app.shortcut(GUIDE_SHORTCUT)(_timed(self.on_guide_shortcut))
         app.view(REFINE_VIEW)(_timed(self.on_refine_submit))
+        app.view(EDIT_VIEW)(_timed(self.on_edit_submit))
         app.action(ACTION_ID_PATTERN)(_timed(self.on_button))
         app.event("reaction_added")(self.on_reaction)
         app.event("reaction_removed")(self.on_reaction_removed)
@@ -325,13 +341,25 @@ class SlackImages:
 
     async def on_refine_submit(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         """Queue the refine, or keep the modal open with the refusal on the percent field."""
-        generation_id, where = refine_target(view)
+        generation_id, where = modal_target(view)
         who = _requester(body["user"]["id"], _team(body), where.channel)
         try:
             percent = parse_ref_args(str(view_values(view).get("percent") or ""), allow_percent=True).percent
             job = await self.service.refine(who, generation_id, percent)
         except BotError as error:
             await ack(response_action="errors", errors={"percent": str(error)})
+            return
+        await ack()
+        await self._start(job, where)
+
+    async def on_edit_submit(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        """Queue a generation from the Edit modal's /imagine text, or keep it open with the refusal on the text."""
+        _, where = modal_target(view)
+        who = _requester(body["user"]["id"], _team(body), where.channel)
+        try:
+            job = await self.service.imagine(str(view_values(view).get("text") or ""), who)
+        except BotError as error:
+            await ack(response_action="errors", errors={"text": str(error)})
             return
         await ack()
         await self._start(job, where)
@@ -385,7 +413,8 @@ class SlackImages:
         where = Destination(channel, (body.get("message") or {}).get("thread_ts"))
         files = [file_id for file_id in action.get("value", "").split(",") if file_id.startswith("F")]
         try:
-            await self._show(await self.flow.action(who, kind, generation_id, index), who, where, card_ts, files)
+            reply = await self.flow.action(who, kind, generation_id, index)
+            await self._show(reply, who, where, card_ts, files, trigger=body.get("trigger_id"))
         except BotError as error:
             await self._tell(who, refusal(error))
 
@@ -416,9 +445,19 @@ class SlackImages:
             log.info("%s of %s by %s refused: %s", kind, generation.id, event["user"], error)
 
     async def _show(
-        self, reply: Reply, who: Requester, where: Destination, card_ts: str, files: Sequence[str] = ()
+        self,
+        reply: Reply,
+        who: Requester,
+        where: Destination,
+        card_ts: str,
+        files: Sequence[str] = (),
+        *,
+        trigger: str | None = None,
     ) -> None:
-        """Render the chat flow's reply: a card to follow, a private line, or the deletion of a card."""
+        """Render the chat flow's reply: a card to follow, a private line, a form, or the deletion of a card.
+
+        `trigger`: a button click's trigger id, which a form (Edit's) needs to open.
+        """
         if isinstance(reply, Started):
             await self._start(reply.job, where)
         elif isinstance(reply, Text):
@@ -427,6 +466,8 @@ class SlackImages:
             await self._tell(who, history_text(reply.generations))
         elif isinstance(reply, OneImage):
             await self._tell(who, reply.text, one_image_blocks(reply))
+        elif isinstance(reply, EditForm) and trigger is not None:
+            await self.client.views_open(trigger_id=trigger, view=edit_modal(reply.generation_id, where, reply.text))
         elif isinstance(reply, Guides):
             # Files cannot be ephemeral on Slack: the guides go to the user who asked, in a direct message.
             posted = await self.client.chat_postMessage(

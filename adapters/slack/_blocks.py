@@ -12,7 +12,7 @@ from typing import Any
 
 from bot.actions import ButtonAction, button_looks, button_rows, encode_action, format_ref
 from bot.catalog import Catalog, CatalogEntry
-from bot.chat import OneImage
+from bot.chat import EDIT_MOST, OneImage
 from bot.history import Generation
 from bot.jobs import Job
 from bot.options import SDXL_BUCKETS
@@ -21,6 +21,7 @@ from bot.summary import history_line, result_fields
 
 __all__ = [
     "COMMAND",
+    "EDIT_VIEW",
     "FILE_BLOCKS",
     "FROM_IMAGE_SHORTCUT",
     "GENERATE_SHORTCUT",
@@ -33,6 +34,7 @@ __all__ = [
     "Block",
     "Destination",
     "SourceFile",
+    "edit_modal",
     "escape",
     "failed_blocks",
     "history_text",
@@ -40,10 +42,10 @@ __all__ = [
     "imagine_options",
     "imagine_source",
     "modal_field",
+    "modal_target",
     "one_image_blocks",
     "progress_blocks",
     "refine_modal",
-    "refine_target",
     "result_blocks",
     "slack_time",
     "view_values",
@@ -60,6 +62,7 @@ FROM_IMAGE_SHORTCUT = "imagine_from_image"
 GUIDE_SHORTCUT = "use_as_controlnet_guide"
 IMAGINE_VIEW = "imagine_modal"
 REFINE_VIEW = "refine_modal"
+EDIT_VIEW = "edit_modal"
 
 HELP = """\
 */imagine* `a red fox --seed 7 --refiner 90 --lora pixel-art:0.8` — make an image. Flags: \
@@ -417,14 +420,18 @@ class Destination:
     thread_ts: str | None = None
 
 
+def _target(generation_id: int, where: Destination) -> str:
+    """Return a modal's private metadata: the generation it acts on and where its result goes."""
+    return json.dumps({"id": generation_id, "channel": where.channel, "thread_ts": where.thread_ts})
+
+
 def refine_modal(generation_id: int, where: Destination, percent: int) -> dict[str, Any]:
     """Return the "Refine image…" modal asking where the refiner starts."""
-    metadata = {"id": generation_id, "channel": where.channel, "thread_ts": where.thread_ts}
     element = {**_number_input(1, 99), "initial_value": str(percent)}
     return {
         "type": "modal",
         "callback_id": REFINE_VIEW,
-        "private_metadata": json.dumps(metadata),
+        "private_metadata": _target(generation_id, where),
         "title": _plain("Refine image"),
         "submit": _plain("Refine"),
         "close": _plain("Cancel"),
@@ -441,8 +448,30 @@ def refine_modal(generation_id: int, where: Destination, percent: int) -> dict[s
     }
 
 
-def refine_target(view: Mapping[str, Any]) -> tuple[int, Destination]:
-    """Return the generation id and destination a refine modal was opened for."""
+def edit_modal(generation_id: int, where: Destination, text: str) -> dict[str, Any]:
+    """Return the Edit modal: a result's /imagine text (prompt and flags) to change and run as a new image."""
+    element = {"type": "plain_text_input", "multiline": True, "initial_value": text, "max_length": EDIT_MOST}
+    return {
+        "type": "modal",
+        "callback_id": EDIT_VIEW,
+        "private_metadata": _target(generation_id, where),
+        "title": _plain("Edit and imagine"),
+        "submit": _plain("Imagine"),
+        "close": _plain("Cancel"),
+        "blocks": [
+            _input(
+                "text",
+                f"{format_ref(generation_id)}: prompt and flags",
+                element,
+                optional=False,
+                hint="Change the words or any flag; a new image is made, this one stays.",
+            )
+        ],
+    }
+
+
+def modal_target(view: Mapping[str, Any]) -> tuple[int, Destination]:
+    """Return the generation id and destination a refine or edit modal was opened for."""
     metadata = json.loads(view.get("private_metadata") or "{}")
     return int(metadata["id"]), Destination(str(metadata["channel"]), metadata.get("thread_ts"))
 

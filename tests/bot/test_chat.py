@@ -12,6 +12,7 @@ from bot.chat import (
     GENERIC_ERROR,
     ChatFlow,
     Deleted,
+    EditForm,
     Flagged,
     Listing,
     Started,
@@ -166,6 +167,35 @@ async def test_the_delete_button_deletes_for_the_author_only(flow, service):
     assert await flow.action(ALICE, "delete", generation_id) == Deleted(generation_id)
     with pytest.raises(NotFound):
         await service.details(ALICE, generation_id)
+
+
+async def test_edit_holds_the_imagine_text_that_makes_the_image_again(flow, service):
+    """Edit answers with a form holding the /imagine text (no command word): run unchanged, it makes the same
+    request; an upscale, or an image made from an image, has no such text, so no button and one sentence."""
+    generation_id = await made(flow)
+    reply = await flow.action(BOB, "edit", generation_id)  # anyone who sees it: the new image is theirs
+    assert isinstance(reply, EditForm) and reply.generation_id == generation_id
+    assert reply.text.startswith("a red fox --model tiny ") and "--seed 7" in reply.text and "--steps 4" in reply.text
+    again = await (await service.imagine(reply.text, BOB)).result()
+    original = await service.details(ALICE, generation_id)
+    assert again.request == original.request
+    assert "edit" in service.result_actions(original.request)
+    upscaled = await (await service.upscale(ALICE, generation_id, 2)).result()
+    assert "edit" not in service.result_actions(upscaled.request)
+    sentence = f"Edit #{upscaled.id} cannot be written as one /imagine (it was made from an image or by an upscaler)."
+    with pytest.raises(InvalidOption) as refused:
+        await flow.action(ALICE, "edit", upscaled.id)
+    assert str(refused.value) == sentence
+
+
+async def test_an_edit_text_longer_than_a_form_holds_is_refused(flow, service):
+    prompt = " ".join(["fox"] * 745)  # 2979 characters (a prompt may have 3000): the flags pass the form's 3000
+    long = await (await service.imagine(f"{prompt} --steps 4", ALICE)).result()
+    with pytest.raises(
+        InvalidOption,
+        match=r"^Edit is not offered: #\d+'s /imagine text is \d+ characters, more than a form holds \(3000\)\.$",
+    ):
+        await flow.action(ALICE, "edit", long.id)
 
 
 async def test_details_and_show_replies(flow):

@@ -408,4 +408,5 @@ async def test_result_buttons_leave_out_what_could_only_be_refused(service):
         await service.refine(ALICE, turbo.id)
     alone = plain.request.model_copy(update={"upscale": 2, "init_image": "0" * 64, "strength": None})
     assert alone.upscales_alone
-    assert [a for a in result_actions(alone) if a not in service.result_actions(alone)] == ["reroll", "refine"]
+    # No Edit either: no /imagine text makes an upscale.
+    assert [a for a in result_actions(alone) if a not in service.result_actions(alone)] == ["reroll", "refine", "edit"]

@@ -328,7 +328,7 @@ async def test_pan_is_offered_only_where_there_is_room_and_the_buttons_come_in_r
     wide = square.model_copy(update={"height": 256})
     actions = service.result_actions(wide)
     rows = [
-        ["reroll", "refine", "vary-subtle", "vary-strong"],
+        ["reroll", "refine", "vary-subtle", "vary-strong", "edit"],
         ["upscale-2", "upscale-4", "zoom-out", "zoom-out-2"],
         ["pan-left", "pan-right", "pan-up", "pan-down"],
         ["details", "delete"],

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.slack._blocks import Destination, imagine_options, refine_modal, refine_target, view_values
+from adapters.slack._blocks import Destination, imagine_options, modal_target, refine_modal, view_values
 from bot.actions import parse_ref_args
 from bot.jobs import Requester
 from tests.properties.conftest import Run
@@ -71,7 +71,7 @@ def test_refine_modal(run: Run, data_dir: Path, percent: str | None, target: int
     """ "Refine image…" queues a refine of the image, or refuses in one sentence; its target survives the round trip."""
     view = refine_modal(target, Destination("C1", "1.2"), 85)
     view["private_metadata"] = json.loads(json.dumps(view["private_metadata"]))
-    assert refine_target(view) == (target, Destination("C1", "1.2"))
+    assert modal_target(view) == (target, Destination("C1", "1.2"))
     view["state"] = {"values": {"percent": typed(percent)}}
 
     async def body() -> None:

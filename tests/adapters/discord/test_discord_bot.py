@@ -91,7 +91,7 @@ async def test_imagine_defers_then_shows_progress_then_the_image(running):
     assert fields["Refiner"] == "tiny-refiner from 50 %"
     assert embed["image"]["url"] == f"attachment://{attachment.filename}"
     assert "The refiner starts at 50 %; it works best from 85–90 %." in fields["⚠ Notes"].splitlines()
-    made = ["reroll", "refine", "vary-subtle", "vary-strong", "upscale-2", "upscale-4"]
+    made = ["reroll", "refine", "vary-subtle", "vary-strong", "edit", "upscale-2", "upscale-4"]
     about = ["pan-left", "pan-right", "pan-up", "pan-down", "details", "delete"]
     assert _custom_ids(message) == [encode_action(a, 1) for a in made + about]
     assert running.backend.requests[0].seed == 7
@@ -126,6 +126,38 @@ async def test_refine_button_keeps_the_seed_and_adds_the_refiner(running):
     fields = {field["name"]: field["value"] for field in refined.embeds[0]["fields"]}
     assert fields["Seed"] == "7"
     assert fields["Steps"] == "20 (17 base + 3 refiner)"
+
+
+def _text_inputs(modal: dict) -> list[dict]:
+    """Return a modal's text inputs, in or out of their rows and labels."""
+    found = []
+    for component in modal["components"]:
+        inner = component.get("components") or [component.get("component") or {}]
+        found += [item for item in inner if item.get("type") == 4]
+    return found
+
+
+async def test_edit_opens_the_imagine_text_and_makes_a_new_image_from_the_changed_text(running):
+    """✏️ Edit opens a form holding the image's /imagine text; sent with another prompt, the same settings make a new
+    image (the original stays). A flag the text breaks is one private sentence and nothing is queued."""
+    fake = running.fake
+    _, first = await _imagine(fake, {"prompt": "a red fox", "seed": "7", "steps": 4})
+    click = await fake.click(first.id, encode_action("edit", 1))
+    opened = await click.response()
+    assert opened["type"] == 9 and opened["data"]["title"] == "Edit #1 and imagine"
+    (field,) = _text_inputs(opened["data"])
+    text = field["value"]
+    assert text.startswith("a red fox --model tiny ") and "--seed 7" in text and "--steps 4" in text
+    submitted = await fake.submit_modal(click, {"Prompt and flags": text.replace("a red fox", "a blue fox", 1)})
+    await fake.wait_for(lambda: submitted.original is not None)
+    await _finished(fake, submitted.original)
+    first_request, edited = running.backend.requests
+    assert edited == first_request.model_copy(update={"prompt": "a blue fox"})
+    click = await fake.click(first.id, encode_action("edit", 1))
+    broken = await fake.submit_modal(click, {"Prompt and flags": text.replace("--steps 4", "--steps many")})
+    await fake.wait_for(lambda: broken.followups)
+    assert broken.followups[0].ephemeral and broken.followups[0].content.startswith("✖ --steps must be")
+    assert len(running.backend.requests) == 2
 
 
 async def test_someone_else_cannot_reroll_refine_delete_or_cancel(running):
@@ -511,7 +543,7 @@ async def test_result_buttons_come_in_rows_and_a_pan_arrow_widens_the_image(runn
     _, first = await _imagine(running.fake, {"prompt": "a red fox", "seed": "7", "steps": 4})
     rows = [[button for button in row["components"]] for row in first.components]
     assert [[button["custom_id"].split(":")[1] for button in row] for row in rows] == [
-        ["reroll", "refine", "vary-subtle", "vary-strong"],
+        ["reroll", "refine", "vary-subtle", "vary-strong", "edit"],
         ["upscale-2", "upscale-4"],  # a 128² image has no room to zoom out of
         ["pan-left", "pan-right", "pan-up", "pan-down"],
         ["details", "delete"],

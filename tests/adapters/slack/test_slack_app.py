@@ -65,6 +65,7 @@ async def test_imagine_acks_then_updates_a_placeholder_then_uploads_the_image(ru
         "ib:refine:1",
         "ib:vary-subtle:1",
         "ib:vary-strong:1",
+        "ib:edit:1",
         "ib:upscale-2:1",
         "ib:upscale-4:1",
         "ib:pan-left:1",
@@ -76,7 +77,7 @@ async def test_imagine_acks_then_updates_a_placeholder_then_uploads_the_image(ru
     ]
     # in rows as on Discord: new images, larger ones (no Zoom Out at 128²), the pan arrows, about it
     rows = [[e["text"]["text"] for e in block["elements"]] for block in card.blocks if block["type"] == "actions"]
-    assert [len(row) for row in rows] == [4, 2, 4, 2] and rows[2] == ["⬅️", "➡️", "⬆️", "⬇️"]
+    assert [len(row) for row in rows] == [5, 2, 4, 2] and rows[2] == ["⬅️", "➡️", "⬆️", "⬇️"]
     # the image is the stored file (parameters chunk and all), uploaded into the same channel after the card
     generation = await running.service.details(running.who(), 1)
     stored = running.data_dir / generation.images[0].path
@@ -200,6 +201,37 @@ async def test_refine_keeps_the_seed_by_button_reaction_and_shortcut_modal(runni
     fields = _fields(await running.finished_card(4))
     assert fields["Seed"] == "7" and fields["Steps"] == "20 (18 base + 2 refiner)"
     assert [request.seed for request in running.backend.requests] == [7, 7, 7, 7]
+
+
+async def test_edit_opens_the_imagine_text_and_makes_a_new_image_from_the_changed_text(running: Running) -> None:
+    """✏️ Edit opens a form holding the card's /imagine text; a broken flag keeps the form open with the sentence on
+    the text, and the changed prompt makes a new card in the same place with the same settings."""
+    card = await _imagine(running, "a red fox --seed 7 --steps 4")
+    await _click(running, card, "ib:edit:1")
+    await running.fake.wait_for(lambda: running.fake.calls_to("views.open"))
+    view = running.fake.calls_to("views.open")[-1].args["view"]
+    assert view["callback_id"] == "edit_modal"
+    (block,) = view["blocks"]
+    text = block["element"]["initial_value"]
+    assert text.startswith("a red fox --model tiny ") and "--seed 7" in text and "--steps 4" in text
+
+    def typed(value: str) -> dict:
+        return {"text": {"value": {"type": "plain_text_input", "value": value}}}
+
+    metadata = view["private_metadata"]
+    wrong = await running.fake.send_view_submission(
+        running.url, "edit_modal", typed(text.replace("--steps 4", "--steps many")), private_metadata=metadata
+    )
+    assert wrong.json["response_action"] == "errors"
+    assert wrong.json["errors"]["text"].startswith("--steps must be")
+    good = await running.fake.send_view_submission(
+        running.url, "edit_modal", typed(text.replace("a red fox", "a blue fox", 1)), private_metadata=metadata
+    )
+    assert good.status == 200 and good.body == ""
+    edited = await running.finished_card(2)
+    first, again = running.backend.requests
+    assert again == first.model_copy(update={"prompt": "a blue fox"})
+    assert edited.channel == card.channel and _fields(edited)["Seed"] == "7"
 
 
 async def test_someone_else_is_refused_privately_and_nothing_is_queued(running: Running) -> None:
