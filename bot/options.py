@@ -105,6 +105,7 @@ __all__ = [
     "flags_help",
     "image_refs",
     "imagine_command",
+    "input_images",
     "pan",
     "parse_options",
     "parse_text",
@@ -372,6 +373,12 @@ def _as_typed(error: InvalidOption, typed: Mapping[str, str]) -> InvalidOption:
 
 # ---------------------------------------------------------------------------
 # The other way: a request → the /imagine text that parses back to it
+
+
+def input_images(request: GenerationRequest) -> list[str]:
+    """Return the stored images a request starts from, as the user gave them (a guide's source, not its map)."""
+    found = [request.init_image, request.mask_image, *(c.source or c.guide for c in request.controlnets)]
+    return [sha for sha in found if sha is not None]
 
 
 def imagine_command(request: GenerationRequest, catalog: Catalog, refs: Mapping[str, str]) -> str | None:

@@ -315,6 +315,10 @@ class GenerationStore(Protocol):
         """
         ...
 
+    async def find_images(self, platform: str, user_id: str, sha256s: Iterable[str]) -> dict[str, tuple[int, int]]:
+        """Return which of the user's images input images were made from: sha256 → (generation id, image index)."""
+        ...
+
     async def note_input_source(self, sha256: str, generation_id: int, index: int) -> None:
         """Remember that an input image (the SHA-256 of its checked bytes) is one of a generation's images.
 
@@ -434,10 +438,6 @@ class GalleryStore(Protocol):
 
     async def loras(self, platform: str, user_id: str) -> list[str]:
         """Return the LoRAs the user's generations used, sorted, for the filter."""
-        ...
-
-    async def find_images(self, platform: str, user_id: str, sha256s: Iterable[str]) -> dict[str, tuple[int, int]]:
-        """Return which of the user's images input images were made from: sha256 → (generation id, image index)."""
         ...
 
     async def epoch(self, platform: str, user_id: str) -> int:

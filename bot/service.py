@@ -338,17 +338,26 @@ class ImageService:
         }
         return await self._from_result(who, parent, stored, "pan", DEFAULT_STRENGTH, changes)
 
-    async def imagine_text(self, who: Requester, generation_id: int) -> str:
-        """Return the ``/imagine`` text (without the command) that makes a generation the user may see again.
+    async def imagine_texts(
+        self, platform: str, user_id: str, generations: Sequence[Generation]
+    ) -> dict[int, str | None]:
+        """Return the ``/imagine`` text that makes each of a user's generations again, or None where none does.
 
-        What Edit puts in its form. None is written for a request made from an image, by an
-        upscaler or with ControlNets one flag cannot say (`bot.options.imagine_command`), so
-        none of those is offered the button.
+        Input images are named as the user's earlier images that hold them (``#12.2``); one
+        uploaded, which no earlier image holds, leaves none (`bot.options.imagine_command`).
         """
+        shas = {sha for generation in generations for sha in options.input_images(generation.request)}
+        found = await self._generations.find_images(platform, user_id, shas)
+        refs = {sha: format_image_ref(generation_id, index) for sha, (generation_id, index) in found.items()}
+        return {g.id: options.imagine_command(g.request, self.catalog, refs) for g in generations}
+
+    async def imagine_text(self, who: Requester, generation_id: int) -> str:
+        """Return the ``/imagine`` text (without the command) that makes a generation the user may see again: Edit's."""
         generation = await self.details(who, generation_id, "edit")
-        text = options.imagine_command(generation.request, self.catalog, {})
+        texts = await self.imagine_texts(generation.platform, generation.user_id, [generation])
+        text = texts[generation.id]
         if text is None:
-            why = "it was made from an image or by an upscaler"
+            why = "an upscale, or made from an uploaded image"
             raise InvalidOption("edit", f"{format_ref(generation.id)} cannot be written as one /imagine ({why})")
         return text.removeprefix("/imagine ")
 
@@ -691,7 +700,9 @@ class ImageService:
         }
         if request.upscales_alone:
             withheld |= {"reroll", "refine"}
-        if options.imagine_command(request, self.catalog, {}) is None:
+        # Edit where a /imagine text says the request, its input images as the earlier images they came from.
+        earlier = dict.fromkeys(options.input_images(request), "#1")
+        if options.imagine_command(request, self.catalog, earlier) is None:
             withheld.add("edit")
         backend: Backend | None = None
         try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from bot.gallery import GalleryQuery, match_expression
@@ -26,8 +25,6 @@ _SHOWCASE = (
     "platform = ? AND workspace = ? AND starred_at IS NOT NULL AND status = 'done'"
     " AND EXISTS (SELECT 1 FROM images WHERE images.generation_id = generations.id AND images.nsfw IS NOT 1)"
 )
-# The most images one lookup names: a page of cards with an image, a mask and three guides each.
-_MAX_SHAS = 200
 
 
 class SqliteGallery:
@@ -115,27 +112,6 @@ class SqliteGallery:
                 (platform, user_id, platform, user_id),
             )
         return [str(row[0]) for row in rows]
-
-    async def find_images(self, platform: str, user_id: str, sha256s: Iterable[str]) -> dict[str, tuple[int, int]]:
-        """Return which of the user's images an input image was made from: sha256 → (generation id, image index).
-
-        The oldest, where several were (`GenerationStore.note_input_source` records them).
-        """
-        wanted = sorted(set(sha256s))[:_MAX_SHAS]
-        if not wanted:
-            return {}
-        marks = ", ".join("?" * len(wanted))
-        async with self._db.lock:
-            rows = await self._db.conn.execute_fetchall(
-                # CROSS JOIN keeps this order: from the few rows of these images to their generations, where
-                # the planner's own choice probed every one of the user's generations (15 ms at 100,000).
-                "SELECT s.sha256, g.id, s.idx FROM input_sources AS s CROSS JOIN generations AS g"
-                " ON g.id = s.generation_id"
-                f" WHERE s.sha256 IN ({marks}) AND g.platform = ? AND g.user_id = ? ORDER BY g.id DESC, s.idx DESC",
-                (*wanted, platform, user_id),
-            )
-        # Oldest last, so it is the one kept: the original, not a later copy of the same bytes.
-        return {str(sha): (int(generation_id), int(index)) for sha, generation_id, index in rows}
 
     async def epoch(self, platform: str, user_id: str) -> int:
         """Return the user's link epoch (0 until a link was first revoked)."""

@@ -38,10 +38,8 @@ from bot.errors import BotError, NotAllowed, NotFound, QueueFull, QuotaReached, 
 from bot.gallery import PAGE_SIZE, GalleryQuery
 from bot.history import FINAL, Generation
 from bot.jobs import Requester
-from bot.options import imagine_command
 from bot.pngmeta import parameters_text
 from bot.ports import GalleryStore
-from bot.request import GenerationRequest
 from bot.service import ImageService
 from bot.summary import result_fields
 
@@ -187,12 +185,6 @@ def _card(generation: Generation, commands: Mapping[int, str | None] | None = No
         error=generation.error,
         command=(commands or {}).get(generation.id),
     )
-
-
-def _input_images(request: GenerationRequest) -> list[str]:
-    """Return the stored images a request starts from, as the user gave them (a guide's source, not its map)."""
-    found = [request.init_image, request.mask_image, *(c.source or c.guide for c in request.controlnets)]
-    return [sha for sha in found if sha is not None]
 
 
 def _image_number(text: object, generation: Generation) -> int:
@@ -427,11 +419,7 @@ class _Pages:
 
     async def _commands(self, owner: Owner, generations: Sequence[Generation]) -> dict[int, str | None]:
         """Return the /imagine text of each generation, its input images named as the owner's earlier images."""
-        shas = {sha for generation in generations for sha in _input_images(generation.request)}
-        found = await self._store.find_images(owner.platform, owner.user_id, shas)
-        refs = {sha: format_image_ref(generation_id, index) for sha, (generation_id, index) in found.items()}
-        catalog = self._service.catalog
-        return {generation.id: imagine_command(generation.request, catalog, refs) for generation in generations}
+        return await self._service.imagine_texts(owner.platform, owner.user_id, generations)
 
     async def _visible(self, request: web.Request) -> Generation:
         """Return the generation the path names as the link shows it: the owner's own, or in the server's showcase."""

@@ -171,7 +171,8 @@ async def test_the_delete_button_deletes_for_the_author_only(flow, service):
 
 async def test_edit_holds_the_imagine_text_that_makes_the_image_again(flow, service):
     """Edit answers with a form holding the /imagine text (no command word): run unchanged, it makes the same
-    request; an upscale, or an image made from an image, has no such text, so no button and one sentence."""
+    request, a variation's too (its image named as the earlier image it came from); an upscale has no such text, so
+    no button and one sentence."""
     generation_id = await made(flow)
     reply = await flow.action(BOB, "edit", generation_id)  # anyone who sees it: the new image is theirs
     assert isinstance(reply, EditForm) and reply.generation_id == generation_id
@@ -180,9 +181,14 @@ async def test_edit_holds_the_imagine_text_that_makes_the_image_again(flow, serv
     original = await service.details(ALICE, generation_id)
     assert again.request == original.request
     assert "edit" in service.result_actions(original.request)
+    varied = await (await service.vary(ALICE, generation_id, "strong")).result()
+    assert "edit" in service.result_actions(varied.request)
+    text = (await flow.edit(ALICE, varied.id)).text
+    assert f"--image #{generation_id} --strength 0.7" in text
+    assert (await (await service.imagine(text, ALICE)).result()).request == varied.request
     upscaled = await (await service.upscale(ALICE, generation_id, 2)).result()
     assert "edit" not in service.result_actions(upscaled.request)
-    sentence = f"Edit #{upscaled.id} cannot be written as one /imagine (it was made from an image or by an upscaler)."
+    sentence = f"Edit #{upscaled.id} cannot be written as one /imagine (an upscale, or made from an uploaded image)."
     with pytest.raises(InvalidOption) as refused:
         await flow.action(ALICE, "edit", upscaled.id)
     assert str(refused.value) == sentence

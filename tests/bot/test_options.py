@@ -760,6 +760,7 @@ def test_all_matches_public_names():
         "flags_help",
         "image_refs",
         "imagine_command",
+        "input_images",
         "pan",
         "parse_options",
         "parse_text",

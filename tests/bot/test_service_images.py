@@ -121,6 +121,13 @@ async def test_a_chat_reads_attachments_through_its_loader_and_bad_bytes_are_ref
     with pytest.raises(InvalidOption, match=r"^--image is 293.1 KB; the most is 195.3 KB\.$"):
         await service.imagine("a fox --image huge.png", ALICE, load=load)
     assert len(inputs(tmp_path)) == 1
+    # No /imagine text names an uploaded file: Edit says so in one sentence.
+    uploaded = (await service.history(ALICE, limit=1))[0]
+    with pytest.raises(
+        InvalidOption,
+        match=r"^Edit #\d+ cannot be written as one /imagine \(an upscale, or made from an uploaded image\)\.$",
+    ):
+        await ChatFlow(service).action(ALICE, "edit", uploaded.id)
 
 
 async def test_vary_subtle_and_strong_keep_the_prompt_with_a_new_seed(service, backend, tmp_path):

@@ -148,6 +148,16 @@ class InMemoryGenerations:
                 return True
         return False
 
+    async def find_images(self, platform: str, user_id: str, sha256s: Iterable[str]) -> dict[str, tuple[int, int]]:
+        """Return which of the user's images input images were made from: sha256 → (generation id, image index)."""
+        wanted = set(sha256s)
+        found: dict[str, tuple[int, int]] = {}
+        for (generation_id, index), sha in sorted(self.input_sources.items(), reverse=True):  # the oldest kept
+            generation = self._generations[generation_id]
+            if sha in wanted and (generation.platform, generation.user_id) == (platform, user_id):
+                found[sha] = (generation_id, index)
+        return found
+
     async def note_input_source(self, sha256: str, generation_id: int, index: int) -> None:
         """Remember that an input image (the SHA-256 of its checked bytes) is one of a generation's images."""
         if generation_id not in self._generations:

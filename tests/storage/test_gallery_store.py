@@ -8,6 +8,7 @@ from bot.gallery import GalleryQuery, match_expression
 from bot.history import NewGeneration, StoredImage
 from bot.request import GenerationRequest, WeightedName
 from storage import SqliteDatabase, SqliteGallery, _schema
+from storage.generations import SqliteGenerations
 
 
 def new(prompt: str, user: str = "u1", model: str = "tiny") -> NewGeneration:
@@ -81,28 +82,6 @@ def test_match_expression_quotes_every_word():
     """Whatever is typed, FTS5 sees quoted words only, the last one a prefix."""
     assert match_expression('fox AND "owl" NEAR(') == '"fox" "AND" "owl" "NEAR"*'
     assert match_expression(' "* ( ) ') is None
-
-
-async def test_input_images_are_found_as_the_owners_images_they_were_made_from(tmp_path):
-    """A noted input names its generation's image for its owner only, the oldest first, and goes when it is deleted."""
-    history = await SqliteDatabase.open(tmp_path / "h.db")
-    gallery = await SqliteGallery.open(tmp_path / "h.db")
-    sha, other = "a" * 64, "b" * 64
-    try:
-        first = await history.generations.add(new("a red fox"))
-        second = await history.generations.add(new("a red fox again"))
-        theirs = await history.generations.add(new("a tiger", user="u2"))
-        await history.generations.note_input_source(sha, second.id, 1)
-        await history.generations.note_input_source(sha, first.id, 0)
-        await history.generations.note_input_source(other, theirs.id, 0)
-        assert await gallery.find_images("console", "u1", [sha, other, "c" * 64]) == {sha: (first.id, 0)}
-        assert await gallery.find_images("console", "u2", [sha, other]) == {other: (theirs.id, 0)}
-        await history.generations.delete(first.id)
-        assert await gallery.find_images("console", "u1", [sha]) == {sha: (second.id, 1)}
-        assert await gallery.find_images("console", "u1", []) == {}
-    finally:
-        await gallery.close()
-        await history.close()
 
 
 def with_loras(prompt: str, *names: str, user: str = "u1") -> NewGeneration:
@@ -273,7 +252,7 @@ async def test_the_showcase_and_starred_only_read_their_partial_indexes_and_neve
         await db.close()
 
 
-async def plans(gallery: SqliteGallery, call) -> list[str]:
+async def plans(gallery: SqliteGallery | SqliteGenerations, call) -> list[str]:
     """Run `call` with tracing on and return the query plan of each statement it ran."""
     statements: list[str] = []
     await gallery._db.conn.set_trace_callback(statements.append)
@@ -299,13 +278,14 @@ async def test_the_lora_menu_and_the_input_lookup_never_walk_the_users_generatio
         await history.generations.add(with_loras("their fox", "toy-face", user="u2"))
         await gallery._db.conn.execute("ANALYZE")
         assert await gallery.loras("console", "u1") == ["pixel-art"]
-        assert await gallery.find_images("console", "u1", [f"{7:064x}", f"{8:064x}"]) == {
+        assert await history.generations.find_images("console", "u1", [f"{7:064x}", f"{8:064x}"]) == {
             f"{7:064x}": (8, 0),
             f"{8:064x}": (9, 0),
         }
         (lora_plan,) = await plans(gallery, lambda: gallery.loras("console", "u1"))
         assert "generation_loras_user" in lora_plan and " generations " not in f" {lora_plan} ", lora_plan
-        (input_plan,) = await plans(gallery, lambda: gallery.find_images("console", "u1", [f"{7:064x}"]))
+        find = history.generations.find_images
+        (input_plan,) = await plans(history.generations, lambda: find("console", "u1", [f"{7:064x}"]))
         first = input_plan.split(" | ")[0]
         assert first.startswith("SEARCH s USING") and "input_sources_sha256" in first, input_plan
     finally:

@@ -431,6 +431,23 @@ async def test_an_input_source_is_noted_for_a_generation_that_exists(store, make
         await store.generations.note_input_source(INIT, 999, 0)
 
 
+async def test_input_images_are_found_as_the_owners_images_they_were_made_from(store, make_new):
+    """A noted input names its generation's image for its owner only, the oldest first, and goes when it is deleted."""
+    sha, other = "a" * 64, "b" * 64
+    first = await store.generations.add(make_new())
+    second = await store.generations.add(make_new())
+    theirs = await store.generations.add(make_new("u2"))
+    await store.generations.note_input_source(sha, second.id, 1)
+    await store.generations.note_input_source(sha, first.id, 0)
+    await store.generations.note_input_source(other, theirs.id, 0)
+    assert await store.generations.find_images("discord", "u1", [sha, other, "c" * 64]) == {sha: (first.id, 0)}
+    assert await store.generations.find_images("discord", "u2", [sha, other]) == {other: (theirs.id, 0)}
+    assert await store.generations.find_images("slack", "u1", [sha]) == {}
+    await store.generations.delete(first.id)
+    assert await store.generations.find_images("discord", "u1", [sha]) == {sha: (second.id, 1)}
+    assert await store.generations.find_images("discord", "u1", []) == {}
+
+
 async def test_an_input_is_flagged_when_the_image_it_was_made_from_was(store, make_new):
     """`input_flagged` follows the noted sources to the image's verdict: flagged, clean, unchecked or unknown."""
     generation = await store.generations.add(make_new())
