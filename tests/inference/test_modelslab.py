@@ -224,11 +224,12 @@ async def test_an_input_image_is_refused_before_anything_is_queued_or_sent(servi
 
 async def test_its_results_show_only_the_buttons_it_can_do(service, fake: FakeModelsLab) -> None:
     """No Refine (no refiner hand-off), Vary, Zoom Out or Pan (no image input) under a ModelsLab image: Reroll,
-    the upscales, Details and Delete, which it does; the text command still says why Vary is refused."""
+    Edit, the upscales, Details and Delete, which it does; the text command still says why Vary is refused."""
     svc, _ = service
     generation, error = await outcome(svc, "a red fox --seed 42 --size 512x512")
     assert error is None and generation is not None
-    assert svc.result_actions(generation.request) == ("reroll", "upscale-2", "upscale-4", "details", "delete")
+    offered = ("reroll", "edit", "upscale-2", "upscale-4", "details", "delete")
+    assert svc.result_actions(generation.request) == offered
     with pytest.raises(InvalidOption, match=r"^Image is not available on ModelsLab"):
         await svc.vary(WHO, generation.id, "subtle")
 

@@ -439,6 +439,7 @@ async def test_no_button_under_a_runware_image_is_one_it_would_refuse(running, f
     assert [a for a in result_actions(larger.request) if a not in service.result_actions(larger.request)] == [
         "reroll",
         "refine",
+        "edit",  # no /imagine text makes an upscale
     ]
 
 
