@@ -35,6 +35,7 @@ from bot.history import Action, Generation, NewGeneration, Status, StoredImage
 from bot.images import InputImage
 from bot.inputs import ImageInputs, ImageLoader
 from bot.jobs import Job, Requester
+from bot.policy import Policy
 from bot.ports import (
     Backend,
     CatalogBackend,
@@ -129,7 +130,7 @@ class ImageService:
         self._seeds = seeds
         self._log_prompts = log_prompts
         self._retention_days = retention_days
-        self._inputs_lock = asyncio.Lock()
+        self._adding = asyncio.Lock()
         self._purger: asyncio.Task[None] | None = None
         self._clock = clock
         self._posters: dict[str, ChatPoster] = {}
@@ -473,12 +474,14 @@ class ImageService:
         names those whose stored safety verdict is flagged, for the server's policy; `cost` is
         what was paid for it already (guide maps), to which the job's cost is added.
         """
-        backend = await self._admit(who, request, flagged_inputs)
+        backend, policy = await self._admit(who, request, flagged_inputs)
         if request.seed is None:
             request = request.with_seed(self._seeds())
-        # Held from storing the inputs to adding the row that names them, so that a purge
-        # cannot find them unreferenced in between and delete them.
-        async with self._inputs_lock:
+        # Held from counting the quota to adding the row: requests sent together would each pass a
+        # count made before any of the others was added. And from storing the inputs to adding the
+        # row that names them, so that a purge cannot find them unreferenced in between and delete them.
+        async with self._adding:
+            await self.admin.check_quota(who, request.count, policy)
             for image in inputs:
                 await self._files.save_input(image.data)
             generation = await self._generations.add(
@@ -513,17 +516,20 @@ class ImageService:
         )
         return job
 
-    async def _admit(self, who: Requester, request: GenerationRequest, flagged_inputs: Sequence[str]) -> Backend:
-        """Run every check a request passes before it may cost anything, and return the backend that runs it.
+    async def _admit(
+        self, who: Requester, request: GenerationRequest, flagged_inputs: Sequence[str]
+    ) -> tuple[Backend, Policy]:
+        """Run every check a request passes before it may cost anything; return its backend and the server's rules.
 
-        Room in the queue, the server's rules and the backend's own check, then the server's quota.
+        Room in the queue, the server's rules and the backend's own check, then the server's quota
+        (counted again as the request is added, `submit`).
         """
         self.runner.queue.check_room(who.key)
         policy = await self.admin.check(who, request, flagged_inputs)
         backend = self.runner.backend_for(request)
         backend.check(request)
         await self.admin.check_quota(who, request.count, policy)
-        return backend
+        return backend, policy
 
     async def reroll(self, who: Requester, generation_id: int | None) -> Job:
         """Queue the same settings with a new seed; None means the user's latest generation.
@@ -622,7 +628,7 @@ class ImageService:
                 await self._files.delete(image.path)
         if self.gallery is not None:
             await self.gallery.forget_images(ids)
-        async with self._inputs_lock:
+        async with self._adding:
             for sha in await self._generations.unreferenced_inputs(inputs):
                 await self._files.delete_input(sha)
 

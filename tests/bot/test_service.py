@@ -341,6 +341,23 @@ async def test_a_workspace_daily_quota_refuses_with_the_reset_time(backend, tmp_
         assert len(await history.generations.recent("slack", "U2")) == 1  # the refusal left no row
 
 
+async def test_requests_sent_together_cannot_pass_the_quota_between_them(backend, tmp_path):
+    """Eight requests at once against a quota of 5: five are queued and three refused, never more than the quota
+    (each counted the images made before it, with the rows of the others not yet added)."""
+    from tests.fakes.service import started_service
+
+    alice = Requester("slack", "U1", workspace="T1", channel="C1")
+    async with started_service(backend, tmp_path, daily_quota=5, max_per_user=10) as (service, history):
+        outcomes = await asyncio.gather(
+            *(service.imagine(f"fox number {n}", alice) for n in range(8)), return_exceptions=True
+        )
+        queued = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+        refused = [outcome for outcome in outcomes if isinstance(outcome, QuotaReached)]
+        assert (len(queued), len(refused)) == (5, 3)
+        await asyncio.gather(*(job.result() for job in queued))
+        assert len(await history.generations.recent("slack", "U1")) == 5
+
+
 async def test_a_server_policy_blocks_banned_words_however_spelt_and_its_limits(service, backend):
     """A banned prompt gets the rule's number (never the word list) and queues nothing; limits name themselves."""
     guild = Requester("discord", "alice", workspace="G1", channel="C1")
