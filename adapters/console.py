@@ -15,6 +15,7 @@ Commands (a leading ``/`` is optional)::
     queue                                        how many images wait, and where yours are
     history [count]                              your recent generations
     info [#id]                                   everything about one (default: your latest)
+    edit [#id]                                   its /imagine text, to change and send (default: your latest)
     settings [key=value …]                       show or change your defaults
     forget [confirm]                             delete all your images, seeds and settings
     gallery [revoke]                             a private link to your images on the web (revoke: kill old links)
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import TextIO
 
 from bot.actions import format_ref
-from bot.chat import ChatFlow, Guides, Listing, Reply, Started, Text, refusal
+from bot.chat import ChatFlow, EditForm, Guides, Listing, Reply, Started, Text, refusal
 from bot.errors import InvalidOption, shown
 from bot.history import Generation
 from bot.images import input_path, too_large
@@ -171,6 +172,8 @@ class ConsoleChat:
             for guide in reply.images:
                 self.say(guide.label)
                 self.say(f"    {self._data_dir / input_path(guide.sha256)}")
+        elif isinstance(reply, EditForm):
+            self.say(reply.line)
         elif isinstance(reply, Text):
             # A code block's fences are chat markup; a terminal shows the block as it is.
             self.say("\n".join(line for line in reply.text.splitlines() if line != "```"))

@@ -238,6 +238,11 @@ class EditForm:
     generation_id: int
     text: str
 
+    @property
+    def line(self) -> str:
+        """The text for a chat that shows no form: to copy, change and send."""
+        return f"Change it and send it: /imagine {self.text}"
+
 
 Reply = Started | Text | Listing | Deleted | Flagged | Guides | OneImage | EditForm
 
@@ -389,9 +394,12 @@ class ChatFlow:
         which = f"Image {index + 1} of {format_ref(generation_id)} ({ref}, seed {stored.seed})"
         return OneImage(generation_id, index, f"{which}: these buttons act on it alone.", actions)
 
-    async def edit(self, who: Requester, generation_id: int) -> EditForm:
-        """Answer Edit: a form holding the generation's ``/imagine`` text, to change and run as a new image."""
-        text = await self.service.imagine_text(who, generation_id)
+    async def edit(self, who: Requester, generation_id: int | None) -> EditForm:
+        """Answer Edit and ``edit [#id]``: a form holding a generation's ``/imagine`` text (None: the latest's).
+
+        The text is what to change and run as a new image; a chat with no forms shows it to copy.
+        """
+        generation_id, text = await self.service.imagine_text(who, generation_id)
         if len(text) > EDIT_MOST:
             reason = f"{format_ref(generation_id)}'s /imagine text is {len(text)} characters, more than a form holds"
             raise InvalidOption("edit", f"is not offered: {reason} ({EDIT_MOST})")
@@ -511,12 +519,13 @@ class ChatFlow:
         if word == "vary":
             kind, ref = _word_and_image(rest, _VARY_WORDS, "vary", "subtle or strong")
             return lambda who: self.vary(who, ref, kind)
-        if word not in ("reroll", "refine", "cancel", "guide", "info", "star", "unstar"):
+        if word not in ("reroll", "refine", "edit", "cancel", "guide", "info", "star", "unstar"):
             return None
         args = parse_ref_args(rest, allow_percent=word == "refine")
         ref_commands: dict[str, Callable[[Requester], Awaitable[Reply]]] = {
             "reroll": lambda who: self.reroll(who, args.generation_id),
             "refine": lambda who: self.refine(who, args.generation_id, args.percent),
+            "edit": lambda who: self.edit(who, args.generation_id),
             "cancel": lambda who: self.cancel(who, args.generation_id),
             "guide": lambda who: self.guides(who, args.generation_id),
             "info": lambda who: self.info(who, args.generation_id),

@@ -352,15 +352,18 @@ class ImageService:
         refs = {sha: format_image_ref(generation_id, index) for sha, (generation_id, index) in found.items()}
         return {g.id: options.imagine_command(g.request, self.catalog, refs) for g in generations}
 
-    async def imagine_text(self, who: Requester, generation_id: int) -> str:
-        """Return the ``/imagine`` text (without the command) that makes a generation the user may see again: Edit's."""
+    async def imagine_text(self, who: Requester, generation_id: int | None) -> tuple[int, str]:
+        """Return the id of a generation the user may see (None: their latest) and the text that makes it again.
+
+        Edit's: the ``/imagine`` text without the command.
+        """
         generation = await self.details(who, generation_id, "edit")
         texts = await self.imagine_texts(generation.platform, generation.user_id, [generation])
         text = texts[generation.id]
         if text is None:
             why = "an upscale, or made from an uploaded image"
             raise InvalidOption("edit", f"{format_ref(generation.id)} cannot be written as one /imagine ({why})")
-        return text.removeprefix("/imagine ")
+        return generation.id, text.removeprefix("/imagine ")
 
     async def image_actions(
         self, who: Requester, generation_id: int, index: int

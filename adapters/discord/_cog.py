@@ -454,6 +454,14 @@ class ImagesCog(commands.Cog, name="Images"):
         """Show a generation's parameters."""
         await self._ask(interaction, self.flow.info(requester(interaction), id))
 
+    @app_commands.command(
+        name="edit", description="Change an image's /imagine text and make it anew (default: latest)."
+    )
+    @app_commands.describe(id="the generation number (default: your latest)")
+    async def edit(self, interaction: discord.Interaction, id: app_commands.Range[int, 1] | None = None) -> None:
+        """Open the Edit form of a generation."""
+        await self._ask(interaction, self.flow.edit(requester(interaction), id))
+
     @app_commands.command(name="cancel", description="Cancel a queued or running image (default: your newest).")
     async def cancel(self, interaction: discord.Interaction, id: app_commands.Range[int, 1] | None = None) -> None:
         """Cancel a job of the user's."""

@@ -251,17 +251,17 @@ class SlackImages:
         where = Destination(command["channel_id"])
         text = (command.get("text") or "").strip()
         try:
-            await self._command(who, where, text)
+            await self._command(who, where, text, command.get("trigger_id"))
         except BotError as error:
             await self._tell(who, refusal(error))
 
-    async def _command(self, who: Requester, where: Destination, text: str) -> None:
+    async def _command(self, who: Requester, where: Destination, text: str, trigger: str | None) -> None:
         if text.lower() in ("", "help"):
             await self._tell(who, HELP)
             return
         # Anything that is no command is a prompt, even one that starts with a command word ("history of rome").
         reply = await self.flow.text(who, text) or Started(await self.service.imagine(text, who))
-        await self._show(reply, who, where, "")
+        await self._show(reply, who, where, "", trigger=trigger)
 
     async def _is_admin(self, who: Requester) -> bool:
         """Tell whether a user administers the workspace (Slack's admins and owners)."""
@@ -468,6 +468,8 @@ class SlackImages:
             await self._tell(who, reply.text, one_image_blocks(reply))
         elif isinstance(reply, EditForm) and trigger is not None:
             await self.client.views_open(trigger_id=trigger, view=edit_modal(reply.generation_id, where, reply.text))
+        elif isinstance(reply, EditForm):  # nothing to open a form with
+            await self._tell(who, escape(reply.line))
         elif isinstance(reply, Guides):
             # Files cannot be ephemeral on Slack: the guides go to the user who asked, in a direct message.
             posted = await self.client.chat_postMessage(

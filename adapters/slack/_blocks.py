@@ -73,7 +73,7 @@ HELP = """\
 */imagine zoom* `[#id[.n]] [1.5]` — zoom out: the same size, a new border around the image · \
 */imagine pan* `left|right|up|down [#id[.n]]` — a wider or taller canvas, the new strip painted
 */imagine cancel* `[#id]` · */imagine queue* · */imagine history* `[count]` · */imagine info* `[#id]` · \
-*/imagine guide* `[#id]`
+*/imagine guide* `[#id]` · */imagine edit* `[#id]` — its /imagine text in a form, to change and run
 */imagine settings* `[steps=30 refiner_percent=85 private=true …]` — your defaults (`key=none` removes one)
 */imagine forget* — delete all your images, seeds and settings (asks first)
 */imagine gallery* `[revoke | showcase]` — a private link to your images on the web (`revoke`: every earlier \

@@ -74,6 +74,8 @@ async def test_info_names_the_author_as_the_console_shows_users(tmp_path: Path) 
     async with started_service(FakeBackend(), tmp_path) as (service, _):
         out = io.StringIO()
         chat = ConsoleChat(service, Requester(platform="console", user_id="ada"), out, tmp_path)
+        assert not await chat.handle("edit")
+        assert out.getvalue() == "✖ There is no earlier image of yours to edit; make one with /imagine first.\n"
         assert await chat.handle("/imagine a red fox --seed 7 --steps 4")
         assert await chat.handle("info")
     text = out.getvalue()
@@ -94,3 +96,23 @@ async def test_history_counts_the_refiner_split_in_the_steps_that_ran(tmp_path: 
         )
         await chat.handle("history")
     assert " · refiner 17/20 · " in out.getvalue()
+
+
+async def test_edit_prints_the_imagine_text_that_sent_back_makes_the_image_again(tmp_path: Path) -> None:
+    """No form in a terminal: `edit` prints the latest image's /imagine text; pasted back, it makes the same request."""
+    backend = FakeBackend()
+    async with started_service(backend, tmp_path / "data") as (service, _):
+        out = io.StringIO()
+        chat = ConsoleChat(service, Requester(platform="console", user_id="ada"), out, tmp_path)
+        assert not await chat.handle("edit")
+        assert out.getvalue() == "✖ There is no earlier image of yours to edit; make one with /imagine first.\n"
+        assert await chat.handle("/imagine a red fox --seed 7 --steps 4")
+        assert await chat.handle("edit")
+        (line,) = [line for line in out.getvalue().splitlines() if line.startswith("Change it and send it: ")]
+        command = line.removeprefix("Change it and send it: ")
+        assert command.startswith("/imagine a red fox --model tiny ") and "--seed 7" in command
+        assert await chat.handle(command)
+        assert not await chat.handle("edit #9")
+    first, again = backend.requests
+    assert again == first
+    assert out.getvalue().splitlines()[-1] == "✖ There is no generation #9."

@@ -194,6 +194,19 @@ async def test_edit_holds_the_imagine_text_that_makes_the_image_again(flow, serv
     assert str(refused.value) == sentence
 
 
+async def test_edit_text_opens_the_form_of_the_latest_or_a_named_image_and_other_words_are_a_prompt(flow):
+    first = await made(flow)
+    second = await made(flow)
+    latest = await flow.text(ALICE, "edit")
+    named = await flow.text(ALICE, f"edit #{first}")
+    assert isinstance(latest, EditForm) and isinstance(named, EditForm)
+    assert (latest.generation_id, named.generation_id) == (second, first)
+    assert named.line == f"Change it and send it: /imagine {named.text}"
+    assert await flow.text(ALICE, "edit the photo to be blue") is None  # a prompt on Slack
+    with pytest.raises(InvalidOption, match=r"^Argument 'the' is not understood; expected '#id'\.$"):
+        await flow.text(ALICE, "edit the photo", strict=True)
+
+
 async def test_an_edit_text_longer_than_a_form_holds_is_refused(flow, service):
     prompt = " ".join(["fox"] * 745)  # 2979 characters (a prompt may have 3000): the flags pass the form's 3000
     long = await (await service.imagine(f"{prompt} --steps 4", ALICE)).result()

@@ -51,6 +51,7 @@ async def test_commands_are_synced_with_their_options(running):
         "pan",
         "history",
         "info",
+        "edit",
         "cancel",
         "queue",
         "loras",
@@ -158,6 +159,10 @@ async def test_edit_opens_the_imagine_text_and_makes_a_new_image_from_the_change
     await fake.wait_for(lambda: broken.followups)
     assert broken.followups[0].ephemeral and broken.followups[0].content.startswith("✖ --steps must be")
     assert len(running.backend.requests) == 2
+    # /edit opens the same form, of the latest image or a named one.
+    for options, ref in (({}, "#2"), ({"id": 1}, "#1")):
+        opened = await (await fake.slash("edit", options)).response()
+        assert opened["type"] == 9 and opened["data"]["title"] == f"Edit {ref} and imagine"
 
 
 async def test_someone_else_cannot_reroll_refine_delete_or_cancel(running):

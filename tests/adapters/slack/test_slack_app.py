@@ -232,6 +232,12 @@ async def test_edit_opens_the_imagine_text_and_makes_a_new_image_from_the_change
     first, again = running.backend.requests
     assert again == first.model_copy(update={"prompt": "a blue fox"})
     assert edited.channel == card.channel and _fields(edited)["Seed"] == "7"
+    # `/imagine edit #1` opens the same form (a slash command carries a trigger id too).
+    opened = len(running.fake.calls_to("views.open"))
+    await running.fake.send_slash(running.url, text="edit #1")
+    await running.fake.wait_for(lambda: len(running.fake.calls_to("views.open")) > opened)
+    (block,) = running.fake.calls_to("views.open")[-1].args["view"]["blocks"]
+    assert block["element"]["initial_value"] == text
 
 
 async def test_someone_else_is_refused_privately_and_nothing_is_queued(running: Running) -> None:
