@@ -139,20 +139,19 @@ def result_actions(request: GenerationRequest) -> tuple[ButtonAction, ...]:
 
 
 def button_rows(
-    actions: Sequence[ButtonAction], *, count: int = 1, index: int = 0
+    actions: Sequence[ButtonAction], *, picks: Sequence[int] = (), index: int = 0
 ) -> list[list[tuple[ButtonAction, int]]]:
     """Return `actions` (from `result_actions`) in their rows, each with the image it acts on.
 
     Every button acts on image `index` (the first of the result, or the one "Image 2" picked),
-    but "Image…", which comes once for each of `count` images. A row left empty goes; other
-    actions come last.
+    but "Image…", which comes once for each image in `picks` (those the chat shows). A row left
+    empty goes; other actions come last.
     """
     rows = [[action for action in row if action in actions] for row in _RESULT_ROWS]
     grouped = {action for row in _RESULT_ROWS for action in row}
     rows.append([action for action in actions if action not in grouped])
-    return [
-        [(action, n) for action in row for n in (range(count) if action == "pick" else (index,))] for row in rows if row
-    ]
+    buttons = [[(action, n) for action in row for n in (picks if action == "pick" else (index,))] for row in rows]
+    return [row for row in buttons if row]
 
 
 def button_looks(action: ButtonAction, index: int = 0) -> tuple[str, str]:

@@ -728,6 +728,7 @@ class ImagesCog(commands.Cog, name="Images"):
         )
         displays = await self.service.admin.displays(generation, age_restricted=adult)
         uploads: list[tuple[bytes, str, bool]] = []
+        picks = [n for n, display in enumerate(displays) if display != "withhold"]  # "Image N" of what is shown
         for image, display in zip(generation.images, displays, strict=True):
             if display == "withhold":
                 continue
@@ -745,9 +746,7 @@ class ImagesCog(commands.Cog, name="Images"):
             edit,
             content=withheld_line(displays),
             embed=result_embed(generation, shown),
-            view=result_view(
-                generation.id, self.service.result_actions(generation.request), count=len(generation.images)
-            ),
+            view=result_view(generation.id, self.service.result_actions(generation.request), picks=picks),
             files=files,
         )
         if message is not None:

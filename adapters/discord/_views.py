@@ -196,13 +196,14 @@ def running_view(generation_id: int) -> discord.ui.View:
 
 
 def result_view(
-    generation_id: int, actions: Sequence[ButtonAction] = RESULT_ACTIONS, *, count: int = 1, index: int = 0
+    generation_id: int, actions: Sequence[ButtonAction] = RESULT_ACTIONS, *, picks: Sequence[int] = (), index: int = 0
 ) -> discord.ui.View:
-    """Return the buttons under a finished result of `count` images, or for its image `index`, in their rows.
+    """Return the buttons under a finished result, or for its image `index`, in their rows.
 
-    `actions`: the service's `result_actions` of its request, or its `image_actions`.
+    `actions`: the service's `result_actions` of its request, or its `image_actions`; `picks`:
+    the images of several that get an "Image N" button (those the channel sees).
     """
-    rows = button_rows(actions, count=count, index=index)
+    rows = button_rows(actions, picks=picks, index=index)
     return _view(
         *(GenerationButton(action, generation_id, n, row) for row, buttons in enumerate(rows) for action, n in buttons)
     )

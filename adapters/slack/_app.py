@@ -553,7 +553,11 @@ class SlackImages:
         file_ids = await self._upload(shown, generation.id, card) if shown else []
         withheld = withheld_line(displays, spoilered="only its author can see it, with 🔞 Show.")
         actions = self.service.result_actions(generation.request)
-        text, blocks = result_blocks(generation, file_ids, actions, withheld=withheld, show="spoiler" in displays)
+        # A "spoiler" is an image its author may Show, so it keeps its "Image N" button; a withheld one has none.
+        picks = [n for n, display in enumerate(displays) if display != "withhold"]
+        text, blocks = result_blocks(
+            generation, file_ids, actions, withheld=withheld, show="spoiler" in displays, picks=picks
+        )
         await self._finally_show(job, card, ts, text, blocks)
 
     async def _finally_show(self, job: Job, card: Destination, ts: str, text: str, blocks: list[Block]) -> None:

@@ -166,12 +166,14 @@ def result_blocks(
     *,
     withheld: str | None = None,
     show: bool = False,
+    picks: Sequence[int] = (),
 ) -> tuple[str, list[Block]]:
     """Return (fallback text, blocks) of a finished image's card: prompt, settings, notes and buttons.
 
     `actions` are the service's `result_actions`. The delete button carries the ids of the
     uploaded files so that deleting removes them too; `withheld` says which images the channel
-    does not see, `show` adds the author's "Show" button.
+    does not see, `show` adds the author's "Show" button; `picks` are the images of several that get an
+    "Image N" button (none withheld).
     """
     request = generation.request
     fields = [_mrkdwn(f"*{name}*\n{escape(value)}"[:_FIELD_TEXT]) for name, value in result_fields(generation)]
@@ -194,7 +196,7 @@ def result_blocks(
     # Delete carries the image's file ids, so the uploads go with the card.
     extra: list[ButtonAction] = ["show"] if show else []
     files = ",".join(file_ids)
-    for row in button_rows([*actions, *extra], count=len(generation.images)):
+    for row in button_rows([*actions, *extra], picks=picks):
         buttons = [_button(action, generation.id, files if action == "delete" else "", n) for action, n in row]
         blocks.append({"type": "actions", "elements": buttons})
     text = f"{format_ref(generation.id)} · seed {generation.seed} · {request.prompt[:200]}"

@@ -343,7 +343,7 @@ async def test_pan_is_offered_only_where_there_is_room_and_the_buttons_come_in_r
     assert button_rows(actions) == [[(action, 0) for action in row] for row in rows]
     assert button_rows([*actions, "show"])[-1] == [("show", 0)]
     three = service.result_actions(wide.model_copy(update={"count": 3}))
-    assert button_rows(three, count=3) == [*button_rows(actions), [("pick", 0), ("pick", 1), ("pick", 2)]]
+    assert button_rows(three, picks=range(3)) == [*button_rows(actions), [("pick", 0), ("pick", 1), ("pick", 2)]]
 
 
 async def test_forget_deletes_the_inputs_only_its_generations_used(service, tmp_path):

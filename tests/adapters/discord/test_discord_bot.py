@@ -429,6 +429,10 @@ async def test_a_withholding_server_replaces_a_flagged_image_by_a_sentence(runni
     assert message.content == (
         "🔞 The image was withheld: the safety check flagged it, and this server does not show such images."
     )
+    # Of two images, the withheld one gets no "Image 2" button: what it would offer could only be refused.
+    _, pair = await _imagine(fake, {"prompt": "two foxes", "seed": 6, "count": 2, "steps": 2})
+    assert len(pair.attachments) == 1
+    assert [button["custom_id"] for button in pair.components[-1]["components"]] == ["ib:pick:2"]
 
 
 async def test_adult_prompts_are_refused_outside_age_restricted_channels(running):

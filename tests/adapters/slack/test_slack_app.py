@@ -552,6 +552,13 @@ async def test_a_flagged_image_is_withheld_from_the_channel_and_shown_to_its_aut
     await running.fake.wait_for(lambda: any(m.files and m.channel != "C1" for m in running.fake.messages.values()))
     (private,) = [m for m in running.fake.messages.values() if m.files]
     assert private.channel != "C1" and private.files[0][0].startswith("imagebot-")
+    # Of two, the flagged one keeps its "Image N" button (its author may Show it), until the workspace withholds it.
+    pair = await _imagine(running, "two foxes --seed 6 --n 2 --steps 2")
+    assert action_ids(pair, "ib:pick:") == ["ib:pick:2", "ib:pick:2.2"]
+    await running.fake.send_slash(running.url, text="admin flagged withhold")
+    await _told(running, "U_ALICE", "flagged images: withhold")
+    pair = await _imagine(running, "two foxes --seed 6 --n 2 --steps 2")
+    assert action_ids(pair, "ib:pick:") == ["ib:pick:3"]
 
 
 async def test_adult_channels_and_channel_allowlist_are_workspace_rules(running: Running) -> None:
