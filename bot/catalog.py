@@ -1,4 +1,4 @@
-"""The catalog: models, refiners, VAEs, LoRAs, embeddings, ControlNets, upscalers and annotators by friendly name.
+"""The catalog: models, refiners, VAEs, LoRAs, embeddings, ControlNets, upscalers, annotators and styles by name.
 
 Chat users only ever name catalog entries; nothing typed in chat is loaded
 from a path or URL. Each entry carries its architecture and one identifier
@@ -15,6 +15,10 @@ upscales run (`bot.service.ImageService.upscale`). An ``annotator`` makes the gu
 ControlNets on the local backend; its `local` is a folder on this machine (a path) or ``tiny:<part>``,
 never a repo id, so that no annotator is downloaded while a request waits: the operator puts the
 files there, and the local backend offers the preprocessing only while they are present.
+
+A ``style`` is words, not weights (A1111's styles): its `prompt` holds ``{prompt}`` where the
+user's prompt goes (without it, the style's words follow the prompt), and its `negative` is added
+to the user's negative prompt. It needs no architecture and runs on every backend.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import tomllib
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -32,8 +36,8 @@ from bot.errors import InvalidOption, shown
 
 __all__ = ["KINDS", "Catalog", "CatalogEntry", "Kind", "load_catalog"]
 
-Kind = Literal["model", "refiner", "vae", "lora", "embedding", "controlnet", "upscaler", "annotator"]
-KINDS: tuple[Kind, ...] = ("model", "refiner", "vae", "lora", "embedding", "controlnet", "upscaler", "annotator")
+Kind = Literal["model", "refiner", "vae", "lora", "embedding", "controlnet", "upscaler", "annotator", "style"]
+KINDS: tuple[Kind, ...] = get_args(Kind)
 
 
 class CatalogEntry(BaseModel):
@@ -43,7 +47,7 @@ class CatalogEntry(BaseModel):
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
     kind: Kind
-    architecture: str
+    architecture: str = ""  # every kind's but a style's (checked by the catalog)
     description: str = ""
     local: str | None = None
     weight_name: str | None = None
@@ -64,6 +68,9 @@ class CatalogEntry(BaseModel):
     # ControlNets: the guide preprocessing they were trained on (canny, depth, …; None: any map);
     # annotators: the one they make
     preprocess: str | None = None
+    # styles: the words around the user's prompt (``{prompt}`` where it goes) and the negative words
+    prompt: str | None = Field(default=None, min_length=1, max_length=1000)
+    negative: str | None = Field(default=None, min_length=1, max_length=1000)
 
 
 class Catalog:
@@ -72,6 +79,13 @@ class Catalog:
     def __init__(self, entries: list[CatalogEntry]) -> None:
         self._by_kind: dict[str, dict[str, CatalogEntry]] = {kind: {} for kind in KINDS}
         for entry in entries:
+            if (entry.kind == "style") != (entry.prompt is not None or entry.negative is not None) or (
+                entry.kind != "style" and not entry.architecture
+            ):
+                raise ValueError(
+                    f"{entry.kind} {entry.name!r}: a style needs a prompt or a negative;"
+                    " every other kind an architecture, and neither of those"
+                )
             self._by_kind[entry.kind][entry.name] = entry
         for model in self._by_kind["model"].values():
             if model.refiner is not None and model.refiner not in self._by_kind["refiner"]:

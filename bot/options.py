@@ -152,6 +152,8 @@ _TABLE: tuple[_Option, ...] = (
     _Option("embedding", ("embedding",), "NAME[:WEIGHT], …",
             f"textual-inversion embeddings, as --lora (up to {MAX_ADDONS})",
             example="a catalog name, with a weight if you like (name:0.8)", fields=("embeddings",)),
+    _Option("style", ("style",), "NAME", "a catalog style: its words around the prompt and in the negative",
+            example="a catalog name like cinematic"),
     _Option("ar", ("ar",), "W:H", "aspect ratio, 1:4 to 4:1 (on SDXL the nearest SDXL size)",
             label="aspect ratio", example="like 16:9"),
     _Option("size", ("size",), "WxH", f"width x height in multiples of {SIDE.step}, {_span(SIDE)} (not with --ar)",
@@ -645,6 +647,8 @@ def _build(
 ) -> Parsed:
     prompt = _prompt("prompt", raw.get("prompt", ""), required=True)
     negative = _prompt("negative", raw["negative"], required=False) if "negative" in raw else None
+    if "style" in raw:
+        prompt, negative = _styled(catalog.get("style", _catalog_name("style", raw["style"])), prompt, negative)
 
     model = catalog.get("model", _catalog_name("model", raw["model"]) if "model" in raw else defaults.model)
     arch = architecture_of(model.architecture)
@@ -943,6 +947,24 @@ def _format(value: object) -> Literal["png", "jpg", "webp"]:
     if text not in _FORMATS:
         raise InvalidOption("format", f"must be png, jpg or webp, not '{shown(value)}'")
     return _FORMATS[text]
+
+
+def _styled(style: CatalogEntry, prompt: str, negative: str | None) -> tuple[str, str | None]:
+    """Return the prompt and negative prompt with a style's words, as A1111 applies its styles.
+
+    The style's ``{prompt}`` is the user's prompt (without one, its words follow the prompt); its
+    negative words follow the user's. What is stored and run is the result, so a reroll needs no style.
+    """
+    if style.prompt is not None:
+        words = style.prompt
+        prompt = words.replace("{prompt}", prompt) if "{prompt}" in words else f"{prompt}, {words}"
+    if style.negative is not None:
+        negative = f"{negative}, {style.negative}" if negative else style.negative
+    for label, text in (("prompt", prompt), ("negative prompt", negative)):
+        if text is not None and len(text) > PROMPT_LENGTH.high:
+            reason = f"{style.name} makes the {label} {len(text)} characters long; the most is {PROMPT_LENGTH.high}"
+            raise InvalidOption("style", reason)
+    return prompt, negative
 
 
 def _catalog_name(option: str, value: object) -> str:

@@ -255,6 +255,7 @@ class ImagesCog(commands.Cog, name="Images"):
         refiner="the SDXL refiner takes over at this percent of the steps (0 = off; best 85-90)",
         lora="LoRAs with weights: name:0.8, other",
         model="a model from the catalog",
+        style="a catalog style: its words around your prompt (cinematic, anime, …)",
         size="width × height",
         cfg="how closely to follow the prompt, 0-50 (SDXL: 5-9)",
         scheduler="the sampler",
@@ -281,6 +282,7 @@ class ImagesCog(commands.Cog, name="Images"):
         refiner: app_commands.Range[int, 0, 99] | None = None,
         lora: str | None = None,
         model: str | None = None,
+        style: str | None = None,
         size: str | None = None,
         cfg: app_commands.Range[float, 0.0, 50.0] | None = None,
         scheduler: str | None = None,
@@ -307,6 +309,7 @@ class ImagesCog(commands.Cog, name="Images"):
             "refiner": refiner,
             "lora": lora,
             "model": model,
+            "style": style,
             "size": size,
             "cfg": cfg,
             "scheduler": scheduler,
@@ -389,6 +392,10 @@ class ImagesCog(commands.Cog, name="Images"):
     @imagine.autocomplete("model")
     async def _model_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         return _choices(complete_name(self.service.offered, "model", current))
+
+    @imagine.autocomplete("style")
+    async def _style_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return _choices(complete_name(self.service.offered, "style", current))
 
     @imagine.autocomplete("control")
     async def _control_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

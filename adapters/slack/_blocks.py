@@ -66,7 +66,7 @@ EDIT_VIEW = "edit_modal"
 
 HELP = """\
 */imagine* `a red fox --seed 7 --refiner 90 --lora pixel-art:0.8` — make an image. Flags: \
-`--seed --steps --refiner --lora --no --ar --cfg --sampler --n --model`
+`--seed --steps --refiner --lora --style --no --ar --cfg --sampler --n --model`
 */imagine reroll* `[#id]` — same settings, new seed (default: your latest image)
 */imagine refine* `[#id] [percent]` — same seed; the SDXL refiner takes over at percent (85)
 */imagine vary* `subtle|strong [#id[.n]]` — the image again with a new seed · */imagine upscale* `[#id[.n]] [2|4]` · \
@@ -293,9 +293,10 @@ def _described(entries: Iterable[CatalogEntry]) -> list[dict[str, Any]]:
 
 
 def imagine_modal(catalog: Catalog, default_model: str, source: SourceFile | None = None) -> dict[str, Any]:
-    """Return the "Generate image" modal: prompt, settings, LoRAs, model, size, image, ControlNet, channel.
+    """Return the "Generate image" modal: prompt, settings, LoRAs, model, style, size, image, ControlNet, channel.
 
-    The ControlNet fields (guide, ControlNet, weight, start, end, mode) come when the catalog has any.
+    The style and the ControlNet fields (guide, ControlNet, weight, start, end, mode) come when the
+    catalog has any.
 
     Opened from a message (`source`), the image is that message's file, named in the modal and
     carried in its metadata (Slack's file input cannot be pre-filled), and the conversation is that one.
@@ -304,6 +305,7 @@ def imagine_modal(catalog: Catalog, default_model: str, source: SourceFile | Non
     loras = _described(catalog.entries("lora"))
     sizes = [_option(f"{w}×{h}", f"{w}x{h}") for w, h in SDXL_BUCKETS]
     controlnets = _described(catalog.entries("controlnet"))
+    styles = _described(catalog.entries("style"))
     blocks = [
         _input(
             "prompt",
@@ -324,6 +326,9 @@ def imagine_modal(catalog: Catalog, default_model: str, source: SourceFile | Non
         _input("model", "Model", {"type": "static_select", "options": models}, hint=f"Empty: {default_model}."),
         _input("size", "Size", {"type": "static_select", "options": sizes}),
     ]
+    if styles:
+        hint = "Its words go around your prompt and into the negative; empty: none."
+        blocks.insert(-1, _input("style", "Style", {"type": "static_select", "options": styles}, hint=hint))
     if loras:
         blocks.append(
             _input("lora", "LoRAs", {"type": "multi_static_select", "options": loras, "max_selected_items": 5})

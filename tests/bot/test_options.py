@@ -799,3 +799,52 @@ def test_every_controlnet_option_the_controls_read_is_a_parser_option_with_a_hel
     for option in CONTROL_OPTIONS:
         assert option in bot.options.OPTIONS
         assert f"--{option.replace('_', '-')}" in helped
+
+
+# ---------------------------------------------------------------------------
+# Styles: words around the prompt, stored as they run
+
+
+def test_a_style_puts_the_prompt_in_its_place_and_adds_its_negative_words():
+    request = text("a red fox --no blurry --style Cinematic").request
+    assert request.prompt == (
+        "cinematic film still of a red fox, shallow depth of field, anamorphic lens, film grain, moody light"
+    )
+    assert request.negative_prompt == "blurry, cartoon, illustration, drawing, anime"
+    assert text("a red fox --style photographic").request.negative_prompt.startswith("drawing, painting")
+    # Without {prompt} the style's words follow the prompt; without negative words the negative stays as typed.
+    plain = text("a red fox --style grain").request
+    assert (plain.prompt, plain.negative_prompt) == ("a red fox, film grain, 35mm", None)
+    assert options({"prompt": "a red fox", "style": "anime"}).request.prompt.startswith("anime artwork of a red fox")
+
+
+@pytest.mark.parametrize(
+    ("line", "sentence"),
+    [
+        ("a fox --style cinematc", "--style 'cinematc' is not in the catalog; did you mean 'cinematic' or 'line-art'?"),
+        (
+            "a fox --style ../etc/styles",
+            "--style only accepts names from the catalog, not paths or URLs ('../etc/styles').",
+        ),
+        (
+            "x" * 2950 + " --style cinematic",
+            "--style cinematic makes the prompt 3040 characters long; the most is 3000.",
+        ),
+        ("a fox --style", "--style needs a value, a catalog name like cinematic."),
+    ],
+)
+def test_a_style_that_is_not_there_or_makes_too_long_a_prompt_is_one_sentence(line, sentence):
+    assert error_of(line) == sentence
+
+
+@pytest.mark.parametrize(
+    "toml",
+    [
+        '[style.x]\ndescription = "no words"\n',  # a style of nothing
+        '[model.x]\nlocal = "tiny:base"\n',  # a model of no architecture
+        '[lora.x]\narchitecture = "sdxl"\nprompt = "{prompt}, neon"\n',  # words on weights
+    ],
+)
+def test_the_catalog_refuses_a_style_without_words_and_words_on_anything_else(toml):
+    with pytest.raises(ValueError, match=r"a style needs a prompt or a negative; every other kind an architecture"):
+        Catalog.from_toml(toml)

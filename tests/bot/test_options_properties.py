@@ -60,12 +60,13 @@ def outcome(call) -> Parsed | InvalidOption:
 FLAG_WORDS = [
     "--seed", "--steps", "--refiner", "--lora", "--no", "--negative", "--ar", "--size", "--cfg",
     "--sampler", "--scheduler", "--n", "--count", "--model", "--vae", "--clip-skip", "--embedding",
-    "--format", "--bogus", "--", "—seed", "--seed=", "--ar=16:9",
+    "--format", "--style", "--bogus", "--", "—seed", "--seed=", "--ar=16:9",
 ]  # fmt: skip
 VALUE_WORDS = [
     "42", "0", "-1", "30", "85", "99", "100", "off", "16:9", "4:1", "1216x832", "1000x832", "6.5", "nan",
     "pixel-art:0.8,", "film-grain", "toy-face:9", "a:b:c", "../x", "sdxl", "tiny", "sdxl-turbo",
-    "flux-dev", "Euler a", "DPM++", "2M", "Karras", "png", "jpeg", '"', "'", "“", "”", ",", ":", "%",
+    "flux-dev", "cinematic", "grain", "{prompt}",
+    "Euler a", "DPM++", "2M", "Karras", "png", "jpeg", '"', "'", "“", "”", ",", ":", "%",
     str(2**63), "9" * 40, "\x00", "\n", "\r", "\t", "\ud800", "é", "🦊",
 ]  # fmt: skip
 
@@ -317,3 +318,35 @@ def test_pan_examples() -> None:
     assert pan(320, 128, "right", big).sides == (0, 192, 0, 0)  # type: ignore[union-attr]  # 160 halves up to 192
     assert pan(2048, 1024, "left", big) is None
     assert pan(512, 512, "up", 512 * 512) is None  # the budget is spent
+
+
+@PROPERTY
+@given(
+    prompt=clean_text,
+    negative=st.one_of(st.none(), clean_text),
+    style=st.sampled_from(CATALOG.names("style")),
+    padding=st.integers(0, 3000),
+)
+def test_a_style_keeps_every_word_typed_and_adds_its_own_or_says_the_prompt_is_too_long(
+    prompt, negative, style, padding
+):
+    """Any prompt and negative (padded toward the 3,000-character limit): a style's result holds the prompt once in
+    its place, then the style's negative words after the user's, or one sentence naming the style and the limit."""
+    prompt = (prompt.strip() + " " + "x" * padding)[:3000].strip()
+    entry = CATALOG.get("style", style)
+    given = {"prompt": prompt, "style": style} | ({"negative": negative} if negative is not None else {})
+    result = outcome(lambda: parse_options(given, catalog=CATALOG, defaults=Defaults(model="sdxl"), limits=LIMITS))
+    if isinstance(result, InvalidOption):
+        assert str(result).startswith(f"style {style} makes the ") and str(result).endswith("; the most is 3000.")
+        return
+    request = result.request
+    if entry.prompt is None:
+        expected = prompt
+    elif "{prompt}" in entry.prompt:
+        before, _, after = entry.prompt.partition("{prompt}")
+        expected = before + prompt + after
+    else:
+        expected = f"{prompt}, {entry.prompt}"
+    assert request.prompt == expected and len(request.prompt) <= 3000
+    negatives = [text for text in (negative.strip() if negative else None, entry.negative) if text]
+    assert request.negative_prompt == (", ".join(negatives) or None)

@@ -67,7 +67,7 @@ async def test_commands_are_synced_with_their_options(running):
     assert options["steps"]["min_value"] == 1 and options["steps"]["max_value"] == 100
     assert options["refiner"]["min_value"] == 0 and options["refiner"]["max_value"] == 99
     assert options["count"]["max_value"] == 4
-    assert options["lora"]["autocomplete"] and options["model"]["autocomplete"]
+    assert options["lora"]["autocomplete"] and options["model"]["autocomplete"] and options["style"]["autocomplete"]
     assert options["seed"]["type"] == 3  # a string: Discord integers stop at 2**53
     assert {"name": "1216×832 (19:13)", "value": "1216x832"} in options["size"]["choices"]
     assert "DPM++ 2M Karras" in [choice["value"] for choice in options["scheduler"]["choices"]]
@@ -244,6 +244,15 @@ async def test_private_imagine_is_ephemeral(running):
 async def test_lora_autocomplete_searches_the_whole_list(running):
     choices = await running.fake.autocomplete("imagine", {"prompt": "x", "lora": "pixel-art:0.8, toy"}, "lora")
     assert choices == [{"name": "pixel-art:0.8, toy-face — Toy figure faces", "value": "pixel-art:0.8, toy-face"}]
+
+
+async def test_a_style_is_offered_as_typed_and_puts_its_words_around_the_prompt(running):
+    choices = await running.fake.autocomplete("imagine", {"prompt": "x", "style": "cine"}, "style")
+    assert choices == [{"name": "cinematic — a still from a film: shallow focus, film grain", "value": "cinematic"}]
+    await _imagine(running.fake, {"prompt": "a red fox", "style": "line-art", "negative": "blurry", "steps": 2})
+    (request,) = running.backend.requests
+    assert request.prompt == "line art drawing of a red fox, black ink on white, clean outlines, minimal"
+    assert request.negative_prompt == "blurry, colour, shading, photo, 3d render"
 
 
 async def test_history_info_queue_loras_and_settings(running):

@@ -299,6 +299,7 @@ async def test_generate_modal_opens_and_shows_errors_on_the_right_field(running:
         "steps",
         "refiner",
         "model",
+        "style",
         "size",
         "lora",
         "image",
@@ -313,6 +314,7 @@ async def test_generate_modal_opens_and_shows_errors_on_the_right_field(running:
         "channel",
     ]
     assert "pixel-art" in [o["value"] for o in blocks["lora"]["element"]["options"]]
+    assert "cinematic" in [o["value"] for o in blocks["style"]["element"]["options"]]
 
     def state(**values: dict) -> dict:
         base = {
@@ -349,11 +351,16 @@ async def test_generate_modal_opens_and_shows_errors_on_the_right_field(running:
             steps={"type": "number_input", "value": "4"},
             size={"type": "static_select", "selected_option": {"value": "1216x832"}},
             lora={"type": "multi_static_select", "selected_options": [{"value": "pixel-art"}]},
+            style={"type": "static_select", "selected_option": {"value": "watercolor"}},
         ),
     )
     assert good.status == 200 and good.body == ""
     fields = _fields(await running.finished_card(1))
     assert fields["Seed"] == "7" and fields["Size"] == "1216×832" and fields["LoRAs"] == "pixel-art:1"
+    (request,) = running.backend.requests
+    assert request.prompt.startswith("watercolor painting of a red fox, ") and request.negative_prompt.startswith(
+        "photo"
+    )
 
 
 async def test_modal_without_a_channel_delivers_in_a_direct_message(running: Running) -> None:
