@@ -9,15 +9,21 @@ from pathlib import Path
 from adapters.console import ConsoleChat
 from bot.jobs import Requester
 from bot.options import OPTIONS
+from bot.service import ImageService
 from tests.fakes.backend import FakeBackend
 from tests.fakes.service import started_service
+
+
+def ada(service: ImageService, data_dir: Path) -> tuple[ConsoleChat, io.StringIO]:
+    """Return the console chat of user ada and what it prints."""
+    out = io.StringIO()
+    return ConsoleChat(service, Requester(platform="console", user_id="ada"), out, data_dir), out
 
 
 async def test_help_lists_every_imagine_flag_with_its_range(tmp_path: Path) -> None:
     """`help` shows each option of /imagine as it is typed, so a user need not open the README."""
     async with started_service(FakeBackend(), tmp_path) as (service, _):
-        out = io.StringIO()
-        chat = ConsoleChat(service, Requester(platform="console", user_id="ada"), out, tmp_path)
+        chat, out = ada(service, tmp_path)
         assert await chat.handle("help")
     text = out.getvalue()
     for option in OPTIONS:
@@ -36,8 +42,7 @@ async def test_image_files_in_the_console(tmp_path: Path) -> None:
     (tmp_path / "big.png").write_bytes(b"\0" * 300_000)
     backend = FakeBackend()
     async with started_service(backend, tmp_path / "data", max_input_bytes=200_000) as (service, _):
-        out = io.StringIO()
-        chat = ConsoleChat(service, Requester(platform="console", user_id="ada"), out, tmp_path)
+        chat, out = ada(service, tmp_path)
         assert await chat.handle(f"/imagine a fox --image {tmp_path / 'green.png'} --strength 0.5")
         assert backend.requests[-1].strength == 0.5 and backend.requests[-1].init_image is not None
         for name in ("missing.png", "notes.png", "big.png"):
@@ -57,8 +62,7 @@ async def test_guide_shows_where_the_guide_the_controlnet_saw_is_kept(tmp_path: 
     Image.new("RGB", (64, 64), (10, 200, 10)).save(tmp_path / "green.png")
     backend = FakeBackend()
     async with started_service(backend, tmp_path / "data") as (service, _):
-        out = io.StringIO()
-        chat = ConsoleChat(service, Requester(platform="console", user_id="ada"), out, tmp_path / "data")
+        chat, out = ada(service, tmp_path / "data")
         assert await chat.handle(f"/imagine a fox --steps 10 --cn tiny-controlnet --guide {tmp_path / 'green.png'}")
         assert await chat.handle("guide #1")
         assert not await chat.handle("guide #1 #2")
@@ -72,10 +76,7 @@ async def test_guide_shows_where_the_guide_the_controlnet_saw_is_kept(tmp_path: 
 async def test_info_names_the_author_as_the_console_shows_users(tmp_path: Path) -> None:
     """`info` shows the latest generation's parameters, its author plain (no chat mention markup)."""
     async with started_service(FakeBackend(), tmp_path) as (service, _):
-        out = io.StringIO()
-        chat = ConsoleChat(service, Requester(platform="console", user_id="ada"), out, tmp_path)
-        assert not await chat.handle("edit")
-        assert out.getvalue() == "✖ There is no earlier image of yours to edit; make one with /imagine first.\n"
+        chat, out = ada(service, tmp_path)
         assert await chat.handle("/imagine a red fox --seed 7 --steps 4")
         assert await chat.handle("info")
     text = out.getvalue()
@@ -89,8 +90,7 @@ async def test_history_counts_the_refiner_split_in_the_steps_that_ran(tmp_path: 
 
     Image.new("RGB", (128, 128), (10, 200, 10)).save(tmp_path / "green.png")
     async with started_service(FakeBackend(), tmp_path / "data") as (service, _):
-        out = io.StringIO()
-        chat = ConsoleChat(service, Requester(platform="console", user_id="ada"), out, tmp_path)
+        chat, out = ada(service, tmp_path)
         assert await chat.handle(
             f"/imagine a fox --image {tmp_path / 'green.png'} --strength 0.5 --steps 40 --refiner 85"
         )
@@ -102,8 +102,7 @@ async def test_edit_prints_the_imagine_text_that_sent_back_makes_the_image_again
     """No form in a terminal: `edit` prints the latest image's /imagine text; pasted back, it makes the same request."""
     backend = FakeBackend()
     async with started_service(backend, tmp_path / "data") as (service, _):
-        out = io.StringIO()
-        chat = ConsoleChat(service, Requester(platform="console", user_id="ada"), out, tmp_path)
+        chat, out = ada(service, tmp_path)
         assert not await chat.handle("edit")
         assert out.getvalue() == "✖ There is no earlier image of yours to edit; make one with /imagine first.\n"
         assert await chat.handle("/imagine a red fox --seed 7 --steps 4")
