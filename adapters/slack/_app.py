@@ -409,8 +409,10 @@ class SlackImages:
         kind, generation_id, index = decoded
         channel = body["channel"]["id"]
         who = _requester(body["user"]["id"], _team(body), channel)
-        card_ts = (body.get("container") or {}).get("message_ts", "")
-        where = Destination(channel, (body.get("message") or {}).get("thread_ts"))
+        container = body.get("container") or {}
+        card_ts = container.get("message_ts", "")
+        # An ephemeral message (an image's own buttons) comes without itself: its container names the thread.
+        where = Destination(channel, (body.get("message") or {}).get("thread_ts") or container.get("thread_ts"))
         files = [file_id for file_id in action.get("value", "").split(",") if file_id.startswith("F")]
         try:
             reply = await self.flow.action(who, kind, generation_id, index)
@@ -465,7 +467,7 @@ class SlackImages:
         elif isinstance(reply, Listing):
             await self._tell(who, history_text(reply.generations))
         elif isinstance(reply, OneImage):
-            await self._tell(who, reply.text, one_image_blocks(reply))
+            await self._tell(who, reply.text, one_image_blocks(reply), thread_ts=where.thread_ts)
         elif isinstance(reply, EditForm) and trigger is not None:
             await self.client.views_open(trigger_id=trigger, view=edit_modal(reply.generation_id, where, reply.text))
         elif isinstance(reply, EditForm):  # nothing to open a form with
@@ -598,11 +600,15 @@ class SlackImages:
 
     # -- replies ------------------------------------------------------------------------------------
 
-    async def _tell(self, who: Requester, text: str, blocks: Sequence[Block] | None = None) -> None:
-        """Say something to one user only: ephemeral where they are, else in a direct message."""
+    async def _tell(
+        self, who: Requester, text: str, blocks: Sequence[Block] | None = None, *, thread_ts: str | None = None
+    ) -> None:
+        """Say something to one user only: ephemeral where they are (in `thread_ts`), else in a direct message."""
         try:
             if who.channel is not None:
-                await self.client.chat_postEphemeral(channel=who.channel, user=who.user_id, text=text, blocks=blocks)
+                await self.client.chat_postEphemeral(
+                    channel=who.channel, user=who.user_id, text=text, blocks=blocks, thread_ts=thread_ts
+                )
                 return
         except SlackApiError as error:
             log.info("ephemeral message refused (%s); sending a direct message", error.response.get("error"))

@@ -715,21 +715,21 @@ class FakeSlack(LoopbackServer):
                 block_id = block.get("block_id", block_id)
                 break
         stored = self.messages.get((channel_id, message_ts))
+        ephemeral = bool(stored and stored.ephemeral_user)
+        container = {"type": "message", "message_ts": message_ts, "channel_id": channel_id, "is_ephemeral": ephemeral}
+        if stored and stored.thread_ts:
+            container["thread_ts"] = stored.thread_ts  # undocumented, but sent for a message in a thread
         return {
             "type": "block_actions",
             "user": self._user(user_id),
             "api_app_id": self.api_app_id,
             "token": "verification-token",
-            "container": {
-                "type": "message",
-                "message_ts": message_ts,
-                "channel_id": channel_id,
-                "is_ephemeral": bool(stored and stored.ephemeral_user),
-            },
+            "container": container,
             "trigger_id": self.new_trigger_id(),
             "team": self._team(),
             "channel": {"id": channel_id, "name": channel_id.lower()},
-            "message": message,
+            # An ephemeral message is not sent back: the app cannot read it either.
+            **({} if ephemeral else {"message": message}),
             "response_url": self.new_response_url(),
             "actions": [
                 {

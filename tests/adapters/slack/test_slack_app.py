@@ -145,6 +145,25 @@ async def test_image_buttons_under_several_images_act_on_the_image_picked(runnin
     assert from_button.init_image == running.backend.requests[-1].init_image != from_first.init_image
 
 
+async def test_an_image_s_own_buttons_in_a_thread_make_the_new_image_in_that_thread(running: Running) -> None:
+    """A card in a thread: "Image 2" answers in the thread, and its buttons (an ephemeral message, which Slack does
+    not send back) make the new card there too, from the thread the click's container names."""
+    card = await _imagine(running, "two foxes --count 2 --seed 7 --steps 2")
+    card.thread_ts = "1700000000.000100"  # as a card posted into a thread is stored
+    await _click(running, card, "ib:pick:1.2")
+    line = "Image 2 of #1 (#1.2, seed 8): these buttons act on it alone."
+    await _told(running, "U_ALICE", line)
+    (private,) = [m for m in running.fake.messages.values() if m.ephemeral_user == "U_ALICE" and m.text == line]
+    assert private.thread_ts == card.thread_ts
+    await _click(running, private, "ib:vary-subtle:1.2")
+
+    def varied() -> list[SlackMessage]:
+        return [m for m in running.cards() if m.thread_ts == card.thread_ts and m is not card]
+
+    await running.fake.wait_for(varied)
+    assert len(running.backend.requests) == 2
+
+
 async def test_reroll_by_message_shortcut_and_by_reaction(running: Running) -> None:
     card = await _imagine(running, "a red fox --seed 7 --steps 2")
     sent = await running.fake.send_message_shortcut(running.url, "reroll_image", message_ts=card.ts)
