@@ -16,6 +16,7 @@ Commands (a leading ``/`` is optional)::
     history [count]                              your recent generations
     info [#id]                                   everything about one (default: your latest)
     edit [#id]                                   its /imagine text, to change and send (default: your latest)
+    pnginfo FILE                                 how a PNG (A1111's, or this bot's) was made, and its /imagine
     settings [key=value …]                       show or change your defaults
     forget [confirm]                             delete all your images, seeds and settings
     gallery [revoke]                             a private link to your images on the web (revoke: kill old links)
@@ -131,6 +132,9 @@ class ConsoleChat:
                 return True
             if word == "imagine":
                 return await self._follow(await self._service.imagine(rest.strip(), self._who, load=self._read_file))
+            if word == "pnginfo":
+                path = rest.strip()
+                return await self._show(self._flow.png_info(await self._read_file(path, "image"), Path(path).name))
             reply = await self._flow.text(self._who, f"{word} {rest}", strict=True)
             if reply is None:
                 raise InvalidOption("Command", f"'{word[:40]}' is unknown (try help)")

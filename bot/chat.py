@@ -27,7 +27,8 @@ from bot.admin import server_word
 from bot.errors import BotError, InvalidOption, shown
 from bot.history import Generation, StoredImage
 from bot.jobs import Job, JobEvent, Requester
-from bot.options import PanDirection
+from bot.options import Defaults, PanDirection
+from bot.pnginfo import png_info
 from bot.policy import parse_admin, rule_changes
 from bot.service import ZOOM_OUT, ImageService, VaryKind
 from bot.showcase import showcase_line
@@ -404,6 +405,11 @@ class ChatFlow:
             reason = f"{format_ref(generation_id)}'s /imagine text is {len(text)} characters, more than a form holds"
             raise InvalidOption("edit", f"is not offered: {reason} ({EDIT_MOST})")
         return EditForm(generation_id, text)
+
+    def png_info(self, data: bytes, name: str) -> Text:
+        """Answer PNG info on an image file: the parameters its PNG carries and the ``/imagine`` that asks for them."""
+        defaults = Defaults(model=self.service.default_model)
+        return Text(self._quote(png_info(data, name, self.service.catalog, defaults, self.service.limits)))
 
     async def history(self, who: Requester, count: int = 10) -> Listing:
         """Answer ``history [count]``: the user's latest generations (1 to 25; a count out of range is refused)."""

@@ -25,6 +25,8 @@ __all__ = ["embed_text", "parameters_text", "parse_parameters", "read_text"]
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _LORA_TAG = re.compile(r"\s*<lora:([^:<>]+):([-+0-9.eE]+)>")
+# The most bytes of one compressed text chunk inflated: A1111's parameters are a few hundred.
+_MAX_TEXT = 64 * 1024
 # A1111's own pattern: values with commas are JSON-quoted.
 _PARAM = re.compile(r'\s*([\w][\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 
@@ -108,16 +110,28 @@ def parse_parameters(text: str) -> dict[str, Any]:
         else:
             prompt_lines.append(line)
     prompt = "\n".join(prompt_lines)
-    loras = [(name, float(weight)) for name, weight in _LORA_TAG.findall(prompt)]
+    # Anyone's text (PNG info): a tag whose weight is no number, or a quoted value that is no JSON, is read as it can be.
+    loras = [(name, float(weight)) for name, weight in _LORA_TAG.findall(prompt) if _is_number(weight)]
     fields: dict[str, str] = {}
     for key, value in _PARAM.findall(last):
-        fields[key.strip()] = json.loads(value) if value.startswith('"') else value.strip()
+        try:
+            fields[key.strip()] = json.loads(value) if value.startswith('"') else value.strip()
+        except ValueError:
+            fields[key.strip()] = value.strip('"')
     return {
         "prompt": _LORA_TAG.sub("", prompt).strip(),
         "negative_prompt": "\n".join(negative_lines) or None,
         "loras": loras,
         "fields": fields,
     }
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -141,25 +155,51 @@ def embed_text(png: bytes, key: str, text: str) -> bytes:
 
 
 def read_text(png: bytes) -> dict[str, str]:
-    """Return the tEXt/iTXt chunks of a PNG as a dict, without decoding pixels."""
+    """Return the text chunks (tEXt, zTXt, iTXt) of a PNG as a dict, without decoding pixels.
+
+    The bytes may be anyone's: a chunk running past the end ends the reading, a malformed or
+    undecodable one is skipped, and compressed text is inflated to `_MAX_TEXT` bytes at most (a
+    zlib bomb stops there and is skipped).
+    """
     if not png.startswith(_PNG_SIGNATURE):
         raise ValueError("not a PNG")
     found: dict[str, str] = {}
     offset = 8
-    while offset + 8 <= len(png):
+    while offset + 12 <= len(png):
         (length,) = struct.unpack(">I", png[offset : offset + 4])
         kind = png[offset + 4 : offset + 8]
-        data = png[offset + 8 : offset + 8 + length]
-        if kind == b"tEXt":
-            key, _, value = data.partition(b"\0")
-            found[key.decode("latin-1")] = value.decode("latin-1")
-        elif kind == b"iTXt":
-            key, _, rest = data.partition(b"\0")
-            compressed, rest = rest[0], rest[2:]
-            _language, _, rest = rest.partition(b"\0")
-            _translated, _, value = rest.partition(b"\0")
-            found[key.decode("latin-1")] = (zlib.decompress(value) if compressed else value).decode("utf-8")
-        elif kind == b"IEND":
+        end = offset + 12 + length
+        if kind == b"IEND" or end > len(png):
             break
-        offset += 12 + length
+        if kind in (b"tEXt", b"zTXt", b"iTXt"):
+            entry = _text_chunk(kind, png[offset + 8 : offset + 8 + length])
+            if entry is not None:
+                found[entry[0]] = entry[1]
+        offset = end
     return found
+
+
+def _text_chunk(kind: bytes, data: bytes) -> tuple[str, str] | None:
+    """Return (key, text) of one text chunk, or None when it is malformed, undecodable or too long."""
+    key, separator, rest = data.partition(b"\0")
+    if not separator:
+        return None
+    try:
+        if kind == b"tEXt":
+            return key.decode("latin-1"), rest.decode("latin-1")
+        if kind == b"zTXt":  # a compression method byte (0, deflate), then the compressed text
+            return key.decode("latin-1"), _inflate(rest[1:]).decode("latin-1")
+        compressed = rest[0]  # iTXt: compression flag and method, language, translated key, the text
+        _language, _, rest = rest[2:].partition(b"\0")
+        _translated, _, value = rest.partition(b"\0")
+        return key.decode("latin-1"), (_inflate(value) if compressed else value).decode("utf-8")
+    except (IndexError, ValueError, zlib.error):  # UnicodeDecodeError is a ValueError
+        return None
+
+
+def _inflate(data: bytes) -> bytes:
+    inflater = zlib.decompressobj()
+    text = inflater.decompress(data, _MAX_TEXT)
+    if inflater.unconsumed_tail:
+        raise ValueError("compressed text longer than this reads")
+    return text

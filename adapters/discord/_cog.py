@@ -82,6 +82,7 @@ _BY_EMOJI = {emoji.replace("\ufe0f", ""): action for emoji, action in REACTIONS.
 IMAGE_OPTION = "a previous image: 12 or #12, and #12.2 for its second (default: your latest)"
 FROM_IMAGE_MENU = "Imagine from this image"
 GUIDE_MENU = "Use as ControlNet guide"
+PNG_INFO_MENU = "PNG info"
 NO_IMAGE = "✖ That message has no PNG, JPEG or WebP image attached."
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 # A latent preview goes with every PREVIEW_EVERY-th allowed progress edit at most.
@@ -168,6 +169,7 @@ class ImagesCog(commands.Cog, name="Images"):
         # A cog cannot declare a context menu with a decorator; it is added to the tree here.
         self.from_image_menu = app_commands.ContextMenu(name=FROM_IMAGE_MENU, callback=self.imagine_from_message)
         self.guide_menu = app_commands.ContextMenu(name=GUIDE_MENU, callback=self.guide_from_message)
+        self.png_info_menu = app_commands.ContextMenu(name=PNG_INFO_MENU, callback=self.png_info_of_message)
 
     async def follow_resumed(self) -> None:
         """Post a message for each job a restart resumed and follow it there.
@@ -234,12 +236,13 @@ class ImagesCog(commands.Cog, name="Images"):
         """Add the context menus (the cog does not hold them as commands), and post gallery clicks from now on."""
         self.bot.tree.add_command(self.from_image_menu)
         self.bot.tree.add_command(self.guide_menu)
+        self.bot.tree.add_command(self.png_info_menu)
         self.service.add_poster(PLATFORM, self)
 
     async def cog_unload(self) -> None:
         """Stop posting and following jobs (the jobs themselves run on) and drop the context menus."""
         self.service.remove_poster(PLATFORM, self)
-        for menu in (self.from_image_menu, self.guide_menu):
+        for menu in (self.from_image_menu, self.guide_menu, self.png_info_menu):
             self.bot.tree.remove_command(menu.name, type=menu.type)
         for task in self._tasks:
             task.cancel()
@@ -355,6 +358,24 @@ class ImagesCog(commands.Cog, name="Images"):
             names = ", ".join(self.service.offered.names("controlnet"))
             await interaction.response.send_modal(GuideModal(self, attachment, names))
         self._acked(interaction)
+
+    async def png_info_of_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        """Say privately what a message's image file says of how it was made, and the /imagine that asks for it."""
+        attachment = image_attachment(message)
+        if attachment is None:
+            await interaction.response.send_message(NO_IMAGE, ephemeral=True)
+            self._acked(interaction)
+            return
+        # Deferred first: fetching the file can take longer than Discord's 3 seconds.
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        self._acked(interaction)
+        load = attachment_loader({token("image"): attachment}, self.file_hosts, self.service.max_input_bytes)
+        try:
+            reply = self.flow.png_info(await load(token("image"), "image"), attachment.filename)
+        except BotError as error:
+            await interaction.edit_original_response(content=refusal(error))
+            return
+        await interaction.edit_original_response(content=reply.text[:2000])
 
     async def on_guide(
         self, interaction: discord.Interaction, attachment: discord.Attachment, prompt: str, control: str

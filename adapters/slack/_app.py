@@ -55,6 +55,7 @@ from ._blocks import (
     GUIDE_SHORTCUT,
     HELP,
     IMAGINE_VIEW,
+    PNG_INFO_SHORTCUT,
     REFINE_SHORTCUT,
     REFINE_VIEW,
     REROLL_SHORTCUT,
@@ -170,6 +171,7 @@ class SlackImages:
         app.shortcut(REFINE_SHORTCUT)(_timed(self.on_refine_shortcut))
         app.shortcut(FROM_IMAGE_SHORTCUT)(_timed(self.on_from_image_shortcut))
         app.shortcut(GUIDE_SHORTCUT)(_timed(self.on_guide_shortcut))
+        app.shortcut(PNG_INFO_SHORTCUT)(_timed(self.on_png_info_shortcut))
         app.view(REFINE_VIEW)(_timed(self.on_refine_submit))
         app.view(EDIT_VIEW)(_timed(self.on_edit_submit))
         app.action(ACTION_ID_PATTERN)(_timed(self.on_button))
@@ -371,6 +373,22 @@ class SlackImages:
     async def on_guide_shortcut(self, ack: AsyncAck, shortcut: dict[str, Any]) -> None:
         """Open the "Generate image" modal with the message's image file as the ControlNet's guide."""
         await self._open_with_file(ack, shortcut, as_guide=True)
+
+    async def on_png_info_shortcut(self, ack: AsyncAck, shortcut: dict[str, Any]) -> None:
+        """Say privately what a message's image file says of how it was made, and the /imagine that asks for it."""
+        await ack()
+        file = image_file(shortcut.get("message") or {})
+        who = _requester(shortcut["user"]["id"], _team(shortcut), shortcut["channel"]["id"])
+        if file is None:
+            await self._tell(who, NO_IMAGE_FILE)
+            return
+        load = file_loader(self.client, {token(file["id"]): file["id"]}, self.file_hosts, self.service.max_input_bytes)
+        try:
+            reply = self.flow.png_info(await load(token(file["id"]), "image"), str(file.get("name") or file["id"]))
+        except BotError as error:
+            await self._tell(who, refusal(error))
+            return
+        await self._tell(who, reply.text)
 
     async def _open_with_file(self, ack: AsyncAck, shortcut: dict[str, Any], *, as_guide: bool) -> None:
         await ack()

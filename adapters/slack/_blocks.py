@@ -28,6 +28,7 @@ __all__ = [
     "GUIDE_SHORTCUT",
     "HELP",
     "IMAGINE_VIEW",
+    "PNG_INFO_SHORTCUT",
     "REFINE_SHORTCUT",
     "REFINE_VIEW",
     "REROLL_SHORTCUT",
@@ -60,6 +61,7 @@ REROLL_SHORTCUT = "reroll_image"
 REFINE_SHORTCUT = "refine_image"
 FROM_IMAGE_SHORTCUT = "imagine_from_image"
 GUIDE_SHORTCUT = "use_as_controlnet_guide"
+PNG_INFO_SHORTCUT = "png_info"
 IMAGINE_VIEW = "imagine_modal"
 REFINE_VIEW = "refine_modal"
 EDIT_VIEW = "edit_modal"

@@ -115,3 +115,18 @@ async def test_edit_prints_the_imagine_text_that_sent_back_makes_the_image_again
     first, again = backend.requests
     assert again == first
     assert out.getvalue().splitlines()[-1] == "✖ There is no generation #9."
+
+
+async def test_pnginfo_reads_a_png_file_and_prints_its_imagine_without_the_code_fences(tmp_path: Path) -> None:
+    from tests.bot.test_pnginfo import A1111, png
+
+    (tmp_path / "castle.png").write_bytes(png(parameters=A1111))
+    async with started_service(FakeBackend(), tmp_path / "data") as (service, _):
+        chat, out = ada(service, tmp_path)
+        assert await chat.handle(f"pnginfo {tmp_path / 'castle.png'}")
+        assert not await chat.handle(f"pnginfo {tmp_path / 'missing.png'}")
+    lines = out.getvalue().splitlines()
+    assert lines[:2] == ["PNG info of castle.png:", "a castle on a hill <lora:pixel-art:0.7> <lora:moody-light:1>"]
+    assert "```" not in out.getvalue()
+    (command,) = [line for line in lines if line.startswith("/imagine ")]
+    assert "--seed 1234" in command and lines[-1].startswith("✖ Image '")

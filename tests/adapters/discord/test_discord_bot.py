@@ -60,6 +60,7 @@ async def test_commands_are_synced_with_their_options(running):
         "forget",
         "Imagine from this image",  # message context menus
         "Use as ControlNet guide",
+        "PNG info",
         "gallery",
     }
     options = {option["name"]: option for option in commands["imagine"]["options"]}

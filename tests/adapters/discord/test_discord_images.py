@@ -19,6 +19,7 @@ from tests.fakes.files import FileHost
 
 FROM_IMAGE = "Imagine from this image"
 GUIDE = "Use as ControlNet guide"
+PNG_INFO = "PNG info"
 
 
 def _png(width: int = 256, height: int = 256, colour: tuple[int, int, int] = (200, 40, 40)) -> bytes:
@@ -44,7 +45,7 @@ async def _refusal(fake, options: dict) -> str:
 
 async def test_the_new_options_and_the_context_menu_are_synced(running):
     commands = {(command["name"], command.get("type", 1)): command for command in running.fake.commands}
-    assert (FROM_IMAGE, 3) in commands and (GUIDE, 3) in commands  # message context menus
+    assert {(FROM_IMAGE, 3), (GUIDE, 3), (PNG_INFO, 3)} <= set(commands)  # message context menus
     options = {option["name"]: option for option in commands[("imagine", 1)]["options"]}
     assert len(options) <= 25  # Discord's most options on a command
     assert all(options[name]["type"] == 11 for name in ("image", "mask", "control_image"))  # attachments
@@ -219,6 +220,26 @@ async def test_imagine_from_this_image_asks_for_a_prompt_then_makes_the_image(ru
     assert request.init_image is not None and request.strength == 0.3
     assert (request.width, request.height) == (256, 384)
     assert message.attachments and [d.attachment_id for d in fake.downloads] == [photo.id]
+
+
+async def test_png_info_says_privately_how_a_posted_png_was_made_and_its_imagine_here(running):
+    """The "PNG info" menu on a message with an A1111 PNG: its parameters and the /imagine here, to its user only."""
+    from tests.bot.test_pnginfo import A1111, png
+
+    fake = running.fake
+    posted = fake.user_message([fake.attachment("castle.png", png(parameters=A1111))])
+    menu = await fake.message_command(PNG_INFO, posted)
+    assert (await menu.response())["type"] == 5  # deferred: the file is fetched first
+    await fake.wait_for(lambda: menu.original is not None and menu.original.content)
+    reply = menu.original
+    assert reply.ephemeral and reply.content.startswith("PNG info of castle.png:\n```\na castle on a hill")
+    assert "--steps 25 --cfg 6.5 --scheduler DPM++ 2M Karras --seed 1234" in reply.content
+    assert [download.attachment_id for download in fake.downloads] == [posted.attachments[0].id]
+    assert running.backend.requests == []  # nothing is made
+    plain = fake.user_message([fake.attachment("plain.png", png())])
+    menu = await fake.message_command(PNG_INFO, plain)
+    await fake.wait_for(lambda: menu.original is not None and menu.original.content)
+    assert menu.original.content == "✖ PNG info finds no generation parameters in plain.png."
 
 
 async def test_imagine_from_this_image_refuses_a_bad_strength_and_a_message_without_image(running):

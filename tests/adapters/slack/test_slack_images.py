@@ -185,6 +185,24 @@ async def test_a_redirect_elsewhere_is_not_followed(running: Running, elsewhere)
     assert running.backend.requests == []
 
 
+async def test_png_info_says_privately_how_a_posted_png_was_made_and_its_imagine_here(running: Running) -> None:
+    """The "PNG info" shortcut on a message with an A1111 PNG: its parameters and the /imagine here, to its user."""
+    from tests.bot.test_pnginfo import A1111, png
+
+    fake = running.fake
+    posted = fake.user_message([fake.share_file("castle.png", png(parameters=A1111))])
+    sent = await fake.send_message_shortcut(running.url, "png_info", message_ts=posted.ts)
+    assert sent.status == 200 and sent.elapsed < 3
+    await fake.wait_for(lambda: any(text.startswith("PNG info of castle.png:") for text in running.ephemeral()))
+    (reply,) = [text for text in running.ephemeral() if text.startswith("PNG info of castle.png:")]
+    assert "--steps 25 --cfg 6.5 --scheduler DPM++ 2M Karras --seed 1234" in reply
+    assert "Left out, as this bot does not take them: LoRA 'moody-light', model 'dreamshaperXL_v21'." in reply
+    assert running.backend.requests == []
+    plain = fake.user_message([fake.share_file("notes.txt", b"hello")])
+    await fake.send_message_shortcut(running.url, "png_info", message_ts=plain.ts)
+    await _told(running, "That message has no PNG, JPEG or WebP file.")
+
+
 async def test_imagine_from_this_image_opens_the_modal_with_that_file(running: Running) -> None:
     fake = running.fake
     photo = fake.share_file("cat.jpg", _png(256, 384), mimetype="image/png")

@@ -13,6 +13,7 @@ from adapters.slack._blocks import (
     FROM_IMAGE_SHORTCUT,
     GENERATE_SHORTCUT,
     GUIDE_SHORTCUT,
+    PNG_INFO_SHORTCUT,
     REFINE_SHORTCUT,
     REROLL_SHORTCUT,
 )
@@ -48,6 +49,7 @@ def test_manifest_declares_the_code_s_command_shortcuts_and_events() -> None:
         REFINE_SHORTCUT: "message",
         FROM_IMAGE_SHORTCUT: "message",
         GUIDE_SHORTCUT: "message",
+        PNG_INFO_SHORTCUT: "message",
     }
     assert all(len(s["name"]) <= 24 and len(s["description"]) <= 80 for s in features["shortcuts"])
     assert tuple(settings["event_subscriptions"]["bot_events"]) == EVENTS

@@ -1,0 +1,121 @@
+"""PNG info (A1111's tab of that name): how a PNG someone posts says it was made, and the ``/imagine`` for it here.
+
+A1111, Forge, Civitai and this bot write an image's prompt and settings into its PNG as the
+``parameters`` text (`bot.pngmeta`). What the text names that this bot has (a catalog model or
+LoRA, a sampler, the size) becomes the ``/imagine`` text that asks for it here, checked by the
+same parser as anything typed; what it names that this bot has not is left out, and said.
+The text is anyone's: it is read without decoding pixels, shown without control characters,
+inside code blocks, and cut to fit a chat message.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from bot.catalog import Catalog
+from bot.errors import InvalidOption, shown
+from bot.options import Defaults, Limits, imagine_command, parse_options
+from bot.pngmeta import parse_parameters, read_text
+
+__all__ = ["PNG_INFO_MOST", "png_info"]
+
+# The most characters of the parameters text shown: the reply stays within Discord's 2000.
+PNG_INFO_MOST = 1000
+_PNG = b"\x89PNG\r\n\x1a\n"
+# A1111 1.9+ writes the scheduler apart from the sampler ("DPM++ 2M" and "Karras"); these mean the sampler's own.
+_OWN_SCHEDULE = {"automatic", "uniform", "normal", "default"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """The options a parameters text names that this bot has, and what it names that it has not."""
+
+    options: dict[str, object]
+    missing: list[str]
+
+
+def png_info(data: bytes, name: str, catalog: Catalog, defaults: Defaults, limits: Limits) -> str:
+    """Return the reply to PNG info on the image file `name`: its parameters text and the ``/imagine`` here.
+
+    Raises:
+        InvalidOption: the file is no PNG, or its PNG carries no ``parameters`` text.
+    """
+    if not data.startswith(_PNG):
+        raise InvalidOption("PNG info", "reads PNG files only (JPEG and WebP keep their parameters elsewhere)")
+    text = read_text(data).get("parameters", "").strip()
+    if not text:
+        raise InvalidOption("PNG info", f"finds no generation parameters in {_clean(name, 80)}")
+    asked = _asked(text, catalog)
+    command = _command(asked, catalog, defaults, limits)
+    shown_text = _clean(text, PNG_INFO_MOST)
+    lines = [f"PNG info of {_clean(name, 80)}:", _block(shown_text)]
+    if command is None:
+        lines.append("No /imagine here makes it: its prompt or settings are not ones this bot takes.")
+    else:
+        lines += ["As /imagine here:", _block(command)]
+    if asked.missing:
+        lines.append("Left out, as this bot does not take them: " + ", ".join(asked.missing) + ".")
+    return "\n".join(lines)
+
+
+def _asked(text: str, catalog: Catalog) -> _Asked:
+    """Return the options of an A1111 parameters text: the catalog's names, the sampler, the numbers."""
+    parsed = parse_parameters(text)
+    fields: dict[str, str] = parsed["fields"]
+    options: dict[str, object] = {"prompt": parsed["prompt"]}
+    missing: list[str] = []
+    if parsed["negative_prompt"]:
+        options["negative"] = parsed["negative_prompt"]
+    loras = []
+    for lora, weight in parsed["loras"]:
+        found = catalog.find("lora", lora)
+        if found is None:
+            missing.append(f"LoRA '{_clean(lora, 60)}'")
+        else:
+            loras.append(f"{found.name}:{weight:g}")
+    if loras:
+        options["lora"] = ", ".join(loras)
+    model = fields.get("Model")
+    if model:
+        found = catalog.find("model", model)
+        if found is None:
+            missing.append(f"model '{_clean(model, 60)}'")
+        else:
+            options["model"] = found.name
+    sampler = fields.get("Sampler", "")
+    schedule = fields.get("Schedule type", "")
+    if sampler:
+        own = not schedule or schedule.lower() in _OWN_SCHEDULE or schedule.lower() in sampler.lower()
+        options["scheduler"] = sampler if own else f"{sampler} {schedule}"
+    for field, option in (("Steps", "steps"), ("CFG scale", "cfg"), ("Seed", "seed"), ("Size", "size")):
+        if fields.get(field):
+            options[option] = fields[field]
+    return _Asked(options, missing)
+
+
+def _command(asked: _Asked, catalog: Catalog, defaults: Defaults, limits: Limits) -> str | None:
+    """Return the /imagine text of what was asked, leaving out each option this bot refuses; None without a prompt."""
+    options = dict(asked.options)
+    while True:
+        try:
+            request = parse_options(options, catalog=catalog, defaults=defaults, limits=limits).request
+        except InvalidOption as error:
+            # The option the sentence names goes (a sampler this bot lacks, a size off its grid), the rest stay.
+            refused = next((key for key in options if key != "prompt" and key in error.option.lower()), None)
+            if refused is None:
+                return None
+            asked.missing.append(f"{refused} '{_clean(str(options.pop(refused)), 60)}'")
+            continue
+        return imagine_command(request, catalog, {})
+
+
+def _clean(text: str, most: int) -> str:
+    """Return anyone's text fit to show: printable lines, no code fence, at most `most` characters."""
+    text = "\n".join(shown(line, most) for line in text.splitlines())
+    text = text if len(text) <= most else text[: most - 1] + "…"
+    return re.sub(r"`{3,}", "'''", text)
+
+
+def _block(text: str) -> str:
+    return f"```\n{text}\n```"

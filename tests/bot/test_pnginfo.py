@@ -1,0 +1,184 @@
+"""PNG info: the parameters a posted PNG carries, and the /imagine that asks for them here, from anyone's bytes."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from bot.catalog import load_catalog
+from bot.errors import InvalidOption
+from bot.options import Defaults, Limits, parse_text
+from bot.pnginfo import png_info
+from bot.pngmeta import embed_text, parameters_text, read_text
+from bot.request import GenerationRequest
+from tests.properties.sentences import assert_sentence
+
+CATALOG = load_catalog()
+DEFAULTS = Defaults(model="sdxl")
+LIMITS = Limits(pixel_budget=4 * 1024 * 1024)
+A1111 = (
+    "a castle on a hill <lora:pixel-art:0.7> <lora:moody-light:1>\n"
+    "Negative prompt: blurry, lowres\n"
+    "Steps: 25, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6.5, Seed: 1234, Size: 832x1216, "
+    "Model hash: 4496b36d48, Model: dreamshaperXL_v21, Version: v1.9.4"
+)
+
+
+def png(**text: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 40, 40)).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    for key, value in text.items():
+        data = embed_text(data, key, value)
+    return data
+
+
+def info(data: bytes, name: str = "castle.png") -> str:
+    return png_info(data, name, CATALOG, DEFAULTS, LIMITS)
+
+
+def command_of(reply: str) -> str:
+    """Return the /imagine line of a reply."""
+    (line,) = [line for line in reply.splitlines() if line.startswith("/imagine ")]
+    return line.removeprefix("/imagine ")
+
+
+def test_an_a1111_png_gives_its_text_and_the_imagine_of_what_this_bot_has():
+    reply = info(png(parameters=A1111))
+    assert reply.startswith("PNG info of castle.png:\n```\na castle on a hill <lora:pixel-art:0.7>")
+    request = parse_text(command_of(reply), catalog=CATALOG, defaults=DEFAULTS, limits=LIMITS).request
+    assert request.prompt == "a castle on a hill" and request.negative_prompt == "blurry, lowres"
+    assert (request.steps, request.cfg_scale, request.seed, request.width, request.height) == (25, 6.5, 1234, 832, 1216)
+    assert request.scheduler == "DPM++ 2M Karras"  # A1111 1.9 writes the schedule apart
+    assert [(lora.name, lora.weight) for lora in request.loras] == [("pixel-art", 0.7)]
+    assert request.model == "sdxl"  # the default: the PNG's model is not in the catalog
+    assert reply.endswith("Left out, as this bot does not take them: LoRA 'moody-light', model 'dreamshaperXL_v21'.")
+
+
+def test_this_bot_s_own_png_gives_the_imagine_that_makes_the_same_request():
+    made = GenerationRequest(prompt="a red fox", negative_prompt="snow", model="sdxl", steps=20, seed=7, cfg_scale=5)
+    reply = info(png(parameters=parameters_text(made, 7)), "imagebot-12-0.png")
+    again = parse_text(command_of(reply), catalog=CATALOG, defaults=DEFAULTS, limits=LIMITS).request
+    assert (again.prompt, again.negative_prompt, again.steps, again.seed, again.cfg_scale) == (
+        "a red fox",
+        "snow",
+        20,
+        7,
+        5,
+    )
+    assert "Left out" not in reply
+
+
+def test_what_this_bot_refuses_is_left_out_and_said():
+    reply = info(png(parameters="a fox\nSteps: 500, Sampler: Heun++ 9, CFG scale: 6, Seed: 9, Size: 833x1216"))
+    assert command_of(reply).startswith("a fox --model sdxl --size 1024x1024 --steps 30 --cfg 6 ")
+    assert reply.endswith(
+        "Left out, as this bot does not take them: steps '500', scheduler 'Heun++ 9', size '833x1216'."
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "sentence"),
+    [
+        (
+            b"\xff\xd8\xff\xe0 a jpeg",
+            "photo.jpg",
+            "PNG info reads PNG files only (JPEG and WebP keep their parameters elsewhere).",
+        ),
+        (png(), "plain.png", "PNG info finds no generation parameters in plain.png."),
+        (png(Comment="hello"), "plain.png", "PNG info finds no generation parameters in plain.png."),
+    ],
+)
+def test_a_file_without_parameters_is_one_sentence(data, name, sentence):
+    with pytest.raises(InvalidOption) as refused:
+        info(data, name)
+    assert str(refused.value) == sentence
+
+
+def test_what_a_png_says_is_shown_printable_within_a_discord_message_and_never_closes_the_code_block():
+    hostile = "a fox ``` <@&123> \x1b[31m red\x07\n" * 200 + "Steps: 20, Seed: 3"
+    reply = info(png(parameters=hostile), "evil\x1b[2J.png")
+    assert len(reply) <= 2000
+    assert all(line == "```" for line in reply.splitlines() if "`" * 3 in line)  # the blocks' own fences only
+    assert "No /imagine here makes it" in reply  # control characters are no prompt
+    assert not any(ord(char) < 32 and char != "\n" for char in reply)
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def test_a_compressed_text_bomb_is_skipped_not_inflated():
+    """10 MB of text in 10 kB of zlib: reading stops at 64 kB and leaves the chunk out."""
+    bomb = zlib.compress(b"a" * 10_000_000, 9)
+    data = png()
+    itxt = _chunk(b"iTXt", b"parameters\0\x01\x00\0\0" + bomb)
+    with_bomb = data[:33] + itxt + data[33:]
+    assert read_text(with_bomb) == {}
+    with pytest.raises(InvalidOption, match="finds no generation parameters"):
+        info(with_bomb)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cut=st.integers(0, 400),
+    noise=st.binary(max_size=200),
+    where=st.integers(0, 400),
+    text=st.text(max_size=300),
+)
+def test_any_bytes_give_a_reply_or_one_sentence(cut, noise, where, text):
+    """A PNG cut short, with noise spliced in, carrying any text: a reply within the limit, or one sentence."""
+    data = png(parameters=text) if text.strip() else png()
+    data = data[: max(cut, 8)] if cut < len(data) else data
+    data = data[:where] + noise + data[where:]
+    try:
+        reply = info(data)
+    except InvalidOption as error:
+        assert_sentence(error)
+        return
+    assert len(reply) <= 2000 and reply.startswith("PNG info of castle.png:")
+
+
+WORDS = ["a fox", "<lora:pixel-art:0.7>", "<lora:x:.>", "<lora:y:1e999>", "<lora:z:-", "Negative prompt:", "\n", "```"]
+FIELDS = ["Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model", "Xy"]
+VALUES = [
+    "25",
+    "DPM++ 2M",
+    "Karras",
+    "6.5",
+    "1234",
+    "832x1216",
+    "sdxl",
+    '"\\q"',
+    '"a\\"',
+    '"\\ud800"',
+    "-1",
+    "9" * 30,
+    "",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    prompt=st.lists(st.one_of(st.sampled_from(WORDS), st.text(max_size=12)), max_size=8).map(" ".join),
+    fields=st.lists(st.tuples(st.sampled_from(FIELDS), st.one_of(st.sampled_from(VALUES), st.text(max_size=10)))),
+)
+def test_any_a1111_like_text_gives_a_reply_or_one_sentence(prompt, fields):
+    """Parameters as A1111 lays them out, with broken tags, quotes and numbers: a reply whose /imagine (if any) this
+    bot's parser takes, or one sentence; never a traceback."""
+    text = prompt + "\nSteps: 20, " + ", ".join(f"{key}: {value}" for key, value in fields)
+    try:
+        reply = info(png(parameters=text))
+    except InvalidOption as error:
+        assert_sentence(error)
+        return
+    assert len(reply) <= 2000
+    commands = [line for line in reply.splitlines() if line.startswith("/imagine ")]
+    for command in commands:
+        parse_text(command.removeprefix("/imagine "), catalog=CATALOG, defaults=DEFAULTS, limits=LIMITS)
