@@ -110,7 +110,7 @@ def parse_parameters(text: str) -> dict[str, Any]:
         else:
             prompt_lines.append(line)
     prompt = "\n".join(prompt_lines)
-    # Anyone's text (PNG info): a tag whose weight is no number, or a quoted value that is no JSON, is read as it can be.
+    # Anyone's text (PNG info): a tag whose weight is no number, a quoted value that is no JSON, read as they can be.
     loras = [(name, float(weight)) for name, weight in _LORA_TAG.findall(prompt) if _is_number(weight)]
     fields: dict[str, str] = {}
     for key, value in _PARAM.findall(last):
