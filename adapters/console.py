@@ -134,7 +134,9 @@ class ConsoleChat:
                 return await self._follow(await self._service.imagine(rest.strip(), self._who, load=self._read_file))
             if word == "pnginfo":
                 path = rest.strip()
-                return await self._show(self._flow.png_info(await self._read_file(path, "image"), Path(path).name))
+                return await self._show(
+                    await self._flow.png_info(await self._read_file(path, "image"), Path(path).name)
+                )
             reply = await self._flow.text(self._who, f"{word} {rest}", strict=True)
             if reply is None:
                 raise InvalidOption("Command", f"'{word[:40]}' is unknown (try help)")

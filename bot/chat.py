@@ -15,6 +15,7 @@ and update as an embed, Block Kit or terminal text; it decides nothing else.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -406,10 +407,14 @@ class ChatFlow:
             raise InvalidOption("edit", f"is not offered: {reason} ({EDIT_MOST})")
         return EditForm(generation_id, text)
 
-    def png_info(self, data: bytes, name: str) -> Text:
-        """Answer PNG info on an image file: the parameters its PNG carries and the ``/imagine`` that asks for them."""
+    async def png_info(self, data: bytes, name: str) -> Text:
+        """Answer PNG info on an image file: the parameters its PNG carries and the ``/imagine`` that asks for them.
+
+        Off the event loop: the file is anyone's, up to the input limit, and its text chunks are inflated.
+        """
         defaults = Defaults(model=self.service.default_model)
-        return Text(self._quote(png_info(data, name, self.service.catalog, defaults, self.service.limits)))
+        catalog, limits = self.service.catalog, self.service.limits
+        return Text(self._quote(await asyncio.to_thread(png_info, data, name, catalog, defaults, limits)))
 
     async def history(self, who: Requester, count: int = 10) -> Listing:
         """Answer ``history [count]``: the user's latest generations (1 to 25; a count out of range is refused)."""

@@ -11,7 +11,6 @@ inside code blocks, and cut to fit a chat message.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from bot.catalog import Catalog
 from bot.errors import InvalidOption, shown
@@ -22,17 +21,8 @@ __all__ = ["PNG_INFO_MOST", "png_info"]
 
 # The most characters of the parameters text shown: the reply stays within Discord's 2000.
 PNG_INFO_MOST = 1000
-_PNG = b"\x89PNG\r\n\x1a\n"
 # A1111 1.9+ writes the scheduler apart from the sampler ("DPM++ 2M" and "Karras"); these mean the sampler's own.
 _OWN_SCHEDULE = {"automatic", "uniform", "normal", "default"}
-
-
-@dataclass(frozen=True, slots=True)
-class _Asked:
-    """The options a parameters text names that this bot has, and what it names that it has not."""
-
-    options: dict[str, object]
-    missing: list[str]
 
 
 def png_info(data: bytes, name: str, catalog: Catalog, defaults: Defaults, limits: Limits) -> str:
@@ -41,26 +31,28 @@ def png_info(data: bytes, name: str, catalog: Catalog, defaults: Defaults, limit
     Raises:
         InvalidOption: the file is no PNG, or its PNG carries no ``parameters`` text.
     """
-    if not data.startswith(_PNG):
-        raise InvalidOption("PNG info", "reads PNG files only (JPEG and WebP keep their parameters elsewhere)")
-    text = read_text(data).get("parameters", "").strip()
+    try:
+        text = read_text(data).get("parameters", "").strip()
+    except ValueError:  # not a PNG
+        raise InvalidOption(
+            "PNG info", "reads PNG files only (JPEG and WebP keep their parameters elsewhere)"
+        ) from None
     if not text:
         raise InvalidOption("PNG info", f"finds no generation parameters in {_clean(name, 80)}")
-    asked = _asked(text, catalog)
-    command = _command(asked, catalog, defaults, limits)
-    shown_text = _clean(text, PNG_INFO_MOST)
-    lines = [f"PNG info of {_clean(name, 80)}:", _block(shown_text)]
+    options, missing = _asked(text, catalog)
+    command, refused = _command(options, catalog, defaults, limits)
+    lines = [f"PNG info of {_clean(name, 80)}:", _block(_clean(text, PNG_INFO_MOST))]
     if command is None:
         lines.append("No /imagine here makes it: its prompt or settings are not ones this bot takes.")
     else:
         lines += ["As /imagine here:", _block(command)]
-    if asked.missing:
-        lines.append("Left out, as this bot does not take them: " + ", ".join(asked.missing) + ".")
+    if missing + refused:
+        lines.append("Left out, as this bot does not take them: " + ", ".join(missing + refused) + ".")
     return "\n".join(lines)
 
 
-def _asked(text: str, catalog: Catalog) -> _Asked:
-    """Return the options of an A1111 parameters text: the catalog's names, the sampler, the numbers."""
+def _asked(text: str, catalog: Catalog) -> tuple[dict[str, object], list[str]]:
+    """Return the options an A1111 parameters text asks for, and the names in it the catalog has not."""
     parsed = parse_parameters(text)
     fields: dict[str, str] = parsed["fields"]
     options: dict[str, object] = {"prompt": parsed["prompt"]}
@@ -91,23 +83,26 @@ def _asked(text: str, catalog: Catalog) -> _Asked:
     for field, option in (("Steps", "steps"), ("CFG scale", "cfg"), ("Seed", "seed"), ("Size", "size")):
         if fields.get(field):
             options[option] = fields[field]
-    return _Asked(options, missing)
+    return options, missing
 
 
-def _command(asked: _Asked, catalog: Catalog, defaults: Defaults, limits: Limits) -> str | None:
-    """Return the /imagine text of what was asked, leaving out each option this bot refuses; None without a prompt."""
-    options = dict(asked.options)
+def _command(
+    options: dict[str, object], catalog: Catalog, defaults: Defaults, limits: Limits
+) -> tuple[str | None, list[str]]:
+    """Return the /imagine text of `options` less each one this bot refuses, and those; None when the prompt is."""
+    options = dict(options)
+    refused: list[str] = []
     while True:
         try:
             request = parse_options(options, catalog=catalog, defaults=defaults, limits=limits).request
         except InvalidOption as error:
             # The option the sentence names goes (a sampler this bot lacks, a size off its grid), the rest stay.
-            refused = next((key for key in options if key != "prompt" and key in error.option.lower()), None)
-            if refused is None:
-                return None
-            asked.missing.append(f"{refused} '{_clean(str(options.pop(refused)), 60)}'")
+            key = next((key for key in options if key != "prompt" and key in error.option.lower()), None)
+            if key is None:
+                return None, refused
+            refused.append(f"{key} '{_clean(str(options.pop(key)), 60)}'")
             continue
-        return imagine_command(request, catalog, {})
+        return imagine_command(request, catalog, {}), refused
 
 
 def _clean(text: str, most: int) -> str:

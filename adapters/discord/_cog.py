@@ -371,7 +371,7 @@ class ImagesCog(commands.Cog, name="Images"):
         self._acked(interaction)
         load = attachment_loader({token("image"): attachment}, self.file_hosts, self.service.max_input_bytes)
         try:
-            reply = self.flow.png_info(await load(token("image"), "image"), attachment.filename)
+            reply = await self.flow.png_info(await load(token("image"), "image"), attachment.filename)
         except BotError as error:
             await interaction.edit_original_response(content=refusal(error))
             return

@@ -384,7 +384,8 @@ class SlackImages:
             return
         load = file_loader(self.client, {token(file["id"]): file["id"]}, self.file_hosts, self.service.max_input_bytes)
         try:
-            reply = self.flow.png_info(await load(token(file["id"]), "image"), str(file.get("name") or file["id"]))
+            data = await load(token(file["id"]), "image")
+            reply = await self.flow.png_info(data, str(file.get("name") or file["id"]))
         except BotError as error:
             await self._tell(who, refusal(error))
             return
