@@ -373,7 +373,7 @@ class ImagesCog(commands.Cog, name="Images"):
         try:
             reply = await self.flow.png_info(await load(token("image"), "image"), attachment.filename)
         except BotError as error:
-            await interaction.edit_original_response(content=refusal(error))
+            await self._refuse_deferred(interaction, error, private=True)
             return
         await interaction.edit_original_response(content=reply.text[:2000])
 
