@@ -91,6 +91,7 @@ from bot.rules import (
     match_scheduler,
     require_refiner_support,
 )
+from bot.weighting import weights_reason
 
 __all__ = [
     "OPTIONS",
@@ -899,6 +900,8 @@ def _prompt(option: str, value: object, *, required: bool) -> str:
             raise InvalidOption(label, f"contains a control character (U+{ord(char):04X}); remove it")
         if category == "Cs":
             raise InvalidOption(label, f"contains an invalid character (U+{ord(char):04X}); remove it")
+    if (weights := weights_reason(text)) is not None:
+        raise InvalidOption(label, weights)
     return text
 
 

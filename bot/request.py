@@ -21,6 +21,7 @@ from typing import Any, Generic, Literal, Self, TypeVar, get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bot.errors import InvalidOption, shown
+from bot.weighting import weights_reason
 
 __all__ = [
     "CFG",
@@ -246,6 +247,19 @@ class GenerationRequest(_Frozen):
     # with the extension around it made new.
     outpaint: Outpaint | None = None
     controlnets: tuple[ControlNetSpec, ...] = Field(default=(), max_length=MAX_CONTROLNETS)
+    # The prompts are read as A1111 reads them (`bot.weighting`): `(words:1.3)` weighs words, and
+    # a prompt runs past CLIP's 77 tokens in chunks. False only on generations stored before
+    # weighting came (migration 14): their prompts reach the model as written, so a reroll or a
+    # refine of one makes what it made then.
+    prompt_weighting: bool = True
+
+    @model_validator(mode="after")
+    def _weights(self) -> Self:
+        if self.prompt_weighting:
+            for text in (self.prompt, self.negative_prompt):
+                if text is not None and (reason := weights_reason(text)) is not None:
+                    raise ValueError(f"the prompt {reason}")
+        return self
 
     @model_validator(mode="after")
     def _image_inputs(self) -> Self:

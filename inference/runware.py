@@ -67,6 +67,7 @@ from bot.guides import GuideMap
 from bot.images import input_path
 from bot.ports import ProgressCallback
 from bot.request import STEPS, ControlNetSpec, GeneratedImage, GenerationRequest, Preprocess
+from bot.weighting import is_plain
 from inference._remote import (
     TRANSIENT_STATUS,
     HostedBackend,
@@ -273,6 +274,11 @@ def build_task(
         task["negativePrompt"] = request.negative_prompt
     if request.clip_skip:
         task["clipSkip"] = request.clip_skip
+    if request.prompt_weighting and not all(
+        is_plain(text) for text in (request.prompt, request.negative_prompt) if text
+    ):
+        # A1111's syntax, `(words:1.3)`: Runware's sdEmbeds weighting reads it (compel's is another).
+        task["promptWeighting"] = "sdEmbeds"
     if request.vae:
         task["vae"] = air("vae", request.vae)
     if request.refiner is not None:

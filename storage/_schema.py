@@ -285,6 +285,13 @@ MIGRATIONS: list[str] = [
             FROM json_each(new.request, '$.loras');
     END;
     """,
+    # 14: prompts read as A1111 reads them (`bot.weighting`). The generations made before read
+    # theirs as written, the first 77 tokens; marked so, a reroll or refine of one makes what it
+    # made then. Rows stored from now on carry the field.
+    """
+    UPDATE generations SET request = json_set(request, '$.prompt_weighting', json('false'))
+        WHERE json_type(request, '$.prompt_weighting') IS NULL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -95,6 +95,9 @@ class WorkerJob(_Frozen):
     # An upscale that an ESRGAN-family network makes alone (no strength: no SDXL step runs); the
     # init image is enlarged to width × height.
     upscaler: Asset | None = None
+    # The prompts read as A1111 reads them (weights, past 77 tokens); False: given to diffusers as
+    # written (generations stored before weighting came, `GenerationRequest.prompt_weighting`).
+    prompt_weighting: bool = True
 
     @property
     def run_steps(self) -> int:
@@ -138,6 +141,8 @@ def batch_key(job: WorkerJob) -> tuple[Any, ...]:
         job.upscaler,
         # None (zeroed negative embeddings in SDXL) and "" (an encoded empty prompt) are different images.
         job.negative_prompt is None,
+        # Prompts as written, or weighed by our encoding (whose chunk counts the worker then matches).
+        job.prompt_weighting,
     )
 
 
@@ -204,6 +209,7 @@ def build_job(request: GenerationRequest, catalog: Catalog, data_dir: Path) -> W
             for control in request.controlnets
         ),
         upscaler=asset_of(catalog.get("upscaler", request.upscaler), data_dir) if request.upscaler else None,
+        prompt_weighting=request.prompt_weighting,
     )
 
 

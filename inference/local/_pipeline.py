@@ -47,6 +47,7 @@ from inference import tiny
 from inference.local import _esrgan as esrgan
 from inference.local._controlnet import GatedControlNets, StepGate
 from inference.local._job import Asset, Control, WorkerJob, batch_key
+from inference.local._prompts import chunk_counts, encode
 from inference.local._protocol import Stage
 from inference.local._safety import SafetyCheck, SafetyChecker, is_custom_checker, load_checker
 from inference.local._schedulers import SCHEDULERS
@@ -337,6 +338,18 @@ class SDXLRunner:
 
         # 5. Load and weight the embeddings; their tokens must be in a prompt to act.
         prompts = [self._use_embeddings(one, meta) for one in jobs]
+        if job.prompt_weighting and len(jobs) > 1:
+            # Prompts of different lengths (in 75-token chunks) cannot share a call: each group runs alone.
+            groups: dict[tuple[int, int], list[int]] = {}
+            for index, (one, prompt) in enumerate(zip(jobs, prompts, strict=True)):
+                counts = [chunk_counts(pipe, prompt, one.negative_prompt) for pipe in (base, refiner) if pipe]
+                groups.setdefault((counts[0], counts[-1]), []).append(index)
+            if len(groups) > 1:
+                results: dict[int, list[GeneratedImage]] = {}
+                for indexes in groups.values():
+                    made = self.run_batch([jobs[i] for i in indexes], on_progress, should_cancel)
+                    results.update(zip(indexes, made, strict=True))
+                return [results[index] for index in range(len(jobs))]
 
         # 6. Install the sampler on both pipelines, from the base's own scheduler config.
         scheduler_cls, overrides = self._scheduler(job.scheduler)
@@ -362,12 +375,7 @@ class SDXLRunner:
             "clip_skip": job.clip_skip or None,
         }
         if len(jobs) == 1:
-            common.update(prompt=prompts[0], negative_prompt=job.negative_prompt, num_images_per_prompt=len(seeds))
-        else:
-            # One prompt per image; the batch key makes the negative prompts all given or all absent.
-            common["prompt"] = [prompt for one, prompt in zip(jobs, prompts, strict=True) for _ in one.seeds]
-            if job.negative_prompt is not None:
-                common["negative_prompt"] = [one.negative_prompt for one in jobs for _ in one.seeds]
+            common["num_images_per_prompt"] = len(seeds)
 
         # 9. Run the base: the whole schedule, or up to the split, handing over latents. With
         # ControlNets it is the ControlNet pipeline of the same kind, on the same loaded modules.
@@ -393,6 +401,7 @@ class SDXLRunner:
         with torch.inference_mode():
             output = first(
                 **common,
+                **_texts(base, jobs, prompts),
                 **inputs,
                 output_type="latent" if plan else "pil",
                 callback_on_step_end=base_stage,
@@ -418,6 +427,7 @@ class SDXLRunner:
             with torch.inference_mode():
                 output = refiner(
                     **common,
+                    **_texts(refiner, jobs, prompts),
                     image=output.images,
                     denoising_start=plan.fraction,
                     output_type="pil",
@@ -842,6 +852,32 @@ class SDXLRunner:
                 f"used {plan.base_steps} + {plan.refiner_steps}"
             )
         return plan
+
+
+def _texts(pipe: Any, jobs: list[WorkerJob], prompts: list[str]) -> dict[str, Any]:
+    """Return a pipeline's prompt arguments for the jobs' images: as text, or encoded with their weights.
+
+    A batch of several jobs gives one prompt per image; its batch key makes the negative prompts
+    all given or all absent, and the weighting all on or all off.
+    """
+    if not jobs[0].prompt_weighting:
+        # As written: diffusers tokenizes the text (stored generations from before weighting).
+        if len(jobs) == 1:
+            return {"prompt": prompts[0], "negative_prompt": jobs[0].negative_prompt}
+        texts: dict[str, Any] = {
+            "prompt": [prompt for one, prompt in zip(jobs, prompts, strict=True) for _ in one.seeds]
+        }
+        if jobs[0].negative_prompt is not None:
+            texts["negative_prompt"] = [one.negative_prompt for one in jobs for _ in one.seeds]
+        return texts
+    encoded = [
+        encode(pipe, prompt, one.negative_prompt, one.clip_skip) for one, prompt in zip(jobs, prompts, strict=True)
+    ]
+    if len(jobs) == 1:
+        return encoded[0].kwargs()
+    # One row per image, each its job's: the pipeline repeats nothing (one image per prompt).
+    per_image = [conditioning.kwargs() for conditioning, one in zip(encoded, jobs, strict=True) for _ in one.seeds]
+    return {key: torch.cat([row[key] for row in per_image]) for key in per_image[0]}
 
 
 def _image_inputs(job: WorkerJob) -> tuple[Image.Image, Image.Image | None]:

@@ -33,6 +33,7 @@ https://runware.ai/docs/image-inference/api-reference, /docs/platform/task-polli
   ``seedImage``). The decoded bytes land on the task (``RunwareTask.seed_image``/``mask_image``), and
   ``RunwareTask.steps_run`` is what the fake runs: ``int(steps × strength)``, as diffusers truncates;
   Runware documents the product for 40 × 0.5 only, so a client that relies on any rounding is caught.
+* ``promptWeighting`` is ``compel`` or ``sdEmbeds`` (A1111's ``(words:1.3)``), as the API reference lists.
 * Outpainting: ``outpaint`` is an object of ``top``, ``right``, ``bottom`` and ``left`` (pixels,
   multiples of 64, default 0) and ``blur`` (0–32), on a ``seedImage`` and without a ``maskImage``;
   ``width``×``height`` must be the seedImage's size extended by the sides.
@@ -200,8 +201,11 @@ INFERENCE_FIELDS = frozenset(
         "strength",
         "controlNet",
         "outpaint",
+        "promptWeighting",
     }
 )
+# The prompt-weighting syntaxes of the API reference: compel's, or A1111's (sdEmbeds).
+PROMPT_WEIGHTINGS = ("compel", "sdEmbeds")
 OUTPAINT_KEYS = ("top", "right", "bottom", "left", "blur")
 CONTROL_MODES = ("balanced", "prompt", "controlnet")
 CONTROLNET_KEYS = frozenset(
@@ -518,6 +522,7 @@ SCALAR_CHECKS: list[tuple[str, Callable[[str, object], str | None], bool]] = [
     ("outputFormat", _choice(OUTPUT_FORMATS), False),
     ("outputQuality", _int_range(20, 99), False),
     ("clipSkip", _int_range(0, 2), False),
+    ("promptWeighting", _choice(PROMPT_WEIGHTINGS), False),
     ("vae", _air, False),
     ("includeCost", _bool, False),
     ("checkNSFW", _bool, False),

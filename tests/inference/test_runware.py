@@ -22,7 +22,7 @@ from bot.images import check_image, input_path
 from bot.pngmeta import parse_parameters, read_text
 from bot.request import GenerationRequest
 from bot.service import ImageService
-from inference.runware import UPSCALE_NOTE, RunwareBackend
+from inference.runware import UPSCALE_NOTE, RunwareBackend, build_task
 from storage import SqliteDatabase
 from tests.fakes.runware import COST_PER_IMAGE, COST_PER_UPSCALE, FakeRunware, Fault
 from tests.fakes.service import started_service
@@ -591,3 +591,17 @@ async def test_zoom_out_extends_every_side_evenly_on_runware(running, fake: Fake
     task = fake.tasks[fake.calls("imageInference")[-1]["taskUUID"]]
     assert task.request["outpaint"] == {"top": 256, "right": 256, "bottom": 256, "left": 256}
     assert (task.request["width"], task.request["height"]) == (1024, 1024)
+
+
+async def test_a_weighted_prompt_asks_for_a1111s_weighting_and_a_plain_one_does_not(running, fake: FakeRunware) -> None:
+    """`(words:1.3)` in the prompt or the negative sends promptWeighting sdEmbeds (A1111's syntax), which
+    the fake accepts as the API reference lists it; a plain prompt, or a generation stored before
+    weighting, is sent as written, without it."""
+    service, _ = running
+    for line in ("a (red:1.3) fox --seed 1", "a red fox --seed 2 --no [blurry]", "a red fox --seed 3 --no blurry"):
+        generation, error = await outcome(service, line)
+        assert error is None and generation is not None
+    weightings = [task.request.get("promptWeighting") for task in fake.tasks.values()]
+    assert weightings == ["sdEmbeds", "sdEmbeds", None]
+    stored = request("a (red:1.3) fox --seed 4").model_copy(update={"prompt_weighting": False})
+    assert "promptWeighting" not in build_task(stored, CATALOG, "0" * 8 + "-0000-4000-8000-" + "0" * 12)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 
 import pytest
@@ -268,3 +269,38 @@ async def test_a_file_from_before_inputs_gains_their_indexes_and_keeps_its_rows(
     with sqlite3.connect(path) as conn:
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"generations_init_image", "generations_mask_image"} <= indexes
+
+
+async def test_generations_from_before_weighting_keep_their_prompts_as_written(tmp_path, make_new, make_request):
+    """Migration 14 marks every stored request to read its prompt as written (no weights, 77 tokens), so
+    a reroll or refine of an old `(fox:1.5)` image makes what it made then; new rows read A1111's weights."""
+    path = tmp_path / "h.db"
+    conn = await _schema.connect(path)
+    try:
+        assert await _schema.migrate(conn, _schema.MIGRATIONS[:13]) == 13
+    finally:
+        await conn.close()
+    stored = make_request(7, prompt="a (red:1.5) fox, [blurry]", loras=[{"name": "pixel-art", "weight": 0.8}])
+    data = stored.to_dict()
+    del data["prompt_weighting"]  # as rows were written before the field
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "INSERT INTO generations (platform, user_id, action, request, seed, model, backend, status, created_at)"
+            " VALUES ('discord', 'u1', 'generate', ?, 7, 'sdxl', 'local', 'done', 1.0)",
+            (json.dumps(data),),
+        )
+    store = await SqliteDatabase.open(path)
+    try:
+        old = await store.generations.get(1)
+        assert old is not None
+        assert old.request.prompt_weighting is False
+        assert old.request.model_copy(update={"prompt_weighting": True}) == stored
+        new = await store.generations.add(make_new(request=stored))
+        assert (await store.generations.get(new.id)).request.prompt_weighting is True
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        # the indexes its update re-derived still find the old row by LoRA and by prompt words
+        assert conn.execute("SELECT name FROM generation_loras WHERE generation_id = 1").fetchall() == [("pixel-art",)]
+        found = conn.execute("SELECT rowid FROM generation_prompts WHERE generation_prompts MATCH 'fox'").fetchall()
+        assert (1,) in found
