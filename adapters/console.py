@@ -3,6 +3,8 @@
 Commands (a leading ``/`` is optional)::
 
     /imagine a red fox --seed 7 --refiner 90     queue a generation
+    /imagine a (red:1.3) fox, [blurry] sky       A1111's weights: (words) ×1.1, [words] ÷1.1, BREAK
+    /imagine a fox <lora:pixel-art:0.8>          A1111's LoRA tags: the same as --lora pixel-art:0.8
     reroll [#id]                                 same settings, new seed (default: your latest)
     refine [#id] [percent]                       same seed, refiner from percent (default 85)
     vary subtle|strong [#id[.n]]                 the image again with a new seed, a little or a lot changed

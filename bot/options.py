@@ -646,7 +646,7 @@ def _build(
     inputs: Inputs | None,
     guides: Sequence[Guide] | None,
 ) -> Parsed:
-    prompt = _prompt("prompt", raw.get("prompt", ""), required=True)
+    prompt, tagged = _lora_tags(_prompt("prompt", raw.get("prompt", ""), required=True), catalog)
     negative = _prompt("negative", raw["negative"], required=False) if "negative" in raw else None
     if "style" in raw:
         prompt, negative = _styled(catalog.get("style", _catalog_name("style", raw["style"])), prompt, negative)
@@ -669,7 +669,7 @@ def _build(
     clip_skip = _int("clip_skip", raw.get("clip_skip", 0), CLIP_SKIP)
     output_format = _format(raw.get("format", "png"))
     vae = _vae(raw["vae"], catalog) if "vae" in raw else None
-    loras = _weighted("lora", "lora", raw["lora"], catalog) if "lora" in raw else ()
+    loras = _with_tags(_weighted("lora", "lora", raw["lora"], catalog) if "lora" in raw else (), tagged)
     embeddings = _weighted("embedding", "embedding", raw["embedding"], catalog) if "embedding" in raw else ()
 
     warnings: list[str] = []
@@ -989,9 +989,11 @@ def _vae(value: object, catalog: Catalog) -> str | None:
     return catalog.get("vae", name, "VAE").name
 
 
-def _weighted(option: str, kind: Kind, value: object, catalog: Catalog) -> tuple[WeightedName, ...]:
-    """Parse ``name:weight, other`` (weight 1.0 when left out) into catalog names."""
-    label = _label(option)
+def _weighted(
+    option: str, kind: Kind, value: object, catalog: Catalog, label: str | None = None
+) -> tuple[WeightedName, ...]:
+    """Parse ``name:weight, other`` (weight 1.0 when left out) into catalog names; errors name `label`."""
+    label = label or _label(option)
     text = _text(option, value)
     items = [item.strip() for item in text.split(",")]
     if len(items) > MAX_ADDONS:
@@ -1014,6 +1016,43 @@ def _weighted(option: str, kind: Kind, value: object, catalog: Catalog) -> tuple
             raise InvalidOption(label, f"names '{entry.name}' twice")
         found.append(WeightedName(name=entry.name, weight=weight))
     return tuple(found)
+
+
+# A1111's tag for a LoRA in the prompt, `<lora:name:weight>`, as prompts from Civitai carry them; the
+# whitespace before it goes with it.
+_LORA_TAG = re.compile(r"\s*<lora:([^<>]*)>", re.IGNORECASE)
+_EMPTY_ITEMS = re.compile(r"\s*,(?:\s*,)+")
+
+
+def _lora_tags(prompt: str, catalog: Catalog) -> tuple[str, tuple[WeightedName, ...]]:
+    """Take A1111's ``<lora:name:weight>`` tags out of a prompt: the prompt without them, and their LoRAs.
+
+    CLIP would read a tag as words; A1111 applies it as a LoRA, and so do we. What the tag leaves
+    behind (a doubled comma, a comma at an end) is tidied; a prompt that was only tags is too short.
+    """
+    tagged: list[WeightedName] = []
+    for match in _LORA_TAG.finditer(prompt):
+        label = shown(match.group(0).strip())
+        if not match.group(1).strip():
+            raise InvalidOption(label, "names no LoRA; write <lora:name:weight>, like <lora:pixel-art:0.8>")
+        tagged += _weighted("lora", "lora", match.group(1), catalog, label=label)
+    if not tagged:
+        return prompt, ()
+    rest = _EMPTY_ITEMS.sub(",", _LORA_TAG.sub("", prompt)).strip(" ,\t\n")
+    return _prompt("prompt", rest, required=True), tuple(tagged)
+
+
+def _with_tags(loras: tuple[WeightedName, ...], tagged: tuple[WeightedName, ...]) -> tuple[WeightedName, ...]:
+    """Return the --lora LoRAs and the prompt's tagged ones together: each once, at most `MAX_ADDONS`."""
+    for entry in tagged:
+        if any(other.name == entry.name for other in loras):
+            raise InvalidOption("lora", f"names '{entry.name}' twice (as a flag or option and as a <lora:…> tag)")
+        loras += (entry,)
+    if len(loras) > MAX_ADDONS:
+        raise InvalidOption(
+            "lora", f"takes at most {MAX_ADDONS} LoRAs, with the prompt's <lora:…> tags; not {len(loras)}"
+        )
+    return loras
 
 
 def _weight(label: str, name: str, text: str) -> float:

@@ -848,3 +848,64 @@ def test_a_style_that_is_not_there_or_makes_too_long_a_prompt_is_one_sentence(li
 def test_the_catalog_refuses_a_style_without_words_and_words_on_anything_else(toml):
     with pytest.raises(ValueError, match=r"a style needs a prompt or a negative; every other kind an architecture"):
         Catalog.from_toml(toml)
+
+
+# ---------------------------------------------------------------------------
+# A1111's <lora:name:weight> tags in the prompt
+
+
+@pytest.mark.parametrize(
+    ("line", "prompt", "loras"),
+    [
+        ("a fox, <lora:pixel-art:0.8>, in snow", "a fox, in snow", [("pixel-art", 0.8)]),
+        ("<lora:pixel-art> a fox", "a fox", [("pixel-art", 1.0)]),
+        ("a fox <LORA:toy-face:-0.5>", "a fox", [("toy-face", -0.5)]),
+        ("a fox,<lora:pixel-art:0.8>,<lora:toy-face:1.2>", "a fox", [("pixel-art", 0.8), ("toy-face", 1.2)]),
+        ("a fox <lora:toy-face:0.5> --lora pixel-art:0.8", "a fox", [("pixel-art", 0.8), ("toy-face", 0.5)]),
+    ],
+)
+def test_a_prompts_lora_tags_become_its_loras(line, prompt, loras):
+    """A Civitai prompt's <lora:name:weight> tags apply the LoRA, as A1111 does, and leave the prompt:
+    CLIP never reads them as words. --lora and the tags add up."""
+    request = text(line).request
+    assert request.prompt == prompt
+    assert [(lora.name, lora.weight) for lora in request.loras] == loras
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            "a fox <lora:pixle-art:0.8>",
+            "<lora:pixle-art:0.8> 'pixle-art' is not in the catalog; did you mean 'pixel-art'?",
+        ),
+        (
+            "a fox <lora:pixel-art:9>",
+            "<lora:pixel-art:9> weight of 'pixel-art' must be a number from -4 to 4, not '9'.",
+        ),
+        ("a fox <lora:>", "<lora:> names no LoRA; write <lora:name:weight>, like <lora:pixel-art:0.8>."),
+        ("<lora:pixel-art:0.8>", "Prompt is empty; describe the image you want."),
+        (
+            "a fox <lora:pixel-art> --lora pixel-art",
+            "--lora names 'pixel-art' twice (as a flag or option and as a <lora:…> tag).",
+        ),
+    ],
+)
+def test_a_bad_lora_tag_is_one_sentence_naming_it(line, message):
+    """A tag's unknown name, bad weight or empty name is refused naming the tag as typed; nothing is queued."""
+    assert error_of(line) == message
+
+
+def test_more_than_five_loras_with_the_tags_are_refused():
+    """The tags count towards the five LoRAs a request takes."""
+    tags = " ".join(f"<lora:{name}>" for name in ("pixel-art", "toy-face"))
+    message = error_of(f"a fox {tags} --lora film-grain --embedding x")
+    assert message.startswith("--embedding")  # the LoRAs were fine: three of five
+    catalog = Catalog.from_toml(
+        resources.files("bot").joinpath("models.toml").read_text(encoding="utf-8")
+        + "".join(f'\n[lora.extra-{n}]\narchitecture = "sdxl"\nlocal = "x/extra-{n}"\n' for n in range(4))
+    )
+    line = "a fox <lora:extra-0> <lora:extra-1> <lora:extra-2> --lora pixel-art, toy-face, extra-3"
+    with pytest.raises(InvalidOption) as caught:
+        text(line, cat=catalog)
+    assert str(caught.value) == "--lora takes at most 5 LoRAs, with the prompt's <lora:…> tags; not 6."

@@ -65,7 +65,8 @@ FLAG_WORDS = [
 VALUE_WORDS = [
     "42", "0", "-1", "30", "85", "99", "100", "off", "16:9", "4:1", "1216x832", "1000x832", "6.5", "nan",
     "pixel-art:0.8,", "film-grain", "toy-face:9", "a:b:c", "../x", "sdxl", "tiny", "sdxl-turbo",
-    "flux-dev", "cinematic", "grain", "{prompt}",
+    "flux-dev", "cinematic", "grain", "{prompt}", "(red:1.3)", "[x]", "(x:9)", "((", "\\(", "BREAK",
+    "<lora:pixel-art:0.8>", "<lora:toy-face>", "<lora:>", "<lora:nope:1>", "<LORA:a:b:c>",
     "Euler a", "DPM++", "2M", "Karras", "png", "jpeg", '"', "'", "“", "”", ",", ":", "%",
     str(2**63), "9" * 40, "\x00", "\n", "\r", "\t", "\ud800", "é", "🦊",
 ]  # fmt: skip
