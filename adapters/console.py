@@ -18,7 +18,7 @@ Commands (a leading ``/`` is optional)::
     history [count]                              your recent generations
     info [#id]                                   everything about one (default: your latest)
     edit [#id]                                   its /imagine text, to change and send (default: your latest)
-    pnginfo FILE                                 how a PNG (A1111's, or this bot's) was made, and its /imagine
+    pnginfo FILE                                 how a PNG, JPEG or WebP (A1111's, ours) was made, and its /imagine
     settings [key=value …]                       show or change your defaults
     forget [confirm]                             delete all your images, seeds and settings
     gallery [revoke]                             a private link to your images on the web (revoke: kill old links)

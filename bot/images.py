@@ -22,7 +22,7 @@ from PIL import Image, ImageOps
 
 from bot.errors import InvalidOption
 
-__all__ = ["MAX_SIDE", "InputImage", "check_image", "input_path", "not_an_image", "too_large"]
+__all__ = ["MAX_SIDE", "InputImage", "check_image", "image_format", "input_path", "not_an_image", "too_large"]
 
 MAX_SIDE: Final = 8192  # pixels; a 100000×40 strip fits a pixel budget but no pipeline wants it
 
@@ -100,7 +100,7 @@ def check_image(
         raise InvalidOption(option, "is an empty file")
     if len(data) > max_bytes:
         raise too_large(option, len(data), max_bytes)
-    kind = _sniff(data)
+    kind = image_format(data)
     if kind is None:
         raise not_an_image(option)
     # The size is read from the header before Pillow sees the file: Pillow's WebP decoder
@@ -131,7 +131,7 @@ def check_image(
     return InputImage(encoded, image.width, image.height, hashlib.sha256(encoded).hexdigest())
 
 
-def _sniff(data: bytes) -> str | None:
+def image_format(data: bytes) -> str | None:
     """Return Pillow's name for the format the bytes' signature shows, or None for any other."""
     if data.startswith(_PNG):
         return "PNG"

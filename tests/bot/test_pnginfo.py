@@ -39,6 +39,16 @@ def png(**text: str) -> bytes:
     return data
 
 
+def exif_image(kind: str, comment: bytes | None) -> bytes:
+    """A JPEG or WebP whose EXIF UserComment is `comment` (None: no EXIF), as A1111 saves them."""
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    if comment is not None:
+        exif.get_ifd(0x8769)[0x9286] = comment  # the Exif IFD's UserComment
+    Image.new("RGB", (8, 8), (40, 40, 200)).save(buffer, format=kind, exif=exif.tobytes() if comment else b"")
+    return buffer.getvalue()
+
+
 def info(data: bytes, name: str = "castle.png") -> str:
     return png_info(data, name, CATALOG, DEFAULTS, LIMITS)
 
@@ -86,11 +96,10 @@ def test_what_this_bot_refuses_is_left_out_and_said():
 @pytest.mark.parametrize(
     ("data", "name", "sentence"),
     [
-        (
-            b"\xff\xd8\xff\xe0 a jpeg",
-            "photo.jpg",
-            "PNG info reads PNG files only (JPEG and WebP keep their parameters elsewhere).",
-        ),
+        (b"GIF89a a gif", "cat.gif", "PNG info reads PNG, JPEG and WebP files only."),
+        (b"\xff\xd8\xff\xe0 a jpeg cut short", "photo.jpg", "PNG info finds no generation parameters in photo.jpg."),
+        (exif_image("JPEG", None), "photo.jpg", "PNG info finds no generation parameters in photo.jpg."),
+        (exif_image("WEBP", b"ASCII\0\0\0"), "photo.webp", "PNG info finds no generation parameters in photo.webp."),
         (png(), "plain.png", "PNG info finds no generation parameters in plain.png."),
         (png(Comment="hello"), "plain.png", "PNG info finds no generation parameters in plain.png."),
     ],
@@ -108,6 +117,26 @@ def test_what_a_png_says_is_shown_printable_within_a_discord_message_and_never_c
     assert all(line == "```" for line in reply.splitlines() if "`" * 3 in line)  # the blocks' own fences only
     assert "No /imagine here makes it" in reply  # control characters are no prompt
     assert not any(ord(char) < 32 and char != "\n" for char in reply)
+
+
+@pytest.mark.parametrize("kind", ["JPEG", "WEBP"])
+@pytest.mark.parametrize(
+    "comment",
+    [
+        b"UNICODE\0" + A1111.encode("utf-16-be"),  # piexif's UserComment, A1111's writer
+        b"UNICODE\0" + A1111.encode("utf-16-le"),
+        b"UNICODE\0" + A1111.encode("utf-16"),  # with a byte order mark
+        b"ASCII\0\0\0" + A1111.encode(),
+    ],
+    ids=["utf-16-be", "utf-16-le", "bom", "ascii"],
+)
+def test_a_jpeg_or_webp_from_a1111_gives_the_same_reply_as_its_png(kind, comment):
+    """A1111 and Forge keep a JPEG's or WebP's parameters in its EXIF UserComment: PNG info reads them
+    there, and the /imagine is the one the PNG with the same text gives."""
+    data = exif_image(kind, comment)
+    reply = info(data, "castle.jpg")
+    assert command_of(reply) == command_of(info(png(parameters=A1111)))
+    assert reply.startswith("PNG info of castle.jpg:\n```\na castle on a hill <lora:pixel-art:0.7>")
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -182,3 +211,24 @@ def test_any_a1111_like_text_gives_a_reply_or_one_sentence(prompt, fields):
     commands = [line for line in reply.splitlines() if line.startswith("/imagine ")]
     for command in commands:
         parse_text(command.removeprefix("/imagine "), catalog=CATALOG, defaults=DEFAULTS, limits=LIMITS)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    kind=st.sampled_from(["JPEG", "WEBP"]),
+    cut=st.integers(0, 600),
+    noise=st.binary(max_size=200),
+    where=st.integers(2, 600),
+    text=st.text(max_size=300),
+)
+def test_any_jpeg_or_webp_bytes_give_a_reply_or_one_sentence(kind, cut, noise, where, text):
+    """A JPEG or WebP with any UserComment, cut short and with noise spliced into its EXIF: a reply, or one sentence."""
+    data = exif_image(kind, b"UNICODE\0" + text.encode("utf-16-be", errors="surrogatepass"))
+    data = data[: max(cut, 12)] if cut < len(data) else data
+    data = data[:where] + noise + data[where:]
+    try:
+        reply = info(data, "photo.jpg")
+    except InvalidOption as error:
+        assert_sentence(error)
+        return
+    assert len(reply) <= 2000 and reply.startswith("PNG info of photo.jpg:")
