@@ -22,7 +22,16 @@ from PIL import Image, ImageOps
 
 from bot.errors import InvalidOption
 
-__all__ = ["MAX_SIDE", "InputImage", "check_image", "image_format", "input_path", "not_an_image", "too_large"]
+__all__ = [
+    "MAX_SIDE",
+    "InputImage",
+    "check_image",
+    "image_format",
+    "input_path",
+    "not_an_image",
+    "too_large",
+    "webp_size",
+]
 
 MAX_SIDE: Final = 8192  # pixels; a 100000×40 strip fits a pixel budget but no pipeline wants it
 
@@ -183,7 +192,7 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
-def _webp_size(data: bytes) -> tuple[int, int] | None:
+def webp_size(data: bytes) -> tuple[int, int] | None:
     """Return the canvas size a WebP header declares, or None when the header is not one of the three kinds."""
     chunk = data[12:16]
     try:
@@ -202,7 +211,7 @@ def _webp_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-_HEADER_SIZE: Final = {"PNG": _png_size, "JPEG": _jpeg_size, "WEBP": _webp_size}
+_HEADER_SIZE: Final = {"PNG": _png_size, "JPEG": _jpeg_size, "WEBP": webp_size}
 
 
 def _check_size(option: str, width: int, height: int, *, pixel_budget: int, max_side: int) -> None:

@@ -12,25 +12,18 @@ blocks, and cut to fit a chat message.
 from __future__ import annotations
 
 import re
-import struct
-
-from PIL import Image
 
 from bot.catalog import Catalog
 from bot.errors import InvalidOption, shown
-from bot.images import image_format
 from bot.options import Defaults, Limits, imagine_command, parse_options
-from bot.pngmeta import parse_parameters, read_text
+from bot.pngmeta import parse_parameters, read_parameters
 
-__all__ = ["PNG_INFO_MOST", "png_info", "read_parameters"]
+__all__ = ["PNG_INFO_MOST", "png_info"]
 
 # The most characters of the parameters text shown: the reply stays within Discord's 2000.
 PNG_INFO_MOST = 1000
 # A1111 1.9+ writes the scheduler apart from the sampler ("DPM++ 2M" and "Karras"); these mean the sampler's own.
 _OWN_SCHEDULE = {"automatic", "uniform", "normal", "default"}
-# EXIF: the Exif sub-IFD, and its UserComment tag, where A1111 writes a JPEG's or WebP's parameters.
-_EXIF_IFD = 0x8769
-_USER_COMMENT = 0x9286
 
 
 def png_info(data: bytes, name: str, catalog: Catalog, defaults: Defaults, limits: Limits) -> str:
@@ -55,79 +48,6 @@ def png_info(data: bytes, name: str, catalog: Catalog, defaults: Defaults, limit
     if missing + refused:
         lines.append("Left out, as this bot does not take them: " + ", ".join(missing + refused) + ".")
     return "\n".join(lines)
-
-
-def read_parameters(data: bytes) -> str:
-    """Return the A1111 parameters text an image file carries, or '' when it has none; pixels are never decoded.
-
-    A PNG keeps it as the ``parameters`` text chunk; a JPEG or WebP (A1111 and Forge save those too,
-    and Civitai serves them) as the EXIF ``UserComment``, found here by walking the file's own
-    segments (JPEG) or chunks (WebP) to the EXIF block, which Pillow's `Image.Exif` reads.
-
-    Raises:
-        ValueError: the bytes are no PNG, JPEG or WebP.
-    """
-    kind = image_format(data)
-    if kind == "PNG":
-        return read_text(data).get("parameters", "")
-    if kind is None:
-        raise ValueError("not an image")
-    block = _jpeg_exif(data) if kind == "JPEG" else _webp_exif(data)
-    return _user_comment(block) if block else ""
-
-
-def _jpeg_exif(data: bytes) -> bytes | None:
-    """Return a JPEG's EXIF block (its APP1 segment), from the segments before the image data."""
-    offset = 2  # after the start-of-image marker
-    while offset + 4 <= len(data) and data[offset] == 0xFF:
-        marker = data[offset + 1]
-        if marker in (0xD9, 0xDA):  # end of image, start of scan: no header follows
-            return None
-        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD7:  # fill byte; markers without a length
-            offset += 1 if marker == 0xFF else 2
-            continue
-        (length,) = struct.unpack(">H", data[offset + 2 : offset + 4])
-        segment = data[offset + 4 : offset + 2 + length]
-        if marker == 0xE1 and segment.startswith(b"Exif\0\0"):
-            return segment
-        offset += 2 + max(length, 2)
-    return None
-
-
-def _webp_exif(data: bytes) -> bytes | None:
-    """Return a WebP's EXIF chunk, from its RIFF chunks."""
-    offset = 12  # after RIFF, the size and WEBP
-    while offset + 8 <= len(data):
-        fourcc = data[offset : offset + 4]
-        (size,) = struct.unpack("<I", data[offset + 4 : offset + 8])
-        if fourcc == b"EXIF":
-            return data[offset + 8 : offset + 8 + size]
-        offset += 8 + size + (size & 1)  # chunks are padded to an even length
-    return None
-
-
-def _user_comment(block: bytes) -> str:
-    """Return the EXIF UserComment of an EXIF block as text ('' when there is none or it is unreadable)."""
-    try:
-        exif = Image.Exif()
-        exif.load(block)
-        raw = exif.get_ifd(_EXIF_IFD).get(_USER_COMMENT)
-    except Exception:
-        # Pillow's TIFF reader raises whatever hostile bytes trip it into; there is no closed list.
-        return ""
-    if isinstance(raw, str):
-        return raw.replace("\0", "")
-    if not isinstance(raw, bytes):
-        return ""
-    code, body = raw[:8], raw[8:]
-    if code != b"UNICODE\0":  # ASCII, or undefined: A1111 writes neither, other tools UTF-8
-        return body.decode("utf-8", errors="replace").replace("\0", "")
-    if body.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return body.decode("utf-16", errors="replace").replace("\0", "")
-    # piexif (A1111's writer) writes UTF-16 big-endian, some tools little-endian: the reading that
-    # gives more ASCII is the one meant, as parameters are mostly ASCII.
-    readings = [body.decode(codec, errors="replace") for codec in ("utf-16-be", "utf-16-le")]
-    return max(readings, key=lambda text: sum(char.isascii() for char in text)).replace("\0", "")
 
 
 def _asked(text: str, catalog: Catalog) -> tuple[dict[str, object], list[str]]:

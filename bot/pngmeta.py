@@ -1,8 +1,10 @@
-"""Generation parameters in the PNG text chunk, in the A1111 ``parameters`` format.
+"""Generation parameters in an image file, in the A1111 ``parameters`` format, where A1111 keeps them.
 
 Other tools (A1111, ComfyUI's loaders, Civitai) read this format, so an image
-saved from chat still says how it was made. The chunk is spliced into the
-encoded PNG without re-encoding the pixels, whatever backend made it.
+saved from chat still says how it was made: a PNG in its ``parameters`` text
+chunk, a JPEG or WebP in its EXIF UserComment. The text is spliced into the
+encoded file without re-encoding the pixels, whatever backend made it, and read
+back from anyone's bytes without decoding them.
 
 The format is three parts::
 
@@ -19,12 +21,19 @@ import struct
 import zlib
 from typing import Any
 
+from PIL import Image
+
+from bot.images import image_format, webp_size
 from bot.request import GenerationRequest
 
-__all__ = ["embed_text", "parameters_text", "parse_parameters", "read_text"]
+__all__ = ["embed_parameters", "embed_text", "parameters_text", "parse_parameters", "read_parameters", "read_text"]
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _LORA_TAG = re.compile(r"\s*<lora:([^:<>]+):([-+0-9.eE]+)>")
+# EXIF: the Exif sub-IFD, and its UserComment tag, where A1111 keeps a JPEG's or WebP's parameters.
+_EXIF_IFD = 0x8769
+_USER_COMMENT = 0x9286
+_UNICODE = b"UNICODE\0"  # a UserComment's character code: UTF-16 follows
 # The most bytes of one compressed text chunk inflated: A1111's parameters are a few hundred.
 _MAX_TEXT = 64 * 1024
 # A1111's own pattern: values with commas are JSON-quoted.
@@ -203,3 +212,125 @@ def _inflate(data: bytes) -> bytes:
     if inflater.unconsumed_tail:
         raise ValueError("compressed text longer than this reads")
     return text
+
+
+def read_parameters(data: bytes) -> str:
+    """Return the A1111 parameters text an image file carries, or '' when it has none; pixels are never decoded.
+
+    A PNG keeps it as the ``parameters`` text chunk; a JPEG or WebP (A1111 and Forge save those too,
+    and Civitai serves them) as the EXIF ``UserComment``, found here by walking the file's own
+    segments (JPEG) or chunks (WebP) to the EXIF block, which Pillow's `Image.Exif` reads.
+
+    Raises:
+        ValueError: the bytes are no PNG, JPEG or WebP.
+    """
+    kind = image_format(data)
+    if kind == "PNG":
+        return read_text(data).get("parameters", "")
+    if kind is None:
+        raise ValueError("not an image")
+    block = _jpeg_exif(data) if kind == "JPEG" else _webp_exif(data)
+    return _user_comment(block) if block else ""
+
+
+def _jpeg_exif(data: bytes) -> bytes | None:
+    """Return a JPEG's EXIF block (its APP1 segment), from the segments before the image data."""
+    offset = 2  # after the start-of-image marker
+    while offset + 4 <= len(data) and data[offset] == 0xFF:
+        marker = data[offset + 1]
+        if marker in (0xD9, 0xDA):  # end of image, start of scan: no header follows
+            return None
+        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD7:  # fill byte; markers without a length
+            offset += 1 if marker == 0xFF else 2
+            continue
+        (length,) = struct.unpack(">H", data[offset + 2 : offset + 4])
+        segment = data[offset + 4 : offset + 2 + length]
+        if marker == 0xE1 and segment.startswith(b"Exif\0\0"):
+            return segment
+        offset += 2 + max(length, 2)
+    return None
+
+
+def _webp_exif(data: bytes) -> bytes | None:
+    """Return a WebP's EXIF chunk, from its RIFF chunks."""
+    offset = 12  # after RIFF, the size and WEBP
+    while offset + 8 <= len(data):
+        fourcc = data[offset : offset + 4]
+        (size,) = struct.unpack("<I", data[offset + 4 : offset + 8])
+        if fourcc == b"EXIF":
+            return data[offset + 8 : offset + 8 + size]
+        offset += 8 + size + (size & 1)  # chunks are padded to an even length
+    return None
+
+
+def _user_comment(block: bytes) -> str:
+    """Return the EXIF UserComment of an EXIF block as text ('' when there is none or it is unreadable)."""
+    try:
+        exif = Image.Exif()
+        exif.load(block)
+        raw = exif.get_ifd(_EXIF_IFD).get(_USER_COMMENT)
+    except Exception:
+        # Pillow's TIFF reader raises whatever hostile bytes trip it into; there is no closed list.
+        return ""
+    if isinstance(raw, str):
+        return raw.replace("\0", "")
+    if not isinstance(raw, bytes):
+        return ""
+    code, body = raw[:8], raw[8:]
+    if code != _UNICODE:  # ASCII, or undefined: A1111 writes neither, other tools UTF-8
+        return body.decode("utf-8", errors="replace").replace("\0", "")
+    if body.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return body.decode("utf-16", errors="replace").replace("\0", "")
+    # piexif (A1111's writer) writes UTF-16 big-endian, some tools little-endian: the reading that
+    # gives more ASCII is the one meant, as parameters are mostly ASCII.
+    readings = [body.decode(codec, errors="replace") for codec in ("utf-16-be", "utf-16-le")]
+    return max(readings, key=lambda text: sum(char.isascii() for char in text)).replace("\0", "")
+
+
+def embed_parameters(data: bytes, output_format: str, text: str) -> bytes:
+    """Return an encoded image carrying `text` where A1111 puts it; the image data is untouched.
+
+    A PNG gets the ``parameters`` text chunk (`embed_text`); a JPEG or WebP the EXIF UserComment,
+    in UTF-16 big-endian as A1111's piexif writes it: a JPEG as an APP1 segment after its JFIF
+    header, a WebP as an EXIF chunk (the file turned extended, VP8X, when it was simple). Text too
+    long for a JPEG segment (64 kB) is left out rather than cut.
+    """
+    if output_format == "png":
+        return embed_text(data, "parameters", text)
+    exif = Image.Exif()
+    exif.get_ifd(_EXIF_IFD)[_USER_COMMENT] = _UNICODE + text.encode("utf-16-be", errors="replace")
+    block = exif.tobytes()  # b"Exif\0\0" and the TIFF structure
+    if output_format == "jpg":
+        return _jpeg_with_exif(data, block)
+    return _webp_with_exif(data, block.removeprefix(b"Exif\0\0"))
+
+
+def _jpeg_with_exif(data: bytes, block: bytes) -> bytes:
+    if image_format(data) != "JPEG" or len(block) + 2 > 0xFFFF:
+        return data
+    segment = b"\xff\xe1" + struct.pack(">H", len(block) + 2) + block
+    at = 2  # after the start of image, and after a JFIF header there, which must come first
+    if data[2:4] == b"\xff\xe0":
+        (length,) = struct.unpack(">H", data[4:6])
+        at = 4 + length
+    return data[:at] + segment + data[at:]
+
+
+def _webp_with_exif(data: bytes, tiff: bytes) -> bytes:
+    size = webp_size(data)
+    if image_format(data) != "WEBP" or size is None:
+        return data
+    exif = b"EXIF" + struct.pack("<I", len(tiff)) + tiff + b"\0" * (len(tiff) & 1)
+    chunks = data[12:]
+    if chunks[:4] == b"VP8X":
+        flags = chunks[8] | 0x08  # the EXIF flag
+        chunks = chunks[:8] + bytes([flags]) + chunks[9:]
+    else:
+        width, height = size
+        # A lossless image says in its header whether it has alpha; the VP8X flag must agree.
+        alpha = chunks[:4] == b"VP8L" and (int.from_bytes(chunks[9:13], "little") >> 28) & 1
+        flags = 0x08 | (0x10 if alpha else 0)
+        canvas = (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+        chunks = b"VP8X" + struct.pack("<I", 10) + bytes([flags, 0, 0, 0]) + canvas + chunks
+    chunks += exif
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WEBP" + chunks

@@ -20,7 +20,7 @@ from bot.catalog import Catalog
 from bot.errors import BotError, InvalidOption, JobCancelled
 from bot.history import StoredImage
 from bot.jobs import Job, JobEvent, Requester
-from bot.pngmeta import embed_text, parameters_text
+from bot.pngmeta import embed_parameters, parameters_text
 from bot.ports import Backend, BatchingBackend, GenerationStore, ImageStore
 from bot.queue import JobQueue
 from bot.request import GeneratedImage, GenerationRequest, Progress
@@ -287,10 +287,8 @@ class JobRunner:
         self._finish(job, JobEvent("done", generation=generation))
 
     async def _store(self, job: Job, image: GeneratedImage) -> StoredImage:
-        data = image.data
-        if job.request.output_format == "png":
-            text = parameters_text(job.request, image.seed, {"Generation": format_ref(job.id)})
-            data = embed_text(data, "parameters", text)
+        text = parameters_text(job.request, image.seed, {"Generation": format_ref(job.id)})
+        data = embed_parameters(image.data, job.request.output_format, text)
         path, sha256 = await self._images.save(job.id, image.index, data, job.request.output_format)
         nsfw = image.nsfw
         init = job.request.init_image

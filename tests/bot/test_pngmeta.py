@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from bot.pngmeta import embed_text, parameters_text, parse_parameters, read_text
+from bot.pngmeta import embed_parameters, embed_text, parameters_text, parse_parameters, read_parameters, read_text
 from bot.request import GenerationRequest, RefinerSpec, WeightedName
 
 
@@ -104,3 +104,65 @@ def test_any_prompt_round_trips(prompt, negative, seed):
     assert parsed["prompt"] == prompt.strip()
     assert parsed["negative_prompt"] == (negative.strip() if negative else None)
     assert parsed["fields"]["Seed"] == str(seed)
+
+
+def _encoded(kind: str, mode: str = "RGB", **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image = Image.new(mode, (96, 64), (200, 30, 40, 128)[: len(mode)])
+    image.paste((10, 220, 90, 255)[: len(mode)], (10, 10, 50, 40))
+    image.save(buffer, format=kind, **options)
+    return buffer.getvalue()
+
+
+def _without_jfif(jpeg: bytes) -> bytes:
+    assert jpeg[2:4] == b"\xff\xe0"  # Pillow writes the JFIF APP0 segment first
+    return jpeg[:2] + jpeg[4 + int.from_bytes(jpeg[4:6], "big") :]
+
+
+def _pixels(data: bytes) -> tuple[str, tuple[int, int], bytes]:
+    with Image.open(io.BytesIO(data)) as opened:
+        opened.load()
+        return opened.mode, opened.size, opened.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "data"),
+    [
+        ("jpg", _encoded("JPEG")),
+        ("jpg", _without_jfif(_encoded("JPEG"))),  # no JFIF header: the EXIF goes right after the start
+        ("webp", _encoded("WEBP", quality=90)),  # simple lossy: made extended (VP8X)
+        ("webp", _encoded("WEBP", "RGBA", lossless=True)),  # simple lossless with alpha: the flag set too
+        ("webp", _encoded("WEBP", "RGBA", quality=90)),  # extended already (VP8X + ALPH)
+    ],
+    ids=["jpeg", "jpeg-plain", "webp-lossy", "webp-lossless-alpha", "webp-extended"],
+)
+def test_a_jpeg_or_webp_gets_the_text_in_exif_and_keeps_every_pixel(fmt, data):
+    """The parameters go where A1111 puts them (EXIF UserComment, UTF-16 big-endian); the image decodes
+    to the very same pixels, and Pillow, A1111's reader and ours read the text back."""
+    text = "a (fox:1.2) in snow, é, 🦊\nNegative prompt: blurry\nSteps: 4, Seed: 7"
+    out = embed_parameters(data, fmt, text)
+    assert _pixels(out) == _pixels(data)
+    with Image.open(io.BytesIO(out)) as opened:
+        assert opened.getexif().get_ifd(0x8769)[0x9286] == b"UNICODE\0" + text.encode("utf-16-be")
+    assert read_parameters(out) == text
+
+
+def test_a_png_gets_the_parameters_chunk():
+    png = _png()
+    assert embed_parameters(png, "png", "a fox") == embed_text(png, "parameters", "a fox")
+    assert read_parameters(embed_parameters(png, "png", "a fox")) == "a fox"
+
+
+def test_text_too_long_for_a_jpeg_segment_is_left_out_not_cut():
+    """A JPEG segment holds 64 kB: parameters past it (never ours: prompts stop at 3,000 characters) are left out."""
+    jpeg = _encoded("JPEG")
+    assert embed_parameters(jpeg, "jpg", "x" * 40_000) == jpeg
+
+
+@given(st.text(max_size=3000), st.sampled_from(["jpg", "webp"]))
+def test_any_text_reads_back_from_a_jpeg_or_webp(text, fmt):
+    """Whatever the prompt holds, the text read back is the text written (a lone surrogate, which no
+    chat sends, as a question mark; a NUL, which no prompt holds, dropped)."""
+    data = _encoded("JPEG") if fmt == "jpg" else _encoded("WEBP", quality=80)
+    expected = text.encode("utf-16-be", errors="replace").decode("utf-16-be").replace("\0", "")
+    assert read_parameters(embed_parameters(data, fmt, text)) == expected

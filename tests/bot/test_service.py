@@ -1,8 +1,10 @@
 import asyncio
+import io
 import itertools
 import time
 
 import pytest
+from PIL import Image
 
 from bot.actions import result_actions
 from bot.catalog import load_catalog
@@ -18,7 +20,7 @@ from bot.errors import (
 )
 from bot.jobs import Requester
 from bot.options import Limits
-from bot.pngmeta import parse_parameters, read_text
+from bot.pngmeta import parse_parameters, read_parameters, read_text
 from bot.policy import Policy
 from bot.service import ImageService
 from imagebot.bootstrap import stores_of
@@ -64,6 +66,23 @@ async def test_generate_stores_png_with_parameters(service, tmp_path):
     assert parsed["fields"]["Seed"] == "7"
     assert parsed["fields"]["Steps"] == "10"
     assert parsed["fields"]["Generation"] == f"#{generation.id}"
+
+
+@pytest.mark.parametrize(("fmt", "kind"), [("jpg", "JPEG"), ("webp", "WEBP")])
+async def test_a_jpeg_or_webp_carries_its_parameters_in_exif_as_a1111_writes_them(service, tmp_path, fmt, kind):
+    """--format jpg or webp: the file carries the same parameters text as a PNG, in its EXIF UserComment
+    (UTF-16 big-endian, as A1111's piexif writes it), so A1111, Civitai and PNG info read it back."""
+    job = await service.imagine(f"a (red:1.2) fox --seed 7 --steps 10 --format {fmt}", ALICE)
+    generation = await job.result()
+    data = (tmp_path / generation.images[0].path).read_bytes()
+    with Image.open(io.BytesIO(data)) as opened:
+        assert opened.format == kind and opened.size == (generation.images[0].width, generation.images[0].height)
+        comment = opened.getexif().get_ifd(0x8769)[0x9286]
+    assert comment.startswith(b"UNICODE\0")
+    parsed = parse_parameters(comment[8:].decode("utf-16-be"))
+    assert parsed["prompt"] == "a (red:1.2) fox"
+    assert (parsed["fields"]["Seed"], parsed["fields"]["Generation"]) == ("7", f"#{generation.id}")
+    assert read_parameters(data) == comment[8:].decode("utf-16-be")
 
 
 async def test_seed_is_chosen_and_shown_when_absent(service):

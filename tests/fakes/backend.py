@@ -69,7 +69,9 @@ class FakeBackend:
         for index, seed in enumerate(request.image_seeds()):
             colour = hashlib.sha256(f"{seed}:{request.refiner}".encode()).digest()[:3]
             buffer = io.BytesIO()
-            Image.new("RGB", (request.width, request.height), tuple(colour)).save(buffer, format="PNG")
+            # Encoded as asked, as every backend encodes: the service adds the parameters to each format.
+            kind = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}[request.output_format]
+            Image.new("RGB", (request.width, request.height), tuple(colour)).save(buffer, format=kind)
             images.append(
                 GeneratedImage(
                     index,
