@@ -54,10 +54,12 @@ def _asked(text: str, catalog: Catalog) -> tuple[dict[str, object], list[str]]:
     """Return the options an A1111 parameters text asks for, and the names in it the catalog has not."""
     parsed = parse_parameters(text)
     fields: dict[str, str] = parsed["fields"]
-    options: dict[str, object] = {"prompt": parsed["prompt"]}
+    # Three backticks (the parser takes them) would end the command's code block early and let the
+    # rest out of it: the command asks for quotes there instead.
+    options: dict[str, object] = {"prompt": _unfenced(parsed["prompt"])}
     missing: list[str] = []
     if parsed["negative_prompt"]:
-        options["negative"] = parsed["negative_prompt"]
+        options["negative"] = _unfenced(parsed["negative_prompt"])
     loras = []
     for lora, weight in parsed["loras"]:
         found = catalog.find("lora", lora)
@@ -108,6 +110,11 @@ def _clean(text: str, most: int) -> str:
     """Return anyone's text fit to show: printable lines, no code fence, at most `most` characters."""
     text = "\n".join(shown(line, most) for line in text.splitlines())
     text = text if len(text) <= most else text[: most - 1] + "…"
+    return _unfenced(text)
+
+
+def _unfenced(text: str) -> str:
+    """Return text that cannot close a code block: each run of three or more backticks as three quotes."""
     return re.sub(r"`{3,}", "'''", text)
 
 

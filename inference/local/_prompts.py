@@ -4,7 +4,7 @@ diffusers gives CLIP the prompt as written and cuts it at 77 tokens (75 words'
 worth), so ``(fox:1.4)`` is read as brackets and a colon and everything after
 the 75th token is lost. Here the prompt is read by `bot.weighting`, each run's
 tokens carry its weight, and the tokens go to each text encoder in chunks of 75
-(``BREAK`` starts a new one), each chunk wrapped and padded to 77 exactly as
+(``BREAK`` starts a new one; a chunk ends early at a comma near its end), each chunk wrapped and padded to 77 exactly as
 diffusers pads a whole prompt. Each chunk's hidden states are multiplied by their
 tokens' weights and scaled back to the chunk's mean (A1111's "original"
 emphasis); the chunks are joined along the sequence, the pooled embedding is the
@@ -30,6 +30,7 @@ __all__ = ["Conditioning", "chunk_counts", "encode"]
 
 _CONTEXT = 77  # CLIP's positions: a start token, 75 of the prompt's, an end token
 _CHUNK = _CONTEXT - 2
+_BACKTRACK = 20  # A1111's comma_padding_backtrack: how far back from a chunk's end a comma may end it
 
 _Tokens = list[list[tuple[int, float]]]  # chunks of (token id, weight)
 
@@ -60,7 +61,13 @@ def _pairs(pipe: Any) -> list[tuple[Any, Any]]:
 
 
 def _tokens(pipe: Any, tokenizer: Any, text: str) -> _Tokens:
-    """Return a prompt's tokens with their weights, in chunks of at most 75."""
+    """Return a prompt's tokens with their weights, in chunks of at most 75.
+
+    A full chunk ends after its last comma when that is among its last 20 tokens, and the words
+    after the comma start the next one (A1111's "comma padding backtrack"), so that a phrase is
+    not cut in two between chunks.
+    """
+    comma = tokenizer.convert_tokens_to_ids(",</w>")
     chunks: _Tokens = []
     for part in parse_weights(text) or ((),):
         chunk: list[tuple[int, float]] = []
@@ -70,8 +77,10 @@ def _tokens(pipe: Any, tokenizer: Any, text: str) -> _Tokens:
             # verbose=False: a prompt past 77 tokens is why we chunk; transformers would warn of it.
             for token in tokenizer(words, add_special_tokens=False, verbose=False).input_ids:
                 if len(chunk) == _CHUNK:
-                    chunks.append(chunk)
-                    chunk = []
+                    commas = [at for at in range(_CHUNK - _BACKTRACK, _CHUNK) if chunk[at][0] == comma]
+                    cut = commas[-1] + 1 if commas else _CHUNK
+                    chunks.append(chunk[:cut])
+                    chunk = chunk[cut:]
                 chunk.append((token, run.weight))
         chunks.append(chunk)
     return chunks

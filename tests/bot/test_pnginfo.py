@@ -139,6 +139,15 @@ def test_a_jpeg_or_webp_from_a1111_gives_the_same_reply_as_its_png(kind, comment
     assert reply.startswith("PNG info of castle.jpg:\n```\na castle on a hill <lora:pixel-art:0.7>")
 
 
+def test_a_prompt_with_backticks_never_closes_the_command_block():
+    """The parser takes ``` in a prompt, but shown as it is it would end the /imagine block and let the rest
+    (a role mention) out of it: the command asks for quotes there, and the text shows them."""
+    reply = info(png(parameters="a fox ``` <@&123> hi\nSteps: 20"))
+    assert "As /imagine here:" in reply
+    assert all(line == "```" for line in reply.splitlines() if "`" * 3 in line)
+    assert reply.count("```") == 4
+
+
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -208,11 +217,14 @@ def test_any_a1111_like_text_gives_a_reply_or_one_sentence(prompt, fields):
         assert_sentence(error)
         return
     assert len(reply) <= 2000
-    commands = [line for line in reply.splitlines() if line.startswith("/imagine ")]
-    for command in commands:
+    if "As /imagine here:" in reply:
+        # The whole block: a prompt of several lines makes a command of several lines.
+        command = reply.split("As /imagine here:\n```\n", 1)[1].split("\n```", 1)[0]
         parse_text(command.removeprefix("/imagine "), catalog=CATALOG, defaults=DEFAULTS, limits=LIMITS)
 
 
+# Pillow warns of the broken EXIF it skips (Python's warnings, once per place in production).
+@pytest.mark.filterwarnings("ignore::UserWarning")
 @settings(max_examples=200, deadline=None)
 @given(
     kind=st.sampled_from(["JPEG", "WEBP"]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.errors import InvalidOption
@@ -138,7 +138,7 @@ def test_any_prompt_gives_runs_or_one_sentence(prompt):
         assert run.text and 0 <= run.weight <= MAX_WEIGHT
 
 
-@FUZZ
+@settings(max_examples=500, deadline=None)
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=300))
 def test_escaped_brackets_are_the_prompt_itself(prompt):
     """Every bracket and backslash escaped, any prompt without BREAK reads back as itself, weight 1."""

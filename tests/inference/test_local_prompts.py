@@ -20,7 +20,7 @@ from tests.inference.tiny_requests import tiny_request
 pytest.importorskip("diffusers")
 
 from inference.local._pipeline import SDXLRunner
-from inference.local._prompts import chunk_counts, encode
+from inference.local._prompts import _tokens, chunk_counts, encode
 
 # The tiny model's real pipelines: in `make test`, not in `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -101,6 +101,26 @@ def test_the_negative_gets_as_many_chunks_as_the_prompt(runner):
         assert conditioning.embeds.shape[:2] == (1, 2 * 77)
         assert conditioning.negative.shape == conditioning.embeds.shape
     assert made(runner, prompt="a red cube", negative_prompt=LONG)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "lengths"),
+    [
+        # 70 letters and a comma, then 20 more: the first chunk ends after the comma (5 from its end)
+        ("x" * 70 + ", " + "y" * 20, [71, 20]),
+        # the comma 35 from the end is too far back: the chunk is cut at 75, mid-word
+        ("x" * 40 + ", " + "y" * 50, [75, 16]),
+        # a comma at the very end of a full chunk moves nothing
+        ("x" * 74 + ", " + "y" * 5, [75, 5]),
+    ],
+)
+def test_a_full_chunk_ends_at_a_comma_near_its_end(runner, prompt, lengths):
+    """A1111 ends a full chunk after its last comma within 20 tokens of the end, so a phrase stays whole
+    (the tiny tokenizer spells each letter as a token, the comma as one)."""
+    base = runner._base_pipeline(build_job(tiny_request(), CATALOG, runner.data_dir).model)
+    chunks = _tokens(base, base.tokenizer, prompt)
+    assert [len(chunk) for chunk in chunks] == lengths
+    assert chunk_counts(base, prompt, None) == 2
 
 
 def test_prompts_of_different_lengths_in_one_batch_each_make_their_own_image(runner, tiny_data_dir):
