@@ -56,6 +56,7 @@ from pydantic import ValidationError
 from bot.catalog import Catalog, CatalogEntry, Kind
 from bot.controls import Guide, build_controls, guide_refs
 from bot.errors import InvalidOption, shown
+from bot.pngmeta import LORA_TAG
 from bot.request import (
     CFG,
     CLIP_SKIP,
@@ -1018,9 +1019,6 @@ def _weighted(
     return tuple(found)
 
 
-# A1111's tag for a LoRA in the prompt, `<lora:name:weight>`, as prompts from Civitai carry them; the
-# whitespace before it goes with it.
-_LORA_TAG = re.compile(r"\s*<lora:([^<>]*)>", re.IGNORECASE)
 _EMPTY_ITEMS = re.compile(r"\s*,(?:\s*,)+")
 
 
@@ -1031,14 +1029,14 @@ def _lora_tags(prompt: str, catalog: Catalog) -> tuple[str, tuple[WeightedName, 
     behind (a doubled comma, a comma at an end) is tidied; a prompt that was only tags is too short.
     """
     tagged: list[WeightedName] = []
-    for match in _LORA_TAG.finditer(prompt):
+    for match in LORA_TAG.finditer(prompt):
         label = shown(match.group(0).strip())
         if not match.group(1).strip():
             raise InvalidOption(label, "names no LoRA; write <lora:name:weight>, like <lora:pixel-art:0.8>")
         tagged += _weighted("lora", "lora", match.group(1), catalog, label=label)
     if not tagged:
         return prompt, ()
-    rest = _EMPTY_ITEMS.sub(",", _LORA_TAG.sub("", prompt)).strip(" ,\t\n")
+    rest = _EMPTY_ITEMS.sub(",", LORA_TAG.sub("", prompt)).strip(" ,\t\n")
     return _prompt("prompt", rest, required=True), tuple(tagged)
 
 

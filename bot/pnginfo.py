@@ -69,6 +69,7 @@ def _asked(text: str, catalog: Catalog) -> tuple[dict[str, object], list[str]]:
             loras.append(f"{found.name}:{weight:g}")
     if loras:
         options["lora"] = ", ".join(loras)
+    missing += [f"tag '{_clean(tag, 60)}'" for tag in parsed["unread_tags"]]
     model = fields.get("Model")
     if model:
         found = catalog.find("model", model)

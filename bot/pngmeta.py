@@ -26,10 +26,20 @@ from PIL import Image
 from bot.images import image_format, webp_size
 from bot.request import GenerationRequest
 
-__all__ = ["embed_parameters", "embed_text", "parameters_text", "parse_parameters", "read_parameters", "read_text"]
+__all__ = [
+    "LORA_TAG",
+    "embed_parameters",
+    "embed_text",
+    "parameters_text",
+    "parse_parameters",
+    "read_parameters",
+    "read_text",
+]
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_LORA_TAG = re.compile(r"\s*<lora:([^:<>]+):([-+0-9.eE]+)>")
+# A1111's tag for a LoRA in a prompt, `<lora:name:weight>` (no weight: 1), the whitespace before it
+# going with it: what A1111 writes into parameters, and what the option parser reads in a typed prompt.
+LORA_TAG = re.compile(r"\s*<lora:([^<>]*)>", re.IGNORECASE)
 # EXIF: the Exif sub-IFD, and its UserComment tag, where A1111 keeps a JPEG's or WebP's parameters.
 _EXIF_IFD = 0x8769
 _USER_COMMENT = 0x9286
@@ -119,8 +129,16 @@ def parse_parameters(text: str) -> dict[str, Any]:
         else:
             prompt_lines.append(line)
     prompt = "\n".join(prompt_lines)
-    # Anyone's text (PNG info): a tag whose weight is no number, a quoted value that is no JSON, read as they can be.
-    loras = [(name, float(weight)) for name, weight in _LORA_TAG.findall(prompt) if _is_number(weight)]
+    # Anyone's text (PNG info): a tag without a name or whose weight is no number, and a quoted value that
+    # is no JSON, are read as they can be; such a tag is given back as unread.
+    loras: list[tuple[str, float]] = []
+    unread: list[str] = []
+    for inner in LORA_TAG.findall(prompt):
+        name, _, weight = inner.strip().partition(":")
+        if name.strip() and (not weight or _is_number(weight)):
+            loras.append((name.strip(), float(weight or 1)))
+        else:
+            unread.append(f"<lora:{inner}>")
     fields: dict[str, str] = {}
     for key, value in _PARAM.findall(last):
         try:
@@ -128,9 +146,10 @@ def parse_parameters(text: str) -> dict[str, Any]:
         except ValueError:
             fields[key.strip()] = value.strip('"')
     return {
-        "prompt": _LORA_TAG.sub("", prompt).strip(),
+        "prompt": LORA_TAG.sub("", prompt).strip(),
         "negative_prompt": "\n".join(negative_lines) or None,
         "loras": loras,
+        "unread_tags": unread,
         "fields": fields,
     }
 

@@ -139,6 +139,15 @@ def test_a_jpeg_or_webp_from_a1111_gives_the_same_reply_as_its_png(kind, comment
     assert reply.startswith("PNG info of castle.jpg:\n```\na castle on a hill <lora:pixel-art:0.7>")
 
 
+def test_a_tag_without_a_weight_is_weight_one_and_an_unreadable_one_is_left_out_and_said():
+    """<lora:pixel-art> is A1111's default multiplier, 1; <lora:x:.> (no number) leaves the prompt and is named."""
+    reply = info(png(parameters="a castle <lora:x:.> <lora:pixel-art> at dusk\nSteps: 20"))
+    request = parse_text(command_of(reply), catalog=CATALOG, defaults=DEFAULTS, limits=LIMITS).request
+    assert request.prompt == "a castle at dusk"
+    assert [(lora.name, lora.weight) for lora in request.loras] == [("pixel-art", 1.0)]
+    assert reply.endswith("Left out, as this bot does not take them: tag '<lora:x:.>'.")
+
+
 def test_a_prompt_with_backticks_never_closes_the_command_block():
     """The parser takes ``` in a prompt, but shown as it is it would end the /imagine block and let the rest
     (a role mention) out of it: the command asks for quotes there, and the text shows them."""
