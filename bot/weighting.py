@@ -40,6 +40,8 @@ _TOKEN = re.compile(
     rf"\\[()\[\]\\]|\\|\(|\[|:\s*({_NUMBER})\s*\)|\)|\]|[^\\()\[\]:]+|:",
 )
 _BREAK = re.compile(r"\s*\bBREAK\b\s*")
+# A prompt without any of these is plain: read without the parser (most prompts, on every request).
+_SYNTAX = re.compile(r"[()\[\]\\]|BREAK")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,8 @@ def _joined(part: list[list[str | float]]) -> tuple[Run, ...]:
 
 def is_plain(text: str) -> bool:
     """Tell whether a prompt holds no emphasis: no brackets that weigh, no escapes, no ``BREAK``."""
+    if not _SYNTAX.search(text):
+        return True
     try:
         parts = parse_weights(text)
     except ValueError:
@@ -122,6 +126,8 @@ def is_plain(text: str) -> bool:
 
 def weights_reason(text: str) -> str | None:
     """Return why a prompt's emphasis cannot run (a weight out of range, brackets too deep), or None."""
+    if not _SYNTAX.search(text):
+        return None
     try:
         parts = parse_weights(text)
     except ValueError as exc:
