@@ -93,7 +93,12 @@ def chunk_counts(pipe: Any, prompt: str, negative: str | None) -> int:
     one's image would change.
     """
     texts = [prompt] if negative is None else [prompt, negative]
-    return max(len(_tokens(pipe, tokenizer, text)) for tokenizer, _ in _pairs(pipe) for text in texts)
+    return max(len(chunks) for text in texts for chunks in _tokenized(pipe, text))
+
+
+def _tokenized(pipe: Any, text: str) -> list[_Tokens]:
+    """Return a prompt's chunks for each of the pipeline's text encoders, in `_pairs` order."""
+    return [_tokens(pipe, tokenizer, text) for tokenizer, _ in _pairs(pipe)]
 
 
 def _hidden(tokenizer: Any, encoder: Any, chunks: _Tokens, count: int, clip_skip: int) -> tuple[Any, Any]:
@@ -119,10 +124,10 @@ def _hidden(tokenizer: Any, encoder: Any, chunks: _Tokens, count: int, clip_skip
     return torch.cat(states, dim=1), pooled
 
 
-def _side(pipe: Any, text: str, count: int, clip_skip: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _side(pipe: Any, tokenized: list[_Tokens], count: int, clip_skip: int) -> tuple[torch.Tensor, torch.Tensor]:
     hidden, pooled = [], None
-    for tokenizer, encoder in _pairs(pipe):
-        states, last_pooled = _hidden(tokenizer, encoder, _tokens(pipe, tokenizer, text), count, clip_skip)
+    for (tokenizer, encoder), chunks in zip(_pairs(pipe), tokenized, strict=True):
+        states, last_pooled = _hidden(tokenizer, encoder, chunks, count, clip_skip)
         hidden.append(states)
         pooled = last_pooled if last_pooled is not None else pooled
     assert pooled is not None, "SDXL's second text encoder gives the pooled embedding"
@@ -139,11 +144,15 @@ def encode(pipe: Any, prompt: str, negative: str | None, clip_skip: int) -> Cond
         clip_skip: layers skipped from the end, past diffusers' penultimate one (on the negative
             prompt too, as A1111 skips them; diffusers' own encoding skips none there).
     """
-    count = chunk_counts(pipe, prompt, negative)
+    # Each text tokenized once; the count is `chunk_counts`' (an empty negative is one chunk, never more).
+    positive = _tokenized(pipe, prompt)
+    # SDXL's base was trained with zeros for no negative prompt, as diffusers gives it.
+    zeroed = negative is None and pipe.config.force_zeros_for_empty_prompt
+    negatives = [] if zeroed else _tokenized(pipe, negative or "")
+    count = max(len(chunks) for chunks in positive + negatives)
     with torch.inference_mode():
-        embeds, pooled = _side(pipe, prompt, count, clip_skip)
-        if negative is None and pipe.config.force_zeros_for_empty_prompt:
-            # SDXL's base was trained with zeros for no negative prompt, as diffusers gives it.
+        embeds, pooled = _side(pipe, positive, count, clip_skip)
+        if zeroed:
             return Conditioning(embeds, pooled, torch.zeros_like(embeds), torch.zeros_like(pooled))
-        negative_embeds, negative_pooled = _side(pipe, negative or "", count, clip_skip)
+        negative_embeds, negative_pooled = _side(pipe, negatives, count, clip_skip)
     return Conditioning(embeds, pooled, negative_embeds, negative_pooled)
