@@ -15,6 +15,7 @@ import io
 import math
 import re
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -28,6 +29,7 @@ __all__ = [
     "check_image",
     "image_format",
     "input_path",
+    "jpeg_segments",
     "not_an_image",
     "too_large",
     "webp_size",
@@ -164,32 +166,41 @@ _JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD8)])  # TEM and RST0-7 carry no length
 
 
+def jpeg_segments(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """Yield the (marker, payload) of each segment of a JPEG's header, up to its image data.
+
+    The walk stops where the bytes stop making sense: no marker where one should be, or the end.
+    A payload is cut at the end of the bytes when its length says more.
+    """
+    position = 2  # after the start-of-image marker
+    while position + 4 <= len(data) and data[position] == 0xFF:
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+        elif marker in _JPEG_STANDALONE:
+            position += 2
+        elif marker in (0xD9, 0xDA):  # end of image, or the scan data: no header follows
+            return
+        else:
+            (length,) = struct.unpack_from(">H", data, position + 2)
+            yield marker, data[position + 4 : position + 2 + length]
+            position += 2 + max(length, 2)
+
+
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     """Return the size the first start-of-frame segment declares, walking the segments before it.
 
     None when the walk goes wrong; Pillow then reads the header itself, and its size
     is checked the same way before decoding.
     """
-    position = 2
-    try:
-        while True:
-            if data[position] != 0xFF:
+    for marker, payload in jpeg_segments(data):
+        if marker in _JPEG_FRAMES:
+            try:
+                height, width = struct.unpack_from(">HH", payload, 1)  # after the sample precision
+            except struct.error:
                 return None
-            marker = data[position + 1]
-            if marker == 0xFF:  # fill byte before a marker
-                position += 1
-            elif marker in _JPEG_STANDALONE:
-                position += 2
-            elif marker in _JPEG_FRAMES:
-                height, width = struct.unpack_from(">HH", data, position + 5)
-                return int(width), int(height)
-            elif marker in (0xD9, 0xDA):  # end of image, or scan data before any frame
-                return None
-            else:
-                (length,) = struct.unpack_from(">H", data, position + 2)
-                position += 2 + length
-    except (struct.error, IndexError):
-        return None
+            return int(width), int(height)
+    return None
 
 
 def webp_size(data: bytes) -> tuple[int, int] | None:

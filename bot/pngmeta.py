@@ -23,7 +23,7 @@ from typing import Any
 
 from PIL import Image
 
-from bot.images import image_format, webp_size
+from bot.images import image_format, jpeg_segments, webp_size
 from bot.request import GenerationRequest
 
 __all__ = [
@@ -254,20 +254,9 @@ def read_parameters(data: bytes) -> str:
 
 def _jpeg_exif(data: bytes) -> bytes | None:
     """Return a JPEG's EXIF block (its APP1 segment), from the segments before the image data."""
-    offset = 2  # after the start-of-image marker
-    while offset + 4 <= len(data) and data[offset] == 0xFF:
-        marker = data[offset + 1]
-        if marker in (0xD9, 0xDA):  # end of image, start of scan: no header follows
-            return None
-        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD7:  # fill byte; markers without a length
-            offset += 1 if marker == 0xFF else 2
-            continue
-        (length,) = struct.unpack(">H", data[offset + 2 : offset + 4])
-        segment = data[offset + 4 : offset + 2 + length]
-        if marker == 0xE1 and segment.startswith(b"Exif\0\0"):
-            return segment
-        offset += 2 + max(length, 2)
-    return None
+    return next(
+        (payload for marker, payload in jpeg_segments(data) if marker == 0xE1 and payload.startswith(b"Exif\0\0")), None
+    )
 
 
 def _webp_exif(data: bytes) -> bytes | None:
