@@ -13,6 +13,7 @@ from bot.history import AuditEntry, Generation
 from bot.jobs import Job, JobEvent, progress_bar
 from bot.pngmeta import parameters_text
 from bot.request import ControlNetSpec, GenerationRequest
+from bot.weighting import is_plain
 
 __all__ = [
     "FORGET_WARNING",
@@ -26,6 +27,7 @@ __all__ = [
     "mention",
     "parse_setting_pairs",
     "progress_line",
+    "read_as_written",
     "refiner_part",
     "result_fields",
     "steps_text",
@@ -132,8 +134,28 @@ def details_text(
         lines.append(f"from {format_ref(generation.parent_id)}")
     if generation.error:
         lines.append(f"error: {quote(generation.error)}")
+    if (note := read_as_written(generation.request)) is not None:
+        lines.append(note)
     text = quote(parameters_text(generation.request, generation.seed))
     return "\n".join(lines) + f"\n```\n{text[:limit]}\n```"
+
+
+# Characters past which a prompt may pass CLIP's 77 tokens (about four characters a token).
+_LONG_PROMPT = 300
+
+
+def read_as_written(request: GenerationRequest) -> str | None:
+    """Return the note that a generation made before weights were read reads its prompt as then, where it matters.
+
+    Such a request (migration 14) is made again as it was made: brackets read as words, the
+    prompt cut at CLIP's 77 tokens. Said where the prompt has brackets or may be that long.
+    """
+    if request.prompt_weighting:
+        return None
+    texts = [request.prompt, request.negative_prompt or ""]
+    if all(is_plain(text) and len(text) <= _LONG_PROMPT for text in texts):
+        return None
+    return "made before prompt weights: its brackets are read as words and its prompt ends at CLIP's 77 tokens"
 
 
 def audit_text(entries: Sequence[AuditEntry], when: Callable[[float], str], quote: Callable[[str], str] = str) -> str:

@@ -41,7 +41,7 @@ from bot.jobs import Requester
 from bot.pngmeta import parameters_text
 from bot.ports import GalleryStore
 from bot.service import ImageService
-from bot.summary import result_fields
+from bot.summary import read_as_written, result_fields
 
 __all__ = ["RedactedAccessLogger", "create_app"]
 
@@ -294,6 +294,7 @@ class _Pages:
             negative=generation.request.negative_prompt,
             parameters=parameters_text(generation.request, generation.seed),
             warnings=generation.warnings,
+            read_as_written=read_as_written(generation.request),
             children=[_card(child) for child in children],
             posted=request.query.get("posted") == "1" and generation.parent_id is not None,
             csrf=request[CSRF],

@@ -225,6 +225,19 @@ async def test_details_and_show_replies(flow):
     assert await flow.action(ALICE, "show", generation_id) == Flagged(generation_id, ())
 
 
+async def test_details_say_when_an_old_generation_reads_its_prompt_as_written(flow):
+    """A generation from before weights were read (migration 14) is made again as then: Details says so where the
+    prompt has brackets or may pass 77 tokens; a plain short one, or any made since, says nothing of it."""
+    note = "made before prompt weights: its brackets are read as words and its prompt ends at CLIP's 77 tokens"
+    for prompt, said in [("a (red:1.3) fox", True), ("a fox, " * 60, True), ("a red fox", False)]:
+        request = GenerationRequest(prompt=prompt, model="tiny", width=128, height=128, steps=2, seed=7)
+        for weighting in (False, True):
+            job = await flow.service.submit(request.model_copy(update={"prompt_weighting": weighting}), ALICE)
+            details = await flow.action(ALICE, "details", (await job.result()).id)
+            assert isinstance(details, Text)
+            assert (note in details.text.splitlines()) == (said and not weighting), (prompt, weighting)
+
+
 async def test_info_text_shows_the_latest_or_a_named_generation(flow):
     """`info` is everything about the user's latest image, `info #id` about that one; never another's private one."""
     with pytest.raises(NotFound, match="earlier image of yours to show; make one with /imagine first"):

@@ -446,3 +446,18 @@ async def test_the_access_log_never_holds_a_token(gallery: Gallery, caplog):
     lines = [record.getMessage() for record in caplog.records if record.name == "imagebot.gallery.access"]
     assert lines and all(token not in line and "secret" not in line for line in lines)
     assert any("/g/…/" in line for line in lines)
+
+
+async def test_an_image_from_before_prompt_weights_says_it_reads_its_prompt_as_written(gallery: Gallery):
+    """Its page says the brackets are words and the prompt ends at 77 tokens, as a reroll of it makes it;
+    an image made since says nothing of it."""
+    from bot.request import GenerationRequest
+
+    request = GenerationRequest(prompt="a (red:1.3) fox", model="tiny", width=128, height=128, steps=2, seed=7)
+    pages = []
+    for weighting in (False, True):
+        job = await gallery.service.submit(request.model_copy(update={"prompt_weighting": weighting}), ALICE)
+        made = await job.result()
+        pages.append(await (await gallery.client.get(f"{await gallery.path(ALICE)}i/{made.id}")).text())
+    note = "This image was made before prompt weights: its brackets are read as words and its prompt ends at"
+    assert note in pages[0] and note not in pages[1]
