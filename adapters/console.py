@@ -5,6 +5,7 @@ Commands (a leading ``/`` is optional)::
     /imagine a red fox --seed 7 --refiner 90     queue a generation
     /imagine a (red:1.3) fox, [blurry] sky       A1111's weights: (words) ×1.1, [words] ÷1.1, BREAK
     /imagine a fox <lora:pixel-art:0.8>          A1111's LoRA tags: the same as --lora pixel-art:0.8
+    /imagine a {red, blue} fox --ar {1:1, 16:9}   every combination, a job each (Midjourney's permutations)
     reroll [#id]                                 same settings, new seed (default: your latest)
     refine [#id] [percent]                       same seed, refiner from percent (default 85)
     vary subtle|strong [#id[.n]]                 the image again with a new seed, a little or a lot changed
@@ -133,7 +134,7 @@ class ConsoleChat:
                 self.say(HELP)
                 return True
             if word == "imagine":
-                return await self._follow(await self._service.imagine(rest.strip(), self._who, load=self._read_file))
+                return await self._show(await self._flow.imagine(self._who, rest.strip(), load=self._read_file))
             if word == "pnginfo":
                 path = rest.strip()
                 return await self._show(
@@ -163,7 +164,9 @@ class ConsoleChat:
     async def _show(self, reply: Reply) -> bool:
         """Render the chat flow's reply as terminal lines; True unless a job failed."""
         if isinstance(reply, Started):
-            return await self._follow(reply.job)
+            # One after the other, as the queue runs them: each job's events are kept until read.
+            made = [await self._follow(job) for job in reply.jobs]
+            return all(made)
         if isinstance(reply, Listing):
             if not reply.generations:
                 self.say("No images yet; make one with /imagine <prompt>.")

@@ -2,9 +2,10 @@
 
 Every chat shares it, so a command, a button and a sentence a user reads exist once::
 
-    text  ("reroll #3", "history 5", "settings steps=30", …) ─► ChatFlow.text   ─┐
-    click (a button or reaction: reroll, refine, details, …) ─► ChatFlow.action ─┴► Reply
-    Reply: Started(job) | Text | Listing | Deleted | Flagged | Guides | OneImage | EditForm
+    /imagine (text or typed options; {…} choices: several)   ─► ChatFlow.imagine ─┐
+    text  ("reroll #3", "history 5", "settings steps=30", …) ─► ChatFlow.text    ─┤
+    click (a button or reaction: reroll, refine, details, …) ─► ChatFlow.action  ─┴► Reply
+    Reply: Started(jobs) | Text | Listing | Deleted | Flagged | Guides | OneImage | EditForm
     job ─► updates(job) ─► Update (the line to show, a preview when due), ending with the final one
     job started outside every chat (a gallery click) ─► show_in_chat ─► the original's chat (a ChatPoster)
     generation deleted outside every chat (the gallery) ─► retract_in_chat ─► its message there (a ChatPoster)
@@ -27,6 +28,7 @@ from bot.actions import PAN_ACTIONS, ButtonAction, format_image_ref, format_ref,
 from bot.admin import server_word
 from bot.errors import BotError, InvalidOption, shown
 from bot.history import Generation, StoredImage
+from bot.inputs import ImageLoader
 from bot.jobs import Job, JobEvent, Requester
 from bot.options import Defaults, PanDirection
 from bot.pnginfo import png_info
@@ -171,9 +173,15 @@ def queue_text(waiting: int, mine: Sequence[Job]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Started:
-    """A job was queued: show its progress where the user asked."""
+    """Jobs were queued: show each one's progress where the user asked (``{…}`` choices in a prompt: several)."""
 
     job: Job
+    more: tuple[Job, ...] = ()
+
+    @property
+    def jobs(self) -> tuple[Job, ...]:
+        """Every job queued, in the order of their prompts."""
+        return (self.job, *self.more)
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +373,18 @@ class ChatFlow:
         """Answer ``star [#id]``, ``unstar [#id]`` and the ⭐ reaction: a user's image in or out of the showcase."""
         return Text(await self.service.star(who, generation_id, starred=starred))
 
+    async def imagine(
+        self,
+        who: Requester,
+        given: str | Mapping[str, object],
+        *,
+        private: bool | None = None,
+        load: ImageLoader | None = None,
+    ) -> Started:
+        """Answer ``/imagine``: a job for each prompt the options make (`ImageService.imagine_each`)."""
+        first, *more = await self.service.imagine_each(given, who, private=private, load=load)
+        return Started(first, tuple(more))
+
     async def reroll(self, who: Requester, generation_id: int | None) -> Started:
         """Answer ``reroll [#id]``: the same settings, a new seed (default: the user's latest)."""
         return Started(await self.service.reroll(who, generation_id))
@@ -414,7 +434,8 @@ class ChatFlow:
         """
         defaults = Defaults(model=self.service.default_model)
         catalog, limits = self.service.catalog, self.service.limits
-        return Text(self._quote(await asyncio.to_thread(png_info, data, name, catalog, defaults, limits)))
+        most = self._details_limit
+        return Text(self._quote(await asyncio.to_thread(png_info, data, name, catalog, defaults, limits, most)))
 
     async def history(self, who: Requester, count: int = 10) -> Listing:
         """Answer ``history [count]``: the user's latest generations (1 to 25; a count out of range is refused)."""

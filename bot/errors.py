@@ -143,10 +143,14 @@ class QuotaReached(BotError):
 class RateLimited(BotError):
     """The user has reached their limit of queued or running jobs."""
 
-    def __init__(self, limit: int, retry_after: float | None = None) -> None:
+    def __init__(self, limit: int, retry_after: float | None = None, *, asked: int = 1, waiting: int = 0) -> None:
         self.limit = limit
         self.retry_after = retry_after
         text = f"You already have {limit} image job" + ("s" if limit != 1 else "") + " waiting"
+        if asked > 1:  # several prompts at once ({…} choices), more than the room left
+            text = (
+                f"Those {asked} prompts would make {waiting + asked} image jobs of yours waiting; the most is {limit}"
+            )
         if retry_after is not None:
             text += f"; try again in {_minutes(retry_after)}"
         super().__init__(text + ".")

@@ -56,6 +56,7 @@ from pydantic import ValidationError
 from bot.catalog import Catalog, CatalogEntry, Kind
 from bot.controls import Guide, build_controls, guide_refs
 from bot.errors import InvalidOption, shown
+from bot.permutations import escaped
 from bot.pngmeta import LORA_TAG
 from bot.request import (
     CFG,
@@ -386,7 +387,10 @@ def input_images(request: GenerationRequest) -> list[str]:
 
 
 def imagine_command(request: GenerationRequest, catalog: Catalog, refs: Mapping[str, str]) -> str | None:
-    """Return the ``/imagine`` text that `parse_text` reads back as this very request, or None where none does.
+    """Return the ``/imagine`` text that reads back as this very request, or None where none does.
+
+    Read back as a chat's text is read: its one prompt (`bot.permutations`, the braces of the
+    prompt and negative escaped), then `parse_text`.
 
     Every setting is written out, so the text makes the same request whatever the reader's
     saved defaults are (``--refiner off`` too, on a model with a refiner). Input images are
@@ -438,6 +442,8 @@ def _with_texts(prompt: str, negative: str | None, rest: str) -> str | None:
     Checked by reading it back with the parser itself (no rule of `_scan` is restated here):
     a text may hold words that read as flags, or quotes that would pair up across the flags.
     """
+    # Their braces are the user's own characters, not choices (`bot.permutations`).
+    prompt, negative = escaped(prompt), None if negative is None else escaped(negative)
     negatives: Sequence[tuple[str, str]] = _QUOTE_PAIRS if negative is not None else (("", ""),)
     for open_prompt, close_prompt in _QUOTE_PAIRS:
         for open_negative, close_negative in negatives:

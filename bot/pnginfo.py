@@ -18,16 +18,24 @@ from bot.errors import InvalidOption, shown
 from bot.options import Defaults, Limits, imagine_command, parse_options
 from bot.pngmeta import parse_parameters, read_parameters
 
-__all__ = ["PNG_INFO_MOST", "png_info"]
+__all__ = ["PNG_INFO_MOST", "PNG_INFO_REPLY", "png_info"]
 
-# The most characters of the parameters text shown: the reply stays within Discord's 2000.
+# The most characters of the parameters text shown, and of the whole reply where the chat says no other.
 PNG_INFO_MOST = 1000
+PNG_INFO_REPLY = 2000
+# Less room than this for the parameters text, and it is left out (the file holds it).
+_SHOWN_LEAST = 80
 # A1111 1.9+ writes the scheduler apart from the sampler ("DPM++ 2M" and "Karras"); these mean the sampler's own.
 _OWN_SCHEDULE = {"automatic", "uniform", "normal", "default"}
 
 
-def png_info(data: bytes, name: str, catalog: Catalog, defaults: Defaults, limits: Limits) -> str:
+def png_info(
+    data: bytes, name: str, catalog: Catalog, defaults: Defaults, limits: Limits, most: int = PNG_INFO_REPLY
+) -> str:
     """Return the reply to PNG info on the image file `name`: its parameters text and the ``/imagine`` here.
+
+    The reply is at most `most` characters (the chat's message limit): the parameters text
+    gives way first, since the file holds it; a command that alone is longer is said to be.
 
     Raises:
         InvalidOption: the file is no PNG, JPEG or WebP, or it carries no parameters text.
@@ -40,14 +48,18 @@ def png_info(data: bytes, name: str, catalog: Catalog, defaults: Defaults, limit
         raise InvalidOption("PNG info", f"finds no generation parameters in {_clean(name, 80)}")
     options, missing = _asked(text, catalog)
     command, refused = _command(options, catalog, defaults, limits)
-    lines = [f"PNG info of {_clean(name, 80)}:", _block(_clean(text, PNG_INFO_MOST))]
+    head = f"PNG info of {_clean(name, 80)}:"
+    left = [_clean("Left out, as this bot does not take them: " + ", ".join(missing + refused) + ".", 400)]
+    left = left if missing + refused else []
     if command is None:
-        lines.append("No /imagine here makes it: its prompt or settings are not ones this bot takes.")
+        tail = ["No /imagine here makes it: its prompt or settings are not ones this bot takes.", *left]
     else:
-        lines += ["As /imagine here:", _block(command)]
-    if missing + refused:
-        lines.append("Left out, as this bot does not take them: " + ", ".join(missing + refused) + ".")
-    return "\n".join(lines)
+        tail = ["As /imagine here:", _block(command), *left]
+        if len(head) + _size(tail) > most:
+            tail = [f"Its /imagine here is {len(command)} characters, more than a reply here holds ({most}).", *left]
+    room = most - len(head) - _size(tail) - len(_block("")) - 1
+    lines = [head, _block(_clean(text, min(PNG_INFO_MOST, room)))] if room >= _SHOWN_LEAST else [head]
+    return "\n".join(lines + tail)
 
 
 def _asked(text: str, catalog: Catalog) -> tuple[dict[str, object], list[str]]:
@@ -117,6 +129,11 @@ def _clean(text: str, most: int) -> str:
 def _unfenced(text: str) -> str:
     """Return text that cannot close a code block: each run of three or more backticks as three quotes."""
     return re.sub(r"`{3,}", "'''", text)
+
+
+def _size(lines: list[str]) -> int:
+    """Return the characters `lines` add to a reply, each on a line of its own."""
+    return sum(len(line) + 1 for line in lines)
 
 
 def _block(text: str) -> str:

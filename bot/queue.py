@@ -87,13 +87,15 @@ class JobQueue:
         # The running job is on average half done.
         return (position - 0.5) * self._seconds_per_job / self._concurrency
 
-    def check_room(self, user: tuple[str, str]) -> None:
-        """Raise `QueueFull` or `RateLimited` if a job of this user would not be accepted."""
-        if self.waiting >= self._max_queue:
+    def check_room(self, user: tuple[str, str], count: int = 1) -> None:
+        """Raise `QueueFull` or `RateLimited` if `count` more jobs of this user would not all be accepted."""
+        if self.waiting + count > self._max_queue:
             raise QueueFull(retry_after=self.waiting * self._seconds_per_job / self._concurrency)
         mine = len(self._waiting.get(user, ())) + sum(job.requester.key == user for job in self._running)
         if mine >= self._max_per_user:
             raise RateLimited(self._max_per_user)
+        if mine + count > self._max_per_user:
+            raise RateLimited(self._max_per_user, asked=count, waiting=mine)
 
     async def submit(self, job: Job) -> int:
         """Queue a job and return its position (1 = next); raises like `check_room`."""

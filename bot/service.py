@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
-from bot import options, rules, user_settings
+from bot import options, permutations, rules, user_settings
 from bot.actions import (
     IMAGE_ACTIONS,
     PAN_ACTIONS,
@@ -33,7 +33,7 @@ from bot.errors import GalleryOff, InvalidOption, NotAllowed, NotFound, shown
 from bot.guides import CANNY_THRESHOLDS
 from bot.history import Action, Generation, NewGeneration, Status, StoredImage
 from bot.images import InputImage
-from bot.inputs import ImageInputs, ImageLoader
+from bot.inputs import ImageInputs, ImageLoader, Loaded
 from bot.jobs import Job, Requester
 from bot.policy import Policy
 from bot.ports import (
@@ -69,6 +69,18 @@ def _refuse_upscaled_alone(parent: Generation, action: str, why: str) -> None:
         where = f"{format_ref(parent.parent_id)}, then upscale" if parent.parent_id else "its source, then upscale"
         reason = f"is not possible: {format_ref(parent.id)} was enlarged by an upscaler alone, {why} ({action} {where})"
         raise InvalidOption(action, reason)
+
+
+def _once(load: ImageLoader) -> ImageLoader:
+    """Return `load` remembering what it read: the prompts of one command share their attachments."""
+    read: dict[tuple[str, str], bytes] = {}
+
+    async def once(ref: str, option: str) -> bytes:
+        if (ref, option) not in read:
+            read[ref, option] = await load(ref, option)
+        return read[ref, option]
+
+    return once
 
 
 def random_seed() -> int:
@@ -221,14 +233,80 @@ class ImageService:
         private: bool | None = None,
         load: ImageLoader | None = None,
     ) -> Job:
-        """Parse chat options (text flags or typed options) and queue the generation.
+        """Queue the one generation that chat options ask for; options with ``{…}`` choices are refused.
 
-        `private` (delivered to its author only) defaults to the user's saved setting. `load`
-        reads an ``--image``/``--mask`` that is not a previous image (``#12``): the chat's
-        attachment, or a file in the operator's console; without it only ``#id`` works.
+        As `imagine_each`, for a caller that follows one job.
+        """
+        (job,) = await self.imagine_each(given, who, private=private, load=load, most=1)
+        return job
+
+    async def imagine_each(
+        self,
+        given: str | Mapping[str, object],
+        who: Requester,
+        *,
+        private: bool | None = None,
+        load: ImageLoader | None = None,
+        most: int = permutations.MOST,
+    ) -> tuple[Job, ...]:
+        """Parse chat options (text flags or typed options) and queue a generation for each prompt they make.
+
+        ``a {red, blue} fox`` makes two (`bot.permutations`, at most `most`): each is parsed,
+        loaded and checked against the server's rules, the backend, the queue's room and the
+        day's quota before any is queued, so a refusal of one queues none. `private`
+        (delivered to its author only) defaults to the user's saved setting. `load` reads an
+        ``--image``/``--mask`` that is not a previous image (``#12``): the chat's attachment, or
+        a file in the operator's console; without it only ``#id`` works. It is called once per
+        reference, whatever the number of prompts.
         """
         saved = await self.user_settings.get(who)
         defaults = self.user_settings.defaults(saved)
+        if private is None:
+            private = user_settings.private(saved)
+        try:
+            each = permutations.variants(given, most=most)
+        except InvalidOption as error:
+            raise options.as_typed(given, error) from None
+        if load is not None:
+            load = _once(load)
+        prepared = [await self._prepare(variant, who, defaults, load) for variant in each]
+        if len(prepared) > 1:
+            self.runner.queue.check_room(who.key, len(prepared))
+            policy = None
+            for parsed, loaded in prepared:
+                _, policy = await self._admit(who, parsed.request, loaded.flagged)
+            if policy is not None:
+                await self.admin.check_quota(who, sum(parsed.request.count for parsed, _ in prepared), policy)
+        jobs: list[Job] = []
+        try:
+            for parsed, loaded in prepared:
+                jobs.append(
+                    await self.submit(
+                        parsed.request,
+                        who,
+                        warnings=parsed.warnings,
+                        private=private,
+                        saved=saved,
+                        inputs=loaded.images,
+                        flagged_inputs=loaded.flagged,
+                        cost=sum(loaded.costs) if loaded.costs else None,
+                    )
+                )
+        except BaseException:
+            # Refused after the checks (another request took the room meanwhile): none of them is queued.
+            for job in jobs:
+                await self.runner.cancel(job)
+            raise
+        return tuple(jobs)
+
+    async def _prepare(
+        self,
+        given: str | Mapping[str, object],
+        who: Requester,
+        defaults: options.Defaults,
+        load: ImageLoader | None,
+    ) -> tuple[options.Parsed, Loaded]:
+        """Parse one prompt's options into a checked request, with the images it names loaded and checked."""
 
         def parse(inputs: options.Inputs | None, guides: Sequence[Guide]) -> options.Parsed:
             return options.parse_options(
@@ -239,19 +317,7 @@ class ImageService:
             loaded = await self.inputs.load(who, options.image_refs(given), parse, load)
         except InvalidOption as error:
             raise options.as_typed(given, error) from None
-        parsed = parse(loaded.inputs, loaded.guides)
-        if private is None:
-            private = user_settings.private(saved)
-        return await self.submit(
-            parsed.request,
-            who,
-            warnings=parsed.warnings,
-            private=private,
-            saved=saved,
-            inputs=loaded.images,
-            flagged_inputs=loaded.flagged,
-            cost=sum(loaded.costs) if loaded.costs else None,
-        )
+        return parse(loaded.inputs, loaded.guides), loaded
 
     async def upscale(self, who: Requester, ref: int | str | None, factor: Literal[2, 4]) -> Job:
         """Queue a larger copy of a result (`ref`: an id, ``#12.2``, or None for the latest): its sides × `factor`.

@@ -391,7 +391,7 @@ class ImagesCog(commands.Cog, name="Images"):
         attachments: Mapping[str, discord.Attachment],
         private: bool | None,
     ) -> None:
-        """Defer, then queue a generation (fetching its attachments) and follow it in the deferred reply."""
+        """Defer, then queue the generations (fetching their attachments) and follow the first in the deferred reply."""
         who = requester(interaction)
         if private is None:
             private = await self.service.user_settings.wants_private(who)
@@ -400,11 +400,22 @@ class ImagesCog(commands.Cog, name="Images"):
         self._acked(interaction)
         load = attachment_loader(attachments, self.file_hosts, self.service.max_input_bytes)
         try:
-            job = await self.service.imagine(given, who, private=private, load=load)
+            started = await self.flow.imagine(who, given, private=private, load=load)
         except BotError as error:
             await self._refuse_deferred(interaction, error, private=private)
             return
-        self._follow_interaction(interaction, job)
+        self._follow_interaction(interaction, started.job)
+        # A prompt with {…} choices: each further job gets a message of its own under the first.
+        for job in started.more:
+            try:
+                message = await interaction.followup.send(
+                    progress_line(job, JobEvent("queued")), ephemeral=private, view=running_view(job.id), wait=True
+                )
+            except discord.HTTPException as error:  # as on Slack: a job nobody can follow is not made
+                log.info("could not post the message of %s (%s); it is cancelled", format_ref(job.id), error)
+                await self.service.cancel(who, job.id)
+                continue
+            self._spawn(self._follow(job, message.edit, interaction.filesize_limit))
 
     @imagine.autocomplete("lora")
     async def _lora_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

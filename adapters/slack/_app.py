@@ -262,7 +262,7 @@ class SlackImages:
             await self._tell(who, HELP)
             return
         # Anything that is no command is a prompt, even one that starts with a command word ("history of rome").
-        reply = await self.flow.text(who, text) or Started(await self.service.imagine(text, who))
+        reply = await self.flow.text(who, text) or await self.flow.imagine(who, text)
         await self._show(reply, who, where, "", trigger=trigger)
 
     async def _is_admin(self, who: Requester) -> bool:
@@ -303,7 +303,7 @@ class SlackImages:
             await ack()
         try:
             # No conversation picked: the image goes to the user's direct messages, privately.
-            job = await self.service.imagine(given, who, private=None if who.channel else True, load=load)
+            started = await self.flow.imagine(who, given, private=None if who.channel else True, load=load)
         except BotError as error:
             if files:
                 await self._tell(who, refusal(error))
@@ -314,7 +314,7 @@ class SlackImages:
             return
         if not files:
             await ack()
-        await self._start(job, where)
+        await self._show(started, who, where, "")
 
     # -- message shortcuts --------------------------------------------------------------------------
 
@@ -359,12 +359,12 @@ class SlackImages:
         _, where = modal_target(view)
         who = _requester(body["user"]["id"], _team(body), where.channel)
         try:
-            job = await self.service.imagine(str(view_values(view).get("text") or ""), who)
+            started = await self.flow.imagine(who, str(view_values(view).get("text") or ""))
         except BotError as error:
             await ack(response_action="errors", errors={"text": str(error)})
             return
         await ack()
-        await self._start(job, where)
+        await self._show(started, who, where, "")
 
     async def on_from_image_shortcut(self, ack: AsyncAck, shortcut: dict[str, Any]) -> None:
         """Open the "Generate image" modal to start from the image file of the message the shortcut was used on."""
@@ -480,7 +480,8 @@ class SlackImages:
         `trigger`: a button click's trigger id, which a form (Edit's) needs to open.
         """
         if isinstance(reply, Started):
-            await self._start(reply.job, where)
+            for job in reply.jobs:
+                await self._start(job, where)
         elif isinstance(reply, Text):
             await self._tell(who, reply.text)
         elif isinstance(reply, Listing):

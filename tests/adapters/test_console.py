@@ -130,3 +130,20 @@ async def test_pnginfo_reads_a_png_file_and_prints_its_imagine_without_the_code_
     assert "```" not in out.getvalue()
     (command,) = [line for line in lines if line.startswith("/imagine ")]
     assert "--seed 1234" in command and lines[-1].startswith("✖ Image '")
+
+
+async def test_a_prompt_with_choices_makes_and_shows_each_image(tmp_path: Path) -> None:
+    """`/imagine a {red, blue} fox`: both jobs are shown to their end, in order; a literal brace is escaped in Edit."""
+    backend = FakeBackend()
+    async with started_service(backend, tmp_path / "data") as (service, _):
+        chat, out = ada(service, tmp_path)
+        assert await chat.handle("/imagine a {red, blue} fox --seed 7 --steps 4")
+        assert [request.prompt for request in backend.requests] == ["a red fox", "a blue fox"]
+        done = [line for line in out.getvalue().splitlines() if " done" in line]
+        assert [line.split(" done")[0] for line in done] == ["#1", "#2"]
+        assert not await chat.handle("/imagine a {red, blue fox")
+        assert out.getvalue().splitlines()[-1] == "✖ Prompt has a '{' without its '}' (write \\{ for a brace itself)."
+        assert await chat.handle("/imagine a \\{red\\} fox --steps 4")
+        assert await chat.handle("edit")
+        assert out.getvalue().splitlines()[-1].startswith("Change it and send it: /imagine a \\{red\\} fox --model")
+    assert [request.prompt for request in backend.requests][2:] == ["a {red} fox"]

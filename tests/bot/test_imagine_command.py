@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from bot.controls import Guide
 from bot.errors import InvalidOption
 from bot.options import Defaults, Inputs, imagine_command, parse_text
+from bot.permutations import permutations
 from bot.request import (
     CONTROL_MODES,
     PREPROCESSORS,
@@ -133,9 +134,8 @@ def _read_back(text: str, request: GenerationRequest, defaults: Defaults) -> Gen
         inputs = Inputs(request.init_image, request.width - extra_w, request.height - extra_h, request.mask_image)
     guides = [Guide(control.guide, control.source) for control in request.controlnets]
     assert text.startswith("/imagine ")
-    parsed = parse_text(
-        text.removeprefix("/imagine "), catalog=CATALOG, defaults=defaults, limits=LIMITS, inputs=inputs, guides=guides
-    )
+    (one,) = permutations(text.removeprefix("/imagine "))  # its braces are the prompt's own: one prompt
+    parsed = parse_text(one, catalog=CATALOG, defaults=defaults, limits=LIMITS, inputs=inputs, guides=guides)
     return parsed.request
 
 
@@ -177,6 +177,14 @@ def test_a_plain_request_reads_like_what_a_user_types():
         "/imagine a red fox --no blurry --model tiny --size 128x128 --steps 4 --cfg 7 --scheduler Euler a"
         " --seed 7 --refiner off --lora tiny-lora:0.8"
     )
+
+
+def test_braces_of_a_stored_prompt_are_written_as_its_own_characters():
+    """A prompt that holds braces (an old one, or escaped when typed) is one prompt again, not choices."""
+    request = _request(prompt=r"a {red, blue} fox \{x}", negative_prompt="{text}")
+    text = imagine_command(request, CATALOG, {})
+    assert text is not None and text.startswith(r"/imagine a \{red, blue\} fox \\{x\} --no \{text\} --model tiny")
+    assert _read_back(text, request, Defaults(model="tiny")) == request
 
 
 def test_a_prompt_that_reads_as_flags_is_quoted():

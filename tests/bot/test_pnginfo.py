@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import struct
 import zlib
 
@@ -14,6 +15,7 @@ from PIL import Image
 from bot.catalog import load_catalog
 from bot.errors import InvalidOption
 from bot.options import Defaults, Limits, parse_text
+from bot.permutations import permutations
 from bot.pnginfo import png_info
 from bot.pngmeta import embed_text, parameters_text, read_text
 from bot.request import GenerationRequest
@@ -117,6 +119,24 @@ def test_what_a_png_says_is_shown_printable_within_a_discord_message_and_never_c
     assert all(line == "```" for line in reply.splitlines() if "`" * 3 in line)  # the blocks' own fences only
     assert "No /imagine here makes it" in reply  # control characters are no prompt
     assert not any(ord(char) < 32 and char != "\n" for char in reply)
+
+
+@pytest.mark.parametrize("most", [1700, 2000, 2800])
+def test_a_long_prompt_fits_the_reply_in_the_chat_s_message_the_command_first(most):
+    """A prompt of 1,200 characters: the command whole, the parameters text cut to what is left; one of
+    2,900 characters: no command fits a message, and the reply says so instead of cutting it."""
+    long = ", ".join(["a castle on a hill"] * 60)[:1200]
+    reply = png_info(png(parameters=long + "\nSteps: 20, Seed: 3"), "castle.png", CATALOG, DEFAULTS, LIMITS, most)
+    assert len(reply) <= most
+    command = command_of(reply)
+    assert parse_text(command, catalog=CATALOG, defaults=DEFAULTS, limits=LIMITS).request.prompt == long
+    assert reply.split("```\n", 1)[1].startswith("a castle on a hill, a castle")  # what room was left
+    longer = ", ".join(["a castle on a hill"] * 200)[:2900]
+    reply = png_info(png(parameters=longer + "\nSteps: 20"), "castle.png", CATALOG, DEFAULTS, LIMITS, most)
+    assert len(reply) <= most
+    (said,) = [line for line in reply.splitlines() if line.startswith("Its /imagine")]
+    assert re.fullmatch(rf"Its /imagine here is 29\d\d characters, more than a reply here holds \({most}\)\.", said)
+    assert "/imagine a castle" not in reply
 
 
 @pytest.mark.parametrize("kind", ["JPEG", "WEBP"])
@@ -229,7 +249,8 @@ def test_any_a1111_like_text_gives_a_reply_or_one_sentence(prompt, fields):
     if "As /imagine here:" in reply:
         # The whole block: a prompt of several lines makes a command of several lines.
         command = reply.split("As /imagine here:\n```\n", 1)[1].split("\n```", 1)[0]
-        parse_text(command.removeprefix("/imagine "), catalog=CATALOG, defaults=DEFAULTS, limits=LIMITS)
+        (one,) = permutations(command.removeprefix("/imagine "))  # braces of the prompt are its own
+        parse_text(one, catalog=CATALOG, defaults=DEFAULTS, limits=LIMITS)
 
 
 # Pillow warns of the broken EXIF it skips (Python's warnings, once per place in production).

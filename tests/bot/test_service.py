@@ -360,6 +360,19 @@ async def test_a_workspace_daily_quota_refuses_with_the_reset_time(backend, tmp_
         assert len(await history.generations.recent("slack", "U2")) == 1  # the refusal left no row
 
 
+async def test_prompts_with_choices_are_counted_together_against_the_quota(backend, tmp_path):
+    """Three prompts of two images each, with five left today: refused whole, no row, nothing made."""
+    from tests.fakes.service import started_service
+
+    alice = Requester("slack", "U1", workspace="T1", channel="C1")
+    async with started_service(backend, tmp_path, daily_quota=5, max_per_user=10) as (service, history):
+        with pytest.raises(QuotaReached):
+            await service.imagine_each("a {red, blue, green} fox --n 2", alice)
+        assert await history.generations.recent("slack", "U1") == []
+        jobs = await service.imagine_each("a {red, blue} fox --n 2", alice)  # four fit
+        assert [len((await job.result()).images) for job in jobs] == [2, 2]
+
+
 async def test_requests_sent_together_cannot_pass_the_quota_between_them(backend, tmp_path):
     """Eight requests at once against a quota of 5: five are queued and three refused, never more than the quota
     (each counted the images made before it, with the rows of the others not yet added)."""
@@ -446,3 +459,37 @@ async def test_result_buttons_leave_out_what_could_only_be_refused(service):
     assert alone.upscales_alone
     # No Edit either: no /imagine text makes an upscale.
     assert [a for a in result_actions(alone) if a not in service.result_actions(alone)] == ["reroll", "refine", "edit"]
+
+
+async def test_a_prompt_with_choices_queues_a_generation_for_each(service, backend):
+    """``a {red, {pale, dark} blue} fox``: a job per prompt, in reading order, each with its own seed unless given."""
+    jobs = await service.imagine_each("a {red, {pale, dark} blue} fox", ALICE)
+    made = [await job.result() for job in jobs]
+    assert [g.request.prompt for g in made] == ["a red fox", "a pale blue fox", "a dark blue fox"]
+    assert [g.status for g in made] == ["done"] * 3
+    assert len({g.seed for g in made}) == 3
+    seeded = await service.imagine_each("a fox --seed 7 --steps {10, 12}", ALICE)
+    assert [((g := await job.result()).seed, g.request.steps) for job in seeded] == [(7, 10), (7, 12)]
+
+
+async def test_a_refusal_of_one_prompt_queues_none(service, backend):
+    """One prompt out of range, or more prompts than the user's room in the queue: one sentence, nothing queued."""
+    with pytest.raises(InvalidOption) as caught:
+        await service.imagine_each("a fox --steps {20, 500}", ALICE)
+    assert str(caught.value) == "--steps must be from 1 to 100, not 500."
+    with pytest.raises(RateLimited) as limited:
+        await service.imagine_each("a {red, blue, green, grey} fox", ALICE)
+    assert str(limited.value) == "Those 4 prompts would make 4 image jobs of yours waiting; the most is 3."
+    with pytest.raises(InvalidOption) as unread:
+        await service.imagine_each("a {red, blue fox", ALICE)
+    assert str(unread.value) == "Prompt has a '{' without its '}' (write \\{ for a brace itself)."
+    assert await service.history(ALICE) == []
+    assert backend.requests == []
+
+
+async def test_a_command_for_one_job_refuses_choices(service):
+    with pytest.raises(InvalidOption) as caught:
+        await service.imagine("a {red, blue} fox", ALICE)
+    assert str(caught.value) == "Prompt makes several prompts with its {…} choices; one is taken here."
+    job = await service.imagine("a \\{red\\} fox", ALICE)
+    assert job.request.prompt == "a {red} fox"

@@ -550,3 +550,23 @@ async def test_a_flagged_input_is_judged_by_the_result_where_flagged_images_are_
     assert upscaled.images[0].nsfw is True  # the same seed: the fake backend flags it again
     varied = await (await service.vary(ALICE, 1, "strong")).result()
     assert varied.images[0].nsfw is False
+
+
+async def test_prompts_with_choices_share_one_read_of_an_attachment(service, backend, tmp_path):
+    """``{…}`` choices with an attachment: the chat's file is read once, and every job starts from it."""
+    reads: list[tuple[str, str]] = []
+
+    async def load(ref: str, option: str) -> bytes:
+        reads.append((ref, option))
+        return png(512, 512)
+
+    jobs = await service.imagine_each("a {red, blue} fox --image up.png --strength {0.5, 0.3}", ALICE, load=load)
+    made = [await job.result() for job in jobs]
+    assert reads == [("up.png", "image")]
+    assert [(g.request.prompt, g.request.strength) for g in made] == [
+        ("a red fox", 0.5),
+        ("a red fox", 0.3),
+        ("a blue fox", 0.5),
+        ("a blue fox", 0.3),
+    ]
+    assert len({g.request.init_image for g in made}) == 1 and len(inputs(tmp_path)) == 1

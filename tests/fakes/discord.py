@@ -322,6 +322,7 @@ class FakeDiscord(LoopbackServer):
         self.connections = 0  # gateway connections that were sent READY + GUILD_CREATE, over the fake's life
         self.api_base = self.gateway_url = self.http_base = ""
         self.edit_faults: list[tuple[int, float]] = []  # (status, retry_after) for the next message edits
+        self.followup_faults = 0  # the next follow-up messages refused as an expired interaction's (404)
         self.downloads: list[FakeDownload] = []
         self._by_token: dict[str, FakeInteraction] = {}
         self._attachments: dict[int, FakeAttachment] = {}
@@ -1193,6 +1194,9 @@ class FakeDiscord(LoopbackServer):
 
     def _post_followup(self, call: FakeCall, app_id: str, token: str) -> dict | None:
         inter = self._webhook_interaction(app_id, token)
+        if self.followup_faults:
+            self.followup_faults -= 1
+            raise unknown_webhook()
         message_type = 20 if inter.type == APPLICATION_COMMAND else 0
         message = self._create_message(inter.channel_id, call.json or {}, call.files, inter, message_type)
         inter.followups.append(message)

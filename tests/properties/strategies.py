@@ -16,7 +16,7 @@ TRICKY = [
     "sdxl-turbo", "nosuch", "Euler a", "euler_a", "1024x1024", "1216x832", "100x100", "99999x1", "16:9", "9:1",
     "--cfg", "--steps", "--refiner", "--lora", "--ar", "--bogus", "—seed", "--", "=", "k=v", "steps=500",
     "\x00", "\x1b[31m", "\n", "\r\n", "\t", "\u200b", "\u2028", "\ud800", "é", "🦊", '"', "'", "“", "<#C1>",
-    "<@U1>", "&<>", "x" * 400,
+    "<@U1>", "&<>", "x" * 400, "{red, blue}", "{a,{b,c}}", "{", "}", "\\{", "{,}", "{a,b}" * 7,
 ]  # fmt: skip
 
 tricky = st.sampled_from(TRICKY)

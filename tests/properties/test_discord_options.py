@@ -39,7 +39,7 @@ LABELS = {"negative": "negative prompt"}
 @example(given_={"prompt": "a red fox", "cfg": 99.0})  # "Cfg must…": now "cfg must…"
 @example(given_={"prompt": "a red fox", "negative": "\x00"})  # "Negative prompt…": now "negative…"
 def test_imagine_options(run: Run, data_dir: Path, given_: dict[str, object]) -> None:
-    """/imagine's options queue one generation, or are refused in one sentence naming the option as Discord shows it."""
+    """/imagine's options queue a generation per prompt, or one sentence names the option as Discord shows it."""
 
     async def body() -> None:
         w = await world(data_dir)
@@ -47,8 +47,8 @@ def test_imagine_options(run: Run, data_dir: Path, given_: dict[str, object]) ->
         private = given_.get("private")
         assert private is None or isinstance(private, bool)
         typed = {LABELS[key]: key for key in options if key in LABELS}
-        job = await w.attempt(lambda: w.service.imagine(options, ALICE, private=private), typed)
-        if job is not None:
+        started = await w.attempt(lambda: w.flow.imagine(ALICE, options, private=private), typed)
+        for job in started.jobs if started is not None else ():
             assert isinstance(job, Job)
             generation = await w.db.generations.get(job.id)
             assert generation is not None and generation.request == job.request and generation.status == "queued"

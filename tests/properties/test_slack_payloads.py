@@ -56,7 +56,7 @@ def test_imagine_modal(run: Run, data_dir: Path, values: dict[str, Any]) -> None
 
     async def body() -> None:
         w = await world(data_dir)
-        await w.attempt(lambda: w.service.imagine(given_, who, private=None if who.channel else True))
+        await w.attempt(lambda: w.flow.imagine(who, given_, private=None if who.channel else True))
 
     run(body())
 

@@ -235,6 +235,37 @@ async def test_cancel_button_stops_a_queued_job(running):
     await fake.wait_for(lambda: interaction.original.content == "✖ #1 · The generation was cancelled.")
 
 
+async def test_a_prompt_with_choices_follows_each_job_in_a_message_of_its_own(running):
+    """``a {red, blue} fox``: the deferred reply follows the first job, a follow-up message the second; each
+    ends as its own image and buttons. Private choices stay private."""
+    fake = running.fake
+    interaction, first = await _imagine(fake, {"prompt": "a {red, blue} fox", "negative": "{blur, text}", "steps": 2})
+    await fake.wait_for(lambda: len(interaction.followups) == 3)
+    rest = [await _finished(fake, message) for message in interaction.followups]
+    assert [_custom_ids(message)[0] for message in (first, *rest)] == [encode_action("reroll", n) for n in (1, 2, 3, 4)]
+    assert all(message.attachments and not message.ephemeral for message in (first, *rest))
+    made = [(request.prompt, request.negative_prompt) for request in running.backend.requests]
+    assert made == [("a red fox", "blur"), ("a red fox", "text"), ("a blue fox", "blur"), ("a blue fox", "text")]
+    private, _ = await _imagine(fake, {"prompt": "a {grey, white} owl", "steps": 2, "private": True})
+    await fake.wait_for(lambda: private.followups)
+    assert all(message.ephemeral for message in private.followups)
+    # A follow-up Discord refuses: that job is cancelled, not made unseen; the others are made.
+    fake.followup_faults = 1
+    running.backend.gate = asyncio.Event()  # nothing is made until the second job's message has failed
+    interaction = await fake.slash("imagine", {"prompt": "a {black, brown} cat", "steps": 2})
+    who = running.who(fake.alice)
+
+    async def statuses() -> dict[str, str]:
+        return {g.request.prompt: g.status for g in await running.service.history(who, limit=2)}
+
+    async with asyncio.timeout(10):
+        while (await statuses()).get("a brown cat") != "cancelled":
+            await asyncio.sleep(0.01)
+    running.backend.gate.set()
+    await _finished(fake, await _reply_of(interaction))
+    assert await statuses() == {"a black cat": "done", "a brown cat": "cancelled"}
+
+
 async def test_private_imagine_is_ephemeral(running):
     interaction, message = await _imagine(running.fake, {"prompt": "a red fox", "steps": 2, "private": True})
     body = await interaction.response()

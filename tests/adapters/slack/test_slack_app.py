@@ -99,6 +99,18 @@ async def test_bad_input_gets_one_ephemeral_sentence_and_nothing_is_queued(runni
     assert all("Traceback" not in text for text in running.ephemeral())
 
 
+async def test_a_prompt_with_choices_posts_a_card_for_each_job(running: Running) -> None:
+    """``/imagine a {red, blue} fox``: two cards, each ending as its own image; a bad choice posts none."""
+    await running.fake.send_slash(running.url, text="a fox --steps {2, 500}")
+    await _told(running, "U_ALICE", "✖ --steps must be from 1 to 100, not 500.")
+    sent = await running.fake.send_slash(running.url, text="a {red, blue} fox --steps 2")
+    assert sent.status == 200 and sent.body == ""
+    cards = [await running.finished_card(n) for n in (1, 2)]
+    assert [action_ids(card)[0] for card in cards] == ["ib:reroll:1", "ib:reroll:2"]
+    assert [card.blocks[0]["text"]["text"] for card in cards] == ["*a red fox*", "*a blue fox*"]
+    assert [request.prompt for request in running.backend.requests] == ["a red fox", "a blue fox"]
+
+
 async def test_reroll_button_makes_a_new_image_with_a_new_seed(running: Running) -> None:
     card = await _imagine(running, "a red fox --seed 7 --steps 2")
     await _click(running, card, "ib:reroll:1")
