@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -42,10 +44,22 @@ custom_ids = st.one_of(
 )
 
 
+@pytest.fixture(scope="module")
+def migrated(run: Run, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file with every migration applied and nothing in it."""
+    path = tmp_path_factory.mktemp("sqlite") / "migrated.sqlite3"
+
+    async def create() -> None:
+        await (await SqliteDatabase.open(path)).close()
+
+    run(create())
+    return path
+
+
 @FUZZ
 @given(custom_id=custom_ids, who=st.sampled_from(PEOPLE))
 @example(custom_id="ib:reroll:9999999999999999999", who=PEOPLE[0])  # past SQLite's largest id: OverflowError
-def test_button(run: Run, data_dir: Path, custom_id: str, who: Requester) -> None:
+def test_button(run: Run, data_dir: Path, migrated: Path, custom_id: str, who: Requester) -> None:
     """A click answers, or refuses in one sentence and changes nothing; an id that is not ours is ignored."""
     decoded = decode_action(custom_id)
     if decoded is None:
@@ -54,7 +68,10 @@ def test_button(run: Run, data_dir: Path, custom_id: str, who: Requester) -> Non
     assert encode_action(action, generation_id, index) == custom_id
 
     async def body() -> None:
-        db = await SqliteDatabase.open(":memory:", clock=lambda: 1_700_000_000.0)
+        # A copy of a migrated file: each example gets a fresh database without running every migration again.
+        path = data_dir / "clicks.sqlite3"
+        shutil.copyfile(migrated, path)
+        db = await SqliteDatabase.open(path, clock=lambda: 1_700_000_000.0)
         try:
             w = await world(data_dir, db=db)
             before = await db.generations.get(generation_id) if generation_id < 2**63 else None
@@ -71,6 +88,8 @@ def test_button(run: Run, data_dir: Path, custom_id: str, who: Requester) -> Non
             await w.service.aclose()
         finally:
             await db.close()
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
 
     run(body())
 
