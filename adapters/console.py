@@ -19,7 +19,7 @@ Commands (a leading ``/`` is optional)::
     history [count]                              your recent generations
     info [#id]                                   everything about one (default: your latest)
     edit [#id]                                   its /imagine text, to change and send (default: your latest)
-    pnginfo FILE                                 how a PNG, JPEG or WebP (A1111's, ours) was made, and its /imagine
+    pnginfo FILE                                 how a PNG, JPEG or WebP was made (A1111, ComfyUI, us): its /imagine
     settings [key=value …]                       show or change your defaults
     forget [confirm]                             delete all your images, seeds and settings
     gallery [revoke]                             a private link to your images on the web (revoke: kill old links)

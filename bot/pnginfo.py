@@ -2,11 +2,11 @@
 
 A1111, Forge, Civitai and this bot write an image's prompt and settings into its PNG as the
 ``parameters`` text (`bot.pngmeta`); A1111 and Forge write them into a JPEG's or WebP's EXIF
-UserComment. What the text names that this bot has (a catalog model or LoRA, a sampler, the
-size) becomes the ``/imagine`` text that asks for it here, checked by the same parser as
-anything typed; what it names that this bot has not is left out, and said. The text is
-anyone's: it is read without decoding pixels, shown without control characters, inside code
-blocks, and cut to fit a chat message.
+UserComment; ComfyUI keeps the graph it ran, read as such a text by `bot.comfy`. What the text
+names that this bot has (a catalog model or LoRA, a sampler, the size) becomes the ``/imagine``
+text that asks for it here, checked by the same parser as anything typed; what it names that
+this bot has not is left out, and said. The text is anyone's: it is read without decoding
+pixels, shown without control characters, inside code blocks, and cut to fit a chat message.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from __future__ import annotations
 import re
 
 from bot.catalog import Catalog
+from bot.comfy import parameters_of_workflow
 from bot.errors import InvalidOption, shown
+from bot.images import image_format
 from bot.options import Defaults, Limits, imagine_command, parse_options
-from bot.pngmeta import parse_parameters, read_parameters
+from bot.pngmeta import parse_parameters, read_parameters, read_text
 
 __all__ = ["PNG_INFO_MOST", "PNG_INFO_REPLY", "png_info"]
 
@@ -44,11 +46,14 @@ def png_info(
         text = read_parameters(data).strip()
     except ValueError:  # no image of ours
         raise InvalidOption("PNG info", "reads PNG, JPEG and WebP files only") from None
+    head = f"PNG info of {_clean(name, 80)}:"
+    if not text and image_format(data) == "PNG":
+        text = (parameters_of_workflow(read_text(data).get("prompt", "")) or "").strip()
+        head = f"PNG info of {_clean(name, 80)} (its ComfyUI workflow, as A1111 writes it):"
     if not text:
         raise InvalidOption("PNG info", f"finds no generation parameters in {_clean(name, 80)}")
     options, missing = _asked(text, catalog)
     command, refused = _command(options, catalog, defaults, limits)
-    head = f"PNG info of {_clean(name, 80)}:"
     left = [_clean("Left out, as this bot does not take them: " + ", ".join(missing + refused) + ".", 400)]
     left = left if missing + refused else []
     if command is None:

@@ -1,0 +1,190 @@
+"""ComfyUI's images for PNG info: the workflow a ComfyUI PNG carries, read as A1111 parameters text.
+
+ComfyUI saves no ``parameters`` text; it keeps the graph it ran as JSON in the PNG's ``prompt``
+text chunk (the API format: node id → ``class_type`` and ``inputs``, a link being ``[node id,
+output]``). The sampler node that made the image (a ``KSampler`` whose latent starts empty, else
+the first) names the seed, steps, CFG scale, sampler and scheduler; its ``positive`` and
+``negative`` links lead to the text encoders' prompts; its ``model`` link leads through LoRA
+loaders to the checkpoint; its latent to the size. Written as A1111 writes them, they go through
+`bot.pnginfo` like any other image's text. The JSON is anyone's: any shape reads as far as it can,
+every link is followed a bounded number of hops, and a graph with no sampler reads as nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import PurePosixPath
+from typing import Any
+
+__all__ = ["MOST_JSON", "parameters_of_workflow"]
+
+# The most characters of workflow read: ComfyUI's graphs are a few to some tens of kilobytes.
+MOST_JSON = 256 * 1024
+# Links followed from one input: ComfyUI's graphs reach a value through a node or two (a primitive, a reroute).
+_HOPS = 8
+_SAMPLERS = ("KSampler", "KSamplerAdvanced", "SamplerCustom")
+_EMPTY_LATENTS = ("EmptyLatentImage", "EmptySD3LatentImage")
+_LORA_LOADERS = ("LoraLoader", "LoraLoaderModelOnly")
+# ComfyUI's sampler and scheduler names → A1111's, as `bot.rules` reads them.
+_SAMPLER_NAMES = {
+    "euler": "Euler",
+    "euler_ancestral": "Euler a",
+    "heun": "Heun",
+    "dpmpp_2m": "DPM++ 2M",
+    "dpmpp_2m_sde": "DPM++ 2M SDE",
+    "dpmpp_2m_sde_gpu": "DPM++ 2M SDE",
+    "dpmpp_3m_sde": "DPM++ 3M SDE",
+    "dpmpp_3m_sde_gpu": "DPM++ 3M SDE",
+    "uni_pc": "UniPC",
+    "uni_pc_bh2": "UniPC",
+    "ddim": "DDIM",
+    "lcm": "LCM",
+}
+_SCHEDULER_NAMES = {"karras": "Karras", "normal": "Normal", "exponential": "Exponential", "simple": "Simple"}
+
+
+def parameters_of_workflow(text: str) -> str | None:
+    """Return the A1111 parameters text that a ComfyUI ``prompt`` chunk's graph describes, or None for no graph."""
+    if len(text) > MOST_JSON:
+        return None
+    try:
+        graph = json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: brackets nested past Python's stack
+        return None
+    if not isinstance(graph, dict):
+        return None
+    nodes = {
+        key: node for key, node in graph.items() if isinstance(node, dict) and isinstance(node.get("inputs"), dict)
+    }
+    sampler = _sampler(nodes)
+    if sampler is None:
+        return None
+    inputs = sampler["inputs"]
+    prompt = _text(nodes, inputs.get("positive")) or ""
+    model, loras = _model(nodes, inputs.get("model"))
+    prompt += "".join(f" <lora:{name}:{weight}>" for name, weight in loras)
+    lines = [prompt.strip()]
+    negative = _text(nodes, inputs.get("negative"))
+    if negative:
+        lines.append(f"Negative prompt: {negative}")
+    fields: dict[str, str] = {}
+    for field, keys in (("Steps", ("steps",)), ("CFG scale", ("cfg",)), ("Seed", ("seed", "noise_seed"))):
+        value = next((_value(nodes, inputs.get(key)) for key in keys if key in inputs), None)
+        if _is_number(value):
+            fields[field] = _number(value)
+    sampler_name = _value(nodes, inputs.get("sampler_name"))
+    if isinstance(sampler_name, str) and sampler_name:
+        fields["Sampler"] = _SAMPLER_NAMES.get(sampler_name, sampler_name)
+        scheduler = _value(nodes, inputs.get("scheduler"))
+        if isinstance(scheduler, str) and scheduler:
+            fields["Schedule type"] = _SCHEDULER_NAMES.get(scheduler, scheduler)
+    size = _size(nodes, inputs.get("latent_image"))
+    if size is not None:
+        fields["Size"] = f"{size[0]}x{size[1]}"
+    if model:
+        fields["Model"] = model
+    if "Steps" not in fields:  # what marks the line of fields to `bot.pngmeta.parse_parameters`
+        return "\n".join(lines)
+    return "\n".join([*lines, ", ".join(f"{key}: {_field(value)}" for key, value in fields.items())])
+
+
+def _sampler(nodes: Mapping[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """Return the sampler that made the image: one that starts from an empty latent, else the first."""
+    samplers = [node for _, node in sorted(nodes.items(), key=_order) if node.get("class_type") in _SAMPLERS]
+    for node in samplers:
+        latent = _node(nodes, node["inputs"].get("latent_image"))
+        if latent is not None and latent.get("class_type") in _EMPTY_LATENTS:
+            return node
+    return samplers[0] if samplers else None
+
+
+def _order(item: tuple[str, object]) -> tuple[int, str]:
+    """Order node ids as ComfyUI numbers them: "3" before "10"; other keys after."""
+    key = item[0]
+    return (int(key), key) if key.isdigit() and len(key) < 10 else (2**40, key)
+
+
+def _node(nodes: Mapping[str, dict[str, Any]], link: object) -> dict[str, Any] | None:
+    """Return the node a link ``[id, output]`` points at, or None."""
+    if isinstance(link, list) and link and isinstance(link[0], str | int):
+        return nodes.get(str(link[0]))
+    return None
+
+
+def _value(nodes: Mapping[str, dict[str, Any]], value: object) -> object:
+    """Return an input's value, following links through primitive and reroute nodes for a few hops."""
+    for _ in range(_HOPS):
+        node = _node(nodes, value)
+        if node is None:
+            return value
+        inputs = node["inputs"]
+        value = next(
+            (inputs[key] for key in ("value", "seed", "text", "string", "int", "float") if key in inputs), None
+        )
+    return None
+
+
+def _text(nodes: Mapping[str, dict[str, Any]], link: object) -> str | None:
+    """Return the prompt a conditioning link leads to: its text encoder's text (SDXL's ``text_g``)."""
+    node = _node(nodes, link)
+    for _ in range(_HOPS):
+        if node is None:
+            return None
+        inputs = node["inputs"]
+        for key in ("text", "text_g", "prompt"):
+            if key in inputs:
+                text = _value(nodes, inputs[key])
+                return text.strip() if isinstance(text, str) else None
+        # A conditioning node between (a combine, a ControlNet apply): follow its conditioning.
+        node = _node(nodes, inputs.get("conditioning") or inputs.get("conditioning_1") or inputs.get("positive"))
+    return None
+
+
+def _model(nodes: Mapping[str, dict[str, Any]], link: object) -> tuple[str | None, list[tuple[str, str]]]:
+    """Return the checkpoint a model link leads to (its file's stem) and the LoRAs loaded on the way."""
+    loras: list[tuple[str, str]] = []
+    node = _node(nodes, link)
+    for _ in range(_HOPS):
+        if node is None:
+            break
+        inputs = node["inputs"]
+        if node.get("class_type") in _LORA_LOADERS:
+            name, weight = _value(nodes, inputs.get("lora_name")), _value(nodes, inputs.get("strength_model"))
+            if isinstance(name, str) and name and _is_number(weight):
+                loras.append((_stem(name), _number(weight)))
+        elif "ckpt_name" in inputs or "unet_name" in inputs:
+            name = _value(nodes, inputs.get("ckpt_name", inputs.get("unet_name")))
+            return (_stem(name) if isinstance(name, str) and name else None), loras[::-1]
+        node = _node(nodes, inputs.get("model"))
+    return None, loras[::-1]
+
+
+def _size(nodes: Mapping[str, dict[str, Any]], link: object) -> tuple[int, int] | None:
+    node = _node(nodes, link)
+    if node is None or node.get("class_type") not in _EMPTY_LATENTS:
+        return None
+    width, height = _value(nodes, node["inputs"].get("width")), _value(nodes, node["inputs"].get("height"))
+    if isinstance(width, int) and isinstance(height, int) and 0 < width < 100_000 and 0 < height < 100_000:
+        return width, height
+    return None
+
+
+def _stem(name: str) -> str:
+    """Return a model file's name without folders and extension, as A1111 names a model."""
+    return PurePosixPath(name.replace("\\", "/")).stem or name
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 2**64
+
+
+def _number(value: object) -> str:
+    assert isinstance(value, int | float)
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _field(value: str) -> str:
+    """Return a field's value as A1111 writes it: quoted when it holds a comma, colon or quote."""
+    return json.dumps(value) if re.search(r'[,:"\n]', value) else value
