@@ -170,6 +170,8 @@ _TABLE: tuple[_Option, ...] = (
             label="clip skip"),
     _Option("vae", ("vae",), "NAME", "a catalog VAE (default: the model's own)",
             label="VAE", example="a catalog name like sdxl-vae-fp16-fix"),
+    _Option("tile", ("tile", "tiling"), "[off]", "seamless: the image repeats edge to edge, a texture (no value: on)",
+            fields=("tiling",)),
     _Option("format", ("format",), "png|jpg|webp", "the file format (default png)",
             example="png, jpg or webp", fields=("output_format",)),
     _Option("image", ("image",), "#ID[.N]",
@@ -426,6 +428,8 @@ def imagine_command(request: GenerationRequest, catalog: Catalog, refs: Mapping[
     for flag, names in (("--lora", request.loras), ("--embedding", request.embeddings)):
         if names:
             flags.append((flag, ", ".join(_weighted_text(name) for name in names)))
+    if request.tiling:
+        flags.append(("--tile", "on"))
     if request.output_format != "png":
         flags.append(("--format", request.output_format))
     flags += _image_flags(request, refs)
@@ -675,6 +679,7 @@ def _build(
     seed = _int("seed", raw["seed"], SEED) if "seed" in raw else None
     clip_skip = _int("clip_skip", raw.get("clip_skip", 0), CLIP_SKIP)
     output_format = _format(raw.get("format", "png"))
+    tiling = _switch("tile", raw.get("tile", False))
     vae = _vae(raw["vae"], catalog) if "vae" in raw else None
     loras = _with_tags(_weighted("lora", "lora", raw["lora"], catalog) if "lora" in raw else (), tagged)
     embeddings = _weighted("embedding", "embedding", raw["embedding"], catalog) if "embedding" in raw else ()
@@ -721,6 +726,7 @@ def _build(
             seed=seed,
             count=count,
             clip_skip=clip_skip,
+            tiling=tiling,
             vae=vae,
             refiner=refiner,
             loras=loras,
@@ -950,6 +956,20 @@ def _float(option: str, value: object, allowed: Range[float]) -> float:
     if number not in allowed:
         raise InvalidOption(_label(option), f"must be from {low:g} to {high:g}, not {number:g}")
     return number
+
+
+_ON = {"", "on", "true", "yes", "1"}
+_OFF = {"off", "false", "no", "0"}
+
+
+def _switch(option: str, value: object) -> bool:
+    """Return a flag's on or off: typed alone (``--tile``) it is on; a typed bool is itself."""
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text not in _ON | _OFF:
+        raise InvalidOption(_label(option), f"takes no value, or off, not '{shown(value)}'")
+    return text in _ON
 
 
 def _format(value: object) -> Literal["png", "jpg", "webp"]:

@@ -102,6 +102,8 @@ def _asked(text: str, catalog: Catalog) -> tuple[dict[str, object], list[str]]:
     for field, option in (("Steps", "steps"), ("CFG scale", "cfg"), ("Seed", "seed"), ("Size", "size")):
         if fields.get(field):
             options[option] = fields[field]
+    if fields.get("Tiling", "").lower() == "true":
+        options["tile"] = "on"
     return options, missing
 
 

@@ -103,6 +103,8 @@ def parameters_text(request: GenerationRequest, seed: int, extra: dict[str, str]
         fields["Refiner start step"] = str(base_steps)
     if request.clip_skip:
         fields["Clip skip"] = str(request.clip_skip)
+    if request.tiling:
+        fields["Tiling"] = "True"  # as A1111 writes it
     if request.vae:
         fields["VAE"] = request.vae
     if request.embeddings:

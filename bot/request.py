@@ -247,6 +247,9 @@ class GenerationRequest(_Frozen):
     # with the extension around it made new.
     outpaint: Outpaint | None = None
     controlnets: tuple[ControlNetSpec, ...] = Field(default=(), max_length=MAX_CONTROLNETS)
+    # Seamless (A1111's Tiling, Midjourney's --tile): every convolution pads around the image's
+    # opposite edge, so the image repeats edge to edge as a texture.
+    tiling: bool = False
     # The prompts are read as A1111 reads them (`bot.weighting`): `(words:1.3)` weighs words, and
     # a prompt runs past CLIP's 77 tokens in chunks. False only on generations stored before
     # weighting came (migration 14): their prompts reach the model as written, so a reroll or a

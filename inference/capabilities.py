@@ -52,6 +52,8 @@ class Capabilities:
         upscale_side: the longest side such an upscale of the image alone may make, when it is not
             `max_width` × `max_height` (ModelsLab's super resolution is not bound by its text-to-image size).
         refiner_with_image: whether the refiner hand-off may follow an input image.
+        tiling: whether it makes seamless images (``--tile``): the local worker pads its convolutions
+            around the image; neither API documents such a setting.
     """
 
     name: BackendName
@@ -79,6 +81,7 @@ class Capabilities:
     controlnet: bool = False
     max_control_weight: float = CONTROL_WEIGHT.high
     refiner_with_image: bool = True
+    tiling: bool = False
 
     def identifier(self, entry: CatalogEntry) -> str | None:
         """Return the id this backend knows a catalog entry by, or None when it has none."""
@@ -165,6 +168,7 @@ class Capabilities:
             ("embedding", bool(request.embeddings), lambda c: c.embeddings),
             ("VAE", request.vae is not None, lambda c: c.vae),
             ("clip skip", request.clip_skip > 0, lambda c: c.clip_skip),
+            ("tile", request.tiling, lambda c: c.tiling),
             # What the user asked for is named first: an upscale or outpaint has an init image too.
             ("upscale", request.upscale is not None, lambda c: c.upscale),
             ("outpaint", request.outpaint is not None, lambda c: c.outpaint),
@@ -242,6 +246,7 @@ class Capabilities:
             ("embeddings", yes[self.embeddings]),
             ("VAE", yes[self.vae]),
             ("clip skip", yes[self.clip_skip]),
+            ("seamless tiling", yes[self.tiling]),
             ("schedulers", _schedulers_text(self.schedulers)),
             (
                 "image-to-image",
@@ -330,7 +335,14 @@ def _offered(table: Mapping[str, object]) -> tuple[str, ...]:
 #   and ModelsLab").
 CAPABILITIES: dict[BackendName, Capabilities] = {
     "local": Capabilities(
-        "local", "the local backend", image_to_image=True, inpaint=True, upscale=True, outpaint=True, controlnet=True
+        "local",
+        "the local backend",
+        image_to_image=True,
+        inpaint=True,
+        upscale=True,
+        outpaint=True,
+        controlnet=True,
+        tiling=True,
     ),
     "ray": Capabilities(
         "ray",
@@ -341,6 +353,7 @@ CAPABILITIES: dict[BackendName, Capabilities] = {
         upscale=True,
         outpaint=True,
         controlnet=True,
+        tiling=True,
     ),
     "runware": Capabilities(
         "runware",

@@ -98,6 +98,8 @@ class WorkerJob(_Frozen):
     # The prompts read as A1111 reads them (weights, past 77 tokens); False: given to diffusers as
     # written (generations stored before weighting came, `GenerationRequest.prompt_weighting`).
     prompt_weighting: bool = True
+    # Seamless: every convolution of the models pads around the image (`GenerationRequest.tiling`).
+    tiling: bool = False
 
     @property
     def run_steps(self) -> int:
@@ -130,6 +132,7 @@ def batch_key(job: WorkerJob) -> tuple[Any, ...]:
         job.cfg_scale,
         job.scheduler,
         job.clip_skip,
+        job.tiling,
         # The mode (text, image, inpaint, outpaint) and its strength, not the files: jobs from
         # different input images share a call, each image given with its own prompts.
         job.init_image is not None,
@@ -191,6 +194,7 @@ def build_job(request: GenerationRequest, catalog: Catalog, data_dir: Path) -> W
         scheduler=request.scheduler,
         seeds=tuple(seed + i for i in range(request.count)),
         clip_skip=request.clip_skip,
+        tiling=request.tiling,
         output_format=request.output_format,
         init_image=str(Path(data_dir) / input_path(request.init_image)) if request.init_image else None,
         mask_image=str(Path(data_dir) / input_path(request.mask_image)) if request.mask_image else None,

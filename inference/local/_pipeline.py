@@ -15,12 +15,13 @@ This module imports torch; only the worker process (and tests) import it.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import io
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -380,61 +381,69 @@ class SDXLRunner:
         # 9. Run the base: the whole schedule, or up to the split, handing over latents. With
         # ControlNets it is the ControlNet pipeline of the same kind, on the same loaded modules.
         first, inputs, controls = self._first_stage(base, jobs, order)
-        stop_after = plan.base_stop_after if plan else None
-        if plan is not None:
-            if "denoising_end" in inspect.signature(first.__call__).parameters:
-                inputs["denoising_end"] = plan.fraction
-            else:
-                # diffusers' SDXL ControlNet image-to-image pipeline has no denoising_end: the base
-                # stops itself after its share of UNet calls, the same latents the cut would give.
-                stop_after = plan.base_calls
-        base_stage = _Stage(
-            name="base",
-            calls=plan.base_calls if plan else len(timesteps),
-            total=plan.base_steps if plan else job.run_steps,
-            order=order,
-            on_progress=on_progress,
-            should_cancel=should_cancel,
-            preview=self._preview,
-            stop_after=stop_after,
-        )
-        with torch.inference_mode():
-            output = first(
-                **common,
-                **_texts(base, jobs, prompts),
-                **inputs,
-                output_type="latent" if plan else "pil",
-                callback_on_step_end=base_stage,
-            )
-        if base_stage.cancelled:
-            raise RunCancelled
-        if controls is not None:
-            meta.update(_control_meta(job, controls, plan.base_steps if plan else job.run_steps))
-
-        # 10. Run the refiner on the base's latents for the remaining steps.
-        if refiner is not None and plan is not None:
-            if should_cancel():
-                raise RunCancelled
-            refiner_stage = _Stage(
-                name="refiner",
-                calls=plan.refiner_calls,
-                total=plan.refiner_steps,
+        # Seamless (--tile): every convolution the image passes through wraps around its edges.
+        models = [
+            base.unet,
+            base.vae,
+            *([refiner.unet] if refiner is not None else []),
+            *([controls] if controls is not None else []),
+        ]
+        with seamless(models) if job.tiling else contextlib.nullcontext():
+            stop_after = plan.base_stop_after if plan else None
+            if plan is not None:
+                if "denoising_end" in inspect.signature(first.__call__).parameters:
+                    inputs["denoising_end"] = plan.fraction
+                else:
+                    # diffusers' SDXL ControlNet image-to-image pipeline has no denoising_end: the base
+                    # stops itself after its share of UNet calls, the same latents the cut would give.
+                    stop_after = plan.base_calls
+            base_stage = _Stage(
+                name="base",
+                calls=plan.base_calls if plan else len(timesteps),
+                total=plan.base_steps if plan else job.run_steps,
                 order=order,
                 on_progress=on_progress,
                 should_cancel=should_cancel,
                 preview=self._preview,
+                stop_after=stop_after,
             )
             with torch.inference_mode():
-                output = refiner(
+                output = first(
                     **common,
-                    **_texts(refiner, jobs, prompts),
-                    image=output.images,
-                    denoising_start=plan.fraction,
-                    output_type="pil",
-                    callback_on_step_end=refiner_stage,
+                    **_texts(base, jobs, prompts),
+                    **inputs,
+                    output_type="latent" if plan else "pil",
+                    callback_on_step_end=base_stage,
                 )
-            if refiner_stage.cancelled:
+            if base_stage.cancelled:
                 raise RunCancelled
+            if controls is not None:
+                meta.update(_control_meta(job, controls, plan.base_steps if plan else job.run_steps))
+
+            # 10. Run the refiner on the base's latents for the remaining steps.
+            if refiner is not None and plan is not None:
+                if should_cancel():
+                    raise RunCancelled
+                refiner_stage = _Stage(
+                    name="refiner",
+                    calls=plan.refiner_calls,
+                    total=plan.refiner_steps,
+                    order=order,
+                    on_progress=on_progress,
+                    should_cancel=should_cancel,
+                    preview=self._preview,
+                )
+                with torch.inference_mode():
+                    output = refiner(
+                        **common,
+                        **_texts(refiner, jobs, prompts),
+                        image=output.images,
+                        denoising_start=plan.fraction,
+                        output_type="pil",
+                        callback_on_step_end=refiner_stage,
+                    )
+                if refiner_stage.cancelled:
+                    raise RunCancelled
 
         # 11. Encode each image; the service adds the parameters text later.
         meta.update(
@@ -852,6 +861,25 @@ class SDXLRunner:
                 f"used {plan.base_steps} + {plan.refiner_steps}"
             )
         return plan
+
+
+@contextlib.contextmanager
+def seamless(models: Iterable[torch.nn.Module]) -> Iterator[None]:
+    """Pad every convolution of `models` around the image while inside (A1111's Tiling).
+
+    A convolution at the left edge then reads the right edge's pixels where it read zeros, and so
+    on for every side and every layer, UNet and VAE alike: the image continues across its edges
+    and repeats as a texture. The modes are put back after, whatever happens.
+    """
+    convolutions = [layer for model in models for layer in model.modules() if isinstance(layer, torch.nn.Conv2d)]
+    modes = [layer.padding_mode for layer in convolutions]
+    for layer in convolutions:
+        layer.padding_mode = "circular"
+    try:
+        yield
+    finally:
+        for layer, mode in zip(convolutions, modes, strict=True):
+            layer.padding_mode = mode
 
 
 def _texts(pipe: Any, jobs: list[WorkerJob], prompts: list[str]) -> dict[str, Any]:

@@ -105,6 +105,7 @@ def requests(draw: st.DrawFn) -> GenerationRequest:
         seed=draw(st.integers(1, 2**63 - 1)),
         count=draw(st.integers(1, 4)),
         clip_skip=draw(st.integers(0, 2)),
+        tiling=draw(st.booleans()),
         vae=draw(st.one_of(st.none(), st.sampled_from(CATALOG.names("vae")))),
         loras=draw(_weighted("lora")),
         embeddings=draw(_weighted("embedding")),

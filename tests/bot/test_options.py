@@ -183,6 +183,10 @@ def test_plain_prompt_gets_the_model_defaults():
         ("--format jpeg", "output_format", "jpg"),
         ("--format WEBP", "output_format", "webp"),
         ("--format .png", "output_format", "png"),
+        ("--tile", "tiling", True),  # alone: on, as Midjourney's --tile
+        ("--tile --seed 3", "tiling", True),
+        ("--tiling on", "tiling", True),
+        ("--tile off", "tiling", False),
     ],
 )
 def test_flag(flags, field, expected):
@@ -471,6 +475,7 @@ def test_scheduler_spellings(typed, name):
             "a fox --sampler dpm2m",
             "--sampler 'dpm2m' is not a known scheduler; did you mean 'DPM++ 2M' or 'DPM++ 2M Karras'?",
         ),
+        ("a fox --tile maybe", "--tile takes no value, or off, not 'maybe'."),
         # architecture checks reached through the parser
         (
             "a fox --lora sd15-style",

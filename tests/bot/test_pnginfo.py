@@ -87,6 +87,15 @@ def test_this_bot_s_own_png_gives_the_imagine_that_makes_the_same_request():
     assert "Left out" not in reply
 
 
+def test_a_tiled_image_says_so_as_a1111_writes_it_and_its_imagine_tiles_again():
+    made = GenerationRequest(prompt="a stone wall", model="sdxl", steps=20, seed=7, tiling=True)
+    text = parameters_text(made, 7)
+    assert "Tiling: True" in text.splitlines()[-1]
+    reply = info(png(parameters=text))
+    assert parse_text(command_of(reply), catalog=CATALOG, defaults=DEFAULTS, limits=LIMITS).request.tiling
+    assert "Tiling" not in parameters_text(made.model_copy(update={"tiling": False}), 7)
+
+
 def test_what_this_bot_refuses_is_left_out_and_said():
     reply = info(png(parameters="a fox\nSteps: 500, Sampler: Heun++ 9, CFG scale: 6, Seed: 9, Size: 833x1216"))
     assert command_of(reply).startswith("a fox --model sdxl --size 1024x1024 --steps 30 --cfg 6 ")

@@ -127,3 +127,14 @@ def test_an_upscale_no_model_redraws_needs_an_upscaler_here_and_none_on_runware(
         CAPABILITIES["runware"].check(GenerationRequest(**image, upscaler="tiny-upscaler"), shipped)
     with pytest.raises(InvalidOption, match=r"^Upscaler 'tiny-upscaler' is not available on ModelsLab; the local"):
         CAPABILITIES["modelslab"].check(GenerationRequest(**image, upscaler="tiny-upscaler"), shipped)
+
+
+@pytest.mark.parametrize(("backend", "sentence"), [("runware", "Runware"), ("modelslab", "ModelsLab")])
+def test_seamless_tiling_is_the_local_workers_own(backend: str, sentence: str) -> None:
+    """--tile on an API that documents no such setting: one sentence before anything is sent; local and Ray take it."""
+    tiled = request("a stone wall texture --tile")
+    with pytest.raises(InvalidOption) as refused:
+        CAPABILITIES[backend].check(tiled, CATALOG)
+    assert str(refused.value) == f"Tile is not available on {sentence}; the local backend can."
+    for runs_it in ("local", "ray"):
+        CAPABILITIES[runs_it].check(tiled, CATALOG)
