@@ -68,6 +68,7 @@ from bot.request import (
     OUTPAINT_BLUR,
     PROMPT_LENGTH,
     REFINER_PERCENT,
+    REPEAT,
     SEED,
     SIDE,
     STEPS,
@@ -166,6 +167,8 @@ _TABLE: tuple[_Option, ...] = (
     _Option("scheduler", ("sampler", "scheduler"), "NAME", "the sampler: " + ", ".join(SCHEDULERS),
             example="like Euler a"),
     _Option("count", ("n", "count"), "N", f"images at once ({_span(COUNT)}); image i uses seed + i"),
+    _Option("repeat", ("repeat", "r"), "N",
+            f"the prompt as N jobs ({_span(REPEAT)}), each its own card and seed (with --seed: seed + k × --n)"),
     _Option("clip_skip", ("clip-skip",), "N", f"skip the text encoder's last layers ({_span(CLIP_SKIP)})",
             label="clip skip"),
     _Option("vae", ("vae",), "NAME", "a catalog VAE (default: the model's own)",
@@ -282,10 +285,11 @@ class Inputs:
 
 @dataclass(frozen=True, slots=True)
 class Parsed:
-    """A complete request and the warnings to show under its image."""
+    """A complete request, the warnings to show under its image, and how many jobs of it to queue (``--repeat``)."""
 
     request: GenerationRequest
     warnings: tuple[str, ...] = ()
+    repeat: int = 1
 
 
 def image_refs(given: str | Mapping[str, object]) -> ImageRefs:
@@ -676,7 +680,11 @@ def _build(
     scheduler = match_scheduler(_text("scheduler", scheduler_value))
     cfg = _float("cfg", _pick(raw, "cfg", defaults.cfg if own else None, model.default_cfg, arch.default_cfg), CFG)
     count = _int("count", raw.get("count", 1), COUNT)
+    repeat = _int("repeat", raw.get("repeat", 1), REPEAT)
     seed = _int("seed", raw["seed"], SEED) if "seed" in raw else None
+    if seed is not None and repeat > 1 and seed > (highest := SEED.high - repeat * count + 1):
+        jobs = f"{repeat} jobs of {count} image" + ("s" if count > 1 else "")
+        raise InvalidOption("seed", f"must be at most {highest} for {jobs}, since job k uses seed + k × {count}")
     clip_skip = _int("clip_skip", raw.get("clip_skip", 0), CLIP_SKIP)
     output_format = _format(raw.get("format", "png"))
     tiling = _switch("tile", raw.get("tile", False))
@@ -741,7 +749,7 @@ def _build(
     except ValidationError as error:
         raise _invalid_from(error) from None
     warnings += check(request, catalog, limits)
-    return Parsed(request=request, warnings=tuple(warnings))
+    return Parsed(request=request, warnings=tuple(warnings), repeat=repeat)
 
 
 def _require_image(raw: Mapping[str, object]) -> None:

@@ -85,6 +85,7 @@ STEPS = Range(1, 100)
 CFG = Range(0.0, 50.0)
 SEED = Range(1, MAX_SEED)
 COUNT = Range(1, 4)  # images; image i uses seed + i
+REPEAT = Range(1, 40)  # jobs of one prompt (--repeat), Midjourney's most; no request field: each job is one request
 CLIP_SKIP = Range(0, 2)
 WEIGHT = Range(-4.0, 4.0)  # of a LoRA or an embedding
 MAX_ADDONS = 5  # LoRAs, and embeddings, per request

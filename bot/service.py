@@ -83,6 +83,14 @@ def _once(load: ImageLoader) -> ImageLoader:
     return once
 
 
+def _repeated(parsed: options.Parsed, k: int) -> options.Parsed:
+    """Return the `k`-th job of a ``--repeat``: a given seed moves on by the images before it, else none is given."""
+    seed = parsed.request.seed
+    if k == 0 or seed is None:
+        return parsed
+    return options.Parsed(parsed.request.with_seed(seed + k * parsed.request.count), parsed.warnings, 1)
+
+
 def random_seed() -> int:
     """Return a fresh seed; 32-bit so people can read it out and type it back."""
     return secrets.randbelow(2**32 - 1) + 1
@@ -270,6 +278,12 @@ class ImageService:
         if load is not None:
             load = _once(load)
         prepared = [await self._prepare(variant, who, defaults, load) for variant in each]
+        prepared = [
+            (_repeated(parsed, k), loaded) for parsed, loaded in prepared for k in range(parsed.repeat)
+        ]  # --repeat N: N jobs of each prompt, each its own seed
+        if len(prepared) > most:
+            asked = "one is taken here" if most == 1 else f"the most is {most}"
+            raise options.as_typed(given, InvalidOption("repeat", f"makes {len(prepared)} jobs; {asked}"))
         if len(prepared) > 1:
             self.runner.queue.check_room(who.key, len(prepared))
             policy = None

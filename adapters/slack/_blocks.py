@@ -68,7 +68,7 @@ EDIT_VIEW = "edit_modal"
 
 HELP = """\
 */imagine* `a red fox --seed 7 --refiner 90 --lora pixel-art:0.8` — make an image. Flags: \
-`--seed --steps --refiner --lora --style --no --ar --cfg --sampler --n --model`; A1111's \
+`--seed --steps --refiner --lora --style --no --ar --cfg --sampler --n --model --tile --repeat`; A1111's \
 weights: `(words:1.3)`, `(words)`, `[words]`, `BREAK`; LoRA tags: `<lora:pixel-art:0.8>`; \
 `a {red, blue} fox` makes a job for each choice
 */imagine reroll* `[#id]` — same settings, new seed (default: your latest image)

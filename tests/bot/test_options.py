@@ -476,6 +476,7 @@ def test_scheduler_spellings(typed, name):
             "--sampler 'dpm2m' is not a known scheduler; did you mean 'DPM++ 2M' or 'DPM++ 2M Karras'?",
         ),
         ("a fox --tile maybe", "--tile takes no value, or off, not 'maybe'."),
+        ("a fox --repeat 0", "--repeat must be from 1 to 40, not 0."),
         # architecture checks reached through the parser
         (
             "a fox --lora sd15-style",

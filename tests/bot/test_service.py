@@ -493,3 +493,25 @@ async def test_a_command_for_one_job_refuses_choices(service):
     assert str(caught.value) == "Prompt makes several prompts with its {…} choices; one is taken here."
     job = await service.imagine("a \\{red\\} fox", ALICE)
     assert job.request.prompt == "a {red} fox"
+
+
+async def test_repeat_queues_the_prompt_as_several_jobs_each_with_its_seed(service, backend):
+    """``--repeat 3``: three jobs of one prompt, three seeds; with ``--seed 7 --n 2``, job k starts at 7 + 2k.
+    With choices, each prompt that many times; past the room or on a command for one job: one sentence."""
+    jobs = await service.imagine_each("a red fox --repeat 3", ALICE)
+    made = [await job.result() for job in jobs]
+    assert [g.request.prompt for g in made] == ["a red fox"] * 3 and len({g.seed for g in made}) == 3
+    seeded = await service.imagine_each("a red fox --seed 7 --n 2 --r 2", ALICE)
+    assert [[image.seed for image in (await job.result()).images] for job in seeded] == [[7, 8], [9, 10]]
+    with pytest.raises(RateLimited) as limited:
+        await service.imagine_each("a {red, blue} fox --repeat 2", ALICE)
+    assert str(limited.value) == "Those 4 prompts would make 4 image jobs of yours waiting; the most is 3."
+    with pytest.raises(InvalidOption) as one:
+        await service.imagine("a red fox --repeat 2", ALICE)
+    assert str(one.value) == "--repeat makes 2 jobs; one is taken here."
+    with pytest.raises(InvalidOption) as room:
+        await service.imagine_each(f"a red fox --seed {2**63 - 3} --n 2 --repeat 2", ALICE)
+    assert str(room.value) == (
+        f"--seed must be at most {2**63 - 4} for 2 jobs of 2 images, since job k uses seed + k × 2."
+    )
+    assert len(backend.requests) == 5
