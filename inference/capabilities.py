@@ -14,7 +14,7 @@ sentence naming the backends that have it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from bot.actions import PAN_ACTIONS, ButtonAction
@@ -333,28 +333,20 @@ def _offered(table: Mapping[str, object]) -> tuple[str, ...]:
 #   ControlNet stays refused: its list names no SDXL ControlNet, its steps are not assured, and
 #   several ControlNets share one guide and one weight (docs/operations.md, "ControlNet on Runware
 #   and ModelsLab").
+_LOCAL = Capabilities(
+    "local",
+    "the local backend",
+    image_to_image=True,
+    inpaint=True,
+    upscale=True,
+    outpaint=True,
+    controlnet=True,
+    tiling=True,
+)
 CAPABILITIES: dict[BackendName, Capabilities] = {
-    "local": Capabilities(
-        "local",
-        "the local backend",
-        image_to_image=True,
-        inpaint=True,
-        upscale=True,
-        outpaint=True,
-        controlnet=True,
-        tiling=True,
-    ),
-    "ray": Capabilities(
-        "ray",
-        "the Ray cluster",
-        ids="local",
-        image_to_image=True,
-        inpaint=True,
-        upscale=True,
-        outpaint=True,
-        controlnet=True,
-        tiling=True,
-    ),
+    "local": _LOCAL,
+    # A Ray replica runs the local worker's code on the local weights: the same features.
+    "ray": replace(_LOCAL, name="ray", title="the Ray cluster", ids="local"),
     "runware": Capabilities(
         "runware",
         "Runware",

@@ -24,6 +24,14 @@ async def backend(tiny_data_dir: Path) -> AsyncIterator[object]:
     await backend.aclose()
 
 
+@pytest.fixture(scope="module")
+def runner(tiny_data_dir: Path) -> Any:
+    """The tiny model's runner in the test process (CPU, float32), one per test module; a module may load more."""
+    from inference.local._pipeline import SDXLRunner
+
+    return SDXLRunner(tiny_data_dir, device="cpu", dtype="float32")
+
+
 @pytest.fixture
 def unet_calls(runner: Any) -> Iterator[Counter[str]]:
     """UNet forward calls of the base and the refiner of the module's `runner`, while the test runs."""

@@ -27,17 +27,11 @@ from tests.inference.tiny_requests import tiny_request
 
 pytest.importorskip("diffusers")
 
-from inference.local._pipeline import SDXLRunner
 
 # The tiny model's real pipelines: in `make test`, not in `make test-fast`.
 pytestmark = pytest.mark.slow
 
 CATALOG = load_catalog()
-
-
-@pytest.fixture(scope="module")
-def runner(tiny_data_dir):
-    return SDXLRunner(tiny_data_dir, device="cpu", dtype="float32")
 
 
 def pixels(data: bytes) -> np.ndarray:

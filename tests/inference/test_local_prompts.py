@@ -19,7 +19,6 @@ from tests.inference.tiny_requests import tiny_request
 
 pytest.importorskip("diffusers")
 
-from inference.local._pipeline import SDXLRunner
 from inference.local._prompts import _tokens, chunk_counts, encode
 
 # The tiny model's real pipelines: in `make test`, not in `make test-fast`.
@@ -28,11 +27,6 @@ pytestmark = pytest.mark.slow
 CATALOG = load_catalog()
 REFINED = RefinerSpec(model="tiny-refiner", start_step=3)
 LONG = "a red cube on a table, " * 5  # 115 characters, 85 tokens on the tiny tokenizer: two chunks
-
-
-@pytest.fixture(scope="module")
-def runner(tiny_data_dir):
-    return SDXLRunner(tiny_data_dir, device="cpu", dtype="float32")
 
 
 def made(runner, **fields) -> list[bytes]:

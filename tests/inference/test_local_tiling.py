@@ -30,11 +30,6 @@ pytestmark = pytest.mark.slow
 CATALOG = load_catalog()
 
 
-@pytest.fixture(scope="module")
-def runner(tiny_data_dir):
-    return SDXLRunner(tiny_data_dir, device="cpu", dtype="float32")
-
-
 def pixels(runner: SDXLRunner, **fields: object) -> np.ndarray:
     (image,) = runner.run(build_job(tiny_request(**fields), CATALOG, runner.data_dir))
     return np.asarray(Image.open(io.BytesIO(image.data)).convert("RGB"), dtype=np.int16)
