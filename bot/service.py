@@ -14,6 +14,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Literal
 
 from bot import options, permutations, rules, user_settings
@@ -278,9 +279,12 @@ class ImageService:
         if load is not None:
             load = _once(load)
         prepared = [await self._prepare(variant, who, defaults, load) for variant in each]
+        # --repeat N: N jobs of each prompt, each its own seed; what loading it cost (a guide map) is the first's.
         prepared = [
-            (_repeated(parsed, k), loaded) for parsed, loaded in prepared for k in range(parsed.repeat)
-        ]  # --repeat N: N jobs of each prompt, each its own seed
+            (_repeated(parsed, k), loaded if k == 0 else replace(loaded, costs=[]))
+            for parsed, loaded in prepared
+            for k in range(parsed.repeat)
+        ]
         if len(prepared) > most:
             asked = "one is taken here" if most == 1 else f"the most is {most}"
             raise options.as_typed(given, InvalidOption("repeat", f"makes {len(prepared)} jobs; {asked}"))

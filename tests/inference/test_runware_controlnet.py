@@ -363,3 +363,17 @@ async def test_a_banned_prompt_is_refused_before_runware_preprocesses(running, f
     assert fake.preprocessed == [] and fake.calls("imageUpload") == []
     generation, error = await outcome(service, "a fox --cn depth-remote --guide #1 --preprocess depth", member)
     assert error is None and generation is not None and len(fake.preprocessed) == 1
+
+
+async def test_a_repeated_prompt_pays_its_guide_map_once(running, fake: FakeRunware) -> None:
+    """``--repeat 2`` with a guide Runware preprocesses: one preprocessing, paid by the first job alone."""
+    service, _ = running
+    await outcome(service, "a red fox --seed 42 --ar 1:1")
+    line = "a fox --ar 1:1 --steps 20 --cn depth-remote --guide #1 --preprocess depth --repeat 2"
+    made = [await job.result() for job in await service.imagine_each(line, WHO)]
+    assert len(fake.preprocessed) == 1
+    assert [generation.cost for generation in made] == [
+        pytest.approx(COST_PER_IMAGE + COST_PER_PREPROCESS),
+        pytest.approx(COST_PER_IMAGE),
+    ]
+    assert fake.total_cost == pytest.approx(COST_PER_IMAGE * 3 + COST_PER_PREPROCESS)
