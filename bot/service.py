@@ -278,6 +278,8 @@ class ImageService:
             raise options.as_typed(given, error) from None
         if load is not None:
             load = _once(load)
+        if len(each) > 1:  # before any guide map is made for them: a backend may charge for each
+            self.runner.queue.check_room(who.key, len(each))
         prepared = [await self._prepare(variant, who, defaults, load) for variant in each]
         # --repeat N: N jobs of each prompt, each its own seed; what loading it cost (a guide map) is the first's.
         prepared = [

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from bot.errors import BackendUnavailable, ContentBlocked, InvalidOption
+from bot.errors import BackendUnavailable, ContentBlocked, InvalidOption, RateLimited
 from bot.images import input_path
 from bot.jobs import Requester
 from bot.service import ImageService
@@ -377,3 +377,13 @@ async def test_a_repeated_prompt_pays_its_guide_map_once(running, fake: FakeRunw
         pytest.approx(COST_PER_IMAGE),
     ]
     assert fake.total_cost == pytest.approx(COST_PER_IMAGE * 3 + COST_PER_PREPROCESS)
+
+
+async def test_more_prompts_than_the_room_in_the_queue_pay_for_no_guide_map(running, fake: FakeRunware) -> None:
+    """Five choices with room for four: one sentence before Runware preprocesses any guide."""
+    service, _ = running
+    await outcome(service, "a red fox --seed 42 --ar 1:1")
+    line = "a {red, blue, grey, white, black} fox --ar 1:1 --cn depth-remote --guide #1 --preprocess depth"
+    with pytest.raises(RateLimited):
+        await service.imagine_each(line, WHO)
+    assert fake.preprocessed == []
