@@ -103,6 +103,8 @@ def result_fields(generation: Generation) -> list[tuple[str, str]]:
         fields.append(("LoRAs", ", ".join(f"{lora.name}:{lora.weight:g}" for lora in request.loras)))
     if request.count > 1:
         fields.append(("Images", f"{request.count} (seeds {generation.seed}…{generation.seed + request.count - 1})"))
+    if request.tiling:
+        fields.append(("Tiling", "seamless: it repeats edge to edge"))
     if generation.seconds is not None:
         fields.append(("Time", f"{generation.seconds:.1f} s"))
     return fields

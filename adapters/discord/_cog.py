@@ -273,6 +273,7 @@ class ImagesCog(commands.Cog, name="Images"):
         control_start="the first step it acts on: a step like 3 or a percentage like 10% (first)",
         control_end="the last step it acts on: a step like 10 or a percentage like 40% (last)",
         control_mode="which matters more: both, your prompt, or the ControlNet",
+        tile="seamless: the image repeats edge to edge, a texture",
     )
     @app_commands.choices(size=SIZE_CHOICES, scheduler=SCHEDULER_CHOICES, control_mode=CONTROL_MODE_CHOICES)
     async def imagine(
@@ -300,6 +301,7 @@ class ImagesCog(commands.Cog, name="Images"):
         control_start: str | None = None,
         control_end: str | None = None,
         control_mode: str | None = None,
+        tile: bool | None = None,
     ) -> None:
         """Queue a generation and follow it in the deferred reply."""
         files = (("image", image), ("mask", mask), ("control_image", control_image))
@@ -326,6 +328,7 @@ class ImagesCog(commands.Cog, name="Images"):
             "control_start": control_start,
             "control_end": control_end,
             "control_mode": control_mode,
+            "tile": tile,
         }
         await self._imagine(interaction, given, attachments, private)
 

@@ -29,6 +29,7 @@ IMAGINE = {
     "scheduler": texts,
     "count": numbers,
     "private": st.none() | st.booleans(),
+    "tile": st.none() | st.booleans(),
 }
 # An error names the option by its Discord name, never by the parser's label for it.
 LABELS = {"negative": "negative prompt"}

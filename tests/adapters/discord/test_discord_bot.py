@@ -266,6 +266,17 @@ async def test_a_prompt_with_choices_follows_each_job_in_a_message_of_its_own(ru
     assert await statuses() == {"a black cat": "done", "a brown cat": "cancelled"}
 
 
+async def test_the_tile_option_makes_a_seamless_image_and_the_embed_says_so(running):
+    """/imagine's typed `tile` (a boolean, as Discord offers it) reaches the request; the PNG says Tiling."""
+    _, message = await _imagine(running.fake, {"prompt": "a stone wall", "steps": 2, "tile": True})
+    assert running.backend.requests[-1].tiling
+    assert b"Tiling: True" in message.attachments[0].data
+    (embed,) = message.embeds
+    assert {field["name"]: field["value"] for field in embed["fields"]}["Tiling"] == "seamless: it repeats edge to edge"
+    await _imagine(running.fake, {"prompt": "a stone wall", "steps": 2, "tile": False})
+    assert not running.backend.requests[-1].tiling
+
+
 async def test_private_imagine_is_ephemeral(running):
     interaction, message = await _imagine(running.fake, {"prompt": "a red fox", "steps": 2, "private": True})
     body = await interaction.response()
