@@ -13,10 +13,11 @@ every link is followed a bounded number of hops, and a graph with no sampler rea
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any
+
+from bot.pngmeta import write_parameters
 
 __all__ = ["MOST_JSON", "parameters_of_workflow"]
 
@@ -62,13 +63,7 @@ def parameters_of_workflow(text: str) -> str | None:
     if sampler is None:
         return None
     inputs = sampler["inputs"]
-    prompt = _text(nodes, inputs.get("positive")) or ""
     model, loras = _model(nodes, inputs.get("model"))
-    prompt += "".join(f" <lora:{name}:{weight}>" for name, weight in loras)
-    lines = [prompt.strip()]
-    negative = _text(nodes, inputs.get("negative"))
-    if negative:
-        lines.append(f"Negative prompt: {negative}")
     fields: dict[str, str] = {}
     for field, keys in (("Steps", ("steps",)), ("CFG scale", ("cfg",)), ("Seed", ("seed", "noise_seed"))):
         value = next((_value(nodes, inputs.get(key)) for key in keys if key in inputs), None)
@@ -85,9 +80,13 @@ def parameters_of_workflow(text: str) -> str | None:
         fields["Size"] = f"{size[0]}x{size[1]}"
     if model:
         fields["Model"] = model
-    if "Steps" not in fields:  # what marks the line of fields to `bot.pngmeta.parse_parameters`
-        return "\n".join(lines)
-    return "\n".join([*lines, ", ".join(f"{key}: {_field(value)}" for key, value in fields.items())])
+    return write_parameters(
+        _text(nodes, inputs.get("positive")) or "",
+        _text(nodes, inputs.get("negative")),
+        loras,
+        # Steps marks the line of fields to `bot.pngmeta.parse_parameters`: without it there is none.
+        fields if "Steps" in fields else {},
+    )
 
 
 def _sampler(nodes: Mapping[str, dict[str, Any]]) -> dict[str, Any] | None:
@@ -142,9 +141,9 @@ def _text(nodes: Mapping[str, dict[str, Any]], link: object) -> str | None:
     return None
 
 
-def _model(nodes: Mapping[str, dict[str, Any]], link: object) -> tuple[str | None, list[tuple[str, str]]]:
+def _model(nodes: Mapping[str, dict[str, Any]], link: object) -> tuple[str | None, list[tuple[str, float]]]:
     """Return the checkpoint a model link leads to (its file's stem) and the LoRAs loaded on the way."""
-    loras: list[tuple[str, str]] = []
+    loras: list[tuple[str, float]] = []
     node = _node(nodes, link)
     for _ in range(_HOPS):
         if node is None:
@@ -152,8 +151,8 @@ def _model(nodes: Mapping[str, dict[str, Any]], link: object) -> tuple[str | Non
         inputs = node["inputs"]
         if node.get("class_type") in _LORA_LOADERS:
             name, weight = _value(nodes, inputs.get("lora_name")), _value(nodes, inputs.get("strength_model"))
-            if isinstance(name, str) and name and _is_number(weight):
-                loras.append((_stem(name), _number(weight)))
+            if isinstance(name, str) and name and isinstance(weight, int | float) and _is_number(weight):
+                loras.append((_stem(name), float(weight)))
         elif "ckpt_name" in inputs or "unet_name" in inputs:
             name = _value(nodes, inputs.get("ckpt_name", inputs.get("unet_name")))
             return (_stem(name) if isinstance(name, str) and name else None), loras[::-1]
@@ -183,8 +182,3 @@ def _is_number(value: object) -> bool:
 def _number(value: object) -> str:
     assert isinstance(value, int | float)
     return str(value) if isinstance(value, int) else f"{value:g}"
-
-
-def _field(value: str) -> str:
-    """Return a field's value as A1111 writes it: quoted when it holds a comma, colon or quote."""
-    return json.dumps(value) if re.search(r'[,:"\n]', value) else value

@@ -19,6 +19,7 @@ import json
 import re
 import struct
 import zlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from PIL import Image
@@ -34,6 +35,7 @@ __all__ = [
     "parse_parameters",
     "read_parameters",
     "read_text",
+    "write_parameters",
 ]
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -55,15 +57,24 @@ def _number(value: float) -> str:
 
 
 def _quoted(value: str) -> str:
-    return json.dumps(value, ensure_ascii=False) if ("," in value or '"' in value) else value
+    # A comma or quote would end the value early, a line break the fields line.
+    return json.dumps(value, ensure_ascii=False) if any(char in value for char in ',"\n') else value
+
+
+def write_parameters(
+    prompt: str, negative: str | None, loras: Sequence[tuple[str, float]], fields: Mapping[str, str]
+) -> str:
+    """Write A1111's ``parameters`` text: the prompt and its ``<lora:…>`` tags, the negative line, the fields line."""
+    lines = [prompt + "".join(f" <lora:{name}:{_number(weight)}>" for name, weight in loras)]
+    if negative:
+        lines.append(f"Negative prompt: {negative}")
+    if fields:
+        lines.append(", ".join(f"{key}: {_quoted(value)}" for key, value in fields.items()))
+    return "\n".join(lines)
 
 
 def parameters_text(request: GenerationRequest, seed: int, extra: dict[str, str] | None = None) -> str:
     """Write the A1111 ``parameters`` text for one image of a request."""
-    prompt = request.prompt + "".join(f" <lora:{lora.name}:{_number(lora.weight)}>" for lora in request.loras)
-    lines = [prompt]
-    if request.negative_prompt:
-        lines.append(f"Negative prompt: {request.negative_prompt}")
     fields: dict[str, str] = {
         "Steps": str(request.steps),
         "Sampler": request.scheduler,
@@ -112,8 +123,8 @@ def parameters_text(request: GenerationRequest, seed: int, extra: dict[str, str]
     if request.count > 1:
         fields["Batch size"] = str(request.count)
     fields.update(extra or {})
-    lines.append(", ".join(f"{key}: {_quoted(value)}" for key, value in fields.items()))
-    return "\n".join(lines)
+    loras = [(lora.name, lora.weight) for lora in request.loras]
+    return write_parameters(request.prompt, request.negative_prompt, loras, fields)
 
 
 def parse_parameters(text: str) -> dict[str, Any]:
