@@ -244,6 +244,7 @@ _MODE_LABELS = {
     "controlnet": "The ControlNet is more important",
 }
 _VALUE = "value"
+_TILE_LABEL = "Seamless: the image repeats edge to edge, a texture"
 # The file types Slack's file picker offers for an image or a mask (the bytes are checked after all).
 _IMAGE_FILETYPES = ["png", "jpg", "jpeg", "webp"]
 
@@ -297,7 +298,7 @@ def _described(entries: Iterable[CatalogEntry]) -> list[dict[str, Any]]:
 
 
 def imagine_modal(catalog: Catalog, default_model: str, source: SourceFile | None = None) -> dict[str, Any]:
-    """Return the "Generate image" modal: prompt, settings, LoRAs, model, style, size, image, ControlNet, channel.
+    """Return the "Generate image" modal: prompt, settings, LoRAs, model, style, size, tile, image, ControlNet, channel.
 
     The style and the ControlNet fields (guide, ControlNet, weight, start, end, mode) come when the
     catalog has any.
@@ -329,10 +330,11 @@ def imagine_modal(catalog: Catalog, default_model: str, source: SourceFile | Non
         ),
         _input("model", "Model", {"type": "static_select", "options": models}, hint=f"Empty: {default_model}."),
         _input("size", "Size", {"type": "static_select", "options": sizes}),
+        _input("tile", "Tile", {"type": "checkboxes", "options": [_option(_TILE_LABEL, "on")]}),
     ]
     if styles:
         hint = "Its words go around your prompt and into the negative; empty: none."
-        blocks.insert(-1, _input("style", "Style", {"type": "static_select", "options": styles}, hint=hint))
+        blocks.insert(-2, _input("style", "Style", {"type": "static_select", "options": styles}, hint=hint))
     if loras:
         blocks.append(
             _input("lora", "LoRAs", {"type": "multi_static_select", "options": loras, "max_selected_items": 5})
@@ -497,6 +499,9 @@ def view_values(view: Mapping[str, Any]) -> dict[str, str | list[str] | None]:
             values[block_id] = (state.get("selected_option") or {}).get("value")
         elif kind == "multi_static_select":
             values[block_id] = [option["value"] for option in state.get("selected_options") or []]
+        elif kind == "checkboxes":  # ours hold one option (the tile switch): its value when ticked
+            ticked = state.get("selected_options") or []
+            values[block_id] = ticked[0].get("value") if ticked else None
         elif kind == "conversations_select":
             values[block_id] = state.get("selected_conversation")
         elif kind == "file_input":  # max_files is 1: the file's id, which files.info describes

@@ -332,6 +332,7 @@ async def test_generate_modal_opens_and_shows_errors_on_the_right_field(running:
         "model",
         "style",
         "size",
+        "tile",
         "lora",
         "image",
         "strength",
@@ -383,12 +384,15 @@ async def test_generate_modal_opens_and_shows_errors_on_the_right_field(running:
             size={"type": "static_select", "selected_option": {"value": "1216x832"}},
             lora={"type": "multi_static_select", "selected_options": [{"value": "pixel-art"}]},
             style={"type": "static_select", "selected_option": {"value": "watercolor"}},
+            tile={"type": "checkboxes", "selected_options": [{"value": "on"}]},
         ),
     )
     assert good.status == 200 and good.body == ""
     fields = _fields(await running.finished_card(1))
     assert fields["Seed"] == "7" and fields["Size"] == "1216×832" and fields["LoRAs"] == "pixel-art:1"
+    assert fields["Tiling"] == "seamless: it repeats edge to edge"
     (request,) = running.backend.requests
+    assert request.tiling
     assert request.prompt.startswith("watercolor painting of a red fox, ") and request.negative_prompt.startswith(
         "photo"
     )
