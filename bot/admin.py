@@ -143,11 +143,14 @@ class ServerAdmin:
         if self._daily_quota:
             made = await self._generations.images_since(who.platform, who.workspace, midnight)
             if made + count > self._daily_quota:
-                raise QuotaReached(self._daily_quota, midnight + 86400 - now, where)
+                left = max(0, self._daily_quota - made)
+                raise QuotaReached(self._daily_quota, midnight + 86400 - now, where, left=left, asked=count)
         if policy.user_daily_quota:
             made = await self._generations.images_since(who.platform, who.workspace, midnight, who.user_id)
             if made + count > policy.user_daily_quota:
-                raise QuotaReached(policy.user_daily_quota, midnight + 86400 - now, where, personal=True)
+                left = max(0, policy.user_daily_quota - made)
+                wait = midnight + 86400 - now
+                raise QuotaReached(policy.user_daily_quota, wait, where, personal=True, left=left, asked=count)
 
     async def audit(self, who: Requester, action: str, generation_id: int | None = None, detail: str = "") -> None:
         """Record what someone did in a server, for its admins."""

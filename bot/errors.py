@@ -118,26 +118,38 @@ class QueueFull(BotError):
 
 
 class QuotaReached(BotError):
-    """A server or workspace, or one member in it, has made its images for the day.
+    """A server or workspace, or one member in it, has not the images left today that a request asks for.
 
     Args:
         limit: the daily quota.
         retry_after: seconds until it resets.
         where: "server" or "workspace".
         personal: the member's own quota rather than the server's.
+        left, asked: the images left today and those asked for, when some are left.
     """
 
-    def __init__(self, limit: int, retry_after: float, where: str = "server", *, personal: bool = False) -> None:
+    def __init__(
+        self,
+        limit: int,
+        retry_after: float,
+        where: str = "server",
+        *,
+        personal: bool = False,
+        left: int = 0,
+        asked: int = 0,
+    ) -> None:
         self.limit = limit
         self.retry_after = retry_after
         hours, minutes = divmod(max(1, round(retry_after / 60)), 60)
         wait = f"{hours} h {minutes} min" if hours else f"{minutes} min"
-        made = (
-            f"You have made your {limit} images for today in this {where}"
-            if personal
-            else f"This {where} has made its {limit} images for today"
-        )
-        super().__init__(f"{made}; the quota resets in {wait} (UTC midnight).")
+        images = f"{limit} image{'s' if limit > 1 else ''} for today"
+        if left > 0:  # some are left, fewer than asked: "made its 5" would not be true
+            whose = f"You have {left} of your {images} left in this {where}" if personal else None
+            whose = whose or f"This {where} has {left} of its {images} left"
+            said = f"{whose}, and this asks for {asked}"
+        else:
+            said = f"You have made your {images} in this {where}" if personal else f"This {where} has made its {images}"
+        super().__init__(f"{said}; the quota resets in {wait} (UTC midnight).")
 
 
 class RateLimited(BotError):

@@ -27,7 +27,7 @@ from bot.ports import GenerationStore, GuideBackend, ImageCheckingBackend, Image
 from bot.request import SIDE, GenerationRequest, Preprocess
 from bot.runner import JobRunner
 
-__all__ = ["Admit", "ImageInputs", "ImageLoader", "Loaded", "Parse", "Source"]
+__all__ = ["Admit", "ImageInputs", "ImageLoader", "Loaded", "Parse", "Shared", "Source"]
 
 # Reads an image reference that is not a previous image: a chat's attachment, a console file.
 ImageLoader = Callable[[str, str], Awaitable[bytes]]  # (reference as typed, option) → bytes
@@ -58,6 +58,18 @@ class Loaded:
     images: list[InputImage] = field(default_factory=list)
     flagged: list[str] = field(default_factory=list)
     costs: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Shared:
+    """What the prompts of one command (``a {red, blue} fox``) share as each loads its images.
+
+    Attributes:
+        maps: the guide maps made so far, by source, preprocessor, size and backend: a map the
+            next prompt needs again is not made (nor paid for) again.
+    """
+
+    maps: dict[tuple[object, ...], InputImage] = field(default_factory=dict)
 
 
 class ImageInputs:
@@ -96,17 +108,25 @@ class ImageInputs:
         self._max_pixels = max_pixels
         self._canny = canny_thresholds
 
-    async def load(self, who: Requester, refs: options.ImageRefs, parse: Parse, load: ImageLoader | None) -> Loaded:
+    async def load(
+        self,
+        who: Requester,
+        refs: options.ImageRefs,
+        parse: Parse,
+        load: ImageLoader | None,
+        shared: Shared | None = None,
+    ) -> Loaded:
         """Load, check and (guides) preprocess the images `refs` names.
 
         Everything else is checked first, with a probe in each image's place, so a request that
         fails anyway reads no image; the probe also says how each guide is to be preprocessed.
+        `shared` holds what the other prompts of the same command made.
         """
+        shared = shared or Shared()
         loaded = Loaded()
         if refs.image is None and not refs.guides:
             return loaded
-        probe_guides = [Guide(_PROBE, _PROBE)] * len(refs.guides)
-        probe = parse(options.Inputs(_PROBE, SIDE.low, SIDE.low) if refs.image is not None else None, probe_guides)
+        probe = self.probe(refs, parse)
         uploads: list[tuple[str, InputImage]] = []  # files a chat gave (not #id): no verdict yet
         if refs.image is not None:
             image = await self._input(who, refs.image, "image", load, loaded.flagged)
@@ -116,7 +136,7 @@ class ImageInputs:
             if parse_image_ref(refs.image) is None:
                 uploads.append(("the uploaded image", image))
             if refs.guides:  # the size may follow the image's: a guide map is made at the real one
-                probe = parse(loaded.inputs, probe_guides)
+                probe = parse(loaded.inputs, [Guide(_PROBE, _PROBE)] * len(refs.guides))
         sources = []
         for ref in refs.guides:
             source = await self._input(who, ref, "guide", load, loaded.flagged)
@@ -130,10 +150,16 @@ class ImageInputs:
             if control.preprocess == "none":
                 loaded.guides.append(Guide(source.sha256))
             else:
-                made = await self._make_guide(source, control.preprocess, probe.request, who, loaded)
+                made = await self._make_guide(source, control.preprocess, probe.request, who, loaded, shared)
                 loaded.images.append(made)
                 loaded.guides.append(Guide(made.sha256, source.sha256))
         return loaded
+
+    @staticmethod
+    def probe(refs: options.ImageRefs, parse: Parse) -> options.Parsed:
+        """Parse the request with a stand-in for each image it names: all but the images' own checks."""
+        inputs = options.Inputs(_PROBE, SIDE.low, SIDE.low) if refs.image is not None else None
+        return parse(inputs, [Guide(_PROBE, _PROBE)] * len(refs.guides))
 
     async def of_result(self, generation_id: int, stored: StoredImage, option: str) -> InputImage:
         """Return a result's image (`pick`) checked as an input, noting which result the input came from."""
@@ -200,19 +226,32 @@ class ImageInputs:
         return [name for (name, _), flagged in zip(uploads, verdicts, strict=True) if flagged]
 
     async def _make_guide(
-        self, source: InputImage, preprocess: Preprocess, probe: GenerationRequest, who: Requester, loaded: Loaded
+        self,
+        source: InputImage,
+        preprocess: Preprocess,
+        request: GenerationRequest,
+        who: Requester,
+        loaded: Loaded,
+        shared: Shared,
     ) -> InputImage:
         """Return the guide map of a checked image: canny here, another annotator by a backend that has it.
 
         A backend's map is asked for only once nothing else would refuse the request (the
-        queue, the server's rules and quota, the backend's own check run on the probe first),
+        queue, the server's rules and quota, the backend's own check run on the probe `request` first),
         since the API may charge for it; its answer is checked like any image from outside.
+        A map the command made already (`shared`) is taken again, at no cost.
         """
-        backend = self._runner.backend_for(probe)
+        backend = self._runner.backend_for(request)
         if preprocess != "canny" and isinstance(backend, GuideBackend) and preprocess in backend.guide_preprocessors:
-            await self._admit(who, probe, loaded.flagged)
-            made = await backend.make_guide(source.data, preprocess, probe.width, probe.height)
-            if made.cost is not None:
-                loaded.costs.append(made.cost)
-            return await self.checked(made.data, "guide")
-        return await asyncio.to_thread(make_guide, source, preprocess, thresholds=self._canny)
+            key: tuple[object, ...] = (source.sha256, preprocess, request.width, request.height, backend)
+            if key not in shared.maps:
+                await self._admit(who, request, loaded.flagged)
+                made = await backend.make_guide(source.data, preprocess, request.width, request.height)
+                if made.cost is not None:
+                    loaded.costs.append(made.cost)
+                shared.maps[key] = await self.checked(made.data, "guide")
+        else:
+            key = (source.sha256, preprocess)
+            if key not in shared.maps:
+                shared.maps[key] = await asyncio.to_thread(make_guide, source, preprocess, thresholds=self._canny)
+        return shared.maps[key]

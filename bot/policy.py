@@ -154,7 +154,8 @@ class Policy(BaseModel):
         if self.max_count is not None:
             parts.append(f"at most {self.max_count} images a request")
         if self.user_daily_quota is not None:
-            parts.append(f"{self.user_daily_quota} images a member a day")
+            quota = self.user_daily_quota
+            parts.append(f"{quota} image{'s' if quota > 1 else ''} a member a day")
         if self.channels:
             parts.append(f"answers in {len(self.channels)} channel" + ("s" if len(self.channels) != 1 else ""))
         if self.adult_channels:

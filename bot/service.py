@@ -34,7 +34,7 @@ from bot.errors import GalleryOff, InvalidOption, NotAllowed, NotFound, shown
 from bot.guides import CANNY_THRESHOLDS
 from bot.history import Action, Generation, NewGeneration, Status, StoredImage
 from bot.images import InputImage
-from bot.inputs import ImageInputs, ImageLoader, Loaded
+from bot.inputs import ImageInputs, ImageLoader, Loaded, Parse, Shared
 from bot.jobs import Job, Requester
 from bot.policy import Policy
 from bot.ports import (
@@ -278,19 +278,26 @@ class ImageService:
             raise options.as_typed(given, error) from None
         if load is not None:
             load = _once(load)
-        if len(each) > 1:  # before any guide map is made for them: a backend may charge for each
-            self.runner.queue.check_room(who.key, len(each))
-        prepared = [await self._prepare(variant, who, defaults, load) for variant in each]
+        # Before any image is loaded or guide map made (a backend may charge for one): the number
+        # of jobs and images, against the most, the queue's room and the day's quota.
+        probes = [self.inputs.probe(options.image_refs(variant), self._parser(variant, defaults)) for variant in each]
+        jobs_asked = sum(probe.repeat for probe in probes)
+        if jobs_asked > most:
+            asked = "one is taken here" if most == 1 else f"the most is {most}"
+            raise options.as_typed(given, InvalidOption("repeat", f"makes {jobs_asked} jobs; {asked}"))
+        if jobs_asked > 1:
+            self.runner.queue.check_room(who.key, jobs_asked)
+            images = sum(probe.request.count * probe.repeat for probe in probes)
+            await self.admin.check_quota(who, images, await self.admin.policy(who))
+        shared = Shared()
+        prepared = [await self._prepare(variant, who, defaults, load, shared) for variant in each]
         # --repeat N: N jobs of each prompt, each its own seed; what loading it cost (a guide map) is the first's.
         prepared = [
             (_repeated(parsed, k), loaded if k == 0 else replace(loaded, costs=[]))
             for parsed, loaded in prepared
             for k in range(parsed.repeat)
         ]
-        if len(prepared) > most:
-            asked = "one is taken here" if most == 1 else f"the most is {most}"
-            raise options.as_typed(given, InvalidOption("repeat", f"makes {len(prepared)} jobs; {asked}"))
-        if len(prepared) > 1:
+        if len(prepared) > 1:  # again, as they are now: other requests may have come meanwhile
             self.runner.queue.check_room(who.key, len(prepared))
             policy = None
             for parsed, loaded in prepared:
@@ -325,19 +332,25 @@ class ImageService:
         who: Requester,
         defaults: options.Defaults,
         load: ImageLoader | None,
+        shared: Shared,
     ) -> tuple[options.Parsed, Loaded]:
         """Parse one prompt's options into a checked request, with the images it names loaded and checked."""
+        parse = self._parser(given, defaults)
+        try:
+            loaded = await self.inputs.load(who, options.image_refs(given), parse, load, shared)
+        except InvalidOption as error:
+            raise options.as_typed(given, error) from None
+        return parse(loaded.inputs, loaded.guides), loaded
+
+    def _parser(self, given: str | Mapping[str, object], defaults: options.Defaults) -> Parse:
+        """Return the parser of one prompt's options, given the images it names (`bot.inputs.Parse`)."""
 
         def parse(inputs: options.Inputs | None, guides: Sequence[Guide]) -> options.Parsed:
             return options.parse_options(
                 given, catalog=self.catalog, defaults=defaults, limits=self.limits, inputs=inputs, guides=guides
             )
 
-        try:
-            loaded = await self.inputs.load(who, options.image_refs(given), parse, load)
-        except InvalidOption as error:
-            raise options.as_typed(given, error) from None
-        return parse(loaded.inputs, loaded.guides), loaded
+        return parse
 
     async def upscale(self, who: Requester, ref: int | str | None, factor: Literal[2, 4]) -> Job:
         """Queue a larger copy of a result (`ref`: an id, ``#12.2``, or None for the latest): its sides × `factor`.

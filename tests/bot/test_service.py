@@ -353,9 +353,15 @@ async def test_a_workspace_daily_quota_refuses_with_the_reset_time(backend, tmp_
         with pytest.raises(QuotaReached) as refused:
             await service.imagine("a grey wolf --n 2", bob)
         assert str(refused.value) == (
-            "This workspace has made its 5 images for today; the quota resets in 5 h 12 min (UTC midnight)."
+            "This workspace has 1 of its 5 images for today left, and this asks for 2;"
+            " the quota resets in 5 h 12 min (UTC midnight)."
         )
         await (await service.imagine("a grey wolf", bob)).result()  # the fifth fits
+        with pytest.raises(QuotaReached) as refused:
+            await service.imagine("a grey wolf", alice)
+        assert str(refused.value) == (
+            "This workspace has made its 5 images for today; the quota resets in 5 h 12 min (UTC midnight)."
+        )
         await (await service.imagine("a white owl --n 4", elsewhere)).result()  # another workspace
         assert len(await history.generations.recent("slack", "U2")) == 1  # the refusal left no row
 

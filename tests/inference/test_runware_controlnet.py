@@ -16,7 +16,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from bot.errors import BackendUnavailable, ContentBlocked, InvalidOption, RateLimited
+from bot.errors import BackendUnavailable, ContentBlocked, InvalidOption, QuotaReached, RateLimited
 from bot.images import input_path
 from bot.jobs import Requester
 from bot.service import ImageService
@@ -387,3 +387,52 @@ async def test_more_prompts_than_the_room_in_the_queue_pay_for_no_guide_map(runn
     with pytest.raises(RateLimited):
         await service.imagine_each(line, WHO)
     assert fake.preprocessed == []
+
+
+async def test_choices_share_a_guide_map_made_at_the_same_size(running, fake: FakeRunware) -> None:
+    """``a {red, blue} fox --ar {1:1, 16:9}`` with a depth guide: four jobs, one map (paid once) per size."""
+    service, _ = running
+    await outcome(service, "a red fox --seed 42 --ar 1:1")
+    line = "a {red, blue} fox --ar {1:1, 16:9} --steps 20 --cn depth-remote --guide #1 --preprocess depth"
+    made = [await job.result() for job in await service.imagine_each(line, WHO)]
+    assert [(g.request.prompt, g.request.width) for g in made] == [
+        ("a red fox", 1024),
+        ("a red fox", 1344),
+        ("a blue fox", 1024),
+        ("a blue fox", 1344),
+    ]
+    assert len(fake.preprocessed) == 2
+    assert [generation.cost for generation in made] == [
+        pytest.approx(COST_PER_IMAGE + COST_PER_PREPROCESS),
+        pytest.approx(COST_PER_IMAGE + COST_PER_PREPROCESS),
+        pytest.approx(COST_PER_IMAGE),
+        pytest.approx(COST_PER_IMAGE),
+    ]
+    guides = [generation.request.controlnets[0].guide for generation in made]
+    assert guides[0] == guides[2] and guides[1] == guides[3] and guides[0] != guides[1]
+    sent = [fake.tasks[call["taskUUID"]].guide_images for call in fake.calls("imageInference")[1:]]
+    assert sent[0] == sent[2] and sent[1] == sent[3]
+
+
+async def test_jobs_beyond_the_days_quota_pay_for_no_guide_map(fake: FakeRunware, tmp_path: Path) -> None:
+    """Three prompts of two images with four left today: refused whole before Runware preprocesses."""
+    member = Requester("console", "alice", workspace="W1", channel="C1")
+    backend = RunwareBackend(CATALOG, settings(fake), tmp_path, poll_interval=0.01)
+    try:
+        async with started_service(
+            backend, tmp_path, catalog=CATALOG, default_model="sdxl", daily_quota=5, max_per_user=10
+        ) as (service, history):
+            await outcome(service, "a red fox --seed 42 --ar 1:1", member)
+            guided = "--ar 1:1 --cn depth-remote --guide #1 --preprocess depth --n 2"
+            for line in (f"a {{red, blue, grey}} fox {guided}", f"a fox {guided} --repeat 3"):
+                with pytest.raises(QuotaReached) as refused:
+                    await service.imagine_each(line, member)
+                assert str(refused.value).startswith(
+                    "This server has 4 of its 5 images for today left, and this asks for 6;"
+                )
+            assert fake.preprocessed == [] and len(await history.generations.recent("console", "alice")) == 1
+            jobs = await service.imagine_each(f"a {{red, blue}} fox {guided}", member)  # four fit
+            assert [len((await job.result()).images) for job in jobs] == [2, 2]
+            assert len(fake.preprocessed) == 1
+    finally:
+        await backend.aclose()

@@ -416,11 +416,11 @@ async def test_server_managers_ban_words_and_a_banned_prompt_queues_nothing(runn
 async def test_member_quota_and_the_audit_log(running):
     fake = running.fake
     ruled = await fake.slash("imagine-admin", {"member_quota": 1, "ban": "gore"})
-    assert (await ruled.response())["data"]["content"].endswith("; 1 images a member a day.")
+    assert (await ruled.response())["data"]["content"].endswith("; 1 image a member a day.")
     await _imagine(fake, {"prompt": "a red fox", "steps": 2}, user=fake.bob)
     second = await fake.slash("imagine", {"prompt": "a grey wolf", "steps": 2}, user=fake.bob)
     await fake.wait_for(lambda: second.followups)
-    assert second.followups[0].content.startswith("✖ You have made your 1 images for today in this server;")
+    assert second.followups[0].content.startswith("✖ You have made your 1 image for today in this server;")
     blocked = await fake.slash("imagine", {"prompt": "gore"})
     await fake.wait_for(lambda: blocked.followups)
     refused = await fake.slash("imagine-admin", {"audit": True}, user=fake.bob, permissions=0)
