@@ -21,6 +21,7 @@ Commands (a leading ``/`` is optional)::
     edit [#id]                                   its /imagine text, to change and send (default: your latest)
     pnginfo FILE                                 how a PNG, JPEG or WebP was made (A1111, ComfyUI, us): its /imagine
     settings [key=value …]                       show or change your defaults
+    prefer [NAME [--flags… | none]]              your option sets: prefer mine --ar 2:3, then /imagine a fox --mine
     forget [confirm]                             delete all your images, seeds and settings
     gallery [revoke]                             a private link to your images on the web (revoke: kill old links)
     star [#id], unstar [#id]                     put your image in the server's showcase, or take it out

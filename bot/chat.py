@@ -30,6 +30,7 @@ from bot.errors import BotError, InvalidOption, shown
 from bot.history import Generation, StoredImage
 from bot.inputs import ImageLoader
 from bot.jobs import Job, JobEvent, Requester
+from bot.option_sets import checked_name, sets_text
 from bot.options import Defaults, PanDirection
 from bot.pnginfo import png_info
 from bot.policy import parse_admin, rule_changes
@@ -452,6 +453,24 @@ class ChatFlow:
         """Answer ``cancel [#id]``: stop a queued or running job of the user's (default: the newest)."""
         return Text(cancelling_line(await self.service.cancel(who, generation_id)))
 
+    async def prefer(self, who: Requester, name: str | None = None, flags: str | None = None) -> Text:
+        """Answer ``prefer``: the user's option sets, or one of them; with flags, save it (``none`` removes it)."""
+        saved = self.service.user_settings
+        make = f"{self._command}prefer"
+        if name is None:
+            return Text(sets_text(await saved.option_sets(who), f"{make} NAME --flags…"))
+        name = checked_name(name)
+        if flags is None:
+            sets = await saved.option_sets(who)
+            if name not in sets:
+                return Text(f"--{name} is none of your option sets; `{make} {name} --flags…` makes it.")
+            return Text(f"--{name}  {shown(sets[name], 200)}")
+        removing = flags.strip().lower() == "none"
+        sets = await saved.set_option(who, name, None if removing else flags)
+        if removing:
+            return Text(f"--{name} is removed.")
+        return Text(f"--{name} is now {shown(sets[name], 200)}; type --{name} in a prompt to use it.")
+
     async def forget(self, who: Requester, *, confirm: bool, how_to_confirm: str | None = None) -> Text:
         """Answer ``forget``: the warning and how to confirm, or, confirmed, delete everything of the user's.
 
@@ -521,6 +540,12 @@ class ChatFlow:
             if changes is None:
                 raise InvalidOption("settings", f"takes key=value pairs, not '{shown(rest)}'", typed=True)
             return lambda who: self._settings(who, changes)
+        if word == "prefer":
+            name, flags = [*rest.split(maxsplit=1), "", ""][:2]
+            if (name and not _SET_NAME.fullmatch(name)) or (flags and flags.lower() != "none" and flags[0] not in "-—"):
+                reason = "takes a name and the flags it stands for, like prefer mine --ar 2:3 --no blurry"
+                raise InvalidOption("prefer", reason + _not(rest), typed=True)
+            return lambda who: self.prefer(who, name or None, flags or None)
         if word == "forget":
             if rest not in ("", "confirm"):
                 raise InvalidOption("forget", f"takes nothing or 'confirm', not '{shown(rest)}'", typed=True)
@@ -592,6 +617,8 @@ def _not(rest: str) -> str:
     return f", not '{shown(rest, 40)}'" if rest else ""
 
 
+# An option set's name as ``prefer`` takes it (`bot.option_sets.checked_name` says what else it must be).
+_SET_NAME = re.compile(r"(?:--|—)?[A-Za-z][A-Za-z0-9_-]*")
 _PAN_WORDS: dict[str, PanDirection] = {direction: direction for direction in PAN_ACTIONS.values()}
 _VARY_WORDS: dict[str, VaryKind] = {"subtle": "subtle", "strong": "strong"}
 _W = TypeVar("_W")

@@ -100,16 +100,19 @@ __all__ = [
     "OPTIONS",
     "SDXL_BUCKETS",
     "Defaults",
+    "FlagRun",
     "ImageRefs",
     "Inputs",
     "Limits",
     "PanDirection",
     "Parsed",
     "as_typed",
+    "flag_runs",
     "flags_help",
     "image_refs",
     "imagine_command",
     "input_images",
+    "option_named",
     "pan",
     "parse_options",
     "parse_text",
@@ -570,30 +573,66 @@ _QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’"}
 _FLAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 
 
+@dataclass(frozen=True, slots=True)
+class FlagRun:
+    """A flag in chat text with its value: ``text[start:end]`` (up to the next flag) holds both.
+
+    `flag` is as typed (``--AR``, ``—no``); `option` the option it sets, None for a name
+    ``/imagine`` does not have (a user's option set, a typo).
+    """
+
+    start: int
+    end: int
+    flag: str
+    option: str | None
+    value: str
+
+    @property
+    def name(self) -> str:
+        """The flag's name as it is saved and compared: no dashes, lower case, ``-`` for ``_``."""
+        return self.flag.lstrip("-—").lower().replace("_", "-")
+
+
+def flag_runs(text: str) -> list[FlagRun]:
+    """Return the flags of chat text in order, quoted values read as the parser reads them."""
+    return _runs(text, *_scan(text))
+
+
+def option_named(key: str) -> str | None:
+    """Return the option a typed option's key (``ar``, ``control_image``…) sets; None when it is none."""
+    return _KEYS.get(key.strip().lower().replace("-", "_"))
+
+
+def _runs(text: str, spans: dict[int, int], flags: list[tuple[int, str, int]]) -> list[FlagRun]:
+    runs = []
+    for index, (start, typed, value_start) in enumerate(flags):
+        end = flags[index + 1][0] if index + 1 < len(flags) else len(text)
+        option = _FLAGS.get(typed.lstrip("-—").lower().replace("_", "-"))
+        runs.append(FlagRun(start, end, typed, option, _unwrap(text, value_start, end, spans)))
+    return runs
+
+
 def _split_text(text: str) -> tuple[str, list[tuple[str, str, str]]]:
     """Split text into the prompt and (flag as typed, option, value) triples."""
     spans, flags = _scan(text)
-    first = flags[0][0] if flags else len(text)
-    prompt = _unwrap(text, 0, first, spans)
+    runs = _runs(text, spans, flags)
+    prompt = _unwrap(text, 0, runs[0].start if runs else len(text), spans)
     found: list[tuple[str, str, str]] = []
     seen: dict[str, str] = {}
-    for index, (_, typed, value_start) in enumerate(flags):
-        end = flags[index + 1][0] if index + 1 < len(flags) else len(text)
-        typed = shown(typed)
-        name = typed.lstrip("-—")
-        option = _FLAGS.get(name.lower().replace("_", "-"))
-        if option is None:
-            suggestions = ["--" + flag for flag in _close(name.lower(), list(_FLAGS))]
+    for run in runs:
+        typed = shown(run.flag)
+        if run.option is None:
+            suggestions = ["--" + flag for flag in _close(run.name, list(_FLAGS))]
             # The whole list no longer fits a sentence; help shows every flag with its range.
             reason = "is not an option" + ("" if suggestions else " (help lists every flag)")
             raise InvalidOption(typed, reason, suggestions, typed=True)
-        if option in seen:
-            first_typed = seen[option]
+        if run.option in seen:
+            first_typed = seen[run.option]
             same = _flag_key(first_typed) == _flag_key(typed)
             reason = "is given twice" if same else f"repeats {first_typed}, the same option"
             raise InvalidOption(typed, reason, typed=True)
-        seen[option] = typed
-        found.append((typed, option, _unwrap(text, value_start, end, spans)))
+        seen[run.option] = typed
+        found.append((typed, run.option, run.value))
     return prompt, found
 
 

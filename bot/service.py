@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Literal
 
-from bot import options, permutations, rules, user_settings
+from bot import option_sets, options, permutations, rules, user_settings
 from bot.actions import (
     IMAGE_ACTIONS,
     PAN_ACTIONS,
@@ -266,13 +266,16 @@ class ImageService:
         (delivered to its author only) defaults to the user's saved setting. `load` reads an
         ``--image``/``--mask`` that is not a previous image (``#12``): the chat's attachment, or
         a file in the operator's console; without it only ``#id`` works. It is called once per
-        reference, whatever the number of prompts.
+        reference, whatever the number of prompts. The user's option sets (``--mine``,
+        `bot.option_sets`) stand for their flags before anything reads the prompt.
         """
         saved = await self.user_settings.get(who)
         defaults = self.user_settings.defaults(saved)
         if private is None:
             private = user_settings.private(saved)
         try:
+            # The user's option sets (--mine) first: their flags may hold {…} choices too.
+            given = option_sets.expanded(given, await self.user_settings.option_sets(who))
             each = permutations.variants(given, most=most)
         except InvalidOption as error:
             raise options.as_typed(given, error) from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bot import options
+from bot import option_sets, options, permutations
 from bot.catalog import Catalog
 from bot.errors import InvalidOption, shown
 from bot.jobs import Requester
@@ -33,6 +33,8 @@ _KINDS: dict[str, tuple[type, str]] = {
     "upscale_strength": (float, "a strength from 0 to 1"),
 }
 SETTING_KEYS = tuple(_KINDS)
+# The saved document's key for the user's option sets (`bot.option_sets`), kept apart from the defaults.
+_SETS = "option_sets"
 # What a user may type besides the saved keys: /imagine's own flag names, and size for width and height.
 _TYPED_AS = {"refiner": "refiner_percent", "sampler": "scheduler"}
 _NAMED = ", ".join(key for key in SETTING_KEYS if key != "height").replace("width", "size (or width and height)")
@@ -61,7 +63,37 @@ class UserSettings:
 
     async def get(self, who: Requester) -> dict[str, object]:
         """Return the user's saved defaults."""
-        return await self._store.get(*who.key)
+        return {key: value for key, value in (await self._store.get(*who.key)).items() if key != _SETS}
+
+    async def option_sets(self, who: Requester) -> dict[str, str]:
+        """Return the user's option sets: name → the flags it stands for."""
+        sets = (await self._store.get(*who.key)).get(_SETS)
+        return {str(name): str(flags) for name, flags in sets.items()} if isinstance(sets, dict) else {}
+
+    async def set_option(self, who: Requester, name: str, flags: str | None) -> dict[str, str]:
+        """Save the option set `name` as `flags` (checked as a request would read them), or remove it (None).
+
+        Returns the user's sets.
+        """
+        name = option_sets.checked_name(name)
+        sets = await self.option_sets(who)
+        if flags is None:
+            if name not in sets:
+                yours = ", ".join(f"--{known}" for known in sorted(sets)) or "none"
+                raise InvalidOption("Option set", f"--{name} is not one of yours (yours: {yours})")
+            del sets[name]
+        else:
+            flags = option_sets.checked_flags(flags)
+            if name not in sets and len(sets) >= option_sets.MOST:
+                reason = f"are at most {option_sets.MOST}; prefer NAME none removes one"
+                raise InvalidOption("Option sets", reason)
+            defaults = self.defaults(await self.get(who))
+            # Each of its choices read as a request would be: a wrong value is refused now, not at every use.
+            for variant in permutations.variants(f"option set check {flags}"):
+                options.parse_text(variant, catalog=self._catalog, defaults=defaults, limits=self._limits)
+            sets[name] = flags
+        await self._save(who, await self.get(who), sets)
+        return sets
 
     async def update(self, who: Requester, changes: Mapping[str, object]) -> dict[str, object]:
         """Check and save some of the user's defaults; None removes one. Returns them all.
@@ -91,12 +123,15 @@ class UserSettings:
             if key in changes:
                 raise InvalidOption(key, error.reason, error.suggestions, typed=True) from None
             raise
-        await self._store.put(who.platform, who.user_id, current)
+        await self._save(who, current, await self.option_sets(who))
         return current
 
     async def clear(self, who: Requester) -> None:
-        """Forget all the user's defaults."""
+        """Forget all the user's defaults and option sets."""
         await self._store.put(who.platform, who.user_id, {})
+
+    async def _save(self, who: Requester, defaults: Mapping[str, object], sets: Mapping[str, str]) -> None:
+        await self._store.put(who.platform, who.user_id, {**defaults, **({_SETS: dict(sets)} if sets else {})})
 
     async def wants_private(self, who: Requester) -> bool:
         """Tell whether the user's saved settings ask for private delivery."""

@@ -562,6 +562,21 @@ class ImagesCog(commands.Cog, name="Images"):
 
     settings_command.autocomplete("model")(_model_choices)
 
+    @app_commands.command(name="prefer", description="Your option sets: --mine in a prompt for flags you keep typing.")
+    @app_commands.describe(
+        name="the set's name, typed as --name in a prompt (no flags: show it; no name: list them all)",
+        flags="the flags it stands for, like --ar 2:3 --no blurry; none removes the set",
+    )
+    async def prefer(self, interaction: discord.Interaction, name: str | None = None, flags: str | None = None) -> None:
+        """Show, save or remove the user's option sets."""
+        await self._ask(interaction, self.flow.prefer(requester(interaction), name, flags))
+
+    @prefer.autocomplete("name")
+    async def _set_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        sets = await self.service.user_settings.option_sets(requester(interaction))
+        typed = current.strip().lstrip("-—").lower()
+        return [app_commands.Choice(name=f"--{name}", value=name) for name in sorted(sets) if typed in name][:25]
+
     @app_commands.command(name="forget", description="Delete all your images, seeds and settings for good.")
     @app_commands.describe(confirm="true to really delete everything")
     async def forget(self, interaction: discord.Interaction, confirm: bool = False) -> None:

@@ -79,6 +79,7 @@ weights: `(words:1.3)`, `(words)`, `[words]`, `BREAK`; LoRA tags: `<lora:pixel-a
 */imagine cancel* `[#id]` · */imagine queue* · */imagine history* `[count]` · */imagine info* `[#id]` · \
 */imagine guide* `[#id]` · */imagine edit* `[#id]` — its /imagine text in a form, to change and run
 */imagine settings* `[steps=30 refiner_percent=85 private=true …]` — your defaults (`key=none` removes one)
+*/imagine prefer* `[NAME [--flags… | none]]` — your option sets: `prefer mine --ar 2:3`, then `a fox --mine`
 */imagine forget* — delete all your images, seeds and settings (asks first)
 */imagine gallery* `[revoke | showcase]` — a private link to your images on the web (`revoke`: every earlier \
 link stops working; `showcase`: the workspace's page of starred images)

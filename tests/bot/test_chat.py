@@ -131,6 +131,73 @@ async def test_a_bad_size_setting_is_one_sentence_and_saves_nothing(flow, servic
     assert await service.user_settings.get(ALICE) == {}
 
 
+async def test_prefer_saves_an_option_set_that_prompts_then_use(flow, service):
+    """``prefer mine --flags`` saves a set; ``--mine`` in a prompt stands for them, the prompt's own flags winning."""
+    none_yet = "You have no option sets; `/imagine prefer NAME --flags…` makes one, typed as --NAME in a prompt."
+    assert await flow.text(ALICE, "prefer") == Text(none_yet)
+    reply = await flow.text(ALICE, "prefer --Mine  --ar 2:3 --steps 4 --no blurry")
+    assert reply == Text("--mine is now --ar 2:3 --steps 4 --no blurry; type --mine in a prompt to use it.")
+    await flow.text(ALICE, "prefer fast --steps 2")
+    assert await flow.text(ALICE, "prefer") == Text(
+        "Your option sets:\n--fast  --steps 2\n--mine  --ar 2:3 --steps 4 --no blurry"
+    )
+    assert await flow.text(ALICE, "prefer mine") == Text("--mine  --ar 2:3 --steps 4 --no blurry")
+    assert await flow.text(ALICE, "settings") == Text("Your defaults: none (the model's own)")
+
+    started = await flow.imagine(ALICE, "a red fox --mine --steps 6")
+    made = await started.job.result()
+    request = made.request
+    assert (request.prompt, request.negative_prompt, request.steps) == ("a red fox", "blurry", 6)
+    assert request.height > request.width
+    # Discord's typed options are the prompt's own too.
+    typed = await flow.imagine(ALICE, {"prompt": "a grey wolf --mine", "negative": "fog"})
+    assert (typed.job.request.negative_prompt, typed.job.request.steps) == ("fog", 4)
+    await typed.job.result()
+
+    # A set changes no image made before: the stored request is what ran.
+    assert await flow.text(ALICE, "prefer mine none") == Text("--mine is removed.")
+    rerolled = await (await flow.text(ALICE, f"reroll #{made.id}")).job.result()  # type: ignore[union-attr]
+    assert (rerolled.request.negative_prompt, rerolled.request.steps) == ("blurry", 6)
+    with pytest.raises(InvalidOption, match=r"^--mine is not an option"):
+        await flow.imagine(ALICE, "a red fox --mine")
+    with pytest.raises(InvalidOption) as refused:
+        await flow.text(ALICE, "prefer mine none")
+    assert str(refused.value) == "Option set --mine is not one of yours (yours: --fast)."
+    # Another user's sets are theirs.
+    with pytest.raises(InvalidOption, match=r"^--fast is not an option"):
+        await flow.imagine(BOB, "a red fox --fast")
+
+
+@pytest.mark.parametrize(
+    ("text", "sentence"),
+    [
+        ("prefer mine --steps 500", "--steps must be from 1 to 100, not 500."),
+        ("prefer mine --ar {1:1, 99:1}", "--ar must be WIDTH:HEIGHT between 1:4 and 4:1, like 16:9, not '99:1'."),
+        ("prefer mine --mine2", "--mine2 is not an option"),
+        ("prefer seed --ar 2:3", "Option set name 'seed' is /imagine's own --seed; choose another."),
+    ],
+)
+async def test_a_set_that_a_request_would_refuse_is_refused_and_nothing_saved(flow, service, text, sentence):
+    with pytest.raises(InvalidOption) as refused:
+        await flow.text(ALICE, text)
+    assert str(refused.value).startswith(sentence)
+    assert await service.user_settings.option_sets(ALICE) == {}
+
+
+@pytest.mark.parametrize("text", ["prefer sunsets over mountains", "prefer a red fox", "prefer 2 --ar 1:1"])
+async def test_prefer_with_words_after_the_name_is_a_prompt(flow, text):
+    assert await flow.text(ALICE, text) is None
+
+
+async def test_resetting_the_defaults_keeps_the_sets_and_forget_deletes_them(flow, service):
+    await flow.text(ALICE, "settings steps=20")
+    await flow.text(ALICE, "prefer mine --ar 2:3")
+    assert await flow.text(ALICE, "settings steps=none") == Text("Your defaults: none (the model's own)")
+    assert await service.user_settings.option_sets(ALICE) == {"mine": "--ar 2:3"}
+    await flow.text(ALICE, "forget confirm")
+    assert await service.user_settings.option_sets(ALICE) == {}
+
+
 async def test_forget_asks_first_with_the_chats_own_command(flow):
     """Without confirm, forget only warns, naming the command as this chat types it."""
     reply = await flow.text(ALICE, "forget")

@@ -53,6 +53,43 @@ def test_settings_text(run: Run, data_dir: Path, text: str, who: Requester) -> N
     run(body())
 
 
+set_names = st.one_of(st.sampled_from(["mine", "--Mine", "—x2", "ar", "AR", "no-blur", "x" * 30, "2x", "m_1"]), texts)
+set_flags = st.one_of(
+    st.sampled_from(["--ar 2:3", "--steps 4 --no blurry", "--ar {1:1, 16:9}", "--image #1", "--tile", "none", "NONE",
+                     "--mine", "--steps 500", "--no '--ar 1:1'", "--n 4 --repeat 40", "--lora pixel-art:0.8", ""]),
+    st.sampled_from(TRICKY),
+    phrases,
+    texts,
+)  # fmt: skip
+
+
+@FUZZ
+@given(names=st.lists(set_names, min_size=1, max_size=3), flags=st.lists(set_flags, min_size=1, max_size=3),
+       prompt=st.one_of(st.sampled_from(["a red fox", "a fox --ar 1:1", "a {red, blue} fox"]), phrases, texts),
+       strict=st.booleans())  # fmt: skip
+@example(names=["mine"], flags=["--ar 2:3"], prompt="a red fox", strict=True)
+def test_option_sets(run: Run, data_dir: Path, names: list[str], flags: list[str], prompt: str, strict: bool) -> None:
+    """`prefer NAME --flags`: saved, no command, or one sentence and nothing saved; a prompt naming each set then
+    gives its jobs or one sentence."""
+
+    async def body() -> None:
+        w = await world(data_dir)
+        who = PEOPLE[0]
+        for name, typed in zip(names, flags * 3, strict=False):
+            before = await w.service.user_settings.option_sets(who)
+            reply = await w.attempt(lambda: w.flow.text(who, f"prefer {name} {typed}", strict=strict))  # noqa: B023
+            if reply is None:
+                assert await w.service.user_settings.option_sets(who) == before
+        named = " ".join(f"--{name}" for name in await w.service.user_settings.option_sets(who))
+        started = await w.attempt(lambda: w.flow.imagine(who, f"{prompt} {named}"))
+        if started is not None:
+            for job in started.jobs:
+                assert await w.db.generations.get(job.id) is not None
+        assert await w.attempt(lambda: w.flow.text(who, "prefer", strict=True)) is not None
+
+    run(body())
+
+
 settings_values = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), texts)
 
 

@@ -56,6 +56,7 @@ async def test_commands_are_synced_with_their_options(running):
         "queue",
         "loras",
         "settings",
+        "prefer",
         "imagine-admin",
         "forget",
         "Imagine from this image",  # message context menus
@@ -317,6 +318,28 @@ async def test_history_info_queue_loras_and_settings(running):
     assert await reply("settings", {"steps": 12, "private": True}) == "Your defaults: private=True, steps=12"
     assert await reply("settings", {"steps": 500}) == "✖ steps must be from 1 to 100, not 500."
     assert await reply("settings", {"reset": True}) == "Your defaults: none (the model's own)"
+
+
+async def test_prefer_saves_a_set_that_imagine_then_reads(running):
+    """/prefer name:mine flags:… then /imagine's prompt with --mine; the typed steps win over the set's."""
+    fake = running.fake
+
+    async def reply(options):
+        body = await (await fake.slash("prefer", options)).response()
+        assert body["data"]["flags"] & EPHEMERAL
+        return body["data"]["content"]
+
+    saved = await reply({"name": "mine", "flags": "--ar 2:3 --steps 4 --no blurry"})
+    assert saved == "--mine is now --ar 2:3 --steps 4 --no blurry; type --mine in a prompt to use it."
+    assert await reply({"name": "ar", "flags": "--steps 4"}) == (
+        "✖ Option set name 'ar' is /imagine's own --ar; choose another."
+    )
+    assert await reply({}) == "Your option sets:\n--mine  --ar 2:3 --steps 4 --no blurry"
+    assert await fake.autocomplete("prefer", {"name": "mi"}, "name") == [{"name": "--mine", "value": "mine"}]
+    await _imagine(fake, {"prompt": "a red fox --mine", "steps": 2})
+    (request,) = running.backend.requests
+    assert (request.negative_prompt, request.steps, request.height > request.width) == ("blurry", 2, True)
+    assert await reply({"name": "mine", "flags": "none"}) == "--mine is removed."
 
 
 def reply_line_has(text: str, line: str) -> bool:

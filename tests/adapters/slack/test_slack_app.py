@@ -417,6 +417,17 @@ async def test_private_setting_delivers_in_a_direct_message(running: Running) ->
     assert running.cards("C1") == []
 
 
+async def test_prefer_saves_a_set_that_a_prompt_then_uses(running: Running) -> None:
+    await running.fake.send_slash(running.url, text="prefer mine --steps 2 --no blurry")
+    await _told(running, "U_ALICE", "--mine is now --steps 2 --no blurry; type --mine in a prompt to use it.")
+    card = await _imagine(running, "a red fox --mine")
+    assert _fields(card)["Steps"] == "2"
+    (request,) = running.backend.requests
+    assert request.negative_prompt == "blurry"
+    await running.fake.send_slash(running.url, text="prefer sunsets over the sea")  # words: a prompt
+    await running.finished_card(2)
+
+
 async def test_delete_button_removes_the_card_and_the_file(running: Running) -> None:
     card = await _imagine(running, "a red fox --steps 2")
     path = running.data_dir / (await running.service.details(running.who(), 1)).images[0].path
