@@ -28,9 +28,9 @@ _KINDS: dict[str, tuple[type, str]] = {
     "cfg": (float, "a number"),
     "private": (bool, "true or false"),
     "batching": (bool, "true or false"),
-    "vary_subtle": (float, "a strength from 0 to 1"),
-    "vary_strong": (float, "a strength from 0 to 1"),
-    "upscale_strength": (float, "a strength from 0 to 1"),
+    "vary_subtle": (float, "a strength over 0, at most 1"),
+    "vary_strong": (float, "a strength over 0, at most 1"),
+    "upscale_strength": (float, "a strength over 0, at most 1"),
 }
 SETTING_KEYS = tuple(_KINDS)
 # The saved document's key for the user's option sets (`bot.option_sets`), kept apart from the defaults.

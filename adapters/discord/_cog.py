@@ -131,22 +131,15 @@ def age_restricted(channel: object) -> bool:
     return bool(is_nsfw()) if callable(is_nsfw) else False
 
 
-def settings_changes(
-    reset: Mapping[str, object],
-    *,
-    model: str | None = None,
-    steps: int | None = None,
-    refiner: int | None = None,
-    size: str | None = None,
-    private: bool | None = None,
-    batching: bool | None = None,
-) -> dict[str, object]:
-    """Return the changes /settings asks for: `reset` holds the saved settings to clear, the options those to set."""
-    given = {"model": model, "steps": steps, "size": size, "private": private, "batching": batching}
+def settings_changes(reset: Mapping[str, object], given: Mapping[str, object]) -> dict[str, object]:
+    """Return the changes /settings asks for: `reset` holds the saved settings to clear, `given` its options.
+
+    An option left out is None; ``refiner`` 0 is the refiner off, which is no saved default.
+    """
     changes: dict[str, object] = dict.fromkeys(reset)
-    changes.update((key, value) for key, value in given.items() if value is not None)
-    if refiner is not None:
-        changes["refiner_percent"] = refiner or None
+    for key, value in given.items():
+        if value is not None:
+            changes[key] = (value or None) if key == "refiner" else value
     return changes
 
 
@@ -528,7 +521,18 @@ class ImagesCog(commands.Cog, name="Images"):
         await self._answer(interaction, Text(text[:2000]))
 
     @app_commands.command(name="settings", description="Your defaults for /imagine (no options: show them).")
-    @app_commands.choices(size=SIZE_CHOICES)
+    @app_commands.choices(size=SIZE_CHOICES, scheduler=SCHEDULER_CHOICES)
+    @app_commands.describe(
+        refiner="where the SDXL refiner takes over, in percent of the steps (0: off)",
+        scheduler="the sampler",
+        cfg="how closely to follow the prompt (0-50)",
+        private="your images only to you",
+        batching="false keeps your images bit-exact: never batched with other users' jobs",
+        vary_subtle="the strength of Vary (Subtle), 0-1 (0.35)",
+        vary_strong="the strength of Vary (Strong), 0-1 (0.7)",
+        upscale_strength="how much an upscale redraws, 0-1 (0.3)",
+        reset="true to clear your defaults (your option sets stay)",
+    )
     async def settings_command(
         self,
         interaction: discord.Interaction,
@@ -536,24 +540,34 @@ class ImagesCog(commands.Cog, name="Images"):
         steps: app_commands.Range[int, 1, 100] | None = None,
         refiner: app_commands.Range[int, 0, 99] | None = None,
         size: str | None = None,
+        scheduler: str | None = None,
+        cfg: app_commands.Range[float, 0, 50] | None = None,
         private: bool | None = None,
         batching: bool | None = None,
+        vary_subtle: app_commands.Range[float, 0, 1] | None = None,
+        vary_strong: app_commands.Range[float, 0, 1] | None = None,
+        upscale_strength: app_commands.Range[float, 0, 1] | None = None,
         reset: bool = False,
     ) -> None:
-        """Show or change the user's defaults (batching: false keeps your images bit-exact, unbatched)."""
+        """Show or change the user's defaults."""
         who = requester(interaction)
+        given = {
+            "model": model,
+            "steps": steps,
+            "refiner": refiner,
+            "size": size,
+            "scheduler": scheduler,
+            "cfg": cfg,
+            "private": private,
+            "batching": batching,
+            "vary_subtle": vary_subtle,
+            "vary_strong": vary_strong,
+            "upscale_strength": upscale_strength,
+        }
 
         async def update() -> Text:
             saved = await self.service.user_settings.get(who)
-            changes = settings_changes(
-                saved if reset else {},
-                model=model,
-                steps=steps,
-                refiner=refiner,
-                size=size,
-                private=private,
-                batching=batching,
-            )
+            changes = settings_changes(saved if reset else {}, given)
             if changes:
                 saved = await self.service.user_settings.update(who, changes)
             return Text(defaults_line(saved))

@@ -141,7 +141,7 @@ async def test_vary_subtle_and_strong_keep_the_prompt_with_a_new_seed(service, b
     await service.user_settings.update(ALICE, {"vary_subtle": 0.5})
     await (await service.vary(ALICE, first.id, "subtle")).result()
     assert backend.requests[-1].strength == 0.5
-    with pytest.raises(InvalidOption, match=r"^vary_subtle must be a strength from 0 to 1, not '2.0'\.$"):
+    with pytest.raises(InvalidOption, match=r"^vary_subtle must be a strength over 0, at most 1, not '2.0'\.$"):
         await service.user_settings.update(ALICE, {"vary_subtle": 2.0})
 
 

@@ -57,45 +57,40 @@ def test_imagine_options(run: Run, data_dir: Path, given_: dict[str, object]) ->
     run(body())
 
 
+strengths = st.none() | st.floats(0, 1) | st.sampled_from([0.0, 1.0, 0.35])
+
+
 @FUZZ
 @given(
     reset=st.booleans(),
-    model=st.none() | names,
-    steps=st.none() | numbers,
-    refiner=st.none() | numbers,
-    size=st.none() | texts | st.sampled_from(["1024x1024", "1216x832", "100x100", "99999x99999"]),
-    private=st.none() | st.booleans(),
-    batching=st.none() | st.booleans(),
+    given_=st.fixed_dictionaries(
+        {
+            "model": st.none() | names,
+            "steps": st.none() | numbers,
+            "refiner": st.none() | numbers,
+            "size": st.none() | texts | st.sampled_from(["1024x1024", "1216x832", "100x100", "99999x99999"]),
+            "scheduler": st.none() | texts | st.sampled_from(["Euler a", "DPM++ 2M Karras", "nosuch"]),
+            "cfg": st.none() | st.floats(0, 50) | st.sampled_from([0.0, 50.0, 7.5]),
+            "private": st.none() | st.booleans(),
+            "batching": st.none() | st.booleans(),
+            "vary_subtle": strengths,
+            "vary_strong": strengths,
+            "upscale_strength": strengths,
+        }
+    ),
 )
-@example(reset=False, model=None, steps=None, refiner=None, size="garbage", private=None, batching=None)
-def test_settings_options(
-    run: Run,
-    data_dir: Path,
-    reset: bool,
-    model: str | None,
-    steps: int | None,
-    refiner: int | None,
-    size: str | None,
-    private: bool | None,
-    batching: bool | None,
-) -> None:
+@example(reset=False, given_={"size": "garbage"})
+@example(reset=True, given_={"refiner": 0, "vary_subtle": 0.0})
+def test_settings_options(run: Run, data_dir: Path, reset: bool, given_: dict[str, object]) -> None:
     """/settings saves what it was given, or refuses in one sentence and saves nothing."""
 
     async def body() -> None:
         w = await world(data_dir)
-        await w.db.settings.put(*ALICE.key, {"steps": 4})
+        await w.db.settings.put(*ALICE.key, {"steps": 4, "vary_strong": 0.5})
 
         async def update() -> dict[str, object]:
-            changes = settings_changes(
-                await w.service.user_settings.get(ALICE) if reset else {},
-                model=model,
-                steps=steps,
-                refiner=refiner,
-                size=size,
-                private=private,
-                batching=batching,
-            )
-            return await w.service.user_settings.update(ALICE, changes)
+            saved = await w.service.user_settings.get(ALICE) if reset else {}
+            return await w.service.user_settings.update(ALICE, settings_changes(saved, given_))
 
         saved = await w.attempt(update)
         if saved is not None:

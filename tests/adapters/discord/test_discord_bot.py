@@ -317,6 +317,14 @@ async def test_history_info_queue_loras_and_settings(running):
     assert "`pixel-art` — Pixel art style (trigger: pixel art)" in await reply("loras", {"search": "pix"})
     assert await reply("settings", {"steps": 12, "private": True}) == "Your defaults: private=True, steps=12"
     assert await reply("settings", {"steps": 500}) == "✖ steps must be from 1 to 100, not 500."
+    strengths = {"scheduler": "Euler a", "cfg": 5.5, "vary_subtle": 0.2, "upscale_strength": 0.45}
+    assert await reply("settings", strengths) == (
+        "Your defaults: cfg=5.5, private=True, scheduler=Euler a, steps=12, upscale_strength=0.45, vary_subtle=0.2"
+    )
+    assert (
+        await reply("settings", {"vary_strong": 0.0})
+        == "✖ vary_strong must be a strength over 0, at most 1, not '0.0'."
+    )
     assert await reply("settings", {"reset": True}) == "Your defaults: none (the model's own)"
 
 
