@@ -31,6 +31,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
+from adapters.gallery._export import write_export
 from adapters.gallery._links import BadLink, ExpiredLink, Links, Owner, Server
 from bot.actions import BUTTON_LOOKS, PAN_ACTIONS, format_image_ref, format_ref
 from bot.chat import retract_in_chat, show_in_chat
@@ -224,6 +225,7 @@ class _Pages:
         self._links = links
         self._prefix = prefix
         self._templates = templates
+        self._exporting: set[Owner] = set()
 
     def render(self, name: str, status: int = 200, **context: Any) -> web.Response:
         html = self._templates.get_template(name).render(static=f"{self._prefix}/static", **context)
@@ -347,6 +349,36 @@ class _Pages:
         if request.query.get("download"):
             headers["Content-Disposition"] = f'attachment; filename="imagebot-{generation.id}-{image.index}.png"'
         return web.Response(body=data, content_type="image/png", headers=headers)
+
+    async def export(self, request: web.Request) -> web.StreamResponse:
+        """Send all the owner's images and a record of each generation as one ZIP, made while it is sent."""
+        owner = request[OWNER]
+        if owner in self._exporting:  # one at a time a user: each reads every image
+            return self.problem(429, "Your ZIP is being made already; wait for that download to finish.")
+        self._exporting.add(owner)
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/zip", "Content-Disposition": 'attachment; filename="imagebot.zip"'}
+        )
+        try:
+            await response.prepare(request)
+            await write_export(
+                response.write,
+                self._store,
+                owner.platform,
+                owner.user_id,
+                read=self._service.read_image,
+                commands=lambda generations: self._commands(owner, generations),
+            )
+            await response.write_eof()
+        except Exception as error:
+            # Headers are sent: no error page can follow. Cut the connection, so the file is not taken for whole.
+            if not isinstance(error, ConnectionError):
+                log.exception("gallery export failed")
+            if request.transport is not None:
+                request.transport.close()
+        finally:
+            self._exporting.discard(owner)
+        return response
 
     async def act(self, request: web.Request) -> web.Response:
         """Run a card's action as the chat button would, post it in the original's chat, and show its page."""
@@ -539,6 +571,7 @@ def create_app(
     app.router.add_get(f"{prefix}/", pages.home)
     app.router.add_get(f"{base}/", pages.grid)
     app.router.add_get(f"{base}/i/{{id:{_ID}}}", pages.detail)
+    app.router.add_get(f"{base}/export.zip", pages.export, allow_head=False)  # a HEAD would read every image
     app.router.add_get(f"{base}/i/{{id:{_ID}}}/status", pages.status)
     app.router.add_post(f"{base}/i/{{id:{_ID}}}/{{action:{'|'.join(_ACTIONS)}}}", pages.act)
     shared = f"{prefix}/s/{{showcase:{_TOKEN}}}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import io
 import os
 import queue
 import re
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -226,6 +228,15 @@ def test_a_user_opens_searches_and_rerolls_in_a_browser_and_others_cannot_see(bo
     cards = browser.find_elements(By.CSS_SELECTOR, ".card")
     assert [card.get_attribute("id") for card in cards] == [f"g{reroll_id}", f"g{fox_id}"]
     _screenshot(browser, "gallery-grid.png")
+    # Download all: the link fetches a ZIP of both images and the records, under the page's CSP.
+    export = browser.find_element(By.CSS_SELECTOR, ".export a").get_attribute("href")
+    assert export == f"{link}export.zip"
+    fetched = browser.execute_async_script(
+        "fetch(arguments[0]).then(r => r.arrayBuffer()).then(b => arguments[1](Array.from(new Uint8Array(b))))",
+        export,
+    )
+    with zipfile.ZipFile(io.BytesIO(bytes(fetched))) as archive:
+        assert archive.namelist() == [f"images/{reroll_id}-0.png", f"images/{fox_id}-0.png", "generations.jsonl"]
 
     # A LoRA image: the LoRA menu shows only it; its Copy /imagine button copies the command that makes it again.
     bot.say("/imagine a pixel owl --seed 9 --lora tiny-lora:0.5")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
+import zipfile
 
 import aiohttp
 import pytest
@@ -127,6 +129,42 @@ async def test_the_download_is_the_stored_png_with_its_parameters(gallery: Galle
     assert "attachment" in response.headers["Content-Disposition"]
     with Image.open(io.BytesIO(data)) as image:
         assert "Seed: 7" in image.info["parameters"]
+
+
+async def test_download_all_is_a_zip_of_every_image_as_stored_and_a_record_of_each(gallery: Gallery):
+    """The images byte for byte (their parameters along), newest first, then one JSON line a generation."""
+    fox = await gallery.make(ALICE, "a red fox", "--seed 7 --n 2")
+    owl = await gallery.make(ALICE, "a white owl", "--seed 9 --steps 3")
+    await gallery.make(BOB, "a grey wolf")
+    (gallery.data_dir / fox.images[1].path).unlink()  # a file gone from disk is left out
+    path = await gallery.path(ALICE)
+    assert f'href="{path}export.zip"' in await (await gallery.client.get(path)).text()
+    response = await gallery.client.get(f"{path}export.zip")
+    assert response.status == 200 and response.headers["Content-Type"] == "application/zip"
+    assert response.headers["Content-Disposition"] == 'attachment; filename="imagebot.zip"'
+    with zipfile.ZipFile(io.BytesIO(await response.read())) as archive:
+        assert archive.testzip() is None
+        assert archive.namelist() == [f"images/{owl.id}-0.png", f"images/{fox.id}-0.png", "generations.jsonl"]
+        for generation in (owl, fox):
+            data = archive.read(f"images/{generation.id}-0.png")
+            assert data == (gallery.data_dir / generation.images[0].path).read_bytes()
+            with Image.open(io.BytesIO(data)) as image:
+                assert f"Seed: {generation.seed}" in image.info["parameters"]
+        records = [json.loads(line) for line in archive.read("generations.jsonl").decode().splitlines()]
+    assert [(r["id"], r["seed"], r["files"]) for r in records] == [
+        (owl.id, 9, [f"images/{owl.id}-0.png"]),
+        (fox.id, 7, [f"images/{fox.id}-0.png"]),
+    ]
+    assert records[0]["request"]["prompt"] == "a white owl" and records[0]["request"]["steps"] == 3
+    assert records[0]["imagine"].startswith("/imagine a white owl") and "--seed 9" in records[0]["imagine"]
+
+
+async def test_download_all_of_an_empty_gallery_is_an_empty_zip(gallery: Gallery):
+    path = await gallery.path(ALICE)
+    assert "export.zip" not in await (await gallery.client.get(path)).text()
+    response = await gallery.client.get(f"{path}export.zip")
+    with zipfile.ZipFile(io.BytesIO(await response.read())) as archive:
+        assert archive.namelist() == ["generations.jsonl"] and archive.read("generations.jsonl") == b""
 
 
 async def test_every_response_carries_the_security_headers(gallery: Gallery):
