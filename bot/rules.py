@@ -43,7 +43,7 @@ last image seed (seed + count − 1) would overflow.
 Warnings: the refiner starting before 80 %; fewer than 3 refiner steps; steps
 outside the architecture's recommended range; a negative prompt, VAE or clip
 skip that the model ignores (the negative prompt is also ignored when CFG is
-off, cfg ≤ 1).
+off, cfg ≤ 1); a LoRA without any of its trigger words in the prompt.
 """
 
 from __future__ import annotations
@@ -272,6 +272,7 @@ def check(request: GenerationRequest, catalog: Catalog, limits: Limits) -> tuple
     warnings += _check_strength(request)
     warnings += _check_refiner(request, catalog, model, arch)
     warnings += _check_ignored(request, arch)
+    warnings += _check_triggers(request, catalog)
     return tuple(warnings)
 
 
@@ -383,6 +384,23 @@ def _check_strength(request: GenerationRequest) -> list[str]:
         f"{request.steps} steps at strength {request.strength:g} run only {request.run_steps}; "
         "raise --steps at low strength for more detail."
     ]
+
+
+def _check_triggers(request: GenerationRequest, catalog: Catalog) -> list[str]:
+    """Warn of a LoRA whose trigger words are nowhere in the prompt: most do little without them."""
+    prompt = _words(request.prompt)
+    warnings = []
+    for lora in request.loras:
+        entry = catalog.find("lora", lora.name)
+        if entry is not None and entry.trigger_words and not any(_words(w) in prompt for w in entry.trigger_words):
+            words = " or ".join(f"'{word}'" for word in entry.trigger_words)
+            warnings.append(f"LoRA {entry.name} works best with {words} in the prompt.")
+    return warnings
+
+
+def _words(text: str) -> str:
+    # Trigger words are written with spaces or underscores (toy_face), in any case.
+    return " ".join(text.lower().replace("_", " ").split())
 
 
 def _check_ignored(request: GenerationRequest, arch: Architecture) -> list[str]:

@@ -76,7 +76,7 @@ def test_full_example():
         embeddings=(),
         output_format="png",
     )
-    assert parsed.warnings == ()
+    assert parsed.warnings == ("LoRA pixel-art works best with 'pixel art' in the prompt.",)
 
 
 def test_full_example_needs_film_grain_in_the_catalog():

@@ -133,8 +133,22 @@ def test_plain_request_has_no_warnings():
             ),
         ),
         # add-ons of the same family
-        (request(model="lightning", steps=8, cfg_scale=1.0, loras=(WeightedName(name="pixel-art"),)), ()),
+        (
+            request(model="lightning", steps=8, cfg_scale=1.0, loras=(WeightedName(name="pixel-art"),)),
+            ("LoRA pixel-art works best with 'pixel art' in the prompt.",),
+        ),
         (request(model="tiny", steps=20, width=128, height=128, vae="tiny-vae"), ()),
+        # a LoRA's trigger words: any of them, in any case, with spaces or underscores, weighted or not
+        (request(prompt="(Pixel  Art:1.2) of a fox", loras=(WeightedName(name="pixel-art"),)), ()),
+        (request(prompt="a toy face", loras=(WeightedName(name="toy-face"),)), ()),
+        (
+            request(prompt="a pixel fox", loras=(WeightedName(name="pixel-art"), WeightedName(name="toy-face"))),
+            (
+                "LoRA pixel-art works best with 'pixel art' in the prompt.",
+                "LoRA toy-face works best with 'toy_face' in the prompt.",
+            ),
+        ),
+        (request(prompt="a fox", loras=(WeightedName(name="tiny-lora"),)), ()),  # no trigger words
     ],
 )
 def test_warning(req, warnings):
