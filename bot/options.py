@@ -73,6 +73,7 @@ from bot.request import (
     SIDE,
     STEPS,
     STRENGTH,
+    VARIATION,
     WEIGHT,
     ZOOM,
     GenerationRequest,
@@ -172,6 +173,12 @@ _TABLE: tuple[_Option, ...] = (
     _Option("count", ("n", "count"), "N", f"images at once ({_span(COUNT)}); image i uses seed + i"),
     _Option("repeat", ("repeat", "r"), "N",
             f"the prompt as N jobs ({_span(REPEAT)}), each its own card and seed (with --seed: seed + k × --n)"),
+    _Option("variation", ("variation", "var", "subseed-strength"), "0–1",
+            "a close variant of the seed's image: its noise moved this far toward another seed's (A1111's)",
+            example="a strength like 0.2", fields=("variation_strength",)),
+    _Option("variation_seed", ("variation-seed", "subseed"), "N",
+            "with --variation: the seed moved toward (default random); image i uses it + i",
+            label="variation seed", example="a seed like 1234"),
     _Option("clip_skip", ("clip-skip",), "N", f"skip the text encoder's last layers ({_span(CLIP_SKIP)})",
             label="clip skip"),
     _Option("vae", ("vae",), "NAME", "a catalog VAE (default: the model's own)",
@@ -437,6 +444,10 @@ def imagine_command(request: GenerationRequest, catalog: Catalog, refs: Mapping[
             flags.append((flag, ", ".join(_weighted_text(name) for name in names)))
     if request.tiling:
         flags.append(("--tile", "on"))
+    if request.variation_strength:
+        flags.append(("--variation", _number(request.variation_strength)))
+        if request.variation_seed is not None:
+            flags.append(("--variation-seed", str(request.variation_seed)))
     if request.output_format != "png":
         flags.append(("--format", request.output_format))
     flags += _image_flags(request, refs)
@@ -721,9 +732,15 @@ def _build(
     count = _int("count", raw.get("count", 1), COUNT)
     repeat = _int("repeat", raw.get("repeat", 1), REPEAT)
     seed = _int("seed", raw["seed"], SEED) if "seed" in raw else None
-    if seed is not None and repeat > 1 and seed > (highest := SEED.high - repeat * count + 1):
+    variation = _float("variation", raw.get("variation", 0.0), VARIATION)
+    variation_seed = _int("variation_seed", raw["variation_seed"], SEED) if "variation_seed" in raw else None
+    if variation_seed is not None and not variation:
+        raise InvalidOption("variation seed", "goes with --variation, how far toward it (like --variation 0.2)")
+    # --repeat moves the seed each job: the variation seed in a variation, where every image keeps the seed.
+    moving, name = (variation_seed, "variation seed") if variation else (seed, "seed")
+    if moving is not None and repeat > 1 and moving > (highest := SEED.high - repeat * count + 1):
         jobs = f"{repeat} jobs of {count} image" + ("s" if count > 1 else "")
-        raise InvalidOption("seed", f"must be at most {highest} for {jobs}, since job k uses seed + k × {count}")
+        raise InvalidOption(name, f"must be at most {highest} for {jobs}, since job k uses {name} + k × {count}")
     clip_skip = _int("clip_skip", raw.get("clip_skip", 0), CLIP_SKIP)
     output_format = _format(raw.get("format", "png"))
     tiling = _switch("tile", raw.get("tile", False))
@@ -737,6 +754,8 @@ def _build(
     outpaint: Outpaint | None = None
     run = steps
     if "image" in raw:
+        if variation:
+            raise InvalidOption("variation", "starts from text; from an image, --strength says how much changes")
         if inputs is None:
             raise InvalidOption("image", "cannot be read in this chat")
         if "size" in raw or "ar" in raw:
@@ -774,6 +793,8 @@ def _build(
             count=count,
             clip_skip=clip_skip,
             tiling=tiling,
+            variation_seed=variation_seed,
+            variation_strength=variation,
             vae=vae,
             refiner=refiner,
             loras=loras,

@@ -104,6 +104,10 @@ def _asked(text: str, catalog: Catalog) -> tuple[dict[str, object], list[str]]:
             options[option] = fields[field]
     if fields.get("Tiling", "").lower() == "true":
         options["tile"] = "on"
+    variation = fields.get("Variation seed strength", "")
+    if fields.get("Variation seed") and variation.strip() not in ("", "0", "0.0"):  # A1111 writes them only above 0
+        options["variation_seed"] = fields["Variation seed"]  # first: a refusal naming it takes it alone
+        options["variation"] = variation
     return options, missing
 
 
@@ -118,7 +122,8 @@ def _command(
             request = parse_options(options, catalog=catalog, defaults=defaults, limits=limits).request
         except InvalidOption as error:
             # The option the sentence names goes (a sampler this bot lacks, a size off its grid), the rest stay.
-            key = next((key for key in options if key != "prompt" and key in error.option.lower()), None)
+            named = error.option.lower()
+            key = next((key for key in options if key != "prompt" and key.replace("_", " ") in named), None)
             if key is None:
                 return None, refused
             refused.append(f"{key} '{_clean(str(options.pop(key)), 60)}'")

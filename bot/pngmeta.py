@@ -73,8 +73,10 @@ def write_parameters(
     return "\n".join(lines)
 
 
-def parameters_text(request: GenerationRequest, seed: int, extra: dict[str, str] | None = None) -> str:
-    """Write the A1111 ``parameters`` text for one image of a request."""
+def parameters_text(
+    request: GenerationRequest, seed: int, extra: dict[str, str] | None = None, *, index: int = 0
+) -> str:
+    """Write the A1111 ``parameters`` text for one image of a request (image `index`: its variation seed)."""
     fields: dict[str, str] = {
         "Steps": str(request.steps),
         "Sampler": request.scheduler,
@@ -116,6 +118,9 @@ def parameters_text(request: GenerationRequest, seed: int, extra: dict[str, str]
         fields["Clip skip"] = str(request.clip_skip)
     if request.tiling:
         fields["Tiling"] = "True"  # as A1111 writes it
+    if request.variation_strength and request.variation_seed is not None:
+        fields["Variation seed"] = str(request.variation_seed + index)
+        fields["Variation seed strength"] = _number(request.variation_strength)
     if request.vae:
         fields["VAE"] = request.vae
     if request.embeddings:

@@ -42,6 +42,7 @@ __all__ = [
     "SIDE",
     "STEPS",
     "STRENGTH",
+    "VARIATION",
     "WEIGHT",
     "ZOOM",
     "ControlMode",
@@ -91,6 +92,7 @@ WEIGHT = Range(-4.0, 4.0)  # of a LoRA or an embedding
 MAX_ADDONS = 5  # LoRAs, and embeddings, per request
 REFINER_PERCENT = Range(1, 99)  # of the steps, where the SDXL refiner takes over
 STRENGTH = Range(0.0, 1.0)  # how much of an input image is denoised again (Runware's `strength`)
+VARIATION = Range(0.0, 1.0)  # how far the starting noise moves toward the variation seed's (A1111's)
 DEFAULT_STRENGTH = 0.8  # Runware's documented default for image-to-image
 OUTPAINT_BLUR = Range(0, 32)  # pixels of the seam's soft edge (Runware's outpaint `blur`)
 ZOOM = Range(1.0, 2.0)  # --zoom: the image's sides times this, extended evenly (more than 1)
@@ -251,6 +253,11 @@ class GenerationRequest(_Frozen):
     # Seamless (A1111's Tiling, Midjourney's --tile): every convolution pads around the image's
     # opposite edge, so the image repeats edge to edge as a texture.
     tiling: bool = False
+    # A1111's variation seed: the starting noise of every image is the seed's, moved this far (0–1,
+    # spherically) toward the noise of variation_seed + i, so image i is a close variant of the
+    # seed's image. With a variation every image keeps the seed itself (A1111's rule).
+    variation_seed: int | None = Field(default=None, ge=SEED.low, le=SEED.high)
+    variation_strength: float = Field(default=0.0, ge=VARIATION.low, le=VARIATION.high)
     # The prompts are read as A1111 reads them (`bot.weighting`): `(words:1.3)` weighs words, and
     # a prompt runs past CLIP's 77 tokens in chunks. False only on generations stored before
     # weighting came (migration 14): their prompts reach the model as written, so a reroll or a
@@ -290,6 +297,10 @@ class GenerationRequest(_Frozen):
             raise ValueError("no step would run")
         if any(control.end_step > self.run_steps for control in self.controlnets):
             raise ValueError("a ControlNet ends after the last step that runs")
+        if self.variation_seed is not None and not self.variation_strength:
+            raise ValueError("a variation seed goes with a variation strength")
+        if self.variation_strength and self.init_image is not None:
+            raise ValueError("a variation starts from text, not from an init image")
         return self
 
     @classmethod
@@ -313,10 +324,18 @@ class GenerationRequest(_Frozen):
         return self.model_copy(update={"refiner": spec})
 
     def image_seeds(self) -> list[int]:
-        """Return the seed of each image: image i uses seed + i."""
+        """Return the seed of each image: image i uses seed + i, or the seed itself in a variation."""
         if self.seed is None:
             raise ValueError("the request has no seed yet")
-        return [self.seed + i for i in range(self.count)]
+        return [self.seed + (0 if self.variation_strength else i) for i in range(self.count)]
+
+    def variation_seeds(self) -> list[int]:
+        """Return the variation seed of each image (variation_seed + i); none without a variation."""
+        if not self.variation_strength:
+            return []
+        if self.variation_seed is None:
+            raise ValueError("the request has no variation seed yet")
+        return [self.variation_seed + i for i in range(self.count)]
 
     @property
     def upscales_alone(self) -> bool:

@@ -313,10 +313,11 @@ def _check_budget(request: GenerationRequest, limits: Limits) -> None:
 
 def _check_seed(request: GenerationRequest) -> None:
     highest = MAX_SEED - request.count + 1
-    if request.seed is not None and request.seed > highest:
-        raise InvalidOption(
-            "seed", f"must be at most {highest} for {request.count} images, since image i uses seed + i"
-        )
+    # In a variation every image keeps the seed, and image i takes variation seed + i instead.
+    seed, option = (request.variation_seed, "variation seed") if request.variation_strength else (request.seed, "seed")
+    if seed is not None and seed > highest:
+        reason = f"must be at most {highest} for {request.count} images, since image i uses {option} + i"
+        raise InvalidOption(option, reason)
 
 
 def _check_addons(request: GenerationRequest, catalog: Catalog, model: CatalogEntry, arch: Architecture) -> None:

@@ -287,7 +287,7 @@ class JobRunner:
         self._finish(job, JobEvent("done", generation=generation))
 
     async def _store(self, job: Job, image: GeneratedImage) -> StoredImage:
-        text = parameters_text(job.request, image.seed, {"Generation": format_ref(job.id)})
+        text = parameters_text(job.request, image.seed, {"Generation": format_ref(job.id)}, index=image.index)
         data = embed_parameters(image.data, job.request.output_format, text)
         path, sha256 = await self._images.save(job.id, image.index, data, job.request.output_format)
         nsfw = image.nsfw

@@ -85,11 +85,16 @@ def _once(load: ImageLoader) -> ImageLoader:
 
 
 def _repeated(parsed: options.Parsed, k: int) -> options.Parsed:
-    """Return the `k`-th job of a ``--repeat``: a given seed moves on by the images before it, else none is given."""
-    seed = parsed.request.seed
+    """Return the `k`-th job of a ``--repeat``: a given seed moves on by the images before it, else none is given.
+
+    In a variation every image keeps the seed: the variation seed moves instead (drawn per job when not given).
+    """
+    request = parsed.request
+    field = "variation_seed" if request.variation_strength else "seed"
+    seed = getattr(request, field)
     if k == 0 or seed is None:
         return parsed
-    return options.Parsed(parsed.request.with_seed(seed + k * parsed.request.count), parsed.warnings, 1)
+    return options.Parsed(request.model_copy(update={field: seed + k * request.count}), parsed.warnings, 1)
 
 
 def random_seed() -> int:
@@ -513,7 +518,14 @@ class ImageService:
             assert isinstance(chosen, int | float)  # settings are checked when saved
         image = await self.inputs.of_result(parent.id, stored, action)
         image_to_image = {"init_image": image.sha256, "strength": chosen, "mask_image": None}
-        again = {"outpaint": None, "upscale": None, "upscaler": None, "controlnets": ()}
+        again = {
+            "outpaint": None,
+            "upscale": None,
+            "upscaler": None,
+            "controlnets": (),
+            "variation_seed": None,  # the image is the start now: its noise variation is in its pixels
+            "variation_strength": 0.0,
+        }
         try:
             request = GenerationRequest.from_dict({**parent.request.to_dict(), **again, **image_to_image, **changes})
         except ValueError as error:
@@ -582,6 +594,8 @@ class ImageService:
         backend, policy = await self._admit(who, request, flagged_inputs)
         if request.seed is None:
             request = request.with_seed(self._seeds())
+        if request.variation_strength and request.variation_seed is None:
+            request = request.model_copy(update={"variation_seed": self._seeds()})
         # Held from counting the quota to adding the row: requests sent together would each pass a
         # count made before any of the others was added. And from storing the inputs to adding the
         # row that names them, so that a purge cannot find them unreferenced in between and delete them.
@@ -637,14 +651,16 @@ class ImageService:
         return backend, policy
 
     async def reroll(self, who: Requester, generation_id: int | None) -> Job:
-        """Queue the same settings with a new seed; None means the user's latest generation.
+        """Queue the same settings with a new seed (a variation: new variation seeds); None: the user's latest.
 
         Only the author may reroll, unless the server's policy opens rerolls to everyone:
         then the new image belongs to whoever asked.
         """
         parent = await self._source(who, generation_id, "reroll", opened_by="open_reroll")
         _refuse_upscaled_alone(parent, "reroll", "which a new seed does not change")
-        request = parent.request.with_seed(self._seeds())
+        # A variation's images are variants of its seed's: another draw of them is new variation seeds.
+        field = "variation_seed" if parent.request.variation_strength else "seed"
+        request = parent.request.model_copy(update={field: self._seeds()})
         warnings = rules.check(request, self.catalog, self.limits)
         return await self.submit(
             request, who, warnings=warnings, action="reroll", parent=parent, private=parent.private

@@ -101,7 +101,11 @@ def result_fields(generation: Generation) -> list[tuple[str, str]]:
         fields.append(("ControlNet", control_line(control, request.run_steps)))
     if request.loras:
         fields.append(("LoRAs", ", ".join(f"{lora.name}:{lora.weight:g}" for lora in request.loras)))
-    if request.count > 1:
+    variations = request.variation_seeds()
+    if variations:
+        seeds = str(variations[0]) if len(variations) == 1 else f"{variations[0]}…{variations[-1]}"
+        fields.append(("Variation", f"{request.variation_strength:g} toward seed {seeds}"))
+    elif request.count > 1:
         fields.append(("Images", f"{request.count} (seeds {generation.seed}…{generation.seed + request.count - 1})"))
     if request.tiling:
         fields.append(("Tiling", "seamless: it repeats edge to edge"))

@@ -54,6 +54,8 @@ class Capabilities:
         refiner_with_image: whether the refiner hand-off may follow an input image.
         tiling: whether it makes seamless images (``--tile``): the local worker pads its convolutions
             around the image; neither API documents such a setting.
+        variation: whether it takes A1111's variation seed (``--variation``): the local worker blends
+            the starting noise; neither API takes a starting noise or a second seed.
     """
 
     name: BackendName
@@ -82,6 +84,7 @@ class Capabilities:
     max_control_weight: float = CONTROL_WEIGHT.high
     refiner_with_image: bool = True
     tiling: bool = False
+    variation: bool = False
 
     def identifier(self, entry: CatalogEntry) -> str | None:
         """Return the id this backend knows a catalog entry by, or None when it has none."""
@@ -169,6 +172,7 @@ class Capabilities:
             ("VAE", request.vae is not None, lambda c: c.vae),
             ("clip skip", request.clip_skip > 0, lambda c: c.clip_skip),
             ("tile", request.tiling, lambda c: c.tiling),
+            ("variation", request.variation_strength > 0, lambda c: c.variation),
             # What the user asked for is named first: an upscale or outpaint has an init image too.
             ("upscale", request.upscale is not None, lambda c: c.upscale),
             ("outpaint", request.outpaint is not None, lambda c: c.outpaint),
@@ -247,6 +251,7 @@ class Capabilities:
             ("VAE", yes[self.vae]),
             ("clip skip", yes[self.clip_skip]),
             ("seamless tiling", yes[self.tiling]),
+            ("variation seeds", yes[self.variation]),
             ("schedulers", _schedulers_text(self.schedulers)),
             (
                 "image-to-image",
@@ -342,6 +347,7 @@ _LOCAL = Capabilities(
     outpaint=True,
     controlnet=True,
     tiling=True,
+    variation=True,
 )
 CAPABILITIES: dict[BackendName, Capabilities] = {
     "local": _LOCAL,

@@ -100,6 +100,10 @@ class WorkerJob(_Frozen):
     prompt_weighting: bool = True
     # Seamless: every convolution of the models pads around the image (`GenerationRequest.tiling`).
     tiling: bool = False
+    # A1111's variation seed: image i starts from its seed's noise moved `variation_strength`
+    # toward the noise of variation_seeds[i] (`GenerationRequest.variation_seed`); none: the seed's.
+    variation_seeds: tuple[int, ...] = ()
+    variation_strength: float = 0.0
 
     @property
     def run_steps(self) -> int:
@@ -133,6 +137,7 @@ def batch_key(job: WorkerJob) -> tuple[Any, ...]:
         job.scheduler,
         job.clip_skip,
         job.tiling,
+        job.variation_strength,
         # The mode (text, image, inpaint, outpaint) and its strength, not the files: jobs from
         # different input images share a call, each image given with its own prompts.
         job.init_image is not None,
@@ -174,7 +179,11 @@ def build_job(request: GenerationRequest, catalog: Catalog, data_dir: Path) -> W
     if request.refiner is not None:
         refiner = asset_of(catalog.get("refiner", request.refiner.model), data_dir)
     base_steps, refiner_steps = request.split
-    seed = request.seed if request.seed is not None else random.randint(1, MAX_SEED)
+    # Drawn here only for a request not yet queued (a check): the service draws both before a job is made.
+    updates: dict[str, int] = {"seed": request.seed or random.randint(1, MAX_SEED - request.count)}
+    if request.variation_strength:
+        updates["variation_seed"] = request.variation_seed or random.randint(1, MAX_SEED - request.count)
+    drawn = request.model_copy(update=updates)
     return WorkerJob(
         prompt=request.prompt,
         negative_prompt=request.negative_prompt,
@@ -192,9 +201,11 @@ def build_job(request: GenerationRequest, catalog: Catalog, data_dir: Path) -> W
         refiner_steps=refiner_steps,
         cfg_scale=request.cfg_scale,
         scheduler=request.scheduler,
-        seeds=tuple(seed + i for i in range(request.count)),
+        seeds=tuple(drawn.image_seeds()),
         clip_skip=request.clip_skip,
         tiling=request.tiling,
+        variation_seeds=tuple(drawn.variation_seeds()),
+        variation_strength=request.variation_strength,
         output_format=request.output_format,
         init_image=str(Path(data_dir) / input_path(request.init_image)) if request.init_image else None,
         mask_image=str(Path(data_dir) / input_path(request.mask_image)) if request.mask_image else None,

@@ -40,6 +40,7 @@ from diffusers import (
     StableDiffusionXLPipeline,
 )
 from diffusers.utils import deprecation_utils
+from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image, ImageFilter
 from safetensors.torch import load_file
 
@@ -377,10 +378,18 @@ class SDXLRunner:
         }
         if len(jobs) == 1:
             common["num_images_per_prompt"] = len(seeds)
+        if job.variation_strength:
+            # A1111's variation seed: the starting noise, drawn from each image's generator as the
+            # pipeline would draw it (so its later draws, an ancestral sampler's, stay the same),
+            # moved toward the variation seed's noise. Only from text: an image's noise is the pipeline's.
+            variations = [seed for one in jobs for seed in one.variation_seeds]
+            starting = variation_noise(base, job, generators, variations, job.variation_strength)
 
         # 9. Run the base: the whole schedule, or up to the split, handing over latents. With
         # ControlNets it is the ControlNet pipeline of the same kind, on the same loaded modules.
         first, inputs, controls = self._first_stage(base, jobs, order)
+        if job.variation_strength:
+            inputs["latents"] = starting  # the base's alone: the refiner continues from the base's latents
         # Seamless (--tile): every convolution the image passes through wraps around its edges.
         models = [
             base.unet,
@@ -861,6 +870,45 @@ class SDXLRunner:
                 f"used {plan.base_steps} + {plan.refiner_steps}"
             )
         return plan
+
+
+def variation_noise(
+    pipe: Any, job: WorkerJob, generators: list[torch.Generator], variations: list[int], strength: float
+) -> torch.Tensor:
+    """Return the starting noise of each image: its generator's, moved `strength` toward its variation seed's.
+
+    Drawn as diffusers' text-to-image pipelines draw theirs (`randn_tensor`, one CPU generator an
+    image, the text encoders' dtype), so a strength of 0 would give the pipeline's own noise and
+    1 the variation seed's: the image ``--seed`` that seed makes.
+    """
+    shape = (
+        len(generators),
+        pipe.unet.config.in_channels,
+        job.height // pipe.vae_scale_factor,
+        job.width // pipe.vae_scale_factor,
+    )
+    dtype = pipe.text_encoder_2.dtype
+    noise = randn_tensor(shape, generator=generators, device=torch.device("cpu"), dtype=dtype)
+    other = [torch.Generator("cpu").manual_seed(seed) for seed in variations]
+    toward = randn_tensor(shape, generator=other, device=torch.device("cpu"), dtype=dtype)
+    return slerp(strength, noise, toward)
+
+
+def slerp(t: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Return each image's noise `t` of the way from `low` to `high` along the sphere (A1111's blend).
+
+    A spherical blend keeps the noise's scale, where a straight one would shrink it midway
+    (two independent noises at t = 0.5 would have 0.71 of it). Computed in float32.
+    """
+    a, b = low.flatten(1).float(), high.flatten(1).float()
+    cosine = (a / a.norm(dim=1, keepdim=True) * (b / b.norm(dim=1, keepdim=True))).sum(1).clamp(-1.0, 1.0)
+    omega = torch.acos(cosine)
+    sine = torch.sin(omega)
+    straight = sine.abs() < 1e-6  # the same noise twice: no arc to follow
+    safe = torch.where(straight, torch.ones_like(sine), sine)
+    from_low = torch.where(straight, torch.full_like(sine, 1.0 - t), torch.sin((1.0 - t) * omega) / safe)
+    from_high = torch.where(straight, torch.full_like(sine, t), torch.sin(t * omega) / safe)
+    return (from_low[:, None] * a + from_high[:, None] * b).reshape(low.shape).to(low.dtype)
 
 
 @contextlib.contextmanager

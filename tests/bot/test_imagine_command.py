@@ -106,6 +106,11 @@ def requests(draw: st.DrawFn) -> GenerationRequest:
         count=draw(st.integers(1, 4)),
         clip_skip=draw(st.integers(0, 2)),
         tiling=draw(st.booleans()),
+        **(
+            {"variation_seed": draw(st.integers(1, 2**32)), "variation_strength": draw(st.floats(0.01, 1))}
+            if "init_image" not in fields and draw(st.booleans())
+            else {}
+        ),
         vae=draw(st.one_of(st.none(), st.sampled_from(CATALOG.names("vae")))),
         loras=draw(_weighted("lora")),
         embeddings=draw(_weighted("embedding")),

@@ -187,6 +187,9 @@ def test_plain_prompt_gets_the_model_defaults():
         ("--tile --seed 3", "tiling", True),
         ("--tiling on", "tiling", True),
         ("--tile off", "tiling", False),
+        ("--variation 0.2", "variation_strength", 0.2),
+        ("--var 0.25 --variation-seed 42", "variation_seed", 42),
+        ("--subseed-strength 1 --subseed 9", "variation_strength", 1.0),
     ],
 )
 def test_flag(flags, field, expected):
@@ -340,7 +343,7 @@ def test_scheduler_spellings(typed, name):
         ("a fox --no " + "b" * 3001, "--no is 3001 characters long; the most is 3000."),
         ("a fox --no", "--no needs a value, like blurry, text."),
         # flags
-        ("a fox --sed 3", "--sed is not an option; did you mean '--seed'?"),
+        ("a fox --sed 3", "--sed is not an option; did you mean '--seed' or '--subseed'?"),
         ("a fox --sampeler x", "--sampeler is not an option; did you mean '--sampler'?"),
         ("a fox --bogus 3", "--bogus is not an option (help lists every flag)."),
         ("a fox --seed 1 --seed 2", "--seed is given twice."),
@@ -476,6 +479,16 @@ def test_scheduler_spellings(typed, name):
             "--sampler 'dpm2m' is not a known scheduler; did you mean 'DPM++ 2M' or 'DPM++ 2M Karras'?",
         ),
         ("a fox --tile maybe", "--tile takes no value, or off, not 'maybe'."),
+        (
+            "a fox --variation-seed 42",
+            "--variation-seed goes with --variation, how far toward it (like --variation 0.2).",
+        ),
+        ("a fox --variation 1.5", "--variation must be from 0 to 1, not 1.5."),
+        ("a fox --variation 0.2 --subseed 0", "--subseed must be from 1 to 9223372036854775807, not 0."),
+        (
+            "a fox --seed 3 --variation 0.5 --variation-seed 9223372036854775807 --n 2",
+            "--variation-seed must be at most 9223372036854775806 for 2 images, since image i uses variation seed + i.",
+        ),
         ("a fox --repeat 0", "--repeat must be from 1 to 40, not 0."),
         # architecture checks reached through the parser
         (

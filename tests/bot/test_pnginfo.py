@@ -96,6 +96,22 @@ def test_a_tiled_image_says_so_as_a1111_writes_it_and_its_imagine_tiles_again():
     assert "Tiling" not in parameters_text(made.model_copy(update={"tiling": False}), 7)
 
 
+def test_a_variation_reads_as_a1111_writes_it_each_image_with_its_own_variation_seed():
+    made = GenerationRequest(
+        prompt="a stone wall", model="sdxl", steps=20, seed=7, count=2, variation_seed=42, variation_strength=0.25
+    )
+    assert "Seed: 7, " in parameters_text(made, 7, index=1)
+    assert "Variation seed: 43, Variation seed strength: 0.25" in parameters_text(made, 7, index=1)
+    reply = info(png(parameters=parameters_text(made, 7)))
+    again = parse_text(command_of(reply), catalog=CATALOG, defaults=DEFAULTS, limits=LIMITS).request
+    assert (again.seed, again.variation_seed, again.variation_strength) == (7, 42, 0.25)
+    assert "Variation" not in parameters_text(GenerationRequest(prompt="a stone wall", model="sdxl", seed=7), 7)
+    # A1111's own words, a strength of 0 (no variation) read as none.
+    a1111 = "a wall\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 3, Size: 1024x1024, Variation seed: 5, "
+    assert "--variation 0.3" in command_of(info(png(parameters=a1111 + "Variation seed strength: 0.3")))
+    assert "--variation" not in command_of(info(png(parameters=a1111 + "Variation seed strength: 0")))
+
+
 def test_what_this_bot_refuses_is_left_out_and_said():
     reply = info(png(parameters="a fox\nSteps: 500, Sampler: Heun++ 9, CFG scale: 6, Seed: 9, Size: 833x1216"))
     assert command_of(reply).startswith("a fox --model sdxl --size 1024x1024 --steps 30 --cfg 6 ")

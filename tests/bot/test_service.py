@@ -521,3 +521,21 @@ async def test_repeat_queues_the_prompt_as_several_jobs_each_with_its_seed(servi
         f"--seed must be at most {2**63 - 4} for 2 jobs of 2 images, since job k uses seed + k × 2."
     )
     assert len(backend.requests) == 5
+
+
+async def test_a_variation_keeps_the_seed_and_a_reroll_draws_new_variation_seeds(service, backend):
+    """``--variation 0.2``: every image on the seed, image i on variation seed + i (drawn when not given); a
+    reroll is more variants of the same seed; ``--repeat`` moves the variation seed; Vary starts from the image."""
+    from bot.summary import result_fields
+
+    made = await (await service.imagine("a red fox --seed 7 --variation 0.2 --n 2", ALICE)).result()
+    assert (made.request.seed, made.request.variation_seed, made.request.variation_strength) == (7, 100, 0.2)
+    assert [image.seed for image in made.images] == [7, 7]
+    assert ("Variation", "0.2 toward seed 100…101") in result_fields(made)
+    rerolled = await (await service.reroll(ALICE, made.id)).result()
+    assert (rerolled.request.seed, rerolled.request.variation_seed) == (7, 101)
+    repeated = await service.imagine_each("a red fox --seed 7 --variation 0.2 --subseed 40 --n 2 --r 2", ALICE)
+    assert [(await job.result()).request.variation_seed for job in repeated] == [40, 42]
+    varied = await (await service.vary(ALICE, f"#{made.id}.2", "subtle")).result()
+    assert (varied.request.variation_strength, varied.request.variation_seed) == (0.0, None)
+    assert varied.request.init_image is not None

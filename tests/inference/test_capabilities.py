@@ -138,3 +138,14 @@ def test_seamless_tiling_is_the_local_workers_own(backend: str, sentence: str) -
     assert str(refused.value) == f"Tile is not available on {sentence}; the local backend can."
     for runs_it in ("local", "ray"):
         CAPABILITIES[runs_it].check(tiled, CATALOG)
+
+
+@pytest.mark.parametrize(("backend", "sentence"), [("runware", "Runware"), ("modelslab", "ModelsLab")])
+def test_a_variation_seed_is_the_local_workers_own(backend: str, sentence: str) -> None:
+    """Neither API takes a starting noise or a second seed: one sentence before anything is sent."""
+    varied = request("a stone wall --seed 3 --variation 0.2")
+    with pytest.raises(InvalidOption) as refused:
+        CAPABILITIES[backend].check(varied, CATALOG)
+    assert str(refused.value) == f"Variation is not available on {sentence}; the local backend can."
+    for runs_it in ("local", "ray"):
+        CAPABILITIES[runs_it].check(varied, CATALOG)
