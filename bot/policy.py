@@ -21,9 +21,9 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.catalog import Catalog, Kind
 from bot.errors import ContentBlocked, InvalidOption, NotEnabledHere, shown
@@ -98,6 +98,17 @@ class Policy(BaseModel):
     # When the showcase was turned on, in milliseconds since the epoch (None: off). Its link carries
     # this value, so turning the showcase off and on again makes a new link and kills the old one.
     showcase_since: int | None = Field(default=None, ge=0)
+    # The model a member's request runs on when neither it nor the member's settings name one.
+    default_model: str | None = None
+
+    @model_validator(mode="after")
+    def _default_allowed(self) -> Self:
+        model = self.default_model
+        if model is not None and ((self.models and model not in self.models) or model in self.blocked_models):
+            raise ValueError(
+                f"the default model '{model}' would not be allowed (set default_model to another, or none)"
+            )
+        return self
 
     @field_validator("banned")
     @classmethod
@@ -139,6 +150,8 @@ class Policy(BaseModel):
         parts = [f"rerolls: {'everyone' if self.open_reroll else 'the author only'}"]
         if self.banned:
             parts.append(f"{len(self.banned)} banned word rule" + ("s" if len(self.banned) != 1 else ""))
+        if self.default_model is not None:
+            parts.append(f"default model: {self.default_model}")
         if self.models:
             parts.append("models: " + ", ".join(self.models))
         if self.blocked_models:
@@ -245,6 +258,7 @@ def rule_changes(
     adult_channels: str | None = None,
     flagged: str | None = None,
     showcase: bool | None = None,
+    default_model: str | None = None,
     here: str | None = None,
 ) -> dict[str, object]:
     """Return the policy changes an admin asked for, as every chat's admin command takes them.
@@ -253,7 +267,8 @@ def rule_changes(
     `blocked_models` and `blocked_loras` too (``none``: none blocked);
     `channels` and `adult_channels` channel ids or mentions (``here``: the channel `here`, ``all``/``none``:
     the empty list); `max_size` ``WxH``; 0 lifts a limit. `showcase` turns the server's showcase on or off
-    (`bot.admin.ServerAdmin.update_policy` turns True into the time it was turned on).
+    (`bot.admin.ServerAdmin.update_policy` turns True into the time it was turned on). `default_model` is
+    the model members' requests run on when they name none (``none``: the bot's own default).
     """
     changes: dict[str, object] = {}
     if open_reroll is not None:
@@ -282,6 +297,11 @@ def rule_changes(
     for key, given in (("channels", channels), ("adult_channels", adult_channels)):
         if given is not None:
             changes[key] = _channel_ids(given, here, key)
+    if default_model is not None:
+        name = default_model.strip()
+        changes["default_model"] = (
+            None if name.lower() in ("none", "") else catalog.get("model", name, "default model").name
+        )
     if flagged is not None:
         if flagged.strip().lower() not in FLAGGED:
             raise InvalidOption("flagged", f"must be spoiler, withhold or allow, not '{shown(flagged)}'", typed=True)
@@ -343,6 +363,7 @@ ADMIN_WORDS = (
     "adult_channels",
     "flagged",
     "showcase",
+    "default_model",
 )
 
 

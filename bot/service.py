@@ -275,7 +275,7 @@ class ImageService:
         `bot.option_sets`) stand for their flags before anything reads the prompt.
         """
         saved = await self.user_settings.get(who)
-        defaults = self.user_settings.defaults(saved)
+        defaults = self.user_settings.defaults(saved, (await self.admin.policy(who)).default_model)
         if private is None:
             private = user_settings.private(saved)
         try:

@@ -137,8 +137,11 @@ class UserSettings:
         """Tell whether the user's saved settings ask for private delivery."""
         return private(await self.get(who))
 
-    def defaults(self, saved: Mapping[str, object]) -> options.Defaults:
-        """Return what saved settings fill in of a request that leaves it out."""
+    def defaults(self, saved: Mapping[str, object], server_model: str | None = None) -> options.Defaults:
+        """Return what saved settings fill in of a request that leaves it out.
+
+        The model: the user's saved one, else `server_model` (the server's rule), else the bot's default.
+        """
 
         def number(key: str) -> int | None:
             value = saved.get(key)
@@ -147,7 +150,7 @@ class UserSettings:
         cfg = saved.get("cfg")
         scheduler = saved.get("scheduler")
         return options.Defaults(
-            model=str(saved.get("model") or self.default_model),
+            model=str(saved.get("model") or server_model or self.default_model),
             steps=number("steps"),
             refiner_percent=number("refiner_percent"),
             width=number("width"),

@@ -629,6 +629,7 @@ class ImagesCog(commands.Cog, name="Images"):
         channels="the only channels the bot answers in: #mentions or here (all: every channel)",
         flagged="how an image the safety check flagged is shown in age-restricted channels (elsewhere never plainly)",
         showcase="a web page of the images members starred (⭐), for anyone with its link; off kills the link",
+        default_model="the model members' images use when they name none (none: the bot's default)",
         audit="show who recently made, deleted or was refused images, and who changed the rules",
     )
     @app_commands.choices(flagged=[app_commands.Choice(name=name, value=name) for name in FLAGGED])
@@ -649,6 +650,7 @@ class ImagesCog(commands.Cog, name="Images"):
         channels: str | None = None,
         flagged: str | None = None,
         showcase: bool | None = None,
+        default_model: str | None = None,
         audit: bool = False,
     ) -> None:
         """Show or change the server's policy, or read its audit log."""
@@ -669,12 +671,15 @@ class ImagesCog(commands.Cog, name="Images"):
             "channels": channels,
             "flagged": flagged,
             "showcase": showcase,
+            "default_model": default_model,
         }
 
         async def manages() -> bool:
             return interaction.permissions.manage_guild
 
         await self._ask(interaction, self.flow.server_rules(who, asked, audit=audit, may_manage=manages))
+
+    imagine_admin.autocomplete("default_model")(_model_choices)
 
     # -- buttons and reactions ----------------------------------------------------------------------
 

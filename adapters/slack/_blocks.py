@@ -85,7 +85,7 @@ weights: `(words:1.3)`, `(words)`, `[words]`, `BREAK`; LoRA tags: `<lora:pixel-a
 link stops working; `showcase`: the workspace's page of starred images)
 */imagine star* `[#id]` · */imagine unstar* `[#id]` — your image in or out of the workspace's showcase
 */imagine admin* `[audit | ban <word> | unban <n> | models <a,b|all> | max_steps <n> | max_count <n> \
-| member_quota <n> | open_reroll on|off | showcase on|off]` — the workspace's rules (admins)
+| member_quota <n> | open_reroll on|off | showcase on|off | default_model <name|none>]` — the workspace's rules (admins)
 Under an image: the buttons, or react :arrows_counterclockwise: to reroll, :sparkles: to refine, \
 :herb: or :tornado: to vary, :x: to delete, :star: to star it for the showcase. The *Generate image* shortcut \
 opens a form (with an image \

@@ -143,3 +143,22 @@ def test_a_flagged_input_is_refused_only_where_flagged_images_are_withheld(flagg
             policy.check(request, flagged_inputs=["#3.2"])
     else:
         policy.check(request, flagged_inputs=["#3.2"])
+
+
+def test_a_default_model_is_a_catalog_model_the_server_allows_and_none_clears_it() -> None:
+    """``default_model`` takes a catalog name as the catalog spells it; one the server's lists refuse is refused."""
+    policy = Policy().changed(rule_changes(Policy(), CATALOG, default_model="SDXL-Turbo"))
+    assert policy.default_model == "sdxl-turbo" and "default model: sdxl-turbo" in policy.summary()
+    assert Policy().changed(rule_changes(policy, CATALOG, default_model="none")).default_model is None
+    with pytest.raises(
+        InvalidOption, match=r"^Default model 'sdxl-trubo' is not in the catalog; did you mean 'sdxl-turbo'"
+    ):
+        rule_changes(Policy(), CATALOG, default_model="sdxl-trubo")
+    with pytest.raises(InvalidOption) as refused:
+        policy.changed(rule_changes(policy, CATALOG, models="tiny"))
+    assert str(refused.value) == (
+        "Server setting is invalid: the default model 'sdxl-turbo' would not be allowed"
+        " (set default_model to another, or none)."
+    )
+    with pytest.raises(InvalidOption):
+        policy.changed(rule_changes(policy, CATALOG, blocked_models="sdxl-turbo"))

@@ -539,3 +539,15 @@ async def test_a_variation_keeps_the_seed_and_a_reroll_draws_new_variation_seeds
     varied = await (await service.vary(ALICE, f"#{made.id}.2", "subtle")).result()
     assert (varied.request.variation_strength, varied.request.variation_seed) == (0.0, None)
     assert varied.request.init_image is not None
+
+
+async def test_a_servers_default_model_is_what_its_members_requests_leave_out(service, backend):
+    """Server rule `default_model`: used where neither the request nor the member's settings name a model;
+    another server and direct messages keep the bot's default."""
+    await service.admin.update_policy(ALICE, {"default_model": "sdxl-turbo"}, may_manage=True)
+    assert (await service.imagine("a red fox", ALICE)).request.model == "sdxl-turbo"
+    assert (await service.imagine("a red fox --model tiny", ALICE)).request.model == "tiny"
+    await service.user_settings.update(ALICE, {"model": "tiny"})
+    assert (await service.imagine("a red fox", ALICE)).request.model == "tiny"
+    elsewhere = Requester("slack", "U9", workspace="T9", channel="C9")
+    assert (await service.imagine("a red fox", elsewhere)).request.model == "tiny"

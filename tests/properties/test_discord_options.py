@@ -115,6 +115,7 @@ ADMIN = {
     "member_quota": numbers,
     "channels": texts | phrases,
     "flagged": texts,
+    "default_model": names | st.sampled_from(["none", "NONE", ""]),
 }
 
 

@@ -444,6 +444,19 @@ async def test_server_managers_ban_words_and_a_banned_prompt_queues_nothing(runn
     assert (await unbanned.response())["data"]["content"] == "This server: rerolls: the author only."
 
 
+async def test_a_servers_default_model_is_set_with_imagine_admin_and_autocompleted(running):
+    fake = running.fake
+    choices = await fake.autocomplete("imagine-admin", {"default_model": "sdxl-tu"}, "default_model")
+    assert [choice["value"] for choice in choices] == ["sdxl-turbo"]
+    ruled = await fake.slash("imagine-admin", {"default_model": "sdxl-turbo"})
+    assert (await ruled.response())["data"]["content"] == (
+        "This server: rerolls: the author only; default model: sdxl-turbo."
+    )
+    await _imagine(fake, {"prompt": "a red fox", "steps": 4}, user=fake.bob)
+    (request,) = running.backend.requests
+    assert request.model == "sdxl-turbo"
+
+
 async def test_member_quota_and_the_audit_log(running):
     fake = running.fake
     ruled = await fake.slash("imagine-admin", {"member_quota": 1, "ban": "gore"})
