@@ -11,6 +11,7 @@ images, and never another set; ``/imagine``'s own flags keep their names.
 
 from __future__ import annotations
 
+import difflib
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -81,6 +82,11 @@ def _expanded_text(text: str, sets: Mapping[str, str], typed: set[str]) -> str:
     pieces: list[str] = []
     last = 0
     for run in runs:
+        if run.option is None and run.name not in sets:
+            # A misspelt set ("--mnie" for --mine): said here, where the sets are known; else the parser says it.
+            close = difflib.get_close_matches(run.name, list(sets), n=3, cutoff=0.6)
+            if close:
+                raise InvalidOption(shown(run.flag), "is not an option", [f"--{name}" for name in close], typed=True)
         if run.option is not None or run.name not in sets:
             continue
         flag = shown(run.flag)

@@ -275,7 +275,7 @@ class ImageService:
         `bot.option_sets`) stand for their flags before anything reads the prompt.
         """
         saved = await self.user_settings.get(who)
-        defaults = self.user_settings.defaults(saved, (await self.admin.policy(who)).default_model)
+        defaults = await self._defaults(who, saved)
         if private is None:
             private = user_settings.private(saved)
         try:
@@ -333,6 +333,14 @@ class ImageService:
                 await self.runner.cancel(job)
             raise
         return tuple(jobs)
+
+    async def model_for(self, who: Requester) -> str:
+        """Return the model a request of the user's runs on when it names none: theirs, their server's, the bot's."""
+        return (await self._defaults(who, await self.user_settings.get(who))).model
+
+    async def _defaults(self, who: Requester, saved: Mapping[str, object]) -> options.Defaults:
+        """Return what fills in a request of the user's: their saved settings, then their server's default model."""
+        return self.user_settings.defaults(saved, (await self.admin.policy(who)).default_model)
 
     async def _prepare(
         self,

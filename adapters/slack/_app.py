@@ -275,9 +275,9 @@ class SlackImages:
     async def on_generate_shortcut(self, ack: AsyncAck, shortcut: dict[str, Any]) -> None:
         """Open the "Generate image" modal."""
         await ack()
-        await self.client.views_open(
-            trigger_id=shortcut["trigger_id"], view=imagine_modal(self.service.offered, self.service.default_model)
-        )
+        # The form says which model an empty field means for this user: theirs, the workspace's, the bot's.
+        model = await self.service.model_for(_requester(shortcut["user"]["id"], _team(shortcut), None))
+        await self.client.views_open(trigger_id=shortcut["trigger_id"], view=imagine_modal(self.service.offered, model))
 
     async def on_imagine_submit(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         """Queue the modal's generation, or keep the modal open with the error on its field.
@@ -405,9 +405,9 @@ class SlackImages:
             return
         name = str(file.get("name") or file["id"])
         source = SourceFile(file["id"], name, channel, message.get("thread_ts"), as_guide=as_guide)
+        model = await self.service.model_for(_requester(shortcut["user"]["id"], _team(shortcut), channel))
         await self.client.views_open(
-            trigger_id=shortcut["trigger_id"],
-            view=imagine_modal(self.service.offered, self.service.default_model, source),
+            trigger_id=shortcut["trigger_id"], view=imagine_modal(self.service.offered, model, source)
         )
 
     async def _shortcut_target(self, shortcut: dict[str, Any]) -> tuple[Requester, Destination, int | None]:

@@ -76,11 +76,14 @@ def test_a_set_used_wrongly_is_one_sentence(text: str, sentence: str) -> None:
     assert str(refused.value) == sentence
 
 
-def test_a_name_that_is_no_set_is_left_for_the_parser() -> None:
-    """``--mnie``: the parser's own sentence, with its suggestions."""
-    assert expanded("a fox --mnie", SETS) == "a fox --mnie"
-    with pytest.raises(InvalidOption, match=r"^--mnie is not an option"):
-        parsed("a fox --mnie")
+def test_a_name_that_is_no_set_is_left_for_the_parser_unless_it_is_close_to_one() -> None:
+    """``--mnie`` with a set ``mine``: did you mean it; ``--sed``: the parser's own sentence and suggestions."""
+    with pytest.raises(InvalidOption) as refused:
+        expanded("a fox --mnie", SETS)
+    assert str(refused.value) == "--mnie is not an option; did you mean '--mine'?"
+    assert expanded("a fox --sed 3", SETS) == "a fox --sed 3"
+    with pytest.raises(InvalidOption, match=r"^--sed is not an option; did you mean '--seed'"):
+        parsed("a fox --sed 3")
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from pathlib import Path, PurePath
 import pytest
 
 from bot.errors import JobCancelled
+from bot.jobs import Requester
 from tests.adapters.slack.conftest import Running, action_ids, running_app
 from tests.fakes.backend import FakeBackend
 from tests.fakes.slack import FakeSlack, SlackMessage
@@ -396,6 +397,24 @@ async def test_generate_modal_opens_and_shows_errors_on_the_right_field(running:
     assert request.prompt.startswith("watercolor painting of a red fox, ") and request.negative_prompt.startswith(
         "photo"
     )
+
+
+async def test_the_forms_model_field_says_which_model_empty_means_for_this_user(running: Running) -> None:
+    """The bot's default, then the workspace's (admin default_model), then the user's own model setting."""
+
+    async def hint() -> str:
+        before = len(running.fake.calls_to("views.open"))
+        await running.fake.send_global_shortcut(running.url, "generate_image")
+        await running.fake.wait_for(lambda: len(running.fake.calls_to("views.open")) > before)
+        blocks = running.fake.calls_to("views.open")[-1].args["view"]["blocks"]
+        return next(block for block in blocks if block["block_id"] == "model")["hint"]["text"]
+
+    member = Requester("slack", "U_ALICE", workspace=running.fake.team_id)
+    assert await hint() == "Empty: tiny."
+    await running.service.admin.update_policy(member, {"default_model": "sdxl-turbo"}, may_manage=True)
+    assert await hint() == "Empty: sdxl-turbo."
+    await running.service.user_settings.update(member, {"model": "tiny"})
+    assert await hint() == "Empty: tiny."
 
 
 async def test_modal_without_a_channel_delivers_in_a_direct_message(running: Running) -> None:
