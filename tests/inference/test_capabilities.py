@@ -130,22 +130,18 @@ def test_an_upscale_no_model_redraws_needs_an_upscaler_here_and_none_on_runware(
 
 
 @pytest.mark.parametrize(("backend", "sentence"), [("runware", "Runware"), ("modelslab", "ModelsLab")])
-def test_seamless_tiling_is_the_local_workers_own(backend: str, sentence: str) -> None:
-    """--tile on an API that documents no such setting: one sentence before anything is sent; local and Ray take it."""
-    tiled = request("a stone wall texture --tile")
+@pytest.mark.parametrize(
+    ("line", "option"),
+    [("a stone wall texture --tile", "Tile"), ("a stone wall --seed 3 --variation 0.2", "Variation")],
+)
+def test_seamless_tiling_and_variation_seeds_are_the_local_workers_own(
+    backend: str, sentence: str, line: str, option: str
+) -> None:
+    """--tile and --variation on an API that has no such setting (no padding mode, no starting noise or second
+    seed): one sentence before anything is sent; local and Ray take them."""
+    asked = request(line)
     with pytest.raises(InvalidOption) as refused:
-        CAPABILITIES[backend].check(tiled, CATALOG)
-    assert str(refused.value) == f"Tile is not available on {sentence}; the local backend can."
+        CAPABILITIES[backend].check(asked, CATALOG)
+    assert str(refused.value) == f"{option} is not available on {sentence}; the local backend can."
     for runs_it in ("local", "ray"):
-        CAPABILITIES[runs_it].check(tiled, CATALOG)
-
-
-@pytest.mark.parametrize(("backend", "sentence"), [("runware", "Runware"), ("modelslab", "ModelsLab")])
-def test_a_variation_seed_is_the_local_workers_own(backend: str, sentence: str) -> None:
-    """Neither API takes a starting noise or a second seed: one sentence before anything is sent."""
-    varied = request("a stone wall --seed 3 --variation 0.2")
-    with pytest.raises(InvalidOption) as refused:
-        CAPABILITIES[backend].check(varied, CATALOG)
-    assert str(refused.value) == f"Variation is not available on {sentence}; the local backend can."
-    for runs_it in ("local", "ray"):
-        CAPABILITIES[runs_it].check(varied, CATALOG)
+        CAPABILITIES[runs_it].check(asked, CATALOG)
