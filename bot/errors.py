@@ -144,9 +144,10 @@ class QuotaReached(BotError):
         wait = f"{hours} h {minutes} min" if hours else f"{minutes} min"
         images = f"{limit} image{'s' if limit > 1 else ''} for today"
         if left > 0:  # some are left, fewer than asked: "made its 5" would not be true
-            whose = f"You have {left} of your {images} left in this {where}" if personal else None
-            whose = whose or f"This {where} has {left} of its {images} left"
-            said = f"{whose}, and this asks for {asked}"
+            if personal:
+                said = f"You have {left} of your {images} left in this {where}, and this asks for {asked}"
+            else:
+                said = f"This {where} has {left} of its {images} left, and this asks for {asked}"
         else:
             said = f"You have made your {images} in this {where}" if personal else f"This {where} has made its {images}"
         super().__init__(f"{said}; the quota resets in {wait} (UTC midnight).")

@@ -82,14 +82,15 @@ def _expanded_text(text: str, sets: Mapping[str, str], typed: set[str]) -> str:
     pieces: list[str] = []
     last = 0
     for run in runs:
-        if run.option is None and run.name not in sets:
+        if run.option is not None:
+            continue
+        flag = shown(run.flag)
+        if run.name not in sets:
             # A misspelt set ("--mnie" for --mine): said here, where the sets are known; else the parser says it.
             close = difflib.get_close_matches(run.name, list(sets), n=3, cutoff=0.6)
             if close:
-                raise InvalidOption(shown(run.flag), "is not an option", [f"--{name}" for name in close], typed=True)
-        if run.option is not None or run.name not in sets:
+                raise InvalidOption(flag, "is not an option", [f"--{name}" for name in close], typed=True)
             continue
-        flag = shown(run.flag)
         if run.value:
             raise InvalidOption(flag, f"is your option set and takes no value, not '{shown(run.value)}'", typed=True)
         if run.name in named:

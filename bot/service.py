@@ -274,13 +274,14 @@ class ImageService:
         reference, whatever the number of prompts. The user's option sets (``--mine``,
         `bot.option_sets`) stand for their flags before anything reads the prompt.
         """
-        saved = await self.user_settings.get(who)
-        defaults = await self._defaults(who, saved)
+        saved, sets = await self.user_settings.read(who)
+        policy = await self.admin.policy(who)
+        defaults = self.user_settings.defaults(saved, policy.default_model)
         if private is None:
             private = user_settings.private(saved)
         try:
             # The user's option sets (--mine) first: their flags may hold {…} choices too.
-            given = option_sets.expanded(given, await self.user_settings.option_sets(who))
+            given = option_sets.expanded(given, sets)
             each = permutations.variants(given, most=most)
         except InvalidOption as error:
             raise options.as_typed(given, error) from None
@@ -296,7 +297,7 @@ class ImageService:
         if jobs_asked > 1:
             self.runner.queue.check_room(who.key, jobs_asked)
             images = sum(probe.request.count * probe.repeat for probe in probes)
-            await self.admin.check_quota(who, images, await self.admin.policy(who))
+            await self.admin.check_quota(who, images, policy)
         shared = Shared()
         prepared = [await self._prepare(variant, who, defaults, load, shared) for variant in each]
         # --repeat N: N jobs of each prompt, each its own seed; what loading it cost (a guide map) is the first's.
@@ -307,11 +308,9 @@ class ImageService:
         ]
         if len(prepared) > 1:  # again, as they are now: other requests may have come meanwhile
             self.runner.queue.check_room(who.key, len(prepared))
-            policy = None
             for parsed, loaded in prepared:
                 _, policy = await self._admit(who, parsed.request, loaded.flagged)
-            if policy is not None:
-                await self.admin.check_quota(who, sum(parsed.request.count for parsed, _ in prepared), policy)
+            await self.admin.check_quota(who, sum(parsed.request.count for parsed, _ in prepared), policy)
         jobs: list[Job] = []
         try:
             for parsed, loaded in prepared:
@@ -336,11 +335,8 @@ class ImageService:
 
     async def model_for(self, who: Requester) -> str:
         """Return the model a request of the user's runs on when it names none: theirs, their server's, the bot's."""
-        return (await self._defaults(who, await self.user_settings.get(who))).model
-
-    async def _defaults(self, who: Requester, saved: Mapping[str, object]) -> options.Defaults:
-        """Return what fills in a request of the user's: their saved settings, then their server's default model."""
-        return self.user_settings.defaults(saved, (await self.admin.policy(who)).default_model)
+        saved = await self.user_settings.get(who)
+        return self.user_settings.defaults(saved, (await self.admin.policy(who)).default_model).model
 
     async def _prepare(
         self,

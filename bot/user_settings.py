@@ -63,12 +63,17 @@ class UserSettings:
 
     async def get(self, who: Requester) -> dict[str, object]:
         """Return the user's saved defaults."""
-        return {key: value for key, value in (await self._store.get(*who.key)).items() if key != _SETS}
+        return (await self.read(who))[0]
 
     async def option_sets(self, who: Requester) -> dict[str, str]:
         """Return the user's option sets: name → the flags it stands for."""
-        sets = (await self._store.get(*who.key)).get(_SETS)
-        return {str(name): str(flags) for name, flags in sets.items()} if isinstance(sets, dict) else {}
+        return (await self.read(who))[1]
+
+    async def read(self, who: Requester) -> tuple[dict[str, object], dict[str, str]]:
+        """Return the user's saved defaults and option sets, from one read of the store."""
+        saved = await self._store.get(*who.key)
+        sets = saved.pop(_SETS, None)  # the store's answer is a copy of its own
+        return saved, {str(name): str(flags) for name, flags in sets.items()} if isinstance(sets, dict) else {}
 
     async def set_option(self, who: Requester, name: str, flags: str | None) -> dict[str, str]:
         """Save the option set `name` as `flags` (checked as a request would read them), or remove it (None).

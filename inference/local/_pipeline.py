@@ -378,18 +378,17 @@ class SDXLRunner:
         }
         if len(jobs) == 1:
             common["num_images_per_prompt"] = len(seeds)
-        if job.variation_strength:
-            # A1111's variation seed: the starting noise, drawn from each image's generator as the
-            # pipeline would draw it (so its later draws, an ancestral sampler's, stay the same),
-            # moved toward the variation seed's noise. Only from text: an image's noise is the pipeline's.
-            variations = [seed for one in jobs for seed in one.variation_seeds]
-            starting = variation_noise(base, job, generators, variations, job.variation_strength)
 
         # 9. Run the base: the whole schedule, or up to the split, handing over latents. With
         # ControlNets it is the ControlNet pipeline of the same kind, on the same loaded modules.
         first, inputs, controls = self._first_stage(base, jobs, order)
         if job.variation_strength:
-            inputs["latents"] = starting  # the base's alone: the refiner continues from the base's latents
+            # A1111's variation seed: the starting noise, drawn from each image's generator as the
+            # pipeline would draw it (so its later draws, an ancestral sampler's, stay the same),
+            # moved toward the variation seed's noise. Only from text, and the base's alone: the
+            # refiner continues from the base's latents.
+            variations = [seed for one in jobs for seed in one.variation_seeds]
+            inputs["latents"] = variation_noise(base, job, generators, variations, job.variation_strength)
         # Seamless (--tile): every convolution the image passes through wraps around its edges.
         models = [
             base.unet,

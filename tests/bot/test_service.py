@@ -310,7 +310,7 @@ async def test_policy_needs_a_server_and_known_keys(service):
     assert str(caught.value) == (
         "Server setting 'free_gpus' does not exist"
         " (settings: open_reroll, banned, models, blocked_models, loras, blocked_loras, max_steps, max_count,"
-        " max_pixels, user_daily_quota, channels, adult_channels, flagged, showcase_since)."
+        " max_pixels, user_daily_quota, channels, adult_channels, flagged, showcase_since, default_model)."
     )
     assert await service.admin.policy(Requester("discord", "dm-user")) == Policy()
 
