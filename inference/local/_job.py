@@ -111,8 +111,14 @@ class WorkerJob(_Frozen):
         return self.steps if self.strength is None else run_steps(self.steps, self.strength)
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the JSON-ready form sent to the worker."""
-        return self.model_dump(mode="json")
+        """Return the JSON-ready form sent to a worker (a Ray replica), without the fields at their defaults.
+
+        A replica still on the previous version forbids fields it does not know; left out, they let
+        it take every job that uses none of the newer settings (``--tile``, ``--variation``), so a
+        cluster upgraded replica by replica keeps making those jobs. A job that needs a newer
+        setting is refused by an older replica rather than made without it.
+        """
+        return self.model_dump(mode="json", exclude_defaults=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WorkerJob:

@@ -103,6 +103,18 @@ def test_job_round_trips_through_json():
     assert WorkerJob.from_dict(job.to_dict()) == job
 
 
+def test_a_job_sends_only_the_settings_it_uses_so_a_replica_a_version_behind_takes_it():
+    """Fields at their defaults are left out: a replica on the previous version (which forbids fields it does
+    not know) takes a job that uses no newer setting, and refuses one that does rather than ignore it."""
+    plain = build_job(request(), CATALOG, Path("/data")).to_dict()
+    assert {"tiling", "variation_seeds", "variation_strength", "controlnets", "init_image"}.isdisjoint(plain)
+    assert WorkerJob.from_dict(plain) == build_job(request(), CATALOG, Path("/data"))
+    newer = build_job(request(tiling=True, variation_seed=5, variation_strength=0.3), CATALOG, Path("/data"))
+    sent = newer.to_dict()
+    assert (sent["tiling"], sent["variation_seeds"], sent["variation_strength"]) == (True, [5], 0.3)
+    assert WorkerJob.from_dict(sent) == newer
+
+
 def test_missing_seed_is_drawn():
     """A request without a seed gets one, so the images can still be reproduced."""
     job = build_job(request(seed=None, count=2), CATALOG, Path("/data"))
