@@ -267,6 +267,7 @@ class ImagesCog(commands.Cog, name="Images"):
         control_end="the last step it acts on: a step like 10 or a percentage like 40% (last)",
         control_mode="which matters more: both, your prompt, or the ControlNet",
         tile="seamless: the image repeats edge to edge, a texture",
+        variation="a close variant of the seed's image, 0-1 (0.1-0.3: close); --variation-seed in the prompt",
     )
     @app_commands.choices(size=SIZE_CHOICES, scheduler=SCHEDULER_CHOICES, control_mode=CONTROL_MODE_CHOICES)
     async def imagine(
@@ -295,6 +296,7 @@ class ImagesCog(commands.Cog, name="Images"):
         control_end: str | None = None,
         control_mode: str | None = None,
         tile: bool | None = None,
+        variation: app_commands.Range[float, 0.0, 1.0] | None = None,
     ) -> None:
         """Queue a generation and follow it in the deferred reply."""
         files = (("image", image), ("mask", mask), ("control_image", control_image))
@@ -322,6 +324,7 @@ class ImagesCog(commands.Cog, name="Images"):
             "control_end": control_end,
             "control_mode": control_mode,
             "tile": tile,
+            "variation": variation,
         }
         await self._imagine(interaction, given, attachments, private)
 

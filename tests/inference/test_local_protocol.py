@@ -60,7 +60,8 @@ UNCHECKED = GeneratedImage(index=1, seed=8, data=b"", width=64, height=32)
 
 # Each message beside the JSON object its frame holds.
 TO_WORKER: list[tuple[Message, dict]] = [
-    (Generate(1, (JOB, JOB)), {"op": "generate", "id": 1, "jobs": [JOB.to_dict(), JOB.to_dict()]}),
+    # Every field of each job: the worker process runs the bot's own code (a Ray replica gets `to_dict`'s).
+    (Generate(1, (JOB, JOB)), {"op": "generate", "id": 1, "jobs": [JOB.model_dump(mode="json")] * 2}),
     (Cancel(1), {"op": "cancel", "id": 1}),
     (StatsRequest(2), {"op": "stats", "id": 2}),
     (

@@ -30,6 +30,7 @@ IMAGINE = {
     "count": numbers,
     "private": st.none() | st.booleans(),
     "tile": st.none() | st.booleans(),
+    "variation": st.none() | st.floats(0, 1) | numbers,
 }
 # An error names the option by its Discord name, never by the parser's label for it.
 LABELS = {"negative": "negative prompt"}

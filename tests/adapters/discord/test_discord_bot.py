@@ -285,6 +285,12 @@ async def test_private_imagine_is_ephemeral(running):
     assert message.ephemeral and message.attachments
 
 
+async def test_a_typed_variation_keeps_the_seed_and_draws_a_variation_seed(running):
+    await _imagine(running.fake, {"prompt": "a red fox", "seed": "7", "steps": 2, "variation": 0.25})
+    (request,) = running.backend.requests
+    assert (request.seed, request.variation_strength) == (7, 0.25) and request.variation_seed is not None
+
+
 async def test_lora_autocomplete_searches_the_whole_list(running):
     choices = await running.fake.autocomplete("imagine", {"prompt": "x", "lora": "pixel-art:0.8, toy"}, "lora")
     assert choices == [{"name": "pixel-art:0.8, toy-face — Toy figure faces", "value": "pixel-art:0.8, toy-face"}]
