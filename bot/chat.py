@@ -518,9 +518,18 @@ class ChatFlow:
             return None
         return None if command is None else await command(who)
 
-    async def _settings(self, who: Requester, changes: Mapping[str, object]) -> Text:
+    async def settings(self, who: Requester, changes: Mapping[str, object], *, reset: bool = False) -> Text:
+        """Answer ``settings``: save `changes` (``reset``: clear every saved default first), then show them all.
+
+        The line names the user's option sets too (`bot.option_sets`), which a reset keeps.
+        """
         saved_settings = self.service.user_settings
-        return Text(defaults_line(await (saved_settings.update(who, changes) if changes else saved_settings.get(who))))
+        saved, sets = await saved_settings.read(who)
+        if reset:
+            changes = {**dict.fromkeys(saved), **changes}
+        if changes:
+            saved = await saved_settings.update(who, changes)
+        return Text(defaults_line(saved, sets))
 
     def _parse(self, word: str, rest: str) -> Callable[[Requester], Awaitable[Reply]] | None:
         """Parse a text command's arguments into the call that answers it; None for no command word.
@@ -539,7 +548,7 @@ class ChatFlow:
             changes = parse_setting_pairs(rest)
             if changes is None:
                 raise InvalidOption("settings", f"takes key=value pairs, not '{shown(rest)}'", typed=True)
-            return lambda who: self._settings(who, changes)
+            return lambda who: self.settings(who, changes)
         if word == "prefer":
             name, flags = [*rest.split(maxsplit=1), "", ""][:2]
             if (name and not _SET_NAME.fullmatch(name)) or (flags and flags.lower() != "none" and flags[0] not in "-—"):

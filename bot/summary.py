@@ -6,7 +6,7 @@ these lines are shared; each adapter adds its own markup around them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from bot.actions import format_ref
 from bot.history import AuditEntry, Generation
@@ -245,10 +245,12 @@ def forgotten_line(count: int) -> str:
     return f"Forgotten: {count} generation" + ("s" if count != 1 else "") + ", their images, and your settings."
 
 
-def defaults_line(saved: Mapping[str, object]) -> str:
-    """Return a user's saved defaults as one line."""
+def defaults_line(saved: Mapping[str, object], sets: Iterable[str] = ()) -> str:
+    """Return a user's saved defaults as one line, and the names of their option sets (`bot.option_sets`)."""
     shown = ", ".join(f"{key}={value}" for key, value in sorted(saved.items()))
-    return "Your defaults: " + (shown or "none (the model's own)")
+    line = "Your defaults: " + (shown or "none (the model's own)")
+    names = ", ".join(f"--{name}" for name in sorted(sets))
+    return line + (f"; option sets: {names}" if names else "")
 
 
 def _setting_value(text: str) -> object:

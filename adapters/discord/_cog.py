@@ -50,7 +50,6 @@ from bot.request import CONTROL_MODES
 from bot.rules import SCHEDULERS
 from bot.service import ZOOM_OUT, ImageService, VaryKind
 from bot.summary import (
-    defaults_line,
     deleted_line,
     progress_line,
     withheld_line,
@@ -131,16 +130,12 @@ def age_restricted(channel: object) -> bool:
     return bool(is_nsfw()) if callable(is_nsfw) else False
 
 
-def settings_changes(reset: Mapping[str, object], given: Mapping[str, object]) -> dict[str, object]:
-    """Return the changes /settings asks for: `reset` holds the saved settings to clear, `given` its options.
+def settings_changes(given: Mapping[str, object]) -> dict[str, object]:
+    """Return the changes /settings asks for: its options that were given (None: left out).
 
-    An option left out is None; ``refiner`` 0 is the refiner off, which is no saved default.
+    ``refiner`` 0 is the refiner off, which is no saved default.
     """
-    changes: dict[str, object] = dict.fromkeys(reset)
-    for key, value in given.items():
-        if value is not None:
-            changes[key] = (value or None) if key == "refiner" else value
-    return changes
+    return {key: (value or None) if key == "refiner" else value for key, value in given.items() if value is not None}
 
 
 class ImagesCog(commands.Cog, name="Images"):
@@ -568,14 +563,7 @@ class ImagesCog(commands.Cog, name="Images"):
             "upscale_strength": upscale_strength,
         }
 
-        async def update() -> Text:
-            saved = await self.service.user_settings.get(who)
-            changes = settings_changes(saved if reset else {}, given)
-            if changes:
-                saved = await self.service.user_settings.update(who, changes)
-            return Text(defaults_line(saved))
-
-        await self._ask(interaction, update())
+        await self._ask(interaction, self.flow.settings(who, settings_changes(given), reset=reset))
 
     settings_command.autocomplete("model")(_model_choices)
 

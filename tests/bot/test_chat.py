@@ -142,7 +142,9 @@ async def test_prefer_saves_an_option_set_that_prompts_then_use(flow, service):
         "Your option sets:\n--fast  --steps 2\n--mine  --ar 2:3 --steps 4 --no blurry"
     )
     assert await flow.text(ALICE, "prefer mine") == Text("--mine  --ar 2:3 --steps 4 --no blurry")
-    assert await flow.text(ALICE, "settings") == Text("Your defaults: none (the model's own)")
+    assert await flow.text(ALICE, "settings") == Text(
+        "Your defaults: none (the model's own); option sets: --fast, --mine"
+    )
 
     started = await flow.imagine(ALICE, "a red fox --mine --steps 6")
     made = await started.job.result()
@@ -192,7 +194,9 @@ async def test_prefer_with_words_after_the_name_is_a_prompt(flow, text):
 async def test_resetting_the_defaults_keeps_the_sets_and_forget_deletes_them(flow, service):
     await flow.text(ALICE, "settings steps=20")
     await flow.text(ALICE, "prefer mine --ar 2:3")
-    assert await flow.text(ALICE, "settings steps=none") == Text("Your defaults: none (the model's own)")
+    assert await flow.text(ALICE, "settings steps=none") == Text(
+        "Your defaults: none (the model's own); option sets: --mine"
+    )
     assert await service.user_settings.option_sets(ALICE) == {"mine": "--ar 2:3"}
     await flow.text(ALICE, "forget confirm")
     assert await service.user_settings.option_sets(ALICE) == {}

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from adapters.discord._cog import settings_changes
 from bot.jobs import Job, Requester
 from bot.policy import Policy, rule_changes
+from bot.summary import defaults_line
 from tests.properties.conftest import Run
 from tests.properties.sentences import FUZZ
 from tests.properties.strategies import names, numbers, phrases, texts
@@ -89,13 +90,9 @@ def test_settings_options(run: Run, data_dir: Path, reset: bool, given_: dict[st
         w = await world(data_dir)
         await w.db.settings.put(*ALICE.key, {"steps": 4, "vary_strong": 0.5})
 
-        async def update() -> dict[str, object]:
-            saved = await w.service.user_settings.get(ALICE) if reset else {}
-            return await w.service.user_settings.update(ALICE, settings_changes(saved, given_))
-
-        saved = await w.attempt(update)
-        if saved is not None:
-            assert await w.service.user_settings.get(ALICE) == saved
+        reply = await w.attempt(lambda: w.flow.settings(ALICE, settings_changes(given_), reset=reset))
+        if reply is not None:
+            assert reply.text == defaults_line(await w.service.user_settings.get(ALICE))
             # What was saved makes requests: a prompt gives a job or a sentence, never a crash.
             await w.attempt(lambda: w.service.imagine("a red fox", ALICE))
 
