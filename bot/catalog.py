@@ -16,6 +16,10 @@ ControlNets on the local backend; its `local` is a folder on this machine (a pat
 never a repo id, so that no annotator is downloaded while a request waits: the operator puts the
 files there, and the local backend offers the preprocessing only while they are present.
 
+A ``controlnet`` with ``ip_adapter = true`` is an IP-Adapter (A1111 lists it among the ControlNet
+units): its guide is an image prompt, read by the CLIP image encoder in `image_encoder`, which
+lends the new image the guide's look and content rather than its outlines.
+
 A ``style`` is words, not weights (A1111's styles): its `prompt` holds ``{prompt}`` where the
 user's prompt goes (without it, the style's words follow the prompt), and its `negative` is added
 to the user's negative prompt. It needs no architecture and runs on every backend.
@@ -68,6 +72,11 @@ class CatalogEntry(BaseModel):
     # ControlNets: the guide preprocessing they were trained on (canny, depth, …; None: any map);
     # annotators: the one they make
     preprocess: str | None = None
+    # An IP-Adapter among the ControlNets (A1111's IP-Adapter unit, Runware's ipAdapters): its guide is
+    # an image prompt that an image encoder reads, never a map. `weight_name` is its weight file in
+    # `local`; `image_encoder` the encoder's folder there (``models/image_encoder``), or beside it.
+    ip_adapter: bool = False
+    image_encoder: str | None = None
     # styles: the words around the user's prompt (``{prompt}`` where it goes) and the negative words
     prompt: str | None = Field(default=None, min_length=1, max_length=1000)
     negative: str | None = Field(default=None, min_length=1, max_length=1000)
@@ -85,6 +94,13 @@ class Catalog:
                 raise ValueError(
                     f"{entry.kind} {entry.name!r}: a style needs a prompt or a negative;"
                     " every other kind an architecture, and neither of those"
+                )
+            if entry.ip_adapter != (entry.kind == "controlnet" and entry.image_encoder is not None) or (
+                entry.ip_adapter and entry.preprocess is not None
+            ):
+                raise ValueError(
+                    f"{entry.kind} {entry.name!r}: an IP-Adapter is a controlnet with an image_encoder and no"
+                    " preprocess (its guide is an image prompt, not a map); only an IP-Adapter has an image_encoder"
                 )
             self._by_kind[entry.kind][entry.name] = entry
         for model in self._by_kind["model"].values():
@@ -129,6 +145,11 @@ class Catalog:
     def find(self, kind: Kind, name: str) -> CatalogEntry | None:
         """Return the entry of that kind and name (case-insensitive), or None."""
         return self._by_kind[kind].get(name.strip().lower())
+
+    def is_ip_adapter(self, name: str) -> bool:
+        """Tell whether the ControlNet of that name is an IP-Adapter (its guide an image prompt, not a map)."""
+        entry = self.find("controlnet", name)
+        return entry is not None and entry.ip_adapter
 
     def get(self, kind: Kind, name: str, option: str | None = None) -> CatalogEntry:
         """Return the entry or raise `InvalidOption` naming close matches.

@@ -12,6 +12,9 @@ percentages of them as diffusers and A1111 read a guidance start and end: a step
 (1-based) of ``n`` is on when ``start% · n < i`` and ``i ≤ end% · n`` — 0 % to 33 % of 30
 steps is steps 1–9. The guide is preprocessed for the ControlNet's catalog `preprocess`
 (canny) unless ``--preprocess`` says otherwise (``none``: the guide is a map already).
+
+An IP-Adapter (a catalog ControlNet with ``ip_adapter``) is named and stepped the same way, but its
+guide is an image prompt: never preprocessed, always in the balanced mode.
 """
 
 from __future__ import annotations
@@ -126,13 +129,23 @@ def build_controls(
         raise InvalidOption("guide", "cannot be read in this chat")
     mode = _choice("cn_mode", raw.get("cn_mode", "balanced"), CONTROL_MODES)
     chosen = _choice("preprocess", raw["preprocess"], PREPROCESSORS) if "preprocess" in raw else None
-    specs = []
-    for text, guide in zip(texts, guides, strict=True):
-        entry = catalog.get("controlnet", text.name, "cn")
+    entries = [catalog.get("controlnet", text.name, "cn") for text in texts]
+    for entry in entries:
         if entry.architecture != model.architecture.removesuffix("-distilled"):
             reason = f"'{entry.name}' is for {entry.architecture} models, not {model.name} ({model.architecture})"
             raise InvalidOption("cn", reason)
-        preprocess = chosen or entry.preprocess or "none"
+    if all(entry.ip_adapter for entry in entries):
+        # --preprocess and --cn-mode apply to every ControlNet that reads a map; an IP-Adapter reads
+        # the image itself, as trained, so asked of IP-Adapters alone they would change nothing.
+        for option, value, neutral in (("preprocess", chosen, "none"), ("cn-mode", mode, "balanced")):
+            if value not in (None, neutral):
+                reason = (
+                    f"is for ControlNets that read a map; the IP-Adapter '{entries[0].name}' reads the image itself"
+                )
+                raise InvalidOption(option, reason)
+    specs = []
+    for text, guide, entry in zip(texts, guides, entries, strict=True):
+        preprocess = "none" if entry.ip_adapter else chosen or entry.preprocess or "none"
         weight_label, start_label, end_label = ("cn",) * 3 if text.compact else ("cn-weight", "cn-start", "cn-end")
         start = _step(start_label, text.start, run_steps, end=False) if text.start else 1
         end = _step(end_label, text.end, run_steps, end=True) if text.end else run_steps
@@ -148,7 +161,7 @@ def build_controls(
                 weight=_weight(weight_label, text.weight) if text.weight else 1.0,
                 start_step=start,
                 end_step=end,
-                mode=cast(ControlMode, mode),
+                mode="balanced" if entry.ip_adapter else cast(ControlMode, mode),
             )
         )
     if len({spec.model for spec in specs}) < len(specs):

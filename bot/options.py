@@ -521,10 +521,12 @@ def _control_flags(
     controls = request.controlnets
     if not controls:
         return []
-    modes = {control.mode for control in controls}
-    # --preprocess applies to every ControlNet; without it, each takes its catalog entry's own.
-    own = [(entry.preprocess or "none") if (entry := catalog.find("controlnet", c.model)) else None for c in controls]
-    chosen = [control.preprocess for control in controls]
+    # --preprocess and --cn-mode apply to every ControlNet that reads a map (an IP-Adapter reads the
+    # image itself); without --preprocess, each takes its catalog entry's own.
+    maps = [control for control in controls if not catalog.is_ip_adapter(control.model)]
+    modes = {control.mode for control in maps}
+    own = [(entry.preprocess or "none") if (entry := catalog.find("controlnet", c.model)) else None for c in maps]
+    chosen = [control.preprocess for control in maps]
     if len(modes) > 1 or (chosen != own and len(set(chosen)) > 1):
         return [("--cn", None)]
     items: list[str | None] = []
@@ -533,8 +535,8 @@ def _control_flags(
         weight = "" if control.weight == 1.0 else f":{_number(control.weight)}"
         items.append(None if ref is None else f"{control.model}={ref}{weight}@{control.start_step}-{control.end_step}")
     flags: list[tuple[str, str | None]] = [("--cn", None if None in items else ", ".join(map(str, items)))]
-    if modes != {"balanced"}:
-        flags.append(("--cn-mode", controls[0].mode))
+    if modes - {"balanced"}:
+        flags.append(("--cn-mode", maps[0].mode))
     if chosen != own:
         flags.append(("--preprocess", chosen[0]))
     return flags

@@ -82,6 +82,8 @@ class Capabilities:
     outpaint: bool = False
     controlnet: bool = False
     max_control_weight: float = CONTROL_WEIGHT.high
+    ip_adapter: bool = False  # IP-Adapters among the ControlNets (catalog `ip_adapter`)
+    ip_adapter_steps: bool = False  # ... acting on some of the steps only (--cn-start, --cn-end)
     refiner_with_image: bool = True
     tiling: bool = False
     variation: bool = False
@@ -166,6 +168,7 @@ class Capabilities:
                     f"must leave the base model at least {self.min_base_steps} steps on {self.title}, not {base}",
                     lambda c: c.refiner_split and base >= c.min_base_steps,
                 )
+        adapters = [control for control in request.controlnets if catalog.is_ip_adapter(control.model)]
         features: tuple[tuple[str, bool, Callable[[Capabilities], bool]], ...] = (
             ("lora", bool(request.loras), lambda c: c.loras),
             ("embedding", bool(request.embeddings), lambda c: c.embeddings),
@@ -176,13 +179,20 @@ class Capabilities:
             # What the user asked for is named first: an upscale or outpaint has an init image too.
             ("upscale", request.upscale is not None, lambda c: c.upscale),
             ("outpaint", request.outpaint is not None, lambda c: c.outpaint),
-            ("ControlNet", bool(request.controlnets), lambda c: c.controlnet),
+            ("ControlNet", len(request.controlnets) > len(adapters), lambda c: c.controlnet),
+            ("IP-Adapter", bool(adapters), lambda c: c.ip_adapter),
             ("image", request.init_image is not None, lambda c: c.image_to_image),
             ("mask", request.mask_image is not None, lambda c: c.inpaint),
         )
         for label, asked, has in features:
             if asked and not has(self):
                 self._refuse(label, f"is not available on {self.title}", has)
+        if any(a.start_step != 1 or a.end_step != request.run_steps for a in adapters) and not self.ip_adapter_steps:
+            self._refuse(
+                "IP-Adapter",
+                f"acts on every step that runs on {self.title}: it takes no --cn-start or --cn-end there",
+                lambda c: c.ip_adapter and c.ip_adapter_steps,
+            )
         heaviest = max((control.weight for control in request.controlnets), default=0.0)
         if heaviest > self.max_control_weight:
             self._refuse(
@@ -270,6 +280,10 @@ class Capabilities:
                     else ""
                 ),
             ),
+            (
+                "IP-Adapter",
+                yes[self.ip_adapter] + (" (every step)" if self.ip_adapter and not self.ip_adapter_steps else ""),
+            ),
         ]
 
     def _upscale_text(self) -> str:
@@ -346,6 +360,8 @@ _LOCAL = Capabilities(
     upscale=True,
     outpaint=True,
     controlnet=True,
+    ip_adapter=True,
+    ip_adapter_steps=True,
     tiling=True,
     variation=True,
 )
@@ -368,6 +384,8 @@ CAPABILITIES: dict[BackendName, Capabilities] = {
         # SDK's text_to_image.md ("Weight of this ControlNet model (0-1)"), A1111's goes to 2.
         controlnet=True,
         max_control_weight=1.0,
+        # Its ipAdapters array: a model, a guideImage and a weight (0–1, the ControlNets' limit), no steps.
+        ip_adapter=True,
     ),
     "modelslab": Capabilities(
         "modelslab",

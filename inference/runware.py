@@ -220,6 +220,7 @@ def build_task(
     check_content: bool = True,
     inputs: dict[str, bytes] | None = None,
     guides: dict[str, str] | None = None,
+    image_prompts: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Return the ``imageInference`` task of a request (checked against Runware's capabilities first).
 
@@ -230,7 +231,9 @@ def build_task(
     ``mask_image`` by their sha256, sent as ``seedImage`` and ``maskImage`` with the
     ``steps``/``strength`` pair that runs exactly ``request.run_steps`` (`steps_and_strength`).
     `guides` holds the Runware imageUUID of each ControlNet's uploaded guide by the guide's sha256,
-    named in the ``controlNet`` array on the same steps as on the local worker (`controlnet_steps`).
+    named in the ``controlNet`` array on the same steps as on the local worker (`controlnet_steps`);
+    `image_prompts` the imageUUID of each IP-Adapter's image (uploaded as it is stored), named in the
+    ``ipAdapters`` array (each a model, a guideImage and a weight; it acts on every step).
     """
     _CAPABILITIES.check(request, catalog)
 
@@ -287,7 +290,8 @@ def build_task(
         task["lora"] = [{"model": air("lora", lora.name), "weight": lora.weight} for lora in request.loras]
     if request.embeddings:
         task["embeddings"] = [{"model": air("embedding", e.name), "weight": e.weight} for e in request.embeddings]
-    if request.controlnets:
+    adapters = [control for control in request.controlnets if catalog.is_ip_adapter(control.model)]
+    if nets := [control for control in request.controlnets if control not in adapters]:
         uploaded = guides or {}
         entries = [
             _controlnet(
@@ -298,10 +302,15 @@ def build_task(
                 request.run_steps,
                 request.split[0],
             )
-            for control in request.controlnets
+            for control in nets
         ]
         if sent := [entry for entry in entries if entry is not None]:
             task["controlNet"] = sent
+    if adapters:
+        images = image_prompts or {}
+        task["ipAdapters"] = [
+            {"model": air("controlnet", a.model), "guideImage": images[a.guide], "weight": a.weight} for a in adapters
+        ]
     return task
 
 
@@ -405,6 +414,7 @@ class RunwareBackend(HostedBackend):
         if request.upscale is not None:
             return await self._upscale(request, task_uuid, cancel)
         delivery = "async" if work(request) > self._settings.async_above else "sync"
+        guides, image_prompts = await self._guides(request, cancel)
         task = build_task(
             request,
             self._catalog,
@@ -413,7 +423,8 @@ class RunwareBackend(HostedBackend):
             delivery=delivery,
             check_content=self._settings.check_content,
             inputs=await self._inputs(request),
-            guides=await self._guides(request, cancel),
+            guides=guides,
+            image_prompts=image_prompts,
         )
         retrying = Retrying(self._settings.retry_budget, self.name)
         results = await self._submit(task, retrying, cancel)
@@ -466,18 +477,27 @@ class RunwareBackend(HostedBackend):
                 inputs[sha] = await asyncio.to_thread(_sized, data, size, mode)
         return inputs
 
-    async def _guides(self, request: GenerationRequest, cancel: asyncio.Event | None) -> dict[str, str]:
-        """Return the imageUUID of each ControlNet's guide at the output size (as the local worker resizes it).
+    async def _guides(
+        self, request: GenerationRequest, cancel: asyncio.Event | None
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """Return `build_task`'s `guides` and `image_prompts`: the imageUUID of each guide, by its sha256.
 
-        Each distinct guide is uploaded once for the life of the client: a reroll sends no image.
+        A ControlNet's guide is sent at the output size (as the local worker resizes it); an
+        IP-Adapter's image as it is stored (the image encoder crops it, and a stretched image is
+        another prompt). Each distinct upload happens once for the life of the client: a reroll sends
+        no image.
         """
         guides: dict[str, str] = {}
+        image_prompts: dict[str, str] = {}
         for control in request.controlnets:
-            if control.guide not in guides:
-                data = await self._stored(control.guide, "ControlNet guide")
-                sized = await asyncio.to_thread(_sized, data, (request.width, request.height), "RGB")
-                guides[control.guide] = await self._upload(sized, cancel)
-        return guides
+            adapter = self._catalog.is_ip_adapter(control.model)
+            uploads = image_prompts if adapter else guides
+            if control.guide not in uploads:
+                data = await self._stored(control.guide, "IP-Adapter image" if adapter else "ControlNet guide")
+                if not adapter:
+                    data = await asyncio.to_thread(_sized, data, (request.width, request.height), "RGB")
+                uploads[control.guide] = await self._upload(data, cancel)
+        return guides, image_prompts
 
     async def _upload(self, png: bytes, cancel: asyncio.Event | None) -> str:
         """Return the imageUUID Runware keeps `png` under, uploading it only when it is not known (or too old)."""

@@ -1,4 +1,4 @@
-"""Build an offline, random-weight SDXL (base, refiner, VAE, LoRAs, embedding, ControlNets), upscalers, annotators.
+"""Build an offline, random-weight SDXL (base, refiner, VAE, LoRAs, embedding, ControlNets, IP-Adapter) and more.
 
 The parts have the real SDXL structure (two CLIP text encoders, a "text_time"
 UNet, a refiner UNet with aesthetic-score conditioning, an 8× VAE) at a tiny
@@ -24,6 +24,7 @@ Layout under ``<data_dir>/models/tiny/``::
     upscaler-x2/  tiny_upscaler_x2.safetensors (Real-ESRGAN RRDBNet ×2, 4 features, 1 block)
     depth/        DepthAnythingForDepthEstimation + its DPT image processor (16-wide DINOv2, 56 px input)
     pose/         VitPoseForPoseEstimation + its image processor (16-wide, 2-layer ViT, 64×48 input, 17 heatmaps)
+    ip-adapter/   tiny_ip_adapter.safetensors (IP-Adapter for the base UNet) + image_encoder/ (32 px CLIP vision)
     .complete     written last; a folder without it is rebuilt
 
 Catalog entries name the parts as ``tiny:<part>``; `resolve` maps such an id
@@ -57,7 +58,7 @@ __all__ = [
 NATIVE_SIZE = 128
 TOKEN = "<tiny>"
 # Bump when the build changes, so old folders are rebuilt.
-_VERSION = "7"
+_VERSION = "8"
 _MARKER = ".complete"
 
 # part -> (folder, weight file inside it or None for a diffusers folder)
@@ -76,6 +77,7 @@ PARTS: dict[str, tuple[str, str | None]] = {
     "upscaler-x2": ("upscaler-x2", "tiny_upscaler_x2.safetensors"),
     "depth": ("depth", None),
     "pose": ("pose", None),
+    "ip-adapter": ("ip-adapter", "tiny_ip_adapter.safetensors"),
 }
 
 _CLIP_L = {"hidden_size": 32, "intermediate_size": 37, "projection_dim": 32}
@@ -199,6 +201,7 @@ def _build_into(root: Path) -> None:
     _save_upscaler(root / "upscaler-x2", PARTS["upscaler-x2"][1], "rrdb", seed=13)
     _save_depth(root / "depth", seed=14)
     _save_pose(root / "pose", seed=15)
+    _save_ip_adapter(unet, root / "ip-adapter", PARTS["ip-adapter"][1], seed=16)
     (root / _MARKER).write_text(_VERSION + "\n", encoding="utf-8")
 
 
@@ -347,6 +350,44 @@ def _controlnet(unet: Any, seed: int) -> Any:
         for conv in zero_convs:
             conv.reset_parameters()  # PyTorch's default (Kaiming-uniform) draw
     return controlnet.eval()
+
+
+def _save_ip_adapter(unet: Any, folder: Path, file_name: str | None, seed: int) -> None:
+    """Save a random-weight IP-Adapter for the base UNet and its CLIP image encoder (32 px) with the processor.
+
+    The file is in the layout diffusers reads from an IP-Adapter ``.safetensors``: ``image_proj.*``
+    (a linear projection of the image embedding to 4 tokens, then a layer norm) and
+    ``ip_adapter.<k>.to_k_ip/to_v_ip`` for each cross-attention of the UNet, numbered 1, 3, 5… in
+    the order of its attention processors. Drawn at random, so the image prompt moves the image and a
+    test that it acts (or acts only on its steps) can fail.
+    """
+    import torch
+    from safetensors.torch import save_file
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    assert file_name is not None
+    torch.manual_seed(seed)
+    vision = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2}
+    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**vision, image_size=32, patch_size=8, projection_dim=32))
+    encoder.eval().save_pretrained(folder / "image_encoder")
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        folder / "image_encoder"
+    )
+    cross = unet.config.cross_attention_dim
+    tensors = {
+        "image_proj.proj.weight": torch.randn(4 * cross, 32) * 0.2,
+        "image_proj.proj.bias": torch.zeros(4 * cross),
+        "image_proj.norm.weight": torch.ones(cross),
+        "image_proj.norm.bias": torch.zeros(cross),
+    }
+    modules = dict(unet.named_modules())
+    cross_attentions = [name for name in unet.attn_processors if name.endswith("attn2.processor")]
+    for number, name in zip(range(1, 2 * len(cross_attentions), 2), cross_attentions, strict=True):
+        attention = modules[name.removesuffix(".processor")]
+        for to in ("to_k", "to_v"):
+            linear = getattr(attention, to)
+            tensors[f"ip_adapter.{number}.{to}_ip.weight"] = torch.randn(linear.out_features, linear.in_features) * 0.3
+    save_file({key: value.contiguous() for key, value in tensors.items()}, folder / file_name)
 
 
 def _taesd(seed: int) -> Any:

@@ -1,4 +1,4 @@
-"""ControlNets in the local worker's denoising loop: exactly on their steps, in their control mode.
+"""ControlNets and IP-Adapters in the local worker's denoising loop: exactly on their steps, in their control mode.
 
 diffusers' SDXL ControlNet pipelines call ``self.controlnet(...)`` once per UNet call and add
 what it returns to the UNet's skip connections. `GatedControlNets` is what they call: a
@@ -41,7 +41,7 @@ from diffusers.models import MultiControlNetModel
 
 from bot.request import ControlMode
 
-__all__ = ["SOFT_WEIGHTS", "GatedControlNets", "StepGate"]
+__all__ = ["SOFT_WEIGHTS", "GatedControlNets", "GatedImagePrompts", "StepGate"]
 
 # A1111 ControlNet extension's soft injection weights (hook.py), shallowest residual first.
 SOFT_WEIGHTS = tuple(0.825 ** float(12 - i) for i in range(13))
@@ -164,3 +164,44 @@ class GatedControlNets(MultiControlNetModel):  # type: ignore[misc]  # diffusers
             down = [d * w for d, w in zip(down, weights, strict=False)]
             mid = mid * weights[-1]
         return list(down), mid
+
+
+class GatedImagePrompts:
+    """The IP-Adapters of one pipeline call, each acting only on its own steps (the ControlNets' rule).
+
+    diffusers runs an IP-Adapter through the UNet's ``encoder_hid_proj``, which projects each
+    adapter's image embedding to the tokens its cross-attentions read, once per UNet call. Used as
+    a forward hook on that projection (`attach`), this counts the calls as `GatedControlNets` does
+    and puts zeros in place of an adapter's tokens off its steps: its keys and values are then zero
+    (the IP-Adapter projections have no bias), so its attention adds exactly nothing, the step a
+    pipeline without it makes.
+
+    Args:
+        gates: each adapter's steps (its mode is always balanced).
+        weights: each adapter's weight; 0 acts on no step.
+        order: the scheduler's order: UNet calls per step (Heun: 2, its last step 1).
+    """
+
+    def __init__(self, gates: Sequence[StepGate], weights: Sequence[float], order: int) -> None:
+        self.gates = tuple(gates)
+        self.weights = tuple(weights)
+        self.order = order
+        self.calls = 0
+        # (step, index of the adapter) for each step an adapter acted on.
+        self.applied: list[tuple[int, int]] = []
+
+    def attach(self, projection: torch.nn.Module) -> torch.utils.hooks.RemovableHandle:
+        """Gate `projection` (a UNet's ``encoder_hid_proj``) until the returned handle is removed."""
+        return projection.register_forward_hook(self._hook)
+
+    def _hook(self, module: torch.nn.Module, args: Any, tokens: list[torch.Tensor]) -> list[torch.Tensor]:
+        step = self.calls // self.order + 1
+        self.calls += 1
+        gated = []
+        for index, (gate, weight, one) in enumerate(zip(self.gates, self.weights, tokens, strict=True)):
+            if weight == 0 or not gate.first <= step <= gate.last:
+                gated.append(torch.zeros_like(one))
+            else:
+                gated.append(one)
+                self.applied.append((step, index))
+        return gated

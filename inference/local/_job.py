@@ -51,10 +51,14 @@ class Asset(_Frozen):
     weight_name: str | None = None
     weight: float = 1.0
     token: str | None = None
+    image_encoder: str | None = None  # an IP-Adapter's: its CLIP image encoder's folder in `local` (or beside it)
 
 
 class Control(_Frozen):
-    """One ControlNet of a job: the weights, the guide file (preprocessed already) and its exact steps."""
+    """One ControlNet of a job: the weights, the guide file (preprocessed already) and its exact steps.
+
+    An IP-Adapter (`ip_adapter`) is one too: its guide is the image prompt, its mode balanced.
+    """
 
     asset: Asset
     guide: str  # absolute path of the stored guide PNG
@@ -62,6 +66,7 @@ class Control(_Frozen):
     start_step: int  # 1-based, inclusive, among the steps that run
     end_step: int
     mode: ControlMode
+    ip_adapter: bool = False
 
 
 class WorkerJob(_Frozen):
@@ -218,20 +223,34 @@ def build_job(request: GenerationRequest, catalog: Catalog, data_dir: Path) -> W
         strength=request.strength,
         outpaint=request.outpaint.sides if request.outpaint else None,
         outpaint_blur=request.outpaint.blur if request.outpaint else 0,
-        controlnets=tuple(
+        controlnets=_controls(request, catalog, data_dir),
+        upscaler=asset_of(catalog.get("upscaler", request.upscaler), data_dir) if request.upscaler else None,
+        prompt_weighting=request.prompt_weighting,
+    )
+
+
+def _controls(request: GenerationRequest, catalog: Catalog, data_dir: Path) -> tuple[Control, ...]:
+    """Return the job's ControlNets and IP-Adapters; the IP-Adapters of one run must share an image encoder."""
+    controls = []
+    for control in request.controlnets:
+        entry = catalog.get("controlnet", control.model)
+        controls.append(
             Control(
-                asset=asset_of(catalog.get("controlnet", control.model), data_dir),
+                asset=asset_of(entry, data_dir),
                 guide=str(Path(data_dir) / input_path(control.guide)),
                 weight=control.weight,
                 start_step=control.start_step,
                 end_step=control.end_step,
                 mode=control.mode,
+                ip_adapter=entry.ip_adapter,
             )
-            for control in request.controlnets
-        ),
-        upscaler=asset_of(catalog.get("upscaler", request.upscaler), data_dir) if request.upscaler else None,
-        prompt_weighting=request.prompt_weighting,
-    )
+        )
+    adapters = [control.asset for control in controls if control.ip_adapter]
+    if len({(asset.local, asset.image_encoder) for asset in adapters}) > 1:
+        # diffusers gives a pipeline one image encoder, which every loaded IP-Adapter reads.
+        names = " and ".join(f"'{asset.name}'" for asset in adapters)
+        raise InvalidOption("IP-Adapters", f"{names} read images with different encoders; use one of them at a time")
+    return tuple(controls)
 
 
 def _embedding(entry: CatalogEntry, data_dir: Path, weight: float) -> Asset:
@@ -247,7 +266,14 @@ def asset_of(entry: CatalogEntry, data_dir: Path, weight: float = 1.0) -> Asset:
     local = entry.local
     if local.startswith("./"):
         local = str((Path(data_dir) / local[2:]).resolve())
-    return Asset(name=entry.name, local=local, weight_name=entry.weight_name, weight=weight, token=entry.token)
+    return Asset(
+        name=entry.name,
+        local=local,
+        weight_name=entry.weight_name,
+        weight=weight,
+        token=entry.token,
+        image_encoder=entry.image_encoder,
+    )
 
 
 def hub_offline() -> bool:

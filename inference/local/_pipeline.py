@@ -47,7 +47,7 @@ from safetensors.torch import load_file
 from bot.request import GeneratedImage
 from inference import tiny
 from inference.local import _esrgan as esrgan
-from inference.local._controlnet import GatedControlNets, StepGate
+from inference.local._controlnet import GatedControlNets, GatedImagePrompts, StepGate
 from inference.local._job import Asset, Control, WorkerJob, batch_key
 from inference.local._prompts import chunk_counts, encode
 from inference.local._protocol import Stage
@@ -282,6 +282,12 @@ class SDXLRunner:
         self._embeddings: dict[str, _Embedding] = {}
         # Kept across base switches: a ControlNet holds its own weights, not the base's.
         self._controlnets: dict[str, ControlNetModel] = {}
+        # IP-Adapters: their weights and image encoders kept in memory across base switches; the
+        # ones loaded into the base now (by local id, in order) and its attention processors before.
+        self._ip_weights: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
+        self._encoders: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._ip_loaded: tuple[str, ...] = ()
+        self._attention: dict[str, Any] = {}
         self._upscalers: dict[str, tuple[torch.nn.Module, esrgan.Architecture]] = {}
 
     def run(
@@ -335,7 +341,9 @@ class SDXLRunner:
         # 3. Put the job's VAE (or the model's own) on both pipelines.
         self._use_vae(job.vae)
 
-        # 4. Activate the job's LoRAs as named adapters; none: LoRAs off.
+        # 4. Load the job's IP-Adapters into the base (unloading others), then activate its LoRAs as
+        # named adapters; none: LoRAs off.
+        self._use_ip_adapters([control for control in job.controlnets if control.ip_adapter], job.model.name)
         self._use_loras(job.loras)
 
         # 5. Load and weight the embeddings; their tokens must be in a prompt to act.
@@ -382,6 +390,7 @@ class SDXLRunner:
         # 9. Run the base: the whole schedule, or up to the split, handing over latents. With
         # ControlNets it is the ControlNet pipeline of the same kind, on the same loaded modules.
         first, inputs, controls = self._first_stage(base, jobs, order)
+        image_prompts = _image_prompts(job, inputs, order)
         if job.variation_strength:
             # A1111's variation seed: the starting noise, drawn from each image's generator as the
             # pipeline would draw it (so its later draws, an ancestral sampler's, stay the same),
@@ -396,7 +405,10 @@ class SDXLRunner:
             *([refiner.unet] if refiner is not None else []),
             *([controls] if controls is not None else []),
         ]
-        with seamless(models) if job.tiling else contextlib.nullcontext():
+        with (
+            seamless(models) if job.tiling else contextlib.nullcontext(),
+            image_prompts.attach(base.unet.encoder_hid_proj) if image_prompts else contextlib.nullcontext(),
+        ):
             stop_after = plan.base_stop_after if plan else None
             if plan is not None:
                 if "denoising_end" in inspect.signature(first.__call__).parameters:
@@ -425,8 +437,8 @@ class SDXLRunner:
                 )
             if base_stage.cancelled:
                 raise RunCancelled
-            if controls is not None:
-                meta.update(_control_meta(job, controls, plan.base_steps if plan else job.run_steps))
+            if job.controlnets:
+                meta.update(_control_meta(job, controls, image_prompts, plan.base_steps if plan else job.run_steps))
 
             # 10. Run the refiner on the base's latents for the remaining steps.
             if refiner is not None and plan is not None:
@@ -564,17 +576,18 @@ class SDXLRunner:
             else:
                 inputs |= {"mask_image": masks, "width": job.width, "height": job.height}
                 plain, controlled = StableDiffusionXLInpaintPipeline, StableDiffusionXLControlNetInpaintPipeline
-        if not job.controlnets:
+        nets = [control for control in job.controlnets if not control.ip_adapter]
+        if not nets:
             return (base if plain is None else _derived(plain, base)), inputs, None
         # The batch key makes every job of the batch share the ControlNets and their guides.
         controls = GatedControlNets(
-            [self._controlnet(control.asset) for control in job.controlnets],
-            [StepGate(control.start_step, control.end_step, control.mode) for control in job.controlnets],
+            [self._controlnet(control.asset) for control in nets],
+            [StepGate(control.start_step, control.end_step, control.mode) for control in nets],
             order=order,
             cfg=job.cfg_scale > 1 and base.unet.config.time_cond_proj_dim is None,
         )
-        inputs[guide_key] = [_guide(control, job.width, job.height) for control in job.controlnets]
-        inputs["controlnet_conditioning_scale"] = [control.weight for control in job.controlnets]
+        inputs[guide_key] = [_guide(control, job.width, job.height) for control in nets]
+        inputs["controlnet_conditioning_scale"] = [control.weight for control in nets]
         return _derived(controlled, base, controlnet=controls), inputs, controls
 
     def preload(self, job: WorkerJob) -> None:
@@ -596,7 +609,11 @@ class SDXLRunner:
         for embedding in job.embeddings:
             self._embedding(embedding)
         for control in job.controlnets:
-            self._controlnet(control.asset)
+            if control.ip_adapter:
+                self._ip_adapter(control.asset)
+                self._image_encoder(control.asset)
+            else:
+                self._controlnet(control.asset)
 
     def flags(self, model_local: str, images: list[bytes]) -> list[bool]:
         """Run the safety check of `model_local` on images a user gave (checked PNGs); True where it flags one."""
@@ -607,7 +624,7 @@ class SDXLRunner:
         """Return how many times each kind of thing was loaded."""
         return {
             kind: self.loads[kind]
-            for kind in ("pipeline", "refiner", "vae", "lora", "embedding", "controlnet", "upscaler")
+            for kind in ("pipeline", "refiner", "vae", "lora", "embedding", "controlnet", "ip-adapter", "upscaler")
         }
 
     # Loading
@@ -672,6 +689,7 @@ class SDXLRunner:
         self._own_vae = None
         self._loras.clear()
         self._embeddings.clear()
+        self._ip_loaded, self._attention = (), {}
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -737,6 +755,90 @@ class SDXLRunner:
         self._controlnets[asset.local] = net
         return net
 
+    def _use_ip_adapters(self, adapters: list[Control], model: str) -> None:
+        """Have exactly `adapters` loaded into the base (none: the base as it was), at their weights.
+
+        Loading puts IP-Adapter attention processors in the base UNet's cross-attentions (every
+        pipeline derived from the base shares them) and the image encoder on the base; unloading
+        puts back the processors that were there. Kept loaded while the next job names the same ones.
+        """
+        assert self.base is not None
+        wanted = tuple(control.asset.local for control in adapters)
+        if wanted != self._ip_loaded and self._attention:
+            self._unload_ip_adapters()
+        if not adapters:
+            return
+        if wanted != self._ip_loaded:
+            if self.levers.fuse_qkv:
+                set_fused(self.base, False)  # the IP-Adapter's processors compute their own projections
+            encoder, processor = self._image_encoder(adapters[0].asset)
+            weights = [self._ip_adapter(control.asset) for control in adapters]
+            self._attention = dict(self.base.unet.attn_processors)
+            self.base.register_modules(image_encoder=encoder, feature_extractor=processor)
+            try:
+                self.base.load_ip_adapter(
+                    weights,
+                    subfolder=[None] * len(weights),
+                    weight_name=[None] * len(weights),
+                    image_encoder_folder=None,
+                )
+            except Exception as error:
+                # Weights that do not fit this base (another architecture's): leave the base as it was.
+                self._unload_ip_adapters()
+                names = " and ".join(f"'{control.asset.name}'" for control in adapters)
+                raise JobFailed("failed", f"the IP-Adapter {names} does not fit the model '{model}'") from error
+            self._ip_loaded = wanted
+        self.base.set_ip_adapter_scale([control.weight for control in adapters])
+
+    def _unload_ip_adapters(self) -> None:
+        """Take the loaded IP-Adapters and image encoder out of the base, its attention processors put back."""
+        assert self.base is not None
+        self.base.unload_ip_adapter()
+        self.base.unet.set_attn_processor(self._attention)
+        self._ip_loaded, self._attention = (), {}
+
+    def _ip_adapter(self, asset: Asset) -> dict[str, dict[str, torch.Tensor]]:
+        """Read an IP-Adapter's weights once (``image_proj``, ``ip_adapter``), kept in memory by local id."""
+        if asset.local not in self._ip_weights:
+            try:
+                flat = load_file(self._weight_file(asset))
+            except Exception as error:
+                raise _load_failed("IP-Adapter", asset.name) from error
+            weights: dict[str, dict[str, torch.Tensor]] = {"image_proj": {}, "ip_adapter": {}}
+            for key, tensor in flat.items():
+                part, _, name = key.partition(".")
+                if part in weights:
+                    weights[part][name] = tensor
+            self._ip_weights[asset.local] = weights
+            self.loads["ip-adapter"] += 1
+        return self._ip_weights[asset.local]
+
+    def _image_encoder(self, asset: Asset) -> tuple[Any, Any]:
+        """Return an IP-Adapter's CLIP image encoder (loaded once) and its image processor.
+
+        The encoder's folder is `image_encoder` inside the adapter's folder or hub repo. Its processor
+        is the one saved there, else CLIP's at the encoder's input size (what diffusers makes).
+        """
+        assert asset.image_encoder is not None
+        source, _ = self._source(asset)
+        key = (source, asset.image_encoder)
+        if key not in self._encoders:
+            from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+            try:
+                encoder = CLIPVisionModelWithProjection.from_pretrained(
+                    source, subfolder=asset.image_encoder, **self._hub_kwargs()
+                )
+            except Exception as error:
+                raise _load_failed("IP-Adapter", asset.name) from error
+            try:
+                processor = CLIPImageProcessor.from_pretrained(source, subfolder=asset.image_encoder)
+            except OSError:
+                size = encoder.config.image_size
+                processor = CLIPImageProcessor(size=size, crop_size=size)
+            self._encoders[key] = (encoder.to(self.device, self.dtype).eval(), processor)
+        return self._encoders[key]
+
     def _upscaler(self, asset: Asset) -> tuple[torch.nn.Module, esrgan.Architecture]:
         """Return a catalog upscaler's network (loaded once) and what it is.
 
@@ -761,8 +863,8 @@ class SDXLRunner:
     def _use_loras(self, loras: tuple[Asset, ...]) -> None:
         assert self.base is not None
         if self.levers.fuse_qkv:
-            # A fused projection would compute attention without the LoRA's layers.
-            set_fused(self.base, not loras)
+            # A fused projection would compute attention without the LoRA's layers, or the IP-Adapter's.
+            set_fused(self.base, not loras and not self._ip_loaded)
         weights: dict[str, float] = {}
         for lora in loras:
             adapter = self._lora(lora)
@@ -1003,8 +1105,24 @@ def _guide(control: Control, width: int, height: int) -> Image.Image:
         return opened.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
 
 
-def _control_meta(job: WorkerJob, controls: GatedControlNets, base_steps: int) -> dict[str, Any]:
-    """Say on which steps each ControlNet acted, and why not on all it asked for when the base ended first.
+def _image_prompts(job: WorkerJob, inputs: dict[str, Any], order: int) -> GatedImagePrompts | None:
+    """Give the pipeline the job's IP-Adapter images (as stored: the encoder sizes them) and return their gate."""
+    adapters = [control for control in job.controlnets if control.ip_adapter]
+    if not adapters:
+        return None
+    images = []
+    for control in adapters:
+        with Image.open(control.guide) as opened:
+            images.append(opened.convert("RGB"))
+    inputs["ip_adapter_image"] = images
+    gates = [StepGate(control.start_step, control.end_step, "balanced") for control in adapters]
+    return GatedImagePrompts(gates, [control.weight for control in adapters], order)
+
+
+def _control_meta(
+    job: WorkerJob, controls: GatedControlNets | None, prompts: GatedImagePrompts | None, base_steps: int
+) -> dict[str, Any]:
+    """Say on which steps each ControlNet or IP-Adapter acted, and why not on all it asked when the base ended first.
 
     With a refiner the ControlNets act in the base only (the refiner has its own UNet, which a
     ControlNet made for the base does not fit), so a range reaching past the base's last step
@@ -1013,13 +1131,19 @@ def _control_meta(job: WorkerJob, controls: GatedControlNets, base_steps: int) -
     meta: dict[str, Any] = {}
     acted: list[list[int] | None] = []
     notes = []
+    # Each gate counts its own; mapped back to the job's order, where the two kinds interleave.
+    nets = [index for index, control in enumerate(job.controlnets) if not control.ip_adapter]
+    adapters = [index for index, control in enumerate(job.controlnets) if control.ip_adapter]
+    applied = [(step, nets[i]) for step, i in (controls.applied if controls else [])]
+    applied += [(step, adapters[i]) for step, i in (prompts.applied if prompts else [])]
     for index, control in enumerate(job.controlnets):
-        steps = sorted({step for step, net in controls.applied if net == index})
+        steps = sorted({step for step, net in applied if net == index})
         acted.append([steps[0], steps[-1]] if steps else None)
         if control.end_step > base_steps and control.weight > 0:
             where = f"on steps {control.start_step}–{base_steps}" if control.start_step <= base_steps else "on no step"
+            kind = "IP-Adapter" if control.ip_adapter else "ControlNet"
             notes.append(
-                f"ControlNet '{control.asset.name}' ends with the base at step {base_steps} "
+                f"{kind} '{control.asset.name}' ends with the base at step {base_steps} "
                 f"(asked: steps {control.start_step}–{control.end_step}); it acted {where}"
             )
     meta["controlnet_steps"] = acted

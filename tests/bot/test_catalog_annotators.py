@@ -1,4 +1,4 @@
-"""Catalog annotators: what makes a guide map locally, and what the catalog refuses to hold."""
+"""Catalog annotators and IP-Adapters: what makes a guide map or reads an image, and what the catalog refuses."""
 
 from __future__ import annotations
 
@@ -31,3 +31,19 @@ def test_an_annotator_without_a_preprocess_or_with_a_repo_id_is_refused(fields, 
     """A repo id would be downloaded while a request waits; without `preprocess` it makes nothing."""
     with pytest.raises(ValueError, match=message):
         Catalog.from_toml(f'[annotator.x]\narchitecture = "depth-anything"\n{fields}\n')
+
+
+@pytest.mark.parametrize(
+    ("table", "fields"),
+    [
+        ("controlnet", "ip_adapter = true"),  # no encoder to read the image with
+        ("controlnet", 'ip_adapter = true\nimage_encoder = "image_encoder"\npreprocess = "canny"'),
+        ("controlnet", 'image_encoder = "image_encoder"'),  # an encoder, but a ControlNet that reads maps
+        ("lora", 'ip_adapter = true\nimage_encoder = "image_encoder"'),
+    ],
+)
+def test_an_ip_adapter_is_a_controlnet_with_an_image_encoder_and_no_preprocess(table, fields):
+    with pytest.raises(ValueError, match="an IP-Adapter is a controlnet with an image_encoder and no preprocess"):
+        Catalog.from_toml(f'[{table}.x]\narchitecture = "sdxl"\nlocal = "org/x"\n{fields}\n')
+    shipped = load_catalog().get("controlnet", "ip-adapter-sdxl")
+    assert (shipped.ip_adapter, shipped.image_encoder, shipped.preprocess) == (True, "models/image_encoder", None)

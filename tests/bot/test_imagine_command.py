@@ -78,7 +78,9 @@ def requests(draw: st.DrawFn) -> GenerationRequest:
         chosen = draw(st.sampled_from([None, *PREPROCESSORS]))
         specs = []
         for name in draw(st.lists(st.sampled_from(controls), unique=True, max_size=3)):
-            preprocess = chosen or CATALOG.get("controlnet", name).preprocess or "none"
+            # An IP-Adapter reads the image as given, always balanced: the parser makes no other.
+            adapter = CATALOG.is_ip_adapter(name)
+            preprocess = "none" if adapter else chosen or CATALOG.get("controlnet", name).preprocess or "none"
             start = draw(st.integers(1, ran))
             specs.append(
                 ControlNetSpec(
@@ -89,7 +91,7 @@ def requests(draw: st.DrawFn) -> GenerationRequest:
                     weight=draw(st.one_of(st.just(1.0), st.floats(0, 2))),
                     start_step=start,
                     end_step=draw(st.integers(start, ran)),
-                    mode=mode,
+                    mode="balanced" if adapter else mode,
                 )
             )
         fields["controlnets"] = tuple(specs)

@@ -99,6 +99,23 @@ async def test_compact_form_with_an_image_counts_steps_among_those_that_run(serv
     assert control.guide == backend.requests[-1].init_image  # the same stored image, kept once
 
 
+async def test_an_ip_adapter_takes_the_image_as_it_is_beside_a_controlnet_that_maps_its_own(service, backend, tmp_path):
+    """`--preprocess canny --cn-mode prompt` apply to the ControlNet; the IP-Adapter reads the given image, balanced."""
+    line = "a fox --preprocess canny --cn-mode prompt --cn tiny-controlnet=square.png, tiny-ip-adapter=grey.png:0.6@1-5"
+    await (await service.imagine(line, ALICE, load=load)).result()
+    control, adapter = backend.requests[-1].controlnets
+    assert (control.preprocess, control.mode) == ("canny", "prompt")
+    assert (adapter.model, adapter.preprocess, adapter.mode, adapter.source) == (
+        "tiny-ip-adapter",
+        "none",
+        "balanced",
+        None,
+    )
+    assert (adapter.weight, adapter.start_step, adapter.end_step) == (0.6, 1, 5)
+    stored = Image.open(tmp_path / input_path(adapter.guide)).convert("RGB")
+    assert stored.tobytes() == Image.open(io.BytesIO(square((200, 200, 200)))).convert("RGB").tobytes()
+
+
 async def test_reroll_keeps_the_controlnets_and_vary_leaves_them(service, backend):
     await (await service.imagine("a fox --cn tiny-controlnet --guide square.png", ALICE, load=load)).result()
     await (await service.reroll(ALICE, 1)).result()
@@ -120,6 +137,14 @@ async def test_reroll_keeps_the_controlnets_and_vary_leaves_them(service, backen
             "--preprocess 'depth' needs its annotator",
         ),
         ("a fox --guide square.png", "--guide needs --cn"),
+        (
+            "a fox --cn tiny-ip-adapter --guide square.png --preprocess canny",
+            "--preprocess is for ControlNets that read a map; the IP-Adapter 'tiny-ip-adapter' reads the image itself.",
+        ),
+        (
+            "a fox --cn tiny-ip-adapter --guide square.png --cn-mode prompt",
+            "--cn-mode is for ControlNets that read a map; the IP-Adapter 'tiny-ip-adapter' reads the image itself.",
+        ),
         ("a fox --cn a=square.png, b=square.png, c=square.png, d=square.png", "--cn takes at most 3 ControlNets"),
     ],
 )

@@ -47,6 +47,9 @@ https://runware.ai/docs/image-inference/api-reference, /docs/platform/task-polli
   guides land on the task (``RunwareTask.guide_images``), and ``RunwareTask.controlnet_steps`` says on
   which of the steps that run each one acts: steps are numbered over the whole ``steps`` sent, 1-based
   and inclusive, and from a seedImage the last ``steps_run`` of them run.
+* IP-Adapters: ``ipAdapters`` is an array of objects as the SDK's ``IIpAdapter`` has them, of the
+  fields sent here: ``model`` (an AIR id) and ``guideImage`` (required, as a controlNet's), ``weight``
+  (0 to 1); any other key is refused.
 * ``imageUpscale`` tasks (https://runware.ai/docs/image-editing/upscaling; the SDK's ``IImageUpscale``):
   ``inputImage`` (required, the same input forms as ``seedImage``; a UUID must name an image this fake
   made, and a URL is refused, since the fake fetches nothing) and ``upscaleFactor`` (required, the
@@ -200,6 +203,7 @@ INFERENCE_FIELDS = frozenset(
         "maskImage",
         "strength",
         "controlNet",
+        "ipAdapters",
         "outpaint",
         "promptWeighting",
     }
@@ -208,6 +212,8 @@ INFERENCE_FIELDS = frozenset(
 PROMPT_WEIGHTINGS = ("compel", "sdEmbeds")
 OUTPAINT_KEYS = ("top", "right", "bottom", "left", "blur")
 CONTROL_MODES = ("balanced", "prompt", "controlnet")
+# The SDK's IIpAdapter fields this fake takes (types.py): one guideImage each, its weight 0–1.
+IP_ADAPTER_KEYS = frozenset({"model", "guideImage", "weight"})
 CONTROLNET_KEYS = frozenset(
     {"model", "guideImage", "weight", "startStep", "endStep", "startStepPercentage", "endStepPercentage", "controlMode"}
 )
@@ -612,6 +618,27 @@ def _controlnet_problem(value: object, steps: int) -> tuple[str, str] | None:
     return None
 
 
+def _ip_adapters_problem(value: object) -> tuple[str, str] | None:
+    """Check an ``ipAdapters`` array as the SDK's ``IIpAdapter`` has it: a model and a guideImage, a weight 0–1."""
+    if not isinstance(value, list) or not value:
+        return "ipAdapters", "Invalid value for ipAdapters parameter. It must be a non-empty array of objects."
+    for i, entry in enumerate(value):
+        where = f"ipAdapters[{i}]"
+        if not isinstance(entry, dict):
+            return where, f"Invalid value for {where} parameter. It must be an object."
+        for key in entry:
+            if key not in IP_ADAPTER_KEYS:
+                return f"{where}.{key}", f"Unsupported parameter: {where}.{key}."
+        for key, check in (("model", _air), ("guideImage", _image_input), ("weight", _number_range(0, 1))):
+            if key not in entry:
+                if key != "weight":
+                    return f"{where}.{key}", f"Missing required parameter: {where}.{key}."
+                continue
+            if message := check(f"{where}.{key}", entry[key]):
+                return f"{where}.{key}", message
+    return None
+
+
 def _safety_problem(value: object) -> tuple[str, str] | None:
     if not isinstance(value, dict):
         return "safety", "Invalid value for safety parameter. It must be an object."
@@ -707,6 +734,8 @@ def _inference_problem(task: dict[str, Any]) -> dict[str, Any] | None:
             problem = _adapters_problem(name, task[name])
     if problem is None and "controlNet" in task:
         problem = _controlnet_problem(task["controlNet"], steps)
+    if problem is None and "ipAdapters" in task:
+        problem = _ip_adapters_problem(task["ipAdapters"])
     if problem is None and "safety" in task:
         problem = _safety_problem(task["safety"])
     return bad(*problem) if problem else None
@@ -968,14 +997,15 @@ class FakeRunware(LoopbackServer):
         return found[1].data if found is not None else None
 
     def _unknown_guide(self, task: dict[str, Any]) -> dict[str, Any] | None:
-        """Refuse a controlNet guideImage that names by UUID an image the fake does not keep."""
-        for i, entry in enumerate(task.get("controlNet", [])):
-            value = str(entry["guideImage"])
-            if UUID4_RE.match(value) and self.stored(value) is None:
-                message = "Invalid value for guideImage parameter. No image with this UUID was found."
-                return error_item(
-                    "invalidParameter", message, f"controlNet[{i}].guideImage", "imageInference", task["taskUUID"]
-                )
+        """Refuse a controlNet or ipAdapters guideImage that names by UUID an image the fake does not keep."""
+        for array in ("controlNet", "ipAdapters"):
+            for i, entry in enumerate(task.get(array, [])):
+                value = str(entry["guideImage"])
+                if UUID4_RE.match(value) and self.stored(value) is None:
+                    message = "Invalid value for guideImage parameter. No image with this UUID was found."
+                    return error_item(
+                        "invalidParameter", message, f"{array}[{i}].guideImage", "imageInference", task["taskUUID"]
+                    )
         return None
 
     async def _utilities(self, record: RunwareRequest, body: list[dict[str, Any]]) -> web.Response:

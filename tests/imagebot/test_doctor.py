@@ -61,15 +61,15 @@ async def test_catalog_entries_that_cannot_load_here_are_named(monkeypatch: pyte
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     check = by_name(await check_all())["catalog"]
-    assert check.ok and check.detail.startswith("10 of 19 entries are not here")
+    assert check.ok and check.detail.startswith("11 of 21 entries are not here")
     assert ": sdxl, sdxl-turbo, sdxl-refiner, sdxl-vae-fp16-fix, pixel-art, toy-face, canny-sdxl" in check.detail
     assert check.detail.endswith("; a user who names one is told it is not installed")
     (tmp_path / "hf" / "hub" / "models--diffusers--controlnet-canny-sdxl-1.0" / "snapshots" / "1").mkdir(parents=True)
     check = by_name(await check_all())["catalog"]
-    assert check.detail.startswith("9 of 19 entries") and "canny-sdxl" not in check.detail
+    assert check.detail.startswith("10 of 21 entries") and "canny-sdxl" not in check.detail
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     check = by_name(await check_all())["catalog"]
-    assert check.ok and check.detail.startswith("2 of 19 entries are not here")
+    assert check.ok and check.detail.startswith("2 of 21 entries are not here")
     assert check.detail.endswith(
         ": realesr-general-x4v3, realesrgan-x4plus; a user who names one is told it is not installed"
     )

@@ -90,6 +90,21 @@ def test_controlnet_is_refused_where_a_backend_has_none() -> None:
         CAPABILITIES["runware"].check(request, CATALOG)
 
 
+def test_an_ip_adapter_is_named_as_one_where_a_backend_has_none() -> None:
+    """An IP-Adapter is not a ControlNet to the user: ModelsLab names what it lacks, and who has it."""
+    from bot.request import ControlNetSpec, GenerationRequest
+
+    spec = ControlNetSpec(model="ip-adapter-sdxl", guide="a" * 64, end_step=30)
+    request = GenerationRequest(prompt="a fox", model="sdxl", controlnets=(spec,))
+    CAPABILITIES["local"].check(request, CATALOG)
+    with pytest.raises(
+        InvalidOption, match=r"^IP-Adapter is not available on ModelsLab; the local backend and Runware can\.$"
+    ):
+        CAPABILITIES["modelslab"].check(request, CATALOG)
+    assert ("IP-Adapter", "yes (every step)") in CAPABILITIES["runware"].rows()
+    assert ("IP-Adapter", "yes") in CAPABILITIES["local"].rows()
+
+
 def test_a_controlnet_weight_above_runwares_1_is_refused_naming_the_local_backend() -> None:
     from bot.request import ControlNetSpec, GenerationRequest
 

@@ -296,9 +296,9 @@ async def test_a_replica_whose_pipeline_hangs_fails_its_health_check(tiny_data_d
 
 
 async def test_input_images_and_guides_travel_with_the_job(backend, tiny_data_dir, tmp_path):
-    """Image-to-image and a ControlNet on the cluster, the bot's inputs in a folder the replicas do
-    not share: the bytes travel, land content-addressed under the replica's data dir, and the
-    image is the one the local worker makes from the same files."""
+    """Image-to-image, a ControlNet and an IP-Adapter on the cluster, the bot's inputs in a folder the
+    replicas do not share: the bytes travel, land content-addressed under the replica's data dir,
+    and the image is the one the local worker makes from the same files."""
     from PIL import Image
 
     from bot.request import ControlNetSpec
@@ -307,6 +307,7 @@ async def test_input_images_and_guides_travel_with_the_job(backend, tiny_data_di
     bot_dir = tmp_path / "bot"
     init = store_input(bot_dir, gradient().rotate(90))  # an image no other test stores
     guide = store_input(bot_dir, Image.new("RGB", (128, 128), (250, 10, 10)))
+    image_prompt = store_input(bot_dir, Image.new("RGB", (80, 120), (10, 250, 10)))
     assert not any((tiny_data_dir / "inputs").rglob(f"{init}.png"))  # only the bot has it
     remote = RayBackend(load_catalog(), bot_dir, address=None, app_name=APP)
     request = tiny_request(
@@ -314,14 +315,17 @@ async def test_input_images_and_guides_travel_with_the_job(backend, tiny_data_di
         steps=8,
         init_image=init,
         strength=0.5,
-        controlnets=(ControlNetSpec(model="tiny-controlnet", guide=guide, start_step=1, end_step=2),),
+        controlnets=(
+            ControlNetSpec(model="tiny-controlnet", guide=guide, start_step=1, end_step=2),
+            ControlNetSpec(model="tiny-ip-adapter", guide=image_prompt, weight=0.7, start_step=2, end_step=4),
+        ),
     )
     await remote.start()
     try:
         images = await remote.generate(request)
     finally:
         await remote.aclose()
-    for sha in (init, guide):
+    for sha in (init, guide, image_prompt):
         copy = tiny_data_dir / "inputs" / sha[:2] / f"{sha}.png"
         assert copy.read_bytes() == (bot_dir / "inputs" / sha[:2] / f"{sha}.png").read_bytes()
     local = LocalBackend(load_catalog(), tiny_data_dir, device="cpu")
@@ -331,6 +335,7 @@ async def test_input_images_and_guides_travel_with_the_job(backend, tiny_data_di
         await local.aclose()
     assert images[0].data == expected[0].data
     assert images[0].meta["base_steps"] == 4  # 8 steps at strength 0.5
+    assert images[0].meta["controlnet_steps"] == [[1, 2], [2, 4]]
 
 
 async def test_controlnets_count_in_the_multiplexed_id(tiny_data_dir):

@@ -452,7 +452,7 @@ async def test_forms_and_autocomplete_offer_only_what_has_a_runware_id(running) 
     offered = service.offered
     assert offered.names("model") == ["sdxl"]
     assert offered.names("lora") == ["pixel-art-remote", "runware-only"]
-    assert offered.names("controlnet") == ["canny-remote", "depth-remote"]
+    assert offered.names("controlnet") == ["canny-remote", "depth-remote", "ip-adapter-remote"]
     assert offered.names("refiner") == service.catalog.names("refiner")
 
 

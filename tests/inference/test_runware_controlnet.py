@@ -436,3 +436,42 @@ async def test_jobs_beyond_the_days_quota_pay_for_no_guide_map(fake: FakeRunware
             assert len(fake.preprocessed) == 1
     finally:
         await backend.aclose()
+
+
+async def test_an_ip_adapter_sends_its_image_as_stored_in_the_ip_adapters_array(
+    running, fake: FakeRunware, tmp_path: Path
+) -> None:
+    """An image prompt is not stretched to the output's shape: the encoder crops it, as on the local worker."""
+    service, _ = running
+    await outcome(service, "a red fox --seed 42 --ar 1:1")
+    await outcome(service, "a white circle --seed 43 --ar 1:1")
+    generation, error = await outcome(
+        service, "a fox --ar 16:9 --preprocess none --cn ip-adapter-remote=#1:0.6, canny-remote=#2:0.8"
+    )
+    assert error is None and generation is not None
+    adapter, control = generation.request.controlnets
+    task = fake.tasks[fake.calls("imageInference")[-1]["taskUUID"]]
+    (sent,) = task.request["ipAdapters"]
+    assert sent["model"] == "civitai:702@802" and sent["weight"] == 0.6
+    assert fake.uploads[sent["guideImage"]] == (tmp_path / input_path(adapter.guide)).read_bytes()
+    with Image.open(io.BytesIO(fake.uploads[sent["guideImage"]])) as image:
+        assert image.size == (1024, 1024)
+    # The ControlNet beside it keeps its own array and its guide at the output size.
+    (entry,) = task.request["controlNet"]
+    assert entry["model"] == "civitai:700@800"
+    with Image.open(io.BytesIO(fake.uploads[entry["guideImage"]])) as image:
+        assert image.size == (generation.request.width, generation.request.height) != (1024, 1024)
+    assert control.model == "canny-remote"
+
+
+async def test_an_ip_adapter_on_some_steps_only_is_refused_on_runware(running, fake: FakeRunware) -> None:
+    service, history = running
+    await outcome(service, "a red fox --seed 42 --ar 1:1")
+    with pytest.raises(InvalidOption) as refused:
+        await service.imagine("a fox --steps 20 --cn ip-adapter-remote --guide #1 --cn-end 10", WHO)
+    assert str(refused.value) == (
+        "IP-Adapter acts on every step that runs on Runware: it takes no --cn-start or --cn-end there;"
+        " the local backend can."
+    )
+    assert len(fake.calls("imageInference")) == 1 and len(fake.calls("imageUpload")) == 0
+    assert len(await history.generations.recent("console", "alice")) == 1

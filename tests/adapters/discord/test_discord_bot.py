@@ -699,7 +699,7 @@ async def test_autocomplete_offers_only_what_the_local_backend_has_installed(fak
             loras = await fake.autocomplete("imagine", {"prompt": "x", "lora": ""}, "lora")
             assert [choice["value"] for choice in loras] == ["tiny-lora", "tiny-lora-2"]
             controls = await fake.autocomplete("imagine", {"prompt": "x", "control": ""}, "control")
-            assert [choice["value"] for choice in controls] == ["tiny-controlnet"]
+            assert [choice["value"] for choice in controls] == ["tiny-controlnet", "tiny-ip-adapter"]
             interaction = await fake.slash("imagine", {"prompt": "a red fox", "model": "sdxl"})
             await interaction.response()
             await fake.wait_for(lambda: interaction.followups)

@@ -59,7 +59,33 @@ async def test_the_new_options_and_the_context_menu_are_synced(running):
 
 async def test_control_autocomplete_offers_the_catalog_controlnets(running):
     choices = await running.fake.autocomplete("imagine", {"prompt": "x", "control": "tiny"}, "control")
-    assert [choice["value"] for choice in choices] == ["tiny-controlnet"]
+    assert [choice["value"] for choice in choices] == ["tiny-controlnet", "tiny-ip-adapter"]
+
+
+async def test_an_ip_adapter_takes_the_control_image_as_an_image_prompt(running):
+    """Chosen in the typed control field, an IP-Adapter reads the attachment as it is, balanced."""
+    fake = running.fake
+    options = {
+        "prompt": "a red fox",
+        "steps": 20,
+        "control_image": fake.attachment("look.png", _png(96, 160, (20, 20, 220))),
+        "control": "tiny-ip-adapter",
+        "control_weight": 0.6,
+    }
+    _, message = await _imagine(fake, options)
+    assert message.attachments
+    (request,) = running.backend.requests
+    (adapter,) = request.controlnets
+    assert (adapter.model, adapter.weight, adapter.preprocess, adapter.mode, adapter.source) == (
+        "tiny-ip-adapter",
+        0.6,
+        "none",
+        "balanced",
+        None,
+    )
+    assert await _refusal(fake, options | {"control_mode": "prompt"}) == (
+        "✖ control_mode is for ControlNets that read a map; the IP-Adapter 'tiny-ip-adapter' reads the image itself."
+    )
 
 
 async def test_a_control_image_guides_the_image_on_the_steps_asked(running):

@@ -688,6 +688,10 @@ async def test_the_generate_form_offers_only_what_the_local_backend_has_installe
             blocks = {block["block_id"]: block for block in fake.calls_to("views.open")[-1].args["view"]["blocks"]}
             lists = ("model", "lora", "control")
             values = {key: [option["value"] for option in blocks[key]["element"]["options"]] for key in lists}
-            assert values == {"model": ["tiny"], "lora": ["tiny-lora", "tiny-lora-2"], "control": ["tiny-controlnet"]}
+            assert values == {
+                "model": ["tiny"],
+                "lora": ["tiny-lora", "tiny-lora-2"],
+                "control": ["tiny-controlnet", "tiny-ip-adapter"],
+            }
     finally:
         await backend.aclose()
