@@ -212,11 +212,6 @@ INFERENCE_FIELDS = frozenset(
 PROMPT_WEIGHTINGS = ("compel", "sdEmbeds")
 OUTPAINT_KEYS = ("top", "right", "bottom", "left", "blur")
 CONTROL_MODES = ("balanced", "prompt", "controlnet")
-# The SDK's IIpAdapter fields this fake takes (types.py): one guideImage each, its weight 0–1.
-IP_ADAPTER_KEYS = frozenset({"model", "guideImage", "weight"})
-CONTROLNET_KEYS = frozenset(
-    {"model", "guideImage", "weight", "startStep", "endStep", "startStepPercentage", "endStepPercentage", "controlMode"}
-)
 UPSCALE_FIELDS = frozenset(
     {
         "taskType",
@@ -580,33 +575,47 @@ def _adapters_problem(name: str, value: object) -> tuple[str, str] | None:
     return None
 
 
-def _controlnet_problem(value: object, steps: int) -> tuple[str, str] | None:
-    """Check a ``controlNet`` array the way the SDK's text_to_image.md and ``IControlNetGeneral`` describe it."""
+def _objects_problem(
+    name: str, value: object, checks: tuple[tuple[str, Any], ...], required: tuple[str, ...]
+) -> tuple[str, str] | None:
+    """Check an array of objects: only the keys `checks` names, the `required` ones present, each value checked."""
     if not isinstance(value, list) or not value:
-        return "controlNet", "Invalid value for controlNet parameter. It must be a non-empty array of objects."
+        return name, f"Invalid value for {name} parameter. It must be a non-empty array of objects."
+    keys = {key for key, _ in checks}
     for i, entry in enumerate(value):
-        where = f"controlNet[{i}]"
+        where = f"{name}[{i}]"
         if not isinstance(entry, dict):
             return where, f"Invalid value for {where} parameter. It must be an object."
         for key in entry:
-            if key not in CONTROLNET_KEYS:
+            if key not in keys:
                 return f"{where}.{key}", f"Unsupported parameter: {where}.{key}."
-        for key, check in (
-            ("model", _air),
-            ("guideImage", _image_input),
-            ("weight", _number_range(0, 1)),
-            ("startStep", _int_range(1, steps)),
-            ("endStep", _int_range(1, steps)),
-            ("startStepPercentage", _int_range(0, 100)),
-            ("endStepPercentage", _int_range(0, 100)),
-            ("controlMode", _choice(CONTROL_MODES)),
-        ):
+        for key, check in checks:
             if key not in entry:
-                if key in ("model", "guideImage"):
+                if key in required:
                     return f"{where}.{key}", f"Missing required parameter: {where}.{key}."
                 continue
             if message := check(f"{where}.{key}", entry[key]):
                 return f"{where}.{key}", message
+    return None
+
+
+def _controlnet_problem(value: object, steps: int) -> tuple[str, str] | None:
+    """Check a ``controlNet`` array the way the SDK's text_to_image.md and ``IControlNetGeneral`` describe it."""
+    checks = (
+        ("model", _air),
+        ("guideImage", _image_input),
+        ("weight", _number_range(0, 1)),
+        ("startStep", _int_range(1, steps)),
+        ("endStep", _int_range(1, steps)),
+        ("startStepPercentage", _int_range(0, 100)),
+        ("endStepPercentage", _int_range(0, 100)),
+        ("controlMode", _choice(CONTROL_MODES)),
+    )
+    if problem := _objects_problem("controlNet", value, checks, ("model", "guideImage")):
+        return problem
+    assert isinstance(value, list)
+    for i, entry in enumerate(value):
+        where = f"controlNet[{i}]"
         for step, percentage in (("startStep", "startStepPercentage"), ("endStep", "endStepPercentage")):
             if step in entry and percentage in entry:
                 return f"{where}.{step}", f"Only one of {where}.{step} and {where}.{percentage} may be given."
@@ -620,23 +629,8 @@ def _controlnet_problem(value: object, steps: int) -> tuple[str, str] | None:
 
 def _ip_adapters_problem(value: object) -> tuple[str, str] | None:
     """Check an ``ipAdapters`` array as the SDK's ``IIpAdapter`` has it: a model and a guideImage, a weight 0–1."""
-    if not isinstance(value, list) or not value:
-        return "ipAdapters", "Invalid value for ipAdapters parameter. It must be a non-empty array of objects."
-    for i, entry in enumerate(value):
-        where = f"ipAdapters[{i}]"
-        if not isinstance(entry, dict):
-            return where, f"Invalid value for {where} parameter. It must be an object."
-        for key in entry:
-            if key not in IP_ADAPTER_KEYS:
-                return f"{where}.{key}", f"Unsupported parameter: {where}.{key}."
-        for key, check in (("model", _air), ("guideImage", _image_input), ("weight", _number_range(0, 1))):
-            if key not in entry:
-                if key != "weight":
-                    return f"{where}.{key}", f"Missing required parameter: {where}.{key}."
-                continue
-            if message := check(f"{where}.{key}", entry[key]):
-                return f"{where}.{key}", message
-    return None
+    checks = (("model", _air), ("guideImage", _image_input), ("weight", _number_range(0, 1)))
+    return _objects_problem("ipAdapters", value, checks, ("model", "guideImage"))
 
 
 def _safety_problem(value: object) -> tuple[str, str] | None:

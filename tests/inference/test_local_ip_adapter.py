@@ -6,7 +6,6 @@ that it acts, acts only on its steps, or leaves the base as it was afterwards ca
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,8 @@ from bot.catalog import KINDS, Catalog, load_catalog
 from bot.errors import InvalidOption
 from bot.request import ControlNetSpec, RefinerSpec
 from inference import tiny
-from inference.local._job import WorkerJob, build_job
-from tests.inference.test_local_controlnet import square, steps_with_residuals
+from inference.local._job import build_job
+from tests.inference.test_local_controlnet import job, pixels, run, square, steps_with_residuals
 from tests.inference.test_local_image_inputs import gradient, store_input
 from tests.inference.tiny_requests import tiny_request
 
@@ -51,18 +50,6 @@ def runner(tiny_data_dir: Path, red: str) -> SDXLRunner:
 
 def ip(image: str, start: int = 1, end: int = 4, **fields: object) -> ControlNetSpec:
     return ControlNetSpec(model="tiny-ip-adapter", guide=image, start_step=start, end_step=end, **fields)
-
-
-def job(data_dir: Path, **fields: object) -> WorkerJob:
-    return build_job(tiny_request(**fields), CATALOG, data_dir)
-
-
-def run(runner: SDXLRunner, **fields: object):
-    return runner.run(job(runner.data_dir, **fields))[0]
-
-
-def pixels(data: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.int16)
 
 
 @pytest.fixture

@@ -192,12 +192,16 @@ async def test_a_retry_after_a_lost_answer_keeps_the_task_uuid_and_the_guides_an
         ({"controlMode": "Balanced"}, "controlNet[0].controlMode"),
         ({"guideImage": "data:image/png;base64,bm90IGFuIGltYWdl"}, "controlNet[0].guideImage"),
         ({"model": "canny-sdxl"}, "controlNet[0].model"),
+        ({"startStep": 1}, "ipAdapters[0].startStep"),
+        ({"controlMode": "balanced"}, "ipAdapters[0].controlMode"),
+        ({"weight": 1.5}, "ipAdapters[0].weight"),
+        ({"guideImage": "data:image/png;base64,bm90IGFuIGltYWdl"}, "ipAdapters[0].guideImage"),
     ],
 )
 async def test_the_fake_refuses_a_controlnet_entry_runware_would_not_take(
     fake: FakeRunware, change: dict[str, object], parameter: str
 ) -> None:
-    """The fake is strict, so a sloppy client is caught here rather than at Runware."""
+    """The fake is strict, so a sloppy client is caught here rather than at Runware (an IP-Adapter's entry too)."""
     buffer = io.BytesIO()
     Image.new("RGB", (1024, 1024), "white").save(buffer, format="PNG")
     base = request("a fox --steps 30")
@@ -206,7 +210,7 @@ async def test_the_fake_refuses_a_controlnet_entry_runware_would_not_take(
         "model": "civitai:700@800",
         "guideImage": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(),
     }
-    task["controlNet"] = [entry | change]
+    task[parameter.split("[")[0]] = [entry | change]
     async with httpx.AsyncClient() as http:
         answer = await http.post(fake.url, json=[task], headers={"Authorization": f"Bearer {fake.api_key}"})
     assert answer.status_code == 400
