@@ -484,12 +484,12 @@ class ChatFlow:
     async def guides(self, who: Requester, generation_id: int | None) -> Guides:
         """Answer ``guide [#id]`` and "Show guide": the images a generation's ControlNets were guided by."""
         generation, images = await self.service.guides(who, generation_id)
-        controls = generation.request.controlnets
+        controls, run = generation.request.controlnets, generation.request.run_steps
         return Guides(
             generation.id,
             tuple(
                 GuideImage(
-                    f"{format_ref(generation.id)} guide {n}: {control_line(control, generation.request.run_steps)}",
+                    f"{format_ref(generation.id)} guide {n}: {control_line(control, run, self.service.catalog)}",
                     control.guide,
                     data,
                     f"guide-{generation.id}-{n}.png",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from bot.actions import format_ref
+from bot.catalog import Catalog
 from bot.history import AuditEntry, Generation
 from bot.jobs import Job, JobEvent, progress_bar
 from bot.pngmeta import parameters_text
@@ -66,8 +67,11 @@ def steps_text(request: GenerationRequest) -> str:
     return f"{request.steps} at strength {request.strength:g} → {request.run_steps} run"
 
 
-def result_fields(generation: Generation) -> list[tuple[str, str]]:
-    """Return (name, value) pairs describing a finished generation: seed, steps and split, model and more."""
+def result_fields(generation: Generation, catalog: Catalog | None = None) -> list[tuple[str, str]]:
+    """Return (name, value) pairs describing a finished generation: seed, steps and split, model and more.
+
+    With the `catalog`, an IP-Adapter among the ControlNets is named as one (`control_line`).
+    """
     request = generation.request
     base, refined = request.split
     if request.upscales_alone:
@@ -98,7 +102,8 @@ def result_fields(generation: Generation) -> list[tuple[str, str]]:
             ("Upscale", f"{request.upscale}× hires fix: Lanczos, then redrawn at strength {request.strength:g}")
         )
     for control in request.controlnets:
-        fields.append(("ControlNet", control_line(control, request.run_steps)))
+        adapter = catalog is not None and catalog.is_ip_adapter(control.model)
+        fields.append(("IP-Adapter" if adapter else "ControlNet", control_line(control, request.run_steps, catalog)))
     if request.loras:
         fields.append(("LoRAs", ", ".join(f"{lora.name}:{lora.weight:g}" for lora in request.loras)))
     variations = request.variation_seeds()
@@ -277,7 +282,13 @@ def parse_setting_pairs(text: str) -> dict[str, object] | None:
     return changes
 
 
-def control_line(control: ControlNetSpec, run_steps: int) -> str:
-    """Describe one ControlNet as users see it: its guide's preprocessing, weight, mode and exact steps."""
-    what = f"{control.model} ({control.preprocess}, weight {control.weight:g}, {control.mode})"
+def control_line(control: ControlNetSpec, run_steps: int, catalog: Catalog | None = None) -> str:
+    """Describe one ControlNet as users see it: its guide's preprocessing, weight, mode and exact steps.
+
+    An IP-Adapter (known with the `catalog`) has only its weight and steps: it reads the image as given.
+    """
+    if catalog is not None and catalog.is_ip_adapter(control.model):
+        what = f"{control.model} (weight {control.weight:g})"
+    else:
+        what = f"{control.model} ({control.preprocess}, weight {control.weight:g}, {control.mode})"
     return f"{what} on steps {control.start_step}–{control.end_step} of {run_steps}"

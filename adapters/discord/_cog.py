@@ -812,7 +812,7 @@ class ImagesCog(commands.Cog, name="Images"):
             job,
             edit,
             content=withheld_line(displays),
-            embed=result_embed(generation, shown),
+            embed=result_embed(generation, shown, self.service.catalog),
             view=result_view(generation.id, self.service.result_actions(generation.request), picks=picks),
             files=files,
         )

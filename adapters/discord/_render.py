@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import discord
 
 from bot.actions import format_ref
+from bot.catalog import Catalog
 from bot.history import Generation
 from bot.summary import history_line, result_fields
 
@@ -15,13 +16,13 @@ __all__ = ["discord_time", "history_text", "result_embed"]
 _EMBED_COLOUR = discord.Colour.from_rgb(88, 101, 242)
 
 
-def result_embed(generation: Generation, filename: str | None) -> discord.Embed:
-    """Return the embed shown with a finished image: prompt, settings, warnings."""
+def result_embed(generation: Generation, filename: str | None, catalog: Catalog | None = None) -> discord.Embed:
+    """Return the embed shown with a finished image: prompt, settings (`catalog` names IP-Adapters), warnings."""
     request = generation.request
     embed = discord.Embed(title=request.prompt[:256], colour=_EMBED_COLOUR)
     if request.negative_prompt:
         embed.description = f"**Negative:** {request.negative_prompt[:1000]}"
-    for name, value in result_fields(generation):
+    for name, value in result_fields(generation, catalog):
         embed.add_field(name=name, value=value[:1024], inline=True)
     if generation.warnings:
         embed.add_field(name="⚠ Notes", value="\n".join(generation.warnings)[:1024], inline=False)

@@ -34,6 +34,7 @@ from aiohttp.web_response import StreamResponse
 from adapters.gallery._export import write_export
 from adapters.gallery._links import BadLink, ExpiredLink, Links, Owner, Server
 from bot.actions import BUTTON_LOOKS, PAN_ACTIONS, format_image_ref, format_ref
+from bot.catalog import Catalog
 from bot.chat import retract_in_chat, show_in_chat
 from bot.errors import BotError, NotAllowed, NotFound, QueueFull, QuotaReached, RateLimited
 from bot.gallery import PAGE_SIZE, GalleryQuery
@@ -169,14 +170,14 @@ def _when(seconds: float) -> str:
     return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _card(generation: Generation, commands: Mapping[int, str | None] | None = None) -> _Card:
+def _card(generation: Generation, catalog: Catalog, commands: Mapping[int, str | None] | None = None) -> _Card:
     return _Card(
         id=generation.id,
         ref=format_ref(generation.id),
         prompt=generation.request.prompt,
         status=generation.status,
         kind=_kind(generation),
-        fields=result_fields(generation),
+        fields=result_fields(generation, catalog),
         images=[image.index for image in generation.images],
         parent_id=generation.parent_id,
         created=_when(generation.created_at),
@@ -273,7 +274,7 @@ class _Pages:
         return self.render(
             "grid.html",
             root=request[ROOT],
-            cards=[_card(generation, commands) for generation in shown],
+            cards=[_card(generation, self._service.catalog, commands) for generation in shown],
             models=await self._store.models(owner.platform, owner.user_id),
             loras=await self._store.loras(owner.platform, owner.user_id),
             search={key: query.get(key, "") for key in ("q", "model", "lora", "from", "to", "starred")},
@@ -292,12 +293,12 @@ class _Pages:
             "detail.html",
             chosen=_image_number(request.query.get("image"), generation),
             root=request[ROOT],
-            card=_card(generation, await self._commands(owner, [generation])),
+            card=_card(generation, self._service.catalog, await self._commands(owner, [generation])),
             negative=generation.request.negative_prompt,
             parameters=parameters_text(generation.request, generation.seed),
             warnings=generation.warnings,
             read_as_written=read_as_written(generation.request),
-            children=[_card(child) for child in children],
+            children=[_card(child, self._service.catalog) for child in children],
             posted=request.query.get("posted") == "1" and generation.parent_id is not None,
             csrf=request[CSRF],
             # The chats' result buttons: none that could only be refused.
@@ -322,7 +323,7 @@ class _Pages:
         return self.render(
             "showcase.html",
             root=request[ROOT],
-            cards=[_card(g) for g in shown],
+            cards=[_card(g, self._service.catalog) for g in shown],
             more=more,
             first=after is not None,
             community="workspace" if server.platform == "slack" else "server",

@@ -578,7 +578,13 @@ class SlackImages:
         # A "spoiler" is an image its author may Show, so it keeps its "Image N" button; a withheld one has none.
         picks = [n for n, display in enumerate(displays) if display != "withhold"]
         text, blocks = result_blocks(
-            generation, file_ids, actions, withheld=withheld, show="spoiler" in displays, picks=picks
+            generation,
+            file_ids,
+            actions,
+            withheld=withheld,
+            show="spoiler" in displays,
+            picks=picks,
+            catalog=self.service.catalog,
         )
         await self._finally_show(job, card, ts, text, blocks)
 

@@ -172,8 +172,11 @@ def result_blocks(
     withheld: str | None = None,
     show: bool = False,
     picks: Sequence[int] = (),
+    catalog: Catalog | None = None,
 ) -> tuple[str, list[Block]]:
     """Return (fallback text, blocks) of a finished image's card: prompt, settings, notes and buttons.
+
+    The `catalog` names IP-Adapters among the ControlNets as such.
 
     `actions` are the service's `result_actions`. The delete button carries the ids of the
     uploaded files so that deleting removes them too; `withheld` says which images the channel
@@ -181,7 +184,7 @@ def result_blocks(
     "Image N" button (none withheld).
     """
     request = generation.request
-    fields = [_mrkdwn(f"*{name}*\n{escape(value)}"[:_FIELD_TEXT]) for name, value in result_fields(generation)]
+    fields = [_mrkdwn(f"*{name}*\n{escape(value)}"[:_FIELD_TEXT]) for name, value in result_fields(generation, catalog)]
     blocks: list[Block] = [
         {"type": "section", "text": _mrkdwn(f"*{_prompt_line(request.prompt, 2900)}*"), "fields": fields[:_MAX_FIELDS]}
     ]

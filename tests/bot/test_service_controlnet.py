@@ -102,7 +102,7 @@ async def test_compact_form_with_an_image_counts_steps_among_those_that_run(serv
 async def test_an_ip_adapter_takes_the_image_as_it_is_beside_a_controlnet_that_maps_its_own(service, backend, tmp_path):
     """`--preprocess canny --cn-mode prompt` apply to the ControlNet; the IP-Adapter reads the given image, balanced."""
     line = "a fox --preprocess canny --cn-mode prompt --cn tiny-controlnet=square.png, tiny-ip-adapter=grey.png:0.6@1-5"
-    await (await service.imagine(line, ALICE, load=load)).result()
+    generation = await (await service.imagine(line, ALICE, load=load)).result()
     control, adapter = backend.requests[-1].controlnets
     assert (control.preprocess, control.mode) == ("canny", "prompt")
     assert (adapter.model, adapter.preprocess, adapter.mode, adapter.source) == (
@@ -114,6 +114,9 @@ async def test_an_ip_adapter_takes_the_image_as_it_is_beside_a_controlnet_that_m
     assert (adapter.weight, adapter.start_step, adapter.end_step) == (0.6, 1, 5)
     stored = Image.open(tmp_path / input_path(adapter.guide)).convert("RGB")
     assert stored.tobytes() == Image.open(io.BytesIO(square((200, 200, 200)))).convert("RGB").tobytes()
+    fields = result_fields(generation, service.catalog)
+    assert ("ControlNet", "tiny-controlnet (canny, weight 1, prompt) on steps 1–20 of 20") in fields
+    assert ("IP-Adapter", "tiny-ip-adapter (weight 0.6) on steps 1–5 of 20") in fields
 
 
 async def test_reroll_keeps_the_controlnets_and_vary_leaves_them(service, backend):

@@ -74,6 +74,8 @@ async def test_an_ip_adapter_takes_the_control_image_as_an_image_prompt(running)
     }
     _, message = await _imagine(fake, options)
     assert message.attachments
+    fields = {field["name"]: field["value"] for field in message.embeds[0]["fields"]}
+    assert fields["IP-Adapter"] == "tiny-ip-adapter (weight 0.6) on steps 1–20 of 20"
     (request,) = running.backend.requests
     (adapter,) = request.controlnets
     assert (adapter.model, adapter.weight, adapter.preprocess, adapter.mode, adapter.source) == (
