@@ -74,7 +74,7 @@ class CatalogEntry(BaseModel):
     preprocess: str | None = None
     # An IP-Adapter among the ControlNets (A1111's IP-Adapter unit, Runware's ipAdapters): its guide is
     # an image prompt that an image encoder reads, never a map. `weight_name` is its weight file in
-    # `local`; `image_encoder` the encoder's folder there (``models/image_encoder``), or beside it.
+    # `local`; `image_encoder` the encoder's folder inside `local` (``models/image_encoder``).
     ip_adapter: bool = False
     image_encoder: str | None = None
     # styles: the words around the user's prompt (``{prompt}`` where it goes) and the negative words

@@ -193,10 +193,11 @@ class Capabilities:
                 f"acts on every step that runs on {self.title}: it takes no --cn-start or --cn-end there",
                 lambda c: c.ip_adapter and c.ip_adapter_steps,
             )
-        heaviest = max((control.weight for control in request.controlnets), default=0.0)
+        strongest = max(request.controlnets, key=lambda control: control.weight, default=None)
+        heaviest = strongest.weight if strongest is not None else 0.0
         if heaviest > self.max_control_weight:
             self._refuse(
-                "ControlNet weight",
+                "IP-Adapter weight" if strongest in adapters else "ControlNet weight",
                 f"is at most {self.max_control_weight:g} on {self.title}, not {heaviest:g}",
                 lambda c: c.controlnet and heaviest <= c.max_control_weight,
             )

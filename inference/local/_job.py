@@ -51,7 +51,7 @@ class Asset(_Frozen):
     weight_name: str | None = None
     weight: float = 1.0
     token: str | None = None
-    image_encoder: str | None = None  # an IP-Adapter's: its CLIP image encoder's folder in `local` (or beside it)
+    image_encoder: str | None = None  # an IP-Adapter's: the folder of its CLIP image encoder inside `local`
 
 
 class Control(_Frozen):

@@ -101,6 +101,12 @@ def test_an_ip_adapter_is_named_as_one_where_a_backend_has_none() -> None:
         InvalidOption, match=r"^IP-Adapter is not available on ModelsLab; the local backend and Runware can\.$"
     ):
         CAPABILITIES["modelslab"].check(request, CATALOG)
+    remote = spec.model_copy(update={"model": "ip-adapter-remote", "weight": 1.5})
+    heavy = request.model_copy(update={"controlnets": (remote,)})
+    with pytest.raises(
+        InvalidOption, match=r"^IP-Adapter weight is at most 1 on Runware, not 1\.5; the local backend can\.$"
+    ):
+        CAPABILITIES["runware"].check(heavy, CATALOG)
     assert ("IP-Adapter", "yes (every step)") in CAPABILITIES["runware"].rows()
     assert ("IP-Adapter", "yes") in CAPABILITIES["local"].rows()
 
