@@ -14,7 +14,8 @@ steps is steps 1–9. The guide is preprocessed for the ControlNet's catalog `pr
 (canny) unless ``--preprocess`` says otherwise (``none``: the guide is a map already).
 
 An IP-Adapter (a catalog ControlNet with ``ip_adapter``) is named and stepped the same way, but its
-guide is an image prompt: never preprocessed, always in the balanced mode.
+guide is an image prompt: never preprocessed, always in the balanced mode, and it may be named once
+per image to blend several (``ip-adapter-sdxl=#3:0.5, ip-adapter-sdxl=#4:0.5``).
 """
 
 from __future__ import annotations
@@ -164,7 +165,9 @@ def build_controls(
                 mode="balanced" if entry.ip_adapter else cast(ControlMode, mode),
             )
         )
-    if len({spec.model for spec in specs}) < len(specs):
+    # An IP-Adapter may be named once per image (each its own weight and steps: a blend of images).
+    maps = [spec.model for spec, entry in zip(specs, entries, strict=True) if not entry.ip_adapter]
+    if len(set(maps)) < len(maps):
         raise InvalidOption("cn", "names one ControlNet twice; give each once")
     return tuple(specs)
 

@@ -119,6 +119,14 @@ async def test_an_ip_adapter_takes_the_image_as_it_is_beside_a_controlnet_that_m
     assert ("IP-Adapter", "tiny-ip-adapter (weight 0.6) on steps 1–5 of 20") in fields
 
 
+async def test_one_ip_adapter_may_take_several_images_to_blend_them(service, backend):
+    line = "a fox --cn tiny-ip-adapter=square.png:0.5, tiny-ip-adapter=grey.png:0.5@1-10"
+    await (await service.imagine(line, ALICE, load=load)).result()
+    first, second = backend.requests[-1].controlnets
+    assert (first.model, second.model) == ("tiny-ip-adapter", "tiny-ip-adapter") and first.guide != second.guide
+    assert [(c.weight, c.start_step, c.end_step) for c in (first, second)] == [(0.5, 1, 20), (0.5, 1, 10)]
+
+
 async def test_reroll_keeps_the_controlnets_and_vary_leaves_them(service, backend):
     await (await service.imagine("a fox --cn tiny-controlnet --guide square.png", ALICE, load=load)).result()
     await (await service.reroll(ALICE, 1)).result()
@@ -140,6 +148,10 @@ async def test_reroll_keeps_the_controlnets_and_vary_leaves_them(service, backen
             "--preprocess 'depth' needs its annotator",
         ),
         ("a fox --guide square.png", "--guide needs --cn"),
+        (
+            "a fox --cn tiny-controlnet=square.png, tiny-controlnet=grey.png",
+            "--cn names one ControlNet twice; give each once.",
+        ),
         (
             "a fox --cn tiny-ip-adapter --guide square.png --preprocess canny",
             "--preprocess is for ControlNets that read a map; the IP-Adapter 'tiny-ip-adapter' reads the image itself.",

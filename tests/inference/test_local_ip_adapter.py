@@ -180,3 +180,13 @@ def test_weights_that_do_not_fit_the_base_fail_the_job_and_leave_the_base_as_it_
     assert failed.value.message == "the IP-Adapter 'broken-ip' does not fit the model 'tiny'"
     assert runner.base.unet.encoder_hid_proj is None
     assert run(runner).data == before
+
+
+def test_one_ip_adapter_named_for_two_images_blends_them(runner, image_tokens, red, ramp):
+    """The same IP-Adapter twice, each with its image, weight and steps: a blend, neither image's alone."""
+    blend = run(runner, cfg_scale=1.0, controlnets=(ip(red, 1, 2, weight=0.5), ip(ramp, 1, 4, weight=0.5)))
+    assert blend.meta["controlnet_steps"] == [[1, 2], [1, 4]]
+    assert steps_with_residuals(image_tokens, "Euler") == [1, 2, 3, 4]
+    alone = [run(runner, cfg_scale=1.0, controlnets=(ip(image, 1, 4, weight=0.5),)).data for image in (red, ramp)]
+    assert blend.data not in alone
+    assert runner.stats()["ip-adapter"] == 1  # one file read, loaded as two adapters

@@ -468,6 +468,19 @@ async def test_an_ip_adapter_sends_its_image_as_stored_in_the_ip_adapters_array(
     assert control.model == "canny-remote"
 
 
+async def test_one_ip_adapter_with_two_images_is_two_entries(running, fake: FakeRunware, tmp_path: Path) -> None:
+    service, _ = running
+    await outcome(service, "a red fox --seed 42 --ar 1:1")
+    await outcome(service, "a white circle --seed 43 --ar 1:1")
+    generation, error = await outcome(service, "a fox --cn ip-adapter-remote=#1:0.5, ip-adapter-remote=#2:0.4")
+    assert error is None and generation is not None
+    task = fake.tasks[fake.calls("imageInference")[-1]["taskUUID"]]
+    sent = task.request["ipAdapters"]
+    assert [(entry["model"], entry["weight"]) for entry in sent] == [("civitai:702@802", 0.5), ("civitai:702@802", 0.4)]
+    stored = [(tmp_path / input_path(control.guide)).read_bytes() for control in generation.request.controlnets]
+    assert [fake.uploads[entry["guideImage"]] for entry in sent] == stored and stored[0] != stored[1]
+
+
 async def test_an_ip_adapter_on_some_steps_only_is_refused_on_runware(running, fake: FakeRunware) -> None:
     service, history = running
     await outcome(service, "a red fox --seed 42 --ar 1:1")
