@@ -13,6 +13,7 @@ Commands (a leading ``/`` is optional)::
     zoom [#id[.n]] [factor]                      zoom out: the same size, a new border around it (1.5×)
     pan left|right|up|down [#id[.n]]             extend the canvas that way by half the image's side
     guide [#id]                                  the guide images a generation's ControlNets saw
+    blend #3 a.png [#5] [prompt --flags]         one image of 2 or 3 (Midjourney's /blend, the model's IP-Adapter)
     /imagine a fox --image photo.png --strength 0.6   start from an image: a file, or #id[.n]
     cancel [#id]                                 cancel a queued or running image (default: your newest)
     queue                                        how many images wait, and where yours are
@@ -141,7 +142,7 @@ class ConsoleChat:
                 return await self._show(
                     await self._flow.png_info(await self._read_file(path, "image"), Path(path).name)
                 )
-            reply = await self._flow.text(self._who, f"{word} {rest}", strict=True)
+            reply = await self._flow.text(self._who, f"{word} {rest}", strict=True, load=self._read_file)
             if reply is None:
                 raise InvalidOption("Command", f"'{word[:40]}' is unknown (try help)")
             return await self._show(reply)

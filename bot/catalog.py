@@ -64,6 +64,8 @@ class CatalogEntry(BaseModel):
     width: int | None = None
     height: int | None = None
     refiner: str | None = None
+    # The IP-Adapter that blends images for this model (`/blend`), a controlnet with ip_adapter.
+    blend: str | None = None
     # Where the model runs when not on the configured IMAGEBOT_BACKEND (a model only a hosted API has).
     backend: Literal["local", "runware", "modelslab"] | None = None
     # LoRAs and embeddings
@@ -106,6 +108,10 @@ class Catalog:
         for model in self._by_kind["model"].values():
             if model.refiner is not None and model.refiner not in self._by_kind["refiner"]:
                 raise ValueError(f"model {model.name!r} names unknown refiner {model.refiner!r}")
+            # A subset (`only`) may leave the blend out: /blend then says the model has none here.
+            blend = self._by_kind["controlnet"].get(model.blend or "")
+            if blend is not None and not blend.ip_adapter:
+                raise ValueError(f"model {model.name!r}: blend names {model.blend!r}, which is not an IP-Adapter")
         for annotator in self._by_kind["annotator"].values():
             if annotator.preprocess is None:
                 raise ValueError(f"annotator {annotator.name!r} names no preprocess (the guide map it makes)")
@@ -128,7 +134,11 @@ class Catalog:
                     entries.append(CatalogEntry(name=name, kind=kind, **fields))
                 except ValidationError as error:
                     raise ValueError(f"catalog entry {kind}.{name} is invalid: {error}") from error
-        return cls(entries)
+        catalog = cls(entries)
+        for model in catalog.entries("model"):
+            if model.blend is not None and catalog.find("controlnet", model.blend) is None:
+                raise ValueError(f"model {model.name!r}: blend names {model.blend!r}, which is not an IP-Adapter")
+        return catalog
 
     def only(self, keep: Callable[[CatalogEntry], bool]) -> Catalog:
         """Return a catalog of the entries `keep` is true of."""

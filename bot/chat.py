@@ -17,6 +17,7 @@ and update as an embed, Block Kit or terminal text; it decides nothing else.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import time
@@ -26,6 +27,7 @@ from typing import Any, Literal, TypeVar
 
 from bot.actions import PAN_ACTIONS, ButtonAction, format_image_ref, format_ref, parse_image_ref, parse_ref_args
 from bot.admin import server_word
+from bot.controls import blend_options
 from bot.errors import BotError, InvalidOption, shown
 from bot.history import Generation, StoredImage
 from bot.inputs import ImageLoader
@@ -386,6 +388,18 @@ class ChatFlow:
         first, *more = await self.service.imagine_each(given, who, private=private, load=load)
         return Started(first, tuple(more))
 
+    async def blend(
+        self,
+        who: Requester,
+        images: Sequence[str],
+        prompt: str = "",
+        *,
+        private: bool | None = None,
+        load: ImageLoader | None = None,
+    ) -> Started:
+        """Answer ``/blend``: one image of 2–3 images, each read by the model's IP-Adapter (`blend_options`)."""
+        return await self.imagine(who, blend_options(images, prompt), private=private, load=load)
+
     async def reroll(self, who: Requester, generation_id: int | None) -> Started:
         """Answer ``reroll [#id]``: the same settings, a new seed (default: the user's latest)."""
         return Started(await self.service.reroll(who, generation_id))
@@ -502,16 +516,19 @@ class ChatFlow:
         """Answer ``queue``: how many jobs wait, and where the user's are."""
         return Text(queue_text(*self.service.queue(who)))
 
-    async def text(self, who: Requester, text: str, *, strict: bool = False) -> Reply | None:
+    async def text(
+        self, who: Requester, text: str, *, strict: bool = False, load: ImageLoader | None = None
+    ) -> Reply | None:
         """Run a text command (``reroll #3``, ``history 5``…); None when the words are no command.
 
         A chat decides what None means: Slack takes the whole text as a prompt
         ("history of rome"). With `strict` (the console), a command word with
-        arguments it cannot take is refused with a sentence instead.
+        arguments it cannot take is refused with a sentence instead. `load` reads the chat's
+        files that ``blend`` names (the console's); without it, only ``#id`` images are taken.
         """
         word, _, rest = text.strip().partition(" ")
         try:
-            command = self._parse(word.lower(), rest.strip())
+            command = self._parse(word.lower(), rest.strip(), load)
         except InvalidOption:
             if strict:
                 raise
@@ -531,7 +548,9 @@ class ChatFlow:
             saved = await saved_settings.update(who, changes)
         return Text(defaults_line(saved, sets))
 
-    def _parse(self, word: str, rest: str) -> Callable[[Requester], Awaitable[Reply]] | None:
+    def _parse(
+        self, word: str, rest: str, load: ImageLoader | None = None
+    ) -> Callable[[Requester], Awaitable[Reply]] | None:
         """Parse a text command's arguments into the call that answers it; None for no command word.
 
         Only arguments are checked here (`InvalidOption` for arguments it cannot take), before
@@ -573,6 +592,9 @@ class ChatFlow:
                 reason = f"takes nothing, 'revoke' or 'showcase', not '{shown(rest, 40)}'"
                 raise InvalidOption("gallery", reason, typed=True)
             return lambda who: self.gallery(who, revoke=which == "revoke", showcase=which == "showcase")
+        if word == "blend":
+            images, prompt = _blend_args(rest, files=load is not None)
+            return lambda who: self.blend(who, images, prompt, load=load)
         if word == "upscale":
             ref, factor = _upscale_args(rest)
             return lambda who: self.upscale(who, ref, factor)
@@ -619,6 +641,20 @@ def _zoom_args(rest: str) -> tuple[str | None, float]:
             reason = f"takes an optional #id and a factor such as 1.5 or 2, not '{shown(word, 40)}'"
             raise InvalidOption("zoom", reason, typed=True)
     return ref, ZOOM_OUT if factor is None else factor
+
+
+def _blend_args(rest: str, *, files: bool) -> tuple[list[str], str]:
+    """Parse ``blend #3 #4 [#5] [prompt and flags]``: the leading images (with `files`, files too), the rest."""
+    words = rest.split()
+    images = list(itertools.takewhile(lambda word: _is_image_word(word, files=files), words))
+    if len(images) < 2:
+        takes = "2 or 3 images (#12, #12.2" + (" or a file" if files else "") + ") and then a prompt if you like"
+        raise InvalidOption("blend", "takes " + takes + _not(rest), typed=True)
+    return images, rest.split(maxsplit=len(images))[len(images)] if len(words) > len(images) else ""
+
+
+def _is_image_word(word: str, *, files: bool) -> bool:
+    return parse_image_ref(word) is not None or (files and word.lower().endswith((".png", ".jpg", ".jpeg", ".webp")))
 
 
 def _not(rest: str) -> str:

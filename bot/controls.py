@@ -15,7 +15,8 @@ steps is steps 1–9. The guide is preprocessed for the ControlNet's catalog `pr
 
 An IP-Adapter (a catalog ControlNet with ``ip_adapter``) is named and stepped the same way, but its
 guide is an image prompt: never preprocessed, always in the balanced mode, and it may be named once
-per image to blend several (``ip-adapter-sdxl=#3:0.5, ip-adapter-sdxl=#4:0.5``).
+per image to blend several (``ip-adapter-sdxl=#3:0.5, ip-adapter-sdxl=#4:0.5``). The name ``blend``
+stands for the model's own IP-Adapter (its catalog `blend`): ``blend=#3:0.5, blend=#4:0.5``.
 """
 
 from __future__ import annotations
@@ -38,14 +39,30 @@ from bot.request import (
     Preprocess,
 )
 
-__all__ = ["CONTROL_OPTIONS", "ControlText", "Guide", "build_controls", "control_texts", "guide_refs"]
+__all__ = [
+    "BLEND",
+    "BLEND_PROMPT",
+    "CONTROL_OPTIONS",
+    "ControlText",
+    "Guide",
+    "blend_options",
+    "build_controls",
+    "control_texts",
+    "guide_refs",
+]
 
+# The ControlNet name that stands for the model's catalog IP-Adapter (its `blend`), as `/blend` writes it.
+BLEND = "blend"
+# What a blend asks for when the user gives no prompt (diffusers' IP-Adapter guide asks image variations so):
+# the images say what to draw.
+BLEND_PROMPT = "best quality, high quality"
 # The raw options this module reads (see `bot.options`).
 CONTROL_OPTIONS = ("cn", "guide", "preprocess", "cn_weight", "cn_start", "cn_end", "cn_mode")
 _COMPACT = re.compile(
     r"(?P<name>[^=\s]+)\s*=\s*(?P<guide>[^:@\s]+)(?::(?P<weight>[^@\s]+))?(?:@(?P<start>[^-\s]+)-(?P<end>\S+))?"
 )
 _STEP = re.compile(r"([0-9]{1,3})(%?)")
+_GUIDE = re.compile(r"[^,=:@\s]+")  # a guide the compact form can carry
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +122,28 @@ def control_texts(raw: Mapping[str, object]) -> list[ControlText]:
     return found
 
 
+def blend_options(images: Sequence[str], prompt: str = "") -> dict[str, object]:
+    """Return the `/imagine` options of a blend (Midjourney's ``/blend``): the model's IP-Adapter on each image.
+
+    Each of the 2–3 images gets an equal share of a weight of 1. `prompt` may hold flags (``--ar 2:3``);
+    without words of its own, `BLEND_PROMPT` leads them.
+
+    Raises:
+        InvalidOption: fewer than 2 or more than 3 images, or a reference the ``--cn`` list cannot carry.
+    """
+    if not 2 <= len(images) <= MAX_CONTROLNETS:
+        raise InvalidOption("blend", f"takes 2 or {MAX_CONTROLNETS} images, not {len(images)}", typed=True)
+    for image in images:
+        if not _GUIDE.fullmatch(image):
+            reason = f"cannot take the image '{shown(image, 60)}' (a ',', '=', ':', '@' or space in it)"
+            raise InvalidOption("blend", reason, typed=True)
+    share = f"{1 / len(images):.2f}".rstrip("0")
+    prompt = prompt.strip()
+    if not prompt or prompt.startswith(("-", "—")):
+        prompt = f"{BLEND_PROMPT} {prompt}".strip()
+    return {"prompt": prompt, "cn": ", ".join(f"{BLEND}={image}:{share}" for image in images)}
+
+
 def guide_refs(raw: Mapping[str, object]) -> tuple[str, ...]:
     """Return the guide images the options name (``#12``, an attachment, a console file), in order."""
     return tuple(text.guide for text in control_texts(raw))
@@ -130,7 +169,7 @@ def build_controls(
         raise InvalidOption("guide", "cannot be read in this chat")
     mode = _choice("cn_mode", raw.get("cn_mode", "balanced"), CONTROL_MODES)
     chosen = _choice("preprocess", raw["preprocess"], PREPROCESSORS) if "preprocess" in raw else None
-    entries = [catalog.get("controlnet", text.name, "cn") for text in texts]
+    entries = [_entry(text.name, catalog, model) for text in texts]
     for entry in entries:
         if entry.architecture != model.architecture.removesuffix("-distilled"):
             reason = f"'{entry.name}' is for {entry.architecture} models, not {model.name} ({model.architecture})"
@@ -170,6 +209,17 @@ def build_controls(
     if len(set(maps)) < len(maps):
         raise InvalidOption("cn", "names one ControlNet twice; give each once")
     return tuple(specs)
+
+
+def _entry(name: str, catalog: Catalog, model: CatalogEntry) -> CatalogEntry:
+    """Return the catalog ControlNet `name` names; ``blend`` is the model's own IP-Adapter for blending (`/blend`)."""
+    if name.strip().lower() == BLEND and catalog.find("controlnet", BLEND) is None:
+        found = catalog.find("controlnet", model.blend or "")
+        if found is None:
+            reason = f"'{BLEND}' needs an IP-Adapter, and the model '{model.name}' names none to blend with"
+            raise InvalidOption("cn", reason)
+        return found
+    return catalog.get("controlnet", name, "cn")
 
 
 def _text(option: str, value: object) -> str:

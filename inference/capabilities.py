@@ -226,7 +226,10 @@ class Capabilities:
             named.append(("vae", request.vae, "VAE"))
         named += [("lora", lora.name, "lora") for lora in request.loras]
         named += [("embedding", embedding.name, "embedding") for embedding in request.embeddings]
-        named += [("controlnet", control.model, "ControlNet") for control in request.controlnets]
+        named += [
+            ("controlnet", control.model, "IP-Adapter" if catalog.is_ip_adapter(control.model) else "ControlNet")
+            for control in request.controlnets
+        ]
         if request.upscaler is not None:
             named.append(("upscaler", request.upscaler, "upscaler"))
         for kind, name, label in named:

@@ -1,7 +1,7 @@
 """Discord attachments as `--image`/`--mask`: refused by what Discord says of them, else fetched from its CDN.
 
 The cog names each attachment in the options it hands the service by a token
-(``attachment:image``); the loader made here turns a token back into the attachment's
+(``attachment-image``); the loader made here turns a token back into the attachment's
 bytes. Any other reference a user types (a URL, another token) names nothing here, so user
 text can never make the bot fetch anything.
 """
@@ -25,8 +25,11 @@ DISCORD_FILE_HOSTS = ("cdn.discordapp.com", "media.discordapp.net")
 
 
 def token(option: str) -> str:
-    """Return how an attachment given for `option` is named in the options (anything but ``#id`` works)."""
-    return f"attachment:{option}"
+    """Return how an attachment given for `option` is named in the options.
+
+    Anything but ``#id`` would do; no ``:``, so that it stands in the ``--cn NAME=GUIDE:WEIGHT`` list too.
+    """
+    return f"attachment-{option}"
 
 
 def _declared_type(attachment: discord.Attachment) -> str:

@@ -41,6 +41,7 @@ from bot.chat import (
 )
 from bot.complete import Suggestion, complete_name, complete_weighted
 from bot.config import DiscordSettings
+from bot.controls import blend_options
 from bot.errors import BotError
 from bot.history import Generation
 from bot.jobs import Job, JobEvent, Requester
@@ -100,6 +101,11 @@ def _ratio(width: int, height: int) -> str:
 SIZE_CHOICES = [app_commands.Choice(name=f"{w}×{h} ({_ratio(w, h)})", value=f"{w}x{h}") for w, h in SDXL_BUCKETS]
 SCHEDULER_CHOICES = [app_commands.Choice(name=name, value=name) for name in SCHEDULERS[:25]]
 CONTROL_MODE_CHOICES = [app_commands.Choice(name=name, value=name) for name in CONTROL_MODES]
+# Midjourney's /blend dimensions.
+BLEND_SHAPES = [
+    app_commands.Choice(name=name, value=ratio)
+    for name, ratio in (("portrait (2:3)", "2:3"), ("square (1:1)", "1:1"), ("landscape (3:2)", "3:2"))
+]
 
 Edit = Callable[..., Awaitable[discord.Message | None]]
 
@@ -410,6 +416,31 @@ class ImagesCog(commands.Cog, name="Images"):
                 await self.service.cancel(who, job.id)
                 continue
             self._spawn(self._follow(job, message.edit, interaction.filesize_limit))
+
+    @app_commands.command(name="blend", description="One image of two or three (Midjourney's /blend).")
+    @app_commands.describe(
+        image1="an image to blend (PNG, JPEG or WebP)",
+        image2="another",
+        image3="a third, if you like",
+        prompt="words to steer the blend (flags such as --seed work too); none: the images alone",
+        dimensions="the shape of the result (default: the model's own)",
+        private="show the image to you only",
+    )
+    @app_commands.choices(dimensions=BLEND_SHAPES)
+    async def blend(
+        self,
+        interaction: discord.Interaction,
+        image1: discord.Attachment,
+        image2: discord.Attachment,
+        image3: discord.Attachment | None = None,
+        prompt: str | None = None,
+        dimensions: str | None = None,
+        private: bool | None = None,
+    ) -> None:
+        """Queue a blend of the attachments by the model's IP-Adapter and follow it as /imagine does."""
+        files = {token(f"image{n}"): file for n, file in enumerate((image1, image2, image3), 1) if file is not None}
+        given = blend_options(list(files), prompt or "") | ({"ar": dimensions} if dimensions else {})
+        await self._imagine(interaction, given, files, private)
 
     @imagine.autocomplete("lora")
     async def _lora_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

@@ -78,6 +78,7 @@ weights: `(words:1.3)`, `(words)`, `[words]`, `BREAK`; LoRA tags: `<lora:pixel-a
 */imagine pan* `left|right|up|down [#id[.n]]` — a wider or taller canvas, the new strip painted
 */imagine cancel* `[#id]` · */imagine queue* · */imagine history* `[count]` · */imagine info* `[#id]` · \
 */imagine guide* `[#id]` · */imagine edit* `[#id]` — its /imagine text in a form, to change and run
+*/imagine blend* `#3 #4 [#5] [prompt]` — one image of your 2 or 3, blended by the model's IP-Adapter
 */imagine settings* `[steps=30 refiner_percent=85 private=true …]` — your defaults (`key=none` removes one)
 */imagine prefer* `[NAME [--flags… | none]]` — your option sets: `prefer mine --ar 2:3`, then `a fox --mine`
 */imagine forget* — delete all your images, seeds and settings (asks first)

@@ -315,7 +315,8 @@ def check_installed(job: WorkerJob) -> None:
     """
     assets: list[tuple[str, Asset | None]] = [("model", job.model), ("refiner", job.refiner), ("vae", job.vae)]
     assets += [("lora", lora) for lora in job.loras] + [("embedding", emb) for emb in job.embeddings]
-    assets += [("controlnet", control.asset) for control in job.controlnets] + [("upscaler", job.upscaler)]
+    assets += [("IP-Adapter" if control.ip_adapter else "controlnet", control.asset) for control in job.controlnets]
+    assets.append(("upscaler", job.upscaler))
     for kind, asset in assets:
         if asset is not None and not installed(asset):
             raise InvalidOption(kind, f"'{asset.name}' is not installed on this bot; ask its operator to download it")

@@ -147,3 +147,27 @@ async def test_a_prompt_with_choices_makes_and_shows_each_image(tmp_path: Path) 
         assert await chat.handle("edit")
         assert out.getvalue().splitlines()[-1].startswith("Change it and send it: /imagine a \\{red\\} fox --model")
     assert [request.prompt for request in backend.requests][2:] == ["a {red} fox"]
+
+
+async def test_blend_takes_two_or_three_images_then_a_prompt(tmp_path: Path) -> None:
+    """`blend #1 #2 a cat --ar 2:3`: the model's IP-Adapter on each image, the words and flags after them."""
+    backend = FakeBackend()
+    async with started_service(backend, tmp_path / "data") as (service, _):
+        chat, out = ada(service, tmp_path)
+        for line in ("/imagine a red fox", "/imagine a blue sea"):
+            assert await chat.handle(line)
+        assert await chat.handle("blend #1 #2 a cat --ar 2:3")
+        request = backend.requests[-1]
+        assert request.prompt == "a cat" and request.width < request.height
+        assert [(c.model, c.weight) for c in request.controlnets] == [("tiny-ip-adapter", 0.5)] * 2
+        assert await chat.handle("blend #1 #2 #1")
+        assert [c.weight for c in backend.requests[-1].controlnets] == [0.33] * 3
+        for line in ("blend #1", "blend #1 #2 #1 #2", "blend a cat"):
+            assert not await chat.handle(line)
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("✖")]
+    assert lines == [
+        "✖ blend takes 2 or 3 images (#12, #12.2 or a file) and then a prompt if you like, not '#1'.",
+        "✖ blend takes 2 or 3 images, not 4.",
+        "✖ blend takes 2 or 3 images (#12, #12.2 or a file) and then a prompt if you like, not 'a cat'.",
+    ]
+    assert len(backend.requests) == 4

@@ -157,3 +157,27 @@ def test_controlnet_on_the_worker(tmp_path, tiny_data_dir):
     assert "Guidance End: 0.5" in fields["ControlNet 0"]
     assert made[3].tobytes() != made[2].tobytes()  # the ControlNet acted
     assert made[4].tobytes() == made[2].tobytes()  # at weight 0 it is not run at all
+
+
+def test_blend_on_the_worker(tmp_path, tiny_data_dir):
+    """`blend #1 #2` and `blend #1 FILE`: the tiny model's IP-Adapter on each image at 0.5, the images' own blend."""
+    Image.new("RGB", (96, 64), (20, 200, 40)).save(tmp_path / "green.png")
+    script = (
+        "/imagine a red fox --seed 7 --steps 4\n"
+        "/imagine a blue sea --seed 8 --steps 4\n"
+        "blend #1 #2 --seed 9 --steps 4\n"
+        f"blend #1 {tmp_path / 'green.png'} --seed 9 --steps 4\n"
+        "/imagine best quality, high quality --seed 9 --steps 4\n"
+    )
+    data_dir = tmp_path / "data"
+    result = _run_chat(data_dir, tiny_data_dir, script)
+    assert result.returncode == 0, result.stderr
+    assert "✖" not in result.stdout, result.stdout
+    images = data_dir / "images"
+    made = {n: Image.open(next(images.rglob(f"{n}-0.png"))) for n in (3, 4, 5)}
+    fields = parse_parameters(made[3].text["parameters"])["fields"]
+    assert fields["ControlNet 0"].startswith("Module: none, Model: tiny-ip-adapter, Weight: 0.5, Guidance Start: 0")
+    assert fields["ControlNet 1"].startswith("Module: none, Model: tiny-ip-adapter, Weight: 0.5, Guidance Start: 0")
+    assert parse_parameters(made[3].text["parameters"])["prompt"] == "best quality, high quality"
+    assert made[3].tobytes() != made[5].tobytes()  # the images acted
+    assert made[3].tobytes() != made[4].tobytes()  # and which images matters

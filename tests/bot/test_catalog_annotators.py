@@ -47,3 +47,28 @@ def test_an_ip_adapter_is_a_controlnet_with_an_image_encoder_and_no_preprocess(t
         Catalog.from_toml(f'[{table}.x]\narchitecture = "sdxl"\nlocal = "org/x"\n{fields}\n')
     shipped = load_catalog().get("controlnet", "ip-adapter-sdxl")
     assert (shipped.ip_adapter, shipped.image_encoder, shipped.preprocess) == (True, "models/image_encoder", None)
+
+
+def test_a_models_blend_names_one_of_the_catalogs_ip_adapters():
+    """`/blend` uses the model's `blend`: the shipped models name theirs, and only an IP-Adapter will do."""
+    from bot.controls import Guide, build_controls
+    from bot.errors import InvalidOption
+
+    shipped = load_catalog()
+    assert {name: shipped.get("model", name).blend for name in shipped.names("model")} == {
+        "sdxl": "ip-adapter-sdxl",
+        "sdxl-turbo": "ip-adapter-sdxl",
+        "tiny": "tiny-ip-adapter",
+    }
+    guides = [Guide("a" * 64), Guide("b" * 64)]
+    specs = build_controls({"cn": "blend=#1:0.5, blend=#2"}, shipped, shipped.get("model", "sdxl"), 30, guides)
+    assert [(spec.model, spec.weight) for spec in specs] == [("ip-adapter-sdxl", 0.5), ("ip-adapter-sdxl", 1.0)]
+    plain = Catalog.from_toml('[model.plain]\narchitecture = "sdxl"\nlocal = "org/plain"\n')
+    with pytest.raises(InvalidOption) as refused:
+        build_controls({"cn": "blend=#1"}, plain, plain.get("model", "plain"), 30, guides[:1])
+    assert refused.value.reason == "'blend' needs an IP-Adapter, and the model 'plain' names none to blend with"
+    with pytest.raises(ValueError, match="blend names 'canny', which is not an IP-Adapter"):
+        Catalog.from_toml(
+            '[model.m]\narchitecture = "sdxl"\nblend = "canny"\n'
+            '[controlnet.canny]\narchitecture = "sdxl"\nlocal = "org/canny"\npreprocess = "canny"\n'
+        )

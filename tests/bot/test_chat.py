@@ -22,6 +22,7 @@ from bot.chat import (
     refusal,
     updates,
 )
+from bot.controls import BLEND_PROMPT
 from bot.errors import MAX_MESSAGE, InvalidOption, NotAllowed, NotFound
 from bot.jobs import Job, JobEvent, Requester
 from bot.options import Limits
@@ -60,6 +61,17 @@ async def made(flow: ChatFlow, who: Requester = ALICE) -> int:
     return (await job.result()).id
 
 
+async def test_blend_text_blends_two_images_with_the_models_ip_adapter(flow):
+    """Slack's `/imagine blend #1 #2`: no files there, ids only; no words of the user's: the images alone lead."""
+    first, second = await made(flow), await made(flow)
+    reply = await flow.text(ALICE, f"blend #{first} #{second}.1")
+    assert isinstance(reply, Started)
+    request = (await reply.job.result()).request
+    assert request.prompt == BLEND_PROMPT
+    assert [(c.model, c.weight, c.preprocess) for c in request.controlnets] == [("tiny-ip-adapter", 0.5, "none")] * 2
+    assert await flow.text(ALICE, "blend #1 photo.png") is None  # a file is no image without a chat that reads files
+
+
 async def test_reroll_text_queues_the_same_settings_with_a_new_seed(flow):
     """`reroll #id` starts a job with the parent's settings and the next seed."""
     first = await made(flow)
@@ -70,7 +82,10 @@ async def test_reroll_text_queues_the_same_settings_with_a_new_seed(flow):
     assert generation.request.steps == 4
 
 
-@pytest.mark.parametrize("text", ["history of rome", "refine a castle", "settings of a story", "queue of people"])
+@pytest.mark.parametrize(
+    "text",
+    ["history of rome", "refine a castle", "settings of a story", "queue of people", "blend of colours", "blend #1 in"],
+)
 async def test_words_a_command_cannot_take_are_no_command(flow, text):
     """On a chat that takes the rest as a prompt, a command word with other words is not a command."""
     assert await flow.text(ALICE, text) is None

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import inference.local
-from bot.catalog import Catalog
+from bot.catalog import Catalog, load_catalog
 from bot.errors import InvalidOption
 from bot.request import GenerationRequest, RefinerSpec, WeightedName
 from inference.local._job import WorkerJob, build_job
@@ -223,6 +223,16 @@ def test_weights_not_installed_here_are_refused_before_anything_is_queued(tmp_pa
     with pytest.raises(InvalidOption, match=r"^Model 'mine' is not installed on this bot"):
         backend.check(request(model="mine"))
     backend.check(request())  # the tiny model is built here when first used
+    shipped = LocalBackend(load_catalog(), tmp_path / "data")
+    prompted = guided.model_copy(
+        update={"controlnets": (guided.controlnets[0].model_copy(update={"model": "ip-adapter-sdxl"}),)}
+    )
+    with pytest.raises(InvalidOption) as refused:
+        shipped.check(prompted)
+    assert (
+        str(refused.value)
+        == "IP-Adapter 'ip-adapter-sdxl' is not installed on this bot; ask its operator to download it."
+    )
 
     (tmp_path / "hub" / "models--diffusers--controlnet-canny-sdxl-1.0" / "snapshots" / "0a1b").mkdir(parents=True)
     (tmp_path / "data" / "models" / "mine").mkdir(parents=True)

@@ -481,6 +481,16 @@ async def test_one_ip_adapter_with_two_images_is_two_entries(running, fake: Fake
     assert [fake.uploads[entry["guideImage"]] for entry in sent] == stored and stored[0] != stored[1]
 
 
+async def test_a_blend_names_the_models_ip_adapter_that_runware_lacks(running, fake: FakeRunware) -> None:
+    """sdxl's blend is the shipped ip-adapter-sdxl, which has no Runware id: one sentence, nothing sent."""
+    service, _ = running
+    await outcome(service, "a red fox --seed 42 --ar 1:1")
+    with pytest.raises(InvalidOption) as refused:
+        await service.imagine("a fox --cn blend=#1:0.5, blend=#1:0.5", WHO)
+    assert str(refused.value) == "IP-Adapter 'ip-adapter-sdxl' is not available on Runware; the local backend can."
+    assert len(fake.calls("imageInference")) == 1
+
+
 async def test_an_ip_adapter_on_some_steps_only_is_refused_on_runware(running, fake: FakeRunware) -> None:
     service, history = running
     await outcome(service, "a red fox --seed 42 --ar 1:1")

@@ -43,6 +43,7 @@ async def test_commands_are_synced_with_their_options(running):
     commands = {command["name"]: command for command in running.fake.commands}
     assert set(commands) == {
         "imagine",
+        "blend",
         "reroll",
         "refine",
         "upscale",

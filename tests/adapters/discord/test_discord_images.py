@@ -57,6 +57,25 @@ async def test_the_new_options_and_the_context_menu_are_synced(running):
     assert [choice["value"] for choice in options["control_mode"]["choices"]] == ["balanced", "prompt", "controlnet"]
 
 
+async def test_blend_blends_two_or_three_attachments_with_the_models_ip_adapter(running):
+    """/blend (Midjourney's): two attachments and a shape, no words: each image at 0.5, the images lead."""
+    fake = running.fake
+    command = next(c for c in fake.commands if c["name"] == "blend")
+    options = {option["name"]: option for option in command["options"]}
+    assert [options[f"image{n}"]["type"] for n in (1, 2, 3)] == [11, 11, 11]  # attachments
+    assert options["image1"]["required"] and not options["image3"].get("required", False)
+    assert [choice["value"] for choice in options["dimensions"]["choices"]] == ["2:3", "1:1", "3:2"]
+    first = fake.attachment("fox.png", _png(128, 128, (200, 40, 40)))
+    second = fake.attachment("sea.png", _png(96, 160, (20, 40, 220)))
+    interaction = await fake.slash("blend", {"image1": first, "image2": second, "dimensions": "2:3"})
+    await fake.wait_for(lambda: interaction.original is not None)
+    assert (await _finished(fake, interaction.original)).attachments
+    (request,) = running.backend.requests
+    assert request.prompt == "best quality, high quality" and request.width < request.height
+    assert [(c.model, c.weight) for c in request.controlnets] == [("tiny-ip-adapter", 0.5)] * 2
+    assert sorted(d.attachment_id for d in fake.downloads) == sorted([first.id, second.id])
+
+
 async def test_control_autocomplete_offers_the_catalog_controlnets(running):
     choices = await running.fake.autocomplete("imagine", {"prompt": "x", "control": "tiny"}, "control")
     assert [choice["value"] for choice in choices] == ["tiny-controlnet", "tiny-ip-adapter"]
