@@ -152,13 +152,23 @@ async def test_a_weight_above_runwares_1_is_refused_before_anything_is_sent(runn
     assert len(fake.calls("imageInference")) == 1 and len(await history.generations.recent("console", "alice")) == 1
 
 
-async def test_a_catalog_controlnet_without_a_runware_id_is_refused(running, fake: FakeRunware) -> None:
-    """Runware's docs name no AIR id for the shipped canny-sdxl, so it has none in the catalog."""
+@pytest.mark.parametrize(
+    ("line", "sentence"),
+    [
+        ("a fox --cn canny-sdxl --guide #1 --preprocess none", "ControlNet 'canny-sdxl'"),
+        # sdxl's blend is the shipped ip-adapter-sdxl, which has no Runware id either.
+        ("a fox --cn blend=#1:0.5, blend=#1:0.5", "IP-Adapter 'ip-adapter-sdxl'"),
+    ],
+)
+async def test_a_catalog_controlnet_without_a_runware_id_is_refused(
+    running, fake: FakeRunware, line: str, sentence: str
+) -> None:
+    """Runware's docs name no AIR id for the shipped canny-sdxl or ip-adapter-sdxl, so they have none in the catalog."""
     service, _ = running
     await outcome(service, "a red fox --seed 42 --ar 1:1")
     with pytest.raises(InvalidOption) as refused:
-        await service.imagine("a fox --cn canny-sdxl --guide #1 --preprocess none", WHO)
-    assert str(refused.value) == "ControlNet 'canny-sdxl' is not available on Runware; the local backend can."
+        await service.imagine(line, WHO)
+    assert str(refused.value) == f"{sentence} is not available on Runware; the local backend can."
     assert len(fake.calls("imageInference")) == 1
 
 
@@ -479,16 +489,6 @@ async def test_one_ip_adapter_with_two_images_is_two_entries(running, fake: Fake
     assert [(entry["model"], entry["weight"]) for entry in sent] == [("civitai:702@802", 0.5), ("civitai:702@802", 0.4)]
     stored = [(tmp_path / input_path(control.guide)).read_bytes() for control in generation.request.controlnets]
     assert [fake.uploads[entry["guideImage"]] for entry in sent] == stored and stored[0] != stored[1]
-
-
-async def test_a_blend_names_the_models_ip_adapter_that_runware_lacks(running, fake: FakeRunware) -> None:
-    """sdxl's blend is the shipped ip-adapter-sdxl, which has no Runware id: one sentence, nothing sent."""
-    service, _ = running
-    await outcome(service, "a red fox --seed 42 --ar 1:1")
-    with pytest.raises(InvalidOption) as refused:
-        await service.imagine("a fox --cn blend=#1:0.5, blend=#1:0.5", WHO)
-    assert str(refused.value) == "IP-Adapter 'ip-adapter-sdxl' is not available on Runware; the local backend can."
-    assert len(fake.calls("imageInference")) == 1
 
 
 async def test_an_ip_adapter_on_some_steps_only_is_refused_on_runware(running, fake: FakeRunware) -> None:
