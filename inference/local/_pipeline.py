@@ -283,7 +283,7 @@ class SDXLRunner:
         # Kept across base switches: a ControlNet holds its own weights, not the base's.
         self._controlnets: dict[str, ControlNetModel] = {}
         # IP-Adapters: their weights and image encoders kept in memory across base switches; the
-        # ones loaded into the base now (by local id, in order) and its attention processors before.
+        # ones loaded into the base now (by file, in order) and its attention processors before.
         self._ip_weights: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
         self._encoders: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._ip_loaded: tuple[str, ...] = ()
@@ -763,7 +763,7 @@ class SDXLRunner:
         puts back the processors that were there. Kept loaded while the next job names the same ones.
         """
         assert self.base is not None
-        wanted = tuple(control.asset.local for control in adapters)
+        wanted = tuple(_file_key(control.asset) for control in adapters)
         if wanted != self._ip_loaded and self._attention:
             self._unload_ip_adapters()
         if not adapters:
@@ -798,20 +798,21 @@ class SDXLRunner:
         self._ip_loaded, self._attention = (), {}
 
     def _ip_adapter(self, asset: Asset) -> dict[str, dict[str, torch.Tensor]]:
-        """Read an IP-Adapter's weights once (``image_proj``, ``ip_adapter``), kept in memory by local id."""
-        if asset.local not in self._ip_weights:
+        """Read an IP-Adapter's weights once (``image_proj``, ``ip_adapter``), kept in memory by their file."""
+        key = _file_key(asset)
+        if key not in self._ip_weights:
             try:
                 flat = load_file(self._weight_file(asset))
             except Exception as error:
                 raise _load_failed("IP-Adapter", asset.name) from error
             weights: dict[str, dict[str, torch.Tensor]] = {"image_proj": {}, "ip_adapter": {}}
-            for key, tensor in flat.items():
-                part, _, name = key.partition(".")
+            for flat_name, tensor in flat.items():
+                part, _, name = flat_name.partition(".")
                 if part in weights:
                     weights[part][name] = tensor
-            self._ip_weights[asset.local] = weights
+            self._ip_weights[key] = weights
             self.loads["ip-adapter"] += 1
-        return self._ip_weights[asset.local]
+        return self._ip_weights[key]
 
     def _image_encoder(self, asset: Asset) -> tuple[Any, Any]:
         """Return an IP-Adapter's CLIP image encoder (loaded once) and its image processor.
@@ -848,7 +849,7 @@ class SDXLRunner:
         Raises:
             JobFailed: the file cannot be read, or is not a network `esrgan.detect` knows (one sentence).
         """
-        key = f"{asset.local}|{asset.weight_name}"
+        key = _file_key(asset)
         if key not in self._upscalers:
             try:
                 net, found = esrgan.load_upscaler(self._weight_file(asset))
@@ -1162,6 +1163,11 @@ def _derived(cls: Any, base: StableDiffusionXLPipeline, **components: Any) -> An
     pipe = cls.from_pipe(base, **components, **{_DTYPE_KW: base.dtype})
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _file_key(asset: Asset) -> str:
+    """Return what tells a one-file asset's weights apart: its place and file (one hub repo holds several)."""
+    return f"{asset.local}|{asset.weight_name}"
 
 
 def _load_failed(kind: str, name: str) -> JobFailed:

@@ -111,7 +111,7 @@ def test_after_an_image_prompt_the_base_makes_what_it_made_before(runner, red):
     # Its weights and encoder stay in memory: a later image prompt reads no file again.
     loads = runner.stats()["ip-adapter"]
     run(runner, controlnets=(ip(red),))
-    assert runner.stats()["ip-adapter"] == loads == 1
+    assert runner.stats()["ip-adapter"] == loads
 
 
 def test_with_a_controlnet_both_act_each_on_its_steps(runner, red, tiny_data_dir):
@@ -184,9 +184,36 @@ def test_weights_that_do_not_fit_the_base_fail_the_job_and_leave_the_base_as_it_
 
 def test_one_ip_adapter_named_for_two_images_blends_them(runner, image_tokens, red, ramp):
     """The same IP-Adapter twice, each with its image, weight and steps: a blend, neither image's alone."""
+    alone = [run(runner, cfg_scale=1.0, controlnets=(ip(image, 1, 4, weight=0.5),)).data for image in (red, ramp)]
+    loads = runner.stats()["ip-adapter"]
+    image_tokens.clear()
     blend = run(runner, cfg_scale=1.0, controlnets=(ip(red, 1, 2, weight=0.5), ip(ramp, 1, 4, weight=0.5)))
     assert blend.meta["controlnet_steps"] == [[1, 2], [1, 4]]
     assert steps_with_residuals(image_tokens, "Euler") == [1, 2, 3, 4]
-    alone = [run(runner, cfg_scale=1.0, controlnets=(ip(image, 1, 4, weight=0.5),)).data for image in (red, ramp)]
     assert blend.data not in alone
-    assert runner.stats()["ip-adapter"] == 1  # one file read, loaded as two adapters
+    assert runner.stats()["ip-adapter"] == loads  # its file read before, now loaded as two adapters
+
+
+def test_two_ip_adapters_of_one_folder_are_told_apart_by_their_files(runner, red, tmp_path):
+    """One hub repo holds several IP-Adapters (plain, plus…): each file is its own weights, loaded apart."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder, weight_name = tiny.resolve("tiny:ip-adapter", runner.data_dir)
+    both = tmp_path / "two-ips"
+    shutil.copytree(folder / "image_encoder", both / "image_encoder")
+    tensors = load_file(folder / weight_name)
+    save_file(tensors, both / "plain.safetensors")
+    save_file({name: -tensor for name, tensor in tensors.items()}, both / "other.safetensors")
+    made = job(runner.data_dir, controlnets=(ip(red),))
+
+    def with_file(file: str):
+        asset = made.controlnets[0].asset.model_copy(update={"local": str(both), "weight_name": file})
+        return made.model_copy(update={"controlnets": (made.controlnets[0].model_copy(update={"asset": asset}),)})
+
+    loads = runner.stats()["ip-adapter"]
+    plain, other = (runner.run(with_file(file))[0].data for file in ("plain.safetensors", "other.safetensors"))
+    assert runner.stats()["ip-adapter"] == loads + 2
+    assert other != plain
+    assert plain == runner.run(made)[0].data  # the same weights as the tiny one's
