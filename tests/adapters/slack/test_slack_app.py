@@ -174,6 +174,8 @@ async def test_an_image_s_own_buttons_in_a_thread_make_the_new_image_in_that_thr
         return [m for m in running.cards() if m.thread_ts == card.thread_ts and m is not card]
 
     await running.fake.wait_for(varied)
+    # The card is posted when the job is queued; the backend sees it when it runs, a moment later on a busy machine.
+    await running.fake.wait_for(lambda: len(running.backend.requests) == 2)
     assert len(running.backend.requests) == 2
 
 
