@@ -111,6 +111,11 @@ class WorkerJob(_Frozen):
     variation_strength: float = 0.0
 
     @property
+    def ip_adapters(self) -> tuple[Control, ...]:
+        """Return the job's IP-Adapters (its image prompts), in order; the other ControlNets read maps."""
+        return tuple(control for control in self.controlnets if control.ip_adapter)
+
+    @property
     def run_steps(self) -> int:
         """Return the steps that actually run: all, or the last ``steps × strength`` from an image."""
         return self.steps if self.strength is None else run_steps(self.steps, self.strength)

@@ -343,7 +343,7 @@ class SDXLRunner:
 
         # 4. Load the job's IP-Adapters into the base (unloading others), then activate its LoRAs as
         # named adapters; none: LoRAs off.
-        self._use_ip_adapters([control for control in job.controlnets if control.ip_adapter], job.model.name)
+        self._use_ip_adapters(job.ip_adapters, job.model.name)
         self._use_loras(job.loras)
 
         # 5. Load and weight the embeddings; their tokens must be in a prompt to act.
@@ -755,7 +755,7 @@ class SDXLRunner:
         self._controlnets[asset.local] = net
         return net
 
-    def _use_ip_adapters(self, adapters: list[Control], model: str) -> None:
+    def _use_ip_adapters(self, adapters: tuple[Control, ...], model: str) -> None:
         """Have exactly `adapters` loaded into the base (none: the base as it was), at their weights.
 
         Loading puts IP-Adapter attention processors in the base UNet's cross-attentions (every
@@ -764,7 +764,7 @@ class SDXLRunner:
         """
         assert self.base is not None
         wanted = tuple(_file_key(control.asset) for control in adapters)
-        if wanted != self._ip_loaded and self._attention:
+        if wanted != self._ip_loaded and self._ip_loaded:
             self._unload_ip_adapters()
         if not adapters:
             return
@@ -1108,7 +1108,7 @@ def _guide(control: Control, width: int, height: int) -> Image.Image:
 
 def _image_prompts(job: WorkerJob, inputs: dict[str, Any], order: int) -> GatedImagePrompts | None:
     """Give the pipeline the job's IP-Adapter images (as stored: the encoder sizes them) and return their gate."""
-    adapters = [control for control in job.controlnets if control.ip_adapter]
+    adapters = job.ip_adapters
     if not adapters:
         return None
     images = []
