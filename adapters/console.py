@@ -14,6 +14,7 @@ Commands (a leading ``/`` is optional)::
     pan left|right|up|down [#id[.n]]             extend the canvas that way by half the image's side
     guide [#id]                                  the guide images a generation's ControlNets saw
     blend #3 a.png [#5] [prompt --flags]         one image of 2 or 3 (Midjourney's /blend, the model's IP-Adapter)
+    describe [#id[.n] | FILE]                    an image in words, to send with /imagine (default: your latest)
     /imagine a fox --image photo.png --strength 0.6   start from an image: a file, or #id[.n]
     cancel [#id]                                 cancel a queued or running image (default: your newest)
     queue                                        how many images wait, and where yours are

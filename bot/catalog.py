@@ -1,4 +1,4 @@
-"""The catalog: models, refiners, VAEs, LoRAs, embeddings, ControlNets, upscalers, annotators and styles by name.
+"""The catalog: models, refiners, VAEs, LoRAs, embeddings, ControlNets, upscalers, annotators, captioners, styles.
 
 Chat users only ever name catalog entries; nothing typed in chat is loaded
 from a path or URL. Each entry carries its architecture and one identifier
@@ -14,7 +14,9 @@ upscales run (`bot.service.ImageService.upscale`). An ``annotator`` makes the gu
 `preprocess` names (``depth``: a transformers depth-estimation folder, Depth Anything or DPT) for
 ControlNets on the local backend; its `local` is a folder on this machine (a path) or ``tiny:<part>``,
 never a repo id, so that no annotator is downloaded while a request waits: the operator puts the
-files there, and the local backend offers the preprocessing only while they are present.
+files there, and the local backend offers the preprocessing only while they are present. A
+``captioner`` (architecture ``blip``: a transformers BLIP captioning folder) puts an image into words
+for ``/describe`` on the local backend; its `local` follows the annotators' rule, for the same reason.
 
 A ``controlnet`` with ``ip_adapter = true`` is an IP-Adapter (A1111 lists it among the ControlNet
 units): its guide is an image prompt, read by the CLIP image encoder in `image_encoder`, which
@@ -40,7 +42,9 @@ from bot.errors import InvalidOption, shown
 
 __all__ = ["KINDS", "Catalog", "CatalogEntry", "Kind", "load_catalog"]
 
-Kind = Literal["model", "refiner", "vae", "lora", "embedding", "controlnet", "upscaler", "annotator", "style"]
+Kind = Literal[
+    "model", "refiner", "vae", "lora", "embedding", "controlnet", "upscaler", "annotator", "captioner", "style"
+]
 KINDS: tuple[Kind, ...] = get_args(Kind)
 
 
@@ -115,10 +119,11 @@ class Catalog:
         for annotator in self._by_kind["annotator"].values():
             if annotator.preprocess is None:
                 raise ValueError(f"annotator {annotator.name!r} names no preprocess (the guide map it makes)")
-            if annotator.local is not None and not _is_path_or_tiny(annotator.local):
+        for entry in [*self._by_kind["annotator"].values(), *self._by_kind["captioner"].values()]:
+            if entry.local is not None and not _is_path_or_tiny(entry.local):
                 raise ValueError(
-                    f"annotator {annotator.name!r}: local must be a folder (absolute, or ./ under the data dir)"
-                    " or tiny:<part>; annotators are never downloaded while a request waits"
+                    f"{entry.kind} {entry.name!r}: local must be a folder (absolute, or ./ under the data dir)"
+                    f" or tiny:<part>; {entry.kind}s are never downloaded while a request waits"
                 )
 
     @classmethod

@@ -400,6 +400,24 @@ class ChatFlow:
         """Answer ``/blend``: one image of 2–3 images, each read by the model's IP-Adapter (`blend_options`)."""
         return await self.imagine(who, blend_options(images, prompt), private=private, load=load)
 
+    async def describe(
+        self,
+        who: Requester,
+        image: int | str | None = None,
+        *,
+        file: str | None = None,
+        load: ImageLoader | None = None,
+    ) -> Text:
+        """Answer ``/describe``: an image in words, ready for ``/imagine``.
+
+        The image is a result (`image`: an id, ``#12.2``, None: the latest) or a chat's `file`, which
+        `load` reads (a Discord attachment's token, a console path). The words are a prompt already
+        (`bot.describe.as_prompt`), shown in a code block to copy.
+        """
+        name, said = await self.service.describe(who, file if file is not None else _image(image), load)
+        what = "Your image" if file is not None else name
+        return Text(f"📝 {what} in words, to send with /imagine for one like it:\n```\n{self._quote(said.text)}\n```")
+
     async def reroll(self, who: Requester, generation_id: int | None) -> Started:
         """Answer ``reroll [#id]``: the same settings, a new seed (default: the user's latest)."""
         return Started(await self.service.reroll(who, generation_id))
@@ -595,6 +613,14 @@ class ChatFlow:
         if word == "blend":
             images, prompt = _blend_args(rest, files=load is not None)
             return lambda who: self.blend(who, images, prompt, load=load)
+        if word == "describe":
+            # "describe a cat" is a prompt on Slack, not a command with arguments.
+            if rest and (" " in rest or not _is_image_word(rest, files=load is not None)):
+                takes = "an optional image (#12, #12.2" + (" or a file" if load is not None else "") + ")"
+                raise InvalidOption("describe", f"takes {takes}" + _not(rest), typed=True)
+            if rest and parse_image_ref(rest) is None:
+                return lambda who: self.describe(who, file=rest, load=load)
+            return lambda who: self.describe(who, rest or None)
         if word == "upscale":
             ref, factor = _upscale_args(rest)
             return lambda who: self.upscale(who, ref, factor)

@@ -176,13 +176,14 @@ class BackendUnavailable(BotError):
         backend: the backend's name as users read it.
         reason: what went wrong, phrased to follow a colon.
         cost: what the attempt was charged anyway (a remote API that took the job), if known.
+        doing: what it was asked, to follow "could not".
     """
 
-    def __init__(self, backend: str, reason: str, *, cost: float | None = None) -> None:
+    def __init__(self, backend: str, reason: str, *, cost: float | None = None, doing: str = "make the image") -> None:
         self.backend = backend
         self.reason = reason
         self.cost = cost
-        super().__init__(f"The {backend} backend could not make the image: {reason}.")
+        super().__init__(f"The {backend} backend could not {doing}: {reason}.")
 
 
 class JobCancelled(BotError):

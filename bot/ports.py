@@ -9,6 +9,7 @@ recording backend (`tests/fakes/backend.py`)::
              ├─ WarmingBackend       (gets ready for a model before its first job: the local worker)
              ├─ ImageCheckingBackend (runs its safety check on users' images: the local worker, Ray)
              ├─ GuideBackend         (makes ControlNet guide maps: Runware, the local worker's annotators)
+             ├─ DescribingBackend    (puts an image into words, /describe: Runware, the local worker's captioner)
              └─ PublicUpscaleBackend (its upscale puts the image at a public link: ModelsLab)
     Stores ──┬─ GenerationStore      (generations and their images)
              ├─ PolicyStore          (server rules and the audit log)
@@ -24,7 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from bot.actions import ButtonAction
 from bot.catalog import CatalogEntry
@@ -35,11 +36,15 @@ from bot.history import AuditEntry, Generation, NewGeneration, Status, StoredIma
 from bot.jobs import Job
 from bot.request import GeneratedImage, GenerationRequest, Preprocess, Progress
 
+if TYPE_CHECKING:  # bot.describe's use case reads these ports: its data type is named here for types only
+    from bot.describe import Description
+
 __all__ = [
     "Backend",
     "BatchingBackend",
     "ChatPoster",
     "ConcurrentBackend",
+    "DescribingBackend",
     "GalleryLinks",
     "GalleryStore",
     "GenerationStore",
@@ -194,6 +199,30 @@ class GuideBackend(Backend, Protocol):
 
         Raises:
             bot.errors.BackendUnavailable: the API refused or failed; one sentence, nothing stored.
+        """
+        ...
+
+
+@runtime_checkable
+class DescribingBackend(Backend, Protocol):
+    """A backend that says in words what an image shows (``/describe``): a captioning model's sentence."""
+
+    def check_describe(self) -> None:
+        """Raise `bot.errors.InvalidOption` (option ``describe``) when it cannot describe an image now.
+
+        Called before the image is read: the local worker needs a catalog captioner whose files are
+        in place; a hosted API without a caption task says which backends have one.
+        """
+        ...
+
+    async def describe(self, image: bytes) -> Description:
+        """Return what `image` (a checked PNG) shows, in the model's words, and what it cost.
+
+        The text is the backend's answer, to be made a prompt (`bot.describe.as_prompt`) before it is shown.
+
+        Raises:
+            bot.errors.BackendUnavailable: the API or the worker failed; one sentence, which says it could
+                not `bot.describe.DESCRIBING`.
         """
         ...
 

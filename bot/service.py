@@ -30,6 +30,7 @@ from bot.actions import (
 from bot.admin import ServerAdmin
 from bot.catalog import Catalog, CatalogEntry
 from bot.controls import Guide
+from bot.describe import Describer, Description
 from bot.errors import GalleryOff, InvalidOption, NotAllowed, NotFound, shown
 from bot.guides import CANNY_THRESHOLDS
 from bot.history import Action, Generation, NewGeneration, Status, StoredImage
@@ -162,6 +163,7 @@ class ImageService:
         self._posters: dict[str, ChatPoster] = {}
         self.admin = ServerAdmin(stores.policies, stores.generations, daily_quota=daily_quota, clock=clock)
         self.showcase = Showcase(stores.generations, self.admin, gallery)
+        self.describer = Describer(self.admin)
         self.runner = JobRunner(
             backend=backend,
             backends=backends,
@@ -397,6 +399,29 @@ class ImageService:
             changes |= {"upscaler": None if alone else self._upscaler, "refiner": None}
             return await self._from_result(who, parent, stored, "upscale", None, changes)
         return await self._from_result(who, parent, stored, "upscale", UPSCALE_STRENGTH, changes, "upscale_strength")
+
+    async def describe(
+        self, who: Requester, ref: int | str | None, load: ImageLoader | None = None
+    ) -> tuple[str, Description]:
+        """Put an image into words as a prompt (``/describe``): what the reply names it by, and the description.
+
+        `ref` is a result (an id, ``#12.2``, None: the user's latest) or, with `load`, a chat's file.
+        The backend is the one the user's model runs on (`bot.describe.Describer`).
+        """
+        model = await self.model_for(who)
+        backend = self.describer.backend(self.runner.backend_for_model(model))
+        async with self.describer.turn(who):
+            if isinstance(ref, str) and parse_image_ref(ref) is None:
+                if load is None:
+                    raise InvalidOption("describe", f"takes a previous image like #12 (or #12.2), not '{shown(ref)}'")
+                image = await self.inputs.checked(await load(ref, "image"), "image")
+                name, flagged = "the uploaded image", None
+            else:
+                parent, stored = await self._result_image(who, ref, "describe", "image")
+                image = await self.inputs.checked(await self._files.read(stored.path), "image")
+                name, flagged = format_image_ref(parent.id, stored.index), stored.nsfw
+            said = await self.describer.describe(who, backend, model, image, flagged=flagged, name=name)
+        return name, said
 
     async def vary(self, who: Requester, ref: int | str | None, kind: VaryKind) -> Job:
         """Queue image-to-image of a result (`ref` as for `zoom`) with its settings, a new seed and the kind's strength.

@@ -23,6 +23,7 @@ from pydantic import SecretStr
 from bot import metrics
 from bot.actions import ButtonAction
 from bot.catalog import Catalog, CatalogEntry
+from bot.describe import Description
 from bot.errors import BackendUnavailable, JobCancelled
 from bot.request import GenerationRequest
 from inference.capabilities import CAPABILITIES, BackendName
@@ -253,6 +254,23 @@ class HostedBackend:
     def withheld_actions(self, request: GenerationRequest) -> frozenset[ButtonAction]:
         """Return the result buttons whose requests the API cannot make (`Capabilities.withheld_actions`)."""
         return CAPABILITIES[self.name].withheld_actions(request)
+
+    def check_describe(self) -> None:
+        """Refuse ``/describe`` where the API has no caption task, naming the backends that have one."""
+        CAPABILITIES[self.name].check_describe()
+
+    async def describe(self, image: bytes) -> Description:
+        """Return what `image` shows; an API with a caption task (Runware) overrides this, the others refuse.
+
+        Every hosted backend is a `bot.ports.DescribingBackend`, so the service asks each the same way
+        and one without a caption task answers with the capability table's sentence.
+
+        Raises:
+            bot.errors.InvalidOption: the API has no caption task (`check_describe`).
+        """
+        self.check_describe()
+        # The table says this API captions, yet its backend does not: a bug here, not something to tell users.
+        raise NotImplementedError(f"{type(self).__name__} has the describe capability but no describe()")
 
     async def aclose(self) -> None:
         """Close the connection pool."""

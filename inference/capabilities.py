@@ -56,6 +56,9 @@ class Capabilities:
             around the image; neither API documents such a setting.
         variation: whether it takes A1111's variation seed (``--variation``): the local worker blends
             the starting noise; neither API takes a starting noise or a second seed.
+        describe: whether it puts an image into words (``/describe``, `bot.ports.DescribingBackend`):
+            the local worker's catalog captioner, Runware's ``imageCaption`` task; none of the ModelsLab
+            endpoints this bot uses (v4 image generation, super resolution) captions an image.
     """
 
     name: BackendName
@@ -87,6 +90,7 @@ class Capabilities:
     refiner_with_image: bool = True
     tiling: bool = False
     variation: bool = False
+    describe: bool = False
 
     def identifier(self, entry: CatalogEntry) -> str | None:
         """Return the id this backend knows a catalog entry by, or None when it has none."""
@@ -209,6 +213,14 @@ class Capabilities:
             )
         self._check_names(request, catalog)
 
+    def check_describe(self) -> None:
+        """Raise `InvalidOption` (option ``describe``, saying which backends can) when this backend has no captioner.
+
+        Called before the image is read: a backend that cannot describe refuses before anything is sent.
+        """
+        if not self.describe:
+            self._refuse("describe", f"is not available on {self.title}", lambda c: c.describe)
+
     def _check_size(self, request: GenerationRequest, side: int | None = None) -> None:
         width, height = (side, side) if side is not None else (self.max_width, self.max_height)
         if request.width > width or request.height > height:
@@ -288,6 +300,7 @@ class Capabilities:
                 "IP-Adapter",
                 yes[self.ip_adapter] + (" (every step)" if self.ip_adapter and not self.ip_adapter_steps else ""),
             ),
+            ("describe", yes[self.describe]),
         ]
 
     def _upscale_text(self) -> str:
@@ -368,6 +381,8 @@ _LOCAL = Capabilities(
     ip_adapter_steps=True,
     tiling=True,
     variation=True,
+    # A catalog ``captioner`` (BLIP); whether one's files are in place here is the local backend's own check.
+    describe=True,
 )
 CAPABILITIES: dict[BackendName, Capabilities] = {
     "local": _LOCAL,
@@ -390,6 +405,8 @@ CAPABILITIES: dict[BackendName, Capabilities] = {
         max_control_weight=1.0,
         # Its ipAdapters array: a model, a guideImage and a weight (0–1, the ControlNets' limit), no steps.
         ip_adapter=True,
+        # Its imageCaption task (/docs/en/utilities/image-to-text): an image in, a caption's text out.
+        describe=True,
     ),
     "modelslab": Capabilities(
         "modelslab",

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bot.catalog import Catalog, Kind
+from bot.catalog import Catalog, CatalogEntry, Kind
 from bot.config import CoreSettings, LocalWorkerSettings, ModelsLabSettings, RaySettings, RunwareSettings
 from bot.errors import shown
 from bot.plugins import Check, ConfigurationError
@@ -71,7 +71,7 @@ class LocalPlugin:
         )
 
     async def checks(self, catalog: Catalog, core: CoreSettings, *, running: bool) -> list[Check]:
-        """Check the GPU, the default model's and safety checker's weights, the memory, the upscaler, annotators."""
+        """Check the GPU, the default model's and safety checker's weights, memory, upscaler, annotators, captioners."""
         worker = LocalWorkerSettings()
         local = catalog.get("model", core.default_model or "tiny").local
         checks = [
@@ -83,6 +83,7 @@ class LocalPlugin:
         if core.upscaler:
             checks.append(_upscaler(core, catalog))
         checks += _annotators(core, catalog)
+        checks += _captioners(core, catalog)
         checks.append(_installed(core, catalog))
         return checks
 
@@ -271,20 +272,26 @@ def _installed(core: CoreSettings, catalog: Catalog) -> Check:
     return Check("catalog", True, f"{len(missing)} of {len(entries)} entries are not here ({why}): {names}; {refused}")
 
 
-def _annotators(core: CoreSettings, catalog: Catalog) -> list[Check]:
-    """Check each catalog annotator whose folder the operator made: it must hold a transformers model.
+def _operator_folders(core: CoreSettings, catalog: Catalog, kind: Kind) -> list[tuple[CatalogEntry, Path]]:
+    """Return the catalog entries of `kind` whose folder the operator made, and the folders.
 
-    An annotator without a folder is simply not offered (its preprocessing is refused with a
-    sentence), which is no fault; the tiny one comes with the tiny model.
+    An entry without a folder is simply not offered (what it does is refused with a sentence),
+    which is no fault; a tiny one comes with the tiny model.
     """
-    checks = []
-    for entry in catalog.entries("annotator"):
+    found = []
+    for entry in catalog.entries(kind):
         local = entry.local or ""
-        if not local.startswith(("/", "./")):
-            continue
-        path = Path(local) if local.startswith("/") else core.data_dir / local
-        if not path.exists():
-            continue
+        if local.startswith(("/", "./")):
+            path = Path(local) if local.startswith("/") else core.data_dir / local
+            if path.exists():
+                found.append((entry, path))
+    return found
+
+
+def _annotators(core: CoreSettings, catalog: Catalog) -> list[Check]:
+    """Check each catalog annotator whose folder the operator made: it must hold a transformers model."""
+    checks = []
+    for entry, path in _operator_folders(core, catalog, "annotator"):
         detector = path / "detector"  # an openpose annotator's optional person detector
         if not (path / "config.json").is_file():
             detail = f"{path} holds no config.json; download the annotator's transformers weights there."
@@ -297,6 +304,19 @@ def _annotators(core: CoreSettings, catalog: Catalog) -> list[Check]:
             found = " with its person detector" if detector.exists() else ""
             runs = f"--preprocess {entry.preprocess} runs on the local backend"
             checks.append(Check("annotator", True, f"{entry.name}: {path} is present{found}; {runs}"))
+    return checks
+
+
+def _captioners(core: CoreSettings, catalog: Catalog) -> list[Check]:
+    """Check each catalog captioner whose folder the operator made: it must hold a transformers model."""
+    checks = []
+    for entry, path in _operator_folders(core, catalog, "captioner"):
+        if not (path / "config.json").is_file():
+            detail = f"{path} holds no config.json; download the captioner's transformers weights there."
+            checks.append(Check("captioner", False, f"{entry.name}: {detail}"))
+        else:
+            runs = "/describe runs on the local backend"
+            checks.append(Check("captioner", True, f"{entry.name}: {path} is present; {runs}"))
     return checks
 
 

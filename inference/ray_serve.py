@@ -57,6 +57,7 @@ from ray.exceptions import RayActorError, RayError
 from ray.serve.exceptions import RayServeException, ReplicaUnavailableError
 
 from bot.catalog import Catalog, CatalogEntry
+from bot.describe import DESCRIBING, Description
 from bot.errors import BackendUnavailable, JobCancelled
 from bot.guides import GuideMap
 from bot.images import input_path
@@ -65,9 +66,11 @@ from bot.request import GeneratedImage, GenerationRequest, Preprocess
 from inference.capabilities import CAPABILITIES
 from inference.local._annotators import annotator_folder, preprocessors
 from inference.local._backend import WorkerLost, images_of, report_progress, second_try
+from inference.local._captioner import captioner_folder
 from inference.local._job import WorkerJob, batch_key, build_job
 from inference.local._protocol import (
     Checked,
+    Described,
     Error,
     Guided,
     JobMessage,
@@ -203,6 +206,7 @@ class _ImageWorker:
             Path(data_dir), device, dtype, safety_checker=safety_checker, preview_decoder=preview_decoder
         )
         self._annotators: Any = None  # inference.local._annotators.Annotators, made at the first guide map
+        self._captioners: Any = None  # inference.local._captioner.Captioners, made at the first description
         # One pipeline call at a time, off the replica's event loop so streams and cancels keep flowing.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="imagebot-sdxl")
         self._assets: dict[str, WorkerJob] = {}
@@ -279,6 +283,23 @@ class _ImageWorker:
         request = GuideRequest(0, folder, preprocess, image, width, height)
         loop = asyncio.get_running_loop()
         answer = await loop.run_in_executor(self._executor, make_guide, self._annotators, request)
+        return self._signed(answer)
+
+    async def describe(self, folder: str, image: bytes) -> dict[str, Any]:
+        """Put `image` into words with the catalog captioner in `folder`: a signed `Described` (or `Error`) frame.
+
+        In the pipeline's thread, as the worker describes: the captioner shares the GPU.
+        """
+        from inference.local._captioner import Captioners
+        from inference.local._protocol import DescribeRequest
+        from inference.local._worker import describe_image
+
+        if self._captioners is None:
+            self._captioners = Captioners(self._runner.device, self._runner.dtype)
+        loop = asyncio.get_running_loop()
+        answer = await loop.run_in_executor(
+            self._executor, describe_image, self._captioners, DescribeRequest(0, folder, image)
+        )
         return self._signed(answer)
 
     async def stats(self) -> dict[str, Any]:
@@ -620,16 +641,42 @@ class RayBackend:
                 return GuideMap(made)
         raise _unexpected(message)
 
-    async def _ask(self, method: str, *args: Any) -> ToBot:
-        """Call a replica method outside any job and return its answer; an `Error` answer raises its sentence."""
+    def check_describe(self) -> None:
+        """Refuse ``/describe`` while no catalog captioner has its files in place (before the image is read).
+
+        Looked up under this bot's data dir, as the replicas find ``./`` catalog paths at the same place.
+
+        Raises:
+            InvalidOption: option ``describe``, one sentence.
+        """
+        captioner_folder(self._catalog, self._data_dir)
+
+    async def describe(self, image: bytes) -> Description:
+        """Return what `image` (a checked PNG) shows, in the words of a catalog captioner on a replica; free.
+
+        Raises:
+            InvalidOption: no catalog captioner has its files in place.
+            BackendUnavailable: the cluster or the captioner failed.
+        """
+        folder = captioner_folder(self._catalog, self._data_dir)
+        match message := await self._ask("describe", str(folder), image, doing=DESCRIBING):
+            case Described(text=text):
+                return Description(text)
+        raise _unexpected(message, DESCRIBING)
+
+    async def _ask(self, method: str, *args: Any, doing: str = "make the image") -> ToBot:
+        """Call a replica method outside any job and return its answer; an `Error` answer raises its sentence.
+
+        `doing` is what a failure could not do, for its sentence ("The ray backend could not …").
+        """
         await self.start()
         try:
             frame = await getattr(self._handle, method).remote(*args)
         except (RayError, RayServeException) as error:
-            raise BackendUnavailable(_NAME, f"the Ray cluster failed ({type(error).__name__})") from error
-        message = _read(frame)
+            raise BackendUnavailable(_NAME, f"the Ray cluster failed ({type(error).__name__})", doing=doing) from error
+        message = _read(frame, doing)
         if isinstance(message, Error):
-            raise BackendUnavailable(_NAME, message.message)
+            raise BackendUnavailable(_NAME, message.message, doing=doing)
         return message
 
     async def aclose(self) -> None:
@@ -646,12 +693,13 @@ def _drop_outcome(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def _read(frame: dict[str, Any]) -> ToBot:
+def _read(frame: dict[str, Any], doing: str = "make the image") -> ToBot:
     try:
         return from_worker(frame.get("frame", b""))
     except ProtocolError as error:
-        raise BackendUnavailable(_NAME, "the replica answered with something this bot cannot read") from error
+        reason = "the replica answered with something this bot cannot read"
+        raise BackendUnavailable(_NAME, reason, doing=doing) from error
 
 
-def _unexpected(message: ToBot) -> BackendUnavailable:
-    return BackendUnavailable(_NAME, f"the replica answered with an unexpected '{message.op}' frame")
+def _unexpected(message: ToBot, doing: str = "make the image") -> BackendUnavailable:
+    return BackendUnavailable(_NAME, f"the replica answered with an unexpected '{message.op}' frame", doing=doing)

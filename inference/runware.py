@@ -38,6 +38,16 @@ result and rerolls reuse it without preprocessing again. That task is charged (t
 answers ``cost``), but its docs say nothing of ``conflictTaskUUID`` or ``getResponse`` for it, so a
 retry has a fresh taskUUID too: an answer lost after Runware ran it costs one more preprocessing.
 
+Describe (``/describe``, `bot.ports.DescribingBackend`) is Runware's ``imageCaption`` task
+(/docs/en/utilities/image-to-text; the SDK's ``IImageCaption`` request and ``IImageToText`` answer):
+``inputImage`` and ``includeCost`` in, ``text`` and ``cost`` out. The image travels as a data URI, as
+an input image does (the doc lists data URIs among ``inputImage``'s forms): the SDK uploads it first,
+but a described image is read once, so nothing need be kept at Runware and there is no second request
+to lose. The caption is passed on as Runware wrote it, text from outside that the core makes a prompt
+of (`bot.describe.as_prompt`); an answer without one is one sentence. As for preprocessing, the docs
+say nothing of ``conflictTaskUUID`` or ``getResponse`` for the task, so a retry has a fresh taskUUID:
+an answer lost after Runware ran it costs one more caption.
+
 Upscale (``upscale #3 2``) is Runware's ``imageUpscale`` task, with the stored input as a data URI
 in ``inputImage`` for the same reasons, and ``upscaleFactor`` (its docs allow 2, 3 and 4). It
 enlarges the image alone: unlike the local hires fix, no model redraws it, so the prompt and steps
@@ -62,6 +72,7 @@ from PIL import Image
 
 from bot.catalog import Catalog
 from bot.config import RunwareSettings
+from bot.describe import DESCRIBING, Description
 from bot.errors import BackendUnavailable
 from bot.guides import GuideMap
 from bot.images import input_path
@@ -541,11 +552,33 @@ class RunwareBackend(HostedBackend):
         # Charged once for the map, which rerolls reuse: counted in the generation that asked for it.
         return GuideMap(data, number_or_none(item, "cost"))
 
-    async def _utility(self, fields: dict[str, Any], cancel: asyncio.Event | None) -> dict[str, Any]:
-        """Run one upload or preprocessing task and return its answer's item; transient failures are retried.
+    async def describe(self, image: bytes) -> Description:
+        """Return Runware's caption of `image` (a checked PNG), as it wrote it, and what it cost.
 
-        Each try has a fresh taskUUID: neither task's docs say a repeated UUID is answered with the
-        first try's result, and an upload costs nothing to make again.
+        Raises:
+            bot.errors.BackendUnavailable: Runware refused or failed, or answered without a caption; one sentence.
+        """
+        task = {
+            "taskType": "imageCaption",
+            "inputImage": data_uri(image),
+            "includeCost": True,  # the SDK's IImageCaption: the answer then names its cost
+        }
+        try:
+            item = await self._utility(task, None)
+        except BackendUnavailable as failed:
+            # The shared task runner's sentences say "could not make the image": this was a description.
+            raise BackendUnavailable(TITLE, failed.reason, cost=failed.cost, doing=DESCRIBING) from None
+        cost = number_or_none(item, "cost")
+        text = item.get("text")
+        if not isinstance(text, str):
+            raise BackendUnavailable(TITLE, "it answered without a caption", cost=cost, doing=DESCRIBING)
+        return Description(text, cost)
+
+    async def _utility(self, fields: dict[str, Any], cancel: asyncio.Event | None) -> dict[str, Any]:
+        """Run one upload, preprocessing or caption task and return its answer's item; transient failures are retried.
+
+        Each try has a fresh taskUUID: none of these tasks' docs say a repeated UUID is answered with
+        the first try's result, and an upload costs nothing to make again.
         """
         retrying = Retrying(self._settings.retry_budget, self.name)
         while True:

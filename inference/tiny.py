@@ -25,6 +25,8 @@ Layout under ``<data_dir>/models/tiny/``::
     depth/        DepthAnythingForDepthEstimation + its DPT image processor (16-wide DINOv2, 56 px input)
     pose/         VitPoseForPoseEstimation + its image processor (16-wide, 2-layer ViT, 64×48 input, 17 heatmaps)
     ip-adapter/   tiny_ip_adapter.safetensors (IP-Adapter for the base UNet) + image_encoder/ (32 px CLIP vision)
+    captioner/    BlipForConditionalGeneration + its BlipProcessor (16-wide, 1-layer vision and text, 32 px input,
+                  a BERT tokenizer of a few hundred English words: it writes words, at random)
     .complete     written last; a folder without it is rebuilt
 
 Catalog entries name the parts as ``tiny:<part>``; `resolve` maps such an id
@@ -58,7 +60,7 @@ __all__ = [
 NATIVE_SIZE = 128
 TOKEN = "<tiny>"
 # Bump when the build changes, so old folders are rebuilt.
-_VERSION = "8"
+_VERSION = "9"
 _MARKER = ".complete"
 
 # part -> (folder, weight file inside it or None for a diffusers folder)
@@ -78,6 +80,7 @@ PARTS: dict[str, tuple[str, str | None]] = {
     "depth": ("depth", None),
     "pose": ("pose", None),
     "ip-adapter": ("ip-adapter", "tiny_ip_adapter.safetensors"),
+    "captioner": ("captioner", None),
 }
 
 _CLIP_L = {"hidden_size": 32, "intermediate_size": 37, "projection_dim": 32}
@@ -202,6 +205,7 @@ def _build_into(root: Path) -> None:
     _save_depth(root / "depth", seed=14)
     _save_pose(root / "pose", seed=15)
     _save_ip_adapter(unet, root / "ip-adapter", PARTS["ip-adapter"][1], seed=16)
+    _save_captioner(root / "captioner", seed=17)
     (root / _MARKER).write_text(_VERSION + "\n", encoding="utf-8")
 
 
@@ -577,3 +581,79 @@ def _save_pose(folder: Path, seed: int) -> None:
     config = VitPoseConfig(backbone_config=backbone, num_labels=17, initializer_range=0.2)
     VitPoseForPoseEstimation(config).eval().save_pretrained(folder)
     VitPoseImageProcessorPil(size={"height": 64, "width": 48}).save_pretrained(folder)
+
+
+# The tiny captioner's words: a random network picks among them, so its captions read as English.
+_CAPTION_WORDS: tuple[str, ...] = (
+    "a", "an", "the", "of", "on", "in", "with", "and", "at", "by", "near", "under", "over", "next", "to", "from",
+    "its", "their", "two", "three", "four", "some", "group", "man", "woman", "boy", "girl", "child", "people",
+    "person", "dog", "cat", "horse", "bird", "cow", "sheep", "fish", "car", "bus", "train", "boat", "bicycle",
+    "plane", "tree", "flower", "grass", "forest", "field", "garden", "mountain", "hill", "river", "lake", "sea",
+    "beach", "sand", "sky", "cloud", "sun", "moon", "star", "snow", "rain", "city", "street", "road", "bridge",
+    "building", "house", "tower", "church", "castle", "room", "kitchen", "table", "chair", "bed", "window", "door",
+    "wall", "floor", "roof", "shirt", "dress", "hat", "coat", "glasses", "cup", "plate", "bowl", "bottle", "book",
+    "phone", "clock", "lamp", "picture", "painting", "photo", "drawing", "portrait", "view", "close", "up", "top",
+    "front", "side", "background", "light", "shadow", "night", "day", "morning", "sunset", "red", "orange", "yellow",
+    "green", "blue", "purple", "pink", "brown", "black", "white", "gray", "golden", "silver", "dark", "bright",
+    "colorful", "large", "small", "big", "tall", "little", "old", "young", "long", "short", "wooden", "stone",
+    "metal", "glass", "empty", "busy", "sunny", "cloudy", "foggy", "sitting", "standing", "walking", "running",
+    "flying", "lying", "looking", "holding", "wearing", "riding", "playing", "eating", "smiling",
+)  # fmt: skip
+
+
+def _save_captioner(folder: Path, seed: int) -> None:
+    """Save a random-weight BLIP captioner (16-wide, 1-layer vision and text) with its processor, as BLIP ships.
+
+    The tokenizer is BERT's WordPiece over `_CAPTION_WORDS` (``vocab.txt``, as Salesforce's folders
+    hold it) with BLIP's two added tokens: ``[DEC]``, the decoder's start (the config's
+    ``bos_token_id``), and ``[ENC]``; a caption ends at ``[SEP]``, as in BERT. A trained
+    captioner never writes its other special tokens; this one is kept from them by its output
+    bias, so a decoded caption is words, not empty.
+    """
+    import torch
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessorPil,
+        BlipProcessor,
+    )
+
+    folder.mkdir(parents=True)
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # BERT's, at BERT's ids 0-4
+    (folder / "vocab.txt").write_text("\n".join([*special, *_CAPTION_WORDS]) + "\n", encoding="utf-8")
+    # 64: longer than any caption the worker asks for (its max_length), as BERT's 512 is for BLIP.
+    tokenizer = BertTokenizer(vocab=str(folder / "vocab.txt"), model_max_length=64)
+    tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 64,
+        "encoder_hidden_size": 16,  # the vision width: the decoder cross-attends to the image's patches
+        "bos_token_id": tokenizer.bos_token_id,
+        "sep_token_id": tokenizer.sep_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "initializer_range": 0.2,
+    }
+    vision = {
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "image_size": 32,
+        "patch_size": 8,
+        "initializer_range": 0.2,
+    }
+    torch.manual_seed(seed)
+    config = BlipConfig(text_config=text, vision_config=vision, projection_dim=16, image_text_hidden_size=16)
+    model = BlipForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        bias = model.text_decoder.cls.predictions.bias
+        for token in tokenizer.all_special_ids:
+            if token != tokenizer.sep_token_id:
+                bias[token] = -1e4  # within float16's range, for a GPU worker running the tiny model in half
+    model.save_pretrained(folder)
+    BlipProcessor(BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer).save_pretrained(folder)

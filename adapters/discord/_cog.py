@@ -44,6 +44,7 @@ from bot.config import DiscordSettings
 from bot.controls import blend_options
 from bot.errors import BotError
 from bot.history import Generation
+from bot.inputs import ImageLoader
 from bot.jobs import Job, JobEvent, Requester
 from bot.options import SDXL_BUCKETS, PanDirection
 from bot.policy import FLAGGED
@@ -83,7 +84,9 @@ IMAGE_OPTION = "a previous image: 12 or #12, and #12.2 for its second (default: 
 FROM_IMAGE_MENU = "Imagine from this image"
 GUIDE_MENU = "Use as ControlNet guide"
 PNG_INFO_MENU = "PNG info"
+DESCRIBE_MENU = "Describe image"
 NO_IMAGE = "✖ That message has no PNG, JPEG or WebP image attached."
+DESCRIBE_ONE = "Describe takes a file or one of your images, not both."
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 # A latent preview goes with every PREVIEW_EVERY-th allowed progress edit at most.
 PREVIEW_EVERY = 2
@@ -164,6 +167,7 @@ class ImagesCog(commands.Cog, name="Images"):
         self.from_image_menu = app_commands.ContextMenu(name=FROM_IMAGE_MENU, callback=self.imagine_from_message)
         self.guide_menu = app_commands.ContextMenu(name=GUIDE_MENU, callback=self.guide_from_message)
         self.png_info_menu = app_commands.ContextMenu(name=PNG_INFO_MENU, callback=self.png_info_of_message)
+        self.describe_menu = app_commands.ContextMenu(name=DESCRIBE_MENU, callback=self.describe_message)
 
     async def follow_resumed(self) -> None:
         """Post a message for each job a restart resumed and follow it there.
@@ -231,12 +235,13 @@ class ImagesCog(commands.Cog, name="Images"):
         self.bot.tree.add_command(self.from_image_menu)
         self.bot.tree.add_command(self.guide_menu)
         self.bot.tree.add_command(self.png_info_menu)
+        self.bot.tree.add_command(self.describe_menu)
         self.service.add_poster(PLATFORM, self)
 
     async def cog_unload(self) -> None:
         """Stop posting and following jobs (the jobs themselves run on) and drop the context menus."""
         self.service.remove_poster(PLATFORM, self)
-        for menu in (self.from_image_menu, self.guide_menu, self.png_info_menu):
+        for menu in (self.from_image_menu, self.guide_menu, self.png_info_menu, self.describe_menu):
             self.bot.tree.remove_command(menu.name, type=menu.type)
         for task in self._tasks:
             task.cancel()
@@ -366,16 +371,74 @@ class ImagesCog(commands.Cog, name="Images"):
             await interaction.response.send_message(NO_IMAGE, ephemeral=True)
             self._acked(interaction)
             return
-        # Deferred first: fetching the file can take longer than Discord's 3 seconds.
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        self._acked(interaction)
-        load = attachment_loader({token("image"): attachment}, self.file_hosts, self.service.max_input_bytes)
+        _, _, load = await self._defer(interaction, True, {token("image"): attachment})
         try:
             reply = await self.flow.png_info(await load(token("image"), "image"), attachment.filename)
         except BotError as error:
             await self._refuse_deferred(interaction, error, private=True)
             return
         await interaction.edit_original_response(content=reply.text[:2000])
+
+    async def describe_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        """Say privately what a message's image shows, in words to send with /imagine."""
+        attachment = image_attachment(message)
+        if attachment is None:
+            await interaction.response.send_message(NO_IMAGE, ephemeral=True)
+            self._acked(interaction)
+            return
+        await self._describe(interaction, attachment, None, private=True)
+
+    @app_commands.command(name="describe", description="An image in words, to send with /imagine (Midjourney's).")
+    @app_commands.describe(
+        file="an image to describe (PNG, JPEG or WebP)",
+        image="or one of yours: 12 or #12, and #12.2 for its second (default: your latest)",
+        private="show the words to you only",
+    )
+    async def describe(
+        self,
+        interaction: discord.Interaction,
+        file: discord.Attachment | None = None,
+        image: str | None = None,
+        private: bool | None = None,
+    ) -> None:
+        """Put an attachment, or one of the user's images, into words."""
+        if file is not None and image:
+            await interaction.response.send_message(f"✖ {DESCRIBE_ONE}", ephemeral=True)
+            self._acked(interaction)
+            return
+        await self._describe(interaction, file, image, private=private)
+
+    async def _describe(
+        self,
+        interaction: discord.Interaction,
+        file: discord.Attachment | None,
+        image: str | None,
+        *,
+        private: bool | None,
+    ) -> None:
+        files = {} if file is None else {token("file"): file}
+        who, private, load = await self._defer(interaction, private, files)
+        try:
+            reply = await self.flow.describe(who, image, file=token("file") if file else None, load=load)
+        except BotError as error:
+            await self._refuse_deferred(interaction, error, private=private)
+            return
+        await interaction.edit_original_response(content=reply.text[:2000])
+
+    async def _defer(
+        self, interaction: discord.Interaction, private: bool | None, attachments: Mapping[str, discord.Attachment]
+    ) -> tuple[Requester, bool, ImageLoader]:
+        """Defer the reply, privately or not (None: the user's setting); return who asked, where, and a loader.
+
+        Deferred first: fetching an attachment, and a model's reading of it, can take longer than Discord's 3
+        seconds. The loader reads `attachments` (token → attachment) from Discord's own hosts.
+        """
+        who = requester(interaction)
+        if private is None:
+            private = await self.service.user_settings.wants_private(who)
+        await interaction.response.defer(ephemeral=private, thinking=True)
+        self._acked(interaction)
+        return who, private, attachment_loader(attachments, self.file_hosts, self.service.max_input_bytes)
 
     async def on_guide(
         self, interaction: discord.Interaction, attachment: discord.Attachment, prompt: str, control: str
@@ -392,13 +455,7 @@ class ImagesCog(commands.Cog, name="Images"):
         private: bool | None,
     ) -> None:
         """Defer, then queue the generations (fetching their attachments) and follow the first in the deferred reply."""
-        who = requester(interaction)
-        if private is None:
-            private = await self.service.user_settings.wants_private(who)
-        # Deferred first: fetching an attachment can take longer than Discord's 3 seconds.
-        await interaction.response.defer(ephemeral=private, thinking=True)
-        self._acked(interaction)
-        load = attachment_loader(attachments, self.file_hosts, self.service.max_input_bytes)
+        who, private, load = await self._defer(interaction, private, attachments)
         try:
             started = await self.flow.imagine(who, given, private=private, load=load)
         except BotError as error:

@@ -14,7 +14,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
@@ -40,6 +40,7 @@ from bot.chat import (
 from bot.config import SlackSettings
 from bot.errors import BotError
 from bot.history import Generation, StoredImage
+from bot.inputs import ImageLoader
 from bot.jobs import Job, JobEvent, Requester
 from bot.rules import DEFAULT_REFINE_PERCENT
 from bot.service import ImageService
@@ -48,6 +49,7 @@ from bot.summary import progress_line, withheld_line
 from .._download import FileHosts
 from ._blocks import (
     COMMAND,
+    DESCRIBE_SHORTCUT,
     EDIT_VIEW,
     FILE_BLOCKS,
     FROM_IMAGE_SHORTCUT,
@@ -172,6 +174,7 @@ class SlackImages:
         app.shortcut(FROM_IMAGE_SHORTCUT)(_timed(self.on_from_image_shortcut))
         app.shortcut(GUIDE_SHORTCUT)(_timed(self.on_guide_shortcut))
         app.shortcut(PNG_INFO_SHORTCUT)(_timed(self.on_png_info_shortcut))
+        app.shortcut(DESCRIBE_SHORTCUT)(_timed(self.on_describe_shortcut))
         app.view(REFINE_VIEW)(_timed(self.on_refine_submit))
         app.view(EDIT_VIEW)(_timed(self.on_edit_submit))
         app.action(ACTION_ID_PATTERN)(_timed(self.on_button))
@@ -376,6 +379,28 @@ class SlackImages:
 
     async def on_png_info_shortcut(self, ack: AsyncAck, shortcut: dict[str, Any]) -> None:
         """Say privately what a message's image file says of how it was made, and the /imagine that asks for it."""
+
+        async def answer(who: Requester, load: ImageLoader, file: Mapping[str, Any]) -> Text:
+            data = await load(token(file["id"]), "image")
+            return await self.flow.png_info(data, str(file.get("name") or file["id"]))
+
+        await self._answer_file(ack, shortcut, answer)
+
+    async def on_describe_shortcut(self, ack: AsyncAck, shortcut: dict[str, Any]) -> None:
+        """Say privately what a message's image file shows, in words to send with /imagine."""
+
+        async def answer(who: Requester, load: ImageLoader, file: Mapping[str, Any]) -> Text:
+            return await self.flow.describe(who, file=token(file["id"]), load=load)
+
+        await self._answer_file(ack, shortcut, answer)
+
+    async def _answer_file(
+        self,
+        ack: AsyncAck,
+        shortcut: dict[str, Any],
+        answer: Callable[[Requester, ImageLoader, Mapping[str, Any]], Awaitable[Text]],
+    ) -> None:
+        """Answer a shortcut on a message's image file privately, with what `answer` makes of it."""
         await ack()
         file = image_file(shortcut.get("message") or {})
         who = _requester(shortcut["user"]["id"], _team(shortcut), shortcut["channel"]["id"])
@@ -384,8 +409,7 @@ class SlackImages:
             return
         load = file_loader(self.client, {token(file["id"]): file["id"]}, self.file_hosts, self.service.max_input_bytes)
         try:
-            data = await load(token(file["id"]), "image")
-            reply = await self.flow.png_info(data, str(file.get("name") or file["id"]))
+            reply = await answer(who, load, file)
         except BotError as error:
             await self._tell(who, refusal(error))
             return

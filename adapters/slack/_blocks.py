@@ -21,6 +21,7 @@ from bot.summary import history_line, result_fields
 
 __all__ = [
     "COMMAND",
+    "DESCRIBE_SHORTCUT",
     "EDIT_VIEW",
     "FILE_BLOCKS",
     "FROM_IMAGE_SHORTCUT",
@@ -62,6 +63,7 @@ REFINE_SHORTCUT = "refine_image"
 FROM_IMAGE_SHORTCUT = "imagine_from_image"
 GUIDE_SHORTCUT = "use_as_controlnet_guide"
 PNG_INFO_SHORTCUT = "png_info"
+DESCRIBE_SHORTCUT = "describe_image"
 IMAGINE_VIEW = "imagine_modal"
 REFINE_VIEW = "refine_modal"
 EDIT_VIEW = "edit_modal"
@@ -79,6 +81,7 @@ weights: `(words:1.3)`, `(words)`, `[words]`, `BREAK`; LoRA tags: `<lora:pixel-a
 */imagine cancel* `[#id]` · */imagine queue* · */imagine history* `[count]` · */imagine info* `[#id]` · \
 */imagine guide* `[#id]` · */imagine edit* `[#id]` — its /imagine text in a form, to change and run
 */imagine blend* `#3 #4 [#5] [prompt]` — one image of your 2 or 3, blended by the model's IP-Adapter
+*/imagine describe* `[#id[.n]]` — your image in words, to send with /imagine (the *Describe image* shortcut: any file)
 */imagine settings* `[steps=30 refiner_percent=85 private=true …]` — your defaults (`key=none` removes one)
 */imagine prefer* `[NAME [--flags… | none]]` — your option sets: `prefer mine --ar 2:3`, then `a fox --mine`
 */imagine forget* — delete all your images, seeds and settings (asks first)

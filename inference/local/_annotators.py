@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from bot.catalog import Catalog, CatalogEntry
 from bot.errors import InvalidOption
 from bot.request import Preprocess
-from inference import tiny
+from inference.local._folders import first_present
 
 if TYPE_CHECKING:
     import numpy as np
@@ -61,7 +61,6 @@ __all__ = [
     "keypoints_from_heatmaps",
     "person_boxes",
     "preprocessors",
-    "weights_folder",
 ]
 
 # The preprocessings an annotator of ours can make: those transformers has a depth-estimation or
@@ -91,22 +90,6 @@ _JOINT_RADIUS = 4
 _LIMB_SHADE = 0.6
 
 
-def weights_folder(entry: CatalogEntry, data_dir: Path) -> Path | None:
-    """Return the folder of an annotator's weights if they are on this machine, else None (building nothing)."""
-    local = entry.local or ""
-    if local.startswith("tiny:"):
-        if not tiny.is_built(data_dir):
-            return None
-        folder, _ = tiny.resolve(local, data_dir)
-    elif local.startswith("./"):
-        folder = Path(data_dir) / local[2:]
-    elif local.startswith("/"):
-        folder = Path(local)
-    else:
-        return None
-    return folder if (folder / "config.json").is_file() else None
-
-
 def find_annotator(catalog: Catalog, data_dir: Path, preprocess: str) -> tuple[CatalogEntry, Path] | None:
     """Return the catalog annotator that makes `preprocess` here and its folder; None when none is present.
 
@@ -114,13 +97,7 @@ def find_annotator(catalog: Catalog, data_dir: Path, preprocess: str) -> tuple[C
     """
     if preprocess not in ANNOTATED:
         return None
-    candidates = [entry for entry in catalog.entries("annotator") if entry.preprocess == preprocess]
-    candidates.sort(key=lambda entry: (entry.local or "").startswith("tiny:"))
-    for entry in candidates:
-        folder = weights_folder(entry, data_dir)
-        if folder is not None:
-            return entry, folder
-    return None
+    return first_present((entry for entry in catalog.entries("annotator") if entry.preprocess == preprocess), data_dir)
 
 
 def annotator_folder(catalog: Catalog, data_dir: Path, preprocess: str) -> Path:

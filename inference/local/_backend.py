@@ -30,6 +30,7 @@ from typing import Any
 
 from bot import metrics
 from bot.catalog import Catalog, CatalogEntry
+from bot.describe import DESCRIBING, Description
 from bot.errors import BackendUnavailable, InvalidOption, JobCancelled
 from bot.guides import GuideMap
 from bot.ports import ProgressCallback
@@ -37,11 +38,14 @@ from bot.request import GeneratedImage, GenerationRequest, Preprocess, RefinerSp
 from bot.request import Progress as StepProgress
 from inference.capabilities import CAPABILITIES
 from inference.local._annotators import annotator_folder, preprocessors
+from inference.local._captioner import captioner_folder
 from inference.local._job import WorkerJob, asset_of, batch_key, build_job, check_installed, installed
 from inference.local._protocol import (
     Cancel,
     Checked,
     CheckRequest,
+    Described,
+    DescribeRequest,
     Error,
     Fatal,
     Generate,
@@ -332,6 +336,27 @@ class LocalBackend:
             await self.start()
             assert self._worker is not None
             return GuideMap(await self._worker.guide(str(folder), preprocess, image, width, height))
+
+    def check_describe(self) -> None:
+        """Refuse ``/describe`` while no catalog captioner has its files here (before the image is read).
+
+        Raises:
+            InvalidOption: option ``describe``, one sentence.
+        """
+        captioner_folder(self._catalog, self._data_dir)
+
+    async def describe(self, image: bytes) -> Description:
+        """Return what `image` (a checked PNG) shows, in the words of a catalog captioner in the worker; free.
+
+        Raises:
+            InvalidOption: no catalog captioner has its files here.
+            BackendUnavailable: the worker or the captioner failed.
+        """
+        folder = captioner_folder(self._catalog, self._data_dir)
+        async with self._job_lock:
+            await self.start()
+            assert self._worker is not None
+            return Description(await self._worker.describe(str(folder), image))
 
     async def stats(self) -> dict[str, int]:
         """Return the worker's load counters (pipelines, refiners, VAEs, LoRAs, embeddings)."""
@@ -631,6 +656,15 @@ class _Worker:
                 raise BackendUnavailable(_NAME, message)
         raise _unexpected(reply)
 
+    async def describe(self, folder: str, image: bytes) -> str:
+        """Ask the worker for the caption of `image` by the captioner in `folder` and return its words."""
+        match reply := await self._ask(lambda request_id: DescribeRequest(request_id, folder, image)):
+            case Described(text=text):
+                return text
+            case Error(message=message):
+                raise BackendUnavailable(_NAME, message, doing=DESCRIBING)
+        raise _unexpected(reply, DESCRIBING)
+
     async def _ask(self, make: Callable[[int], Message]) -> ToBot | _Died:
         """Send a request (`make` given its id) outside any job and return the worker's answer to it."""
         request_id, inbox = self._open()
@@ -689,7 +723,15 @@ class _Worker:
         try:
             while (message := await read_frame_async(self._process.stdout, from_worker)) is not None:
                 match message:
-                    case Progress(id=to) | Result(id=to) | Error(id=to) | Stats(id=to) | Checked(id=to) | Guided(id=to):
+                    case (
+                        Progress(id=to)
+                        | Result(id=to)
+                        | Error(id=to)
+                        | Stats(id=to)
+                        | Checked(id=to)
+                        | Guided(id=to)
+                        | Described(id=to)
+                    ):
                         inbox = self._pending.get(to)
                         if inbox is not None:
                             inbox.put_nowait(message)
@@ -707,11 +749,11 @@ class _Worker:
                 inbox.put_nowait(_Died(reason))
 
 
-def _unexpected(reply: ToBot | _Died) -> BackendUnavailable:
+def _unexpected(reply: ToBot | _Died, doing: str = "make the image") -> BackendUnavailable:
     """Return the error for an answer a request did not expect (or the worker's death instead of one)."""
     if isinstance(reply, _Died):
-        return BackendUnavailable(_NAME, f"the worker {reply.reason}")
-    return BackendUnavailable(_NAME, f"the worker answered with an unexpected '{reply.op}' frame")
+        return BackendUnavailable(_NAME, f"the worker {reply.reason}", doing=doing)
+    return BackendUnavailable(_NAME, f"the worker answered with an unexpected '{reply.op}' frame", doing=doing)
 
 
 def _exit(returncode: int | None) -> str:

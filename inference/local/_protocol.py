@@ -21,6 +21,8 @@ bot -> worker (`ToWorker`)::
     CheckRequest  {"id": 3, "model": "tiny:base", "images": [(base64 PNG), ...], "op": "check"}  # a user's inputs
     GuideRequest  {"id": 4, "folder": "/data/annotators/x", "preprocess": "depth", "image": (base64 PNG),
                    "width": 1024, "height": 1024, "op": "guide"}    # a ControlNet guide map, by a catalog annotator
+    DescribeRequest {"id": 5, "folder": "/data/captioners/x", "image": (base64 PNG),
+                     "op": "describe"}    # an image in words, by a catalog captioner
     Shutdown      {"op": "shutdown"}
 
 worker -> bot (`ToBot`)::
@@ -34,6 +36,7 @@ worker -> bot (`ToBot`)::
     Stats     {"id": 2, "loads": {"pipeline": 1, ...}, "op": "stats"}
     Checked   {"id": 3, "flags": [false, true], "op": "checked"}
     Guided    {"id": 4, "image": (base64 PNG), "op": "guided"}    # or an Error with that id
+    Described {"id": 5, "text": "a fox in the snow", "op": "described"}    # or an Error with that id
     Fatal     {"message": "...", "op": "fatal"}    # the worker could not start
 """
 
@@ -56,6 +59,8 @@ __all__ = [
     "Cancel",
     "CheckRequest",
     "Checked",
+    "DescribeRequest",
+    "Described",
     "Error",
     "Fatal",
     "Generate",
@@ -156,6 +161,17 @@ class GuideRequest:
 
 
 @dataclass(frozen=True, slots=True, config=_STRICT)
+class DescribeRequest:
+    """Put `image` (a checked PNG) into words with the captioner in `folder`; answered by `Described`."""
+
+    id: int
+    folder: str
+    image: bytes
+    _: KW_ONLY
+    op: Literal["describe"] = "describe"
+
+
+@dataclass(frozen=True, slots=True, config=_STRICT)
 class Shutdown:
     """Exit once the running job is done."""
 
@@ -245,6 +261,16 @@ class Guided:
 
 
 @dataclass(frozen=True, slots=True, config=_STRICT)
+class Described:
+    """The answer to `DescribeRequest`: the captioner's words (none, when it wrote only made-up ones)."""
+
+    id: int
+    text: str
+    _: KW_ONLY
+    op: Literal["described"] = "described"
+
+
+@dataclass(frozen=True, slots=True, config=_STRICT)
 class Fatal:
     """The worker could not start; `message` says why, in one sentence."""
 
@@ -253,8 +279,8 @@ class Fatal:
     op: Literal["fatal"] = "fatal"
 
 
-ToWorker = Generate | Cancel | StatsRequest | CheckRequest | GuideRequest | Shutdown
-ToBot = Ready | Progress | Result | Error | Stats | Checked | Guided | Fatal
+ToWorker = Generate | Cancel | StatsRequest | CheckRequest | GuideRequest | DescribeRequest | Shutdown
+ToBot = Ready | Progress | Result | Error | Stats | Checked | Guided | Described | Fatal
 Message = ToWorker | ToBot
 # What `run_jobs` reports of one pipeline call: progress, then a result or an error.
 JobMessage = Progress | Result | Error

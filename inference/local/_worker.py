@@ -27,11 +27,14 @@ from typing import IO, TYPE_CHECKING, Any
 from bot.config import CoreSettings, LocalWorkerSettings
 from bot.logs import setup_logging
 from inference.local._annotators import Annotators
+from inference.local._captioner import Captioners
 from inference.local._job import WorkerJob
 from inference.local._protocol import (
     Cancel,
     Checked,
     CheckRequest,
+    Described,
+    DescribeRequest,
     Error,
     Fatal,
     Generate,
@@ -54,7 +57,19 @@ from inference.local._protocol import (
 if TYPE_CHECKING:
     from inference.local._speed import Levers
 
-__all__ = ["check_images", "levers", "main", "make_guide", "make_runner", "quiet_libraries", "run_jobs"]
+__all__ = [
+    "check_images",
+    "describe_image",
+    "levers",
+    "main",
+    "make_guide",
+    "make_runner",
+    "quiet_libraries",
+    "run_jobs",
+]
+
+# What the reader thread hands the main one: requests it answers in turn (None: stdin closed).
+_Inbox = queue.Queue[Generate | StatsRequest | CheckRequest | GuideRequest | DescribeRequest | None]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0  # the bot stopped while this worker started
     annotators = Annotators(runner.device)
-    inbox: queue.Queue[Generate | StatsRequest | CheckRequest | GuideRequest | None] = queue.Queue()
+    captioners = Captioners(runner.device, runner.dtype)
+    inbox: _Inbox = queue.Queue()
     cancels: dict[int, threading.Event] = {}
     lock = threading.Lock()
     reader = threading.Thread(target=_read_loop, args=(frames_in, inbox, cancels, lock), name="frames-in", daemon=True)
@@ -102,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                     write_frame(frames_out, check_images(runner, request_id, model, images))
                 case GuideRequest():
                     write_frame(frames_out, make_guide(annotators, message))
+                case DescribeRequest():
+                    write_frame(frames_out, describe_image(captioners, message))
     except BrokenPipeError:
         return 0  # the bot is gone; nobody is left to answer
     return 0
@@ -129,6 +147,17 @@ def make_guide(annotators: Annotators, request: GuideRequest) -> Guided | Error:
         )
         return Error(request.id, "failed", reason)
     return Guided(request.id, image)
+
+
+def describe_image(captioners: Captioners, request: DescribeRequest) -> Described | Error:
+    """Put an image into words with a catalog captioner; one that cannot run is an `Error`, not a caption."""
+    try:
+        text = captioners.describe(Path(request.folder), request.image)
+    except Exception as failure:
+        traceback.print_exc()
+        reason = f"the captioner failed ({type(failure).__name__}); imagebot doctor checks its files"
+        return Error(request.id, "failed", reason)
+    return Described(request.id, text)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -223,7 +252,7 @@ def quiet_libraries(*, verbose: bool) -> None:
 
 def _read_loop(
     frames_in: IO[bytes],
-    inbox: queue.Queue[Generate | StatsRequest | CheckRequest | GuideRequest | None],
+    inbox: _Inbox,
     cancels: dict[int, threading.Event],
     lock: threading.Lock,
 ) -> None:
@@ -242,7 +271,7 @@ def _read_loop(
                     with lock:
                         cancels[job_id] = threading.Event()
                     inbox.put(message)
-                case StatsRequest() | CheckRequest() | GuideRequest():
+                case StatsRequest() | CheckRequest() | GuideRequest() | DescribeRequest():
                     inbox.put(message)
     except (ProtocolError, OSError):
         traceback.print_exc()

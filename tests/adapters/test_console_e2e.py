@@ -181,3 +181,23 @@ def test_blend_on_the_worker(tmp_path, tiny_data_dir):
     assert parse_parameters(made[3].text["parameters"])["prompt"] == "best quality, high quality"
     assert made[3].tobytes() != made[5].tobytes()  # the images acted
     assert made[3].tobytes() != made[4].tobytes()  # and which images matters
+
+
+def test_describe_on_the_worker(tmp_path, tiny_data_dir):
+    """`describe #1`, `describe FILE`: the tiny captioner's words in the worker, the same for the same image,
+    and /imagine takes them as a prompt as they are."""
+    Image.new("RGB", (96, 64), (20, 200, 40)).save(tmp_path / "green.png")
+    script = f"/imagine a red fox --seed 7 --steps 4\ndescribe #1\ndescribe {tmp_path / 'green.png'}\ndescribe\n"
+    data_dir = tmp_path / "data"
+    result = _run_chat(data_dir, tiny_data_dir, script)
+    assert result.returncode == 0, result.stderr
+    assert "✖" not in result.stdout and "Traceback" not in result.stderr, result.stdout + result.stderr
+    lines = result.stdout.splitlines()  # the terminal shows the words on the line after, without a code fence
+    described = [lines[i + 1].strip() for i, line in enumerate(lines[:-1]) if "in words, to send" in line]
+    assert len(described) == 3 and all(len(words.split()) >= 3 for words in described), result.stdout
+    assert "📝 #1 in words" in result.stdout and "📝 Your image in words" in result.stdout
+    assert described[0] == described[2] != described[1]  # #1 twice (the latest), then the file
+    again = _run_chat(tmp_path / "again", tiny_data_dir, f"/imagine {described[0]} --seed 3 --steps 2\n")
+    assert again.returncode == 0 and "✖" not in again.stdout, again.stdout
+    made = Image.open(next((tmp_path / "again" / "images").rglob("1-0.png")))
+    assert parse_parameters(made.text["parameters"])["prompt"] == described[0]

@@ -12,7 +12,8 @@ import io
 
 from PIL import Image
 
-from bot.errors import BackendUnavailable, JobCancelled
+from bot.describe import DESCRIBING, Description
+from bot.errors import BackendUnavailable, InvalidOption, JobCancelled
 from bot.request import GeneratedImage, GenerationRequest, Progress
 
 
@@ -31,6 +32,9 @@ class FakeBackend:
         self.nsfw_seeds: set[int] = set()  # images with these seeds come back flagged by the "safety check"
         self.nsfw_inputs: set[bytes] = set()  # input images (checked PNG bytes) its "safety check" flags
         self.checked: list[tuple[str, int]] = []  # (model, how many images) of each input check
+        self.describes = True  # False: its check_describe refuses, as a backend without a captioner does
+        self.caption: str | None = None  # what describe answers, else the image's size and colour in words
+        self.described: list[bytes] = []  # the images describe was asked about
         self.closed = False
 
     @property
@@ -45,6 +49,23 @@ class FakeBackend:
         """The local worker's input check: flag the images listed in `nsfw_inputs`."""
         self.checked.append((model, len(images)))
         return [image in self.nsfw_inputs for image in images]
+
+    def check_describe(self):
+        if not self.describes:
+            raise InvalidOption("describe", f"needs a captioner, and the {self.name} backend has none")
+
+    async def describe(self, image):
+        """Say the image's size and its first pixel's colour, so a test sees which image travelled."""
+        self.described.append(image)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail_with:
+            raise BackendUnavailable(self.name, self.fail_with, doing=DESCRIBING)
+        if self.caption is not None:
+            return Description(self.caption, cost=0.001)
+        with Image.open(io.BytesIO(image)) as decoded:
+            r, g, b = decoded.convert("RGB").getpixel((0, 0))
+            return Description(f"a {decoded.width}x{decoded.height} picture of #{r:02x}{g:02x}{b:02x}", cost=0.001)
 
     async def generate(self, request, on_progress=None, cancel=None):
         self.requests.append(request)

@@ -75,6 +75,15 @@ https://runware.ai/docs/image-inference/api-reference, /docs/platform/task-polli
   tasks may name, charged ``COST_PER_PREPROCESS`` and recorded in ``fake.preprocessed``; the answer
   has ``guideImageUUID``, ``inputImageUUID``, the map per ``outputType`` (``guideImageURL``,
   ``guideImageBase64Data`` or ``guideImageDataURI``) and ``cost``.
+* ``imageCaption`` tasks (https://runware.ai/docs/en/utilities/image-to-text; the SDK's
+  ``IImageCaption`` and ``IImageToText``), in a POST of their own: ``inputImage`` (required, the same
+  input forms as an upscale's: data, or the UUID of an image the fake keeps; no URL) and
+  ``includeCost``; anything else is ``unsupportedParameter`` (see ``CAPTION_FIELDS``; newer docs add
+  ``model``, ``prompt`` and more, which this client does not send). The caption is computed from the
+  pixels received (`caption_image`: "a 64×64 picture, mostly red"), so a test can tell which image
+  travelled. Each is charged ``COST_PER_CAPTION`` and recorded in ``fake.captions`` by taskUUID; the
+  answer has ``taskType``, ``taskUUID``, ``text`` and, with ``includeCost``, ``cost``. A taskUUID
+  used before answers ``conflictTaskUUID``.
 * With ``safety: {"checkContent": true}`` (or the older ``checkNSFW``) each result carries
   ``NSFWContent``: true for the seeds in ``fake.nsfw_seeds`` (an upscale: for an input whose
   sha256 is in ``fake.nsfw_inputs``), else false.
@@ -86,11 +95,14 @@ https://runware.ai/docs/image-inference/api-reference, /docs/platform/task-polli
 Faults
 ------
 ``fake.inject(Fault(kind=...))`` queues faults in FIFO order; the head of the queue is taken by the
-next POST that carries an ``imageInference`` or ``imageUpscale`` task (``getResponse``-only POSTs never take one).
+next POST that carries an ``imageInference``, ``imageUpscale`` or ``imageCaption`` task (``getResponse``-only,
+upload and preprocessing POSTs never take one).
 Faults that refuse the POST (``status``, ``hang_before``, ``error400``, ``error200``) are taken by the
 next such POST whatever it holds; faults that act on an accepted task (``hang_after``, ``malformed``,
 ``wrong_shape``, ``trickle``, ``partial``, ``url_404``, ``processing``) wait at the head of the queue
-until a POST is accepted, so a rejected or conflicting retry does not use them up. See ``Fault`` for each kind.
+until a POST is accepted, so a rejected or conflicting retry does not use them up. A caption POST
+leaves the faults that only images have (``partial``, ``url_404``, ``processing``) at the head for the
+next inference POST. See ``Fault`` for each kind.
 
 Driving it
 ----------
@@ -131,6 +143,8 @@ DOCS_URL = "https://runware.ai/docs/image-inference/api-reference"
 COST_PER_IMAGE = 0.0013  # USD, what the fake charges per generated image
 COST_PER_UPSCALE = 0.002  # USD, what the fake charges per upscale
 COST_PER_PREPROCESS = 0.0006  # USD, what the fake charges per ControlNet preprocessing (the SDK doc's example)
+# USD per caption: the docs' example answers 0, but a cost that is not 0 shows that a client passes it on.
+COST_PER_CAPTION = 0.0003
 # Tasks that work on images the fake stores: uploads (free) and ControlNet preprocessing.
 UTILITY_TASKS = ("imageUpload", "imageControlNetPreProcess")
 # The ControlNet tools doc's preProcessorType list.
@@ -243,6 +257,8 @@ FaultKind = Literal[
     "error200",
 ]
 REFUSING_FAULTS = frozenset({"status", "hang_before", "error400", "error200"})
+# Faults that act on a task's images or its polls: a caption has neither, so a caption POST leaves them queued.
+IMAGE_FAULTS = frozenset({"partial", "url_404", "processing"})
 STATUS_CODES = {
     429: ("rateLimitExceeded", "Too many requests. Please slow down."),
     402: ("insufficientCredits", "Insufficient credits to process the request."),
@@ -254,7 +270,7 @@ UNAVAILABLE = ("serviceUnavailable", "The service is temporarily unavailable. Pl
 
 @dataclass
 class Fault:
-    """One misbehaviour for the next inference POST; which fields matter depends on ``kind``.
+    """One misbehaviour for the next inference or caption POST; which fields matter depends on ``kind``.
 
     * ``status``: answer HTTP ``status`` without accepting the task (codes: 429 ``rateLimitExceeded``,
       5xx ``serviceUnavailable``, 402 ``insufficientCredits``, 403 ``forbidden``, 408
@@ -293,7 +309,7 @@ class Fault:
             raise ValueError(f"unknown fault kind {self.kind!r}")
 
     def refuses(self) -> bool:
-        """Whether the fault answers without accepting the task (so any inference POST takes it)."""
+        """Whether the fault answers without accepting the task (so any inference or caption POST takes it)."""
         return self.kind in REFUSING_FAULTS
 
 
@@ -830,6 +846,67 @@ def _upscale_problem(task: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+# The SDK's IImageCaption (inputImage, includeCost) with the fields every task has.
+CAPTION_FIELDS = frozenset({"taskType", "taskUUID", "inputImage", "includeCost"})
+CAPTION_CHECKS: list[tuple[str, Callable[[str, object], str | None], bool]] = [
+    ("inputImage", _image_input, True),
+    ("includeCost", _bool, False),
+]
+# Colours a caption names, each pixel counted for the nearest (RGB distance).
+COLOUR_NAMES: dict[str, tuple[int, int, int]] = {
+    "black": (0, 0, 0),
+    "white": (255, 255, 255),
+    "grey": (128, 128, 128),
+    "red": (255, 0, 0),
+    "green": (0, 255, 0),
+    "blue": (0, 0, 255),
+    "yellow": (255, 255, 0),
+    "cyan": (0, 255, 255),
+    "magenta": (255, 0, 255),
+}
+
+
+def _caption_problem(task: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the error item for the first problem of an imageCaption task, or None when it is valid."""
+    bad, problem = _task_problem(task, "imageCaption", CAPTION_FIELDS, CAPTION_CHECKS)
+    if problem is not None:
+        return problem
+    if str(task["inputImage"]).startswith(("https://", "http://")):
+        return bad("inputImage", "This fake fetches no URLs: send the image as data or by UUID.")
+    return None
+
+
+def colour_name(colour: tuple[int, ...]) -> str:
+    """Return the name in `COLOUR_NAMES` nearest to an RGB colour."""
+    return min(
+        COLOUR_NAMES, key=lambda name: sum((a - b) ** 2 for a, b in zip(COLOUR_NAMES[name], colour, strict=True))
+    )
+
+
+def caption_image(data: bytes) -> str:
+    """Return the fake's caption of an image: its size and the colour most of its pixels are nearest to."""
+    with Image.open(io.BytesIO(data)) as opened:
+        width, height = opened.size
+        small = opened.convert("RGB")
+    small.thumbnail((64, 64), Image.Resampling.NEAREST)  # at most 4096 pixels, each one of the image's own
+    counts: dict[str, int] = {}
+    for count, colour in small.getcolors(64 * 64) or []:
+        assert isinstance(colour, tuple)  # an RGB image's colours are (r, g, b), never one band's number
+        name = colour_name(colour)
+        counts[name] = counts.get(name, 0) + count
+    mostly = max(counts, key=lambda name: (counts[name], name))
+    return f"a {width}×{height} picture, mostly {mostly}"
+
+
+@dataclass
+class Captioned:
+    """One imageCaption task the fake ran: what it was asked, the image it read and the caption it wrote."""
+
+    request: dict[str, Any]
+    input_image: bytes
+    text: str
+
+
 # -- the fake ----------------------------------------------------------------------------------------
 
 
@@ -854,6 +931,7 @@ class FakeRunware(LoopbackServer):
         self._images: dict[str, tuple[RunwareTask, RunwareImage]] = {}
         self.uploads: dict[str, bytes] = {}  # imageUUID -> the bytes of each imageUpload
         self.preprocessed: list[Preprocessed] = []
+        self.captions: dict[str, Captioned] = {}  # taskUUID -> each imageCaption task run
         self._guides: dict[str, bytes] = {}  # guideImageUUID -> each preprocessing's map (PNG/JPG/WEBP bytes)
         self._cond = asyncio.Condition()
 
@@ -874,7 +952,7 @@ class FakeRunware(LoopbackServer):
     # -- driving and queries ----------------------------------------------------------------------
 
     def inject(self, *faults: Fault) -> None:
-        """Queue faults (FIFO) for the next POSTs that carry an imageInference or imageUpscale task."""
+        """Queue faults (FIFO) for the next POSTs that carry an imageInference, imageUpscale or imageCaption task."""
         self.faults.extend(faults)
 
     @property
@@ -943,6 +1021,8 @@ class FakeRunware(LoopbackServer):
             return await self._answer(record, 400, {"errors": [error_item("invalidPayload", message)]})
         if all(t.get("taskType") in UTILITY_TASKS for t in body):
             return await self._utilities(record, body)
+        if all(t.get("taskType") == "imageCaption" for t in body):
+            return await self._captions(request, record, body)
         inference = [t for t in body if t.get("taskType") in CHARGED_TASKS]
         if not inference:
             if problem := self._problem(body):
@@ -1061,6 +1141,50 @@ class FakeRunware(LoopbackServer):
         await self._finish(record, 200)
         return web.Response(body=self._guides[stem], content_type="application/octet-stream")
 
+    async def _captions(
+        self, request: web.Request, record: RunwareRequest, body: list[dict[str, Any]]
+    ) -> web.StreamResponse:
+        """Answer a POST of imageCaption tasks: a refusing fault first, every task checked, then each captioned."""
+        first_uuid = body[0].get("taskUUID")
+        if self.faults and self.faults[0].refuses():
+            refusing = self.faults.popleft()
+            return await self._refuse(
+                record, refusing, first_uuid if isinstance(first_uuid, str) else None, "imageCaption"
+            )
+        seen: set[str] = set()
+        for task in body:
+            if problem := _caption_problem(task):
+                return await self._answer(record, 400, {"errors": [problem]})
+            value, task_uuid = str(task["inputImage"]), str(task["taskUUID"])
+            if UUID4_RE.match(value) and self.stored(value) is None:
+                message = "Invalid value for inputImage parameter. No image with this UUID was found."
+                item = error_item("invalidParameter", message, "inputImage", "imageCaption", task_uuid)
+                return await self._answer(record, 400, {"errors": [item]})
+            if task_uuid in seen or task_uuid in self.captions or task_uuid in self.tasks:
+                message = "A task with this taskUUID already exists."
+                item = error_item("conflictTaskUUID", message, "taskUUID", "imageCaption", task_uuid)
+                return await self._answer(record, 400, {"errors": [item]})
+            seen.add(task_uuid)
+        fault = self.faults.popleft() if self.faults and self.faults[0].kind not in IMAGE_FAULTS else None
+        data = [await self._caption(task) for task in body]
+        delay = self.service_time + (fault.seconds if fault is not None and fault.kind == "hang_after" else 0.0)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return await self._deliver(request, record, fault, lambda: (200, {"data": data}))
+
+    async def _caption(self, task: dict[str, Any]) -> dict[str, Any]:
+        """Caption and charge one checked task; return its answer's item."""
+        given = str(task["inputImage"])
+        data = self.stored(given) if UUID4_RE.match(given) else decode_image(given)
+        assert data is not None  # checked by _captions
+        text = await asyncio.to_thread(caption_image, data)
+        self.captions[task["taskUUID"]] = Captioned(task, data, text)
+        self.charges.append((task["taskUUID"], COST_PER_CAPTION))
+        item: dict[str, Any] = {"taskType": "imageCaption", "taskUUID": task["taskUUID"], "text": text}
+        if task.get("includeCost"):
+            item["cost"] = COST_PER_CAPTION
+        return item
+
     def _upscale_task_problem(self, task: dict[str, Any]) -> dict[str, Any] | None:
         if problem := _upscale_problem(task):
             return problem
@@ -1091,17 +1215,27 @@ class FakeRunware(LoopbackServer):
             delay += self.service_time
         if delay > 0:
             await asyncio.sleep(delay)
+        return await self._deliver(request, record, fault, lambda: self._results(body))
+
+    async def _deliver(
+        self,
+        request: web.Request,
+        record: RunwareRequest,
+        fault: Fault | None,
+        answer: Callable[[], tuple[int, dict[str, Any]]],
+    ) -> web.StreamResponse:
+        """Send an accepted POST's answer (made now: polls in it count), spoilt as the fault it took says."""
         if fault is not None and fault.kind == "malformed":
             await self._finish(record, 200)
             return web.Response(status=200, text='{"data": [', content_type="application/json")
+        status, payload = answer()
         if fault is not None and fault.kind == "wrong_shape":
             assert fault.mangle is not None, "a wrong_shape fault needs mangle"
-            return await self._answer(record, 200, fault.mangle(self._results(body)[1]))
+            return await self._answer(record, 200, fault.mangle(payload))
         if fault is not None and fault.kind == "trickle":
-            status, payload = self._results(body)
             await self._finish(record, status)
             return await trickle(request, json.dumps(payload).encode(), pieces=fault.pieces, gap=fault.seconds)
-        return await self._answer(record, *self._results(body))
+        return await self._answer(record, status, payload)
 
     async def _refuse(
         self, record: RunwareRequest, fault: Fault, task_uuid: str | None, task_type: str

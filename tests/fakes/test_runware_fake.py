@@ -14,7 +14,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.fakes.runware import COST_PER_IMAGE, COST_PER_UPSCALE, FakeRunware, Fault
+from tests.fakes.runware import COST_PER_CAPTION, COST_PER_IMAGE, COST_PER_UPSCALE, FakeRunware, Fault
 
 
 @pytest.fixture
@@ -237,6 +237,150 @@ async def test_an_upscale_enlarges_the_input_once_and_a_resend_conflicts(
     assert (await post(http, fake, again)).status_code == 200
     assert fake.tasks[again["taskUUID"]].input_image == (await http.get(item["imageURL"])).content
     assert fake.charges == [(body["taskUUID"], COST_PER_UPSCALE), (again["taskUUID"], COST_PER_UPSCALE)]
+
+
+# -- imageCaption ---------------------------------------------------------------------------------------
+
+
+def caption(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"taskType": "imageCaption", "taskUUID": str(uuid.uuid4())}
+    body.update(overrides)
+    return {k: v for k, v in body.items() if v is not ...}
+
+
+def picture(size: tuple[int, int], colour: str, strip: str | None = None) -> bytes:
+    """A PNG of one colour, with a strip of another over its top quarter."""
+    image = Image.new("RGB", size, colour)
+    if strip is not None:
+        image.paste(strip, (0, 0, size[0], size[1] // 4))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def as_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "parameter", "code"),
+    [
+        ({"inputImage": ...}, "inputImage", "invalidParameter"),
+        ({"inputImage": None}, "inputImage", "invalidParameter"),
+        ({"inputImage": "not an image"}, "inputImage", "invalidParameter"),
+        ({"inputImage": "https://example.com/a.png"}, "inputImage", "invalidParameter"),
+        ({"inputImage": "c64351d5-4c59-42f7-95e1-eace013eddab"}, "inputImage", "invalidParameter"),
+        ({"includeCost": 1}, "includeCost", "invalidParameter"),
+        ({"taskUUID": "not-a-uuid"}, "taskUUID", "invalidParameter"),
+        ({"outputType": "URL"}, "outputType", "unsupportedParameter"),
+        ({"image": "x"}, "image", "unsupportedParameter"),
+    ],
+)
+async def test_a_caption_task_is_validated_as_the_sdk_types_have_it(
+    fake: FakeRunware, http: httpx.AsyncClient, overrides: dict[str, Any], parameter: str, code: str
+) -> None:
+    """The SDK's IImageCaption: an inputImage (data or a kept image's UUID) and includeCost; nothing else."""
+    resp = await post(http, fake, caption(**({"inputImage": as_data_uri(picture((64, 64), "red"))} | overrides)))
+    assert resp.status_code == 400
+    (error,) = resp.json()["errors"]
+    assert (error["code"], error["parameter"], error["taskType"]) == (code, parameter, "imageCaption")
+    assert fake.charges == [] and fake.captions == {}
+
+
+async def test_a_caption_tells_the_image_received_and_is_charged_once(
+    fake: FakeRunware, http: httpx.AsyncClient
+) -> None:
+    """Its size and main colour, as the SDK's IImageToText answers it; a resent taskUUID conflicts, uncharged."""
+    red = picture((64, 64), "red")
+    body = caption(inputImage=as_data_uri(red), includeCost=True)
+    resp = await post(http, fake, body)
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {
+        "data": [
+            {
+                "taskType": "imageCaption",
+                "taskUUID": body["taskUUID"],
+                "text": "a 64×64 picture, mostly red",
+                "cost": COST_PER_CAPTION,
+            }
+        ]
+    }
+    assert fake.captions[body["taskUUID"]].input_image == red
+    # bare base64, without includeCost: no cost in the answer; a strip of red does not outweigh the blue
+    bare = caption(inputImage=base64.b64encode(picture((96, 32), "blue", strip="red")).decode())
+    (item,) = (await post(http, fake, bare)).json()["data"]
+    assert item["text"] == "a 96×32 picture, mostly blue" and "cost" not in item
+    again = await post(http, fake, body)
+    assert again.status_code == 400 and again.json()["errors"][0]["code"] == "conflictTaskUUID"
+    assert fake.charges == [(body["taskUUID"], COST_PER_CAPTION), (bare["taskUUID"], COST_PER_CAPTION)]
+
+
+async def test_an_uploaded_image_is_captioned_by_its_uuid(fake: FakeRunware, http: httpx.AsyncClient) -> None:
+    white = picture((32, 48), "white")
+    upload = {"taskType": "imageUpload", "taskUUID": str(uuid.uuid4()), "image": as_data_uri(white)}
+    (uploaded,) = (await post(http, fake, upload)).json()["data"]
+    body = caption(inputImage=uploaded["imageUUID"])
+    (item,) = (await post(http, fake, body)).json()["data"]
+    assert item["text"] == "a 32×48 picture, mostly white"
+    assert fake.captions[body["taskUUID"]].input_image == white
+    assert fake.charges == [(body["taskUUID"], COST_PER_CAPTION)]  # the upload is free
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "code"),
+    [
+        (Fault("error400", parameter="inputImage", message="Unreadable image."), 400, "invalidParameter"),
+        (Fault("error200", parameter="inputImage"), 200, "invalidParameter"),
+        (Fault("status", status=429, retry_after=1), 429, "rateLimitExceeded"),
+        (Fault("status", status=402), 402, "insufficientCredits"),
+        (Fault("hang_before", seconds=0.05), 503, "serviceUnavailable"),
+    ],
+)
+async def test_a_refusing_fault_refuses_a_caption_uncharged(
+    fake: FakeRunware, http: httpx.AsyncClient, fault: Fault, status: int, code: str
+) -> None:
+    fake.inject(fault)
+    body = caption(inputImage=as_data_uri(picture((64, 64), "red")))
+    resp = await post(http, fake, body)
+    assert resp.status_code == status
+    (error,) = resp.json()["errors"]
+    assert (error["code"], error["taskType"], error["taskUUID"]) == (code, "imageCaption", body["taskUUID"])
+    assert fake.charges == [] and fake.captions == {} and not fake.faults
+    assert (await post(http, fake, body)).status_code == 200  # refused, so its taskUUID is still free
+
+
+async def test_accepting_faults_spoil_a_charged_caption_answer(fake: FakeRunware, http: httpx.AsyncClient) -> None:
+    """Unreadable, of another shape, or too late: Runware captioned (and charged) it all the same."""
+    image = as_data_uri(picture((64, 64), "green"))
+    fake.inject(Fault("malformed"))
+    assert (await post(http, fake, caption(inputImage=image))).text == '{"data": ['
+    fake.inject(Fault("wrong_shape", mangle=lambda answer: {"data": [{**answer["data"][0], "text": None}]}))
+    (item,) = (await post(http, fake, caption(inputImage=image))).json()["data"]
+    assert item["text"] is None
+    fake.inject(Fault("hang_after", seconds=0.5))
+    with pytest.raises(httpx.TimeoutException):
+        await http.post(fake.url, json=[caption(inputImage=image)], timeout=0.1)
+    await fake.wait_for(lambda: len(fake.charges) == 3)
+    assert [c.text for c in fake.captions.values()] == ["a 64×64 picture, mostly green"] * 3
+
+
+async def test_a_caption_leaves_the_faults_only_images_have_for_the_next_inference(
+    fake: FakeRunware, http: httpx.AsyncClient
+) -> None:
+    fake.inject(Fault("url_404"))
+    (item,) = (await post(http, fake, caption(inputImage=as_data_uri(picture((64, 64), "red"))))).json()["data"]
+    assert item["text"] == "a 64×64 picture, mostly red" and len(fake.faults) == 1
+    (image,) = (await post(http, fake, task())).json()["data"]
+    assert (await http.get(image["imageURL"])).status_code == 404 and not fake.faults
+
+
+async def test_a_caption_mixed_with_an_inference_in_one_post_is_refused(
+    fake: FakeRunware, http: httpx.AsyncClient
+) -> None:
+    """The fake answers caption tasks in a POST of their own, as the client sends them."""
+    resp = await post(http, fake, task(), caption(inputImage=as_data_uri(picture((64, 64), "red"))))
+    assert resp.status_code == 400 and resp.json()["errors"][0]["code"] == "unsupportedTaskType"
+    assert fake.charges == []
 
 
 # -- sync delivery ------------------------------------------------------------------------------------

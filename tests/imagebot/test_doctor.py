@@ -131,6 +131,21 @@ async def test_a_pose_annotators_person_detector_is_checked_too(tmp_path: Path) 
     )
 
 
+@pytest.mark.slow  # imports torch and diffusers, or builds the tiny model
+async def test_a_captioner_folder_is_checked_for_a_transformers_model(tmp_path: Path) -> None:
+    """No folder: no check (/describe is not offered by it); an empty one fails with where the weights go."""
+    assert "captioner" not in by_name(await check_all())
+    folder = tmp_path / "data" / "captioners" / "blip-image-captioning-large"
+    folder.mkdir(parents=True)
+    check = by_name(await check_all())["captioner"]
+    assert not check.ok and check.detail == (
+        f"blip-large: {folder} holds no config.json; download the captioner's transformers weights there."
+    )
+    (folder / "config.json").write_text("{}", encoding="utf-8")
+    check = by_name(await check_all())["captioner"]
+    assert check.ok and check.detail == f"blip-large: {folder} is present; /describe runs on the local backend"
+
+
 async def test_an_invalid_setting_is_named_and_nothing_else_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMAGEBOT_PIXEL_BUDGET", "lots")
     (check,) = await check_all()

@@ -166,3 +166,38 @@ def test_seamless_tiling_and_variation_seeds_are_the_local_workers_own(
     assert str(refused.value) == f"{option} is not available on {sentence}; the local backend can."
     for runs_it in ("local", "ray"):
         CAPABILITIES[runs_it].check(asked, CATALOG)
+
+
+# Who puts an image into words (/describe): the local captioner (Ray runs its code) and Runware's imageCaption.
+DESCRIBES = {"local": True, "ray": True, "runware": True, "modelslab": False}
+
+
+@pytest.mark.parametrize(("backend", "describes"), DESCRIBES.items())
+def test_describe_is_a_row_of_every_table(backend: str, describes: bool) -> None:
+    """``imagebot backends`` shows it, after the features a request asks for."""
+    capabilities = CAPABILITIES[backend]  # type: ignore[index]
+    assert capabilities.describe is describes
+    assert capabilities.rows()[-1] == ("describe", "yes" if describes else "no")
+
+
+@pytest.mark.parametrize("backend", [name for name, describes in DESCRIBES.items() if describes])
+def test_a_backend_that_describes_lets_describe_through(backend: str) -> None:
+    CAPABILITIES[backend].check_describe()  # type: ignore[index]
+
+
+def test_describe_is_refused_on_modelslab_naming_who_can() -> None:
+    """One sentence on the option; the Ray cluster is not named beside the local backend, as for every feature."""
+    with pytest.raises(InvalidOption) as refused:
+        CAPABILITIES["modelslab"].check_describe()
+    assert refused.value.option == "describe"
+    assert str(refused.value) == "Describe is not available on ModelsLab; the local backend and Runware can."
+
+
+def test_imagebot_backends_prints_the_describe_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.config import CoreSettings
+    from imagebot.cli import backends_text
+
+    for backend in ("RUNWARE", "MODELSLAB"):
+        monkeypatch.delenv(f"IMAGEBOT_{backend}_API_KEY", raising=False)
+    rows = backends_text(CoreSettings(backend="local")).splitlines()
+    assert rows[-1].split() == ["describe", "yes", "yes", "yes", "no"]

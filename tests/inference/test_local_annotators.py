@@ -18,7 +18,8 @@ from bot.images import input_path
 from bot.ports import GuideBackend
 from inference import tiny
 from inference.local import LocalBackend
-from inference.local._annotators import Annotators, find_annotator, weights_folder
+from inference.local._annotators import Annotators, find_annotator
+from inference.local._folders import weights_folder
 from tests.fakes.service import started_service
 from tests.inference.remote import WHO
 

@@ -23,6 +23,8 @@ from inference.local._protocol import (
     Cancel,
     Checked,
     CheckRequest,
+    Described,
+    DescribeRequest,
     Error,
     Fatal,
     Generate,
@@ -80,6 +82,10 @@ TO_WORKER: list[tuple[Message, dict]] = [
             "height": 64,
         },
     ),
+    (
+        DescribeRequest(5, "/data/captioners/blip", b"\x89PNG\x00"),
+        {"op": "describe", "id": 5, "folder": "/data/captioners/blip", "image": "iVBORwA="},
+    ),
     (Shutdown(), {"op": "shutdown"}),
 ]
 TO_BOT: list[tuple[Message, dict]] = [
@@ -132,6 +138,7 @@ TO_BOT: list[tuple[Message, dict]] = [
     (Stats(2, {"pipeline": 1, "lora": 0}), {"op": "stats", "id": 2, "loads": {"pipeline": 1, "lora": 0}}),
     (Checked(3, (False, True)), {"op": "checked", "id": 3, "flags": [False, True]}),
     (Guided(4, b"\x89PNG\x00"), {"op": "guided", "id": 4, "image": "iVBORwA="}),
+    (Described(5, "a fox in the snow"), {"op": "described", "id": 5, "text": "a fox in the snow"}),
     (
         Fatal("the worker could not start (ValueError)"),
         {"op": "fatal", "message": "the worker could not start (ValueError)"},
@@ -209,6 +216,16 @@ def test_keys_a_message_does_not_know_are_ignored():
         (from_worker, {"op": "checked", "id": 1, "flags": [1]}, "'checked' frame: 'flags.0'"),
         (from_bot, {"op": "cancel"}, "'cancel' frame: 'id': Field required"),
         (from_bot, {"op": "generate", "id": 1, "jobs": [{"prompt": "x"}]}, "'generate' frame: 'jobs.0."),
+        (from_bot, {"op": "describe", "id": 5, "image": "iVBORwA="}, "'describe' frame: 'folder': Field required"),
+        (
+            from_bot,
+            {"op": "describe", "id": 5, "folder": "/x", "image": "not base64!"},
+            "'describe' frame: 'image': Data should be valid base64",
+        ),
+        (from_worker, {"op": "described", "id": 5}, "'described' frame: 'text': Field required"),
+        (from_worker, {"op": "described", "id": 5, "text": ["a", "fox"]}, "'described' frame: 'text': Input should be"),
+        (from_worker, {"op": "describe", "id": 5, "folder": "/x", "image": ""}, "the worker sends no frame with op"),
+        (from_bot, {"op": "described", "id": 5, "text": "a fox"}, "the bot sends no frame with op 'described'"),
     ],
 )
 def test_a_malformed_message_is_a_protocol_error_with_a_reason(decode, data, reason):
@@ -313,6 +330,7 @@ _to_bot = st.one_of(
     st.builds(Stats, _ints, st.dictionaries(_texts, _ints, max_size=3)),
     st.builds(Checked, _ints, st.lists(st.booleans(), max_size=4).map(tuple)),
     st.builds(Guided, _ints, _blobs),
+    st.builds(Described, _ints, _texts),
     st.builds(Fatal, _texts),
 )
 _to_worker = st.one_of(
@@ -321,10 +339,11 @@ _to_worker = st.one_of(
     st.builds(StatsRequest, _ints),
     st.builds(CheckRequest, _ints, _texts, st.lists(_blobs, max_size=3).map(tuple)),
     st.builds(GuideRequest, _ints, _texts, _texts, _blobs, _ints, _ints),
+    st.builds(DescribeRequest, _ints, _texts, _blobs),
     st.just(Shutdown()),
 )
-_OPS = ["generate", "cancel", "stats", "check", "guide", "shutdown", "ready", "progress", "result", "error", "checked",
-        "guided", "fatal"]  # fmt: skip
+_OPS = ["generate", "cancel", "stats", "check", "guide", "describe", "shutdown", "ready", "progress", "result", "error",
+        "checked", "guided", "described", "fatal"]  # fmt: skip
 
 
 @given(message=_to_bot)

@@ -436,3 +436,23 @@ async def test_an_upscale_of_a_flagged_image_is_flagged_too(service, fake: FakeM
     assert second is not None
     clean, _ = await upscaled(svc, f"#{second.id}", 2)
     assert clean is not None and [image.nsfw for image in clean.images] == [None]
+
+
+async def test_modelslab_refuses_describe_naming_the_backends_that_can(fake: FakeModelsLab, tmp_path: Path) -> None:
+    """None of its endpoints the bot uses captions an image: the capability sentence, and nothing sent."""
+    from bot.ports import DescribingBackend
+
+    backend = ModelsLabBackend(CATALOG, settings(fake), tmp_path)
+    sentence = "Describe is not available on ModelsLab; the local backend and Runware can."
+    try:
+        assert isinstance(backend, DescribingBackend)
+        with pytest.raises(InvalidOption, match=f"^{sentence}$") as refused:
+            backend.check_describe()
+        assert refused.value.option == "describe"
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 64), "red").save(buffer, format="PNG")
+        with pytest.raises(InvalidOption, match=f"^{sentence}$"):
+            await backend.describe(buffer.getvalue())
+    finally:
+        await backend.aclose()
+    assert fake.requests == [] and fake.charges == []

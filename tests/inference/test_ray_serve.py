@@ -418,3 +418,51 @@ async def test_a_replica_makes_depth_and_pose_guide_maps_with_the_catalog_annota
         assert drawn.format == "PNG" and drawn.mode == "RGB" and drawn.size == (96, 64)
     with pytest.raises(InvalidOption, match="'softedge' needs a catalog annotator"):
         await backend.make_guide(buffer.getvalue(), "softedge", 96, 64)
+
+
+async def test_a_replica_describes_an_image_with_the_catalog_captioner(backend, tiny_data_dir, tmp_path):
+    """/describe on the cluster: the tiny captioner on a replica writes what it writes in the worker; a
+    captioner that cannot run is one sentence, and the replica describes the next image."""
+    import io
+
+    import torch
+    from PIL import Image, ImageDraw
+
+    from bot.catalog import KINDS, Catalog
+    from bot.describe import Description
+    from bot.ports import DescribingBackend
+    from inference import tiny
+    from inference.local._captioner import Captioners
+
+    assert isinstance(backend, DescribingBackend)
+    backend.check_describe()
+    photo = Image.new("RGB", (80, 60), (30, 90, 160))
+    ImageDraw.Draw(photo).ellipse((20, 10, 60, 50), fill=(240, 200, 40))
+    buffer = io.BytesIO()
+    photo.save(buffer, format="PNG")
+    image = buffer.getvalue()
+    expected = Captioners("cpu", torch.float32).describe(tiny.tiny_root(tiny_data_dir) / "captioner", image)
+    assert expected.split() and await backend.describe(image) == Description(expected)
+
+    catalog = load_catalog()
+    no_tiny = Catalog([entry for kind in KINDS for entry in catalog.entries(kind) if entry.name != "tiny-captioner"])
+    without = RayBackend(no_tiny, tiny_data_dir, address=None, app_name=APP)
+    with pytest.raises(InvalidOption, match=r"^Describe needs a catalog captioner whose files are in place"):
+        without.check_describe()
+    with pytest.raises(InvalidOption):
+        await without.describe(image)
+
+    damaged = tmp_path / "captioners" / "blip-image-captioning-large"  # blip-large's folder under this bot's data dir
+    damaged.mkdir(parents=True)
+    (damaged / "config.json").write_text("{not json", encoding="utf-8")
+    broken = RayBackend(catalog, tmp_path, address=None, app_name=APP)
+    try:
+        with pytest.raises(BackendUnavailable) as failed:
+            await broken.describe(image)
+    finally:
+        await broken.aclose()
+    assert str(failed.value) == (
+        "The ray backend could not describe the image: the captioner failed (OSError);"
+        " imagebot doctor checks its files."
+    )
+    assert await backend.describe(image) == Description(expected)

@@ -63,6 +63,8 @@ async def test_commands_are_synced_with_their_options(running):
         "Imagine from this image",  # message context menus
         "Use as ControlNet guide",
         "PNG info",
+        "Describe image",
+        "describe",
         "gallery",
     }
     options = {option["name"]: option for option in commands["imagine"]["options"]}

@@ -388,3 +388,57 @@ async def test_image_commands_refuse_what_names_no_image_and_queue_nothing(runni
         assert body["data"]["flags"] & 64, name
         assert body["data"]["content"] == sentence
     assert len(running.backend.requests) == before
+
+
+DESCRIBE = "Describe image"
+DESCRIBED = "📝 Your image in words, to send with /imagine for one like it:\n```\n{}\n```"
+
+
+async def test_describe_puts_an_attachment_or_an_image_of_yours_into_words(running):
+    """/describe (Midjourney's): an attachment, fetched from Discord's own host, or a result by id, in words."""
+    fake = running.fake
+    command = next(c for c in fake.commands if c["name"] == "describe")
+    options = {option["name"]: option for option in command["options"]}
+    assert (options["file"]["type"], options["image"]["type"], options["private"]["type"]) == (11, 3, 5)
+    assert not any(option.get("required", False) for option in options.values())
+    photo = fake.attachment("fox.png", _png(128, 96, (10, 20, 30)))
+    interaction = await fake.slash("describe", {"file": photo})
+    assert (await interaction.response())["type"] == 5  # deferred: the file is fetched and read first
+    await fake.wait_for(lambda: interaction.original is not None and interaction.original.content)
+    assert not interaction.original.ephemeral
+    assert interaction.original.content == DESCRIBED.format("a 128x96 picture of #0a141e")
+    assert [download.attachment_id for download in fake.downloads] == [photo.id]
+    await _imagine(fake, {"prompt": "a red fox", "seed": "7", "steps": 4, "size": "256x384"})
+    interaction = await fake.slash("describe", {"private": True})  # no image: the latest of yours
+    await fake.wait_for(lambda: interaction.original is not None and interaction.original.content)
+    reply = interaction.original
+    assert reply.ephemeral and reply.content.startswith("📝 #") and "a 256x384 picture of #" in reply.content
+    assert running.backend.described[0] != running.backend.described[1] and len(running.backend.requests) == 1
+
+
+async def test_describe_refuses_both_a_file_and_an_id_and_a_file_that_is_no_image(running):
+    fake = running.fake
+    photo = fake.attachment("fox.png", _png())
+    interaction = await fake.slash("describe", {"file": photo, "image": "#1"})
+    body = await interaction.response()
+    assert body["type"] == 4 and body["data"]["content"] == "✖ Describe takes a file or one of your images, not both."
+    notes = fake.attachment("notes.txt", b"hello")
+    interaction = await fake.slash("describe", {"file": notes})
+    await fake.wait_for(lambda: interaction.followups)
+    (reply,) = interaction.followups
+    assert reply.ephemeral and reply.content == "✖ Image must be a PNG, JPEG or WebP file."
+    assert fake.downloads == [] and running.backend.described == []
+
+
+async def test_the_describe_menu_says_privately_what_a_messages_image_shows(running):
+    fake = running.fake
+    assert (DESCRIBE, 3) in {(command["name"], command.get("type", 1)) for command in fake.commands}
+    posted = fake.user_message([fake.attachment("sea.png", _png(64, 64, (20, 40, 220)))])
+    menu = await fake.message_command(DESCRIBE, posted)
+    assert (await menu.response())["type"] == 5
+    await fake.wait_for(lambda: menu.original is not None and menu.original.content)
+    assert menu.original.ephemeral and menu.original.content == DESCRIBED.format("a 64x64 picture of #1428dc")
+    plain = fake.user_message([fake.attachment("notes.txt", b"hello")])
+    menu = await fake.message_command(DESCRIBE, plain)
+    body = await menu.response()
+    assert body["type"] == 4 and body["data"]["content"] == "✖ That message has no PNG, JPEG or WebP image attached."

@@ -8,6 +8,7 @@ a second loopback host stands for anywhere else and records any Authorization it
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 from PIL import Image
@@ -282,3 +283,37 @@ async def test_show_guide_sends_the_guide_to_the_user_privately(running: Running
     assert private.files[0][0] == "guide-1-1.png"
     said = [m.text for m in fake.messages.values() if m.channel == private.channel and not m.files]
     assert "#1 guide 1: tiny-controlnet (canny, weight 1, balanced) on steps 1–20 of 20" in said
+
+
+async def test_the_describe_shortcut_says_privately_what_a_messages_image_shows(running: Running) -> None:
+    fake = running.fake
+    photo = fake.share_file("sea.png", _png(96, 64))
+    posted = fake.user_message([fake.share_file("readme.txt", b"hello"), photo])
+    sent = await fake.send_message_shortcut(running.url, "describe_image", message_ts=posted.ts)
+    assert sent.status == 200 and sent.elapsed < 3
+    described = "📝 Your image in words, to send with /imagine for one like it:\n```\na 96x64 picture of #2878c8\n```"
+    await _told(running, described)
+    assert [download.file_id for download in fake.downloads] == [photo.id]
+    assert running.backend.requests == []  # nothing is made
+    plain = fake.user_message([fake.share_file("notes.txt", b"hello")])
+    await fake.send_message_shortcut(running.url, "describe_image", message_ts=plain.ts)
+    await _told(running, "That message has no PNG, JPEG or WebP file.")
+
+
+async def test_imagine_describe_puts_your_image_into_words_and_describe_with_words_is_a_prompt(
+    running: Running,
+) -> None:
+    fake = running.fake
+    await fake.send_slash(running.url, text="a red fox --seed 7 --steps 4")
+    await running.finished_card(1)
+    await fake.send_slash(running.url, text="describe #1")
+    await fake.wait_for(lambda: any(text.startswith("📝 #1 in words") for text in running.ephemeral()))
+    (reply,) = [text for text in running.ephemeral() if text.startswith("📝 #1 in words")]
+    request = running.backend.requests[0]
+    pattern = (
+        rf"📝 #1 in words, to send with /imagine for one like it:\n```\na {request.width}x{request.height} picture"
+    )
+    assert re.fullmatch(pattern + r" of #[0-9a-f]{6}\n```", reply)
+    await fake.send_slash(running.url, text="describe a lighthouse at dusk")
+    await running.finished_card(2)
+    assert running.backend.requests[-1].prompt == "describe a lighthouse at dusk"

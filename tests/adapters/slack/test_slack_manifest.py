@@ -10,6 +10,7 @@ from adapters.slack import EVENTS_PATH
 from adapters.slack._app import EVENTS
 from adapters.slack._blocks import (
     COMMAND,
+    DESCRIBE_SHORTCUT,
     FROM_IMAGE_SHORTCUT,
     GENERATE_SHORTCUT,
     GUIDE_SHORTCUT,
@@ -50,6 +51,7 @@ def test_manifest_declares_the_code_s_command_shortcuts_and_events() -> None:
         FROM_IMAGE_SHORTCUT: "message",
         GUIDE_SHORTCUT: "message",
         PNG_INFO_SHORTCUT: "message",
+        DESCRIBE_SHORTCUT: "message",
     }
     assert all(len(s["name"]) <= 24 and len(s["description"]) <= 80 for s in features["shortcuts"])
     assert tuple(settings["event_subscriptions"]["bot_events"]) == EVENTS

@@ -1,0 +1,139 @@
+"""Describe (Midjourney's ``/describe``): an image put into words that ``/imagine`` can take as a prompt.
+
+A backend that has a captioning model (`bot.ports.DescribingBackend`: the local worker's catalog
+captioner, BLIP; Runware's ``imageCaption`` task) reads a checked image and answers with a
+sentence. That sentence is text from outside, like any API's answer: `as_prompt` makes it one
+printable line a prompt may hold, without what ``/imagine`` would read as more than words
+(flags, ``{…}`` choices, an option set, ``<lora:…>`` tags) or backticks, so that copying it
+into ``/imagine`` asks for the image it describes and nothing more.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from bot.admin import ServerAdmin, managers
+from bot.errors import BackendUnavailable, ContentBlocked, InvalidOption
+from bot.images import InputImage
+from bot.jobs import Requester
+from bot.ports import Backend, DescribingBackend, ImageCheckingBackend
+
+__all__ = ["DESCRIBING", "MAX_DESCRIPTION", "Describer", "Description", "as_prompt"]
+
+log = logging.getLogger(__name__)
+
+# What a backend that failed to describe could not do: "The local backend could not describe the image: …".
+DESCRIBING = "describe the image"
+# Longer than any caption BLIP or Runware writes, short enough to quote in a chat message with room to spare.
+MAX_DESCRIPTION = 600
+# What /imagine would read as more than words: a flag or option set (--x, —x) at a word's start, {…} choices,
+# A1111's <lora:…> tags; and backticks, which would end the code block a chat shows the words in.
+_NOT_WORDS = re.compile(r"(?:(?<=\s)|^)(?:--+|—+)|[{}<>`]")
+
+
+@dataclass(frozen=True, slots=True)
+class Description:
+    """What a backend said an image shows (unchecked text from outside), and what it charged."""
+
+    text: str
+    cost: float | None = None  # None: free, or the backend does not say
+
+
+def as_prompt(text: str) -> str:
+    """Return a caption as a prompt: one printable line of words, at most `MAX_DESCRIPTION` characters.
+
+    Control characters go, whitespace runs become one space, flag dashes at a word's start,
+    braces, angle brackets and backticks are dropped; a long caption is cut at a word. Empty when nothing of it is left.
+    """
+    printable = "".join(c if c.isprintable() else " " for c in text)
+    words = " ".join(_NOT_WORDS.sub(" ", printable).split())
+    if len(words) <= MAX_DESCRIPTION:
+        return words
+    cut = words[: MAX_DESCRIPTION + 1].rsplit(" ", 1)[0]
+    return cut if cut and len(cut) <= MAX_DESCRIPTION else words[:MAX_DESCRIPTION]
+
+
+class Describer:
+    """Describe's use case: which backend puts an image into words, and the checks around it.
+
+    The image is found and read by the service (a result of the user's, or a chat's file) and
+    checked like any input. A server's channel list applies as to ``/imagine``; a server that
+    withholds flagged images describes none either (an image it never shows is not told in words),
+    and an upload is run through the backend's safety check first where it has one. Each user has
+    one description running at a time: a paid API is not asked twice while the first answer is on
+    its way.
+
+    Args:
+        admin: the servers' rules.
+    """
+
+    def __init__(self, admin: ServerAdmin) -> None:
+        self._admin = admin
+        self._running: set[tuple[str, str]] = set()
+
+    @staticmethod
+    def backend(backend: Backend) -> DescribingBackend:
+        """Return `backend` as one that describes now, or raise the sentence that says why not."""
+        if not isinstance(backend, DescribingBackend):
+            raise InvalidOption("describe", f"is not available on the {backend.name} backend")
+        backend.check_describe()
+        return backend
+
+    @asynccontextmanager
+    async def turn(self, who: Requester) -> AsyncIterator[None]:
+        """Hold the user's one turn while their image is read and described, or refuse a second."""
+        if who.key in self._running:
+            raise InvalidOption("describe", "is still reading your last image; wait for its answer")
+        self._running.add(who.key)
+        try:
+            yield
+        finally:
+            self._running.discard(who.key)
+
+    async def describe(
+        self,
+        who: Requester,
+        backend: DescribingBackend,
+        model: str,
+        image: InputImage,
+        *,
+        flagged: bool | None,
+        name: str,
+    ) -> Description:
+        """Return what `image` shows as a prompt, and what it cost.
+
+        Args:
+            who: who asked.
+            backend: the backend of the user's model (`backend` checked it can).
+            model: the user's model, whose safety check an upload gets.
+            image: the image, checked.
+            flagged: the stored safety verdict of a result; None for an upload (no verdict yet).
+            name: the image as a refusal names it (``#12``, ``the uploaded image``).
+        """
+        policy = await self._admin.policy(who)
+        policy.check_channel(None if who.direct else who.channel, managers(who))
+        if policy.flagged == "withhold":
+            if flagged is None and isinstance(backend, ImageCheckingBackend):
+                flagged = (await backend.flags(model, [image.data]))[0]
+            if flagged:
+                raise ContentBlocked(
+                    f"{name} was flagged by the safety check, and this server withholds flagged images"
+                )
+        said = await backend.describe(image.data)
+        text = as_prompt(said.text)
+        if not text:
+            raise BackendUnavailable(backend.name, "its answer held no words", cost=said.cost, doing=DESCRIBING)
+        log.info(
+            "described %s for %s:%s on %s (cost %s)",
+            name,
+            who.platform,
+            who.user_id,
+            backend.name,
+            "unknown" if said.cost is None else f"{said.cost:g}",
+            extra={"user_id": who.user_id, "platform": who.platform},
+        )
+        return Description(text, said.cost)
