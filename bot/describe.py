@@ -75,9 +75,13 @@ class Describer:
         self._admin = admin
         self._running: set[tuple[str, str]] = set()
 
-    @staticmethod
-    def backend(backend: Backend) -> DescribingBackend:
-        """Return `backend` as one that describes now, or raise the sentence that says why not."""
+    async def backend(self, who: Requester, backend: Backend) -> DescribingBackend:
+        """Return `backend` as one that describes for `who` now, or raise the sentence that says why not.
+
+        Before any image is read: the server's channel list, then the backend's own check.
+        """
+        policy = await self._admin.policy(who)
+        policy.check_channel(None if who.direct else who.channel, managers(who))
         if not isinstance(backend, DescribingBackend):
             raise InvalidOption("describe", f"is not available on the {backend.name} backend")
         backend.check_describe()
@@ -108,15 +112,13 @@ class Describer:
 
         Args:
             who: who asked.
-            backend: the backend of the user's model (`backend` checked it can).
+            backend: the backend of the user's model, as `backend` returned it.
             model: the user's model, whose safety check an upload gets.
             image: the image, checked.
             flagged: the stored safety verdict of a result; None for an upload (no verdict yet).
             name: the image as a refusal names it (``#12``, ``the uploaded image``).
         """
-        policy = await self._admin.policy(who)
-        policy.check_channel(None if who.direct else who.channel, managers(who))
-        if policy.flagged == "withhold":
+        if (await self._admin.policy(who)).flagged == "withhold":
             if flagged is None and isinstance(backend, ImageCheckingBackend):
                 flagged = (await backend.flags(model, [image.data]))[0]
             if flagged:

@@ -409,7 +409,7 @@ class ImageService:
         The backend is the one the user's model runs on (`bot.describe.Describer`).
         """
         model = await self.model_for(who)
-        backend = self.describer.backend(self.runner.backend_for_model(model))
+        backend = await self.describer.backend(who, self.runner.backend_for_model(model))
         async with self.describer.turn(who):
             if isinstance(ref, str) and parse_image_ref(ref) is None:
                 if load is None:

@@ -26,6 +26,7 @@ from bot.errors import (
 from bot.images import check_image
 from bot.jobs import Requester
 from bot.options import Defaults, Limits, flag_runs, parse_options
+from bot.ports import DescribingBackend
 from tests.fakes.backend import FakeBackend
 from tests.fakes.service import memory_service
 
@@ -180,7 +181,9 @@ async def test_a_backend_without_describe_at_all_is_named(tmp_path):
     class Painter(FakeBackend):  # a plugin backend that only paints
         check_describe = describe = None  # type: ignore[assignment]
 
-    async with memory_service(Painter(name="painter"), tmp_path) as service:
+    painter = Painter(name="painter")
+    assert not isinstance(painter, DescribingBackend)
+    async with memory_service(painter, tmp_path) as service:
         generation = await made(service)
         with pytest.raises(InvalidOption, match=r"^Describe is not available on the painter backend\.$"):
             await service.describe(ALICE, generation)
@@ -251,12 +254,22 @@ async def test_a_server_that_spoilers_flagged_images_describes_them_without_chec
     assert backend.checked == []
 
 
-async def test_a_server_with_a_channel_list_describes_only_there(flow, service, backend):
+async def test_a_server_with_a_channel_list_describes_only_there_and_reads_no_file_elsewhere(flow, service, backend):
     generation = await made(service)
     await service.admin.update_policy(ALICE, {"channels": ["C9"]}, may_manage=True)
     with pytest.raises(NotEnabledHere):
         await flow.text(ALICE, f"describe #{generation}")
-    assert backend.described == []
+    loaded: list[str] = []
+
+    async def load(ref: str, option: str) -> bytes:
+        loaded.append(ref)
+        return png(64, 64)
+
+    with pytest.raises(NotEnabledHere):
+        await flow.describe(ALICE, file="a.png", load=load)
+    assert backend.described == [] and loaded == []
+    there = Requester("slack", "U1", workspace="T1", channel="C9")
+    assert isinstance(await flow.describe(there, file="a.png", load=load), Text) and loaded == ["a.png"]
 
 
 async def test_the_reply_fits_any_chat_and_quotes_the_words_for_its_markup(flow, service, backend):
