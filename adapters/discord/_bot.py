@@ -42,6 +42,9 @@ class ImageBot(commands.Bot):
         self.settings = settings
         # Slash commands, buttons and raw reactions need no privileged intents.
         intents = discord.Intents.default()
+        # Users' words are echoed (prompts, file names, a caption): none of them may ping @everyone, a role or
+        # anyone. The one ping the bot means (a resumed job's author) asks for it on its message.
+        options.setdefault("allowed_mentions", discord.AllowedMentions.none())
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None, **options)
         self.service = service
         self.sync_record = data_dir / RECORD_NAME if data_dir is not None else None

@@ -215,6 +215,7 @@ class FakeMessage:
     created_at: str = field(default_factory=_iso_now)
     edited_at: str | None = None
     author: dict | None = None  # a user's message; None: the bot's
+    allowed_mentions: dict | None = None  # what the last create or edit let ping (None: Discord's default, all)
 
     def snapshot(self) -> dict:
         return {
@@ -222,6 +223,7 @@ class FakeMessage:
             "embeds": list(self.embeds),
             "components": list(self.components),
             "attachments": [a.filename for a in self.attachments],
+            "allowed_mentions": self.allowed_mentions,
         }
 
     @property
@@ -1009,6 +1011,7 @@ class FakeDiscord(LoopbackServer):
             interaction_id=interaction.id if interaction else None,
             type=message_type,
             reference=data.get("message_reference"),
+            allowed_mentions=data.get("allowed_mentions"),
         )
         message.edits.append(message.snapshot())
         self.messages[message.id] = message
@@ -1018,6 +1021,8 @@ class FakeDiscord(LoopbackServer):
         """Discord's PATCH: a key present replaces the field, an absent key leaves it unchanged."""
         if "content" in data:
             message.content = data["content"] or ""
+        if "allowed_mentions" in data:
+            message.allowed_mentions = data["allowed_mentions"]
         if "embeds" in data:
             message.embeds = list(data["embeds"] or [])
         if "components" in data:
