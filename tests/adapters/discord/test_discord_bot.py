@@ -718,7 +718,7 @@ async def test_words_a_user_typed_ping_no_one_when_the_bot_shows_them(running):
     """A prompt or a caption holding @everyone, a role or a user is shown, and Discord is told to ping none."""
     fake = running.fake
     words = "a fox @everyone @here <@&42> <@7>"
-    interaction, message = await _imagine(fake, {"prompt": words, "seed": "7", "steps": 2})
+    _, message = await _imagine(fake, {"prompt": words, "seed": "7", "steps": 2})
     answered = message.edits[1:]  # after the deferral, which Discord shows as "thinking…"
     assert answered and all(edit["allowed_mentions"] == {"parse": []} for edit in answered)
     running.backend.caption = words
