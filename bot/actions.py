@@ -7,6 +7,9 @@ Ids are shown and typed with a leading ``#`` so that ``refine 90`` (90 % on
 your latest image) never collides with ``refine #90``. Button and shortcut ids
 share one encoding on every platform; Discord caps a custom_id at 100
 characters, Slack an action_id at 255, and the check lives here.
+
+One button names no generation: ``ib:words``, under a ``/describe`` answer, opens the ``/imagine``
+form holding the words it shows (`WORDS_ID`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ __all__ = [
     "IMAGE_ACTIONS",
     "PAN_ACTIONS",
     "RESULT_ACTIONS",
+    "WORDS_ID",
+    "WORDS_LOOK",
     "ButtonAction",
     "RefArgs",
     "button_looks",
@@ -166,6 +171,9 @@ def button_looks(action: ButtonAction, index: int = 0) -> tuple[str, str]:
 _ONE_IMAGE = "|".join(action for action in _ACTIONS if action in IMAGE_ACTIONS)
 _WHOLE = "|".join(action for action in _ACTIONS if action not in IMAGE_ACTIONS)
 _WHICH = rf"(?(1)(?:\.([2-{COUNT.high}]))?)"
+# The button under a /describe answer: it acts on the words the answer shows, not on a generation.
+WORDS_ID = "ib:words"
+WORDS_LOOK = ("🎨", "Imagine these words")
 ACTION_ID_PATTERN = re.compile(rf"^ib:(?:({_ONE_IMAGE})|({_WHOLE})):([1-9][0-9]{{0,17}}){_WHICH}$")
 _MAX_ID_LENGTH = 100
 

@@ -28,6 +28,7 @@ from typing import Any, Literal, TypeVar
 from bot.actions import PAN_ACTIONS, ButtonAction, format_image_ref, format_ref, parse_image_ref, parse_ref_args
 from bot.admin import server_word
 from bot.controls import blend_options
+from bot.describe import answer_text
 from bot.errors import BotError, InvalidOption, shown
 from bot.history import Generation, StoredImage
 from bot.inputs import ImageLoader
@@ -189,9 +190,14 @@ class Started:
 
 @dataclass(frozen=True, slots=True)
 class Text:
-    """A sentence or a few lines for the user who asked only."""
+    """A sentence or a few lines for the user who asked only.
+
+    `words`: a prompt the chat may offer to imagine (a ``/describe`` answer's): a button that opens
+    the ``/imagine`` form holding them (`bot.actions.WORDS_ID`).
+    """
 
     text: str
+    words: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,7 +422,7 @@ class ChatFlow:
         """
         name, said = await self.service.describe(who, file if file is not None else _image(image), load)
         what = "Your image" if file is not None else name
-        return Text(f"📝 {what} in words, to send with /imagine for one like it:\n```\n{self._quote(said.text)}\n```")
+        return Text(answer_text(what, self._quote(said.text)), words=said.text)
 
     async def reroll(self, who: Requester, generation_id: int | None) -> Started:
         """Answer ``reroll [#id]``: the same settings, a new seed (default: the user's latest)."""

@@ -22,7 +22,7 @@ from bot.images import InputImage
 from bot.jobs import Requester
 from bot.ports import Backend, DescribingBackend, ImageCheckingBackend
 
-__all__ = ["DESCRIBING", "MAX_DESCRIPTION", "Describer", "Description", "as_prompt"]
+__all__ = ["DESCRIBING", "MAX_DESCRIPTION", "Describer", "Description", "answer_text", "as_prompt", "words_in"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,25 @@ def as_prompt(text: str) -> str:
         return words
     cut = words[: MAX_DESCRIPTION + 1].rsplit(" ", 1)[0]
     return cut if cut and len(cut) <= MAX_DESCRIPTION else words[:MAX_DESCRIPTION]
+
+
+def answer_text(what: str, words: str) -> str:
+    """Return a describe answer as a chat shows it: what was described, then the words in a code block.
+
+    `words` are `as_prompt`'s (no backticks), already in the chat's markup; `words_in` reads them back.
+    """
+    return f"📝 {what} in words, to send with /imagine for one like it:\n```\n{words}\n```"
+
+
+def words_in(answer: str) -> str | None:
+    """Return the words of a describe answer (`answer_text`) as a prompt; None when it holds none.
+
+    A chat whose button carries no words (Discord's id holds 100 characters) reads them back from
+    the answer it is under; they are made a prompt again, as anything read from a message is.
+    """
+    match = re.search(r"\n```\n(.+)\n```$", answer)
+    words = as_prompt(match[1]) if match else ""
+    return words or None
 
 
 class Describer:

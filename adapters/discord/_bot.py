@@ -18,7 +18,7 @@ from bot.service import ImageService
 from ._cog import ImagesCog
 from ._http import EndpointHTTPClient, Endpoints
 from ._sync import RECORD_NAME, sync_commands
-from ._views import GenerationButton
+from ._views import GenerationButton, WordsButton
 
 __all__ = ["ImageBot"]
 
@@ -65,7 +65,7 @@ class ImageBot(commands.Bot):
         """Register the cog and the persistent buttons, then sync the commands if they changed."""
         cog = ImagesCog(self, self.service, self.settings)
         await self.add_cog(cog)
-        self.add_dynamic_items(GenerationButton)
+        self.add_dynamic_items(GenerationButton, WordsButton)
         guild = discord.Object(self.settings.guild_id) if self.settings.guild_id else None
         if guild is not None:
             self.tree.copy_global_to(guild=guild)

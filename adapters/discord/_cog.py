@@ -42,6 +42,7 @@ from bot.chat import (
 from bot.complete import Suggestion, complete_name, complete_weighted
 from bot.config import DiscordSettings
 from bot.controls import blend_options
+from bot.describe import words_in
 from bot.errors import BotError
 from bot.history import Generation
 from bot.inputs import ImageLoader
@@ -61,7 +62,7 @@ from bot.upload import fit_upload
 from .._download import FileHosts
 from ._attachments import DISCORD_FILE_HOSTS, attachment_loader, image_attachment, token
 from ._render import discord_time, history_text, result_embed
-from ._views import EditModal, FromImageModal, GuideModal, result_view, running_view
+from ._views import EditModal, FromImageModal, GuideModal, result_view, running_view, words_view
 
 __all__ = ["ImagesCog", "settings_changes"]
 
@@ -87,6 +88,7 @@ PNG_INFO_MENU = "PNG info"
 DESCRIBE_MENU = "Describe image"
 NO_IMAGE = "✖ That message has no PNG, JPEG or WebP image attached."
 DESCRIBE_ONE = "Describe takes a file or one of your images, not both."
+NO_WORDS = "That message holds no words to imagine; /describe an image again."
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 # A latent preview goes with every PREVIEW_EVERY-th allowed progress edit at most.
 PREVIEW_EVERY = 2
@@ -423,7 +425,16 @@ class ImagesCog(commands.Cog, name="Images"):
         except BotError as error:
             await self._refuse_deferred(interaction, error, private=private)
             return
-        await interaction.edit_original_response(content=reply.text[:2000])
+        await interaction.edit_original_response(content=reply.text[:2000], view=words_view())
+
+    async def on_words(self, interaction: discord.Interaction) -> None:
+        """Open the /imagine form holding the words of the /describe answer the clicked button is under."""
+        words = words_in(interaction.message.content if interaction.message else "")
+        if words is None:  # not an answer of ours (its words were cut, or edited away)
+            await interaction.response.send_message(f"✖ {NO_WORDS}", ephemeral=True)
+        else:
+            await interaction.response.send_modal(EditModal(self, words, "Imagine these words"))
+        self._acked(interaction)
 
     async def _defer(
         self, interaction: discord.Interaction, private: bool | None, attachments: Mapping[str, discord.Attachment]
@@ -791,7 +802,8 @@ class ImagesCog(commands.Cog, name="Images"):
             text = "\n".join(guide.label for guide in reply.images)
             await interaction.response.send_message(text[:2000], files=files, ephemeral=True)
         elif isinstance(reply, EditForm):
-            await interaction.response.send_modal(EditModal(self, reply.generation_id, reply.text))
+            title = f"Edit {format_ref(reply.generation_id)} and imagine"
+            await interaction.response.send_modal(EditModal(self, reply.text, title))
         elif isinstance(reply, OneImage):
             view = result_view(reply.generation_id, reply.actions, index=reply.index)
             await interaction.response.send_message(reply.text, view=view, ephemeral=True)

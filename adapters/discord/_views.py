@@ -3,7 +3,8 @@
 A `GenerationButton` is a discord.py `DynamicItem`: after a restart, a click on
 a button posted days ago is matched by its custom_id (``ib:reroll:12``, or
 ``ib:vary-strong:12.2`` for one image of several: the encoding of `bot.actions`)
-and handled like a fresh one.
+and handled like a fresh one. A `WordsButton` (``ib:words``) under a ``/describe`` answer names
+no generation: it opens the /imagine form holding the words of the message it is under.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import discord
 from bot.actions import (
     ACTION_ID_PATTERN,
     RESULT_ACTIONS,
+    WORDS_ID,
+    WORDS_LOOK,
     ButtonAction,
     button_looks,
     button_rows,
     decode_action,
     encode_action,
-    format_ref,
 )
 from bot.chat import EDIT_MOST
 
@@ -34,8 +36,11 @@ __all__ = [
     "GenerationButton",
     "GuideHandler",
     "GuideModal",
+    "WordsButton",
+    "WordsHandler",
     "result_view",
     "running_view",
+    "words_view",
 ]
 
 # The buttons that stand out; every other one is grey (secondary).
@@ -84,6 +89,37 @@ class GenerationButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=
         handler: ActionHandler | None = interaction.client.get_cog("Images")  # type: ignore[attr-defined]
         if handler is not None:
             await handler.on_action(interaction, self.action, self.generation_id, self.index)
+
+
+class WordsHandler(Protocol):
+    """What a click of "Imagine these words" is handed to (the cog)."""
+
+    async def on_words(self, interaction: discord.Interaction) -> None:
+        """Open the /imagine form holding the words of the answer the button is under."""
+        ...
+
+
+class WordsButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=f"^{WORDS_ID}$"):
+    """The button under a /describe answer; its words are the answer's own, read back when it is clicked."""
+
+    def __init__(self) -> None:
+        emoji, label = WORDS_LOOK
+        super().__init__(
+            discord.ui.Button(emoji=emoji, label=label, style=discord.ButtonStyle.primary, custom_id=WORDS_ID)
+        )
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /
+    ) -> WordsButton:
+        """Rebuild the button from its custom_id (it holds nothing else)."""
+        return cls()
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        """Hand the click to the cog."""
+        handler: WordsHandler | None = interaction.client.get_cog("Images")  # type: ignore[attr-defined]
+        if handler is not None:
+            await handler.on_words(interaction)
 
 
 class FromImageHandler(Protocol):
@@ -136,8 +172,8 @@ class EditModal(discord.ui.Modal, title="Edit and imagine"):
         label="Prompt and flags", style=discord.TextStyle.paragraph, max_length=EDIT_MOST
     )
 
-    def __init__(self, handler: EditHandler, generation_id: int, text: str) -> None:
-        super().__init__(title=f"Edit {format_ref(generation_id)} and imagine", timeout=15 * 60)
+    def __init__(self, handler: EditHandler, text: str, title: str) -> None:
+        super().__init__(title=title, timeout=15 * 60)
         self.handler = handler
         self.text.default = text
 
@@ -181,6 +217,13 @@ class GuideModal(discord.ui.Modal, title="Use as ControlNet guide"):
     async def on_submit(self, interaction: discord.Interaction) -> None:
         """Hand the prompt and ControlNet to the cog."""
         await self.handler.on_guide(interaction, self.attachment, self.prompt.value, self.control.value)
+
+
+def words_view() -> discord.ui.View:
+    """Return the button under a /describe answer."""
+    view = discord.ui.View(timeout=None)
+    view.add_item(WordsButton())
+    return view
 
 
 def _view(*buttons: GenerationButton) -> discord.ui.View:

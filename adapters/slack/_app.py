@@ -22,7 +22,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
-from bot.actions import ACTION_ID_PATTERN, ButtonAction, decode_action, format_ref, parse_ref_args
+from bot.actions import ACTION_ID_PATTERN, WORDS_ID, ButtonAction, decode_action, format_ref, parse_ref_args
 from bot.chat import (
     ChatFlow,
     Deleted,
@@ -38,6 +38,7 @@ from bot.chat import (
     updates,
 )
 from bot.config import SlackSettings
+from bot.describe import as_prompt
 from bot.errors import BotError
 from bot.history import Generation, StoredImage
 from bot.inputs import ImageLoader
@@ -79,6 +80,7 @@ from ._blocks import (
     result_blocks,
     slack_time,
     view_values,
+    words_blocks,
 )
 from ._files import SLACK_FILE_HOSTS, file_loader, image_file, token
 
@@ -89,6 +91,7 @@ log = logging.getLogger(__name__)
 PLATFORM = "slack"
 NOT_AN_IMAGE = "That message is not one of my images; use this on a message with an image's buttons."
 NO_IMAGE_FILE = "That message has no PNG, JPEG or WebP file."
+NO_WORDS = "That button holds no words to imagine; describe the image again."
 NO_CONTROLNET = "This bot's catalog has no ControlNet to guide an image with."
 CANNOT_POST = "I cannot post in this conversation; invite me with `/invite @imagebot`, or pick another one."
 # Reactions on a result card do what its buttons do (Slack's names for 🔄, ✨, 🌿, 🌪️ and ❌).
@@ -178,6 +181,7 @@ class SlackImages:
         app.view(REFINE_VIEW)(_timed(self.on_refine_submit))
         app.view(EDIT_VIEW)(_timed(self.on_edit_submit))
         app.action(ACTION_ID_PATTERN)(_timed(self.on_button))
+        app.action(WORDS_ID)(_timed(self.on_words))
         app.event("reaction_added")(self.on_reaction)
         app.event("reaction_removed")(self.on_reaction_removed)
         app.error(self.on_error)
@@ -413,7 +417,7 @@ class SlackImages:
         except BotError as error:
             await self._tell(who, refusal(error))
             return
-        await self._tell(who, reply.text)
+        await self._show(reply, who, Destination(shortcut["channel"]["id"]), "")
 
     async def _open_with_file(self, ack: AsyncAck, shortcut: dict[str, Any], *, as_guide: bool) -> None:
         await ack()
@@ -463,6 +467,18 @@ class SlackImages:
         except BotError as error:
             await self._tell(who, refusal(error))
 
+    async def on_words(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+        """Open the /imagine form holding a /describe answer's words (the button's value, read as a prompt again)."""
+        await ack()
+        channel = body["channel"]["id"]
+        container = body.get("container") or {}
+        where = Destination(channel, (body.get("message") or {}).get("thread_ts") or container.get("thread_ts"))
+        words = as_prompt(str(action.get("value") or ""))
+        if not words:
+            await self._tell(_requester(body["user"]["id"], _team(body), channel), NO_WORDS)
+            return
+        await self.client.views_open(trigger_id=body["trigger_id"], view=edit_modal(None, where, words))
+
     async def on_reaction(self, event: dict[str, Any], context: AsyncBoltContext) -> None:
         """Do what a card's button does when someone reacts to it with 🔄, ✨, 🌿, 🌪️ or ❌; ⭐ stars it."""
         await self._react(event, context.team_id, REACTIONS.get(event.get("reaction", "")))
@@ -507,7 +523,7 @@ class SlackImages:
             for job in reply.jobs:
                 await self._start(job, where)
         elif isinstance(reply, Text):
-            await self._tell(who, reply.text)
+            await self._tell(who, reply.text, None if reply.words is None else words_blocks(reply.text, reply.words))
         elif isinstance(reply, Listing):
             await self._tell(who, history_text(reply.generations))
         elif isinstance(reply, OneImage):

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.actions import ButtonAction, button_looks, button_rows, encode_action, format_ref
+from bot.actions import WORDS_ID, WORDS_LOOK, ButtonAction, button_looks, button_rows, encode_action, format_ref
 from bot.catalog import Catalog, CatalogEntry
 from bot.chat import EDIT_MOST, OneImage
 from bot.history import Generation
@@ -51,6 +51,7 @@ __all__ = [
     "result_blocks",
     "slack_time",
     "view_values",
+    "words_blocks",
 ]
 
 Block = dict[str, Any]
@@ -223,6 +224,16 @@ def one_image_blocks(reply: OneImage) -> list[Block]:
             {"type": "actions", "elements": [_button(action, reply.generation_id, "", n) for action, n in row]}
         )
     return blocks
+
+
+def words_blocks(text: str, words: str) -> list[Block]:
+    """Return a /describe answer (`text`, in mrkdwn) with the button that imagines its `words` (its value)."""
+    emoji, label = WORDS_LOOK
+    button = {"type": "button", "action_id": WORDS_ID, "text": _plain(f"{emoji} {label}"), "value": words}
+    return [
+        {"type": "section", "text": _mrkdwn(text)},
+        {"type": "actions", "elements": [{**button, "style": "primary"}]},
+    ]
 
 
 def history_text(generations: Sequence[Generation]) -> str:
@@ -469,20 +480,24 @@ def refine_modal(generation_id: int, where: Destination, percent: int) -> dict[s
     }
 
 
-def edit_modal(generation_id: int, where: Destination, text: str) -> dict[str, Any]:
-    """Return the Edit modal: a result's /imagine text (prompt and flags) to change and run as a new image."""
+def edit_modal(generation_id: int | None, where: Destination, text: str) -> dict[str, Any]:
+    """Return the Edit modal: a result's /imagine text (prompt and flags) to change and run as a new image.
+
+    Without a generation (None), it holds a /describe answer's words: "Imagine these words".
+    """
     element = {"type": "plain_text_input", "multiline": True, "initial_value": text, "max_length": EDIT_MOST}
+    whose = "Prompt and flags" if generation_id is None else f"{format_ref(generation_id)}: prompt and flags"
     return {
         "type": "modal",
         "callback_id": EDIT_VIEW,
-        "private_metadata": _target(generation_id, where),
-        "title": _plain("Edit and imagine"),
+        "private_metadata": _target(generation_id or 0, where),  # 0: no generation (ids start at 1)
+        "title": _plain("Edit and imagine" if generation_id is not None else WORDS_LOOK[1]),
         "submit": _plain("Imagine"),
         "close": _plain("Cancel"),
         "blocks": [
             _input(
                 "text",
-                f"{format_ref(generation_id)}: prompt and flags",
+                whose,
                 element,
                 optional=False,
                 hint="Change the words or any flag; a new image is made, this one stays.",

@@ -13,7 +13,7 @@ from PIL import Image
 
 from bot.catalog import Catalog, load_catalog
 from bot.chat import ChatFlow, Text
-from bot.describe import MAX_DESCRIPTION, as_prompt
+from bot.describe import MAX_DESCRIPTION, answer_text, as_prompt, words_in
 from bot.errors import (
     MAX_MESSAGE,
     BackendUnavailable,
@@ -103,6 +103,18 @@ def test_any_caption_is_printable_words_that_imagine_takes_with_no_flag_or_choic
         assert request.count == 1 and request.controlnets == () and request.init_image is None
 
 
+@given(st.text(max_size=800), st.sampled_from(["#12", "#12.2", "Your image"]))
+def test_an_answers_words_are_read_back_as_they_were_shown(caption, what):
+    """What "Imagine these words" reads back from an answer is the words it shows, a prompt again."""
+    words = as_prompt(caption)
+    assert words_in(answer_text(what, words)) == (words or None)
+
+
+@pytest.mark.parametrize("text", ["", "📝 #1 in words:\n```\n\n```", "something else", "```\n--- {}\n```"])
+def test_a_message_without_an_answers_words_has_none(text):
+    assert words_in(text) is None
+
+
 # -- the use case ---------------------------------------------------------------------------------
 
 
@@ -120,6 +132,7 @@ async def test_describe_puts_a_result_into_words_and_answers_in_a_code_block(flo
     r, g, b = Image.open(io.BytesIO(data)).getpixel((0, 0))
     assert words(reply) == f"a {stored.width}x{stored.height} picture of #{r:02x}{g:02x}{b:02x}"
     assert reply.text.startswith(f"📝 #{generation}.2 in words, to send with /imagine for one like it:\n```\n")
+    assert reply.words == words(reply)  # a chat may offer a button that imagines them
 
 
 async def test_describe_alone_reads_the_users_latest_image(flow, service, backend):

@@ -215,7 +215,8 @@ class FakeMessage:
     created_at: str = field(default_factory=_iso_now)
     edited_at: str | None = None
     author: dict | None = None  # a user's message; None: the bot's
-    allowed_mentions: dict | None = None  # what the last create or edit let ping (None: Discord's default, all)
+    # What the create and each edit let ping, in order (None: none said, Discord's default: everyone named).
+    allowed_mentions: list[dict | None] = field(default_factory=list)
 
     def snapshot(self) -> dict:
         return {
@@ -223,7 +224,6 @@ class FakeMessage:
             "embeds": list(self.embeds),
             "components": list(self.components),
             "attachments": [a.filename for a in self.attachments],
-            "allowed_mentions": self.allowed_mentions,
         }
 
     @property
@@ -1011,7 +1011,7 @@ class FakeDiscord(LoopbackServer):
             interaction_id=interaction.id if interaction else None,
             type=message_type,
             reference=data.get("message_reference"),
-            allowed_mentions=data.get("allowed_mentions"),
+            allowed_mentions=[data.get("allowed_mentions")],
         )
         message.edits.append(message.snapshot())
         self.messages[message.id] = message
@@ -1021,8 +1021,7 @@ class FakeDiscord(LoopbackServer):
         """Discord's PATCH: a key present replaces the field, an absent key leaves it unchanged."""
         if "content" in data:
             message.content = data["content"] or ""
-        if "allowed_mentions" in data:
-            message.allowed_mentions = data["allowed_mentions"]
+        message.allowed_mentions.append(data.get("allowed_mentions"))
         if "embeds" in data:
             message.embeds = list(data["embeds"] or [])
         if "components" in data:

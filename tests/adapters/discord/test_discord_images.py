@@ -14,7 +14,7 @@ from PIL import Image
 
 from bot.service import VARY_STRENGTH
 from tests.adapters.discord.conftest import running_bot
-from tests.adapters.discord.test_discord_bot import _custom_ids, _finished, _imagine, _reply_of
+from tests.adapters.discord.test_discord_bot import _custom_ids, _finished, _imagine, _reply_of, _text_inputs
 from tests.fakes.files import FileHost
 
 FROM_IMAGE = "Imagine from this image"
@@ -442,3 +442,35 @@ async def test_the_describe_menu_says_privately_what_a_messages_image_shows(runn
     menu = await fake.message_command(DESCRIBE, plain)
     body = await menu.response()
     assert body["type"] == 4 and body["data"]["content"] == "✖ That message has no PNG, JPEG or WebP image attached."
+
+
+async def test_imagine_these_words_opens_the_imagine_form_holding_the_answers_words(running):
+    """The button under a /describe answer opens the form with its words; sent, they make an image."""
+    fake = running.fake
+    running.backend.caption = "a lighthouse at dusk"
+    posted = fake.user_message([fake.attachment("sea.png", _png(64, 64, (20, 40, 220)))])
+    menu = await fake.message_command(DESCRIBE, posted)
+    await fake.wait_for(lambda: menu.original is not None and menu.original.content)
+    assert menu.original.ephemeral and menu.original.custom_ids == ["ib:words"]
+    click = await fake.click(menu.original.id, "ib:words")
+    opened = await click.response()
+    assert opened["type"] == 9 and opened["data"]["title"] == "Imagine these words"
+    (field,) = _text_inputs(opened["data"])
+    assert field["value"] == "a lighthouse at dusk"
+    submitted = await fake.submit_modal(click, {"Prompt and flags": field["value"] + " --seed 5 --steps 2"})
+    await fake.wait_for(lambda: submitted.original is not None)
+    await _finished(fake, submitted.original)
+    (request,) = running.backend.requests
+    assert (request.prompt, request.seed, request.steps) == ("a lighthouse at dusk", 5, 2)
+
+
+async def test_imagine_these_words_on_a_message_without_words_says_so(running):
+    """The button on a message whose words are gone (edited away): one private sentence."""
+    fake = running.fake
+    answer = await fake.slash("describe", {"file": fake.attachment("sea.png", _png())})
+    await fake.wait_for(lambda: answer.original is not None and answer.original.content)
+    answer.original.content = "something else"
+    click = await fake.click(answer.original.id, "ib:words")
+    body = await click.response()
+    assert body["type"] == 4 and body["data"]["flags"] & 64
+    assert body["data"]["content"] == "✖ That message holds no words to imagine; /describe an image again."

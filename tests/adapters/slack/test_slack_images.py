@@ -317,3 +317,30 @@ async def test_imagine_describe_puts_your_image_into_words_and_describe_with_wor
     await fake.send_slash(running.url, text="describe a lighthouse at dusk")
     await running.finished_card(2)
     assert running.backend.requests[-1].prompt == "describe a lighthouse at dusk"
+
+
+async def test_imagine_these_words_opens_the_imagine_form_holding_a_description(running: Running) -> None:
+    """The button under a describe answer opens the form with its words (its value, read as a prompt again)."""
+    fake = running.fake
+    running.backend.caption = "a lighthouse at dusk & <b>"
+    posted = fake.user_message([fake.share_file("sea.png", _png(96, 64))])
+    await fake.send_message_shortcut(running.url, "describe_image", message_ts=posted.ts)
+    await fake.wait_for(lambda: any(m.blocks for m in fake.messages.values() if m.ephemeral_user == "U_ALICE"))
+    (answer,) = [m for m in fake.messages.values() if m.ephemeral_user == "U_ALICE" and m.blocks]
+    assert "a lighthouse at dusk &amp; b" in answer.blocks[0]["text"]["text"]  # escaped for mrkdwn
+    (button,) = answer.blocks[1]["elements"]
+    assert (button["action_id"], button["value"]) == ("ib:words", "a lighthouse at dusk & b")
+    sent = await fake.send_block_action(running.url, "ib:words", button["value"])
+    assert sent.status == 200 and sent.elapsed < 3
+    await fake.wait_for(lambda: fake.calls_to("views.open"))
+    view = fake.calls_to("views.open")[-1].args["view"]
+    assert view["callback_id"] == "edit_modal" and view["title"]["text"] == "Imagine these words"
+    (block,) = view["blocks"]
+    assert block["element"]["initial_value"] == "a lighthouse at dusk & b"
+    typed = {"text": {"value": {"type": "plain_text_input", "value": "a lighthouse at dusk --seed 5 --steps 2"}}}
+    await fake.send_view_submission(running.url, "edit_modal", typed, private_metadata=view["private_metadata"])
+    await running.finished_card(1)
+    (request,) = running.backend.requests
+    assert (request.prompt, request.seed) == ("a lighthouse at dusk", 5)
+    await fake.send_block_action(running.url, "ib:words", "--- {}")  # a value with no words left
+    await _told(running, "That button holds no words to imagine; describe the image again.")
