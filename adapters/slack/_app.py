@@ -49,6 +49,7 @@ from bot.summary import progress_line, withheld_line
 
 from .._download import FileHosts
 from ._blocks import (
+    BLEND_SHORTCUT,
     COMMAND,
     DESCRIBE_SHORTCUT,
     EDIT_VIEW,
@@ -82,7 +83,7 @@ from ._blocks import (
     view_values,
     words_blocks,
 )
-from ._files import SLACK_FILE_HOSTS, file_loader, image_file, token
+from ._files import SLACK_FILE_HOSTS, file_loader, image_file, image_files, token
 
 __all__ = ["EVENTS", "REACTIONS", "SlackImages"]
 
@@ -178,6 +179,7 @@ class SlackImages:
         app.shortcut(GUIDE_SHORTCUT)(_timed(self.on_guide_shortcut))
         app.shortcut(PNG_INFO_SHORTCUT)(_timed(self.on_png_info_shortcut))
         app.shortcut(DESCRIBE_SHORTCUT)(_timed(self.on_describe_shortcut))
+        app.shortcut(BLEND_SHORTCUT)(_timed(self.on_blend_shortcut))
         app.view(REFINE_VIEW)(_timed(self.on_refine_submit))
         app.view(EDIT_VIEW)(_timed(self.on_edit_submit))
         app.action(ACTION_ID_PATTERN)(_timed(self.on_button))
@@ -397,6 +399,23 @@ class SlackImages:
             return await self.flow.describe(who, file=token(file["id"]), load=load)
 
         await self._answer_file(ack, shortcut, answer)
+
+    async def on_blend_shortcut(self, ack: AsyncAck, shortcut: dict[str, Any]) -> None:
+        """Blend a message's two or three image files (Midjourney's /blend) and post the card where the message is."""
+        await ack()
+        channel = shortcut["channel"]["id"]
+        message = shortcut.get("message") or {}
+        who = _requester(shortcut["user"]["id"], _team(shortcut), channel)
+        files = image_files(message)  # how many it takes is the blend's to say
+        tokens = {token(file["id"]): file["id"] for file in files}
+        load = file_loader(self.client, tokens, self.file_hosts, self.service.max_input_bytes)
+        where = Destination(channel, message.get("thread_ts"))
+        try:
+            started = await self.flow.blend(who, list(tokens), load=load)
+        except BotError as error:
+            await self._tell(who, refusal(error))
+            return
+        await self._show(started, who, where, "")
 
     async def _answer_file(
         self,

@@ -20,6 +20,7 @@ from bot.request import CONTROL_MODES
 from bot.summary import history_line, result_fields
 
 __all__ = [
+    "BLEND_SHORTCUT",
     "COMMAND",
     "DESCRIBE_SHORTCUT",
     "EDIT_VIEW",
@@ -65,6 +66,7 @@ FROM_IMAGE_SHORTCUT = "imagine_from_image"
 GUIDE_SHORTCUT = "use_as_controlnet_guide"
 PNG_INFO_SHORTCUT = "png_info"
 DESCRIBE_SHORTCUT = "describe_image"
+BLEND_SHORTCUT = "blend_images"
 IMAGINE_VIEW = "imagine_modal"
 REFINE_VIEW = "refine_modal"
 EDIT_VIEW = "edit_modal"
@@ -81,7 +83,8 @@ weights: `(words:1.3)`, `(words)`, `[words]`, `BREAK`; LoRA tags: `<lora:pixel-a
 */imagine pan* `left|right|up|down [#id[.n]]` — a wider or taller canvas, the new strip painted
 */imagine cancel* `[#id]` · */imagine queue* · */imagine history* `[count]` · */imagine info* `[#id]` · \
 */imagine guide* `[#id]` · */imagine edit* `[#id]` — its /imagine text in a form, to change and run
-*/imagine blend* `#3 #4 [#5] [prompt]` — one image of your 2 or 3, blended by the model's IP-Adapter
+*/imagine blend* `#3 #4 [#5] [prompt]` — one image of your 2 or 3, blended by the model's IP-Adapter \
+(the *Blend images* shortcut: a message's 2 or 3 files)
 */imagine describe* `[#id[.n]]` — your image in words, to send with /imagine (the *Describe image* shortcut: any file)
 */imagine settings* `[steps=30 refiner_percent=85 private=true …]` — your defaults (`key=none` removes one)
 */imagine prefer* `[NAME [--flags… | none]]` — your option sets: `prefer mine --ar 2:3`, then `a fox --mine`

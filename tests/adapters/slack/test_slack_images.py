@@ -344,3 +344,23 @@ async def test_imagine_these_words_opens_the_imagine_form_holding_a_description(
     assert (request.prompt, request.seed) == ("a lighthouse at dusk", 5)
     await fake.send_block_action(running.url, "ib:words", "--- {}")  # a value with no words left
     await _told(running, "That button holds no words to imagine; describe the image again.")
+
+
+async def test_the_blend_shortcut_blends_a_messages_two_or_three_image_files(running: Running) -> None:
+    """Midjourney's /blend on Slack: the files of one message, each read by the model's IP-Adapter at an equal
+    weight, the card posted in the message's channel; a message with one image gets the blend's sentence."""
+    fake = running.fake
+    fox, sea = fake.share_file("fox.png", _png(128, 128)), fake.share_file("sea.png", _png(96, 160))
+    posted = fake.user_message([fox, fake.share_file("notes.txt", b"hello"), sea])
+    sent = await fake.send_message_shortcut(running.url, "blend_images", message_ts=posted.ts)
+    assert sent.status == 200 and sent.elapsed < 3
+    card = await running.finished_card(1)
+    assert card.channel == "C1"
+    (request,) = running.backend.requests
+    assert request.prompt == "best quality, high quality"
+    assert [(c.model, c.weight) for c in request.controlnets] == [("tiny-ip-adapter", 0.5)] * 2
+    assert sorted(d.file_id for d in fake.downloads) == sorted([fox.id, sea.id])
+    alone = fake.user_message([fake.share_file("cat.png", _png())])
+    await fake.send_message_shortcut(running.url, "blend_images", message_ts=alone.ts)
+    await _told(running, "✖ blend takes 2 or 3 images, not 1.")
+    assert len(running.backend.requests) == 1

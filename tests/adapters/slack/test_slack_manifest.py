@@ -9,6 +9,7 @@ import yaml
 from adapters.slack import EVENTS_PATH
 from adapters.slack._app import EVENTS
 from adapters.slack._blocks import (
+    BLEND_SHORTCUT,
     COMMAND,
     DESCRIBE_SHORTCUT,
     FROM_IMAGE_SHORTCUT,
@@ -52,6 +53,7 @@ def test_manifest_declares_the_code_s_command_shortcuts_and_events() -> None:
         GUIDE_SHORTCUT: "message",
         PNG_INFO_SHORTCUT: "message",
         DESCRIBE_SHORTCUT: "message",
+        BLEND_SHORTCUT: "message",
     }
     assert all(len(s["name"]) <= 24 and len(s["description"]) <= 80 for s in features["shortcuts"])
     assert tuple(settings["event_subscriptions"]["bot_events"]) == EVENTS
