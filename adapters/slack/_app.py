@@ -423,20 +423,22 @@ class SlackImages:
         shortcut: dict[str, Any],
         answer: Callable[[Requester, ImageLoader, Mapping[str, Any]], Awaitable[Text]],
     ) -> None:
-        """Answer a shortcut on a message's image file privately, with what `answer` makes of it."""
+        """Answer a shortcut on a message's image file privately (in its thread), with what `answer` makes of it."""
         await ack()
-        file = image_file(shortcut.get("message") or {})
+        message = shortcut.get("message") or {}
+        file = image_file(message)
         who = _requester(shortcut["user"]["id"], _team(shortcut), shortcut["channel"]["id"])
+        where = Destination(shortcut["channel"]["id"], message.get("thread_ts"))
         if file is None:
-            await self._tell(who, NO_IMAGE_FILE)
+            await self._tell(who, NO_IMAGE_FILE, thread_ts=where.thread_ts)
             return
         load = file_loader(self.client, {token(file["id"]): file["id"]}, self.file_hosts, self.service.max_input_bytes)
         try:
             reply = await answer(who, load, file)
         except BotError as error:
-            await self._tell(who, refusal(error))
+            await self._tell(who, refusal(error), thread_ts=where.thread_ts)
             return
-        await self._show(reply, who, Destination(shortcut["channel"]["id"]), "")
+        await self._show(reply, who, where, "")
 
     async def _open_with_file(self, ack: AsyncAck, shortcut: dict[str, Any], *, as_guide: bool) -> None:
         await ack()
@@ -542,7 +544,8 @@ class SlackImages:
             for job in reply.jobs:
                 await self._start(job, where)
         elif isinstance(reply, Text):
-            await self._tell(who, reply.text, None if reply.words is None else words_blocks(reply.text, reply.words))
+            blocks = None if reply.words is None else words_blocks(reply.text, reply.words)
+            await self._tell(who, reply.text, blocks, thread_ts=where.thread_ts)
         elif isinstance(reply, Listing):
             await self._tell(who, history_text(reply.generations))
         elif isinstance(reply, OneImage):

@@ -383,10 +383,17 @@ class FakeSlack(LoopbackServer):
         }
 
     def user_message(
-        self, files: list[SlackFile], *, text: str = "", user_id: str = "U_ALICE", channel_id: str = "C1"
+        self,
+        files: list[SlackFile],
+        *,
+        text: str = "",
+        user_id: str = "U_ALICE",
+        channel_id: str = "C1",
+        thread_ts: str | None = None,
     ) -> SlackMessage:
-        """A message a user posted with shared files, for a message shortcut to act on."""
-        message = self._create(channel_id, {"text": text}, user=user_id, file_ids=[f.id for f in files])
+        """A message a user posted with shared files (in `thread_ts`, a reply), for a message shortcut to act on."""
+        args = {"text": text, "thread_ts": thread_ts}
+        message = self._create(channel_id, args, user=user_id, file_ids=[f.id for f in files])
         for file in files:
             file.shared, file.channel = True, channel_id
         return message

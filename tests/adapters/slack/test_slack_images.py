@@ -364,3 +364,19 @@ async def test_the_blend_shortcut_blends_a_messages_two_or_three_image_files(run
     await fake.send_message_shortcut(running.url, "blend_images", message_ts=alone.ts)
     await _told(running, "✖ blend takes 2 or 3 images, not 1.")
     assert len(running.backend.requests) == 1
+
+
+async def test_a_describe_or_png_info_answer_comes_in_the_thread_of_the_message(running: Running) -> None:
+    """A shortcut on a reply in a thread is answered there, privately: the words, and a refusal too."""
+    fake = running.fake
+    parent = fake.user_message([], text="our sea pictures")
+    posted = fake.user_message([fake.share_file("sea.png", _png(96, 64))], thread_ts=parent.ts)
+    await fake.send_message_shortcut(running.url, "describe_image", message_ts=posted.ts)
+    await fake.wait_for(lambda: any(m.blocks for m in fake.messages.values() if m.ephemeral_user == "U_ALICE"))
+    (answer,) = [m for m in fake.messages.values() if m.ephemeral_user == "U_ALICE" and m.blocks]
+    assert answer.thread_ts == parent.ts and answer.text.startswith("📝 Your image in words")
+    plain = fake.user_message([fake.share_file("notes.txt", b"hello")], thread_ts=parent.ts)
+    await fake.send_message_shortcut(running.url, "png_info", message_ts=plain.ts)
+    await _told(running, "That message has no PNG, JPEG or WebP file.")
+    (told,) = [m for m in fake.messages.values() if m.text == "That message has no PNG, JPEG or WebP file."]
+    assert told.thread_ts == parent.ts
