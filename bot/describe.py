@@ -5,12 +5,14 @@ captioner, BLIP; Runware's ``imageCaption`` task) reads a checked image and answ
 sentence. That sentence is text from outside, like any API's answer: `as_prompt` makes it one
 printable line a prompt may hold, without what ``/imagine`` would read as more than words
 (flags, ``{…}`` choices, an option set, ``<lora:…>`` tags) or backticks, so that copying it
-into ``/imagine`` asks for the image it describes and nothing more.
+into ``/imagine`` asks for the image it describes and nothing more. As Midjourney's do, the
+words end with the image's shape (`aspect_flag`: ``--ar 3:2``), so they make an image of it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +24,17 @@ from bot.images import InputImage
 from bot.jobs import Requester
 from bot.ports import Backend, DescribingBackend, ImageCheckingBackend
 
-__all__ = ["DESCRIBING", "MAX_DESCRIPTION", "Describer", "Description", "answer_text", "as_prompt", "words_in"]
+__all__ = [
+    "DESCRIBING",
+    "MAX_DESCRIPTION",
+    "Describer",
+    "Description",
+    "answer_text",
+    "as_prompt",
+    "aspect_flag",
+    "prompt_of",
+    "words_in",
+]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +45,14 @@ MAX_DESCRIPTION = 600
 # What /imagine would read as more than words: a flag or option set (--x, —x) at a word's start, {…} choices,
 # A1111's <lora:…> tags; and backticks, which would end the code block a chat shows the words in.
 _NOT_WORDS = re.compile(r"(?:(?<=\s)|^)(?:--+|—+)|[{}<>`]")
+# The shapes a description names (Midjourney's usual ones, within --ar's 1:4 to 4:1), as width and height.
+_SHAPES = tuple(
+    (w, h)
+    for w, h in ((1, 1), (5, 4), (4, 3), (3, 2), (16, 9), (2, 1), (21, 9), (3, 1), (4, 1))
+    for w, h in ((w, h), (h, w))
+)
+# A description as `Describer` makes it: words, then the shape's flag.
+_DESCRIPTION = re.compile(r"(.*?)(?:(?:^| )--ar ([0-9]{1,2}):([0-9]{1,2}))?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +77,26 @@ def as_prompt(text: str) -> str:
     return cut if cut and len(cut) <= MAX_DESCRIPTION else words[:MAX_DESCRIPTION]
 
 
+def aspect_flag(width: int, height: int) -> str:
+    """Return the ``--ar`` of the usual shape nearest to `width` × `height` (``--ar 3:2``)."""
+    w, h = min(_SHAPES, key=lambda shape: abs(math.log(shape[0] / shape[1] * height / width)))
+    return f"--ar {w}:{h}"
+
+
+def prompt_of(text: str) -> str | None:
+    """Return a description read back from outside (a chat's message or button) as `Describer` makes one.
+
+    Its words are made a prompt again (`as_prompt`), and a trailing ``--ar W:H`` of one of the shapes
+    `aspect_flag` names is kept; None when no words are left.
+    """
+    match = _DESCRIPTION.fullmatch(text.strip())
+    words = as_prompt(match[1]) if match else ""
+    if not words:
+        return None
+    shape = (int(match[2]), int(match[3])) if match and match[2] else None
+    return f"{words} --ar {shape[0]}:{shape[1]}" if shape in _SHAPES else words
+
+
 def answer_text(what: str, words: str) -> str:
     """Return a describe answer as a chat shows it: what was described, then the words in a code block.
 
@@ -69,11 +109,10 @@ def words_in(answer: str) -> str | None:
     """Return the words of a describe answer (`answer_text`) as a prompt; None when it holds none.
 
     A chat whose button carries no words (Discord's id holds 100 characters) reads them back from
-    the answer it is under; they are made a prompt again, as anything read from a message is.
+    the answer it is under; they are made a prompt again (`prompt_of`), as anything read from a message is.
     """
     match = re.search(r"\n```\n(.+)\n```$", answer)
-    words = as_prompt(match[1]) if match else ""
-    return words or None
+    return prompt_of(match[1]) if match else None
 
 
 class Describer:
@@ -127,7 +166,7 @@ class Describer:
         flagged: bool | None,
         name: str,
     ) -> Description:
-        """Return what `image` shows as a prompt, and what it cost.
+        """Return what `image` shows as a prompt ending with its shape (``--ar 3:2``), and what it cost.
 
         Args:
             who: who asked.
@@ -145,8 +184,8 @@ class Describer:
                     f"{name} was flagged by the safety check, and this server withholds flagged images"
                 )
         said = await backend.describe(image.data)
-        text = as_prompt(said.text)
-        if not text:
+        words = as_prompt(said.text)
+        if not words:
             raise BackendUnavailable(backend.name, "its answer held no words", cost=said.cost, doing=DESCRIBING)
         log.info(
             "described %s for %s:%s on %s (cost %s)",
@@ -157,4 +196,4 @@ class Describer:
             "unknown" if said.cost is None else f"{said.cost:g}",
             extra={"user_id": who.user_id, "platform": who.platform},
         )
-        return Description(text, said.cost)
+        return Description(f"{words} {aspect_flag(image.width, image.height)}", said.cost)

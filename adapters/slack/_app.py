@@ -38,7 +38,7 @@ from bot.chat import (
     updates,
 )
 from bot.config import SlackSettings
-from bot.describe import as_prompt
+from bot.describe import prompt_of
 from bot.errors import BotError
 from bot.history import Generation, StoredImage
 from bot.inputs import ImageLoader
@@ -489,13 +489,13 @@ class SlackImages:
             await self._tell(who, refusal(error))
 
     async def on_words(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
-        """Open the /imagine form holding a /describe answer's words (the button's value, read as a prompt again)."""
+        """Open the /imagine form holding a /describe answer's words (the button's value, read back as one)."""
         await ack()
         channel = body["channel"]["id"]
         container = body.get("container") or {}
         where = Destination(channel, (body.get("message") or {}).get("thread_ts") or container.get("thread_ts"))
-        words = as_prompt(str(action.get("value") or ""))
-        if not words:
+        words = prompt_of(str(action.get("value") or ""))
+        if words is None:
             await self._tell(_requester(body["user"]["id"], _team(body), channel), NO_WORDS)
             return
         await self.client.views_open(trigger_id=body["trigger_id"], view=edit_modal(None, where, words))

@@ -195,9 +195,11 @@ def test_describe_on_the_worker(tmp_path, tiny_data_dir):
     lines = result.stdout.splitlines()  # the terminal shows the words on the line after, without a code fence
     described = [lines[i + 1].strip() for i, line in enumerate(lines[:-1]) if "in words, to send" in line]
     assert len(described) == 3 and all(len(words.split()) >= 3 for words in described), result.stdout
+    assert described[1].endswith(" --ar 3:2")  # the 96×64 file's shape; #1 is the tiny model's square
     assert "📝 #1 in words" in result.stdout and "📝 Your image in words" in result.stdout
     assert described[0] == described[2] != described[1]  # #1 twice (the latest), then the file
     again = _run_chat(tmp_path / "again", tiny_data_dir, f"/imagine {described[0]} --seed 3 --steps 2\n")
     assert again.returncode == 0 and "✖" not in again.stdout, again.stdout
     made = Image.open(next((tmp_path / "again" / "images").rglob("1-0.png")))
-    assert parse_parameters(made.text["parameters"])["prompt"] == described[0]
+    words, _, shape = described[0].partition(" --ar ")
+    assert shape == "1:1" and parse_parameters(made.text["parameters"])["prompt"] == words

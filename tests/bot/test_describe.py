@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from PIL import Image
 
 from bot.catalog import Catalog, load_catalog
 from bot.chat import ChatFlow, Text
-from bot.describe import MAX_DESCRIPTION, answer_text, as_prompt, words_in
+from bot.describe import MAX_DESCRIPTION, answer_text, as_prompt, aspect_flag, prompt_of, words_in
 from bot.errors import (
     MAX_MESSAGE,
     BackendUnavailable,
@@ -103,11 +104,41 @@ def test_any_caption_is_printable_words_that_imagine_takes_with_no_flag_or_choic
         assert request.count == 1 and request.controlnets == () and request.init_image is None
 
 
-@given(st.text(max_size=800), st.sampled_from(["#12", "#12.2", "Your image"]))
-def test_an_answers_words_are_read_back_as_they_were_shown(caption, what):
-    """What "Imagine these words" reads back from an answer is the words it shows, a prompt again."""
+@given(
+    st.text(max_size=800),
+    st.integers(min_value=64, max_value=8192),
+    st.integers(min_value=64, max_value=8192),
+    st.sampled_from(["#12", "#12.2", "Your image"]),
+)
+def test_an_answers_words_are_read_back_as_they_were_shown(caption, width, height, what):
+    """What "Imagine these words" reads back from an answer is the words it shows and their shape, a prompt again."""
     words = as_prompt(caption)
-    assert words_in(answer_text(what, words)) == (words or None)
+    shown = f"{words} {aspect_flag(width, height)}"
+    assert words_in(answer_text(what, shown)) == (shown if words else None)
+    assert prompt_of(shown) == (shown if words else None)
+
+
+@given(st.text(max_size=800))
+def test_anything_read_back_is_words_and_at_most_one_shape_imagine_takes(text):
+    """A forged value (Slack's button) reads back as words and a usual shape, or nothing: no other flag."""
+    read = prompt_of(text)
+    if read is not None:
+        words, _, shape = read.partition(" --ar ")
+        assert words == as_prompt(words) and flag_runs(words) == []
+        assert shape == "" or re.fullmatch(r"[0-9]{1,2}:[0-9]{1,2}", shape)
+        if len(words) < 2:  # /imagine says a prompt is too short; nothing else
+            return
+        request = parse_options(read, catalog=load_catalog(), defaults=Defaults(model="tiny"), limits=LIMITS).request
+        assert request.count == 1 and request.controlnets == ()
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "flag"),
+    [(1024, 1024, "--ar 1:1"), (1216, 832, "--ar 3:2"), (832, 1216, "--ar 2:3"), (1920, 1080, "--ar 16:9"),
+     (100, 1000, "--ar 1:4"), (2000, 100, "--ar 4:1"), (1000, 800, "--ar 5:4")],
+)  # fmt: skip
+def test_the_shape_is_the_nearest_usual_one(width, height, flag):
+    assert aspect_flag(width, height) == flag
 
 
 @pytest.mark.parametrize("text", ["", "📝 #1 in words:\n```\n\n```", "something else", "```\n--- {}\n```"])
@@ -130,7 +161,8 @@ async def test_describe_puts_a_result_into_words_and_answers_in_a_code_block(flo
     ]
     assert b"parameters" in data and b"parameters" not in backend.described[0]
     r, g, b = Image.open(io.BytesIO(data)).getpixel((0, 0))
-    assert words(reply) == f"a {stored.width}x{stored.height} picture of #{r:02x}{g:02x}{b:02x}"
+    shape = aspect_flag(stored.width, stored.height)
+    assert words(reply) == f"a {stored.width}x{stored.height} picture of #{r:02x}{g:02x}{b:02x} {shape}"
     assert reply.text.startswith(f"📝 #{generation}.2 in words, to send with /imagine for one like it:\n```\n")
     assert reply.words == words(reply)  # a chat may offer a button that imagines them
 
@@ -151,7 +183,7 @@ async def test_describe_reads_a_chats_file_checked_as_any_input(flow, service, b
         return files[ref]
 
     reply = await flow.describe(ALICE, file="photo.png", load=load)
-    assert words(reply) == "a 96x64 picture of #0a141e" and reply.text.startswith("📝 Your image in words")
+    assert words(reply) == "a 96x64 picture of #0a141e --ar 3:2" and reply.text.startswith("📝 Your image in words")
     with pytest.raises(InvalidOption, match=r"^Image must be a PNG, JPEG or WebP file\.$"):
         await flow.describe(ALICE, file="notes.txt", load=load)
     with pytest.raises(InvalidOption, match=r"^Image is .* the most is"):
@@ -170,7 +202,7 @@ async def test_describe_text_takes_one_optional_image_and_leaves_other_words_a_p
         return png(64, 64)
 
     reply = await flow.text(ALICE, "describe photo.png", strict=True, load=load)
-    assert isinstance(reply, Text) and words(reply) == "a 64x64 picture of #c82828"
+    assert isinstance(reply, Text) and words(reply) == "a 64x64 picture of #c82828 --ar 1:1"
     with pytest.raises(InvalidOption, match=r"^describe takes an optional image \(#12, #12\.2 or a file\), not"):
         await flow.text(ALICE, "describe two.png three.png", strict=True, load=load)
 

@@ -406,7 +406,7 @@ async def test_describe_puts_an_attachment_or_an_image_of_yours_into_words(runni
     assert (await interaction.response())["type"] == 5  # deferred: the file is fetched and read first
     await fake.wait_for(lambda: interaction.original is not None and interaction.original.content)
     assert not interaction.original.ephemeral
-    assert interaction.original.content == DESCRIBED.format("a 128x96 picture of #0a141e")
+    assert interaction.original.content == DESCRIBED.format("a 128x96 picture of #0a141e --ar 4:3")
     assert [download.attachment_id for download in fake.downloads] == [photo.id]
     await _imagine(fake, {"prompt": "a red fox", "seed": "7", "steps": 4, "size": "256x384"})
     interaction = await fake.slash("describe", {"private": True})  # no image: the latest of yours
@@ -437,7 +437,7 @@ async def test_the_describe_menu_says_privately_what_a_messages_image_shows(runn
     menu = await fake.message_command(DESCRIBE, posted)
     assert (await menu.response())["type"] == 5
     await fake.wait_for(lambda: menu.original is not None and menu.original.content)
-    assert menu.original.ephemeral and menu.original.content == DESCRIBED.format("a 64x64 picture of #1428dc")
+    assert menu.original.ephemeral and menu.original.content == DESCRIBED.format("a 64x64 picture of #1428dc --ar 1:1")
     plain = fake.user_message([fake.attachment("notes.txt", b"hello")])
     menu = await fake.message_command(DESCRIBE, plain)
     body = await menu.response()
@@ -456,12 +456,13 @@ async def test_imagine_these_words_opens_the_imagine_form_holding_the_answers_wo
     opened = await click.response()
     assert opened["type"] == 9 and opened["data"]["title"] == "Imagine these words"
     (field,) = _text_inputs(opened["data"])
-    assert field["value"] == "a lighthouse at dusk"
+    assert field["value"] == "a lighthouse at dusk --ar 1:1"  # the words and the image's shape
     submitted = await fake.submit_modal(click, {"Prompt and flags": field["value"] + " --seed 5 --steps 2"})
     await fake.wait_for(lambda: submitted.original is not None)
     await _finished(fake, submitted.original)
     (request,) = running.backend.requests
     assert (request.prompt, request.seed, request.steps) == ("a lighthouse at dusk", 5, 2)
+    assert request.width == request.height
 
 
 async def test_imagine_these_words_on_a_message_without_words_says_so(running):

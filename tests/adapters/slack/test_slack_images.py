@@ -291,7 +291,9 @@ async def test_the_describe_shortcut_says_privately_what_a_messages_image_shows(
     posted = fake.user_message([fake.share_file("readme.txt", b"hello"), photo])
     sent = await fake.send_message_shortcut(running.url, "describe_image", message_ts=posted.ts)
     assert sent.status == 200 and sent.elapsed < 3
-    described = "📝 Your image in words, to send with /imagine for one like it:\n```\na 96x64 picture of #2878c8\n```"
+    described = (
+        "📝 Your image in words, to send with /imagine for one like it:\n```\na 96x64 picture of #2878c8 --ar 3:2\n```"
+    )
     await _told(running, described)
     assert [download.file_id for download in fake.downloads] == [photo.id]
     assert running.backend.requests == []  # nothing is made
@@ -313,7 +315,7 @@ async def test_imagine_describe_puts_your_image_into_words_and_describe_with_wor
     pattern = (
         rf"📝 #1 in words, to send with /imagine for one like it:\n```\na {request.width}x{request.height} picture"
     )
-    assert re.fullmatch(pattern + r" of #[0-9a-f]{6}\n```", reply)
+    assert re.fullmatch(pattern + r" of #[0-9a-f]{6} --ar 1:1\n```", reply)  # the tiny model's square
     await fake.send_slash(running.url, text="describe a lighthouse at dusk")
     await running.finished_card(2)
     assert running.backend.requests[-1].prompt == "describe a lighthouse at dusk"
@@ -329,19 +331,20 @@ async def test_imagine_these_words_opens_the_imagine_form_holding_a_description(
     (answer,) = [m for m in fake.messages.values() if m.ephemeral_user == "U_ALICE" and m.blocks]
     assert "a lighthouse at dusk &amp; b" in answer.blocks[0]["text"]["text"]  # escaped for mrkdwn
     (button,) = answer.blocks[1]["elements"]
-    assert (button["action_id"], button["value"]) == ("ib:words", "a lighthouse at dusk & b")
+    assert (button["action_id"], button["value"]) == ("ib:words", "a lighthouse at dusk & b --ar 3:2")
     sent = await fake.send_block_action(running.url, "ib:words", button["value"])
     assert sent.status == 200 and sent.elapsed < 3
     await fake.wait_for(lambda: fake.calls_to("views.open"))
     view = fake.calls_to("views.open")[-1].args["view"]
     assert view["callback_id"] == "edit_modal" and view["title"]["text"] == "Imagine these words"
     (block,) = view["blocks"]
-    assert block["element"]["initial_value"] == "a lighthouse at dusk & b"
-    typed = {"text": {"value": {"type": "plain_text_input", "value": "a lighthouse at dusk --seed 5 --steps 2"}}}
+    assert block["element"]["initial_value"] == "a lighthouse at dusk & b --ar 3:2"
+    sent_text = block["element"]["initial_value"].replace(" & b", "") + " --seed 5 --steps 2"
+    typed = {"text": {"value": {"type": "plain_text_input", "value": sent_text}}}
     await fake.send_view_submission(running.url, "edit_modal", typed, private_metadata=view["private_metadata"])
     await running.finished_card(1)
     (request,) = running.backend.requests
-    assert (request.prompt, request.seed) == ("a lighthouse at dusk", 5)
+    assert (request.prompt, request.seed) == ("a lighthouse at dusk", 5) and request.width > request.height
     await fake.send_block_action(running.url, "ib:words", "--- {}")  # a value with no words left
     await _told(running, "That button holds no words to imagine; describe the image again.")
 
