@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from bot import metrics
 from bot.admin import ServerAdmin, managers
 from bot.errors import BackendUnavailable, ContentBlocked, InvalidOption
 from bot.images import InputImage
@@ -183,10 +184,15 @@ class Describer:
                 raise ContentBlocked(
                     f"{name} was flagged by the safety check, and this server withholds flagged images"
                 )
-        said = await backend.describe(image.data)
-        words = as_prompt(said.text)
-        if not words:
-            raise BackendUnavailable(backend.name, "its answer held no words", cost=said.cost, doing=DESCRIBING)
+        try:
+            said = await backend.describe(image.data)
+            words = as_prompt(said.text)
+            if not words:
+                raise BackendUnavailable(backend.name, "its answer held no words", cost=said.cost, doing=DESCRIBING)
+        except BackendUnavailable:
+            metrics.DESCRIPTIONS.labels(backend.name, "failed").inc()
+            raise
+        metrics.DESCRIPTIONS.labels(backend.name, "done").inc()
         log.info(
             "described %s for %s:%s on %s (cost %s)",
             name,

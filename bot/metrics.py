@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 __all__ = [
     "ACK_SECONDS",
+    "DESCRIPTIONS",
     "GENERATION_SECONDS",
     "JOBS",
     "REGISTRY",
@@ -49,6 +50,12 @@ REMOTE_RETRIES = Counter(
     "imagebot_remote_retries",
     "Requests to a hosted API sent again after a transient failure.",
     ["backend"],
+    registry=REGISTRY,
+)
+DESCRIPTIONS = Counter(
+    "imagebot_descriptions",
+    "Images described (/describe), by backend and how it ended (done, failed).",
+    ["backend", "outcome"],
     registry=REGISTRY,
 )
 _QUEUE = Gauge("imagebot_jobs_in_queue", "Jobs queued or running now.", ["state"], registry=REGISTRY)

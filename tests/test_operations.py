@@ -104,6 +104,10 @@ async def test_metrics_are_served_after_a_real_image_on_the_tiny_model(tmp_path:
     await process.stdin.drain()
     while b"done" not in (line := await asyncio.wait_for(process.stdout.readline(), 600)):
         assert line, "imagebot run ended before the image was done"
+    process.stdin.write(b"describe #1\n")
+    await process.stdin.drain()
+    while b"in words" not in (line := await asyncio.wait_for(process.stdout.readline(), 600)):
+        assert line, "imagebot run ended before the image was described"
     scraped = await asyncio.to_thread(
         lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
     )
@@ -118,3 +122,4 @@ async def test_metrics_are_served_after_a_real_image_on_the_tiny_model(tmp_path:
     assert samples['imagebot_generation_seconds_count{backend="local"}'] == 1
     assert samples['imagebot_jobs_in_queue{state="queued"}'] == 0
     assert samples["imagebot_worker_restarts_total"] == 0
+    assert samples['imagebot_descriptions_total{backend="local",outcome="done"}'] == 1

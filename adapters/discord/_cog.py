@@ -338,12 +338,10 @@ class ImagesCog(commands.Cog, name="Images"):
 
     async def imagine_from_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """Ask for a prompt (and a strength) to make a new image from a message's image attachment."""
-        attachment = image_attachment(message)
-        if attachment is None:
-            await interaction.response.send_message(NO_IMAGE, ephemeral=True)
-        else:
+        attachment = await self._image_of(interaction, message)
+        if attachment is not None:
             await interaction.response.send_modal(FromImageModal(self, attachment))
-        self._acked(interaction)
+            self._acked(interaction)
 
     async def on_from_image(
         self, interaction: discord.Interaction, attachment: discord.Attachment, prompt: str, strength: str
@@ -358,20 +356,16 @@ class ImagesCog(commands.Cog, name="Images"):
 
     async def guide_from_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """Ask for a prompt and a ControlNet to make a new image guided by a message's image attachment."""
-        attachment = image_attachment(message)
-        if attachment is None:
-            await interaction.response.send_message(NO_IMAGE, ephemeral=True)
-        else:
+        attachment = await self._image_of(interaction, message)
+        if attachment is not None:
             names = ", ".join(self.service.offered.names("controlnet"))
             await interaction.response.send_modal(GuideModal(self, attachment, names))
-        self._acked(interaction)
+            self._acked(interaction)
 
     async def png_info_of_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """Say privately what a message's image file says of how it was made, and the /imagine that asks for it."""
-        attachment = image_attachment(message)
+        attachment = await self._image_of(interaction, message)
         if attachment is None:
-            await interaction.response.send_message(NO_IMAGE, ephemeral=True)
-            self._acked(interaction)
             return
         _, _, load = await self._defer(interaction, True, {token("image"): attachment})
         try:
@@ -383,12 +377,17 @@ class ImagesCog(commands.Cog, name="Images"):
 
     async def describe_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """Say privately what a message's image shows, in words to send with /imagine."""
+        attachment = await self._image_of(interaction, message)
+        if attachment is not None:
+            await self._describe(interaction, attachment, None, private=True)
+
+    async def _image_of(self, interaction: discord.Interaction, message: discord.Message) -> discord.Attachment | None:
+        """Return the image a message menu acts on, or None once the user is told the message has none."""
         attachment = image_attachment(message)
         if attachment is None:
             await interaction.response.send_message(NO_IMAGE, ephemeral=True)
             self._acked(interaction)
-            return
-        await self._describe(interaction, attachment, None, private=True)
+        return attachment
 
     @app_commands.command(name="describe", description="An image in words, to send with /imagine (Midjourney's).")
     @app_commands.describe(

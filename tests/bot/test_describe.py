@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
+from bot import metrics
 from bot.catalog import Catalog, load_catalog
 from bot.chat import ChatFlow, Text
 from bot.describe import MAX_DESCRIPTION, answer_text, as_prompt, aspect_flag, prompt_of, words_in
@@ -234,8 +235,15 @@ async def test_a_backend_without_describe_at_all_is_named(tmp_path):
             await service.describe(ALICE, generation)
 
 
+def described(outcome: str) -> float:
+    return (
+        metrics.REGISTRY.get_sample_value("imagebot_descriptions_total", {"backend": "fake", "outcome": outcome}) or 0
+    )
+
+
 async def test_a_failing_or_wordless_backend_gives_one_sentence_about_describing(flow, service, backend):
     generation = await made(service)
+    done, refused = described("done"), described("failed")
     backend.fail_with = "the API timed out"
     with pytest.raises(BackendUnavailable) as failed:
         await flow.text(ALICE, f"describe #{generation}")
@@ -244,6 +252,9 @@ async def test_a_failing_or_wordless_backend_gives_one_sentence_about_describing
     with pytest.raises(BackendUnavailable) as wordless:
         await flow.text(ALICE, f"describe #{generation}")
     assert str(wordless.value) == "The fake backend could not describe the image: its answer held no words."
+    backend.caption = None
+    assert isinstance(await flow.text(ALICE, f"describe #{generation}"), Text)
+    assert (described("done") - done, described("failed") - refused) == (1, 2)  # what an operator's /metrics counts
 
 
 async def test_a_users_second_describe_waits_for_the_first(flow, service, backend):
