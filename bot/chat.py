@@ -73,6 +73,7 @@ __all__ = [
     "Update",
     "cancelling_line",
     "failure_line",
+    "image_words",
     "posted_line",
     "queue_text",
     "refusal",
@@ -709,6 +710,19 @@ def _word_and_image(rest: str, words: Mapping[str, _W], command: str, takes: str
     if len(chosen) != 1 or len(refs) > 1 or len(typed) != 1 + len(refs):
         raise InvalidOption(command, f"takes {takes} and an optional #id" + _not(rest), typed=True)
     return chosen[0], refs[0] if refs else None
+
+
+def image_words(text: str) -> list[str]:
+    """Return the images a typed list names (``#3 #4``, ``3, 4.2``: a chat's option), each as ``#12[.n]``.
+
+    Anything else is refused, as `_image` refuses it.
+    """
+    found = []
+    for word in text.replace(",", " ").split():
+        ref = _image(word)
+        assert isinstance(ref, str)  # a word is never empty, so never None
+        found.append(ref)
+    return found
 
 
 def _image(typed: int | str | None) -> int | str | None:

@@ -35,6 +35,7 @@ from bot.chat import (
     Reply,
     Started,
     Text,
+    image_words,
     posted_line,
     refusal,
     updates,
@@ -489,6 +490,7 @@ class ImagesCog(commands.Cog, name="Images"):
         image1="an image to blend (PNG, JPEG or WebP)",
         image2="another",
         image3="a third, if you like",
+        images="or, with them, images of yours: #3 #4 (#3.2 for a result's second)",
         prompt="words to steer the blend (flags such as --seed work too); none: the images alone",
         dimensions="the shape of the result (default: the model's own)",
         private="show the image to you only",
@@ -497,17 +499,23 @@ class ImagesCog(commands.Cog, name="Images"):
     async def blend(
         self,
         interaction: discord.Interaction,
-        image1: discord.Attachment,
-        image2: discord.Attachment,
+        image1: discord.Attachment | None = None,
+        image2: discord.Attachment | None = None,
         image3: discord.Attachment | None = None,
+        images: str | None = None,
         prompt: str | None = None,
         dimensions: str | None = None,
         private: bool | None = None,
     ) -> None:
-        """Queue a blend of the attachments by the model's IP-Adapter and follow it as /imagine does."""
+        """Queue a blend of the attachments and the user's named images by the model's IP-Adapter, as /imagine does."""
         files = {token(f"image{n}"): file for n, file in enumerate((image1, image2, image3), 1) if file is not None}
-        given = blend_options(list(files), prompt or "") | ({"ar": dimensions} if dimensions else {})
-        await self._imagine(interaction, given, files, private)
+        try:
+            given = blend_options([*files, *image_words(images or "")], prompt or "")
+        except BotError as error:
+            await interaction.response.send_message(refusal(error), ephemeral=True)
+            self._acked(interaction)
+            return
+        await self._imagine(interaction, given | ({"ar": dimensions} if dimensions else {}), files, private)
 
     @imagine.autocomplete("lora")
     async def _lora_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

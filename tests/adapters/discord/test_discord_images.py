@@ -63,7 +63,8 @@ async def test_blend_blends_two_or_three_attachments_with_the_models_ip_adapter(
     command = next(c for c in fake.commands if c["name"] == "blend")
     options = {option["name"]: option for option in command["options"]}
     assert [options[f"image{n}"]["type"] for n in (1, 2, 3)] == [11, 11, 11]  # attachments
-    assert options["image1"]["required"] and not options["image3"].get("required", False)
+    assert not any(option.get("required", False) for option in options.values())  # files, ids of yours, or both
+    assert options["images"]["type"] == 3
     assert [choice["value"] for choice in options["dimensions"]["choices"]] == ["2:3", "1:1", "3:2"]
     first = fake.attachment("fox.png", _png(128, 128, (200, 40, 40)))
     second = fake.attachment("sea.png", _png(96, 160, (20, 40, 220)))
@@ -475,3 +476,30 @@ async def test_imagine_these_words_on_a_message_without_words_says_so(running):
     body = await click.response()
     assert body["type"] == 4 and body["data"]["flags"] & 64
     assert body["data"]["content"] == "✖ That message holds no words to imagine; /describe an image again."
+
+
+async def test_blend_takes_images_of_yours_by_id_with_or_without_attachments(running):
+    """/blend images:"#1 #2" blends earlier results, as `blend #1 #2` does in text; with an attachment, both."""
+    fake = running.fake
+    for prompt in ("a red fox", "a blue sea"):
+        await _imagine(fake, {"prompt": prompt, "seed": "7", "steps": 2})
+    interaction = await fake.slash("blend", {"images": "#1 2"})
+    await fake.wait_for(lambda: interaction.original is not None)
+    assert (await _finished(fake, interaction.original)).attachments
+    blended = running.backend.requests[-1]
+    assert [(c.model, c.weight) for c in blended.controlnets] == [("tiny-ip-adapter", 0.5)] * 2
+    assert fake.downloads == []  # earlier results are read from the bot's own store
+    photo = fake.attachment("fox.png", _png(128, 128))
+    interaction = await fake.slash("blend", {"image1": photo, "images": "#1, #2"})
+    await fake.wait_for(lambda: interaction.original is not None)
+    await _finished(fake, interaction.original)
+    assert [c.weight for c in running.backend.requests[-1].controlnets] == [0.33] * 3
+    assert [d.attachment_id for d in fake.downloads] == [photo.id]
+    for options, sentence in (
+        ({}, "✖ blend takes 2 or 3 images, not 0."),
+        ({"images": "#1 a cat"}, "✖ image must be a previous image like #12 or #12.2, not 'a'."),
+    ):
+        refused = await fake.slash("blend", options)
+        body = await refused.response()
+        assert body["type"] == 4 and body["data"]["content"] == sentence
+    assert len(running.backend.requests) == 4
