@@ -58,7 +58,11 @@ _DESCRIPTION = re.compile(r"(.*?)(?:(?:^| )--ar ([0-9]{1,2}):([0-9]{1,2}))?")
 
 @dataclass(frozen=True, slots=True)
 class Description:
-    """What a backend said an image shows (unchecked text from outside), and what it charged."""
+    """An image in words, and what it cost.
+
+    From a backend (`bot.ports.DescribingBackend`) the text is its answer, unchecked; from
+    `Describer` it is a prompt: `as_prompt`'s words, then the image's ``--ar``.
+    """
 
     text: str
     cost: float | None = None  # None: free, or the backend does not say
@@ -101,7 +105,7 @@ def prompt_of(text: str) -> str | None:
 def answer_text(what: str, words: str) -> str:
     """Return a describe answer as a chat shows it: what was described, then the words in a code block.
 
-    `words` are `as_prompt`'s (no backticks), already in the chat's markup; `words_in` reads them back.
+    `words` are a `Describer` description (no backticks), already in the chat's markup; `words_in` reads them back.
     """
     return f"📝 {what} in words, to send with /imagine for one like it:\n```\n{words}\n```"
 
