@@ -138,6 +138,16 @@ def _file_title(generation_id: int, seed: int) -> str:
     return f"{format_ref(generation_id)} · seed {seed}"
 
 
+def _clicked_in(body: Mapping[str, Any]) -> Destination:
+    """Return where a clicked button's message is: its channel, and its thread.
+
+    An ephemeral message (an image's own buttons, a describe answer) comes without itself: its
+    container names the thread.
+    """
+    thread = (body.get("message") or {}).get("thread_ts") or (body.get("container") or {}).get("thread_ts")
+    return Destination(body["channel"]["id"], thread)
+
+
 def _requester(user: str, team: str | None, channel: str | None) -> Requester:
     """Return who acted where; Slack's direct-message conversations have ids starting with D."""
     return Requester(PLATFORM, user, workspace=team, channel=channel, direct=bool(channel and channel.startswith("D")))
@@ -477,10 +487,8 @@ class SlackImages:
         kind, generation_id, index = decoded
         channel = body["channel"]["id"]
         who = _requester(body["user"]["id"], _team(body), channel)
-        container = body.get("container") or {}
-        card_ts = container.get("message_ts", "")
-        # An ephemeral message (an image's own buttons) comes without itself: its container names the thread.
-        where = Destination(channel, (body.get("message") or {}).get("thread_ts") or container.get("thread_ts"))
+        card_ts = (body.get("container") or {}).get("message_ts", "")
+        where = _clicked_in(body)
         files = [file_id for file_id in action.get("value", "").split(",") if file_id.startswith("F")]
         try:
             reply = await self.flow.action(who, kind, generation_id, index)
@@ -491,12 +499,10 @@ class SlackImages:
     async def on_words(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         """Open the /imagine form holding a /describe answer's words (the button's value, read back as one)."""
         await ack()
-        channel = body["channel"]["id"]
-        container = body.get("container") or {}
-        where = Destination(channel, (body.get("message") or {}).get("thread_ts") or container.get("thread_ts"))
+        where = _clicked_in(body)
         words = prompt_of(str(action.get("value") or ""))
         if words is None:
-            await self._tell(_requester(body["user"]["id"], _team(body), channel), NO_WORDS)
+            await self._tell(_requester(body["user"]["id"], _team(body), where.channel), NO_WORDS)
             return
         await self.client.views_open(trigger_id=body["trigger_id"], view=edit_modal(None, where, words))
 
