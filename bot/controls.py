@@ -17,6 +17,11 @@ An IP-Adapter (a catalog ControlNet with ``ip_adapter``) is named and stepped th
 guide is an image prompt: never preprocessed, always in the balanced mode, and it may be named once
 per image to blend several (``ip-adapter-sdxl=#3:0.5, ip-adapter-sdxl=#4:0.5``). The name ``blend``
 stands for the model's own IP-Adapter (its catalog `blend`): ``blend=#3:0.5, blend=#4:0.5``.
+
+A style reference (Midjourney's ``--sref #3 #4``, each ``IMAGE[:WEIGHT]``, ``--sw`` the weight in
+percent of those without one) is that IP-Adapter on the style layers only, on every step: the
+result takes the images' look, not what they show. Style references and ControlNets are
+``MAX_CONTROLNETS`` in all, the ControlNets first.
 """
 
 from __future__ import annotations
@@ -57,12 +62,16 @@ BLEND = "blend"
 # the images say what to draw.
 BLEND_PROMPT = "best quality, high quality"
 # The raw options this module reads (see `bot.options`).
-CONTROL_OPTIONS = ("cn", "guide", "preprocess", "cn_weight", "cn_start", "cn_end", "cn_mode")
+_NET_OPTIONS = ("cn", "guide", "preprocess", "cn_weight", "cn_start", "cn_end", "cn_mode")
+CONTROL_OPTIONS = (*_NET_OPTIONS, "sref", "sw")
+# --sw, Midjourney's style weight in percent: 100 is the IP-Adapter's weight 1 (its range here is the weights').
+STYLE_WEIGHT = range(0, round(CONTROL_WEIGHT.high * 100) + 1)
 _COMPACT = re.compile(
     r"(?P<name>[^=\s]+)\s*=\s*(?P<guide>[^:@\s]+)(?::(?P<weight>[^@\s]+))?(?:@(?P<start>[^-\s]+)-(?P<end>\S+))?"
 )
 _STEP = re.compile(r"([0-9]{1,3})(%?)")
 _GUIDE = re.compile(r"[^,=:@\s]+")  # a guide the compact form can carry
+_STYLE = re.compile(r"(?P<guide>[^,=:@\s]+)(?::(?P<weight>[^,:@\s]+))?")  # one --sref image: IMAGE[:WEIGHT]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +84,7 @@ class ControlText:
     start: str | None = None
     end: str | None = None
     compact: bool = False  # typed as NAME=GUIDE…, so a mistake in it is one of --cn
+    style: bool = False  # a style reference (--sref): the model's IP-Adapter on the style layers
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +96,50 @@ class Guide:
 
 
 def control_texts(raw: Mapping[str, object]) -> list[ControlText]:
-    """Return the ControlNets the raw options name, in order; none without ``--cn``."""
+    """Return the ControlNets the raw options name, in order, then the style references (``--sref``)."""
+    texts = _net_texts(raw) + _style_texts(raw)
+    if len(texts) > MAX_CONTROLNETS:
+        reason = f"and --cn take at most {MAX_CONTROLNETS} images in all, not {len(texts)}"
+        raise InvalidOption("sref", reason)
+    return texts
+
+
+def _style_texts(raw: Mapping[str, object]) -> list[ControlText]:
+    """Return the style references of ``--sref #3 #4:0.5`` (commas or spaces between), weighted by ``--sw``."""
+    if "sref" not in raw:
+        if "sw" in raw:
+            raise InvalidOption("sw", "needs --sref: it weighs the style references")
+        return []
+    weight = _style_weight(raw["sw"]) if "sw" in raw else None
+    items = [item for item in re.split(r"[,\s]+", _text("sref", raw["sref"])) if item]
+    if not items:
+        raise InvalidOption("sref", "needs an image, like #3 or #3:0.6")
+    if len(items) > MAX_CONTROLNETS:
+        raise InvalidOption("sref", f"takes at most {MAX_CONTROLNETS} images, not {len(items)}")
+    found = []
+    for item in items:
+        match = _STYLE.fullmatch(item)
+        if match is None:
+            reason = f"'{shown(item)}' should be an image with a weight if you like, like #3 or #3:0.6"
+            raise InvalidOption("sref", reason)
+        found.append(ControlText(BLEND, match["guide"], match["weight"] or weight, compact=True, style=True))
+    return found
+
+
+def _style_weight(value: object) -> str:
+    """Return ``--sw`` (a whole percent) as an IP-Adapter weight: 100 is 1."""
+    text = _weight_text(value, "sw")
+    if not re.fullmatch(r"[0-9]{1,4}", text) or int(text) not in STYLE_WEIGHT:
+        most = STYLE_WEIGHT.stop - 1
+        reason = f"must be a whole percent from 0 to {most} (100: the IP-Adapter's own weight), not '{shown(text)}'"
+        raise InvalidOption("sw", reason)
+    return f"{int(text) / 100:g}"
+
+
+def _net_texts(raw: Mapping[str, object]) -> list[ControlText]:
+    """Return the ControlNets ``--cn`` names, in order; none without it."""
     if "cn" not in raw:
-        for option in CONTROL_OPTIONS[1:]:
+        for option in _NET_OPTIONS[1:]:
             if option in raw:
                 raise InvalidOption(option.replace("_", "-"), "needs --cn: name the ControlNet it is for")
         return []
@@ -100,7 +151,7 @@ def control_texts(raw: Mapping[str, object]) -> list[ControlText]:
             ControlText(
                 name=text,
                 guide=_text("guide", raw["guide"]),
-                weight=_weight_text(raw["cn_weight"]) if "cn_weight" in raw else None,
+                weight=_weight_text(raw["cn_weight"], "cn_weight") if "cn_weight" in raw else None,
                 start=_text("cn_start", raw["cn_start"]) if "cn_start" in raw else None,
                 end=_text("cn_end", raw["cn_end"]) if "cn_end" in raw else None,
             )
@@ -144,9 +195,10 @@ def blend_options(images: Sequence[str], prompt: str = "") -> dict[str, object]:
     return {"prompt": prompt, "cn": ", ".join(f"{BLEND}={image}:{share}" for image in images)}
 
 
-def guide_refs(raw: Mapping[str, object]) -> tuple[str, ...]:
-    """Return the guide images the options name (``#12``, an attachment, a console file), in order."""
-    return tuple(text.guide for text in control_texts(raw))
+def guide_refs(raw: Mapping[str, object]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Return the guide images the options name (``#12``, an attachment, a console file), then the style references'."""
+    texts = control_texts(raw)
+    return tuple(t.guide for t in texts if not t.style), tuple(t.guide for t in texts if t.style)
 
 
 def build_controls(
@@ -169,7 +221,7 @@ def build_controls(
         raise InvalidOption("guide", "cannot be read in this chat")
     mode = _choice("cn_mode", raw.get("cn_mode", "balanced"), CONTROL_MODES)
     chosen = _choice("preprocess", raw["preprocess"], PREPROCESSORS) if "preprocess" in raw else None
-    entries = [_entry(text.name, catalog, model) for text in texts]
+    entries = [_entry(text.name, catalog, model, "sref" if text.style else "cn") for text in texts]
     for entry in entries:
         if entry.architecture != model.architecture.removesuffix("-distilled"):
             reason = f"'{entry.name}' is for {entry.architecture} models, not {model.name} ({model.architecture})"
@@ -186,7 +238,8 @@ def build_controls(
     specs = []
     for text, guide, entry in zip(texts, guides, entries, strict=True):
         preprocess = "none" if entry.ip_adapter else chosen or entry.preprocess or "none"
-        weight_label, start_label, end_label = ("cn",) * 3 if text.compact else ("cn-weight", "cn-start", "cn-end")
+        label = "sref" if text.style else "cn"
+        weight_label, start_label, end_label = (label,) * 3 if text.compact else ("cn-weight", "cn-start", "cn-end")
         start = _step(start_label, text.start, run_steps, end=False) if text.start else 1
         end = _step(end_label, text.end, run_steps, end=True) if text.end else run_steps
         if start > end:
@@ -202,6 +255,7 @@ def build_controls(
                 start_step=start,
                 end_step=end,
                 mode="balanced" if entry.ip_adapter else cast(ControlMode, mode),
+                style=text.style,
             )
         )
     # An IP-Adapter may be named once per image (each its own weight and steps: a blend of images).
@@ -211,13 +265,16 @@ def build_controls(
     return tuple(specs)
 
 
-def _entry(name: str, catalog: Catalog, model: CatalogEntry) -> CatalogEntry:
-    """Return the catalog ControlNet `name` names; ``blend`` is the model's own IP-Adapter for blending (`/blend`)."""
-    if name.strip().lower() == BLEND and catalog.find("controlnet", BLEND) is None:
+def _entry(name: str, catalog: Catalog, model: CatalogEntry, option: str) -> CatalogEntry:
+    """Return the catalog ControlNet `name` names; ``blend`` is the model's own IP-Adapter (`/blend`, ``--sref``)."""
+    if option == "sref" or (name.strip().lower() == BLEND and catalog.find("controlnet", BLEND) is None):
         found = catalog.find("controlnet", model.blend or "")
         if found is None:
-            reason = f"'{BLEND}' needs an IP-Adapter, and the model '{model.name}' names none to blend with"
-            raise InvalidOption("cn", reason)
+            if option == "sref":
+                reason = f"needs an IP-Adapter, and the model '{model.name}' names none to take a style with"
+            else:
+                reason = f"'{BLEND}' needs an IP-Adapter, and the model '{model.name}' names none to blend with"
+            raise InvalidOption(option, reason)
         return found
     return catalog.get("controlnet", name, "cn")
 
@@ -228,11 +285,11 @@ def _text(option: str, value: object) -> str:
     return value.strip()
 
 
-def _weight_text(value: object) -> str:
+def _weight_text(value: object, option: str) -> str:
     """Return a weight as text: typed in chat, or a number from a chat's number option (Discord's)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
-    return _text("cn_weight", value)
+    return _text(option, value)
 
 
 def _choice(option: str, value: object, choices: Sequence[str]) -> str:

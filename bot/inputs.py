@@ -124,7 +124,7 @@ class ImageInputs:
         """
         shared = shared or Shared()
         loaded = Loaded()
-        if refs.image is None and not refs.guides:
+        if refs.image is None and not refs.every_guide:
             return loaded
         probe = self.probe(refs, parse)
         uploads: list[tuple[str, InputImage]] = []  # files a chat gave (not #id): no verdict yet
@@ -135,14 +135,14 @@ class ImageInputs:
             loaded.inputs = options.Inputs(image.sha256, image.width, image.height, mask.sha256 if mask else None)
             if parse_image_ref(refs.image) is None:
                 uploads.append(("the uploaded image", image))
-            if refs.guides:  # the size may follow the image's: a guide map is made at the real one
-                probe = parse(loaded.inputs, [Guide(_PROBE, _PROBE)] * len(refs.guides))
+            if refs.every_guide:  # the size may follow the image's: a guide map is made at the real one
+                probe = parse(loaded.inputs, [Guide(_PROBE, _PROBE)] * len(refs.every_guide))
         sources = []
-        for ref in refs.guides:
-            source = await self._input(who, ref, "guide", load, loaded.flagged)
+        for ref, option in refs.every_guide:
+            source = await self._input(who, ref, option, load, loaded.flagged)
             sources.append(source)
             if parse_image_ref(ref) is None:
-                uploads.append(("the uploaded guide", source))
+                uploads.append((f"the uploaded {'style reference' if option == 'sref' else 'guide'}", source))
         # Before any guide map is made: a backend may charge for one.
         loaded.flagged += await self._flagged_uploads(who, probe.request, uploads)
         for source, control in zip(sources, probe.request.controlnets, strict=True):
@@ -159,7 +159,7 @@ class ImageInputs:
     def probe(refs: options.ImageRefs, parse: Parse) -> options.Parsed:
         """Parse the request with a stand-in for each image it names: all but the images' own checks."""
         inputs = options.Inputs(_PROBE, SIDE.low, SIDE.low) if refs.image is not None else None
-        return parse(inputs, [Guide(_PROBE, _PROBE)] * len(refs.guides))
+        return parse(inputs, [Guide(_PROBE, _PROBE)] * len(refs.every_guide))
 
     async def of_result(self, generation_id: int, stored: StoredImage, option: str) -> InputImage:
         """Return a result's image (`pick`) checked as an input, noting which result the input came from."""

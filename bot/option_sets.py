@@ -52,8 +52,9 @@ def checked_flags(text: str) -> str:
         reason = "holds flags only, like --ar 16:9 --no blurry" + (f", not '{shown(words)}'" if words.strip() else "")
         raise InvalidOption("Option set", reason)
     named = options.image_refs(f"set {flags}")
-    if named.image is not None or named.mask is not None or named.guides:
-        raise InvalidOption("Option set", "cannot name images (--image, --mask, a guide); type those in the prompt")
+    if named.image is not None or named.mask is not None or named.every_guide:
+        reason = "cannot name images (--image, --mask, a guide, --sref); type those in the prompt"
+        raise InvalidOption("Option set", reason)
     return flags
 
 

@@ -54,7 +54,7 @@ from typing import Literal, TypeVar
 from pydantic import ValidationError
 
 from bot.catalog import Catalog, CatalogEntry, Kind
-from bot.controls import Guide, build_controls, guide_refs
+from bot.controls import STYLE_WEIGHT, Guide, build_controls, guide_refs
 from bot.errors import InvalidOption, shown
 from bot.permutations import escaped
 from bot.pngmeta import LORA_TAG
@@ -76,6 +76,7 @@ from bot.request import (
     VARIATION,
     WEIGHT,
     ZOOM,
+    ControlNetSpec,
     GenerationRequest,
     Outpaint,
     Range,
@@ -215,6 +216,14 @@ _TABLE: tuple[_Option, ...] = (
             label="cn-end", keys=("control_end",)),
     _Option("cn_mode", ("cn-mode",), "balanced|prompt|controlnet",
             "which matters more: both, your prompt, or the ControlNet", label="cn-mode", keys=("control_mode",)),
+    # Midjourney's style reference, which `bot.controls` reads too (Discord's attachment is style_image).
+    _Option("sref", ("sref",), "#ID[:W] …",
+            f"style references (up to {MAX_CONTROLNETS}): the images' look, not what they show (weight 0–2, 1)",
+            label="sref", example="a previous image like #12, with a weight if you like (#12:0.6)",
+            keys=("style_image",)),
+    _Option("sw", ("sw",), f"0–{STYLE_WEIGHT.stop - 1}",
+            "with --sref: its weight in percent for images without their own (default 100)", label="sw",
+            example="a percent like 50"),
 )  # fmt: skip
 
 # The option names of the raw mapping (and of Discord's typed options).
@@ -281,6 +290,12 @@ class ImageRefs:
     image: str | None = None
     mask: str | None = None
     guides: tuple[str, ...] = ()
+    styles: tuple[str, ...] = ()  # the style references' (--sref), whose guides follow the ControlNets'
+
+    @property
+    def every_guide(self) -> tuple[tuple[str, str], ...]:
+        """Return each guide with the option that names it, in the order of the request's ControlNets."""
+        return (*((ref, "guide") for ref in self.guides), *((ref, "sref") for ref in self.styles))
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +330,8 @@ def _image_refs(raw: Mapping[str, object]) -> ImageRefs:
     _require_image(raw)
     image = _text("image", raw["image"]) if "image" in raw else None
     mask = _text("mask", raw["mask"]) if "mask" in raw else None
-    return ImageRefs(image=image, mask=mask, guides=guide_refs(raw))
+    guides, styles = guide_refs(raw)
+    return ImageRefs(image=image, mask=mask, guides=guides, styles=styles)
 
 
 def parse_options(
@@ -518,9 +534,10 @@ def _image_flags(request: GenerationRequest, refs: Mapping[str, str]) -> list[tu
 def _control_flags(
     request: GenerationRequest, catalog: Catalog, refs: Mapping[str, str]
 ) -> list[tuple[str, str | None]]:
-    controls = request.controlnets
+    styles = [control for control in request.controlnets if control.style]
+    controls = [control for control in request.controlnets if not control.style]
     if not controls:
-        return []
+        return _style_flags(request, styles, refs)
     # --preprocess and --cn-mode apply to every ControlNet that reads a map (an IP-Adapter reads the
     # image itself); without --preprocess, each takes its catalog entry's own.
     maps = [control for control in controls if not catalog.is_ip_adapter(control.model)]
@@ -539,7 +556,21 @@ def _control_flags(
         flags.append(("--cn-mode", maps[0].mode))
     if chosen != own:
         flags.append(("--preprocess", chosen[0]))
-    return flags
+    return flags + _style_flags(request, styles, refs)
+
+
+def _style_flags(
+    request: GenerationRequest, styles: Sequence[ControlNetSpec], refs: Mapping[str, str]
+) -> list[tuple[str, str | None]]:
+    """Return ``--sref #3:0.6 #4``: style references come after the ControlNets, on every step that runs."""
+    if not styles:
+        return []
+    last = request.controlnets[-len(styles) :]
+    if any(not c.style or (c.start_step, c.end_step) != (1, request.run_steps) for c in last):
+        return [("--sref", None)]
+    items = [refs.get(c.guide) for c in styles]
+    weights = ["" if c.weight == 1.0 else f":{_number(c.weight)}" for c in styles]
+    return [("--sref", None if None in items else " ".join(f"{i}{w}" for i, w in zip(items, weights, strict=True)))]
 
 
 _QUOTE_PAIRS = (("", ""), ('"', '"'), ("'", "'"), ("“", "”"), ("‘", "’"))

@@ -108,6 +108,8 @@ def parameters_text(
             f"Module: {control.preprocess}, Model: {control.model}, Weight: {_number(control.weight)}, "
             f"Guidance Start: {_number(round(start, 4))}, Guidance End: {_number(round(end, 4))}, "
             f"Control Mode: {control.mode.capitalize()}, Guide hash: {control.guide}"
+            # A style reference (--sref): the IP-Adapter on the style layers alone (InstantStyle).
+            + (", Layers: style" if control.style else "")
         )
     if request.refiner is not None:
         base_steps, _ = request.split

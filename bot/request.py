@@ -196,6 +196,10 @@ class ControlNetSpec(_Frozen):
     image it was made from when `preprocess` is not ``none``. `start_step` and `end_step` are
     1-based and inclusive, counted among the steps that run (the last ``steps × strength`` from
     an image): the same step set on every backend and scheduler.
+
+    `style` is for an IP-Adapter only (the catalog knows which, `build_controls` checks): it acts
+    on the UNet's style layers alone (InstantStyle), so the result takes the guide's look — its
+    colours, strokes and light — and not what it shows: Midjourney's style reference, ``--sref``.
     """
 
     model: str = Field(min_length=1, max_length=100)
@@ -206,6 +210,7 @@ class ControlNetSpec(_Frozen):
     start_step: int = Field(default=1, ge=1, le=STEPS.high)
     end_step: int = Field(ge=1, le=STEPS.high)
     mode: ControlMode = "balanced"
+    style: bool = False
 
     @model_validator(mode="after")
     def _steps(self) -> Self:
@@ -213,6 +218,8 @@ class ControlNetSpec(_Frozen):
             raise ValueError("a ControlNet's start step comes after its end step")
         if (self.source is None) != (self.preprocess == "none"):
             raise ValueError("a preprocessed guide names its source, and only then")
+        if self.style and (self.preprocess != "none" or self.mode != "balanced"):
+            raise ValueError("a style reference reads the image itself, in the balanced mode")
         return self
 
 

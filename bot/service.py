@@ -538,8 +538,10 @@ class ImageService:
 
         The strength is the user's `setting` (``vary_subtle``, ``upscale_strength``…), else `strength`;
         None: no model redraws the image (an upscaler enlarges it alone), and no setting applies.
-        The result is the structure now: the parent's mask, outpaint, upscale or ControlNets are not done again.
-        A zoom or pan is stored as a generation from its parent (the rows' actions predate them).
+        The result is the structure now: the parent's mask, outpaint, upscale or ControlNets are not done again;
+        its style references are (the look is the user's choice, as Midjourney's Vary keeps ``--sref``), on
+        every step that runs now. A zoom or pan is stored as a generation from its parent (the rows' actions
+        predate them).
         """
         chosen: object = strength
         if strength is not None and setting is not None:
@@ -557,6 +559,10 @@ class ImageService:
         }
         try:
             request = GenerationRequest.from_dict({**parent.request.to_dict(), **again, **image_to_image, **changes})
+            styles = [control for control in parent.request.controlnets if control.style]
+            if styles and not request.upscales_alone:
+                restepped = [c.model_copy(update={"end_step": request.run_steps}).model_dump() for c in styles]
+                request = GenerationRequest.from_dict({**request.to_dict(), "controlnets": restepped})
         except ValueError as error:
             reason = f"cannot run on {format_ref(parent.id)} ({shown(str(error), 120)})"
             raise InvalidOption(action, reason) from None

@@ -103,7 +103,8 @@ def result_fields(generation: Generation, catalog: Catalog | None = None) -> lis
         )
     for control in request.controlnets:
         adapter = catalog is not None and catalog.is_ip_adapter(control.model)
-        fields.append(("IP-Adapter" if adapter else "ControlNet", control_line(control, request.run_steps, catalog)))
+        label = "Style reference" if control.style else "IP-Adapter" if adapter else "ControlNet"
+        fields.append((label, control_line(control, request.run_steps, catalog)))
     if request.loras:
         fields.append(("LoRAs", ", ".join(f"{lora.name}:{lora.weight:g}" for lora in request.loras)))
     variations = request.variation_seeds()
@@ -285,9 +286,12 @@ def parse_setting_pairs(text: str) -> dict[str, object] | None:
 def control_line(control: ControlNetSpec, run_steps: int, catalog: Catalog | None = None) -> str:
     """Describe one ControlNet as users see it: its guide's preprocessing, weight, mode and exact steps.
 
-    An IP-Adapter (known with the `catalog`) has only its weight and steps: it reads the image as given.
+    An IP-Adapter (known with the `catalog`) has only its weight and steps: it reads the image as given
+    (a style reference: on the style layers only).
     """
-    if catalog is not None and catalog.is_ip_adapter(control.model):
+    if control.style:
+        what = f"{control.model} on the style layers (weight {control.weight:g})"
+    elif catalog is not None and catalog.is_ip_adapter(control.model):
         what = f"{control.model} (weight {control.weight:g})"
     else:
         what = f"{control.model} ({control.preprocess}, weight {control.weight:g}, {control.mode})"

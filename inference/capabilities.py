@@ -56,6 +56,9 @@ class Capabilities:
             around the image; neither API documents such a setting.
         variation: whether it takes A1111's variation seed (``--variation``): the local worker blends
             the starting noise; neither API takes a starting noise or a second seed.
+        style_reference: whether an IP-Adapter may act on the style layers alone (``--sref``): the
+            local worker sets its scale per layer (InstantStyle); Runware's ``ipAdapters`` take one
+            weight for every layer.
         describe: whether it puts an image into words (``/describe``, `bot.ports.DescribingBackend`):
             the local worker's catalog captioner, Runware's ``imageCaption`` task; none of the ModelsLab
             endpoints this bot uses (v4 image generation, super resolution) captions an image.
@@ -87,6 +90,7 @@ class Capabilities:
     max_control_weight: float = CONTROL_WEIGHT.high
     ip_adapter: bool = False  # IP-Adapters among the ControlNets (catalog `ip_adapter`)
     ip_adapter_steps: bool = False  # ... acting on some of the steps only (--cn-start, --cn-end)
+    style_reference: bool = False  # ... on the style layers only (--sref)
     refiner_with_image: bool = True
     tiling: bool = False
     variation: bool = False
@@ -184,6 +188,7 @@ class Capabilities:
             ("upscale", request.upscale is not None, lambda c: c.upscale),
             ("outpaint", request.outpaint is not None, lambda c: c.outpaint),
             ("ControlNet", len(request.controlnets) > len(adapters), lambda c: c.controlnet),
+            ("Style reference (--sref)", any(c.style for c in adapters), lambda c: c.style_reference),
             ("IP-Adapter", bool(adapters), lambda c: c.ip_adapter),
             ("image", request.init_image is not None, lambda c: c.image_to_image),
             ("mask", request.mask_image is not None, lambda c: c.inpaint),
@@ -300,6 +305,7 @@ class Capabilities:
                 "IP-Adapter",
                 yes[self.ip_adapter] + (" (every step)" if self.ip_adapter and not self.ip_adapter_steps else ""),
             ),
+            ("style reference", yes[self.style_reference]),
             ("describe", yes[self.describe]),
         ]
 
@@ -379,6 +385,7 @@ _LOCAL = Capabilities(
     controlnet=True,
     ip_adapter=True,
     ip_adapter_steps=True,
+    style_reference=True,
     tiling=True,
     variation=True,
     # A catalog ``captioner`` (BLIP); whether one's files are in place here is the local backend's own check.

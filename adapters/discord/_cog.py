@@ -277,6 +277,7 @@ class ImagesCog(commands.Cog, name="Images"):
         control_mode="which matters more: both, your prompt, or the ControlNet",
         tile="seamless: the image repeats edge to edge, a texture",
         variation="a close variant of the seed's image, 0-1 (0.1-0.3: close); --variation-seed in the prompt",
+        style_image="a style reference (--sref): its look, not what it shows (PNG, JPEG or WebP); --sw in the prompt",
     )
     @app_commands.choices(size=SIZE_CHOICES, scheduler=SCHEDULER_CHOICES, control_mode=CONTROL_MODE_CHOICES)
     async def imagine(
@@ -306,9 +307,10 @@ class ImagesCog(commands.Cog, name="Images"):
         control_mode: str | None = None,
         tile: bool | None = None,
         variation: app_commands.Range[float, 0.0, 1.0] | None = None,
+        style_image: discord.Attachment | None = None,
     ) -> None:
         """Queue a generation and follow it in the deferred reply."""
-        files = (("image", image), ("mask", mask), ("control_image", control_image))
+        files = (("image", image), ("mask", mask), ("control_image", control_image), ("style_image", style_image))
         attachments = {token(option): file for option, file in files if file is not None}
         given = {
             "prompt": prompt,
@@ -334,6 +336,7 @@ class ImagesCog(commands.Cog, name="Images"):
             "control_mode": control_mode,
             "tile": tile,
             "variation": variation,
+            "style_image": token("style_image") if style_image is not None else None,
         }
         await self._imagine(interaction, given, attachments, private)
 

@@ -257,9 +257,9 @@ def slack_time(at: float) -> str:
 
 # Modal blocks are named after the /imagine options they fill; an error about an option lands on its block.
 # An error names a filled block's option by its key ("negative"); one left out, by its label ("negative prompt").
-_LABEL_BLOCKS = {"negative prompt": "negative"}
+_LABEL_BLOCKS = {"negative prompt": "negative", "sref": "style_image"}
 # The modal's file inputs: each becomes a token that only the app's loader turns back into a file.
-FILE_BLOCKS = ("image", "mask", "control_image")
+FILE_BLOCKS = ("image", "mask", "control_image", "style_image")
 _MODE_LABELS = {
     "balanced": "Balanced",
     "prompt": "My prompt is more important",
@@ -373,6 +373,12 @@ def imagine_modal(catalog: Catalog, default_model: str, source: SourceFile | Non
             hint="With an image: how much of it is made again, 0-1 (0.8); lower keeps more of it.",
         ),
         _input("mask", "Mask", _file_input(), hint="With an image: white repaints, black keeps."),
+        _input(
+            "style_image",
+            "Style reference",
+            _file_input(),
+            hint="Its look, not what it shows (--sref); --sw 50 in the prompt makes it weaker. PNG, JPEG or WebP.",
+        ),
     ]
     if controlnets:
         blocks += _control_blocks(controlnets, source.name if source is not None and source.as_guide else None)

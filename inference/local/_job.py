@@ -57,7 +57,8 @@ class Asset(_Frozen):
 class Control(_Frozen):
     """One ControlNet of a job: the weights, the guide file (preprocessed already) and its exact steps.
 
-    An IP-Adapter (`ip_adapter`) is one too: its guide is the image prompt, its mode balanced.
+    An IP-Adapter (`ip_adapter`) is one too: its guide is the image prompt, its mode balanced; with
+    `style`, it acts on the UNet's style layers only (``--sref``).
     """
 
     asset: Asset
@@ -67,6 +68,7 @@ class Control(_Frozen):
     end_step: int
     mode: ControlMode
     ip_adapter: bool = False
+    style: bool = False
 
 
 class WorkerJob(_Frozen):
@@ -248,6 +250,7 @@ def _controls(request: GenerationRequest, catalog: Catalog, data_dir: Path) -> t
                 end_step=control.end_step,
                 mode=control.mode,
                 ip_adapter=entry.ip_adapter,
+                style=control.style,
             )
         )
     adapters = [control.asset for control in controls if control.ip_adapter]

@@ -788,7 +788,23 @@ class SDXLRunner:
                 names = " and ".join(f"'{control.asset.name}'" for control in adapters)
                 raise JobFailed("failed", f"the IP-Adapter {names} does not fit the model '{model}'") from error
             self._ip_loaded = wanted
-        self.base.set_ip_adapter_scale([control.weight for control in adapters])
+        self.base.set_ip_adapter_scale([self._ip_scale(control) for control in adapters])
+
+    def _ip_scale(self, control: Control) -> float | dict[str, dict[str, list[float]]]:
+        """Return an IP-Adapter's scale: its weight on every cross-attention, or on the style layers alone.
+
+        InstantStyle (Wang et al. 2024; diffusers' IP-Adapter guide) found the style in the second
+        attention of the UNet's first up block: there alone, the image gives its look and not its
+        subject. diffusers takes one scale per attention of the block, and the block has as many
+        as the UNet's layers per block plus one (SDXL: three, the tiny model: two).
+        """
+        if not control.style:
+            return control.weight
+        assert self.base is not None
+        count = len(getattr(self.base.unet.up_blocks[0], "attentions", ()))
+        if count < 2:
+            raise JobFailed("failed", f"the model has no style layer for the style reference '{control.asset.name}'")
+        return {"up": {"block_0": [control.weight if index == 1 else 0.0 for index in range(count)]}}
 
     def _unload_ip_adapters(self) -> None:
         """Take the loaded IP-Adapters and image encoder out of the base, its attention processors put back."""

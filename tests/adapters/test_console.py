@@ -73,6 +73,24 @@ async def test_guide_shows_where_the_guide_the_controlnet_saw_is_kept(tmp_path: 
     assert lines[-1].startswith("✖ Argument '#2' is not understood")
 
 
+async def test_a_style_reference_from_a_file_in_the_console(tmp_path: Path) -> None:
+    """`--sref PATH:0.5` reads the file as a style reference; `guide` shows it with the layers it acted on."""
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (10, 200, 10)).save(tmp_path / "green.png")
+    backend = FakeBackend()
+    async with started_service(backend, tmp_path / "data") as (service, _):
+        chat, out = ada(service, tmp_path / "data")
+        assert await chat.handle(f"/imagine a fox --steps 10 --sref {tmp_path / 'green.png'}:0.5")
+        assert await chat.handle("guide")
+        assert not await chat.handle(f"/imagine a fox --sref {tmp_path / 'missing.png'}")
+    (style,) = backend.requests[-1].controlnets
+    assert (style.model, style.style, style.weight, style.end_step) == ("tiny-ip-adapter", True, 0.5, 10)
+    lines = out.getvalue().splitlines()
+    assert "#1 guide 1: tiny-ip-adapter on the style layers (weight 0.5) on steps 1–10 of 10" in lines
+    assert lines[-1].startswith("✖ --sref '") and lines[-1].endswith("' cannot be read (No such file or directory).")
+
+
 async def test_info_names_the_author_as_the_console_shows_users(tmp_path: Path) -> None:
     """`info` shows the latest generation's parameters, its author plain (no chat mention markup)."""
     async with started_service(FakeBackend(), tmp_path) as (service, _):

@@ -159,8 +159,9 @@ def test_controlnet_on_the_worker(tmp_path, tiny_data_dir):
     assert made[4].tobytes() == made[2].tobytes()  # at weight 0 it is not run at all
 
 
-def test_blend_on_the_worker(tmp_path, tiny_data_dir):
-    """`blend #1 #2` and `blend #1 FILE`: the tiny model's IP-Adapter on each image at 0.5, the images' own blend."""
+def test_blend_and_style_reference_on_the_worker(tmp_path, tiny_data_dir):
+    """`blend #1 #2` and `blend #1 FILE`: the tiny model's IP-Adapter on each image at 0.5, the images' own blend;
+    `--sref #1`: the same IP-Adapter on the style layers, neither the plain image nor #1 as an image prompt."""
     Image.new("RGB", (96, 64), (20, 200, 40)).save(tmp_path / "green.png")
     script = (
         "/imagine a red fox --seed 7 --steps 4\n"
@@ -168,19 +169,26 @@ def test_blend_on_the_worker(tmp_path, tiny_data_dir):
         "blend #1 #2 --seed 9 --steps 4\n"
         f"blend #1 {tmp_path / 'green.png'} --seed 9 --steps 4\n"
         "/imagine best quality, high quality --seed 9 --steps 4\n"
+        "/imagine best quality, high quality --seed 9 --steps 4 --sref #1\n"
+        "/imagine best quality, high quality --seed 9 --steps 4 --cn blend=#1\n"
     )
     data_dir = tmp_path / "data"
     result = _run_chat(data_dir, tiny_data_dir, script)
     assert result.returncode == 0, result.stderr
     assert "✖" not in result.stdout, result.stdout
     images = data_dir / "images"
-    made = {n: Image.open(next(images.rglob(f"{n}-0.png"))) for n in (3, 4, 5)}
+    made = {n: Image.open(next(images.rglob(f"{n}-0.png"))) for n in (3, 4, 5, 6, 7)}
     fields = parse_parameters(made[3].text["parameters"])["fields"]
     assert fields["ControlNet 0"].startswith("Module: none, Model: tiny-ip-adapter, Weight: 0.5, Guidance Start: 0")
     assert fields["ControlNet 1"].startswith("Module: none, Model: tiny-ip-adapter, Weight: 0.5, Guidance Start: 0")
     assert parse_parameters(made[3].text["parameters"])["prompt"] == "best quality, high quality"
     assert made[3].tobytes() != made[5].tobytes()  # the images acted
     assert made[3].tobytes() != made[4].tobytes()  # and which images matters
+    style = parse_parameters(made[6].text["parameters"])["fields"]["ControlNet 0"]
+    assert style.startswith("Module: none, Model: tiny-ip-adapter, Weight: 1, Guidance Start: 0, Guidance End: 1")
+    assert style.endswith(", Layers: style")
+    assert made[6].tobytes() != made[5].tobytes()  # the style reference acted
+    assert made[6].tobytes() != made[7].tobytes()  # on the style layers alone, not as the whole image prompt
 
 
 def test_describe_on_the_worker(tmp_path, tiny_data_dir):

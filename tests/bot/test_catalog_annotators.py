@@ -67,6 +67,15 @@ def test_a_models_blend_names_one_of_the_catalogs_ip_adapters():
     with pytest.raises(InvalidOption) as refused:
         build_controls({"cn": "blend=#1"}, plain, plain.get("model", "plain"), 30, guides[:1])
     assert refused.value.reason == "'blend' needs an IP-Adapter, and the model 'plain' names none to blend with"
+    # A style reference is the same IP-Adapter on the style layers (even where a catalog entry is named blend).
+    styled = build_controls({"sref": "#1 #2:0.4", "sw": "60"}, shipped, shipped.get("model", "sdxl"), 30, guides)
+    assert [(spec.model, spec.weight, spec.style) for spec in styled] == [
+        ("ip-adapter-sdxl", 0.6, True),
+        ("ip-adapter-sdxl", 0.4, True),
+    ]
+    with pytest.raises(InvalidOption) as refused:
+        build_controls({"sref": "#1"}, plain, plain.get("model", "plain"), 30, guides[:1])
+    assert refused.value.reason == "needs an IP-Adapter, and the model 'plain' names none to take a style with"
     with pytest.raises(ValueError, match="blend names 'canny', which is not an IP-Adapter"):
         Catalog.from_toml(
             '[model.m]\narchitecture = "sdxl"\nblend = "canny"\n'

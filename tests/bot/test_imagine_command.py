@@ -94,6 +94,13 @@ def requests(draw: st.DrawFn) -> GenerationRequest:
                     mode="balanced" if adapter else mode,
                 )
             )
+        # Style references (--sref) follow the ControlNets, the model's IP-Adapter on every step that runs.
+        if model.blend is not None:
+            for _ in range(draw(st.integers(0, 3 - len(specs)))):
+                weight = draw(st.one_of(st.just(1.0), st.floats(0, 2)))
+                specs.append(
+                    ControlNetSpec(model=model.blend, guide=draw(SHAS), weight=weight, end_step=ran, style=True)
+                )
         fields["controlnets"] = tuple(specs)
     request = GenerationRequest(
         prompt=draw(PROMPTS),
@@ -193,6 +200,21 @@ def test_braces_of_a_stored_prompt_are_written_as_its_own_characters():
     text = imagine_command(request, CATALOG, {})
     assert text is not None and text.startswith(r"/imagine a \{red, blue\} fox \\{x\} --no \{text\} --model tiny")
     assert _read_back(text, request, Defaults(model="tiny")) == request
+
+
+def test_style_references_are_written_as_sref_after_the_controlnets():
+    styles = tuple(
+        ControlNetSpec(model="tiny-ip-adapter", guide=sha * 64, weight=weight, end_step=4, style=True)
+        for sha, weight in (("a", 0.6), ("b", 1.0))
+    )
+    net = ControlNetSpec(model="tiny-controlnet", guide="c" * 64, end_step=4)
+    refs = {"a" * 64: "#3", "b" * 64: "#4.2", "c" * 64: "#5"}
+    text = imagine_command(_request(controlnets=(net, *styles)), CATALOG, refs)
+    assert text is not None and text.endswith(" --cn tiny-controlnet=#5@1-4 --preprocess none --sref #3:0.6 #4.2")
+    # What --sref cannot say: a style reference before a ControlNet, or on some steps only.
+    assert imagine_command(_request(controlnets=(styles[0], net)), CATALOG, refs) is None
+    partial = styles[0].model_copy(update={"end_step": 3})
+    assert imagine_command(_request(controlnets=(partial,)), CATALOG, refs) is None
 
 
 def test_a_prompt_that_reads_as_flags_is_quoted():

@@ -60,7 +60,7 @@ def outcome(call) -> Parsed | InvalidOption:
 FLAG_WORDS = [
     "--seed", "--steps", "--refiner", "--lora", "--no", "--negative", "--ar", "--size", "--cfg",
     "--sampler", "--scheduler", "--n", "--count", "--model", "--vae", "--clip-skip", "--embedding",
-    "--format", "--style", "--bogus", "--", "—seed", "--seed=", "--ar=16:9",
+    "--format", "--style", "--bogus", "--", "—seed", "--seed=", "--ar=16:9", "--sref", "--sw",
 ]  # fmt: skip
 VALUE_WORDS = [
     "42", "0", "-1", "30", "85", "99", "100", "off", "16:9", "4:1", "1216x832", "1000x832", "6.5", "nan",
@@ -68,7 +68,7 @@ VALUE_WORDS = [
     "flux-dev", "cinematic", "grain", "{prompt}", "(red:1.3)", "[x]", "(x:9)", "((", "\\(", "BREAK",
     "<lora:pixel-art:0.8>", "<lora:toy-face>", "<lora:>", "<lora:nope:1>", "<LORA:a:b:c>",
     "Euler a", "DPM++", "2M", "Karras", "png", "jpeg", '"', "'", "“", "”", ",", ":", "%",
-    str(2**63), "9" * 40, "\x00", "\n", "\r", "\t", "\ud800", "é", "🦊",
+    str(2**63), "9" * 40, "\x00", "\n", "\r", "\t", "\ud800", "é", "🦊", "#3", "#3.2:0.6", "#4:", "150",
 ]  # fmt: skip
 
 flag_soup = st.lists(
@@ -96,6 +96,38 @@ def test_any_defaults_and_limits_give_a_request_or_invalid_option(line, defaults
     outcome(
         lambda: parse_text("a red fox " + line, catalog=CATALOG, defaults=defaults, limits=Limits(pixel_budget=budget))
     )
+
+
+sref_words = st.one_of(
+    st.sampled_from(["#3", "#12.2", "#3:0.6", "#4:2", "#5:2.5", "#6:-1", "a.png", "x=y", "#7:", ":0.5", ",", "@1"]),
+    st.text(max_size=8),
+)
+
+
+@PROPERTY
+@given(words=st.lists(sref_words, max_size=5), sw=st.one_of(st.none(), st.sampled_from(["0", "80", "200", "201", "x"])))
+def test_any_sref_gives_style_references_on_every_step_or_one_error(words, sw):
+    """``--sref``: at most three images, each the model's IP-Adapter on the style layers, weight 0–2, every step."""
+    from bot.controls import Guide
+    from bot.options import image_refs
+
+    line = "a red fox --steps 30 --sref " + " ".join(words) + (f" --sw {sw}" if sw else "")
+    try:
+        named = image_refs(line)
+    except InvalidOption as error:
+        assert_sentence(error)
+        return
+    guides = [Guide(f"{n:064x}") for n in range(len(named.every_guide))]
+    parsed = outcome(
+        lambda: parse_text(line, catalog=CATALOG, defaults=Defaults(model="sdxl"), limits=LIMITS, guides=guides)
+    )
+    if isinstance(parsed, InvalidOption):
+        return
+    styles = parsed.request.controlnets
+    assert 1 <= len(styles) <= 3 and [spec.guide for spec in styles] == [guide.guide for guide in guides]
+    for spec in styles:
+        assert (spec.model, spec.style, spec.start_step, spec.end_step) == ("ip-adapter-sdxl", True, 1, 30)
+        assert 0 <= spec.weight <= 2
 
 
 # ---------------------------------------------------------------------------

@@ -135,6 +135,64 @@ async def test_reroll_keeps_the_controlnets_and_vary_leaves_them(service, backen
     assert backend.requests[-1].controlnets == ()  # the result is the structure now
 
 
+async def test_style_references_are_the_models_ip_adapter_on_the_style_layers_on_every_step(service, backend, tmp_path):
+    """`--sref square.png grey.png:0.5 --sw 80`: Midjourney's style reference, on the tiny model's IP-Adapter."""
+    line = "a fox --sref square.png grey.png:0.5 --sw 80"
+    generation = await (await service.imagine(line, ALICE, load=load)).result()
+    first, second = backend.requests[-1].controlnets
+    assert [(c.model, c.style, c.weight, c.start_step, c.end_step, c.preprocess) for c in (first, second)] == [
+        ("tiny-ip-adapter", True, 0.8, 1, 20, "none"),
+        ("tiny-ip-adapter", True, 0.5, 1, 20, "none"),
+    ]
+    stored = Image.open(tmp_path / input_path(second.guide)).convert("RGB")
+    assert stored.tobytes() == Image.open(io.BytesIO(square((200, 200, 200)))).convert("RGB").tobytes()
+    fields = result_fields(generation, service.catalog)
+    assert ("Style reference", "tiny-ip-adapter on the style layers (weight 0.8) on steps 1–20 of 20") in fields
+    png = parse_parameters(read_text((tmp_path / generation.images[0].path).read_bytes())["parameters"])["fields"]
+    assert png["ControlNet 1"].endswith(f"Guide hash: {second.guide}, Layers: style")
+
+
+async def test_style_references_follow_the_controlnets_and_vary_keeps_them(service, backend):
+    """A ControlNet and a style reference together; Vary drops the structure (the ControlNet) and keeps the look."""
+    await (await service.imagine("a red fox", ALICE)).result()
+    line = "a fox --sref #1:0.6 --cn tiny-controlnet --guide square.png"
+    await (await service.imagine(line, ALICE, load=load)).result()
+    control, style = backend.requests[-1].controlnets
+    assert (control.model, control.style, style.style, style.weight) == ("tiny-controlnet", False, True, 0.6)
+    await (await service.vary(ALICE, 2, "strong")).result()
+    varied = backend.requests[-1]
+    assert varied.controlnets == (style.model_copy(update={"end_step": varied.run_steps}),)
+    assert varied.run_steps < 20
+    await (await service.reroll(ALICE, 2)).result()
+    assert backend.requests[-1].controlnets == (control, style)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("a fox --sw 50", "--sw needs --sref: it weighs the style references."),
+        ("a fox --sref square.png --sw 300", "--sw must be a whole percent from 0 to 200"),
+        ("a fox --sref square.png --sw 0.5", "--sw must be a whole percent from 0 to 200"),
+        ("a fox --sref square.png:3", "--sref must be a number from 0 to 2, not '3'."),
+        ("a fox --sref square.png=2", "--sref 'square.png=2' should be an image with a weight if you like"),
+        ("a fox --sref a.png b.png c.png d.png", "--sref takes at most 3 images, not 4."),
+        (
+            "a fox --cn tiny-controlnet=square.png, tiny-ip-adapter=square.png --sref a.png b.png",
+            "--sref and --cn take at most 3 images in all, not 4.",
+        ),
+        ("a fox --sref notes.png", "--sref must be a PNG, JPEG or WebP file"),
+        ("a fox --sref square.png --preprocess canny", "--preprocess needs --cn"),
+        ("a fox --sref #9", "There is no generation #9"),
+    ],
+)
+async def test_style_reference_refusals_are_one_sentence_and_store_nothing(service, tmp_path, line, message):
+    with pytest.raises((InvalidOption, NotFound)) as refused:
+        await service.imagine(line, ALICE, load=load)
+    assert str(refused.value).startswith(message), str(refused.value)
+    assert await service.history(ALICE) == []
+    assert not (tmp_path / "inputs").exists()
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [

@@ -111,6 +111,26 @@ def test_an_ip_adapter_is_named_as_one_where_a_backend_has_none() -> None:
     assert ("IP-Adapter", "yes") in CAPABILITIES["local"].rows()
 
 
+def test_a_style_reference_is_the_local_workers_alone() -> None:
+    """Runware's ipAdapters take one weight for every layer: a style reference is refused, naming who has it."""
+    from bot.request import ControlNetSpec, GenerationRequest
+
+    spec = ControlNetSpec(model="ip-adapter-remote", guide="a" * 64, end_step=30, style=True)
+    request = GenerationRequest(prompt="a fox", model="sdxl", controlnets=(spec,))
+    local = spec.model_copy(update={"model": "ip-adapter-sdxl"})  # the shipped one has no Runware id
+    CAPABILITIES["local"].check(request.model_copy(update={"controlnets": (local,)}), CATALOG)
+    for backend, title in (("runware", "Runware"), ("modelslab", "ModelsLab")):
+        with pytest.raises(InvalidOption) as refused:
+            CAPABILITIES[backend].check(request, CATALOG)
+        assert str(refused.value) == f"Style reference (--sref) is not available on {title}; the local backend can."
+    # As an image prompt on every layer, the same IP-Adapter goes to Runware.
+    CAPABILITIES["runware"].check(
+        request.model_copy(update={"controlnets": (spec.model_copy(update={"style": False}),)}), CATALOG
+    )
+    assert ("style reference", "yes") in CAPABILITIES["ray"].rows()
+    assert ("style reference", "no") in CAPABILITIES["runware"].rows()
+
+
 def test_a_controlnet_weight_above_runwares_1_is_refused_naming_the_local_backend() -> None:
     from bot.request import ControlNetSpec, GenerationRequest
 

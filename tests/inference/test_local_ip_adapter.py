@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from bot.catalog import KINDS, Catalog, load_catalog
@@ -217,3 +218,74 @@ def test_two_ip_adapters_of_one_folder_are_told_apart_by_their_files(runner, red
     assert runner.stats()["ip-adapter"] == loads + 2
     assert other != plain
     assert plain == runner.run(made)[0].data  # the same weights as the tiny one's
+
+
+# ---------------------------------------------------------------------------
+# Style references (--sref): the IP-Adapter on the style layers alone (InstantStyle)
+
+STYLE_LAYER = "up_blocks.0.attentions.1"  # the second attention of the first up block
+
+
+@pytest.fixture
+def first_call_outputs(runner: SDXLRunner):
+    """Each transformer block's output at the base UNet's first call, by module name."""
+    seen: dict[str, torch.Tensor] = {}
+    blocks = [(name, m) for name, m in runner.base.unet.named_modules() if type(m).__name__ == "Transformer2DModel"]
+
+    def recorder(name: str):
+        def hook(module, args, output):
+            seen.setdefault(name, output[0].detach().clone())
+
+        return hook
+
+    handles = [module.register_forward_hook(recorder(name)) for name, module in blocks]
+    yield seen
+    for handle in handles:
+        handle.remove()
+
+
+def test_a_style_reference_changes_only_the_style_layer_and_what_follows_it(runner, red, first_call_outputs):
+    """At the first step every attention before the style layer computes what it computes without the reference."""
+    plain = run(runner, cfg_scale=1.0)
+    before = dict(first_call_outputs)
+    first_call_outputs.clear()
+    styled = run(runner, cfg_scale=1.0, controlnets=(ip(red, style=True),))
+    order = list(before)
+    assert STYLE_LAYER in order
+    for name in order[: order.index(STYLE_LAYER)]:
+        assert torch.equal(first_call_outputs[name], before[name]), name
+    assert not torch.equal(first_call_outputs[STYLE_LAYER], before[STYLE_LAYER])
+    assert styled.data != plain.data
+    assert styled.meta["controlnet_steps"] == [[1, 4]]
+    # The whole IP-Adapter changes the layers before it too: a style reference is not an image prompt.
+    first_call_outputs.clear()
+    whole = run(runner, cfg_scale=1.0, controlnets=(ip(red),))
+    assert whole.data != styled.data
+    changed = [
+        name for name in order[: order.index(STYLE_LAYER)] if not torch.equal(first_call_outputs[name], before[name])
+    ]
+    assert changed
+
+
+def test_a_style_reference_scales_the_style_layer_alone_and_the_next_image_prompt_every_layer(runner, red, ramp):
+    run(runner, controlnets=(ip(red, style=True, weight=0.7), ip(ramp, weight=0.4)))
+    scales = {
+        name: list(processor.scale)
+        for name, processor in runner.base.unet.attn_processors.items()
+        if hasattr(processor, "scale")
+    }
+    assert scales and all(
+        scale == ([0.7, 0.4] if name.startswith(f"{STYLE_LAYER}.") else [0.0, 0.4]) for name, scale in scales.items()
+    )
+    # The same adapter file next as a whole image prompt: every layer at its weight, the bytes as before.
+    whole = run(runner, controlnets=(ip(red),))
+    assert whole.data == run(runner, controlnets=(ip(red),)).data
+    assert all(
+        processor.scale == [1.0]
+        for processor in runner.base.unet.attn_processors.values()
+        if hasattr(processor, "scale")
+    )
+
+
+def test_a_style_reference_of_weight_zero_is_none(runner, red):
+    assert run(runner, controlnets=(ip(red, style=True, weight=0.0),)).data == run(runner).data

@@ -48,7 +48,7 @@ async def test_the_new_options_and_the_context_menu_are_synced(running):
     assert {(FROM_IMAGE, 3), (GUIDE, 3), (PNG_INFO, 3)} <= set(commands)  # message context menus
     options = {option["name"]: option for option in commands[("imagine", 1)]["options"]}
     assert len(options) <= 25  # Discord's most options on a command
-    assert all(options[name]["type"] == 11 for name in ("image", "mask", "control_image"))  # attachments
+    assert all(options[name]["type"] == 11 for name in ("image", "mask", "control_image", "style_image"))  # files
     assert options["strength"]["type"] == 10
     assert (options["strength"]["min_value"], options["strength"]["max_value"]) == (0, 1)
     assert options["control"]["type"] == 3 and options["control"]["autocomplete"]
@@ -75,6 +75,24 @@ async def test_blend_blends_two_or_three_attachments_with_the_models_ip_adapter(
     assert request.prompt == "best quality, high quality" and request.width < request.height
     assert [(c.model, c.weight) for c in request.controlnets] == [("tiny-ip-adapter", 0.5)] * 2
     assert sorted(d.attachment_id for d in fake.downloads) == sorted([first.id, second.id])
+
+
+async def test_a_style_image_is_a_style_reference_weighed_by_sw_in_the_prompt(running):
+    """The style_image attachment is Midjourney's --sref: the model's IP-Adapter on the style layers, every step."""
+    fake = running.fake
+    look = fake.attachment("look.png", _png(96, 160, (20, 20, 220)))
+    _, message = await _imagine(fake, {"prompt": "a red fox --sw 60", "steps": 20, "style_image": look})
+    assert message.attachments
+    fields = {field["name"]: field["value"] for field in message.embeds[0]["fields"]}
+    assert fields["Style reference"] == "tiny-ip-adapter on the style layers (weight 0.6) on steps 1–20 of 20"
+    (request,) = running.backend.requests
+    assert [(c.model, c.style, c.weight, c.end_step) for c in request.controlnets] == [
+        ("tiny-ip-adapter", True, 0.6, 20)
+    ]
+    assert [d.attachment_id for d in fake.downloads] == [look.id]
+    assert await _refusal(fake, {"prompt": "a red fox --sw 500", "style_image": look}) == (
+        "✖ --sw must be a whole percent from 0 to 200 (100: the IP-Adapter's own weight), not '500'."
+    )
 
 
 async def test_control_autocomplete_offers_the_catalog_controlnets(running):

@@ -340,6 +340,7 @@ async def test_generate_modal_opens_and_shows_errors_on_the_right_field(running:
         "image",
         "strength",
         "mask",
+        "style_image",
         "control_image",
         "control",
         "control_weight",

@@ -61,7 +61,7 @@ async def test_the_generate_modal_offers_an_image_a_strength_and_a_mask(running:
     await running.fake.send_global_shortcut(running.url, "generate_image")
     await running.fake.wait_for(lambda: running.fake.calls_to("views.open"))
     blocks = {block["block_id"]: block for block in running.fake.calls_to("views.open")[-1].args["view"]["blocks"]}
-    for name in ("image", "mask"):
+    for name in ("image", "mask", "style_image"):
         element = blocks[name]["element"]
         assert element["type"] == "file_input" and element["max_files"] == 1
         assert element["filetypes"] == ["png", "jpg", "jpeg", "webp"]
@@ -119,6 +119,22 @@ async def test_a_guide_file_and_a_controlnet_guide_the_image_on_the_steps_asked(
     assert request.init_image is None  # a guide, not an image to start from
     assert [d.file_id for d in fake.downloads] == [guide.id]  # fetched once, with the bot token
     assert all(d.token == fake.bot_token for d in fake.downloads)
+
+
+async def test_a_style_reference_file_is_the_models_ip_adapter_on_the_style_layers(running: Running) -> None:
+    """The modal's Style reference is Midjourney's --sref; --sw in the prompt weighs it; a bad one is one sentence."""
+    fake = running.fake
+    look = fake.share_file("look.png", _png(128, 128))
+    await _submit(running, "a red fox --steps 20 --sw 50", style_image=look)
+    await running.finished_card(1)
+    (request,) = running.backend.requests
+    assert [(c.model, c.style, c.weight, c.end_step) for c in request.controlnets] == [
+        ("tiny-ip-adapter", True, 0.5, 20)
+    ]
+    assert [d.file_id for d in fake.downloads] == [look.id]
+    await _submit(running, "a red fox", style_image=fake.share_file("notes.txt", b"just some notes"))
+    await _told(running, "✖ style_image must be a PNG, JPEG or WebP file.")
+    assert len(running.backend.requests) == 1
 
 
 async def test_a_bad_controlnet_end_gets_one_sentence_and_nothing_is_queued(running: Running) -> None:
