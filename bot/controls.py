@@ -308,7 +308,7 @@ def _weight(label: str, text: str) -> float:
     if not CONTROL_WEIGHT.low <= weight <= CONTROL_WEIGHT.high:
         low, high = CONTROL_WEIGHT.low, CONTROL_WEIGHT.high
         reason = f"weight must be a number from {low:g} to {high:g}, not '{shown(text)}'"
-        raise InvalidOption(label, reason if label == "cn" else reason.removeprefix("weight "))
+        raise InvalidOption(label, reason if label in ("cn", "sref") else reason.removeprefix("weight "))
     return weight
 
 

@@ -63,7 +63,7 @@ from bot.upload import fit_upload
 from .._download import FileHosts
 from ._attachments import DISCORD_FILE_HOSTS, attachment_loader, image_attachment, token
 from ._render import discord_time, history_text, result_embed
-from ._views import EditModal, FromImageModal, GuideModal, result_view, running_view, words_view
+from ._views import EditModal, GuideModal, ImageModal, result_view, running_view, words_view
 
 __all__ = ["ImagesCog", "settings_changes"]
 
@@ -85,6 +85,7 @@ _BY_EMOJI = {emoji.replace("\ufe0f", ""): action for emoji, action in REACTIONS.
 IMAGE_OPTION = "a previous image: 12 or #12, and #12.2 for its second (default: your latest)"
 FROM_IMAGE_MENU = "Imagine from this image"
 GUIDE_MENU = "Use as ControlNet guide"
+STYLE_MENU = "Use as style reference"
 PNG_INFO_MENU = "PNG info"
 DESCRIBE_MENU = "Describe image"
 NO_IMAGE = "✖ That message has no PNG, JPEG or WebP image attached."
@@ -166,11 +167,18 @@ class ImagesCog(commands.Cog, name="Images"):
         self._tasks: set[asyncio.Task[None]] = set()
         self.flow = ChatFlow(service, details_limit=1700, when=discord_time)
         self.file_hosts = FileHosts.of(DISCORD_FILE_HOSTS, settings.api_base)
-        # A cog cannot declare a context menu with a decorator; it is added to the tree here.
-        self.from_image_menu = app_commands.ContextMenu(name=FROM_IMAGE_MENU, callback=self.imagine_from_message)
-        self.guide_menu = app_commands.ContextMenu(name=GUIDE_MENU, callback=self.guide_from_message)
-        self.png_info_menu = app_commands.ContextMenu(name=PNG_INFO_MENU, callback=self.png_info_of_message)
-        self.describe_menu = app_commands.ContextMenu(name=DESCRIBE_MENU, callback=self.describe_message)
+        # A cog cannot declare a context menu with a decorator; they are added to the tree in `cog_load`.
+        # Discord's most message menus for an app: five.
+        self.menus = tuple(
+            app_commands.ContextMenu(name=name, callback=callback)
+            for name, callback in (
+                (FROM_IMAGE_MENU, self.imagine_from_message),
+                (GUIDE_MENU, self.guide_from_message),
+                (STYLE_MENU, self.style_from_message),
+                (PNG_INFO_MENU, self.png_info_of_message),
+                (DESCRIBE_MENU, self.describe_message),
+            )
+        )
 
     async def follow_resumed(self) -> None:
         """Post a message for each job a restart resumed and follow it there.
@@ -235,16 +243,14 @@ class ImagesCog(commands.Cog, name="Images"):
 
     async def cog_load(self) -> None:
         """Add the context menus (the cog does not hold them as commands), and post gallery clicks from now on."""
-        self.bot.tree.add_command(self.from_image_menu)
-        self.bot.tree.add_command(self.guide_menu)
-        self.bot.tree.add_command(self.png_info_menu)
-        self.bot.tree.add_command(self.describe_menu)
+        for menu in self.menus:
+            self.bot.tree.add_command(menu)
         self.service.add_poster(PLATFORM, self)
 
     async def cog_unload(self) -> None:
         """Stop posting and following jobs (the jobs themselves run on) and drop the context menus."""
         self.service.remove_poster(PLATFORM, self)
-        for menu in (self.from_image_menu, self.guide_menu, self.png_info_menu, self.describe_menu):
+        for menu in self.menus:
             self.bot.tree.remove_command(menu.name, type=menu.type)
         for task in self._tasks:
             task.cancel()
@@ -344,7 +350,10 @@ class ImagesCog(commands.Cog, name="Images"):
         """Ask for a prompt (and a strength) to make a new image from a message's image attachment."""
         attachment = await self._image_of(interaction, message)
         if attachment is not None:
-            await interaction.response.send_modal(FromImageModal(self, attachment))
+            modal = ImageModal(
+                FROM_IMAGE_MENU, "Strength (0-1)", "0.8: lower keeps more of the image", self.on_from_image, attachment
+            )
+            await interaction.response.send_modal(modal)
             self._acked(interaction)
 
     async def on_from_image(
@@ -353,6 +362,23 @@ class ImagesCog(commands.Cog, name="Images"):
         """Queue image-to-image from an attachment, with the modal's prompt and strength."""
         given = {"prompt": prompt, "image": token("image"), "strength": strength.strip() or None}
         await self._imagine(interaction, given, {token("image"): attachment}, None)
+
+    async def style_from_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        """Ask for a prompt (and a style weight) to make a new image in the style of a message's image attachment."""
+        attachment = await self._image_of(interaction, message)
+        if attachment is not None:
+            modal = ImageModal(
+                STYLE_MENU, "Style weight (0-200 %)", "100: the image's look in full", self.on_style, attachment
+            )
+            await interaction.response.send_modal(modal)
+            self._acked(interaction)
+
+    async def on_style(
+        self, interaction: discord.Interaction, attachment: discord.Attachment, prompt: str, weight: str
+    ) -> None:
+        """Queue a generation with an attachment as its style reference (--sref), at the modal's weight (--sw)."""
+        given = {"prompt": prompt, "style_image": token("style_image"), "sw": weight.strip() or None}
+        await self._imagine(interaction, given, {token("style_image"): attachment}, None)
 
     async def on_edit(self, interaction: discord.Interaction, text: str) -> None:
         """Queue a generation from an Edit form's /imagine text, its flags read as in the prompt option."""

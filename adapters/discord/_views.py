@@ -9,7 +9,7 @@ no generation: it opens the /imagine form holding the words of the message it is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import discord
@@ -31,11 +31,11 @@ __all__ = [
     "ActionHandler",
     "EditHandler",
     "EditModal",
-    "FromImageHandler",
-    "FromImageModal",
     "GenerationButton",
     "GuideHandler",
     "GuideModal",
+    "ImageModal",
+    "ImageSubmit",
     "WordsButton",
     "WordsHandler",
     "result_view",
@@ -122,39 +122,34 @@ class WordsButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=f"^{W
             await handler.on_words(interaction)
 
 
-class FromImageHandler(Protocol):
-    """What the "Imagine from this image" modal is handed to (the cog)."""
-
-    async def on_from_image(
-        self, interaction: discord.Interaction, attachment: discord.Attachment, prompt: str, strength: str
-    ) -> None:
-        """Queue image-to-image from `attachment` with the prompt and strength (as typed, maybe empty)."""
-        ...
+# What an `ImageModal` hands its answer to (a method of the cog): the attachment, the prompt, and the second field.
+ImageSubmit = Callable[[discord.Interaction, discord.Attachment, str, str], Awaitable[None]]
 
 
-class FromImageModal(discord.ui.Modal, title="Imagine from this image"):
-    """Asks for the prompt (and a strength) of a new image made from a message's image attachment.
+class ImageModal(discord.ui.Modal):
+    """Asks for the prompt (and one optional value) of a new image made with a message's image attachment.
 
-    The strength goes to the service as typed, so a bad one gets the same sentence as
-    ``--strength`` would.
+    "Imagine from this image" asks a strength, "Use as style reference" a style weight. The value
+    goes to the service as typed, so a bad one gets the same sentence as its flag would.
     """
 
-    prompt: discord.ui.TextInput[FromImageModal] = discord.ui.TextInput(
+    prompt: discord.ui.TextInput[ImageModal] = discord.ui.TextInput(
         label="Prompt", style=discord.TextStyle.paragraph, max_length=2000, placeholder="flags such as --seed 7 work"
     )
-    strength: discord.ui.TextInput[FromImageModal] = discord.ui.TextInput(
-        label="Strength (0-1)", required=False, max_length=10, placeholder="0.8: lower keeps more of the image"
-    )
+    value: discord.ui.TextInput[ImageModal] = discord.ui.TextInput(label="Value", required=False, max_length=10)
 
-    def __init__(self, handler: FromImageHandler, attachment: discord.Attachment) -> None:
+    def __init__(
+        self, title: str, label: str, placeholder: str, submit: ImageSubmit, attachment: discord.Attachment
+    ) -> None:
         # Discord keeps an unanswered modal open for 15 minutes at most; so does the bot.
-        super().__init__(timeout=15 * 60)
-        self.handler = handler
+        super().__init__(title=title, timeout=15 * 60)
+        self.value.label, self.value.placeholder = label, placeholder
+        self.submit = submit
         self.attachment = attachment
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        """Hand the prompt and strength to the cog."""
-        await self.handler.on_from_image(interaction, self.attachment, self.prompt.value, self.strength.value)
+        """Hand the prompt and the value to the cog."""
+        await self.submit(interaction, self.attachment, self.prompt.value, self.value.value)
 
 
 class EditHandler(Protocol):

@@ -63,8 +63,10 @@ from ._blocks import (
     REFINE_SHORTCUT,
     REFINE_VIEW,
     REROLL_SHORTCUT,
+    STYLE_SHORTCUT,
     Block,
     Destination,
+    FileRole,
     SourceFile,
     edit_modal,
     escape,
@@ -187,6 +189,7 @@ class SlackImages:
         app.shortcut(REFINE_SHORTCUT)(_timed(self.on_refine_shortcut))
         app.shortcut(FROM_IMAGE_SHORTCUT)(_timed(self.on_from_image_shortcut))
         app.shortcut(GUIDE_SHORTCUT)(_timed(self.on_guide_shortcut))
+        app.shortcut(STYLE_SHORTCUT)(_timed(self.on_style_shortcut))
         app.shortcut(PNG_INFO_SHORTCUT)(_timed(self.on_png_info_shortcut))
         app.shortcut(DESCRIBE_SHORTCUT)(_timed(self.on_describe_shortcut))
         app.shortcut(BLEND_SHORTCUT)(_timed(self.on_blend_shortcut))
@@ -307,9 +310,8 @@ class SlackImages:
         given, channel = imagine_options(view)
         user = body["user"]["id"]
         source = imagine_source(view)
-        role = "control_image" if source is not None and source.as_guide else "image"
-        if source is not None and not given.get(role):
-            given[role] = source.file_id
+        if source is not None and not given.get(source.role):
+            given[source.role] = source.file_id
         # The core sees a token per file; only the loader turns it back into a Slack file id.
         files = {token(str(given[option])): str(given[option]) for option in FILE_BLOCKS if option in given}
         given |= {option: token(str(given[option])) for option in FILE_BLOCKS if option in given}
@@ -387,11 +389,15 @@ class SlackImages:
 
     async def on_from_image_shortcut(self, ack: AsyncAck, shortcut: dict[str, Any]) -> None:
         """Open the "Generate image" modal to start from the image file of the message the shortcut was used on."""
-        await self._open_with_file(ack, shortcut, as_guide=False)
+        await self._open_with_file(ack, shortcut, "image")
 
     async def on_guide_shortcut(self, ack: AsyncAck, shortcut: dict[str, Any]) -> None:
         """Open the "Generate image" modal with the message's image file as the ControlNet's guide."""
-        await self._open_with_file(ack, shortcut, as_guide=True)
+        await self._open_with_file(ack, shortcut, "control_image")
+
+    async def on_style_shortcut(self, ack: AsyncAck, shortcut: dict[str, Any]) -> None:
+        """Open the "Generate image" modal with the message's image file as the style reference (--sref)."""
+        await self._open_with_file(ack, shortcut, "style_image")
 
     async def on_png_info_shortcut(self, ack: AsyncAck, shortcut: dict[str, Any]) -> None:
         """Say privately what a message's image file says of how it was made, and the /imagine that asks for it."""
@@ -450,7 +456,7 @@ class SlackImages:
             return
         await self._show(reply, who, where, "")
 
-    async def _open_with_file(self, ack: AsyncAck, shortcut: dict[str, Any], *, as_guide: bool) -> None:
+    async def _open_with_file(self, ack: AsyncAck, shortcut: dict[str, Any], role: FileRole) -> None:
         await ack()
         channel = shortcut["channel"]["id"]
         message = shortcut.get("message") or {}
@@ -459,11 +465,11 @@ class SlackImages:
         if file is None:
             await self._tell(who, NO_IMAGE_FILE)
             return
-        if as_guide and not self.service.offered.names("controlnet"):
+        if role == "control_image" and not self.service.offered.names("controlnet"):
             await self._tell(who, NO_CONTROLNET)
             return
         name = str(file.get("name") or file["id"])
-        source = SourceFile(file["id"], name, channel, message.get("thread_ts"), as_guide=as_guide)
+        source = SourceFile(file["id"], name, channel, message.get("thread_ts"), role)
         model = await self.service.model_for(_requester(shortcut["user"]["id"], _team(shortcut), channel))
         await self.client.views_open(
             trigger_id=shortcut["trigger_id"], view=imagine_modal(self.service.offered, model, source)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from bot.actions import WORDS_ID, WORDS_LOOK, ButtonAction, button_looks, button_rows, encode_action, format_ref
 from bot.catalog import Catalog, CatalogEntry
@@ -34,8 +34,10 @@ __all__ = [
     "REFINE_SHORTCUT",
     "REFINE_VIEW",
     "REROLL_SHORTCUT",
+    "STYLE_SHORTCUT",
     "Block",
     "Destination",
+    "FileRole",
     "SourceFile",
     "edit_modal",
     "escape",
@@ -64,6 +66,7 @@ REROLL_SHORTCUT = "reroll_image"
 REFINE_SHORTCUT = "refine_image"
 FROM_IMAGE_SHORTCUT = "imagine_from_image"
 GUIDE_SHORTCUT = "use_as_controlnet_guide"
+STYLE_SHORTCUT = "use_as_style_reference"
 PNG_INFO_SHORTCUT = "png_info"
 DESCRIBE_SHORTCUT = "describe_image"
 BLEND_SHORTCUT = "blend_images"
@@ -266,6 +269,9 @@ _MODE_LABELS = {
     "controlnet": "The ControlNet is more important",
 }
 _VALUE = "value"
+# Which file field a shortcut's file fills (`SourceFile.role`), and its name in a modal's private metadata.
+FileRole = Literal["image", "control_image", "style_image"]
+_AS: dict[FileRole, str] = {"control_image": "guide", "style_image": "style"}
 _TILE_LABEL = "Seamless: the image repeats edge to edge, a texture"
 # The file types Slack's file picker offers for an image or a mask (the bytes are checked after all).
 _IMAGE_FILETYPES = ["png", "jpg", "jpeg", "webp"]
@@ -292,14 +298,15 @@ def _input(block_id: str, label: str, element: dict[str, Any], *, optional: bool
 class SourceFile:
     """The image file a message shortcut opened the modal with, and where that message is.
 
-    `as_guide`: the file is the ControlNet's guide ("Use as ControlNet guide"), not the image to start from.
+    `role`: the modal's file field it fills: the image to start from ("Imagine from this image"), the
+    ControlNet's guide ("Use as ControlNet guide") or the style reference ("Use as style reference").
     """
 
     file_id: str
     name: str
     channel: str
     thread_ts: str | None = None
-    as_guide: bool = False
+    role: FileRole = "image"
 
 
 def _file_input() -> dict[str, Any]:
@@ -361,10 +368,11 @@ def imagine_modal(catalog: Catalog, default_model: str, source: SourceFile | Non
         blocks.append(
             _input("lora", "LoRAs", {"type": "multi_static_select", "options": loras, "max_selected_items": 5})
         )
-    if source is None or source.as_guide:
+    role, name = (source.role, escape(source.name[:200])) if source is not None else (None, "")
+    if role != "image":
         blocks.append(_input("image", "Start from an image", _file_input(), hint="PNG, JPEG or WebP."))
     else:
-        blocks.append(_context(f"Starting from *{escape(source.name[:200])}*."))
+        blocks.append(_context(f"Starting from *{name}*."))
     blocks += [
         _input(
             "strength",
@@ -378,10 +386,12 @@ def imagine_modal(catalog: Catalog, default_model: str, source: SourceFile | Non
             "Style reference",
             _file_input(),
             hint="Its look, not what it shows (--sref); --sw 50 in the prompt makes it weaker. PNG, JPEG or WebP.",
-        ),
+        )
+        if role != "style_image"
+        else _context(f"In the style of *{name}* (--sw 50 in the prompt makes it weaker)."),
     ]
     if controlnets:
-        blocks += _control_blocks(controlnets, source.name if source is not None and source.as_guide else None)
+        blocks += _control_blocks(controlnets, name if role == "control_image" else None)
     conversation: dict[str, Any] = {"type": "conversations_select", "default_to_current_conversation": True}
     if source is not None:
         conversation["initial_conversation"] = source.channel
@@ -401,7 +411,7 @@ def imagine_modal(catalog: Catalog, default_model: str, source: SourceFile | Non
             "channel": source.channel,
             "thread_ts": source.thread_ts,
         }
-        view["private_metadata"] = json.dumps(metadata | ({"as": "guide"} if source.as_guide else {}))
+        view["private_metadata"] = json.dumps(metadata | ({"as": _AS[source.role]} if source.role != "image" else {}))
     return view
 
 
@@ -449,7 +459,7 @@ def imagine_source(view: Mapping[str, Any]) -> SourceFile | None:
         str(metadata.get("name") or ""),
         str(metadata["channel"]),
         metadata.get("thread_ts"),
-        as_guide=metadata.get("as") == "guide",
+        role=next((role for role, name in _AS.items() if name == metadata.get("as")), "image"),
     )
 
 

@@ -173,7 +173,7 @@ async def test_style_references_follow_the_controlnets_and_vary_keeps_them(servi
         ("a fox --sw 50", "--sw needs --sref: it weighs the style references."),
         ("a fox --sref square.png --sw 300", "--sw must be a whole percent from 0 to 200"),
         ("a fox --sref square.png --sw 0.5", "--sw must be a whole percent from 0 to 200"),
-        ("a fox --sref square.png:3", "--sref must be a number from 0 to 2, not '3'."),
+        ("a fox --sref square.png:3", "--sref weight must be a number from 0 to 2, not '3'."),
         ("a fox --sref square.png=2", "--sref 'square.png=2' should be an image with a weight if you like"),
         ("a fox --sref a.png b.png c.png d.png", "--sref takes at most 3 images, not 4."),
         (

@@ -62,6 +62,7 @@ async def test_commands_are_synced_with_their_options(running):
         "forget",
         "Imagine from this image",  # message context menus
         "Use as ControlNet guide",
+        "Use as style reference",
         "PNG info",
         "Describe image",
         "describe",

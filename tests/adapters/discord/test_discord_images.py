@@ -19,6 +19,7 @@ from tests.fakes.files import FileHost
 
 FROM_IMAGE = "Imagine from this image"
 GUIDE = "Use as ControlNet guide"
+STYLE = "Use as style reference"
 PNG_INFO = "PNG info"
 
 
@@ -45,7 +46,8 @@ async def _refusal(fake, options: dict) -> str:
 
 async def test_the_new_options_and_the_context_menu_are_synced(running):
     commands = {(command["name"], command.get("type", 1)): command for command in running.fake.commands}
-    assert {(FROM_IMAGE, 3), (GUIDE, 3), (PNG_INFO, 3)} <= set(commands)  # message context menus
+    menus = {name for name, kind in commands if kind == 3}  # message context menus
+    assert menus == {FROM_IMAGE, GUIDE, STYLE, PNG_INFO, "Describe image"}  # Discord's most: five
     options = {option["name"]: option for option in commands[("imagine", 1)]["options"]}
     assert len(options) <= 25  # Discord's most options on a command
     assert all(options[name]["type"] == 11 for name in ("image", "mask", "control_image", "style_image"))  # files
@@ -286,6 +288,29 @@ async def test_imagine_from_this_image_asks_for_a_prompt_then_makes_the_image(ru
     assert request.init_image is not None and request.strength == 0.3
     assert (request.width, request.height) == (256, 384)
     assert message.attachments and [d.attachment_id for d in fake.downloads] == [photo.id]
+
+
+async def test_use_as_style_reference_asks_for_a_prompt_and_a_weight_then_makes_the_image(running):
+    """The menu on a message's image: a style reference (--sref) at the weight given in percent (--sw)."""
+    fake = running.fake
+    look = fake.attachment("look.png", _png(96, 160, (20, 20, 220)))
+    posted = fake.user_message([look])
+    menu = await fake.message_command(STYLE, posted)
+    opened = await menu.response()
+    assert opened["type"] == 9 and opened["data"]["title"] == STYLE
+    submitted = await fake.submit_modal(menu, {"Prompt": "a red fox --steps 10", "Style weight (0-200 %)": "50"})
+    await fake.wait_for(lambda: submitted.original is not None)
+    assert (await _finished(fake, submitted.original)).attachments
+    (request,) = running.backend.requests
+    assert [(c.model, c.style, c.weight, c.end_step) for c in request.controlnets] == [
+        ("tiny-ip-adapter", True, 0.5, 10)
+    ]
+    assert request.init_image is None and [d.attachment_id for d in fake.downloads] == [look.id]
+    menu = await fake.message_command(STYLE, posted)
+    submitted = await fake.submit_modal(menu, {"Prompt": "a red fox", "Style weight (0-200 %)": "full"})
+    await fake.wait_for(lambda: submitted.followups)
+    assert submitted.followups[0].content.startswith("✖ sw must be a whole percent from 0 to 200")
+    assert len(running.backend.requests) == 1 and len(fake.downloads) == 1
 
 
 async def test_png_info_says_privately_how_a_posted_png_was_made_and_its_imagine_here(running):

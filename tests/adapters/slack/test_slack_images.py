@@ -263,6 +263,29 @@ async def test_use_as_controlnet_guide_opens_the_modal_with_that_file_as_the_gui
     assert [d.file_id for d in fake.downloads] == [drawing.id]
 
 
+async def test_use_as_style_reference_opens_the_modal_with_that_file_as_the_style(running: Running) -> None:
+    """The message shortcut: the modal names the file as the style reference; --sw in the prompt weighs it, and
+    the image is made from the prompt alone in that look (not started from the file, nor shaped by it)."""
+    fake = running.fake
+    look = fake.share_file("look.png", _png(128, 128))
+    posted = fake.user_message([look], text="this palette")
+    sent = await fake.send_message_shortcut(running.url, "use_as_style_reference", message_ts=posted.ts)
+    assert sent.status == 200 and sent.elapsed < 3
+    await fake.wait_for(lambda: fake.calls_to("views.open"))
+    view = fake.calls_to("views.open")[-1].args["view"]
+    blocks = {block.get("block_id"): block for block in view["blocks"]}
+    assert "style_image" not in blocks and "image" in blocks and "control_image" in blocks
+    assert "In the style of *look.png*" in str(view["blocks"])
+    await _submit(running, "a castle --steps 10 --sw 70", view["private_metadata"])
+    await running.finished_card(1)
+    (request,) = running.backend.requests
+    assert request.init_image is None
+    assert [(c.model, c.style, c.weight, c.end_step) for c in request.controlnets] == [
+        ("tiny-ip-adapter", True, 0.7, 10)
+    ]
+    assert [d.file_id for d in fake.downloads] == [look.id]
+
+
 async def test_imagine_from_this_image_on_a_message_without_one_says_so(running: Running) -> None:
     posted = running.fake.user_message([running.fake.share_file("notes.txt", b"hello")])
     await running.fake.send_message_shortcut(running.url, "imagine_from_image", message_ts=posted.ts)

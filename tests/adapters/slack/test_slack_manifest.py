@@ -18,6 +18,7 @@ from adapters.slack._blocks import (
     PNG_INFO_SHORTCUT,
     REFINE_SHORTCUT,
     REROLL_SHORTCUT,
+    STYLE_SHORTCUT,
 )
 from tests.adapters.slack.conftest import Running, action_ids
 
@@ -51,6 +52,7 @@ def test_manifest_declares_the_code_s_command_shortcuts_and_events() -> None:
         REFINE_SHORTCUT: "message",
         FROM_IMAGE_SHORTCUT: "message",
         GUIDE_SHORTCUT: "message",
+        STYLE_SHORTCUT: "message",
         PNG_INFO_SHORTCUT: "message",
         DESCRIBE_SHORTCUT: "message",
         BLEND_SHORTCUT: "message",
