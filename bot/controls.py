@@ -47,7 +47,10 @@ from bot.request import (
 __all__ = [
     "BLEND",
     "BLEND_PROMPT",
+    "BLEND_SHAPES",
     "CONTROL_OPTIONS",
+    "PROBE",
+    "PROBE_SHA",
     "ControlText",
     "Guide",
     "blend_options",
@@ -61,6 +64,8 @@ BLEND = "blend"
 # What a blend asks for when the user gives no prompt (diffusers' IP-Adapter guide asks image variations so):
 # the images say what to draw.
 BLEND_PROMPT = "best quality, high quality"
+# Midjourney's /blend dimensions: how each chat offers the shape of a blend, as a name and an --ar.
+BLEND_SHAPES = (("portrait (2:3)", "2:3"), ("square (1:1)", "1:1"), ("landscape (3:2)", "3:2"))
 # The raw options this module reads (see `bot.options`).
 _NET_OPTIONS = ("cn", "guide", "preprocess", "cn_weight", "cn_start", "cn_end", "cn_mode")
 CONTROL_OPTIONS = (*_NET_OPTIONS, "sref", "sw")
@@ -93,6 +98,11 @@ class Guide:
 
     guide: str
     source: str | None = None
+
+
+# A stand-in for an image not read yet (a sha256 no image has): a request is checked with it in the image's place.
+PROBE_SHA = "0" * 64
+PROBE = Guide(PROBE_SHA, PROBE_SHA)
 
 
 def control_texts(raw: Mapping[str, object]) -> list[ControlText]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from bot import options
 from bot.actions import format_image_ref, format_ref, parse_image_ref
 from bot.admin import ServerAdmin
-from bot.controls import Guide
+from bot.controls import PROBE, PROBE_SHA, Guide
 from bot.errors import InvalidOption, shown
 from bot.guides import CANNY_THRESHOLDS, make_guide
 from bot.history import Generation, StoredImage
@@ -38,7 +38,6 @@ Source = Callable[[Requester, int, str], Awaitable[Generation]]
 # Every check a request passes before it may cost anything (queue room, rules, backend, quota).
 Admit = Callable[[Requester, GenerationRequest, Sequence[str]], Awaitable[object]]
 # Stands for the image while the rest of a request is checked, before any image is read.
-_PROBE = "0" * 64
 
 
 @dataclass
@@ -136,7 +135,7 @@ class ImageInputs:
             if parse_image_ref(refs.image) is None:
                 uploads.append(("the uploaded image", image))
             if refs.every_guide:  # the size may follow the image's: a guide map is made at the real one
-                probe = parse(loaded.inputs, [Guide(_PROBE, _PROBE)] * len(refs.every_guide))
+                probe = parse(loaded.inputs, [PROBE] * len(refs.every_guide))
         sources = []
         for ref, option in refs.every_guide:
             source = await self._input(who, ref, option, load, loaded.flagged)
@@ -158,8 +157,8 @@ class ImageInputs:
     @staticmethod
     def probe(refs: options.ImageRefs, parse: Parse) -> options.Parsed:
         """Parse the request with a stand-in for each image it names: all but the images' own checks."""
-        inputs = options.Inputs(_PROBE, SIDE.low, SIDE.low) if refs.image is not None else None
-        return parse(inputs, [Guide(_PROBE, _PROBE)] * len(refs.every_guide))
+        inputs = options.Inputs(PROBE_SHA, SIDE.low, SIDE.low) if refs.image is not None else None
+        return parse(inputs, [PROBE] * len(refs.every_guide))
 
     async def of_result(self, generation_id: int, stored: StoredImage, option: str) -> InputImage:
         """Return a result's image (`pick`) checked as an input, noting which result the input came from."""

@@ -6,7 +6,9 @@ and is stored is the flags themselves: a reroll or an edit of the image needs no
 changed or removed later changes no image made before. What the prompt gives itself wins: a
 set's ``--ar`` is left out where the prompt has an ``--ar`` (or Discord's typed ``ar``) of its
 own; two sets giving the same option are one sentence. A set holds flags only, no words and no
-images, and never another set; ``/imagine``'s own flags keep their names.
+images but style references that are previous images (``prefer ink --sref #12 --sw 80``: a look
+kept, as Midjourney's users keep sref codes), and never another set; ``/imagine``'s own flags
+keep their names.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import unicodedata
 from collections.abc import Mapping
 
 from bot import options
+from bot.actions import parse_image_ref
 from bot.errors import InvalidOption, shown
 
 __all__ = ["MOST", "NAME_MOST", "TEXT_MOST", "checked_flags", "checked_name", "expanded", "sets_text"]
@@ -52,9 +55,13 @@ def checked_flags(text: str) -> str:
         reason = "holds flags only, like --ar 16:9 --no blurry" + (f", not '{shown(words)}'" if words.strip() else "")
         raise InvalidOption("Option set", reason)
     named = options.image_refs(f"set {flags}")
-    if named.image is not None or named.mask is not None or named.every_guide:
-        reason = "cannot name images (--image, --mask, a guide, --sref); type those in the prompt"
-        raise InvalidOption("Option set", reason)
+    if named.image is not None or named.mask is not None or named.guides:
+        raise InvalidOption("Option set", "cannot name images (--image, --mask, a guide); type those in the prompt")
+    # A look kept as a set (Midjourney's sref codes in an option set): images of the bot's, which stay.
+    for ref in named.styles:
+        if parse_image_ref(ref) is None:
+            reason = f"names its style references as previous images like #12, not '{shown(ref, 60)}'"
+            raise InvalidOption("Option set", reason)
     return flags
 
 

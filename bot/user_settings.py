@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from bot import option_sets, options, permutations
 from bot.catalog import Catalog
+from bot.controls import PROBE
 from bot.errors import InvalidOption, shown
 from bot.jobs import Requester
 from bot.ports import SettingsStore
@@ -95,7 +96,10 @@ class UserSettings:
             defaults = self.defaults(await self.get(who))
             # Each of its choices read as a request would be: a wrong value is refused now, not at every use.
             for variant in permutations.variants(f"option set check {flags}"):
-                options.parse_text(variant, catalog=self._catalog, defaults=defaults, limits=self._limits)
+                probes = [PROBE] * len(options.image_refs(variant).every_guide)  # its style references' images
+                options.parse_text(
+                    variant, catalog=self._catalog, defaults=defaults, limits=self._limits, guides=probes
+                )
             sets[name] = flags
         await self._save(who, await self.get(who), sets)
         return sets

@@ -42,7 +42,7 @@ from bot.chat import (
 )
 from bot.complete import Suggestion, complete_name, complete_weighted
 from bot.config import DiscordSettings
-from bot.controls import blend_options
+from bot.controls import BLEND_SHAPES, blend_options
 from bot.describe import words_in
 from bot.errors import BotError
 from bot.history import Generation
@@ -108,11 +108,7 @@ def _ratio(width: int, height: int) -> str:
 SIZE_CHOICES = [app_commands.Choice(name=f"{w}×{h} ({_ratio(w, h)})", value=f"{w}x{h}") for w, h in SDXL_BUCKETS]
 SCHEDULER_CHOICES = [app_commands.Choice(name=name, value=name) for name in SCHEDULERS[:25]]
 CONTROL_MODE_CHOICES = [app_commands.Choice(name=name, value=name) for name in CONTROL_MODES]
-# Midjourney's /blend dimensions.
-BLEND_SHAPES = [
-    app_commands.Choice(name=name, value=ratio)
-    for name, ratio in (("portrait (2:3)", "2:3"), ("square (1:1)", "1:1"), ("landscape (3:2)", "3:2"))
-]
+BLEND_SHAPE_CHOICES = [app_commands.Choice(name=name, value=ratio) for name, ratio in BLEND_SHAPES]
 
 Edit = Callable[..., Awaitable[discord.Message | None]]
 
@@ -524,7 +520,7 @@ class ImagesCog(commands.Cog, name="Images"):
         dimensions="the shape of the result (default: the model's own)",
         private="show the image to you only",
     )
-    @app_commands.choices(dimensions=BLEND_SHAPES)
+    @app_commands.choices(dimensions=BLEND_SHAPE_CHOICES)
     async def blend(
         self,
         interaction: discord.Interaction,

@@ -136,14 +136,17 @@ class ImageModal(discord.ui.Modal):
     prompt: discord.ui.TextInput[ImageModal] = discord.ui.TextInput(
         label="Prompt", style=discord.TextStyle.paragraph, max_length=2000, placeholder="flags such as --seed 7 work"
     )
-    value: discord.ui.TextInput[ImageModal] = discord.ui.TextInput(label="Value", required=False, max_length=10)
 
     def __init__(
         self, title: str, label: str, placeholder: str, submit: ImageSubmit, attachment: discord.Attachment
     ) -> None:
         # Discord keeps an unanswered modal open for 15 minutes at most; so does the bot.
         super().__init__(title=title, timeout=15 * 60)
-        self.value.label, self.value.placeholder = label, placeholder
+        # Made here, after the prompt, with its own label: a label set later is deprecated in discord.py.
+        self.value: discord.ui.TextInput[ImageModal] = discord.ui.TextInput(
+            label=label, placeholder=placeholder, required=False, max_length=10
+        )
+        self.add_item(self.value)
         self.submit = submit
         self.attachment = attachment
 

@@ -38,6 +38,7 @@ from bot.chat import (
     updates,
 )
 from bot.config import SlackSettings
+from bot.controls import blend_options
 from bot.describe import prompt_of
 from bot.errors import BotError
 from bot.history import Generation, StoredImage
@@ -50,6 +51,7 @@ from bot.summary import progress_line, withheld_line
 from .._download import FileHosts
 from ._blocks import (
     BLEND_SHORTCUT,
+    BLEND_VIEW,
     COMMAND,
     DESCRIBE_SHORTCUT,
     EDIT_VIEW,
@@ -68,6 +70,8 @@ from ._blocks import (
     Destination,
     FileRole,
     SourceFile,
+    blend_modal,
+    blend_target,
     edit_modal,
     escape,
     failed_blocks,
@@ -195,6 +199,7 @@ class SlackImages:
         app.shortcut(BLEND_SHORTCUT)(_timed(self.on_blend_shortcut))
         app.view(REFINE_VIEW)(_timed(self.on_refine_submit))
         app.view(EDIT_VIEW)(_timed(self.on_edit_submit))
+        app.view(BLEND_VIEW)(_timed(self.on_blend_submit))
         app.action(ACTION_ID_PATTERN)(_timed(self.on_button))
         app.action(WORDS_ID)(_timed(self.on_words))
         app.event("reaction_added")(self.on_reaction)
@@ -417,19 +422,41 @@ class SlackImages:
         await self._answer_file(ack, shortcut, answer)
 
     async def on_blend_shortcut(self, ack: AsyncAck, shortcut: dict[str, Any]) -> None:
-        """Blend a message's two or three image files (Midjourney's /blend) and post the card where the message is."""
+        """Open the "Blend images" modal (words, a shape) for a message's 2 or 3 image files (Midjourney's /blend).
+
+        A message with another number of images gets the blend's own sentence, and no modal.
+        """
         await ack()
         channel = shortcut["channel"]["id"]
         message = shortcut.get("message") or {}
         who = _requester(shortcut["user"]["id"], _team(shortcut), channel)
-        files = image_files(message)  # how many it takes is the blend's to say
-        tokens = {token(file["id"]): file["id"] for file in files}
-        load = file_loader(self.client, tokens, self.file_hosts, self.service.max_input_bytes)
-        where = Destination(channel, message.get("thread_ts"))
+        files = image_files(message)
         try:
-            started = await self.flow.blend(who, list(tokens), load=load)
+            blend_options([token(file["id"]) for file in files])  # how many it takes is the blend's to say
         except BotError as error:
             await self._tell(who, refusal(error))
+            return
+        view = blend_modal(files, Destination(channel, message.get("thread_ts")))
+        await self.client.views_open(trigger_id=shortcut["trigger_id"], view=view)
+
+    async def on_blend_submit(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        """Blend the modal's files with its words and shape, and post the card where the message is.
+
+        The modal closes first and a refusal comes as a private message: fetching the files may take longer than
+        the 3 seconds Slack waits for the answer.
+        """
+        await ack()
+        files, where = blend_target(view)
+        values = view_values(view)
+        who = _requester(body["user"]["id"], _team(body), where.channel)
+        shape = values.get("dimensions")
+        prompt = str(values.get("prompt") or "") + (f" --ar {shape}" if isinstance(shape, str) else "")
+        tokens = {token(file): file for file in files}
+        load = file_loader(self.client, tokens, self.file_hosts, self.service.max_input_bytes)
+        try:
+            started = await self.flow.blend(who, list(tokens), prompt, load=load)
+        except BotError as error:
+            await self._tell(who, refusal(error), thread_ts=where.thread_ts)
             return
         await self._show(started, who, where, "")
 

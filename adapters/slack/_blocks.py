@@ -13,6 +13,7 @@ from typing import Any, Literal
 from bot.actions import WORDS_ID, WORDS_LOOK, ButtonAction, button_looks, button_rows, encode_action, format_ref
 from bot.catalog import Catalog, CatalogEntry
 from bot.chat import EDIT_MOST, OneImage
+from bot.controls import BLEND_SHAPES
 from bot.history import Generation
 from bot.jobs import Job
 from bot.options import SDXL_BUCKETS
@@ -21,6 +22,7 @@ from bot.summary import history_line, result_fields
 
 __all__ = [
     "BLEND_SHORTCUT",
+    "BLEND_VIEW",
     "COMMAND",
     "DESCRIBE_SHORTCUT",
     "EDIT_VIEW",
@@ -39,6 +41,8 @@ __all__ = [
     "Destination",
     "FileRole",
     "SourceFile",
+    "blend_modal",
+    "blend_target",
     "edit_modal",
     "escape",
     "failed_blocks",
@@ -73,6 +77,7 @@ BLEND_SHORTCUT = "blend_images"
 IMAGINE_VIEW = "imagine_modal"
 REFINE_VIEW = "refine_modal"
 EDIT_VIEW = "edit_modal"
+BLEND_VIEW = "blend_modal"
 
 HELP = """\
 */imagine* `a red fox --seed 7 --refiner 90 --lora pixel-art:0.8` — make an image. Flags: \
@@ -523,6 +528,41 @@ def edit_modal(generation_id: int | None, where: Destination, text: str) -> dict
             )
         ],
     }
+
+
+def blend_modal(files: Sequence[Mapping[str, Any]], where: Destination) -> dict[str, Any]:
+    """Return the "Blend images" modal (Midjourney's /blend): words to add and a shape for a message's image files.
+
+    The files are named, and carried in the metadata with where the card goes (the message's channel and thread).
+    """
+    names = ", ".join(f"*{escape(str(file.get('name') or file['id'])[:100])}*" for file in files)
+    metadata = {"files": [file["id"] for file in files], "channel": where.channel, "thread_ts": where.thread_ts}
+    shapes = [_option(name, ratio) for name, ratio in BLEND_SHAPES]
+    return {
+        "type": "modal",
+        "callback_id": BLEND_VIEW,
+        "private_metadata": json.dumps(metadata),
+        "title": _plain("Blend images"),
+        "submit": _plain("Blend"),
+        "close": _plain("Cancel"),
+        "blocks": [
+            {"type": "section", "text": _mrkdwn(f"Blend {names}, each an equal share.")},
+            _input(
+                "prompt",
+                "Words",
+                {"type": "plain_text_input", "multiline": True, "max_length": 3000},
+                hint="What to add to the images; flags such as --seed 7 work. Empty: the images decide.",
+            ),
+            _input("dimensions", "Shape", {"type": "static_select", "options": shapes}, hint="Empty: the model's own."),
+        ],
+    }
+
+
+def blend_target(view: Mapping[str, Any]) -> tuple[list[str], Destination]:
+    """Return the file ids and the destination a "Blend images" modal was opened for."""
+    metadata = json.loads(view.get("private_metadata") or "{}")
+    files = [str(file) for file in metadata.get("files") or []]
+    return files, Destination(str(metadata["channel"]), metadata.get("thread_ts"))
 
 
 def modal_target(view: Mapping[str, Any]) -> tuple[int, Destination]:

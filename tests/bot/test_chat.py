@@ -201,6 +201,26 @@ async def test_a_set_that_a_request_would_refuse_is_refused_and_nothing_saved(fl
     assert await service.user_settings.option_sets(ALICE) == {}
 
 
+async def test_a_set_keeps_a_look_a_style_reference_of_a_previous_image(flow, service):
+    """``prefer ink --sref #1 --sw 80``: Midjourney's users keep sref codes in option sets; here, previous images."""
+    first = await made(flow)
+    reply = await flow.text(ALICE, f"prefer ink --sref #{first} --sw 80")
+    assert reply == Text(f"--ink is now --sref #{first} --sw 80; type --ink in a prompt to use it.")
+    styled = await (await flow.imagine(ALICE, "a grey wolf --ink --steps 4")).job.result()
+    (style,) = styled.request.controlnets
+    assert (style.model, style.style, style.weight) == ("tiny-ip-adapter", True, 0.8)
+    # The prompt's own --sref (or Discord's style_image) takes the place of the set's; the set's --sw stays.
+    second = await made(flow)
+    own = await (await flow.imagine(ALICE, f"a grey wolf --ink --sref #{second} #{first}:0.3")).job.result()
+    assert [(c.style, c.weight) for c in own.request.controlnets] == [(True, 0.8), (True, 0.3)]
+    # Another user's private image is not theirs to use, set or no set.
+    await service.user_settings.update(ALICE, {"private": True})
+    hidden = await made(flow)
+    await flow.text(BOB, f"prefer ink --sref #{hidden}")
+    with pytest.raises(NotFound, match=f"^There is no generation #{hidden}"):
+        await flow.imagine(BOB, "a grey wolf --ink")
+
+
 @pytest.mark.parametrize("text", ["prefer sunsets over mountains", "prefer a red fox", "prefer 2 --ar 1:1"])
 async def test_prefer_with_words_after_the_name_is_a_prompt(flow, text):
     assert await flow.text(ALICE, text) is None

@@ -116,7 +116,11 @@ def test_a_name_that_cannot_be_a_flag_of_its_own_is_refused(typed: str, sentence
         ("  ", "Option set holds flags only, like --ar 16:9 --no blurry."),
         (
             "--image #3 --strength 0.5",
-            "Option set cannot name images (--image, --mask, a guide, --sref); type those in the prompt.",
+            "Option set cannot name images (--image, --mask, a guide); type those in the prompt.",
+        ),
+        (
+            "--sref #3 look.png",
+            "Option set names its style references as previous images like #12, not 'look.png'.",
         ),
         ("--ar 2:3\x07", "Option set must not hold control characters."),
         ("--no " + "x" * TEXT_MOST, f"Option set is {TEXT_MOST + 5} characters; the most is {TEXT_MOST}."),

@@ -388,24 +388,44 @@ async def test_imagine_these_words_opens_the_imagine_form_holding_a_description(
     await _told(running, "That button holds no words to imagine; describe the image again.")
 
 
-async def test_the_blend_shortcut_blends_a_messages_two_or_three_image_files(running: Running) -> None:
+async def test_the_blend_shortcut_asks_for_words_and_a_shape_then_blends_the_messages_images(running: Running) -> None:
     """Midjourney's /blend on Slack: the files of one message, each read by the model's IP-Adapter at an equal
-    weight, the card posted in the message's channel; a message with one image gets the blend's sentence."""
+    weight, with the form's words and shape; the card is posted in the message's thread. A message with one
+    image gets the blend's sentence and no form."""
     fake = running.fake
     fox, sea = fake.share_file("fox.png", _png(128, 128)), fake.share_file("sea.png", _png(96, 160))
-    posted = fake.user_message([fox, fake.share_file("notes.txt", b"hello"), sea])
+    parent = fake.user_message([], text="our pictures")
+    posted = fake.user_message([fox, fake.share_file("notes.txt", b"hello"), sea], thread_ts=parent.ts)
     sent = await fake.send_message_shortcut(running.url, "blend_images", message_ts=posted.ts)
     assert sent.status == 200 and sent.elapsed < 3
+    await fake.wait_for(lambda: fake.calls_to("views.open"))
+    view = fake.calls_to("views.open")[-1].args["view"]
+    assert view["callback_id"] == "blend_modal" and "Blend *fox.png*, *sea.png*" in str(view["blocks"])
+    blocks = {block.get("block_id"): block for block in view["blocks"]}
+    assert [o["value"] for o in blocks["dimensions"]["element"]["options"]] == ["2:3", "1:1", "3:2"]
+    assert fake.downloads == []  # nothing fetched before the form is sent
+    state = {"prompt": {"value": _typed("at dusk --seed 5")}, "dimensions": {"value": _selected("2:3")}}
+    answer = await fake.send_view_submission(
+        running.url, "blend_modal", state, private_metadata=view["private_metadata"]
+    )
+    assert answer.status == 200 and answer.body == "" and answer.elapsed < 3
     card = await running.finished_card(1)
-    assert card.channel == "C1"
+    assert (card.channel, card.thread_ts) == ("C1", parent.ts)
     (request,) = running.backend.requests
-    assert request.prompt == "best quality, high quality"
+    assert (request.prompt, request.seed) == ("at dusk", 5) and request.width < request.height
     assert [(c.model, c.weight) for c in request.controlnets] == [("tiny-ip-adapter", 0.5)] * 2
     assert sorted(d.file_id for d in fake.downloads) == sorted([fox.id, sea.id])
+    # No words: the images decide; a flag given twice is one sentence, in the thread.
+    await fake.send_view_submission(running.url, "blend_modal", {}, private_metadata=view["private_metadata"])
+    await running.finished_card(2)
+    assert running.backend.requests[-1].prompt == "best quality, high quality"
+    twice = {"prompt": {"value": _typed("--ar 1:1")}, "dimensions": {"value": _selected("3:2")}}
+    await fake.send_view_submission(running.url, "blend_modal", twice, private_metadata=view["private_metadata"])
+    await fake.wait_for(lambda: any(said.startswith("✖ --ar is given twice") for said in running.ephemeral()))
     alone = fake.user_message([fake.share_file("cat.png", _png())])
     await fake.send_message_shortcut(running.url, "blend_images", message_ts=alone.ts)
     await _told(running, "✖ blend takes 2 or 3 images, not 1.")
-    assert len(running.backend.requests) == 1
+    assert len(fake.calls_to("views.open")) == 1 and len(running.backend.requests) == 2
 
 
 async def test_a_describe_or_png_info_answer_comes_in_the_thread_of_the_message(running: Running) -> None:
