@@ -25,7 +25,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from bot.actions import PAN_ACTIONS, ButtonAction, format_image_ref, format_ref, parse_image_ref, parse_ref_args
+from bot.actions import (
+    BUTTON_LOOKS,
+    PAN_ACTIONS,
+    ButtonAction,
+    format_image_ref,
+    format_ref,
+    parse_image_ref,
+    parse_ref_args,
+)
 from bot.admin import server_word
 from bot.controls import blend_options
 from bot.describe import answer_text
@@ -53,11 +61,13 @@ from bot.summary import (
     parse_setting_pairs,
     progress_line,
 )
+from bot.user_settings import remix
 
 __all__ = [
     "EDIT_MOST",
     "FROM_GALLERY",
     "GENERIC_ERROR",
+    "REMIXABLE",
     "RESUMED",
     "ChatFlow",
     "Deleted",
@@ -67,6 +77,7 @@ __all__ = [
     "Guides",
     "Listing",
     "OneImage",
+    "RemixForm",
     "Reply",
     "Started",
     "Text",
@@ -264,7 +275,30 @@ class EditForm:
         return f"Change it and send it: /imagine {self.text}"
 
 
-Reply = Started | Text | Listing | Deleted | Flagged | Guides | OneImage | EditForm
+# The buttons whose image-to-image remix mode lets the user re-word first (Midjourney's Remix: not Upscale).
+REMIXABLE: frozenset[ButtonAction] = frozenset({"vary-subtle", "vary-strong", "zoom-out", "zoom-out-2", *PAN_ACTIONS})
+
+
+@dataclass(frozen=True, slots=True)
+class RemixForm:
+    """A form holding a result's prompt, for a user in remix mode to re-word before the button's action runs.
+
+    Sent back with `ChatFlow.remix`; a chat with no forms never gets one (its buttons are none).
+    """
+
+    generation_id: int
+    index: int
+    action: ButtonAction
+    prompt: str
+
+    @property
+    def title(self) -> str:
+        """What the form is for: ``Remix: 🌪️ Vary (Strong) #12.2``."""
+        emoji, words = BUTTON_LOOKS[self.action]
+        return f"Remix: {emoji} {words} {format_image_ref(self.generation_id, self.index)}".replace("  ", " ")
+
+
+Reply = Started | Text | Listing | Deleted | Flagged | Guides | OneImage | EditForm | RemixForm
 
 
 class ChatFlow:
@@ -300,9 +334,21 @@ class ChatFlow:
         self._may_manage = may_manage
         self._when = when
 
-    async def action(self, who: Requester, action: ButtonAction, generation_id: int, index: int = 0) -> Reply:
-        """Do what a button or reaction on a generation's message asks (of its image `index`, 0 the first)."""
+    async def action(
+        self, who: Requester, action: ButtonAction, generation_id: int, index: int = 0, *, form: bool = True
+    ) -> Reply:
+        """Do what a button or reaction on a generation's message asks (of its image `index`, 0 the first).
+
+        In remix mode (the user's ``remix`` setting), Vary, Zoom Out and Pan first answer a `RemixForm`
+        where a chat can show one (`form`: a button can, a reaction cannot): `remix` then runs them.
+        """
         image = format_image_ref(generation_id, index) if index else generation_id
+        if form and action in REMIXABLE and remix(await self.service.user_settings.get(who)):
+            await self.service.image_actions(who, generation_id, index)  # refused now, as the action would be
+            generation = await self.service.details(who, generation_id)
+            return RemixForm(generation.id, index, action, generation.request.prompt)
+        if action in REMIXABLE:
+            return await self._from_result(who, action, image)
         if action == "pick":
             return await self.pick(who, generation_id, index)
         if action == "edit":
@@ -313,12 +359,6 @@ class ChatFlow:
             return await self.refine(who, generation_id)
         if action in ("upscale-2", "upscale-4"):
             return await self.upscale(who, image, 4 if action == "upscale-4" else 2)
-        if action in ("zoom-out", "zoom-out-2"):
-            return await self.zoom(who, image, 2.0 if action == "zoom-out-2" else ZOOM_OUT)
-        if action in PAN_ACTIONS:
-            return await self.pan(who, image, PAN_ACTIONS[action])
-        if action in ("vary-subtle", "vary-strong"):
-            return await self.vary(who, image, "strong" if action == "vary-strong" else "subtle")
         if action == "details":
             return await self.info(who, generation_id)
         if action == "cancel":
@@ -437,17 +477,42 @@ class ChatFlow:
         """Answer ``upscale [#id[.n]] [2|4]``: a larger copy of an image (``#12.2``: its second; None: the latest)."""
         return Started(await self.service.upscale(who, _image(image), factor))
 
-    async def vary(self, who: Requester, image: int | str | None, kind: VaryKind) -> Started:
-        """Answer ``vary subtle|strong [#id[.n]]``: the image again, a little or a lot changed."""
-        return Started(await self.service.vary(who, _image(image), kind))
+    async def vary(self, who: Requester, image: int | str | None, kind: VaryKind, prompt: str | None = None) -> Started:
+        """Answer ``vary subtle|strong [#id[.n]]``: the image again, a little or a lot changed (`prompt`: re-worded)."""
+        return Started(await self.service.vary(who, _image(image), kind, prompt))
 
-    async def zoom(self, who: Requester, image: int | str | None, factor: float = ZOOM_OUT) -> Started:
+    async def zoom(
+        self, who: Requester, image: int | str | None, factor: float = ZOOM_OUT, prompt: str | None = None
+    ) -> Started:
         """Answer ``zoom [#id[.n]] [factor]``: the image smaller in the same frame, the border painted anew."""
-        return Started(await self.service.zoom(who, _image(image), factor))
+        return Started(await self.service.zoom(who, _image(image), factor, prompt))
 
-    async def pan(self, who: Requester, image: int | str | None, direction: PanDirection) -> Started:
+    async def pan(
+        self, who: Requester, image: int | str | None, direction: PanDirection, prompt: str | None = None
+    ) -> Started:
         """Answer ``pan left|right|up|down [#id[.n]]``: the canvas grown that way, the strip painted anew."""
-        return Started(await self.service.pan(who, _image(image), direction))
+        return Started(await self.service.pan(who, _image(image), direction, prompt))
+
+    async def remix(self, who: Requester, action: str, generation_id: int, index: int, words: str) -> Started:
+        """Run a `RemixForm`'s action (Vary, Zoom Out, Pan) with the words it was sent back with as the prompt.
+
+        `action` comes back through the platform (a Slack form's metadata): one that is no remix is refused.
+        """
+        remixed = next((known for known in REMIXABLE if known == action), None)
+        if remixed is None:
+            raise InvalidOption("Remix", f"is for Vary, Zoom Out and Pan, not '{shown(action)}'")
+        image = format_image_ref(generation_id, index) if index else generation_id
+        return await self._from_result(who, remixed, image, words)
+
+    async def _from_result(
+        self, who: Requester, action: ButtonAction, image: int | str, words: str | None = None
+    ) -> Started:
+        """Run Vary, Zoom Out or Pan on a result's image, re-worded by `words` when they are given (a remix)."""
+        if action in PAN_ACTIONS:
+            return await self.pan(who, image, PAN_ACTIONS[action], words)
+        if action in ("zoom-out", "zoom-out-2"):
+            return await self.zoom(who, image, 2.0 if action == "zoom-out-2" else ZOOM_OUT, words)
+        return await self.vary(who, image, "strong" if action == "vary-strong" else "subtle", words)
 
     async def pick(self, who: Requester, generation_id: int, index: int) -> OneImage:
         """Answer "Image 2" under a several-image result: that image's own buttons (Midjourney's U2)."""
@@ -528,7 +593,8 @@ class ChatFlow:
             generation.id,
             tuple(
                 GuideImage(
-                    f"{format_ref(generation.id)} guide {n}: {control_line(control, run, self.service.catalog)}",
+                    f"{format_ref(generation.id)} {'style reference' if control.style else 'guide'} {n}: "
+                    f"{control_line(control, run, self.service.catalog)}",
                     control.guide,
                     data,
                     f"guide-{generation.id}-{n}.png",

@@ -118,6 +118,7 @@ __all__ = [
     "pan",
     "parse_options",
     "parse_text",
+    "reworded",
     "size_for_image",
     "size_for_ratio",
     "zoom_out",
@@ -1017,6 +1018,26 @@ def _prompt(option: str, value: object, *, required: bool) -> str:
     if (weights := weights_reason(text)) is not None:
         raise InvalidOption(label, weights)
     return text
+
+
+def reworded(text: str) -> str:
+    """Return a remix's words (Midjourney's Remix mode): a result's prompt re-worded, checked as /imagine's prompt.
+
+    Words only: the image keeps its settings, LoRAs and negative prompt, which ✏️ Edit changes (so a
+    flag, or an A1111 ``<lora:…>`` tag, is refused here rather than read as words). Taken as typed:
+    its braces are its own characters, not choices.
+
+    Raises:
+        InvalidOption: option ``Remix``, or ``prompt`` for what /imagine's prompt refuses too.
+    """
+    prompt = _prompt("prompt", text, required=True)
+    runs = flag_runs(prompt)
+    if runs:
+        reason = f"changes the prompt's words only, not '{shown(runs[0].flag)}'; ✏️ Edit changes the settings too"
+        raise InvalidOption("Remix", reason)
+    if LORA_TAG.search(prompt):
+        raise InvalidOption("Remix", "keeps the image's LoRAs; a <lora:…> tag is for /imagine and ✏️ Edit")
+    return prompt
 
 
 _INT = re.compile(r"[+-]?[0-9]{1,30}")

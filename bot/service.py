@@ -423,17 +423,20 @@ class ImageService:
             said = await self.describer.describe(who, backend, model, image, flagged=flagged, name=name)
         return name, said
 
-    async def vary(self, who: Requester, ref: int | str | None, kind: VaryKind) -> Job:
+    async def vary(self, who: Requester, ref: int | str | None, kind: VaryKind, prompt: str | None = None) -> Job:
         """Queue image-to-image of a result (`ref` as for `zoom`) with its settings, a new seed and the kind's strength.
 
-        The strength is the user's ``vary_subtle``/``vary_strong`` setting, else 0.35 / 0.7.
+        The strength is the user's ``vary_subtle``/``vary_strong`` setting, else 0.35 / 0.7. `prompt`
+        re-words it (a remix, `bot.options.reworded`), as for `zoom` and `pan`.
         """
         parent, stored = await self._result_image(who, ref, "vary", "vary")
         width, height = options.size_for_image(stored.width, stored.height, self.limits.pixel_budget)
-        changes = {"width": width, "height": height, "seed": self._seeds()}
+        changes = {"width": width, "height": height, "seed": self._seeds(), **_words(prompt)}
         return await self._from_result(who, parent, stored, "vary", VARY_STRENGTH[kind], changes, f"vary_{kind}")
 
-    async def zoom(self, who: Requester, ref: int | str | None, factor: float = ZOOM_OUT) -> Job:
+    async def zoom(
+        self, who: Requester, ref: int | str | None, factor: float = ZOOM_OUT, prompt: str | None = None
+    ) -> Job:
         """Queue a zoom out of a result (`ref`: an id, ``#12.2``, or None for the latest), Midjourney's Zoom Out.
 
         The output keeps the result's size; the image shrinks to about 1/`factor` of it in the
@@ -448,10 +451,19 @@ class ImageService:
         if border is None:
             reason = f"needs a larger image: {format_ref(parent.id)} is {width}×{height}, too small for a border"
             raise InvalidOption("zoom", reason)
-        changes = {"width": width, "height": height, "outpaint": border.model_dump(), "count": 1, "seed": self._seeds()}
+        changes = {
+            "width": width,
+            "height": height,
+            "outpaint": border.model_dump(),
+            "count": 1,
+            "seed": self._seeds(),
+            **_words(prompt),
+        }
         return await self._from_result(who, parent, stored, "zoom", DEFAULT_STRENGTH, changes)
 
-    async def pan(self, who: Requester, ref: int | str | None, direction: options.PanDirection) -> Job:
+    async def pan(
+        self, who: Requester, ref: int | str | None, direction: options.PanDirection, prompt: str | None = None
+    ) -> Job:
         """Queue a pan of a result (`ref` as for `zoom`) toward `direction`, Midjourney's Pan.
 
         The canvas grows that way by half the image's side along it (`bot.options.pan`); the image
@@ -472,6 +484,7 @@ class ImageService:
             "outpaint": strip.model_dump(),
             "count": 1,
             "seed": self._seeds(),
+            **_words(prompt),
         }
         return await self._from_result(who, parent, stored, "pan", DEFAULT_STRENGTH, changes)
 
@@ -939,3 +952,8 @@ class ImageService:
         ):
             raise NotAllowed(action)
         return generation
+
+
+def _words(prompt: str | None) -> dict[str, object]:
+    """Return a request change re-wording a result (a remix's checked words), or none."""
+    return {} if prompt is None else {"prompt": options.reworded(prompt)}

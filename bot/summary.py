@@ -290,7 +290,7 @@ def control_line(control: ControlNetSpec, run_steps: int, catalog: Catalog | Non
     (a style reference: on the style layers only).
     """
     if control.style:
-        what = f"{control.model} on the style layers (weight {control.weight:g})"
+        what = f"{control.model} (style layers, weight {control.weight:g})"
     elif catalog is not None and catalog.is_ip_adapter(control.model):
         what = f"{control.model} (weight {control.weight:g})"
     else:

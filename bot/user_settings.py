@@ -29,6 +29,7 @@ _KINDS: dict[str, tuple[type, str]] = {
     "cfg": (float, "a number"),
     "private": (bool, "true or false"),
     "batching": (bool, "true or false"),
+    "remix": (bool, "true or false"),
     "vary_subtle": (float, "a strength over 0, at most 1"),
     "vary_strong": (float, "a strength over 0, at most 1"),
     "upscale_strength": (float, "a strength over 0, at most 1"),
@@ -172,6 +173,11 @@ class UserSettings:
 def private(saved: Mapping[str, object]) -> bool:
     """Tell whether saved settings ask for private delivery."""
     return bool(saved.get("private", False))
+
+
+def remix(saved: Mapping[str, object]) -> bool:
+    """Tell whether saved settings ask for remix mode: Vary, Zoom Out and Pan first offer the prompt to re-word."""
+    return saved.get("remix") is True
 
 
 def batching(saved: Mapping[str, object]) -> bool:

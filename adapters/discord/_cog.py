@@ -32,6 +32,7 @@ from bot.chat import (
     Guides,
     Listing,
     OneImage,
+    RemixForm,
     Reply,
     Started,
     Text,
@@ -86,6 +87,11 @@ IMAGE_OPTION = "a previous image: 12 or #12, and #12.2 for its second (default: 
 FROM_IMAGE_MENU = "Imagine from this image"
 GUIDE_MENU = "Use as ControlNet guide"
 STYLE_MENU = "Use as style reference"
+# The one value a message menu's form asks besides the prompt: its label and placeholder, by option.
+_MENU_VALUES = {
+    "strength": ("Strength (0-1)", "0.8: lower keeps more of the image"),
+    "sw": ("Style weight (0-200 %)", "100: the image's look in full"),
+}
 PNG_INFO_MENU = "PNG info"
 DESCRIBE_MENU = "Describe image"
 NO_IMAGE = "✖ That message has no PNG, JPEG or WebP image attached."
@@ -344,37 +350,40 @@ class ImagesCog(commands.Cog, name="Images"):
 
     async def imagine_from_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """Ask for a prompt (and a strength) to make a new image from a message's image attachment."""
-        attachment = await self._image_of(interaction, message)
-        if attachment is not None:
-            modal = ImageModal(
-                FROM_IMAGE_MENU, "Strength (0-1)", "0.8: lower keeps more of the image", self.on_from_image, attachment
-            )
-            await interaction.response.send_modal(modal)
-            self._acked(interaction)
-
-    async def on_from_image(
-        self, interaction: discord.Interaction, attachment: discord.Attachment, prompt: str, strength: str
-    ) -> None:
-        """Queue image-to-image from an attachment, with the modal's prompt and strength."""
-        given = {"prompt": prompt, "image": token("image"), "strength": strength.strip() or None}
-        await self._imagine(interaction, given, {token("image"): attachment}, None)
+        await self._with_attachment(interaction, message, FROM_IMAGE_MENU, ("image", "strength"))
 
     async def style_from_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """Ask for a prompt (and a style weight) to make a new image in the style of a message's image attachment."""
-        attachment = await self._image_of(interaction, message)
-        if attachment is not None:
-            modal = ImageModal(
-                STYLE_MENU, "Style weight (0-200 %)", "100: the image's look in full", self.on_style, attachment
-            )
-            await interaction.response.send_modal(modal)
-            self._acked(interaction)
+        await self._with_attachment(interaction, message, STYLE_MENU, ("style_image", "sw"))
 
-    async def on_style(
-        self, interaction: discord.Interaction, attachment: discord.Attachment, prompt: str, weight: str
+    async def _with_attachment(
+        self, interaction: discord.Interaction, message: discord.Message, title: str, options: tuple[str, str]
     ) -> None:
-        """Queue a generation with an attachment as its style reference (--sref), at the modal's weight (--sw)."""
-        given = {"prompt": prompt, "style_image": token("style_image"), "sw": weight.strip() or None}
-        await self._imagine(interaction, given, {token("style_image"): attachment}, None)
+        """Ask for a prompt and one value (`options`: the attachment's option, the value's), then queue the image.
+
+        The value goes to the service as typed, so a bad one gets the same sentence as its flag would.
+        """
+        attachment = await self._image_of(interaction, message)
+        if attachment is None:
+            return
+        option, value_option = options
+        label, placeholder = _MENU_VALUES[value_option]
+
+        async def submit(answer: discord.Interaction, file: discord.Attachment, prompt: str, value: str) -> None:
+            given = {"prompt": prompt, option: token(option), value_option: value.strip() or None}
+            await self._imagine(answer, given, {token(option): file}, None)
+
+        await interaction.response.send_modal(ImageModal(title, label, placeholder, submit, attachment))
+        self._acked(interaction)
+
+    def _remixer(self, form: RemixForm) -> Callable[[discord.Interaction, str], Awaitable[None]]:
+        """Return what a remix form's words go to: its action, run on its image with them as the prompt."""
+
+        async def remix(interaction: discord.Interaction, words: str) -> None:
+            who = requester(interaction)
+            await self._ask(interaction, self.flow.remix(who, form.action, form.generation_id, form.index, words))
+
+        return remix
 
     async def on_edit(self, interaction: discord.Interaction, text: str) -> None:
         """Queue a generation from an Edit form's /imagine text, its flags read as in the prompt option."""
@@ -458,7 +467,7 @@ class ImagesCog(commands.Cog, name="Images"):
         if words is None:  # not an answer of ours (its words were cut, or edited away)
             await interaction.response.send_message(f"✖ {NO_WORDS}", ephemeral=True)
         else:
-            await interaction.response.send_modal(EditModal(self, words, "Imagine these words"))
+            await interaction.response.send_modal(EditModal(self.on_edit, words, "Imagine these words"))
         self._acked(interaction)
 
     async def _defer(
@@ -660,6 +669,7 @@ class ImagesCog(commands.Cog, name="Images"):
         vary_subtle="the strength of Vary (Subtle), 0-1 (0.35)",
         vary_strong="the strength of Vary (Strong), 0-1 (0.7)",
         upscale_strength="how much an upscale redraws, 0-1 (0.3)",
+        remix="Vary, Zoom Out and Pan first show the prompt to change (Midjourney's Remix)",
         reset="true to clear your defaults (your option sets stay)",
     )
     async def settings_command(
@@ -676,6 +686,7 @@ class ImagesCog(commands.Cog, name="Images"):
         vary_subtle: app_commands.Range[float, 0, 1] | None = None,
         vary_strong: app_commands.Range[float, 0, 1] | None = None,
         upscale_strength: app_commands.Range[float, 0, 1] | None = None,
+        remix: bool | None = None,
         reset: bool = False,
     ) -> None:
         """Show or change the user's defaults."""
@@ -692,6 +703,7 @@ class ImagesCog(commands.Cog, name="Images"):
             "vary_subtle": vary_subtle,
             "vary_strong": vary_strong,
             "upscale_strength": upscale_strength,
+            "remix": remix,
         }
 
         await self._ask(interaction, self.flow.settings(who, settings_changes(given), reset=reset))
@@ -835,7 +847,9 @@ class ImagesCog(commands.Cog, name="Images"):
             await interaction.response.send_message(text[:2000], files=files, ephemeral=True)
         elif isinstance(reply, EditForm):
             title = f"Edit {format_ref(reply.generation_id)} and imagine"
-            await interaction.response.send_modal(EditModal(self, reply.text, title))
+            await interaction.response.send_modal(EditModal(self.on_edit, reply.text, title))
+        elif isinstance(reply, RemixForm):
+            await interaction.response.send_modal(EditModal(self._remixer(reply), reply.prompt, reply.title, "Prompt"))
         elif isinstance(reply, OneImage):
             view = result_view(reply.generation_id, reply.actions, index=reply.index)
             await interaction.response.send_message(reply.text, view=view, ephemeral=True)
@@ -866,7 +880,7 @@ class ImagesCog(commands.Cog, name="Images"):
         )
         channel = self.bot.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
         try:
-            reply = await self.flow.action(who, action, generation.id)
+            reply = await self.flow.action(who, action, generation.id, form=False)  # a reaction shows no form
         except BotError as error:
             # A reaction has no private reply; the refusal is only logged.
             log.info("reaction %s on %s by %s refused: %s", action, generation.id, payload.user_id, error)

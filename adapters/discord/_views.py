@@ -29,13 +29,13 @@ from bot.chat import EDIT_MOST
 
 __all__ = [
     "ActionHandler",
-    "EditHandler",
     "EditModal",
     "GenerationButton",
     "GuideHandler",
     "GuideModal",
     "ImageModal",
     "ImageSubmit",
+    "TextSubmit",
     "WordsButton",
     "WordsHandler",
     "result_view",
@@ -155,29 +155,24 @@ class ImageModal(discord.ui.Modal):
         await self.submit(interaction, self.attachment, self.prompt.value, self.value.value)
 
 
-class EditHandler(Protocol):
-    """What the Edit modal is handed to (the cog)."""
-
-    async def on_edit(self, interaction: discord.Interaction, text: str) -> None:
-        """Queue a generation from the /imagine text as the user changed it."""
-        ...
+# What an `EditModal` hands its text to (a method of the cog).
+TextSubmit = Callable[[discord.Interaction, str], Awaitable[None]]
 
 
-class EditModal(discord.ui.Modal, title="Edit and imagine"):
-    """Holds a result's /imagine text (prompt and flags) for the user to change and run as a new image."""
+class EditModal(discord.ui.Modal):
+    """Holds text to change and send: a result's /imagine text (Edit), words to imagine, a remix's prompt."""
 
-    text: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
-        label="Prompt and flags", style=discord.TextStyle.paragraph, max_length=EDIT_MOST
-    )
-
-    def __init__(self, handler: EditHandler, text: str, title: str) -> None:
-        super().__init__(title=title, timeout=15 * 60)
-        self.handler = handler
-        self.text.default = text
+    def __init__(self, submit: TextSubmit, text: str, title: str, label: str = "Prompt and flags") -> None:
+        super().__init__(title=title[:45], timeout=15 * 60)  # Discord's most for a modal's title
+        self.text: discord.ui.TextInput[EditModal] = discord.ui.TextInput(
+            label=label, style=discord.TextStyle.paragraph, max_length=EDIT_MOST, default=text
+        )
+        self.add_item(self.text)
+        self.submit = submit
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         """Hand the changed text to the cog."""
-        await self.handler.on_edit(interaction, self.text.value)
+        await self.submit(interaction, self.text.value)
 
 
 class GuideHandler(Protocol):

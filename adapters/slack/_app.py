@@ -31,6 +31,7 @@ from bot.chat import (
     Guides,
     Listing,
     OneImage,
+    RemixForm,
     Reply,
     Started,
     Text,
@@ -64,6 +65,7 @@ from ._blocks import (
     PNG_INFO_SHORTCUT,
     REFINE_SHORTCUT,
     REFINE_VIEW,
+    REMIX_VIEW,
     REROLL_SHORTCUT,
     STYLE_SHORTCUT,
     Block,
@@ -84,6 +86,8 @@ from ._blocks import (
     one_image_blocks,
     progress_blocks,
     refine_modal,
+    remix_modal,
+    remix_target,
     result_blocks,
     slack_time,
     view_values,
@@ -200,6 +204,7 @@ class SlackImages:
         app.view(REFINE_VIEW)(_timed(self.on_refine_submit))
         app.view(EDIT_VIEW)(_timed(self.on_edit_submit))
         app.view(BLEND_VIEW)(_timed(self.on_blend_submit))
+        app.view(REMIX_VIEW)(_timed(self.on_remix_submit))
         app.action(ACTION_ID_PATTERN)(_timed(self.on_button))
         app.action(WORDS_ID)(_timed(self.on_words))
         app.event("reaction_added")(self.on_reaction)
@@ -392,6 +397,19 @@ class SlackImages:
         await ack()
         await self._show(started, who, where, "")
 
+    async def on_remix_submit(self, ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        """Run the Remix modal's action with its words, or keep it open with the refusal on the words."""
+        action, generation_id, index, where = remix_target(view)
+        who = _requester(body["user"]["id"], _team(body), where.channel)
+        words = str(view_values(view).get("prompt") or "")
+        try:
+            started = await self.flow.remix(who, action, generation_id, index, words)
+        except BotError as error:
+            await ack(response_action="errors", errors={"prompt": str(error)})
+            return
+        await ack()
+        await self._show(started, who, where, "")
+
     async def on_from_image_shortcut(self, ack: AsyncAck, shortcut: dict[str, Any]) -> None:
         """Open the "Generate image" modal to start from the image file of the message the shortcut was used on."""
         await self._open_with_file(ack, shortcut, "image")
@@ -524,8 +542,9 @@ class SlackImages:
         where = _clicked_in(body)
         files = [file_id for file_id in action.get("value", "").split(",") if file_id.startswith("F")]
         try:
-            reply = await self.flow.action(who, kind, generation_id, index)
-            await self._show(reply, who, where, card_ts, files, trigger=body.get("trigger_id"))
+            trigger = body.get("trigger_id")
+            reply = await self.flow.action(who, kind, generation_id, index, form=trigger is not None)
+            await self._show(reply, who, where, card_ts, files, trigger=trigger)
         except BotError as error:
             await self._tell(who, refusal(error))
 
@@ -557,7 +576,8 @@ class SlackImages:
             return
         who = _requester(event["user"], team, channel)
         try:
-            await self._show(await self.flow.action(who, kind, generation.id), who, Destination(channel), ts)
+            reply = await self.flow.action(who, kind, generation.id, form=False)  # a reaction opens no form
+            await self._show(reply, who, Destination(channel), ts)
         except BotError as error:
             if kind not in ("star", "unstar"):
                 await self._tell(who, refusal(error))
@@ -593,6 +613,8 @@ class SlackImages:
             await self.client.views_open(trigger_id=trigger, view=edit_modal(reply.generation_id, where, reply.text))
         elif isinstance(reply, EditForm):  # nothing to open a form with
             await self._tell(who, escape(reply.line))
+        elif isinstance(reply, RemixForm) and trigger is not None:  # asked for only where there is one
+            await self.client.views_open(trigger_id=trigger, view=remix_modal(reply, where))
         elif isinstance(reply, Guides):
             # Files cannot be ephemeral on Slack: the guides go to the user who asked, in a direct message.
             posted = await self.client.chat_postMessage(

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from bot.actions import WORDS_ID, WORDS_LOOK, ButtonAction, button_looks, button_rows, encode_action, format_ref
 from bot.catalog import Catalog, CatalogEntry
-from bot.chat import EDIT_MOST, OneImage
+from bot.chat import EDIT_MOST, OneImage, RemixForm
 from bot.controls import BLEND_SHAPES
 from bot.history import Generation
 from bot.jobs import Job
@@ -35,6 +35,7 @@ __all__ = [
     "PNG_INFO_SHORTCUT",
     "REFINE_SHORTCUT",
     "REFINE_VIEW",
+    "REMIX_VIEW",
     "REROLL_SHORTCUT",
     "STYLE_SHORTCUT",
     "Block",
@@ -55,6 +56,8 @@ __all__ = [
     "one_image_blocks",
     "progress_blocks",
     "refine_modal",
+    "remix_modal",
+    "remix_target",
     "result_blocks",
     "slack_time",
     "view_values",
@@ -78,6 +81,7 @@ IMAGINE_VIEW = "imagine_modal"
 REFINE_VIEW = "refine_modal"
 EDIT_VIEW = "edit_modal"
 BLEND_VIEW = "blend_modal"
+REMIX_VIEW = "remix_modal"
 
 HELP = """\
 */imagine* `a red fox --seed 7 --refiner 90 --lora pixel-art:0.8` — make an image. Flags: \
@@ -528,6 +532,47 @@ def edit_modal(generation_id: int | None, where: Destination, text: str) -> dict
             )
         ],
     }
+
+
+def remix_modal(form: RemixForm, where: Destination) -> dict[str, Any]:
+    """Return the Remix modal: a result's prompt to re-word before its Vary, Zoom Out or Pan runs.
+
+    What to run, on which image, and where the card goes are carried in the metadata; the action is
+    checked again when it comes back (`bot.chat.ChatFlow.remix`).
+    """
+    metadata = {
+        "id": form.generation_id,
+        "index": form.index,
+        "action": form.action,
+        "channel": where.channel,
+        "thread_ts": where.thread_ts,
+    }
+    element = {"type": "plain_text_input", "multiline": True, "initial_value": form.prompt, "max_length": 3000}
+    return {
+        "type": "modal",
+        "callback_id": REMIX_VIEW,
+        "private_metadata": json.dumps(metadata),
+        "title": _plain("Remix"),
+        "submit": _plain("Remix"),
+        "close": _plain("Cancel"),
+        "blocks": [
+            {"type": "section", "text": _mrkdwn(escape(form.title))},
+            _input(
+                "prompt",
+                "Prompt",
+                element,
+                optional=False,
+                hint="Change the words; the image keeps its settings (✏️ Edit changes those).",
+            ),
+        ],
+    }
+
+
+def remix_target(view: Mapping[str, Any]) -> tuple[str, int, int, Destination]:
+    """Return the action, generation id, image index and destination a Remix modal was opened for."""
+    metadata = json.loads(view.get("private_metadata") or "{}")
+    where = Destination(str(metadata["channel"]), metadata.get("thread_ts"))
+    return str(metadata["action"]), int(metadata["id"]), int(metadata["index"]), where
 
 
 def blend_modal(files: Sequence[Mapping[str, Any]], where: Destination) -> dict[str, Any]:

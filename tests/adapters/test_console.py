@@ -87,7 +87,7 @@ async def test_a_style_reference_from_a_file_in_the_console(tmp_path: Path) -> N
     (style,) = backend.requests[-1].controlnets
     assert (style.model, style.style, style.weight, style.end_step) == ("tiny-ip-adapter", True, 0.5, 10)
     lines = out.getvalue().splitlines()
-    assert "#1 guide 1: tiny-ip-adapter on the style layers (weight 0.5) on steps 1–10 of 10" in lines
+    assert "#1 style reference 1: tiny-ip-adapter (style layers, weight 0.5) on steps 1–10 of 10" in lines
     assert lines[-1].startswith("✖ --sref '") and lines[-1].endswith("' cannot be read (No such file or directory).")
 
 

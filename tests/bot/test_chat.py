@@ -15,6 +15,7 @@ from bot.chat import (
     EditForm,
     Flagged,
     Listing,
+    RemixForm,
     Started,
     Text,
     failure_line,
@@ -144,6 +145,68 @@ async def test_a_bad_size_setting_is_one_sentence_and_saves_nothing(flow, servic
         await flow.text(ALICE, text + " steps=12")
     assert str(caught.value).startswith(sentence)
     assert await service.user_settings.get(ALICE) == {}
+
+
+# ---------------------------------------------------------------------------
+# Remix mode (Midjourney's): Vary, Zoom Out and Pan first offer the prompt to re-word
+
+
+async def test_in_remix_mode_vary_zoom_and_pan_offer_the_prompt_then_run_with_the_new_words(flow, service):
+    first = (await (await service.imagine("a red fox --seed 7 --steps 4 --size 256x256", ALICE)).result()).id
+    plain = await flow.action(ALICE, "vary-strong", first)  # remix off: the button runs at once
+    assert isinstance(plain, Started)
+    await plain.job.result()
+    await flow.text(ALICE, "settings remix=true")
+    for action, title in (
+        ("vary-strong", f"Remix: 🌪️ Vary (Strong) #{first}"),
+        ("zoom-out-2", f"Remix: 🔭 Zoom Out 2× #{first}"),
+        ("pan-left", f"Remix: ⬅️ #{first}"),
+    ):
+        form = await flow.action(ALICE, action, first)
+        assert form == RemixForm(first, 0, action, "a red fox") and form.title == title
+        started = await flow.remix(ALICE, form.action, form.generation_id, form.index, "  a grey wolf at dusk ")
+        made_now = await started.job.result()
+        request, parent = made_now.request, (await service.details(ALICE, first)).request
+        assert (request.prompt, request.init_image is not None, made_now.parent_id) == (
+            "a grey wolf at dusk",
+            True,
+            first,
+        )
+        assert (request.negative_prompt, request.scheduler, request.loras) == (
+            parent.negative_prompt,
+            parent.scheduler,
+            parent.loras,
+        )
+        assert (request.outpaint is not None) == (action != "vary-strong")
+    # A reaction has no form to show: it runs the action as it is.
+    reacted = await flow.action(ALICE, "vary-subtle", first, form=False)
+    assert isinstance(reacted, Started) and reacted.job.request.prompt == "a red fox"
+    await reacted.job.result()
+    # Upscale is no remix; nor is another's image a form of yours.
+    assert isinstance(await flow.action(ALICE, "upscale-2", first), Started)
+    await service.user_settings.update(BOB, {"remix": True})
+    with pytest.raises(NotAllowed):
+        await flow.action(BOB, "vary-strong", first)
+
+
+@pytest.mark.parametrize(
+    ("words", "sentence"),
+    [
+        ("a wolf --ar 16:9", "Remix changes the prompt's words only, not '--ar'; ✏️ Edit changes the settings too."),
+        ("a wolf <lora:pixel-art:0.8>", "Remix keeps the image's LoRAs; a <lora:…> tag is for /imagine and ✏️ Edit."),
+        ("  ", "Prompt is empty; describe the image you want."),
+        ("a wolf\x07", "Prompt contains a control character (U+0007); remove it."),
+        ("(a wolf:9)", "Prompt gives 'a wolf' a weight of 9; weights run from 0 to 3"),
+    ],
+)
+async def test_remix_words_are_checked_as_a_prompt_and_nothing_is_queued(flow, service, words, sentence):
+    first = await made(flow)
+    with pytest.raises(InvalidOption) as refused:
+        await flow.remix(ALICE, "vary-subtle", first, 0, words)
+    assert str(refused.value).startswith(sentence), str(refused.value)
+    with pytest.raises(InvalidOption, match=r"^Remix is for Vary, Zoom Out and Pan, not 'upscale-2'"):
+        await flow.remix(ALICE, "upscale-2", first, 0, "a wolf")  # as a forged form would send
+    assert len(await service.history(ALICE)) == 1
 
 
 async def test_prefer_saves_an_option_set_that_prompts_then_use(flow, service):

@@ -786,6 +786,7 @@ def test_all_matches_public_names():
         "pan",
         "parse_options",
         "parse_text",
+        "reworded",
         "size_for_image",
         "size_for_ratio",
         "zoom_out",

@@ -147,7 +147,7 @@ async def test_style_references_are_the_models_ip_adapter_on_the_style_layers_on
     stored = Image.open(tmp_path / input_path(second.guide)).convert("RGB")
     assert stored.tobytes() == Image.open(io.BytesIO(square((200, 200, 200)))).convert("RGB").tobytes()
     fields = result_fields(generation, service.catalog)
-    assert ("Style reference", "tiny-ip-adapter on the style layers (weight 0.8) on steps 1–20 of 20") in fields
+    assert ("Style reference", "tiny-ip-adapter (style layers, weight 0.8) on steps 1–20 of 20") in fields
     png = parse_parameters(read_text((tmp_path / generation.images[0].path).read_bytes())["parameters"])["fields"]
     assert png["ControlNet 1"].endswith(f"Guide hash: {second.guide}, Layers: style")
 

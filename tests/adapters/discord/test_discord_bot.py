@@ -171,6 +171,35 @@ async def test_edit_opens_the_imagine_text_and_makes_a_new_image_from_the_change
         assert opened["type"] == 9 and opened["data"]["title"] == f"Edit {ref} and imagine"
 
 
+async def test_in_remix_mode_vary_opens_the_prompt_and_runs_on_the_image_with_the_new_words(running):
+    """/settings remix:True (Midjourney's Remix): 🌪️ Vary (Strong) first opens a form holding the prompt; sent with new
+    words, the image is varied with them. A flag in the words is one private sentence; a reaction varies at once."""
+    fake = running.fake
+    _, first = await _imagine(fake, {"prompt": "a red fox", "seed": "7", "steps": 4})
+    saved = await (await fake.slash("settings", {"remix": True})).response()
+    assert "remix" in saved["data"]["content"]
+    click = await fake.click(first.id, encode_action("vary-strong", 1))
+    opened = await click.response()
+    assert opened["type"] == 9 and opened["data"]["title"] == "Remix: 🌪️ Vary (Strong) #1"
+    (field,) = _text_inputs(opened["data"])
+    assert field["value"] == "a red fox"
+    submitted = await fake.submit_modal(click, {"Prompt": "a grey wolf"})
+    await fake.wait_for(lambda: submitted.original is not None)
+    await _finished(fake, submitted.original)
+    made, varied = running.backend.requests
+    assert (varied.prompt, varied.init_image is not None, varied.steps) == ("a grey wolf", True, made.steps)
+    click = await fake.click(first.id, encode_action("vary-strong", 1))
+    flagged = await fake.submit_modal(click, {"Prompt": "a grey wolf --ar 16:9"})
+    body = await flagged.response()
+    assert body["type"] == 4 and body["data"]["flags"] & EPHEMERAL
+    assert body["data"]["content"].startswith("✖ Remix changes the prompt's words only, not '--ar'")
+    assert len(running.backend.requests) == 2
+    before = set(fake.messages)
+    await fake.react(first.id, "🌿")
+    await fake.wait_for(lambda: len(running.backend.requests) == 3)
+    assert running.backend.requests[-1].prompt == "a red fox" and set(fake.messages) != before
+
+
 async def test_someone_else_cannot_reroll_refine_delete_or_cancel(running):
     fake = running.fake
     _, first = await _imagine(fake, {"prompt": "a red fox", "steps": 2})

@@ -86,7 +86,7 @@ async def test_a_style_image_is_a_style_reference_weighed_by_sw_in_the_prompt(ru
     _, message = await _imagine(fake, {"prompt": "a red fox --sw 60", "steps": 20, "style_image": look})
     assert message.attachments
     fields = {field["name"]: field["value"] for field in message.embeds[0]["fields"]}
-    assert fields["Style reference"] == "tiny-ip-adapter on the style layers (weight 0.6) on steps 1–20 of 20"
+    assert fields["Style reference"] == "tiny-ip-adapter (style layers, weight 0.6) on steps 1–20 of 20"
     (request,) = running.backend.requests
     assert [(c.model, c.style, c.weight, c.end_step) for c in request.controlnets] == [
         ("tiny-ip-adapter", True, 0.6, 20)

@@ -237,6 +237,47 @@ async def test_refine_keeps_the_seed_by_button_reaction_and_shortcut_modal(runni
     assert [request.seed for request in running.backend.requests] == [7, 7, 7, 7]
 
 
+async def test_in_remix_mode_vary_opens_the_prompt_and_runs_on_the_image_with_the_new_words(running: Running) -> None:
+    """`/imagine settings remix=true` (Midjourney's Remix): 🌪️ Vary (Strong) first opens a form holding the prompt;
+    a flag keeps it open with the sentence on the words; the new words vary the image; a reaction varies at once."""
+    card = await _imagine(running, "a red fox --seed 7 --steps 4")
+    await running.fake.send_slash(running.url, text="settings remix=true")
+    await _told(running, "U_ALICE", "remix")
+    await _click(running, card, "ib:vary-strong:1")
+    await running.fake.wait_for(lambda: running.fake.calls_to("views.open"))
+    view = running.fake.calls_to("views.open")[-1].args["view"]
+    assert view["callback_id"] == "remix_modal" and view["title"]["text"] == "Remix"
+    assert view["blocks"][0]["text"]["text"] == "Remix: 🌪️ Vary (Strong) #1"
+    assert view["blocks"][1]["element"]["initial_value"] == "a red fox"
+
+    def typed(value: str) -> dict:
+        return {"prompt": {"value": {"type": "plain_text_input", "value": value}}}
+
+    metadata = view["private_metadata"]
+    wrong = await running.fake.send_view_submission(
+        running.url, "remix_modal", typed("a grey wolf --ar 16:9"), private_metadata=metadata
+    )
+    assert wrong.json["response_action"] == "errors"
+    assert wrong.json["errors"]["prompt"].startswith("Remix changes the prompt's words only, not '--ar'")
+    good = await running.fake.send_view_submission(
+        running.url, "remix_modal", typed("a grey wolf"), private_metadata=metadata
+    )
+    assert good.status == 200 and good.body == ""
+    varied = await running.finished_card(2)
+    first, again = running.backend.requests
+    assert (again.prompt, again.init_image is not None, again.steps) == ("a grey wolf", True, first.steps)
+    assert varied.channel == card.channel
+    # A forged form naming another action is refused on its words; nothing runs.
+    forged = metadata.replace('"vary-strong"', '"upscale-2"')
+    refused = await running.fake.send_view_submission(
+        running.url, "remix_modal", typed("a cat"), private_metadata=forged
+    )
+    assert refused.json["errors"]["prompt"] == "Remix is for Vary, Zoom Out and Pan, not 'upscale-2'."
+    await running.fake.send_event(running.url, running.fake.reaction_event("herb", message_ts=card.ts))
+    await running.finished_card(3)
+    assert running.backend.requests[-1].prompt == "a red fox" and len(running.backend.requests) == 3
+
+
 async def test_edit_opens_the_imagine_text_and_makes_a_new_image_from_the_changed_text(running: Running) -> None:
     """✏️ Edit opens a form holding the card's /imagine text; a broken flag keeps the form open with the sentence on
     the text, and the changed prompt makes a new card in the same place with the same settings."""
