@@ -295,7 +295,8 @@ class RemixForm:
     def title(self) -> str:
         """What the form is for: ``Remix: 🌪️ Vary (Strong) #12.2``."""
         emoji, words = BUTTON_LOOKS[self.action]
-        return f"Remix: {emoji} {words} {format_image_ref(self.generation_id, self.index)}".replace("  ", " ")
+        ref = format_image_ref(self.generation_id, self.index)
+        return " ".join(part for part in ("Remix:", emoji, words, ref) if part)  # a pan button has no words
 
 
 Reply = Started | Text | Listing | Deleted | Flagged | Guides | OneImage | EditForm | RemixForm

@@ -33,9 +33,9 @@ from aiohttp.web_response import StreamResponse
 
 from adapters.gallery._export import write_export
 from adapters.gallery._links import BadLink, ExpiredLink, Links, Owner, Server
-from bot.actions import BUTTON_LOOKS, PAN_ACTIONS, format_image_ref, format_ref
+from bot.actions import BUTTON_LOOKS, PAN_ACTIONS, ButtonAction, format_image_ref, format_ref
 from bot.catalog import Catalog
-from bot.chat import retract_in_chat, show_in_chat
+from bot.chat import REMIXABLE, ChatFlow, retract_in_chat, show_in_chat
 from bot.errors import BotError, NotAllowed, NotFound, QueueFull, QuotaReached, RateLimited
 from bot.gallery import PAGE_SIZE, GalleryQuery
 from bot.history import FINAL, Generation
@@ -54,7 +54,7 @@ _TOKEN = r"[A-Za-z0-9_\-\.]{20,400}"
 # 18 digits stay below SQLite's 2^63: a longer id is no id, and the router answers 404 itself.
 _ID = r"[0-9]{1,18}"
 _MAX_ID = 2**63 - 1
-_ACTIONS = ("reroll", "refine", "vary", "upscale", "zoom", "pan", "delete", "star", "unstar")
+_ACTIONS = ("reroll", "refine", "vary", "upscale", "zoom", "pan", "remix", "delete", "star", "unstar")
 # A showcase link is shared by a whole server, so it gets this many times a personal link's rate.
 _SHOWCASE_RATE = 10
 _MAX_SEARCH = 200
@@ -189,6 +189,12 @@ def _card(generation: Generation, catalog: Catalog, commands: Mapping[int, str |
     )
 
 
+def _remix_label(action: ButtonAction) -> str:
+    """Return a remix button's words: the chat button's (a pan's arrow says where)."""
+    emoji, words = BUTTON_LOOKS[action]
+    return f"{emoji} {words or 'Pan ' + PAN_ACTIONS[action]}"
+
+
 def _image_number(text: object, generation: Generation) -> int:
     """Read which image of a result a page or form acts on (1 when absent); any other value is a bad request."""
     if text is None or text == "":
@@ -304,6 +310,8 @@ class _Pages:
             # The chats' result buttons: none that could only be refused.
             offered=offered,
             pans=[(PAN_ACTIONS[action], BUTTON_LOOKS[action][0]) for action in offered if action in PAN_ACTIONS],
+            # Remix (Midjourney's): the prompt re-worded, then one of these runs on the image.
+            remixes=[(action, _remix_label(action)) for action in offered if action in REMIXABLE],
             # The buttons read as in chat.
             words={action: words for action, (_, words) in BUTTON_LOOKS.items()},
         )
@@ -408,8 +416,14 @@ class _Pages:
                 await self._service.star(who, generation.id, starred=action == "star")
                 raise web.HTTPSeeOther(f"{root}/i/{generation.id}")
             number = _image_number(form.get("image"), generation)
-            image = format_image_ref(generation.id, number - 1) if number > 1 else generation.id
-            job = await self._run(action, who, generation.id, image, form)
+            if action == "remix":
+                do, words = form.get("do"), form.get("prompt")
+                if not isinstance(do, str) or not isinstance(words, str):
+                    raise web.HTTPBadRequest()
+                job = (await ChatFlow(self._service).remix(who, do, generation.id, number - 1, words)).job
+            else:
+                image = format_image_ref(generation.id, number - 1) if number > 1 else generation.id
+                job = await self._run(action, who, generation.id, image, form)
         except (NotFound, NotAllowed):
             return self.problem(404)
         except (QueueFull, RateLimited, QuotaReached) as error:

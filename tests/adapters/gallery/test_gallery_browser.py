@@ -375,8 +375,9 @@ def test_a_member_stars_an_image_and_the_server_sees_it_in_its_showcase_in_a_bro
         served.close()
 
 
-def test_a_member_varies_the_second_of_two_images_in_a_browser(tmp_path: Path, browser):
-    """ "Act on image 2" under two images, then Vary (Strong): the new image starts from image 2, not the first."""
+def test_a_member_varies_and_remixes_the_second_of_two_images_in_a_browser(tmp_path: Path, browser):
+    """ "Act on image 2" under two images, then Vary (Strong): the new image starts from image 2, not the first;
+    then the Remix form: new words and a pan of image 2."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -415,5 +416,19 @@ def test_a_member_varies_the_second_of_two_images_in_a_browser(tmp_path: Path, b
         request = served.call(made(varied_id))
         assert request.init_image == shas[1] != shas[0]  # type: ignore[attr-defined]
         assert "vary" in browser.find_element(By.CSS_SELECTOR, "h1").text
+
+        # Remix (Midjourney's): the prompt re-worded in the card's form, then a pan of image 2 with the new words.
+        browser.get(f"{own}i/{foxes_id}?image=2")
+        browser.find_element(By.CSS_SELECTOR, "details.remix summary").click()
+        words = browser.find_element(By.CSS_SELECTOR, "details.remix textarea")
+        wait.until(lambda d: words.is_displayed())
+        assert words.get_attribute("value") == "two foxes"
+        words.clear()
+        words.send_keys("two grey wolves")
+        browser.find_element(By.CSS_SELECTOR, "details.remix button[value='pan-left']").click()
+        wait.until(lambda d: re.search(new_page, d.current_url) and f"/i/{varied_id}" not in d.current_url)
+        remixed = served.call(made(int(re.search(new_page, browser.current_url)[1])))  # type: ignore[index]
+        assert remixed.prompt == "two grey wolves" and remixed.init_image == shas[1]  # type: ignore[attr-defined]
+        assert remixed.outpaint is not None  # type: ignore[attr-defined]
     finally:
         served.close()

@@ -390,7 +390,7 @@ async def test_vary_upscale_zoom_and_pan_act_on_the_image_chosen_of_several(gall
     assert "act on image 1." in page and 'name="image" value="1"' in page
     page = await (await gallery.client.get(f"{path}i/{foxes.id}?image=2")).text()
     assert "act on image 2." in page and 'aria-current="true">Act on image 2<' in page
-    assert page.count('name="image" value="2"') == 4  # Vary, Upscale, Zoom Out, pan
+    assert page.count('name="image" value="2"') == 5  # Vary, Upscale, Zoom Out, pan, Remix
     form = {"csrf": csrf_of(page), "kind": "strong"}
     second = await _acted(gallery, f"{path}i/{foxes.id}/vary", {**form, "image": "2"})
     first = await _acted(gallery, f"{path}i/{foxes.id}/vary", {**form, "image": "1"})
@@ -405,6 +405,33 @@ async def test_vary_upscale_zoom_and_pan_act_on_the_image_chosen_of_several(gall
         assert response.status == 400, image
         response = await gallery.client.post(f"{path}i/{foxes.id}/vary", data={**form, "image": image})
         assert response.status == 400, image
+    assert len(await gallery.history.generations.recent(ALICE.platform, ALICE.user_id)) == made
+
+
+async def test_remix_rewords_the_prompt_then_varies_zooms_or_pans_the_chosen_image(gallery: Gallery):
+    """The card's Remix form (Midjourney's) holds the prompt; sent with new words and a button, that button's action
+    runs on the chosen image with them. Words with a flag, or a button that is no remix, are refused; nothing queued."""
+    foxes = await gallery.make(ALICE, "two foxes", "--seed 7 --count 2 --size 256x256")
+    path = await gallery.path(ALICE)
+    page = await (await gallery.client.get(f"{path}i/{foxes.id}?image=2")).text()
+    assert ">two foxes</textarea>" in page
+    assert all(f'name="do" value="{action}"' in page for action in ("vary-strong", "zoom-out-2", "pan-left"))
+    form = {"csrf": csrf_of(page), "image": "2", "prompt": "two grey wolves"}
+    varied = await _acted(gallery, f"{path}i/{foxes.id}/remix", {**form, "do": "vary-strong"})
+    in_chat = await (await gallery.service.vary(ALICE, "#1.2", "strong")).result()
+    assert (varied.request.prompt, varied.action, varied.parent_id) == ("two grey wolves", "vary", foxes.id)
+    assert varied.request.init_image == in_chat.request.init_image
+    panned = await _acted(gallery, f"{path}i/{foxes.id}/remix", {**form, "do": "pan-left"})
+    assert panned.request.prompt == "two grey wolves" and panned.request.outpaint.sides == (0, 0, 0, 128)
+    made = len(await gallery.history.generations.recent(ALICE.platform, ALICE.user_id))
+    for data, sentence in (
+        ({**form, "prompt": "wolves --ar 16:9", "do": "vary-subtle"}, "Remix changes the prompt&#39;s words only"),
+        ({**form, "do": "upscale-2"}, "Remix is for Vary, Zoom Out and Pan"),
+    ):
+        response = await gallery.client.post(f"{path}i/{foxes.id}/remix", data=data, allow_redirects=False)
+        assert response.status == 400 and sentence in await response.text()
+    response = await gallery.client.post(f"{path}i/{foxes.id}/remix", data={"csrf": form["csrf"]})
+    assert response.status == 400
     assert len(await gallery.history.generations.recent(ALICE.platform, ALICE.user_id)) == made
 
 
