@@ -12,6 +12,7 @@ Commands (a leading ``/`` is optional)::
     upscale [#id[.n]] [2|4]                      a larger copy (default: your latest, 2×)
     zoom [#id[.n]] [factor]                      zoom out: the same size, a new border around it (1.5×)
     pan left|right|up|down [#id[.n]]             extend the canvas that way by half the image's side
+    square [#id[.n]]                             make square: the short side grown to the long one
     guide [#id]                                  the guide images a generation's ControlNets saw
     blend #3 a.png [#5] [prompt --flags]         one image of 2 or 3 (Midjourney's /blend, the model's IP-Adapter)
     describe [#id[.n] | FILE]                    an image in words, to send with /imagine (default: your latest)

@@ -53,6 +53,7 @@ ButtonAction = Literal[
     "upscale-4",
     "zoom-out",
     "zoom-out-2",
+    "square",
     "pan-left",
     "pan-right",
     "pan-up",
@@ -71,7 +72,8 @@ ButtonAction = Literal[
 # "guide": the guide images a result's ControlNets saw, shown privately;
 # "star", "unstar": the ⭐ reaction added or taken back, for the server's showcase (`bot.showcase`);
 # "pick": one image of a several-image result, its own buttons shown privately (Midjourney's U1–U4);
-# "edit": a form holding the result's /imagine text, to change and run (Midjourney's Remix).
+# "edit": a form holding the result's /imagine text, to change and run;
+# "square": the short side extended on both ends to the long one (Midjourney's Make Square).
 _ACTIONS: dict[str, ButtonAction] = {action: action for action in get_args(ButtonAction)}
 # Pan buttons by the direction each extends the canvas to.
 PAN_ACTIONS: dict[ButtonAction, PanDirection] = {
@@ -90,6 +92,7 @@ BUTTON_LOOKS: dict[ButtonAction, tuple[str, str]] = {
     "upscale-4": ("🔍", "Upscale 4×"),
     "zoom-out": ("🔭", "Zoom Out 1.5×"),
     "zoom-out-2": ("🔭", "Zoom Out 2×"),
+    "square": ("🔲", "Make Square"),
     "pan-left": ("⬅️", ""),
     "pan-right": ("➡️", ""),
     "pan-up": ("⬆️", ""),
@@ -104,20 +107,22 @@ BUTTON_LOOKS: dict[ButtonAction, tuple[str, str]] = {
 }
 # The buttons that act on one image of a result, and so may name which (``ib:pan-left:12.2``).
 IMAGE_ACTIONS: frozenset[ButtonAction] = frozenset(
-    {"vary-subtle", "vary-strong", "upscale-2", "upscale-4", "zoom-out", "zoom-out-2", *PAN_ACTIONS, "pick"}
+    {"vary-subtle", "vary-strong", "upscale-2", "upscale-4", "zoom-out", "zoom-out-2", "square", *PAN_ACTIONS, "pick"}
 )
 # The buttons under a finished image, in rows of what belongs together, alike on every platform:
 # new images from it; larger or wider ones; about it ("Show guide" joins this row); one image of several.
 # Five rows, Discord's most.
 _RESULT_ROWS: tuple[tuple[ButtonAction, ...], ...] = (
     ("reroll", "refine", "vary-subtle", "vary-strong", "edit"),
-    ("upscale-2", "upscale-4", "zoom-out", "zoom-out-2"),
+    ("upscale-2", "upscale-4", "zoom-out", "zoom-out-2", "square"),
     tuple(PAN_ACTIONS),
     ("details", "delete", "guide"),
     ("pick",),
 )
-# The buttons under one image with no ControlNets, large enough for Zoom Out.
-RESULT_ACTIONS: tuple[ButtonAction, ...] = tuple(a for row in _RESULT_ROWS for a in row if a not in ("guide", "pick"))
+# The buttons under one square image with no ControlNets, large enough for Zoom Out.
+RESULT_ACTIONS: tuple[ButtonAction, ...] = tuple(
+    a for row in _RESULT_ROWS for a in row if a not in ("guide", "pick", "square")
+)
 
 
 # The smallest side a result needs for Zoom Out: a border of 64 on both ends, and image between.
@@ -127,8 +132,8 @@ ZOOM_OUT_SIDE = 192
 def result_actions(request: GenerationRequest) -> tuple[ButtonAction, ...]:
     """Return the buttons under a finished generation of `request`.
 
-    "Show guide" too where ControlNets acted; no "Zoom Out" under an image too small for one;
-    "Image 1"… for each image of several.
+    "Show guide" too where ControlNets acted; no "Zoom Out" under an image too small for one, no
+    "Make Square" under a square one; "Image 1"… for each image of several.
     What a server's limits or a backend rule out is the service's to leave out (`ImageService.result_actions`).
     """
     small = min(request.width, request.height) < ZOOM_OUT_SIDE
@@ -136,6 +141,8 @@ def result_actions(request: GenerationRequest) -> tuple[ButtonAction, ...]:
     def offered(action: ButtonAction) -> bool:
         if action in ("zoom-out", "zoom-out-2"):
             return not small
+        if action == "square":
+            return request.width != request.height
         if action == "pick":
             return request.count > 1
         return action != "guide" or bool(request.controlnets)

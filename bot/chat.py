@@ -276,7 +276,9 @@ class EditForm:
 
 
 # The buttons whose image-to-image remix mode lets the user re-word first (Midjourney's Remix: not Upscale).
-REMIXABLE: frozenset[ButtonAction] = frozenset({"vary-subtle", "vary-strong", "zoom-out", "zoom-out-2", *PAN_ACTIONS})
+REMIXABLE: frozenset[ButtonAction] = frozenset(
+    {"vary-subtle", "vary-strong", "zoom-out", "zoom-out-2", "square", *PAN_ACTIONS}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,7 +342,7 @@ class ChatFlow:
     ) -> Reply:
         """Do what a button or reaction on a generation's message asks (of its image `index`, 0 the first).
 
-        In remix mode (the user's ``remix`` setting), Vary, Zoom Out and Pan first answer a `RemixForm`
+        In remix mode (the user's ``remix`` setting), Vary, Zoom Out, Make Square and Pan first answer a `RemixForm`
         where a chat can show one (`form`: a button can, a reaction cannot): `remix` then runs them.
         """
         image = format_image_ref(generation_id, index) if index else generation_id
@@ -494,6 +496,10 @@ class ChatFlow:
         """Answer ``pan left|right|up|down [#id[.n]]``: the canvas grown that way, the strip painted anew."""
         return Started(await self.service.pan(who, _image(image), direction, prompt))
 
+    async def square(self, who: Requester, image: int | str | None, prompt: str | None = None) -> Started:
+        """Answer ``square [#id[.n]]`` and Make Square: the short side grown to the long one, the strips painted."""
+        return Started(await self.service.square(who, _image(image), prompt))
+
     async def remix(self, who: Requester, action: str, generation_id: int, index: int, words: str) -> Started:
         """Run a `RemixForm`'s action (Vary, Zoom Out, Pan) with the words it was sent back with as the prompt.
 
@@ -501,18 +507,20 @@ class ChatFlow:
         """
         remixed = next((known for known in REMIXABLE if known == action), None)
         if remixed is None:
-            raise InvalidOption("Remix", f"is for Vary, Zoom Out and Pan, not '{shown(action)}'")
+            raise InvalidOption("Remix", f"is for Vary, Zoom Out, Make Square and Pan, not '{shown(action)}'")
         image = format_image_ref(generation_id, index) if index else generation_id
         return await self._from_result(who, remixed, image, words)
 
     async def _from_result(
         self, who: Requester, action: ButtonAction, image: int | str, words: str | None = None
     ) -> Started:
-        """Run Vary, Zoom Out or Pan on a result's image, re-worded by `words` when they are given (a remix)."""
+        """Run Vary, Zoom Out, Make Square or Pan on a result's image, re-worded by `words` when given (a remix)."""
         if action in PAN_ACTIONS:
             return await self.pan(who, image, PAN_ACTIONS[action], words)
         if action in ("zoom-out", "zoom-out-2"):
             return await self.zoom(who, image, 2.0 if action == "zoom-out-2" else ZOOM_OUT, words)
+        if action == "square":
+            return await self.square(who, image, words)
         return await self.vary(who, image, "strong" if action == "vary-strong" else "subtle", words)
 
     async def pick(self, who: Requester, generation_id: int, index: int) -> OneImage:
@@ -707,6 +715,10 @@ class ChatFlow:
         if word == "vary":
             kind, ref = _word_and_image(rest, _VARY_WORDS, "vary", "subtle or strong")
             return lambda who: self.vary(who, ref, kind)
+        if word == "square":
+            if rest and parse_image_ref(rest) is None:
+                raise InvalidOption("square", "takes an optional #id" + _not(rest), typed=True)
+            return lambda who: self.square(who, rest or None)
         if word not in ("reroll", "refine", "edit", "cancel", "guide", "info", "star", "unstar"):
             return None
         args = parse_ref_args(rest, allow_percent=word == "refine")

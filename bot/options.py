@@ -114,6 +114,7 @@ __all__ = [
     "image_refs",
     "imagine_command",
     "input_images",
+    "make_square",
     "option_named",
     "pan",
     "parse_options",
@@ -942,6 +943,23 @@ def pan(width: int, height: int, direction: PanDirection, pixel_budget: int) -> 
     if strip < _SIDE_STEP:
         return None
     return Outpaint.model_validate({_PAN_SIDE[direction]: strip})
+
+
+def make_square(width: int, height: int, pixel_budget: int) -> Outpaint | None:
+    """Return the strips that make a `width` × `height` result square, or None.
+
+    Midjourney's Make Square: the short side grows on both ends to the long one (in 64s, the
+    odd 64 on the right or bottom), the image keeps its pixels, the strips are painted to
+    continue it. None for a square image, or where the square passes the pixel budget.
+    """
+    side, short = max(width, height), min(width, height)
+    if side == short or side * side > pixel_budget:
+        return None
+    steps = (side - short) // _SIDE_STEP
+    first, second = steps // 2 * _SIDE_STEP, (steps - steps // 2) * _SIDE_STEP
+    if width < height:
+        return Outpaint(left=first, right=second)
+    return Outpaint(top=first, bottom=second)
 
 
 def size_for_image(width: int, height: int, pixel_budget: int) -> tuple[int, int]:

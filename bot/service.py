@@ -488,6 +488,29 @@ class ImageService:
         }
         return await self._from_result(who, parent, stored, "pan", DEFAULT_STRENGTH, changes)
 
+    async def square(self, who: Requester, ref: int | str | None, prompt: str | None = None) -> Job:
+        """Queue a Make Square of a result (`ref` as for `zoom`), Midjourney's: the short side grown to the long one.
+
+        The image keeps its pixels and the strips on both ends are painted to continue it (an
+        outpaint, `bot.options.make_square`), with its prompt and settings, a new seed and the typed
+        ``--outpaint``'s strength, one image.
+        """
+        parent, stored = await self._result_image(who, ref, "make square", "square")
+        width, height = options.size_for_image(stored.width, stored.height, self.limits.pixel_budget)
+        strips = options.make_square(width, height, self.limits.pixel_budget)
+        if strips is None:
+            why = "it is square already" if width == height else "a square of its long side passes the pixel budget"
+            raise InvalidOption("square", f"has no room: {format_ref(parent.id)} is {width}×{height}, and {why}")
+        changes = {
+            "width": width + strips.left + strips.right,
+            "height": height + strips.top + strips.bottom,
+            "outpaint": strips.model_dump(),
+            "count": 1,
+            "seed": self._seeds(),
+            **_words(prompt),
+        }
+        return await self._from_result(who, parent, stored, "square", DEFAULT_STRENGTH, changes)
+
     async def imagine_texts(
         self, platform: str, user_id: str, generations: Sequence[Generation]
     ) -> dict[int, str | None]:
@@ -542,7 +565,7 @@ class ImageService:
         who: Requester,
         parent: Generation,
         stored: StoredImage,
-        action: Literal["vary", "upscale", "zoom", "pan"],
+        action: Literal["vary", "upscale", "zoom", "pan", "square"],
         strength: float | None,
         changes: Mapping[str, object],
         setting: str | None = None,
@@ -553,8 +576,8 @@ class ImageService:
         None: no model redraws the image (an upscaler enlarges it alone), and no setting applies.
         The result is the structure now: the parent's mask, outpaint, upscale or ControlNets are not done again;
         its style references are (the look is the user's choice, as Midjourney's Vary keeps ``--sref``), on
-        every step that runs now. A zoom or pan is stored as a generation from its parent (the rows' actions
-        predate them).
+        every step that runs now. A zoom, pan or square is stored as a generation from its parent (the
+        rows' actions predate them).
         """
         chosen: object = strength
         if strength is not None and setting is not None:
@@ -587,7 +610,7 @@ class ImageService:
             request,
             who,
             warnings=warnings,
-            action="generate" if action == "zoom" or action == "pan" else action,
+            action=action if action == "vary" or action == "upscale" else "generate",
             parent=parent,
             private=parent.private,
             inputs=[image],
@@ -864,7 +887,7 @@ class ImageService:
         """Return the buttons under a finished generation of `request`, none that could only be refused.
 
         `bot.actions.result_actions` (by the image's size and ControlNets), less a pan with no room
-        left that way (the longest side, the pixel budget), Reroll and Refine of an upscale an
+        left that way (the longest side, the pixel budget), Make Square with no room, Reroll and Refine of an upscale an
         upscaler made alone, Refine where the model has no refiner, and what the backend cannot do
         (`LimitedBackend`). Old messages keep their buttons, which answer with the refusal's sentence.
         """
@@ -873,6 +896,14 @@ class ImageService:
             for action, direction in PAN_ACTIONS.items()
             if self._pan_strip(request.width, request.height, direction)[2] is None
         }
+        if (
+            options.make_square(
+                *options.size_for_image(request.width, request.height, self.limits.pixel_budget),
+                self.limits.pixel_budget,
+            )
+            is None
+        ):
+            withheld.add("square")
         if request.upscales_alone:
             withheld |= {"reroll", "refine"}
         # Edit where a /imagine text says the request, its input images as the earlier images they came from.

@@ -176,7 +176,7 @@ def private(saved: Mapping[str, object]) -> bool:
 
 
 def remix(saved: Mapping[str, object]) -> bool:
-    """Tell whether saved settings ask for remix mode: Vary, Zoom Out and Pan first offer the prompt to re-word."""
+    """Tell whether saved settings ask for remix mode: Vary, Zoom Out, Make Square and Pan offer the prompt first."""
     return saved.get("remix") is True
 
 

@@ -669,7 +669,7 @@ class ImagesCog(commands.Cog, name="Images"):
         vary_subtle="the strength of Vary (Subtle), 0-1 (0.35)",
         vary_strong="the strength of Vary (Strong), 0-1 (0.7)",
         upscale_strength="how much an upscale redraws, 0-1 (0.3)",
-        remix="Vary, Zoom Out and Pan first show the prompt to change (Midjourney's Remix)",
+        remix="Vary, Zoom Out, Make Square and Pan first show the prompt to change (Midjourney's Remix)",
         reset="true to clear your defaults (your option sets stay)",
     )
     async def settings_command(

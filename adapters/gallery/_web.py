@@ -54,7 +54,7 @@ _TOKEN = r"[A-Za-z0-9_\-\.]{20,400}"
 # 18 digits stay below SQLite's 2^63: a longer id is no id, and the router answers 404 itself.
 _ID = r"[0-9]{1,18}"
 _MAX_ID = 2**63 - 1
-_ACTIONS = ("reroll", "refine", "vary", "upscale", "zoom", "pan", "remix", "delete", "star", "unstar")
+_ACTIONS = ("reroll", "refine", "vary", "upscale", "zoom", "pan", "square", "remix", "delete", "star", "unstar")
 # A showcase link is shared by a whole server, so it gets this many times a personal link's rate.
 _SHOWCASE_RATE = 10
 _MAX_SEARCH = 200
@@ -437,7 +437,7 @@ class _Pages:
     async def _run(
         self, action: str, who: Requester, generation_id: int, image: int | str, form: Mapping[str, Any]
     ) -> Any:
-        """Run `action` on a generation; Vary, Zoom Out, pan and Upscale on its `image` (an id, or ``#12.2``)."""
+        """Run `action` on a generation; Vary, Zoom Out, pan, Make Square and Upscale on its `image` (``#12.2``)."""
         if action == "reroll":
             return await self._service.reroll(who, generation_id)
         if action == "refine":
@@ -460,6 +460,8 @@ class _Pages:
             if direction is None:
                 raise web.HTTPBadRequest()
             return await self._service.pan(who, image, direction)
+        if action == "square":
+            return await self._service.square(who, image)
         factor = form.get("factor", "2")
         if factor not in ("2", "4"):
             raise web.HTTPBadRequest()

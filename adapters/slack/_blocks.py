@@ -92,7 +92,8 @@ weights: `(words:1.3)`, `(words)`, `[words]`, `BREAK`; LoRA tags: `<lora:pixel-a
 */imagine refine* `[#id] [percent]` — same seed; the SDXL refiner takes over at percent (85)
 */imagine vary* `subtle|strong [#id[.n]]` — the image again with a new seed · */imagine upscale* `[#id[.n]] [2|4]` · \
 */imagine zoom* `[#id[.n]] [1.5]` — zoom out: the same size, a new border around the image · \
-*/imagine pan* `left|right|up|down [#id[.n]]` — a wider or taller canvas, the new strip painted
+*/imagine pan* `left|right|up|down [#id[.n]]` — a wider or taller canvas, the new strip painted · \
+*/imagine square* `[#id[.n]]` — make square: the short side grown to the long one
 */imagine cancel* `[#id]` · */imagine queue* · */imagine history* `[count]` · */imagine info* `[#id]` · \
 */imagine guide* `[#id]` · */imagine edit* `[#id]` — its /imagine text in a form, to change and run
 */imagine blend* `#3 #4 [#5] [prompt]` — one image of your 2 or 3, blended by the model's IP-Adapter \
@@ -535,7 +536,7 @@ def edit_modal(generation_id: int | None, where: Destination, text: str) -> dict
 
 
 def remix_modal(form: RemixForm, where: Destination) -> dict[str, Any]:
-    """Return the Remix modal: a result's prompt to re-word before its Vary, Zoom Out or Pan runs.
+    """Return the Remix modal: a result's prompt to re-word before its Vary, Zoom Out, Make Square or Pan runs.
 
     What to run, on which image, and where the card goes are carried in the metadata; the action is
     checked again when it comes back (`bot.chat.ChatFlow.remix`).

@@ -148,7 +148,7 @@ async def test_a_bad_size_setting_is_one_sentence_and_saves_nothing(flow, servic
 
 
 # ---------------------------------------------------------------------------
-# Remix mode (Midjourney's): Vary, Zoom Out and Pan first offer the prompt to re-word
+# Remix mode (Midjourney's): Vary, Zoom Out, Make Square and Pan first offer the prompt to re-word
 
 
 async def test_in_remix_mode_vary_zoom_and_pan_offer_the_prompt_then_run_with_the_new_words(flow, service):
@@ -204,7 +204,7 @@ async def test_remix_words_are_checked_as_a_prompt_and_nothing_is_queued(flow, s
     with pytest.raises(InvalidOption) as refused:
         await flow.remix(ALICE, "vary-subtle", first, 0, words)
     assert str(refused.value).startswith(sentence), str(refused.value)
-    with pytest.raises(InvalidOption, match=r"^Remix is for Vary, Zoom Out and Pan, not 'upscale-2'"):
+    with pytest.raises(InvalidOption, match=r"^Remix is for Vary, Zoom Out, Make Square and Pan, not 'upscale-2'"):
         await flow.remix(ALICE, "upscale-2", first, 0, "a wolf")  # as a forged form would send
     assert len(await service.history(ALICE)) == 1
 

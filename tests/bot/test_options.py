@@ -782,6 +782,7 @@ def test_all_matches_public_names():
         "image_refs",
         "imagine_command",
         "input_images",
+        "make_square",
         "option_named",
         "pan",
         "parse_options",

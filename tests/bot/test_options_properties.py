@@ -339,6 +339,35 @@ def test_pan_grows_one_side_by_about_half_within_the_limits(width: int, height: 
     assert grown == min(max(64, math.floor(along / 128 + 0.5) * 64), room // 64 * 64)
 
 
+@PROPERTY
+@given(width=SIDES, height=SIDES, budget=st.sampled_from([512 * 512, 1024 * 1024, 4 * 1024 * 1024]))
+def test_make_square_grows_the_short_side_on_both_ends_to_the_long_one(width: int, height: int, budget: int) -> None:
+    """Make Square of any result: a square of the long side, the short side grown evenly in 64s (the odd 64 on
+    the right or bottom), the long side untouched; None exactly for a square image or a square past the budget."""
+    from bot.options import make_square
+
+    strips = make_square(width, height, budget)
+    side = max(width, height)
+    if width == height or side * side > budget:
+        assert strips is None
+        return
+    assert strips is not None and strips.blur == 0
+    assert (width + strips.left + strips.right, height + strips.top + strips.bottom) == (side, side)
+    first, second = (strips.left, strips.right) if width < height else (strips.top, strips.bottom)
+    assert first % 64 == 0 and second % 64 == 0 and second - first in (0, 64)
+
+
+def test_make_square_examples() -> None:
+    from bot.options import make_square
+
+    big = 4 * 1024 * 1024
+    assert make_square(1216, 832, big).sides == (192, 0, 192, 0)  # type: ignore[union-attr]
+    assert make_square(768, 1344, big).sides == (0, 320, 0, 256)  # type: ignore[union-attr]  # 576: 256 + 320
+    assert make_square(2048, 1024, big).sides == (512, 0, 512, 0)  # type: ignore[union-attr]  # 2048² is the budget
+    assert make_square(1024, 1024, big) is None
+    assert make_square(1024, 512, 512 * 1024) is None  # a 1024² square passes the budget
+
+
 def test_pan_examples() -> None:
     """The usual cases, to the pixel: a square grows by half, the last pan takes the room left, none past 2048."""
     from bot.options import pan

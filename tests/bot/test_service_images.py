@@ -298,6 +298,38 @@ async def test_pan_grows_the_canvas_one_way_and_paints_the_new_strip(service, ba
     await reply.job.result()
 
 
+async def test_make_square_grows_the_short_side_and_is_offered_under_non_square_images_only(service, backend, tmp_path):
+    """Make Square of image 2 of #1 (256×128): 256×256, the image kept in the middle, 64 painted above and below,
+    the prompt and settings, a new seed, one image; the button is under #1 and not under the square result;
+    `square #2` of the square one is one sentence."""
+    from bot.request import GenerationRequest
+
+    first = await (await service.imagine("two foxes --count 2 --seed 7 --size 256x128 --steps 10", ALICE)).result()
+    assert "square" in service.result_actions(first.request)
+    flow = ChatFlow(service)
+    reply = await flow.action(ALICE, "square", first.id, 1)
+    assert isinstance(reply, Started)
+    squared = await reply.job.result()
+    request = backend.requests[-1]
+    assert (request.width, request.height, request.count, request.strength) == (256, 256, 1, 0.8)
+    assert request.outpaint is not None and request.outpaint.sides == (64, 0, 64, 0)
+    assert request.prompt == "two foxes" and request.seed not in (7, 8)
+    assert request.init_image == _input_sha(tmp_path / first.images[1].path)
+    assert (squared.action, squared.parent_id) == ("generate", first.id)
+    assert "square" not in service.result_actions(squared.request)
+    made = len(backend.requests)
+    with pytest.raises(
+        InvalidOption, match=rf"^Square has no room: #{squared.id} is 256×256, and it is square already\.$"
+    ):
+        await flow.text(ALICE, f"square #{squared.id}")
+    with pytest.raises(InvalidOption, match=r"^square takes an optional #id, not 'tiles'\.$"):
+        await flow.text(ALICE, "square tiles", strict=True)
+    assert await flow.text(ALICE, "square tiles on a floor") is None  # a prompt, on a chat that takes prompts
+    tall = GenerationRequest(prompt="a fox", model="tiny", width=512, height=1024)
+    assert "square" not in service.result_actions(tall)  # 1024² passes this service's pixel budget
+    assert len(backend.requests) == made
+
+
 async def test_pan_refusals_are_one_sentence_each(service, backend):
     """No room left under the pixel budget, a direction pan does not take: a sentence, nothing queued."""
     await (await service.imagine("a fox --steps 4 --size 512x512", ALICE)).result()  # the whole 512² budget
@@ -336,7 +368,7 @@ async def test_pan_is_offered_only_where_there_is_room_and_the_buttons_come_in_r
     actions = service.result_actions(wide)
     rows = [
         ["reroll", "refine", "vary-subtle", "vary-strong", "edit"],
-        ["upscale-2", "upscale-4", "zoom-out", "zoom-out-2"],
+        ["upscale-2", "upscale-4", "zoom-out", "zoom-out-2", "square"],
         ["pan-left", "pan-right", "pan-up", "pan-down"],
         ["details", "delete"],
     ]

@@ -289,3 +289,26 @@ def test_a_style_reference_scales_the_style_layer_alone_and_the_next_image_promp
 
 def test_a_style_reference_of_weight_zero_is_none(runner, red):
     assert run(runner, controlnets=(ip(red, style=True, weight=0.0),)).data == run(runner).data
+
+
+def test_a_style_reference_acts_in_an_outpaint_as_zoom_out_and_pan_keep_it(runner, red, ramp):
+    """Zoom Out and Pan keep a result's style references: the inpainting pipeline takes the image prompt too."""
+    from bot.request import Outpaint
+
+    outpaint = {
+        "init_image": ramp,
+        "strength": 1.0,
+        "width": 256,
+        "height": 128,
+        "outpaint": Outpaint(left=64, right=64),
+    }
+    plain = run(runner, steps=4, **outpaint)
+    styled = run(runner, steps=4, controlnets=(ip(red, style=True),), **outpaint)
+    assert styled.data != plain.data
+    assert styled.meta["controlnet_steps"] == [[1, 4]]
+    # The image's middle is kept either way: only the new border takes the look.
+    middle = (slice(None), slice(64, 192))
+    assert (
+        np.abs(pixels(styled.data)[middle] - pixels(plain.data)[middle]).mean()
+        < np.abs(pixels(styled.data)[:, :64] - pixels(plain.data)[:, :64]).mean()
+    )

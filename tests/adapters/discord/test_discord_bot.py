@@ -710,6 +710,20 @@ async def test_result_buttons_come_in_rows_and_a_pan_arrow_widens_the_image(runn
     assert fields["Size"] == f"{request.width}×{request.height}"
 
 
+async def test_make_square_stands_under_a_wide_image_and_squares_it(running):
+    """🔲 Make Square (Midjourney's) joins the second row under a non-square image only; it posts the image grown
+    to a square, the strips above and below painted."""
+    _, wide = await _imagine(running.fake, {"prompt": "a red fox", "seed": "7", "size": "1216x832"})
+    rows = [[button["custom_id"].split(":")[1] for button in row["components"]] for row in wide.components]
+    assert rows[1] == ["upscale-2", "upscale-4", "zoom-out", "zoom-out-2", "square"]
+    click = await running.fake.click(wide.id, encode_action("square", 1))
+    squared = await _finished(running.fake, await _reply_of(click))
+    request = running.backend.requests[-1]
+    assert (request.width, request.height) == (1216, 1216) and request.outpaint.sides == (192, 0, 192, 0)
+    rows = [[button["custom_id"].split(":")[1] for button in row["components"]] for row in squared.components]
+    assert "square" not in rows[1]
+
+
 async def test_a_model_without_a_refiner_gets_no_refine_button(running):
     """sdxl-turbo has no refiner: its result shows every button but Refine, which could only be refused."""
     _, message = await _imagine(running.fake, {"prompt": "a red fox", "model": "sdxl-turbo"})

@@ -380,6 +380,17 @@ async def test_zoom_out_and_pan_make_a_new_image_from_the_card(gallery: Gallery,
     assert made.request.seed != 7 and made.request.prompt == "a red fox"
 
 
+async def test_make_square_is_offered_under_a_wide_image_and_squares_it(gallery: Gallery):
+    wide = await gallery.make(ALICE, "a red fox", "--seed 7 --size 512x256")
+    path = await gallery.path(ALICE)
+    html = await (await gallery.client.get(f"{path}i/{wide.id}")).text()
+    assert f"i/{wide.id}/square" in html and "Make Square" in html
+    made = await _acted(gallery, f"{path}i/{wide.id}/square", {"csrf": csrf_of(html)})
+    assert (made.request.width, made.request.height) == (512, 512) and made.request.outpaint.sides == (128, 0, 128, 0)
+    html = await (await gallery.client.get(f"{path}i/{made.id}")).text()
+    assert f"i/{made.id}/square" not in html
+
+
 async def test_vary_upscale_zoom_and_pan_act_on_the_image_chosen_of_several(gallery: Gallery):
     """Under two images the page says which one Vary, Upscale, Zoom Out and pan act on (the first, until another
     is chosen); with image 2 chosen, Vary starts from image 2, as ``vary strong #1.2`` does in chat. An image the
@@ -426,7 +437,7 @@ async def test_remix_rewords_the_prompt_then_varies_zooms_or_pans_the_chosen_ima
     made = len(await gallery.history.generations.recent(ALICE.platform, ALICE.user_id))
     for data, sentence in (
         ({**form, "prompt": "wolves --ar 16:9", "do": "vary-subtle"}, "Remix changes the prompt&#39;s words only"),
-        ({**form, "do": "upscale-2"}, "Remix is for Vary, Zoom Out and Pan"),
+        ({**form, "do": "upscale-2"}, "Remix is for Vary, Zoom Out, Make Square and Pan"),
     ):
         response = await gallery.client.post(f"{path}i/{foxes.id}/remix", data=data, allow_redirects=False)
         assert response.status == 400 and sentence in await response.text()

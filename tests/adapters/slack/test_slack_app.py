@@ -272,10 +272,21 @@ async def test_in_remix_mode_vary_opens_the_prompt_and_runs_on_the_image_with_th
     refused = await running.fake.send_view_submission(
         running.url, "remix_modal", typed("a cat"), private_metadata=forged
     )
-    assert refused.json["errors"]["prompt"] == "Remix is for Vary, Zoom Out and Pan, not 'upscale-2'."
+    assert refused.json["errors"]["prompt"] == "Remix is for Vary, Zoom Out, Make Square and Pan, not 'upscale-2'."
     await running.fake.send_event(running.url, running.fake.reaction_event("herb", message_ts=card.ts))
     await running.finished_card(3)
     assert running.backend.requests[-1].prompt == "a red fox" and len(running.backend.requests) == 3
+
+
+async def test_make_square_stands_under_a_wide_image_and_squares_it(running: Running) -> None:
+    """🔲 Make Square is under a non-square card only; clicked, the image grows to a square in the same place."""
+    card = await _imagine(running, "a red fox --seed 7 --steps 4 --size 256x128")
+    assert "ib:square:1" in action_ids(card)
+    await _click(running, card, "ib:square:1")
+    squared = await running.finished_card(2)
+    request = running.backend.requests[-1]
+    assert (request.width, request.height) == (256, 256) and request.outpaint.sides == (64, 0, 64, 0)
+    assert squared.channel == card.channel and "ib:square:2" not in action_ids(squared)
 
 
 async def test_edit_opens_the_imagine_text_and_makes_a_new_image_from_the_changed_text(running: Running) -> None:
