@@ -478,14 +478,7 @@ class ImageService:
                 f" {SIDE.high} on a side and {self.limits.pixel_budget / 1e6:.1f} megapixels"
             )
             raise InvalidOption("pan", reason)
-        changes = {
-            "width": width + strip.left + strip.right,
-            "height": height + strip.top + strip.bottom,
-            "outpaint": strip.model_dump(),
-            "count": 1,
-            "seed": self._seeds(),
-            **_words(prompt),
-        }
+        changes = self._grown(width, height, strip, prompt)
         return await self._from_result(who, parent, stored, "pan", DEFAULT_STRENGTH, changes)
 
     async def square(self, who: Requester, ref: int | str | None, prompt: str | None = None) -> Job:
@@ -501,7 +494,12 @@ class ImageService:
         if strips is None:
             why = "it is square already" if width == height else "a square of its long side passes the pixel budget"
             raise InvalidOption("square", f"has no room: {format_ref(parent.id)} is {width}×{height}, and {why}")
-        changes = {
+        changes = self._grown(width, height, strips, prompt)
+        return await self._from_result(who, parent, stored, "square", DEFAULT_STRENGTH, changes)
+
+    def _grown(self, width: int, height: int, strips: Outpaint, prompt: str | None) -> dict[str, object]:
+        """Return the changes of an outpaint growing a `width` × `height` result by `strips`: one image, a new seed."""
+        return {
             "width": width + strips.left + strips.right,
             "height": height + strips.top + strips.bottom,
             "outpaint": strips.model_dump(),
@@ -509,7 +507,6 @@ class ImageService:
             "seed": self._seeds(),
             **_words(prompt),
         }
-        return await self._from_result(who, parent, stored, "square", DEFAULT_STRENGTH, changes)
 
     async def imagine_texts(
         self, platform: str, user_id: str, generations: Sequence[Generation]

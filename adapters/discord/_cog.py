@@ -617,6 +617,12 @@ class ImagesCog(commands.Cog, name="Images"):
         """Queue a pan of any image of a generation."""
         await self._ask(interaction, self.flow.pan(requester(interaction), image, direction))
 
+    @app_commands.command(name="square", description="Make a wide or tall image square, the new strips painted.")
+    @app_commands.describe(image=IMAGE_OPTION)
+    async def square(self, interaction: discord.Interaction, image: str | None = None) -> None:
+        """Queue a Make Square of any image of a generation."""
+        await self._ask(interaction, self.flow.square(requester(interaction), image))
+
     @app_commands.command(name="history", description="Your recent generations, with their seeds.")
     async def history(self, interaction: discord.Interaction, count: app_commands.Range[int, 1, 25] = 10) -> None:
         """List the user's recent generations."""

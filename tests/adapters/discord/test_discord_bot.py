@@ -67,6 +67,7 @@ async def test_commands_are_synced_with_their_options(running):
         "Describe image",
         "describe",
         "gallery",
+        "square",
     }
     options = {option["name"]: option for option in commands["imagine"]["options"]}
     assert list(options)[:2] == ["prompt", "negative"]
@@ -722,6 +723,13 @@ async def test_make_square_stands_under_a_wide_image_and_squares_it(running):
     assert (request.width, request.height) == (1216, 1216) and request.outpaint.sides == (192, 0, 192, 0)
     rows = [[button["custom_id"].split(":")[1] for button in row["components"]] for row in squared.components]
     assert "square" not in rows[1]
+    # /square does the same to any image of yours; a square one gets the sentence.
+    slash = await running.fake.slash("square", {"image": "#1"})
+    await _finished(running.fake, await _reply_of(slash))
+    assert running.backend.requests[-1].outpaint.sides == (192, 0, 192, 0)
+    refused = await running.fake.slash("square", {"image": "#2"})
+    body = await refused.response()
+    assert body["data"]["content"] == "✖ Square has no room: #2 is 1216×1216, and it is square already."
 
 
 async def test_a_model_without_a_refiner_gets_no_refine_button(running):
