@@ -30,6 +30,7 @@ __all__ = [
     "PAN_ACTIONS",
     "RESULT_ACTIONS",
     "WORDS_ID",
+    "WORDS_ID_PATTERN",
     "WORDS_LOOK",
     "ButtonAction",
     "RefArgs",
@@ -42,6 +43,8 @@ __all__ = [
     "parse_image_ref",
     "parse_ref_args",
     "result_actions",
+    "words_id",
+    "words_number",
 ]
 
 ButtonAction = Literal[
@@ -179,8 +182,23 @@ _ONE_IMAGE = "|".join(action for action in _ACTIONS if action in IMAGE_ACTIONS)
 _WHOLE = "|".join(action for action in _ACTIONS if action not in IMAGE_ACTIONS)
 _WHICH = rf"(?(1)(?:\.([2-{COUNT.high}]))?)"
 # The button under a /describe answer: it acts on the words the answer shows, not on a generation.
+# Under several, one each: ``ib:words`` the first (as under one, and before there were several), ``ib:words:2``…
 WORDS_ID = "ib:words"
 WORDS_LOOK = ("🎨", "Imagine these words")
+WORDS_ID_PATTERN = re.compile(rf"^{WORDS_ID}(?::([2-9]))?$")
+
+
+def words_id(number: int) -> str:
+    """Return the id of the button that imagines a /describe answer's `number`-th words (1 the first)."""
+    return WORDS_ID if number == 1 else f"{WORDS_ID}:{number}"
+
+
+def words_number(custom_id: str) -> int | None:
+    """Return which words a /describe answer's button imagines (1 the first), or None for another id."""
+    match = WORDS_ID_PATTERN.fullmatch(custom_id)
+    return None if match is None else int(match[1] or 1)
+
+
 ACTION_ID_PATTERN = re.compile(rf"^ib:(?:({_ONE_IMAGE})|({_WHOLE})):([1-9][0-9]{{0,17}}){_WHICH}$")
 _MAX_ID_LENGTH = 100
 

@@ -204,12 +204,12 @@ class Started:
 class Text:
     """A sentence or a few lines for the user who asked only.
 
-    `words`: a prompt the chat may offer to imagine (a ``/describe`` answer's): a button that opens
-    the ``/imagine`` form holding them (`bot.actions.WORDS_ID`).
+    `words`: prompts the chat may offer to imagine (a ``/describe`` answer's): a button each that
+    opens the ``/imagine`` form holding them (`bot.actions.WORDS_ID`, numbered when several).
     """
 
     text: str
-    words: str | None = None
+    words: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,7 +466,7 @@ class ChatFlow:
         """
         name, said = await self.service.describe(who, file if file is not None else _image(image), load)
         what = "Your image" if file is not None else name
-        return Text(answer_text(what, self._quote(said.text)), words=said.text)
+        return Text(answer_text(what, [self._quote(text) for text in said.texts]), words=said.texts)
 
     async def reroll(self, who: Requester, generation_id: int | None) -> Started:
         """Answer ``reroll [#id]``: the same settings, a new seed (default: the user's latest)."""

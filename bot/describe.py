@@ -6,7 +6,9 @@ sentence. That sentence is text from outside, like any API's answer: `as_prompt`
 printable line a prompt may hold, without what ``/imagine`` would read as more than words
 (flags, ``{…}`` choices, an option set, ``<lora:…>`` tags) or backticks, so that copying it
 into ``/imagine`` asks for the image it describes and nothing more. As Midjourney's do, the
-words end with the image's shape (`aspect_flag`: ``--ar 3:2``), so they make an image of it.
+words end with the image's shape (`aspect_flag`: ``--ar 3:2``), so they make an image of it, and a
+backend may say it several ways (the local captioner: up to `DESCRIPTIONS`, numbered in the answer,
+each with a button).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -27,6 +29,7 @@ from bot.ports import Backend, DescribingBackend, ImageCheckingBackend
 
 __all__ = [
     "DESCRIBING",
+    "DESCRIPTIONS",
     "MAX_DESCRIPTION",
     "Describer",
     "Description",
@@ -43,6 +46,12 @@ log = logging.getLogger(__name__)
 DESCRIBING = "describe the image"
 # Longer than any caption BLIP or Runware writes, short enough to quote in a chat message with room to spare.
 MAX_DESCRIPTION = 600
+# The most descriptions of one image an answer holds: Midjourney's four, within as many characters as
+# a Discord message keeps room for with its words around them (each is at most `MAX_DESCRIPTION`).
+DESCRIPTIONS = 4
+_ANSWER_MOST = 1600
+# How an answer numbers its descriptions (keycap digits, as Midjourney's buttons read).
+_NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣")
 # What /imagine would read as more than words: a flag or option set (--x, —x) at a word's start, {…} choices,
 # A1111's <lora:…> tags; and backticks, which would end the code block a chat shows the words in.
 _NOT_WORDS = re.compile(r"(?:(?<=\s)|^)(?:--+|—+)|[{}<>`]")
@@ -58,14 +67,20 @@ _DESCRIPTION = re.compile(r"(.*?)(?:(?:^| )--ar ([0-9]{1,2}):([0-9]{1,2}))?")
 
 @dataclass(frozen=True, slots=True)
 class Description:
-    """An image in words, and what it cost.
+    """An image in words, other ways to say it, and what it cost.
 
-    From a backend (`bot.ports.DescribingBackend`) the text is its answer, unchecked; from
-    `Describer` it is a prompt: `as_prompt`'s words, then the image's ``--ar``.
+    From a backend (`bot.ports.DescribingBackend`) the texts are its answer, unchecked; from
+    `Describer` each is a prompt: `as_prompt`'s words, then the image's ``--ar``, none twice.
     """
 
-    text: str
+    text: str  # the backend's best words
     cost: float | None = None  # None: free, or the backend does not say
+    more: tuple[str, ...] = ()  # other words for the same image, best first
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        """Return every way it was said, the best first."""
+        return (self.text, *self.more)
 
 
 def as_prompt(text: str) -> str:
@@ -102,22 +117,35 @@ def prompt_of(text: str) -> str | None:
     return f"{words} --ar {shape[0]}:{shape[1]}" if shape in _SHAPES else words
 
 
-def answer_text(what: str, words: str) -> str:
+def answer_text(what: str, words: Sequence[str]) -> str:
     """Return a describe answer as a chat shows it: what was described, then the words in a code block.
 
-    `words` are a `Describer` description (no backticks), already in the chat's markup; `words_in` reads them back.
+    `words` are a `Describer` description's texts (no backticks), already in the chat's markup;
+    several are numbered, one to a line. `words_in` reads them back.
     """
-    return f"📝 {what} in words, to send with /imagine for one like it:\n```\n{words}\n```"
+    if len(words) == 1:
+        return f"📝 {what} in words, to send with /imagine for one like it:\n```\n{words[0]}\n```"
+    lines = "\n".join(f"{number} {text}" for number, text in zip(_NUMBERS, words, strict=False))
+    return f"📝 {what} in words, {len(words)} ways; send one with /imagine for one like it:\n```\n{lines}\n```"
 
 
-def words_in(answer: str) -> str | None:
-    """Return the words of a describe answer (`answer_text`) as a prompt; None when it holds none.
+def words_in(answer: str, number: int = 1) -> str | None:
+    """Return the words of a describe answer (`answer_text`) as a prompt (the `number`-th of several), or None.
 
     A chat whose button carries no words (Discord's id holds 100 characters) reads them back from
     the answer it is under; they are made a prompt again (`prompt_of`), as anything read from a message is.
     """
-    match = re.search(r"\n```\n(.+)\n```$", answer)
-    return prompt_of(match[1]) if match else None
+    match = re.search(r"\n```\n(.+)\n```$", answer, re.DOTALL)
+    if match is None:
+        return None
+    lines = match[1].split("\n")
+    if len(lines) == 1:  # one description, as it is (an answer from before there were several, too)
+        return prompt_of(lines[0]) if number == 1 else None
+    if not 1 <= number <= min(len(lines), len(_NUMBERS)):
+        return None
+    mark = _NUMBERS[number - 1] + " "
+    line = lines[number - 1]
+    return prompt_of(line.removeprefix(mark)) if line.startswith(mark) else None
 
 
 class Describer:
@@ -171,7 +199,7 @@ class Describer:
         flagged: bool | None,
         name: str,
     ) -> Description:
-        """Return what `image` shows as a prompt ending with its shape (``--ar 3:2``), and what it cost.
+        """Return what `image` shows as prompts ending with its shape (``--ar 3:2``, up to four), and what it cost.
 
         Args:
             who: who asked.
@@ -190,8 +218,9 @@ class Describer:
                 )
         try:
             said = await backend.describe(image.data)
-            words = as_prompt(said.text)
-            if not words:
+            # Each made a prompt; what reads the same once made one is said once, and at most four.
+            found = dict.fromkeys(words for text in said.texts if (words := as_prompt(text)))
+            if not found:
                 raise BackendUnavailable(backend.name, "its answer held no words", cost=said.cost, doing=DESCRIBING)
         except BackendUnavailable:
             metrics.DESCRIPTIONS.labels(backend.name, "failed").inc()
@@ -206,4 +235,8 @@ class Describer:
             "unknown" if said.cost is None else f"{said.cost:g}",
             extra={"user_id": who.user_id, "platform": who.platform},
         )
-        return Description(f"{words} {aspect_flag(image.width, image.height)}", said.cost)
+        shape = aspect_flag(image.width, image.height)
+        kept = [f"{words} {shape}" for words in list(found)[:DESCRIPTIONS]]
+        while len(kept) > 1 and sum(len(text) for text in kept) > _ANSWER_MOST:
+            kept.pop()
+        return Description(kept[0], said.cost, tuple(kept[1:]))

@@ -660,8 +660,8 @@ class RayBackend:
         """
         folder = captioner_folder(self._catalog, self._data_dir)
         match message := await self._ask("describe", str(folder), image, doing=DESCRIBING):
-            case Described(text=text):
-                return Description(text)
+            case Described(text=text, more=more):
+                return Description(text, more=more)
         raise _unexpected(message, DESCRIBING)
 
     async def _ask(self, method: str, *args: Any, doing: str = "make the image") -> ToBot:

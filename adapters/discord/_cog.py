@@ -459,11 +459,11 @@ class ImagesCog(commands.Cog, name="Images"):
         except BotError as error:
             await self._refuse_deferred(interaction, error, private=private)
             return
-        await interaction.edit_original_response(content=reply.text[:2000], view=words_view())
+        await interaction.edit_original_response(content=reply.text[:2000], view=words_view(len(reply.words)))
 
-    async def on_words(self, interaction: discord.Interaction) -> None:
-        """Open the /imagine form holding the words of the /describe answer the clicked button is under."""
-        words = words_in(interaction.message.content if interaction.message else "")
+    async def on_words(self, interaction: discord.Interaction, number: int) -> None:
+        """Open the /imagine form holding the `number`-th words of the /describe answer the clicked button is under."""
+        words = words_in(interaction.message.content if interaction.message else "", number)
         if words is None:  # not an answer of ours (its words were cut, or edited away)
             await interaction.response.send_message(f"✖ {NO_WORDS}", ephemeral=True)
         else:

@@ -17,13 +17,15 @@ import discord
 from bot.actions import (
     ACTION_ID_PATTERN,
     RESULT_ACTIONS,
-    WORDS_ID,
+    WORDS_ID_PATTERN,
     WORDS_LOOK,
     ButtonAction,
     button_looks,
     button_rows,
     decode_action,
     encode_action,
+    words_id,
+    words_number,
 )
 from bot.chat import EDIT_MOST
 
@@ -94,32 +96,40 @@ class GenerationButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=
 class WordsHandler(Protocol):
     """What a click of "Imagine these words" is handed to (the cog)."""
 
-    async def on_words(self, interaction: discord.Interaction) -> None:
-        """Open the /imagine form holding the words of the answer the button is under."""
+    async def on_words(self, interaction: discord.Interaction, number: int) -> None:
+        """Open the /imagine form holding the `number`-th words of the answer the button is under."""
         ...
 
 
-class WordsButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=f"^{WORDS_ID}$"):
-    """The button under a /describe answer; its words are the answer's own, read back when it is clicked."""
+class WordsButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=WORDS_ID_PATTERN):
+    """A button under a /describe answer; its words are the answer's own, read back when it is clicked.
 
-    def __init__(self) -> None:
+    Under one description it reads "Imagine these words"; under several, one each: "1", "2"…
+    """
+
+    def __init__(self, number: int = 1, several: bool = False) -> None:
         emoji, label = WORDS_LOOK
-        super().__init__(
-            discord.ui.Button(emoji=emoji, label=label, style=discord.ButtonStyle.primary, custom_id=WORDS_ID)
+        self.number = number
+        button: discord.ui.Button[Any] = discord.ui.Button(
+            emoji=emoji,
+            label=str(number) if several else label,
+            style=discord.ButtonStyle.primary,
+            custom_id=words_id(number),
         )
+        super().__init__(button)
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: Any, /
     ) -> WordsButton:
-        """Rebuild the button from its custom_id (it holds nothing else)."""
-        return cls()
+        """Rebuild the button from its custom_id (which words: ``ib:words`` the first, ``ib:words:2``…)."""
+        return cls(words_number(match.string) or 1)
 
     async def callback(self, interaction: discord.Interaction) -> None:
         """Hand the click to the cog."""
         handler: WordsHandler | None = interaction.client.get_cog("Images")  # type: ignore[attr-defined]
         if handler is not None:
-            await handler.on_words(interaction)
+            await handler.on_words(interaction, self.number)
 
 
 # What an `ImageModal` hands its answer to (a method of the cog): the attachment, the prompt, and the second field.
@@ -212,10 +222,11 @@ class GuideModal(discord.ui.Modal, title="Use as ControlNet guide"):
         await self.handler.on_guide(interaction, self.attachment, self.prompt.value, self.control.value)
 
 
-def words_view() -> discord.ui.View:
-    """Return the button under a /describe answer."""
+def words_view(count: int = 1) -> discord.ui.View:
+    """Return the buttons under a /describe answer of `count` descriptions."""
     view = discord.ui.View(timeout=None)
-    view.add_item(WordsButton())
+    for number in range(1, count + 1):
+        view.add_item(WordsButton(number, several=count > 1))
     return view
 
 

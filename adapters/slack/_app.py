@@ -22,7 +22,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
-from bot.actions import ACTION_ID_PATTERN, WORDS_ID, ButtonAction, decode_action, format_ref, parse_ref_args
+from bot.actions import ACTION_ID_PATTERN, WORDS_ID_PATTERN, ButtonAction, decode_action, format_ref, parse_ref_args
 from bot.chat import (
     ChatFlow,
     Deleted,
@@ -206,7 +206,7 @@ class SlackImages:
         app.view(BLEND_VIEW)(_timed(self.on_blend_submit))
         app.view(REMIX_VIEW)(_timed(self.on_remix_submit))
         app.action(ACTION_ID_PATTERN)(_timed(self.on_button))
-        app.action(WORDS_ID)(_timed(self.on_words))
+        app.action(WORDS_ID_PATTERN)(_timed(self.on_words))
         app.event("reaction_added")(self.on_reaction)
         app.event("reaction_removed")(self.on_reaction_removed)
         app.error(self.on_error)
@@ -603,7 +603,7 @@ class SlackImages:
             for job in reply.jobs:
                 await self._start(job, where)
         elif isinstance(reply, Text):
-            blocks = None if reply.words is None else words_blocks(reply.text, reply.words)
+            blocks = words_blocks(reply.text, reply.words) if reply.words else None
             await self._tell(who, reply.text, blocks, thread_ts=where.thread_ts)
         elif isinstance(reply, Listing):
             await self._tell(who, history_text(reply.generations))

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bot.actions import WORDS_ID, WORDS_LOOK, ButtonAction, button_looks, button_rows, encode_action, format_ref
+from bot.actions import WORDS_LOOK, ButtonAction, button_looks, button_rows, encode_action, format_ref, words_id
 from bot.catalog import Catalog, CatalogEntry
 from bot.chat import EDIT_MOST, OneImage, RemixForm
 from bot.controls import BLEND_SHAPES
@@ -242,14 +242,23 @@ def one_image_blocks(reply: OneImage) -> list[Block]:
     return blocks
 
 
-def words_blocks(text: str, words: str) -> list[Block]:
-    """Return a /describe answer (`text`, in mrkdwn) with the button that imagines its `words` (its value)."""
+def words_blocks(text: str, words: Sequence[str]) -> list[Block]:
+    """Return a /describe answer (`text`, in mrkdwn) with a button that imagines each of its `words` (its value).
+
+    One: "🎨 Imagine these words"; several: "🎨 1", "🎨 2"… as the answer numbers them.
+    """
     emoji, label = WORDS_LOOK
-    button = {"type": "button", "action_id": WORDS_ID, "text": _plain(f"{emoji} {label}"), "value": words}
-    return [
-        {"type": "section", "text": _mrkdwn(text)},
-        {"type": "actions", "elements": [{**button, "style": "primary"}]},
+    buttons = [
+        {
+            "type": "button",
+            "action_id": words_id(number),
+            "text": _plain(f"{emoji} {label if len(words) == 1 else number}"),
+            "value": value,
+            "style": "primary",
+        }
+        for number, value in enumerate(words, start=1)
     ]
+    return [{"type": "section", "text": _mrkdwn(text)}, {"type": "actions", "elements": buttons}]
 
 
 def history_text(generations: Sequence[Generation]) -> str:

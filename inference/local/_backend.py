@@ -356,7 +356,7 @@ class LocalBackend:
         async with self._job_lock:
             await self.start()
             assert self._worker is not None
-            return Description(await self._worker.describe(str(folder), image))
+            return await self._worker.describe(str(folder), image)
 
     async def stats(self) -> dict[str, int]:
         """Return the worker's load counters (pipelines, refiners, VAEs, LoRAs, embeddings)."""
@@ -656,11 +656,11 @@ class _Worker:
                 raise BackendUnavailable(_NAME, message)
         raise _unexpected(reply)
 
-    async def describe(self, folder: str, image: bytes) -> str:
-        """Ask the worker for the caption of `image` by the captioner in `folder` and return its words."""
+    async def describe(self, folder: str, image: bytes) -> Description:
+        """Ask the worker for the captions of `image` by the captioner in `folder` and return their words."""
         match reply := await self._ask(lambda request_id: DescribeRequest(request_id, folder, image)):
-            case Described(text=text):
-                return text
+            case Described(text=text, more=more):
+                return Description(text, more=more)
             case Error(message=message):
                 raise BackendUnavailable(_NAME, message, doing=DESCRIBING)
         raise _unexpected(reply, DESCRIBING)

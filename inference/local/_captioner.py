@@ -9,13 +9,16 @@ tiny model is built. The worker process loads it once (`Captioners`) and runs it
 1. the image goes through the captioner's own processor (BLIP's: 384² for the real one, CLIP's
    normalisation) on the worker's device and dtype;
 2. the text decoder writes the caption from ``[DEC]`` by beam search (`GENERATION`), the same
-   words for the same image every time;
+   words for the same image every time; asked for more, it then writes others by nucleus sampling
+   (`SAMPLING`, BLIP's own example of varied captions), seeded by the image's bytes, so the same
+   image gets the same words again;
 3. the tokens are decoded without the special ones, and BLIP's made-up words are dropped
    (`clean_caption`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from pathlib import Path
@@ -25,7 +28,7 @@ from bot.catalog import Catalog, CatalogEntry
 from bot.errors import InvalidOption
 from inference.local._folders import first_present
 
-__all__ = ["GENERATION", "Captioners", "captioner_folder", "clean_caption", "find_captioner"]
+__all__ = ["GENERATION", "SAMPLING", "Captioners", "captioner_folder", "clean_caption", "find_captioner"]
 
 # How the decoder writes a caption. Beam search, not sampling, so one image always gets the same
 # words (an operator's generation_config.json that samples is overridden). 3 beams, and at least 10
@@ -36,6 +39,15 @@ __all__ = ["GENERATION", "Captioners", "captioner_folder", "clean_caption", "fin
 GENERATION: dict[str, Any] = {
     "do_sample": False,
     "num_beams": 3,
+    "min_length": 10,
+    "max_length": 48,
+    "no_repeat_ngram_size": 3,
+}
+# Other ways to say it: nucleus sampling over the 90 % likeliest words (BLIP's card's example), the
+# beam's bounds; different words each draw, the same draws for the same seed.
+SAMPLING: dict[str, Any] = {
+    "do_sample": True,
+    "top_p": 0.9,
     "min_length": 10,
     "max_length": 48,
     "no_repeat_ngram_size": 3,
@@ -88,8 +100,11 @@ class Captioners:
         self._loaded: dict[str, tuple[Any, Any]] = {}  # folder -> (model, processor)
         self.loads = 0
 
-    def describe(self, folder: Path, image: bytes) -> str:
-        """Return the caption of `image` (PNG bytes) by the captioner in `folder`: words, possibly none."""
+    def describe(self, folder: Path, image: bytes, count: int = 1) -> list[str]:
+        """Return `count` captions of `image` (PNG bytes) by the captioner in `folder`, the beam's first.
+
+        Each is words, possibly none; two may be alike (the caller says each once).
+        """
         import torch
         from PIL import Image
 
@@ -98,11 +113,18 @@ class Captioners:
             rgb = opened.convert("RGB")
         # 1. the captioner's own preprocessing, in the weights' dtype
         inputs = processor(images=rgb, return_tensors="pt").to(device=self.device, dtype=self.dtype)
-        # 2. the decoder's words, by beam search
         with torch.inference_mode():
-            tokens = model.generate(**inputs, **GENERATION)
+            # 2. the decoder's words, by beam search
+            found = [model.generate(**inputs, **GENERATION)[0]]
+            if count > 1:
+                # ... and by sampling, seeded by the image; the process's random state is left as it was.
+                device = torch.device(self.device)
+                seed = int.from_bytes(hashlib.sha256(image).digest()[:8]) >> 1
+                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                    torch.manual_seed(seed)
+                    found += list(model.generate(**inputs, **SAMPLING, num_return_sequences=count - 1))
         # 3. words only
-        return clean_caption(processor.decode(tokens[0], skip_special_tokens=True))
+        return [clean_caption(processor.decode(tokens, skip_special_tokens=True)) for tokens in found]
 
     def _load(self, folder: Path) -> tuple[Any, Any]:
         """Return a captioner's model and processor, loaded once, never downloaded."""

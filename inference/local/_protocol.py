@@ -36,7 +36,8 @@ worker -> bot (`ToBot`)::
     Stats     {"id": 2, "loads": {"pipeline": 1, ...}, "op": "stats"}
     Checked   {"id": 3, "flags": [false, true], "op": "checked"}
     Guided    {"id": 4, "image": (base64 PNG), "op": "guided"}    # or an Error with that id
-    Described {"id": 5, "text": "a fox in the snow", "op": "described"}    # or an Error with that id
+    Described {"id": 5, "text": "a fox in the snow", "more": ["a red fox on snow"],
+               "op": "described"}                 # or an Error with that id
     Fatal     {"message": "...", "op": "fatal"}    # the worker could not start
 """
 
@@ -262,11 +263,12 @@ class Guided:
 
 @dataclass(frozen=True, slots=True, config=_STRICT)
 class Described:
-    """The answer to `DescribeRequest`: the captioner's words (none, when it wrote only made-up ones)."""
+    """The answer to `DescribeRequest`: the captioner's words (none, when it wrote only made-up ones), and others."""
 
     id: int
     text: str
     _: KW_ONLY
+    more: tuple[str, ...] = ()
     op: Literal["described"] = "described"
 
 

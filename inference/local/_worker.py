@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from bot.config import CoreSettings, LocalWorkerSettings
+from bot.describe import DESCRIPTIONS
 from bot.logs import setup_logging
 from inference.local._annotators import Annotators
 from inference.local._captioner import Captioners
@@ -152,12 +153,12 @@ def make_guide(annotators: Annotators, request: GuideRequest) -> Guided | Error:
 def describe_image(captioners: Captioners, request: DescribeRequest) -> Described | Error:
     """Put an image into words with a catalog captioner; one that cannot run is an `Error`, not a caption."""
     try:
-        text = captioners.describe(Path(request.folder), request.image)
+        first, *more = captioners.describe(Path(request.folder), request.image, DESCRIPTIONS)
     except Exception as failure:
         traceback.print_exc()
         reason = f"the captioner failed ({type(failure).__name__}); imagebot doctor checks its files"
         return Error(request.id, "failed", reason)
-    return Described(request.id, text)
+    return Described(request.id, first, more=tuple(more))
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

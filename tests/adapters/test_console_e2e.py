@@ -1,6 +1,7 @@
 """The console chat end to end: the real CLI, the worker process and the tiny diffusers model."""
 
 import io
+import itertools
 import os
 import subprocess
 import sys
@@ -192,20 +193,24 @@ def test_blend_and_style_reference_on_the_worker(tmp_path, tiny_data_dir):
 
 
 def test_describe_on_the_worker(tmp_path, tiny_data_dir):
-    """`describe #1`, `describe FILE`: the tiny captioner's words in the worker, the same for the same image,
-    and /imagine takes them as a prompt as they are."""
+    """`describe #1`, `describe FILE`: the tiny captioner's words in the worker, several ways (the beam's first,
+    numbered), the same for the same image, and /imagine takes them as a prompt as they are."""
     Image.new("RGB", (96, 64), (20, 200, 40)).save(tmp_path / "green.png")
     script = f"/imagine a red fox --seed 7 --steps 4\ndescribe #1\ndescribe {tmp_path / 'green.png'}\ndescribe\n"
     data_dir = tmp_path / "data"
     result = _run_chat(data_dir, tiny_data_dir, script)
     assert result.returncode == 0, result.stderr
     assert "✖" not in result.stdout and "Traceback" not in result.stderr, result.stdout + result.stderr
-    lines = result.stdout.splitlines()  # the terminal shows the words on the line after, without a code fence
-    described = [lines[i + 1].strip() for i, line in enumerate(lines[:-1]) if "in words, to send" in line]
-    assert len(described) == 3 and all(len(words.split()) >= 3 for words in described), result.stdout
+    lines = result.stdout.splitlines()  # the terminal shows the words on the lines after, without a code fence
+    heads = [i for i, line in enumerate(lines) if "📝" in line and " in words" in line]
+    answers = [list(itertools.takewhile(lambda line: line[:1] in "1234", lines[i + 1 :])) for i in heads]
+    assert len(answers) == 3 and all(1 < len(answer) <= 4 for answer in answers), result.stdout
+    assert all(line.startswith(f"{n}\ufe0f\u20e3 ") for answer in answers for n, line in enumerate(answer, 1))
+    described = [answer[0].split(" ", 1)[1] for answer in answers]  # each answer's first: the beam's
+    assert all(len(words.split()) >= 3 for words in described), result.stdout
     assert described[1].endswith(" --ar 3:2")  # the 96×64 file's shape; #1 is the tiny model's square
     assert "📝 #1 in words" in result.stdout and "📝 Your image in words" in result.stdout
-    assert described[0] == described[2] != described[1]  # #1 twice (the latest), then the file
+    assert answers[0] == answers[2] != answers[1]  # #1 twice (the latest), then the file
     again = _run_chat(tmp_path / "again", tiny_data_dir, f"/imagine {described[0]} --seed 3 --steps 2\n")
     assert again.returncode == 0 and "✖" not in again.stdout, again.stdout
     made = Image.open(next((tmp_path / "again" / "images").rglob("1-0.png")))

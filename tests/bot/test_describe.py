@@ -115,8 +115,19 @@ def test_an_answers_words_are_read_back_as_they_were_shown(caption, width, heigh
     """What "Imagine these words" reads back from an answer is the words it shows and their shape, a prompt again."""
     words = as_prompt(caption)
     shown = f"{words} {aspect_flag(width, height)}"
-    assert words_in(answer_text(what, shown)) == (shown if words else None)
+    assert words_in(answer_text(what, [shown])) == (shown if words else None)
+    assert words_in(answer_text(what, [shown]), 2) is None
     assert prompt_of(shown) == (shown if words else None)
+
+
+@given(st.lists(st.text(max_size=300), min_size=2, max_size=4), st.sampled_from(["--ar 1:1", "--ar 2:3"]))
+def test_each_of_several_descriptions_is_read_back_by_its_number(captions, shape):
+    """Under several descriptions, button N reads back the N-th as it was shown; a number past them, nothing."""
+    shown = [f"{as_prompt(caption) or 'a fox'} {shape}" for caption in captions]
+    answer = answer_text("#3", shown)
+    assert answer.startswith(f"📝 #3 in words, {len(shown)} ways; send one with /imagine for one like it:\n```\n1️⃣ ")
+    assert [words_in(answer, number) for number in range(1, len(shown) + 1)] == shown
+    assert words_in(answer, len(shown) + 1) is None and words_in(answer, 0) is None
 
 
 @given(st.text(max_size=800))
@@ -165,7 +176,7 @@ async def test_describe_puts_a_result_into_words_and_answers_in_a_code_block(flo
     shape = aspect_flag(stored.width, stored.height)
     assert words(reply) == f"a {stored.width}x{stored.height} picture of #{r:02x}{g:02x}{b:02x} {shape}"
     assert reply.text.startswith(f"📝 #{generation}.2 in words, to send with /imagine for one like it:\n```\n")
-    assert reply.words == words(reply)  # a chat may offer a button that imagines them
+    assert reply.words == (words(reply),)  # a chat may offer a button that imagines them
 
 
 async def test_describe_alone_reads_the_users_latest_image(flow, service, backend):
@@ -335,6 +346,26 @@ async def test_the_reply_fits_any_chat_and_quotes_the_words_for_its_markup(flow,
     assert isinstance(reply, Text)
     assert "a b &amp; c word" in reply.text and len(reply.text) < 2000
     assert len(words(reply)) <= MAX_DESCRIPTION + 20 and MAX_MESSAGE < 2000
+
+
+async def test_several_descriptions_are_numbered_each_said_once_at_most_four(flow, service, backend):
+    """A backend that says it several ways (the local captioner: the beam's, then sampled ones): each made a prompt
+    with the shape, none twice once made one (nor empty), at most four, numbered in the answer, a button each."""
+    generation = await made(service, prompt="a red fox --seed 7 --steps 4 --size 128x192")
+    backend.caption = "a fox in snow"
+    backend.more_captions = ("a red fox", "a  fox in snow", "--- {}", "a fox --seed 5", "a den", "one more")
+    reply = await flow.text(ALICE, f"describe #{generation}")
+    assert isinstance(reply, Text)
+    assert reply.words == ("a fox in snow --ar 2:3", "a red fox --ar 2:3", "a fox seed 5 --ar 2:3", "a den --ar 2:3")
+    assert reply.text == (
+        f"📝 #{generation} in words, 4 ways; send one with /imagine for one like it:\n```\n"
+        "1️⃣ a fox in snow --ar 2:3\n2️⃣ a red fox --ar 2:3\n3️⃣ a fox seed 5 --ar 2:3\n4️⃣ a den --ar 2:3\n```"
+    )
+    assert [words_in(reply.text, number) for number in (1, 2, 3, 4)] == list(reply.words)
+    # Long ones: as many as an answer holds (a Discord message's room), the first always.
+    backend.caption, backend.more_captions = "word " * 200, ("fox " * 140, "den " * 140, "sky " * 140)
+    long = await flow.text(ALICE, f"describe #{generation}")
+    assert isinstance(long, Text) and 1 < len(long.words) < 4 and len(long.text) < 2000
 
 
 def test_the_shipped_catalog_has_a_captioner_and_a_tiny_one_that_are_never_downloaded(tmp_path: Path):

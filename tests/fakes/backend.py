@@ -34,6 +34,7 @@ class FakeBackend:
         self.checked: list[tuple[str, int]] = []  # (model, how many images) of each input check
         self.describes = True  # False: its check_describe refuses, as a backend without a captioner does
         self.caption: str | None = None  # what describe answers, else the image's size and colour in words
+        self.more_captions: tuple[str, ...] = ()  # and other ways to say it
         self.described: list[bytes] = []  # the images describe was asked about
         self.closed = False
 
@@ -62,7 +63,7 @@ class FakeBackend:
         if self.fail_with:
             raise BackendUnavailable(self.name, self.fail_with, doing=DESCRIBING)
         if self.caption is not None:
-            return Description(self.caption, cost=0.001)
+            return Description(self.caption, cost=0.001, more=self.more_captions)
         with Image.open(io.BytesIO(image)) as decoded:
             r, g, b = decoded.convert("RGB").getpixel((0, 0))
             return Description(f"a {decoded.width}x{decoded.height} picture of #{r:02x}{g:02x}{b:02x}", cost=0.001)

@@ -105,12 +105,30 @@ def test_the_tiny_captioner_writes_words_the_same_each_time(tiny_data_dir):
 
     captioners = Captioners("cpu", torch.float32)
     folder = tiny.tiny_root(tiny_data_dir) / "captioner"
-    text = captioners.describe(folder, photo())
+    (text,) = captioners.describe(folder, photo())
     words = text.split()
     assert words and set(words) <= WORDS, text
-    assert captioners.describe(folder, photo()) == text
-    assert captioners.describe(folder, photo((200, 10, 10))).split()
+    assert captioners.describe(folder, photo()) == [text]
+    assert captioners.describe(folder, photo((200, 10, 10)))[0].split()
     assert captioners.loads == 1
+
+
+def test_more_captions_are_sampled_after_the_beams_the_same_for_the_same_image(tiny_data_dir):
+    """Asked for four: the beam's caption first, then three sampled ones, other words, the same for the same image;
+    the process's random state is as it was (the images' noise comes from their seeds, not from it)."""
+    import torch
+
+    captioners = Captioners("cpu", torch.float32)
+    folder = tiny.tiny_root(tiny_data_dir) / "captioner"
+    torch.manual_seed(1)
+    state = torch.random.get_rng_state()
+    four = captioners.describe(folder, photo(), 4)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert len(four) == 4 and four[0] == captioners.describe(folder, photo())[0]
+    assert all(text.split() and set(text.split()) <= WORDS for text in four), four
+    assert len(set(four)) > 1  # sampling says it otherwise
+    assert captioners.describe(folder, photo(), 4) == four
+    assert captioners.describe(folder, photo((200, 10, 10)), 4)[1:] != four[1:]
 
 
 # -- through the worker process ------------------------------------------------------------------
@@ -139,9 +157,9 @@ async def test_the_worker_describes_an_image_with_the_tiny_captioner(local, data
     said = await local.describe(photo())
     assert isinstance(said, Description) and said.cost is None
     assert said.text.split() and set(said.text.split()) <= WORDS, said.text
-    expected = Captioners("cpu", torch.float32).describe(tiny.tiny_root(data_dir) / "captioner", photo())
-    assert said.text == expected
-    assert (await local.describe(photo())).text == said.text
+    expected = Captioners("cpu", torch.float32).describe(tiny.tiny_root(data_dir) / "captioner", photo(), 4)
+    assert list(said.texts) == expected  # Midjourney's four: the beam's, then three sampled
+    assert await local.describe(photo()) == said
 
 
 @pytest.mark.slow

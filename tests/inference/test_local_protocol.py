@@ -138,7 +138,11 @@ TO_BOT: list[tuple[Message, dict]] = [
     (Stats(2, {"pipeline": 1, "lora": 0}), {"op": "stats", "id": 2, "loads": {"pipeline": 1, "lora": 0}}),
     (Checked(3, (False, True)), {"op": "checked", "id": 3, "flags": [False, True]}),
     (Guided(4, b"\x89PNG\x00"), {"op": "guided", "id": 4, "image": "iVBORwA="}),
-    (Described(5, "a fox in the snow"), {"op": "described", "id": 5, "text": "a fox in the snow"}),
+    (Described(5, "a fox in the snow"), {"op": "described", "id": 5, "text": "a fox in the snow", "more": []}),
+    (
+        Described(6, "a fox", more=("a red fox", "snow")),
+        {"op": "described", "id": 6, "text": "a fox", "more": ["a red fox", "snow"]},
+    ),
     (
         Fatal("the worker could not start (ValueError)"),
         {"op": "fatal", "message": "the worker could not start (ValueError)"},

@@ -509,6 +509,21 @@ async def test_imagine_these_words_opens_the_imagine_form_holding_the_answers_wo
     assert request.width == request.height
 
 
+async def test_several_descriptions_have_a_numbered_button_each_that_opens_its_words(running):
+    """Under four descriptions (Midjourney's), buttons 1–4; button 3 opens the form holding the third."""
+    fake = running.fake
+    running.backend.caption = "a lighthouse at dusk"
+    running.backend.more_captions = ("a tower by the sea", "a beacon in the fog", "a coast at night")
+    answer = await fake.slash("describe", {"file": fake.attachment("sea.png", _png(64, 64, (20, 40, 220)))})
+    await fake.wait_for(lambda: answer.original is not None and answer.original.content)
+    assert answer.original.custom_ids == ["ib:words", "ib:words:2", "ib:words:3", "ib:words:4"]
+    assert "\n3️⃣ a beacon in the fog --ar 1:1\n" in answer.original.content
+    click = await fake.click(answer.original.id, "ib:words:3")
+    opened = await click.response()
+    (field,) = _text_inputs(opened["data"])
+    assert field["value"] == "a beacon in the fog --ar 1:1"
+
+
 async def test_imagine_these_words_on_a_message_without_words_says_so(running):
     """The button on a message whose words are gone (edited away): one private sentence."""
     fake = running.fake

@@ -388,6 +388,26 @@ async def test_imagine_these_words_opens_the_imagine_form_holding_a_description(
     await _told(running, "That button holds no words to imagine; describe the image again.")
 
 
+async def test_several_descriptions_have_a_numbered_button_each_holding_its_words(running: Running) -> None:
+    fake = running.fake
+    running.backend.caption = "a lighthouse at dusk"
+    running.backend.more_captions = ("a tower by the sea", "a beacon in the fog")
+    posted = fake.user_message([fake.share_file("sea.png", _png(96, 64))])
+    await fake.send_message_shortcut(running.url, "describe_image", message_ts=posted.ts)
+    await fake.wait_for(lambda: any(m.blocks for m in fake.messages.values() if m.ephemeral_user == "U_ALICE"))
+    (answer,) = [m for m in fake.messages.values() if m.ephemeral_user == "U_ALICE" and m.blocks]
+    buttons = answer.blocks[1]["elements"]
+    assert [(b["action_id"], b["text"]["text"], b["value"]) for b in buttons] == [
+        ("ib:words", "🎨 1", "a lighthouse at dusk --ar 3:2"),
+        ("ib:words:2", "🎨 2", "a tower by the sea --ar 3:2"),
+        ("ib:words:3", "🎨 3", "a beacon in the fog --ar 3:2"),
+    ]
+    await fake.send_block_action(running.url, "ib:words:3", buttons[2]["value"])
+    await fake.wait_for(lambda: fake.calls_to("views.open"))
+    (block,) = fake.calls_to("views.open")[-1].args["view"]["blocks"]
+    assert block["element"]["initial_value"] == "a beacon in the fog --ar 3:2"
+
+
 async def test_the_blend_shortcut_asks_for_words_and_a_shape_then_blends_the_messages_images(running: Running) -> None:
     """Midjourney's /blend on Slack: the files of one message, each read by the model's IP-Adapter at an equal
     weight, with the form's words and shape; the card is posted in the message's thread. A message with one
