@@ -471,7 +471,7 @@ class ImageService:
         new seed and the typed ``--outpaint``'s strength, one image.
         """
         parent, stored = await self._result_image(who, ref, f"pan {direction}", "pan")
-        width, height, strip = self._pan_strip(stored.width, stored.height, direction)
+        width, height, strip = self._strips(stored.width, stored.height, direction)
         if strip is None:
             reason = (
                 f"{direction} has no room: {format_ref(parent.id)} is {width}×{height}, and an image is at most"
@@ -489,8 +489,7 @@ class ImageService:
         ``--outpaint``'s strength, one image.
         """
         parent, stored = await self._result_image(who, ref, "make square", "square")
-        width, height = options.size_for_image(stored.width, stored.height, self.limits.pixel_budget)
-        strips = options.make_square(width, height, self.limits.pixel_budget)
+        width, height, strips = self._strips(stored.width, stored.height, "square")
         if strips is None:
             why = "it is square already" if width == height else "a square of its long side passes the pixel budget"
             raise InvalidOption("square", f"has no room: {format_ref(parent.id)} is {width}×{height}, and {why}")
@@ -543,11 +542,18 @@ class ImageService:
         actions = self.result_actions(parent.request)
         return stored, tuple(action for action in actions if action in IMAGE_ACTIONS and action != "pick")
 
-    def _pan_strip(self, width: int, height: int, direction: options.PanDirection) -> tuple[int, int, Outpaint | None]:
-        """Return the size a pan of a `width` × `height` result starts from, and its strip (None: no room)."""
+    def _strips(
+        self, width: int, height: int, toward: options.PanDirection | Literal["square"]
+    ) -> tuple[int, int, Outpaint | None]:
+        """Return the size a pan (or Make Square) of a `width` × `height` result starts from, and its strips.
+
+        None: no room that way (the longest side, the pixel budget).
+        """
         budget = self.limits.pixel_budget
         width, height = options.size_for_image(width, height, budget)
-        return width, height, options.pan(width, height, direction, budget)
+        if toward == "square":
+            return width, height, options.make_square(width, height, budget)
+        return width, height, options.pan(width, height, toward, budget)
 
     async def _result_image(
         self, who: Requester, ref: int | str | None, action: str, option: str
@@ -891,15 +897,9 @@ class ImageService:
         withheld: set[ButtonAction] = {
             action
             for action, direction in PAN_ACTIONS.items()
-            if self._pan_strip(request.width, request.height, direction)[2] is None
+            if self._strips(request.width, request.height, direction)[2] is None
         }
-        if (
-            options.make_square(
-                *options.size_for_image(request.width, request.height, self.limits.pixel_budget),
-                self.limits.pixel_budget,
-            )
-            is None
-        ):
+        if self._strips(request.width, request.height, "square")[2] is None:
             withheld.add("square")
         if request.upscales_alone:
             withheld |= {"reroll", "refine"}
