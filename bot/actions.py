@@ -57,6 +57,7 @@ ButtonAction = Literal[
     "zoom-out",
     "zoom-out-2",
     "square",
+    "region",
     "pan-left",
     "pan-right",
     "pan-up",
@@ -76,7 +77,8 @@ ButtonAction = Literal[
 # "star", "unstar": the ⭐ reaction added or taken back, for the server's showcase (`bot.showcase`);
 # "pick": one image of a several-image result, its own buttons shown privately (Midjourney's U1–U4);
 # "edit": a form holding the result's /imagine text, to change and run;
-# "square": the short side extended on both ends to the long one (Midjourney's Make Square).
+# "square": the short side extended on both ends to the long one (Midjourney's Make Square);
+# "region": Vary (Region), a private link to the gallery's page that selects the parts to make again.
 _ACTIONS: dict[str, ButtonAction] = {action: action for action in get_args(ButtonAction)}
 # Pan buttons by the direction each extends the canvas to.
 PAN_ACTIONS: dict[ButtonAction, PanDirection] = {
@@ -96,6 +98,7 @@ BUTTON_LOOKS: dict[ButtonAction, tuple[str, str]] = {
     "zoom-out": ("🔭", "Zoom Out 1.5×"),
     "zoom-out-2": ("🔭", "Zoom Out 2×"),
     "square": ("🔲", "Make Square"),
+    "region": ("🖌️", "Vary (Region)"),
     "pan-left": ("⬅️", ""),
     "pan-right": ("➡️", ""),
     "pan-up": ("⬆️", ""),
@@ -110,21 +113,32 @@ BUTTON_LOOKS: dict[ButtonAction, tuple[str, str]] = {
 }
 # The buttons that act on one image of a result, and so may name which (``ib:pan-left:12.2``).
 IMAGE_ACTIONS: frozenset[ButtonAction] = frozenset(
-    {"vary-subtle", "vary-strong", "upscale-2", "upscale-4", "zoom-out", "zoom-out-2", "square", *PAN_ACTIONS, "pick"}
+    {
+        "vary-subtle",
+        "vary-strong",
+        "upscale-2",
+        "upscale-4",
+        "zoom-out",
+        "zoom-out-2",
+        "square",
+        "region",
+        *PAN_ACTIONS,
+        "pick",
+    }
 )
 # The buttons under a finished image, in rows of what belongs together, alike on every platform:
-# new images from it; larger or wider ones; about it ("Show guide" joins this row); one image of several.
-# Five rows, Discord's most.
+# new images from it; larger or wider ones (Vary (Region) ends the pans' row); about it ("Show guide"
+# joins this row); one image of several. Five rows, Discord's most.
 _RESULT_ROWS: tuple[tuple[ButtonAction, ...], ...] = (
     ("reroll", "refine", "vary-subtle", "vary-strong", "edit"),
     ("upscale-2", "upscale-4", "zoom-out", "zoom-out-2", "square"),
-    tuple(PAN_ACTIONS),
+    (*PAN_ACTIONS, "region"),
     ("details", "delete", "guide"),
     ("pick",),
 )
-# The buttons under one square image with no ControlNets, large enough for Zoom Out.
+# The buttons under one square image with no ControlNets, large enough for Zoom Out, where no gallery is served.
 RESULT_ACTIONS: tuple[ButtonAction, ...] = tuple(
-    a for row in _RESULT_ROWS for a in row if a not in ("guide", "pick", "square")
+    a for row in _RESULT_ROWS for a in row if a not in ("guide", "pick", "square", "region")
 )
 
 

@@ -60,6 +60,7 @@ from bot.summary import (
     mention,
     parse_setting_pairs,
     progress_line,
+    region_line,
 )
 from bot.user_settings import remix
 
@@ -352,6 +353,8 @@ class ChatFlow:
             return RemixForm(generation.id, index, action, generation.request.prompt)
         if action in REMIXABLE:
             return await self._from_result(who, action, image)
+        if action == "region":
+            return await self.region(who, generation_id, index)
         if action == "pick":
             return await self.pick(who, generation_id, index)
         if action == "edit":
@@ -393,6 +396,12 @@ class ChatFlow:
         assert self.service.gallery is not None  # gallery_link refuses otherwise
         hint = revoke_hint or f"{self._command}gallery revoke"
         return Text(gallery_line(link, self.service.gallery.lifetime_days, hint))
+
+    async def region(self, who: Requester, generation_id: int, index: int = 0) -> Text:
+        """Answer 🖌️ Vary (Region): a private link to the gallery's page that selects the parts of the image to vary."""
+        link = await self.service.region_link(who, generation_id, index)
+        assert self.service.gallery is not None  # region_link refuses otherwise
+        return Text(region_line(link, format_image_ref(generation_id, index), self.service.gallery.lifetime_days))
 
     async def server_rules(
         self,

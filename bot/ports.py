@@ -503,6 +503,10 @@ class GalleryLinks(Protocol):
         """Return a new link to the user's own gallery."""
         ...
 
+    async def region_link(self, platform: str, user_id: str, generation_id: int, index: int) -> str:
+        """Return a new link to the page of the user's gallery that selects parts of image `index` of a generation."""
+        ...
+
     async def revoke(self, platform: str, user_id: str) -> None:
         """Make every link given to the user so far stop working."""
         ...

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Literal
 
-from bot import option_sets, options, permutations, rules, user_settings
+from bot import option_sets, options, permutations, regions, rules, user_settings
 from bot.actions import (
     IMAGE_ACTIONS,
     PAN_ACTIONS,
@@ -496,6 +496,39 @@ class ImageService:
         changes = self._grown(width, height, strips, prompt)
         return await self._from_result(who, parent, stored, "square", DEFAULT_STRENGTH, changes)
 
+    async def vary_region(
+        self, who: Requester, ref: int | str | None, selection: str, prompt: str | None = None
+    ) -> Job:
+        """Queue a Vary (Region) of a result (`ref` as for `zoom`), Midjourney's: the parts selected made again.
+
+        `selection` is the gallery editor's text (`bot.regions`); its mask (the parts, grown a
+        little) is repainted with the result's prompt (re-worded by `prompt`) and settings, a new
+        seed, at `REGION_STRENGTH`; the local worker keeps every pixel outside it as it was.
+        """
+        parent, stored = await self._result_image(who, ref, "vary a region of", "region")
+        parts = regions.parse_parts(selection, stored.width, stored.height)
+        drawn = await asyncio.to_thread(regions.region_mask, parts, stored.width, stored.height)
+        mask = await self.inputs.checked(drawn, "mask")
+        width, height = options.size_for_image(stored.width, stored.height, self.limits.pixel_budget)
+        changes = {"width": width, "height": height, "seed": self._seeds(), "mask_image": mask.sha256, **_words(prompt)}
+        return await self._from_result(who, parent, stored, "vary", regions.REGION_STRENGTH, changes, also=[mask])
+
+    async def region_link(self, who: Requester, generation_id: int, index: int) -> str:
+        """Return a new link to the gallery's page where the user selects the parts of their image to vary.
+
+        Refused as the Vary (Region) itself would be (another's image, no such image), and where
+        this backend cannot inpaint.
+        """
+        if self.gallery is None:
+            raise GalleryOff()
+        parent, stored = await self._result_image(
+            who, format_image_ref(generation_id, index), "vary a region of", "region"
+        )
+        if "region" not in self.result_actions(parent.request):
+            ref = format_image_ref(parent.id, stored.index)
+            raise InvalidOption("Vary (Region)", f"cannot run on {ref} here: this backend does not inpaint")
+        return await self.gallery.region_link(who.platform, who.user_id, parent.id, stored.index)
+
     def _grown(self, width: int, height: int, strips: Outpaint, prompt: str | None) -> dict[str, object]:
         """Return the changes of an outpaint growing a `width` × `height` result by `strips`: one image, a new seed."""
         return {
@@ -572,10 +605,12 @@ class ImageService:
         strength: float | None,
         changes: Mapping[str, object],
         setting: str | None = None,
+        also: Sequence[InputImage] = (),
     ) -> Job:
         """Queue image-to-image of one of a result's images with its own prompt and settings, and `changes`.
 
         The strength is the user's `setting` (``vary_subtle``, ``upscale_strength``…), else `strength`;
+        `also`: the other images `changes` name (Vary (Region)'s mask), stored with it.
         None: no model redraws the image (an upscaler enlarges it alone), and no setting applies.
         The result is the structure now: the parent's mask, outpaint, upscale or ControlNets are not done again;
         its style references are (the look is the user's choice, as Midjourney's Vary keeps ``--sref``), on
@@ -616,7 +651,7 @@ class ImageService:
             action=action if action == "vary" or action == "upscale" else "generate",
             parent=parent,
             private=parent.private,
-            inputs=[image],
+            inputs=[image, *also],
             flagged_inputs=[format_image_ref(parent.id, stored.index)] if stored.nsfw else [],
         )
 
@@ -891,7 +926,8 @@ class ImageService:
 
         `bot.actions.result_actions` (by the image's size and ControlNets), less a pan with no room
         left that way (the longest side, the pixel budget), Make Square with no room, Reroll and Refine of an upscale an
-        upscaler made alone, Refine where the model has no refiner, and what the backend cannot do
+        upscaler made alone, Refine where the model has no refiner, Vary (Region) where no gallery is served, and what
+        the backend cannot do
         (`LimitedBackend`). Old messages keep their buttons, which answer with the refusal's sentence.
         """
         withheld: set[ButtonAction] = {
@@ -903,6 +939,8 @@ class ImageService:
             withheld.add("square")
         if request.upscales_alone:
             withheld |= {"reroll", "refine"}
+        if self.gallery is None:
+            withheld.add("region")  # its selection is made on the gallery's page
         # Edit where a /imagine text says the request, its input images as the earlier images they came from.
         earlier = dict.fromkeys(options.input_images(request), "#1")
         if options.imagine_command(request, self.catalog, earlier) is None:

@@ -30,6 +30,7 @@ __all__ = [
     "progress_line",
     "read_as_written",
     "refiner_part",
+    "region_line",
     "result_fields",
     "steps_text",
     "withheld_line",
@@ -232,6 +233,15 @@ def gallery_line(link: str, days: float, revoke: str) -> str:
     return (
         f"Your gallery, for {days:g} days: {link}\n"
         f"Anyone with this link sees your images, so keep it to yourself; `{revoke}` makes every link stop working."
+    )
+
+
+def region_line(link: str, ref: str, days: float) -> str:
+    """Return the private answer to 🖌️ Vary (Region): the page that selects the parts of image `ref` to make again."""
+    return (
+        f"🖌️ Select the parts of {ref} to make again, and say what goes there: {link}\n"
+        f"The page is in your gallery, for {days:g} days; anyone with the link sees your images,"
+        " so keep it to yourself."
     )
 
 

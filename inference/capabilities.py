@@ -105,7 +105,7 @@ class Capabilities:
         """Return the buttons under a result of `request` whose requests `check` would refuse for a missing feature.
 
         Refine adds the refiner to the same request (an input image included); Vary starts from
-        the image; Zoom Out, Make Square and Pan extend it; Upscale enlarges it.
+        the image; Zoom Out, Make Square and Pan extend it; Vary (Region) inpaints it; Upscale enlarges it.
         """
         can: dict[ButtonAction, bool] = {
             "refine": self.refiner_split and (request.init_image is None or self.refiner_with_image),
@@ -116,6 +116,7 @@ class Capabilities:
             "zoom-out": self.outpaint,
             "zoom-out-2": self.outpaint,
             "square": self.outpaint,
+            "region": self.inpaint,
             **dict.fromkeys(PAN_ACTIONS, self.outpaint),
         }
         return frozenset(action for action, able in can.items() if not able)

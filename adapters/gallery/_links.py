@@ -120,6 +120,11 @@ class Links:
         epoch = await self._store.epoch(platform, user_id)
         return f"{self.base_url}/g/{self._serializer.dumps([platform, user_id, epoch])}/"
 
+    async def region_link(self, platform: str, user_id: str, generation_id: int, index: int) -> str:
+        """Return a new link to the Vary (Region) page of one of the user's images (`index`: 0 the first)."""
+        image = f"?image={index + 1}" if index else ""
+        return f"{await self.link(platform, user_id)}i/{int(generation_id)}/region{image}"
+
     async def revoke(self, platform: str, user_id: str) -> None:
         """Make every link given to the user so far stop working."""
         await self._store.next_epoch(platform, user_id)

@@ -42,6 +42,7 @@ from bot.history import FINAL, Generation
 from bot.jobs import Requester
 from bot.pngmeta import parameters_text
 from bot.ports import GalleryStore
+from bot.regions import MAX_PARTS
 from bot.service import ImageService
 from bot.summary import read_as_written, result_fields
 
@@ -54,7 +55,20 @@ _TOKEN = r"[A-Za-z0-9_\-\.]{20,400}"
 # 18 digits stay below SQLite's 2^63: a longer id is no id, and the router answers 404 itself.
 _ID = r"[0-9]{1,18}"
 _MAX_ID = 2**63 - 1
-_ACTIONS = ("reroll", "refine", "vary", "upscale", "zoom", "pan", "square", "remix", "delete", "star", "unstar")
+_ACTIONS = (
+    "reroll",
+    "refine",
+    "vary",
+    "upscale",
+    "zoom",
+    "pan",
+    "square",
+    "remix",
+    "region",
+    "delete",
+    "star",
+    "unstar",
+)
 # A showcase link is shared by a whole server, so it gets this many times a personal link's rate.
 _SHOWCASE_RATE = 10
 _MAX_SEARCH = 200
@@ -316,6 +330,27 @@ class _Pages:
             words={action: words for action, (_, words) in BUTTON_LOOKS.items()},
         )
 
+    async def region(self, request: web.Request) -> web.Response:
+        """Show Vary (Region)'s editor: one image of a result, to select the parts to make again, and its prompt."""
+        generation = await self._own(request)
+        chosen = _image_number(request.query.get("image"), generation)
+        if generation.status != "done" or "region" not in self._service.result_actions(generation.request):
+            sentence = f"Vary (Region) cannot run on {format_image_ref(generation.id, chosen - 1)} here."
+            return self.problem(400, sentence)
+        image = generation.images[chosen - 1]
+        return self.render(
+            "region.html",
+            root=request[ROOT],
+            id=generation.id,
+            ref=format_image_ref(generation.id, chosen - 1),
+            image=image,
+            several=len(generation.images) > 1,
+            chosen=chosen,
+            prompt=generation.request.prompt,
+            most=MAX_PARTS,
+            csrf=request[CSRF],
+        )
+
     async def status(self, request: web.Request) -> web.Response:
         generation = await self._own(request)
         final = generation.status in FINAL
@@ -416,7 +451,15 @@ class _Pages:
                 await self._service.star(who, generation.id, starred=action == "star")
                 raise web.HTTPSeeOther(f"{root}/i/{generation.id}")
             number = _image_number(form.get("image"), generation)
-            if action == "remix":
+            if action == "region":
+                selection, words = form.get("regions"), form.get("prompt")
+                if not isinstance(selection, str) or not isinstance(words, str):
+                    raise web.HTTPBadRequest()
+                # The prompt as it was is no remix: only new words are checked as one.
+                prompt = None if words.strip() == generation.request.prompt.strip() else words
+                ref = format_image_ref(generation.id, number - 1)
+                job = await self._service.vary_region(who, ref, selection, prompt)
+            elif action == "remix":
                 do, words = form.get("do"), form.get("prompt")
                 if not isinstance(do, str) or not isinstance(words, str):
                     raise web.HTTPBadRequest()
@@ -590,6 +633,7 @@ def create_app(
     app.router.add_get(f"{base}/i/{{id:{_ID}}}", pages.detail)
     app.router.add_get(f"{base}/export.zip", pages.export, allow_head=False)  # a HEAD would read every image
     app.router.add_get(f"{base}/i/{{id:{_ID}}}/status", pages.status)
+    app.router.add_get(f"{base}/i/{{id:{_ID}}}/region", pages.region)
     app.router.add_post(f"{base}/i/{{id:{_ID}}}/{{action:{'|'.join(_ACTIONS)}}}", pages.act)
     shared = f"{prefix}/s/{{showcase:{_TOKEN}}}"
     app.router.add_get(f"{shared}/", pages.showcase)

@@ -41,7 +41,7 @@ from diffusers import (
 )
 from diffusers.utils import deprecation_utils
 from diffusers.utils.torch_utils import randn_tensor
-from PIL import Image, ImageFilter
+from PIL import Image, ImageChops, ImageFilter
 from safetensors.torch import load_file
 
 from bot.request import GeneratedImage
@@ -80,6 +80,8 @@ _LATENT_RGB = (
 )
 _LATENT_RGB_BIAS = (0.1084, -0.0175, -0.0011)
 PREVIEWS_PER_STAGE = 4
+# How far (pixels) an inpainting's new part fades into the kept one, inward of the mask's edge (A1111's mask blur).
+OVERLAY_BLUR = 4
 
 
 # Previews from a tiny autoencoder are full-size images; chats show them small.
@@ -465,7 +467,13 @@ class SDXLRunner:
                 if refiner_stage.cancelled:
                     raise RunCancelled
 
-        # 11. Encode each image; the service adds the parameters text later.
+        # 11. Where the job inpaints (a mask, an outpaint's border), the pixels it keeps are the input's
+        # own, not their round trip through the VAE (A1111's overlay), and encode each image; the
+        # service adds the parameters text later.
+        finished = list(output.images)
+        if "mask_image" in inputs:
+            pairs = zip(inputs["image"], inputs["mask_image"], finished, strict=True)
+            finished = [_overlaid(first.image_processor, image, mask, new) for image, mask, new in pairs]
         meta.update(
             base_steps=plan.base_steps if plan else job.run_steps,
             refiner_steps=plan.refiner_steps if plan else 0,
@@ -478,8 +486,8 @@ class SDXLRunner:
             meta["batch"] = len(seeds)
 
         # 12. Check each decoded image; the verdict travels with it and the server's policy decides.
-        verdicts = self._verdicts(job, list(output.images))
-        images = iter(zip(output.images, verdicts, strict=True))
+        verdicts = self._verdicts(job, finished)
+        images = iter(zip(finished, verdicts, strict=True))
         return [
             [
                 GeneratedImage(
@@ -1114,6 +1122,17 @@ def _outpaint_canvas(
         mask.paste(255, (0, 0, left, height))
         mask.paste(255, (width - right, 0, width, height))
     return Image.fromarray(pixels), mask
+
+
+def _overlaid(processor: Any, image: Image.Image, mask: Image.Image, made: Image.Image) -> Image.Image:
+    """Return an inpainted image with the input's pixels wherever the mask keeps them (black).
+
+    diffusers' `apply_overlay` blends by the mask; the mask is first softened inward by
+    `OVERLAY_BLUR` pixels (the darker of it and its blur), so the new part fades into the kept
+    one instead of meeting it at a seam, and a kept pixel is the input's exactly.
+    """
+    soft = ImageChops.darker(mask, mask.filter(ImageFilter.GaussianBlur(OVERLAY_BLUR)))
+    return processor.apply_overlay(soft, image, made)  # type: ignore[no-any-return]
 
 
 def _guide(control: Control, width: int, height: int) -> Image.Image:

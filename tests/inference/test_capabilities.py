@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.errors import InvalidOption
-from bot.request import CFG, COUNT, SIDE, STEPS
+from bot.request import CFG, COUNT, SIDE, STEPS, GenerationRequest
 from bot.rules import SCHEDULERS
 from inference.capabilities import CAPABILITIES, MODELSLAB_SCHEDULERS, RUNWARE_SCHEDULERS, Capabilities
 from inference.local import _schedulers as local
@@ -221,3 +221,13 @@ def test_imagebot_backends_prints_the_describe_row(monkeypatch: pytest.MonkeyPat
         monkeypatch.delenv(f"IMAGEBOT_{backend}_API_KEY", raising=False)
     rows = backends_text(CoreSettings(backend="local")).splitlines()
     assert rows[-1].split() == ["describe", "yes", "yes", "yes", "no"]
+
+
+@pytest.mark.parametrize(
+    ("backend", "inpaints"), [("local", True), ("ray", True), ("runware", True), ("modelslab", False)]
+)
+def test_vary_region_is_withheld_where_a_backend_does_not_inpaint(backend: str, inpaints: bool) -> None:
+    """🖌️ Vary (Region) inpaints the image: no button under a result where the backend cannot (ModelsLab's API)."""
+    request = GenerationRequest(prompt="a fox", model="tiny", width=512, height=512)
+    assert ("region" in CAPABILITIES[backend].withheld_actions(request)) is not inpaints  # type: ignore[index]
+    assert CAPABILITIES[backend].inpaint is inpaints  # type: ignore[index]

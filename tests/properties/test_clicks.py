@@ -22,7 +22,7 @@ from tests.properties.world import PEOPLE, world
 
 ACTIONS = ["reroll", "refine", "details", "delete", "cancel", "show", "star", "unstar"]
 # Buttons that act on one image of several, naming which: ``ib:vary-strong:3.2``.
-ONE_IMAGE = ["pick", "vary-strong", "upscale-2", "pan-left", "zoom-out"]
+ONE_IMAGE = ["pick", "vary-strong", "upscale-2", "pan-left", "zoom-out", "region"]
 ids = st.one_of(st.integers(-2, 9), st.sampled_from([2**63 - 1, 2**63, 10**18 - 1, 10**18, 10**19 - 1]), st.integers())
 custom_ids = st.one_of(
     # Ours, for every generation: own, others', private, deleted, queued, never made.

@@ -1,5 +1,6 @@
 // The gallery's only script (the Content-Security-Policy allows no inline one):
-// follow images being made, ask before a delete, and copy /imagine commands.
+// follow images being made, ask before a delete, copy /imagine commands, and select
+// the parts of an image for Vary (Region).
 "use strict";
 
 function follow(element) {
@@ -72,3 +73,131 @@ document.querySelectorAll("button[data-copy]").forEach((button) => {
     }, 2000);
   });
 });
+
+// Vary (Region): boxes and lassos drawn over the image, kept in the image's own pixels and sent
+// as "x,y x,y …;x,y …" (bot/regions.py reads it). The canvas has the image's size and is shown
+// at the image's, so a pointer's place scales by the same factor both ways.
+function regionEditor(editor) {
+  const form = editor.closest("form");
+  const canvas = editor.querySelector("canvas");
+  const field = form.querySelector("input[name=regions]");
+  const submit = form.querySelector("button[type=submit]");
+  const undo = form.querySelector("[data-undo]");
+  const clear = form.querySelector("[data-clear]");
+  const said = form.querySelector(".selected");
+  const tools = form.querySelectorAll("[data-tool]");
+  const width = canvas.width;
+  const height = canvas.height;
+  const most = Number(editor.dataset.most);
+  // A lasso keeps a corner each 1/128 of the image's longer side the pointer moves: enough for an
+  // outline, and the corners stay within what the server takes.
+  const spacing = Math.max(2, Math.max(width, height) / 128);
+  const context = canvas.getContext("2d");
+  // The whole image in view at once, however tall: no part of it needs scrolling to reach while drawing.
+  const fit = () => {
+    editor.style.maxWidth = `${Math.floor((window.innerHeight * 0.75 * width) / height)}px`;
+  };
+  fit();
+  window.addEventListener("resize", fit);
+  const parts = [];
+  let tool = "box";
+  let start = null;
+  let drawing = null;
+
+  function at(event) {
+    const box = canvas.getBoundingClientRect();
+    const x = Math.round(((event.clientX - box.left) * width) / box.width);
+    const y = Math.round(((event.clientY - box.top) * height) / box.height);
+    return [Math.min(width, Math.max(0, x)), Math.min(height, Math.max(0, y))];
+  }
+
+  function boxOf(a, b) {
+    return [a, [b[0], a[1]], b, [a[0], b[1]]];
+  }
+
+  function draw() {
+    context.clearRect(0, 0, width, height);
+    // Two pixels on screen, whatever the image's own size.
+    context.lineWidth = (2 * width) / (canvas.getBoundingClientRect().width || width);
+    context.fillStyle = "rgba(255, 255, 255, 0.45)";
+    context.strokeStyle = "rgba(52, 81, 178, 0.95)";
+    for (const part of drawing ? [...parts, drawing] : parts) {
+      context.beginPath();
+      part.forEach(([x, y], index) => (index ? context.lineTo(x, y) : context.moveTo(x, y)));
+      context.closePath();
+      context.fill();
+      context.stroke();
+    }
+  }
+
+  function changed() {
+    field.value = parts.map((part) => part.map((corner) => corner.join(",")).join(" ")).join(";");
+    submit.disabled = undo.disabled = clear.disabled = parts.length === 0;
+    const full = parts.length >= most;
+    said.textContent = parts.length === 0
+      ? "Nothing selected yet."
+      : `${parts.length} part${parts.length === 1 ? "" : "s"} selected${full ? " (the most)" : ""}.`;
+    draw();
+  }
+
+  function big(part) {
+    // A click, or a line, selects nothing: a part needs some width and height.
+    const xs = part.map(([x]) => x);
+    const ys = part.map(([, y]) => y);
+    const side = Math.max(width, height) / 100;
+    return part.length >= 3 && Math.max(...xs) - Math.min(...xs) >= side && Math.max(...ys) - Math.min(...ys) >= side;
+  }
+
+  canvas.addEventListener("pointerdown", (event) => {
+    if (parts.length >= most || event.button !== 0) {
+      return;
+    }
+    canvas.setPointerCapture(event.pointerId);
+    start = at(event);
+    drawing = tool === "box" ? boxOf(start, start) : [start];
+    event.preventDefault();
+    draw();
+  });
+  canvas.addEventListener("pointermove", (event) => {
+    if (!drawing) {
+      return;
+    }
+    const here = at(event);
+    if (tool === "box") {
+      drawing = boxOf(start, here);
+    } else {
+      const last = drawing[drawing.length - 1];
+      if (Math.hypot(here[0] - last[0], here[1] - last[1]) >= spacing) {
+        drawing.push(here);
+      }
+    }
+    draw();
+  });
+  const finish = () => {
+    if (drawing && big(drawing)) {
+      parts.push(drawing);
+    }
+    drawing = null;
+    changed();
+  };
+  canvas.addEventListener("pointerup", finish);
+  canvas.addEventListener("pointercancel", finish);
+
+  tools.forEach((button) => {
+    button.addEventListener("click", () => {
+      tool = button.dataset.tool;
+      tools.forEach((other) => other.setAttribute("aria-pressed", String(other === button)));
+    });
+  });
+  undo.addEventListener("click", () => {
+    parts.pop();
+    changed();
+  });
+  clear.addEventListener("click", () => {
+    parts.length = 0;
+    changed();
+  });
+  changed();
+}
+
+document.querySelectorAll("[data-region-editor]").forEach(regionEditor);

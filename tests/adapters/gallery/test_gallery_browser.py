@@ -432,3 +432,80 @@ def test_a_member_varies_and_remixes_the_second_of_two_images_in_a_browser(tmp_p
         assert remixed.outpaint is not None  # type: ignore[attr-defined]
     finally:
         served.close()
+
+
+def test_vary_region_keeps_every_pixel_outside_a_box_and_a_lasso_drawn_in_a_browser(bot: Bot, browser):
+    """🖌️ Vary (Region) on the real worker: a box dragged and a lasso drawn over the image (Undo takes a part back,
+    and it is drawn again); sent, the new image is the old one pixel for pixel outside the parts' mask, new inside."""
+    import urllib.request
+
+    import numpy as np
+    from PIL import Image
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from bot.regions import parse_parts, region_mask
+
+    wait = WebDriverWait(browser, WAIT)
+    bot.say("/imagine a red fox --seed 7 --steps 4")
+    fox_id = int(bot.expect(r"#(\d+) done")[1])
+    bot.say("gallery")
+    link = bot.expect(r"(http://127\.0\.0\.1:\d+/g/\S+/)")[1]
+    browser.get(f"{link}i/{fox_id}")
+    wait.until(lambda d: _loaded_images(d, "img.full") == 1)
+    browser.find_element(By.PARTIAL_LINK_TEXT, "Vary (Region)").click()
+    wait.until(lambda d: d.current_url.endswith(f"/i/{fox_id}/region") and _loaded_images(d, ".editor img") == 1)
+    canvas = browser.find_element(By.CSS_SELECTOR, ".editor canvas")
+    submit = browser.find_element(By.CSS_SELECTOR, ".region-form button[type=submit]")
+    status = browser.find_element(By.CSS_SELECTOR, ".region .selected")
+    assert not submit.is_enabled() and status.text == "Nothing selected yet."
+    # The editor fits the window's height, so the whole image is in view (gestures start from its middle).
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+    inner_height = browser.execute_script("return window.innerHeight")
+    shown_width, shown_height = canvas.size["width"], canvas.size["height"]
+    assert shown_height <= 0.8 * inner_height
+
+    def at(x: float, y: float) -> ActionChains:
+        """Start a gesture at (x, y) of the shown image, as fractions of its sides (offsets are from its middle)."""
+        return ActionChains(browser).move_to_element_with_offset(
+            canvas, int((x - 0.5) * shown_width), int((y - 0.5) * shown_height)
+        )
+
+    def lasso() -> None:
+        browser.find_element(By.CSS_SELECTOR, "[data-tool=lasso]").click()
+        gesture = at(0.6, 0.6).click_and_hold()
+        for x, y in ((0.9, 0.62), (0.92, 0.9), (0.75, 0.95), (0.6, 0.85)):
+            gesture = gesture.move_to_element_with_offset(
+                canvas, int((x - 0.5) * shown_width), int((y - 0.5) * shown_height)
+            )
+        gesture.release().perform()
+
+    at(0.1, 0.1).click_and_hold().move_by_offset(int(0.35 * shown_width), int(0.3 * shown_height)).release().perform()
+    assert status.text == "1 part selected." and submit.is_enabled()
+    lasso()
+    assert status.text == "2 parts selected."
+    browser.find_element(By.CSS_SELECTOR, "[data-undo]").click()
+    assert status.text == "1 part selected."
+    lasso()
+    selection = browser.find_element(By.NAME, "regions").get_attribute("value")
+    assert selection and selection.count(";") == 1
+    _screenshot(browser, "gallery-region.png")
+    submit.click()
+    new_page = r"/i/(\d+)\?posted=1$"
+    wait.until(lambda d: re.search(new_page, d.current_url))
+    varied_id = int(re.search(new_page, browser.current_url)[1])  # type: ignore[index]
+    wait.until(lambda d: _loaded_images(d, "img.full") == 1)  # the page follows the image until it is made
+    assert "vary · inpaint" in browser.find_element(By.CSS_SELECTOR, "h1").text
+    bot.expect(rf"#{varied_id} done")
+
+    def pixels(generation_id: int) -> np.ndarray:
+        with urllib.request.urlopen(f"{link}image/{generation_id}-0.png") as response:
+            return np.asarray(Image.open(io.BytesIO(response.read())).convert("RGB"), dtype=np.int16)
+
+    before, after = pixels(fox_id), pixels(varied_id)
+    height, width = before.shape[:2]
+    mask = np.asarray(Image.open(io.BytesIO(region_mask(parse_parts(selection, width, height), width, height))))
+    assert before.shape == after.shape and 0.05 < (mask == 255).mean() < 0.6
+    assert np.array_equal(after[mask == 0], before[mask == 0])  # the rest stays as it was
+    assert np.abs(after[mask == 255] - before[mask == 255]).mean() > 10  # the parts are new

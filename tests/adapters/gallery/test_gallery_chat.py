@@ -48,3 +48,41 @@ async def test_gallery_says_so_when_the_operator_has_not_turned_it_on(tmp_path):
             assert "IMAGEBOT_GALLERY_PORT" in str(error)
         else:
             raise AssertionError("no refusal")
+
+
+async def test_vary_region_answers_a_private_link_to_the_images_editor_for_its_author_only(gallery: Gallery):
+    """🖌️ Vary (Region) under image 2 of a result: a link (to the clicker alone) to that image's page in their gallery,
+    how long it works; another member's click is refused, as their Vary would be."""
+    from bot.errors import NotAllowed
+    from tests.adapters.gallery.conftest import BOB
+
+    foxes = await gallery.make(ALICE, "two foxes", "--count 2 --size 256x256")
+    assert "region" in gallery.service.result_actions(foxes.request)
+    reply = await ChatFlow(gallery.service).action(ALICE, "region", foxes.id, 1)
+    assert isinstance(reply, Text)
+    link = re.search(rf"http://gallery\.test/g/\S+/i/{foxes.id}/region\?image=2", reply.text)
+    assert (
+        link and reply.text.startswith(f"🖌️ Select the parts of #{foxes.id}.2 to make again") and "7 days" in reply.text
+    )
+    page = await gallery.client.get(urlsplit(link.group(0)).path, params={"image": "2"})
+    assert page.status == 200 and '<canvas width="256" height="256"' in await page.text()
+    try:
+        await ChatFlow(gallery.service).action(BOB, "region", foxes.id)
+    except NotAllowed as error:
+        assert str(error) == "Only the author of this image can vary a region of it."
+    else:
+        raise AssertionError("no refusal")
+
+
+async def test_vary_region_is_not_offered_without_a_gallery_and_an_old_button_says_why(tmp_path):
+    """Its selection is made on the gallery's page: without a gallery there is no button, and a click is the
+    sentence naming the setting."""
+    async with started_service(FakeBackend(), tmp_path) as (service, _):
+        fox = await (await service.imagine("a red fox --size 256x256", ALICE)).result()
+        assert "region" not in service.result_actions(fox.request)
+        try:
+            await ChatFlow(service).action(ALICE, "region", fox.id)
+        except GalleryOff as error:
+            assert "IMAGEBOT_GALLERY_PORT" in str(error)
+        else:
+            raise AssertionError("no refusal")

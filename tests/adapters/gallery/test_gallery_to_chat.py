@@ -327,3 +327,83 @@ async def test_a_gallery_delete_of_a_console_image_is_printed_in_the_running_con
                 typing.flush()
                 await session
         await _gone(service, who, 1)
+
+
+@contextlib.asynccontextmanager
+async def served_links(data_dir: Path) -> AsyncIterator[Links]:
+    """The gallery's links on the chat's database, for a service that offers what needs the gallery (Vary (Region))."""
+    from storage import SqliteDatabase
+
+    await (await SqliteDatabase.open(data_dir / "imagebot.sqlite3")).close()  # migrated before the gallery reads it
+    store = await SqliteGallery.open(data_dir / "imagebot.sqlite3")
+    try:
+        yield Links(secret=b"test-secret", store=store, base_url="http://gallery.test", data_dir=data_dir)
+    finally:
+        await store.close()
+
+
+async def _select_in_gallery(client: TestClient, link: str, selection: str) -> int:
+    """Open the Vary (Region) page a chat's link names and send a selection from it; return the new generation's id."""
+    split = urlsplit(link)
+    page = await client.get(split.path, params=dict(p.split("=") for p in split.query.split("&") if p))
+    assert page.status == 200
+    html = await page.text()
+    csrf = html.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    prompt = html.split("<textarea", 1)[1].split(">", 1)[1].split("</textarea>", 1)[0]
+    form = {"csrf": csrf, "regions": selection, "prompt": prompt}
+    if 'name="image"' in html:
+        form["image"] = html.split('name="image" value="', 1)[1].split('"', 1)[0]
+    response = await client.post(split.path, data=form, allow_redirects=False)
+    assert response.status == 303, await response.text()
+    return int(urlsplit(response.headers["Location"]).path.rsplit("/", 1)[1])
+
+
+async def test_vary_region_on_discord_links_its_author_to_the_page_and_posts_the_result_in_the_channel(tmp_path):
+    """🖌️ Vary (Region) ends the pans' row; a click answers its author alone with the link to the image's page;
+    the selection sent from there comes back to the channel as an image with its buttons, the box repainted."""
+    async with (
+        FakeDiscord() as fake,
+        served_links(tmp_path) as links,
+        running_bot(fake, FakeBackend(), tmp_path, gallery=links) as running,
+        gallery_of(running.service, tmp_path) as (client, _),
+    ):
+        _, first = await _imagine(fake, {"prompt": "a red fox", "seed": "7", "size": "1024x1024"})
+        rows = [[button["custom_id"].split(":")[1] for button in row["components"]] for row in first.components]
+        assert rows[2] == ["pan-left", "pan-right", "pan-up", "pan-down", "region"]
+        assert first.components[2]["components"][-1]["label"] == "Vary (Region)"
+        click = await fake.click(first.id, encode_action("region", 1))
+        body = await click.response()
+        assert body["type"] == 4 and body["data"]["flags"] & 64
+        text = body["data"]["content"]
+        assert text.startswith("🖌️ Select the parts of #1 to make again") and "http://gallery.test/g/" in text
+        link = next(word for word in text.split() if word.startswith("http://gallery.test/"))
+        assert link.endswith("/i/1/region")
+        before = set(fake.messages)
+        new_id = await _select_in_gallery(client, link, "100,100 600,100 600,500 100,500")
+        await fake.wait_for(lambda: set(fake.messages) - before)
+        (posted_id,) = set(fake.messages) - before
+        posted = await _finished(fake, fake.messages[posted_id])
+        assert posted.channel_id == first.channel_id and "region" in _result_actions(posted)
+        request = running.backend.requests[-1]
+        assert request.mask_image is not None and request.prompt == "a red fox" and request.seed != 7
+        assert (await running.service.details(running.who(fake.alice), new_id)).parent_id == 1
+
+
+async def test_vary_region_on_slack_answers_its_author_alone_with_the_link(tmp_path):
+    """The card's 🖌️ Vary (Region) button: an ephemeral line with the link to the image's page in their gallery."""
+    async with (
+        FakeSlack() as fake,
+        served_links(tmp_path) as links,
+        running_app(fake, FakeBackend(), tmp_path, gallery=links) as running,
+    ):
+        sent = await fake.send_slash(running.url, text="a red fox --seed 7 --count 2 --size 1024x1024")
+        assert sent.status == 200
+        card = await running.finished_card(1)
+        assert "ib:region:1" in action_ids(card)
+        clicked = await fake.send_block_action(
+            running.url, "ib:region:1", "", message_ts=card.ts, channel_id=card.channel
+        )
+        assert clicked.status == 200
+        await fake.wait_for(lambda: any("🖌️ Select the parts of #1" in text for text in running.ephemeral()))
+        (line,) = [text for text in running.ephemeral() if "🖌️" in text]
+        assert "http://gallery.test/g/" in line and "/i/1/region" in line and "7 days" in line

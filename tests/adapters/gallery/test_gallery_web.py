@@ -537,3 +537,60 @@ async def test_an_image_from_before_prompt_weights_says_it_reads_its_prompt_as_w
         pages.append(await (await gallery.client.get(f"{await gallery.path(ALICE)}i/{made.id}")).text())
     note = "This image was made before prompt weights: its brackets are read as words and its prompt ends at"
     assert note in pages[0] and note not in pages[1]
+
+
+async def test_vary_region_repaints_the_parts_selected_on_its_page_and_refuses_bad_selections(gallery: Gallery):
+    """🖌️ Vary (Region) (Midjourney's): the card links to the chosen image's editor page; the parts sent from it
+    become the mask (grown a little) of an inpaint of that image with its settings, a new seed and the same count,
+    re-worded when the words changed. A selection that is empty, too small, past the image, unreadable or of too many
+    parts, or words with a flag, is one sentence on a 400 page, and nothing is queued."""
+    from bot.images import input_path
+    from bot.regions import MAX_PARTS, REGION_STRENGTH, grown_by
+
+    foxes = await gallery.make(ALICE, "two foxes", "--seed 7 --count 2 --size 256x256")
+    path = await gallery.path(ALICE)
+    card = await (await gallery.client.get(f"{path}i/{foxes.id}?image=2")).text()
+    assert f'href="{path}i/{foxes.id}/region?image=2">🖌️ Vary (Region)</a>' in card
+    response = await gallery.client.get(f"{path}i/{foxes.id}/region", params={"image": "2"})
+    page = await response.text()
+    assert response.status == 200 and f"Vary (Region) · #{foxes.id}.2" in page
+    assert f'src="{path}image/{foxes.id}-1.png"' in page and '<canvas width="256" height="256"' in page
+    assert ">two foxes</textarea>" in page and 'name="regions" value=""' in page and 'name="image" value="2"' in page
+    form = {"csrf": csrf_of(page), "image": "2", "prompt": "two foxes"}
+
+    box = "32,32 160,32 160,128 32,128"
+    varied = await _acted(gallery, f"{path}i/{foxes.id}/region", {**form, "regions": box})
+    in_chat = await (await gallery.service.vary(ALICE, f"#{foxes.id}.2", "strong")).result()
+    request = varied.request
+    assert (varied.action, varied.parent_id, request.prompt, request.count) == ("vary", foxes.id, "two foxes", 2)
+    assert request.init_image == in_chat.request.init_image and request.strength == REGION_STRENGTH
+    assert request.seed not in (foxes.seed, foxes.seed + 1) and request.mask_image is not None
+    mask = Image.open(gallery.data_dir / input_path(request.mask_image))
+    reach = grown_by(256, 256)
+    assert (mask.mode, mask.size) == ("L", (256, 256))
+    assert mask.getpixel((96, 80)) == mask.getpixel((32 - reach, 80)) == mask.getpixel((160 + reach, 128)) == 255
+    assert mask.getpixel((32 - reach - 2, 80)) == mask.getpixel((200, 200)) == mask.getpixel((96, 128 + reach + 2)) == 0
+    reworded = await _acted(gallery, f"{path}i/{foxes.id}/region", {**form, "regions": box, "prompt": "a fox in a hat"})
+    assert reworded.request.prompt == "a fox in a hat" and reworded.request.mask_image == request.mask_image
+
+    made = len(await gallery.history.generations.recent(ALICE.platform, ALICE.user_id))
+    for regions, sentence in (
+        ("", "The selection is empty"),
+        ("1,1 3,1 3,3 1,3", "The selection is too small: select at least 1% of the image"),
+        ("0,0 300,0 300,300", "The selection reaches past the image, which is 256×256 pixels"),
+        ("0,0 10,10 <script>", "The selection could not be read"),
+        (";".join([box] * (MAX_PARTS + 1)), f"The selection has {MAX_PARTS + 1} parts; the most is {MAX_PARTS}"),
+    ):
+        response = await gallery.client.post(f"{path}i/{foxes.id}/region", data={**form, "regions": regions})
+        assert response.status == 400 and sentence in await response.text(), regions
+    data = {**form, "regions": box, "prompt": "wolves --ar 16:9"}
+    response = await gallery.client.post(f"{path}i/{foxes.id}/region", data=data)
+    assert response.status == 400 and "Remix changes the prompt&#39;s words only" in await response.text()
+    response = await gallery.client.post(f"{path}i/{foxes.id}/region", data={"csrf": form["csrf"]})
+    assert response.status == 400
+    assert len(await gallery.history.generations.recent(ALICE.platform, ALICE.user_id)) == made
+
+    # Another user's image is no page of theirs; an image the result does not have is a bad request.
+    bob = await gallery.path(BOB)
+    assert (await gallery.client.get(f"{bob}i/{foxes.id}/region")).status == 404
+    assert (await gallery.client.get(f"{path}i/{foxes.id}/region", params={"image": "3"})).status == 400
