@@ -503,7 +503,8 @@ class ImageService:
 
         `selection` is the gallery editor's text (`bot.regions`); its mask (the parts, grown a
         little) is repainted with the result's prompt (re-worded by `prompt`) and settings, a new
-        seed, at `REGION_STRENGTH`; the local worker keeps every pixel outside it as it was.
+        seed, at the user's ``vary_region`` setting, else `REGION_STRENGTH`; the local worker keeps
+        every pixel outside it as it was.
         """
         parent, stored = await self._result_image(who, ref, "vary a region of", "region")
         parts = regions.parse_parts(selection, stored.width, stored.height)
@@ -511,7 +512,8 @@ class ImageService:
         mask = await self.inputs.checked(drawn, "mask")
         width, height = options.size_for_image(stored.width, stored.height, self.limits.pixel_budget)
         changes = {"width": width, "height": height, "seed": self._seeds(), "mask_image": mask.sha256, **_words(prompt)}
-        return await self._from_result(who, parent, stored, "vary", regions.REGION_STRENGTH, changes, also=[mask])
+        strength = regions.REGION_STRENGTH
+        return await self._from_result(who, parent, stored, "vary", strength, changes, "vary_region", also=[mask])
 
     async def region_link(self, who: Requester, generation_id: int, index: int) -> str:
         """Return a new link to the gallery's page where the user selects the parts of their image to vary.

@@ -32,6 +32,7 @@ _KINDS: dict[str, tuple[type, str]] = {
     "remix": (bool, "true or false"),
     "vary_subtle": (float, "a strength over 0, at most 1"),
     "vary_strong": (float, "a strength over 0, at most 1"),
+    "vary_region": (float, "a strength over 0, at most 1"),
     "upscale_strength": (float, "a strength over 0, at most 1"),
 }
 SETTING_KEYS = tuple(_KINDS)
@@ -41,7 +42,7 @@ _SETS = "option_sets"
 _TYPED_AS = {"refiner": "refiner_percent", "sampler": "scheduler"}
 _NAMED = ", ".join(key for key in SETTING_KEYS if key != "height").replace("width", "size (or width and height)")
 # Image-to-image strengths: more than 0 (a run of no step) and at most 1.
-_STRENGTHS = frozenset({"vary_subtle", "vary_strong", "upscale_strength"})
+_STRENGTHS = frozenset({"vary_subtle", "vary_strong", "vary_region", "upscale_strength"})
 # The request option (as a parser error names it) → the saved default that feeds it.
 _SETTING_OF_OPTION = {
     option: _TYPED_AS.get(option, option) for option in ("model", "steps", "refiner", "scheduler", "cfg")

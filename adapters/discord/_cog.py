@@ -674,6 +674,7 @@ class ImagesCog(commands.Cog, name="Images"):
         batching="false keeps your images bit-exact: never batched with other users' jobs",
         vary_subtle="the strength of Vary (Subtle), 0-1 (0.35)",
         vary_strong="the strength of Vary (Strong), 0-1 (0.7)",
+        vary_region="the strength of Vary (Region) in the parts selected, 0-1 (0.9)",
         upscale_strength="how much an upscale redraws, 0-1 (0.3)",
         remix="Vary, Zoom Out, Make Square and Pan first show the prompt to change (Midjourney's Remix)",
         reset="true to clear your defaults (your option sets stay)",
@@ -691,6 +692,7 @@ class ImagesCog(commands.Cog, name="Images"):
         batching: bool | None = None,
         vary_subtle: app_commands.Range[float, 0, 1] | None = None,
         vary_strong: app_commands.Range[float, 0, 1] | None = None,
+        vary_region: app_commands.Range[float, 0, 1] | None = None,
         upscale_strength: app_commands.Range[float, 0, 1] | None = None,
         remix: bool | None = None,
         reset: bool = False,
@@ -708,6 +710,7 @@ class ImagesCog(commands.Cog, name="Images"):
             "batching": batching,
             "vary_subtle": vary_subtle,
             "vary_strong": vary_strong,
+            "vary_region": vary_region,
             "upscale_strength": upscale_strength,
             "remix": remix,
         }

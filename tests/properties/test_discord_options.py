@@ -77,6 +77,7 @@ strengths = st.none() | st.floats(0, 1) | st.sampled_from([0.0, 1.0, 0.35])
             "batching": st.none() | st.booleans(),
             "vary_subtle": strengths,
             "vary_strong": strengths,
+            "vary_region": strengths,
             "upscale_strength": strengths,
         }
     ),

@@ -572,6 +572,8 @@ async def test_vary_region_repaints_the_parts_selected_on_its_page_and_refuses_b
     assert mask.getpixel((32 - reach - 2, 80)) == mask.getpixel((200, 200)) == mask.getpixel((96, 128 + reach + 2)) == 0
     reworded = await _acted(gallery, f"{path}i/{foxes.id}/region", {**form, "regions": box, "prompt": "a fox in a hat"})
     assert reworded.request.prompt == "a fox in a hat" and reworded.request.mask_image == request.mask_image
+    await gallery.service.user_settings.update(ALICE, {"vary_region": 0.6})  # the user's own strength
+    assert (await _acted(gallery, f"{path}i/{foxes.id}/region", {**form, "regions": box})).request.strength == 0.6
 
     made = len(await gallery.history.generations.recent(ALICE.platform, ALICE.user_id))
     for regions, sentence in (
