@@ -112,20 +112,10 @@ BUTTON_LOOKS: dict[ButtonAction, tuple[str, str]] = {
     "edit": ("✏️", "Edit"),
 }
 # The buttons that act on one image of a result, and so may name which (``ib:pan-left:12.2``).
-IMAGE_ACTIONS: frozenset[ButtonAction] = frozenset(
-    {
-        "vary-subtle",
-        "vary-strong",
-        "upscale-2",
-        "upscale-4",
-        "zoom-out",
-        "zoom-out-2",
-        "square",
-        "region",
-        *PAN_ACTIONS,
-        "pick",
-    }
-)
+_OWN_IMAGE: tuple[ButtonAction, ...] = (
+    "vary-subtle", "vary-strong", "upscale-2", "upscale-4", "zoom-out", "zoom-out-2", "square", "region", "pick"
+)  # fmt: skip
+IMAGE_ACTIONS: frozenset[ButtonAction] = frozenset((*_OWN_IMAGE, *PAN_ACTIONS))
 # The buttons under a finished image, in rows of what belongs together, alike on every platform:
 # new images from it; larger or wider ones (Vary (Region) ends the pans' row); about it ("Show guide"
 # joins this row); one image of several. Five rows, Discord's most.

@@ -1,4 +1,4 @@
-"""README.md stays true to the option parser: its options table lists exactly the flags and options it accepts."""
+"""README.md stays true to the code: its options table is the parser's flags, its backends table the capabilities."""
 
 from __future__ import annotations
 
@@ -67,3 +67,19 @@ def test_every_readme_flag_is_recognised_by_parse_text(flag: str) -> None:
         )
     except InvalidOption as error:
         assert error.reason != "is not an option" and not error.reason.startswith("is not an option ")
+
+
+def test_readme_backends_table_is_what_imagebot_backends_prints(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Backends section's table is `imagebot backends`' rows (the capability tables), cell for cell."""
+    from bot.config import CoreSettings
+    from imagebot.cli import backends_text
+
+    for backend in ("RUNWARE", "MODELSLAB"):
+        monkeypatch.delenv(f"IMAGEBOT_{backend}_API_KEY", raising=False)
+    section = README.read_text(encoding="utf-8").split("## Backends", 1)[1]
+    block = section.split("```text\n", 1)[1].split("```", 1)[0]
+
+    def cells(text: str) -> list[list[str]]:
+        return [re.split(r" {2,}", line.strip()) for line in text.splitlines()[1:]]  # the head names the columns
+
+    assert cells(block) == cells(backends_text(CoreSettings(backend="local")))

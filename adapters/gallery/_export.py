@@ -50,8 +50,13 @@ class _Spool:
         return data
 
 
-async def _generations(store: GalleryStore, platform: str, user_id: str) -> AsyncIterator[list[Generation]]:
-    """Yield the user's generations newest first, a keyset page at a time."""
+async def _generations(
+    store: GalleryStore, platform: str, user_id: str, ids: Sequence[int] | None = None
+) -> AsyncIterator[list[Generation]]:
+    """Yield the user's generations newest first, a keyset page at a time; those of `ids` (theirs) alone, when given."""
+    if ids is not None:
+        yield [found for one in ids if (found := await store.get(platform, user_id, one)) is not None]
+        return
     after: int | None = None
     while True:
         page = await store.page(platform, user_id, GalleryQuery(after=after, limit=_BATCH))
@@ -96,8 +101,11 @@ async def write_export(
     *,
     read: Callable[[str], Awaitable[bytes]],
     commands: Callable[[Sequence[Generation]], Awaitable[Mapping[int, str | None]]],
+    ids: Sequence[int] | None = None,
 ) -> int:
     """Write the user's ZIP to `send` as it is made; return the number of image files in it.
+
+    `ids`: only these generations of the user's (the grid's ticked ones); None: all of them.
 
     `read` reads a stored image's bytes (a file gone from disk is left out); `commands` gives
     each generation's ``/imagine`` text. The images come first, then the records, read again
@@ -107,7 +115,7 @@ async def write_export(
     missing: set[str] = set()
     count = 0
     with zipfile.ZipFile(spool, "w", compression=zipfile.ZIP_STORED) as archive:
-        async for page in _generations(store, platform, user_id):
+        async for page in _generations(store, platform, user_id, ids):
             for generation in page:
                 for image in generation.images:
                     name = _name(generation, image)
@@ -122,7 +130,7 @@ async def write_export(
                     count += 1
         now = dt.datetime.now(dt.UTC).timestamp()
         with archive.open(_entry(MANIFEST, now), "w", force_zip64=True) as manifest:
-            async for page in _generations(store, platform, user_id):
+            async for page in _generations(store, platform, user_id, ids):
                 texts = await commands(page)
                 for generation in page:
                     files = [name for image in generation.images if (name := _name(generation, image)) not in missing]

@@ -28,8 +28,9 @@ from urllib.parse import urlencode
 import jinja2
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.web_request import BaseRequest
+from aiohttp.web_request import BaseRequest, FileField
 from aiohttp.web_response import StreamResponse
+from multidict import MultiDictProxy
 
 from adapters.gallery._export import write_export
 from adapters.gallery._links import BadLink, ExpiredLink, Links, Owner, Server
@@ -72,6 +73,8 @@ _ACTIONS = (
 # A showcase link is shared by a whole server, so it gets this many times a personal link's rate.
 _SHOWCASE_RATE = 10
 _MAX_SEARCH = 200
+# The most images ticked on the grid that one download or delete takes: a few pages' worth.
+_MOST_PICKED = 100
 
 # No inline script or style anywhere: the pages load one stylesheet and one script of our own.
 CONTENT_SECURITY_POLICY = (
@@ -116,6 +119,15 @@ class RedactedAccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         """Write one line: method, redacted path, status, seconds."""
         self.logger.info("%s %s %d %.3fs", request.method, redact(request.path), response.status, time)
+
+
+class _Refused(Exception):
+    """A request a page answers with its own sentence (a status and one line), raised from a helper."""
+
+    def __init__(self, status: int, sentence: str) -> None:
+        super().__init__(sentence)
+        self.status = status
+        self.sentence = sentence
 
 
 # What the link check leaves on a request for the handlers.
@@ -218,6 +230,38 @@ def _image_number(text: object, generation: Generation) -> int:
     return int(text)
 
 
+def _author(generation: Generation) -> Requester:
+    """Return who acts on a generation from the gallery: its author where it was made (that server's rules apply)."""
+    return Requester(
+        generation.platform,
+        generation.user_id,
+        workspace=generation.workspace,
+        channel=generation.channel,
+        direct=generation.workspace is None,
+    )
+
+
+def _picked(form: MultiDictProxy[str | bytes | bytearray | FileField]) -> list[int]:
+    """Read the ids ticked on the grid: each once, at most `_MOST_PICKED`; none, or one that is no id, is refused."""
+    ids = form.getall("id", [])
+    if not ids:
+        raise _Refused(400, "Tick the images to download or delete first.")
+    if len(ids) > _MOST_PICKED:
+        raise _Refused(400, f"That is {len(ids)} images; tick at most {_MOST_PICKED} at once.")
+    if not all(isinstance(text, str) and re.fullmatch(_ID, text) and 0 < int(text) <= _MAX_ID for text in ids):
+        raise web.HTTPBadRequest()
+    return list(dict.fromkeys(int(str(text)) for text in ids))
+
+
+def _deleted(text: str | None) -> int | None:
+    """Read how many images the last delete of several took (the grid's notice); anything else is a bad request."""
+    if text is None or text == "":
+        return None
+    if not re.fullmatch(r"[0-9]{1,3}", text):
+        raise web.HTTPBadRequest()
+    return int(text)
+
+
 def _cursor(text: str | None) -> int | None:
     """Read a page cursor (the last id shown); anything but a whole number in SQLite's range is a bad request."""
     if text is None or text == "":
@@ -287,7 +331,7 @@ class _Pages:
         generations = await self._store.page(owner.platform, owner.user_id, page)
         shown = generations[:PAGE_SIZE]
         commands = await self._commands(owner, shown)
-        kept = {key: value for key, value in query.items() if key != "after" and value}
+        kept = {key: value for key, value in query.items() if key not in ("after", "deleted") and value}
         more = None
         if len(generations) > PAGE_SIZE:
             more = "?" + urlencode({**kept, "after": str(shown[-1].id)})
@@ -302,6 +346,8 @@ class _Pages:
             more=more,
             first="?" + urlencode(kept) if page.after is not None else None,
             csrf=request[CSRF],
+            picking=True,
+            deleted=_deleted(query.get("deleted")),
         )
 
     async def detail(self, request: web.Request) -> web.Response:
@@ -396,6 +442,10 @@ class _Pages:
 
     async def export(self, request: web.Request) -> web.StreamResponse:
         """Send all the owner's images and a record of each generation as one ZIP, made while it is sent."""
+        return await self._export(request, None)
+
+    async def _export(self, request: web.Request, ids: Sequence[int] | None) -> web.StreamResponse:
+        """Send the owner's images (those of `ids` alone, when given) and their records as one ZIP."""
         owner = request[OWNER]
         if owner in self._exporting:  # one at a time a user: each reads every image
             return self.problem(429, "Your ZIP is being made already; wait for that download to finish.")
@@ -412,6 +462,7 @@ class _Pages:
                 owner.user_id,
                 read=self._service.read_image,
                 commands=lambda generations: self._commands(owner, generations),
+                ids=ids,
             )
             await response.write_eof()
         except Exception as error:
@@ -426,19 +477,11 @@ class _Pages:
 
     async def act(self, request: web.Request) -> web.Response:
         """Run a card's action as the chat button would, post it in the original's chat, and show its page."""
-        form = await request.post()
-        sent = form.get("csrf")
-        if not isinstance(sent, str) or not hmac.compare_digest(sent, request[CSRF]):
+        form = await self._form(request)
+        if form is None:
             return self.problem(403)
         generation = await self._own(request)
-        # Acting as the author where the image was made: that server's rules and quota apply.
-        who = Requester(
-            generation.platform,
-            generation.user_id,
-            workspace=generation.workspace,
-            channel=generation.channel,
-            direct=generation.workspace is None,
-        )
+        who = _author(generation)
         action = request.match_info["action"]
         root = request[ROOT]
         try:
@@ -476,6 +519,43 @@ class _Pages:
         # The result shows here and, where that chat runs in this process, in the chat of the original.
         posted = await show_in_chat(self._service, job)
         raise web.HTTPSeeOther(f"{root}/i/{job.id}" + ("?posted=1" if posted else ""))
+
+    async def delete_picked(self, request: web.Request) -> web.Response:
+        """Delete the images ticked on the grid, as each one's Delete would, and show the grid again."""
+        form = await self._form(request)
+        if form is None:
+            return self.problem(403)
+        generations = await self._owned(request, _picked(form))
+        for generation in generations:
+            await self._service.delete(_author(generation), generation.id)
+            await retract_in_chat(self._service, generation)
+        raise web.HTTPSeeOther(f"{request[ROOT]}/?deleted={len(generations)}")
+
+    async def export_picked(self, request: web.Request) -> web.StreamResponse:
+        """Send the images ticked on the grid and their records as one ZIP."""
+        form = await self._form(request)
+        if form is None:
+            return self.problem(403)
+        return await self._export(request, [generation.id for generation in await self._owned(request, _picked(form))])
+
+    async def _owned(self, request: web.Request, ids: Sequence[int]) -> list[Generation]:
+        """Return the owner's generations of `ids`; a 404 if any is not theirs, as for one image, so nothing is done."""
+        owner = request[OWNER]
+        generations = []
+        for generation_id in ids:
+            generation = await self._store.get(owner.platform, owner.user_id, generation_id)
+            if generation is None:
+                raise web.HTTPNotFound()
+            generations.append(generation)
+        return generations
+
+    async def _form(self, request: web.Request) -> MultiDictProxy[str | bytes | bytearray | FileField] | None:
+        """Return a posted form if it carries this link's CSRF value, else None (a stale or forged form)."""
+        form = await request.post()
+        sent = form.get("csrf")
+        if not isinstance(sent, str) or not hmac.compare_digest(sent, request[CSRF]):
+            return None
+        return form
 
     async def _run(
         self, action: str, who: Requester, generation_id: int, image: int | str, form: Mapping[str, Any]
@@ -577,6 +657,8 @@ def create_app(
         """Turn every failure into a plain page: a status, a title and a sentence, never a traceback."""
         try:
             return await handler(request)
+        except _Refused as error:
+            return pages.problem(error.status, error.sentence)
         except web.HTTPException as error:
             if error.status < 400:
                 raise
@@ -632,6 +714,8 @@ def create_app(
     app.router.add_get(f"{base}/", pages.grid)
     app.router.add_get(f"{base}/i/{{id:{_ID}}}", pages.detail)
     app.router.add_get(f"{base}/export.zip", pages.export, allow_head=False)  # a HEAD would read every image
+    app.router.add_post(f"{base}/export.zip", pages.export_picked)
+    app.router.add_post(f"{base}/delete", pages.delete_picked)
     app.router.add_get(f"{base}/i/{{id:{_ID}}}/status", pages.status)
     app.router.add_get(f"{base}/i/{{id:{_ID}}}/region", pages.region)
     app.router.add_post(f"{base}/i/{{id:{_ID}}}/{{action:{'|'.join(_ACTIONS)}}}", pages.act)

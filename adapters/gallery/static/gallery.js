@@ -1,6 +1,6 @@
 // The gallery's only script (the Content-Security-Policy allows no inline one):
-// follow images being made, ask before a delete, copy /imagine commands, and select
-// the parts of an image for Vary (Region).
+// follow images being made, ask before a delete, copy /imagine commands, tick several
+// images to download or delete, and select the parts of an image for Vary (Region).
 "use strict";
 
 function follow(element) {
@@ -21,6 +21,33 @@ function follow(element) {
 }
 
 document.querySelectorAll("[data-poll]").forEach(follow);
+
+// Several images at once: the grid's boxes belong to one form, whose buttons wait for a box ticked.
+document.querySelectorAll("form.picked").forEach((form) => {
+  // getAttribute: the boxes are named "id", and a form's named controls hide its own properties (form.id).
+  const boxes = document.querySelectorAll(`input[form="${form.getAttribute("id")}"]`);
+  const count = form.querySelector(".count");
+  const buttons = form.querySelectorAll("[data-needs-pick]");
+  const changed = () => {
+    const ticked = [...boxes].filter((box) => box.checked).length;
+    buttons.forEach((button) => {
+      button.disabled = ticked === 0;
+    });
+    count.textContent = ticked === 0
+      ? "Tick images to download or delete several at once."
+      : `${ticked} image${ticked === 1 ? "" : "s"} selected.`;
+  };
+  boxes.forEach((box) => box.addEventListener("change", changed));
+  changed();
+});
+
+document.querySelectorAll("button[data-confirm]").forEach((button) => {
+  button.addEventListener("click", (event) => {
+    if (!window.confirm(button.dataset.confirm)) {
+      event.preventDefault();
+    }
+  });
+});
 
 document.querySelectorAll("form[data-confirm]").forEach((form) => {
   form.addEventListener("submit", (event) => {

@@ -509,3 +509,44 @@ def test_vary_region_keeps_every_pixel_outside_a_box_and_a_lasso_drawn_in_a_brow
     assert before.shape == after.shape and 0.05 < (mask == 255).mean() < 0.6
     assert np.array_equal(after[mask == 0], before[mask == 0])  # the rest stays as it was
     assert np.abs(after[mask == 255] - before[mask == 255]).mean() > 10  # the parts are new
+
+
+def test_a_member_ticks_two_images_and_deletes_them_together_in_a_browser(tmp_path: Path, browser):
+    """The grid's buttons for several images wait for a box ticked and count them; Delete selected asks first
+    (dismissed: nothing goes), then takes both, and the grid says so."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from bot.jobs import Requester
+
+    alice = Requester("discord", "111", workspace="guild-1", channel="chan-1")
+    served = ServedGallery(tmp_path / "data")
+    service = served.service
+    try:
+
+        async def make(prompt: str) -> int:
+            return int((await (await service.imagine(prompt, alice)).result()).id)  # type: ignore[attr-defined]
+
+        ids = [served.call(make(prompt)) for prompt in ("a red fox", "a snowy owl", "a tiger")]
+        own = str(served.call(service.gallery_link(alice)))  # type: ignore[attr-defined]
+        wait = WebDriverWait(browser, 60)
+        browser.get(own)
+        wait.until(lambda d: _loaded_images(d, ".card img") == 3)
+        delete = browser.find_element(By.XPATH, "//button[contains(., 'Delete selected')]")
+        download = browser.find_element(By.XPATH, "//button[contains(., 'Download selected')]")
+        count = browser.find_element(By.CSS_SELECTOR, ".picked .count")
+        assert not delete.is_enabled() and not download.is_enabled()
+        for generation_id in ids[:2]:
+            browser.find_element(By.CSS_SELECTOR, f'input[name="id"][value="{generation_id}"]').click()
+        assert count.text == "2 images selected." and delete.is_enabled() and download.is_enabled()
+
+        delete.click()
+        browser.switch_to.alert.dismiss()
+        assert len(browser.find_elements(By.CSS_SELECTOR, ".card")) == 3
+        delete.click()
+        browser.switch_to.alert.accept()
+        wait.until(lambda d: "deleted=2" in d.current_url)
+        assert browser.find_element(By.CSS_SELECTOR, ".notice").text == "2 images deleted."
+        assert [card.get_attribute("id") for card in browser.find_elements(By.CSS_SELECTOR, ".card")] == [f"g{ids[2]}"]
+    finally:
+        served.close()

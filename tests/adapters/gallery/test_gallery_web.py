@@ -596,3 +596,50 @@ async def test_vary_region_repaints_the_parts_selected_on_its_page_and_refuses_b
     bob = await gallery.path(BOB)
     assert (await gallery.client.get(f"{bob}i/{foxes.id}/region")).status == 404
     assert (await gallery.client.get(f"{path}i/{foxes.id}/region", params={"image": "3"})).status == 400
+
+
+async def test_images_ticked_on_the_grid_download_as_one_zip_and_delete_together(gallery: Gallery):
+    """Each card has a box; the ticked ones download as one ZIP (their files and records alone) or are deleted
+    together, as each one's Delete would, and the grid says how many went. None ticked, another user's image among
+    them, too many or a forged id is refused, and nothing is deleted."""
+    fox = await gallery.make(ALICE, "a red fox")
+    owl = await gallery.make(ALICE, "a snowy owl")
+    tiger = await gallery.make(ALICE, "a tiger")
+    bobs = await gallery.make(BOB, "bob's secret cat")
+    path = await gallery.path(ALICE)
+    grid = await (await gallery.client.get(path)).text()
+    for generation in (fox, owl, tiger):
+        assert f'<input type="checkbox" name="id" value="{generation.id}" form="picked">' in grid
+    assert '<form id="picked" class="picked" method="post"' in grid
+    csrf = csrf_of(grid)
+    picked = aiohttp.FormData([("csrf", csrf), ("id", str(fox.id)), ("id", str(owl.id)), ("id", str(fox.id))])
+
+    response = await gallery.client.post(f"{path}export.zip", data=picked)
+    assert response.status == 200 and response.headers["Content-Type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(await response.read())) as archive:
+        assert archive.namelist() == [f"images/{fox.id}-0.png", f"images/{owl.id}-0.png", "generations.jsonl"]
+        assert archive.read(f"images/{owl.id}-0.png") == (gallery.data_dir / owl.images[0].path).read_bytes()
+        records = [json.loads(line) for line in archive.read("generations.jsonl").decode().splitlines()]
+    assert [record["id"] for record in records] == [fox.id, owl.id]
+
+    before = len(await gallery.history.generations.recent(ALICE.platform, ALICE.user_id))
+    for fields, status, sentence in (
+        ([("csrf", csrf)], 400, "Tick the images to download or delete first."),
+        ([("csrf", csrf), ("id", str(fox.id)), ("id", str(bobs.id))], 404, "There is nothing here."),
+        ([("csrf", csrf), *[("id", str(fox.id))] * 101], 400, "That is 101 images; tick at most 100 at once."),
+        ([("csrf", csrf), ("id", "1 OR 1=1")], 400, "That address or search could not be read."),
+        ([("id", str(fox.id))], 403, "That form was stale"),
+    ):
+        for action in ("delete", "export.zip"):
+            response = await gallery.client.post(f"{path}{action}", data=aiohttp.FormData(fields))
+            assert response.status == status and sentence in await response.text(), (fields, action)
+    assert len(await gallery.history.generations.recent(ALICE.platform, ALICE.user_id)) == before
+    assert await gallery.history.generations.get(bobs.id) is not None
+
+    response = await gallery.client.post(f"{path}delete", data=picked, allow_redirects=False)
+    assert response.status == 303 and response.headers["Location"] == f"{path}?deleted=2"
+    page = await (await gallery.client.get(response.headers["Location"])).text()
+    assert "2 images deleted." in page and "a tiger" in page and "a red fox" not in page and "a snowy owl" not in page
+    assert [g.id for g in await gallery.history.generations.recent(ALICE.platform, ALICE.user_id)] == [tiger.id]
+    assert not (gallery.data_dir / fox.images[0].path).exists()
+    assert (await gallery.client.get(path, params={"deleted": "many"})).status == 400
