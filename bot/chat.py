@@ -41,7 +41,7 @@ from bot.errors import BotError, InvalidOption, shown
 from bot.history import Generation, StoredImage
 from bot.inputs import ImageLoader
 from bot.jobs import Job, JobEvent, Requester
-from bot.option_sets import checked_name, sets_text
+from bot.option_sets import SUFFIX, checked_name, sets_text
 from bot.options import Defaults, PanDirection
 from bot.pnginfo import png_info
 from bot.policy import parse_admin, rule_changes
@@ -591,6 +591,10 @@ class ChatFlow:
         sets = await saved.set_option(who, name, None if removing else flags)
         if removing:
             return Text(f"--{name} is removed.")
+        if name == SUFFIX:
+            return Text(
+                f"--{name} is now {shown(sets[name], 200)}; every prompt of yours takes it (its own flags win)."
+            )
         return Text(f"--{name} is now {shown(sets[name], 200)}; type --{name} in a prompt to use it.")
 
     async def forget(self, who: Requester, *, confirm: bool, how_to_confirm: str | None = None) -> Text:

@@ -5,7 +5,9 @@ its flags before anything else reads the prompt (its ``{…}`` choices included)
 and is stored is the flags themselves: a reroll or an edit of the image needs no set, and a set
 changed or removed later changes no image made before. What the prompt gives itself wins: a
 set's ``--ar`` is left out where the prompt has an ``--ar`` (or Discord's typed ``ar``) of its
-own; two sets giving the same option are one sentence. A set holds flags only, no words and no
+own; two sets giving the same option are one sentence. A set named ``suffix`` (Midjourney's
+``/prefer suffix``) comes with every prompt unnamed, its flags the weakest: left out, silently,
+where the prompt or another set gives the option. A set holds flags only, no words and no
 images but style references that are previous images (``prefer ink --sref #12 --sw 80``: a look
 kept, as Midjourney's users keep sref codes), and never another set; ``/imagine``'s own flags
 keep their names.
@@ -22,13 +24,15 @@ from bot import options
 from bot.actions import parse_image_ref
 from bot.errors import InvalidOption, shown
 
-__all__ = ["MOST", "NAME_MOST", "TEXT_MOST", "checked_flags", "checked_name", "expanded", "sets_text"]
+__all__ = ["MOST", "NAME_MOST", "SUFFIX", "TEXT_MOST", "checked_flags", "checked_name", "expanded", "sets_text"]
 
 # Midjourney keeps about as many; a list of them still fits one chat message.
 MOST = 20
 NAME_MOST = 24
 TEXT_MOST = 400
 _NAME = re.compile(r"[a-z][a-z0-9-]*")
+# The set every prompt of its user takes without naming it (Midjourney's /prefer suffix), after the prompt's own.
+SUFFIX = "suffix"
 
 
 def checked_name(typed: str) -> str:
@@ -116,7 +120,16 @@ def _expanded_text(text: str, sets: Mapping[str, str], typed: set[str]) -> str:
             kept.append(flags[own.start : own.end].strip())
         pieces += [text[last : run.start], " ".join(kept) + (" " if kept and run.end < len(text) else "")]
         last = run.end
-    return "".join(pieces) + text[last:]
+    pieces.append(text[last:])
+    if SUFFIX in sets and SUFFIX not in named:
+        # The weakest: what the prompt or a set named in it gives leaves the suffix's flag out, without a sentence.
+        flags = sets[SUFFIX]
+        weakest = given | set(used)
+        kept = [
+            flags[r.start : r.end].strip() for r in options.flag_runs(flags) if r.option and r.option not in weakest
+        ]
+        pieces += [" " if kept else "", " ".join(kept)]
+    return "".join(pieces)
 
 
 def sets_text(sets: Mapping[str, str], make: str = "prefer NAME --flags…") -> str:

@@ -928,8 +928,8 @@ class ImageService:
 
         `bot.actions.result_actions` (by the image's size and ControlNets), less a pan with no room
         left that way (the longest side, the pixel budget), Make Square with no room, Reroll and Refine of an upscale an
-        upscaler made alone, Refine where the model has no refiner, Vary (Region) where no gallery is served, and what
-        the backend cannot do
+        upscaler made alone, Refine where the model has no refiner, Vary (Region) where no gallery is served, Edit
+        of an inpaint (no earlier image holds its mask), and what the backend cannot do
         (`LimitedBackend`). Old messages keep their buttons, which answer with the refusal's sentence.
         """
         withheld: set[ButtonAction] = {
@@ -943,9 +943,10 @@ class ImageService:
             withheld |= {"reroll", "refine"}
         if self.gallery is None:
             withheld.add("region")  # its selection is made on the gallery's page
-        # Edit where a /imagine text says the request, its input images as the earlier images they came from.
+        # Edit where a /imagine text says the request, its input images as the earlier images they came from. A mask
+        # is drawn for its image (Vary (Region)'s, or a file given with it), so no earlier image holds it.
         earlier = dict.fromkeys(options.input_images(request), "#1")
-        if options.imagine_command(request, self.catalog, earlier) is None:
+        if request.mask_image is not None or options.imagine_command(request, self.catalog, earlier) is None:
             withheld.add("edit")
         backend: Backend | None = None
         try:

@@ -248,6 +248,23 @@ async def test_prefer_saves_an_option_set_that_prompts_then_use(flow, service):
         await flow.imagine(BOB, "a red fox --fast")
 
 
+async def test_a_suffix_set_comes_with_every_prompt_of_its_user(flow, service):
+    """``prefer suffix --flags`` (Midjourney's /prefer suffix): every prompt of the user's takes them, its own
+    flags winning; what is stored is the flags, so removing the suffix changes no reroll; others' prompts are theirs."""
+    reply = await flow.text(ALICE, "prefer suffix --ar 2:3 --no blurry")
+    assert reply == Text("--suffix is now --ar 2:3 --no blurry; every prompt of yours takes it (its own flags win).")
+    made = await (await flow.imagine(ALICE, "a red fox --steps 4")).job.result()
+    assert (made.request.negative_prompt, made.request.height > made.request.width) == ("blurry", True)
+    square = await (await flow.imagine(ALICE, {"prompt": "a grey wolf", "ar": "1:1", "steps": 4})).job.result()
+    assert (square.request.width, square.request.negative_prompt) == (square.request.height, "blurry")
+    assert (await (await flow.imagine(BOB, "a red fox --steps 4")).job.result()).request.negative_prompt is None
+    assert await flow.text(ALICE, "prefer suffix none") == Text("--suffix is removed.")
+    rerolled = await (await flow.text(ALICE, f"reroll #{made.id}")).job.result()  # type: ignore[union-attr]
+    assert rerolled.request.negative_prompt == "blurry"
+    plain = await (await flow.imagine(ALICE, "a red fox --steps 4")).job.result()
+    assert plain.request.negative_prompt is None
+
+
 @pytest.mark.parametrize(
     ("text", "sentence"),
     [

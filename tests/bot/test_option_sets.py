@@ -58,6 +58,30 @@ def test_typed_options_win_over_a_sets_flags() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("text", "made"),
+    [
+        ("a fox", "a fox --ar 16:9 --no blurry"),
+        ("a fox --seed 3", "a fox --seed 3 --ar 16:9 --no blurry"),
+        # The prompt's own flag, or a set it names, wins without a sentence: the suffix is the weakest.
+        ("a fox --ar 1:1", "a fox --ar 1:1 --no blurry"),
+        ("a fox --mine", "a fox --ar 2:3 --no blurry --steps 4"),
+        ("a fox --wide --seed 3", "a fox --ar 21:9 --seed 3 --no blurry"),
+        # Named, it stands where it is named, once.
+        ("a fox --suffix --seed 3", "a fox --ar 16:9 --no blurry --seed 3"),
+    ],
+)
+def test_a_set_named_suffix_comes_with_every_prompt(text: str, made: str) -> None:
+    """Midjourney's ``/prefer suffix``: flags added to every prompt, unless the prompt gives that option."""
+    assert expanded(text, {**SETS, "suffix": "--ar 16:9 --no blurry"}) == made
+
+
+def test_a_suffix_fills_what_typed_options_leave_out() -> None:
+    """Discord's typed ``ar`` is the prompt's own: the suffix gives the rest."""
+    typed = {"prompt": "a fox", "ar": "1:1"}
+    assert expanded(typed, {"suffix": "--ar 16:9 --no blurry"}) == {"prompt": "a fox --no blurry", "ar": "1:1"}
+
+
 def test_choices_in_a_set_are_choices_of_the_command() -> None:
     assert expanded("a fox --both", {"both": "--ar {1:1, 16:9}"}) == "a fox --ar {1:1, 16:9}"
 
@@ -141,7 +165,10 @@ def test_the_list_names_each_set_as_it_is_typed() -> None:
     )
 
 
-_NAMES = st.from_regex(r"[a-z][a-z0-9-]{0,8}", fullmatch=True).filter(lambda name: name not in ("ar", "n", "r", "no"))
+# Not "suffix": that set comes with every prompt unnamed (tested on its own above).
+_NAMES = st.from_regex(r"[a-z][a-z0-9-]{0,8}", fullmatch=True).filter(
+    lambda name: name not in ("ar", "n", "r", "no", "suffix")
+)
 _WORDS = st.text(st.sampled_from("ab -—'\"{},:="), max_size=30)
 
 

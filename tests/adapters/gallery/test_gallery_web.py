@@ -565,6 +565,9 @@ async def test_vary_region_repaints_the_parts_selected_on_its_page_and_refuses_b
     assert (varied.action, varied.parent_id, request.prompt, request.count) == ("vary", foxes.id, "two foxes", 2)
     assert request.init_image == in_chat.request.init_image and request.strength == REGION_STRENGTH
     assert request.seed not in (foxes.seed, foxes.seed + 1) and request.mask_image is not None
+    # Its buttons: Vary (Region) again, Reroll (the same parts, a new seed); no Edit, as no /imagine names the mask.
+    offered = gallery.service.result_actions(request)
+    assert {"region", "reroll", "vary-strong"} <= set(offered) and "edit" not in offered
     mask = Image.open(gallery.data_dir / input_path(request.mask_image))
     reach = grown_by(256, 256)
     assert (mask.mode, mask.size) == ("L", (256, 256))
