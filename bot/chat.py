@@ -354,7 +354,7 @@ class ChatFlow:
         if action in REMIXABLE:
             return await self._from_result(who, action, image)
         if action == "region":
-            return await self.region(who, generation_id, index)
+            return await self.region(who, image)
         if action == "pick":
             return await self.pick(who, generation_id, index)
         if action == "edit":
@@ -397,11 +397,14 @@ class ChatFlow:
         hint = revoke_hint or f"{self._command}gallery revoke"
         return Text(gallery_line(link, self.service.gallery.lifetime_days, hint))
 
-    async def region(self, who: Requester, generation_id: int, index: int = 0) -> Text:
-        """Answer 🖌️ Vary (Region): a private link to the gallery's page that selects the parts of the image to vary."""
-        link = await self.service.region_link(who, generation_id, index)
+    async def region(self, who: Requester, image: int | str | None) -> Text:
+        """Answer 🖌️ Vary (Region) or ``region [#id[.n]]``: a private link to the page that selects parts to vary.
+
+        The page is in the user's gallery; the image is the latest when none is named.
+        """
+        ref, link = await self.service.region_link(who, _image(image))
         assert self.service.gallery is not None  # region_link refuses otherwise
-        return Text(region_line(link, format_image_ref(generation_id, index), self.service.gallery.lifetime_days))
+        return Text(region_line(link, ref, self.service.gallery.lifetime_days))
 
     async def server_rules(
         self,
@@ -728,6 +731,11 @@ class ChatFlow:
         if word == "vary":
             kind, ref = _word_and_image(rest, _VARY_WORDS, "vary", "subtle or strong")
             return lambda who: self.vary(who, ref, kind)
+        if word == "region":
+            # "region of ice" is a prompt on Slack, not a command with arguments.
+            if rest and parse_image_ref(rest) is None:
+                raise InvalidOption("region", "takes an optional #id" + _not(rest), typed=True)
+            return lambda who: self.region(who, rest or None)
         if word == "square":
             if rest and parse_image_ref(rest) is None:
                 raise InvalidOption("square", "takes an optional #id" + _not(rest), typed=True)

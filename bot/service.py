@@ -515,21 +515,19 @@ class ImageService:
         strength = regions.REGION_STRENGTH
         return await self._from_result(who, parent, stored, "vary", strength, changes, "vary_region", also=[mask])
 
-    async def region_link(self, who: Requester, generation_id: int, index: int) -> str:
-        """Return a new link to the gallery's page where the user selects the parts of their image to vary.
+    async def region_link(self, who: Requester, ref: int | str | None) -> tuple[str, str]:
+        """Return an image of the user's (`ref` as for `zoom`) as ``#12.2``, and a new link to its Vary (Region) page.
 
-        Refused as the Vary (Region) itself would be (another's image, no such image), and where
-        this backend cannot inpaint.
+        The page, in the user's gallery, selects the parts of it to vary. Refused as the Vary (Region) itself
+        would be (another's image, no such image), and where this backend cannot inpaint.
         """
         if self.gallery is None:
             raise GalleryOff()
-        parent, stored = await self._result_image(
-            who, format_image_ref(generation_id, index), "vary a region of", "region"
-        )
+        parent, stored = await self._result_image(who, ref, "vary a region of", "region")
+        image = format_image_ref(parent.id, stored.index)
         if "region" not in self.result_actions(parent.request):
-            ref = format_image_ref(parent.id, stored.index)
-            raise InvalidOption("Vary (Region)", f"cannot run on {ref} here: this backend does not inpaint")
-        return await self.gallery.region_link(who.platform, who.user_id, parent.id, stored.index)
+            raise InvalidOption("Vary (Region)", f"cannot run on {image} here: this backend does not inpaint")
+        return image, await self.gallery.region_link(who.platform, who.user_id, parent.id, stored.index)
 
     def _grown(self, width: int, height: int, strips: Outpaint, prompt: str | None) -> dict[str, object]:
         """Return the changes of an outpaint growing a `width` × `height` result by `strips`: one image, a new seed."""
@@ -554,6 +552,17 @@ class ImageService:
         found = await self._generations.find_images(platform, user_id, shas)
         refs = {sha: format_image_ref(generation_id, index) for sha, (generation_id, index) in found.items()}
         return {g.id: options.imagine_command(g.request, self.catalog, refs) for g in generations}
+
+    async def made_from(self, generation: Generation) -> tuple[int, int] | None:
+        """Return the image of its author's (generation id, index) a Vary or Upscale started from, framed as it is.
+
+        None for anything else (a zoom, pan or square frames it anew), or when that image is gone.
+        """
+        request = generation.request
+        if request.init_image is None or request.outpaint is not None or generation.action not in ("vary", "upscale"):
+            return None
+        found = await self._generations.find_images(generation.platform, generation.user_id, [request.init_image])
+        return found.get(request.init_image)
 
     async def imagine_text(self, who: Requester, generation_id: int | None) -> tuple[int, str]:
         """Return the id of a generation the user may see (None: their latest) and the text that makes it again.

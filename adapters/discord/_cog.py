@@ -623,6 +623,12 @@ class ImagesCog(commands.Cog, name="Images"):
         """Queue a Make Square of any image of a generation."""
         await self._ask(interaction, self.flow.square(requester(interaction), image))
 
+    @app_commands.command(name="region", description="Vary (Region): select the parts of an image to make again.")
+    @app_commands.describe(image=IMAGE_OPTION)
+    async def region(self, interaction: discord.Interaction, image: str | None = None) -> None:
+        """Answer privately with the link to an image's Vary (Region) page in the user's gallery."""
+        await self._ask(interaction, self.flow.region(requester(interaction), image))
+
     @app_commands.command(name="history", description="Your recent generations, with their seeds.")
     async def history(self, interaction: discord.Interaction, count: app_commands.Range[int, 1, 25] = 10) -> None:
         """List the user's recent generations."""

@@ -355,9 +355,13 @@ class _Pages:
         owner = request[OWNER]
         children = await self._store.children(owner.platform, owner.user_id, generation.id)
         offered = self._service.result_actions(generation.request)
+        chosen = _image_number(request.query.get("image"), generation)
+        source = await self._service.made_from(generation) if generation.images else None
         return self.render(
             "detail.html",
-            chosen=_image_number(request.query.get("image"), generation),
+            chosen=chosen,
+            # Before and after, one over the other, for a Vary or Upscale: the same framing.
+            compare=None if source is None else (format_image_ref(*source), *source),
             root=request[ROOT],
             card=_card(generation, self._service.catalog, await self._commands(owner, [generation])),
             negative=generation.request.negative_prompt,

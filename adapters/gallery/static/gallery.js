@@ -1,6 +1,7 @@
 // The gallery's only script (the Content-Security-Policy allows no inline one):
 // follow images being made, ask before a delete, copy /imagine commands, tick several
-// images to download or delete, and select the parts of an image for Vary (Region).
+// images to download or delete, compare an image with the one it was made from, and select
+// the parts of an image for Vary (Region).
 "use strict";
 
 function follow(element) {
@@ -99,6 +100,17 @@ document.querySelectorAll("button[data-copy]").forEach((button) => {
       button.classList.remove("copied");
     }, 2000);
   });
+});
+
+// Before and after: the image it was made from over this one, shown from the left as far as the slider says.
+document.querySelectorAll("details.compare").forEach((compare) => {
+  const before = compare.querySelector("img.before");
+  const slider = compare.querySelector("input[type=range]");
+  const show = () => {
+    before.style.clipPath = `inset(0 ${100 - Number(slider.value)}% 0 0)`;
+  };
+  slider.addEventListener("input", show);
+  show();
 });
 
 // Vary (Region): boxes and lassos drawn over the image, kept in the image's own pixels and sent

@@ -68,6 +68,7 @@ async def test_commands_are_synced_with_their_options(running):
         "describe",
         "gallery",
         "square",
+        "region",
     }
     options = {option["name"]: option for option in commands["imagine"]["options"]}
     assert list(options)[:2] == ["prompt", "negative"]

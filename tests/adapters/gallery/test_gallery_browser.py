@@ -443,6 +443,7 @@ def test_vary_region_keeps_every_pixel_outside_a_box_and_a_lasso_drawn_in_a_brow
     from PIL import Image
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     from bot.regions import parse_parts, region_mask
@@ -498,6 +499,16 @@ def test_vary_region_keeps_every_pixel_outside_a_box_and_a_lasso_drawn_in_a_brow
     wait.until(lambda d: _loaded_images(d, "img.full") == 1)  # the page follows the image until it is made
     assert "vary · inpaint" in browser.find_element(By.CSS_SELECTOR, "h1").text
     bot.expect(rf"#{varied_id} done")
+    # Before and after: the slider shows the image it was made from over it, from the left.
+    browser.find_element(By.CSS_SELECTOR, "details.compare summary").click()
+    wait.until(lambda d: _loaded_images(d, "details.compare img") == 2)
+    before = browser.find_element(By.CSS_SELECTOR, "details.compare img.before")
+    slider = browser.find_element(By.CSS_SELECTOR, "details.compare input[type=range]")
+    assert before.value_of_css_property("clip-path") == "inset(0px 50% 0px 0px)"
+    slider.send_keys(Keys.END)
+    assert before.value_of_css_property("clip-path") == "inset(0px 0% 0px 0px)"
+    slider.send_keys(Keys.HOME)
+    assert before.value_of_css_property("clip-path") == "inset(0px 100% 0px 0px)"
 
     def pixels(generation_id: int) -> np.ndarray:
         with urllib.request.urlopen(f"{link}image/{generation_id}-0.png") as response:

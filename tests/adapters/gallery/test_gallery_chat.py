@@ -86,3 +86,23 @@ async def test_vary_region_is_not_offered_without_a_gallery_and_an_old_button_sa
             assert "IMAGEBOT_GALLERY_PORT" in str(error)
         else:
             raise AssertionError("no refusal")
+
+
+async def test_region_as_text_names_any_image_and_words_after_it_are_a_prompt_on_slack(gallery: Gallery):
+    """``region [#id[.n]]`` (the console, Slack; Discord's /region): the same private link as the button, for the
+    latest image when none is named; ``region of ice`` is a prompt where prompts are typed, a sentence elsewhere."""
+    from bot.errors import InvalidOption
+
+    foxes = await gallery.make(ALICE, "two foxes", "--count 2 --size 256x256")
+    flow = ChatFlow(gallery.service, command="/imagine ")
+    for typed, image in (("region", f"#{foxes.id}"), (f"region #{foxes.id}.2", f"#{foxes.id}.2")):
+        reply = await flow.text(ALICE, typed)
+        assert isinstance(reply, Text) and reply.text.startswith(f"🖌️ Select the parts of {image} to make again")
+    assert f"/i/{foxes.id}/region?image=2" in reply.text
+    assert await flow.text(ALICE, "region of ice") is None
+    try:
+        await flow.text(ALICE, "region of ice", strict=True)
+    except InvalidOption as error:
+        assert str(error) == "region takes an optional #id, not 'of ice'."
+    else:
+        raise AssertionError("no refusal")

@@ -646,3 +646,20 @@ async def test_images_ticked_on_the_grid_download_as_one_zip_and_delete_together
     assert [g.id for g in await gallery.history.generations.recent(ALICE.platform, ALICE.user_id)] == [tiger.id]
     assert not (gallery.data_dir / fox.images[0].path).exists()
     assert (await gallery.client.get(path, params={"deleted": "many"})).status == 400
+
+
+async def test_a_vary_or_upscale_page_compares_it_with_the_image_it_was_made_from(gallery: Gallery):
+    """Before and after, one over the other with a slider: under a Vary (of image 2: that image) and an Upscale,
+    the image it started from; not under a pan, whose framing is new, nor an image made from a prompt."""
+    foxes = await gallery.make(ALICE, "two foxes", "--count 2 --size 256x256")
+    path = await gallery.path(ALICE)
+    varied = await (await gallery.service.vary(ALICE, f"#{foxes.id}.2", "strong")).result()
+    larger = await (await gallery.service.upscale(ALICE, f"#{foxes.id}", 2)).result()
+    panned = await (await gallery.service.pan(ALICE, f"#{foxes.id}", "left")).result()
+    for made, image in ((varied, 1), (larger, 0)):
+        page = await (await gallery.client.get(f"{path}i/{made.id}")).text()
+        assert f"Compare with #{foxes.id}{'.2' if image else ''}, the image it was made from" in page
+        assert f'<img class="before" src="{path}image/{foxes.id}-{image}.png"' in page
+        assert f'<img src="{path}image/{made.id}-0.png" alt="#{made.id}">' in page
+    for made in (panned, foxes):
+        assert 'class="compare"' not in await (await gallery.client.get(f"{path}i/{made.id}")).text()
