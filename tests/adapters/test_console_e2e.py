@@ -160,6 +160,7 @@ def test_controlnet_on_the_worker(tmp_path, tiny_data_dir):
     assert made[4].tobytes() == made[2].tobytes()  # at weight 0 it is not run at all
 
 
+@pytest.mark.slow
 def test_blend_and_style_reference_on_the_worker(tmp_path, tiny_data_dir):
     """`blend #1 #2` and `blend #1 FILE`: the tiny model's IP-Adapter on each image at 0.5, the images' own blend;
     `--sref #1`: the same IP-Adapter on the style layers, neither the plain image nor #1 as an image prompt."""
@@ -192,6 +193,7 @@ def test_blend_and_style_reference_on_the_worker(tmp_path, tiny_data_dir):
     assert made[6].tobytes() != made[7].tobytes()  # on the style layers alone, not as the whole image prompt
 
 
+@pytest.mark.slow
 def test_describe_on_the_worker(tmp_path, tiny_data_dir):
     """`describe #1`, `describe FILE`: the tiny captioner's words in the worker, several ways (the beam's first,
     numbered), the same for the same image, and /imagine takes them as a prompt as they are."""

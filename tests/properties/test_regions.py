@@ -11,6 +11,7 @@ from PIL import Image
 
 from bot.errors import InvalidOption
 from bot.regions import MAX_CORNERS, MAX_PARTS, MIN_SHARE, Part, format_parts, grown_by, parse_parts, region_mask
+from tests.conftest import FUZZ_EXAMPLES
 from tests.properties.sentences import FUZZ, assert_sentence
 from tests.properties.strategies import texts
 
@@ -48,7 +49,7 @@ def test_any_selection_is_parts_inside_the_image_or_one_sentence(text: str, size
 boxes = st.tuples(st.integers(0, 256), st.integers(0, 256), st.integers(1, 256), st.integers(1, 256))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=min(300, FUZZ_EXAMPLES), deadline=None)  # each draws a mask
 @given(size=sizes, box=boxes)
 def test_a_box_repaints_itself_and_its_reach_and_keeps_the_rest(size: tuple[int, int], box: tuple[int, ...]) -> None:
     """Every pixel of a box selected is white; so is every pixel within the mask's reach of it; none farther is."""
