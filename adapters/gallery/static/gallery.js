@@ -228,6 +228,27 @@ function regionEditor(editor) {
       tools.forEach((other) => other.setAttribute("aria-pressed", String(other === button)));
     });
   });
+  // The same box from four numbers, for a keyboard or a screen reader: percent of the image's sides.
+  const edge = (name, side) => {
+    const value = Number(form.querySelector(`input[name="box-${name}"]`).value);
+    return Math.round((Math.min(100, Math.max(0, value)) * side) / 100);
+  };
+  const addBox = () => {
+    const part = boxOf([edge("left", width), edge("top", height)], [edge("right", width), edge("bottom", height)]);
+    if (parts.length < most && big(part)) {
+      parts.push(part);
+    }
+    changed();
+  };
+  form.querySelector("[data-add-box]").addEventListener("click", addBox);
+  form.querySelectorAll('input[name^="box-"]').forEach((input) => {
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") {
+        event.preventDefault(); // adds the box; Enter here never sends the form
+        addBox();
+      }
+    });
+  });
   undo.addEventListener("click", () => {
     parts.pop();
     changed();

@@ -561,3 +561,46 @@ def test_a_member_ticks_two_images_and_deletes_them_together_in_a_browser(tmp_pa
         assert [card.get_attribute("id") for card in browser.find_elements(By.CSS_SELECTOR, ".card")] == [f"g{ids[2]}"]
     finally:
         served.close()
+
+
+def test_a_box_is_added_by_numbers_from_the_keyboard_on_the_vary_region_page(tmp_path: Path, browser):
+    """Without a pointer: four edges in percent and "Add this box" (or Enter in a number) select a part, in the
+    image's pixels; Enter there never sends the form; sent, the mask is that box."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from bot.jobs import Requester
+
+    alice = Requester("discord", "111", workspace="guild-1", channel="chan-1")
+    served = ServedGallery(tmp_path / "data")
+    service = served.service
+    try:
+
+        async def make() -> int:
+            return int((await (await service.imagine("a fox --size 256x256", alice)).result()).id)  # type: ignore[attr-defined]
+
+        async def made(generation_id: int) -> object:
+            return (await service.details(alice, generation_id)).request  # type: ignore[attr-defined]
+
+        fox_id = served.call(make())
+        own = str(served.call(service.gallery_link(alice)))  # type: ignore[attr-defined]
+        wait = WebDriverWait(browser, 60)
+        browser.get(f"{own}i/{fox_id}/region")
+        browser.find_element(By.CSS_SELECTOR, "details.by-numbers summary").click()
+        status = browser.find_element(By.CSS_SELECTOR, ".region .selected")
+        regions = browser.find_element(By.NAME, "regions")
+        browser.find_element(By.CSS_SELECTOR, "[data-add-box]").click()
+        assert status.text == "1 part selected."
+        assert regions.get_attribute("value") == "64,64 192,64 192,192 64,192"
+        right = browser.find_element(By.NAME, "box-right")
+        right.clear()
+        right.send_keys("100", Keys.ENTER)
+        assert status.text == "2 parts selected." and f"/i/{fox_id}/region" in browser.current_url
+        assert regions.get_attribute("value").endswith(";64,64 256,64 256,192 64,192")
+        browser.find_element(By.CSS_SELECTOR, ".region-form button[type=submit]").click()
+        wait.until(lambda d: re.search(r"/i/(\d+)$", d.current_url) and "/region" not in d.current_url)
+        request = served.call(made(int(re.search(r"/i/(\d+)$", browser.current_url)[1])))  # type: ignore[index]
+        assert request.mask_image is not None  # type: ignore[attr-defined]
+    finally:
+        served.close()
