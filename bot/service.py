@@ -497,23 +497,31 @@ class ImageService:
         return await self._from_result(who, parent, stored, "square", DEFAULT_STRENGTH, changes)
 
     async def vary_region(
-        self, who: Requester, ref: int | str | None, selection: str, prompt: str | None = None
+        self,
+        who: Requester,
+        ref: int | str | None,
+        selection: str,
+        prompt: str | None = None,
+        strength: float | None = None,
     ) -> Job:
         """Queue a Vary (Region) of a result (`ref` as for `zoom`), Midjourney's: the parts selected made again.
 
         `selection` is the gallery editor's text (`bot.regions`); its mask (the parts, grown a
         little) is repainted with the result's prompt (re-worded by `prompt`) and settings, a new
-        seed, at the user's ``vary_region`` setting, else `REGION_STRENGTH`; the local worker keeps
-        every pixel outside it as it was.
+        seed, at `strength` (the page's), else the user's ``vary_region`` setting, else `REGION_STRENGTH`;
+        the local worker keeps every pixel outside it as it was.
         """
+        if strength is not None and not 0 < strength <= 1:
+            raise InvalidOption("Strength", f"must be over 0 and at most 1, not {strength:g}")
         parent, stored = await self._result_image(who, ref, "vary a region of", "region")
         parts = regions.parse_parts(selection, stored.width, stored.height)
         drawn = await asyncio.to_thread(regions.region_mask, parts, stored.width, stored.height)
         mask = await self.inputs.checked(drawn, "mask")
         width, height = options.size_for_image(stored.width, stored.height, self.limits.pixel_budget)
         changes = {"width": width, "height": height, "seed": self._seeds(), "mask_image": mask.sha256, **_words(prompt)}
-        strength = regions.REGION_STRENGTH
-        return await self._from_result(who, parent, stored, "vary", strength, changes, "vary_region", also=[mask])
+        setting = None if strength is not None else "vary_region"
+        chosen = regions.REGION_STRENGTH if strength is None else strength
+        return await self._from_result(who, parent, stored, "vary", chosen, changes, setting, also=[mask])
 
     async def region_link(self, who: Requester, ref: int | str | None) -> tuple[str, str]:
         """Return an image of the user's (`ref` as for `zoom`) as ``#12.2``, and a new link to its Vary (Region) page.

@@ -43,7 +43,7 @@ from bot.history import FINAL, Generation
 from bot.jobs import Requester
 from bot.pngmeta import parameters_text
 from bot.ports import GalleryStore
-from bot.regions import MAX_PARTS
+from bot.regions import MAX_PARTS, REGION_STRENGTH
 from bot.service import ImageService
 from bot.summary import read_as_written, result_fields
 
@@ -388,8 +388,10 @@ class _Pages:
             sentence = f"Vary (Region) cannot run on {format_image_ref(generation.id, chosen - 1)} here."
             return self.problem(400, sentence)
         image = generation.images[chosen - 1]
+        saved = await self._service.user_settings.get(_author(generation))
         return self.render(
             "region.html",
+            strength=saved.get("vary_region", REGION_STRENGTH),
             root=request[ROOT],
             id=generation.id,
             ref=format_image_ref(generation.id, chosen - 1),
@@ -499,13 +501,17 @@ class _Pages:
                 raise web.HTTPSeeOther(f"{root}/i/{generation.id}")
             number = _image_number(form.get("image"), generation)
             if action == "region":
-                selection, words = form.get("regions"), form.get("prompt")
-                if not isinstance(selection, str) or not isinstance(words, str):
+                selection, words, strength = form.get("regions"), form.get("prompt"), form.get("strength", "")
+                if not isinstance(selection, str) or not isinstance(words, str) or not isinstance(strength, str):
+                    raise web.HTTPBadRequest()
+                if strength and not re.fullmatch(r"[0-9]{1,3}(\.[0-9]{1,6})?", strength):
                     raise web.HTTPBadRequest()
                 # The prompt as it was is no remix: only new words are checked as one.
                 prompt = None if words.strip() == generation.request.prompt.strip() else words
                 ref = format_image_ref(generation.id, number - 1)
-                job = await self._service.vary_region(who, ref, selection, prompt)
+                job = await self._service.vary_region(
+                    who, ref, selection, prompt, float(strength) if strength else None
+                )
             elif action == "remix":
                 do, words = form.get("do"), form.get("prompt")
                 if not isinstance(do, str) or not isinstance(words, str):

@@ -577,6 +577,10 @@ async def test_vary_region_repaints_the_parts_selected_on_its_page_and_refuses_b
     assert reworded.request.prompt == "a fox in a hat" and reworded.request.mask_image == request.mask_image
     await gallery.service.user_settings.update(ALICE, {"vary_region": 0.6})  # the user's own strength
     assert (await _acted(gallery, f"{path}i/{foxes.id}/region", {**form, "regions": box})).request.strength == 0.6
+    page = await (await gallery.client.get(f"{path}i/{foxes.id}/region")).text()
+    assert 'name="strength" min="0.05" max="1" step="0.05" value="0.6"' in page  # the page starts from it
+    chosen = await _acted(gallery, f"{path}i/{foxes.id}/region", {**form, "regions": box, "strength": "0.45"})
+    assert chosen.request.strength == 0.45
 
     made = len(await gallery.history.generations.recent(ALICE.platform, ALICE.user_id))
     for regions, sentence in (
@@ -588,6 +592,16 @@ async def test_vary_region_repaints_the_parts_selected_on_its_page_and_refuses_b
     ):
         response = await gallery.client.post(f"{path}i/{foxes.id}/region", data={**form, "regions": regions})
         assert response.status == 400 and sentence in await response.text(), regions
+    for strength in ("0", "1.5"):
+        response = await gallery.client.post(
+            f"{path}i/{foxes.id}/region", data={**form, "regions": box, "strength": strength}
+        )
+        assert (
+            response.status == 400
+            and f"Strength must be over 0 and at most 1, not {strength}." in await response.text()
+        )
+    response = await gallery.client.post(f"{path}i/{foxes.id}/region", data={**form, "regions": box, "strength": "-1"})
+    assert response.status == 400
     data = {**form, "regions": box, "prompt": "wolves --ar 16:9"}
     response = await gallery.client.post(f"{path}i/{foxes.id}/region", data=data)
     assert response.status == 400 and "Remix changes the prompt&#39;s words only" in await response.text()
