@@ -51,11 +51,11 @@ class _Spool:
 
 
 async def _generations(
-    store: GalleryStore, platform: str, user_id: str, ids: Sequence[int] | None = None
+    store: GalleryStore, platform: str, user_id: str, chosen: Sequence[Generation] | None = None
 ) -> AsyncIterator[list[Generation]]:
-    """Yield the user's generations newest first, a keyset page at a time; those of `ids` (theirs) alone, when given."""
-    if ids is not None:
-        yield [found for one in ids if (found := await store.get(platform, user_id, one)) is not None]
+    """Yield the user's generations newest first, a keyset page at a time; the `chosen` ones alone, when given."""
+    if chosen is not None:
+        yield list(chosen)
         return
     after: int | None = None
     while True:
@@ -101,11 +101,11 @@ async def write_export(
     *,
     read: Callable[[str], Awaitable[bytes]],
     commands: Callable[[Sequence[Generation]], Awaitable[Mapping[int, str | None]]],
-    ids: Sequence[int] | None = None,
+    chosen: Sequence[Generation] | None = None,
 ) -> int:
     """Write the user's ZIP to `send` as it is made; return the number of image files in it.
 
-    `ids`: only these generations of the user's (the grid's ticked ones); None: all of them.
+    `chosen`: only these generations of the user's, as read already (the grid's ticked ones); None: all of them.
 
     `read` reads a stored image's bytes (a file gone from disk is left out); `commands` gives
     each generation's ``/imagine`` text. The images come first, then the records, read again
@@ -115,7 +115,7 @@ async def write_export(
     missing: set[str] = set()
     count = 0
     with zipfile.ZipFile(spool, "w", compression=zipfile.ZIP_STORED) as archive:
-        async for page in _generations(store, platform, user_id, ids):
+        async for page in _generations(store, platform, user_id, chosen):
             for generation in page:
                 for image in generation.images:
                     name = _name(generation, image)
@@ -130,7 +130,7 @@ async def write_export(
                     count += 1
         now = dt.datetime.now(dt.UTC).timestamp()
         with archive.open(_entry(MANIFEST, now), "w", force_zip64=True) as manifest:
-            async for page in _generations(store, platform, user_id, ids):
+            async for page in _generations(store, platform, user_id, chosen):
                 texts = await commands(page)
                 for generation in page:
                     files = [name for image in generation.images if (name := _name(generation, image)) not in missing]

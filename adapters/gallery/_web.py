@@ -450,8 +450,8 @@ class _Pages:
         """Send all the owner's images and a record of each generation as one ZIP, made while it is sent."""
         return await self._export(request, None)
 
-    async def _export(self, request: web.Request, ids: Sequence[int] | None) -> web.StreamResponse:
-        """Send the owner's images (those of `ids` alone, when given) and their records as one ZIP."""
+    async def _export(self, request: web.Request, chosen: Sequence[Generation] | None) -> web.StreamResponse:
+        """Send the owner's images (of the `chosen` generations alone, when given) and their records as one ZIP."""
         owner = request[OWNER]
         if owner in self._exporting:  # one at a time a user: each reads every image
             return self.problem(429, "Your ZIP is being made already; wait for that download to finish.")
@@ -468,7 +468,7 @@ class _Pages:
                 owner.user_id,
                 read=self._service.read_image,
                 commands=lambda generations: self._commands(owner, generations),
-                ids=ids,
+                chosen=chosen,
             )
             await response.write_eof()
         except Exception as error:
@@ -546,7 +546,7 @@ class _Pages:
         form = await self._form(request)
         if form is None:
             return self.problem(403)
-        return await self._export(request, [generation.id for generation in await self._owned(request, _picked(form))])
+        return await self._export(request, await self._owned(request, _picked(form)))
 
     async def _owned(self, request: web.Request, ids: Sequence[int]) -> list[Generation]:
         """Return the owner's generations of `ids`; a 404 if any is not theirs, as for one image, so nothing is done."""
