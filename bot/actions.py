@@ -21,7 +21,7 @@ from typing import Literal, get_args
 
 from bot.errors import InvalidOption, shown
 from bot.options import PanDirection
-from bot.request import COUNT, REFINER_PERCENT, GenerationRequest, refiner_percent_reason
+from bot.request import COUNT, REFINER_PERCENT, SIDE, GenerationRequest, refiner_percent_reason
 
 __all__ = [
     "ACTION_ID_PATTERN",
@@ -132,8 +132,8 @@ RESULT_ACTIONS: tuple[ButtonAction, ...] = tuple(
 )
 
 
-# The smallest side a result needs for Zoom Out: a border of 64 on both ends, and image between.
-ZOOM_OUT_SIDE = 192
+# The smallest side a result needs for Zoom Out: a border of 64 on both ends, and the smallest image between.
+ZOOM_OUT_SIDE = 2 * 64 + SIDE.low
 
 
 def result_actions(request: GenerationRequest) -> tuple[ButtonAction, ...]:

@@ -1,4 +1,4 @@
-"""The catalog: models, refiners, VAEs, LoRAs, embeddings, ControlNets, upscalers, annotators, captioners, styles.
+"""The catalog: every model, refiner, inpainter, VAE, LoRA, ControlNet, style… a user can name.
 
 Chat users only ever name catalog entries; nothing typed in chat is loaded
 from a path or URL. Each entry carries its architecture and one identifier
@@ -17,6 +17,11 @@ never a repo id, so that no annotator is downloaded while a request waits: the o
 files there, and the local backend offers the preprocessing only while they are present. A
 ``captioner`` (architecture ``blip``: a transformers BLIP captioning folder) puts an image into words
 for ``/describe`` on the local backend; its `local` follows the annotators' rule, for the same reason.
+
+A model's ``inpainter`` names an ``inpainter`` entry (architecture ``sdxl-inpainting``): SDXL's
+inpainting UNet, which reads the mask and the kept pixels besides the noise, so that what it paints
+continues what is kept. It repaints the model's masks and outpaints in its place (see
+`bot.service.ImageService.submit`); the rest (text encoders, VAE) stays the model's.
 
 A ``controlnet`` with ``ip_adapter = true`` is an IP-Adapter (A1111 lists it among the ControlNet
 units): its guide is an image prompt, read by the CLIP image encoder in `image_encoder`, which
@@ -43,7 +48,17 @@ from bot.errors import InvalidOption, shown
 __all__ = ["KINDS", "Catalog", "CatalogEntry", "Kind", "load_catalog"]
 
 Kind = Literal[
-    "model", "refiner", "vae", "lora", "embedding", "controlnet", "upscaler", "annotator", "captioner", "style"
+    "model",
+    "refiner",
+    "inpainter",
+    "vae",
+    "lora",
+    "embedding",
+    "controlnet",
+    "upscaler",
+    "annotator",
+    "captioner",
+    "style",
 ]
 KINDS: tuple[Kind, ...] = get_args(Kind)
 
@@ -68,6 +83,8 @@ class CatalogEntry(BaseModel):
     width: int | None = None
     height: int | None = None
     refiner: str | None = None
+    # The inpainter that repaints this model's masks and outpaints, an `inpainter` entry.
+    inpainter: str | None = None
     # The IP-Adapter that blends images for this model (`/blend`), a controlnet with ip_adapter.
     blend: str | None = None
     # Where the model runs when not on the configured IMAGEBOT_BACKEND (a model only a hosted API has).
@@ -143,6 +160,9 @@ class Catalog:
         for model in catalog.entries("model"):
             if model.blend is not None and catalog.find("controlnet", model.blend) is None:
                 raise ValueError(f"model {model.name!r}: blend names {model.blend!r}, which is not an IP-Adapter")
+            # A subset (`only`) may leave it out, as the blend: masks then repaint with the model itself.
+            if model.inpainter is not None and catalog.find("inpainter", model.inpainter) is None:
+                raise ValueError(f"model {model.name!r} names unknown inpainter {model.inpainter!r}")
         return catalog
 
     def only(self, keep: Callable[[CatalogEntry], bool]) -> Catalog:

@@ -54,7 +54,7 @@ from typing import Literal, TypeVar
 from pydantic import ValidationError
 
 from bot.catalog import Catalog, CatalogEntry, Kind
-from bot.controls import STYLE_WEIGHT, Guide, build_controls, guide_refs
+from bot.controls import PROBE_SHA, STYLE_WEIGHT, Guide, build_controls, guide_refs
 from bot.errors import InvalidOption, shown
 from bot.permutations import escaped
 from bot.pngmeta import LORA_TAG
@@ -797,7 +797,9 @@ def _build(
             option = "size" if "size" in raw else "aspect ratio"
             raise InvalidOption(option, "cannot be set with --image: the output takes the image's size")
         width, height = _size_of_input(inputs, limits, warnings)
-        outpaint = _outpaint(raw, width, height)
+        # The probe's stand-in (`bot.inputs.ImageInputs.probe`) is the smallest image: too small to show what a
+        # slight zoom adds, which the image itself decides.
+        outpaint = _outpaint(raw, width, height, sized=inputs.image != PROBE_SHA)
         if outpaint is not None:
             width += outpaint.left + outpaint.right
             height += outpaint.top + outpaint.bottom
@@ -863,12 +865,17 @@ def _require_image(raw: Mapping[str, object]) -> None:
         raise InvalidOption("mask", "cannot be combined with --outpaint or --zoom (the extension is the mask)")
 
 
-def _outpaint(raw: Mapping[str, object], width: int, height: int) -> Outpaint | None:
-    """Return the extension `--outpaint` or `--zoom` asks of a `width` × `height` image, or None."""
+def _outpaint(raw: Mapping[str, object], width: int, height: int, *, sized: bool = True) -> Outpaint | None:
+    """Return the extension `--outpaint` or `--zoom` asks of a `width` × `height` image, or None.
+
+    Not `sized`: the size is a stand-in's, so a zoom that adds nothing to it is not refused.
+    """
     if "zoom" in raw:
         zoom = _float("zoom", raw["zoom"], ZOOM)
         # Even on both sides of an axis, so each side gets half of a multiple of 128.
         extra_w, extra_h = (round(side * (zoom - 1) / (2 * _SIDE_STEP)) * 2 * _SIDE_STEP for side in (width, height))
+        if not extra_w and not extra_h and not sized:
+            extra_w = 2 * _SIDE_STEP
         if not extra_w and not extra_h:
             raise InvalidOption("zoom", f"{zoom:g} adds nothing to {width}×{height}; zoom out further")
         return Outpaint(top=extra_h // 2, right=extra_w // 2, bottom=extra_h // 2, left=extra_w // 2)
@@ -904,14 +911,14 @@ def zoom_out(width: int, height: int, zoom: float) -> Outpaint | None:
     the middle, and the border around it is painted anew. Borders are multiples of 64 on both ends
     of an axis; of the nearest choices per axis wins the one that strays least from the image's
     ratio and the zoom together (both in log terms). None when an axis has no room for a border
-    and some image.
+    and the smallest image a request may have (`SIDE`) between.
     """
     pair = 2 * _SIDE_STEP  # a border on both ends of an axis
     choices = []
     for side in (width, height):
         ideal = side * (1 - 1 / zoom) / pair
         steps = {max(1, math.floor(ideal)), max(1, math.ceil(ideal))}
-        choices.append([n * pair for n in sorted(steps) if side - n * pair >= _SIDE_STEP])
+        choices.append([n * pair for n in sorted(steps) if side - n * pair >= SIDE.low])
     if not all(choices):
         return None
     ratio = math.log(width / height)

@@ -256,6 +256,10 @@ class GenerationRequest(_Frozen):
     # An outpaint: the output is the init image (width − left − right by height − top − bottom)
     # with the extension around it made new.
     outpaint: Outpaint | None = None
+    # The catalog inpainter (the model's inpainting UNet) that repaints the mask or the outpaint in the
+    # model's place; None: the model itself, as on every generation stored before inpainters came.
+    # Chosen when the request is queued (`bot.service.ImageService.submit`), kept by rerolls and refines.
+    inpainter: str | None = Field(default=None, min_length=1, max_length=100)
     controlnets: tuple[ControlNetSpec, ...] = Field(default=(), max_length=MAX_CONTROLNETS)
     # Seamless (A1111's Tiling, Midjourney's --tile): every convolution pads around the image's
     # opposite edge, so the image repeats edge to edge as a texture.
@@ -304,6 +308,8 @@ class GenerationRequest(_Frozen):
             raise ValueError("no step would run")
         if any(control.end_step > self.run_steps for control in self.controlnets):
             raise ValueError("a ControlNet ends after the last step that runs")
+        if self.inpainter is not None and ((self.mask_image is None and self.outpaint is None) or self.loras):
+            raise ValueError("an inpainter repaints a mask or an outpaint, with no LoRA (theirs is the model's UNet)")
         if self.variation_seed is not None and not self.variation_strength:
             raise ValueError("a variation seed goes with a variation strength")
         if self.variation_strength and self.init_image is not None:

@@ -644,6 +644,7 @@ class ImageService:
         image_to_image = {"init_image": image.sha256, "strength": chosen, "mask_image": None}
         again = {
             "outpaint": None,
+            "inpainter": None,  # chosen again for this request (`submit`)
             "upscale": None,
             "upscaler": None,
             "controlnets": (),
@@ -718,7 +719,12 @@ class ImageService:
         checked images the request names, stored once every check has passed; `flagged_inputs`
         names those whose stored safety verdict is flagged, for the server's policy; `cost` is
         what was paid for it already (guide maps), to which the job's cost is added.
+
+        A new request that inpaints gets its model's inpainter here (`_with_inpainter`); a reroll or
+        refine keeps its parent's choice, so it makes what the parent's settings made.
         """
+        if action not in ("reroll", "refine"):
+            request = self._with_inpainter(request)
         backend, policy = await self._admit(who, request, flagged_inputs)
         if request.seed is None:
             request = request.with_seed(self._seeds())
@@ -762,6 +768,30 @@ class ImageService:
             extra=context,
         )
         return job
+
+    def _with_inpainter(self, request: GenerationRequest) -> GenerationRequest:
+        """Return `request` with its model's inpainter repainting its mask or outpaint, where one can; else none.
+
+        SDXL's inpainting UNet sees the mask and the kept pixels besides the noise, so what it paints
+        continues what is kept (the model alone sees only noised pixels, and seams show at a high
+        strength). LoRAs and IP-Adapters are weights for the model's own UNet: with them the model
+        repaints. So does it on a backend that has no id for the inpainter (`Backend.check`).
+        """
+        entry = self.catalog.find("model", request.model)
+        chosen = entry.inpainter if entry is not None else None
+        adapters = any(self.catalog.is_ip_adapter(control.model) for control in request.controlnets)
+        if (request.mask_image is None and request.outpaint is None) or request.loras or adapters:
+            chosen = None
+        if chosen == request.inpainter:
+            return request
+        if chosen is not None:
+            with_it = request.model_copy(update={"inpainter": chosen})
+            try:
+                self.runner.backend_for(with_it).check(with_it)
+                return with_it
+            except InvalidOption:
+                pass  # no id for it there, or refused for a reason `_admit` says again without it
+        return request.model_copy(update={"inpainter": None})
 
     async def _admit(
         self, who: Requester, request: GenerationRequest, flagged_inputs: Sequence[str]

@@ -94,7 +94,7 @@ def result_fields(generation: Generation, catalog: Catalog | None = None) -> lis
             "Refiner",
             f"{request.refiner.model} from {round(100 * base / request.run_steps)} %" if request.refiner else "off",
         ),
-        ("Model", request.model),
+        ("Model", request.model + (f" (inpainted by {request.inpainter})" if request.inpainter else "")),
         ("Size", f"{request.width}×{request.height}"),
         ("Sampler", f"{request.scheduler} · CFG {request.cfg_scale:g}"),
     ]

@@ -241,6 +241,8 @@ class Capabilities:
         named: list[tuple[Kind, str, str]] = [("model", request.model, "model")]
         if request.refiner is not None:
             named.append(("refiner", request.refiner.model, "refiner"))
+        if request.inpainter is not None:
+            named.append(("inpainter", request.inpainter, "inpainter"))
         if request.vae is not None:
             named.append(("vae", request.vae, "VAE"))
         named += [("lora", lora.name, "lora") for lora in request.loras]

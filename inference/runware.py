@@ -257,7 +257,8 @@ def build_task(
         "taskType": "imageInference",
         "taskUUID": task_uuid,
         "positivePrompt": request.prompt,
-        "model": air("model", request.model),
+        # The inpainter repaints in the model's place: its own weights, under its own id.
+        "model": air("inpainter", request.inpainter) if request.inpainter else air("model", request.model),
         "width": request.width,
         "height": request.height,
         "steps": request.steps,

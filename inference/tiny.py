@@ -12,6 +12,8 @@ Layout under ``<data_dir>/models/tiny/``::
 
     base/         StableDiffusionXLPipeline folder (native size 128×128)
     refiner/      StableDiffusionXLImg2ImgPipeline folder (text_encoder_2, tokenizer_2, vae as base)
+    inpainter/    StableDiffusionXLInpaintPipeline folder: a 9-channel UNet (latents, mask, masked image),
+                  the rest as base, as diffusers/stable-diffusion-xl-1.0-inpainting-0.1 is laid out
     vae/          a second AutoencoderKL (other weights)
     lora/         tiny_lora.safetensors    (diffusers format, base UNet attention)
     lora-2/       tiny_lora_2.safetensors
@@ -52,6 +54,7 @@ __all__ = [
     "is_built",
     "load_tokenizer",
     "resolve",
+    "save_inpainter",
     "save_sdxl",
     "tiny_root",
     "write_tokenizer",
@@ -60,13 +63,14 @@ __all__ = [
 NATIVE_SIZE = 128
 TOKEN = "<tiny>"
 # Bump when the build changes, so old folders are rebuilt.
-_VERSION = "9"
+_VERSION = "10"
 _MARKER = ".complete"
 
 # part -> (folder, weight file inside it or None for a diffusers folder)
 PARTS: dict[str, tuple[str, str | None]] = {
     "base": ("base", None),
     "refiner": ("refiner", None),
+    "inpainter": ("inpainter", None),
     "vae": ("vae", None),
     "lora": ("lora", "tiny_lora.safetensors"),
     "lora-2": ("lora-2", "tiny_lora_2.safetensors"),
@@ -190,6 +194,7 @@ def _build_into(root: Path) -> None:
     refiner_unet = _unet(cross_attention_dim=_CLIP_G["hidden_size"], time_ids=5, seed=2)
     vae = _vae(seed=3)
     save_sdxl(root, tokenizer_dir, text_encoder, text_encoder_2, unet, refiner_unet, vae)
+    save_inpainter(root / "inpainter", tokenizer_dir, text_encoder, text_encoder_2, _inpainting(unet, seed=18), vae)
     shutil.rmtree(tokenizer_dir)
 
     _vae(seed=4).save_pretrained(root / "vae")
@@ -245,6 +250,27 @@ def save_sdxl(
     for folder in (root / "base" / "tokenizer", root / "base" / "tokenizer_2", root / "refiner" / "tokenizer_2"):
         for name in ("vocab.json", "merges.txt"):
             shutil.copyfile(tokenizer_dir / name, folder / name)
+
+
+def save_inpainter(
+    folder: Path, tokenizer_dir: Path, text_encoder: Any, text_encoder_2: Any, unet: Any, vae: Any
+) -> None:
+    """Save an SDXL inpainting pipeline folder: `unet` takes 9 channels, the other parts are the base's."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    StableDiffusionXLInpaintPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler.from_config(SDXL_SCHEDULER_CONFIG),
+    ).save_pretrained(folder)
+    for sub in (folder / "tokenizer", folder / "tokenizer_2"):
+        for name in ("vocab.json", "merges.txt"):
+            shutil.copyfile(tokenizer_dir / name, sub / name)
 
 
 def _byte_unicode_chars() -> list[str]:
@@ -329,6 +355,27 @@ def _unet(cross_attention_dim: int, time_ids: int, seed: int) -> Any:
         projection_class_embeddings_input_dim=time_ids * _TIME_EMBED_DIM + _CLIP_G["projection_dim"],
         norm_num_groups=32,
     ).eval()
+
+
+def _inpainting(unet: Any, seed: int) -> Any:
+    """Return a copy of `unet` widened to SDXL inpainting's 9 input channels: latents, mask, masked image.
+
+    The real inpainting UNet was trained on from the base's weights; here its five new input
+    channels are random (seeded) and the rest is the base's.
+    """
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    config = dict(unet.config)
+    config["in_channels"] = 9
+    widened = UNet2DConditionModel.from_config(config)
+    state = unet.state_dict()
+    generator = torch.Generator().manual_seed(seed)
+    old = state["conv_in.weight"]
+    extra = torch.randn((old.shape[0], 5, *old.shape[2:]), generator=generator) * old.std()
+    state["conv_in.weight"] = torch.cat([old, extra], dim=1)
+    widened.load_state_dict(state)
+    return widened.eval()
 
 
 def _controlnet(unet: Any, seed: int) -> Any:

@@ -98,6 +98,9 @@ class WorkerJob(_Frozen):
     # (top, right, bottom, left) pixels added around the init image, and the seam's blur.
     outpaint: tuple[int, int, int, int] | None = None
     outpaint_blur: int = 0
+    # The inpainting UNet that runs a masked or outpainted job in the model's UNet's place (its text
+    # encoders and VAE are the model's); None: the model's own (`GenerationRequest.inpainter`).
+    inpainter: Asset | None = None
     controlnets: tuple[Control, ...] = ()
     # An upscale that an ESRGAN-family network makes alone (no strength: no SDXL step runs); the
     # init image is enlarged to width × height.
@@ -163,6 +166,7 @@ def batch_key(job: WorkerJob) -> tuple[Any, ...]:
         job.strength,
         job.outpaint,
         job.outpaint_blur,
+        job.inpainter,
         job.controlnets,
         job.upscaler,
         # None (zeroed negative embeddings in SDXL) and "" (an encoded empty prompt) are different images.
@@ -230,10 +234,23 @@ def build_job(request: GenerationRequest, catalog: Catalog, data_dir: Path) -> W
         strength=request.strength,
         outpaint=request.outpaint.sides if request.outpaint else None,
         outpaint_blur=request.outpaint.blur if request.outpaint else 0,
+        inpainter=_inpainter(request, catalog, data_dir),
         controlnets=_controls(request, catalog, data_dir),
         upscaler=asset_of(catalog.get("upscaler", request.upscaler), data_dir) if request.upscaler else None,
         prompt_weighting=request.prompt_weighting,
     )
+
+
+def _inpainter(request: GenerationRequest, catalog: Catalog, data_dir: Path) -> Asset | None:
+    """Return the job's inpainter, if any; IP-Adapters load into the model's own UNet, so none goes with one."""
+    if request.inpainter is None:
+        return None
+    entry = catalog.get("inpainter", request.inpainter)
+    if entry.architecture != "sdxl-inpainting":
+        raise InvalidOption("inpainter", f"'{entry.name}' ({entry.architecture}) cannot run on the local backend")
+    if any(catalog.is_ip_adapter(control.model) for control in request.controlnets):
+        raise InvalidOption("inpainter", f"'{entry.name}' cannot take an IP-Adapter (theirs is the model's UNet)")
+    return asset_of(entry, data_dir)
 
 
 def _controls(request: GenerationRequest, catalog: Catalog, data_dir: Path) -> tuple[Control, ...]:
@@ -322,6 +339,7 @@ def check_installed(job: WorkerJob) -> None:
         InvalidOption: naming the entry; the path and repository stay out of the user's sentence.
     """
     assets: list[tuple[str, Asset | None]] = [("model", job.model), ("refiner", job.refiner), ("vae", job.vae)]
+    assets.append(("inpainter", job.inpainter))
     assets += [("lora", lora) for lora in job.loras] + [("embedding", emb) for emb in job.embeddings]
     assets += [("IP-Adapter" if control.ip_adapter else "controlnet", control.asset) for control in job.controlnets]
     assets.append(("upscaler", job.upscaler))

@@ -275,8 +275,10 @@ class SDXLRunner:
         self.loads: Counter[str] = Counter()
         self.base: StableDiffusionXLPipeline | None = None
         self.refiner: StableDiffusionXLImg2ImgPipeline | None = None
+        self.inpainter: StableDiffusionXLInpaintPipeline | None = None
         self._base_id: str | None = None
         self._refiner_id: str | None = None
+        self._inpainter_id: str | None = None
         self._own_vae: AutoencoderKL | None = None
         self._scheduler_config: Any = None
         self._vaes: dict[str, AutoencoderKL] = {}
@@ -339,8 +341,13 @@ class SDXLRunner:
             refiner = self._refiner_pipeline(job.refiner)
         elif job.refiner is not None:
             meta["refiner_note"] = "the refiner had no steps left and did not run"
+        # 2b. Load (or reuse) the inpainter, sharing the text encoders, tokenizers and VAE with the base.
+        inpainter = None
+        if job.inpainter is not None:
+            inpainter = self._inpainter_pipeline(job.inpainter)
+            meta["inpainter"] = job.inpainter.name
 
-        # 3. Put the job's VAE (or the model's own) on both pipelines.
+        # 3. Put the job's VAE (or the model's own) on every pipeline.
         self._use_vae(job.vae)
 
         # 4. Load the job's IP-Adapters into the base (unloading others), then activate its LoRAs as
@@ -363,11 +370,11 @@ class SDXLRunner:
                     results.update(zip(indexes, made, strict=True))
                 return [results[index] for index in range(len(jobs))]
 
-        # 6. Install the sampler on both pipelines, from the base's own scheduler config.
+        # 6. Install the sampler on every pipeline that runs, from the base's own scheduler config.
         scheduler_cls, overrides = self._scheduler(job.scheduler)
-        base.scheduler = scheduler_cls.from_config(self._scheduler_config, **overrides)
-        if refiner is not None:
-            refiner.scheduler = scheduler_cls.from_config(self._scheduler_config, **overrides)
+        for pipe in (base, refiner, inpainter):
+            if pipe is not None:
+                pipe.scheduler = scheduler_cls.from_config(self._scheduler_config, **overrides)
 
         # 7. Split the steps between base and refiner (in steps, whatever the schedule). From an
         # image only the last run_steps of the schedule run (diffusers' img2img slices the same way).
@@ -389,9 +396,9 @@ class SDXLRunner:
         if len(jobs) == 1:
             common["num_images_per_prompt"] = len(seeds)
 
-        # 9. Run the base: the whole schedule, or up to the split, handing over latents. With
-        # ControlNets it is the ControlNet pipeline of the same kind, on the same loaded modules.
-        first, inputs, controls = self._first_stage(base, jobs, order)
+        # 9. Run the base (or the inpainter in its place): the whole schedule, or up to the split, handing
+        # over latents. With ControlNets it is the ControlNet pipeline of the same kind, on the same modules.
+        first, inputs, controls = self._first_stage(inpainter or base, jobs, order)
         image_prompts = _image_prompts(job, inputs, order)
         if job.variation_strength:
             # A1111's variation seed: the starting noise, drawn from each image's generator as the
@@ -402,7 +409,7 @@ class SDXLRunner:
             inputs["latents"] = variation_noise(base, job, generators, variations, job.variation_strength)
         # Seamless (--tile): every convolution the image passes through wraps around its edges.
         models = [
-            base.unet,
+            first.unet,
             base.vae,
             *([refiner.unet] if refiner is not None else []),
             *([controls] if controls is not None else []),
@@ -555,8 +562,9 @@ class SDXLRunner:
         """Return the pipeline that starts the jobs, their image arguments, and their ControlNets if any.
 
         Text, image or inpainting, each plain or with ControlNets. The image and ControlNet
-        pipelines are built from the loaded base (`from_pipe`), sharing its weights; the
-        ControlNets are the loaded ones, behind a `GatedControlNets` that runs each on its steps.
+        pipelines are built from `base` (`from_pipe`: the loaded base, or the inpainter, whose
+        UNet reads the mask too), sharing its weights; the ControlNets are the loaded ones, behind a
+        `GatedControlNets` that runs each on its steps.
         diffusers runs ``int(steps × strength)`` steps of an image; the strength passed is the one
         that makes that count `run_steps` exactly (halves up, as every backend counts).
 
@@ -610,6 +618,8 @@ class SDXLRunner:
         self._base_pipeline(job.model)
         if job.refiner is not None:
             self._refiner_pipeline(job.refiner)
+        if job.inpainter is not None:
+            self._inpainter_pipeline(job.inpainter)
         if job.vae is not None:
             self._vae(job.vae)
         for lora in job.loras:
@@ -632,7 +642,17 @@ class SDXLRunner:
         """Return how many times each kind of thing was loaded."""
         return {
             kind: self.loads[kind]
-            for kind in ("pipeline", "refiner", "vae", "lora", "embedding", "controlnet", "ip-adapter", "upscaler")
+            for kind in (
+                "pipeline",
+                "refiner",
+                "inpainter",
+                "vae",
+                "lora",
+                "embedding",
+                "controlnet",
+                "ip-adapter",
+                "upscaler",
+            )
         }
 
     # Loading
@@ -692,8 +712,8 @@ class SDXLRunner:
         """Forget the base and everything loaded into it (LoRAs, embeddings, the refiner sharing it)."""
         if self.base is None:
             return
-        self.base = self.refiner = None
-        self._base_id = self._refiner_id = None
+        self.base = self.refiner = self.inpainter = None
+        self._base_id = self._refiner_id = self._inpainter_id = None
         self._own_vae = None
         self._loras.clear()
         self._embeddings.clear()
@@ -723,10 +743,34 @@ class SDXLRunner:
         self.refiner, self._refiner_id = pipe, asset.local
         return pipe
 
+    def _inpainter_pipeline(self, asset: Asset) -> StableDiffusionXLInpaintPipeline:
+        """Load the inpainter as a pipeline whose UNet alone is its own: the rest is the base's, shared."""
+        assert self.base is not None
+        if self.inpainter is not None and self._inpainter_id == asset.local:
+            return self.inpainter
+        self.inpainter = None
+        source, _ = self._source(asset)
+        shared = {
+            name: getattr(self.base, name)
+            for name in ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "vae")
+        }
+        try:
+            pipe = StableDiffusionXLInpaintPipeline.from_pretrained(
+                source, **shared, **{_DTYPE_KW: self.dtype}, **self._hub_kwargs()
+            )
+        except Exception as error:
+            raise _load_failed("inpainter", asset.name) from error
+        if pipe.unet.config.in_channels != 9:
+            raise JobFailed("failed", f"inpainter {asset.name!r} is not an inpainting UNet (9 input channels)")
+        self._prepare(pipe)
+        self.loads["inpainter"] += 1
+        self.inpainter, self._inpainter_id = pipe, asset.local
+        return pipe
+
     def _use_vae(self, asset: Asset | None) -> None:
         assert self.base is not None and self._own_vae is not None
         vae = self._own_vae if asset is None else self._vae(asset)
-        for pipe in (self.base, self.refiner):
+        for pipe in (self.base, self.refiner, self.inpainter):
             if pipe is not None and pipe.vae is not vae:
                 pipe.vae = vae
 

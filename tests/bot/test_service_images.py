@@ -261,13 +261,16 @@ async def test_zoom_out_refusals_are_one_sentence_each(service, backend):
 
 
 def test_zoom_out_is_offered_only_where_there_is_room():
-    """Under a 128-pixel side there is no room for a border and an image: no button to fail."""
+    """Under a 256-pixel side there is no room for a 64-pixel border on both ends and a 128-pixel image between:
+    no button to fail, and the command says so in one sentence."""
     from bot.actions import result_actions
+    from bot.options import zoom_out
     from bot.request import GenerationRequest
 
-    wide = GenerationRequest(prompt="a fox", model="tiny", width=256, height=192)
-    assert "zoom-out" in result_actions(wide)
-    assert "zoom-out" not in result_actions(wide.model_copy(update={"height": 128}))
+    wide = GenerationRequest(prompt="a fox", model="tiny", width=384, height=256)
+    assert "zoom-out" in result_actions(wide) and zoom_out(384, 256, 1.5) is not None
+    assert "zoom-out" not in result_actions(wide.model_copy(update={"height": 192}))
+    assert zoom_out(384, 192, 1.5) is None and zoom_out(384, 192, 2) is None
 
 
 async def test_pan_grows_the_canvas_one_way_and_paints_the_new_strip(service, backend, tmp_path):
@@ -501,6 +504,19 @@ async def test_zoom_and_outpaint_extend_the_image(service, backend, tmp_path):
         await service.imagine("a fox --image #1 --outpaint 10", ALICE)
 
 
+async def test_a_slight_zoom_is_judged_on_the_image_not_on_the_stand_in_the_checks_use_first(service, backend):
+    """`--zoom 1.25` of a 384×256 image adds 128 px to its width (64 a side) and none to its height; of a 128×128
+    one it adds nothing and says so. (The checks before an image is read use a 128×128 stand-in: they refused
+    every zoom under 1.5 whatever the image.)"""
+    await (await service.imagine("a red fox --size 384x256", ALICE)).result()
+    await (await service.imagine("a red fox --size 128x128", ALICE)).result()
+    await (await service.imagine("a fox --image #1 --zoom 1.25", ALICE)).result()
+    request = backend.requests[-1]
+    assert (request.width, request.height, request.outpaint.sides) == (512, 256, (0, 64, 0, 64))
+    with pytest.raises(InvalidOption, match=r"^--zoom 1\.25 adds nothing to 128×128; zoom out further\.$"):
+        await service.imagine("a fox --image #2 --zoom 1.25", ALICE)
+
+
 # -- the safety verdict of an input image ---------------------------------------------------------------
 
 
@@ -602,3 +618,58 @@ async def test_prompts_with_choices_share_one_read_of_an_attachment(service, bac
         ("a blue fox", 0.3),
     ]
     assert len({g.request.init_image for g in made}) == 1 and len(inputs(tmp_path)) == 1
+
+
+# -- the inpainter: the model's inpainting UNet repaints masks and outpaints ------------------------------------
+
+
+async def test_masks_and_outpaints_are_repainted_by_the_models_inpainter_and_nothing_else_is(service, backend):
+    """The tiny model names its inpainter: a mask, Vary (Region), Zoom Out, Pan, Make Square and --outpaint run on
+    it; text, image-to-image and Vary do not; with a LoRA or an IP-Adapter (weights for the model's own UNet) the
+    model repaints itself."""
+    await (await service.imagine("a red fox --size 384x256", ALICE)).result()
+    made: dict[str, str | None] = {}
+
+    async def run(name: str, job) -> None:
+        await job.result()
+        made[name] = backend.requests[-1].inpainter
+
+    await run("text", await service.imagine("a red fox", ALICE))
+    await run("mask", await service.imagine("a fox in a hat --image #1 --mask #2", ALICE))
+    await run("region", await service.vary_region(ALICE, 1, "0,0 192,0 192,256 0,256", "a hat"))
+    await run("zoom", await service.zoom(ALICE, 1))
+    await run("pan", await service.pan(ALICE, 1, "up"))
+    await run("square", await service.square(ALICE, 1))
+    await run("outpaint", await service.imagine("a fox --image #1 --outpaint 64", ALICE))
+    await run("image", await service.imagine("a fox --image #1 --strength 0.5", ALICE))
+    await run("vary", await service.vary(ALICE, 4, "subtle"))
+    await run("lora", await service.imagine("a fox --image #1 --zoom 1.5 --lora tiny-lora", ALICE))
+    await run("ip-adapter", await service.imagine("a fox --image #1 --mask #2 --cn tiny-ip-adapter --guide #1", ALICE))
+    repainted = {name for name, inpainter in made.items() if inpainter == "tiny-inpainter"}
+    assert repainted == {"mask", "region", "zoom", "pan", "square", "outpaint"}
+    assert {made[name] for name in made.keys() - repainted} == {None}
+
+
+async def test_a_reroll_or_refine_keeps_its_parents_choice_and_a_backend_without_the_inpainter_repaints_itself(
+    service, backend, monkeypatch
+):
+    """A backend that refuses the inpainter gets the model (nothing refused); that row, like one stored before
+    inpainters came, keeps the model in its rerolls and refines, so they make what its settings made."""
+
+    def no_inpainter(request) -> None:
+        if request.inpainter is not None:
+            raise InvalidOption("inpainter", f"'{request.inpainter}' is not available on the fake backend")
+
+    await (await service.imagine("a red fox --size 256x256", ALICE)).result()
+    monkeypatch.setattr(backend, "check", no_inpainter)
+    zoomed = await (await service.zoom(ALICE, 1)).result()
+    assert zoomed.request.inpainter is None and backend.requests[-1].outpaint is not None
+    monkeypatch.undo()
+    assert (await (await service.reroll(ALICE, zoomed.id)).result()).request.inpainter is None
+    assert (await (await service.refine(ALICE, zoomed.id, 50)).result()).request.inpainter is None
+    again = await (await service.zoom(ALICE, 1)).result()
+    assert again.request.inpainter == "tiny-inpainter"
+    assert (await (await service.reroll(ALICE, again.id)).result()).request.inpainter == "tiny-inpainter"
+    assert (await (await service.refine(ALICE, again.id, 50)).result()).request.inpainter == "tiny-inpainter"
+    assert ("Model", "tiny (inpainted by tiny-inpainter)") in result_fields(again)
+    assert ("Model", "tiny") in result_fields(zoomed)

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from bot.actions import result_actions
+from bot.catalog import KINDS, Catalog
 from bot.config import RunwareSettings
 from bot.errors import BackendUnavailable, InvalidOption
 from bot.images import check_image, input_path
@@ -356,6 +357,31 @@ async def test_inpainting_sends_the_mask_with_the_image(running, fake: FakeRunwa
     assert task.mask_image == (tmp_path / input_path(request.mask_image)).read_bytes()
     assert Image.open(io.BytesIO(task.mask_image)).mode == "L"
     assert task.request["strength"] == 1.0 and task.steps_run == 20
+    # The shipped catalog gives SDXL's inpainter no Runware id: the model itself repaints, and the row says so.
+    assert request.inpainter is None and task.request["model"] == CATALOG.get("model", "sdxl").runware
+
+
+async def test_an_inpainter_with_a_runware_id_is_the_model_of_the_inpainting_task(
+    fake: FakeRunware, tmp_path: Path
+) -> None:
+    """An operator who gives the inpainter an AIR id has Runware repaint with it: its id is the task's model, the
+    row names it, a reroll keeps it, and a text-to-image task still runs the model."""
+    inpainter = CATALOG.get("inpainter", "sdxl-inpainting").model_copy(update={"runware": "civitai:1@2"})
+    catalog = Catalog([*(e for kind in KINDS for e in CATALOG.entries(kind) if e.name != inpainter.name), inpainter])
+    backend = RunwareBackend(catalog, settings(fake), tmp_path, poll_interval=0.01)
+    try:
+        async with started_service(backend, tmp_path, catalog=catalog, default_model="sdxl") as (service, _):
+            await outcome(service, "a red fox --seed 42 --ar 1:1")
+            await outcome(service, "a white circle --seed 43 --ar 1:1")
+            generation, error = await outcome(service, "a fox in a hat --image #1 --mask #2 --strength 1")
+            assert error is None and generation is not None and generation.request.inpainter == "sdxl-inpainting"
+            rerolled = await (await service.reroll(WHO, generation.id)).result()
+    finally:
+        await backend.aclose()
+    models = [fake.tasks[call["taskUUID"]].request["model"] for call in fake.calls("imageInference")]
+    sdxl = CATALOG.get("model", "sdxl").runware
+    assert models == [sdxl, sdxl, "civitai:1@2", "civitai:1@2"]
+    assert rerolled.request.inpainter == "sdxl-inpainting"
 
 
 async def test_an_input_of_another_size_is_sent_at_the_output_size(running, fake: FakeRunware) -> None:
