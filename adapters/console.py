@@ -28,6 +28,7 @@ Commands (a leading ``/`` is optional)::
     forget [confirm]                             delete all your images, seeds and settings
     gallery [revoke]                             a private link to your images on the web (revoke: kill old links)
     star [#id], unstar [#id]                     put your image in the server's showcase, or take it out
+    wildcards [search]                           the wildcards a prompt draws a line from (__name__)
     help, quit
 
 It reads stdin line by line (so it can be scripted) and handles one command at

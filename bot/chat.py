@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from bot import wildcards
 from bot.actions import (
     BUTTON_LOOKS,
     PAN_ACTIONS,
@@ -628,6 +629,22 @@ class ChatFlow:
             ),
         )
 
+    def wildcards(self, search: str = "") -> Text:
+        """Answer ``wildcards [search]``: the wildcard files whose name holds `search`, with a few choices each."""
+        library = self.service.wildcards
+        if not library:
+            return Text("This bot has no wildcards: its operator adds them as files of choices, one a line.")
+        found = wildcards.search(library, search)
+        if not found:
+            return Text(f"No wildcard's name holds '{shown(search, 40)}'.")
+        lines = [
+            f"__{name}__ ({len(choices)}): " + shown("; ".join(choices[:3]) + ("; …" if len(choices) > 3 else ""), 90)
+            for name, choices in found
+        ]
+        more = len(wildcards.search(library, search, limit=len(library))) - len(found)
+        tail = f"\n…and {more} more: name part of one to narrow the list." if more else ""
+        return Text("A line of each is drawn where a prompt names it:\n" + "\n".join(lines) + tail)
+
     def queue(self, who: Requester) -> Text:
         """Answer ``queue``: how many jobs wait, and where the user's are."""
         return Text(queue_text(*self.service.queue(who)))
@@ -694,6 +711,11 @@ class ChatFlow:
             if rest not in ("", "confirm"):
                 raise InvalidOption("forget", f"takes nothing or 'confirm', not '{shown(rest)}'", typed=True)
             return lambda who: self.forget(who, confirm=rest == "confirm")
+        if word == "wildcards":
+            # "wildcards in the sky" is a prompt on Slack: a search is one name, or part of one.
+            if rest and not _WILDCARD_SEARCH.fullmatch(rest):
+                raise InvalidOption("wildcards", f"takes a name or part of one, not '{shown(rest)}'", typed=True)
+            return lambda who: _ready(self.wildcards(rest))
         if word == "queue":
             if rest:
                 raise InvalidOption("queue", f"takes nothing, not '{shown(rest)}'", typed=True)
@@ -797,6 +819,7 @@ def _not(rest: str) -> str:
 
 # An option set's name as ``prefer`` takes it (`bot.option_sets.checked_name` says what else it must be).
 _SET_NAME = re.compile(r"(?:--|—)?[A-Za-z][A-Za-z0-9_-]*")
+_WILDCARD_SEARCH = re.compile(r"_*[A-Za-z0-9][A-Za-z0-9_/-]{0,99}")
 _PAN_WORDS: dict[str, PanDirection] = {direction: direction for direction in PAN_ACTIONS.values()}
 _VARY_WORDS: dict[str, VaryKind] = {"subtle": "subtle", "strong": "strong"}
 _W = TypeVar("_W")

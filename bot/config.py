@@ -47,6 +47,11 @@ class CoreSettings(BaseSettings):
         description="Catalog model used when a request names none; unset: sdxl with CUDA, else tiny.",
     )
     catalog: Path | None = Field(default=None, description="A models.toml to use instead of the shipped one.")
+    wildcards: Path | None = Field(
+        default=None,
+        description="Folder of wildcard files (name.txt, a choice a line) that __name__ in a prompt draws from; "
+        "unset: <data dir>/wildcards, when it exists.",
+    )
     upscaler: str | None = Field(
         default=None,
         description="Catalog upscaler (an ESRGAN-family network) that local upscales run; unset: the hires fix.",

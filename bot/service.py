@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -51,6 +52,7 @@ from bot.request import DEFAULT_STRENGTH, SIDE, ZOOM, GenerationRequest, Outpain
 from bot.runner import JobRunner
 from bot.showcase import Showcase
 from bot.user_settings import UserSettings
+from bot.wildcards import Wildcards
 
 __all__ = ["VARY_STRENGTH", "ImageService", "VaryKind", "random_seed"]
 
@@ -85,17 +87,19 @@ def _once(load: ImageLoader) -> ImageLoader:
     return once
 
 
-def _repeated(parsed: options.Parsed, k: int) -> options.Parsed:
+def _repeated(parsed: options.Parsed, k: int, count: int | None = None) -> options.Parsed:
     """Return the `k`-th job of a ``--repeat``: a given seed moves on by the images before it, else none is given.
 
     In a variation every image keeps the seed: the variation seed moves instead (drawn per job when not given).
+    `count`: the images of each job before it, when the first's (a job drawn anew may pick another count).
     """
     request = parsed.request
     field = "variation_seed" if request.variation_strength else "seed"
     seed = getattr(request, field)
     if k == 0 or seed is None:
         return parsed
-    return options.Parsed(request.model_copy(update={field: seed + k * request.count}), parsed.warnings, 1)
+    step = request.count if count is None else count
+    return options.Parsed(request.model_copy(update={field: seed + k * step}), parsed.warnings, 1)
 
 
 def random_seed() -> int:
@@ -120,6 +124,8 @@ class ImageService:
         max_input_bytes, max_input_pixels: the largest image a user may give, in bytes and in pixels.
         clock: the wall clock (tests pass a fixed one).
         seeds: where new seeds come from (tests pass a fixed sequence).
+        wildcards: the operator's wildcard files, by name (`bot.wildcards`), that ``__name__`` draws from.
+        draws: where ``{a|b}`` picks and wildcard lines are drawn from (tests pass a seeded one).
         gallery: the web gallery's links, when the operator turned it on (`adapters.gallery`).
         upscaler: the catalog upscaler that local upscales run instead of the hires fix (None: the hires fix).
     """
@@ -143,6 +149,8 @@ class ImageService:
         max_input_pixels: int = 4096 * 4096,
         canny_thresholds: tuple[int, int] = CANNY_THRESHOLDS,
         seeds: Callable[[], int] = random_seed,
+        wildcards: Wildcards | None = None,
+        draws: random.Random | None = None,
         clock: Callable[[], float] = time.time,
         gallery: GalleryLinks | None = None,
         upscaler: str | None = None,
@@ -155,6 +163,8 @@ class ImageService:
         self._files = stores.images
         self.user_settings = UserSettings(stores.settings, catalog, limits, catalog.get("model", default_model).name)
         self._seeds = seeds
+        self.wildcards: Wildcards = wildcards or {}
+        self._draw = permutations.Draw(self.wildcards, draws or random.SystemRandom())
         self._log_prompts = log_prompts
         self._retention_days = retention_days
         self._adding = asyncio.Lock()
@@ -267,7 +277,8 @@ class ImageService:
     ) -> tuple[Job, ...]:
         """Parse chat options (text flags or typed options) and queue a generation for each prompt they make.
 
-        ``a {red, blue} fox`` makes two (`bot.permutations`, at most `most`): each is parsed,
+        ``a {red, blue} fox`` makes two (`bot.permutations`, at most `most`), with their ``{a|b}`` picks and
+        ``__wildcards__`` drawn for each job (each of ``--repeat``'s too): each is parsed,
         loaded and checked against the server's rules, the backend, the queue's room and the
         day's quota before any is queued, so a refusal of one queues none. `private`
         (delivered to its author only) defaults to the user's saved setting. `load` reads an
@@ -284,9 +295,10 @@ class ImageService:
         try:
             # The user's option sets (--mine) first: their flags may hold {…} choices too.
             given = option_sets.expanded(given, sets)
-            each = permutations.variants(given, most=most)
+            each = permutations.variants(given, most=most, draw=self._draw)
         except InvalidOption as error:
             raise options.as_typed(given, error) from None
+        drawn = permutations.draws(given)
         if load is not None:
             load = _once(load)
         # Before any image is loaded or guide map made (a backend may charge for one): the number
@@ -301,13 +313,18 @@ class ImageService:
             images = sum(probe.request.count * probe.repeat for probe in probes)
             await self.admin.check_quota(who, images, policy)
         shared = Shared()
-        prepared = [await self._prepare(variant, who, defaults, load, shared) for variant in each]
+        first = [await self._prepare(variant, who, defaults, load, shared) for variant in each]
         # --repeat N: N jobs of each prompt, each its own seed; what loading it cost (a guide map) is the first's.
-        prepared = [
-            (_repeated(parsed, k), loaded if k == 0 else replace(loaded, costs=[]))
-            for parsed, loaded in prepared
-            for k in range(parsed.repeat)
-        ]
+        # Where picks or wildcards are drawn, each job draws its own (a map made already is not paid again).
+        prepared = []
+        for index, (parsed, loaded) in enumerate(first):
+            prepared.append((parsed, loaded))
+            for k in range(1, parsed.repeat):
+                if drawn:
+                    again = await self._prepare(self._redrawn(given, most, index), who, defaults, load, shared)
+                    prepared.append((_repeated(replace(again[0], repeat=1), k, parsed.request.count), again[1]))
+                else:
+                    prepared.append((_repeated(parsed, k), replace(loaded, costs=[])))
         if len(prepared) > 1:  # again, as they are now: other requests may have come meanwhile
             self.runner.queue.check_room(who.key, len(prepared))
             for parsed, loaded in prepared:
@@ -334,6 +351,13 @@ class ImageService:
                 await self.runner.cancel(job)
             raise
         return tuple(jobs)
+
+    def _redrawn(self, given: str | Mapping[str, object], most: int, index: int) -> str | dict[str, object]:
+        """Return the `index`-th prompt of `given` with its picks and wildcards drawn again (another job of it)."""
+        try:
+            return permutations.variants(given, most=most, draw=self._draw)[index]
+        except InvalidOption as error:
+            raise options.as_typed(given, error) from None
 
     async def model_for(self, who: Requester) -> str:
         """Return the model a request of the user's runs on when it names none: theirs, their server's, the bot's."""

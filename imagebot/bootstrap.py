@@ -27,6 +27,7 @@ from bot.ports import (
     WarmingBackend,
 )
 from bot.service import ImageService
+from bot.wildcards import load_wildcards
 from imagebot.plugins import backend_plugin
 from storage import ImageFiles, SqliteDatabase, SqliteGallery
 
@@ -191,6 +192,12 @@ async def bootstrap(
             catalog.get("upscaler", core.upscaler)
         except BotError as error:
             raise ConfigurationError(f"IMAGEBOT_UPSCALER: {error}") from error
+    if core.wildcards is not None and not core.wildcards.is_dir():
+        raise ConfigurationError(f"IMAGEBOT_WILDCARDS: {core.wildcards} is not a folder")
+    try:
+        wildcards = load_wildcards(core.wildcards or core.data_dir / "wildcards")
+    except (OSError, ValueError) as error:
+        raise ConfigurationError(f"IMAGEBOT_WILDCARDS: {error}") from error
     core.data_dir.mkdir(parents=True, exist_ok=True)
     backend = backend or backend_plugin(core.backend).create(catalog, core)
     pinned: dict[str, Backend] = {}
@@ -222,6 +229,7 @@ async def bootstrap(
         max_input_pixels=core.max_input_pixels,
         gallery=links,
         upscaler=core.upscaler,
+        wildcards=wildcards,
     )
     await service.start()
     if warm and isinstance(backend, WarmingBackend):

@@ -670,6 +670,11 @@ class ImagesCog(commands.Cog, name="Images"):
         text = "\n".join(lines) if lines else f"No LoRA matches '{search}'."
         await self._answer(interaction, Text(text[:2000]))
 
+    @app_commands.command(name="wildcards", description="The wildcards a prompt draws a line from: __name__.")
+    async def wildcards(self, interaction: discord.Interaction, search: str = "") -> None:
+        """List the operator's wildcards whose name holds a search."""
+        await self._answer(interaction, self.flow.wildcards(search))
+
     @app_commands.command(name="settings", description="Your defaults for /imagine (no options: show them).")
     @app_commands.choices(size=SIZE_CHOICES, scheduler=SCHEDULER_CHOICES)
     @app_commands.describe(

@@ -1,11 +1,13 @@
 """Permutation prompts: ``a {red, blue} fox`` reads as the prompts Midjourney makes of it, or one sentence."""
 
+import random
+
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from bot.errors import InvalidOption
-from bot.permutations import MOST, escaped, permutations, variants
+from bot.permutations import MOST, Draw, escaped, permutations, variants
 from tests.properties.sentences import assert_sentence
 
 
@@ -88,3 +90,95 @@ def test_any_text_makes_at_most_most_prompts_or_one_sentence(text, most):
     assert 1 <= len(prompts) <= most
     if "\\" not in text:
         assert not any("{" in prompt or "}" in prompt for prompt in prompts)
+
+
+# -- picks and wildcards ----------------------------------------------------------------------------------------
+
+LIBRARY = {
+    "color": ("red", "dark {blue|green}", "__shade__ grey"),
+    "shade": ("light", "deep"),
+    "colors/warm": ("amber",),
+    "loop": ("a __loop__",),
+    "wide": ("__v__ " * 5,),
+    "v": ("y" * 900,),
+}
+
+
+def drawn(text: str, runs: int = 60, library=None) -> set[str]:
+    """Every prompt `text` makes over `runs` seeded draws."""
+    return {
+        prompt
+        for seed in range(runs)
+        for prompt in permutations(text, draw=Draw(LIBRARY if library is None else library, random.Random(seed)))
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "possible"),
+    [
+        ("a {red|blue|green} fox", {"a red fox", "a blue fox", "a green fox"}),
+        # Inside a pick commas are words, and braces are picks.
+        ("a {red, dark|blue} fox", {"a red, dark fox", "a blue fox"}),
+        ("a {big {red|pale}|small} fox", {"a big red fox", "a big pale fox", "a small fox"}),
+        (r"a {x\|y|z}", {"a x|y", "a z"}),
+        ("--ar {1:1|16:9}", {"--ar 1:1", "--ar 16:9"}),
+        # A wildcard's line is drawn, its picks and wildcards in turn; names ignore case; folders are names.
+        (
+            "a __color__ fox",
+            {"a red fox", "a dark blue fox", "a dark green fox", "a light grey fox", "a deep grey fox"},
+        ),
+        ("__Colors/Warm__ light", {"amber light"}),
+        # A bar outside braces, and underscores that name no wildcard pattern, are words.
+        ("a | b __ c", {"a | b __ c"}),
+    ],
+)
+def test_a_pick_or_a_wildcard_draws_one_of_its_options(text, possible):
+    assert drawn(text) == possible
+
+
+def test_picks_make_no_more_prompts_and_each_combination_draws_its_own():
+    """`{red, blue}` makes two prompts; the `{cat|dog}` of each is drawn for it, not shared."""
+    made = [permutations("a {red, blue} {cat|dog}", draw=Draw({}, random.Random(seed))) for seed in range(40)]
+    assert all(len(prompts) == 2 and prompts[0].startswith("a red ") for prompts in made)
+    assert {prompts[0][-3:] for prompts in made} == {"cat", "dog"}
+    assert any(prompts[0][-3:] != prompts[1][-3:] for prompts in made)
+
+
+@pytest.mark.parametrize(
+    ("text", "sentence"),
+    [
+        ("a {x|{b, c}}", "Prompt has {…, …} choices inside a {…|…} pick; a pick's options are drawn, not made."),
+        (
+            "a __colour__ fox",
+            "Prompt names the wildcard __colour__, which this bot does not have; did you mean '__color__'?",
+        ),
+        ("__loop__", "Prompt draws wildcards inside wildcards more than 8 deep."),
+        ("__wide__ " * 5, "Prompt grows past 20,000 characters as its wildcards are drawn."),
+    ],
+)
+def test_what_cannot_be_drawn_is_one_sentence(text, sentence):
+    with pytest.raises(InvalidOption) as caught:
+        permutations(text, draw=Draw(LIBRARY, random.Random(0)))
+    assert str(caught.value) == sentence
+
+
+def test_without_wildcards_a_name_between_underscores_is_words():
+    assert permutations("a __cat__ fox") == ["a __cat__ fox"]
+    assert permutations("a __cat__ fox", draw=Draw({}, random.Random(0))) == ["a __cat__ fox"]
+
+
+@given(st.text(alphabet="{}|,\\ ab_", max_size=60), st.integers(0, 3))
+@example("{a|b}{c,d}", 0)
+def test_any_text_with_picks_makes_as_many_prompts_on_every_draw_or_one_sentence(text, seed):
+    """Picks and wildcards never change how many prompts a text makes (so each job of it can be drawn again), and
+    what is drawn holds no pick left unread."""
+    library = {"a": ("a {b|_}",), "b": ("b",)}
+    try:
+        first = permutations(text, draw=Draw(library, random.Random(seed)))
+    except InvalidOption as error:
+        assert_sentence(error)
+        return
+    again = permutations(text, draw=Draw(library, random.Random(seed + 10)))
+    assert len(again) == len(first) >= 1
+    if "\\" not in text:
+        assert not any("{" in prompt or "}" in prompt for prompt in first + again)

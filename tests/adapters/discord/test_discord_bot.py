@@ -56,6 +56,7 @@ async def test_commands_are_synced_with_their_options(running):
         "cancel",
         "queue",
         "loras",
+        "wildcards",
         "settings",
         "prefer",
         "imagine-admin",
@@ -356,6 +357,9 @@ async def test_history_info_queue_loras_and_settings(running):
     assert await reply("info", {"id": 9}) == "✖ There is no generation #9."
     assert await reply("queue") == "0 waiting in all.\nYou have nothing queued."
     assert "`pixel-art` — Pixel art style (trigger: pixel art)" in await reply("loras", {"search": "pix"})
+    assert await reply("wildcards") == (
+        "This bot has no wildcards: its operator adds them as files of choices, one a line."
+    )
     assert await reply("settings", {"steps": 12, "private": True}) == "Your defaults: private=True, steps=12"
     assert await reply("settings", {"steps": 500}) == "✖ steps must be from 1 to 100, not 500."
     strengths = {"scheduler": "Euler a", "cfg": 5.5, "vary_subtle": 0.2, "upscale_strength": 0.45}
