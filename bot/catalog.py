@@ -48,18 +48,9 @@ from bot.errors import InvalidOption, shown
 __all__ = ["KINDS", "Catalog", "CatalogEntry", "Kind", "load_catalog"]
 
 Kind = Literal[
-    "model",
-    "refiner",
-    "inpainter",
-    "vae",
-    "lora",
-    "embedding",
-    "controlnet",
-    "upscaler",
-    "annotator",
-    "captioner",
+    "model", "refiner", "inpainter", "vae", "lora", "embedding", "controlnet", "upscaler", "annotator", "captioner",
     "style",
-]
+]  # fmt: skip
 KINDS: tuple[Kind, ...] = get_args(Kind)
 
 

@@ -222,55 +222,43 @@ def save_sdxl(
     The refiner shares the second text encoder and the VAE and has aesthetic-score conditioning;
     both use SDXL's scheduler config and the tokenizer written to `tokenizer_dir` (`write_tokenizer`).
     """
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+    from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
-    tokenizer = load_tokenizer(tokenizer_dir)
-    scheduler = EulerDiscreteScheduler.from_config(SDXL_SCHEDULER_CONFIG)
-    StableDiffusionXLPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        text_encoder_2=text_encoder_2,
-        tokenizer=tokenizer,
-        tokenizer_2=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-    ).save_pretrained(root / "base")
-    StableDiffusionXLImg2ImgPipeline(
-        vae=vae,
-        text_encoder=None,
-        text_encoder_2=text_encoder_2,
-        tokenizer=None,
-        tokenizer_2=tokenizer,
-        unet=refiner_unet,
-        scheduler=scheduler,
-        requires_aesthetics_score=True,
-        force_zeros_for_empty_prompt=False,
-    ).save_pretrained(root / "refiner")
-    # save_pretrained writes the tokenizer's own files; ours are the byte-level vocabulary as written.
-    for folder in (root / "base" / "tokenizer", root / "base" / "tokenizer_2", root / "refiner" / "tokenizer_2"):
-        for name in ("vocab.json", "merges.txt"):
-            shutil.copyfile(tokenizer_dir / name, folder / name)
+    base = {"text_encoder": text_encoder, "tokenizer": load_tokenizer(tokenizer_dir), "unet": unet}
+    refiner = {
+        "text_encoder": None,
+        "tokenizer": None,
+        "unet": refiner_unet,
+        "requires_aesthetics_score": True,
+        "force_zeros_for_empty_prompt": False,
+    }
+    _save_pipeline(StableDiffusionXLPipeline, root / "base", tokenizer_dir, text_encoder_2, vae, **base)
+    _save_pipeline(StableDiffusionXLImg2ImgPipeline, root / "refiner", tokenizer_dir, text_encoder_2, vae, **refiner)
 
 
 def save_inpainter(
     folder: Path, tokenizer_dir: Path, text_encoder: Any, text_encoder_2: Any, unet: Any, vae: Any
 ) -> None:
     """Save an SDXL inpainting pipeline folder: `unet` takes 9 channels, the other parts are the base's."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLInpaintPipeline
+    from diffusers import StableDiffusionXLInpaintPipeline
+
+    encoders = {"text_encoder": text_encoder, "tokenizer": load_tokenizer(tokenizer_dir), "unet": unet}
+    _save_pipeline(StableDiffusionXLInpaintPipeline, folder, tokenizer_dir, text_encoder_2, vae, **encoders)
+
+
+def _save_pipeline(cls: Any, folder: Path, tokenizer_dir: Path, text_encoder_2: Any, vae: Any, **parts: Any) -> None:
+    """Save one SDXL pipeline folder of `cls` with SDXL's scheduler config and our tokenizer's own files."""
+    from diffusers import EulerDiscreteScheduler
 
     tokenizer = load_tokenizer(tokenizer_dir)
-    StableDiffusionXLInpaintPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        text_encoder_2=text_encoder_2,
-        tokenizer=tokenizer,
-        tokenizer_2=tokenizer,
-        unet=unet,
-        scheduler=EulerDiscreteScheduler.from_config(SDXL_SCHEDULER_CONFIG),
-    ).save_pretrained(folder)
-    for sub in (folder / "tokenizer", folder / "tokenizer_2"):
-        for name in ("vocab.json", "merges.txt"):
-            shutil.copyfile(tokenizer_dir / name, sub / name)
+    scheduler = EulerDiscreteScheduler.from_config(SDXL_SCHEDULER_CONFIG)
+    pipe = cls(vae=vae, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer, scheduler=scheduler, **parts)
+    pipe.save_pretrained(folder)
+    # save_pretrained writes the tokenizer's own files; ours are the byte-level vocabulary as written.
+    for sub in ("tokenizer", "tokenizer_2"):
+        if (folder / sub).is_dir():
+            for name in ("vocab.json", "merges.txt"):
+                shutil.copyfile(tokenizer_dir / name, folder / sub / name)
 
 
 def _byte_unicode_chars() -> list[str]:

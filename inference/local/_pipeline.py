@@ -157,6 +157,10 @@ class PreviewDecoder:
         return self._decoder
 
 
+# What `SDXLRunner.stats` counts the loads of.
+_LOADED = ("pipeline", "refiner", "inpainter", "vae", "lora", "embedding", "controlnet", "ip-adapter", "upscaler")
+
+
 class RunCancelled(Exception):
     """The job's cancel flag was seen between two steps."""
 
@@ -640,20 +644,7 @@ class SDXLRunner:
 
     def stats(self) -> dict[str, int]:
         """Return how many times each kind of thing was loaded."""
-        return {
-            kind: self.loads[kind]
-            for kind in (
-                "pipeline",
-                "refiner",
-                "inpainter",
-                "vae",
-                "lora",
-                "embedding",
-                "controlnet",
-                "ip-adapter",
-                "upscaler",
-            )
-        }
+        return {kind: self.loads[kind] for kind in _LOADED}
 
     # Loading
 
@@ -722,22 +713,12 @@ class SDXLRunner:
             torch.cuda.empty_cache()
 
     def _refiner_pipeline(self, asset: Asset) -> StableDiffusionXLImg2ImgPipeline:
-        assert self.base is not None
         if self.refiner is not None and self._refiner_id == asset.local:
             return self.refiner
         self.refiner = None
-        source, _ = self._source(asset)
-        shared = {
-            "text_encoder_2": self.base.text_encoder_2,
-            "tokenizer_2": self.base.tokenizer_2,
-            "vae": self.base.vae,
-        }
-        try:
-            pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(
-                source, **shared, **{_DTYPE_KW: self.dtype}, **self._hub_kwargs()
-            )
-        except Exception as error:
-            raise _load_failed("refiner", asset.name) from error
+        pipe = self._sharing(
+            StableDiffusionXLImg2ImgPipeline, asset, "refiner", ("text_encoder_2", "tokenizer_2", "vae")
+        )
         self._prepare(pipe)
         self.loads["refiner"] += 1
         self.refiner, self._refiner_id = pipe, asset.local
@@ -745,27 +726,27 @@ class SDXLRunner:
 
     def _inpainter_pipeline(self, asset: Asset) -> StableDiffusionXLInpaintPipeline:
         """Load the inpainter as a pipeline whose UNet alone is its own: the rest is the base's, shared."""
-        assert self.base is not None
         if self.inpainter is not None and self._inpainter_id == asset.local:
             return self.inpainter
         self.inpainter = None
-        source, _ = self._source(asset)
-        shared = {
-            name: getattr(self.base, name)
-            for name in ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "vae")
-        }
-        try:
-            pipe = StableDiffusionXLInpaintPipeline.from_pretrained(
-                source, **shared, **{_DTYPE_KW: self.dtype}, **self._hub_kwargs()
-            )
-        except Exception as error:
-            raise _load_failed("inpainter", asset.name) from error
+        names = ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "vae")
+        pipe = self._sharing(StableDiffusionXLInpaintPipeline, asset, "inpainter", names)
         if pipe.unet.config.in_channels != 9:
             raise JobFailed("failed", f"inpainter {asset.name!r} is not an inpainting UNet (9 input channels)")
         self._prepare(pipe)
         self.loads["inpainter"] += 1
         self.inpainter, self._inpainter_id = pipe, asset.local
         return pipe
+
+    def _sharing(self, cls: Any, asset: Asset, kind: str, names: tuple[str, ...]) -> Any:
+        """Load a pipeline of `cls` from `asset` with the base's modules of those `names` in it, shared, not read."""
+        assert self.base is not None
+        source, _ = self._source(asset)
+        shared = {name: getattr(self.base, name) for name in names}
+        try:
+            return cls.from_pretrained(source, **shared, **{_DTYPE_KW: self.dtype}, **self._hub_kwargs())
+        except Exception as error:
+            raise _load_failed(kind, asset.name) from error
 
     def _use_vae(self, asset: Asset | None) -> None:
         assert self.base is not None and self._own_vae is not None

@@ -69,11 +69,15 @@ def test_search_finds_names_holding_the_words_with_or_without_underscores():
     assert search(library, "zebra") == []
 
 
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("wildcards")
+
+
 @FUZZ
 @given(st.binary(max_size=400))
-def test_any_bytes_are_choices_or_one_named_refusal(tmp_path_factory, data):
+def test_any_bytes_are_choices_or_one_named_refusal(folder, data):
     """Whatever an operator's file holds, it is read as choices of printable words, or refused naming the file."""
-    folder = tmp_path_factory.mktemp("wildcards")
     path = write(folder, "any.txt", data)
     try:
         library = load_wildcards(folder)
