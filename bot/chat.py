@@ -634,11 +634,13 @@ class ChatFlow:
         library = self.service.wildcards
         if not library:
             return Text("This bot has no wildcards: its operator adds them as files of choices, one a line.")
-        found = wildcards.search(library, search)
+        # 15 lines of at most ~120 characters: within every chat's message (Discord's 2,000).
+        found = wildcards.search(library, search, limit=15)
         if not found:
             return Text(f"No wildcard's name holds '{shown(search, 40)}'.")
         lines = [
-            f"__{name}__ ({len(choices)}): " + shown("; ".join(choices[:3]) + ("; …" if len(choices) > 3 else ""), 90)
+            f"__{shown(name, 50)}__ ({len(choices)}): "
+            + shown("; ".join(choices[:3]) + ("; …" if len(choices) > 3 else ""), 60)
             for name, choices in found
         ]
         more = len(wildcards.search(library, search, limit=len(library))) - len(found)

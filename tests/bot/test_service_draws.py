@@ -111,3 +111,13 @@ async def test_without_wildcards_the_list_says_so_and_underscores_are_words(back
         )
         await (await service.imagine("a __init__ method", ALICE)).result()
     assert backend.requests[-1].prompt == "a __init__ method"
+
+
+async def test_a_long_list_of_wildcards_fits_a_chat_message(backend, tmp_path):
+    """Fifteen lines of names and choices at most, then how many more: within Discord's 2,000 characters."""
+    library = {f"{'n' * 50}/{'m' * 50}/{k:03d}": ("x" * 1000,) * 9 for k in range(40)}
+    async with memory_service(backend, tmp_path, wildcards=library) as service:
+        listed = ChatFlow(service).wildcards()
+    lines = listed.text.splitlines()
+    assert len(listed.text) <= 2000 and len(lines) == 17
+    assert lines[-1] == "…and 25 more: name part of one to narrow the list."
