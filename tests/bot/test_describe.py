@@ -38,11 +38,6 @@ BOB = Requester("slack", "U2", workspace="T1", channel="C1")
 
 
 @pytest.fixture
-def backend() -> FakeBackend:
-    return FakeBackend()
-
-
-@pytest.fixture
 async def service(backend, tmp_path):
     async with memory_service(backend, tmp_path, max_input_bytes=200_000, max_input_pixels=512 * 512) as service:
         yield service

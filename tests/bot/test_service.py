@@ -24,16 +24,10 @@ from bot.pngmeta import parse_parameters, read_parameters, read_text
 from bot.policy import Policy
 from bot.service import ImageService
 from imagebot.bootstrap import stores_of
-from tests.fakes.backend import FakeBackend
 from tests.fakes.stores import InMemoryDatabase
 
 ALICE = Requester("console", "alice", workspace="w1")
 BOB = Requester("console", "bob", workspace="w1")
-
-
-@pytest.fixture
-def backend():
-    return FakeBackend()
 
 
 @pytest.fixture

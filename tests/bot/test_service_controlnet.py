@@ -17,15 +17,9 @@ from bot.jobs import Requester
 from bot.options import Limits
 from bot.pngmeta import parse_parameters, read_text
 from bot.summary import result_fields
-from tests.fakes.backend import FakeBackend
 from tests.fakes.service import memory_service
 
 ALICE = Requester("console", "alice", workspace="w1")
-
-
-@pytest.fixture
-def backend() -> FakeBackend:
-    return FakeBackend()
 
 
 @pytest.fixture

@@ -10,16 +10,10 @@ from bot.chat import ChatFlow, Text
 from bot.errors import InvalidOption
 from bot.jobs import Requester
 from bot.options import Limits
-from tests.fakes.backend import FakeBackend
 from tests.fakes.service import memory_service
 
 ALICE = Requester("console", "alice", workspace="w1")
 LIBRARY = {"animal": ("fox", "owl", "hare {in snow|at dusk}"), "colors/warm": ("amber", "ochre", "rust", "gold")}
-
-
-@pytest.fixture
-def backend() -> FakeBackend:
-    return FakeBackend()
 
 
 @pytest.fixture

@@ -24,11 +24,6 @@ BOB = Requester("console", "bob", workspace="w1")
 
 
 @pytest.fixture
-def backend() -> FakeBackend:
-    return FakeBackend()
-
-
-@pytest.fixture
 async def service(backend, tmp_path):
     async with memory_service(
         backend,

@@ -55,8 +55,9 @@ def test_a_file_that_breaks_a_rule_is_named_with_what_is_wrong(tmp_path, name, d
 def test_two_files_of_one_name_in_other_capitals_are_refused(tmp_path):
     write(tmp_path, "color.txt", "red")
     write(tmp_path, "COLOR.txt", "blue")
-    if len(list(tmp_path.iterdir())) < 2:
-        pytest.skip("this file system ignores case: the two are one file")
+    if len(list(tmp_path.iterdir())) == 1:  # a file system that ignores case: the two are one file
+        assert load_wildcards(tmp_path) == {"color": ("blue",)}
+        return
     with pytest.raises(ValueError, match=r"another file is the wildcard __color__ too \(names ignore case\)$"):
         load_wildcards(tmp_path)
 
