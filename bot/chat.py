@@ -635,7 +635,8 @@ class ChatFlow:
         if not library:
             return Text("This bot has no wildcards: its operator adds them as files of choices, one a line.")
         # 15 lines of at most ~120 characters: within every chat's message (Discord's 2,000).
-        found = wildcards.search(library, search, limit=15)
+        matching = wildcards.search(library, search)
+        found = matching[:15]
         if not found:
             return Text(f"No wildcard's name holds '{shown(search, 40)}'.")
         lines = [
@@ -643,7 +644,7 @@ class ChatFlow:
             + shown("; ".join(choices[:3]) + ("; …" if len(choices) > 3 else ""), 60)
             for name, choices in found
         ]
-        more = len(wildcards.search(library, search, limit=len(library))) - len(found)
+        more = len(matching) - len(found)
         tail = f"\n…and {more} more: name part of one to narrow the list." if more else ""
         return Text("A line of each is drawn where a prompt names it:\n" + "\n".join(lines) + tail)
 

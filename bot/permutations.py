@@ -26,8 +26,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bot.errors import InvalidOption, shown
+from bot.wildcards import Wildcards
 
-__all__ = ["MOST", "Draw", "escaped", "permutations", "variants"]
+__all__ = ["MOST", "Draw", "draws", "escaped", "permutations", "variants"]
 
 # Midjourney's most for one command (its Pro plan's); the queue's room per user is checked after.
 MOST = 40
@@ -53,7 +54,7 @@ class _Choice:
 class Draw:
     """How picks and wildcards are drawn: the wildcard files' lines by name, and the random source."""
 
-    wildcards: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    wildcards: Wildcards = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.SystemRandom)
 
     def fill(self, text: str, option: str, depth: int = 0) -> str:

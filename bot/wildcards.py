@@ -73,7 +73,7 @@ def _lines(path: Path) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def search(wildcards: Wildcards, text: str, limit: int = 25) -> list[tuple[str, tuple[str, ...]]]:
-    """Return up to `limit` wildcards whose name holds `text` (all when empty), by name, with their choices."""
+def search(wildcards: Wildcards, text: str) -> list[tuple[str, tuple[str, ...]]]:
+    """Return the wildcards whose name holds `text` (all when empty), by name, with their choices."""
     needle = text.strip().lower().strip("_")
-    return [(name, wildcards[name]) for name in sorted(wildcards) if needle in name][:limit]
+    return [(name, wildcards[name]) for name in sorted(wildcards) if needle in name]
