@@ -72,8 +72,13 @@ def compile_cache(data_dir: Path) -> None:
     Both read their folders from the environment when they first compile, so this is
     called before any compilation. A folder an operator set already is kept.
     """
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
     root = Path(data_dir) / "cache" / "compile"
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(root / "inductor"))
+    # Importing diffusers has inductor write its default folder (/tmp/torchinductor_<user>) into
+    # the environment: that is no operator's choice, and a container loses /tmp at each restart.
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, "", default_cache_dir()):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(root / "inductor")
     os.environ.setdefault("TRITON_CACHE_DIR", str(root / "triton"))
     # Compiled graphs (and their autotuning results) are reused across processes.
     os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")

@@ -6,11 +6,12 @@ same assertions, so a fake cannot drift from the real store.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.history import UNFINISHED, AuditEntry, Generation, NewGeneration, Status, StoredImage
 from bot.request import GenerationRequest
@@ -18,6 +19,7 @@ from storage._database import check_limit, document_json
 from storage.generations import check_images, check_status
 
 Clock = Callable[[], float]
+_Store = TypeVar("_Store")
 
 
 class InMemoryGenerations:
@@ -296,5 +298,21 @@ class InMemoryDatabase:
     def create(cls, clock: Clock = time.time) -> InMemoryDatabase:
         return cls(InMemoryGenerations(clock), InMemoryPolicies(clock), InMemorySettings())
 
+    def copy(self) -> InMemoryDatabase:
+        """Return an independent copy: what one stores the other does not see.
+
+        Copying the containers is enough: what they hold (generations, audit entries, JSON text) is immutable.
+        """
+        return InMemoryDatabase(_copied(self.generations), _copied(self.policies), _copied(self.settings))
+
     async def close(self) -> None:
         """Nothing to release in memory."""
+
+
+def _copied(store: _Store) -> _Store:
+    """Return a store whose dicts and lists are copies of `store`'s, the values in them shared."""
+    clone = copy.copy(store)
+    for name, value in vars(store).items():
+        if isinstance(value, dict | list):
+            setattr(clone, name, value.copy())
+    return clone

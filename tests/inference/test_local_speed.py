@@ -22,8 +22,10 @@ from tests.inference.tiny_requests import tiny_request
 
 pytest.importorskip("diffusers")
 
+from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
 from inference.local._pipeline import SDXLRunner
-from inference.local._speed import Levers
+from inference.local._speed import Levers, compile_cache
 from inference.local._worker import levers
 
 # The tiny model's real pipelines: in `make test`, not in `make test-fast`.
@@ -86,13 +88,23 @@ def test_settings_name_the_levers(monkeypatch):
 def test_compiled_unet_draws_the_same_image_and_caches_under_the_data_dir(tiny_data_dir, eager, monkeypatch):
     """torch.compile of the UNets and the VAE decoder (inductor, CPU): the same picture; the
     compiled code lands under the data dir, where a restarted worker finds it."""
-    for name in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
-        monkeypatch.delenv(name, raising=False)
+    # What importing diffusers leaves in the environment: inductor's default folder under /tmp.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
     compiled = SDXLRunner(tiny_data_dir, device="cpu", dtype="float32", levers=Levers(compile="all"))
     cache = tiny_data_dir / "cache" / "compile" / "inductor"
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(cache)
     assert np.abs(pixels(compiled) - pixels(eager)).max() <= TOLERANCE
     assert any(cache.rglob("*")), "nothing was compiled into the data dir's cache"
+
+
+def test_a_compile_cache_the_operator_chose_is_kept(tmp_path, monkeypatch):
+    """IMAGEBOT_COMPILE with TORCHINDUCTOR_CACHE_DIR set by the operator: their folder, not the data dir's."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    compile_cache(tmp_path / "data")
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
+    assert os.environ["TRITON_CACHE_DIR"] == str(tmp_path / "data" / "cache" / "compile" / "triton")
 
 
 async def test_warm_up_loads_the_default_model_before_the_first_job(tiny_data_dir):

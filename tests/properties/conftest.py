@@ -1,9 +1,9 @@
 """Fixtures of the entry-point property suite."""
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -14,7 +14,13 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("data")
 
 
-Run = Callable[[Coroutine[Any, Any, None]], None]
+T = TypeVar("T")
+
+
+class Run(Protocol):
+    """Run a coroutine to its end on the module's event loop and return what it returns."""
+
+    def __call__(self, coroutine: Coroutine[Any, Any, T], /) -> T: ...
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from storage import SqliteDatabase
 from tests.properties.conftest import Run
 from tests.properties.sentences import FUZZ
 from tests.properties.strategies import texts
-from tests.properties.world import PEOPLE, world
+from tests.properties.world import PEOPLE, fill, world
 
 ACTIONS = ["reroll", "refine", "details", "delete", "cancel", "show", "star", "unstar"]
 # Buttons that act on one image of several, naming which: ``ib:vary-strong:3.2``.
@@ -45,21 +45,24 @@ custom_ids = st.one_of(
 
 
 @pytest.fixture(scope="module")
-def migrated(run: Run, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A SQLite file with every migration applied and nothing in it."""
-    path = tmp_path_factory.mktemp("sqlite") / "migrated.sqlite3"
+def filled(run: Run, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int]]:
+    """A SQLite file with every migration applied and a world's generations (`fill`) in it, and their ids."""
+    path = tmp_path_factory.mktemp("sqlite") / "filled.sqlite3"
 
-    async def create() -> None:
-        await (await SqliteDatabase.open(path)).close()
+    async def create() -> dict[str, int]:
+        db = await SqliteDatabase.open(path, clock=lambda: 1_700_000_000.0)
+        try:
+            return await fill(db)
+        finally:
+            await db.close()
 
-    run(create())
-    return path
+    return path, run(create())
 
 
 @FUZZ
 @given(custom_id=custom_ids, who=st.sampled_from(PEOPLE))
 @example(custom_id="ib:reroll:9999999999999999999", who=PEOPLE[0])  # past SQLite's largest id: OverflowError
-def test_button(run: Run, data_dir: Path, migrated: Path, custom_id: str, who: Requester) -> None:
+def test_button(run: Run, data_dir: Path, filled: tuple[Path, dict[str, int]], custom_id: str, who: Requester) -> None:
     """A click answers, or refuses in one sentence and changes nothing; an id that is not ours is ignored."""
     decoded = decode_action(custom_id)
     if decoded is None:
@@ -68,12 +71,12 @@ def test_button(run: Run, data_dir: Path, migrated: Path, custom_id: str, who: R
     assert encode_action(action, generation_id, index) == custom_id
 
     async def body() -> None:
-        # A copy of a migrated file: each example gets a fresh database without running every migration again.
+        # A copy of a filled file: each example gets a fresh database without migrating and filling it again.
         path = data_dir / "clicks.sqlite3"
-        shutil.copyfile(migrated, path)
+        shutil.copyfile(filled[0], path)
         db = await SqliteDatabase.open(path, clock=lambda: 1_700_000_000.0)
         try:
-            w = await world(data_dir, db=db)
+            w = await world(data_dir, db=db, filled=filled[1])
             before = await db.generations.get(generation_id) if generation_id < 2**63 else None
             reply = await w.attempt(lambda: w.flow.action(who, action, generation_id, index))
             after = await db.generations.get(generation_id) if before is not None else None

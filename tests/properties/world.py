@@ -8,6 +8,7 @@ changed anything.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 from collections.abc import Awaitable, Callable, Mapping
@@ -70,13 +71,19 @@ async def world(
     policy: dict[str, object] | None = None,
     db: InMemoryDatabase | SqliteDatabase | None = None,
     *,
+    filled: Mapping[str, int] | None = None,
     started: bool = False,
 ) -> World:
     """Build a world on the in-memory stores, or on `db` (the SQLite ones); `policy` is server g1's.
 
+    `filled`: the ids of the generations `fill` stored in `db` already (a copy of a filled file).
     A `started` world runs its jobs on a backend that fails each at once, so a job ends without an image.
     """
-    db = db or InMemoryDatabase.create(clock=lambda: 1_700_000_000.0)
+    if db is None:
+        # Each example gets a copy of stores filled once: filling them costs more than most examples.
+        db = _FILLED.copy()
+        filled = _FILLED_IDS
+    ids = dict(filled) if filled is not None else await fill(db)
     service = ImageService(
         backend=FakeBackend(fail_with="it is offline") if started else FakeBackend(),
         stores=stores_of(db, data_dir),
@@ -88,6 +95,18 @@ async def world(
     )
     if policy:
         await db.policies.put("discord", "g1", policy)
+    if started:
+        await service.start()
+    job = await service.imagine("a queued fox", ALICE)
+    ids["queued"] = job.id
+    if started:
+        async for _ in job.events():  # its end, before anything compares the stores
+            pass
+    return World(service, ChatFlow(service, command="/imagine "), db, ids)
+
+
+async def fill(db: InMemoryDatabase | SqliteDatabase) -> dict[str, int]:
+    """Store the generations worth pointing at, and return their ids by what they are."""
 
     async def made(who: Requester, *, private: bool = False) -> int:
         new = NewGeneration(
@@ -106,11 +125,8 @@ async def world(
         "deleted": await made(ALICE),
     }
     await db.generations.delete(ids["deleted"])
-    if started:
-        await service.start()
-    job = await service.imagine("a queued fox", ALICE)
-    ids["queued"] = job.id
-    if started:
-        async for _ in job.events():  # its end, before anything compares the stores
-            pass
-    return World(service, ChatFlow(service, command="/imagine "), db, ids)
+    return ids
+
+
+_FILLED = InMemoryDatabase.create(clock=lambda: 1_700_000_000.0)
+_FILLED_IDS = asyncio.run(fill(_FILLED))
