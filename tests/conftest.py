@@ -26,6 +26,15 @@ settings.load_profile(PROFILE)
 FUZZ_EXAMPLES = 10 if PROFILE == "quick" else 10_000
 
 
+_PROPERTIES = Path(__file__).parent / "properties"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the entry-point property suite first: under `make test` its files are the longest (minutes
+    each), and xdist hands files to its workers in this order, so one handed out last runs alone at the end."""
+    items.sort(key=lambda item: not item.path.is_relative_to(_PROPERTIES))
+
+
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data directory holding the tiny random-weight SDXL, built once per test session."""
