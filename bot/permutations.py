@@ -11,9 +11,12 @@ written out, so ``{a,b}`` twenty times over is one sentence, not a million strin
 Braces whose options are separated by ``|`` are a random **pick** instead: ``a {red|blue} fox`` is
 one prompt, ``a red fox`` or ``a blue fox``, drawn for each prompt made (each combination of the
 choices, each job of ``--repeat``; `Draw`). Inside a pick commas are words, and braces are picks
-too. ``__name__`` is a **wildcard**: a line drawn from the operator's file ``name.txt``
-(`bot.wildcards`), whose own braces are picks and whose ``__other__`` wildcards are drawn in
-turn. Where the bot has no wildcards, ``__name__`` is words like any other.
+too. As in Dynamic Prompts, an option may weigh more (``{3::red|blue}``: red three times as
+often), and a pick may take several options (``{2$$red|blue|green}``: two of them, joined by
+``, ``; ``{1-3$$…}`` one to three; ``{2$$ and $$…}`` joined by `` and ``), each at most once
+while there are enough. ``__name__`` is a **wildcard**: a line drawn from the operator's file
+``name.txt`` (`bot.wildcards`), whose own braces are picks and whose ``__other__`` wildcards are
+drawn in turn. Where the bot has no wildcards, ``__name__`` is words like any other.
 """
 
 from __future__ import annotations
@@ -39,15 +42,36 @@ MOST_NESTED = 8
 # The most characters one drawn text may reach while its wildcards are filled in: a line holding
 # its own wildcard twice doubles at each level, and that is cut short long before memory is.
 MOST_DRAWN = 20_000
+# Draws one prompt may take, its picks' options and its wildcards' lines together: lines that each
+# draw further wildcards, all short, would otherwise draw millions of times before growing long.
+MOST_DRAWS = 10_000
+# The most options one pick takes (``{100$$…}``), and the most an option weighs (``{1000::…}``).
+MOST_PICKED = 100
+MOST_WEIGHT = 1000
 _WILDCARD = re.compile(r"__([A-Za-z0-9][A-Za-z0-9_/-]*?)__")
+# A pick's count, before its first option: ``2$$``, ``1-3$$``, ``-3$$``, ``2-$$``, ``-$$``, each with a
+# joiner between two ``$$`` if wanted (``2$$ and $$``).
+_COUNT = re.compile(
+    r"\s*(?:(?P<least>\d+)\s*(?P<range>-\s*(?P<most>\d*))?|-\s*(?P<upto>\d*))\s*\$\$(?:(?P<joiner>[^$]*)\$\$)?"
+)
+_WEIGHT = re.compile(r"\s*(?P<weight>\d+(?:\.\d*)?|\.\d+)\s*::")
 
 
 @dataclass(frozen=True, slots=True)
 class _Choice:
-    """``{…}``: its options, each a sequence of text and further choices; `pick`: one is drawn (``{a|b}``)."""
+    """``{…}``: its options, each a sequence of text and further choices.
+
+    A `pick` draws its options (``{a|b}``): from `least` to `most` of them (a count prefix,
+    ``{2$$a|b}``), each as often as its weight says (``{3::a|b}``; none given: all alike), joined by
+    `joiner`.
+    """
 
     options: tuple[tuple[str | _Choice, ...], ...]
     pick: bool = False
+    weights: tuple[float, ...] = ()
+    least: int = 1
+    most: int = 1
+    joiner: str = ", "
 
 
 @dataclass(frozen=True)
@@ -57,37 +81,77 @@ class Draw:
     wildcards: Wildcards = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.SystemRandom)
 
-    def fill(self, text: str, option: str, depth: int = 0) -> str:
+    def prompt(self, pieces: Sequence[str | _Choice], option: str) -> str:
+        """Return one prompt: `pieces` joined, each pick's options and each wildcard's line drawn."""
+        drawing = _Drawing(self, option)
+        return "".join(drawing.picked(piece) for piece in pieces)
+
+
+@dataclass
+class _Drawing:
+    """One prompt being drawn: what draws it, the option named in a refusal, and the draws taken so far."""
+
+    draw: Draw
+    option: str
+    draws: int = 0
+
+    def fill(self, text: str, depth: int = 0) -> str:
         """Return `text` with each ``__name__`` replaced by a drawn line of that wildcard, its picks drawn too."""
-        if not self.wildcards or "__" not in text:
+        wildcards = self.draw.wildcards
+        if not wildcards or "__" not in text:
             return text
 
         def line(match: re.Match[str]) -> str:
             name = match[1].lower()
-            lines = self.wildcards.get(name)
+            lines = wildcards.get(name)
             if lines is None:
-                close = difflib.get_close_matches(name, list(self.wildcards), n=3, cutoff=0.6)
+                close = difflib.get_close_matches(name, list(wildcards), n=3, cutoff=0.6)
                 raise InvalidOption(
-                    option,
+                    self.option,
                     f"names the wildcard __{shown(name, 60)}__, which this bot does not have",
                     [f"__{other}__" for other in close],
                 )
             if depth == MOST_NESTED:
-                raise InvalidOption(option, f"draws wildcards inside wildcards more than {MOST_NESTED} deep")
-            drawn = self.rng.choice(lines)
-            return "".join(self.picked(part, option, depth + 1) for part in _parse(drawn, option, picks_only=True))
+                raise InvalidOption(self.option, f"draws wildcards inside wildcards more than {MOST_NESTED} deep")
+            self._count()
+            drawn = self.draw.rng.choice(lines)
+            return "".join(self.picked(part, depth + 1) for part in _parse(drawn, self.option, picks_only=True))
 
-        filled = _WILDCARD.sub(line, text)
-        if len(filled) > MOST_DRAWN:
-            raise InvalidOption(option, f"grows past {MOST_DRAWN:,} characters as its wildcards are drawn")
-        return filled
+        return self._bounded(_WILDCARD.sub(line, text), "as its wildcards are drawn")
 
-    def picked(self, part: str | _Choice, option: str, depth: int = 0) -> str:
-        """Return a part of a prompt as drawn: text with its wildcards filled, a pick's drawn option."""
+    def picked(self, part: str | _Choice, depth: int = 0) -> str:
+        """Return a part of a prompt as drawn: text with its wildcards filled, a pick's drawn options."""
         if isinstance(part, str):
-            return self.fill(part, option, depth)
-        chosen = self.rng.choice(part.options) if part.options else ()
-        return "".join(self.picked(piece, option, depth) for piece in chosen)
+            return self.fill(part, depth)
+        if not part.options:
+            return ""
+        chosen = self._chosen(part, self.draw.rng.randint(part.least, part.most))
+        drawn = part.joiner.join("".join(self.picked(piece, depth) for piece in option) for option in chosen)
+        return self._bounded(drawn, "as its picks are drawn")
+
+    def _chosen(self, part: _Choice, count: int) -> list[tuple[str | _Choice, ...]]:
+        """Draw `count` options of a pick by their weights, each once while any is left, then again from all."""
+        weights = part.weights or (1.0,) * len(part.options)
+        drawable = [index for index, weight in enumerate(weights) if weight > 0]
+        left: list[int] = []
+        chosen = []
+        for _ in range(count):
+            self._count()
+            left = left or list(drawable)
+            index = self.draw.rng.choices(left, [weights[at] for at in left])[0]
+            left.remove(index)
+            chosen.append(part.options[index])
+        return chosen
+
+    def _count(self) -> None:
+        self.draws += 1
+        if self.draws > MOST_DRAWS:
+            raise InvalidOption(self.option, f"takes more than {MOST_DRAWS:,} draws of its picks and wildcards")
+
+    def _bounded(self, text: str, how: str) -> str:
+        if len(text) > MOST_DRAWN:
+            raise InvalidOption(self.option, f"grows past {MOST_DRAWN:,} characters {how}")
+        return text
 
 
 def permutations(text: str, *, most: int = MOST, option: str = "prompt", draw: Draw | None = None) -> list[str]:
@@ -104,7 +168,7 @@ def permutations(text: str, *, most: int = MOST, option: str = "prompt", draw: D
     if _count(parts, most) > most:
         more = "makes several prompts with its {…} choices; one is taken here"
         raise InvalidOption(option, more if most == 1 else f"makes more than {most} prompts with its {{…}} choices")
-    return ["".join(draw.picked(piece, option) for piece in pieces) for pieces in _expand(parts)]
+    return [draw.prompt(pieces, option) for pieces in _expand(parts)]
 
 
 def variants(
@@ -134,7 +198,7 @@ def variants(
 def draws(given: str | Mapping[str, object]) -> bool:
     """Tell whether chat text or typed options hold a pick or a wildcard: each job of it is drawn anew."""
     texts = [given] if isinstance(given, str) else [value for value in given.values() if isinstance(value, str)]
-    return any("__" in text or ("{" in text and "|" in text) for text in texts)
+    return any("__" in text or ("{" in text and ("|" in text or "$$" in text)) for text in texts)
 
 
 def escaped(text: str) -> str:
@@ -181,7 +245,7 @@ def _parse(text: str, option: str, *, picks_only: bool = False) -> tuple[str | _
             parts.append("".join(chars))
             outer, options, was_pick = stack.pop()
             options.append(_trimmed(parts))
-            outer.append(_Choice(tuple(options), pick=was_pick))
+            outer.append(_pick(options, option) if was_pick else _Choice(tuple(options)))
             parts, chars = outer, []
         else:
             chars.append(char)
@@ -192,8 +256,62 @@ def _parse(text: str, option: str, *, picks_only: bool = False) -> tuple[str | _
     return tuple(part for part in parts if part != "")
 
 
+def _pick(options: Sequence[tuple[str | _Choice, ...]], option: str) -> _Choice:
+    """Return a pick of `options`, its count read from before the first (``2$$``) and each one's weight (``3::``).
+
+    Raises:
+        InvalidOption: a count past `MOST_PICKED` or backwards, a weight past `MOST_WEIGHT`, or no option
+            left to draw (every weight 0).
+    """
+    options = list(options)
+    least, most, joiner = 1, 1, ", "
+    if counted := _lead(options[0], _COUNT):
+        found, options[0] = counted
+        upto = found["most"] if found["range"] else found["upto"]
+        least = _number(found["least"] or "0", option)
+        most = len(options) if upto == "" else least if upto is None else _number(upto, option)
+        if least > most:
+            raise InvalidOption(option, f"asks a pick for {least} to {most} of its options; write the fewer first")
+        joiner = joiner if found["joiner"] is None else found["joiner"]
+    weights = []
+    for index, parts in enumerate(options):
+        weighed = _lead(parts, _WEIGHT)
+        if weighed is None:
+            weights.append(1.0)
+            continue
+        found, options[index] = weighed
+        if (weight := float(found["weight"])) > MOST_WEIGHT:
+            raise InvalidOption(
+                option, f"weighs a pick's option {shown(found['weight'], 20)}; the most is {MOST_WEIGHT:,}"
+            )
+        weights.append(weight)
+    if not any(weights):
+        raise InvalidOption(option, "weighs every option of a pick 0, so none can be drawn")
+    even = all(weight == 1.0 for weight in weights)
+    return _Choice(tuple(options), True, () if even else tuple(weights), least, most, joiner)
+
+
+def _lead(
+    parts: tuple[str | _Choice, ...], pattern: re.Pattern[str]
+) -> tuple[re.Match[str], tuple[str | _Choice, ...]] | None:
+    """Match `pattern` at the start of an option: the match, and the option without what it matched."""
+    head = parts[0] if parts else None
+    if not isinstance(head, str) or not (found := pattern.match(head)):
+        return None
+    return found, _trimmed((head[found.end() :], *parts[1:]))
+
+
+def _number(digits: str, option: str) -> int:
+    """Return a pick's count, at most `MOST_PICKED`."""
+    if len(digits) > 3 or int(digits) > MOST_PICKED:
+        raise InvalidOption(option, f"asks a pick for {shown(digits, 20)} of its options; the most is {MOST_PICKED}")
+    return int(digits)
+
+
 def _is_pick(text: str, at: int) -> bool:
-    """Tell whether the braces opened just before `at` separate their options with ``|`` (a pick)."""
+    """Tell whether the braces opened just before `at` are a pick: options separated by ``|``, or a count first."""
+    if _COUNT.match(text, at):
+        return True
     depth = 0
     while at < len(text):
         if text[at] == "\\":

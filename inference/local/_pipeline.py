@@ -700,7 +700,7 @@ class SDXLRunner:
         return pipe
 
     def _drop_base(self) -> None:
-        """Forget the base and everything loaded into it (LoRAs, embeddings, the refiner sharing it)."""
+        """Forget the base and everything loaded into it (LoRAs, embeddings, the refiner and inpainter sharing it)."""
         if self.base is None:
             return
         self.base = self.refiner = self.inpainter = None

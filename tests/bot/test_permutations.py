@@ -130,10 +130,35 @@ def drawn(text: str, runs: int = 60, library=None) -> set[str]:
         ("__Colors/Warm__ light", {"amber light"}),
         # A bar outside braces, and underscores that name no wildcard pattern, are words.
         ("a | b __ c", {"a | b __ c"}),
+        # Several options: each once while there are enough, then again; ", " between, or the joiner given.
+        ("{2$$a|b|c}", {"a, b", "a, c", "b, a", "b, c", "c, a", "c, b"}),
+        ("{2$$ and $$a|b}", {"a and b", "b and a"}),
+        ("{3$$a|b}", {"a, b, a", "a, b, b", "b, a, a", "b, a, b"}),
+        ("{2$$a}", {"a, a"}),
+        # A range; an omitted least is 0, an omitted most is every option.
+        ("{-$$a|b}", {"", "a", "b", "a, b", "b, a"}),
+        ("{1-2$$a|b}", {"a", "b", "a, b", "b, a"}),
+        ("{2-$$ a | b }", {"a, b", "b, a"}),
+        # Weights: 0 is never drawn; a weighted option of a wildcard's line too.
+        ("{0::a|b}", {"b"}),
+        ("{2$$0::a|b|c}", {"b, c", "c, b"}),
+        ("__pair__", {"x + y", "y + x"}),
     ],
 )
 def test_a_pick_or_a_wildcard_draws_one_of_its_options(text, possible):
-    assert drawn(text) == possible
+    assert drawn(text, library=LIBRARY | {"pair": ("{2$$ + $$x|0.5::y}",)}) == possible
+
+
+def test_weights_draw_options_as_often_as_they_say():
+    """`{3::blue|red}`: blue three times as often as red; `{blue|0.25::red}`: four times; `{1-3$$…}` each count."""
+    blue = sum(permutations("{3::blue|red}", draw=Draw({}, random.Random(seed))) == ["blue"] for seed in range(2000))
+    assert 0.70 < blue / 2000 < 0.80
+    blue = sum(
+        permutations("{blue|0.25::red}", draw=Draw({}, random.Random(seed)))[0] == "blue" for seed in range(2000)
+    )
+    assert 0.75 < blue / 2000 < 0.85
+    counts = {permutations("{1-3$$a|b|c}", draw=Draw({}, random.Random(seed)))[0].count(",") + 1 for seed in range(60)}
+    assert counts == {1, 2, 3}
 
 
 def test_picks_make_no_more_prompts_and_each_combination_draws_its_own():
@@ -154,11 +179,20 @@ def test_picks_make_no_more_prompts_and_each_combination_draws_its_own():
         ),
         ("__loop__", "Prompt draws wildcards inside wildcards more than 8 deep."),
         ("__wide__ " * 5, "Prompt grows past 20,000 characters as its wildcards are drawn."),
+        ("{100$$__v__|x}", "Prompt grows past 20,000 characters as its picks are drawn."),
+        ("{3-2$$a|b}", "Prompt asks a pick for 3 to 2 of its options; write the fewer first."),
+        ("{101$$a|b}", "Prompt asks a pick for 101 of its options; the most is 100."),
+        ("{" + "9" * 40 + "$$a|b}", "Prompt asks a pick for " + "9" * 19 + "… of its options; the most is 100."),
+        ("{1001::a|b}", "Prompt weighs a pick's option 1001; the most is 1,000."),
+        ("{0::a|0.0::b}", "Prompt weighs every option of a pick 0, so none can be drawn."),
+        # Lines of short wildcards, ten to a line, five deep: 100,000 draws, none of them long.
+        ("__fan1__", "Prompt takes more than 10,000 draws of its picks and wildcards."),
     ],
 )
 def test_what_cannot_be_drawn_is_one_sentence(text, sentence):
+    fans = {f"fan{depth}": (f"__fan{depth + 1}__" * 10,) for depth in range(1, 5)} | {"fan5": ("{|}",)}
     with pytest.raises(InvalidOption) as caught:
-        permutations(text, draw=Draw(LIBRARY, random.Random(0)))
+        permutations(text, draw=Draw(LIBRARY | fans, random.Random(0)))
     assert str(caught.value) == sentence
 
 
@@ -167,7 +201,7 @@ def test_without_wildcards_a_name_between_underscores_is_words():
     assert permutations("a __cat__ fox", draw=Draw({}, random.Random(0))) == ["a __cat__ fox"]
 
 
-@given(st.text(alphabet="{}|,\\ ab_", max_size=60), st.integers(0, 3))
+@given(st.text(alphabet="{}|,\\ ab_$:-2", max_size=60), st.integers(0, 3))
 @example("{a|b}{c,d}", 0)
 def test_any_text_with_picks_makes_as_many_prompts_on_every_draw_or_one_sentence(text, seed):
     """Picks and wildcards never change how many prompts a text makes (so each job of it can be drawn again), and
