@@ -629,9 +629,9 @@ class ChatFlow:
             ),
         )
 
-    def wildcards(self, search: str = "") -> Text:
+    async def wildcards(self, search: str = "") -> Text:
         """Answer ``wildcards [search]``: the wildcard files whose name holds `search`, with a few choices each."""
-        library = self.service.wildcards
+        library = await self.service.wildcards()
         if not library:
             return Text("This bot has no wildcards: its operator adds them as files of choices, one a line.")
         # 15 lines of at most ~120 characters: within every chat's message (Discord's 2,000).
@@ -718,7 +718,7 @@ class ChatFlow:
             # "wildcards in the sky" is a prompt on Slack: a search is one name, or part of one.
             if rest and not _WILDCARD_SEARCH.fullmatch(rest):
                 raise InvalidOption("wildcards", f"takes a name or part of one, not '{shown(rest)}'", typed=True)
-            return lambda who: _ready(self.wildcards(rest))
+            return lambda who: self.wildcards(rest)
         if word == "queue":
             if rest:
                 raise InvalidOption("queue", f"takes nothing, not '{shown(rest)}'", typed=True)

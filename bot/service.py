@@ -52,7 +52,7 @@ from bot.request import DEFAULT_STRENGTH, SIDE, ZOOM, GenerationRequest, Outpain
 from bot.runner import JobRunner
 from bot.showcase import Showcase
 from bot.user_settings import UserSettings
-from bot.wildcards import Wildcards
+from bot.wildcards import WildcardFolder, Wildcards
 
 __all__ = ["VARY_STRENGTH", "ImageService", "VaryKind", "random_seed"]
 
@@ -149,7 +149,7 @@ class ImageService:
         max_input_pixels: int = 4096 * 4096,
         canny_thresholds: tuple[int, int] = CANNY_THRESHOLDS,
         seeds: Callable[[], int] = random_seed,
-        wildcards: Wildcards | None = None,
+        wildcards: Wildcards | WildcardFolder | None = None,
         draws: random.Random | None = None,
         clock: Callable[[], float] = time.time,
         gallery: GalleryLinks | None = None,
@@ -163,8 +163,8 @@ class ImageService:
         self._files = stores.images
         self.user_settings = UserSettings(stores.settings, catalog, limits, catalog.get("model", default_model).name)
         self._seeds = seeds
-        self.wildcards: Wildcards = wildcards or {}
-        self._draw = permutations.Draw(self.wildcards, draws or random.SystemRandom())
+        self._wildcards = wildcards if isinstance(wildcards, WildcardFolder) else WildcardFolder(None, wildcards or {})
+        self._draws = draws or random.SystemRandom()
         self._log_prompts = log_prompts
         self._retention_days = retention_days
         self._adding = asyncio.Lock()
@@ -292,10 +292,11 @@ class ImageService:
         defaults = self.user_settings.defaults(saved, policy.default_model)
         if private is None:
             private = user_settings.private(saved)
+        draw = permutations.Draw(await self.wildcards(), self._draws)
         try:
             # The user's option sets (--mine) first: their flags may hold {…} choices too.
             given = option_sets.expanded(given, sets)
-            each = permutations.variants(given, most=most, draw=self._draw)
+            each = permutations.variants(given, most=most, draw=draw)
         except InvalidOption as error:
             raise options.as_typed(given, error) from None
         drawn = permutations.draws(given)
@@ -321,7 +322,7 @@ class ImageService:
             prepared.append((parsed, loaded))
             for k in range(1, parsed.repeat):
                 if drawn:
-                    again = await self._prepare(self._redrawn(given, most, index), who, defaults, load, shared)
+                    again = await self._prepare(self._redrawn(given, most, index, draw), who, defaults, load, shared)
                     prepared.append((_repeated(replace(again[0], repeat=1), k, parsed.request.count), again[1]))
                 else:
                     prepared.append((_repeated(parsed, k), replace(loaded, costs=[])))
@@ -352,12 +353,19 @@ class ImageService:
             raise
         return tuple(jobs)
 
-    def _redrawn(self, given: str | Mapping[str, object], most: int, index: int) -> str | dict[str, object]:
+    @staticmethod
+    def _redrawn(
+        given: str | Mapping[str, object], most: int, index: int, draw: permutations.Draw
+    ) -> str | dict[str, object]:
         """Return the `index`-th prompt of `given` with its picks and wildcards drawn again (another job of it)."""
         try:
-            return permutations.variants(given, most=most, draw=self._draw)[index]
+            return permutations.variants(given, most=most, draw=draw)[index]
         except InvalidOption as error:
             raise options.as_typed(given, error) from None
+
+    async def wildcards(self) -> Wildcards:
+        """Return the operator's wildcards, by name, as their files are now (`bot.wildcards.WildcardFolder`)."""
+        return await self._wildcards.current()
 
     async def model_for(self, who: Requester) -> str:
         """Return the model a request of the user's runs on when it names none: theirs, their server's, the bot's."""

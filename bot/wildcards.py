@@ -3,20 +3,27 @@
 A folder of ``.txt`` files (``IMAGEBOT_WILDCARDS``, else ``<data dir>/wildcards`` when it exists).
 A file's name is its path under the folder without ``.txt``, in lower case: ``colors/warm.txt``
 is ``__colors/warm__``. Every line that is not empty or a ``#`` comment is one choice, and may
-hold ``{a|b}`` picks and other wildcards (`bot.permutations.Draw`). The files are read once, at
-start, as the catalog is, and checked as any text is: UTF-8, no control characters, bounded in
-files, bytes, lines and line length, so a mistake stops the start with the file and line named
-rather than reaching a user.
+hold ``{a|b}`` picks and other wildcards (`bot.permutations.Draw`). The files are read at start
+and checked as any text is: UTF-8, no control characters, bounded in files, bytes, lines and line
+length, so a mistake stops the start with the file and line named rather than reaching a user.
+After that `WildcardFolder` reads them again when one changes, as Dynamic Prompts does: an edit is
+live at the next prompt; an edit that breaks a rule is logged, and the files as last read whole
+stay in use.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
+import time
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-__all__ = ["MOST_FILES", "Wildcards", "load_wildcards", "search"]
+__all__ = ["MOST_FILES", "WildcardFolder", "Wildcards", "load_wildcards", "search"]
+
+log = logging.getLogger(__name__)
 
 Wildcards = Mapping[str, tuple[str, ...]]
 
@@ -47,6 +54,69 @@ def load_wildcards(folder: Path | None) -> dict[str, tuple[str, ...]]:
             raise ValueError(f"{path}: another file is the wildcard __{name}__ too (names ignore case)")
         library[name] = _lines(path)
     return library
+
+
+class WildcardFolder:
+    """The operator's wildcard folder, read again when a file in it changes (its names, sizes, times).
+
+    Looked at, in a thread, at most every `every` seconds and only when a prompt or a listing asks:
+    an edit is live within seconds, and an idle bot reads nothing. A folder made after the start
+    is read too; one removed leaves no wildcards.
+    """
+
+    def __init__(
+        self,
+        folder: Path | None,
+        wildcards: Wildcards | None = None,
+        *,
+        every: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Read `folder` now (or take `wildcards`, read already: a fixed library when `folder` is None).
+
+        Raises:
+            ValueError: a file or line that breaks a rule, named (`load_wildcards`).
+        """
+        self.folder = folder
+        self._every, self._clock = every, clock
+        self._seen = _stamp(folder)
+        self.wildcards: Wildcards = load_wildcards(folder) if wildcards is None else wildcards
+        self._looked = clock()
+
+    async def current(self) -> Wildcards:
+        """Return the wildcards as the files are now, reading them again if any changed since last read."""
+        if self.folder is not None and self._clock() - self._looked >= self._every:
+            self._looked = self._clock()
+            await asyncio.to_thread(self._read_if_changed, self.folder)
+        return self.wildcards
+
+    def _read_if_changed(self, folder: Path) -> None:
+        stamp = _stamp(folder)
+        if stamp == self._seen:
+            return
+        self._seen = stamp  # a broken edit is logged once, not at every look
+        try:
+            self.wildcards = load_wildcards(folder)
+        except (OSError, ValueError) as error:
+            log.warning("wildcards not read again, the files as last read stay in use: %s", error)
+            return
+        log.info("wildcards read again from %s: %d files", folder, len(self.wildcards))
+
+
+def _stamp(folder: Path | None) -> tuple[tuple[str, int, int], ...]:
+    """Return what tells a change of the wildcard files: each one's path, size and modification time."""
+    if folder is None or not folder.is_dir():
+        return ()
+    stamps = []
+    for path in folder.rglob("*.txt"):
+        try:
+            stat = path.stat()
+        except OSError:  # removed meanwhile: the next look sees it gone
+            continue
+        stamps.append((path.as_posix(), stat.st_size, stat.st_mtime_ns))
+        if len(stamps) > MOST_FILES:  # too many to read: `load_wildcards` says so
+            break
+    return tuple(sorted(stamps))
 
 
 def _lines(path: Path) -> tuple[str, ...]:

@@ -27,7 +27,7 @@ from bot.ports import (
     WarmingBackend,
 )
 from bot.service import ImageService
-from bot.wildcards import load_wildcards
+from bot.wildcards import WildcardFolder
 from imagebot.plugins import backend_plugin
 from storage import ImageFiles, SqliteDatabase, SqliteGallery
 
@@ -195,7 +195,7 @@ async def bootstrap(
     if core.wildcards is not None and not core.wildcards.is_dir():
         raise ConfigurationError(f"IMAGEBOT_WILDCARDS: {core.wildcards} is not a folder")
     try:
-        wildcards = load_wildcards(core.wildcards or core.data_dir / "wildcards")
+        wildcards = WildcardFolder(core.wildcards or core.data_dir / "wildcards")
     except (OSError, ValueError) as error:
         raise ConfigurationError(f"IMAGEBOT_WILDCARDS: {error}") from error
     core.data_dir.mkdir(parents=True, exist_ok=True)

@@ -673,7 +673,7 @@ class ImagesCog(commands.Cog, name="Images"):
     @app_commands.command(name="wildcards", description="The wildcards a prompt draws a line from: __name__.")
     async def wildcards(self, interaction: discord.Interaction, search: str = "") -> None:
         """List the operator's wildcards whose name holds a search."""
-        await self._answer(interaction, self.flow.wildcards(search))
+        await self._answer(interaction, await self.flow.wildcards(search))
 
     @app_commands.command(name="settings", description="Your defaults for /imagine (no options: show them).")
     @app_commands.choices(size=SIZE_CHOICES, scheduler=SCHEDULER_CHOICES)

@@ -10,6 +10,7 @@ from bot.chat import ChatFlow, Text
 from bot.errors import InvalidOption
 from bot.jobs import Requester
 from bot.options import Limits
+from bot.wildcards import WildcardFolder
 from tests.fakes.service import memory_service
 
 ALICE = Requester("console", "alice", workspace="w1")
@@ -100,7 +101,7 @@ async def test_the_chat_lists_the_wildcards_with_a_few_of_their_choices(service)
 
 async def test_without_wildcards_the_list_says_so_and_underscores_are_words(backend, tmp_path):
     async with memory_service(backend, tmp_path) as service:
-        assert ChatFlow(service).wildcards() == Text(
+        assert await ChatFlow(service).wildcards() == Text(
             "This bot has no wildcards: its operator adds them as files of choices, one a line."
         )
         await (await service.imagine("a __init__ method", ALICE)).result()
@@ -111,7 +112,21 @@ async def test_a_long_list_of_wildcards_fits_a_chat_message(backend, tmp_path):
     """Fifteen lines of names and choices at most, then how many more: within Discord's 2,000 characters."""
     library = {f"{'n' * 50}/{'m' * 50}/{k:03d}": ("x" * 1000,) * 9 for k in range(40)}
     async with memory_service(backend, tmp_path, wildcards=library) as service:
-        listed = ChatFlow(service).wildcards()
+        listed = await ChatFlow(service).wildcards()
     lines = listed.text.splitlines()
     assert len(listed.text) <= 2000 and len(lines) == 17
     assert lines[-1] == "…and 25 more: name part of one to narrow the list."
+
+
+async def test_a_wildcard_file_added_while_the_bot_runs_is_drawn_from_and_listed(backend, tmp_path):
+    """No restart: the next prompt draws from a file the operator wrote, and `wildcards` lists it."""
+    folder = tmp_path / "wildcards"
+    folder.mkdir()
+    (folder / "animal.txt").write_text("fox\n", encoding="utf-8")
+    async with memory_service(backend, tmp_path, wildcards=WildcardFolder(folder, every=0)) as service:
+        with pytest.raises(InvalidOption, match=r"^Prompt names the wildcard __bird__, which this bot does not have"):
+            await service.imagine("a __bird__", ALICE)
+        (folder / "bird.txt").write_text("owl\n", encoding="utf-8")
+        await (await service.imagine("a __bird__ and a __animal__", ALICE)).result()
+        assert (await ChatFlow(service).wildcards("bird")).text.endswith("__bird__ (1): owl")
+    assert backend.requests[-1].prompt == "a owl and a fox"

@@ -1,14 +1,16 @@
-"""The operator's wildcard files: read once, by name, every rule broken named with its file and line."""
+"""The operator's wildcard files: read by name, each broken rule named with its file and line; read again if changed."""
 
 from __future__ import annotations
 
+import logging
+import shutil
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.wildcards import MOST_LINE, load_wildcards, search
+from bot.wildcards import MOST_LINE, WildcardFolder, load_wildcards, search
 from tests.properties.sentences import FUZZ
 
 
@@ -87,3 +89,51 @@ def test_any_bytes_are_choices_or_one_named_refusal(folder, data):
         return
     (choices,) = library.values()
     assert choices and all(choice and choice == choice.strip() and "\n" not in choice for choice in choices)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_an_edited_file_is_read_again_at_the_next_look_and_a_broken_edit_keeps_the_last_good_files(
+    tmp_path, caplog
+):
+    """Looked at every 2 s at most: an edit is live once that has passed; a file added or removed too. An edit that
+    breaks a rule is a warning in the log, naming the file, and the files as last read stay in use until it is
+    mended."""
+    clock = Clock()
+    write(tmp_path, "animal.txt", "fox\n")
+    folder = WildcardFolder(tmp_path, every=2.0, clock=clock)
+    assert await folder.current() == {"animal": ("fox",)}
+    write(tmp_path, "animal.txt", "fox\nowl\n")
+    write(tmp_path, "colors/warm.txt", "amber\n")
+    clock.now += 1.9
+    assert await folder.current() == {"animal": ("fox",)}  # not looked at again yet
+    clock.now += 0.1
+    assert await folder.current() == {"animal": ("fox", "owl"), "colors/warm": ("amber",)}
+
+    write(tmp_path, "animal.txt", "fox\n\x07owl\n")
+    clock.now += 2
+    with caplog.at_level(logging.WARNING, logger="bot.wildcards"):
+        assert await folder.current() == {"animal": ("fox", "owl"), "colors/warm": ("amber",)}
+    assert "animal.txt, line 2: a control character" in caplog.text
+    (tmp_path / "colors" / "warm.txt").unlink()
+    write(tmp_path, "animal.txt", "hare\n")
+    clock.now += 2
+    assert await folder.current() == {"animal": ("hare",)}
+
+
+async def test_a_folder_made_after_the_start_is_read_and_one_removed_leaves_none(tmp_path):
+    clock = Clock()
+    folder = WildcardFolder(tmp_path / "wildcards", every=2.0, clock=clock)
+    assert await folder.current() == {}
+    write(tmp_path / "wildcards", "animal.txt", "fox\n")
+    clock.now += 2
+    assert await folder.current() == {"animal": ("fox",)}
+    shutil.rmtree(tmp_path / "wildcards")
+    clock.now += 2
+    assert await folder.current() == {}
