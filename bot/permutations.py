@@ -13,10 +13,11 @@ one prompt, ``a red fox`` or ``a blue fox``, drawn for each prompt made (each co
 choices, each job of ``--repeat``; `Draw`). Inside a pick commas are words, and braces are picks
 too. As in Dynamic Prompts, an option may weigh more (``{3::red|blue}``: red three times as
 often), and a pick may take several options (``{2$$red|blue|green}``: two of them, joined by
-``, ``; ``{1-3$$…}`` one to three; ``{2$$ and $$…}`` joined by `` and ``), each at most once
-while there are enough. ``__name__`` is a **wildcard**: a line drawn from the operator's file
-``name.txt`` (`bot.wildcards`), whose own braces are picks and whose ``__other__`` wildcards are
-drawn in turn. Where the bot has no wildcards, ``__name__`` is words like any other.
+``, ``; ``{1-3$$…}`` one to three; ``{2$$ and $$…}`` joined by `` and ``; ``{2$$__name__}`` two
+lines of a wildcard), each at most once while there are enough. ``__name__`` is a **wildcard**:
+a line drawn from the operator's file ``name.txt`` (`bot.wildcards`), whose own braces are picks
+and whose ``__other__`` wildcards are drawn in turn. Where the bot has no wildcards, ``__name__``
+is words like any other.
 """
 
 from __future__ import annotations
@@ -62,15 +63,16 @@ class _Choice:
     """``{…}``: its options, each a sequence of text and further choices.
 
     A `pick` draws its options (``{a|b}``): from `least` to `most` of them (a count prefix,
-    ``{2$$a|b}``), each as often as its weight says (``{3::a|b}``; none given: all alike), joined by
-    `joiner`.
+    ``{2$$a|b}``; `most` None: all it has), each as often as its weight says (``{3::a|b}``; none
+    given: all alike), joined by `joiner`. A pick of one wildcard alone (``{2$$__animal__}``) draws
+    from the wildcard's lines.
     """
 
     options: tuple[tuple[str | _Choice, ...], ...]
     pick: bool = False
     weights: tuple[float, ...] = ()
     least: int = 1
-    most: int = 1
+    most: int | None = 1
     joiner: str = ", "
 
 
@@ -97,25 +99,13 @@ class _Drawing:
 
     def fill(self, text: str, depth: int = 0) -> str:
         """Return `text` with each ``__name__`` replaced by a drawn line of that wildcard, its picks drawn too."""
-        wildcards = self.draw.wildcards
-        if not wildcards or "__" not in text:
+        if not self.draw.wildcards or "__" not in text:
             return text
 
         def line(match: re.Match[str]) -> str:
-            name = match[1].lower()
-            lines = wildcards.get(name)
-            if lines is None:
-                close = difflib.get_close_matches(name, list(wildcards), n=3, cutoff=0.6)
-                raise InvalidOption(
-                    self.option,
-                    f"names the wildcard __{shown(name, 60)}__, which this bot does not have",
-                    [f"__{other}__" for other in close],
-                )
-            if depth == MOST_NESTED:
-                raise InvalidOption(self.option, f"draws wildcards inside wildcards more than {MOST_NESTED} deep")
+            lines = self._lines(match[1], depth)
             self._count()
-            drawn = self.draw.rng.choice(lines)
-            return "".join(self.picked(part, depth + 1) for part in _parse(drawn, self.option, picks_only=True))
+            return self._line(self.draw.rng.choice(lines), depth)
 
         return self._bounded(_WILDCARD.sub(line, text), "as its wildcards are drawn")
 
@@ -125,22 +115,59 @@ class _Drawing:
             return self.fill(part, depth)
         if not part.options:
             return ""
-        chosen = self._chosen(part, self.draw.rng.randint(part.least, part.most))
-        drawn = part.joiner.join("".join(self.picked(piece, depth) for piece in option) for option in chosen)
+        lone = _lone_wildcard(part.options) if self.draw.wildcards else None
+        if lone is not None:
+            # ``{2$$__animal__}`` takes two lines of the file, each once while any is left (Dynamic Prompts').
+            lines = self._lines(lone, depth)
+            count = self._count_of(part, len(lines))
+            drawn = part.joiner.join(self._line(lines[at], depth) for at in self._chosen((1.0,) * len(lines), count))
+        else:
+            weights = part.weights or (1.0,) * len(part.options)
+            count = self._count_of(part, len(part.options))
+            drawn = part.joiner.join(
+                "".join(self.picked(piece, depth) for piece in part.options[at]) for at in self._chosen(weights, count)
+            )
         return self._bounded(drawn, "as its picks are drawn")
 
-    def _chosen(self, part: _Choice, count: int) -> list[tuple[str | _Choice, ...]]:
-        """Draw `count` options of a pick by their weights, each once while any is left, then again from all."""
-        weights = part.weights or (1.0,) * len(part.options)
+    def _lines(self, name: str, depth: int) -> tuple[str, ...]:
+        """Return the lines of the wildcard `name` (any case) to draw from, `depth` wildcards deep (at most 8)."""
+        wildcards = self.draw.wildcards
+        lines = wildcards.get(name.lower())
+        if lines is None:
+            close = difflib.get_close_matches(name.lower(), list(wildcards), n=3, cutoff=0.6)
+            raise InvalidOption(
+                self.option,
+                f"names the wildcard __{shown(name.lower(), 60)}__, which this bot does not have",
+                [f"__{other}__" for other in close],
+            )
+        if depth == MOST_NESTED:
+            raise InvalidOption(self.option, f"draws wildcards inside wildcards more than {MOST_NESTED} deep")
+        return lines
+
+    def _line(self, line: str, depth: int) -> str:
+        """Return a wildcard's line as drawn: its braces are picks, its wildcards drawn a level deeper."""
+        return "".join(self.picked(part, depth + 1) for part in _parse(line, self.option, picks_only=True))
+
+    def _count_of(self, part: _Choice, options: int) -> int:
+        """Draw how many options a pick takes; an open count (``{2-$$…}``) goes up to all it has, 100 at most."""
+        most = max(part.least, min(options, MOST_PICKED)) if part.most is None else part.most
+        return self.draw.rng.randint(part.least, most)
+
+    def _chosen(self, weights: Sequence[float], count: int) -> list[int]:
+        """Draw `count` options' places by their weights, each once while any is left, then again from all."""
         drawable = [index for index, weight in enumerate(weights) if weight > 0]
+        even = len(drawable) == len(weights) and len(set(weights)) == 1
         left: list[int] = []
         chosen = []
         for _ in range(count):
             self._count()
             left = left or list(drawable)
-            index = self.draw.rng.choices(left, [weights[at] for at in left])[0]
-            left.remove(index)
-            chosen.append(part.options[index])
+            at = (
+                self.draw.rng.randrange(len(left))
+                if even
+                else self.draw.rng.choices(range(len(left)), [weights[i] for i in left])[0]
+            )
+            chosen.append(left.pop(at))
         return chosen
 
     def _count(self) -> None:
@@ -264,13 +291,14 @@ def _pick(options: Sequence[tuple[str | _Choice, ...]], option: str) -> _Choice:
             left to draw (every weight 0).
     """
     options = list(options)
-    least, most, joiner = 1, 1, ", "
+    least, joiner = 1, ", "
+    most: int | None = 1
     if counted := _lead(options[0], _COUNT):
         found, options[0] = counted
         upto = found["most"] if found["range"] else found["upto"]
         least = _number(found["least"] or "0", option)
-        most = len(options) if upto == "" else least if upto is None else _number(upto, option)
-        if least > most:
+        most = None if upto == "" else least if upto is None else _number(upto, option)
+        if most is not None and least > most:
             raise InvalidOption(option, f"asks a pick for {least} to {most} of its options; write the fewer first")
         joiner = joiner if found["joiner"] is None else found["joiner"]
     weights = []
@@ -289,6 +317,14 @@ def _pick(options: Sequence[tuple[str | _Choice, ...]], option: str) -> _Choice:
         raise InvalidOption(option, "weighs every option of a pick 0, so none can be drawn")
     even = all(weight == 1.0 for weight in weights)
     return _Choice(tuple(options), True, () if even else tuple(weights), least, most, joiner)
+
+
+def _lone_wildcard(options: Sequence[tuple[str | _Choice, ...]]) -> str | None:
+    """Return the name of the one wildcard that is a pick's one option (``{2$$__animal__}``), else None."""
+    if len(options) == 1 and len(options[0]) == 1 and isinstance(options[0][0], str):
+        found = _WILDCARD.fullmatch(options[0][0])
+        return None if found is None else found[1]
+    return None
 
 
 def _lead(

@@ -143,6 +143,14 @@ def drawn(text: str, runs: int = 60, library=None) -> set[str]:
         ("{0::a|b}", {"b"}),
         ("{2$$0::a|b|c}", {"b, c", "c, b"}),
         ("__pair__", {"x + y", "y + x"}),
+        # A wildcard alone in a pick: its lines are the options, each taken once while any is left.
+        ("{2$$__shade__}", {"light, deep", "deep, light"}),
+        ("{-$$ __Shade__ }", {"", "light", "deep", "light, deep", "deep, light"}),
+        (
+            "{3$$ or $$__shade__}",
+            {"light or deep or light", "light or deep or deep", "deep or light or light", "deep or light or deep"},
+        ),
+        ("{2$$__colors/warm__}", {"amber, amber"}),
     ],
 )
 def test_a_pick_or_a_wildcard_draws_one_of_its_options(text, possible):
@@ -178,6 +186,11 @@ def test_picks_make_no_more_prompts_and_each_combination_draws_its_own():
             "Prompt names the wildcard __colour__, which this bot does not have; did you mean '__color__'?",
         ),
         ("__loop__", "Prompt draws wildcards inside wildcards more than 8 deep."),
+        (
+            "{2$$__colour__}",
+            "Prompt names the wildcard __colour__, which this bot does not have; did you mean '__color__'?",
+        ),
+        ("{2$$__loop__}", "Prompt draws wildcards inside wildcards more than 8 deep."),
         ("__wide__ " * 5, "Prompt grows past 20,000 characters as its wildcards are drawn."),
         ("{100$$__v__|x}", "Prompt grows past 20,000 characters as its picks are drawn."),
         ("{3-2$$a|b}", "Prompt asks a pick for 3 to 2 of its options; write the fewer first."),
