@@ -17,6 +17,8 @@ TRICKY = [
     "--cfg", "--steps", "--refiner", "--lora", "--ar", "--bogus", "—seed", "--", "=", "k=v", "steps=500",
     "\x00", "\x1b[31m", "\n", "\r\n", "\t", "\u200b", "\u2028", "\ud800", "é", "🦊", '"', "'", "“", "<#C1>",
     "<@U1>", "&<>", "x" * 400, "{red, blue}", "{a,{b,c}}", "{", "}", "\\{", "{,}", "{a,b}" * 7,
+    "{red|blue}", "{2$$a|b|c}", "{1-3$$ and $$a|b}", "{-$$a|b}", "{3::a|0.5::b}", "{0::a|0::b}", "{101$$a|b}",
+    "{2$$__animal__}", "__animal__", "__nosuch__", "__Animal__",
 ]  # fmt: skip
 
 tricky = st.sampled_from(TRICKY)

@@ -36,6 +36,8 @@ BOB = Requester("discord", "2", workspace="g1", channel="c1")
 STRANGER = Requester("discord", "3", workspace="g2", channel="c9")  # another server
 DIRECT = Requester("discord", "1", channel="d1", direct=True)  # Alice in a direct message
 PEOPLE = (ALICE, BOB, STRANGER, DIRECT)
+# The operator's wildcard files, as read: `__animal__` draws a line; `__nosuch__` is a name the bot lacks.
+WILDCARDS = {"animal": ("fox", "owl {in snow|at dusk}", "__animal__ cub")}
 _TINY = GenerationRequest(prompt="a red fox", model="tiny", width=128, height=128, steps=2, seed=7)
 
 
@@ -92,6 +94,7 @@ async def world(
         limits=Limits(pixel_budget=4 * 1024 * 1024),
         seeds=itertools.count(100).__next__,
         clock=lambda: 1_700_000_000.0,
+        wildcards=WILDCARDS,
     )
     if policy:
         await db.policies.put("discord", "g1", policy)
