@@ -26,7 +26,7 @@ import difflib
 import itertools
 import random
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bot.errors import InvalidOption, shown
@@ -43,8 +43,9 @@ MOST_NESTED = 8
 # The most characters one drawn text may reach while its wildcards are filled in: a line holding
 # its own wildcard twice doubles at each level, and that is cut short long before memory is.
 MOST_DRAWN = 20_000
-# Draws one prompt may take, its picks' options and its wildcards' lines together: lines that each
-# draw further wildcards, all short, would otherwise draw millions of times before growing long.
+# Draws one command may take, its picks' options and its wildcards' lines, in all its prompts and
+# jobs together: lines that each draw further wildcards, all short, would otherwise draw millions
+# of times before growing long, on the event loop.
 MOST_DRAWS = 10_000
 # The most options one pick takes (``{100$$…}``), and the most an option weighs (``{1000::…}``).
 MOST_PICKED = 100
@@ -76,12 +77,23 @@ class _Choice:
     joiner: str = ", "
 
 
+@dataclass
+class _Tally:
+    """The draws taken so far with one `Draw`."""
+
+    draws: int = 0
+
+
 @dataclass(frozen=True)
 class Draw:
-    """How picks and wildcards are drawn: the wildcard files' lines by name, and the random source."""
+    """How one command's picks and wildcards are drawn: the wildcard files' lines by name, and the random source.
+
+    Its draws are counted, all its prompts together, up to `MOST_DRAWS`: make one for each command.
+    """
 
     wildcards: Wildcards = field(default_factory=dict)
     rng: random.Random = field(default_factory=random.SystemRandom)
+    tally: _Tally = field(default_factory=_Tally, compare=False, repr=False)
 
     def prompt(self, pieces: Sequence[str | _Choice], option: str) -> str:
         """Return one prompt: `pieces` joined, each pick's options and each wildcard's line drawn."""
@@ -91,11 +103,10 @@ class Draw:
 
 @dataclass
 class _Drawing:
-    """One prompt being drawn: what draws it, the option named in a refusal, and the draws taken so far."""
+    """One prompt being drawn: what draws it, and the option named in a refusal."""
 
     draw: Draw
     option: str
-    draws: int = 0
 
     def fill(self, text: str, depth: int = 0) -> str:
         """Return `text` with each ``__name__`` replaced by a drawn line of that wildcard, its picks drawn too."""
@@ -171,8 +182,8 @@ class _Drawing:
         return chosen
 
     def _count(self) -> None:
-        self.draws += 1
-        if self.draws > MOST_DRAWS:
+        self.draw.tally.draws += 1
+        if self.draw.tally.draws > MOST_DRAWS:
             raise InvalidOption(self.option, f"takes more than {MOST_DRAWS:,} draws of its picks and wildcards")
 
     def _bounded(self, text: str, how: str) -> str:
@@ -181,8 +192,12 @@ class _Drawing:
         return text
 
 
-def permutations(text: str, *, most: int = MOST, option: str = "prompt", draw: Draw | None = None) -> list[str]:
+def permutations(
+    text: str, *, most: int = MOST, option: str = "prompt", draw: Draw | None = None, only: int | None = None
+) -> list[str]:
     """Return the prompts `text` makes: every combination of its choices, each with its picks and wildcards drawn.
+
+    `only`: the prompt at that place alone, no other drawn (another job of a prompt made before).
 
     Raises:
         InvalidOption: a brace without its partner, braces nested too deep, more than `most`
@@ -192,22 +207,37 @@ def permutations(text: str, *, most: int = MOST, option: str = "prompt", draw: D
     if "{" not in text and "}" not in text and (not draw.wildcards or "__" not in text):
         return [text]
     parts = _parse(text, option)
-    if _count(parts, most) > most:
+    made = _count(parts, most)
+    if made > most:
         more = "makes several prompts with its {…} choices; one is taken here"
         raise InvalidOption(option, more if most == 1 else f"makes more than {most} prompts with its {{…}} choices")
-    return [draw.prompt(pieces, option) for pieces in _expand(parts)]
+    combinations: Iterable[tuple[str | _Choice, ...]] = _expand(parts)
+    if only is not None:
+        combinations = itertools.islice(combinations, only % made, only % made + 1)
+    return [draw.prompt(pieces, option) for pieces in combinations]
 
 
 def variants(
-    given: str | Mapping[str, object], *, most: int = MOST, draw: Draw | None = None
+    given: str | Mapping[str, object], *, most: int = MOST, draw: Draw | None = None, only: int | None = None
 ) -> list[str | dict[str, object]]:
     """Return what chat text or typed options make: one per combination of the choices in any text of them.
 
     Typed options (Discord's fields) combine their fields' choices in field order. Each call
-    draws the picks and wildcards anew.
+    draws the picks and wildcards anew; `only`: the one at that place, no other drawn.
     """
     if isinstance(given, str):
-        return list(permutations(given, most=most, draw=draw))
+        return list(permutations(given, most=most, draw=draw, only=only))
+    if only is not None:
+        # Its place in each field's prompts: the last field's change fastest, as in `itertools.product`.
+        places = []
+        for key, value in reversed(list(given.items())):
+            only, place = divmod(only, _made(value, most, key) if isinstance(value, str) else 1)
+            places.append(place)
+        values = [
+            permutations(value, most=most, option=key, draw=draw, only=place)[0] if isinstance(value, str) else value
+            for (key, value), place in zip(given.items(), reversed(places), strict=True)
+        ]
+        return [dict(zip(given, values, strict=True))]
     fields = [
         permutations(value, most=most, option=key, draw=draw) if isinstance(value, str) else [value]
         for key, value in given.items()
@@ -373,6 +403,11 @@ def _trimmed(parts: Sequence[str | _Choice]) -> tuple[str | _Choice, ...]:
     if kept and isinstance(kept[-1], str):
         kept[-1] = kept[-1].rstrip()
     return tuple(part for part in kept if part != "")
+
+
+def _made(text: str, most: int, option: str) -> int:
+    """Return how many prompts `text` makes (up to `most` + 1), none drawn."""
+    return _count(_parse(text, option), most) if "{" in text or "}" in text else 1
 
 
 def _count(parts: Sequence[str | _Choice], most: int) -> int:

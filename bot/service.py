@@ -359,7 +359,7 @@ class ImageService:
     ) -> str | dict[str, object]:
         """Return the `index`-th prompt of `given` with its picks and wildcards drawn again (another job of it)."""
         try:
-            return permutations.variants(given, most=most, draw=draw)[index]
+            return permutations.variants(given, most=most, draw=draw, only=index)[0]
         except InvalidOption as error:
             raise options.as_typed(given, error) from None
 

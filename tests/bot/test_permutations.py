@@ -55,6 +55,29 @@ def test_what_cannot_be_read_is_one_sentence(text, sentence):
     assert str(caught.value) == sentence
 
 
+@given(st.text(alphabet="{},\\ ab", max_size=40), st.integers(0, 60))
+@example("{a,b} {c,d,e}", 4)
+def test_the_prompt_at_a_place_alone_is_that_of_all_of_them(text, place):
+    """Another job of one prompt of several (`--repeat`) draws that one alone: the same as it is among all."""
+    try:
+        every = permutations(text)
+    except InvalidOption:
+        return
+    assert permutations(text, only=place) == [every[place % len(every)]]
+    fields = {"prompt": text, "negative": "{x, y, z}", "steps": 4}
+    combined = variants(fields)
+    assert variants(fields, only=place % len(combined)) == [combined[place % len(combined)]]
+
+
+def test_a_prompt_at_a_place_draws_no_other():
+    """Forty prompts, each with a pick: the fifth alone draws once, where all of them draw forty times."""
+    text = "{" + ", ".join(str(n) for n in range(40)) + "} {x|y}"
+    alone, every = Draw({}, random.Random(0)), Draw({}, random.Random(0))
+    (fifth,) = permutations(text, draw=alone, only=5)
+    assert fifth in ("5 x", "5 y") and alone.tally.draws == 1
+    assert len(permutations(text, draw=every)) == 40 and every.tally.draws == 40
+
+
 def test_typed_fields_combine_in_field_order():
     """Discord's fields: each field's choices, combined; other values stay as they are."""
     made = variants({"prompt": "a {red, blue} fox", "negative": "{text, blur}", "steps": 20})

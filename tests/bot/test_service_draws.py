@@ -81,6 +81,16 @@ async def test_a_later_job_of_a_repeat_that_draws_a_prompt_too_long_refuses_the_
     assert backend.requests == []
 
 
+async def test_a_commands_draws_count_together_its_jobs_too_and_past_the_most_none_is_queued(service, backend):
+    """Each `{100$$$$|}` draws 100 empty options: thirty of them are 3,000 draws a job. Three jobs (9,000) are made;
+    four (12,000) pass the 10,000 one command may draw, on the event loop, and none is queued."""
+    jobs = await service.imagine_each("a fox " + "{100$$$$|}" * 30 + " --repeat 3", ALICE)
+    assert [(await job.result()).request.prompt for job in jobs] == ["a fox"] * 3
+    with pytest.raises(InvalidOption, match=r"^Prompt takes more than 10,000 draws of its picks and wildcards\.$"):
+        await service.imagine_each("a fox " + "{100$$$$|}" * 30 + " --repeat 4", ALICE)
+    assert len(backend.requests) == 3
+
+
 async def test_the_chat_lists_the_wildcards_with_a_few_of_their_choices(service):
     flow = ChatFlow(service)
     listed = await flow.text(ALICE, "wildcards")
