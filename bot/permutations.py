@@ -23,6 +23,7 @@ is words like any other.
 from __future__ import annotations
 
 import difflib
+import functools
 import itertools
 import random
 import re
@@ -131,12 +132,12 @@ class _Drawing:
             # ``{2$$__animal__}`` takes two lines of the file, each once while any is left (Dynamic Prompts').
             lines = self._lines(lone, depth)
             count = self._count_of(part, len(lines))
-            drawn = part.joiner.join(self._line(lines[at], depth) for at in self._chosen((1.0,) * len(lines), count))
+            drawn = part.joiner.join(self._line(lines[at], depth) for at in self._chosen((), len(lines), count))
         else:
-            weights = part.weights or (1.0,) * len(part.options)
             count = self._count_of(part, len(part.options))
             drawn = part.joiner.join(
-                "".join(self.picked(piece, depth) for piece in part.options[at]) for at in self._chosen(weights, count)
+                "".join(self.picked(piece, depth) for piece in part.options[at])
+                for at in self._chosen(part.weights, len(part.options), count)
             )
         return self._bounded(drawn, "as its picks are drawn")
 
@@ -157,32 +158,36 @@ class _Drawing:
 
     def _line(self, line: str, depth: int) -> str:
         """Return a wildcard's line as drawn: its braces are picks, its wildcards drawn a level deeper."""
-        return "".join(self.picked(part, depth + 1) for part in _parse(line, self.option, picks_only=True))
+        return "".join(self.picked(part, depth + 1) for part in _parsed_line(line, self.option))
 
     def _count_of(self, part: _Choice, options: int) -> int:
         """Draw how many options a pick takes; an open count (``{2-$$…}``) goes up to all it has, 100 at most."""
         most = max(part.least, min(options, MOST_PICKED)) if part.most is None else part.most
         return self.draw.rng.randint(part.least, most)
 
-    def _chosen(self, weights: Sequence[float], count: int) -> list[int]:
-        """Draw `count` options' places by their weights, each once while any is left, then again from all."""
+    def _chosen(self, weights: Sequence[float], options: int, count: int) -> list[int]:
+        """Draw `count` of the places of `options`, each once while any is left, then again from all.
+
+        By `weights`; none: all alike.
+        """
+        rng = self.draw.rng
+        chosen: list[int] = []
+        if not weights:  # a sample a round: no list of the options is made for each draw
+            while len(chosen) < count:
+                take = min(count - len(chosen), options)
+                self._count(take)
+                chosen += rng.sample(range(options), take)
+            return chosen
         drawable = [index for index, weight in enumerate(weights) if weight > 0]
-        even = len(drawable) == len(weights) and len(set(weights)) == 1
         left: list[int] = []
-        chosen = []
         for _ in range(count):
             self._count()
             left = left or list(drawable)
-            at = (
-                self.draw.rng.randrange(len(left))
-                if even
-                else self.draw.rng.choices(range(len(left)), [weights[i] for i in left])[0]
-            )
-            chosen.append(left.pop(at))
+            chosen.append(left.pop(rng.choices(range(len(left)), [weights[i] for i in left])[0]))
         return chosen
 
-    def _count(self) -> None:
-        self.draw.tally.draws += 1
+    def _count(self, draws: int = 1) -> None:
+        self.draw.tally.draws += draws
         if self.draw.tally.draws > MOST_DRAWS:
             raise InvalidOption(self.option, f"takes more than {MOST_DRAWS:,} draws of its picks and wildcards")
 
@@ -372,6 +377,12 @@ def _number(digits: str, option: str) -> int:
     if len(digits) > 3 or int(digits) > MOST_PICKED:
         raise InvalidOption(option, f"asks a pick for {shown(digits, 20)} of its options; the most is {MOST_PICKED}")
     return int(digits)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_line(line: str, option: str) -> tuple[str | _Choice, ...]:
+    """Return a wildcard file's line read into text and picks, once: a command may draw it thousands of times."""
+    return _parse(line, option, picks_only=True)
 
 
 def _is_pick(text: str, at: int) -> bool:
