@@ -16,6 +16,7 @@ from pathlib import Path
 from bot.catalog import load_catalog
 from bot.config import SETTINGS, CoreSettings, settings_problem
 from bot.plugins import Check
+from bot.wildcards import load_wildcards
 from imagebot.plugins import backend_plugins, chat_plugins
 
 __all__ = ["Check", "check_all", "report"]
@@ -42,7 +43,11 @@ async def check_all(*, running: bool = False) -> list[Check]:
         return checks  # everything else reads the settings
     core = CoreSettings()
     catalog = load_catalog(core.catalog)
-    checks += [await _data_dir(core.data_dir), await _database(core.data_dir / "imagebot.sqlite3")]
+    checks += [
+        await _data_dir(core.data_dir),
+        await _database(core.data_dir / "imagebot.sqlite3"),
+        await _wildcards(core),
+    ]
     for chat in chat_plugins().values():
         checks += await chat.checks()
     wanted = {core.backend} | {m.backend for m in catalog.entries("model") if m.backend}
@@ -53,6 +58,23 @@ async def check_all(*, running: bool = False) -> list[Check]:
             continue
         checks += await plugins[name].checks(catalog, core, running=running)
     return checks
+
+
+async def _wildcards(core: CoreSettings) -> Check:
+    """Read the wildcard files as the bot reads them at start (`bot.wildcards`)."""
+    folder = core.wildcards or core.data_dir / "wildcards"
+    if not folder.is_dir():
+        if core.wildcards is not None:
+            return Check("wildcards", False, f"IMAGEBOT_WILDCARDS: {folder} is not a folder; make it, or unset it.")
+        return Check("wildcards", True, f"none: files of choices in {folder} would be drawn from with __name__")
+    try:
+        library = await asyncio.to_thread(load_wildcards, folder)
+    except (OSError, ValueError) as error:
+        return Check(
+            "wildcards", False, f"{error}; mend it: a starting bot refuses it, a running one keeps the last good files."
+        )
+    choices = sum(len(lines) for lines in library.values())
+    return Check("wildcards", True, f"{len(library)} files of {choices} choices in {folder}")
 
 
 def _settings() -> Check:

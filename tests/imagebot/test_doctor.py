@@ -40,6 +40,7 @@ async def test_a_cpu_box_on_defaults_passes_every_check(tmp_path: Path) -> None:
         "settings",
         "data dir",
         "database",
+        "wildcards",
         "Discord",
         "Slack",
         "GPU",
@@ -169,6 +170,31 @@ async def test_storage_problems(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     database = by_name(await check_all())["database"]
     assert not database.ok
     assert database.detail == f"schema 99 is newer than this imagebot's ({SCHEMA_VERSION}); upgrade imagebot."
+
+
+async def test_the_wildcard_files_are_read_as_the_bot_reads_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("IMAGEBOT_BACKEND", "modelslab")
+    folder = tmp_path / "data" / "wildcards"
+    assert by_name(await check_all())["wildcards"] == Check(
+        "wildcards", True, f"none: files of choices in {folder} would be drawn from with __name__"
+    )
+    (folder / "colors").mkdir(parents=True)
+    (folder / "animal.txt").write_text("fox\nowl\n", encoding="utf-8")
+    (folder / "colors" / "warm.txt").write_text("amber\n", encoding="utf-8")
+    assert by_name(await check_all())["wildcards"] == Check("wildcards", True, f"2 files of 3 choices in {folder}")
+    (folder / "animal.txt").write_text("fox\n\x07owl\n", encoding="utf-8")
+    broken = by_name(await check_all())["wildcards"]
+    assert not broken.ok and broken.detail == (
+        f"{folder / 'animal.txt'}, line 2: a control character; a choice is words; mend it: a starting bot refuses it,"
+        " a running one keeps the last good files."
+    )
+    monkeypatch.setenv("IMAGEBOT_WILDCARDS", str(tmp_path / "elsewhere"))
+    missing = by_name(await check_all())["wildcards"]
+    assert missing == Check(
+        "wildcards", False, f"IMAGEBOT_WILDCARDS: {tmp_path / 'elsewhere'} is not a folder; make it, or unset it."
+    )
 
 
 async def test_half_configured_slack_is_a_failure_and_secrets_are_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
