@@ -30,9 +30,14 @@ _PROPERTIES = Path(__file__).parent / "properties"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Put the entry-point property suite first: under `make test` its files are the longest (minutes
-    each), and xdist hands files to its workers in this order, so one handed out last runs alone at the end."""
-    items.sort(key=lambda item: not item.path.is_relative_to(_PROPERTIES))
+    """Put the longest files first: the entry-point property suite (minutes each under `make test`), then those
+    with slow tests (worker processes, Ray, whole bots). xdist hands files to its workers in this order, so the
+    short ones fill in at the end instead of one long file running alone there. Each file's tests keep their order."""
+    rank: dict[Path, int] = {}
+    for item in items:
+        mine = 0 if item.path.is_relative_to(_PROPERTIES) else 1 if item.get_closest_marker("slow") else 2
+        rank[item.path] = min(rank.get(item.path, 2), mine)
+    items.sort(key=lambda item: rank[item.path])
 
 
 @pytest.fixture(scope="session")
