@@ -290,7 +290,13 @@ async def test_the_command_exits_non_zero_on_a_failure(tmp_path: Path) -> None:
     )
     out, _ = await process.communicate()
     assert process.returncode == 1
-    assert "✖ Runware   IMAGEBOT_RUNWARE_API_KEY is not set; create a key in Runware's dashboard." in out.decode()
+    # One line a check, the names in a column as wide as the longest ("wildcards").
+    lines = out.decode().splitlines()
+    assert "✖ Runware    IMAGEBOT_RUNWARE_API_KEY is not set; create a key in Runware's dashboard." in lines
+    assert (
+        f"✔ wildcards  none: files of choices in {tmp_path / 'data' / 'wildcards'} would be drawn from with __name__"
+        in lines
+    )
 
 
 def test_every_shipped_backend_and_chat_is_found_by_name() -> None:
