@@ -42,7 +42,7 @@ test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
-	HF_HUB_OFFLINE=1 HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest -q -n auto --dist loadfile
+	HF_HUB_OFFLINE=1 HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 # Under a minute on two cores: every test but those marked slow (worker processes, Ray, whole bots
 # over the loopback fakes), and a few examples per property. mypy stays: it takes seconds.

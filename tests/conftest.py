@@ -31,8 +31,10 @@ _PROPERTIES = Path(__file__).parent / "properties"
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Put the longest files first: the entry-point property suite (minutes each under `make test`), then those
-    with slow tests (worker processes, Ray, whole bots). xdist hands files to its workers in this order, so the
-    short ones fill in at the end instead of one long file running alone there. Each file's tests keep their order."""
+    with slow tests (worker processes, Ray, whole bots). xdist hands files to its workers in this order (the
+    `make test`'s `--no-loadscope-reorder`: by default it goes by how many tests a file has, which put the property
+    suite, few tests of minutes each, last), so the short ones fill in at the end instead of one long file running
+    alone there. Each file's tests keep their order."""
     rank: dict[Path, int] = {}
     for item in items:
         mine = 0 if item.path.is_relative_to(_PROPERTIES) else 1 if item.get_closest_marker("slow") else 2
