@@ -197,7 +197,9 @@ async def test_the_key_never_reaches_a_log_line(service, fake: FakeModelsLab, ca
     fake.inject(Fault("processing", polls=1, eta=0.01))
     await outcome(service[0], "a red fox")
     assert fake.api_key not in caplog.text
-    assert "httpx" in caplog.text  # the requests were logged, without it
+    # The requests were logged, without it (by the records' names: Ray, tested before in the same process,
+    # may have changed how the captured text is formatted).
+    assert any(record.name.startswith("httpx") for record in caplog.records)
 
 
 async def test_modelslabs_safety_checker_verdict_is_stored_per_image(service, fake: FakeModelsLab) -> None:

@@ -125,7 +125,9 @@ async def test_a_wrong_key_is_final_and_never_logged(fake: FakeRunware, tmp_path
     # Which logger wrote it, should one ever do: the failure then names it (one full run saw the key, once).
     leaks = [f"{r.name} {r.pathname}:{r.lineno}" for r in caplog.records if "rw-wrong-key" in r.getMessage()]
     assert not leaks and "rw-wrong-key" not in caplog.text, leaks
-    assert "httpx" in caplog.text
+    # httpx did log the requests (by the records' names: a test before this one in the same process, Ray's,
+    # may have changed how the captured text is formatted).
+    assert any(record.name.startswith("httpx") for record in caplog.records)
     assert len(fake.requests) == 1
 
 
