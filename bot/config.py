@@ -78,6 +78,11 @@ class CoreSettings(BaseSettings):
     )
     metrics_host: str = Field(default="127.0.0.1", description="The address /metrics listens on.")
 
+    @property
+    def wildcard_folder(self) -> Path:
+        """The folder the wildcard files are read from: `wildcards`, else ``<data dir>/wildcards``."""
+        return self.wildcards or self.data_dir / "wildcards"
+
 
 class LocalWorkerSettings(BaseSettings):
     """The local diffusers worker process."""

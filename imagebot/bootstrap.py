@@ -195,7 +195,7 @@ async def bootstrap(
     if core.wildcards is not None and not core.wildcards.is_dir():
         raise ConfigurationError(f"IMAGEBOT_WILDCARDS: {core.wildcards} is not a folder")
     try:
-        wildcards = WildcardFolder(core.wildcards or core.data_dir / "wildcards")
+        wildcards = WildcardFolder(core.wildcard_folder)
     except (OSError, ValueError) as error:
         raise ConfigurationError(f"IMAGEBOT_WILDCARDS: {error}") from error
     core.data_dir.mkdir(parents=True, exist_ok=True)

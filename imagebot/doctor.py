@@ -62,7 +62,7 @@ async def check_all(*, running: bool = False) -> list[Check]:
 
 async def _wildcards(core: CoreSettings) -> Check:
     """Read the wildcard files as the bot reads them at start (`bot.wildcards`)."""
-    folder = core.wildcards or core.data_dir / "wildcards"
+    folder = core.wildcard_folder
     if not folder.is_dir():
         if core.wildcards is not None:
             return Check("wildcards", False, f"IMAGEBOT_WILDCARDS: {folder} is not a folder; make it, or unset it.")
