@@ -4,9 +4,10 @@ r"""Permutation prompts, Midjourney's, and random picks and wildcards, Dynamic P
 separated by commas; a choice may hold braces of its own, and any part of the text may be a
 choice, a flag's value too (``--ar {1:1, 16:9}``). The prompts are every combination, in reading
 order, each becoming a job of its own. ``\{`` and ``\}`` stand for the brace itself and, inside
-braces, ``\,`` and ``\|`` for a comma and a bar; any other backslash is itself, left for the prompt's
-weights (`bot.weighting`) to read. How many prompts a text makes is counted before any is
-written out, so ``{a,b}`` twenty times over is one sentence, not a million strings.
+braces, ``\,`` and ``\|`` for a comma and a bar; ``\_`` is an underscore that never starts or ends a
+wildcard (below); any other backslash is itself, left for the prompt's weights (`bot.weighting`) to
+read. How many prompts a text makes is counted before any is written out, so ``{a,b}`` twenty
+times over is one sentence, not a million strings.
 
 Braces whose options are separated by ``|`` are a random **pick** instead: ``a {red|blue} fox`` is
 one prompt, ``a red fox`` or ``a blue fox``, drawn for each prompt made (each combination of the
@@ -51,7 +52,10 @@ MOST_DRAWS = 10_000
 # The most options one pick takes (``{100$$…}``), and the most an option weighs (``{1000::…}``).
 MOST_PICKED = 100
 MOST_WEIGHT = 1000
-_WILDCARD = re.compile(r"__([A-Za-z0-9][A-Za-z0-9_/-]*?)__")
+# A backslash before an underscore makes it the character itself, never a wildcard's (``\__init__``).
+_WILDCARD = re.compile(r"(?<!\\)__([A-Za-z0-9][A-Za-z0-9_/-]*?)__")
+# What `escaped` writes as ``\_``: underscores in a run of two or more, and one after a backslash.
+_UNDERSCORES = re.compile(r"(?<=\\)_+|_{2,}")
 # A pick's count, before its first option: ``2$$``, ``1-3$$``, ``-3$$``, ``2-$$``, ``-$$``, each with a
 # joiner between two ``$$`` if wanted (``2$$ and $$``).
 _COUNT = re.compile(
@@ -99,7 +103,7 @@ class Draw:
     def prompt(self, pieces: Sequence[str | _Choice], option: str) -> str:
         """Return one prompt: `pieces` joined, each pick's options and each wildcard's line drawn."""
         drawing = _Drawing(self, option)
-        return "".join(drawing.picked(piece) for piece in pieces)
+        return "".join(drawing.picked(piece) for piece in pieces).replace("\\_", "_")
 
 
 @dataclass
@@ -209,7 +213,7 @@ def permutations(
             prompts, or a wildcard the bot does not have.
     """
     draw = draw or Draw()
-    if "{" not in text and "}" not in text and (not draw.wildcards or "__" not in text):
+    if "{" not in text and "}" not in text and "\\_" not in text and (not draw.wildcards or "__" not in text):
         return [text]
     parts = _parse(text, option)
     made = _count(parts, most)
@@ -264,7 +268,11 @@ def draws(given: str | Mapping[str, object]) -> bool:
 
 
 def escaped(text: str) -> str:
-    """Return `text` written so that `permutations` reads it back as itself: its braces escaped."""
+    """Return `text` written so that `permutations` reads it back as itself, wildcards or none.
+
+    Its braces are escaped, and its underscores where they could read as a wildcard's or an escape.
+    """
+    text = _UNDERSCORES.sub(lambda run: "\\_" * len(run[0]), text)
     return text.replace("{", "\\{").replace("}", "\\}")
 
 

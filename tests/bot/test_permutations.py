@@ -102,6 +102,36 @@ def test_any_text_escaped_reads_back_as_itself(text):
     assert permutations(escaped(text)) == [text]
 
 
+@given(st.text(alphabet="_\\{}|,$:ax ", max_size=60))
+@example("a __a__ fox")
+@example("\\__a__")
+@example("x\\_")
+def test_any_text_escaped_reads_back_as_itself_where_its_words_name_wildcards(text):
+    """A prompt stored where its ``__a__`` was words (no wildcards then) is itself again once `a` is a wildcard."""
+    assert permutations(escaped(text), draw=Draw({"a": ("drawn",), "x": ("drawn",)}, random.Random(0))) == [text]
+
+
+@pytest.mark.parametrize(
+    ("text", "prompt"),
+    [
+        # An escaped underscore is the character, and two of them never open a wildcard.
+        (r"a \_\_shade\_\_ fox", "a __shade__ fox"),
+        (r"snake\_case __shade__", "snake_case light"),
+        # One escaped, the rest read on: the wildcard starts after it.
+        (r"\__shade__", "__shade__"),
+        (r"\___shade__", "_light"),
+        # Inside a pick, and in a wildcard's line.
+        (r"{\_\_shade\_\_|\_\_shade\_\_}", "__shade__"),
+        ("__under__", "__init__ light"),
+    ],
+)
+def test_an_escaped_underscore_is_itself_and_no_wildcard(text, prompt):
+    library = {"shade": ("light",), "under": (r"\_\_init\_\_ __shade__",)}
+    assert permutations(text, draw=Draw(library, random.Random(0))) == [prompt]
+    # Where the bot has no wildcards it is the character too: one meaning, whatever the operator adds.
+    assert permutations(r"snake\_case", draw=Draw({}, random.Random(0))) == ["snake_case"]
+
+
 @given(st.text(alphabet="{},\\ ab", max_size=60), st.integers(1, MOST))
 def test_any_text_makes_at_most_most_prompts_or_one_sentence(text, most):
     """Any mix of braces, commas and backslashes: some prompts, none with a brace left unread, or one sentence."""

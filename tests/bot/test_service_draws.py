@@ -140,3 +140,21 @@ async def test_a_wildcard_file_added_while_the_bot_runs_is_drawn_from_and_listed
         await (await service.imagine("a __bird__ and a __animal__", ALICE)).result()
         assert (await ChatFlow(service).wildcards("bird")).text.endswith("__bird__ (1): owl")
     assert backend.requests[-1].prompt == "a owl and a fox"
+
+
+async def test_a_prompt_made_before_its_words_named_a_wildcard_is_made_again_by_its_edit(backend, tmp_path):
+    """`a __fox__ kit` was words while the bot had no wildcard `fox`; once the operator adds one, the image's
+    Edit text still asks for those words, and the old image's reroll keeps them."""
+    folder = tmp_path / "wildcards"
+    async with memory_service(backend, tmp_path, wildcards=WildcardFolder(folder, every=0)) as service:
+        made = await (await service.imagine(r"a __fox__ kit, snake\_case --steps 4", ALICE)).result()
+        assert made.request.prompt == "a __fox__ kit, snake_case"
+        folder.mkdir()
+        (folder / "fox.txt").write_text("red fox\n", encoding="utf-8")
+        await (await service.imagine("a __fox__", ALICE)).result()
+        edit = await ChatFlow(service).edit(ALICE, made.id)
+        assert edit.text.startswith(r"a \_\_fox\_\_ kit, snake_case --model")
+        again = await (await service.imagine(edit.text, ALICE)).result()
+        rerolled = await (await service.reroll(ALICE, made.id)).result()
+    assert again.request.prompt == rerolled.request.prompt == "a __fox__ kit, snake_case"
+    assert [request.prompt for request in backend.requests][1] == "a red fox"
