@@ -57,7 +57,7 @@ from bot.catalog import Catalog, CatalogEntry, Kind
 from bot.controls import PROBE_SHA, STYLE_WEIGHT, Guide, build_controls, guide_refs
 from bot.errors import InvalidOption, shown
 from bot.permutations import escaped
-from bot.pngmeta import LORA_TAG
+from bot.pngmeta import LORA_TAG, number_text
 from bot.request import (
     CFG,
     CLIP_SKIP,
@@ -445,7 +445,7 @@ def imagine_command(request: GenerationRequest, catalog: Catalog, refs: Mapping[
         flags.append(("--size", f"{request.width}x{request.height}"))
     flags += [
         ("--steps", str(request.steps)),
-        ("--cfg", _number(request.cfg_scale)),
+        ("--cfg", number_text(request.cfg_scale)),
         ("--scheduler", request.scheduler),
     ]
     if request.seed is not None:
@@ -463,7 +463,7 @@ def imagine_command(request: GenerationRequest, catalog: Catalog, refs: Mapping[
     if request.tiling:
         flags.append(("--tile", "on"))
     if request.variation_strength:
-        flags.append(("--variation", _number(request.variation_strength)))
+        flags.append(("--variation", number_text(request.variation_strength)))
         if request.variation_seed is not None:
             flags.append(("--variation-seed", str(request.variation_seed)))
     if request.output_format != "png":
@@ -502,14 +502,8 @@ def _with_texts(prompt: str, negative: str | None, rest: str) -> str | None:
     return None
 
 
-def _number(value: float) -> str:
-    """Return a number as short as it reads back exactly (7, 0.35, 1e-05)."""
-    short = f"{value:g}"
-    return short if float(short) == value else repr(value)
-
-
 def _weighted_text(name: WeightedName) -> str:
-    return name.name if name.weight == 1.0 else f"{name.name}:{_number(name.weight)}"
+    return name.name if name.weight == 1.0 else f"{name.name}:{number_text(name.weight)}"
 
 
 def _refiner_flag(request: GenerationRequest, model: CatalogEntry) -> list[tuple[str, str | None]]:
@@ -525,7 +519,7 @@ def _refiner_flag(request: GenerationRequest, model: CatalogEntry) -> list[tuple
 def _image_flags(request: GenerationRequest, refs: Mapping[str, str]) -> list[tuple[str, str | None]]:
     if request.init_image is None or request.strength is None:
         return []
-    flags = [("--image", refs.get(request.init_image)), ("--strength", _number(request.strength))]
+    flags = [("--image", refs.get(request.init_image)), ("--strength", number_text(request.strength))]
     if request.mask_image is not None:
         flags.append(("--mask", refs.get(request.mask_image)))
     if request.outpaint is not None:
@@ -551,7 +545,7 @@ def _control_flags(
     items: list[str | None] = []
     for control in controls:
         ref = refs.get(control.source or control.guide)
-        weight = "" if control.weight == 1.0 else f":{_number(control.weight)}"
+        weight = "" if control.weight == 1.0 else f":{number_text(control.weight)}"
         items.append(None if ref is None else f"{control.model}={ref}{weight}@{control.start_step}-{control.end_step}")
     flags: list[tuple[str, str | None]] = [("--cn", None if None in items else ", ".join(map(str, items)))]
     if modes - {"balanced"}:
@@ -571,7 +565,7 @@ def _style_flags(
     if any(not c.style or (c.start_step, c.end_step) != (1, request.run_steps) for c in last):
         return [("--sref", None)]
     items = [refs.get(c.guide) for c in styles]
-    weights = ["" if c.weight == 1.0 else f":{_number(c.weight)}" for c in styles]
+    weights = ["" if c.weight == 1.0 else f":{number_text(c.weight)}" for c in styles]
     return [("--sref", None if None in items else " ".join(f"{i}{w}" for i, w in zip(items, weights, strict=True)))]
 
 

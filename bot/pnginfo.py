@@ -18,7 +18,7 @@ from bot.comfy import parameters_of_workflow
 from bot.errors import InvalidOption, shown
 from bot.images import image_format
 from bot.options import Defaults, Limits, imagine_command, parse_options
-from bot.pngmeta import parse_parameters, read_parameters, read_text
+from bot.pngmeta import number_text, parse_parameters, read_parameters, read_text
 
 __all__ = ["PNG_INFO_MOST", "PNG_INFO_REPLY", "png_info"]
 
@@ -83,7 +83,7 @@ def _asked(text: str, catalog: Catalog) -> tuple[dict[str, object], list[str]]:
         if found is None:
             missing.append(f"LoRA '{_clean(lora, 60)}'")
         else:
-            loras.append(f"{found.name}:{weight:g}")
+            loras.append(f"{found.name}:{number_text(weight)}")
     if loras:
         options["lora"] = ", ".join(loras)
     missing += [f"tag '{_clean(tag, 60)}'" for tag in parsed["unread_tags"]]
@@ -104,11 +104,47 @@ def _asked(text: str, catalog: Catalog) -> tuple[dict[str, object], list[str]]:
             options[option] = fields[field]
     if fields.get("Tiling", "").lower() == "true":
         options["tile"] = "on"
+    clip_skip = fields.get("Clip skip", "").strip()
+    if clip_skip in ("1", "2", "3"):
+        # A1111 counts the layer SDXL itself stops at as 1; this bot counts the layers skipped past it.
+        options["clip_skip"] = str(int(clip_skip) - 1)
+    elif clip_skip:
+        missing.append(f"clip skip '{_clean(clip_skip, 20)}'")
+    refiner = fields.get("Refiner")
+    if refiner and catalog.find("refiner", refiner) is None:
+        missing.append(f"refiner '{_clean(refiner, 60)}'")
+    elif refiner:
+        # The model's own refiner takes over where the image's did; a switch out of range is refused.
+        options["refiner"] = _percent(fields.get("Refiner switch at", ""))
+    vae = fields.get("VAE")
+    if vae and catalog.find("vae", vae) is None:
+        missing.append(f"VAE '{_clean(vae, 60)}'")
+    elif vae:
+        options["vae"] = vae
+    embeddings = []
+    for named in filter(None, (part.strip() for part in fields.get("Embeddings", "").split(","))):
+        embedding, _, weight = named.rpartition(":") if ":" in named else (named, "", "1")
+        if catalog.find("embedding", embedding) is None:
+            missing.append(f"embedding '{_clean(embedding, 60)}'")
+        else:
+            embeddings.append(f"{embedding}:{weight}")
+    if embeddings:
+        options["embedding"] = ", ".join(embeddings)
+    if fields.get("Hires upscale") and "Init image hash" not in fields:
+        missing.append(f"hires fix '{_clean(fields['Hires upscale'], 20)}' (Upscale does it after)")
     variation = fields.get("Variation seed strength", "")
     if fields.get("Variation seed") and variation.strip() not in ("", "0", "0.0"):  # A1111 writes them only above 0
         options["variation_seed"] = fields["Variation seed"]  # first: a refusal naming it takes it alone
         options["variation"] = variation
     return options, missing
+
+
+def _percent(fraction: str) -> str:
+    """Return a fraction of the steps (A1111's ``Refiner switch at: 0.8``) as the percentage ``--refiner`` takes."""
+    try:
+        return f"{round(float(fraction) * 100)}"
+    except (ValueError, OverflowError):
+        return fraction.strip() or "none given"
 
 
 def _command(

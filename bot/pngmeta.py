@@ -31,6 +31,7 @@ __all__ = [
     "LORA_TAG",
     "embed_parameters",
     "embed_text",
+    "number_text",
     "parameters_text",
     "parse_parameters",
     "read_parameters",
@@ -52,8 +53,10 @@ _MAX_TEXT = 64 * 1024
 _PARAM = re.compile(r'\s*([\w][\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 
 
-def _number(value: float) -> str:
-    return f"{value:g}"
+def number_text(value: float) -> str:
+    """Return a number as short as it reads back exactly (7, 0.35, 1e-05)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
 
 
 def _quoted(value: str) -> str:
@@ -65,7 +68,7 @@ def write_parameters(
     prompt: str, negative: str | None, loras: Sequence[tuple[str, float]], fields: Mapping[str, str]
 ) -> str:
     """Write A1111's ``parameters`` text: the prompt and its ``<lora:…>`` tags, the negative line, the fields line."""
-    lines = [prompt + "".join(f" <lora:{name}:{_number(weight)}>" for name, weight in loras)]
+    lines = [prompt + "".join(f" <lora:{name}:{number_text(weight)}>" for name, weight in loras)]
     if negative:
         lines.append(f"Negative prompt: {negative}")
     if fields:
@@ -80,7 +83,7 @@ def parameters_text(
     fields: dict[str, str] = {
         "Steps": str(request.steps),
         "Sampler": request.scheduler,
-        "CFG scale": _number(request.cfg_scale),
+        "CFG scale": number_text(request.cfg_scale),
         "Seed": str(seed),
         "Size": f"{request.width}x{request.height}",
         "Model": request.model,
@@ -88,7 +91,7 @@ def parameters_text(
     if request.init_image is not None:
         # A1111's img2img field; the hashes name the stored inputs, so the row and they reproduce it.
         if request.strength is not None:
-            fields["Denoising strength"] = _number(request.strength)
+            fields["Denoising strength"] = number_text(request.strength)
         fields["Init image hash"] = request.init_image
         if request.mask_image:
             fields["Mask image hash"] = request.mask_image
@@ -105,8 +108,8 @@ def parameters_text(
         # A1111's ControlNet extension's field; its guidance start and end are fractions of the steps that run.
         start, end = (control.start_step - 1) / request.run_steps, control.end_step / request.run_steps
         fields[f"ControlNet {index}"] = (
-            f"Module: {control.preprocess}, Model: {control.model}, Weight: {_number(control.weight)}, "
-            f"Guidance Start: {_number(round(start, 4))}, Guidance End: {_number(round(end, 4))}, "
+            f"Module: {control.preprocess}, Model: {control.model}, Weight: {number_text(control.weight)}, "
+            f"Guidance Start: {number_text(round(start, 4))}, Guidance End: {number_text(round(end, 4))}, "
             f"Control Mode: {control.mode.capitalize()}, Guide hash: {control.guide}"
             # A style reference (--sref): the IP-Adapter on the style layers alone (InstantStyle).
             + (", Layers: style" if control.style else "")
@@ -114,19 +117,22 @@ def parameters_text(
     if request.refiner is not None:
         base_steps, _ = request.split
         fields["Refiner"] = request.refiner.model
-        fields["Refiner switch at"] = _number(round(base_steps / request.run_steps, 4))
+        # The percentage asked for, which PNG info reads back as such; the step it came to follows.
+        percent = request.refiner.start_percent
+        switch = percent / 100 if percent is not None else round(base_steps / request.run_steps, 4)
+        fields["Refiner switch at"] = number_text(switch)
         fields["Refiner start step"] = str(base_steps)
     if request.clip_skip:
-        fields["Clip skip"] = str(request.clip_skip)
+        fields["Clip skip"] = str(request.clip_skip + 1)  # A1111 counts SDXL's own last layer as 1
     if request.tiling:
         fields["Tiling"] = "True"  # as A1111 writes it
     if request.variation_strength and request.variation_seed is not None:
         fields["Variation seed"] = str(request.variation_seed + index)
-        fields["Variation seed strength"] = _number(request.variation_strength)
+        fields["Variation seed strength"] = number_text(request.variation_strength)
     if request.vae:
         fields["VAE"] = request.vae
     if request.embeddings:
-        fields["Embeddings"] = ", ".join(f"{e.name}:{_number(e.weight)}" for e in request.embeddings)
+        fields["Embeddings"] = ", ".join(f"{e.name}:{number_text(e.weight)}" for e in request.embeddings)
     if request.count > 1:
         fields["Batch size"] = str(request.count)
     fields.update(extra or {})

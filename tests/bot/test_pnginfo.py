@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import string
 import struct
 import zlib
 
@@ -19,6 +20,9 @@ from bot.permutations import permutations
 from bot.pnginfo import png_info
 from bot.pngmeta import embed_text, parameters_text, read_text
 from bot.request import GenerationRequest
+from tests.bot.test_imagine_command import requests
+from tests.bot.test_options_properties import CATALOG as EVERY_KIND
+from tests.bot.test_options_properties import PROPERTY
 from tests.properties.sentences import assert_sentence
 
 CATALOG = load_catalog()
@@ -85,6 +89,58 @@ def test_this_bot_s_own_png_gives_the_imagine_that_makes_the_same_request():
         5,
     )
     assert "Left out" not in reply
+
+
+def test_this_bot_s_own_png_asks_for_its_refiner_clip_skip_vae_embeddings_and_loras_again():
+    """Every setting of a text-to-image request that its parameters text names comes back, the same request."""
+    line = (
+        "a red fox --model tiny --steps 10 --seed 7 --refiner 80 --clip-skip 1 --vae tiny-vae"
+        " --embedding tiny-embedding:0.5 --lora tiny-lora:0.8 --cfg 4 --scheduler Euler a"
+    )
+    made = parse_text(line, catalog=CATALOG, defaults=DEFAULTS, limits=LIMITS).request
+    text = parameters_text(made, 7)
+    assert "Clip skip: 2, " in text  # as A1111 counts: its 2 is one layer past SDXL's own
+    reply = info(png(parameters=text))
+    assert "Left out" not in reply
+    assert parse_text(command_of(reply), catalog=CATALOG, defaults=DEFAULTS, limits=LIMITS).request == made
+
+
+def test_an_a1111_sdxl_png_s_refiner_clip_skip_and_vae_are_asked_for_or_said_to_be_left_out():
+    fields = "Steps: 30, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 1024x1024, Model: sdxl"
+    here = ", Clip skip: 2, Refiner: SDXL-Refiner, Refiner switch at: 0.7, VAE: sdxl-vae-fp16-fix"
+    request = parse_text(
+        command_of(info(png(parameters=f"a fox\n{fields}{here}"))), catalog=CATALOG, defaults=DEFAULTS, limits=LIMITS
+    ).request
+    assert request.clip_skip == 1 and request.vae == "sdxl-vae-fp16-fix"
+    assert request.refiner is not None and request.refiner.start_percent == 70 and request.split == (21, 9)
+    elsewhere = (
+        ", Clip skip: 12, Refiner: sd_xl_refiner_1.0 [7440042bbd], Refiner switch at: 0.8, VAE: sdxl_vae.safetensors"
+        ", Embeddings: easynegative:1, Denoising strength: 0.4, Hires upscale: 1.5, Hires upscaler: Latent"
+    )
+    reply = info(png(parameters=f"a fox\n{fields}{elsewhere}"))
+    assert "--refiner off" in command_of(reply) and "--clip-skip" not in reply and "--vae" not in reply
+    assert reply.endswith(
+        "Left out, as this bot does not take them: clip skip '12', refiner 'sd_xl_refiner_1.0 [7440042bbd]',"
+        " VAE 'sdxl_vae.safetensors', embedding 'easynegative', hires fix '1.5' (Upscale does it after)."
+    )
+    # A switch this bot cannot run is refused by the parser and said.
+    reply = info(png(parameters=f"a fox\n{fields}, Refiner: sdxl-refiner, Refiner switch at: 1"))
+    assert "--refiner off" in command_of(reply) and reply.endswith("this bot does not take them: refiner '100'.")
+
+
+@PROPERTY
+@given(requests(), st.lists(st.text(string.ascii_letters, min_size=2, max_size=8), min_size=1, max_size=6))
+def test_the_png_info_of_any_image_this_bot_makes_from_text_asks_for_the_same_request(made, words):
+    """Whatever settings a text-to-image request has, its file's parameters ask for all of them again, exactly:
+    refiner, clip skip, VAE, LoRAs and embeddings and their weights, variation, tiling, cfg to the last digit."""
+    inputs = {"init_image": None, "strength": None, "mask_image": None, "outpaint": None, "controlnets": ()}
+    made = made.model_copy(
+        update=inputs | {"prompt": ", ".join(words), "negative_prompt": None, "count": 1, "output_format": "png"}
+    )
+    data = png(parameters=parameters_text(made, made.seed))
+    reply = png_info(data, "x.png", EVERY_KIND, DEFAULTS, LIMITS, most=10_000)
+    assert "Left out" not in reply
+    assert parse_text(command_of(reply), catalog=EVERY_KIND, defaults=DEFAULTS, limits=LIMITS).request == made
 
 
 def test_a_tiled_image_says_so_as_a1111_writes_it_and_its_imagine_tiles_again():
