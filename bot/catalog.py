@@ -35,10 +35,11 @@ to the user's negative prompt. It needs no architecture and runs on every backen
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from collections.abc import Callable, Iterator
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -46,6 +47,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bot.errors import InvalidOption, shown
 
 __all__ = ["KINDS", "Catalog", "CatalogEntry", "Kind", "load_catalog"]
+
+# The extensions of the weight files whose names other tools write (A1111's checkpoints, LoRAs, VAEs).
+_WEIGHT_FILES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
+# A file as A1111 titles it: its name, then its short hash in brackets (``sd_xl_refiner_1.0 [7440042bbd]``).
+_WRITTEN = re.compile(r"(.*?)\s*(?:\[([0-9A-Fa-f]{8,64})\])?")
 
 Kind = Literal[
     "model", "refiner", "inpainter", "vae", "lora", "embedding", "controlnet", "upscaler", "annotator", "captioner",
@@ -94,6 +100,10 @@ class CatalogEntry(BaseModel):
     # styles: the words around the user's prompt (``{prompt}`` where it goes) and the negative words
     prompt: str | None = Field(default=None, min_length=1, max_length=1000)
     negative: str | None = Field(default=None, min_length=1, max_length=1000)
+    # What an image's parameters call it besides its name, for PNG info (`Catalog.find_written`): the
+    # file names that A1111, Forge and ComfyUI write (``sd_xl_base_1.0``) and A1111's short hash
+    # (the file's SHA-256, its first 10 hex digits).
+    aliases: tuple[str, ...] = ()
 
 
 class Catalog:
@@ -171,6 +181,28 @@ class Catalog:
     def find(self, kind: Kind, name: str) -> CatalogEntry | None:
         """Return the entry of that kind and name (case-insensitive), or None."""
         return self._by_kind[kind].get(name.strip().lower())
+
+    def find_written(self, kind: Kind, written: str, file_hash: str = "") -> CatalogEntry | None:
+        """Return the entry an image's parameters name as `written`, or None.
+
+        As A1111, Forge and ComfyUI write it: the entry's name, one of its `aliases`, or the stem of its
+        weight file (`weight_name`, or `local` where that is a file), any case, with or without a folder,
+        a file extension and A1111's ``[hash]`` after it (``sd_xl_refiner_1.0 [7440042bbd]``); or by that
+        hash, or by `file_hash` (A1111's ``Model hash``).
+        """
+        titled = _WRITTEN.fullmatch(written.strip())
+        name, bracketed = titled.groups(default="") if titled else (written, "")
+        stem = PurePosixPath(name.replace("\\", "/")).name.lower()
+        names = {stem, stem.rsplit(".", 1)[0]} if stem.endswith(_WEIGHT_FILES) else {stem}
+        hashes = {found.lower() for found in (bracketed, file_hash.strip()) if found}
+        for entry in self.entries(kind):
+            known = {entry.name, *(alias.lower() for alias in entry.aliases)}
+            for file in (entry.weight_name, entry.local):
+                if file and file.lower().endswith(_WEIGHT_FILES):
+                    known.add(PurePosixPath(file).name.lower().rsplit(".", 1)[0])
+            if known & names or known & hashes:
+                return entry
+        return None
 
     def is_ip_adapter(self, name: str) -> bool:
         """Tell whether the ControlNet of that name is an IP-Adapter (its guide an image prompt, not a map)."""

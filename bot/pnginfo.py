@@ -11,9 +11,10 @@ pixels, shown without control characters, inside code blocks, and cut to fit a c
 
 from __future__ import annotations
 
+import functools
 import re
 
-from bot.catalog import Catalog
+from bot.catalog import Catalog, Kind
 from bot.comfy import parameters_of_workflow
 from bot.errors import InvalidOption, shown
 from bot.images import image_format
@@ -29,6 +30,8 @@ PNG_INFO_REPLY = 2000
 _SHOWN_LEAST = 80
 # A1111 1.9+ writes the scheduler apart from the sampler ("DPM++ 2M" and "Karras"); these mean the sampler's own.
 _OWN_SCHEDULE = {"automatic", "uniform", "normal", "default"}
+# How a kind is named in the sentence of what is left out.
+_LABELS = {"lora": "LoRA", "vae": "VAE"}
 
 
 def png_info(
@@ -77,23 +80,13 @@ def _asked(text: str, catalog: Catalog) -> tuple[dict[str, object], list[str]]:
     missing: list[str] = []
     if parsed["negative_prompt"]:
         options["negative"] = _unfenced(parsed["negative_prompt"])
-    loras = []
-    for lora, weight in parsed["loras"]:
-        found = catalog.find("lora", lora)
-        if found is None:
-            missing.append(f"LoRA '{_clean(lora, 60)}'")
-        else:
-            loras.append(f"{found.name}:{number_text(weight)}")
+    found = functools.partial(_found, catalog, missing)
+    loras = [f"{name}:{number_text(weight)}" for lora, weight in parsed["loras"] if (name := found("lora", lora))]
     if loras:
         options["lora"] = ", ".join(loras)
     missing += [f"tag '{_clean(tag, 60)}'" for tag in parsed["unread_tags"]]
-    model = fields.get("Model")
-    if model:
-        found = catalog.find("model", model)
-        if found is None:
-            missing.append(f"model '{_clean(model, 60)}'")
-        else:
-            options["model"] = found.name
+    if fields.get("Model") and (model := found("model", fields["Model"], fields.get("Model hash", ""))):
+        options["model"] = model
     sampler = fields.get("Sampler", "")
     schedule = fields.get("Schedule type", "")
     if sampler:
@@ -110,24 +103,16 @@ def _asked(text: str, catalog: Catalog) -> tuple[dict[str, object], list[str]]:
         options["clip_skip"] = str(int(clip_skip) - 1)
     elif clip_skip:
         missing.append(f"clip skip '{_clean(clip_skip, 20)}'")
-    refiner = fields.get("Refiner")
-    if refiner and catalog.find("refiner", refiner) is None:
-        missing.append(f"refiner '{_clean(refiner, 60)}'")
-    elif refiner:
+    if fields.get("Refiner") and found("refiner", fields["Refiner"]):
         # The model's own refiner takes over where the image's did; a switch out of range is refused.
         options["refiner"] = _percent(fields.get("Refiner switch at", ""))
-    vae = fields.get("VAE")
-    if vae and catalog.find("vae", vae) is None:
-        missing.append(f"VAE '{_clean(vae, 60)}'")
-    elif vae:
+    if fields.get("VAE") and (vae := found("vae", fields["VAE"], fields.get("VAE hash", ""))):
         options["vae"] = vae
     embeddings = []
     for named in filter(None, (part.strip() for part in fields.get("Embeddings", "").split(","))):
         embedding, _, weight = named.rpartition(":") if ":" in named else (named, "", "1")
-        if catalog.find("embedding", embedding) is None:
-            missing.append(f"embedding '{_clean(embedding, 60)}'")
-        else:
-            embeddings.append(f"{embedding}:{weight}")
+        if name := found("embedding", embedding):
+            embeddings.append(f"{name}:{weight}")
     if embeddings:
         options["embedding"] = ", ".join(embeddings)
     if fields.get("Hires upscale") and "Init image hash" not in fields:
@@ -137,6 +122,14 @@ def _asked(text: str, catalog: Catalog) -> tuple[dict[str, object], list[str]]:
         options["variation_seed"] = fields["Variation seed"]  # first: a refusal naming it takes it alone
         options["variation"] = variation
     return options, missing
+
+
+def _found(catalog: Catalog, missing: list[str], kind: Kind, written: str, file_hash: str = "") -> str | None:
+    """Return the catalog's name for the `kind` an image's parameters call `written`, or say it is left out."""
+    entry = catalog.find_written(kind, written, file_hash)
+    if entry is None:
+        missing.append(f"{_LABELS.get(kind, kind)} '{_clean(written, 60)}'")
+    return None if entry is None else entry.name
 
 
 def _percent(fraction: str) -> str:

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from bot.catalog import load_catalog
+from bot.catalog import Catalog, load_catalog
 from bot.errors import InvalidOption
 from bot.options import Defaults, Limits, parse_text
 from bot.permutations import permutations
@@ -114,13 +114,13 @@ def test_an_a1111_sdxl_png_s_refiner_clip_skip_and_vae_are_asked_for_or_said_to_
     assert request.clip_skip == 1 and request.vae == "sdxl-vae-fp16-fix"
     assert request.refiner is not None and request.refiner.start_percent == 70 and request.split == (21, 9)
     elsewhere = (
-        ", Clip skip: 12, Refiner: sd_xl_refiner_1.0 [7440042bbd], Refiner switch at: 0.8, VAE: sdxl_vae.safetensors"
+        ", Clip skip: 12, Refiner: my_refiner_v2 [0123456789], Refiner switch at: 0.8, VAE: sdxl_vae.safetensors"
         ", Embeddings: easynegative:1, Denoising strength: 0.4, Hires upscale: 1.5, Hires upscaler: Latent"
     )
     reply = info(png(parameters=f"a fox\n{fields}{elsewhere}"))
     assert "--refiner off" in command_of(reply) and "--clip-skip" not in reply and "--vae" not in reply
     assert reply.endswith(
-        "Left out, as this bot does not take them: clip skip '12', refiner 'sd_xl_refiner_1.0 [7440042bbd]',"
+        "Left out, as this bot does not take them: clip skip '12', refiner 'my_refiner_v2 [0123456789]',"
         " VAE 'sdxl_vae.safetensors', embedding 'easynegative', hires fix '1.5' (Upscale does it after)."
     )
     # A switch this bot cannot run is refused by the parser and said.
@@ -141,6 +141,43 @@ def test_the_png_info_of_any_image_this_bot_makes_from_text_asks_for_the_same_re
     reply = png_info(data, "x.png", EVERY_KIND, DEFAULTS, LIMITS, most=10_000)
     assert "Left out" not in reply
     assert parse_text(command_of(reply), catalog=EVERY_KIND, defaults=DEFAULTS, limits=LIMITS).request == made
+
+
+@pytest.mark.parametrize(
+    ("model", "refiner", "lora"),
+    [
+        # A1111's and Forge's SDXL base and refiner, as they write them, and a LoRA by its file's name.
+        ("Model hash: 31e35c80fc, Model: sd_xl_base_1.0", "sd_xl_refiner_1.0 [7440042bbd]", "pixel-art-xl"),
+        # A renamed file: its hash says what it is; ComfyUI's file names, in a folder, with extensions.
+        ("Model hash: 31E35C80FC, Model: my_base", "[7440042bbd]", "pixel-art-xl.safetensors"),
+        (r"Model: SDXL\\sd_xl_base_1.0.safetensors", "refiners/sd_xl_refiner_1.0_0.9vae.safetensors", "toy_face_sdxl"),
+    ],
+)
+def test_the_sdxl_files_other_tools_name_are_the_catalog_s_models(model, refiner, lora):
+    """The most common SDXL image there is, base and refiner from A1111, asks for all of it here, nothing left out."""
+    text = (
+        f"a fox <lora:{lora}:0.7>\nSteps: 30, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 5, Size: 1024x1024, "
+        f"{model}, Refiner: {refiner}, Refiner switch at: 0.8, Version: v1.10.1"
+    )
+    reply = info(png(parameters=text))
+    request = parse_text(command_of(reply), catalog=CATALOG, defaults=DEFAULTS, limits=LIMITS).request
+    assert "Left out" not in reply
+    assert request.model == "sdxl" and request.refiner is not None and request.refiner.start_percent == 80
+    assert [(lora.name, lora.weight) for lora in request.loras] == [("toy-face" if "toy" in lora else "pixel-art", 0.7)]
+
+
+def test_an_operator_s_entries_are_found_by_their_file_s_name_their_aliases_and_their_hash():
+    catalog = Catalog.from_toml(
+        '[model.mine]\narchitecture = "sdxl"\nlocal = "./models/myModelXL_v9.safetensors"\n'
+        'aliases = ["myModelXL_v9_fp16", "0123abcdef"]\n'
+        '[lora.ink]\narchitecture = "sdxl"\nlocal = "./loras/ink_sdxl.safetensors"\n'
+    )
+    assert catalog.find_written("model", "myModelXL_v9") == catalog.find("model", "mine")
+    assert catalog.find_written("model", r"XL\MYMODELXL_V9_FP16.ckpt") == catalog.find("model", "mine")
+    assert catalog.find_written("model", "renamed", file_hash="0123ABCDEF") == catalog.find("model", "mine")
+    assert catalog.find_written("lora", "ink_sdxl") == catalog.find("lora", "ink")
+    # Another kind's file, or a name that only starts like one, is not the entry.
+    assert catalog.find_written("model", "ink_sdxl") is None and catalog.find_written("model", "myModelXL") is None
 
 
 def test_a_tiled_image_says_so_as_a1111_writes_it_and_its_imagine_tiles_again():
