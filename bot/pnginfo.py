@@ -30,6 +30,9 @@ PNG_INFO_REPLY = 2000
 _SHOWN_LEAST = 80
 # A1111 1.9+ writes the scheduler apart from the sampler ("DPM++ 2M" and "Karras"); these mean the sampler's own.
 _OWN_SCHEDULE = {"automatic", "uniform", "normal", "default"}
+# A1111's ControlNet extension's fields, ``ControlNet 0: "Module: canny, Model: …, Weight: 1, …"``.
+_CONTROLNET = re.compile(r"ControlNet \d+")
+_CONTROL_MODEL = re.compile(r"\bModel: ([^,]+)")
 # How a kind is named in the sentence of what is left out.
 _LABELS = {"lora": "LoRA", "vae": "VAE"}
 
@@ -115,8 +118,7 @@ def _asked(text: str, catalog: Catalog) -> tuple[dict[str, object], list[str]]:
             embeddings.append(f"{name}:{weight}")
     if embeddings:
         options["embedding"] = ", ".join(embeddings)
-    if fields.get("Hires upscale") and "Init image hash" not in fields:
-        missing.append(f"hires fix '{_clean(fields['Hires upscale'], 20)}' (Upscale does it after)")
+    missing += _not_carried(fields)
     variation = fields.get("Variation seed strength", "")
     if fields.get("Variation seed") and variation.strip() not in ("", "0", "0.0"):  # A1111 writes them only above 0
         options["variation_seed"] = fields["Variation seed"]  # first: a refusal naming it takes it alone
@@ -130,6 +132,24 @@ def _found(catalog: Catalog, missing: list[str], kind: Kind, written: str, file_
     if entry is None:
         missing.append(f"{_LABELS.get(kind, kind)} '{_clean(written, 60)}'")
     return None if entry is None else entry.name
+
+
+def _not_carried(fields: dict[str, str]) -> list[str]:
+    """Return what made the image that no ``/imagine`` text carries, as the left-out list names it."""
+    said = []
+    if fields.get("Hires upscale") and "Init image hash" not in fields:  # A1111's hires fix, in one go
+        said.append(f"hires fix '{_clean(fields['Hires upscale'], 20)}' (Upscale does it after)")
+    elif fields.get("Denoising strength"):  # image to image: the image it started from is not in the file
+        said.append(f"the image it started from (strength '{_clean(fields['Denoising strength'], 20)}')")
+    for key, label in (("Face restoration", "face restoration"), ("ADetailer model", "ADetailer")):
+        if fields.get(key):
+            said.append(f"{label} '{_clean(fields[key], 60)}'")
+    for key, value in fields.items():
+        if _CONTROLNET.fullmatch(key):  # the A1111 extension's unit, and this bot's own
+            model = _CONTROL_MODEL.search(value)
+            name = _clean(model[1].strip() if model else value, 60)
+            said.append(f"ControlNet '{name}' (its guide is not in the file)")
+    return said
 
 
 def _percent(fraction: str) -> str:

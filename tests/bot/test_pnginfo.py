@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from bot.catalog import Catalog, load_catalog
+from bot.controls import Guide
 from bot.errors import InvalidOption
 from bot.options import Defaults, Limits, parse_text
 from bot.permutations import permutations
@@ -178,6 +179,35 @@ def test_an_operator_s_entries_are_found_by_their_file_s_name_their_aliases_and_
     assert catalog.find_written("lora", "ink_sdxl") == catalog.find("lora", "ink")
     # Another kind's file, or a name that only starts like one, is not the entry.
     assert catalog.find_written("model", "ink_sdxl") is None and catalog.find_written("model", "myModelXL") is None
+
+
+def test_what_made_the_image_that_no_imagine_carries_is_named_in_what_is_left_out():
+    """Face restoration, ADetailer, a ControlNet's guide, the image an image-to-image started from: the command
+    cannot make them again, so the reply says they made the image."""
+    fields = "Steps: 30, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 1024x1024, Model: sdxl"
+    a1111 = (
+        ", Denoising strength: 0.45, Face restoration: CodeFormer, ADetailer model: face_yolov8n.pt, "
+        'ControlNet 0: "Module: canny, Model: diffusers_xl_canny_full [2b69fca4], Weight: 1, Guidance Start: 0"'
+    )
+    reply = info(png(parameters=f"a fox\n{fields}{a1111}"))
+    assert reply.endswith(
+        "Left out, as this bot does not take them: the image it started from (strength '0.45'), face restoration"
+        " 'CodeFormer', ADetailer 'face_yolov8n.pt', ControlNet 'diffusers_xl_canny_full [2b69fca4]' (its guide"
+        " is not in the file)."
+    )
+    assert command_of(reply).startswith("a fox --model sdxl --size 1024x1024 --steps 30 --cfg 7")
+    # This bot's own: a ControlNet's guide, and the image a Vary started from, by their hashes only.
+    guided = parse_text(
+        "a fox --cn canny-sdxl --guide #3 --steps 20 --seed 5",
+        catalog=CATALOG, defaults=DEFAULTS, limits=LIMITS, guides=[Guide("a" * 64, "b" * 64)],
+    ).request  # fmt: skip
+    varied = guided.model_copy(update={"controlnets": (), "init_image": "c" * 64, "strength": 0.7})
+    assert info(png(parameters=parameters_text(guided, 5))).endswith(
+        "Left out, as this bot does not take them: ControlNet 'canny-sdxl' (its guide is not in the file)."
+    )
+    assert info(png(parameters=parameters_text(varied, 5))).endswith(
+        "Left out, as this bot does not take them: the image it started from (strength '0.7')."
+    )
 
 
 def test_a_tiled_image_says_so_as_a1111_writes_it_and_its_imagine_tiles_again():
