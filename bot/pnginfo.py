@@ -101,9 +101,10 @@ def _asked(text: str, catalog: Catalog) -> tuple[dict[str, object], list[str]]:
     if fields.get("Tiling", "").lower() == "true":
         options["tile"] = "on"
     clip_skip = fields.get("Clip skip", "").strip()
-    if clip_skip in ("1", "2", "3"):
-        # A1111 counts the layer SDXL itself stops at as 1; this bot counts the layers skipped past it.
-        options["clip_skip"] = str(int(clip_skip) - 1)
+    if clip_skip in ("1", "2", "3", "4"):
+        # A1111's N reads CLIP's Nth layer from the end, where SDXL's own is the 2nd (its 1, the last, SDXL
+        # never reads unless an A1111 setting says so); this bot counts the layers skipped past SDXL's.
+        options["clip_skip"] = str(max(0, int(clip_skip) - 2))
     elif clip_skip:
         missing.append(f"clip skip '{_clean(clip_skip, 20)}'")
     if fields.get("Refiner") and found("refiner", fields["Refiner"]):

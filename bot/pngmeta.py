@@ -123,7 +123,8 @@ def parameters_text(
         fields["Refiner switch at"] = number_text(switch)
         fields["Refiner start step"] = str(base_steps)
     if request.clip_skip:
-        fields["Clip skip"] = str(request.clip_skip + 1)  # A1111 counts SDXL's own last layer as 1
+        # A1111 counts CLIP's layers from the last, 1: SDXL's own, the second to last, is its 2.
+        fields["Clip skip"] = str(request.clip_skip + 2)
     if request.tiling:
         fields["Tiling"] = "True"  # as A1111 writes it
     if request.variation_strength and request.variation_seed is not None:

@@ -100,7 +100,7 @@ def test_this_bot_s_own_png_asks_for_its_refiner_clip_skip_vae_embeddings_and_lo
     )
     made = parse_text(line, catalog=CATALOG, defaults=DEFAULTS, limits=LIMITS).request
     text = parameters_text(made, 7)
-    assert "Clip skip: 2, " in text  # as A1111 counts: its 2 is one layer past SDXL's own
+    assert "Clip skip: 3, " in text  # as A1111 counts: its 2 is SDXL's own layer, its 3 one past it
     reply = info(png(parameters=text))
     assert "Left out" not in reply
     assert parse_text(command_of(reply), catalog=CATALOG, defaults=DEFAULTS, limits=LIMITS).request == made
@@ -108,12 +108,15 @@ def test_this_bot_s_own_png_asks_for_its_refiner_clip_skip_vae_embeddings_and_lo
 
 def test_an_a1111_sdxl_png_s_refiner_clip_skip_and_vae_are_asked_for_or_said_to_be_left_out():
     fields = "Steps: 30, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 1024x1024, Model: sdxl"
-    here = ", Clip skip: 2, Refiner: SDXL-Refiner, Refiner switch at: 0.7, VAE: sdxl-vae-fp16-fix"
+    here = ", Clip skip: 3, Refiner: SDXL-Refiner, Refiner switch at: 0.7, VAE: sdxl-vae-fp16-fix"
     request = parse_text(
         command_of(info(png(parameters=f"a fox\n{fields}{here}"))), catalog=CATALOG, defaults=DEFAULTS, limits=LIMITS
     ).request
     assert request.clip_skip == 1 and request.vae == "sdxl-vae-fp16-fix"
     assert request.refiner is not None and request.refiner.start_percent == 70 and request.split == (21, 9)
+    # The "Clip skip: 2" Pony's images carry is the layer SDXL reads anyway: nothing skipped, nothing left out.
+    pony = info(png(parameters=f"a fox\n{fields}, Clip skip: 2"))
+    assert "--clip-skip" not in command_of(pony) and "Left out" not in pony
     elsewhere = (
         ", Clip skip: 12, Refiner: my_refiner_v2 [0123456789], Refiner switch at: 0.8, VAE: sdxl_vae.safetensors"
         ", Embeddings: easynegative:1, Denoising strength: 0.4, Hires upscale: 1.5, Hires upscaler: Latent"

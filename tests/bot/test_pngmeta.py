@@ -60,7 +60,7 @@ def test_parameters_round_trip():
         "Refiner": "sdxl-refiner",
         "Refiner switch at": "0.8",
         "Refiner start step": "24",
-        "Clip skip": "2",  # A1111's count: SDXL's own last layer is 1
+        "Clip skip": "3",  # A1111's count: CLIP's last layer is 1, SDXL's own 2
         "VAE": "sdxl-vae-fp16-fix",
         "Embeddings": "tiny-embedding:0.5",
         "Batch size": "2",
