@@ -5,7 +5,8 @@ text chunk (the API format: node id → ``class_type`` and ``inputs``, a link be
 output]``). The sampler node that made the image (a ``KSampler`` whose latent starts empty, else
 the first) names the seed, steps, CFG scale, sampler and scheduler; its ``positive`` and
 ``negative`` links lead to the text encoders' prompts; its ``model`` link leads through LoRA
-loaders to the checkpoint; its latent to the size. Written as A1111 writes them, they go through
+loaders to the checkpoint, and the text encoder's CLIP to a ``CLIPSetLastLayer`` (clip skip); its
+latent to the size, and the decoder of its latent to a ``VAELoader``. Written as A1111 writes them, they go through
 `bot.pnginfo` like any other image's text. The JSON is anyone's: any shape reads as far as it can,
 every link is followed a bounded number of hops, and a graph with no sampler reads as nothing.
 """
@@ -17,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
-from bot.pngmeta import write_parameters
+from bot.pngmeta import number_text, write_parameters
 
 __all__ = ["MOST_JSON", "parameters_of_workflow"]
 
@@ -59,9 +60,10 @@ def parameters_of_workflow(text: str) -> str | None:
     nodes = {
         key: node for key, node in graph.items() if isinstance(node, dict) and isinstance(node.get("inputs"), dict)
     }
-    sampler = _sampler(nodes)
-    if sampler is None:
+    found = _sampler(nodes)
+    if found is None:
         return None
+    key, sampler = found
     inputs = sampler["inputs"]
     model, loras = _model(nodes, inputs.get("model"))
     fields: dict[str, str] = {}
@@ -80,6 +82,12 @@ def parameters_of_workflow(text: str) -> str | None:
         fields["Size"] = f"{size[0]}x{size[1]}"
     if model:
         fields["Model"] = model
+    clip_skip = _clip_skip(nodes, inputs.get("positive"))
+    if clip_skip is not None:
+        fields["Clip skip"] = clip_skip
+    vae = _vae(nodes, key)
+    if vae:
+        fields["VAE"] = vae
     return write_parameters(
         _text(nodes, inputs.get("positive")) or "",
         _text(nodes, inputs.get("negative")),
@@ -89,14 +97,44 @@ def parameters_of_workflow(text: str) -> str | None:
     )
 
 
-def _sampler(nodes: Mapping[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """Return the sampler that made the image: one that starts from an empty latent, else the first."""
-    samplers = [node for _, node in sorted(nodes.items(), key=_order) if node.get("class_type") in _SAMPLERS]
-    for node in samplers:
+def _sampler(nodes: Mapping[str, dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
+    """Return the sampler that made the image, with its id: one that starts from an empty latent, else the first."""
+    samplers = [(key, node) for key, node in sorted(nodes.items(), key=_order) if node.get("class_type") in _SAMPLERS]
+    for key, node in samplers:
         latent = _node(nodes, node["inputs"].get("latent_image"))
         if latent is not None and latent.get("class_type") in _EMPTY_LATENTS:
-            return node
+            return key, node
     return samplers[0] if samplers else None
+
+
+def _clip_skip(nodes: Mapping[str, dict[str, Any]], link: object) -> str | None:
+    """Return A1111's clip skip of the text encoder a conditioning link leads to, or None.
+
+    From a ``CLIPSetLastLayer`` between it and the checkpoint: its ``-2`` is A1111's 2.
+    """
+    encoder = _node(nodes, link)
+    node = None if encoder is None else _node(nodes, encoder["inputs"].get("clip"))
+    for _ in range(_HOPS):
+        if node is None:
+            return None
+        inputs = node["inputs"]
+        if node.get("class_type") == "CLIPSetLastLayer":
+            layer = _value(nodes, inputs.get("stop_at_clip_layer"))
+            return str(-layer) if isinstance(layer, int) and not isinstance(layer, bool) and -24 <= layer < 0 else None
+        node = _node(nodes, inputs.get("clip"))  # through LoRA loaders, which take the CLIP too
+    return None
+
+
+def _vae(nodes: Mapping[str, dict[str, Any]], sampler: str) -> str | None:
+    """Return the VAE file (its stem) that decoded the sampler's latent, where a ``VAELoader`` loaded one."""
+    for node in nodes.values():
+        inputs = node["inputs"]
+        decodes = node.get("class_type") == "VAEDecode" and _node(nodes, inputs.get("samples")) is nodes[sampler]
+        loader = _node(nodes, inputs.get("vae")) if decodes else None
+        if loader is not None and loader.get("class_type") == "VAELoader":
+            name = _value(nodes, loader["inputs"].get("vae_name"))
+            return _stem(name) if isinstance(name, str) and name else None
+    return None
 
 
 def _order(item: tuple[str, object]) -> tuple[int, str]:
@@ -181,4 +219,4 @@ def _is_number(value: object) -> bool:
 
 def _number(value: object) -> str:
     assert isinstance(value, int | float)
-    return str(value) if isinstance(value, int) else f"{value:g}"
+    return str(value) if isinstance(value, int) else number_text(value)

@@ -76,6 +76,28 @@ def test_the_default_graph_reads_as_its_a1111_text_and_an_imagine_here():
     assert request.model == "sdxl" and "Left out" not in reply
 
 
+def test_clip_skip_and_a_vae_loader_are_read_as_a1111_writes_them():
+    """A ``CLIPSetLastLayer`` at -3 behind a LoRA loader is A1111's Clip skip 3 (this bot's 1); a VAE loaded apart
+    from the checkpoint is its VAE, the catalog's when it has that file."""
+    graph = default_graph()
+    graph["6"]["inputs"]["clip"] = ["11", 1]
+    graph["11"] = {"class_type": "LoraLoader", "inputs": {"lora_name": "pixel-art-xl.safetensors", "clip": ["12", 0],
+                   "model": ["4", 0], "strength_model": 0.5, "strength_clip": 0.5}}  # fmt: skip
+    graph["12"] = {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["4", 1], "stop_at_clip_layer": -3}}
+    graph["13"] = {"class_type": "VAELoader", "inputs": {"vae_name": "sdxl-vae-fp16-fix.safetensors"}}
+    graph["8"]["inputs"]["vae"] = ["13", 0]
+    text = parameters_of_workflow(json.dumps(graph))
+    assert text is not None and text.endswith(", Model: sd_xl_base_1.0, Clip skip: 3, VAE: sdxl-vae-fp16-fix")
+    request = parse_text(command_of(reply_of(graph)), catalog=CATALOG, defaults=DEFAULTS, limits=LIMITS).request
+    assert (request.clip_skip, request.vae) == (1, "sdxl-vae-fp16-fix")
+    # A layer that is no layer (0, a string, a link nowhere) is no clip skip; a VAE decoding another latent is not it.
+    for layer in (0, "-2", ["99", 0]):
+        graph["12"]["inputs"]["stop_at_clip_layer"] = layer
+        assert "Clip skip" not in (parameters_of_workflow(json.dumps(graph)) or "")
+    graph["8"]["inputs"]["samples"] = ["99", 0]
+    assert "VAE" not in (parameters_of_workflow(json.dumps(graph)) or "")
+
+
 def test_loras_links_primitives_and_a_second_pass_are_followed():
     """LoRA loaders between the checkpoint and the sampler become <lora:…> tags; a seed and a prompt from other
     nodes are read through their links; a hires-fix pass (its latent upscaled, not empty) is not the one read."""
