@@ -3,11 +3,12 @@
 ComfyUI saves no ``parameters`` text; it keeps the graph it ran as JSON in the PNG's ``prompt``
 text chunk (the API format: node id → ``class_type`` and ``inputs``, a link being ``[node id,
 output]``). The sampler node that made the image (a ``KSampler`` whose latent starts empty, else
-the first) names the seed, steps, CFG scale, sampler and scheduler; its ``positive`` and
+the first) names the seed, steps, CFG scale, sampler and scheduler; where it ends early, a
+second sampler that goes on from its latent is SDXL's refiner; its ``positive`` and
 ``negative`` links lead to the text encoders' prompts; its ``model`` link leads through LoRA
 loaders to the checkpoint, and the text encoder's CLIP to a ``CLIPSetLastLayer`` (clip skip); its
-latent to the size, and the decoder of its latent to a ``VAELoader``. Written as A1111 writes them, they go through
-`bot.pnginfo` like any other image's text. The JSON is anyone's: any shape reads as far as it can,
+latent to the size, and the decoder of the last latent to a ``VAELoader``. Written as A1111 writes
+them, they go through `bot.pnginfo` like any other image's text. The JSON is anyone's: any shape reads as far as it can,
 every link is followed a bounded number of hops, and a graph with no sampler reads as nothing.
 """
 
@@ -60,10 +61,9 @@ def parameters_of_workflow(text: str) -> str | None:
     nodes = {
         key: node for key, node in graph.items() if isinstance(node, dict) and isinstance(node.get("inputs"), dict)
     }
-    found = _sampler(nodes)
-    if found is None:
+    sampler = _sampler(nodes)
+    if sampler is None:
         return None
-    key, sampler = found
     inputs = sampler["inputs"]
     model, loras = _model(nodes, inputs.get("model"))
     fields: dict[str, str] = {}
@@ -82,10 +82,12 @@ def parameters_of_workflow(text: str) -> str | None:
         fields["Size"] = f"{size[0]}x{size[1]}"
     if model:
         fields["Model"] = model
+    refined, refiner = _refiner(nodes, sampler)
+    fields |= refined
     clip_skip = _clip_skip(nodes, inputs.get("positive"))
     if clip_skip is not None:
         fields["Clip skip"] = clip_skip
-    vae = _vae(nodes, key)
+    vae = _vae(nodes, refiner or sampler)
     if vae:
         fields["VAE"] = vae
     return write_parameters(
@@ -97,14 +99,34 @@ def parameters_of_workflow(text: str) -> str | None:
     )
 
 
-def _sampler(nodes: Mapping[str, dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
-    """Return the sampler that made the image, with its id: one that starts from an empty latent, else the first."""
-    samplers = [(key, node) for key, node in sorted(nodes.items(), key=_order) if node.get("class_type") in _SAMPLERS]
-    for key, node in samplers:
+def _sampler(nodes: Mapping[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """Return the sampler that made the image: one that starts from an empty latent, else the first."""
+    samplers = [node for _, node in sorted(nodes.items(), key=_order) if node.get("class_type") in _SAMPLERS]
+    for node in samplers:
         latent = _node(nodes, node["inputs"].get("latent_image"))
         if latent is not None and latent.get("class_type") in _EMPTY_LATENTS:
-            return key, node
+            return node
     return samplers[0] if samplers else None
+
+
+def _refiner(
+    nodes: Mapping[str, dict[str, Any]], sampler: dict[str, Any]
+) -> tuple[dict[str, str], dict[str, Any] | None]:
+    """Return A1111's refiner fields of SDXL's two-sampler graph and the refiner's sampler, or none.
+
+    The base's ``KSamplerAdvanced`` ends at a step before its last, and a second one, whose latent is the
+    base's, runs the rest on the refiner's checkpoint.
+    """
+    steps, end = (_value(nodes, sampler["inputs"].get(name)) for name in ("steps", "end_at_step"))
+    if not (isinstance(steps, int) and isinstance(end, int) and 0 < end < steps < 10_000):
+        return {}, None
+    for node in nodes.values():
+        latent = node["inputs"].get("latent_image")
+        if node.get("class_type") in _SAMPLERS and _node(nodes, latent) is sampler and node is not sampler:
+            refiner, _ = _model(nodes, node["inputs"].get("model"))
+            if refiner:
+                return {"Refiner": refiner, "Refiner switch at": number_text(round(end / steps, 4))}, node
+    return {}, None
 
 
 def _clip_skip(nodes: Mapping[str, dict[str, Any]], link: object) -> str | None:
@@ -125,11 +147,11 @@ def _clip_skip(nodes: Mapping[str, dict[str, Any]], link: object) -> str | None:
     return None
 
 
-def _vae(nodes: Mapping[str, dict[str, Any]], sampler: str) -> str | None:
-    """Return the VAE file (its stem) that decoded the sampler's latent, where a ``VAELoader`` loaded one."""
+def _vae(nodes: Mapping[str, dict[str, Any]], sampler: dict[str, Any]) -> str | None:
+    """Return the VAE file (its stem) that decoded the last sampler's latent, where a ``VAELoader`` loaded one."""
     for node in nodes.values():
         inputs = node["inputs"]
-        decodes = node.get("class_type") == "VAEDecode" and _node(nodes, inputs.get("samples")) is nodes[sampler]
+        decodes = node.get("class_type") == "VAEDecode" and _node(nodes, inputs.get("samples")) is sampler
         loader = _node(nodes, inputs.get("vae")) if decodes else None
         if loader is not None and loader.get("class_type") == "VAELoader":
             name = _value(nodes, loader["inputs"].get("vae_name"))

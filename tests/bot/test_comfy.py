@@ -98,6 +98,30 @@ def test_clip_skip_and_a_vae_loader_are_read_as_a1111_writes_them():
     assert "VAE" not in (parameters_of_workflow(json.dumps(graph)) or "")
 
 
+def test_sdxl_s_base_and_refiner_graph_reads_as_a1111_s_refiner_switch():
+    """ComfyUI's SDXL workflow: the base's KSamplerAdvanced ends at step 24 of 30, the refiner's goes on from its
+    latent on the refiner's checkpoint, and a VAE decodes the refiner's latent: --refiner 80 and that VAE here."""
+    graph = default_graph()
+    advanced = {"add_noise": "enable", "noise_seed": 7, "steps": 30, "cfg": 7, "sampler_name": "euler",
+                "scheduler": "normal", "positive": ["6", 0], "negative": ["7", 0]}  # fmt: skip
+    graph["3"] = {"class_type": "KSamplerAdvanced", "inputs": advanced | {"model": ["4", 0], "latent_image": ["5", 0],
+                  "start_at_step": 0, "end_at_step": 24, "return_with_leftover_noise": "enable"}}  # fmt: skip
+    graph["10"] = {"class_type": "KSamplerAdvanced", "inputs": advanced | {"model": ["11", 0], "latent_image": ["3", 0],
+                   "start_at_step": 24, "end_at_step": 10000, "add_noise": "disable"}}  # fmt: skip
+    graph["11"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd_xl_refiner_1.0.safetensors"}}
+    graph["12"] = {"class_type": "VAELoader", "inputs": {"vae_name": "sdxl-vae-fp16-fix.safetensors"}}
+    graph["8"]["inputs"] |= {"samples": ["10", 0], "vae": ["12", 0]}
+    text = parameters_of_workflow(json.dumps(graph))
+    assert text is not None and "Refiner: sd_xl_refiner_1.0, Refiner switch at: 0.8, VAE: sdxl-vae-fp16-fix" in text
+    reply = reply_of(graph)
+    request = parse_text(command_of(reply), catalog=CATALOG, defaults=DEFAULTS, limits=LIMITS).request
+    assert request.refiner is not None and request.refiner.start_percent == 80 and request.split == (24, 6)
+    assert (request.seed, request.vae, request.model) == (7, "sdxl-vae-fp16-fix", "sdxl") and "Left out" not in reply
+    # A base that runs to its last step has no refiner after it.
+    graph["3"]["inputs"]["end_at_step"] = 10000
+    assert "Refiner" not in (parameters_of_workflow(json.dumps(graph)) or "")
+
+
 def test_loras_links_primitives_and_a_second_pass_are_followed():
     """LoRA loaders between the checkpoint and the sampler become <lora:…> tags; a seed and a prompt from other
     nodes are read through their links; a hires-fix pass (its latent upscaled, not empty) is not the one read."""
