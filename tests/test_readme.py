@@ -1,4 +1,4 @@
-"""README.md stays true to the code: its options table is the parser's flags, its backends table the capabilities."""
+"""README.md stays true to the code: its options table is the parser's flags; the backends table is the capabilities."""
 
 from __future__ import annotations
 
@@ -69,14 +69,14 @@ def test_every_readme_flag_is_recognised_by_parse_text(flag: str) -> None:
         assert error.reason != "is not an option" and not error.reason.startswith("is not an option ")
 
 
-def test_readme_backends_table_is_what_imagebot_backends_prints(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The Backends section's table is `imagebot backends`' rows (the capability tables), cell for cell."""
+def test_the_backends_table_is_what_imagebot_backends_prints(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/operations.md's table of what each backend can do is `imagebot backends`' rows, cell for cell."""
     from bot.config import CoreSettings
     from imagebot.cli import backends_text
 
     for backend in ("RUNWARE", "MODELSLAB"):
         monkeypatch.delenv(f"IMAGEBOT_{backend}_API_KEY", raising=False)
-    section = README.read_text(encoding="utf-8").split("## Backends", 1)[1]
+    section = (README.parent / "docs" / "operations.md").read_text(encoding="utf-8").split("## What each backend", 1)[1]
     block = section.split("```text\n", 1)[1].split("```", 1)[0]
 
     def cells(text: str) -> list[list[str]]:
