@@ -134,6 +134,13 @@ class Catalog:
             blend = self._by_kind["controlnet"].get(model.blend or "")
             if blend is not None and not blend.ip_adapter:
                 raise ValueError(f"model {model.name!r}: blend names {model.blend!r}, which is not an IP-Adapter")
+        for kind, named in self._by_kind.items():
+            # An alias names one entry: PNG info would otherwise pick between two by their order.
+            owners: dict[str, str] = {name: name for name in named}
+            for entry in named.values():
+                for alias in {alias.lower() for alias in entry.aliases} - {entry.name}:
+                    if owners.setdefault(alias, entry.name) != entry.name:
+                        raise ValueError(f"{kind} {entry.name!r}: alias {alias!r} is {kind} {owners[alias]!r}'s too")
         for annotator in self._by_kind["annotator"].values():
             if annotator.preprocess is None:
                 raise ValueError(f"annotator {annotator.name!r} names no preprocess (the guide map it makes)")

@@ -1,5 +1,6 @@
 """Table tests of the option parser: what a user types and what they get back."""
 
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -872,6 +873,26 @@ def test_a_style_that_is_not_there_or_makes_too_long_a_prompt_is_one_sentence(li
 def test_the_catalog_refuses_a_style_without_words_and_words_on_anything_else(toml):
     with pytest.raises(ValueError, match=r"a style needs a prompt or a negative; every other kind an architecture"):
         Catalog.from_toml(toml)
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        (
+            '[model.a]\narchitecture = "sdxl"\naliases = ["b"]\n[model.b]\narchitecture = "sdxl"\n',
+            "model 'a': alias 'b' is model 'b''s too",
+        ),
+        (
+            '[lora.a]\narchitecture = "sdxl"\naliases = ["X"]\n[lora.b]\narchitecture = "sdxl"\naliases = ["x"]\n',
+            "lora 'b': alias 'x' is lora 'a''s too",
+        ),
+    ],
+)
+def test_the_catalog_refuses_an_alias_that_names_two_entries(toml, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        Catalog.from_toml(toml)
+    # Of different kinds, one name may be both; an entry may list its own name.
+    Catalog.from_toml('[model.a]\narchitecture = "sdxl"\naliases = ["a", "v"]\n[vae.v]\narchitecture = "sdxl"\n')
 
 
 # ---------------------------------------------------------------------------
