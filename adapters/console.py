@@ -28,6 +28,7 @@ Commands (a leading ``/`` is optional)::
     forget [confirm]                             delete all your images, seeds and settings
     gallery [revoke]                             a private link to your images on the web (revoke: kill old links)
     star [#id], unstar [#id]                     put your image in the server's showcase, or take it out
+    loras [search]                               the LoRAs to name with --lora, and their trigger words
     wildcards [search]                           the wildcards a prompt draws a line from (__name__)
     help, quit
 

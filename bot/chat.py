@@ -629,6 +629,20 @@ class ChatFlow:
             ),
         )
 
+    def loras(self, search: str = "") -> Text:
+        """Answer ``loras [search]``: the LoRAs offered here whose name, description or trigger words hold `search`."""
+        found = self.service.offered.search("lora", search, limit=15)
+        if not found:
+            return Text(f"No LoRA here matches '{shown(search, 40)}'.")
+        # 15 lines of at most ~150 characters: within every chat's message (Discord's 2,000).
+        lines = [
+            f"`{entry.name}`"
+            + (f" — {shown(entry.description, 60)}" if entry.description else "")
+            + (f" (trigger: {shown(', '.join(entry.trigger_words), 60)})" if entry.trigger_words else "")
+            for entry in found
+        ]
+        return Text("\n".join(lines))
+
     async def wildcards(self, search: str = "") -> Text:
         """Answer ``wildcards [search]``: the wildcard files whose name holds `search`, with a few choices each."""
         library = await self.service.wildcards()
@@ -719,6 +733,11 @@ class ChatFlow:
             if rest and not _WILDCARD_SEARCH.fullmatch(rest):
                 raise InvalidOption("wildcards", f"takes a name or part of one, not '{shown(rest)}'", typed=True)
             return lambda who: self.wildcards(rest)
+        if word == "loras":
+            # "loras of the forest" is a prompt on Slack: a search is one word.
+            if rest and not _LORA_SEARCH.fullmatch(rest):
+                raise InvalidOption("loras", f"takes one word to search for, not '{shown(rest)}'", typed=True)
+            return lambda who: _ready(self.loras(rest))
         if word == "queue":
             if rest:
                 raise InvalidOption("queue", f"takes nothing, not '{shown(rest)}'", typed=True)
@@ -823,6 +842,7 @@ def _not(rest: str) -> str:
 # An option set's name as ``prefer`` takes it (`bot.option_sets.checked_name` says what else it must be).
 _SET_NAME = re.compile(r"(?:--|—)?[A-Za-z][A-Za-z0-9_-]*")
 _WILDCARD_SEARCH = re.compile(r"_*[A-Za-z0-9][A-Za-z0-9_/-]{0,99}")
+_LORA_SEARCH = re.compile(r"[\w.-]{1,64}")
 _PAN_WORDS: dict[str, PanDirection] = {direction: direction for direction in PAN_ACTIONS.values()}
 _VARY_WORDS: dict[str, VaryKind] = {"subtle": "subtle", "strong": "strong"}
 _W = TypeVar("_W")

@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.catalog import Catalog, Kind
+from bot.wildcards import Wildcards, search
 
-__all__ = ["Suggestion", "complete_name", "complete_weighted"]
+__all__ = ["Suggestion", "complete_name", "complete_weighted", "complete_wildcard"]
 
 MAX_SUGGESTIONS = 25
 _MAX_CHOICE_LENGTH = 100
@@ -60,3 +61,12 @@ def complete_weighted(catalog: Catalog, kind: Kind, typed: str, limit: int = MAX
         label = value if not entry.description else f"{value} — {entry.description}"
         suggestions.append(Suggestion(_label(label), value))
     return suggestions[:limit]
+
+
+def complete_wildcard(wildcards: Wildcards, typed: str, limit: int = MAX_SUGGESTIONS) -> list[Suggestion]:
+    """Return the wildcards whose name holds what was typed (``__`` around it or not), as `wildcards` lists them.
+
+    Each is shown as a prompt writes it, with how many choices it has and the first of them.
+    """
+    found = [(name, lines) for name, lines in search(wildcards, typed) if len(name) <= _MAX_CHOICE_LENGTH][:limit]
+    return [Suggestion(_label(f"__{name}__ ({len(lines)}): {', '.join(lines[:3])}"), name) for name, lines in found]

@@ -41,7 +41,7 @@ from bot.chat import (
     refusal,
     updates,
 )
-from bot.complete import Suggestion, complete_name, complete_weighted
+from bot.complete import Suggestion, complete_name, complete_weighted, complete_wildcard
 from bot.config import DiscordSettings
 from bot.controls import BLEND_SHAPES, blend_options
 from bot.describe import words_in
@@ -660,20 +660,22 @@ class ImagesCog(commands.Cog, name="Images"):
     @app_commands.command(name="loras", description="LoRAs in the catalog.")
     async def loras(self, interaction: discord.Interaction, search: str = "") -> None:
         """List catalog LoRAs matching a search."""
-        found = self.service.offered.search("lora", search, limit=25)
-        lines = [
-            f"`{entry.name}`"
-            + (f" — {entry.description}" if entry.description else "")
-            + (f" (trigger: {', '.join(entry.trigger_words)})" if entry.trigger_words else "")
-            for entry in found
-        ]
-        text = "\n".join(lines) if lines else f"No LoRA matches '{search}'."
-        await self._answer(interaction, Text(text[:2000]))
+        await self._answer(interaction, self.flow.loras(search))
+
+    @loras.autocomplete("search")
+    async def _lora_search_choices(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return _choices(complete_name(self.service.offered, "lora", current))
 
     @app_commands.command(name="wildcards", description="The wildcards a prompt draws a line from: __name__.")
     async def wildcards(self, interaction: discord.Interaction, search: str = "") -> None:
         """List the operator's wildcards whose name holds a search."""
         await self._answer(interaction, await self.flow.wildcards(search))
+
+    @wildcards.autocomplete("search")
+    async def _wildcard_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return _choices(complete_wildcard(await self.service.wildcards(), current))
 
     @app_commands.command(name="settings", description="Your defaults for /imagine (no options: show them).")
     @app_commands.choices(size=SIZE_CHOICES, scheduler=SCHEDULER_CHOICES)

@@ -88,7 +88,7 @@ HELP = """\
 `--seed --steps --refiner --lora --style --no --ar --cfg --sampler --n --model --tile --repeat`; A1111's \
 weights: `(words:1.3)`, `(words)`, `[words]`, `BREAK`; LoRA tags: `<lora:pixel-art:0.8>`; \
 `a {red, blue} fox` makes a job for each choice, `a {red|blue} fox` draws one, `__name__` a line of a wildcard \
-(*/imagine wildcards* `[search]` lists them)
+(*/imagine wildcards* `[search]` lists them; */imagine loras* `[search]` the LoRAs)
 */imagine reroll* `[#id]` — same settings, new seed (default: your latest image)
 */imagine refine* `[#id] [percent]` — same seed; the SDXL refiner takes over at percent (85)
 */imagine vary* `subtle|strong [#id[.n]]` — the image again with a new seed · */imagine upscale* `[#id[.n]] [2|4]` · \

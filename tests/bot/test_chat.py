@@ -85,7 +85,15 @@ async def test_reroll_text_queues_the_same_settings_with_a_new_seed(flow):
 
 @pytest.mark.parametrize(
     "text",
-    ["history of rome", "refine a castle", "settings of a story", "queue of people", "blend of colours", "blend #1 in"],
+    [
+        "history of rome",
+        "refine a castle",
+        "settings of a story",
+        "queue of people",
+        "blend of colours",
+        "blend #1 in",
+        "loras of the forest",
+    ],
 )
 async def test_words_a_command_cannot_take_are_no_command(flow, text):
     """On a chat that takes the rest as a prompt, a command word with other words is not a command."""
@@ -99,6 +107,7 @@ async def test_words_a_command_cannot_take_are_no_command(flow, text):
         ("settings steps", "takes key=value pairs, not 'steps'"),
         ("forget everything", "takes nothing or 'confirm', not 'everything'"),
         ("refine 150", "refine must be a percent from 1 to 99, not '150'."),
+        ("loras of the forest", "loras takes one word to search for, not 'of the forest'."),
     ],
 )
 async def test_strict_text_refuses_arguments_with_a_sentence(flow, text, sentence):
@@ -106,6 +115,14 @@ async def test_strict_text_refuses_arguments_with_a_sentence(flow, text, sentenc
     with pytest.raises(InvalidOption) as refused:
         await flow.text(ALICE, text, strict=True)
     assert sentence in str(refused.value)
+
+
+async def test_loras_text_lists_the_loras_a_search_finds_on_every_chat(flow):
+    """`loras pixel`: each LoRA here whose name, description or trigger words hold it, with its trigger words."""
+    assert await flow.text(ALICE, "loras pixel") == Text("`pixel-art` — Pixel art style (trigger: pixel art)")
+    listed = await flow.text(ALICE, "loras")
+    assert isinstance(listed, Text) and "`toy-face`" in listed.text and "`pixel-art`" in listed.text
+    assert await flow.text(ALICE, "loras zebra") == Text("No LoRA here matches 'zebra'.")
 
 
 async def test_a_refused_setting_is_the_answer_not_a_prompt(flow, service):

@@ -332,6 +332,20 @@ async def test_lora_autocomplete_searches_the_whole_list(running):
     assert choices == [{"name": "pixel-art:0.8, toy-face — Toy figure faces", "value": "pixel-art:0.8, toy-face"}]
 
 
+async def test_the_loras_and_wildcards_searches_are_autocompleted(fake, backend, tmp_path):
+    """`/loras search:` offers the LoRAs here, `/wildcards search:` the operator's wildcards with their choices."""
+    library = {"animal": ("fox", "owl", "hare", "lynx"), "colors/warm": ("amber",), "weather": ("rain",)}
+    async with running_bot(fake, backend, tmp_path, wildcards=library):
+        assert await fake.autocomplete("wildcards", {"search": "__a"}, "search") == [
+            {"name": "__animal__ (4): fox, owl, hare", "value": "animal"},
+            {"name": "__colors/warm__ (1): amber", "value": "colors/warm"},
+            {"name": "__weather__ (1): rain", "value": "weather"},
+        ]
+        assert await fake.autocomplete("wildcards", {"search": "zebra"}, "search") == []
+        choices = await fake.autocomplete("loras", {"search": "toy"}, "search")
+        assert choices == [{"name": "toy-face — Toy figure faces", "value": "toy-face"}]
+
+
 async def test_a_style_is_offered_as_typed_and_puts_its_words_around_the_prompt(running):
     choices = await running.fake.autocomplete("imagine", {"prompt": "x", "style": "cine"}, "style")
     assert choices == [{"name": "cinematic — a still from a film: shallow focus, film grain", "value": "cinematic"}]
