@@ -50,8 +50,10 @@ __all__ = ["KINDS", "Catalog", "CatalogEntry", "Kind", "load_catalog"]
 
 # The extensions of the weight files whose names other tools write (A1111's checkpoints, LoRAs, VAEs).
 _WEIGHT_FILES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
-# A file as A1111 titles it: its name, then its short hash in brackets (``sd_xl_refiner_1.0 [7440042bbd]``).
-_WRITTEN = re.compile(r"(.*?)\s*(?:\[([0-9A-Fa-f]{8,64})\])?")
+# A1111's short hash of a file, in brackets after its name (``sd_xl_refiner_1.0 [7440042bbd]``).
+_HASH = re.compile(r"[0-9A-Fa-f]{8,64}")
+# The longest name looked up: a file's is far shorter, and an image's text is anyone's.
+_MOST_WRITTEN = 300
 
 Kind = Literal[
     "model", "refiner", "inpainter", "vae", "lora", "embedding", "controlnet", "upscaler", "annotator", "captioner",
@@ -197,8 +199,12 @@ class Catalog:
         a file extension and A1111's ``[hash]`` after it (``sd_xl_refiner_1.0 [7440042bbd]``); or by that
         hash, or by `file_hash` (A1111's ``Model hash``).
         """
-        titled = _WRITTEN.fullmatch(written.strip())
-        name, bracketed = titled.groups(default="") if titled else (written, "")
+        name, bracketed = written.strip(), ""
+        if len(name) > _MOST_WRITTEN:
+            return None
+        head, bracket, tail = name.rpartition("[")
+        if bracket and tail.endswith("]") and _HASH.fullmatch(tail[:-1]):
+            name, bracketed = head.strip(), tail[:-1]
         stem = PurePosixPath(name.replace("\\", "/")).name.lower()
         names = {stem, stem.rsplit(".", 1)[0]} if stem.endswith(_WEIGHT_FILES) else {stem}
         hashes = {found.lower() for found in (bracketed, file_hash.strip()) if found}

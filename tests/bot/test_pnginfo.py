@@ -170,6 +170,18 @@ def test_the_sdxl_files_other_tools_name_are_the_catalog_s_models(model, refiner
     assert [(lora.name, lora.weight) for lora in request.loras] == [("toy-face" if "toy" in lora else "pixel-art", 0.7)]
 
 
+def test_a_name_too_long_for_a_file_is_no_entry_and_is_read_in_one_pass():
+    """An image's text is anyone's: a model name of 60,000 spaces between two letters is looked at once, not
+    matched against itself at every place (what a backtracking pattern would do, for minutes)."""
+    spaced = "a" + " " * 60_000 + "b [7440042bbd]"
+    assert CATALOG.find_written("refiner", spaced) is None
+    assert CATALOG.find_written("refiner", "a" + " " * 200 + "b [7440042bbd]") == CATALOG.find(
+        "refiner", "sdxl-refiner"
+    )
+    reply = info(png(parameters=f"a fox\nSteps: 20, Seed: 1, Size: 1024x1024, Model: {spaced}"))
+    assert reply.endswith("Left out, as this bot does not take them: model 'a b [7440042bbd]'.")
+
+
 def test_an_operator_s_entries_are_found_by_their_file_s_name_their_aliases_and_their_hash():
     catalog = Catalog.from_toml(
         '[model.mine]\narchitecture = "sdxl"\nlocal = "./models/myModelXL_v9.safetensors"\n'
