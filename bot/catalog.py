@@ -217,6 +217,11 @@ class Catalog:
                 return entry
         return None
 
+    def find_civitai(self, kind: Kind, version: int) -> CatalogEntry | None:
+        """Return the entry whose Runware AIR is that Civitai model version (``civitai:101055@128078``), or None."""
+        air = re.compile(rf"civitai:\d+@{version}")
+        return next((entry for entry in self.entries(kind) if entry.runware and air.fullmatch(entry.runware)), None)
+
     def is_ip_adapter(self, name: str) -> bool:
         """Tell whether the ControlNet of that name is an IP-Adapter (its guide an image prompt, not a map)."""
         entry = self.find("controlnet", name)

@@ -12,7 +12,9 @@ pixels, shown without control characters, inside code blocks, and cut to fit a c
 from __future__ import annotations
 
 import functools
+import json
 import re
+from collections.abc import Collection
 
 from bot.catalog import Catalog, Kind
 from bot.comfy import parameters_of_workflow
@@ -33,6 +35,9 @@ _OWN_SCHEDULE = {"automatic", "uniform", "normal", "default"}
 # A1111's ControlNet extension's fields, ``ControlNet 0: "Module: canny, Model: …, Weight: 1, …"``.
 _CONTROLNET = re.compile(r"ControlNet \d+")
 _CONTROL_MODEL = re.compile(r"\bModel: ([^,]+)")
+# Civitai's resource types, as the catalog's kinds and the options that name them; the most resources read.
+_CIVITAI_KINDS: dict[str, Kind] = {"checkpoint": "model", "lora": "lora", "locon": "lora", "embed": "embedding"}
+_MOST_RESOURCES = 20
 # How a kind is named in the sentence of what is left out.
 _LABELS = {"lora": "LoRA", "vae": "VAE"}
 
@@ -119,6 +124,8 @@ def _asked(text: str, catalog: Catalog) -> tuple[dict[str, object], list[str]]:
             embeddings.append(f"{name}:{weight}")
     if embeddings:
         options["embedding"] = ", ".join(embeddings)
+    # The catalog's kinds that these options name are the options' own names.
+    options |= _civitai(catalog, fields.get("Civitai resources", ""), missing, named=set(options))
     missing += _not_carried(fields)
     variation = fields.get("Variation seed strength", "")
     if fields.get("Variation seed") and variation.strip() not in ("", "0", "0.0"):  # A1111 writes them only above 0
@@ -151,6 +158,33 @@ def _not_carried(fields: dict[str, str]) -> list[str]:
             name = _clean(model[1].strip() if model else value, 60)
             said.append(f"ControlNet '{name}' (its guide is not in the file)")
     return said
+
+
+def _civitai(catalog: Catalog, resources: str, missing: list[str], named: Collection[str]) -> dict[str, str]:
+    """Return the options Civitai's resources ask for: its checkpoint, LoRAs and embeddings by model version.
+
+    Civitai's own generator writes no ``Model`` and no LoRA tags, only these; a catalog entry whose Runware
+    AIR is that version (``civitai:101055@128078``) is it. An option the text `named` itself is left as read.
+    """
+    try:
+        listed = json.loads(resources) if resources else []
+    except (ValueError, RecursionError):
+        listed = []
+    asked: dict[str, list[str]] = {}
+    for resource in listed[:_MOST_RESOURCES] if isinstance(listed, list) else []:
+        kind = _CIVITAI_KINDS.get(str(resource.get("type", "")).lower()) if isinstance(resource, dict) else None
+        version = resource.get("modelVersionId") if kind else None
+        if kind is None or kind in named or not isinstance(version, int) or isinstance(version, bool):
+            continue
+        entry = catalog.find_civitai(kind, version)
+        if entry is None:
+            called = f"{resource.get('modelName', '')} {resource.get('modelVersionName', '')}".strip()
+            missing.append(f"{_LABELS.get(kind, kind)} '{_clean(called or f'Civitai version {version}', 60)}'")
+            continue
+        weight = resource.get("weight", 1)
+        weighted = kind != "model" and isinstance(weight, int | float) and not isinstance(weight, bool)
+        asked.setdefault(kind, []).append(f"{entry.name}:{number_text(weight)}" if weighted else entry.name)
+    return {kind: ", ".join(names[:1] if kind == "model" else names) for kind, names in asked.items()}
 
 
 def _percent(fraction: str) -> str:

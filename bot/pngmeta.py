@@ -49,6 +49,8 @@ _USER_COMMENT = 0x9286
 _UNICODE = b"UNICODE\0"  # a UserComment's character code: UTF-16 follows
 # The most bytes of one compressed text chunk inflated: A1111's parameters are a few hundred.
 _MAX_TEXT = 64 * 1024
+# Civitai's fields whose values are JSON written as it is (``Civitai resources: [{"type": …}, …]``).
+_CIVITAI_JSON = re.compile(r"(Civitai resources|Civitai metadata):\s*")
 # A1111's own pattern: values with commas are JSON-quoted.
 _PARAM = re.compile(r'\s*([\w][\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 
@@ -167,6 +169,21 @@ def parse_parameters(text: str) -> dict[str, Any]:
         else:
             unread.append(f"<lora:{inner}>")
     fields: dict[str, str] = {}
+    # Civitai writes some values as bare JSON, commas and all, which A1111's pattern would cut at the first.
+    spans: list[tuple[int, int]] = []
+    tried: set[str] = set()
+    for found in _CIVITAI_JSON.finditer(last):
+        if found[1] in tried or (spans and found.start() < spans[-1][1]):
+            continue  # each is read once, where it first stands, and not inside the JSON of one before it
+        tried.add(found[1])
+        try:
+            _, end = json.JSONDecoder().raw_decode(last, found.end())
+        except (ValueError, RecursionError):
+            continue
+        fields[found[1]] = last[found.end() : end]
+        spans.append((found.start(), end))
+    for start, end in reversed(spans):
+        last = last[:start] + last[end:]
     for key, value in _PARAM.findall(last):
         try:
             fields[key.strip()] = json.loads(value) if value.startswith('"') else value.strip()

@@ -225,6 +225,35 @@ def test_what_made_the_image_that_no_imagine_carries_is_named_in_what_is_left_ou
     )
 
 
+CIVITAI = (
+    "a fox in snow\nNegative prompt: blurry\n"
+    "Steps: 30, Sampler: DPM++ 2M Karras, CFG scale: 6, Seed: 5, Size: 1024x1024, Clip skip: 2, "
+    "Created Date: 2026-01-01T00:00:00.0000000Z, Civitai resources: "
+    '[{"type":"checkpoint","modelVersionId":128078,"modelName":"SDXL","modelVersionName":"v1.0 VAE fix"},'
+    '{"type":"lora","weight":0.6,"modelVersionId":62833,"modelName":"Detail Tweaker XL","modelVersionName":"v1.0"}], '
+    'Civitai metadata: {"workflow":"txt2img","negativePrompt":"blurry, Steps: 99, Seed: 1"}'
+)
+
+
+def test_civitai_s_own_images_name_their_model_and_loras_by_version_and_the_catalog_s_air_finds_them():
+    """Civitai's generator writes no Model and no LoRA tags, only its resources as bare JSON: the checkpoint whose
+    version is in a catalog entry's Runware AIR (sdxl's civitai:101055@128078) is asked for, the rest said."""
+    reply = info(png(parameters=CIVITAI))
+    request = parse_text(command_of(reply), catalog=CATALOG, defaults=DEFAULTS, limits=LIMITS).request
+    assert (request.model, request.steps, request.seed, request.cfg_scale) == ("sdxl", 30, 5, 6)  # not the JSON's 99
+    assert reply.endswith("Left out, as this bot does not take them: LoRA 'Detail Tweaker XL v1.0'.")
+    # An operator's LoRA of that version is taken at its weight; a model the text names itself stays the text's.
+    catalog = Catalog.from_toml(
+        '[model.tiny]\narchitecture = "sdxl"\nlocal = "tiny:base"\nwidth = 128\nheight = 128\n'
+        '[model.sdxl]\narchitecture = "sdxl"\nrunware = "civitai:101055@128078"\n'
+        '[lora.detail]\narchitecture = "sdxl"\nrunware = "civitai:58390@62833"\n'
+    )
+    mine = png_info(png(parameters=CIVITAI), "x.png", catalog, DEFAULTS, LIMITS)
+    assert "--model sdxl" in command_of(mine) and "--lora detail:0.6" in command_of(mine) and "Left out" not in mine
+    named = png_info(png(parameters=CIVITAI + ", Model: tiny"), "x.png", catalog, DEFAULTS, LIMITS)
+    assert "--model tiny" in command_of(named)
+
+
 def test_a_tiled_image_says_so_as_a1111_writes_it_and_its_imagine_tiles_again():
     made = GenerationRequest(prompt="a stone wall", model="sdxl", steps=20, seed=7, tiling=True)
     text = parameters_text(made, 7)
@@ -376,7 +405,11 @@ def test_any_bytes_give_a_reply_or_one_sentence(cut, noise, where, text):
 
 
 WORDS = ["a fox", "<lora:pixel-art:0.7>", "<lora:x:.>", "<lora:y:1e999>", "<lora:z:-", "Negative prompt:", "\n", "```"]
-FIELDS = ["Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model", "Xy"]
+FIELDS = [
+    "Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model", "Xy", "Model hash", "Clip skip",
+    "Refiner", "Refiner switch at", "VAE", "Embeddings", "Hires upscale", "Denoising strength", "ControlNet 0",
+    "Face restoration", "Civitai resources", "Civitai metadata",
+]  # fmt: skip
 VALUES = [
     "25",
     "DPM++ 2M",
@@ -391,6 +424,16 @@ VALUES = [
     "-1",
     "9" * 30,
     "",
+    "sd_xl_refiner_1.0 [7440042bbd]",
+    "0.8",
+    "nan",
+    "1e999",
+    "tiny-embedding:x, :",
+    '"Module: canny, Model: x [1234abcd], Weight: 1"',
+    '[{"type":"checkpoint","modelVersionId":128078}, {"type":"lora","weight":"x","modelVersionId":true}]',
+    '[{"type":"LORA","modelVersionId":1}, 3, "a", {"type":"embed"}]',
+    '{"workflow": "txt2img", "negativePrompt": "a, Steps: 99"}',
+    "[[[[[[",
 ]
 
 
