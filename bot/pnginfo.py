@@ -38,6 +38,8 @@ _CONTROL_MODEL = re.compile(r"\bModel: ([^,]+)")
 # Civitai's resource types, as the catalog's kinds and the options that name them; the most resources read.
 _CIVITAI_KINDS: dict[str, Kind] = {"checkpoint": "model", "lora": "lora", "locon": "lora", "embed": "embedding"}
 _MOST_RESOURCES = 20
+# The most characters of A1111's ``Lora hashes`` read: twenty LoRAs' names and hashes are far fewer.
+_MOST_HASHES = 4000
 # How a kind is named in the sentence of what is left out.
 _LABELS = {"lora": "LoRA", "vae": "VAE"}
 
@@ -89,7 +91,16 @@ def _asked(text: str, catalog: Catalog) -> tuple[dict[str, object], list[str]]:
     if parsed["negative_prompt"]:
         options["negative"] = _unfenced(parsed["negative_prompt"])
     found = functools.partial(_found, catalog, missing)
-    loras = [f"{name}:{number_text(weight)}" for lora, weight in parsed["loras"] if (name := found("lora", lora))]
+    # A1111's ``Lora hashes: "name: 1234abcd5678, …"``: a LoRA whose file was renamed is found by its hash.
+    hashes = {
+        name.strip(): digest.strip()
+        for name, _, digest in (part.partition(":") for part in fields.get("Lora hashes", "")[:_MOST_HASHES].split(","))
+    }
+    loras = [
+        f"{name}:{number_text(weight)}"
+        for lora, weight in parsed["loras"]
+        if (name := found("lora", lora, hashes.get(lora, "")))
+    ]
     if loras:
         options["lora"] = ", ".join(loras)
     missing += [f"tag '{_clean(tag, 60)}'" for tag in parsed["unread_tags"]]

@@ -183,15 +183,20 @@ def test_a_name_too_long_for_a_file_is_no_entry_and_is_read_in_one_pass():
 
 
 def test_an_operator_s_entries_are_found_by_their_file_s_name_their_aliases_and_their_hash():
-    catalog = Catalog.from_toml(
+    toml = (
         '[model.mine]\narchitecture = "sdxl"\nlocal = "./models/myModelXL_v9.safetensors"\n'
         'aliases = ["myModelXL_v9_fp16", "0123abcdef"]\n'
         '[lora.ink]\narchitecture = "sdxl"\nlocal = "./loras/ink_sdxl.safetensors"\n'
     )
+    catalog = Catalog.from_toml(toml)
     assert catalog.find_written("model", "myModelXL_v9") == catalog.find("model", "mine")
     assert catalog.find_written("model", r"XL\MYMODELXL_V9_FP16.ckpt") == catalog.find("model", "mine")
     assert catalog.find_written("model", "renamed", file_hash="0123ABCDEF") == catalog.find("model", "mine")
     assert catalog.find_written("lora", "ink_sdxl") == catalog.find("lora", "ink")
+    # A LoRA tag whose file was renamed: A1111's Lora hashes say which it is.
+    text = 'a fox <lora:old_ink:0.5>\nSteps: 20, Seed: 1, Model: mine, Lora hashes: "x: 99, old_ink: ABCDEF123456"'
+    catalog = Catalog.from_toml(f'{toml}[lora.ink2]\narchitecture = "sdxl"\naliases = ["abcdef123456"]\n')
+    assert "--lora ink2:0.5" in command_of(png_info(png(parameters=text), "x.png", catalog, DEFAULTS, LIMITS))
     # Another kind's file, or a name that only starts like one, is not the entry.
     assert catalog.find_written("model", "ink_sdxl") is None and catalog.find_written("model", "myModelXL") is None
 
