@@ -631,17 +631,20 @@ class ChatFlow:
 
     def loras(self, search: str = "") -> Text:
         """Answer ``loras [search]``: the LoRAs offered here whose name, description or trigger words hold `search`."""
-        found = self.service.offered.search("lora", search, limit=15)
-        if not found:
+        matching = self.service.offered.search("lora", search, limit=len(self.service.offered.names("lora")))
+        if not matching:
             return Text(f"No LoRA here matches '{shown(search, 40)}'.")
-        # 15 lines of at most ~150 characters: within every chat's message (Discord's 2,000).
+        # 11 lines of at most 162 characters and the count of the rest: within Discord's 2,000.
         lines = [
             f"`{entry.name}`"
-            + (f" — {shown(entry.description, 60)}" if entry.description else "")
-            + (f" (trigger: {shown(', '.join(entry.trigger_words), 60)})" if entry.trigger_words else "")
-            for entry in found
+            + (f" — {shown(entry.description, 40)}" if entry.description else "")
+            + (f" (trigger: {shown(', '.join(entry.trigger_words), 40)})" if entry.trigger_words else "")
+            for entry in matching[:11]
         ]
-        return Text("\n".join(lines))
+        more = len(matching) - len(lines)
+        return Text(
+            "\n".join(lines) + (f"\n…and {more} more: search for part of a name to narrow the list." if more else "")
+        )
 
     async def wildcards(self, search: str = "") -> Text:
         """Answer ``wildcards [search]``: the wildcard files whose name holds `search`, with a few choices each."""

@@ -8,8 +8,9 @@ second sampler that goes on from its latent is SDXL's refiner; its ``positive`` 
 ``negative`` links lead to the text encoders' prompts; its ``model`` link leads through LoRA
 loaders to the checkpoint, and the text encoder's CLIP to a ``CLIPSetLastLayer`` (clip skip); its
 latent to the size, and the decoder of the last latent to a ``VAELoader``. Written as A1111 writes
-them, they go through `bot.pnginfo` like any other image's text. The JSON is anyone's: any shape reads as far as it can,
-every link is followed a bounded number of hops, and a graph with no sampler reads as nothing.
+them, they go through `bot.pnginfo` like any other image's text. The JSON is anyone's: any shape
+reads as far as it can, every link is followed a bounded number of hops, and a graph with no
+sampler reads as nothing.
 """
 
 from __future__ import annotations

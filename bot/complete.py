@@ -1,4 +1,4 @@
-"""Autocomplete suggestions for catalog names, shared by every chat platform.
+"""Autocomplete suggestions for catalog and wildcard names, shared by every chat platform.
 
 A platform shows at most a handful of suggestions (Discord: 25, each at most
 100 characters), but they are searched over the whole catalog: typing ``pix``

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.catalog import load_catalog
+from bot.catalog import Catalog, load_catalog
 from bot.chat import (
     GENERIC_ERROR,
     ChatFlow,
@@ -31,6 +31,7 @@ from bot.request import GenerationRequest, Progress
 from bot.service import ImageService
 from imagebot.bootstrap import stores_of
 from tests.fakes.backend import FakeBackend
+from tests.fakes.service import memory_service
 from tests.fakes.stores import InMemoryDatabase
 
 ALICE = Requester("slack", "U1", workspace="T1", channel="C1")
@@ -123,6 +124,23 @@ async def test_loras_text_lists_the_loras_a_search_finds_on_every_chat(flow):
     listed = await flow.text(ALICE, "loras")
     assert isinstance(listed, Text) and "`toy-face`" in listed.text and "`pixel-art`" in listed.text
     assert await flow.text(ALICE, "loras zebra") == Text("No LoRA here matches 'zebra'.")
+
+
+async def test_a_long_list_of_loras_fits_a_chat_message(tmp_path):
+    """Thirty LoRAs of the longest names, descriptions and trigger words: eleven lines, then how many more."""
+    loras = "".join(
+        f'[lora.{"n" * 61}{k:03d}]\narchitecture = "sdxl"\nlocal = "tiny:lora"\ndescription = "{"d" * 500}"\n'
+        f'trigger_words = ["{"t" * 300}", "{"u" * 300}"]\n'
+        for k in range(30)
+    )
+    catalog = Catalog.from_toml(
+        '[model.tiny]\narchitecture = "sdxl"\nlocal = "tiny:base"\nwidth = 128\nheight = 128\n' + loras
+    )
+    async with memory_service(FakeBackend(), tmp_path, catalog=catalog) as service:
+        listed = ChatFlow(service).loras()
+    lines = listed.text.splitlines()
+    assert len(listed.text) <= 2000 and len(lines) == 12
+    assert lines[-1] == "…and 19 more: search for part of a name to narrow the list."
 
 
 async def test_a_refused_setting_is_the_answer_not_a_prompt(flow, service):
