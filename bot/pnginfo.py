@@ -21,7 +21,7 @@ from bot.comfy import parameters_of_workflow
 from bot.errors import InvalidOption, shown
 from bot.images import image_format
 from bot.options import Defaults, Limits, imagine_command, parse_options
-from bot.pngmeta import number_text, parse_parameters, read_parameters, read_text
+from bot.pngmeta import SDXL_CLIP_LAYER, number_text, parse_parameters, read_parameters, read_text
 
 __all__ = ["PNG_INFO_MOST", "PNG_INFO_REPLY", "png_info"]
 
@@ -117,10 +117,8 @@ def _asked(text: str, catalog: Catalog) -> tuple[dict[str, object], list[str]]:
     if fields.get("Tiling", "").lower() == "true":
         options["tile"] = "on"
     clip_skip = fields.get("Clip skip", "").strip()
-    if clip_skip in ("1", "2", "3", "4"):
-        # A1111's N reads CLIP's Nth layer from the end, where SDXL's own is the 2nd (its 1, the last, SDXL
-        # never reads unless an A1111 setting says so); this bot counts the layers skipped past SDXL's.
-        options["clip_skip"] = str(max(0, int(clip_skip) - 2))
+    if clip_skip in ("1", "2", "3", "4"):  # A1111's 1 and 2 read SDXL's own layer: no layer skipped here
+        options["clip_skip"] = str(max(0, int(clip_skip) - SDXL_CLIP_LAYER))
     elif clip_skip:
         missing.append(f"clip skip '{_clean(clip_skip, 20)}'")
     if fields.get("Refiner") and found("refiner", fields["Refiner"]):

@@ -29,6 +29,7 @@ from bot.request import GenerationRequest
 
 __all__ = [
     "LORA_TAG",
+    "SDXL_CLIP_LAYER",
     "embed_parameters",
     "embed_text",
     "number_text",
@@ -49,6 +50,10 @@ _USER_COMMENT = 0x9286
 _UNICODE = b"UNICODE\0"  # a UserComment's character code: UTF-16 follows
 # The most bytes of one compressed text chunk inflated: A1111's parameters are a few hundred.
 _MAX_TEXT = 64 * 1024
+# A1111's "Clip skip" of the layer SDXL reads: A1111 counts CLIP's layers from the last, 1, and reads the
+# Nth (SDXL's own is the second to last; its 1, the last, A1111 reads for SDXL only when a setting says so).
+# This bot's --clip-skip counts the layers skipped past SDXL's: its k is A1111's k + 2.
+SDXL_CLIP_LAYER = 2
 # Civitai's fields whose values are JSON written as it is (``Civitai resources: [{"type": …}, …]``).
 _CIVITAI_JSON = re.compile(r"(Civitai resources|Civitai metadata):\s*")
 # A1111's own pattern: values with commas are JSON-quoted.
@@ -125,8 +130,7 @@ def parameters_text(
         fields["Refiner switch at"] = number_text(switch)
         fields["Refiner start step"] = str(base_steps)
     if request.clip_skip:
-        # A1111 counts CLIP's layers from the last, 1: SDXL's own, the second to last, is its 2.
-        fields["Clip skip"] = str(request.clip_skip + 2)
+        fields["Clip skip"] = str(request.clip_skip + SDXL_CLIP_LAYER)
     if request.tiling:
         fields["Tiling"] = "True"  # as A1111 writes it
     if request.variation_strength and request.variation_seed is not None:
