@@ -189,6 +189,8 @@ def parse_parameters(text: str) -> dict[str, Any]:
     for start, end in reversed(spans):
         last = last[:start] + last[end:]
     for key, value in _PARAM.findall(last):
+        if key.strip() in fields and _CIVITAI_JSON.fullmatch(f"{key.strip()}:"):
+            continue  # a second one, cut at its first comma, never stands for the first one read whole
         try:
             fields[key.strip()] = json.loads(value) if value.startswith('"') else value.strip()
         except ValueError:

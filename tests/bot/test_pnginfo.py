@@ -247,6 +247,9 @@ def test_civitai_s_own_images_name_their_model_and_loras_by_version_and_the_cata
     request = parse_text(command_of(reply), catalog=CATALOG, defaults=DEFAULTS, limits=LIMITS).request
     assert (request.model, request.steps, request.seed, request.cfg_scale) == ("sdxl", 30, 5, 6)  # not the JSON's 99
     assert reply.endswith("Left out, as this bot does not take them: LoRA 'Detail Tweaker XL v1.0'.")
+    # A second resources field, which A1111's pattern would read cut at its first comma, changes nothing.
+    again = info(png(parameters=CIVITAI + ', Civitai resources: [{"type":"lora","modelVersionId":1}]'))
+    assert command_of(again) == command_of(reply) and again.splitlines()[-1] == reply.splitlines()[-1]
     # An operator's LoRA of that version is taken at its weight; a model the text names itself stays the text's.
     catalog = Catalog.from_toml(
         '[model.tiny]\narchitecture = "sdxl"\nlocal = "tiny:base"\nwidth = 128\nheight = 128\n'
